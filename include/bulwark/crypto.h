@@ -1,0 +1,86 @@
+/* Every cryptographic primitive Bulwark uses, behind one header; crypto.c is
+ * the only file that includes OpenSSL. RSA-1024 keys with e = 17 (so the SPKI
+ * DER is 160 bytes), RSA-OAEP with SHA-1, AES-128-CBC with a zero IV.
+ */
+#ifndef BULWARK_CRYPTO_H
+#define BULWARK_CRYPTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BW_RSA_BITS    1024
+#define BW_RSA_PUB_LEN 160 /* public key field on the wire */
+#define BW_RSA_CT_LEN  128 /* RSA-OAEP ciphertext of a 1024-bit key */
+#define BW_AES_KEY_LEN 16
+#define BW_AES_BLOCK   16
+
+#define BW_WUR __attribute__((warn_unused_result))
+
+struct bw_rsa; /* an RSA key pair or public key */
+
+/* Generates an RSA-1024 key pair with public exponent 17. */
+int bw_rsa_generate(struct bw_rsa **out) BW_WUR;
+void bw_rsa_free(struct bw_rsa *k);
+
+/* Parses a public-key field: the X.509 SubjectPublicKeyInfo DER of an RSA key
+ * with a 1024-bit modulus, followed by nothing but zero bytes up to len.
+ * Anything else is BW_EBADKEY. */
+int bw_rsa_from_spki(struct bw_rsa **out, const uint8_t *der, size_t len) BW_WUR;
+/* Writes the SPKI DER into out[BW_RSA_PUB_LEN], zero-padded; BW_ETOOBIG if
+ * it does not fit (e.g. e = 65537). */
+int bw_rsa_to_spki(const struct bw_rsa *k, uint8_t out[BW_RSA_PUB_LEN]) BW_WUR;
+/* PKCS#8 DER private key. bw_rsa_to_pkcs8 allocates *der; the caller wipes
+ * and frees it with bw_secure_free(*der, *len). */
+int bw_rsa_from_pkcs8(struct bw_rsa **out, const uint8_t *der, size_t len) BW_WUR;
+int bw_rsa_to_pkcs8(const struct bw_rsa *k, uint8_t **der, size_t *len) BW_WUR;
+
+/* RSA-OAEP (SHA-1, MGF1-SHA-1, empty label). Encrypting needs a 1024-bit key
+ * and writes exactly BW_RSA_CT_LEN bytes. Decrypting writes at most cap bytes
+ * and sets *out_len. */
+int bw_rsa_oaep_encrypt(const struct bw_rsa *pub, const uint8_t *in, size_t n,
+			uint8_t out[BW_RSA_CT_LEN]) BW_WUR;
+int bw_rsa_oaep_decrypt(const struct bw_rsa *priv, const uint8_t *in, size_t n,
+			uint8_t *out, size_t cap, size_t *out_len) BW_WUR;
+
+/* Raw AES-128-CBC with a zero IV and no padding, chained across calls. */
+struct bw_aes;
+int bw_aes_new(struct bw_aes **out, const uint8_t key[BW_AES_KEY_LEN],
+	       int encrypt) BW_WUR;
+void bw_aes_free(struct bw_aes *a);
+/* Encrypts or decrypts n bytes in place; n must be a multiple of 16. */
+int bw_aes_cbc(struct bw_aes *a, uint8_t *buf, size_t n) BW_WUR;
+
+/* PKCS#7 on the final block: pad fills block[used..15] with 16 - used (used
+ * < 16); unpad checks a decrypted final block in constant time and sets *pad
+ * to 1..16, or returns BW_EPADDING. */
+void bw_pkcs7_pad(uint8_t block[BW_AES_BLOCK], size_t used);
+int bw_pkcs7_unpad(const uint8_t block[BW_AES_BLOCK], size_t *pad) BW_WUR;
+/* Ciphertext size of n plaintext bytes: 16 * (n / 16 + 1). */
+uint64_t bw_aes_cipher_len(uint64_t n);
+
+/* Whole-buffer AES-128-CBC + PKCS#7 for short messages. Encrypt allocates
+ * *out (bw_aes_cipher_len(n) bytes); decrypt allocates the plaintext. The
+ * caller frees with bw_secure_free. */
+int bw_aes_seal(const uint8_t key[BW_AES_KEY_LEN], const uint8_t *in, size_t n,
+		uint8_t **out, size_t *out_len) BW_WUR;
+int bw_aes_open(const uint8_t key[BW_AES_KEY_LEN], const uint8_t *in, size_t n,
+		uint8_t **out, size_t *out_len) BW_WUR;
+
+/* Cryptographically secure random bytes. */
+int bw_random(void *p, size_t n) BW_WUR;
+/* Zeroes memory in a way the compiler keeps. */
+void bw_wipe(void *p, size_t n);
+/* Wipes n bytes at p, then frees p. NULL-safe. */
+void bw_secure_free(void *p, size_t n);
+/* 1 if equal, in time independent of the contents. */
+int bw_ct_equal(const void *a, const void *b, size_t n);
+
+/* Base64 (standard alphabet, with padding). Encode allocates a NUL-terminated
+ * single line. Decode skips ASCII white space anywhere and allocates the
+ * bytes; anything else that is not base64 is BW_EPROTO. Free both with
+ * bw_secure_free (decoded keys are secrets). */
+int bw_b64_encode(const uint8_t *in, size_t n, char **out) BW_WUR;
+int bw_b64_decode(const char *in, size_t n, uint8_t **out,
+		  size_t *out_len) BW_WUR;
+
+#endif

@@ -1,0 +1,65 @@
+/* The event loop: epoll readiness callbacks, periodic ticks, deferred calls
+ * run after the current batch of events, and a small worker-thread pool for
+ * blocking work (fsync, rename) whose completion is delivered back on the
+ * loop thread. Everything but bw_loop_submit's work function runs on the loop
+ * thread.
+ */
+#ifndef BULWARK_LOOP_H
+#define BULWARK_LOOP_H
+
+#include <stdint.h>
+
+enum {
+	BW_EV_READ = 1u,
+	BW_EV_WRITE = 2u,
+	BW_EV_ERROR = 4u, /* error or hang-up; delivered whatever was asked */
+};
+
+struct bw_loop;
+typedef void (*bw_io_fn)(void *arg, unsigned events);
+typedef void (*bw_call_fn)(void *arg);
+
+/* A registration; the caller owns the storage and keeps it alive until
+ * bw_loop_unwatch, and (because events already fetched may still name it)
+ * until the deferred calls of the current batch have run. */
+struct bw_watch {
+	int fd;
+	unsigned events;
+	bw_io_fn fn;
+	void *arg;
+};
+
+int bw_loop_new(struct bw_loop **out, unsigned workers)
+	__attribute__((warn_unused_result));
+/* Finishes queued work (running its done callbacks), stops the workers and
+ * frees the loop. NULL-safe. */
+void bw_loop_free(struct bw_loop *l);
+
+int bw_loop_watch(struct bw_loop *l, struct bw_watch *w, int fd,
+		  unsigned events, bw_io_fn fn, void *arg)
+	__attribute__((warn_unused_result));
+int bw_loop_update(struct bw_loop *l, struct bw_watch *w, unsigned events);
+/* Stops watching; the fd is not closed. Events of the current batch for w are
+ * dropped. */
+void bw_loop_unwatch(struct bw_loop *l, struct bw_watch *w);
+
+/* Calls fn(arg) every interval_ms (at most 8 ticks per loop). */
+int bw_loop_every(struct bw_loop *l, unsigned interval_ms, bw_call_fn fn,
+		  void *arg) __attribute__((warn_unused_result));
+
+/* Runs fn(arg) once, after the current batch of events (e.g. to free a
+ * connection whose watch may still be named by a fetched event). */
+int bw_loop_defer(struct bw_loop *l, bw_call_fn fn, void *arg)
+	__attribute__((warn_unused_result));
+
+/* Runs work(arg) on a worker thread, then done(arg) on the loop thread. */
+int bw_loop_submit(struct bw_loop *l, bw_call_fn work, bw_call_fn done,
+		   void *arg) __attribute__((warn_unused_result));
+/* Jobs submitted whose done callback has not run yet. */
+unsigned bw_loop_jobs(const struct bw_loop *l);
+
+/* Dispatches events until bw_loop_stop; returns 0 or -errno. */
+int bw_loop_run(struct bw_loop *l);
+void bw_loop_stop(struct bw_loop *l);
+
+#endif

@@ -1,0 +1,68 @@
+/* Persistent storage of clients and files (and, later, messages); store.c is
+ * the only file that includes SQLite. One SQLite database in WAL mode, every
+ * statement prepared once at open. Not thread-safe: one thread uses a store.
+ */
+#ifndef BULWARK_STORE_H
+#define BULWARK_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crypto.h"
+
+#define BW_ID_LEN   16
+#define BW_NAME_CAP 256 /* 254 characters + NUL, rounded */
+#define BW_PATH_CAP 512
+
+struct bw_store;
+
+struct bw_client_rec {
+	uint8_t id[BW_ID_LEN];
+	char name[BW_NAME_CAP];
+	int has_pubkey;
+	uint8_t pubkey[BW_RSA_PUB_LEN];
+	int has_aes;
+	uint8_t aes_key[BW_AES_KEY_LEN];
+	int64_t last_seen; /* Unix seconds; 0 = never */
+};
+
+struct bw_file_rec {
+	uint8_t client_id[BW_ID_LEN];
+	char file_name[BW_NAME_CAP]; /* as sent by the client */
+	char path_name[BW_PATH_CAP]; /* relative to the data directory */
+	int verified;
+};
+
+/* Opens (creating if absent) the database at path: WAL, foreign keys off,
+ * tables created if missing. */
+int bw_store_open(struct bw_store **out, const char *path) BW_WUR;
+void bw_store_close(struct bw_store *s);
+
+/* Calls cb for every row; a non-zero return from cb stops and is returned. */
+typedef int (*bw_store_client_cb)(void *arg, const struct bw_client_rec *c);
+typedef int (*bw_store_file_cb)(void *arg, const struct bw_file_rec *f);
+int bw_store_load_clients(struct bw_store *s, bw_store_client_cb cb,
+			  void *arg) BW_WUR;
+int bw_store_load_files(struct bw_store *s, bw_store_file_cb cb,
+			void *arg) BW_WUR;
+
+/* Inserts a new client; BW_EEXIST if the name or id is taken. */
+int bw_store_client_insert(struct bw_store *s, const struct bw_client_rec *c)
+	BW_WUR;
+/* Sets the public key (if pubkey is not NULL), the AES key and LastSeen. */
+int bw_store_client_set_keys(struct bw_store *s, const uint8_t id[BW_ID_LEN],
+			     const uint8_t *pubkey,
+			     const uint8_t aes_key[BW_AES_KEY_LEN],
+			     int64_t last_seen) BW_WUR;
+int bw_store_client_touch(struct bw_store *s, const uint8_t id[BW_ID_LEN],
+			  int64_t last_seen) BW_WUR;
+
+/* Inserts or replaces (client_id, file_name) with Verified = false. */
+int bw_store_file_upsert(struct bw_store *s, const struct bw_file_rec *f) BW_WUR;
+int bw_store_file_set_verified(struct bw_store *s,
+			       const uint8_t id[BW_ID_LEN],
+			       const char *file_name, int verified) BW_WUR;
+int bw_store_file_delete(struct bw_store *s, const uint8_t id[BW_ID_LEN],
+			 const char *file_name) BW_WUR;
+
+#endif

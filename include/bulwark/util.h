@@ -1,0 +1,39 @@
+/* Small helpers with no better home: clocks, hex, bounded number parsing,
+ * host:port parsing, reading a small text file.
+ */
+#ifndef BULWARK_UTIL_H
+#define BULWARK_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Monotonic milliseconds, for deadlines. */
+uint64_t bw_now_ms(void);
+/* Wall-clock Unix seconds. */
+int64_t bw_time_s(void);
+
+/* Writes 2n lower-case hex characters and a NUL into out[2n + 1]. */
+void bw_hex_encode(const uint8_t *in, size_t n, char *out);
+/* Decodes exactly 2n hex characters (either case) from in; BW_EPROTO on any
+ * other character or length. */
+int bw_hex_decode(const char *in, size_t in_len, uint8_t *out, size_t n)
+	__attribute__((warn_unused_result));
+
+/* Parses a whole decimal string (surrounding white space allowed) into
+ * [min, max]; BW_ECONFIG otherwise. */
+int bw_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+	__attribute__((warn_unused_result));
+
+/* Splits "host:port" (or "[v6]:port") into host[host_cap] and port. */
+int bw_parse_hostport(const char *s, char *host, size_t host_cap,
+		      uint16_t *port) __attribute__((warn_unused_result));
+
+/* Reads a whole regular file of at most max bytes into a NUL-terminated heap
+ * string (*out, *len). BW_ETOOBIG past max; -errno on I/O errors. */
+int bw_read_small_file(const char *path, size_t max, char **out, size_t *len)
+	__attribute__((warn_unused_result));
+
+/* Formats Unix seconds as "YYYY-MM-DDTHH:MM:SSZ" into out[21]. */
+void bw_fmt_time(int64_t t, char out[21]);
+
+#endif

@@ -1,0 +1,252 @@
+/* Identity files and the blocking request/response session used by the
+ * client subcommands.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bulwark/cur.h"
+#include "bulwark/err.h"
+#include "bulwark/fsutil.h"
+#include "bulwark/net.h"
+#include "bulwark/util.h"
+#include "cli/common.h"
+#include "proto/vault.h"
+
+#define IDENTITY_MAX (64u * 1024u)
+
+void
+bw_cli_fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("Fatal: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* Returns the next line of text (without \r\n) and advances *pos. */
+static char *
+next_line(char *text, size_t len, size_t *pos)
+{
+	char *start;
+	size_t i;
+
+	if (*pos >= len)
+		return NULL;
+	start = text + *pos;
+	for (i = *pos; i < len && text[i] != '\n'; i++)
+		;
+	text[i] = '\0';
+	if (i > *pos && text[i - 1] == '\r')
+		text[i - 1] = '\0';
+	*pos = i + 1;
+	return start;
+}
+
+static char *
+trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+		*--e = '\0';
+	return s;
+}
+
+static int
+key_from_b64(struct bw_identity *me, const char *b64, size_t n)
+{
+	uint8_t *der = NULL;
+	size_t der_len = 0;
+	int rc;
+
+	if ((rc = bw_b64_decode(b64, n, &der, &der_len)) != 0)
+		return rc;
+	rc = bw_rsa_from_pkcs8(&me->key, der, der_len);
+	bw_secure_free(der, der_len);
+	return rc;
+}
+
+int
+bw_identity_load(struct bw_identity *me, const char *path,
+		 const char *priv_path, const char **why)
+{
+	char *text = NULL, *priv = NULL, *line, *rest;
+	size_t len = 0, plen = 0, pos = 0;
+	int rc;
+
+	memset(me, 0, sizeof(*me));
+	*why = NULL;
+	if ((rc = bw_read_small_file(path, IDENTITY_MAX, &text, &len)) != 0) {
+		*why = "cannot be read";
+		return rc;
+	}
+	rc = BW_EPROTO;
+	if ((line = next_line(text, len, &pos)) == NULL ||
+	    *(line = trim(line)) == '\0' || strlen(line) > 254) {
+		*why = "line 1 must be the name";
+		goto out;
+	}
+	snprintf(me->name, sizeof(me->name), "%s", line);
+	if ((line = next_line(text, len, &pos)) == NULL ||
+	    bw_hex_decode(trim(line), strlen(trim(line)), me->id, BW_ID_LEN) !=
+		    0) {
+		*why = "line 2 must be the client id as 32 hex digits";
+		goto out;
+	}
+	rest = pos < len ? text + pos : text + len;
+	if (strspn(rest, " \t\r\n") != strlen(rest)) {
+		if (key_from_b64(me, rest, strlen(rest)) != 0) {
+			*why = "line 3 is not a base64 PKCS#8 RSA private key";
+			goto out;
+		}
+	} else {
+		if (bw_read_small_file(priv_path, IDENTITY_MAX, &priv, &plen) !=
+			    0 ||
+		    key_from_b64(me, priv, plen) != 0) {
+			*why = "has no private key and priv.key is missing or "
+			       "invalid";
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	bw_secure_free(text, len);
+	bw_secure_free(priv, plen);
+	if (rc != 0)
+		bw_identity_fini(me);
+	return rc;
+}
+
+int
+bw_identity_save(const struct bw_identity *me, const char *path,
+		 const char *priv_path)
+{
+	uint8_t *der = NULL;
+	size_t der_len = 0, n = 0;
+	char *b64 = NULL, *text = NULL, hex[2 * BW_ID_LEN + 1];
+	int rc, w;
+
+	if ((rc = bw_rsa_to_pkcs8(me->key, &der, &der_len)) != 0 ||
+	    (rc = bw_b64_encode(der, der_len, &b64)) != 0)
+		goto out;
+	bw_hex_encode(me->id, BW_ID_LEN, hex);
+	n = strlen(me->name) + strlen(hex) + strlen(b64) + 4;
+	if ((text = malloc(n)) == NULL) {
+		rc = BW_ENOMEM;
+		goto out;
+	}
+	w = snprintf(text, n, "%s\n%s\n%s\n", me->name, hex, b64);
+	if (w < 0 || (size_t)w >= n) {
+		rc = BW_ETOOBIG;
+		goto out;
+	}
+	if ((rc = bw_fs_write_atomic(priv_path, b64, strlen(b64), 0600)) !=
+	    0)
+		goto out;
+	rc = bw_fs_write_atomic(path, text, (size_t)w, 0600);
+out:
+	bw_secure_free(der, der_len);
+	if (b64 != NULL)
+		bw_secure_free(b64, strlen(b64));
+	bw_secure_free(text, n);
+	return rc;
+}
+
+void
+bw_identity_fini(struct bw_identity *me)
+{
+	bw_rsa_free(me->key);
+	me->key = NULL;
+}
+
+void
+bw_session_init(struct bw_session *s, const char *host, uint16_t port,
+		unsigned timeout_ms, uint8_t version)
+{
+	memset(s, 0, sizeof(*s));
+	snprintf(s->host, sizeof(s->host), "%s", host);
+	s->port = port;
+	s->timeout_ms = timeout_ms;
+	s->version = version;
+	s->fd = -1;
+}
+
+int
+bw_session_connect(struct bw_session *s)
+{
+	if (s->fd >= 0)
+		return 0;
+	return bw_net_connect(s->host, s->port, s->timeout_ms, &s->fd);
+}
+
+void
+bw_session_close(struct bw_session *s)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+}
+
+int
+bw_session_send_hdr(struct bw_session *s, const uint8_t id[BW_ID_LEN],
+		    uint16_t code, uint32_t payload_size)
+{
+	struct bw_req_hdr h;
+	uint8_t hdr[BW_REQ_HDR_LEN];
+
+	memset(&h, 0, sizeof(h));
+	if (id != NULL)
+		memcpy(h.client_id, id, BW_ID_LEN);
+	h.version = s->version;
+	h.code = code;
+	h.payload_size = payload_size;
+	bw_req_hdr_encode(&h, hdr);
+	return bw_net_write_full(s->fd, hdr, sizeof(hdr));
+}
+
+int
+bw_session_send(struct bw_session *s, const uint8_t id[BW_ID_LEN],
+		uint16_t code, const void *payload, uint32_t len)
+{
+	int rc;
+
+	if ((rc = bw_session_send_hdr(s, id, code, len)) != 0)
+		return rc;
+	if (len > 0)
+		rc = bw_net_write_full(s->fd, payload, len);
+	return rc;
+}
+
+int
+bw_session_recv(struct bw_session *s, uint16_t *code, uint8_t *out,
+		size_t cap, size_t *len)
+{
+	uint8_t hdr[BW_RESP_HDR_LEN];
+	struct bw_resp_hdr h;
+	int rc;
+
+	if ((rc = bw_net_read_full(s->fd, hdr, sizeof(hdr))) != 0)
+		return rc;
+	if (bw_resp_hdr_decode(hdr, sizeof(hdr), &h) < 0)
+		return BW_EPROTO;
+	if (h.payload_size > cap) {
+		bw_session_close(s);
+		return BW_ETOOBIG;
+	}
+	if (h.payload_size > 0 &&
+	    (rc = bw_net_read_full(s->fd, out, h.payload_size)) != 0)
+		return rc;
+	*code = h.code;
+	*len = h.payload_size;
+	return 0;
+}

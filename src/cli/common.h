@@ -1,0 +1,69 @@
+/* What every client subcommand shares: identity files (me.info, priv.key),
+ * a blocking connection to the server with a receive timeout, and one
+ * request/response exchange of the 23/7-byte framed protocols.
+ */
+#ifndef BULWARK_CLI_COMMON_H
+#define BULWARK_CLI_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bulwark/crypto.h"
+#include "bulwark/store.h"
+
+#define BW_CLI_NAME_MAX 100 /* transfer.info's limit on a name */
+
+/* Exit codes of the client programs. */
+enum {
+	BW_EXIT_OK = 0,
+	BW_EXIT_FATAL = 1,    /* the server or the network failed */
+	BW_EXIT_USAGE = 2,    /* bad arguments or local files */
+	BW_EXIT_TAKEN = 3,    /* the name is registered already */
+	BW_EXIT_CRC = 4,      /* CRC still wrong after the last resend */
+};
+
+struct bw_identity {
+	char name[BW_NAME_CAP];
+	uint8_t id[BW_ID_LEN];
+	struct bw_rsa *key; /* private key */
+};
+
+/* Reads me.info (line 1 name, line 2 id in hex of either case, line 3 to
+ * the end the base64 PKCS#8 private key, white space ignored); if the key
+ * lines are missing, the key comes from priv.key. 0, -ENOENT when there is
+ * no me.info, or BW_EPROTO with *why set to what is wrong. */
+int bw_identity_load(struct bw_identity *me, const char *path,
+		     const char *priv_path, const char **why) BW_WUR;
+/* Writes me.info and priv.key atomically with mode 0600. */
+int bw_identity_save(const struct bw_identity *me, const char *path,
+		     const char *priv_path) BW_WUR;
+void bw_identity_fini(struct bw_identity *me);
+
+struct bw_session {
+	char host[256];
+	uint16_t port;
+	unsigned timeout_ms;
+	int fd; /* -1 when not connected */
+	uint8_t version;
+};
+
+void bw_session_init(struct bw_session *s, const char *host, uint16_t port,
+		     unsigned timeout_ms, uint8_t version);
+int bw_session_connect(struct bw_session *s) BW_WUR;
+void bw_session_close(struct bw_session *s);
+/* Sends a request header announcing payload_size bytes (the caller writes
+ * them). */
+int bw_session_send_hdr(struct bw_session *s, const uint8_t id[BW_ID_LEN],
+			uint16_t code, uint32_t payload_size) BW_WUR;
+/* Sends a whole request: header (id, code, payload size) then payload. */
+int bw_session_send(struct bw_session *s, const uint8_t id[BW_ID_LEN],
+		    uint16_t code, const void *payload, uint32_t len) BW_WUR;
+/* Reads one response: its code and up to cap payload bytes into out.
+ * BW_ETOOBIG (and the connection closed) if the payload is larger. */
+int bw_session_recv(struct bw_session *s, uint16_t *code, uint8_t *out,
+		    size_t cap, size_t *len) BW_WUR;
+
+/* "Fatal: ..." on stderr. */
+void bw_cli_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

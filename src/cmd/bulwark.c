@@ -1,0 +1,39 @@
+/* bulwark: the Bulwark client. One subcommand per service. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/send.h"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f, "Usage: bulwark COMMAND [OPTION]...\n"
+		   "Bulwark client.\n\n"
+		   "Commands:\n"
+		   "  send      send a file to the vault, encrypted and "
+		   "verified\n\n"
+		   "  bulwark COMMAND --help   options of a command\n"
+		   "  bulwark --version        version\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+		printf("bulwark %s (vault protocol 3)\n", BW_VERSION);
+		return 0;
+	}
+	if (strcmp(argv[1], "send") == 0)
+		return bw_cli_send(argc - 1, argv + 1);
+	fprintf(stderr, "bulwark: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,267 @@
+/* bulwarkd: the Bulwark daemon. Parses options, reads port.info, opens the
+ * data directory and serves every service until SIGTERM/SIGINT.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bulwark/err.h"
+#include "bulwark/log.h"
+#include "bulwark/net.h"
+#include "bulwark/util.h"
+#include "svc/server.h"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: bulwarkd [OPTION]...\n"
+		"Bulwark daemon: the file vault (and messenger) on one port, "
+		"and the\noperator console on 127.0.0.1.\n\n"
+		"  -d, --data-dir DIR       data directory (default: the "
+		"current directory):\n"
+		"                           defensive.db, files/, port.info\n"
+		"  -p, --port N             vault port (default: port.info, "
+		"else 1357; 0 = any)\n"
+		"  -l, --listen ADDR        vault address (default 0.0.0.0)\n"
+		"      --max-conns N        simultaneous vault connections "
+		"(default 16000)\n"
+		"      --max-file-size N    largest upload in bytes of "
+		"ciphertext\n"
+		"                           (default and maximum 4294967024)\n"
+		"      --timeout SEC        close a connection silent this "
+		"long (default 30)\n"
+		"      --request-timeout SEC  a request header must complete "
+		"within this\n"
+		"                           (default 10)\n"
+		"      --shutdown-grace SEC on SIGTERM, let requests in "
+		"progress finish\n"
+		"                           for this long (default 10)\n"
+		"      --workers N          threads for fsync/rename "
+		"(default 2)\n"
+		"      --console-port N     operator console port (default "
+		"8820)\n"
+		"      --console-listen ADDR  console address (default "
+		"127.0.0.1)\n"
+		"      --console-secret S   secret a console must send "
+		"(required off loopback)\n"
+		"      --no-console         do not start the console\n"
+		"      --log-level LEVEL    debug, info, warn or error "
+		"(default info)\n"
+		"  -h, --help               this help\n"
+		"  -V, --version            version\n\n"
+		"Logs go to standard error, one line per event. Exit status: "
+		"0 after a clean\nshutdown, 1 on a start-up error, 2 on bad "
+		"usage.\n");
+}
+
+enum {
+	OPT_MAX_CONNS = 256,
+	OPT_MAX_FILE,
+	OPT_TIMEOUT,
+	OPT_REQ_TIMEOUT,
+	OPT_GRACE,
+	OPT_WORKERS,
+	OPT_CONSOLE_PORT,
+	OPT_CONSOLE_LISTEN,
+	OPT_CONSOLE_SECRET,
+	OPT_NO_CONSOLE,
+	OPT_LOG_LEVEL,
+};
+
+static uint64_t
+num_arg(const char *opt, const char *v, uint64_t min, uint64_t max)
+{
+	uint64_t n;
+
+	if (bw_parse_u64(v, min, max, &n) != 0) {
+		fprintf(stderr,
+			"bulwarkd: %s needs a number from %llu to %llu, "
+			"not '%s'\n",
+			opt, (unsigned long long)min, (unsigned long long)max,
+			v);
+		exit(2);
+	}
+	return n;
+}
+
+static void
+copy_arg(char *dst, size_t cap, const char *opt, const char *v)
+{
+	if (strlen(v) >= cap) {
+		fprintf(stderr, "bulwarkd: %s is too long\n", opt);
+		exit(2);
+	}
+	memcpy(dst, v, strlen(v) + 1);
+}
+
+/* port.info (or myport.info): a port number, white space ignored. */
+static uint16_t
+port_from_files(const char *dir)
+{
+	static const char *names[] = {"port.info", "myport.info"};
+	char path[4200], *text = NULL;
+	size_t len, i;
+	uint64_t port;
+
+	for (i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		if (bw_read_small_file(path, 64, &text, &len) != 0)
+			continue;
+		if (bw_parse_u64(text, 1, 65535, &port) == 0) {
+			free(text);
+			return (uint16_t)port;
+		}
+		free(text);
+		bw_warn("%s does not hold a port number; using 1357", path);
+		return 1357;
+	}
+	bw_warn("no port.info in %s; using port 1357", dir);
+	return 1357;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"data-dir", required_argument, NULL, 'd'},
+		{"port", required_argument, NULL, 'p'},
+		{"listen", required_argument, NULL, 'l'},
+		{"max-conns", required_argument, NULL, OPT_MAX_CONNS},
+		{"max-file-size", required_argument, NULL, OPT_MAX_FILE},
+		{"timeout", required_argument, NULL, OPT_TIMEOUT},
+		{"request-timeout", required_argument, NULL, OPT_REQ_TIMEOUT},
+		{"shutdown-grace", required_argument, NULL, OPT_GRACE},
+		{"workers", required_argument, NULL, OPT_WORKERS},
+		{"console-port", required_argument, NULL, OPT_CONSOLE_PORT},
+		{"console-listen", required_argument, NULL,
+		 OPT_CONSOLE_LISTEN},
+		{"console-secret", required_argument, NULL,
+		 OPT_CONSOLE_SECRET},
+		{"no-console", no_argument, NULL, OPT_NO_CONSOLE},
+		{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	struct bw_server_cfg cfg;
+	struct bw_server srv;
+	int ch, port_set = 0, rc;
+
+	bw_server_cfg_defaults(&cfg);
+	while ((ch = getopt_long(argc, argv, "d:p:l:hV", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'd':
+			copy_arg(cfg.data_dir, sizeof(cfg.data_dir),
+				 "--data-dir", optarg);
+			break;
+		case 'p':
+			cfg.port = (uint16_t)num_arg("--port", optarg, 0,
+						     65535);
+			port_set = 1;
+			break;
+		case 'l':
+			copy_arg(cfg.listen_addr, sizeof(cfg.listen_addr),
+				 "--listen", optarg);
+			break;
+		case OPT_MAX_CONNS:
+			cfg.max_conns = (unsigned)num_arg("--max-conns",
+							  optarg, 1, 1000000);
+			break;
+		case OPT_MAX_FILE:
+			cfg.max_file_size = num_arg("--max-file-size", optarg,
+						    16, 0xFFFFFEF0u);
+			break;
+		case OPT_TIMEOUT:
+			cfg.timeout_ms = (unsigned)num_arg("--timeout", optarg,
+							   1, 86400) *
+					 1000u;
+			break;
+		case OPT_REQ_TIMEOUT:
+			cfg.request_timeout_ms =
+				(unsigned)num_arg("--request-timeout", optarg,
+						  1, 86400) *
+				1000u;
+			break;
+		case OPT_GRACE:
+			cfg.shutdown_grace_ms =
+				(unsigned)num_arg("--shutdown-grace", optarg,
+						  0, 86400) *
+				1000u;
+			break;
+		case OPT_WORKERS:
+			cfg.workers = (unsigned)num_arg("--workers", optarg,
+							1, 16);
+			break;
+		case OPT_CONSOLE_PORT:
+			cfg.console_port = (uint16_t)num_arg(
+				"--console-port", optarg, 0, 65535);
+			break;
+		case OPT_CONSOLE_LISTEN:
+			copy_arg(cfg.console_addr, sizeof(cfg.console_addr),
+				 "--console-listen", optarg);
+			break;
+		case OPT_CONSOLE_SECRET:
+			copy_arg(cfg.console_secret,
+				 sizeof(cfg.console_secret),
+				 "--console-secret", optarg);
+			break;
+		case OPT_NO_CONSOLE:
+			cfg.console_enabled = 0;
+			break;
+		case OPT_LOG_LEVEL:
+			if (strcmp(optarg, "debug") == 0)
+				bw_log_set_level(BW_LOG_DEBUG);
+			else if (strcmp(optarg, "info") == 0)
+				bw_log_set_level(BW_LOG_INFO);
+			else if (strcmp(optarg, "warn") == 0)
+				bw_log_set_level(BW_LOG_WARN);
+			else if (strcmp(optarg, "error") == 0)
+				bw_log_set_level(BW_LOG_ERROR);
+			else {
+				fprintf(stderr, "bulwarkd: unknown log level "
+						"'%s'\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("bulwarkd %s (vault protocol 3)\n", BW_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "bulwarkd: unexpected argument '%s'\n",
+			argv[optind]);
+		return 2;
+	}
+	if (!port_set)
+		cfg.port = port_from_files(cfg.data_dir);
+	if (cfg.console_enabled &&
+	    bw_net_is_loopback(cfg.console_addr) != 1 &&
+	    cfg.console_secret[0] == '\0') {
+		fprintf(stderr,
+			"bulwarkd: the console on %s (not loopback) needs "
+			"--console-secret\n",
+			cfg.console_addr);
+		return 2;
+	}
+	bw_info("bulwarkd %s starting, data directory %s", BW_VERSION,
+		cfg.data_dir);
+	if ((rc = bw_server_open(&srv, &cfg)) != 0) {
+		bw_server_close(&srv);
+		fprintf(stderr, "bulwarkd: cannot start: %s\n",
+			bw_strerror(rc));
+		return 1;
+	}
+	rc = bw_server_run(&srv);
+	bw_server_close(&srv);
+	return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,157 @@
+/* Atomic file creation: everything is written under a temporary name,
+ * fsync'd, then renamed, so a reader sees either the old file or the whole
+ * new one, never a part.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bulwark/err.h"
+#include "bulwark/fsutil.h"
+
+int
+bw_fs_mkdirs(const char *dir, mode_t mode)
+{
+	char p[PATH_MAX];
+	size_t i, n = strlen(dir);
+
+	if (n == 0 || n >= sizeof(p))
+		return BW_ETOOBIG;
+	memcpy(p, dir, n + 1);
+	for (i = 1; i <= n; i++) {
+		if (p[i] != '/' && p[i] != '\0')
+			continue;
+		p[i] = '\0';
+		if (mkdir(p, mode) != 0 && errno != EEXIST)
+			return -errno;
+		p[i] = dir[i];
+	}
+	return 0;
+}
+
+int
+bw_fs_tmpfile(const char *dir, int *fd, char *path, size_t path_cap)
+{
+	int n, f;
+
+	n = snprintf(path, path_cap, "%s/.tmp-XXXXXX", dir);
+	if (n < 0 || (size_t)n >= path_cap)
+		return BW_ETOOBIG;
+	if ((f = mkostemp(path, O_CLOEXEC)) < 0)
+		return -errno;
+	*fd = f;
+	return 0;
+}
+
+static int
+fsync_parent(const char *path)
+{
+	char d[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	size_t n;
+	int fd, rc = 0;
+
+	if (slash == NULL) {
+		d[0] = '.';
+		n = 1;
+	} else {
+		n = (size_t)(slash - path);
+		if (n == 0)
+			n = 1;
+		if (n >= sizeof(d))
+			return BW_ETOOBIG;
+		memcpy(d, path, n);
+	}
+	d[n] = '\0';
+	if ((fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return -errno;
+	if (fsync(fd) != 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+int
+bw_fs_commit(int fd, const char *tmp, const char *dst)
+{
+	int rc = 0;
+
+	if (fsync(fd) != 0)
+		rc = -errno;
+	if (close(fd) != 0 && rc == 0)
+		rc = -errno;
+	if (rc == 0 && rename(tmp, dst) != 0)
+		rc = -errno;
+	if (rc != 0) {
+		unlink(tmp);
+		return rc;
+	}
+	return fsync_parent(dst);
+}
+
+int
+bw_fs_write_atomic(const char *path, const void *p, size_t n, mode_t mode)
+{
+	char tmp[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	const uint8_t *b = p;
+	ssize_t w;
+	int fd, rc, len;
+
+	if (slash == NULL)
+		len = snprintf(tmp, sizeof(tmp), ".%s.tmp-XXXXXX", path);
+	else
+		len = snprintf(tmp, sizeof(tmp), "%.*s/.%s.tmp-XXXXXX",
+			       (int)(slash - path), path, slash + 1);
+	if (len < 0 || (size_t)len >= sizeof(tmp))
+		return BW_ETOOBIG;
+	if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0)
+		return -errno;
+	if (fchmod(fd, mode) != 0) {
+		rc = -errno;
+		goto fail;
+	}
+	while (n > 0) {
+		w = write(fd, b, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			rc = -errno;
+			goto fail;
+		}
+		b += w;
+		n -= (size_t)w;
+	}
+	return bw_fs_commit(fd, tmp, path);
+fail:
+	close(fd);
+	unlink(tmp);
+	return rc;
+}
+
+int
+bw_fs_clear_dir(const char *dir)
+{
+	DIR *d;
+	struct dirent *e;
+	int fd, n = 0;
+
+	if ((d = opendir(dir)) == NULL)
+		return errno == ENOENT ? 0 : -errno;
+	fd = dirfd(d);
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		if (unlinkat(fd, e->d_name, 0) == 0)
+			n++;
+	}
+	closedir(d);
+	return n;
+}

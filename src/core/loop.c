@@ -1,0 +1,380 @@
+/* epoll event loop with periodic ticks, deferred calls and a worker pool.
+ * Worker completions come back through an eventfd so that done callbacks run
+ * on the loop thread and need no locking of their own.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "bulwark/err.h"
+#include "bulwark/log.h"
+#include "bulwark/loop.h"
+#include "bulwark/util.h"
+
+#define MAX_TICKS  8
+#define MAX_EVENTS 256
+#define MAX_WORKERS 16
+
+struct job {
+	struct job *next;
+	bw_call_fn work, done;
+	void *arg;
+};
+
+struct tick {
+	unsigned interval_ms;
+	uint64_t next_ms;
+	bw_call_fn fn;
+	void *arg;
+};
+
+struct bw_loop {
+	int ep;
+	int stop;
+	struct tick ticks[MAX_TICKS];
+	unsigned ticks_n;
+	struct job *deferred, **deferred_tail;
+	/* the batch being dispatched, so unwatch can drop its events */
+	struct epoll_event *batch;
+	int batch_n;
+
+	/* worker pool */
+	pthread_t threads[MAX_WORKERS];
+	unsigned workers;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct job *queue, **queue_tail; /* guarded by mu */
+	struct job *done, **done_tail;	 /* guarded by mu */
+	int quit;			 /* guarded by mu */
+	unsigned jobs;			 /* loop thread only */
+	int efd;
+	struct bw_watch efd_watch;
+};
+
+static void
+push(struct job ***tail, struct job *j)
+{
+	j->next = NULL;
+	**tail = j;
+	*tail = &j->next;
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct bw_loop *l = arg;
+	struct job *j;
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&l->mu);
+	for (;;) {
+		while (l->queue == NULL && !l->quit)
+			pthread_cond_wait(&l->cv, &l->mu);
+		if ((j = l->queue) == NULL)
+			break; /* quit and nothing left */
+		if ((l->queue = j->next) == NULL)
+			l->queue_tail = &l->queue;
+		pthread_mutex_unlock(&l->mu);
+		j->work(j->arg);
+		pthread_mutex_lock(&l->mu);
+		push(&l->done_tail, j);
+		(void)!write(l->efd, &one, sizeof(one));
+	}
+	pthread_mutex_unlock(&l->mu);
+	return NULL;
+}
+
+static void
+run_done(struct bw_loop *l)
+{
+	struct job *list, *j;
+
+	pthread_mutex_lock(&l->mu);
+	list = l->done;
+	l->done = NULL;
+	l->done_tail = &l->done;
+	pthread_mutex_unlock(&l->mu);
+	while ((j = list) != NULL) {
+		list = j->next;
+		l->jobs--;
+		if (j->done != NULL)
+			j->done(j->arg);
+		free(j);
+	}
+}
+
+static void
+on_efd(void *arg, unsigned events)
+{
+	struct bw_loop *l = arg;
+	uint64_t v;
+
+	(void)events;
+	(void)!read(l->efd, &v, sizeof(v));
+	run_done(l);
+}
+
+int
+bw_loop_new(struct bw_loop **out, unsigned workers)
+{
+	struct bw_loop *l;
+	unsigned i;
+	int rc;
+
+	if (workers > MAX_WORKERS)
+		workers = MAX_WORKERS;
+	if ((l = calloc(1, sizeof(*l))) == NULL)
+		return BW_ENOMEM;
+	l->ep = l->efd = -1;
+	l->deferred_tail = &l->deferred;
+	l->queue_tail = &l->queue;
+	l->done_tail = &l->done;
+	pthread_mutex_init(&l->mu, NULL);
+	pthread_cond_init(&l->cv, NULL);
+	if ((l->ep = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
+	    (l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if ((rc = bw_loop_watch(l, &l->efd_watch, l->efd, BW_EV_READ, on_efd,
+				l)) != 0)
+		goto fail;
+	for (i = 0; i < workers; i++) {
+		if ((rc = -pthread_create(&l->threads[i], NULL, worker_main,
+					  l)) != 0)
+			goto fail;
+		l->workers++;
+	}
+	*out = l;
+	return 0;
+fail:
+	bw_loop_free(l);
+	return rc;
+}
+
+void
+bw_loop_free(struct bw_loop *l)
+{
+	struct job *j;
+	unsigned i;
+
+	if (l == NULL)
+		return;
+	pthread_mutex_lock(&l->mu);
+	l->quit = 1;
+	pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+	for (i = 0; i < l->workers; i++)
+		pthread_join(l->threads[i], NULL);
+	run_done(l);
+	while ((j = l->deferred) != NULL) {
+		l->deferred = j->next;
+		j->work(j->arg);
+		free(j);
+	}
+	if (l->efd >= 0)
+		close(l->efd);
+	if (l->ep >= 0)
+		close(l->ep);
+	pthread_mutex_destroy(&l->mu);
+	pthread_cond_destroy(&l->cv);
+	free(l);
+}
+
+static uint32_t
+to_epoll(unsigned events)
+{
+	uint32_t e = 0;
+
+	if (events & BW_EV_READ)
+		e |= EPOLLIN | EPOLLRDHUP;
+	if (events & BW_EV_WRITE)
+		e |= EPOLLOUT;
+	return e;
+}
+
+int
+bw_loop_watch(struct bw_loop *l, struct bw_watch *w, int fd, unsigned events,
+	      bw_io_fn fn, void *arg)
+{
+	struct epoll_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	w->fd = fd;
+	w->events = events;
+	w->fn = fn;
+	w->arg = arg;
+	ev.events = to_epoll(events);
+	ev.data.ptr = w;
+	if (epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+		return -errno;
+	return 0;
+}
+
+int
+bw_loop_update(struct bw_loop *l, struct bw_watch *w, unsigned events)
+{
+	struct epoll_event ev;
+
+	if (w->events == events)
+		return 0;
+	memset(&ev, 0, sizeof(ev));
+	ev.events = to_epoll(events);
+	ev.data.ptr = w;
+	if (epoll_ctl(l->ep, EPOLL_CTL_MOD, w->fd, &ev) != 0)
+		return -errno;
+	w->events = events;
+	return 0;
+}
+
+void
+bw_loop_unwatch(struct bw_loop *l, struct bw_watch *w)
+{
+	int i;
+
+	if (w->fd >= 0)
+		(void)epoll_ctl(l->ep, EPOLL_CTL_DEL, w->fd, NULL);
+	for (i = 0; i < l->batch_n; i++) {
+		if (l->batch[i].data.ptr == w)
+			l->batch[i].data.ptr = NULL;
+	}
+	w->fd = -1;
+}
+
+int
+bw_loop_every(struct bw_loop *l, unsigned interval_ms, bw_call_fn fn,
+	      void *arg)
+{
+	struct tick *t;
+
+	if (l->ticks_n == MAX_TICKS || interval_ms == 0)
+		return BW_ETOOBIG;
+	t = &l->ticks[l->ticks_n++];
+	t->interval_ms = interval_ms;
+	t->next_ms = bw_now_ms() + interval_ms;
+	t->fn = fn;
+	t->arg = arg;
+	return 0;
+}
+
+int
+bw_loop_defer(struct bw_loop *l, bw_call_fn fn, void *arg)
+{
+	struct job *j;
+
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return BW_ENOMEM;
+	j->work = fn;
+	j->arg = arg;
+	push(&l->deferred_tail, j);
+	return 0;
+}
+
+int
+bw_loop_submit(struct bw_loop *l, bw_call_fn work, bw_call_fn done, void *arg)
+{
+	struct job *j;
+
+	if (l->workers == 0)
+		return -ENOSYS;
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return BW_ENOMEM;
+	j->work = work;
+	j->done = done;
+	j->arg = arg;
+	l->jobs++;
+	pthread_mutex_lock(&l->mu);
+	push(&l->queue_tail, j);
+	pthread_cond_signal(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+	return 0;
+}
+
+unsigned
+bw_loop_jobs(const struct bw_loop *l)
+{
+	return l->jobs;
+}
+
+static int
+next_timeout(struct bw_loop *l, uint64_t now)
+{
+	uint64_t soonest = UINT64_MAX;
+	unsigned i;
+
+	if (l->deferred != NULL)
+		return 0;
+	for (i = 0; i < l->ticks_n; i++) {
+		if (l->ticks[i].next_ms < soonest)
+			soonest = l->ticks[i].next_ms;
+	}
+	if (soonest == UINT64_MAX)
+		return 1000;
+	return soonest <= now ? 0 : (int)(soonest - now);
+}
+
+static void
+run_deferred(struct bw_loop *l)
+{
+	struct job *list = l->deferred, *j;
+
+	l->deferred = NULL;
+	l->deferred_tail = &l->deferred;
+	while ((j = list) != NULL) {
+		list = j->next;
+		j->work(j->arg);
+		free(j);
+	}
+}
+
+int
+bw_loop_run(struct bw_loop *l)
+{
+	struct epoll_event evs[MAX_EVENTS];
+	struct bw_watch *w;
+	unsigned i, ev;
+	uint64_t now;
+	int n, k;
+
+	while (!l->stop) {
+		n = epoll_wait(l->ep, evs, MAX_EVENTS,
+			       next_timeout(l, bw_now_ms()));
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		l->batch = evs;
+		l->batch_n = n > 0 ? n : 0;
+		for (k = 0; k < n; k++) {
+			if ((w = evs[k].data.ptr) == NULL)
+				continue;
+			ev = 0;
+			if (evs[k].events & (EPOLLIN | EPOLLRDHUP))
+				ev |= BW_EV_READ;
+			if (evs[k].events & EPOLLOUT)
+				ev |= BW_EV_WRITE;
+			if (evs[k].events & (EPOLLERR | EPOLLHUP))
+				ev |= BW_EV_ERROR;
+			w->fn(w->arg, ev);
+		}
+		l->batch = NULL;
+		l->batch_n = 0;
+		now = bw_now_ms();
+		for (i = 0; i < l->ticks_n; i++) {
+			if (l->ticks[i].next_ms <= now) {
+				l->ticks[i].next_ms = now + l->ticks[i].interval_ms;
+				l->ticks[i].fn(l->ticks[i].arg);
+			}
+		}
+		run_deferred(l);
+	}
+	return 0;
+}
+
+void
+bw_loop_stop(struct bw_loop *l)
+{
+	l->stop = 1;
+}

@@ -1,0 +1,200 @@
+/* Clocks, hex, bounded number parsing, host:port parsing and small-file
+ * reading shared by the daemon and the client.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bulwark/err.h"
+#include "bulwark/util.h"
+
+uint64_t
+bw_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int64_t
+bw_time_s(void)
+{
+	return (int64_t)time(NULL);
+}
+
+void
+bw_hex_encode(const uint8_t *in, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int
+bw_hex_decode(const char *in, size_t in_len, uint8_t *out, size_t n)
+{
+	size_t i;
+	int hi, lo;
+
+	if (in_len != 2 * n)
+		return BW_EPROTO;
+	for (i = 0; i < n; i++) {
+		hi = hexval(in[2 * i]);
+		lo = hexval(in[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return BW_EPROTO;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+int
+bw_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	if (!isdigit((unsigned char)*s))
+		return BW_ECONFIG;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return BW_ECONFIG;
+	while (isspace((unsigned char)*end))
+		end++;
+	if (*end != '\0' || v < min || v > max)
+		return BW_ECONFIG;
+	*out = (uint64_t)v;
+	return 0;
+}
+
+int
+bw_parse_hostport(const char *s, char *host, size_t host_cap, uint16_t *port)
+{
+	const char *colon, *h = s;
+	size_t hlen;
+	uint64_t p;
+
+	while (isspace((unsigned char)*h))
+		h++;
+	if (*h == '[') {
+		const char *close = strchr(h, ']');
+
+		if (close == NULL || close[1] != ':')
+			return BW_ECONFIG;
+		hlen = (size_t)(close - h - 1);
+		h++;
+		colon = close + 1;
+	} else {
+		if ((colon = strrchr(h, ':')) == NULL)
+			return BW_ECONFIG;
+		hlen = (size_t)(colon - h);
+	}
+	if (hlen == 0 || hlen >= host_cap)
+		return BW_ECONFIG;
+	if (bw_parse_u64(colon + 1, 1, 65535, &p) != 0)
+		return BW_ECONFIG;
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	*port = (uint16_t)p;
+	return 0;
+}
+
+int
+bw_read_small_file(const char *path, size_t max, char **out, size_t *len)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t got = 0;
+	ssize_t n;
+	int fd, rc;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return -errno;
+	if (fstat(fd, &st) != 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = -EINVAL;
+		goto out;
+	}
+	if ((uint64_t)st.st_size > max) {
+		rc = BW_ETOOBIG;
+		goto out;
+	}
+	if ((buf = malloc(max + 1)) == NULL) {
+		rc = BW_ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		n = read(fd, buf + got, max - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+		if (got == max) {
+			char c;
+
+			if (read(fd, &c, 1) > 0) {
+				rc = BW_ETOOBIG;
+				goto out;
+			}
+			break;
+		}
+	}
+	buf[got] = '\0';
+	*out = buf;
+	*len = got;
+	buf = NULL;
+	rc = 0;
+out:
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+void
+bw_fmt_time(int64_t t, char out[21])
+{
+	struct tm tm;
+	time_t tt = (time_t)t;
+
+	if (gmtime_r(&tt, &tm) == NULL || tm.tm_year < -1900 ||
+	    tm.tm_year > 9999 - 1900) {
+		snprintf(out, 21, "%s", "0000-00-00T00:00:00Z");
+		return;
+	}
+	strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}

@@ -1,0 +1,176 @@
+/* Vault request/response headers and payload codecs, decoded through the
+ * bounded cursor and required to be consumed exactly.
+ */
+#include <string.h>
+
+#include "bulwark/cur.h"
+#include "bulwark/err.h"
+#include "proto/vault.h"
+
+int
+bw_req_hdr_decode(const uint8_t *p, size_t len, struct bw_req_hdr *h)
+{
+	struct bw_cur c;
+
+	if (len < BW_REQ_HDR_LEN)
+		return BW_EMORE;
+	bw_cur_init(&c, p, BW_REQ_HDR_LEN);
+	bw_cur_copy(&c, h->client_id, BW_ID_LEN);
+	h->version = bw_cur_u8(&c);
+	h->code = bw_cur_u16le(&c);
+	h->payload_size = bw_cur_u32le(&c);
+	if (bw_cur_end(&c) != 0)
+		return BW_EMORE;
+	return BW_REQ_HDR_LEN;
+}
+
+void
+bw_req_hdr_encode(const struct bw_req_hdr *h, uint8_t out[BW_REQ_HDR_LEN])
+{
+	memcpy(out, h->client_id, BW_ID_LEN);
+	out[16] = h->version;
+	bw_put_u16le(out + 17, h->code);
+	bw_put_u32le(out + 19, h->payload_size);
+}
+
+int
+bw_resp_hdr_decode(const uint8_t *p, size_t len, struct bw_resp_hdr *h)
+{
+	if (len < BW_RESP_HDR_LEN)
+		return BW_EMORE;
+	h->version = p[0];
+	h->code = bw_get_u16le(p + 1);
+	h->payload_size = bw_get_u32le(p + 3);
+	return BW_RESP_HDR_LEN;
+}
+
+void
+bw_resp_hdr_encode(const struct bw_resp_hdr *h, uint8_t out[BW_RESP_HDR_LEN])
+{
+	out[0] = h->version;
+	bw_put_u16le(out + 1, h->code);
+	bw_put_u32le(out + 3, h->payload_size);
+}
+
+long
+bw_vault_req_payload_size(uint16_t code)
+{
+	switch (code) {
+	case BW_REQ_REGISTER:
+	case BW_REQ_RECONNECT:
+	case BW_REQ_CRC_OK:
+	case BW_REQ_CRC_RETRY:
+	case BW_REQ_CRC_FAIL:
+		return BW_NAME_FIELD;
+	case BW_REQ_PUBKEY:
+		return BW_NAME_FIELD + BW_RSA_PUB_LEN;
+	case BW_REQ_SEND_FILE:
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+int
+bw_vault_name_payload_decode(const uint8_t *p, size_t len,
+			     char name[BW_NAME_CAP])
+{
+	struct bw_cur c;
+	const uint8_t *f;
+	int rc;
+
+	name[0] = '\0';
+	bw_cur_init(&c, p, len);
+	f = bw_cur_take(&c, BW_NAME_FIELD);
+	if ((rc = bw_cur_end(&c)) != 0)
+		return rc == BW_EMORE ? BW_EPROTO : rc;
+	return bw_name_decode(f, BW_NAME_FIELD, name);
+}
+
+int
+bw_vault_pubkey_payload_decode(const uint8_t *p, size_t len,
+			       char name[BW_NAME_CAP], const uint8_t **key)
+{
+	struct bw_cur c;
+	const uint8_t *f, *k;
+	int rc;
+
+	name[0] = '\0';
+	*key = NULL;
+	bw_cur_init(&c, p, len);
+	f = bw_cur_take(&c, BW_NAME_FIELD);
+	k = bw_cur_take(&c, BW_RSA_PUB_LEN);
+	if ((rc = bw_cur_end(&c)) != 0)
+		return rc == BW_EMORE ? BW_EPROTO : rc;
+	if ((rc = bw_name_decode(f, BW_NAME_FIELD, name)) != 0)
+		return rc;
+	*key = k;
+	return 0;
+}
+
+int
+bw_vault_file_prefix_decode(const uint8_t *p, size_t len,
+			    uint32_t *content_size, char name[BW_NAME_CAP])
+{
+	struct bw_cur c;
+	const uint8_t *f;
+	int rc;
+
+	name[0] = '\0';
+	bw_cur_init(&c, p, len);
+	*content_size = bw_cur_u32le(&c);
+	f = bw_cur_take(&c, BW_NAME_FIELD);
+	if ((rc = bw_cur_end(&c)) != 0)
+		return rc == BW_EMORE ? BW_EPROTO : rc;
+	return bw_name_decode(f, BW_NAME_FIELD, name);
+}
+
+int
+bw_vault_id_payload_decode(const uint8_t *p, size_t len, uint8_t id[BW_ID_LEN])
+{
+	struct bw_cur c;
+
+	bw_cur_init(&c, p, len);
+	bw_cur_copy(&c, id, BW_ID_LEN);
+	return bw_cur_end(&c) == 0 ? 0 : BW_EPROTO;
+}
+
+int
+bw_vault_aes_payload_decode(const uint8_t *p, size_t len,
+			    uint8_t id[BW_ID_LEN], const uint8_t **wrapped)
+{
+	struct bw_cur c;
+
+	bw_cur_init(&c, p, len);
+	bw_cur_copy(&c, id, BW_ID_LEN);
+	*wrapped = bw_cur_take(&c, BW_RSA_CT_LEN);
+	return bw_cur_end(&c) == 0 ? 0 : BW_EPROTO;
+}
+
+int
+bw_vault_file_ack_decode(const uint8_t *p, size_t len, struct bw_file_ack *a)
+{
+	struct bw_cur c;
+	const uint8_t *f;
+
+	memset(a, 0, sizeof(*a));
+	bw_cur_init(&c, p, len);
+	bw_cur_copy(&c, a->client_id, BW_ID_LEN);
+	a->content_size = bw_cur_u32le(&c);
+	f = bw_cur_take(&c, BW_NAME_FIELD);
+	a->cksum = bw_cur_u32le(&c);
+	if (bw_cur_end(&c) != 0)
+		return BW_EPROTO;
+	return bw_name_decode(f, BW_NAME_FIELD, a->file_name);
+}
+
+void
+bw_vault_file_ack_encode(const struct bw_file_ack *a,
+			 const uint8_t name_field[BW_NAME_FIELD],
+			 uint8_t out[BW_FILE_ACK_LEN])
+{
+	memcpy(out, a->client_id, BW_ID_LEN);
+	bw_put_u32le(out + BW_ID_LEN, a->content_size);
+	memcpy(out + BW_ID_LEN + 4, name_field, BW_NAME_FIELD);
+	bw_put_u32le(out + BW_ID_LEN + 4 + BW_NAME_FIELD, a->cksum);
+}

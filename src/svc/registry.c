@@ -1,0 +1,351 @@
+/* Clients and files in RAM, indexed by id, by name and by (owner, file name),
+ * written through to the store.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "bulwark/crypto.h"
+#include "bulwark/err.h"
+#include "bulwark/log.h"
+#include "bulwark/util.h"
+#include "svc/registry.h"
+
+static void
+client_free(struct bw_client *c)
+{
+	if (c != NULL)
+		bw_secure_free(c, sizeof(*c));
+}
+
+static int
+index_client(struct bw_registry *r, struct bw_client *c)
+{
+	int rc;
+
+	if ((rc = bw_hash_put(&r->by_id, c->id, BW_ID_LEN, c)) != 0)
+		return rc;
+	if ((rc = bw_hash_put(&r->by_name, c->name, strlen(c->name), c)) !=
+	    0) {
+		bw_hash_del(&r->by_id, c->id, BW_ID_LEN);
+		return rc;
+	}
+	r->clients_n++;
+	return 0;
+}
+
+static void
+file_key(struct bw_file *f)
+{
+	size_t n = strlen(f->file_name);
+
+	memcpy(f->key, f->owner->id, BW_ID_LEN);
+	memcpy(f->key + BW_ID_LEN, f->file_name, n);
+	f->key_len = BW_ID_LEN + n;
+}
+
+static uint64_t
+file_size(const struct bw_registry *r, const char *path_name)
+{
+	char p[BW_PATH_CAP + 4096];
+	struct stat st;
+
+	if (snprintf(p, sizeof(p), "%s/%s", r->data_dir, path_name) >=
+	    (int)sizeof(p))
+		return 0;
+	if (stat(p, &st) != 0 || !S_ISREG(st.st_mode))
+		return 0;
+	return (uint64_t)st.st_size;
+}
+
+static void
+unlink_file(struct bw_registry *r, struct bw_file *f)
+{
+	struct bw_file **pp;
+
+	bw_hash_del(&r->files, f->key, f->key_len);
+	for (pp = &f->owner->files; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == f) {
+			*pp = f->next;
+			break;
+		}
+	}
+	f->owner->files_n--;
+	r->files_n--;
+	r->bytes_stored -= f->size;
+	free(f);
+}
+
+static int
+link_file(struct bw_registry *r, struct bw_client *c, const char *file_name,
+	  const char *path_name, int verified, uint64_t size)
+{
+	struct bw_file *f;
+	int rc;
+
+	if ((f = calloc(1, sizeof(*f))) == NULL)
+		return BW_ENOMEM;
+	f->owner = c;
+	snprintf(f->file_name, sizeof(f->file_name), "%s", file_name);
+	snprintf(f->path_name, sizeof(f->path_name), "%s", path_name);
+	f->verified = verified;
+	f->size = size;
+	file_key(f);
+	if ((rc = bw_hash_put(&r->files, f->key, f->key_len, f)) != 0) {
+		free(f);
+		return rc;
+	}
+	f->next = c->files;
+	c->files = f;
+	c->files_n++;
+	r->files_n++;
+	r->bytes_stored += size;
+	return 0;
+}
+
+static int
+load_client(void *arg, const struct bw_client_rec *rec)
+{
+	struct bw_registry *r = arg;
+	struct bw_client *c;
+	int rc;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return BW_ENOMEM;
+	memcpy(c->id, rec->id, BW_ID_LEN);
+	memcpy(c->name, rec->name, sizeof(c->name));
+	c->has_pubkey = rec->has_pubkey;
+	memcpy(c->pubkey, rec->pubkey, sizeof(c->pubkey));
+	c->has_aes = rec->has_aes;
+	memcpy(c->aes_key, rec->aes_key, sizeof(c->aes_key));
+	c->last_seen = rec->last_seen;
+	if ((rc = index_client(r, c)) != 0) {
+		bw_warn("registry: skipping duplicate client row '%s'",
+			rec->name);
+		client_free(c);
+	}
+	return 0;
+}
+
+static int
+load_file(void *arg, const struct bw_file_rec *rec)
+{
+	struct bw_registry *r = arg;
+	struct bw_client *c = bw_registry_by_id(r, rec->client_id);
+
+	if (c == NULL) {
+		bw_warn("registry: file row '%s' has no client; ignored",
+			rec->file_name);
+		return 0;
+	}
+	if (link_file(r, c, rec->file_name, rec->path_name, rec->verified,
+		      file_size(r, rec->path_name)) == BW_ENOMEM)
+		return BW_ENOMEM;
+	return 0;
+}
+
+int
+bw_registry_open(struct bw_registry *r, struct bw_store *store,
+		 const char *data_dir)
+{
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	r->store = store;
+	if ((r->data_dir = strdup(data_dir)) == NULL)
+		return BW_ENOMEM;
+	if ((rc = bw_hash_init(&r->by_id)) != 0 ||
+	    (rc = bw_hash_init(&r->by_name)) != 0 ||
+	    (rc = bw_hash_init(&r->files)) != 0)
+		goto fail;
+	if ((rc = bw_store_load_clients(store, load_client, r)) != 0 ||
+	    (rc = bw_store_load_files(store, load_file, r)) != 0)
+		goto fail;
+	return 0;
+fail:
+	bw_registry_close(r);
+	return rc;
+}
+
+static int
+free_one_client(void *arg, void *val)
+{
+	struct bw_client *c = val;
+	struct bw_file *f, *next;
+
+	(void)arg;
+	for (f = c->files; f != NULL; f = next) {
+		next = f->next;
+		free(f);
+	}
+	client_free(c);
+	return 0;
+}
+
+void
+bw_registry_close(struct bw_registry *r)
+{
+	if (r->by_id.slots != NULL)
+		(void)bw_hash_each(&r->by_id, free_one_client, NULL);
+	bw_hash_fini(&r->by_id);
+	bw_hash_fini(&r->by_name);
+	bw_hash_fini(&r->files);
+	free(r->data_dir);
+	r->data_dir = NULL;
+}
+
+struct bw_client *
+bw_registry_by_id(const struct bw_registry *r, const uint8_t id[BW_ID_LEN])
+{
+	return bw_hash_get(&r->by_id, id, BW_ID_LEN);
+}
+
+struct bw_client *
+bw_registry_by_name(const struct bw_registry *r, const char *name)
+{
+	return bw_hash_get(&r->by_name, name, strlen(name));
+}
+
+int
+bw_registry_add(struct bw_registry *r, const char *name,
+		const uint8_t *pubkey, struct bw_client **out)
+{
+	struct bw_client_rec rec;
+	struct bw_client *c;
+	int rc, tries;
+
+	if (bw_registry_by_name(r, name) != NULL)
+		return BW_EEXIST;
+	memset(&rec, 0, sizeof(rec));
+	snprintf(rec.name, sizeof(rec.name), "%s", name);
+	if (pubkey != NULL) {
+		rec.has_pubkey = 1;
+		memcpy(rec.pubkey, pubkey, BW_RSA_PUB_LEN);
+	}
+	rec.last_seen = bw_time_s();
+	for (tries = 0;; tries++) {
+		if ((rc = bw_random(rec.id, BW_ID_LEN)) != 0)
+			return rc;
+		if (bw_registry_by_id(r, rec.id) == NULL)
+			break;
+		if (tries == 3)
+			return BW_EEXIST;
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return BW_ENOMEM;
+	if ((rc = bw_store_client_insert(r->store, &rec)) != 0) {
+		client_free(c);
+		return rc;
+	}
+	memcpy(c->id, rec.id, BW_ID_LEN);
+	memcpy(c->name, rec.name, sizeof(c->name));
+	c->has_pubkey = rec.has_pubkey;
+	memcpy(c->pubkey, rec.pubkey, sizeof(c->pubkey));
+	c->last_seen = rec.last_seen;
+	if ((rc = index_client(r, c)) != 0) {
+		client_free(c);
+		return rc;
+	}
+	*out = c;
+	return 0;
+}
+
+int
+bw_registry_set_keys(struct bw_registry *r, struct bw_client *c,
+		     const uint8_t *pubkey,
+		     const uint8_t aes_key[BW_AES_KEY_LEN])
+{
+	int64_t now = bw_time_s();
+	int rc;
+
+	rc = bw_store_client_set_keys(r->store, c->id, pubkey, aes_key, now);
+	if (rc != 0)
+		return rc;
+	if (pubkey != NULL) {
+		memcpy(c->pubkey, pubkey, BW_RSA_PUB_LEN);
+		c->has_pubkey = 1;
+	}
+	memcpy(c->aes_key, aes_key, BW_AES_KEY_LEN);
+	c->has_aes = 1;
+	c->last_seen = now;
+	return 0;
+}
+
+void
+bw_registry_touch(struct bw_registry *r, struct bw_client *c)
+{
+	int64_t now = bw_time_s();
+	int rc;
+
+	if (c->last_seen == now)
+		return; /* LastSeen has one-second resolution */
+	c->last_seen = now;
+	if ((rc = bw_store_client_touch(r->store, c->id, now)) != 0)
+		bw_warn("registry: LastSeen not saved: %s", bw_strerror(rc));
+}
+
+struct bw_file *
+bw_registry_file(const struct bw_registry *r, const struct bw_client *c,
+		 const char *file_name)
+{
+	uint8_t key[BW_ID_LEN + BW_NAME_CAP];
+	size_t n = strlen(file_name);
+
+	if (n >= BW_NAME_CAP)
+		return NULL;
+	memcpy(key, c->id, BW_ID_LEN);
+	memcpy(key + BW_ID_LEN, file_name, n);
+	return bw_hash_get(&r->files, key, BW_ID_LEN + n);
+}
+
+int
+bw_registry_put_file(struct bw_registry *r, struct bw_client *c,
+		     const char *file_name, const char *path_name,
+		     uint64_t size)
+{
+	struct bw_file_rec rec;
+	struct bw_file *f, *next;
+	int rc;
+
+	memset(&rec, 0, sizeof(rec));
+	memcpy(rec.client_id, c->id, BW_ID_LEN);
+	snprintf(rec.file_name, sizeof(rec.file_name), "%s", file_name);
+	snprintf(rec.path_name, sizeof(rec.path_name), "%s", path_name);
+	if ((rc = bw_store_file_upsert(r->store, &rec)) != 0)
+		return rc;
+	for (f = c->files; f != NULL; f = next) {
+		next = f->next;
+		if (strcmp(f->file_name, file_name) == 0 ||
+		    strcmp(f->path_name, path_name) == 0)
+			unlink_file(r, f);
+	}
+	return link_file(r, c, file_name, path_name, 0, size);
+}
+
+int
+bw_registry_set_verified(struct bw_registry *r, struct bw_file *f)
+{
+	int rc;
+
+	rc = bw_store_file_set_verified(r->store, f->owner->id, f->file_name,
+					1);
+	if (rc != 0)
+		return rc;
+	f->verified = 1;
+	return 0;
+}
+
+int
+bw_registry_each_client(const struct bw_registry *r,
+			int (*fn)(void *arg, void *client), void *arg)
+{
+	return bw_hash_each(&r->by_id, fn, arg);
+}
+
+int
+bw_registry_each_file(const struct bw_registry *r,
+		      int (*fn)(void *arg, void *file), void *arg)
+{
+	return bw_hash_each(&r->files, fn, arg);
+}

@@ -1,0 +1,83 @@
+/* The in-RAM view of clients and stored files, loaded from the store at
+ * start-up and written through to it: the database is the truth, RAM the
+ * cache. Every change goes to the database first and to RAM only if that
+ * succeeded. Loop thread only.
+ */
+#ifndef BULWARK_SVC_REGISTRY_H
+#define BULWARK_SVC_REGISTRY_H
+
+#include <stdint.h>
+
+#include "bulwark/hash.h"
+#include "bulwark/store.h"
+
+struct bw_file;
+
+struct bw_client {
+	uint8_t id[BW_ID_LEN];
+	char name[BW_NAME_CAP];
+	int has_pubkey;
+	uint8_t pubkey[BW_RSA_PUB_LEN];
+	int has_aes;
+	uint8_t aes_key[BW_AES_KEY_LEN];
+	int64_t last_seen;
+	struct bw_file *files; /* this client's files, newest first */
+	unsigned files_n;
+};
+
+struct bw_file {
+	struct bw_file *next; /* in the owner's list */
+	struct bw_client *owner;
+	uint8_t key[BW_ID_LEN + BW_NAME_CAP]; /* owner id + file name */
+	size_t key_len;
+	char file_name[BW_NAME_CAP];
+	char path_name[BW_PATH_CAP];
+	int verified;
+	uint64_t size; /* plaintext bytes on disk */
+};
+
+struct bw_registry {
+	struct bw_store *store;
+	char *data_dir;
+	struct bw_hash by_id, by_name, files;
+	uint64_t clients_n, files_n, bytes_stored;
+};
+
+/* Loads every client and file from store (which stays owned by the caller
+ * and must outlive r). data_dir is used to measure stored files. */
+int bw_registry_open(struct bw_registry *r, struct bw_store *store,
+		     const char *data_dir) BW_WUR;
+void bw_registry_close(struct bw_registry *r);
+
+struct bw_client *bw_registry_by_id(const struct bw_registry *r,
+				    const uint8_t id[BW_ID_LEN]);
+struct bw_client *bw_registry_by_name(const struct bw_registry *r,
+				      const char *name);
+/* Registers name with a fresh random id; BW_EEXIST if the name is taken. The
+ * client is in the database when this returns 0. */
+int bw_registry_add(struct bw_registry *r, const char *name,
+		    const uint8_t *pubkey, struct bw_client **out) BW_WUR;
+/* Stores a new AES key and, if pubkey is not NULL, a new public key. */
+int bw_registry_set_keys(struct bw_registry *r, struct bw_client *c,
+			 const uint8_t *pubkey,
+			 const uint8_t aes_key[BW_AES_KEY_LEN]) BW_WUR;
+/* Updates LastSeen in RAM and in the database (failure is only logged). */
+void bw_registry_touch(struct bw_registry *r, struct bw_client *c);
+
+struct bw_file *bw_registry_file(const struct bw_registry *r,
+				 const struct bw_client *c,
+				 const char *file_name);
+/* Records a stored file (Verified = false), replacing any row of the same
+ * name, and any other row of this client that pointed at the same path. */
+int bw_registry_put_file(struct bw_registry *r, struct bw_client *c,
+			 const char *file_name, const char *path_name,
+			 uint64_t size) BW_WUR;
+int bw_registry_set_verified(struct bw_registry *r, struct bw_file *f) BW_WUR;
+
+/* Calls fn for each client / file; a non-zero return stops the walk. */
+int bw_registry_each_client(const struct bw_registry *r,
+			    int (*fn)(void *arg, void *client), void *arg);
+int bw_registry_each_file(const struct bw_registry *r,
+			  int (*fn)(void *arg, void *file), void *arg);
+
+#endif

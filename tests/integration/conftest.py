@@ -1,0 +1,91 @@
+"""Fixtures for the vault integration tests."""
+
+import os
+
+import pytest
+
+import bwvault as bw
+import vaultenv as env
+
+
+def _require(path, what, variable):
+    if path.is_file() and os.access(path, os.X_OK):
+        return
+    reason = "%s not built: %s missing (build the dev preset or set %s)" % (what, path, variable)
+    if os.environ.get("BULWARK_REQUIRE_BINARIES"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Factory: start_server(*extra_args, data_dir=None) -> VaultServer.
+
+    Every server is killed on teardown; a server that died on its own (not
+    through .stop()) or whose log holds a sanitizer report fails the test."""
+    _require(env.BULWARKD, "bulwarkd", "BULWARKD")
+    servers = []
+
+    def start(*extra_args, data_dir=None):
+        n = len(servers)
+        dd = data_dir if data_dir is not None else tmp_path / ("data%d" % n)
+        srv = env.VaultServer(dd, extra_args, log_path=tmp_path / ("bulwarkd-%d.log" % n))
+        servers.append(srv)
+        return srv.start()
+
+    yield start
+    problems = []
+    for srv in servers:
+        if srv.proc is not None and not srv.stopped and srv.proc.poll() is not None:
+            problems.append("bulwarkd exited on its own with %r\n%s"
+                            % (srv.proc.poll(), srv.log_tail()))
+        srv.kill()
+        reports = srv.sanitizer_reports()
+        if reports:
+            problems.append("sanitizer reports in the bulwarkd log:\n" + "\n".join(reports[:20]))
+    if problems:
+        pytest.fail("\n\n".join(problems))
+
+
+@pytest.fixture
+def server(start_server):
+    """A running bulwarkd with default options."""
+    return start_server()
+
+
+@pytest.fixture
+def client_bin():
+    _require(env.BULWARK, "bulwark", "BULWARK")
+    return env.BULWARK
+
+
+@pytest.fixture
+def client_dir(tmp_path, client_bin):
+    """Factory: a fresh working directory for `bulwark send`."""
+    made = []
+
+    def make(name=None):
+        d = env.ClientDir(tmp_path / (name or "client%d" % len(made)))
+        made.append(d)
+        return d
+
+    return make
+
+
+@pytest.fixture
+def pyserver():
+    """Factory: pyserver(**knobs) -> started bw.PyServer; stopped on
+    teardown, and any exception in its handler threads fails the test."""
+    servers = []
+
+    def start(**knobs):
+        srv = bw.PyServer(**knobs).start()
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.stop()
+    errors = [e for srv in servers for e in srv.errors]
+    if errors:
+        pytest.fail("PyServer handler errors: %r" % errors)

@@ -1,0 +1,206 @@
+"""`bulwark send` against the Python server (bwvault.PyServer), which can be
+told to misbehave."""
+
+import os
+
+import pytest
+
+import bwvault as bw
+from vaultenv import describe, unique_name
+
+ERROR_LINE = b"server responded with an error"
+NEW_CLIENT = [bw.REGISTER, bw.PUBLIC_KEY, bw.SEND_FILE, bw.CRC_OK]
+
+
+def prepare(client_dir, srv, data=None, name=None):
+    d = client_dir()
+    data = os.urandom(40_000) if data is None else data
+    path = d.write_file("upload.bin", data)
+    name = name or unique_name("cli")
+    d.write_transfer(srv.port, name, str(path))
+    return d, name, data
+
+
+def only_file(srv):
+    assert len(srv.files) == 1, "server holds %r" % list(srv.files)
+    (cid, fname), stored = next(iter(srv.files.items()))
+    return cid, fname, stored
+
+
+def has_fatal_line(stderr):
+    return any(line.lstrip().startswith(b"Fatal:") for line in stderr.splitlines())
+
+
+def test_client_uploads_byte_exact_to_pyserver(pyserver, client_dir):
+    srv = pyserver()
+    d, name, data = prepare(client_dir, srv)
+    r = d.run()
+    assert r.returncode == 0, describe(r)
+    assert srv.codes() == NEW_CLIENT
+    cid, fname, stored = only_file(srv)
+    assert fname == "upload.bin"
+    assert stored.data == data and stored.verified
+    me_name, me_id, key = d.me_info()
+    assert me_name == name and me_id == cid
+    assert srv.clients[cid].pubkey == bw.spki_der(key)
+
+
+def test_client_reconnects_with_1027_when_me_info_exists(pyserver, client_dir):
+    srv = pyserver()
+    d, name, data = prepare(client_dir, srv)
+    assert d.run().returncode == 0
+    second = os.urandom(5000)
+    d.write_file("upload.bin", second)
+    r = d.run()
+    assert r.returncode == 0, describe(r)
+    assert srv.codes() == NEW_CLIENT + [bw.RECONNECT, bw.SEND_FILE, bw.CRC_OK]
+    assert only_file(srv)[2].data == second
+
+
+def test_client_gives_up_after_three_retries_of_2107(pyserver, client_dir):
+    srv = pyserver(error_always=True)
+    d, _, _ = prepare(client_dir, srv)
+    r = d.run()
+    assert r.returncode == 1, describe(r)
+    assert r.stderr.count(ERROR_LINE) >= 3, describe(r)
+    assert has_fatal_line(r.stderr), describe(r)
+    assert srv.codes() == [bw.REGISTER] * 4
+    assert not d.me_path.exists()
+
+
+@pytest.mark.parametrize("code", [bw.REGISTER, bw.PUBLIC_KEY, bw.SEND_FILE, bw.CRC_OK])
+def test_client_retries_through_two_2107_and_succeeds(pyserver, client_dir, code):
+    srv = pyserver(error_times={code: 2})
+    d, _, data = prepare(client_dir, srv)
+    r = d.run()
+    assert r.returncode == 0, describe(r)
+    assert r.stderr.count(ERROR_LINE) >= 2, describe(r)
+    expected = []
+    for c in NEW_CLIENT:
+        expected += [c] * (3 if c == code else 1)
+    assert srv.codes() == expected
+    assert only_file(srv)[2].data == data
+
+
+def test_client_succeeds_on_the_third_retry(pyserver, client_dir):
+    srv = pyserver(error_times={bw.SEND_FILE: 3})
+    d, _, data = prepare(client_dir, srv)
+    r = d.run()
+    assert r.returncode == 0, describe(r)
+    assert srv.codes().count(bw.SEND_FILE) == 4
+    assert only_file(srv)[2].data == data
+
+
+def test_client_fails_after_four_2107_to_the_file(pyserver, client_dir):
+    srv = pyserver(error_times={bw.SEND_FILE: 4})
+    d, _, _ = prepare(client_dir, srv)
+    r = d.run()
+    assert r.returncode == 1, describe(r)
+    assert has_fatal_line(r.stderr), describe(r)
+    assert srv.codes() == [bw.REGISTER, bw.PUBLIC_KEY] + [bw.SEND_FILE] * 4
+
+
+def test_client_gives_up_with_1031_and_exit_4_when_the_crc_never_matches(pyserver, client_dir):
+    srv = pyserver(wrong_crc=-1)
+    d, _, _ = prepare(client_dir, srv)
+    r = d.run()
+    assert r.returncode == 4, describe(r)
+    assert srv.codes() == ([bw.REGISTER, bw.PUBLIC_KEY] + [bw.SEND_FILE, bw.CRC_BAD] * 3
+                           + [bw.SEND_FILE, bw.CRC_GIVE_UP])
+    names = {r.name for r in srv.requests if r.code in (bw.SEND_FILE, bw.CRC_BAD, bw.CRC_GIVE_UP)}
+    assert names == {"upload.bin"}
+    assert not only_file(srv)[2].verified
+
+
+def test_client_resends_after_a_crc_mismatch_and_then_confirms(pyserver, client_dir):
+    srv = pyserver(wrong_crc=2)
+    d, _, data = prepare(client_dir, srv)
+    r = d.run()
+    assert r.returncode == 0, describe(r)
+    assert srv.codes() == ([bw.REGISTER, bw.PUBLIC_KEY] + [bw.SEND_FILE, bw.CRC_BAD] * 2
+                           + [bw.SEND_FILE, bw.CRC_OK])
+    stored = only_file(srv)[2]
+    assert stored.data == data and stored.verified
+
+
+def test_client_registers_again_when_reconnect_is_refused(pyserver, client_dir):
+    first = pyserver()
+    d, name, data = prepare(client_dir, first)
+    assert d.run().returncode == 0
+    _, old_id, old_key = d.me_info()
+
+    # A server that does not know the client answers 1027 with 2106.
+    second = pyserver()
+    d.write_transfer(second.port, name, str(d.path / "upload.bin"))
+    r = d.run()
+    assert r.returncode == 0, describe(r)
+    assert second.codes() == [bw.RECONNECT] + NEW_CLIENT
+    _, new_id, new_key = d.me_info()
+    assert new_id != old_id
+    assert bw.spki_der(new_key) != bw.spki_der(old_key)
+    assert d.me_b64() == d.priv_b64()
+    cid, _, stored = only_file(second)
+    assert cid == new_id and stored.data == data
+
+
+def test_client_registers_again_when_reconnect_is_refused_by_flag(pyserver, client_dir):
+    srv = pyserver()
+    d, name, data = prepare(client_dir, srv)
+    assert d.run().returncode == 0
+    _, old_id, _ = d.me_info()
+    srv.refuse_reconnect = True
+    with srv.lock:  # the name is free again, as for a server that lost the client
+        del srv.names[name]
+    r = d.run()
+    assert r.returncode == 0, describe(r)
+    assert srv.codes()[len(NEW_CLIENT):] == [bw.RECONNECT] + NEW_CLIENT
+    assert d.me_info()[1] != old_id
+
+
+def test_client_exits_3_on_2101_without_retrying(pyserver, client_dir):
+    srv = pyserver(name_taken=True)
+    d, _, _ = prepare(client_dir, srv)
+    r = d.run()
+    assert r.returncode == 3, describe(r)
+    assert srv.codes() == [bw.REGISTER]
+    assert not d.me_path.exists()
+
+
+@pytest.mark.parametrize("code", [bw.REGISTER, bw.PUBLIC_KEY, bw.SEND_FILE, bw.CRC_OK])
+def test_client_survives_a_close_in_the_middle_of_a_response(pyserver, client_dir, code):
+    srv = pyserver(close_mid={code: 1})
+    d, _, data = prepare(client_dir, srv)
+    r = d.run()
+    assert r.returncode in (0, 1), describe(r)
+    if r.returncode == 1:
+        assert has_fatal_line(r.stderr), describe(r)
+    else:
+        stored = only_file(srv)[2]
+        assert stored.data == data and stored.verified
+
+
+def test_client_without_transfer_info_exits_2(pyserver, client_dir):
+    srv = pyserver()
+    d = client_dir()
+    r = d.run()
+    assert r.returncode == 2, describe(r)
+    assert srv.codes() == []
+
+
+def test_client_with_an_unreadable_file_exits_2(pyserver, client_dir):
+    srv = pyserver()
+    d = client_dir()
+    d.write_transfer(srv.port, unique_name(), str(d.path / "does-not-exist.bin"))
+    r = d.run()
+    assert r.returncode == 2, describe(r)
+    assert not srv.files
+
+
+def test_client_with_a_malformed_me_info_exits_2(pyserver, client_dir):
+    srv = pyserver()
+    d, name, _ = prepare(client_dir, srv)
+    d.me_path.write_text("%s\nnot-a-hex-id\nAAAA\n" % name)
+    os.chmod(d.me_path, 0o600)
+    r = d.run()
+    assert r.returncode == 2, describe(r)
+    assert srv.codes() == []
