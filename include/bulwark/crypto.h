@@ -25,13 +25,15 @@ void bw_rsa_free(struct bw_rsa *k);
 /* Parses a public-key field: the X.509 SubjectPublicKeyInfo DER of an RSA key
  * with a 1024-bit modulus, followed by nothing but zero bytes up to len.
  * Anything else is BW_EBADKEY. */
-int bw_rsa_from_spki(struct bw_rsa **out, const uint8_t *der, size_t len) BW_WUR;
+int bw_rsa_from_spki(struct bw_rsa **out, const uint8_t *der,
+		     size_t len) BW_WUR;
 /* Writes the SPKI DER into out[BW_RSA_PUB_LEN], zero-padded; BW_ETOOBIG if
  * it does not fit (e.g. e = 65537). */
 int bw_rsa_to_spki(const struct bw_rsa *k, uint8_t out[BW_RSA_PUB_LEN]) BW_WUR;
 /* PKCS#8 DER private key. bw_rsa_to_pkcs8 allocates *der; the caller wipes
  * and frees it with bw_secure_free(*der, *len). */
-int bw_rsa_from_pkcs8(struct bw_rsa **out, const uint8_t *der, size_t len) BW_WUR;
+int bw_rsa_from_pkcs8(struct bw_rsa **out, const uint8_t *der,
+		      size_t len) BW_WUR;
 int bw_rsa_to_pkcs8(const struct bw_rsa *k, uint8_t **der, size_t *len) BW_WUR;
 
 /* RSA-OAEP (SHA-1, MGF1-SHA-1, empty label). Encrypting needs a 1024-bit key

@@ -17,10 +17,10 @@ enum bw_err {
 	BW_EDB = -20007,      /* the database refused an operation */
 	BW_ENOTFOUND = -20008,
 	BW_EEXIST = -20009,
-	BW_ECONFIG = -20010,  /* invalid configuration or arguments */
-	BW_ESIZE = -20011,    /* sizes that disagree */
-	BW_ECLOSED = -20012,  /* peer closed the connection */
-	BW_ESERVER = -20013,  /* the server answered with an error */
+	BW_ECONFIG = -20010, /* invalid configuration or arguments */
+	BW_ESIZE = -20011,   /* sizes that disagree */
+	BW_ECLOSED = -20012, /* peer closed the connection */
+	BW_ESERVER = -20013, /* the server answered with an error */
 	BW_ENOMEM = -ENOMEM,
 	BW_ETIMEDOUT = -ETIMEDOUT,
 };

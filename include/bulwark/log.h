@@ -23,6 +23,6 @@ void bw_log(enum bw_log_level level, const char *fmt, ...)
 /* Prints "fatal: <message>" and exits 1. For start-up and broken invariants
  * only, never for anything a peer can cause. */
 void bw_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
-	__attribute__((noreturn));
+__attribute__((noreturn));
 
 #endif

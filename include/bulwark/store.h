@@ -47,8 +47,8 @@ int bw_store_load_files(struct bw_store *s, bw_store_file_cb cb,
 			void *arg) BW_WUR;
 
 /* Inserts a new client; BW_EEXIST if the name or id is taken. */
-int bw_store_client_insert(struct bw_store *s, const struct bw_client_rec *c)
-	BW_WUR;
+int bw_store_client_insert(struct bw_store *s,
+			   const struct bw_client_rec *c) BW_WUR;
 /* Sets the public key (if pubkey is not NULL), the AES key and LastSeen. */
 int bw_store_client_set_keys(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 			     const uint8_t *pubkey,
@@ -58,9 +58,9 @@ int bw_store_client_touch(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 			  int64_t last_seen) BW_WUR;
 
 /* Inserts or replaces (client_id, file_name) with Verified = false. */
-int bw_store_file_upsert(struct bw_store *s, const struct bw_file_rec *f) BW_WUR;
-int bw_store_file_set_verified(struct bw_store *s,
-			       const uint8_t id[BW_ID_LEN],
+int bw_store_file_upsert(struct bw_store *s,
+			 const struct bw_file_rec *f) BW_WUR;
+int bw_store_file_set_verified(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 			       const char *file_name, int verified) BW_WUR;
 int bw_store_file_delete(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 			 const char *file_name) BW_WUR;

@@ -150,8 +150,7 @@ bw_identity_save(const struct bw_identity *me, const char *path,
 		rc = BW_ETOOBIG;
 		goto out;
 	}
-	if ((rc = bw_fs_write_atomic(priv_path, b64, strlen(b64), 0600)) !=
-	    0)
+	if ((rc = bw_fs_write_atomic(priv_path, b64, strlen(b64), 0600)) != 0)
 		goto out;
 	rc = bw_fs_write_atomic(path, text, (size_t)w, 0600);
 out:
@@ -228,8 +227,8 @@ bw_session_send(struct bw_session *s, const uint8_t id[BW_ID_LEN],
 }
 
 int
-bw_session_recv(struct bw_session *s, uint16_t *code, uint8_t *out,
-		size_t cap, size_t *len)
+bw_session_recv(struct bw_session *s, uint16_t *code, uint8_t *out, size_t cap,
+		size_t *len)
 {
 	uint8_t hdr[BW_RESP_HDR_LEN];
 	struct bw_resp_hdr h;

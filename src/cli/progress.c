@@ -21,11 +21,10 @@ draw(struct bw_progress *p, uint64_t now)
 {
 	double secs = (double)(now - p->start_ms) / 1000.0;
 	double rate = secs > 0 ? (double)p->done / secs : 0;
-	double pct = p->total ? 100.0 * (double)p->done / (double)p->total
-			      : 100.0;
-	unsigned eta = rate > 0 ? (unsigned)((double)(p->total - p->done) /
-					     rate)
-				: 0;
+	double pct =
+		p->total ? 100.0 * (double)p->done / (double)p->total : 100.0;
+	unsigned eta =
+		rate > 0 ? (unsigned)((double)(p->total - p->done) / rate) : 0;
 	char bar[21];
 	int i, fill = (int)(pct / 5);
 

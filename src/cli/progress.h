@@ -13,8 +13,8 @@ struct bw_progress {
 	uint64_t start_ms, last_ms;
 };
 
-void bw_progress_start(struct bw_progress *p, const char *label,
-		       uint64_t total, int enabled);
+void bw_progress_start(struct bw_progress *p, const char *label, uint64_t total,
+		       int enabled);
 void bw_progress_update(struct bw_progress *p, uint64_t done);
 /* Draws the final state and ends the line. */
 void bw_progress_end(struct bw_progress *p);

@@ -5,9 +5,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,7 +36,7 @@ struct send_ctx {
 	struct bw_identity me;
 	uint8_t aes_key[BW_AES_KEY_LEN];
 	int have_key;
-	const char *path;     /* file to send */
+	const char *path;	      /* file to send */
 	char file_field[BW_NAME_CAP]; /* name sent in 1028 */
 	uint64_t plain_len;
 	uint32_t cipher_len;
@@ -156,8 +158,8 @@ register_new(struct send_ctx *x, const char *name)
 		return BW_EXIT_FATAL;
 	}
 	r = (struct plain_req){BW_REQ_REGISTER, field, BW_NAME_FIELD};
-	if ((rc = exchange(x, "register", send_plain, &r, reg_ok, 2, &code,
-			   out, &len)) != 0) {
+	if ((rc = exchange(x, "register", send_plain, &r, reg_ok, 2, &code, out,
+			   &len)) != 0) {
 		bw_cli_fatal("registration of '%s' failed: %s", name,
 			     bw_strerror(rc));
 		return BW_EXIT_FATAL;
@@ -237,51 +239,154 @@ struct file_req {
 	int fd;
 };
 
+/* The upload pipeline: this thread reads, CRCs and encrypts one chunk while
+ * a sender thread writes the previous one to the socket, so encryption (the
+ * slowest step, serial in CBC mode) overlaps the network. Two buffers go back
+ * and forth through a one-slot hand-over. */
+struct pipe {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint8_t *full; /* encrypted chunk waiting for the sender */
+	size_t full_len;
+	uint8_t *empty; /* buffer the sender has finished with */
+	int done;	/* no more chunks */
+	int err;	/* the sender's error, if any */
+	int fd;
+};
+
+static void *
+sender_main(void *arg)
+{
+	struct pipe *pp = arg;
+	uint8_t *buf;
+	size_t len;
+	int rc = 0;
+
+	for (;;) {
+		pthread_mutex_lock(&pp->mu);
+		while (pp->full == NULL && !pp->done)
+			pthread_cond_wait(&pp->cv, &pp->mu);
+		if (pp->full == NULL) {
+			pthread_mutex_unlock(&pp->mu);
+			break;
+		}
+		buf = pp->full;
+		len = pp->full_len;
+		pp->full = NULL;
+		pthread_mutex_unlock(&pp->mu);
+		rc = bw_net_write_full(pp->fd, buf, len);
+		pthread_mutex_lock(&pp->mu);
+		pp->empty = buf;
+		if (rc != 0)
+			pp->err = rc;
+		pthread_cond_broadcast(&pp->cv);
+		pthread_mutex_unlock(&pp->mu);
+		if (rc != 0)
+			break;
+	}
+	return NULL;
+}
+
+/* Hands buf to the sender and takes back a free buffer (or NULL on a
+ * sender error, with *rc set). */
+static uint8_t *
+pipe_swap(struct pipe *pp, uint8_t *buf, size_t len, int *rc)
+{
+	uint8_t *back;
+
+	pthread_mutex_lock(&pp->mu);
+	while (pp->full != NULL && pp->err == 0)
+		pthread_cond_wait(&pp->cv, &pp->mu);
+	if (pp->err != 0) {
+		*rc = pp->err;
+		pthread_mutex_unlock(&pp->mu);
+		return NULL;
+	}
+	pp->full = buf;
+	pp->full_len = len;
+	pthread_cond_broadcast(&pp->cv);
+	while (pp->empty == NULL && pp->err == 0)
+		pthread_cond_wait(&pp->cv, &pp->mu);
+	back = pp->empty;
+	pp->empty = NULL;
+	if (back == NULL)
+		*rc = pp->err;
+	pthread_mutex_unlock(&pp->mu);
+	return back;
+}
+
+/* Reads exactly n bytes of the file (fewer only at its end). */
+static int
+read_chunk(int fd, uint8_t *buf, size_t n, size_t *got)
+{
+	ssize_t r;
+
+	for (*got = 0; *got < n; *got += (size_t)r) {
+		r = read(fd, buf + *got, n - *got);
+		if (r < 0 && errno == EINTR) {
+			r = 0;
+			continue;
+		}
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			break;
+	}
+	return 0;
+}
+
 /* Streams header + prefix + ciphertext; computes the cksum on the way. */
 static int
 send_file(struct send_ctx *x, const void *arg)
 {
 	const struct file_req *fr = arg;
-	uint8_t *buf = NULL, prefix[BW_FILE_PREFIX_LEN];
+	uint8_t *bufs[2] = {NULL, NULL}, *buf, prefix[BW_FILE_PREFIX_LEN];
+	struct pipe pp;
 	struct bw_aes *aes = NULL;
 	struct bw_cksum crc;
 	struct bw_progress prog;
+	pthread_t sender;
+	int started = 0, rc, i;
 	uint64_t done = 0;
-	size_t n, got;
-	ssize_t r;
-	int rc;
+	size_t n, got, want;
 
+	memset(&pp, 0, sizeof(pp));
+	pthread_mutex_init(&pp.mu, NULL);
+	pthread_cond_init(&pp.cv, NULL);
+	pp.fd = x->sess.fd;
 	if (lseek(fr->fd, 0, SEEK_SET) != 0)
 		return -errno;
 	bw_put_u32le(prefix, x->cipher_len);
 	if ((rc = bw_name_encode(x->file_field, prefix + 4)) != 0)
 		return rc;
-	if ((buf = malloc(CHUNK + BW_AES_BLOCK)) == NULL)
-		return BW_ENOMEM;
+	rc = BW_ENOMEM;
+	for (i = 0; i < 2; i++) {
+		if ((bufs[i] = malloc(CHUNK + BW_AES_BLOCK)) == NULL)
+			goto out;
+	}
 	if ((rc = bw_aes_new(&aes, x->aes_key, 1)) != 0)
 		goto out;
 	if ((rc = bw_session_send_hdr(&x->sess, x->me.id, BW_REQ_SEND_FILE,
-				      BW_FILE_PREFIX_LEN + x->cipher_len)) != 0 ||
+				      BW_FILE_PREFIX_LEN + x->cipher_len)) !=
+		    0 ||
 	    (rc = bw_net_write_full(x->sess.fd, prefix, sizeof(prefix))) != 0)
 		goto out;
+	if ((rc = -pthread_create(&sender, NULL, sender_main, &pp)) != 0)
+		goto out;
+	started = 1;
+	pp.empty = bufs[1];
+	buf = bufs[0];
 	bw_cksum_init(&crc);
 	bw_progress_start(&prog, x->file_field, x->plain_len, !x->quiet);
 	for (;;) {
-		/* fill a whole chunk (or up to the end of the file) */
-		for (got = 0; got < CHUNK && done + got < x->plain_len;
-		     got += (size_t)r) {
-			n = CHUNK - got;
-			if (n > x->plain_len - done - got)
-				n = (size_t)(x->plain_len - done - got);
-			r = read(fr->fd, buf + got, n);
-			if (r < 0 && errno == EINTR) {
-				r = 0;
-				continue;
-			}
-			if (r <= 0) {
-				rc = r < 0 ? -errno : BW_ESIZE;
-				goto out;
-			}
+		want = x->plain_len - done < CHUNK
+			       ? (size_t)(x->plain_len - done)
+			       : CHUNK;
+		if ((rc = read_chunk(fr->fd, buf, want, &got)) != 0)
+			goto out;
+		if (got != want) {
+			rc = BW_ESIZE; /* the file shrank while we read it */
+			goto out;
 		}
 		bw_cksum_update(&crc, buf, got);
 		done += got;
@@ -293,14 +398,14 @@ send_file(struct send_ctx *x, const void *arg)
 			bw_pkcs7_pad(buf + got - tail, tail);
 			n = got - tail + BW_AES_BLOCK;
 		}
-		if ((rc = bw_aes_cbc(aes, buf, n)) != 0 ||
-		    (rc = bw_net_write_full(x->sess.fd, buf, n)) != 0)
+		if ((rc = bw_aes_cbc(aes, buf, n)) != 0)
+			goto out;
+		if ((buf = pipe_swap(&pp, buf, n, &rc)) == NULL)
 			goto out;
 		bw_progress_update(&prog, done);
 		if (done == x->plain_len)
 			break;
 	}
-	bw_progress_end(&prog);
 	/* the file must not have grown while we read it */
 	if (read(fr->fd, buf, 1) != 0) {
 		rc = BW_ESIZE;
@@ -309,8 +414,25 @@ send_file(struct send_ctx *x, const void *arg)
 	x->local_crc = bw_cksum_final(&crc);
 	rc = 0;
 out:
+	if (started) {
+		pthread_mutex_lock(&pp.mu);
+		pp.done = 1;
+		pthread_cond_broadcast(&pp.cv);
+		pthread_mutex_unlock(&pp.mu);
+		if (rc != 0)
+			shutdown(x->sess.fd,
+				 SHUT_RDWR); /* unblock the sender */
+		pthread_join(sender, NULL);
+		if (rc == 0 && pp.err != 0)
+			rc = pp.err;
+		if (rc == 0)
+			bw_progress_end(&prog);
+	}
+	pthread_mutex_destroy(&pp.mu);
+	pthread_cond_destroy(&pp.cv);
 	bw_aes_free(aes);
-	bw_secure_free(buf, CHUNK + BW_AES_BLOCK);
+	for (i = 0; i < 2; i++)
+		bw_secure_free(bufs[i], CHUNK + BW_AES_BLOCK);
 	return rc;
 }
 
@@ -330,8 +452,8 @@ upload(struct send_ctx *x, int fd)
 	if (bw_name_encode(x->file_field, field) != 0)
 		return BW_EXIT_USAGE;
 	for (sends = 1; sends <= MAX_SENDS; sends++) {
-		rc = exchange(x, "send file", send_file, &fr, file_ok, 1,
-			      &code, out, &len);
+		rc = exchange(x, "send file", send_file, &fr, file_ok, 1, &code,
+			      out, &len);
 		if (rc == 0 && (bw_vault_file_ack_decode(out, len, &ack) != 0 ||
 				ack.content_size != x->cipher_len))
 			rc = BW_EPROTO;
@@ -418,8 +540,7 @@ read_transfer(struct transfer *t)
 	size_t len = 0;
 	int i, rc;
 
-	if ((rc = bw_read_small_file("transfer.info", 16384, &text, &len)) !=
-	    0)
+	if ((rc = bw_read_small_file("transfer.info", 16384, &text, &len)) != 0)
 		return rc;
 	p = text;
 	for (i = 0; i < 3 && p != NULL; i++) {
@@ -531,8 +652,7 @@ bw_cli_send(int argc, char **argv)
 	if ((uint64_t)st.st_size > MAX_PLAIN) {
 		bw_cli_fatal("'%s' is %llu bytes; the protocol carries at most "
 			     "%u",
-			     t.file, (unsigned long long)st.st_size,
-			     MAX_PLAIN);
+			     t.file, (unsigned long long)st.st_size, MAX_PLAIN);
 		rc = BW_EXIT_USAGE;
 		goto out;
 	}

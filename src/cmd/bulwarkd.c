@@ -135,10 +135,8 @@ main(int argc, char **argv)
 		{"shutdown-grace", required_argument, NULL, OPT_GRACE},
 		{"workers", required_argument, NULL, OPT_WORKERS},
 		{"console-port", required_argument, NULL, OPT_CONSOLE_PORT},
-		{"console-listen", required_argument, NULL,
-		 OPT_CONSOLE_LISTEN},
-		{"console-secret", required_argument, NULL,
-		 OPT_CONSOLE_SECRET},
+		{"console-listen", required_argument, NULL, OPT_CONSOLE_LISTEN},
+		{"console-secret", required_argument, NULL, OPT_CONSOLE_SECRET},
 		{"no-console", no_argument, NULL, OPT_NO_CONSOLE},
 		{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 		{"help", no_argument, NULL, 'h'},
@@ -157,8 +155,8 @@ main(int argc, char **argv)
 				 "--data-dir", optarg);
 			break;
 		case 'p':
-			cfg.port = (uint16_t)num_arg("--port", optarg, 0,
-						     65535);
+			cfg.port =
+				(uint16_t)num_arg("--port", optarg, 0, 65535);
 			port_set = 1;
 			break;
 		case 'l':
@@ -166,8 +164,8 @@ main(int argc, char **argv)
 				 "--listen", optarg);
 			break;
 		case OPT_MAX_CONNS:
-			cfg.max_conns = (unsigned)num_arg("--max-conns",
-							  optarg, 1, 1000000);
+			cfg.max_conns = (unsigned)num_arg("--max-conns", optarg,
+							  1, 1000000);
 			break;
 		case OPT_MAX_FILE:
 			cfg.max_file_size = num_arg("--max-file-size", optarg,
@@ -186,25 +184,24 @@ main(int argc, char **argv)
 			break;
 		case OPT_GRACE:
 			cfg.shutdown_grace_ms =
-				(unsigned)num_arg("--shutdown-grace", optarg,
-						  0, 86400) *
+				(unsigned)num_arg("--shutdown-grace", optarg, 0,
+						  86400) *
 				1000u;
 			break;
 		case OPT_WORKERS:
-			cfg.workers = (unsigned)num_arg("--workers", optarg,
-							1, 16);
+			cfg.workers =
+				(unsigned)num_arg("--workers", optarg, 1, 16);
 			break;
 		case OPT_CONSOLE_PORT:
-			cfg.console_port = (uint16_t)num_arg(
-				"--console-port", optarg, 0, 65535);
+			cfg.console_port = (uint16_t)num_arg("--console-port",
+							     optarg, 0, 65535);
 			break;
 		case OPT_CONSOLE_LISTEN:
 			copy_arg(cfg.console_addr, sizeof(cfg.console_addr),
 				 "--console-listen", optarg);
 			break;
 		case OPT_CONSOLE_SECRET:
-			copy_arg(cfg.console_secret,
-				 sizeof(cfg.console_secret),
+			copy_arg(cfg.console_secret, sizeof(cfg.console_secret),
 				 "--console-secret", optarg);
 			break;
 		case OPT_NO_CONSOLE:
@@ -220,8 +217,9 @@ main(int argc, char **argv)
 			else if (strcmp(optarg, "error") == 0)
 				bw_log_set_level(BW_LOG_ERROR);
 			else {
-				fprintf(stderr, "bulwarkd: unknown log level "
-						"'%s'\n",
+				fprintf(stderr,
+					"bulwarkd: unknown log level "
+					"'%s'\n",
 					optarg);
 				return 2;
 			}
@@ -244,8 +242,7 @@ main(int argc, char **argv)
 	}
 	if (!port_set)
 		cfg.port = port_from_files(cfg.data_dir);
-	if (cfg.console_enabled &&
-	    bw_net_is_loopback(cfg.console_addr) != 1 &&
+	if (cfg.console_enabled && bw_net_is_loopback(cfg.console_addr) != 1 &&
 	    cfg.console_secret[0] == '\0') {
 		fprintf(stderr,
 			"bulwarkd: the console on %s (not loopback) needs "

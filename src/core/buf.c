@@ -73,7 +73,7 @@ bw_buf_append(struct bw_buf *b, const void *p, size_t n)
 		return 0;
 	if ((dst = bw_buf_reserve(b, n)) == NULL)
 		return n > b->max || b->len > b->max - n ? BW_ETOOBIG
-							  : BW_ENOMEM;
+							 : BW_ENOMEM;
 	memcpy(dst, p, n);
 	b->len += n;
 	return 0;

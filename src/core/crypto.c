@@ -84,8 +84,10 @@ ossl_fail(int rc)
 void
 bw_wipe(void *p, size_t n)
 {
+	/* explicit_bzero is memset at memory speed that the compiler may not
+	 * drop; OPENSSL_cleanse goes byte by byte. */
 	if (p != NULL && n > 0)
-		OPENSSL_cleanse(p, n);
+		explicit_bzero(p, n);
 }
 
 void

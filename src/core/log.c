@@ -34,11 +34,10 @@ vlog(enum bw_log_level level, const char *fmt, va_list ap)
 
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
-	n = snprintf(line, sizeof(line),
-		     "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %-5s ",
-		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		     tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000),
-		     names[level]);
+	n = snprintf(
+		line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %-5s ",
+		tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+		tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000), names[level]);
 	if (n < 0)
 		return;
 	m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);

@@ -15,8 +15,8 @@
 #include "bulwark/loop.h"
 #include "bulwark/util.h"
 
-#define MAX_TICKS  8
-#define MAX_EVENTS 256
+#define MAX_TICKS   8
+#define MAX_EVENTS  256
 #define MAX_WORKERS 16
 
 struct job {
@@ -246,8 +246,7 @@ bw_loop_unwatch(struct bw_loop *l, struct bw_watch *w)
 }
 
 int
-bw_loop_every(struct bw_loop *l, unsigned interval_ms, bw_call_fn fn,
-	      void *arg)
+bw_loop_every(struct bw_loop *l, unsigned interval_ms, bw_call_fn fn, void *arg)
 {
 	struct tick *t;
 
@@ -364,7 +363,8 @@ bw_loop_run(struct bw_loop *l)
 		now = bw_now_ms();
 		for (i = 0; i < l->ticks_n; i++) {
 			if (l->ticks[i].next_ms <= now) {
-				l->ticks[i].next_ms = now + l->ticks[i].interval_ms;
+				l->ticks[i].next_ms =
+					now + l->ticks[i].interval_ms;
 				l->ticks[i].fn(l->ticks[i].arg);
 			}
 		}

@@ -136,8 +136,8 @@ bw_vault_id_payload_decode(const uint8_t *p, size_t len, uint8_t id[BW_ID_LEN])
 }
 
 int
-bw_vault_aes_payload_decode(const uint8_t *p, size_t len,
-			    uint8_t id[BW_ID_LEN], const uint8_t **wrapped)
+bw_vault_aes_payload_decode(const uint8_t *p, size_t len, uint8_t id[BW_ID_LEN],
+			    const uint8_t **wrapped)
 {
 	struct bw_cur c;
 

@@ -57,12 +57,12 @@ struct bw_resp_hdr {
 };
 
 /* Returns BW_REQ_HDR_LEN (bytes consumed) or BW_EMORE. */
-int bw_req_hdr_decode(const uint8_t *p, size_t len, struct bw_req_hdr *h)
-	BW_WUR;
+int bw_req_hdr_decode(const uint8_t *p, size_t len,
+		      struct bw_req_hdr *h) BW_WUR;
 void bw_req_hdr_encode(const struct bw_req_hdr *h, uint8_t out[BW_REQ_HDR_LEN]);
 /* Returns BW_RESP_HDR_LEN or BW_EMORE. */
-int bw_resp_hdr_decode(const uint8_t *p, size_t len, struct bw_resp_hdr *h)
-	BW_WUR;
+int bw_resp_hdr_decode(const uint8_t *p, size_t len,
+		       struct bw_resp_hdr *h) BW_WUR;
 void bw_resp_hdr_encode(const struct bw_resp_hdr *h,
 			uint8_t out[BW_RESP_HDR_LEN]);
 
@@ -74,8 +74,8 @@ long bw_vault_req_payload_size(uint16_t code);
 /* A 255-byte name field: printable text up to the first NUL (bytes after it
  * are ignored). BW_EPROTO if there is no NUL, the name is empty, or it holds a
  * control character (< 0x20 or 0x7f). out receives the NUL-terminated name. */
-int bw_name_decode(const uint8_t *field, size_t len, char out[BW_NAME_CAP])
-	BW_WUR;
+int bw_name_decode(const uint8_t *field, size_t len,
+		   char out[BW_NAME_CAP]) BW_WUR;
 /* Writes name into a zero-padded 255-byte field; BW_ETOOBIG if longer than
  * 254 bytes, BW_EPROTO if it would not decode. */
 int bw_name_encode(const char *name, uint8_t field[BW_NAME_FIELD]) BW_WUR;

@@ -26,8 +26,7 @@ index_client(struct bw_registry *r, struct bw_client *c)
 
 	if ((rc = bw_hash_put(&r->by_id, c->id, BW_ID_LEN, c)) != 0)
 		return rc;
-	if ((rc = bw_hash_put(&r->by_name, c->name, strlen(c->name), c)) !=
-	    0) {
+	if ((rc = bw_hash_put(&r->by_name, c->name, strlen(c->name), c)) != 0) {
 		bw_hash_del(&r->by_id, c->id, BW_ID_LEN);
 		return rc;
 	}
@@ -208,8 +207,8 @@ bw_registry_by_name(const struct bw_registry *r, const char *name)
 }
 
 int
-bw_registry_add(struct bw_registry *r, const char *name,
-		const uint8_t *pubkey, struct bw_client **out)
+bw_registry_add(struct bw_registry *r, const char *name, const uint8_t *pubkey,
+		struct bw_client **out)
 {
 	struct bw_client_rec rec;
 	struct bw_client *c;

@@ -44,10 +44,11 @@ struct upload {
 	struct bw_aes *aes;
 	struct bw_cksum crc;
 	uint32_t content_size;
-	uint64_t left;	     /* ciphertext bytes still to come */
-	uint64_t plain_len;  /* plaintext bytes written */
-	int padded;	     /* reply in course-sample style */
-	int rc;		     /* result of the commit */
+	uint64_t left;		    /* ciphertext bytes still to come */
+	uint64_t plain_len;	    /* plaintext bytes written */
+	int padded;		    /* reply in course-sample style */
+	uint64_t start_ms, body_ms; /* when it started, when the body ended */
+	int rc;			    /* result of the commit */
 };
 
 struct vault_conn {
@@ -59,7 +60,7 @@ struct vault_conn {
 	uint64_t swallow_left;
 };
 
-#define VC(c) ((struct vault_conn *)(c)->state)
+#define VC(c)  ((struct vault_conn *)(c)->state)
 #define ULL(x) ((unsigned long long)(x))
 
 /* --- replies -------------------------------------------------------------
@@ -113,8 +114,8 @@ reply_error_close(struct bw_conn *c, const char *why)
 static struct bw_client *
 header_client(struct bw_conn *c)
 {
-	struct bw_client *cl = bw_registry_by_id(&c->srv->reg,
-						 VC(c)->hdr.client_id);
+	struct bw_client *cl =
+		bw_registry_by_id(&c->srv->reg, VC(c)->hdr.client_id);
 
 	if (cl != NULL)
 		bw_registry_touch(&c->srv->reg, cl);
@@ -228,8 +229,9 @@ on_crc(struct bw_conn *c, const uint8_t *p, size_t n)
 	int rc;
 
 	if (bw_vault_name_payload_decode(p, n, name) != 0)
-		return code == BW_REQ_CRC_RETRY ? 0
-						: reply_error(c, "malformed name");
+		return code == BW_REQ_CRC_RETRY
+			       ? 0
+			       : reply_error(c, "malformed name");
 	cl = header_client(c);
 	if (cl == NULL)
 		return code == BW_REQ_CRC_RETRY
@@ -274,6 +276,19 @@ upload_free(struct upload *u)
 	free(u);
 }
 
+/* Plaintext passed through the input buffer: clear all of it once an upload
+ * ends (cheaper than after every chunk, and the buffer is ours until then). */
+static void
+wipe_input(struct bw_conn *c)
+{
+	struct bw_buf *b = &c->in;
+
+	if (b->data == NULL)
+		return;
+	bw_wipe(b->data, b->off); /* consumed bytes before the live ones */
+	bw_wipe(b->data + b->off + b->len, b->cap - b->off - b->len);
+}
+
 static void
 upload_abort(struct bw_conn *c, const char *why)
 {
@@ -287,6 +302,7 @@ upload_abort(struct bw_conn *c, const char *why)
 	c->srv->upload_bytes_active -= vc->up->plain_len;
 	upload_free(vc->up);
 	vc->up = NULL;
+	wipe_input(c);
 }
 
 static int
@@ -333,6 +349,7 @@ start_upload(struct bw_conn *c, struct bw_client *cl, const uint8_t *p,
 		goto fail;
 	vc->up = u;
 	c->srv->uploads_active++;
+	u->start_ms = bw_now_ms();
 	bw_info("c%llu 1028 '%s' '%s' upload of %u bytes started", ULL(c->id),
 		cl->name, file_name, content_size);
 	return 0;
@@ -414,9 +431,12 @@ commit_done(void *arg)
 	ack.content_size = u->content_size;
 	ack.cksum = bw_cksum_final(&u->crc);
 	if (rc == 0)
-		bw_info("c%llu 1028 '%s' stored as %s: %llu bytes, cksum %u%s",
+		bw_info("c%llu 1028 '%s' stored as %s: %llu bytes, cksum %u, "
+			"%llu ms (fsync+rename %llu ms)%s",
 			ULL(c->id), u->file_name, u->rel_path,
 			ULL(u->plain_len), ack.cksum,
+			ULL(bw_now_ms() - u->start_ms),
+			ULL(bw_now_ms() - u->body_ms),
 			dead ? " (client gone)" : "");
 	else
 		bw_error("c%llu 1028 '%s' not stored: %s", ULL(c->id),
@@ -468,11 +488,12 @@ body_step(struct bw_conn *c)
 	int rc;
 
 	while (u->left > 0 && c->in.len > 0) {
-		k = c->in.len < u->left ? c->in.len : (size_t)u->left;
-		if (k < u->left)
-			k &= ~(size_t)(BW_AES_BLOCK - 1);
-		if (k == 0)
-			return 0; /* need a whole block */
+		/* Work in whole chunks (or the end of the body): the page
+		 * cache takes large writes several times faster than small
+		 * ones, and fewer calls cost less everywhere. */
+		k = u->left < BODY_CHUNK ? (size_t)u->left : BODY_CHUNK;
+		if (c->in.len < k)
+			return 0;
 		p = bw_buf_head(&c->in);
 		if ((rc = bw_aes_cbc(u->aes, p, k)) != 0) {
 			upload_abort(c, "decryption failed");
@@ -481,7 +502,6 @@ body_step(struct bw_conn *c)
 		plain = k;
 		if (k == u->left) {
 			if (bw_pkcs7_unpad(p + k - BW_AES_BLOCK, &pad) != 0) {
-				bw_wipe(p, k);
 				bw_buf_consume(&c->in, k);
 				upload_abort(c, "bad padding");
 				vc->st = V_HDR;
@@ -499,13 +519,11 @@ body_step(struct bw_conn *c)
 			}
 			if (w <= 0) {
 				rc = w < 0 ? -errno : -EIO;
-				bw_wipe(p, k);
 				upload_abort(c, bw_strerror(rc));
 				return reply_error_close(c, "cannot write "
 							    "the file");
 			}
 		}
-		bw_wipe(p, k);
 		bw_buf_consume(&c->in, k);
 		u->left -= k;
 		u->plain_len += plain;
@@ -514,9 +532,11 @@ body_step(struct bw_conn *c)
 	if (u->left > 0)
 		return 0;
 	/* the whole body is in: commit it off the loop thread */
+	wipe_input(c);
 	if (followed_by_padding(c))
 		vc->padded = 1;
 	u->padded = vc->padded;
+	u->body_ms = bw_now_ms();
 	vc->up = NULL;
 	vc->st = V_COMMIT;
 	c->want = CTRL_WANT;
