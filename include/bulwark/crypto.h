@@ -49,8 +49,12 @@ struct bw_aes;
 int bw_aes_new(struct bw_aes **out, const uint8_t key[BW_AES_KEY_LEN],
 	       int encrypt) BW_WUR;
 void bw_aes_free(struct bw_aes *a);
-/* Encrypts or decrypts n bytes in place; n must be a multiple of 16. */
+/* Encrypts or decrypts n bytes in place; n must be a multiple of 16
+ * (BW_ESIZE otherwise). */
 int bw_aes_cbc(struct bw_aes *a, uint8_t *buf, size_t n) BW_WUR;
+/* The same from in to out, which must not overlap. */
+int bw_aes_cbc_to(struct bw_aes *a, const uint8_t *in, uint8_t *out,
+		  size_t n) BW_WUR;
 
 /* PKCS#7 on the final block: pad fills block[used..15] with 16 - used (used
  * < 16); unpad checks a decrypted final block in constant time and sets *pad

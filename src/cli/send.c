@@ -139,12 +139,15 @@ register_new(struct send_ctx *x, const char *name)
 	static const uint16_t key_ok[] = {BW_RESP_PUBKEY_AES};
 	uint8_t field[BW_NAME_FIELD], pk[BW_NAME_FIELD + BW_RSA_PUB_LEN];
 	uint8_t out[RESP_CAP];
-	char hex[2 * BW_ID_LEN + 1];
+	char hex[2 * BW_ID_LEN + 1], field_name[BW_NAME_CAP];
 	struct plain_req r;
 	uint16_t code = 0;
 	size_t len = 0;
 	int rc;
 
+	/* name may point into x->me, which is about to be replaced */
+	snprintf(field_name, sizeof(field_name), "%s", name);
+	name = field_name;
 	bw_identity_fini(&x->me);
 	memset(&x->me, 0, sizeof(x->me));
 	snprintf(x->me.name, sizeof(x->me.name), "%s", name);

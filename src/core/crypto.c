@@ -421,7 +421,7 @@ bw_aes_free(struct bw_aes *a)
 }
 
 int
-bw_aes_cbc(struct bw_aes *a, uint8_t *buf, size_t n)
+bw_aes_cbc_to(struct bw_aes *a, const uint8_t *in, uint8_t *out, size_t n)
 {
 	if (n % BW_AES_BLOCK != 0)
 		return BW_ESIZE;
@@ -431,15 +431,22 @@ bw_aes_cbc(struct bw_aes *a, uint8_t *buf, size_t n)
 		int done = 0, ok;
 
 		if (a->encrypt)
-			ok = EVP_EncryptUpdate(a->ctx, buf, &done, buf, chunk);
+			ok = EVP_EncryptUpdate(a->ctx, out, &done, in, chunk);
 		else
-			ok = EVP_DecryptUpdate(a->ctx, buf, &done, buf, chunk);
+			ok = EVP_DecryptUpdate(a->ctx, out, &done, in, chunk);
 		if (ok != 1 || done != chunk)
 			return ossl_fail(BW_ECRYPTO);
-		buf += chunk;
+		in += chunk;
+		out += chunk;
 		n -= (size_t)chunk;
 	}
 	return 0;
+}
+
+int
+bw_aes_cbc(struct bw_aes *a, uint8_t *buf, size_t n)
+{
+	return bw_aes_cbc_to(a, buf, buf, n);
 }
 
 void

@@ -4,6 +4,7 @@
  * file that a worker fsyncs and renames into place before 2103 is sent.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +21,9 @@
 #include "proto/vault.h"
 #include "svc/server.h"
 
-#define CTRL_WANT  2048u
-#define BODY_CHUNK (256u * 1024u)
+#define CTRL_WANT    2048u
+#define BODY_CHUNK   (256u * 1024u)
+#define DIRECT_ALIGN 4096u
 
 enum vstate {
 	V_HDR,	   /* waiting for a 23-byte header */
@@ -33,22 +35,38 @@ enum vstate {
 
 struct upload {
 	struct bw_server *srv;
-	struct bw_conn *conn;
+	struct bw_conn *conn; /* NULL once aborted */
 	uint8_t client_id[BW_ID_LEN];
 	uint8_t name_field[BW_NAME_FIELD]; /* echoed in 2103 */
 	char file_name[BW_NAME_CAP];
 	char rel_path[BW_PATH_CAP];
 	char tmp_path[PATH_MAX];
 	char dst_path[PATH_MAX];
-	int fd;
+	int fd;	     /* the temporary file, O_DIRECT when allowed */
+	int fd_tail; /* a buffered descriptor for an unaligned tail */
 	struct bw_aes *aes;
 	struct bw_cksum crc;
 	uint32_t content_size;
-	uint64_t left;		    /* ciphertext bytes still to come */
-	uint64_t plain_len;	    /* plaintext bytes written */
+	uint64_t left;	    /* ciphertext bytes still to come */
+	uint64_t plain_len; /* plaintext bytes decrypted */
+	/* Plaintext chunks go to a worker to be written while the next one
+	 * is received: two aligned buffers alternate. */
+	uint8_t *wbuf[2];
+	int wbusy[2];
+	unsigned wnext;
+	unsigned refs;		    /* write jobs in flight */
+	int werr;		    /* the first write error */
 	int padded;		    /* reply in course-sample style */
 	uint64_t start_ms, body_ms; /* when it started, when the body ended */
 	int rc;			    /* result of the commit */
+};
+
+struct wjob {
+	struct upload *u;
+	unsigned idx;
+	uint64_t off;
+	size_t len;
+	int rc;
 };
 
 struct vault_conn {
@@ -266,43 +284,43 @@ on_crc(struct bw_conn *c, const uint8_t *p, size_t n)
 static void
 upload_free(struct upload *u)
 {
+	int i;
+
 	if (u == NULL)
 		return;
+	if (u->fd_tail >= 0 && u->fd_tail != u->fd)
+		close(u->fd_tail);
 	if (u->fd >= 0) {
 		close(u->fd);
 		unlink(u->tmp_path);
+	}
+	for (i = 0; i < 2; i++) {
+		if (u->wbuf[i] != NULL)
+			bw_wipe(u->wbuf[i], BODY_CHUNK);
+		free(u->wbuf[i]);
 	}
 	bw_aes_free(u->aes);
 	free(u);
 }
 
-/* Plaintext passed through the input buffer: clear all of it once an upload
- * ends (cheaper than after every chunk, and the buffer is ours until then). */
-static void
-wipe_input(struct bw_conn *c)
-{
-	struct bw_buf *b = &c->in;
-
-	if (b->data == NULL)
-		return;
-	bw_wipe(b->data, b->off); /* consumed bytes before the live ones */
-	bw_wipe(b->data + b->off + b->len, b->cap - b->off - b->len);
-}
-
+/* The connection gives up on its upload; write jobs still in flight keep it
+ * alive and the last one frees it (removing the temporary file). */
 static void
 upload_abort(struct bw_conn *c, const char *why)
 {
 	struct vault_conn *vc = VC(c);
+	struct upload *u = vc->up;
 
-	if (vc->up == NULL)
+	if (u == NULL)
 		return;
 	bw_info("c%llu 1028 '%s' aborted after %llu bytes: %s", ULL(c->id),
-		vc->up->file_name, ULL(vc->up->plain_len), why);
+		u->file_name, ULL(u->plain_len), why);
 	c->srv->uploads_active--;
-	c->srv->upload_bytes_active -= vc->up->plain_len;
-	upload_free(vc->up);
+	c->srv->upload_bytes_active -= u->plain_len;
 	vc->up = NULL;
-	wipe_input(c);
+	u->conn = NULL;
+	if (u->refs == 0)
+		upload_free(u);
 }
 
 static int
@@ -319,7 +337,7 @@ start_upload(struct bw_conn *c, struct bw_client *cl, const uint8_t *p,
 		return BW_EPROTO;
 	if ((u = calloc(1, sizeof(*u))) == NULL)
 		return BW_ENOMEM;
-	u->fd = -1;
+	u->fd = u->fd_tail = -1;
 	u->srv = c->srv;
 	u->conn = c;
 	memcpy(u->client_id, cl->id, BW_ID_LEN);
@@ -347,6 +365,20 @@ start_upload(struct bw_conn *c, struct bw_client *cl, const uint8_t *p,
 		goto fail;
 	if ((rc = bw_aes_new(&u->aes, cl->aes_key, 0)) != 0)
 		goto fail;
+	rc = BW_ENOMEM;
+	if (posix_memalign((void **)&u->wbuf[0], DIRECT_ALIGN, BODY_CHUNK) !=
+		    0 ||
+	    posix_memalign((void **)&u->wbuf[1], DIRECT_ALIGN, BODY_CHUNK) != 0)
+		goto fail;
+	/* Whole chunks bypass the page cache (O_DIRECT): no copy, and the
+	 * final fsync has little left to do. A file system without it, or the
+	 * last unaligned bytes, go through a buffered descriptor. */
+	u->fd_tail = u->fd;
+	if (fcntl(u->fd, F_SETFL, O_DIRECT) == 0 &&
+	    (u->fd_tail = open(u->tmp_path, O_WRONLY | O_CLOEXEC)) < 0) {
+		rc = -errno;
+		goto fail;
+	}
 	vc->up = u;
 	c->srv->uploads_active++;
 	u->start_ms = bw_now_ms();
@@ -406,6 +438,9 @@ commit_work(void *arg)
 {
 	struct upload *u = arg;
 
+	if (u->fd_tail != u->fd)
+		close(u->fd_tail);
+	u->fd_tail = -1;
 	u->rc = bw_fs_commit(u->fd, u->tmp_path, u->dst_path);
 	u->fd = -1;
 }
@@ -478,31 +513,114 @@ followed_by_padding(const struct bw_conn *c)
 }
 
 static int
+pwrite_full(int fd, const uint8_t *p, size_t n, uint64_t off)
+{
+	ssize_t w;
+
+	while (n > 0) {
+		w = pwrite(fd, p, n, (off_t)off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		p += w;
+		n -= (size_t)w;
+		off += (uint64_t)w;
+	}
+	return 0;
+}
+
+static void
+write_work(void *arg)
+{
+	struct wjob *j = arg;
+	struct upload *u = j->u;
+	const uint8_t *p = u->wbuf[j->idx];
+	size_t whole = u->fd_tail != u->fd ? j->len & ~(DIRECT_ALIGN - 1) : 0;
+
+	j->rc = pwrite_full(u->fd, p, whole, j->off);
+	if (j->rc == 0 && whole < j->len)
+		j->rc = pwrite_full(u->fd_tail, p + whole, j->len - whole,
+				    j->off + whole);
+}
+
+static void
+write_done(void *arg)
+{
+	struct wjob *j = arg;
+	struct upload *u = j->u;
+	struct bw_conn *c = u->conn;
+
+	u->refs--;
+	u->wbusy[j->idx] = 0;
+	if (j->rc != 0 && u->werr == 0)
+		u->werr = j->rc;
+	free(j);
+	if (c == NULL) {
+		if (u->refs == 0)
+			upload_free(u); /* aborted while we wrote */
+		return;
+	}
+	/* let the connection go on: a buffer is free, or the body may be
+	 * ready to commit */
+	bw_conn_pause(c, 0);
+	bw_conn_kick(c);
+}
+
+static int
+submit_write(struct bw_conn *c, struct upload *u, unsigned idx, size_t len)
+{
+	struct wjob *j;
+	int rc;
+
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return BW_ENOMEM;
+	j->u = u;
+	j->idx = idx;
+	j->off = u->plain_len;
+	j->len = len;
+	if ((rc = bw_loop_submit(c->srv->loop, write_work, write_done, j)) !=
+	    0) {
+		free(j);
+		return rc;
+	}
+	u->wbusy[idx] = 1;
+	u->refs++;
+	return 0;
+}
+
+/* Decrypts whole chunks out of the input buffer into a free write buffer,
+ * CRCs them and hands them to a worker; when the body is complete and
+ * written, submits the commit. */
+static int
 body_step(struct bw_conn *c)
 {
 	struct vault_conn *vc = VC(c);
 	struct upload *u = vc->up;
-	uint8_t *p;
+	uint8_t *out;
 	size_t k, plain, pad = 0;
-	ssize_t w;
 	int rc;
 
-	while (u->left > 0 && c->in.len > 0) {
-		/* Work in whole chunks (or the end of the body): the page
-		 * cache takes large writes several times faster than small
-		 * ones, and fewer calls cost less everywhere. */
+	while (u->left > 0 && u->werr == 0) {
+		/* Whole chunks (or the end of the body): large writes are
+		 * several times cheaper for the page cache and the disk. */
 		k = u->left < BODY_CHUNK ? (size_t)u->left : BODY_CHUNK;
 		if (c->in.len < k)
 			return 0;
-		p = bw_buf_head(&c->in);
-		if ((rc = bw_aes_cbc(u->aes, p, k)) != 0) {
+		if (u->wbusy[u->wnext]) {
+			bw_conn_pause(c, 1); /* write_done resumes us */
+			return 0;
+		}
+		out = u->wbuf[u->wnext];
+		if ((rc = bw_aes_cbc_to(u->aes, bw_buf_head(&c->in), out, k)) !=
+		    0) {
 			upload_abort(c, "decryption failed");
 			return reply_error_close(c, "decryption failed");
 		}
+		bw_buf_consume(&c->in, k);
 		plain = k;
 		if (k == u->left) {
-			if (bw_pkcs7_unpad(p + k - BW_AES_BLOCK, &pad) != 0) {
-				bw_buf_consume(&c->in, k);
+			if (bw_pkcs7_unpad(out + k - BW_AES_BLOCK, &pad) != 0) {
 				upload_abort(c, "bad padding");
 				vc->st = V_HDR;
 				return reply_error(c, "bad padding (wrong key "
@@ -510,29 +628,27 @@ body_step(struct bw_conn *c)
 			}
 			plain -= pad;
 		}
-		bw_cksum_update(&u->crc, p, plain);
-		for (size_t off = 0; off < plain; off += (size_t)w) {
-			w = write(u->fd, p + off, plain - off);
-			if (w < 0 && errno == EINTR) {
-				w = 0;
-				continue;
-			}
-			if (w <= 0) {
-				rc = w < 0 ? -errno : -EIO;
-				upload_abort(c, bw_strerror(rc));
-				return reply_error_close(c, "cannot write "
-							    "the file");
-			}
+		bw_cksum_update(&u->crc, out, plain);
+		if ((rc = submit_write(c, u, u->wnext, plain)) != 0) {
+			upload_abort(c, bw_strerror(rc));
+			return reply_error_close(c, "cannot write the file");
 		}
-		bw_buf_consume(&c->in, k);
+		u->wnext ^= 1;
 		u->left -= k;
 		u->plain_len += plain;
 		c->srv->upload_bytes_active += plain;
 	}
-	if (u->left > 0)
+	if (u->werr != 0) {
+		bw_error("c%llu cannot write %s: %s", ULL(c->id), u->tmp_path,
+			 bw_strerror(u->werr));
+		upload_abort(c, "write failed");
+		return reply_error_close(c, "cannot write the file");
+	}
+	if (u->refs > 0) {
+		bw_conn_pause(c, 1); /* the last writes are still running */
 		return 0;
-	/* the whole body is in: commit it off the loop thread */
-	wipe_input(c);
+	}
+	/* the whole body is in and written: commit it off the loop thread */
 	if (followed_by_padding(c))
 		vc->padded = 1;
 	u->padded = vc->padded;
