@@ -1,0 +1,132 @@
+"""The programs' surface: --help and --version, usage errors, port.info,
+and the progress bar that `bulwark send` draws only on a terminal."""
+
+import os
+import pty
+import select
+import subprocess
+import time
+
+import pytest
+
+import vaultenv as env
+
+
+def run(*argv, timeout=10):
+    return subprocess.run([str(a) for a in argv], capture_output=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("binary", [env.BULWARKD, env.BULWARK])
+def test_version_prints_the_version_and_exits_0(binary):
+    r = run(binary, "--version")
+    assert r.returncode == 0
+    assert b"0.1.0" in r.stdout
+
+
+def test_bulwarkd_help_lists_every_option():
+    r = run(env.BULWARKD, "--help")
+    assert r.returncode == 0
+    for opt in (b"--data-dir", b"--port", b"--listen", b"--max-conns",
+                b"--max-file-size", b"--timeout", b"--request-timeout",
+                b"--shutdown-grace", b"--console-port", b"--no-console",
+                b"--version"):
+        assert opt in r.stdout, opt
+
+
+def test_send_help_documents_exit_codes():
+    r = run(env.BULWARK, "send", "--help")
+    assert r.returncode == 0
+    assert b"Exit status" in r.stdout
+    for code in (b"0 stored", b"1 the server", b"2 bad usage", b"3 the name", b"4 the CRC"):
+        assert code in r.stdout.replace(b"\n", b" "), code
+
+
+@pytest.mark.parametrize("argv", [
+    ["--port", "70000"], ["--port", "12x"], ["--max-conns", "0"],
+    ["--timeout", "-1"], ["--log-level", "loud"], ["--bogus"], ["extra"],
+])
+def test_bulwarkd_bad_usage_exits_2(argv, tmp_path):
+    r = run(env.BULWARKD, "--data-dir", tmp_path, *argv)
+    assert r.returncode == 2, r.stderr
+
+
+def test_bulwark_unknown_command_exits_2():
+    r = run(env.BULWARK, "fly")
+    assert r.returncode == 2
+    assert b"unknown command" in r.stderr
+
+
+def test_port_info_with_whitespace_is_used(tmp_path):
+    # a free port, then the server must take it from port.info
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    (tmp_path / "port.info").write_text("  %d \n" % port)
+    # the fixture passes --port 0; run by hand to let port.info decide
+    p = subprocess.Popen([str(env.BULWARKD), "--data-dir", str(tmp_path), "--listen",
+                          "127.0.0.1", "--no-console"], stderr=subprocess.PIPE)
+    try:
+        line = b""
+        deadline = time.monotonic() + 10
+        while b"listening" not in line and time.monotonic() < deadline:
+            line = p.stderr.readline()
+        assert ("127.0.0.1:%d" % port).encode() in line
+    finally:
+        p.terminate()
+        assert p.wait(timeout=10) == 0
+
+
+def test_missing_port_info_warns_and_uses_1357(tmp_path):
+    p = subprocess.Popen([str(env.BULWARKD), "--data-dir", str(tmp_path), "--listen",
+                          "127.0.0.1", "--no-console"], stderr=subprocess.PIPE)
+    try:
+        out = b""
+        deadline = time.monotonic() + 10
+        while b"listening" not in out and b"cannot" not in out and time.monotonic() < deadline:
+            out += p.stderr.readline()
+        assert b"no port.info" in out and b"1357" in out
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+
+
+def _run_on_pty(argv, cwd, timeout=60):
+    """Runs argv with stdout and stderr on a pseudo-terminal; returns
+    (exit code, everything it wrote)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        os.chdir(cwd)
+        os.execv(argv[0], argv)
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.5)
+        if r:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), out
+
+
+def test_progress_bar_is_drawn_on_a_terminal_only(server, client_dir):
+    cd = client_dir()
+    data = os.urandom(64 * 1024 * 1024)
+    cd.write_file("big.bin", data)
+    cd.write_transfer(server.port, env.unique_name("tty"), "big.bin")
+    rc, out = _run_on_pty([str(env.BULWARK), "send", "--timeout", "30"], cd.path)
+    assert rc == 0, out
+    assert b"MiB/s" in out and b"ETA" in out and b"100%" in out
+    # not a terminal: no bar; --quiet on a terminal: no bar
+    r = cd.run(quiet=False)
+    assert r.returncode == 0 and b"MiB/s" not in r.stderr + r.stdout
+    rc, out = _run_on_pty([str(env.BULWARK), "send", "--quiet", "--timeout", "30"], cd.path)
+    assert rc == 0 and b"MiB/s" not in out
