@@ -63,6 +63,16 @@ trim(char *s)
 }
 
 static int
+has_control(const char *s)
+{
+	for (; *s != '\0'; s++) {
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return 1;
+	}
+	return 0;
+}
+
+static int
 key_from_b64(struct bw_identity *me, const char *b64, size_t n)
 {
 	uint8_t *der = NULL;
@@ -92,7 +102,8 @@ bw_identity_load(struct bw_identity *me, const char *path,
 	}
 	rc = BW_EPROTO;
 	if ((line = next_line(text, len, &pos)) == NULL ||
-	    *(line = trim(line)) == '\0' || strlen(line) > 254) {
+	    *(line = trim(line)) == '\0' || strlen(line) > 254 ||
+	    has_control(line)) {
 		*why = "line 1 must be the name";
 		goto out;
 	}

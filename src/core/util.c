@@ -131,7 +131,7 @@ bw_read_small_file(const char *path, size_t max, char **out, size_t *len)
 {
 	struct stat st;
 	char *buf = NULL;
-	size_t got = 0;
+	size_t got = 0, cap;
 	ssize_t n;
 	int fd, rc;
 
@@ -149,12 +149,14 @@ bw_read_small_file(const char *path, size_t max, char **out, size_t *len)
 		rc = BW_ETOOBIG;
 		goto out;
 	}
-	if ((buf = malloc(max + 1)) == NULL) {
+	/* room for what the file holds now, plus one byte to notice growth */
+	cap = (uint64_t)st.st_size < max ? (size_t)st.st_size + 1 : max;
+	if ((buf = malloc(cap + 1)) == NULL) {
 		rc = BW_ENOMEM;
 		goto out;
 	}
 	for (;;) {
-		n = read(fd, buf + got, max - got);
+		n = read(fd, buf + got, cap - got);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -164,9 +166,13 @@ bw_read_small_file(const char *path, size_t max, char **out, size_t *len)
 		if (n == 0)
 			break;
 		got += (size_t)n;
-		if (got == max) {
+		if (got == cap) {
 			char c;
 
+			if (cap < max) {
+				rc = -EAGAIN; /* it grew while we read it */
+				goto out;
+			}
 			if (read(fd, &c, 1) > 0) {
 				rc = BW_ETOOBIG;
 				goto out;

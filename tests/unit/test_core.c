@@ -1,0 +1,1026 @@
+/* Unit tests for the small core modules: the read cursor (src/core/cur.c),
+ * capped buffers (buf.c), the hash map (hash.c), hex/number/host:port
+ * parsing and small-file reading (util.c), and atomic files (fsutil.c).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "bulwark/buf.h"
+#include "bulwark/cur.h"
+#include "bulwark/err.h"
+#include "bulwark/fsutil.h"
+#include "bulwark/hash.h"
+#include "bulwark/util.h"
+
+#define PATH_CAP 512
+
+/* Cursor */
+
+static void
+cursor_reads_little_endian_integers(void **state)
+{
+	static const uint8_t in[] = {0x01, 0x02, 0x03, 0x04, 0x05,
+				     0x06, 0x07, 0xaa, 0xbb};
+	struct bw_cur c;
+	const uint8_t *p;
+
+	(void)state;
+	bw_cur_init(&c, in, sizeof(in));
+	assert_int_equal(bw_cur_u8(&c), 0x01);
+	assert_int_equal(bw_cur_u16le(&c), 0x0302);
+	assert_int_equal(bw_cur_u32le(&c), 0x07060504);
+	assert_int_equal(bw_cur_left(&c), 2);
+	p = bw_cur_take(&c, 2);
+	assert_ptr_equal(p, in + 7);
+	assert_int_equal(bw_cur_left(&c), 0);
+	assert_int_equal(bw_cur_end(&c), 0);
+}
+
+static void
+cursor_error_is_sticky(void **state)
+{
+	static const uint8_t in[] = {1, 2, 3};
+	struct bw_cur c;
+
+	(void)state;
+	bw_cur_init(&c, in, sizeof(in));
+	assert_int_equal(bw_cur_u16le(&c), 0x0201);
+	assert_int_equal(bw_cur_u16le(&c), 0); /* one byte left */
+	assert_int_equal(c.err, BW_EMORE);
+	/* The byte that is left can no longer be taken. */
+	assert_null(bw_cur_take(&c, 1));
+	assert_null(bw_cur_take(&c, 0));
+	assert_int_equal(bw_cur_u8(&c), 0);
+	assert_int_equal(bw_cur_left(&c), 0);
+	assert_int_equal(bw_cur_end(&c), BW_EMORE);
+}
+
+static void
+cursor_end_needs_every_byte_consumed(void **state)
+{
+	static const uint8_t in[] = {1, 2, 3, 4};
+	struct bw_cur c;
+
+	(void)state;
+	bw_cur_init(&c, in, sizeof(in));
+	(void)bw_cur_u16le(&c);
+	assert_int_equal(bw_cur_end(&c), BW_EPROTO);
+	(void)bw_cur_u16le(&c);
+	assert_int_equal(bw_cur_end(&c), 0);
+	bw_cur_init(&c, in, 0);
+	assert_int_equal(bw_cur_end(&c), 0);
+}
+
+static void
+cursor_take_of_huge_length_fails_cleanly(void **state)
+{
+	static const uint8_t in[] = {1, 2, 3, 4};
+	struct bw_cur c;
+
+	(void)state;
+	bw_cur_init(&c, in, sizeof(in));
+	(void)bw_cur_u8(&c);
+	assert_null(bw_cur_take(&c, SIZE_MAX));
+	assert_int_equal(bw_cur_end(&c), BW_EMORE);
+	bw_cur_init(&c, in, sizeof(in));
+	assert_null(bw_cur_take(&c, SIZE_MAX - 1));
+	assert_null(bw_cur_take(&c, 5));
+}
+
+static void
+cursor_copy_zeroes_on_failure(void **state)
+{
+	static const uint8_t in[] = {9, 9, 9};
+	uint8_t dst[4] = {7, 7, 7, 7};
+	struct bw_cur c;
+
+	(void)state;
+	bw_cur_init(&c, in, sizeof(in));
+	bw_cur_copy(&c, dst, sizeof(dst));
+	assert_int_equal(dst[0] | dst[1] | dst[2] | dst[3], 0);
+	assert_int_equal(bw_cur_end(&c), BW_EMORE);
+	bw_cur_init(&c, in, sizeof(in));
+	bw_cur_copy(&c, dst, 3);
+	assert_memory_equal(dst, in, 3);
+	assert_int_equal(bw_cur_end(&c), 0);
+}
+
+static void
+put_and_get_are_little_endian(void **state)
+{
+	uint8_t b[4];
+
+	(void)state;
+	bw_put_u16le(b, 0xbeef);
+	assert_int_equal(b[0], 0xef);
+	assert_int_equal(b[1], 0xbe);
+	assert_int_equal(bw_get_u16le(b), 0xbeef);
+	bw_put_u32le(b, 0xdeadbeef);
+	assert_int_equal(b[0], 0xef);
+	assert_int_equal(b[3], 0xde);
+	assert_int_equal(bw_get_u32le(b), 0xdeadbeef);
+	bw_put_u32le(b, 0x80000000u);
+	assert_int_equal(bw_get_u32le(b), 0x80000000u);
+}
+
+/* Buffers */
+
+static void
+buffer_appends_up_to_its_cap(void **state)
+{
+	struct bw_buf b;
+	uint8_t chunk[100];
+	size_t i;
+
+	(void)state;
+	bw_buf_init(&b, 1000);
+	for (i = 0; i < 10; i++) {
+		memset(chunk, (int)i, sizeof(chunk));
+		assert_int_equal(bw_buf_append(&b, chunk, sizeof(chunk)), 0);
+	}
+	assert_int_equal(b.len, 1000);
+	assert_true(b.cap <= b.max);
+	for (i = 0; i < 1000; i++)
+		assert_int_equal(bw_buf_head(&b)[i], i / 100);
+	bw_buf_fini(&b);
+}
+
+static void
+append_past_the_cap_is_too_big_and_changes_nothing(void **state)
+{
+	struct bw_buf b;
+	uint8_t chunk[300], *before;
+	size_t len, cap;
+
+	(void)state;
+	memset(chunk, 'x', sizeof(chunk));
+	bw_buf_init(&b, 1000);
+	assert_int_equal(bw_buf_append(&b, chunk, 300), 0);
+	assert_int_equal(bw_buf_append(&b, chunk, 300), 0);
+	assert_int_equal(bw_buf_append(&b, chunk, 300), 0);
+	len = b.len;
+	cap = b.cap;
+	before = malloc(len);
+	assert_non_null(before);
+	memcpy(before, bw_buf_head(&b), len);
+	assert_int_equal(bw_buf_append(&b, chunk, 101), BW_ETOOBIG);
+	assert_int_equal(bw_buf_append(&b, chunk, 300), BW_ETOOBIG);
+	assert_int_equal(bw_buf_append(&b, chunk, SIZE_MAX), BW_ETOOBIG);
+	assert_int_equal(b.len, len);
+	assert_int_equal(b.cap, cap);
+	assert_memory_equal(bw_buf_head(&b), before, len);
+	/* Exactly up to the cap still fits. */
+	assert_int_equal(bw_buf_append(&b, chunk, 100), 0);
+	assert_int_equal(b.len, 1000);
+	assert_int_equal(bw_buf_append(&b, chunk, 1), BW_ETOOBIG);
+	assert_int_equal(b.len, 1000);
+	assert_null(bw_buf_reserve(&b, 1));
+	free(before);
+	bw_buf_fini(&b);
+}
+
+static void
+single_append_larger_than_cap_is_too_big(void **state)
+{
+	struct bw_buf b;
+	uint8_t big[2048];
+
+	(void)state;
+	memset(big, 0, sizeof(big));
+	bw_buf_init(&b, 1024);
+	assert_int_equal(bw_buf_append(&b, big, 1025), BW_ETOOBIG);
+	assert_int_equal(b.len, 0);
+	assert_null(b.data);
+	assert_int_equal(bw_buf_append(&b, big, 1024), 0);
+	assert_int_equal(b.cap, 1024);
+	bw_buf_fini(&b);
+}
+
+static void
+empty_append_is_a_no_op(void **state)
+{
+	struct bw_buf b;
+
+	(void)state;
+	bw_buf_init(&b, 16);
+	assert_int_equal(bw_buf_append(&b, NULL, 0), 0);
+	assert_int_equal(b.len, 0);
+	bw_buf_fini(&b);
+}
+
+static void
+reserve_and_commit_add_bytes(void **state)
+{
+	struct bw_buf b;
+	uint8_t *p;
+
+	(void)state;
+	bw_buf_init(&b, 4096);
+	p = bw_buf_reserve(&b, 10);
+	assert_non_null(p);
+	assert_true(b.cap >= 10);
+	assert_int_equal(b.len, 0); /* reserving does not use */
+	memcpy(p, "0123456789", 10);
+	bw_buf_commit(&b, 4);
+	assert_int_equal(b.len, 4);
+	p = bw_buf_reserve(&b, 3);
+	assert_non_null(p);
+	memcpy(p, "abc", 3);
+	bw_buf_commit(&b, 3);
+	assert_int_equal(b.len, 7);
+	assert_memory_equal(bw_buf_head(&b), "0123abc", 7);
+	assert_null(bw_buf_reserve(&b, 4096 - 6));
+	assert_non_null(bw_buf_reserve(&b, 4096 - 7));
+	bw_buf_fini(&b);
+}
+
+static void
+consume_drops_bytes_from_the_front(void **state)
+{
+	struct bw_buf b;
+
+	(void)state;
+	bw_buf_init(&b, 64);
+	assert_int_equal(bw_buf_append(&b, "hello world", 11), 0);
+	bw_buf_consume(&b, 6);
+	assert_int_equal(b.len, 5);
+	assert_memory_equal(bw_buf_head(&b), "world", 5);
+	bw_buf_consume(&b, 5);
+	assert_int_equal(b.len, 0);
+	assert_int_equal(b.off, 0);
+	assert_int_equal(bw_buf_append(&b, "abc", 3), 0);
+	bw_buf_consume(&b, 100); /* more than there is: empties it */
+	assert_int_equal(b.len, 0);
+	assert_int_equal(b.off, 0);
+	bw_buf_fini(&b);
+}
+
+/* Consumed bytes at the front make room: a buffer at its cap accepts new
+ * bytes once old ones are consumed, without growing past the cap. */
+static void
+consumed_front_is_reclaimed(void **state)
+{
+	struct bw_buf b;
+	uint8_t in[256];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(in); i++)
+		in[i] = (uint8_t)i;
+	bw_buf_init(&b, 256);
+	assert_int_equal(bw_buf_append(&b, in, 256), 0);
+	bw_buf_consume(&b, 200);
+	assert_int_equal(b.len, 56);
+	assert_int_equal(bw_buf_append(&b, in, 201), BW_ETOOBIG);
+	assert_int_equal(b.len, 56);
+	assert_memory_equal(bw_buf_head(&b), in + 200, 56);
+	assert_int_equal(bw_buf_append(&b, in, 200), 0);
+	assert_int_equal(b.len, 256);
+	assert_int_equal(b.cap, 256);
+	assert_int_equal(b.off, 0);
+	assert_memory_equal(bw_buf_head(&b), in + 200, 56);
+	assert_memory_equal(bw_buf_head(&b) + 56, in, 200);
+	bw_buf_fini(&b);
+}
+
+static void
+reset_and_fini_are_safe_to_repeat(void **state)
+{
+	struct bw_buf b;
+
+	(void)state;
+	bw_buf_init(&b, 64);
+	bw_buf_fini(&b); /* never allocated */
+	assert_int_equal(bw_buf_append(&b, "secret", 6), 0);
+	bw_buf_reset(&b);
+	assert_int_equal(b.len, 0);
+	assert_int_equal(bw_buf_append(&b, "again", 5), 0);
+	assert_memory_equal(bw_buf_head(&b), "again", 5);
+	bw_buf_fini_wipe(&b);
+	assert_null(b.data);
+	bw_buf_fini_wipe(&b);
+	bw_buf_fini(&b);
+}
+
+/* Hash map */
+
+static void
+hash_put_get_del(void **state)
+{
+	struct bw_hash h;
+	int a = 1, b = 2;
+	char k1[] = "alice", k2[] = "bob", k1copy[] = "alice";
+
+	(void)state;
+	assert_int_equal(bw_hash_init(&h), 0);
+	assert_null(bw_hash_get(&h, k1, 5));
+	assert_int_equal(bw_hash_put(&h, k1, 5, &a), 0);
+	assert_int_equal(bw_hash_put(&h, k2, 3, &b), 0);
+	assert_int_equal(h.n, 2);
+	/* Found by content, not by pointer. */
+	assert_ptr_equal(bw_hash_get(&h, k1copy, 5), &a);
+	assert_ptr_equal(bw_hash_get(&h, "bob", 3), &b);
+	/* A prefix or an extension is a different key. */
+	assert_null(bw_hash_get(&h, "alic", 4));
+	assert_null(bw_hash_get(&h, "bob\0", 4));
+	assert_ptr_equal(bw_hash_del(&h, "alice", 5), &a);
+	assert_null(bw_hash_get(&h, k1, 5));
+	assert_null(bw_hash_del(&h, "alice", 5));
+	assert_int_equal(h.n, 1);
+	bw_hash_fini(&h);
+	bw_hash_fini(&h);
+}
+
+static void
+hash_duplicate_key_is_eexist(void **state)
+{
+	struct bw_hash h;
+	int a = 1, b = 2;
+
+	(void)state;
+	assert_int_equal(bw_hash_init(&h), 0);
+	assert_int_equal(bw_hash_put(&h, "k", 1, &a), 0);
+	assert_int_equal(bw_hash_put(&h, "k", 1, &b), BW_EEXIST);
+	assert_ptr_equal(bw_hash_get(&h, "k", 1), &a);
+	assert_int_equal(h.n, 1);
+	/* Free again after removal. */
+	assert_ptr_equal(bw_hash_del(&h, "k", 1), &a);
+	assert_int_equal(bw_hash_put(&h, "k", 1, &b), 0);
+	assert_ptr_equal(bw_hash_get(&h, "k", 1), &b);
+	/* The empty key is a key like any other. */
+	assert_int_equal(bw_hash_put(&h, "", 0, &a), 0);
+	assert_int_equal(bw_hash_put(&h, "", 0, &a), BW_EEXIST);
+	assert_ptr_equal(bw_hash_get(&h, "", 0), &a);
+	bw_hash_fini(&h);
+}
+
+#define MANY 10000
+
+struct item {
+	uint8_t key[8];
+	unsigned idx;
+	int seen;
+};
+
+static int
+count_item(void *arg, void *val)
+{
+	struct item *it = val;
+
+	(*(unsigned *)arg)++;
+	it->seen++;
+	return 0;
+}
+
+static int
+stop_at_third(void *arg, void *val)
+{
+	(void)val;
+	return ++*(unsigned *)arg == 3 ? 42 : 0;
+}
+
+static void
+hash_holds_10k_entries(void **state)
+{
+	struct item *items;
+	struct bw_hash h;
+	unsigned i, n = 0;
+
+	(void)state;
+	items = calloc(MANY, sizeof(*items));
+	assert_non_null(items);
+	assert_int_equal(bw_hash_init(&h), 0);
+	for (i = 0; i < MANY; i++) {
+		items[i].idx = i;
+		snprintf((char *)items[i].key, sizeof(items[i].key), "k%u", i);
+		assert_int_equal(bw_hash_put(&h, items[i].key,
+					     strlen((char *)items[i].key),
+					     &items[i]),
+				 0);
+	}
+	assert_int_equal(h.n, MANY);
+	assert_true(h.slots_n >= 1024); /* it grew */
+	for (i = 0; i < MANY; i++)
+		assert_ptr_equal(bw_hash_get(&h, items[i].key,
+					     strlen((char *)items[i].key)),
+				 &items[i]);
+	assert_int_equal(bw_hash_each(&h, count_item, &n), 0);
+	assert_int_equal(n, MANY);
+	for (i = 0; i < MANY; i++)
+		assert_int_equal(items[i].seen, 1);
+	for (i = 0; i < MANY; i += 2)
+		assert_ptr_equal(bw_hash_del(&h, items[i].key,
+					     strlen((char *)items[i].key)),
+				 &items[i]);
+	assert_int_equal(h.n, MANY / 2);
+	for (i = 0; i < MANY; i++) {
+		void *v = bw_hash_get(&h, items[i].key,
+				      strlen((char *)items[i].key));
+
+		if (i % 2 == 0)
+			assert_null(v);
+		else
+			assert_ptr_equal(v, &items[i]);
+	}
+	n = 0;
+	assert_int_equal(bw_hash_each(&h, stop_at_third, &n), 42);
+	assert_int_equal(n, 3);
+	bw_hash_fini(&h);
+	free(items);
+}
+
+static void
+hash_each_on_empty_table_calls_nothing(void **state)
+{
+	struct bw_hash h;
+	unsigned n = 0;
+
+	(void)state;
+	assert_int_equal(bw_hash_init(&h), 0);
+	assert_int_equal(bw_hash_each(&h, count_item, &n), 0);
+	assert_int_equal(n, 0);
+	bw_hash_fini(&h);
+}
+
+/* Hex */
+
+static void
+hex_decodes_either_case(void **state)
+{
+	static const uint8_t want[] = {0x00, 0x9f, 0xab, 0xcd, 0xef, 0xff};
+	uint8_t out[6];
+	char enc[13];
+
+	(void)state;
+	assert_int_equal(bw_hex_decode("009fabcdefff", 12, out, 6), 0);
+	assert_memory_equal(out, want, 6);
+	assert_int_equal(bw_hex_decode("009FABCDEFFF", 12, out, 6), 0);
+	assert_memory_equal(out, want, 6);
+	assert_int_equal(bw_hex_decode("009fAbCdEfFF", 12, out, 6), 0);
+	assert_memory_equal(out, want, 6);
+	bw_hex_encode(want, 6, enc);
+	assert_string_equal(enc, "009fabcdefff");
+	assert_int_equal(bw_hex_decode("", 0, out, 0), 0);
+}
+
+static void
+hex_of_wrong_length_is_rejected(void **state)
+{
+	uint8_t out[4];
+
+	(void)state;
+	assert_int_equal(bw_hex_decode("abc", 3, out, 1), BW_EPROTO);
+	assert_int_equal(bw_hex_decode("abc", 3, out, 2), BW_EPROTO);
+	assert_int_equal(bw_hex_decode("abcdef", 6, out, 2), BW_EPROTO);
+	assert_int_equal(bw_hex_decode("ab", 2, out, 2), BW_EPROTO);
+}
+
+static void
+hex_with_invalid_chars_is_rejected(void **state)
+{
+	static const char *bad[] = {"0g",
+				    "g0",
+				    "0x",
+				    " 0",
+				    "0 ",
+				    "-1",
+				    "0:",
+				    "@0",
+				    "`0",
+				    "\xff"
+				    "0"};
+	uint8_t out[1];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(bw_hex_decode(bad[i], 2, out, 1), BW_EPROTO);
+	/* An embedded NUL is not a digit either. */
+	assert_int_equal(bw_hex_decode("0\0", 2, out, 1), BW_EPROTO);
+}
+
+/* Numbers */
+
+static void
+parse_u64_accepts_the_range(void **state)
+{
+	uint64_t v = 99;
+
+	(void)state;
+	assert_int_equal(bw_parse_u64("1357", 1, 65535, &v), 0);
+	assert_int_equal(v, 1357);
+	assert_int_equal(bw_parse_u64("0", 0, 10, &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(bw_parse_u64("1", 1, 65535, &v), 0);
+	assert_int_equal(bw_parse_u64("65535", 1, 65535, &v), 0);
+	assert_int_equal(v, 65535);
+	assert_int_equal(
+		bw_parse_u64("18446744073709551615", 0, UINT64_MAX, &v), 0);
+	assert_true(v == UINT64_MAX);
+	assert_int_equal(bw_parse_u64("007", 0, 10, &v), 0);
+	assert_int_equal(v, 7);
+}
+
+static void
+parse_u64_rejects_out_of_range(void **state)
+{
+	uint64_t v = 99;
+
+	(void)state;
+	assert_int_equal(bw_parse_u64("0", 1, 65535, &v), BW_ECONFIG);
+	assert_int_equal(bw_parse_u64("65536", 1, 65535, &v), BW_ECONFIG);
+	assert_int_equal(
+		bw_parse_u64("18446744073709551616", 0, UINT64_MAX, &v),
+		BW_ECONFIG);
+	assert_int_equal(
+		bw_parse_u64("99999999999999999999999", 0, UINT64_MAX, &v),
+		BW_ECONFIG);
+	assert_int_equal(v, 99); /* untouched on failure */
+}
+
+static void
+parse_u64_rejects_garbage(void **state)
+{
+	static const char *bad[] = {"",	   " ",	  "-1",	  "+1",
+				    "12a", "a12", "1 2",  "0x10",
+				    "1.5", "1e3", "\t\n", "\xd9\xa1"};
+	uint64_t v = 99;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(bw_parse_u64(bad[i], 0, UINT64_MAX, &v),
+				 BW_ECONFIG);
+	assert_int_equal(v, 99);
+}
+
+static void
+parse_u64_ignores_surrounding_white_space(void **state)
+{
+	uint64_t v = 0;
+
+	(void)state;
+	assert_int_equal(bw_parse_u64("  1357\n", 1, 65535, &v), 0);
+	assert_int_equal(v, 1357);
+	assert_int_equal(bw_parse_u64("\t8080\r\n", 1, 65535, &v), 0);
+	assert_int_equal(v, 8080);
+}
+
+/* host:port */
+
+static void
+hostport_splits_names_and_addresses(void **state)
+{
+	char host[64];
+	uint16_t port = 0;
+
+	(void)state;
+	assert_int_equal(
+		bw_parse_hostport("localhost:1357", host, sizeof(host), &port),
+		0);
+	assert_string_equal(host, "localhost");
+	assert_int_equal(port, 1357);
+	assert_int_equal(
+		bw_parse_hostport("127.0.0.1:80\n", host, sizeof(host), &port),
+		0);
+	assert_string_equal(host, "127.0.0.1");
+	assert_int_equal(port, 80);
+	assert_int_equal(bw_parse_hostport("  example.org:65535", host,
+					   sizeof(host), &port),
+			 0);
+	assert_string_equal(host, "example.org");
+	assert_int_equal(port, 65535);
+}
+
+static void
+hostport_reads_bracketed_ipv6(void **state)
+{
+	char host[64];
+	uint16_t port = 0;
+
+	(void)state;
+	assert_int_equal(
+		bw_parse_hostport("[::1]:5", host, sizeof(host), &port), 0);
+	assert_string_equal(host, "::1");
+	assert_int_equal(port, 5);
+	assert_int_equal(bw_parse_hostport("[fe80::1:2]:1357", host,
+					   sizeof(host), &port),
+			 0);
+	assert_string_equal(host, "fe80::1:2");
+	assert_int_equal(port, 1357);
+}
+
+static void
+hostport_rejects_bad_forms(void **state)
+{
+	static const char *bad[] = {
+		"localhost",  "localhost:",
+		":80",	      "[::1]",
+		"[::1]5",     "[::1",
+		"[]:80",      "host:0",
+		"host:65536", "host:-1",
+		"host:80x",   "host: ",
+		"",	      "host:99999999999999999999",
+	};
+	char host[64];
+	uint16_t port = 7;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(
+			bw_parse_hostport(bad[i], host, sizeof(host), &port),
+			BW_ECONFIG);
+	assert_int_equal(port, 7);
+}
+
+static void
+hostport_rejects_host_longer_than_the_buffer(void **state)
+{
+	char host[8];
+	uint16_t port;
+
+	(void)state;
+	assert_int_equal(
+		bw_parse_hostport("1234567:1", host, sizeof(host), &port), 0);
+	assert_string_equal(host, "1234567");
+	assert_int_equal(
+		bw_parse_hostport("12345678:1", host, sizeof(host), &port),
+		BW_ECONFIG);
+}
+
+/* Temporary directory fixture for the file tests */
+
+struct tmpdir {
+	char path[PATH_CAP];
+};
+
+static int
+dir_setup(void **state)
+{
+	const char *tmp = getenv("TMPDIR");
+	struct tmpdir *t = calloc(1, sizeof(*t));
+
+	if (t == NULL)
+		return -1;
+	if (tmp == NULL || *tmp == '\0')
+		tmp = "/tmp";
+	if (snprintf(t->path, sizeof(t->path), "%s/bw_test_core_XXXXXX", tmp) >=
+		    (int)sizeof(t->path) ||
+	    mkdtemp(t->path) == NULL) {
+		free(t);
+		return -1;
+	}
+	*state = t;
+	return 0;
+}
+
+static int
+dir_teardown(void **state)
+{
+	struct tmpdir *t = *state;
+	char cmd[PATH_CAP + 32];
+	int rc = 0;
+
+	if (snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t->path) <
+	    (int)sizeof(cmd))
+		rc = system(cmd);
+	(void)rc;
+	free(t);
+	return 0;
+}
+
+static void
+join(char *out, const struct tmpdir *t, const char *name)
+{
+	int n = snprintf(out, PATH_CAP, "%s/%s", t->path, name);
+
+	assert_true(n > 0 && n < PATH_CAP);
+}
+
+static void
+write_file(const char *path, const void *p, size_t n)
+{
+	FILE *f = fopen(path, "wb");
+
+	assert_non_null(f);
+	assert_int_equal(fwrite(p, 1, n, f), n);
+	assert_int_equal(fclose(f), 0);
+}
+
+/* Number of entries in dir other than "." and "..". */
+static int
+count_entries(const char *dir)
+{
+	struct dirent *e;
+	DIR *d = opendir(dir);
+	int n = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static void
+read_small_file_reads_up_to_max(void **state)
+{
+	struct tmpdir *t = *state;
+	char path[PATH_CAP], *text = NULL;
+	size_t len = 0;
+
+	join(path, t, "ten");
+	write_file(path, "0123456789", 10);
+	assert_int_equal(bw_read_small_file(path, 10, &text, &len), 0);
+	assert_int_equal(len, 10);
+	assert_string_equal(text, "0123456789"); /* NUL-terminated */
+	free(text);
+	assert_int_equal(bw_read_small_file(path, 100, &text, &len), 0);
+	assert_int_equal(len, 10);
+	free(text);
+	join(path, t, "empty");
+	write_file(path, "", 0);
+	assert_int_equal(bw_read_small_file(path, 10, &text, &len), 0);
+	assert_int_equal(len, 0);
+	assert_string_equal(text, "");
+	free(text);
+}
+
+static void
+read_small_file_over_max_is_too_big(void **state)
+{
+	struct tmpdir *t = *state;
+	char path[PATH_CAP], *text = NULL;
+	size_t len = 0;
+
+	join(path, t, "eleven");
+	write_file(path, "0123456789a", 11);
+	assert_int_equal(bw_read_small_file(path, 10, &text, &len), BW_ETOOBIG);
+	assert_null(text);
+	assert_int_equal(bw_read_small_file(path, 0, &text, &len), BW_ETOOBIG);
+}
+
+static void
+read_small_file_reports_errno(void **state)
+{
+	struct tmpdir *t = *state;
+	char path[PATH_CAP], *text = NULL;
+	size_t len = 0;
+
+	join(path, t, "missing");
+	assert_int_equal(bw_read_small_file(path, 10, &text, &len), -ENOENT);
+	/* A directory is not a regular file. */
+	assert_int_equal(bw_read_small_file(t->path, 10, &text, &len), -EINVAL);
+	assert_null(text);
+}
+
+/* Atomic files */
+
+static void
+write_atomic_creates_the_file_with_the_mode(void **state)
+{
+	struct tmpdir *t = *state;
+	char path[PATH_CAP], *text = NULL;
+	struct stat st;
+	size_t len;
+
+	join(path, t, "me.info");
+	assert_int_equal(bw_fs_write_atomic(path, "abc\n", 4, 0600), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	assert_int_equal(bw_read_small_file(path, 100, &text, &len), 0);
+	assert_string_equal(text, "abc\n");
+	free(text);
+	/* No temporary file is left beside it. */
+	assert_int_equal(count_entries(t->path), 1);
+
+	join(path, t, "public");
+	assert_int_equal(bw_fs_write_atomic(path, "", 0, 0644), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0644);
+	assert_int_equal(st.st_size, 0);
+	assert_int_equal(count_entries(t->path), 2);
+}
+
+static void
+write_atomic_replaces_an_existing_file(void **state)
+{
+	struct tmpdir *t = *state;
+	char path[PATH_CAP], *text = NULL;
+	struct stat st;
+	size_t len;
+
+	join(path, t, "f");
+	write_file(path, "old old old", 11);
+	assert_int_equal(chmod(path, 0644), 0);
+	assert_int_equal(bw_fs_write_atomic(path, "new", 3, 0600), 0);
+	assert_int_equal(bw_read_small_file(path, 100, &text, &len), 0);
+	assert_string_equal(text, "new");
+	free(text);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	assert_int_equal(count_entries(t->path), 1);
+}
+
+static void
+write_atomic_into_missing_dir_fails_and_leaves_nothing(void **state)
+{
+	struct tmpdir *t = *state;
+	char path[PATH_CAP];
+
+	join(path, t, "nodir/f");
+	assert_int_equal(bw_fs_write_atomic(path, "x", 1, 0600), -ENOENT);
+	assert_int_equal(count_entries(t->path), 0);
+}
+
+static void
+tmpfile_then_commit_publishes_the_file(void **state)
+{
+	struct tmpdir *t = *state;
+	char tmp[PATH_CAP], dst[PATH_CAP], *text = NULL;
+	struct stat st;
+	size_t len;
+	int fd = -1;
+
+	assert_int_equal(bw_fs_tmpfile(t->path, &fd, tmp, sizeof(tmp)), 0);
+	assert_true(fd >= 0);
+	assert_int_equal(strncmp(tmp, t->path, strlen(t->path)), 0);
+	assert_int_equal(write(fd, "payload", 7), 7);
+	join(dst, t, "final");
+	assert_int_equal(stat(dst, &st), -1); /* not there before commit */
+	assert_int_equal(bw_fs_commit(fd, tmp, dst), 0);
+	assert_int_equal(stat(tmp, &st), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(bw_read_small_file(dst, 100, &text, &len), 0);
+	assert_string_equal(text, "payload");
+	free(text);
+	assert_int_equal(count_entries(t->path), 1);
+}
+
+static void
+failed_commit_removes_the_temporary_file(void **state)
+{
+	struct tmpdir *t = *state;
+	char tmp[PATH_CAP], dst[PATH_CAP];
+	int fd = -1;
+
+	assert_int_equal(bw_fs_tmpfile(t->path, &fd, tmp, sizeof(tmp)), 0);
+	join(dst, t, "missing-dir/final");
+	assert_int_equal(bw_fs_commit(fd, tmp, dst), -ENOENT);
+	assert_int_equal(count_entries(t->path), 0);
+	/* fd was closed by the failed commit. */
+	assert_int_equal(fcntl(fd, F_GETFD), -1);
+}
+
+static void
+tmpfile_with_too_long_path_is_too_big(void **state)
+{
+	char path[16];
+	int fd = -1;
+
+	(void)state;
+	assert_int_equal(
+		bw_fs_tmpfile("/tmp/a-long-directory", &fd, path, sizeof(path)),
+		BW_ETOOBIG);
+	assert_int_equal(fd, -1);
+}
+
+static void
+mkdirs_creates_nested_directories(void **state)
+{
+	struct tmpdir *t = *state;
+	char path[PATH_CAP];
+	struct stat st;
+
+	join(path, t, "a/b/c/d");
+	assert_int_equal(bw_fs_mkdirs(path, 0700), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	/* Again: everything exists already. */
+	assert_int_equal(bw_fs_mkdirs(path, 0700), 0);
+	join(path, t, "a/b/e/");
+	assert_int_equal(bw_fs_mkdirs(path, 0700), 0);
+	join(path, t, "a/b/e");
+	assert_int_equal(stat(path, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+}
+
+static void
+mkdirs_through_a_file_fails(void **state)
+{
+	struct tmpdir *t = *state;
+	char path[PATH_CAP];
+
+	join(path, t, "file");
+	write_file(path, "x", 1);
+	join(path, t, "file/sub");
+	assert_int_equal(bw_fs_mkdirs(path, 0700), -ENOTDIR);
+	assert_int_equal(bw_fs_mkdirs("", 0700), BW_ETOOBIG);
+}
+
+static void
+clear_dir_removes_the_files_inside(void **state)
+{
+	struct tmpdir *t = *state;
+	char path[PATH_CAP];
+
+	join(path, t, "x1");
+	write_file(path, "1", 1);
+	join(path, t, ".tmp-abc");
+	write_file(path, "2", 2);
+	join(path, t, "x3");
+	write_file(path, "", 0);
+	join(path, t, "sub");
+	assert_int_equal(mkdir(path, 0700), 0);
+	assert_int_equal(bw_fs_clear_dir(t->path), 3);
+	/* The subdirectory is not a file: it stays. */
+	assert_int_equal(count_entries(t->path), 1);
+	assert_int_equal(bw_fs_clear_dir(t->path), 0);
+	join(path, t, "missing");
+	assert_int_equal(bw_fs_clear_dir(path), 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(cursor_reads_little_endian_integers),
+		cmocka_unit_test(cursor_error_is_sticky),
+		cmocka_unit_test(cursor_end_needs_every_byte_consumed),
+		cmocka_unit_test(cursor_take_of_huge_length_fails_cleanly),
+		cmocka_unit_test(cursor_copy_zeroes_on_failure),
+		cmocka_unit_test(put_and_get_are_little_endian),
+		cmocka_unit_test(buffer_appends_up_to_its_cap),
+		cmocka_unit_test(
+			append_past_the_cap_is_too_big_and_changes_nothing),
+		cmocka_unit_test(single_append_larger_than_cap_is_too_big),
+		cmocka_unit_test(empty_append_is_a_no_op),
+		cmocka_unit_test(reserve_and_commit_add_bytes),
+		cmocka_unit_test(consume_drops_bytes_from_the_front),
+		cmocka_unit_test(consumed_front_is_reclaimed),
+		cmocka_unit_test(reset_and_fini_are_safe_to_repeat),
+		cmocka_unit_test(hash_put_get_del),
+		cmocka_unit_test(hash_duplicate_key_is_eexist),
+		cmocka_unit_test(hash_holds_10k_entries),
+		cmocka_unit_test(hash_each_on_empty_table_calls_nothing),
+		cmocka_unit_test(hex_decodes_either_case),
+		cmocka_unit_test(hex_of_wrong_length_is_rejected),
+		cmocka_unit_test(hex_with_invalid_chars_is_rejected),
+		cmocka_unit_test(parse_u64_accepts_the_range),
+		cmocka_unit_test(parse_u64_rejects_out_of_range),
+		cmocka_unit_test(parse_u64_rejects_garbage),
+		cmocka_unit_test(parse_u64_ignores_surrounding_white_space),
+		cmocka_unit_test(hostport_splits_names_and_addresses),
+		cmocka_unit_test(hostport_reads_bracketed_ipv6),
+		cmocka_unit_test(hostport_rejects_bad_forms),
+		cmocka_unit_test(hostport_rejects_host_longer_than_the_buffer),
+		cmocka_unit_test_setup_teardown(read_small_file_reads_up_to_max,
+						dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(
+			read_small_file_over_max_is_too_big, dir_setup,
+			dir_teardown),
+		cmocka_unit_test_setup_teardown(read_small_file_reports_errno,
+						dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(
+			write_atomic_creates_the_file_with_the_mode, dir_setup,
+			dir_teardown),
+		cmocka_unit_test_setup_teardown(
+			write_atomic_replaces_an_existing_file, dir_setup,
+			dir_teardown),
+		cmocka_unit_test_setup_teardown(
+			write_atomic_into_missing_dir_fails_and_leaves_nothing,
+			dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(
+			tmpfile_then_commit_publishes_the_file, dir_setup,
+			dir_teardown),
+		cmocka_unit_test_setup_teardown(
+			failed_commit_removes_the_temporary_file, dir_setup,
+			dir_teardown),
+		cmocka_unit_test(tmpfile_with_too_long_path_is_too_big),
+		cmocka_unit_test_setup_teardown(
+			mkdirs_creates_nested_directories, dir_setup,
+			dir_teardown),
+		cmocka_unit_test_setup_teardown(mkdirs_through_a_file_fails,
+						dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(
+			clear_dir_removes_the_files_inside, dir_setup,
+			dir_teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
