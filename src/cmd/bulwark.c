@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/console.h"
 #include "cli/send.h"
 
 static void
@@ -11,7 +12,9 @@ usage(FILE *f)
 		   "Bulwark client.\n\n"
 		   "Commands:\n"
 		   "  send      send a file to the vault, encrypted and "
-		   "verified\n\n"
+		   "verified\n"
+		   "  console   ask a running bulwarkd for its status "
+		   "(operator console)\n\n"
 		   "  bulwark COMMAND --help   options of a command\n"
 		   "  bulwark --version        version\n");
 }
@@ -33,6 +36,8 @@ main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "send") == 0)
 		return bw_cli_send(argc - 1, argv + 1);
+	if (strcmp(argv[1], "console") == 0)
+		return bw_cli_console(argc - 1, argv + 1);
 	fprintf(stderr, "bulwark: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return 2;

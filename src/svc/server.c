@@ -349,8 +349,7 @@ conn_open(struct bw_listener *l, int fd, const char *peer)
 	c->w.fd = fd;
 	c->deadline_ms = now + s->cfg.timeout_ms;
 	c->req_deadline_ms = now + s->cfg.request_timeout_ms;
-	if (bw_loop_watch(s->loop, &c->w, fd, BW_EV_READ, on_conn_io, c) !=
-	    0) {
+	if (bw_loop_watch(s->loop, &c->w, fd, BW_EV_READ, on_conn_io, c) != 0) {
 		close(fd);
 		free(c);
 		return;
@@ -451,7 +450,7 @@ on_tick(void *arg)
 			continue;
 		if (now > c->deadline_ms)
 			conn_kill(c, (c->flags & BW_CONN_LINGER) ? NULL
-								  : "timeout");
+								 : "timeout");
 		else if (c->req_deadline_ms && now > c->req_deadline_ms)
 			conn_kill(c, "request deadline passed");
 	}
@@ -499,6 +498,8 @@ add_listener(struct bw_server *s, const struct bw_service *svc,
 	struct bw_listener *l = &s->lis[s->lis_n];
 	int rc;
 
+	if (s->lis_n >= BW_MAX_LISTENERS)
+		return BW_ECONFIG;
 	memset(l, 0, sizeof(*l));
 	l->svc = svc;
 	l->srv = s;
@@ -535,7 +536,8 @@ bw_server_open(struct bw_server *s, const struct bw_server_cfg *cfg)
 		return rc;
 	}
 	if ((rc = bw_fs_clear_dir(path)) > 0)
-		bw_info("removed %d incomplete upload(s) left by a previous run",
+		bw_info("removed %d incomplete upload(s) left by a previous "
+			"run",
 			rc);
 	snprintf(path, sizeof(path), "%s/defensive.db", cfg->data_dir);
 	if ((rc = bw_store_open(&s->store, path)) != 0) {
@@ -549,11 +551,8 @@ bw_server_open(struct bw_server *s, const struct bw_server_cfg *cfg)
 	bw_info("loaded %llu clients and %llu files from %s",
 		(unsigned long long)s->reg.clients_n,
 		(unsigned long long)s->reg.files_n, path);
-	if ((rc = bw_loop_new(&s->loop, cfg->workers)) != 0)
-		return rc;
-	if ((rc = add_listener(s, &bw_vault_service, cfg->listen_addr,
-			       cfg->port, cfg->max_conns)) != 0)
-		return rc;
+	/* Block the signals before the workers start: threads inherit the
+	 * mask, and one without it would take SIGTERM's default action. */
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
@@ -561,6 +560,15 @@ bw_server_open(struct bw_server *s, const struct bw_server_cfg *cfg)
 	    (s->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0)
 		return -errno;
 	signal(SIGPIPE, SIG_IGN);
+	if ((rc = bw_loop_new(&s->loop, cfg->workers)) != 0)
+		return rc;
+	if ((rc = add_listener(s, &bw_vault_service, cfg->listen_addr,
+			       cfg->port, cfg->max_conns)) != 0)
+		return rc;
+	if (cfg->console_enabled &&
+	    (rc = add_listener(s, &bw_console_service, cfg->console_addr,
+			       cfg->console_port, cfg->console_max_conns)) != 0)
+		return rc;
 	if ((rc = bw_loop_watch(s->loop, &s->sig_w, s->sigfd, BW_EV_READ,
 				on_signal, s)) != 0)
 		return rc;

@@ -21,10 +21,10 @@ struct bw_server_cfg {
 	char listen_addr[BW_ADDR_CAP];
 	uint16_t port;
 	unsigned max_conns;
-	uint64_t max_file_size;	      /* largest 1028 ciphertext accepted */
-	unsigned timeout_ms;	      /* no progress while mid-request/idle */
-	unsigned request_timeout_ms;  /* a request must complete within this */
-	unsigned shutdown_grace_ms;   /* in-flight work allowed at shutdown */
+	uint64_t max_file_size;	     /* largest 1028 ciphertext accepted */
+	unsigned timeout_ms;	     /* no progress while mid-request/idle */
+	unsigned request_timeout_ms; /* a request must complete within this */
+	unsigned shutdown_grace_ms;  /* in-flight work allowed at shutdown */
 	unsigned workers;
 	int console_enabled;
 	char console_addr[BW_ADDR_CAP];
@@ -56,7 +56,7 @@ struct bw_listener {
 	struct bw_watch w;
 	uint16_t port;
 	unsigned max_conns;
-	unsigned conns_n;
+	unsigned conns_n; /* open connections (read by the console) */
 	uint64_t accepted, refused;
 	struct bw_server *srv;
 };
@@ -76,7 +76,7 @@ struct bw_conn {
 	char peer[64];
 	struct bw_buf in, out;
 	size_t want;	      /* bytes the service wants room for in c->in */
-	uint64_t deadline_ms;	  /* closed when the clock passes it */
+	uint64_t deadline_ms; /* closed when the clock passes it */
 	uint64_t req_deadline_ms; /* the current request's deadline, or 0 */
 	unsigned flags;
 	unsigned refs; /* worker jobs holding the connection */
@@ -133,5 +133,6 @@ void bw_conn_kick(struct bw_conn *c);
 void bw_conn_request_deadline(struct bw_conn *c, unsigned ms);
 
 extern const struct bw_service bw_vault_service;
+extern const struct bw_service bw_console_service;
 
 #endif

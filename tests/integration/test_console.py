@@ -1,0 +1,706 @@
+"""The operator console (spec/console.md, docs/console.md) against the real
+bulwarkd, through an independent Python client that checks the framing byte
+for byte, and the `bulwark console` client driven through a pipe."""
+
+import datetime
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+import bwvault as bw
+import vaultenv as env
+
+GREETING_LEN = 48
+TEXT_MAX = 9999
+REQUESTS = ("TIME", "NAME", "RAND", "STAT", "USRS", "FILS", "EXIT")
+VAULT_RE = re.compile(r"vault listening on [0-9.]+:(\d+)")
+CONSOLE_RE = re.compile(r"console listening on ([0-9.]+):(\d+)")
+LEFT_OUT_RE = re.compile(r"^(\d+) more (clients|files) left out\b")
+
+
+# --------------------------------------------------------------------------
+# bulwarkd with its console on an ephemeral port
+
+
+class ConsoleServer:
+    """bulwarkd with the vault and the console on ephemeral ports. Stopped
+    with SIGTERM (so sanitizers get to report) on teardown."""
+
+    def __init__(self, data_dir, log_path, extra_args):
+        self.data_dir = data_dir
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        self.argv = [str(env.BULWARKD), "--data-dir", str(data_dir), "--listen", "127.0.0.1",
+                     "--port", "0", "--console-port", "0"] + list(extra_args)
+        self.proc = None
+        self.port = self.console_port = None
+        self.stopped = False
+
+    def start(self):
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=self._log, cwd=str(self.data_dir))
+        deadline = time.monotonic() + env.START_TIMEOUT
+        while time.monotonic() < deadline:
+            log = self.log()
+            v, c = VAULT_RE.search(log), CONSOLE_RE.search(log)
+            if v and c:
+                self.port = int(v.group(1))
+                self.console_port = int(c.group(2))
+                self.console_addr = c.group(1)
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        self.kill()
+        raise AssertionError("bulwarkd did not report both listeners; argv %s\n%s"
+                             % (self.argv, self.log()))
+
+    def log(self):
+        try:
+            return self.log_path.read_text("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=env.STOP_TIMEOUT):
+        assert self.alive(), "bulwarkd exited on its own with %r\n%s" % (self.proc.poll(), self.log())
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("bulwarkd did not stop within %gs\n%s" % (timeout, self.log()))
+        self.stopped = True
+        self._log.close()
+        assert rc == 0, "bulwarkd exited with %r after SIGTERM\n%s" % (rc, self.log())
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if not self._log.closed:
+            self._log.close()
+
+    def console(self, timeout=5.0):
+        return Console(self.console_port, timeout=timeout)
+
+    def vault(self, timeout=10.0, key=None):
+        return bw.VaultClient("127.0.0.1", self.port, timeout=timeout, key=key).connect()
+
+
+@pytest.fixture
+def start_console_server(tmp_path):
+    """Factory: start_console_server(*extra_args) -> a running ConsoleServer.
+    conftest's server fixture always passes --no-console, hence this one."""
+    if not (env.BULWARKD.is_file() and os.access(env.BULWARKD, os.X_OK)):
+        if os.environ.get("BULWARK_REQUIRE_BINARIES"):
+            pytest.fail("bulwarkd not built: %s" % env.BULWARKD)
+        pytest.skip("bulwarkd not built: %s" % env.BULWARKD)
+    servers = []
+
+    def start(*extra_args):
+        n = len(servers)
+        srv = ConsoleServer(tmp_path / ("data%d" % n), tmp_path / ("bulwarkd-%d.log" % n),
+                            extra_args)
+        servers.append(srv)
+        return srv.start()
+
+    yield start
+    problems = []
+    for srv in servers:
+        if srv.proc is not None and not srv.stopped:
+            try:
+                srv.stop()
+            except AssertionError as e:
+                problems.append(str(e))
+        reports = [ln for ln in srv.log().splitlines() if env.SANITIZER_RE.search(ln)]
+        if reports:
+            problems.append("sanitizer reports:\n" + "\n".join(reports[:20]))
+    if problems:
+        pytest.fail("\n\n".join(problems))
+
+
+@pytest.fixture
+def csrv(start_console_server):
+    return start_console_server()
+
+
+@pytest.fixture
+def client_bin():
+    if not (env.BULWARK.is_file() and os.access(env.BULWARK, os.X_OK)):
+        pytest.skip("bulwark not built: %s" % env.BULWARK)
+    return env.BULWARK
+
+
+# --------------------------------------------------------------------------
+# An independent client of spec/console.md
+
+
+class Console:
+    def __init__(self, port, host="127.0.0.1", timeout=5.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def recv_exact(self, n):
+        return bw.recv_exact(self.sock, n)
+
+    def hello(self, secret=None):
+        self.send(b"Hi" if secret is None else b"Hi " + secret)
+        return self.read_greeting()
+
+    def read_greeting(self):
+        g = self.recv_exact(GREETING_LEN)
+        assert len(g) == GREETING_LEN, "greeting of %d bytes: %r" % (len(g), g)
+        return g
+
+    def read_reply(self):
+        head = self.recv_exact(4)
+        assert len(head) == 4, "connection closed inside a length: %r" % head
+        assert re.fullmatch(rb"[0-9]{4}", head), "length is not 4 ASCII digits: %r" % head
+        n = int(head)
+        assert n <= TEXT_MAX
+        body = self.recv_exact(n)
+        assert len(body) == n, "announced %d bytes, got %d" % (n, len(body))
+        return body.decode("utf-8")  # strict: replies are UTF-8
+
+    def ask(self, req):
+        if isinstance(req, str):
+            req = req.encode()
+        assert len(req) == 4
+        self.send(req)
+        return self.read_reply()
+
+    def closed(self, timeout=5.0):
+        """True if the server closes (EOF or reset) within timeout without
+        sending anything; raises if it sends bytes."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(1)
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+        if data:
+            raise AssertionError("server sent %r where a close was expected" % data)
+        return True
+
+
+def stat_fields(text):
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(": ")
+        fields[key] = value
+    return fields
+
+
+def connections(stat):
+    """{'vault': 0, 'console': 1} from a STAT reply."""
+    out = {}
+    for part in stat_fields(stat)["connections"].split(","):
+        name, n = part.split()
+        out[name] = int(n)
+    return out
+
+
+def list_rows(text):
+    """Rows of a USRS/FILS reply without the header and 'left out' line."""
+    lines = text.splitlines()
+    assert lines, "empty list reply"
+    return [ln.split("\t") for ln in lines[1:] if not LEFT_OUT_RE.match(ln)]
+
+
+def upload(srv, name, files, key_index=0):
+    """Registers name and stores {file_name: bytes}; returns the client."""
+    with srv.vault(key=env.rsa_key(key_index)) as c:
+        bw.expect(c.register(name), bw.REGISTERED)
+        bw.expect(c.send_pubkey(), bw.KEY_STORED)
+        for fname, data in files.items():
+            res = c.send_file(fname, data)
+            bw.expect(res.response, bw.FILE_RECEIVED)
+            bw.expect(c.crc_ok(fname), bw.ACK)
+    return c
+
+
+# --------------------------------------------------------------------------
+# Greeting and every request
+
+
+def test_greeting_is_exactly_48_bytes_and_lists_every_request(csrv):
+    with csrv.console() as c:
+        g = c.hello()
+        assert len(g) == 48
+        text = g.decode("ascii")
+        assert text == text.rstrip(" ").ljust(48)
+        assert text.split(":")[0].startswith("bulwarkd")
+        assert text.split()[2:] == list(REQUESTS)
+
+
+def test_time_is_iso8601_with_zone_and_now(csrv):
+    with csrv.console() as c:
+        c.hello()
+        t = c.ask("TIME")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", t), t
+    when = datetime.datetime.fromisoformat(t)
+    assert when.tzinfo is not None
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - when).total_seconds()) < 5
+
+
+def test_name_is_server_name_and_version(csrv):
+    with csrv.console() as c:
+        c.hello()
+        assert re.fullmatch(r"bulwarkd \d+\.\d+\.\d+", c.ask("NAME"))
+
+
+def test_rand_is_an_integer_from_1_to_10(csrv):
+    seen = set()
+    with csrv.console() as c:
+        c.hello()
+        for _ in range(300):
+            r = c.ask("RAND")
+            assert re.fullmatch(r"[0-9]+", r), r
+            assert 1 <= int(r) <= 10
+            seen.add(int(r))
+    assert seen == set(range(1, 11))  # 300 draws miss a value with p < 1e-12
+
+
+def test_stat_reports_the_live_daemon(csrv):
+    with csrv.console() as c:
+        c.hello()
+        s = c.ask("STAT")
+    f = stat_fields(s)
+    assert re.match(r"\d+d \d\dh \d\dm \d\ds \(\d+ s, since ", f["uptime"])
+    assert connections(s) == {"vault": 0, "console": 1}
+    assert f["clients"] == "0" and f["files"] == "0" and f["bytes stored"] == "0"
+    assert f["uploads in progress"].startswith("0 (0 bytes")
+
+
+def test_empty_lists_say_so(csrv):
+    with csrv.console() as c:
+        c.hello()
+        assert c.ask("USRS") == "no clients\n"
+        assert c.ask("FILS") == "no files\n"
+
+
+def test_exit_says_bye_then_closes(csrv):
+    with csrv.console() as c:
+        c.hello()
+        assert c.ask("EXIT") == "bye"
+        assert c.closed()
+    with csrv.console() as c:  # and the server keeps serving
+        c.hello()
+        assert c.ask("NAME").startswith("bulwarkd")
+
+
+def test_pipelined_requests_in_one_write_are_framed_exactly(csrv):
+    with csrv.console() as c:
+        c.send(b"HiTIMENAMERANDSTATUSRSFILSEXIT")
+        stream = bw.recv_until_eof(c.sock)
+    assert len(stream) >= GREETING_LEN
+    pos = GREETING_LEN
+    replies = []
+    while pos < len(stream):
+        n = int(stream[pos:pos + 4].decode("ascii"))
+        replies.append(stream[pos + 4:pos + 4 + n].decode("utf-8"))
+        pos += 4 + n
+    assert pos == len(stream), "trailing bytes after the last reply"
+    assert len(replies) == 7 and replies[-1] == "bye"
+
+
+def test_requests_sent_one_byte_at_a_time(csrv):
+    with csrv.console() as c:
+        for b in b"Hi":
+            c.send(bytes([b]))
+            time.sleep(0.01)
+        c.read_greeting()
+        for b in b"NAME":
+            c.send(bytes([b]))
+            time.sleep(0.01)
+        assert c.read_reply().startswith("bulwarkd")
+
+
+# --------------------------------------------------------------------------
+# Figures change with the registry and with uploads in flight
+
+
+def test_stat_usrs_fils_change_after_an_upload(csrv):
+    name = env.unique_name("alice")
+    data = os.urandom(3000)
+    with csrv.console() as c:
+        c.hello()
+        before = stat_fields(c.ask("STAT"))
+        cl = upload(csrv, name, {"notes.txt": data})
+        s = c.ask("STAT")
+        users = c.ask("USRS")
+        files = c.ask("FILS")
+    after = stat_fields(s)
+    assert (before["clients"], before["files"]) == ("0", "0")
+    assert (after["clients"], after["files"]) == ("1", "1")
+    assert after["bytes stored"] == "3000"
+    rows = list_rows(users)
+    assert users.splitlines()[0] == "name\tid\tlast seen"
+    assert len(rows) == 1
+    uname, uid, seen = rows[0]
+    assert uname == name and uid == bytes(cl.client_id).hex()
+    assert datetime.datetime.fromisoformat(seen).tzinfo is not None
+    assert files.splitlines()[0] == "owner\tfile\tsize\tverified"
+    assert list_rows(files) == [[name, "notes.txt", "3000", "yes"]]
+
+
+def test_unverified_file_shows_no(csrv):
+    name = env.unique_name("bob")
+    with csrv.vault(key=env.rsa_key(1)) as v:
+        bw.expect(v.register(name), bw.REGISTERED)
+        bw.expect(v.send_pubkey(), bw.KEY_STORED)
+        bw.expect(v.send_file("draft.bin", b"x" * 100).response, bw.FILE_RECEIVED)
+    with csrv.console() as c:
+        c.hello()
+        assert list_rows(c.ask("FILS")) == [[name, "draft.bin", "100", "no"]]
+
+
+def test_stat_shows_an_upload_in_progress(csrv):
+    total = 4 << 20
+    sent_plain = 1 << 20
+    with csrv.vault(key=env.rsa_key(2)) as v:
+        bw.expect(v.register(env.unique_name("slow")), bw.REGISTERED)
+        bw.expect(v.send_pubkey(), bw.KEY_STORED)
+        content = bw.encrypted_size(total)
+        v.send_raw(bw.pack_request_header(v.client_id, bw.SEND_FILE, bw.FILE_PREFIX_SIZE + content)
+                   + bw.U32.pack(content) + bw.name_field("big.bin"))
+        v.send_raw(bw.aes_encrypt_raw(v.aes_key, os.urandom(sent_plain)))  # first blocks only
+        with csrv.console() as c:
+            c.hello()
+
+            def in_progress():
+                f = stat_fields(c.ask("STAT"))
+                m = re.match(r"(\d+) \((\d+) bytes", f["uploads in progress"])
+                return m and int(m.group(1)) == 1 and int(m.group(2)) > 0 and m
+
+            m = env.wait_for(in_progress, timeout=5)
+            assert m, c.ask("STAT")
+            assert 0 < int(m.group(2)) <= sent_plain
+            assert connections(c.ask("STAT")) == {"vault": 1, "console": 1}
+        # the body stops: the client goes away mid-upload
+    with csrv.console() as c:
+        c.hello()
+        assert env.wait_for(lambda: stat_fields(c.ask("STAT"))["uploads in progress"]
+                            .startswith("0 (0 bytes"), timeout=5)
+        assert stat_fields(c.ask("STAT"))["files"] == "0"
+
+
+# --------------------------------------------------------------------------
+# Hostile and careless clients
+
+
+@pytest.mark.parametrize("first", [b"TIME", b"hi", b"HI", b"\x00\x00", b"GET / HTTP/1.0\r\n\r\n"])
+def test_no_hi_first_is_disconnected_without_a_reply(csrv, first):
+    with csrv.console() as c:
+        c.send(first)
+        assert c.closed(timeout=3)
+    with csrv.console() as c:
+        c.hello()
+
+
+def test_silence_before_hi_is_disconnected_after_the_deadline(start_console_server):
+    srv = start_console_server("--request-timeout", "1")
+    with srv.console() as c:
+        t0 = time.monotonic()
+        assert c.closed(timeout=5)
+        assert time.monotonic() - t0 < 4
+
+
+def test_half_a_request_then_silence_is_disconnected(start_console_server):
+    srv = start_console_server("--request-timeout", "1")
+    with srv.console() as c:
+        c.hello()
+        assert c.ask("TIME")
+        time.sleep(1.5)  # idle between requests is fine (no deadline runs)
+        assert c.ask("NAME").startswith("bulwarkd")
+        c.send(b"ST")
+        t0 = time.monotonic()
+        assert c.closed(timeout=5)
+        assert time.monotonic() - t0 < 4
+    assert "request deadline passed" in srv.log()
+    with srv.console() as c:
+        c.hello()
+        assert c.ask("NAME")
+
+
+def test_a_greeted_console_may_stay_idle_longer_than_timeout(start_console_server):
+    srv = start_console_server("--timeout", "1", "--request-timeout", "1")
+    with srv.console() as idle, srv.console() as silent:
+        idle.hello()
+        time.sleep(2.5)  # past --timeout, within the console's idle allowance
+        assert silent.closed(timeout=0.1)  # never said Hi: cut long ago
+        assert idle.ask("NAME").startswith("bulwarkd")
+
+
+def test_lower_case_request_gets_err_with_a_hint(csrv):
+    with csrv.console() as c:
+        c.hello()
+        r = c.ask("time")
+        assert r.startswith("ERR") and "TIME" in r
+        assert c.ask("Stat").startswith("ERR")
+        assert re.fullmatch(r"\d{4}-.*", c.ask("TIME"))  # still usable
+
+
+@pytest.mark.parametrize("req", [b"ABCD", b"TIM ", b"    ", b"\x00\xff\r\n", b"\xc3\xa9\xc3\xa9"])
+def test_unknown_request_gets_err_and_the_connection_stays(csrv, req):
+    with csrv.console() as c:
+        c.hello()
+        r = c.ask(req)
+        assert r.startswith("ERR unknown request"), r
+        assert r.isprintable()
+        assert c.ask("NAME").startswith("bulwarkd")
+
+
+def test_peer_closing_after_a_request_still_gets_the_reply(csrv):
+    with csrv.console() as c:
+        c.send(b"HiNAME")
+        c.sock.shutdown(socket.SHUT_WR)
+        c.read_greeting()
+        assert c.read_reply().startswith("bulwarkd")
+        assert c.closed()
+
+
+def test_a_client_that_never_reads_does_not_grow_the_server(csrv):
+    """Thousands of pipelined requests whose replies are never read: the
+    server stops answering when its output backs up, and stays usable."""
+    with csrv.console() as hog:
+        hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.send(b"Hi")
+        hog.sock.settimeout(0.5)
+        try:
+            for _ in range(2000):
+                hog.sock.sendall(b"STAT" * 64)
+        except (socket.timeout, BlockingIOError, ConnectionError):
+            pass
+        with csrv.console() as c:
+            c.hello()
+            assert connections(c.ask("STAT"))["console"] == 2
+
+
+def test_hundred_consoles_at_once(csrv):
+    consoles = [csrv.console(timeout=10) for _ in range(100)]
+    try:
+        for c in consoles:
+            c.send(b"Hi")
+        for c in consoles:
+            assert c.read_greeting().startswith(b"bulwarkd")
+        for c in consoles:
+            c.send(b"STAT")
+        for c in consoles:
+            assert connections(c.read_reply())["console"] == 100
+        for c in consoles:
+            c.send(b"RANDEXIT")
+        for c in consoles:
+            assert 1 <= int(c.read_reply()) <= 10
+            assert c.read_reply() == "bye"
+    finally:
+        for c in consoles:
+            c.close()
+
+
+def test_connections_past_the_cap_of_128_are_refused(csrv):
+    consoles = [csrv.console(timeout=10) for _ in range(128)]
+    try:
+        for c in consoles:
+            c.hello()
+        extra = csrv.console()
+        assert extra.closed(timeout=5)
+        extra.close()
+        assert "console: connection limit 128 reached" in csrv.log()
+        consoles.pop().close()
+        assert env.wait_for(lambda: connections(consoles[0].ask("STAT"))["console"] == 127)
+        with csrv.console() as c:
+            assert c.hello().startswith(b"bulwarkd")
+    finally:
+        for c in consoles:
+            c.close()
+
+
+# --------------------------------------------------------------------------
+# The secret
+
+
+def test_secret_off_loopback(start_console_server):
+    srv = start_console_server("--console-listen", "0.0.0.0", "--console-secret", "s3cret",
+                               "--request-timeout", "1")
+    assert srv.console_addr == "0.0.0.0"
+    with srv.console() as c:
+        assert c.hello(b"s3cret").startswith(b"bulwarkd")
+        assert c.ask("NAME").startswith("bulwarkd")
+    for wrong in (b"Hi wrong!", b"Hi s3creT", b"Hi s3cret"[:-1] + b"\x00", b"Hi  s3cre", b"Hx s3cret"):
+        with srv.console() as c:
+            c.send(wrong)
+            assert c.closed(timeout=3), wrong
+    with srv.console() as c:  # plain Hi: never completes, cut at the deadline
+        c.send(b"Hi")
+        assert c.closed(timeout=5)
+    log = srv.log()
+    assert "wrong secret" in log
+    assert "s3cre" not in log  # never logged
+
+
+def test_secret_is_required_on_loopback_when_configured(start_console_server):
+    srv = start_console_server("--console-secret", "top", "--request-timeout", "1")
+    with srv.console() as c:
+        c.send(b"Hi")
+        assert c.closed(timeout=5)
+    with srv.console() as c:
+        c.send(b"HiTIME")  # "Hi" + 4 bytes: "TIME" is not " top"
+        assert c.closed(timeout=3)
+    with srv.console() as c:
+        c.hello(b"top")
+        assert c.ask("EXIT") == "bye"
+
+
+def test_refuses_to_start_off_loopback_without_secret(tmp_path):
+    if not env.BULWARKD.is_file():
+        pytest.skip("bulwarkd not built")
+    r = subprocess.run([str(env.BULWARKD), "--data-dir", str(tmp_path), "--port", "0",
+                        "--console-port", "0", "--console-listen", "0.0.0.0"],
+                       capture_output=True, timeout=20)
+    assert r.returncode == 2
+    assert b"--console-secret" in r.stderr and b"0.0.0.0" in r.stderr
+
+
+def test_no_console_turns_it_off(tmp_path):
+    if not env.BULWARKD.is_file():
+        pytest.skip("bulwarkd not built")
+    srv = env.VaultServer(tmp_path / "d", log_path=tmp_path / "log")  # passes --no-console
+    srv.start()
+    try:
+        assert "console listening" not in srv.log()
+    finally:
+        srv.stop()
+
+
+# --------------------------------------------------------------------------
+# Long lists
+
+
+def test_usrs_and_fils_are_cut_at_9999_bytes_with_a_left_out_line(csrv):
+    n_clients = 150
+    prefix = env.unique_name("u") + "-"
+    with csrv.vault() as v:
+        for i in range(n_clients):
+            name = (prefix + "%04d-" % i).ljust(230, "n")
+            bw.expect(v.register(name), bw.REGISTERED)
+    n_files = 60
+    owner = env.unique_name("owner")
+    files = {("f%03d-" % i).ljust(240, "x"): b"%d" % i for i in range(n_files)}
+    upload(csrv, owner, files, key_index=3)
+    with csrv.console() as c:
+        c.hello()
+        users = c.ask("USRS")
+        fl = c.ask("FILS")
+        s = stat_fields(c.ask("STAT"))
+    for text, total, what in ((users, n_clients + 1, "clients"), (fl, n_files, "files")):
+        assert len(text.encode()) <= TEXT_MAX
+        assert len(text.encode()) > TEXT_MAX - 400, "a list that does not fit should fill the reply"
+        last = text.splitlines()[-1]
+        m = LEFT_OUT_RE.match(last)
+        assert m and m.group(2) == what, last
+        shown = len(list_rows(text))
+        assert shown + int(m.group(1)) == total
+    assert s["clients"] == str(n_clients + 1) and s["files"] == str(n_files)
+
+
+def test_names_are_sent_as_valid_utf8(csrv):
+    """Names are bytes 0x20-0xff on the vault side; the console replies in
+    UTF-8, showing bytes that are not UTF-8 as '?'."""
+    good = "zoë-" + env.unique_name()
+    with csrv.vault() as v:
+        bw.expect(v.register(good.encode("utf-8")), bw.REGISTERED)
+        resp = v.request(bw.REGISTER, bw.raw_field(b"bad-\xff\xfe-" + env.unique_name().encode()))
+        bw.expect(resp, bw.REGISTERED)
+    with csrv.console() as c:
+        c.hello()
+        names = {row[0] for row in list_rows(c.ask("USRS"))}
+    assert good in names
+    assert any(n.startswith("bad-??-") for n in names)
+
+
+# --------------------------------------------------------------------------
+# The C client
+
+
+def run_client(args, stdin, timeout=20, env_extra=None):
+    e = dict(os.environ)
+    e.pop("BULWARK_CONSOLE_SECRET", None)
+    e.update(env_extra or {})
+    return subprocess.run([str(env.BULWARK), "console"] + list(args), input=stdin,
+                          capture_output=True, timeout=timeout, env=e)
+
+
+def test_c_client_through_a_pipe(csrv, client_bin):
+    r = run_client(["127.0.0.1:%d" % csrv.console_port], b"time\nstat\n")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    lines = out.splitlines()
+    assert lines[0] == "bulwarkd 3: TIME NAME RAND STAT USRS FILS EXIT"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", lines[1])
+    assert lines[2].startswith("uptime: ")
+    assert "connections: vault 0, console 1" in out
+    assert lines[-1] == "bye"  # end of input sends EXIT
+
+
+def test_c_client_keeps_four_characters_pads_and_skips_blank_lines(csrv, client_bin):
+    r = run_client(["127.0.0.1:%d" % csrv.console_port], b"names please\n\nab\nexit\ntime\n")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().splitlines()
+    assert lines[1].startswith("bulwarkd ")  # "name" of "names please"
+    assert lines[2] == "ERR unknown request 'AB  '; try TIME NAME RAND STAT USRS FILS EXIT"
+    assert lines[3] == "bye"
+    assert len(lines) == 4  # nothing after EXIT
+
+
+def test_c_client_with_secret(start_console_server, client_bin):
+    srv = start_console_server("--console-secret", "s3cret")
+    addr = "127.0.0.1:%d" % srv.console_port
+    r = run_client(["--secret", "s3cret", addr], b"name\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines()[1].startswith("bulwarkd")
+    r = run_client([addr], b"name\n", env_extra={"BULWARK_CONSOLE_SECRET": "s3cret"})
+    assert r.returncode == 0, r.stderr
+    r = run_client(["--secret", "nope!!", addr], b"name\n")
+    assert r.returncode == 1 and r.stderr.startswith(b"Fatal: ")
+
+
+def test_c_client_network_errors_are_fatal(client_bin):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nobody listens there now
+    r = run_client(["127.0.0.1:%d" % port], b"time\n")
+    assert r.returncode == 1
+    assert r.stderr.startswith(b"Fatal: ")
+
+
+def test_c_client_usage(client_bin):
+    r = run_client(["--help"], b"")
+    assert r.returncode == 0 and b"Usage: bulwark console" in r.stdout
+    r = run_client(["not-an-address"], b"")
+    assert r.returncode == 2
+    r = run_client(["--bogus"], b"")
+    assert r.returncode == 2
