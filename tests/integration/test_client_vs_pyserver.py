@@ -171,10 +171,14 @@ def test_client_survives_a_close_in_the_middle_of_a_response(pyserver, client_di
     srv = pyserver(close_mid={code: 1})
     d, _, data = prepare(client_dir, srv)
     r = d.run()
-    assert r.returncode in (0, 1), describe(r)
+    # A 2100 lost on the way leaves the name registered, so the retried 1025
+    # may fairly end in 2101 (exit 3).
+    allowed = (0, 1, 3) if code == bw.REGISTER else (0, 1)
+    assert r.returncode in allowed, describe(r)
+    assert r.returncode == 0 or r.stderr.strip(), describe(r)
     if r.returncode == 1:
         assert has_fatal_line(r.stderr), describe(r)
-    else:
+    elif r.returncode == 0:
         stored = only_file(srv)[2]
         assert stored.data == data and stored.verified
 

@@ -124,6 +124,17 @@ def test_reconnect_after_server_restart_gets_a_new_key_and_uploads(start_server)
     wait_file(srv2, cid, "a.bin", first)
     wait_file(srv2, cid, "b.bin", second)
     assert bytes(srv2.client_row(cid)["AESKey"]) == c2.aes_key
+
+    # The files known before the restart are known after it: the same name
+    # overwrites the one row instead of adding another.
+    third = os.urandom(300)
+    with srv2.client() as c3:
+        c3.client_id = cid
+        res = c3.send_file("a.bin", third, aes_key=c2.aes_key)
+        bw.expect(res.response, bw.FILE_RECEIVED)
+    wait_file(srv2, cid, "a.bin", third)
+    assert sorted(r["FileName"] for r in srv2.file_rows(cid)) == ["a.bin", "b.bin"]
+    assert is_false(srv2.file_row(cid, "a.bin")["Verified"])
     assert len(srv2.query("SELECT * FROM clients WHERE Name = ?", (name,))) == 1
 
 
@@ -412,3 +423,42 @@ def test_client_exits_1_with_fatal_when_nothing_listens(client_dir, tmp_path):
     r = d.run()
     assert r.returncode == 1, describe(r)
     assert b"Fatal:" in r.stderr
+
+
+# --------------------------------------------------------------------------
+# Shutdown
+
+
+def test_sigterm_when_idle_exits_0(start_server):
+    start_server().stop()
+
+
+def test_sigint_after_a_session_exits_0(start_server):
+    import signal
+    srv = start_server()
+    srv.assert_serves()
+    srv.stop(sig=signal.SIGINT)
+
+
+def test_sigterm_with_an_idle_connection_exits_0_within_the_grace(start_server):
+    srv = start_server("--shutdown-grace", "1")
+    with srv.client() as c:
+        bw.expect(c.register(unique_name()), bw.REGISTERED)
+        srv.stop(timeout=10)
+        assert c.is_closed_by_peer(timeout=5)
+
+
+def test_sigterm_during_an_upload_leaves_no_partial_file(start_server):
+    srv = start_server("--shutdown-grace", "1")
+    c = keyed_client(srv)
+    content = 1 << 20
+    body = bw.aes_encrypt(c.aes_key, os.urandom(content - 1))
+    c.send_raw(bw.pack_request_header(c.client_id, bw.SEND_FILE, bw.FILE_PREFIX_SIZE + content)
+               + bw.pack_file_prefix(content, "partial.bin") + body[:content // 2])
+    srv.stop(timeout=10)
+    c.close()
+    srv2 = start_server(data_dir=srv.data_dir)
+    assert not (srv2.client_dir(c.client_id) / "partial.bin").exists()
+    assert srv2.file_row(c.client_id, "partial.bin") is None
+    assert srv2.incoming_files() == []
+    srv2.assert_serves()

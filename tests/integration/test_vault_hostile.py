@@ -16,7 +16,7 @@ import time
 import pytest
 
 import bwvault as bw
-from vaultenv import rsa_key, unique_name, wait_for
+from vaultenv import is_true, rsa_key, unique_name, wait_for
 
 M32 = 0xFFFFFFFF
 
@@ -337,7 +337,7 @@ def test_bad_padding_does_not_touch_an_earlier_file_of_the_same_name(server):
     path = server.client_dir(c.client_id) / "keep.bin"
     assert path.read_bytes() == old
     row = server.file_row(c.client_id, "keep.bin")
-    assert row is not None and row["Verified"] in (1, True, "1", "true")
+    assert row is not None and is_true(row["Verified"])
     assert wait_for(lambda: server.incoming_files() == [], 3), server.incoming_files()
     server.assert_serves()
 
@@ -398,7 +398,7 @@ def test_path_like_file_names_are_stored_as_base_names(server, tmp_path, raw, ba
     assert len(rows) == 1
     assert os.path.basename(rows[0]["PathName"].replace("\\", "/")) == base
     assert ".." not in rows[0]["PathName"].replace("\\", "/").split("/")
-    assert rows[0]["Verified"] in (1, True, "1", "true"), "1029 with the same name did not verify"
+    assert is_true(rows[0]["Verified"]), "1029 with the same name did not verify"
     server.assert_serves()
 
 

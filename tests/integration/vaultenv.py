@@ -99,7 +99,7 @@ class VaultServer:
             self.kill()
             raise AssertionError("bulwarkd did not exit within %gs of %s\n%s"
                                  % (timeout, sig.name, self.log_tail()))
-        self.stopped = True
+        self.stopped = True  # exited on request: teardown does not report it again
         self._log.close()
         assert rc == 0, "bulwarkd exited with %d after %s\n%s" % (rc, sig.name, self.log_tail())
 

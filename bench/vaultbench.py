@@ -1,0 +1,983 @@
+"""The vault benchmark: runs bulwarkd and `bulwark send` from the release
+build on 127.0.0.1 and prints every figure next to its reference and target.
+bench/run builds, makes the temp dir, starts this and cleans up after it.
+
+It only reports: no timing ever fails the run. It exits 1 when a scenario
+could not be measured (an upload failed, a stored file differs from its
+source, a process did not start or did not stop cleanly), 130 when stopped.
+"""
+
+import argparse
+import os
+import platform
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+MiB = 1 << 20
+GiB = 1 << 30
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LISTEN_RE = re.compile(rb"vault listening on 127\.0\.0\.1:(\d+)")
+BENCH_DIR = Path(__file__).resolve().parent
+SCP_CIPHER = "aes128-gcm@openssh.com"
+
+
+class Interrupted(BaseException):
+    """A signal or the overall deadline: stop everything and clean up."""
+
+
+class ScenarioError(Exception):
+    """A scenario could not be measured."""
+
+
+class Unavailable(Exception):
+    """An optional reference (scp) cannot run on this machine."""
+
+
+def say(fmt, *args):
+    print("bench: " + (fmt % args if args else fmt), file=sys.stderr, flush=True)
+
+
+def tail(path, n=15):
+    try:
+        lines = Path(path).read_bytes().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n    ".join(lines[-n:]) or "(empty log)"
+
+
+# --------------------------------------------------------------------------
+# Processes
+
+
+class Procs:
+    """Every process the benchmark starts. stop_all() ends those still
+    running; their pids also go to a file so that bench/run can end them if
+    this program itself is killed."""
+
+    def __init__(self, pid_file):
+        self.pid_file = pid_file
+        self.live = []
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def spawn(self, argv, record=True, **kw):
+        """Popen; record=False keeps a short, time-bounded run (a small-file
+        session) out of the pid file."""
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        with self.lock:
+            if self.closed:
+                raise ScenarioError("stopping: not starting %s" % argv[0])
+            p = subprocess.Popen([str(a) for a in argv], **kw)
+            self.live.append(p)
+            if record:
+                with open(self.pid_file, "a") as f:
+                    f.write("%d\n" % p.pid)
+        return p
+
+    def reaped(self, p, status):
+        p.returncode = os.waitstatus_to_exitcode(status)
+        with self.lock:
+            if p in self.live:
+                self.live.remove(p)
+
+    def stop(self, p, sig=signal.SIGTERM, wait_s=10.0):
+        """Signal p, wait up to wait_s, then SIGKILL. Returns its exit code
+        (negative: the signal that ended it)."""
+        if p.poll() is None:
+            try:
+                p.send_signal(sig)
+                p.wait(wait_s)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        with self.lock:
+            if p in self.live:
+                self.live.remove(p)
+        return p.returncode
+
+    def stop_all(self):
+        """Ends every process still running; no new one starts after this."""
+        with self.lock:
+            self.closed = True
+        for p in reversed(list(self.live)):
+            try:
+                self.stop(p, signal.SIGTERM, 5.0)
+            except (OSError, subprocess.SubprocessError):
+                pass
+
+
+class Run:
+    """One finished child: wall time, its own CPU time and peak RSS."""
+
+    __slots__ = ("wall", "cpu", "maxrss_kib", "rc", "timed_out", "log")
+
+    def __init__(self, wall, cpu, maxrss_kib, rc, timed_out, log):
+        self.wall = wall
+        self.cpu = cpu
+        self.maxrss_kib = maxrss_kib
+        self.rc = rc
+        self.timed_out = timed_out
+        self.log = log
+
+
+def timed(procs, argv, timeout_s, log_path, cwd=None, record=True):
+    """Runs argv to completion (SIGKILL after timeout_s) and measures it with
+    wait4(): wall time from spawn to exit, user+sys CPU, peak RSS."""
+    lock = threading.Lock()
+    state = {"reaped": False, "expired": False}
+    with open(log_path, "wb") as log:
+        t0 = time.monotonic()
+        p = procs.spawn(argv, record, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+
+    def expire():
+        with lock:
+            if not state["reaped"]:
+                state["expired"] = True
+                try:
+                    os.kill(p.pid, signal.SIGKILL)  # not reaped: still ours
+                except ProcessLookupError:
+                    pass
+
+    timer = threading.Timer(timeout_s, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.monotonic() - t0
+        with lock:
+            state["reaped"] = True
+    finally:
+        timer.cancel()
+    procs.reaped(p, status)
+    return Run(wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, p.returncode,
+               state["expired"], log_path)
+
+
+def run_quiet(argv, timeout_s, what, **kw):
+    """A short helper command; its output, or ScenarioError."""
+    try:
+        r = subprocess.run([str(a) for a in argv], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=timeout_s, **kw)
+    except subprocess.TimeoutExpired:
+        raise ScenarioError("%s did not finish within %g s" % (what, timeout_s))
+    except OSError as e:
+        raise ScenarioError("%s: %s" % (what, e))
+    if r.returncode != 0:
+        raise ScenarioError("%s exited %d: %s" % (
+            what, r.returncode, (r.stderr or r.stdout).decode("utf-8", "replace").strip()[-800:]))
+    return r.stdout.decode("utf-8", "replace")
+
+
+def same_file(src, stored):
+    """cmp: the stored file must be byte-identical to the source."""
+    stored = Path(stored)
+    if not stored.is_file():
+        raise ScenarioError("%s was not stored (expected %s)" % (src, stored))
+    if stored.stat().st_size != Path(src).stat().st_size:
+        raise ScenarioError("stored %s has %d bytes, source %s has %d" % (
+            stored, stored.stat().st_size, src, Path(src).stat().st_size))
+    try:
+        r = subprocess.run(["cmp", "-s", str(src), str(stored)], stdin=subprocess.DEVNULL,
+                           timeout=300)
+    except subprocess.TimeoutExpired:
+        raise ScenarioError("cmp of %s took over 300 s" % stored)
+    if r.returncode != 0:
+        raise ScenarioError("stored %s differs from source %s" % (stored, src))
+
+
+def make_random_file(path, size):
+    """size random bytes, flushed to disk so that writeback does not run
+    under the measurements."""
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(left, 4 * MiB)
+            f.write(os.urandom(n))
+            left -= n
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_line(fd, timeout_s):
+    """One line from a pipe, waiting at most timeout_s; '' on EOF or time."""
+    deadline = time.monotonic() + timeout_s
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        r, _, _ = select.select([fd], [], [], left)
+        if not r:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode("utf-8", "replace").strip()
+
+
+# --------------------------------------------------------------------------
+# The vault and its clients
+
+
+def proc_status_kib(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise ScenarioError("no %s in /proc/%d/status" % (field, pid))
+
+
+class Vault:
+    """bulwarkd on 127.0.0.1, an ephemeral port, its own data directory."""
+
+    def __init__(self, ctx, name, extra_args):
+        self.ctx = ctx
+        self.dir = ctx.tmp / name
+        self.data = self.dir / "data"
+        self.log_path = self.dir / "bulwarkd.log"
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.port = None
+        self._log = None
+
+    def __enter__(self):
+        self.data.mkdir(parents=True)
+        argv = [self.ctx.bulwarkd, "--data-dir", self.data, "--listen", "127.0.0.1",
+                "--port", "0", "--no-console", "--shutdown-grace", "2"] + self.extra_args
+        self._log = open(self.log_path, "wb")
+        self.proc = self.ctx.procs.spawn(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                         cwd=self.dir)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            m = LISTEN_RE.search(self.log_path.read_bytes())
+            if m:
+                self.port = int(m.group(1))
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        self._shutdown()
+        raise ScenarioError("bulwarkd did not report `vault listening on` within 10 s "
+                            "(exit %r):\n    %s" % (self.proc.returncode, tail(self.log_path)))
+
+    def __exit__(self, exc_type, exc, tb):
+        rc = self._shutdown()
+        if exc_type is None and rc != 0:
+            raise ScenarioError("bulwarkd exited %r on SIGTERM:\n    %s"
+                                % (rc, tail(self.log_path)))
+        return False
+
+    def _shutdown(self):
+        if self.proc is not None and self.proc.returncode is None and self.proc.poll() is not None:
+            say("bulwarkd exited on its own with %r", self.proc.returncode)
+        rc = self.ctx.procs.stop(self.proc, signal.SIGTERM, 15.0) if self.proc else None
+        if self._log is not None:
+            self._log.close()
+        return rc
+
+    def alive(self):
+        if self.proc.poll() is None:
+            return
+        log = self.log_path.read_bytes()
+        m = re.search(rb"signal (\d+): shutting down", log)
+        if m:
+            raise ScenarioError("bulwarkd was stopped by signal %s, which the benchmark did not "
+                                "send (another process on this machine?); exit %r"
+                                % (m.group(1).decode(), self.proc.returncode))
+        raise ScenarioError("bulwarkd died (exit %r):\n    %s"
+                            % (self.proc.returncode, tail(self.log_path)))
+
+    def cpu_s(self):
+        """utime + stime of every thread so far."""
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss_kib(self):
+        return proc_status_kib(self.proc.pid, "VmRSS")
+
+    def hwm_kib(self):
+        return proc_status_kib(self.proc.pid, "VmHWM")
+
+    def reset_hwm(self):
+        """Resets VmHWM to the current RSS (Linux >= 4.0); False if not allowed."""
+        try:
+            with open("/proc/%d/clear_refs" % self.proc.pid, "w") as f:
+                f.write("5")
+            return True
+        except OSError:
+            return False
+
+    def fd_count(self):
+        return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+
+
+class Client:
+    """A working directory for `bulwark send` with its own identity."""
+
+    def __init__(self, ctx, vault, name, file_path):
+        self.ctx = ctx
+        self.vault = vault
+        self.name = name
+        self.dir = vault.dir / "clients" / name
+        self.dir.mkdir(parents=True)
+        self.file = None
+        self.set_file(file_path)
+
+    def set_file(self, path):
+        self.file = Path(path)
+        (self.dir / "transfer.info").write_text(
+            "127.0.0.1:%d\n%s\n%s\n" % (self.vault.port, self.name, self.file))
+
+    def send(self, timeout_s=60.0, what="upload", record=True):
+        """One `bulwark send` session; ScenarioError unless it exits 0."""
+        r = timed(self.ctx.procs, [self.ctx.bulwark, "send", "-C", self.dir, "--quiet"],
+                  timeout_s, self.dir / "send.log", cwd=self.dir, record=record)
+        if r.rc != 0:
+            self.vault.alive()
+            raise ScenarioError("%s of %s by %s: bulwark send %s after %.2f s:\n    %s" % (
+                what, self.file.name, self.name,
+                "killed after the %g s limit" % timeout_s if r.timed_out else "exited %d" % r.rc,
+                r.wall, tail(r.log)))
+        return r
+
+    def client_id_hex(self):
+        lines = (self.dir / "me.info").read_text().splitlines()
+        if len(lines) < 2:
+            raise ScenarioError("%s/me.info has no client id line" % self.dir)
+        return lines[1].strip().lower()
+
+    def verify(self):
+        """The stored copy of the current file equals the source."""
+        same_file(self.file, self.vault.data / "files" / self.client_id_hex() / self.file.name)
+
+
+# --------------------------------------------------------------------------
+# The scp reference
+
+
+class Sshd:
+    """A private sshd on 127.0.0.1 (own host key, own authorized key, a temp
+    dir as destination) and scp with aes128-gcm into it."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.dir = ctx.tmp / "sshd"
+        self.dest = self.dir / "dest"
+        self.proc = None
+        self.port = None
+        self.made_run_dir = False
+        self.tools = {}
+
+    def start(self):
+        if os.geteuid() != 0:
+            raise Unavailable("sshd must start as root and this is uid %d" % os.geteuid())
+        for tool, where in (("sshd", "/usr/sbin/sshd"), ("scp", "scp"), ("ssh-keygen", "ssh-keygen")):
+            path = where if os.access(where, os.X_OK) else shutil.which(where)
+            if not path:
+                raise Unavailable("%s is not installed" % tool)
+            self.tools[tool] = path
+        self.dest.mkdir(parents=True)
+        for key in ("host_key", "client_key"):
+            try:
+                run_quiet([self.tools["ssh-keygen"], "-q", "-t", "ed25519", "-N", "", "-C",
+                           "bulwark-bench", "-f", self.dir / key], 30, "ssh-keygen")
+            except ScenarioError as e:
+                raise Unavailable(str(e))
+        (self.dir / "authorized_keys").write_bytes((self.dir / "client_key.pub").read_bytes())
+        run_dir = Path("/run/sshd")  # sshd's privilege separation directory
+        if not run_dir.exists():
+            run_dir.mkdir(mode=0o755)
+            self.made_run_dir = True
+            (self.ctx.tmp / "made-run-sshd").touch()
+        log_path = self.dir / "sshd.log"
+        for _attempt in range(3):
+            self.port = free_port()
+            cfg = self.dir / "sshd_config"
+            cfg.write_text("\n".join([
+                "Port %d" % self.port,
+                "ListenAddress 127.0.0.1",
+                "HostKey %s" % (self.dir / "host_key"),
+                "PidFile none",
+                "UsePAM no",
+                "StrictModes no",
+                "PermitRootLogin prohibit-password",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "AuthorizedKeysFile %s" % (self.dir / "authorized_keys"),
+                "Subsystem sftp internal-sftp",
+                "LogLevel INFO", ""]))
+            with open(log_path, "wb") as log:
+                self.proc = self.ctx.procs.spawn([self.tools["sshd"], "-D", "-f", cfg, "-e"],
+                                                 stdout=log, stderr=subprocess.STDOUT)
+            ready = b"Server listening on 127.0.0.1 port %d" % self.port
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if ready in log_path.read_bytes():
+                    break
+                time.sleep(0.05)
+            if self.proc.poll() is None and ready in log_path.read_bytes():
+                break
+            self.ctx.procs.stop(self.proc, signal.SIGTERM, 5.0)
+            self.proc = None
+        if self.proc is None:
+            raise Unavailable("sshd did not start:\n    %s" % tail(log_path))
+        probe = self.dir / "probe.bin"
+        probe.write_bytes(os.urandom(4096))
+        try:
+            self.copy(probe, 30.0)
+        except ScenarioError as e:
+            raise Unavailable("scp into the private sshd failed: %s" % e)
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            self.ctx.procs.stop(self.proc, signal.SIGTERM, 5.0)
+            self.proc = None
+        if self.made_run_dir:
+            try:
+                os.rmdir("/run/sshd")
+            except OSError:
+                pass
+            self.made_run_dir = False
+
+    def copy(self, src, timeout_s):
+        """scp src into the destination dir; then fsync the copy (timed
+        separately) and compare it. Returns (scp wall, fsync wall)."""
+        dst = self.dest / src.name
+        if dst.exists():
+            dst.unlink()
+        argv = [self.tools["scp"], "-q", "-F", "/dev/null", "-c", SCP_CIPHER,
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+                "-i", self.dir / "client_key", "-P", str(self.port),
+                src, "%s@127.0.0.1:%s" % (self.ctx.user, dst)]
+        r = timed(self.ctx.procs, argv, timeout_s, self.dir / "scp.log")
+        if r.rc != 0:
+            raise ScenarioError("scp %s %s after %.2f s:\n    %s" % (
+                src.name, "killed at the time limit" if r.timed_out else "exited %d" % r.rc,
+                r.wall, tail(r.log)))
+        t0 = time.monotonic()
+        fd = os.open(dst, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_s = time.monotonic() - t0
+        same_file(src, dst)
+        return r.wall, fsync_s
+
+
+# --------------------------------------------------------------------------
+# Scenarios
+
+
+def make_files(ctx):
+    """The random sources, on the same disk as the data dirs. Room is needed
+    for each large file three or four times over: the source, the stored
+    copy (and its replacement while it is written), the scp copy."""
+    need = (4 * ctx.size_mib + 3 * ctx.medium_mib + 64) * MiB
+    free = shutil.disk_usage(ctx.tmp).free
+    if free < need:
+        raise ScenarioError("%s has %d MiB free; this run needs about %d MiB"
+                            % (ctx.tmp, free // MiB, need // MiB))
+    src = ctx.tmp / "src"
+    src.mkdir()
+    say("making random files: %d MiB and %d MiB in %s", ctx.size_mib, ctx.medium_mib, src)
+    medium = src / ("random-%dm.bin" % ctx.medium_mib)
+    if ctx.medium_mib == ctx.size_mib:
+        medium = src / "random-medium.bin"
+    return {
+        "big": make_random_file(src / ("random-%dm.bin" % ctx.size_mib), ctx.size_mib * MiB),
+        "medium": make_random_file(medium, ctx.medium_mib * MiB),
+        "tiny": make_random_file(src / "register.bin", 4096),
+        "probe": make_random_file(src / "probe-1m.bin", MiB),
+    }
+
+
+def upload_timeout(size):
+    return 60.0 + size / (10 * MiB)
+
+
+def scenario_aes(ctx, res):
+    """openssl speed -evp aes-128-cbc, 16384-byte blocks, one core."""
+    out = run_quiet(["openssl", "speed", "-evp", "aes-128-cbc", "-bytes", "16384",
+                     "-seconds", str(ctx.aes_seconds), "-mr"],
+                    ctx.aes_seconds * 2 + 60, "openssl speed")
+    m = re.search(r"^\+F:\d+:[^:]+:([0-9.]+)", out, re.M)
+    if not m:
+        raise ScenarioError("cannot read the +F line of openssl speed -mr:\n%s" % out[-500:])
+    res["aes_kBps"] = float(m.group(1)) / 1000.0
+    say("AES-128-CBC (openssl speed, 16384-byte blocks): %.0f kB/s = %.3f s per GiB",
+        res["aes_kBps"], GiB / (res["aes_kBps"] * 1000.0))
+
+
+def scenario_crc(ctx, res):
+    exe = ctx.tmp / "crc_speed"
+    run_quiet(["cc", "-std=c17", "-O3", "-D_GNU_SOURCE", "-I", ctx.repo / "include",
+               "-I", ctx.repo / "src", ctx.repo / "bench" / "crc_speed.c",
+               ctx.repo / "src" / "core" / "crc.c", "-o", exe], 120, "compiling bench/crc_speed.c")
+    out = run_quiet([exe], 120, "crc_speed")
+    res["crc_text"] = out.rstrip()
+    for line in out.splitlines():
+        m = re.match(r"(\S+)\s+([0-9.]+) GB/s", line)
+        if m:
+            res["crc_" + m.group(1)] = float(m.group(2))
+
+
+def measure_uploads(ctx, vault, client, src, sshd):
+    """A warm-up reconnect upload, then ctx.runs measured ones, each checked
+    with cmp; the scp copies are interleaved with them."""
+    size = src.stat().st_size
+    limit = upload_timeout(size)
+    client.set_file(src)
+    say("%s upload: warm-up", src.name)
+    client.send(limit, "warm-up upload")
+    client.verify()
+    if sshd is not None:
+        sshd.copy(src, limit)
+    runs = []
+    for i in range(ctx.runs):
+        hwm_reset = vault.reset_hwm()
+        cpu0 = vault.cpu_s()
+        r = client.send(limit)
+        server_cpu = vault.cpu_s() - cpu0
+        hwm = vault.hwm_kib()
+        client.verify()
+        run = {"wall": r.wall, "client_cpu": r.cpu, "server_cpu": server_cpu,
+               "client_rss_kib": r.maxrss_kib, "server_hwm_kib": hwm,
+               "hwm_reset": hwm_reset}
+        extra = ""
+        if sshd is not None:
+            run["scp"], run["scp_fsync"] = sshd.copy(src, limit)
+            extra = "; scp %.3f s (+ fsync %.3f s)" % (run["scp"], run["scp_fsync"])
+        runs.append(run)
+        say("%s upload %d/%d: %.3f s, CPU client %.2f s + server %.2f s, "
+            "peak RSS client %.1f MiB, server %.1f MiB%s", src.name, i + 1, ctx.runs,
+            r.wall, r.cpu, server_cpu, r.maxrss_kib / 1024, hwm / 1024, extra)
+    return runs
+
+
+def scenario_upload(ctx, res):
+    sshd = Sshd(ctx) if ctx.scp != "off" else None
+    try:
+        if sshd is not None:
+            try:
+                sshd.start()
+                say("scp reference: private sshd on 127.0.0.1:%d", sshd.port)
+            except Unavailable as e:
+                sshd.stop()
+                sshd = None
+                if ctx.scp == "required":
+                    raise ScenarioError("scp reference: %s" % e)
+                res["scp_skipped"] = str(e)
+                say("scp reference skipped: %s", e)
+        with Vault(ctx, "upload", ["--max-conns", "64", "--timeout", "120"]) as v:
+            c = Client(ctx, v, "bench-upload", ctx.files["tiny"])
+            c.send(30, "registration")
+            c.verify()
+            res["big"] = measure_uploads(ctx, v, c, ctx.files["big"], sshd)
+            res["medium"] = measure_uploads(ctx, v, c, ctx.files["medium"], None)
+            res["server_hwm_start_kib"] = v.hwm_kib()
+            v.alive()
+    finally:
+        if sshd is not None:
+            sshd.stop()
+
+
+def scenario_small(ctx, res):
+    n = ctx.small_clients
+    with Vault(ctx, "small", ["--max-conns", "1024"]) as v:
+        src = v.dir / "src"
+        src.mkdir()
+        clients = [Client(ctx, v, "small-%02d" % i,
+                          make_random_file(src / ("small-%02d.bin" % i), 4096))
+                   for i in range(n)]
+        say("small files: registering %d clients", n)
+        run_threads([lambda c=c: c.send(30, "registration", False) for c in clients], 90)
+        for c in clients:
+            c.verify()
+        res["exec"] = exec_reference(ctx, v.dir)
+        say("small files: %d clients in parallel for %g s", n, ctx.small_seconds)
+        counts = [0] * n
+        walls = []
+        client_cpu = [0.0]
+        lock = threading.Lock()
+        cpu0 = v.cpu_s()
+        t0 = time.monotonic()
+        stop_at = t0 + ctx.small_seconds
+        ends = []
+
+        def loop(c, i):
+            for _ in range(1000000):
+                if time.monotonic() >= stop_at:
+                    break
+                r = c.send(30, "session", False)
+                with lock:
+                    counts[i] += 1
+                    walls.append(r.wall)
+                    client_cpu[0] += r.cpu
+            with lock:
+                ends.append(time.monotonic())
+
+        run_threads([lambda c=c, i=i: loop(c, i) for i, c in enumerate(clients)],
+                    ctx.small_seconds + 60)
+        elapsed = max(ends) - t0
+        server_cpu = v.cpu_s() - cpu0
+        for c in clients:
+            c.verify()
+        total = sum(counts)
+        if total == 0:
+            raise ScenarioError("no session completed")
+        walls.sort()
+        res["small"] = {"sessions": total, "elapsed": elapsed, "rate": total / elapsed,
+                        "median": statistics.median(walls),
+                        "p95": walls[min(len(walls) - 1, int(len(walls) * 0.95))],
+                        "cpu_per": (client_cpu[0] + server_cpu) / total,
+                        "server_cpu_per": server_cpu / total,
+                        "min_per_client": min(counts)}
+        say("small files: %d sessions in %.2f s = %.0f/s", total, elapsed, total / elapsed)
+        v.alive()
+
+
+def exec_reference(ctx, where):
+    """What starting the client alone costs: `bulwark --version`, 20 times
+    one after another; (median wall, median CPU)."""
+    walls, cpus = [], []
+    for _ in range(20):
+        r = timed(ctx.procs, [ctx.bulwark, "--version"], 10, where / "version.log", record=False)
+        if r.rc != 0:
+            raise ScenarioError("bulwark --version exited %d: %s" % (r.rc, tail(r.log)))
+        walls.append(r.wall)
+        cpus.append(r.cpu)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def run_threads(fns, limit_s):
+    """Runs each fn in its own thread; re-raises the first failure."""
+    errors = []
+
+    def wrap(fn):
+        try:
+            fn()
+        except Exception as e:  # collected, re-raised in the caller's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=wrap, args=(fn,), daemon=True) for fn in fns]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + limit_s
+    for t in threads:
+        while t.is_alive() and time.monotonic() < deadline:
+            t.join(0.2)
+    if any(t.is_alive() for t in threads):
+        raise ScenarioError("%d threads still running after %g s"
+                            % (sum(t.is_alive() for t in threads), limit_s))
+    if errors:
+        e = errors[0]
+        raise e if isinstance(e, ScenarioError) else ScenarioError(repr(e))
+
+
+def scenario_idle(ctx, res):
+    n = ctx.idle
+    k = max(1, min(3, ctx.runs))
+    with Vault(ctx, "idle", ["--max-conns", "16000", "--timeout", "120",
+                             "--request-timeout", "120"]) as v:
+        c = Client(ctx, v, "bench-idle", ctx.files["probe"])
+        c.send(30, "registration")
+        c.send(30, "warm-up upload")
+        base = [c.send(30).wall for _ in range(k)]
+        c.verify()
+        rss0, fds0 = v.rss_kib(), v.fd_count()
+        say("idle: opening %d connections", n)
+        t0 = time.monotonic()
+        holder = ctx.procs.spawn([sys.executable, BENCH_DIR / "idle_conns.py", "--port", v.port,
+                                  "--count", n, "--hold-seconds", "150", "--tag", ctx.tmp],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            line = read_line(holder.stdout.fileno(), 90)
+            if line != "open %d" % n:
+                raise ScenarioError("the idle-connection holder said %r" % line)
+            deadline = time.monotonic() + 30
+            while v.fd_count() < fds0 + n and time.monotonic() < deadline:
+                time.sleep(0.05)
+            held = v.fd_count() - fds0
+            if held < n:
+                raise ScenarioError("bulwarkd holds %d of the %d idle connections" % (held, n))
+            open_s = time.monotonic() - t0
+            rss1 = v.rss_kib()
+            say("idle: %d connections open in %.2f s; RSS %d -> %d KiB", n, open_s, rss0, rss1)
+            loaded = [c.send(60, "upload with idle connections").wall for _ in range(k)]
+            c.verify()
+            still = v.fd_count() - fds0
+            holder.stdin.close()
+            peer_closed = read_line(holder.stdout.fileno(), 30)
+            try:
+                holder.wait(20)
+            except subprocess.TimeoutExpired:
+                pass
+            rc = ctx.procs.stop(holder, signal.SIGTERM, 5.0)
+            if rc != 0:
+                raise ScenarioError("the idle-connection holder exited %r" % rc)
+        finally:
+            if holder.returncode is None:
+                ctx.procs.stop(holder, signal.SIGTERM, 5.0)
+            holder.stdout.close()
+        m = re.match(r"closed-by-peer (\d+)", peer_closed)
+        res["idle"] = {"n": n, "base": statistics.median(base), "loaded": statistics.median(loaded),
+                       "per_conn_bytes": (rss1 - rss0) * 1024.0 / n, "open_s": open_s,
+                       "rss0": rss0, "rss1": rss1,
+                       "still_open": min(still, n),
+                       "peer_closed": int(m.group(1)) if m else None, "k": k}
+        v.alive()
+
+
+# --------------------------------------------------------------------------
+# The table
+
+
+def fmt_size(size):
+    return "%d MiB" % (size // MiB) if size % MiB == 0 else "%d B" % size
+
+
+def verdict(value, limit):
+    return "met" if value <= limit else "MISSED"
+
+
+def build_rows(ctx, res):
+    rows = []
+
+    def row(figure, ours="-", ref="-", ratio="-", target="-"):
+        rows.append((figure, ours, ref, ratio, target))
+
+    big_size = ctx.files["big"].stat().st_size
+    med_size = ctx.files["medium"].stat().st_size
+    nruns = "median of %d" % ctx.runs
+    aes_s = big_size / (res["aes_kBps"] * 1000.0) if "aes_kBps" in res else None
+
+    big = res.get("big")
+    if big:
+        wall = statistics.median(r["wall"] for r in big)
+        if aes_s:
+            ratio = wall / aes_s
+            row("%s upload, reconnect (%s)" % (fmt_size(big_size), nruns), "%.3f s" % wall,
+                "AES-128-CBC alone %.3f s" % aes_s, "%.2fx" % ratio,
+                "<= 2.00x  %s" % verdict(ratio, 2.0))
+        else:
+            row("%s upload, reconnect (%s)" % (fmt_size(big_size), nruns), "%.3f s" % wall)
+        if "scp" in big[0]:
+            scp = statistics.median(r["scp"] for r in big)
+            scpf = statistics.median(r["scp"] + r["scp_fsync"] for r in big)
+            row("  vs scp -c aes128-gcm (as is)", "%.3f s" % wall, "scp %.3f s" % scp,
+                "%.2fx" % (wall / scp), "<= 0.50x  %s" % verdict(wall / scp, 0.5))
+            row("  vs scp, then fsync of the copy", "%.3f s" % wall, "scp+fsync %.3f s" % scpf,
+                "%.2fx" % (wall / scpf), "(info)")
+        else:
+            row("  vs scp -c aes128-gcm", "%.3f s" % wall, "skipped", "-", "<= 0.50x  n/a")
+        row("  throughput", "%.0f MiB/s" % (big_size / MiB / wall),
+            "AES %.0f MiB/s" % (res["aes_kBps"] * 1000.0 / MiB) if aes_s else "-")
+        cli = statistics.median(r["client_cpu"] for r in big) * GiB / big_size
+        srv = statistics.median(r["server_cpu"] for r in big) * GiB / big_size
+        tot = statistics.median((r["client_cpu"] + r["server_cpu"]) for r in big) * GiB / big_size
+        row("CPU per GiB, client + server", "%.2f s" % tot, "-", "-",
+            "<= 2.50 s  %s" % verdict(tot, 2.5))
+        row("  client (user+sys)", "%.2f s" % cli)
+        row("  server (user+sys)", "%.2f s" % srv)
+        row("peak RSS, client (max of runs)",
+            "%.1f MiB" % (max(r["client_rss_kib"] for r in big) / 1024))
+        hwm_note = "" if all(r["hwm_reset"] for r in big) else " (no reset: since start)"
+        row("peak RSS, server during upload" + hwm_note,
+            "%.1f MiB" % (max(r["server_hwm_kib"] for r in big) / 1024))
+        row("  server VmHWM since start", "%.1f MiB" % (res["server_hwm_start_kib"] / 1024))
+    med = res.get("medium")
+    if med:
+        wall = statistics.median(r["wall"] for r in med)
+        target = ("<= 0.250 s  %s" % verdict(wall, 0.25)) if med_size == 100 * MiB \
+            else "n/a (set for 100 MiB)"
+        row("%s upload, reconnect (%s)" % (fmt_size(med_size), nruns), "%.3f s" % wall,
+            "AES alone %.3f s" % (med_size / (res["aes_kBps"] * 1000.0)) if aes_s else "-",
+            "-", target)
+    sm = res.get("small")
+    if sm:
+        row("4 KiB sessions/s, %d client procs, %g s" % (ctx.small_clients, ctx.small_seconds),
+            "%.0f /s" % sm["rate"], "%d sessions" % sm["sessions"])
+        ex = res.get("exec")
+        row("  session wall, median / p95", "%.1f / %.1f ms" % (sm["median"] * 1e3, sm["p95"] * 1e3),
+            "bulwark --version %.1f ms" % (ex[0] * 1e3) if ex else "-")
+        row("  CPU per session, client + server", "%.2f ms" % (sm["cpu_per"] * 1e3),
+            "bulwark --version %.2f ms" % (ex[1] * 1e3) if ex else "-")
+        row("  server CPU per session", "%.2f ms" % (sm["server_cpu_per"] * 1e3))
+    idle = res.get("idle")
+    if idle:
+        row("session with %d idle conns (median of %d)" % (idle["n"], idle["k"]),
+            "%.3f s" % idle["loaded"], "without %.3f s" % idle["base"],
+            "%.2fx" % (idle["loaded"] / idle["base"]), "completes  met")
+        row("  server memory per idle conn", "%.0f B" % idle["per_conn_bytes"],
+            "RSS %.1f -> %.1f MiB" % (idle["rss0"] / 1024, idle["rss1"] / 1024))
+        row("  idle conns still open after it", "%d of %d" % (idle["still_open"], idle["n"]),
+            "holder saw %s closed" % ("?" if idle["peer_closed"] is None else idle["peer_closed"]),
+            "-", "all  %s" % ("met" if idle["still_open"] >= idle["n"] and not idle["peer_closed"]
+                              else "MISSED"))
+    if "crc_bw_cksum_update" in res:
+        row("cksum, bw_cksum_update (256 MiB)", "%.2f GB/s" % res["crc_bw_cksum_update"],
+            "slice8 %.2f GB/s" % res["crc_slice8"] if "crc_slice8" in res else "-",
+            "%.1fx" % (res["crc_bw_cksum_update"] / res["crc_slice8"])
+            if "crc_slice8" in res else "-")
+    return rows
+
+
+def print_table(rows):
+    head = ("figure", "ours", "reference", "ratio", "target")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
+    line = " | ".join("%-*s" % (widths[i], head[i]) for i in range(5))
+    print(line.rstrip())
+    print("-+-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join("%-*s" % (widths[i], r[i]) for i in range(5)).rstrip())
+
+
+def host_line(ctx):
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    fs = run_quiet(["stat", "-f", "-c", "%T", ctx.tmp], 10, "stat").strip()
+    return "%d cores (%s), Linux %s; temp dir on %s; load average %.2f at start, %.2f at end" % (
+        os.cpu_count() or 0, model, platform.release(), fs, ctx.load_start, os.getloadavg()[0])
+
+
+# --------------------------------------------------------------------------
+
+
+def on_signal(signum, _frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Bulwark vault benchmark (use bench/run)")
+    ap.add_argument("--tmp", type=Path, required=True)
+    ap.add_argument("--bin-dir", type=Path, required=True)
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--medium-mib", type=int, default=100)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--small-clients", type=int, default=32)
+    ap.add_argument("--small-seconds", type=float, default=5.0)
+    ap.add_argument("--aes-seconds", type=int, default=3)
+    ap.add_argument("--scp", choices=("required", "optional", "off"), default="required")
+    ap.add_argument("--deadline", type=int, default=900, help="overall limit in seconds")
+    ap.add_argument("--label", default="")
+    ctx = ap.parse_args()
+    ctx.repo = BENCH_DIR.parent
+    ctx.bulwarkd = ctx.bin_dir / "bulwarkd"
+    ctx.bulwark = ctx.bin_dir / "bulwark"
+    ctx.procs = Procs(ctx.tmp / "pids")
+    try:
+        import pwd
+        ctx.user = pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        ctx.user = "root"
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
+        signal.signal(sig, on_signal)
+    signal.alarm(ctx.deadline)
+    started = time.monotonic()
+    ctx.load_start = os.getloadavg()[0]
+    res = {}
+    errors = []
+    status = 0
+    ctx.files = None
+    try:
+        scenarios = (("AES reference", scenario_aes), ("cksum speed", scenario_crc),
+                     ("uploads", scenario_upload), ("small files", scenario_small),
+                     ("idle connections", scenario_idle))
+        try:
+            ctx.files = make_files(ctx)
+        except (ScenarioError, OSError) as e:
+            errors.append("setup: %s" % e)
+            scenarios = ()
+        for name, fn in scenarios:
+            t0 = time.monotonic()
+            try:
+                fn(ctx, res)
+            except ScenarioError as e:
+                errors.append("%s: %s" % (name, e))
+                say("FAILED %s: %s", name, e)
+            except Exception:
+                errors.append("%s: %s" % (name, traceback.format_exc().strip()))
+                say("FAILED %s:\n%s", name, traceback.format_exc())
+            say("%s took %.1f s", name, time.monotonic() - t0)
+    except Interrupted as e:
+        errors.append("stopped by %s" % ("the %d s deadline" % ctx.deadline
+                                         if str(e) == "SIGALRM" else str(e)))
+        status = 130
+    finally:
+        signal.alarm(0)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        ctx.procs.stop_all()
+
+    print()
+    print("Bulwark vault benchmark%s, %s" % (" " + ctx.label if ctx.label else "",
+                                             time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
+    try:
+        print(host_line(ctx))
+    except ScenarioError:
+        pass
+    if "aes_kBps" in res:
+        print("openssl speed -evp aes-128-cbc, 16384-byte blocks: %.0f kB/s (%.3f s per GiB)"
+              % (res["aes_kBps"], GiB / (res["aes_kBps"] * 1000.0)))
+    if "crc_text" in res:
+        print("bench/crc_speed:\n  " + res["crc_text"].replace("\n", "\n  "))
+    print()
+    if ctx.files is not None:
+        try:
+            print_table(build_rows(ctx, res))
+        except Exception:
+            errors.append("table: %s" % traceback.format_exc().strip())
+    print()
+    print("Notes: uploads are `bulwark send` on the reconnect path (1027) after one warm-up,")
+    print("each stored file compared with cmp; the server fsyncs before 2103. scp is timed as is")
+    print("(no fsync); the scp+fsync row adds an fsync of the copy. CPU: client from wait4(),")
+    print("server from /proc/<pid>/stat. Server peak RSS is VmHWM, reset before each upload.")
+    if ctx.size_mib != 1024 or ctx.medium_mib != 100:
+        print("The targets are set for 1024 MiB and 100 MiB uploads; at these sizes fixed")
+        print("per-session costs (process start, RSA, fsync) dominate the ratios.")
+    if "scp_skipped" in res:
+        print("scp reference skipped: %s" % res["scp_skipped"])
+    if errors:
+        print()
+        print("ERRORS (%d):" % len(errors))
+        for e in errors:
+            print("  - " + e.replace("\n", "\n    "))
+        status = status or 1
+    print("total %.1f s" % (time.monotonic() - started))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
