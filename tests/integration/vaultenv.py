@@ -64,8 +64,10 @@ class VaultServer:
 
     # lifecycle ---------------------------------------------------------
     def start(self):
+        # a short grace keeps teardown quick when a test leaves a request
+        # half-sent; tests of the grace itself pass their own
         argv = [str(BULWARKD), "--data-dir", str(self.data_dir), "--listen", "127.0.0.1",
-                "--port", "0", "--no-console"] + self.extra_args
+                "--port", "0", "--no-console", "--shutdown-grace", "2"] + self.extra_args
         self._log = open(self.log_path, "ab")
         self._log_start = self._log.tell()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
