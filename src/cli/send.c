@@ -6,9 +6,12 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -318,24 +321,75 @@ pipe_swap(struct pipe *pp, uint8_t *buf, size_t len, int *rc)
 	return back;
 }
 
-/* Reads exactly n bytes of the file (fewer only at its end). */
+/* Reads exactly n bytes at off; BW_ESIZE if the file ends first. */
 static int
-read_chunk(int fd, uint8_t *buf, size_t n, size_t *got)
+pread_full(int fd, uint8_t *buf, size_t n, uint64_t off)
 {
 	ssize_t r;
 
-	for (*got = 0; *got < n; *got += (size_t)r) {
-		r = read(fd, buf + *got, n - *got);
-		if (r < 0 && errno == EINTR) {
-			r = 0;
+	while (n > 0) {
+		r = pread(fd, buf, n, (off_t)off);
+		if (r < 0 && errno == EINTR)
 			continue;
-		}
 		if (r < 0)
 			return -errno;
 		if (r == 0)
-			break;
+			return BW_ESIZE; /* the file shrank while we read it */
+		buf += r;
+		n -= (size_t)r;
+		off += (uint64_t)r;
 	}
 	return 0;
+}
+
+/* A mapped file that shrinks under us raises SIGBUS on the missing pages;
+ * while a chunk is being read from a mapping, that jumps back to report it
+ * instead of killing the process. */
+static __thread sigjmp_buf *bus_jmp;
+
+static void
+on_sigbus(int sig)
+{
+	if (bus_jmp != NULL)
+		siglongjmp(*bus_jmp, 1);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* Puts the file's bytes [off, off + n) into buf, whole blocks encrypted and
+ * the last n % 16 bytes in clear for the caller to pad, and adds them to the
+ * CRC. The file is mapped when possible, so AES reads the page cache
+ * directly instead of through a copy; otherwise it is read. */
+static int
+take_chunk(int fd, uint64_t off, size_t n, uint8_t *buf, struct bw_cksum *crc,
+	   struct bw_aes *aes)
+{
+	size_t whole = n & ~(size_t)(BW_AES_BLOCK - 1);
+	sigjmp_buf jb;
+	uint8_t *map;
+	int rc;
+
+	map = n > 0 ? mmap(NULL, n, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd,
+			   (off_t)off)
+		    : MAP_FAILED;
+	if (map == MAP_FAILED) {
+		if ((rc = pread_full(fd, buf, n, off)) != 0)
+			return rc;
+		bw_cksum_update(crc, buf, n);
+		return bw_aes_cbc(aes, buf, whole);
+	}
+	if (sigsetjmp(jb, 1) != 0) {
+		bus_jmp = NULL;
+		munmap(map, n);
+		return BW_ESIZE; /* the file shrank while we read it */
+	}
+	bus_jmp = &jb;
+	bw_cksum_update(crc, map, n);
+	rc = bw_aes_cbc_to(aes, map, buf, whole);
+	memcpy(buf + whole, map + whole, n - whole);
+	bus_jmp = NULL;
+	munmap(map, n);
+	return rc;
 }
 
 /* Streams header + prefix + ciphertext; computes the cksum on the way. */
@@ -349,22 +403,24 @@ send_file(struct send_ctx *x, const void *arg)
 	struct bw_cksum crc;
 	struct bw_progress prog;
 	pthread_t sender;
+	struct stat st;
 	int started = 0, rc, i;
 	uint64_t done = 0;
-	size_t n, got, want;
+	size_t n, want;
+	/* small files need small buffers */
+	size_t buf_cap =
+		(x->cipher_len < CHUNK ? x->cipher_len : CHUNK) + BW_AES_BLOCK;
 
 	memset(&pp, 0, sizeof(pp));
 	pthread_mutex_init(&pp.mu, NULL);
 	pthread_cond_init(&pp.cv, NULL);
 	pp.fd = x->sess.fd;
-	if (lseek(fr->fd, 0, SEEK_SET) != 0)
-		return -errno;
 	bw_put_u32le(prefix, x->cipher_len);
 	if ((rc = bw_name_encode(x->file_field, prefix + 4)) != 0)
 		return rc;
 	rc = BW_ENOMEM;
 	for (i = 0; i < 2; i++) {
-		if ((bufs[i] = malloc(CHUNK + BW_AES_BLOCK)) == NULL)
+		if ((bufs[i] = malloc(buf_cap)) == NULL)
 			goto out;
 	}
 	if ((rc = bw_aes_new(&aes, x->aes_key, 1)) != 0)
@@ -385,24 +441,17 @@ send_file(struct send_ctx *x, const void *arg)
 		want = x->plain_len - done < CHUNK
 			       ? (size_t)(x->plain_len - done)
 			       : CHUNK;
-		if ((rc = read_chunk(fr->fd, buf, want, &got)) != 0)
+		if ((rc = take_chunk(fr->fd, done, want, buf, &crc, aes)) != 0)
 			goto out;
-		if (got != want) {
-			rc = BW_ESIZE; /* the file shrank while we read it */
-			goto out;
-		}
-		bw_cksum_update(&crc, buf, got);
-		done += got;
-		n = got;
+		done += want;
+		n = want & ~(size_t)(BW_AES_BLOCK - 1);
 		if (done == x->plain_len) {
-			/* last chunk: pad the final partial block */
-			size_t tail = got % BW_AES_BLOCK;
-
-			bw_pkcs7_pad(buf + got - tail, tail);
-			n = got - tail + BW_AES_BLOCK;
+			/* last chunk: pad and encrypt the final block */
+			bw_pkcs7_pad(buf + n, want - n);
+			if ((rc = bw_aes_cbc(aes, buf + n, BW_AES_BLOCK)) != 0)
+				goto out;
+			n += BW_AES_BLOCK;
 		}
-		if ((rc = bw_aes_cbc(aes, buf, n)) != 0)
-			goto out;
 		if ((buf = pipe_swap(&pp, buf, n, &rc)) == NULL)
 			goto out;
 		bw_progress_update(&prog, done);
@@ -410,7 +459,7 @@ send_file(struct send_ctx *x, const void *arg)
 			break;
 	}
 	/* the file must not have grown while we read it */
-	if (read(fr->fd, buf, 1) != 0) {
+	if (fstat(fr->fd, &st) != 0 || (uint64_t)st.st_size != x->plain_len) {
 		rc = BW_ESIZE;
 		goto out;
 	}
@@ -435,7 +484,7 @@ out:
 	pthread_cond_destroy(&pp.cv);
 	bw_aes_free(aes);
 	for (i = 0; i < 2; i++)
-		bw_secure_free(bufs[i], CHUNK + BW_AES_BLOCK);
+		bw_secure_free(bufs[i], buf_cap);
 	return rc;
 }
 
@@ -672,6 +721,7 @@ bw_cli_send(int argc, char **argv)
 	}
 	memcpy(x.file_field, base, strlen(base) + 1);
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	signal(SIGBUS, on_sigbus);
 	bw_session_init(&x.sess, host, port, (unsigned)timeout_s * 1000u,
 			BW_VAULT_VERSION);
 

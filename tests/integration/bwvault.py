@@ -15,6 +15,7 @@ import os
 import socket
 import struct
 import threading
+import time
 import traceback
 import zlib
 
@@ -672,6 +673,10 @@ class PyServer:
         self.close_mid = dict(close_mid or {})
         self.keep_limit = keep_limit
         self.timeout = timeout
+        # seconds to wait after each received chunk of a 1028 body: makes a
+        # sender block, so a test can act while it is mid-upload
+        self.body_delay = 0.0
+        self.body_started = threading.Event()
         self.clients = {}  # id -> ClientRecord
         self.names = {}  # name -> id
         self.files = {}  # (id, name) -> StoredFile
@@ -862,6 +867,9 @@ class PyServer:
             if not chunk:
                 raise _Close()
             left -= len(chunk)
+            self.body_started.set()
+            if self.body_delay:
+                time.sleep(self.body_delay)
             if dec:
                 plain = dec.update(chunk)
                 crc.update(plain)

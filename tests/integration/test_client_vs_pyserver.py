@@ -2,10 +2,12 @@
 told to misbehave."""
 
 import os
+import subprocess
 
 import pytest
 
 import bwvault as bw
+import vaultenv as env
 from vaultenv import describe, unique_name
 
 ERROR_LINE = b"server responded with an error"
@@ -208,3 +210,25 @@ def test_client_with_a_malformed_me_info_exits_2(pyserver, client_dir):
     r = d.run()
     assert r.returncode == 2, describe(r)
     assert srv.codes() == []
+
+
+def test_file_truncated_mid_upload_is_a_clear_error_not_a_crash(pyserver, client_dir, tmp_path):
+    """The client maps the file to encrypt it; a file that shrinks under it
+    must end in a message and exit 2, not in SIGBUS."""
+    srv = pyserver()
+    srv.body_delay = 0.05  # ~5 MiB/s: the client is mid-file for seconds
+    d, name, _ = prepare(client_dir, srv)
+    big = d.write_file("upload.bin", os.urandom(48 * 1024 * 1024))
+    p = subprocess.Popen([str(env.BULWARK), "send", "--dir", str(d.path), "--quiet",
+                          "--timeout", "30"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert srv.body_started.wait(20), "the upload never started"
+        os.truncate(big, 1024 * 1024)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 2, (p.returncode, err)
+    assert b"Fatal:" in err
+    assert not srv.files, "a truncated file must not be confirmed"

@@ -21,9 +21,15 @@
 #include "proto/vault.h"
 #include "svc/server.h"
 
-#define CTRL_WANT    2048u
-#define BODY_CHUNK   (256u * 1024u)
-#define DIRECT_ALIGN 4096u
+#define CTRL_WANT 2048u
+/* An upload is decrypted and written in chunks: 1 MiB while few uploads run
+ * (large writes are cheapest), 256 KiB each past BIG_CHUNK_UPLOADS, so that
+ * memory stays bounded however many clients upload at once. An upload holds
+ * its input buffer and two write buffers of one chunk each. */
+#define BIG_CHUNK	  (1024u * 1024u)
+#define SMALL_CHUNK	  (256u * 1024u)
+#define BIG_CHUNK_UPLOADS 16u
+#define DIRECT_ALIGN	  4096u
 
 enum vstate {
 	V_HDR,	   /* waiting for a 23-byte header */
@@ -51,6 +57,7 @@ struct upload {
 	uint64_t plain_len; /* plaintext bytes decrypted */
 	/* Plaintext chunks go to a worker to be written while the next one
 	 * is received: two aligned buffers alternate. */
+	size_t chunk; /* bytes decrypted and written at a time */
 	uint8_t *wbuf[2];
 	int wbusy[2];
 	unsigned wnext;
@@ -296,7 +303,7 @@ upload_free(struct upload *u)
 	}
 	for (i = 0; i < 2; i++) {
 		if (u->wbuf[i] != NULL)
-			bw_wipe(u->wbuf[i], BODY_CHUNK);
+			bw_wipe(u->wbuf[i], u->chunk);
 		free(u->wbuf[i]);
 	}
 	bw_aes_free(u->aes);
@@ -366,9 +373,10 @@ start_upload(struct bw_conn *c, struct bw_client *cl, const uint8_t *p,
 	if ((rc = bw_aes_new(&u->aes, cl->aes_key, 0)) != 0)
 		goto fail;
 	rc = BW_ENOMEM;
-	if (posix_memalign((void **)&u->wbuf[0], DIRECT_ALIGN, BODY_CHUNK) !=
-		    0 ||
-	    posix_memalign((void **)&u->wbuf[1], DIRECT_ALIGN, BODY_CHUNK) != 0)
+	u->chunk = c->srv->uploads_active < BIG_CHUNK_UPLOADS ? BIG_CHUNK
+							      : SMALL_CHUNK;
+	if (posix_memalign((void **)&u->wbuf[0], DIRECT_ALIGN, u->chunk) != 0 ||
+	    posix_memalign((void **)&u->wbuf[1], DIRECT_ALIGN, u->chunk) != 0)
 		goto fail;
 	/* Whole chunks bypass the page cache (O_DIRECT): no copy, and the
 	 * final fsync has little left to do. A file system without it, or the
@@ -604,7 +612,7 @@ body_step(struct bw_conn *c)
 	while (u->left > 0 && u->werr == 0) {
 		/* Whole chunks (or the end of the body): large writes are
 		 * several times cheaper for the page cache and the disk. */
-		k = u->left < BODY_CHUNK ? (size_t)u->left : BODY_CHUNK;
+		k = u->left < u->chunk ? (size_t)u->left : u->chunk;
 		if (c->in.len < k)
 			return 0;
 		if (u->wbusy[u->wnext]) {
@@ -748,7 +756,7 @@ on_payload(struct bw_conn *c)
 		vc->padded = 0; /* the body follows, not padding */
 		rc = on_file_prefix(c, p);
 		if (vc->st == V_BODY || vc->st == V_SWALLOW)
-			c->want = BODY_CHUNK;
+			c->want = vc->up != NULL ? vc->up->chunk : SMALL_CHUNK;
 		break;
 	default:
 		rc = on_crc(c, p, n);
