@@ -466,6 +466,7 @@ class Sshd:
         dst = self.dest / src.name
         if dst.exists():
             dst.unlink()
+        settle()
         argv = [self.tools["scp"], "-q", "-F", "/dev/null", "-c", SCP_CIPHER,
                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                 "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
@@ -544,6 +545,14 @@ def scenario_crc(ctx, res):
             res["crc_" + m.group(1)] = float(m.group(2))
 
 
+def settle():
+    """Start each timed operation from a quiet system: flush what earlier
+    steps left dirty (an scp copy, a replaced file still being freed) so
+    that no run pays for the one before it."""
+    os.sync()
+    time.sleep(0.3)
+
+
 def measure_uploads(ctx, vault, client, src, sshd):
     """A warm-up reconnect upload, then ctx.runs measured ones, each checked
     with cmp; the scp copies are interleaved with them."""
@@ -557,6 +566,7 @@ def measure_uploads(ctx, vault, client, src, sshd):
         sshd.copy(src, limit)
     runs = []
     for i in range(ctx.runs):
+        settle()
         hwm_reset = vault.reset_hwm()
         cpu0 = vault.cpu_s()
         r = client.send(limit)

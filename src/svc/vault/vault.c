@@ -48,6 +48,7 @@ struct upload {
 	char rel_path[BW_PATH_CAP];
 	char tmp_path[PATH_MAX];
 	char dst_path[PATH_MAX];
+	char old_path[PATH_MAX + 8]; /* the replaced file, until unlinked */
 	int fd;	     /* the temporary file, O_DIRECT when allowed */
 	int fd_tail; /* a buffered descriptor for an unaligned tail */
 	struct bw_aes *aes;
@@ -445,12 +446,30 @@ static void
 commit_work(void *arg)
 {
 	struct upload *u = arg;
+	int n;
 
 	if (u->fd_tail != u->fd)
 		close(u->fd_tail);
 	u->fd_tail = -1;
+	/* A file being replaced is kept alive under a second name so that the
+	 * rename does not pay for freeing its blocks (about 200 ms per GiB
+	 * here); it is removed after the reply (start-up clears leftovers). */
+	n = snprintf(u->old_path, sizeof(u->old_path), "%s.old", u->tmp_path);
+	if (n < 0 || (size_t)n >= sizeof(u->old_path) ||
+	    link(u->dst_path, u->old_path) != 0)
+		u->old_path[0] = '\0';
 	u->rc = bw_fs_commit(u->fd, u->tmp_path, u->dst_path);
 	u->fd = -1;
+	if (u->rc != 0 && u->old_path[0] != '\0') {
+		unlink(u->old_path);
+		u->old_path[0] = '\0';
+	}
+}
+
+static void
+unlink_work(void *arg)
+{
+	unlink(arg);
 }
 
 static void
@@ -495,6 +514,15 @@ commit_done(void *arg)
 			rc = reply(c, BW_RESP_FILE_OK, out, sizeof(out));
 		} else {
 			rc = reply_error(c, "upload could not be stored");
+		}
+	}
+	if (u->old_path[0] != '\0') {
+		char *old = strdup(u->old_path);
+
+		if (old == NULL ||
+		    bw_loop_submit(s->loop, unlink_work, free, old) != 0) {
+			unlink(u->old_path); /* pay for it here instead */
+			free(old);
 		}
 	}
 	upload_free(u);
