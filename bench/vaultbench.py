@@ -130,9 +130,19 @@ class Run:
         self.log = log
 
 
+# bench/maxrss, compiled by main(): reports a command's own peak RSS
+MAXRSS_EXE = None
+
+
 def timed(procs, argv, timeout_s, log_path, cwd=None, record=True):
     """Runs argv to completion (SIGKILL after timeout_s) and measures it with
-    wait4(): wall time from spawn to exit, user+sys CPU, peak RSS."""
+    wait4(): wall time from spawn to exit, user+sys CPU; peak RSS through
+    bench/maxrss (wait4's own figure would include this Python process's
+    memory, folded in when the forked child execs)."""
+    rss_file = None
+    if MAXRSS_EXE is not None:
+        rss_file = Path(str(log_path) + ".rss")
+        argv = [MAXRSS_EXE, rss_file] + list(argv)
     lock = threading.Lock()
     state = {"reaped": False, "expired": False}
     with open(log_path, "wb") as log:
@@ -159,7 +169,13 @@ def timed(procs, argv, timeout_s, log_path, cwd=None, record=True):
     finally:
         timer.cancel()
     procs.reaped(p, status)
-    return Run(wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, p.returncode,
+    maxrss = ru.ru_maxrss
+    if rss_file is not None:
+        try:
+            maxrss = int(rss_file.read_text())
+        except (OSError, ValueError):
+            pass
+    return Run(wall, ru.ru_utime + ru.ru_stime, maxrss, p.returncode,
                state["expired"], log_path)
 
 
@@ -921,6 +937,13 @@ def main():
     errors = []
     status = 0
     ctx.files = None
+    global MAXRSS_EXE
+    try:
+        exe = ctx.tmp / "maxrss"
+        run_quiet(["cc", "-O2", "-o", exe, BENCH_DIR / "maxrss.c"], 60, "compiling bench/maxrss.c")
+        MAXRSS_EXE = exe
+    except ScenarioError as e:
+        say("peak RSS of the client will include the benchmark's own memory: %s", e)
     try:
         scenarios = (("AES reference", scenario_aes), ("cksum speed", scenario_crc),
                      ("uploads", scenario_upload), ("small files", scenario_small),
