@@ -575,6 +575,12 @@ write_work(void *arg)
 	size_t whole = u->fd_tail != u->fd ? j->len & ~(DIRECT_ALIGN - 1) : 0;
 
 	j->rc = pwrite_full(u->fd, p, whole, j->off);
+	if (j->rc == -EINVAL) {
+		/* O_DIRECT accepted at open but not our alignment: write
+		 * this chunk through the page cache instead */
+		whole = 0;
+		j->rc = 0;
+	}
 	if (j->rc == 0 && whole < j->len)
 		j->rc = pwrite_full(u->fd_tail, p + whole, j->len - whole,
 				    j->off + whole);
