@@ -376,6 +376,9 @@ start_upload(struct bw_conn *c, struct bw_client *cl, const uint8_t *p,
 	rc = BW_ENOMEM;
 	u->chunk = c->srv->uploads_active < BIG_CHUNK_UPLOADS ? BIG_CHUNK
 							      : SMALL_CHUNK;
+	if (u->chunk > content_size) /* small files, small buffers */
+		u->chunk = (content_size + DIRECT_ALIGN - 1) &
+			   ~(size_t)(DIRECT_ALIGN - 1);
 	if (posix_memalign((void **)&u->wbuf[0], DIRECT_ALIGN, u->chunk) != 0 ||
 	    posix_memalign((void **)&u->wbuf[1], DIRECT_ALIGN, u->chunk) != 0)
 		goto fail;
