@@ -3,6 +3,7 @@ client, and `bulwark send` against bulwarkd."""
 
 import base64
 import os
+import signal
 import stat
 import time
 
@@ -462,3 +463,27 @@ def test_sigterm_during_an_upload_leaves_no_partial_file(start_server):
     assert srv2.file_row(c.client_id, "partial.bin") is None
     assert srv2.incoming_files() == []
     srv2.assert_serves()
+
+
+def test_sigterm_lets_an_upload_in_progress_finish_within_the_grace(start_server):
+    srv = start_server("--shutdown-grace", "10")
+    c = keyed_client(srv)
+    data = os.urandom((1 << 20) + 5)
+    body = bw.aes_encrypt(c.aes_key, data)
+    c.send_raw(bw.pack_request_header(c.client_id, bw.SEND_FILE, bw.FILE_PREFIX_SIZE + len(body))
+               + bw.pack_file_prefix(len(body), "late.bin") + body[:len(body) // 2])
+    assert wait_for(lambda: "upload of" in srv.log(), 5)
+    srv.proc.send_signal(signal.SIGTERM)
+    assert wait_for(lambda: "shutting down" in srv.log(), 5)
+    # no new connections once shutting down, but this upload may finish
+    c.send_raw(body[len(body) // 2:])
+    resp = bw.expect(c.recv_response(), bw.FILE_RECEIVED)
+    assert bw.parse_file_received(resp.payload)[3] == bw.cksum(data)
+    c.close()
+    assert srv.proc.wait(timeout=15) == 0
+    srv.stopped = True
+    srv2 = start_server(data_dir=srv.data_dir)
+    assert (srv2.client_dir(c.client_id) / "late.bin").read_bytes() == data
+    row = srv2.file_row(c.client_id, "late.bin")
+    assert row is not None and is_false(row["Verified"])
+    assert srv2.incoming_files() == []

@@ -29,9 +29,7 @@ def test_log_holds_events_but_no_key_or_content(start_server, client_dir):
     assert d.run().returncode == 0
     server.stop()
 
-    log = server.log()
-    if isinstance(log, str):
-        log = log.encode()
+    log = server.log().encode()
     # events are there, one per line, with connection ids
     assert b"1025 register" in log and b"1028" in log and b"1029" in log
     for line in log.splitlines():
