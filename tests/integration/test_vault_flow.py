@@ -4,6 +4,7 @@ client, and `bulwark send` against bulwarkd."""
 import base64
 import os
 import signal
+import sqlite3
 import stat
 import time
 
@@ -487,3 +488,38 @@ def test_sigterm_lets_an_upload_in_progress_finish_within_the_grace(start_server
     row = srv2.file_row(c.client_id, "late.bin")
     assert row is not None and is_false(row["Verified"])
     assert srv2.incoming_files() == []
+
+
+def test_sigkill_mid_upload_loses_nothing_that_was_stored(start_server):
+    srv = start_server()
+    c = keyed_client(srv)
+    kept = os.urandom(300_000)
+    res = c.send_file("kept.bin", kept)
+    bw.expect(res.response, bw.FILE_RECEIVED)
+    bw.expect(c.crc_ok("kept.bin"), bw.ACK)
+    # a second version of the same name, cut off by a crash half-way
+    body = bw.aes_encrypt(c.aes_key, os.urandom(4 << 20))
+    c.send_raw(bw.pack_request_header(c.client_id, bw.SEND_FILE, bw.FILE_PREFIX_SIZE + len(body))
+               + bw.pack_file_prefix(len(body), "kept.bin") + body[:len(body) // 2])
+    assert wait_for(lambda: "upload of" in srv.log(), 5)
+    srv.proc.kill()
+    srv.proc.wait(timeout=10)
+    srv.stopped = True
+    c.close()
+    assert srv.incoming_files(), "the crash should have left a partial upload"
+
+    srv2 = start_server(data_dir=srv.data_dir)
+    assert srv2.incoming_files() == [], "start-up clears unfinished uploads"
+    assert (srv2.client_dir(c.client_id) / "kept.bin").read_bytes() == kept
+    row = srv2.file_row(c.client_id, "kept.bin")
+    assert row is not None and is_true(row["Verified"])
+    db = sqlite3.connect(str(srv2.data_dir / "defensive.db"))
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        db.close()
+    # and the client carries on where it was
+    with srv2.client(key=c.key) as c2:
+        c2.client_id = c.client_id
+        c2.name = c.name
+        bw.expect(c2.reconnect(), bw.RECONNECTED)
