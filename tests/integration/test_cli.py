@@ -79,7 +79,10 @@ def test_port_info_with_whitespace_is_used(tmp_path):
         assert p.wait(timeout=10) == 0
 
 
-def test_missing_port_info_warns_and_uses_1357(tmp_path):
+@pytest.mark.parametrize("content", [None, "abc\n", "70000", ""])
+def test_missing_or_invalid_port_info_warns_and_uses_1357(tmp_path, content):
+    if content is not None:
+        (tmp_path / "port.info").write_text(content)
     p = subprocess.Popen([str(env.BULWARKD), "--data-dir", str(tmp_path), "--listen",
                           "127.0.0.1", "--no-console"], stderr=subprocess.PIPE)
     try:
@@ -87,7 +90,8 @@ def test_missing_port_info_warns_and_uses_1357(tmp_path):
         deadline = time.monotonic() + 10
         while b"listening" not in out and b"cannot" not in out and time.monotonic() < deadline:
             out += p.stderr.readline()
-        assert b"no port.info" in out and b"1357" in out
+        assert b"1357" in out and (b"no port.info" in out or b"does not hold a port" in out)
+        assert b"listening on 127.0.0.1:1357" in out
     finally:
         p.terminate()
         p.wait(timeout=10)
@@ -130,3 +134,38 @@ def test_progress_bar_is_drawn_on_a_terminal_only(server, client_dir):
     assert r.returncode == 0 and b"MiB/s" not in r.stderr + r.stdout
     rc, out = _run_on_pty([str(env.BULWARK), "send", "--quiet", "--timeout", "30"], cd.path)
     assert rc == 0 and b"MiB/s" not in out
+
+
+def test_default_data_directory_is_the_current_directory(tmp_path):
+    p = subprocess.Popen([str(env.BULWARKD), "--listen", "127.0.0.1", "--port", "0",
+                          "--no-console"], cwd=str(tmp_path), stderr=subprocess.PIPE)
+    try:
+        out = b""
+        deadline = time.monotonic() + 10
+        while b"listening" not in out and time.monotonic() < deadline:
+            out += p.stderr.readline()
+        assert b"listening" in out
+        assert (tmp_path / "defensive.db").is_file()
+        assert (tmp_path / "files").is_dir()
+    finally:
+        p.terminate()
+        assert p.wait(timeout=10) == 0
+
+
+def test_connections_past_max_conns_are_closed_and_a_slot_frees_up(start_server):
+    import socket
+    srv = start_server("--max-conns", "5")
+    held = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(5)]
+    try:
+        time.sleep(0.2)
+        extra = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        extra.settimeout(5)
+        assert extra.recv(1) == b"", "the sixth connection must be closed at once"
+        extra.close()
+        assert env.wait_for(lambda: "connection limit 5 reached" in srv.log(), 3)
+        held.pop().close()
+        time.sleep(0.3)
+        srv.assert_serves()
+    finally:
+        for s in held:
+            s.close()
