@@ -30,6 +30,8 @@ usage(FILE *f)
 		"      --max-file-size N    largest upload in bytes of "
 		"ciphertext\n"
 		"                           (default and maximum 4294967024)\n"
+		"      --max-uploads N      uploads in progress at once "
+		"(default 256)\n"
 		"      --timeout SEC        close a connection silent this "
 		"long (default 30)\n"
 		"      --request-timeout SEC  a request header must complete "
@@ -59,6 +61,7 @@ usage(FILE *f)
 enum {
 	OPT_MAX_CONNS = 256,
 	OPT_MAX_FILE,
+	OPT_MAX_UPLOADS,
 	OPT_TIMEOUT,
 	OPT_REQ_TIMEOUT,
 	OPT_GRACE,
@@ -130,6 +133,7 @@ main(int argc, char **argv)
 		{"listen", required_argument, NULL, 'l'},
 		{"max-conns", required_argument, NULL, OPT_MAX_CONNS},
 		{"max-file-size", required_argument, NULL, OPT_MAX_FILE},
+		{"max-uploads", required_argument, NULL, OPT_MAX_UPLOADS},
 		{"timeout", required_argument, NULL, OPT_TIMEOUT},
 		{"request-timeout", required_argument, NULL, OPT_REQ_TIMEOUT},
 		{"shutdown-grace", required_argument, NULL, OPT_GRACE},
@@ -170,6 +174,10 @@ main(int argc, char **argv)
 		case OPT_MAX_FILE:
 			cfg.max_file_size = num_arg("--max-file-size", optarg,
 						    16, 0xFFFFFEF0u);
+			break;
+		case OPT_MAX_UPLOADS:
+			cfg.max_uploads = (unsigned)num_arg("--max-uploads",
+							    optarg, 1, 100000);
 			break;
 		case OPT_TIMEOUT:
 			cfg.timeout_ms = (unsigned)num_arg("--timeout", optarg,

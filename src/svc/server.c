@@ -39,6 +39,7 @@ bw_server_cfg_defaults(struct bw_server_cfg *cfg)
 	cfg->port = 1357;
 	cfg->max_conns = 16000;
 	cfg->max_file_size = 0xFFFFFEF0u;
+	cfg->max_uploads = 256;
 	cfg->timeout_ms = 30000;
 	cfg->request_timeout_ms = 10000;
 	cfg->shutdown_grace_ms = 10000;

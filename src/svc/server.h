@@ -22,6 +22,7 @@ struct bw_server_cfg {
 	uint16_t port;
 	unsigned max_conns;
 	uint64_t max_file_size;	     /* largest 1028 ciphertext accepted */
+	unsigned max_uploads;	     /* 1028s in progress at once */
 	unsigned timeout_ms;	     /* no progress while mid-request/idle */
 	unsigned request_timeout_ms; /* a request must complete within this */
 	unsigned shutdown_grace_ms;  /* in-flight work allowed at shutdown */

@@ -110,6 +110,32 @@ def test_1028_over_the_max_file_size_is_rejected_and_closed(start_server):
     server.assert_serves(size=100_000)
 
 
+def test_uploads_past_max_uploads_are_refused_until_one_ends(start_server):
+    server = start_server("--max-uploads", "2")
+    content = 1 << 20
+    started = []
+    for i in range(2):  # two uploads that stay open, half sent
+        c = keyed(server).__enter__()
+        c.send_raw(request_bytes(bw.SEND_FILE, content + bw.FILE_PREFIX_SIZE,
+                                 bw.pack_file_prefix(content, "slow%d.bin" % i), c.client_id)
+                   + bytes(4096))
+        started.append(c)
+    assert wait_for(lambda: server.log().count("upload of") == 2, 5)
+    with keyed(server) as c:
+        c.send_raw(request_bytes(bw.SEND_FILE, content + bw.FILE_PREFIX_SIZE,
+                                 bw.pack_file_prefix(content, "third.bin"), c.client_id))
+        expect_error_then_close(c, "a third upload with --max-uploads 2")
+        assert not (server.client_dir(c.client_id) / "third.bin").exists()
+        assert server.file_row(c.client_id, "third.bin") is None
+        assert len(server.incoming_files()) == 2, "only the two uploads in progress"
+    started.pop().close()  # one slot frees up
+    assert wait_for(lambda: "aborted" in server.log(), 5)
+    assert wait_for(lambda: len(server.incoming_files()) == 1, 5)
+    server.assert_serves(size=100_000)
+    for c in started:
+        c.close()
+
+
 @pytest.mark.parametrize("code,size", [
     (bw.REGISTER, 254), (bw.REGISTER, 256), (bw.REGISTER, 0),
     (bw.PUBLIC_KEY, 414), (bw.PUBLIC_KEY, 416), (bw.PUBLIC_KEY, 255),

@@ -424,6 +424,8 @@ on_file_prefix(struct bw_conn *c, const uint8_t *p)
 					    "multiple of 16");
 	if (content_size > c->srv->cfg.max_file_size)
 		return reply_error_close(c, "file over the size limit");
+	if (c->srv->uploads_active >= c->srv->cfg.max_uploads)
+		return reply_error_close(c, "too many uploads in progress");
 	if (bw_vault_file_prefix_decode(p, BW_FILE_PREFIX_LEN, &content_size,
 					name) != 0)
 		why = "malformed file name";
