@@ -32,6 +32,9 @@ usage(FILE *f)
 		"                           (default and maximum 4294967024)\n"
 		"      --max-uploads N      uploads in progress at once "
 		"(default 256)\n"
+		"      --min-rate N         after --timeout seconds, an upload "
+		"must average\n"
+		"                           N bytes/s (default 1024; 0 = off)\n"
 		"      --timeout SEC        close a connection silent this "
 		"long (default 30)\n"
 		"      --request-timeout SEC  a request header must complete "
@@ -62,6 +65,7 @@ enum {
 	OPT_MAX_CONNS = 256,
 	OPT_MAX_FILE,
 	OPT_MAX_UPLOADS,
+	OPT_MIN_RATE,
 	OPT_TIMEOUT,
 	OPT_REQ_TIMEOUT,
 	OPT_GRACE,
@@ -134,6 +138,7 @@ main(int argc, char **argv)
 		{"max-conns", required_argument, NULL, OPT_MAX_CONNS},
 		{"max-file-size", required_argument, NULL, OPT_MAX_FILE},
 		{"max-uploads", required_argument, NULL, OPT_MAX_UPLOADS},
+		{"min-rate", required_argument, NULL, OPT_MIN_RATE},
 		{"timeout", required_argument, NULL, OPT_TIMEOUT},
 		{"request-timeout", required_argument, NULL, OPT_REQ_TIMEOUT},
 		{"shutdown-grace", required_argument, NULL, OPT_GRACE},
@@ -178,6 +183,10 @@ main(int argc, char **argv)
 		case OPT_MAX_UPLOADS:
 			cfg.max_uploads = (unsigned)num_arg("--max-uploads",
 							    optarg, 1, 100000);
+			break;
+		case OPT_MIN_RATE:
+			cfg.min_rate = (unsigned)num_arg("--min-rate", optarg,
+							 0, 1u << 30);
 			break;
 		case OPT_TIMEOUT:
 			cfg.timeout_ms = (unsigned)num_arg("--timeout", optarg,

@@ -40,6 +40,7 @@ bw_server_cfg_defaults(struct bw_server_cfg *cfg)
 	cfg->max_conns = 16000;
 	cfg->max_file_size = 0xFFFFFEF0u;
 	cfg->max_uploads = 256;
+	cfg->min_rate = 1024;
 	cfg->timeout_ms = 30000;
 	cfg->request_timeout_ms = 10000;
 	cfg->shutdown_grace_ms = 10000;

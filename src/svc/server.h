@@ -23,6 +23,7 @@ struct bw_server_cfg {
 	unsigned max_conns;
 	uint64_t max_file_size;	     /* largest 1028 ciphertext accepted */
 	unsigned max_uploads;	     /* 1028s in progress at once */
+	unsigned min_rate;	     /* bytes/s a 1028 body must average */
 	unsigned timeout_ms;	     /* no progress while mid-request/idle */
 	unsigned request_timeout_ms; /* a request must complete within this */
 	unsigned shutdown_grace_ms;  /* in-flight work allowed at shutdown */

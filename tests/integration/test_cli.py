@@ -28,7 +28,7 @@ def test_bulwarkd_help_lists_every_option():
     r = run(env.BULWARKD, "--help")
     assert r.returncode == 0
     for opt in (b"--data-dir", b"--port", b"--listen", b"--max-conns",
-                b"--max-file-size", b"--max-uploads", b"--timeout", b"--request-timeout",
+                b"--max-file-size", b"--max-uploads", b"--min-rate", b"--timeout", b"--request-timeout",
                 b"--shutdown-grace", b"--console-port", b"--no-console",
                 b"--version"):
         assert opt in r.stdout, opt

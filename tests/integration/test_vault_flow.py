@@ -501,7 +501,7 @@ def test_sigkill_mid_upload_loses_nothing_that_was_stored(start_server):
     body = bw.aes_encrypt(c.aes_key, os.urandom(4 << 20))
     c.send_raw(bw.pack_request_header(c.client_id, bw.SEND_FILE, bw.FILE_PREFIX_SIZE + len(body))
                + bw.pack_file_prefix(len(body), "kept.bin") + body[:len(body) // 2])
-    assert wait_for(lambda: "upload of" in srv.log(), 5)
+    assert wait_for(lambda: srv.log().count("upload of") == 2, 5)
     srv.proc.kill()
     srv.proc.wait(timeout=10)
     srv.stopped = True

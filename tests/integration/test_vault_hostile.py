@@ -110,6 +110,34 @@ def test_1028_over_the_max_file_size_is_rejected_and_closed(start_server):
     server.assert_serves(size=100_000)
 
 
+def test_a_body_trickling_below_min_rate_is_cut_off_after_the_grace(start_server):
+    server = start_server("--timeout", "2", "--min-rate", "20000")
+    content = 1 << 20
+    with keyed(server) as c:
+        c.send_raw(request_bytes(bw.SEND_FILE, content + bw.FILE_PREFIX_SIZE,
+                                 bw.pack_file_prefix(content, "trickle.bin"), c.client_id))
+        c.sock.settimeout(10)
+        closed = False
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:  # ~1 KiB/s: never idle, far too slow
+            try:
+                c.send_raw(bytes(1024))
+            except OSError:
+                closed = True
+                break
+            time.sleep(1.0)
+        if not closed:
+            c.sock.settimeout(3)
+            try:
+                closed = c.sock.recv(1) == b""
+            except OSError:
+                closed = True
+        assert closed, "a body far below --min-rate must be cut off"
+        assert wait_for(lambda: "slower than 20000 bytes/s" in server.log(), 3)
+        assert_no_trace(server, c.client_id, "trickle.bin")
+    server.assert_serves(size=200_000)
+
+
 def test_uploads_past_max_uploads_are_refused_until_one_ends(start_server):
     server = start_server("--max-uploads", "2")
     content = 1 << 20

@@ -84,6 +84,8 @@ struct vault_conn {
 	int padded;  /* course-sample style: pad replies, then close */
 	struct upload *up;
 	uint64_t swallow_left;
+	uint64_t body_start_ms; /* when the current 1028 body began */
+	uint64_t body_size;	/* its size */
 };
 
 #define VC(c)  ((struct vault_conn *)(c)->state)
@@ -793,6 +795,8 @@ on_payload(struct bw_conn *c)
 		break;
 	case BW_REQ_SEND_FILE:
 		vc->padded = 0; /* the body follows, not padding */
+		vc->body_start_ms = bw_now_ms();
+		vc->body_size = bw_get_u32le(p);
 		rc = on_file_prefix(c, p);
 		if (vc->st == V_BODY || vc->st == V_SWALLOW)
 			c->want = vc->up != NULL ? vc->up->chunk : SMALL_CHUNK;
@@ -806,11 +810,36 @@ on_payload(struct bw_conn *c)
 	return rc;
 }
 
+/* A body must average at least --min-rate bytes a second once it has run
+ * for --timeout: otherwise a peer trickling a byte now and then would hold
+ * an upload slot (and its buffers) for ever without ever being idle. */
+static int
+body_too_slow(const struct bw_conn *c)
+{
+	const struct vault_conn *vc = VC(c);
+	const struct bw_server_cfg *cfg = &c->srv->cfg;
+	uint64_t elapsed = bw_now_ms() - vc->body_start_ms, got;
+
+	if (cfg->min_rate == 0 || elapsed <= cfg->timeout_ms)
+		return 0;
+	if (vc->st == V_BODY)
+		got = vc->body_size - vc->up->left + c->in.len;
+	else
+		got = vc->body_size - vc->swallow_left + c->in.len;
+	return got * 1000u < (uint64_t)cfg->min_rate * elapsed;
+}
+
 static int
 vault_input(struct bw_conn *c)
 {
 	struct vault_conn *vc = VC(c);
 	int rc = 0;
+
+	if ((vc->st == V_BODY || vc->st == V_SWALLOW) && body_too_slow(c)) {
+		bw_info("c%llu 1028 body slower than %u bytes/s", ULL(c->id),
+			c->srv->cfg.min_rate);
+		return BW_ETIMEDOUT;
+	}
 
 	while (rc == 0 && !bw_conn_dead(c) &&
 	       !(c->flags & BW_CONN_CLOSING && vc->st == V_HDR &&
