@@ -30,6 +30,19 @@ bw_cli_fatal(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+int
+bw_cli_timeout_arg(const char *prog, const char *arg, unsigned *ms)
+{
+	uint64_t s;
+
+	if (bw_parse_u64(arg, 1, 3600, &s) != 0) {
+		fprintf(stderr, "%s: --timeout needs 1..3600 seconds\n", prog);
+		return BW_ECONFIG;
+	}
+	*ms = (unsigned)s * 1000u;
+	return 0;
+}
+
 /* Returns the next line of text (without \r\n) and advances *pos. */
 static char *
 next_line(char *text, size_t len, size_t *pos)

@@ -63,6 +63,10 @@ int bw_session_send(struct bw_session *s, const uint8_t id[BW_ID_LEN],
 int bw_session_recv(struct bw_session *s, uint16_t *code, uint8_t *out,
 		    size_t cap, size_t *len) BW_WUR;
 
+/* Parses a --timeout argument (1..3600 seconds) into *ms; on a bad value
+ * prints "<prog>: --timeout needs 1..3600 seconds" and returns BW_ECONFIG. */
+int bw_cli_timeout_arg(const char *prog, const char *arg, unsigned *ms) BW_WUR;
+
 /* "Fatal: ..." on stderr. */
 void bw_cli_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

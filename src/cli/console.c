@@ -184,7 +184,7 @@ bw_cli_console(int argc, char **argv)
 	};
 	char secret[SECRET_MAX + 1] = "", host[256], req[REQ_LEN];
 	const char *server = DEFAULT_SERVER, *env, *why = "";
-	uint64_t timeout_s = 10;
+	unsigned timeout_ms = 10u * 1000u;
 	uint16_t port;
 	int ch, rc, fd = -1, prompt, status = BW_EXIT_FATAL;
 
@@ -206,11 +206,9 @@ bw_cli_console(int argc, char **argv)
 			memset(optarg, 'x', strlen(optarg));
 			break;
 		case 't':
-			if (bw_parse_u64(optarg, 1, 3600, &timeout_s) != 0) {
-				fprintf(stderr, "bulwark console: --timeout "
-						"needs 1..3600 seconds\n");
+			if (bw_cli_timeout_arg("bulwark console", optarg,
+					       &timeout_ms) != 0)
 				return BW_EXIT_USAGE;
-			}
 			break;
 		case 'h':
 			usage(stdout);
@@ -231,7 +229,7 @@ bw_cli_console(int argc, char **argv)
 			server);
 		return BW_EXIT_USAGE;
 	}
-	rc = greet(host, port, (unsigned)timeout_s * 1000u, secret, &fd, &why);
+	rc = greet(host, port, timeout_ms, secret, &fd, &why);
 	bw_wipe(secret, sizeof(secret));
 	if (rc != 0)
 		goto out;

@@ -629,7 +629,7 @@ bw_cli_send(int argc, char **argv)
 	struct stat st;
 	char host[256];
 	const char *why, *base, *p;
-	uint64_t timeout_s = 30;
+	unsigned timeout_ms = 30u * 1000u;
 	uint16_t port;
 	int ch, rc, fd = -1, denied = 0, have_me;
 
@@ -659,11 +659,9 @@ bw_cli_send(int argc, char **argv)
 			x.quiet = 1;
 			break;
 		case 't':
-			if (bw_parse_u64(optarg, 1, 3600, &timeout_s) != 0) {
-				fprintf(stderr, "bulwark send: --timeout needs "
-						"1..3600 seconds\n");
+			if (bw_cli_timeout_arg("bulwark send", optarg,
+					       &timeout_ms) != 0)
 				return BW_EXIT_USAGE;
-			}
 			break;
 		case 'h':
 			usage(stdout);
@@ -722,8 +720,7 @@ bw_cli_send(int argc, char **argv)
 	memcpy(x.file_field, base, strlen(base) + 1);
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	signal(SIGBUS, on_sigbus);
-	bw_session_init(&x.sess, host, port, (unsigned)timeout_s * 1000u,
-			BW_VAULT_VERSION);
+	bw_session_init(&x.sess, host, port, timeout_ms, BW_VAULT_VERSION);
 
 	rc = bw_identity_load(&x.me, "me.info", "priv.key", &why);
 	have_me = rc == 0;
