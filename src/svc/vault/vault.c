@@ -538,17 +538,17 @@ commit_done(void *arg)
 		bw_conn_kick(c);
 }
 
-/* True if every unconsumed input byte is zero and there is at least one:
- * the request came from a client that pads to 1024-byte units. */
+/* True if the input holds bytes after the first skip and all of them are
+ * zero: the request came from a client that pads to 1024-byte units. */
 static int
-followed_by_padding(const struct bw_conn *c)
+followed_by_padding(const struct bw_conn *c, size_t skip)
 {
 	const uint8_t *p = bw_buf_head(&c->in);
 	size_t i;
 
-	if (c->in.len == 0)
+	if (c->in.len <= skip)
 		return 0;
-	for (i = 0; i < c->in.len; i++) {
+	for (i = skip; i < c->in.len; i++) {
 		if (p[i] != 0)
 			return 0;
 	}
@@ -698,7 +698,7 @@ body_step(struct bw_conn *c)
 		return 0;
 	}
 	/* the whole body is in and written: commit it off the loop thread */
-	if (followed_by_padding(c))
+	if (followed_by_padding(c, 0))
 		vc->padded = 1;
 	u->padded = vc->padded;
 	u->body_ms = bw_now_ms();
@@ -732,7 +732,7 @@ swallow_step(struct bw_conn *c)
 		return 0;
 	vc->st = V_HDR;
 	c->want = CTRL_WANT;
-	if (followed_by_padding(c))
+	if (followed_by_padding(c, 0))
 		vc->padded = 1;
 	return reply_error(c, "file refused");
 }
@@ -772,14 +772,11 @@ on_payload(struct bw_conn *c)
 	struct vault_conn *vc = VC(c);
 	const uint8_t *p = bw_buf_head(&c->in);
 	size_t n = vc->need;
-	struct bw_buf rest;
 	int rc;
 
 	/* Course-sample clients pad the request with zeros: decide before
 	 * replying, so the reply is padded too. */
-	rest = c->in;
-	bw_buf_consume(&rest, n);
-	if (followed_by_padding(&(struct bw_conn){.in = rest}))
+	if (followed_by_padding(c, n))
 		vc->padded = 1;
 	vc->st = V_HDR;
 	bw_conn_request_deadline(c, 0);
