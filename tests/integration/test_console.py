@@ -133,13 +133,6 @@ def csrv(start_console_server):
     return start_console_server()
 
 
-@pytest.fixture
-def client_bin():
-    if not (env.BULWARK.is_file() and os.access(env.BULWARK, os.X_OK)):
-        pytest.skip("bulwark not built: %s" % env.BULWARK)
-    return env.BULWARK
-
-
 # --------------------------------------------------------------------------
 # An independent client of spec/console.md
 
