@@ -12,6 +12,9 @@ enum bw_log_level {
 };
 
 void bw_log_set_level(enum bw_log_level min);
+/* On by default: each call site may write 50 lines in a burst, then 10 a
+ * second; the next line written says how many were suppressed. */
+void bw_log_set_limit(int on);
 void bw_log(enum bw_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 

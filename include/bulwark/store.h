@@ -23,7 +23,10 @@ struct bw_client_rec {
 	uint8_t pubkey[BW_RSA_PUB_LEN];
 	int has_aes;
 	uint8_t aes_key[BW_AES_KEY_LEN];
-	int64_t last_seen; /* Unix seconds; 0 = never */
+	int64_t last_seen;  /* Unix seconds; 0 = never */
+	int64_t key_issued; /* when aes_key was issued (Unix s); 0 = unknown */
+	int key_used;	    /* the public key has been used: an upload decrypted
+			     * with its AES key, or a 1027 answered */
 };
 
 struct bw_file_rec {
@@ -31,6 +34,10 @@ struct bw_file_rec {
 	char file_name[BW_NAME_CAP]; /* as sent by the client */
 	char path_name[BW_PATH_CAP]; /* relative to the data directory */
 	int verified;
+	/* A replacement uploaded for a verified file, waiting for its 1029:
+	 * the name it was sent under and where it is kept ("" = none). */
+	char pending_name[BW_NAME_CAP];
+	char pending_path[BW_PATH_CAP];
 };
 
 /* Opens (creating if absent) the database at path: WAL, foreign keys off,
@@ -54,12 +61,24 @@ int bw_store_client_set_keys(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 			     const uint8_t *pubkey,
 			     const uint8_t aes_key[BW_AES_KEY_LEN],
 			     int64_t last_seen) BW_WUR;
+/* Sets the public key (if pubkey is not NULL), the AES key (NULL revokes
+ * it), when it was issued, whether the public key has been used, and
+ * LastSeen, in one statement. */
+int bw_store_client_set_key(struct bw_store *s, const uint8_t id[BW_ID_LEN],
+			    const uint8_t *pubkey, const uint8_t *aes_key,
+			    int64_t issued, int used, int64_t last_seen) BW_WUR;
 int bw_store_client_touch(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 			  int64_t last_seen) BW_WUR;
 
 /* Inserts or replaces (client_id, file_name) with Verified = false. */
 int bw_store_file_upsert(struct bw_store *s,
 			 const struct bw_file_rec *f) BW_WUR;
+/* In one transaction: removes every row of client id whose PathName is path
+ * or whose FileName is rec->file_name, then inserts rec (if not NULL). The
+ * one primitive of the vault's commits: each step of a commit, and each
+ * undo, replaces the one row that owns a stored path. */
+int bw_store_file_set(struct bw_store *s, const uint8_t id[BW_ID_LEN],
+		      const char *path, const struct bw_file_rec *rec) BW_WUR;
 int bw_store_file_set_verified(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 			       const char *file_name, int verified) BW_WUR;
 int bw_store_file_delete(struct bw_store *s, const uint8_t id[BW_ID_LEN],

@@ -33,6 +33,16 @@ int bw_parse_hostport(const char *s, char *host, size_t host_cap,
 int bw_read_small_file(const char *path, size_t max, char **out, size_t *len)
 	__attribute__((warn_unused_result));
 
+/* Copies the NUL-terminated text in into out[cap] (always NUL-terminated,
+ * truncated to fit) made safe to show on a terminal or in a log: bytes below
+ * 0x20, DEL, backslash, bytes that are not valid UTF-8, and the UTF-8 of C1
+ * controls (U+0080-U+009F) and of bidi controls (U+061C, U+200E-U+200F,
+ * U+202A-U+202E, U+2066-U+2069) become \xNN; other UTF-8 passes through.
+ * Returns out. */
+char *bw_escape_display(const char *in, char *out, size_t cap);
+/* The escaped size of a name field (254 bytes, each up to 4 characters). */
+#define BW_ESC_CAP (4 * 256 + 1)
+
 /* Formats Unix seconds as "YYYY-MM-DDTHH:MM:SSZ" into out[21]. */
 void bw_fmt_time(int64_t t, char out[21]);
 

@@ -172,7 +172,8 @@ bw_loop_free(struct bw_loop *l)
 		pthread_join(l->threads[i], NULL);
 	run_done(l);
 	while ((j = l->deferred) != NULL) {
-		l->deferred = j->next;
+		if ((l->deferred = j->next) == NULL)
+			l->deferred_tail = &l->deferred; /* calls may defer */
 		j->work(j->arg);
 		free(j);
 	}

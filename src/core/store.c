@@ -30,12 +30,15 @@ enum stmt_id {
 	ST_CLIENT_LOAD,
 	ST_CLIENT_INSERT,
 	ST_CLIENT_SET_KEYS,
+	ST_CLIENT_SET_KEY,
 	ST_CLIENT_TOUCH,
 	ST_FILE_LOAD,
 	ST_FILE_DROP_SAME_PATH,
 	ST_FILE_UPSERT,
 	ST_FILE_SET_VERIFIED,
 	ST_FILE_DELETE,
+	ST_FILE_DROP_PATH,
+	ST_FILE_INSERT,
 	ST_N
 };
 
@@ -53,8 +56,13 @@ static const char *const fixed_sql[ST_N] = {
 	[ST_CLIENT_SET_KEYS] = "UPDATE clients SET PublicKey = "
 			       "coalesce(?2, PublicKey), AESKey = ?3, "
 			       "LastSeen = ?4 WHERE ID = ?1",
+	[ST_CLIENT_SET_KEY] = "UPDATE clients SET PublicKey = "
+			      "coalesce(?2, PublicKey), AESKey = ?3, "
+			      "KeyIssued = ?4, KeyUsed = ?5, LastSeen = ?6 "
+			      "WHERE ID = ?1",
 	[ST_CLIENT_TOUCH] = "UPDATE clients SET LastSeen = ?2 WHERE ID = ?1",
-	[ST_FILE_LOAD] = "SELECT ID, FileName, PathName, Verified FROM files",
+	[ST_FILE_LOAD] = "SELECT ID, FileName, PathName, Verified, "
+			 "PendingName, PendingPath FROM files",
 	[ST_FILE_DROP_SAME_PATH] = "DELETE FROM files WHERE ID = ?1 AND "
 				   "PathName = ?2 AND FileName <> ?3",
 	[ST_FILE_UPSERT] = "INSERT INTO files(ID, FileName, PathName, "
@@ -64,6 +72,11 @@ static const char *const fixed_sql[ST_N] = {
 	[ST_FILE_SET_VERIFIED] = "UPDATE files SET Verified = ?3 "
 				 "WHERE ID = ?1 AND FileName = ?2",
 	[ST_FILE_DELETE] = "DELETE FROM files WHERE ID = ?1 AND FileName = ?2",
+	[ST_FILE_DROP_PATH] = "DELETE FROM files WHERE ID = ?1 AND "
+			      "(PathName = ?2 OR FileName = ?3)",
+	[ST_FILE_INSERT] = "INSERT INTO files(ID, FileName, PathName, "
+			   "Verified, PendingName, PendingPath) "
+			   "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
 };
 
 static const char schema_sql[] =
@@ -90,6 +103,15 @@ static const struct {
 	{"clients", "AESKey", "ALTER TABLE clients ADD COLUMN AESKey BLOB(16)"},
 	{"files", "Verified",
 	 "ALTER TABLE files ADD COLUMN Verified BOOLEAN NOT NULL DEFAULT 0"},
+	/* ours, beyond the spec: key hygiene and pending replacements */
+	{"clients", "KeyIssued",
+	 "ALTER TABLE clients ADD COLUMN KeyIssued INTEGER"},
+	{"clients", "KeyUsed",
+	 "ALTER TABLE clients ADD COLUMN KeyUsed INTEGER NOT NULL DEFAULT 0"},
+	{"files", "PendingName",
+	 "ALTER TABLE files ADD COLUMN PendingName TEXT"},
+	{"files", "PendingPath",
+	 "ALTER TABLE files ADD COLUMN PendingPath TEXT"},
 };
 
 /* Logs the connection's last error and turns it into an error value. */
@@ -327,12 +349,13 @@ out:
 static int
 prepare_all(struct bw_store *s, const char *name_col)
 {
-	char load[128], insert[160];
+	char load[160], insert[160];
 	const char *sql;
 	int n, i;
 
 	n = snprintf(load, sizeof load,
-		     "SELECT ID, %s, PublicKey, LastSeen, AESKey FROM clients",
+		     "SELECT ID, %s, PublicKey, LastSeen, AESKey, KeyIssued, "
+		     "KeyUsed FROM clients",
 		     name_col);
 	if (n < 0 || (size_t)n >= sizeof load)
 		return BW_EDB;
@@ -701,6 +724,8 @@ bw_store_load_clients(struct bw_store *s, bw_store_client_cb cb, void *arg)
 		}
 		if (column_time(st, 3, &c.last_seen) != 0)
 			bad_time++;
+		c.key_issued = sqlite3_column_int64(st, 5);
+		c.key_used = sqlite3_column_int64(st, 6) != 0;
 		if ((rc = cb(arg, &c)) != 0)
 			break;
 	}
@@ -734,6 +759,11 @@ bw_store_load_files(struct bw_store *s, bw_store_file_cb cb, void *arg)
 			continue;
 		}
 		f.verified = column_bool(st, 3);
+		if (column_str(st, 4, f.pending_name, sizeof f.pending_name) !=
+			    0 ||
+		    column_str(st, 5, f.pending_path, sizeof f.pending_path) !=
+			    0)
+			f.pending_name[0] = f.pending_path[0] = '\0';
 		if ((rc = cb(arg, &f)) != 0)
 			break;
 	}
@@ -835,6 +865,27 @@ bw_store_client_set_keys(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 }
 
 int
+bw_store_client_set_key(struct bw_store *s, const uint8_t id[BW_ID_LEN],
+			const uint8_t *pubkey, const uint8_t *aes_key,
+			int64_t issued, int used, int64_t last_seen)
+{
+	sqlite3_stmt *st = s->st[ST_CLIENT_SET_KEY];
+	char when[TIME_TEXT_LEN + 1];
+	int rc;
+
+	if ((rc = bind_blob(st, 1, id, BW_ID_LEN)) != 0 ||
+	    (rc = bind_blob(st, 2, pubkey, BW_RSA_PUB_LEN)) != 0 ||
+	    (rc = bind_blob(st, 3, aes_key, BW_AES_KEY_LEN)) != 0 ||
+	    sqlite3_bind_int64(st, 4, issued) != SQLITE_OK ||
+	    sqlite3_bind_int(st, 5, used != 0) != SQLITE_OK ||
+	    (rc = bind_time(st, 6, last_seen, when, sizeof when)) != 0) {
+		done(st);
+		return rc != 0 ? rc : BW_EDB;
+	}
+	return run_change(s, ST_CLIENT_SET_KEY, "set key");
+}
+
+int
 bw_store_client_touch(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 		      int64_t last_seen)
 {
@@ -883,6 +934,60 @@ bw_store_file_upsert(struct bw_store *s, const struct bw_file_rec *f)
 	}
 	if ((rc = run(s, ST_FILE_UPSERT, "upsert file")) != 0)
 		goto out;
+	rc = run(s, ST_COMMIT, "commit");
+out:
+	if (rc != 0 && !sqlite3_get_autocommit(s->db) &&
+	    run(s, ST_ROLLBACK, "rollback") != 0)
+		bw_error("store: rollback failed");
+	return rc;
+}
+
+/* Binds an optional string: NULL for "". */
+static int
+bind_opt_str(sqlite3_stmt *st, int idx, const char *str, size_t cap)
+{
+	if (str[0] == '\0')
+		return sqlite3_bind_null(st, idx) == SQLITE_OK ? 0 : BW_EDB;
+	return bind_str(st, idx, str, cap);
+}
+
+int
+bw_store_file_set(struct bw_store *s, const uint8_t id[BW_ID_LEN],
+		  const char *path, const struct bw_file_rec *rec)
+{
+	sqlite3_stmt *drop = s->st[ST_FILE_DROP_PATH];
+	sqlite3_stmt *ins = s->st[ST_FILE_INSERT];
+	int rc;
+
+	if ((rc = run(s, ST_BEGIN, "begin")) != 0)
+		return rc;
+	if ((rc = bind_blob(drop, 1, id, BW_ID_LEN)) != 0 ||
+	    (rc = bind_str(drop, 2, path, BW_PATH_CAP)) != 0 ||
+	    (rc = bind_str(drop, 3, rec != NULL ? rec->file_name : "",
+			   BW_NAME_CAP)) != 0) {
+		done(drop);
+		goto out;
+	}
+	if ((rc = run(s, ST_FILE_DROP_PATH, "set file")) != 0)
+		goto out;
+	if (rec != NULL) {
+		if ((rc = bind_blob(ins, 1, id, BW_ID_LEN)) != 0 ||
+		    (rc = bind_str(ins, 2, rec->file_name,
+				   sizeof rec->file_name)) != 0 ||
+		    (rc = bind_str(ins, 3, rec->path_name,
+				   sizeof rec->path_name)) != 0 ||
+		    sqlite3_bind_int(ins, 4, rec->verified != 0) != SQLITE_OK ||
+		    (rc = bind_opt_str(ins, 5, rec->pending_name,
+				       sizeof rec->pending_name)) != 0 ||
+		    (rc = bind_opt_str(ins, 6, rec->pending_path,
+				       sizeof rec->pending_path)) != 0) {
+			done(ins);
+			rc = rc != 0 ? rc : BW_EDB;
+			goto out;
+		}
+		if ((rc = run(s, ST_FILE_INSERT, "set file")) != 0)
+			goto out;
+	}
 	rc = run(s, ST_COMMIT, "commit");
 out:
 	if (rc != 0 && !sqlite3_get_autocommit(s->db) &&

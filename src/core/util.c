@@ -204,3 +204,87 @@ bw_fmt_time(int64_t t, char out[21])
 	}
 	strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
+
+/* Length of the valid UTF-8 sequence at p (1-4), or 0; *cp is its value. */
+static size_t
+utf8_seq(const unsigned char *p, uint32_t *cp)
+{
+	size_t n, i;
+	uint32_t v;
+
+	if (p[0] < 0x80) {
+		*cp = p[0];
+		return 1;
+	}
+	if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+		n = 2;
+		v = p[0] & 0x1fu;
+	} else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		n = 3;
+		v = p[0] & 0x0fu;
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		n = 4;
+		v = p[0] & 0x07u;
+	} else {
+		return 0;
+	}
+	for (i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80) /* also stops at the NUL */
+			return 0;
+		v = (v << 6) | (p[i] & 0x3fu);
+	}
+	if ((n == 3 && v < 0x800) || (n == 4 && v < 0x10000) || v > 0x10ffff ||
+	    (v >= 0xd800 && v <= 0xdfff))
+		return 0; /* overlong, out of range, or a surrogate */
+	*cp = v;
+	return n;
+}
+
+static int
+shown_raw(uint32_t cp)
+{
+	if (cp < 0x20 || cp == 0x7f || cp == '\\')
+		return 0;
+	if (cp >= 0x80 && cp <= 0x9f)
+		return 0;
+	if (cp == 0x061c || cp == 0x200e || cp == 0x200f ||
+	    (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069))
+		return 0;
+	return 1;
+}
+
+char *
+bw_escape_display(const char *in, char *out, size_t cap)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)in;
+	size_t o = 0, n, i;
+	uint32_t cp;
+
+	if (cap == 0)
+		return out;
+	while (*p != '\0') {
+		n = utf8_seq(p, &cp);
+		if (n > 0 && shown_raw(cp)) {
+			if (o + n >= cap)
+				break;
+			memcpy(out + o, p, n);
+			o += n;
+			p += n;
+			continue;
+		}
+		if (n == 0)
+			n = 1;
+		if (o + 4 * n >= cap)
+			break;
+		for (i = 0; i < n; i++) {
+			out[o++] = '\\';
+			out[o++] = 'x';
+			out[o++] = hex[p[i] >> 4];
+			out[o++] = hex[p[i] & 15];
+		}
+		p += n;
+	}
+	out[o] = '\0';
+	return out;
+}

@@ -53,7 +53,7 @@ file_size(const struct bw_registry *r, const char *path_name)
 	if (snprintf(p, sizeof(p), "%s/%s", r->data_dir, path_name) >=
 	    (int)sizeof(p))
 		return 0;
-	if (stat(p, &st) != 0 || !S_ISREG(st.st_mode))
+	if (lstat(p, &st) != 0 || !S_ISREG(st.st_mode))
 		return 0;
 	return (uint64_t)st.st_size;
 }
@@ -77,8 +77,8 @@ unlink_file(struct bw_registry *r, struct bw_file *f)
 }
 
 static int
-link_file(struct bw_registry *r, struct bw_client *c, const char *file_name,
-	  const char *path_name, int verified, uint64_t size)
+link_file(struct bw_registry *r, struct bw_client *c,
+	  const struct bw_file_rec *rec, uint64_t size)
 {
 	struct bw_file *f;
 	int rc;
@@ -86,9 +86,13 @@ link_file(struct bw_registry *r, struct bw_client *c, const char *file_name,
 	if ((f = calloc(1, sizeof(*f))) == NULL)
 		return BW_ENOMEM;
 	f->owner = c;
-	snprintf(f->file_name, sizeof(f->file_name), "%s", file_name);
-	snprintf(f->path_name, sizeof(f->path_name), "%s", path_name);
-	f->verified = verified;
+	snprintf(f->file_name, sizeof(f->file_name), "%s", rec->file_name);
+	snprintf(f->path_name, sizeof(f->path_name), "%s", rec->path_name);
+	snprintf(f->pending_name, sizeof(f->pending_name), "%s",
+		 rec->pending_name);
+	snprintf(f->pending_path, sizeof(f->pending_path), "%s",
+		 rec->pending_path);
+	f->verified = rec->verified;
 	f->size = size;
 	file_key(f);
 	if ((rc = bw_hash_put(&r->files, f->key, f->key_len, f)) != 0) {
@@ -119,6 +123,8 @@ load_client(void *arg, const struct bw_client_rec *rec)
 	c->has_aes = rec->has_aes;
 	memcpy(c->aes_key, rec->aes_key, sizeof(c->aes_key));
 	c->last_seen = rec->last_seen;
+	c->key_issued = rec->key_issued;
+	c->key_used = rec->key_used;
 	if ((rc = index_client(r, c)) != 0) {
 		bw_warn("registry: skipping duplicate client row '%s'",
 			rec->name);
@@ -138,9 +144,10 @@ load_file(void *arg, const struct bw_file_rec *rec)
 			rec->file_name);
 		return 0;
 	}
-	if (link_file(r, c, rec->file_name, rec->path_name, rec->verified,
-		      file_size(r, rec->path_name)) == BW_ENOMEM)
+	if (link_file(r, c, rec, file_size(r, rec->path_name)) == BW_ENOMEM)
 		return BW_ENOMEM;
+	if (rec->pending_path[0] != '\0')
+		c->files->pending_size = file_size(r, rec->pending_path);
 	return 0;
 }
 
@@ -251,22 +258,29 @@ bw_registry_add(struct bw_registry *r, const char *name, const uint8_t *pubkey,
 }
 
 int
-bw_registry_set_keys(struct bw_registry *r, struct bw_client *c,
-		     const uint8_t *pubkey,
-		     const uint8_t aes_key[BW_AES_KEY_LEN])
+bw_registry_set_key(struct bw_registry *r, struct bw_client *c,
+		    const uint8_t *pubkey, const uint8_t *aes_key,
+		    int64_t issued, int used)
 {
 	int64_t now = bw_time_s();
 	int rc;
 
-	rc = bw_store_client_set_keys(r->store, c->id, pubkey, aes_key, now);
+	rc = bw_store_client_set_key(r->store, c->id, pubkey, aes_key, issued,
+				     used, now);
 	if (rc != 0)
 		return rc;
 	if (pubkey != NULL) {
 		memcpy(c->pubkey, pubkey, BW_RSA_PUB_LEN);
 		c->has_pubkey = 1;
 	}
-	memcpy(c->aes_key, aes_key, BW_AES_KEY_LEN);
-	c->has_aes = 1;
+	if (aes_key != NULL)
+		memcpy(c->aes_key, aes_key, BW_AES_KEY_LEN);
+	else
+		bw_wipe(c->aes_key, sizeof(c->aes_key));
+	c->has_aes = aes_key != NULL;
+	c->key_issued = issued;
+	c->key_used = used;
+	c->key_failures = 0;
 	c->last_seen = now;
 	return 0;
 }
@@ -298,40 +312,53 @@ bw_registry_file(const struct bw_registry *r, const struct bw_client *c,
 	return bw_hash_get(&r->files, key, BW_ID_LEN + n);
 }
 
-int
-bw_registry_put_file(struct bw_registry *r, struct bw_client *c,
-		     const char *file_name, const char *path_name,
-		     uint64_t size)
+struct bw_file *
+bw_registry_file_at(const struct bw_registry *r, const struct bw_client *c,
+		    const char *path_name)
 {
-	struct bw_file_rec rec;
-	struct bw_file *f, *next;
-	int rc;
+	struct bw_file *f;
 
-	memset(&rec, 0, sizeof(rec));
-	memcpy(rec.client_id, c->id, BW_ID_LEN);
-	snprintf(rec.file_name, sizeof(rec.file_name), "%s", file_name);
-	snprintf(rec.path_name, sizeof(rec.path_name), "%s", path_name);
-	if ((rc = bw_store_file_upsert(r->store, &rec)) != 0)
-		return rc;
-	for (f = c->files; f != NULL; f = next) {
-		next = f->next;
-		if (strcmp(f->file_name, file_name) == 0 ||
-		    strcmp(f->path_name, path_name) == 0)
-			unlink_file(r, f);
+	(void)r;
+	for (f = c->files; f != NULL; f = f->next) {
+		if (strcmp(f->path_name, path_name) == 0)
+			return f;
 	}
-	return link_file(r, c, file_name, path_name, 0, size);
+	return NULL;
+}
+
+void
+bw_registry_file_rec(const struct bw_file *f, struct bw_file_rec *rec)
+{
+	memset(rec, 0, sizeof(*rec));
+	memcpy(rec->client_id, f->owner->id, BW_ID_LEN);
+	memcpy(rec->file_name, f->file_name, sizeof(rec->file_name));
+	memcpy(rec->path_name, f->path_name, sizeof(rec->path_name));
+	rec->verified = f->verified;
+	memcpy(rec->pending_name, f->pending_name, sizeof(rec->pending_name));
+	memcpy(rec->pending_path, f->pending_path, sizeof(rec->pending_path));
 }
 
 int
-bw_registry_set_verified(struct bw_registry *r, struct bw_file *f)
+bw_registry_set_file(struct bw_registry *r, struct bw_client *c,
+		     const char *path, const struct bw_file_rec *rec,
+		     uint64_t size, uint64_t pending_size)
 {
+	struct bw_file *f, *next;
 	int rc;
 
-	rc = bw_store_file_set_verified(r->store, f->owner->id, f->file_name,
-					1);
-	if (rc != 0)
+	if ((rc = bw_store_file_set(r->store, c->id, path, rec)) != 0)
 		return rc;
-	f->verified = 1;
+	for (f = c->files; f != NULL; f = next) {
+		next = f->next;
+		if (strcmp(f->path_name, path) == 0 ||
+		    (rec != NULL && strcmp(f->file_name, rec->file_name) == 0))
+			unlink_file(r, f);
+	}
+	if (rec == NULL)
+		return 0;
+	if ((rc = link_file(r, c, rec, size)) != 0)
+		return rc;
+	c->files->pending_size = pending_size;
 	return 0;
 }
 

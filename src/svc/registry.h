@@ -21,6 +21,9 @@ struct bw_client {
 	int has_aes;
 	uint8_t aes_key[BW_AES_KEY_LEN];
 	int64_t last_seen;
+	int64_t key_issued;    /* when aes_key was issued (Unix s) */
+	int key_used;	       /* see bw_client_rec.key_used */
+	unsigned key_failures; /* decryption failures with aes_key */
 	struct bw_file *files; /* this client's files, newest first */
 	unsigned files_n;
 };
@@ -34,6 +37,11 @@ struct bw_file {
 	char path_name[BW_PATH_CAP];
 	int verified;
 	uint64_t size; /* plaintext bytes on disk */
+	/* a replacement waiting for its 1029 ("" = none) */
+	char pending_name[BW_NAME_CAP];
+	char pending_path[BW_PATH_CAP];
+	uint64_t pending_size;
+	uint64_t acked_s; /* when its last 2103 went out (RAM only) */
 };
 
 struct bw_registry {
@@ -57,22 +65,30 @@ struct bw_client *bw_registry_by_name(const struct bw_registry *r,
  * client is in the database when this returns 0. */
 int bw_registry_add(struct bw_registry *r, const char *name,
 		    const uint8_t *pubkey, struct bw_client **out) BW_WUR;
-/* Stores a new AES key and, if pubkey is not NULL, a new public key. */
-int bw_registry_set_keys(struct bw_registry *r, struct bw_client *c,
-			 const uint8_t *pubkey,
-			 const uint8_t aes_key[BW_AES_KEY_LEN]) BW_WUR;
+/* Stores the key state: a new public key if pubkey is not NULL, the AES key
+ * (NULL revokes it; the failure count restarts either way), when it was
+ * issued and whether the public key has been used. */
+int bw_registry_set_key(struct bw_registry *r, struct bw_client *c,
+			const uint8_t *pubkey, const uint8_t *aes_key,
+			int64_t issued, int used) BW_WUR;
 /* Updates LastSeen in RAM and in the database (failure is only logged). */
 void bw_registry_touch(struct bw_registry *r, struct bw_client *c);
 
 struct bw_file *bw_registry_file(const struct bw_registry *r,
 				 const struct bw_client *c,
 				 const char *file_name);
-/* Records a stored file (Verified = false), replacing any row of the same
- * name, and any other row of this client that pointed at the same path. */
-int bw_registry_put_file(struct bw_registry *r, struct bw_client *c,
-			 const char *file_name, const char *path_name,
-			 uint64_t size) BW_WUR;
-int bw_registry_set_verified(struct bw_registry *r, struct bw_file *f) BW_WUR;
+/* The file of c stored at path_name, or NULL. */
+struct bw_file *bw_registry_file_at(const struct bw_registry *r,
+				    const struct bw_client *c,
+				    const char *path_name);
+/* Makes rec the one row of c at path (NULL: none), in the database and then
+ * in RAM; size and pending_size are the bytes on disk. Every file of c at
+ * path or named rec->file_name is dropped from RAM: pointers to them die. */
+int bw_registry_set_file(struct bw_registry *r, struct bw_client *c,
+			 const char *path, const struct bw_file_rec *rec,
+			 uint64_t size, uint64_t pending_size) BW_WUR;
+/* Fills rec from f (to restore it later, or to change a field). */
+void bw_registry_file_rec(const struct bw_file *f, struct bw_file_rec *rec);
 
 /* Calls fn for each client / file; a non-zero return stops the walk. */
 int bw_registry_each_client(const struct bw_registry *r,

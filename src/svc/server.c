@@ -3,10 +3,12 @@
  * gracefully on SIGTERM/SIGINT.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -18,17 +20,21 @@
 #include "bulwark/util.h"
 #include "svc/server.h"
 
-#define IN_MAX	       (1024u * 1024u) /* hard cap of a connection's input */
-#define OUT_MAX	       (16u * 1024u * 1024u)
-#define OUT_HIGH_WATER (256u * 1024u) /* stop reading above this */
-#define DEFAULT_WANT   2048u
-#define LINGER_MS      2000u
-#define LINGER_MAX     (1024u * 1024u)
-#define ACCEPT_BATCH   64
-#define TICK_MS	       200u
+#define IN_MAX		(1024u * 1024u) /* hard cap of a connection's input */
+#define OUT_MAX		(16u * 1024u * 1024u)
+#define OUT_HIGH_WATER	(256u * 1024u) /* stop reading above this */
+#define DEFAULT_WANT	2048u
+#define LINGER_MS	2000u
+#define LINGER_MAX	(1024u * 1024u)
+#define ACCEPT_BATCH	64
+#define TICK_MS		200u
+#define ADDRS_CAP	65536u /* source addresses tracked at once */
+#define EMFILE_PAUSE_MS 100u
+#define EMFILE_WARN_MS	10000u
 
 static void conn_kill(struct bw_conn *c, const char *why);
 static void conn_update(struct bw_conn *c);
+static void conn_after_output(struct bw_conn *c);
 
 void
 bw_server_cfg_defaults(struct bw_server_cfg *cfg)
@@ -40,7 +46,12 @@ bw_server_cfg_defaults(struct bw_server_cfg *cfg)
 	cfg->max_conns = 16000;
 	cfg->max_file_size = 0xFFFFFEF0u;
 	cfg->max_uploads = 256;
+	cfg->max_uploads_per_addr = 128;
 	cfg->min_rate = 1024;
+	cfg->key_lifetime_s = 3600;
+	cfg->key_failures = 3;
+	cfg->max_reg_per_min = 1000;
+	cfg->max_clients = 1000000;
 	cfg->timeout_ms = 30000;
 	cfg->request_timeout_ms = 10000;
 	cfg->shutdown_grace_ms = 10000;
@@ -89,6 +100,12 @@ conn_kill(struct bw_conn *c, const char *why)
 		c->next->prev = c->prev;
 	c->lis->conns_n--;
 	s->conns_n--;
+	if (c->addr != NULL) {
+		c->addr->conns--;
+		if (c->lis->svc->evict_idle)
+			c->addr->console_conns--;
+		c->addr = NULL;
+	}
 	if (c->refs == 0 && bw_loop_defer(s->loop, conn_free_deferred, c) != 0)
 		c->refs = 0; /* leak rather than free under a live caller */
 }
@@ -105,11 +122,35 @@ bw_conn_hold(struct bw_conn *c)
 	c->refs++;
 }
 
+/* Runs after the callback that dropped the last hold: a close asked for
+ * while a job held the connection can start now. A connection killed in
+ * between has its free deferred after this call. */
+static void
+conn_released(void *arg)
+{
+	struct bw_conn *c = arg;
+
+	if (c->flags & BW_CONN_DEAD || c->refs > 0)
+		return;
+	conn_after_output(c);
+	conn_update(c);
+}
+
 void
 bw_conn_release(struct bw_conn *c)
 {
-	if (--c->refs == 0 && (c->flags & BW_CONN_DEAD))
-		free(c);
+	if (--c->refs > 0)
+		return;
+	if (c->flags & BW_CONN_DEAD) {
+		/* freed after this batch, like every connection, so a call
+		 * deferred earlier never meets freed memory */
+		if (bw_loop_defer(c->srv->loop, conn_free_deferred, c) != 0)
+			free(c);
+		return;
+	}
+	if ((c->flags & BW_CONN_CLOSING) &&
+	    bw_loop_defer(c->srv->loop, conn_released, c) != 0)
+		conn_released(c);
 }
 
 void
@@ -301,7 +342,8 @@ conn_read(struct bw_conn *c)
 		return;
 	}
 	bw_buf_commit(&c->in, (size_t)n);
-	c->deadline_ms = bw_now_ms() + c->srv->cfg.timeout_ms;
+	c->last_read_ms = bw_now_ms();
+	c->deadline_ms = c->last_read_ms + c->srv->cfg.timeout_ms;
 	conn_input(c);
 }
 
@@ -336,6 +378,7 @@ conn_open(struct bw_listener *l, int fd, const char *peer)
 {
 	struct bw_server *s = l->srv;
 	struct bw_conn *c;
+	char addr[BW_ADDR_TEXT];
 	uint64_t now = bw_now_ms();
 
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
@@ -346,6 +389,7 @@ conn_open(struct bw_listener *l, int fd, const char *peer)
 	c->lis = l;
 	c->id = ++s->next_conn_id;
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
+	c->opened_ms = c->last_read_ms = now;
 	bw_buf_init(&c->in, IN_MAX);
 	bw_buf_init(&c->out, OUT_MAX);
 	c->w.fd = fd;
@@ -363,10 +407,65 @@ conn_open(struct bw_listener *l, int fd, const char *peer)
 	s->conns_n++;
 	l->conns_n++;
 	l->accepted++;
+	bw_addr_of_peer(peer, addr);
+	if ((c->addr = bw_addrtab_get(&s->addrs, addr, now)) != NULL) {
+		c->addr->conns++;
+		if (l->svc->evict_idle)
+			c->addr->console_conns++;
+	}
 	bw_debug("c%llu %s connection from %s", (unsigned long long)c->id,
 		 l->svc->name, peer);
 	if (l->svc->on_open != NULL && l->svc->on_open(c) != 0)
 		conn_kill(c, "service refused the connection");
+}
+
+/* Out of descriptors: the pending connection would make epoll report the
+ * listener ready for ever (a busy loop). Give up the reserve descriptor to
+ * accept it and close it at once, so the peer is told, and pause accepting
+ * for a moment; warn once in a while with the count. */
+static void
+accept_exhausted(struct bw_listener *l)
+{
+	struct bw_server *s = l->srv;
+	uint64_t now = bw_now_ms();
+	int fd;
+
+	if (s->reserve_fd >= 0) {
+		close(s->reserve_fd);
+		s->reserve_fd = -1;
+		if (bw_net_accept(l->fd, &fd, NULL, 0) == 0) {
+			close(fd);
+			l->refused++;
+		}
+		s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
+	s->emfile_dropped++;
+	l->paused_until_ms = now + EMFILE_PAUSE_MS;
+	(void)bw_loop_update(s->loop, &l->w, 0);
+	if (now - s->emfile_warn_ms >= EMFILE_WARN_MS) {
+		s->emfile_warn_ms = now;
+		bw_warn("%s: out of file descriptors (%llu open connections): "
+			"refused %llu connection(s), accepting paused",
+			l->svc->name, (unsigned long long)s->conns_n,
+			(unsigned long long)s->emfile_dropped);
+		s->emfile_dropped = 0;
+	}
+}
+
+/* The connection of l idle longest (no input for over a second), or NULL. */
+static struct bw_conn *
+longest_idle(struct bw_server *s, struct bw_listener *l)
+{
+	struct bw_conn *c, *best = NULL;
+	uint64_t now = bw_now_ms();
+
+	for (c = s->conns; c != NULL; c = c->next) {
+		if (c->lis != l || c->refs > 0 || now - c->last_read_ms < 1000)
+			continue;
+		if (best == NULL || c->last_read_ms < best->last_read_ms)
+			best = c;
+	}
+	return best;
 }
 
 static void
@@ -374,6 +473,7 @@ on_accept(void *arg, unsigned events)
 {
 	struct bw_listener *l = arg;
 	struct bw_server *s = l->srv;
+	struct bw_conn *victim;
 	char peer[64];
 	int fd, i, rc;
 	static uint64_t last_warn_ms;
@@ -384,13 +484,16 @@ on_accept(void *arg, unsigned events)
 		if (rc == -EAGAIN || rc == -EWOULDBLOCK)
 			return;
 		if (rc == -EMFILE || rc == -ENFILE) {
-			bw_warn("%s: out of file descriptors, not accepting",
-				l->svc->name);
+			accept_exhausted(l);
 			return;
 		}
 		if (rc != 0)
 			return;
-		if (s->stopping || l->conns_n >= l->max_conns) {
+		if (!s->stopping && l->conns_n >= l->max_conns &&
+		    l->svc->evict_idle && (victim = longest_idle(s, l)) != NULL)
+			conn_kill(victim, "idle, closed to admit a new "
+					  "connection");
+		if (l->conns_n >= l->max_conns) {
 			l->refused++;
 			close(fd);
 			if (bw_now_ms() - last_warn_ms > 5000) {
@@ -407,17 +510,40 @@ on_accept(void *arg, unsigned events)
 
 /* --- lifecycle ---------------------------------------------------------- */
 
-static void
-close_listeners(struct bw_server *s)
+/* Closes every listener (all = 1), or those whose service expects no more
+ * requests on new connections. Returns how many stay open. */
+static unsigned
+close_listeners(struct bw_server *s, int all)
 {
-	unsigned i;
+	unsigned i, open_n = 0;
 
 	for (i = 0; i < s->lis_n; i++) {
 		if (s->lis[i].fd < 0)
 			continue;
+		if (!all && s->lis[i].svc->draining != NULL &&
+		    s->lis[i].svc->draining(s)) {
+			open_n++;
+			continue;
+		}
 		bw_loop_unwatch(s->loop, &s->lis[i].w);
 		close(s->lis[i].fd);
 		s->lis[i].fd = -1;
+	}
+	return open_n;
+}
+
+/* Resumes listeners paused for lack of descriptors. */
+static void
+resume_listeners(struct bw_server *s, uint64_t now)
+{
+	unsigned i;
+
+	for (i = 0; i < s->lis_n; i++) {
+		if (s->lis[i].fd < 0 || s->lis[i].paused_until_ms == 0 ||
+		    now < s->lis[i].paused_until_ms)
+			continue;
+		s->lis[i].paused_until_ms = 0;
+		(void)bw_loop_update(s->loop, &s->lis[i].w, BW_EV_READ);
 	}
 }
 
@@ -445,7 +571,9 @@ on_tick(void *arg)
 	struct bw_server *s = arg;
 	struct bw_conn *c, *next;
 	uint64_t now = bw_now_ms();
+	unsigned listening = 0;
 
+	resume_listeners(s, now);
 	for (c = s->conns; c != NULL; c = next) {
 		next = c->next;
 		if (c->refs > 0)
@@ -456,17 +584,21 @@ on_tick(void *arg)
 		else if (c->req_deadline_ms && now > c->req_deadline_ms)
 			conn_kill(c, "request deadline passed");
 	}
-	if (!s->stopping)
+	if (!s->stopping) {
+		bw_addrtab_sweep(&s->addrs, now);
 		return;
+	}
 	if (now > s->stop_deadline_ms) {
+		close_listeners(s, 1);
 		for (c = s->conns; c != NULL; c = next) {
 			next = c->next;
 			conn_kill(c, "shutting down");
 		}
 	} else {
+		listening = close_listeners(s, 0);
 		drain_idle(s);
 	}
-	if (s->conns_n == 0 && bw_loop_jobs(s->loop) == 0)
+	if (s->conns_n == 0 && listening == 0 && bw_loop_jobs(s->loop) == 0)
 		bw_loop_stop(s->loop);
 }
 
@@ -489,7 +621,7 @@ on_signal(void *arg, unsigned events)
 		s->cfg.shutdown_grace_ms);
 	s->stopping = 1;
 	s->stop_deadline_ms = bw_now_ms() + s->cfg.shutdown_grace_ms;
-	close_listeners(s);
+	close_listeners(s, 0);
 	drain_idle(s);
 }
 
@@ -521,6 +653,21 @@ add_listener(struct bw_server *s, const struct bw_service *svc,
 	return 0;
 }
 
+/* Many idle connections need many descriptors: use all the hard limit
+ * allows. */
+static void
+raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		bw_warn("cannot raise the open-file limit: %s",
+			strerror(errno));
+}
+
 int
 bw_server_open(struct bw_server *s, const struct bw_server_cfg *cfg)
 {
@@ -531,16 +678,12 @@ bw_server_open(struct bw_server *s, const struct bw_server_cfg *cfg)
 	memset(s, 0, sizeof(*s));
 	s->cfg = *cfg;
 	s->sigfd = -1;
+	s->reserve_fd = -1;
 	s->started_s = bw_time_s();
-	snprintf(path, sizeof(path), "%s/files/.incoming", cfg->data_dir);
-	if ((rc = bw_fs_mkdirs(path, 0700)) != 0) {
-		bw_error("cannot create %s: %s", path, bw_strerror(rc));
+	raise_nofile();
+	if ((rc = bw_addrtab_init(&s->addrs, ADDRS_CAP)) != 0)
 		return rc;
-	}
-	if ((rc = bw_fs_clear_dir(path)) > 0)
-		bw_info("removed %d incomplete upload(s) left by a previous "
-			"run",
-			rc);
+	s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	snprintf(path, sizeof(path), "%s/defensive.db", cfg->data_dir);
 	if ((rc = bw_store_open(&s->store, path)) != 0) {
 		bw_error("cannot open database %s: %s", path, bw_strerror(rc));
@@ -553,6 +696,8 @@ bw_server_open(struct bw_server *s, const struct bw_server_cfg *cfg)
 	bw_info("loaded %llu clients and %llu files from %s",
 		(unsigned long long)s->reg.clients_n,
 		(unsigned long long)s->reg.files_n, path);
+	if ((rc = bw_vault_open(s)) != 0)
+		return rc;
 	/* Block the signals before the workers start: threads inherit the
 	 * mask, and one without it would take SIGTERM's default action. */
 	sigemptyset(&mask);
@@ -591,7 +736,7 @@ bw_server_close(struct bw_server *s)
 {
 	struct bw_conn *c, *next;
 
-	close_listeners(s);
+	close_listeners(s, 1);
 	if (s->loop != NULL) {
 		for (c = s->conns; c != NULL; c = next) {
 			next = c->next;
@@ -602,7 +747,12 @@ bw_server_close(struct bw_server *s)
 	s->loop = NULL;
 	if (s->sigfd >= 0)
 		close(s->sigfd);
+	bw_vault_close(s);
 	bw_registry_close(&s->reg);
 	bw_store_close(s->store);
 	s->store = NULL;
+	bw_addrtab_fini(&s->addrs);
+	if (s->reserve_fd >= 0)
+		close(s->reserve_fd);
+	s->reserve_fd = -1;
 }

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bulwark/addrtab.h"
 #include "bulwark/buf.h"
 #include "bulwark/loop.h"
 #include "bulwark/store.h"
@@ -21,12 +22,17 @@ struct bw_server_cfg {
 	char listen_addr[BW_ADDR_CAP];
 	uint16_t port;
 	unsigned max_conns;
-	uint64_t max_file_size;	     /* largest 1028 ciphertext accepted */
-	unsigned max_uploads;	     /* 1028s in progress at once */
-	unsigned min_rate;	     /* bytes/s a 1028 body must average */
-	unsigned timeout_ms;	     /* no progress while mid-request/idle */
-	unsigned request_timeout_ms; /* a request must complete within this */
-	unsigned shutdown_grace_ms;  /* in-flight work allowed at shutdown */
+	uint64_t max_file_size;	       /* largest 1028 ciphertext accepted */
+	unsigned max_uploads;	       /* 1028s in progress at once */
+	unsigned max_uploads_per_addr; /* of those, from one address */
+	unsigned min_rate;	       /* bytes/s a 1028 body must keep up */
+	unsigned key_lifetime_s;       /* an AES key is refused after this */
+	unsigned key_failures;	       /* decryption failures that revoke it */
+	unsigned max_reg_per_min;      /* registrations per address a minute */
+	uint64_t max_clients;	       /* registered clients in all */
+	unsigned timeout_ms;	       /* no progress while mid-request/idle */
+	unsigned request_timeout_ms;   /* a request must complete within this */
+	unsigned shutdown_grace_ms;    /* in-flight work allowed at shutdown */
 	unsigned workers;
 	int console_enabled;
 	char console_addr[BW_ADDR_CAP];
@@ -36,6 +42,8 @@ struct bw_server_cfg {
 };
 
 struct bw_conn;
+struct bw_server;
+struct bw_vault;
 
 struct bw_service {
 	const char *name;
@@ -50,6 +58,12 @@ struct bw_service {
 	void (*on_close)(struct bw_conn *c);
 	/* 1 while a request is in progress (shutdown waits for it). */
 	int (*busy)(const struct bw_conn *c);
+	/* During a graceful stop: 1 while the service still expects requests
+	 * on new connections (its listener stays open). May be NULL. */
+	int (*draining)(struct bw_server *s);
+	/* When the listener is full, close its longest-idle connection to
+	 * admit the new one (the console: the operator must get in). */
+	int evict_idle;
 };
 
 struct bw_listener {
@@ -60,6 +74,7 @@ struct bw_listener {
 	unsigned max_conns;
 	unsigned conns_n; /* open connections (read by the console) */
 	uint64_t accepted, refused;
+	uint64_t paused_until_ms; /* accepting paused (out of descriptors) */
 	struct bw_server *srv;
 };
 
@@ -76,6 +91,8 @@ struct bw_conn {
 	struct bw_watch w;
 	uint64_t id;
 	char peer[64];
+	struct bw_addr *addr; /* the peer's address entry; NULL if untracked */
+	uint64_t opened_ms, last_read_ms;
 	struct bw_buf in, out;
 	size_t want;	      /* bytes the service wants room for in c->in */
 	uint64_t deadline_ms; /* closed when the clock passes it */
@@ -102,8 +119,12 @@ struct bw_server {
 	int stopping;
 	uint64_t stop_deadline_ms;
 	int64_t started_s;
+	struct bw_addrtab addrs;
+	int reserve_fd; /* given up to accept and close at EMFILE */
+	uint64_t emfile_dropped, emfile_warn_ms;
+	struct bw_vault *vault;
 	/* live figures for the console */
-	uint64_t uploads_active, upload_bytes_active;
+	uint64_t uploads_active, upload_bytes_active, swallowing;
 };
 
 /* Fills cfg with the defaults. */
@@ -125,7 +146,9 @@ int bw_conn_send(struct bw_conn *c, const void *p, size_t n)
 void bw_conn_finish(struct bw_conn *c);
 void bw_conn_pause(struct bw_conn *c, int paused);
 void bw_conn_hold(struct bw_conn *c);
-/* Drops a hold; the connection is freed if it is dead and unheld. */
+/* Drops a hold; the connection is freed if it is dead and unheld, so the
+ * caller must not touch c afterwards unless it knows c is alive (test
+ * bw_conn_dead before releasing). */
 void bw_conn_release(struct bw_conn *c);
 /* 1 if the connection has been closed (e.g. while a job held it). */
 int bw_conn_dead(const struct bw_conn *c);
@@ -133,6 +156,11 @@ int bw_conn_dead(const struct bw_conn *c);
 void bw_conn_kick(struct bw_conn *c);
 /* Starts (ms > 0) or clears (ms == 0) the current request's deadline. */
 void bw_conn_request_deadline(struct bw_conn *c, unsigned ms);
+
+/* The vault's instance: directories, commit locks, start-up reconciliation
+ * (src/svc/vault/). */
+int bw_vault_open(struct bw_server *s) __attribute__((warn_unused_result));
+void bw_vault_close(struct bw_server *s);
 
 extern const struct bw_service bw_vault_service;
 extern const struct bw_service bw_console_service;

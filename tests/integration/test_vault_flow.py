@@ -128,15 +128,19 @@ def test_reconnect_after_server_restart_gets_a_new_key_and_uploads(start_server)
     assert bytes(srv2.client_row(cid)["AESKey"]) == c2.aes_key
 
     # The files known before the restart are known after it: the same name
-    # overwrites the one row instead of adding another.
+    # replaces the one row instead of adding another, once its 1029 comes
+    # (a.bin was verified: until then the verified version stays current).
     third = os.urandom(300)
     with srv2.client() as c3:
         c3.client_id = cid
         res = c3.send_file("a.bin", third, aes_key=c2.aes_key)
         bw.expect(res.response, bw.FILE_RECEIVED)
+        wait_file(srv2, cid, "a.bin", first)
+        assert is_true(srv2.file_row(cid, "a.bin")["Verified"])
+        bw.expect(c3.crc_ok("a.bin"), bw.ACK)
     wait_file(srv2, cid, "a.bin", third)
     assert sorted(r["FileName"] for r in srv2.file_rows(cid)) == ["a.bin", "b.bin"]
-    assert is_false(srv2.file_row(cid, "a.bin")["Verified"])
+    assert is_true(srv2.file_row(cid, "a.bin")["Verified"])
     assert len(srv2.query("SELECT * FROM clients WHERE Name = ?", (name,))) == 1
 
 
@@ -207,25 +211,33 @@ def test_crc_mismatch_reported_four_times_ends_with_1031_and_stays_unverified(se
     assert len(server.file_rows(c.client_id)) == 2
 
 
-def test_same_name_upload_overwrites_and_resets_verified(server):
-    first, second = os.urandom(8000), os.urandom(3000)
+def test_same_name_upload_replaces_a_verified_file_only_after_its_1029(server):
+    first, second, third = os.urandom(8000), os.urandom(3000), os.urandom(100)
     with keyed_client(server) as c:
         bw.expect(c.send_file("same.txt", first).response, bw.FILE_RECEIVED)
         bw.expect(c.crc_ok("same.txt"), bw.ACK)
         wait_file(server, c.client_id, "same.txt", first)
         assert is_true(wait_for(lambda: server.file_row(c.client_id, "same.txt")["Verified"], 3))
 
+        # A replacement is kept aside until confirmed: the verified file stays.
         res = c.send_file("same.txt", second)
         bw.expect(res.response, bw.FILE_RECEIVED)
         assert res.server_crc == bw.cksum(second)
-        wait_file(server, c.client_id, "same.txt", second)
-        row = server.file_row(c.client_id, "same.txt")
-        assert is_false(row["Verified"]), "Verified still %r after a new 1028" % (row["Verified"],)
+        wait_file(server, c.client_id, "same.txt", first)
+        assert is_true(server.file_row(c.client_id, "same.txt")["Verified"])
+
+        # A mismatch (1031) throws the replacement away.
+        bw.expect(c.giveup("same.txt"), bw.ACK)
+        res = c.send_file("same.txt", third)
+        bw.expect(res.response, bw.FILE_RECEIVED)
+        wait_file(server, c.client_id, "same.txt", first)
 
         bw.expect(c.crc_ok("same.txt"), bw.ACK)
+        wait_file(server, c.client_id, "same.txt", third)
     assert is_true(wait_for(lambda: server.file_row(c.client_id, "same.txt")["Verified"], 3))
     assert len(server.file_rows(c.client_id)) == 1
     assert server.stored_files(c.client_id) == ["same.txt"]
+    assert os.listdir(server.data_dir / "files" / ".pending") == []
 
 
 def test_aes_key_is_kept_for_a_later_connection(server):

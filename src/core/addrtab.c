@@ -1,0 +1,130 @@
+/* The per-address table behind addrtab.h: a hash of small entries keyed by
+ * the address text, each freed once it counts nothing.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bulwark/addrtab.h"
+#include "bulwark/err.h"
+
+#define REG_WINDOW_MS 60000u
+
+int
+bw_addrtab_init(struct bw_addrtab *t, size_t cap)
+{
+	t->cap = cap;
+	return bw_hash_init(&t->map);
+}
+
+static int
+free_one(void *arg, void *val)
+{
+	(void)arg;
+	free(val);
+	return 0;
+}
+
+void
+bw_addrtab_fini(struct bw_addrtab *t)
+{
+	if (t->map.slots != NULL)
+		(void)bw_hash_each(&t->map, free_one, NULL);
+	bw_hash_fini(&t->map);
+}
+
+static int
+idle(const struct bw_addr *a, uint64_t now_ms)
+{
+	return a->conns == 0 && a->uploads == 0 &&
+	       now_ms - a->reg_start_ms >= REG_WINDOW_MS;
+}
+
+struct sweep {
+	struct bw_addr *victims[256];
+	size_t n;
+	uint64_t now_ms;
+};
+
+static int
+collect_idle(void *arg, void *val)
+{
+	struct sweep *s = arg;
+
+	if (idle(val, s->now_ms))
+		s->victims[s->n++] = val;
+	return s->n == sizeof(s->victims) / sizeof(s->victims[0]);
+}
+
+void
+bw_addrtab_sweep(struct bw_addrtab *t, uint64_t now_ms)
+{
+	struct sweep s;
+	size_t i;
+
+	do {
+		s.n = 0;
+		s.now_ms = now_ms;
+		(void)bw_hash_each(&t->map, collect_idle, &s);
+		for (i = 0; i < s.n; i++) {
+			bw_hash_del(&t->map, s.victims[i]->addr,
+				    strlen(s.victims[i]->addr));
+			free(s.victims[i]);
+		}
+	} while (s.n == sizeof(s.victims) / sizeof(s.victims[0]));
+}
+
+struct bw_addr *
+bw_addrtab_get(struct bw_addrtab *t, const char *addr, uint64_t now_ms)
+{
+	struct bw_addr *a;
+	size_t n = strnlen(addr, BW_ADDR_TEXT);
+
+	if (n == BW_ADDR_TEXT)
+		return NULL;
+	if ((a = bw_hash_get(&t->map, addr, n)) != NULL)
+		return a;
+	if (t->map.n >= t->cap) {
+		bw_addrtab_sweep(t, now_ms);
+		if (t->map.n >= t->cap)
+			return NULL;
+	}
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		return NULL;
+	memcpy(a->addr, addr, n);
+	/* a new entry's window has already ended: it counts nothing yet */
+	a->reg_start_ms = now_ms - REG_WINDOW_MS;
+	if (bw_hash_put(&t->map, a->addr, n, a) != 0) {
+		free(a);
+		return NULL;
+	}
+	return a;
+}
+
+int
+bw_addr_count_reg(struct bw_addr *a, unsigned per_min, uint64_t now_ms)
+{
+	if (now_ms - a->reg_start_ms >= REG_WINDOW_MS) {
+		a->reg_start_ms = now_ms;
+		a->regs = 0;
+	}
+	if (per_min != 0 && a->regs >= per_min)
+		return BW_ETOOBIG;
+	a->regs++;
+	return 0;
+}
+
+void
+bw_addr_of_peer(const char *peer, char out[BW_ADDR_TEXT])
+{
+	const char *colon = strrchr(peer, ':');
+	size_t n = colon != NULL ? (size_t)(colon - peer) : strlen(peer);
+
+	if (n > 0 && peer[0] == '[') {
+		peer++;
+		n -= n >= 2 ? 2 : 1;
+	}
+	if (n >= BW_ADDR_TEXT)
+		n = BW_ADDR_TEXT - 1;
+	memcpy(out, peer, n);
+	out[n] = '\0';
+}

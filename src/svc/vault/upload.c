@@ -1,0 +1,371 @@
+/* The streaming 1028: the ciphertext is decrypted chunk by chunk out of the
+ * connection's input into one of two aligned buffers, CRC'd on the loop
+ * thread and written by a worker (O_DIRECT when the file system allows) to
+ * a temporary file in files/.incoming, which commit.c then puts in place.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bulwark/err.h"
+#include "bulwark/log.h"
+#include "bulwark/util.h"
+#include "svc/vault/vault_int.h"
+
+/* An upload is decrypted and written in chunks: 1 MiB while few uploads run
+ * (large writes are cheapest), 256 KiB each past BIG_CHUNK_UPLOADS, so that
+ * memory stays bounded however many clients upload at once. An upload holds
+ * its input buffer and two write buffers of one chunk each. */
+#define BIG_CHUNK	  (1024u * 1024u)
+#define SMALL_CHUNK	  (256u * 1024u)
+#define BIG_CHUNK_UPLOADS 16u
+#define DIRECT_ALIGN	  4096u
+
+struct wjob {
+	struct upload *u;
+	unsigned idx;
+	uint64_t off;
+	size_t len;
+	int rc;
+};
+
+void
+vault_upload_done(struct upload *u)
+{
+	struct bw_server *s = u->v->srv;
+
+	if (u->addr == NULL)
+		return; /* already uncounted */
+	s->uploads_active--;
+	s->upload_bytes_active -= u->plain_len;
+	u->addr->uploads--;
+	u->addr = NULL;
+}
+
+void
+vault_upload_free(struct upload *u)
+{
+	int i;
+
+	if (u == NULL)
+		return;
+	vault_upload_done(u);
+	if (u->fd_tail >= 0 && u->fd_tail != u->fd)
+		close(u->fd_tail);
+	if (u->fd >= 0) {
+		close(u->fd);
+		(void)unlinkat(u->v->incoming_fd, u->tmp_name, 0);
+	}
+	if (u->dir_fd >= 0)
+		close(u->dir_fd);
+	for (i = 0; i < 2; i++) {
+		if (u->wbuf[i] != NULL)
+			bw_wipe(u->wbuf[i], u->chunk);
+		free(u->wbuf[i]);
+	}
+	bw_aes_free(u->aes);
+	bw_wipe(u->key, sizeof(u->key));
+	free(u);
+}
+
+/* The connection gives up on its upload; write jobs still in flight keep it
+ * alive and the last one frees it (removing the temporary file). */
+void
+vault_upload_abort(struct bw_conn *c, const char *why)
+{
+	struct vault_conn *vc = VC(c);
+	struct upload *u = vc->up;
+
+	if (u == NULL)
+		return;
+	bw_info("c%llu 1028 '%s' aborted after %llu bytes: %s", ULL(c->id),
+		u->stored, ULL(u->plain_len), why);
+	vault_upload_done(u);
+	vc->up = NULL;
+	u->conn = NULL;
+	if (u->refs == 0)
+		vault_upload_free(u);
+}
+
+static int
+open_tmp(struct upload *u)
+{
+	int tries;
+
+	for (tries = 0; tries < 4; tries++) {
+		vault_tmp_name(u->v, ".up-", u->tmp_name);
+		u->fd = openat(u->v->incoming_fd, u->tmp_name,
+			       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+				       O_CLOEXEC,
+			       0600);
+		if (u->fd >= 0 || errno != EEXIST)
+			break;
+	}
+	return u->fd >= 0 ? 0 : -errno;
+}
+
+int
+vault_upload_start(struct bw_conn *c, struct bw_client *cl, const uint8_t *key,
+		   const uint8_t *prefix, uint32_t content_size,
+		   const char *file_name)
+{
+	struct vault_conn *vc = VC(c);
+	struct bw_server *s = c->srv;
+	char hex[2 * BW_ID_LEN + 1], shown[BW_ESC_CAP];
+	struct upload *u;
+	int rc;
+
+	if ((u = calloc(1, sizeof(*u))) == NULL)
+		return BW_ENOMEM;
+	u->fd = u->fd_tail = u->dir_fd = -1;
+	u->v = s->vault;
+	u->conn = c;
+	if ((rc = bw_file_name_sanitize(file_name, u->stored)) != 0)
+		goto fail;
+	memcpy(u->client_id, cl->id, BW_ID_LEN);
+	memcpy(u->key, key, BW_AES_KEY_LEN);
+	memcpy(u->name_field, prefix + 4, BW_NAME_FIELD);
+	snprintf(u->file_name, sizeof(u->file_name), "%s", file_name);
+	u->content_size = content_size;
+	u->left = content_size;
+	bw_cksum_init(&u->crc);
+	bw_hex_encode(cl->id, BW_ID_LEN, hex);
+	rc = BW_ETOOBIG;
+	if (snprintf(u->rel_path, sizeof(u->rel_path), "files/%s/%s", hex,
+		     u->stored) >= (int)sizeof(u->rel_path))
+		goto fail;
+	if ((rc = vault_client_dir(u->v, cl->id, &u->dir_fd)) != 0) {
+		bw_error("c%llu files/%s: %s; upload refused", ULL(c->id), hex,
+			 rc == -ELOOP || rc == -ENOTDIR
+				 ? "is a symbolic link or not a directory"
+				 : bw_strerror(rc));
+		goto fail;
+	}
+	if ((rc = open_tmp(u)) != 0 || (rc = bw_aes_new(&u->aes, key, 0)) != 0)
+		goto fail;
+	rc = BW_ENOMEM;
+	u->chunk =
+		s->uploads_active < BIG_CHUNK_UPLOADS ? BIG_CHUNK : SMALL_CHUNK;
+	if (u->chunk > content_size) /* small files, small buffers */
+		u->chunk = (content_size + DIRECT_ALIGN - 1) &
+			   ~(size_t)(DIRECT_ALIGN - 1);
+	if (posix_memalign((void **)&u->wbuf[0], DIRECT_ALIGN, u->chunk) != 0 ||
+	    posix_memalign((void **)&u->wbuf[1], DIRECT_ALIGN, u->chunk) != 0)
+		goto fail;
+	/* Whole chunks bypass the page cache (O_DIRECT): no copy, and the
+	 * final fsync has little left to do. A file system without it, or the
+	 * last unaligned bytes, go through a buffered descriptor. */
+	u->fd_tail = u->fd;
+	if (fcntl(u->fd, F_SETFL, O_DIRECT) == 0 &&
+	    (u->fd_tail = openat(u->v->incoming_fd, u->tmp_name,
+				 O_WRONLY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	vc->up = u;
+	u->addr = c->addr;
+	u->addr->uploads++;
+	s->uploads_active++;
+	u->start_ms = bw_now_ms();
+	bw_info("c%llu 1028 '%s' '%s' upload of %u bytes started", ULL(c->id),
+		bw_escape_display(cl->name, shown, sizeof(shown)), u->stored,
+		content_size);
+	return 0;
+fail:
+	vault_upload_free(u);
+	return rc;
+}
+
+static int
+pwrite_full(int fd, const uint8_t *p, size_t n, uint64_t off)
+{
+	ssize_t w;
+
+	while (n > 0) {
+		w = pwrite(fd, p, n, (off_t)off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		p += w;
+		n -= (size_t)w;
+		off += (uint64_t)w;
+	}
+	return 0;
+}
+
+static void
+write_work(void *arg)
+{
+	struct wjob *j = arg;
+	struct upload *u = j->u;
+	const uint8_t *p = u->wbuf[j->idx];
+	size_t whole = u->fd_tail != u->fd ? j->len & ~(DIRECT_ALIGN - 1) : 0;
+
+	j->rc = pwrite_full(u->fd, p, whole, j->off);
+	if (j->rc == -EINVAL) {
+		/* O_DIRECT accepted at open but not our alignment: write
+		 * this chunk through the page cache instead */
+		whole = 0;
+		j->rc = 0;
+	}
+	if (j->rc == 0 && whole < j->len)
+		j->rc = pwrite_full(u->fd_tail, p + whole, j->len - whole,
+				    j->off + whole);
+}
+
+static void
+write_done(void *arg)
+{
+	struct wjob *j = arg;
+	struct upload *u = j->u;
+	struct bw_conn *c = u->conn;
+
+	u->refs--;
+	u->wbusy[j->idx] = 0;
+	if (j->rc != 0 && u->werr == 0)
+		u->werr = j->rc;
+	free(j);
+	if (c == NULL) {
+		if (u->refs == 0)
+			vault_upload_free(u); /* aborted while we wrote */
+		return;
+	}
+	/* a buffer is free, or the body may be ready to commit */
+	vault_resume(c);
+}
+
+static int
+submit_write(struct bw_conn *c, struct upload *u, unsigned idx, size_t len)
+{
+	struct wjob *j;
+	int rc;
+
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return BW_ENOMEM;
+	j->u = u;
+	j->idx = idx;
+	j->off = u->plain_len;
+	j->len = len;
+	if ((rc = bw_loop_submit(c->srv->loop, write_work, write_done, j)) !=
+	    0) {
+		free(j);
+		return rc;
+	}
+	u->wbusy[idx] = 1;
+	u->refs++;
+	return 0;
+}
+
+/* A decryption failure closes the connection (no oracle to query at
+ * leisure) and counts against the key. */
+static int
+decrypt_failed(struct bw_conn *c, struct upload *u, const char *why)
+{
+	uint8_t id[BW_ID_LEN], key[BW_AES_KEY_LEN];
+
+	memcpy(id, u->client_id, BW_ID_LEN);
+	memcpy(key, u->key, BW_AES_KEY_LEN);
+	vault_upload_abort(c, why);
+	vault_key_failed(c, id, key);
+	bw_wipe(key, sizeof(key));
+	return vault_reply_error_close(c, why);
+}
+
+/* Decrypts whole chunks out of the input buffer into a free write buffer,
+ * CRCs them and hands them to a worker; when the body is complete and
+ * written, hands the upload to the commit. */
+int
+vault_body_step(struct bw_conn *c)
+{
+	struct vault_conn *vc = VC(c);
+	struct upload *u = vc->up;
+	uint8_t *out;
+	size_t k, plain, unpad = 0;
+	int rc, pad;
+
+	while (u->left > 0 && u->werr == 0) {
+		k = u->left < u->chunk ? (size_t)u->left : u->chunk;
+		if (c->in.len < k)
+			return 0;
+		if (u->wbusy[u->wnext]) {
+			bw_conn_pause(c, 1); /* write_done resumes us */
+			return 0;
+		}
+		out = u->wbuf[u->wnext];
+		if (bw_aes_cbc_to(u->aes, bw_buf_head(&c->in), out, k) != 0)
+			return decrypt_failed(c, u, "decryption failed");
+		bw_buf_consume(&c->in, k);
+		plain = k;
+		if (k == u->left) {
+			if (bw_pkcs7_unpad(out + k - BW_AES_BLOCK, &unpad) != 0)
+				return decrypt_failed(c, u,
+						      "bad padding (wrong key "
+						      "or corrupt data)");
+			plain -= unpad;
+		}
+		bw_cksum_update(&u->crc, out, plain);
+		if ((rc = submit_write(c, u, u->wnext, plain)) != 0) {
+			vault_upload_abort(c, bw_strerror(rc));
+			return vault_reply_error_close(c, "cannot write the "
+							  "file");
+		}
+		u->wnext ^= 1;
+		u->left -= k;
+		u->plain_len += plain;
+		c->srv->upload_bytes_active += plain;
+	}
+	if (u->werr != 0) {
+		bw_error("c%llu cannot write the upload of %s: %s", ULL(c->id),
+			 u->rel_path, bw_strerror(u->werr));
+		vault_upload_abort(c, "write failed");
+		return vault_reply_error_close(c, "cannot write the file");
+	}
+	if (u->refs > 0) {
+		bw_conn_pause(c, 1); /* the last writes are still running */
+		return 0;
+	}
+	/* padding after the body decides how the reply is sent: wait until
+	 * the bytes that follow say */
+	pad = vault_padding(c, 0,
+			    BW_REQ_HDR_LEN + (uint64_t)vc->hdr.payload_size);
+	if (pad < 0)
+		return 0;
+	u->padded = pad;
+	vault_key_used(c->srv, u->client_id);
+	u->body_ms = bw_now_ms();
+	vc->up = NULL;
+	vc->st = V_COMMIT;
+	c->want = CTRL_WANT;
+	bw_conn_pause(c, 1);
+	vault_commit(c, u);
+	return 0;
+}
+
+int
+vault_swallow_step(struct bw_conn *c)
+{
+	struct vault_conn *vc = VC(c);
+	size_t k = c->in.len < vc->swallow_left ? c->in.len
+						: (size_t)vc->swallow_left;
+	int pad;
+
+	bw_buf_consume(&c->in, k);
+	vc->swallow_left -= k;
+	if (vc->swallow_left > 0)
+		return 0;
+	pad = vault_padding(c, 0, BW_REQ_HDR_LEN + vc->hdr.payload_size);
+	if (pad < 0)
+		return 0; /* wait to see whether padding follows */
+	vc->st = V_HDR;
+	c->want = CTRL_WANT;
+	vc->padded = pad;
+	vc->swallow_counted = 0;
+	c->srv->swallowing--;
+	if (c->addr != NULL)
+		c->addr->uploads--;
+	return vault_reply_error(c, "file refused");
+}

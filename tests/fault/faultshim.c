@@ -1,0 +1,674 @@
+/* Fault injection for the integration tests (libbwfault.so, LD_PRELOAD): owns
+ * the wrappers of the calls that put a file on disk (open/openat with O_CREAT,
+ * write, pwrite, fsync, fdatasync, rename*, link*, unlink*, mkdir*), which
+ * can fail the n-th matching call with an errno or SIGKILL the process there.
+ *
+ *   BW_FAULT=op:n[:action[:substr]][,op:n[:action[:substr]]...]
+ *	on the n-th call (1-based) of op whose path contains substr (empty: any
+ *	path) do action: an errno name (EIO, ENOSPC, EDQUOT, EACCES, ...;
+ *	default EIO) makes the call return -1 with that errno without doing it,
+ *	"kill" raises SIGKILL before it. Ops: fsync fdatasync rename renameat
+ *	renameat2 link linkat unlink unlinkat write pwrite (pwrite64 too) open
+ *	(open64, creat) openat (openat64) mkdir mkdirat. A malformed BW_FAULT
+ *	aborts the process so that a typo cannot pass for "nothing failed".
+ *   BW_FAULT_LOG=/path
+ *	appends "op path\n" for every intercepted call, before it is done.
+ *
+ * A path is made absolute: *at calls resolve their directory descriptor and
+ * fd calls their descriptor through /proc/self/fd; calls with two paths
+ * (rename, link) show "old new", and substr may match either. Fired faults
+ * are reported on stderr as "bwfault: ...". Counters are atomics: the daemon
+ * calls these from worker threads. Nothing here calls a wrapped function:
+ * the log and the report are written with the real write().
+ */
+#undef _FORTIFY_SOURCE
+#undef _FILE_OFFSET_BITS
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+enum op {
+	OP_FSYNC,
+	OP_FDATASYNC,
+	OP_RENAME,
+	OP_RENAMEAT,
+	OP_RENAMEAT2,
+	OP_LINK,
+	OP_LINKAT,
+	OP_UNLINK,
+	OP_UNLINKAT,
+	OP_WRITE,
+	OP_PWRITE,
+	OP_OPEN,
+	OP_OPENAT,
+	OP_MKDIR,
+	OP_MKDIRAT,
+	OP_N
+};
+
+static const char *const op_names[OP_N] = {
+	[OP_FSYNC] = "fsync",	      [OP_FDATASYNC] = "fdatasync",
+	[OP_RENAME] = "rename",	      [OP_RENAMEAT] = "renameat",
+	[OP_RENAMEAT2] = "renameat2", [OP_LINK] = "link",
+	[OP_LINKAT] = "linkat",	      [OP_UNLINK] = "unlink",
+	[OP_UNLINKAT] = "unlinkat",   [OP_WRITE] = "write",
+	[OP_PWRITE] = "pwrite",	      [OP_OPEN] = "open",
+	[OP_OPENAT] = "openat",	      [OP_MKDIR] = "mkdir",
+	[OP_MKDIRAT] = "mkdirat",
+};
+
+static const struct {
+	const char *name;
+	int value;
+} errnos[] = {
+	{"EIO", EIO},	    {"ENOSPC", ENOSPC}, {"EDQUOT", EDQUOT},
+	{"EACCES", EACCES}, {"EPERM", EPERM},	{"EROFS", EROFS},
+	{"ENOENT", ENOENT}, {"EEXIST", EEXIST}, {"EXDEV", EXDEV},
+	{"EINTR", EINTR},   {"ENOMEM", ENOMEM}, {"EMFILE", EMFILE},
+	{"EBADF", EBADF},   {"EFBIG", EFBIG},
+};
+
+#define MAX_FAULTS  16
+#define SUBSTR_CAP  512
+#define ACTION_KILL (-1)
+#define ONE_PATH    (PATH_MAX + 64)
+#define TWO_PATHS   (2 * ONE_PATH + 2)
+
+struct fault {
+	int op;
+	unsigned long n;
+	int action; /* errno, or ACTION_KILL */
+	char substr[SUBSTR_CAP];
+	atomic_ulong seen; /* matching calls so far */
+};
+
+static struct fault faults[MAX_FAULTS];
+static int faults_n;
+static unsigned op_armed; /* bit per op with a fault */
+static int log_fd = -1;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static int (*real_fsync)(int);
+static int (*real_fdatasync)(int);
+static int (*real_rename)(const char *, const char *);
+static int (*real_renameat)(int, const char *, int, const char *);
+static int (*real_renameat2)(int, const char *, int, const char *, unsigned);
+static int (*real_link)(const char *, const char *);
+static int (*real_linkat)(int, const char *, int, const char *, int);
+static int (*real_unlink)(const char *);
+static int (*real_unlinkat)(int, const char *, int);
+static ssize_t (*real_write)(int, const void *, size_t);
+static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
+static ssize_t (*real_pwrite64)(int, const void *, size_t, off64_t);
+static int (*real_open)(const char *, int, ...);
+static int (*real_open64)(const char *, int, ...);
+static int (*real_openat)(int, const char *, int, ...);
+static int (*real_openat64)(int, const char *, int, ...);
+static int (*real_creat)(const char *, mode_t);
+static int (*real_mkdir)(const char *, mode_t);
+static int (*real_mkdirat)(int, const char *, mode_t);
+
+/* --- set-up -------------------------------------------------------------- */
+
+static void
+say(const char *msg)
+{
+	size_t len = strlen(msg);
+
+	if (real_write != NULL)
+		(void)!real_write(STDERR_FILENO, msg, len);
+}
+
+static void
+bad_config(const char *why, const char *spec)
+{
+	char line[1024];
+
+	snprintf(line, sizeof(line), "bwfault: BW_FAULT: %s in '%s'\n", why,
+		 spec);
+	say(line);
+	abort();
+}
+
+static int
+op_by_name(const char *name, size_t len)
+{
+	int i;
+
+	for (i = 0; i < OP_N; i++) {
+		if (strlen(op_names[i]) == len &&
+		    strncmp(op_names[i], name, len) == 0)
+			return i;
+	}
+	return -1;
+}
+
+static int
+action_by_name(const char *name, size_t len)
+{
+	char *end;
+	unsigned long v;
+	size_t i;
+
+	if (len == 0)
+		return EIO;
+	if (len == 4 && strncmp(name, "kill", 4) == 0)
+		return ACTION_KILL;
+	for (i = 0; i < sizeof(errnos) / sizeof(errnos[0]); i++) {
+		if (strlen(errnos[i].name) == len &&
+		    strncmp(errnos[i].name, name, len) == 0)
+			return errnos[i].value;
+	}
+	errno = 0;
+	v = strtoul(name, &end, 10);
+	if (errno == 0 && end == name + len && v > 0 && v < 4096)
+		return (int)v;
+	return 0;
+}
+
+/* Parses one "op:n[:action[:substr]]" of len bytes at s into f. */
+static void
+parse_fault(const char *s, size_t len, struct fault *f, const char *all)
+{
+	const char *end = s + len, *c1, *c2, *c3;
+	char num[32];
+	char *nend;
+	size_t alen;
+
+	if ((c1 = memchr(s, ':', len)) == NULL)
+		bad_config("no ':n' after the op", all);
+	if ((f->op = op_by_name(s, (size_t)(c1 - s))) < 0)
+		bad_config("unknown op", all);
+	c2 = memchr(c1 + 1, ':', (size_t)(end - c1 - 1));
+	if (c2 == NULL)
+		c2 = end;
+	if ((size_t)(c2 - c1 - 1) == 0 || (size_t)(c2 - c1 - 1) >= sizeof(num))
+		bad_config("bad count", all);
+	memcpy(num, c1 + 1, (size_t)(c2 - c1 - 1));
+	num[c2 - c1 - 1] = '\0';
+	errno = 0;
+	f->n = strtoul(num, &nend, 10);
+	if (errno != 0 || *nend != '\0' || f->n == 0 || num[0] == '-')
+		bad_config("count is not a number >= 1", all);
+	f->action = EIO;
+	if (c2 == end)
+		return;
+	c3 = memchr(c2 + 1, ':', (size_t)(end - c2 - 1));
+	alen = (size_t)((c3 != NULL ? c3 : end) - c2 - 1);
+	if ((f->action = action_by_name(c2 + 1, alen)) == 0)
+		bad_config("unknown action", all);
+	if (c3 == NULL)
+		return;
+	if ((size_t)(end - c3 - 1) >= sizeof(f->substr))
+		bad_config("substring too long", all);
+	memcpy(f->substr, c3 + 1, (size_t)(end - c3 - 1));
+	f->substr[end - c3 - 1] = '\0';
+}
+
+static void
+parse_faults(const char *spec)
+{
+	const char *s = spec, *comma;
+	size_t len;
+
+	while (*s != '\0') {
+		comma = strchr(s, ',');
+		len = comma != NULL ? (size_t)(comma - s) : strlen(s);
+		if (len > 0) {
+			if (faults_n == MAX_FAULTS)
+				bad_config("too many faults", spec);
+			parse_fault(s, len, &faults[faults_n], spec);
+			op_armed |= 1u << faults[faults_n].op;
+			faults_n++;
+		}
+		if (comma == NULL)
+			break;
+		s = comma + 1;
+	}
+}
+
+#define RESOLVE(var, name) (*(void **)&(var) = dlsym(RTLD_NEXT, name))
+
+static void
+init(void)
+{
+	const char *spec, *log_path;
+
+	RESOLVE(real_fsync, "fsync");
+	RESOLVE(real_fdatasync, "fdatasync");
+	RESOLVE(real_rename, "rename");
+	RESOLVE(real_renameat, "renameat");
+	RESOLVE(real_renameat2, "renameat2");
+	RESOLVE(real_link, "link");
+	RESOLVE(real_linkat, "linkat");
+	RESOLVE(real_unlink, "unlink");
+	RESOLVE(real_unlinkat, "unlinkat");
+	RESOLVE(real_write, "write");
+	RESOLVE(real_pwrite, "pwrite");
+	RESOLVE(real_pwrite64, "pwrite64");
+	RESOLVE(real_open, "open");
+	RESOLVE(real_open64, "open64");
+	RESOLVE(real_openat, "openat");
+	RESOLVE(real_openat64, "openat64");
+	RESOLVE(real_creat, "creat");
+	RESOLVE(real_mkdir, "mkdir");
+	RESOLVE(real_mkdirat, "mkdirat");
+	if ((spec = getenv("BW_FAULT")) != NULL)
+		parse_faults(spec);
+	log_path = getenv("BW_FAULT_LOG");
+	if (log_path != NULL && log_path[0] != '\0' && real_open != NULL)
+		log_fd = real_open(log_path,
+				   O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+				   0644);
+}
+
+__attribute__((constructor)) static void
+shim_load(void)
+{
+	(void)pthread_once(&once, init);
+}
+
+/* --- paths -----------------------------------------------------------------
+ */
+
+/* The path behind fd into out (at most cap bytes with the NUL). */
+static void
+fd_path(int fd, char *out, size_t cap)
+{
+	char link[64];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, out, cap - 1);
+	if (n < 0)
+		snprintf(out, cap, "fd:%d", fd);
+	else
+		out[n] = '\0';
+}
+
+/* dir/path made absolute where it can be. */
+static void
+at_path(int dir, const char *path, char *out, size_t cap)
+{
+	char base[ONE_PATH];
+
+	if (path == NULL) {
+		snprintf(out, cap, "(null)");
+		return;
+	}
+	if (path[0] == '/') {
+		snprintf(out, cap, "%s", path);
+		return;
+	}
+	if (dir == AT_FDCWD) {
+		if (getcwd(base, sizeof(base)) == NULL)
+			snprintf(base, sizeof(base), ".");
+	} else {
+		fd_path(dir, base, sizeof(base));
+	}
+	/* a path too long for out is cut: its start still matches */
+	if (snprintf(out, cap, "%s%s%s", base, path[0] != '\0' ? "/" : "",
+		     path) < 0)
+		snprintf(out, cap, "?");
+}
+
+/* --- the decision ----------------------------------------------------------
+ */
+
+static int
+wanted(int op)
+{
+	(void)pthread_once(&once, init);
+	return log_fd >= 0 || (op_armed & (1u << op)) != 0;
+}
+
+static void
+log_call(int op, const char *path)
+{
+	char line[TWO_PATHS + 32];
+	int n;
+
+	if (log_fd < 0)
+		return;
+	n = snprintf(line, sizeof(line), "%s %s\n", op_names[op], path);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof(line)) {
+		n = (int)sizeof(line) - 1;
+		line[n - 1] = '\n';
+	}
+	(void)!real_write(log_fd, line, (size_t)n);
+}
+
+/* Logs the call and counts it against every fault on op; returns 0 to go
+ * on, or the errno to fail with. Does not return on "kill". */
+static int
+decide(int op, const char *path)
+{
+	char line[TWO_PATHS + 96];
+	struct fault *f;
+	int i, err = 0;
+
+	log_call(op, path);
+	for (i = 0; i < faults_n; i++) {
+		f = &faults[i];
+		if (f->op != op ||
+		    (f->substr[0] != '\0' && strstr(path, f->substr) == NULL))
+			continue;
+		if (atomic_fetch_add(&f->seen, 1) + 1 != f->n || err != 0)
+			continue;
+		if (f->action == ACTION_KILL) {
+			snprintf(line, sizeof(line),
+				 "bwfault: kill at %s #%lu: %s\n", op_names[op],
+				 f->n, path);
+			say(line);
+			raise(SIGKILL);
+			_exit(137); /* not reached */
+		}
+		snprintf(line, sizeof(line),
+			 "bwfault: %s #%lu failed with %s: %s\n", op_names[op],
+			 f->n, strerror(f->action), path);
+		say(line);
+		err = f->action;
+	}
+	return err;
+}
+
+static int
+fail(int err)
+{
+	errno = err;
+	return -1;
+}
+
+static int
+check_fd(int op, int fd)
+{
+	char path[ONE_PATH];
+
+	if (!wanted(op))
+		return 0;
+	fd_path(fd, path, sizeof(path));
+	return decide(op, path);
+}
+
+static int
+check_at(int op, int dir, const char *p)
+{
+	char path[ONE_PATH];
+
+	if (!wanted(op))
+		return 0;
+	at_path(dir, p, path, sizeof(path));
+	return decide(op, path);
+}
+
+static int
+check_at2(int op, int d1, const char *p1, int d2, const char *p2)
+{
+	char a[ONE_PATH], b[ONE_PATH], both[TWO_PATHS];
+
+	if (!wanted(op))
+		return 0;
+	at_path(d1, p1, a, sizeof(a));
+	at_path(d2, p2, b, sizeof(b));
+	snprintf(both, sizeof(both), "%s %s", a, b);
+	return decide(op, both);
+}
+
+static int
+creates(int flags)
+{
+	return (flags & O_CREAT) != 0 || (flags & O_TMPFILE) == O_TMPFILE;
+}
+
+/* --- the wrappers ----------------------------------------------------------
+ */
+
+int
+fsync(int fd)
+{
+	int err = check_fd(OP_FSYNC, fd);
+
+	if (err != 0 || real_fsync == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_fsync(fd);
+}
+
+int
+fdatasync(int fd)
+{
+	int err = check_fd(OP_FDATASYNC, fd);
+
+	if (err != 0 || real_fdatasync == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_fdatasync(fd);
+}
+
+ssize_t
+write(int fd, const void *buf, size_t n)
+{
+	int err = check_fd(OP_WRITE, fd);
+
+	if (err != 0 || real_write == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_write(fd, buf, n);
+}
+
+ssize_t
+pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+	int err = check_fd(OP_PWRITE, fd);
+
+	if (err != 0 || real_pwrite == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_pwrite(fd, buf, n, off);
+}
+
+ssize_t
+pwrite64(int fd, const void *buf, size_t n, off64_t off)
+{
+	int err = check_fd(OP_PWRITE, fd);
+
+	if (err != 0 || real_pwrite64 == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_pwrite64(fd, buf, n, off);
+}
+
+int
+rename(const char *from, const char *to)
+{
+	int err = check_at2(OP_RENAME, AT_FDCWD, from, AT_FDCWD, to);
+
+	if (err != 0 || real_rename == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_rename(from, to);
+}
+
+int
+renameat(int fd1, const char *from, int fd2, const char *to)
+{
+	int err = check_at2(OP_RENAMEAT, fd1, from, fd2, to);
+
+	if (err != 0 || real_renameat == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_renameat(fd1, from, fd2, to);
+}
+
+int
+renameat2(int fd1, const char *from, int fd2, const char *to, unsigned flags)
+{
+	int err = check_at2(OP_RENAMEAT2, fd1, from, fd2, to);
+
+	if (err != 0 || real_renameat2 == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_renameat2(fd1, from, fd2, to, flags);
+}
+
+int
+link(const char *from, const char *to)
+{
+	int err = check_at2(OP_LINK, AT_FDCWD, from, AT_FDCWD, to);
+
+	if (err != 0 || real_link == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_link(from, to);
+}
+
+int
+linkat(int fd1, const char *from, int fd2, const char *to, int flags)
+{
+	int err = check_at2(OP_LINKAT, fd1, from, fd2, to);
+
+	if (err != 0 || real_linkat == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_linkat(fd1, from, fd2, to, flags);
+}
+
+int
+unlink(const char *path)
+{
+	int err = check_at(OP_UNLINK, AT_FDCWD, path);
+
+	if (err != 0 || real_unlink == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_unlink(path);
+}
+
+int
+unlinkat(int dir, const char *path, int flags)
+{
+	int err = check_at(OP_UNLINKAT, dir, path);
+
+	if (err != 0 || real_unlinkat == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_unlinkat(dir, path, flags);
+}
+
+int
+mkdir(const char *path, mode_t mode)
+{
+	int err = check_at(OP_MKDIR, AT_FDCWD, path);
+
+	if (err != 0 || real_mkdir == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_mkdir(path, mode);
+}
+
+int
+mkdirat(int dir, const char *path, mode_t mode)
+{
+	int err = check_at(OP_MKDIRAT, dir, path);
+
+	if (err != 0 || real_mkdirat == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_mkdirat(dir, path, mode);
+}
+
+/* The open family: only a call that may create a file is a step. */
+
+static mode_t
+mode_arg(int flags, va_list ap)
+{
+	return creates(flags) ? (mode_t)va_arg(ap, unsigned) : 0;
+}
+
+int
+open(const char *path, int flags, ...)
+{
+	va_list ap;
+	mode_t mode;
+	int err = 0;
+
+	va_start(ap, flags);
+	mode = mode_arg(flags, ap);
+	va_end(ap);
+	if (creates(flags))
+		err = check_at(OP_OPEN, AT_FDCWD, path);
+	else
+		(void)pthread_once(&once, init);
+	if (err != 0 || real_open == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_open(path, flags, mode);
+}
+
+int
+open64(const char *path, int flags, ...)
+{
+	va_list ap;
+	mode_t mode;
+	int err = 0;
+
+	va_start(ap, flags);
+	mode = mode_arg(flags, ap);
+	va_end(ap);
+	if (creates(flags))
+		err = check_at(OP_OPEN, AT_FDCWD, path);
+	else
+		(void)pthread_once(&once, init);
+	if (err != 0 || real_open64 == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_open64(path, flags, mode);
+}
+
+int
+creat(const char *path, mode_t mode)
+{
+	int err = check_at(OP_OPEN, AT_FDCWD, path);
+
+	if (err != 0 || real_creat == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_creat(path, mode);
+}
+
+int
+openat(int dir, const char *path, int flags, ...)
+{
+	va_list ap;
+	mode_t mode;
+	int err = 0;
+
+	va_start(ap, flags);
+	mode = mode_arg(flags, ap);
+	va_end(ap);
+	if (creates(flags))
+		err = check_at(OP_OPENAT, dir, path);
+	else
+		(void)pthread_once(&once, init);
+	if (err != 0 || real_openat == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_openat(dir, path, flags, mode);
+}
+
+int
+openat64(int dir, const char *path, int flags, ...)
+{
+	va_list ap;
+	mode_t mode;
+	int err = 0;
+
+	va_start(ap, flags);
+	mode = mode_arg(flags, ap);
+	va_end(ap);
+	if (creates(flags))
+		err = check_at(OP_OPENAT, dir, path);
+	else
+		(void)pthread_once(&once, init);
+	if (err != 0 || real_openat64 == NULL)
+		return fail(err != 0 ? err : ENOSYS);
+	return real_openat64(dir, path, flags, mode);
+}
