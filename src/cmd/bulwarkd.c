@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bulwark/crypto.h"
 #include "bulwark/err.h"
 #include "bulwark/log.h"
 #include "bulwark/net.h"
@@ -32,9 +33,21 @@ usage(FILE *f)
 		"                           (default and maximum 4294967024)\n"
 		"      --max-uploads N      uploads in progress at once "
 		"(default 256)\n"
-		"      --min-rate N         after --timeout seconds, an upload "
-		"must average\n"
+		"      --max-uploads-per-addr N  of those, from one address "
+		"(default 128)\n"
+		"      --min-rate N         each --timeout window of an upload "
+		"must bring\n"
 		"                           N bytes/s (default 1024; 0 = off)\n"
+		"      --key-lifetime SEC   an AES key is refused this long "
+		"after it was\n"
+		"                           issued (default 3600; 0 = never)\n"
+		"      --key-failures N     decryption failures that revoke a "
+		"key (default 3)\n"
+		"      --max-reg-per-min N  registrations a minute from one "
+		"address\n"
+		"                           (default 1000; 0 = no limit)\n"
+		"      --max-clients N      registered clients in all "
+		"(default 1000000)\n"
 		"      --timeout SEC        close a connection silent this "
 		"long (default 30)\n"
 		"      --request-timeout SEC  a request header must complete "
@@ -50,7 +63,14 @@ usage(FILE *f)
 		"      --console-listen ADDR  console address (default "
 		"127.0.0.1)\n"
 		"      --console-secret S   secret a console must send "
-		"(required off loopback)\n"
+		"(required off loopback);\n"
+		"                           visible to local users in ps: "
+		"prefer the next two\n"
+		"      --console-secret-file PATH  read the secret from PATH "
+		"(first line)\n"
+		"                           BULWARK_CONSOLE_SECRET in the "
+		"environment also\n"
+		"                           sets it (the options win)\n"
 		"      --no-console         do not start the console\n"
 		"      --log-level LEVEL    debug, info, warn or error "
 		"(default info)\n"
@@ -75,6 +95,12 @@ enum {
 	OPT_CONSOLE_SECRET,
 	OPT_NO_CONSOLE,
 	OPT_LOG_LEVEL,
+	OPT_UPLOADS_PER_ADDR,
+	OPT_KEY_LIFETIME,
+	OPT_KEY_FAILURES,
+	OPT_REG_PER_MIN,
+	OPT_MAX_CLIENTS,
+	OPT_CONSOLE_SECRET_FILE,
 };
 
 static uint64_t
@@ -101,6 +127,34 @@ copy_arg(char *dst, size_t cap, const char *opt, const char *v)
 		exit(2);
 	}
 	memcpy(dst, v, strlen(v) + 1);
+}
+
+/* The console secret from a file: its first line, without the line end.
+ * Exits 2 if it cannot be read or is empty. */
+static void
+secret_file(char *dst, size_t cap, const char *path)
+{
+	char *text = NULL;
+	size_t len = 0;
+	int rc;
+
+	if ((rc = bw_read_small_file(path, cap, &text, &len)) != 0) {
+		fprintf(stderr, "bulwarkd: --console-secret-file %s: %s\n",
+			path, bw_strerror(rc));
+		exit(2);
+	}
+	text[strcspn(text, "\r\n")] = '\0';
+	if (text[0] == '\0' || strlen(text) >= cap) {
+		fprintf(stderr,
+			"bulwarkd: --console-secret-file %s: no secret "
+			"on its first line\n",
+			path);
+		free(text);
+		exit(2);
+	}
+	memcpy(dst, text, strlen(text) + 1);
+	bw_wipe(text, len);
+	free(text);
 }
 
 /* port.info (or myport.info): a port number, white space ignored. */
@@ -148,13 +202,22 @@ main(int argc, char **argv)
 		{"console-secret", required_argument, NULL, OPT_CONSOLE_SECRET},
 		{"no-console", no_argument, NULL, OPT_NO_CONSOLE},
 		{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+		{"max-uploads-per-addr", required_argument, NULL,
+		 OPT_UPLOADS_PER_ADDR},
+		{"key-lifetime", required_argument, NULL, OPT_KEY_LIFETIME},
+		{"key-failures", required_argument, NULL, OPT_KEY_FAILURES},
+		{"max-reg-per-min", required_argument, NULL, OPT_REG_PER_MIN},
+		{"max-clients", required_argument, NULL, OPT_MAX_CLIENTS},
+		{"console-secret-file", required_argument, NULL,
+		 OPT_CONSOLE_SECRET_FILE},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	struct bw_server_cfg cfg;
 	struct bw_server srv;
-	int ch, port_set = 0, rc;
+	const char *env;
+	int ch, port_set = 0, secret_set = 0, rc;
 
 	bw_server_cfg_defaults(&cfg);
 	while ((ch = getopt_long(argc, argv, "d:p:l:hV", opts, NULL)) != -1) {
@@ -220,9 +283,35 @@ main(int argc, char **argv)
 		case OPT_CONSOLE_SECRET:
 			copy_arg(cfg.console_secret, sizeof(cfg.console_secret),
 				 "--console-secret", optarg);
+			secret_set = 1;
 			break;
 		case OPT_NO_CONSOLE:
 			cfg.console_enabled = 0;
+			break;
+		case OPT_UPLOADS_PER_ADDR:
+			cfg.max_uploads_per_addr = (unsigned)num_arg(
+				"--max-uploads-per-addr", optarg, 1, 100000);
+			break;
+		case OPT_KEY_LIFETIME:
+			cfg.key_lifetime_s = (unsigned)num_arg(
+				"--key-lifetime", optarg, 0, 86400u * 365u);
+			break;
+		case OPT_KEY_FAILURES:
+			cfg.key_failures = (unsigned)num_arg("--key-failures",
+							     optarg, 1, 1000);
+			break;
+		case OPT_REG_PER_MIN:
+			cfg.max_reg_per_min = (unsigned)num_arg(
+				"--max-reg-per-min", optarg, 0, 1000000);
+			break;
+		case OPT_MAX_CLIENTS:
+			cfg.max_clients =
+				num_arg("--max-clients", optarg, 1, UINT32_MAX);
+			break;
+		case OPT_CONSOLE_SECRET_FILE:
+			secret_file(cfg.console_secret,
+				    sizeof(cfg.console_secret), optarg);
+			secret_set = 1;
 			break;
 		case OPT_LOG_LEVEL:
 			if (strcmp(optarg, "debug") == 0)
@@ -259,6 +348,10 @@ main(int argc, char **argv)
 	}
 	if (!port_set)
 		cfg.port = port_from_files(cfg.data_dir);
+	if (!secret_set && (env = getenv("BULWARK_CONSOLE_SECRET")) != NULL &&
+	    env[0] != '\0')
+		copy_arg(cfg.console_secret, sizeof(cfg.console_secret),
+			 "BULWARK_CONSOLE_SECRET", env);
 	if (cfg.console_enabled && bw_net_is_loopback(cfg.console_addr) != 1 &&
 	    cfg.console_secret[0] == '\0') {
 		fprintf(stderr,

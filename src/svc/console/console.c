@@ -25,6 +25,9 @@
 #define CONSOLE_WANT 512u	   /* input buffered ahead: > "Hi " + 255 */
 #define OUT_BUDGET   (32u * 1024u) /* stop answering until this drains */
 #define IDLE_MS	     (5u * 60u * 1000u) /* a greeted operator may pause */
+/* ...but a connection that greets and never asks anything is closed soon:
+ * idle consoles must not hold the slots the operator needs. */
+#define FIRST_REQUEST_MS (10u * 1000u)
 
 _Static_assert(sizeof(GREETING) - 1 == GREETING_LEN,
 	       "the greeting is exactly 48 bytes");
@@ -91,64 +94,6 @@ reply_send(struct bw_conn *c, struct reply *r)
 	snprintf(digits, sizeof(digits), "%04u", (unsigned)r->len);
 	memcpy(r->buf, digits, LEN_DIGITS);
 	return bw_conn_send(c, r->buf, LEN_DIGITS + r->len);
-}
-
-/* Length of the well-formed UTF-8 sequence at s (1..4), or 0. */
-static size_t
-utf8_seq(const unsigned char *s)
-{
-	unsigned char a = s[0], lo = 0x80, hi = 0xbf;
-	size_t n, i;
-
-	if (a < 0x80)
-		return 1;
-	if (a >= 0xc2 && a <= 0xdf)
-		n = 2;
-	else if (a >= 0xe0 && a <= 0xef)
-		n = 3;
-	else if (a >= 0xf0 && a <= 0xf4)
-		n = 4;
-	else
-		return 0;
-	if (a == 0xe0)
-		lo = 0xa0;
-	else if (a == 0xed)
-		hi = 0x9f;
-	else if (a == 0xf0)
-		lo = 0x90;
-	else if (a == 0xf4)
-		hi = 0x8f;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (i = 2; i < n; i++) {
-		if (s[i] < 0x80 || s[i] > 0xbf)
-			return 0;
-	}
-	return n;
-}
-
-/* Copies a stored name as printable UTF-8: bytes that are not well-formed
- * UTF-8, and control characters (C0, DEL, C1), become '?'. out has room for
- * strlen(in) + 1 bytes. */
-static void
-printable(const char *in, char *out)
-{
-	const unsigned char *s = (const unsigned char *)in;
-	size_t n, o = 0;
-
-	while (*s != '\0') {
-		n = utf8_seq(s);
-		if (n == 0 || *s < 0x20 || *s == 0x7f ||
-		    (s[0] == 0xc2 && s[1] < 0xa0)) {
-			out[o++] = '?';
-			s++;
-			continue;
-		}
-		memcpy(out + o, s, n);
-		o += n;
-		s += n;
-	}
-	out[o] = '\0';
 }
 
 /* ISO 8601 in the daemon's time zone, e.g. 2026-11-21T05:00:00+00:00. */
@@ -250,9 +195,9 @@ add_client(void *arg, void *val)
 {
 	struct list_walk *w = arg;
 	const struct bw_client *cl = val;
-	char name[BW_NAME_CAP], hex[2 * BW_ID_LEN + 1], seen[32];
+	char name[BW_ESC_CAP], hex[2 * BW_ID_LEN + 1], seen[32];
 
-	printable(cl->name, name);
+	bw_escape_display(cl->name, name, sizeof(name));
 	bw_hex_encode(cl->id, BW_ID_LEN, hex);
 	iso_time(cl->last_seen, seen);
 	if (reply_addf(w->r, TEXT_MAX - LEFT_OUT_MAX, "%s\t%s\t%s\n", name, hex,
@@ -269,10 +214,10 @@ add_file(void *arg, void *val)
 {
 	struct list_walk *w = arg;
 	const struct bw_file *f = val;
-	char owner[BW_NAME_CAP], name[BW_NAME_CAP];
+	char owner[BW_ESC_CAP], name[BW_ESC_CAP];
 
-	printable(f->owner->name, owner);
-	printable(f->file_name, name);
+	bw_escape_display(f->owner->name, owner, sizeof(owner));
+	bw_escape_display(f->file_name, name, sizeof(name));
 	if (reply_addf(w->r, TEXT_MAX - LEFT_OUT_MAX, "%s\t%s\t%llu\t%s\n",
 		       owner, name, ULL(f->size),
 		       f->verified ? "yes" : "no") != 0) {
@@ -421,7 +366,7 @@ hello_step(struct bw_conn *c)
 	}
 	bw_buf_consume(&c->in, need);
 	bw_conn_request_deadline(c, 0);
-	extend_idle(c);
+	c->deadline_ms = bw_now_ms() + FIRST_REQUEST_MS;
 	CC(c)->st = C_REQ;
 	bw_info("c%llu console: operator connected from %s", ULL(c->id),
 		c->peer);
@@ -541,4 +486,5 @@ const struct bw_service bw_console_service = {
 	.on_drained = console_drained,
 	.on_close = console_close,
 	.busy = console_busy,
+	.evict_idle = 1,
 };
