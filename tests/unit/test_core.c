@@ -17,6 +17,7 @@
 
 #include <cmocka.h>
 
+#include "bulwark/addrtab.h"
 #include "bulwark/buf.h"
 #include "bulwark/cur.h"
 #include "bulwark/err.h"
@@ -955,6 +956,96 @@ clear_dir_removes_the_files_inside(void **state)
 	assert_int_equal(bw_fs_clear_dir(path), 0);
 }
 
+static void
+escape_display_escapes_controls_c1_bidi_and_bad_utf8(void **state)
+{
+	char out[BW_ESC_CAP];
+
+	(void)state;
+	bw_escape_display("plain z\xc3\xab", out, sizeof(out));
+	assert_string_equal(out, "plain z\xc3\xab"); /* UTF-8 passes */
+	bw_escape_display("a\x1b[2Jb", out, sizeof(out));
+	assert_string_equal(out, "a\\x1b[2Jb");
+	bw_escape_display("c1\xc2\x9b!", out, sizeof(out));
+	assert_string_equal(out, "c1\\xc2\\x9b!");
+	bw_escape_display("rtl\xe2\x80\xae!", out, sizeof(out));
+	assert_string_equal(out, "rtl\\xe2\\x80\\xae!");
+	bw_escape_display("bad\xff\xc3", out, sizeof(out));
+	assert_string_equal(out, "bad\\xff\\xc3");
+	bw_escape_display("back\\slash", out, sizeof(out));
+	assert_string_equal(out, "back\\x5cslash");
+	bw_escape_display("overlong\xc0\xaf", out, sizeof(out));
+	assert_string_equal(out, "overlong\\xc0\\xaf");
+}
+
+static void
+escape_display_truncates_whole_escapes(void **state)
+{
+	char out[8];
+
+	(void)state;
+	bw_escape_display("ab\x01\x02", out, sizeof(out));
+	assert_string_equal(out, "ab\\x01"); /* no half escape */
+	bw_escape_display("abcdefghij", out, sizeof(out));
+	assert_string_equal(out, "abcdefg");
+}
+
+static void
+addrtab_counts_registrations_per_minute(void **state)
+{
+	struct bw_addrtab t;
+	struct bw_addr *a, *b;
+	uint64_t now = 1000000;
+	int i;
+
+	(void)state;
+	assert_int_equal(bw_addrtab_init(&t, 4), 0);
+	assert_non_null(a = bw_addrtab_get(&t, "10.0.0.1", now));
+	assert_ptr_equal(bw_addrtab_get(&t, "10.0.0.1", now), a);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(bw_addr_count_reg(a, 3, now + (uint64_t)i), 0);
+	assert_int_equal(bw_addr_count_reg(a, 3, now + 10), BW_ETOOBIG);
+	/* a minute later the window starts again */
+	assert_int_equal(bw_addr_count_reg(a, 3, now + 60000), 0);
+	assert_non_null(b = bw_addrtab_get(&t, "10.0.0.2", now));
+	assert_int_equal(bw_addr_count_reg(b, 0, now), 0); /* 0: no limit */
+	bw_addrtab_fini(&t);
+}
+
+static void
+addrtab_full_of_busy_entries_refuses_then_sweeps_idle_ones(void **state)
+{
+	struct bw_addrtab t;
+	struct bw_addr *a[2];
+	uint64_t now = 1000000;
+
+	(void)state;
+	assert_int_equal(bw_addrtab_init(&t, 2), 0);
+	assert_non_null(a[0] = bw_addrtab_get(&t, "::1", now));
+	assert_non_null(a[1] = bw_addrtab_get(&t, "127.0.0.2", now));
+	a[0]->conns = 1;
+	a[1]->uploads = 1;
+	assert_null(bw_addrtab_get(&t, "127.0.0.3", now));
+	a[1]->uploads = 0; /* idle now: its entry may go */
+	assert_non_null(bw_addrtab_get(&t, "127.0.0.3", now));
+	assert_ptr_equal(bw_addrtab_get(&t, "::1", now), a[0]);
+	bw_addrtab_fini(&t);
+}
+
+static void
+addr_of_peer_drops_the_port(void **state)
+{
+	char out[BW_ADDR_TEXT];
+
+	(void)state;
+	bw_addr_of_peer("127.0.0.1:5555", out);
+	assert_string_equal(out, "127.0.0.1");
+	bw_addr_of_peer("::1:80", out);
+	assert_string_equal(out, "::1");
+	bw_addr_of_peer("[fe80::1]:80", out);
+	assert_string_equal(out, "fe80::1");
+}
+
 int
 main(void)
 {
@@ -987,6 +1078,13 @@ main(void)
 		cmocka_unit_test(parse_u64_ignores_surrounding_white_space),
 		cmocka_unit_test(hostport_splits_names_and_addresses),
 		cmocka_unit_test(hostport_reads_bracketed_ipv6),
+		cmocka_unit_test(
+			escape_display_escapes_controls_c1_bidi_and_bad_utf8),
+		cmocka_unit_test(escape_display_truncates_whole_escapes),
+		cmocka_unit_test(addrtab_counts_registrations_per_minute),
+		cmocka_unit_test(
+			addrtab_full_of_busy_entries_refuses_then_sweeps_idle_ones),
+		cmocka_unit_test(addr_of_peer_drops_the_port),
 		cmocka_unit_test(hostport_rejects_bad_forms),
 		cmocka_unit_test(hostport_rejects_host_longer_than_the_buffer),
 		cmocka_unit_test_setup_teardown(read_small_file_reads_up_to_max,

@@ -870,6 +870,92 @@ close_of_null_is_harmless(void **state)
 	bw_store_close(NULL);
 }
 
+static void
+file_set_makes_one_row_own_the_path_and_keeps_pending(void **state)
+{
+	struct fx *f = *state;
+	struct files_seen seen;
+	struct bw_file_rec a, b;
+
+	open_store(f);
+	make_file(&a, 0x11, "dir/x.bin", "files/1111/x.bin");
+	a.verified = 1;
+	assert_int_equal(
+		bw_store_file_set(f->s, a.client_id, a.path_name, &a), 0);
+	/* another name at the same path replaces it, pending fields kept */
+	make_file(&b, 0x11, "other/x.bin", "files/1111/x.bin");
+	b.verified = 1;
+	snprintf(b.pending_name, sizeof b.pending_name, "new/x.bin");
+	snprintf(b.pending_path, sizeof b.pending_path,
+		 "files/.pending/abc");
+	assert_int_equal(
+		bw_store_file_set(f->s, b.client_id, b.path_name, &b), 0);
+	load_files(f->s, &seen);
+	assert_int_equal(seen.n, 1);
+	assert_string_equal(seen.rec[0].file_name, "other/x.bin");
+	assert_true(seen.rec[0].verified);
+	assert_string_equal(seen.rec[0].pending_name, "new/x.bin");
+	assert_string_equal(seen.rec[0].pending_path, "files/.pending/abc");
+	/* NULL removes the path's row */
+	assert_int_equal(
+		bw_store_file_set(f->s, b.client_id, b.path_name, NULL), 0);
+	load_files(f->s, &seen);
+	assert_int_equal(seen.n, 0);
+}
+
+static void
+file_set_with_a_name_too_long_changes_nothing(void **state)
+{
+	struct fx *f = *state;
+	struct files_seen seen;
+	struct bw_file_rec a, bad;
+
+	open_store(f);
+	make_file(&a, 0x11, "x.bin", "files/1111/x.bin");
+	assert_int_equal(
+		bw_store_file_set(f->s, a.client_id, a.path_name, &a), 0);
+	bad = a;
+	memset(bad.pending_name, 'n', sizeof bad.pending_name);
+	assert_int_equal(
+		bw_store_file_set(f->s, bad.client_id, bad.path_name, &bad),
+		BW_ETOOBIG);
+	load_files(f->s, &seen); /* rolled back: the old row is there */
+	assert_int_equal(seen.n, 1);
+	assert_string_equal(seen.rec[0].file_name, "x.bin");
+	assert_string_equal(seen.rec[0].pending_name, "");
+}
+
+static void
+key_state_survives_reopen_and_null_revokes(void **state)
+{
+	struct fx *f = *state;
+	struct clients_seen seen;
+	const struct bw_client_rec *got;
+	struct bw_client_rec c;
+	uint8_t aes[BW_AES_KEY_LEN];
+
+	open_store(f);
+	make_client(&c, 0x21, "carol");
+	assert_int_equal(bw_store_client_insert(f->s, &c), 0);
+	memset(aes, 0x5a, sizeof aes);
+	assert_int_equal(
+		bw_store_client_set_key(f->s, c.id, NULL, aes, 1700000000, 1, 5),
+		0);
+	reopen_store(f);
+	load_clients(f->s, &seen);
+	assert_non_null(got = find_client(&seen, "carol"));
+	assert_true(got->has_aes);
+	assert_memory_equal(got->aes_key, aes, sizeof aes);
+	assert_int_equal(got->key_issued, 1700000000);
+	assert_true(got->key_used);
+	assert_int_equal(
+		bw_store_client_set_key(f->s, c.id, NULL, NULL, 0, 1, 6), 0);
+	load_clients(f->s, &seen);
+	assert_non_null(got = find_client(&seen, "carol"));
+	assert_false(got->has_aes);
+	assert_true(got->key_used);
+}
+
 int
 main(void)
 {
@@ -904,6 +990,9 @@ main(void)
 		T(path_in_missing_directory_fails_cleanly),
 		T(file_that_is_not_a_database_is_edb),
 		T(close_of_null_is_harmless),
+		T(file_set_makes_one_row_own_the_path_and_keeps_pending),
+		T(file_set_with_a_name_too_long_changes_nothing),
+		T(key_state_survives_reopen_and_null_revokes),
 #undef T
 	};
 
