@@ -880,16 +880,15 @@ file_set_makes_one_row_own_the_path_and_keeps_pending(void **state)
 	open_store(f);
 	make_file(&a, 0x11, "dir/x.bin", "files/1111/x.bin");
 	a.verified = 1;
-	assert_int_equal(
-		bw_store_file_set(f->s, a.client_id, a.path_name, &a), 0);
+	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
+			 0);
 	/* another name at the same path replaces it, pending fields kept */
 	make_file(&b, 0x11, "other/x.bin", "files/1111/x.bin");
 	b.verified = 1;
 	snprintf(b.pending_name, sizeof b.pending_name, "new/x.bin");
-	snprintf(b.pending_path, sizeof b.pending_path,
-		 "files/.pending/abc");
-	assert_int_equal(
-		bw_store_file_set(f->s, b.client_id, b.path_name, &b), 0);
+	snprintf(b.pending_path, sizeof b.pending_path, "files/.pending/abc");
+	assert_int_equal(bw_store_file_set(f->s, b.client_id, b.path_name, &b),
+			 0);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 1);
 	assert_string_equal(seen.rec[0].file_name, "other/x.bin");
@@ -912,8 +911,8 @@ file_set_with_a_name_too_long_changes_nothing(void **state)
 
 	open_store(f);
 	make_file(&a, 0x11, "x.bin", "files/1111/x.bin");
-	assert_int_equal(
-		bw_store_file_set(f->s, a.client_id, a.path_name, &a), 0);
+	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
+			 0);
 	bad = a;
 	memset(bad.pending_name, 'n', sizeof bad.pending_name);
 	assert_int_equal(
@@ -938,9 +937,9 @@ key_state_survives_reopen_and_null_revokes(void **state)
 	make_client(&c, 0x21, "carol");
 	assert_int_equal(bw_store_client_insert(f->s, &c), 0);
 	memset(aes, 0x5a, sizeof aes);
-	assert_int_equal(
-		bw_store_client_set_key(f->s, c.id, NULL, aes, 1700000000, 1, 5),
-		0);
+	assert_int_equal(bw_store_client_set_key(f->s, c.id, NULL, aes,
+						 1700000000, 1, 5),
+			 0);
 	reopen_store(f);
 	load_clients(f->s, &seen);
 	assert_non_null(got = find_client(&seen, "carol"));
