@@ -147,10 +147,12 @@ restore_backup(int dir_fd, const char *stored, int incoming_fd,
 	int rc = backup[0] != '\0'
 			 ? renameat(incoming_fd, backup, dir_fd, stored)
 			 : unlinkat(dir_fd, stored, 0);
+	char shown[BW_ESC_CAP];
 
 	if (rc != 0 || fsync(dir_fd) != 0)
 		bw_error("vault: could not undo a replacement of '%s': %s",
-			 stored, strerror(errno));
+			 bw_escape_display(stored, shown, sizeof(shown)),
+			 strerror(errno));
 }
 
 /* --- committing an upload ----------------------------------------------- */
@@ -256,6 +258,7 @@ direct_done(void *arg)
 	struct upload *u = arg;
 	struct bw_server *s = u->v->srv;
 	struct bw_client *cl = bw_registry_by_id(&s->reg, u->client_id);
+	char shown[BW_ESC_CAP];
 	int rc;
 
 	if (u->rc != 0 && cl != NULL &&
@@ -263,7 +266,8 @@ direct_done(void *arg)
 		     &s->reg, cl, u->rel_path, u->had_prev ? &u->prev : NULL,
 		     u->prev_size, u->prev_pending_size)) != 0)
 		bw_error("vault: the row of %s could not be put back: %s",
-			 u->rel_path, bw_strerror(rc));
+			 bw_escape_display(u->rel_path, shown, sizeof(shown)),
+			 bw_strerror(rc));
 	commit_finish(u, u->rc);
 }
 

@@ -78,11 +78,13 @@ vault_upload_abort(struct bw_conn *c, const char *why)
 {
 	struct vault_conn *vc = VC(c);
 	struct upload *u = vc->up;
+	char shown[BW_ESC_CAP];
 
 	if (u == NULL)
 		return;
 	bw_info("c%llu 1028 '%s' aborted after %llu bytes: %s", ULL(c->id),
-		u->stored, ULL(u->plain_len), why);
+		bw_escape_display(u->stored, shown, sizeof(shown)),
+		ULL(u->plain_len), why);
 	vault_upload_done(u);
 	vc->up = NULL;
 	u->conn = NULL;
@@ -114,7 +116,7 @@ vault_upload_start(struct bw_conn *c, struct bw_client *cl, const uint8_t *key,
 {
 	struct vault_conn *vc = VC(c);
 	struct bw_server *s = c->srv;
-	char hex[2 * BW_ID_LEN + 1], shown[BW_ESC_CAP];
+	char hex[2 * BW_ID_LEN + 1], shown[BW_ESC_CAP], file[BW_ESC_CAP];
 	struct upload *u;
 	int rc;
 
@@ -171,8 +173,8 @@ vault_upload_start(struct bw_conn *c, struct bw_client *cl, const uint8_t *key,
 	s->uploads_active++;
 	u->start_ms = bw_now_ms();
 	bw_info("c%llu 1028 '%s' '%s' upload of %u bytes started", ULL(c->id),
-		bw_escape_display(cl->name, shown, sizeof(shown)), u->stored,
-		content_size);
+		bw_escape_display(cl->name, shown, sizeof(shown)),
+		bw_escape_display(u->stored, file, sizeof(file)), content_size);
 	return 0;
 fail:
 	vault_upload_free(u);
