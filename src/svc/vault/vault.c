@@ -336,7 +336,7 @@ on_file_prefix(struct bw_conn *c, const uint8_t *p)
 	const uint8_t *key = NULL;
 	struct bw_client *cl = NULL;
 	const char *why = NULL;
-	int rc;
+	int rc, gone = 0;
 
 	if ((uint64_t)vc->hdr.payload_size !=
 	    (uint64_t)BW_FILE_PREFIX_LEN + content_size)
@@ -361,7 +361,9 @@ on_file_prefix(struct bw_conn *c, const uint8_t *p)
 	else if ((cl = header_client(c)) == NULL)
 		why = "unknown client id";
 	else if ((key = upload_key(c, cl, &why)) == NULL)
-		;
+		/* it needs a 1027: closing tells a client to get a fresh key
+		 * instead of resending with the dead one */
+		gone = cl->has_pubkey;
 	else if ((rc = vault_upload_start(c, cl, key, p, content_size, name)) !=
 		 0)
 		why = rc == BW_EPROTO  ? "file name has no usable base name"
@@ -372,7 +374,7 @@ on_file_prefix(struct bw_conn *c, const uint8_t *p)
 		vc->st = V_BODY;
 		return 0;
 	}
-	if (content_size > SWALLOW_MAX)
+	if (content_size > SWALLOW_MAX || gone)
 		return vault_reply_error_close(c, why);
 	bw_info("c%llu 1028 refused, discarding %u bytes: %s", ULL(c->id),
 		content_size, why);
