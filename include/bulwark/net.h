@@ -19,7 +19,8 @@ int bw_net_accept(int lfd, int *fd, char *peer, size_t peer_cap) BW_WUR_NET;
  * BW_ECONFIG if it is not a numeric address. */
 int bw_net_is_loopback(const char *addr);
 
-/* Blocking connect to host:port (name or number) within timeout_ms; the
+/* Blocking connect to host:port (name or number) within timeout_ms, all
+ * resolved addresses together (name resolution itself is not bounded); the
  * socket keeps timeout_ms as its send and receive timeout. */
 int bw_net_connect(const char *host, uint16_t port, unsigned timeout_ms,
 		   int *fd) BW_WUR_NET;

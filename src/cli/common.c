@@ -2,10 +2,12 @@
  * client subcommands.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "bulwark/cur.h"
@@ -174,9 +176,9 @@ bw_identity_save(const struct bw_identity *me, const char *path,
 		rc = BW_ETOOBIG;
 		goto out;
 	}
-	if ((rc = bw_fs_write_atomic(priv_path, b64, strlen(b64), 0600)) != 0)
+	if ((rc = bw_fs_write_atomic(path, text, (size_t)w, 0600)) != 0)
 		goto out;
-	rc = bw_fs_write_atomic(path, text, (size_t)w, 0600);
+	rc = bw_fs_write_atomic(priv_path, b64, strlen(b64), 0600);
 out:
 	bw_secure_free(der, der_len);
 	if (b64 != NULL)
@@ -220,6 +222,93 @@ bw_session_close(struct bw_session *s)
 	s->fd = -1;
 }
 
+void
+bw_session_deadline(struct bw_session *s, uint64_t ms)
+{
+	s->deadline_ms = bw_now_ms() + ms;
+}
+
+/* Milliseconds left to wait for progress: at most timeout_ms, and never past
+ * the deadline; 0 when the deadline has passed. */
+static uint64_t
+time_left(const struct bw_session *s)
+{
+	uint64_t now = bw_now_ms(), left = s->timeout_ms;
+
+	if (s->deadline_ms == 0)
+		return left;
+	if (now >= s->deadline_ms)
+		return 0;
+	return s->deadline_ms - now < left ? s->deadline_ms - now : left;
+}
+
+/* Waits until the socket is ready for events: 0, BW_ETIMEDOUT or -errno. */
+static int
+wait_ready(const struct bw_session *s, short events)
+{
+	struct pollfd pfd = {.fd = s->fd, .events = events};
+	uint64_t left = time_left(s);
+	int n;
+
+	if (left == 0)
+		return BW_ETIMEDOUT;
+	n = poll(&pfd, 1, (int)left);
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	return n == 0 ? BW_ETIMEDOUT : 0;
+}
+
+int
+bw_session_write(const struct bw_session *s, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	ssize_t r;
+	int rc;
+
+	while (n > 0) {
+		if (s->deadline_ms != 0 && bw_now_ms() >= s->deadline_ms)
+			return BW_ETIMEDOUT;
+		r = send(s->fd, b, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (r >= 0) {
+			b += r;
+			n -= (size_t)r;
+		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			if ((rc = wait_ready(s, POLLOUT)) != 0)
+				return rc;
+		} else if (errno != EINTR) {
+			return -errno;
+		}
+	}
+	return 0;
+}
+
+/* Reads exactly n bytes: 0, BW_ECLOSED, BW_ETIMEDOUT or -errno. */
+static int
+read_full(const struct bw_session *s, void *p, size_t n)
+{
+	uint8_t *b = p;
+	ssize_t r;
+	int rc;
+
+	while (n > 0) {
+		if (s->deadline_ms != 0 && bw_now_ms() >= s->deadline_ms)
+			return BW_ETIMEDOUT;
+		r = recv(s->fd, b, n, MSG_DONTWAIT);
+		if (r > 0) {
+			b += r;
+			n -= (size_t)r;
+		} else if (r == 0) {
+			return BW_ECLOSED;
+		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			if ((rc = wait_ready(s, POLLIN)) != 0)
+				return rc;
+		} else if (errno != EINTR) {
+			return -errno;
+		}
+	}
+	return 0;
+}
+
 int
 bw_session_send_hdr(struct bw_session *s, const uint8_t id[BW_ID_LEN],
 		    uint16_t code, uint32_t payload_size)
@@ -234,7 +323,7 @@ bw_session_send_hdr(struct bw_session *s, const uint8_t id[BW_ID_LEN],
 	h.code = code;
 	h.payload_size = payload_size;
 	bw_req_hdr_encode(&h, hdr);
-	return bw_net_write_full(s->fd, hdr, sizeof(hdr));
+	return bw_session_write(s, hdr, sizeof(hdr));
 }
 
 int
@@ -246,7 +335,7 @@ bw_session_send(struct bw_session *s, const uint8_t id[BW_ID_LEN],
 	if ((rc = bw_session_send_hdr(s, id, code, len)) != 0)
 		return rc;
 	if (len > 0)
-		rc = bw_net_write_full(s->fd, payload, len);
+		rc = bw_session_write(s, payload, len);
 	return rc;
 }
 
@@ -258,7 +347,7 @@ bw_session_recv(struct bw_session *s, uint16_t *code, uint8_t *out, size_t cap,
 	struct bw_resp_hdr h;
 	int rc;
 
-	if ((rc = bw_net_read_full(s->fd, hdr, sizeof(hdr))) != 0)
+	if ((rc = read_full(s, hdr, sizeof(hdr))) != 0)
 		return rc;
 	if (bw_resp_hdr_decode(hdr, sizeof(hdr), &h) < 0)
 		return BW_EPROTO;
@@ -266,10 +355,29 @@ bw_session_recv(struct bw_session *s, uint16_t *code, uint8_t *out, size_t cap,
 		bw_session_close(s);
 		return BW_ETOOBIG;
 	}
-	if (h.payload_size > 0 &&
-	    (rc = bw_net_read_full(s->fd, out, h.payload_size)) != 0)
+	if (h.payload_size > 0 && (rc = read_full(s, out, h.payload_size)) != 0)
 		return rc;
 	*code = h.code;
 	*len = h.payload_size;
 	return 0;
+}
+
+int
+bw_session_idle(struct bw_session *s, unsigned ms)
+{
+	uint64_t end = bw_now_ms() + ms, now;
+	struct pollfd pfd;
+	int n;
+
+	while (s->fd >= 0 && (now = bw_now_ms()) < end) {
+		pfd = (struct pollfd){.fd = s->fd, .events = POLLIN};
+		n = poll(&pfd, 1, (int)(end - now));
+		if (n < 0 && errno != EINTR)
+			bw_session_close(s);
+		if (n > 0) /* a close, an error or bytes out of turn */
+			bw_session_close(s);
+	}
+	while ((now = bw_now_ms()) < end)
+		(void)poll(NULL, 0, (int)(end - now));
+	return s->fd < 0;
 }

@@ -1,5 +1,5 @@
 /* What every client subcommand shares: identity files (me.info, priv.key),
- * a blocking connection to the server with a receive timeout, and one
+ * a connection to the server with a deadline per exchange, and one
  * request/response exchange of the 23/7-byte framed protocols.
  */
 #ifndef BULWARK_CLI_COMMON_H
@@ -34,34 +34,56 @@ struct bw_identity {
  * no me.info, or BW_EPROTO with *why set to what is wrong. */
 int bw_identity_load(struct bw_identity *me, const char *path,
 		     const char *priv_path, const char **why) BW_WUR;
-/* Writes me.info and priv.key atomically with mode 0600. */
+/* Writes me.info, then priv.key, each atomically (temporary file and
+ * rename) with mode 0600; me.info carries the key itself, so a failure
+ * between the two leaves a usable me.info. */
 int bw_identity_save(const struct bw_identity *me, const char *path,
 		     const char *priv_path) BW_WUR;
 void bw_identity_fini(struct bw_identity *me);
 
+/* One connection to the server. Every send and receive waits at most
+ * timeout_ms for progress and, once bw_session_deadline() has started the
+ * clock of an exchange, fails with BW_ETIMEDOUT when its deadline passes. */
 struct bw_session {
 	char host[256];
 	uint16_t port;
 	unsigned timeout_ms;
-	int fd; /* -1 when not connected */
+	uint64_t deadline_ms; /* bw_now_ms() by which to be done; 0: none */
+	int fd;		      /* -1 when not connected */
 	uint8_t version;
 };
 
 void bw_session_init(struct bw_session *s, const char *host, uint16_t port,
 		     unsigned timeout_ms, uint8_t version);
+/* Connects if not connected; the connect (all addresses together) takes at
+ * most timeout_ms. */
 int bw_session_connect(struct bw_session *s) BW_WUR;
 void bw_session_close(struct bw_session *s);
+/* Starts the clock: the sends and receives that follow must be done within
+ * ms milliseconds of now. */
+void bw_session_deadline(struct bw_session *s, uint64_t ms);
+/* Writes exactly n bytes (no SIGPIPE): 0, BW_ETIMEDOUT or -errno. Only
+ * reads the session, so one thread may write while another waits. */
+int bw_session_write(const struct bw_session *s, const void *p,
+		     size_t n) BW_WUR;
 /* Sends a request header announcing payload_size bytes (the caller writes
  * them). */
 int bw_session_send_hdr(struct bw_session *s, const uint8_t id[BW_ID_LEN],
 			uint16_t code, uint32_t payload_size) BW_WUR;
-/* Sends a whole request: header (id, code, payload size) then payload. */
+/* Sends a whole request: header (id, code, payload size) then payload. A
+ * NULL id sends zeros. */
 int bw_session_send(struct bw_session *s, const uint8_t id[BW_ID_LEN],
 		    uint16_t code, const void *payload, uint32_t len) BW_WUR;
 /* Reads one response: its code and up to cap payload bytes into out.
- * BW_ETOOBIG (and the connection closed) if the payload is larger. */
+ * BW_ETOOBIG (and the connection closed) if the payload is larger;
+ * BW_ECLOSED if the server closed first; BW_ETIMEDOUT. */
 int bw_session_recv(struct bw_session *s, uint16_t *code, uint8_t *out,
 		    size_t cap, size_t *len) BW_WUR;
+/* Waits ms milliseconds watching the connection: if the server closes it,
+ * or sends bytes nobody asked for (the stream is out of step), the session
+ * is closed. Returns 1 if it was closed (or was not open), 0 if it is still
+ * open. */
+int bw_session_idle(struct bw_session *s, unsigned ms);
 
 /* Parses a --timeout argument (1..3600 seconds) into *ms; on a bad value
  * prints "<prog>: --timeout needs 1..3600 seconds" and returns BW_ECONFIG. */

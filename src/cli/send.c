@@ -33,12 +33,23 @@
 #define RESP_CAP    1024u
 /* Largest file whose ciphertext fits the protocol's u32 sizes. */
 #define MAX_PLAIN (BW_MAX_CONTENT_SIZE - 1u)
+/* Pause before the first resend; it doubles for each further one (0.5 s,
+ * 1 s, 2 s: at most 3.5 s in all for one request). */
+#define BACKOFF_MS 500u
+/* After a failed write, how long to look for a reply already on its way
+ * (a server that refuses an upload answers 2107 and closes mid-body). */
+#define WAITING_REPLY_MS 1000u
+/* Bytes per second a file body must average, on top of --timeout. */
+#define BODY_MIN_RATE 1024u
 
 struct send_ctx {
 	struct bw_session sess;
 	struct bw_identity me;
 	uint8_t aes_key[BW_AES_KEY_LEN];
-	int have_key;
+	int need_rekey; /* a 1028 failed and its connection is gone: 1027 */
+	int final;	/* 0, or the exit status of a failure not to retry */
+	int replied;	/* the last failure came with a reply from the server */
+	char why[600];	/* what the last failure was, for the user */
 	const char *path;	      /* file to send */
 	char file_field[BW_NAME_CAP]; /* name sent in 1028 */
 	uint64_t plain_len;
@@ -47,21 +58,25 @@ struct send_ctx {
 	int quiet;
 };
 
-/* One attempt at a request: send it, read the reply into out. */
-typedef int (*send_fn)(struct send_ctx *x, const void *arg);
-
-struct plain_req {
+/* One request: how it is sent, what the user calls it, which replies end
+ * it. */
+struct req {
+	const char *what; /* "registration", "upload", ... */
+	int (*send)(struct send_ctx *x, const struct req *rq);
 	uint16_t code;
+	const uint8_t *id; /* header client id; NULL sends zeros */
 	const uint8_t *payload;
 	uint32_t len;
+	const uint16_t *ok;
+	size_t ok_n;
+	int fd; /* the file, for 1028 */
 };
 
 static int
-send_plain(struct send_ctx *x, const void *arg)
+send_plain(struct send_ctx *x, const struct req *rq)
 {
-	const struct plain_req *r = arg;
-
-	return bw_session_send(&x->sess, x->me.id, r->code, r->payload, r->len);
+	return bw_session_send(&x->sess, rq->id, rq->code, rq->payload,
+			       rq->len);
 }
 
 static int
@@ -76,38 +91,128 @@ is_expected(uint16_t code, const uint16_t *ok, size_t ok_n)
 	return 0;
 }
 
-/* Sends a request and reads its reply, resending at most MAX_RETRIES times
- * after an error reply, an unexpected reply or a lost connection. Returns 0
- * with *code one of ok[], or a negative error after the last try. */
+/* What a network error means to the user; never the bare errno text of a
+ * write to a closed connection ("Broken pipe"). */
+static const char *
+net_text(int rc)
+{
+	switch (rc) {
+	case BW_ECLOSED:
+	case -EPIPE:
+	case -ECONNRESET:
+		return "the server closed the connection";
+	case BW_ETIMEDOUT:
+		return "timed out";
+	case BW_ETOOBIG:
+		return "the server's reply is too large";
+	case BW_EPROTO:
+		return "the server's reply is malformed";
+	default:
+		return bw_strerror(rc);
+	}
+}
+
+/* Sets x->why for a failed try: wrc is the send's error, rc the receive's,
+ * code the reply's when rc is 0. */
+static void
+explain(struct send_ctx *x, const struct req *rq, int wrc, int rc,
+	uint16_t code)
+{
+	unsigned s = x->sess.timeout_ms / 1000u;
+
+	x->replied = rc == 0;
+	if (rc == 0 && code == BW_RESP_ERROR)
+		snprintf(x->why, sizeof(x->why),
+			 "the server refused the %s (2107 general error)",
+			 rq->what);
+	else if (rc == 0)
+		snprintf(x->why, sizeof(x->why),
+			 "the server answered %u, which is not a reply to %u "
+			 "(%s)",
+			 code, rq->code, rq->what);
+	else if (wrc == BW_ETIMEDOUT)
+		snprintf(x->why, sizeof(x->why),
+			 "timed out sending the %s (no progress for %u s)",
+			 rq->what, s);
+	else if (wrc == 0 && rc == BW_ETIMEDOUT)
+		snprintf(x->why, sizeof(x->why),
+			 "timed out: no complete reply to the %s within %u s",
+			 rq->what, s);
+	else
+		snprintf(x->why, sizeof(x->why), "%s during the %s",
+			 net_text(wrc != 0 ? wrc : rc), rq->what);
+}
+
+static int rekey(struct send_ctx *x);
+
+/* One try: connects, first asks for a fresh key if a 1028 needs one, sends
+ * the request and reads the reply. 0 with *code one of rq->ok; otherwise an
+ * error with x->why set. A reply waiting after a failed send is read, so
+ * that a refusal shows as what it is. */
 static int
-exchange(struct send_ctx *x, const char *what, send_fn fn, const void *arg,
-	 const uint16_t *ok, size_t ok_n, uint16_t *code, uint8_t *out,
+attempt(struct send_ctx *x, const struct req *rq, uint16_t *code, uint8_t *out,
+	size_t *len)
+{
+	unsigned wait = x->sess.timeout_ms;
+	int rc, wrc;
+
+	x->replied = 0;
+	if ((rc = bw_session_connect(&x->sess)) != 0) {
+		snprintf(x->why, sizeof(x->why), "cannot connect to %s:%u: %s",
+			 x->sess.host, x->sess.port, net_text(rc));
+		return rc;
+	}
+	if (rq->code == BW_REQ_SEND_FILE && x->need_rekey &&
+	    (rc = rekey(x)) != 0)
+		return rc;
+	bw_session_deadline(&x->sess, x->sess.timeout_ms);
+	if ((wrc = rq->send(x, rq)) != 0 && x->final != 0) {
+		bw_session_close(&x->sess);
+		return wrc; /* a local failure; x->why says which */
+	}
+	if (wrc != 0)
+		bw_session_deadline(&x->sess, WAITING_REPLY_MS < wait
+						      ? WAITING_REPLY_MS
+						      : wait);
+	rc = bw_session_recv(&x->sess, code, out, RESP_CAP, len);
+	if (wrc == 0 && rc == 0 && is_expected(*code, rq->ok, rq->ok_n))
+		return 0;
+	explain(x, rq, wrc, rc, *code);
+	if (wrc != 0 || rc != 0 || *code != BW_RESP_ERROR)
+		bw_session_close(&x->sess); /* broken or out of step */
+	return rc == 0 ? BW_ESERVER : rc;
+}
+
+/* Sends rq and reads its reply, resending at most MAX_RETRIES times after
+ * an error reply, an unexpected reply or a lost connection, with a pause
+ * that doubles each time. A 1028 whose connection was lost gets a fresh key
+ * (1027) on the next connection before it is resent. Returns 0 with *code
+ * one of rq->ok, or a negative error after the last try (x->why says what
+ * happened, x->final the exit status if it was not worth retrying). */
+static int
+exchange(struct send_ctx *x, const struct req *rq, uint16_t *code, uint8_t *out,
 	 size_t *len)
 {
-	int attempt, rc = BW_ESERVER;
+	unsigned pause = BACKOFF_MS;
+	int tries, rc = BW_ESERVER;
 
-	for (attempt = 0; attempt <= MAX_RETRIES; attempt++) {
-		if ((rc = bw_session_connect(&x->sess)) != 0) {
-			fprintf(stderr, "cannot connect to %s:%u: %s\n",
-				x->sess.host, x->sess.port, bw_strerror(rc));
-			continue;
-		}
-		if ((rc = fn(x, arg)) == 0 &&
-		    (rc = bw_session_recv(&x->sess, code, out, RESP_CAP,
-					  len)) == 0 &&
-		    is_expected(*code, ok, ok_n))
+	x->final = 0;
+	for (tries = 1; tries <= MAX_RETRIES + 1; tries++) {
+		if ((rc = attempt(x, rq, code, out, len)) == 0)
 			return 0;
-		if (rc == 0) {
-			rc = BW_ESERVER;
-			fprintf(stderr, "server responded with an error\n");
-			if (*code != BW_RESP_ERROR)
-				bw_session_close(&x->sess); /* out of step */
-		} else {
-			fprintf(stderr,
-				"server responded with an error (%s: %s)\n",
-				what, bw_strerror(rc));
-			bw_session_close(&x->sess);
+		fprintf(stderr, "%s%s",
+			x->replied ? "server responded with an error: " : "",
+			x->why);
+		if (x->final != 0 || tries > MAX_RETRIES) {
+			fputc('\n', stderr);
+			break;
 		}
+		fprintf(stderr, "; trying again in %u.%u s\n", pause / 1000u,
+			pause % 1000u / 100u);
+		if (bw_session_idle(&x->sess, pause) &&
+		    rq->code == BW_REQ_SEND_FILE)
+			x->need_rekey = 1;
+		pause *= 2;
 	}
 	return rc;
 }
@@ -115,25 +220,82 @@ exchange(struct send_ctx *x, const char *what, send_fn fn, const void *arg,
 /* --- identity ------------------------------------------------------------
  */
 
+/* Takes the AES key out of a 2102/2105 payload meant for who. */
 static int
-unwrap_key(struct send_ctx *x, const uint8_t *payload, size_t len)
+unwrap_key(struct send_ctx *x, const struct bw_identity *who,
+	   const uint8_t *payload, size_t len)
 {
 	uint8_t id[BW_ID_LEN];
 	const uint8_t *wrapped;
 	size_t n = 0;
 
 	if (bw_vault_aes_payload_decode(payload, len, id, &wrapped) != 0 ||
-	    memcmp(id, x->me.id, BW_ID_LEN) != 0)
+	    memcmp(id, who->id, BW_ID_LEN) != 0)
 		return BW_EPROTO;
-	if (bw_rsa_oaep_decrypt(x->me.key, wrapped, BW_RSA_CT_LEN, x->aes_key,
+	if (bw_rsa_oaep_decrypt(who->key, wrapped, BW_RSA_CT_LEN, x->aes_key,
 				sizeof(x->aes_key), &n) != 0 ||
-	    n != BW_AES_KEY_LEN)
+	    n != BW_AES_KEY_LEN) {
+		bw_wipe(x->aes_key, sizeof(x->aes_key));
 		return BW_EBADKEY;
-	x->have_key = 1;
+	}
 	return 0;
 }
 
-/* 1025 then 1026; writes me.info as soon as the id is known. */
+/* 1027 on the current connection, one try, for a fresh AES key before a
+ * 1028 is resent. 2106 or a key that cannot be unwrapped is final. */
+static int
+rekey(struct send_ctx *x)
+{
+	static const uint16_t ok[] = {BW_RESP_RECONNECT_AES,
+				      BW_RESP_RECONNECT_DENIED};
+	uint8_t field[BW_NAME_FIELD], out[RESP_CAP];
+	struct req rq = {.what = "reconnect",
+			 .send = send_plain,
+			 .code = BW_REQ_RECONNECT,
+			 .id = x->me.id,
+			 .payload = field,
+			 .len = BW_NAME_FIELD,
+			 .ok = ok,
+			 .ok_n = 2,
+			 .fd = -1};
+	uint16_t code = 0;
+	size_t len = 0;
+	int rc;
+
+	if (bw_name_encode(x->me.name, field) != 0) {
+		snprintf(x->why, sizeof(x->why), "our name cannot be sent");
+		x->final = BW_EXIT_USAGE;
+		return BW_ECONFIG;
+	}
+	if ((rc = attempt(x, &rq, &code, out, &len)) != 0)
+		goto out;
+	if (code == BW_RESP_RECONNECT_DENIED) {
+		snprintf(x->why, sizeof(x->why),
+			 "the server no longer knows '%s' (2106 to the "
+			 "reconnect for a fresh key)",
+			 x->me.name);
+		rc = BW_ENOTFOUND;
+	} else if ((rc = unwrap_key(x, &x->me, out, len)) != 0) {
+		snprintf(x->why, sizeof(x->why),
+			 "the server's fresh AES key cannot be decrypted with "
+			 "our private key: %s",
+			 bw_strerror(rc));
+	}
+	if (rc != 0) {
+		x->replied = 1;
+		x->final = BW_EXIT_FATAL;
+		bw_session_close(&x->sess);
+	} else {
+		x->need_rekey = 0;
+	}
+out:
+	bw_wipe(out, sizeof(out));
+	return rc;
+}
+
+/* A new identity: 1025 then 1026. me.info and priv.key are written only
+ * once the server's AES key has been unwrapped, so a failure on the way
+ * leaves the old ones (or none) untouched. */
 static int
 register_new(struct send_ctx *x, const char *name)
 {
@@ -142,61 +304,85 @@ register_new(struct send_ctx *x, const char *name)
 	static const uint16_t key_ok[] = {BW_RESP_PUBKEY_AES};
 	uint8_t field[BW_NAME_FIELD], pk[BW_NAME_FIELD + BW_RSA_PUB_LEN];
 	uint8_t out[RESP_CAP];
-	char hex[2 * BW_ID_LEN + 1], field_name[BW_NAME_CAP];
-	struct plain_req r;
+	char hex[2 * BW_ID_LEN + 1];
+	struct bw_identity nu;
+	struct req rq;
 	uint16_t code = 0;
 	size_t len = 0;
-	int rc;
+	int rc, ret = BW_EXIT_FATAL;
 
-	/* name may point into x->me, which is about to be replaced */
-	snprintf(field_name, sizeof(field_name), "%s", name);
-	name = field_name;
-	bw_identity_fini(&x->me);
-	memset(&x->me, 0, sizeof(x->me));
-	snprintf(x->me.name, sizeof(x->me.name), "%s", name);
-	if (bw_name_encode(name, field) != 0) {
-		bw_cli_fatal("the name '%s' cannot be sent", name);
-		return BW_EXIT_USAGE;
+	/* name may point into x->me, which stays until nu is complete */
+	memset(&nu, 0, sizeof(nu));
+	snprintf(nu.name, sizeof(nu.name), "%s", name);
+	if (bw_name_encode(nu.name, field) != 0) {
+		bw_cli_fatal("the name '%s' cannot be sent", nu.name);
+		ret = BW_EXIT_USAGE;
+		goto out;
 	}
-	if ((rc = bw_rsa_generate(&x->me.key)) != 0 ||
-	    (rc = bw_rsa_to_spki(x->me.key, pk + BW_NAME_FIELD)) != 0) {
+	if ((rc = bw_rsa_generate(&nu.key)) != 0 ||
+	    (rc = bw_rsa_to_spki(nu.key, pk + BW_NAME_FIELD)) != 0) {
 		bw_cli_fatal("cannot generate an RSA key: %s", bw_strerror(rc));
-		return BW_EXIT_FATAL;
+		goto out;
 	}
-	r = (struct plain_req){BW_REQ_REGISTER, field, BW_NAME_FIELD};
-	if ((rc = exchange(x, "register", send_plain, &r, reg_ok, 2, &code, out,
-			   &len)) != 0) {
-		bw_cli_fatal("registration of '%s' failed: %s", name,
-			     bw_strerror(rc));
-		return BW_EXIT_FATAL;
+	rq = (struct req){.what = "registration",
+			  .send = send_plain,
+			  .code = BW_REQ_REGISTER,
+			  .payload = field,
+			  .len = BW_NAME_FIELD,
+			  .ok = reg_ok,
+			  .ok_n = 2,
+			  .fd = -1};
+	if (exchange(x, &rq, &code, out, &len) != 0) {
+		bw_cli_fatal("registration of '%s' failed: %s", nu.name,
+			     x->why);
+		goto out;
 	}
 	if (code == BW_RESP_REG_FAILED) {
 		bw_cli_fatal("the name '%s' is already registered on the "
 			     "server (2101)",
-			     name);
-		return BW_EXIT_TAKEN;
+			     nu.name);
+		ret = BW_EXIT_TAKEN;
+		goto out;
 	}
-	if (bw_vault_id_payload_decode(out, len, x->me.id) != 0) {
+	if (bw_vault_id_payload_decode(out, len, nu.id) != 0) {
 		bw_cli_fatal("the server's registration reply is malformed");
-		return BW_EXIT_FATAL;
+		goto out;
 	}
-	if ((rc = bw_identity_save(&x->me, "me.info", "priv.key")) != 0) {
-		bw_cli_fatal("cannot write me.info: %s", bw_strerror(rc));
-		return BW_EXIT_USAGE;
-	}
-	bw_hex_encode(x->me.id, BW_ID_LEN, hex);
-	printf("registered as '%s' (id %s)\n", name, hex);
 	memcpy(pk, field, BW_NAME_FIELD);
-	r = (struct plain_req){BW_REQ_PUBKEY, pk, sizeof(pk)};
-	if ((rc = exchange(x, "public key", send_plain, &r, key_ok, 1, &code,
-			   out, &len)) != 0 ||
-	    (rc = unwrap_key(x, out, len)) != 0) {
-		bw_wipe(out, sizeof(out));
-		bw_cli_fatal("the key exchange failed: %s", bw_strerror(rc));
-		return BW_EXIT_FATAL;
+	rq = (struct req){.what = "public key",
+			  .send = send_plain,
+			  .code = BW_REQ_PUBKEY,
+			  .id = nu.id,
+			  .payload = pk,
+			  .len = sizeof(pk),
+			  .ok = key_ok,
+			  .ok_n = 1,
+			  .fd = -1};
+	if (exchange(x, &rq, &code, out, &len) != 0) {
+		bw_cli_fatal("the key exchange failed: %s", x->why);
+		goto out;
 	}
+	if ((rc = unwrap_key(x, &nu, out, len)) != 0) {
+		bw_cli_fatal("the key exchange failed: the server's AES key "
+			     "cannot be decrypted with our private key: %s",
+			     bw_strerror(rc));
+		goto out;
+	}
+	if ((rc = bw_identity_save(&nu, "me.info", "priv.key")) != 0) {
+		bw_cli_fatal("cannot write me.info: %s", bw_strerror(rc));
+		ret = BW_EXIT_USAGE;
+		goto out;
+	}
+	bw_hex_encode(nu.id, BW_ID_LEN, hex);
+	printf("registered as '%s' (id %s)\n", nu.name, hex);
+	bw_identity_fini(&x->me);
+	x->me = nu;
+	nu.key = NULL; /* x->me owns it now */
+	ret = BW_EXIT_OK;
+out:
 	bw_wipe(out, sizeof(out));
-	return BW_EXIT_OK;
+	bw_identity_fini(&nu);
+	return ret;
 }
 
 /* 1027 with the id from me.info; 2106 means register again. */
@@ -206,7 +392,15 @@ reconnect(struct send_ctx *x, int *denied)
 	static const uint16_t ok[] = {BW_RESP_RECONNECT_AES,
 				      BW_RESP_RECONNECT_DENIED};
 	uint8_t field[BW_NAME_FIELD], out[RESP_CAP];
-	struct plain_req r = {BW_REQ_RECONNECT, field, BW_NAME_FIELD};
+	struct req rq = {.what = "reconnect",
+			 .send = send_plain,
+			 .code = BW_REQ_RECONNECT,
+			 .id = x->me.id,
+			 .payload = field,
+			 .len = BW_NAME_FIELD,
+			 .ok = ok,
+			 .ok_n = 2,
+			 .fd = -1};
 	uint16_t code = 0;
 	size_t len = 0;
 	int rc;
@@ -216,17 +410,16 @@ reconnect(struct send_ctx *x, int *denied)
 		bw_cli_fatal("the name in me.info cannot be sent");
 		return BW_EXIT_USAGE;
 	}
-	if ((rc = exchange(x, "reconnect", send_plain, &r, ok, 2, &code, out,
-			   &len)) != 0) {
+	if (exchange(x, &rq, &code, out, &len) != 0) {
 		bw_cli_fatal("reconnecting as '%s' failed: %s", x->me.name,
-			     bw_strerror(rc));
+			     x->why);
 		return BW_EXIT_FATAL;
 	}
 	if (code == BW_RESP_RECONNECT_DENIED) {
 		*denied = 1;
 		return BW_EXIT_OK;
 	}
-	rc = unwrap_key(x, out, len);
+	rc = unwrap_key(x, &x->me, out, len);
 	bw_wipe(out, sizeof(out));
 	if (rc != 0) {
 		bw_cli_fatal("the server's AES key cannot be decrypted with "
@@ -240,11 +433,6 @@ reconnect(struct send_ctx *x, int *denied)
 
 /* --- the upload ----------------------------------------------------------
  */
-
-struct file_req {
-	int fd;
-};
-
 /* The upload pipeline: this thread reads, CRCs and encrypts one chunk while
  * a sender thread writes the previous one to the socket, so encryption (the
  * slowest step, serial in CBC mode) overlaps the network. Two buffers go back
@@ -257,7 +445,7 @@ struct pipe {
 	uint8_t *empty; /* buffer the sender has finished with */
 	int done;	/* no more chunks */
 	int err;	/* the sender's error, if any */
-	int fd;
+	const struct bw_session *sess;
 };
 
 static void *
@@ -280,7 +468,7 @@ sender_main(void *arg)
 		len = pp->full_len;
 		pp->full = NULL;
 		pthread_mutex_unlock(&pp->mu);
-		rc = bw_net_write_full(pp->fd, buf, len);
+		rc = bw_session_write(pp->sess, buf, len);
 		pthread_mutex_lock(&pp->mu);
 		pp->empty = buf;
 		if (rc != 0)
@@ -392,12 +580,48 @@ take_chunk(int fd, uint64_t off, size_t n, uint8_t *buf, struct bw_cksum *crc,
 	return rc;
 }
 
-/* Streams header + prefix + ciphertext; computes the cksum on the way. */
+/* Ends the upload with a local failure (the file, memory, crypto): not a
+ * thing a resend can mend. */
 static int
-send_file(struct send_ctx *x, const void *arg)
+local_failure(struct send_ctx *x, int rc)
 {
-	const struct file_req *fr = arg;
-	uint8_t *bufs[2] = {NULL, NULL}, *buf, prefix[BW_FILE_PREFIX_LEN];
+	if (rc == BW_ESIZE)
+		snprintf(x->why, sizeof(x->why),
+			 "the file changed size while it was being sent");
+	else
+		snprintf(x->why, sizeof(x->why), "%s", bw_strerror(rc));
+	x->final = rc == BW_ESIZE || rc == -EIO ? BW_EXIT_USAGE : BW_EXIT_FATAL;
+	return rc;
+}
+
+/* Header and prefix within the exchange's deadline, then the body, which
+ * must keep moving (no stall of --timeout) and average BODY_MIN_RATE. */
+static int
+send_head(struct send_ctx *x)
+{
+	uint8_t prefix[BW_FILE_PREFIX_LEN];
+	int rc;
+
+	bw_put_u32le(prefix, x->cipher_len);
+	if ((rc = bw_name_encode(x->file_field, prefix + 4)) != 0)
+		return local_failure(x, rc);
+	if ((rc = bw_session_send_hdr(&x->sess, x->me.id, BW_REQ_SEND_FILE,
+				      BW_FILE_PREFIX_LEN + x->cipher_len)) !=
+		    0 ||
+	    (rc = bw_session_write(&x->sess, prefix, sizeof(prefix))) != 0)
+		return rc;
+	bw_session_deadline(&x->sess,
+			    x->sess.timeout_ms + (uint64_t)x->cipher_len *
+							 1000u / BODY_MIN_RATE);
+	return 0;
+}
+
+/* Streams header + prefix + ciphertext; computes the cksum on the way. A
+ * local failure sets x->final; a network one does not. */
+static int
+send_file(struct send_ctx *x, const struct req *rq)
+{
+	uint8_t *bufs[2] = {NULL, NULL}, *buf;
 	struct pipe pp;
 	struct bw_aes *aes = NULL;
 	struct bw_cksum crc;
@@ -414,24 +638,23 @@ send_file(struct send_ctx *x, const void *arg)
 	memset(&pp, 0, sizeof(pp));
 	pthread_mutex_init(&pp.mu, NULL);
 	pthread_cond_init(&pp.cv, NULL);
-	pp.fd = x->sess.fd;
-	bw_put_u32le(prefix, x->cipher_len);
-	if ((rc = bw_name_encode(x->file_field, prefix + 4)) != 0)
-		return rc;
-	rc = BW_ENOMEM;
+	pp.sess = &x->sess;
 	for (i = 0; i < 2; i++) {
-		if ((bufs[i] = malloc(buf_cap)) == NULL)
+		if ((bufs[i] = malloc(buf_cap)) == NULL) {
+			rc = local_failure(x, BW_ENOMEM);
 			goto out;
+		}
 	}
-	if ((rc = bw_aes_new(&aes, x->aes_key, 1)) != 0)
+	if ((rc = bw_aes_new(&aes, x->aes_key, 1)) != 0) {
+		rc = local_failure(x, rc);
 		goto out;
-	if ((rc = bw_session_send_hdr(&x->sess, x->me.id, BW_REQ_SEND_FILE,
-				      BW_FILE_PREFIX_LEN + x->cipher_len)) !=
-		    0 ||
-	    (rc = bw_net_write_full(x->sess.fd, prefix, sizeof(prefix))) != 0)
+	}
+	if ((rc = send_head(x)) != 0)
 		goto out;
-	if ((rc = -pthread_create(&sender, NULL, sender_main, &pp)) != 0)
+	if ((rc = -pthread_create(&sender, NULL, sender_main, &pp)) != 0) {
+		rc = local_failure(x, rc);
 		goto out;
+	}
 	started = 1;
 	pp.empty = bufs[1];
 	buf = bufs[0];
@@ -441,26 +664,32 @@ send_file(struct send_ctx *x, const void *arg)
 		want = x->plain_len - done < CHUNK
 			       ? (size_t)(x->plain_len - done)
 			       : CHUNK;
-		if ((rc = take_chunk(fr->fd, done, want, buf, &crc, aes)) != 0)
+		if ((rc = take_chunk(rq->fd, done, want, buf, &crc, aes)) !=
+		    0) {
+			rc = local_failure(x, rc);
 			goto out;
+		}
 		done += want;
 		n = want & ~(size_t)(BW_AES_BLOCK - 1);
 		if (done == x->plain_len) {
 			/* last chunk: pad and encrypt the final block */
 			bw_pkcs7_pad(buf + n, want - n);
-			if ((rc = bw_aes_cbc(aes, buf + n, BW_AES_BLOCK)) != 0)
+			if ((rc = bw_aes_cbc(aes, buf + n, BW_AES_BLOCK)) !=
+			    0) {
+				rc = local_failure(x, rc);
 				goto out;
+			}
 			n += BW_AES_BLOCK;
 		}
 		if ((buf = pipe_swap(&pp, buf, n, &rc)) == NULL)
-			goto out;
+			goto out; /* the sender's (network) error */
 		bw_progress_update(&prog, done);
 		if (done == x->plain_len)
 			break;
 	}
 	/* the file must not have grown while we read it */
-	if (fstat(fr->fd, &st) != 0 || (uint64_t)st.st_size != x->plain_len) {
-		rc = BW_ESIZE;
+	if (fstat(rq->fd, &st) != 0 || (uint64_t)st.st_size != x->plain_len) {
+		rc = local_failure(x, BW_ESIZE);
 		goto out;
 	}
 	x->local_crc = bw_cksum_final(&crc);
@@ -471,15 +700,16 @@ out:
 		pp.done = 1;
 		pthread_cond_broadcast(&pp.cv);
 		pthread_mutex_unlock(&pp.mu);
-		if (rc != 0)
-			shutdown(x->sess.fd,
-				 SHUT_RDWR); /* unblock the sender */
+		if (x->final != 0) /* unblock the sender */
+			shutdown(x->sess.fd, SHUT_RDWR);
 		pthread_join(sender, NULL);
 		if (rc == 0 && pp.err != 0)
 			rc = pp.err;
 		if (rc == 0)
 			bw_progress_end(&prog);
 	}
+	/* the reply must follow the last byte within --timeout */
+	bw_session_deadline(&x->sess, x->sess.timeout_ms);
 	pthread_mutex_destroy(&pp.mu);
 	pthread_cond_destroy(&pp.cv);
 	bw_aes_free(aes);
@@ -488,39 +718,84 @@ out:
 	return rc;
 }
 
+/* 1029 after a match, 1031 after the last mismatch: both want 2104. */
+static int
+confirm(struct send_ctx *x, uint16_t req_code, const char *what)
+{
+	static const uint16_t ack_ok[] = {BW_RESP_ACK};
+	uint8_t field[BW_NAME_FIELD], out[RESP_CAP];
+	struct req rq = {.what = what,
+			 .send = send_plain,
+			 .code = req_code,
+			 .id = x->me.id,
+			 .payload = field,
+			 .len = BW_NAME_FIELD,
+			 .ok = ack_ok,
+			 .ok_n = 1,
+			 .fd = -1};
+	uint16_t code = 0;
+	size_t len = 0;
+
+	if (bw_name_encode(x->file_field, field) != 0)
+		return BW_ECONFIG;
+	return exchange(x, &rq, &code, out, &len);
+}
+
+/* 1030: no reply; the 1028 that follows is the resend. */
+static int
+ask_resend(struct send_ctx *x)
+{
+	uint8_t field[BW_NAME_FIELD];
+	struct req rq = {.what = "resend request",
+			 .send = send_plain,
+			 .code = BW_REQ_CRC_RETRY,
+			 .id = x->me.id,
+			 .payload = field,
+			 .len = BW_NAME_FIELD,
+			 .fd = -1};
+	int rc;
+
+	if ((rc = bw_name_encode(x->file_field, field)) != 0 ||
+	    (rc = bw_session_connect(&x->sess)) != 0)
+		return rc;
+	bw_session_deadline(&x->sess, x->sess.timeout_ms);
+	return send_plain(x, &rq);
+}
+
 static int
 upload(struct send_ctx *x, int fd)
 {
 	static const uint16_t file_ok[] = {BW_RESP_FILE_OK};
-	static const uint16_t ack_ok[] = {BW_RESP_ACK};
-	uint8_t field[BW_NAME_FIELD], out[RESP_CAP];
-	struct plain_req r = {0, field, BW_NAME_FIELD};
-	struct file_req fr = {fd};
+	uint8_t out[RESP_CAP];
+	struct req rq = {.what = "upload",
+			 .send = send_file,
+			 .code = BW_REQ_SEND_FILE,
+			 .ok = file_ok,
+			 .ok_n = 1,
+			 .fd = fd};
 	struct bw_file_ack ack;
 	uint16_t code = 0;
 	size_t len = 0;
 	int sends, rc;
 
-	if (bw_name_encode(x->file_field, field) != 0)
-		return BW_EXIT_USAGE;
 	for (sends = 1; sends <= MAX_SENDS; sends++) {
-		rc = exchange(x, "send file", send_file, &fr, file_ok, 1, &code,
-			      out, &len);
+		rc = exchange(x, &rq, &code, out, &len);
 		if (rc == 0 && (bw_vault_file_ack_decode(out, len, &ack) != 0 ||
-				ack.content_size != x->cipher_len))
+				ack.content_size != x->cipher_len)) {
 			rc = BW_EPROTO;
+			snprintf(x->why, sizeof(x->why),
+				 "the server's 2103 does not match the upload");
+		}
 		if (rc != 0) {
 			bw_cli_fatal("sending '%s' failed: %s", x->path,
-				     bw_strerror(rc));
-			return rc == BW_ESIZE ? BW_EXIT_USAGE : BW_EXIT_FATAL;
+				     x->why);
+			return x->final != 0 ? x->final : BW_EXIT_FATAL;
 		}
 		if (ack.cksum == x->local_crc) {
-			r.code = BW_REQ_CRC_OK;
-			if ((rc = exchange(x, "CRC ok", send_plain, &r, ack_ok,
-					   1, &code, out, &len)) != 0) {
+			if (confirm(x, BW_REQ_CRC_OK, "confirmation") != 0) {
 				bw_cli_fatal("the server did not acknowledge "
 					     "the verified file: %s",
-					     bw_strerror(rc));
+					     x->why);
 				return BW_EXIT_FATAL;
 			}
 			printf("sent '%s' (%llu bytes): CRC %u verified by the "
@@ -534,17 +809,13 @@ upload(struct send_ctx *x, int fd)
 			sends, MAX_SENDS, ack.cksum, x->local_crc);
 		if (sends == MAX_SENDS)
 			break;
-		r.code = BW_REQ_CRC_RETRY;
-		if ((rc = bw_session_connect(&x->sess)) != 0 ||
-		    (rc = send_plain(x, &r)) != 0) {
+		if ((rc = ask_resend(x)) != 0) {
 			bw_cli_fatal("cannot ask for a resend: %s",
-				     bw_strerror(rc));
+				     net_text(rc));
 			return BW_EXIT_FATAL;
 		}
 	}
-	r.code = BW_REQ_CRC_FAIL;
-	if (exchange(x, "give up", send_plain, &r, ack_ok, 1, &code, out,
-		     &len) != 0)
+	if (confirm(x, BW_REQ_CRC_FAIL, "give-up notice") != 0)
 		fprintf(stderr, "the server did not acknowledge 1031\n");
 	bw_cli_fatal("the server's CRC of '%s' did not match ours after %d "
 		     "sends; gave up",
@@ -564,19 +835,32 @@ usage(FILE *f)
 		"server got it\nintact (cksum), resending up to 3 times.\n\n"
 		"Reads from the working directory: transfer.info (line 1 "
 		"host:port, line 2\nyour name, line 3 the file), me.info "
-		"and priv.key (written on first\nregistration, mode 0600).\n\n"
+		"and priv.key (written once a\nregistration's key exchange "
+		"has succeeded, mode 0600). With me.info the\nname is "
+		"me.info's and line 2 may be empty.\n\n"
 		"  -C, --dir DIR         work in DIR instead of the current "
 		"directory\n"
 		"  -s, --server H:P      server (overrides transfer.info line "
 		"1)\n"
 		"  -n, --name NAME       name to register (overrides line 2)\n"
-		"  -f, --file PATH       file to send (overrides line 3)\n"
+		"  -f, --file PATH       file to send (overrides line 3; a "
+		"regular file)\n"
 		"  -q, --quiet           no progress bar\n"
-		"  -t, --timeout SEC     network timeout (default 30)\n"
+		"  -t, --timeout SEC     limit on connecting and on each "
+		"request with its\n"
+		"                        whole reply (default 30); a file's "
+		"bytes must keep\n"
+		"                        moving (no stall of SEC) and average "
+		"1 KiB/s\n"
 		"  -h, --help            this help\n\n"
+		"A request that gets an error reply, times out or loses the "
+		"connection is\nsent again up to 3 times, after pauses of "
+		"0.5, 1 and 2 s; an upload whose\nconnection was lost first "
+		"asks for a fresh key (1027).\n\n"
 		"Exit status: 0 stored and verified; 1 the server or network "
-		"failed (Fatal:);\n2 bad usage or local files; 3 the name is "
-		"taken; 4 the CRC still\ndisagreed after the last resend.\n");
+		"failed (Fatal:);\n2 bad usage or local files (missing, not "
+		"a regular file, changed while\nsent); 3 the name is taken; "
+		"4 the CRC still disagreed after the last\nresend.\n");
 }
 
 struct transfer {
@@ -611,8 +895,11 @@ read_transfer(struct transfer *t)
 	return 0;
 }
 
-int
-bw_cli_send(int argc, char **argv)
+/* Parses the options into t, x and *timeout_ms: -1 to go on, or the exit
+ * status. */
+static int
+parse_args(int argc, char **argv, struct transfer *t, struct send_ctx *x,
+	   unsigned *timeout_ms)
 {
 	static const struct option opts[] = {
 		{"dir", required_argument, NULL, 'C'},
@@ -624,17 +911,8 @@ bw_cli_send(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	struct transfer t;
-	struct send_ctx x;
-	struct stat st;
-	char host[256];
-	const char *why, *base, *p;
-	unsigned timeout_ms = 30u * 1000u;
-	uint16_t port;
-	int ch, rc, fd = -1, denied = 0, have_me;
+	int ch;
 
-	memset(&t, 0, sizeof(t));
-	memset(&x, 0, sizeof(x));
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "C:s:n:f:qt:h", opts, NULL)) !=
 	       -1) {
@@ -647,20 +925,20 @@ bw_cli_send(int argc, char **argv)
 			}
 			break;
 		case 's':
-			snprintf(t.server, sizeof(t.server), "%s", optarg);
+			snprintf(t->server, sizeof(t->server), "%s", optarg);
 			break;
 		case 'n':
-			snprintf(t.name, sizeof(t.name), "%s", optarg);
+			snprintf(t->name, sizeof(t->name), "%s", optarg);
 			break;
 		case 'f':
-			snprintf(t.file, sizeof(t.file), "%s", optarg);
+			snprintf(t->file, sizeof(t->file), "%s", optarg);
 			break;
 		case 'q':
-			x.quiet = 1;
+			x->quiet = 1;
 			break;
 		case 't':
 			if (bw_cli_timeout_arg("bulwark send", optarg,
-					       &timeout_ms) != 0)
+					       timeout_ms) != 0)
 				return BW_EXIT_USAGE;
 			break;
 		case 'h':
@@ -675,53 +953,129 @@ bw_cli_send(int argc, char **argv)
 		usage(stderr);
 		return BW_EXIT_USAGE;
 	}
-	if ((t.server[0] == '\0' || t.name[0] == '\0' || t.file[0] == '\0') &&
-	    (rc = read_transfer(&t)) != 0) {
-		bw_cli_fatal("cannot read transfer.info: %s", bw_strerror(rc));
+	return -1;
+}
+
+/* Opens the file to send without blocking (a FIFO or a device would wait
+ * for a writer forever) and refuses anything but a regular file. */
+static int
+open_file(struct send_ctx *x, const char *path, int *fd)
+{
+	struct stat st;
+	const char *why = NULL;
+	int flags;
+
+	if ((*fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) <
+	    0)
+		why = strerror(errno);
+	else if (fstat(*fd, &st) != 0)
+		why = strerror(errno);
+	else if (!S_ISREG(st.st_mode))
+		why = S_ISFIFO(st.st_mode)  ? "a FIFO, not a regular file"
+		      : S_ISDIR(st.st_mode) ? "a directory, not a regular file"
+					    : "not a regular file";
+	else if ((flags = fcntl(*fd, F_GETFL)) < 0 ||
+		 fcntl(*fd, F_SETFL, flags & ~O_NONBLOCK) != 0)
+		why = strerror(errno);
+	if (why != NULL) {
+		bw_cli_fatal("cannot read the file '%s': %s", path, why);
 		return BW_EXIT_USAGE;
-	}
-	if (bw_parse_hostport(t.server, host, sizeof(host), &port) != 0) {
-		bw_cli_fatal("'%s' is not host:port (transfer.info line 1)",
-			     t.server);
-		return BW_EXIT_USAGE;
-	}
-	if (strlen(t.name) == 0 || strlen(t.name) > BW_CLI_NAME_MAX) {
-		bw_cli_fatal("the name must be 1 to %d characters "
-			     "(transfer.info line 2)",
-			     BW_CLI_NAME_MAX);
-		return BW_EXIT_USAGE;
-	}
-	x.path = t.file;
-	if ((fd = open(t.file, O_RDONLY | O_CLOEXEC)) < 0 ||
-	    fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		bw_cli_fatal("cannot read the file '%s': %s", t.file,
-			     fd < 0 ? strerror(errno) : "not a regular file");
-		rc = BW_EXIT_USAGE;
-		goto out;
 	}
 	if ((uint64_t)st.st_size > MAX_PLAIN) {
 		bw_cli_fatal("'%s' is %llu bytes; the protocol carries at most "
 			     "%u",
-			     t.file, (unsigned long long)st.st_size, MAX_PLAIN);
-		rc = BW_EXIT_USAGE;
-		goto out;
+			     path, (unsigned long long)st.st_size, MAX_PLAIN);
+		return BW_EXIT_USAGE;
 	}
-	x.plain_len = (uint64_t)st.st_size;
-	x.cipher_len = (uint32_t)bw_aes_cipher_len(x.plain_len);
-	for (base = p = t.file; *p != '\0'; p++) {
+	x->plain_len = (uint64_t)st.st_size;
+	x->cipher_len = (uint32_t)bw_aes_cipher_len(x->plain_len);
+	return BW_EXIT_OK;
+}
+
+/* The base name of the file, which travels in the 1028. */
+static int
+set_file_field(struct send_ctx *x, const char *path)
+{
+	const char *base, *p;
+
+	for (base = p = path; *p != '\0'; p++) {
 		if (*p == '/')
 			base = p + 1;
 	}
 	if (strlen(base) == 0 || strlen(base) > 254) {
 		bw_cli_fatal("the file name '%s' cannot be sent", base);
-		rc = BW_EXIT_USAGE;
-		goto out;
+		return BW_EXIT_USAGE;
 	}
-	memcpy(x.file_field, base, strlen(base) + 1);
-	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	signal(SIGBUS, on_sigbus);
-	bw_session_init(&x.sess, host, port, timeout_ms, BW_VAULT_VERSION);
+	memcpy(x->file_field, base, strlen(base) + 1);
+	return BW_EXIT_OK;
+}
 
+/* Fills what the options left out from transfer.info and checks it. A name
+ * is needed only without me.info (have_me): with it, me.info's is used. */
+static int
+resolve_transfer(struct transfer *t, int have_me)
+{
+	int rc;
+
+	if ((t->server[0] == '\0' || t->file[0] == '\0' ||
+	     (t->name[0] == '\0' && !have_me)) &&
+	    (rc = read_transfer(t)) != 0) {
+		bw_cli_fatal("cannot read transfer.info: %s", bw_strerror(rc));
+		return BW_EXIT_USAGE;
+	}
+	if (!have_me &&
+	    (strlen(t->name) == 0 || strlen(t->name) > BW_CLI_NAME_MAX)) {
+		bw_cli_fatal("the name must be 1 to %d characters "
+			     "(transfer.info line 2)",
+			     BW_CLI_NAME_MAX);
+		return BW_EXIT_USAGE;
+	}
+	if (t->file[0] == '\0') {
+		bw_cli_fatal("no file to send (transfer.info line 3 or "
+			     "--file)");
+		return BW_EXIT_USAGE;
+	}
+	return BW_EXIT_OK;
+}
+
+/* Reconnects with me.info or registers, then uploads. */
+static int
+run_session(struct send_ctx *x, const char *name, int have_me, int fd)
+{
+	int rc, denied = 0;
+
+	if (have_me) {
+		if ((rc = reconnect(x, &denied)) != BW_EXIT_OK)
+			return rc;
+		if (denied)
+			printf("the server does not know '%s' with this id; "
+			       "registering again\n",
+			       x->me.name);
+	}
+	if (!have_me || denied) {
+		if ((rc = register_new(x, have_me ? x->me.name : name)) !=
+		    BW_EXIT_OK)
+			return rc;
+	}
+	return upload(x, fd);
+}
+
+int
+bw_cli_send(int argc, char **argv)
+{
+	struct transfer t;
+	struct send_ctx x;
+	char host[256];
+	const char *why = NULL;
+	unsigned timeout_ms = 30u * 1000u;
+	uint16_t port;
+	int rc, fd = -1, have_me;
+
+	memset(&t, 0, sizeof(t));
+	memset(&x, 0, sizeof(x));
+	x.sess.fd = -1;
+	if ((rc = parse_args(argc, argv, &t, &x, &timeout_ms)) >= 0)
+		return rc;
 	rc = bw_identity_load(&x.me, "me.info", "priv.key", &why);
 	have_me = rc == 0;
 	if (rc != 0 && rc != -ENOENT) {
@@ -729,20 +1083,22 @@ bw_cli_send(int argc, char **argv)
 		rc = BW_EXIT_USAGE;
 		goto out;
 	}
-	if (have_me) {
-		if ((rc = reconnect(&x, &denied)) != BW_EXIT_OK)
-			goto out;
-		if (denied)
-			printf("the server does not know '%s' with this id; "
-			       "registering again\n",
-			       x.me.name);
+	if ((rc = resolve_transfer(&t, have_me)) != BW_EXIT_OK)
+		goto out;
+	if (bw_parse_hostport(t.server, host, sizeof(host), &port) != 0) {
+		bw_cli_fatal("'%s' is not host:port (transfer.info line 1)",
+			     t.server);
+		rc = BW_EXIT_USAGE;
+		goto out;
 	}
-	if (!have_me || denied) {
-		if ((rc = register_new(&x, have_me ? x.me.name : t.name)) !=
-		    BW_EXIT_OK)
-			goto out;
-	}
-	rc = upload(&x, fd);
+	x.path = t.file;
+	if ((rc = open_file(&x, t.file, &fd)) != BW_EXIT_OK ||
+	    (rc = set_file_field(&x, t.file)) != BW_EXIT_OK)
+		goto out;
+	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	signal(SIGBUS, on_sigbus);
+	bw_session_init(&x.sess, host, port, timeout_ms, BW_VAULT_VERSION);
+	rc = run_session(&x, t.name, have_me, fd);
 out:
 	if (fd >= 0)
 		close(fd);

@@ -15,6 +15,7 @@
 
 #include "bulwark/err.h"
 #include "bulwark/net.h"
+#include "bulwark/util.h"
 
 int
 bw_net_listen(const char *addr, uint16_t port, int backlog, int *fd,
@@ -142,6 +143,7 @@ bw_net_connect(const char *host, uint16_t port, unsigned timeout_ms, int *fd)
 {
 	struct addrinfo hints, *res = NULL, *ai;
 	struct timeval tv;
+	uint64_t end = bw_now_ms() + timeout_ms, now;
 	char ps[8];
 	int s = -1, rc = -ECONNREFUSED, one = 1;
 
@@ -152,6 +154,11 @@ bw_net_connect(const char *host, uint16_t port, unsigned timeout_ms, int *fd)
 	if (getaddrinfo(host, ps, &hints, &res) != 0)
 		return -EHOSTUNREACH;
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		/* timeout_ms bounds the connect, whatever the addresses */
+		if ((now = bw_now_ms()) >= end) {
+			rc = BW_ETIMEDOUT;
+			break;
+		}
 		s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
 			   ai->ai_protocol);
 		if (s < 0) {
@@ -159,7 +166,7 @@ bw_net_connect(const char *host, uint16_t port, unsigned timeout_ms, int *fd)
 			continue;
 		}
 		if ((rc = connect_timed(s, ai->ai_addr, ai->ai_addrlen,
-					timeout_ms)) == 0)
+					(unsigned)(end - now))) == 0)
 			break;
 		close(s);
 		s = -1;

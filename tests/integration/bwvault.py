@@ -659,11 +659,21 @@ class PyServer:
       name_taken       answer 2101 to every 1025
       close_mid        {code: n}: for the first n requests of code, send part
                        of the response and close the connection
+      drip             seconds to wait after each byte of every response
+                       (0: send responses whole)
+      refuse_upload    number of 1028s (-1: all) answered 2107 right after
+                       the header, the connection then closed with the body
+                       unread (a server out of room or over capacity)
+      revoke_on_upload number of 1028s (-1: all) after whose body the
+                       client's AES key is revoked, 2107 sent and the
+                       connection closed; the next 1028 needs a key from a
+                       later 1026/1027
     """
 
     def __init__(self, host="127.0.0.1", *, error_always=False, error_times=None,
                  wrong_crc=0, refuse_reconnect=False, name_taken=False,
-                 close_mid=None, keep_limit=64 << 20, timeout=30.0):
+                 close_mid=None, drip=0.0, refuse_upload=0, revoke_on_upload=0,
+                 keep_limit=64 << 20, timeout=30.0):
         self.host = host
         self.error_always = error_always
         self.error_times = dict(error_times or {})
@@ -671,6 +681,9 @@ class PyServer:
         self.refuse_reconnect = refuse_reconnect
         self.name_taken = name_taken
         self.close_mid = dict(close_mid or {})
+        self.drip = drip
+        self.refuse_upload = refuse_upload
+        self.revoke_on_upload = revoke_on_upload
         self.keep_limit = keep_limit
         self.timeout = timeout
         # seconds to wait after each received chunk of a 1028 body: makes a
@@ -743,6 +756,22 @@ class PyServer:
                 self._threads = [x for x in self._threads if x.is_alive()]
                 self._threads.append(t)
 
+    def _take_count(self, attr):
+        """True while the counter attr (n > 0 left, or -1 for always) says
+        the knob applies; decrements it."""
+        with self.lock:
+            n = getattr(self, attr)
+            if n > 0:
+                setattr(self, attr, n - 1)
+            return n != 0
+
+    def _send_dripping(self, conn, resp):
+        for i in range(len(resp)):
+            if self._stop.is_set():
+                raise _Close()
+            conn.sendall(resp[i:i + 1])
+            time.sleep(self.drip)
+
     def _take(self, table, code):
         with self.lock:
             n = table.get(code, 0)
@@ -776,6 +805,9 @@ class PyServer:
                     conn.shutdown(socket.SHUT_WR)
                     self._drain(conn, wait=0.5)
                     return
+                if self.drip:
+                    self._send_dripping(conn, resp)
+                    continue
                 conn.sendall(resp)
         except (ConnectionError, socket.timeout):
             pass
@@ -826,6 +858,10 @@ class PyServer:
         if code not in REQUEST_CODES:
             self._error_close(conn)
         body = None
+        if code == SEND_FILE and self._take_count("refuse_upload"):
+            with self.lock:
+                self.requests.append(RequestRecord(code, cid, size, None, seq))
+            self._error_close(conn)
         if code == SEND_FILE:
             prefix = recv_exact(conn, FILE_PREFIX_SIZE) if size >= FILE_PREFIX_SIZE else b""
             if len(prefix) < FILE_PREFIX_SIZE:
@@ -846,6 +882,12 @@ class PyServer:
         name = parse_name_field(payload[-NAME_SIZE:] if code == SEND_FILE else payload[:NAME_SIZE])
         with self.lock:
             self.requests.append(RequestRecord(code, cid, size, name, seq))
+        if code == SEND_FILE and self._take_count("revoke_on_upload"):
+            with self.lock:
+                rec = self.clients.get(cid)
+                if rec is not None:
+                    rec.aes_key = None
+            self._error_close(conn)
         if self.error_always or self._take(self.error_times, code):
             return pack_response(ERROR)
         return self._dispatch(cid, code, payload, fname, name, body)
