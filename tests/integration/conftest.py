@@ -6,6 +6,7 @@ import pytest
 
 import bwvault as bw
 import vaultenv as env
+from vaultenv import VaultServer
 
 
 def _require(path, what, variable):
@@ -19,17 +20,21 @@ def _require(path, what, variable):
 
 @pytest.fixture
 def start_server(tmp_path):
-    """Factory: start_server(*extra_args, data_dir=None) -> VaultServer.
+    """Factory: start_server(*extra_args, data_dir=None, env=None, console=False,
+    prefix=None) -> VaultServer. env: extra environment variables for bulwarkd
+    (see VaultServer); console=True: the operator console on an ephemeral
+    port; prefix: a command that execs bulwarkd (e.g. prlimit).
 
     Every server is killed on teardown; a server that died on its own (not
     through .stop()) or whose log holds a sanitizer report fails the test."""
     _require(env.BULWARKD, "bulwarkd", "BULWARKD")
     servers = []
 
-    def start(*extra_args, data_dir=None):
+    def start(*extra_args, data_dir=None, env=None, console=False, prefix=None):
         n = len(servers)
         dd = data_dir if data_dir is not None else tmp_path / ("data%d" % n)
-        srv = env.VaultServer(dd, extra_args, log_path=tmp_path / ("bulwarkd-%d.log" % n))
+        srv = VaultServer(dd, extra_args, env=env, console=console, prefix=prefix,
+                          log_path=tmp_path / ("bulwarkd-%d.log" % n))
         servers.append(srv)
         return srv.start()
 

@@ -18,6 +18,7 @@ BULWARKD = Path(os.environ.get("BULWARKD", REPO / "build" / "dev" / "bulwarkd"))
 BULWARK = Path(os.environ.get("BULWARK", REPO / "build" / "dev" / "bulwark"))
 
 LISTEN_RE = re.compile(r"vault listening on [0-9.]+:(\d+)")
+CONSOLE_LISTEN_RE = re.compile(r"console listening on [0-9.]+:(\d+)")
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 20.0
 SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Memory|Thread)Sanitizer|runtime error:")
@@ -52,8 +53,19 @@ def is_false(v):
 class VaultServer:
     """bulwarkd on 127.0.0.1 with an ephemeral port."""
 
-    def __init__(self, data_dir, extra_args=(), log_path=None):
+    def __init__(self, data_dir, extra_args=(), log_path=None, env=None, console=False,
+                 prefix=None):
+        """env: variables added to this process's environment for bulwarkd
+        (LD_PRELOAD, BW_FAULT, ...); None runs it with the environment as is.
+        console: run the operator console on 127.0.0.1 and an ephemeral port
+        (console_port) instead of passing --no-console.
+        prefix: a command that execs bulwarkd (e.g. ["prlimit", "--nofile=64:256"]);
+        it must exec, so that proc.pid is bulwarkd's pid."""
         self.data_dir = Path(data_dir)
+        self.prefix = [str(a) for a in (prefix or ())]
+        self.console = console
+        self.console_port = None
+        self.env = dict(env) if env is not None else None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.extra_args = list(extra_args)
         self.log_path = Path(log_path or self.data_dir.parent / (self.data_dir.name + ".log"))
@@ -66,17 +78,24 @@ class VaultServer:
     def start(self):
         # a short grace keeps teardown quick when a test leaves a request
         # half-sent; tests of the grace itself pass their own
-        argv = [str(BULWARKD), "--data-dir", str(self.data_dir), "--listen", "127.0.0.1",
-                "--port", "0", "--no-console", "--shutdown-grace", "2"] + self.extra_args
+        console = (["--console-listen", "127.0.0.1", "--console-port", "0"] if self.console
+                   else ["--no-console"])
+        argv = self.prefix + [str(BULWARKD), "--data-dir", str(self.data_dir),
+                              "--listen", "127.0.0.1", "--port", "0"]
+        argv += console + ["--shutdown-grace", "2"] + self.extra_args
         self._log = open(self.log_path, "ab")
         self._log_start = self._log.tell()
+        env = None if self.env is None else {**os.environ, **self.env}
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=self._log, cwd=str(self.data_dir))
+                                     stderr=self._log, cwd=str(self.data_dir), env=env)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            m = LISTEN_RE.search(self.log())
-            if m:
+            log = self.log()
+            m = LISTEN_RE.search(log)
+            mc = CONSOLE_LISTEN_RE.search(log) if self.console else None
+            if m and (mc or not self.console):
                 self.port = int(m.group(1))
+                self.console_port = int(mc.group(1)) if mc else None
                 return self
             if self.proc.poll() is not None:
                 break
