@@ -273,7 +273,7 @@ bw_registry_set_key(struct bw_registry *r, struct bw_client *c,
 		memcpy(c->pubkey, pubkey, BW_RSA_PUB_LEN);
 		c->has_pubkey = 1;
 	}
-	if (aes_key != NULL)
+	if (aes_key != NULL && aes_key != c->aes_key)
 		memcpy(c->aes_key, aes_key, BW_AES_KEY_LEN);
 	else
 		bw_wipe(c->aes_key, sizeof(c->aes_key));
@@ -344,8 +344,13 @@ bw_registry_set_file(struct bw_registry *r, struct bw_client *c,
 		     uint64_t size, uint64_t pending_size)
 {
 	struct bw_file *f, *next;
+	char at[BW_PATH_CAP];
 	int rc;
 
+	/* path may point into a file this call frees: keep a copy */
+	if (snprintf(at, sizeof(at), "%s", path) >= (int)sizeof(at))
+		return BW_ETOOBIG;
+	path = at;
 	if ((rc = bw_store_file_set(r->store, c->id, path, rec)) != 0)
 		return rc;
 	for (f = c->files; f != NULL; f = next) {

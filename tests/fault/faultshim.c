@@ -11,8 +11,13 @@
  *	renameat2 link linkat unlink unlinkat write pwrite (pwrite64 too) open
  *	(open64, creat) openat (openat64) mkdir mkdirat. A malformed BW_FAULT
  *	aborts the process so that a typo cannot pass for "nothing failed".
+ *   BW_FAULT_ARM=/path
+ *	faults count only the calls made once /path exists (it is looked for
+ *	until it is first seen), so a test can arm them at a chosen moment,
+ *	e.g. after the start-up and the requests that precede the one tested.
  *   BW_FAULT_LOG=/path
- *	appends "op path\n" for every intercepted call, before it is done.
+ *	appends "op path\n" for every intercepted call, before it is done,
+ *	armed or not.
  *
  * A path is made absolute: *at calls resolve their directory descriptor and
  * fd calls their descriptor through /proc/self/fd; calls with two paths
@@ -100,6 +105,8 @@ static struct fault faults[MAX_FAULTS];
 static int faults_n;
 static unsigned op_armed; /* bit per op with a fault */
 static int log_fd = -1;
+static const char *arm_path;
+static atomic_int armed_seen;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static int (*real_fsync)(int);
@@ -269,6 +276,9 @@ init(void)
 	RESOLVE(real_mkdirat, "mkdirat");
 	if ((spec = getenv("BW_FAULT")) != NULL)
 		parse_faults(spec);
+	arm_path = getenv("BW_FAULT_ARM");
+	if (arm_path != NULL && arm_path[0] == '\0')
+		arm_path = NULL;
 	log_path = getenv("BW_FAULT_LOG");
 	if (log_path != NULL && log_path[0] != '\0' && real_open != NULL)
 		log_fd = real_open(log_path,
@@ -354,6 +364,20 @@ log_call(int op, const char *path)
 	(void)!real_write(log_fd, line, (size_t)n);
 }
 
+/* Whether faults count calls yet (see BW_FAULT_ARM). */
+static int
+armed(void)
+{
+	struct stat st;
+
+	if (arm_path == NULL || atomic_load(&armed_seen))
+		return 1;
+	if (stat(arm_path, &st) != 0)
+		return 0;
+	atomic_store(&armed_seen, 1);
+	return 1;
+}
+
 /* Logs the call and counts it against every fault on op; returns 0 to go
  * on, or the errno to fail with. Does not return on "kill". */
 static int
@@ -364,6 +388,8 @@ decide(int op, const char *path)
 	int i, err = 0;
 
 	log_call(op, path);
+	if ((op_armed & (1u << op)) == 0 || !armed())
+		return 0;
 	for (i = 0; i < faults_n; i++) {
 		f = &faults[i];
 		if (f->op != op ||

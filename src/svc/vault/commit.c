@@ -347,7 +347,6 @@ commit_locked(struct vwait *w)
 		commit_finish(u, BW_ENOTFOUND);
 		return;
 	}
-	vault_tmp_name(u->v, ".old-", u->backup);
 	f = bw_registry_file_at(&s->reg, cl, u->rel_path);
 	if (f != NULL && f->verified) {
 		u->pending = 1;
@@ -357,6 +356,7 @@ commit_locked(struct vwait *w)
 			commit_finish(u, rc);
 		return;
 	}
+	vault_tmp_name(u->v, ".old-", u->backup);
 	if (f != NULL) {
 		u->had_prev = 1;
 		bw_registry_file_rec(f, &u->prev);
@@ -523,7 +523,7 @@ crc_locked(struct vwait *w)
 	struct bw_file *f, *pf;
 	struct bw_file_rec rec;
 	char shown[BW_ESC_CAP];
-	int pending;
+	int pending, rc;
 
 	op->locked = 1;
 	if (cl == NULL || bw_conn_dead(op->c)) {
@@ -542,11 +542,14 @@ crc_locked(struct vwait *w)
 			 pf->pending_path + strlen(PENDING_DIR));
 		op->size = pf->pending_size;
 		vault_tmp_name(op->v, ".old-", op->backup);
-		if ((op->rc = vault_client_dir(op->v, op->id, &op->dir_fd)) !=
-			    0 ||
-		    (op->rc = bw_loop_submit(s->loop, swap_work, swap_done,
-					     op)) != 0)
+		/* op->rc belongs to the worker once submitted: the submit's
+		 * own result goes elsewhere */
+		if ((rc = vault_client_dir(op->v, op->id, &op->dir_fd)) != 0 ||
+		    (rc = bw_loop_submit(s->loop, swap_work, swap_done, op)) !=
+			    0) {
+			op->rc = rc;
 			crc_finish(op, BW_RESP_ERROR);
+		}
 		return;
 	}
 	if (op->code == BW_REQ_CRC_OK) {
@@ -555,11 +558,13 @@ crc_locked(struct vwait *w)
 			return;
 		}
 		if (!f->verified) {
+			/* set_file frees f: nothing of it may be passed by
+			 * reference */
 			bw_registry_file_rec(f, &rec);
 			rec.verified = 1;
-			op->rc = bw_registry_set_file(&s->reg, cl, f->path_name,
-						      &rec, f->size,
-						      f->pending_size);
+			op->rc = bw_registry_set_file(&s->reg, cl,
+						      rec.path_name, &rec,
+						      f->size, f->pending_size);
 		}
 		if (op->rc == 0)
 			bw_info("c%llu 1029 %s verified", ULL(op->c->id),

@@ -1,0 +1,876 @@
+"""A stored file is never lost or corrupted by a commit that fails part way.
+
+A verified file is replaced only by a verified one: a second upload under the
+same name becomes current at its 1029, and a 1030/1031, an I/O error at any
+step of the commit, or a kill -9 there leaves the verified file as it was.
+The steps are found by recording, with the LD_PRELOAD shim libbwfault.so
+(tests/fault/faultshim.c, BW_FAULT_LOG), every file operation bulwarkd makes
+during a clean replacement; each one is then failed (EIO, ENOSPC) or turned
+into a SIGKILL (BW_FAULT) in a fresh server holding the same data, counting
+calls from the moment the client has reconnected (BW_FAULT_ARM), and the
+data is checked before and after a restart without the fault. Start-up
+reconciliation of rows and files that disagree is checked directly.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import bwvault as bw
+import vaultenv as venv
+from vaultenv import is_true, rsa_key, unique_name, wait_for
+
+DOC = "doc.bin"
+CLIENT_TIMEOUT = 5.0
+MAX_STEPS = 40
+# the stable start of a temporary name: ".up-", ".old-", ".tmp-"; the rest
+# (a sequence number, random characters) differs from run to run
+TMP_PREFIX_RE = re.compile(r"\.?[A-Za-z]+[-.]")
+
+
+# --------------------------------------------------------------------------
+# Helpers
+
+
+@pytest.fixture
+def shim():
+    """libbwfault.so from the build directory of $BULWARKD."""
+    path = venv.BULWARKD.parent / "libbwfault.so"
+    if not path.is_file():
+        reason = ("fault shim not built: %s missing (build target bwfault, in the "
+                  "build directory of BULWARKD)" % path)
+        if os.environ.get("BULWARK_REQUIRE_BINARIES"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+def fault_env(shim, fault=None, log=None, arm=None):
+    """Environment for bulwarkd with the shim preloaded: fault (BW_FAULT)
+    counts calls only once the file arm exists, log records every call.
+    Under ASan the shim comes before the ASan runtime, which ASan refuses
+    unless told not to check."""
+    env = {"LD_PRELOAD": " ".join(filter(None, [str(shim), os.environ.get("LD_PRELOAD")])),
+           "ASAN_OPTIONS": ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"),
+                                                  "verify_asan_link_order=0"]))}
+    if fault is not None:
+        env["BW_FAULT"] = fault
+    if log is not None:
+        env["BW_FAULT_LOG"] = str(log)
+    if arm is not None:
+        env["BW_FAULT_ARM"] = str(arm)
+    return env
+
+
+class Ident:
+    """A registered client: name, id and RSA key, to reconnect with."""
+
+    def __init__(self, name, client_id, key):
+        self.name = name
+        self.client_id = client_id
+        self.key = key
+
+    @property
+    def hex(self):
+        return self.client_id.hex()
+
+
+def register(srv, key_index=7):
+    key = rsa_key(key_index)
+    name = unique_name("fault")
+    with srv.client(key=key, timeout=CLIENT_TIMEOUT) as c:
+        bw.expect(c.register(name), bw.REGISTERED, "register")
+        bw.expect(c.send_pubkey(), bw.KEY_STORED, "public key")
+    return Ident(name, c.client_id, key)
+
+
+def reconnected(srv, ident):
+    c = srv.client(key=ident.key, timeout=CLIENT_TIMEOUT)
+    c.client_id = ident.client_id
+    try:
+        bw.expect(c.reconnect(ident.name), bw.RECONNECTED, "reconnect")
+    except BaseException:
+        c.close()
+        raise
+    return c
+
+
+def upload_verified(srv, ident, data, file_name=DOC):
+    with reconnected(srv, ident) as c:
+        res = c.send_file(file_name, data)
+        bw.expect(res.response, bw.FILE_RECEIVED, "send file")
+        assert res.server_crc == res.crc
+        bw.expect(c.crc_ok(file_name), bw.ACK, "crc ok")
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()[:12] if data is not None else None
+
+
+def doc_path(srv, ident):
+    return srv.client_dir(ident.client_id) / DOC
+
+
+def read_or_none(path):
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def describe_content(data, named):
+    if data is None:
+        return "no file"
+    for label, value in named.items():
+        if data == value:
+            return label
+    return "%d bytes of something else (sha256 %s)" % (len(data), sha(data))
+
+
+def file_rows(db_path):
+    """Every files row as a dict, read from db_path (of a stopped server)."""
+    con = sqlite3.connect(str(db_path), timeout=10)
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute("SELECT * FROM files ORDER BY ID, FileName")]
+    finally:
+        con.close()
+
+
+def rows_offline(data_dir, scratch):
+    """The files rows of a data dir whose server was killed, read from a copy
+    so that neither SQLite's recovery nor a checkpoint on close changes what
+    the restarted server will find."""
+    scratch = Path(scratch)
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        p = Path(data_dir) / ("defensive.db" + suffix)
+        if p.exists():
+            shutil.copy2(p, scratch / p.name)
+    return file_rows(scratch / "defensive.db")
+
+
+def tree(data_dir):
+    """{path relative to files/: sha256} of every regular file under files/."""
+    root = Path(data_dir) / "files"
+    out = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for n in names:
+            p = Path(dirpath) / n
+            if p.is_file() and not p.is_symlink():
+                out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def referenced_paths(rows):
+    """Every text value in the rows that looks like a path under files/."""
+    return {v for r in rows for v in r.values()
+            if isinstance(v, str) and v.startswith("files/")}
+
+
+def orphans(srv):
+    """Files under files/ that no row names (files/.incoming is left to the
+    daemon's own clean-up at start-up)."""
+    rows = [dict(r) for r in srv.query("SELECT * FROM files")]
+    named = referenced_paths(rows)
+    return sorted("files/" + p for p in tree(srv.data_dir)
+                  if not p.startswith(".incoming/") and "files/" + p not in named)
+
+
+def check_doc(srv, ident, allowed, named, when):
+    """The row of doc.bin says Verified=1, names a file that exists, and the
+    file holds one of the allowed contents; nothing else is in files/<hex>/.
+    Returns a list of problems."""
+    problems = []
+    row = srv.file_row(ident.client_id, DOC)
+    data = read_or_none(doc_path(srv, ident))
+    got = describe_content(data, named)
+    if row is None:
+        problems.append("%s: no files row for %s (file on disk: %s)" % (when, DOC, got))
+    else:
+        if not is_true(row["Verified"]):
+            problems.append("%s: row Verified=%r (file on disk: %s)" % (when, row["Verified"], got))
+        target = srv.data_dir / row["PathName"]
+        if os.path.basename(row["PathName"]) != DOC:
+            problems.append("%s: row PathName is %r" % (when, row["PathName"]))
+        elif not target.is_file():
+            problems.append("%s: the row points at %s, which is missing" % (when, row["PathName"]))
+    if data is None or not any(data == named[a] for a in allowed):
+        problems.append("%s: %s holds %s, expected %s" % (when, DOC, got, " or ".join(allowed)))
+    listing = srv.stored_files(ident.client_id)
+    if listing != [DOC]:
+        problems.append("%s: files/%s/ holds %s, expected only %s" % (when, ident.hex, listing, DOC))
+    return problems
+
+
+def restart_checks(srv, ident):
+    """Checks of a server started on data left by a failed or killed commit:
+    the database is intact, no temporary files were left in view."""
+    problems = []
+    ic = [r[0] for r in srv.query("PRAGMA integrity_check")]
+    if ic != ["ok"]:
+        problems.append("after restart: PRAGMA integrity_check says %s" % ic)
+    inc = srv.incoming_files()
+    if inc:
+        problems.append("after restart: files/.incoming still holds %s" % inc)
+    if not wait_for(lambda: not orphans(srv), 2):
+        problems.append("after restart: files no row names: %s" % orphans(srv))
+    return problems
+
+
+def still_serves(srv, ident, v2):
+    """The client whose commit failed can replace its file now, and a fresh
+    client can store and verify one."""
+    problems = []
+    try:
+        upload_verified(srv, ident, v2)
+        problems += check_doc(srv, ident, ["v2"], {"v2": v2}, "after restart, v2 uploaded again")
+    except (AssertionError, bw.ProtocolError, OSError) as e:
+        problems.append("after restart: the same client could not replace %s: %s" % (DOC, e))
+    try:
+        data = os.urandom(2000)
+        c = bw.full_session("127.0.0.1", srv.port, unique_name("probe"), data,
+                            file_name="probe.bin", key=rsa_key(8), timeout=CLIENT_TIMEOUT)
+        row = srv.file_row(c.client_id, "probe.bin")
+        if read_or_none(srv.client_dir(c.client_id) / "probe.bin") != data or row is None \
+                or not is_true(row["Verified"]):
+            problems.append("after restart: a fresh client's upload was not stored and verified")
+    except (AssertionError, bw.ProtocolError, OSError) as e:
+        problems.append("after restart: a fresh client could not upload: %s" % e)
+    return problems
+
+
+# --------------------------------------------------------------------------
+# One replacement (or first upload) as a client sees it
+
+
+class Outcome:
+    def __init__(self):
+        self.got_2103 = False
+        self.sent_1029 = False
+        self.got_2104 = False
+        self.error_at = None  # the request answered 2107
+        self.dropped_at = None  # the request during which the connection went
+        self.other = None  # anything the protocol does not allow
+
+    @property
+    def succeeded(self):
+        return self.got_2104
+
+    def __str__(self):
+        if self.got_2104:
+            return "2103 then 2104"
+        if self.error_at:
+            return "2107 to %s" % self.error_at
+        if self.dropped_at:
+            return "connection dropped during %s" % self.dropped_at
+        return self.other or "nothing"
+
+
+def mark(call_log, text):
+    if call_log is not None:
+        with open(call_log, "a") as f:
+            f.write("#### %s\n" % text)
+
+
+def replace_doc(srv, ident, data, call_log=None, arm=None):
+    """Reconnect, 1028 doc.bin, 1029; what the client saw. Once reconnected,
+    creates the file arm (the shim's faults count calls from there on);
+    with call_log, marks the phases in the shim's log of calls."""
+    out = Outcome()
+    step = "1027"
+    try:
+        with reconnected(srv, ident) as c:
+            if arm is not None:
+                Path(arm).touch()
+            mark(call_log, "1028")
+            step = "1028"
+            res = c.send_file(DOC, data)
+            if res.response.code == bw.ERROR:
+                out.error_at = "1028"
+                return out
+            bw.expect(res.response, bw.FILE_RECEIVED, "send file")
+            if res.server_crc != res.crc:
+                out.other = "2103 with cksum %d, expected %d" % (res.server_crc, res.crc)
+                return out
+            out.got_2103 = True
+            # let the work done after the reply settle, so that the
+            # recording puts it in the right phase
+            time.sleep(0.05)
+            mark(call_log, "1029")
+            step = "1029"
+            out.sent_1029 = True
+            resp = c.crc_ok(DOC)
+            if resp.code == bw.ERROR:
+                out.error_at = "1029"
+                return out
+            bw.expect(resp, bw.ACK, "crc ok")
+            out.got_2104 = True
+            time.sleep(0.05)
+            mark(call_log, "end")
+    except socket.timeout:
+        out.other = "no answer to %s within %gs" % (step, CLIENT_TIMEOUT)
+    except (ConnectionError, OSError) as e:
+        out.dropped_at = step
+        out.other = str(e)
+    except bw.ProtocolError as e:
+        out.other = "%s: %s" % (step, e)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Recording the steps of a commit
+
+
+class Step:
+    def __init__(self, index, op, path, phase, key, substr, n, which):
+        self.index = index
+        self.op = op
+        self.path = path
+        self.phase = phase
+        self.key = key
+        self.substr = substr
+        self.n = n
+        self.which = which
+
+    def fault(self, action):
+        return "%s:%d:%s:%s" % (self.op, self.n, action, self.substr)
+
+    def __str__(self):
+        return "%s step %s (%s of the phase), BW_FAULT=%s" % (
+            self.phase, self.key, self.which, self.fault("<action>"))
+
+
+def read_calls(call_log):
+    """[(op, path, phase)] in order; phase is the last mark before the call."""
+    calls = []
+    phase = "start-up"
+    for line in Path(call_log).read_text(errors="replace").splitlines():
+        if line.startswith("#### "):
+            phase = line[5:]
+            continue
+        op, _, path = line.partition(" ")
+        calls.append((op, path, phase))
+    return calls
+
+
+def our_part(path, data_dir):
+    """The first path in path (one, or "old new") under data_dir, relative to
+    it; None if there is none."""
+    dd = str(data_dir)
+    for p in path.split(" "):
+        if p == dd:
+            return ""
+        if p.startswith(dd + "/"):
+            return p[len(dd) + 1:]
+    return None
+
+
+def stable_part(rel):
+    """rel (relative to the data dir) without what changes from run to run:
+    the data dir's own files and files/<dir> are kept whole, so is doc.bin;
+    any other name below files/<dir>/ is a temporary one, cut after its
+    prefix (".up-", ".tmp-", ...). Returns (substring, blurred)."""
+    parts = rel.split("/")
+    if len(parts) <= 2 or parts[-1] == DOC:
+        return rel, rel
+    m = TMP_PREFIX_RE.match(parts[-1])
+    stem = "/".join(parts[:-1]) + "/" + (m.group(0) if m else "")
+    return stem, stem + "*"
+
+
+def blur(path, data_dir):
+    """path (one, or "old new") as a step key: $D for the data dir, temporary
+    names blurred."""
+    out = []
+    for p in path.split(" "):
+        rel = our_part(p, data_dir)
+        if rel is None:
+            out.append(p)
+        elif rel == "":
+            out.append("$D")
+        else:
+            out.append("$D/" + stable_part(rel)[1])
+    return " ".join(out)
+
+
+def commit_steps(call_log, data_dir, phases=("1028", "1029")):
+    """The file operations under data_dir during the given phases, deduped on
+    (phase, op, path with temporary names blurred): the first and the last of
+    each. Each step carries the shim substring and count that hit the same
+    call in a server started on a copy of the same data and armed at the
+    first mark."""
+    calls = read_calls(call_log)
+    seen = {}
+    order = []
+    for i, (op, path, phase) in enumerate(calls):
+        if phase not in phases:
+            continue
+        rel = our_part(path, data_dir)
+        if rel is None:
+            continue
+        key = (phase, "%s %s" % (op, blur(path, data_dir)))
+        if key not in seen:
+            seen[key] = [i, i]
+            order.append(key)
+        else:
+            seen[key][1] = i
+    steps = []
+    for key in order:
+        first, last = seen[key]
+        for which, i in (("first", first), ("last", last)):
+            if which == "last" and last == first:
+                continue
+            op, path, phase = calls[i]
+            substr = stable_part(our_part(path, data_dir))[0]
+            n = sum(1 for o, p, ph in calls[:i + 1]
+                    if ph != "start-up" and o == op and substr in p)
+            steps.append(Step(i, op, path, phase, key[1], substr, n, which))
+    return steps[:MAX_STEPS]
+
+
+def record(start_server, shim, prepared, workdir, action):
+    """Runs action(srv) on a copy of prepared with the shim logging; returns
+    (call log, data dir used)."""
+    dd = workdir / "record"
+    shutil.copytree(prepared, dd)
+    call_log = workdir / "calls.log"
+    srv = start_server(data_dir=dd, env=fault_env(shim, log=call_log))
+    action(srv, call_log)
+    srv.stop()
+    return call_log, dd
+
+
+def fired(srv, step, action):
+    text = srv.log()
+    if action == "kill":
+        return "bwfault: kill at %s #%d" % (step.op, step.n) in text
+    return "bwfault: %s #%d failed" % (step.op, step.n) in text
+
+
+def wait_killed(srv):
+    """None once bulwarkd died of SIGKILL, else what happened instead."""
+    try:
+        rc = srv.proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return "bulwarkd is still running"
+    srv.stopped = True  # it exited: teardown need not report it again
+    srv.kill()
+    return None if rc == -signal.SIGKILL else "bulwarkd exited with %r" % rc
+
+
+# --------------------------------------------------------------------------
+# Replacing a verified file, no faults
+
+
+def stored_v1(start_server, v1):
+    """A server holding v1 of doc.bin, verified."""
+    srv = start_server()
+    ident = register(srv)
+    upload_verified(srv, ident, v1)
+    assert doc_path(srv, ident).read_bytes() == v1
+    row = srv.file_row(ident.client_id, DOC)
+    assert row is not None and is_true(row["Verified"]), dict(row) if row else None
+    return srv, ident
+
+
+def test_replacement_becomes_current_only_at_its_1029(start_server):
+    v1, v2 = os.urandom(3000), os.urandom(5000)
+    srv, ident = stored_v1(start_server, v1)
+    named = {"v1": v1, "v2": v2}
+    with reconnected(srv, ident) as c:
+        res = c.send_file(DOC, v2)
+        bw.expect(res.response, bw.FILE_RECEIVED)
+        assert res.server_crc == res.crc
+        problems = check_doc(srv, ident, ["v1"], named, "after 2103 for v2, before its 1029")
+        assert not problems, "\n".join(problems)
+        bw.expect(c.crc_ok(DOC), bw.ACK)
+    problems = check_doc(srv, ident, ["v2"], named, "after 2104 for v2")
+    assert not problems, "\n".join(problems)
+    assert wait_for(lambda: not orphans(srv), 2), "files no row names: %s" % orphans(srv)
+
+
+@pytest.mark.parametrize("code", [bw.CRC_BAD, bw.CRC_GIVE_UP])
+def test_crc_mismatch_keeps_the_verified_file(start_server, code):
+    v1, v2, v3 = os.urandom(3000), os.urandom(5000), os.urandom(4100)
+    srv, ident = stored_v1(start_server, v1)
+    named = {"v1": v1, "v2": v2, "v3": v3}
+    with reconnected(srv, ident) as c:
+        bw.expect(c.send_file(DOC, v2).response, bw.FILE_RECEIVED)
+        if code == bw.CRC_BAD:
+            c.crc_bad(DOC)  # no reply; the resend follows
+            res = c.send_file(DOC, v3)
+            bw.expect(res.response, bw.FILE_RECEIVED, "resend after 1030")
+            problems = check_doc(srv, ident, ["v1"], named, "after 1030 and a resend")
+            assert not problems, "\n".join(problems)
+            bw.expect(c.giveup(DOC), bw.ACK, "1031")
+        else:
+            bw.expect(c.giveup(DOC), bw.ACK, "1031")
+    problems = check_doc(srv, ident, ["v1"], named, "after %d" % code)
+    assert not problems, "\n".join(problems)
+    assert wait_for(lambda: not orphans(srv), 2), \
+        "the discarded upload is still on disk: %s" % orphans(srv)
+    srv.stop()
+
+
+def test_resend_after_1030_becomes_current_at_its_1029(start_server):
+    v1, v2, v3 = os.urandom(3000), os.urandom(5000), os.urandom(4100)
+    srv, ident = stored_v1(start_server, v1)
+    named = {"v1": v1, "v2": v2, "v3": v3}
+    with reconnected(srv, ident) as c:
+        bw.expect(c.send_file(DOC, v2).response, bw.FILE_RECEIVED)
+        c.crc_bad(DOC)
+        bw.expect(c.send_file(DOC, v3).response, bw.FILE_RECEIVED)
+        bw.expect(c.crc_ok(DOC), bw.ACK)
+    problems = check_doc(srv, ident, ["v3"], named, "after 1030, resend, 1029")
+    assert not problems, "\n".join(problems)
+    assert wait_for(lambda: not orphans(srv), 2), "files no row names: %s" % orphans(srv)
+
+
+SWAP_TRIES = 15  # the shim takes 16 faults
+
+
+@pytest.mark.parametrize("op", ["linkat", "renameat"])
+def test_a_1029_whose_swap_fails_is_never_acknowledged(start_server, shim, tmp_path, op):
+    """The 1029 that puts a replacement in place fails at its first file step
+    (linking the old file aside, or the rename) again and again: every one
+    is answered 2107 and leaves v1 current and the replacement pending. A
+    failure reported by the worker must not be lost on the way back (a
+    result written over by the submitting thread shows up as a 2104 in some
+    of the tries, the replacement then dropped at the next start)."""
+    v1, v2 = os.urandom(3000), os.urandom(5000)
+    arm = tmp_path / "armed"
+    srv = start_server()
+    ident = register(srv)
+    srv.stop()
+    where = "files/%s/%s" % (ident.hex, DOC)  # only the 1029 swap names it
+    faults = ",".join("%s:%d:EIO:%s" % (op, k, where) for k in range(1, SWAP_TRIES + 1))
+    srv = start_server(data_dir=srv.data_dir, env=fault_env(shim, fault=faults, arm=arm))
+    upload_verified(srv, ident, v1)
+    arm.touch()
+    named = {"v1": v1, "v2": v2}
+    problems = []
+    for k in range(1, SWAP_TRIES + 1):
+        out = replace_doc(srv, ident, v2)
+        if not out.sent_1029:
+            problems.append("try %d: the 1028 did not get its 2103: %s" % (k, out))
+            continue
+        if out.error_at != "1029":
+            problems.append("try %d: the failed swap was answered %s; %s holds %s" % (
+                k, out, DOC, describe_content(read_or_none(doc_path(srv, ident)), named)))
+        problems += check_doc(srv, ident, ["v1"], named, "try %d (client saw %s)" % (k, out))
+    fired_n = srv.log().count("bwfault: %s #" % op)
+    assert fired_n == SWAP_TRIES, "the fault fired %d times, not %d" % (fired_n, SWAP_TRIES)
+    srv.stop()
+    assert not problems, "%d problem(s) in %d failed swaps:\n%s\n%s" % (
+        len(problems), SWAP_TRIES, "\n".join(problems), srv.log_tail(12))
+
+
+# --------------------------------------------------------------------------
+# A fault at each step of a replacement
+
+
+def prepare_v1(start_server, workdir, v1):
+    """A stopped server's data dir holding v1 of doc.bin, verified."""
+    srv, ident = stored_v1(start_server, v1)
+    srv.stop()
+    prepared = workdir / "prepared"
+    shutil.copytree(srv.data_dir, prepared)
+    return prepared, ident
+
+
+def replacement_steps(start_server, shim, prepared, ident, workdir, v2):
+    def action(srv, call_log):
+        out = replace_doc(srv, ident, v2, call_log)
+        assert out.succeeded, "the clean replacement did not succeed: %s\n%s" % (
+            out, srv.log_tail())
+
+    call_log, dd = record(start_server, shim, prepared, workdir, action)
+    steps = commit_steps(call_log, dd)
+    ours = [s for s in steps if "files/" in s.path]
+    assert ours, ("the shim recorded no file operation under files/ during the "
+                  "replacement; is it preloaded?\n%s" % Path(call_log).read_text()[-3000:])
+    return steps
+
+
+def run_fault(start_server, shim, prepared, ident, workdir, step, action, v1, v2, tag):
+    """One step failed with action; returns problems, each naming the step."""
+    named = {"v1": v1, "v2": v2}
+    dd = workdir / tag
+    shutil.copytree(prepared, dd)
+    problems = []
+    arm = workdir / (tag + ".arm")
+    srv = start_server(data_dir=dd, env=fault_env(shim, fault=step.fault(action), arm=arm))
+    out = replace_doc(srv, ident, v2, arm=arm)
+    if action == "kill":
+        why = wait_killed(srv)
+        if why:
+            problems.append("the kill did not happen (the calls differ from the "
+                            "recording?): %s; client saw %s" % (why, out))
+            if srv.alive():
+                srv.stop()
+        allowed = ["v2"] if out.got_2104 else (["v1", "v2"] if out.sent_1029 else ["v1"])
+        if out.other and not out.dropped_at:
+            problems.append("client: %s" % out)
+    else:
+        if not fired(srv, step, action):
+            problems.append("the fault did not fire (the calls differ from the "
+                            "recording?); client saw %s" % out)
+        if out.other and not out.dropped_at:
+            problems.append("client: %s" % out)
+        allowed = ["v2"] if out.succeeded else ["v1"]
+        if srv.alive():
+            problems += check_doc(srv, ident, allowed, named,
+                                  "after the fault (client saw %s)" % out)
+            try:
+                # the path is not left locked or half-replaced: another
+                # upload of the name goes through and is given up on
+                with reconnected(srv, ident) as c:
+                    bw.expect(c.send_file(DOC, os.urandom(100)).response,
+                              bw.FILE_RECEIVED, "upload after the fault")
+                    bw.expect(c.giveup(DOC), bw.ACK, "1031 after the fault")
+            except (AssertionError, bw.ProtocolError, OSError) as e:
+                problems.append("after the fault, the name is stuck: %s" % e)
+            problems += check_doc(srv, ident, allowed, named,
+                                  "after the fault and a 1028+1031")
+            try:
+                srv.stop()
+            except AssertionError as e:
+                problems.append("SIGTERM after the fault: %s" % str(e).splitlines()[0])
+        else:
+            problems.append("bulwarkd died after the fault (exit %r)" % srv.proc.poll())
+            srv.stopped = True
+            srv.kill()
+
+    before_tree = tree(dd)
+    before_rows = rows_offline(dd, workdir / (tag + "-rows"))
+    srv2 = start_server(data_dir=dd)
+    problems += check_doc(srv2, ident, allowed, named,
+                          "after restart (client saw %s)" % out)
+    problems += restart_checks(srv2, ident)
+    after_tree = tree(dd)
+    changed = [p for p in set(before_tree) | set(after_tree)
+               if not p.startswith(".incoming/") and before_tree.get(p) != after_tree.get(p)]
+    rows_now = [dict(r) for r in srv2.query("SELECT * FROM files ORDER BY ID, FileName")]
+    if (changed or rows_now != before_rows) and "reconcile" not in srv2.log():
+        problems.append("start-up changed %s without a 'reconcile' log line"
+                        % (sorted(changed) or "the files rows"))
+    problems += still_serves(srv2, ident, v2)
+    try:
+        srv2.stop()
+    except AssertionError as e:
+        problems.append("SIGTERM after restart: %s" % str(e).splitlines()[0])
+    return ["%s [%s]: %s\n    logs: %s, %s" % (step, action, p, srv.log_path, srv2.log_path)
+            for p in problems]
+
+
+def actions_for(step, base):
+    if base == "kill":
+        return ["kill"]
+    return ["EIO", "ENOSPC"] if step.op in ("write", "pwrite") else ["EIO"]
+
+
+def run_replacement_faults(start_server, shim, tmp_path, base):
+    v1, v2 = os.urandom(3000), os.urandom(5000)
+    prepared, ident = prepare_v1(start_server, tmp_path, v1)
+    steps = replacement_steps(start_server, shim, prepared, ident, tmp_path, v2)
+    problems = []
+    runs = 0
+    for k, step in enumerate(steps):
+        for action in actions_for(step, base):
+            runs += 1
+            problems += run_fault(start_server, shim, prepared, ident, tmp_path, step,
+                                  action, v1, v2, "step%02d-%s" % (k, action))
+    if problems:
+        pytest.fail("%d problem(s) in %d faulted replacements of a verified file:\n%s"
+                    % (len(problems), runs, "\n".join(problems)))
+
+
+@pytest.mark.slow
+def test_io_error_at_any_step_of_a_replacement_keeps_the_verified_file(start_server, shim,
+                                                                       tmp_path):
+    run_replacement_faults(start_server, shim, tmp_path, "errno")
+
+
+@pytest.mark.slow
+def test_kill_at_any_step_of_a_replacement_keeps_a_verified_file(start_server, shim,
+                                                                 tmp_path):
+    run_replacement_faults(start_server, shim, tmp_path, "kill")
+
+
+# --------------------------------------------------------------------------
+# A fault at each step of a first upload
+
+
+def check_first(srv, ident, v1, out, when):
+    """No row and no file, or a row and the complete file; Verified only if
+    the client confirmed, and certainly if the server acknowledged that."""
+    problems = []
+    row = srv.file_row(ident.client_id, DOC)
+    data = read_or_none(doc_path(srv, ident))
+    listing = srv.stored_files(ident.client_id)
+    extra = [n for n in listing if n != DOC]
+    if extra:
+        problems.append("%s: files/%s/ holds %s" % (when, ident.hex, listing))
+    if row is None:
+        if data is not None:
+            problems.append("%s: %s on disk (%s) without a row"
+                            % (when, DOC, describe_content(data, {"v1": v1})))
+        if out.got_2104:
+            problems.append("%s: the 1029 was acknowledged but the row is gone" % when)
+        return problems
+    if data is None:
+        problems.append("%s: a row (Verified=%r) for a missing file" % (when, row["Verified"]))
+    elif data != v1:
+        problems.append("%s: the row names a file holding %s"
+                        % (when, describe_content(data, {"v1": v1})))
+    if not (srv.data_dir / row["PathName"]).is_file():
+        problems.append("%s: the row points at %s, which is missing" % (when, row["PathName"]))
+    if is_true(row["Verified"]) and not out.sent_1029:
+        problems.append("%s: Verified=1 although no 1029 was sent" % when)
+    if out.got_2104 and not is_true(row["Verified"]):
+        problems.append("%s: 2104 was sent but Verified=%r" % (when, row["Verified"]))
+    return problems
+
+
+def run_first_fault(start_server, shim, prepared, ident, workdir, step, action, v1, tag):
+    dd = workdir / tag
+    shutil.copytree(prepared, dd)
+    problems = []
+    arm = workdir / (tag + ".arm")
+    srv = start_server(data_dir=dd, env=fault_env(shim, fault=step.fault(action), arm=arm))
+    out = replace_doc(srv, ident, v1, arm=arm)
+    if out.other and not out.dropped_at:
+        problems.append("client: %s" % out)
+    if action == "kill":
+        why = wait_killed(srv)
+        if why:
+            problems.append("the kill did not happen: %s; client saw %s" % (why, out))
+            if srv.alive():
+                srv.stop()
+    else:
+        if not fired(srv, step, action):
+            problems.append("the fault did not fire; client saw %s" % out)
+        if srv.alive():
+            problems += check_first(srv, ident, v1, out, "after the fault (client saw %s)" % out)
+            try:
+                srv.stop()
+            except AssertionError as e:
+                problems.append("SIGTERM after the fault: %s" % str(e).splitlines()[0])
+        else:
+            problems.append("bulwarkd died after the fault (exit %r)" % srv.proc.poll())
+            srv.stopped = True
+            srv.kill()
+    srv2 = start_server(data_dir=dd)
+    problems += check_first(srv2, ident, v1, out, "after restart (client saw %s)" % out)
+    problems += restart_checks(srv2, ident)
+    problems += still_serves(srv2, ident, os.urandom(3500))
+    try:
+        srv2.stop()
+    except AssertionError as e:
+        problems.append("SIGTERM after restart: %s" % str(e).splitlines()[0])
+    return ["%s [%s]: %s\n    logs: %s, %s" % (step, action, p, srv.log_path, srv2.log_path)
+            for p in problems]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("base", ["errno", "kill"])
+def test_first_upload_failing_at_any_step_leaves_a_row_only_with_its_whole_file(
+        start_server, shim, tmp_path, base):
+    v1 = os.urandom(3000)
+    srv = start_server()
+    ident = register(srv)
+    srv.stop()
+    prepared = tmp_path / "prepared"
+    shutil.copytree(srv.data_dir, prepared)
+
+    def action(rec, call_log):
+        out = replace_doc(rec, ident, v1, call_log)
+        assert out.succeeded, "the clean upload did not succeed: %s\n%s" % (out, rec.log_tail())
+
+    call_log, dd = record(start_server, shim, prepared, tmp_path, action)
+    steps = commit_steps(call_log, dd)
+    assert any("files/" in s.path for s in steps), \
+        "the shim recorded no file operation under files/ during the upload"
+    problems = []
+    runs = 0
+    for k, step in enumerate(steps):
+        for act in actions_for(step, base):
+            runs += 1
+            problems += run_first_fault(start_server, shim, prepared, ident, tmp_path, step,
+                                        act, v1, "step%02d-%s" % (k, act))
+    if problems:
+        pytest.fail("%d problem(s) in %d faulted first uploads:\n%s"
+                    % (len(problems), runs, "\n".join(problems)))
+
+
+# --------------------------------------------------------------------------
+# Start-up reconciliation
+
+
+def reconcile_lines(srv):
+    return [ln for ln in srv.log().splitlines() if "reconcile" in ln]
+
+
+def test_startup_drops_the_row_of_a_missing_file(start_server):
+    keep, doc = os.urandom(1500), os.urandom(2500)
+    srv = start_server()
+    ident = register(srv)
+    upload_verified(srv, ident, keep, file_name="keep.bin")
+    upload_verified(srv, ident, doc)
+    srv.stop()
+    doc_path(srv, ident).unlink()
+
+    srv2 = start_server(data_dir=srv.data_dir)
+    lines = reconcile_lines(srv2)
+    assert any(DOC in ln for ln in lines), \
+        "no 'reconcile' line names %s:\n%s" % (DOC, srv2.log_tail())
+    assert srv2.file_row(ident.client_id, DOC) is None, "the row of the missing file is still there"
+    row = srv2.file_row(ident.client_id, "keep.bin")
+    assert row is not None and is_true(row["Verified"])
+    assert (srv2.client_dir(ident.client_id) / "keep.bin").read_bytes() == keep
+    # the name can be stored again
+    upload_verified(srv2, ident, doc)
+    assert doc_path(srv2, ident).read_bytes() == doc
+    srv2.stop()
+
+
+def test_startup_removes_a_file_no_row_names_and_touches_nothing_else(start_server):
+    doc, stray = os.urandom(2500), os.urandom(700)
+    srv = start_server()
+    ident = register(srv)
+    other = register(srv, key_index=9)
+    upload_verified(srv, ident, doc)
+    upload_verified(srv, other, doc)
+    srv.stop()
+    stray_path = srv.client_dir(ident.client_id) / "stray.bin"
+    stray_path.write_bytes(stray)
+    before = {p: (st.st_ino, st.st_mtime_ns, st.st_size)
+              for p in (doc_path(srv, ident), doc_path(srv, other))
+              for st in [p.stat()]}
+    rows_before = file_rows(srv.data_dir / "defensive.db")
+
+    srv2 = start_server(data_dir=srv.data_dir)
+    lines = reconcile_lines(srv2)
+    assert any("stray.bin" in ln for ln in lines), \
+        "no 'reconcile' line names stray.bin:\n%s" % srv2.log_tail()
+    assert srv2.stored_files(ident.client_id) == [DOC], \
+        "files/%s/ holds %s" % (ident.hex, srv2.stored_files(ident.client_id))
+    assert srv2.stored_files(other.client_id) == [DOC]
+    for p, (ino, mtime, size) in before.items():
+        st = p.stat()
+        assert (st.st_ino, st.st_mtime_ns, st.st_size) == (ino, mtime, size), "%s was touched" % p
+        assert p.read_bytes() == doc
+    assert [dict(r) for r in srv2.query("SELECT * FROM files ORDER BY ID, FileName")] \
+        == rows_before
+    srv2.stop()
