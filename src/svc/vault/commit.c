@@ -155,6 +155,18 @@ restore_backup(int dir_fd, const char *stored, int incoming_fd,
 			 strerror(errno));
 }
 
+/* Drops the hold a commit or an op had on c and lets c go on. Releasing
+ * frees a dead c: whether it is dead is read first. */
+static void
+release_and_resume(struct bw_conn *c)
+{
+	int dead = bw_conn_dead(c);
+
+	bw_conn_release(c);
+	if (!dead)
+		vault_resume(c);
+}
+
 /* --- committing an upload ----------------------------------------------- */
 
 static void
@@ -188,7 +200,6 @@ commit_finish(struct upload *u, int rc)
 	struct bw_file_ack ack;
 	uint8_t out[BW_FILE_ACK_LEN];
 	struct vault_conn *vc;
-	int dead;
 
 	upload_log(u, rc);
 	vault_upload_done(u);
@@ -216,10 +227,7 @@ commit_finish(struct upload *u, int rc)
 		unlink_later(v, v->incoming_fd, u->backup);
 	vault_unlock(v, u->rel_path);
 	vault_upload_free(u);
-	dead = bw_conn_dead(c);
-	bw_conn_release(c); /* frees c if it is dead: test first */
-	if (!dead)
-		vault_resume(c);
+	release_and_resume(c);
 }
 
 static void
@@ -399,7 +407,6 @@ crc_finish(struct crc_op *op, int reply_code)
 {
 	struct bw_conn *c = op->c;
 	struct vault_conn *vc;
-	int dead;
 
 	if (!bw_conn_dead(c)) {
 		vc = VC(c);
@@ -421,10 +428,7 @@ crc_finish(struct crc_op *op, int reply_code)
 	if (op->dir_fd >= 0)
 		close(op->dir_fd);
 	free(op);
-	dead = bw_conn_dead(c);
-	bw_conn_release(c); /* frees c if it is dead: test first */
-	if (!dead)
-		vault_resume(c);
+	release_and_resume(c);
 }
 
 static void
