@@ -273,10 +273,10 @@ bw_registry_set_key(struct bw_registry *r, struct bw_client *c,
 		memcpy(c->pubkey, pubkey, BW_RSA_PUB_LEN);
 		c->has_pubkey = 1;
 	}
-	if (aes_key != NULL && aes_key != c->aes_key)
-		memcpy(c->aes_key, aes_key, BW_AES_KEY_LEN);
-	else
+	if (aes_key == NULL)
 		bw_wipe(c->aes_key, sizeof(c->aes_key));
+	else if (aes_key != c->aes_key) /* never copied onto itself */
+		memcpy(c->aes_key, aes_key, BW_AES_KEY_LEN);
 	c->has_aes = aes_key != NULL;
 	c->key_issued = issued;
 	c->key_used = used;
