@@ -202,17 +202,35 @@ conn_after_output(struct bw_conn *c)
 		conn_start_linger(c);
 }
 
+/* A send failed: the connection closes now that its caller has returned.
+ * A connection killed meanwhile has its free deferred after this call. */
+static void
+conn_kill_failed(void *arg)
+{
+	struct bw_conn *c = arg;
+
+	if (!(c->flags & BW_CONN_DEAD))
+		conn_kill(c, NULL);
+}
+
 int
 bw_conn_send(struct bw_conn *c, const void *p, size_t n)
 {
 	int rc;
 
-	if (c->flags & (BW_CONN_DEAD | BW_CONN_LINGER))
+	if (c->flags & (BW_CONN_DEAD | BW_CONN_LINGER | BW_CONN_FAILED))
 		return BW_ECLOSED;
 	if ((rc = bw_buf_append(&c->out, p, n)) != 0)
 		return rc;
 	if ((rc = conn_flush(c)) != 0) {
-		conn_kill(c, bw_strerror(rc));
+		/* never close under the caller (it may be looping over its
+		 * state): stop all I/O and close after this callback */
+		c->flags |= BW_CONN_FAILED;
+		bw_info("c%llu send failed: %s", (unsigned long long)c->id,
+			bw_strerror(rc));
+		if (bw_loop_defer(c->srv->loop, conn_kill_failed, c) != 0)
+			c->deadline_ms = 0; /* the next tick closes it */
+		conn_update(c);
 		return rc;
 	}
 	conn_update(c);
@@ -256,12 +274,14 @@ conn_update(struct bw_conn *c)
 
 	if (c->flags & BW_CONN_DEAD)
 		return;
-	if (c->flags & BW_CONN_LINGER)
+	if (c->flags & BW_CONN_FAILED)
+		ev = 0;
+	else if (c->flags & BW_CONN_LINGER)
 		ev = BW_EV_READ;
 	else if (!(c->flags & (BW_CONN_PAUSED | BW_CONN_CLOSING)) &&
 		 conn_room(c) > 0 && c->out.len < OUT_HIGH_WATER)
 		ev = BW_EV_READ;
-	if (c->out.len > 0)
+	if (c->out.len > 0 && !(c->flags & BW_CONN_FAILED))
 		ev |= BW_EV_WRITE;
 	if (bw_loop_update(c->srv->loop, &c->w, ev) != 0)
 		conn_kill(c, "epoll update failed");
@@ -272,7 +292,8 @@ conn_input(struct bw_conn *c)
 {
 	int rc;
 
-	if (c->flags & (BW_CONN_DEAD | BW_CONN_PAUSED | BW_CONN_LINGER))
+	if (c->flags &
+	    (BW_CONN_DEAD | BW_CONN_PAUSED | BW_CONN_LINGER | BW_CONN_FAILED))
 		return;
 	rc = c->lis->svc->on_input(c);
 	if (c->flags & BW_CONN_DEAD)

@@ -83,6 +83,7 @@ enum {
 	BW_CONN_PAUSED = 2u,  /* do not read input */
 	BW_CONN_LINGER = 4u,  /* write side shut; draining input */
 	BW_CONN_DEAD = 8u,    /* closed; freed when no job holds it */
+	BW_CONN_FAILED = 16u, /* a send failed: closed after this callback */
 };
 
 struct bw_conn {
@@ -138,7 +139,10 @@ int bw_server_open(struct bw_server *s, const struct bw_server_cfg *cfg)
 int bw_server_run(struct bw_server *s);
 void bw_server_close(struct bw_server *s);
 
-/* For services. */
+/* For services. Queues p and writes what the socket takes. Never closes or
+ * frees c, so a caller may go on using c and c->state after it returns:
+ * when the write fails, c stops all I/O, later sends return BW_ECLOSED,
+ * and c is closed after the current callback. */
 int bw_conn_send(struct bw_conn *c, const void *p, size_t n)
 	__attribute__((warn_unused_result));
 /* Closes after the queued output is flushed (and input is drained briefly so
