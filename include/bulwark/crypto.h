@@ -8,13 +8,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bulwark/err.h"
+
 #define BW_RSA_BITS    1024
 #define BW_RSA_PUB_LEN 160 /* public key field on the wire */
 #define BW_RSA_CT_LEN  128 /* RSA-OAEP ciphertext of a 1024-bit key */
 #define BW_AES_KEY_LEN 16
 #define BW_AES_BLOCK   16
-
-#define BW_WUR __attribute__((warn_unused_result))
 
 struct bw_rsa; /* an RSA key pair or public key */
 

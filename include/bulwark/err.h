@@ -6,6 +6,9 @@
 
 #include <errno.h>
 
+/* On every decrypt, verify, decode and I/O call: the result must be read. */
+#define BW_WUR __attribute__((warn_unused_result))
+
 enum bw_err {
 	BW_OK = 0,
 	BW_EMORE = -20001,    /* incomplete input: feed more bytes */

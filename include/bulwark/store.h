@@ -8,11 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "crypto.h"
-
-#define BW_ID_LEN   16
-#define BW_NAME_CAP 256 /* 254 characters + NUL, rounded */
-#define BW_PATH_CAP 512
+#include "bulwark/crypto.h"
+#include "bulwark/err.h"
+#include "bulwark/ids.h"
 
 struct bw_store;
 

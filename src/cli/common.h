@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "bulwark/crypto.h"
-#include "bulwark/store.h"
+#include "bulwark/ids.h"
 
 #define BW_CLI_NAME_MAX 100 /* transfer.info's limit on a name */
 

@@ -121,7 +121,7 @@ explain(struct send_ctx *x, const struct req *rq, int wrc, int rc,
 	unsigned s = x->sess.timeout_ms / 1000u;
 
 	x->replied = rc == 0;
-	if (rc == 0 && code == BW_RESP_ERROR)
+	if (rc == 0 && code == BW_VAULT_RESP_ERROR)
 		snprintf(x->why, sizeof(x->why),
 			 "the server refused the %s (2107 general error)",
 			 rq->what);
@@ -162,7 +162,7 @@ attempt(struct send_ctx *x, const struct req *rq, uint16_t *code, uint8_t *out,
 			 x->sess.host, x->sess.port, net_text(rc));
 		return rc;
 	}
-	if (rq->code == BW_REQ_SEND_FILE && x->need_rekey &&
+	if (rq->code == BW_VAULT_REQ_SEND_FILE && x->need_rekey &&
 	    (rc = rekey(x)) != 0)
 		return rc;
 	bw_session_deadline(&x->sess, x->sess.timeout_ms);
@@ -178,7 +178,7 @@ attempt(struct send_ctx *x, const struct req *rq, uint16_t *code, uint8_t *out,
 	if (wrc == 0 && rc == 0 && is_expected(*code, rq->ok, rq->ok_n))
 		return 0;
 	explain(x, rq, wrc, rc, *code);
-	if (wrc != 0 || rc != 0 || *code != BW_RESP_ERROR)
+	if (wrc != 0 || rc != 0 || *code != BW_VAULT_RESP_ERROR)
 		bw_session_close(&x->sess); /* broken or out of step */
 	return rc == 0 ? BW_ESERVER : rc;
 }
@@ -210,7 +210,7 @@ exchange(struct send_ctx *x, const struct req *rq, uint16_t *code, uint8_t *out,
 		fprintf(stderr, "; trying again in %u.%u s\n", pause / 1000u,
 			pause % 1000u / 100u);
 		if (bw_session_idle(&x->sess, pause) &&
-		    rq->code == BW_REQ_SEND_FILE)
+		    rq->code == BW_VAULT_REQ_SEND_FILE)
 			x->need_rekey = 1;
 		pause *= 2;
 	}
@@ -246,12 +246,12 @@ unwrap_key(struct send_ctx *x, const struct bw_identity *who,
 static int
 rekey(struct send_ctx *x)
 {
-	static const uint16_t ok[] = {BW_RESP_RECONNECT_AES,
-				      BW_RESP_RECONNECT_DENIED};
+	static const uint16_t ok[] = {BW_VAULT_RESP_RECONNECT_AES,
+				      BW_VAULT_RESP_RECONNECT_DENIED};
 	uint8_t field[BW_NAME_FIELD], out[RESP_CAP];
 	struct req rq = {.what = "reconnect",
 			 .send = send_plain,
-			 .code = BW_REQ_RECONNECT,
+			 .code = BW_VAULT_REQ_RECONNECT,
 			 .id = x->me.id,
 			 .payload = field,
 			 .len = BW_NAME_FIELD,
@@ -269,7 +269,7 @@ rekey(struct send_ctx *x)
 	}
 	if ((rc = attempt(x, &rq, &code, out, &len)) != 0)
 		goto out;
-	if (code == BW_RESP_RECONNECT_DENIED) {
+	if (code == BW_VAULT_RESP_RECONNECT_DENIED) {
 		snprintf(x->why, sizeof(x->why),
 			 "the server no longer knows '%s' (2106 to the "
 			 "reconnect for a fresh key)",
@@ -299,9 +299,9 @@ out:
 static int
 register_new(struct send_ctx *x, const char *name)
 {
-	static const uint16_t reg_ok[] = {BW_RESP_REGISTERED,
-					  BW_RESP_REG_FAILED};
-	static const uint16_t key_ok[] = {BW_RESP_PUBKEY_AES};
+	static const uint16_t reg_ok[] = {BW_VAULT_RESP_REGISTERED,
+					  BW_VAULT_RESP_REG_FAILED};
+	static const uint16_t key_ok[] = {BW_VAULT_RESP_PUBKEY_AES};
 	uint8_t field[BW_NAME_FIELD], pk[BW_NAME_FIELD + BW_RSA_PUB_LEN];
 	uint8_t out[RESP_CAP];
 	char hex[2 * BW_ID_LEN + 1];
@@ -326,7 +326,7 @@ register_new(struct send_ctx *x, const char *name)
 	}
 	rq = (struct req){.what = "registration",
 			  .send = send_plain,
-			  .code = BW_REQ_REGISTER,
+			  .code = BW_VAULT_REQ_REGISTER,
 			  .payload = field,
 			  .len = BW_NAME_FIELD,
 			  .ok = reg_ok,
@@ -337,7 +337,7 @@ register_new(struct send_ctx *x, const char *name)
 			     x->why);
 		goto out;
 	}
-	if (code == BW_RESP_REG_FAILED) {
+	if (code == BW_VAULT_RESP_REG_FAILED) {
 		bw_cli_fatal("the name '%s' is already registered on the "
 			     "server (2101)",
 			     nu.name);
@@ -351,7 +351,7 @@ register_new(struct send_ctx *x, const char *name)
 	memcpy(pk, field, BW_NAME_FIELD);
 	rq = (struct req){.what = "public key",
 			  .send = send_plain,
-			  .code = BW_REQ_PUBKEY,
+			  .code = BW_VAULT_REQ_PUBKEY,
 			  .id = nu.id,
 			  .payload = pk,
 			  .len = sizeof(pk),
@@ -389,12 +389,12 @@ out:
 static int
 reconnect(struct send_ctx *x, int *denied)
 {
-	static const uint16_t ok[] = {BW_RESP_RECONNECT_AES,
-				      BW_RESP_RECONNECT_DENIED};
+	static const uint16_t ok[] = {BW_VAULT_RESP_RECONNECT_AES,
+				      BW_VAULT_RESP_RECONNECT_DENIED};
 	uint8_t field[BW_NAME_FIELD], out[RESP_CAP];
 	struct req rq = {.what = "reconnect",
 			 .send = send_plain,
-			 .code = BW_REQ_RECONNECT,
+			 .code = BW_VAULT_REQ_RECONNECT,
 			 .id = x->me.id,
 			 .payload = field,
 			 .len = BW_NAME_FIELD,
@@ -415,7 +415,7 @@ reconnect(struct send_ctx *x, int *denied)
 			     x->why);
 		return BW_EXIT_FATAL;
 	}
-	if (code == BW_RESP_RECONNECT_DENIED) {
+	if (code == BW_VAULT_RESP_RECONNECT_DENIED) {
 		*denied = 1;
 		return BW_EXIT_OK;
 	}
@@ -605,9 +605,9 @@ send_head(struct send_ctx *x)
 	bw_put_u32le(prefix, x->cipher_len);
 	if ((rc = bw_name_encode(x->file_field, prefix + 4)) != 0)
 		return local_failure(x, rc);
-	if ((rc = bw_session_send_hdr(&x->sess, x->me.id, BW_REQ_SEND_FILE,
-				      BW_FILE_PREFIX_LEN + x->cipher_len)) !=
-		    0 ||
+	if ((rc = bw_session_send_hdr(
+		     &x->sess, x->me.id, BW_VAULT_REQ_SEND_FILE,
+		     BW_FILE_PREFIX_LEN + x->cipher_len)) != 0 ||
 	    (rc = bw_session_write(&x->sess, prefix, sizeof(prefix))) != 0)
 		return rc;
 	bw_session_deadline(&x->sess,
@@ -722,7 +722,7 @@ out:
 static int
 confirm(struct send_ctx *x, uint16_t req_code, const char *what)
 {
-	static const uint16_t ack_ok[] = {BW_RESP_ACK};
+	static const uint16_t ack_ok[] = {BW_VAULT_RESP_ACK};
 	uint8_t field[BW_NAME_FIELD], out[RESP_CAP];
 	struct req rq = {.what = what,
 			 .send = send_plain,
@@ -748,7 +748,7 @@ ask_resend(struct send_ctx *x)
 	uint8_t field[BW_NAME_FIELD];
 	struct req rq = {.what = "resend request",
 			 .send = send_plain,
-			 .code = BW_REQ_CRC_RETRY,
+			 .code = BW_VAULT_REQ_CRC_RETRY,
 			 .id = x->me.id,
 			 .payload = field,
 			 .len = BW_NAME_FIELD,
@@ -765,11 +765,11 @@ ask_resend(struct send_ctx *x)
 static int
 upload(struct send_ctx *x, int fd)
 {
-	static const uint16_t file_ok[] = {BW_RESP_FILE_OK};
+	static const uint16_t file_ok[] = {BW_VAULT_RESP_FILE_OK};
 	uint8_t out[RESP_CAP];
 	struct req rq = {.what = "upload",
 			 .send = send_file,
-			 .code = BW_REQ_SEND_FILE,
+			 .code = BW_VAULT_REQ_SEND_FILE,
 			 .ok = file_ok,
 			 .ok_n = 1,
 			 .fd = fd};
@@ -792,7 +792,8 @@ upload(struct send_ctx *x, int fd)
 			return x->final != 0 ? x->final : BW_EXIT_FATAL;
 		}
 		if (ack.cksum == x->local_crc) {
-			if (confirm(x, BW_REQ_CRC_OK, "confirmation") != 0) {
+			if (confirm(x, BW_VAULT_REQ_CRC_OK, "confirmation") !=
+			    0) {
 				bw_cli_fatal("the server did not acknowledge "
 					     "the verified file: %s",
 					     x->why);
@@ -815,7 +816,7 @@ upload(struct send_ctx *x, int fd)
 			return BW_EXIT_FATAL;
 		}
 	}
-	if (confirm(x, BW_REQ_CRC_FAIL, "give-up notice") != 0)
+	if (confirm(x, BW_VAULT_REQ_CRC_FAIL, "give-up notice") != 0)
 		fprintf(stderr, "the server did not acknowledge 1031\n");
 	bw_cli_fatal("the server's CRC of '%s' did not match ours after %d "
 		     "sends; gave up",

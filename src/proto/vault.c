@@ -1,5 +1,6 @@
-/* Vault request/response headers and payload codecs, decoded through the
- * bounded cursor and required to be consumed exactly.
+/* Vault payload codecs, decoded through the bounded cursor and required to
+ * be consumed exactly, and the sanitiser that turns a received file name
+ * into a safe base name.
  */
 #include <string.h>
 
@@ -7,64 +8,19 @@
 #include "bulwark/err.h"
 #include "proto/vault.h"
 
-int
-bw_req_hdr_decode(const uint8_t *p, size_t len, struct bw_req_hdr *h)
-{
-	struct bw_cur c;
-
-	if (len < BW_REQ_HDR_LEN)
-		return BW_EMORE;
-	bw_cur_init(&c, p, BW_REQ_HDR_LEN);
-	bw_cur_copy(&c, h->client_id, BW_ID_LEN);
-	h->version = bw_cur_u8(&c);
-	h->code = bw_cur_u16le(&c);
-	h->payload_size = bw_cur_u32le(&c);
-	if (bw_cur_end(&c) != 0)
-		return BW_EMORE;
-	return BW_REQ_HDR_LEN;
-}
-
-void
-bw_req_hdr_encode(const struct bw_req_hdr *h, uint8_t out[BW_REQ_HDR_LEN])
-{
-	memcpy(out, h->client_id, BW_ID_LEN);
-	out[16] = h->version;
-	bw_put_u16le(out + 17, h->code);
-	bw_put_u32le(out + 19, h->payload_size);
-}
-
-int
-bw_resp_hdr_decode(const uint8_t *p, size_t len, struct bw_resp_hdr *h)
-{
-	if (len < BW_RESP_HDR_LEN)
-		return BW_EMORE;
-	h->version = p[0];
-	h->code = bw_get_u16le(p + 1);
-	h->payload_size = bw_get_u32le(p + 3);
-	return BW_RESP_HDR_LEN;
-}
-
-void
-bw_resp_hdr_encode(const struct bw_resp_hdr *h, uint8_t out[BW_RESP_HDR_LEN])
-{
-	out[0] = h->version;
-	bw_put_u16le(out + 1, h->code);
-	bw_put_u32le(out + 3, h->payload_size);
-}
-
 long
 bw_vault_req_payload_size(uint16_t code)
 {
 	switch (code) {
-	case BW_REQ_REGISTER:
-	case BW_REQ_RECONNECT:
-	case BW_REQ_CRC_OK:
-	case BW_REQ_CRC_RETRY:
-	case BW_REQ_CRC_FAIL:
+	case BW_VAULT_REQ_REGISTER:
+	case BW_VAULT_REQ_RECONNECT:
+	case BW_VAULT_REQ_CRC_OK:
+	case BW_VAULT_REQ_CRC_RETRY:
+	case BW_VAULT_REQ_CRC_FAIL:
 		return BW_NAME_FIELD;
-	case BW_REQ_PUBKEY:
+	case BW_VAULT_REQ_PUBKEY:
 		return BW_NAME_FIELD + BW_RSA_PUB_LEN;
-	case BW_REQ_SEND_FILE:
+	case BW_VAULT_REQ_SEND_FILE:
 		return 0;
 	default:
 		return -1;
@@ -173,4 +129,26 @@ bw_vault_file_ack_encode(const struct bw_file_ack *a,
 	bw_put_u32le(out + BW_ID_LEN, a->content_size);
 	memcpy(out + BW_ID_LEN + 4, name_field, BW_NAME_FIELD);
 	bw_put_u32le(out + BW_ID_LEN + 4 + BW_NAME_FIELD, a->cksum);
+}
+
+int
+bw_file_name_sanitize(const char *name, char out[BW_NAME_CAP])
+{
+	const char *base = name, *p;
+	size_t n;
+
+	for (p = name; *p != '\0'; p++) {
+		if (*p == '/' || *p == '\\')
+			base = p + 1;
+	}
+	n = strlen(base);
+	if (n == 0 || n >= BW_NAME_CAP || strcmp(base, ".") == 0 ||
+	    strcmp(base, "..") == 0)
+		return BW_EPROTO;
+	for (p = base; *p != '\0'; p++) {
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return BW_EPROTO;
+	}
+	memcpy(out, base, n + 1);
+	return 0;
 }

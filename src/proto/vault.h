@@ -1,5 +1,5 @@
-/* Wire codecs of the file vault (and the header shared with the messenger):
- * pure functions from bytes to structs and back, no I/O, no allocation.
+/* Wire codecs of the file vault (the framing is proto/frame.h): pure
+ * functions from bytes to structs and back, no I/O, no allocation.
  * Decoders take pointer + length and never read past it.
  */
 #ifndef BULWARK_PROTO_VAULT_H
@@ -9,76 +9,41 @@
 #include <stdint.h>
 
 #include "bulwark/crypto.h"
-#include "bulwark/store.h"
+#include "bulwark/err.h"
+#include "bulwark/ids.h"
+#include "proto/frame.h"
 
-#define BW_REQ_HDR_LEN	   23
-#define BW_RESP_HDR_LEN	   7
-#define BW_NAME_FIELD	   255
 #define BW_VAULT_VERSION   3
 #define BW_FILE_PREFIX_LEN (4 + BW_NAME_FIELD) /* 1028 before ciphertext */
 /* Largest 1028 ciphertext: payload_size = 259 + content_size must fit a u32
  * and content_size is a multiple of 16. */
 #define BW_MAX_CONTENT_SIZE 0xFFFFFEF0u
-/* Course-sample clients pad every message to a multiple of this. */
-#define BW_PAD_UNIT 1024
 
 enum bw_vault_req {
-	BW_REQ_REGISTER = 1025,
-	BW_REQ_PUBKEY = 1026,
-	BW_REQ_RECONNECT = 1027,
-	BW_REQ_SEND_FILE = 1028,
-	BW_REQ_CRC_OK = 1029,
-	BW_REQ_CRC_RETRY = 1030,
-	BW_REQ_CRC_FAIL = 1031,
+	BW_VAULT_REQ_REGISTER = 1025,
+	BW_VAULT_REQ_PUBKEY = 1026,
+	BW_VAULT_REQ_RECONNECT = 1027,
+	BW_VAULT_REQ_SEND_FILE = 1028,
+	BW_VAULT_REQ_CRC_OK = 1029,
+	BW_VAULT_REQ_CRC_RETRY = 1030,
+	BW_VAULT_REQ_CRC_FAIL = 1031,
 };
 
 enum bw_vault_resp {
-	BW_RESP_REGISTERED = 2100,
-	BW_RESP_REG_FAILED = 2101,
-	BW_RESP_PUBKEY_AES = 2102,
-	BW_RESP_FILE_OK = 2103,
-	BW_RESP_ACK = 2104,
-	BW_RESP_RECONNECT_AES = 2105,
-	BW_RESP_RECONNECT_DENIED = 2106,
-	BW_RESP_ERROR = 2107,
+	BW_VAULT_RESP_REGISTERED = 2100,
+	BW_VAULT_RESP_REG_FAILED = 2101,
+	BW_VAULT_RESP_PUBKEY_AES = 2102,
+	BW_VAULT_RESP_FILE_OK = 2103,
+	BW_VAULT_RESP_ACK = 2104,
+	BW_VAULT_RESP_RECONNECT_AES = 2105,
+	BW_VAULT_RESP_RECONNECT_DENIED = 2106,
+	BW_VAULT_RESP_ERROR = 2107,
 };
-
-struct bw_req_hdr {
-	uint8_t client_id[BW_ID_LEN];
-	uint8_t version;
-	uint16_t code;
-	uint32_t payload_size;
-};
-
-struct bw_resp_hdr {
-	uint8_t version;
-	uint16_t code;
-	uint32_t payload_size;
-};
-
-/* Returns BW_REQ_HDR_LEN (bytes consumed) or BW_EMORE. */
-int bw_req_hdr_decode(const uint8_t *p, size_t len,
-		      struct bw_req_hdr *h) BW_WUR;
-void bw_req_hdr_encode(const struct bw_req_hdr *h, uint8_t out[BW_REQ_HDR_LEN]);
-/* Returns BW_RESP_HDR_LEN or BW_EMORE. */
-int bw_resp_hdr_decode(const uint8_t *p, size_t len,
-		       struct bw_resp_hdr *h) BW_WUR;
-void bw_resp_hdr_encode(const struct bw_resp_hdr *h,
-			uint8_t out[BW_RESP_HDR_LEN]);
 
 /* The payload size a vault request code requires: 255, 415, or 0 for 1028
  * (variable: at least BW_FILE_PREFIX_LEN); -1 for a code that is not a vault
  * request. */
 long bw_vault_req_payload_size(uint16_t code);
-
-/* A 255-byte name field: printable text up to the first NUL (bytes after it
- * are ignored). BW_EPROTO if there is no NUL, the name is empty, or it holds a
- * control character (< 0x20 or 0x7f). out receives the NUL-terminated name. */
-int bw_name_decode(const uint8_t *field, size_t len,
-		   char out[BW_NAME_CAP]) BW_WUR;
-/* Writes name into a zero-padded 255-byte field; BW_ETOOBIG if longer than
- * 254 bytes, BW_EPROTO if it would not decode. */
-int bw_name_encode(const char *name, uint8_t field[BW_NAME_FIELD]) BW_WUR;
 
 /* The stored name of an uploaded file: the part after the last '/' or '\\';
  * BW_EPROTO if that is empty, "." or "..". */

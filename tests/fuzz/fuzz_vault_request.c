@@ -195,19 +195,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	len = size - BW_REQ_HDR_LEN;
 	want = bw_vault_req_payload_size(h.code);
 	switch (h.code) {
-	case BW_REQ_REGISTER:
-	case BW_REQ_RECONNECT:
-	case BW_REQ_CRC_OK:
-	case BW_REQ_CRC_RETRY:
-	case BW_REQ_CRC_FAIL:
+	case BW_VAULT_REQ_REGISTER:
+	case BW_VAULT_REQ_RECONNECT:
+	case BW_VAULT_REQ_CRC_OK:
+	case BW_VAULT_REQ_CRC_RETRY:
+	case BW_VAULT_REQ_CRC_FAIL:
 		check(want == BW_NAME_FIELD);
 		fuzz_name_payload(p, len);
 		break;
-	case BW_REQ_PUBKEY:
+	case BW_VAULT_REQ_PUBKEY:
 		check(want == BW_NAME_FIELD + BW_RSA_PUB_LEN);
 		fuzz_pubkey_payload(p, len);
 		break;
-	case BW_REQ_SEND_FILE:
+	case BW_VAULT_REQ_SEND_FILE:
 		check(want == 0);
 		fuzz_file_prefix(p, len);
 		break;

@@ -97,16 +97,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	p = data + BW_RESP_HDR_LEN;
 	len = size - BW_RESP_HDR_LEN;
 	switch (h.code) {
-	case BW_RESP_REGISTERED:
-	case BW_RESP_ACK:
-	case BW_RESP_RECONNECT_DENIED:
+	case BW_VAULT_RESP_REGISTERED:
+	case BW_VAULT_RESP_ACK:
+	case BW_VAULT_RESP_RECONNECT_DENIED:
 		fuzz_id(p, len);
 		break;
-	case BW_RESP_PUBKEY_AES:
-	case BW_RESP_RECONNECT_AES:
+	case BW_VAULT_RESP_PUBKEY_AES:
+	case BW_VAULT_RESP_RECONNECT_AES:
 		fuzz_aes(p, len);
 		break;
-	case BW_RESP_FILE_OK:
+	case BW_VAULT_RESP_FILE_OK:
 		fuzz_file_ack(p, len);
 		break;
 	default:

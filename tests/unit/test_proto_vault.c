@@ -28,8 +28,8 @@ static const uint8_t client_id[BW_ID_LEN] = {
 };
 
 static const uint16_t name_codes[] = {
-	BW_REQ_REGISTER,  BW_REQ_RECONNECT, BW_REQ_CRC_OK,
-	BW_REQ_CRC_RETRY, BW_REQ_CRC_FAIL,
+	BW_VAULT_REQ_REGISTER,	BW_VAULT_REQ_RECONNECT, BW_VAULT_REQ_CRC_OK,
+	BW_VAULT_REQ_CRC_RETRY, BW_VAULT_REQ_CRC_FAIL,
 };
 
 /* A name field holding s, zero-padded (s may be up to 255 bytes long and
@@ -106,7 +106,7 @@ request_header_round_trips(void **state)
 	memset(&h, 0, sizeof(h));
 	memcpy(h.client_id, client_id, BW_ID_LEN);
 	h.version = 3;
-	h.code = BW_REQ_PUBKEY;
+	h.code = BW_VAULT_REQ_PUBKEY;
 	h.payload_size = 0x01020304;
 	bw_req_hdr_encode(&h, out);
 	assert_memory_equal(out, client_id, BW_ID_LEN);
@@ -122,7 +122,7 @@ request_header_round_trips(void **state)
 			 BW_REQ_HDR_LEN);
 	assert_memory_equal(d.client_id, client_id, BW_ID_LEN);
 	assert_int_equal(d.version, 3);
-	assert_int_equal(d.code, BW_REQ_PUBKEY);
+	assert_int_equal(d.code, BW_VAULT_REQ_PUBKEY);
 	assert_int_equal(d.payload_size, 0x01020304);
 }
 
@@ -154,11 +154,11 @@ request_header_leaves_the_payload_alone(void **state)
 
 	(void)state;
 	memset(in, 0, sizeof(in));
-	bw_put_u16le(in + 17, BW_REQ_REGISTER);
+	bw_put_u16le(in + 17, BW_VAULT_REQ_REGISTER);
 	bw_put_u32le(in + 19, 5);
 	memset(in + BW_REQ_HDR_LEN, 'x', 5);
 	assert_int_equal(bw_req_hdr_decode(in, sizeof(in), &d), BW_REQ_HDR_LEN);
-	assert_int_equal(d.code, BW_REQ_REGISTER);
+	assert_int_equal(d.code, BW_VAULT_REQ_REGISTER);
 	assert_int_equal(d.payload_size, 5);
 }
 
@@ -170,7 +170,7 @@ response_header_round_trips(void **state)
 
 	(void)state;
 	h.version = 3;
-	h.code = BW_RESP_FILE_OK;
+	h.code = BW_VAULT_RESP_FILE_OK;
 	h.payload_size = BW_FILE_ACK_LEN;
 	bw_resp_hdr_encode(&h, out);
 	assert_int_equal(out[0], 3);
@@ -181,7 +181,7 @@ response_header_round_trips(void **state)
 	assert_int_equal(bw_resp_hdr_decode(out, sizeof(out), &d),
 			 BW_RESP_HDR_LEN);
 	assert_int_equal(d.version, 3);
-	assert_int_equal(d.code, BW_RESP_FILE_OK);
+	assert_int_equal(d.code, BW_VAULT_RESP_FILE_OK);
 	assert_int_equal(d.payload_size, BW_FILE_ACK_LEN);
 }
 
@@ -198,7 +198,7 @@ short_request_header_is_need_more(void **state)
 	memset(&h, 0, sizeof(h));
 	memcpy(h.client_id, client_id, BW_ID_LEN);
 	h.version = 3;
-	h.code = BW_REQ_SEND_FILE;
+	h.code = BW_VAULT_REQ_SEND_FILE;
 	h.payload_size = 1000;
 	bw_req_hdr_encode(&h, full);
 	for (n = 0; n < BW_REQ_HDR_LEN; n++) {
@@ -210,7 +210,7 @@ short_request_header_is_need_more(void **state)
 	memset(&h, 0, sizeof(h));
 	assert_int_equal(bw_req_hdr_decode(buf, BW_REQ_HDR_LEN, &h),
 			 BW_REQ_HDR_LEN);
-	assert_int_equal(h.code, BW_REQ_SEND_FILE);
+	assert_int_equal(h.code, BW_VAULT_REQ_SEND_FILE);
 	assert_int_equal(h.payload_size, 1000);
 	free(buf);
 }
@@ -218,7 +218,7 @@ short_request_header_is_need_more(void **state)
 static void
 short_response_header_is_need_more(void **state)
 {
-	struct bw_resp_hdr h = {3, BW_RESP_ACK, 16};
+	struct bw_resp_hdr h = {3, BW_VAULT_RESP_ACK, 16};
 	uint8_t full[BW_RESP_HDR_LEN], *buf;
 	size_t n;
 
@@ -232,7 +232,7 @@ short_response_header_is_need_more(void **state)
 	buf = exact_copy(full, BW_RESP_HDR_LEN);
 	assert_int_equal(bw_resp_hdr_decode(buf, BW_RESP_HDR_LEN, &h),
 			 BW_RESP_HDR_LEN);
-	assert_int_equal(h.code, BW_RESP_ACK);
+	assert_int_equal(h.code, BW_VAULT_RESP_ACK);
 	free(buf);
 }
 
@@ -246,8 +246,8 @@ payload_size_of_each_request_code(void **state)
 	(void)state;
 	for (i = 0; i < sizeof(name_codes) / sizeof(name_codes[0]); i++)
 		assert_int_equal(bw_vault_req_payload_size(name_codes[i]), 255);
-	assert_int_equal(bw_vault_req_payload_size(BW_REQ_PUBKEY), 415);
-	assert_int_equal(bw_vault_req_payload_size(BW_REQ_SEND_FILE), 0);
+	assert_int_equal(bw_vault_req_payload_size(BW_VAULT_REQ_PUBKEY), 415);
+	assert_int_equal(bw_vault_req_payload_size(BW_VAULT_REQ_SEND_FILE), 0);
 }
 
 static void

@@ -217,7 +217,8 @@ commit_finish(struct upload *u, int rc)
 			ack.cksum = bw_cksum_final(&u->crc);
 			bw_vault_file_ack_encode(&ack, u->name_field, out);
 			vc->awaiting = 1;
-			(void)vault_reply(c, BW_RESP_FILE_OK, out, sizeof(out));
+			(void)vault_reply(c, BW_VAULT_RESP_FILE_OK, out,
+					  sizeof(out));
 		} else {
 			(void)vault_reply_error(c, "upload could not be "
 						   "stored");
@@ -412,10 +413,11 @@ crc_finish(struct crc_op *op, int reply_code)
 		vc = VC(c);
 		vc->op = NULL;
 		vc->st = V_HDR;
-		if (reply_code == BW_RESP_ACK) {
+		if (reply_code == BW_VAULT_RESP_ACK) {
 			vc->awaiting = 0;
-			(void)vault_reply(c, BW_RESP_ACK, op->id, BW_ID_LEN);
-		} else if (reply_code == BW_RESP_ERROR) {
+			(void)vault_reply(c, BW_VAULT_RESP_ACK, op->id,
+					  BW_ID_LEN);
+		} else if (reply_code == BW_VAULT_RESP_ERROR) {
 			(void)vault_reply_error(c, op->rc != 0
 							   ? bw_strerror(op->rc)
 							   : "no such file");
@@ -493,7 +495,7 @@ swap_done(void *arg)
 			 "place: %s",
 			 ULL(op->c->id), shown, bw_strerror(op->rc));
 	}
-	crc_finish(op, op->rc == 0 ? BW_RESP_ACK : BW_RESP_ERROR);
+	crc_finish(op, op->rc == 0 ? BW_VAULT_RESP_ACK : BW_VAULT_RESP_ERROR);
 }
 
 /* Drops the pending replacement of f (a 1030 or 1031 for it). */
@@ -541,7 +543,7 @@ crc_locked(struct vwait *w)
 		  strncmp(pf->pending_path, PENDING_DIR, strlen(PENDING_DIR)) ==
 			  0;
 	bw_escape_display(op->path, shown, sizeof(shown));
-	if (op->code == BW_REQ_CRC_OK && pending) {
+	if (op->code == BW_VAULT_REQ_CRC_OK && pending) {
 		snprintf(op->pend_name, sizeof(op->pend_name), "%s",
 			 pf->pending_path + strlen(PENDING_DIR));
 		op->size = pf->pending_size;
@@ -552,13 +554,13 @@ crc_locked(struct vwait *w)
 		    (rc = bw_loop_submit(s->loop, swap_work, swap_done, op)) !=
 			    0) {
 			op->rc = rc;
-			crc_finish(op, BW_RESP_ERROR);
+			crc_finish(op, BW_VAULT_RESP_ERROR);
 		}
 		return;
 	}
-	if (op->code == BW_REQ_CRC_OK) {
+	if (op->code == BW_VAULT_REQ_CRC_OK) {
 		if (f == NULL) {
-			crc_finish(op, BW_RESP_ERROR);
+			crc_finish(op, BW_VAULT_RESP_ERROR);
 			return;
 		}
 		if (!f->verified) {
@@ -573,20 +575,22 @@ crc_locked(struct vwait *w)
 		if (op->rc == 0)
 			bw_info("c%llu 1029 %s verified", ULL(op->c->id),
 				shown);
-		crc_finish(op, op->rc == 0 ? BW_RESP_ACK : BW_RESP_ERROR);
+		crc_finish(op, op->rc == 0 ? BW_VAULT_RESP_ACK
+					   : BW_VAULT_RESP_ERROR);
 		return;
 	}
 	if (pending)
 		op->rc = drop_pending(op, cl, pf);
 	bw_info("c%llu %u %s CRC mismatch, %s%s", ULL(op->c->id), op->code,
 		shown,
-		op->code == BW_REQ_CRC_RETRY ? "resend follows"
-					     : "client gave up",
+		op->code == BW_VAULT_REQ_CRC_RETRY ? "resend follows"
+						   : "client gave up",
 		pending ? "; its replacement was discarded" : "");
-	if (op->code == BW_REQ_CRC_FAIL &&
+	if (op->code == BW_VAULT_REQ_CRC_FAIL &&
 	    (f = bw_registry_file(&s->reg, cl, op->name)) != NULL)
 		f->acked_s = 0;
-	crc_finish(op, op->code == BW_REQ_CRC_FAIL ? BW_RESP_ACK : 0);
+	crc_finish(op,
+		   op->code == BW_VAULT_REQ_CRC_FAIL ? BW_VAULT_RESP_ACK : 0);
 }
 
 int
@@ -613,10 +617,11 @@ vault_crc_request(struct bw_conn *c, struct bw_client *cl, const char *name)
 		uint16_t code = op->code;
 
 		free(op);
-		if (code == BW_REQ_CRC_RETRY)
+		if (code == BW_VAULT_REQ_CRC_RETRY)
 			return 0;
-		if (code == BW_REQ_CRC_FAIL)
-			return vault_reply(c, BW_RESP_ACK, cl->id, BW_ID_LEN);
+		if (code == BW_VAULT_REQ_CRC_FAIL)
+			return vault_reply(c, BW_VAULT_RESP_ACK, cl->id,
+					   BW_ID_LEN);
 		return vault_reply_error(c, "no such file");
 	}
 	bw_conn_hold(c);
@@ -629,7 +634,7 @@ vault_crc_request(struct bw_conn *c, struct bw_client *cl, const char *name)
 		crc_locked(&op->wait);
 	} else if (rc < 0) {
 		op->rc = rc;
-		crc_finish(op, BW_RESP_ERROR);
+		crc_finish(op, BW_VAULT_RESP_ERROR);
 	}
 	return 0;
 }

@@ -52,7 +52,7 @@ vault_reply_error(struct bw_conn *c, const char *why)
 	} else {
 		vc->errors_dropped++;
 	}
-	return vault_reply(c, BW_RESP_ERROR, NULL, 0);
+	return vault_reply(c, BW_VAULT_RESP_ERROR, NULL, 0);
 }
 
 /* A framing error: the stream cannot be trusted any more. */
@@ -219,7 +219,7 @@ on_register(struct bw_conn *c, const uint8_t *p, size_t n)
 		bw_warn("c%llu 1025 registration of '%s' refused: %llu "
 			"clients, the limit",
 			ULL(c->id), shown, ULL(s->reg.clients_n));
-		return vault_reply(c, BW_RESP_ERROR, NULL, 0);
+		return vault_reply(c, BW_VAULT_RESP_ERROR, NULL, 0);
 	}
 	if (c->addr == NULL ||
 	    bw_addr_count_reg(c->addr, s->cfg.max_reg_per_min, bw_now_ms()) !=
@@ -227,20 +227,20 @@ on_register(struct bw_conn *c, const uint8_t *p, size_t n)
 		bw_warn("c%llu 1025 registration of '%s' refused: more than "
 			"%u a minute from %s",
 			ULL(c->id), shown, s->cfg.max_reg_per_min, c->peer);
-		return vault_reply(c, BW_RESP_ERROR, NULL, 0);
+		return vault_reply(c, BW_VAULT_RESP_ERROR, NULL, 0);
 	}
 	rc = bw_registry_add(&s->reg, name, NULL, &cl);
 	if (rc == BW_EEXIST) {
 		bw_info("c%llu 1025 register '%s' -> 2101: name taken",
 			ULL(c->id), shown);
-		return vault_reply(c, BW_RESP_REG_FAILED, NULL, 0);
+		return vault_reply(c, BW_VAULT_RESP_REG_FAILED, NULL, 0);
 	}
 	if (rc != 0)
 		return vault_reply_error(c, bw_strerror(rc));
 	bw_hex_encode(cl->id, BW_ID_LEN, hex);
 	bw_info("c%llu 1025 register '%s' -> 2100 id %s", ULL(c->id), shown,
 		hex);
-	return vault_reply(c, BW_RESP_REGISTERED, cl->id, BW_ID_LEN);
+	return vault_reply(c, BW_VAULT_RESP_REGISTERED, cl->id, BW_ID_LEN);
 }
 
 /* A 1026 replaces the public key only while it has not been used: a
@@ -268,7 +268,7 @@ on_pubkey(struct bw_conn *c, const uint8_t *p, size_t n)
 					    "use; not replaced");
 	if (bw_rsa_from_spki(&rsa, key, BW_RSA_PUB_LEN) != 0)
 		return vault_reply_error(c, "not an RSA-1024 public key");
-	rc = send_new_key(c, cl, rsa, key, BW_RESP_PUBKEY_AES,
+	rc = send_new_key(c, cl, rsa, key, BW_VAULT_RESP_PUBKEY_AES,
 			  same && cl->key_used);
 	bw_rsa_free(rsa);
 	return rc;
@@ -297,10 +297,10 @@ on_reconnect(struct bw_conn *c, const uint8_t *p, size_t n)
 	if (why != NULL) {
 		bw_info("c%llu 1027 '%s' -> 2106: %s", ULL(c->id),
 			bw_escape_display(name, shown, sizeof(shown)), why);
-		return vault_reply(c, BW_RESP_RECONNECT_DENIED,
+		return vault_reply(c, BW_VAULT_RESP_RECONNECT_DENIED,
 				   VC(c)->hdr.client_id, BW_ID_LEN);
 	}
-	rc = send_new_key(c, cl, rsa, NULL, BW_RESP_RECONNECT_AES, 1);
+	rc = send_new_key(c, cl, rsa, NULL, BW_VAULT_RESP_RECONNECT_AES, 1);
 	bw_rsa_free(rsa);
 	return rc;
 }
@@ -313,11 +313,11 @@ on_crc(struct bw_conn *c, const uint8_t *p, size_t n)
 	struct bw_client *cl;
 
 	if (bw_vault_name_payload_decode(p, n, name) != 0)
-		return code == BW_REQ_CRC_RETRY
+		return code == BW_VAULT_REQ_CRC_RETRY
 			       ? 0
 			       : vault_reply_error(c, "malformed name");
 	if ((cl = header_client(c)) == NULL)
-		return code == BW_REQ_CRC_RETRY
+		return code == BW_VAULT_REQ_CRC_RETRY
 			       ? 0
 			       : vault_reply_error(c, "unknown client id");
 	return vault_crc_request(c, cl, name);
@@ -400,7 +400,7 @@ on_header(struct bw_conn *c)
 	fixed = bw_vault_req_payload_size(vc->hdr.code);
 	if (fixed < 0)
 		return vault_reply_error_close(c, "unknown request code");
-	if (vc->hdr.code == BW_REQ_SEND_FILE) {
+	if (vc->hdr.code == BW_VAULT_REQ_SEND_FILE) {
 		if (vc->hdr.payload_size < BW_FILE_PREFIX_LEN)
 			return vault_reply_error_close(c, "1028 payload too "
 							  "short");
@@ -427,7 +427,7 @@ on_payload(struct bw_conn *c)
 
 	/* Course-sample clients pad the request with zeros: decide before
 	 * replying, so the reply is padded too. */
-	if (vc->hdr.code != BW_REQ_SEND_FILE) {
+	if (vc->hdr.code != BW_VAULT_REQ_SEND_FILE) {
 		pad = vault_padding(c, n, BW_REQ_HDR_LEN + n);
 		if (pad < 0)
 			return 1;
@@ -437,22 +437,23 @@ on_payload(struct bw_conn *c)
 	vc->requests++;
 	bw_conn_request_deadline(c, 0);
 	if (c->srv->stopping && vc->requests == 1 &&
-	    vc->hdr.code != BW_REQ_CRC_OK && vc->hdr.code != BW_REQ_CRC_RETRY &&
-	    vc->hdr.code != BW_REQ_CRC_FAIL) {
+	    vc->hdr.code != BW_VAULT_REQ_CRC_OK &&
+	    vc->hdr.code != BW_VAULT_REQ_CRC_RETRY &&
+	    vc->hdr.code != BW_VAULT_REQ_CRC_FAIL) {
 		bw_buf_consume(&c->in, n);
 		return vault_reply_error_close(c, "shutting down");
 	}
 	switch (vc->hdr.code) {
-	case BW_REQ_REGISTER:
+	case BW_VAULT_REQ_REGISTER:
 		rc = on_register(c, p, n);
 		break;
-	case BW_REQ_PUBKEY:
+	case BW_VAULT_REQ_PUBKEY:
 		rc = on_pubkey(c, p, n);
 		break;
-	case BW_REQ_RECONNECT:
+	case BW_VAULT_REQ_RECONNECT:
 		rc = on_reconnect(c, p, n);
 		break;
-	case BW_REQ_SEND_FILE:
+	case BW_VAULT_REQ_SEND_FILE:
 		vc->padded = 0; /* the body follows, not padding */
 		vc->body_size = bw_get_u32le(p);
 		vc->win_start_ms = bw_now_ms();
