@@ -11,7 +11,7 @@
 #include "bulwark/log.h"
 #include "bulwark/net.h"
 #include "bulwark/util.h"
-#include "svc/server.h"
+#include "svc/daemon.h"
 
 static void
 usage(FILE *f)
@@ -214,12 +214,12 @@ main(int argc, char **argv)
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
-	struct bw_server_cfg cfg;
-	struct bw_server srv;
+	struct bw_daemon_cfg cfg;
+	static struct bw_daemon d;
 	const char *env;
 	int ch, port_set = 0, secret_set = 0, rc;
 
-	bw_server_cfg_defaults(&cfg);
+	bw_daemon_cfg_defaults(&cfg);
 	while ((ch = getopt_long(argc, argv, "d:p:l:hV", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'd':
@@ -227,29 +227,29 @@ main(int argc, char **argv)
 				 "--data-dir", optarg);
 			break;
 		case 'p':
-			cfg.port =
+			cfg.port.port =
 				(uint16_t)num_arg("--port", optarg, 0, 65535);
 			port_set = 1;
 			break;
 		case 'l':
-			copy_arg(cfg.listen_addr, sizeof(cfg.listen_addr),
+			copy_arg(cfg.port.addr, sizeof(cfg.port.addr),
 				 "--listen", optarg);
 			break;
 		case OPT_MAX_CONNS:
-			cfg.max_conns = (unsigned)num_arg("--max-conns", optarg,
-							  1, 1000000);
+			cfg.port.max_conns = (unsigned)num_arg(
+				"--max-conns", optarg, 1, 1000000);
 			break;
 		case OPT_MAX_FILE:
-			cfg.max_file_size = num_arg("--max-file-size", optarg,
-						    16, 0xFFFFFEF0u);
+			cfg.vault.max_file_size = num_arg(
+				"--max-file-size", optarg, 16, 0xFFFFFEF0u);
 			break;
 		case OPT_MAX_UPLOADS:
-			cfg.max_uploads = (unsigned)num_arg("--max-uploads",
-							    optarg, 1, 100000);
+			cfg.vault.max_uploads = (unsigned)num_arg(
+				"--max-uploads", optarg, 1, 100000);
 			break;
 		case OPT_MIN_RATE:
-			cfg.min_rate = (unsigned)num_arg("--min-rate", optarg,
-							 0, 1u << 30);
+			cfg.vault.min_rate = (unsigned)num_arg(
+				"--min-rate", optarg, 0, 1u << 30);
 			break;
 		case OPT_TIMEOUT:
 			cfg.timeout_ms = (unsigned)num_arg("--timeout", optarg,
@@ -263,25 +263,26 @@ main(int argc, char **argv)
 				1000u;
 			break;
 		case OPT_GRACE:
-			cfg.shutdown_grace_ms =
+			cfg.engine.shutdown_grace_ms =
 				(unsigned)num_arg("--shutdown-grace", optarg, 0,
 						  86400) *
 				1000u;
 			break;
 		case OPT_WORKERS:
-			cfg.workers =
+			cfg.engine.workers =
 				(unsigned)num_arg("--workers", optarg, 1, 16);
 			break;
 		case OPT_CONSOLE_PORT:
-			cfg.console_port = (uint16_t)num_arg("--console-port",
-							     optarg, 0, 65535);
+			cfg.console_listen.port = (uint16_t)num_arg(
+				"--console-port", optarg, 0, 65535);
 			break;
 		case OPT_CONSOLE_LISTEN:
-			copy_arg(cfg.console_addr, sizeof(cfg.console_addr),
+			copy_arg(cfg.console_listen.addr,
+				 sizeof(cfg.console_listen.addr),
 				 "--console-listen", optarg);
 			break;
 		case OPT_CONSOLE_SECRET:
-			copy_arg(cfg.console_secret, sizeof(cfg.console_secret),
+			copy_arg(cfg.console.secret, sizeof(cfg.console.secret),
 				 "--console-secret", optarg);
 			secret_set = 1;
 			break;
@@ -289,16 +290,16 @@ main(int argc, char **argv)
 			cfg.console_enabled = 0;
 			break;
 		case OPT_UPLOADS_PER_ADDR:
-			cfg.max_uploads_per_addr = (unsigned)num_arg(
+			cfg.vault.max_uploads_per_addr = (unsigned)num_arg(
 				"--max-uploads-per-addr", optarg, 1, 100000);
 			break;
 		case OPT_KEY_LIFETIME:
-			cfg.key_lifetime_s = (unsigned)num_arg(
+			cfg.vault.key_lifetime_s = (unsigned)num_arg(
 				"--key-lifetime", optarg, 0, 86400u * 365u);
 			break;
 		case OPT_KEY_FAILURES:
-			cfg.key_failures = (unsigned)num_arg("--key-failures",
-							     optarg, 1, 1000);
+			cfg.vault.key_failures = (unsigned)num_arg(
+				"--key-failures", optarg, 1, 1000);
 			break;
 		case OPT_REG_PER_MIN:
 			cfg.max_reg_per_min = (unsigned)num_arg(
@@ -309,8 +310,8 @@ main(int argc, char **argv)
 				num_arg("--max-clients", optarg, 1, UINT32_MAX);
 			break;
 		case OPT_CONSOLE_SECRET_FILE:
-			secret_file(cfg.console_secret,
-				    sizeof(cfg.console_secret), optarg);
+			secret_file(cfg.console.secret,
+				    sizeof(cfg.console.secret), optarg);
 			secret_set = 1;
 			break;
 		case OPT_LOG_LEVEL:
@@ -347,28 +348,31 @@ main(int argc, char **argv)
 		return 2;
 	}
 	if (!port_set)
-		cfg.port = port_from_files(cfg.data_dir);
+		cfg.port.port = port_from_files(cfg.data_dir);
 	if (!secret_set && (env = getenv("BULWARK_CONSOLE_SECRET")) != NULL &&
 	    env[0] != '\0')
-		copy_arg(cfg.console_secret, sizeof(cfg.console_secret),
+		copy_arg(cfg.console.secret, sizeof(cfg.console.secret),
 			 "BULWARK_CONSOLE_SECRET", env);
-	if (cfg.console_enabled && bw_net_is_loopback(cfg.console_addr) != 1 &&
-	    cfg.console_secret[0] == '\0') {
+	if (cfg.console_enabled &&
+	    bw_net_is_loopback(cfg.console_listen.addr) != 1 &&
+	    cfg.console.secret[0] == '\0') {
 		fprintf(stderr,
 			"bulwarkd: the console on %s (not loopback) needs "
 			"--console-secret\n",
-			cfg.console_addr);
+			cfg.console_listen.addr);
 		return 2;
 	}
 	bw_info("bulwarkd %s starting, data directory %s", BW_VERSION,
 		cfg.data_dir);
-	if ((rc = bw_server_open(&srv, &cfg)) != 0) {
-		bw_server_close(&srv);
+	rc = bw_daemon_open(&d, &cfg);
+	bw_wipe(cfg.console.secret, sizeof(cfg.console.secret));
+	if (rc != 0) {
+		bw_daemon_close(&d);
 		fprintf(stderr, "bulwarkd: cannot start: %s\n",
 			bw_strerror(rc));
 		return 1;
 	}
-	rc = bw_server_run(&srv);
-	bw_server_close(&srv);
+	rc = bw_daemon_run(&d);
+	bw_daemon_close(&d);
 	return rc == 0 ? 0 : 1;
 }

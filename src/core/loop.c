@@ -53,6 +53,9 @@ struct bw_loop {
 	unsigned jobs;			 /* loop thread only */
 	int efd;
 	struct bw_watch efd_watch;
+	int (*prepoll)(void *arg);
+	void *prepoll_arg;
+	int prepoll_more; /* the hook has work left: do not wait */
 };
 
 static void
@@ -306,7 +309,7 @@ next_timeout(struct bw_loop *l, uint64_t now)
 	uint64_t soonest = UINT64_MAX;
 	unsigned i;
 
-	if (l->deferred != NULL)
+	if (l->deferred != NULL || l->prepoll_more)
 		return 0;
 	for (i = 0; i < l->ticks_n; i++) {
 		if (l->ticks[i].next_ms < soonest)
@@ -331,6 +334,13 @@ run_deferred(struct bw_loop *l)
 	}
 }
 
+void
+bw_loop_prepoll(struct bw_loop *l, int (*fn)(void *arg), void *arg)
+{
+	l->prepoll = fn;
+	l->prepoll_arg = arg;
+}
+
 int
 bw_loop_run(struct bw_loop *l)
 {
@@ -341,6 +351,8 @@ bw_loop_run(struct bw_loop *l)
 	int n, k;
 
 	while (!l->stop) {
+		l->prepoll_more =
+			l->prepoll != NULL && l->prepoll(l->prepoll_arg);
 		n = epoll_wait(l->ep, evs, MAX_EVENTS,
 			       next_timeout(l, bw_now_ms()));
 		if (n < 0 && errno != EINTR)

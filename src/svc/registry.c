@@ -159,6 +159,8 @@ bw_registry_open(struct bw_registry *r, struct bw_store *store,
 
 	memset(r, 0, sizeof(*r));
 	r->store = store;
+	r->max_clients = 1000000;
+	r->max_reg_per_min = 1000;
 	if ((r->data_dir = strdup(data_dir)) == NULL)
 		return BW_ENOMEM;
 	if ((rc = bw_hash_init(&r->by_id)) != 0 ||
@@ -199,6 +201,23 @@ bw_registry_close(struct bw_registry *r)
 	bw_hash_fini(&r->files);
 	free(r->data_dir);
 	r->data_dir = NULL;
+}
+
+int
+bw_registry_admit(struct bw_registry *r, struct bw_addr *addr, uint64_t now_ms,
+		  const char **why)
+{
+	if (r->clients_n >= r->max_clients) {
+		*why = "registered clients at the limit (--max-clients)";
+		return BW_ETOOBIG;
+	}
+	if (addr == NULL ||
+	    bw_addr_count_reg(addr, r->max_reg_per_min, now_ms) != 0) {
+		*why = "too many registrations a minute from this address "
+		       "(--max-reg-per-min)";
+		return BW_ETOOBIG;
+	}
+	return 0;
 }
 
 struct bw_client *

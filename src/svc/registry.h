@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "bulwark/addrtab.h"
 #include "bulwark/hash.h"
 #include "bulwark/store.h"
 
@@ -49,6 +50,10 @@ struct bw_registry {
 	char *data_dir;
 	struct bw_hash by_id, by_name, files;
 	uint64_t clients_n, files_n, bytes_stored;
+	/* registration limits (bw_registry_admit), shared by every protocol
+	 * that registers clients; set after open */
+	uint64_t max_clients;	  /* registered clients in all */
+	unsigned max_reg_per_min; /* from one address; 0: no limit */
 };
 
 /* Loads every client and file from store (which stays owned by the caller
@@ -61,6 +66,11 @@ struct bw_client *bw_registry_by_id(const struct bw_registry *r,
 				    const uint8_t id[BW_ID_LEN]);
 struct bw_client *bw_registry_by_name(const struct bw_registry *r,
 				      const char *name);
+/* Whether a registration from addr (NULL: untracked, refused) may go
+ * ahead now: 0, counting it against addr's minute, or BW_ETOOBIG with *why
+ * saying which limit refused it. */
+int bw_registry_admit(struct bw_registry *r, struct bw_addr *addr,
+		      uint64_t now_ms, const char **why) BW_WUR;
 /* Registers name with a fresh random id; BW_EEXIST if the name is taken. The
  * client is in the database when this returns 0. */
 int bw_registry_add(struct bw_registry *r, const char *name,

@@ -13,7 +13,7 @@
 #include "bulwark/err.h"
 #include "bulwark/log.h"
 #include "bulwark/util.h"
-#include "svc/server.h"
+#include "svc/console/console.h"
 
 #define GREETING     "bulwarkd 3: TIME NAME RAND STAT USRS FILS EXIT  "
 #define GREETING_LEN 48
@@ -24,16 +24,19 @@
 #define LEFT_OUT_MAX 96u	   /* room kept for the "left out" line */
 #define CONSOLE_WANT 512u	   /* input buffered ahead: > "Hi " + 255 */
 #define OUT_BUDGET   (32u * 1024u) /* stop answering until this drains */
-#define IDLE_MS	     (5u * 60u * 1000u) /* a greeted operator may pause */
-/* ...but a connection that greets and never asks anything is closed soon:
+/* A connection that greets and never asks anything is closed soon:
  * idle consoles must not hold the slots the operator needs. */
 #define FIRST_REQUEST_MS (10u * 1000u)
 
 _Static_assert(sizeof(GREETING) - 1 == GREETING_LEN,
 	       "the greeting is exactly 48 bytes");
-_Static_assert(sizeof(((struct bw_server_cfg *)0)->console_secret) + 3 <=
-		       CONSOLE_WANT,
+_Static_assert(BW_CONSOLE_SECRET_CAP + 3 <= CONSOLE_WANT,
 	       "Hi <secret> fits the input buffer");
+
+struct bw_console {
+	struct bw_console_cfg cfg;
+	struct bw_console_view view;
+};
 
 enum cstate {
 	C_HELLO, /* waiting for `Hi` / `Hi <secret>` */
@@ -150,37 +153,56 @@ do_rand(struct bw_conn *c, struct reply *r)
 	return reply_addf(r, TEXT_MAX, "%u", b % 10u + 1u);
 }
 
+struct stat_out {
+	struct reply *r;
+	int rc;
+};
+
+static void
+add_stat(void *arg, const char *key, const char *label, uint64_t value)
+{
+	struct stat_out *o = arg;
+
+	(void)key;
+	if (o->rc == 0)
+		o->rc = reply_addf(o->r, TEXT_MAX, "%s: %llu\n", label,
+				   ULL(value));
+}
+
 static int
 do_stat(struct bw_conn *c, struct reply *r)
 {
-	const struct bw_server *s = c->srv;
-	int64_t now = bw_time_s(), up = now - s->started_s;
+	const struct bw_console *cs = bw_conn_inst(c);
+	const struct bw_engine *e = cs->view.eng;
+	const struct bw_registry *reg = cs->view.reg;
+	int64_t now = bw_time_s(), up = now - cs->view.started_s;
+	struct stat_out o = {r, 0};
 	char since[32];
 	unsigned i;
 	int rc;
 
 	if (up < 0)
 		up = 0;
-	iso_time(s->started_s, since);
+	iso_time(cs->view.started_s, since);
 	rc = reply_addf(r, TEXT_MAX,
 			"uptime: %lldd %02lldh %02lldm %02llds (%lld s, since "
 			"%s)\nconnections:",
 			(long long)(up / 86400), (long long)(up / 3600 % 24),
 			(long long)(up / 60 % 60), (long long)(up % 60),
 			(long long)up, since);
-	for (i = 0; rc == 0 && i < s->lis_n; i++)
+	for (i = 0; rc == 0 && i < e->lis_n; i++)
 		rc = reply_addf(r, TEXT_MAX, "%s %s %u", i ? "," : "",
-				s->lis[i].svc->name, s->lis[i].conns_n);
+				e->lis[i].name, e->lis[i].conns_n);
 	if (rc == 0)
-		rc = reply_addf(
-			r, TEXT_MAX,
-			"\nclients: %llu\nfiles: %llu\n"
-			"bytes stored: %llu\n"
-			"uploads in progress: %llu (%llu bytes received "
-			"so far)\n",
-			ULL(s->reg.clients_n), ULL(s->reg.files_n),
-			ULL(s->reg.bytes_stored), ULL(s->uploads_active),
-			ULL(s->upload_bytes_active));
+		rc = reply_addf(r, TEXT_MAX,
+				"\nclients: %llu\nfiles: %llu\n"
+				"bytes stored: %llu\n",
+				ULL(reg->clients_n), ULL(reg->files_n),
+				ULL(reg->bytes_stored));
+	if (rc == 0 && cs->view.stats != NULL) {
+		cs->view.stats(cs->view.stats_arg, add_stat, &o);
+		rc = o.rc;
+	}
 	return rc;
 }
 
@@ -245,7 +267,8 @@ list_end(struct list_walk *w, uint64_t total, const char *what)
 static int
 do_usrs(struct bw_conn *c, struct reply *r)
 {
-	const struct bw_registry *reg = &c->srv->reg;
+	const struct bw_registry *reg =
+		((const struct bw_console *)bw_conn_inst(c))->view.reg;
 	struct list_walk w = {r, 0, 0};
 
 	if (reg->clients_n > 0 &&
@@ -258,7 +281,8 @@ do_usrs(struct bw_conn *c, struct reply *r)
 static int
 do_fils(struct bw_conn *c, struct reply *r)
 {
-	const struct bw_registry *reg = &c->srv->reg;
+	const struct bw_registry *reg =
+		((const struct bw_console *)bw_conn_inst(c))->view.reg;
 	struct list_walk w = {r, 0, 0};
 
 	if (reg->files_n > 0 &&
@@ -321,14 +345,12 @@ do_unknown(const uint8_t *p, struct reply *r)
 /* --- the state machine ---------------------------------------------------
  */
 
-/* A greeted console is a person at a prompt: give it IDLE_MS (or the
- * daemon's --timeout if longer) before the engine closes it for silence. */
+/* A greeted console is a person at a prompt: the listener's idle timeout
+ * (minutes) applies again after each answer. */
 static void
 extend_idle(struct bw_conn *c)
 {
-	unsigned ms = c->srv->cfg.timeout_ms;
-
-	c->deadline_ms = bw_now_ms() + (ms > IDLE_MS ? ms : IDLE_MS);
+	bw_conn_idle_deadline(c, c->lis->cfg.idle_ms);
 }
 
 /* Step results: > 0 consumed input, 0 needs more, < 0 close now. */
@@ -336,11 +358,12 @@ extend_idle(struct bw_conn *c)
 static int
 hello_step(struct bw_conn *c)
 {
-	const char *secret = c->srv->cfg.console_secret;
+	const char *secret =
+		((const struct bw_console *)bw_conn_inst(c))->cfg.secret;
 	size_t slen = strlen(secret), need = slen ? 3 + slen : 2;
 	size_t plen = slen ? 3 : 2, n = c->in.len < plen ? c->in.len : plen;
 	uint8_t *p = bw_buf_head(&c->in);
-	char want[3 + sizeof(c->srv->cfg.console_secret)];
+	char want[3 + BW_CONSOLE_SECRET_CAP];
 	int ok;
 
 	/* "Hi" (and the space) is not secret: refuse a wrong start early */
@@ -366,7 +389,7 @@ hello_step(struct bw_conn *c)
 	}
 	bw_buf_consume(&c->in, need);
 	bw_conn_request_deadline(c, 0);
-	c->deadline_ms = bw_now_ms() + FIRST_REQUEST_MS;
+	bw_conn_idle_deadline(c, FIRST_REQUEST_MS);
 	CC(c)->st = C_REQ;
 	bw_info("c%llu console: operator connected from %s", ULL(c->id),
 		c->peer);
@@ -427,8 +450,7 @@ console_input(struct bw_conn *c)
 		/* the first byte of a request starts its deadline (the
 		 * engine started the one for `Hi` at accept) */
 		if (c->req_deadline_ms == 0)
-			bw_conn_request_deadline(
-				c, c->srv->cfg.request_timeout_ms);
+			bw_conn_request_deadline(c, c->lis->cfg.request_ms);
 		if (cc->st == C_HELLO) {
 			rc = hello_step(c);
 			continue;
@@ -479,6 +501,29 @@ console_busy(const struct bw_conn *c)
 	return cc != NULL && cc->st == C_REQ && c->in.len > 0;
 }
 
+int
+bw_console_new(struct bw_console **out, const struct bw_console_cfg *cfg,
+	       const struct bw_console_view *view)
+{
+	struct bw_console *cs;
+
+	if ((cs = calloc(1, sizeof(*cs))) == NULL)
+		return BW_ENOMEM;
+	cs->cfg = *cfg;
+	cs->view = *view;
+	*out = cs;
+	return 0;
+}
+
+void
+bw_console_free(struct bw_console *cs)
+{
+	if (cs == NULL)
+		return;
+	bw_wipe(cs->cfg.secret, sizeof(cs->cfg.secret));
+	free(cs);
+}
+
 const struct bw_service bw_console_service = {
 	.name = "console",
 	.on_open = console_open,
@@ -486,5 +531,4 @@ const struct bw_service bw_console_service = {
 	.on_drained = console_drained,
 	.on_close = console_close,
 	.busy = console_busy,
-	.evict_idle = 1,
 };

@@ -111,7 +111,7 @@ unlink_later(struct bw_vault *v, int dfd, const char *name)
 	if ((j = calloc(1, sizeof(*j))) != NULL) {
 		j->dfd = dfd;
 		snprintf(j->name, sizeof(j->name), "%s", name);
-		if (bw_loop_submit(v->srv->loop, unlink_work, free, j) == 0)
+		if (bw_loop_submit(v->eng->loop, unlink_work, free, j) == 0)
 			return;
 		free(j);
 	}
@@ -164,7 +164,7 @@ release_and_resume(struct bw_conn *c)
 
 	bw_conn_release(c);
 	if (!dead)
-		vault_resume(c);
+		bw_frame_kick(c);
 }
 
 /* --- committing an upload ----------------------------------------------- */
@@ -195,7 +195,7 @@ commit_finish(struct upload *u, int rc)
 {
 	struct bw_conn *c = u->conn;
 	struct bw_vault *v = u->v;
-	struct bw_client *cl = bw_registry_by_id(&v->srv->reg, u->client_id);
+	struct bw_client *cl = bw_registry_by_id(v->reg, u->client_id);
 	struct bw_file *f;
 	struct bw_file_ack ack;
 	uint8_t out[BW_FILE_ACK_LEN];
@@ -204,12 +204,11 @@ commit_finish(struct upload *u, int rc)
 	upload_log(u, rc);
 	vault_upload_done(u);
 	if (rc == 0 && cl != NULL &&
-	    (f = bw_registry_file_at(&v->srv->reg, cl, u->rel_path)) != NULL)
+	    (f = bw_registry_file_at(v->reg, cl, u->rel_path)) != NULL)
 		f->acked_s = (uint64_t)bw_time_s();
 	if (!bw_conn_dead(c)) {
 		vc = VC(c);
-		vc->st = V_HDR;
-		vc->padded = u->padded;
+		vc->st = V_IDLE;
 		if (rc == 0) {
 			memset(&ack, 0, sizeof(ack));
 			memcpy(ack.client_id, u->client_id, BW_ID_LEN);
@@ -217,12 +216,12 @@ commit_finish(struct upload *u, int rc)
 			ack.cksum = bw_cksum_final(&u->crc);
 			bw_vault_file_ack_encode(&ack, u->name_field, out);
 			vc->awaiting = 1;
-			(void)vault_reply(c, BW_VAULT_RESP_FILE_OK, out,
-					  sizeof(out));
+			(void)bw_frame_reply(c, BW_VAULT_RESP_FILE_OK, out,
+					     sizeof(out));
 		} else {
-			(void)vault_reply_error(c, "upload could not be "
-						   "stored");
+			(void)bw_frame_error(c, "upload could not be stored");
 		}
+		bw_frame_done(c);
 	}
 	if (rc == 0)
 		unlink_later(v, v->incoming_fd, u->backup);
@@ -265,14 +264,14 @@ static void
 direct_done(void *arg)
 {
 	struct upload *u = arg;
-	struct bw_server *s = u->v->srv;
-	struct bw_client *cl = bw_registry_by_id(&s->reg, u->client_id);
+	struct bw_vault *v = u->v;
+	struct bw_client *cl = bw_registry_by_id(v->reg, u->client_id);
 	char shown[BW_ESC_CAP];
 	int rc;
 
 	if (u->rc != 0 && cl != NULL &&
 	    (rc = bw_registry_set_file(
-		     &s->reg, cl, u->rel_path, u->had_prev ? &u->prev : NULL,
+		     v->reg, cl, u->rel_path, u->had_prev ? &u->prev : NULL,
 		     u->prev_size, u->prev_pending_size)) != 0)
 		bw_error("vault: the row of %s could not be put back: %s",
 			 bw_escape_display(u->rel_path, shown, sizeof(shown)),
@@ -308,11 +307,10 @@ static void
 pend_done(void *arg)
 {
 	struct upload *u = arg;
-	struct bw_server *s = u->v->srv;
-	struct bw_client *cl = bw_registry_by_id(&s->reg, u->client_id);
+	struct bw_registry *reg = u->v->reg;
+	struct bw_client *cl = bw_registry_by_id(reg, u->client_id);
 	struct bw_file *f =
-		cl != NULL ? bw_registry_file_at(&s->reg, cl, u->rel_path)
-			   : NULL;
+		cl != NULL ? bw_registry_file_at(reg, cl, u->rel_path) : NULL;
 	struct bw_file_rec rec;
 	int rc = u->rc;
 
@@ -329,8 +327,8 @@ pend_done(void *arg)
 		snprintf(u->old_pending, sizeof(u->old_pending), "%s",
 			 f->pending_path);
 		if (rc == 0)
-			rc = bw_registry_set_file(&s->reg, cl, u->rel_path,
-						  &rec, f->size, u->plain_len);
+			rc = bw_registry_set_file(reg, cl, u->rel_path, &rec,
+						  f->size, u->plain_len);
 		if (rc != 0)
 			unlink_later(u->v, u->v->pending_fd, u->pend_name);
 		else if (strncmp(u->old_pending, PENDING_DIR,
@@ -346,8 +344,8 @@ commit_locked(struct vwait *w)
 {
 	struct upload *u =
 		(struct upload *)((char *)w - offsetof(struct upload, wait));
-	struct bw_server *s = u->v->srv;
-	struct bw_client *cl = bw_registry_by_id(&s->reg, u->client_id);
+	struct bw_vault *v = u->v;
+	struct bw_client *cl = bw_registry_by_id(v->reg, u->client_id);
 	struct bw_file *f;
 	struct bw_file_rec rec;
 	int rc;
@@ -356,11 +354,11 @@ commit_locked(struct vwait *w)
 		commit_finish(u, BW_ENOTFOUND);
 		return;
 	}
-	f = bw_registry_file_at(&s->reg, cl, u->rel_path);
+	f = bw_registry_file_at(v->reg, cl, u->rel_path);
 	if (f != NULL && f->verified) {
 		u->pending = 1;
 		vault_tmp_name(u->v, "", u->pend_name);
-		rc = bw_loop_submit(s->loop, pend_work, pend_done, u);
+		rc = bw_loop_submit(v->eng->loop, pend_work, pend_done, u);
 		if (rc != 0)
 			commit_finish(u, rc);
 		return;
@@ -376,12 +374,13 @@ commit_locked(struct vwait *w)
 	memcpy(rec.client_id, u->client_id, BW_ID_LEN);
 	snprintf(rec.file_name, sizeof(rec.file_name), "%s", u->file_name);
 	snprintf(rec.path_name, sizeof(rec.path_name), "%s", u->rel_path);
-	if ((rc = bw_registry_set_file(&s->reg, cl, u->rel_path, &rec,
+	if ((rc = bw_registry_set_file(v->reg, cl, u->rel_path, &rec,
 				       u->plain_len, 0)) != 0) {
 		commit_finish(u, rc);
 		return;
 	}
-	if ((rc = bw_loop_submit(s->loop, direct_work, direct_done, u)) != 0) {
+	if ((rc = bw_loop_submit(v->eng->loop, direct_work, direct_done, u)) !=
+	    0) {
 		u->rc = rc;
 		direct_done(u);
 	}
@@ -412,18 +411,19 @@ crc_finish(struct crc_op *op, int reply_code)
 	if (!bw_conn_dead(c)) {
 		vc = VC(c);
 		vc->op = NULL;
-		vc->st = V_HDR;
+		vc->st = V_IDLE;
 		if (reply_code == BW_VAULT_RESP_ACK) {
 			vc->awaiting = 0;
-			(void)vault_reply(c, BW_VAULT_RESP_ACK, op->id,
-					  BW_ID_LEN);
+			(void)bw_frame_reply(c, BW_VAULT_RESP_ACK, op->id,
+					     BW_ID_LEN);
 		} else if (reply_code == BW_VAULT_RESP_ERROR) {
-			(void)vault_reply_error(c, op->rc != 0
-							   ? bw_strerror(op->rc)
-							   : "no such file");
-		} else if (vc->padded) {
+			(void)bw_frame_error(c, op->rc != 0
+							? bw_strerror(op->rc)
+							: "no such file");
+		} else if (bw_frame_padded(c)) {
 			bw_conn_finish(c); /* 1030: no reply */
 		}
+		bw_frame_done(c);
 	}
 	if (op->locked)
 		vault_unlock(op->v, op->path);
@@ -461,8 +461,8 @@ static void
 swap_done(void *arg)
 {
 	struct crc_op *op = arg;
-	struct bw_server *s = op->v->srv;
-	struct bw_client *cl = bw_registry_by_id(&s->reg, op->id);
+	struct bw_registry *reg = op->v->reg;
+	struct bw_client *cl = bw_registry_by_id(reg, op->id);
 	struct bw_file_rec rec;
 	char shown[BW_ESC_CAP];
 
@@ -474,8 +474,8 @@ swap_done(void *arg)
 		snprintf(rec.file_name, sizeof(rec.file_name), "%s", op->name);
 		snprintf(rec.path_name, sizeof(rec.path_name), "%s", op->path);
 		rec.verified = 1;
-		op->rc = bw_registry_set_file(&s->reg, cl, op->path, &rec,
-					      op->size, 0);
+		op->rc = bw_registry_set_file(reg, cl, op->path, &rec, op->size,
+					      0);
 		if (op->rc != 0) {
 			/* the row still names the pending file: undo */
 			(void)linkat(op->dir_fd, op->stored, op->v->pending_fd,
@@ -502,7 +502,7 @@ swap_done(void *arg)
 static int
 drop_pending(struct crc_op *op, struct bw_client *cl, struct bw_file *f)
 {
-	struct bw_registry *reg = &op->v->srv->reg;
+	struct bw_registry *reg = op->v->reg;
 	struct bw_file_rec rec;
 	char old[BW_PATH_CAP];
 	int rc;
@@ -524,8 +524,9 @@ crc_locked(struct vwait *w)
 {
 	struct crc_op *op =
 		(struct crc_op *)((char *)w - offsetof(struct crc_op, wait));
-	struct bw_server *s = op->v->srv;
-	struct bw_client *cl = bw_registry_by_id(&s->reg, op->id);
+	struct bw_vault *v = op->v;
+	struct bw_registry *reg = v->reg;
+	struct bw_client *cl = bw_registry_by_id(reg, op->id);
 	struct bw_file *f, *pf;
 	struct bw_file_rec rec;
 	char shown[BW_ESC_CAP];
@@ -536,8 +537,8 @@ crc_locked(struct vwait *w)
 		crc_finish(op, 0);
 		return;
 	}
-	f = bw_registry_file(&s->reg, cl, op->name);
-	pf = bw_registry_file_at(&s->reg, cl, op->path);
+	f = bw_registry_file(reg, cl, op->name);
+	pf = bw_registry_file_at(reg, cl, op->path);
 	pending = pf != NULL && pf->pending_path[0] != '\0' &&
 		  strcmp(pf->pending_name, op->name) == 0 &&
 		  strncmp(pf->pending_path, PENDING_DIR, strlen(PENDING_DIR)) ==
@@ -551,8 +552,8 @@ crc_locked(struct vwait *w)
 		/* op->rc belongs to the worker once submitted: the submit's
 		 * own result goes elsewhere */
 		if ((rc = vault_client_dir(op->v, op->id, &op->dir_fd)) != 0 ||
-		    (rc = bw_loop_submit(s->loop, swap_work, swap_done, op)) !=
-			    0) {
+		    (rc = bw_loop_submit(v->eng->loop, swap_work, swap_done,
+					 op)) != 0) {
 			op->rc = rc;
 			crc_finish(op, BW_VAULT_RESP_ERROR);
 		}
@@ -568,9 +569,9 @@ crc_locked(struct vwait *w)
 			 * reference */
 			bw_registry_file_rec(f, &rec);
 			rec.verified = 1;
-			op->rc = bw_registry_set_file(&s->reg, cl,
-						      rec.path_name, &rec,
-						      f->size, f->pending_size);
+			op->rc = bw_registry_set_file(reg, cl, rec.path_name,
+						      &rec, f->size,
+						      f->pending_size);
 		}
 		if (op->rc == 0)
 			bw_info("c%llu 1029 %s verified", ULL(op->c->id),
@@ -587,14 +588,15 @@ crc_locked(struct vwait *w)
 						   : "client gave up",
 		pending ? "; its replacement was discarded" : "");
 	if (op->code == BW_VAULT_REQ_CRC_FAIL &&
-	    (f = bw_registry_file(&s->reg, cl, op->name)) != NULL)
+	    (f = bw_registry_file(reg, cl, op->name)) != NULL)
 		f->acked_s = 0;
 	crc_finish(op,
 		   op->code == BW_VAULT_REQ_CRC_FAIL ? BW_VAULT_RESP_ACK : 0);
 }
 
 int
-vault_crc_request(struct bw_conn *c, struct bw_client *cl, const char *name)
+vault_crc_request(struct bw_conn *c, struct bw_vault *v, uint16_t code,
+		  struct bw_client *cl, const char *name)
 {
 	struct vault_conn *vc = VC(c);
 	char hex[2 * BW_ID_LEN + 1];
@@ -602,10 +604,10 @@ vault_crc_request(struct bw_conn *c, struct bw_client *cl, const char *name)
 	int rc;
 
 	if ((op = calloc(1, sizeof(*op))) == NULL)
-		return vault_reply_error(c, bw_strerror(BW_ENOMEM));
-	op->v = c->srv->vault;
+		return bw_frame_error(c, bw_strerror(BW_ENOMEM));
+	op->v = v;
 	op->c = c;
-	op->code = vc->hdr.code;
+	op->code = code;
 	op->dir_fd = -1;
 	memcpy(op->id, cl->id, BW_ID_LEN);
 	snprintf(op->name, sizeof(op->name), "%s", name);
@@ -614,20 +616,18 @@ vault_crc_request(struct bw_conn *c, struct bw_client *cl, const char *name)
 	    snprintf(op->path, sizeof(op->path), "files/%s/%s", hex,
 		     op->stored) >= (int)sizeof(op->path)) {
 		/* no such stored file can exist */
-		uint16_t code = op->code;
-
 		free(op);
 		if (code == BW_VAULT_REQ_CRC_RETRY)
 			return 0;
 		if (code == BW_VAULT_REQ_CRC_FAIL)
-			return vault_reply(c, BW_VAULT_RESP_ACK, cl->id,
-					   BW_ID_LEN);
-		return vault_reply_error(c, "no such file");
+			return bw_frame_reply(c, BW_VAULT_RESP_ACK, cl->id,
+					      BW_ID_LEN);
+		return bw_frame_error(c, "no such file");
 	}
 	bw_conn_hold(c);
 	vc->op = op;
 	vc->st = V_CRC;
-	bw_conn_pause(c, 1);
+	bw_frame_wait(c);
 	op->wait.run = crc_locked;
 	rc = vault_lock(op->v, op->path, &op->wait);
 	if (rc == 1) {
@@ -637,11 +637,4 @@ vault_crc_request(struct bw_conn *c, struct bw_client *cl, const char *name)
 		crc_finish(op, BW_VAULT_RESP_ERROR);
 	}
 	return 0;
-}
-
-void
-vault_crc_abandon(struct bw_conn *c)
-{
-	/* the op holds the connection and sees it dead when it runs */
-	VC(c)->op = NULL;
 }

@@ -178,7 +178,7 @@ unlink_pending(struct bw_vault *v, const char *pending_path)
 static int
 reconcile_row(struct bw_vault *v, const struct row *r)
 {
-	struct bw_registry *reg = &v->srv->reg;
+	struct bw_registry *reg = v->reg;
 	struct bw_client *cl = bw_registry_by_id(reg, r->id);
 	struct bw_file_rec rec;
 	char shown[BW_ESC_CAP];
@@ -233,7 +233,7 @@ scan_client_entry(void *arg, const struct dirent *e)
 
 	if (snprintf(path, sizeof(path), "files/%s/%s", ds->hex, e->d_name) <
 		    (int)sizeof(path) &&
-	    bw_registry_file_at(&ds->v->srv->reg, ds->cl, path) != NULL)
+	    bw_registry_file_at(ds->v->reg, ds->cl, path) != NULL)
 		return 0;
 	bw_escape_display(path, shown, sizeof(shown));
 	if (unlinkat(ds->dir, e->d_name, 0) != 0) {
@@ -260,7 +260,7 @@ scan_files_entry(void *arg, const struct dirent *e)
 	bw_escape_display(e->d_name, shown, sizeof(shown));
 	if (strlen(e->d_name) != 2 * BW_ID_LEN ||
 	    bw_hex_decode(e->d_name, 2 * BW_ID_LEN, id, BW_ID_LEN) != 0 ||
-	    (ds->cl = bw_registry_by_id(&ds->v->srv->reg, id)) == NULL) {
+	    (ds->cl = bw_registry_by_id(ds->v->reg, id)) == NULL) {
 		bw_warn("reconcile: files/%s belongs to no client; left alone",
 			shown);
 		return 0;
@@ -318,7 +318,7 @@ reconcile(struct bw_vault *v)
 	size_t i;
 	int rc;
 
-	if ((rc = bw_registry_each_file(&v->srv->reg, collect_row, &rs)) != 0)
+	if ((rc = bw_registry_each_file(v->reg, collect_row, &rs)) != 0)
 		goto out;
 	for (i = 0; i < rs.n && rc == 0; i++)
 		rc = reconcile_row(v, &rs.v[i]);
@@ -331,7 +331,7 @@ reconcile(struct bw_vault *v)
 	if ((rc = bw_hash_init(&pending)) != 0)
 		goto out;
 	ds.pending = &pending;
-	rc = bw_registry_each_file(&v->srv->reg, note_pending, &pending);
+	rc = bw_registry_each_file(v->reg, note_pending, &pending);
 	if (rc == 0)
 		rc = each_entry(v->pending_fd, scan_pending_entry, &ds);
 	bw_hash_fini(&pending);
@@ -345,7 +345,7 @@ out:
 int
 vault_dirs_open(struct bw_vault *v)
 {
-	const char *dd = v->srv->cfg.data_dir;
+	const char *dd = v->cfg.data_dir;
 	struct clear cl = {-1, 0};
 	int rc;
 
@@ -393,31 +393,49 @@ vault_dirs_close(struct bw_vault *v)
 	}
 }
 
+void
+bw_vault_cfg_defaults(struct bw_vault_cfg *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->data_dir, sizeof(cfg->data_dir), ".");
+	cfg->max_file_size = BW_MAX_CONTENT_SIZE;
+	cfg->max_uploads = 256;
+	cfg->max_uploads_per_addr = 128;
+	cfg->min_rate = 1024;
+	cfg->key_lifetime_s = 3600;
+	cfg->key_failures = 3;
+	cfg->window_ms = 30000;
+}
+
 int
-bw_vault_open(struct bw_server *s)
+bw_vault_open(struct bw_vault **out, const struct bw_vault_cfg *cfg,
+	      struct bw_engine *eng, struct bw_registry *reg)
 {
 	struct bw_vault *v;
 	int rc;
 
+	*out = NULL;
 	if ((v = calloc(1, sizeof(*v))) == NULL)
 		return BW_ENOMEM;
-	v->srv = s;
+	v->cfg = *cfg;
+	v->eng = eng;
+	v->reg = reg;
 	v->data_fd = v->files_fd = v->incoming_fd = v->pending_fd = -1;
-	s->vault = v;
-	if ((rc = bw_hash_init(&v->locks)) != 0)
+	if ((rc = bw_hash_init(&v->locks)) != 0 ||
+	    (rc = vault_dirs_open(v)) != 0) {
+		bw_vault_close(v);
 		return rc;
-	return vault_dirs_open(v);
+	}
+	*out = v;
+	return 0;
 }
 
 void
-bw_vault_close(struct bw_server *s)
+bw_vault_close(struct bw_vault *v)
 {
-	struct bw_vault *v = s->vault;
-
 	if (v == NULL)
 		return;
 	vault_dirs_close(v);
 	bw_hash_fini(&v->locks); /* commits hold no lock once jobs are done */
 	free(v);
-	s->vault = NULL;
 }

@@ -35,12 +35,12 @@ struct wjob {
 void
 vault_upload_done(struct upload *u)
 {
-	struct bw_server *s = u->v->srv;
+	struct bw_vault *v = u->v;
 
 	if (u->addr == NULL)
 		return; /* already uncounted */
-	s->uploads_active--;
-	s->upload_bytes_active -= u->plain_len;
+	v->uploads_active--;
+	v->upload_bytes_active -= u->plain_len;
 	u->addr->uploads--;
 	u->addr = NULL;
 }
@@ -110,12 +110,11 @@ open_tmp(struct upload *u)
 }
 
 int
-vault_upload_start(struct bw_conn *c, struct bw_client *cl, const uint8_t *key,
-		   const uint8_t *prefix, uint32_t content_size,
-		   const char *file_name)
+vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
+		   const uint8_t *key, const uint8_t *prefix,
+		   uint32_t content_size, const char *file_name)
 {
 	struct vault_conn *vc = VC(c);
-	struct bw_server *s = c->srv;
 	char hex[2 * BW_ID_LEN + 1], shown[BW_ESC_CAP], file[BW_ESC_CAP];
 	struct upload *u;
 	int rc;
@@ -123,7 +122,7 @@ vault_upload_start(struct bw_conn *c, struct bw_client *cl, const uint8_t *key,
 	if ((u = calloc(1, sizeof(*u))) == NULL)
 		return BW_ENOMEM;
 	u->fd = u->fd_tail = u->dir_fd = -1;
-	u->v = s->vault;
+	u->v = v;
 	u->conn = c;
 	if ((rc = bw_file_name_sanitize(file_name, u->stored)) != 0)
 		goto fail;
@@ -150,7 +149,7 @@ vault_upload_start(struct bw_conn *c, struct bw_client *cl, const uint8_t *key,
 		goto fail;
 	rc = BW_ENOMEM;
 	u->chunk =
-		s->uploads_active < BIG_CHUNK_UPLOADS ? BIG_CHUNK : SMALL_CHUNK;
+		v->uploads_active < BIG_CHUNK_UPLOADS ? BIG_CHUNK : SMALL_CHUNK;
 	if (u->chunk > content_size) /* small files, small buffers */
 		u->chunk = (content_size + DIRECT_ALIGN - 1) &
 			   ~(size_t)(DIRECT_ALIGN - 1);
@@ -170,7 +169,7 @@ vault_upload_start(struct bw_conn *c, struct bw_client *cl, const uint8_t *key,
 	vc->up = u;
 	u->addr = c->addr;
 	u->addr->uploads++;
-	s->uploads_active++;
+	v->uploads_active++;
 	u->start_ms = bw_now_ms();
 	bw_info("c%llu 1028 '%s' '%s' upload of %u bytes started", ULL(c->id),
 		bw_escape_display(cl->name, shown, sizeof(shown)),
@@ -241,7 +240,7 @@ write_done(void *arg)
 }
 
 static int
-submit_write(struct bw_conn *c, struct upload *u, unsigned idx, size_t len)
+submit_write(struct upload *u, unsigned idx, size_t len)
 {
 	struct wjob *j;
 	int rc;
@@ -252,7 +251,7 @@ submit_write(struct bw_conn *c, struct upload *u, unsigned idx, size_t len)
 	j->idx = idx;
 	j->off = u->plain_len;
 	j->len = len;
-	if ((rc = bw_loop_submit(c->srv->loop, write_work, write_done, j)) !=
+	if ((rc = bw_loop_submit(u->v->eng->loop, write_work, write_done, j)) !=
 	    0) {
 		free(j);
 		return rc;
@@ -268,13 +267,14 @@ static int
 decrypt_failed(struct bw_conn *c, struct upload *u, const char *why)
 {
 	uint8_t id[BW_ID_LEN], key[BW_AES_KEY_LEN];
+	struct bw_vault *v = u->v;
 
 	memcpy(id, u->client_id, BW_ID_LEN);
 	memcpy(key, u->key, BW_AES_KEY_LEN);
 	vault_upload_abort(c, why);
-	vault_key_failed(c, id, key);
+	vault_key_failed(c, v, id, key);
 	bw_wipe(key, sizeof(key));
-	return vault_reply_error_close(c, why);
+	return bw_frame_fail(c, why);
 }
 
 /* Decrypts whole chunks out of the input buffer into a free write buffer,
@@ -287,7 +287,7 @@ vault_body_step(struct bw_conn *c)
 	struct upload *u = vc->up;
 	uint8_t *out;
 	size_t k, plain, unpad = 0;
-	int rc, pad;
+	int rc;
 
 	while (u->left > 0 && u->werr == 0) {
 		k = u->left < u->chunk ? (size_t)u->left : u->chunk;
@@ -310,21 +310,20 @@ vault_body_step(struct bw_conn *c)
 			plain -= unpad;
 		}
 		bw_cksum_update(&u->crc, out, plain);
-		if ((rc = submit_write(c, u, u->wnext, plain)) != 0) {
+		if ((rc = submit_write(u, u->wnext, plain)) != 0) {
 			vault_upload_abort(c, bw_strerror(rc));
-			return vault_reply_error_close(c, "cannot write the "
-							  "file");
+			return bw_frame_fail(c, "cannot write the file");
 		}
 		u->wnext ^= 1;
 		u->left -= k;
 		u->plain_len += plain;
-		c->srv->upload_bytes_active += plain;
+		u->v->upload_bytes_active += plain;
 	}
 	if (u->werr != 0) {
 		bw_error("c%llu cannot write the upload of %s: %s", ULL(c->id),
 			 u->rel_path, bw_strerror(u->werr));
 		vault_upload_abort(c, "write failed");
-		return vault_reply_error_close(c, "cannot write the file");
+		return bw_frame_fail(c, "cannot write the file");
 	}
 	if (u->refs > 0) {
 		bw_conn_pause(c, 1); /* the last writes are still running */
@@ -332,42 +331,37 @@ vault_body_step(struct bw_conn *c)
 	}
 	/* padding after the body decides how the reply is sent: wait until
 	 * the bytes that follow say */
-	pad = vault_padding(c, 0,
-			    BW_REQ_HDR_LEN + (uint64_t)vc->hdr.payload_size);
-	if (pad < 0)
+	if (!bw_frame_body_end(c))
 		return 0;
-	u->padded = pad;
-	vault_key_used(c->srv, u->client_id);
+	vault_key_used(u->v, u->client_id);
 	u->body_ms = bw_now_ms();
 	vc->up = NULL;
 	vc->st = V_COMMIT;
-	c->want = CTRL_WANT;
-	bw_conn_pause(c, 1);
+	bw_frame_wait(c);
 	vault_commit(c, u);
 	return 0;
 }
 
 int
-vault_swallow_step(struct bw_conn *c)
+vault_swallow_step(struct bw_conn *c, struct bw_vault *v)
 {
 	struct vault_conn *vc = VC(c);
 	size_t k = c->in.len < vc->swallow_left ? c->in.len
 						: (size_t)vc->swallow_left;
-	int pad;
+	int rc;
 
 	bw_buf_consume(&c->in, k);
 	vc->swallow_left -= k;
 	if (vc->swallow_left > 0)
 		return 0;
-	pad = vault_padding(c, 0, BW_REQ_HDR_LEN + vc->hdr.payload_size);
-	if (pad < 0)
+	if (!bw_frame_body_end(c))
 		return 0; /* wait to see whether padding follows */
-	vc->st = V_HDR;
-	c->want = CTRL_WANT;
-	vc->padded = pad;
+	vc->st = V_IDLE;
 	vc->swallow_counted = 0;
-	c->srv->swallowing--;
+	v->swallowing--;
 	if (c->addr != NULL)
 		c->addr->uploads--;
-	return vault_reply_error(c, "file refused");
+	rc = bw_frame_error(c, "file refused");
+	bw_frame_done(c);
+	return rc;
 }

@@ -12,7 +12,9 @@
 #include "bulwark/crypto.h"
 #include "bulwark/hash.h"
 #include "proto/vault.h"
-#include "svc/server.h"
+#include "svc/engine.h"
+#include "svc/frame.h"
+#include "svc/vault/vault.h"
 
 #define CTRL_WANT    2048u
 #define SWALLOW_WANT (16u * 1024u)
@@ -24,8 +26,7 @@
 #define ULL(x) ((unsigned long long)(x))
 
 enum vstate {
-	V_HDR,	   /* waiting for a 23-byte header */
-	V_PAYLOAD, /* waiting for the fixed part of the payload */
+	V_IDLE,	   /* between requests (the frame reads them) */
 	V_BODY,	   /* streaming a 1028 ciphertext into a file */
 	V_SWALLOW, /* discarding a 1028 ciphertext that will get 2107 */
 	V_COMMIT,  /* the upload is being committed */
@@ -33,7 +34,11 @@ enum vstate {
 };
 
 struct bw_vault {
-	struct bw_server *srv;
+	struct bw_vault_cfg cfg;
+	struct bw_engine *eng;
+	struct bw_registry *reg;
+	/* live figures */
+	uint64_t uploads_active, upload_bytes_active, swallowing;
 	/* Everything under the data directory is reached from these, with
 	 * O_NOFOLLOW: a symbolic link planted there is refused, never
 	 * followed. */
@@ -73,7 +78,6 @@ struct upload {
 	unsigned wnext;
 	unsigned refs; /* worker jobs in flight */
 	int werr;      /* the first write error */
-	int padded;    /* reply in course-sample style */
 	uint64_t start_ms, body_ms;
 	/* the commit (commit.c) */
 	struct vwait wait;
@@ -89,9 +93,6 @@ struct upload {
 
 struct vault_conn {
 	enum vstate st;
-	struct bw_req_hdr hdr;
-	size_t need; /* payload bytes V_PAYLOAD waits for */
-	int padded;  /* course-sample style: pad replies, then close */
 	struct upload *up;
 	uint64_t swallow_left;
 	int swallow_counted; /* counted as an upload slot */
@@ -104,37 +105,30 @@ struct vault_conn {
 	uint8_t key[BW_AES_KEY_LEN];
 	int64_t key_issued;
 	int awaiting;	   /* 2103 sent: a 1029/1030/1031 should follow */
-	unsigned requests; /* complete requests read */
-	unsigned errors_logged, errors_dropped;
 	struct crc_op *op; /* a 1029/1030/1031 in progress */
-	int in_input;	   /* inside vault_input: resume must not re-enter */
 };
 
-#define VC(c) ((struct vault_conn *)(c)->state)
+/* The vault's state on c; NULL once c is closed. */
+#define VC(c) ((struct vault_conn *)bw_frame_state((c), &bw_vault_proto))
 
 /* vault.c */
-int vault_reply(struct bw_conn *c, uint16_t code, const void *payload,
-		size_t len);
-int vault_reply_error(struct bw_conn *c, const char *why);
-int vault_reply_error_close(struct bw_conn *c, const char *why);
 /* The key failed to decrypt an upload of cl: counts it, revokes the key
  * after --key-failures. */
-void vault_key_failed(struct bw_conn *c, const uint8_t id[BW_ID_LEN],
+void vault_key_failed(struct bw_conn *c, struct bw_vault *v,
+		      const uint8_t id[BW_ID_LEN],
 		      const uint8_t key[BW_AES_KEY_LEN]);
 /* An upload decrypted with cl's key: the public key is in use. */
-void vault_key_used(struct bw_server *s, const uint8_t id[BW_ID_LEN]);
-/* Whether the trailing input after skip bytes is padding: 1 yes, 0 no, -1
- * cannot tell yet. req_len is the request's length on the wire. */
-int vault_padding(const struct bw_conn *c, size_t skip, uint64_t req_len);
+void vault_key_used(struct bw_vault *v, const uint8_t id[BW_ID_LEN]);
 /* Runs the state machine again once a worker or a lock let it go on. */
 void vault_resume(struct bw_conn *c);
 
 /* upload.c */
-int vault_upload_start(struct bw_conn *c, struct bw_client *cl,
-		       const uint8_t *key, const uint8_t *prefix,
-		       uint32_t content_size, const char *file_name);
+int vault_upload_start(struct bw_conn *c, struct bw_vault *v,
+		       struct bw_client *cl, const uint8_t *key,
+		       const uint8_t *prefix, uint32_t content_size,
+		       const char *file_name);
 int vault_body_step(struct bw_conn *c);
-int vault_swallow_step(struct bw_conn *c);
+int vault_swallow_step(struct bw_conn *c, struct bw_vault *v);
 void vault_upload_abort(struct bw_conn *c, const char *why);
 void vault_upload_free(struct upload *u);
 /* The upload is no longer in progress: uncounts it. */
@@ -148,10 +142,8 @@ void vault_unlock(struct bw_vault *v, const char *path);
 /* The whole body is in and written: commits it, replies 2103 or 2107. */
 void vault_commit(struct bw_conn *c, struct upload *u);
 /* 1029, 1030 or 1031 for name from cl. */
-int vault_crc_request(struct bw_conn *c, struct bw_client *cl,
-		      const char *name);
-/* The connection is going away while a 1029/1030/1031 waits. */
-void vault_crc_abandon(struct bw_conn *c);
+int vault_crc_request(struct bw_conn *c, struct bw_vault *v, uint16_t code,
+		      struct bw_client *cl, const char *name);
 
 /* reconcile.c */
 /* Opens the directories, empties .incoming and makes the rows and the

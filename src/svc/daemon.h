@@ -1,0 +1,54 @@
+/* The daemon: what bulwarkd opens and which service listens where. It owns
+ * the data directory's database and the registry over it, builds each
+ * service's instance from its configuration, and puts the services on the
+ * engine's listeners: the vault's table on the shared port, the console on
+ * its own.
+ */
+#ifndef BULWARK_SVC_DAEMON_H
+#define BULWARK_SVC_DAEMON_H
+
+#include <stdint.h>
+
+#include "bulwark/err.h"
+#include "svc/console/console.h"
+#include "svc/engine.h"
+#include "svc/frame.h"
+#include "svc/registry.h"
+#include "svc/vault/vault.h"
+
+struct bw_daemon_cfg {
+	char data_dir[4096];
+	struct bw_engine_cfg engine;
+	unsigned timeout_ms;	     /* a connection silent this long closes */
+	unsigned request_timeout_ms; /* a request must be in within this */
+	uint64_t max_clients;	     /* registered clients in all */
+	unsigned max_reg_per_min;    /* registrations a minute per address */
+	struct bw_listen_cfg port;   /* the shared port (vault) */
+	struct bw_vault_cfg vault;
+	int console_enabled;
+	struct bw_listen_cfg console_listen;
+	struct bw_console_cfg console;
+};
+
+struct bw_daemon {
+	struct bw_daemon_cfg cfg;
+	struct bw_engine eng;
+	struct bw_store *store;
+	struct bw_registry reg;
+	int reg_open;
+	struct bw_frame *frame;
+	struct bw_vault *vault;
+	struct bw_console *console;
+	int64_t started_s;
+};
+
+void bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg);
+/* Opens the database and the registry, every service, and every listener;
+ * logs "<service> listening on ADDR:PORT" for each. On failure the caller
+ * still calls bw_daemon_close. */
+int bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg) BW_WUR;
+/* Serves until SIGTERM/SIGINT and a graceful drain; 0 on a clean stop. */
+int bw_daemon_run(struct bw_daemon *d);
+void bw_daemon_close(struct bw_daemon *d);
+
+#endif

@@ -1,0 +1,197 @@
+/* The connection engine every service runs on: listeners, accepted
+ * connections with input and output buffers capped per listener, idle and
+ * request deadlines, the connection cap, output queued and flushed once per
+ * loop pass, and a graceful drain on SIGTERM/SIGINT. It knows no service: a
+ * service is a table of callbacks and an instance pointer given at listen
+ * time; it consumes a connection's input and queues output, never touching
+ * sockets.
+ */
+#ifndef BULWARK_SVC_ENGINE_H
+#define BULWARK_SVC_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bulwark/addrtab.h"
+#include "bulwark/buf.h"
+#include "bulwark/err.h"
+#include "bulwark/loop.h"
+
+#define BW_ADDR_CAP	 64
+#define BW_MAX_LISTENERS 8
+
+struct bw_conn;
+struct bw_engine;
+
+struct bw_service {
+	const char *name;
+	/* Sets up c->state; non-zero refuses the connection. May be NULL. */
+	int (*on_open)(struct bw_conn *c);
+	/* New bytes are in c->in: consume what forms complete steps, queue
+	 * replies with bw_conn_send. A negative return closes at once. */
+	int (*on_input)(struct bw_conn *c);
+	/* Output queued earlier has all been written to the socket (after a
+	 * flush that emptied a non-empty buffer). May be NULL. */
+	void (*on_drained)(struct bw_conn *c);
+	/* The connection is going away: release c->state. May be NULL. */
+	void (*on_close)(struct bw_conn *c);
+	/* 1 while a request is in progress (the drain waits for it). */
+	int (*busy)(const struct bw_conn *c);
+	/* During a drain: 1 while the service still expects requests on new
+	 * connections, so its listener stays open. May be NULL. */
+	int (*draining)(void *inst);
+};
+
+/* One listener and the limits of every connection it accepts. */
+struct bw_listen_cfg {
+	char name[32]; /* logged and shown; "" = the service's name */
+	char addr[BW_ADDR_CAP];
+	uint16_t port; /* 0: any */
+	unsigned max_conns;
+	size_t in_max;	     /* a connection's input buffer never grows past */
+	size_t out_max;	     /* queued output past this closes it */
+	unsigned idle_ms;    /* closed after this long without input */
+	unsigned request_ms; /* the first request must be in within this */
+	/* When full, close the longest-idle connection (idle > 1 s) to admit
+	 * the new one (the console: the operator must get in). */
+	int evict_idle;
+};
+
+struct bw_engine_cfg {
+	unsigned workers;	    /* threads for blocking work */
+	unsigned shutdown_grace_ms; /* in-flight work allowed at shutdown */
+};
+
+struct bw_listener {
+	const struct bw_service *svc;
+	void *inst; /* the service's instance */
+	const char *name;
+	struct bw_listen_cfg cfg;
+	int fd;
+	struct bw_watch w;
+	uint16_t port; /* bound */
+	unsigned conns_n;
+	uint64_t accepted, refused;
+	uint64_t paused_until_ms; /* accepting paused (out of descriptors) */
+	struct bw_engine *eng;
+};
+
+enum {
+	BW_CONN_CLOSING = 1u, /* close once output is flushed */
+	BW_CONN_PAUSED = 2u,  /* do not read input */
+	BW_CONN_LINGER = 4u,  /* write side shut; draining input */
+	BW_CONN_DEAD = 8u,    /* closed; freed when no job holds it */
+	BW_CONN_FAILED = 16u, /* no more I/O: closed after this callback */
+	BW_CONN_QUEUED = 32u, /* on the engine's list of output to flush */
+	BW_CONN_BLOCKED = 64u /* the socket took less than was queued */
+};
+
+struct bw_conn {
+	struct bw_engine *eng;
+	struct bw_listener *lis;
+	struct bw_watch w;
+	uint64_t id;
+	char peer[64];
+	struct bw_addr *addr; /* the peer's address entry; NULL if untracked */
+	uint64_t opened_ms, last_read_ms;
+	struct bw_buf in, out;
+	size_t want;		  /* room the service wants in c->in */
+	uint64_t deadline_ms;	  /* closed when the clock passes it */
+	uint64_t req_deadline_ms; /* the current request's deadline, or 0 */
+	unsigned flags;
+	unsigned refs;		       /* worker jobs holding the connection */
+	void *state;		       /* the service's */
+	struct bw_conn *prev, *next;   /* every connection */
+	struct bw_conn *qprev, *qnext; /* output waiting for the flush */
+};
+
+struct bw_engine {
+	struct bw_engine_cfg cfg;
+	struct bw_loop *loop;
+	struct bw_listener lis[BW_MAX_LISTENERS];
+	unsigned lis_n;
+	struct bw_conn *conns;
+	uint64_t conns_n, next_conn_id;
+	struct bw_conn *queue_head, *queue_tail;
+	uint64_t queue_n;
+	int sigfd;
+	struct bw_watch sig_w;
+	int stopping;
+	uint64_t stop_deadline_ms;
+	struct bw_addrtab addrs;
+	int reserve_fd; /* given up to accept and close at EMFILE */
+	uint64_t emfile_dropped, emfile_warn_ms;
+};
+
+/* Creates the loop and its workers, the address table, and (with signals
+ * set) blocks SIGTERM/SIGINT and watches them: the first starts the drain,
+ * the second ends it. Raises the open-file limit to the hard limit. */
+int bw_engine_open(struct bw_engine *e, const struct bw_engine_cfg *cfg,
+		   int signals) BW_WUR;
+/* Binds a listener for svc (inst is the service's instance, returned by
+ * bw_conn_inst). Logs "<name> listening on ADDR:PORT". */
+int bw_engine_listen(struct bw_engine *e, const struct bw_service *svc,
+		     void *inst, const struct bw_listen_cfg *cfg,
+		     struct bw_listener **out) BW_WUR;
+/* Serves until the drain ends (or bw_engine_stop); 0 on a clean stop. */
+int bw_engine_run(struct bw_engine *e);
+/* Starts the drain, as SIGTERM does. */
+void bw_engine_stop(struct bw_engine *e);
+/* Closes every connection and listener, finishes queued jobs, frees. */
+void bw_engine_close(struct bw_engine *e);
+
+static inline int
+bw_engine_stopping(const struct bw_engine *e)
+{
+	return e->stopping;
+}
+
+/* --- for services ---------------------------------------------------------
+ * The contract that makes loops over many connections safe: no function
+ * below closes or frees a connection before it returns. A connection that
+ * must go (a failed or over-cap send, bw_conn_close_later) stops all I/O at
+ * once and is closed after the current callback has returned; until then
+ * c and c->state stay valid and later sends return BW_ECLOSED. */
+
+/* Queues p for the peer; nothing is written before the end of the current
+ * loop pass, when each connection's queue is flushed once. BW_ECLOSED if c
+ * is closing or closed; BW_ETOOBIG if the queue would pass the listener's
+ * out_max, and then c is closed after the callback (a peer that does not
+ * read cannot make the server hold its output). */
+int bw_conn_send(struct bw_conn *c, const void *p, size_t n) BW_WUR;
+/* Bytes queued and not yet written. */
+static inline size_t
+bw_conn_queued(const struct bw_conn *c)
+{
+	return c->out.len;
+}
+/* Stops all I/O on c now and closes it after the current callback. why is
+ * logged (NULL: nothing). Safe anywhere, also on a closed connection. */
+void bw_conn_close_later(struct bw_conn *c, const char *why);
+/* Closes after the queued output is flushed (input is drained briefly so
+ * the peer gets the reply rather than a reset). */
+void bw_conn_finish(struct bw_conn *c);
+void bw_conn_pause(struct bw_conn *c, int paused);
+/* A worker job holds c: c is not freed (though it may close) until the
+ * matching release. */
+void bw_conn_hold(struct bw_conn *c);
+/* Drops a hold; a dead, unheld c is freed after the current batch, so c
+ * may be read until the callback returns, never after. */
+void bw_conn_release(struct bw_conn *c);
+/* 1 if the connection has been closed (e.g. while a job held it). */
+int bw_conn_dead(const struct bw_conn *c);
+/* Runs the service's input handler again (after a job completes). */
+void bw_conn_kick(struct bw_conn *c);
+/* Starts (ms > 0) or clears (ms == 0) the current request's deadline. */
+void bw_conn_request_deadline(struct bw_conn *c, unsigned ms);
+/* Closes c if no input arrives within ms from now; the next input
+ * restores the listener's idle timeout. */
+void bw_conn_idle_deadline(struct bw_conn *c, unsigned ms);
+
+static inline void *
+bw_conn_inst(const struct bw_conn *c)
+{
+	return c->lis->inst;
+}
+
+#endif

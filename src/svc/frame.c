@@ -1,0 +1,509 @@
+/* The shared port's connection: read a header, find its route, check the
+ * payload size against the route before reading any of it, buffer the
+ * route's head, call the handler, stream the rest; decide from the bytes
+ * that follow a request whether the client pads, and pad the replies then.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bulwark/log.h"
+#include "bulwark/util.h"
+#include "svc/frame.h"
+
+#define CTRL_WANT     2048u /* input buffered between requests */
+#define ERRORS_LOGGED 10    /* error replies logged per connection */
+
+_Static_assert(CTRL_WANT >= BW_REQ_HDR_LEN, "a header fits");
+
+struct bw_frame {
+	const struct bw_frame_proto *p[BW_FRAME_PROTOS_MAX];
+	void *ctx[BW_FRAME_PROTOS_MAX];
+	unsigned n;
+};
+
+enum fstate {
+	F_HDR,	/* waiting for a 23-byte header */
+	F_HEAD, /* waiting for the route's head of the payload */
+	F_REQ,	/* in the route's on_request */
+	F_BODY, /* the rest of the payload streams through on_body */
+	F_WAIT, /* the answer is being worked on elsewhere */
+};
+
+struct frame_conn {
+	enum fstate st;
+	struct bw_frame_req req;
+	int padded;	     /* course-sample client: pad replies, then close */
+	int in_input;	     /* inside frame_input: a kick must not re-enter */
+	unsigned requests;   /* complete requests read */
+	uint64_t reply_len;  /* bytes of the reply being written */
+	uint64_t reply_left; /* payload bytes announced, not yet queued */
+	uint16_t reply_code; /* 0: no reply in pieces open */
+	unsigned errors_logged, errors_dropped;
+	const struct bw_frame_proto *last; /* of the previous request */
+	void *state[BW_FRAME_PROTOS_MAX];
+};
+
+#define FC(c)  ((struct frame_conn *)(c)->state)
+#define ULL(x) ((unsigned long long)(x))
+
+int
+bw_frame_new(struct bw_frame **out)
+{
+	return (*out = calloc(1, sizeof(**out))) != NULL ? 0 : BW_ENOMEM;
+}
+
+void
+bw_frame_free(struct bw_frame *f)
+{
+	free(f);
+}
+
+int
+bw_frame_add(struct bw_frame *f, const struct bw_frame_proto *p, void *ctx)
+{
+	if (f->n >= BW_FRAME_PROTOS_MAX)
+		return BW_ETOOBIG;
+	f->p[f->n] = p;
+	f->ctx[f->n] = ctx;
+	f->n++;
+	return 0;
+}
+
+static int
+proto_index(const struct bw_frame *f, const struct bw_frame_proto *p)
+{
+	unsigned i;
+
+	for (i = 0; i < f->n; i++) {
+		if (f->p[i] == p)
+			return (int)i;
+	}
+	return -1;
+}
+
+void *
+bw_frame_state(struct bw_conn *c, const struct bw_frame_proto *p)
+{
+	struct frame_conn *fc = FC(c);
+	int i = proto_index(bw_conn_inst(c), p);
+
+	if (fc == NULL || i < 0)
+		return NULL;
+	if (fc->state[i] == NULL && p->state_size > 0)
+		fc->state[i] = calloc(1, p->state_size);
+	return fc->state[i];
+}
+
+struct bw_frame_req *
+bw_frame_current(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+
+	return fc != NULL && fc->req.route != NULL ? &fc->req : NULL;
+}
+
+int
+bw_frame_padded(struct bw_conn *c)
+{
+	return FC(c)->padded;
+}
+
+/* --- replies ------------------------------------------------------------ */
+
+/* The protocol a reply speaks: the request's, else the previous one's, else
+ * the first table's. */
+static const struct bw_frame_proto *
+reply_proto(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+	const struct bw_frame *f = bw_conn_inst(c);
+
+	if (fc->req.proto != NULL)
+		return fc->req.proto;
+	return fc->last != NULL ? fc->last : f->p[0];
+}
+
+int
+bw_frame_reply_begin(struct bw_conn *c, uint16_t code, uint32_t total)
+{
+	struct frame_conn *fc = FC(c);
+	struct bw_resp_hdr h = {reply_proto(c)->version, code, total};
+	uint8_t hdr[BW_RESP_HDR_LEN];
+
+	if (fc->reply_code != 0)
+		return BW_EPROTO; /* the previous reply is not finished */
+	bw_resp_hdr_encode(&h, hdr);
+	fc->reply_code = code;
+	fc->reply_len = BW_RESP_HDR_LEN + (uint64_t)total;
+	fc->reply_left = total;
+	return bw_conn_send(c, hdr, sizeof(hdr));
+}
+
+int
+bw_frame_reply_add(struct bw_conn *c, const void *p, size_t n)
+{
+	struct frame_conn *fc = FC(c);
+
+	if (fc->reply_code == 0 || n > fc->reply_left)
+		return BW_ESIZE;
+	fc->reply_left -= n;
+	return bw_conn_send(c, p, n);
+}
+
+int
+bw_frame_reply_end(struct bw_conn *c)
+{
+	static const uint8_t zeros[BW_PAD_UNIT];
+	struct frame_conn *fc = FC(c);
+	size_t pad;
+	int rc = 0;
+
+	if (fc->reply_code == 0)
+		return BW_EPROTO;
+	fc->reply_code = 0;
+	if (fc->reply_left != 0) {
+		/* a handler announced more than it wrote: the stream is
+		 * broken, the peer must not wait for the rest */
+		bw_conn_close_later(c, "reply shorter than announced");
+		return BW_ESIZE;
+	}
+	if (fc->padded) {
+		pad = bw_frame_pad_len(fc->reply_len);
+		rc = bw_conn_send(c, zeros, pad);
+		bw_conn_finish(c);
+	}
+	return rc;
+}
+
+int
+bw_frame_reply(struct bw_conn *c, uint16_t code, const void *p, size_t n)
+{
+	int rc;
+
+	if (n > UINT32_MAX)
+		return BW_ETOOBIG;
+	if ((rc = bw_frame_reply_begin(c, code, (uint32_t)n)) != 0 ||
+	    (rc = bw_frame_reply_add(c, p, n)) != 0) {
+		FC(c)->reply_code = 0;
+		return rc;
+	}
+	return bw_frame_reply_end(c);
+}
+
+int
+bw_frame_error(struct bw_conn *c, const char *why)
+{
+	struct frame_conn *fc = FC(c);
+	const struct bw_frame_proto *p = reply_proto(c);
+
+	if (fc->errors_logged < ERRORS_LOGGED) {
+		fc->errors_logged++;
+		bw_info("c%llu %u -> %u: %s", ULL(c->id), fc->req.hdr.code,
+			p->err_code, why);
+	} else {
+		fc->errors_dropped++;
+	}
+	return bw_frame_reply(c, p->err_code, NULL, 0);
+}
+
+int
+bw_frame_fail(struct bw_conn *c, const char *why)
+{
+	int rc = bw_frame_error(c, why);
+
+	bw_conn_finish(c);
+	return rc;
+}
+
+/* --- the request's end ---------------------------------------------------
+ */
+
+void
+bw_frame_stream(struct bw_conn *c)
+{
+	FC(c)->st = F_BODY;
+}
+
+void
+bw_frame_wait(struct bw_conn *c)
+{
+	FC(c)->st = F_WAIT;
+	bw_conn_pause(c, 1);
+}
+
+void
+bw_frame_done(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+
+	fc->last = fc->req.proto;
+	memset(&fc->req, 0, sizeof(fc->req));
+	fc->st = F_HDR;
+	c->want = CTRL_WANT;
+	bw_conn_pause(c, 0);
+}
+
+void
+bw_frame_kick(struct bw_conn *c)
+{
+	if (bw_conn_dead(c))
+		return;
+	bw_conn_pause(c, 0);
+	if (!FC(c)->in_input)
+		bw_conn_kick(c);
+}
+
+/* Whether the bytes after a request of req_len bytes are padding: 1, 0, or
+ * -1 (wait). At the peer's end of stream, zeros are padding. */
+static int
+padding(const struct bw_conn *c, size_t skip, uint64_t req_len)
+{
+	if (c->in.len <= skip)
+		return 0;
+	return bw_frame_padding(bw_buf_head(&c->in) + skip, c->in.len - skip,
+				req_len, (c->flags & BW_CONN_CLOSING) != 0);
+}
+
+int
+bw_frame_body_end(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+	int pad = padding(c, 0,
+			  BW_REQ_HDR_LEN + (uint64_t)fc->req.hdr.payload_size);
+
+	if (pad < 0)
+		return 0;
+	fc->padded = pad;
+	return 1;
+}
+
+/* --- the state machine -------------------------------------------------- */
+
+static const struct bw_frame_route *
+find_route(const struct bw_frame *f, uint16_t code, unsigned *pi)
+{
+	unsigned i;
+	size_t k;
+
+	for (i = 0; i < f->n; i++) {
+		for (k = 0; k < f->p[i]->routes_n; k++) {
+			if (f->p[i]->routes[k].code == code) {
+				*pi = i;
+				return &f->p[i]->routes[k];
+			}
+		}
+	}
+	return NULL;
+}
+
+/* An unknown code is answered in the protocol whose range holds it, else
+ * in the connection's protocol so far, else in the first table's. */
+static const struct bw_frame_proto *
+owner_of(struct bw_conn *c, uint16_t code)
+{
+	const struct bw_frame *f = bw_conn_inst(c);
+	unsigned i;
+
+	for (i = 0; i < f->n; i++) {
+		if (code >= f->p[i]->code_lo && code <= f->p[i]->code_hi)
+			return f->p[i];
+	}
+	return FC(c)->last != NULL ? FC(c)->last : f->p[0];
+}
+
+static int
+on_header(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+	const struct bw_frame *f = bw_conn_inst(c);
+	struct bw_frame_req *r = &fc->req;
+	unsigned pi = 0;
+
+	memset(r, 0, sizeof(*r));
+	if (bw_req_hdr_decode(bw_buf_head(&c->in), c->in.len, &r->hdr) < 0)
+		return 0;
+	bw_buf_consume(&c->in, BW_REQ_HDR_LEN);
+	if ((r->route = find_route(f, r->hdr.code, &pi)) == NULL) {
+		r->proto = owner_of(c, r->hdr.code);
+		return bw_frame_fail(c, "unknown request code");
+	}
+	r->proto = f->p[pi];
+	r->ctx = f->ctx[pi];
+	if (r->hdr.payload_size < r->route->min_size ||
+	    r->hdr.payload_size > r->route->max_size)
+		return bw_frame_fail(c,
+				     r->route->on_body != NULL
+					     ? "payload size out of bounds "
+					       "for the request code"
+					     : "payload size is wrong for the "
+					       "request code");
+	if ((r->state = bw_frame_state(c, r->proto)) == NULL &&
+	    r->proto->state_size > 0)
+		return BW_ENOMEM;
+	fc->st = F_HEAD;
+	return 0;
+}
+
+/* Returns 1 to wait for more input (padding not decided yet). */
+static int
+on_head(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+	struct bw_frame_req *r = &fc->req;
+	const uint8_t *p = bw_buf_head(&c->in);
+	size_t n = r->route->head;
+	int rc, pad;
+
+	/* Course-sample clients pad the request with zeros: decide before
+	 * replying, so the reply is padded too. A streamed payload decides
+	 * at its end (bw_frame_body_end). */
+	fc->padded = 0;
+	if (r->route->on_body == NULL) {
+		if ((pad = padding(c, n, BW_REQ_HDR_LEN + (uint64_t)n)) < 0)
+			return 1;
+		fc->padded = pad;
+	}
+	fc->requests++;
+	bw_conn_request_deadline(c, 0);
+	if (bw_engine_stopping(c->eng) && fc->requests == 1 &&
+	    !(r->route->flags & BW_ROUTE_DURING_DRAIN)) {
+		bw_buf_consume(&c->in, n);
+		return bw_frame_fail(c, "shutting down");
+	}
+	fc->st = F_REQ;
+	rc = r->route->on_request(c, r, p);
+	if (bw_conn_dead(c))
+		return rc;
+	bw_buf_consume(&c->in, n);
+	if (fc->st == F_REQ)
+		bw_frame_done(c);
+	return rc;
+}
+
+static int
+frame_step(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+	int rc = 0;
+
+	while (rc == 0 && !bw_conn_dead(c)) {
+		switch (fc->st) {
+		case F_HDR:
+			if (c->in.len == 0)
+				return 0;
+			if (c->req_deadline_ms == 0)
+				bw_conn_request_deadline(
+					c, c->lis->cfg.request_ms);
+			if (c->in.len < BW_REQ_HDR_LEN || fc->padded)
+				return 0; /* a padded client's rest is zeros */
+			rc = on_header(c);
+			break;
+		case F_HEAD:
+			if (c->in.len < fc->req.route->head)
+				return 0;
+			if ((rc = on_head(c)) == 1)
+				return 0;
+			break;
+		case F_BODY:
+			rc = fc->req.route->on_body(c, &fc->req);
+			if (fc->st == F_BODY)
+				return rc;
+			break;
+		case F_REQ:
+		case F_WAIT:
+			return 0;
+		}
+		if (c->flags & BW_CONN_CLOSING)
+			break;
+	}
+	return rc;
+}
+
+static int
+frame_input(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+	int rc;
+
+	fc->in_input = 1;
+	rc = frame_step(c);
+	if (!bw_conn_dead(c))
+		fc->in_input = 0;
+	return rc;
+}
+
+static int
+frame_open(struct bw_conn *c)
+{
+	if ((c->state = calloc(1, sizeof(struct frame_conn))) == NULL)
+		return BW_ENOMEM;
+	c->want = CTRL_WANT;
+	return 0;
+}
+
+static void
+frame_close(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+	const struct bw_frame *f = bw_conn_inst(c);
+	unsigned i;
+
+	if (fc == NULL)
+		return;
+	for (i = 0; i < f->n; i++) {
+		if (fc->state[i] == NULL)
+			continue;
+		if (f->p[i]->on_close != NULL)
+			f->p[i]->on_close(c, f->ctx[i], fc->state[i]);
+		free(fc->state[i]);
+	}
+	if (fc->errors_dropped > 0)
+		bw_info("c%llu %u more error replies not logged", ULL(c->id),
+			fc->errors_dropped);
+	free(fc);
+}
+
+/* In progress: a request, bytes of one, a protocol's own work (a session
+ * that owes a 1029), or a connection that arrived during the drain and has
+ * not had a second to send its request. */
+static int
+frame_busy(const struct bw_conn *c)
+{
+	const struct frame_conn *fc = c->state;
+	const struct bw_frame *f = bw_conn_inst(c);
+	unsigned i;
+
+	if (fc == NULL)
+		return 0;
+	if (fc->st != F_HDR || c->in.len > 0 ||
+	    (fc->requests == 0 && bw_now_ms() - c->opened_ms < 1000))
+		return 1;
+	for (i = 0; i < f->n; i++) {
+		if (fc->state[i] != NULL && f->p[i]->busy != NULL &&
+		    f->p[i]->busy(c, fc->state[i]))
+			return 1;
+	}
+	return 0;
+}
+
+static int
+frame_draining(void *inst)
+{
+	const struct bw_frame *f = inst;
+	unsigned i;
+
+	for (i = 0; i < f->n; i++) {
+		if (f->p[i]->draining != NULL && f->p[i]->draining(f->ctx[i]))
+			return 1;
+	}
+	return 0;
+}
+
+const struct bw_service bw_frame_service = {
+	.name = "vault",
+	.on_open = frame_open,
+	.on_input = frame_input,
+	.on_close = frame_close,
+	.busy = frame_busy,
+	.draining = frame_draining,
+};
