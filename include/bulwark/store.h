@@ -1,6 +1,8 @@
-/* Persistent storage of clients and files (and, later, messages); store.c is
- * the only file that includes SQLite. One SQLite database in WAL mode, every
- * statement prepared once at open. Not thread-safe: one thread uses a store.
+/* Persistent storage of clients and files (and, later, messages): the one
+ * interface services use, so another backend (PostgreSQL) can be added
+ * behind it. The SQLite backend lives in src/core/store/, the only code that
+ * includes SQLite: one database in WAL mode, one file per table, every
+ * statement prepared once at open. Not thread-safe: one thread owns a store.
  */
 #ifndef BULWARK_STORE_H
 #define BULWARK_STORE_H
