@@ -350,6 +350,7 @@ bw_loop_run(struct bw_loop *l)
 	uint64_t now;
 	int n, k;
 
+	l->stop = 0;
 	while (!l->stop) {
 		l->prepoll_more =
 			l->prepoll != NULL && l->prepoll(l->prepoll_arg);
@@ -382,6 +383,9 @@ bw_loop_run(struct bw_loop *l)
 			}
 		}
 		run_deferred(l);
+		/* at the end of every pass, so a stop loses no output */
+		l->prepoll_more =
+			l->prepoll != NULL && l->prepoll(l->prepoll_arg);
 	}
 	return 0;
 }

@@ -500,7 +500,7 @@ frame_draining(void *inst)
 }
 
 const struct bw_service bw_frame_service = {
-	.name = "vault",
+	.name = "frame",
 	.on_open = frame_open,
 	.on_input = frame_input,
 	.on_close = frame_close,

@@ -1,0 +1,261 @@
+/* The engine's contract with services, on real sockets: a send never closes
+ * or frees a connection before the callback returns (a loop over many
+ * connections finishes even when one of them overflows), output is queued
+ * and flushed after the callback, and each listener's caps hold.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "support/enginetest.h"
+
+#define MAGIC 0x5e55u
+
+struct tconn {
+	unsigned magic;
+};
+
+/* What the test service saw. */
+static struct {
+	unsigned opened, closed;
+	unsigned visited;	/* connections the broadcast loop reached */
+	unsigned alive_in_loop; /* of which still usable (state intact) */
+	int overflow_rc;	/* the send that passed its cap */
+	int after_rc;		/* a second send to that connection */
+	size_t max_in;		/* largest input buffered at once */
+	size_t queued_in_cb;	/* bytes queued, none written, in the loop */
+} seen;
+
+static int
+t_open(struct bw_conn *c)
+{
+	struct tconn *t = calloc(1, sizeof(*t));
+
+	if (t == NULL)
+		return BW_ENOMEM;
+	t->magic = MAGIC;
+	c->state = t;
+	seen.opened++;
+	return 0;
+}
+
+static void
+t_close(struct bw_conn *c)
+{
+	struct tconn *t = c->state;
+
+	assert_non_null(t);
+	t->magic = 0;
+	free(t);
+	seen.closed++;
+}
+
+/* "B" broadcasts 100 bytes to every connection of the engine; anything
+ * else is consumed and counted. */
+static int
+t_input(struct bw_conn *c)
+{
+	static const char msg[100] = "hello";
+	struct bw_conn *o;
+	int rc;
+
+	if (c->in.len > seen.max_in)
+		seen.max_in = c->in.len;
+	if (bw_buf_head(&c->in)[0] == 'B') {
+		for (o = c->eng->conns; o != NULL; o = o->next) {
+			seen.visited++;
+			rc = bw_conn_send(o, msg, sizeof(msg));
+			if (rc == BW_ETOOBIG) {
+				seen.overflow_rc = rc;
+				seen.after_rc = bw_conn_send(o, "x", 1);
+			}
+			/* the state of every connection, the overflowing
+			 * one included, is intact until we return */
+			if (!bw_conn_dead(o) && o->state != NULL &&
+			    ((struct tconn *)o->state)->magic == MAGIC)
+				seen.alive_in_loop++;
+			seen.queued_in_cb += bw_conn_queued(o);
+		}
+	}
+	bw_buf_consume(&c->in, c->in.len);
+	return 0;
+}
+
+static const struct bw_service tsvc = {
+	.name = "test",
+	.on_open = t_open,
+	.on_input = t_input,
+	.on_close = t_close,
+};
+
+static int
+setup(void **state)
+{
+	static struct bw_engine e;
+
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(et_open(&e), 0);
+	*state = &e;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	bw_engine_close(*state);
+	return 0;
+}
+
+static struct bw_listener *
+listen_with(struct bw_engine *e, size_t in_max, size_t out_max,
+	    unsigned idle_ms)
+{
+	struct bw_listen_cfg cfg = et_listen_cfg();
+	struct bw_listener *l = NULL;
+
+	cfg.in_max = in_max;
+	cfg.out_max = out_max;
+	cfg.idle_ms = idle_ms;
+	assert_int_equal(bw_engine_listen(e, &tsvc, NULL, &cfg, &l), 0);
+	return l;
+}
+
+static void
+broadcast_past_one_cap_finishes_its_loop(void **state)
+{
+	struct bw_engine *e = *state;
+	struct bw_listener *big = listen_with(e, 4096, 1 << 20, 10000);
+	struct bw_listener *small = listen_with(e, 4096, 64, 10000);
+	int fds[6], tiny, i;
+	char buf[200];
+
+	for (i = 0; i < 6; i++)
+		assert_true((fds[i] = et_connect(big)) >= 0);
+	assert_true((tiny = et_connect(small)) >= 0);
+	pump(e, 50);
+	assert_int_equal(seen.opened, 7);
+
+	assert_int_equal(send(fds[0], "B", 1, 0), 1);
+	pump(e, 50);
+	/* the loop reached all seven and each was usable while it ran */
+	assert_int_equal(seen.visited, 7);
+	assert_int_equal(seen.alive_in_loop, 7);
+	assert_int_equal(seen.overflow_rc, BW_ETOOBIG);
+	assert_int_equal(seen.after_rc, BW_ECLOSED);
+	/* nothing was written inside the callback: 6 x 100 bytes queued */
+	assert_int_equal(seen.queued_in_cb, 600);
+	/* afterwards: six got their message, the overflowing one closed */
+	for (i = 0; i < 6; i++)
+		assert_int_equal(et_read(fds[i], buf, 100), 100);
+	assert_true(et_closed(tiny, 1000));
+	assert_int_equal(seen.closed, 1);
+	assert_int_equal(e->conns_n, 6);
+	for (i = 0; i < 6; i++)
+		close(fds[i]);
+	close(tiny);
+	pump(e, 50);
+	assert_int_equal(seen.closed, 7);
+}
+
+static void
+input_never_passes_the_listeners_in_max(void **state)
+{
+	struct bw_engine *e = *state;
+	struct bw_listener *l = listen_with(e, 64, 4096, 10000);
+	char data[5000];
+	int fd;
+
+	memset(data, 'a', sizeof(data));
+	assert_true((fd = et_connect(l)) >= 0);
+	assert_int_equal(send(fd, data, sizeof(data), 0),
+			 (ssize_t)sizeof(data));
+	pump(e, 100);
+	assert_true(seen.max_in > 0);
+	assert_true(seen.max_in <= 64);
+	close(fd);
+}
+
+static void
+silent_connection_closes_after_the_listeners_idle_time(void **state)
+{
+	struct bw_engine *e = *state;
+	struct bw_listener *quick = listen_with(e, 4096, 4096, 300);
+	struct bw_listener *slow = listen_with(e, 4096, 4096, 60000);
+	int a, b;
+
+	assert_true((a = et_connect(quick)) >= 0);
+	assert_true((b = et_connect(slow)) >= 0);
+	pump(e, 800);
+	assert_true(et_closed(a, 100));
+	assert_false(et_closed(b, 100));
+	close(a);
+	close(b);
+}
+
+static void
+close_later_keeps_the_connection_until_the_callback_returns(void **state)
+{
+	struct bw_engine *e = *state;
+	struct bw_listener *l = listen_with(e, 4096, 4096, 10000);
+	struct bw_conn *c;
+	int fd;
+
+	assert_true((fd = et_connect(l)) >= 0);
+	pump(e, 50);
+	c = e->conns;
+	assert_non_null(c);
+	bw_conn_close_later(c, NULL);
+	bw_conn_close_later(c, NULL); /* twice is harmless */
+	assert_false(bw_conn_dead(c));
+	assert_int_equal(((struct tconn *)c->state)->magic, MAGIC);
+	assert_int_equal(bw_conn_send(c, "x", 1), BW_ECLOSED);
+	assert_int_equal(seen.closed, 0);
+	pump(e, 50);
+	assert_int_equal(seen.closed, 1);
+	assert_true(et_closed(fd, 1000));
+	close(fd);
+}
+
+static void
+listener_without_caps_is_refused(void **state)
+{
+	struct bw_engine *e = *state;
+	struct bw_listen_cfg cfg = et_listen_cfg();
+
+	cfg.out_max = 0;
+	assert_int_equal(bw_engine_listen(e, &tsvc, NULL, &cfg, NULL),
+			 BW_ECONFIG);
+	cfg = et_listen_cfg();
+	cfg.in_max = 0;
+	assert_int_equal(bw_engine_listen(e, &tsvc, NULL, &cfg, NULL),
+			 BW_ECONFIG);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(
+			broadcast_past_one_cap_finishes_its_loop, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			input_never_passes_the_listeners_in_max, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			silent_connection_closes_after_the_listeners_idle_time,
+			setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			close_later_keeps_the_connection_until_the_callback_returns,
+			setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			listener_without_caps_is_refused, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
