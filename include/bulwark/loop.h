@@ -59,10 +59,10 @@ int bw_loop_submit(struct bw_loop *l, bw_call_fn work, bw_call_fn done,
 unsigned bw_loop_jobs(const struct bw_loop *l);
 
 /* Calls fn(arg) once per pass of the loop, after the batch's events, ticks
- * and deferred calls and before the loop waits again or returns (Redis's beforeSleep):
- * where queued output is flushed, once per connection per pass. A non-zero
- * return says fn has work left, so the loop polls without waiting. One hook;
- * a second call replaces it. */
+ * and deferred calls and before the loop waits again or returns (Redis's
+ * beforeSleep): where queued output is flushed, once per connection per pass. A
+ * non-zero return says fn has work left, so the loop polls without waiting. One
+ * hook; a second call replaces it. */
 void bw_loop_prepoll(struct bw_loop *l, int (*fn)(void *arg), void *arg);
 
 /* Dispatches events until bw_loop_stop; returns 0 or -errno. It may be

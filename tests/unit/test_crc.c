@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "bulwark/crc.h"
+#include "core/crc_table.h"
 
 #define MIB (1024 * 1024)
 
@@ -310,10 +311,32 @@ matches_gnu_cksum_on_pseudo_random_data(void **state)
 	}
 }
 
+/* The constant tables are what their definition says, bit by bit. */
+static void
+slice_tables_match_their_definition(void **state)
+{
+	uint32_t r;
+	unsigned b, k, bit;
+
+	(void)state;
+	for (b = 0; b < 256; b++) {
+		r = (uint32_t)b << 24;
+		for (bit = 0; bit < 8; bit++)
+			r = r & 0x80000000u ? r << 1 ^ 0x04C11DB7u : r << 1;
+		assert_int_equal(bw_crc_table[0][b], r);
+		for (k = 1; k < 8; k++) {
+			r = bw_crc_table[k - 1][b];
+			assert_int_equal(bw_crc_table[k][b],
+					 r << 8 ^ bw_crc_table[0][r >> 24]);
+		}
+	}
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(slice_tables_match_their_definition),
 		cmocka_unit_test(empty_input_is_4294967295),
 		cmocka_unit_test(letter_a_is_1220704766),
 		cmocka_unit_test(digits_123456789_are_930766865),

@@ -22,8 +22,6 @@
 #include "bulwark/util.h"
 #include "svc/vault/vault_int.h"
 
-#define PENDING_DIR "files/.pending/"
-
 struct vlock {
 	char key[BW_PATH_CAP];
 	struct vwait *head, **tail; /* waiting for the path */
@@ -32,18 +30,6 @@ struct vlock {
 struct unlink_job {
 	int dfd;
 	char name[TMP_NAME_CAP];
-};
-
-struct crc_op {
-	struct vwait wait;
-	struct bw_vault *v;
-	struct bw_conn *c; /* held until the op ends */
-	uint16_t code;
-	uint8_t id[BW_ID_LEN];
-	char name[BW_NAME_CAP], stored[BW_NAME_CAP], path[BW_PATH_CAP];
-	char pend_name[TMP_NAME_CAP], backup[TMP_NAME_CAP];
-	uint64_t size;
-	int dir_fd, locked, rc;
 };
 
 /* --- locks -------------------------------------------------------------- */
@@ -101,8 +87,8 @@ unlink_work(void *arg)
 
 /* Removes dfd/name on a worker (freeing a big file's blocks takes time),
  * or here if that cannot be arranged. */
-static void
-unlink_later(struct bw_vault *v, int dfd, const char *name)
+void
+vault_unlink_later(struct bw_vault *v, int dfd, const char *name)
 {
 	struct unlink_job *j;
 
@@ -130,8 +116,8 @@ fsync_close(int fd)
 
 /* Keeps the file being replaced alive under a second name: the rename does
  * not pay for freeing its blocks, and it can be put back. ENOENT: none. */
-static int
-keep_backup(int dir_fd, const char *stored, int incoming_fd, char *backup)
+int
+vault_keep_backup(int dir_fd, const char *stored, int incoming_fd, char *backup)
 {
 	if (linkat(dir_fd, stored, incoming_fd, backup, 0) == 0)
 		return 0;
@@ -140,9 +126,9 @@ keep_backup(int dir_fd, const char *stored, int incoming_fd, char *backup)
 }
 
 /* Puts the backup (or nothing) back at dir/stored. */
-static void
-restore_backup(int dir_fd, const char *stored, int incoming_fd,
-	       const char *backup)
+void
+vault_restore_backup(int dir_fd, const char *stored, int incoming_fd,
+		     const char *backup)
 {
 	int rc = backup[0] != '\0'
 			 ? renameat(incoming_fd, backup, dir_fd, stored)
@@ -157,8 +143,8 @@ restore_backup(int dir_fd, const char *stored, int incoming_fd,
 
 /* Drops the hold a commit or an op had on c and lets c go on. Releasing
  * frees a dead c: whether it is dead is read first. */
-static void
-release_and_resume(struct bw_conn *c)
+void
+vault_release_and_resume(struct bw_conn *c)
 {
 	int dead = bw_conn_dead(c);
 
@@ -224,10 +210,10 @@ commit_finish(struct upload *u, int rc)
 		bw_frame_done(c);
 	}
 	if (rc == 0)
-		unlink_later(v, v->incoming_fd, u->backup);
+		vault_unlink_later(v, v->incoming_fd, u->backup);
 	vault_unlock(v, u->rel_path);
 	vault_upload_free(u);
-	release_and_resume(c);
+	vault_release_and_resume(c);
 }
 
 static void
@@ -242,8 +228,8 @@ direct_work(void *arg)
 	u->rc = fsync_close(u->fd);
 	u->fd = -1;
 	if (u->rc == 0)
-		u->rc = keep_backup(u->dir_fd, u->stored, v->incoming_fd,
-				    u->backup);
+		u->rc = vault_keep_backup(u->dir_fd, u->stored, v->incoming_fd,
+					  u->backup);
 	if (u->rc == 0 &&
 	    renameat(v->incoming_fd, u->tmp_name, u->dir_fd, u->stored) != 0) {
 		u->rc = -errno;
@@ -256,7 +242,8 @@ direct_work(void *arg)
 	}
 	if (fsync(u->dir_fd) != 0) {
 		u->rc = -errno;
-		restore_backup(u->dir_fd, u->stored, v->incoming_fd, u->backup);
+		vault_restore_backup(u->dir_fd, u->stored, v->incoming_fd,
+				     u->backup);
 	}
 }
 
@@ -330,11 +317,13 @@ pend_done(void *arg)
 			rc = bw_registry_set_file(reg, cl, u->rel_path, &rec,
 						  f->size, u->plain_len);
 		if (rc != 0)
-			unlink_later(u->v, u->v->pending_fd, u->pend_name);
+			vault_unlink_later(u->v, u->v->pending_fd,
+					   u->pend_name);
 		else if (strncmp(u->old_pending, PENDING_DIR,
 				 strlen(PENDING_DIR)) == 0)
-			unlink_later(u->v, u->v->pending_fd,
-				     u->old_pending + strlen(PENDING_DIR));
+			vault_unlink_later(u->v, u->v->pending_fd,
+					   u->old_pending +
+						   strlen(PENDING_DIR));
 	}
 	commit_finish(u, rc);
 }
@@ -398,243 +387,4 @@ vault_commit(struct bw_conn *c, struct upload *u)
 		commit_locked(&u->wait);
 	else if (rc < 0)
 		commit_finish(u, rc);
-}
-
-/* --- 1029, 1030, 1031 --------------------------------------------------- */
-
-static void
-crc_finish(struct crc_op *op, int reply_code)
-{
-	struct bw_conn *c = op->c;
-	struct vault_conn *vc;
-
-	if (!bw_conn_dead(c)) {
-		vc = VC(c);
-		vc->op = NULL;
-		vc->st = V_IDLE;
-		if (reply_code == BW_VAULT_RESP_ACK) {
-			vc->awaiting = 0;
-			(void)bw_frame_reply(c, BW_VAULT_RESP_ACK, op->id,
-					     BW_ID_LEN);
-		} else if (reply_code == BW_VAULT_RESP_ERROR) {
-			(void)bw_frame_error(c, op->rc != 0
-							? bw_strerror(op->rc)
-							: "no such file");
-		} else if (bw_frame_padded(c)) {
-			bw_conn_finish(c); /* 1030: no reply */
-		}
-		bw_frame_done(c);
-	}
-	if (op->locked)
-		vault_unlock(op->v, op->path);
-	if (op->dir_fd >= 0)
-		close(op->dir_fd);
-	free(op);
-	release_and_resume(c);
-}
-
-static void
-swap_work(void *arg)
-{
-	struct crc_op *op = arg;
-	struct bw_vault *v = op->v;
-
-	op->rc =
-		keep_backup(op->dir_fd, op->stored, v->incoming_fd, op->backup);
-	if (op->rc == 0 && renameat(v->pending_fd, op->pend_name, op->dir_fd,
-				    op->stored) != 0) {
-		op->rc = -errno;
-		if (op->backup[0] != '\0')
-			(void)unlinkat(v->incoming_fd, op->backup, 0);
-		return;
-	}
-	if (op->rc == 0 && fsync(op->dir_fd) != 0) {
-		op->rc = -errno;
-		(void)linkat(op->dir_fd, op->stored, v->pending_fd,
-			     op->pend_name, 0);
-		restore_backup(op->dir_fd, op->stored, v->incoming_fd,
-			       op->backup);
-	}
-}
-
-static void
-swap_done(void *arg)
-{
-	struct crc_op *op = arg;
-	struct bw_registry *reg = op->v->reg;
-	struct bw_client *cl = bw_registry_by_id(reg, op->id);
-	struct bw_file_rec rec;
-	char shown[BW_ESC_CAP];
-
-	if (op->rc == 0 && cl == NULL)
-		op->rc = BW_ENOTFOUND;
-	if (op->rc == 0) {
-		memset(&rec, 0, sizeof(rec));
-		memcpy(rec.client_id, op->id, BW_ID_LEN);
-		snprintf(rec.file_name, sizeof(rec.file_name), "%s", op->name);
-		snprintf(rec.path_name, sizeof(rec.path_name), "%s", op->path);
-		rec.verified = 1;
-		op->rc = bw_registry_set_file(reg, cl, op->path, &rec, op->size,
-					      0);
-		if (op->rc != 0) {
-			/* the row still names the pending file: undo */
-			(void)linkat(op->dir_fd, op->stored, op->v->pending_fd,
-				     op->pend_name, 0);
-			restore_backup(op->dir_fd, op->stored,
-				       op->v->incoming_fd, op->backup);
-		}
-	}
-	bw_escape_display(op->path, shown, sizeof(shown));
-	if (op->rc == 0) {
-		bw_info("c%llu 1029 %s verified: the replacement is now "
-			"current",
-			ULL(op->c->id), shown);
-		unlink_later(op->v, op->v->incoming_fd, op->backup);
-	} else {
-		bw_error("c%llu 1029 %s: the replacement could not be put in "
-			 "place: %s",
-			 ULL(op->c->id), shown, bw_strerror(op->rc));
-	}
-	crc_finish(op, op->rc == 0 ? BW_VAULT_RESP_ACK : BW_VAULT_RESP_ERROR);
-}
-
-/* Drops the pending replacement of f (a 1030 or 1031 for it). */
-static int
-drop_pending(struct crc_op *op, struct bw_client *cl, struct bw_file *f)
-{
-	struct bw_registry *reg = op->v->reg;
-	struct bw_file_rec rec;
-	char old[BW_PATH_CAP];
-	int rc;
-
-	bw_registry_file_rec(f, &rec);
-	snprintf(old, sizeof(old), "%s", rec.pending_path);
-	rec.pending_name[0] = rec.pending_path[0] = '\0';
-	if ((rc = bw_registry_set_file(reg, cl, op->path, &rec, f->size, 0)) !=
-	    0)
-		return rc;
-	if (strncmp(old, PENDING_DIR, strlen(PENDING_DIR)) == 0)
-		unlink_later(op->v, op->v->pending_fd,
-			     old + strlen(PENDING_DIR));
-	return 0;
-}
-
-static void
-crc_locked(struct vwait *w)
-{
-	struct crc_op *op =
-		(struct crc_op *)((char *)w - offsetof(struct crc_op, wait));
-	struct bw_vault *v = op->v;
-	struct bw_registry *reg = v->reg;
-	struct bw_client *cl = bw_registry_by_id(reg, op->id);
-	struct bw_file *f, *pf;
-	struct bw_file_rec rec;
-	char shown[BW_ESC_CAP];
-	int pending, rc;
-
-	op->locked = 1;
-	if (cl == NULL || bw_conn_dead(op->c)) {
-		crc_finish(op, 0);
-		return;
-	}
-	f = bw_registry_file(reg, cl, op->name);
-	pf = bw_registry_file_at(reg, cl, op->path);
-	pending = pf != NULL && pf->pending_path[0] != '\0' &&
-		  strcmp(pf->pending_name, op->name) == 0 &&
-		  strncmp(pf->pending_path, PENDING_DIR, strlen(PENDING_DIR)) ==
-			  0;
-	bw_escape_display(op->path, shown, sizeof(shown));
-	if (op->code == BW_VAULT_REQ_CRC_OK && pending) {
-		snprintf(op->pend_name, sizeof(op->pend_name), "%s",
-			 pf->pending_path + strlen(PENDING_DIR));
-		op->size = pf->pending_size;
-		vault_tmp_name(op->v, ".old-", op->backup);
-		/* op->rc belongs to the worker once submitted: the submit's
-		 * own result goes elsewhere */
-		if ((rc = vault_client_dir(op->v, op->id, &op->dir_fd)) != 0 ||
-		    (rc = bw_loop_submit(v->eng->loop, swap_work, swap_done,
-					 op)) != 0) {
-			op->rc = rc;
-			crc_finish(op, BW_VAULT_RESP_ERROR);
-		}
-		return;
-	}
-	if (op->code == BW_VAULT_REQ_CRC_OK) {
-		if (f == NULL) {
-			crc_finish(op, BW_VAULT_RESP_ERROR);
-			return;
-		}
-		if (!f->verified) {
-			/* set_file frees f: nothing of it may be passed by
-			 * reference */
-			bw_registry_file_rec(f, &rec);
-			rec.verified = 1;
-			op->rc = bw_registry_set_file(reg, cl, rec.path_name,
-						      &rec, f->size,
-						      f->pending_size);
-		}
-		if (op->rc == 0)
-			bw_info("c%llu 1029 %s verified", ULL(op->c->id),
-				shown);
-		crc_finish(op, op->rc == 0 ? BW_VAULT_RESP_ACK
-					   : BW_VAULT_RESP_ERROR);
-		return;
-	}
-	if (pending)
-		op->rc = drop_pending(op, cl, pf);
-	bw_info("c%llu %u %s CRC mismatch, %s%s", ULL(op->c->id), op->code,
-		shown,
-		op->code == BW_VAULT_REQ_CRC_RETRY ? "resend follows"
-						   : "client gave up",
-		pending ? "; its replacement was discarded" : "");
-	if (op->code == BW_VAULT_REQ_CRC_FAIL &&
-	    (f = bw_registry_file(reg, cl, op->name)) != NULL)
-		f->acked_s = 0;
-	crc_finish(op,
-		   op->code == BW_VAULT_REQ_CRC_FAIL ? BW_VAULT_RESP_ACK : 0);
-}
-
-int
-vault_crc_request(struct bw_conn *c, struct bw_vault *v, uint16_t code,
-		  struct bw_client *cl, const char *name)
-{
-	struct vault_conn *vc = VC(c);
-	char hex[2 * BW_ID_LEN + 1];
-	struct crc_op *op;
-	int rc;
-
-	if ((op = calloc(1, sizeof(*op))) == NULL)
-		return bw_frame_error(c, bw_strerror(BW_ENOMEM));
-	op->v = v;
-	op->c = c;
-	op->code = code;
-	op->dir_fd = -1;
-	memcpy(op->id, cl->id, BW_ID_LEN);
-	snprintf(op->name, sizeof(op->name), "%s", name);
-	bw_hex_encode(cl->id, BW_ID_LEN, hex);
-	if (bw_file_name_sanitize(name, op->stored) != 0 ||
-	    snprintf(op->path, sizeof(op->path), "files/%s/%s", hex,
-		     op->stored) >= (int)sizeof(op->path)) {
-		/* no such stored file can exist */
-		free(op);
-		if (code == BW_VAULT_REQ_CRC_RETRY)
-			return 0;
-		if (code == BW_VAULT_REQ_CRC_FAIL)
-			return bw_frame_reply(c, BW_VAULT_RESP_ACK, cl->id,
-					      BW_ID_LEN);
-		return bw_frame_error(c, "no such file");
-	}
-	bw_conn_hold(c);
-	vc->op = op;
-	vc->st = V_CRC;
-	bw_frame_wait(c);
-	op->wait.run = crc_locked;
-	rc = vault_lock(op->v, op->path, &op->wait);
-	if (rc == 1) {
-		crc_locked(&op->wait);
-	} else if (rc < 0) {
-		op->rc = rc;
-		crc_finish(op, BW_VAULT_RESP_ERROR);
-	}
-	return 0;
 }

@@ -18,8 +18,6 @@
 #include "bulwark/util.h"
 #include "svc/vault/vault_int.h"
 
-#define PENDING_DIR "files/.pending/"
-
 /* Opens dir/name as a directory, creating it (mode 0700) if absent, never
  * through a symbolic link. */
 static int

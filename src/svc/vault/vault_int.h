@@ -22,6 +22,7 @@
  * gets its 2107 in step; a larger one is answered at once and closed. */
 #define SWALLOW_MAX  (1024u * 1024u)
 #define TMP_NAME_CAP 64
+#define PENDING_DIR  "files/.pending/"
 
 #define ULL(x) ((unsigned long long)(x))
 
@@ -139,9 +140,21 @@ void vault_upload_done(struct upload *u);
  * is called when the path is released); BW_ENOMEM. */
 int vault_lock(struct bw_vault *v, const char *path, struct vwait *w);
 void vault_unlock(struct bw_vault *v, const char *path);
+/* Removes dfd/name on a worker (freeing a big file's blocks takes time),
+ * or here if that cannot be arranged. "" does nothing. */
+void vault_unlink_later(struct bw_vault *v, int dfd, const char *name);
+/* Keeps dir/stored alive as incoming/backup (a hard link): a replacement
+ * can be undone. 0 ("" in backup if there was no file) or -errno. */
+int vault_keep_backup(int dir_fd, const char *stored, int incoming_fd,
+		      char *backup);
+/* Puts the backup (or nothing) back at dir/stored, logging a failure. */
+void vault_restore_backup(int dir_fd, const char *stored, int incoming_fd,
+			  const char *backup);
+/* Drops the hold a commit or an op had on c and lets c go on. */
+void vault_release_and_resume(struct bw_conn *c);
 /* The whole body is in and written: commits it, replies 2103 or 2107. */
 void vault_commit(struct bw_conn *c, struct upload *u);
-/* 1029, 1030 or 1031 for name from cl. */
+/* verify.c: 1029, 1030 or 1031 for name from cl. */
 int vault_crc_request(struct bw_conn *c, struct bw_vault *v, uint16_t code,
 		      struct bw_client *cl, const char *name);
 

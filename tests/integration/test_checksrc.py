@@ -1,0 +1,54 @@
+"""tools/checksrc enforces what the compiler does not: each planted
+violation, in a copy of the tree, must fail it with the rule's message."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+import vaultenv as env
+
+RULES = [
+    ("src/proto/frame.c", '#include "svc/engine.h"', "a codec includes a service"),
+    ("src/cli/common.c", '#include "svc/frame.h"', "a client includes a service"),
+    ("src/svc/engine.c", '#include "svc/vault/vault.h"', "the engine includes a service"),
+    ("src/svc/console/console.c", '#include "svc/vault/vault.h"',
+     "service console includes the daemon or another service"),
+    ("src/svc/vault/vault.c", '#include "svc/daemon.h"',
+     "service vault includes the daemon or another service"),
+    ("src/core/buf.c", '#include "proto/frame.h"', "core includes a layer above it"),
+    ("src/svc/frame.c", "#include <sqlite3.h>", "SQLite included outside"),
+    ("src/cli/common.c", "#include <openssl/evp.h>", "OpenSSL included outside"),
+    ("src/core/util.c", "static void f(char *d) { strcpy(d, \"x\"); }", "banned call"),
+]
+
+
+@pytest.fixture
+def tree(tmp_path):
+    for d in ("src", "include", "tools"):
+        shutil.copytree(env.REPO / d, tmp_path / d)
+    shutil.copy(env.REPO / ".clang-format", tmp_path / ".clang-format")
+    return tmp_path
+
+
+def run(tree):
+    env_ = dict(os.environ, CHECKSRC_SKIP_FORMAT="1")
+    return subprocess.run(["sh", str(tree / "tools" / "checksrc")], cwd=tree,
+                          capture_output=True, text=True, timeout=120, env=env_)
+
+
+def test_the_tree_as_it_is_passes(tree):
+    r = run(tree)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("path,line,message", RULES)
+def test_each_planted_violation_fails(tree, path, line, message):
+    f = tree / path
+    text = f.read_text()
+    head, _, rest = text.partition("\n#include")
+    f.write_text(head + "\n" + line + "\n#include" + rest)
+    r = run(tree)
+    assert r.returncode != 0
+    assert message in r.stderr, r.stderr
