@@ -552,7 +552,8 @@ def scenario_crc(ctx, res):
     exe = ctx.tmp / "crc_speed"
     run_quiet(["cc", "-std=c17", "-O3", "-D_GNU_SOURCE", "-I", ctx.repo / "include",
                "-I", ctx.repo / "src", ctx.repo / "bench" / "crc_speed.c",
-               ctx.repo / "src" / "core" / "crc.c", "-o", exe], 120, "compiling bench/crc_speed.c")
+               ctx.repo / "src" / "core" / "crc.c",
+               ctx.repo / "src" / "core" / "crc_table.c", "-o", exe], 120, "compiling bench/crc_speed.c")
     out = run_quiet([exe], 120, "crc_speed")
     res["crc_text"] = out.rstrip()
     for line in out.splitlines():
