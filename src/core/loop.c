@@ -173,6 +173,7 @@ bw_loop_free(struct bw_loop *l)
 	pthread_mutex_unlock(&l->mu);
 	for (i = 0; i < l->workers; i++)
 		pthread_join(l->threads[i], NULL);
+	l->workers = 0; /* a job submitted from here on fails: no one runs it */
 	run_done(l);
 	while ((j = l->deferred) != NULL) {
 		if ((l->deferred = j->next) == NULL)
