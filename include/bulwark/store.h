@@ -84,4 +84,58 @@ int bw_store_file_set_verified(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 int bw_store_file_delete(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 			 const char *file_name) BW_WUR;
 
+/* ---- transactions and durability ----
+ * Commits do not sync (WAL, synchronous=NORMAL): a caller that promises
+ * durability fsyncs the descriptor bw_store_sync_fd gives (the WAL), off
+ * the loop thread, after its commit. */
+int bw_store_begin(struct bw_store *s) BW_WUR;
+/* Commits, or rolls back and returns the error. */
+int bw_store_commit(struct bw_store *s) BW_WUR;
+/* The descriptor whose fsync makes every commit so far durable; owned by
+ * the store (valid until bw_store_close). */
+int bw_store_sync_fd(struct bw_store *s, int *fd) BW_WUR;
+
+/* ---- messages ---- */
+
+struct bw_msg_rec {
+	int64_t id; /* set by insert */
+	uint8_t to[BW_ID_LEN];
+	uint8_t from[BW_ID_LEN];
+	unsigned type;
+	uint64_t size;		/* content bytes */
+	const uint8_t *content; /* inline content, or NULL */
+	char path[BW_PATH_CAP]; /* or its file, relative to the data dir */
+};
+
+/* Inserts m with a fresh id (never one used before, also after deletes)
+ * and sets m->id. Inside bw_store_begin/commit, so ids and rows commit
+ * together. */
+int bw_store_msg_insert(struct bw_store *s, struct bw_msg_rec *m) BW_WUR;
+typedef int (*bw_store_msg_cb)(void *arg, const struct bw_msg_rec *m);
+/* to's messages with after < id <= upto (upto 0: no bound), in id order,
+ * at most limit (0: no limit). With content set, m->content points at an
+ * inline content, valid during the call. A non-zero return from cb stops
+ * the walk (and is not an error). */
+int bw_store_msg_each(struct bw_store *s, const uint8_t to[BW_ID_LEN],
+		      int64_t after, int64_t upto, unsigned limit, int content,
+		      bw_store_msg_cb cb, void *arg) BW_WUR;
+/* Deletes to's messages with id <= upto, in one transaction, and reports
+ * how many and their content bytes; path_cb gets each content file's path
+ * once the deletion is committed (to remove the file). */
+int bw_store_msg_delete(struct bw_store *s, const uint8_t to[BW_ID_LEN],
+			int64_t upto, int (*path_cb)(void *, const char *),
+			void *arg, uint64_t *n, uint64_t *bytes) BW_WUR;
+/* Per recipient: messages and content bytes waiting. */
+int bw_store_msg_totals(struct bw_store *s,
+			int (*cb)(void *arg, const uint8_t to[BW_ID_LEN],
+				  uint64_t n, uint64_t bytes),
+			void *arg) BW_WUR;
+/* Every message whose content is a file: cb(arg, id, path); a non-zero
+ * return stops. */
+int bw_store_msg_files(struct bw_store *s,
+		       int (*cb)(void *arg, int64_t id, const char *path),
+		       void *arg) BW_WUR;
+/* Removes one message (its content file is the caller's). */
+int bw_store_msg_drop(struct bw_store *s, int64_t id) BW_WUR;
+
 #endif

@@ -18,13 +18,16 @@ usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: bulwarkd [OPTION]...\n"
-		"Bulwark daemon: the file vault (and messenger) on one port, "
+		"Bulwark daemon: the file vault and the messenger on one port, "
 		"and the\noperator console on 127.0.0.1.\n\n"
 		"  -d, --data-dir DIR       data directory (default: the "
 		"current directory):\n"
-		"                           defensive.db, files/, port.info\n"
-		"  -p, --port N             vault port (default: port.info, "
-		"else 1357; 0 = any)\n"
+		"                           defensive.db, files/, messages/, "
+		"port.info\n"
+		"  -p, --port N             the vault's and messenger's port "
+		"(default:\n"
+		"                           port.info and myport.info, else "
+		"1357; 0 = any)\n"
 		"  -l, --listen ADDR        vault address (default 0.0.0.0)\n"
 		"      --max-conns N        simultaneous vault connections "
 		"(default 16000)\n"
@@ -71,6 +74,17 @@ usage(FILE *f)
 		"                           BULWARK_CONSOLE_SECRET in the "
 		"environment also\n"
 		"                           sets it (the options win)\n"
+		"      --max-message-size N  largest message content in bytes "
+		"(default\n"
+		"                           1073741824)\n"
+		"      --max-queued N       messages waiting for one recipient "
+		"(default 100000)\n"
+		"      --max-queued-bytes N  their content bytes (default "
+		"4294967296)\n"
+		"      --pull-cap N         largest answer to a pull (2104) "
+		"in bytes\n"
+		"                           (default 67108864; one larger "
+		"message goes alone)\n"
 		"      --no-console         do not start the console\n"
 		"      --log-level LEVEL    debug, info, warn or error "
 		"(default info)\n"
@@ -101,6 +115,10 @@ enum {
 	OPT_REG_PER_MIN,
 	OPT_MAX_CLIENTS,
 	OPT_CONSOLE_SECRET_FILE,
+	OPT_MAX_MESSAGE,
+	OPT_MAX_QUEUED,
+	OPT_MAX_QUEUED_BYTES,
+	OPT_PULL_CAP,
 };
 
 static uint64_t
@@ -157,29 +175,40 @@ secret_file(char *dst, size_t cap, const char *path)
 	free(text);
 }
 
-/* port.info (or myport.info): a port number, white space ignored. */
+/* port.info (the vault's) and myport.info (the messenger's): a port number
+ * each, white space ignored. The first valid one is the shared port; a
+ * second, different one is listened on too (*second, else 0). */
 static uint16_t
-port_from_files(const char *dir)
+port_from_files(const char *dir, uint16_t *second)
 {
 	static const char *names[] = {"port.info", "myport.info"};
 	char path[4200], *text = NULL;
-	size_t len, i;
+	uint16_t found[2] = {0, 0};
+	size_t len, i, n = 0;
 	uint64_t port;
 
+	*second = 0;
 	for (i = 0; i < 2; i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
 		if (bw_read_small_file(path, 64, &text, &len) != 0)
 			continue;
-		if (bw_parse_u64(text, 1, 65535, &port) == 0) {
-			free(text);
-			return (uint16_t)port;
-		}
+		if (bw_parse_u64(text, 1, 65535, &port) == 0)
+			found[n++] = (uint16_t)port;
+		else
+			bw_warn("%s does not hold a port number; ignored",
+				path);
 		free(text);
-		bw_warn("%s does not hold a port number; using 1357", path);
+		text = NULL;
+	}
+	if (n == 0) {
+		bw_warn("no port.info or myport.info in %s; using port "
+			"1357",
+			dir);
 		return 1357;
 	}
-	bw_warn("no port.info in %s; using port 1357", dir);
-	return 1357;
+	if (n == 2 && found[1] != found[0])
+		*second = found[1];
+	return found[0];
 }
 
 int
@@ -210,6 +239,11 @@ main(int argc, char **argv)
 		{"max-clients", required_argument, NULL, OPT_MAX_CLIENTS},
 		{"console-secret-file", required_argument, NULL,
 		 OPT_CONSOLE_SECRET_FILE},
+		{"max-message-size", required_argument, NULL, OPT_MAX_MESSAGE},
+		{"max-queued", required_argument, NULL, OPT_MAX_QUEUED},
+		{"max-queued-bytes", required_argument, NULL,
+		 OPT_MAX_QUEUED_BYTES},
+		{"pull-cap", required_argument, NULL, OPT_PULL_CAP},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
@@ -309,6 +343,24 @@ main(int argc, char **argv)
 			cfg.max_clients =
 				num_arg("--max-clients", optarg, 1, UINT32_MAX);
 			break;
+		case OPT_MAX_MESSAGE:
+			cfg.msg.max_content =
+				num_arg("--max-message-size", optarg, 0,
+					0xFFFFFFFFu - 21u);
+			break;
+		case OPT_MAX_QUEUED:
+			cfg.msg.max_queued_n =
+				num_arg("--max-queued", optarg, 1, UINT32_MAX);
+			break;
+		case OPT_MAX_QUEUED_BYTES:
+			cfg.msg.max_queued_bytes =
+				num_arg("--max-queued-bytes", optarg, 1,
+					UINT64_MAX / 2);
+			break;
+		case OPT_PULL_CAP:
+			cfg.msg.pull_cap = num_arg("--pull-cap", optarg, 1024,
+						   0xFFFFFFFFu);
+			break;
 		case OPT_CONSOLE_SECRET_FILE:
 			secret_file(cfg.console.secret,
 				    sizeof(cfg.console.secret), optarg);
@@ -348,7 +400,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	if (!port_set)
-		cfg.port.port = port_from_files(cfg.data_dir);
+		cfg.port.port = port_from_files(cfg.data_dir, &cfg.port2);
 	if (!secret_set && (env = getenv("BULWARK_CONSOLE_SECRET")) != NULL &&
 	    env[0] != '\0')
 		copy_arg(cfg.console.secret, sizeof(cfg.console.secret),

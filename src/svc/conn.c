@@ -388,6 +388,8 @@ conn_linger_read(struct bw_conn *c)
 	}
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
+	if (n == 0)
+		c->flags |= BW_CONN_EOF;
 	engine_conn_kill(c, NULL);
 }
 
@@ -412,7 +414,7 @@ conn_read(struct bw_conn *c)
 	}
 	if (n == 0) {
 		/* Serve what arrived, then close once replies are out. */
-		c->flags |= BW_CONN_CLOSING;
+		c->flags |= BW_CONN_CLOSING | BW_CONN_EOF;
 		conn_input(c);
 		if (!(c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)) &&
 		    c->out.len == 0 && c->refs == 0)

@@ -28,10 +28,11 @@ bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg)
 	cfg->max_clients = 1000000;
 	cfg->max_reg_per_min = 1000;
 	snprintf(cfg->port.addr, sizeof(cfg->port.addr), "0.0.0.0");
-	snprintf(cfg->port.name, sizeof(cfg->port.name), "vault");
+	snprintf(cfg->port.name, sizeof(cfg->port.name), "shared");
 	cfg->port.port = 1357;
 	cfg->port.max_conns = 16000;
 	bw_vault_cfg_defaults(&cfg->vault);
+	bw_msg_cfg_defaults(&cfg->msg);
 	cfg->console_enabled = 1;
 	snprintf(cfg->console_listen.addr, sizeof(cfg->console_listen.addr),
 		 "127.0.0.1");
@@ -46,6 +47,7 @@ all_stats(const void *arg, bw_stat_emit emit, void *emit_arg)
 	const struct bw_daemon *d = arg;
 
 	bw_vault_stats(d->vault, emit, emit_arg);
+	bw_msg_stats(d->msg, emit, emit_arg);
 }
 
 /* The limits that follow from the daemon-wide timeouts. */
@@ -63,11 +65,33 @@ derive(struct bw_daemon_cfg *cfg)
 	snprintf(cfg->vault.data_dir, sizeof(cfg->vault.data_dir), "%s",
 		 cfg->data_dir);
 	cfg->vault.window_ms = cfg->timeout_ms;
+	snprintf(cfg->msg.data_dir, sizeof(cfg->msg.data_dir), "%s",
+		 cfg->data_dir);
+	cfg->msg.window_ms = cfg->timeout_ms;
+	cfg->msg.min_rate = cfg->vault.min_rate;
 	cfg->console_listen.in_max = CONSOLE_IN_MAX;
 	cfg->console_listen.out_max = CONSOLE_OUT_MAX;
 	cfg->console_listen.idle_ms = console_idle;
 	cfg->console_listen.request_ms = cfg->request_timeout_ms;
 	cfg->console_listen.evict_idle = 1;
+}
+
+/* The shared port on port: one listener serving both tables. */
+static int
+listen_shared(struct bw_daemon *d, uint16_t port)
+{
+	struct bw_listen_cfg lc = d->cfg.port;
+	struct bw_listener *l;
+	int rc;
+
+	lc.port = port;
+	if ((rc = bw_engine_listen(&d->eng, &bw_frame_service, d->frame, &lc,
+				   &l)) != 0)
+		return rc;
+	/* one line per service, as operators and scripts look for them */
+	bw_info("vault listening on %s:%u", lc.addr, l->port);
+	bw_info("messenger listening on %s:%u", lc.addr, l->port);
+	return 0;
 }
 
 int
@@ -100,10 +124,15 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg)
 		(unsigned long long)d->reg.files_n, path);
 	if ((rc = bw_vault_open(&d->vault, &d->cfg.vault, &d->eng, &d->reg)) !=
 		    0 ||
+	    (rc = bw_msg_open(&d->msg, &d->cfg.msg, &d->eng, &d->reg,
+			      d->store)) != 0 ||
 	    (rc = bw_frame_new(&d->frame)) != 0 ||
 	    (rc = bw_frame_add(d->frame, &bw_vault_proto, d->vault)) != 0 ||
-	    (rc = bw_engine_listen(&d->eng, &bw_frame_service, d->frame,
-				   &d->cfg.port, NULL)) != 0)
+	    (rc = bw_frame_add(d->frame, &bw_msg_proto, d->msg)) != 0 ||
+	    (rc = listen_shared(d, d->cfg.port.port)) != 0)
+		return rc;
+	if (d->cfg.port2 != 0 && d->cfg.port2 != d->cfg.port.port &&
+	    (rc = listen_shared(d, d->cfg.port2)) != 0)
 		return rc;
 	if (!d->cfg.console_enabled)
 		return 0;
@@ -132,6 +161,8 @@ bw_daemon_close(struct bw_daemon *d)
 	d->console = NULL;
 	bw_vault_close(d->vault);
 	d->vault = NULL;
+	bw_msg_close(d->msg);
+	d->msg = NULL;
 	bw_frame_free(d->frame);
 	d->frame = NULL;
 	if (d->reg_open)

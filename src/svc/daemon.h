@@ -1,8 +1,9 @@
 /* The daemon: what bulwarkd opens and which service listens where. It owns
  * the data directory's database and the registry over it, builds each
  * service's instance from its configuration, and puts the services on the
- * engine's listeners: the vault's table on the shared port, the console on
- * its own.
+ * engine's listeners: the vault's and the messenger's tables on the shared
+ * port (on a second one too when port.info and myport.info differ), the
+ * console on its own.
  */
 #ifndef BULWARK_SVC_DAEMON_H
 #define BULWARK_SVC_DAEMON_H
@@ -13,6 +14,7 @@
 #include "svc/console/console.h"
 #include "svc/engine.h"
 #include "svc/frame.h"
+#include "svc/msg/msg.h"
 #include "svc/registry.h"
 #include "svc/vault/vault.h"
 
@@ -23,8 +25,10 @@ struct bw_daemon_cfg {
 	unsigned request_timeout_ms; /* a request must be in within this */
 	uint64_t max_clients;	     /* registered clients in all */
 	unsigned max_reg_per_min;    /* registrations a minute per address */
-	struct bw_listen_cfg port;   /* the shared port (vault) */
+	struct bw_listen_cfg port;   /* the shared port (vault, messenger) */
+	uint16_t port2;		     /* a second one (0: none) */
 	struct bw_vault_cfg vault;
+	struct bw_msg_cfg msg;
 	int console_enabled;
 	struct bw_listen_cfg console_listen;
 	struct bw_console_cfg console;
@@ -38,6 +42,7 @@ struct bw_daemon {
 	int reg_open;
 	struct bw_frame *frame;
 	struct bw_vault *vault;
+	struct bw_msg *msg;
 	struct bw_console *console;
 	int64_t started_s;
 };

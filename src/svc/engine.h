@@ -77,13 +77,14 @@ struct bw_listener {
 };
 
 enum {
-	BW_CONN_CLOSING = 1u, /* close once output is flushed */
-	BW_CONN_PAUSED = 2u,  /* do not read input */
-	BW_CONN_LINGER = 4u,  /* write side shut; draining input */
-	BW_CONN_DEAD = 8u,    /* closed; freed when no job holds it */
-	BW_CONN_FAILED = 16u, /* no more I/O: closed after this callback */
-	BW_CONN_QUEUED = 32u, /* on the engine's list of output to flush */
-	BW_CONN_BLOCKED = 64u /* the socket took less than was queued */
+	BW_CONN_CLOSING = 1u,  /* close once output is flushed */
+	BW_CONN_PAUSED = 2u,   /* do not read input */
+	BW_CONN_LINGER = 4u,   /* write side shut; draining input */
+	BW_CONN_DEAD = 8u,     /* closed; freed when no job holds it */
+	BW_CONN_FAILED = 16u,  /* no more I/O: closed after this callback */
+	BW_CONN_QUEUED = 32u,  /* on the engine's list of output to flush */
+	BW_CONN_BLOCKED = 64u, /* the socket took less than was queued */
+	BW_CONN_EOF = 128u     /* the peer closed in order (read its FIN) */
 };
 
 struct bw_conn {

@@ -279,6 +279,28 @@ bw_frame_body_end(struct bw_conn *c)
 
 /* --- the state machine -------------------------------------------------- */
 
+enum hook { NEXT, DRAINED };
+
+/* Tells every protocol that keeps state on c. */
+static void
+each_state(struct bw_conn *c, enum hook h)
+{
+	struct frame_conn *fc = FC(c);
+	const struct bw_frame *f = bw_conn_inst(c);
+	const struct bw_frame_proto *p;
+	unsigned i;
+
+	for (i = 0; i < f->n && !bw_conn_dead(c); i++) {
+		p = f->p[i];
+		if (fc->state[i] == NULL)
+			continue;
+		if (h == NEXT && p->on_next != NULL)
+			p->on_next(c, f->ctx[i], fc->state[i]);
+		else if (h == DRAINED && p->on_drained != NULL)
+			p->on_drained(c, f->ctx[i], fc->state[i]);
+	}
+}
+
 static const struct bw_frame_route *
 find_route(const struct bw_frame *f, uint16_t code, unsigned *pi)
 {
@@ -323,6 +345,7 @@ on_header(struct bw_conn *c)
 	if (bw_req_hdr_decode(bw_buf_head(&c->in), c->in.len, &r->hdr) < 0)
 		return 0;
 	bw_buf_consume(&c->in, BW_REQ_HDR_LEN);
+	each_state(c, NEXT);
 	if ((r->route = find_route(f, r->hdr.code, &pi)) == NULL) {
 		r->proto = owner_of(c, r->hdr.code);
 		return bw_frame_fail(c, "unknown request code");
@@ -432,6 +455,13 @@ frame_input(struct bw_conn *c)
 	return rc;
 }
 
+static void
+frame_drained(struct bw_conn *c)
+{
+	if (FC(c) != NULL)
+		each_state(c, DRAINED);
+}
+
 static int
 frame_open(struct bw_conn *c)
 {
@@ -503,6 +533,7 @@ const struct bw_service bw_frame_service = {
 	.name = "frame",
 	.on_open = frame_open,
 	.on_input = frame_input,
+	.on_drained = frame_drained,
 	.on_close = frame_close,
 	.busy = frame_busy,
 	.draining = frame_draining,

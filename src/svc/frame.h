@@ -53,8 +53,14 @@ struct bw_frame_proto {
 	const struct bw_frame_route *routes;
 	size_t routes_n;
 	size_t state_size; /* per-connection state, zeroed at first use */
+	/* A request header arrived on c (any protocol's): the client has
+	 * read what came before it. May be NULL. */
+	void (*on_next)(struct bw_conn *c, void *ctx, void *state);
+	/* Output queued earlier has all been written. May be NULL. */
+	void (*on_drained)(struct bw_conn *c, void *ctx, void *state);
 	/* The connection closes: release what the state holds (not the
-	 * state itself). May be NULL. */
+	 * state itself). c->flags tells how (BW_CONN_EOF: the peer's
+	 * orderly close). May be NULL. */
 	void (*on_close)(struct bw_conn *c, void *ctx, void *state);
 	/* 1 while this protocol has work in progress on c. May be NULL. */
 	int (*busy)(const struct bw_conn *c, const void *state);

@@ -31,6 +31,11 @@ index_client(struct bw_registry *r, struct bw_client *c)
 		return rc;
 	}
 	r->clients_n++;
+	if (r->last_added != NULL)
+		r->last_added->added_next = c;
+	else
+		r->first_added = c;
+	r->last_added = c;
 	return 0;
 }
 
@@ -246,6 +251,7 @@ bw_registry_add(struct bw_registry *r, const char *name, const uint8_t *pubkey,
 	snprintf(rec.name, sizeof(rec.name), "%s", name);
 	if (pubkey != NULL) {
 		rec.has_pubkey = 1;
+		rec.key_used = 1;
 		memcpy(rec.pubkey, pubkey, BW_RSA_PUB_LEN);
 	}
 	rec.last_seen = bw_time_s();
@@ -266,6 +272,7 @@ bw_registry_add(struct bw_registry *r, const char *name, const uint8_t *pubkey,
 	memcpy(c->id, rec.id, BW_ID_LEN);
 	memcpy(c->name, rec.name, sizeof(c->name));
 	c->has_pubkey = rec.has_pubkey;
+	c->key_used = rec.key_used;
 	memcpy(c->pubkey, rec.pubkey, sizeof(c->pubkey));
 	c->last_seen = rec.last_seen;
 	if ((rc = index_client(r, c)) != 0) {

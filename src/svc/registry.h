@@ -27,6 +27,13 @@ struct bw_client {
 	unsigned key_failures; /* decryption failures with aes_key */
 	struct bw_file *files; /* this client's files, newest first */
 	unsigned files_n;
+	/* the messenger's: messages waiting for this client, and the pull
+	 * in progress (owned by src/svc/msg/) */
+	uint64_t queued_n, queued_bytes;
+	void *pull;
+	/* in the order clients were added (never removed while running):
+	 * a listing can walk it across loop passes */
+	struct bw_client *added_next;
 };
 
 struct bw_file {
@@ -50,6 +57,7 @@ struct bw_registry {
 	char *data_dir;
 	struct bw_hash by_id, by_name, files;
 	uint64_t clients_n, files_n, bytes_stored;
+	struct bw_client *first_added, *last_added;
 	/* registration limits (bw_registry_admit), shared by every protocol
 	 * that registers clients; set after open */
 	uint64_t max_clients;	  /* registered clients in all */
@@ -72,7 +80,8 @@ struct bw_client *bw_registry_by_name(const struct bw_registry *r,
 int bw_registry_admit(struct bw_registry *r, struct bw_addr *addr,
 		      uint64_t now_ms, const char **why) BW_WUR;
 /* Registers name with a fresh random id; BW_EEXIST if the name is taken. The
- * client is in the database when this returns 0. */
+ * client is in the database when this returns 0 (committed, not yet synced:
+ * see svc/durable.h). A public key given here is in use from the start. */
 int bw_registry_add(struct bw_registry *r, const char *name,
 		    const uint8_t *pubkey, struct bw_client **out) BW_WUR;
 /* Stores the key state: a new public key if pubkey is not NULL, the AES key

@@ -207,7 +207,7 @@ def stat_fields(text):
 
 
 def connections(stat):
-    """{'vault': 0, 'console': 1} from a STAT reply."""
+    """{"shared": 0, "console": 1} from a STAT reply."""
     out = {}
     for part in stat_fields(stat)["connections"].split(","):
         name, n = part.split()
@@ -282,7 +282,7 @@ def test_stat_reports_the_live_daemon(csrv):
         s = c.ask("STAT")
     f = stat_fields(s)
     assert re.match(r"\d+d \d\dh \d\dm \d\ds \(\d+ s, since ", f["uptime"])
-    assert connections(s) == {"vault": 0, "console": 1}
+    assert connections(s) == {"shared": 0, "console": 1}
     assert f["clients"] == "0" and f["files"] == "0" and f["bytes stored"] == "0"
     assert f["uploads in progress"] == "0"
     assert f["bytes received by uploads in progress"] == "0"
@@ -393,7 +393,7 @@ def test_stat_shows_an_upload_in_progress(csrv):
             got = env.wait_for(in_progress, timeout=5)
             assert got, c.ask("STAT")
             assert 0 < got <= sent_plain
-            assert connections(c.ask("STAT")) == {"vault": 1, "console": 1}
+            assert connections(c.ask("STAT")) == {"shared": 1, "console": 1}
         # the body stops: the client goes away mid-upload
     with csrv.console() as c:
         c.hello()
@@ -657,7 +657,7 @@ def test_c_client_through_a_pipe(csrv, client_bin):
     assert lines[0] == "bulwarkd 3: TIME NAME RAND STAT USRS FILS EXIT"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", lines[1])
     assert lines[2].startswith("uptime: ")
-    assert "connections: vault 0, console 1" in out
+    assert "connections: shared 0, console 1" in out
     assert lines[-1] == "bye"  # end of input sends EXIT
 
 

@@ -64,6 +64,10 @@ bw_store_client_insert(struct bw_store *s, const struct bw_client_rec *c)
 	    (rc = store_bind_blob(st, 5, c->has_aes ? c->aes_key : NULL,
 				  BW_AES_KEY_LEN)) != 0)
 		goto out;
+	if (sqlite3_bind_int(st, 6, c->key_used != 0) != SQLITE_OK) {
+		rc = BW_EDB;
+		goto out;
+	}
 	if (sqlite3_step(st) != SQLITE_DONE) {
 		ext = sqlite3_extended_errcode(s->db);
 		if (ext == SQLITE_CONSTRAINT_UNIQUE ||

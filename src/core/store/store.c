@@ -49,18 +49,54 @@ static const char *const fixed_sql[ST_N] = {
 	[ST_FILE_INSERT] = "INSERT INTO files(ID, FileName, PathName, "
 			   "Verified, PendingName, PendingPath) "
 			   "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+	[ST_MSG_INSERT] = "INSERT INTO messages(ID, ToClient, FromClient, "
+			  "Type, Content, ContentSize, ContentPath) "
+			  "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+#define MSG_SIZE "coalesce(ContentSize, length(Content), 0)"
+	[ST_MSG_EACH] = "SELECT ID, FromClient, Type, " MSG_SIZE
+			", ContentPath, NULL FROM messages WHERE ToClient = ?1 "
+			"AND ID > ?2 AND ID <= ?3 ORDER BY ID LIMIT ?4",
+	[ST_MSG_EACH_CONTENT] = "SELECT ID, FromClient, Type, " MSG_SIZE
+				", ContentPath, Content FROM messages WHERE "
+				"ToClient = ?1 AND ID > ?2 AND ID <= ?3 "
+				"ORDER BY ID LIMIT ?4",
+	[ST_MSG_PATHS_UPTO] = "SELECT ContentPath FROM messages WHERE "
+			      "ToClient = ?1 AND ID <= ?2 AND ContentPath IS "
+			      "NOT NULL",
+	[ST_MSG_SUM_UPTO] = "SELECT count(*), coalesce(sum(" MSG_SIZE
+			    "), 0) FROM messages WHERE ToClient = ?1 AND ID <= "
+			    "?2",
+	[ST_MSG_DELETE_UPTO] = "DELETE FROM messages WHERE ToClient = ?1 AND "
+			       "ID <= ?2",
+	[ST_MSG_TOTALS] = "SELECT ToClient, count(*), sum(" MSG_SIZE
+			  ") FROM messages GROUP BY ToClient",
+	[ST_MSG_ALL_PATHS] = "SELECT ID, ContentPath FROM messages WHERE "
+			     "ContentPath IS NOT NULL",
+	[ST_MSG_DROP] = "DELETE FROM messages WHERE ID = ?1",
+	[ST_META_SET] = "INSERT OR REPLACE INTO bulwark_meta(Key, Value) "
+			"VALUES(?1, ?2)",
+#undef MSG_SIZE
 };
 
 static const char schema_sql[] =
+	/* the spec's columns first; ours (also added to older databases by
+	 * migrate()) after them */
 	"CREATE TABLE IF NOT EXISTS clients("
 	"ID BLOB(16) PRIMARY KEY, Name TEXT UNIQUE NOT NULL, "
-	"PublicKey BLOB(160), LastSeen TEXT, AESKey BLOB(16));"
+	"PublicKey BLOB(160), LastSeen TEXT, AESKey BLOB(16), "
+	"KeyIssued INTEGER, KeyUsed INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE IF NOT EXISTS files("
 	"ID BLOB(16) NOT NULL, FileName TEXT NOT NULL, PathName TEXT NOT NULL, "
-	"Verified BOOLEAN NOT NULL DEFAULT 0, PRIMARY KEY(ID, FileName));"
+	"Verified BOOLEAN NOT NULL DEFAULT 0, PendingName TEXT, "
+	"PendingPath TEXT, PRIMARY KEY(ID, FileName));"
 	"CREATE TABLE IF NOT EXISTS messages("
 	"ID INTEGER PRIMARY KEY AUTOINCREMENT, ToClient BLOB(16) NOT NULL, "
-	"FromClient BLOB(16) NOT NULL, Type INTEGER NOT NULL, Content BLOB);";
+	"FromClient BLOB(16) NOT NULL, Type INTEGER NOT NULL, Content BLOB, "
+	"ContentSize INTEGER, ContentPath TEXT);"
+	/* ours: a recipient's queue in id order, and the last message id */
+	"CREATE INDEX IF NOT EXISTS messages_to ON messages(ToClient, ID);"
+	"CREATE TABLE IF NOT EXISTS bulwark_meta(Key TEXT PRIMARY KEY, "
+	"Value INTEGER);";
 
 /* Columns an existing database made elsewhere may lack; added if missing so
  * every statement prepares. Rows already there get NULL (or 0). */
@@ -84,6 +120,11 @@ static const struct {
 	 "ALTER TABLE files ADD COLUMN PendingName TEXT"},
 	{"files", "PendingPath",
 	 "ALTER TABLE files ADD COLUMN PendingPath TEXT"},
+	/* a large message's content lives in a file beside the database */
+	{"messages", "ContentSize",
+	 "ALTER TABLE messages ADD COLUMN ContentSize INTEGER"},
+	{"messages", "ContentPath",
+	 "ALTER TABLE messages ADD COLUMN ContentPath TEXT"},
 };
 
 /* Logs the connection's last error and turns it into an error value. */
@@ -236,6 +277,15 @@ migrate(sqlite3 *db, const char **name_col)
 		return rc;
 	if (!found)
 		goto bad;
+	for (i = 0; i < 4; i++) {
+		static const char *const mcols[] = {"ToClient", "FromClient",
+						    "Type", "Content"};
+
+		if ((rc = has_column(db, "messages", mcols[i], &found)) != 0)
+			return rc;
+		if (!found)
+			goto bad;
+	}
 	*name_col = "Name";
 	if ((rc = has_column(db, "clients", "Name", &found)) != 0)
 		return rc;
@@ -284,7 +334,8 @@ migrate(sqlite3 *db, const char **name_col)
 	}
 	return 0;
 bad:
-	bw_error("store: the clients or files table lacks a required column");
+	bw_error("store: the clients, files or messages table lacks a "
+		 "required column");
 	return BW_EDB;
 }
 
@@ -322,7 +373,7 @@ out:
 static int
 prepare_all(struct bw_store *s, const char *name_col)
 {
-	char load[160], insert[160];
+	char load[160], insert[192];
 	const char *sql;
 	int n, i;
 
@@ -333,8 +384,8 @@ prepare_all(struct bw_store *s, const char *name_col)
 	if (n < 0 || (size_t)n >= sizeof load)
 		return BW_EDB;
 	n = snprintf(insert, sizeof insert,
-		     "INSERT INTO clients(ID, %s, PublicKey, LastSeen, AESKey) "
-		     "VALUES(?1, ?2, ?3, ?4, ?5)",
+		     "INSERT INTO clients(ID, %s, PublicKey, LastSeen, AESKey, "
+		     "KeyUsed) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
 		     name_col);
 	if (n < 0 || (size_t)n >= sizeof insert)
 		return BW_EDB;
@@ -386,6 +437,7 @@ bw_store_open(struct bw_store **out, const char *path)
 		return rc;
 	if ((s = calloc(1, sizeof *s)) == NULL)
 		return BW_ENOMEM;
+	s->sync_fd = -1;
 	rc = sqlite3_open_v2(path, &s->db,
 			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 				     SQLITE_OPEN_NOMUTEX,
@@ -426,7 +478,8 @@ bw_store_open(struct bw_store **out, const char *path)
 		goto out;
 	if ((rc = setup_schema(s->db, &name_col)) != 0)
 		goto out;
-	rc = prepare_all(s, name_col);
+	if ((rc = prepare_all(s, name_col)) == 0)
+		rc = store_msg_init(s);
 out:
 	sqlite3_finalize(st);
 	if (rc != 0) {
@@ -444,6 +497,8 @@ bw_store_close(struct bw_store *s)
 
 	if (s == NULL)
 		return;
+	if (s->sync_fd >= 0)
+		close(s->sync_fd);
 	for (i = 0; i < ST_N; i++)
 		sqlite3_finalize(s->st[i]);
 	if (s->db != NULL && sqlite3_close(s->db) != SQLITE_OK)
@@ -459,5 +514,66 @@ store_finish(struct bw_store *s, int rc)
 	if (rc != 0 && !sqlite3_get_autocommit(s->db) &&
 	    store_run(s, ST_ROLLBACK, "rollback") != 0)
 		bw_error("store: rollback failed");
+	return rc;
+}
+
+int
+bw_store_sync_fd(struct bw_store *s, int *fd)
+{
+	const char *db = sqlite3_db_filename(s->db, "main");
+	char path[4096 + 8];
+
+	if (s->sync_fd < 0) {
+		if (db == NULL || db[0] == '\0')
+			return BW_ENOTFOUND; /* in memory: nothing to sync */
+		/* the WAL holds every commit not yet checkpointed; a
+		 * checkpoint syncs the database itself */
+		snprintf(path, sizeof(path), "%s-wal", db);
+		s->sync_fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (s->sync_fd < 0 && errno == ENOENT)
+			s->sync_fd = open(db, O_RDONLY | O_CLOEXEC);
+		if (s->sync_fd < 0)
+			return -errno;
+	}
+	*fd = s->sync_fd;
+	return 0;
+}
+
+int
+bw_store_begin(struct bw_store *s)
+{
+	int rc;
+
+	if (s->in_tx)
+		return BW_EDB;
+	if ((rc = store_run(s, ST_BEGIN, "begin")) != 0)
+		return rc;
+	s->in_tx = 1;
+	s->msg_next_saved = s->msg_next;
+	return 0;
+}
+
+int
+bw_store_commit(struct bw_store *s)
+{
+	sqlite3_stmt *st = s->st[ST_META_SET];
+	int rc = 0;
+
+	if (!s->in_tx)
+		return BW_EDB;
+	s->in_tx = 0;
+	if (s->msg_next != s->msg_next_saved) {
+		if (sqlite3_bind_text(st, 1, "next_message_id", -1,
+				      SQLITE_STATIC) != SQLITE_OK ||
+		    sqlite3_bind_int64(st, 2, s->msg_next) != SQLITE_OK)
+			rc = BW_EDB;
+		if (rc == 0)
+			rc = store_run(s, ST_META_SET, "next message id");
+		else
+			store_done(st);
+	}
+	rc = store_finish(s, rc);
+	if (rc != 0)
+		s->msg_next = s->msg_next_saved;
 	return rc;
 }

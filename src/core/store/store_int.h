@@ -30,13 +30,30 @@ enum stmt_id {
 	ST_FILE_DELETE,
 	ST_FILE_DROP_PATH,
 	ST_FILE_INSERT,
+	ST_MSG_INSERT,
+	ST_MSG_EACH,
+	ST_MSG_EACH_CONTENT,
+	ST_MSG_PATHS_UPTO,
+	ST_MSG_SUM_UPTO,
+	ST_MSG_DELETE_UPTO,
+	ST_MSG_TOTALS,
+	ST_MSG_ALL_PATHS,
+	ST_MSG_DROP,
+	ST_META_SET,
 	ST_N
 };
 
 struct bw_store {
 	sqlite3 *db;
 	sqlite3_stmt *st[ST_N];
+	int sync_fd; /* the WAL, opened for bw_store_sync_fd; -1 */
+	/* message ids: never reused, whatever the table was made with */
+	int64_t msg_next, msg_next_saved;
+	int in_tx; /* inside bw_store_begin */
 };
+
+/* messages.c: the next message id, from every place it was recorded. */
+int store_msg_init(struct bw_store *s) BW_WUR;
 
 /* store.c: statements */
 /* Logs the connection's last error and turns it into an error value. */

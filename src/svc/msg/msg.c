@@ -1,0 +1,326 @@
+/* The messenger service (requests 600-604): its routing table, the small
+ * requests (600 register, 602 public key), the evidence hooks that decide
+ * when delivered messages may be deleted, and the instance.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bulwark/crypto.h"
+#include "bulwark/err.h"
+#include "bulwark/log.h"
+#include "bulwark/util.h"
+#include "svc/msg/msg_int.h"
+
+struct bw_client *
+msg_requester(struct bw_msg *m, struct bw_frame_req *r)
+{
+	struct bw_client *cl = bw_registry_by_id(m->reg, r->hdr.client_id);
+
+	if (cl != NULL)
+		bw_registry_touch(m->reg, cl);
+	return cl;
+}
+
+void
+msg_tmp_name(struct bw_msg *m, const char *prefix, char out[MSG_TMP_CAP])
+{
+	uint32_t r = 0;
+
+	if (bw_random(&r, sizeof(r)) != 0)
+		r = 0;
+	snprintf(out, MSG_TMP_CAP, "%s%llx-%08x", prefix, ULL(++m->seq),
+		 (unsigned)r);
+}
+
+/* --- 600: register -------------------------------------------------------
+ * The 2100 promises the client exists: it leaves after the row is on disk.
+ */
+
+struct durable_reply {
+	struct bw_conn *c;
+	uint8_t id[BW_ID_LEN];
+};
+
+static void
+registered_durable(void *arg, int rc)
+{
+	struct durable_reply *d = arg;
+	struct bw_conn *c = d->c;
+	int dead = bw_conn_dead(c);
+
+	if (!dead) {
+		MC(c)->st = M_IDLE;
+		if (rc == 0)
+			(void)bw_frame_reply(c, BW_MSG_RESP_REGISTERED, d->id,
+					     BW_ID_LEN);
+		else
+			(void)bw_frame_error(c, "registration not durable");
+		bw_frame_done(c);
+	}
+	free(d);
+	bw_conn_release(c);
+	if (!dead)
+		bw_frame_kick(c);
+}
+
+static int
+on_register(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
+{
+	struct bw_msg *m = r->ctx;
+	char name[BW_NAME_CAP], shown[BW_ESC_CAP], hex[2 * BW_ID_LEN + 1];
+	const uint8_t *key;
+	struct bw_rsa *rsa = NULL;
+	struct bw_client *cl;
+	struct durable_reply *d;
+	const char *why;
+	int rc;
+
+	if (bw_msg_register_decode(p, BW_MSG_REGISTER_LEN, name, &key) != 0)
+		return bw_frame_error(c, "malformed name");
+	bw_escape_display(name, shown, sizeof(shown));
+	if (bw_rsa_from_spki(&rsa, key, BW_RSA_PUB_LEN) != 0)
+		return bw_frame_error(c, "not an RSA-1024 public key");
+	bw_rsa_free(rsa);
+	if (bw_registry_admit(m->reg, c->addr, bw_now_ms(), &why) != 0) {
+		bw_warn("c%llu 600 registration of '%s' from %s refused: %s",
+			ULL(c->id), shown, c->peer, why);
+		return bw_frame_error(c, "registration refused");
+	}
+	if ((d = calloc(1, sizeof(*d))) == NULL)
+		return bw_frame_error(c, bw_strerror(BW_ENOMEM));
+	rc = bw_registry_add(m->reg, name, key, &cl);
+	if (rc != 0) {
+		free(d);
+		bw_info("c%llu 600 register '%s' -> 9000: %s", ULL(c->id),
+			shown,
+			rc == BW_EEXIST ? "name taken" : bw_strerror(rc));
+		return bw_frame_reply(c, BW_MSG_RESP_ERROR, NULL, 0);
+	}
+	bw_hex_encode(cl->id, BW_ID_LEN, hex);
+	bw_info("c%llu 600 register '%s' -> 2100 id %s", ULL(c->id), shown,
+		hex);
+	d->c = c;
+	memcpy(d->id, cl->id, BW_ID_LEN);
+	if ((rc = bw_durable_after(m->durable, registered_durable, d)) != 0) {
+		free(d);
+		return bw_frame_error(c, bw_strerror(rc));
+	}
+	MC(c)->st = M_STORE;
+	bw_conn_hold(c);
+	bw_frame_wait(c);
+	return 0;
+}
+
+/* --- 602: a client's public key ---------------------------------------- */
+
+static int
+on_pubkey(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
+{
+	struct bw_msg *m = r->ctx;
+	const struct bw_client *t;
+	uint8_t out[BW_MSG_PUBKEY_LEN];
+
+	if (msg_requester(m, r) == NULL)
+		return bw_frame_error(c, "unknown client id");
+	if ((t = bw_registry_by_id(m->reg, p)) == NULL)
+		return bw_frame_error(c, "unknown target");
+	if (!t->has_pubkey)
+		return bw_frame_error(c, "the target has no public key");
+	memcpy(out, t->id, BW_ID_LEN);
+	memcpy(out + BW_ID_LEN, t->pubkey, BW_RSA_PUB_LEN);
+	return bw_frame_reply(c, BW_MSG_RESP_PUBKEY, out, sizeof(out));
+}
+
+/* --- evidence ------------------------------------------------------------
+ */
+
+/* Any request after a 2104 shows the client received it. */
+static void
+msg_conn_next(struct bw_conn *c, void *ctx, void *state)
+{
+	struct msg_conn *mc = state;
+
+	if (mc->delivered || mc->locked)
+		msg_settle(c, ctx, mc, mc->delivered);
+}
+
+static void
+msg_conn_drained(struct bw_conn *c, void *ctx, void *state)
+{
+	struct msg_conn *mc = state;
+
+	if (mc->st == M_LIST || mc->st == M_PULL)
+		msg_stream_more(c, ctx, mc);
+}
+
+/* An orderly close (the peer's FIN, read after the whole 2104 was written
+ * and not before it) is evidence; a reset, a timeout or a shutdown is not,
+ * and the messages wait for the next pull. */
+static void
+msg_conn_close(struct bw_conn *c, void *ctx, void *state)
+{
+	struct msg_conn *mc = state;
+	int evidence = mc->delivered && !mc->eof_before &&
+		       (c->flags & BW_CONN_EOF) && bw_conn_queued(c) == 0;
+
+	msg_send_abort(c, mc);
+	if (mc->file_open)
+		close(mc->file_fd);
+	mc->file_open = 0;
+	if (mc->st == M_PULL || mc->st == M_LIST)
+		((struct bw_msg *)ctx)->pulls_active--;
+	mc->st = M_IDLE;
+	msg_settle(c, ctx, mc, evidence);
+}
+
+static int
+msg_conn_busy(const struct bw_conn *c, const void *state)
+{
+	const struct msg_conn *mc = state;
+
+	(void)c;
+	return mc->st != M_IDLE;
+}
+
+void
+bw_msg_stats(const void *inst, bw_stat_emit emit, void *arg)
+{
+	const struct bw_msg *m = inst;
+
+	emit(arg, "msg_queued", "messages queued", m->queued_n);
+	emit(arg, "msg_queued_bytes", "message bytes queued", m->queued_bytes);
+	emit(arg, "msg_stored", "messages stored since start", m->stored);
+	emit(arg, "msg_delivered", "messages delivered since start",
+	     m->delivered);
+	emit(arg, "msg_syncs", "message commits synced to disk",
+	     bw_durable_syncs(m->durable));
+}
+
+/* 603 and 604 have their own files; 600 and 602 are here. */
+static const struct bw_frame_route routes[] = {
+	{BW_MSG_REQ_REGISTER, 0, BW_MSG_REGISTER_LEN, BW_MSG_REGISTER_LEN,
+	 BW_MSG_REGISTER_LEN, on_register, NULL},
+	{BW_MSG_REQ_LIST, 0, 0, 0, 0, msg_on_list, NULL},
+	{BW_MSG_REQ_PUBKEY, 0, BW_ID_LEN, BW_ID_LEN, BW_ID_LEN, on_pubkey,
+	 NULL},
+	{BW_MSG_REQ_SEND, 0, BW_MSG_SEND_PREFIX, UINT32_MAX, BW_MSG_SEND_PREFIX,
+	 msg_on_send, msg_on_send_body},
+	{BW_MSG_REQ_PULL, 0, 0, 0, 0, msg_on_pull, NULL},
+};
+
+const struct bw_frame_proto bw_msg_proto = {
+	.name = "messenger",
+	.version = BW_MSG_VERSION,
+	.err_code = BW_MSG_RESP_ERROR,
+	.code_lo = 600, /* an unknown code near ours is answered 9000 */
+	.code_hi = 699,
+	.routes = routes,
+	.routes_n = sizeof(routes) / sizeof(routes[0]),
+	.state_size = sizeof(struct msg_conn),
+	.on_next = msg_conn_next,
+	.on_drained = msg_conn_drained,
+	.on_close = msg_conn_close,
+	.busy = msg_conn_busy,
+};
+
+/* --- the instance -------------------------------------------------------- */
+
+void
+bw_msg_cfg_defaults(struct bw_msg_cfg *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->data_dir, sizeof(cfg->data_dir), ".");
+	cfg->max_content = 1024u * 1024u * 1024u;
+	cfg->max_queued_n = 100000;
+	cfg->max_queued_bytes = 4ull * 1024u * 1024u * 1024u;
+	cfg->pull_cap = 64u * 1024u * 1024u;
+	cfg->inline_max = 64u * 1024u;
+	cfg->window_ms = 30000;
+	cfg->min_rate = 1024;
+}
+
+/* Opens dir/name as a directory, creating it (0700), never through a
+ * symbolic link. */
+static int
+open_dir_at(int dir, const char *name, int *out)
+{
+	int fd;
+
+	if (mkdirat(dir, name, 0700) != 0 && errno != EEXIST)
+		return -errno;
+	fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOTDIR ? -ELOOP : -errno;
+	*out = fd;
+	return 0;
+}
+
+int
+bw_msg_open(struct bw_msg **out, const struct bw_msg_cfg *cfg,
+	    struct bw_engine *eng, struct bw_registry *reg,
+	    struct bw_store *store)
+{
+	struct bw_msg *m;
+	int data_fd = -1, rc;
+
+	*out = NULL;
+	if ((m = calloc(1, sizeof(*m))) == NULL)
+		return BW_ENOMEM;
+	m->cfg = *cfg;
+	m->eng = eng;
+	m->reg = reg;
+	m->store = store;
+	m->dir_fd = m->incoming_fd = -1;
+	m->batch_tail = &m->batch;
+	if ((rc = bw_durable_new(&m->durable, eng, store)) != 0)
+		goto fail;
+	data_fd = open(cfg->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (data_fd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if ((rc = open_dir_at(data_fd, MSG_SPILL_DIR, &m->dir_fd)) != 0 ||
+	    (rc = open_dir_at(m->dir_fd, ".incoming", &m->incoming_fd)) != 0) {
+		bw_error("refusing to start: %s/" MSG_SPILL_DIR
+			 " or its .incoming %s",
+			 cfg->data_dir,
+			 rc == -ELOOP ? "is a symbolic link or not a directory"
+				      : bw_strerror(rc));
+		goto fail;
+	}
+	close(data_fd);
+	data_fd = -1;
+	if ((rc = msg_reconcile(m)) != 0 || (rc = msg_load_totals(m)) != 0)
+		goto fail;
+	*out = m;
+	return 0;
+fail:
+	if (data_fd >= 0)
+		close(data_fd);
+	bw_msg_close(m);
+	return rc;
+}
+
+void
+bw_msg_close(struct bw_msg *m)
+{
+	struct pending *p, *next;
+
+	if (m == NULL)
+		return;
+	for (p = m->batch; p != NULL; p = next) {
+		next = p->next;
+		pending_free(p);
+	}
+	bw_durable_free(m->durable);
+	if (m->incoming_fd >= 0)
+		close(m->incoming_fd);
+	if (m->dir_fd >= 0)
+		close(m->dir_fd);
+	free(m);
+}

@@ -1,0 +1,128 @@
+/* What the messenger's files share: the instance, the per-connection state,
+ * a 603 on its way to the disk, and the functions one file offers the
+ * others. Internal to src/svc/msg/.
+ */
+#ifndef BULWARK_SVC_MSG_INT_H
+#define BULWARK_SVC_MSG_INT_H
+
+#include <stdint.h>
+
+#include "proto/msg.h"
+#include "svc/durable.h"
+#include "svc/engine.h"
+#include "svc/frame.h"
+#include "svc/msg/msg.h"
+#include "svc/registry.h"
+
+#define ULL(x) ((unsigned long long)(x))
+
+#define MSG_TMP_CAP   64
+#define MSG_SPILL_DIR "messages"
+/* A refused 603 body up to this size is read and discarded so the client
+ * gets its 9000 in step; a larger one is answered at once and closed. */
+#define MSG_SWALLOW_MAX (1024u * 1024u)
+/* Output queued per pass while streaming a 2101 or a 2104. */
+#define MSG_OUT_BATCH (256u * 1024u)
+
+struct bw_msg {
+	struct bw_msg_cfg cfg;
+	struct bw_engine *eng;
+	struct bw_registry *reg;
+	struct bw_store *store;
+	struct bw_durable *durable;
+	int dir_fd, incoming_fd; /* messages/, messages/.incoming */
+	uint64_t seq;		 /* for unique file names */
+	/* 603s whose rows are written at the end of the loop's batch, in
+	 * one transaction */
+	struct pending *batch, **batch_tail;
+	int batch_scheduled;
+	/* live figures */
+	uint64_t queued_n, queued_bytes; /* waiting in the store */
+	uint64_t stored, delivered, bodies_active, pulls_active;
+};
+
+enum mstate {
+	M_IDLE,
+	M_BODY,	   /* a 603's content arriving */
+	M_SWALLOW, /* a refused 603's content being discarded */
+	M_STORE,   /* the 603 waits for its row and the fsync */
+	M_LIST,	   /* a 2101 streaming */
+	M_LOCK,	   /* a 604 waits for another pull of the client to end */
+	M_PULL,	   /* a 2104 streaming */
+};
+
+/* A 603 on its way to the disk. */
+struct pending {
+	struct pending *next;
+	struct bw_msg *m;
+	struct bw_conn *conn; /* held until the reply; NULL when gone */
+	struct bw_msg_rec rec;
+	uint8_t *content; /* inline content (rec.content points here) */
+	char tmp[MSG_TMP_CAP];
+	int fd; /* the spilled content being written, or -1 */
+	int rc;
+};
+
+/* A recipient's queue may be read by one connection at a time: the one
+ * that pulled holds it until its client shows the messages arrived (the
+ * next request, or an orderly close), so a second pull never streams rows
+ * that the first then deletes. */
+struct pull_lock {
+	struct bw_conn *holder;
+	struct bw_conn *waiters[8];
+	unsigned waiters_n;
+};
+
+struct msg_conn {
+	enum mstate st;
+	uint8_t who[BW_ID_LEN]; /* the requester of the request in progress */
+	/* 603 */
+	struct pending *p;
+	uint64_t left; /* content bytes still to come */
+	uint64_t win_start_ms, win_left;
+	/* 2101: clients after this one, entries still to write */
+	const struct bw_client *list_at;
+	uint64_t list_left;
+	/* 2104: rows (cursor, upto], payload bytes still to write */
+	int locked; /* holds who's pull lock */
+	int64_t cursor, upto;
+	uint64_t reply_left;
+	int file_open; /* a spilled content is being streamed from file_fd */
+	int file_fd;
+	uint64_t file_left;
+	/* delivered, waiting for evidence it arrived */
+	int delivered;
+	int eof_before; /* the peer had half-closed before delivery */
+	int64_t delivered_upto;
+};
+
+/* msg.c */
+/* The state of the messenger on c; NULL once c is closed. */
+#define MC(c) ((struct msg_conn *)bw_frame_state((c), &bw_msg_proto))
+/* The requester named in the header, touched; NULL if unknown. */
+struct bw_client *msg_requester(struct bw_msg *m, struct bw_frame_req *r);
+/* A fresh unique name for a file under messages/. */
+void msg_tmp_name(struct bw_msg *m, const char *prefix, char out[MSG_TMP_CAP]);
+
+/* send.c: 603 */
+int msg_on_send(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
+int msg_on_send_body(struct bw_conn *c, struct bw_frame_req *r);
+void msg_send_abort(struct bw_conn *c, struct msg_conn *mc);
+void pending_free(struct pending *p);
+
+/* pull.c: 601 and 604, delivery evidence */
+int msg_on_list(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
+int msg_on_pull(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
+/* More output fits: go on streaming. */
+void msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc);
+/* c sent a request after a delivery, or is closing: delete what it
+ * received if evidence says so, release the pull lock. */
+void msg_settle(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc,
+		int evidence);
+/* Loads each recipient's queue totals into the registry. */
+int msg_load_totals(struct bw_msg *m) BW_WUR;
+
+/* reconcile.c: makes messages/ and the rows agree at start-up. */
+int msg_reconcile(struct bw_msg *m) BW_WUR;
+
+#endif

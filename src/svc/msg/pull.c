@@ -1,0 +1,393 @@
+/* 601 and 604: replies streamed in bounded memory. A 2101 walks the
+ * registry in the order clients were added; a 2104 is planned first (rows
+ * up to the cap, so its size is known) and then read from the store a page
+ * at a time, large contents from their files, as the socket drains. The
+ * rows a 2104 carried are deleted only on evidence that they arrived.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bulwark/err.h"
+#include "bulwark/log.h"
+#include "bulwark/util.h"
+#include "svc/msg/msg_int.h"
+
+#define PAGE_ROWS  64u
+#define FILE_CHUNK (64u * 1024u)
+
+/* --- 601 ----------------------------------------------------------------- */
+
+static void
+list_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
+{
+	uint8_t e[BW_MSG_LIST_ENTRY_LEN];
+
+	while (mc->list_left > 0 && mc->list_at != NULL &&
+	       bw_conn_queued(c) < MSG_OUT_BATCH) {
+		if (memcmp(mc->list_at->id, mc->who, BW_ID_LEN) != 0) {
+			bw_msg_list_entry_encode(mc->list_at->id,
+						 mc->list_at->name, e);
+			if (bw_frame_reply_add(c, e, sizeof(e)) != 0)
+				return; /* closing */
+			mc->list_left--;
+		}
+		mc->list_at = mc->list_at->added_next;
+	}
+	if (mc->list_left > 0 && mc->list_at == NULL) {
+		bw_conn_close_later(c, "client list shorter than announced");
+		return;
+	}
+	if (mc->list_left > 0)
+		return; /* on_drained brings us back */
+	(void)bw_frame_reply_end(c);
+	mc->st = M_IDLE;
+	m->pulls_active--;
+	bw_frame_done(c);
+	bw_frame_kick(c);
+}
+
+int
+msg_on_list(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
+{
+	struct bw_msg *m = r->ctx;
+	struct msg_conn *mc = r->state;
+	const struct bw_client *me;
+	uint64_t n;
+
+	(void)p;
+	if ((me = msg_requester(m, r)) == NULL)
+		return bw_frame_error(c, "unknown client id");
+	n = m->reg->clients_n - 1;
+	if (n * BW_MSG_LIST_ENTRY_LEN > UINT32_MAX)
+		n = UINT32_MAX / BW_MSG_LIST_ENTRY_LEN;
+	memcpy(mc->who, me->id, BW_ID_LEN);
+	mc->list_at = m->reg->first_added;
+	mc->list_left = n;
+	(void)bw_frame_reply_begin(c, BW_MSG_RESP_LIST,
+				   (uint32_t)(n * BW_MSG_LIST_ENTRY_LEN));
+	mc->st = M_LIST;
+	m->pulls_active++;
+	bw_frame_wait(c);
+	list_more(c, m, mc);
+	return 0;
+}
+
+/* --- 604: the plan ------------------------------------------------------- */
+
+struct plan {
+	uint64_t cap, total;
+	int64_t upto;
+	unsigned rows;
+};
+
+/* Rows in id order until the cap; the first always fits (a message larger
+ * than the cap travels alone). */
+static int
+plan_row(void *arg, const struct bw_msg_rec *r)
+{
+	struct plan *pl = arg;
+	uint64_t need = BW_MSG_RECORD_HDR + r->size;
+
+	if (pl->rows > 0 &&
+	    (pl->total + need > pl->cap || pl->total + need > UINT32_MAX))
+		return 1;
+	pl->total += need;
+	pl->upto = r->id;
+	pl->rows++;
+	return 0;
+}
+
+static struct pull_lock *
+lock_of(struct bw_client *cl)
+{
+	return cl->pull;
+}
+
+static int
+pull_start(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
+{
+	struct plan pl = {m->cfg.pull_cap, 0, 0, 0};
+	int rc;
+
+	rc = bw_store_msg_each(m->store, mc->who, 0, 0, 0, 0, plan_row, &pl);
+	if (rc != 0) {
+		mc->st = M_IDLE;
+		msg_settle(c, m, mc, 0);
+		(void)bw_frame_error(c, bw_strerror(rc));
+		bw_frame_done(c);
+		bw_frame_kick(c);
+		return 0;
+	}
+	mc->cursor = 0;
+	mc->upto = pl.upto;
+	mc->reply_left = pl.total;
+	(void)bw_frame_reply_begin(c, BW_MSG_RESP_WAITING, (uint32_t)pl.total);
+	mc->st = M_PULL;
+	m->pulls_active++;
+	bw_debug("c%llu 604: %u messages, %llu bytes", ULL(c->id), pl.rows,
+		 ULL(pl.total));
+	msg_stream_more(c, m, mc);
+	return 0;
+}
+
+int
+msg_on_pull(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
+{
+	struct bw_msg *m = r->ctx;
+	struct msg_conn *mc = r->state;
+	struct bw_client *me;
+	struct pull_lock *l;
+
+	(void)p;
+	if ((me = msg_requester(m, r)) == NULL)
+		return bw_frame_error(c, "unknown client id");
+	memcpy(mc->who, me->id, BW_ID_LEN);
+	bw_frame_wait(c);
+	if ((l = lock_of(me)) == NULL) {
+		if ((l = calloc(1, sizeof(*l))) == NULL) {
+			bw_frame_done(c);
+			return bw_frame_error(c, bw_strerror(BW_ENOMEM));
+		}
+		me->pull = l;
+		l->holder = c;
+		mc->locked = 1;
+		return pull_start(c, m, mc);
+	}
+	if (l->waiters_n == sizeof(l->waiters) / sizeof(l->waiters[0])) {
+		bw_frame_done(c);
+		return bw_frame_error(c, "too many pulls waiting");
+	}
+	/* another connection of the client is pulling: wait for it */
+	l->waiters[l->waiters_n++] = c;
+	mc->st = M_LOCK;
+	bw_conn_hold(c);
+	return 0;
+}
+
+/* --- 604: streaming ------------------------------------------------------ */
+
+struct page {
+	struct bw_conn *c;
+	struct bw_msg *m;
+	struct msg_conn *mc;
+	unsigned rows;
+	int err;
+};
+
+static int
+page_row(void *arg, const struct bw_msg_rec *r)
+{
+	struct page *pg = arg;
+	struct msg_conn *mc = pg->mc;
+	struct bw_msg_record h;
+	uint8_t hdr[BW_MSG_RECORD_HDR];
+	const char *name;
+
+	pg->rows++;
+	memcpy(h.from, r->from, BW_ID_LEN);
+	h.id = (uint32_t)r->id;
+	h.type = (uint8_t)r->type;
+	h.size = (uint32_t)r->size;
+	bw_msg_record_encode(&h, hdr);
+	if (bw_frame_reply_add(pg->c, hdr, sizeof(hdr)) != 0) {
+		pg->err = BW_ECLOSED;
+		return 1;
+	}
+	mc->cursor = r->id;
+	mc->reply_left -= sizeof(hdr) + r->size;
+	if (r->path[0] != '\0') {
+		name = r->path + sizeof(MSG_SPILL_DIR);
+		mc->file_fd = openat(pg->m->dir_fd, name,
+				     O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (mc->file_fd >= 0) {
+			mc->file_open = 1;
+		} else {
+			bw_error("messenger: message %lld: cannot open its "
+				 "content %s: %s",
+				 (long long)r->id, r->path, strerror(errno));
+			pg->err = -errno;
+		}
+		mc->file_left = r->size;
+		return 1; /* the file streams before the next row */
+	}
+	if (r->size > 0 &&
+	    bw_frame_reply_add(pg->c, r->content, (size_t)r->size) != 0) {
+		pg->err = BW_ECLOSED;
+		return 1;
+	}
+	return bw_conn_queued(pg->c) >= MSG_OUT_BATCH;
+}
+
+static int
+file_more(struct bw_conn *c, struct msg_conn *mc)
+{
+	uint8_t buf[FILE_CHUNK];
+	size_t want = mc->file_left < sizeof(buf) ? (size_t)mc->file_left
+						  : sizeof(buf);
+	ssize_t n = read(mc->file_fd, buf, want);
+
+	if (n <= 0)
+		return n < 0 ? -errno : BW_ESIZE; /* shorter than its row */
+	if (bw_frame_reply_add(c, buf, (size_t)n) != 0)
+		return BW_ECLOSED;
+	mc->file_left -= (uint64_t)n;
+	if (mc->file_left == 0) {
+		close(mc->file_fd);
+		mc->file_open = 0;
+	}
+	return 0;
+}
+
+void
+msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
+{
+	struct page pg = {c, m, mc, 0, 0};
+	int rc = 0;
+
+	if (mc->st == M_LIST) {
+		list_more(c, m, mc);
+		return;
+	}
+	while (rc == 0 && bw_conn_queued(c) < MSG_OUT_BATCH &&
+	       (mc->reply_left > 0 || mc->file_open)) {
+		if (mc->file_open) {
+			rc = file_more(c, mc);
+			continue;
+		}
+		pg.rows = 0;
+		rc = bw_store_msg_each(m->store, mc->who, mc->cursor, mc->upto,
+				       PAGE_ROWS, 1, page_row, &pg);
+		if (rc == 0 && pg.err != 0)
+			rc = pg.err;
+		if (rc == 0 && pg.rows == 0)
+			rc = BW_ESIZE; /* rows gone from under the plan */
+	}
+	if (rc != 0) {
+		bw_error("c%llu 2104 cut short: %s", ULL(c->id),
+			 bw_strerror(rc));
+		bw_conn_close_later(c, NULL);
+		return;
+	}
+	if (mc->reply_left > 0 || mc->file_open)
+		return; /* on_drained brings us back */
+	(void)bw_frame_reply_end(c);
+	mc->st = M_IDLE;
+	m->pulls_active--;
+	mc->delivered = 1;
+	mc->delivered_upto = mc->upto;
+	mc->eof_before = (c->flags & BW_CONN_EOF) != 0;
+	bw_frame_done(c);
+	bw_frame_kick(c);
+}
+
+/* --- evidence ------------------------------------------------------------
+ */
+
+struct gone {
+	struct bw_msg *m;
+};
+
+static int
+unlink_content(void *arg, const char *path)
+{
+	struct gone *g = arg;
+
+	(void)unlinkat(g->m->dir_fd, path + sizeof(MSG_SPILL_DIR), 0);
+	return 0;
+}
+
+static void
+release_lock(struct bw_msg *m, struct bw_client *cl, struct bw_conn *c)
+{
+	struct pull_lock *l = cl != NULL ? lock_of(cl) : NULL;
+	struct bw_conn *next;
+	struct msg_conn *nmc;
+	unsigned i;
+	int dead;
+
+	if (l == NULL || l->holder != c)
+		return;
+	while (l->waiters_n > 0) {
+		next = l->waiters[0];
+		for (i = 1; i < l->waiters_n; i++)
+			l->waiters[i - 1] = l->waiters[i];
+		l->waiters_n--;
+		dead = bw_conn_dead(next);
+		if (!dead) {
+			l->holder = next;
+			nmc = MC(next);
+			nmc->locked = 1;
+			(void)pull_start(next, m, nmc);
+		}
+		bw_conn_release(next);
+		if (!dead)
+			return;
+	}
+	cl->pull = NULL;
+	free(l);
+}
+
+void
+msg_settle(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc,
+	   int evidence)
+{
+	struct bw_client *cl = bw_registry_by_id(m->reg, mc->who);
+	struct gone g = {m};
+	uint64_t n = 0, bytes = 0;
+	int rc;
+
+	if (mc->delivered && evidence) {
+		rc = bw_store_msg_delete(m->store, mc->who, mc->delivered_upto,
+					 unlink_content, &g, &n, &bytes);
+		if (rc != 0)
+			bw_error("c%llu messages delivered but not deleted: %s",
+				 ULL(c->id), bw_strerror(rc));
+		if (cl != NULL) {
+			cl->queued_n -= n < cl->queued_n ? n : cl->queued_n;
+			cl->queued_bytes -= bytes < cl->queued_bytes
+						    ? bytes
+						    : cl->queued_bytes;
+		}
+		m->queued_n -= n < m->queued_n ? n : m->queued_n;
+		m->queued_bytes -=
+			bytes < m->queued_bytes ? bytes : m->queued_bytes;
+		m->delivered += n;
+	}
+	mc->delivered = 0;
+	/* a waiter that closes stays in the lock's queue, held: the holder's
+	 * release skips and frees it (releasing it here, inside its close,
+	 * would free it twice) */
+	if (mc->locked) {
+		mc->locked = 0;
+		release_lock(m, cl, c);
+	}
+}
+
+/* --- start-up ------------------------------------------------------------
+ */
+
+static int
+add_totals(void *arg, const uint8_t to[BW_ID_LEN], uint64_t n, uint64_t bytes)
+{
+	struct bw_msg *m = arg;
+	struct bw_client *cl = bw_registry_by_id(m->reg, to);
+
+	if (cl != NULL) {
+		cl->queued_n = n;
+		cl->queued_bytes = bytes;
+	}
+	m->queued_n += n;
+	m->queued_bytes += bytes;
+	return 0;
+}
+
+int
+msg_load_totals(struct bw_msg *m)
+{
+	return bw_store_msg_totals(m->store, add_totals, m);
+}

@@ -1,0 +1,376 @@
+/* 603: a message arrives and becomes durable before its 2103. A small
+ * content is buffered; a large one streams into a file under
+ * messages/.incoming, fsync'd and renamed into messages/ on a worker. Rows
+ * are written at the end of the loop's batch, many in one transaction, and
+ * every 2103 leaves after the fsync that covers its row (svc/durable.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bulwark/crypto.h"
+#include "bulwark/err.h"
+#include "bulwark/log.h"
+#include "bulwark/util.h"
+#include "svc/msg/msg_int.h"
+
+#define SWALLOW_WANT (16u * 1024u)
+#define BODY_WANT    (256u * 1024u)
+
+void
+pending_free(struct pending *p)
+{
+	if (p == NULL)
+		return;
+	if (p->fd >= 0) {
+		close(p->fd);
+		(void)unlinkat(p->m->incoming_fd, p->tmp, 0);
+	}
+	if (p->content != NULL)
+		bw_secure_free(p->content, p->rec.size);
+	free(p);
+}
+
+/* The connection goes away while its 603 is in progress: a body being
+ * received is dropped; one waiting for the disk goes on without it. */
+void
+msg_send_abort(struct bw_conn *c, struct msg_conn *mc)
+{
+	struct pending *p = mc->p;
+
+	(void)c;
+	if (p == NULL)
+		return;
+	mc->p = NULL;
+	if (mc->st == M_BODY) {
+		p->m->bodies_active--;
+		pending_free(p);
+	}
+	/* else the commit goes on and, finding c dead, does not reply */
+}
+
+/* --- the reply ----------------------------------------------------------- */
+
+static void
+stored_durable(void *arg, int rc)
+{
+	struct pending *p = arg;
+	struct bw_conn *c = p->conn;
+	uint8_t out[BW_MSG_STORED_LEN];
+	int alive = c != NULL && !bw_conn_dead(c);
+
+	if (rc == 0 && p->rc == 0)
+		p->m->stored++;
+	if (alive) {
+		MC(c)->st = M_IDLE;
+		MC(c)->p = NULL;
+		if (rc == 0 && p->rc == 0) {
+			bw_msg_stored_encode(p->rec.to, (uint32_t)p->rec.id,
+					     out);
+			(void)bw_frame_reply(c, BW_MSG_RESP_STORED, out,
+					     sizeof(out));
+		} else {
+			(void)bw_frame_error(
+				c, p->rc != 0 ? bw_strerror(p->rc)
+					      : "message not durable");
+		}
+		bw_frame_done(c);
+	}
+	p->fd = -1; /* the file, if any, is the row's now */
+	pending_free(p);
+	if (c != NULL) {
+		bw_conn_release(c);
+		if (alive)
+			bw_frame_kick(c);
+	}
+}
+
+/* Rows for every 603 of the batch, in one transaction. */
+static void
+write_batch(void *arg)
+{
+	struct bw_msg *m = arg;
+	struct pending *p, *list = m->batch;
+	struct bw_client *to;
+	int rc;
+
+	m->batch = NULL;
+	m->batch_tail = &m->batch;
+	m->batch_scheduled = 0;
+	rc = bw_store_begin(m->store);
+	for (p = list; rc == 0 && p != NULL; p = p->next) {
+		p->rc = bw_store_msg_insert(m->store, &p->rec);
+		if (p->rc == 0 && p->rec.id > (int64_t)UINT32_MAX)
+			p->rc = BW_ETOOBIG; /* ids are u32 on the wire */
+	}
+	if (rc == 0)
+		rc = bw_store_commit(m->store);
+	for (p = list; p != NULL; p = p->next) {
+		if (rc != 0 && p->rc == 0)
+			p->rc = rc;
+		if (p->rc == 0 &&
+		    (to = bw_registry_by_id(m->reg, p->rec.to)) != NULL) {
+			to->queued_n++;
+			to->queued_bytes += p->rec.size;
+			m->queued_n++;
+			m->queued_bytes += p->rec.size;
+		}
+	}
+	while ((p = list) != NULL) {
+		list = p->next;
+		p->next = NULL;
+		if (p->rc != 0 && p->rec.path[0] != '\0')
+			(void)unlinkat(m->dir_fd,
+				       p->rec.path + sizeof(MSG_SPILL_DIR), 0);
+		if (bw_durable_after(m->durable, stored_durable, p) != 0)
+			stored_durable(p, BW_ENOMEM);
+	}
+}
+
+static void
+enqueue(struct bw_msg *m, struct pending *p)
+{
+	*m->batch_tail = p;
+	m->batch_tail = &p->next;
+	if (!m->batch_scheduled) {
+		if (bw_loop_defer(m->eng->loop, write_batch, m) == 0)
+			m->batch_scheduled = 1;
+		else
+			write_batch(m);
+	}
+}
+
+/* A large content's file: fsync'd, renamed into messages/ and the
+ * directory fsync'd before its row can exist. */
+static void
+spill_work(void *arg)
+{
+	struct pending *p = arg;
+	struct bw_msg *m = p->m;
+	const char *name = p->rec.path + sizeof(MSG_SPILL_DIR);
+
+	p->rc = fsync(p->fd) == 0 ? 0 : -errno;
+	if (close(p->fd) != 0 && p->rc == 0)
+		p->rc = -errno;
+	p->fd = -1;
+	if (p->rc == 0 &&
+	    renameat(m->incoming_fd, p->tmp, m->dir_fd, name) != 0)
+		p->rc = -errno;
+	if (p->rc == 0 && fsync(m->dir_fd) != 0) {
+		p->rc = -errno;
+		(void)unlinkat(m->dir_fd, name, 0);
+	}
+	if (p->rc != 0)
+		(void)unlinkat(m->incoming_fd, p->tmp, 0);
+}
+
+static void
+spill_done(void *arg)
+{
+	struct pending *p = arg;
+
+	if (p->rc != 0) {
+		bw_error("messenger: cannot store a message's content: %s",
+			 bw_strerror(p->rc));
+		p->rec.path[0] = '\0';
+		stored_durable(p, 0); /* p->rc says what failed */
+		return;
+	}
+	enqueue(p->m, p);
+}
+
+/* --- the request -------------------------------------------------------- */
+
+/* A refused 603: a small body is read and discarded so the 9000 comes in
+ * step, a large one is answered at once and the connection closed. */
+static int
+refuse(struct bw_conn *c, struct msg_conn *mc, uint64_t size, const char *why)
+{
+	if (size > MSG_SWALLOW_MAX)
+		return bw_frame_fail(c, why);
+	bw_info("c%llu 603 refused, discarding %llu bytes: %s", ULL(c->id),
+		ULL(size), why);
+	mc->st = M_SWALLOW;
+	mc->left = size;
+	c->want = SWALLOW_WANT;
+	bw_frame_stream(c);
+	return 0;
+}
+
+static int
+open_spill(struct bw_msg *m, struct pending *p)
+{
+	char name[MSG_TMP_CAP];
+	int tries;
+
+	for (tries = 0; tries < 4; tries++) {
+		msg_tmp_name(m, ".in-", p->tmp);
+		p->fd = openat(m->incoming_fd, p->tmp,
+			       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+				       O_CLOEXEC,
+			       0600);
+		if (p->fd >= 0 || errno != EEXIST)
+			break;
+	}
+	if (p->fd < 0)
+		return -errno;
+	msg_tmp_name(m, "", name);
+	snprintf(p->rec.path, sizeof(p->rec.path), MSG_SPILL_DIR "/%s", name);
+	return 0;
+}
+
+int
+msg_on_send(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
+{
+	struct bw_msg *m = r->ctx;
+	struct msg_conn *mc = r->state;
+	struct bw_msg_send s;
+	struct bw_client *from, *to;
+	struct pending *pd;
+	char shown[BW_ESC_CAP];
+	int rc;
+
+	if (bw_msg_send_decode(p, BW_MSG_SEND_PREFIX, &s) != 0 ||
+	    (uint64_t)r->hdr.payload_size !=
+		    (uint64_t)BW_MSG_SEND_PREFIX + s.content_size)
+		return bw_frame_fail(c, "payload size and content size "
+					"disagree");
+	if (s.content_size > m->cfg.max_content)
+		return bw_frame_fail(c, "content over the size limit");
+	if ((from = msg_requester(m, r)) == NULL)
+		return refuse(c, mc, s.content_size, "unknown client id");
+	if (!bw_msg_type_known(s.type))
+		return refuse(c, mc, s.content_size, "unknown message type");
+	if ((to = bw_registry_by_id(m->reg, s.to)) == NULL)
+		return refuse(c, mc, s.content_size, "unknown recipient");
+	if (to->queued_n >= m->cfg.max_queued_n ||
+	    to->queued_bytes + s.content_size > m->cfg.max_queued_bytes) {
+		bw_warn("c%llu 603 refused: the queue of '%s' is full (%llu "
+			"messages, %llu bytes)",
+			ULL(c->id),
+			bw_escape_display(to->name, shown, sizeof(shown)),
+			ULL(to->queued_n), ULL(to->queued_bytes));
+		return refuse(c, mc, s.content_size, "recipient's queue full");
+	}
+	if ((pd = calloc(1, sizeof(*pd))) == NULL)
+		return BW_ENOMEM;
+	pd->m = m;
+	pd->fd = -1;
+	memcpy(pd->rec.to, s.to, BW_ID_LEN);
+	memcpy(pd->rec.from, from->id, BW_ID_LEN);
+	pd->rec.type = s.type;
+	pd->rec.size = s.content_size;
+	if (s.content_size <= m->cfg.inline_max) {
+		if (s.content_size > 0 &&
+		    (pd->content = malloc(s.content_size)) == NULL) {
+			free(pd);
+			return BW_ENOMEM;
+		}
+		pd->rec.content = pd->content;
+	} else if ((rc = open_spill(m, pd)) != 0) {
+		bw_error("c%llu 603: cannot open a file for the content: %s",
+			 ULL(c->id), bw_strerror(rc));
+		pending_free(pd);
+		return refuse(c, mc, s.content_size, "cannot store it");
+	}
+	mc->p = pd;
+	mc->st = M_BODY;
+	mc->left = s.content_size;
+	mc->win_start_ms = bw_now_ms();
+	mc->win_left = s.content_size;
+	m->bodies_active++;
+	c->want = BODY_WANT;
+	bw_frame_stream(c);
+	return 0;
+}
+
+static int
+write_full(int fd, const uint8_t *p, size_t n)
+{
+	ssize_t w;
+
+	while (n > 0) {
+		w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Each window of --timeout must bring --min-rate bytes a second. */
+static int
+too_slow(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
+{
+	uint64_t now = bw_now_ms(), elapsed = now - mc->win_start_ms, left;
+
+	if (m->cfg.min_rate == 0 || elapsed < m->cfg.window_ms)
+		return 0;
+	left = mc->left > c->in.len ? mc->left - c->in.len : 0;
+	if ((mc->win_left - left) * 1000u < (uint64_t)m->cfg.min_rate * elapsed)
+		return 1;
+	mc->win_start_ms = now;
+	mc->win_left = left;
+	return 0;
+}
+
+int
+msg_on_send_body(struct bw_conn *c, struct bw_frame_req *r)
+{
+	struct bw_msg *m = r->ctx;
+	struct msg_conn *mc = r->state;
+	struct pending *p = mc->p;
+	size_t k = c->in.len < mc->left ? c->in.len : (size_t)mc->left;
+	int rc;
+
+	if (too_slow(c, m, mc)) {
+		bw_info("c%llu 603 body slower than %u bytes/s", ULL(c->id),
+			m->cfg.min_rate);
+		return BW_ETIMEDOUT;
+	}
+	if (mc->st == M_BODY && k > 0) {
+		if (p->fd < 0)
+			memcpy(p->content + (p->rec.size - mc->left),
+			       bw_buf_head(&c->in), k);
+		else if ((rc = write_full(p->fd, bw_buf_head(&c->in), k)) !=
+			 0) {
+			bw_error("c%llu 603: cannot write the content: %s",
+				 ULL(c->id), bw_strerror(rc));
+			msg_send_abort(c, mc);
+			mc->st = M_IDLE;
+			return bw_frame_fail(c, "cannot store the content");
+		}
+	}
+	bw_buf_consume(&c->in, k);
+	mc->left -= k;
+	if (mc->left > 0 || !bw_frame_body_end(c))
+		return 0;
+	if (mc->st == M_SWALLOW) {
+		mc->st = M_IDLE;
+		rc = bw_frame_error(c, "message refused");
+		bw_frame_done(c);
+		return rc;
+	}
+	/* the body is in: off to the disk; the reply waits for it */
+	m->bodies_active--;
+	mc->st = M_STORE;
+	p->conn = c;
+	bw_conn_hold(c);
+	bw_frame_wait(c);
+	if (p->fd < 0) {
+		enqueue(m, p);
+		return 0;
+	}
+	if ((rc = bw_loop_submit(m->eng->loop, spill_work, spill_done, p)) !=
+	    0) {
+		p->rc = rc;
+		spill_done(p);
+	}
+	return 0;
+}
