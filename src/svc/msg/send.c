@@ -195,6 +195,8 @@ refuse(struct bw_conn *c, struct msg_conn *mc, uint64_t size, const char *why)
 		ULL(size), why);
 	mc->st = M_SWALLOW;
 	mc->left = size;
+	mc->win_start_ms = bw_now_ms();
+	mc->win_left = size;
 	c->want = SWALLOW_WANT;
 	bw_frame_stream(c);
 	return 0;
