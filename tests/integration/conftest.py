@@ -103,3 +103,16 @@ def pyserver():
     errors = [e for srv in servers for e in srv.errors]
     if errors:
         pytest.fail("PyServer handler errors: %r" % errors)
+
+
+@pytest.fixture
+def shim():
+    """libbwfault.so from the build directory of $BULWARKD."""
+    path = env.BULWARKD.parent / "libbwfault.so"
+    if not path.is_file():
+        reason = ("fault shim not built: %s missing (build target bwfault, in the "
+                  "build directory of BULWARKD)" % path)
+        if os.environ.get("BULWARK_REQUIRE_BINARIES"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path

@@ -142,15 +142,11 @@ def test_hundreds_of_idle_connections_while_a_session_completes(server):
             s.close()
 
 
-def test_a_failing_fsync_never_answers_2103(start_server, tmp_path):
+def test_a_failing_fsync_never_answers_2103(start_server, shim, tmp_path):
     """With the WAL's fdatasync failing, a 603 gets 9000, never a 2103 it
     cannot keep."""
-    shim = env.BULWARKD.parent / "libbwfault.so"
-    if not shim.exists():
-        pytest.fail("libbwfault.so not built next to bulwarkd")
     arm = tmp_path / "arm"
-    srv = start_server(env={"LD_PRELOAD": str(shim), "BW_FAULT": "fdatasync:1:EIO",
-                            "BW_FAULT_ARM": str(arm)})
+    srv = start_server(env=env.fault_env(shim, fault="fdatasync:1:EIO", arm=arm))
     a, b = user(srv, 0), user(srv, 1)
     arm.write_text("go")
     code, _ = a.request(603, bwmsg.SEND_PREFIX.pack(b.client_id, 3, 16) + bytes(16))

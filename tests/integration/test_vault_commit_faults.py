@@ -41,36 +41,6 @@ TMP_PREFIX_RE = re.compile(r"\.?[A-Za-z]+[-.]")
 # Helpers
 
 
-@pytest.fixture
-def shim():
-    """libbwfault.so from the build directory of $BULWARKD."""
-    path = venv.BULWARKD.parent / "libbwfault.so"
-    if not path.is_file():
-        reason = ("fault shim not built: %s missing (build target bwfault, in the "
-                  "build directory of BULWARKD)" % path)
-        if os.environ.get("BULWARK_REQUIRE_BINARIES"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
-
-
-def fault_env(shim, fault=None, log=None, arm=None):
-    """Environment for bulwarkd with the shim preloaded: fault (BW_FAULT)
-    counts calls only once the file arm exists, log records every call.
-    Under ASan the shim comes before the ASan runtime, which ASan refuses
-    unless told not to check."""
-    env = {"LD_PRELOAD": " ".join(filter(None, [str(shim), os.environ.get("LD_PRELOAD")])),
-           "ASAN_OPTIONS": ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"),
-                                                  "verify_asan_link_order=0"]))}
-    if fault is not None:
-        env["BW_FAULT"] = fault
-    if log is not None:
-        env["BW_FAULT_LOG"] = str(log)
-    if arm is not None:
-        env["BW_FAULT_ARM"] = str(arm)
-    return env
-
-
 class Ident:
     """A registered client: name, id and RSA key, to reconnect with."""
 
@@ -445,7 +415,7 @@ def record(start_server, shim, prepared, workdir, action):
     dd = workdir / "record"
     shutil.copytree(prepared, dd)
     call_log = workdir / "calls.log"
-    srv = start_server(data_dir=dd, env=fault_env(shim, log=call_log))
+    srv = start_server(data_dir=dd, env=venv.fault_env(shim, log=call_log))
     action(srv, call_log)
     srv.stop()
     return call_log, dd
@@ -555,7 +525,7 @@ def test_a_1029_whose_swap_fails_is_never_acknowledged(start_server, shim, tmp_p
     srv.stop()
     where = "files/%s/%s" % (ident.hex, DOC)  # only the 1029 swap names it
     faults = ",".join("%s:%d:EIO:%s" % (op, k, where) for k in range(1, SWAP_TRIES + 1))
-    srv = start_server(data_dir=srv.data_dir, env=fault_env(shim, fault=faults, arm=arm))
+    srv = start_server(data_dir=srv.data_dir, env=venv.fault_env(shim, fault=faults, arm=arm))
     upload_verified(srv, ident, v1)
     arm.touch()
     named = {"v1": v1, "v2": v2}
@@ -610,7 +580,7 @@ def run_fault(start_server, shim, prepared, ident, workdir, step, action, v1, v2
     shutil.copytree(prepared, dd)
     problems = []
     arm = workdir / (tag + ".arm")
-    srv = start_server(data_dir=dd, env=fault_env(shim, fault=step.fault(action), arm=arm))
+    srv = start_server(data_dir=dd, env=venv.fault_env(shim, fault=step.fault(action), arm=arm))
     out = replace_doc(srv, ident, v2, arm=arm)
     if action == "kill":
         why = wait_killed(srv)
@@ -748,7 +718,7 @@ def run_first_fault(start_server, shim, prepared, ident, workdir, step, action, 
     shutil.copytree(prepared, dd)
     problems = []
     arm = workdir / (tag + ".arm")
-    srv = start_server(data_dir=dd, env=fault_env(shim, fault=step.fault(action), arm=arm))
+    srv = start_server(data_dir=dd, env=venv.fault_env(shim, fault=step.fault(action), arm=arm))
     out = replace_doc(srv, ident, v1, arm=arm)
     if out.other and not out.dropped_at:
         problems.append("client: %s" % out)

@@ -295,3 +295,20 @@ def describe(result):
     return "exit %d\n--- stdout ---\n%s\n--- stderr ---\n%s" % (
         result.returncode, result.stdout.decode("utf-8", "replace"),
         result.stderr.decode("utf-8", "replace"))
+
+
+def fault_env(shim, fault=None, log=None, arm=None):
+    """Environment for bulwarkd with the shim preloaded: fault (BW_FAULT)
+    counts calls only once the file arm exists, log records every call.
+    Under ASan the shim comes before the ASan runtime, which ASan refuses
+    unless told not to check."""
+    env = {"LD_PRELOAD": " ".join(filter(None, [str(shim), os.environ.get("LD_PRELOAD")])),
+           "ASAN_OPTIONS": ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"),
+                                                  "verify_asan_link_order=0"]))}
+    if fault is not None:
+        env["BW_FAULT"] = fault
+    if log is not None:
+        env["BW_FAULT_LOG"] = str(log)
+    if arm is not None:
+        env["BW_FAULT_ARM"] = str(arm)
+    return env
