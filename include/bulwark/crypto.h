@@ -72,6 +72,10 @@ int bw_aes_seal(const uint8_t key[BW_AES_KEY_LEN], const uint8_t *in, size_t n,
 int bw_aes_open(const uint8_t key[BW_AES_KEY_LEN], const uint8_t *in, size_t n,
 		uint8_t **out, size_t *out_len) BW_WUR;
 
+/* SHA-256 of n bytes (key fingerprints). */
+#define BW_SHA256_LEN 32
+int bw_sha256(const void *p, size_t n, uint8_t out[BW_SHA256_LEN]) BW_WUR;
+
 /* Cryptographically secure random bytes. */
 int bw_random(void *p, size_t n) BW_WUR;
 /* Zeroes memory in a way the compiler keeps. */

@@ -176,7 +176,8 @@ bw_identity_save(const struct bw_identity *me, const char *path,
 		rc = BW_ETOOBIG;
 		goto out;
 	}
-	if ((rc = bw_fs_write_atomic(path, text, (size_t)w, 0600)) != 0)
+	if ((rc = bw_fs_write_atomic(path, text, (size_t)w, 0600)) != 0 ||
+	    priv_path == NULL)
 		goto out;
 	rc = bw_fs_write_atomic(priv_path, b64, strlen(b64), 0600);
 out:
@@ -282,9 +283,8 @@ bw_session_write(const struct bw_session *s, const void *p, size_t n)
 	return 0;
 }
 
-/* Reads exactly n bytes: 0, BW_ECLOSED, BW_ETIMEDOUT or -errno. */
-static int
-read_full(const struct bw_session *s, void *p, size_t n)
+int
+bw_session_read(const struct bw_session *s, void *p, size_t n)
 {
 	uint8_t *b = p;
 	ssize_t r;
@@ -347,7 +347,7 @@ bw_session_recv(struct bw_session *s, uint16_t *code, uint8_t *out, size_t cap,
 	struct bw_resp_hdr h;
 	int rc;
 
-	if ((rc = read_full(s, hdr, sizeof(hdr))) != 0)
+	if ((rc = bw_session_read(s, hdr, sizeof(hdr))) != 0)
 		return rc;
 	if (bw_resp_hdr_decode(hdr, sizeof(hdr), &h) < 0)
 		return BW_EPROTO;
@@ -355,7 +355,8 @@ bw_session_recv(struct bw_session *s, uint16_t *code, uint8_t *out, size_t cap,
 		bw_session_close(s);
 		return BW_ETOOBIG;
 	}
-	if (h.payload_size > 0 && (rc = read_full(s, out, h.payload_size)) != 0)
+	if (h.payload_size > 0 &&
+	    (rc = bw_session_read(s, out, h.payload_size)) != 0)
 		return rc;
 	*code = h.code;
 	*len = h.payload_size;

@@ -34,9 +34,10 @@ struct bw_identity {
  * no me.info, or BW_EPROTO with *why set to what is wrong. */
 int bw_identity_load(struct bw_identity *me, const char *path,
 		     const char *priv_path, const char **why) BW_WUR;
-/* Writes me.info, then priv.key, each atomically (temporary file and
- * rename) with mode 0600; me.info carries the key itself, so a failure
- * between the two leaves a usable me.info. */
+/* Writes me.info, then priv.key (unless priv_path is NULL: the messenger
+ * keeps none), each atomically (temporary file and rename) with mode 0600;
+ * me.info carries the key itself, so a failure between the two leaves a
+ * usable me.info. */
 int bw_identity_save(const struct bw_identity *me, const char *path,
 		     const char *priv_path) BW_WUR;
 void bw_identity_fini(struct bw_identity *me);
@@ -66,6 +67,8 @@ void bw_session_deadline(struct bw_session *s, uint64_t ms);
  * reads the session, so one thread may write while another waits. */
 int bw_session_write(const struct bw_session *s, const void *p,
 		     size_t n) BW_WUR;
+/* Reads exactly n bytes: 0, BW_ECLOSED, BW_ETIMEDOUT or -errno. */
+int bw_session_read(const struct bw_session *s, void *p, size_t n) BW_WUR;
 /* Sends a request header announcing payload_size bytes (the caller writes
  * them). */
 int bw_session_send_hdr(struct bw_session *s, const uint8_t id[BW_ID_LEN],

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli/console.h"
+#include "cli/msg.h"
 #include "cli/send.h"
 
 static void
@@ -13,6 +14,8 @@ usage(FILE *f)
 		   "Commands:\n"
 		   "  send      send a file to the vault, encrypted and "
 		   "verified\n"
+		   "  msg       the messenger: encrypted messages and files "
+		   "between users\n"
 		   "  console   ask a running bulwarkd for its status "
 		   "(operator console)\n\n"
 		   "  bulwark COMMAND --help   options of a command\n"
@@ -31,11 +34,14 @@ main(int argc, char **argv)
 		return 0;
 	}
 	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
-		printf("bulwark %s (vault protocol 3)\n", BW_VERSION);
+		printf("bulwark %s (vault protocol 3, messenger protocol 2)\n",
+		       BW_VERSION);
 		return 0;
 	}
 	if (strcmp(argv[1], "send") == 0)
 		return bw_cli_send(argc - 1, argv + 1);
+	if (strcmp(argv[1], "msg") == 0)
+		return bw_cli_msg(argc - 1, argv + 1);
 	if (strcmp(argv[1], "console") == 0)
 		return bw_cli_console(argc - 1, argv + 1);
 	fprintf(stderr, "bulwark: unknown command '%s'\n", argv[1]);

@@ -98,6 +98,17 @@ bw_random(void *p, size_t n)
 	return 0;
 }
 
+int
+bw_sha256(const void *p, size_t n, uint8_t out[BW_SHA256_LEN])
+{
+	unsigned int len = 0;
+
+	if (EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) != 1 ||
+	    len != BW_SHA256_LEN)
+		return ossl_fail(BW_ECRYPTO);
+	return 0;
+}
+
 /* ---- RSA ---- */
 
 /* Takes ownership of pkey, also on failure. */

@@ -1,0 +1,343 @@
+/* contacts.info: a strict line codec (every field checked, any bad line
+ * refuses the file) and the lookups the messenger client needs.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bulwark/fsutil.h"
+#include "bulwark/util.h"
+#include "cli/contacts.h"
+
+#define MAGIC	  "bulwark-contacts 1"
+#define FILE_MAX  (64u * 1024u * 1024u)
+#define LINE_HEAD 4 /* "c " and separators */
+
+void
+bw_contacts_init(struct bw_contacts *cs)
+{
+	memset(cs, 0, sizeof(*cs));
+}
+
+void
+bw_contacts_fini(struct bw_contacts *cs)
+{
+	if (cs->c != NULL)
+		bw_secure_free(cs->c, cs->cap * sizeof(*cs->c));
+	memset(cs, 0, sizeof(*cs));
+}
+
+struct bw_contact *
+bw_contacts_by_id(struct bw_contacts *cs, const uint8_t id[BW_ID_LEN])
+{
+	size_t i;
+
+	for (i = 0; i < cs->n; i++) {
+		if (memcmp(cs->c[i].id, id, BW_ID_LEN) == 0)
+			return &cs->c[i];
+	}
+	return NULL;
+}
+
+struct bw_contact *
+bw_contacts_by_name(struct bw_contacts *cs, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < cs->n; i++) {
+		if (strcmp(cs->c[i].name, name) == 0)
+			return &cs->c[i];
+	}
+	return NULL;
+}
+
+struct bw_contact *
+bw_contacts_add(struct bw_contacts *cs, const uint8_t id[BW_ID_LEN],
+		const char *name)
+{
+	struct bw_contact *c = bw_contacts_by_id(cs, id), *grown;
+	size_t cap;
+
+	if (c == NULL) {
+		if (cs->n == BW_CONTACTS_MAX || strlen(name) >= BW_NAME_CAP)
+			return NULL;
+		if (cs->n == cs->cap) {
+			cap = cs->cap ? cs->cap * 2 : 16;
+			if ((grown = calloc(cap, sizeof(*grown))) == NULL)
+				return NULL;
+			if (cs->c != NULL) {
+				memcpy(grown, cs->c, cs->n * sizeof(*grown));
+				bw_secure_free(cs->c, cs->cap * sizeof(*cs->c));
+			}
+			cs->c = grown;
+			cs->cap = cap;
+		}
+		c = &cs->c[cs->n++];
+		memset(c, 0, sizeof(*c));
+		memcpy(c->id, id, BW_ID_LEN);
+	}
+	if (strlen(name) < sizeof(c->name))
+		memcpy(c->name, name, strlen(name) + 1);
+	return c;
+}
+
+int
+bw_contacts_seen(struct bw_contacts *cs, uint32_t id)
+{
+	size_t i;
+
+	for (i = 0; i < cs->seen_n; i++) {
+		if (cs->seen[i] == id)
+			return 1;
+	}
+	cs->seen[cs->seen_next] = id;
+	cs->seen_next = (cs->seen_next + 1) % BW_SEEN_MAX;
+	if (cs->seen_n < BW_SEEN_MAX)
+		cs->seen_n++;
+	return 0;
+}
+
+int
+bw_fingerprint(const uint8_t key[BW_RSA_PUB_LEN], char out[BW_FINGERPRINT_CAP])
+{
+	uint8_t d[BW_SHA256_LEN];
+	char hex[2 * BW_SHA256_LEN + 1];
+	size_t i, o = 0;
+	int rc;
+
+	if ((rc = bw_sha256(key, BW_RSA_PUB_LEN, d)) != 0)
+		return rc;
+	bw_hex_encode(d, sizeof(d), hex);
+	for (i = 0; i < 2 * BW_SHA256_LEN; i += 4) {
+		if (i > 0)
+			out[o++] = ' ';
+		memcpy(out + o, hex + i, 4);
+		o += 4;
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+/* --- the codec ----------------------------------------------------------- */
+
+/* The next space-separated field of [*p, end): sets *f and *n, advances. */
+static int
+field(const char **p, const char *end, const char **f, size_t *n)
+{
+	const char *q = *p;
+
+	while (q < end && *q != ' ')
+		q++;
+	if (q == *p)
+		return -1;
+	*f = *p;
+	*n = (size_t)(q - *p);
+	*p = q < end ? q + 1 : q;
+	return 0;
+}
+
+/* A hex field of exactly n bytes, or "-" (absent). */
+static int
+opt_hex(const char *f, size_t fn, uint8_t *out, size_t n, int *has)
+{
+	*has = 0;
+	if (fn == 1 && f[0] == '-')
+		return 0;
+	if (bw_hex_decode(f, fn, out, n) != 0)
+		return -1;
+	*has = 1;
+	return 0;
+}
+
+static int
+contact_line(const char *p, const char *end, struct bw_contacts *cs)
+{
+	struct bw_contact t, *c;
+	const char *f;
+	size_t n, i;
+	int has;
+
+	memset(&t, 0, sizeof(t));
+	if (field(&p, end, &f, &n) != 0 ||
+	    bw_hex_decode(f, n, t.id, BW_ID_LEN) != 0 ||
+	    field(&p, end, &f, &n) != 0 ||
+	    opt_hex(f, n, t.key, BW_RSA_PUB_LEN, &t.has_key) != 0 ||
+	    field(&p, end, &f, &n) != 0 ||
+	    opt_hex(f, n, t.aes, BW_AES_KEY_LEN, &t.has_aes) != 0 ||
+	    field(&p, end, &f, &n) != 0 ||
+	    opt_hex(f, n, t.offered, BW_RSA_PUB_LEN, &has) != 0)
+		goto bad;
+	t.has_offered = has;
+	/* the rest of the line is the name: printable, not empty */
+	n = (size_t)(end - p);
+	if (n == 0 || n >= sizeof(t.name))
+		goto bad;
+	for (i = 0; i < n; i++) {
+		if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+			goto bad;
+	}
+	memcpy(t.name, p, n);
+	if (bw_contacts_by_id(cs, t.id) != NULL ||
+	    (c = bw_contacts_add(cs, t.id, t.name)) == NULL)
+		goto bad;
+	*c = t;
+	bw_wipe(&t, sizeof(t));
+	return 0;
+bad:
+	bw_wipe(&t, sizeof(t));
+	return -1;
+}
+
+static int
+seen_line(const char *p, const char *end, struct bw_contacts *cs)
+{
+	char num[16];
+	const char *f;
+	size_t n;
+	uint64_t v;
+
+	while (p < end) {
+		if (field(&p, end, &f, &n) != 0 || n >= sizeof(num))
+			return -1;
+		memcpy(num, f, n);
+		num[n] = '\0';
+		if (bw_parse_u64(num, 0, UINT32_MAX, &v) != 0)
+			return -1;
+		(void)bw_contacts_seen(cs, (uint32_t)v);
+	}
+	return 0;
+}
+
+int
+bw_contacts_decode(const char *text, size_t len, struct bw_contacts *cs,
+		   size_t *line)
+{
+	const char *p = text, *end = text + len, *eol;
+	size_t no = 0;
+	int rc = 0;
+
+	bw_contacts_fini(cs);
+	*line = 0;
+	while (rc == 0 && p < end) {
+		no++;
+		eol = memchr(p, '\n', (size_t)(end - p));
+		if (eol == NULL)
+			eol = end;
+		if (no == 1)
+			rc = (size_t)(eol - p) == strlen(MAGIC) &&
+					     memcmp(p, MAGIC, strlen(MAGIC)) ==
+						     0
+				     ? 0
+				     : -1;
+		else if (eol - p >= 2 && p[0] == 'c' && p[1] == ' ')
+			rc = contact_line(p + 2, eol, cs);
+		else if (eol - p >= 1 && p[0] == 's' &&
+			 (eol - p == 1 || p[1] == ' '))
+			rc = seen_line(eol - p == 1 ? eol : p + 2, eol, cs);
+		else if (eol != p)
+			rc = -1; /* only the final newline may leave a blank */
+		p = eol < end ? eol + 1 : end;
+	}
+	if (rc != 0 || no == 0) {
+		*line = no ? no : 1;
+		bw_contacts_fini(cs);
+		return BW_EPROTO;
+	}
+	return 0;
+}
+
+static int
+put_hex(char **o, const uint8_t *p, size_t n, int has)
+{
+	if (!has) {
+		*(*o)++ = '-';
+	} else {
+		bw_hex_encode(p, n, *o);
+		*o += 2 * n;
+	}
+	*(*o)++ = ' ';
+	return 0;
+}
+
+int
+bw_contacts_encode(const struct bw_contacts *cs, char **out, size_t *len)
+{
+	size_t per = LINE_HEAD +
+		     2 * (BW_ID_LEN + 2 * BW_RSA_PUB_LEN + BW_AES_KEY_LEN) +
+		     BW_NAME_CAP + 8;
+	size_t cap = strlen(MAGIC) + 2 + cs->n * per + 4 + cs->seen_n * 11;
+	char *buf = malloc(cap), *o;
+	size_t i, k;
+
+	if (buf == NULL)
+		return BW_ENOMEM;
+	o = buf;
+	memcpy(o, MAGIC "\n", strlen(MAGIC) + 1);
+	o += strlen(MAGIC) + 1;
+	for (i = 0; i < cs->n; i++) {
+		const struct bw_contact *c = &cs->c[i];
+
+		*o++ = 'c';
+		*o++ = ' ';
+		put_hex(&o, c->id, BW_ID_LEN, 1);
+		put_hex(&o, c->key, BW_RSA_PUB_LEN, c->has_key);
+		put_hex(&o, c->aes, BW_AES_KEY_LEN, c->has_aes);
+		put_hex(&o, c->offered, BW_RSA_PUB_LEN, c->has_offered);
+		memcpy(o, c->name, strlen(c->name));
+		o += strlen(c->name);
+		*o++ = '\n';
+	}
+	if (cs->seen_n > 0) {
+		*o++ = 's';
+		/* oldest first, so a reload keeps the ring's order */
+		for (k = 0; k < cs->seen_n; k++) {
+			i = (cs->seen_next + BW_SEEN_MAX - cs->seen_n + k) %
+			    BW_SEEN_MAX;
+			o += snprintf(o, 12, " %u", (unsigned)cs->seen[i]);
+		}
+		*o++ = '\n';
+	}
+	*out = buf;
+	*len = (size_t)(o - buf);
+	return 0;
+}
+
+int
+bw_contacts_load(const char *path, struct bw_contacts *cs, const char **why)
+{
+	char *text = NULL;
+	size_t len = 0, line;
+	static char msg[64];
+	int rc;
+
+	*why = NULL;
+	bw_contacts_init(cs);
+	rc = bw_read_small_file(path, FILE_MAX, &text, &len);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc != 0) {
+		*why = bw_strerror(rc);
+		return rc;
+	}
+	rc = bw_contacts_decode(text, len, cs, &line);
+	bw_secure_free(text, len);
+	if (rc != 0) {
+		snprintf(msg, sizeof(msg), "line %zu is not valid", line);
+		*why = msg;
+	}
+	return rc;
+}
+
+int
+bw_contacts_save(const char *path, const struct bw_contacts *cs)
+{
+	char *text = NULL;
+	size_t len = 0;
+	int rc;
+
+	if ((rc = bw_contacts_encode(cs, &text, &len)) != 0)
+		return rc;
+	rc = bw_fs_write_atomic(path, text, len, 0600);
+	bw_secure_free(text, len);
+	return rc;
+}

@@ -1,0 +1,77 @@
+/* The messenger client's memory across runs (contacts.info beside me.info,
+ * mode 0600, written atomically): each contact's id and name, the public
+ * key pinned on first use, a key the server later offered in its place and
+ * the user has not accepted, the AES key shared with the contact, and the
+ * ids of the messages already shown (delivery is at least once).
+ *
+ *   bulwark-contacts 1
+ *   c <id hex> <pinned key hex|-> <aes key hex|-> <offered key hex|-> <name>
+ *   s <id> <id> ...
+ */
+#ifndef BULWARK_CLI_CONTACTS_H
+#define BULWARK_CLI_CONTACTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bulwark/crypto.h"
+#include "bulwark/err.h"
+#include "bulwark/ids.h"
+
+#define BW_CONTACTS_MAX 100000 /* contacts in one file */
+#define BW_SEEN_MAX	4096   /* message ids remembered */
+
+struct bw_contact {
+	uint8_t id[BW_ID_LEN];
+	char name[BW_NAME_CAP];
+	int has_key;
+	uint8_t key[BW_RSA_PUB_LEN]; /* pinned on first use */
+	int has_aes;
+	uint8_t aes[BW_AES_KEY_LEN];
+	int has_offered; /* the server's key differs from the pinned one */
+	uint8_t offered[BW_RSA_PUB_LEN];
+};
+
+struct bw_contacts {
+	struct bw_contact *c;
+	size_t n, cap;
+	uint32_t seen[BW_SEEN_MAX]; /* a ring of the newest ids shown */
+	size_t seen_n, seen_next;
+};
+
+void bw_contacts_init(struct bw_contacts *cs);
+/* Wipes the keys and frees. */
+void bw_contacts_fini(struct bw_contacts *cs);
+
+/* Parses the text of a contacts file into cs (emptied first). BW_EPROTO
+ * with *line set to the first bad line (1-based); cs is then empty. */
+int bw_contacts_decode(const char *text, size_t len, struct bw_contacts *cs,
+		       size_t *line) BW_WUR;
+/* Encodes cs; *out is heap text the caller wipes and frees with
+ * bw_secure_free(*out, *len). */
+int bw_contacts_encode(const struct bw_contacts *cs, char **out,
+		       size_t *len) BW_WUR;
+/* The file: a missing one is empty. */
+int bw_contacts_load(const char *path, struct bw_contacts *cs,
+		     const char **why) BW_WUR;
+int bw_contacts_save(const char *path, const struct bw_contacts *cs) BW_WUR;
+
+struct bw_contact *bw_contacts_by_id(struct bw_contacts *cs,
+				     const uint8_t id[BW_ID_LEN]);
+struct bw_contact *bw_contacts_by_name(struct bw_contacts *cs,
+				       const char *name);
+/* The contact for id, created (with name) if absent; its name is updated.
+ * NULL when out of memory or full. Pointers die on the next add. */
+struct bw_contact *bw_contacts_add(struct bw_contacts *cs,
+				   const uint8_t id[BW_ID_LEN],
+				   const char *name);
+/* 1 if message id was seen before; otherwise records it and returns 0. */
+int bw_contacts_seen(struct bw_contacts *cs, uint32_t id);
+
+/* "ab12 cd34 ..." : the SHA-256 of a key in 16 groups of four hex digits,
+ * into out[80]. */
+#define BW_FINGERPRINT_CAP 80
+int bw_fingerprint(const uint8_t key[BW_RSA_PUB_LEN],
+		   char out[BW_FINGERPRINT_CAP]) BW_WUR;
+
+#endif

@@ -1,0 +1,555 @@
+/* bulwark msg, the requests: each on its own connection, leaving in one
+ * write (servers that do a single recv(1024) see it whole) and read without
+ * expecting padding or a kept connection, so servers that pad and close and
+ * servers that keep the connection both work. Keys are pinned on first use.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bulwark/crypto.h"
+#include "bulwark/err.h"
+#include "bulwark/util.h"
+#include "cli/msg_int.h"
+
+#define LIST_CAP   (64u * 1024u * 1024u)
+#define FILE_CHUNK (64u * 1024u)
+
+static int
+net_failure(const struct msg_ctx *x, int rc)
+{
+	fprintf(stderr, "bulwark msg: %s:%u: %s\n", x->host, x->port,
+		bw_strerror(rc));
+	return BW_EXIT_FATAL;
+}
+
+static int
+server_error(void)
+{
+	printf("%s\n", MSG_ERR_TEXT);
+	fflush(stdout);
+	return BW_EXIT_FATAL;
+}
+
+int
+msg_save(struct msg_ctx *x)
+{
+	int rc = bw_contacts_save(x->contacts_path, &x->cs);
+
+	if (rc != 0) {
+		fprintf(stderr, "bulwark msg: cannot write %s: %s\n",
+			x->contacts_path, bw_strerror(rc));
+		return BW_EXIT_USAGE;
+	}
+	return 0;
+}
+
+/* Sends header and payload with one write on a fresh connection. */
+static int
+open_request(struct msg_ctx *x, struct bw_session *s, uint16_t code,
+	     const uint8_t *payload, size_t len, uint32_t announced)
+{
+	struct bw_req_hdr h;
+	uint8_t *buf;
+	int rc;
+
+	bw_session_init(s, x->host, x->port, x->timeout_ms, BW_MSG_VERSION);
+	if ((rc = bw_session_connect(s)) != 0)
+		return rc;
+	if ((buf = malloc(BW_REQ_HDR_LEN + len)) == NULL)
+		return BW_ENOMEM;
+	memset(&h, 0, sizeof(h));
+	if (x->have_me)
+		memcpy(h.client_id, x->me.id, BW_ID_LEN);
+	h.version = BW_MSG_VERSION;
+	h.code = code;
+	h.payload_size = announced;
+	bw_req_hdr_encode(&h, buf);
+	if (len > 0)
+		memcpy(buf + BW_REQ_HDR_LEN, payload, len);
+	rc = bw_session_write(s, buf, BW_REQ_HDR_LEN + len);
+	free(buf);
+	return rc;
+}
+
+/* Reads the response header: 0 with its payload size, or an exit status
+ * after saying what went wrong. */
+static int
+response_head(struct msg_ctx *x, struct bw_session *s, uint16_t want,
+	      uint32_t *size)
+{
+	uint8_t hdr[BW_RESP_HDR_LEN];
+	struct bw_resp_hdr h;
+	int rc;
+
+	if ((rc = bw_session_read(s, hdr, sizeof(hdr))) != 0)
+		return net_failure(x, rc);
+	if (bw_resp_hdr_decode(hdr, sizeof(hdr), &h) < 0)
+		return net_failure(x, BW_EPROTO);
+	if (h.code == BW_MSG_RESP_ERROR)
+		return server_error();
+	if (h.code != want) {
+		fprintf(stderr,
+			"bulwark msg: the server answered %u where %u was "
+			"expected\n",
+			h.code, want);
+		return server_error();
+	}
+	*size = h.payload_size;
+	return 0;
+}
+
+int
+msg_exchange(struct msg_ctx *x, uint16_t code, const uint8_t *payload,
+	     size_t len, uint16_t want, uint8_t **body, size_t *body_len,
+	     size_t cap)
+{
+	struct bw_session s;
+	uint32_t size = 0;
+	uint8_t *b = NULL;
+	int rc;
+
+	*body = NULL;
+	*body_len = 0;
+	if ((rc = open_request(x, &s, code, payload, len, (uint32_t)len)) !=
+	    0) {
+		bw_session_close(&s);
+		return net_failure(x, rc);
+	}
+	if ((rc = response_head(x, &s, want, &size)) != 0)
+		goto out;
+	if (size > cap) {
+		fprintf(stderr, "bulwark msg: a %u-byte answer is too large\n",
+			size);
+		rc = BW_EXIT_FATAL;
+		goto out;
+	}
+	if ((b = malloc(size ? size : 1)) == NULL) {
+		rc = net_failure(x, BW_ENOMEM);
+		goto out;
+	}
+	if (size > 0 && (rc = bw_session_read(&s, b, size)) != 0) {
+		free(b);
+		rc = net_failure(x, rc);
+		goto out;
+	}
+	*body = b;
+	*body_len = size;
+out:
+	bw_session_close(&s); /* padding after the payload is left unread */
+	return rc;
+}
+
+int
+msg_register(struct msg_ctx *x, const char *name)
+{
+	uint8_t payload[BW_MSG_REGISTER_LEN], spki[BW_RSA_PUB_LEN], *body;
+	char hex[2 * BW_ID_LEN + 1];
+	struct bw_identity me;
+	size_t n;
+	int rc;
+
+	if (x->have_me || access(x->me_path, F_OK) == 0) {
+		fprintf(stderr,
+			"bulwark msg: %s exists: this client is registered "
+			"already\n",
+			x->me_path);
+		return BW_EXIT_USAGE;
+	}
+	memset(&me, 0, sizeof(me));
+	if (strlen(name) >= sizeof(me.name)) {
+		fprintf(stderr, "bulwark msg: the name is too long\n");
+		return BW_EXIT_USAGE;
+	}
+	memcpy(me.name, name, strlen(name) + 1);
+	if ((rc = bw_rsa_generate(&me.key)) != 0 ||
+	    (rc = bw_rsa_to_spki(me.key, spki)) != 0) {
+		bw_identity_fini(&me);
+		return net_failure(x, rc);
+	}
+	if (bw_msg_register_encode(name, spki, payload) != 0) {
+		bw_identity_fini(&me);
+		fprintf(stderr, "bulwark msg: a name is 1 to 254 printable "
+				"characters\n");
+		return BW_EXIT_USAGE;
+	}
+	rc = msg_exchange(x, BW_MSG_REQ_REGISTER, payload, sizeof(payload),
+			  BW_MSG_RESP_REGISTERED, &body, &n, BW_ID_LEN);
+	if (rc == 0 && n != BW_ID_LEN)
+		rc = net_failure(x, BW_EPROTO);
+	if (rc == 0) {
+		memcpy(me.id, body, BW_ID_LEN);
+		if ((rc = bw_identity_save(&me, x->me_path, NULL)) != 0) {
+			fprintf(stderr, "bulwark msg: cannot write %s: %s\n",
+				x->me_path, bw_strerror(rc));
+			rc = BW_EXIT_USAGE;
+		}
+	}
+	free(body);
+	if (rc != 0) {
+		bw_identity_fini(&me);
+		return rc;
+	}
+	x->me = me;
+	x->have_me = 1;
+	bw_hex_encode(me.id, BW_ID_LEN, hex);
+	printf("registered as %s (id %s)\n", me.name, hex);
+	return 0;
+}
+
+int
+msg_list(struct msg_ctx *x, int show)
+{
+	char name[BW_NAME_CAP], shown[BW_ESC_CAP];
+	uint8_t *body, id[BW_ID_LEN];
+	size_t n, i;
+	int rc;
+
+	rc = msg_exchange(x, BW_MSG_REQ_LIST, NULL, 0, BW_MSG_RESP_LIST, &body,
+			  &n, LIST_CAP);
+	if (rc != 0)
+		return rc;
+	if (n % BW_MSG_LIST_ENTRY_LEN != 0) {
+		free(body);
+		return net_failure(x, BW_EPROTO);
+	}
+	for (i = 0; i < n; i += BW_MSG_LIST_ENTRY_LEN) {
+		if (bw_msg_list_entry_decode(body + i, BW_MSG_LIST_ENTRY_LEN,
+					     id, name) != 0)
+			continue; /* an entry we cannot show */
+		(void)bw_contacts_add(&x->cs, id, name);
+		if (show)
+			printf("%s\n",
+			       bw_escape_display(name, shown, sizeof(shown)));
+	}
+	if (show && n == 0)
+		printf("no other clients\n");
+	free(body);
+	return msg_save(x);
+}
+
+int
+msg_resolve(struct msg_ctx *x, const char *name, struct bw_contact **c)
+{
+	int rc;
+
+	if ((*c = bw_contacts_by_name(&x->cs, name)) != NULL)
+		return 0;
+	if ((rc = msg_list(x, 0)) != 0)
+		return rc;
+	if ((*c = bw_contacts_by_name(&x->cs, name)) != NULL)
+		return 0;
+	fprintf(stderr, "bulwark msg: no client called '%s'\n", name);
+	return BW_EXIT_USAGE;
+}
+
+static void
+show_fingerprint(const char *label, const uint8_t key[BW_RSA_PUB_LEN])
+{
+	char fp[BW_FINGERPRINT_CAP];
+
+	if (bw_fingerprint(key, fp) == 0)
+		fprintf(stderr, "  %-8s %s\n", label, fp);
+}
+
+int
+msg_fetch_key(struct msg_ctx *x, struct bw_contact *c)
+{
+	uint8_t *body, id[BW_ID_LEN];
+	const uint8_t *key;
+	char shown[BW_ESC_CAP], fp[BW_FINGERPRINT_CAP];
+	struct bw_rsa *rsa = NULL;
+	size_t n;
+	int rc;
+
+	rc = msg_exchange(x, BW_MSG_REQ_PUBKEY, c->id, BW_ID_LEN,
+			  BW_MSG_RESP_PUBKEY, &body, &n, BW_MSG_PUBKEY_LEN);
+	if (rc != 0)
+		return rc;
+	if (bw_msg_pubkey_decode(body, n, id, &key) != 0 ||
+	    memcmp(id, c->id, BW_ID_LEN) != 0 ||
+	    bw_rsa_from_spki(&rsa, key, BW_RSA_PUB_LEN) != 0) {
+		free(body);
+		fprintf(stderr, "bulwark msg: the server sent an unusable "
+				"key\n");
+		return BW_EXIT_FATAL;
+	}
+	bw_rsa_free(rsa);
+	bw_escape_display(c->name, shown, sizeof(shown));
+	if (!c->has_key) {
+		memcpy(c->key, key, BW_RSA_PUB_LEN);
+		c->has_key = 1;
+		if (bw_fingerprint(key, fp) == 0)
+			printf("public key of %s: %s (pinned)\n", shown, fp);
+	} else if (memcmp(c->key, key, BW_RSA_PUB_LEN) != 0) {
+		memcpy(c->offered, key, BW_RSA_PUB_LEN);
+		c->has_offered = 1;
+		fprintf(stderr,
+			"\nWARNING: the server gave a DIFFERENT public key for "
+			"%s.\n",
+			shown);
+		show_fingerprint("pinned:", c->key);
+		show_fingerprint("offered:", c->offered);
+		fprintf(stderr,
+			"Someone may be impersonating %s. No key will be sent "
+			"to %s\nuntil you accept the new one (only after "
+			"checking it with %s):\n  bulwark msg trust '%s'\n\n",
+			shown, shown, shown, shown);
+		free(body);
+		(void)msg_save(x);
+		return BW_EXIT_KEY_CHANGED;
+	} else {
+		c->has_offered = 0; /* the server is back to the pinned key */
+		if (bw_fingerprint(key, fp) == 0)
+			printf("public key of %s: %s\n", shown, fp);
+	}
+	free(body);
+	return msg_save(x);
+}
+
+int
+msg_trust(struct msg_ctx *x, struct bw_contact *c)
+{
+	char shown[BW_ESC_CAP], fp[BW_FINGERPRINT_CAP];
+
+	bw_escape_display(c->name, shown, sizeof(shown));
+	if (!c->has_offered) {
+		printf("no new key is waiting for %s\n", shown);
+		return 0;
+	}
+	memcpy(c->key, c->offered, BW_RSA_PUB_LEN);
+	c->has_key = 1;
+	c->has_offered = 0;
+	c->has_aes = 0; /* a key shared with the old key's owner is void */
+	bw_wipe(c->aes, sizeof(c->aes));
+	if (bw_fingerprint(c->key, fp) == 0)
+		printf("public key of %s is now %s\n", shown, fp);
+	return msg_save(x);
+}
+
+static int
+send_message(struct msg_ctx *x, struct bw_contact *c, uint8_t type,
+	     const uint8_t *content, size_t len)
+{
+	struct bw_msg_send s;
+	uint8_t *payload, *body, to[BW_ID_LEN];
+	uint32_t msg_id;
+	size_t n;
+	int rc;
+
+	if (len > BW_MSG_CONTENT_MAX)
+		return BW_EXIT_USAGE;
+	if ((payload = malloc(BW_MSG_SEND_PREFIX + len)) == NULL)
+		return net_failure(x, BW_ENOMEM);
+	memcpy(s.to, c->id, BW_ID_LEN);
+	s.type = type;
+	s.content_size = (uint32_t)len;
+	bw_msg_send_encode(&s, payload);
+	if (len > 0)
+		memcpy(payload + BW_MSG_SEND_PREFIX, content, len);
+	rc = msg_exchange(x, BW_MSG_REQ_SEND, payload, BW_MSG_SEND_PREFIX + len,
+			  BW_MSG_RESP_STORED, &body, &n, BW_MSG_STORED_LEN);
+	bw_secure_free(payload, BW_MSG_SEND_PREFIX + len);
+	if (rc != 0)
+		return rc;
+	rc = bw_msg_stored_decode(body, n, to, &msg_id);
+	free(body);
+	if (rc != 0)
+		return net_failure(x, BW_EPROTO);
+	printf("message %u stored\n", msg_id);
+	return 0;
+}
+
+int
+msg_send_key_request(struct msg_ctx *x, struct bw_contact *c)
+{
+	return send_message(x, c, BW_MSG_KEY_REQUEST, NULL, 0);
+}
+
+int
+msg_send_sym_key(struct msg_ctx *x, struct bw_contact *c)
+{
+	uint8_t aes[BW_AES_KEY_LEN], wrapped[BW_RSA_CT_LEN];
+	struct bw_rsa *rsa = NULL;
+	int rc;
+
+	/* the key the server has now, checked against the pinned one */
+	if ((rc = msg_fetch_key(x, c)) != 0)
+		return rc;
+	if ((rc = bw_random(aes, sizeof(aes))) != 0 ||
+	    (rc = bw_rsa_from_spki(&rsa, c->key, BW_RSA_PUB_LEN)) != 0 ||
+	    (rc = bw_rsa_oaep_encrypt(rsa, aes, sizeof(aes), wrapped)) != 0) {
+		bw_rsa_free(rsa);
+		bw_wipe(aes, sizeof(aes));
+		return net_failure(x, rc);
+	}
+	bw_rsa_free(rsa);
+	rc = send_message(x, c, BW_MSG_KEY, wrapped, sizeof(wrapped));
+	if (rc == 0) {
+		memcpy(c->aes, aes, sizeof(aes));
+		c->has_aes = 1;
+		rc = msg_save(x);
+	}
+	bw_wipe(aes, sizeof(aes));
+	return rc;
+}
+
+static int
+need_aes(const struct bw_contact *c)
+{
+	char shown[BW_ESC_CAP];
+
+	if (c->has_aes)
+		return 0;
+	fprintf(stderr,
+		"bulwark msg: no symmetric key with %s yet: send one (152) "
+		"or ask for one (151)\n",
+		bw_escape_display(c->name, shown, sizeof(shown)));
+	return BW_EXIT_NO_KEY;
+}
+
+int
+msg_send_text(struct msg_ctx *x, struct bw_contact *c, const char *text)
+{
+	uint8_t *ct = NULL;
+	size_t n = 0;
+	int rc;
+
+	if ((rc = need_aes(c)) != 0)
+		return rc;
+	if ((rc = bw_aes_seal(c->aes, (const uint8_t *)text, strlen(text), &ct,
+			      &n)) != 0)
+		return net_failure(x, rc);
+	rc = send_message(x, c, BW_MSG_TEXT, ct, n);
+	bw_secure_free(ct, n);
+	return rc;
+}
+
+/* Reads up to n bytes at the file's current offset: whole reads unless it
+ * ends. */
+static ssize_t
+read_some(int fd, uint8_t *p, size_t n)
+{
+	size_t got = 0;
+	ssize_t r;
+
+	while (got < n) {
+		r = read(fd, p + got, n - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
+}
+
+/* Streams the file: header, prefix and the first chunk in one write, the
+ * rest encrypted a chunk at a time. */
+static int
+stream_file(struct msg_ctx *x, struct bw_session *s, struct bw_contact *c,
+	    int fd, uint64_t size)
+{
+	uint8_t buf[BW_MSG_SEND_PREFIX + FILE_CHUNK + BW_AES_BLOCK];
+	struct bw_msg_send m;
+	struct bw_aes *aes = NULL;
+	uint64_t ct = bw_aes_cipher_len(size), done = 0;
+	size_t off = BW_MSG_SEND_PREFIX, k;
+	ssize_t r;
+	int rc, first = 1;
+
+	memcpy(m.to, c->id, BW_ID_LEN);
+	m.type = BW_MSG_FILE;
+	m.content_size = (uint32_t)ct;
+	bw_msg_send_encode(&m, buf);
+	if ((rc = bw_aes_new(&aes, c->aes, 1)) != 0)
+		return rc;
+	for (;;) {
+		r = read_some(fd, buf + off, FILE_CHUNK);
+		if (r < 0) {
+			rc = -errno;
+			break;
+		}
+		k = (size_t)r;
+		done += k;
+		if (done == size) { /* the last chunk: pad it */
+			bw_pkcs7_pad(buf + off + k - k % BW_AES_BLOCK,
+				     k % BW_AES_BLOCK);
+			k += BW_AES_BLOCK - k % BW_AES_BLOCK;
+		} else if (k == 0 || k % BW_AES_BLOCK != 0 || done > size) {
+			rc = BW_ESIZE; /* the file changed under us */
+			break;
+		}
+		if ((rc = bw_aes_cbc(aes, buf + off, k)) != 0)
+			break;
+		if (first)
+			rc = open_request(x, s, BW_MSG_REQ_SEND, buf, off + k,
+					  (uint32_t)(BW_MSG_SEND_PREFIX + ct));
+		else
+			rc = bw_session_write(s, buf, k);
+		first = 0;
+		off = 0;
+		if (rc != 0 || done == size)
+			break;
+	}
+	bw_aes_free(aes);
+	bw_wipe(buf, sizeof(buf));
+	return rc;
+}
+
+int
+msg_send_file(struct msg_ctx *x, struct bw_contact *c, const char *path)
+{
+	struct bw_session s;
+	struct stat st;
+	uint8_t ack[BW_MSG_STORED_LEN], to[BW_ID_LEN];
+	uint32_t size = 0, msg_id;
+	int fd, rc;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 ||
+	    fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		if (fd >= 0)
+			close(fd);
+		printf("file not found\n");
+		return BW_EXIT_USAGE;
+	}
+	if ((rc = need_aes(c)) != 0) {
+		close(fd);
+		return rc;
+	}
+	if (bw_aes_cipher_len((uint64_t)st.st_size) > BW_MSG_CONTENT_MAX) {
+		close(fd);
+		fprintf(stderr, "bulwark msg: %s is too large to send\n", path);
+		return BW_EXIT_USAGE;
+	}
+	s.fd = -1;
+	rc = stream_file(x, &s, c, fd, (uint64_t)st.st_size);
+	close(fd);
+	if (rc != 0) {
+		bw_session_close(&s);
+		return rc == BW_ESIZE ? (fprintf(stderr,
+						 "bulwark msg: %s changed "
+						 "while it was sent\n",
+						 path),
+					 BW_EXIT_USAGE)
+				      : net_failure(x, rc);
+	}
+	rc = response_head(x, &s, BW_MSG_RESP_STORED, &size);
+	if (rc == 0 && size != sizeof(ack))
+		rc = net_failure(x, BW_EPROTO);
+	if (rc == 0 && (rc = bw_session_read(&s, ack, sizeof(ack))) != 0)
+		rc = net_failure(x, rc);
+	bw_session_close(&s);
+	if (rc != 0)
+		return rc;
+	if (bw_msg_stored_decode(ack, sizeof(ack), to, &msg_id) != 0)
+		return net_failure(x, BW_EPROTO);
+	printf("message %u stored\n", msg_id);
+	return 0;
+}
