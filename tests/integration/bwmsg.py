@@ -149,10 +149,12 @@ class PyMsgServer:
     apart from bulwarkd. Knobs: mode 'keepalive' (serves many requests per
     connection, no padding) or 'recv1024' (one recv(1024) per connection,
     response padded to 1024, then close); error_codes: request codes always
-    answered 9000; garbage: bytes sent instead of any response."""
+    answered 9000; garbage: bytes sent instead of any response; keep: pulls
+    never delete (every pull delivers everything again)."""
 
-    def __init__(self, mode="keepalive", error_codes=(), garbage=None):
+    def __init__(self, mode="keepalive", error_codes=(), garbage=None, keep=False):
         self.mode, self.error_codes, self.garbage = mode, set(error_codes), garbage
+        self.keep = keep
         self.clients = {}  # id -> [name, spki]
         self.queues = {}  # id -> [(from, id, type, content)]
         self.next_id = 1
@@ -206,6 +208,8 @@ class PyMsgServer:
                         head = bw.recv_exact(conn, bw.REQ_HEADER_SIZE)
                     except (EOFError, ConnectionError, OSError):
                         return
+                    if len(head) < bw.REQ_HEADER_SIZE:
+                        return  # the client closed: one request per connection
                     cid, _, code, size = bw.REQ_HEADER.unpack(head)
                     payload = bw.recv_exact(conn, size) if size else b""
                     with self.lock:
@@ -249,7 +253,9 @@ class PyMsgServer:
                 self.queues[to].append((cid, mid, typ, payload[SEND_PREFIX.size:]))
                 return self._resp(STORED, to + struct.pack("<I", mid))
             if code == PULL:
-                q, self.queues[cid] = self.queues[cid], []
+                q = self.queues[cid]
+                if not self.keep:
+                    self.queues[cid] = []
                 return self._resp(WAITING, b"".join(
                     RECORD.pack(f, i, t, len(c)) + c for f, i, t, c in q))
         return self._resp(ERROR)

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+import bwmsg
 import bwvault as bw
 import vaultenv as env
 from vaultenv import VaultServer
@@ -116,3 +117,22 @@ def shim():
             pytest.fail(reason)
         pytest.skip(reason)
     return path
+
+
+@pytest.fixture
+def pyserver_msg():
+    """Factory: pyserver_msg(**knobs) -> a started bwmsg.PyMsgServer; stopped
+    on teardown, and any exception in its threads fails the test."""
+    servers = []
+
+    def start(**knobs):
+        srv = bwmsg.PyMsgServer(**knobs).start()
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.stop()
+    errors = [e for srv in servers for e in srv.errors]
+    if errors:
+        pytest.fail("PyMsgServer handler errors: %r" % errors)

@@ -1,0 +1,231 @@
+"""`bulwark msg`, the C messenger client: against our bulwarkd (one-shot
+commands and the menu through a pipe), and against the minimal Python
+server of bwmsg.py, so the client is proven apart from our server: a
+server that keeps connections, one that does a single recv(1024) and pads,
+one that answers 9000, one that sends garbage, one that delivers twice,
+and one that swaps a contact's key."""
+
+import os
+import stat
+import subprocess
+
+import pytest
+
+import bwmsg
+import bwvault as bw
+import vaultenv as env
+from vaultenv import unique_name
+
+H = "127.0.0.1"
+
+MENU = ("MessageU client at your service.\n110) Register\n120) Request for clients list\n"
+        "130) Request for public key\n140) Request for waiting messages\n"
+        "150) Send a text message\n151) Send a request for symmetric key\n"
+        "152) Send your symmetric key\n153) Send a file\n0) Exit client\n?\n")
+
+
+class Msg:
+    """A working directory for `bulwark msg`."""
+
+    def __init__(self, path, port):
+        self.dir = path
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "server.info").write_text("127.0.0.1:%d\n" % port)
+
+    def run(self, *args, stdin=None, timeout=60, tmp=None):
+        e = dict(os.environ)
+        if tmp is not None:
+            e["TMPDIR"] = str(tmp)
+        return subprocess.run([str(env.BULWARK), "msg", "--timeout", "10", *args],
+                              cwd=self.dir, input=stdin, capture_output=True,
+                              timeout=timeout, env=e)
+
+    def ok(self, *args, **kw):
+        r = self.run(*args, **kw)
+        assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
+        return r.stdout.decode()
+
+
+@pytest.fixture
+def pair(server, client_bin, tmp_path):
+    a, b = Msg(tmp_path / "a", server.port), Msg(tmp_path / "b", server.port)
+    na, nb = unique_name("alice"), unique_name("bob")
+    a.ok("register", na)
+    b.ok("register", nb)
+    return a, na, b, nb
+
+
+def blocks(out):
+    """The messages a 140 printed: [(from, content lines)]."""
+    res = []
+    for chunk in out.split("-----<EOM>-----\n")[:-1]:
+        lines = chunk.strip("\n").split("\n")
+        i = max(k for k, ln in enumerate(lines) if ln.startswith("From: "))
+        assert lines[i + 1] == "Content:", chunk
+        res.append((lines[i][6:], "\n".join(lines[i + 2:])))
+    return res
+
+
+def test_two_c_clients_talk_through_bulwarkd(pair, tmp_path):
+    a, na, b, nb = pair
+    assert nb in a.ok("list").splitlines()
+    assert "(pinned)" in a.ok("key", nb)
+    r = a.run("send", nb, "too early")
+    assert r.returncode == 6 and b"no symmetric key" in r.stderr
+    a.ok("request-key", nb)
+    assert blocks(b.ok("pull")) == [(na, "Request for symmetric key")]
+    b.ok("send-key", na)
+    assert blocks(a.ok("pull")) == [(nb, "symmetric key received")]
+    a.ok("send", nb, "שלום, bob")
+    b.ok("send", na, "hi alice\nsecond line")
+    assert blocks(b.ok("pull")) == [(na, "שלום, bob")]
+    assert blocks(a.ok("pull")) == [(nb, "hi alice\nsecond line")]
+    # files stream both ways and land under a name the client chose
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    (a.dir / "f.bin").write_bytes(data)
+    a.ok("send-file", nb, "f.bin")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    got = blocks(b.ok("pull", tmp=tmp))
+    assert len(got) == 1 and got[0][1].startswith(str(tmp) + "/bulwark-msg-")
+    path = got[0][1]
+    assert open(path, "rb").read() == data
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    # the messenger keeps no priv.key; contacts.info is private
+    assert not (a.dir / "priv.key").exists()
+    assert stat.S_IMODE(os.stat(a.dir / "contacts.info").st_mode) == 0o600
+
+
+def test_a_missing_file_says_file_not_found(pair):
+    a, na, b, nb = pair
+    b.ok("send-key", na)
+    a.ok("pull")
+    r = a.run("send-file", nb, "nope.bin")
+    assert r.returncode == 2 and b"file not found" in r.stdout
+
+
+def test_the_menu_from_a_pipe(pair):
+    a, na, b, nb = pair
+    b.ok("send-key", na)
+    script = "120\n140\n150\n%s\nhello from the menu\n999\nabc\n0\n" % nb
+    r = a.run(stdin=script.encode())
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr
+    assert out.count(MENU) == 6
+    assert "%s\n" % nb in out
+    assert "From: %s\nContent:\nsymmetric key received\n-----<EOM>-----\n\n" % nb in out
+    assert "Enter the recipient's name: Enter the message: message" in out
+    assert "invalid choice '999'" in out and "invalid choice 'abc'" in out
+    assert blocks(b.ok("pull")) == [(na, "hello from the menu")]
+
+
+def test_end_of_input_exits_0_and_110_refuses_a_second_registration(pair):
+    a, na, b, nb = pair
+    r = a.run(stdin=b"110\nsomeone\n")
+    assert r.returncode == 0
+    assert b"registered already" in r.stderr
+
+
+def test_a_9000_prints_the_spec_line_and_the_menu_goes_on(server, client_bin, tmp_path):
+    c = Msg(tmp_path / "c", server.port)
+    taken = unique_name("t")
+    c.ok("register", taken)
+    d = Msg(tmp_path / "d", server.port)
+    r = d.run(stdin=("110\n%s\n120\n0\n" % taken).encode())
+    out = r.stdout.decode()
+    assert r.returncode == 0
+    assert "server responded with an error\n" in out
+    assert out.count(MENU) == 3
+    assert not (d.dir / "me.info").exists()
+
+
+@pytest.mark.parametrize("mode", ["keepalive", "recv1024"])
+def test_the_client_against_other_servers(pyserver_msg, client_bin, tmp_path, mode):
+    srv = pyserver_msg(mode=mode)
+    a, b = Msg(tmp_path / "a", srv.port), Msg(tmp_path / "b", srv.port)
+    a.ok("register", "alice")
+    b.ok("register", "bob")
+    assert a.ok("list").splitlines() == ["bob"]
+    a.ok("send-key", "bob")
+    assert blocks(b.ok("pull")) == [("alice", "symmetric key received")]
+    b.ok("send", "alice", "hello over %s" % mode)
+    assert blocks(a.ok("pull")) == [("bob", "hello over %s" % mode)]
+    a.ok("request-key", "bob")
+    assert blocks(b.ok("pull")) == [("alice", "Request for symmetric key")]
+    # every request arrived whole in one write, type 1 with no content
+    assert all(whole for _, _, whole in srv.requests)
+    assert (603, 21, True) in srv.requests
+
+
+def test_a_server_that_answers_9000(pyserver_msg, client_bin, tmp_path):
+    srv = pyserver_msg(error_codes=[601, 604])
+    a = Msg(tmp_path / "a", srv.port)
+    a.ok("register", "alice")
+    for cmd in (("list",), ("pull",)):
+        r = a.run(*cmd)
+        assert r.returncode == 1 and b"server responded with an error" in r.stdout
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\x02", b"\xff" * 7, b"\x02\x34\x08\xff\xff\xff\xff"])
+def test_a_server_that_sends_garbage(pyserver_msg, client_bin, tmp_path, garbage):
+    srv = pyserver_msg(garbage=garbage)
+    a = Msg(tmp_path / "a", srv.port)
+    r = a.run("register", "alice", timeout=30)
+    assert r.returncode == 1, r
+    assert r.stderr or b"server responded with an error" in r.stdout
+    assert not (a.dir / "me.info").exists()
+
+
+def test_a_message_delivered_twice_is_shown_once(pyserver_msg, client_bin, tmp_path):
+    srv = pyserver_msg(keep=True)
+    a, b = Msg(tmp_path / "a", srv.port), Msg(tmp_path / "b", srv.port)
+    a.ok("register", "alice")
+    b.ok("register", "bob")
+    a.ok("send-key", "bob")
+    first = b.ok("pull")
+    second = b.ok("pull")
+    assert blocks(first) == [("alice", "symmetric key received")]
+    assert blocks(second) == []
+
+
+def test_a_changed_key_is_refused_until_trusted(pyserver_msg, client_bin, tmp_path):
+    srv = pyserver_msg()
+    a, b = Msg(tmp_path / "a", srv.port), Msg(tmp_path / "b", srv.port)
+    a.ok("register", "alice")
+    b.ok("register", "bob")
+    a.ok("key", "bob")
+    # the server now hands out someone else's key for bob
+    with srv.lock:
+        for cid, v in srv.clients.items():
+            if v[0] == "bob":
+                v[1] = bw.spki_der(bw.new_rsa_key())
+    r = a.run("send-key", "bob")
+    assert r.returncode == 5
+    assert b"DIFFERENT public key" in r.stderr
+    assert not [q for q in srv.requests if q[0] == 603], "no key went out"
+    r = a.run("send-key", "bob")
+    assert r.returncode == 5
+    assert "is now" in a.ok("trust", "bob")
+    a.ok("send-key", "bob")
+
+
+def test_keys_survive_a_restart_of_the_client(pair):
+    a, na, b, nb = pair
+    a.ok("send-key", nb)
+    b.ok("pull")
+    # new processes each time: the shared key came from contacts.info
+    b.ok("send", na, "after restart")
+    assert blocks(a.ok("pull")) == [(nb, "after restart")]
+
+
+def test_the_vault_client_uses_the_messenger_identity(pair, server):
+    a, na, b, nb = pair
+    data = os.urandom(10000)
+    (a.dir / "v.bin").write_bytes(data)
+    (a.dir / "transfer.info").write_text("127.0.0.1:%d\n%s\nv.bin\n" % (server.port, na))
+    r = subprocess.run([str(env.BULWARK), "send", "--quiet"], cwd=a.dir, capture_output=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = server.query("SELECT PathName FROM files")
+    assert len(rows) == 1
+    assert (server.data_dir / rows[0][0]).read_bytes() == data
