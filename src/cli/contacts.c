@@ -234,8 +234,8 @@ bw_contacts_decode(const char *text, size_t len, struct bw_contacts *cs,
 		else if (eol - p >= 1 && p[0] == 's' &&
 			 (eol - p == 1 || p[1] == ' '))
 			rc = seen_line(eol - p == 1 ? eol : p + 2, eol, cs);
-		else if (eol != p)
-			rc = -1; /* only the final newline may leave a blank */
+		else
+			rc = -1; /* blank lines and anything else */
 		p = eol < end ? eol + 1 : end;
 	}
 	if (rc != 0 || no == 0) {
