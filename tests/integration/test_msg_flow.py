@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -330,6 +331,14 @@ def test_stat_shows_the_messenger(start_server):
     fields = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
     assert fields["messages queued"] == "4"
     assert fields["message bytes queued"] == "128"
+    s = socket.create_connection((H, srv.console_port), timeout=5)
+    s.sendall(b"Hi")
+    bw.recv_exact(s, 48)
+    s.sendall(b"USRS")
+    text = bw.recv_exact(s, int(bw.recv_exact(s, 4))).decode()
+    s.close()
+    queued = {row.split("\t")[0]: row.split("\t")[3] for row in text.splitlines()[1:]}
+    assert queued[b.name] == "4" and queued[a.name] == "0"
 
 
 def test_a_hundred_clients_send_and_pull_at_once(server):
@@ -364,3 +373,37 @@ def test_a_hundred_clients_send_and_pull_at_once(server):
     assert len(got) == 5 * n
     assert len(set(ids_of(got))) == 5 * n
     assert ids_of(got) == sorted(ids_of(got))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind((H, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_port_info_and_myport_info_naming_two_ports_serve_both_on_both(tmp_path):
+    p1, p2 = free_port(), free_port()
+    (tmp_path / "port.info").write_text("%d\n" % p1)
+    (tmp_path / "myport.info").write_text(" %d \n" % p2)
+    log = tmp_path / "log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([str(env.BULWARKD), "--data-dir", str(tmp_path), "--listen", H,
+                                 "--no-console"], stderr=f)
+    try:
+        assert env.wait_for(lambda: log.read_text().count("messenger listening on") == 2, 10), \
+            log.read_text()
+        a = bwmsg.MsgClient(H, p1)
+        a.register(unique_name("p1"), key=rsa_key(0))
+        b = bwmsg.MsgClient(H, p2)
+        b.register(unique_name("p2"), key=rsa_key(1))
+        mid = a.send(b.client_id, 3, bytes(16))
+        assert ids_of(b.pull()) == [mid]
+        # and the vault on the messenger's port
+        v = bw.VaultClient(H, p2, key=rsa_key(2)).connect()
+        assert v.register(unique_name("v")).code == bw.REGISTERED
+        v.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0
