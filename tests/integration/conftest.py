@@ -1,6 +1,4 @@
-"""Fixtures for the vault integration tests."""
-
-import os
+"""Fixtures for the integration tests."""
 
 import pytest
 
@@ -10,13 +8,7 @@ import vaultenv as env
 from vaultenv import VaultServer
 
 
-def _require(path, what, variable):
-    if path.is_file() and os.access(path, os.X_OK):
-        return
-    reason = "%s not built: %s missing (build the dev preset or set %s)" % (what, path, variable)
-    if os.environ.get("BULWARK_REQUIRE_BINARIES"):
-        pytest.fail(reason)
-    pytest.skip(reason)
+_require = env.require_file
 
 
 @pytest.fixture
@@ -110,12 +102,7 @@ def pyserver():
 def shim():
     """libbwfault.so from the build directory of $BULWARKD."""
     path = env.BULWARKD.parent / "libbwfault.so"
-    if not path.is_file():
-        reason = ("fault shim not built: %s missing (build target bwfault, in the "
-                  "build directory of BULWARKD)" % path)
-        if os.environ.get("BULWARK_REQUIRE_BINARIES"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    env.require_file(path, "the fault shim (target bwfault)", executable=False)
     return path
 
 

@@ -21,6 +21,15 @@ RULES = [
     ("src/svc/frame.c", "#include <sqlite3.h>", "SQLite included outside"),
     ("src/cli/common.c", "#include <openssl/evp.h>", "OpenSSL included outside"),
     ("src/core/util.c", "static void f(char *d) { strcpy(d, \"x\"); }", "banned call"),
+    # the forms a text match on '"svc/' would miss: each resolves, for the
+    # compiler, to a header of a layer the file may not use
+    ("src/svc/msg/msg.c", '#include "../vault/vault.h"',
+     "service msg includes the daemon or another service"),
+    ("src/svc/engine.c", '#include "vault/vault.h"', "the engine includes a service"),
+    ("src/proto/msg.c", "#include <svc/engine.h>", "a codec includes a service"),
+    ("src/cli/msg.c", '#  include "../svc/frame.h"', "a client includes a service"),
+    ("src/cmd/bulwark.c", '#include "svc/daemon.h"', "outside what it may use"),
+    ("src/svc/frame.c", '#include "core/store/store_int.h"', "the store's private header"),
 ]
 
 
@@ -34,7 +43,7 @@ def tree(tmp_path):
 
 def run(tree):
     env_ = dict(os.environ, CHECKSRC_SKIP_FORMAT="1")
-    return subprocess.run(["sh", str(tree / "tools" / "checksrc")], cwd=tree,
+    return subprocess.run([str(tree / "tools" / "checksrc")], cwd=tree,
                           capture_output=True, text=True, timeout=120, env=env_)
 
 
@@ -52,3 +61,19 @@ def test_each_planted_violation_fails(tree, path, line, message):
     r = run(tree)
     assert r.returncode != 0
     assert message in r.stderr, r.stderr
+
+
+def test_a_new_file_is_checked_too(tree):
+    (tree / "src" / "svc" / "rooms").mkdir()
+    (tree / "src" / "svc" / "rooms" / "x.c").write_text(
+        '/* a new service file */\n#include "svc/vault/vault.h"\n')
+    r = run(tree)
+    assert r.returncode != 0
+    assert "service rooms includes the daemon or another service" in r.stderr, r.stderr
+
+
+def test_a_file_without_its_opening_comment_fails(tree):
+    (tree / "src" / "core" / "y.c").write_text("int y;\n")
+    r = run(tree)
+    assert r.returncode != 0
+    assert "does not open with a comment" in r.stderr, r.stderr

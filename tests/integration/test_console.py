@@ -100,10 +100,7 @@ class ConsoleServer:
 def start_console_server(tmp_path):
     """Factory: start_console_server(*extra_args) -> a running ConsoleServer.
     conftest's server fixture always passes --no-console, hence this one."""
-    if not (env.BULWARKD.is_file() and os.access(env.BULWARKD, os.X_OK)):
-        if os.environ.get("BULWARK_REQUIRE_BINARIES"):
-            pytest.fail("bulwarkd not built: %s" % env.BULWARKD)
-        pytest.skip("bulwarkd not built: %s" % env.BULWARKD)
+    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
     servers = []
 
     def start(*extra_args):
@@ -571,8 +568,7 @@ def test_secret_is_required_on_loopback_when_configured(start_console_server):
 
 
 def test_refuses_to_start_off_loopback_without_secret(tmp_path):
-    if not env.BULWARKD.is_file():
-        pytest.skip("bulwarkd not built")
+    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
     r = subprocess.run([str(env.BULWARKD), "--data-dir", str(tmp_path), "--port", "0",
                         "--console-port", "0", "--console-listen", "0.0.0.0"],
                        capture_output=True, timeout=20)
@@ -581,8 +577,7 @@ def test_refuses_to_start_off_loopback_without_secret(tmp_path):
 
 
 def test_no_console_turns_it_off(tmp_path):
-    if not env.BULWARKD.is_file():
-        pytest.skip("bulwarkd not built")
+    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
     srv = env.VaultServer(tmp_path / "d", log_path=tmp_path / "log")  # passes --no-console
     srv.start()
     try:

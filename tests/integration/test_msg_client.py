@@ -11,7 +11,6 @@ import subprocess
 
 import pytest
 
-import bwmsg
 import bwvault as bw
 import vaultenv as env
 from vaultenv import unique_name

@@ -509,8 +509,7 @@ def test_a_greeted_console_that_never_asks_is_closed(start_server):
 
 
 def test_refuses_to_start_when_incoming_is_a_symlink(tmp_path):
-    if not (env.BULWARKD.is_file() and os.access(env.BULWARKD, os.X_OK)):
-        pytest.skip("bulwarkd not built: %s" % env.BULWARKD)
+    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
     data = tmp_path / "data"
     (data / "files").mkdir(parents=True)
     outside = tmp_path / "outside"
@@ -596,8 +595,7 @@ def test_console_secret_from_a_file_or_the_environment(start_server, tmp_path, s
 
 
 def test_help_mentions_the_secret_file_and_variable():
-    if not (env.BULWARKD.is_file() and os.access(env.BULWARKD, os.X_OK)):
-        pytest.skip("bulwarkd not built: %s" % env.BULWARKD)
+    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
     r = subprocess.run([str(env.BULWARKD), "--help"], capture_output=True, timeout=10)
     assert r.returncode == 0
     out = r.stdout.decode("utf-8", "replace")

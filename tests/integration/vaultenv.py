@@ -26,6 +26,22 @@ SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Memory|Thread)Sanitizer|runtime
 _names = itertools.count(1)
 
 
+def require_file(path, what, variable=None, executable=True):
+    """Skips the test when a built file is missing, or fails it when
+    BULWARK_REQUIRE_BINARIES is set (scripts/check sets it: CI must never
+    pass with nothing tested)."""
+    import pytest
+
+    if path.is_file() and (not executable or os.access(path, os.X_OK)):
+        return
+    reason = "%s not built: %s missing" % (what, path)
+    if variable:
+        reason += " (build the dev preset or set %s)" % variable
+    if os.environ.get("BULWARK_REQUIRE_BINARIES"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def unique_name(prefix="user"):
     """A name no other test in this process has used."""
     return "%s-%d-%d" % (prefix, os.getpid(), next(_names))
