@@ -1,5 +1,6 @@
-/* The event loop: epoll readiness callbacks, periodic ticks, deferred calls
- * run after the current batch of events, and a small worker-thread pool for
+/* The event loop: epoll readiness callbacks, periodic ticks, one-shot
+ * timers, deferred calls run after the current batch of events, and a
+ * small worker-thread pool for
  * blocking work (fsync, rename) whose completion is delivered back on the
  * loop thread. Everything but bw_loop_submit's work function runs on the loop
  * thread.
@@ -42,6 +43,30 @@ int bw_loop_update(struct bw_loop *l, struct bw_watch *w, unsigned events);
 /* Stops watching; the fd is not closed. Events of the current batch for w are
  * dropped. */
 void bw_loop_unwatch(struct bw_loop *l, struct bw_watch *w);
+
+/* A one-shot timer; the caller owns the storage and keeps it alive while it
+ * is armed (bw_loop_timer_stop before freeing it). Zero it before first
+ * use. */
+struct bw_timer {
+	uint64_t due_ms;
+	bw_call_fn fn;
+	void *arg;
+	size_t slot; /* its place in the loop's heap + 1; 0: not armed */
+};
+
+/* Calls fn(arg) once, ms from now, on the loop thread (after the pass's
+ * events). Re-arms a timer already armed. BW_ENOMEM if the heap cannot
+ * grow (the timer is then not armed). */
+int bw_loop_timer_start(struct bw_loop *l, struct bw_timer *t, unsigned ms,
+			bw_call_fn fn, void *arg)
+	__attribute__((warn_unused_result));
+/* Disarms t (nothing if it is not armed). */
+void bw_loop_timer_stop(struct bw_loop *l, struct bw_timer *t);
+static inline int
+bw_timer_armed(const struct bw_timer *t)
+{
+	return t->slot != 0;
+}
 
 /* Calls fn(arg) every interval_ms (at most 8 ticks per loop). */
 int bw_loop_every(struct bw_loop *l, unsigned interval_ms, bw_call_fn fn,

@@ -1,4 +1,5 @@
-/* epoll event loop with periodic ticks, deferred calls and a worker pool.
+/* epoll event loop with periodic ticks, one-shot timers (a binary heap),
+ * deferred calls and a worker pool.
  * Worker completions come back through an eventfd so that done callbacks run
  * on the loop thread and need no locking of their own.
  */
@@ -37,6 +38,8 @@ struct bw_loop {
 	int stop;
 	struct tick ticks[MAX_TICKS];
 	unsigned ticks_n;
+	struct bw_timer **heap; /* soonest first */
+	size_t heap_n, heap_cap;
 	struct job *deferred, **deferred_tail;
 	/* the batch being dispatched, so unwatch can drop its events */
 	struct epoll_event *batch;
@@ -185,6 +188,7 @@ bw_loop_free(struct bw_loop *l)
 		close(l->efd);
 	if (l->ep >= 0)
 		close(l->ep);
+	free(l->heap);
 	pthread_mutex_destroy(&l->mu);
 	pthread_cond_destroy(&l->cv);
 	free(l);
@@ -248,6 +252,108 @@ bw_loop_unwatch(struct bw_loop *l, struct bw_watch *w)
 			l->batch[i].data.ptr = NULL;
 	}
 	w->fd = -1;
+}
+
+/* --- timers: heap[i]'s children are 2i+1 and 2i+2; t->slot is i + 1 -- */
+
+static void
+heap_set(struct bw_loop *l, size_t i, struct bw_timer *t)
+{
+	l->heap[i] = t;
+	t->slot = i + 1;
+}
+
+static void
+heap_up(struct bw_loop *l, size_t i)
+{
+	struct bw_timer *t = l->heap[i];
+	size_t parent;
+
+	while (i > 0) {
+		parent = (i - 1) / 2;
+		if (l->heap[parent]->due_ms <= t->due_ms)
+			break;
+		heap_set(l, i, l->heap[parent]);
+		i = parent;
+	}
+	heap_set(l, i, t);
+}
+
+static void
+heap_down(struct bw_loop *l, size_t i)
+{
+	struct bw_timer *t = l->heap[i];
+	size_t child;
+
+	for (;;) {
+		child = 2 * i + 1;
+		if (child >= l->heap_n)
+			break;
+		if (child + 1 < l->heap_n &&
+		    l->heap[child + 1]->due_ms < l->heap[child]->due_ms)
+			child++;
+		if (t->due_ms <= l->heap[child]->due_ms)
+			break;
+		heap_set(l, i, l->heap[child]);
+		i = child;
+	}
+	heap_set(l, i, t);
+}
+
+void
+bw_loop_timer_stop(struct bw_loop *l, struct bw_timer *t)
+{
+	struct bw_timer *moved;
+	size_t i;
+
+	if (t->slot == 0)
+		return;
+	i = t->slot - 1;
+	t->slot = 0;
+	if (--l->heap_n == i)
+		return; /* it was the last */
+	moved = l->heap[l->heap_n];
+	heap_set(l, i, moved);
+	heap_up(l, i);
+	heap_down(l, moved->slot - 1);
+}
+
+int
+bw_loop_timer_start(struct bw_loop *l, struct bw_timer *t, unsigned ms,
+		    bw_call_fn fn, void *arg)
+{
+	struct bw_timer **grown;
+	size_t cap;
+
+	bw_loop_timer_stop(l, t);
+	if (l->heap_n == l->heap_cap) {
+		cap = l->heap_cap ? l->heap_cap * 2 : 64;
+		if ((grown = realloc(l->heap, cap * sizeof(*grown))) == NULL)
+			return BW_ENOMEM;
+		l->heap = grown;
+		l->heap_cap = cap;
+	}
+	t->due_ms = bw_now_ms() + ms;
+	t->fn = fn;
+	t->arg = arg;
+	heap_set(l, l->heap_n++, t);
+	heap_up(l, l->heap_n - 1);
+	return 0;
+}
+
+/* Fires the timers due by now; one armed again meanwhile waits for the
+ * next pass even if it is due at once. */
+static void
+run_timers(struct bw_loop *l, uint64_t now)
+{
+	size_t budget = l->heap_n;
+	struct bw_timer *t;
+
+	while (budget-- > 0 && l->heap_n > 0 && l->heap[0]->due_ms <= now) {
+		t = l->heap[0];
+		bw_loop_timer_stop(l, t);
+		t->fn(t->arg);
+	}
 }
 
 int
@@ -316,6 +422,8 @@ next_timeout(struct bw_loop *l, uint64_t now)
 		if (l->ticks[i].next_ms < soonest)
 			soonest = l->ticks[i].next_ms;
 	}
+	if (l->heap_n > 0 && l->heap[0]->due_ms < soonest)
+		soonest = l->heap[0]->due_ms;
 	if (soonest == UINT64_MAX)
 		return 1000;
 	return soonest <= now ? 0 : (int)(soonest - now);
@@ -376,6 +484,7 @@ bw_loop_run(struct bw_loop *l)
 		l->batch = NULL;
 		l->batch_n = 0;
 		now = bw_now_ms();
+		run_timers(l, now);
 		for (i = 0; i < l->ticks_n; i++) {
 			if (l->ticks[i].next_ms <= now) {
 				l->ticks[i].next_ms =

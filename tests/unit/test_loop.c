@@ -1,0 +1,202 @@
+/* The event loop's one-shot timers: they fire in due order, once, stopped
+ * ones never; the heap stays ordered through thousands of random starts,
+ * re-arms and stops; a timer that re-arms itself at 0 ms waits for the next
+ * pass instead of spinning the current one.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "bulwark/loop.h"
+#include "bulwark/util.h"
+
+#define N 2000
+
+struct fired {
+	uint64_t at[N];
+	unsigned order[N];
+	unsigned n;
+	struct bw_loop *l;
+	unsigned stop_after;
+};
+
+static struct fired F;
+static struct bw_timer T[N];
+static unsigned idx[N];
+
+static void
+on_fire(void *arg)
+{
+	unsigned i = *(unsigned *)arg;
+
+	F.at[F.n] = T[i].due_ms;
+	F.order[F.n++] = i;
+	if (F.n == F.stop_after)
+		bw_loop_stop(F.l);
+}
+
+static int
+setup(void **state)
+{
+	struct bw_loop *l;
+	unsigned i;
+
+	memset(&F, 0, sizeof(F));
+	memset(T, 0, sizeof(T));
+	for (i = 0; i < N; i++)
+		idx[i] = i;
+	assert_int_equal(bw_loop_new(&l, 0), 0);
+	F.l = l;
+	*state = l;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	bw_loop_free(*state);
+	return 0;
+}
+
+/* A tick that ends the run after ms, whatever fired. */
+static uint64_t run_until;
+static void
+end_tick(void *arg)
+{
+	if (bw_now_ms() >= run_until)
+		bw_loop_stop(arg);
+}
+
+static void
+run_for(struct bw_loop *l, unsigned ms)
+{
+	run_until = bw_now_ms() + ms;
+	assert_int_equal(bw_loop_run(l), 0);
+}
+
+static void
+timers_fire_once_in_due_order(void **state)
+{
+	struct bw_loop *l = *state;
+	static const unsigned ms[] = {30, 5, 20, 10, 25, 15};
+	unsigned i;
+
+	assert_int_equal(bw_loop_every(l, 5, end_tick, l), 0);
+	for (i = 0; i < 6; i++)
+		assert_int_equal(
+			bw_loop_timer_start(l, &T[i], ms[i], on_fire, &idx[i]),
+			0);
+	run_for(l, 80);
+	assert_int_equal(F.n, 6);
+	for (i = 1; i < 6; i++)
+		assert_true(ms[F.order[i - 1]] < ms[F.order[i]]);
+	for (i = 0; i < 6; i++)
+		assert_false(bw_timer_armed(&T[i]));
+}
+
+static void
+stopped_timer_never_fires_and_rearm_moves_it(void **state)
+{
+	struct bw_loop *l = *state;
+
+	assert_int_equal(bw_loop_every(l, 5, end_tick, l), 0);
+	assert_int_equal(bw_loop_timer_start(l, &T[0], 10, on_fire, &idx[0]),
+			 0);
+	assert_int_equal(bw_loop_timer_start(l, &T[1], 20, on_fire, &idx[1]),
+			 0);
+	assert_int_equal(bw_loop_timer_start(l, &T[2], 30, on_fire, &idx[2]),
+			 0);
+	bw_loop_timer_stop(l, &T[1]);
+	bw_loop_timer_stop(l, &T[1]); /* twice: nothing */
+	/* re-armed: now the last */
+	assert_int_equal(bw_loop_timer_start(l, &T[0], 40, on_fire, &idx[0]),
+			 0);
+	run_for(l, 90);
+	assert_int_equal(F.n, 2);
+	assert_int_equal(F.order[0], 2);
+	assert_int_equal(F.order[1], 0);
+}
+
+/* Random starts, re-arms and stops, all due at once: each armed timer
+ * fires exactly once and in non-decreasing due order. */
+static void
+heap_keeps_order_through_random_churn(void **state)
+{
+	struct bw_loop *l = *state;
+	unsigned i, k, armed = 0;
+	uint64_t x = 88172645463325252ull;
+	static int live[N];
+
+	memset(live, 0, sizeof(live));
+	for (k = 0; k < 20000; k++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		i = (unsigned)(x % N);
+		if ((x >> 32) % 4 == 0) {
+			bw_loop_timer_stop(l, &T[i]);
+			live[i] = 0;
+		} else {
+			assert_int_equal(
+				bw_loop_timer_start(l, &T[i],
+						    (unsigned)((x >> 20) % 40),
+						    on_fire, &idx[i]),
+				0);
+			live[i] = 1;
+		}
+	}
+	for (i = 0; i < N; i++)
+		armed += (unsigned)live[i];
+	assert_int_equal(bw_loop_every(l, 5, end_tick, l), 0);
+	run_for(l, 120);
+	assert_int_equal(F.n, armed);
+	for (i = 1; i < F.n; i++)
+		assert_true(F.at[i - 1] <= F.at[i]);
+}
+
+static unsigned self_runs;
+static void
+rearm_self(void *arg)
+{
+	struct bw_loop *l = arg;
+
+	self_runs++;
+	assert_int_equal(bw_loop_timer_start(l, &T[0], 0, rearm_self, l), 0);
+}
+
+static void
+timer_rearming_itself_at_zero_waits_for_the_next_pass(void **state)
+{
+	struct bw_loop *l = *state;
+
+	self_runs = 0;
+	assert_int_equal(bw_loop_every(l, 5, end_tick, l), 0);
+	assert_int_equal(bw_loop_timer_start(l, &T[0], 0, rearm_self, l), 0);
+	run_for(l, 30); /* returns: the pass is not spun for ever */
+	assert_true(self_runs > 1);
+	bw_loop_timer_stop(l, &T[0]);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(timers_fire_once_in_due_order,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			stopped_timer_never_fires_and_rearm_moves_it, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			heap_keeps_order_through_random_churn, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			timer_rearming_itself_at_zero_waits_for_the_next_pass,
+			setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
