@@ -1,7 +1,9 @@
-/* Per-source-address counters (exact IP): open connections, uploads in
- * progress, registrations in the current minute. Bounded: an entry lives
- * while it counts something, and idle entries are dropped when the table is
- * full or swept. Loop thread only.
+/* Per-source-address counters (exact IP): open connections, what each
+ * service holds for the address (a slot of its own: the vault's uploads in
+ * progress), registrations in the current minute, and recent failed
+ * attempts (strikes, e.g. wrong passwords). Bounded: an entry lives while
+ * it counts something, and idle entries are dropped when the table is full
+ * or swept. Loop thread only.
  */
 #ifndef BULWARK_ADDRTAB_H
 #define BULWARK_ADDRTAB_H
@@ -11,21 +13,25 @@
 
 #include "bulwark/hash.h"
 
-#define BW_ADDR_TEXT 48 /* an IPv6 address in text, with NUL */
+#define BW_ADDR_TEXT	    48	    /* an IPv6 address in text, with NUL */
+#define BW_ADDR_SLOTS	    4	    /* services that hold counts per address */
+#define BW_ADDR_STRIKE_KEEP 600000u /* ms a strike is remembered */
 
 struct bw_addr {
 	char addr[BW_ADDR_TEXT];
-	unsigned conns;		/* open connections (all services) */
-	unsigned console_conns; /* of which the console's */
-	unsigned uploads;	/* vault uploads and refused bodies */
-	unsigned regs;		/* registrations since reg_start_ms */
-	uint64_t reg_start_ms;	/* start of the registration window */
-	uint64_t failed_ms;	/* last time a limit refused this address */
+	unsigned conns;		      /* open connections (all services) */
+	unsigned held[BW_ADDR_SLOTS]; /* per service (bw_addrtab_slot) */
+	unsigned regs;		      /* registrations since reg_start_ms */
+	uint64_t reg_start_ms;	      /* start of the registration window */
+	uint64_t failed_ms; /* last time a limit refused this address */
+	unsigned strikes;   /* failed attempts, the last at strike_ms */
+	uint64_t strike_ms;
 };
 
 struct bw_addrtab {
 	struct bw_hash map;
-	size_t cap; /* most entries kept */
+	size_t cap;	  /* most entries kept */
+	unsigned slots_n; /* held[] slots given out */
 };
 
 int bw_addrtab_init(struct bw_addrtab *t, size_t cap)
@@ -36,11 +42,19 @@ void bw_addrtab_fini(struct bw_addrtab *t);
  * valid while the entry counts something. */
 struct bw_addr *bw_addrtab_get(struct bw_addrtab *t, const char *addr,
 			       uint64_t now_ms);
+/* A slot of held[] for one service's own count: its index, or BW_ETOOBIG
+ * when every slot is taken. */
+int bw_addrtab_slot(struct bw_addrtab *t) __attribute__((warn_unused_result));
 /* Drops entries that count nothing and whose registration window ended. */
 void bw_addrtab_sweep(struct bw_addrtab *t, uint64_t now_ms);
 /* Counts a registration if fewer than per_min happened in the current
  * minute: 0, or BW_ETOOBIG when over the limit (0 per_min = no limit). */
 int bw_addr_count_reg(struct bw_addr *a, unsigned per_min, uint64_t now_ms);
+/* Counts a failed attempt. Strikes are forgotten BW_ADDR_STRIKE_KEEP ms
+ * after the last one. */
+void bw_addr_strike(struct bw_addr *a, uint64_t now_ms);
+/* Strikes still remembered at now_ms. */
+unsigned bw_addr_strikes(const struct bw_addr *a, uint64_t now_ms);
 /* The IP part of "ip:port" (or "[ip]:port") into out[BW_ADDR_TEXT]. */
 void bw_addr_of_peer(const char *peer, char out[BW_ADDR_TEXT]);
 

@@ -29,5 +29,8 @@ int bw_net_connect(const char *host, uint16_t port, unsigned timeout_ms,
 int bw_net_read_full(int fd, void *p, size_t n) BW_WUR;
 /* Writes exactly n bytes (no SIGPIPE): 0, BW_ETIMEDOUT or -errno. */
 int bw_net_write_full(int fd, const void *p, size_t n) BW_WUR;
+/* Bytes written to the TCP socket fd that the peer has not acknowledged
+ * (SIOCOUTQ): 0 once it has everything. -errno if it cannot tell. */
+int bw_net_unacked(int fd, size_t *out) BW_WUR;
 
 #endif

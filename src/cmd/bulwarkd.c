@@ -346,7 +346,7 @@ main(int argc, char **argv)
 		case OPT_MAX_MESSAGE:
 			cfg.msg.max_content =
 				num_arg("--max-message-size", optarg, 0,
-					0xFFFFFFFFu - 21u);
+					0xFFFFFFFFu - 25u);
 			break;
 		case OPT_MAX_QUEUED:
 			cfg.msg.max_queued_n =

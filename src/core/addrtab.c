@@ -13,6 +13,7 @@ int
 bw_addrtab_init(struct bw_addrtab *t, size_t cap)
 {
 	t->cap = cap;
+	t->slots_n = 0;
 	return bw_hash_init(&t->map);
 }
 
@@ -32,10 +33,24 @@ bw_addrtab_fini(struct bw_addrtab *t)
 	bw_hash_fini(&t->map);
 }
 
+int
+bw_addrtab_slot(struct bw_addrtab *t)
+{
+	if (t->slots_n >= BW_ADDR_SLOTS)
+		return BW_ETOOBIG;
+	return (int)t->slots_n++;
+}
+
 static int
 idle(const struct bw_addr *a, uint64_t now_ms)
 {
-	return a->conns == 0 && a->uploads == 0 &&
+	unsigned i;
+
+	for (i = 0; i < BW_ADDR_SLOTS; i++) {
+		if (a->held[i] != 0)
+			return 0;
+	}
+	return a->conns == 0 && bw_addr_strikes(a, now_ms) == 0 &&
 	       now_ms - a->reg_start_ms >= REG_WINDOW_MS;
 }
 
@@ -111,6 +126,21 @@ bw_addr_count_reg(struct bw_addr *a, unsigned per_min, uint64_t now_ms)
 		return BW_ETOOBIG;
 	a->regs++;
 	return 0;
+}
+
+void
+bw_addr_strike(struct bw_addr *a, uint64_t now_ms)
+{
+	if (bw_addr_strikes(a, now_ms) == 0)
+		a->strikes = 0;
+	a->strikes++;
+	a->strike_ms = now_ms;
+}
+
+unsigned
+bw_addr_strikes(const struct bw_addr *a, uint64_t now_ms)
+{
+	return now_ms - a->strike_ms < BW_ADDR_STRIKE_KEEP ? a->strikes : 0;
 }
 
 void

@@ -10,6 +10,8 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -222,5 +224,16 @@ bw_net_write_full(int fd, const void *p, size_t n)
 			return -errno;
 		}
 	}
+	return 0;
+}
+
+int
+bw_net_unacked(int fd, size_t *out)
+{
+	int n = 0;
+
+	if (ioctl(fd, SIOCOUTQ, &n) != 0)
+		return -errno;
+	*out = n > 0 ? (size_t)n : 0;
 	return 0;
 }

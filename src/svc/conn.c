@@ -13,6 +13,7 @@
 
 #include "bulwark/err.h"
 #include "bulwark/log.h"
+#include "bulwark/net.h"
 #include "bulwark/util.h"
 #include "svc/engine_int.h"
 
@@ -173,8 +174,6 @@ engine_conn_kill(struct bw_conn *c, const char *why)
 	e->conns_n--;
 	if (c->addr != NULL) {
 		c->addr->conns--;
-		if (c->lis->cfg.evict_idle)
-			c->addr->console_conns--;
 		c->addr = NULL;
 	}
 	/* freed after this batch, so a caller up the stack, an event already
@@ -284,7 +283,7 @@ bw_conn_send(struct bw_conn *c, const void *p, size_t n)
 		return BW_ECLOSED;
 	if (n == 0)
 		return 0;
-	if (n > c->lis->cfg.out_max - c->out.len) {
+	if (n > c->lis->cfg.lim.out_max - c->out.len) {
 		bw_conn_close_later(c, "output over the connection's cap");
 		return BW_ETOOBIG;
 	}
@@ -292,6 +291,7 @@ bw_conn_send(struct bw_conn *c, const void *p, size_t n)
 		bw_conn_close_later(c, "out of memory for output");
 		return BW_ENOMEM;
 	}
+	c->out_total += n;
 	if (!(c->flags & BW_CONN_BLOCKED))
 		queue_add(c); /* a blocked one is flushed when writable */
 	return 0;
@@ -322,8 +322,8 @@ conn_room(const struct bw_conn *c)
 {
 	size_t want = c->want ? c->want : DEFAULT_WANT;
 
-	if (want > c->lis->cfg.in_max)
-		want = c->lis->cfg.in_max;
+	if (want > c->lis->cfg.lim.in_max)
+		want = c->lis->cfg.lim.in_max;
 	return want > c->in.len ? want - c->in.len : 0;
 }
 
@@ -344,7 +344,7 @@ conn_update(struct bw_conn *c)
 	if ((c->flags & BW_CONN_BLOCKED) && !(c->flags & BW_CONN_FAILED))
 		ev |= BW_EV_WRITE;
 	if (bw_loop_update(c->eng->loop, &c->w, ev) != 0)
-		engine_conn_kill(c, "epoll update failed");
+		bw_conn_close_later(c, "epoll update failed"); /* not inline */
 }
 
 static void
@@ -359,7 +359,9 @@ conn_input(struct bw_conn *c)
 	if (c->flags & BW_CONN_DEAD)
 		return;
 	if (rc < 0) {
-		engine_conn_kill(c, bw_strerror(rc));
+		/* not inline: bw_conn_kick runs this under a service's caller
+		 */
+		bw_conn_close_later(c, bw_strerror(rc));
 		return;
 	}
 	if (c->in.len == 0 && c->in.cap > DEFAULT_WANT * 2 &&
@@ -373,6 +375,25 @@ void
 bw_conn_kick(struct bw_conn *c)
 {
 	conn_input(c);
+}
+
+/* The peer's FIN has been read. It is evidence that the peer has all the
+ * output only if every byte queued was written and acknowledged by then:
+ * a peer that closes with unread data resets instead, so a FIN with
+ * nothing unacknowledged means it took everything. */
+static void
+conn_eof(struct bw_conn *c)
+{
+	size_t unacked = 1;
+
+	if (c->flags & BW_CONN_EOF)
+		return;
+	c->flags |= BW_CONN_EOF;
+	if (c->out.len == 0 && bw_net_unacked(c->w.fd, &unacked) == 0 &&
+	    unacked == 0) {
+		c->flags |= BW_CONN_EOF_ACKED;
+		c->out_acked_total = c->out_total;
+	}
 }
 
 static void
@@ -389,7 +410,7 @@ conn_linger_read(struct bw_conn *c)
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n == 0)
-		c->flags |= BW_CONN_EOF;
+		conn_eof(c);
 	engine_conn_kill(c, NULL);
 }
 
@@ -414,7 +435,8 @@ conn_read(struct bw_conn *c)
 	}
 	if (n == 0) {
 		/* Serve what arrived, then close once replies are out. */
-		c->flags |= BW_CONN_CLOSING | BW_CONN_EOF;
+		conn_eof(c);
+		c->flags |= BW_CONN_CLOSING;
 		conn_input(c);
 		if (!(c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)) &&
 		    c->out.len == 0 && c->refs == 0)
@@ -426,7 +448,7 @@ conn_read(struct bw_conn *c)
 	}
 	bw_buf_commit(&c->in, (size_t)n);
 	c->last_read_ms = bw_now_ms();
-	c->deadline_ms = c->last_read_ms + c->lis->cfg.idle_ms;
+	c->deadline_ms = c->last_read_ms + c->lis->cfg.lim.idle_ms;
 	conn_input(c);
 }
 
@@ -469,11 +491,11 @@ engine_conn_open(struct bw_listener *l, int fd, const char *peer)
 	c->id = ++e->next_conn_id;
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
 	c->opened_ms = c->last_read_ms = now;
-	bw_buf_init(&c->in, l->cfg.in_max);
-	bw_buf_init(&c->out, l->cfg.out_max);
+	bw_buf_init(&c->in, l->cfg.lim.in_max);
+	bw_buf_init(&c->out, l->cfg.lim.out_max);
 	c->w.fd = fd;
-	c->deadline_ms = now + l->cfg.idle_ms;
-	c->req_deadline_ms = now + l->cfg.request_ms;
+	c->deadline_ms = now + l->cfg.lim.idle_ms;
+	c->req_deadline_ms = now + l->cfg.lim.request_ms;
 	if (bw_loop_watch(e->loop, &c->w, fd, BW_EV_READ, on_conn_io, c) != 0) {
 		close(fd);
 		free(c);
@@ -487,11 +509,8 @@ engine_conn_open(struct bw_listener *l, int fd, const char *peer)
 	l->conns_n++;
 	l->accepted++;
 	bw_addr_of_peer(peer, addr);
-	if ((c->addr = bw_addrtab_get(&e->addrs, addr, now)) != NULL) {
+	if ((c->addr = bw_addrtab_get(&e->addrs, addr, now)) != NULL)
 		c->addr->conns++;
-		if (l->cfg.evict_idle)
-			c->addr->console_conns++;
-	}
 	bw_debug("c%llu %s connection from %s", (unsigned long long)c->id,
 		 l->name, peer);
 	if (l->svc->on_open != NULL && l->svc->on_open(c) != 0)

@@ -1,6 +1,7 @@
-/* bulwarkd's assembly: database, registry, services, listeners, and the
- * order they are torn down in (the engine first, so no job is left running
- * when the services it calls back are freed).
+/* bulwarkd's assembly: database, registry, the services from their
+ * modules, listeners, and the order they are torn down in (the engine
+ * first, so no job is left running when the services it calls back are
+ * freed).
  */
 #include <stdio.h>
 #include <string.h>
@@ -10,10 +11,6 @@
 #include "bulwark/util.h"
 #include "svc/daemon.h"
 
-#define PORT_IN_MAX	 (1024u * 1024u) /* an upload's 1 MiB chunk */
-#define PORT_OUT_MAX	 (16u * 1024u * 1024u)
-#define CONSOLE_IN_MAX	 4096u
-#define CONSOLE_OUT_MAX	 (64u * 1024u)
 #define CONSOLE_IDLE_MIN (5u * 60u * 1000u) /* an operator at a prompt */
 
 void
@@ -34,71 +31,126 @@ bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg)
 	bw_vault_cfg_defaults(&cfg->vault);
 	bw_msg_cfg_defaults(&cfg->msg);
 	cfg->console_enabled = 1;
+	bw_console_cfg_defaults(&cfg->console);
 	snprintf(cfg->console_listen.addr, sizeof(cfg->console_listen.addr),
 		 "127.0.0.1");
 	cfg->console_listen.port = 8820;
 	cfg->console_listen.max_conns = 128;
+	cfg->console_listen.evict_idle = 1;
 }
 
-/* Every service's figures, for the console. */
+/* Every service's figures, in the order they were added (the console's). */
 static void
 all_stats(const void *arg, bw_stat_emit emit, void *emit_arg)
 {
 	const struct bw_daemon *d = arg;
+	unsigned i;
 
-	bw_vault_stats(d->vault, emit, emit_arg);
-	bw_msg_stats(d->msg, emit, emit_arg);
+	for (i = 0; i < d->svc_n; i++) {
+		if (d->svc[i].mod->stats != NULL && d->svc[i].inst != NULL)
+			d->svc[i].mod->stats(d->svc[i].inst, emit, emit_arg);
+	}
 }
 
 /* The limits that follow from the daemon-wide timeouts. */
 static void
 derive(struct bw_daemon_cfg *cfg)
 {
-	unsigned console_idle = cfg->timeout_ms > CONSOLE_IDLE_MIN
-					? cfg->timeout_ms
-					: CONSOLE_IDLE_MIN;
+	struct bw_conn_limits *lim[] = {&cfg->vault.limits, &cfg->msg.limits,
+					&cfg->console.limits};
+	size_t i;
 
-	cfg->port.in_max = PORT_IN_MAX;
-	cfg->port.out_max = PORT_OUT_MAX;
-	cfg->port.idle_ms = cfg->timeout_ms;
-	cfg->port.request_ms = cfg->request_timeout_ms;
-	snprintf(cfg->vault.data_dir, sizeof(cfg->vault.data_dir), "%s",
-		 cfg->data_dir);
+	for (i = 0; i < sizeof(lim) / sizeof(lim[0]); i++) {
+		lim[i]->idle_ms = cfg->timeout_ms;
+		lim[i]->request_ms = cfg->request_timeout_ms;
+	}
+	if (cfg->console.limits.idle_ms < CONSOLE_IDLE_MIN)
+		cfg->console.limits.idle_ms = CONSOLE_IDLE_MIN;
 	cfg->vault.window_ms = cfg->timeout_ms;
-	snprintf(cfg->msg.data_dir, sizeof(cfg->msg.data_dir), "%s",
-		 cfg->data_dir);
 	cfg->msg.window_ms = cfg->timeout_ms;
 	cfg->msg.min_rate = cfg->vault.min_rate;
-	cfg->console_listen.in_max = CONSOLE_IN_MAX;
-	cfg->console_listen.out_max = CONSOLE_OUT_MAX;
-	cfg->console_listen.idle_ms = console_idle;
-	cfg->console_listen.request_ms = cfg->request_timeout_ms;
-	cfg->console_listen.evict_idle = 1;
 }
 
-/* The shared port on port: one listener serving both tables. */
+static void
+add(struct bw_daemon *d, const struct bw_module *mod, const void *cfg,
+    const struct bw_conn_limits *limits, const struct bw_listen_cfg *listen)
+{
+	struct bw_daemon_svc *s = &d->svc[d->svc_n++];
+
+	s->mod = mod;
+	s->cfg = cfg;
+	s->limits = limits;
+	s->listen = listen;
+}
+
+/* Which services run, and where. */
+static void
+plan(struct bw_daemon *d)
+{
+	struct bw_daemon_cfg *c = &d->cfg;
+
+	add(d, &bw_vault_module, &c->vault, &c->vault.limits, NULL);
+	add(d, &bw_msg_module, &c->msg, &c->msg.limits, NULL);
+	if (c->console_enabled)
+		add(d, &bw_console_module, &c->console, &c->console.limits,
+		    &c->console_listen);
+}
+
+/* The shared port on port: one listener serving every table. */
 static int
 listen_shared(struct bw_daemon *d, uint16_t port)
 {
 	struct bw_listen_cfg lc = d->cfg.port;
 	struct bw_listener *l;
+	unsigned i;
 	int rc;
 
 	lc.port = port;
+	bw_frame_limits(d->frame, &lc.lim);
 	if ((rc = bw_engine_listen(&d->eng, &bw_frame_service, d->frame, &lc,
 				   &l)) != 0)
 		return rc;
 	/* one line per service, as operators and scripts look for them */
-	bw_info("vault listening on %s:%u", lc.addr, l->port);
-	bw_info("messenger listening on %s:%u", lc.addr, l->port);
+	for (i = 0; i < d->svc_n; i++) {
+		if (d->svc[i].mod->proto != NULL)
+			bw_info("%s listening on %s:%u", d->svc[i].mod->name,
+				lc.addr, l->port);
+	}
 	return 0;
+}
+
+static int
+init(struct bw_daemon *d, struct bw_daemon_svc *s)
+{
+	int rc;
+
+	if ((rc = s->mod->init(&d->host, s->cfg, &s->inst)) != 0) {
+		bw_error("%s: cannot start: %s", s->mod->name, bw_strerror(rc));
+		return rc;
+	}
+	if (s->mod->proto != NULL)
+		return bw_frame_add(d->frame, s->mod->proto, s->inst,
+				    s->limits);
+	return 0;
+}
+
+/* A service on a listener of its own. */
+static int
+listen_own(struct bw_daemon *d, struct bw_daemon_svc *s)
+{
+	struct bw_listen_cfg lc = *s->listen;
+
+	lc.lim = *s->limits;
+	if (lc.name[0] == '\0')
+		snprintf(lc.name, sizeof(lc.name), "%s", s->mod->name);
+	return bw_engine_listen(&d->eng, s->mod->service, s->inst, &lc, NULL);
 }
 
 int
 bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg)
 {
-	struct bw_console_view view;
 	char path[4096 + 64];
+	unsigned i;
 	int rc;
 
 	memset(d, 0, sizeof(*d));
@@ -122,29 +174,31 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg)
 	bw_info("loaded %llu clients and %llu files from %s",
 		(unsigned long long)d->reg.clients_n,
 		(unsigned long long)d->reg.files_n, path);
-	if ((rc = bw_vault_open(&d->vault, &d->cfg.vault, &d->eng, &d->reg)) !=
-		    0 ||
-	    (rc = bw_msg_open(&d->msg, &d->cfg.msg, &d->eng, &d->reg,
-			      d->store)) != 0 ||
-	    (rc = bw_frame_new(&d->frame)) != 0 ||
-	    (rc = bw_frame_add(d->frame, &bw_vault_proto, d->vault)) != 0 ||
-	    (rc = bw_frame_add(d->frame, &bw_msg_proto, d->msg)) != 0 ||
-	    (rc = listen_shared(d, d->cfg.port.port)) != 0)
+	d->host = (struct bw_host){.eng = &d->eng,
+				   .reg = &d->reg,
+				   .store = d->store,
+				   .data_dir = d->cfg.data_dir,
+				   .started_s = d->started_s,
+				   .stats = all_stats,
+				   .stats_arg = d};
+	if ((rc = bw_frame_new(&d->frame)) != 0)
+		return rc;
+	plan(d);
+	for (i = 0; i < d->svc_n; i++) {
+		if ((rc = init(d, &d->svc[i])) != 0)
+			return rc;
+	}
+	if ((rc = listen_shared(d, d->cfg.port.port)) != 0)
 		return rc;
 	if (d->cfg.port2 != 0 && d->cfg.port2 != d->cfg.port.port &&
 	    (rc = listen_shared(d, d->cfg.port2)) != 0)
 		return rc;
-	if (!d->cfg.console_enabled)
-		return 0;
-	view.eng = &d->eng;
-	view.reg = &d->reg;
-	view.started_s = d->started_s;
-	view.stats = all_stats;
-	view.stats_arg = d;
-	if ((rc = bw_console_new(&d->console, &d->cfg.console, &view)) != 0)
-		return rc;
-	return bw_engine_listen(&d->eng, &bw_console_service, d->console,
-				&d->cfg.console_listen, NULL);
+	for (i = 0; i < d->svc_n; i++) {
+		if (d->svc[i].listen != NULL &&
+		    (rc = listen_own(d, &d->svc[i])) != 0)
+			return rc;
+	}
+	return 0;
 }
 
 int
@@ -156,13 +210,15 @@ bw_daemon_run(struct bw_daemon *d)
 void
 bw_daemon_close(struct bw_daemon *d)
 {
+	unsigned i;
+
 	bw_engine_close(&d->eng); /* connections first, then queued jobs */
-	bw_console_free(d->console);
-	d->console = NULL;
-	bw_vault_close(d->vault);
-	d->vault = NULL;
-	bw_msg_close(d->msg);
-	d->msg = NULL;
+	for (i = d->svc_n; i-- > 0;) {
+		if (d->svc[i].inst != NULL)
+			d->svc[i].mod->fini(d->svc[i].inst);
+		d->svc[i].inst = NULL;
+	}
+	d->svc_n = 0;
 	bw_frame_free(d->frame);
 	d->frame = NULL;
 	if (d->reg_open)

@@ -1,9 +1,9 @@
 /* The daemon: what bulwarkd opens and which service listens where. It owns
  * the data directory's database and the registry over it, builds each
- * service's instance from its configuration, and puts the services on the
- * engine's listeners: the vault's and the messenger's tables on the shared
- * port (on a second one too when port.info and myport.info differ), the
- * console on its own.
+ * service's instance from its configuration through the service's module
+ * (svc/module.h), and puts the services on the engine's listeners: the
+ * routing tables on the shared port (on a second one too when port.info and
+ * myport.info differ), every other service on a listener of its own.
  */
 #ifndef BULWARK_SVC_DAEMON_H
 #define BULWARK_SVC_DAEMON_H
@@ -14,9 +14,12 @@
 #include "svc/console/console.h"
 #include "svc/engine.h"
 #include "svc/frame.h"
+#include "svc/module.h"
 #include "svc/msg/msg.h"
 #include "svc/registry.h"
 #include "svc/vault/vault.h"
+
+#define BW_DAEMON_SERVICES 4
 
 struct bw_daemon_cfg {
 	char data_dir[4096];
@@ -34,16 +37,25 @@ struct bw_daemon_cfg {
 	struct bw_console_cfg console;
 };
 
+/* A service the daemon runs. */
+struct bw_daemon_svc {
+	const struct bw_module *mod;
+	const void *cfg;		     /* its configuration */
+	const struct bw_conn_limits *limits; /* in cfg */
+	const struct bw_listen_cfg *listen;  /* its own listener, or NULL */
+	void *inst;
+};
+
 struct bw_daemon {
 	struct bw_daemon_cfg cfg;
 	struct bw_engine eng;
 	struct bw_store *store;
 	struct bw_registry reg;
 	int reg_open;
+	struct bw_host host;
 	struct bw_frame *frame;
-	struct bw_vault *vault;
-	struct bw_msg *msg;
-	struct bw_console *console;
+	struct bw_daemon_svc svc[BW_DAEMON_SERVICES];
+	unsigned svc_n;
 	int64_t started_s;
 };
 

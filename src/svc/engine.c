@@ -248,8 +248,8 @@ bw_engine_listen(struct bw_engine *e, const struct bw_service *svc, void *inst,
 	struct bw_listener *l = &e->lis[e->lis_n];
 	int rc;
 
-	if (e->lis_n >= BW_MAX_LISTENERS || cfg->in_max == 0 ||
-	    cfg->out_max == 0 || cfg->max_conns == 0)
+	if (e->lis_n >= BW_MAX_LISTENERS || cfg->lim.in_max == 0 ||
+	    cfg->lim.out_max == 0 || cfg->max_conns == 0)
 		return BW_ECONFIG;
 	memset(l, 0, sizeof(*l));
 	l->svc = svc;

@@ -42,16 +42,22 @@ struct bw_service {
 	int (*draining)(void *inst);
 };
 
+/* The limits of a service's connections (each service's configuration
+ * holds its own; a listener applies them to every connection it accepts). */
+struct bw_conn_limits {
+	size_t in_max;	     /* a connection's input buffer never grows past */
+	size_t out_max;	     /* queued output past this closes it */
+	unsigned idle_ms;    /* closed after this long without input */
+	unsigned request_ms; /* the first request must be in within this */
+};
+
 /* One listener and the limits of every connection it accepts. */
 struct bw_listen_cfg {
 	char name[32]; /* logged and shown; "" = the service's name */
 	char addr[BW_ADDR_CAP];
 	uint16_t port; /* 0: any */
 	unsigned max_conns;
-	size_t in_max;	     /* a connection's input buffer never grows past */
-	size_t out_max;	     /* queued output past this closes it */
-	unsigned idle_ms;    /* closed after this long without input */
-	unsigned request_ms; /* the first request must be in within this */
+	struct bw_conn_limits lim;
 	/* When full, close the longest-idle connection (idle > 1 s) to admit
 	 * the new one (the console: the operator must get in). */
 	int evict_idle;
@@ -84,7 +90,10 @@ enum {
 	BW_CONN_FAILED = 16u,  /* no more I/O: closed after this callback */
 	BW_CONN_QUEUED = 32u,  /* on the engine's list of output to flush */
 	BW_CONN_BLOCKED = 64u, /* the socket took less than was queued */
-	BW_CONN_EOF = 128u     /* the peer closed in order (read its FIN) */
+	BW_CONN_EOF = 128u,    /* the peer closed in order (read its FIN) */
+	/* ... and its FIN came once every byte queued before it had been
+	 * written and acknowledged: the peer had all of out_acked_total */
+	BW_CONN_EOF_ACKED = 256u
 };
 
 struct bw_conn {
@@ -96,6 +105,8 @@ struct bw_conn {
 	struct bw_addr *addr; /* the peer's address entry; NULL if untracked */
 	uint64_t opened_ms, last_read_ms;
 	struct bw_buf in, out;
+	uint64_t out_total;	  /* bytes ever queued by bw_conn_send */
+	uint64_t out_acked_total; /* out_total at an acked EOF (EOF_ACKED) */
 	size_t want;		  /* room the service wants in c->in */
 	uint64_t deadline_ms;	  /* closed when the clock passes it */
 	uint64_t req_deadline_ms; /* the current request's deadline, or 0 */

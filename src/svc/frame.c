@@ -18,6 +18,7 @@ _Static_assert(CTRL_WANT >= BW_REQ_HDR_LEN, "a header fits");
 struct bw_frame {
 	const struct bw_frame_proto *p[BW_FRAME_PROTOS_MAX];
 	void *ctx[BW_FRAME_PROTOS_MAX];
+	struct bw_conn_limits lim[BW_FRAME_PROTOS_MAX]; /* 0s: the listener's */
 	unsigned n;
 };
 
@@ -59,14 +60,33 @@ bw_frame_free(struct bw_frame *f)
 }
 
 int
-bw_frame_add(struct bw_frame *f, const struct bw_frame_proto *p, void *ctx)
+bw_frame_add(struct bw_frame *f, const struct bw_frame_proto *p, void *ctx,
+	     const struct bw_conn_limits *lim)
 {
 	if (f->n >= BW_FRAME_PROTOS_MAX)
 		return BW_ETOOBIG;
 	f->p[f->n] = p;
 	f->ctx[f->n] = ctx;
+	if (lim != NULL)
+		f->lim[f->n] = *lim;
 	f->n++;
 	return 0;
+}
+
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+void
+bw_frame_limits(const struct bw_frame *f, struct bw_conn_limits *out)
+{
+	unsigned i;
+
+	memset(out, 0, sizeof(*out));
+	for (i = 0; i < f->n; i++) {
+		out->in_max = MAX(out->in_max, f->lim[i].in_max);
+		out->out_max = MAX(out->out_max, f->lim[i].out_max);
+		out->idle_ms = MAX(out->idle_ms, f->lim[i].idle_ms);
+		out->request_ms = MAX(out->request_ms, f->lim[i].request_ms);
+	}
 }
 
 static int
@@ -123,6 +143,24 @@ reply_proto(struct bw_conn *c)
 	return fc->last != NULL ? fc->last : f->p[0];
 }
 
+/* Queues n bytes of the reply, within the output cap of the protocol that
+ * speaks it (the listener's holds every protocol's; this one's may be
+ * smaller). */
+static int
+reply_send(struct bw_conn *c, const void *p, size_t n)
+{
+	const struct bw_frame *f = bw_conn_inst(c);
+	int i = proto_index(f, reply_proto(c));
+	size_t cap = i >= 0 ? f->lim[i].out_max : 0;
+
+	if (cap > 0 &&
+	    n > cap - (bw_conn_queued(c) < cap ? bw_conn_queued(c) : cap)) {
+		bw_conn_close_later(c, "output over the protocol's cap");
+		return BW_ETOOBIG;
+	}
+	return bw_conn_send(c, p, n);
+}
+
 int
 bw_frame_reply_begin(struct bw_conn *c, uint16_t code, uint32_t total)
 {
@@ -136,7 +174,7 @@ bw_frame_reply_begin(struct bw_conn *c, uint16_t code, uint32_t total)
 	fc->reply_code = code;
 	fc->reply_len = BW_RESP_HDR_LEN + (uint64_t)total;
 	fc->reply_left = total;
-	return bw_conn_send(c, hdr, sizeof(hdr));
+	return reply_send(c, hdr, sizeof(hdr));
 }
 
 int
@@ -147,7 +185,7 @@ bw_frame_reply_add(struct bw_conn *c, const void *p, size_t n)
 	if (fc->reply_code == 0 || n > fc->reply_left)
 		return BW_ESIZE;
 	fc->reply_left -= n;
-	return bw_conn_send(c, p, n);
+	return reply_send(c, p, n);
 }
 
 int
@@ -169,7 +207,7 @@ bw_frame_reply_end(struct bw_conn *c)
 	}
 	if (fc->padded) {
 		pad = bw_frame_pad_len(fc->reply_len);
-		rc = bw_conn_send(c, zeros, pad);
+		rc = reply_send(c, zeros, pad);
 		bw_conn_finish(c);
 	}
 	return rc;
@@ -235,7 +273,13 @@ void
 bw_frame_done(struct bw_conn *c)
 {
 	struct frame_conn *fc = FC(c);
+	const struct bw_frame *f = bw_conn_inst(c);
+	int i = proto_index(f, fc->req.proto);
 
+	/* until the next input, the idle time of the protocol just served */
+	if (i >= 0 && f->lim[i].idle_ms > 0 &&
+	    f->lim[i].idle_ms != c->lis->cfg.lim.idle_ms)
+		bw_conn_idle_deadline(c, f->lim[i].idle_ms);
 	fc->last = fc->req.proto;
 	memset(&fc->req, 0, sizeof(fc->req));
 	fc->st = F_HDR;
@@ -416,7 +460,7 @@ frame_step(struct bw_conn *c)
 				return 0;
 			if (c->req_deadline_ms == 0)
 				bw_conn_request_deadline(
-					c, c->lis->cfg.request_ms);
+					c, c->lis->cfg.lim.request_ms);
 			if (c->in.len < BW_REQ_HDR_LEN || fc->padded)
 				return 0; /* a padded client's rest is zeros */
 			rc = on_header(c);

@@ -82,9 +82,15 @@ extern const struct bw_service bw_frame_service;
 
 int bw_frame_new(struct bw_frame **out) BW_WUR;
 void bw_frame_free(struct bw_frame *f);
-/* Adds a protocol's table; ctx is passed to its handlers as r->ctx. */
-int bw_frame_add(struct bw_frame *f, const struct bw_frame_proto *p,
-		 void *ctx) BW_WUR;
+/* Adds a protocol's table; ctx is passed to its handlers as r->ctx. lim
+ * (NULL: the listener's) bounds the protocol's replies (out_max) and the
+ * idle time after each of its requests (idle_ms); the listener's own
+ * limits must hold every protocol's (bw_frame_limits). */
+int bw_frame_add(struct bw_frame *f, const struct bw_frame_proto *p, void *ctx,
+		 const struct bw_conn_limits *lim) BW_WUR;
+/* The limits a listener needs to serve every table added: the largest of
+ * each. */
+void bw_frame_limits(const struct bw_frame *f, struct bw_conn_limits *out);
 
 /* The state proto keeps on c (allocated on first use); NULL if it cannot
  * be allocated. */

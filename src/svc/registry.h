@@ -27,10 +27,10 @@ struct bw_client {
 	unsigned key_failures; /* decryption failures with aes_key */
 	struct bw_file *files; /* this client's files, newest first */
 	unsigned files_n;
-	/* the messenger's: messages waiting for this client, and the pull
-	 * in progress (owned by src/svc/msg/) */
+	/* the messenger's: messages waiting for this client, and the number
+	 * of its latest pull (only that pull's evidence deletes) */
 	uint64_t queued_n, queued_bytes;
-	void *pull;
+	uint64_t pull_gen;
 	/* in the order clients were added (never removed while running):
 	 * a listing can walk it across loop passes */
 	struct bw_client *added_next;

@@ -52,10 +52,10 @@ et_listen_cfg(void)
 	memset(&c, 0, sizeof(c));
 	snprintf(c.addr, sizeof(c.addr), "127.0.0.1");
 	c.max_conns = 64;
-	c.in_max = 64 * 1024;
-	c.out_max = 1024 * 1024;
-	c.idle_ms = 10000;
-	c.request_ms = 10000;
+	c.lim.in_max = 64 * 1024;
+	c.lim.out_max = 1024 * 1024;
+	c.lim.idle_ms = 10000;
+	c.lim.request_ms = 10000;
 	return c;
 }
 

@@ -1018,17 +1018,60 @@ addrtab_full_of_busy_entries_refuses_then_sweeps_idle_ones(void **state)
 	struct bw_addrtab t;
 	struct bw_addr *a[2];
 	uint64_t now = 1000000;
+	int slot;
 
 	(void)state;
 	assert_int_equal(bw_addrtab_init(&t, 2), 0);
+	assert_int_equal(slot = bw_addrtab_slot(&t), 0);
 	assert_non_null(a[0] = bw_addrtab_get(&t, "::1", now));
 	assert_non_null(a[1] = bw_addrtab_get(&t, "127.0.0.2", now));
 	a[0]->conns = 1;
-	a[1]->uploads = 1;
+	a[1]->held[slot] = 1;
 	assert_null(bw_addrtab_get(&t, "127.0.0.3", now));
-	a[1]->uploads = 0; /* idle now: its entry may go */
+	a[1]->held[slot] = 0; /* idle now: its entry may go */
 	assert_non_null(bw_addrtab_get(&t, "127.0.0.3", now));
 	assert_ptr_equal(bw_addrtab_get(&t, "::1", now), a[0]);
+	bw_addrtab_fini(&t);
+}
+
+static void
+addrtab_gives_each_service_its_own_slot_then_refuses(void **state)
+{
+	struct bw_addrtab t;
+	int i;
+
+	(void)state;
+	assert_int_equal(bw_addrtab_init(&t, 2), 0);
+	for (i = 0; i < BW_ADDR_SLOTS; i++)
+		assert_int_equal(bw_addrtab_slot(&t), i);
+	assert_int_equal(bw_addrtab_slot(&t), BW_ETOOBIG);
+	bw_addrtab_fini(&t);
+}
+
+/* Strikes keep an entry alive and are forgotten 10 minutes after the last
+ * one; a strike after that starts again from one. */
+static void
+addrtab_strikes_are_remembered_for_ten_minutes(void **state)
+{
+	struct bw_addrtab t;
+	struct bw_addr *a;
+	uint64_t now = 10000000;
+
+	(void)state;
+	assert_int_equal(bw_addrtab_init(&t, 1), 0);
+	assert_non_null(a = bw_addrtab_get(&t, "10.0.0.9", now));
+	assert_int_equal(bw_addr_strikes(a, now), 0);
+	bw_addr_strike(a, now);
+	bw_addr_strike(a, now + 1000);
+	assert_int_equal(bw_addr_strikes(a, now + 1000), 2);
+	/* full of an entry with strikes: a new address is refused */
+	assert_null(bw_addrtab_get(&t, "10.0.0.10", now + 2000));
+	assert_int_equal(bw_addr_strikes(a, now + 1000 + 599999), 2);
+	assert_int_equal(bw_addr_strikes(a, now + 1000 + 600000), 0);
+	bw_addr_strike(a, now + 700000);
+	assert_int_equal(bw_addr_strikes(a, now + 700000), 1);
+	/* forgotten: the entry may go for a new address */
+	assert_non_null(bw_addrtab_get(&t, "10.0.0.10", now + 1400000));
 	bw_addrtab_fini(&t);
 }
 
@@ -1084,6 +1127,10 @@ main(void)
 		cmocka_unit_test(addrtab_counts_registrations_per_minute),
 		cmocka_unit_test(
 			addrtab_full_of_busy_entries_refuses_then_sweeps_idle_ones),
+		cmocka_unit_test(
+			addrtab_gives_each_service_its_own_slot_then_refuses),
+		cmocka_unit_test(
+			addrtab_strikes_are_remembered_for_ten_minutes),
 		cmocka_unit_test(addr_of_peer_drops_the_port),
 		cmocka_unit_test(hostport_rejects_bad_forms),
 		cmocka_unit_test(hostport_rejects_host_longer_than_the_buffer),

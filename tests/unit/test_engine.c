@@ -119,9 +119,9 @@ listen_with(struct bw_engine *e, size_t in_max, size_t out_max,
 	struct bw_listen_cfg cfg = et_listen_cfg();
 	struct bw_listener *l = NULL;
 
-	cfg.in_max = in_max;
-	cfg.out_max = out_max;
-	cfg.idle_ms = idle_ms;
+	cfg.lim.in_max = in_max;
+	cfg.lim.out_max = out_max;
+	cfg.lim.idle_ms = idle_ms;
 	assert_int_equal(bw_engine_listen(e, &tsvc, NULL, &cfg, &l), 0);
 	return l;
 }
@@ -228,11 +228,11 @@ listener_without_caps_is_refused(void **state)
 	struct bw_engine *e = *state;
 	struct bw_listen_cfg cfg = et_listen_cfg();
 
-	cfg.out_max = 0;
+	cfg.lim.out_max = 0;
 	assert_int_equal(bw_engine_listen(e, &tsvc, NULL, &cfg, NULL),
 			 BW_ECONFIG);
 	cfg = et_listen_cfg();
-	cfg.in_max = 0;
+	cfg.lim.in_max = 0;
 	assert_int_equal(bw_engine_listen(e, &tsvc, NULL, &cfg, NULL),
 			 BW_ECONFIG);
 }

@@ -124,8 +124,9 @@ struct fixture {
 	struct bw_listener *l;
 };
 
+/* a_lim: protocol a's own limits (NULL: the listener's). */
 static int
-setup(void **state)
+setup_with(void **state, const struct bw_conn_limits *a_lim)
 {
 	static struct fixture fx;
 	struct bw_listen_cfg cfg = et_listen_cfg();
@@ -133,14 +134,30 @@ setup(void **state)
 	memset(&seen, 0, sizeof(seen));
 	assert_int_equal(et_open(&fx.e), 0);
 	assert_int_equal(bw_frame_new(&fx.f), 0);
-	assert_int_equal(bw_frame_add(fx.f, &proto_a, NULL), 0);
-	assert_int_equal(bw_frame_add(fx.f, &proto_b, NULL), 0);
-	cfg.in_max = 4096;
+	assert_int_equal(bw_frame_add(fx.f, &proto_a, NULL, a_lim), 0);
+	assert_int_equal(bw_frame_add(fx.f, &proto_b, NULL, NULL), 0);
+	cfg.lim.in_max = 4096;
 	assert_int_equal(
 		bw_engine_listen(&fx.e, &bw_frame_service, fx.f, &cfg, &fx.l),
 		0);
 	*state = &fx;
 	return 0;
+}
+
+static int
+setup(void **state)
+{
+	return setup_with(state, NULL);
+}
+
+/* Protocol a's replies capped at 10,000 bytes queued, and 300 ms idle
+ * after each of its requests; the listener's are 1 MiB and 10 s. */
+static int
+setup_capped(void **state)
+{
+	static const struct bw_conn_limits lim = {4096, 10000, 300, 10000};
+
+	return setup_with(state, &lim);
 }
 
 static int
@@ -363,6 +380,67 @@ few_zeros_after_a_request_wait_for_evidence(void **state)
 	close(fd);
 }
 
+/* A reply past its protocol's output cap (below the listener's) closes the
+ * connection after the handler, which finishes its loop of sends; what was
+ * queued before the cap still reaches the peer. */
+static void
+reply_over_the_protocols_cap_closes_after_the_handler(void **state)
+{
+	struct fixture *fx = *state;
+	int fd = et_connect(fx->l);
+	uint8_t req[BW_REQ_HDR_LEN + 4], *got;
+	struct bw_req_hdr hh;
+	size_t n = 0, k;
+
+	memset(&hh, 0, sizeof(hh));
+	hh.code = C_BIG;
+	hh.payload_size = 4;
+	bw_req_hdr_encode(&hh, req);
+	bw_put_u32le(req + BW_REQ_HDR_LEN, 50000);
+	assert_int_equal(send(fd, req, sizeof(req), 0), sizeof(req));
+	pump(&fx->e, 50);
+	assert_int_equal(seen.big_calls, 1);
+	got = malloc(60000);
+	assert_non_null(got);
+	while ((k = et_read(fd, got + n, 60000 - n)) > 0)
+		n += k;
+	/* closed after nothing: the cap stops the queue before the peer
+	 * could read; a reply of 50,000 never arrives whole */
+	assert_true(n < BW_RESP_HDR_LEN + 50000);
+	assert_true(et_closed(fd, 100));
+	free(got);
+	close(fd);
+
+	/* under the cap: whole */
+	fd = et_connect(fx->l);
+	bw_put_u32le(req + BW_REQ_HDR_LEN, 5000);
+	assert_int_equal(send(fd, req, sizeof(req), 0), sizeof(req));
+	pump(&fx->e, 50);
+	assert_int_equal(read_hdr(fd).payload_size, 5000);
+	close(fd);
+}
+
+/* After a request of protocol a, its idle time applies (300 ms), not the
+ * listener's (10 s); before any request, the listener's. */
+static void
+idle_after_a_request_is_its_protocols(void **state)
+{
+	struct fixture *fx = *state;
+	int quiet = et_connect(fx->l), fd = et_connect(fx->l);
+	char back[10];
+
+	send_hdr(fd, C_ECHO, 10);
+	assert_int_equal(send(fd, "0123456789", 10, 0), 10);
+	pump(&fx->e, 30);
+	assert_int_equal(read_hdr(fd).code, 20);
+	assert_int_equal(et_read(fd, back, 10), 10);
+	pump(&fx->e, 800); /* past 300 ms (the tick is 200 ms) */
+	assert_true(et_closed(fd, 100));
+	assert_false(et_closed(quiet, 50));
+	close(fd);
+	close(quiet);
+}
+
 int
 main(void)
 {
@@ -384,6 +462,12 @@ main(void)
 			teardown),
 		cmocka_unit_test_setup_teardown(
 			few_zeros_after_a_request_wait_for_evidence, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			reply_over_the_protocols_cap_closes_after_the_handler,
+			setup_capped, teardown),
+		cmocka_unit_test_setup_teardown(
+			idle_after_a_request_is_its_protocols, setup_capped,
 			teardown),
 	};
 

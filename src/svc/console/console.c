@@ -35,7 +35,7 @@ _Static_assert(BW_CONSOLE_SECRET_CAP + 3 <= CONSOLE_WANT,
 
 struct bw_console {
 	struct bw_console_cfg cfg;
-	struct bw_console_view view;
+	struct bw_host view; /* what it reads */
 };
 
 enum cstate {
@@ -350,7 +350,7 @@ do_unknown(const uint8_t *p, struct reply *r)
 static void
 extend_idle(struct bw_conn *c)
 {
-	bw_conn_idle_deadline(c, c->lis->cfg.idle_ms);
+	bw_conn_idle_deadline(c, c->lis->cfg.lim.idle_ms);
 }
 
 /* Step results: > 0 consumed input, 0 needs more, < 0 close now. */
@@ -450,7 +450,7 @@ console_input(struct bw_conn *c)
 		/* the first byte of a request starts its deadline (the
 		 * engine started the one for `Hi` at accept) */
 		if (c->req_deadline_ms == 0)
-			bw_conn_request_deadline(c, c->lis->cfg.request_ms);
+			bw_conn_request_deadline(c, c->lis->cfg.lim.request_ms);
 		if (cc->st == C_HELLO) {
 			rc = hello_step(c);
 			continue;
@@ -501,34 +501,52 @@ console_busy(const struct bw_conn *c)
 	return cc != NULL && cc->st == C_REQ && c->in.len > 0;
 }
 
-int
-bw_console_new(struct bw_console **out, const struct bw_console_cfg *cfg,
-	       const struct bw_console_view *view)
+void
+bw_console_cfg_defaults(struct bw_console_cfg *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	/* 4-letter requests; replies up to TEXT_MAX; an operator at a prompt
+	 * may stay 5 minutes */
+	cfg->limits = (struct bw_conn_limits){4096, 64u * 1024u,
+					      5u * 60u * 1000u, 10000};
+}
+
+static int
+console_new(const struct bw_host *h, const void *cfg, void **out)
 {
 	struct bw_console *cs;
 
 	if ((cs = calloc(1, sizeof(*cs))) == NULL)
 		return BW_ENOMEM;
-	cs->cfg = *cfg;
-	cs->view = *view;
+	cs->cfg = *(const struct bw_console_cfg *)cfg;
+	cs->view = *h;
 	*out = cs;
 	return 0;
 }
 
-void
-bw_console_free(struct bw_console *cs)
+static void
+console_free(void *inst)
 {
+	struct bw_console *cs = inst;
+
 	if (cs == NULL)
 		return;
 	bw_wipe(cs->cfg.secret, sizeof(cs->cfg.secret));
 	free(cs);
 }
 
-const struct bw_service bw_console_service = {
+static const struct bw_service console_service = {
 	.name = "console",
 	.on_open = console_open,
 	.on_input = console_input,
 	.on_drained = console_drained,
 	.on_close = console_close,
 	.busy = console_busy,
+};
+
+const struct bw_module bw_console_module = {
+	.name = "console",
+	.init = console_new,
+	.fini = console_free,
+	.service = &console_service,
 };

@@ -145,8 +145,8 @@ msg_conn_next(struct bw_conn *c, void *ctx, void *state)
 {
 	struct msg_conn *mc = state;
 
-	if (mc->delivered || mc->locked)
-		msg_settle(c, ctx, mc, mc->delivered);
+	if (mc->delivered)
+		msg_settle(c, ctx, mc, 1);
 }
 
 static void
@@ -158,15 +158,16 @@ msg_conn_drained(struct bw_conn *c, void *ctx, void *state)
 		msg_stream_more(c, ctx, mc);
 }
 
-/* An orderly close (the peer's FIN, read after the whole 2104 was written
- * and not before it) is evidence; a reset, a timeout or a shutdown is not,
- * and the messages wait for the next pull. */
+/* An orderly close is evidence when the peer's FIN came after it had
+ * acknowledged the whole 2104 (engine.h, BW_CONN_EOF_ACKED); a FIN before
+ * that, a reset, a timeout or a shutdown is not, and the messages wait for
+ * the next pull. */
 static void
 msg_conn_close(struct bw_conn *c, void *ctx, void *state)
 {
 	struct msg_conn *mc = state;
-	int evidence = mc->delivered && !mc->eof_before &&
-		       (c->flags & BW_CONN_EOF) && bw_conn_queued(c) == 0;
+	int evidence = mc->delivered && (c->flags & BW_CONN_EOF_ACKED) &&
+		       c->out_acked_total >= mc->sent_total;
 
 	msg_send_abort(c, mc);
 	if (mc->file_open)
@@ -187,8 +188,8 @@ msg_conn_busy(const struct bw_conn *c, const void *state)
 	return mc->st != M_IDLE;
 }
 
-void
-bw_msg_stats(const void *inst, bw_stat_emit emit, void *arg)
+static void
+msg_stats(const void *inst, bw_stat_emit emit, void *arg)
 {
 	const struct bw_msg *m = inst;
 
@@ -234,7 +235,11 @@ void
 bw_msg_cfg_defaults(struct bw_msg_cfg *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
-	snprintf(cfg->data_dir, sizeof(cfg->data_dir), ".");
+	/* input: a 603 body arrives 256 KiB at a time; output: a 2101 or
+	 * 2104 is queued MSG_OUT_BATCH (plus one row or file chunk) at a
+	 * time as the socket drains */
+	cfg->limits = (struct bw_conn_limits){1024u * 1024u, 4u * 1024u * 1024u,
+					      30000, 10000};
 	cfg->max_content = 1024u * 1024u * 1024u;
 	cfg->max_queued_n = 100000;
 	cfg->max_queued_bytes = 4ull * 1024u * 1024u * 1024u;
@@ -260,10 +265,10 @@ open_dir_at(int dir, const char *name, int *out)
 	return 0;
 }
 
-int
-bw_msg_open(struct bw_msg **out, const struct bw_msg_cfg *cfg,
-	    struct bw_engine *eng, struct bw_registry *reg,
-	    struct bw_store *store)
+static void msg_close(void *inst);
+
+static int
+msg_open(const struct bw_host *h, const void *cfg, void **out)
 {
 	struct bw_msg *m;
 	int data_fd = -1, rc;
@@ -271,15 +276,15 @@ bw_msg_open(struct bw_msg **out, const struct bw_msg_cfg *cfg,
 	*out = NULL;
 	if ((m = calloc(1, sizeof(*m))) == NULL)
 		return BW_ENOMEM;
-	m->cfg = *cfg;
-	m->eng = eng;
-	m->reg = reg;
-	m->store = store;
+	m->cfg = *(const struct bw_msg_cfg *)cfg;
+	m->eng = h->eng;
+	m->reg = h->reg;
+	m->store = h->store;
 	m->dir_fd = m->incoming_fd = -1;
 	m->batch_tail = &m->batch;
-	if ((rc = bw_durable_new(&m->durable, eng, store)) != 0)
+	if ((rc = bw_durable_new(&m->durable, m->eng, m->store)) != 0)
 		goto fail;
-	data_fd = open(cfg->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	data_fd = open(h->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (data_fd < 0) {
 		rc = -errno;
 		goto fail;
@@ -288,7 +293,7 @@ bw_msg_open(struct bw_msg **out, const struct bw_msg_cfg *cfg,
 	    (rc = open_dir_at(m->dir_fd, ".incoming", &m->incoming_fd)) != 0) {
 		bw_error("refusing to start: %s/" MSG_SPILL_DIR
 			 " or its .incoming %s",
-			 cfg->data_dir,
+			 h->data_dir,
 			 rc == -ELOOP ? "is a symbolic link or not a directory"
 				      : bw_strerror(rc));
 		goto fail;
@@ -302,13 +307,14 @@ bw_msg_open(struct bw_msg **out, const struct bw_msg_cfg *cfg,
 fail:
 	if (data_fd >= 0)
 		close(data_fd);
-	bw_msg_close(m);
+	msg_close(m);
 	return rc;
 }
 
-void
-bw_msg_close(struct bw_msg *m)
+static void
+msg_close(void *inst)
 {
+	struct bw_msg *m = inst;
 	struct pending *p, *next;
 
 	if (m == NULL)
@@ -324,3 +330,11 @@ bw_msg_close(struct bw_msg *m)
 		close(m->dir_fd);
 	free(m);
 }
+
+const struct bw_module bw_msg_module = {
+	.name = "messenger",
+	.init = msg_open,
+	.fini = msg_close,
+	.stats = msg_stats,
+	.proto = &bw_msg_proto,
+};

@@ -36,6 +36,11 @@ struct bw_msg {
 	 * one transaction */
 	struct pending *batch, **batch_tail;
 	int batch_scheduled;
+	/* rows committed whose fsync has not completed: a 2104 carries only
+	 * rows up to synced_upto while there are any (a message is never
+	 * delivered before its 2103 could be) */
+	uint64_t unsynced_n;
+	int64_t synced_upto;
 	/* live figures */
 	uint64_t queued_n, queued_bytes; /* waiting in the store */
 	uint64_t stored, delivered, bodies_active, pulls_active;
@@ -47,7 +52,6 @@ enum mstate {
 	M_SWALLOW, /* a refused 603's content being discarded */
 	M_STORE,   /* the 603 waits for its row and the fsync */
 	M_LIST,	   /* a 2101 streaming */
-	M_LOCK,	   /* a 604 waits for another pull of the client to end */
 	M_PULL,	   /* a 2104 streaming */
 };
 
@@ -61,16 +65,7 @@ struct pending {
 	char tmp[MSG_TMP_CAP];
 	int fd; /* the spilled content being written, or -1 */
 	int rc;
-};
-
-/* A recipient's queue may be read by one connection at a time: the one
- * that pulled holds it until its client shows the messages arrived (the
- * next request, or an orderly close), so a second pull never streams rows
- * that the first then deletes. */
-struct pull_lock {
-	struct bw_conn *holder;
-	struct bw_conn *waiters[8];
-	unsigned waiters_n;
+	int counted; /* its row is committed and counted as queued */
 };
 
 struct msg_conn {
@@ -84,19 +79,23 @@ struct msg_conn {
 	const struct bw_client *list_at;
 	uint64_t list_left;
 	/* 2104: rows (cursor, upto], payload bytes still to write */
-	int locked; /* holds who's pull lock */
+	uint64_t gen; /* the pull's number (bw_client.pull_gen) */
 	int64_t cursor, upto;
 	uint64_t reply_left;
 	int file_open; /* a spilled content is being streamed from file_fd */
 	int file_fd;
 	uint64_t file_left;
-	/* delivered, waiting for evidence it arrived */
+	/* delivered, waiting for evidence it arrived: the rows up to
+	 * delivered_upto, the reply's last byte at c->out_total == sent_total
+	 */
 	int delivered;
-	int eof_before; /* the peer had half-closed before delivery */
 	int64_t delivered_upto;
+	uint64_t sent_total;
 };
 
 /* msg.c */
+/* Its table on the shared port; the context is the struct bw_msg. */
+extern const struct bw_frame_proto bw_msg_proto;
 /* The state of the messenger on c; NULL once c is closed. */
 #define MC(c) ((struct msg_conn *)bw_frame_state((c), &bw_msg_proto))
 /* The requester named in the header, touched; NULL if unknown. */
@@ -116,7 +115,7 @@ int msg_on_pull(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
 /* More output fits: go on streaming. */
 void msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc);
 /* c sent a request after a delivery, or is closing: delete what it
- * received if evidence says so, release the pull lock. */
+ * received if evidence says so and its pull is the client's latest. */
 void msg_settle(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc,
 		int evidence);
 /* Loads each recipient's queue totals into the registry. */

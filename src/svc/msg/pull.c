@@ -83,6 +83,7 @@ struct plan {
 	uint64_t cap, total;
 	int64_t upto;
 	unsigned rows;
+	int64_t synced; /* rows above are not on disk yet */
 };
 
 /* Rows in id order until the cap; the first always fits (a message larger
@@ -93,6 +94,8 @@ plan_row(void *arg, const struct bw_msg_rec *r)
 	struct plan *pl = arg;
 	uint64_t need = BW_MSG_RECORD_HDR + r->size;
 
+	if (r->id > pl->synced)
+		return 1;
 	if (pl->rows > 0 &&
 	    (pl->total + need > pl->cap || pl->total + need > UINT32_MAX))
 		return 1;
@@ -102,18 +105,15 @@ plan_row(void *arg, const struct bw_msg_rec *r)
 	return 0;
 }
 
-static struct pull_lock *
-lock_of(struct bw_client *cl)
-{
-	return cl->pull;
-}
-
 static int
 pull_start(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 {
-	struct plan pl = {m->cfg.pull_cap, 0, 0, 0};
+	struct plan pl = {m->cfg.pull_cap, 0, 0, 0, INT64_MAX};
 	int rc;
 
+	/* rows still waiting for their fsync are left for a later pull */
+	if (m->unsynced_n > 0)
+		pl.synced = m->synced_upto;
 	rc = bw_store_msg_each(m->store, mc->who, 0, 0, 0, 0, plan_row, &pl);
 	if (rc != 0) {
 		mc->st = M_IDLE;
@@ -141,32 +141,17 @@ msg_on_pull(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	struct bw_msg *m = r->ctx;
 	struct msg_conn *mc = r->state;
 	struct bw_client *me;
-	struct pull_lock *l;
 
 	(void)p;
 	if ((me = msg_requester(m, r)) == NULL)
 		return bw_frame_error(c, "unknown client id");
 	memcpy(mc->who, me->id, BW_ID_LEN);
+	/* this pull is the client's latest: an earlier one, on another
+	 * connection, no longer deletes what it delivered (its rows are in
+	 * this reply too) */
+	mc->gen = ++me->pull_gen;
 	bw_frame_wait(c);
-	if ((l = lock_of(me)) == NULL) {
-		if ((l = calloc(1, sizeof(*l))) == NULL) {
-			bw_frame_done(c);
-			return bw_frame_error(c, bw_strerror(BW_ENOMEM));
-		}
-		me->pull = l;
-		l->holder = c;
-		mc->locked = 1;
-		return pull_start(c, m, mc);
-	}
-	if (l->waiters_n == sizeof(l->waiters) / sizeof(l->waiters[0])) {
-		bw_frame_done(c);
-		return bw_frame_error(c, "too many pulls waiting");
-	}
-	/* another connection of the client is pulling: wait for it */
-	l->waiters[l->waiters_n++] = c;
-	mc->st = M_LOCK;
-	bw_conn_hold(c);
-	return 0;
+	return pull_start(c, m, mc);
 }
 
 /* --- 604: streaming ------------------------------------------------------ */
@@ -278,9 +263,9 @@ msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 	(void)bw_frame_reply_end(c);
 	mc->st = M_IDLE;
 	m->pulls_active--;
-	mc->delivered = 1;
+	mc->delivered = mc->upto > 0;
 	mc->delivered_upto = mc->upto;
-	mc->eof_before = (c->flags & BW_CONN_EOF) != 0;
+	mc->sent_total = c->out_total;
 	bw_frame_done(c);
 	bw_frame_kick(c);
 }
@@ -301,37 +286,6 @@ unlink_content(void *arg, const char *path)
 	return 0;
 }
 
-static void
-release_lock(struct bw_msg *m, struct bw_client *cl, struct bw_conn *c)
-{
-	struct pull_lock *l = cl != NULL ? lock_of(cl) : NULL;
-	struct bw_conn *next;
-	struct msg_conn *nmc;
-	unsigned i;
-	int dead;
-
-	if (l == NULL || l->holder != c)
-		return;
-	while (l->waiters_n > 0) {
-		next = l->waiters[0];
-		for (i = 1; i < l->waiters_n; i++)
-			l->waiters[i - 1] = l->waiters[i];
-		l->waiters_n--;
-		dead = bw_conn_dead(next);
-		if (!dead) {
-			l->holder = next;
-			nmc = MC(next);
-			nmc->locked = 1;
-			(void)pull_start(next, m, nmc);
-		}
-		bw_conn_release(next);
-		if (!dead)
-			return;
-	}
-	cl->pull = NULL;
-	free(l);
-}
-
 void
 msg_settle(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc,
 	   int evidence)
@@ -341,7 +295,8 @@ msg_settle(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc,
 	uint64_t n = 0, bytes = 0;
 	int rc;
 
-	if (mc->delivered && evidence) {
+	if (mc->delivered && evidence && cl != NULL &&
+	    mc->gen == cl->pull_gen) {
 		rc = bw_store_msg_delete(m->store, mc->who, mc->delivered_upto,
 					 unlink_content, &g, &n, &bytes);
 		if (rc != 0)
@@ -359,13 +314,6 @@ msg_settle(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc,
 		m->delivered += n;
 	}
 	mc->delivered = 0;
-	/* a waiter that closes stays in the lock's queue, held: the holder's
-	 * release skips and frees it (releasing it here, inside its close,
-	 * would free it twice) */
-	if (mc->locked) {
-		mc->locked = 0;
-		release_lock(m, cl, c);
-	}
 }
 
 /* --- start-up ------------------------------------------------------------

@@ -54,6 +54,53 @@ msg_send_abort(struct bw_conn *c, struct msg_conn *mc)
 
 /* --- the reply ----------------------------------------------------------- */
 
+/* The row of p is in the table (and counted) but not known to be on disk. */
+static void
+row_unsynced(struct bw_msg *m, const struct pending *p)
+{
+	struct bw_client *to = bw_registry_by_id(m->reg, p->rec.to);
+
+	if (m->unsynced_n++ == 0)
+		m->synced_upto = p->rec.id - 1; /* every earlier row is */
+	if (to != NULL) {
+		to->queued_n++;
+		to->queued_bytes += p->rec.size;
+	}
+	m->queued_n++;
+	m->queued_bytes += p->rec.size;
+}
+
+/* Its fsync is over: on success the row may be delivered; on failure the
+ * sender is told 9000, so the row goes (it must not reach the recipient
+ * after its sender was told it was not stored). */
+static void
+row_synced(struct bw_msg *m, struct pending *p, int ok)
+{
+	struct bw_client *to;
+	int rc;
+
+	m->unsynced_n--;
+	if (ok) {
+		if (p->rec.id > m->synced_upto)
+			m->synced_upto = p->rec.id;
+		return;
+	}
+	if ((rc = bw_store_msg_drop(m->store, p->rec.id)) != 0) {
+		bw_error("messenger: message %lld refused but not removed: %s",
+			 (long long)p->rec.id, bw_strerror(rc));
+		return;
+	}
+	if (p->rec.path[0] != '\0')
+		(void)unlinkat(m->dir_fd, p->rec.path + sizeof(MSG_SPILL_DIR),
+			       0);
+	if ((to = bw_registry_by_id(m->reg, p->rec.to)) != NULL) {
+		to->queued_n--;
+		to->queued_bytes -= p->rec.size;
+	}
+	m->queued_n--;
+	m->queued_bytes -= p->rec.size;
+}
+
 static void
 stored_durable(void *arg, int rc)
 {
@@ -62,6 +109,8 @@ stored_durable(void *arg, int rc)
 	uint8_t out[BW_MSG_STORED_LEN];
 	int alive = c != NULL && !bw_conn_dead(c);
 
+	if (p->counted)
+		row_synced(p->m, p, rc == 0);
 	if (rc == 0 && p->rc == 0)
 		p->m->stored++;
 	if (alive) {
@@ -94,7 +143,6 @@ write_batch(void *arg)
 {
 	struct bw_msg *m = arg;
 	struct pending *p, *list = m->batch;
-	struct bw_client *to;
 	int rc;
 
 	m->batch = NULL;
@@ -103,20 +151,23 @@ write_batch(void *arg)
 	rc = bw_store_begin(m->store);
 	for (p = list; rc == 0 && p != NULL; p = p->next) {
 		p->rc = bw_store_msg_insert(m->store, &p->rec);
-		if (p->rc == 0 && p->rec.id > (int64_t)UINT32_MAX)
-			p->rc = BW_ETOOBIG; /* ids are u32 on the wire */
+		if (p->rc == 0 && p->rec.id > (int64_t)UINT32_MAX) {
+			/* ids are u32 on the wire: refused, and not kept */
+			p->rc = BW_ETOOBIG;
+			if (bw_store_msg_drop(m->store, p->rec.id) != 0)
+				bw_error("messenger: message %lld over the "
+					 "u32 ids not removed",
+					 (long long)p->rec.id);
+		}
 	}
 	if (rc == 0)
 		rc = bw_store_commit(m->store);
 	for (p = list; p != NULL; p = p->next) {
 		if (rc != 0 && p->rc == 0)
 			p->rc = rc;
-		if (p->rc == 0 &&
-		    (to = bw_registry_by_id(m->reg, p->rec.to)) != NULL) {
-			to->queued_n++;
-			to->queued_bytes += p->rec.size;
-			m->queued_n++;
-			m->queued_bytes += p->rec.size;
+		if (p->rc == 0) {
+			p->counted = 1;
+			row_unsynced(m, p);
 		}
 	}
 	while ((p = list) != NULL) {

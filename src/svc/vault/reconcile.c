@@ -343,7 +343,7 @@ out:
 int
 vault_dirs_open(struct bw_vault *v)
 {
-	const char *dd = v->cfg.data_dir;
+	const char *dd = v->data_dir;
 	struct clear cl = {-1, 0};
 	int rc;
 
@@ -395,7 +395,10 @@ void
 bw_vault_cfg_defaults(struct bw_vault_cfg *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
-	snprintf(cfg->data_dir, sizeof(cfg->data_dir), ".");
+	/* input: an upload's 1 MiB chunk; output: replies of a few hundred
+	 * bytes, padded to 1 KiB, never more than a few queued */
+	cfg->limits = (struct bw_conn_limits){1024u * 1024u, 1024u * 1024u,
+					      30000, 10000};
 	cfg->max_file_size = BW_MAX_CONTENT_SIZE;
 	cfg->max_uploads = 256;
 	cfg->max_uploads_per_addr = 128;
@@ -406,8 +409,7 @@ bw_vault_cfg_defaults(struct bw_vault_cfg *cfg)
 }
 
 int
-bw_vault_open(struct bw_vault **out, const struct bw_vault_cfg *cfg,
-	      struct bw_engine *eng, struct bw_registry *reg)
+vault_open(const struct bw_host *h, const void *cfg, void **out)
 {
 	struct bw_vault *v;
 	int rc;
@@ -415,13 +417,19 @@ bw_vault_open(struct bw_vault **out, const struct bw_vault_cfg *cfg,
 	*out = NULL;
 	if ((v = calloc(1, sizeof(*v))) == NULL)
 		return BW_ENOMEM;
-	v->cfg = *cfg;
-	v->eng = eng;
-	v->reg = reg;
+	v->cfg = *(const struct bw_vault_cfg *)cfg;
+	v->eng = h->eng;
+	v->reg = h->reg;
+	v->data_dir = h->data_dir;
+	if ((rc = bw_addrtab_slot(&h->eng->addrs)) < 0) {
+		free(v);
+		return rc;
+	}
+	v->addr_slot = rc;
 	v->data_fd = v->files_fd = v->incoming_fd = v->pending_fd = -1;
 	if ((rc = bw_hash_init(&v->locks)) != 0 ||
 	    (rc = vault_dirs_open(v)) != 0) {
-		bw_vault_close(v);
+		vault_close(v);
 		return rc;
 	}
 	*out = v;
@@ -429,8 +437,10 @@ bw_vault_open(struct bw_vault **out, const struct bw_vault_cfg *cfg,
 }
 
 void
-bw_vault_close(struct bw_vault *v)
+vault_close(void *inst)
 {
+	struct bw_vault *v = inst;
+
 	if (v == NULL)
 		return;
 	vault_dirs_close(v);

@@ -41,7 +41,7 @@ vault_upload_done(struct upload *u)
 		return; /* already uncounted */
 	v->uploads_active--;
 	v->upload_bytes_active -= u->plain_len;
-	u->addr->uploads--;
+	u->addr->held[v->addr_slot]--;
 	u->addr = NULL;
 }
 
@@ -168,7 +168,7 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 	}
 	vc->up = u;
 	u->addr = c->addr;
-	u->addr->uploads++;
+	u->addr->held[v->addr_slot]++;
 	v->uploads_active++;
 	u->start_ms = bw_now_ms();
 	bw_info("c%llu 1028 '%s' '%s' upload of %u bytes started", ULL(c->id),
@@ -360,7 +360,7 @@ vault_swallow_step(struct bw_conn *c, struct bw_vault *v)
 	vc->swallow_counted = 0;
 	v->swallowing--;
 	if (c->addr != NULL)
-		c->addr->uploads--;
+		c->addr->held[v->addr_slot]--;
 	rc = bw_frame_error(c, "file refused");
 	bw_frame_done(c);
 	return rc;

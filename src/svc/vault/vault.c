@@ -273,7 +273,8 @@ on_file(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 		return bw_frame_fail(c, "file over the size limit");
 	if (v->uploads_active + v->swallowing >= v->cfg.max_uploads)
 		return bw_frame_fail(c, "too many uploads in progress");
-	if (c->addr == NULL || c->addr->uploads >= v->cfg.max_uploads_per_addr)
+	if (c->addr == NULL ||
+	    c->addr->held[v->addr_slot] >= v->cfg.max_uploads_per_addr)
 		return bw_frame_fail(c, "too many uploads in progress from "
 					"this address");
 	if (bw_engine_stopping(c->eng) && !vc->awaiting)
@@ -307,7 +308,7 @@ on_file(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	vc->swallow_left = content_size;
 	vc->swallow_counted = 1;
 	v->swallowing++;
-	c->addr->uploads++;
+	c->addr->held[v->addr_slot]++;
 	c->want = SWALLOW_WANT;
 	bw_frame_stream(c);
 	return 0;
@@ -380,7 +381,7 @@ vault_conn_close(struct bw_conn *c, void *ctx, void *state)
 	if (vc->swallow_counted) {
 		v->swallowing--;
 		if (c->addr != NULL)
-			c->addr->uploads--;
+			c->addr->held[v->addr_slot]--;
 	}
 	bw_wipe(vc->key, sizeof(vc->key));
 }
@@ -429,8 +430,8 @@ vault_draining(void *ctx)
 	return a.found;
 }
 
-void
-bw_vault_stats(const void *inst, bw_stat_emit emit, void *arg)
+static void
+vault_stats(const void *inst, bw_stat_emit emit, void *arg)
 {
 	const struct bw_vault *v = inst;
 
@@ -475,4 +476,12 @@ const struct bw_frame_proto bw_vault_proto = {
 	.on_close = vault_conn_close,
 	.busy = vault_conn_busy,
 	.draining = vault_draining,
+};
+
+const struct bw_module bw_vault_module = {
+	.name = "vault",
+	.init = vault_open,
+	.fini = vault_close,
+	.stats = vault_stats,
+	.proto = &bw_vault_proto,
 };

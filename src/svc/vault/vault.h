@@ -7,14 +7,11 @@
 
 #include <stdint.h>
 
-#include "bulwark/err.h"
 #include "svc/engine.h"
-#include "svc/frame.h"
-#include "svc/registry.h"
-#include "svc/stats.h"
+#include "svc/module.h"
 
 struct bw_vault_cfg {
-	char data_dir[4096];	       /* files/ lives here */
+	struct bw_conn_limits limits;  /* of its connections */
 	uint64_t max_file_size;	       /* largest 1028 ciphertext accepted */
 	unsigned max_uploads;	       /* 1028s in progress at once */
 	unsigned max_uploads_per_addr; /* of those, from one address */
@@ -25,20 +22,11 @@ struct bw_vault_cfg {
 			     * keeps the listener open at shutdown */
 };
 
-struct bw_vault;
-
 void bw_vault_cfg_defaults(struct bw_vault_cfg *cfg);
-/* Opens the directories and reconciles them with the registry's rows. The
- * engine and the registry must outlive the vault. */
-int bw_vault_open(struct bw_vault **out, const struct bw_vault_cfg *cfg,
-		  struct bw_engine *eng, struct bw_registry *reg) BW_WUR;
-/* After the engine has closed (no job may still run). NULL-safe. */
-void bw_vault_close(struct bw_vault *v);
-/* Uploads in progress and their bytes so far, refused bodies being
- * discarded. */
-void bw_vault_stats(const void *v, bw_stat_emit emit, void *arg);
 
-/* Its table on the shared port; the context is the struct bw_vault. */
-extern const struct bw_frame_proto bw_vault_proto;
+/* The service: files/ under the data directory, reconciled with the
+ * registry's rows at init; a table on the shared port; figures: uploads in
+ * progress, their bytes so far, refused bodies being discarded. */
+extern const struct bw_module bw_vault_module;
 
 #endif

@@ -38,6 +38,8 @@ struct bw_vault {
 	struct bw_vault_cfg cfg;
 	struct bw_engine *eng;
 	struct bw_registry *reg;
+	const char *data_dir; /* files/ lives here */
+	int addr_slot; /* its count per address: uploads and refused bodies */
 	/* live figures */
 	uint64_t uploads_active, upload_bytes_active, swallowing;
 	/* Everything under the data directory is reached from these, with
@@ -57,7 +59,7 @@ struct vwait {
 struct upload {
 	struct bw_vault *v;
 	struct bw_conn *conn; /* NULL once the connection is gone */
-	struct bw_addr *addr; /* counted in addr->uploads until freed */
+	struct bw_addr *addr; /* counted in held[addr_slot] until freed */
 	uint8_t client_id[BW_ID_LEN];
 	uint8_t name_field[BW_NAME_FIELD]; /* echoed in 2103 */
 	char file_name[BW_NAME_CAP];
@@ -158,7 +160,14 @@ void vault_commit(struct bw_conn *c, struct upload *u);
 int vault_crc_request(struct bw_conn *c, struct bw_vault *v, uint16_t code,
 		      struct bw_client *cl, const char *name);
 
+/* vault.c */
+/* Its table on the shared port; the context is the struct bw_vault. */
+extern const struct bw_frame_proto bw_vault_proto;
+
 /* reconcile.c */
+/* The module's init and fini: the instance, its directories reconciled. */
+int vault_open(const struct bw_host *h, const void *cfg, void **out) BW_WUR;
+void vault_close(void *inst);
 /* Opens the directories, empties .incoming and makes the rows and the
  * stored files agree, logging what it changed. */
 int vault_dirs_open(struct bw_vault *v);

@@ -1,0 +1,48 @@
+/* What the daemon hands every service and what each service hands back, so
+ * that bulwarkd runs its services from a table without knowing any of them:
+ * a service builds its instance from its own configuration (init), plugs
+ * in either as a routing table on the shared port or as the service of a
+ * listener of its own, and reports its live figures.
+ */
+#ifndef BULWARK_SVC_MODULE_H
+#define BULWARK_SVC_MODULE_H
+
+#include <stdint.h>
+
+#include "bulwark/err.h"
+#include "bulwark/store.h"
+#include "svc/engine.h"
+#include "svc/frame.h"
+#include "svc/registry.h"
+#include "svc/stats.h"
+
+/* What the daemon shares with its services. Everything outlives them. */
+struct bw_host {
+	struct bw_engine *eng;
+	struct bw_registry *reg; /* clients and files, in RAM over the store */
+	struct bw_store *store;
+	const char *data_dir;
+	int64_t started_s;
+	/* every service's figures, in a fixed order (the console's STAT) */
+	void (*stats)(const void *arg, bw_stat_emit emit, void *emit_arg);
+	const void *stats_arg;
+};
+
+struct bw_module {
+	const char *name;
+	/* Builds the instance from cfg (the service's own configuration
+	 * struct). On failure nothing is left to free. */
+	int (*init)(const struct bw_host *h, const void *cfg,
+		    void **inst) BW_WUR;
+	/* After the engine has closed: no connection or job is left. */
+	void (*fini)(void *inst);
+	/* The live figures; NULL: none. */
+	bw_stats_fn stats;
+	/* Where it plugs in, exactly one of the two: a routing table on the
+	 * shared port (its context is the instance), or the service of a
+	 * listener of its own (its instance is the instance). */
+	const struct bw_frame_proto *proto;
+	const struct bw_service *service;
+};
+
+#endif
