@@ -309,6 +309,36 @@ bw_session_read(const struct bw_session *s, void *p, size_t n)
 	return 0;
 }
 
+#define END_DRAIN_MAX (64u * 1024u)
+#define END_WAIT_MS   2000u
+
+void
+bw_session_end(struct bw_session *s)
+{
+	uint8_t buf[1024];
+	size_t drained = 0;
+	ssize_t r = 1;
+
+	if (s->fd < 0)
+		return;
+	if (shutdown(s->fd, SHUT_WR) == 0) {
+		s->deadline_ms = bw_now_ms() + (s->timeout_ms < END_WAIT_MS
+							? s->timeout_ms
+							: END_WAIT_MS);
+		while (r != 0 && drained < END_DRAIN_MAX) {
+			r = recv(s->fd, buf, sizeof(buf), MSG_DONTWAIT);
+			if (r > 0)
+				drained += (size_t)r;
+			else if (r < 0 && errno != EAGAIN &&
+				 errno != EWOULDBLOCK && errno != EINTR)
+				break;
+			else if (r < 0 && wait_ready(s, POLLIN) != 0)
+				break;
+		}
+	}
+	bw_session_close(s);
+}
+
 int
 bw_session_send_hdr(struct bw_session *s, const uint8_t id[BW_ID_LEN],
 		    uint16_t code, uint32_t payload_size)

@@ -60,6 +60,12 @@ void bw_session_init(struct bw_session *s, const char *host, uint16_t port,
  * most timeout_ms. */
 int bw_session_connect(struct bw_session *s) BW_WUR;
 void bw_session_close(struct bw_session *s);
+/* Ends the connection in order after the last response was read: half-
+ * closes, reads and drops what is left (a padded response's zeros, at most
+ * a few KiB) until the server closes, then closes. The server sees a FIN
+ * rather than a reset: the evidence that the response arrived (delivery of
+ * messages). Waits at most 2 s (or timeout_ms if less). */
+void bw_session_end(struct bw_session *s);
 /* Starts the clock: the sends and receives that follow must be done within
  * ms milliseconds of now. */
 void bw_session_deadline(struct bw_session *s, uint64_t ms);

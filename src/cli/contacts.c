@@ -24,6 +24,8 @@ bw_contacts_fini(struct bw_contacts *cs)
 {
 	if (cs->c != NULL)
 		bw_secure_free(cs->c, cs->cap * sizeof(*cs->c));
+	free(cs->seen);
+	free(cs->got);
 	memset(cs, 0, sizeof(*cs));
 }
 
@@ -82,19 +84,95 @@ bw_contacts_add(struct bw_contacts *cs, const uint8_t id[BW_ID_LEN],
 }
 
 int
-bw_contacts_seen(struct bw_contacts *cs, uint32_t id)
+bw_contacts_seen(const struct bw_contacts *cs, uint32_t id)
+{
+	size_t lo = 0, hi = cs->seen_n, mid;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (cs->seen[mid] == id)
+			return 1;
+		if (cs->seen[mid] < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+/* Appends id to a growable array of at most BW_SEEN_MAX ids. */
+static int
+push_id(uint32_t **a, size_t *n, size_t *cap, uint32_t id)
+{
+	uint32_t *grown;
+	size_t want;
+
+	if (*n == BW_SEEN_MAX)
+		return BW_ETOOBIG;
+	if (*n == *cap) {
+		want = *cap ? *cap * 2 : 64;
+		if (want > BW_SEEN_MAX)
+			want = BW_SEEN_MAX;
+		if ((grown = realloc(*a, want * sizeof(**a))) == NULL)
+			return BW_ENOMEM;
+		*a = grown;
+		*cap = want;
+	}
+	(*a)[(*n)++] = id;
+	return 0;
+}
+
+int
+bw_contacts_got(struct bw_contacts *cs, uint32_t id)
+{
+	return push_id(&cs->got, &cs->got_n, &cs->got_cap, id);
+}
+
+static int
+cmp_id(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Sorts the remembered ids and drops repeats. */
+static void
+seen_tidy(struct bw_contacts *cs)
+{
+	size_t i, o = 0;
+
+	if (cs->seen_n == 0)
+		return;
+	qsort(cs->seen, cs->seen_n, sizeof(*cs->seen), cmp_id);
+	for (i = 1; i < cs->seen_n; i++) {
+		if (cs->seen[i] != cs->seen[o])
+			cs->seen[++o] = cs->seen[i];
+	}
+	cs->seen_n = o + 1;
+}
+
+void
+bw_contacts_pull_end(struct bw_contacts *cs, int complete)
 {
 	size_t i;
 
-	for (i = 0; i < cs->seen_n; i++) {
-		if (cs->seen[i] == id)
-			return 1;
+	if (complete) {
+		free(cs->seen);
+		cs->seen = cs->got;
+		cs->seen_n = cs->got_n;
+		cs->seen_cap = cs->got_cap;
+		cs->got = NULL;
+		cs->got_cap = 0;
+	} else {
+		for (i = 0; i < cs->got_n; i++) {
+			if (push_id(&cs->seen, &cs->seen_n, &cs->seen_cap,
+				    cs->got[i]) != 0)
+				break; /* BW_SEEN_MAX: the rest are not kept */
+		}
 	}
-	cs->seen[cs->seen_next] = id;
-	cs->seen_next = (cs->seen_next + 1) % BW_SEEN_MAX;
-	if (cs->seen_n < BW_SEEN_MAX)
-		cs->seen_n++;
-	return 0;
+	cs->got_n = 0;
+	seen_tidy(cs);
 }
 
 int
@@ -201,10 +279,12 @@ seen_line(const char *p, const char *end, struct bw_contacts *cs)
 			return -1;
 		memcpy(num, f, n);
 		num[n] = '\0';
-		if (bw_parse_u64(num, 0, UINT32_MAX, &v) != 0)
+		if (bw_parse_u64(num, 0, UINT32_MAX, &v) != 0 ||
+		    push_id(&cs->seen, &cs->seen_n, &cs->seen_cap,
+			    (uint32_t)v) != 0)
 			return -1;
-		(void)bw_contacts_seen(cs, (uint32_t)v);
 	}
+	seen_tidy(cs);
 	return 0;
 }
 
@@ -289,12 +369,8 @@ bw_contacts_encode(const struct bw_contacts *cs, char **out, size_t *len)
 	}
 	if (cs->seen_n > 0) {
 		*o++ = 's';
-		/* oldest first, so a reload keeps the ring's order */
-		for (k = 0; k < cs->seen_n; k++) {
-			i = (cs->seen_next + BW_SEEN_MAX - cs->seen_n + k) %
-			    BW_SEEN_MAX;
-			o += snprintf(o, 12, " %u", (unsigned)cs->seen[i]);
-		}
+		for (k = 0; k < cs->seen_n; k++)
+			o += snprintf(o, 12, " %u", (unsigned)cs->seen[k]);
 		*o++ = '\n';
 	}
 	*out = buf;

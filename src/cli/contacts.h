@@ -2,7 +2,9 @@
  * mode 0600, written atomically): each contact's id and name, the public
  * key pinned on first use, a key the server later offered in its place and
  * the user has not accepted, the AES key shared with the contact, and the
- * ids of the messages already shown (delivery is at least once).
+ * ids of messages already shown that the server may deliver again
+ * (delivery is at least once): those of the last complete pull, and of any
+ * pull cut short since.
  *
  *   bulwark-contacts 1
  *   c <id hex> <pinned key hex|-> <aes key hex|-> <offered key hex|-> <name>
@@ -18,8 +20,8 @@
 #include "bulwark/err.h"
 #include "bulwark/ids.h"
 
-#define BW_CONTACTS_MAX 100000 /* contacts in one file */
-#define BW_SEEN_MAX	4096   /* message ids remembered */
+#define BW_CONTACTS_MAX 100000	   /* contacts in one file */
+#define BW_SEEN_MAX	(1u << 22) /* message ids remembered */
 
 struct bw_contact {
 	uint8_t id[BW_ID_LEN];
@@ -35,8 +37,10 @@ struct bw_contact {
 struct bw_contacts {
 	struct bw_contact *c;
 	size_t n, cap;
-	uint32_t seen[BW_SEEN_MAX]; /* a ring of the newest ids shown */
-	size_t seen_n, seen_next;
+	uint32_t *seen; /* ids that may come again, ascending */
+	size_t seen_n, seen_cap;
+	uint32_t *got; /* ids of the pull in progress */
+	size_t got_n, got_cap;
 };
 
 void bw_contacts_init(struct bw_contacts *cs);
@@ -65,8 +69,17 @@ struct bw_contact *bw_contacts_by_name(struct bw_contacts *cs,
 struct bw_contact *bw_contacts_add(struct bw_contacts *cs,
 				   const uint8_t id[BW_ID_LEN],
 				   const char *name);
-/* 1 if message id was seen before; otherwise records it and returns 0. */
-int bw_contacts_seen(struct bw_contacts *cs, uint32_t id);
+/* 1 if message id was shown before and may be delivered again. */
+int bw_contacts_seen(const struct bw_contacts *cs, uint32_t id);
+/* The pull in progress delivered id (shown now, or a repeat): BW_ENOMEM
+ * if it cannot be remembered. */
+int bw_contacts_got(struct bw_contacts *cs, uint32_t id) BW_WUR;
+/* The pull is over. A complete one (the whole 2104 read and the connection
+ * ended in order) is all the server can still deliver again of what was
+ * shown before (it returns waiting messages oldest first, so anything
+ * older that it did not repeat is gone): the ids remembered become its
+ * own. One cut short adds its ids to those remembered. */
+void bw_contacts_pull_end(struct bw_contacts *cs, int complete);
 
 /* "ab12 cd34 ..." : the SHA-256 of a key in 16 groups of four hex digits,
  * into out[80]. */

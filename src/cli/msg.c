@@ -217,10 +217,12 @@ menu(struct msg_ctx *x)
 {
 	static char line[LINE_MAX_IN], name[LINE_MAX_IN], arg[LINE_MAX_IN];
 	uint64_t choice;
-	int rc;
+	int rc, first = 1;
 
 	for (;;) {
-		printf("\n%s", menu_text);
+		/* a blank line parts the last answer from the next menu */
+		printf("%s%s", first ? "" : "\n", menu_text);
+		first = 0;
 		fflush(stdout);
 		if (ask(x, NULL, line, sizeof(line)) == NULL)
 			return BW_EXIT_OK; /* end of input */
@@ -262,7 +264,9 @@ menu(struct msg_ctx *x)
 			continue;
 		}
 		rc = act(x, (enum action)choice, name, arg);
-		if (rc == BW_EXIT_KEY_CHANGED &&
+		/* only a person is asked: a script's next line is its next
+		 * choice (it accepts with "bulwark msg trust NAME") */
+		if (rc == BW_EXIT_KEY_CHANGED && isatty(fileno(x->in)) &&
 		    ask(x,
 			"Accept the new key? Type "
 			"yes to accept: ",

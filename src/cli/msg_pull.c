@@ -24,7 +24,7 @@ struct rx {
 	struct msg_ctx *x;
 	struct bw_session s;
 	uint64_t left; /* payload bytes still to read */
-	int refreshed; /* the names were fetched once in this pull */
+	int unknown;   /* a sender not in the contacts: refresh names after */
 };
 
 static int
@@ -236,21 +236,24 @@ one_record(struct rx *r)
 	struct bw_contact *c;
 	char who[BW_ESC_CAP], hex[2 * BW_ID_LEN + 1], path[4200];
 	const char *what = NULL;
-	int rc, dup, shown = 0;
+	int rc, shown = 0;
 
 	if ((rc = bw_session_read(&r->s, hdr, sizeof(hdr))) != 0)
 		return rc;
 	if (bw_msg_record_decode(hdr, sizeof(hdr), r->left, &m) < 0)
 		return BW_EPROTO;
 	r->left -= sizeof(hdr);
-	dup = bw_contacts_seen(&x->cs, m.id);
-	if (dup)
-		return skip(r, m.size);
-	if ((c = bw_contacts_by_id(&x->cs, m.from)) == NULL && !r->refreshed) {
-		r->refreshed = 1; /* a new sender: learn its name */
-		(void)msg_list(x, 0);
-		c = bw_contacts_by_id(&x->cs, m.from);
+	if (bw_contacts_seen(&x->cs, m.id)) {
+		/* shown before: a repeat is still part of this pull */
+		if ((rc = skip(r, m.size)) != 0)
+			return rc;
+		return bw_contacts_got(&x->cs, m.id);
 	}
+	/* an unknown sender is shown by id; the names are fetched once the
+	 * pull is over (not on a second connection in the middle of it:
+	 * some servers serve one connection at a time) */
+	if ((c = bw_contacts_by_id(&x->cs, m.from)) == NULL)
+		r->unknown = 1;
 	if (c != NULL) {
 		bw_escape_display(c->name, who, sizeof(who));
 	} else {
@@ -287,7 +290,9 @@ one_record(struct rx *r)
 		printf("%s\n", what);
 	printf("-----<EOM>-----\n\n");
 	fflush(stdout);
-	return rc;
+	/* remembered only once all of it was read: a message cut short is
+	 * shown again when the server delivers it again */
+	return rc != 0 ? rc : bw_contacts_got(&x->cs, m.id);
 }
 
 int
@@ -324,13 +329,18 @@ msg_pull(struct msg_ctx *x)
 			goto fail;
 		shown++;
 	}
-	/* closed after the whole reply: the server may now forget them */
-	bw_session_close(&r.s);
+	/* ended in order after the whole reply: the server may now forget
+	 * them (a FIN, not a reset, is its evidence) */
+	bw_session_end(&r.s);
+	bw_contacts_pull_end(&x->cs, 1);
 	if (shown == 0)
 		printf("no waiting messages\n");
+	if (r.unknown)
+		(void)msg_list(x, 0); /* names for the next time */
 	return msg_save(x);
 fail:
 	bw_session_close(&r.s);
+	bw_contacts_pull_end(&x->cs, 0);
 	fprintf(stderr, "bulwark msg: pull from %s:%u cut short: %s\n", x->host,
 		x->port, bw_strerror(rc));
 	(void)msg_save(x); /* what was shown stays shown once */
