@@ -1,0 +1,38 @@
+/* Cleaning the text of the rooms protocol before it is relayed or listed:
+ * invalid UTF-8 becomes U+FFFD and the code points that could move a
+ * terminal's cursor or reorder what it shows are removed. Pure, no I/O.
+ */
+#ifndef BULWARK_PROTO_TEXT_H
+#define BULWARK_PROTO_TEXT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Bytes of output that always suffice for n bytes of input, the NUL
+ * included: each input byte yields at most one U+FFFD (3 bytes). */
+#define BW_TEXT_CAP(n) (3 * (n) + 1)
+
+/* Cleans in[0..n) into out, a buffer of cap bytes (cap >= 1; cap == 0
+ * writes nothing and returns 0). The input is read as UTF-8; each invalid
+ * sequence becomes one U+FFFD per maximal subpart (Unicode ch. 3 "U+FFFD
+ * Substitution of Maximal Subparts", as the WHATWG decoder does): overlong
+ * forms, surrogates, code points over U+10FFFF, truncated sequences and
+ * stray continuation bytes. Then these are removed: C0 controls except tab
+ * (U+0000-U+0008, U+000A-U+001F), DEL, C1 controls (U+0080-U+009F) and the
+ * bidi controls U+202A-U+202E and U+2066-U+2069. Everything else is kept.
+ * The output is valid UTF-8 and NUL-terminated. It is the longest prefix of
+ * the cleaned text that fits in cap - 1 bytes: when out is too small it is
+ * cut before the first code point that does not fit, never in one; it never
+ * needs more than BW_TEXT_CAP(n) bytes. Returns the bytes written, the NUL
+ * not counted; *chars (may be NULL) gets the code points written. */
+size_t bw_text_clean(const uint8_t *in, size_t n, char *out, size_t cap,
+		     size_t *chars);
+
+/* bw_text_clean for names: also without leading and trailing spaces and
+ * tabs (only U+0020 and U+0009; other blanks are kept). Leading ones use no
+ * room in out; if out is too small, the cut text is trimmed again. Returns
+ * the bytes written, *chars (may be NULL) the code points. */
+size_t bw_text_clean_name(const uint8_t *in, size_t n, char *out, size_t cap,
+			  size_t *chars);
+
+#endif
