@@ -68,7 +68,10 @@ removed(uint32_t cp)
 		return cp != '\t';
 	if (cp >= 0x7f && cp <= 0x9f)
 		return 1;
-	return (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+	/* the line and paragraph separators too: some terminals and
+	 * clients break a line there, which would let a member start a line
+	 * that looks like someone else's */
+	return (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
 }
 
 /* Writes cp (a scalar value) as UTF-8 into b; returns its length. */

@@ -19,7 +19,8 @@
  * forms, surrogates, code points over U+10FFFF, truncated sequences and
  * stray continuation bytes. Then these are removed: C0 controls except tab
  * (U+0000-U+0008, U+000A-U+001F), DEL, C1 controls (U+0080-U+009F) and the
- * bidi controls U+202A-U+202E and U+2066-U+2069. Everything else is kept.
+ * bidi controls U+202A-U+202E and U+2066-U+2069, and the line and paragraph
+ * separators U+2028-U+2029. Everything else is kept.
  * The output is valid UTF-8 and NUL-terminated. It is the longest prefix of
  * the cleaned text that fits in cap - 1 bytes: when out is too small it is
  * cut before the first code point that does not fit, never in one; it never

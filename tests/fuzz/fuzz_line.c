@@ -92,7 +92,7 @@ static int
 must_go(uint32_t c)
 {
 	return (c < 0x20 && c != '\t') || (c >= 0x7f && c <= 0x9f) ||
-	       (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
+	       (c >= 0x2028 && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
 }
 
 /* Checks out[0..len) is NUL-terminated, valid UTF-8 of chars code points,

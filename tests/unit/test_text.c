@@ -109,13 +109,24 @@ static void
 bidi_override_is_removed(void **state)
 {
 	(void)state;
-	/* U+202A-U+202E (LRE RLE PDF LRO RLO) removed, U+2029 and U+202F
+	/* U+202A-U+202E (LRE RLE PDF LRO RLO) removed, U+2027 and U+202F
 	 * around them kept */
-	EXPECT("\xE2\x80\xA9\xE2\x80\xAA\xE2\x80\xAB\xE2\x80\xAC\xE2\x80\xAD"
+	EXPECT("\xE2\x80\xA7\xE2\x80\xAA\xE2\x80\xAB\xE2\x80\xAC\xE2\x80\xAD"
 	       "\xE2\x80\xAE\xE2\x80\xAF",
-	       "\xE2\x80\xA9\xE2\x80\xAF", 2);
+	       "\xE2\x80\xA7\xE2\x80\xAF", 2);
 	/* "evil\u202Etxt.exe" would show as "evil" + "exe.txt" */
 	EXPECT("evil\xE2\x80\xAEtxt.exe", "eviltxt.exe", 11);
+}
+
+/* U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR break a line on
+ * some terminals: a member must not start a line of their own making. */
+static void
+line_and_paragraph_separators_are_removed(void **state)
+{
+	(void)state;
+	EXPECT("hi\xE2\x80\xA8"
+	       "bob: fake\xE2\x80\xA9",
+	       "hibob: fake", 11);
 }
 
 static void
@@ -403,6 +414,7 @@ main(void)
 		cmocka_unit_test(c1_controls_are_removed),
 		cmocka_unit_test(bidi_override_is_removed),
 		cmocka_unit_test(bidi_isolates_are_removed),
+		cmocka_unit_test(line_and_paragraph_separators_are_removed),
 		cmocka_unit_test(valid_multibyte_text_is_kept),
 		cmocka_unit_test(overlong_slash_is_two_replacements),
 		cmocka_unit_test(surrogate_is_replaced),
