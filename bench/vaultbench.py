@@ -277,7 +277,7 @@ class Vault:
     def __enter__(self):
         self.data.mkdir(parents=True)
         argv = [self.ctx.bulwarkd, "--data-dir", self.data, "--listen", "127.0.0.1",
-                "--port", "0", "--no-console", "--shutdown-grace", "2"] + self.extra_args
+                "--port", "0", "--no-console", "--no-rooms", "--shutdown-grace", "2"] + self.extra_args
         self._log = open(self.log_path, "wb")
         self.proc = self.ctx.procs.spawn(argv, stdout=self._log, stderr=subprocess.STDOUT,
                                          cwd=self.dir)

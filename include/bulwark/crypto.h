@@ -73,6 +73,17 @@ int bw_aes_open(const uint8_t key[BW_AES_KEY_LEN], const uint8_t *in, size_t n,
 		uint8_t **out, size_t *out_len) BW_WUR;
 
 /* SHA-256 of n bytes (key fingerprints). */
+/* scrypt (RFC 7914): N (a power of two), r, p. */
+struct bw_scrypt_cost {
+	uint64_t n;
+	uint32_t r, p;
+};
+/* Derives out_n bytes from the password and salt. Uses n * r * 128 bytes
+ * of memory and the CPU to match: meant for a worker thread. */
+int bw_scrypt(const void *pw, size_t n, const uint8_t *salt, size_t salt_n,
+	      const struct bw_scrypt_cost *cost, uint8_t *out,
+	      size_t out_n) BW_WUR;
+
 #define BW_SHA256_LEN 32
 int bw_sha256(const void *p, size_t n, uint8_t out[BW_SHA256_LEN]) BW_WUR;
 

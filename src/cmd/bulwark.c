@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/chat.h"
 #include "cli/console.h"
 #include "cli/msg.h"
 #include "cli/send.h"
@@ -16,6 +17,7 @@ usage(FILE *f)
 		   "verified\n"
 		   "  msg       the messenger: encrypted messages and files "
 		   "between users\n"
+		   "  chat      group chat in password-protected rooms\n"
 		   "  console   ask a running bulwarkd for its status "
 		   "(operator console)\n\n"
 		   "  bulwark COMMAND --help   options of a command\n"
@@ -42,6 +44,8 @@ main(int argc, char **argv)
 		return bw_cli_send(argc - 1, argv + 1);
 	if (strcmp(argv[1], "msg") == 0)
 		return bw_cli_msg(argc - 1, argv + 1);
+	if (strcmp(argv[1], "chat") == 0)
+		return bw_cli_chat(argc - 1, argv + 1);
 	if (strcmp(argv[1], "console") == 0)
 		return bw_cli_console(argc - 1, argv + 1);
 	fprintf(stderr, "bulwark: unknown command '%s'\n", argv[1]);

@@ -11,6 +11,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/kdf.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
@@ -107,6 +108,38 @@ bw_sha256(const void *p, size_t n, uint8_t out[BW_SHA256_LEN])
 	    len != BW_SHA256_LEN)
 		return ossl_fail(BW_ECRYPTO);
 	return 0;
+}
+
+/* ---- passwords ---- */
+
+int
+bw_scrypt(const void *pw, size_t n, const uint8_t *salt, size_t salt_n,
+	  const struct bw_scrypt_cost *cost, uint8_t *out, size_t out_n)
+{
+	EVP_KDF *kdf = EVP_KDF_fetch(NULL, "SCRYPT", NULL);
+	EVP_KDF_CTX *ctx = kdf != NULL ? EVP_KDF_CTX_new(kdf) : NULL;
+	uint64_t N = cost->n;
+	uint32_t r = cost->r, p = cost->p;
+	/* N * r * 128 bytes of memory, plus room for the rest */
+	uint64_t maxmem = N * r * 128u + 1024u * 1024u;
+	OSSL_PARAM params[7], *q = params;
+	int rc = 0;
+
+	*q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_PASSWORD,
+						 (void *)pw, n);
+	*q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT,
+						 (void *)salt, salt_n);
+	*q++ = OSSL_PARAM_construct_uint64(OSSL_KDF_PARAM_SCRYPT_N, &N);
+	*q++ = OSSL_PARAM_construct_uint32(OSSL_KDF_PARAM_SCRYPT_R, &r);
+	*q++ = OSSL_PARAM_construct_uint32(OSSL_KDF_PARAM_SCRYPT_P, &p);
+	*q++ = OSSL_PARAM_construct_uint64(OSSL_KDF_PARAM_SCRYPT_MAXMEM,
+					   &maxmem);
+	*q = OSSL_PARAM_construct_end();
+	if (ctx == NULL || EVP_KDF_derive(ctx, out, out_n, params) != 1)
+		rc = ossl_fail(BW_ECRYPTO);
+	EVP_KDF_CTX_free(ctx);
+	EVP_KDF_free(kdf);
+	return rc;
 }
 
 /* ---- RSA ---- */

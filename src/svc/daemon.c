@@ -37,6 +37,13 @@ bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg)
 	cfg->console_listen.port = 8820;
 	cfg->console_listen.max_conns = 128;
 	cfg->console_listen.evict_idle = 1;
+	cfg->rooms_enabled = 1;
+	bw_rooms_cfg_defaults(&cfg->rooms);
+	snprintf(cfg->rooms_listen.addr, sizeof(cfg->rooms_listen.addr),
+		 "0.0.0.0");
+	cfg->rooms_listen.port = 5555;
+	cfg->rooms_listen.max_conns = 10000;
+	cfg->log_level = 1;
 }
 
 /* Every service's figures, in the order they were added (the console's). */
@@ -94,6 +101,9 @@ plan(struct bw_daemon *d)
 	if (c->console_enabled)
 		add(d, &bw_console_module, &c->console, &c->console.limits,
 		    &c->console_listen);
+	if (c->rooms_enabled)
+		add(d, &bw_rooms_module, &c->rooms, &c->rooms.limits,
+		    &c->rooms_listen);
 }
 
 /* The shared port on port: one listener serving every table. */

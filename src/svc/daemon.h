@@ -9,6 +9,7 @@
 #define BULWARK_SVC_DAEMON_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "bulwark/err.h"
 #include "svc/console/console.h"
@@ -17,6 +18,7 @@
 #include "svc/module.h"
 #include "svc/msg/msg.h"
 #include "svc/registry.h"
+#include "svc/rooms/rooms.h"
 #include "svc/vault/vault.h"
 
 #define BW_DAEMON_SERVICES 4
@@ -35,6 +37,13 @@ struct bw_daemon_cfg {
 	int console_enabled;
 	struct bw_listen_cfg console_listen;
 	struct bw_console_cfg console;
+	int rooms_enabled;
+	struct bw_listen_cfg rooms_listen;
+	struct bw_rooms_cfg rooms;
+	/* what the options said, beyond the values */
+	int port_given;	  /* --port: port.info and myport.info not read */
+	int secret_given; /* the console secret came from an option */
+	int log_level;	  /* 0 debug, 1 info, 2 warn, 3 error */
 };
 
 /* A service the daemon runs. */
@@ -60,6 +69,20 @@ struct bw_daemon {
 };
 
 void bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg);
+
+/* daemon_opts.c: bulwarkd's options, one table. */
+/* Sets option name (a long option without its dashes) from value (NULL
+ * for a flag). BW_ECONFIG with why set if the name is unknown or the value
+ * out of bounds. */
+int bw_daemon_opt_set(struct bw_daemon_cfg *cfg, const char *name,
+		      const char *value, char *why, size_t why_cap) BW_WUR;
+/* 1 if option name takes a value. */
+int bw_daemon_opt_has_value(const char *name);
+/* Up to cap options: their long names and one-letter forms (0: none);
+ * returns how many there are in all. */
+size_t bw_daemon_opts(const char **names, char *letters, size_t cap);
+/* The --help text. */
+void bw_daemon_usage(FILE *f);
 /* Opens the database and the registry, every service, and every listener;
  * logs "<service> listening on ADDR:PORT" for each. On failure the caller
  * still calls bw_daemon_close. */

@@ -215,6 +215,8 @@ on_tick(void *arg)
 void
 bw_engine_stop(struct bw_engine *e)
 {
+	struct bw_conn *c;
+
 	if (e->stopping) {
 		bw_info("second signal: closing every connection now");
 		e->stop_deadline_ms = 0;
@@ -224,6 +226,11 @@ bw_engine_stop(struct bw_engine *e)
 		(unsigned long long)e->conns_n, e->cfg.shutdown_grace_ms);
 	e->stopping = 1;
 	e->stop_deadline_ms = bw_now_ms() + e->cfg.shutdown_grace_ms;
+	for (c = e->conns; c != NULL; c = c->next) {
+		if (c->lis->svc->on_stop != NULL &&
+		    !(c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)))
+			c->lis->svc->on_stop(c);
+	}
 	close_listeners(e, 0);
 	drain_idle(e);
 }

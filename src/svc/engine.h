@@ -40,6 +40,10 @@ struct bw_service {
 	/* During a drain: 1 while the service still expects requests on new
 	 * connections, so its listener stays open. May be NULL. */
 	int (*draining)(void *inst);
+	/* The drain began: a last word to the peer may be queued (it is
+	 * flushed before the close). Called once per open connection. May
+	 * be NULL. */
+	void (*on_stop)(struct bw_conn *c);
 };
 
 /* The limits of a service's connections (each service's configuration

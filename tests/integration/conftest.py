@@ -14,20 +14,22 @@ _require = env.require_file
 @pytest.fixture
 def start_server(tmp_path):
     """Factory: start_server(*extra_args, data_dir=None, env=None, console=False,
-    prefix=None) -> VaultServer. env: extra environment variables for bulwarkd
-    (see VaultServer); console=True: the operator console on an ephemeral
-    port; prefix: a command that execs bulwarkd (e.g. prlimit).
+    prefix=None, rooms=False) -> VaultServer. env: extra environment variables
+    for bulwarkd (see VaultServer); console=True: the operator console on an
+    ephemeral port; rooms=True: the group chat on one; prefix: a command that
+    execs bulwarkd (e.g. prlimit).
 
     Every server is killed on teardown; a server that died on its own (not
     through .stop()) or whose log holds a sanitizer report fails the test."""
     _require(env.BULWARKD, "bulwarkd", "BULWARKD")
     servers = []
 
-    def start(*extra_args, data_dir=None, env=None, console=False, prefix=None):
+    def start(*extra_args, data_dir=None, env=None, console=False, prefix=None,
+              rooms=False):
         n = len(servers)
         dd = data_dir if data_dir is not None else tmp_path / ("data%d" % n)
         srv = VaultServer(dd, extra_args, env=env, console=console, prefix=prefix,
-                          log_path=tmp_path / ("bulwarkd-%d.log" % n))
+                          log_path=tmp_path / ("bulwarkd-%d.log" % n), rooms=rooms)
         servers.append(srv)
         return srv.start()
 

@@ -29,7 +29,7 @@ def test_bulwarkd_help_lists_every_option():
     assert r.returncode == 0
     for opt in (b"--data-dir", b"--port", b"--listen", b"--max-conns",
                 b"--max-file-size", b"--max-uploads", b"--min-rate", b"--timeout", b"--request-timeout",
-                b"--shutdown-grace", b"--console-port", b"--no-console",
+                b"--shutdown-grace", b"--console-port", b"--no-console", b"--no-rooms", b"--rooms-port",
                 b"--version"):
         assert opt in r.stdout, opt
 
@@ -67,7 +67,7 @@ def test_port_info_with_whitespace_is_used(tmp_path):
     (tmp_path / "port.info").write_text("  %d \n" % port)
     # the fixture passes --port 0; run by hand to let port.info decide
     p = subprocess.Popen([str(env.BULWARKD), "--data-dir", str(tmp_path), "--listen",
-                          "127.0.0.1", "--no-console"], stderr=subprocess.PIPE)
+                          "127.0.0.1", "--no-console", "--no-rooms"], stderr=subprocess.PIPE)
     try:
         line = b""
         deadline = time.monotonic() + 10
@@ -84,7 +84,7 @@ def test_missing_or_invalid_port_info_warns_and_uses_1357(tmp_path, content):
     if content is not None:
         (tmp_path / "port.info").write_text(content)
     p = subprocess.Popen([str(env.BULWARKD), "--data-dir", str(tmp_path), "--listen",
-                          "127.0.0.1", "--no-console"], stderr=subprocess.PIPE)
+                          "127.0.0.1", "--no-console", "--no-rooms"], stderr=subprocess.PIPE)
     try:
         out = b""
         deadline = time.monotonic() + 10
@@ -138,7 +138,7 @@ def test_progress_bar_is_drawn_on_a_terminal_only(server, client_dir):
 
 def test_default_data_directory_is_the_current_directory(tmp_path):
     p = subprocess.Popen([str(env.BULWARKD), "--listen", "127.0.0.1", "--port", "0",
-                          "--no-console"], cwd=str(tmp_path), stderr=subprocess.PIPE)
+                          "--no-console", "--no-rooms"], cwd=str(tmp_path), stderr=subprocess.PIPE)
     try:
         out = b""
         deadline = time.monotonic() + 10

@@ -36,7 +36,7 @@ class ConsoleServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self.argv = [str(env.BULWARKD), "--data-dir", str(data_dir), "--listen", "127.0.0.1",
-                     "--port", "0", "--console-port", "0"] + list(extra_args)
+                     "--port", "0", "--console-port", "0", "--no-rooms"] + list(extra_args)
         self.proc = None
         self.port = self.console_port = None
         self.stopped = False

@@ -390,7 +390,7 @@ def test_port_info_and_myport_info_naming_two_ports_serve_both_on_both(tmp_path)
     log = tmp_path / "log"
     with open(log, "wb") as f:
         proc = subprocess.Popen([str(env.BULWARKD), "--data-dir", str(tmp_path), "--listen", H,
-                                 "--no-console"], stderr=f)
+                                 "--no-console", "--no-rooms"], stderr=f)
     try:
         assert env.wait_for(lambda: log.read_text().count("messenger listening on") == 2, 10), \
             log.read_text()

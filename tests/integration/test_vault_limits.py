@@ -519,7 +519,7 @@ def test_refuses_to_start_when_incoming_is_a_symlink(tmp_path):
     os.symlink(outside, data / "files" / ".incoming")
     log_path = tmp_path / "bulwarkd.log"
     argv = [str(env.BULWARKD), "--data-dir", str(data), "--listen", "127.0.0.1", "--port", "0",
-            "--no-console"]
+            "--no-console", "--no-rooms"]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 cwd=str(data))

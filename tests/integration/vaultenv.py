@@ -19,6 +19,7 @@ BULWARK = Path(os.environ.get("BULWARK", REPO / "build" / "dev" / "bulwark"))
 
 LISTEN_RE = re.compile(r"vault listening on [0-9.]+:(\d+)")
 CONSOLE_LISTEN_RE = re.compile(r"console listening on [0-9.]+:(\d+)")
+ROOMS_LISTEN_RE = re.compile(r"rooms listening on [0-9.]+:(\d+)")
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 20.0
 SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Memory|Thread)Sanitizer|runtime error:")
@@ -70,17 +71,21 @@ class VaultServer:
     """bulwarkd on 127.0.0.1 with an ephemeral port."""
 
     def __init__(self, data_dir, extra_args=(), log_path=None, env=None, console=False,
-                 prefix=None):
+                 prefix=None, rooms=False):
         """env: variables added to this process's environment for bulwarkd
         (LD_PRELOAD, BW_FAULT, ...); None runs it with the environment as is.
         console: run the operator console on 127.0.0.1 and an ephemeral port
         (console_port) instead of passing --no-console.
+        rooms: run the group chat on 127.0.0.1 and an ephemeral port
+        (rooms_port) instead of passing --no-rooms.
         prefix: a command that execs bulwarkd (e.g. ["prlimit", "--nofile=64:256"]);
         it must exec, so that proc.pid is bulwarkd's pid."""
         self.data_dir = Path(data_dir)
         self.prefix = [str(a) for a in (prefix or ())]
         self.console = console
         self.console_port = None
+        self.rooms = rooms
+        self.rooms_port = None
         self.env = dict(env) if env is not None else None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.extra_args = list(extra_args)
@@ -98,7 +103,9 @@ class VaultServer:
                    else ["--no-console"])
         argv = self.prefix + [str(BULWARKD), "--data-dir", str(self.data_dir),
                               "--listen", "127.0.0.1", "--port", "0"]
-        argv += console + ["--shutdown-grace", "2"] + self.extra_args
+        rooms = (["--rooms-listen", "127.0.0.1", "--rooms-port", "0"] if self.rooms
+                 else ["--no-rooms"])
+        argv += console + rooms + ["--shutdown-grace", "2"] + self.extra_args
         self._log = open(self.log_path, "ab")
         self._log_start = self._log.tell()
         env = None if self.env is None else {**os.environ, **self.env}
@@ -109,9 +116,11 @@ class VaultServer:
             log = self.log()
             m = LISTEN_RE.search(log)
             mc = CONSOLE_LISTEN_RE.search(log) if self.console else None
-            if m and (mc or not self.console):
+            mr = ROOMS_LISTEN_RE.search(log) if self.rooms else None
+            if m and (mc or not self.console) and (mr or not self.rooms):
                 self.port = int(m.group(1))
                 self.console_port = int(mc.group(1)) if mc else None
+                self.rooms_port = int(mr.group(1)) if mr else None
                 return self
             if self.proc.poll() is not None:
                 break

@@ -1107,6 +1107,34 @@ wipe_zeroes_and_secure_free_accepts_null(void **state)
 	bw_aes_free(NULL);
 }
 
+/* RFC 7914 section 12, the second vector: P "password", S "NaCl",
+ * N 1024, r 8, p 16. */
+static void
+scrypt_matches_the_rfc_7914_vector(void **state)
+{
+	static const uint8_t want[64] = {
+		0xfd, 0xba, 0xbe, 0x1c, 0x9d, 0x34, 0x72, 0x00, 0x78, 0x56,
+		0xe7, 0x19, 0x0d, 0x01, 0xe9, 0xfe, 0x7c, 0x6a, 0xd7, 0xcb,
+		0xc8, 0x23, 0x78, 0x30, 0xe7, 0x73, 0x76, 0x63, 0x4b, 0x37,
+		0x31, 0x62, 0x2e, 0xaf, 0x30, 0xd9, 0x2e, 0x22, 0xa3, 0x88,
+		0x6f, 0xf1, 0x09, 0x27, 0x9d, 0x98, 0x30, 0xda, 0xc7, 0x27,
+		0xaf, 0xb9, 0x4a, 0x83, 0xee, 0x6d, 0x83, 0x60, 0xcb, 0xdf,
+		0xa2, 0xcc, 0x06, 0x40};
+	const struct bw_scrypt_cost cost = {1024, 8, 16};
+	uint8_t got[64];
+
+	(void)state;
+	assert_int_equal(bw_scrypt("password", 8, (const uint8_t *)"NaCl", 4,
+				   &cost, got, sizeof(got)),
+			 0);
+	assert_memory_equal(got, want, sizeof(want));
+	/* another salt, another key */
+	assert_int_equal(bw_scrypt("password", 8, (const uint8_t *)"NaCm", 4,
+				   &cost, got, sizeof(got)),
+			 0);
+	assert_memory_not_equal(got, want, sizeof(want));
+}
+
 int
 main(void)
 {
@@ -1152,6 +1180,7 @@ main(void)
 		cmocka_unit_test(b64_encode_matches_coreutils_base64),
 		cmocka_unit_test(random_bytes_differ_between_calls),
 		cmocka_unit_test(ct_equal_compares_contents),
+		cmocka_unit_test(scrypt_matches_the_rfc_7914_vector),
 		cmocka_unit_test(wipe_zeroes_and_secure_free_accepts_null),
 	};
 

@@ -220,6 +220,40 @@ record_with_huge_size_is_refused_not_trusted(void **state)
 
 /* --- contacts.info -------------------------------------------------------- */
 
+/* The ids remembered after a complete pull are that pull's (anything
+ * older the server did not repeat is gone); a pull cut short adds its
+ * ids, and an id of a message that was not read whole is never among
+ * them (bw_contacts_got is called only for messages read whole). */
+static void
+seen_ids_follow_complete_and_cut_pulls(void **state)
+{
+	struct bw_contacts a;
+
+	(void)state;
+	bw_contacts_init(&a);
+	assert_int_equal(bw_contacts_got(&a, 10), 0);
+	assert_int_equal(bw_contacts_got(&a, 11), 0);
+	bw_contacts_pull_end(&a, 1);
+	assert_true(bw_contacts_seen(&a, 10) && bw_contacts_seen(&a, 11));
+	/* cut short after 11 came again and 12 was shown */
+	assert_int_equal(bw_contacts_got(&a, 11), 0);
+	assert_int_equal(bw_contacts_got(&a, 12), 0);
+	bw_contacts_pull_end(&a, 0);
+	assert_true(bw_contacts_seen(&a, 10) && bw_contacts_seen(&a, 12));
+	/* complete: 10 was not repeated, so it is gone from the server */
+	assert_int_equal(bw_contacts_got(&a, 11), 0);
+	assert_int_equal(bw_contacts_got(&a, 12), 0);
+	assert_int_equal(bw_contacts_got(&a, 13), 0);
+	bw_contacts_pull_end(&a, 1);
+	assert_false(bw_contacts_seen(&a, 10));
+	assert_true(bw_contacts_seen(&a, 11) && bw_contacts_seen(&a, 13));
+	assert_false(bw_contacts_seen(&a, 14));
+	/* an empty complete pull: nothing can come again */
+	bw_contacts_pull_end(&a, 1);
+	assert_false(bw_contacts_seen(&a, 11));
+	bw_contacts_fini(&a);
+}
+
 static void
 contacts_round_trip_with_keys_names_and_seen_ids(void **state)
 {
@@ -242,8 +276,10 @@ contacts_round_trip_with_keys_names_and_seen_ids(void **state)
 	id2[0] = 0xee;
 	assert_non_null(bw_contacts_add(&a, id2, "שרה"));
 	assert_int_equal(bw_contacts_seen(&a, 5), 0);
+	assert_int_equal(bw_contacts_got(&a, 5), 0);
+	assert_int_equal(bw_contacts_got(&a, 4000000000u), 0);
+	bw_contacts_pull_end(&a, 1);
 	assert_int_equal(bw_contacts_seen(&a, 5), 1);
-	assert_int_equal(bw_contacts_seen(&a, 4000000000u), 0);
 	assert_int_equal(bw_contacts_encode(&a, &text, &n), 0);
 	assert_int_equal(bw_contacts_decode(text, n, &b, &line), 0);
 	assert_int_equal(b.n, 2);
@@ -336,6 +372,7 @@ main(void)
 		cmocka_unit_test(record_with_huge_size_is_refused_not_trusted),
 		cmocka_unit_test(
 			contacts_round_trip_with_keys_names_and_seen_ids),
+		cmocka_unit_test(seen_ids_follow_complete_and_cut_pulls),
 		cmocka_unit_test(
 			contacts_bad_lines_are_refused_with_their_number),
 		cmocka_unit_test(fingerprint_is_sixteen_groups_of_sha256),

@@ -1,0 +1,431 @@
+/* bulwark chat: the group chat client (spec/rooms.md). Shows the server's
+ * text as it arrives and sends what the user types. On a terminal it edits
+ * the line itself, so text arriving meanwhile is printed above the line
+ * being typed and the line redrawn; from a pipe it sends each line of
+ * input. The end of input leaves the room (/exit) and waits for the
+ * server's goodbye.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "bulwark/err.h"
+#include "bulwark/net.h"
+#include "bulwark/util.h"
+#include "cli/chat.h"
+#include "cli/common.h"
+#include "proto/line.h"
+#include "proto/text.h"
+
+#define DEFAULT_SERVER "127.0.0.1:5555"
+#define PROMPT	       "> "
+#define LINE_CAP       BW_LINE_MAX
+#define BYE_WAIT_MS    5000u
+#define PENDING_CAP    (64u * 1024u)
+
+struct chat {
+	int fd;
+	int tty;     /* standard input and output are a terminal */
+	int newline; /* lines end with "\n" (0: the seed's server) */
+	unsigned gap_ms;
+	uint64_t next_send_ms;
+	char line[LINE_CAP + 2];
+	size_t len; /* bytes of the line being typed */
+	char pending[PENDING_CAP];
+	size_t pending_len; /* a line from a pipe waiting for the gap */
+	int have_pending;
+	int in_eof, sent_bye, srv_eof;
+	struct termios saved;
+	int raw;
+};
+
+static volatile sig_atomic_t stop_signal;
+
+static void
+on_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: bulwark chat [OPTION]... [HOST:PORT]\n"
+		"Join the group chat of a bulwarkd (default " DEFAULT_SERVER
+		").\n\n"
+		"Shows what the server says and sends each line you type: "
+		"the menu's\nchoices (1 join, 2 create, 3 exit), then your "
+		"messages. In a room, /who\nlists the members, /help the "
+		"commands, /exit (or Exit) leaves. Works from\na pipe too: "
+		"one line of input per line sent; the end of input leaves\n"
+		"the room.\n\n"
+		"  -t, --timeout SEC     connect timeout (default 10)\n"
+		"      --no-newline      send each line as one write without a "
+		"newline, a\n"
+		"                        moment apart (the seed's own server "
+		"reads that way)\n"
+		"      --gap MS          with --no-newline, the moment "
+		"(default 300)\n"
+		"  -h, --help            this help\n\n"
+		"Exit status: 0 the session ended (you left or the server "
+		"closed it);\n1 the server could not be reached or the "
+		"connection failed; 2 bad usage.\n");
+}
+
+/* --- output ------------------------------------------------------------- */
+
+static void
+out(const char *p, size_t n)
+{
+	ssize_t w;
+
+	while (n > 0) {
+		w = write(STDOUT_FILENO, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+static void
+redraw(struct chat *ch)
+{
+	if (!ch->tty)
+		return;
+	out("\r\033[K" PROMPT, 5 + strlen(PROMPT));
+	out(ch->line, ch->len);
+}
+
+/* The server's text: each line cleaned (no escape sequence reaches the
+ * terminal); on a terminal, printed above the line being typed. */
+static void
+show(struct chat *ch, const uint8_t *p, size_t n)
+{
+	char clean[BW_TEXT_CAP(1024)];
+	size_t i = 0, k, m;
+
+	if (ch->tty)
+		out("\r\033[K", 4);
+	while (i < n) {
+		for (k = i; k < n && k - i < 1024 && p[k] != '\n'; k++)
+			;
+		m = bw_text_clean(p + i, k - i, clean, sizeof(clean), NULL);
+		out(clean, m);
+		if (k < n && p[k] == '\n') {
+			out("\n", 1);
+			k++;
+		}
+		i = k;
+	}
+	if (ch->tty && n > 0 && p[n - 1] != '\n')
+		out("\n", 1);
+	redraw(ch);
+}
+
+/* --- input -------------------------------------------------------------- */
+
+static int
+send_line(struct chat *ch, const char *p, size_t n)
+{
+	char buf[LINE_CAP + 2];
+	int rc;
+
+	memcpy(buf, p, n);
+	if (ch->newline)
+		buf[n++] = '\n';
+	if (n == 0)
+		return 0;
+	rc = bw_net_write_full(ch->fd, buf, n);
+	ch->next_send_ms = bw_now_ms() + (ch->newline ? 0 : ch->gap_ms);
+	return rc;
+}
+
+static int
+say_bye(struct chat *ch)
+{
+	int rc = 0;
+
+	if (ch->sent_bye)
+		return 0;
+	ch->sent_bye = 1;
+	rc = send_line(ch, ch->newline ? "/exit" : "Exit", ch->newline ? 5 : 4);
+	(void)shutdown(ch->fd, SHUT_WR);
+	return rc;
+}
+
+/* A terminal's keys: the line is edited here (echo is off). */
+static int
+key(struct chat *ch, unsigned char k)
+{
+	int rc;
+
+	if (k == '\r' || k == '\n') {
+		out("\r\033[K", 4);
+		rc = send_line(ch, ch->line, ch->len);
+		ch->len = 0;
+		redraw(ch);
+		return rc;
+	}
+	if (k == 4 && ch->len == 0) { /* ^D on an empty line */
+		ch->in_eof = 1;
+		return 0;
+	}
+	if (k == 0x7f || k == 8) { /* erase one character (UTF-8) */
+		while (ch->len > 0 &&
+		       ((unsigned char)ch->line[ch->len - 1] & 0xC0) == 0x80)
+			ch->len--;
+		if (ch->len > 0)
+			ch->len--;
+	} else if (k == 21) { /* ^U */
+		ch->len = 0;
+	} else if ((k >= 0x20 || k == '\t') && ch->len < LINE_CAP) {
+		ch->line[ch->len++] = (char)k;
+	}
+	redraw(ch);
+	return 0;
+}
+
+/* A pipe's bytes: one line of input is one line sent (with --no-newline,
+ * a gap apart). */
+static int
+piped(struct chat *ch, const uint8_t *p, size_t n)
+{
+	size_t i;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		if (p[i] != '\n') {
+			if (ch->len < LINE_CAP && p[i] != '\r')
+				ch->line[ch->len++] = (char)p[i];
+			continue;
+		}
+		if (ch->newline) {
+			if ((rc = send_line(ch, ch->line, ch->len)) != 0)
+				return rc;
+		} else {
+			memcpy(ch->pending + ch->pending_len, ch->line,
+			       ch->len);
+			/* queued lines wait for their gap (see run) */
+			ch->pending_len += ch->len;
+			ch->pending[ch->pending_len++] = '\n';
+		}
+		ch->len = 0;
+	}
+	return 0;
+}
+
+static void
+raw_on(struct chat *ch)
+{
+	struct termios t;
+
+	if (tcgetattr(STDIN_FILENO, &ch->saved) != 0)
+		return;
+	t = ch->saved;
+	t.c_lflag &= (tcflag_t) ~(ICANON | ECHO);
+	t.c_cc[VMIN] = 1;
+	t.c_cc[VTIME] = 0;
+	if (tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0)
+		ch->raw = 1;
+}
+
+static void
+raw_off(struct chat *ch)
+{
+	if (ch->raw)
+		(void)tcsetattr(STDIN_FILENO, TCSANOW, &ch->saved);
+	ch->raw = 0;
+}
+
+/* The next line queued by a --no-newline pipe, once its gap passed. */
+static int
+send_pending(struct chat *ch)
+{
+	char *nl;
+	size_t n;
+	int rc;
+
+	if (ch->pending_len == 0 || bw_now_ms() < ch->next_send_ms)
+		return 0;
+	nl = memchr(ch->pending, '\n', ch->pending_len);
+	n = (size_t)(nl - ch->pending);
+	rc = send_line(ch, ch->pending, n);
+	memmove(ch->pending, nl + 1, ch->pending_len - n - 1);
+	ch->pending_len -= n + 1;
+	return rc;
+}
+
+static int
+run(struct chat *ch)
+{
+	struct pollfd pfd[2];
+	uint8_t buf[4096];
+	uint64_t bye_until = 0, now;
+	int timeout, rc = 0;
+	ssize_t r, i;
+
+	while (!ch->srv_eof && !stop_signal) {
+		now = bw_now_ms();
+		if (ch->in_eof && ch->pending_len == 0 && !ch->sent_bye) {
+			if (ch->len > 0 && !ch->tty)
+				(void)piped(ch, (const uint8_t *)"\n", 1);
+			if (ch->pending_len == 0) {
+				if ((rc = say_bye(ch)) != 0)
+					return rc;
+				bye_until = now + BYE_WAIT_MS;
+			}
+		}
+		if (bye_until != 0 && now >= bye_until)
+			return 0; /* the server did not close: we are done */
+		if ((rc = send_pending(ch)) != 0)
+			return rc;
+		pfd[0] = (struct pollfd){.fd = ch->fd, .events = POLLIN};
+		pfd[1] = (struct pollfd){
+			/* a read adds at most its bytes to pending */
+			.fd = ch->in_eof || ch->pending_len + sizeof(buf) +
+							      LINE_CAP + 2 >
+						      PENDING_CAP
+				      ? -1
+				      : STDIN_FILENO,
+			.events = POLLIN};
+		timeout = -1;
+		if (ch->pending_len > 0)
+			timeout = ch->next_send_ms > now
+					  ? (int)(ch->next_send_ms - now)
+					  : 0;
+		if (bye_until != 0)
+			timeout = (int)(bye_until - now);
+		if (poll(pfd, 2, timeout) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (pfd[0].revents) {
+			r = recv(ch->fd, buf, sizeof(buf), 0);
+			if (r < 0 && errno != EINTR && errno != EAGAIN)
+				return -errno;
+			if (r == 0)
+				ch->srv_eof = 1;
+			if (r > 0)
+				show(ch, buf, (size_t)r);
+		}
+		if (pfd[1].revents) {
+			r = read(STDIN_FILENO, buf, sizeof(buf));
+			if (r < 0 && errno != EINTR && errno != EAGAIN)
+				return -errno;
+			if (r <= 0) {
+				ch->in_eof = r == 0;
+				continue;
+			}
+			for (i = 0; i < r && ch->tty && rc == 0; i++)
+				rc = key(ch, buf[i]);
+			if (!ch->tty)
+				rc = piped(ch, buf, (size_t)r);
+			if (rc != 0)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+int
+bw_cli_chat(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"timeout", required_argument, NULL, 't'},
+		{"no-newline", no_argument, NULL, 'n'},
+		{"gap", required_argument, NULL, 'g'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	static struct chat ch;
+	const char *server = DEFAULT_SERVER;
+	char host[256];
+	uint16_t port;
+	unsigned timeout_ms = 10000;
+	uint64_t gap;
+	struct sigaction sa;
+	int c, rc;
+
+	memset(&ch, 0, sizeof(ch));
+	ch.fd = -1;
+	ch.newline = 1;
+	ch.gap_ms = 300;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 't':
+			if (bw_cli_timeout_arg("bulwark chat", optarg,
+					       &timeout_ms) != 0)
+				return BW_EXIT_USAGE;
+			break;
+		case 'n':
+			ch.newline = 0;
+			break;
+		case 'g':
+			if (bw_parse_u64(optarg, 0, 60000, &gap) != 0) {
+				fprintf(stderr, "bulwark chat: --gap needs "
+						"0..60000 ms\n");
+				return BW_EXIT_USAGE;
+			}
+			ch.gap_ms = (unsigned)gap;
+			break;
+		case 'h':
+			usage(stdout);
+			return BW_EXIT_OK;
+		default:
+			usage(stderr);
+			return BW_EXIT_USAGE;
+		}
+	}
+	if (optind < argc)
+		server = argv[optind++];
+	if (optind != argc) {
+		usage(stderr);
+		return BW_EXIT_USAGE;
+	}
+	if (bw_parse_hostport(server, host, sizeof(host), &port) != 0) {
+		fprintf(stderr, "bulwark chat: '%s' is not HOST:PORT\n",
+			server);
+		return BW_EXIT_USAGE;
+	}
+	if ((rc = bw_net_connect(host, port, timeout_ms, &ch.fd)) != 0) {
+		bw_cli_fatal("cannot reach %s:%u: %s", host, port,
+			     bw_strerror(rc));
+		return BW_EXIT_FATAL;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	(void)sigaction(SIGINT, &sa, NULL);
+	(void)sigaction(SIGTERM, &sa, NULL);
+	(void)sigaction(SIGHUP, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	ch.tty = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
+	if (ch.tty)
+		raw_on(&ch);
+	rc = run(&ch);
+	if (ch.tty) {
+		out("\r\033[K", 4);
+		raw_off(&ch);
+	}
+	close(ch.fd);
+	if (stop_signal)
+		return 128 + stop_signal;
+	if (rc != 0) {
+		bw_cli_fatal("%s:%u: %s", host, port, bw_strerror(rc));
+		return BW_EXIT_FATAL;
+	}
+	return BW_EXIT_OK;
+}

@@ -1,0 +1,258 @@
+/* Rooms and their members: ids that are never reused, entering and
+ * leaving with notices to the others, and relaying a member's line to
+ * everyone else, queued per member and flushed once per loop pass by the
+ * engine. A member whose queue overflows is cut off after the relay, never
+ * in the middle of it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bulwark/log.h"
+#include "bulwark/util.h"
+#include "proto/text.h"
+#include "svc/rooms/rooms_int.h"
+
+struct room *
+room_find(struct bw_rooms *rs, uint32_t id)
+{
+	return bw_hash_get(&rs->map, &id, sizeof(id));
+}
+
+struct room *
+room_new(struct bw_rooms *rs, const uint8_t salt[SALT_LEN],
+	 const uint8_t hash[HASH_LEN], const char **why)
+{
+	struct room *r;
+
+	if (rs->map.n >= rs->cfg.max_rooms) {
+		*why = "There are too many groups, try again later\n";
+		return NULL;
+	}
+	if (rs->next_id == 0) {
+		*why = "No group ids are left, try again later\n";
+		return NULL;
+	}
+	if ((r = calloc(1, sizeof(*r))) == NULL) {
+		*why = "The server is out of memory, try again later\n";
+		return NULL;
+	}
+	r->id = rs->next_id;
+	memcpy(r->salt, salt, SALT_LEN);
+	memcpy(r->hash, hash, HASH_LEN);
+	if (bw_hash_put(&rs->map, &r->id, sizeof(r->id), r) != 0) {
+		free(r);
+		*why = "The server is out of memory, try again later\n";
+		return NULL;
+	}
+	/* a 32-bit counter that refuses to wrap: an id names one room for
+	 * as long as the server runs */
+	rs->next_id = rs->next_id == UINT32_MAX ? 0 : rs->next_id + 1;
+	rs->created++;
+	return r;
+}
+
+static void
+room_free(struct bw_rooms *rs, struct room *r)
+{
+	(void)bw_hash_del(&rs->map, &r->id, sizeof(r->id));
+	bw_wipe(r, sizeof(*r));
+	free(r);
+}
+
+int
+room_has_name(const struct room *r, const char *name)
+{
+	const struct rconn *m;
+
+	for (m = r->members; m != NULL; m = m->next) {
+		if (strcmp(m->name, name) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+void
+room_tell(struct room *r, const struct rconn *skip, const char *text, size_t n)
+{
+	struct rconn *m;
+	int rc;
+
+	for (m = r->members; m != NULL; m = m->next) {
+		if (m == skip || m->st != R_ROOM)
+			continue;
+		rc = bw_conn_send(m->c, text, n);
+		if (rc == 0) {
+			m->rs->deliveries++;
+		} else if (rc == BW_ETOOBIG && !m->overflow) {
+			/* closed after this callback; its on_close tells
+			 * the room */
+			m->overflow = 1;
+			m->rs->cut_off++;
+		}
+	}
+}
+
+/* Tells the others "<name><what>". */
+static void
+notice(struct rconn *rc, struct room *r, const char *what)
+{
+	char buf[NAME_CAP + 128];
+	int n = snprintf(buf, sizeof(buf), "%s%s", rc->name, what);
+
+	if (n > 0)
+		room_tell(r, rc, buf,
+			  (size_t)n < sizeof(buf) ? (size_t)n
+						  : sizeof(buf) - 1);
+}
+
+void
+room_enter(struct rconn *rc, struct room *r, int created)
+{
+	struct bw_rooms *rs = rc->rs;
+
+	rc->room = r;
+	rc->room_id = r->id;
+	rc->prev = NULL;
+	rc->next = r->members;
+	if (r->members != NULL)
+		r->members->prev = rc;
+	r->members = rc;
+	r->members_n++;
+	rs->members_n++;
+	if (rc->at_menu) {
+		rc->at_menu = 0;
+		rs->at_menu--;
+	}
+	rc->st = R_ROOM;
+	rc->tokens = (uint64_t)rs->cfg.burst * RATE_SCALE_MS;
+	rc->tokens_ms = bw_now_ms();
+	bw_conn_request_deadline(rc->c, 0);
+	if (created) {
+		(void)rc_sayf(rc,
+			      "The id of the group is:%u\n"
+			      "You're connected to group chat #%u\n"
+			      "You can start to talk!\n",
+			      r->id, r->id);
+	} else {
+		rs->joined++;
+		(void)rc_sayf(rc, "You're connected to group chat #%u\n",
+			      r->id);
+	}
+	bw_info("c%llu %s room %u as \"%s\" (%u members)", ULL(rc->c->id),
+		created ? "created" : "joined", r->id, rc->name, r->members_n);
+	notice(rc, r, " has joined the group\n");
+}
+
+void
+room_leave(struct rconn *rc, const char *why)
+{
+	struct bw_rooms *rs = rc->rs;
+	struct room *r = rc->room;
+
+	if (r == NULL)
+		return;
+	if (rc->prev != NULL)
+		rc->prev->next = rc->next;
+	else
+		r->members = rc->next;
+	if (rc->next != NULL)
+		rc->next->prev = rc->prev;
+	rc->prev = rc->next = NULL;
+	rc->room = NULL;
+	r->members_n--;
+	rs->members_n--;
+	if (why != NULL && !rs->stopping)
+		notice(rc, r, why);
+	if (r->members_n == 0) {
+		bw_info("room %u deleted: its last member left", r->id);
+		room_free(rs, r);
+	}
+}
+
+static void
+who(struct rconn *rc, struct room *r)
+{
+	const struct rconn *m;
+	size_t cap = 64 + (size_t)r->members_n * (NAME_CAP + 2), o;
+	char *buf = malloc(cap);
+
+	if (buf == NULL)
+		return;
+	o = (size_t)snprintf(buf, cap, "Members of group #%u (%u):", r->id,
+			     r->members_n);
+	for (m = r->members; m != NULL && o + NAME_CAP + 3 < cap; m = m->next)
+		o += (size_t)snprintf(buf + o, cap - o, "%s %s",
+				      m == r->members ? "" : ",", m->name);
+	buf[o++] = '\n';
+	(void)rc_send(rc, buf, o);
+	free(buf);
+}
+
+/* A word, the line's only one: "Exit" as in the seed, or a command. */
+static int
+is_word(const char *line, size_t n, const char *w)
+{
+	size_t k = strlen(w);
+
+	while (n > 0 && (line[n - 1] == ' ' || line[n - 1] == '\t'))
+		n--;
+	while (n > 0 && (*line == ' ' || *line == '\t')) {
+		line++;
+		n--;
+	}
+	return n == k && memcmp(line, w, k) == 0;
+}
+
+void
+room_line(struct rconn *rc, const char *line, size_t n)
+{
+	struct bw_rooms *rs = rc->rs;
+	struct room *r = rc->room;
+	size_t name_n, text_n;
+
+	if (is_word(line, n, "Exit") || is_word(line, n, "/exit")) {
+		room_leave(rc, " has removed from the group\n");
+		rc_bye(rc, "You chose exit so you removed from the group.\n");
+		return;
+	}
+	if (is_word(line, n, "/who")) {
+		who(rc, r);
+		return;
+	}
+	if (is_word(line, n, "/help")) {
+		(void)rc_say(rc, "Type a line to say it to the group. "
+				 "Commands: /who lists the members, /help "
+				 "shows this, /exit (or Exit) leaves.\n");
+		return;
+	}
+	name_n = strlen(rc->name);
+	memcpy(rs->out, rc->name, name_n);
+	memcpy(rs->out + name_n, ": ", 2);
+	text_n = bw_text_clean((const uint8_t *)line, n, rs->out + name_n + 2,
+			       rs->out_cap - name_n - 3, NULL);
+	if (text_n == 0)
+		return; /* nothing to say, as in the seed */
+	rs->out[name_n + 2 + text_n] = '\n';
+	rs->lines_relayed++;
+	room_tell(r, rc, rs->out, name_n + 3 + text_n);
+}
+
+static int
+free_one(void *arg, void *val)
+{
+	struct room *r = val;
+
+	(void)arg;
+	bw_wipe(r, sizeof(*r));
+	free(r);
+	return 0;
+}
+
+void
+rooms_free_all(struct bw_rooms *rs)
+{
+	if (rs->map.slots != NULL)
+		(void)bw_hash_each(&rs->map, free_one, rs);
+	bw_hash_fini(&rs->map);
+}

@@ -1,0 +1,376 @@
+/* The rooms service on the engine: a connection's lines (ended by a
+ * newline or by a pause), the rate limit that pauses reads from a member,
+ * the instance and its figures. What a line means is menu.c's (before a
+ * room) and room.c's (in one).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bulwark/log.h"
+#include "bulwark/util.h"
+#include "proto/line.h"
+#include "proto/text.h"
+#include "svc/rooms/rooms_int.h"
+
+static const char *const prompts[] = {
+	[R_MENU] = "Hello client, please choose an option:\n"
+		   "1. Connect to a group chat.\n"
+		   "2. Create a group chat.\n"
+		   "3. Exit the server.\n",
+	[R_C_NAME] = "Enter your name:\n",
+	[R_C_PASS] = "Enter password for the group:\n",
+	[R_J_NAME] = "Enter your name:\n",
+	[R_J_ID] = "Enter group ID:\n",
+	[R_J_PASS] = "Enter password:\n",
+	[R_J_RENAME] = "Enter your name:\n",
+};
+
+void
+bw_rooms_cfg_defaults(struct bw_rooms_cfg *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	/* input: lines waiting while a member is throttled; output: a
+	 * member's queue; a member may be silent for a day; a menu step
+	 * must be answered within a minute */
+	cfg->limits = (struct bw_conn_limits){64u * 1024u, 256u * 1024u,
+					      24u * 3600u * 1000u, 60000};
+	cfg->line_max = BW_LINE_MAX;
+	cfg->pause_ms = 150;
+	cfg->max_members = 1000;
+	cfg->max_rooms = 10000;
+	cfg->rate = 20;
+	cfg->burst = 40;
+	cfg->max_attempts = 5;
+	/* 16 MiB and about 60 ms a password: see docs/rooms.md */
+	cfg->kdf = (struct bw_scrypt_cost){1u << 14, 8, 1};
+}
+
+/* --- saying things ------------------------------------------------------ */
+
+int
+rc_send(struct rconn *rc, const void *p, size_t n)
+{
+	return bw_conn_send(rc->c, p, n);
+}
+
+int
+rc_say(struct rconn *rc, const char *text)
+{
+	return bw_conn_send(rc->c, text, strlen(text));
+}
+
+int
+rc_sayf(struct rconn *rc, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return BW_EPROTO;
+	return bw_conn_send(rc->c, buf,
+			    (size_t)n < sizeof(buf) ? (size_t)n
+						    : sizeof(buf) - 1);
+}
+
+void
+rc_prompt(struct rconn *rc, enum rstate st)
+{
+	rc->st = st;
+	(void)rc_say(rc, prompts[st]);
+	bw_conn_request_deadline(rc->c, rc->rs->cfg.limits.request_ms);
+}
+
+void
+rc_bye(struct rconn *rc, const char *text)
+{
+	if (rc->st == R_GONE)
+		return;
+	if (text != NULL)
+		(void)rc_say(rc, text);
+	rc->st = R_GONE;
+	bw_conn_request_deadline(rc->c, 0);
+	bw_conn_finish(rc->c);
+}
+
+/* --- lines -------------------------------------------------------------- */
+
+/* Whether lines are being taken from rc now. */
+static int
+reading(const struct rconn *rc)
+{
+	return rc->st != R_HASH && rc->st != R_DELAY && rc->st != R_GONE &&
+	       !rc->throttled;
+}
+
+static void on_rate(void *arg);
+
+/* A member's line costs a token; without one, reads pause until the
+ * bucket has one again (the lines wait in the buffer, none is dropped). */
+static int
+take_token(struct rconn *rc)
+{
+	const struct bw_rooms_cfg *cfg = &rc->rs->cfg;
+	uint64_t now = bw_now_ms(), cap = (uint64_t)cfg->burst * RATE_SCALE_MS;
+	uint64_t wait;
+
+	if (cfg->rate == 0 || rc->unlimited)
+		return 1;
+	rc->tokens += (now - rc->tokens_ms) * cfg->rate;
+	if (rc->tokens > cap)
+		rc->tokens = cap;
+	rc->tokens_ms = now;
+	if (rc->tokens >= RATE_SCALE_MS) {
+		rc->tokens -= RATE_SCALE_MS;
+		return 1;
+	}
+	wait = (RATE_SCALE_MS - rc->tokens + cfg->rate - 1) / cfg->rate;
+	if (bw_loop_timer_start(rc->c->eng->loop, &rc->rate_t, (unsigned)wait,
+				on_rate, rc) != 0)
+		return 1; /* no timer: let it through rather than stall */
+	rc->throttled = 1;
+	bw_conn_pause(rc->c, 1);
+	return 0;
+}
+
+static void on_pause(void *arg);
+
+/* Takes every complete line rc has sent (flush: a partial one too), as
+ * long as its state reads lines; closing: c is going away (its last lines
+ * are still taken). */
+static void
+take_lines_(struct rconn *rc, int flush, int closing)
+{
+	struct bw_rooms *rs = rc->rs;
+	struct bw_conn *c = rc->c;
+	const uint8_t *line;
+	size_t n;
+	long took;
+
+	while (reading(rc) &&
+	       (closing || !(c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)))) {
+		took = bw_line_next(bw_buf_head(&c->in), c->in.len,
+				    rs->cfg.line_max, flush, &line, &n);
+		if (took == 0)
+			break;
+		if (took < 0) {
+			rc_sayf(rc, "That line is over %u bytes, goodbye.\n",
+				rs->cfg.line_max);
+			rc_bye(rc, NULL);
+			return;
+		}
+		if (rc->st == R_ROOM && !take_token(rc))
+			break;
+		/* the line leaves the buffer before anything is said */
+		memcpy(rs->line, line, n);
+		rs->line[n] = '\0';
+		bw_buf_consume(&c->in, (size_t)took);
+		if (rc->st == R_ROOM)
+			room_line(rc, rs->line, n);
+		else
+			menu_line(rc, rs->line, n);
+	}
+	/* a partial line ends after a pause measured from its last byte;
+	 * while reads are paused no pause can end it */
+	if (c->in.len == 0 || flush || closing || !reading(rc))
+		bw_loop_timer_stop(c->eng->loop, &rc->pause_t);
+	else if (bw_loop_timer_start(c->eng->loop, &rc->pause_t,
+				     rs->cfg.pause_ms, on_pause, rc) != 0)
+		bw_conn_close_later(c, "out of memory for a timer");
+}
+
+static void
+take_lines(struct rconn *rc, int flush)
+{
+	take_lines_(rc, flush, 0);
+}
+
+static void
+on_pause(void *arg)
+{
+	take_lines(arg, 1);
+}
+
+static void
+on_rate(void *arg)
+{
+	struct rconn *rc = arg;
+
+	rc->throttled = 0;
+	rc_resume(rc);
+}
+
+void
+rc_resume(struct rconn *rc)
+{
+	struct bw_conn *c = rc->c;
+
+	if (!reading(rc) || bw_conn_dead(c))
+		return;
+	bw_conn_pause(c, 0);
+	take_lines(rc, (c->flags & BW_CONN_EOF) != 0);
+}
+
+/* --- the service -------------------------------------------------------- */
+
+static int
+rooms_open(struct bw_conn *c)
+{
+	struct bw_rooms *rs = bw_conn_inst(c);
+	struct rconn *rc;
+
+	if ((rc = calloc(1, sizeof(*rc))) == NULL)
+		return BW_ENOMEM;
+	rc->rs = rs;
+	rc->c = c;
+	c->state = rc;
+	c->want = rs->cfg.limits.in_max;
+	rs->at_menu++;
+	rc->at_menu = 1;
+	rc_prompt(rc, R_MENU);
+	return 0;
+}
+
+static int
+rooms_input(struct bw_conn *c)
+{
+	struct rconn *rc = RC(c);
+
+	take_lines(rc, (c->flags & BW_CONN_EOF) != 0);
+	return 0;
+}
+
+static void
+rooms_close(struct bw_conn *c)
+{
+	struct rconn *rc = RC(c);
+	struct bw_loop *loop = c->eng->loop;
+
+	if (rc == NULL)
+		return;
+	bw_loop_timer_stop(loop, &rc->pause_t);
+	bw_loop_timer_stop(loop, &rc->rate_t);
+	bw_loop_timer_stop(loop, &rc->delay_t);
+	pass_detach(rc);
+	if (rc->room != NULL && (c->flags & BW_CONN_EOF) && !rc->overflow) {
+		/* what a member sent before it closed is still said (a
+		 * script's last lines), whatever the rate */
+		rc->throttled = 0;
+		rc->unlimited = 1;
+		take_lines_(rc, 1, 1);
+	}
+	if (rc->room != NULL) {
+		room_leave(rc, rc->overflow ? " was disconnected: not reading\n"
+					    : " has removed from the group\n");
+	}
+	if (rc->at_menu)
+		rc->rs->at_menu--;
+	free(rc);
+	c->state = NULL;
+}
+
+static int
+rooms_busy(const struct bw_conn *c)
+{
+	(void)c;
+	return 0; /* a chat can stop at any time; on_stop says goodbye */
+}
+
+static void
+rooms_stop(struct bw_conn *c)
+{
+	struct rconn *rc = RC(c);
+
+	if (rc == NULL)
+		return;
+	rc->rs->stopping = 1;
+	rc_bye(rc, "The server is shutting down, goodbye.\n");
+}
+
+static const struct bw_service rooms_service = {
+	.name = "rooms",
+	.on_open = rooms_open,
+	.on_input = rooms_input,
+	.on_close = rooms_close,
+	.busy = rooms_busy,
+	.on_stop = rooms_stop,
+};
+
+/* --- the instance ------------------------------------------------------- */
+
+static void rooms_fini(void *inst);
+
+static int
+rooms_init(const struct bw_host *h, const void *cfg, void **out)
+{
+	struct bw_rooms *rs;
+	int rc;
+
+	*out = NULL;
+	if ((rs = calloc(1, sizeof(*rs))) == NULL)
+		return BW_ENOMEM;
+	rs->cfg = *(const struct bw_rooms_cfg *)cfg;
+	rs->eng = h->eng;
+	rs->next_id = 1;
+	rs->hash_max = h->eng->cfg.workers > 0 ? h->eng->cfg.workers : 1;
+	if (rs->cfg.line_max == 0 || rs->cfg.line_max > 1024u * 1024u ||
+	    rs->cfg.limits.in_max < (size_t)rs->cfg.line_max + 2) {
+		free(rs);
+		return BW_ECONFIG;
+	}
+	if ((rs->line = malloc(rs->cfg.line_max + 1u)) == NULL ||
+	    (rs->out = malloc(rs->out_cap = NAME_CAP + 4 +
+					    BW_TEXT_CAP(rs->cfg.line_max))) ==
+		    NULL ||
+	    (rc = bw_hash_init(&rs->map)) != 0) {
+		rooms_fini(rs);
+		return BW_ENOMEM;
+	}
+	*out = rs;
+	return 0;
+}
+
+static void
+rooms_fini(void *inst)
+{
+	struct bw_rooms *rs = inst;
+
+	if (rs == NULL)
+		return;
+	rooms_free_all(rs);
+	free(rs->line);
+	free(rs->out);
+	free(rs);
+}
+
+static void
+rooms_stats(const void *inst, bw_stat_emit emit, void *arg)
+{
+	const struct bw_rooms *rs = inst;
+
+	emit(arg, "rooms", "rooms", rs->map.n);
+	emit(arg, "rooms_members", "room members", rs->members_n);
+	emit(arg, "rooms_at_menu", "chat connections at the menu", rs->at_menu);
+	emit(arg, "rooms_hashing", "room passwords being checked", rs->hashing);
+	emit(arg, "rooms_lines", "chat lines relayed since start",
+	     rs->lines_relayed);
+	emit(arg, "rooms_deliveries", "chat deliveries since start",
+	     rs->deliveries);
+	emit(arg, "rooms_refused", "wrong room ids and passwords since start",
+	     rs->refused);
+	emit(arg, "rooms_cut_off", "members cut off for not reading",
+	     rs->cut_off);
+}
+
+const struct bw_module bw_rooms_module = {
+	.name = "rooms",
+	.init = rooms_init,
+	.fini = rooms_fini,
+	.stats = rooms_stats,
+	.service = &rooms_service,
+};

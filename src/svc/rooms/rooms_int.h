@@ -1,0 +1,147 @@
+/* What the rooms' files share: the instance, a room, a connection's state
+ * (the menu's steps, then membership), and the functions one file offers
+ * the others. Internal to src/svc/rooms/.
+ */
+#ifndef BULWARK_SVC_ROOMS_INT_H
+#define BULWARK_SVC_ROOMS_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bulwark/crypto.h"
+#include "bulwark/hash.h"
+#include "bulwark/loop.h"
+#include "svc/engine.h"
+#include "svc/rooms/rooms.h"
+
+#define ULL(x) ((unsigned long long)(x))
+
+#define NAME_CHARS    64  /* code points of a name */
+#define NAME_CAP      260 /* its bytes (4 per code point) and a NUL */
+#define PASS_MAX      128 /* bytes of a password */
+#define SALT_LEN      16
+#define HASH_LEN      32
+#define FAIL_FREE     3	   /* failures from an address before delays */
+#define DELAY_MIN_MS  250u /* the first delay, doubled each failure */
+#define DELAY_MAX_MS  4000u
+#define RATE_SCALE_MS 1000u /* tokens are counted in 1/1000 of a line */
+
+struct rconn;
+
+struct room {
+	uint32_t id;
+	uint8_t salt[SALT_LEN], hash[HASH_LEN];
+	struct rconn *members; /* a list, newest first */
+	unsigned members_n;
+};
+
+struct bw_rooms {
+	struct bw_rooms_cfg cfg;
+	struct bw_engine *eng;
+	struct bw_hash map; /* id (4 bytes, little-endian) -> struct room */
+	uint32_t next_id;   /* never reused; 0 once ids ran out */
+	int stopping;
+	char *line; /* the line being handled (line_max + 1) */
+	char *out;  /* a line being relayed ("name: text\n") */
+	size_t out_cap;
+	/* passwords waiting for a worker, and those on one */
+	struct rconn *hash_head, *hash_tail;
+	unsigned hashing, hash_max;
+	/* figures */
+	uint64_t members_n, at_menu, created, joined, refused, cut_off;
+	uint64_t lines_relayed, deliveries;
+};
+
+enum rstate {
+	R_MENU,	    /* the greeting: 1, 2 or 3 */
+	R_C_NAME,   /* create: the name */
+	R_C_PASS,   /* create: the password */
+	R_J_NAME,   /* join: the name */
+	R_J_ID,	    /* join: the room's id */
+	R_J_PASS,   /* join: the password */
+	R_J_RENAME, /* join: the name is taken in the room */
+	R_HASH,	    /* a password waits for or is on a worker */
+	R_DELAY,    /* a wrong answer waits out the address's delay */
+	R_ROOM,	    /* a member */
+	R_GONE,	    /* saying goodbye; nothing more is read */
+};
+
+struct hashjob;
+
+struct rconn {
+	struct bw_rooms *rs;
+	struct bw_conn *c;
+	enum rstate st;
+	char name[NAME_CAP];
+	uint32_t room_id; /* the room joined, or being joined */
+	struct room *room;
+	struct rconn *prev, *next; /* the room's members */
+	unsigned attempts;	   /* wrong ids and passwords */
+	int overflow;		   /* cut off: it did not read */
+	int at_menu;		   /* counted in bw_rooms.at_menu */
+	/* a password on its way (R_HASH): queued or on a worker */
+	struct hashjob *job;
+	struct rconn *hash_next;
+	int queued;
+	/* rate: tokens (RATE_SCALE_MS per line) as of tokens_ms */
+	uint64_t tokens, tokens_ms;
+	int throttled;
+	int unlimited; /* closing: its last lines are not rate limited */
+	struct bw_timer pause_t, rate_t, delay_t;
+	char delay_text[128]; /* what R_DELAY says when it ends */
+	enum rstate delay_next;
+};
+
+/* rooms.c */
+#define RC(c) ((struct rconn *)(c)->state)
+/* Queues text for the peer; a failed send closes it after the callback
+ * (engine.h). Returns the send's result. */
+int rc_send(struct rconn *rc, const void *p, size_t n);
+int rc_say(struct rconn *rc, const char *text);
+int rc_sayf(struct rconn *rc, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Enters state st and says its prompt (menu steps start their deadline). */
+void rc_prompt(struct rconn *rc, enum rstate st);
+/* Says text and closes once it is flushed. */
+void rc_bye(struct rconn *rc, const char *text);
+/* Input may go on (after a worker or a delay). */
+void rc_resume(struct rconn *rc);
+
+/* menu.c: one complete line in a menu step */
+void menu_line(struct rconn *rc, const char *line, size_t n);
+/* A wrong id or password: counts it for the connection and the address,
+ * then says text and goes to next, after the address's delay if any. */
+void menu_wrong(struct rconn *rc, const char *text, enum rstate next);
+
+/* room.c */
+struct room *room_find(struct bw_rooms *rs, uint32_t id);
+/* A new room with the hash of its password; NULL when full or ids ran
+ * out (why says which). */
+struct room *room_new(struct bw_rooms *rs, const uint8_t salt[SALT_LEN],
+		      const uint8_t hash[HASH_LEN], const char **why);
+/* 1 if name is taken in room. */
+int room_has_name(const struct room *r, const char *name);
+/* rc enters the room: the greeting for it, the notice to the others. */
+void room_enter(struct rconn *rc, struct room *r, int created);
+/* rc leaves (why: the notice to the others after its name, NULL: none);
+ * an empty room is deleted. */
+void room_leave(struct rconn *rc, const char *why);
+/* One line from a member: a command or a message to relay. */
+void room_line(struct rconn *rc, const char *line, size_t n);
+/* Queues text to every member of r but skip. */
+void room_tell(struct room *r, const struct rconn *skip, const char *text,
+	       size_t n);
+void rooms_free_all(struct bw_rooms *rs);
+
+/* pass.c: passwords, hashed on the worker pool */
+/* create: derives the new room's hash; join: checks against room_id's.
+ * rc waits in R_HASH; the answer comes through menu_hashed. */
+void pass_start(struct rconn *rc, int create, const char *pw, size_t n);
+/* The connection goes away: its job, if any, finishes without it. */
+void pass_detach(struct rconn *rc);
+/* The result: ok (join: the password is right; create: the hash is in
+ * salt/hash), or err (the job failed). */
+void menu_hashed(struct rconn *rc, int create, int ok,
+		 const uint8_t salt[SALT_LEN], const uint8_t hash[HASH_LEN]);
+
+#endif
