@@ -64,12 +64,12 @@ def test_each_planted_violation_fails(tree, path, line, message):
 
 
 def test_a_new_file_is_checked_too(tree):
-    (tree / "src" / "svc" / "rooms").mkdir()
-    (tree / "src" / "svc" / "rooms" / "x.c").write_text(
+    (tree / "src" / "svc" / "newsvc").mkdir()
+    (tree / "src" / "svc" / "newsvc" / "x.c").write_text(
         '/* a new service file */\n#include "svc/vault/vault.h"\n')
     r = run(tree)
     assert r.returncode != 0
-    assert "service rooms includes the daemon or another service" in r.stderr, r.stderr
+    assert "service newsvc includes the daemon or another service" in r.stderr, r.stderr
 
 
 def test_a_file_without_its_opening_comment_fails(tree):
