@@ -28,8 +28,9 @@ struct msg_ctx {
 	int have_me;
 	struct bw_identity me;
 	struct bw_contacts cs;
-	FILE *in; /* the user's answers (menu mode) */
-	int menu; /* 1: interactive menu; 0: a one-shot command */
+	FILE *in;   /* the user's answers (menu mode) */
+	int menu;   /* 1: interactive menu; 0: a one-shot command */
+	int listed; /* the names were fetched (601) in this run */
 	char tmpdir[4096];
 };
 

@@ -229,6 +229,7 @@ msg_list(struct msg_ctx *x, int show)
 	if (show && n == 0)
 		printf("no other clients\n");
 	free(body);
+	x->listed = 1;
 	return msg_save(x);
 }
 

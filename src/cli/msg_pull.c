@@ -126,24 +126,22 @@ got_key(struct rx *r, struct bw_contact *c, uint32_t size, const char **what)
 	return 0;
 }
 
-/* Type 3: shown if it decrypts. */
+/* Type 3: *pt (the caller frees it with bw_secure_free) if it decrypts. */
 static int
-got_text(struct rx *r, struct bw_contact *c, uint32_t size, int *shown)
+got_text(struct rx *r, struct bw_contact *c, uint32_t size, uint8_t **pt,
+	 size_t *n)
 {
-	uint8_t *ct = NULL, *pt = NULL;
-	size_t n = 0;
+	uint8_t *ct = NULL;
 	int rc;
 
-	*shown = 0;
+	*pt = NULL;
+	*n = 0;
 	if (size > TEXT_MAX || c == NULL || !c->has_aes)
 		return skip(r, size);
 	if ((rc = read_small(r, size, &ct)) != 0)
 		return rc;
-	if (bw_aes_open(c->aes, ct, size, &pt, &n) == 0) {
-		show_text(pt, n);
-		*shown = 1;
-		bw_secure_free(pt, n);
-	}
+	if (bw_aes_open(c->aes, ct, size, pt, n) != 0)
+		*pt = NULL;
 	free(ct);
 	return 0;
 }
@@ -236,8 +234,12 @@ one_record(struct rx *r)
 	struct bw_contact *c;
 	char who[BW_ESC_CAP], hex[2 * BW_ID_LEN + 1], path[4200];
 	const char *what = NULL;
-	int rc, shown = 0;
+	uint8_t *pt = NULL;
+	size_t pt_n = 0;
+	int rc;
 
+	if (r->left < sizeof(hdr))
+		return BW_EPROTO; /* not even a record's header is left */
 	if ((rc = bw_session_read(&r->s, hdr, sizeof(hdr))) != 0)
 		return rc;
 	if (bw_msg_record_decode(hdr, sizeof(hdr), r->left, &m) < 0)
@@ -263,7 +265,8 @@ one_record(struct rx *r)
 		if (m.type == BW_MSG_KEY)
 			c = bw_contacts_add(&x->cs, m.from, hex);
 	}
-	printf("From: %s\nContent:\n", who);
+	/* the content is taken whole before anything is shown: a message
+	 * cut short shows nothing, and is shown when it comes again */
 	switch (m.type) {
 	case BW_MSG_KEY_REQUEST:
 		what = "Request for symmetric key";
@@ -273,8 +276,8 @@ one_record(struct rx *r)
 		rc = got_key(r, c, m.size, &what);
 		break;
 	case BW_MSG_TEXT:
-		rc = got_text(r, c, m.size, &shown);
-		if (!shown)
+		rc = got_text(r, c, m.size, &pt, &pt_n);
+		if (pt == NULL)
 			what = CANT;
 		break;
 	case BW_MSG_FILE:
@@ -286,13 +289,25 @@ one_record(struct rx *r)
 		rc = skip(r, m.size);
 		break;
 	}
-	if (what != NULL)
+	if (rc != 0) {
+		if (pt != NULL)
+			bw_secure_free(pt, pt_n);
+		if (what == path && path[0] != '\0')
+			(void)unlink(path);
+		return rc;
+	}
+	printf("From: %s\nContent:\n", who);
+	if (pt != NULL) {
+		show_text(pt, pt_n);
+		bw_secure_free(pt, pt_n);
+	} else {
 		printf("%s\n", what);
+	}
 	printf("-----<EOM>-----\n\n");
 	fflush(stdout);
 	/* remembered only once all of it was read: a message cut short is
 	 * shown again when the server delivers it again */
-	return rc != 0 ? rc : bw_contacts_got(&x->cs, m.id);
+	return bw_contacts_got(&x->cs, m.id);
 }
 
 int
@@ -305,6 +320,11 @@ msg_pull(struct msg_ctx *x)
 	unsigned shown = 0;
 	int rc;
 
+	/* senders are shown by name: the names are fetched first, once a
+	 * run (a sender that registered since is shown by id, and its name
+	 * fetched after the pull) */
+	if (!x->listed && (rc = msg_list(x, 0)) != 0)
+		return rc;
 	memset(&r, 0, sizeof(r));
 	r.x = x;
 	bw_session_init(&r.s, x->host, x->port, x->timeout_ms, BW_MSG_VERSION);

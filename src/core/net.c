@@ -237,3 +237,17 @@ bw_net_unacked(int fd, size_t *out)
 	*out = n > 0 ? (size_t)n : 0;
 	return 0;
 }
+
+int
+bw_net_peer_shut(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+		return 0;
+	return ti.tcpi_state == TCP_CLOSE_WAIT ||
+	       ti.tcpi_state == TCP_LAST_ACK || ti.tcpi_state == TCP_CLOSING ||
+	       ti.tcpi_state == TCP_CLOSE;
+}

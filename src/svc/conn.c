@@ -183,6 +183,13 @@ engine_conn_kill(struct bw_conn *c, const char *why)
 }
 
 int
+bw_conn_peer_shut(const struct bw_conn *c)
+{
+	return (c->flags & BW_CONN_EOF) != 0 ||
+	       (c->w.fd >= 0 && bw_net_peer_shut(c->w.fd));
+}
+
+int
 bw_conn_dead(const struct bw_conn *c)
 {
 	return (c->flags & BW_CONN_DEAD) != 0;

@@ -175,6 +175,9 @@ bw_engine_stopping(const struct bw_engine *e)
  * out_max, and then c is closed after the callback (a peer that does not
  * read cannot make the server hold its output). */
 int bw_conn_send(struct bw_conn *c, const void *p, size_t n) BW_WUR;
+/* 1 if the peer has closed its side of the connection (its FIN arrived,
+ * whether or not it has been read yet). */
+int bw_conn_peer_shut(const struct bw_conn *c);
 /* Bytes queued and not yet written. */
 static inline size_t
 bw_conn_queued(const struct bw_conn *c)

@@ -7,7 +7,8 @@
  *	on the n-th call (1-based) of op whose path contains substr (empty: any
  *	path) do action: an errno name (EIO, ENOSPC, EDQUOT, EACCES, ...;
  *	default EIO) makes the call return -1 with that errno without doing it,
- *	"kill" raises SIGKILL before it. Ops: fsync fdatasync rename renameat
+ *	"kill" raises SIGKILL before it, "sleep=MS" sleeps MS milliseconds
+ *	(1 to 600000) and then does the call (a slow disk). Ops: fsync fdatasync rename renameat
  *	renameat2 link linkat unlink unlinkat write pwrite (pwrite64 too) open
  *	(open64, creat) openat (openat64) mkdir mkdirat. A malformed BW_FAULT
  *	aborts the process so that a typo cannot pass for "nothing failed".
@@ -18,6 +19,10 @@
  *   BW_FAULT_LOG=/path
  *	appends "op path\n" for every intercepted call, before it is done,
  *	armed or not.
+ *   BW_SNDBUF=N
+ *	every socket accept() or accept4() returns gets SO_SNDBUF N (the
+ *	kernel doubles it): a reply then waits in the process's own buffers
+ *	rather than in the kernel's (which autotune to megabytes on loopback).
  *
  * A path is made absolute: *at calls resolve their directory descriptor and
  * fd calls their descriptor through /proc/self/fd; calls with two paths
@@ -42,8 +47,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 enum op {
@@ -90,13 +97,16 @@ static const struct {
 #define MAX_FAULTS  16
 #define SUBSTR_CAP  512
 #define ACTION_KILL (-1)
+#define ACTION_SLEEP (-2) /* sleep_ms, then the real call */
+#define SLEEP_MAX_MS 600000ul
 #define ONE_PATH    (PATH_MAX + 64)
 #define TWO_PATHS   (2 * ONE_PATH + 2)
 
 struct fault {
 	int op;
 	unsigned long n;
-	int action; /* errno, or ACTION_KILL */
+	int action; /* errno, ACTION_KILL or ACTION_SLEEP */
+	unsigned long sleep_ms; /* ACTION_SLEEP */
 	char substr[SUBSTR_CAP];
 	atomic_ulong seen; /* matching calls so far */
 };
@@ -128,6 +138,9 @@ static int (*real_openat64)(int, const char *, int, ...);
 static int (*real_creat)(const char *, mode_t);
 static int (*real_mkdir)(const char *, mode_t);
 static int (*real_mkdirat)(int, const char *, mode_t);
+static int (*real_accept)(int, struct sockaddr *, socklen_t *);
+static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
+static int sndbuf_size; /* BW_SNDBUF, 0: unset */
 
 /* --- set-up -------------------------------------------------------------- */
 
@@ -165,9 +178,9 @@ op_by_name(const char *name, size_t len)
 }
 
 static int
-action_by_name(const char *name, size_t len)
+action_by_name(const char *name, size_t len, unsigned long *sleep_ms)
 {
-	char *end;
+	char *end, num[32];
 	unsigned long v;
 	size_t i;
 
@@ -175,6 +188,18 @@ action_by_name(const char *name, size_t len)
 		return EIO;
 	if (len == 4 && strncmp(name, "kill", 4) == 0)
 		return ACTION_KILL;
+	if (len > 6 && strncmp(name, "sleep=", 6) == 0) {
+		if (len - 6 >= sizeof(num) || name[6] < '0' || name[6] > '9')
+			return 0;
+		memcpy(num, name + 6, len - 6);
+		num[len - 6] = '\0';
+		errno = 0;
+		v = strtoul(num, &end, 10);
+		if (errno != 0 || *end != '\0' || v == 0 || v > SLEEP_MAX_MS)
+			return 0;
+		*sleep_ms = v;
+		return ACTION_SLEEP;
+	}
 	for (i = 0; i < sizeof(errnos) / sizeof(errnos[0]); i++) {
 		if (strlen(errnos[i].name) == len &&
 		    strncmp(errnos[i].name, name, len) == 0)
@@ -216,7 +241,7 @@ parse_fault(const char *s, size_t len, struct fault *f, const char *all)
 		return;
 	c3 = memchr(c2 + 1, ':', (size_t)(end - c2 - 1));
 	alen = (size_t)((c3 != NULL ? c3 : end) - c2 - 1);
-	if ((f->action = action_by_name(c2 + 1, alen)) == 0)
+	if ((f->action = action_by_name(c2 + 1, alen, &f->sleep_ms)) == 0)
 		bad_config("unknown action", all);
 	if (c3 == NULL)
 		return;
@@ -274,8 +299,22 @@ init(void)
 	RESOLVE(real_creat, "creat");
 	RESOLVE(real_mkdir, "mkdir");
 	RESOLVE(real_mkdirat, "mkdirat");
+	RESOLVE(real_accept, "accept");
+	RESOLVE(real_accept4, "accept4");
 	if ((spec = getenv("BW_FAULT")) != NULL)
 		parse_faults(spec);
+	if ((spec = getenv("BW_SNDBUF")) != NULL && spec[0] != '\0') {
+		char *end;
+		long v;
+
+		errno = 0;
+		v = strtol(spec, &end, 10);
+		if (errno != 0 || *end != '\0' || v <= 0 || v > (1L << 30)) {
+			say("bwfault: BW_SNDBUF is not a size\n");
+			abort();
+		}
+		sndbuf_size = (int)v;
+	}
 	arm_path = getenv("BW_FAULT_ARM");
 	if (arm_path != NULL && arm_path[0] == '\0')
 		arm_path = NULL;
@@ -397,6 +436,19 @@ decide(int op, const char *path)
 			continue;
 		if (atomic_fetch_add(&f->seen, 1) + 1 != f->n || err != 0)
 			continue;
+		if (f->action == ACTION_SLEEP) {
+			struct timespec ts = {(time_t)(f->sleep_ms / 1000),
+					      (long)(f->sleep_ms % 1000) *
+						      1000000L};
+
+			snprintf(line, sizeof(line),
+				 "bwfault: %s #%lu sleeps %lu ms: %s\n",
+				 op_names[op], f->n, f->sleep_ms, path);
+			say(line);
+			while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+				;
+			continue;
+		}
 		if (f->action == ACTION_KILL) {
 			snprintf(line, sizeof(line),
 				 "bwfault: kill at %s #%lu: %s\n", op_names[op],
@@ -697,4 +749,34 @@ openat64(int dir, const char *path, int flags, ...)
 	if (err != 0 || real_openat64 == NULL)
 		return fail(err != 0 ? err : ENOSYS);
 	return real_openat64(dir, path, flags, mode);
+}
+
+/* Accepted sockets: SO_SNDBUF from BW_SNDBUF. */
+
+static int
+accepted(int fd)
+{
+	if (fd >= 0 && sndbuf_size > 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf_size,
+		       sizeof(sndbuf_size)) != 0)
+		say("bwfault: setsockopt SO_SNDBUF failed\n");
+	return fd;
+}
+
+int
+accept(int lfd, struct sockaddr *addr, socklen_t *len)
+{
+	(void)pthread_once(&once, init);
+	if (real_accept == NULL)
+		return fail(ENOSYS);
+	return accepted(real_accept(lfd, addr, len));
+}
+
+int
+accept4(int lfd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+	(void)pthread_once(&once, init);
+	if (real_accept4 == NULL)
+		return fail(ENOSYS);
+	return accepted(real_accept4(lfd, addr, len, flags));
 }

@@ -4,9 +4,11 @@ integration tests (keep-alive, or one padded request per connection as the
 course's sample clients do) and a minimal server to test the C client
 apart from ours."""
 
+import fcntl
 import os
 import socket
 import struct
+import termios
 import threading
 
 import bwvault as bw
@@ -150,11 +152,26 @@ class PyMsgServer:
     connection, no padding) or 'recv1024' (one recv(1024) per connection,
     response padded to 1024, then close); error_codes: request codes always
     answered 9000; garbage: bytes sent instead of any response; keep: pulls
-    never delete (every pull delivers everything again)."""
+    never delete (every pull delivers everything again).
 
-    def __init__(self, mode="keepalive", error_codes=(), garbage=None, keep=False):
+    Pull knobs (attributes, may be changed while it runs): cut_pulls: that
+    many next pulls send the 2104's header and its payload up to the middle
+    of record cut_record's content (0-based), then close the connection
+    (FIN), deleting nothing; pull_reply: bytes sent as the whole response to
+    every 604 (its padding too in recv1024 mode); watch_end: after a 2104,
+    the connection is kept and the client's way of ending it recorded in
+    .ends as {"how": "eof" | "reset" | "data" | "timeout", "unacked":
+    bytes the client had not acknowledged when it ended}; the socket stays
+    open in .held (closed by stop()) so a test can see what came after."""
+
+    def __init__(self, mode="keepalive", error_codes=(), garbage=None, keep=False,
+                 cut_pulls=0, cut_record=1, pull_reply=None, watch_end=False):
         self.mode, self.error_codes, self.garbage = mode, set(error_codes), garbage
         self.keep = keep
+        self.cut_pulls, self.cut_record = cut_pulls, cut_record
+        self.pull_reply, self.watch_end = pull_reply, watch_end
+        self.ends = []
+        self.held = []
         self.clients = {}  # id -> [name, spki]
         self.queues = {}  # id -> [(from, id, type, content)]
         self.next_id = 1
@@ -178,6 +195,9 @@ class PyMsgServer:
             self.sock.close()
         except OSError:
             pass
+        for h in self.held:
+            h.close()
+        self.held = []
 
     def _accept(self):
         while not self.stopping:
@@ -201,7 +221,16 @@ class PyMsgServer:
                         self.requests.append((code, size, len(payload) == size))
                     if len(payload) != size:
                         return  # the request did not come in one write
-                    conn.sendall(pad_to_unit(self._answer(cid, code, payload)))
+                    resp = self._answer(cid, code, payload)
+                    if isinstance(resp, _Cut):
+                        conn.sendall(resp.data)
+                        return
+                    if code == PULL and self.pull_reply is not None:
+                        conn.sendall(self.pull_reply)
+                        return
+                    conn.sendall(pad_to_unit(resp))
+                    if code == PULL and self.watch_end:
+                        self._watch(conn)
                     return
                 while True:
                     try:
@@ -214,9 +243,37 @@ class PyMsgServer:
                     payload = bw.recv_exact(conn, size) if size else b""
                     with self.lock:
                         self.requests.append((code, size, True))
-                    conn.sendall(self._answer(cid, code, payload))
+                    resp = self._answer(cid, code, payload)
+                    if isinstance(resp, _Cut):
+                        conn.sendall(resp.data)
+                        return  # closed in the middle of the reply
+                    if code == PULL and self.pull_reply is not None:
+                        conn.sendall(self.pull_reply)
+                        continue
+                    conn.sendall(resp)
+                    if code == PULL and self.watch_end:
+                        self._watch(conn)
+                        return
         except Exception as e:  # noqa: BLE001 - reported to the test
             self.errors.append(repr(e))
+
+    def _watch(self, conn):
+        """How the client ends the connection after a 2104."""
+        end = {"how": "timeout", "unacked": None}
+        try:
+            data = conn.recv(1)
+            end["how"] = "data" if data else "eof"
+        except ConnectionResetError:
+            end["how"] = "reset"
+        except socket.timeout:
+            pass
+        try:
+            end["unacked"] = unacked(conn)
+        except OSError:
+            pass
+        with self.lock:
+            self.ends.append(end)
+            self.held.append(conn.dup())
 
     def _resp(self, code, payload=b""):
         return bw.pack_response(code, payload, VERSION)
@@ -254,8 +311,36 @@ class PyMsgServer:
                 return self._resp(STORED, to + struct.pack("<I", mid))
             if code == PULL:
                 q = self.queues[cid]
+                body = self._resp(WAITING, b"".join(
+                    RECORD.pack(f, i, t, len(c)) + c for f, i, t, c in q))
+                if self.cut_pulls > 0 and len(q) > self.cut_record:
+                    self.cut_pulls -= 1
+                    at = bw.RESP_HEADER_SIZE + sum(RECORD.size + len(r[3])
+                                                   for r in q[:self.cut_record])
+                    at += RECORD.size + len(q[self.cut_record][3]) // 2
+                    return _Cut(body[:at])
                 if not self.keep:
                     self.queues[cid] = []
-                return self._resp(WAITING, b"".join(
-                    RECORD.pack(f, i, t, len(c)) + c for f, i, t, c in q))
+                return body
         return self._resp(ERROR)
+
+
+class _Cut:
+    """A response cut short: these bytes, then the connection closes."""
+
+    def __init__(self, data):
+        self.data = data
+
+
+TCP_CLOSE_WAIT, TCP_CLOSE = 8, 7
+
+
+def unacked(sock):
+    """Bytes sent on sock that the peer has not acknowledged (SIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ,
+                                          b"\0" * 4))[0]
+
+
+def tcp_state(sock):
+    """The kernel's TCP state of sock (tcpi_state: TCP_CLOSE_WAIT, ...)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]

@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+import bwmsg
 import bwvault as bw
 import vaultenv as env
 from vaultenv import unique_name
@@ -228,3 +229,143 @@ def test_the_vault_client_uses_the_messenger_identity(pair, server):
     rows = server.query("SELECT PathName FROM files")
     assert len(rows) == 1
     assert (server.data_dir / rows[0][0]).read_bytes() == data
+
+
+# --------------------------------------------------------------------------
+# Delivery: how `bulwark msg pull` ends a pull, and what it remembers
+
+
+def test_a_pull_ends_with_evidence_so_bulwarkd_deletes(pair, server):
+    """After a whole 2104 the client ends with a FIN (not a reset), which
+    is bulwarkd's evidence: the messages are gone at once, not only after
+    a later request."""
+    a, na, b, nb = pair
+    b.ok("list")
+    a.ok("request-key", nb)
+    b.ok("send-key", na)
+    a.ok("pull")
+    a.ok("send", nb, "one")
+    a.ok("send", nb, "two")
+    assert blocks(b.ok("pull")) == [(na, "Request for symmetric key"), (na, "one"), (na, "two")]
+    assert env.wait_for(lambda: server.query("SELECT count(*) FROM messages")[0][0] == 0, 5), \
+        "the client's end of the pull was not taken as evidence"
+    assert b.ok("pull") == "no waiting messages\n"
+
+
+def cut_pair(pyserver_msg, tmp_path):
+    """alice and bob sharing a key through a PyMsgServer; alice has sent bob
+    two texts and the server will cut bob's next pull in the middle of the
+    second one's content, then deliver both again on the pull after."""
+    srv = pyserver_msg()
+    a, b = Msg(tmp_path / "a", srv.port), Msg(tmp_path / "b", srv.port)
+    a.ok("register", "alice")
+    b.ok("register", "bob")
+    b.ok("list")
+    a.ok("send-key", "bob")
+    assert blocks(b.ok("pull")) == [("alice", "symmetric key received")]
+    first, second = "the first message", "the second message, " + "long " * 40
+    a.ok("send", "bob", first)
+    a.ok("send", "bob", second)
+    srv.cut_pulls = 1
+    r = b.run("pull")
+    assert srv.cut_pulls == 0, "the server did not cut the pull"
+    return srv, b, first, second, r
+
+
+def test_a_message_cut_short_is_shown_whole_on_the_next_pull(pyserver_msg, client_bin, tmp_path):
+    srv, b, first, second, r = cut_pair(pyserver_msg, tmp_path)
+    assert r.returncode == 1, env.describe(r)
+    assert b"cut short" in r.stderr
+    out1 = r.stdout.decode()
+    out2 = b.ok("pull")
+    shown = blocks(out1) + blocks(out2)
+    # the first exactly once overall; the second once, whole: its id was
+    # not remembered when its content was cut
+    assert [c for _, c in shown].count(first) == 1, (out1, out2)
+    assert [c for _, c in shown].count(second) == 1, (out1, out2)
+    assert blocks(out2)[-1] == ("alice", second)
+    assert b.ok("pull") == "no waiting messages\n"
+
+
+def test_a_message_cut_short_is_not_shown_as_a_message(pyserver_msg, client_bin, tmp_path):
+    """The pull that was cut shows the first message and nothing claiming
+    to be the second (a block saying "can't decrypt message" would tell the
+    user something false about a message that arrives whole later)."""
+    srv, b, first, second, r = cut_pair(pyserver_msg, tmp_path)
+    assert r.returncode == 1, env.describe(r)
+    assert blocks(r.stdout.decode()) == [("alice", first)], r.stdout.decode()
+
+
+@pytest.mark.parametrize("mode", ["recv1024", "keepalive"])
+def test_the_client_ends_a_pull_with_a_fin_after_reading_everything(
+        pyserver_msg, client_bin, tmp_path, mode):
+    """The server sends the 2104 (padded to 1024 in recv1024 mode) and then
+    watches: the client must end with a FIN (recv gives b'', not a reset)
+    once it has acknowledged everything, and must have read the padding
+    before its final close (else its close would reset: the socket would
+    leave CLOSE_WAIT)."""
+    srv = pyserver_msg(mode=mode, watch_end=True)
+    a, b = Msg(tmp_path / "a", srv.port), Msg(tmp_path / "b", srv.port)
+    a.ok("register", "alice")
+    b.ok("register", "bob")
+    b.ok("list")
+    a.ok("request-key", "bob")
+    assert blocks(b.ok("pull")) == [("alice", "Request for symmetric key")]
+    assert len(srv.ends) == 1
+    assert srv.ends[0] == {"how": "eof", "unacked": 0}, srv.ends
+    state = bwmsg.tcp_state(srv.held[0])
+    assert state == bwmsg.TCP_CLOSE_WAIT, \
+        "the client's close reset the connection (tcp state %d): padding left unread" % state
+
+
+@pytest.mark.parametrize("payload,shown", [
+    # a record whose size runs past the end of the payload
+    (bwmsg.RECORD.pack(bytes(16), 1, 3, 1000) + bytes(10), 0),
+    # the same, with a size near 4 GiB
+    (bwmsg.RECORD.pack(bytes(16), 1, 4, 0xFFFFFFFF) + bytes(32), 0),
+    # a second record that overruns after a good first one
+    (bwmsg.RECORD.pack(bytes(16), 1, 1, 0) + bwmsg.RECORD.pack(bytes(16), 2, 3, 17)
+     + bytes(16), 1),
+    # a payload shorter than a record header
+    (bytes(10), 0),
+], ids=["past-end", "huge", "second-past-end", "short-header"])
+def test_a_malformed_2104_is_an_error_not_a_crash(pyserver_msg, client_bin, tmp_path, payload,
+                                                  shown):
+    """The server keeps the connection open after the bad reply, so an EOF
+    cannot save the client: it must see that the sizes disagree (and not
+    wait for bytes past the reply until its --timeout)."""
+    srv = pyserver_msg()
+    b = Msg(tmp_path / "b", srv.port)
+    b.ok("register", "bob")
+    srv.pull_reply = bw.pack_response(bwmsg.WAITING, payload, 2)
+    r = b.run("--timeout", "5", "pull", timeout=60)
+    assert r.returncode == 1, env.describe(r)
+    assert b"malformed" in r.stderr, env.describe(r)
+    out = r.stdout.decode()
+    assert len(blocks(out)) == shown and out.count("From: ") == shown, env.describe(r)
+
+
+def test_a_file_message_lands_in_a_new_private_file(pyserver_msg, client_bin, tmp_path):
+    srv = pyserver_msg()
+    a, b = Msg(tmp_path / "a", srv.port), Msg(tmp_path / "b", srv.port)
+    a.ok("register", "alice")
+    b.ok("register", "bob")
+    a.ok("list")
+    b.ok("send-key", "alice")
+    assert blocks(a.ok("pull")) == [("bob", "symmetric key received")]
+    data = os.urandom(200000) + b"\0\n\x1b[31m end"
+    (b.dir / "doc.bin").write_bytes(data)
+    b.ok("send-file", "alice", "doc.bin")
+    assert [q[0] for q in srv.requests].count(603) == 2
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    (tmp / "bulwark-msg-old").write_bytes(b"not this one")
+    got = blocks(a.ok("pull", tmp=tmp))
+    assert len(got) == 1 and got[0][0] == "bob"
+    path = got[0][1]
+    assert os.path.dirname(path) == str(tmp)
+    assert os.path.basename(path).startswith("bulwark-msg-")
+    assert path != str(tmp / "bulwark-msg-old")
+    assert open(path, "rb").read() == data
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert sorted(os.listdir(tmp)) == sorted(["bulwark-msg-old", os.path.basename(path)])

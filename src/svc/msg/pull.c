@@ -263,7 +263,9 @@ msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 	(void)bw_frame_reply_end(c);
 	mc->st = M_IDLE;
 	m->pulls_active--;
-	mc->delivered = mc->upto > 0;
+	/* a client that closed its side before the reply was complete has
+	 * shown nothing: it may never read what it half-closed on */
+	mc->delivered = mc->upto > 0 && !bw_conn_peer_shut(c);
 	mc->delivered_upto = mc->upto;
 	mc->sent_total = c->out_total;
 	bw_frame_done(c);

@@ -1,0 +1,491 @@
+"""Delivery of messages by the real bulwarkd, driven by the independent
+client of bwmsg.py: when a pulled message may be deleted (the client's next
+request on that connection, or an orderly close after the whole 2104 was
+acknowledged, never a FIN that came too early), pulls of one client on
+several connections, messages whose fsync failed or is still running, the
+--max-message-size limit, and a kill -9 in the middle of a 2104.
+
+The state of the store is read from data_dir/defensive.db through a
+read-only sqlite3 connection; the server's own view of its connections
+comes from the console's STAT."""
+
+import fcntl
+import os
+import signal
+import socket
+import sqlite3
+import struct
+import termios
+import threading
+import time
+
+import pytest
+
+import bwmsg
+import bwvault as bw
+import vaultenv as env
+from vaultenv import rsa_key, unique_name
+
+H = "127.0.0.1"
+MiB = 1 << 20
+
+
+# --------------------------------------------------------------------------
+# Helpers
+
+
+def user(srv, i=None):
+    c = bwmsg.MsgClient(H, srv.port)
+    c.register(unique_name("d"), key=rsa_key(i))
+    return c
+
+
+def same_user(srv, c):
+    """Another connection of the client c."""
+    other = bwmsg.MsgClient(H, srv.port)
+    other.client_id = c.client_id
+    return other
+
+
+def ids_of(records):
+    return [r[1] for r in records]
+
+
+def ro_query(srv, sql, args=()):
+    """Rows of defensive.db, read through a read-only connection."""
+    path = srv.data_dir / "defensive.db"
+    con = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=10)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def queued(srv, to=None):
+    if to is None:
+        return ro_query(srv, "SELECT count(*) FROM messages")[0][0]
+    return ro_query(srv, "SELECT count(*) FROM messages WHERE ToClient = ?", (bytes(to),))[0][0]
+
+
+def stat(srv):
+    """The console's STAT as {field: value}."""
+    s = socket.create_connection((H, srv.console_port), timeout=5)
+    try:
+        s.sendall(b"Hi")
+        bw.recv_exact(s, 48)
+        s.sendall(b"STAT")
+        n = int(bw.recv_exact(s, 4))
+        text = bw.recv_exact(s, n).decode()
+    finally:
+        s.close()
+    return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+
+
+def shared_conns(srv):
+    """Connections open on the vault/messenger port, as bulwarkd counts them."""
+    for part in stat(srv)["connections"].split(","):
+        name, n = part.split()
+        if name == "shared":
+            return int(n)
+    raise AssertionError("no shared listener in STAT: %r" % stat(srv))
+
+
+def wait_conns(srv, n, timeout=5):
+    """Waits until bulwarkd has closed all but n connections (so it has
+    handled whatever ended the others)."""
+    assert env.wait_for(lambda: shared_conns(srv) == n, timeout), \
+        "bulwarkd still has %d connections open, expected %d" % (shared_conns(srv), n)
+
+
+def server_rchar(srv):
+    """Bytes bulwarkd has read with read()/pread() (not recv) since it started."""
+    with open("/proc/%d/io" % srv.proc.pid) as f:
+        for line in f:
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/%d/io" % srv.proc.pid)
+
+
+def inq(sock):
+    """Bytes waiting in sock's receive queue (FIONREAD)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+
+
+def drain_nonblocking(sock):
+    """Reads what is readable now; returns (bytes read, saw EOF)."""
+    got = 0
+    timeout = sock.gettimeout()
+    sock.setblocking(False)  # a timeout would turn EAGAIN into a wait
+    try:
+        while True:
+            try:
+                chunk = sock.recv(MiB, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return got, False
+            if not chunk:
+                return got, True
+            got += len(chunk)
+    finally:
+        sock.settimeout(timeout)
+
+
+def read_reply(sock):
+    """A whole response: (code, payload)."""
+    head = bw.recv_exact(sock, 7)
+    assert len(head) == 7, "connection closed before a response header"
+    _, code, size = bw.RESP_HEADER.unpack(head)
+    body = bw.recv_exact(sock, size)
+    assert len(body) == size, "response cut short: %d of %d bytes" % (len(body), size)
+    return code, body
+
+
+def end_in_order(sock):
+    """Ends a connection as a careful client does once it has the whole
+    reply: a FIN (shutdown), then waits for bulwarkd's own FIN. bulwarkd
+    sends that before it has finished with the connection: wait_conns
+    tells when it has."""
+    sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(10)
+    assert bw.recv_until_eof(sock, limit=1 << 16) == b"", "data after the reply"
+    sock.close()
+
+
+def pull_all(srv, c, limit=20):
+    """Pulls c's queue until a pull is empty, showing receipt after each
+    pull with the next request; returns every record."""
+    got = []
+    for _ in range(limit):
+        recs = c.pull()
+        if not recs:
+            return got
+        got += recs
+    raise AssertionError("still messages after %d pulls" % limit)
+
+
+# --------------------------------------------------------------------------
+# 1. Evidence: what a FIN proves and what it does not
+
+
+def test_a_fin_before_the_whole_2104_arrived_deletes_nothing(start_server, shim):
+    """The client reads most of a 40 MiB 2104, empties its receive buffer
+    and closes (a FIN, not a reset) while the tail of the reply is still in
+    bulwarkd's buffer. bulwarkd has by then queued the whole reply (it read
+    every content byte from disk), so only the acknowledgement check stands
+    between that FIN and the deletion: nothing may be deleted.
+
+    To hold the tail on bulwarkd's side deterministically, its sockets get a
+    small send buffer (BW_SNDBUF in the shim) and it is SIGSTOPped while the
+    client empties its receive buffer: the kernel delivers what it holds,
+    the rest waits in the stopped process."""
+    e = env.fault_env(shim)
+    e["BW_SNDBUF"] = "32768"
+    srv = start_server(env=e, console=True)
+    a, b = user(srv, 0), user(srv, 1)
+    n = 40
+    ids = [a.send(b.client_id, 4, bytes([i]) * MiB) for i in range(n)]
+    a.close()
+    b.close()
+    content_bytes = n * MiB
+
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    s.settimeout(10)
+    s.connect((H, srv.port))
+    r0 = server_rchar(srv)
+    s.sendall(bwmsg.pack_request(b.client_id, bwmsg.PULL))
+    head = bw.recv_exact(s, 7)
+    _, code, total = bw.RESP_HEADER.unpack(head)
+    assert code == bwmsg.WAITING and total == n * (bwmsg.RECORD.size + MiB)
+    got = 0
+    while total - got > MiB:  # most of it at full speed
+        chunk = s.recv(min(MiB, total - got - MiB))
+        assert chunk, "bulwarkd closed in the middle of the 2104"
+        got += len(chunk)
+    # then slowly, until bulwarkd has read the last content from disk: the
+    # whole 2104 is queued on its side
+    deadline = time.monotonic() + 10
+    for _ in range(5000):
+        if server_rchar(srv) - r0 >= content_bytes:
+            break
+        assert time.monotonic() < deadline, "bulwarkd never read the whole reply from disk"
+        chunk = s.recv(16384)
+        assert chunk
+        got += len(chunk)
+        time.sleep(0.005)
+    else:
+        pytest.fail("bulwarkd never read the whole reply from disk")
+
+    os.kill(srv.proc.pid, signal.SIGSTOP)
+    try:
+        quiet = 0
+        for _ in range(200):  # until the kernel has nothing more for us
+            k, eof = drain_nonblocking(s)
+            assert not eof
+            got += k
+            quiet = quiet + 1 if k == 0 else 0
+            if quiet == 3:
+                break
+            time.sleep(0.02)
+        missing = total - got
+        assert missing > 0, "the whole reply arrived: the test could not hold its tail back"
+        assert inq(s) == 0
+        s.close()  # an empty receive buffer: this is a FIN
+    finally:
+        os.kill(srv.proc.pid, signal.SIGCONT)
+    wait_conns(srv, 0)  # bulwarkd has seen the FIN and closed
+
+    assert queued(srv, b.client_id) == n, \
+        "a FIN %d bytes before the end deleted messages" % missing
+    b2 = same_user(srv, b)
+    # a small window here too: against bulwarkd's small send buffer, a
+    # large one makes every segment wait for a delayed ACK
+    b2.sock = socket.socket()
+    b2.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    b2.sock.settimeout(10)
+    b2.sock.connect((H, srv.port))
+    got_recs = b2.pull()
+    assert ids_of(got_recs) == ids, "every message exactly once, in id order"
+    assert [r[3] == bytes([i]) * MiB for i, r in enumerate(got_recs)] == [True] * n
+    b2.list()  # and the next request does delete them
+    assert queued(srv, b.client_id) == 0
+    assert b2.pull() == []
+
+
+def test_a_half_close_right_after_the_604_is_no_evidence(start_server):
+    """A client that shuts its side down right after sending its 604, then
+    reads the whole reply and closes, had half-closed before the reply: no
+    evidence (messenger-protocol.md: "and had not half-closed before it")."""
+    srv = start_server(console=True)
+    a, b = user(srv, 0), user(srv, 1)
+    ids = [a.send(b.client_id, 3, bytes([i]) * 16) for i in range(3)]
+    a.close()
+    b.close()
+    s = socket.create_connection((H, srv.port), timeout=10)
+    s.sendall(bwmsg.pack_request(b.client_id, bwmsg.PULL))
+    s.shutdown(socket.SHUT_WR)
+    code, body = read_reply(s)
+    assert code == bwmsg.WAITING and ids_of(bwmsg.parse_records(body)) == ids
+    assert bw.recv_until_eof(s, limit=1 << 16) == b""  # bulwarkd closes after the reply
+    s.close()
+    wait_conns(srv, 0)
+    assert queued(srv, b.client_id) == 3, "a half-close before the reply counted as evidence"
+    assert ids_of(same_user(srv, b).pull()) == ids
+
+
+def test_a_half_close_in_the_middle_of_the_2104_is_no_evidence(start_server):
+    """The FIN comes while the 2104 is still streaming; the client then
+    reads the rest and closes. The FIN was not sent after the whole reply:
+    nothing is deleted, even though the reply completes."""
+    srv = start_server(console=True)
+    a, b = user(srv, 0), user(srv, 1)
+    n = 12
+    ids = [a.send(b.client_id, 4, bytes([i]) * MiB) for i in range(n)]
+    a.close()
+    b.close()
+    s = socket.create_connection((H, srv.port), timeout=10)
+    s.sendall(bwmsg.pack_request(b.client_id, bwmsg.PULL))
+    head = bw.recv_exact(s, 7)
+    assert bw.RESP_HEADER.unpack(head)[1:] == (bwmsg.WAITING, n * (bwmsg.RECORD.size + MiB))
+    first = bw.recv_exact(s, MiB)
+    s.shutdown(socket.SHUT_WR)
+    rest = bw.recv_until_eof(s, limit=n * MiB)  # the rest, then bulwarkd's close
+    recs = bwmsg.parse_records(first + rest)
+    assert ids_of(recs) == ids, "the reply went on to its end after the FIN"
+    s.close()
+    wait_conns(srv, 0)
+    assert queued(srv, b.client_id) == n, "a FIN in the middle of the 2104 counted as evidence"
+    assert ids_of(same_user(srv, b).pull()) == ids
+
+
+@pytest.mark.parametrize("how", ["shutdown", "close"])
+def test_an_orderly_close_after_the_whole_2104_deletes(start_server, how):
+    """The positive side of the evidence: the whole 2104 read, then a FIN
+    (a shutdown waiting for bulwarkd's close, or a plain close)."""
+    srv = start_server(console=True)
+    a, b = user(srv, 0), user(srv, 1)
+    ids = [a.send(b.client_id, 3, bytes([i]) * 16) for i in range(3)]
+    ids.append(a.send(b.client_id, 4, os.urandom(200000)))  # one from a file
+    a.close()
+    b.close()
+    s = socket.create_connection((H, srv.port), timeout=10)
+    s.sendall(bwmsg.pack_request(b.client_id, bwmsg.PULL))
+    code, body = read_reply(s)
+    assert ids_of(bwmsg.parse_records(body)) == ids
+    if how == "shutdown":
+        end_in_order(s)
+    else:
+        s.close()
+    wait_conns(srv, 0)
+    assert queued(srv, b.client_id) == 0
+    assert not [p for p in (srv.data_dir / "messages").iterdir() if p.is_file()]
+    assert same_user(srv, b).pull() == []
+
+
+# --------------------------------------------------------------------------
+# 2. One client, several connections
+
+
+@pytest.mark.parametrize("evidence", ["next-request", "orderly-close"])
+def test_pulls_on_several_connections_never_wait_and_only_the_latest_deletes(
+        start_server, evidence):
+    srv = start_server(console=True)
+    a, b1 = user(srv, 0), user(srv, 1)
+    ids = [a.send(b1.client_id, 3, bytes([i]) * 16) for i in range(3)]
+    b2, b3 = same_user(srv, b1), same_user(srv, b1)
+    # connection 1 pulls, reads all and keeps the connection
+    assert ids_of(b1.pull()) == ids
+    # connection 2 is answered at once with the same messages
+    b2.timeout = 5
+    assert ids_of(b2.pull()) == ids
+    # connection 1's evidence no longer deletes: its pull is not the latest
+    b1.list()
+    assert queued(srv, b1.client_id) == 3, "an older pull's evidence deleted"
+    # connection 3 still gets all three
+    assert ids_of(b3.pull()) == ids
+    # connection 2's evidence is stale now too, whether a request or a close
+    b2.list()
+    b2.close()
+    b1.close()
+    wait_conns(srv, 2)  # a's and b3's remain
+    assert queued(srv, b1.client_id) == 3, "an older pull's evidence deleted"
+    # connection 3's evidence deletes
+    if evidence == "next-request":
+        b3.list()
+    else:
+        b3.close()
+        wait_conns(srv, 1)
+    assert queued(srv, b1.client_id) == 0
+    assert same_user(srv, b1).pull() == []
+
+
+# --------------------------------------------------------------------------
+# 3. and 4. Durability before delivery
+
+
+@pytest.mark.parametrize("size", [16, 100000], ids=["inline", "spilled"])
+def test_a_message_whose_fsync_failed_is_answered_9000_and_never_delivered(
+        start_server, shim, tmp_path, size):
+    arm = tmp_path / "arm"
+    dd = tmp_path / "d"
+    srv = start_server(data_dir=dd, env=env.fault_env(
+        shim, fault="fdatasync:1:EIO:defensive.db-wal", arm=arm))
+    a, b = user(srv, 0), user(srv, 1)
+    arm.write_text("go")
+    content = os.urandom(size)
+    code, body = a.request(603, bwmsg.SEND_PREFIX.pack(b.client_id, 3, size) + content)
+    assert (code, body) == (bwmsg.ERROR, b"")
+    assert "fdatasync #1 failed" in srv.log()
+    # removed: no row, no content file, nothing to pull
+    assert queued(srv) == 0, "the refused message is still in the messages table"
+    assert not [p for p in (dd / "messages").iterdir() if p.is_file()]
+    assert b.pull() == []
+    b.list()
+    # the next message is stored, and after a restart it is the only one
+    # delivered: the refused row did not come back
+    mid = a.send(b.client_id, 3, b"after" * 4)
+    a.close()
+    b.close()
+    srv.stop()
+    srv2 = start_server(data_dir=dd)
+    assert [(r[1], r[3]) for r in same_user(srv2, b).pull()] == [(mid, b"after" * 4)]
+
+
+def test_a_2104_never_carries_a_message_before_its_2103(start_server, shim, tmp_path):
+    """While the fsync that covers A's message is running (made slow by the
+    shim), its row is committed but B's pulls must not carry it."""
+    arm = tmp_path / "arm"
+    srv = start_server(env=env.fault_env(
+        shim, fault="fdatasync:1:sleep=3000:defensive.db-wal", arm=arm))
+    a, b = user(srv, 0), user(srv, 1)
+    arm.write_text("go")
+    result = {}
+
+    def send():
+        try:
+            result["id"] = a.send(b.client_id, 3, b"slow disk" + bytes(7))
+        except Exception as e:  # noqa: BLE001 - reported below
+            result["error"] = repr(e)
+
+    t = threading.Thread(target=send)
+    t.start()
+    try:
+        # the row is in the table (committed), its fsync is sleeping
+        assert env.wait_for(lambda: queued(srv, b.client_id) == 1, 5), \
+            "the row was never committed"
+        assert env.wait_for(lambda: "fdatasync #1 sleeps" in srv.log(), 5)
+        assert b.pull() == [], "a 2104 carried a message whose 2103 had not been sent"
+        b.list()
+        assert b.pull() == []
+        assert t.is_alive() and not result, \
+            "the 2103 came before the pulls: the test did not test the pending fsync"
+    finally:
+        t.join(15)
+    assert "error" not in result, result
+    got = b.pull()
+    assert [(r[0], r[1], r[3]) for r in got] == \
+        [(a.client_id, result["id"], b"slow disk" + bytes(7))]
+
+
+# --------------------------------------------------------------------------
+# 5. --max-message-size
+
+
+def expect_9000_then_close(s):
+    head = bw.recv_exact(s, 7)
+    assert bw.RESP_HEADER.unpack(head) == (2, bwmsg.ERROR, 0), head
+    assert bw.recv_until_eof(s, limit=1 << 16) == b""
+
+
+@pytest.mark.parametrize("limit", [1000, 100000])
+def test_max_message_size_refuses_over_and_stores_up_to(start_server, limit):
+    srv = start_server("--max-message-size", str(limit))
+    a, b = user(srv, 0), user(srv, 1)
+    # over the limit: 9000 as soon as the prefix is in, and a close
+    for over in (limit + 1, limit + 65536):
+        s = socket.create_connection((H, srv.port), timeout=10)
+        s.sendall(bw.pack_request_header(a.client_id, 603, 21 + over, 2)
+                  + bwmsg.SEND_PREFIX.pack(b.client_id, 4, over))
+        expect_9000_then_close(s)
+        s.close()
+    assert queued(srv) == 0
+    # at and under the limit: stored and delivered whole
+    blobs = [os.urandom(limit), os.urandom(limit - 1), b""]
+    ids = [a.send(b.client_id, 4, x) for x in blobs]
+    got = b.pull()
+    assert [(r[1], r[3]) for r in got] == list(zip(ids, blobs))
+
+
+# --------------------------------------------------------------------------
+# 6. kill -9 in the middle of a 2104
+
+
+def test_kill_9_while_a_2104_streams_then_a_restart_delivers_each_once(start_server, tmp_path):
+    dd = tmp_path / "d"
+    srv = start_server(data_dir=dd)
+    a, b = user(srv, 0), user(srv, 1)
+    blobs = []
+    for i in range(24):
+        blobs.append(bytes([i]) * (MiB if i % 3 else 3000))  # files and rows
+    ids = [a.send(b.client_id, 4 if len(x) > 3000 else 3, x) for x in blobs]
+    s = socket.create_connection((H, srv.port), timeout=10)
+    s.sendall(bwmsg.pack_request(b.client_id, bwmsg.PULL))
+    _, code, total = bw.RESP_HEADER.unpack(bw.recv_exact(s, 7))
+    assert code == bwmsg.WAITING
+    got = 0
+    for _ in range(40):  # a slow reader: a few 64 KiB sips
+        chunk = s.recv(65536)
+        assert chunk
+        got += len(chunk)
+        time.sleep(0.01)
+    assert got < total, "the whole reply was read before the kill"
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.proc.wait(10)
+    srv.stopped = True
+    s.close()
+    srv2 = start_server(data_dir=dd)
+    b2 = same_user(srv2, b)
+    recs = pull_all(srv2, b2)
+    assert ids_of(recs) == ids, "every message exactly once, in id order"
+    assert [r[3] for r in recs] == blobs
+    a2 = same_user(srv2, a)
+    assert a2.send(b.client_id, 1) > ids[-1], "ids are never reused"
