@@ -1,5 +1,11 @@
-/* One line per event on stderr: "<UTC time> <level> <message>". Callers put
- * the connection id first in the message ("c12 ..."). Never log secrets.
+/* One line per event, in a stable key=value form:
+ *
+ *   ts=2026-11-23T09:32:15.947Z level=info conn=12 msg="1028 upload of ..."
+ *
+ * conn= is there when the message starts with the connection id ("c12 ..."),
+ * as callers write it; suppressed=N follows when the rate limit dropped
+ * lines of the same kind. To stderr (journald) unless bw_log_open names a
+ * file. Never log secrets.
  */
 #ifndef BULWARK_LOG_H
 #define BULWARK_LOG_H
@@ -12,6 +18,11 @@ enum bw_log_level {
 };
 
 void bw_log_set_level(enum bw_log_level min);
+/* Logs to the file at path (appended, created 0640) instead of stderr:
+ * 0 or -errno. */
+int bw_log_open(const char *path);
+/* Reopens that file (after a rotation); nothing when logging to stderr. */
+int bw_log_reopen(void);
 /* On by default: each call site may write 50 lines in a burst, then 10 a
  * second; the next line written says how many were suppressed. */
 void bw_log_set_limit(int on);

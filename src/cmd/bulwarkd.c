@@ -14,42 +14,6 @@
 #include "bulwark/util.h"
 #include "svc/daemon.h"
 
-/* port.info (the vault's) and myport.info (the messenger's): a port number
- * each, white space ignored. The first valid one is the shared port; a
- * second, different one is listened on too (*second, else 0). */
-static uint16_t
-port_from_files(const char *dir, uint16_t *second)
-{
-	static const char *names[] = {"port.info", "myport.info"};
-	char path[4200], *text = NULL;
-	uint16_t found[2] = {0, 0};
-	size_t len, i, n = 0;
-	uint64_t port;
-
-	*second = 0;
-	for (i = 0; i < 2; i++) {
-		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-		if (bw_read_small_file(path, 64, &text, &len) != 0)
-			continue;
-		if (bw_parse_u64(text, 1, 65535, &port) == 0)
-			found[n++] = (uint16_t)port;
-		else
-			bw_warn("%s does not hold a port number; ignored",
-				path);
-		free(text);
-		text = NULL;
-	}
-	if (n == 0) {
-		bw_warn("no port.info or myport.info in %s; using port "
-			"1357",
-			dir);
-		return 1357;
-	}
-	if (n == 2 && found[1] != found[0])
-		*second = found[1];
-	return found[0];
-}
-
 #define OPTS_MAX 64
 
 /* getopt_long's table, built from the daemon's option table. */
@@ -83,19 +47,19 @@ build_options(struct option *lo, char *shorts, size_t cap)
 int
 main(int argc, char **argv)
 {
-	static const int levels[] = {BW_LOG_DEBUG, BW_LOG_INFO, BW_LOG_WARN,
-				     BW_LOG_ERROR};
+	static const enum bw_log_level levels[] = {BW_LOG_DEBUG, BW_LOG_INFO,
+						   BW_LOG_WARN, BW_LOG_ERROR};
 	static struct option lo[OPTS_MAX + 3];
-	char shorts[2 * OPTS_MAX + 3], why[512];
-	struct bw_daemon_cfg cfg;
+	static struct bw_daemon_args args;
 	static struct bw_daemon d;
-	const char *env, *name;
-	int ch, idx, rc;
+	char shorts[2 * OPTS_MAX + 3], why[700];
+	struct bw_daemon_cfg cfg;
+	const char *name;
+	int ch, rc;
 	size_t i;
 
-	bw_daemon_cfg_defaults(&cfg);
 	build_options(lo, shorts, OPTS_MAX + 3);
-	while ((ch = getopt_long(argc, argv, shorts, lo, &idx)) != -1) {
+	while ((ch = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
 		if (ch == 'h') {
 			bw_daemon_usage(stdout);
 			return 0;
@@ -118,28 +82,27 @@ main(int argc, char **argv)
 					name = lo[i].name;
 			}
 		}
-		if (name == NULL || bw_daemon_opt_set(&cfg, name, optarg, why,
-						      sizeof(why)) != 0) {
-			fprintf(stderr, "bulwarkd: --%s\n",
-				name != NULL ? why : "?");
+		if (name == NULL || args.n == BW_DAEMON_ARGS_MAX) {
+			fprintf(stderr, "bulwarkd: too many options\n");
 			return 2;
 		}
+		args.name[args.n] = name;
+		args.value[args.n++] = optarg;
 	}
 	if (optind != argc) {
 		fprintf(stderr, "bulwarkd: unexpected argument '%s'\n",
 			argv[optind]);
 		return 2;
 	}
-	bw_log_set_level(levels[cfg.log_level]);
-	if (!cfg.port_given)
-		cfg.port.port = port_from_files(cfg.data_dir, &cfg.port2);
-	if (!cfg.secret_given &&
-	    (env = getenv("BULWARK_CONSOLE_SECRET")) != NULL &&
-	    env[0] != '\0' &&
-	    bw_daemon_opt_set(&cfg, "console-secret", env, why, sizeof(why)) !=
-		    0) {
-		fprintf(stderr, "bulwarkd: BULWARK_CONSOLE_SECRET: %s\n", why);
+	if (bw_daemon_configure(&cfg, &args, why, sizeof(why)) != 0) {
+		fprintf(stderr, "bulwarkd: %s\n", why);
 		return 2;
+	}
+	bw_log_set_level(levels[cfg.log_level]);
+	if (cfg.log_file[0] != '\0' && (rc = bw_log_open(cfg.log_file)) != 0) {
+		fprintf(stderr, "bulwarkd: cannot open the log %s: %s\n",
+			cfg.log_file, bw_strerror(rc));
+		return 1;
 	}
 	if (cfg.console_enabled &&
 	    bw_net_is_loopback(cfg.console_listen.addr) != 1 &&
@@ -152,7 +115,7 @@ main(int argc, char **argv)
 	}
 	bw_info("bulwarkd %s starting, data directory %s", BW_VERSION,
 		cfg.data_dir);
-	rc = bw_daemon_open(&d, &cfg);
+	rc = bw_daemon_open(&d, &cfg, &args);
 	bw_wipe(cfg.console.secret, sizeof(cfg.console.secret));
 	if (rc != 0) {
 		bw_daemon_close(&d);

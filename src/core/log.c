@@ -1,14 +1,18 @@
-/* Logging: one line per event on stderr with a UTC timestamp and a level.
- * Lines are written with a single write() so concurrent writers do not
- * interleave. Each call site (format string) has a token bucket, so a peer
- * that makes the daemon repeat one line cannot flood the log: what is
- * dropped is counted and reported on the next line of that kind.
+/* Logging: one line per event, key=value, on stderr (journald) or a file
+ * reopened on request (SIGHUP after a rotation). Lines are written with a
+ * single write() so concurrent writers do not interleave. Each call site
+ * (format string) has a token bucket, so a peer that makes the daemon repeat
+ * one line cannot flood the log: what is dropped is counted and reported on the
+ * next line of that kind.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,6 +20,8 @@
 #include "bulwark/log.h"
 
 static enum bw_log_level min_level = BW_LOG_INFO;
+static int log_fd = STDERR_FILENO;
+static char log_path[4096]; /* "" while logging to stderr */
 
 #define KINDS	    256 /* buckets, by format string address */
 #define BURST	    50	/* lines of one kind in a burst */
@@ -91,6 +97,66 @@ bw_log_set_level(enum bw_log_level min)
 	min_level = min;
 }
 
+int
+bw_log_open(const char *path)
+{
+	int fd;
+
+	if (strlen(path) >= sizeof(log_path))
+		return -ENAMETOOLONG;
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY,
+		  0640);
+	if (fd < 0)
+		return -errno;
+	if (log_fd != STDERR_FILENO)
+		close(log_fd);
+	log_fd = fd;
+	memcpy(log_path, path, strlen(path) + 1);
+	return 0;
+}
+
+int
+bw_log_reopen(void)
+{
+	char path[sizeof(log_path)];
+
+	if (log_path[0] == '\0')
+		return 0;
+	memcpy(path, log_path, sizeof(path));
+	return bw_log_open(path);
+}
+
+/* The message as a quoted value: backslash and quote escaped, control
+ * bytes as \xNN (callers escape what peers send; this keeps the line one
+ * line whatever reaches it). */
+static size_t
+quote(char *out, size_t cap, const char *msg)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+	unsigned char ch;
+
+	if (cap < 3)
+		return 0;
+	out[o++] = '"';
+	for (; *msg != '\0' && o + 5 < cap; msg++) {
+		ch = (unsigned char)*msg;
+		if (ch == '"' || ch == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)ch;
+		} else if (ch < 0x20 || ch == 0x7f) {
+			out[o++] = '\\';
+			out[o++] = 'x';
+			out[o++] = hex[ch >> 4];
+			out[o++] = hex[ch & 15];
+		} else {
+			out[o++] = (char)ch;
+		}
+	}
+	out[o++] = '"';
+	return o;
+}
+
 static void vlog(enum bw_log_level level, unsigned long long dropped,
 		 const char *fmt, va_list ap)
 	__attribute__((format(printf, 3, 0)));
@@ -100,34 +166,48 @@ vlog(enum bw_log_level level, unsigned long long dropped, const char *fmt,
      va_list ap)
 {
 	static const char *names[] = {"debug", "info", "warn", "error"};
-	char line[1024];
+	char msg[1024], line[2048];
+	const char *text = msg, *p;
 	struct timeval tv;
 	struct tm tm;
 	int n, m;
 	size_t len;
 
+	if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
+		return;
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
-	n = snprintf(
-		line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %-5s ",
-		tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000), names[level]);
+	n = snprintf(line, sizeof(line),
+		     "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=%s ",
+		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+		     tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000),
+		     names[level]);
 	if (n < 0)
 		return;
-	m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
-	if (m < 0)
-		return;
-	len = (size_t)n + (size_t)m;
-	if (len > sizeof(line) - 80)
-		len = sizeof(line) - 80;
+	len = (size_t)n;
+	/* "c12 ..." names the connection: conn=12 */
+	if (msg[0] == 'c' && msg[1] >= '0' && msg[1] <= '9') {
+		for (p = msg + 1; *p >= '0' && *p <= '9'; p++)
+			;
+		if (*p == ' ' && p - msg <= 21) {
+			m = snprintf(line + len, sizeof(line) - len,
+				     "conn=%.*s ", (int)(p - msg - 1), msg + 1);
+			if (m > 0)
+				len += (size_t)m;
+			text = p + 1;
+		}
+	}
+	memcpy(line + len, "msg=", 4);
+	len += 4;
+	len += quote(line + len, sizeof(line) - len - 64, text);
 	if (dropped > 0) {
-		m = snprintf(line + len, sizeof(line) - len,
-			     " (%llu similar lines suppressed)", dropped);
+		m = snprintf(line + len, sizeof(line) - len, " suppressed=%llu",
+			     dropped);
 		if (m > 0)
 			len += (size_t)m;
 	}
 	line[len++] = '\n';
-	(void)!write(STDERR_FILENO, line, len);
+	(void)!write(log_fd, line, len);
 }
 
 void

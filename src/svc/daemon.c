@@ -4,8 +4,10 @@
  * freed).
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "bulwark/crypto.h"
 #include "bulwark/log.h"
 #include "bulwark/store.h"
 #include "bulwark/util.h"
@@ -156,16 +158,78 @@ listen_own(struct bw_daemon *d, struct bw_daemon_svc *s)
 	return bw_engine_listen(&d->eng, s->mod->service, s->inst, &lc, NULL);
 }
 
+static void
+reported(void *arg, const char *name, int applied)
+{
+	(void)arg;
+	if (applied)
+		bw_info("reload: %s changed", name);
+	else
+		bw_warn("reload: %s changed, but only a restart changes it; "
+			"kept as it was",
+			name);
+}
+
+/* SIGHUP: the log reopened, the configuration made again from the file
+ * and the command line, and what may change while running applied. */
+static void
+reload(void *arg)
+{
+	static const enum bw_log_level levels[] = {BW_LOG_DEBUG, BW_LOG_INFO,
+						   BW_LOG_WARN, BW_LOG_ERROR};
+	struct bw_daemon *d = arg;
+	struct bw_daemon_cfg *fresh = malloc(sizeof(*fresh));
+	char why[600];
+	unsigned i;
+	int rc;
+
+	if ((rc = bw_log_reopen()) != 0)
+		bw_error("reload: cannot reopen the log %s: %s",
+			 d->cfg.log_file, bw_strerror(rc));
+	if (fresh == NULL) {
+		bw_error("reload: out of memory; nothing changed");
+		return;
+	}
+	if (bw_daemon_configure(fresh, &d->args, why, sizeof(why)) != 0) {
+		bw_error("reload refused, nothing changed: %s", why);
+		goto out;
+	}
+	bw_daemon_opts_diff(&d->given, fresh, reported, NULL);
+	d->given = *fresh;
+	d->cfg = *fresh;
+	derive(&d->cfg);
+	d->reg.max_clients = d->cfg.max_clients;
+	d->reg.max_reg_per_min = d->cfg.max_reg_per_min;
+	d->eng.cfg.shutdown_grace_ms = d->cfg.engine.shutdown_grace_ms;
+	bw_log_set_level(levels[d->cfg.log_level]);
+	for (i = 0; i < d->svc_n; i++) {
+		if (d->svc[i].mod->reload != NULL && d->svc[i].inst != NULL)
+			d->svc[i].mod->reload(d->svc[i].inst, d->svc[i].cfg);
+	}
+	bw_info("reload: done (%s)", d->cfg.config_path[0] != '\0'
+					     ? d->cfg.config_path
+					     : "no configuration file");
+out:
+	bw_wipe(fresh, sizeof(*fresh));
+	free(fresh);
+}
+
 int
-bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg)
+bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
+	       const struct bw_daemon_args *args)
 {
 	char path[4096 + 64];
 	unsigned i;
 	int rc;
 
 	memset(d, 0, sizeof(*d));
+	d->given = *cfg;
 	d->cfg = *cfg;
+	if (args != NULL)
+		d->args = *args;
 	derive(&d->cfg);
+	d->cfg.engine.on_hup = reload;
+	d->cfg.engine.hup_arg = d;
 	d->started_s = bw_time_s();
 	if ((rc = bw_engine_open(&d->eng, &d->cfg.engine, 1)) != 0)
 		return rc;
@@ -237,4 +301,5 @@ bw_daemon_close(struct bw_daemon *d)
 	bw_store_close(d->store);
 	d->store = NULL;
 	bw_wipe(d->cfg.console.secret, sizeof(d->cfg.console.secret));
+	bw_wipe(d->given.console.secret, sizeof(d->given.console.secret));
 }

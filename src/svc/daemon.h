@@ -40,10 +40,21 @@ struct bw_daemon_cfg {
 	int rooms_enabled;
 	struct bw_listen_cfg rooms_listen;
 	struct bw_rooms_cfg rooms;
+	int log_level;		/* 0 debug, 1 info, 2 warn, 3 error */
+	char log_file[4096];	/* "" = standard error */
+	char config_path[4096]; /* "" = none */
 	/* what the options said, beyond the values */
 	int port_given;	  /* --port: port.info and myport.info not read */
 	int secret_given; /* the console secret came from an option */
-	int log_level;	  /* 0 debug, 1 info, 2 warn, 3 error */
+};
+
+/* The command line's options, in order: long names and values (NULL for
+ * a flag). The strings must outlive the daemon (argv's do). */
+#define BW_DAEMON_ARGS_MAX 128
+struct bw_daemon_args {
+	unsigned n;
+	const char *name[BW_DAEMON_ARGS_MAX];
+	const char *value[BW_DAEMON_ARGS_MAX];
 };
 
 /* A service the daemon runs. */
@@ -56,7 +67,8 @@ struct bw_daemon_svc {
 };
 
 struct bw_daemon {
-	struct bw_daemon_cfg cfg;
+	struct bw_daemon_cfg given; /* as configured */
+	struct bw_daemon_cfg cfg;   /* and with what follows from it */
 	struct bw_engine eng;
 	struct bw_store *store;
 	struct bw_registry reg;
@@ -66,6 +78,7 @@ struct bw_daemon {
 	struct bw_daemon_svc svc[BW_DAEMON_SERVICES];
 	unsigned svc_n;
 	int64_t started_s;
+	struct bw_daemon_args args; /* for SIGHUP's reload */
 };
 
 void bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg);
@@ -76,6 +89,24 @@ void bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg);
  * out of bounds. */
 int bw_daemon_opt_set(struct bw_daemon_cfg *cfg, const char *name,
 		      const char *value, char *why, size_t why_cap) BW_WUR;
+/* The configuration from scratch: defaults, then the file of a "config"
+ * argument, then the arguments in order (they win over the file), then
+ * BULWARK_CONSOLE_SECRET if no option gave the secret, then port.info and
+ * myport.info unless a port was given. BW_ECONFIG with why set
+ * ("FILE:LINE: ..." or "--option ...") on the first bad one. */
+int bw_daemon_configure(struct bw_daemon_cfg *cfg,
+			const struct bw_daemon_args *args, char *why,
+			size_t why_cap) BW_WUR;
+/* Applies the file at path ("key = value" lines) to cfg. */
+int bw_daemon_read_config(struct bw_daemon_cfg *cfg, const char *path,
+			  char *why, size_t why_cap) BW_WUR;
+/* For each option whose value differs in fresh: report(arg, name,
+ * applied). An option that cannot change while running gets old's value
+ * back in fresh, and applied 0. */
+void bw_daemon_opts_diff(struct bw_daemon_cfg *old, struct bw_daemon_cfg *fresh,
+			 void (*report)(void *arg, const char *name,
+					int applied),
+			 void *arg);
 /* 1 if option name takes a value. */
 int bw_daemon_opt_has_value(const char *name);
 /* Up to cap options: their long names and one-letter forms (0: none);
@@ -84,9 +115,12 @@ size_t bw_daemon_opts(const char **names, char *letters, size_t cap);
 /* The --help text. */
 void bw_daemon_usage(FILE *f);
 /* Opens the database and the registry, every service, and every listener;
- * logs "<service> listening on ADDR:PORT" for each. On failure the caller
- * still calls bw_daemon_close. */
-int bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg) BW_WUR;
+ * logs "<service> listening on ADDR:PORT" for each. args (may be NULL) are
+ * what cfg was made from: SIGHUP makes it again from them (the file
+ * re-read) and applies what may change while running, logging what needs
+ * a restart. On failure the caller still calls bw_daemon_close. */
+int bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
+		   const struct bw_daemon_args *args) BW_WUR;
 /* Serves until SIGTERM/SIGINT and a graceful drain; 0 on a clean stop. */
 int bw_daemon_run(struct bw_daemon *d);
 void bw_daemon_close(struct bw_daemon *d);

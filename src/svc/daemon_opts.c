@@ -1,7 +1,9 @@
 /* bulwarkd's options as one table: each long option is a field of the
- * daemon's configuration with its bounds and its line of --help, so the
- * command line, the help text and (later) a configuration file's keys
- * cannot drift apart.
+ * daemon's configuration with its bounds, whether SIGHUP may change it, and
+ * its line of --help, so the command line, the help text and the keys of
+ * the configuration file cannot drift apart. Also the configuration's
+ * assembly: defaults, the file, the command line, the environment, and
+ * port.info.
  */
 #include <stddef.h>
 #include <stdio.h>
@@ -21,115 +23,127 @@ enum kind {
 	K_SECRET, /* the console secret (also marks it given) */
 	K_SECRET_FILE,
 	K_LEVEL,
+	K_CONFIG, /* the configuration file (only on the command line) */
 };
 
 struct opt {
 	const char *name;
 	char letter;
 	enum kind kind;
+	int reload; /* SIGHUP applies a new value (R) or not (0) */
 	size_t off, size;
 	uint64_t min, max;
 	const char *arg;  /* the value's name in --help */
 	const char *help; /* may hold \n: continuation lines */
 };
 
+#define R 1 /* SIGHUP applies it */
+
 #define F(field)                                                               \
 	offsetof(struct bw_daemon_cfg, field),                                 \
 		sizeof(((struct bw_daemon_cfg *)0)->field)
 
 static const struct opt opts[] = {
-	{"data-dir", 'd', K_STR, F(data_dir), 0, 0, "DIR",
+	{"data-dir", 'd', K_STR, 0, F(data_dir), 0, 0, "DIR",
 	 "data directory (default: the current directory):\ndefensive.db, "
 	 "files/, messages/, port.info"},
-	{"port", 'p', K_NUM, F(port.port), 0, 65535, "N",
+	{"port", 'p', K_NUM, 0, F(port.port), 0, 65535, "N",
 	 "the vault's and messenger's port (default:\nport.info and "
 	 "myport.info, else 1357; 0 = any)"},
-	{"listen", 'l', K_STR, F(port.addr), 0, 0, "ADDR",
+	{"listen", 'l', K_STR, 0, F(port.addr), 0, 0, "ADDR",
 	 "vault and messenger address (default 0.0.0.0)"},
-	{"max-conns", 0, K_NUM, F(port.max_conns), 1, 1000000, "N",
+	{"max-conns", 0, K_NUM, 0, F(port.max_conns), 1, 1000000, "N",
 	 "simultaneous vault and messenger connections\n(default 16000)"},
-	{"max-file-size", 0, K_NUM, F(vault.max_file_size), 16, 0xFFFFFEF0u,
+	{"max-file-size", 0, K_NUM, R, F(vault.max_file_size), 16, 0xFFFFFEF0u,
 	 "N",
 	 "largest upload in bytes of ciphertext\n(default and maximum "
 	 "4294967024)"},
-	{"max-uploads", 0, K_NUM, F(vault.max_uploads), 1, 100000, "N",
+	{"max-uploads", 0, K_NUM, R, F(vault.max_uploads), 1, 100000, "N",
 	 "uploads in progress at once (default 256)"},
-	{"max-uploads-per-addr", 0, K_NUM, F(vault.max_uploads_per_addr), 1,
+	{"max-uploads-per-addr", 0, K_NUM, R, F(vault.max_uploads_per_addr), 1,
 	 100000, "N", "of those, from one address (default 128)"},
-	{"min-rate", 0, K_NUM, F(vault.min_rate), 0, 1u << 30, "N",
+	{"min-rate", 0, K_NUM, R, F(vault.min_rate), 0, 1u << 30, "N",
 	 "each --timeout window of an upload must bring\nN bytes/s (default "
 	 "1024; 0 = off)"},
-	{"key-lifetime", 0, K_NUM, F(vault.key_lifetime_s), 0, 86400u * 365u,
+	{"key-lifetime", 0, K_NUM, R, F(vault.key_lifetime_s), 0, 86400u * 365u,
 	 "SEC",
 	 "an AES key is refused this long after it was\nissued "
 	 "(default 3600; 0 = never)"},
-	{"key-failures", 0, K_NUM, F(vault.key_failures), 1, 1000, "N",
+	{"key-failures", 0, K_NUM, R, F(vault.key_failures), 1, 1000, "N",
 	 "decryption failures that revoke a key (default 3)"},
-	{"max-reg-per-min", 0, K_NUM, F(max_reg_per_min), 0, 1000000, "N",
+	{"max-reg-per-min", 0, K_NUM, R, F(max_reg_per_min), 0, 1000000, "N",
 	 "registrations a minute from one address\n(default 1000; 0 = no "
 	 "limit)"},
-	{"max-clients", 0, K_NUM, F(max_clients), 1, UINT32_MAX, "N",
+	{"max-clients", 0, K_NUM, R, F(max_clients), 1, UINT32_MAX, "N",
 	 "registered clients in all (default 1000000)"},
-	{"max-message-size", 0, K_NUM, F(msg.max_content), 0, 0xFFFFFFFFu - 25u,
-	 "N", "largest message content in bytes (default\n1073741824)"},
-	{"max-queued", 0, K_NUM, F(msg.max_queued_n), 1, UINT32_MAX, "N",
+	{"max-message-size", 0, K_NUM, R, F(msg.max_content), 0,
+	 0xFFFFFFFFu - 25u, "N",
+	 "largest message content in bytes (default\n1073741824)"},
+	{"max-queued", 0, K_NUM, R, F(msg.max_queued_n), 1, UINT32_MAX, "N",
 	 "messages waiting for one recipient (default 100000)"},
-	{"max-queued-bytes", 0, K_NUM, F(msg.max_queued_bytes), 1,
+	{"max-queued-bytes", 0, K_NUM, R, F(msg.max_queued_bytes), 1,
 	 UINT64_MAX / 2, "N", "their content bytes (default 4294967296)"},
-	{"pull-cap", 0, K_NUM, F(msg.pull_cap), 1024, 0xFFFFFFFFu, "N",
+	{"pull-cap", 0, K_NUM, R, F(msg.pull_cap), 1024, 0xFFFFFFFFu, "N",
 	 "largest answer to a pull (2104) in bytes\n(default 67108864; one "
 	 "larger message goes alone)"},
-	{"timeout", 0, K_SEC, F(timeout_ms), 1, 86400, "SEC",
+	{"timeout", 0, K_SEC, 0, F(timeout_ms), 1, 86400, "SEC",
 	 "close a vault or messenger connection silent\nthis long (default "
 	 "30)"},
-	{"request-timeout", 0, K_SEC, F(request_timeout_ms), 1, 86400, "SEC",
+	{"request-timeout", 0, K_SEC, 0, F(request_timeout_ms), 1, 86400, "SEC",
 	 "a request header must complete within this\n(default 10)"},
-	{"shutdown-grace", 0, K_SEC, F(engine.shutdown_grace_ms), 0, 86400,
+	{"shutdown-grace", 0, K_SEC, R, F(engine.shutdown_grace_ms), 0, 86400,
 	 "SEC",
 	 "on SIGTERM, let requests in progress finish\nfor this long "
 	 "(default 10)"},
-	{"workers", 0, K_NUM, F(engine.workers), 1, 16, "N",
+	{"workers", 0, K_NUM, 0, F(engine.workers), 1, 16, "N",
 	 "threads for fsync, rename and password hashing\n(default 2)"},
-	{"console-port", 0, K_NUM, F(console_listen.port), 0, 65535, "N",
+	{"console-port", 0, K_NUM, 0, F(console_listen.port), 0, 65535, "N",
 	 "operator console port (default 8820)"},
-	{"console-listen", 0, K_STR, F(console_listen.addr), 0, 0, "ADDR",
+	{"console-listen", 0, K_STR, 0, F(console_listen.addr), 0, 0, "ADDR",
 	 "console address (default 127.0.0.1)"},
-	{"console-secret", 0, K_SECRET, F(console.secret), 0, 0, "S",
+	{"console-secret", 0, K_SECRET, R, F(console.secret), 0, 0, "S",
 	 "secret a console must send (required off\nloopback); visible to "
 	 "local users in ps: prefer\nthe next two"},
-	{"console-secret-file", 0, K_SECRET_FILE, F(console.secret), 0, 0,
+	{"console-secret-file", 0, K_SECRET_FILE, R, F(console.secret), 0, 0,
 	 "PATH",
 	 "read the secret from PATH (first line);\n"
 	 "BULWARK_CONSOLE_SECRET in the environment also\nsets it (the "
 	 "options win)"},
-	{"no-console", 0, K_OFF, F(console_enabled), 0, 0, NULL,
+	{"no-console", 0, K_OFF, 0, F(console_enabled), 0, 0, NULL,
 	 "do not start the console"},
-	{"rooms-port", 0, K_NUM, F(rooms_listen.port), 0, 65535, "N",
+	{"rooms-port", 0, K_NUM, 0, F(rooms_listen.port), 0, 65535, "N",
 	 "group chat port (default 5555; 0 = any)"},
-	{"rooms-listen", 0, K_STR, F(rooms_listen.addr), 0, 0, "ADDR",
+	{"rooms-listen", 0, K_STR, 0, F(rooms_listen.addr), 0, 0, "ADDR",
 	 "group chat address (default 0.0.0.0)"},
-	{"rooms-max-conns", 0, K_NUM, F(rooms_listen.max_conns), 1, 1000000,
+	{"rooms-max-conns", 0, K_NUM, 0, F(rooms_listen.max_conns), 1, 1000000,
 	 "N", "simultaneous chat connections (default 10000)"},
-	{"rooms-max-rooms", 0, K_NUM, F(rooms.max_rooms), 1, 10000000, "N",
+	{"rooms-max-rooms", 0, K_NUM, R, F(rooms.max_rooms), 1, 10000000, "N",
 	 "rooms at once (default 10000)"},
-	{"rooms-max-members", 0, K_NUM, F(rooms.max_members), 1, 1000000, "N",
-	 "members of one room (default 1000)"},
-	{"rooms-rate", 0, K_NUM, F(rooms.rate), 0, 1000000, "N",
+	{"rooms-max-members", 0, K_NUM, R, F(rooms.max_members), 1, 1000000,
+	 "N", "members of one room (default 1000)"},
+	{"rooms-rate", 0, K_NUM, R, F(rooms.rate), 0, 1000000, "N",
 	 "lines a second from one member; past it its\nreads pause "
 	 "(default 20; 0 = no limit)"},
-	{"rooms-burst", 0, K_NUM, F(rooms.burst), 1, 1000000, "N",
+	{"rooms-burst", 0, K_NUM, R, F(rooms.burst), 1, 1000000, "N",
 	 "lines a member may send at once (default 40)"},
-	{"rooms-queue", 0, K_NUM, F(rooms.limits.out_max), 4096, 1u << 30, "N",
+	{"rooms-queue", 0, K_NUM, 0, F(rooms.limits.out_max), 4096, 1u << 30,
+	 "N",
 	 "bytes queued for one member; past it the member\nis cut off "
 	 "(default 262144)"},
-	{"rooms-pause", 0, K_NUM, F(rooms.pause_ms), 10, 10000, "MS",
+	{"rooms-pause", 0, K_NUM, R, F(rooms.pause_ms), 10, 10000, "MS",
 	 "a partial line ends after this silence\n(default 150)"},
-	{"rooms-max-attempts", 0, K_NUM, F(rooms.max_attempts), 1, 1000, "N",
+	{"rooms-max-attempts", 0, K_NUM, R, F(rooms.max_attempts), 1, 1000, "N",
 	 "wrong room ids and passwords before a close\n(default 5)"},
-	{"no-rooms", 0, K_OFF, F(rooms_enabled), 0, 0, NULL,
+	{"no-rooms", 0, K_OFF, 0, F(rooms_enabled), 0, 0, NULL,
 	 "do not start the group chat"},
-	{"log-level", 0, K_LEVEL, 0, 0, 0, 0, "LEVEL",
+	{"log-level", 0, K_LEVEL, R, F(log_level), 0, 0, "LEVEL",
 	 "debug, info, warn or error (default info)"},
+	{"log-file", 0, K_STR, 0, F(log_file), 0, 0, "PATH",
+	 "log to PATH instead of standard error; SIGHUP\nreopens it "
+	 "(after a rotation)"},
+	{"config", 'c', K_CONFIG, 0, F(config_path), 0, 0, "PATH",
+	 "read options from PATH first (key = value, one\na line, keys "
+	 "the long options; flags win)"},
 };
 
 #define OPTS_N (sizeof(opts) / sizeof(opts[0]))
@@ -247,6 +261,7 @@ bw_daemon_opt_set(struct bw_daemon_cfg *cfg, const char *name,
 		return 0;
 	case K_STR:
 	case K_SECRET:
+	case K_CONFIG:
 		if (strlen(value) >= o->size) {
 			snprintf(why, why_cap, "%s is too long", name);
 			return BW_ECONFIG;
@@ -268,6 +283,186 @@ bw_daemon_opt_set(struct bw_daemon_cfg *cfg, const char *name,
 		return BW_ECONFIG;
 	default:
 		return BW_ECONFIG;
+	}
+}
+
+/* --- the configuration file ----------------------------------------------
+ * "key = value", one a line; blank lines and lines whose first non-blank
+ * character is '#' are ignored. Keys are the long options (not config);
+ * a flag's value is yes or no. */
+
+#define FILE_MAX (1024u * 1024u)
+
+static char *
+trim(char *p)
+{
+	char *end = p + strlen(p);
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	while (end > p &&
+	       (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
+		*--end = '\0';
+	return p;
+}
+
+static int
+file_line(struct bw_daemon_cfg *cfg, char *line, char *why, size_t why_cap)
+{
+	char *eq, *key, *value;
+	const struct opt *o;
+
+	line = trim(line);
+	if (line[0] == '\0' || line[0] == '#')
+		return 0;
+	if ((eq = strchr(line, '=')) == NULL) {
+		snprintf(why, why_cap, "not \"key = value\"");
+		return BW_ECONFIG;
+	}
+	*eq = '\0';
+	key = trim(line);
+	value = trim(eq + 1);
+	if ((o = find(key)) == NULL || o->kind == K_CONFIG) {
+		snprintf(why, why_cap, "unknown key '%s'", key);
+		return BW_ECONFIG;
+	}
+	if (o->kind == K_OFF) {
+		if (strcmp(value, "yes") == 0 || strcmp(value, "true") == 0)
+			return bw_daemon_opt_set(cfg, key, NULL, why, why_cap);
+		if (strcmp(value, "no") == 0 || strcmp(value, "false") == 0)
+			return 0;
+		snprintf(why, why_cap, "%s needs yes or no, not '%s'", key,
+			 value);
+		return BW_ECONFIG;
+	}
+	return bw_daemon_opt_set(cfg, key, value, why, why_cap);
+}
+
+int
+bw_daemon_read_config(struct bw_daemon_cfg *cfg, const char *path, char *why,
+		      size_t why_cap)
+{
+	char *text = NULL, *line, *next, msg[512];
+	size_t len = 0, no = 0;
+	int rc;
+
+	if ((rc = bw_read_small_file(path, FILE_MAX, &text, &len)) != 0) {
+		snprintf(why, why_cap, "%s: %s", path, bw_strerror(rc));
+		return BW_ECONFIG;
+	}
+	if (memchr(text, '\0', len) != NULL) {
+		snprintf(why, why_cap, "%s: not a text file", path);
+		rc = BW_ECONFIG;
+		goto out;
+	}
+	for (line = text; line != NULL && rc == 0; line = next) {
+		no++;
+		if ((next = strchr(line, '\n')) != NULL)
+			*next++ = '\0';
+		if ((rc = file_line(cfg, line, msg, sizeof(msg))) != 0)
+			snprintf(why, why_cap, "%s:%zu: %s", path, no, msg);
+	}
+out:
+	bw_wipe(text, len); /* it may hold the console secret */
+	free(text);
+	return rc;
+}
+
+/* port.info (the vault's) and myport.info (the messenger's): a port number
+ * each, white space ignored. The first valid one is the shared port; a
+ * second, different one is listened on too. */
+static void
+port_from_files(struct bw_daemon_cfg *cfg)
+{
+	static const char *names[] = {"port.info", "myport.info"};
+	char path[4200], *text = NULL;
+	uint16_t found[2] = {0, 0};
+	size_t len, i, n = 0;
+	uint64_t port;
+
+	cfg->port2 = 0;
+	for (i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s/%s", cfg->data_dir, names[i]);
+		if (bw_read_small_file(path, 64, &text, &len) != 0)
+			continue;
+		if (bw_parse_u64(text, 1, 65535, &port) == 0)
+			found[n++] = (uint16_t)port;
+		else
+			bw_warn("%s does not hold a port number; ignored",
+				path);
+		free(text);
+		text = NULL;
+	}
+	if (n == 0) {
+		bw_warn("no port.info or myport.info in %s; using port 1357",
+			cfg->data_dir);
+		cfg->port.port = 1357;
+		return;
+	}
+	if (n == 2 && found[1] != found[0])
+		cfg->port2 = found[1];
+	cfg->port.port = found[0];
+}
+
+int
+bw_daemon_configure(struct bw_daemon_cfg *cfg,
+		    const struct bw_daemon_args *args, char *why,
+		    size_t why_cap)
+{
+	char msg[512];
+	const char *env;
+	unsigned i;
+	int rc;
+
+	bw_daemon_cfg_defaults(cfg);
+	for (i = 0; i < args->n; i++) {
+		if (strcmp(args->name[i], "config") == 0 &&
+		    (rc = bw_daemon_read_config(cfg, args->value[i], why,
+						why_cap)) != 0)
+			return rc;
+	}
+	for (i = 0; i < args->n; i++) {
+		if ((rc = bw_daemon_opt_set(cfg, args->name[i], args->value[i],
+					    msg, sizeof(msg))) != 0) {
+			snprintf(why, why_cap, "--%s", msg);
+			return rc;
+		}
+	}
+	if (!cfg->secret_given &&
+	    (env = getenv("BULWARK_CONSOLE_SECRET")) != NULL &&
+	    env[0] != '\0' &&
+	    (rc = bw_daemon_opt_set(cfg, "console-secret", env, msg,
+				    sizeof(msg))) != 0) {
+		snprintf(why, why_cap, "BULWARK_CONSOLE_SECRET: %s", msg);
+		return rc;
+	}
+	if (!cfg->port_given)
+		port_from_files(cfg);
+	return 0;
+}
+
+void
+bw_daemon_opts_diff(struct bw_daemon_cfg *old, struct bw_daemon_cfg *fresh,
+		    void (*report)(void *arg, const char *name, int applied),
+		    void *arg)
+{
+	size_t i, k;
+	int seen;
+
+	for (i = 0; i < OPTS_N; i++) {
+		const struct opt *o = &opts[i];
+		uint8_t *a = (uint8_t *)old + o->off,
+			*b = (uint8_t *)fresh + o->off;
+
+		if (o->size == 0 || memcmp(a, b, o->size) == 0)
+			continue;
+		for (seen = 0, k = 0; k < i && !seen; k++)
+			seen = opts[k].off == o->off; /* one field, two names */
+		if (seen)
+			continue;
+		if (!o->reload)
+			memcpy(b, a, o->size); /* kept: a restart changes it */
+		report(arg, o->name, o->reload);
 	}
 }
 

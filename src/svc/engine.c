@@ -245,6 +245,11 @@ on_signal(void *arg, unsigned events)
 	if (read(e->sigfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
 		return;
 	bw_info("signal %u", si.ssi_signo);
+	if (si.ssi_signo == SIGHUP) {
+		if (e->cfg.on_hup != NULL)
+			e->cfg.on_hup(e->cfg.hup_arg);
+		return;
+	}
 	bw_engine_stop(e);
 }
 
@@ -319,6 +324,7 @@ bw_engine_open(struct bw_engine *e, const struct bw_engine_cfg *cfg,
 		sigemptyset(&mask);
 		sigaddset(&mask, SIGTERM);
 		sigaddset(&mask, SIGINT);
+		sigaddset(&mask, SIGHUP);
 		if (sigprocmask(SIG_BLOCK, &mask, NULL) != 0 ||
 		    (e->sigfd = signalfd(-1, &mask,
 					 SFD_NONBLOCK | SFD_CLOEXEC)) < 0)

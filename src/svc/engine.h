@@ -70,6 +70,10 @@ struct bw_listen_cfg {
 struct bw_engine_cfg {
 	unsigned workers;	    /* threads for blocking work */
 	unsigned shutdown_grace_ms; /* in-flight work allowed at shutdown */
+	/* SIGHUP (with signals on): called on the loop thread. NULL: the
+	 * signal is logged and ignored. */
+	void (*on_hup)(void *arg);
+	void *hup_arg;
 };
 
 struct bw_listener {
@@ -140,8 +144,9 @@ struct bw_engine {
 };
 
 /* Creates the loop and its workers, the address table, and (with signals
- * set) blocks SIGTERM/SIGINT and watches them: the first starts the drain,
- * the second ends it. Raises the open-file limit to the hard limit. */
+ * set) blocks SIGTERM/SIGINT/SIGHUP and watches them: the first TERM or INT
+ * starts the drain, the second ends it; HUP calls cfg->on_hup. Raises the
+ * open-file limit to the hard limit. */
 int bw_engine_open(struct bw_engine *e, const struct bw_engine_cfg *cfg,
 		   int signals) BW_WUR;
 /* Binds a listener for svc (inst is the service's instance, returned by

@@ -36,6 +36,10 @@ struct bw_module {
 		    void **inst) BW_WUR;
 	/* After the engine has closed: no connection or job is left. */
 	void (*fini)(void *inst);
+	/* SIGHUP: cfg is the service's configuration again, with only
+	 * values that may change while running changed. NULL: nothing of
+	 * it may change. */
+	void (*reload)(void *inst, const void *cfg);
 	/* The live figures; NULL: none. */
 	bw_stats_fn stats;
 	/* Where it plugs in, exactly one of the two: a routing table on the

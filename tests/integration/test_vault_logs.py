@@ -2,6 +2,7 @@
 
 import base64
 import os
+import re
 
 import bwvault as bw
 from vaultenv import unique_name
@@ -30,12 +31,22 @@ def test_log_holds_events_but_no_key_or_content(start_server, client_dir):
     server.stop()
 
     log = server.log().encode()
-    # events are there, one per line, with connection ids
+    # events are there, one per line, key=value, with connection ids
     assert b"1025 register" in log and b"1028" in log and b"1029" in log
+    line_re = re.compile(rb'^ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z '
+                         rb'level=(debug|info|warn|error) (conn=\d+ )?'
+                         rb'msg="([^"\\]|\\.)*"( suppressed=\d+)?$')
+    with_conn = 0
     for line in log.splitlines():
-        if b" info " in line or b" debug " in line:
-            assert b" c" in line or b"listening" in line or b"loaded" in line \
-                or b"starting" in line or b"signal" in line or b"stopped" in line, line
+        if line.startswith(b"bwfault"):
+            continue
+        assert line_re.match(line), line
+        if b" conn=" in line:
+            with_conn += 1
+        elif b"level=info" in line or b"level=debug" in line:
+            assert any(w in line for w in (b"listening", b"loaded", b"starting", b"signal",
+                                           b"stopped", b"shutting", b"reconcile")), line
+    assert with_conn >= 5
     # nothing secret, in any encoding we could have printed it in
     _, _, c_key = d.me_info()
     secrets = [first_aes, second_aes, key.export_key("DER"),

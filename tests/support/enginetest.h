@@ -34,7 +34,7 @@ pump_tick(void *arg)
 static int
 et_open(struct bw_engine *e)
 {
-	struct bw_engine_cfg cfg = {1, 1000};
+	struct bw_engine_cfg cfg = {.workers = 1, .shutdown_grace_ms = 1000};
 	int rc;
 
 	if ((rc = bw_engine_open(e, &cfg, 0)) != 0)

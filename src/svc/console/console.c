@@ -544,9 +544,19 @@ static const struct bw_service console_service = {
 	.busy = console_busy,
 };
 
+static void
+console_reload(void *inst, const void *cfg)
+{
+	struct bw_console *cs = inst;
+
+	bw_wipe(cs->cfg.secret, sizeof(cs->cfg.secret));
+	cs->cfg = *(const struct bw_console_cfg *)cfg; /* the next greeting */
+}
+
 const struct bw_module bw_console_module = {
 	.name = "console",
 	.init = console_new,
 	.fini = console_free,
+	.reload = console_reload,
 	.service = &console_service,
 };

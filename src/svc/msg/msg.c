@@ -331,10 +331,19 @@ msg_close(void *inst)
 	free(m);
 }
 
+static void
+msg_reload(void *inst, const void *cfg)
+{
+	struct bw_msg *m = inst;
+
+	m->cfg = *(const struct bw_msg_cfg *)cfg; /* read per request */
+}
+
 const struct bw_module bw_msg_module = {
 	.name = "messenger",
 	.init = msg_open,
 	.fini = msg_close,
+	.reload = msg_reload,
 	.stats = msg_stats,
 	.proto = &bw_msg_proto,
 };

@@ -367,10 +367,21 @@ rooms_stats(const void *inst, bw_stat_emit emit, void *arg)
 	     rs->cut_off);
 }
 
+/* Limits are read as they are used: a lower cap holds from the next
+ * member, room or line on; nobody already in is put out. */
+static void
+rooms_reload(void *inst, const void *cfg)
+{
+	struct bw_rooms *rs = inst;
+
+	rs->cfg = *(const struct bw_rooms_cfg *)cfg;
+}
+
 const struct bw_module bw_rooms_module = {
 	.name = "rooms",
 	.init = rooms_init,
 	.fini = rooms_fini,
+	.reload = rooms_reload,
 	.stats = rooms_stats,
 	.service = &rooms_service,
 };

@@ -478,10 +478,19 @@ const struct bw_frame_proto bw_vault_proto = {
 	.draining = vault_draining,
 };
 
+static void
+vault_reload(void *inst, const void *cfg)
+{
+	struct bw_vault *v = inst;
+
+	v->cfg = *(const struct bw_vault_cfg *)cfg; /* read per request */
+}
+
 const struct bw_module bw_vault_module = {
 	.name = "vault",
 	.init = vault_open,
 	.fini = vault_close,
+	.reload = vault_reload,
 	.stats = vault_stats,
 	.proto = &bw_vault_proto,
 };
