@@ -22,6 +22,9 @@ void bw_buf_fini(struct bw_buf *b);
 void bw_buf_fini_wipe(struct bw_buf *b);
 int bw_buf_append(struct bw_buf *b, const void *p, size_t n)
 	__attribute__((warn_unused_result));
+/* Appends formatted text (no NUL): 0, or BW_ETOOBIG (b unchanged). */
+int bw_buf_printf(struct bw_buf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 /* Ensures room for n more bytes after the used ones and returns a pointer to
  * it (valid until the next call that changes b), or NULL. */
 uint8_t *bw_buf_reserve(struct bw_buf *b, size_t n);

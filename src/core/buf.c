@@ -1,6 +1,8 @@
 /* Capped growable buffers: storage grows by doubling up to the cap fixed at
  * init and never past it; consumed bytes at the front are reclaimed lazily.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -94,4 +96,23 @@ void
 bw_buf_reset(struct bw_buf *b)
 {
 	b->off = b->len = 0;
+}
+
+int
+bw_buf_printf(struct bw_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	uint8_t *p;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (p = bw_buf_reserve(b, (size_t)n + 1)) == NULL)
+		return BW_ETOOBIG;
+	va_start(ap, fmt);
+	n = vsnprintf((char *)p, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	bw_buf_commit(b, (size_t)n);
+	return 0;
 }

@@ -291,6 +291,7 @@ bw_conn_send(struct bw_conn *c, const void *p, size_t n)
 	if (n == 0)
 		return 0;
 	if (n > c->lis->cfg.lim.out_max - c->out.len) {
+		c->eng->closed_overflow++;
 		bw_conn_close_later(c, "output over the connection's cap");
 		return BW_ETOOBIG;
 	}

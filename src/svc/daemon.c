@@ -45,6 +45,11 @@ bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg)
 		 "0.0.0.0");
 	cfg->rooms_listen.port = 5555;
 	cfg->rooms_listen.max_conns = 10000;
+	bw_metrics_cfg_defaults(&cfg->metrics);
+	snprintf(cfg->metrics_listen.addr, sizeof(cfg->metrics_listen.addr),
+		 "127.0.0.1");
+	cfg->metrics_listen.port = 9357;
+	cfg->metrics_listen.max_conns = 16;
 	cfg->log_level = 1;
 }
 
@@ -59,6 +64,15 @@ all_stats(const void *arg, bw_stat_emit emit, void *emit_arg)
 		if (d->svc[i].mod->stats != NULL && d->svc[i].inst != NULL)
 			d->svc[i].mod->stats(d->svc[i].inst, emit, emit_arg);
 	}
+}
+
+/* The shared port's requests, for the metrics endpoint. */
+static int
+frame_metrics(const void *arg, struct bw_buf *out)
+{
+	const struct bw_daemon *d = arg;
+
+	return bw_frame_metrics(d->frame, out);
 }
 
 /* The limits that follow from the daemon-wide timeouts. */
@@ -106,6 +120,9 @@ plan(struct bw_daemon *d)
 	if (c->rooms_enabled)
 		add(d, &bw_rooms_module, &c->rooms, &c->rooms.limits,
 		    &c->rooms_listen);
+	if (c->metrics_enabled)
+		add(d, &bw_metrics_module, &c->metrics, &c->metrics.limits,
+		    &c->metrics_listen);
 }
 
 /* The shared port on port: one listener serving every table. */
@@ -254,7 +271,9 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 				   .data_dir = d->cfg.data_dir,
 				   .started_s = d->started_s,
 				   .stats = all_stats,
-				   .stats_arg = d};
+				   .stats_arg = d,
+				   .metrics = frame_metrics,
+				   .metrics_arg = d};
 	if ((rc = bw_frame_new(&d->frame)) != 0)
 		return rc;
 	plan(d);

@@ -15,13 +15,14 @@
 #include "svc/console/console.h"
 #include "svc/engine.h"
 #include "svc/frame.h"
+#include "svc/metrics/metrics.h"
 #include "svc/module.h"
 #include "svc/msg/msg.h"
 #include "svc/registry.h"
 #include "svc/rooms/rooms.h"
 #include "svc/vault/vault.h"
 
-#define BW_DAEMON_SERVICES 4
+#define BW_DAEMON_SERVICES 5
 
 struct bw_daemon_cfg {
 	char data_dir[4096];
@@ -40,6 +41,9 @@ struct bw_daemon_cfg {
 	int rooms_enabled;
 	struct bw_listen_cfg rooms_listen;
 	struct bw_rooms_cfg rooms;
+	int metrics_enabled; /* off unless --metrics-listen */
+	struct bw_listen_cfg metrics_listen;
+	struct bw_metrics_cfg metrics;
 	int log_level;		/* 0 debug, 1 info, 2 warn, 3 error */
 	char log_file[4096];	/* "" = standard error */
 	char config_path[4096]; /* "" = none */

@@ -24,6 +24,7 @@ enum kind {
 	K_SECRET_FILE,
 	K_LEVEL,
 	K_CONFIG, /* the configuration file (only on the command line) */
+	K_LISTEN, /* HOST:PORT of a listener off by default (turns it on) */
 };
 
 struct opt {
@@ -136,6 +137,9 @@ static const struct opt opts[] = {
 	 "wrong room ids and passwords before a close\n(default 5)"},
 	{"no-rooms", 0, K_OFF, 0, F(rooms_enabled), 0, 0, NULL,
 	 "do not start the group chat"},
+	{"metrics-listen", 0, K_LISTEN, 0, F(metrics_listen), 0, 0, "HOST:PORT",
+	 "serve Prometheus metrics at http://HOST:PORT/metrics\n(off by "
+	 "default; keep it on loopback)"},
 	{"log-level", 0, K_LEVEL, R, F(log_level), 0, 0, "LEVEL",
 	 "debug, info, warn or error (default info)"},
 	{"log-file", 0, K_STR, 0, F(log_file), 0, 0, "PATH",
@@ -272,6 +276,20 @@ bw_daemon_opt_set(struct bw_daemon_cfg *cfg, const char *name,
 		return 0;
 	case K_SECRET_FILE:
 		return secret_file(cfg, value, why, why_cap);
+	case K_LISTEN: {
+		struct bw_listen_cfg *l = (struct bw_listen_cfg *)field;
+		uint16_t port;
+
+		if (bw_parse_hostport(value, l->addr, sizeof(l->addr), &port) !=
+		    0) {
+			snprintf(why, why_cap, "%s needs HOST:PORT, not '%s'",
+				 name, value);
+			return BW_ECONFIG;
+		}
+		l->port = port;
+		cfg->metrics_enabled = 1;
+		return 0;
+	}
 	case K_LEVEL:
 		for (i = 0; i < 4; i++) {
 			if (strcmp(value, levels[i]) == 0) {

@@ -45,6 +45,7 @@ accept_exhausted(struct bw_listener *l)
 		e->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	}
 	e->emfile_dropped++;
+	e->closed_emfile++;
 	l->paused_until_ms = now + EMFILE_PAUSE_MS;
 	(void)bw_loop_update(e->loop, &l->w, 0);
 	if (now - e->emfile_warn_ms >= EMFILE_WARN_MS) {
@@ -186,13 +187,17 @@ on_tick(void *arg)
 		next = c->next;
 		if (c->refs > 0)
 			continue;
-		if (now > c->deadline_ms)
+		if (now > c->deadline_ms) {
+			if (!(c->flags & (BW_CONN_LINGER | BW_CONN_FAILED)))
+				e->closed_idle++;
 			engine_conn_kill(c, (c->flags &
 					     (BW_CONN_LINGER | BW_CONN_FAILED))
 						    ? NULL
 						    : "timeout");
-		else if (c->req_deadline_ms && now > c->req_deadline_ms)
+		} else if (c->req_deadline_ms && now > c->req_deadline_ms) {
+			e->closed_deadline++;
 			engine_conn_kill(c, "request deadline passed");
+		}
 	}
 	if (!e->stopping) {
 		bw_addrtab_sweep(&e->addrs, now);

@@ -141,6 +141,8 @@ struct bw_engine {
 	struct bw_addrtab addrs;
 	int reserve_fd; /* given up to accept and close at EMFILE */
 	uint64_t emfile_dropped, emfile_warn_ms;
+	/* connections closed by the engine since start, by why */
+	uint64_t closed_idle, closed_deadline, closed_overflow, closed_emfile;
 };
 
 /* Creates the loop and its workers, the address table, and (with signals

@@ -8,44 +8,7 @@
 
 #include "bulwark/log.h"
 #include "bulwark/util.h"
-#include "svc/frame.h"
-
-#define CTRL_WANT     2048u /* input buffered between requests */
-#define ERRORS_LOGGED 10    /* error replies logged per connection */
-
-_Static_assert(CTRL_WANT >= BW_REQ_HDR_LEN, "a header fits");
-
-struct bw_frame {
-	const struct bw_frame_proto *p[BW_FRAME_PROTOS_MAX];
-	void *ctx[BW_FRAME_PROTOS_MAX];
-	struct bw_conn_limits lim[BW_FRAME_PROTOS_MAX]; /* 0s: the listener's */
-	unsigned n;
-};
-
-enum fstate {
-	F_HDR,	/* waiting for a 23-byte header */
-	F_HEAD, /* waiting for the route's head of the payload */
-	F_REQ,	/* in the route's on_request */
-	F_BODY, /* the rest of the payload streams through on_body */
-	F_WAIT, /* the answer is being worked on elsewhere */
-};
-
-struct frame_conn {
-	enum fstate st;
-	struct bw_frame_req req;
-	int padded;	     /* course-sample client: pad replies, then close */
-	int in_input;	     /* inside frame_input: a kick must not re-enter */
-	unsigned requests;   /* complete requests read */
-	uint64_t reply_len;  /* bytes of the reply being written */
-	uint64_t reply_left; /* payload bytes announced, not yet queued */
-	uint16_t reply_code; /* 0: no reply in pieces open */
-	unsigned errors_logged, errors_dropped;
-	const struct bw_frame_proto *last; /* of the previous request */
-	void *state[BW_FRAME_PROTOS_MAX];
-};
-
-#define FC(c)  ((struct frame_conn *)(c)->state)
-#define ULL(x) ((unsigned long long)(x))
+#include "svc/frame_int.h"
 
 int
 bw_frame_new(struct bw_frame **out)
@@ -56,6 +19,9 @@ bw_frame_new(struct bw_frame **out)
 void
 bw_frame_free(struct bw_frame *f)
 {
+	if (f == NULL)
+		return;
+	frame_stats_fini(f);
 	free(f);
 }
 
@@ -63,8 +29,12 @@ int
 bw_frame_add(struct bw_frame *f, const struct bw_frame_proto *p, void *ctx,
 	     const struct bw_conn_limits *lim)
 {
+	int rc;
+
 	if (f->n >= BW_FRAME_PROTOS_MAX)
 		return BW_ETOOBIG;
+	if ((rc = frame_stats_init(f, f->n)) != 0)
+		return rc;
 	f->p[f->n] = p;
 	f->ctx[f->n] = ctx;
 	if (lim != NULL)
@@ -89,8 +59,8 @@ bw_frame_limits(const struct bw_frame *f, struct bw_conn_limits *out)
 	}
 }
 
-static int
-proto_index(const struct bw_frame *f, const struct bw_frame_proto *p)
+int
+frame_proto_index(const struct bw_frame *f, const struct bw_frame_proto *p)
 {
 	unsigned i;
 
@@ -105,7 +75,7 @@ void *
 bw_frame_state(struct bw_conn *c, const struct bw_frame_proto *p)
 {
 	struct frame_conn *fc = FC(c);
-	int i = proto_index(bw_conn_inst(c), p);
+	int i = frame_proto_index(bw_conn_inst(c), p);
 
 	if (fc == NULL || i < 0)
 		return NULL;
@@ -150,7 +120,7 @@ static int
 reply_send(struct bw_conn *c, const void *p, size_t n)
 {
 	const struct bw_frame *f = bw_conn_inst(c);
-	int i = proto_index(f, reply_proto(c));
+	int i = frame_proto_index(f, reply_proto(c));
 	size_t cap = i >= 0 ? f->lim[i].out_max : 0;
 
 	if (cap > 0 &&
@@ -171,6 +141,7 @@ bw_frame_reply_begin(struct bw_conn *c, uint16_t code, uint32_t total)
 	if (fc->reply_code != 0)
 		return BW_EPROTO; /* the previous reply is not finished */
 	bw_resp_hdr_encode(&h, hdr);
+	frame_req_result(c, code);
 	fc->reply_code = code;
 	fc->reply_len = BW_RESP_HDR_LEN + (uint64_t)total;
 	fc->reply_left = total;
@@ -274,12 +245,13 @@ bw_frame_done(struct bw_conn *c)
 {
 	struct frame_conn *fc = FC(c);
 	const struct bw_frame *f = bw_conn_inst(c);
-	int i = proto_index(f, fc->req.proto);
+	int i = frame_proto_index(f, fc->req.proto);
 
 	/* until the next input, the idle time of the protocol just served */
 	if (i >= 0 && f->lim[i].idle_ms > 0 &&
 	    f->lim[i].idle_ms != c->lis->cfg.lim.idle_ms)
 		bw_conn_idle_deadline(c, f->lim[i].idle_ms);
+	frame_req_result(c, 0); /* answered by no reply (1030) */
 	fc->last = fc->req.proto;
 	memset(&fc->req, 0, sizeof(fc->req));
 	fc->st = F_HDR;
@@ -392,18 +364,22 @@ on_header(struct bw_conn *c)
 	each_state(c, NEXT);
 	if ((r->route = find_route(f, r->hdr.code, &pi)) == NULL) {
 		r->proto = owner_of(c, r->hdr.code);
+		frame_req_refused(c, r->proto, 1);
 		return bw_frame_fail(c, "unknown request code");
 	}
 	r->proto = f->p[pi];
 	r->ctx = f->ctx[pi];
+	frame_req_start(c);
 	if (r->hdr.payload_size < r->route->min_size ||
-	    r->hdr.payload_size > r->route->max_size)
+	    r->hdr.payload_size > r->route->max_size) {
+		frame_req_refused(c, r->proto, 0);
 		return bw_frame_fail(c,
 				     r->route->on_body != NULL
 					     ? "payload size out of bounds "
 					       "for the request code"
 					     : "payload size is wrong for the "
 					       "request code");
+	}
 	if ((r->state = bw_frame_state(c, r->proto)) == NULL &&
 	    r->proto->state_size > 0)
 		return BW_ENOMEM;

@@ -92,6 +92,11 @@ int bw_frame_add(struct bw_frame *f, const struct bw_frame_proto *p, void *ctx,
  * each. */
 void bw_frame_limits(const struct bw_frame *f, struct bw_conn_limits *out);
 
+/* Appends the requests' figures to out in the Prometheus text format:
+ * bulwark_requests_total{protocol,code,result} and the histogram
+ * bulwark_request_seconds{protocol}. BW_ETOOBIG if out is full. */
+int bw_frame_metrics(const struct bw_frame *f, struct bw_buf *out) BW_WUR;
+
 /* The state proto keeps on c (allocated on first use); NULL if it cannot
  * be allocated. */
 void *bw_frame_state(struct bw_conn *c, const struct bw_frame_proto *p);

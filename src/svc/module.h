@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "bulwark/buf.h"
 #include "bulwark/err.h"
 #include "bulwark/store.h"
 #include "svc/engine.h"
@@ -26,6 +27,10 @@ struct bw_host {
 	/* every service's figures, in a fixed order (the console's STAT) */
 	void (*stats)(const void *arg, bw_stat_emit emit, void *emit_arg);
 	const void *stats_arg;
+	/* figures with labels (the shared port's requests), appended to out
+	 * in the Prometheus text format: 0 or BW_ETOOBIG */
+	int (*metrics)(const void *arg, struct bw_buf *out);
+	const void *metrics_arg;
 };
 
 struct bw_module {

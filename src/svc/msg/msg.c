@@ -195,10 +195,12 @@ msg_stats(const void *inst, bw_stat_emit emit, void *arg)
 
 	emit(arg, "msg_queued", "messages queued", m->queued_n);
 	emit(arg, "msg_queued_bytes", "message bytes queued", m->queued_bytes);
-	emit(arg, "msg_stored", "messages stored since start", m->stored);
-	emit(arg, "msg_delivered", "messages delivered since start",
+	emit(arg, "msg_stored_total", "messages stored since start", m->stored);
+	emit(arg, "msg_bytes_total", "message bytes stored since start",
+	     m->stored_bytes);
+	emit(arg, "msg_delivered_total", "messages delivered since start",
 	     m->delivered);
-	emit(arg, "msg_syncs", "message commits synced to disk",
+	emit(arg, "msg_syncs_total", "message commits synced to disk",
 	     bw_durable_syncs(m->durable));
 }
 

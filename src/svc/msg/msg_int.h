@@ -44,6 +44,7 @@ struct bw_msg {
 	/* live figures */
 	uint64_t queued_n, queued_bytes; /* waiting in the store */
 	uint64_t stored, delivered, bodies_active, pulls_active;
+	uint64_t stored_bytes; /* content bytes of the messages stored */
 };
 
 enum mstate {

@@ -111,8 +111,10 @@ stored_durable(void *arg, int rc)
 
 	if (p->counted)
 		row_synced(p->m, p, rc == 0);
-	if (rc == 0 && p->rc == 0)
+	if (rc == 0 && p->rc == 0) {
 		p->m->stored++;
+		p->m->stored_bytes += p->rec.size;
+	}
 	if (alive) {
 		MC(c)->st = M_IDLE;
 		MC(c)->p = NULL;

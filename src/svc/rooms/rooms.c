@@ -357,13 +357,13 @@ rooms_stats(const void *inst, bw_stat_emit emit, void *arg)
 	emit(arg, "rooms_members", "room members", rs->members_n);
 	emit(arg, "rooms_at_menu", "chat connections at the menu", rs->at_menu);
 	emit(arg, "rooms_hashing", "room passwords being checked", rs->hashing);
-	emit(arg, "rooms_lines", "chat lines relayed since start",
+	emit(arg, "rooms_lines_total", "chat lines relayed since start",
 	     rs->lines_relayed);
-	emit(arg, "rooms_deliveries", "chat deliveries since start",
+	emit(arg, "rooms_deliveries_total", "chat deliveries since start",
 	     rs->deliveries);
-	emit(arg, "rooms_refused", "wrong room ids and passwords since start",
-	     rs->refused);
-	emit(arg, "rooms_cut_off", "members cut off for not reading",
+	emit(arg, "rooms_wrong_attempts_total",
+	     "wrong room ids and passwords since start", rs->refused);
+	emit(arg, "rooms_cut_off_total", "members cut off for not reading",
 	     rs->cut_off);
 }
 

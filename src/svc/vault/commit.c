@@ -188,6 +188,10 @@ commit_finish(struct upload *u, int rc)
 	struct vault_conn *vc;
 
 	upload_log(u, rc);
+	if (rc == 0) {
+		v->stored_n++;
+		v->stored_bytes += u->plain_len;
+	}
 	vault_upload_done(u);
 	if (rc == 0 && cl != NULL &&
 	    (f = bw_registry_file_at(v->reg, cl, u->rel_path)) != NULL)

@@ -441,6 +441,10 @@ vault_stats(const void *inst, bw_stat_emit emit, void *arg)
 	     "bytes received by uploads in progress", v->upload_bytes_active);
 	emit(arg, "vault_refused_bodies", "refused uploads being discarded",
 	     v->swallowing);
+	emit(arg, "vault_uploads_total", "uploads stored since start",
+	     v->stored_n);
+	emit(arg, "vault_upload_bytes_total",
+	     "bytes stored by uploads since start", v->stored_bytes);
 }
 
 #define NAME_ROUTE(code, flags, fn)                                            \

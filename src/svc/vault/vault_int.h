@@ -42,6 +42,7 @@ struct bw_vault {
 	int addr_slot; /* its count per address: uploads and refused bodies */
 	/* live figures */
 	uint64_t uploads_active, upload_bytes_active, swallowing;
+	uint64_t stored_n, stored_bytes; /* uploads committed since start */
 	/* Everything under the data directory is reached from these, with
 	 * O_NOFOLLOW: a symbolic link planted there is refused, never
 	 * followed. */

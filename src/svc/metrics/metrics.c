@@ -1,0 +1,252 @@
+/* GET /metrics: the request's head read (bounded), the answer built whole
+ * from the live daemon (listeners, the engine's closes, every service's
+ * figures, the shared port's requests) and the connection finished. Why
+ * not a library such as libmicrohttpd: it would bring threads or a loop of
+ * its own beside ours, and the figures live on this loop's thread; one
+ * request a scrape needs only these lines, under the engine's caps.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bulwark/buf.h"
+#include "bulwark/log.h"
+#include "svc/metrics/metrics.h"
+
+#define HEAD_MAX (8u * 1024u)
+#define BODY_MAX (4u * 1024u * 1024u)
+
+struct bw_metrics {
+	struct bw_metrics_cfg cfg;
+	struct bw_host host;
+	uint64_t scrapes;
+};
+
+void
+bw_metrics_cfg_defaults(struct bw_metrics_cfg *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->limits = (struct bw_conn_limits){HEAD_MAX, BODY_MAX + 1024, 10000,
+					      10000};
+}
+
+/* --- the figures -------------------------------------------------------- */
+
+struct out {
+	struct bw_buf *b;
+	int rc;
+};
+
+static void
+put_stat(void *arg, const char *key, const char *label, uint64_t value)
+{
+	struct out *o = arg;
+	size_t n = strlen(key);
+	const char *type = n > 6 && strcmp(key + n - 6, "_total") == 0
+				   ? "counter"
+				   : "gauge";
+
+	o->rc |= bw_buf_printf(o->b,
+			       "# HELP bulwark_%s %s.\n# TYPE bulwark_%s %s\n"
+			       "bulwark_%s %llu\n",
+			       key, label, key, type, key,
+			       (unsigned long long)value);
+}
+
+static int
+listeners(const struct bw_engine *e, struct bw_buf *b)
+{
+	static const char *const fam[][3] = {
+		{"connections", "gauge", "Open connections per listener."},
+		{"connections_accepted_total", "counter",
+		 "Connections accepted per listener."},
+		{"connections_refused_total", "counter",
+		 "Connections refused at a listener's cap."},
+	};
+	const struct bw_listener *l;
+	unsigned i, k;
+	uint64_t v;
+	int rc = 0;
+
+	for (k = 0; k < 3; k++) {
+		rc |= bw_buf_printf(
+			b, "# HELP bulwark_%s %s\n# TYPE bulwark_%s %s\n",
+			fam[k][0], fam[k][2], fam[k][0], fam[k][1]);
+		for (i = 0; i < e->lis_n; i++) {
+			l = &e->lis[i];
+			v = k == 0   ? l->conns_n
+			    : k == 1 ? l->accepted
+				     : l->refused;
+			rc |= bw_buf_printf(b,
+					    "bulwark_%s{listener=\"%s\","
+					    "port=\"%u\"} %llu\n",
+					    fam[k][0], l->name, l->port,
+					    (unsigned long long)v);
+		}
+	}
+	rc |= bw_buf_printf(
+		b,
+		"# HELP bulwark_errors_total Connections the engine closed "
+		"or refused, by why.\n# TYPE bulwark_errors_total counter\n"
+		"bulwark_errors_total{kind=\"idle_timeout\"} %llu\n"
+		"bulwark_errors_total{kind=\"request_deadline\"} %llu\n"
+		"bulwark_errors_total{kind=\"output_overflow\"} %llu\n"
+		"bulwark_errors_total{kind=\"out_of_descriptors\"} %llu\n",
+		(unsigned long long)e->closed_idle,
+		(unsigned long long)e->closed_deadline,
+		(unsigned long long)e->closed_overflow,
+		(unsigned long long)e->closed_emfile);
+	return rc;
+}
+
+static int
+body(struct bw_metrics *m, struct bw_buf *b)
+{
+	const struct bw_host *h = &m->host;
+	struct out o = {b, 0};
+
+	o.rc |= bw_buf_printf(
+		b,
+		"# HELP bulwark_up 1 while bulwarkd serves.\n"
+		"# TYPE bulwark_up gauge\nbulwark_up 1\n"
+		"# HELP bulwark_start_time_seconds When bulwarkd started.\n"
+		"# TYPE bulwark_start_time_seconds gauge\n"
+		"bulwark_start_time_seconds %lld\n"
+		"# HELP bulwark_clients Registered clients.\n"
+		"# TYPE bulwark_clients gauge\nbulwark_clients %llu\n"
+		"# HELP bulwark_files Stored files.\n"
+		"# TYPE bulwark_files gauge\nbulwark_files %llu\n"
+		"# HELP bulwark_scrapes_total Answers to GET /metrics.\n"
+		"# TYPE bulwark_scrapes_total counter\n"
+		"bulwark_scrapes_total %llu\n",
+		(long long)h->started_s, (unsigned long long)h->reg->clients_n,
+		(unsigned long long)h->reg->files_n,
+		(unsigned long long)++m->scrapes);
+	o.rc |= listeners(h->eng, b);
+	if (h->stats != NULL)
+		h->stats(h->stats_arg, put_stat, &o);
+	if (h->metrics != NULL)
+		o.rc |= h->metrics(h->metrics_arg, b);
+	return o.rc != 0 ? BW_ETOOBIG : 0;
+}
+
+/* --- HTTP ---------------------------------------------------------------- */
+
+static void
+answer(struct bw_conn *c, const char *status, const char *type, const void *p,
+       size_t n, int head_only)
+{
+	char hdr[256];
+	int k = snprintf(hdr, sizeof(hdr),
+			 "HTTP/1.1 %s\r\nContent-Type: %s\r\n"
+			 "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+			 status, type, n);
+
+	if (k > 0 && bw_conn_send(c, hdr, (size_t)k) == 0 && !head_only &&
+	    n > 0 && bw_conn_send(c, p, n) != 0)
+		bw_info("c%llu metrics: answer over the cap",
+			(unsigned long long)c->id);
+	bw_conn_finish(c);
+}
+
+static void
+serve(struct bw_conn *c, const char *line, size_t n)
+{
+	static const char text[] = "text/plain; charset=utf-8";
+	struct bw_metrics *m = bw_conn_inst(c);
+	const char *sp = memchr(line, ' ', n), *path, *end;
+	struct bw_buf b;
+	int head = 0;
+
+	if (sp != NULL && sp - line == 3 && memcmp(line, "GET", 3) == 0)
+		head = 0;
+	else if (sp != NULL && sp - line == 4 && memcmp(line, "HEAD", 4) == 0)
+		head = 1;
+	else {
+		answer(c, "405 Method Not Allowed", text, "GET only\n", 9, 0);
+		return;
+	}
+	path = sp + 1;
+	end = memchr(path, ' ', n - (size_t)(path - line));
+	if (end == NULL)
+		end = line + n;
+	if ((size_t)(end - path) >= 8 && memcmp(path, "/metrics", 8) == 0 &&
+	    (end - path == 8 || path[8] == '?')) {
+		bw_buf_init(&b, BODY_MAX);
+		if (body(m, &b) != 0)
+			answer(c, "500 Internal Server Error", text,
+			       "figures over the cap\n", 21, head);
+		else
+			answer(c, "200 OK",
+			       "text/plain; version=0.0.4; charset=utf-8",
+			       bw_buf_head(&b), b.len, head);
+		bw_buf_fini(&b);
+		return;
+	}
+	answer(c, "404 Not Found", text, "try /metrics\n", 13, head);
+}
+
+static int
+metrics_open(struct bw_conn *c)
+{
+	c->want = HEAD_MAX;
+	return 0;
+}
+
+static int
+metrics_input(struct bw_conn *c)
+{
+	const char *p = (const char *)bw_buf_head(&c->in);
+	size_t n = c->in.len, i, eol;
+
+	if (c->flags & BW_CONN_CLOSING && c->out.len > 0)
+		return 0; /* answered */
+	/* the head ends at an empty line; the request line is its first */
+	for (i = 0; i + 1 < n; i++) {
+		if ((p[i] == '\n' && p[i + 1] == '\n') ||
+		    (i + 3 < n && memcmp(p + i, "\r\n\r\n", 4) == 0)) {
+			eol = (size_t)((const char *)memchr(p, '\n', n) - p);
+			if (eol > 0 && p[eol - 1] == '\r')
+				eol--;
+			serve(c, p, eol);
+			bw_buf_consume(&c->in, n);
+			return 0;
+		}
+	}
+	if (n >= HEAD_MAX)
+		answer(c, "431 Request Header Fields Too Large",
+		       "text/plain; charset=utf-8", "", 0, 0);
+	return 0;
+}
+
+static const struct bw_service metrics_service = {
+	.name = "metrics",
+	.on_open = metrics_open,
+	.on_input = metrics_input,
+};
+
+static int
+metrics_init(const struct bw_host *h, const void *cfg, void **out)
+{
+	struct bw_metrics *m;
+
+	if ((m = calloc(1, sizeof(*m))) == NULL)
+		return BW_ENOMEM;
+	m->cfg = *(const struct bw_metrics_cfg *)cfg;
+	m->host = *h;
+	*out = m;
+	return 0;
+}
+
+static void
+metrics_fini(void *inst)
+{
+	free(inst);
+}
+
+const struct bw_module bw_metrics_module = {
+	.name = "metrics",
+	.init = metrics_init,
+	.fini = metrics_fini,
+	.service = &metrics_service,
+};
