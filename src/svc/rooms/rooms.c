@@ -229,7 +229,8 @@ rooms_open(struct bw_conn *c)
 	rc->rs = rs;
 	rc->c = c;
 	c->state = rc;
-	c->want = rs->cfg.limits.in_max;
+	/* a whole line and its CR LF; more waits in the socket */
+	c->want = rs->cfg.line_max + 2u;
 	rs->at_menu++;
 	rc->at_menu = 1;
 	rc_prompt(rc, R_MENU);
