@@ -27,6 +27,9 @@ int bw_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 /* Splits "host:port" (or "[v6]:port") into host[host_cap] and port. */
 int bw_parse_hostport(const char *s, char *host, size_t host_cap,
 		      uint16_t *port) __attribute__((warn_unused_result));
+/* The same for an address to listen on: port 0 (any free port) allowed. */
+int bw_parse_listen_addr(const char *s, char *host, size_t host_cap,
+			 uint16_t *port);
 
 /* Reads a whole regular file of at most max bytes into a NUL-terminated heap
  * string (*out, *len). BW_ETOOBIG past max; -errno on I/O errors. */

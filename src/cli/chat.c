@@ -280,7 +280,8 @@ run(struct chat *ch)
 		if (ch->in_eof && ch->pending_len == 0 && !ch->sent_bye) {
 			if (ch->len > 0 && !ch->tty)
 				(void)piped(ch, (const uint8_t *)"\n", 1);
-			if (ch->pending_len == 0) {
+			/* the goodbye too waits for its gap */
+			if (ch->pending_len == 0 && now >= ch->next_send_ms) {
 				if ((rc = say_bye(ch)) != 0)
 					return rc;
 				bye_until = now + BYE_WAIT_MS;
@@ -300,7 +301,7 @@ run(struct chat *ch)
 				      : STDIN_FILENO,
 			.events = POLLIN};
 		timeout = -1;
-		if (ch->pending_len > 0)
+		if (ch->pending_len > 0 || (ch->in_eof && !ch->sent_bye))
 			timeout = ch->next_send_ms > now
 					  ? (int)(ch->next_send_ms - now)
 					  : 0;

@@ -3,6 +3,7 @@
  * and serves every service until SIGTERM/SIGINT.
  */
 #include <getopt.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,11 @@ main(int argc, char **argv)
 	int ch, rc;
 	size_t i;
 
+	/* Blocks of 1 MiB and more come from mmap and go back at free: glibc
+	 * would otherwise raise its threshold after the first big free and
+	 * keep each worker's 16 MiB of scrypt (a room password) resident
+	 * for good. */
+	(void)mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
 	build_options(lo, shorts, OPTS_MAX + 3);
 	while ((ch = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
 		if (ch == 'h') {

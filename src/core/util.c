@@ -94,8 +94,9 @@ bw_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 	return 0;
 }
 
-int
-bw_parse_hostport(const char *s, char *host, size_t host_cap, uint16_t *port)
+static int
+hostport(const char *s, char *host, size_t host_cap, uint16_t *port,
+	 uint64_t min_port)
 {
 	const char *colon, *h = s;
 	size_t hlen;
@@ -118,12 +119,24 @@ bw_parse_hostport(const char *s, char *host, size_t host_cap, uint16_t *port)
 	}
 	if (hlen == 0 || hlen >= host_cap)
 		return BW_ECONFIG;
-	if (bw_parse_u64(colon + 1, 1, 65535, &p) != 0)
+	if (bw_parse_u64(colon + 1, min_port, 65535, &p) != 0)
 		return BW_ECONFIG;
 	memcpy(host, h, hlen);
 	host[hlen] = '\0';
 	*port = (uint16_t)p;
 	return 0;
+}
+
+int
+bw_parse_hostport(const char *s, char *host, size_t host_cap, uint16_t *port)
+{
+	return hostport(s, host, host_cap, port, 1);
+}
+
+int
+bw_parse_listen_addr(const char *s, char *host, size_t host_cap, uint16_t *port)
+{
+	return hostport(s, host, host_cap, port, 0);
 }
 
 int
@@ -135,7 +148,9 @@ bw_read_small_file(const char *path, size_t max, char **out, size_t *len)
 	ssize_t n;
 	int fd, rc;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+	/* O_NONBLOCK: a FIFO without a writer must be refused below, not
+	 * block the caller (the daemon's loop, on a reload) in open() */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) < 0)
 		return -errno;
 	if (fstat(fd, &st) != 0) {
 		rc = -errno;

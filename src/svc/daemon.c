@@ -49,7 +49,7 @@ bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg)
 	snprintf(cfg->metrics_listen.addr, sizeof(cfg->metrics_listen.addr),
 		 "127.0.0.1");
 	cfg->metrics_listen.port = 9357;
-	cfg->metrics_listen.max_conns = 16;
+	cfg->metrics_listen.max_conns = 64;
 	cfg->log_level = 1;
 }
 
@@ -80,7 +80,8 @@ static void
 derive(struct bw_daemon_cfg *cfg)
 {
 	struct bw_conn_limits *lim[] = {&cfg->vault.limits, &cfg->msg.limits,
-					&cfg->console.limits};
+					&cfg->console.limits,
+					&cfg->metrics.limits};
 	size_t i;
 
 	for (i = 0; i < sizeof(lim) / sizeof(lim[0]); i++) {

@@ -280,8 +280,8 @@ bw_daemon_opt_set(struct bw_daemon_cfg *cfg, const char *name,
 		struct bw_listen_cfg *l = (struct bw_listen_cfg *)field;
 		uint16_t port;
 
-		if (bw_parse_hostport(value, l->addr, sizeof(l->addr), &port) !=
-		    0) {
+		if (bw_parse_listen_addr(value, l->addr, sizeof(l->addr),
+					 &port) != 0) {
 			snprintf(why, why_cap, "%s needs HOST:PORT, not '%s'",
 				 name, value);
 			return BW_ECONFIG;

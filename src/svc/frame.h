@@ -47,8 +47,11 @@ struct bw_frame_route {
 
 struct bw_frame_proto {
 	const char *name;
-	uint8_t version;	   /* of every reply */
-	uint16_t err_code;	   /* the general error reply */
+	uint8_t version;   /* of every reply */
+	uint16_t err_code; /* the general error reply */
+	/* other replies that refuse (counted as errors in the metrics) */
+	const uint16_t *refusals;
+	size_t refusals_n;
 	uint16_t code_lo, code_hi; /* an unknown code in here is ours */
 	const struct bw_frame_route *routes;
 	size_t routes_n;

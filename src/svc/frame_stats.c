@@ -56,6 +56,24 @@ routes_of(struct bw_frame *f, unsigned i)
 	return f->st[i].ok != NULL && f->st[i].err != NULL ? 0 : BW_ENOMEM;
 }
 
+/* Whether a reply code says no: the general error, or one of the
+ * protocol's refusals. */
+static int
+refused(const struct bw_frame_proto *p, uint16_t code)
+{
+	size_t i;
+
+	if (code == 0)
+		return 0;
+	if (code == p->err_code)
+		return 1;
+	for (i = 0; i < p->refusals_n; i++) {
+		if (p->refusals[i] == code)
+			return 1;
+	}
+	return 0;
+}
+
 void
 frame_req_start(struct bw_conn *c)
 {
@@ -83,7 +101,7 @@ frame_req_result(struct bw_conn *c, uint16_t reply_code)
 	st = &f->st[i];
 	k = (size_t)(r->route - r->proto->routes);
 	if (routes_of(f, (unsigned)i) == 0) {
-		if (reply_code != 0 && reply_code == r->proto->err_code)
+		if (refused(r->proto, reply_code))
 			st->err[k]++;
 		else
 			st->ok[k]++;

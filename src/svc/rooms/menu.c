@@ -240,7 +240,7 @@ menu_line(struct rconn *rc, const char *line, size_t n)
 			   (k == 5 && memcmp(w, "/exit", 5) == 0) ||
 			   (k == 4 && memcmp(w, "Exit", 4) == 0)) {
 			rc_bye(rc, "Exit the chat\n");
-		} else if (k > 0) {
+		} else {
 			(void)rc_say(rc, "You chose an invalid option...\n");
 			rc_prompt(rc, R_MENU);
 		}

@@ -72,6 +72,22 @@ room_has_name(const struct room *r, const char *name)
 	return 0;
 }
 
+/* The first member goes to the end of the list. */
+static void
+rotate(struct room *r)
+{
+	struct rconn *m = r->members;
+
+	if (m == NULL || m->next == NULL)
+		return;
+	r->members = m->next;
+	r->members->prev = NULL;
+	m->prev = r->tail;
+	m->next = NULL;
+	r->tail->next = m;
+	r->tail = m;
+}
+
 void
 room_tell(struct room *r, const struct rconn *skip, const char *text, size_t n)
 {
@@ -91,6 +107,7 @@ room_tell(struct room *r, const struct rconn *skip, const char *text, size_t n)
 			m->rs->cut_off++;
 		}
 	}
+	rotate(r);
 }
 
 /* Tells the others "<name><what>". */
@@ -113,11 +130,13 @@ room_enter(struct rconn *rc, struct room *r, int created)
 
 	rc->room = r;
 	rc->room_id = r->id;
-	rc->prev = NULL;
-	rc->next = r->members;
-	if (r->members != NULL)
-		r->members->prev = rc;
-	r->members = rc;
+	rc->next = NULL;
+	rc->prev = r->tail;
+	if (r->tail != NULL)
+		r->tail->next = rc;
+	else
+		r->members = rc;
+	r->tail = rc;
 	r->members_n++;
 	rs->members_n++;
 	if (rc->at_menu) {
@@ -158,6 +177,8 @@ room_leave(struct rconn *rc, const char *why)
 		r->members = rc->next;
 	if (rc->next != NULL)
 		rc->next->prev = rc->prev;
+	else
+		r->tail = rc->prev;
 	rc->prev = rc->next = NULL;
 	rc->room = NULL;
 	r->members_n--;

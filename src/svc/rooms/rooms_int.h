@@ -31,7 +31,9 @@ struct rconn;
 struct room {
 	uint32_t id;
 	uint8_t salt[SALT_LEN], hash[HASH_LEN];
-	struct rconn *members; /* a list, newest first */
+	/* a list; the first is served first and goes to the end after
+	 * each relay, so no member is always the last one written to */
+	struct rconn *members, *tail;
 	unsigned members_n;
 };
 

@@ -468,10 +468,16 @@ static const struct bw_frame_route routes[] = {
 	NAME_ROUTE(BW_VAULT_REQ_CRC_FAIL, BW_ROUTE_DURING_DRAIN, on_crc),
 };
 
+/* A registration refused (name taken) and a reconnection denied. */
+static const uint16_t refusals[] = {BW_VAULT_RESP_REG_FAILED,
+				    BW_VAULT_RESP_RECONNECT_DENIED};
+
 const struct bw_frame_proto bw_vault_proto = {
 	.name = "vault",
 	.version = BW_VAULT_VERSION,
 	.err_code = BW_VAULT_RESP_ERROR,
+	.refusals = refusals,
+	.refusals_n = sizeof(refusals) / sizeof(refusals[0]),
 	.code_lo = 1000,
 	.code_hi = 1999,
 	.routes = routes,
