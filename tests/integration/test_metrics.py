@@ -1,0 +1,809 @@
+"""The Prometheus endpoint (--metrics-listen HOST:PORT, GET /metrics) of the
+real bulwarkd: every figure moves when its event happens, the text format is
+what Prometheus parses, and the small HTTP server behind it holds up (404,
+405, HEAD, 431, a request deadline, parallel scrapes). Scraped with a raw
+socket, so that every byte of the answer is checked."""
+
+import os
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+import bwmsg
+import bwrooms as R
+import bwvault as bw
+import vaultenv as env
+from vaultenv import VaultServer, rsa_key, unique_name
+
+H = "127.0.0.1"
+METRICS_LISTEN_RE = re.compile(r"metrics listening on ([0-9.]+):(\d+)")
+
+# The text exposition format 0.0.4 (the Prometheus data model's names).
+METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+SAMPLE_RE = re.compile(
+    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)'
+    r'(?:\{(?P<labels>(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+    r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*")*)?,?)\})?'
+    r' (?P<value>[-+]?(?:[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?'
+    r'|NaN|[+-]?Inf))(?: -?[0-9]+)?$')
+LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
+HELP_RE = re.compile(r"^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) (.*)$")
+TYPE_RE = re.compile(r"^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$")
+
+
+# --------------------------------------------------------------------------
+# bulwarkd with its metrics endpoint
+
+
+def free_port():
+    """A port the kernel just handed out on 127.0.0.1 (closed again)."""
+    with socket.socket() as s:
+        s.bind((H, 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def start_metrics(tmp_path):
+    """Factory: start_metrics(*extra_args, rooms=False, console=False) ->
+    a VaultServer with .metrics_port. --metrics-listen takes no port 0
+    (see test_metrics_listen_accepts_port_zero), so a port the kernel just
+    handed out is passed and the start retried if it was taken meanwhile.
+    Teardown as conftest's start_server: SIGTERM must give exit 0, and no
+    sanitizer report."""
+    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
+    servers = []
+
+    def start(*extra_args, rooms=False, console=False):
+        last = None
+        for _ in range(5):
+            n = len(servers)
+            port = free_port()
+            srv = VaultServer(tmp_path / ("data%d" % n),
+                              ["--metrics-listen", "%s:%d" % (H, port)] + list(extra_args),
+                              log_path=tmp_path / ("bulwarkd-%d.log" % n),
+                              console=console, rooms=rooms)
+            servers.append(srv)
+            try:
+                srv.start()
+            except AssertionError as e:
+                if "in use" not in str(e):
+                    raise
+                last = e
+                srv.stopped = True  # it never ran: nothing to stop
+                continue
+            m = env.wait_for(lambda: METRICS_LISTEN_RE.search(srv.log()), 5)
+            assert m, "no `metrics listening on` line\n" + srv.log_tail()
+            assert (m.group(1), int(m.group(2))) == (H, port), m.group(0)
+            srv.metrics_port = port
+            return srv
+        raise last
+
+    yield start
+    problems = []
+    for srv in servers:
+        if srv.proc is not None and not srv.stopped:
+            if srv.proc.poll() is not None:
+                problems.append("bulwarkd exited on its own with %r\n%s"
+                                % (srv.proc.poll(), srv.log_tail()))
+            else:
+                try:
+                    srv.stop()
+                except AssertionError as e:
+                    problems.append("graceful stop at teardown failed: %s" % e)
+        if srv.proc is not None:
+            srv.kill()
+            reports = srv.sanitizer_reports()
+            if reports:
+                problems.append("sanitizer reports in the bulwarkd log:\n" + "\n".join(reports[:20]))
+    if problems:
+        pytest.fail("\n\n".join(problems))
+
+
+# --------------------------------------------------------------------------
+# HTTP by hand
+
+
+class Answer:
+    def __init__(self, raw):
+        self.raw = raw
+        head, sep, self.body = raw.partition(b"\r\n\r\n")
+        assert sep, "no end of the response head in %r" % raw[:300]
+        lines = head.decode("latin-1").split("\r\n")
+        m = re.fullmatch(r"HTTP/1\.[01] (\d{3}) (.*)", lines[0])
+        assert m, "bad status line %r" % lines[0]
+        self.status = int(m.group(1))
+        self.headers = {}
+        for ln in lines[1:]:
+            k, colon, v = ln.partition(":")
+            assert colon, "bad header line %r" % ln
+            self.headers[k.strip().lower()] = v.strip()
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8")
+
+
+def recv_all(s, timeout=10.0, limit=16 << 20):
+    """Everything until the server closes (bounded in time and size)."""
+    deadline = time.monotonic() + timeout
+    out = b""
+    while len(out) < limit:
+        left = deadline - time.monotonic()
+        assert left > 0, "the server did not close within %gs; got %r" % (timeout, out[:300])
+        s.settimeout(left)
+        try:
+            data = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        out += data
+    return out
+
+
+def http(port, head, timeout=10.0):
+    """Sends head (bytes: the whole request) and reads the answer to the close."""
+    with socket.create_connection((H, port), timeout=timeout) as s:
+        s.sendall(head)
+        return Answer(recv_all(s, timeout))
+
+
+def get(port, path="/metrics", method="GET", extra=b""):
+    return http(port, b"%s %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/plain\r\n%s\r\n"
+                % (method.encode(), path.encode(), H.encode(), port, extra))
+
+
+class Scrape:
+    """A parsed /metrics body: samples as {(name, ((label, value), ...)): value}."""
+
+    def __init__(self, text):
+        self.text = text
+        self.samples = {}
+        for ln in text.splitlines():
+            if ln.startswith("#") or not ln:
+                continue
+            m = SAMPLE_RE.match(ln)
+            assert m, "not a sample line: %r" % ln
+            labels = tuple(sorted(LABEL_RE.findall(m.group("labels") or "")))
+            key = (m.group("name"), labels)
+            assert key not in self.samples, "sample twice: %r" % ln
+            self.samples[key] = float(m.group("value"))
+
+    def get(self, name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        assert key in self.samples, "no sample %s%r in\n%s" % (name, labels, self.text)
+        return self.samples[key]
+
+    def family(self, name):
+        """{labels dict as tuple: value} of every sample named name."""
+        return {k[1]: v for k, v in self.samples.items() if k[0] == name}
+
+
+def scrape(srv):
+    a = get(srv.metrics_port)
+    assert a.status == 200, a.raw[:500]
+    assert a.headers.get("content-type", "").startswith("text/plain"), a.headers
+    assert int(a.headers["content-length"]) == len(a.body), (a.headers, len(a.body))
+    return Scrape(a.text)
+
+
+def shared(srv, s, fam="bulwark_connections"):
+    return s.get(fam, listener="shared", port=str(srv.port))
+
+
+def req(s, proto, code, result):
+    return s.get("bulwark_requests_total", protocol=proto, code=str(code), result=result)
+
+
+def wait_metric(srv, pred, timeout=5.0):
+    """Scrapes until pred(scrape) holds (bounded); returns the last scrape."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = scrape(srv)
+        if pred(s) or time.monotonic() >= deadline:
+            return s
+        time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------
+# On and off
+
+
+def test_metrics_are_off_by_default(start_server):
+    srv = start_server()
+    srv.assert_serves()
+    assert "metrics listening" not in srv.log()
+    assert "metrics" not in " ".join(ln for ln in srv.log().splitlines() if "listening on" in ln)
+
+
+def test_metrics_listen_accepts_port_zero(tmp_path):
+    """Port 0 (any free port), as --port, --console-port and --rooms-port take,
+    with the port chosen reported in the `metrics listening on` line."""
+    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
+    srv = VaultServer(tmp_path / "data", ["--metrics-listen", "127.0.0.1:0"],
+                      log_path=tmp_path / "bulwarkd.log")
+    try:
+        srv.start()
+        m = env.wait_for(lambda: METRICS_LISTEN_RE.search(srv.log()), 5)
+        assert m, srv.log_tail()
+        port = int(m.group(2))
+        assert port != 0
+        srv.metrics_port = port
+        assert scrape(srv).get("bulwark_up") == 1
+        srv.stop()
+    finally:
+        srv.kill()
+
+
+def test_metrics_listen_needs_host_and_port(tmp_path):
+    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
+    import subprocess
+    for bad in ("127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:x"):
+        r = subprocess.run([str(env.BULWARKD), "--data-dir", str(tmp_path), "--no-console",
+                            "--no-rooms", "--port", "0", "--metrics-listen", bad],
+                           capture_output=True, timeout=10, cwd=str(tmp_path))
+        assert r.returncode == 2, (bad, r)
+        assert b"metrics-listen" in r.stderr and bad.encode() in r.stderr, (bad, r.stderr)
+
+
+# --------------------------------------------------------------------------
+# The format
+
+
+def test_every_line_is_in_the_text_format_and_every_family_has_help_and_type(start_metrics):
+    srv = start_metrics(rooms=True, console=True)
+    srv.assert_serves()  # something in the histograms
+    a = get(srv.metrics_port)
+    assert a.status == 200
+    assert a.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8", a.headers
+    text = a.text
+    assert text.endswith("\n") and "\r" not in text
+    helps, types, order, sampled = {}, {}, [], []
+    for ln in text.split("\n")[:-1]:
+        assert ln, "an empty line"
+        if ln.startswith("#"):
+            h, t = HELP_RE.match(ln), TYPE_RE.match(ln)
+            assert h or t, "a comment that is neither HELP nor TYPE: %r" % ln
+            if h:
+                assert h.group(1) not in helps, "HELP twice for %s" % h.group(1)
+                assert h.group(2).strip(), "empty HELP for %s" % h.group(1)
+                helps[h.group(1)] = h.group(2)
+            else:
+                assert t.group(1) not in types, "TYPE twice for %s" % t.group(1)
+                assert t.group(1) not in sampled, "TYPE of %s after its samples" % t.group(1)
+                types[t.group(1)] = t.group(2)
+                order.append(t.group(1))
+            continue
+        m = SAMPLE_RE.match(ln)
+        assert m, "not `name{labels} value` or `name value`: %r" % ln
+        name = m.group("name")
+        assert METRIC_NAME_RE.match(name), name
+        for lname, _ in LABEL_RE.findall(m.group("labels") or ""):
+            assert LABEL_NAME_RE.match(lname) and not lname.startswith("__"), ln
+        fam = name
+        if fam not in types:
+            for suffix in ("_bucket", "_sum", "_count"):
+                if name.endswith(suffix) and types.get(name[:-len(suffix)]) == "histogram":
+                    fam = name[:-len(suffix)]
+        assert fam in types, "sample of %s with no TYPE before it: %r" % (name, ln)
+        assert fam in helps, "sample of %s with no HELP: %r" % (name, ln)
+        # a family's samples are together: no other family's lines between
+        assert fam == order[-1], "sample of %s after the family %s began: %r" % (fam, order[-1], ln)
+        sampled.append(fam)
+        value = float(m.group("value"))
+        if types[fam] == "counter":
+            assert name.endswith("_total"), "counter %s without _total" % name
+            assert value >= 0, ln
+    assert set(helps) == set(types), set(helps) ^ set(types)
+    for fam in types:
+        assert fam.startswith("bulwark_"), fam
+        assert fam in sampled, "family %s with no sample" % fam
+    for need in ("bulwark_connections", "bulwark_connections_accepted_total",
+                 "bulwark_requests_total", "bulwark_request_seconds", "bulwark_errors_total",
+                 "bulwark_vault_uploads_total", "bulwark_vault_upload_bytes_total",
+                 "bulwark_msg_stored_total", "bulwark_msg_bytes_total", "bulwark_msg_queued",
+                 "bulwark_msg_delivered_total", "bulwark_rooms", "bulwark_rooms_members",
+                 "bulwark_rooms_lines_total", "bulwark_rooms_deliveries_total",
+                 "bulwark_rooms_wrong_attempts_total"):
+        assert need in types, "no family %s" % need
+    assert types["bulwark_request_seconds"] == "histogram"
+    Scrape(text)  # no sample twice
+
+
+def test_histogram_buckets_are_cumulative_and_end_with_inf_equal_to_count(start_metrics):
+    srv = start_metrics()
+    before = scrape(srv)
+    n0 = before.get("bulwark_request_seconds_count", protocol="vault")
+    with srv.client() as c:
+        bw.expect(c.register(unique_name("h")), bw.REGISTERED)
+        bw.expect(c.send_pubkey(key=rsa_key(0)), bw.KEY_STORED)
+    m = bwmsg.MsgClient(H, srv.port)
+    m.register(unique_name("hm"), key=rsa_key(1))
+    m.list()
+    m.close()
+    s = wait_metric(srv, lambda s: s.get("bulwark_request_seconds_count", protocol="vault") >= n0 + 2
+                    and s.get("bulwark_request_seconds_count", protocol="messenger") >= 2)
+    for proto, want in (("vault", n0 + 2), ("messenger", 2)):
+        count = s.get("bulwark_request_seconds_count", protocol=proto)
+        assert count == want, (proto, count)
+        buckets = [(dict(k)["le"], v) for k, v in s.family("bulwark_request_seconds_bucket").items()
+                   if dict(k)["protocol"] == proto]
+        les = [le for le, _ in buckets]
+        assert les[-1] == "+Inf", les
+        bounds = [float(le) for le in les[:-1]]
+        assert bounds == sorted(bounds) and len(set(bounds)) == len(bounds), les
+        # in the order of the text
+        text_order = [dict(LABEL_RE.findall(ln[ln.index("{"):]))["le"]
+                      for ln in s.text.splitlines()
+                      if ln.startswith("bulwark_request_seconds_bucket{")
+                      and 'protocol="%s"' % proto in ln]
+        assert text_order == les or text_order == [le for le, _ in sorted(
+            buckets, key=lambda b: float("inf") if b[0] == "+Inf" else float(b[0]))], text_order
+        values = [v for _, v in sorted(buckets, key=lambda b: float("inf") if b[0] == "+Inf"
+                                       else float(b[0]))]
+        assert values == sorted(values), "buckets not cumulative: %r" % buckets
+        assert values[-1] == count, "+Inf %r != count %r" % (values[-1], count)
+        assert s.get("bulwark_request_seconds_sum", protocol=proto) >= 0
+
+
+# --------------------------------------------------------------------------
+# Connections and the engine's closes
+
+
+def test_connections_gauge_and_accepted_total(start_metrics):
+    srv = start_metrics()
+    s0 = scrape(srv)
+    assert shared(srv, s0) == 0
+    acc0 = shared(srv, s0, "bulwark_connections_accepted_total")
+    clients = [srv.client() for _ in range(3)]
+    try:
+        for i, c in enumerate(clients):
+            bw.expect(c.register(unique_name("g")), bw.REGISTERED)
+        s1 = scrape(srv)
+        assert shared(srv, s1) == 3
+        assert shared(srv, s1, "bulwark_connections_accepted_total") == acc0 + 3
+        assert s1.get("bulwark_clients") == s0.get("bulwark_clients") + 3
+        # the scrape's own connection is open while it is answered
+        assert s1.get("bulwark_connections", listener="metrics", port=str(srv.metrics_port)) == 1
+        assert s1.get("bulwark_connections_accepted_total", listener="metrics",
+                      port=str(srv.metrics_port)) >= 2
+        assert s1.get("bulwark_scrapes_total") == s0.get("bulwark_scrapes_total") + 1
+    finally:
+        for c in clients:
+            c.close()
+    s2 = wait_metric(srv, lambda s: shared(srv, s) == 0)
+    assert shared(srv, s2) == 0
+    assert shared(srv, s2, "bulwark_connections_accepted_total") == acc0 + 3
+
+
+def test_idle_timeout_counts_in_errors_total(start_metrics):
+    srv = start_metrics("--timeout", "1")
+    k0 = scrape(srv).get("bulwark_errors_total", kind="idle_timeout")
+    with socket.create_connection((H, srv.port), timeout=10) as s:
+        s.settimeout(10)
+        try:
+            data = s.recv(1)
+        except ConnectionResetError:
+            data = b""
+        assert data == b"", "the server sent %r to a silent client" % data
+    s1 = wait_metric(srv, lambda s: s.get("bulwark_errors_total", kind="idle_timeout") > k0)
+    assert s1.get("bulwark_errors_total", kind="idle_timeout") == k0 + 1
+    assert s1.get("bulwark_errors_total", kind="request_deadline") == 0
+
+
+def test_connections_per_listener_for_console_and_rooms(start_metrics):
+    srv = start_metrics(rooms=True, console=True)
+    s0 = scrape(srv)
+    cp, rp = str(srv.console_port), str(srv.rooms_port)
+    assert s0.get("bulwark_connections", listener="console", port=cp) == 0
+    assert s0.get("bulwark_connections", listener="rooms", port=rp) == 0
+    with socket.create_connection((H, srv.console_port), timeout=5) as con, \
+            R.RoomClient(srv.rooms_port) as room:
+        assert room.seen  # at the menu
+        con.sendall(b"Hi")
+        assert len(bw.recv_exact(con, 48)) == 48
+        s1 = scrape(srv)
+        assert s1.get("bulwark_connections", listener="console", port=cp) == 1
+        assert s1.get("bulwark_connections", listener="rooms", port=rp) == 1
+        assert s1.get("bulwark_connections_accepted_total", listener="console", port=cp) == 1
+        assert s1.get("bulwark_connections_accepted_total", listener="rooms", port=rp) == 1
+        assert s1.get("bulwark_rooms_at_menu") == 1
+    s2 = wait_metric(srv, lambda s: s.get("bulwark_connections", listener="rooms", port=rp) == 0
+                     and s.get("bulwark_connections", listener="console", port=cp) == 0)
+    assert s2.get("bulwark_connections", listener="rooms", port=rp) == 0
+    assert s2.get("bulwark_connections", listener="console", port=cp) == 0
+
+
+# --------------------------------------------------------------------------
+# Requests by code and result
+
+
+def test_registration_counts_ok_and_a_refused_one_error(start_metrics):
+    srv = start_metrics("--max-reg-per-min", "2")
+    s0 = scrape(srv)
+    assert req(s0, "vault", 1025, "ok") == 0 and req(s0, "vault", 1025, "error") == 0
+    with srv.client() as c:
+        bw.expect(c.register(unique_name("r")), bw.REGISTERED)
+    s1 = scrape(srv)
+    assert req(s1, "vault", 1025, "ok") == 1
+    assert req(s1, "vault", 1025, "error") == 0
+    with srv.client() as c:
+        bw.expect(c.register(unique_name("r")), bw.REGISTERED)
+        # the third from this address within the minute: refused with 2107
+        bw.expect(c.register(unique_name("r")), bw.ERROR)
+    s2 = scrape(srv)
+    assert req(s2, "vault", 1025, "ok") == 2
+    assert req(s2, "vault", 1025, "error") == 1
+    # nothing else moved
+    assert req(s2, "vault", 1026, "ok") == 0 and req(s2, "messenger", 600, "ok") == 0
+
+
+def test_a_malformed_registration_counts_as_error(start_metrics):
+    srv = start_metrics()
+    with srv.client() as c:
+        # a name field with no NUL: the protocol's general error
+        bw.expect(c.request(bw.REGISTER, b"x" * bw.NAME_SIZE, client_id=bw.ZERO_ID), bw.ERROR)
+    s = scrape(srv)
+    assert req(s, "vault", 1025, "error") == 1 and req(s, "vault", 1025, "ok") == 0
+
+
+def test_a_registration_refused_for_a_taken_name_counts_as_error(start_metrics):
+    """2101 is the vault's "registration failed" (spec/files.md): a refused
+    registration, not a successful one."""
+    srv = start_metrics()
+    name = unique_name("taken")
+    with srv.client() as c:
+        bw.expect(c.register(name), bw.REGISTERED)
+    with srv.client() as c:
+        bw.expect(c.register(name), bw.NAME_TAKEN)
+    s = scrape(srv)
+    assert req(s, "vault", 1025, "ok") == 1, s.family("bulwark_requests_total")
+    assert req(s, "vault", 1025, "error") == 1, s.family("bulwark_requests_total")
+
+
+def test_messenger_requests_by_code_and_result(start_metrics):
+    srv = start_metrics()
+    name = unique_name("mm")
+    a = bwmsg.MsgClient(H, srv.port)
+    a.register(name, key=rsa_key(2))
+    b = bwmsg.MsgClient(H, srv.port)
+    with pytest.raises(bwmsg.ServerError):  # 600 with a taken name -> 9000
+        b.register(name, key=rsa_key(3))
+    a.list()
+    with pytest.raises(bwmsg.ServerError):  # 602 for an unknown target
+        a.public_key(os.urandom(16))
+    a.close()
+    b.close()
+    s = scrape(srv)
+    assert req(s, "messenger", 600, "ok") == 1
+    assert req(s, "messenger", 600, "error") == 1
+    assert req(s, "messenger", 601, "ok") == 1
+    assert req(s, "messenger", 602, "error") == 1 and req(s, "messenger", 602, "ok") == 0
+
+
+def test_unknown_code_and_bad_size(start_metrics):
+    srv = start_metrics()
+    s0 = scrape(srv)
+    assert req(s0, "vault", "unknown", "error") == 0
+    assert req(s0, "vault", "bad_size", "error") == 0
+    # a code in the vault's range that no route has
+    with srv.client() as c:
+        c.send_raw(bw.pack_request(bw.ZERO_ID, 1500, b""))
+        bw.expect(c.recv_response(), bw.ERROR)
+    s1 = wait_metric(srv, lambda s: req(s, "vault", "unknown", "error") >= 1)
+    assert req(s1, "vault", "unknown", "error") == 1
+    # a 1025 whose payload is not the 255-byte name field
+    with srv.client() as c:
+        c.send_raw(bw.pack_request(bw.ZERO_ID, bw.REGISTER, b"abc"))
+        bw.expect(c.recv_response(), bw.ERROR)
+    s2 = wait_metric(srv, lambda s: req(s, "vault", "bad_size", "error") >= 1)
+    assert req(s2, "vault", "bad_size", "error") == 1
+    assert req(s2, "vault", "unknown", "error") == 1
+    # the size refusal is no 1025 answered
+    assert req(s2, "vault", 1025, "ok") == 0
+    # and a messenger one: a code in its range
+    with socket.create_connection((H, srv.port), timeout=10) as s:
+        s.sendall(bwmsg.pack_request(bytes(16), 650, b""))
+        bw.read_response(s)
+    s3 = wait_metric(srv, lambda s: req(s, "messenger", "unknown", "error") >= 1)
+    assert req(s3, "messenger", "unknown", "error") == 1
+
+
+# --------------------------------------------------------------------------
+# The vault's uploads
+
+
+def test_upload_counts_files_and_plaintext_bytes(start_metrics):
+    srv = start_metrics()
+    s0 = scrape(srv)
+    assert s0.get("bulwark_vault_uploads_total") == 0
+    assert s0.get("bulwark_vault_upload_bytes_total") == 0
+    sizes = (1000, 70001)
+    for i, size in enumerate(sizes):
+        bw.full_session(H, srv.port, unique_name("up"), os.urandom(size),
+                        file_name="f%d.bin" % i, key=rsa_key(i))
+    s1 = wait_metric(srv, lambda s: s.get("bulwark_vault_uploads_total") >= 2)
+    assert s1.get("bulwark_vault_uploads_total") == 2
+    assert s1.get("bulwark_vault_upload_bytes_total") == sum(sizes)
+    assert s1.get("bulwark_files") == 2
+    assert s1.get("bulwark_vault_uploads_active") == 0
+    assert req(s1, "vault", 1028, "ok") == 2
+    assert req(s1, "vault", 1029, "ok") == 2
+
+
+def test_upload_in_progress_is_a_gauge(start_metrics):
+    """uploads_active while a body is coming in; upload_bytes_active moves by
+    whole decrypted chunks (upload.c: up to 1 MiB each), so more than one
+    chunk is sent: it is above 0 and at most what was sent."""
+    srv = start_metrics()
+    c = srv.client()
+    size = 4 << 20
+    sent = (3 << 20) // 2
+    try:
+        bw.expect(c.register(unique_name("act")), bw.REGISTERED)
+        bw.expect(c.send_pubkey(key=rsa_key(4)), bw.KEY_STORED)
+        content = bw.encrypted_size(size)
+        c.send_raw(bw.pack_request_header(c.client_id, bw.SEND_FILE, bw.FILE_PREFIX_SIZE + content)
+                   + bw.pack_file_prefix(content, "half.bin"))
+        c.send_raw(bw.aes_encrypt_raw(c.aes_key, os.urandom(sent)))
+        s = wait_metric(srv, lambda s: s.get("bulwark_vault_upload_bytes_active") > 0)
+        assert s.get("bulwark_vault_uploads_active") == 1
+        active = s.get("bulwark_vault_upload_bytes_active")
+        assert 0 < active <= sent, active
+    finally:
+        c.close()
+    s = wait_metric(srv, lambda s: s.get("bulwark_vault_uploads_active") == 0)
+    assert s.get("bulwark_vault_uploads_active") == 0
+    assert s.get("bulwark_vault_upload_bytes_active") == 0
+    assert s.get("bulwark_vault_uploads_total") == 0
+    assert s.get("bulwark_vault_upload_bytes_total") == 0
+
+
+# --------------------------------------------------------------------------
+# The messenger's messages
+
+
+def test_messages_stored_queued_and_delivered(start_metrics):
+    srv = start_metrics()
+    a = bwmsg.MsgClient(H, srv.port)
+    a.register(unique_name("ma"), key=rsa_key(5))
+    b = bwmsg.MsgClient(H, srv.port)
+    b.register(unique_name("mb"), key=rsa_key(6))
+    s0 = scrape(srv)
+    for k in ("bulwark_msg_stored_total", "bulwark_msg_bytes_total", "bulwark_msg_queued",
+              "bulwark_msg_queued_bytes", "bulwark_msg_delivered_total"):
+        assert s0.get(k) == 0, k
+    key = os.urandom(16)
+    contents = [b"", bw.aes_encrypt(key, b"hello bob"), os.urandom(3000)]
+    a.send_key_request(b.client_id)
+    a.send(b.client_id, bwmsg.TEXT, contents[1])
+    a.send(b.client_id, bwmsg.FILE, contents[2])
+    total = sum(len(x) for x in contents)
+    s1 = scrape(srv)
+    assert s1.get("bulwark_msg_stored_total") == 3
+    assert s1.get("bulwark_msg_bytes_total") == total
+    assert s1.get("bulwark_msg_queued") == 3
+    assert s1.get("bulwark_msg_queued_bytes") == total
+    assert s1.get("bulwark_msg_delivered_total") == 0
+    assert req(s1, "messenger", 603, "ok") == 3
+    got = b.pull()
+    assert [r[3] for r in got] == contents
+    # the next request on the connection is the evidence of delivery
+    b.list()
+    s2 = wait_metric(srv, lambda s: s.get("bulwark_msg_delivered_total") >= 3)
+    assert s2.get("bulwark_msg_delivered_total") == 3
+    assert s2.get("bulwark_msg_queued") == 0
+    assert s2.get("bulwark_msg_queued_bytes") == 0
+    assert s2.get("bulwark_msg_stored_total") == 3
+    assert s2.get("bulwark_msg_bytes_total") == total
+    assert req(s2, "messenger", 604, "ok") == 1
+    a.close()
+    b.close()
+
+
+# --------------------------------------------------------------------------
+# Rooms
+
+
+def test_rooms_members_lines_deliveries_and_wrong_attempts(start_metrics):
+    srv = start_metrics(rooms=True)
+    port = srv.rooms_port
+    s0 = scrape(srv)
+    assert s0.get("bulwark_rooms") == 0 and s0.get("bulwark_rooms_members") == 0
+    a, rid = R.creator(port, "alice", "pw-a", source="127.0.0.81")
+    s1 = scrape(srv)
+    assert s1.get("bulwark_rooms") == 1 and s1.get("bulwark_rooms_members") == 1
+    b = R.member(port, "bob", rid, "pw-a", source="127.0.0.82")
+    a.expect(R.joined("bob"))
+    c = R.member(port, "carol", rid, "pw-a", source="127.0.0.83")
+    a.expect(R.joined("carol"))
+    b.expect(R.joined("carol"))
+    s2 = scrape(srv)
+    assert s2.get("bulwark_rooms") == 1 and s2.get("bulwark_rooms_members") == 3
+    d, rid2 = R.creator(port, "dave", "pw-d", source="127.0.0.84")
+    s3 = scrape(srv)
+    assert s3.get("bulwark_rooms") == 2 and s3.get("bulwark_rooms_members") == 4
+    lines0 = s3.get("bulwark_rooms_lines_total")
+    del0 = s3.get("bulwark_rooms_deliveries_total")
+    c.line("hello from carol")
+    a.expect("carol: hello from carol")
+    b.expect("carol: hello from carol")
+    s4 = scrape(srv)
+    assert s4.get("bulwark_rooms_lines_total") == lines0 + 1
+    assert s4.get("bulwark_rooms_deliveries_total") == del0 + 2  # alice and bob
+    d.line("alone")  # a line with no one to hear it
+    s5 = wait_metric(srv, lambda s: s.get("bulwark_rooms_lines_total") >= lines0 + 2)
+    assert s5.get("bulwark_rooms_lines_total") == lines0 + 2
+    assert s5.get("bulwark_rooms_deliveries_total") == del0 + 2
+    # wrong ids and passwords
+    w0 = s5.get("bulwark_rooms_wrong_attempts_total")
+    e = R.RoomClient(port, source="127.0.0.85")
+    e.line("1", "eve")
+    e.expect_seq([R.ASK_NAME, R.ASK_ID])
+    e.line("999")
+    e.expect_seq([R.NO_ID, R.ASK_ID])
+    e.line(str(rid))
+    e.expect_seq([R.ASK_PASS])
+    e.line("wrong")
+    e.expect_seq([R.NO_PASS, R.ASK_PASS])
+    s6 = wait_metric(srv, lambda s: s.get("bulwark_rooms_wrong_attempts_total") >= w0 + 2)
+    assert s6.get("bulwark_rooms_wrong_attempts_total") == w0 + 2
+    e.close()
+    for x in (a, b, c, d):
+        x.leave()
+    s7 = wait_metric(srv, lambda s: s.get("bulwark_rooms") == 0 and s.get("bulwark_rooms_members") == 0)
+    assert s7.get("bulwark_rooms") == 0 and s7.get("bulwark_rooms_members") == 0
+
+
+# --------------------------------------------------------------------------
+# HTTP
+
+
+def test_other_paths_are_404(start_metrics):
+    srv = start_metrics()
+    for path in ("/", "/metric", "/metricsx", "/metrics/", "/favicon.ico", "/METRICS"):
+        a = get(srv.metrics_port, path)
+        assert a.status == 404, (path, a.raw[:200])
+        assert int(a.headers["content-length"]) == len(a.body)
+    a = get(srv.metrics_port, "/metrics?name[]=x")
+    assert a.status == 200
+
+
+def test_post_and_other_methods_are_405(start_metrics):
+    srv = start_metrics()
+    a = http(srv.metrics_port, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+    assert a.status == 405, a.raw[:200]
+    for m in ("PUT", "DELETE", "OPTIONS", "get"):
+        a = get(srv.metrics_port, method=m)
+        assert a.status == 405, (m, a.raw[:200])
+    assert srv.alive()
+
+
+def test_head_gives_the_headers_and_no_body(start_metrics):
+    srv = start_metrics()
+    a = get(srv.metrics_port, method="HEAD")
+    assert a.status == 200, a.raw[:300]
+    assert a.body == b""
+    assert int(a.headers["content-length"]) > 100
+    assert a.headers["content-type"].startswith("text/plain")
+
+
+def test_a_request_head_over_8k_gets_431(start_metrics):
+    srv = start_metrics()
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (9 * 1024) + b"\r\n\r\n"
+    a = http(srv.metrics_port, head)
+    assert a.status == 431, a.raw[:300]
+    # and one line of 8 KiB without an end
+    with socket.create_connection((H, srv.metrics_port), timeout=10) as s:
+        s.sendall(b"GET /" + b"m" * 8200)
+        a = Answer(recv_all(s))
+    assert a.status == 431, a.raw[:300]
+    assert scrape(srv).get("bulwark_up") == 1
+
+
+def test_a_silent_or_slow_client_is_closed_at_the_request_deadline(start_metrics):
+    srv = start_metrics()
+    s0 = scrape(srv)
+    d0 = s0.get("bulwark_errors_total", kind="request_deadline")
+    i0 = s0.get("bulwark_errors_total", kind="idle_timeout")
+    silent = socket.create_connection((H, srv.metrics_port), timeout=5)
+    slow = socket.create_connection((H, srv.metrics_port), timeout=5)
+    drip = b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 200 + b"\r\n"
+    closed = {}
+    deadline = time.monotonic() + 30
+    try:
+        i = 0
+        while time.monotonic() < deadline and len(closed) < 2:
+            if "slow" not in closed:
+                try:
+                    slow.sendall(drip[i:i + 1])
+                    i += 1
+                except (BrokenPipeError, ConnectionResetError):
+                    closed["slow"] = b""
+            for name, s in (("silent", silent), ("slow", slow)):
+                if name in closed:
+                    continue
+                s.settimeout(0.3 if name == "silent" else 0.001)
+                try:
+                    data = s.recv(65536)
+                except socket.timeout:
+                    continue
+                except ConnectionResetError:
+                    data = b""
+                closed[name] = data
+            time.sleep(0.2)
+        assert i < len(drip), "the slow client's head was sent whole"
+        assert set(closed) == {"silent", "slow"}, "still open after 30 s: %r" % (
+            {"silent", "slow"} - set(closed))
+        assert closed["silent"] == b"", closed
+        assert not closed["slow"].startswith(b"HTTP/1.1 200"), closed
+    finally:
+        silent.close()
+        slow.close()
+    # the slow one passed its request deadline while never idle; the silent
+    # one passed both at once (the metrics listener's idle and request
+    # limits are both 10 s), and either name is fair for it
+    both = lambda s: (s.get("bulwark_errors_total", kind="request_deadline")
+                      + s.get("bulwark_errors_total", kind="idle_timeout"))
+    s = wait_metric(srv, lambda s: both(s) >= d0 + i0 + 2)
+    assert both(s) == d0 + i0 + 2
+    assert s.get("bulwark_errors_total", kind="request_deadline") >= d0 + 1
+    assert s.get("bulwark_up") == 1
+
+
+def test_twenty_parallel_scrapes_all_succeed(start_metrics):
+    srv = start_metrics()
+    n = 20
+    socks = [socket.create_connection((H, srv.metrics_port), timeout=10) for _ in range(n)]
+    results = [None] * n
+    barrier = threading.Barrier(n)
+
+    def one(i):
+        try:
+            barrier.wait(10)
+            socks[i].sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            results[i] = Answer(recv_all(socks[i]))
+        except Exception as e:  # reported below
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for s in socks:
+        s.close()
+    bad = [(i, r if isinstance(r, Exception) else r.raw[:80]) for i, r in enumerate(results)
+           if not isinstance(r, Answer) or r.status != 200]
+    assert not bad, "%d of %d scrapes failed: %r\n%s" % (
+        len(bad), n, bad[:5],
+        "\n".join(ln for ln in srv.log().splitlines() if "metrics" in ln))
+    for r in results:
+        Scrape(r.text).get("bulwark_up")
+
+
+def test_twenty_scrapes_in_threads_connecting_on_their_own(start_metrics):
+    """The usual case of many scrapers: each connects, asks and reads."""
+    srv = start_metrics()
+    n = 20
+    results = [None] * n
+    barrier = threading.Barrier(n)
+
+    def one(i):
+        try:
+            barrier.wait(10)
+            results[i] = get(srv.metrics_port)
+        except Exception as e:
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    bad = [(i, r) for i, r in enumerate(results) if not isinstance(r, Answer) or r.status != 200]
+    assert not bad, "%d of %d scrapes failed: %r" % (len(bad), n, bad[:5])
