@@ -47,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import traceback
 from pathlib import Path
 
@@ -272,7 +273,7 @@ class Bulwark(Server):
                 "--rooms-rate", "0", "--rooms-queue", str(self.ctx.rooms_queue),
                 "--rooms-max-members", str(max_members),
                 "--rooms-max-conns", str(min(15000, self.ctx.members + 4 * self.ctx.senders + 200)),
-                "--shutdown-grace", "2"]
+                "--shutdown-grace", "2", "--metrics-listen", HOST + ":0"]
         self.proc = self.ctx.procs.spawn(argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=d)
         m = self._wait_ready(rb"rooms listening on 127\.0\.0\.1:(\d+)")
         if not m:
@@ -280,9 +281,25 @@ class Bulwark(Server):
             raise ScenarioError("bulwarkd did not report `rooms listening on` within 10 s "
                                 "(exit %r):\n    %s" % (self.proc.returncode, tail(self.log_path)))
         self.port = int(m.group(1))
+        m = self._wait_ready(rb"metrics listening on 127\.0\.0\.1:(\d+)")
+        self.metrics_port = int(m.group(1)) if m else None
         say("bulwarkd %s: rooms on %s:%d, pid %d", self.ctx.bulwarkd, HOST, self.port,
             self.proc.pid)
         return self
+
+    def stat(self, name):
+        """One figure from the metrics endpoint (0 if it cannot be read)."""
+        if self.metrics_port is None:
+            return 0
+        try:
+            with urllib.request.urlopen("http://%s:%d/metrics" % (HOST, self.metrics_port),
+                                        timeout=10) as r:
+                for line in r.read().decode().splitlines():
+                    if line.startswith("bulwark_%s " % name):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
 
     def stop_checked(self):
         rc = self.stop()
@@ -651,6 +668,8 @@ class Run:
                         say("%s fell behind at %d msg/s (%s): not raising the load further",
                             self.srv.label, rate, ", ".join(why))
                         break
+            if self.srv.proto == "rooms" and ctx.burst > 0 and self.members_live() > 0:
+                self.res["burst"] = self.join_burst()
             self.res["rss_end_kib"] = self.srv.rss_kib()
         finally:
             for m in self.members:
@@ -665,6 +684,30 @@ class Run:
 
     def members_live(self):
         return self.stats()[2]
+
+    def join_burst(self):
+        """The first level again while ctx.burst connections try wrong
+        passwords at once: every try is a scrypt on the worker pool, none
+        on the loop thread, so the room's latency should hardly move."""
+        ctx = self.ctx
+        rate = ctx.levels[0]
+        argv = [ctx.chatload, "--mode", "member", "--proto", "rooms", "--host", HOST,
+                "--port", self.srv.port, "--count", ctx.burst, "--proc", 99,
+                "--parallel", ctx.burst, "--join-timeout", ctx.seconds + 30,
+                "--max-seconds", ctx.seconds + 90, "--room", self.room,
+                "--password", "not-" + PASSWORD]
+        say("%s: %d msg/s again while %d connections try wrong passwords", self.srv.label,
+            rate, ctx.burst)
+        hashes0 = self.srv.stat("rooms_wrong_attempts_total")
+        burst = Child(ctx.procs, argv, ctx.tmp / "clients-rooms" / "burst.log", True)
+        try:
+            lv = self.level(len(ctx.levels), rate)
+        finally:
+            burst.tell("quit")
+            burst.close(ctx.procs)
+        lv["burst"] = ctx.burst
+        lv["wrong_tries"] = self.srv.stat("rooms_wrong_attempts_total") - hashes0
+        return lv
 
 
 # --------------------------------------------------------------------------
@@ -770,6 +813,16 @@ def build_rows(ctx, ours, ref):
                 lv["senders_dropped"], lv["order_violations"] + lv["duplicates"])
         row("  delivered, members+senders dropped, order", integrity(x), integrity(y), "-",
             "100%, 0, 0")
+    bu = (ours or {}).get("burst")
+    first = la.get(ctx.levels[0])
+    if bu and first:
+        row("%s msg/s again, %d wrong passwords hashing" % ("{:,}".format(ctx.levels[0]),
+                                                           bu["burst"]),
+            "p50 %s / p99 %s" % (fmt_ms(bu["p50_us"]), fmt_ms(bu["p99_us"])),
+            "without: %s / %s" % (fmt_ms(first["p50_us"]), fmt_ms(first["p99_us"])),
+            ratio(bu["p99_us"], first["p99_us"]), "(report: hashing off the loop)")
+        row("  wrong tries answered meanwhile, deliveries/s", "%d, %s" % (
+            bu["wrong_tries"], fmt_rate(bu["rate_in_window"])))
     best_a = sustained(ours or {}, ctx.p99_ms)
     best_b = sustained(ref or {}, ctx.p99_ms)
     row("max deliveries/s with p99 < %g ms" % ctx.p99_ms,
@@ -911,6 +964,9 @@ def main():
     ap.add_argument("--no-irc-oper", dest="irc_oper", action="store_false",
                     help="ngircd senders stay plain users (flood protection on)")
     ap.add_argument("--no-ngircd", action="store_true", help="skip the ngircd reference")
+    ap.add_argument("--burst", type=int, default=None,
+                    help="connections trying wrong passwords at once during a repeat of "
+                    "the first level (ours only; default 200, quick 0)")
     ap.add_argument("--only-ngircd", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--bin-dir", type=Path, default=REPO / "build" / "release",
                     help="where bulwarkd is (default build/release, built if missing)")
@@ -925,6 +981,7 @@ def main():
     ctx.member_procs = max(1, min(ctx.member_procs, ctx.members))
     ctx.levels = [int(x) for x in (ctx.levels or ("200" if q else "200,1000,2000,4000")).split(",") if x]
     ctx.seconds = ctx.seconds or (3.0 if q else 5.0)
+    ctx.burst = ctx.burst if ctx.burst is not None else (0 if q else 200)
     if ctx.join_timeout is None:
         ctx.join_timeout = 60 + 0.25 * ctx.members
     if ctx.deadline is None:
