@@ -234,6 +234,7 @@ def main():
     ap.add_argument("--tmp", type=Path, required=True)
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
+    a.bin_dir = a.bin_dir.resolve()  # clients run in their own directories
     q = a.quick
     secs, clients = (2.0, 8) if q else (5.0, 32)
     pull_n = 1000 if q else 10000
@@ -246,7 +247,8 @@ def main():
         rows.append((fig, ours, ref, target))
 
     ref = sqlite_fsync_rate(a.tmp, 1.0 if q else 2.0)
-    p, port = start_server(a.bin_dir, a.tmp / "data")
+    # every send goes to one recipient: lift its queue cap for the run
+    p, port = start_server(a.bin_dir, a.tmp / "data", "--max-queued", "100000000")
     try:
         c0 = cpu_s(p.pid)
         rate, _, _ = sends(port, clients, secs, False, key)
