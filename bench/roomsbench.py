@@ -975,6 +975,7 @@ def main():
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--deadline", type=int, default=None, help="overall limit in seconds")
     ctx = ap.parse_args()
+    ctx.bin_dir = ctx.bin_dir.resolve()  # the server runs in its own directory
     q = ctx.quick
     ctx.members = ctx.members or (50 if q else 500)
     ctx.member_procs = ctx.member_procs or (2 if q else 10)
