@@ -8,10 +8,10 @@
  *	path) do action: an errno name (EIO, ENOSPC, EDQUOT, EACCES, ...;
  *	default EIO) makes the call return -1 with that errno without doing it,
  *	"kill" raises SIGKILL before it, "sleep=MS" sleeps MS milliseconds
- *	(1 to 600000) and then does the call (a slow disk). Ops: fsync fdatasync rename renameat
- *	renameat2 link linkat unlink unlinkat write pwrite (pwrite64 too) open
- *	(open64, creat) openat (openat64) mkdir mkdirat. A malformed BW_FAULT
- *	aborts the process so that a typo cannot pass for "nothing failed".
+ *	(1 to 600000) and then does the call (a slow disk). Ops: fsync fdatasync
+ *rename renameat renameat2 link linkat unlink unlinkat write pwrite (pwrite64
+ *too) open (open64, creat) openat (openat64) mkdir mkdirat. A malformed
+ *BW_FAULT aborts the process so that a typo cannot pass for "nothing failed".
  *   BW_FAULT_ARM=/path
  *	faults count only the calls made once /path exists (it is looked for
  *	until it is first seen), so a test can arm them at a chosen moment,
@@ -94,18 +94,18 @@ static const struct {
 	{"EBADF", EBADF},   {"EFBIG", EFBIG},
 };
 
-#define MAX_FAULTS  16
-#define SUBSTR_CAP  512
-#define ACTION_KILL (-1)
+#define MAX_FAULTS   16
+#define SUBSTR_CAP   512
+#define ACTION_KILL  (-1)
 #define ACTION_SLEEP (-2) /* sleep_ms, then the real call */
 #define SLEEP_MAX_MS 600000ul
-#define ONE_PATH    (PATH_MAX + 64)
-#define TWO_PATHS   (2 * ONE_PATH + 2)
+#define ONE_PATH     (PATH_MAX + 64)
+#define TWO_PATHS    (2 * ONE_PATH + 2)
 
 struct fault {
 	int op;
 	unsigned long n;
-	int action; /* errno, ACTION_KILL or ACTION_SLEEP */
+	int action;		/* errno, ACTION_KILL or ACTION_SLEEP */
 	unsigned long sleep_ms; /* ACTION_SLEEP */
 	char substr[SUBSTR_CAP];
 	atomic_ulong seen; /* matching calls so far */
