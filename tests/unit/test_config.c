@@ -1,0 +1,260 @@
+/* bulwarkd's configuration file parser, one test per error it reports and
+ * per form it accepts: every refusal names the file and the line.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "svc/daemon.h"
+
+static char path[64];
+
+static int
+setup(void **state)
+{
+	(void)state;
+	snprintf(path, sizeof(path), "/tmp/bw-config-%d.conf", (int)getpid());
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	(void)unlink(path);
+	return 0;
+}
+
+/* Writes n bytes of text to the file and parses it into cfg. */
+static int
+parse(const char *text, size_t n, struct bw_daemon_cfg *cfg, char *why,
+      size_t cap)
+{
+	FILE *f = fopen(path, "wb");
+
+	assert_non_null(f);
+	assert_int_equal(fwrite(text, 1, n, f), n);
+	assert_int_equal(fclose(f), 0);
+	bw_daemon_cfg_defaults(cfg);
+	why[0] = '\0';
+	return bw_daemon_read_config(cfg, path, why, cap);
+}
+
+#define PARSE(text, cfg, why)                                                  \
+	parse(text, sizeof(text) - 1, cfg, why, sizeof(why))
+
+/* The refusal names the file and the line, and says what. */
+static void
+refused_at(const char *why, unsigned line, const char *what)
+{
+	char want[128];
+
+	snprintf(want, sizeof(want), "%s:%u: ", path, line);
+	assert_non_null(strstr(why, want));
+	assert_non_null(strstr(why, what));
+}
+
+static void
+unknown_key_is_refused_with_its_line(void **state)
+{
+	struct bw_daemon_cfg cfg;
+	char why[512];
+
+	(void)state;
+	assert_int_equal(PARSE("# c\n\nport = 1\nbogus = 2\n", &cfg, why),
+			 BW_ECONFIG);
+	refused_at(why, 4, "unknown key 'bogus'");
+	/* config names a file only on the command line */
+	assert_int_equal(PARSE("config = /etc/x\n", &cfg, why), BW_ECONFIG);
+	refused_at(why, 1, "unknown key 'config'");
+}
+
+static void
+line_without_equals_is_refused(void **state)
+{
+	struct bw_daemon_cfg cfg;
+	char why[512];
+
+	(void)state;
+	assert_int_equal(PARSE("max-uploads 5\n", &cfg, why), BW_ECONFIG);
+	refused_at(why, 1, "not \"key = value\"");
+}
+
+static void
+bad_or_out_of_range_number_is_refused(void **state)
+{
+	struct bw_daemon_cfg cfg;
+	char why[512];
+
+	(void)state;
+	assert_int_equal(PARSE("max-uploads = five\n", &cfg, why), BW_ECONFIG);
+	refused_at(why, 1, "max-uploads needs a number from 1 to 100000");
+	assert_int_equal(PARSE("\nport = 70000\n", &cfg, why), BW_ECONFIG);
+	refused_at(why, 2, "port needs a number from 0 to 65535");
+	assert_int_equal(PARSE("timeout = 0\n", &cfg, why), BW_ECONFIG);
+	refused_at(why, 1, "timeout needs a number");
+	assert_int_equal(PARSE("workers = -1\n", &cfg, why), BW_ECONFIG);
+	refused_at(why, 1, "workers needs a number");
+}
+
+static void
+flag_needs_yes_or_no(void **state)
+{
+	struct bw_daemon_cfg cfg;
+	char why[512];
+
+	(void)state;
+	assert_int_equal(PARSE("no-rooms = maybe\n", &cfg, why), BW_ECONFIG);
+	refused_at(why, 1, "no-rooms needs yes or no");
+	assert_int_equal(PARSE("no-rooms = yes\nno-console = no\n", &cfg, why),
+			 0);
+	assert_int_equal(cfg.rooms_enabled, 0);
+	assert_int_equal(cfg.console_enabled, 1);
+}
+
+static void
+bad_level_and_listen_address_are_refused(void **state)
+{
+	struct bw_daemon_cfg cfg;
+	char why[512];
+
+	(void)state;
+	assert_int_equal(PARSE("log-level = loud\n", &cfg, why), BW_ECONFIG);
+	refused_at(why, 1, "unknown log level 'loud'");
+	assert_int_equal(PARSE("metrics-listen = nowhere\n", &cfg, why),
+			 BW_ECONFIG);
+	refused_at(why, 1, "metrics-listen needs HOST:PORT");
+}
+
+static void
+too_long_string_is_refused(void **state)
+{
+	struct bw_daemon_cfg cfg;
+	char why[512], text[5000];
+
+	(void)state;
+	memcpy(text, "listen = ", 9);
+	memset(text + 9, 'a', 200);
+	text[209] = '\n';
+	assert_int_equal(parse(text, 210, &cfg, why, sizeof(why)), BW_ECONFIG);
+	refused_at(why, 1, "listen is too long");
+}
+
+static void
+missing_file_and_nul_bytes_are_refused(void **state)
+{
+	struct bw_daemon_cfg cfg;
+	char why[512];
+
+	(void)state;
+	bw_daemon_cfg_defaults(&cfg);
+	assert_int_equal(bw_daemon_read_config(&cfg, "/nonexistent/bw.conf",
+					       why, sizeof(why)),
+			 BW_ECONFIG);
+	assert_non_null(strstr(why, "/nonexistent/bw.conf: "));
+	assert_int_equal(parse("port = 1\n\0\n", 10, &cfg, why, sizeof(why)),
+			 BW_ECONFIG);
+	assert_non_null(strstr(why, "not a text file"));
+}
+
+static void
+a_fifo_is_refused_without_blocking(void **state)
+{
+	struct bw_daemon_cfg cfg;
+	char why[512];
+
+	(void)state;
+	(void)unlink(path);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	bw_daemon_cfg_defaults(&cfg);
+	assert_int_equal(bw_daemon_read_config(&cfg, path, why, sizeof(why)),
+			 BW_ECONFIG);
+}
+
+/* Comments, blank lines, blanks around '=', CR LF and no last newline. */
+static void
+comments_blanks_and_crlf_are_accepted(void **state)
+{
+	struct bw_daemon_cfg cfg;
+	char why[512];
+
+	(void)state;
+	assert_int_equal(PARSE("# a comment\r\n   # another\r\n\r\n"
+			       "\tmax-uploads\t=  7 \r\n"
+			       "console-secret = a#b = c\r\n"
+			       "rooms-rate=3",
+			       &cfg, why),
+			 0);
+	assert_int_equal(cfg.vault.max_uploads, 7);
+	assert_string_equal(cfg.console.secret, "a#b = c");
+	assert_int_equal(cfg.rooms.rate, 3);
+	assert_true(cfg.secret_given);
+}
+
+/* Flags win: the arguments are applied after the file. */
+static void
+arguments_win_over_the_file(void **state)
+{
+	struct bw_daemon_cfg cfg;
+	struct bw_daemon_args args;
+	char why[512];
+
+	(void)state;
+	assert_int_equal(
+		PARSE("max-uploads = 7\nrooms-rate = 3\nport = 5\n", &cfg, why),
+		0);
+	memset(&args, 0, sizeof(args));
+	args.name[0] = "config";
+	args.value[0] = path;
+	args.name[1] = "max-uploads";
+	args.value[1] = "9";
+	args.n = 2;
+	assert_int_equal(bw_daemon_configure(&cfg, &args, why, sizeof(why)), 0);
+	assert_int_equal(cfg.vault.max_uploads, 9);
+	assert_int_equal(cfg.rooms.rate, 3);
+	assert_int_equal(cfg.port.port, 5);
+	args.name[1] = "max-uploads";
+	args.value[1] = "0";
+	assert_int_equal(bw_daemon_configure(&cfg, &args, why, sizeof(why)),
+			 BW_ECONFIG);
+	assert_non_null(strstr(why, "--max-uploads needs a number"));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(
+			unknown_key_is_refused_with_its_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(line_without_equals_is_refused,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			bad_or_out_of_range_number_is_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(flag_needs_yes_or_no, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(
+			bad_level_and_listen_address_are_refused, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(too_long_string_is_refused,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			missing_file_and_nul_bytes_are_refused, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			a_fifo_is_refused_without_blocking, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			comments_blanks_and_crlf_are_accepted, setup, teardown),
+		cmocka_unit_test_setup_teardown(arguments_win_over_the_file,
+						setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
