@@ -85,15 +85,17 @@ int bw_store_file_delete(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 			 const char *file_name) BW_WUR;
 
 /* ---- transactions and durability ----
- * Commits do not sync (WAL, synchronous=NORMAL): a caller that promises
- * durability fsyncs the descriptor bw_store_sync_fd gives (the WAL), off
- * the loop thread, after its commit. */
+ * Commits need not be durable when they return (SQLite: WAL with
+ * synchronous=NORMAL): a caller that promises durability calls
+ * bw_store_sync after its commit, off the loop thread. */
 int bw_store_begin(struct bw_store *s) BW_WUR;
 /* Commits, or rolls back and returns the error. */
 int bw_store_commit(struct bw_store *s) BW_WUR;
-/* The descriptor whose fsync makes every commit so far durable; owned by
- * the store (valid until bw_store_close). */
-int bw_store_sync_fd(struct bw_store *s, int *fd) BW_WUR;
+/* Makes every commit made so far durable: 0 or -errno. It blocks (an
+ * fsync), so it runs on a worker, and it is the one call that may run on
+ * another thread while the owner goes on using the store. A backend whose
+ * commits are durable when they return makes it a no-op. */
+int bw_store_sync(struct bw_store *s) BW_WUR;
 
 /* ---- messages ---- */
 

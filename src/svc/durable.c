@@ -2,9 +2,7 @@
  * when it ends, the waiters that were queued before it started are called,
  * and the next fsync starts for the rest.
  */
-#include <errno.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #include "bulwark/log.h"
 #include "svc/durable.h"
@@ -22,7 +20,7 @@ struct bw_durable {
 	struct waiter *running;		      /* covered by the one in flight */
 	int busy;			      /* an fsync is in flight */
 	int scheduled; /* start() deferred to the batch end */
-	int fd, rc;
+	int rc;
 	uint64_t syncs;
 };
 
@@ -37,7 +35,6 @@ bw_durable_new(struct bw_durable **out, struct bw_engine *eng,
 	d->eng = eng;
 	d->store = store;
 	d->queued_tail = &d->queued;
-	d->fd = -1;
 	*out = d;
 	return 0;
 }
@@ -70,7 +67,7 @@ sync_work(void *arg)
 {
 	struct bw_durable *d = arg;
 
-	d->rc = fdatasync(d->fd) == 0 ? 0 : -errno;
+	d->rc = bw_store_sync(d->store);
 }
 
 static void start(struct bw_durable *d);
@@ -100,23 +97,15 @@ start(struct bw_durable *d)
 
 	if (d->busy || d->queued == NULL)
 		return;
-	if ((rc = bw_store_sync_fd(d->store, &d->fd)) == 0) {
-		d->running = d->queued;
-		d->queued = NULL;
-		d->queued_tail = &d->queued;
-		d->busy = 1;
-		if ((rc = bw_loop_submit(d->eng->loop, sync_work, sync_done,
-					 d)) == 0)
-			return;
-		d->busy = 0;
-		w = d->running;
-		d->running = NULL;
-		call_all(w, rc);
-		return;
-	}
-	w = d->queued;
+	d->running = d->queued;
 	d->queued = NULL;
 	d->queued_tail = &d->queued;
+	d->busy = 1;
+	if ((rc = bw_loop_submit(d->eng->loop, sync_work, sync_done, d)) == 0)
+		return;
+	d->busy = 0;
+	w = d->running;
+	d->running = NULL;
 	call_all(w, rc);
 }
 

@@ -30,6 +30,11 @@ RULES = [
     ("src/cli/msg.c", '#  include "../svc/frame.h"', "a client includes a service"),
     ("src/cmd/bulwark.c", '#include "svc/daemon.h"', "outside what it may use"),
     ("src/svc/frame.c", '#include "core/store/store_int.h"', "the store's private header"),
+    # the database is the services' business: no codec, client or other
+    # core module sees even the store's interface
+    ("src/proto/msg.c", '#include "bulwark/store.h"', "the store's interface is included"),
+    ("src/cli/msg.c", '#include <bulwark/store.h>', "the store's interface is included"),
+    ("src/core/log.c", '#include "bulwark/store.h"', "the store's interface is included"),
 ]
 
 
@@ -77,3 +82,19 @@ def test_a_file_without_its_opening_comment_fails(tree):
     r = run(tree)
     assert r.returncode != 0
     assert "does not open with a comment" in r.stderr, r.stderr
+
+
+def test_without_clang_format_it_fails_rather_than_skips(tree, tmp_path):
+    """A machine without clang-format must not pass the format check by
+    skipping it: PATH holds only what checksrc needs besides it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("git", "python3"):
+        found = shutil.which(tool, path="/usr/bin:/bin")
+        if found:
+            os.symlink(found, bin_dir / tool)
+    env_ = {"PATH": str(bin_dir), "HOME": os.environ.get("HOME", "/")}
+    r = subprocess.run(["/usr/bin/python3", str(tree / "tools" / "checksrc")], cwd=tree,
+                       capture_output=True, text=True, timeout=120, env=env_)
+    assert r.returncode != 0
+    assert "clang-format is missing" in r.stderr, r.stderr

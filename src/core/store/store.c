@@ -423,6 +423,27 @@ create_private(const char *path)
 	return -err;
 }
 
+/* The WAL holds every commit not yet checkpointed (a checkpoint syncs the
+ * database file itself), so its fdatasync makes them all durable. Opened at
+ * open time, on the owner's thread, so that bw_store_sync only syncs. */
+static int
+open_sync_fd(struct bw_store *s)
+{
+	const char *db = sqlite3_db_filename(s->db, "main");
+	char path[4096 + 8];
+	int n;
+
+	if (db == NULL || db[0] == '\0')
+		return 0; /* in memory: nothing to sync */
+	n = snprintf(path, sizeof(path), "%s-wal", db);
+	if (n < 0 || (size_t)n >= sizeof(path))
+		return BW_ETOOBIG;
+	s->sync_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (s->sync_fd < 0 && errno == ENOENT) /* not in WAL mode */
+		s->sync_fd = open(db, O_RDONLY | O_CLOEXEC);
+	return s->sync_fd < 0 ? -errno : 0;
+}
+
 int
 bw_store_open(struct bw_store **out, const char *path)
 {
@@ -478,8 +499,9 @@ bw_store_open(struct bw_store **out, const char *path)
 		goto out;
 	if ((rc = setup_schema(s->db, &name_col)) != 0)
 		goto out;
-	if ((rc = prepare_all(s, name_col)) == 0)
-		rc = store_msg_init(s);
+	if ((rc = prepare_all(s, name_col)) == 0 &&
+	    (rc = store_msg_init(s)) == 0)
+		rc = open_sync_fd(s);
 out:
 	sqlite3_finalize(st);
 	if (rc != 0) {
@@ -518,25 +540,11 @@ store_finish(struct bw_store *s, int rc)
 }
 
 int
-bw_store_sync_fd(struct bw_store *s, int *fd)
+bw_store_sync(struct bw_store *s)
 {
-	const char *db = sqlite3_db_filename(s->db, "main");
-	char path[4096 + 8];
-
-	if (s->sync_fd < 0) {
-		if (db == NULL || db[0] == '\0')
-			return BW_ENOTFOUND; /* in memory: nothing to sync */
-		/* the WAL holds every commit not yet checkpointed; a
-		 * checkpoint syncs the database itself */
-		snprintf(path, sizeof(path), "%s-wal", db);
-		s->sync_fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (s->sync_fd < 0 && errno == ENOENT)
-			s->sync_fd = open(db, O_RDONLY | O_CLOEXEC);
-		if (s->sync_fd < 0)
-			return -errno;
-	}
-	*fd = s->sync_fd;
-	return 0;
+	if (s->sync_fd < 0)
+		return 0;
+	return fdatasync(s->sync_fd) == 0 ? 0 : -errno;
 }
 
 int
