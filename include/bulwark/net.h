@@ -32,6 +32,9 @@ int bw_net_write_full(int fd, const void *p, size_t n) BW_WUR;
 /* Bytes written to the TCP socket fd that the peer has not acknowledged
  * (SIOCOUTQ): 0 once it has everything. -errno if it cannot tell. */
 int bw_net_unacked(int fd, size_t *out) BW_WUR;
+/* Bytes received on socket fd and not read yet (SIOCINQ). -errno if it
+ * cannot tell. */
+int bw_net_unread(int fd, size_t *out) BW_WUR;
 /* 1 if the peer of TCP socket fd has closed its side (its FIN arrived,
  * read or not), 0 if not or if it cannot tell. */
 int bw_net_peer_shut(int fd);

@@ -239,6 +239,17 @@ bw_net_unacked(int fd, size_t *out)
 }
 
 int
+bw_net_unread(int fd, size_t *out)
+{
+	int n = 0;
+
+	if (ioctl(fd, SIOCINQ, &n) != 0)
+		return -errno;
+	*out = n > 0 ? (size_t)n : 0;
+	return 0;
+}
+
+int
 bw_net_peer_shut(int fd)
 {
 	struct tcp_info ti;

@@ -5,6 +5,7 @@
  * current callback has returned.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 
 static void conn_update(struct bw_conn *c);
 static void conn_after_output(struct bw_conn *c);
+static uint64_t conn_arrived(const struct bw_conn *c);
 
 /* --- the output queue ----------------------------------------------------
  * Connections with output wait on one list and are flushed once per loop
@@ -70,12 +72,21 @@ queue_del(struct bw_conn *c)
 }
 
 /* Writes what the socket takes: 0 (c->out may still hold bytes, then c is
- * BLOCKED until the socket is writable) or -errno. */
+ * BLOCKED until the socket is writable) or -errno. A peer that takes more
+ * of an output it had blocked on is reading, not idle: a large reply to a
+ * slow reader is not cut off by the idle time (a peer that reads nothing
+ * still is). */
 static int
 conn_flush(struct bw_conn *c)
 {
+	int resumed = (c->flags & BW_CONN_BLOCKED) != 0;
+	int note = (c->flags & BW_CONN_NOTE) && c->out.len > 0;
+	uint64_t until, arrived = 0;
 	ssize_t n;
 
+	/* before the first byte leaves: a reply to it cannot be here yet */
+	if (note)
+		arrived = conn_arrived(c);
 	c->flags &= ~BW_CONN_BLOCKED;
 	while (c->out.len > 0) {
 		n = send(c->w.fd, bw_buf_head(&c->out), c->out.len,
@@ -89,10 +100,45 @@ conn_flush(struct bw_conn *c)
 		if (n < 0)
 			return -errno;
 		bw_buf_consume(&c->out, (size_t)n);
+		if (resumed && n > 0 && !(c->flags & BW_CONN_LINGER)) {
+			until = bw_now_ms() + c->lis->cfg.lim.idle_ms;
+			if (until > c->deadline_ms)
+				c->deadline_ms = until;
+			resumed = 0;
+		}
+	}
+	if (note) {
+		c->drained_out_total = c->out_total;
+		c->drained_in_total = arrived;
 	}
 	if (c->out.cap > IDLE_OUT_CAP)
 		bw_buf_fini(&c->out); /* give back a big reply's memory */
 	return 0;
+}
+
+void
+bw_conn_note_arrivals(struct bw_conn *c)
+{
+	c->flags |= BW_CONN_NOTE;
+}
+
+/* The input that had arrived by now, read or still in the socket. */
+static uint64_t
+conn_arrived(const struct bw_conn *c)
+{
+	size_t unread = 0;
+
+	if (bw_net_unread(c->w.fd, &unread) != 0)
+		unread = SIZE_MAX / 2; /* cannot tell: as if everything had */
+	return c->in_total + unread;
+}
+
+int
+bw_conn_arrived_after(const struct bw_conn *c, uint64_t in_off,
+		      uint64_t out_total)
+{
+	return (c->flags & BW_CONN_NOTE) && c->drained_out_total >= out_total &&
+	       in_off >= c->drained_in_total;
 }
 
 /* Flushes c and runs what follows a write: the service's on_drained, the
@@ -132,6 +178,23 @@ bw_engine_flush(void *arg)
 	return e->queue_head != NULL;
 }
 
+int
+engine_conn_still_reading(struct bw_conn *c, uint64_t now_ms)
+{
+	size_t unacked = 0;
+
+	if (c->flags & (BW_CONN_LINGER | BW_CONN_FAILED | BW_CONN_DEAD))
+		return 0;
+	if (bw_net_unacked(c->w.fd, &unacked) != 0 || unacked == 0 ||
+	    unacked == c->unacked_seen) {
+		c->unacked_seen = 0;
+		return 0;
+	}
+	c->unacked_seen = unacked;
+	c->deadline_ms = now_ms + c->lis->cfg.lim.idle_ms;
+	return 1;
+}
+
 /* --- connections ---------------------------------------------------------
  */
 
@@ -140,8 +203,22 @@ conn_free_deferred(void *arg)
 {
 	struct bw_conn *c = arg;
 
+	c->flags &= ~BW_CONN_FREEING;
 	if (c->refs == 0)
 		free(c);
+	/* else held again meanwhile: the last release schedules it anew */
+}
+
+/* Frees dead c after the current batch, once: a hold and release of a dead
+ * connection in the same batch must not schedule a second free. */
+static void
+conn_free_later(struct bw_conn *c)
+{
+	if (c->refs > 0 || (c->flags & BW_CONN_FREEING))
+		return;
+	if (bw_loop_defer(c->eng->loop, conn_free_deferred, c) == 0)
+		c->flags |= BW_CONN_FREEING;
+	/* else leaked: freeing it under a live caller would be worse */
 }
 
 void
@@ -178,8 +255,7 @@ engine_conn_kill(struct bw_conn *c, const char *why)
 	}
 	/* freed after this batch, so a caller up the stack, an event already
 	 * fetched or a call deferred earlier never meets freed memory */
-	if (c->refs == 0 && bw_loop_defer(e->loop, conn_free_deferred, c) != 0)
-		c->refs = 0; /* leak rather than free under a live caller */
+	conn_free_later(c);
 }
 
 int
@@ -220,8 +296,7 @@ bw_conn_release(struct bw_conn *c)
 	if (--c->refs > 0)
 		return;
 	if (c->flags & BW_CONN_DEAD) {
-		if (bw_loop_defer(c->eng->loop, conn_free_deferred, c) != 0)
-			c->refs = 0; /* leaked: freeing it here is unsafe */
+		conn_free_later(c);
 		return;
 	}
 	if ((c->flags & BW_CONN_CLOSING) &&
@@ -455,6 +530,7 @@ conn_read(struct bw_conn *c)
 		return;
 	}
 	bw_buf_commit(&c->in, (size_t)n);
+	c->in_total += (uint64_t)n;
 	c->last_read_ms = bw_now_ms();
 	c->deadline_ms = c->last_read_ms + c->lis->cfg.lim.idle_ms;
 	conn_input(c);

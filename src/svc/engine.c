@@ -187,7 +187,8 @@ on_tick(void *arg)
 		next = c->next;
 		if (c->refs > 0)
 			continue;
-		if (now > c->deadline_ms) {
+		if (now > c->deadline_ms &&
+		    !engine_conn_still_reading(c, now)) {
 			if (!(c->flags & (BW_CONN_LINGER | BW_CONN_FAILED)))
 				e->closed_idle++;
 			engine_conn_kill(c, (c->flags &

@@ -101,7 +101,9 @@ enum {
 	BW_CONN_EOF = 128u,    /* the peer closed in order (read its FIN) */
 	/* ... and its FIN came once every byte queued before it had been
 	 * written and acknowledged: the peer had all of out_acked_total */
-	BW_CONN_EOF_ACKED = 256u
+	BW_CONN_EOF_ACKED = 256u,
+	BW_CONN_FREEING = 512u, /* dead, and its free is scheduled */
+	BW_CONN_NOTE = 1024u	/* bw_conn_note_arrivals was called */
 };
 
 struct bw_conn {
@@ -115,8 +117,13 @@ struct bw_conn {
 	struct bw_buf in, out;
 	uint64_t out_total;	  /* bytes ever queued by bw_conn_send */
 	uint64_t out_acked_total; /* out_total at an acked EOF (EOF_ACKED) */
-	size_t want;		  /* room the service wants in c->in */
-	uint64_t deadline_ms;	  /* closed when the clock passes it */
+	uint64_t in_total;	  /* bytes ever read from the socket */
+	/* when the output last became empty: out_total then, and how much
+	 * input had arrived by then (read, or waiting in the socket) */
+	uint64_t drained_out_total, drained_in_total;
+	size_t unacked_seen;  /* output unacknowledged at the last idle look */
+	size_t want;	      /* room the service wants in c->in */
+	uint64_t deadline_ms; /* closed when the clock passes it */
 	uint64_t req_deadline_ms; /* the current request's deadline, or 0 */
 	unsigned flags;
 	unsigned refs;		       /* worker jobs holding the connection */
@@ -185,6 +192,26 @@ int bw_conn_send(struct bw_conn *c, const void *p, size_t n) BW_WUR;
 /* 1 if the peer has closed its side of the connection (its FIN arrived,
  * whether or not it has been read yet). */
 int bw_conn_peer_shut(const struct bw_conn *c);
+/* The position in the input stream of the first byte of c->in not yet
+ * consumed (bytes consumed before it, counted from the connection's
+ * start). */
+static inline uint64_t
+bw_conn_in_offset(const struct bw_conn *c)
+{
+	return c->in_total - c->in.len;
+}
+/* From now on, each time c's output is all written, notes how much input
+ * had arrived (read, or waiting in the socket) before the write that
+ * finished it began, for bw_conn_arrived_after. Costs an ioctl per flush:
+ * only connections that need it ask. */
+void bw_conn_note_arrivals(struct bw_conn *c);
+/* 1 if the input byte at in_off arrived only once the last of the output
+ * up to out_total was being written: a peer that speaks in turn sent it
+ * after it had that output. 0 if it was there before (sent before the peer
+ * could have read the output: pipelined), if that output is not all
+ * written yet, or if arrivals are not noted. */
+int bw_conn_arrived_after(const struct bw_conn *c, uint64_t in_off,
+			  uint64_t out_total);
 /* Bytes queued and not yet written. */
 static inline size_t
 bw_conn_queued(const struct bw_conn *c)

@@ -11,6 +11,10 @@ void engine_conn_open(struct bw_listener *l, int fd, const char *peer);
 /* Closes c now: the service's on_close, the socket, the counters; the
  * memory is freed after the current batch. why is logged if not NULL. */
 void engine_conn_kill(struct bw_conn *c, const char *why);
+/* c's idle time has passed: 1 (and its deadline moved on) if the peer is
+ * still taking output the kernel holds for it, unacknowledged bytes that
+ * shrank since the last look; 0 if it is idle indeed. */
+int engine_conn_still_reading(struct bw_conn *c, uint64_t now_ms);
 /* The loop's prepoll hook: flushes queued output, 1 if some is left. */
 int bw_engine_flush(void *arg);
 

@@ -25,6 +25,26 @@ bw_frame_free(struct bw_frame *f)
 	free(f);
 }
 
+/* The invariants frame_step relies on: a route's head is buffered whole
+ * (so it fits the input a connection keeps between requests), and a route
+ * without a streamed body is exactly its head (nothing of its payload is
+ * left to be read as the next header). */
+static int
+routes_valid(const struct bw_frame_proto *p)
+{
+	const struct bw_frame_route *r;
+	size_t i;
+
+	for (i = 0; i < p->routes_n; i++) {
+		r = &p->routes[i];
+		if (r->head > r->min_size || r->min_size > r->max_size ||
+		    r->head > CTRL_WANT || r->on_request == NULL ||
+		    (r->on_body == NULL && r->head != r->max_size))
+			return 0;
+	}
+	return 1;
+}
+
 int
 bw_frame_add(struct bw_frame *f, const struct bw_frame_proto *p, void *ctx,
 	     const struct bw_conn_limits *lim)
@@ -33,6 +53,10 @@ bw_frame_add(struct bw_frame *f, const struct bw_frame_proto *p, void *ctx,
 
 	if (f->n >= BW_FRAME_PROTOS_MAX)
 		return BW_ETOOBIG;
+	if (!routes_valid(p)) {
+		bw_error("frame: protocol %s has an invalid route", p->name);
+		return BW_ECONFIG;
+	}
 	if ((rc = frame_stats_init(f, f->n)) != 0)
 		return rc;
 	f->p[f->n] = p;
@@ -95,7 +119,9 @@ bw_frame_current(struct bw_conn *c)
 int
 bw_frame_padded(struct bw_conn *c)
 {
-	return FC(c)->padded;
+	struct frame_conn *fc = FC(c);
+
+	return fc != NULL && fc->padded;
 }
 
 /* --- replies ------------------------------------------------------------ */
@@ -135,11 +161,14 @@ int
 bw_frame_reply_begin(struct bw_conn *c, uint16_t code, uint32_t total)
 {
 	struct frame_conn *fc = FC(c);
-	struct bw_resp_hdr h = {reply_proto(c)->version, code, total};
+	struct bw_resp_hdr h = {0, code, total};
 	uint8_t hdr[BW_RESP_HDR_LEN];
 
+	if (fc == NULL)
+		return BW_ECLOSED;
 	if (fc->reply_code != 0)
 		return BW_EPROTO; /* the previous reply is not finished */
+	h.version = reply_proto(c)->version;
 	bw_resp_hdr_encode(&h, hdr);
 	frame_req_result(c, code);
 	fc->reply_code = code;
@@ -153,6 +182,8 @@ bw_frame_reply_add(struct bw_conn *c, const void *p, size_t n)
 {
 	struct frame_conn *fc = FC(c);
 
+	if (fc == NULL)
+		return BW_ECLOSED;
 	if (fc->reply_code == 0 || n > fc->reply_left)
 		return BW_ESIZE;
 	fc->reply_left -= n;
@@ -167,6 +198,8 @@ bw_frame_reply_end(struct bw_conn *c)
 	size_t pad;
 	int rc = 0;
 
+	if (fc == NULL)
+		return BW_ECLOSED;
 	if (fc->reply_code == 0)
 		return BW_EPROTO;
 	fc->reply_code = 0;
@@ -193,7 +226,8 @@ bw_frame_reply(struct bw_conn *c, uint16_t code, const void *p, size_t n)
 		return BW_ETOOBIG;
 	if ((rc = bw_frame_reply_begin(c, code, (uint32_t)n)) != 0 ||
 	    (rc = bw_frame_reply_add(c, p, n)) != 0) {
-		FC(c)->reply_code = 0;
+		if (FC(c) != NULL)
+			FC(c)->reply_code = 0;
 		return rc;
 	}
 	return bw_frame_reply_end(c);
@@ -203,8 +237,11 @@ int
 bw_frame_error(struct bw_conn *c, const char *why)
 {
 	struct frame_conn *fc = FC(c);
-	const struct bw_frame_proto *p = reply_proto(c);
+	const struct bw_frame_proto *p;
 
+	if (fc == NULL)
+		return BW_ECLOSED;
+	p = reply_proto(c);
 	if (fc->errors_logged < ERRORS_LOGGED) {
 		fc->errors_logged++;
 		bw_info("c%llu %u -> %u: %s", ULL(c->id), fc->req.hdr.code,
@@ -230,12 +267,15 @@ bw_frame_fail(struct bw_conn *c, const char *why)
 void
 bw_frame_stream(struct bw_conn *c)
 {
-	FC(c)->st = F_BODY;
+	if (FC(c) != NULL)
+		FC(c)->st = F_BODY;
 }
 
 void
 bw_frame_wait(struct bw_conn *c)
 {
+	if (FC(c) == NULL)
+		return;
 	FC(c)->st = F_WAIT;
 	bw_conn_pause(c, 1);
 }
@@ -245,8 +285,11 @@ bw_frame_done(struct bw_conn *c)
 {
 	struct frame_conn *fc = FC(c);
 	const struct bw_frame *f = bw_conn_inst(c);
-	int i = frame_proto_index(f, fc->req.proto);
+	int i;
 
+	if (fc == NULL)
+		return; /* closed: nothing is left to end */
+	i = frame_proto_index(f, fc->req.proto);
 	/* until the next input, the idle time of the protocol just served */
 	if (i >= 0 && f->lim[i].idle_ms > 0 &&
 	    f->lim[i].idle_ms != c->lis->cfg.lim.idle_ms)
@@ -262,7 +305,7 @@ bw_frame_done(struct bw_conn *c)
 void
 bw_frame_kick(struct bw_conn *c)
 {
-	if (bw_conn_dead(c))
+	if (bw_conn_dead(c) || FC(c) == NULL)
 		return;
 	bw_conn_pause(c, 0);
 	if (!FC(c)->in_input)
@@ -360,8 +403,10 @@ on_header(struct bw_conn *c)
 	memset(r, 0, sizeof(*r));
 	if (bw_req_hdr_decode(bw_buf_head(&c->in), c->in.len, &r->hdr) < 0)
 		return 0;
+	each_state(c, NEXT); /* bw_conn_in_offset(c) is the header's */
+	if (bw_conn_dead(c))
+		return 0;
 	bw_buf_consume(&c->in, BW_REQ_HDR_LEN);
-	each_state(c, NEXT);
 	if ((r->route = find_route(f, r->hdr.code, &pi)) == NULL) {
 		r->proto = owner_of(c, r->hdr.code);
 		frame_req_refused(c, r->proto, 1);

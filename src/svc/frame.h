@@ -56,8 +56,10 @@ struct bw_frame_proto {
 	const struct bw_frame_route *routes;
 	size_t routes_n;
 	size_t state_size; /* per-connection state, zeroed at first use */
-	/* A request header arrived on c (any protocol's): the client has
-	 * read what came before it. May be NULL. */
+	/* A request header arrived on c (any protocol's); it starts at
+	 * bw_conn_in_offset(c). A client that speaks in turn has read what
+	 * came before it (bw_conn_arrived_after tells whether it could
+	 * have). May be NULL. */
 	void (*on_next)(struct bw_conn *c, void *ctx, void *state);
 	/* Output queued earlier has all been written. May be NULL. */
 	void (*on_drained)(struct bw_conn *c, void *ctx, void *state);
@@ -128,7 +130,8 @@ void bw_frame_kick(struct bw_conn *c);
 /* --- replies ----------------------------------------------------------
  * A failed send closes the connection after the callback (engine.h), so
  * the caller may ignore the result; it is returned for handlers that want
- * to stop early. */
+ * to stop early. On a closed connection each of these (and those ending a
+ * request above) does nothing and returns BW_ECLOSED. */
 
 /* One reply: header and payload, padded to the pad unit (and the
  * connection finished) when the client pads. Any size a u32 holds. */

@@ -222,6 +222,39 @@ close_later_keeps_the_connection_until_the_callback_returns(void **state)
 	close(fd);
 }
 
+/* A job's hold keeps a closed connection's memory; the last release frees
+ * it once, even when a hold and release come again before the free runs
+ * (a double free would abort here, or under ASan). */
+static void
+a_dead_connection_held_and_released_twice_is_freed_once(void **state)
+{
+	struct bw_engine *e = *state;
+	struct bw_listener *l = listen_with(e, 4096, 4096, 10000);
+	struct linger reset = {1, 0};
+	struct bw_conn *c;
+	int fd;
+
+	assert_true((fd = et_connect(l)) >= 0);
+	pump(e, 50);
+	c = e->conns;
+	assert_non_null(c);
+	bw_conn_hold(c);
+	/* the peer resets: c closes while held */
+	assert_int_equal(
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)),
+		0);
+	close(fd);
+	pump(e, 50);
+	assert_int_equal(seen.closed, 1);
+	assert_true(bw_conn_dead(c));
+	assert_int_equal(e->conns_n, 0);
+	bw_conn_release(c); /* its free is scheduled */
+	bw_conn_hold(c);    /* and in the same batch, held again... */
+	bw_conn_release(c); /* ...and released: not scheduled twice */
+	pump(e, 50);	    /* the one free runs */
+	pump(e, 50);
+}
+
 static void
 listener_without_caps_is_refused(void **state)
 {
@@ -252,6 +285,9 @@ main(void)
 			setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			close_later_keeps_the_connection_until_the_callback_returns,
+			setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			a_dead_connection_held_and_released_twice_is_freed_once,
 			setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			listener_without_caps_is_refused, setup, teardown),

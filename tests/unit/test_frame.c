@@ -441,10 +441,46 @@ idle_after_a_request_is_its_protocols(void **state)
 	close(quiet);
 }
 
+/* A table that would let payload bytes be read as the next header, or a
+ * head that never fits the input kept between requests, is refused when it
+ * is added, not found out by a peer. */
+static void
+invalid_route_tables_are_refused(void **state)
+{
+	static const struct bw_frame_route bad[][1] = {
+		/* no body, but max_size > head: the rest would be a header */
+		{{1, 0, 10, 20, 10, on_echo, NULL}},
+		/* head past min_size: a short payload could not fill it */
+		{{2, 0, 4, 100, 8, on_stream, on_stream_body}},
+		/* min over max */
+		{{3, 0, 20, 10, 10, on_echo, NULL}},
+		/* a head larger than the input kept between requests */
+		{{4, 0, 4096, 4096, 4096, on_echo, NULL}},
+		/* no handler */
+		{{5, 0, 10, 10, 10, NULL, NULL}},
+	};
+	struct bw_frame *f = NULL;
+	struct bw_frame_proto p = proto_b;
+	size_t i;
+
+	(void)state;
+	assert_int_equal(bw_frame_new(&f), 0);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		p.routes = bad[i];
+		p.routes_n = 1;
+		assert_int_equal(bw_frame_add(f, &p, NULL, NULL), BW_ECONFIG);
+	}
+	p.routes = routes_a; /* the good table still goes in */
+	p.routes_n = 3;
+	assert_int_equal(bw_frame_add(f, &p, NULL, NULL), 0);
+	bw_frame_free(f);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(invalid_route_tables_are_refused),
 		cmocka_unit_test_setup_teardown(
 			fixed_request_is_answered_and_the_connection_kept,
 			setup, teardown),
