@@ -30,6 +30,9 @@ struct bw_client {
 	/* the messenger's: messages waiting for this client, and the number
 	 * of its latest pull (only that pull's evidence deletes) */
 	uint64_t queued_n, queued_bytes;
+	/* 603s to this client accepted and not yet rows (or refused): they
+	 * count against its queue's limits from the moment they start */
+	uint64_t inbound_n, inbound_bytes;
 	uint64_t pull_gen;
 	/* in the order clients were added (never removed while running):
 	 * a listing can walk it across loop passes */

@@ -325,6 +325,67 @@ def test_an_orderly_close_after_the_whole_2104_deletes(start_server, how):
 # 2. One client, several connections
 
 
+def test_a_request_pipelined_behind_the_604_is_no_evidence(start_server):
+    """A client that sends its next request in the same write as the 604
+    has not read the 2104 when it sends it: that request proves nothing.
+    The client then resets without reading: the messages must wait for the
+    next pull."""
+    srv = start_server()
+    a, b = user(srv, 0), user(srv, 1)
+    ids = [a.send(b.client_id, 3, bytes([i]) * 40) for i in range(5)]
+    s = socket.create_connection((H, srv.port), timeout=10)
+    s.sendall(bwmsg.pack_request(b.client_id, bwmsg.PULL) +
+              bwmsg.pack_request(b.client_id, bwmsg.LIST))
+    code, body = read_reply(s)  # read, but it could as well be lost
+    assert code == bwmsg.WAITING and ids_of(bwmsg.parse_records(body)) == ids
+    code, _ = read_reply(s)
+    assert code == bwmsg.CLIENTS  # the 601 was served: the server saw it
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()  # a reset
+    wait_conns(srv, 0) if srv.console_port else time.sleep(0.3)
+    assert queued(srv, b.client_id) == 5, "deleted on a pipelined request"
+    b2 = same_user(srv, b)
+    assert ids_of(b2.pull()) == ids
+    b2.list()  # a request sent after the reply was read: evidence
+    assert b2.pull() == []
+    assert queued(srv, b.client_id) == 0
+
+
+def test_a_slow_reader_gets_a_large_2104_whole_past_the_idle_time(start_server):
+    """--timeout closes connections that say nothing; a client still
+    reading a large 2104 is not one of them, whether the server still holds
+    the rest or the kernel does. 8 MiB read in sips over about three times
+    the idle time, then the next request deletes them."""
+    srv = start_server("--timeout", "1")
+    a, b = user(srv, 0), user(srv, 1)
+    blobs = [bytes([i]) * (2 * MiB) for i in range(4)]
+    ids = [a.send(b.client_id, 4, x) for x in blobs]
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    s.settimeout(10)
+    s.connect((H, srv.port))
+    s.sendall(bwmsg.pack_request(b.client_id, bwmsg.PULL))
+    head = bw.recv_exact(s, 7)
+    _, code, total = bw.RESP_HEADER.unpack(head)
+    assert code == bwmsg.WAITING and total == sum(len(x) + 25 for x in blobs)
+    body = bytearray()
+    start = time.monotonic()
+    while len(body) < total:
+        chunk = s.recv(min(64 * 1024, total - len(body)))
+        assert chunk, "closed after %d of %d bytes, %.1f s in" % (
+            len(body), total, time.monotonic() - start)
+        body += chunk
+        time.sleep(0.025)
+    assert time.monotonic() - start > 2.0, "read too fast to span the idle time"
+    recs = bwmsg.parse_records(bytes(body))
+    assert ids_of(recs) == ids and [r[3] for r in recs] == blobs
+    s.sendall(bwmsg.pack_request(b.client_id, bwmsg.LIST))
+    code, _ = read_reply(s)
+    assert code == bwmsg.CLIENTS
+    s.close()
+    assert env.wait_for(lambda: queued(srv, b.client_id) == 0, 5)
+
+
 @pytest.mark.parametrize("evidence", ["next-request", "orderly-close"])
 def test_pulls_on_several_connections_never_wait_and_only_the_latest_deletes(
         start_server, evidence):

@@ -139,14 +139,19 @@ on_pubkey(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 /* --- evidence ------------------------------------------------------------
  */
 
-/* Any request after a 2104 shows the client received it. */
+/* A request after a 2104 shows the client received it, if it was sent
+ * after the client could have had the whole reply: one that was already
+ * here when the reply's last byte was written was pipelined behind the
+ * 604, and shows nothing (the messages stay queued for the next pull). */
 static void
 msg_conn_next(struct bw_conn *c, void *ctx, void *state)
 {
 	struct msg_conn *mc = state;
 
 	if (mc->delivered)
-		msg_settle(c, ctx, mc, 1);
+		msg_settle(c, ctx, mc,
+			   bw_conn_arrived_after(c, bw_conn_in_offset(c),
+						 mc->sent_total));
 }
 
 static void
@@ -247,6 +252,8 @@ bw_msg_cfg_defaults(struct bw_msg_cfg *cfg)
 	cfg->max_queued_bytes = 4ull * 1024u * 1024u * 1024u;
 	cfg->pull_cap = 64u * 1024u * 1024u;
 	cfg->inline_max = 64u * 1024u;
+	/* each holds up to inline_max of content and a 1 MiB input buffer */
+	cfg->max_bodies = 256;
 	cfg->window_ms = 30000;
 	cfg->min_rate = 1024;
 }

@@ -66,6 +66,7 @@ struct pending {
 	char tmp[MSG_TMP_CAP];
 	int fd; /* the spilled content being written, or -1 */
 	int rc;
+	int inbound; /* counted in the recipient's inbound_n/bytes */
 	int counted; /* its row is committed and counted as queued */
 };
 

@@ -123,6 +123,7 @@ pull_start(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 		bw_frame_kick(c);
 		return 0;
 	}
+	bw_conn_note_arrivals(c); /* for the evidence of delivery */
 	mc->cursor = 0;
 	mc->upto = pl.upto;
 	mc->reply_left = pl.total;
@@ -275,17 +276,66 @@ msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 /* --- evidence ------------------------------------------------------------
  */
 
+/* Delivered contents' files, removed on a worker: unlinking a large file
+ * frees its blocks, which can take a while (and stall every connection if
+ * done on the loop thread). */
 struct gone {
-	struct bw_msg *m;
+	int dir_fd;
+	size_t n, cap;
+	char (*names)[BW_PATH_CAP];
 };
 
 static int
-unlink_content(void *arg, const char *path)
+gone_add(void *arg, const char *path)
+{
+	struct gone *g = arg;
+	char(*grown)[BW_PATH_CAP];
+	size_t cap;
+
+	if (g->n == g->cap) {
+		cap = g->cap ? g->cap * 2 : 8;
+		if ((grown = realloc(g->names, cap * sizeof(*g->names))) ==
+		    NULL) {
+			/* remove it here rather than keep it */
+			(void)unlinkat(g->dir_fd, path + sizeof(MSG_SPILL_DIR),
+				       0);
+			return 0;
+		}
+		g->names = grown;
+		g->cap = cap;
+	}
+	snprintf(g->names[g->n++], BW_PATH_CAP, "%s",
+		 path + sizeof(MSG_SPILL_DIR));
+	return 0;
+}
+
+static void
+gone_work(void *arg)
+{
+	struct gone *g = arg;
+	size_t i;
+
+	for (i = 0; i < g->n; i++)
+		(void)unlinkat(g->dir_fd, g->names[i], 0);
+}
+
+static void
+gone_free(void *arg)
 {
 	struct gone *g = arg;
 
-	(void)unlinkat(g->m->dir_fd, path + sizeof(MSG_SPILL_DIR), 0);
-	return 0;
+	free(g->names);
+	free(g);
+}
+
+static void
+gone_submit(struct bw_msg *m, struct gone *g)
+{
+	if (g->n > 0 &&
+	    bw_loop_submit(m->eng->loop, gone_work, gone_free, g) == 0)
+		return;
+	gone_work(g);
+	gone_free(g);
 }
 
 void
@@ -293,14 +343,23 @@ msg_settle(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc,
 	   int evidence)
 {
 	struct bw_client *cl = bw_registry_by_id(m->reg, mc->who);
-	struct gone g = {m};
+	struct gone *g;
 	uint64_t n = 0, bytes = 0;
 	int rc;
 
 	if (mc->delivered && evidence && cl != NULL &&
 	    mc->gen == cl->pull_gen) {
+		if ((g = calloc(1, sizeof(*g))) == NULL) {
+			/* not deleted now: delivered again, at least once */
+			bw_error("c%llu messages delivered but not deleted: %s",
+				 ULL(c->id), bw_strerror(BW_ENOMEM));
+			mc->delivered = 0;
+			return;
+		}
+		g->dir_fd = m->dir_fd;
 		rc = bw_store_msg_delete(m->store, mc->who, mc->delivered_upto,
-					 unlink_content, &g, &n, &bytes);
+					 gone_add, g, &n, &bytes);
+		gone_submit(m, g);
 		if (rc != 0)
 			bw_error("c%llu messages delivered but not deleted: %s",
 				 ULL(c->id), bw_strerror(rc));

@@ -20,11 +20,28 @@
 #define SWALLOW_WANT (16u * 1024u)
 #define BODY_WANT    (256u * 1024u)
 
+/* p no longer counts as on its way to its recipient (its row is counted
+ * as queued now, or it was refused). */
+static void
+inbound_end(struct pending *p)
+{
+	struct bw_client *to;
+
+	if (!p->inbound)
+		return;
+	p->inbound = 0;
+	if ((to = bw_registry_by_id(p->m->reg, p->rec.to)) != NULL) {
+		to->inbound_n--;
+		to->inbound_bytes -= p->rec.size;
+	}
+}
+
 void
 pending_free(struct pending *p)
 {
 	if (p == NULL)
 		return;
+	inbound_end(p);
 	if (p->fd >= 0) {
 		close(p->fd);
 		(void)unlinkat(p->m->incoming_fd, p->tmp, 0);
@@ -56,10 +73,11 @@ msg_send_abort(struct bw_conn *c, struct msg_conn *mc)
 
 /* The row of p is in the table (and counted) but not known to be on disk. */
 static void
-row_unsynced(struct bw_msg *m, const struct pending *p)
+row_unsynced(struct bw_msg *m, struct pending *p)
 {
 	struct bw_client *to = bw_registry_by_id(m->reg, p->rec.to);
 
+	inbound_end(p);
 	if (m->unsynced_n++ == 0)
 		m->synced_upto = p->rec.id - 1; /* every earlier row is */
 	if (to != NULL) {
@@ -209,15 +227,16 @@ spill_work(void *arg)
 	if (close(p->fd) != 0 && p->rc == 0)
 		p->rc = -errno;
 	p->fd = -1;
+	/* a link, not a rename: it never replaces another message's file
+	 * (EEXIST refuses this one instead) */
 	if (p->rc == 0 &&
-	    renameat(m->incoming_fd, p->tmp, m->dir_fd, name) != 0)
+	    linkat(m->incoming_fd, p->tmp, m->dir_fd, name, 0) != 0)
 		p->rc = -errno;
 	if (p->rc == 0 && fsync(m->dir_fd) != 0) {
 		p->rc = -errno;
 		(void)unlinkat(m->dir_fd, name, 0);
 	}
-	if (p->rc != 0)
-		(void)unlinkat(m->incoming_fd, p->tmp, 0);
+	(void)unlinkat(m->incoming_fd, p->tmp, 0);
 }
 
 static void
@@ -301,14 +320,22 @@ msg_on_send(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 		return refuse(c, mc, s.content_size, "unknown message type");
 	if ((to = bw_registry_by_id(m->reg, s.to)) == NULL)
 		return refuse(c, mc, s.content_size, "unknown recipient");
-	if (to->queued_n >= m->cfg.max_queued_n ||
-	    to->queued_bytes + s.content_size > m->cfg.max_queued_bytes) {
+	if (to->queued_n + to->inbound_n >= m->cfg.max_queued_n ||
+	    to->queued_bytes + to->inbound_bytes + s.content_size >
+		    m->cfg.max_queued_bytes) {
 		bw_warn("c%llu 603 refused: the queue of '%s' is full (%llu "
-			"messages, %llu bytes)",
+			"messages, %llu bytes, %llu more arriving)",
 			ULL(c->id),
 			bw_escape_display(to->name, shown, sizeof(shown)),
-			ULL(to->queued_n), ULL(to->queued_bytes));
+			ULL(to->queued_n), ULL(to->queued_bytes),
+			ULL(to->inbound_n));
 		return refuse(c, mc, s.content_size, "recipient's queue full");
+	}
+	if (m->bodies_active >= m->cfg.max_bodies) {
+		bw_warn("c%llu 603 refused: %llu messages are arriving "
+			"already (--max-bodies)",
+			ULL(c->id), ULL(m->bodies_active));
+		return refuse(c, mc, s.content_size, "too many bodies");
 	}
 	if ((pd = calloc(1, sizeof(*pd))) == NULL)
 		return BW_ENOMEM;
@@ -318,6 +345,9 @@ msg_on_send(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	memcpy(pd->rec.from, from->id, BW_ID_LEN);
 	pd->rec.type = s.type;
 	pd->rec.size = s.content_size;
+	pd->inbound = 1;
+	to->inbound_n++;
+	to->inbound_bytes += s.content_size;
 	if (s.content_size <= m->cfg.inline_max) {
 		if (s.content_size > 0 &&
 		    (pd->content = malloc(s.content_size)) == NULL) {
@@ -425,6 +455,9 @@ msg_on_send_body(struct bw_conn *c, struct bw_frame_req *r)
 	if ((rc = bw_loop_submit(m->eng->loop, spill_work, spill_done, p)) !=
 	    0) {
 		p->rc = rc;
+		close(p->fd);
+		p->fd = -1;
+		(void)unlinkat(m->incoming_fd, p->tmp, 0);
 		spill_done(p);
 	}
 	return 0;
