@@ -110,13 +110,8 @@ main(int argc, char **argv)
 			cfg.log_file, bw_strerror(rc));
 		return 1;
 	}
-	if (cfg.console_enabled &&
-	    bw_net_is_loopback(cfg.console_listen.addr) != 1 &&
-	    cfg.console.secret[0] == '\0') {
-		fprintf(stderr,
-			"bulwarkd: the console on %s (not loopback) needs "
-			"--console-secret\n",
-			cfg.console_listen.addr);
+	if (bw_daemon_cfg_check(&cfg, why, sizeof(why)) != 0) {
+		fprintf(stderr, "bulwarkd: %s\n", why);
 		return 2;
 	}
 	bw_info("bulwarkd %s starting, data directory %s", BW_VERSION,

@@ -108,9 +108,18 @@ bw_log_open(const char *path)
 		  0640);
 	if (fd < 0)
 		return -errno;
-	if (log_fd != STDERR_FILENO)
-		close(log_fd);
-	log_fd = fd;
+	if (log_fd != STDERR_FILENO) {
+		/* the new file takes the old descriptor's number in one step:
+		 * a worker logging meanwhile writes to one file or the other,
+		 * never to a closed or reused descriptor */
+		if (dup3(fd, log_fd, O_CLOEXEC) < 0) {
+			close(fd);
+			return -errno;
+		}
+		close(fd);
+	} else {
+		log_fd = fd;
+	}
 	memcpy(log_path, path, strlen(path) + 1);
 	return 0;
 }

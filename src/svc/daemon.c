@@ -208,7 +208,8 @@ reload(void *arg)
 		bw_error("reload: out of memory; nothing changed");
 		return;
 	}
-	if (bw_daemon_configure(fresh, &d->args, why, sizeof(why)) != 0) {
+	if (bw_daemon_configure(fresh, &d->args, why, sizeof(why)) != 0 ||
+	    bw_daemon_reload_check(&d->given, fresh, why, sizeof(why)) != 0) {
 		bw_error("reload refused, nothing changed: %s", why);
 		goto out;
 	}

@@ -111,6 +111,15 @@ void bw_daemon_opts_diff(struct bw_daemon_cfg *old, struct bw_daemon_cfg *fresh,
 			 void (*report)(void *arg, const char *name,
 					int applied),
 			 void *arg);
+/* What no single option can say: a console off loopback needs a secret.
+ * BW_ECONFIG with why set. */
+int bw_daemon_cfg_check(const struct bw_daemon_cfg *cfg, char *why,
+			size_t why_cap) BW_WUR;
+/* The same for what a SIGHUP would make of running with fresh (options
+ * that only a restart changes keep their running values). */
+int bw_daemon_reload_check(const struct bw_daemon_cfg *running,
+			   const struct bw_daemon_cfg *fresh, char *why,
+			   size_t why_cap) BW_WUR;
 /* 1 if option name takes a value. */
 int bw_daemon_opt_has_value(const char *name);
 /* Up to cap options: their long names and one-letter forms (0: none);

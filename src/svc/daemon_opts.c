@@ -12,6 +12,7 @@
 
 #include "bulwark/crypto.h"
 #include "bulwark/log.h"
+#include "bulwark/net.h"
 #include "bulwark/util.h"
 #include "svc/daemon.h"
 
@@ -19,6 +20,7 @@ enum kind {
 	K_NUM,	  /* an unsigned integer field of size bytes, min..max */
 	K_SEC,	  /* seconds, kept in a field of milliseconds */
 	K_STR,	  /* a string field of size bytes (NUL included) */
+	K_ADDR,	  /* a numeric IPv4 or IPv6 address, in a string field */
 	K_OFF,	  /* a flag: sets an int field to 0 */
 	K_SECRET, /* the console secret (also marks it given) */
 	K_SECRET_FILE,
@@ -51,7 +53,7 @@ static const struct opt opts[] = {
 	{"port", 'p', K_NUM, 0, F(port.port), 0, 65535, "N",
 	 "the vault's and messenger's port (default:\nport.info and "
 	 "myport.info, else 1357; 0 = any)"},
-	{"listen", 'l', K_STR, 0, F(port.addr), 0, 0, "ADDR",
+	{"listen", 'l', K_ADDR, 0, F(port.addr), 0, 0, "ADDR",
 	 "vault and messenger address (default 0.0.0.0)"},
 	{"max-conns", 0, K_NUM, 0, F(port.max_conns), 1, 1000000, "N",
 	 "simultaneous vault and messenger connections\n(default 16000)"},
@@ -87,6 +89,8 @@ static const struct opt opts[] = {
 	{"pull-cap", 0, K_NUM, R, F(msg.pull_cap), 1024, 0xFFFFFFFFu, "N",
 	 "largest answer to a pull (2104) in bytes\n(default 67108864; one "
 	 "larger message goes alone)"},
+	{"max-bodies", 0, K_NUM, R, F(msg.max_bodies), 1, 100000, "N",
+	 "messages arriving at once, from all clients\n(default 256)"},
 	{"timeout", 0, K_SEC, 0, F(timeout_ms), 1, 86400, "SEC",
 	 "close a vault or messenger connection silent\nthis long (default "
 	 "30)"},
@@ -100,7 +104,7 @@ static const struct opt opts[] = {
 	 "threads for fsync, rename and password hashing\n(default 2)"},
 	{"console-port", 0, K_NUM, 0, F(console_listen.port), 0, 65535, "N",
 	 "operator console port (default 8820)"},
-	{"console-listen", 0, K_STR, 0, F(console_listen.addr), 0, 0, "ADDR",
+	{"console-listen", 0, K_ADDR, 0, F(console_listen.addr), 0, 0, "ADDR",
 	 "console address (default 127.0.0.1)"},
 	{"console-secret", 0, K_SECRET, R, F(console.secret), 0, 0, "S",
 	 "secret a console must send (required off\nloopback); visible to "
@@ -114,7 +118,7 @@ static const struct opt opts[] = {
 	 "do not start the console"},
 	{"rooms-port", 0, K_NUM, 0, F(rooms_listen.port), 0, 65535, "N",
 	 "group chat port (default 5555; 0 = any)"},
-	{"rooms-listen", 0, K_STR, 0, F(rooms_listen.addr), 0, 0, "ADDR",
+	{"rooms-listen", 0, K_ADDR, 0, F(rooms_listen.addr), 0, 0, "ADDR",
 	 "group chat address (default 0.0.0.0)"},
 	{"rooms-max-conns", 0, K_NUM, 0, F(rooms_listen.max_conns), 1, 1000000,
 	 "N", "simultaneous chat connections (default 10000)"},
@@ -139,7 +143,7 @@ static const struct opt opts[] = {
 	 "do not start the group chat"},
 	{"metrics-listen", 0, K_LISTEN, 0, F(metrics_listen), 0, 0, "HOST:PORT",
 	 "serve Prometheus metrics at http://HOST:PORT/metrics\n(off by "
-	 "default; keep it on loopback)"},
+	 "default; a PORT alone means 127.0.0.1:PORT)"},
 	{"log-level", 0, K_LEVEL, R, F(log_level), 0, 0, "LEVEL",
 	 "debug, info, warn or error (default info)"},
 	{"log-file", 0, K_STR, 0, F(log_file), 0, 0, "PATH",
@@ -244,7 +248,8 @@ bw_daemon_opt_set(struct bw_daemon_cfg *cfg, const char *name,
 		memset(field, 0, o->size);
 		return 0;
 	}
-	if (value == NULL) {
+	if (value == NULL || value[0] == '\0') {
+		/* "data-dir =" must not mean the root directory */
 		snprintf(why, why_cap, "%s needs a value", name);
 		return BW_ECONFIG;
 	}
@@ -263,6 +268,15 @@ bw_daemon_opt_set(struct bw_daemon_cfg *cfg, const char *name,
 		if (strcmp(name, "port") == 0)
 			cfg->port_given = 1;
 		return 0;
+	case K_ADDR:
+		if (bw_net_is_loopback(value) < 0) {
+			snprintf(why, why_cap,
+				 "%s needs a numeric IPv4 or IPv6 address, "
+				 "not '%s'",
+				 name, value);
+			return BW_ECONFIG;
+		}
+		/* fall through */
 	case K_STR:
 	case K_SECRET:
 	case K_CONFIG:
@@ -278,11 +292,19 @@ bw_daemon_opt_set(struct bw_daemon_cfg *cfg, const char *name,
 		return secret_file(cfg, value, why, why_cap);
 	case K_LISTEN: {
 		struct bw_listen_cfg *l = (struct bw_listen_cfg *)field;
+		uint64_t bare;
 		uint16_t port;
 
-		if (bw_parse_listen_addr(value, l->addr, sizeof(l->addr),
-					 &port) != 0) {
-			snprintf(why, why_cap, "%s needs HOST:PORT, not '%s'",
+		if (bw_parse_u64(value, 0, 65535, &bare) == 0) {
+			/* a port alone: on loopback */
+			snprintf(l->addr, sizeof(l->addr), "127.0.0.1");
+			port = (uint16_t)bare;
+		} else if (bw_parse_listen_addr(value, l->addr, sizeof(l->addr),
+						&port) != 0 ||
+			   bw_net_is_loopback(l->addr) < 0) {
+			snprintf(why, why_cap,
+				 "%s needs PORT or ADDR:PORT (a numeric "
+				 "address), not '%s'",
 				 name, value);
 			return BW_ECONFIG;
 		}
@@ -297,7 +319,9 @@ bw_daemon_opt_set(struct bw_daemon_cfg *cfg, const char *name,
 				return 0;
 			}
 		}
-		snprintf(why, why_cap, "unknown log level '%s'", value);
+		snprintf(why, why_cap,
+			 "%s needs debug, info, warn or error, not '%s'", name,
+			 value);
 		return BW_ECONFIG;
 	default:
 		return BW_ECONFIG;
@@ -457,6 +481,55 @@ bw_daemon_configure(struct bw_daemon_cfg *cfg,
 	if (!cfg->port_given)
 		port_from_files(cfg);
 	return 0;
+}
+
+int
+bw_daemon_cfg_check(const struct bw_daemon_cfg *cfg, char *why, size_t why_cap)
+{
+	if (cfg->console_enabled &&
+	    bw_net_is_loopback(cfg->console_listen.addr) != 1 &&
+	    cfg->console.secret[0] == '\0') {
+		snprintf(why, why_cap,
+			 "the console on %s (not loopback) needs "
+			 "--console-secret",
+			 cfg->console_listen.addr);
+		return BW_ECONFIG;
+	}
+	return 0;
+}
+
+static void
+silent(void *arg, const char *name, int applied)
+{
+	(void)arg;
+	(void)name;
+	(void)applied;
+}
+
+int
+bw_daemon_reload_check(const struct bw_daemon_cfg *running,
+		       const struct bw_daemon_cfg *fresh, char *why,
+		       size_t why_cap)
+{
+	struct bw_daemon_cfg *old = malloc(sizeof(*old)),
+			     *next = malloc(sizeof(*next));
+	int rc = BW_ENOMEM;
+
+	if (old != NULL && next != NULL) {
+		*old = *running;
+		*next = *fresh;
+		bw_daemon_opts_diff(old, next, silent, NULL);
+		rc = bw_daemon_cfg_check(next, why, why_cap);
+	} else {
+		snprintf(why, why_cap, "out of memory");
+	}
+	if (old != NULL)
+		bw_wipe(old, sizeof(*old));
+	if (next != NULL)
+		bw_wipe(next, sizeof(*next));
+	free(old);
+	free(next);
+	return rc;
 }
 
 void

@@ -262,7 +262,7 @@ LINE_ERRORS = [
     ("no-equals-bare-word", "no-console", 'not "key = value"'),
     ("bad-number", "max-uploads = five", "max-uploads needs a number from 1 to 100000, not 'five'"),
     ("bad-number-trailing", "max-uploads = 5x", "max-uploads needs a number from 1 to 100000, not '5x'"),
-    ("bad-number-empty", "max-uploads =", "max-uploads needs a number from 1 to 100000, not ''"),
+    ("bad-number-empty", "max-uploads =", "max-uploads needs a value"),
     ("bad-number-negative", "max-uploads = -1", "max-uploads needs a number from 1 to 100000, not '-1'"),
     ("bad-number-hex", "port = 0x50", "port needs a number from 0 to 65535, not '0x50'"),
     ("out-of-range-low", "max-uploads = 0", "max-uploads needs a number from 1 to 100000, not '0'"),
@@ -274,11 +274,20 @@ LINE_ERRORS = [
     ("bad-flag", "no-console = maybe", "no-console needs yes or no, not 'maybe'"),
     ("bad-flag-number", "no-rooms = 1", "no-rooms needs yes or no, not '1'"),
     ("bad-flag-empty", "no-rooms =", "no-rooms needs yes or no, not ''"),
-    ("bad-level", "log-level = verbose", "unknown log level 'verbose'"),
-    ("bad-hostport", "metrics-listen = localhost", "metrics-listen needs HOST:PORT, not 'localhost'"),
+    ("bad-level", "log-level = verbose",
+     "log-level needs debug, info, warn or error, not 'verbose'"),
+    ("bad-hostport", "metrics-listen = localhost",
+     "metrics-listen needs PORT or ADDR:PORT (a numeric address), not 'localhost'"),
+    ("named-host", "metrics-listen = localhost:9357",
+     "metrics-listen needs PORT or ADDR:PORT (a numeric address), not 'localhost:9357'"),
+    ("named-listen", "listen = localhost",
+     "listen needs a numeric IPv4 or IPv6 address, not 'localhost'"),
+    ("empty-dir", "data-dir =", "data-dir needs a value"),
+    ("empty-listen", "rooms-listen =", "rooms-listen needs a value"),
+    ("empty-secret", "console-secret =   ", "console-secret needs a value"),
     ("too-long-secret", "console-secret = " + "s" * 300, "console-secret is too long"),
     ("too-long-dir", "data-dir = /" + "d" * 5000, "data-dir is too long"),
-    ("too-long-addr", "listen = " + "1" * 200, "listen is too long"),
+    ("not-an-addr", "listen = " + "1" * 200, "listen needs a numeric IPv4 or IPv6 address"),
     ("too-long-log-file", "log-file = /" + "l" * 5000, "log-file is too long"),
 ]
 
@@ -488,7 +497,7 @@ def test_every_long_option_of_help_is_a_config_key(daemon, tmp_path):
         "max-file-size": "1000000", "max-uploads": "10", "max-uploads-per-addr": "5",
         "min-rate": "0", "key-lifetime": "3600", "key-failures": "3", "max-reg-per-min": "100",
         "max-clients": "1000", "max-message-size": "100000", "max-queued": "100",
-        "max-queued-bytes": "1000000", "pull-cap": "65536", "timeout": "30",
+        "max-queued-bytes": "1000000", "pull-cap": "65536", "max-bodies": "16", "timeout": "30",
         "request-timeout": "5", "shutdown-grace": "2", "workers": "2", "console-port": "0",
         "console-listen": H, "console-secret": "overridden-below",
         "console-secret-file": secret_file, "no-console": "no", "rooms-port": "0",
@@ -582,6 +591,31 @@ def test_sighup_changes_the_console_secret(daemon, tmp_path, how):
     log = d.log()
     assert old not in log and new not in log
     assert "secret-AAAA" not in log and "secret-BBBB" not in log
+
+
+def test_sighup_cannot_leave_a_console_off_loopback_without_a_secret(daemon, tmp_path):
+    """Deleting the secret from the file and reloading must not open a
+    console bound off loopback to anyone: the reload is refused whole."""
+    conf = tmp_path / "c.conf"
+    base = base_conf(tmp_path / "data", console=True).replace(
+        "console-listen = 127.0.0.1", "console-listen = 0.0.0.0")
+    secret = "off-loopback-secret"
+    write(conf, base + "console-secret = %s\nmax-reg-per-min = 1000\n" % secret)
+    d = daemon("--config", conf, want=("vault", "console"))
+    port = d.ports["console"]
+    assert console_ok(port, secret)
+    assert not console_ok(port, None)
+    write(conf, base + "max-reg-per-min = 1\n")
+    d.hup()
+    log = d.log()
+    assert re.search(r'level=error msg="reload refused, nothing changed: the console on 0\.0\.0\.0 '
+                     r'\(not loopback\) needs --console-secret"', log), log[-2000:]
+    assert "reload: console-secret changed" not in log
+    assert not console_ok(port, None)
+    assert console_ok(port, secret)
+    # nothing else of that file was applied either
+    src = "127.0.0.75"
+    assert [register(d.port, unique_name("off"), src) for _ in range(2)] == [bw.REGISTERED] * 2
 
 
 def test_sighup_keeps_a_port_and_says_only_a_restart_changes_it(daemon, tmp_path):

@@ -128,10 +128,65 @@ bad_level_and_listen_address_are_refused(void **state)
 
 	(void)state;
 	assert_int_equal(PARSE("log-level = loud\n", &cfg, why), BW_ECONFIG);
-	refused_at(why, 1, "unknown log level 'loud'");
+	refused_at(why, 1,
+		   "log-level needs debug, info, warn or error, not 'loud'");
 	assert_int_equal(PARSE("metrics-listen = nowhere\n", &cfg, why),
 			 BW_ECONFIG);
-	refused_at(why, 1, "metrics-listen needs HOST:PORT");
+	refused_at(why, 1, "metrics-listen needs PORT or ADDR:PORT");
+	/* a name is not resolved: it is refused here, not at bind time */
+	assert_int_equal(PARSE("metrics-listen = localhost:9357\n", &cfg, why),
+			 BW_ECONFIG);
+	refused_at(why, 1, "metrics-listen needs PORT or ADDR:PORT");
+	assert_int_equal(PARSE("\nlisten = example.org\n", &cfg, why),
+			 BW_ECONFIG);
+	refused_at(why, 2, "listen needs a numeric IPv4 or IPv6 address");
+	assert_int_equal(PARSE("rooms-listen = 1.2.3\n", &cfg, why),
+			 BW_ECONFIG);
+	refused_at(why, 1, "rooms-listen needs a numeric");
+	assert_int_equal(PARSE("console-listen = ::1x\n", &cfg, why),
+			 BW_ECONFIG);
+	refused_at(why, 1, "console-listen needs a numeric");
+}
+
+/* A port alone is on loopback; an address and port as given. */
+static void
+metrics_listen_forms(void **state)
+{
+	struct bw_daemon_cfg cfg;
+	char why[512];
+
+	(void)state;
+	assert_int_equal(PARSE("metrics-listen = 9357\n", &cfg, why), 0);
+	assert_string_equal(cfg.metrics_listen.addr, "127.0.0.1");
+	assert_int_equal(cfg.metrics_listen.port, 9357);
+	assert_true(cfg.metrics_enabled);
+	assert_int_equal(PARSE("metrics-listen = [::1]:0\n", &cfg, why), 0);
+	assert_string_equal(cfg.metrics_listen.addr, "::1");
+	assert_int_equal(cfg.metrics_listen.port, 0);
+	assert_int_equal(
+		PARSE("listen = ::\nrooms-listen = 127.0.0.2\n", &cfg, why), 0);
+	assert_string_equal(cfg.port.addr, "::");
+}
+
+/* "key =" never means an empty path, address or secret. */
+static void
+empty_values_are_refused(void **state)
+{
+	struct bw_daemon_cfg cfg;
+	char why[512];
+
+	(void)state;
+	assert_int_equal(PARSE("data-dir =\n", &cfg, why), BW_ECONFIG);
+	refused_at(why, 1, "data-dir needs a value");
+	assert_int_equal(PARSE("port = 1\nlisten =   \n", &cfg, why),
+			 BW_ECONFIG);
+	refused_at(why, 2, "listen needs a value");
+	assert_int_equal(PARSE("console-secret =\n", &cfg, why), BW_ECONFIG);
+	refused_at(why, 1, "console-secret needs a value");
+	assert_int_equal(PARSE("log-file =\n", &cfg, why), BW_ECONFIG);
+	refused_at(why, 1, "log-file needs a value");
+	assert_int_equal(PARSE("max-uploads =\n", &cfg, why), BW_ECONFIG);
+	refused_at(why, 1, "max-uploads needs a value");
 }
 
 static void
@@ -141,11 +196,16 @@ too_long_string_is_refused(void **state)
 	char why[512], text[5000];
 
 	(void)state;
-	memcpy(text, "listen = ", 9);
-	memset(text + 9, 'a', 200);
-	text[209] = '\n';
-	assert_int_equal(parse(text, 210, &cfg, why, sizeof(why)), BW_ECONFIG);
-	refused_at(why, 1, "listen is too long");
+	memcpy(text, "data-dir = ", 11);
+	memset(text + 11, 'a', 4900);
+	text[4911] = '\n';
+	assert_int_equal(parse(text, 4912, &cfg, why, sizeof(why)), BW_ECONFIG);
+	refused_at(why, 1, "data-dir is too long");
+	memcpy(text, "console-secret = ", 17);
+	memset(text + 17, 's', 600);
+	text[617] = '\n';
+	assert_int_equal(parse(text, 618, &cfg, why, sizeof(why)), BW_ECONFIG);
+	refused_at(why, 1, "console-secret is too long");
 }
 
 static void
@@ -177,6 +237,139 @@ a_fifo_is_refused_without_blocking(void **state)
 	bw_daemon_cfg_defaults(&cfg);
 	assert_int_equal(bw_daemon_read_config(&cfg, path, why, sizeof(why)),
 			 BW_ECONFIG);
+	assert_non_null(strstr(why, path));
+}
+
+/* The secret's file: its first line, which must hold one. */
+static void
+console_secret_file_needs_a_first_line(void **state)
+{
+	struct bw_daemon_cfg cfg;
+	char why[512], text[128];
+	char secret[sizeof(path) + 8];
+	FILE *f;
+
+	(void)state;
+	snprintf(secret, sizeof(secret), "%s.secret", path);
+	f = fopen(secret, "w");
+	assert_non_null(f);
+	fputs("\nlater line\n", f);
+	fclose(f);
+	snprintf(text, sizeof(text), "console-secret-file = %s\n", secret);
+	assert_int_equal(parse(text, strlen(text), &cfg, why, sizeof(why)),
+			 BW_ECONFIG);
+	refused_at(why, 1, "no secret on its first line");
+	f = fopen(secret, "w");
+	assert_non_null(f);
+	fputs("s3cret\r\nignored\n", f);
+	fclose(f);
+	assert_int_equal(parse(text, strlen(text), &cfg, why, sizeof(why)), 0);
+	assert_string_equal(cfg.console.secret, "s3cret");
+	assert_true(cfg.secret_given);
+	(void)unlink(secret);
+	assert_int_equal(parse(text, strlen(text), &cfg, why, sizeof(why)),
+			 BW_ECONFIG);
+	refused_at(why, 1, "console-secret-file ");
+}
+
+/* What only bw_daemon_opt_set itself can be asked (getopt stops these on
+ * the command line; the file's flags go through yes/no first). */
+static void
+opt_set_refuses_what_getopt_would(void **state)
+{
+	struct bw_daemon_cfg cfg;
+	char why[512];
+
+	(void)state;
+	bw_daemon_cfg_defaults(&cfg);
+	assert_int_equal(bw_daemon_opt_set(&cfg, "nope", "1", why, sizeof(why)),
+			 BW_ECONFIG);
+	assert_non_null(strstr(why, "unknown option 'nope'"));
+	assert_int_equal(
+		bw_daemon_opt_set(&cfg, "no-rooms", "1", why, sizeof(why)),
+		BW_ECONFIG);
+	assert_non_null(strstr(why, "no-rooms takes no value"));
+	assert_int_equal(
+		bw_daemon_opt_set(&cfg, "port", NULL, why, sizeof(why)),
+		BW_ECONFIG);
+	assert_non_null(strstr(why, "port needs a value"));
+	assert_int_equal(
+		bw_daemon_opt_set(&cfg, "no-rooms", NULL, why, sizeof(why)), 0);
+	assert_int_equal(cfg.rooms_enabled, 0);
+}
+
+/* BULWARK_CONSOLE_SECRET is an option too, and checked like one. */
+static void
+environment_secret_is_checked(void **state)
+{
+	struct bw_daemon_cfg cfg;
+	struct bw_daemon_args args;
+	char why[512], big[700];
+
+	(void)state;
+	memset(&args, 0, sizeof(args));
+	memset(big, 'e', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	assert_int_equal(setenv("BULWARK_CONSOLE_SECRET", big, 1), 0);
+	assert_int_equal(bw_daemon_configure(&cfg, &args, why, sizeof(why)),
+			 BW_ECONFIG);
+	assert_non_null(strstr(why,
+			       "BULWARK_CONSOLE_SECRET: console-secret is too "
+			       "long"));
+	assert_int_equal(setenv("BULWARK_CONSOLE_SECRET", "envsecret", 1), 0);
+	assert_int_equal(bw_daemon_configure(&cfg, &args, why, sizeof(why)), 0);
+	assert_string_equal(cfg.console.secret, "envsecret");
+	/* an option wins over the environment */
+	args.name[0] = "console-secret";
+	args.value[0] = "flag";
+	args.n = 1;
+	assert_int_equal(bw_daemon_configure(&cfg, &args, why, sizeof(why)), 0);
+	assert_string_equal(cfg.console.secret, "flag");
+	assert_int_equal(unsetenv("BULWARK_CONSOLE_SECRET"), 0);
+}
+
+/* A console off loopback needs a secret: at start, and a SIGHUP cannot
+ * take it away (the address itself only changes at a restart). */
+static void
+console_off_loopback_keeps_its_secret(void **state)
+{
+	struct bw_daemon_cfg running, fresh;
+	char why[512];
+
+	(void)state;
+	assert_int_equal(PARSE("console-listen = 0.0.0.0\n", &running, why), 0);
+	assert_int_equal(bw_daemon_cfg_check(&running, why, sizeof(why)),
+			 BW_ECONFIG);
+	assert_non_null(strstr(why, "the console on 0.0.0.0 (not loopback) "
+				    "needs --console-secret"));
+	assert_int_equal(PARSE("console-listen = 0.0.0.0\nconsole-secret = "
+			       "s\n",
+			       &running, why),
+			 0);
+	assert_int_equal(bw_daemon_cfg_check(&running, why, sizeof(why)), 0);
+	/* the reload drops the secret: refused */
+	assert_int_equal(PARSE("console-listen = 0.0.0.0\n", &fresh, why), 0);
+	assert_int_equal(
+		bw_daemon_reload_check(&running, &fresh, why, sizeof(why)),
+		BW_ECONFIG);
+	/* ... also when the file moves the console to loopback, which only
+	 * a restart would do */
+	assert_int_equal(PARSE("console-listen = 127.0.0.1\n", &fresh, why), 0);
+	assert_int_equal(
+		bw_daemon_reload_check(&running, &fresh, why, sizeof(why)),
+		BW_ECONFIG);
+	/* a new secret is fine */
+	assert_int_equal(PARSE("console-listen = 0.0.0.0\nconsole-secret = "
+			       "t\n",
+			       &fresh, why),
+			 0);
+	assert_int_equal(
+		bw_daemon_reload_check(&running, &fresh, why, sizeof(why)), 0);
+	/* off, the console needs nothing */
+	assert_int_equal(PARSE("console-listen = 0.0.0.0\nno-console = yes\n",
+			       &fresh, why),
+			 0);
+	assert_int_equal(bw_daemon_cfg_check(&fresh, why, sizeof(why)), 0);
 }
 
 /* Comments, blank lines, blanks around '=', CR LF and no last newline. */
@@ -243,8 +436,21 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 			bad_level_and_listen_address_are_refused, setup,
 			teardown),
+		cmocka_unit_test_setup_teardown(metrics_listen_forms, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(empty_values_are_refused, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(too_long_string_is_refused,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			console_secret_file_needs_a_first_line, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			opt_set_refuses_what_getopt_would, setup, teardown),
+		cmocka_unit_test_setup_teardown(environment_secret_is_checked,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			console_off_loopback_keeps_its_secret, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			missing_file_and_nul_bytes_are_refused, setup,
 			teardown),
