@@ -32,14 +32,18 @@ struct bw_addrtab {
 	struct bw_hash map;
 	size_t cap;	  /* most entries kept */
 	unsigned slots_n; /* held[] slots given out */
+	uint64_t evicted; /* entries dropped, when full, while remembering */
 };
 
 int bw_addrtab_init(struct bw_addrtab *t, size_t cap)
 	__attribute__((warn_unused_result));
 void bw_addrtab_fini(struct bw_addrtab *t);
-/* The entry for addr, created if absent; NULL when the table is full of
- * entries that still count something (or out of memory). The pointer stays
- * valid while the entry counts something. */
+/* The entry for addr, created if absent. When the table is full, entries
+ * that only remember (strikes, a registration window) are dropped to make
+ * room; NULL only when every entry has a connection or a held count (or
+ * out of memory). The pointer stays valid while the entry counts a
+ * connection or a held count, or until the next bw_addrtab_get or sweep
+ * otherwise. */
 struct bw_addr *bw_addrtab_get(struct bw_addrtab *t, const char *addr,
 			       uint64_t now_ms);
 /* A slot of held[] for one service's own count: its index, or BW_ETOOBIG

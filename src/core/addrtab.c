@@ -14,6 +14,7 @@ bw_addrtab_init(struct bw_addrtab *t, size_t cap)
 {
 	t->cap = cap;
 	t->slots_n = 0;
+	t->evicted = 0;
 	return bw_hash_init(&t->map);
 }
 
@@ -88,6 +89,47 @@ bw_addrtab_sweep(struct bw_addrtab *t, uint64_t now_ms)
 	} while (s.n == sizeof(s.victims) / sizeof(s.victims[0]));
 }
 
+static int
+pinned(const struct bw_addr *a)
+{
+	unsigned i;
+
+	for (i = 0; i < BW_ADDR_SLOTS; i++) {
+		if (a->held[i] != 0)
+			return 1;
+	}
+	return a->conns != 0;
+}
+
+static int
+collect_unpinned(void *arg, void *val)
+{
+	struct sweep *s = arg;
+
+	if (!pinned(val))
+		s->victims[s->n++] = val;
+	return s->n == sizeof(s->victims) / sizeof(s->victims[0]);
+}
+
+/* The table is full of entries that still count something: those that
+ * only remember (strikes, a registration window) make room, so a flood of
+ * addresses costs memory for a while but never locks out a new peer. */
+static void
+evict_unpinned(struct bw_addrtab *t)
+{
+	struct sweep s;
+	size_t i;
+
+	s.n = 0;
+	(void)bw_hash_each(&t->map, collect_unpinned, &s);
+	for (i = 0; i < s.n; i++) {
+		bw_hash_del(&t->map, s.victims[i]->addr,
+			    strlen(s.victims[i]->addr));
+		free(s.victims[i]);
+	}
+	t->evicted += s.n;
+}
+
 struct bw_addr *
 bw_addrtab_get(struct bw_addrtab *t, const char *addr, uint64_t now_ms)
 {
@@ -100,6 +142,8 @@ bw_addrtab_get(struct bw_addrtab *t, const char *addr, uint64_t now_ms)
 		return a;
 	if (t->map.n >= t->cap) {
 		bw_addrtab_sweep(t, now_ms);
+		if (t->map.n >= t->cap)
+			evict_unpinned(t);
 		if (t->map.n >= t->cap)
 			return NULL;
 	}

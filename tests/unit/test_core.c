@@ -1034,6 +1034,34 @@ addrtab_full_of_busy_entries_refuses_then_sweeps_idle_ones(void **state)
 	bw_addrtab_fini(&t);
 }
 
+/* A table full of addresses that only remember (a strike, a registration
+ * window) makes room for a new peer rather than refusing it: a flood of
+ * source addresses must not lock everyone out of registering. */
+static void
+addrtab_full_of_memories_evicts_them_for_a_new_peer(void **state)
+{
+	struct bw_addrtab t;
+	struct bw_addr *a, *live;
+	uint64_t now = 5000000;
+
+	(void)state;
+	assert_int_equal(bw_addrtab_init(&t, 3), 0);
+	assert_non_null(live = bw_addrtab_get(&t, "10.9.9.9", now));
+	live->conns = 1;
+	assert_non_null(a = bw_addrtab_get(&t, "10.0.0.1", now));
+	bw_addr_strike(a, now);
+	assert_non_null(a = bw_addrtab_get(&t, "10.0.0.2", now));
+	assert_int_equal(bw_addr_count_reg(a, 10, now), 0);
+	/* full: both remembering entries go, the connected one stays */
+	assert_non_null(a = bw_addrtab_get(&t, "10.0.0.3", now));
+	assert_int_equal(t.evicted, 2);
+	assert_int_equal(t.map.n, 2);
+	assert_ptr_equal(bw_addrtab_get(&t, "10.9.9.9", now), live);
+	assert_int_equal(
+		bw_addr_strikes(bw_addrtab_get(&t, "10.0.0.1", now), now), 0);
+	bw_addrtab_fini(&t);
+}
+
 static void
 addrtab_gives_each_service_its_own_slot_then_refuses(void **state)
 {
@@ -1058,20 +1086,22 @@ addrtab_strikes_are_remembered_for_ten_minutes(void **state)
 	uint64_t now = 10000000;
 
 	(void)state;
-	assert_int_equal(bw_addrtab_init(&t, 1), 0);
+	assert_int_equal(bw_addrtab_init(&t, 4), 0);
 	assert_non_null(a = bw_addrtab_get(&t, "10.0.0.9", now));
 	assert_int_equal(bw_addr_strikes(a, now), 0);
 	bw_addr_strike(a, now);
 	bw_addr_strike(a, now + 1000);
 	assert_int_equal(bw_addr_strikes(a, now + 1000), 2);
-	/* full of an entry with strikes: a new address is refused */
-	assert_null(bw_addrtab_get(&t, "10.0.0.10", now + 2000));
+	/* a sweep keeps an entry with strikes */
+	bw_addrtab_sweep(&t, now + 2000);
+	assert_ptr_equal(bw_addrtab_get(&t, "10.0.0.9", now + 2000), a);
 	assert_int_equal(bw_addr_strikes(a, now + 1000 + 599999), 2);
 	assert_int_equal(bw_addr_strikes(a, now + 1000 + 600000), 0);
 	bw_addr_strike(a, now + 700000);
 	assert_int_equal(bw_addr_strikes(a, now + 700000), 1);
-	/* forgotten: the entry may go for a new address */
-	assert_non_null(bw_addrtab_get(&t, "10.0.0.10", now + 1400000));
+	/* forgotten: a sweep drops the entry */
+	bw_addrtab_sweep(&t, now + 1400000);
+	assert_int_equal(t.map.n, 0);
 	bw_addrtab_fini(&t);
 }
 
@@ -1127,6 +1157,8 @@ main(void)
 		cmocka_unit_test(addrtab_counts_registrations_per_minute),
 		cmocka_unit_test(
 			addrtab_full_of_busy_entries_refuses_then_sweeps_idle_ones),
+		cmocka_unit_test(
+			addrtab_full_of_memories_evicts_them_for_a_new_peer),
 		cmocka_unit_test(
 			addrtab_gives_each_service_its_own_slot_then_refuses),
 		cmocka_unit_test(
