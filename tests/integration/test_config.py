@@ -503,7 +503,7 @@ def test_every_long_option_of_help_is_a_config_key(daemon, tmp_path):
         "console-secret-file": secret_file, "no-console": "no", "rooms-port": "0",
         "rooms-listen": H, "rooms-max-conns": "100", "rooms-max-rooms": "100",
         "rooms-max-members": "10", "rooms-rate": "20", "rooms-burst": "40",
-        "rooms-queue": "262144", "rooms-pause": "150", "rooms-max-attempts": "5",
+        "rooms-queue": "262144", "rooms-pause": "150", "rooms-max-attempts": "5", "rooms-menu-timeout": "60",
         "no-rooms": "no", "metrics-listen": "%s:%d" % (H, mport), "log-level": "info",
         "log-file": log_file,
     }

@@ -104,7 +104,7 @@ menu_wrong(struct rconn *rc, const char *text, enum rstate next)
 		snprintf(rc->delay_text, sizeof(rc->delay_text), "%s", text);
 		rc->delay_next = next;
 		rc->st = R_DELAY;
-		bw_conn_request_deadline(rc->c, 0);
+		rc_wait(rc);
 		bw_conn_pause(rc->c, 1);
 		return;
 	}

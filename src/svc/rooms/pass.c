@@ -12,8 +12,9 @@
 
 struct hashjob {
 	struct bw_rooms *rs;
-	struct rconn *rc;  /* NULL once the connection has gone */
-	struct bw_conn *c; /* held while on a worker */
+	struct rconn *rc;     /* NULL once the connection has gone */
+	struct bw_conn *c;    /* held while on a worker */
+	struct bw_addr *addr; /* the address slot it holds, or NULL */
 	int create, ok, err;
 	char pw[PASS_MAX];
 	size_t n;
@@ -43,6 +44,15 @@ job_work(void *arg)
 static void pump(struct bw_rooms *rs);
 
 static void
+addr_release(struct bw_rooms *rs, struct bw_addr **a)
+{
+	if (*a == NULL)
+		return;
+	(*a)->held[rs->addr_slot]--;
+	*a = NULL;
+}
+
+static void
 job_done(void *arg)
 {
 	struct hashjob *j = arg;
@@ -59,23 +69,47 @@ job_done(void *arg)
 		menu_hashed(rc, j->create, j->ok, j->salt, j->got);
 		rc_resume(rc);
 	}
+	addr_release(rs, &j->addr);
 	job_free(j);
 	bw_conn_release(c);
 	pump(rs);
 }
 
-/* Starts waiting jobs while workers are free. */
+/* The first waiting connection whose address has a password slot free
+ * (taken out of the queue), or NULL. */
+static struct rconn *
+next_ready(struct bw_rooms *rs)
+{
+	struct rconn *prev = NULL, *rc;
+	struct bw_addr *a;
+
+	for (rc = rs->hash_head; rc != NULL; prev = rc, rc = rc->hash_next) {
+		a = rc->c->addr;
+		if (a != NULL && a->held[rs->addr_slot] >= PASS_PER_ADDR)
+			continue;
+		if (prev != NULL)
+			prev->hash_next = rc->hash_next;
+		else
+			rs->hash_head = rc->hash_next;
+		if (rs->hash_tail == rc)
+			rs->hash_tail = prev;
+		rc->hash_next = NULL;
+		rc->queued = 0;
+		return rc;
+	}
+	return NULL;
+}
+
+/* Starts waiting jobs while workers are free, at most PASS_PER_ADDR per
+ * address at once: a flood from one address takes no more of the workers
+ * than that, and the joins of everyone else go on between its hashes. */
 static void
 pump(struct bw_rooms *rs)
 {
 	struct rconn *rc;
 	struct hashjob *j;
 
-	while (rs->hashing < rs->hash_max && (rc = rs->hash_head) != NULL) {
-		if ((rs->hash_head = rc->hash_next) == NULL)
-			rs->hash_tail = NULL;
-		rc->hash_next = NULL;
-		rc->queued = 0;
+	while (rs->hashing < rs->hash_max && (rc = next_ready(rs)) != NULL) {
 		j = rc->job;
 		bw_conn_hold(j->c);
 		if (bw_loop_submit(rs->eng->loop, job_work, job_done, j) != 0) {
@@ -88,6 +122,8 @@ pump(struct bw_rooms *rs)
 			rc_resume(rc);
 			continue;
 		}
+		if ((j->addr = rc->c->addr) != NULL)
+			j->addr->held[rs->addr_slot]++;
 		rs->hashing++;
 	}
 }
@@ -119,7 +155,7 @@ pass_start(struct rconn *rc, int create, const char *pw, size_t n)
 	}
 	rc->job = j;
 	rc->st = R_HASH;
-	bw_conn_request_deadline(rc->c, 0);
+	rc_wait(rc);
 	bw_conn_pause(rc->c, 1);
 	rc->queued = 1;
 	if (rs->hash_tail != NULL)

@@ -191,20 +191,33 @@ room_leave(struct rconn *rc, const char *why)
 	}
 }
 
+/* /who: the members, as many as fit in WHO_MAX bytes (a thousand names
+ * would take a quarter of the asker's own queue), then how many more. */
+#define WHO_MAX 8192u
+
 static void
 who(struct rconn *rc, struct room *r)
 {
 	const struct rconn *m;
-	size_t cap = 64 + (size_t)r->members_n * (NAME_CAP + 2), o;
-	char *buf = malloc(cap);
+	char *buf = malloc(WHO_MAX);
+	size_t o, len;
+	unsigned shown = 0;
 
 	if (buf == NULL)
 		return;
-	o = (size_t)snprintf(buf, cap, "Members of group #%u (%u):", r->id,
+	o = (size_t)snprintf(buf, WHO_MAX, "Members of group #%u (%u):", r->id,
 			     r->members_n);
-	for (m = r->members; m != NULL && o + NAME_CAP + 3 < cap; m = m->next)
-		o += (size_t)snprintf(buf + o, cap - o, "%s %s",
-				      m == r->members ? "" : ",", m->name);
+	for (m = r->members; m != NULL; m = m->next) {
+		len = strlen(m->name) + 2;
+		if (o + len + 32 > WHO_MAX)
+			break;
+		o += (size_t)snprintf(buf + o, WHO_MAX - o, "%s %s",
+				      shown == 0 ? "" : ",", m->name);
+		shown++;
+	}
+	if (shown < r->members_n)
+		o += (size_t)snprintf(buf + o, WHO_MAX - o, " and %u more",
+				      r->members_n - shown);
 	buf[o++] = '\n';
 	(void)rc_send(rc, buf, o);
 	free(buf);

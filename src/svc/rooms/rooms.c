@@ -78,12 +78,39 @@ rc_sayf(struct rconn *rc, const char *fmt, ...)
 						    : sizeof(buf) - 1);
 }
 
+/* Each step of the menu has its deadline; saying something invalid is
+ * asked again within the same one (a peer cannot stay at the menu by
+ * answering nonsense once a minute), and the whole menu ends after
+ * MENU_STEPS steps' time whatever happens. */
 void
 rc_prompt(struct rconn *rc, enum rstate st)
 {
+	uint64_t now = bw_now_ms(), step = rc->rs->cfg.limits.request_ms;
+
+	if (rc->waiting_since_ms != 0) {
+		rc->step_end_ms += now - rc->waiting_since_ms;
+		rc->menu_end_ms += now - rc->waiting_since_ms;
+		rc->waiting_since_ms = 0;
+	}
+	if (st != rc->step) {
+		rc->step = st;
+		rc->step_end_ms = now + step;
+		if (rc->step_end_ms > rc->menu_end_ms)
+			rc->step_end_ms = rc->menu_end_ms;
+	}
 	rc->st = st;
 	(void)rc_say(rc, prompts[st]);
-	bw_conn_request_deadline(rc->c, rc->rs->cfg.limits.request_ms);
+	bw_conn_request_deadline(
+		rc->c,
+		rc->step_end_ms > now ? (unsigned)(rc->step_end_ms - now) : 1u);
+}
+
+void
+rc_wait(struct rconn *rc)
+{
+	bw_conn_request_deadline(rc->c, 0);
+	if (rc->waiting_since_ms == 0)
+		rc->waiting_since_ms = bw_now_ms();
 }
 
 void
@@ -233,6 +260,9 @@ rooms_open(struct bw_conn *c)
 	c->want = rs->cfg.line_max + 2u;
 	rs->at_menu++;
 	rc->at_menu = 1;
+	rc->step = R_GONE; /* none yet */
+	rc->menu_end_ms =
+		bw_now_ms() + (uint64_t)MENU_STEPS * rs->cfg.limits.request_ms;
 	rc_prompt(rc, R_MENU);
 	return 0;
 }
@@ -242,6 +272,15 @@ rooms_input(struct bw_conn *c)
 {
 	struct rconn *rc = RC(c);
 
+	if ((c->flags & BW_CONN_EOF) && rc->room != NULL && !rc->overflow) {
+		/* the member has closed: what it sent before is said now,
+		 * whatever the rate (a script's last lines), before the
+		 * engine winds the connection down */
+		bw_loop_timer_stop(c->eng->loop, &rc->rate_t);
+		rc->throttled = 0;
+		rc->unlimited = 1;
+		bw_conn_pause(c, 0);
+	}
 	take_lines(rc, (c->flags & BW_CONN_EOF) != 0);
 	return 0;
 }
@@ -319,6 +358,10 @@ rooms_init(const struct bw_host *h, const void *cfg, void **out)
 	rs->eng = h->eng;
 	rs->next_id = 1;
 	rs->hash_max = h->eng->cfg.workers > 0 ? h->eng->cfg.workers : 1;
+	if ((rs->addr_slot = bw_addrtab_slot(&h->eng->addrs)) < 0) {
+		free(rs);
+		return BW_ETOOBIG;
+	}
 	if (rs->cfg.line_max == 0 || rs->cfg.line_max > 1024u * 1024u ||
 	    rs->cfg.limits.in_max < (size_t)rs->cfg.line_max + 2) {
 		free(rs);

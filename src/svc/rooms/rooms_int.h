@@ -25,6 +25,10 @@
 #define DELAY_MIN_MS  250u /* the first delay, doubled each failure */
 #define DELAY_MAX_MS  4000u
 #define RATE_SCALE_MS 1000u /* tokens are counted in 1/1000 of a line */
+#define MENU_STEPS    10u   /* the whole menu: this many steps' time */
+/* passwords from one address being hashed at once; the others wait their
+ * turn behind everyone else's */
+#define PASS_PER_ADDR 1u
 
 struct rconn;
 
@@ -49,6 +53,7 @@ struct bw_rooms {
 	/* passwords waiting for a worker, and those on one */
 	struct rconn *hash_head, *hash_tail;
 	unsigned hashing, hash_max;
+	int addr_slot; /* its slot of bw_addr.held: passwords in progress */
 	/* figures */
 	uint64_t members_n, at_menu, created, joined, refused, cut_off;
 	uint64_t lines_relayed, deliveries;
@@ -79,8 +84,14 @@ struct rconn {
 	struct room *room;
 	struct rconn *prev, *next; /* the room's members */
 	unsigned attempts;	   /* wrong ids and passwords */
-	int overflow;		   /* cut off: it did not read */
-	int at_menu;		   /* counted in bw_rooms.at_menu */
+	/* menu deadlines: the step being asked (a new step starts its own
+	 * deadline, asking the same again does not), when it and the whole
+	 * menu end, and since when the server is the one keeping the
+	 * connection waiting (a worker, a delay: that time does not count) */
+	enum rstate step;
+	uint64_t step_end_ms, menu_end_ms, waiting_since_ms;
+	int overflow; /* cut off: it did not read */
+	int at_menu;  /* counted in bw_rooms.at_menu */
 	/* a password on its way (R_HASH): queued or on a worker */
 	struct hashjob *job;
 	struct rconn *hash_next;
@@ -104,6 +115,9 @@ int rc_sayf(struct rconn *rc, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* Enters state st and says its prompt (menu steps start their deadline). */
 void rc_prompt(struct rconn *rc, enum rstate st);
+/* The server keeps rc waiting (its password on a worker, a delay): the
+ * menu's deadlines stop until the next prompt. */
+void rc_wait(struct rconn *rc);
 /* Says text and closes once it is flushed. */
 void rc_bye(struct rconn *rc, const char *text);
 /* Input may go on (after a worker or a delay). */
