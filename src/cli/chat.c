@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <termios.h>
 #include <unistd.h>
@@ -29,6 +30,14 @@
 #define LINE_CAP       BW_LINE_MAX
 #define BYE_WAIT_MS    5000u
 #define PENDING_CAP    (64u * 1024u)
+#define PART_CAP       (8u * 1024u) /* a line from the server being received */
+#define CHUNK	       1024u	    /* bytes cleaned at a time */
+#define IN_ROOM	       "You can start to talk!"
+/* at the end of piped input, how long the server must have been quiet
+ * (its answers to our last lines are in) before we tell whether we are in
+ * a room; and the longest we wait for that */
+#define QUIET_MS  300u
+#define DECIDE_MS 5000u
 
 struct chat {
 	int fd;
@@ -42,6 +51,15 @@ struct chat {
 	size_t pending_len; /* a line from a pipe waiting for the gap */
 	int have_pending;
 	int in_eof, sent_bye, srv_eof;
+	/* the server's line being received: on a terminal kept whole (shown
+	 * as the prompt of the line being typed until it ends); elsewhere
+	 * printed at once but for a UTF-8 character cut short */
+	uint8_t part[PART_CAP];
+	size_t part_len, part_shown;
+	int in_room;		/* the server said IN_ROOM: /exit leaves */
+	uint64_t rx_ms, eof_ms; /* the server's last bytes; our input's end */
+	int esc;		/* inside a terminal escape sequence (a key) */
+	int cut_warned;
 	struct termios saved;
 	int raw;
 };
@@ -98,38 +116,170 @@ out(const char *p, size_t n)
 	}
 }
 
+/* Bytes of p[0..n) up to the last character that is whole: a UTF-8
+ * sequence cut at the end is left for the next read. */
+static size_t
+utf8_whole(const uint8_t *p, size_t n)
+{
+	size_t i = n, k = 0, want;
+
+	while (i > 0 && k < 4 && (p[i - 1] & 0xC0) == 0x80) {
+		i--;
+		k++;
+	}
+	if (i == 0)
+		return k >= 4 ? n : 0;
+	want = p[i - 1] >= 0xF0	  ? 4
+	       : p[i - 1] >= 0xE0 ? 3
+	       : p[i - 1] >= 0xC0 ? 2
+				  : 1;
+	return p[i - 1] >= 0xC0 && p[i - 1] < 0xF8 && k + 1 < want ? i - 1 : n;
+}
+
+/* p cleaned (no escape sequence reaches the terminal) and written, a
+ * chunk at a time cut between characters. */
+static void
+out_clean(const uint8_t *p, size_t n)
+{
+	char clean[BW_TEXT_CAP(CHUNK)];
+	size_t k, m;
+
+	while (n > 0) {
+		k = n < CHUNK ? n : CHUNK;
+		if (k < n && utf8_whole(p, k) > 0)
+			k = utf8_whole(p, k);
+		m = bw_text_clean(p, k, clean, sizeof(clean), NULL);
+		out(clean, m);
+		p += k;
+		n -= k;
+	}
+}
+
+/* Code points in p[0..n), and where the last k of them start. */
+static size_t
+chars_in(const char *p, size_t n)
+{
+	size_t i, c = 0;
+
+	for (i = 0; i < n; i++)
+		c += ((unsigned char)p[i] & 0xC0) != 0x80;
+	return c;
+}
+
+static size_t
+last_chars(const char *p, size_t n, size_t k)
+{
+	size_t i = n, c = 0;
+
+	while (i > 0 && c < k) {
+		i--;
+		c += ((unsigned char)p[i] & 0xC0) != 0x80;
+	}
+	return i;
+}
+
+static size_t
+term_cols(void)
+{
+	struct winsize w;
+
+	if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &w) == 0 && w.ws_col >= 20)
+		return w.ws_col;
+	return 80;
+}
+
+/* The line being typed, on the terminal's last row and on one row only
+ * (a longer one scrolls sideways), after the server's unfinished line or
+ * the prompt: text arriving meanwhile is printed above it, then it is
+ * drawn again. */
 static void
 redraw(struct chat *ch)
 {
+	char pre[BW_TEXT_CAP(PART_CAP)];
+	size_t cols = term_cols(), pre_n, from, room;
+
 	if (!ch->tty)
 		return;
-	out("\r\033[K" PROMPT, 5 + strlen(PROMPT));
-	out(ch->line, ch->len);
+	if (ch->part_len > 0) {
+		pre_n = bw_text_clean(ch->part, ch->part_len, pre, sizeof(pre),
+				      NULL);
+		from = last_chars(pre, pre_n, cols / 2);
+	} else {
+		pre_n = strlen(PROMPT);
+		memcpy(pre, PROMPT, pre_n);
+		from = 0;
+	}
+	out("\r\033[K", 4);
+	out(pre + from, pre_n - from);
+	room = cols - 1 - chars_in(pre + from, pre_n - from);
+	if (chars_in(ch->line, ch->len) <= room) {
+		out(ch->line, ch->len);
+		return;
+	}
+	from = last_chars(ch->line, ch->len, room - 1);
+	out("<", 1);
+	out(ch->line + from, ch->len - from);
 }
 
-/* The server's text: each line cleaned (no escape sequence reaches the
- * terminal); on a terminal, printed above the line being typed. */
+/* Prints what of the server's unfinished line has not been shown, up to
+ * its last whole character (all of it with end set: the line ends). */
+static void
+part_out(struct chat *ch, int end)
+{
+	size_t upto = end ? ch->part_len : utf8_whole(ch->part, ch->part_len);
+
+	if (upto > ch->part_shown)
+		out_clean(ch->part + ch->part_shown, upto - ch->part_shown);
+	ch->part_shown = upto;
+}
+
+/* The server's text, as it arrives: each line cleaned; a line is watched
+ * for the one that says we are in a room. */
 static void
 show(struct chat *ch, const uint8_t *p, size_t n)
 {
-	char clean[BW_TEXT_CAP(1024)];
-	size_t i = 0, k, m;
+	const uint8_t *nl;
+	size_t k, t;
 
 	if (ch->tty)
 		out("\r\033[K", 4);
-	while (i < n) {
-		for (k = i; k < n && k - i < 1024 && p[k] != '\n'; k++)
-			;
-		m = bw_text_clean(p + i, k - i, clean, sizeof(clean), NULL);
-		out(clean, m);
-		if (k < n && p[k] == '\n') {
+	while (n > 0) {
+		nl = memchr(p, '\n', n);
+		k = nl != NULL ? (size_t)(nl - p) : n;
+		if (ch->part_len + k > PART_CAP) {
+			/* a very long line: out with what we have of it */
+			part_out(ch, 0);
+			t = ch->part_len - ch->part_shown;
+			memmove(ch->part, ch->part + ch->part_shown, t);
+			ch->part_len = t;
+			ch->part_shown = 0;
+		}
+		if (ch->part_len + k > PART_CAP) {
+			out_clean(p, k); /* cannot happen with 4 KiB reads */
+		} else {
+			memcpy(ch->part + ch->part_len, p, k);
+			ch->part_len += k;
+		}
+		if (nl != NULL) {
+			t = ch->part_len > 0 &&
+					    ch->part[ch->part_len - 1] == '\r'
+				    ? ch->part_len - 1
+				    : ch->part_len;
+			if (t == sizeof(IN_ROOM) - 1 &&
+			    memcmp(ch->part, IN_ROOM, t) == 0)
+				ch->in_room = 1;
+			part_out(ch, 1);
 			out("\n", 1);
+			ch->part_len = ch->part_shown = 0;
 			k++;
 		}
-		i = k;
+		p += k;
+		n -= k;
 	}
-	if (ch->tty && n > 0 && p[n - 1] != '\n')
-		out("\n", 1);
+	/* elsewhere than on a terminal a prompt without a newline is shown
+	 * now, but for a character cut in two */
+	if (!ch->tty)
+		part_out(ch, 0);
 	redraw(ch);
 }
 
@@ -159,7 +309,14 @@ say_bye(struct chat *ch)
 	if (ch->sent_bye)
 		return 0;
 	ch->sent_bye = 1;
-	rc = send_line(ch, ch->newline ? "/exit" : "Exit", ch->newline ? 5 : 4);
+	/* in a room: leave it, and read the server's goodbye; at the menu a
+	 * word would be taken as a name or a password, so the end of input
+	 * is only said by closing our side (the seed's server does not read
+	 * that: it gets its "Exit") */
+	if (!ch->newline)
+		rc = send_line(ch, "Exit", 4);
+	else if (ch->in_room)
+		rc = send_line(ch, "/exit", 5);
 	(void)shutdown(ch->fd, SHUT_WR);
 	return rc;
 }
@@ -170,6 +327,19 @@ key(struct chat *ch, unsigned char k)
 {
 	int rc;
 
+	if (ch->esc == 1) { /* after ESC: a CSI or SS3 sequence, or one key */
+		ch->esc = k == '[' || k == 'O' ? 2 : 0;
+		return 0;
+	}
+	if (ch->esc == 2) { /* arrows and function keys are not text */
+		if (k >= 0x40 && k <= 0x7e)
+			ch->esc = 0;
+		return 0;
+	}
+	if (k == 0x1b) {
+		ch->esc = 1;
+		return 0;
+	}
 	if (k == '\r' || k == '\n') {
 		out("\r\033[K", 4);
 		rc = send_line(ch, ch->line, ch->len);
@@ -208,6 +378,13 @@ piped(struct chat *ch, const uint8_t *p, size_t n)
 		if (p[i] != '\n') {
 			if (ch->len < LINE_CAP && p[i] != '\r')
 				ch->line[ch->len++] = (char)p[i];
+			else if (p[i] != '\r' && !ch->cut_warned) {
+				ch->cut_warned = 1;
+				fprintf(stderr,
+					"bulwark chat: a line over %u bytes "
+					"was cut\n",
+					LINE_CAP);
+			}
 			continue;
 		}
 		if (ch->newline) {
@@ -280,8 +457,13 @@ run(struct chat *ch)
 		if (ch->in_eof && ch->pending_len == 0 && !ch->sent_bye) {
 			if (ch->len > 0 && !ch->tty)
 				(void)piped(ch, (const uint8_t *)"\n", 1);
-			/* the goodbye too waits for its gap */
-			if (ch->pending_len == 0 && now >= ch->next_send_ms) {
+			if (ch->eof_ms == 0)
+				ch->eof_ms = now;
+			/* the goodbye too waits for its gap, and for the
+			 * server to have answered our last lines */
+			if (ch->pending_len == 0 && now >= ch->next_send_ms &&
+			    (ch->in_room || now - ch->rx_ms >= QUIET_MS ||
+			     now - ch->eof_ms >= DECIDE_MS)) {
 				if ((rc = say_bye(ch)) != 0)
 					return rc;
 				bye_until = now + BYE_WAIT_MS;
@@ -305,6 +487,9 @@ run(struct chat *ch)
 			timeout = ch->next_send_ms > now
 					  ? (int)(ch->next_send_ms - now)
 					  : 0;
+		if (ch->in_eof && !ch->sent_bye && ch->pending_len == 0 &&
+		    timeout == 0 && !ch->in_room && now - ch->rx_ms < QUIET_MS)
+			timeout = (int)(QUIET_MS - (now - ch->rx_ms));
 		if (bye_until != 0)
 			timeout = (int)(bye_until - now);
 		if (poll(pfd, 2, timeout) < 0) {
@@ -318,8 +503,10 @@ run(struct chat *ch)
 				return -errno;
 			if (r == 0)
 				ch->srv_eof = 1;
-			if (r > 0)
+			if (r > 0) {
+				ch->rx_ms = bw_now_ms();
 				show(ch, buf, (size_t)r);
+			}
 		}
 		if (pfd[1].revents) {
 			r = read(STDIN_FILENO, buf, sizeof(buf));
@@ -413,6 +600,7 @@ bw_cli_chat(int argc, char **argv)
 	(void)sigaction(SIGTERM, &sa, NULL);
 	(void)sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	ch.rx_ms = bw_now_ms(); /* quiet is counted from the connection */
 	ch.tty = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
 	if (ch.tty)
 		raw_on(&ch);
