@@ -66,6 +66,19 @@ all_stats(const void *arg, bw_stat_emit emit, void *emit_arg)
 	}
 }
 
+/* Every service's errors by kind, for the metrics endpoint. */
+static void
+all_errors(const void *arg, bw_stat_emit emit, void *emit_arg)
+{
+	const struct bw_daemon *d = arg;
+	unsigned i;
+
+	for (i = 0; i < d->svc_n; i++) {
+		if (d->svc[i].mod->errors != NULL && d->svc[i].inst != NULL)
+			d->svc[i].mod->errors(d->svc[i].inst, emit, emit_arg);
+	}
+}
+
 /* The shared port's requests, for the metrics endpoint. */
 static int
 frame_metrics(const void *arg, struct bw_buf *out)
@@ -273,6 +286,7 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 				   .data_dir = d->cfg.data_dir,
 				   .started_s = d->started_s,
 				   .stats = all_stats,
+				   .errors = all_errors,
 				   .stats_arg = d,
 				   .metrics = frame_metrics,
 				   .metrics_arg = d};

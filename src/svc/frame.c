@@ -295,6 +295,10 @@ bw_frame_done(struct bw_conn *c)
 	    f->lim[i].idle_ms != c->lis->cfg.lim.idle_ms)
 		bw_conn_idle_deadline(c, f->lim[i].idle_ms);
 	frame_req_result(c, 0); /* answered by no reply (1030) */
+	if (fc->last != fc->req.proto) {
+		(*frame_conns_of(bw_conn_inst(c), fc->last))--;
+		(*frame_conns_of(bw_conn_inst(c), fc->req.proto))++;
+	}
 	fc->last = fc->req.proto;
 	memset(&fc->req, 0, sizeof(fc->req));
 	fc->st = F_HDR;
@@ -527,12 +531,21 @@ frame_drained(struct bw_conn *c)
 		each_state(c, DRAINED);
 }
 
+uint64_t *
+frame_conns_of(struct bw_frame *f, const struct bw_frame_proto *p)
+{
+	int i = p != NULL ? frame_proto_index(f, p) : -1;
+
+	return i >= 0 ? &f->conns[i] : &f->conns_none;
+}
+
 static int
 frame_open(struct bw_conn *c)
 {
 	if ((c->state = calloc(1, sizeof(struct frame_conn))) == NULL)
 		return BW_ENOMEM;
 	c->want = CTRL_WANT;
+	((struct bw_frame *)bw_conn_inst(c))->conns_none++;
 	return 0;
 }
 
@@ -545,6 +558,7 @@ frame_close(struct bw_conn *c)
 
 	if (fc == NULL)
 		return;
+	(*frame_conns_of(bw_conn_inst(c), fc->last))--;
 	for (i = 0; i < f->n; i++) {
 		if (fc->state[i] == NULL)
 			continue;

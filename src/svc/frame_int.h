@@ -29,6 +29,10 @@ struct bw_frame {
 	struct bw_conn_limits lim[BW_FRAME_PROTOS_MAX]; /* 0s: the listener's */
 	struct frame_stats st[BW_FRAME_PROTOS_MAX];
 	unsigned n;
+	/* open connections by the protocol of their last request (the
+	 * vault's and the messenger's share the listener); none: no request
+	 * ended yet */
+	uint64_t conns[BW_FRAME_PROTOS_MAX], conns_none;
 };
 
 enum fstate {
@@ -60,6 +64,8 @@ struct frame_conn {
 
 /* frame.c */
 int frame_proto_index(const struct bw_frame *f, const struct bw_frame_proto *p);
+/* The count of open connections whose last protocol is p (NULL: none). */
+uint64_t *frame_conns_of(struct bw_frame *f, const struct bw_frame_proto *p);
 
 /* frame_stats.c */
 int frame_stats_init(struct bw_frame *f, unsigned i) BW_WUR;

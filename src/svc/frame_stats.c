@@ -141,6 +141,20 @@ bw_frame_metrics(const struct bw_frame *f, struct bw_buf *out)
 	int rc = 0;
 
 	rc |= bw_buf_printf(out,
+			    "# HELP bulwark_shared_connections Open "
+			    "connections on the shared port by the protocol "
+			    "of their last request.\n"
+			    "# TYPE bulwark_shared_connections gauge\n");
+	for (i = 0; i < f->n; i++)
+		rc |= bw_buf_printf(
+			out,
+			"bulwark_shared_connections{protocol=\"%s\"}"
+			" %llu\n",
+			f->p[i]->name, (unsigned long long)f->conns[i]);
+	rc |= bw_buf_printf(
+		out, "bulwark_shared_connections{protocol=\"none\"} %llu\n",
+		(unsigned long long)f->conns_none);
+	rc |= bw_buf_printf(out,
 			    "# HELP bulwark_requests_total Requests on the "
 			    "shared port by protocol, code and result.\n"
 			    "# TYPE bulwark_requests_total counter\n");

@@ -26,6 +26,8 @@ struct bw_host {
 	int64_t started_s;
 	/* every service's figures, in a fixed order (the console's STAT) */
 	void (*stats)(const void *arg, bw_stat_emit emit, void *emit_arg);
+	/* every service's errors by kind (bw_module.errors), same arg */
+	void (*errors)(const void *arg, bw_stat_emit emit, void *emit_arg);
 	const void *stats_arg;
 	/* figures with labels (the shared port's requests), appended to out
 	 * in the Prometheus text format: 0 or BW_ETOOBIG */
@@ -47,6 +49,9 @@ struct bw_module {
 	void (*reload)(void *inst, const void *cfg);
 	/* The live figures; NULL: none. */
 	bw_stats_fn stats;
+	/* What went wrong since start, one figure per kind (key: the kind,
+	 * label: what it means); NULL: nothing to report. */
+	bw_stats_fn errors;
 	/* Where it plugs in, exactly one of the two: a routing table on the
 	 * shared port (its context is the instance), or the service of a
 	 * listener of its own (its instance is the instance). */

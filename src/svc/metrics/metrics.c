@@ -86,8 +86,9 @@ listeners(const struct bw_engine *e, struct bw_buf *b)
 	}
 	rc |= bw_buf_printf(
 		b,
-		"# HELP bulwark_errors_total Connections the engine closed "
-		"or refused, by why.\n# TYPE bulwark_errors_total counter\n"
+		"# HELP bulwark_errors_total What went wrong, by kind: the "
+		"engine's closes, then each service's.\n"
+		"# TYPE bulwark_errors_total counter\n"
 		"bulwark_errors_total{kind=\"idle_timeout\"} %llu\n"
 		"bulwark_errors_total{kind=\"request_deadline\"} %llu\n"
 		"bulwark_errors_total{kind=\"output_overflow\"} %llu\n"
@@ -97,6 +98,17 @@ listeners(const struct bw_engine *e, struct bw_buf *b)
 		(unsigned long long)e->closed_overflow,
 		(unsigned long long)e->closed_emfile);
 	return rc;
+}
+
+/* One line of bulwark_errors_total per kind a service reports. */
+static void
+put_error(void *arg, const char *key, const char *label, uint64_t value)
+{
+	struct out *o = arg;
+
+	(void)label;
+	o->rc |= bw_buf_printf(o->b, "bulwark_errors_total{kind=\"%s\"} %llu\n",
+			       key, (unsigned long long)value);
 }
 
 static int
@@ -123,6 +135,14 @@ body(struct bw_metrics *m, struct bw_buf *b)
 		(unsigned long long)h->reg->files_n,
 		(unsigned long long)++m->scrapes);
 	o.rc |= listeners(h->eng, b);
+	if (h->errors != NULL)
+		h->errors(h->stats_arg, put_error, &o);
+	o.rc |= bw_buf_printf(
+		b,
+		"# HELP bulwark_worker_jobs Jobs on or waiting for the worker "
+		"threads.\n# TYPE bulwark_worker_jobs gauge\n"
+		"bulwark_worker_jobs %u\n",
+		bw_loop_jobs(h->eng->loop));
 	if (h->stats != NULL)
 		h->stats(h->stats_arg, put_stat, &o);
 	if (h->metrics != NULL)

@@ -42,6 +42,7 @@ msg_tmp_name(struct bw_msg *m, const char *prefix, char out[MSG_TMP_CAP])
  */
 
 struct durable_reply {
+	struct bw_msg *m;
 	struct bw_conn *c;
 	uint8_t id[BW_ID_LEN];
 };
@@ -53,6 +54,8 @@ registered_durable(void *arg, int rc)
 	struct bw_conn *c = d->c;
 	int dead = bw_conn_dead(c);
 
+	if (rc != 0)
+		d->m->err_store++;
 	if (!dead) {
 		MC(c)->st = M_IDLE;
 		if (rc == 0)
@@ -104,6 +107,7 @@ on_register(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	bw_hex_encode(cl->id, BW_ID_LEN, hex);
 	bw_info("c%llu 600 register '%s' -> 2100 id %s", ULL(c->id), shown,
 		hex);
+	d->m = m;
 	d->c = c;
 	memcpy(d->id, cl->id, BW_ID_LEN);
 	if ((rc = bw_durable_after(m->durable, registered_durable, d)) != 0) {
@@ -207,6 +211,18 @@ msg_stats(const void *inst, bw_stat_emit emit, void *arg)
 	     m->delivered);
 	emit(arg, "msg_syncs_total", "message commits synced to disk",
 	     bw_durable_syncs(m->durable));
+}
+
+static void
+msg_errors(const void *inst, bw_stat_emit emit, void *arg)
+{
+	const struct bw_msg *m = inst;
+
+	emit(arg, "msg_store",
+	     "messages and registrations not made durable (9000)",
+	     m->err_store);
+	emit(arg, "msg_pull", "pulls cut short by a content not readable",
+	     m->err_pull);
 }
 
 /* 603 and 604 have their own files; 600 and 602 are here. */
@@ -354,5 +370,6 @@ const struct bw_module bw_msg_module = {
 	.fini = msg_close,
 	.reload = msg_reload,
 	.stats = msg_stats,
+	.errors = msg_errors,
 	.proto = &bw_msg_proto,
 };

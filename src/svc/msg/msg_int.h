@@ -45,6 +45,9 @@ struct bw_msg {
 	uint64_t queued_n, queued_bytes; /* waiting in the store */
 	uint64_t stored, delivered, bodies_active, pulls_active;
 	uint64_t stored_bytes; /* content bytes of the messages stored */
+	/* errors since start: a message or registration not made durable
+	 * (answered 9000), a pull cut short by a content it could not read */
+	uint64_t err_store, err_pull;
 };
 
 enum mstate {

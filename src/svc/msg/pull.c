@@ -256,6 +256,8 @@ msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 	if (rc != 0) {
 		bw_error("c%llu 2104 cut short: %s", ULL(c->id),
 			 bw_strerror(rc));
+		if (rc != BW_ECLOSED)
+			m->err_pull++;
 		bw_conn_close_later(c, NULL);
 		return;
 	}

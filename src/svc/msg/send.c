@@ -132,6 +132,8 @@ stored_durable(void *arg, int rc)
 	if (rc == 0 && p->rc == 0) {
 		p->m->stored++;
 		p->m->stored_bytes += p->rec.size;
+	} else {
+		p->m->err_store++;
 	}
 	if (alive) {
 		MC(c)->st = M_IDLE;

@@ -186,6 +186,7 @@ take_lines_(struct rconn *rc, int flush, int closing)
 		if (took == 0)
 			break;
 		if (took < 0) {
+			rs->too_long++;
 			rc_sayf(rc, "That line is over %u bytes, goodbye.\n",
 				rs->cfg.line_max);
 			rc_bye(rc, NULL);
@@ -411,6 +412,19 @@ rooms_stats(const void *inst, bw_stat_emit emit, void *arg)
 	     rs->cut_off);
 }
 
+static void
+rooms_errors(const void *inst, bw_stat_emit emit, void *arg)
+{
+	const struct bw_rooms *rs = inst;
+
+	emit(arg, "rooms_not_reading", "members cut off for not reading",
+	     rs->cut_off);
+	emit(arg, "rooms_line_too_long", "connections closed for a long line",
+	     rs->too_long);
+	emit(arg, "rooms_wrong_attempt", "wrong room ids and passwords",
+	     rs->refused);
+}
+
 /* Limits are read as they are used: a lower cap holds from the next
  * member, room or line on; nobody already in is put out. */
 static void
@@ -427,5 +441,6 @@ const struct bw_module bw_rooms_module = {
 	.fini = rooms_fini,
 	.reload = rooms_reload,
 	.stats = rooms_stats,
+	.errors = rooms_errors,
 	.service = &rooms_service,
 };

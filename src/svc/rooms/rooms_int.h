@@ -57,6 +57,7 @@ struct bw_rooms {
 	/* figures */
 	uint64_t members_n, at_menu, created, joined, refused, cut_off;
 	uint64_t lines_relayed, deliveries;
+	uint64_t too_long; /* connections closed for a line over line_max */
 };
 
 enum rstate {

@@ -191,6 +191,8 @@ commit_finish(struct upload *u, int rc)
 	if (rc == 0) {
 		v->stored_n++;
 		v->stored_bytes += u->plain_len;
+	} else {
+		v->err_store++;
 	}
 	vault_upload_done(u);
 	if (rc == 0 && cl != NULL &&

@@ -49,6 +49,7 @@ vault_key_failed(struct bw_conn *c, struct bw_vault *v,
 	char name[BW_ESC_CAP];
 	int rc;
 
+	v->err_decrypt++;
 	if (VC(c)->has_key && bw_ct_equal(VC(c)->key, key, BW_AES_KEY_LEN)) {
 		VC(c)->has_key = 0; /* this connection's key is spent */
 		bw_wipe(VC(c)->key, sizeof(VC(c)->key));
@@ -59,6 +60,7 @@ vault_key_failed(struct bw_conn *c, struct bw_vault *v,
 	if (++cl->key_failures < v->cfg.key_failures)
 		return;
 	rc = bw_registry_set_key(v->reg, cl, NULL, NULL, 0, cl->key_used);
+	v->err_revoked++;
 	bw_warn("c%llu '%s': AES key revoked after %u decryption failures%s",
 		ULL(c->id), bw_escape_display(cl->name, name, sizeof(name)),
 		v->cfg.key_failures, rc != 0 ? " (in RAM only)" : "");
@@ -447,6 +449,19 @@ vault_stats(const void *inst, bw_stat_emit emit, void *arg)
 	     "bytes stored by uploads since start", v->stored_bytes);
 }
 
+static void
+vault_errors(const void *inst, bw_stat_emit emit, void *arg)
+{
+	const struct bw_vault *v = inst;
+
+	emit(arg, "vault_decrypt", "uploads that did not decrypt",
+	     v->err_decrypt);
+	emit(arg, "vault_key_revoked", "AES keys revoked after failures",
+	     v->err_revoked);
+	emit(arg, "vault_store", "uploads that could not be stored",
+	     v->err_store);
+}
+
 #define NAME_ROUTE(code, flags, fn)                                            \
 	{                                                                      \
 		(code), (flags), BW_NAME_FIELD, BW_NAME_FIELD, BW_NAME_FIELD,  \
@@ -502,5 +517,6 @@ const struct bw_module bw_vault_module = {
 	.fini = vault_close,
 	.reload = vault_reload,
 	.stats = vault_stats,
+	.errors = vault_errors,
 	.proto = &bw_vault_proto,
 };

@@ -43,6 +43,9 @@ struct bw_vault {
 	/* live figures */
 	uint64_t uploads_active, upload_bytes_active, swallowing;
 	uint64_t stored_n, stored_bytes; /* uploads committed since start */
+	/* errors since start: uploads that did not decrypt, keys revoked
+	 * for it, uploads that could not be stored */
+	uint64_t err_decrypt, err_revoked, err_store;
 	/* Everything under the data directory is reached from these, with
 	 * O_NOFOLLOW: a symbolic link planted there is refused, never
 	 * followed. */
