@@ -222,8 +222,9 @@ add_client(void *arg, void *val)
 	bw_escape_display(cl->name, name, sizeof(name));
 	bw_hex_encode(cl->id, BW_ID_LEN, hex);
 	iso_time(cl->last_seen, seen);
-	if (reply_addf(w->r, TEXT_MAX - LEFT_OUT_MAX, "%s\t%s\t%s\t%llu\n",
-		       name, hex, seen, ULL(cl->queued_n)) != 0) {
+	if (reply_addf(w->r, TEXT_MAX - LEFT_OUT_MAX,
+		       "%s\t%s\t%s\t%llu\t%llu\n", name, hex, seen,
+		       ULL(cl->queued_n), ULL(cl->queued_bytes)) != 0) {
 		w->full = 1;
 		return 1;
 	}
@@ -272,7 +273,8 @@ do_usrs(struct bw_conn *c, struct reply *r)
 	struct list_walk w = {r, 0, 0};
 
 	if (reg->clients_n > 0 &&
-	    reply_addf(r, TEXT_MAX, "name\tid\tlast seen\tqueued\n") != 0)
+	    reply_addf(r, TEXT_MAX,
+		       "name\tid\tlast seen\tqueued\tqueued bytes\n") != 0)
 		return BW_ETOOBIG;
 	(void)bw_registry_each_client(reg, add_client, &w);
 	return list_end(&w, reg->clients_n, "clients");
