@@ -217,12 +217,12 @@ menu(struct msg_ctx *x)
 {
 	static char line[LINE_MAX_IN], name[LINE_MAX_IN], arg[LINE_MAX_IN];
 	uint64_t choice;
-	int rc, first = 1;
+	int rc;
 
 	for (;;) {
-		/* a blank line parts the last answer from the next menu */
-		printf("%s%s", first ? "" : "\n", menu_text);
-		first = 0;
+		/* the spec's menu, exactly, every time (140's blocks end with
+		 * their own blank line) */
+		fputs(menu_text, stdout);
 		fflush(stdout);
 		if (ask(x, NULL, line, sizeof(line)) == NULL)
 			return BW_EXIT_OK; /* end of input */

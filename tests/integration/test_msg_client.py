@@ -119,6 +119,17 @@ def test_the_menu_from_a_pipe(pair):
     assert blocks(b.ok("pull")) == [(na, "hello from the menu")]
 
 
+def test_the_menu_transcript_is_the_specs_blocks_and_nothing_else(pair):
+    """A pull from the menu prints exactly the spec's menu, its message
+    block (which ends with a blank line) and the menu again."""
+    a, na, b, nb = pair
+    b.ok("send-key", na)
+    r = a.run(stdin=b"140\n0\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == (
+        MENU + "From: %s\nContent:\nsymmetric key received\n-----<EOM>-----\n\n" % nb + MENU)
+
+
 def test_end_of_input_exits_0_and_110_refuses_a_second_registration(pair):
     a, na, b, nb = pair
     r = a.run(stdin=b"110\nsomeone\n")
@@ -166,13 +177,21 @@ def test_a_server_that_answers_9000(pyserver_msg, client_bin, tmp_path):
         assert r.returncode == 1 and b"server responded with an error" in r.stdout
 
 
-@pytest.mark.parametrize("garbage", [b"", b"\x02", b"\xff" * 7, b"\x02\x34\x08\xff\xff\xff\xff"])
-def test_a_server_that_sends_garbage(pyserver_msg, client_bin, tmp_path, garbage):
+@pytest.mark.parametrize("garbage,says", [
+    (b"", b"timed out"),  # nothing at all, the connection held open
+    (b"\x02", b"timed out"),  # a header cut short
+    (b"\xff" * 7, b"the server answered 65535 where 2100 was expected"),
+    (b"\x02\x34\x08\xff\xff\xff\xff", b"a 4294967295-byte answer is too large"),
+])
+def test_a_server_that_sends_garbage(pyserver_msg, client_bin, tmp_path, garbage, says):
     srv = pyserver_msg(garbage=garbage)
     a = Msg(tmp_path / "a", srv.port)
     r = a.run("register", "alice", timeout=30)
     assert r.returncode == 1, r
-    assert r.stderr or b"server responded with an error" in r.stdout
+    assert says in r.stderr.lower(), r.stderr
+    assert r.stderr.startswith(b"bulwark msg: "), r.stderr
+    if garbage == b"\xff" * 7:  # a whole answer, but not the one asked for
+        assert b"server responded with an error" in r.stdout
     assert not (a.dir / "me.info").exists()
 
 

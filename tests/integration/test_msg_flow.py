@@ -338,8 +338,9 @@ def test_stat_shows_the_messenger(start_server):
     s.sendall(b"USRS")
     text = bw.recv_exact(s, int(bw.recv_exact(s, 4))).decode()
     s.close()
-    queued = {row.split("\t")[0]: row.split("\t")[3] for row in text.splitlines()[1:]}
-    assert queued[b.name] == "4" and queued[a.name] == "0"
+    assert text.splitlines()[0] == "name\tid\tlast seen\tqueued\tqueued bytes"
+    queued = {row.split("\t")[0]: tuple(row.split("\t")[3:]) for row in text.splitlines()[1:]}
+    assert queued[b.name] == ("4", "128") and queued[a.name] == ("0", "0")
 
 
 def test_a_hundred_clients_send_and_pull_at_once(server):
@@ -349,12 +350,22 @@ def test_a_hundred_clients_send_and_pull_at_once(server):
     for i, p in enumerate(peers):
         p.register(unique_name("crowd"), key=rsa_key(i))
     errors = []
+    # each peer sends to the hub and to its neighbour, and pulls its own
+    # queue between sends: deliveries and deletions race with new rows
+    sent = {i: {} for i in range(n)}  # recipient -> {id: content}
+    received = {i: [] for i in range(n)}
+    lock = threading.Lock()
 
     def run(i, p):
         try:
-            mine = [p.send(hub.client_id, 3, bytes([i % 256]) * 16) for _ in range(5)]
-            assert all(x > 0 for x in mine)
-            p.pull()
+            to = (i + 1) % n
+            for k in range(5):
+                assert p.send(hub.client_id, 3, bytes([i % 256]) * 16) > 0
+                body = b"%d>%d:%d" % (i, to, k)
+                mid = p.send(peers[to].client_id, 3, body)
+                with lock:
+                    sent[to][mid] = body
+                received[i].extend(p.pull())
         except Exception as e:  # noqa: BLE001
             errors.append(repr(e))
 
@@ -364,6 +375,19 @@ def test_a_hundred_clients_send_and_pull_at_once(server):
     for t in ts:
         t.join(60)
     assert errors == []
+    for i, p in enumerate(peers):  # what is left, and the last evidence
+        while True:
+            if not p.padded:
+                p.list()
+            recs = p.pull()
+            if not recs:
+                break
+            received[i].extend(recs)
+    for i in range(n):
+        got = {r[1]: r[3] for r in received[i]}
+        assert len(got) == len(received[i]), "peer %d got a message twice" % i
+        assert got == sent[i], "peer %d: sent %r, got %r" % (i, sent[i], got)
+        assert all(r[0] == peers[(i - 1) % n].client_id for r in received[i])
     got = []
     while True:
         recs = hub.pull()
