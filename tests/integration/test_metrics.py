@@ -48,16 +48,18 @@ def free_port():
 
 @pytest.fixture
 def start_metrics(tmp_path):
-    """Factory: start_metrics(*extra_args, rooms=False, console=False) ->
-    a VaultServer with .metrics_port. --metrics-listen takes no port 0
-    (see test_metrics_listen_accepts_port_zero), so a port the kernel just
+    """Factory: start_metrics(*extra_args, rooms=False, console=False,
+    environ=None) -> a VaultServer with .metrics_port; environ: variables
+    added to bulwarkd's environment (e.g. vaultenv.fault_env's).
+    --metrics-listen takes no port 0 (see
+    test_metrics_listen_accepts_port_zero), so a port the kernel just
     handed out is passed and the start retried if it was taken meanwhile.
     Teardown as conftest's start_server: SIGTERM must give exit 0, and no
     sanitizer report."""
     env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
     servers = []
 
-    def start(*extra_args, rooms=False, console=False):
+    def start(*extra_args, rooms=False, console=False, environ=None):
         last = None
         for _ in range(5):
             n = len(servers)
@@ -65,7 +67,7 @@ def start_metrics(tmp_path):
             srv = VaultServer(tmp_path / ("data%d" % n),
                               ["--metrics-listen", "%s:%d" % (H, port)] + list(extra_args),
                               log_path=tmp_path / ("bulwarkd-%d.log" % n),
-                              console=console, rooms=rooms)
+                              console=console, rooms=rooms, env=environ)
             servers.append(srv)
             try:
                 srv.start()
@@ -207,6 +209,21 @@ def wait_metric(srv, pred, timeout=5.0):
         if pred(s) or time.monotonic() >= deadline:
             return s
         time.sleep(0.05)
+
+
+def err(s, kind):
+    return s.get("bulwark_errors_total", kind=kind)
+
+
+def by_protocol(s):
+    """bulwark_shared_connections as {protocol: value}."""
+    return {dict(k)["protocol"]: v for k, v in s.family("bulwark_shared_connections").items()}
+
+
+def closed_by_peer(sock, timeout=10.0):
+    """Reads until the peer closes (EOF or reset) within timeout; returns
+    what came before the close."""
+    return recv_all(sock, timeout)
 
 
 # --------------------------------------------------------------------------
@@ -418,6 +435,99 @@ def test_connections_per_listener_for_console_and_rooms(start_metrics):
     assert s2.get("bulwark_connections", listener="console", port=cp) == 0
 
 
+def test_shared_connections_by_the_protocol_of_their_last_request(start_metrics):
+    """A connection counts as "none" until a request of it is answered, then
+    as the protocol of its last answered request; closes take it off."""
+    srv = start_metrics()
+    zero = {"vault": 0, "messenger": 0, "none": 0}
+    assert by_protocol(scrape(srv)) == zero
+    raw = socket.create_connection((H, srv.port), timeout=10)
+    v = srv.client()
+    m = bwmsg.MsgClient(H, srv.port)
+    try:
+        m.connect()
+        s = wait_metric(srv, lambda s: by_protocol(s)["none"] >= 3)
+        assert by_protocol(s) == {"vault": 0, "messenger": 0, "none": 3}
+        bw.expect(v.register(unique_name("sc")), bw.REGISTERED)
+        assert by_protocol(scrape(srv)) == {"vault": 1, "messenger": 0, "none": 2}
+        m.register(unique_name("scm"), key=rsa_key(10))
+        assert by_protocol(scrape(srv)) == {"vault": 1, "messenger": 1, "none": 1}
+        m.list()  # another request of the same protocol moves nothing
+        assert by_protocol(scrape(srv)) == {"vault": 1, "messenger": 1, "none": 1}
+        # the vault connection's next request is a messenger one (a 601 of
+        # an unknown id, answered 9000): it is a messenger connection now
+        v.send_raw(bwmsg.pack_request(bytes(16), bwmsg.LIST))
+        assert bw.read_response(v.sock).code == bwmsg.ERROR
+        assert by_protocol(scrape(srv)) == {"vault": 0, "messenger": 2, "none": 1}
+        bw.expect(v.register(unique_name("sc")), bw.REGISTERED)
+        assert by_protocol(scrape(srv)) == {"vault": 1, "messenger": 1, "none": 1}
+        v.close()
+        s = wait_metric(srv, lambda s: by_protocol(s)["vault"] == 0)
+        assert by_protocol(s) == {"vault": 0, "messenger": 1, "none": 1}
+        m.close()
+        s = wait_metric(srv, lambda s: by_protocol(s)["messenger"] == 0)
+        assert by_protocol(s) == {"vault": 0, "messenger": 0, "none": 1}
+        raw.close()
+        s = wait_metric(srv, lambda s: by_protocol(s) == zero)
+        assert by_protocol(s) == zero
+        assert shared(srv, s) == 0
+    finally:
+        raw.close()
+        v.close()
+        m.close()
+
+
+def test_connections_refused_at_the_listeners_cap(start_metrics):
+    srv = start_metrics("--max-conns", "2")
+    refused = lambda s: shared(srv, s, "bulwark_connections_refused_total")
+    s0 = scrape(srv)
+    assert refused(s0) == 0
+    acc0 = shared(srv, s0, "bulwark_connections_accepted_total")
+    a, b = srv.client(), srv.client()
+    try:
+        for c in (a, b):
+            bw.expect(c.register(unique_name("cap")), bw.REGISTERED)
+        s1 = scrape(srv)
+        assert shared(srv, s1) == 2 and refused(s1) == 0
+        with socket.create_connection((H, srv.port), timeout=10) as third:
+            assert closed_by_peer(third) == b"", "the third connection was not closed at once"
+        s2 = wait_metric(srv, lambda s: refused(s) >= 1)
+        assert refused(s2) == 1
+        assert shared(srv, s2) == 2
+        assert shared(srv, s2, "bulwark_connections_accepted_total") == acc0 + 2
+        assert s2.get("bulwark_connections_refused_total", listener="metrics",
+                      port=str(srv.metrics_port)) == 0
+    finally:
+        a.close()
+        b.close()
+    wait_metric(srv, lambda s: shared(srv, s) == 0)
+    # below the cap again: the next one is served, and nothing more refused
+    with srv.client() as c:
+        bw.expect(c.register(unique_name("cap")), bw.REGISTERED)
+    s3 = scrape(srv)
+    assert refused(s3) == 1
+    assert shared(srv, s3, "bulwark_connections_accepted_total") == acc0 + 3
+
+
+def test_start_time_is_when_bulwarkd_started_and_worker_jobs_is_a_gauge(start_metrics):
+    t0 = time.time()
+    srv = start_metrics()
+    t1 = time.time()
+    a = get(srv.metrics_port)
+    assert "# TYPE bulwark_start_time_seconds gauge\n" in a.text
+    assert "# TYPE bulwark_worker_jobs gauge\n" in a.text
+    s = Scrape(a.text)
+    started = s.get("bulwark_start_time_seconds")
+    assert started == int(started), started
+    assert int(t0) - 1 <= started <= t1 + 1, (t0, started, t1)
+    jobs = s.get("bulwark_worker_jobs")
+    assert jobs == int(jobs) and jobs == 0, jobs  # nothing submitted yet
+    time.sleep(1.1)  # a clock would have moved
+    s2 = scrape(srv)
+    assert s2.get("bulwark_start_time_seconds") == started
+    assert s2.get("bulwark_worker_jobs") == 0
+
+
 # --------------------------------------------------------------------------
 # Requests by code and result
 
@@ -563,6 +673,165 @@ def test_upload_in_progress_is_a_gauge(start_metrics):
     assert s.get("bulwark_vault_upload_bytes_total") == 0
 
 
+def bad_padding_ciphertext(aes_key, blocks=4):
+    """Ciphertext whose last block, decrypted with aes_key, does not end in
+    a PKCS#7 pad byte (as in test_vault_attacks)."""
+    for _ in range(1000):
+        ct = os.urandom(16 * blocks)
+        last = bw.AES.new(aes_key, bw.AES.MODE_CBC, iv=bw.ZERO_IV).decrypt(ct)[-1]
+        if not 1 <= last <= 16:
+            return ct
+    raise AssertionError("no bad-padding ciphertext in 1000 tries")
+
+
+def file_head(client_id, content_size, file_name):
+    """Header and fixed prefix of a 1028, without the ciphertext."""
+    return (bw.pack_request_header(client_id, bw.SEND_FILE, bw.FILE_PREFIX_SIZE + content_size)
+            + bw.pack_file_prefix(content_size, file_name))
+
+
+def undecryptable_1028(srv, client_id, aes_key, file_name):
+    """A 1028 of client_id on a connection of its own whose body does not
+    decrypt under aes_key: asserts the 2107 and the close."""
+    with srv.client() as c:
+        ct = bad_padding_ciphertext(aes_key)
+        c.send_raw(file_head(client_id, len(ct), file_name) + ct)
+        resp = c.recv_response()
+        assert resp.code == bw.ERROR and resp.payload == b"", resp
+        assert c.is_closed_by_peer(timeout=5), "open after a padding failure"
+
+
+def test_vault_decrypt_and_key_revoked_errors_and_1026_1027_results(start_metrics):
+    srv = start_metrics("--key-failures", "2")
+    s0 = scrape(srv)
+    for kind in ("vault_decrypt", "vault_key_revoked", "vault_store"):
+        assert err(s0, kind) == 0, kind
+    assert req(s0, "vault", 1026, "ok") == 0
+    with srv.client(key=rsa_key(11)) as c:
+        bw.expect(c.register(unique_name("dec")), bw.REGISTERED)
+        bw.expect(c.send_pubkey(), bw.KEY_STORED)
+    owner, name, key = c.client_id, c.name, c.aes_key
+    s1 = scrape(srv)
+    assert req(s1, "vault", 1026, "ok") == 1 and req(s1, "vault", 1026, "error") == 0
+
+    undecryptable_1028(srv, owner, key, "bad1.bin")
+    s2 = wait_metric(srv, lambda s: err(s, "vault_decrypt") >= 1)
+    assert err(s2, "vault_decrypt") == 1
+    assert err(s2, "vault_key_revoked") == 0  # one failure of the two
+    assert req(s2, "vault", 1028, "error") == 1 and req(s2, "vault", 1028, "ok") == 0
+
+    undecryptable_1028(srv, owner, key, "bad2.bin")
+    s3 = wait_metric(srv, lambda s: err(s, "vault_decrypt") >= 2)
+    assert err(s3, "vault_decrypt") == 2
+    assert err(s3, "vault_key_revoked") == 1
+    assert req(s3, "vault", 1028, "error") == 2
+
+    with srv.client(key=rsa_key(11)) as c:
+        c.client_id = owner
+        bw.expect(c.reconnect(name + "x"), bw.RECONNECT_REFUSED)  # not the id's name
+        s4 = scrape(srv)
+        assert req(s4, "vault", 1027, "error") == 1 and req(s4, "vault", 1027, "ok") == 0
+        bw.expect(c.reconnect(name), bw.RECONNECTED)
+        assert c.aes_key != key
+        res = c.send_file("good.bin", os.urandom(3000))
+        bw.expect(res.response, bw.FILE_RECEIVED)
+        bw.expect(c.crc_ok("good.bin"), bw.ACK)
+    s5 = scrape(srv)
+    assert req(s5, "vault", 1027, "ok") == 1 and req(s5, "vault", 1027, "error") == 1
+    assert req(s5, "vault", 1028, "ok") == 1 and req(s5, "vault", 1028, "error") == 2
+    # a good upload is no error of any kind
+    assert err(s5, "vault_decrypt") == 2
+    assert err(s5, "vault_key_revoked") == 1
+    assert err(s5, "vault_store") == 0
+
+
+def test_crc_verdicts_1030_and_1031_count_by_code_and_result(start_metrics):
+    srv = start_metrics()
+    data = os.urandom(2000)
+    with srv.client(key=rsa_key(12)) as c:
+        bw.expect(c.register(unique_name("crc")), bw.REGISTERED)
+        bw.expect(c.send_pubkey(), bw.KEY_STORED)
+        bw.expect(c.send_file("v.bin", data).response, bw.FILE_RECEIVED)
+        c.crc_bad("v.bin")  # 1030: no answer; the resend's answer orders it
+        bw.expect(c.send_file("v.bin", data).response, bw.FILE_RECEIVED)
+        s1 = scrape(srv)
+        assert req(s1, "vault", 1030, "ok") == 1 and req(s1, "vault", 1030, "error") == 0
+        assert req(s1, "vault", 1031, "ok") == 0
+        bw.expect(c.giveup("v.bin"), bw.ACK)
+        s2 = scrape(srv)
+        assert req(s2, "vault", 1031, "ok") == 1 and req(s2, "vault", 1031, "error") == 0
+        # a 1031 of an unknown id: 2107
+        resp = c.request(bw.CRC_GIVE_UP, bw.name_field("v.bin"), client_id=os.urandom(16))
+        bw.expect(resp, bw.ERROR)
+    s3 = scrape(srv)
+    assert req(s3, "vault", 1031, "ok") == 1 and req(s3, "vault", 1031, "error") == 1
+    assert req(s3, "vault", 1030, "ok") == 1 and req(s3, "vault", 1030, "error") == 0
+    assert req(s3, "vault", 1028, "ok") == 2 and req(s3, "vault", 1029, "ok") == 0
+
+
+def test_refused_1028_bodies_being_discarded_are_a_gauge(start_metrics):
+    """A 1028 of an unknown id is refused at its header; its body (under
+    1 MiB) is read and thrown away before the 2107, on a connection that
+    stays usable. vault_refused_bodies counts those being thrown away."""
+    srv = start_metrics()
+    content, first = 256 * 1024, 16 * 1024
+    gauge = lambda s: s.get("bulwark_vault_refused_bodies")
+    assert gauge(scrape(srv)) == 0
+    a, b = srv.client(), srv.client()
+    try:
+        a.send_raw(file_head(os.urandom(16), content, "junk-a.bin") + bytes(first))
+        s1 = wait_metric(srv, lambda s: gauge(s) >= 1)
+        assert gauge(s1) == 1
+        assert s1.get("bulwark_vault_uploads_active") == 0
+        assert req(s1, "vault", 1028, "error") == 0  # not answered yet
+        b.send_raw(file_head(os.urandom(16), content, "junk-b.bin") + bytes(first))
+        s2 = wait_metric(srv, lambda s: gauge(s) >= 2)
+        assert gauge(s2) == 2
+        # a's body ends: 2107, and it is no longer being discarded
+        a.send_raw(bytes(content - first))
+        bw.expect(a.recv_response(), bw.ERROR)
+        s3 = wait_metric(srv, lambda s: gauge(s) <= 1)
+        assert gauge(s3) == 1
+        assert req(s3, "vault", 1028, "error") == 1
+        bw.expect(a.register(unique_name("after")), bw.REGISTERED)
+        # b goes away in the middle of its body
+        b.close()
+        s4 = wait_metric(srv, lambda s: gauge(s) == 0)
+        assert gauge(s4) == 0
+        assert req(s4, "vault", 1028, "error") == 1
+        assert s4.get("bulwark_vault_uploads_total") == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_upload_that_cannot_be_stored_counts_vault_store(start_metrics, shim):
+    """The rename that puts the upload in place fails (EIO, by the fault
+    shim): 2107, vault_store moves; the next upload of the name is stored."""
+    srv = start_metrics(environ=env.fault_env(shim, fault="renameat:1:EIO:nostore.bin"))
+    with srv.client(key=rsa_key(13)) as c:
+        bw.expect(c.register(unique_name("store")), bw.REGISTERED)
+        bw.expect(c.send_pubkey(), bw.KEY_STORED)
+        s0 = scrape(srv)
+        assert err(s0, "vault_store") == 0
+        res = c.send_file("nostore.bin", os.urandom(3000))
+        bw.expect(res.response, bw.ERROR)
+        assert "bwfault: renameat #1" in srv.log(), srv.log_tail()
+        s1 = scrape(srv)
+        assert err(s1, "vault_store") == 1
+        assert req(s1, "vault", 1028, "error") == 1 and req(s1, "vault", 1028, "ok") == 0
+        assert s1.get("bulwark_vault_uploads_total") == 0
+        assert err(s1, "vault_decrypt") == 0
+        data = os.urandom(3000)
+        res = c.send_file("nostore.bin", data)
+        bw.expect(res.response, bw.FILE_RECEIVED)
+        bw.expect(c.crc_ok("nostore.bin"), bw.ACK)
+    s2 = scrape(srv)
+    assert err(s2, "vault_store") == 1
+    assert s2.get("bulwark_vault_uploads_total") == 1
+    assert req(s2, "vault", 1028, "ok") == 1 and req(s2, "vault", 1028, "error") == 1
+
+
 # --------------------------------------------------------------------------
 # The messenger's messages
 
@@ -603,6 +872,110 @@ def test_messages_stored_queued_and_delivered(start_metrics):
     assert req(s2, "messenger", 604, "ok") == 1
     a.close()
     b.close()
+
+
+def test_msg_syncs_store_errors_worker_jobs_and_603_604_errors(start_metrics, shim, tmp_path):
+    """With the fault shim, the first fsync of the journal after arming
+    takes a second (a job on a worker all along) and the second fails."""
+    arm = tmp_path / "arm"
+    srv = start_metrics(environ=env.fault_env(
+        shim, fault="fdatasync:1:sleep=1000:defensive.db-wal,fdatasync:2:EIO:defensive.db-wal",
+        arm=arm))
+    a = bwmsg.MsgClient(H, srv.port)
+    a.register(unique_name("sa"), key=rsa_key(14))
+    b = bwmsg.MsgClient(H, srv.port)
+    b.register(unique_name("sb"), key=rsa_key(15))
+    try:
+        s0 = scrape(srv)
+        syncs0 = s0.get("bulwark_msg_syncs_total")
+        assert syncs0 >= 1  # the registrations were made durable
+        assert s0.get("bulwark_worker_jobs") == 0
+        assert err(s0, "msg_store") == 0
+        arm.write_text("go")
+        result = {}
+
+        def send():
+            try:
+                result["id"] = a.send(b.client_id, bwmsg.TEXT, b"slow disk")
+            except Exception as e:  # noqa: BLE001 - reported below
+                result["error"] = repr(e)
+
+        t = threading.Thread(target=send)
+        t.start()
+        try:
+            s1 = wait_metric(srv, lambda s: s.get("bulwark_worker_jobs") > 0, timeout=3)
+        finally:
+            t.join(10)
+        # while the fsync ran: one job, and the sync not counted yet
+        assert s1.get("bulwark_worker_jobs") == 1, "no job seen while the fsync slept"
+        assert s1.get("bulwark_msg_syncs_total") == syncs0
+        assert s1.get("bulwark_msg_stored_total") == 0 and req(s1, "messenger", 603, "ok") == 0
+        assert "id" in result, result
+        s2 = scrape(srv)
+        assert s2.get("bulwark_worker_jobs") == 0
+        assert s2.get("bulwark_msg_syncs_total") == syncs0 + 1
+        assert s2.get("bulwark_msg_stored_total") == 1
+        assert req(s2, "messenger", 603, "ok") == 1 and req(s2, "messenger", 603, "error") == 0
+        # the next fsync fails: 9000, msg_store
+        code, body = a.request(bwmsg.SEND, bwmsg.SEND_PREFIX.pack(b.client_id, bwmsg.TEXT, 5)
+                               + b"lost!")
+        assert (code, body) == (bwmsg.ERROR, b"")
+        assert "fdatasync #2 failed" in srv.log(), srv.log_tail()
+        s3 = scrape(srv)
+        assert err(s3, "msg_store") == 1
+        assert req(s3, "messenger", 603, "error") == 1 and req(s3, "messenger", 603, "ok") == 1
+        assert s3.get("bulwark_msg_syncs_total") == syncs0 + 2  # a failed sync is one too
+        assert s3.get("bulwark_msg_stored_total") == 1
+        # a 603 to no one: an error, but not one of storing
+        with pytest.raises(bwmsg.ServerError):
+            a.send(os.urandom(16), bwmsg.TEXT, b"nobody")
+        # a 604 of an unknown id
+        code, body = a.request(bwmsg.PULL, client_id=os.urandom(16))
+        assert (code, body) == (bwmsg.ERROR, b"")
+        s4 = scrape(srv)
+        assert req(s4, "messenger", 603, "error") == 2
+        assert err(s4, "msg_store") == 1
+        assert req(s4, "messenger", 604, "error") == 1 and req(s4, "messenger", 604, "ok") == 0
+        assert s4.get("bulwark_msg_syncs_total") == syncs0 + 2
+        assert err(s4, "msg_pull") == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_pull_cut_short_by_a_missing_content_file_counts_msg_pull(start_metrics):
+    """A content over 64 KiB is kept in a file of its own under messages/;
+    with that file gone, the 2104 carrying it is cut short and closed."""
+    srv = start_metrics()
+    a = bwmsg.MsgClient(H, srv.port)
+    a.register(unique_name("pa"), key=rsa_key(16))
+    b = bwmsg.MsgClient(H, srv.port)
+    b.register(unique_name("pb"), key=rsa_key(17))
+    try:
+        size = 70000
+        a.send(b.client_id, bwmsg.FILE, os.urandom(size))
+        files = [p for p in (srv.data_dir / "messages").iterdir() if p.is_file()]
+        assert len(files) == 1, files
+        files[0].unlink()
+        s0 = scrape(srv)
+        assert err(s0, "msg_pull") == 0
+        b.send_raw(bwmsg.pack_request(b.client_id, bwmsg.PULL))
+        got = closed_by_peer(b.sock)
+        # what came (the server may drop what it had queued) is a proper
+        # prefix of the 2104 announced
+        whole = bw.RESP_HEADER_SIZE + bwmsg.RECORD.size + size
+        assert len(got) < whole, "the whole 2104 came with its content file gone"
+        if len(got) >= bw.RESP_HEADER_SIZE:
+            _, code, total = bw.RESP_HEADER.unpack(got[:bw.RESP_HEADER_SIZE])
+            assert (code, total) == (bwmsg.WAITING, bwmsg.RECORD.size + size), (code, total)
+        s1 = wait_metric(srv, lambda s: err(s, "msg_pull") >= 1)
+        assert err(s1, "msg_pull") == 1
+        assert s1.get("bulwark_msg_delivered_total") == 0
+        assert s1.get("bulwark_msg_queued") == 1
+        assert err(s1, "msg_store") == 0
+    finally:
+        a.close()
+        b.close()
 
 
 # --------------------------------------------------------------------------
@@ -657,6 +1030,99 @@ def test_rooms_members_lines_deliveries_and_wrong_attempts(start_metrics):
         x.leave()
     s7 = wait_metric(srv, lambda s: s.get("bulwark_rooms") == 0 and s.get("bulwark_rooms_members") == 0)
     assert s7.get("bulwark_rooms") == 0 and s7.get("bulwark_rooms_members") == 0
+
+
+def test_rooms_errors_by_kind_and_a_member_cut_off(start_metrics):
+    """rooms_line_too_long, rooms_wrong_attempt, and a member that does not
+    read while another talks (--rooms-queue 4096): rooms_cut_off_total and
+    the engine's output_overflow, once each (and no rooms kind of error a
+    second time: the kinds of bulwark_errors_total add up)."""
+    srv = start_metrics("--rooms-queue", "4096", "--rooms-rate", "0", rooms=True)
+    port = srv.rooms_port
+    kinds = ("rooms_line_too_long", "rooms_wrong_attempt", "output_overflow")
+
+    def errors(s):
+        return {k: err(s, k) for k in kinds}
+
+    s0 = scrape(srv)
+    assert errors(s0) == dict.fromkeys(kinds, 0)
+    assert s0.get("bulwark_rooms_cut_off_total") == 0
+    # a line over 4096 bytes at the menu
+    with R.RoomClient(port, source="127.0.0.91") as x:
+        x.send(b"y" * (R.LINE_MAX + 100))
+        assert R.TOO_LONG in x.wait_closed()
+    s1 = wait_metric(srv, lambda s: err(s, "rooms_line_too_long") >= 1)
+    assert errors(s1) == dict(errors(s0), rooms_line_too_long=1)
+    # a wrong room id
+    a, rid = R.creator(port, "alice", "pw", source="127.0.0.92")
+    with R.RoomClient(port, source="127.0.0.93") as e:
+        e.line("1", "eve")
+        e.expect_seq([R.ASK_NAME, R.ASK_ID])
+        e.line("999")
+        e.expect_seq([R.NO_ID, R.ASK_ID])
+    s2 = wait_metric(srv, lambda s: err(s, "rooms_wrong_attempt") >= 1)
+    assert errors(s2) == dict(errors(s1), rooms_wrong_attempt=1)
+    assert s2.get("bulwark_rooms_wrong_attempts_total") == 1
+    # a member that does not read
+    slow = R.member(port, "slow", rid, "pw", source="127.0.0.94", rcvbuf=4096)
+    try:
+        a.expect(R.joined("slow"))
+        batch = ("z" * 1000 + "\n") * 64
+        deadline = time.monotonic() + 10
+        sent = 0
+        while time.monotonic() < deadline:
+            a.send(batch)
+            sent += 1
+            if scrape(srv).get("bulwark_rooms_cut_off_total") > 0:
+                break
+        a.expect("slow" + R.NOT_READING)
+        s3 = scrape(srv)
+        assert s3.get("bulwark_rooms_cut_off_total") == 1, "not cut off after %d KB" % (sent * 64)
+        assert errors(s3) == dict(errors(s2), output_overflow=1)
+        assert 'kind="rooms_not_reading"' not in s3.text
+        assert s3.get("bulwark_rooms_members") == 1
+        a.line("still here")  # alice talks on; nothing more is cut off
+        a.leave()
+        s4 = wait_metric(srv, lambda s: s.get("bulwark_rooms_members") == 0)
+        assert errors(s4) == errors(s3)
+        assert s4.get("bulwark_rooms_cut_off_total") == 1
+    finally:
+        slow.close()
+        a.close()
+
+
+def test_rooms_hashing_and_worker_jobs_while_passwords_are_hashed(start_metrics):
+    """With one worker, room passwords are hashed one at a time (scrypt,
+    tens of ms each): twelve creations at once keep the worker busy long
+    enough for scrapes to see it, and every scrape sees as many worker jobs
+    as passwords being hashed (at most 1)."""
+    srv = start_metrics("--workers", "1", rooms=True)
+    n = 12
+    clients = []
+    try:
+        for i in range(n):
+            clients.append(R.RoomClient(srv.rooms_port, source="127.0.2.%d" % (i + 1)))
+        for i, c in enumerate(clients):
+            c.line("2", "u%d" % i, "pw%d" % i)  # create: the choice, a name, a password
+        seen = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            s = scrape(srv)
+            seen.append((s.get("bulwark_rooms_hashing"), s.get("bulwark_worker_jobs")))
+            if s.get("bulwark_rooms") == n and seen[-1] == (0, 0):
+                break
+            time.sleep(0.01)
+        assert s.get("bulwark_rooms") == n, "%d rooms after 10 s" % s.get("bulwark_rooms")
+        busy = [x for x in seen if x[0] > 0]
+        assert busy, "no scrape of %d saw a password being hashed" % len(seen)
+        assert all(h == 1 for h, _ in busy), busy
+        assert all(h == j for h, j in seen), seen
+        assert seen[-1] == (0, 0)
+        for c in clients:
+            c.expect("You can start to talk!")
+    finally:
+        for c in clients:
+            c.close()
 
 
 # --------------------------------------------------------------------------

@@ -412,13 +412,13 @@ rooms_stats(const void *inst, bw_stat_emit emit, void *arg)
 	     rs->cut_off);
 }
 
+/* (A member cut off for not reading is the engine's output_overflow, and
+ * bulwark_rooms_cut_off_total: not counted here a second time.) */
 static void
 rooms_errors(const void *inst, bw_stat_emit emit, void *arg)
 {
 	const struct bw_rooms *rs = inst;
 
-	emit(arg, "rooms_not_reading", "members cut off for not reading",
-	     rs->cut_off);
 	emit(arg, "rooms_line_too_long", "connections closed for a long line",
 	     rs->too_long);
 	emit(arg, "rooms_wrong_attempt", "wrong room ids and passwords",
