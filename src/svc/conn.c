@@ -536,6 +536,27 @@ conn_read(struct bw_conn *c)
 	conn_input(c);
 }
 
+/* The peer is gone (an error or a reset) while its reads were paused: what
+ * it sent before and the socket still holds is read into c->in (up to the
+ * input cap), so the service's on_close can still act on it (a chat
+ * member's last lines). */
+static void
+conn_salvage(struct bw_conn *c)
+{
+	size_t room;
+	uint8_t *p;
+	ssize_t n;
+
+	while ((room = c->lis->cfg.lim.in_max - c->in.len) > 0 &&
+	       (p = bw_buf_reserve(&c->in, room)) != NULL) {
+		n = recv(c->w.fd, p, room, MSG_DONTWAIT);
+		if (n <= 0)
+			return;
+		bw_buf_commit(&c->in, (size_t)n);
+		c->in_total += (uint64_t)n;
+	}
+}
+
 static void
 on_conn_io(void *arg, unsigned events)
 {
@@ -553,8 +574,10 @@ on_conn_io(void *arg, unsigned events)
 			conn_linger_read(c);
 		else if (!(c->flags & BW_CONN_PAUSED))
 			conn_read(c);
-		else if (events & BW_EV_ERROR)
+		else if (events & BW_EV_ERROR) {
+			conn_salvage(c);
 			engine_conn_kill(c, "connection error");
+		}
 	}
 }
 

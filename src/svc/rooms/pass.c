@@ -75,8 +75,9 @@ job_done(void *arg)
 	pump(rs);
 }
 
-/* The first waiting connection whose address has a password slot free
- * (taken out of the queue), or NULL. */
+/* The next password to hash, taken out of the queue: the first whose
+ * address has none being hashed, else the first (a lone address uses
+ * every worker; with others waiting, they go first). NULL if none. */
 static struct rconn *
 next_ready(struct bw_rooms *rs)
 {
@@ -85,8 +86,14 @@ next_ready(struct bw_rooms *rs)
 
 	for (rc = rs->hash_head; rc != NULL; prev = rc, rc = rc->hash_next) {
 		a = rc->c->addr;
-		if (a != NULL && a->held[rs->addr_slot] >= PASS_PER_ADDR)
-			continue;
+		if (a == NULL || a->held[rs->addr_slot] == 0)
+			break;
+	}
+	if (rc == NULL) {
+		prev = NULL;
+		rc = rs->hash_head;
+	}
+	if (rc != NULL) {
 		if (prev != NULL)
 			prev->hash_next = rc->hash_next;
 		else
@@ -95,14 +102,13 @@ next_ready(struct bw_rooms *rs)
 			rs->hash_tail = prev;
 		rc->hash_next = NULL;
 		rc->queued = 0;
-		return rc;
 	}
-	return NULL;
+	return rc;
 }
 
-/* Starts waiting jobs while workers are free, at most PASS_PER_ADDR per
- * address at once: a flood from one address takes no more of the workers
- * than that, and the joins of everyone else go on between its hashes. */
+/* Starts waiting jobs while workers are free, an address with none on a
+ * worker first: a flood from one address does not queue ahead of the joins
+ * of everyone else. */
 static void
 pump(struct bw_rooms *rs)
 {

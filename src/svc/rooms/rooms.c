@@ -298,9 +298,9 @@ rooms_close(struct bw_conn *c)
 	bw_loop_timer_stop(loop, &rc->rate_t);
 	bw_loop_timer_stop(loop, &rc->delay_t);
 	pass_detach(rc);
-	if (rc->room != NULL && (c->flags & BW_CONN_EOF) && !rc->overflow) {
-		/* what a member sent before it closed is still said (a
-		 * script's last lines), whatever the rate */
+	if (rc->room != NULL && c->in.len > 0 && !rc->overflow) {
+		/* what a member sent before it closed or reset is still
+		 * said (a script's last lines), whatever the rate */
 		rc->throttled = 0;
 		rc->unlimited = 1;
 		take_lines_(rc, 1, 1);

@@ -26,9 +26,6 @@
 #define DELAY_MAX_MS  4000u
 #define RATE_SCALE_MS 1000u /* tokens are counted in 1/1000 of a line */
 #define MENU_STEPS    10u   /* the whole menu: this many steps' time */
-/* passwords from one address being hashed at once; the others wait their
- * turn behind everyone else's */
-#define PASS_PER_ADDR 1u
 
 struct rconn;
 
