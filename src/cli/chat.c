@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,8 @@
 #define PENDING_CAP    (64u * 1024u)
 #define PART_CAP       (8u * 1024u) /* a line from the server being received */
 #define CHUNK	       1024u	    /* bytes cleaned at a time */
-#define IN_ROOM	       "You can start to talk!"
+#define IN_ROOM	       "You can start to talk!"		  /* a creator */
+#define JOINED	       "You're connected to group chat #" /* anyone */
 /* at the end of piped input, how long the server must have been quiet
  * (its answers to our last lines are in) before we tell whether we are in
  * a room; and the longest we wait for that */
@@ -155,27 +157,87 @@ out_clean(const uint8_t *p, size_t n)
 	}
 }
 
-/* Code points in p[0..n), and where the last k of them start. */
-static size_t
-chars_in(const char *p, size_t n)
+/* The columns a code point takes on a terminal: 0 for combining marks and
+ * zero-width ones, 2 for East Asian wide and emoji, else 1 (a tab is drawn
+ * as one space). Small and locale-free, as wcwidth() is not. */
+static unsigned
+cp_cols(uint32_t u)
 {
-	size_t i, c = 0;
+	if ((u >= 0x0300 && u <= 0x036F) || (u >= 0x1AB0 && u <= 0x1AFF) ||
+	    (u >= 0x1DC0 && u <= 0x1DFF) || (u >= 0x20D0 && u <= 0x20FF) ||
+	    (u >= 0xFE20 && u <= 0xFE2F) || (u >= 0x200B && u <= 0x200F) ||
+	    u == 0xFE0F || (u >= 0x0591 && u <= 0x05C7))
+		return 0;
+	if ((u >= 0x1100 && u <= 0x115F) || (u >= 0x2E80 && u <= 0xA4CF) ||
+	    (u >= 0xAC00 && u <= 0xD7A3) || (u >= 0xF900 && u <= 0xFAFF) ||
+	    (u >= 0xFE30 && u <= 0xFE4F) || (u >= 0xFF00 && u <= 0xFF60) ||
+	    (u >= 0xFFE0 && u <= 0xFFE6) || (u >= 0x1F300 && u <= 0x1F64F) ||
+	    (u >= 0x1F900 && u <= 0x1F9FF) || (u >= 0x20000 && u <= 0x3FFFD))
+		return 2;
+	return 1;
+}
 
-	for (i = 0; i < n; i++)
-		c += ((unsigned char)p[i] & 0xC0) != 0x80;
+/* The code point at p[i] (its first byte), and its length. */
+static uint32_t
+cp_at(const char *p, size_t n, size_t i, size_t *len)
+{
+	const unsigned char *s = (const unsigned char *)p + i;
+	size_t k, want = s[0] >= 0xF0	? 4
+			 : s[0] >= 0xE0 ? 3
+			 : s[0] >= 0xC0 ? 2
+					: 1;
+	uint32_t u = want == 1 ? s[0] : s[0] & (0x7Fu >> want);
+
+	for (k = 1; k < want && i + k < n && (s[k] & 0xC0) == 0x80; k++)
+		u = (u << 6) | (s[k] & 0x3Fu);
+	*len = k;
+	return k == want ? u : 0xFFFD;
+}
+
+/* Columns p[0..n) takes. */
+static size_t
+cols_of(const char *p, size_t n)
+{
+	size_t i, len, c = 0;
+
+	for (i = 0; i < n; i += len)
+		c += cp_cols(cp_at(p, n, i, &len));
 	return c;
 }
 
+/* Where the longest tail of p[0..n) that fits in cols columns starts. */
 static size_t
-last_chars(const char *p, size_t n, size_t k)
+tail_in(const char *p, size_t n, size_t cols)
 {
-	size_t i = n, c = 0;
+	size_t i = n, j, len, used = 0, w;
 
-	while (i > 0 && c < k) {
-		i--;
-		c += ((unsigned char)p[i] & 0xC0) != 0x80;
+	while (i > 0) {
+		j = i - 1;
+		while (j > 0 && ((unsigned char)p[j] & 0xC0) == 0x80 &&
+		       i - j < 4)
+			j--;
+		w = cp_cols(cp_at(p, n, j, &len));
+		if (used + w > cols)
+			break;
+		used += w;
+		i = j;
 	}
 	return i;
+}
+
+/* Writes p[0..n) with each tab drawn as a space (its width is one). */
+static void
+out_untabbed(const char *p, size_t n)
+{
+	const char *t;
+
+	while ((t = memchr(p, '\t', n)) != NULL) {
+		out(p, (size_t)(t - p));
+		out(" ", 1);
+		n -= (size_t)(t - p) + 1;
+		p = t + 1;
+	}
+	out(p, n);
 }
 
 static size_t
@@ -203,22 +265,22 @@ redraw(struct chat *ch)
 	if (ch->part_len > 0) {
 		pre_n = bw_text_clean(ch->part, ch->part_len, pre, sizeof(pre),
 				      NULL);
-		from = last_chars(pre, pre_n, cols / 2);
+		from = tail_in(pre, pre_n, cols / 2);
 	} else {
 		pre_n = strlen(PROMPT);
 		memcpy(pre, PROMPT, pre_n);
 		from = 0;
 	}
 	out("\r\033[K", 4);
-	out(pre + from, pre_n - from);
-	room = cols - 1 - chars_in(pre + from, pre_n - from);
-	if (chars_in(ch->line, ch->len) <= room) {
-		out(ch->line, ch->len);
+	out_untabbed(pre + from, pre_n - from);
+	room = cols - 1 - cols_of(pre + from, pre_n - from);
+	if (cols_of(ch->line, ch->len) <= room) {
+		out_untabbed(ch->line, ch->len);
 		return;
 	}
-	from = last_chars(ch->line, ch->len, room - 1);
+	from = tail_in(ch->line, ch->len, room - 1);
 	out("<", 1);
-	out(ch->line + from, ch->len - from);
+	out_untabbed(ch->line + from, ch->len - from);
 }
 
 /* Prints what of the server's unfinished line has not been shown, up to
@@ -265,8 +327,10 @@ show(struct chat *ch, const uint8_t *p, size_t n)
 					    ch->part[ch->part_len - 1] == '\r'
 				    ? ch->part_len - 1
 				    : ch->part_len;
-			if (t == sizeof(IN_ROOM) - 1 &&
-			    memcmp(ch->part, IN_ROOM, t) == 0)
+			if ((t == sizeof(IN_ROOM) - 1 &&
+			     memcmp(ch->part, IN_ROOM, t) == 0) ||
+			    (t > sizeof(JOINED) - 1 &&
+			     memcmp(ch->part, JOINED, sizeof(JOINED) - 1) == 0))
 				ch->in_room = 1;
 			part_out(ch, 1);
 			out("\n", 1);
