@@ -365,6 +365,49 @@ def test_rate_limit_delays_but_delivers_every_line_in_order(start_server):
     assert got == ["bob: last %02d" % i for i in range(30)] + [R.left("bob")]
 
 
+def test_a_throttled_member_that_closes_its_side_has_all_its_lines_relayed(start_server):
+    """`printf ... | nc -N`: 30 lines in one write, the last without a
+    newline, then shutdown(SHUT_WR), from a member the rate limit holds back
+    (5 a second after a burst of 5). The end of its input is read when the
+    29th line has just taken the bucket's last token: the unended 30th must
+    still be said, not dropped as the connection winds down. Every line
+    reaches the others, in order, then the leave notice. (All lines ended:
+    the "last" part of the test above.)"""
+    srv = chat(start_server, "--rooms-rate", "5", "--rooms-burst", "5")
+    port = srv.rooms_port
+    a, rid = R.creator(port, "alice", "pw")
+    b = R.member(port, "bob", rid, "pw")
+    a.expect_seq([R.joined("bob")])
+    texts = ["closing %02d" % i for i in range(30)]
+    b.send("\n".join(texts))
+    b.sock.shutdown(socket.SHUT_WR)
+    got = a.expect(R.left("bob"), timeout=15)
+    assert got == ["bob: " + t for t in texts] + [R.left("bob")]
+    assert a.lines_for(0.3) == []
+    assert b.wait_closed(timeout=10) == []
+
+
+def test_a_throttled_member_that_resets_has_the_lines_it_sent_relayed(start_server):
+    """A member sends 30 lines at once and close()s with the server's words
+    to it unread, so its kernel answers the next of them with a reset while
+    the server still holds most of its lines back (rate 5 a second, burst
+    5). What reached the server before the reset is still said, in order
+    (a script that sends and exits), then the leave notice."""
+    srv = chat(start_server, "--rooms-rate", "5", "--rooms-burst", "5")
+    port = srv.rooms_port
+    a, rid = R.creator(port, "alice", "pw")
+    b = R.member(port, "bob", rid, "pw")
+    a.expect_seq([R.joined("bob")])
+    texts = ["reset %02d" % i for i in range(30)]
+    b.send("".join(t + "\n" for t in texts))
+    time.sleep(0.3)  # the lines are in the server's socket
+    b.close()  # with unread data (the join notices): its kernel resets
+    a.line("are you there")  # written to bob: his kernel answers RST
+    got = a.expect(R.left("bob"), timeout=15)
+    assert got == ["bob: " + t for t in texts] + [R.left("bob")], got
+    assert "connection error" in srv.log() or "reset" in srv.log().lower(), srv.log_tail()
+
+
 # --------------------------------------------------------------------------
 # 11. bulwark chat
 

@@ -605,3 +605,210 @@ def test_a_password_flood_does_not_stop_a_right_join(start_server):
     c.line("made it")
     a.expect_seq(["carol: made it"])
     assert srv.alive()
+
+
+# --------------------------------------------------------------------------
+# 12. Menu deadlines (--rooms-menu-timeout): a step keeps its deadline when
+# it is asked again; a new step starts its own
+
+
+def deadline_closes(srv):
+    return srv.log().count("closed: request deadline passed")
+
+
+def test_a_silent_connection_at_the_menu_is_closed_after_the_menu_timeout(start_server):
+    srv = chat(start_server, "--rooms-menu-timeout", "1")
+    m = RoomClient(srv.rooms_port)
+    # not at once: the step has its second
+    m.nothing_for(0.5)
+    # but it does end, with nothing more said (bounded wait, no lower bound)
+    assert m.wait_closed(timeout=6) == []
+    assert m.seen.decode() == R.MENU
+    assert env.wait_for(lambda: deadline_closes(srv) == 1, 5), srv.log_tail()
+    # the server still greets newcomers
+    RoomClient(srv.rooms_port).close()
+
+
+def test_invalid_answers_do_not_extend_a_menu_steps_deadline(start_server):
+    """Before, each re-ask restarted the step's deadline: 'x' every 0.4 s
+    against a 1 s deadline kept the connection for ever. Now the menu step
+    ends 1 s after it was first asked, whatever is answered meanwhile; 6 s
+    is well short of the whole menu's ten steps (10 s)."""
+    srv = chat(start_server, "--rooms-menu-timeout", "1")
+    m = RoomClient(srv.rooms_port)
+    t0 = time.monotonic()
+    sent = 0
+    while not m.eof and time.monotonic() - t0 < 6:
+        m.pump(0.4)
+        if m.eof:
+            break
+        try:
+            m.line("x")
+            sent += 1
+        except OSError:  # closed between the pump and the write
+            break
+    assert m.eof, "still at the menu after %d invalid answers in 6 s" % sent
+    lines = m.wait_closed(timeout=1)
+    invalid = lines.count(R.INVALID)
+    # it was asked again (the answers were read), and still closed in time
+    assert invalid >= 1, lines
+    assert lines == ([R.INVALID] + R.MENU.rstrip("\n").split("\n")) * invalid, lines
+    assert env.wait_for(lambda: deadline_closes(srv) == 1, 5), srv.log_tail()
+
+
+def test_a_new_menu_step_starts_its_own_deadline(start_server):
+    """--rooms-menu-timeout 3: '1' at about 1.6 s starts the name step (its
+    deadline about 4.6 s); an idle connection opened at the same moment is
+    closed at the first step's end (about 3 s); only then is the name sent,
+    and it is answered."""
+    srv = chat(start_server, "--rooms-menu-timeout", "3")
+    port = srv.rooms_port
+    t0 = time.monotonic()
+    idle = RoomClient(port)
+    m = RoomClient(port)
+    time.sleep(max(0.0, 1.6 - (time.monotonic() - t0)))
+    m.line("1")
+    m.expect_seq([R.ASK_NAME])
+    # past the first step's end: the idle sibling is gone ...
+    assert idle.wait_closed(timeout=8) == []
+    # ... but the one that moved on has a new step's time
+    assert not m.eof
+    m.line("bob")
+    m.expect_seq([R.ASK_ID])
+    assert deadline_closes(srv) == 1, srv.log_tail()
+
+
+# --------------------------------------------------------------------------
+# 13. /who in a big room is capped
+
+
+WHO_MAX = 8192  # room.c: the reply's bytes, its newline included
+
+
+def test_who_in_a_big_room_lists_what_fits_in_8_kib_then_how_many_more(start_server):
+    """Names of 64 characters of 4 bytes each (about 250 bytes): 45 members
+    overflow 8 KiB (so the test needs 45 password hashes, not 130). Each
+    joins from its own address, so both workers hash."""
+    srv = chat(start_server)
+    port = srv.rooms_port
+    fill = "\U0001D51E" * 61  # MATHEMATICAL FRAKTUR SMALL A: 4 bytes
+
+    def name(i):
+        return "m%02d" % i + fill  # 64 characters, 247 bytes
+
+    total = 45
+    a, rid = R.creator(port, name(0), "pw")
+    crowd = R.Crowd()
+    try:
+        members = {name(0): crowd.add(a.sock)}
+        crowd.bufs[a.sock] = a.buf
+        for i in range(1, total):
+            s = socket.socket()
+            s.bind(("127.0.3.%d" % i, 0))
+            s.settimeout(10)
+            s.connect(("127.0.0.1", port))
+            s.sendall(("1\n%s\n%d\npw\n" % (name(i), rid)).encode())
+            members[name(i)] = crowd.add(s)
+
+        def all_in():
+            return (all(R.connected(rid) in crowd.lines[s] for n, s in members.items()
+                        if n != name(0))
+                    and sum(ln.endswith(" has joined the group")
+                            for ln in crowd.lines[a.sock]) == total - 1)
+
+        assert crowd.pump(all_in, timeout=30), sum(
+            R.connected(rid) in crowd.lines[s] for s in members.values())
+        asker = members[name(7)]
+        asker.sendall(b"/who\n")
+
+        def replies():
+            return [ln for ln in crowd.lines[asker] if ln.startswith("Members of group")]
+
+        assert crowd.pump(replies, timeout=10), crowd.lines[asker][-3:]
+        crowd.pump(lambda: False, timeout=0.2)
+        assert len(replies()) == 1, replies()
+        reply = replies()[0]
+        assert not crowd.eof[asker]
+    finally:
+        crowd.close()
+
+    # the whole line, its newline included, within 8 KiB
+    assert len(reply.encode()) + 1 <= WHO_MAX, len(reply.encode())
+    head = "Members of group #%d (%d):" % (rid, total)
+    assert reply.startswith(head + " "), reply[:80]
+    m = re.fullmatch(r"(.*) and (\d+) more", reply[len(head) + 1:], re.S)
+    assert m, reply[-200:]
+    listed = m.group(1).split(", ")
+    more = int(m.group(2))
+    # every listed name is a member, once; the count adds up
+    assert len(set(listed)) == len(listed), listed
+    assert set(listed) <= set(members), [n for n in listed if n not in members]
+    assert len(listed) + more == total, (len(listed), more)
+    # and as many as fit were listed (room.c: a name goes in while the
+    # line stays 32 bytes short of the cap)
+    fit, o = 0, len(head.encode())
+    while fit < total and o + len(name(0).encode()) + 2 + 32 <= WHO_MAX:
+        o += (1 if fit == 0 else 2) + len(name(0).encode())
+        fit += 1
+    assert 0 < fit < total
+    assert (len(listed), more) == (fit, total - fit)
+    assert srv.alive()
+
+
+# --------------------------------------------------------------------------
+# 14. Password hashing is shared fairly between addresses
+
+
+def test_a_password_flood_from_one_address_does_not_queue_ahead_of_another_address(
+        start_server):
+    """40 wrong passwords from 127.0.0.31 are queued first; then a right
+    one from 127.0.0.32. At most one password per address is hashed at once
+    (pass.c, PASS_PER_ADDR), so the right one gets the other worker at once
+    instead of waiting behind the 40. Ordering, read from the log: each
+    wrong password is logged when its hash is done ("N from 127.0.0.31"),
+    the join when carol's is; fewer than 20 of the 40 may come before it.
+    (The flood's answers themselves are no measure: past 3 failures the
+    address's answers are held back 0.25 s doubling to 4 s either way.)"""
+    srv = chat(start_server, "--rooms-max-attempts", "5")
+    port = srv.rooms_port
+    a, rid = R.creator(port, "alice", "right")
+    flooder, other = "127.0.0.31", "127.0.0.32"
+    c = RoomClient(port, source=other)
+    c.line("1", "carol", str(rid))
+    c.expect_seq([R.ASK_NAME, R.ASK_ID, R.ASK_PASS])
+    flood = R.Crowd()
+    try:
+        for i in range(40):
+            s = socket.socket()
+            s.bind((flooder, 0))
+            s.settimeout(10)
+            s.connect(("127.0.0.1", port))
+            s.sendall(("1\nf%02d\n%d\nwrong-%02d\n" % (i, rid, i)).encode())
+            flood.add(s)
+        # the flood's passwords are all read and queued once the first is
+        # answered (one hash, tens of ms, after the last write)
+        assert flood.pump(lambda: any(R.NO_PASS in ls for ls in flood.lines.values()), 15), \
+            srv.log_tail()
+        c.line("right")
+        c.expect(R.connected(rid), timeout=15)
+        a.expect_seq([R.joined("carol")])
+        joined_re = r'joined room %d as \\"carol\\"' % rid
+        assert env.wait_for(lambda: re.search(joined_re, srv.log()), 5), srv.log_tail()
+        log = srv.log()
+        at = re.search(joined_re, log).start()
+        wrong_before = wrong_count_in(log[:at], flooder)
+        assert wrong_before < 20, (
+            "carol's join waited behind %d of the flood's 40 hashes" % wrong_before)
+        # and the flood is not starved: all 40 of its passwords are hashed
+        # (their answers then wait out the address's delays, up to 4 s)
+        assert env.wait_for(lambda: wrong_count(srv, "password", flooder) == 40, 20), \
+            wrong_count(srv, "password", flooder)
+    finally:
+        flood.close()
+    c.line("in")
+    a.expect_seq(["carol: in"])
+
+
+def wrong_count_in(log, source):
+    return len(re.findall(r"rooms: wrong password \(\d+ on this connection, \d+ from %s\)"
+                          % re.escape(source), log))

@@ -1,0 +1,387 @@
+"""`bulwark chat`, the group chat client, apart from bulwarkd: each test
+runs it against a tiny Python server (one connection, scripted on a thread)
+so what the client shows and sends is checked byte for byte. A UTF-8 line
+cut across reads, a prompt with no newline, the end of piped input at the
+menu and in a room, and the one-row edit line on a terminal."""
+
+import fcntl
+import os
+import pty
+import select
+import socket
+import struct
+import subprocess
+import termios
+import threading
+import time
+import traceback
+
+import pytest
+
+import bwrooms as R
+import vaultenv as env
+
+
+def bulwark_bin():
+    env.require_file(env.BULWARK, "bulwark", "BULWARK")
+    return str(env.BULWARK)
+
+
+class FakeServer:
+    """Listens on 127.0.0.1 and an ephemeral port; the first connection is
+    given to handler(conn) on a thread (Nagle off, every recv bounded).
+    Exceptions in the handler are kept in errors."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(1)
+        self.ls.settimeout(15)
+        self.port = self.ls.getsockname()[1]
+        self.errors = []
+        self.closed = threading.Event()  # the handler is done, conn closed
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        try:
+            conn, _ = self.ls.accept()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(15)
+            with conn:
+                self.handler(conn)
+        except Exception:  # reported by the fixture
+            self.errors.append(traceback.format_exc())
+        finally:
+            self.closed.set()
+            self.ls.close()
+
+    def stop(self):
+        try:
+            self.ls.close()
+        except OSError:
+            pass
+        self.t.join(timeout=20)
+
+
+@pytest.fixture
+def fake_server():
+    """Factory: fake_server(handler) -> a started FakeServer; any exception
+    in a handler fails the test."""
+    servers = []
+
+    def start(handler):
+        s = FakeServer(handler)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()
+    errors = [e for s in servers for e in s.errors]
+    if errors:
+        pytest.fail("fake server handler errors:\n" + "\n".join(errors))
+
+
+def recv_until(conn, pred, what):
+    """Bytes from conn until pred(bytes) or the end of the stream; the
+    socket's timeout bounds each recv."""
+    got = b""
+    while not pred(got):
+        data = conn.recv(4096)
+        if not data:
+            raise AssertionError("stream ended waiting for %s; got %r" % (what, got))
+        got += data
+    return got
+
+
+def recv_to_eof(conn):
+    got = b""
+    while True:
+        data = conn.recv(4096)
+        if not data:
+            return got
+        got += data
+
+
+def chat_argv(port):
+    return [bulwark_bin(), "chat", "127.0.0.1:%d" % port]
+
+
+# --------------------------------------------------------------------------
+# What the server says
+
+
+def test_a_utf8_line_cut_across_reads_is_shown_whole(fake_server):
+    """600 Hebrew characters (2 bytes each, with spaces) written 7 bytes at
+    a time: most reads end in the middle of a character. Before, each read
+    was cleaned on its own and every cut character became two U+FFFD."""
+    line = "שלום " * 120
+    assert len(line) == 600
+    data = (line + "\n").encode("utf-8")
+
+    def serve(conn):
+        # a few ms apart: well within the client's 300 ms of quiet, so it
+        # has all of it before it ends its side
+        for i in range(0, len(data), 7):
+            conn.sendall(data[i:i + 7])
+            time.sleep(0.003)
+        conn.shutdown(socket.SHUT_WR)
+        recv_to_eof(conn)  # the client's end (no /exit: it is at no room)
+
+    srv = fake_server(serve)
+    r = subprocess.run(chat_argv(srv.port), stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=20)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    out = r.stdout.decode("utf-8")  # strict: whole characters only
+    assert "\ufffd" not in out, out[:200]
+    assert out == line + "\n", (len(out), out[:120])
+
+
+def test_a_prompt_without_a_newline_is_shown_before_any_newline(fake_server):
+    """The seed's server style: a prompt with no newline, then it waits for
+    the answer. The prompt (cut in the middle of a character across two
+    writes) must be on the screen, whole, before the user answers; only
+    then is "alice" typed."""
+    prompt = "Enter your name (שם): ".encode("utf-8")
+    cut = prompt.index("ש".encode("utf-8")) + 1  # after the first byte of ש
+    got = []
+
+    def serve(conn):
+        conn.sendall(prompt[:cut])
+        time.sleep(0.3)
+        conn.sendall(prompt[cut:])
+        got.append(recv_until(conn, lambda b: b"\n" in b, "the name"))
+        conn.sendall(b"Hello alice\n")
+
+    srv = fake_server(serve)
+    p = R.Proc(chat_argv(srv.port))
+    try:
+        p.wait_for(prompt.decode("utf-8"), timeout=10)
+        time.sleep(0.1)  # nothing else comes: not a newline, not U+FFFD
+        with p.lock:
+            assert p.out == prompt, p.out
+        assert not got, "answered before the prompt was shown"
+        p.type("alice", pause=0)
+        p.wait_for("Hello alice\n", timeout=10)
+        assert p.proc.wait(timeout=10) == 0  # the server closed
+        p.t.join(timeout=5)
+        assert p.out == prompt + b"Hello alice\n", p.out
+    finally:
+        p.kill()
+    assert got == [b"alice\n"]
+
+
+# --------------------------------------------------------------------------
+# The end of piped input
+
+
+def test_end_of_input_at_the_menu_does_not_send_exit(fake_server):
+    """At the menu "/exit" would be taken as a name or a password: the end
+    of input is said only by closing the client's side."""
+    got = []
+
+    def serve(conn):
+        conn.sendall(R.MENU.encode())
+        first = recv_until(conn, lambda b: b"\n" in b, "the choice")
+        conn.sendall((R.ASK_NAME + "\n").encode())
+        got.append(first + recv_to_eof(conn))
+        # and then this side closes
+
+    srv = fake_server(serve)
+    r = subprocess.run(chat_argv(srv.port), input=b"1\n", capture_output=True, timeout=20)
+    assert got == [b"1\n"], got
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout.decode() == R.MENU + R.ASK_NAME + "\n"
+
+
+def test_end_of_input_in_a_room_sends_exit(fake_server):
+    got = []
+
+    def serve(conn):
+        conn.sendall(b"You can start to talk!\n")
+        got.append(recv_to_eof(conn))  # the client closes its side after /exit
+        conn.sendall((R.BYE + "\n").encode())
+
+    srv = fake_server(serve)
+    r = subprocess.run(chat_argv(srv.port), input=b"hello\n", capture_output=True, timeout=20)
+    assert got == [b"hello\n/exit\n"], got
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout.decode() == "You can start to talk!\n" + R.BYE + "\n"
+
+
+def test_end_of_input_after_joining_a_room_sends_exit(fake_server):
+    """A member who joined (not created) is told only "You're connected to
+    group chat #N": that too is being in a room, so the end of input
+    leaves it with /exit."""
+    got = []
+
+    def serve(conn):
+        conn.sendall(b"You're connected to group chat #7\n")
+        got.append(recv_to_eof(conn))
+        conn.sendall((R.BYE + "\n").encode())
+
+    srv = fake_server(serve)
+    r = subprocess.run(chat_argv(srv.port), input=b"hello\n", capture_output=True, timeout=20)
+    assert got == [b"hello\n/exit\n"], got
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert R.BYE in r.stdout.decode()
+
+
+# --------------------------------------------------------------------------
+# On a terminal
+
+
+CLEAR = b"\r\x1b[K"
+
+
+class PtyReader:
+    """What the client writes to the terminal, read from the pty's master
+    by a thread."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.out = b""
+        self.lock = threading.Lock()
+        self.stop = False
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+
+    def _read(self):
+        while not self.stop:
+            r, _, _ = select.select([self.fd], [], [], 0.1)
+            if not r:
+                continue
+            try:
+                data = os.read(self.fd, 65536)
+            except OSError:  # EIO once the slave side is gone
+                return
+            if not data:
+                return
+            with self.lock:
+                self.out += data
+
+    def data(self):
+        with self.lock:
+            return self.out
+
+    def wait_for(self, pred, timeout, what):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred(self.data()):
+                return self.data()
+            time.sleep(0.02)
+        raise AssertionError("%s not seen within %gs; terminal got %r"
+                             % (what, timeout, self.data()[-600:]))
+
+    def settle(self, quiet=0.3, timeout=5):
+        """Waits until nothing more is written for quiet seconds (bounded)."""
+        deadline = time.monotonic() + timeout
+        n = len(self.data())
+        last = time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            m = len(self.data())
+            if m != n:
+                n, last = m, time.monotonic()
+            elif time.monotonic() - last >= quiet:
+                break
+        return self.data()
+
+
+def test_on_a_terminal_the_edit_line_stays_on_one_row_and_keys_are_not_text(fake_server):
+    """A 40-column terminal: 100 'a' typed (and an arrow key among them),
+    no Enter; then a line arrives. It is printed above, and the line being
+    typed is drawn again on one row: the prompt, '<' (scrolled sideways)
+    and its last characters, 39 columns at most. The arrow is not typed in
+    as "[A"."""
+    cols = 40
+    go = threading.Event()
+
+    def serve(conn):
+        conn.sendall(b"You can start to talk!\n")
+        assert go.wait(15), "the test never asked for the line"
+        conn.sendall(b"bob: hi\n")
+        recv_to_eof(conn)  # until the client is killed
+
+    srv = fake_server(serve)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
+    proc = subprocess.Popen(chat_argv(srv.port), stdin=slave, stdout=slave, stderr=slave,
+                            close_fds=True)
+    os.close(slave)
+    term = PtyReader(master)
+    try:
+        # the greeting is drawn once the client has its terminal raw (echo
+        # off): typing before that would be echoed by the terminal itself
+        term.wait_for(lambda b: b"You can start to talk!" in b, 10, "the greeting")
+        term.settle(quiet=0.2)
+        base = term.data().count(CLEAR)
+        os.write(master, b"a" * 50 + b"\x1b[A" + b"a" * 50)
+        # each 'a' draws the line again; after the 100th the arrow, typed
+        # before it, has been handled too
+        term.wait_for(lambda b: b.count(CLEAR) >= base + 100, 10, "100 redraws")
+        go.set()
+        out = term.wait_for(lambda b: b"bob: hi" in b, 10, "bob's line")
+        out = term.settle()
+        after = out[out.rindex(b"bob: hi"):]
+        assert b"\r\n" in after, after  # bob's line is ended above ...
+        assert CLEAR in after, after    # ... and the edit line drawn again
+        row = after[after.rindex(CLEAR) + len(CLEAR):].decode("utf-8")
+        assert row.startswith("> <"), row
+        assert len(row) <= cols - 1, (len(row), row)
+        assert row.rstrip("a") == "> <", row  # nothing but the typed 'a's after '<'
+        assert len(row) == cols - 1, row  # and as many as fit
+        # no redraw ever showed the arrow's bytes as text
+        assert b"[A" not in out, out[-400:]
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        term.stop = True
+        term.t.join(timeout=5)
+        os.close(master)
+
+
+def test_on_a_terminal_wide_characters_count_two_columns(fake_server):
+    """30 CJK characters (two columns each) typed on a 40-column terminal:
+    the edit line scrolls sideways after 18 of them, not after 37, so it
+    never wraps onto a second row."""
+    cols = 40
+    go = threading.Event()
+
+    def serve(conn):
+        conn.sendall(b"You can start to talk!\n")
+        assert go.wait(15), "the test never asked for the line"
+        conn.sendall(b"bob: hi\n")
+        recv_to_eof(conn)
+
+    srv = fake_server(serve)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
+    proc = subprocess.Popen(chat_argv(srv.port), stdin=slave, stdout=slave, stderr=slave,
+                            close_fds=True)
+    os.close(slave)
+    term = PtyReader(master)
+    try:
+        term.wait_for(lambda b: b"You can start to talk!" in b, 10, "the greeting")
+        term.settle(quiet=0.2)
+        base = term.data().count(CLEAR)
+        os.write(master, "語".encode() * 30)
+        term.wait_for(lambda b: b.count(CLEAR) >= base + 30, 10, "30 redraws")
+        go.set()
+        term.wait_for(lambda b: b"bob: hi" in b, 10, "bob's line")
+        out = term.settle()
+        row = out[out.rindex(CLEAR) + len(CLEAR):].decode("utf-8")
+        assert row.startswith("> <"), row
+        wide = row[3:]
+        assert set(wide) == {"語"}, row
+        assert 3 + 2 * len(wide) <= cols - 1, (len(wide), row)  # one row
+        assert 3 + 2 * (len(wide) + 1) > cols - 1, (len(wide), row)  # as many as fit
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        term.stop = True
+        term.t.join(timeout=5)
+        os.close(master)
