@@ -275,6 +275,8 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 		return rc;
 	}
 	d->reg_open = 1;
+	if ((rc = bw_durable_new(&d->durable, &d->eng, d->store)) != 0)
+		return rc;
 	d->reg.max_clients = d->cfg.max_clients;
 	d->reg.max_reg_per_min = d->cfg.max_reg_per_min;
 	bw_info("loaded %llu clients and %llu files from %s",
@@ -283,6 +285,7 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 	d->host = (struct bw_host){.eng = &d->eng,
 				   .reg = &d->reg,
 				   .store = d->store,
+				   .durable = d->durable,
 				   .data_dir = d->cfg.data_dir,
 				   .started_s = d->started_s,
 				   .stats = all_stats,
@@ -322,6 +325,10 @@ bw_daemon_close(struct bw_daemon *d)
 	unsigned i;
 
 	bw_engine_close(&d->eng); /* connections first, then queued jobs */
+	/* whoever still waits for an fsync is told, while the services whose
+	 * state the waits name are still there */
+	bw_durable_free(d->durable);
+	d->durable = NULL;
 	for (i = d->svc_n; i-- > 0;) {
 		if (d->svc[i].inst != NULL)
 			d->svc[i].mod->fini(d->svc[i].inst);

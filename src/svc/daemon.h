@@ -75,6 +75,7 @@ struct bw_daemon {
 	struct bw_daemon_cfg cfg;   /* and with what follows from it */
 	struct bw_engine eng;
 	struct bw_store *store;
+	struct bw_durable *durable;
 	struct bw_registry reg;
 	int reg_open;
 	struct bw_host host;

@@ -139,8 +139,8 @@ static const struct opt opts[] = {
 	 "a partial line ends after this silence\n(default 150)"},
 	{"rooms-max-attempts", 0, K_NUM, R, F(rooms.max_attempts), 1, 1000, "N",
 	 "wrong room ids and passwords before a close\n(default 5)"},
-	{"rooms-menu-timeout", 0, K_SEC, 0, F(rooms.limits.request_ms), 1,
-	 3600, "SEC",
+	{"rooms-menu-timeout", 0, K_SEC, 0, F(rooms.limits.request_ms), 1, 3600,
+	 "SEC",
 	 "each step of the menu must be answered within\nthis (default 60); "
 	 "the whole menu within ten times it"},
 	{"no-rooms", 0, K_OFF, 0, F(rooms_enabled), 0, 0, NULL,

@@ -12,6 +12,7 @@
 #include "bulwark/buf.h"
 #include "bulwark/err.h"
 #include "bulwark/store.h"
+#include "svc/durable.h"
 #include "svc/engine.h"
 #include "svc/frame.h"
 #include "svc/registry.h"
@@ -22,6 +23,9 @@ struct bw_host {
 	struct bw_engine *eng;
 	struct bw_registry *reg; /* clients and files, in RAM over the store */
 	struct bw_store *store;
+	/* the store's group commit: a reply that promises durability waits
+	 * for the fsync that covers its commits (one for every service) */
+	struct bw_durable *durable;
 	const char *data_dir;
 	int64_t started_s;
 	/* every service's figures, in a fixed order (the console's STAT) */

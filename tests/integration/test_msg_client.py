@@ -186,7 +186,8 @@ def test_a_server_that_answers_9000(pyserver_msg, client_bin, tmp_path):
 def test_a_server_that_sends_garbage(pyserver_msg, client_bin, tmp_path, garbage, says):
     srv = pyserver_msg(garbage=garbage)
     a = Msg(tmp_path / "a", srv.port)
-    r = a.run("register", "alice", timeout=30)
+    # (the client's timeout well inside the server's own 10 s per read)
+    r = a.run("--timeout", "3", "register", "alice", timeout=30)
     assert r.returncode == 1, r
     assert says in r.stderr.lower(), r.stderr
     assert r.stderr.startswith(b"bulwark msg: "), r.stderr

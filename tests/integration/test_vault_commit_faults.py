@@ -844,3 +844,51 @@ def test_startup_removes_a_file_no_row_names_and_touches_nothing_else(start_serv
     assert [dict(r) for r in srv2.query("SELECT * FROM files ORDER BY ID, FileName")] \
         == rows_before
     srv2.stop()
+
+
+# --------------------------------------------------------------------------
+# Durability of the answers: a 2103 or a 2104 promises the row is on disk
+
+
+def test_a_2103_waits_for_the_journal_fsync_and_a_failed_one_is_2107(start_server, shim,
+                                                                     tmp_path):
+    """The database commits without syncing (WAL); a 2103 promises the
+    upload survives a power cut, so it waits for the fsync of the journal
+    that covers its row: while that fsync takes 1.5 s, no 2103 (the file
+    itself is already on disk then), and when it fails, 2107. A 1029 that
+    swaps a replacement in is undone when its row cannot be made durable,
+    so the client's 2107 and the file it finds agree."""
+    arm = tmp_path / "arm"
+    dd = tmp_path / "d"
+    srv = start_server(data_dir=dd, env=venv.fault_env(
+        shim, arm=arm,
+        fault="fdatasync:1:sleep=1500:defensive.db-wal,fdatasync:2:EIO:defensive.db-wal,"
+              "fdatasync:5:EIO:defensive.db-wal"))
+    ident = register(srv)
+    v1, v2 = os.urandom(3000), os.urandom(4000)
+    with reconnected(srv, ident) as c:
+        arm.write_text("go")
+        t0 = time.monotonic()
+        res = c.send_file(DOC, v1)  # fdatasync #1: slow
+        waited = time.monotonic() - t0
+        bw.expect(res.response, bw.FILE_RECEIVED, "send file")
+        assert waited >= 1.4, "2103 after %.2f s, before the journal's fsync ended" % waited
+        res = c.send_file("other.bin", v2)  # fdatasync #2: fails
+        bw.expect(res.response, bw.ERROR, "send file whose row is not durable")
+    assert "could not be made durable" in srv.log()
+    with reconnected(srv, ident) as c:
+        bw.expect(c.crc_ok(DOC), bw.ACK, "crc ok")  # fdatasync #3
+        res = c.send_file(DOC, v2)  # a replacement, pending its 1029 (#4)
+        bw.expect(res.response, bw.FILE_RECEIVED, "replacement")
+        bw.expect(c.crc_ok(DOC), bw.ERROR, "1029 whose swap is not durable")  # #5: fails
+    # the swap was undone: v1 is current, v2 still waits for its 1029
+    assert doc_path(srv, ident).read_bytes() == v1
+    row = srv.file_row(ident.client_id, DOC)
+    assert is_true(row["Verified"]) and row["PendingPath"], dict(row)
+    with reconnected(srv, ident) as c:
+        bw.expect(c.crc_ok(DOC), bw.ACK, "1029 again")
+    assert doc_path(srv, ident).read_bytes() == v2
+    srv.stop()
+    srv2 = start_server(data_dir=dd)
+    assert doc_path(srv2, ident).read_bytes() == v2
+    assert is_true(srv2.file_row(ident.client_id, DOC)["Verified"])

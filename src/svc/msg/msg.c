@@ -209,7 +209,9 @@ msg_stats(const void *inst, bw_stat_emit emit, void *arg)
 	     m->stored_bytes);
 	emit(arg, "msg_delivered_total", "messages delivered since start",
 	     m->delivered);
-	emit(arg, "msg_syncs_total", "message commits synced to disk",
+	emit(arg, "msg_syncs_total",
+	     "fsyncs of the database journal (messages, uploads and their "
+	     "verdicts)",
 	     bw_durable_syncs(m->durable));
 }
 
@@ -307,8 +309,7 @@ msg_open(const struct bw_host *h, const void *cfg, void **out)
 	m->store = h->store;
 	m->dir_fd = m->incoming_fd = -1;
 	m->batch_tail = &m->batch;
-	if ((rc = bw_durable_new(&m->durable, m->eng, m->store)) != 0)
-		goto fail;
+	m->durable = h->durable;
 	data_fd = open(h->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (data_fd < 0) {
 		rc = -errno;
@@ -348,7 +349,6 @@ msg_close(void *inst)
 		next = p->next;
 		pending_free(p);
 	}
-	bw_durable_free(m->durable);
 	if (m->incoming_fd >= 0)
 		close(m->incoming_fd);
 	if (m->dir_fd >= 0)

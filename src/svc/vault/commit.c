@@ -177,7 +177,7 @@ upload_log(struct upload *u, int rc)
 
 /* Replies, releases the path and the connection, frees the upload. */
 static void
-commit_finish(struct upload *u, int rc)
+commit_reply(struct upload *u, int rc)
 {
 	struct bw_conn *c = u->conn;
 	struct bw_vault *v = u->v;
@@ -220,6 +220,30 @@ commit_finish(struct upload *u, int rc)
 	vault_unlock(v, u->rel_path);
 	vault_upload_free(u);
 	vault_release_and_resume(c);
+}
+
+static void
+commit_durable(void *arg, int rc)
+{
+	struct upload *u = arg;
+
+	if (rc != 0)
+		bw_error("vault: an upload's row could not be made durable: %s",
+			 bw_strerror(rc));
+	commit_reply(u, rc);
+}
+
+/* A stored upload's 2103 promises it survives a power cut: its row's
+ * commit must be on disk first (the file is already, fsync'd and
+ * renamed), else start-up reconciliation would find a file no row names.
+ * It waits for the store's next group fsync. */
+static void
+commit_finish(struct upload *u, int rc)
+{
+	if (rc == 0 && u->v->durable != NULL &&
+	    bw_durable_after(u->v->durable, commit_durable, u) == 0)
+		return;
+	commit_reply(u, rc);
 }
 
 static void

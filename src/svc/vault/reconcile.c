@@ -420,6 +420,7 @@ vault_open(const struct bw_host *h, const void *cfg, void **out)
 	v->cfg = *(const struct bw_vault_cfg *)cfg;
 	v->eng = h->eng;
 	v->reg = h->reg;
+	v->durable = h->durable;
 	v->data_dir = h->data_dir;
 	if ((rc = bw_addrtab_slot(&h->eng->addrs)) < 0) {
 		free(v);

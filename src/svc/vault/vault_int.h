@@ -38,7 +38,8 @@ struct bw_vault {
 	struct bw_vault_cfg cfg;
 	struct bw_engine *eng;
 	struct bw_registry *reg;
-	const char *data_dir; /* files/ lives here */
+	struct bw_durable *durable; /* 2103s and 2104s wait for it */
+	const char *data_dir;	    /* files/ lives here */
 	int addr_slot; /* its count per address: uploads and refused bodies */
 	/* live figures */
 	uint64_t uploads_active, upload_bytes_active, swallowing;

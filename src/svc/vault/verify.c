@@ -25,10 +25,15 @@ struct crc_op {
 	char pend_name[TMP_NAME_CAP], backup[TMP_NAME_CAP];
 	uint64_t size;
 	int dir_fd, locked, rc;
+	/* a swap done, waiting for its row to be durable: the row before it,
+	 * to put back (with the file) if that fails */
+	int swapped;
+	struct bw_file_rec prev;
+	uint64_t prev_size, prev_pending_size;
 };
 
 static void
-crc_finish(struct crc_op *op, int reply_code)
+crc_reply(struct crc_op *op, int reply_code)
 {
 	struct bw_conn *c = op->c;
 	struct vault_conn *vc;
@@ -56,6 +61,56 @@ crc_finish(struct crc_op *op, int reply_code)
 		close(op->dir_fd);
 	free(op);
 	vault_release_and_resume(c);
+}
+
+/* A swap whose row could not be made durable is undone, file and row, so
+ * that the client's 2107 and what it finds later agree: the replacement
+ * waits again for a 1029. */
+static void
+swap_undo(struct crc_op *op)
+{
+	struct bw_client *cl = bw_registry_by_id(op->v->reg, op->id);
+	char shown[BW_ESC_CAP];
+	int rc;
+
+	(void)linkat(op->dir_fd, op->stored, op->v->pending_fd, op->pend_name,
+		     0);
+	vault_restore_backup(op->dir_fd, op->stored, op->v->incoming_fd,
+			     op->backup);
+	if (cl == NULL || (rc = bw_registry_set_file(
+				   op->v->reg, cl, op->path, &op->prev,
+				   op->prev_size, op->prev_pending_size)) != 0)
+		bw_error("vault: the row of %s could not be put back",
+			 bw_escape_display(op->path, shown, sizeof(shown)));
+}
+
+static void
+crc_durable(void *arg, int rc)
+{
+	struct crc_op *op = arg;
+
+	if (rc != 0) {
+		op->rc = rc;
+		bw_error("vault: a verdict's row could not be made durable: %s",
+			 bw_strerror(rc));
+		if (op->swapped)
+			swap_undo(op);
+	} else if (op->swapped) {
+		vault_unlink_later(op->v, op->v->incoming_fd, op->backup);
+	}
+	crc_reply(op, rc == 0 ? BW_VAULT_RESP_ACK : BW_VAULT_RESP_ERROR);
+}
+
+/* A 2104 to a 1029 promises the file is verified (or the replacement in
+ * place) for good: it waits for the fsync that covers the row. */
+static void
+crc_finish(struct crc_op *op, int reply_code)
+{
+	if (reply_code == BW_VAULT_RESP_ACK &&
+	    op->code == BW_VAULT_REQ_CRC_OK && op->v->durable != NULL &&
+	    bw_durable_after(op->v->durable, crc_durable, op) == 0)
+		return;
+	crc_reply(op, reply_code);
 }
 
 static void
@@ -88,11 +143,20 @@ swap_done(void *arg)
 	struct crc_op *op = arg;
 	struct bw_registry *reg = op->v->reg;
 	struct bw_client *cl = bw_registry_by_id(reg, op->id);
+	struct bw_file *f;
 	struct bw_file_rec rec;
 	char shown[BW_ESC_CAP];
 
 	if (op->rc == 0 && cl == NULL)
 		op->rc = BW_ENOTFOUND;
+	if (op->rc == 0 &&
+	    (f = bw_registry_file_at(reg, cl, op->path)) != NULL) {
+		bw_registry_file_rec(f, &op->prev);
+		op->prev_size = f->size;
+		op->prev_pending_size = f->pending_size;
+	} else if (op->rc == 0) {
+		op->rc = BW_ENOTFOUND;
+	}
 	if (op->rc == 0) {
 		memset(&rec, 0, sizeof(rec));
 		memcpy(rec.client_id, op->id, BW_ID_LEN);
@@ -114,7 +178,7 @@ swap_done(void *arg)
 		bw_info("c%llu 1029 %s verified: the replacement is now "
 			"current",
 			ULL(op->c->id), shown);
-		vault_unlink_later(op->v, op->v->incoming_fd, op->backup);
+		op->swapped = 1; /* the backup goes once the row is durable */
 	} else {
 		bw_error("c%llu 1029 %s: the replacement could not be put in "
 			 "place: %s",
