@@ -50,9 +50,9 @@
 #define IN_CAP	     65536u		  /* one connection's partial input */
 #define OUT_CAP	     (4u * 1024u * 1024u) /* one connection's unsent output */
 #define PAYLOAD	     100		  /* bytes of a message's text */
-#define NB	     96			  /* latency buckets */
+#define NB	     400		  /* latency buckets: to ~16 s */
 #define HIST_BASE_US 16.0		  /* bucket 0: below this */
-#define HIST_PER_OCT 4.0		  /* buckets per doubling */
+#define HIST_PER_OCT 20.0		  /* buckets per doubling (3.5%) */
 #define MAX_TRACK    256		  /* senders one member tracks */
 #define TL_SLOT_NS   50000000ull	  /* receive timeline: 50 ms slots */
 #define TL_N	     8192

@@ -1,8 +1,11 @@
 #!/usr/bin/python3
 """The messenger's benchmark: durable sends from many clients (kept-alive and
 one-request-per-connection), a pull of 10,000 waiting messages, a 100 MiB
-file message end to end with both sides' peak RSS, and the server's RSS with
-1,000,000 messages queued. Each figure is printed beside its reference from
+file message end to end with both sides' peak RSS and the event loop's
+latency while it passes (a 602 asked over and over on another connection;
+the content is written to and read from disk on the loop thread, so this is
+what that costs everyone else), and the server's RSS with 1,000,000
+messages queued. Each figure is printed beside its reference from
 the same run (SQLite's own insert rate with an fsync per commit). It only
 reports; it fails only when a scenario could not run.
 
@@ -169,7 +172,43 @@ def measured(tmp, cwd, args, env=None):
     return time.monotonic() - t0, int(out.read_text())
 
 
-def big_file(bin_dir, port, tmp, mib):
+class Probe:
+    """A 602 asked again and again on one kept-alive connection, its round
+    trips recorded: the server loop's latency for everyone else."""
+
+    def __init__(self, port, me, target):
+        import threading
+        self.c = bwmsg.MsgClient(H, port)
+        self.c.client_id = me
+        self.target = target
+        self.rtts = []
+        self.stop_ev = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop_ev.is_set():
+            t0 = time.perf_counter()
+            self.c.public_key(self.target)
+            self.rtts.append(time.perf_counter() - t0)
+            time.sleep(0.001)
+
+    def measure(self, fn):
+        """Runs fn() while probing; returns (fn's result, p50, p99, max) in ms."""
+        self.rtts = []
+        self.stop_ev.clear()
+        self.t = type(self.t)(target=self._run, daemon=True)
+        self.t.start()
+        try:
+            res = fn()
+        finally:
+            self.stop_ev.set()
+            self.t.join(10)
+        r = sorted(self.rtts) or [0.0]
+        q = lambda f: 1000 * r[min(len(r) - 1, int(f * len(r)))]  # noqa: E731
+        return res, q(0.5), q(0.99), 1000 * r[-1]
+
+
+def big_file(bin_dir, port, tmp, mib, key):
     dirs = [tmp / "fa", tmp / "fb"]
     for d in dirs:
         d.mkdir(exist_ok=True)
@@ -184,16 +223,21 @@ def big_file(bin_dir, port, tmp, mib):
     with open(data, "wb") as f:
         for _ in range(mib):
             f.write(os.urandom(1 << 20))
-    up, rss_up = measured(tmp, dirs[0], [exe, "msg", "send-file", nb, str(data)])
+    me = register(port, "probe-%d" % os.getpid(), key)
+    probe = Probe(port, me, me)
+    _, *idle = probe.measure(lambda: time.sleep(1.0))
+    (up, rss_up), *lat_up = probe.measure(
+        lambda: measured(tmp, dirs[0], [exe, "msg", "send-file", nb, str(data)]))
     recv = tmp / "recv"
     recv.mkdir(exist_ok=True)
-    down, rss_down = measured(tmp, dirs[1], [exe, "msg", "pull"],
-                              env=dict(os.environ, TMPDIR=str(recv)))
+    (down, rss_down), *lat_down = probe.measure(
+        lambda: measured(tmp, dirs[1], [exe, "msg", "pull"],
+                         env=dict(os.environ, TMPDIR=str(recv))))
     out = list(recv.iterdir())
     same = len(out) == 1 and subprocess.run(["cmp", "-s", str(out[0]), str(data)]).returncode == 0
     for f in out + [data]:
         f.unlink()
-    return up, down, rss_up, rss_down, same
+    return up, down, rss_up, rss_down, same, (idle, lat_up, lat_down)
 
 
 def queued_rss(bin_dir, tmp, n, key):
@@ -263,9 +307,14 @@ def main():
             "server CPU %.1f ms" % (cpu * 1000),
             "<= 50 ms %s" % ("met" if wall <= 0.05 else "MISSED (wall, client included)"))
         try:
-            up, down, rss_up, rss_down, same = big_file(a.bin_dir, port, a.tmp, big_mib)
+            up, down, rss_up, rss_down, same, lat = big_file(a.bin_dir, port, a.tmp, big_mib,
+                                                              key)
             row("%d MiB file message: send / pull" % big_mib, "%.2f s / %.2f s" % (up, down),
                 "byte-exact" if same else "DIFFERENT")
+            idle, lup, ldown = lat
+            row("  loop latency (602 RTT) p50/p99/max: send", "%.2f / %.2f / %.1f ms" % tuple(lup),
+                "idle %.2f / %.2f / %.1f ms" % tuple(idle), "(report)")
+            row("  ... during the pull", "%.2f / %.2f / %.1f ms" % tuple(ldown))
             row("  client peak RSS: sender / receiver", "%.1f / %.1f MiB" % (rss_up / 1024, rss_down / 1024))
             row("  server peak RSS", "%.1f MiB" % (rss_kib(p.pid, "VmHWM") / 1024))
             if not same:
