@@ -269,7 +269,7 @@ class Bulwark(Server):
     proto = "rooms"
 
     def start(self):
-        d = self.ctx.tmp / "bulwarkd"
+        d = self.ctx.run_tmp / "bulwarkd"
         (d / "data").mkdir(parents=True)
         self.log_path = d / "bulwarkd.log"
         self._log = open(self.log_path, "wb")
@@ -335,7 +335,7 @@ class Ngircd(Server):
     proto = "irc"
 
     def start(self):
-        d = self.ctx.tmp / "ngircd"
+        d = self.ctx.run_tmp / "ngircd"
         d.mkdir(parents=True)
         os.chmod(d, 0o755)
         self.log_path = d / "ngircd.log"
@@ -455,7 +455,7 @@ class Run:
         counts = [c for c in counts if c > 0]
         waves = [range(0, (len(counts) + 1) // 2), range((len(counts) + 1) // 2, len(counts))]
         self.res["rss0_kib"] = self.srv.rss_kib()
-        tmp = ctx.tmp / ("clients-" + self.srv.proto)
+        tmp = ctx.run_tmp / ("clients-" + self.srv.proto)
         tmp.mkdir(exist_ok=True)
         joined = failed = 0
         join_s = 0.0
@@ -543,7 +543,7 @@ class Run:
             argv += ["--room", self.room, "--password", PASSWORD]
         elif ctx.irc_oper:
             argv += ["--oper", "%s:%s" % OPER]
-        tmp = ctx.tmp / ("clients-" + self.srv.proto)
+        tmp = ctx.run_tmp / ("clients-" + self.srv.proto)
         sender = Child(ctx.procs, argv, tmp / ("sender%d.log" % li), False, on_sender_line)
         try:
             sline = sender.expect("{", 60 + ctx.seconds + ctx.drain_timeout + 40, "senders")
@@ -705,7 +705,7 @@ class Run:
         say("%s: %d msg/s again while %d connections try wrong passwords", self.srv.label,
             rate, ctx.burst)
         hashes0 = self.srv.stat("rooms_wrong_attempts_total")
-        burst = Child(ctx.procs, argv, ctx.tmp / "clients-rooms" / "burst.log", True)
+        burst = Child(ctx.procs, argv, ctx.run_tmp / "clients-rooms" / "burst.log", True)
         try:
             lv = self.level(len(ctx.levels), rate)
         finally:
@@ -1063,6 +1063,9 @@ def main():
                 plan.append(("ngircd", Ngircd))
             every = {key: [] for key, _ in plan}
             for rep in range(ctx.repeats):
+                # each run in a directory of its own
+                ctx.run_tmp = ctx.tmp / ("run%d" % (rep + 1))
+                ctx.run_tmp.mkdir()
                 # the servers take turns to go first
                 for key, cls in (plan if rep % 2 == 0 else plan[::-1]):
                     t0 = time.monotonic()

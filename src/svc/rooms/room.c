@@ -72,22 +72,6 @@ room_has_name(const struct room *r, const char *name)
 	return 0;
 }
 
-/* The first member goes to the end of the list. */
-static void
-rotate(struct room *r)
-{
-	struct rconn *m = r->members;
-
-	if (m == NULL || m->next == NULL)
-		return;
-	r->members = m->next;
-	r->members->prev = NULL;
-	m->prev = r->tail;
-	m->next = NULL;
-	r->tail->next = m;
-	r->tail = m;
-}
-
 void
 room_tell(struct room *r, const struct rconn *skip, const char *text, size_t n)
 {
@@ -107,7 +91,6 @@ room_tell(struct room *r, const struct rconn *skip, const char *text, size_t n)
 			m->rs->cut_off++;
 		}
 	}
-	rotate(r);
 }
 
 /* Tells the others "<name><what>". */
