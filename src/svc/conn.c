@@ -26,7 +26,6 @@
 
 static void conn_update(struct bw_conn *c);
 static void conn_after_output(struct bw_conn *c);
-static uint64_t conn_arrived(const struct bw_conn *c);
 
 /* --- the output queue ----------------------------------------------------
  * Connections with output wait on one list and are flushed once per loop
@@ -86,7 +85,7 @@ conn_flush(struct bw_conn *c)
 
 	/* before the first byte leaves: a reply to it cannot be here yet */
 	if (note)
-		arrived = conn_arrived(c);
+		arrived = engine_conn_arrived(c);
 	c->flags &= ~BW_CONN_BLOCKED;
 	while (c->out.len > 0) {
 		n = send(c->w.fd, bw_buf_head(&c->out), c->out.len,
@@ -114,31 +113,6 @@ conn_flush(struct bw_conn *c)
 	if (c->out.cap > IDLE_OUT_CAP)
 		bw_buf_fini(&c->out); /* give back a big reply's memory */
 	return 0;
-}
-
-void
-bw_conn_note_arrivals(struct bw_conn *c)
-{
-	c->flags |= BW_CONN_NOTE;
-}
-
-/* The input that had arrived by now, read or still in the socket. */
-static uint64_t
-conn_arrived(const struct bw_conn *c)
-{
-	size_t unread = 0;
-
-	if (bw_net_unread(c->w.fd, &unread) != 0)
-		unread = SIZE_MAX / 2; /* cannot tell: as if everything had */
-	return c->in_total + unread;
-}
-
-int
-bw_conn_arrived_after(const struct bw_conn *c, uint64_t in_off,
-		      uint64_t out_total)
-{
-	return (c->flags & BW_CONN_NOTE) && c->drained_out_total >= out_total &&
-	       in_off >= c->drained_in_total;
 }
 
 /* Flushes c and runs what follows a write: the service's on_drained, the
@@ -176,23 +150,6 @@ bw_engine_flush(void *arg)
 			conn_write(c);
 	}
 	return e->queue_head != NULL;
-}
-
-int
-engine_conn_still_reading(struct bw_conn *c, uint64_t now_ms)
-{
-	size_t unacked = 0;
-
-	if (c->flags & (BW_CONN_LINGER | BW_CONN_FAILED | BW_CONN_DEAD))
-		return 0;
-	if (bw_net_unacked(c->w.fd, &unacked) != 0 || unacked == 0 ||
-	    unacked == c->unacked_seen) {
-		c->unacked_seen = 0;
-		return 0;
-	}
-	c->unacked_seen = unacked;
-	c->deadline_ms = now_ms + c->lis->cfg.lim.idle_ms;
-	return 1;
 }
 
 /* --- connections ---------------------------------------------------------
@@ -259,13 +216,6 @@ engine_conn_kill(struct bw_conn *c, const char *why)
 }
 
 int
-bw_conn_peer_shut(const struct bw_conn *c)
-{
-	return (c->flags & BW_CONN_EOF) != 0 ||
-	       (c->w.fd >= 0 && bw_net_peer_shut(c->w.fd));
-}
-
-int
 bw_conn_dead(const struct bw_conn *c)
 {
 	return (c->flags & BW_CONN_DEAD) != 0;
@@ -302,18 +252,6 @@ bw_conn_release(struct bw_conn *c)
 	if ((c->flags & BW_CONN_CLOSING) &&
 	    bw_loop_defer(c->eng->loop, conn_released, c) != 0)
 		conn_released(c);
-}
-
-void
-bw_conn_request_deadline(struct bw_conn *c, unsigned ms)
-{
-	c->req_deadline_ms = ms ? bw_now_ms() + ms : 0;
-}
-
-void
-bw_conn_idle_deadline(struct bw_conn *c, unsigned ms)
-{
-	c->deadline_ms = bw_now_ms() + ms;
 }
 
 static void

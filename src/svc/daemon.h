@@ -121,6 +121,9 @@ int bw_daemon_cfg_check(const struct bw_daemon_cfg *cfg, char *why,
 int bw_daemon_reload_check(const struct bw_daemon_cfg *running,
 			   const struct bw_daemon_cfg *fresh, char *why,
 			   size_t why_cap) BW_WUR;
+/* 1 if name is a key of the configuration file (a long option but
+ * config). */
+int bw_daemon_opt_is_key(const char *name);
 /* 1 if option name takes a value. */
 int bw_daemon_opt_has_value(const char *name);
 /* Up to cap options: their long names and one-letter forms (0: none);

@@ -11,6 +11,8 @@ void engine_conn_open(struct bw_listener *l, int fd, const char *peer);
 /* Closes c now: the service's on_close, the socket, the counters; the
  * memory is freed after the current batch. why is logged if not NULL. */
 void engine_conn_kill(struct bw_conn *c, const char *why);
+/* The input that has arrived on c by now, read or still in the socket. */
+uint64_t engine_conn_arrived(const struct bw_conn *c);
 /* c's idle time has passed: 1 (and its deadline moved on) if the peer is
  * still taking output the kernel holds for it, unacknowledged bytes that
  * shrank since the last look; 0 if it is idle indeed. */
