@@ -4,6 +4,7 @@ so what the client shows and sends is checked byte for byte. A UTF-8 line
 cut across reads, a prompt with no newline, the end of piped input at the
 menu and in a room, and the one-row edit line on a terminal."""
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -291,13 +292,13 @@ class PtyReader:
         return self.data()
 
 
-def test_on_a_terminal_the_edit_line_stays_on_one_row_and_keys_are_not_text(fake_server):
-    """A 40-column terminal: 100 'a' typed (and an arrow key among them),
-    no Enter; then a line arrives. It is printed above, and the line being
-    typed is drawn again on one row: the prompt, '<' (scrolled sideways)
-    and its last characters, 39 columns at most. The arrow is not typed in
-    as "[A"."""
-    cols = 40
+
+@contextlib.contextmanager
+def on_a_terminal(fake_server, cols):
+    """bulwark chat on a pty of cols columns, against a server that greets
+    it into a room, waits for go, then says "bob: hi". Yields (term, master,
+    go) once the greeting is drawn (the terminal is raw then: typing before
+    would be echoed by the terminal itself) and nothing more comes."""
     go = threading.Event()
 
     def serve(conn):
@@ -314,10 +315,25 @@ def test_on_a_terminal_the_edit_line_stays_on_one_row_and_keys_are_not_text(fake
     os.close(slave)
     term = PtyReader(master)
     try:
-        # the greeting is drawn once the client has its terminal raw (echo
-        # off): typing before that would be echoed by the terminal itself
         term.wait_for(lambda b: b"You can start to talk!" in b, 10, "the greeting")
         term.settle(quiet=0.2)
+        yield term, master, go
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        term.stop = True
+        term.t.join(timeout=5)
+        os.close(master)
+
+
+def test_on_a_terminal_the_edit_line_stays_on_one_row_and_keys_are_not_text(fake_server):
+    """A 40-column terminal: 100 'a' typed (and an arrow key among them),
+    no Enter; then a line arrives. It is printed above, and the line being
+    typed is drawn again on one row: the prompt, '<' (scrolled sideways)
+    and its last characters, 39 columns at most. The arrow is not typed in
+    as "[A"."""
+    cols = 40
+    with on_a_terminal(fake_server, cols) as (term, master, go):
         base = term.data().count(CLEAR)
         os.write(master, b"a" * 50 + b"\x1b[A" + b"a" * 50)
         # each 'a' draws the line again; after the 100th the arrow, typed
@@ -336,12 +352,6 @@ def test_on_a_terminal_the_edit_line_stays_on_one_row_and_keys_are_not_text(fake
         assert len(row) == cols - 1, row  # and as many as fit
         # no redraw ever showed the arrow's bytes as text
         assert b"[A" not in out, out[-400:]
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        term.stop = True
-        term.t.join(timeout=5)
-        os.close(master)
 
 
 def test_on_a_terminal_wide_characters_count_two_columns(fake_server):
@@ -349,24 +359,7 @@ def test_on_a_terminal_wide_characters_count_two_columns(fake_server):
     the edit line scrolls sideways after 18 of them, not after 37, so it
     never wraps onto a second row."""
     cols = 40
-    go = threading.Event()
-
-    def serve(conn):
-        conn.sendall(b"You can start to talk!\n")
-        assert go.wait(15), "the test never asked for the line"
-        conn.sendall(b"bob: hi\n")
-        recv_to_eof(conn)
-
-    srv = fake_server(serve)
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
-    proc = subprocess.Popen(chat_argv(srv.port), stdin=slave, stdout=slave, stderr=slave,
-                            close_fds=True)
-    os.close(slave)
-    term = PtyReader(master)
-    try:
-        term.wait_for(lambda b: b"You can start to talk!" in b, 10, "the greeting")
-        term.settle(quiet=0.2)
+    with on_a_terminal(fake_server, cols) as (term, master, go):
         base = term.data().count(CLEAR)
         os.write(master, "語".encode() * 30)
         term.wait_for(lambda b: b.count(CLEAR) >= base + 30, 10, "30 redraws")
@@ -379,9 +372,3 @@ def test_on_a_terminal_wide_characters_count_two_columns(fake_server):
         assert set(wide) == {"語"}, row
         assert 3 + 2 * len(wide) <= cols - 1, (len(wide), row)  # one row
         assert 3 + 2 * (len(wide) + 1) > cols - 1, (len(wide), row)  # as many as fit
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        term.stop = True
-        term.t.join(timeout=5)
-        os.close(master)
