@@ -812,3 +812,38 @@ def test_a_password_flood_from_one_address_does_not_queue_ahead_of_another_addre
 def wrong_count_in(log, source):
     return len(re.findall(r"rooms: wrong password \(\d+ on this connection, \d+ from %s\)"
                           % re.escape(source), log))
+
+
+def test_the_connection_cap_turns_away_the_next_connection_until_one_leaves(start_server):
+    """--rooms-max-conns 2: two connections get the menu, a third is closed
+    without a word (and counted), and once one of the two leaves, a new one
+    is served."""
+    srv = chat(start_server, "--rooms-max-conns", "2")
+    port = srv.rooms_port
+    a = RoomClient(port)
+    b = RoomClient(port)
+    c = RoomClient(port, greet=False)
+    try:
+        assert c.wait_closed(timeout=10) == []
+        assert c.seen == b"", c.seen
+        a.line("3")
+        a.expect(R.EXIT_MENU)
+        a.wait_closed(timeout=10)
+        a.close()  # the server counts a until it reads this end
+
+        def greeted():
+            x = RoomClient(port, greet=False)
+            try:
+                x.expect(R.MENU_LAST, timeout=2)
+                return True
+            except AssertionError:
+                return False
+            finally:
+                x.close()
+        assert env.wait_for(greeted, 10), "no room again after one left"
+        assert "rooms: connection limit 2 reached, refusing" in srv.log(), srv.log_tail()
+        b.line("x")
+        b.expect(R.INVALID)  # the others were served throughout
+    finally:
+        for x in (a, b, c):
+            x.close()
