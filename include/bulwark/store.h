@@ -122,8 +122,10 @@ int bw_store_msg_each(struct bw_store *s, const uint8_t to[BW_ID_LEN],
 		      int64_t after, int64_t upto, unsigned limit, int content,
 		      bw_store_msg_cb cb, void *arg) BW_WUR;
 /* Deletes to's messages with id <= upto, in one transaction, and reports
- * how many and their content bytes; path_cb gets each content file's path
- * once the deletion is committed (to remove the file). */
+ * how many and their content bytes. path_cb gets each content file's path
+ * before the deletion commits: the caller removes the files only if this
+ * returns 0 (committed); a non-zero return from path_cb rolls it back and
+ * is returned. */
 int bw_store_msg_delete(struct bw_store *s, const uint8_t to[BW_ID_LEN],
 			int64_t upto, int (*path_cb)(void *, const char *),
 			void *arg, uint64_t *n, uint64_t *bytes) BW_WUR;

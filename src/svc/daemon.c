@@ -53,30 +53,32 @@ bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg)
 	cfg->log_level = 1;
 }
 
-/* Every service's figures, in the order they were added (the console's). */
+/* Every service's figures (stats) or errors by kind, in the order the
+ * services were added. */
 static void
-all_stats(const void *arg, bw_stat_emit emit, void *emit_arg)
+each_figure(const struct bw_daemon *d, int errors, bw_stat_emit emit,
+	    void *emit_arg)
 {
-	const struct bw_daemon *d = arg;
+	bw_stats_fn fn;
 	unsigned i;
 
 	for (i = 0; i < d->svc_n; i++) {
-		if (d->svc[i].mod->stats != NULL && d->svc[i].inst != NULL)
-			d->svc[i].mod->stats(d->svc[i].inst, emit, emit_arg);
+		fn = errors ? d->svc[i].mod->errors : d->svc[i].mod->stats;
+		if (fn != NULL && d->svc[i].inst != NULL)
+			fn(d->svc[i].inst, emit, emit_arg);
 	}
 }
 
-/* Every service's errors by kind, for the metrics endpoint. */
+static void
+all_stats(const void *arg, bw_stat_emit emit, void *emit_arg)
+{
+	each_figure(arg, 0, emit, emit_arg);
+}
+
 static void
 all_errors(const void *arg, bw_stat_emit emit, void *emit_arg)
 {
-	const struct bw_daemon *d = arg;
-	unsigned i;
-
-	for (i = 0; i < d->svc_n; i++) {
-		if (d->svc[i].mod->errors != NULL && d->svc[i].inst != NULL)
-			d->svc[i].mod->errors(d->svc[i].inst, emit, emit_arg);
-	}
+	each_figure(arg, 1, emit, emit_arg);
 }
 
 /* The shared port's requests, for the metrics endpoint. */

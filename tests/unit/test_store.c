@@ -955,6 +955,80 @@ key_state_survives_reopen_and_null_revokes(void **state)
 	assert_true(got->key_used);
 }
 
+/* The paths a delete reports; a count of calls, and a refusal from the
+ * refuse-th call on (0: none). */
+struct paths_seen {
+	int n, refuse;
+	char last[BW_PATH_CAP];
+};
+
+static int
+see_path(void *arg, const char *path)
+{
+	struct paths_seen *ps = arg;
+
+	ps->n++;
+	snprintf(ps->last, sizeof ps->last, "%s", path);
+	return ps->refuse != 0 && ps->n >= ps->refuse ? BW_ENOMEM : 0;
+}
+
+static int
+count_row(void *arg, const struct bw_msg_rec *m)
+{
+	(void)m;
+	(*(int *)arg)++;
+	return 0;
+}
+
+/* A delete reports each content file's path before it commits; a caller
+ * that cannot keep one refuses it, and nothing is deleted (the files are
+ * the caller's to remove only once the delete returned 0). */
+static void
+msg_delete_reports_paths_and_a_refusal_rolls_it_back(void **state)
+{
+	struct fx *f = *state;
+	struct bw_msg_rec m;
+	struct paths_seen ps;
+	uint64_t n = 9, bytes = 9;
+	int i, rows;
+
+	assert_int_equal(bw_store_open(&f->s, f->path), 0);
+	for (i = 0; i < 3; i++) {
+		memset(&m, 0, sizeof m);
+		memset(m.to, 0x11, sizeof m.to);
+		memset(m.from, 0x22, sizeof m.from);
+		m.type = 4;
+		m.size = 100000;
+		snprintf(m.path, sizeof m.path, "messages/c%d", i);
+		assert_int_equal(bw_store_begin(f->s), 0);
+		assert_int_equal(bw_store_msg_insert(f->s, &m), 0);
+		assert_int_equal(bw_store_commit(f->s), 0);
+	}
+	memset(&ps, 0, sizeof ps);
+	ps.refuse = 2;
+	assert_int_equal(bw_store_msg_delete(f->s, m.to, m.id, see_path, &ps,
+					     &n, &bytes),
+			 BW_ENOMEM);
+	assert_int_equal(n, 0);
+	assert_int_equal(bytes, 0);
+	rows = 0;
+	assert_int_equal(
+		bw_store_msg_each(f->s, m.to, 0, 0, 0, 0, count_row, &rows), 0);
+	assert_int_equal(rows, 3);
+	memset(&ps, 0, sizeof ps);
+	assert_int_equal(bw_store_msg_delete(f->s, m.to, m.id, see_path, &ps,
+					     &n, &bytes),
+			 0);
+	assert_int_equal(ps.n, 3);
+	assert_string_equal(ps.last, "messages/c2");
+	assert_int_equal(n, 3);
+	assert_int_equal(bytes, 300000);
+	rows = 0;
+	assert_int_equal(
+		bw_store_msg_each(f->s, m.to, 0, 0, 0, 0, count_row, &rows), 0);
+	assert_int_equal(rows, 0);
+}
+
 int
 main(void)
 {
@@ -992,6 +1066,7 @@ main(void)
 		T(file_set_makes_one_row_own_the_path_and_keeps_pending),
 		T(file_set_with_a_name_too_long_changes_nothing),
 		T(key_state_survives_reopen_and_null_revokes),
+		T(msg_delete_reports_paths_and_a_refusal_rolls_it_back),
 #undef T
 	};
 

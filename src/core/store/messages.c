@@ -126,34 +126,11 @@ bw_store_msg_each(struct bw_store *s, const uint8_t to[BW_ID_LEN],
 	return rc;
 }
 
-/* The content files of the rows delete_upto removes, kept until the
- * deletion has committed. */
-struct paths {
-	char (*p)[BW_PATH_CAP];
-	size_t n, cap;
-};
-
-static int
-paths_add(struct paths *ps, const char *path)
-{
-	char(*grown)[BW_PATH_CAP];
-	size_t cap;
-
-	if (ps->n == ps->cap) {
-		cap = ps->cap ? ps->cap * 2 : 16;
-		if ((grown = realloc(ps->p, cap * sizeof(*ps->p))) == NULL)
-			return BW_ENOMEM;
-		ps->p = grown;
-		ps->cap = cap;
-	}
-	memcpy(ps->p[ps->n++], path, BW_PATH_CAP);
-	return 0;
-}
-
 /* Runs inside the caller's transaction. */
 static int
 delete_upto(struct bw_store *s, const uint8_t to[BW_ID_LEN], int64_t upto,
-	    struct paths *ps, uint64_t *n, uint64_t *bytes)
+	    int (*path_cb)(void *, const char *), void *arg, uint64_t *n,
+	    uint64_t *bytes)
 {
 	sqlite3_stmt *sum = s->st[ST_MSG_SUM_UPTO];
 	sqlite3_stmt *paths = s->st[ST_MSG_PATHS_UPTO];
@@ -177,9 +154,9 @@ delete_upto(struct bw_store *s, const uint8_t to[BW_ID_LEN], int64_t upto,
 		return rc != 0 ? rc : BW_EDB;
 	}
 	while (rc == 0 && (step = sqlite3_step(paths)) == SQLITE_ROW) {
-		memset(path, 0, sizeof(path));
-		if (store_column_str(paths, 0, path, sizeof(path)) == 0)
-			rc = paths_add(ps, path);
+		if (store_column_str(paths, 0, path, sizeof(path)) == 0 &&
+		    path_cb != NULL)
+			rc = path_cb(arg, path);
 	}
 	if (rc == 0 && step != SQLITE_DONE)
 		rc = store_db_err(s->db, "message files");
@@ -199,27 +176,19 @@ bw_store_msg_delete(struct bw_store *s, const uint8_t to[BW_ID_LEN],
 		    int64_t upto, int (*path_cb)(void *, const char *),
 		    void *arg, uint64_t *n, uint64_t *bytes)
 {
-	struct paths ps = {NULL, 0, 0};
-	size_t i;
 	int rc;
 
 	*n = *bytes = 0;
 	if ((rc = bw_store_begin(s)) != 0)
 		return rc;
-	rc = delete_upto(s, to, upto, &ps, n, bytes);
+	rc = delete_upto(s, to, upto, path_cb, arg, n, bytes);
 	if (rc != 0) {
-		s->in_tx = 0;
-		rc = store_finish(s, rc);
-	} else {
-		rc = bw_store_commit(s);
-	}
-	/* a content file goes only once no row names it: a failed commit
-	 * leaves every row with its file */
-	if (rc != 0)
 		*n = *bytes = 0;
-	for (i = 0; rc == 0 && path_cb != NULL && i < ps.n; i++)
-		(void)path_cb(arg, ps.p[i]);
-	free(ps.p);
+		s->in_tx = 0;
+		return store_finish(s, rc);
+	}
+	if ((rc = bw_store_commit(s)) != 0)
+		*n = *bytes = 0;
 	return rc;
 }
 

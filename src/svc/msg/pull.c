@@ -297,12 +297,8 @@ gone_add(void *arg, const char *path)
 	if (g->n == g->cap) {
 		cap = g->cap ? g->cap * 2 : 8;
 		if ((grown = realloc(g->names, cap * sizeof(*g->names))) ==
-		    NULL) {
-			/* remove it here rather than keep it */
-			(void)unlinkat(g->dir_fd, path + sizeof(MSG_SPILL_DIR),
-				       0);
-			return 0;
-		}
+		    NULL)
+			return BW_ENOMEM; /* the delete rolls back */
 		g->names = grown;
 		g->cap = cap;
 	}
@@ -330,11 +326,15 @@ gone_free(void *arg)
 	free(g);
 }
 
+/* The rows are deleted (committed 0): their files go; else they stay. */
 static void
-gone_submit(struct bw_msg *m, struct gone *g)
+gone_submit(struct bw_msg *m, struct gone *g, int committed)
 {
-	if (g->n > 0 &&
-	    bw_loop_submit(m->eng->loop, gone_work, gone_free, g) == 0)
+	if (committed != 0 || g->n == 0) {
+		gone_free(g);
+		return;
+	}
+	if (bw_loop_submit(m->eng->loop, gone_work, gone_free, g) == 0)
 		return;
 	gone_work(g);
 	gone_free(g);
@@ -361,7 +361,7 @@ msg_settle(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc,
 		g->dir_fd = m->dir_fd;
 		rc = bw_store_msg_delete(m->store, mc->who, mc->delivered_upto,
 					 gone_add, g, &n, &bytes);
-		gone_submit(m, g);
+		gone_submit(m, g, rc);
 		if (rc != 0)
 			bw_error("c%llu messages delivered but not deleted: %s",
 				 ULL(c->id), bw_strerror(rc));

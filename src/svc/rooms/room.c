@@ -182,28 +182,25 @@ static void
 who(struct rconn *rc, struct room *r)
 {
 	const struct rconn *m;
-	char *buf = malloc(WHO_MAX);
-	size_t o, len;
+	char *buf = rc->rs->out; /* the relay's scratch, free here */
+	size_t cap = rc->rs->out_cap < WHO_MAX ? rc->rs->out_cap : WHO_MAX;
+	size_t o;
 	unsigned shown = 0;
 
-	if (buf == NULL)
-		return;
-	o = (size_t)snprintf(buf, WHO_MAX, "Members of group #%u (%u):", r->id,
+	o = (size_t)snprintf(buf, cap, "Members of group #%u (%u):", r->id,
 			     r->members_n);
 	for (m = r->members; m != NULL; m = m->next) {
-		len = strlen(m->name) + 2;
-		if (o + len + 32 > WHO_MAX)
+		if (o + strlen(m->name) + 2 + 32 > cap)
 			break;
-		o += (size_t)snprintf(buf + o, WHO_MAX - o, "%s %s",
+		o += (size_t)snprintf(buf + o, cap - o, "%s %s",
 				      shown == 0 ? "" : ",", m->name);
 		shown++;
 	}
 	if (shown < r->members_n)
-		o += (size_t)snprintf(buf + o, WHO_MAX - o, " and %u more",
+		o += (size_t)snprintf(buf + o, cap - o, " and %u more",
 				      r->members_n - shown);
 	buf[o++] = '\n';
 	(void)rc_send(rc, buf, o);
-	free(buf);
 }
 
 /* A word, the line's only one: "Exit" as in the seed, or a command. */
