@@ -23,6 +23,10 @@
  *	every socket accept() or accept4() returns gets SO_SNDBUF N (the
  *	kernel doubles it): a reply then waits in the process's own buffers
  *	rather than in the kernel's (which autotune to megabytes on loopback).
+ *   BW_FAULT_TIME=SECONDS
+ *	time() returns SECONDS, always: what depends on the wall clock's
+ *	second (LastSeen is written only when its second changes) is the same
+ *	in a recorded run and in the faulted run that counts its calls.
  *
  * A path is made absolute: *at calls resolve their directory descriptor and
  * fd calls their descriptor through /proc/self/fd; calls with two paths
@@ -140,7 +144,8 @@ static int (*real_mkdir)(const char *, mode_t);
 static int (*real_mkdirat)(int, const char *, mode_t);
 static int (*real_accept)(int, struct sockaddr *, socklen_t *);
 static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
-static int sndbuf_size; /* BW_SNDBUF, 0: unset */
+static int sndbuf_size;	   /* BW_SNDBUF, 0: unset */
+static time_t frozen_time; /* BW_FAULT_TIME, 0: unset */
 
 /* --- set-up -------------------------------------------------------------- */
 
@@ -314,6 +319,18 @@ init(void)
 			abort();
 		}
 		sndbuf_size = (int)v;
+	}
+	if ((spec = getenv("BW_FAULT_TIME")) != NULL && spec[0] != '\0') {
+		char *end;
+		long long v;
+
+		errno = 0;
+		v = strtoll(spec, &end, 10);
+		if (errno != 0 || *end != '\0' || v <= 0) {
+			say("bwfault: BW_FAULT_TIME is not a time\n");
+			abort();
+		}
+		frozen_time = (time_t)v;
 	}
 	arm_path = getenv("BW_FAULT_ARM");
 	if (arm_path != NULL && arm_path[0] == '\0')
@@ -779,4 +796,24 @@ accept4(int lfd, struct sockaddr *addr, socklen_t *len, int flags)
 	if (real_accept4 == NULL)
 		return fail(ENOSYS);
 	return accepted(real_accept4(lfd, addr, len, flags));
+}
+
+/* The wall clock's seconds, frozen by BW_FAULT_TIME. */
+
+time_t
+time(time_t *t)
+{
+	struct timespec ts;
+	time_t now;
+
+	(void)pthread_once(&once, init);
+	if (frozen_time != 0) {
+		now = frozen_time;
+	} else {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		now = ts.tv_sec;
+	}
+	if (t != NULL)
+		*t = now;
+	return now;
 }

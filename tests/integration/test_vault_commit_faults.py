@@ -32,6 +32,11 @@ from vaultenv import is_true, rsa_key, unique_name, wait_for
 DOC = "doc.bin"
 CLIENT_TIMEOUT = 5.0
 MAX_STEPS = 40
+# The wall clock's second, frozen (the shim's BW_FAULT_TIME) in a recorded
+# run and in the faulted runs that count its calls: LastSeen is written only
+# when its second changes, so with a moving clock the same requests could
+# make a different number of database writes from run to run.
+CLOCK = int(time.time())
 # the stable start of a temporary name: ".up-", ".old-", ".tmp-"; the rest
 # (a sequence number, random characters) differs from run to run
 TMP_PREFIX_RE = re.compile(r"\.?[A-Za-z]+[-.]")
@@ -415,7 +420,7 @@ def record(start_server, shim, prepared, workdir, action):
     dd = workdir / "record"
     shutil.copytree(prepared, dd)
     call_log = workdir / "calls.log"
-    srv = start_server(data_dir=dd, env=venv.fault_env(shim, log=call_log))
+    srv = start_server(data_dir=dd, env=venv.fault_env(shim, log=call_log, clock=CLOCK))
     action(srv, call_log)
     srv.stop()
     return call_log, dd
@@ -580,7 +585,8 @@ def run_fault(start_server, shim, prepared, ident, workdir, step, action, v1, v2
     shutil.copytree(prepared, dd)
     problems = []
     arm = workdir / (tag + ".arm")
-    srv = start_server(data_dir=dd, env=venv.fault_env(shim, fault=step.fault(action), arm=arm))
+    srv = start_server(data_dir=dd, env=venv.fault_env(shim, fault=step.fault(action), arm=arm,
+                                                               clock=CLOCK))
     out = replace_doc(srv, ident, v2, arm=arm)
     if action == "kill":
         why = wait_killed(srv)
@@ -718,7 +724,8 @@ def run_first_fault(start_server, shim, prepared, ident, workdir, step, action, 
     shutil.copytree(prepared, dd)
     problems = []
     arm = workdir / (tag + ".arm")
-    srv = start_server(data_dir=dd, env=venv.fault_env(shim, fault=step.fault(action), arm=arm))
+    srv = start_server(data_dir=dd, env=venv.fault_env(shim, fault=step.fault(action), arm=arm,
+                                                               clock=CLOCK))
     out = replace_doc(srv, ident, v1, arm=arm)
     if out.other and not out.dropped_at:
         problems.append("client: %s" % out)

@@ -322,9 +322,10 @@ def describe(result):
         result.stderr.decode("utf-8", "replace"))
 
 
-def fault_env(shim, fault=None, log=None, arm=None):
+def fault_env(shim, fault=None, log=None, arm=None, clock=None):
     """Environment for bulwarkd with the shim preloaded: fault (BW_FAULT)
-    counts calls only once the file arm exists, log records every call.
+    counts calls only once the file arm exists, log records every call,
+    clock (seconds) freezes time().
     Under ASan the shim comes before the ASan runtime, which ASan refuses
     unless told not to check."""
     env = {"LD_PRELOAD": " ".join(filter(None, [str(shim), os.environ.get("LD_PRELOAD")])),
@@ -336,4 +337,6 @@ def fault_env(shim, fault=None, log=None, arm=None):
         env["BW_FAULT_LOG"] = str(log)
     if arm is not None:
         env["BW_FAULT_ARM"] = str(arm)
+    if clock is not None:
+        env["BW_FAULT_TIME"] = str(int(clock))
     return env
