@@ -14,7 +14,7 @@
 #include "bulwark/hash.h"
 
 #define BW_ADDR_TEXT	    48	    /* an IPv6 address in text, with NUL */
-#define BW_ADDR_SLOTS	    4	    /* services that hold counts per address */
+#define BW_ADDR_SLOTS	    12	    /* counts held per address */
 #define BW_ADDR_STRIKE_KEEP 600000u /* ms a strike is remembered */
 
 struct bw_addr {

@@ -13,6 +13,7 @@ struct bw_buf {
 	size_t off; /* bytes already consumed at the front */
 	size_t cap; /* bytes allocated */
 	size_t max; /* never allocate more than this */
+	int secure; /* bw_buf_secure: no copy of its bytes is left behind */
 };
 
 void bw_buf_init(struct bw_buf *b, size_t max);
@@ -38,6 +39,11 @@ bw_buf_head(const struct bw_buf *b)
 }
 /* Drops n bytes from the front (n <= len). */
 void bw_buf_consume(struct bw_buf *b, size_t n);
+/* The same, zeroing the bytes dropped (they held a secret). */
+void bw_buf_consume_wipe(struct bw_buf *b, size_t n);
+/* From now on b leaves no copy of what it held in memory it gives back
+ * (growing, moving and freeing wipe), for buffers that may hold secrets. */
+void bw_buf_secure(struct bw_buf *b);
 void bw_buf_reset(struct bw_buf *b);
 
 #endif

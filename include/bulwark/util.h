@@ -5,6 +5,7 @@
 #define BULWARK_UTIL_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 /* Monotonic milliseconds, for deadlines. */
@@ -43,6 +44,10 @@ int bw_read_small_file(const char *path, size_t max, char **out, size_t *len)
  * U+202A-U+202E, U+2066-U+2069) become \xNN; other UTF-8 passes through.
  * Returns out. */
 char *bw_escape_display(const char *in, char *out, size_t cap);
+/* Writes in[0..n) to f for a terminal: newline, tab and the code points
+ * bw_escape_display shows as they are pass; every other control (C0, DEL,
+ * C1, bidi) and every byte that is not valid UTF-8 becomes '?'. */
+void bw_put_safe(FILE *f, const char *in, size_t n);
 /* The escaped size of a name field (254 bytes, each up to 4 characters). */
 #define BW_ESC_CAP (4 * 256 + 1)
 

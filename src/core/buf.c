@@ -18,8 +18,18 @@ bw_buf_init(struct bw_buf *b, size_t max)
 }
 
 void
+bw_buf_secure(struct bw_buf *b)
+{
+	b->secure = 1;
+}
+
+void
 bw_buf_fini(struct bw_buf *b)
 {
+	if (b->secure) {
+		bw_buf_fini_wipe(b);
+		return;
+	}
 	free(b->data);
 	b->data = NULL;
 	b->len = b->off = b->cap = 0;
@@ -41,6 +51,8 @@ bw_buf_reserve(struct bw_buf *b, size_t n)
 
 	if (b->off > 0 && b->off + b->len + n > b->cap) {
 		memmove(b->data, b->data + b->off, b->len);
+		if (b->secure)
+			bw_wipe(b->data + b->len, b->off);
 		b->off = 0;
 	}
 	if (n > b->max || b->len > b->max - n)
@@ -52,8 +64,16 @@ bw_buf_reserve(struct bw_buf *b, size_t n)
 			ncap *= 2;
 		if (ncap > b->max)
 			ncap = b->max;
-		if ((p = realloc(b->data, ncap)) == NULL)
+		if (b->secure) {
+			/* realloc could leave the old bytes behind */
+			if ((p = malloc(ncap)) == NULL)
+				return NULL;
+			if (b->len > 0)
+				memcpy(p, b->data, b->len);
+			bw_secure_free(b->data, b->cap);
+		} else if ((p = realloc(b->data, ncap)) == NULL) {
 			return NULL;
+		}
 		b->data = p;
 		b->cap = ncap;
 	}
@@ -90,6 +110,13 @@ bw_buf_consume(struct bw_buf *b, size_t n)
 	}
 	b->off += n;
 	b->len -= n;
+}
+
+void
+bw_buf_consume_wipe(struct bw_buf *b, size_t n)
+{
+	bw_wipe(b->data + b->off, n < b->len ? n : b->len);
+	bw_buf_consume(b, n);
 }
 
 void

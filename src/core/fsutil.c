@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -50,8 +51,8 @@ bw_fs_tmpfile(const char *dir, int *fd, char *path, size_t path_cap)
 	return 0;
 }
 
-static int
-fsync_parent(const char *path)
+int
+bw_fs_sync_dir(const char *path)
 {
 	char d[PATH_MAX];
 	const char *slash = strrchr(path, '/');
@@ -93,33 +94,34 @@ bw_fs_commit(int fd, const char *tmp, const char *dst)
 		unlink(tmp);
 		return rc;
 	}
-	return fsync_parent(dst);
+	return bw_fs_sync_dir(dst);
 }
 
 int
-bw_fs_write_atomic(const char *path, const void *p, size_t n, mode_t mode)
+bw_fs_stage(const char *path, const void *p, size_t n, mode_t mode, char *tmp,
+	    size_t tmp_cap, int *fd)
 {
-	char tmp[PATH_MAX];
 	const char *slash = strrchr(path, '/');
 	const uint8_t *b = p;
 	ssize_t w;
-	int fd, rc, len;
+	int f, rc, len;
 
+	*fd = -1;
 	if (slash == NULL)
-		len = snprintf(tmp, sizeof(tmp), ".%s.tmp-XXXXXX", path);
+		len = snprintf(tmp, tmp_cap, ".%s.tmp-XXXXXX", path);
 	else
-		len = snprintf(tmp, sizeof(tmp), "%.*s/.%s.tmp-XXXXXX",
+		len = snprintf(tmp, tmp_cap, "%.*s/.%s.tmp-XXXXXX",
 			       (int)(slash - path), path, slash + 1);
-	if (len < 0 || (size_t)len >= sizeof(tmp))
+	if (len < 0 || (size_t)len >= tmp_cap)
 		return BW_ETOOBIG;
-	if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0)
+	if ((f = mkostemp(tmp, O_CLOEXEC)) < 0)
 		return -errno;
-	if (fchmod(fd, mode) != 0) {
+	if (fchmod(f, mode) != 0) {
 		rc = -errno;
 		goto fail;
 	}
 	while (n > 0) {
-		w = write(fd, b, n);
+		w = write(f, b, n);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0) {
@@ -129,11 +131,27 @@ bw_fs_write_atomic(const char *path, const void *p, size_t n, mode_t mode)
 		b += w;
 		n -= (size_t)w;
 	}
-	return bw_fs_commit(fd, tmp, path);
+	if (fsync(f) != 0) {
+		rc = -errno;
+		goto fail;
+	}
+	*fd = f;
+	return 0;
 fail:
-	close(fd);
+	close(f);
 	unlink(tmp);
 	return rc;
+}
+
+int
+bw_fs_write_atomic(const char *path, const void *p, size_t n, mode_t mode)
+{
+	char tmp[PATH_MAX];
+	int fd, rc;
+
+	if ((rc = bw_fs_stage(path, p, n, mode, tmp, sizeof(tmp), &fd)) != 0)
+		return rc;
+	return bw_fs_commit(fd, tmp, path);
 }
 
 int
@@ -154,4 +172,38 @@ bw_fs_clear_dir(const char *dir)
 	}
 	closedir(d);
 	return n;
+}
+
+int
+bw_fs_lock(const char *dir, const char *name, int *fd, long *holder)
+{
+	char path[PATH_MAX], text[32];
+	ssize_t n;
+	int f, len;
+
+	*fd = -1;
+	*holder = 0;
+	len = snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (len < 0 || (size_t)len >= sizeof(path))
+		return BW_ETOOBIG;
+	f = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (f < 0)
+		return -errno;
+	if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+		len = errno == EWOULDBLOCK ? BW_EBUSY : -errno;
+		if ((n = pread(f, text, sizeof(text) - 1, 0)) > 0) {
+			text[n] = '\0';
+			*holder = strtol(text, NULL, 10);
+		}
+		close(f);
+		return len;
+	}
+	len = snprintf(text, sizeof(text), "%ld\n", (long)getpid());
+	if (ftruncate(f, 0) != 0 || pwrite(f, text, (size_t)len, 0) != len) {
+		len = -errno;
+		close(f);
+		return len;
+	}
+	*fd = f;
+	return 0;
 }

@@ -40,7 +40,7 @@ struct bw_loop {
 	unsigned ticks_n;
 	struct bw_timer **heap; /* soonest first */
 	size_t heap_n, heap_cap;
-	struct job *deferred, **deferred_tail;
+	struct bw_call *deferred, **deferred_tail;
 	/* the batch being dispatched, so unwatch can drop its events */
 	struct epoll_event *batch;
 	int batch_n;
@@ -60,6 +60,8 @@ struct bw_loop {
 	void *prepoll_arg;
 	int prepoll_more; /* the hook has work left: do not wait */
 };
+
+static void run_deferred(struct bw_loop *l);
 
 static void
 push(struct job ***tail, struct job *j)
@@ -165,7 +167,6 @@ fail:
 void
 bw_loop_free(struct bw_loop *l)
 {
-	struct job *j;
 	unsigned i;
 
 	if (l == NULL)
@@ -178,12 +179,8 @@ bw_loop_free(struct bw_loop *l)
 		pthread_join(l->threads[i], NULL);
 	l->workers = 0; /* a job submitted from here on fails: no one runs it */
 	run_done(l);
-	while ((j = l->deferred) != NULL) {
-		if ((l->deferred = j->next) == NULL)
-			l->deferred_tail = &l->deferred; /* calls may defer */
-		j->work(j->arg);
-		free(j);
-	}
+	while (l->deferred != NULL)
+		run_deferred(l); /* calls may defer */
 	if (l->efd >= 0)
 		close(l->efd);
 	if (l->ep >= 0)
@@ -371,16 +368,28 @@ bw_loop_every(struct bw_loop *l, unsigned interval_ms, bw_call_fn fn, void *arg)
 	return 0;
 }
 
+void
+bw_loop_call(struct bw_loop *l, struct bw_call *call, bw_call_fn fn, void *arg)
+{
+	call->fn = fn;
+	call->arg = arg;
+	if (call->queued)
+		return;
+	call->queued = 1;
+	call->next = NULL;
+	*l->deferred_tail = call;
+	l->deferred_tail = &call->next;
+}
+
 int
 bw_loop_defer(struct bw_loop *l, bw_call_fn fn, void *arg)
 {
-	struct job *j;
+	struct bw_call *call;
 
-	if ((j = calloc(1, sizeof(*j))) == NULL)
+	if ((call = calloc(1, sizeof(*call))) == NULL)
 		return BW_ENOMEM;
-	j->work = fn;
-	j->arg = arg;
-	push(&l->deferred_tail, j);
+	call->owned = 1;
+	bw_loop_call(l, call, fn, arg);
 	return 0;
 }
 
@@ -432,14 +441,23 @@ next_timeout(struct bw_loop *l, uint64_t now)
 static void
 run_deferred(struct bw_loop *l)
 {
-	struct job *list = l->deferred, *j;
+	struct bw_call *list = l->deferred, *call;
+	bw_call_fn fn;
+	void *arg;
+	int owned;
 
 	l->deferred = NULL;
 	l->deferred_tail = &l->deferred;
-	while ((j = list) != NULL) {
-		list = j->next;
-		j->work(j->arg);
-		free(j);
+	while ((call = list) != NULL) {
+		/* nothing of call is read after fn: fn may free it */
+		list = call->next;
+		fn = call->fn;
+		arg = call->arg;
+		owned = call->owned;
+		call->queued = 0;
+		fn(arg);
+		if (owned)
+			free(call);
 	}
 }
 

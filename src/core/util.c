@@ -268,6 +268,33 @@ shown_raw(uint32_t cp)
 	return 1;
 }
 
+void
+bw_put_safe(FILE *f, const char *in, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)in;
+	unsigned char seq[5];
+	size_t i = 0, k;
+	uint32_t cp;
+
+	while (i < n) {
+		if (p[i] == '\n' || p[i] == '\t' || p[i] == '\\') {
+			putc(p[i++], f);
+			continue;
+		}
+		/* a bounded copy: utf8_seq reads up to a NUL */
+		k = n - i < 4 ? n - i : 4;
+		memcpy(seq, p + i, k);
+		seq[k] = '\0';
+		if ((k = utf8_seq(seq, &cp)) > 0 && shown_raw(cp)) {
+			fwrite(p + i, 1, k, f);
+			i += k;
+			continue;
+		}
+		putc('?', f);
+		i += k > 0 ? k : 1;
+	}
+}
+
 char *
 bw_escape_display(const char *in, char *out, size_t cap)
 {

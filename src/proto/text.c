@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "proto/text.h"
+#include "proto/unicode_tab.h"
 
 #define REPLACEMENT 0xfffdu
 
@@ -74,6 +75,28 @@ removed(uint32_t cp)
 	return (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
 }
 
+/* Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt):
+ * nothing a reader sees, so a name must not differ by one. */
+static int
+ignorable(uint32_t cp)
+{
+	static const uint32_t r[][2] = {
+		{0x00ad, 0x00ad},   {0x034f, 0x034f},	{0x061c, 0x061c},
+		{0x115f, 0x1160},   {0x17b4, 0x17b5},	{0x180b, 0x180f},
+		{0x200b, 0x200f},   {0x202a, 0x202e},	{0x2060, 0x206f},
+		{0x3164, 0x3164},   {0xfe00, 0xfe0f},	{0xfeff, 0xfeff},
+		{0xffa0, 0xffa0},   {0xfff0, 0xfff8},	{0x1bca0, 0x1bca3},
+		{0x1d173, 0x1d17a}, {0xe0000, 0xe0fff},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(r) / sizeof(r[0]); i++) {
+		if (cp >= r[i][0] && cp <= r[i][1])
+			return 1;
+	}
+	return 0;
+}
+
 /* Writes cp (a scalar value) as UTF-8 into b; returns its length. */
 static size_t
 encode(uint32_t cp, uint8_t b[4])
@@ -123,7 +146,8 @@ clean(const uint8_t *in, size_t n, char *out, size_t cap, size_t *chars,
 		return 0;
 	while (off < n) {
 		off += decode(in + off, n - off, &cp);
-		if (removed(cp) || (trim && len == 0 && blank(cp)))
+		if (removed(cp) || (trim && ignorable(cp)) ||
+		    (trim && len == 0 && blank(cp)))
 			continue;
 		k = encode(cp, b);
 		if (k > cap - 1 - len)
@@ -153,4 +177,141 @@ bw_text_clean_name(const uint8_t *in, size_t n, char *out, size_t cap,
 		   size_t *chars)
 {
 	return clean(in, n, out, cap, chars, 1);
+}
+
+/* --- keys: canonical decomposition --------------------------------------
+ */
+
+#define HANGUL_S     0xac00u
+#define HANGUL_L     0x1100u
+#define HANGUL_V     0x1161u
+#define HANGUL_T     0x11a7u
+#define HANGUL_N     588u /* V count * T count */
+#define HANGUL_TN    28u
+#define HANGUL_COUNT 11172u
+
+/* A pair table (first word the key, sorted): the pair whose key is cp
+ * (exact) or, with ranges, whose range holds it; NULL if none. */
+static const uint32_t *
+find_pair(const uint32_t *t, uint32_t n, uint32_t cp, int ranges)
+{
+	uint32_t lo = 0, hi = n, mid;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (t[2 * mid] <= cp)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0)
+		return NULL;
+	t += 2 * (lo - 1);
+	if (ranges)
+		return cp <= t[1] >> 8 ? t : NULL;
+	return t[0] == cp ? t : NULL;
+}
+
+static unsigned
+ccc(uint32_t cp)
+{
+	const uint32_t *p;
+
+	if (cp < 0x300)
+		return 0;
+	p = find_pair(bw_uni_ccc, bw_uni_ccc_n, cp, 1);
+	return p != NULL ? p[1] & 0xffu : 0;
+}
+
+/* cp's full canonical decomposition into d[4]; returns its length. */
+static size_t
+decompose(uint32_t cp, uint32_t d[4])
+{
+	const uint32_t *p;
+	uint32_t s, i;
+
+	if (cp >= HANGUL_S && cp < HANGUL_S + HANGUL_COUNT) {
+		s = cp - HANGUL_S;
+		d[0] = HANGUL_L + s / HANGUL_N;
+		d[1] = HANGUL_V + s % HANGUL_N / HANGUL_TN;
+		d[2] = HANGUL_T + s % HANGUL_TN;
+		return d[2] == HANGUL_T ? 2 : 3;
+	}
+	if (cp < 0xc0 ||
+	    (p = find_pair(bw_uni_decomp, bw_uni_decomp_n, cp, 0)) == NULL) {
+		d[0] = cp;
+		return 1;
+	}
+	for (i = 0; i < (p[1] & 0xffu) && i < 4; i++)
+		d[i] = bw_uni_decomp_seq[(p[1] >> 8) + i];
+	return i;
+}
+
+/* Appends cp's UTF-8 to out[0..cap) at *len: 0, or -1 if it does not fit
+ * with the NUL. */
+static int
+put(uint32_t cp, char *out, size_t cap, size_t *len)
+{
+	uint8_t b[4];
+	size_t k = encode(cp, b);
+
+	if (k > cap - 1 - *len)
+		return -1;
+	memcpy(out + *len, b, k);
+	*len += k;
+	return 0;
+}
+
+/* Writes a run of combining marks in canonical order: sorted by class,
+ * stably (marks of one class keep their order). */
+static int
+put_run(uint32_t *run, size_t *run_n, char *out, size_t cap, size_t *len)
+{
+	size_t i, j;
+	uint32_t m;
+
+	for (i = 1; i < *run_n; i++) {
+		m = run[i];
+		for (j = i; j > 0 && ccc(run[j - 1]) > ccc(m); j--)
+			run[j] = run[j - 1];
+		run[j] = m;
+	}
+	for (i = 0; i < *run_n; i++) {
+		if (put(run[i], out, cap, len) != 0)
+			return -1;
+	}
+	*run_n = 0;
+	return 0;
+}
+
+#define RUN_MAX 256
+
+size_t
+bw_text_name_key(const char *name, size_t n, char *out, size_t cap)
+{
+	const uint8_t *in = (const uint8_t *)name;
+	uint32_t cp, d[4], run[RUN_MAX];
+	size_t off = 0, len = 0, run_n = 0, dn, i;
+
+	if (cap == 0)
+		return 0;
+	while (off < n) {
+		off += decode(in + off, n - off, &cp);
+		dn = decompose(cp, d);
+		for (i = 0; i < dn; i++) {
+			if (ccc(d[i]) != 0) {
+				if (run_n == RUN_MAX)
+					return 0;
+				run[run_n++] = d[i];
+				continue;
+			}
+			if (put_run(run, &run_n, out, cap, &len) != 0 ||
+			    put(d[i], out, cap, &len) != 0)
+				return 0;
+		}
+	}
+	if (put_run(run, &run_n, out, cap, &len) != 0)
+		return 0;
+	out[len] = '\0';
+	return len;
 }

@@ -29,11 +29,25 @@
 size_t bw_text_clean(const uint8_t *in, size_t n, char *out, size_t cap,
 		     size_t *chars);
 
-/* bw_text_clean for names: also without leading and trailing spaces and
- * tabs (only U+0020 and U+0009; other blanks are kept). Leading ones use no
- * room in out; if out is too small, the cut text is trimmed again. Returns
- * the bytes written, *chars (may be NULL) the code points. */
+/* bw_text_clean for names: also without the default-ignorable code points
+ * (U+200B zero width space, U+2060 word joiner, U+FEFF, U+00AD soft hyphen,
+ * variation selectors...: invisible, so "alice" and "alice" + U+200B would
+ * read alike) and without leading and trailing spaces and tabs (only U+0020
+ * and U+0009; other blanks are kept). Leading ones use no room in out; if
+ * out is too small, the cut text is trimmed again. Returns the bytes
+ * written, *chars (may be NULL) the code points. */
 size_t bw_text_clean_name(const uint8_t *in, size_t n, char *out, size_t cap,
 			  size_t *chars);
+
+/* Bytes that always hold the key of a name of chars code points: a
+ * canonical decomposition has at most 4 code points of 4 bytes. */
+#define BW_TEXT_KEY_CAP(chars) (16 * (chars) + 1)
+
+/* The key names are compared by: the canonical decomposition (NFD) of
+ * name[0..n) (valid UTF-8, as bw_text_clean_name makes it), so that names
+ * a reader cannot tell apart because they are canonically equivalent
+ * (U+00E9 and e + U+0301) have one key. Into out, NUL-terminated; returns
+ * its length, or 0 if it does not fit in cap bytes. */
+size_t bw_text_name_key(const char *name, size_t n, char *out, size_t cap);
 
 #endif
