@@ -1,8 +1,8 @@
 /* A connection's life on the engine: reading into its capped input buffer,
- * the service's callbacks, output queued by bw_conn_send and flushed once
- * per loop pass, holds by worker jobs, deadlines, lingering closes, and
- * the deferred close and free that keep every pointer valid until the
- * current callback has returned.
+ * the service's callbacks, the pass's flush of queued output (the output
+ * itself is conn_out.c's), holds by worker jobs, deadlines, lingering
+ * closes, and the deferred close and free that keep every pointer valid
+ * until the current callback has returned.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -22,98 +22,9 @@
 #define DEFAULT_WANT   2048u
 #define LINGER_MS      2000u
 #define LINGER_MAX     (1024u * 1024u)
-#define IDLE_OUT_CAP   (64u * 1024u) /* keep no more buffer when idle */
 
 static void conn_update(struct bw_conn *c);
 static void conn_after_output(struct bw_conn *c);
-
-/* --- the output queue ----------------------------------------------------
- * Connections with output wait on one list and are flushed once per loop
- * pass (bw_loop_prepoll), so a callback that sends to a thousand members
- * costs a thousand appends and, later, one send() each. */
-
-static void
-queue_add(struct bw_conn *c)
-{
-	struct bw_engine *e = c->eng;
-
-	if (c->flags & BW_CONN_QUEUED)
-		return;
-	c->flags |= BW_CONN_QUEUED;
-	c->qnext = NULL;
-	c->qprev = e->queue_tail;
-	if (e->queue_tail != NULL)
-		e->queue_tail->qnext = c;
-	else
-		e->queue_head = c;
-	e->queue_tail = c;
-	e->queue_n++;
-}
-
-static void
-queue_del(struct bw_conn *c)
-{
-	struct bw_engine *e = c->eng;
-
-	if (!(c->flags & BW_CONN_QUEUED))
-		return;
-	c->flags &= ~BW_CONN_QUEUED;
-	if (c->qprev != NULL)
-		c->qprev->qnext = c->qnext;
-	else
-		e->queue_head = c->qnext;
-	if (c->qnext != NULL)
-		c->qnext->qprev = c->qprev;
-	else
-		e->queue_tail = c->qprev;
-	c->qprev = c->qnext = NULL;
-	e->queue_n--;
-}
-
-/* Writes what the socket takes: 0 (c->out may still hold bytes, then c is
- * BLOCKED until the socket is writable) or -errno. A peer that takes more
- * of an output it had blocked on is reading, not idle: a large reply to a
- * slow reader is not cut off by the idle time (a peer that reads nothing
- * still is). */
-static int
-conn_flush(struct bw_conn *c)
-{
-	int resumed = (c->flags & BW_CONN_BLOCKED) != 0;
-	int note = (c->flags & BW_CONN_NOTE) && c->out.len > 0;
-	uint64_t until, arrived = 0;
-	ssize_t n;
-
-	/* before the first byte leaves: a reply to it cannot be here yet */
-	if (note)
-		arrived = engine_conn_arrived(c);
-	c->flags &= ~BW_CONN_BLOCKED;
-	while (c->out.len > 0) {
-		n = send(c->w.fd, bw_buf_head(&c->out), c->out.len,
-			 MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			c->flags |= BW_CONN_BLOCKED;
-			return 0;
-		}
-		if (n < 0)
-			return -errno;
-		bw_buf_consume(&c->out, (size_t)n);
-		if (resumed && n > 0 && !(c->flags & BW_CONN_LINGER)) {
-			until = bw_now_ms() + c->lis->cfg.lim.idle_ms;
-			if (until > c->deadline_ms)
-				c->deadline_ms = until;
-			resumed = 0;
-		}
-	}
-	if (note) {
-		c->drained_out_total = c->out_total;
-		c->drained_in_total = arrived;
-	}
-	if (c->out.cap > IDLE_OUT_CAP)
-		bw_buf_fini(&c->out); /* give back a big reply's memory */
-	return 0;
-}
 
 /* Flushes c and runs what follows a write: the service's on_drained, the
  * close of a finished connection, the watch update. */
@@ -122,7 +33,7 @@ conn_write(struct bw_conn *c)
 {
 	int had = c->out.len > 0, rc;
 
-	if ((rc = conn_flush(c)) != 0) {
+	if ((rc = engine_conn_flush(c)) != 0) {
 		engine_conn_kill(c, bw_strerror(rc));
 		return;
 	}
@@ -145,7 +56,7 @@ bw_engine_flush(void *arg)
 	struct bw_conn *c;
 
 	while (n-- > 0 && (c = e->queue_head) != NULL) {
-		queue_del(c);
+		engine_queue_del(c);
 		if (!(c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)))
 			conn_write(c);
 	}
@@ -155,27 +66,51 @@ bw_engine_flush(void *arg)
 /* --- connections ---------------------------------------------------------
  */
 
+/* What a connection's one deferred call does next (c->call_want): free it
+ * once dead and unheld, kill it, or start a close a job's hold delayed.
+ * One call, embedded in the connection: scheduling cannot fail. */
+enum { CALL_RELEASED = 1u, CALL_KILL = 2u, CALL_FREE = 4u };
+
+static void conn_released(struct bw_conn *c);
+
 static void
-conn_free_deferred(void *arg)
+conn_deferred(void *arg)
 {
 	struct bw_conn *c = arg;
+	unsigned want = c->call_want;
 
-	c->flags &= ~BW_CONN_FREEING;
-	if (c->refs == 0)
-		free(c);
-	/* else held again meanwhile: the last release schedules it anew */
+	c->call_want = 0;
+	if (want & CALL_FREE) {
+		if (c->refs == 0)
+			free(c);
+		/* else held again meanwhile: the last release schedules it
+		 * anew */
+		return;
+	}
+	if (want & CALL_KILL) {
+		if (!(c->flags & BW_CONN_DEAD))
+			engine_conn_kill(c, NULL);
+		return;
+	}
+	if (want & CALL_RELEASED)
+		conn_released(c);
 }
 
-/* Frees dead c after the current batch, once: a hold and release of a dead
- * connection in the same batch must not schedule a second free. */
+static void
+conn_schedule(struct bw_conn *c, unsigned what)
+{
+	c->call_want |= what;
+	bw_loop_call(c->eng->loop, &c->call, conn_deferred, c);
+}
+
+/* Frees dead c after the current batch (a hold and release of a dead
+ * connection in the same batch schedule one free: the call is queued
+ * once). */
 static void
 conn_free_later(struct bw_conn *c)
 {
-	if (c->refs > 0 || (c->flags & BW_CONN_FREEING))
-		return;
-	if (bw_loop_defer(c->eng->loop, conn_free_deferred, c) == 0)
-		c->flags |= BW_CONN_FREEING;
-	/* else leaked: freeing it under a live caller would be worse */
+	if (c->refs == 0)
+		conn_schedule(c, CALL_FREE);
 }
 
 void
@@ -186,7 +121,7 @@ engine_conn_kill(struct bw_conn *c, const char *why)
 
 	if (c->flags & BW_CONN_DEAD)
 		return;
-	queue_del(c);
+	engine_queue_del(c);
 	c->flags |= BW_CONN_DEAD;
 	if (why != NULL)
 		bw_info("c%llu closed: %s", (unsigned long long)c->id, why);
@@ -206,8 +141,11 @@ engine_conn_kill(struct bw_conn *c, const char *why)
 		c->next->prev = c->prev;
 	c->lis->conns_n--;
 	e->conns_n--;
+	(void)bw_hash_del(&e->by_id, &c->id, sizeof(c->id));
 	if (c->addr != NULL) {
 		c->addr->conns--;
+		if (c->lis->addr_slot >= 0)
+			c->addr->held[c->lis->addr_slot]--;
 		c->addr = NULL;
 	}
 	/* freed after this batch, so a caller up the stack, an event already
@@ -230,10 +168,8 @@ bw_conn_hold(struct bw_conn *c)
 /* Runs after the callback that dropped the last hold: a close asked for
  * while a job held the connection can start now. */
 static void
-conn_released(void *arg)
+conn_released(struct bw_conn *c)
 {
-	struct bw_conn *c = arg;
-
 	if (c->flags & BW_CONN_DEAD || c->refs > 0)
 		return;
 	conn_after_output(c);
@@ -249,9 +185,8 @@ bw_conn_release(struct bw_conn *c)
 		conn_free_later(c);
 		return;
 	}
-	if ((c->flags & BW_CONN_CLOSING) &&
-	    bw_loop_defer(c->eng->loop, conn_released, c) != 0)
-		conn_released(c);
+	if (c->flags & BW_CONN_CLOSING)
+		conn_schedule(c, CALL_RELEASED);
 }
 
 static void
@@ -273,59 +208,40 @@ conn_after_output(struct bw_conn *c)
 		conn_start_linger(c);
 }
 
-static void
-conn_kill_later(void *arg)
-{
-	struct bw_conn *c = arg;
-
-	if (!(c->flags & BW_CONN_DEAD))
-		engine_conn_kill(c, NULL);
-}
-
 void
 bw_conn_close_later(struct bw_conn *c, const char *why)
 {
 	if (c->flags & (BW_CONN_DEAD | BW_CONN_FAILED))
 		return;
 	c->flags |= BW_CONN_FAILED;
-	queue_del(c);
+	engine_queue_del(c);
 	if (why != NULL)
 		bw_info("c%llu closing: %s", (unsigned long long)c->id, why);
-	if (bw_loop_defer(c->eng->loop, conn_kill_later, c) != 0)
-		c->deadline_ms = 0; /* the next tick closes it */
+	conn_schedule(c, CALL_KILL);
 	conn_update(c);
-}
-
-int
-bw_conn_send(struct bw_conn *c, const void *p, size_t n)
-{
-	if (c->flags & (BW_CONN_DEAD | BW_CONN_LINGER | BW_CONN_FAILED))
-		return BW_ECLOSED;
-	if (n == 0)
-		return 0;
-	if (n > c->lis->cfg.lim.out_max - c->out.len) {
-		c->eng->closed_overflow++;
-		bw_conn_close_later(c, "output over the connection's cap");
-		return BW_ETOOBIG;
-	}
-	if (bw_buf_append(&c->out, p, n) != 0) {
-		bw_conn_close_later(c, "out of memory for output");
-		return BW_ENOMEM;
-	}
-	c->out_total += n;
-	if (!(c->flags & BW_CONN_BLOCKED))
-		queue_add(c); /* a blocked one is flushed when writable */
-	return 0;
 }
 
 void
 bw_conn_finish(struct bw_conn *c)
 {
+	uint64_t until;
+
 	if (c->flags & BW_CONN_DEAD)
 		return;
 	c->flags |= BW_CONN_CLOSING;
+	/* last words the peer does not take do not hold the connection for
+	 * the service's whole idle time */
+	until = bw_now_ms() + BW_FINISH_MS;
+	if (until < c->deadline_ms)
+		c->deadline_ms = until;
 	conn_after_output(c);
 	conn_update(c);
+}
+
+void
+bw_conn_proven(struct bw_conn *c)
+{
+	c->flags |= BW_CONN_PROVEN;
 }
 
 void
@@ -537,11 +453,17 @@ engine_conn_open(struct bw_listener *l, int fd, const char *peer)
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
 	c->opened_ms = c->last_read_ms = now;
 	bw_buf_init(&c->in, l->cfg.lim.in_max);
-	bw_buf_init(&c->out, l->cfg.lim.out_max);
+	bw_buf_init(&c->out, engine_out_hard(c));
 	c->w.fd = fd;
 	c->deadline_ms = now + l->cfg.lim.idle_ms;
 	c->req_deadline_ms = now + l->cfg.lim.request_ms;
+	if (bw_hash_put(&e->by_id, &c->id, sizeof(c->id), c) != 0) {
+		close(fd);
+		free(c);
+		return;
+	}
 	if (bw_loop_watch(e->loop, &c->w, fd, BW_EV_READ, on_conn_io, c) != 0) {
+		(void)bw_hash_del(&e->by_id, &c->id, sizeof(c->id));
 		close(fd);
 		free(c);
 		return;
@@ -554,8 +476,11 @@ engine_conn_open(struct bw_listener *l, int fd, const char *peer)
 	l->conns_n++;
 	l->accepted++;
 	bw_addr_of_peer(peer, addr);
-	if ((c->addr = bw_addrtab_get(&e->addrs, addr, now)) != NULL)
+	if ((c->addr = bw_addrtab_get(&e->addrs, addr, now)) != NULL) {
 		c->addr->conns++;
+		if (l->addr_slot >= 0)
+			c->addr->held[l->addr_slot]++;
+	}
 	bw_debug("c%llu %s connection from %s", (unsigned long long)c->id,
 		 l->name, peer);
 	if (l->svc->on_open != NULL && l->svc->on_open(c) != 0)

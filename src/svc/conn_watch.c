@@ -66,6 +66,6 @@ engine_conn_still_reading(struct bw_conn *c, uint64_t now_ms)
 		return 0;
 	}
 	c->unacked_seen = unacked;
-	c->deadline_ms = now_ms + c->lis->cfg.lim.idle_ms;
+	c->deadline_ms = now_ms + engine_conn_idle_ms(c);
 	return 1;
 }

@@ -7,13 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "bulwark/crypto.h"
+#include "bulwark/fsutil.h"
 #include "bulwark/log.h"
 #include "bulwark/store.h"
 #include "bulwark/util.h"
 #include "svc/daemon.h"
 
 #define CONSOLE_IDLE_MIN (5u * 60u * 1000u) /* an operator at a prompt */
+#define PER_ADDR_MIN	 1024u
 
 void
 bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg)
@@ -38,7 +42,7 @@ bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg)
 		 "127.0.0.1");
 	cfg->console_listen.port = 8820;
 	cfg->console_listen.max_conns = 128;
-	cfg->console_listen.evict_idle = 1;
+	cfg->console_listen.evict = BW_EVICT_UNPROVEN;
 	cfg->rooms_enabled = 1;
 	bw_rooms_cfg_defaults(&cfg->rooms);
 	snprintf(cfg->rooms_listen.addr, sizeof(cfg->rooms_listen.addr),
@@ -50,6 +54,7 @@ bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg)
 		 "127.0.0.1");
 	cfg->metrics_listen.port = 9357;
 	cfg->metrics_listen.max_conns = 64;
+	cfg->metrics_listen.evict = BW_EVICT_UNPROVEN;
 	cfg->log_level = 1;
 }
 
@@ -105,6 +110,13 @@ derive(struct bw_daemon_cfg *cfg)
 	}
 	if (cfg->console.limits.idle_ms < CONSOLE_IDLE_MIN)
 		cfg->console.limits.idle_ms = CONSOLE_IDLE_MIN;
+	/* one address may hold a quarter of the shared port, but no fewer
+	 * than PER_ADDR_MIN (a small --max-conns is a test or a tiny site) */
+	if (cfg->port.max_conns_per_addr == 0)
+		cfg->port.max_conns_per_addr =
+			cfg->port.max_conns / 4 > PER_ADDR_MIN
+				? cfg->port.max_conns / 4
+				: PER_ADDR_MIN;
 	cfg->vault.window_ms = cfg->timeout_ms;
 	cfg->msg.window_ms = cfg->timeout_ms;
 	cfg->msg.min_rate = cfg->vault.min_rate;
@@ -253,10 +265,12 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 	       const struct bw_daemon_args *args)
 {
 	char path[4096 + 64];
+	long holder = 0;
 	unsigned i;
 	int rc;
 
 	memset(d, 0, sizeof(*d));
+	d->lock_fd = -1;
 	d->given = *cfg;
 	d->cfg = *cfg;
 	if (args != NULL)
@@ -265,6 +279,20 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 	d->cfg.engine.on_hup = reload;
 	d->cfg.engine.hup_arg = d;
 	d->started_s = bw_time_s();
+	/* before anything in the data directory is touched: a second
+	 * daemon on it would reconcile the live one's files away */
+	if ((rc = bw_fs_lock(d->cfg.data_dir, BW_DAEMON_LOCK, &d->lock_fd,
+			     &holder)) != 0) {
+		if (rc == BW_EBUSY)
+			bw_error("the data directory %s is in use by bulwarkd "
+				 "pid %ld (%s/" BW_DAEMON_LOCK
+				 "): refusing to start",
+				 d->cfg.data_dir, holder, d->cfg.data_dir);
+		else
+			bw_error("cannot lock the data directory %s: %s",
+				 d->cfg.data_dir, bw_strerror(rc));
+		return rc;
+	}
 	if ((rc = bw_engine_open(&d->eng, &d->cfg.engine, 1)) != 0)
 		return rc;
 	snprintf(path, sizeof(path), "%s/defensive.db", d->cfg.data_dir);
@@ -344,6 +372,9 @@ bw_daemon_close(struct bw_daemon *d)
 	d->reg_open = 0;
 	bw_store_close(d->store);
 	d->store = NULL;
+	if (d->lock_fd >= 0)
+		close(d->lock_fd); /* the last thing: the directory is free */
+	d->lock_fd = -1;
 	bw_wipe(d->cfg.console.secret, sizeof(d->cfg.console.secret));
 	bw_wipe(d->given.console.secret, sizeof(d->given.console.secret));
 }

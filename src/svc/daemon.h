@@ -84,7 +84,12 @@ struct bw_daemon {
 	unsigned svc_n;
 	int64_t started_s;
 	struct bw_daemon_args args; /* for SIGHUP's reload */
+	int lock_fd; /* the data directory's lock, held while running */
 };
+
+/* The data directory's lock file: a second daemon on it refuses to start
+ * and names the first one's pid. */
+#define BW_DAEMON_LOCK "bulwarkd.lock"
 
 void bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg);
 

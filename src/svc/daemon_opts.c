@@ -57,6 +57,10 @@ static const struct opt opts[] = {
 	 "vault and messenger address (default 0.0.0.0)"},
 	{"max-conns", 0, K_NUM, 0, F(port.max_conns), 1, 1000000, "N",
 	 "simultaneous vault and messenger connections\n(default 16000)"},
+	{"max-conns-per-addr", 0, K_NUM, 0, F(port.max_conns_per_addr), 1,
+	 1000000, "N",
+	 "of those, from one address (default 4000; a\nquarter of "
+	 "--max-conns, at least 1024)"},
 	{"max-file-size", 0, K_NUM, R, F(vault.max_file_size), 16, 0xFFFFFEF0u,
 	 "N",
 	 "largest upload in bytes of ciphertext\n(default and maximum "
@@ -91,6 +95,17 @@ static const struct opt opts[] = {
 	 "larger message goes alone)"},
 	{"max-bodies", 0, K_NUM, R, F(msg.max_bodies), 1, 100000, "N",
 	 "messages arriving at once, from all clients\n(default 256)"},
+	{"max-bodies-per-addr", 0, K_NUM, R, F(msg.max_bodies_per_addr), 1,
+	 100000, "N", "of those, from one address (default 128)"},
+	{"pull-max-messages", 0, K_NUM, R, F(msg.pull_max_n), 1, 100000000, "N",
+	 "messages in one answer to a pull (default 10000)"},
+	{"max-pulls-per-client", 0, K_NUM, R, F(msg.max_pulls), 1, 100000, "N",
+	 "pulls of one client answered at once; one more\nis refused "
+	 "(default 4)"},
+	{"reply-memory", 0, K_NUM, R, F(msg.reply_memory), 65536,
+	 UINT64_MAX / 2, "N",
+	 "bytes all client lists and pulls being sent may\nhold at once "
+	 "(default 67108864)"},
 	{"timeout", 0, K_SEC, 0, F(timeout_ms), 1, 86400, "SEC",
 	 "close a vault or messenger connection silent\nthis long (default "
 	 "30)"},

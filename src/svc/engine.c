@@ -58,31 +58,79 @@ accept_exhausted(struct bw_listener *l)
 	}
 }
 
-/* The connection of l idle longest (no input for over a second), or NULL. */
+/* Whom a full BW_EVICT_UNPROVEN listener closes for a newcomer: its oldest
+ * connection that has not proven itself (a peer that connects and trickles
+ * or waits holds a slot only until someone needs it), else its proven one
+ * idle longest (no input for over a second); NULL if none may go. */
 static struct bw_conn *
-longest_idle(struct bw_engine *e, struct bw_listener *l)
+evict_victim(struct bw_engine *e, struct bw_listener *l)
 {
-	struct bw_conn *c, *best = NULL;
+	struct bw_conn *c, *unproven = NULL, *idle = NULL;
 	uint64_t now = bw_now_ms();
 
 	for (c = e->conns; c != NULL; c = c->next) {
-		if (c->lis != l || c->refs > 0 || now - c->last_read_ms < 1000)
+		if (c->lis != l || c->refs > 0 ||
+		    (c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)))
 			continue;
-		if (best == NULL || c->last_read_ms < best->last_read_ms)
-			best = c;
+		if (!(c->flags & BW_CONN_PROVEN)) {
+			/* ids grow with time: the lowest is the oldest */
+			if (unproven == NULL || c->id < unproven->id)
+				unproven = c;
+		} else if (now - c->last_read_ms >= 1000 &&
+			   (idle == NULL ||
+			    c->last_read_ms < idle->last_read_ms)) {
+			idle = c;
+		}
 	}
-	return best;
+	return unproven != NULL ? unproven : idle;
+}
+
+/* A newcomer from peer may be served by l: its address's share, and the
+ * listener's cap (after closing a victim if the listener evicts). */
+static int
+admit(struct bw_listener *l, const char *peer, struct bw_addr **addr)
+{
+	struct bw_engine *e = l->eng;
+	struct bw_conn *victim;
+	char text[BW_ADDR_TEXT];
+
+	*addr = NULL;
+	if (l->cfg.max_conns_per_addr > 0 && l->addr_slot >= 0) {
+		bw_addr_of_peer(peer, text);
+		/* an address the table has no room for is not counted: the
+		 * peer already has that many addresses */
+		*addr = bw_addrtab_get(&e->addrs, text, bw_now_ms());
+		if (*addr != NULL &&
+		    (*addr)->held[l->addr_slot] >= l->cfg.max_conns_per_addr)
+			return 0;
+	}
+	if (!e->stopping && l->conns_n >= l->cfg.max_conns &&
+	    l->cfg.evict == BW_EVICT_UNPROVEN &&
+	    (victim = evict_victim(e, l)) != NULL)
+		engine_conn_kill(victim, "closed to admit a new connection");
+	return l->conns_n < l->cfg.max_conns;
+}
+
+static void
+refused(struct bw_listener *l, int fd, const char *peer, const char *why)
+{
+	static uint64_t last_warn_ms;
+
+	l->refused++;
+	close(fd);
+	if (bw_now_ms() - last_warn_ms > 5000) {
+		last_warn_ms = bw_now_ms();
+		bw_warn("%s: %s, refusing %s", l->name, why, peer);
+	}
 }
 
 static void
 on_accept(void *arg, unsigned events)
 {
 	struct bw_listener *l = arg;
-	struct bw_engine *e = l->eng;
-	struct bw_conn *victim;
-	char peer[64];
+	struct bw_addr *addr;
+	char peer[64], why[96];
 	int fd, i, rc;
-	static uint64_t last_warn_ms;
 
 	(void)events;
 	for (i = 0; i < ACCEPT_BATCH; i++) {
@@ -95,19 +143,17 @@ on_accept(void *arg, unsigned events)
 		}
 		if (rc != 0)
 			return;
-		if (!e->stopping && l->conns_n >= l->cfg.max_conns &&
-		    l->cfg.evict_idle && (victim = longest_idle(e, l)) != NULL)
-			engine_conn_kill(victim, "idle, closed to admit a new "
-						 "connection");
-		if (l->conns_n >= l->cfg.max_conns) {
-			l->refused++;
-			close(fd);
-			if (bw_now_ms() - last_warn_ms > 5000) {
-				last_warn_ms = bw_now_ms();
-				bw_warn("%s: connection limit %u reached, "
-					"refusing %s",
-					l->name, l->cfg.max_conns, peer);
-			}
+		if (!admit(l, peer, &addr)) {
+			if (l->conns_n >= l->cfg.max_conns)
+				snprintf(why, sizeof(why),
+					 "connection limit %u reached",
+					 l->cfg.max_conns);
+			else
+				snprintf(why, sizeof(why),
+					 "connections from one address at the "
+					 "limit (%u)",
+					 l->cfg.max_conns_per_addr);
+			refused(l, fd, peer, why);
 			continue;
 		}
 		engine_conn_open(l, fd, peer);
@@ -198,6 +244,8 @@ on_tick(void *arg)
 		} else if (c->req_deadline_ms && now > c->req_deadline_ms) {
 			e->closed_deadline++;
 			engine_conn_kill(c, "request deadline passed");
+		} else if (c->over_since_ms != 0) {
+			engine_conn_measure(c, now);
 		}
 	}
 	if (!e->stopping) {
@@ -275,6 +323,10 @@ bw_engine_listen(struct bw_engine *e, const struct bw_service *svc, void *inst,
 	l->cfg = *cfg;
 	l->name = l->cfg.name[0] != '\0' ? l->cfg.name : svc->name;
 	l->eng = e;
+	l->addr_slot = -1;
+	if (cfg->max_conns_per_addr > 0 &&
+	    (l->addr_slot = bw_addrtab_slot(&e->addrs)) < 0)
+		return BW_ETOOBIG;
 	if ((rc = bw_net_listen(cfg->addr, cfg->port, 1024, &l->fd,
 				&l->port)) != 0) {
 		bw_error("%s: cannot listen on %s:%u: %s", l->name, cfg->addr,
@@ -320,7 +372,8 @@ bw_engine_open(struct bw_engine *e, const struct bw_engine_cfg *cfg,
 	e->sigfd = -1;
 	e->reserve_fd = -1;
 	raise_nofile();
-	if ((rc = bw_addrtab_init(&e->addrs, ADDRS_CAP)) != 0)
+	if ((rc = bw_addrtab_init(&e->addrs, ADDRS_CAP)) != 0 ||
+	    (rc = bw_hash_init(&e->by_id)) != 0)
 		return rc;
 	e->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (signals) {
@@ -345,6 +398,12 @@ bw_engine_open(struct bw_engine *e, const struct bw_engine_cfg *cfg,
 				on_signal, e)) != 0)
 		return rc;
 	return bw_loop_every(e->loop, TICK_MS, on_tick, e);
+}
+
+struct bw_conn *
+bw_engine_conn(const struct bw_engine *e, uint64_t id)
+{
+	return bw_hash_get(&e->by_id, &id, sizeof(id));
 }
 
 int
@@ -374,6 +433,7 @@ bw_engine_close(struct bw_engine *e)
 		close(e->sigfd);
 	e->sigfd = -1;
 	bw_addrtab_fini(&e->addrs);
+	bw_hash_fini(&e->by_id);
 	if (e->reserve_fd >= 0)
 		close(e->reserve_fd);
 	e->reserve_fd = -1;

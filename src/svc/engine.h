@@ -17,8 +17,22 @@
 #include "bulwark/err.h"
 #include "bulwark/loop.h"
 
-#define BW_ADDR_CAP	 64
-#define BW_MAX_LISTENERS 8
+#define BW_ADDR_CAP	   64
+#define BW_MAX_LISTENERS   8
+#define BW_OUT_HARD_FACTOR 4u
+#define BW_OUT_OVER_MS	   2000u
+/* A closing connection has this long (renewed while the peer takes its
+ * output) to take its last words. */
+#define BW_FINISH_MS 5000u
+
+/* Whom a full listener closes to admit a newcomer. */
+enum bw_evict {
+	BW_EVICT_NONE, /* nobody: the newcomer is refused */
+	/* the oldest connection not yet proven (bw_conn_proven: greeted,
+	 * authenticated, a complete request), else the proven one idle
+	 * longest (over a second): an operator always gets in */
+	BW_EVICT_UNPROVEN,
+};
 
 struct bw_conn;
 struct bw_engine;
@@ -49,8 +63,13 @@ struct bw_service {
 /* The limits of a service's connections (each service's configuration
  * holds its own; a listener applies them to every connection it accepts). */
 struct bw_conn_limits {
-	size_t in_max;	     /* a connection's input buffer never grows past */
-	size_t out_max;	     /* queued output past this closes it */
+	size_t in_max; /* a connection's input buffer never grows past */
+	/* output the peer may leave unread: a connection whose unsent output
+	 * stays above this for BW_OUT_OVER_MS, or ever passes
+	 * BW_OUT_HARD_FACTOR times it, is closed (a peer that does not read
+	 * cannot make the server hold its output; one that reads is not cut
+	 * off because one loop pass queued a burst) */
+	size_t out_max;
 	unsigned idle_ms;    /* closed after this long without input */
 	unsigned request_ms; /* the first request must be in within this */
 };
@@ -61,10 +80,10 @@ struct bw_listen_cfg {
 	char addr[BW_ADDR_CAP];
 	uint16_t port; /* 0: any */
 	unsigned max_conns;
+	/* open connections from one source address; 0: no share */
+	unsigned max_conns_per_addr;
 	struct bw_conn_limits lim;
-	/* When full, close the longest-idle connection (idle > 1 s) to admit
-	 * the new one (the console: the operator must get in). */
-	int evict_idle;
+	enum bw_evict evict; /* when max_conns is reached */
 };
 
 struct bw_engine_cfg {
@@ -87,6 +106,7 @@ struct bw_listener {
 	unsigned conns_n;
 	uint64_t accepted, refused;
 	uint64_t paused_until_ms; /* accepting paused (out of descriptors) */
+	int addr_slot; /* bw_addr.held[] counting its connections, or -1 */
 	struct bw_engine *eng;
 };
 
@@ -102,8 +122,9 @@ enum {
 	/* ... and its FIN came once every byte queued before it had been
 	 * written and acknowledged: the peer had all of out_acked_total */
 	BW_CONN_EOF_ACKED = 256u,
-	BW_CONN_FREEING = 512u, /* dead, and its free is scheduled */
-	BW_CONN_NOTE = 1024u	/* bw_conn_note_arrivals was called */
+	BW_CONN_NOTE = 1024u,	 /* bw_conn_note_arrivals was called */
+	BW_CONN_PROVEN = 2048u,	 /* bw_conn_proven was called */
+	BW_CONN_OVERFLOW = 4096u /* closed: its peer did not read */
 };
 
 struct bw_conn {
@@ -124,12 +145,17 @@ struct bw_conn {
 	size_t unacked_seen;  /* output unacknowledged at the last idle look */
 	size_t want;	      /* room the service wants in c->in */
 	uint64_t deadline_ms; /* closed when the clock passes it */
+	uint64_t over_since_ms;	  /* unsent output above out_max since */
 	uint64_t req_deadline_ms; /* the current request's deadline, or 0 */
 	unsigned flags;
 	unsigned refs;		       /* worker jobs holding the connection */
 	void *state;		       /* the service's */
 	struct bw_conn *prev, *next;   /* every connection */
 	struct bw_conn *qprev, *qnext; /* output waiting for the flush */
+	/* the deferred close and free (never allocated: closing cannot
+	 * fail for want of memory) and what it is to do (conn.c) */
+	struct bw_call call;
+	unsigned call_want;
 };
 
 struct bw_engine {
@@ -146,7 +172,8 @@ struct bw_engine {
 	int stopping;
 	uint64_t stop_deadline_ms;
 	struct bw_addrtab addrs;
-	int reserve_fd; /* given up to accept and close at EMFILE */
+	struct bw_hash by_id; /* open connections by id */
+	int reserve_fd;	      /* given up to accept and close at EMFILE */
 	uint64_t emfile_dropped, emfile_warn_ms;
 	/* connections closed by the engine since start, by why */
 	uint64_t closed_idle, closed_deadline, closed_overflow, closed_emfile;
@@ -176,6 +203,9 @@ bw_engine_stopping(const struct bw_engine *e)
 	return e->stopping;
 }
 
+/* The open connection with this id, or NULL (ids are never reused). */
+struct bw_conn *bw_engine_conn(const struct bw_engine *e, uint64_t id);
+
 /* --- for services ---------------------------------------------------------
  * The contract that makes loops over many connections safe: no function
  * below closes or frees a connection before it returns. A connection that
@@ -185,9 +215,10 @@ bw_engine_stopping(const struct bw_engine *e)
 
 /* Queues p for the peer; nothing is written before the end of the current
  * loop pass, when each connection's queue is flushed once. BW_ECLOSED if c
- * is closing or closed; BW_ETOOBIG if the queue would pass the listener's
- * out_max, and then c is closed after the callback (a peer that does not
- * read cannot make the server hold its output). */
+ * is closing or closed; BW_ETOOBIG if the queue would pass
+ * BW_OUT_HARD_FACTOR times the listener's out_max, and then c is closed
+ * after the callback. (Output the peer leaves above out_max for
+ * BW_OUT_OVER_MS closes it too, from the flush or the tick.) */
 int bw_conn_send(struct bw_conn *c, const void *p, size_t n) BW_WUR;
 /* 1 if the peer has closed its side of the connection (its FIN arrived,
  * whether or not it has been read yet). */
@@ -222,8 +253,19 @@ bw_conn_queued(const struct bw_conn *c)
  * logged (NULL: nothing). Safe anywhere, also on a closed connection. */
 void bw_conn_close_later(struct bw_conn *c, const char *why);
 /* Closes after the queued output is flushed (input is drained briefly so
- * the peer gets the reply rather than a reset). */
+ * the peer gets the reply rather than a reset). A peer that does not take
+ * it is closed after BW_FINISH_MS without progress. */
 void bw_conn_finish(struct bw_conn *c);
+/* The peer has shown it is a real client (greeted, authenticated, a
+ * complete request): a full BW_EVICT_UNPROVEN listener closes unproven
+ * connections first. */
+void bw_conn_proven(struct bw_conn *c);
+/* 1 if c was closed because its peer did not read its output. */
+static inline int
+bw_conn_overflowed(const struct bw_conn *c)
+{
+	return (c->flags & BW_CONN_OVERFLOW) != 0;
+}
 void bw_conn_pause(struct bw_conn *c, int paused);
 /* A worker job holds c: c is not freed (though it may close) until the
  * matching release. */

@@ -298,6 +298,36 @@ owner_of(struct bw_conn *c, uint16_t code)
 	return FC(c)->last != NULL ? FC(c)->last : f->p[0];
 }
 
+/* A payload size out of the route's bounds that BW_ROUTE_LAX accepts
+ * (frame.h): 1 (fc->lax_zero or fc->skip set), 0 a framing error. The
+ * header is consumed; c->in holds what followed it. */
+static int
+lax(struct bw_conn *c, struct bw_frame_req *r)
+{
+	struct frame_conn *fc = FC(c);
+	const struct bw_frame_route *rt = r->route;
+
+	if (!(rt->flags & BW_ROUTE_LAX))
+		return 0;
+	if (r->hdr.payload_size == 0 && rt->head > 0 && c->in.len > 0 &&
+	    (rt->on_body != NULL || rt->min_size == rt->max_size))
+		fc->lax_zero = 1;
+	else if (rt->on_body == NULL && r->hdr.payload_size > rt->max_size &&
+		 r->hdr.payload_size <= BW_ROUTE_LAX_MAX)
+		fc->skip = r->hdr.payload_size - rt->head;
+	else
+		return 0;
+	if (!fc->lax_logged) {
+		fc->lax_logged = 1;
+		bw_info("c%llu %u: lenient: the header says %u payload bytes; "
+			"%s (a widely copied client does this)",
+			ULL(c->id), r->hdr.code, r->hdr.payload_size,
+			fc->lax_zero ? "the fields follow it"
+				     : "the rest of the payload is ignored");
+	}
+	return 1;
+}
+
 static int
 on_header(struct bw_conn *c)
 {
@@ -321,8 +351,11 @@ on_header(struct bw_conn *c)
 	r->proto = f->p[pi];
 	r->ctx = f->ctx[pi];
 	frame_req_start(c);
-	if (r->hdr.payload_size < r->route->min_size ||
-	    r->hdr.payload_size > r->route->max_size) {
+	fc->lax_zero = 0;
+	fc->skip = 0;
+	if ((r->hdr.payload_size < r->route->min_size ||
+	     r->hdr.payload_size > r->route->max_size) &&
+	    !lax(c, r)) {
 		frame_req_refused(c, r->proto, 0);
 		return bw_frame_fail(c,
 				     r->route->on_body != NULL
@@ -345,7 +378,10 @@ on_head(struct bw_conn *c)
 	struct frame_conn *fc = FC(c);
 	struct bw_frame_req *r = &fc->req;
 	const uint8_t *p = bw_buf_head(&c->in);
-	size_t n = r->route->head;
+	size_t n = r->route->head, whole = n + fc->skip;
+	/* what the request takes of c->in: read before the handler, which
+	 * may end the request (and clear r) */
+	size_t take = r->route->on_body != NULL ? n : whole;
 	int rc, pad;
 
 	/* Course-sample clients pad the request with zeros: decide before
@@ -353,22 +389,37 @@ on_head(struct bw_conn *c)
 	 * at its end (bw_frame_body_end). */
 	fc->padded = 0;
 	if (r->route->on_body == NULL) {
-		if ((pad = padding(c, n, BW_REQ_HDR_LEN + (uint64_t)n)) < 0)
+		if ((pad = padding(c, whole,
+				   BW_REQ_HDR_LEN + (uint64_t)whole)) < 0)
 			return 1;
 		fc->padded = pad;
+		if (fc->lax_zero && !pad) {
+			/* its fields are not followed by padding: not the
+			 * client this lenience is for */
+			bw_buf_consume(&c->in, c->in.len);
+			return bw_frame_fail(c, "payload size is wrong for "
+						"the request code");
+		}
+	} else if (fc->lax_zero) {
+		if (r->route->lax_size == NULL ||
+		    (r->hdr.payload_size = r->route->lax_size(p)) <
+			    r->route->min_size ||
+		    r->hdr.payload_size > r->route->max_size)
+			return bw_frame_fail(c, "payload size out of bounds "
+						"for the request code");
 	}
 	fc->requests++;
 	bw_conn_request_deadline(c, 0);
 	if (bw_engine_stopping(c->eng) && fc->requests == 1 &&
 	    !(r->route->flags & BW_ROUTE_DURING_DRAIN)) {
-		bw_buf_consume(&c->in, n);
+		bw_buf_consume(&c->in, take);
 		return bw_frame_fail(c, "shutting down");
 	}
 	fc->st = F_REQ;
 	rc = r->route->on_request(c, r, p);
 	if (bw_conn_dead(c))
 		return rc;
-	bw_buf_consume(&c->in, n);
+	bw_buf_consume(&c->in, take);
 	if (fc->st == F_REQ)
 		bw_frame_done(c);
 	return rc;
@@ -393,7 +444,7 @@ frame_step(struct bw_conn *c)
 			rc = on_header(c);
 			break;
 		case F_HEAD:
-			if (c->in.len < fc->req.route->head)
+			if (c->in.len < fc->req.route->head + fc->skip)
 				return 0;
 			if ((rc = on_head(c)) == 1)
 				return 0;

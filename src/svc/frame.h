@@ -24,7 +24,21 @@ enum {
 	/* served as the first request of a connection opened during the
 	 * drain (the vault's 1029-1031 of a session that got its 2103) */
 	BW_ROUTE_DURING_DRAIN = 1u,
+	/* the header's payload size may be wrong the ways widely copied
+	 * clients get it wrong, as long as the request's own bytes say what
+	 * it is (logged once per connection):
+	 *  - 0, with the fields following in the same arrival: a fixed-size
+	 *    request then counts as its head when zero padding follows it;
+	 *    a streamed one takes its size from its head (route lax_size);
+	 *  - more than a fixed-size request's size, up to
+	 *    BW_ROUTE_LAX_MAX: the head is the request, the rest is read
+	 *    and ignored. */
+	BW_ROUTE_LAX = 2u,
 };
+
+/* The most payload a BW_ROUTE_LAX fixed-size request may announce: what
+ * fits one padded 1024-byte request. */
+#define BW_ROUTE_LAX_MAX (BW_PAD_UNIT - BW_REQ_HDR_LEN)
 
 struct bw_frame_route {
 	uint16_t code;
@@ -43,6 +57,9 @@ struct bw_frame_route {
 	/* Consumes streamed payload from c->in as it arrives; ends the
 	 * request with bw_frame_done or bw_frame_wait. */
 	int (*on_body)(struct bw_conn *c, struct bw_frame_req *r);
+	/* BW_ROUTE_LAX, streamed: the payload size the head says (0: it
+	 * cannot say). May be NULL. */
+	uint32_t (*lax_size)(const uint8_t *head);
 };
 
 struct bw_frame_proto {

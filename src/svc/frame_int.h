@@ -57,6 +57,10 @@ struct frame_conn {
 	void *state[BW_FRAME_PROTOS_MAX];
 	uint64_t req_start_us; /* the request's header arrived */
 	int req_counted;       /* its result is in the stats */
+	/* BW_ROUTE_LAX: the header said 0 and the fields follow (lax_zero),
+	 * or payload bytes past the head to read and ignore (skip) */
+	int lax_zero, lax_logged;
+	uint32_t skip;
 };
 
 #define FC(c)  ((struct frame_conn *)(c)->state)

@@ -38,7 +38,8 @@ routes_valid(const struct bw_frame_proto *p)
 		r = &p->routes[i];
 		if (r->head > r->min_size || r->min_size > r->max_size ||
 		    r->head > CTRL_WANT || r->on_request == NULL ||
-		    (r->on_body == NULL && r->head != r->max_size))
+		    (r->on_body == NULL && r->head != r->max_size) ||
+		    (r->lax_size != NULL && r->on_body == NULL))
 			return 0;
 	}
 	return 1;

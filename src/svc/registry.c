@@ -66,15 +66,15 @@ file_size(const struct bw_registry *r, const char *path_name)
 static void
 unlink_file(struct bw_registry *r, struct bw_file *f)
 {
-	struct bw_file **pp;
-
 	bw_hash_del(&r->files, f->key, f->key_len);
-	for (pp = &f->owner->files; *pp != NULL; pp = &(*pp)->next) {
-		if (*pp == f) {
-			*pp = f->next;
-			break;
-		}
-	}
+	if (f->path_indexed)
+		bw_hash_del(&r->by_path, f->path_name, strlen(f->path_name));
+	if (f->prev != NULL)
+		f->prev->next = f->next;
+	else
+		f->owner->files = f->next;
+	if (f->next != NULL)
+		f->next->prev = f->prev;
 	f->owner->files_n--;
 	r->files_n--;
 	r->bytes_stored -= f->size;
@@ -104,7 +104,19 @@ link_file(struct bw_registry *r, struct bw_client *c,
 		free(f);
 		return rc;
 	}
+	/* two rows naming one path (a database made elsewhere): the first
+	 * keeps the index */
+	rc = bw_hash_put(&r->by_path, f->path_name, strlen(f->path_name), f);
+	if (rc == BW_ENOMEM) {
+		bw_hash_del(&r->files, f->key, f->key_len);
+		free(f);
+		return rc;
+	}
+	f->path_indexed = rc == 0;
+	f->prev = NULL;
 	f->next = c->files;
+	if (c->files != NULL)
+		c->files->prev = f;
 	c->files = f;
 	c->files_n++;
 	r->files_n++;
@@ -170,7 +182,8 @@ bw_registry_open(struct bw_registry *r, struct bw_store *store,
 		return BW_ENOMEM;
 	if ((rc = bw_hash_init(&r->by_id)) != 0 ||
 	    (rc = bw_hash_init(&r->by_name)) != 0 ||
-	    (rc = bw_hash_init(&r->files)) != 0)
+	    (rc = bw_hash_init(&r->files)) != 0 ||
+	    (rc = bw_hash_init(&r->by_path)) != 0)
 		goto fail;
 	if ((rc = bw_store_load_clients(store, load_client, r)) != 0 ||
 	    (rc = bw_store_load_files(store, load_file, r)) != 0)
@@ -204,6 +217,7 @@ bw_registry_close(struct bw_registry *r)
 	bw_hash_fini(&r->by_id);
 	bw_hash_fini(&r->by_name);
 	bw_hash_fini(&r->files);
+	bw_hash_fini(&r->by_path);
 	free(r->data_dir);
 	r->data_dir = NULL;
 }
@@ -304,6 +318,8 @@ bw_registry_set_key(struct bw_registry *r, struct bw_client *c,
 	else if (aes_key != c->aes_key) /* never copied onto itself */
 		memcpy(c->aes_key, aes_key, BW_AES_KEY_LEN);
 	c->has_aes = aes_key != NULL;
+	if (c->key_issued != issued)
+		c->key_issued_ms = 0; /* the caller sets it for a new key */
 	c->key_issued = issued;
 	c->key_used = used;
 	c->key_failures = 0;
@@ -342,14 +358,10 @@ struct bw_file *
 bw_registry_file_at(const struct bw_registry *r, const struct bw_client *c,
 		    const char *path_name)
 {
-	struct bw_file *f;
+	struct bw_file *f =
+		bw_hash_get(&r->by_path, path_name, strlen(path_name));
 
-	(void)r;
-	for (f = c->files; f != NULL; f = f->next) {
-		if (strcmp(f->path_name, path_name) == 0)
-			return f;
-	}
-	return NULL;
+	return f != NULL && f->owner == c ? f : NULL;
 }
 
 void
@@ -379,12 +391,13 @@ bw_registry_set_file(struct bw_registry *r, struct bw_client *c,
 	path = at;
 	if ((rc = bw_store_file_set(r->store, c->id, path, rec)) != 0)
 		return rc;
-	for (f = c->files; f != NULL; f = next) {
-		next = f->next;
-		if (strcmp(f->path_name, path) == 0 ||
-		    (rec != NULL && strcmp(f->file_name, rec->file_name) == 0))
-			unlink_file(r, f);
-	}
+	/* the row at path and the row of the name, by their indexes */
+	f = bw_registry_file_at(r, c, path);
+	next = rec != NULL ? bw_registry_file(r, c, rec->file_name) : NULL;
+	if (f != NULL)
+		unlink_file(r, f);
+	if (next != NULL && next != f)
+		unlink_file(r, next);
 	if (rec == NULL)
 		return 0;
 	if ((rc = link_file(r, c, rec, size)) != 0)

@@ -22,28 +22,36 @@ struct bw_client {
 	int has_aes;
 	uint8_t aes_key[BW_AES_KEY_LEN];
 	int64_t last_seen;
-	int64_t key_issued;    /* when aes_key was issued (Unix s) */
-	int key_used;	       /* see bw_client_rec.key_used */
-	unsigned key_failures; /* decryption failures with aes_key */
-	struct bw_file *files; /* this client's files, newest first */
+	int64_t key_issued;	/* when aes_key was issued (Unix s) */
+	uint64_t key_issued_ms; /* and on the monotonic clock (0: before
+				 * this run, or not known) */
+	int key_used;		/* see bw_client_rec.key_used */
+	unsigned key_failures;	/* decryption failures with aes_key */
+	struct bw_file *files;	/* this client's files, newest first */
 	unsigned files_n;
 	/* the messenger's: messages waiting for this client, and the number
 	 * of its latest pull (only that pull's evidence deletes) */
 	uint64_t queued_n, queued_bytes;
-	/* 603s to this client accepted and not yet rows (or refused): they
-	 * count against its queue's limits from the moment they start */
-	uint64_t inbound_n, inbound_bytes;
+	/* 603s to this client accepted and not yet rows: they count against
+	 * its queue's limits from the moment they start, by the bytes they
+	 * brought so far (inbound_bytes) while they arrive, whole once in
+	 * (reserved_bytes) */
+	uint64_t inbound_n, inbound_bytes, reserved_bytes;
 	uint64_t pull_gen;
+	unsigned pulls_n; /* its 604s being answered */
 	/* in the order clients were added (never removed while running):
 	 * a listing can walk it across loop passes */
 	struct bw_client *added_next;
 };
 
 struct bw_file {
-	struct bw_file *next; /* in the owner's list */
+	struct bw_file *prev, *next; /* in the owner's list */
 	struct bw_client *owner;
 	uint8_t key[BW_ID_LEN + BW_NAME_CAP]; /* owner id + file name */
 	size_t key_len;
+	/* the by_path index names this file (by path_name: our paths hold
+	 * the owner's id, so they are unique across clients) */
+	int path_indexed;
 	char file_name[BW_NAME_CAP];
 	char path_name[BW_PATH_CAP];
 	int verified;
@@ -53,12 +61,15 @@ struct bw_file {
 	char pending_path[BW_PATH_CAP];
 	uint64_t pending_size;
 	uint64_t acked_s; /* when its last 2103 went out (RAM only) */
+	/* the connection (engine id) that uploaded the version waiting for
+	 * a verdict; while it is open, verdicts come from it alone */
+	uint64_t uploader;
 };
 
 struct bw_registry {
 	struct bw_store *store;
 	char *data_dir;
-	struct bw_hash by_id, by_name, files;
+	struct bw_hash by_id, by_name, files, by_path;
 	uint64_t clients_n, files_n, bytes_stored;
 	struct bw_client *first_added, *last_added;
 	/* registration limits (bw_registry_admit), shared by every protocol

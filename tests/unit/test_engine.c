@@ -131,7 +131,8 @@ broadcast_past_one_cap_finishes_its_loop(void **state)
 {
 	struct bw_engine *e = *state;
 	struct bw_listener *big = listen_with(e, 4096, 1 << 20, 10000);
-	struct bw_listener *small = listen_with(e, 4096, 64, 10000);
+	/* 100 bytes pass even the hard cap, BW_OUT_HARD_FACTOR x 16 */
+	struct bw_listener *small = listen_with(e, 4096, 16, 10000);
 	int fds[6], tiny, i;
 	char buf[200];
 
@@ -255,6 +256,172 @@ a_dead_connection_held_and_released_twice_is_freed_once(void **state)
 	pump(e, 50);
 }
 
+/* The connection the engine accepted last (new ones go first). */
+static struct bw_conn *
+newest(struct bw_engine *e)
+{
+	return e->conns;
+}
+
+static void
+a_burst_over_the_cap_that_the_peer_reads_is_not_cut_off(void **state)
+{
+	struct bw_engine *e = *state;
+	struct bw_listener *l = listen_with(e, 4096, 4096, 10000);
+	static char burst[12000], got[12000];
+	int fd;
+
+	assert_true((fd = et_connect(l)) >= 0);
+	pump(e, 50);
+	memset(burst, 'b', sizeof(burst));
+	/* three times the cap in one callback (forty members' lines at
+	 * once), under the hard cap: queued, and taken by a reader */
+	assert_int_equal(bw_conn_send(newest(e), burst, sizeof(burst)), 0);
+	assert_int_equal(et_read(fd, got, sizeof(got)), sizeof(got));
+	pump(e, 300);
+	assert_false(et_closed(fd, 50));
+	assert_int_equal(e->closed_overflow, 0);
+	close(fd);
+}
+
+/* A client socket that takes little and reads nothing; the server's side
+ * of it buffers little too: what is queued stays in the server. */
+static int
+connect_tight(struct bw_engine *e, struct bw_listener *l)
+{
+	int small = 4096, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a;
+
+	assert_true(fd >= 0);
+	assert_int_equal(
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)),
+		0);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_port = htons(l->port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	pump(e, 50);
+	assert_int_equal(setsockopt(newest(e)->w.fd, SOL_SOCKET, SO_SNDBUF,
+				    &small, sizeof(small)),
+			 0);
+	return fd;
+}
+
+static void
+output_left_unread_over_the_cap_closes_it_after_a_while(void **state)
+{
+	struct bw_engine *e = *state;
+	struct bw_listener *l = listen_with(e, 4096, 16384, 60000);
+	static char burst[60000];
+	int fd = connect_tight(e, l);
+
+	memset(burst, 'u', sizeof(burst));
+	assert_int_equal(bw_conn_send(newest(e), burst, sizeof(burst)), 0);
+	pump(e, 500);
+	assert_int_equal(seen.closed, 0); /* over the cap, not for long */
+	pump(e, BW_OUT_OVER_MS + 500);
+	assert_int_equal(seen.closed, 1);
+	assert_int_equal(e->closed_overflow, 1);
+	close(fd);
+}
+
+static void
+last_words_nobody_reads_hold_the_connection_only_briefly(void **state)
+{
+	struct bw_engine *e = *state;
+	/* a day of idle time, and an output cap the words stay under */
+	struct bw_listener *l = listen_with(e, 4096, 65536, 86400000u);
+	static char words[60000];
+	int fd = connect_tight(e, l);
+
+	memset(words, 'w', sizeof(words));
+	assert_int_equal(bw_conn_send(newest(e), words, sizeof(words)), 0);
+	bw_conn_finish(newest(e));
+	pump(e, 500);
+	assert_int_equal(seen.closed, 0);
+	/* a window of BW_FINISH_MS, renewed once if the kernel was still
+	 * moving bytes toward the peer at the first look */
+	pump(e, 2 * BW_FINISH_MS + 500);
+	assert_int_equal(seen.closed, 1);
+	assert_int_equal(e->closed_overflow, 0);
+	close(fd);
+}
+
+static void
+a_full_listener_closes_its_oldest_unproven_connection_first(void **state)
+{
+	struct bw_engine *e = *state;
+	struct bw_listen_cfg cfg = et_listen_cfg();
+	struct bw_listener *l = NULL;
+	int a, b, c, d;
+
+	cfg.max_conns = 2;
+	cfg.evict = BW_EVICT_UNPROVEN;
+	assert_int_equal(bw_engine_listen(e, &tsvc, NULL, &cfg, &l), 0);
+	assert_true((a = et_connect(l)) >= 0);
+	pump(e, 20);
+	assert_true((b = et_connect(l)) >= 0);
+	pump(e, 20);
+	bw_conn_proven(newest(e)); /* b: an operator */
+	assert_true((c = et_connect(l)) >= 0);
+	pump(e, 20);
+	assert_true(et_closed(a, 500)); /* the oldest unproven gave way */
+	assert_false(et_closed(b, 50));
+	assert_false(et_closed(c, 50));
+	/* b has been busy: c, unproven, gives way to d */
+	assert_true((d = et_connect(l)) >= 0);
+	pump(e, 20);
+	assert_true(et_closed(c, 500));
+	assert_false(et_closed(b, 50));
+	assert_false(et_closed(d, 50));
+	close(a);
+	close(b);
+	close(c);
+	close(d);
+}
+
+static int
+connect_from(const struct bw_listener *l, const char *from)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a;
+
+	assert_true(fd >= 0);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	assert_int_equal(inet_pton(AF_INET, from, &a.sin_addr), 1);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	a.sin_port = htons(l->port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	return fd;
+}
+
+static void
+one_address_holds_no_more_than_its_share(void **state)
+{
+	struct bw_engine *e = *state;
+	struct bw_listen_cfg cfg = et_listen_cfg();
+	struct bw_listener *l = NULL;
+	int fds[4], i;
+
+	cfg.max_conns = 10;
+	cfg.max_conns_per_addr = 2;
+	assert_int_equal(bw_engine_listen(e, &tsvc, NULL, &cfg, &l), 0);
+	for (i = 0; i < 3; i++)
+		fds[i] = connect_from(l, "127.0.0.2");
+	fds[3] = connect_from(l, "127.0.0.3");
+	pump(e, 50);
+	assert_int_equal(seen.opened, 3);
+	assert_false(et_closed(fds[0], 50));
+	assert_false(et_closed(fds[1], 50));
+	assert_true(et_closed(fds[2], 500)); /* over 127.0.0.2's share */
+	assert_false(et_closed(fds[3], 50));
+	for (i = 0; i < 4; i++)
+		close(fds[i]);
+}
+
 static void
 listener_without_caps_is_refused(void **state)
 {
@@ -291,6 +458,21 @@ main(void)
 			setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			listener_without_caps_is_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			a_burst_over_the_cap_that_the_peer_reads_is_not_cut_off,
+			setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			output_left_unread_over_the_cap_closes_it_after_a_while,
+			setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			last_words_nobody_reads_hold_the_connection_only_briefly,
+			setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			a_full_listener_closes_its_oldest_unproven_connection_first,
+			setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			one_address_holds_no_more_than_its_share, setup,
+			teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

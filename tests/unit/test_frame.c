@@ -92,9 +92,9 @@ on_big(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 }
 
 static const struct bw_frame_route routes_a[] = {
-	{C_ECHO, 0, 10, 10, 10, on_echo, NULL},
-	{C_STREAM, 0, 4, 1000, 4, on_stream, on_stream_body},
-	{C_BIG, 0, 4, 4, 4, on_big, NULL},
+	{C_ECHO, 0, 10, 10, 10, on_echo, NULL, NULL},
+	{C_STREAM, 0, 4, 1000, 4, on_stream, on_stream_body, NULL},
+	{C_BIG, 0, 4, 4, 4, on_big, NULL, NULL},
 };
 
 static const struct bw_frame_proto proto_a = {
@@ -449,15 +449,15 @@ invalid_route_tables_are_refused(void **state)
 {
 	static const struct bw_frame_route bad[][1] = {
 		/* no body, but max_size > head: the rest would be a header */
-		{{1, 0, 10, 20, 10, on_echo, NULL}},
+		{{1, 0, 10, 20, 10, on_echo, NULL, NULL}},
 		/* head past min_size: a short payload could not fill it */
-		{{2, 0, 4, 100, 8, on_stream, on_stream_body}},
+		{{2, 0, 4, 100, 8, on_stream, on_stream_body, NULL}},
 		/* min over max */
-		{{3, 0, 20, 10, 10, on_echo, NULL}},
+		{{3, 0, 20, 10, 10, on_echo, NULL, NULL}},
 		/* a head larger than the input kept between requests */
-		{{4, 0, 4096, 4096, 4096, on_echo, NULL}},
+		{{4, 0, 4096, 4096, 4096, on_echo, NULL, NULL}},
 		/* no handler */
-		{{5, 0, 10, 10, 10, NULL, NULL}},
+		{{5, 0, 10, 10, 10, NULL, NULL, NULL}},
 	};
 	struct bw_frame *f = NULL;
 	struct bw_frame_proto p = proto_b;

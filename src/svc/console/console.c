@@ -392,6 +392,11 @@ hello_step(struct bw_conn *c)
 	bw_buf_consume(&c->in, need);
 	bw_conn_request_deadline(c, 0);
 	bw_conn_idle_deadline(c, FIRST_REQUEST_MS);
+	/* with a secret, knowing it proves an operator; without one, a
+	 * complete request does (request_step): until then a full console
+	 * closes this connection first for a newcomer */
+	if (slen > 0)
+		bw_conn_proven(c);
 	CC(c)->st = C_REQ;
 	bw_info("c%llu console: operator connected from %s", ULL(c->id),
 		c->peer);
@@ -408,6 +413,7 @@ request_step(struct bw_conn *c)
 	memcpy(req, bw_buf_head(&c->in), REQ_LEN);
 	bw_buf_consume(&c->in, REQ_LEN);
 	bw_conn_request_deadline(c, 0);
+	bw_conn_proven(c);
 	r.len = 0;
 	reply_text(&r)[0] = '\0';
 	for (k = 0; k < REQUESTS_N; k++) {

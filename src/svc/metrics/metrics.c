@@ -228,6 +228,9 @@ metrics_input(struct bw_conn *c)
 			eol = (size_t)((const char *)memchr(p, '\n', n) - p);
 			if (eol > 0 && p[eol - 1] == '\r')
 				eol--;
+			/* a whole request: no newcomer closes it now (those
+			 * still sending theirs go first) */
+			bw_conn_proven(c);
 			serve(c, p, eol);
 			bw_buf_consume(&c->in, n);
 			return 0;

@@ -164,7 +164,7 @@ msg_conn_drained(struct bw_conn *c, void *ctx, void *state)
 	struct msg_conn *mc = state;
 
 	if (mc->st == M_LIST || mc->st == M_PULL)
-		msg_stream_more(c, ctx, mc);
+		msg_stream_drained(c, ctx, mc);
 }
 
 /* An orderly close is evidence when the peer's FIN came after it had
@@ -179,11 +179,12 @@ msg_conn_close(struct bw_conn *c, void *ctx, void *state)
 		       c->out_acked_total >= mc->sent_total;
 
 	msg_send_abort(c, mc);
+	msg_swallow_end(ctx, mc);
 	if (mc->file_open)
 		close(mc->file_fd);
 	mc->file_open = 0;
-	if (mc->st == M_PULL || mc->st == M_LIST)
-		((struct bw_msg *)ctx)->pulls_active--;
+	msg_stream_end(ctx, mc);
+	pull_uncount(ctx, mc);
 	mc->st = M_IDLE;
 	msg_settle(c, ctx, mc, evidence);
 }
@@ -227,16 +228,31 @@ msg_errors(const void *inst, bw_stat_emit emit, void *arg)
 	     m->err_pull);
 }
 
-/* 603 and 604 have their own files; 600 and 602 are here. */
+/* A 603's payload size as its prefix says (a header that said 0). */
+static uint32_t
+send_size(const uint8_t *head)
+{
+	struct bw_msg_send s;
+
+	if (bw_msg_send_decode(head, BW_MSG_SEND_PREFIX, &s) != 0 ||
+	    s.content_size > UINT32_MAX - BW_MSG_SEND_PREFIX)
+		return 0;
+	return BW_MSG_SEND_PREFIX + s.content_size;
+}
+
+/* 603 and 604 have their own files; 600 and 602 are here. Every route is
+ * lenient about the header's payload size the way peers reading fixed
+ * fields are (frame.h, BW_ROUTE_LAX; docs/messenger-protocol.md). */
+#define LAX BW_ROUTE_LAX
 static const struct bw_frame_route routes[] = {
-	{BW_MSG_REQ_REGISTER, 0, BW_MSG_REGISTER_LEN, BW_MSG_REGISTER_LEN,
-	 BW_MSG_REGISTER_LEN, on_register, NULL},
-	{BW_MSG_REQ_LIST, 0, 0, 0, 0, msg_on_list, NULL},
-	{BW_MSG_REQ_PUBKEY, 0, BW_ID_LEN, BW_ID_LEN, BW_ID_LEN, on_pubkey,
-	 NULL},
-	{BW_MSG_REQ_SEND, 0, BW_MSG_SEND_PREFIX, UINT32_MAX, BW_MSG_SEND_PREFIX,
-	 msg_on_send, msg_on_send_body},
-	{BW_MSG_REQ_PULL, 0, 0, 0, 0, msg_on_pull, NULL},
+	{BW_MSG_REQ_REGISTER, LAX, BW_MSG_REGISTER_LEN, BW_MSG_REGISTER_LEN,
+	 BW_MSG_REGISTER_LEN, on_register, NULL, NULL},
+	{BW_MSG_REQ_LIST, LAX, 0, 0, 0, msg_on_list, NULL, NULL},
+	{BW_MSG_REQ_PUBKEY, LAX, BW_ID_LEN, BW_ID_LEN, BW_ID_LEN, on_pubkey,
+	 NULL, NULL},
+	{BW_MSG_REQ_SEND, LAX, BW_MSG_SEND_PREFIX, UINT32_MAX,
+	 BW_MSG_SEND_PREFIX, msg_on_send, msg_on_send_body, send_size},
+	{BW_MSG_REQ_PULL, LAX, 0, 0, 0, msg_on_pull, NULL, NULL},
 };
 
 const struct bw_frame_proto bw_msg_proto = {
@@ -261,9 +277,9 @@ bw_msg_cfg_defaults(struct bw_msg_cfg *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	/* input: a 603 body arrives 256 KiB at a time; output: a 2101 or
-	 * 2104 is queued MSG_OUT_BATCH (plus one row or file chunk) at a
-	 * time as the socket drains */
-	cfg->limits = (struct bw_conn_limits){1024u * 1024u, 4u * 1024u * 1024u,
+	 * 2104 is queued MSG_STREAM_CHUNK (plus one row or file chunk) at a
+	 * time as the socket drains, all of them within reply_memory */
+	cfg->limits = (struct bw_conn_limits){1024u * 1024u, 1024u * 1024u,
 					      30000, 10000};
 	cfg->max_content = 1024u * 1024u * 1024u;
 	cfg->max_queued_n = 100000;
@@ -272,6 +288,10 @@ bw_msg_cfg_defaults(struct bw_msg_cfg *cfg)
 	cfg->inline_max = 64u * 1024u;
 	/* each holds up to inline_max of content and a 1 MiB input buffer */
 	cfg->max_bodies = 256;
+	cfg->max_bodies_per_addr = 128;
+	cfg->pull_max_n = 10000;
+	cfg->max_pulls = 4;
+	cfg->reply_memory = 64u * 1024u * 1024u;
 	cfg->window_ms = 30000;
 	cfg->min_rate = 1024;
 }
@@ -309,6 +329,10 @@ msg_open(const struct bw_host *h, const void *cfg, void **out)
 	m->store = h->store;
 	m->dir_fd = m->incoming_fd = -1;
 	m->batch_tail = &m->batch;
+	if ((rc = bw_slots_init(&m->slots, h->eng)) != 0) {
+		free(m);
+		return rc;
+	}
 	m->durable = h->durable;
 	data_fd = open(h->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (data_fd < 0) {

@@ -19,8 +19,12 @@ struct bw_msg_cfg {
 	uint64_t pull_cap;	      /* a 2104's payload (default 64 MiB) */
 	uint64_t inline_max;	      /* larger contents go to a file */
 	unsigned max_bodies; /* 603 bodies arriving at once, all clients */
-	unsigned window_ms;  /* a 603 body's rate is checked per window */
-	unsigned min_rate;   /* bytes/s a 603 body must keep up */
+	unsigned max_bodies_per_addr; /* of those, from one address */
+	uint64_t pull_max_n;	      /* messages in one 2104 */
+	unsigned max_pulls;	      /* 604s of one client answered at once */
+	uint64_t reply_memory; /* bytes all streamed replies hold at once */
+	unsigned window_ms;    /* a 603 body's rate is checked per window */
+	unsigned min_rate;     /* bytes/s a 603 body must keep up */
 };
 
 void bw_msg_cfg_defaults(struct bw_msg_cfg *cfg);

@@ -13,6 +13,7 @@
 #include "svc/frame.h"
 #include "svc/msg/msg.h"
 #include "svc/registry.h"
+#include "svc/slots.h"
 
 #define ULL(x) ((unsigned long long)(x))
 
@@ -21,8 +22,8 @@
 /* A refused 603 body up to this size is read and discarded so the client
  * gets its 9000 in step; a larger one is answered at once and closed. */
 #define MSG_SWALLOW_MAX (1024u * 1024u)
-/* Output queued per pass while streaming a 2101 or a 2104. */
-#define MSG_OUT_BATCH (256u * 1024u)
+/* Output a streamed 2101 or 2104 queues at a time (stream.c). */
+#define MSG_STREAM_CHUNK (64u * 1024u)
 
 struct bw_msg {
 	struct bw_msg_cfg cfg;
@@ -43,7 +44,15 @@ struct bw_msg {
 	int64_t synced_upto;
 	/* live figures */
 	uint64_t queued_n, queued_bytes; /* waiting in the store */
-	uint64_t stored, delivered, bodies_active, pulls_active;
+	uint64_t stored, delivered, pulls_active;
+	/* streamed replies (stream.c): their output held, those waiting for
+	 * room under --reply-memory, readers closed to make room */
+	struct msg_conn *streams, *waiters;
+	uint64_t reply_held, evicted;
+	struct bw_call wake_call;
+	/* 603 contents arriving (and refused ones being discarded), in all
+	 * and per address */
+	struct bw_slots slots;
 	uint64_t stored_bytes; /* content bytes of the messages stored */
 	/* errors since start: a message or registration not made durable
 	 * (answered 9000), a pull cut short by a content it could not read */
@@ -69,16 +78,22 @@ struct pending {
 	char tmp[MSG_TMP_CAP];
 	int fd; /* the spilled content being written, or -1 */
 	int rc;
-	int inbound; /* counted in the recipient's inbound_n/bytes */
-	int counted; /* its row is committed and counted as queued */
+	/* what it counts against its recipient's queue until its row does:
+	 * the bytes received while it arrives, all of it once in */
+	int inbound;
+	uint64_t inbound_bytes;
+	int counted;	     /* its row is committed and counted as queued */
+	struct bw_slot slot; /* while its content arrives */
 };
 
 struct msg_conn {
 	enum mstate st;
+	struct bw_msg *m;
 	uint8_t who[BW_ID_LEN]; /* the requester of the request in progress */
 	/* 603 */
 	struct pending *p;
-	uint64_t left; /* content bytes still to come */
+	uint64_t left;		     /* content bytes still to come */
+	struct bw_slot swallow_slot; /* a refused content being discarded */
 	uint64_t win_start_ms, win_left;
 	/* 2101: clients after this one, entries still to write */
 	const struct bw_client *list_at;
@@ -96,6 +111,13 @@ struct msg_conn {
 	int delivered;
 	int64_t delivered_upto;
 	uint64_t sent_total;
+	/* the stream (stream.c) */
+	struct bw_conn *c;
+	int streaming, waiting, evicting;
+	struct msg_conn *sprev, *snext, *wnext;
+	size_t held;	      /* output queued, counted in reply_held */
+	uint64_t progress_ms; /* when its reader last took all of it */
+	int pull_counted;     /* in its client's pulls_n */
 };
 
 /* msg.c */
@@ -112,11 +134,14 @@ void msg_tmp_name(struct bw_msg *m, const char *prefix, char out[MSG_TMP_CAP]);
 int msg_on_send(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
 int msg_on_send_body(struct bw_conn *c, struct bw_frame_req *r);
 void msg_send_abort(struct bw_conn *c, struct msg_conn *mc);
+void msg_swallow_end(struct bw_msg *m, struct msg_conn *mc);
 void pending_free(struct pending *p);
 
 /* pull.c: 601 and 604, delivery evidence */
 int msg_on_list(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
 int msg_on_pull(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
+/* The pull on mc no longer counts against its client's --max-pulls. */
+void pull_uncount(struct bw_msg *m, struct msg_conn *mc);
 /* More output fits: go on streaming. */
 void msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc);
 /* c sent a request after a delivery, or is closing: delete what it
@@ -125,6 +150,20 @@ void msg_settle(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc,
 		int evidence);
 /* Loads each recipient's queue totals into the registry. */
 int msg_load_totals(struct bw_msg *m) BW_WUR;
+
+/* stream.c: the memory of streamed replies */
+void msg_stream_begin(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc);
+/* The reply is over, or c goes. */
+void msg_stream_end(struct bw_msg *m, struct msg_conn *mc);
+/* 1 if the stream may queue more now; 0: it is called again when its
+ * output drains or room comes back. */
+int msg_stream_room(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc);
+/* After queuing: its share of the budget is what it holds. */
+void msg_stream_account(struct bw_conn *c, struct bw_msg *m,
+			struct msg_conn *mc);
+/* c's output was all taken: more follows. */
+void msg_stream_drained(struct bw_conn *c, struct bw_msg *m,
+			struct msg_conn *mc);
 
 /* reconcile.c: makes messages/ and the rows agree at start-up. */
 int msg_reconcile(struct bw_msg *m) BW_WUR;

@@ -28,7 +28,7 @@ list_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 	uint8_t e[BW_MSG_LIST_ENTRY_LEN];
 
 	while (mc->list_left > 0 && mc->list_at != NULL &&
-	       bw_conn_queued(c) < MSG_OUT_BATCH) {
+	       msg_stream_room(c, m, mc)) {
 		if (memcmp(mc->list_at->id, mc->who, BW_ID_LEN) != 0) {
 			bw_msg_list_entry_encode(mc->list_at->id,
 						 mc->list_at->name, e);
@@ -38,15 +38,16 @@ list_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 		}
 		mc->list_at = mc->list_at->added_next;
 	}
+	msg_stream_account(c, m, mc);
 	if (mc->list_left > 0 && mc->list_at == NULL) {
 		bw_conn_close_later(c, "client list shorter than announced");
 		return;
 	}
 	if (mc->list_left > 0)
-		return; /* on_drained brings us back */
+		return; /* on_drained, or room, brings us back */
 	(void)bw_frame_reply_end(c);
 	mc->st = M_IDLE;
-	m->pulls_active--;
+	msg_stream_end(m, mc);
 	bw_frame_done(c);
 	bw_frame_kick(c);
 }
@@ -71,7 +72,7 @@ msg_on_list(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	(void)bw_frame_reply_begin(c, BW_MSG_RESP_LIST,
 				   (uint32_t)(n * BW_MSG_LIST_ENTRY_LEN));
 	mc->st = M_LIST;
-	m->pulls_active++;
+	msg_stream_begin(c, m, mc);
 	bw_frame_wait(c);
 	list_more(c, m, mc);
 	return 0;
@@ -79,10 +80,23 @@ msg_on_list(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 
 /* --- 604: the plan ------------------------------------------------------- */
 
+void
+pull_uncount(struct bw_msg *m, struct msg_conn *mc)
+{
+	struct bw_client *cl;
+
+	if (!mc->pull_counted)
+		return;
+	mc->pull_counted = 0;
+	if ((cl = bw_registry_by_id(m->reg, mc->who)) != NULL &&
+	    cl->pulls_n > 0)
+		cl->pulls_n--;
+}
+
 struct plan {
 	uint64_t cap, total;
 	int64_t upto;
-	unsigned rows;
+	uint64_t rows, max_rows;
 	int64_t synced; /* rows above are not on disk yet */
 };
 
@@ -94,7 +108,7 @@ plan_row(void *arg, const struct bw_msg_rec *r)
 	struct plan *pl = arg;
 	uint64_t need = BW_MSG_RECORD_HDR + r->size;
 
-	if (r->id > pl->synced)
+	if (r->id > pl->synced || pl->rows >= pl->max_rows)
 		return 1;
 	if (pl->rows > 0 &&
 	    (pl->total + need > pl->cap || pl->total + need > UINT32_MAX))
@@ -108,7 +122,9 @@ plan_row(void *arg, const struct bw_msg_rec *r)
 static int
 pull_start(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 {
-	struct plan pl = {m->cfg.pull_cap, 0, 0, 0, INT64_MAX};
+	/* the plan reads at most --pull-max-messages rows on the loop */
+	struct plan pl = {m->cfg.pull_cap,   0,	       0, 0,
+			  m->cfg.pull_max_n, INT64_MAX};
 	int rc;
 
 	/* rows still waiting for their fsync are left for a later pull */
@@ -117,6 +133,7 @@ pull_start(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 	rc = bw_store_msg_each(m->store, mc->who, 0, 0, 0, 0, plan_row, &pl);
 	if (rc != 0) {
 		mc->st = M_IDLE;
+		pull_uncount(m, mc);
 		msg_settle(c, m, mc, 0);
 		(void)bw_frame_error(c, bw_strerror(rc));
 		bw_frame_done(c);
@@ -129,9 +146,9 @@ pull_start(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 	mc->reply_left = pl.total;
 	(void)bw_frame_reply_begin(c, BW_MSG_RESP_WAITING, (uint32_t)pl.total);
 	mc->st = M_PULL;
-	m->pulls_active++;
-	bw_debug("c%llu 604: %u messages, %llu bytes", ULL(c->id), pl.rows,
-		 ULL(pl.total));
+	msg_stream_begin(c, m, mc);
+	bw_debug("c%llu 604: %llu messages, %llu bytes", ULL(c->id),
+		 ULL(pl.rows), ULL(pl.total));
 	msg_stream_more(c, m, mc);
 	return 0;
 }
@@ -146,7 +163,13 @@ msg_on_pull(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	(void)p;
 	if ((me = msg_requester(m, r)) == NULL)
 		return bw_frame_error(c, "unknown client id");
+	/* one client's pulls on many connections cannot take the loop */
+	if (me->pulls_n >= m->cfg.max_pulls)
+		return bw_frame_error(c, "too many pulls of this client at "
+					 "once (--max-pulls-per-client)");
 	memcpy(mc->who, me->id, BW_ID_LEN);
+	me->pulls_n++;
+	mc->pull_counted = 1;
 	/* this pull is the client's latest: an earlier one, on another
 	 * connection, no longer deletes what it delivered (its rows are in
 	 * this reply too) */
@@ -206,7 +229,7 @@ page_row(void *arg, const struct bw_msg_rec *r)
 		pg->err = BW_ECLOSED;
 		return 1;
 	}
-	return bw_conn_queued(pg->c) >= MSG_OUT_BATCH;
+	return bw_conn_queued(pg->c) >= MSG_STREAM_CHUNK;
 }
 
 static int
@@ -239,8 +262,8 @@ msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 		list_more(c, m, mc);
 		return;
 	}
-	while (rc == 0 && bw_conn_queued(c) < MSG_OUT_BATCH &&
-	       (mc->reply_left > 0 || mc->file_open)) {
+	while (rc == 0 && (mc->reply_left > 0 || mc->file_open) &&
+	       msg_stream_room(c, m, mc)) {
 		if (mc->file_open) {
 			rc = file_more(c, mc);
 			continue;
@@ -253,6 +276,7 @@ msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 		if (rc == 0 && pg.rows == 0)
 			rc = BW_ESIZE; /* rows gone from under the plan */
 	}
+	msg_stream_account(c, m, mc);
 	if (rc != 0) {
 		bw_error("c%llu 2104 cut short: %s", ULL(c->id),
 			 bw_strerror(rc));
@@ -262,10 +286,11 @@ msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 		return;
 	}
 	if (mc->reply_left > 0 || mc->file_open)
-		return; /* on_drained brings us back */
+		return; /* on_drained, or room, brings us back */
 	(void)bw_frame_reply_end(c);
 	mc->st = M_IDLE;
-	m->pulls_active--;
+	msg_stream_end(m, mc);
+	pull_uncount(m, mc);
 	/* a client that closed its side before the reply was complete has
 	 * shown nothing: it may never read what it half-closed on */
 	mc->delivered = mc->upto > 0 && !bw_conn_peer_shut(c);

@@ -20,6 +20,18 @@
 #define SWALLOW_WANT (16u * 1024u)
 #define BODY_WANT    (256u * 1024u)
 
+/* p's content brought its received bytes to n: what it counts against
+ * its recipient's queue follows. */
+static void
+inbound_grow(struct pending *p, uint64_t n)
+{
+	struct bw_client *to = bw_registry_by_id(p->m->reg, p->rec.to);
+
+	if (to != NULL && p->inbound == 1)
+		to->inbound_bytes += n - p->inbound_bytes;
+	p->inbound_bytes = n;
+}
+
 /* p no longer counts as on its way to its recipient (its row is counted
  * as queued now, or it was refused). */
 static void
@@ -29,11 +41,34 @@ inbound_end(struct pending *p)
 
 	if (!p->inbound)
 		return;
-	p->inbound = 0;
 	if ((to = bw_registry_by_id(p->m->reg, p->rec.to)) != NULL) {
 		to->inbound_n--;
-		to->inbound_bytes -= p->rec.size;
+		if (p->inbound == 1)
+			to->inbound_bytes -= p->inbound_bytes;
+		else
+			to->reserved_bytes -= p->rec.size;
 	}
+	p->inbound = 0;
+}
+
+/* p's content is all in: it counts whole against its recipient's queue,
+ * if the queue has room for it now (committed rows and contents already
+ * in; not contents still arriving), else 0 and it is refused. */
+static int
+inbound_reserve(struct pending *p)
+{
+	struct bw_client *to = bw_registry_by_id(p->m->reg, p->rec.to);
+	const struct bw_msg_cfg *cfg = &p->m->cfg;
+
+	if (to == NULL || p->inbound != 1)
+		return 0;
+	if (to->queued_bytes + to->reserved_bytes + p->rec.size >
+	    cfg->max_queued_bytes)
+		return 0;
+	to->inbound_bytes -= p->inbound_bytes;
+	to->reserved_bytes += p->rec.size;
+	p->inbound = 2;
+	return 1;
 }
 
 void
@@ -42,6 +77,7 @@ pending_free(struct pending *p)
 	if (p == NULL)
 		return;
 	inbound_end(p);
+	bw_slots_release(&p->m->slots, &p->slot);
 	if (p->fd >= 0) {
 		close(p->fd);
 		(void)unlinkat(p->m->incoming_fd, p->tmp, 0);
@@ -62,11 +98,16 @@ msg_send_abort(struct bw_conn *c, struct msg_conn *mc)
 	if (p == NULL)
 		return;
 	mc->p = NULL;
-	if (mc->st == M_BODY) {
-		p->m->bodies_active--;
+	if (mc->st == M_BODY)
 		pending_free(p);
-	}
 	/* else the commit goes on and, finding c dead, does not reply */
+}
+
+/* The discarded content's slot is free (it ended, or c goes). */
+void
+msg_swallow_end(struct bw_msg *m, struct msg_conn *mc)
+{
+	bw_slots_release(&m->slots, &mc->swallow_slot);
 }
 
 /* --- the reply ----------------------------------------------------------- */
@@ -260,11 +301,27 @@ spill_done(void *arg)
 
 /* A refused 603: a small body is read and discarded so the 9000 comes in
  * step, a large one is answered at once and the connection closed. */
+static void
+evict_swallow(struct bw_slot *s)
+{
+	struct bw_conn *c = s->c;
+	struct msg_conn *mc = MC(c);
+
+	msg_swallow_end(mc->m, mc);
+	(void)bw_frame_fail(c, "refused content too slow for a busy server");
+}
+
 static int
 refuse(struct bw_conn *c, struct msg_conn *mc, uint64_t size, const char *why)
 {
+	const char *slot_why;
+
 	if (size > MSG_SWALLOW_MAX)
 		return bw_frame_fail(c, why);
+	/* a content read only to be discarded holds a slot too */
+	if (bw_slots_take(&mc->m->slots, &mc->swallow_slot, c, size,
+			  evict_swallow, &slot_why) != 0)
+		return bw_frame_fail(c, slot_why);
 	bw_info("c%llu 603 refused, discarding %llu bytes: %s", ULL(c->id),
 		ULL(size), why);
 	mc->st = M_SWALLOW;
@@ -298,6 +355,18 @@ open_spill(struct bw_msg *m, struct pending *p)
 	return 0;
 }
 
+/* A newcomer needs the slot of this content, which trickles: 9000, and
+ * the connection closes. */
+static void
+evict_body(struct bw_slot *s)
+{
+	struct bw_conn *c = s->c;
+
+	msg_send_abort(c, MC(c));
+	MC(c)->st = M_IDLE;
+	(void)bw_frame_fail(c, "message too slow for a busy server");
+}
+
 int
 msg_on_send(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 {
@@ -307,6 +376,7 @@ msg_on_send(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	struct bw_client *from, *to;
 	struct pending *pd;
 	char shown[BW_ESC_CAP];
+	const char *why;
 	int rc;
 
 	if (bw_msg_send_decode(p, BW_MSG_SEND_PREFIX, &s) != 0 ||
@@ -316,14 +386,21 @@ msg_on_send(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 					"disagree");
 	if (s.content_size > m->cfg.max_content)
 		return bw_frame_fail(c, "content over the size limit");
+	mc->m = m;
+	m->slots.max = m->cfg.max_bodies;
+	m->slots.per_addr = m->cfg.max_bodies_per_addr;
+	m->slots.window_ms = m->cfg.window_ms;
 	if ((from = msg_requester(m, r)) == NULL)
 		return refuse(c, mc, s.content_size, "unknown client id");
 	if (!bw_msg_type_known(s.type))
 		return refuse(c, mc, s.content_size, "unknown message type");
 	if ((to = bw_registry_by_id(m->reg, s.to)) == NULL)
 		return refuse(c, mc, s.content_size, "unknown recipient");
+	/* contents still arriving count by what they brought so far: four
+	 * that announce a gigabyte and trickle hold only what they sent */
 	if (to->queued_n + to->inbound_n >= m->cfg.max_queued_n ||
-	    to->queued_bytes + to->inbound_bytes + s.content_size >
+	    to->queued_bytes + to->reserved_bytes + to->inbound_bytes +
+			    s.content_size >
 		    m->cfg.max_queued_bytes) {
 		bw_warn("c%llu 603 refused: the queue of '%s' is full (%llu "
 			"messages, %llu bytes, %llu more arriving)",
@@ -333,23 +410,24 @@ msg_on_send(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 			ULL(to->inbound_n));
 		return refuse(c, mc, s.content_size, "recipient's queue full");
 	}
-	if (m->bodies_active >= m->cfg.max_bodies) {
-		bw_warn("c%llu 603 refused: %llu messages are arriving "
-			"already (--max-bodies)",
-			ULL(c->id), ULL(m->bodies_active));
-		return refuse(c, mc, s.content_size, "too many bodies");
-	}
 	if ((pd = calloc(1, sizeof(*pd))) == NULL)
 		return BW_ENOMEM;
 	pd->m = m;
 	pd->fd = -1;
+	if (bw_slots_take(&m->slots, &pd->slot, c, s.content_size, evict_body,
+			  &why) != 0) {
+		free(pd);
+		bw_warn("c%llu 603 refused: %s (%u arriving, --max-bodies, "
+			"--max-bodies-per-addr)",
+			ULL(c->id), why, m->slots.n);
+		return refuse(c, mc, s.content_size, why);
+	}
 	memcpy(pd->rec.to, s.to, BW_ID_LEN);
 	memcpy(pd->rec.from, from->id, BW_ID_LEN);
 	pd->rec.type = s.type;
 	pd->rec.size = s.content_size;
 	pd->inbound = 1;
 	to->inbound_n++;
-	to->inbound_bytes += s.content_size;
 	if (s.content_size <= m->cfg.inline_max) {
 		if (s.content_size > 0 &&
 		    (pd->content = malloc(s.content_size)) == NULL) {
@@ -368,7 +446,6 @@ msg_on_send(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	mc->left = s.content_size;
 	mc->win_start_ms = bw_now_ms();
 	mc->win_left = s.content_size;
-	m->bodies_active++;
 	c->want = BODY_WANT;
 	bw_frame_stream(c);
 	return 0;
@@ -436,16 +513,36 @@ msg_on_send_body(struct bw_conn *c, struct bw_frame_req *r)
 	}
 	bw_buf_consume(&c->in, k);
 	mc->left -= k;
+	if (mc->st == M_BODY) {
+		inbound_grow(p, p->rec.size - mc->left);
+		bw_slot_progress(&p->slot, mc->left > c->in.len
+						   ? mc->left - c->in.len
+						   : 0);
+	} else {
+		bw_slot_progress(&mc->swallow_slot, mc->left);
+	}
 	if (mc->left > 0 || !bw_frame_body_end(c))
 		return 0;
 	if (mc->st == M_SWALLOW) {
 		mc->st = M_IDLE;
+		msg_swallow_end(m, mc);
 		rc = bw_frame_error(c, "message refused");
 		bw_frame_done(c);
 		return rc;
 	}
+	bw_slots_release(&m->slots, &p->slot);
+	if (!inbound_reserve(p)) {
+		/* others' messages filled the queue while this one came */
+		bw_warn("c%llu 603 refused at its end: the recipient's queue "
+			"is full",
+			ULL(c->id));
+		msg_send_abort(c, mc);
+		mc->st = M_IDLE;
+		rc = bw_frame_error(c, "recipient's queue full");
+		bw_frame_done(c);
+		return rc;
+	}
 	/* the body is in: off to the disk; the reply waits for it */
-	m->bodies_active--;
 	mc->st = M_STORE;
 	p->conn = c;
 	bw_conn_hold(c);

@@ -5,6 +5,7 @@
  * to 4 s. A right password is never delayed.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bulwark/log.h"
@@ -57,15 +58,29 @@ take_name(struct rconn *rc, const char *line, size_t n, enum rstate again)
 	char *name = rc->rs->out;
 	size_t chars = 0, len;
 
+	char key[BW_TEXT_KEY_CAP(NAME_CHARS)];
+	size_t key_n;
+
 	len = bw_text_clean_name((const uint8_t *)line, n, name,
 				 rc->rs->out_cap, &chars);
-	if (len == 0 || chars > NAME_CHARS || len >= NAME_CAP) {
+	if (len == 0 || chars > NAME_CHARS || len >= NAME_CAP ||
+	    (key_n = bw_text_name_key(name, len, key, sizeof(key))) == 0) {
 		(void)rc_sayf(rc, "A name has 1 to %u characters, try again\n",
 			      NAME_CHARS);
 		rc_prompt(rc, again);
 		return -1;
 	}
 	memcpy(rc->name, name, len + 1);
+	/* names are compared as a reader sees them: by their canonical
+	 * decomposition (kept only when it differs from the name) */
+	free(rc->key);
+	rc->key = NULL;
+	if ((key_n != len || memcmp(key, name, len) != 0) &&
+	    (rc->key = strdup(key)) == NULL) {
+		(void)rc_say(rc, "The server is busy, try again later\n");
+		rc_prompt(rc, again);
+		return -1;
+	}
 	return 0;
 }
 
@@ -143,9 +158,23 @@ join_id(struct rconn *rc, const char *line, size_t n)
 	rc_prompt(rc, R_J_PASS);
 }
 
+/* Why no room can be created now, or NULL: checked before a name and a
+ * password are asked and hashed for nothing. */
+static const char *
+cannot_create(const struct bw_rooms *rs)
+{
+	if (rs->map.n >= rs->cfg.max_rooms)
+		return "There are too many groups, try again later\n";
+	if (rs->next_id == 0)
+		return "No group ids are left, try again later\n";
+	return NULL;
+}
+
 static void
 password(struct rconn *rc, const char *line, size_t n, int create)
 {
+	const char *why;
+
 	if (create && n == 0) {
 		(void)rc_say(rc, "A password cannot be empty, try again\n");
 		rc_prompt(rc, R_C_PASS);
@@ -168,6 +197,17 @@ password(struct rconn *rc, const char *line, size_t n, int create)
 		menu_wrong(rc, NO_PASS, R_J_PASS); /* cannot be any room's */
 		return;
 	}
+	if (create && (why = cannot_create(rc->rs)) != NULL) {
+		(void)rc_say(rc, why);
+		rc_prompt(rc, R_MENU);
+		return;
+	}
+	/* every create costs a hash: a connection has as many as it has
+	 * attempts (a wrong password costs one too) */
+	if (create && ++rc->creates > rc->rs->cfg.max_attempts) {
+		rc_bye(rc, "Too many attempts, goodbye.\n");
+		return;
+	}
 	pass_start(rc, create, line, n);
 }
 
@@ -175,7 +215,7 @@ password(struct rconn *rc, const char *line, size_t n, int create)
 static void
 join_now(struct rconn *rc, struct room *r)
 {
-	if (room_has_name(r, rc->name)) {
+	if (room_has_name(r, rc_key(rc))) {
 		(void)rc_sayf(rc,
 			      "The name %s is taken in this group, try "
 			      "another\n",
@@ -225,7 +265,7 @@ menu_hashed(struct rconn *rc, int create, int ok, const uint8_t salt[SALT_LEN],
 void
 menu_line(struct rconn *rc, const char *line, size_t n)
 {
-	const char *w;
+	const char *w, *why;
 	size_t k = n;
 	struct room *r;
 
@@ -235,7 +275,12 @@ menu_line(struct rconn *rc, const char *line, size_t n)
 		if (k == 1 && w[0] == '1') {
 			rc_prompt(rc, R_J_NAME);
 		} else if (k == 1 && w[0] == '2') {
-			rc_prompt(rc, R_C_NAME);
+			if ((why = cannot_create(rc->rs)) != NULL) {
+				(void)rc_say(rc, why);
+				rc_prompt(rc, R_MENU);
+			} else {
+				rc_prompt(rc, R_C_NAME);
+			}
 		} else if ((k == 1 && w[0] == '3') ||
 			   (k == 5 && memcmp(w, "/exit", 5) == 0) ||
 			   (k == 4 && memcmp(w, "Exit", 4) == 0)) {

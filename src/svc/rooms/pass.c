@@ -2,7 +2,8 @@
  * scrypt with a fresh salt when a room is created, compared in constant
  * time when someone joins. At most as many hashes run at once as there are
  * workers, so the vault's and the messenger's fsyncs still find a worker
- * free within one hash; the rest wait in order.
+ * free within one hash; the rest wait, queued per source address, the
+ * addresses taking turns.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -75,33 +76,98 @@ job_done(void *arg)
 	pump(rs);
 }
 
-/* The next password to hash, taken out of the queue: the first whose
- * address has none being hashed, else the first (a lone address uses
- * every worker; with others waiting, they go first). NULL if none. */
+/* Waiting passwords are queued per source address, and the addresses
+ * take turns (round robin): a flood from one address, or from two, waits
+ * behind itself, and anyone else's join is the next but one or two. */
+struct aq {
+	struct bw_addr *addr; /* the key (NULL: connections not tracked) */
+	struct rconn *head, *tail;
+	struct aq *next; /* the ring of addresses with passwords waiting */
+};
+
+static struct aq *
+aq_find(struct bw_rooms *rs, const struct bw_addr *a)
+{
+	return bw_hash_get(&rs->hash_addrs, &a, sizeof(a));
+}
+
+static int
+enqueue(struct bw_rooms *rs, struct rconn *rc)
+{
+	struct bw_addr *a = rc->c->addr;
+	struct aq *q = aq_find(rs, a);
+
+	if (q == NULL) {
+		if ((q = calloc(1, sizeof(*q))) == NULL)
+			return BW_ENOMEM;
+		q->addr = a;
+		if (bw_hash_put(&rs->hash_addrs, &q->addr, sizeof(q->addr),
+				q) != 0) {
+			free(q);
+			return BW_ENOMEM;
+		}
+		if (rs->ring_tail != NULL)
+			rs->ring_tail->next = q;
+		else
+			rs->ring_head = q;
+		rs->ring_tail = q;
+	}
+	rc->hash_next = NULL;
+	if (q->tail != NULL)
+		q->tail->hash_next = rc;
+	else
+		q->head = rc;
+	q->tail = rc;
+	rc->queued = 1;
+	return 0;
+}
+
+/* Takes q out of the ring (it has nothing waiting). */
+static void
+aq_drop(struct bw_rooms *rs, struct aq *q)
+{
+	struct aq **pp, *prev = NULL;
+
+	for (pp = &rs->ring_head; *pp != NULL; prev = *pp, pp = &(*pp)->next) {
+		if (*pp == q) {
+			*pp = q->next;
+			break;
+		}
+	}
+	if (rs->ring_tail == q)
+		rs->ring_tail = prev;
+	(void)bw_hash_del(&rs->hash_addrs, &q->addr, sizeof(q->addr));
+	free(q);
+}
+
+/* The next password to hash: the first of the address whose turn it is;
+ * that address goes to the end of the ring. NULL if none waits. */
 static struct rconn *
 next_ready(struct bw_rooms *rs)
 {
-	struct rconn *prev = NULL, *rc;
-	struct bw_addr *a;
+	struct aq *q = rs->ring_head;
+	struct rconn *rc;
 
-	for (rc = rs->hash_head; rc != NULL; prev = rc, rc = rc->hash_next) {
-		a = rc->c->addr;
-		if (a == NULL || a->held[rs->addr_slot] == 0)
-			break;
-	}
-	if (rc == NULL) {
-		prev = NULL;
-		rc = rs->hash_head;
-	}
-	if (rc != NULL) {
-		if (prev != NULL)
-			prev->hash_next = rc->hash_next;
+	if (q == NULL)
+		return NULL;
+	rc = q->head;
+	if ((q->head = rc->hash_next) == NULL)
+		q->tail = NULL;
+	rc->hash_next = NULL;
+	rc->queued = 0;
+	rs->ring_head = q->next;
+	if (rs->ring_head == NULL)
+		rs->ring_tail = NULL;
+	q->next = NULL;
+	if (q->head == NULL) {
+		(void)bw_hash_del(&rs->hash_addrs, &q->addr, sizeof(q->addr));
+		free(q);
+	} else {
+		if (rs->ring_tail != NULL)
+			rs->ring_tail->next = q;
 		else
-			rs->hash_head = rc->hash_next;
-		if (rs->hash_tail == rc)
-			rs->hash_tail = prev;
-		rc->hash_next = NULL;
-		rc->queued = 0;
+			rs->ring_head = q;
+		rs->ring_tail = q;
 	}
 	return rc;
 }
@@ -159,16 +225,16 @@ pass_start(struct rconn *rc, int create, const char *pw, size_t n)
 		memcpy(j->salt, r->salt, SALT_LEN);
 		memcpy(j->want, r->hash, HASH_LEN);
 	}
+	if (enqueue(rs, rc) != 0) {
+		job_free(j);
+		(void)rc_say(rc, "The server is busy, try again later\n");
+		rc_prompt(rc, R_MENU);
+		return;
+	}
 	rc->job = j;
 	rc->st = R_HASH;
 	rc_wait(rc);
 	bw_conn_pause(rc->c, 1);
-	rc->queued = 1;
-	if (rs->hash_tail != NULL)
-		rs->hash_tail->hash_next = rc;
-	else
-		rs->hash_head = rc;
-	rs->hash_tail = rc;
 	pump(rs);
 }
 
@@ -176,7 +242,8 @@ void
 pass_detach(struct rconn *rc)
 {
 	struct bw_rooms *rs = rc->rs;
-	struct rconn **pp;
+	struct rconn **pp, *prev = NULL;
+	struct aq *q;
 
 	if (rc->job == NULL)
 		return;
@@ -185,17 +252,33 @@ pass_detach(struct rconn *rc)
 		rc->job = NULL;
 		return;
 	}
-	for (pp = &rs->hash_head; *pp != NULL; pp = &(*pp)->hash_next) {
-		if (*pp == rc) {
-			*pp = rc->hash_next;
-			break;
+	if ((q = aq_find(rs, rc->c->addr)) != NULL) {
+		for (pp = &q->head; *pp != NULL;
+		     prev = *pp, pp = &(*pp)->hash_next) {
+			if (*pp == rc) {
+				*pp = rc->hash_next;
+				break;
+			}
 		}
+		if (q->tail == rc)
+			q->tail = prev;
+		if (q->head == NULL)
+			aq_drop(rs, q);
 	}
-	if (rs->hash_tail == rc) {
-		rs->hash_tail = NULL;
-		for (pp = &rs->hash_head; *pp != NULL; pp = &(*pp)->hash_next)
-			rs->hash_tail = *pp;
-	}
+	rc->queued = 0;
 	job_free(rc->job);
 	rc->job = NULL;
+}
+
+void
+pass_fini(struct bw_rooms *rs)
+{
+	struct aq *q, *next;
+
+	for (q = rs->ring_head; q != NULL; q = next) {
+		next = q->next;
+		free(q);
+	}
+	rs->ring_head = rs->ring_tail = NULL;
+	bw_hash_fini(&rs->hash_addrs);
 }

@@ -61,12 +61,12 @@ room_free(struct bw_rooms *rs, struct room *r)
 }
 
 int
-room_has_name(const struct room *r, const char *name)
+room_has_name(const struct room *r, const char *key)
 {
 	const struct rconn *m;
 
 	for (m = r->members; m != NULL; m = m->next) {
-		if (strcmp(m->name, name) == 0)
+		if (strcmp(rc_key(m), key) == 0)
 			return 1;
 	}
 	return 0;
@@ -82,14 +82,11 @@ room_tell(struct room *r, const struct rconn *skip, const char *text, size_t n)
 		if (m == skip || m->st != R_ROOM)
 			continue;
 		rc = bw_conn_send(m->c, text, n);
-		if (rc == 0) {
+		if (rc == 0)
 			m->rs->deliveries++;
-		} else if (rc == BW_ETOOBIG && !m->overflow) {
-			/* closed after this callback; its on_close tells
-			 * the room */
-			m->overflow = 1;
-			m->rs->cut_off++;
-		}
+		else if (rc == BW_ETOOBIG)
+			m->overflow = 1; /* closed after this callback; its
+					  * on_close tells the room */
 	}
 }
 
@@ -252,12 +249,23 @@ room_line(struct rconn *rc, const char *line, size_t n)
 	room_tell(r, rc, rs->out, name_n + 3 + text_n);
 }
 
+/* At the end (the loop is gone): a room and the ghosts still in it. */
 static int
 free_one(void *arg, void *val)
 {
 	struct room *r = val;
+	struct rconn *m, *next;
 
 	(void)arg;
+	for (m = r->members; m != NULL; m = next) {
+		next = m->next;
+		if (m->c == NULL) {
+			bw_buf_fini_wipe(&m->ghost_in);
+			free(m->key);
+			bw_wipe(m, sizeof(*m));
+			free(m);
+		}
+	}
 	bw_wipe(r, sizeof(*r));
 	free(r);
 	return 0;

@@ -52,13 +52,13 @@ bw_rooms_cfg_defaults(struct bw_rooms_cfg *cfg)
 int
 rc_send(struct rconn *rc, const void *p, size_t n)
 {
-	return bw_conn_send(rc->c, p, n);
+	return rc->c != NULL ? bw_conn_send(rc->c, p, n) : BW_ECLOSED;
 }
 
 int
 rc_say(struct rconn *rc, const char *text)
 {
-	return bw_conn_send(rc->c, text, strlen(text));
+	return rc_send(rc, text, strlen(text));
 }
 
 int
@@ -73,23 +73,31 @@ rc_sayf(struct rconn *rc, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0)
 		return BW_EPROTO;
-	return bw_conn_send(rc->c, buf,
-			    (size_t)n < sizeof(buf) ? (size_t)n
-						    : sizeof(buf) - 1);
+	return rc_send(rc, buf,
+		       (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
 }
 
 /* Each step of the menu has its deadline; saying something invalid is
  * asked again within the same one (a peer cannot stay at the menu by
- * answering nonsense once a minute), and the whole menu ends after
- * MENU_STEPS steps' time whatever happens. */
+ * answering nonsense), and the whole menu ends after MENU_STEPS steps'
+ * time whatever happens. Time the server keeps the peer waiting (a hash,
+ * a delay) moves both deadlines on, up to another MENU_STEPS steps' time
+ * in all. A deadline that has passed ends the connection here, whatever
+ * the engine's tick has seen yet: answering faster than the tick cannot
+ * keep a connection at the menu. */
 void
 rc_prompt(struct rconn *rc, enum rstate st)
 {
 	uint64_t now = bw_now_ms(), step = rc->rs->cfg.limits.request_ms;
+	uint64_t waited, credit = (uint64_t)MENU_STEPS * step;
 
 	if (rc->waiting_since_ms != 0) {
-		rc->step_end_ms += now - rc->waiting_since_ms;
-		rc->menu_end_ms += now - rc->waiting_since_ms;
+		waited = now - rc->waiting_since_ms;
+		if (waited > credit - rc->waited_ms)
+			waited = credit - rc->waited_ms;
+		rc->waited_ms += waited;
+		rc->step_end_ms += waited;
+		rc->menu_end_ms += waited;
 		rc->waiting_since_ms = 0;
 	}
 	if (st != rc->step) {
@@ -98,11 +106,14 @@ rc_prompt(struct rconn *rc, enum rstate st)
 		if (rc->step_end_ms > rc->menu_end_ms)
 			rc->step_end_ms = rc->menu_end_ms;
 	}
+	if (now >= rc->step_end_ms) {
+		bw_info("c%llu rooms: the menu's time is up", ULL(rc->c->id));
+		rc_bye(rc, "Time is up, goodbye.\n");
+		return;
+	}
 	rc->st = st;
 	(void)rc_say(rc, prompts[st]);
-	bw_conn_request_deadline(
-		rc->c,
-		rc->step_end_ms > now ? (unsigned)(rc->step_end_ms - now) : 1u);
+	bw_conn_request_deadline(rc->c, (unsigned)(rc->step_end_ms - now));
 }
 
 void
@@ -121,6 +132,8 @@ rc_bye(struct rconn *rc, const char *text)
 	if (text != NULL)
 		(void)rc_say(rc, text);
 	rc->st = R_GONE;
+	if (rc->c == NULL)
+		return; /* a ghost: take_lines frees it */
 	bw_conn_request_deadline(rc->c, 0);
 	bw_conn_finish(rc->c);
 }
@@ -135,6 +148,13 @@ reading(const struct rconn *rc)
 	       !rc->throttled;
 }
 
+/* Where rc's lines wait: its connection's input, or a ghost's copy. */
+static struct bw_buf *
+input(struct rconn *rc)
+{
+	return rc->c != NULL ? &rc->c->in : &rc->ghost_in;
+}
+
 static void on_rate(void *arg);
 
 /* A member's line costs a token; without one, reads pause until the
@@ -146,7 +166,7 @@ take_token(struct rconn *rc)
 	uint64_t now = bw_now_ms(), cap = (uint64_t)cfg->burst * RATE_SCALE_MS;
 	uint64_t wait;
 
-	if (cfg->rate == 0 || rc->unlimited)
+	if (cfg->rate == 0)
 		return 1;
 	rc->tokens += (now - rc->tokens_ms) * cfg->rate;
 	if (rc->tokens > cap)
@@ -157,32 +177,35 @@ take_token(struct rconn *rc)
 		return 1;
 	}
 	wait = (RATE_SCALE_MS - rc->tokens + cfg->rate - 1) / cfg->rate;
-	if (bw_loop_timer_start(rc->c->eng->loop, &rc->rate_t, (unsigned)wait,
+	if (bw_loop_timer_start(rc->rs->eng->loop, &rc->rate_t, (unsigned)wait,
 				on_rate, rc) != 0)
 		return 1; /* no timer: let it through rather than stall */
 	rc->throttled = 1;
-	bw_conn_pause(rc->c, 1);
+	if (rc->c != NULL)
+		bw_conn_pause(rc->c, 1);
 	return 0;
 }
 
 static void on_pause(void *arg);
 
 /* Takes every complete line rc has sent (flush: a partial one too), as
- * long as its state reads lines; closing: c is going away (its last lines
- * are still taken). */
+ * long as its state reads lines. A ghost (a member gone with lines held
+ * back) says them at its rate, then leaves. */
 static void
-take_lines_(struct rconn *rc, int flush, int closing)
+take_lines(struct rconn *rc, int flush)
 {
 	struct bw_rooms *rs = rc->rs;
 	struct bw_conn *c = rc->c;
+	struct bw_buf *in = input(rc);
+	struct bw_loop *loop = rs->eng->loop;
 	const uint8_t *line;
 	size_t n;
 	long took;
 
 	while (reading(rc) &&
-	       (closing || !(c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)))) {
-		took = bw_line_next(bw_buf_head(&c->in), c->in.len,
-				    rs->cfg.line_max, flush, &line, &n);
+	       (c == NULL || !(c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)))) {
+		took = bw_line_next(bw_buf_head(in), in->len, rs->cfg.line_max,
+				    flush || c == NULL, &line, &n);
 		if (took == 0)
 			break;
 		if (took < 0) {
@@ -192,30 +215,37 @@ take_lines_(struct rconn *rc, int flush, int closing)
 			rc_bye(rc, NULL);
 			return;
 		}
-		if (rc->st == R_ROOM && !take_token(rc))
+		if ((rc->st == R_ROOM || rc->st == R_GHOST) && !take_token(rc))
 			break;
-		/* the line leaves the buffer before anything is said */
+		/* the line leaves the buffer before anything is said; what
+		 * it held is wiped there (a password at the menu) */
 		memcpy(rs->line, line, n);
 		rs->line[n] = '\0';
-		bw_buf_consume(&c->in, (size_t)took);
-		if (rc->st == R_ROOM)
+		bw_buf_consume_wipe(in, (size_t)took);
+		if (rc->st == R_ROOM || rc->st == R_GHOST)
 			room_line(rc, rs->line, n);
 		else
 			menu_line(rc, rs->line, n);
+		bw_wipe(rs->line, n);
+		if (rc->st == R_GONE && c == NULL) {
+			ghost_free(rc); /* its Exit, or its room is gone */
+			return;
+		}
+	}
+	if (c == NULL) {
+		if (in->len == 0 || rc->room == NULL) {
+			room_leave(rc, " has removed from the group\n");
+			ghost_free(rc);
+		}
+		return; /* else its rate timer brings it back */
 	}
 	/* a partial line ends after a pause measured from its last byte;
 	 * while reads are paused no pause can end it */
-	if (c->in.len == 0 || flush || closing || !reading(rc))
-		bw_loop_timer_stop(c->eng->loop, &rc->pause_t);
-	else if (bw_loop_timer_start(c->eng->loop, &rc->pause_t,
-				     rs->cfg.pause_ms, on_pause, rc) != 0)
+	if (in->len == 0 || flush || !reading(rc))
+		bw_loop_timer_stop(loop, &rc->pause_t);
+	else if (bw_loop_timer_start(loop, &rc->pause_t, rs->cfg.pause_ms,
+				     on_pause, rc) != 0)
 		bw_conn_close_later(c, "out of memory for a timer");
-}
-
-static void
-take_lines(struct rconn *rc, int flush)
-{
-	take_lines_(rc, flush, 0);
 }
 
 static void
@@ -230,6 +260,10 @@ on_rate(void *arg)
 	struct rconn *rc = arg;
 
 	rc->throttled = 0;
+	if (rc->c == NULL) {
+		take_lines(rc, 1);
+		return;
+	}
 	rc_resume(rc);
 }
 
@@ -242,6 +276,39 @@ rc_resume(struct rconn *rc)
 		return;
 	bw_conn_pause(c, 0);
 	take_lines(rc, (c->flags & BW_CONN_EOF) != 0);
+}
+
+/* The member's connection is going with lines it sent still held back by
+ * the rate limit: it stays in the room as a ghost that says them at its
+ * rate (a script's last lines are not lost, and a member that resets with
+ * 64 KiB held cannot make the room relay them all at once), then leaves. */
+static int
+ghost_start(struct rconn *rc)
+{
+	struct bw_conn *c = rc->c;
+
+	bw_buf_init(&rc->ghost_in, c->in.len);
+	if (bw_buf_append(&rc->ghost_in, bw_buf_head(&c->in), c->in.len) != 0)
+		return BW_ENOMEM;
+	rc->c = NULL;
+	rc->st = R_GHOST;
+	rc->rs->ghosts++;
+	c->state = NULL;
+	take_lines(rc, 1);
+	return 0;
+}
+
+void
+ghost_free(struct rconn *rc)
+{
+	struct bw_loop *loop = rc->rs->eng->loop;
+
+	bw_loop_timer_stop(loop, &rc->rate_t);
+	bw_loop_timer_stop(loop, &rc->pause_t);
+	bw_buf_fini_wipe(&rc->ghost_in);
+	rc->rs->ghosts--;
+	free(rc->key);
+	free(rc);
 }
 
 /* --- the service -------------------------------------------------------- */
@@ -257,6 +324,7 @@ rooms_open(struct bw_conn *c)
 	rc->rs = rs;
 	rc->c = c;
 	c->state = rc;
+	bw_buf_secure(&c->in); /* passwords are typed into it */
 	/* a whole line and its CR LF; more waits in the socket */
 	c->want = rs->cfg.line_max + 2u;
 	rs->at_menu++;
@@ -273,16 +341,15 @@ rooms_input(struct bw_conn *c)
 {
 	struct rconn *rc = RC(c);
 
-	if ((c->flags & BW_CONN_EOF) && rc->room != NULL && !rc->overflow) {
-		/* the member has closed: what it sent before is said now,
-		 * whatever the rate (a script's last lines), before the
-		 * engine winds the connection down */
-		bw_loop_timer_stop(c->eng->loop, &rc->rate_t);
-		rc->throttled = 0;
-		rc->unlimited = 1;
-		bw_conn_pause(c, 0);
-	}
+	if (rc == NULL)
+		return 0; /* its member is a ghost now */
 	take_lines(rc, (c->flags & BW_CONN_EOF) != 0);
+	/* the member has closed its side with lines still held back: they
+	 * are said at its rate by a ghost; the connection winds down now */
+	if ((c->flags & BW_CONN_EOF) && !bw_conn_dead(c) && rc->st == R_ROOM &&
+	    rc->room != NULL && c->in.len > 0 && !rc->overflow &&
+	    !bw_conn_overflowed(c) && ghost_start(rc) == 0)
+		bw_conn_finish(c);
 	return 0;
 }
 
@@ -295,22 +362,24 @@ rooms_close(struct bw_conn *c)
 	if (rc == NULL)
 		return;
 	bw_loop_timer_stop(loop, &rc->pause_t);
-	bw_loop_timer_stop(loop, &rc->rate_t);
 	bw_loop_timer_stop(loop, &rc->delay_t);
 	pass_detach(rc);
-	if (rc->room != NULL && c->in.len > 0 && !rc->overflow) {
-		/* what a member sent before it closed or reset is still
-		 * said (a script's last lines), whatever the rate */
-		rc->throttled = 0;
-		rc->unlimited = 1;
-		take_lines_(rc, 1, 1);
+	if (rc->overflow || bw_conn_overflowed(c)) {
+		rc->overflow = 1;
+		rc->rs->cut_off++;
 	}
+	if (rc->room != NULL && rc->st == R_ROOM && c->in.len > 0 &&
+	    !rc->overflow && ghost_start(rc) == 0)
+		return; /* the ghost leaves once its lines are said */
+	bw_loop_timer_stop(loop, &rc->rate_t);
 	if (rc->room != NULL) {
 		room_leave(rc, rc->overflow ? " was disconnected: not reading\n"
 					    : " has removed from the group\n");
 	}
 	if (rc->at_menu)
 		rc->rs->at_menu--;
+	free(rc->key);
+	bw_wipe(rc, sizeof(*rc));
 	free(rc);
 	c->state = NULL;
 }
@@ -372,7 +441,8 @@ rooms_init(const struct bw_host *h, const void *cfg, void **out)
 	    (rs->out = malloc(rs->out_cap = NAME_CAP + 4 +
 					    BW_TEXT_CAP(rs->cfg.line_max))) ==
 		    NULL ||
-	    (rc = bw_hash_init(&rs->map)) != 0) {
+	    (rc = bw_hash_init(&rs->map)) != 0 ||
+	    (rc = bw_hash_init(&rs->hash_addrs)) != 0) {
 		rooms_fini(rs);
 		return BW_ENOMEM;
 	}
@@ -388,6 +458,7 @@ rooms_fini(void *inst)
 	if (rs == NULL)
 		return;
 	rooms_free_all(rs);
+	pass_fini(rs);
 	free(rs->line);
 	free(rs->out);
 	free(rs);

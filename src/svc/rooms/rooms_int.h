@@ -28,6 +28,7 @@
 #define MENU_STEPS    10u   /* the whole menu: this many steps' time */
 
 struct rconn;
+struct aq;
 
 struct room {
 	uint32_t id;
@@ -48,14 +49,17 @@ struct bw_rooms {
 	char *line; /* the line being handled (line_max + 1) */
 	char *out;  /* a line being relayed ("name: text\n") */
 	size_t out_cap;
-	/* passwords waiting for a worker, and those on one */
-	struct rconn *hash_head, *hash_tail;
+	/* passwords waiting for a worker, per source address (pass.c), the
+	 * addresses taking turns in a ring; and those on a worker */
+	struct bw_hash hash_addrs;
+	struct aq *ring_head, *ring_tail;
 	unsigned hashing, hash_max;
 	int addr_slot; /* its slot of bw_addr.held: passwords in progress */
 	/* figures */
 	uint64_t members_n, at_menu, created, joined, refused, cut_off;
 	uint64_t lines_relayed, deliveries;
 	uint64_t too_long; /* connections closed for a line over line_max */
+	uint64_t ghosts;   /* members gone, still saying held lines */
 };
 
 enum rstate {
@@ -69,6 +73,7 @@ enum rstate {
 	R_HASH,	    /* a password waits for or is on a worker */
 	R_DELAY,    /* a wrong answer waits out the address's delay */
 	R_ROOM,	    /* a member */
+	R_GHOST,    /* a member gone: its held lines are said at its rate */
 	R_GONE,	    /* saying goodbye; nothing more is read */
 };
 
@@ -76,9 +81,11 @@ struct hashjob;
 
 struct rconn {
 	struct bw_rooms *rs;
-	struct bw_conn *c;
+	struct bw_conn *c;	/* NULL for a ghost */
+	struct bw_buf ghost_in; /* a ghost's lines still to say */
 	enum rstate st;
 	char name[NAME_CAP];
+	char *key; /* its canonical decomposition if not the name; heap */
 	uint32_t room_id; /* the room joined, or being joined */
 	struct room *room;
 	struct rconn *prev, *next; /* the room's members */
@@ -89,8 +96,10 @@ struct rconn {
 	 * connection waiting (a worker, a delay: that time does not count) */
 	enum rstate step;
 	uint64_t step_end_ms, menu_end_ms, waiting_since_ms;
-	int overflow; /* cut off: it did not read */
-	int at_menu;  /* counted in bw_rooms.at_menu */
+	uint64_t waited_ms; /* server-side waits credited so far */
+	unsigned creates;   /* rooms this connection has asked to create */
+	int overflow;	    /* cut off: it did not read */
+	int at_menu;	    /* counted in bw_rooms.at_menu */
 	/* a password on its way (R_HASH): queued or on a worker */
 	struct hashjob *job;
 	struct rconn *hash_next;
@@ -98,7 +107,6 @@ struct rconn {
 	/* rate: tokens (RATE_SCALE_MS per line) as of tokens_ms */
 	uint64_t tokens, tokens_ms;
 	int throttled;
-	int unlimited; /* closing: its last lines are not rate limited */
 	struct bw_timer pause_t, rate_t, delay_t;
 	char delay_text[128]; /* what R_DELAY says when it ends */
 	enum rstate delay_next;
@@ -121,6 +129,8 @@ void rc_wait(struct rconn *rc);
 void rc_bye(struct rconn *rc, const char *text);
 /* Input may go on (after a worker or a delay). */
 void rc_resume(struct rconn *rc);
+/* Frees a ghost (out of its room already). */
+void ghost_free(struct rconn *rc);
 
 /* menu.c: one complete line in a menu step */
 void menu_line(struct rconn *rc, const char *line, size_t n);
@@ -134,8 +144,14 @@ struct room *room_find(struct bw_rooms *rs, uint32_t id);
  * out (why says which). */
 struct room *room_new(struct bw_rooms *rs, const uint8_t salt[SALT_LEN],
 		      const uint8_t hash[HASH_LEN], const char **why);
-/* 1 if name is taken in room. */
-int room_has_name(const struct room *r, const char *name);
+/* What names are compared by (proto/text.h, bw_text_name_key). */
+static inline const char *
+rc_key(const struct rconn *rc)
+{
+	return rc->key != NULL ? rc->key : rc->name;
+}
+/* 1 if a name with this key is taken in room. */
+int room_has_name(const struct room *r, const char *key);
 /* rc enters the room: the greeting for it, the notice to the others. */
 void room_enter(struct rconn *rc, struct room *r, int created);
 /* rc leaves (why: the notice to the others after its name, NULL: none);
@@ -154,6 +170,8 @@ void rooms_free_all(struct bw_rooms *rs);
 void pass_start(struct rconn *rc, int create, const char *pw, size_t n);
 /* The connection goes away: its job, if any, finishes without it. */
 void pass_detach(struct rconn *rc);
+/* The queues' memory, at the end. */
+void pass_fini(struct bw_rooms *rs);
 /* The result: ok (join: the password is right; create: the hash is in
  * salt/hash), or err (the job failed). */
 void menu_hashed(struct rconn *rc, int create, int ok,

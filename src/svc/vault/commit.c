@@ -25,6 +25,7 @@
 struct vlock {
 	char key[BW_PATH_CAP];
 	struct vwait *head, **tail; /* waiting for the path */
+	unsigned waiting_n;
 };
 
 struct unlink_job {
@@ -32,7 +33,11 @@ struct unlink_job {
 	char name[TMP_NAME_CAP];
 };
 
-/* --- locks -------------------------------------------------------------- */
+/* --- locks --------------------------------------------------------------
+ * A released lock passes to its next waiter through a queue run by the
+ * outermost release, never inside the releasing call: a waiter that ends
+ * at once (its connection gone) releases again, and a chain of thousands
+ * must not recurse that deep. */
 
 int
 vault_lock(struct bw_vault *v, const char *path, struct vwait *w)
@@ -42,8 +47,11 @@ vault_lock(struct bw_vault *v, const char *path, struct vwait *w)
 
 	w->next = NULL;
 	if (l != NULL) {
+		if (l->waiting_n >= VAULT_LOCK_WAITERS)
+			return BW_EBUSY;
 		*l->tail = w;
 		l->tail = &w->next;
+		l->waiting_n++;
 		return 0;
 	}
 	if ((l = calloc(1, sizeof(*l))) == NULL)
@@ -72,7 +80,21 @@ vault_unlock(struct bw_vault *v, const char *path)
 	}
 	if ((l->head = w->next) == NULL)
 		l->tail = &l->head;
-	w->run(w); /* the lock passes to w */
+	l->waiting_n--;
+	/* the lock passes to w: run it once the outermost unlock returns */
+	w->next = NULL;
+	*v->handoff_tail = w;
+	v->handoff_tail = &w->next;
+	if (v->handing_off)
+		return;
+	v->handing_off = 1;
+	while ((w = v->handoff) != NULL) {
+		if ((v->handoff = w->next) == NULL)
+			v->handoff_tail = &v->handoff;
+		w->next = NULL;
+		w->run(w);
+	}
+	v->handing_off = 0;
 }
 
 /* --- small file steps --------------------------------------------------- */
@@ -196,8 +218,10 @@ commit_reply(struct upload *u, int rc)
 	}
 	vault_upload_done(u);
 	if (rc == 0 && cl != NULL &&
-	    (f = bw_registry_file_at(v->reg, cl, u->rel_path)) != NULL)
+	    (f = bw_registry_file_at(v->reg, cl, u->rel_path)) != NULL) {
 		f->acked_s = (uint64_t)bw_time_s();
+		f->uploader = bw_conn_dead(c) ? 0 : c->id;
+	}
 	if (!bw_conn_dead(c)) {
 		vc = VC(c);
 		vc->st = V_IDLE;

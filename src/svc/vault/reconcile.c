@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -165,6 +166,79 @@ stored_size(struct bw_vault *v, const char *path)
 	return S_ISREG(st.st_mode) ? (int64_t)st.st_size : -1;
 }
 
+/* A row's path in another form than ours ("/data/files/<hex>/x",
+ * "./files/<hex>/x", "files\\<hex>\\x", upper-case hex: a database made
+ * by another implementation, or moved) as ours, "files/<hex>/<name>" with
+ * the owner's id in lower-case hex, into out: 0, or -1 if it is not one of
+ * the owner's stored files in any form. */
+static int
+canonical_path(const uint8_t id[BW_ID_LEN], const char *path,
+	       char out[BW_PATH_CAP])
+{
+	char p[BW_PATH_CAP], hex[2 * BW_ID_LEN + 1], *q, *at, *name;
+	size_t i, n = strlen(path);
+
+	if (n >= sizeof(p))
+		return -1;
+	for (i = 0; i <= n; i++)
+		p[i] = path[i] == '\\' ? '/' : path[i];
+	q = p;
+	if (q[0] == '/') {
+		/* the last ".../files/<hex>/<name>" of an absolute path */
+		for (at = NULL, name = q; (name = strstr(name, "/files/"));
+		     name++)
+			at = name;
+		if (at == NULL)
+			return -1;
+		q = at + 1;
+	}
+	while (q[0] == '.' && q[1] == '/')
+		q += 2;
+	if (strncmp(q, "files/", 6) != 0 || strlen(q + 6) < 2 * BW_ID_LEN + 2 ||
+	    q[6 + 2 * BW_ID_LEN] != '/')
+		return -1;
+	name = q + 6 + 2 * BW_ID_LEN + 1;
+	bw_hex_encode(id, BW_ID_LEN, hex);
+	if (strncasecmp(q + 6, hex, 2 * BW_ID_LEN) != 0 || name[0] == '\0' ||
+	    strchr(name, '/') != NULL || strcmp(name, ".") == 0 ||
+	    strcmp(name, "..") == 0)
+		return -1;
+	return snprintf(out, BW_PATH_CAP, "files/%s/%s", hex, name) <
+			       BW_PATH_CAP
+		       ? 0
+		       : -1;
+}
+
+/* The row of r names its file in another form: it is rewritten in ours,
+ * so that the file is known as the row's (and never removed as a file no
+ * row names). 1 rewritten (r->path is ours now), 0 nothing to do. */
+static int
+adopt_path(struct bw_vault *v, struct bw_client *cl, struct row *r)
+{
+	char canon[BW_PATH_CAP], old[BW_ESC_CAP], shown[BW_ESC_CAP];
+	struct bw_file *f;
+	struct bw_file_rec rec;
+	int64_t size;
+	int rc;
+
+	if (canonical_path(r->id, r->path, canon) != 0 ||
+	    strcmp(canon, r->path) == 0 || (size = stored_size(v, canon)) < 0 ||
+	    (f = bw_registry_file(v->reg, cl, r->name)) == NULL)
+		return 0;
+	bw_registry_file_rec(f, &rec);
+	snprintf(rec.path_name, sizeof(rec.path_name), "%s", canon);
+	rc = bw_registry_set_file(v->reg, cl, r->path, &rec, (uint64_t)size,
+				  f->pending_size);
+	bw_warn("reconcile: the row of %s named its file %s%s",
+		bw_escape_display(canon, shown, sizeof(shown)),
+		bw_escape_display(r->path, old, sizeof(old)),
+		rc == 0 ? "; now in this form" : " (not rewritten)");
+	if (rc != 0)
+		return 0;
+	snprintf(r->path, sizeof(r->path), "%s", canon);
+	return 1;
+}
+
 static void
 unlink_pending(struct bw_vault *v, const char *pending_path)
 {
@@ -174,7 +248,7 @@ unlink_pending(struct bw_vault *v, const char *pending_path)
 }
 
 static int
-reconcile_row(struct bw_vault *v, const struct row *r)
+reconcile_row(struct bw_vault *v, struct row *r)
 {
 	struct bw_registry *reg = v->reg;
 	struct bw_client *cl = bw_registry_by_id(reg, r->id);
@@ -183,6 +257,8 @@ reconcile_row(struct bw_vault *v, const struct row *r)
 	int64_t main_size = stored_size(v, r->path), pend_size = -1;
 	int rc = 0;
 
+	if (cl != NULL && main_size == -2 && adopt_path(v, cl, r))
+		main_size = stored_size(v, r->path);
 	if (cl == NULL || main_size == -2)
 		return 0; /* not ours to judge */
 	bw_escape_display(r->path, shown, sizeof(shown));
@@ -249,7 +325,7 @@ scan_files_entry(void *arg, const struct dirent *e)
 {
 	struct dirscan *ds = arg;
 	uint8_t id[BW_ID_LEN];
-	char shown[BW_ESC_CAP];
+	char shown[BW_ESC_CAP], hex[2 * BW_ID_LEN + 1];
 	int rc;
 
 	if (strcmp(e->d_name, ".incoming") == 0 ||
@@ -260,6 +336,15 @@ scan_files_entry(void *arg, const struct dirent *e)
 	    bw_hex_decode(e->d_name, 2 * BW_ID_LEN, id, BW_ID_LEN) != 0 ||
 	    (ds->cl = bw_registry_by_id(ds->v->reg, id)) == NULL) {
 		bw_warn("reconcile: files/%s belongs to no client; left alone",
+			shown);
+		return 0;
+	}
+	bw_hex_encode(id, BW_ID_LEN, hex);
+	if (strcmp(hex, e->d_name) != 0) {
+		/* not our spelling (upper-case hex): rows may name its files
+		 * in it; nothing there is ours to remove */
+		bw_warn("reconcile: files/%s is not in lower-case hex; left "
+			"alone",
 			shown);
 		return 0;
 	}
@@ -422,12 +507,12 @@ vault_open(const struct bw_host *h, const void *cfg, void **out)
 	v->reg = h->reg;
 	v->durable = h->durable;
 	v->data_dir = h->data_dir;
-	if ((rc = bw_addrtab_slot(&h->eng->addrs)) < 0) {
+	if ((rc = bw_slots_init(&v->slots, h->eng)) != 0) {
 		free(v);
 		return rc;
 	}
-	v->addr_slot = rc;
 	v->data_fd = v->files_fd = v->incoming_fd = v->pending_fd = -1;
+	v->handoff_tail = &v->handoff;
 	if ((rc = bw_hash_init(&v->locks)) != 0 ||
 	    (rc = vault_dirs_open(v)) != 0) {
 		vault_close(v);

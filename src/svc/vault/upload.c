@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,12 +38,12 @@ vault_upload_done(struct upload *u)
 {
 	struct bw_vault *v = u->v;
 
-	if (u->addr == NULL)
+	bw_slots_release(&v->slots, &u->slot);
+	if (!u->counted)
 		return; /* already uncounted */
+	u->counted = 0;
 	v->uploads_active--;
 	v->upload_bytes_active -= u->plain_len;
-	u->addr->held[v->addr_slot]--;
-	u->addr = NULL;
 }
 
 void
@@ -109,10 +110,24 @@ open_tmp(struct upload *u)
 	return u->fd >= 0 ? 0 : -errno;
 }
 
+/* A newcomer needs the slot of this upload, whose body trickles: it ends
+ * with 2107 and a close. */
+static void
+evict_upload(struct bw_slot *s)
+{
+	struct upload *u =
+		(struct upload *)((char *)s - offsetof(struct upload, slot));
+	struct bw_conn *c = u->conn;
+
+	vault_upload_abort(c, "too slow while others wait for a slot");
+	(void)bw_frame_fail(c, "upload too slow for a busy server");
+}
+
 int
 vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 		   const uint8_t *key, const uint8_t *prefix,
-		   uint32_t content_size, const char *file_name)
+		   uint32_t content_size, const char *file_name,
+		   const char **why)
 {
 	struct vault_conn *vc = VC(c);
 	char hex[2 * BW_ID_LEN + 1], shown[BW_ESC_CAP], file[BW_ESC_CAP];
@@ -126,6 +141,11 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 	u->conn = c;
 	if ((rc = bw_file_name_sanitize(file_name, u->stored)) != 0)
 		goto fail;
+	if ((rc = bw_slots_take(&v->slots, &u->slot, c, content_size,
+				evict_upload, why)) != 0) {
+		free(u);
+		return rc;
+	}
 	memcpy(u->client_id, cl->id, BW_ID_LEN);
 	memcpy(u->key, key, BW_AES_KEY_LEN);
 	memcpy(u->name_field, prefix + 4, BW_NAME_FIELD);
@@ -167,8 +187,7 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 		goto fail;
 	}
 	vc->up = u;
-	u->addr = c->addr;
-	u->addr->held[v->addr_slot]++;
+	u->counted = 1;
 	v->uploads_active++;
 	u->start_ms = bw_now_ms();
 	bw_info("c%llu 1028 '%s' '%s' upload of %u bytes started", ULL(c->id),
@@ -342,6 +361,15 @@ vault_body_step(struct bw_conn *c)
 	return 0;
 }
 
+void
+vault_swallow_end(struct bw_vault *v, struct vault_conn *vc)
+{
+	if (!vc->swallow_slot.taken)
+		return;
+	v->swallowing--;
+	bw_slots_release(&v->slots, &vc->swallow_slot);
+}
+
 int
 vault_swallow_step(struct bw_conn *c, struct bw_vault *v)
 {
@@ -352,15 +380,13 @@ vault_swallow_step(struct bw_conn *c, struct bw_vault *v)
 
 	bw_buf_consume(&c->in, k);
 	vc->swallow_left -= k;
+	bw_slot_progress(&vc->swallow_slot, vc->swallow_left);
 	if (vc->swallow_left > 0)
 		return 0;
 	if (!bw_frame_body_end(c))
 		return 0; /* wait to see whether padding follows */
 	vc->st = V_IDLE;
-	vc->swallow_counted = 0;
-	v->swallowing--;
-	if (c->addr != NULL)
-		c->addr->held[v->addr_slot]--;
+	vault_swallow_end(v, vc);
 	rc = bw_frame_error(c, "file refused");
 	bw_frame_done(c);
 	return rc;

@@ -96,6 +96,7 @@ send_new_key(struct bw_conn *c, struct bw_frame_req *r, struct bw_client *cl,
 	memcpy(vc->key_id, cl->id, BW_ID_LEN);
 	memcpy(vc->key, aes, sizeof(aes));
 	vc->key_issued = now;
+	vc->key_issued_ms = cl->key_issued_ms = bw_now_ms();
 	bw_wipe(aes, sizeof(aes));
 	memcpy(out, cl->id, BW_ID_LEN);
 	bw_info("c%llu %u '%s' -> %u: new AES key sent", ULL(c->id),
@@ -106,15 +107,31 @@ send_new_key(struct bw_conn *c, struct bw_frame_req *r, struct bw_client *cl,
 
 /* The key a 1028 from cl on c decrypts with: the one this connection was
  * given, else the client's; NULL (with *why) if there is none usable. */
+/* Whether a key issued at wall-clock second issued (and, if it was
+ * issued in this run, at monotonic ms issued_ms) is still within its
+ * lifetime: its age is measured on the monotonic clock when it can be, so
+ * a clock stepped back cannot lengthen it, and a key issued "in the
+ * future" (by the wall clock, after a step back) is refused. */
+static int
+key_alive(const struct bw_vault *v, int64_t issued, uint64_t issued_ms)
+{
+	int64_t now = bw_time_s(), life = v->cfg.key_lifetime_s;
+
+	if (life == 0)
+		return 1;
+	if (issued_ms != 0)
+		return bw_now_ms() - issued_ms <= (uint64_t)life * 1000u;
+	return issued <= now && now - issued <= life;
+}
+
 static const uint8_t *
 upload_key(struct bw_frame_req *r, const struct bw_client *cl, const char **why)
 {
 	struct vault_conn *vc = r->state;
 	const struct bw_vault *v = r->ctx;
-	int64_t now = bw_time_s(), life = v->cfg.key_lifetime_s;
 
 	if (vc->has_key && memcmp(vc->key_id, cl->id, BW_ID_LEN) == 0) {
-		if (life == 0 || now - vc->key_issued <= life)
+		if (key_alive(v, vc->key_issued, vc->key_issued_ms))
 			return vc->key;
 		*why = "the connection's AES key has expired";
 		return NULL;
@@ -123,8 +140,9 @@ upload_key(struct bw_frame_req *r, const struct bw_client *cl, const char **why)
 		*why = "no AES key (send 1026 or 1027 first)";
 		return NULL;
 	}
-	if (life != 0 && now - cl->key_issued > life) {
-		*why = "the AES key has expired (send 1027)";
+	if (!key_alive(v, cl->key_issued, cl->key_issued_ms)) {
+		*why = "the AES key has expired or was issued in the future "
+		       "(send 1027)";
 		return NULL;
 	}
 	return cl->aes_key;
@@ -163,10 +181,11 @@ on_register(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	return bw_frame_reply(c, BW_VAULT_RESP_REGISTERED, cl->id, BW_ID_LEN);
 }
 
-/* A 1026 replaces the public key only while it has not been used: a
- * client whose 2102 was lost may send a fresh key pair again, but once an
- * upload decrypted with the key, or a 1027 was answered, the key is the
- * client's and a stranger who knows the id and name cannot take it. */
+/* A 1026 replaces the public key only while no key was ever delivered
+ * for it: a client whose 1026 got 2107 may send a fresh key pair again,
+ * but once a 2102 (or a 2105) carried an AES key wrapped for the key on
+ * record, the key is the client's and a stranger who knows the id and name
+ * (both travel in clear) cannot take it. The same key is always taken. */
 static int
 on_pubkey(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 {
@@ -189,8 +208,10 @@ on_pubkey(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 					 "not replaced");
 	if (bw_rsa_from_spki(&rsa, key, BW_RSA_PUB_LEN) != 0)
 		return bw_frame_error(c, "not an RSA-1024 public key");
-	rc = send_new_key(c, r, cl, rsa, key, BW_VAULT_RESP_PUBKEY_AES,
-			  same && cl->key_used);
+	/* the 2102 delivers a key wrapped for it: from now on the key is
+	 * the client's (a stranger's 1026 before the owner's first upload
+	 * completes must not replace it) */
+	rc = send_new_key(c, r, cl, rsa, key, BW_VAULT_RESP_PUBKEY_AES, 1);
 	bw_rsa_free(rsa);
 	return rc;
 }
@@ -246,6 +267,17 @@ on_crc(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 
 /* --- the 1028 ----------------------------------------------------------- */
 
+/* A newcomer needs the slot of this discarded body, which trickles. */
+static void
+evict_swallow(struct bw_slot *s)
+{
+	struct bw_conn *c = s->c;
+	struct vault_conn *vc = VC(c);
+
+	vault_swallow_end(vc->v, vc);
+	(void)bw_frame_fail(c, "refused body too slow for a busy server");
+}
+
 /* The fixed part of a 1028 is in: check sizes and capacity (a failure
  * closes: the body is not worth reading), then identity and key (a failure
  * discards a small body and answers 2107, keeping the connection). */
@@ -258,9 +290,10 @@ on_file(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	char name[BW_NAME_CAP];
 	const uint8_t *key = NULL;
 	struct bw_client *cl = NULL;
-	const char *why = NULL;
+	const char *why = NULL, *slot_why = NULL;
 	int rc, gone = 0;
 
+	vc->v = v;
 	vc->body_size = content_size;
 	vc->win_start_ms = bw_now_ms();
 	vc->win_left = content_size;
@@ -273,12 +306,9 @@ on_file(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 					"multiple of 16");
 	if (content_size > v->cfg.max_file_size)
 		return bw_frame_fail(c, "file over the size limit");
-	if (v->uploads_active + v->swallowing >= v->cfg.max_uploads)
-		return bw_frame_fail(c, "too many uploads in progress");
-	if (c->addr == NULL ||
-	    c->addr->held[v->addr_slot] >= v->cfg.max_uploads_per_addr)
-		return bw_frame_fail(c, "too many uploads in progress from "
-					"this address");
+	v->slots.max = v->cfg.max_uploads;
+	v->slots.per_addr = v->cfg.max_uploads_per_addr;
+	v->slots.window_ms = v->cfg.window_ms;
 	if (bw_engine_stopping(c->eng) && !vc->awaiting)
 		return bw_frame_fail(c, "shutting down");
 	if (bw_vault_file_prefix_decode(p, BW_FILE_PREFIX_LEN, &content_size,
@@ -290,8 +320,10 @@ on_file(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 		/* it needs a 1027: closing tells a client to get a fresh key
 		 * instead of resending with the dead one */
 		gone = cl->has_pubkey;
-	else if ((rc = vault_upload_start(c, v, cl, key, p, content_size,
-					  name)) != 0)
+	else if ((rc = vault_upload_start(c, v, cl, key, p, content_size, name,
+					  &why)) == BW_EBUSY)
+		return bw_frame_fail(c, why); /* no slot: not worth reading */
+	else if (rc != 0)
 		why = rc == BW_EPROTO  ? "file name has no usable base name"
 		      : rc == -ELOOP   ? "the client's directory is a link"
 		      : rc == -ENOTDIR ? "the client's directory is a link"
@@ -304,13 +336,15 @@ on_file(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	}
 	if (content_size > SWALLOW_MAX || gone)
 		return bw_frame_fail(c, why);
+	/* a body read to be discarded holds a slot too */
+	if (bw_slots_take(&v->slots, &vc->swallow_slot, c, content_size,
+			  evict_swallow, &slot_why) != 0)
+		return bw_frame_fail(c, slot_why);
 	bw_info("c%llu 1028 refused, discarding %u bytes: %s", ULL(c->id),
 		content_size, why);
 	vc->st = V_SWALLOW;
 	vc->swallow_left = content_size;
-	vc->swallow_counted = 1;
 	v->swallowing++;
-	c->addr->held[v->addr_slot]++;
 	c->want = SWALLOW_WANT;
 	bw_frame_stream(c);
 	return 0;
@@ -348,6 +382,13 @@ on_file_body(struct bw_conn *c, struct bw_frame_req *r)
 			v->cfg.min_rate);
 		return BW_ETIMEDOUT;
 	}
+	/* its rate, for a newcomer that needs a slot: what has arrived,
+	 * decrypted or not */
+	if (vc->st == V_BODY)
+		bw_slot_progress(&vc->up->slot,
+				 vc->up->left > c->in.len
+					 ? vc->up->left - c->in.len
+					 : 0);
 	return vc->st == V_BODY ? vault_body_step(c)
 				: vault_swallow_step(c, r->ctx);
 }
@@ -380,11 +421,7 @@ vault_conn_close(struct bw_conn *c, void *ctx, void *state)
 	if (vc->up != NULL)
 		vault_upload_abort(c, "connection closed");
 	vc->op = NULL; /* the op holds c and sees it dead when it runs */
-	if (vc->swallow_counted) {
-		v->swallowing--;
-		if (c->addr != NULL)
-			c->addr->held[v->addr_slot]--;
-	}
+	vault_swallow_end(v, vc);
 	bw_wipe(vc->key, sizeof(vc->key));
 }
 
@@ -415,9 +452,9 @@ find_awaiting(void *arg, void *val)
 	return a->found;
 }
 
-/* While stopping, the listener stays open as long as some upload answered
- * 2103 recently still owes its 1029: course-sample clients send it on a new
- * connection. */
+/* While stopping, the listener stays open as long as an upload is in
+ * progress or some upload answered 2103 recently still owes its 1029:
+ * course-sample clients send it on a new connection. */
 static int
 vault_draining(void *ctx)
 {
@@ -425,6 +462,10 @@ vault_draining(void *ctx)
 	struct awaiting_scan a = {0, 0};
 	uint64_t recent = v->cfg.window_ms / 1000u;
 
+	/* an upload still arriving will answer 2103, and its client may
+	 * send the 1029 on a new connection */
+	if (v->uploads_active > 0)
+		return 1;
 	a.since_s = (uint64_t)bw_time_s() > recent
 			    ? (uint64_t)bw_time_s() - recent
 			    : 0;
@@ -465,19 +506,19 @@ vault_errors(const void *inst, bw_stat_emit emit, void *arg)
 #define NAME_ROUTE(code, flags, fn)                                            \
 	{                                                                      \
 		(code), (flags), BW_NAME_FIELD, BW_NAME_FIELD, BW_NAME_FIELD,  \
-			(fn), NULL                                             \
+			(fn), NULL, NULL                                       \
 	}
 
 static const struct bw_frame_route routes[] = {
 	NAME_ROUTE(BW_VAULT_REQ_REGISTER, 0, on_register),
 	{BW_VAULT_REQ_PUBKEY, 0, BW_NAME_FIELD + BW_RSA_PUB_LEN,
 	 BW_NAME_FIELD + BW_RSA_PUB_LEN, BW_NAME_FIELD + BW_RSA_PUB_LEN,
-	 on_pubkey, NULL},
+	 on_pubkey, NULL, NULL},
 	NAME_ROUTE(BW_VAULT_REQ_RECONNECT, 0, on_reconnect),
 	/* content_size is at least 16, and at most what fits the u32 */
 	{BW_VAULT_REQ_SEND_FILE, 0, BW_FILE_PREFIX_LEN,
 	 BW_FILE_PREFIX_LEN + BW_MAX_CONTENT_SIZE, BW_FILE_PREFIX_LEN, on_file,
-	 on_file_body},
+	 on_file_body, NULL},
 	NAME_ROUTE(BW_VAULT_REQ_CRC_OK, BW_ROUTE_DURING_DRAIN, on_crc),
 	NAME_ROUTE(BW_VAULT_REQ_CRC_RETRY, BW_ROUTE_DURING_DRAIN, on_crc),
 	NAME_ROUTE(BW_VAULT_REQ_CRC_FAIL, BW_ROUTE_DURING_DRAIN, on_crc),

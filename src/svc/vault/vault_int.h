@@ -14,6 +14,7 @@
 #include "proto/vault.h"
 #include "svc/engine.h"
 #include "svc/frame.h"
+#include "svc/slots.h"
 #include "svc/vault/vault.h"
 
 #define CTRL_WANT    2048u
@@ -23,6 +24,9 @@
 #define SWALLOW_MAX  (1024u * 1024u)
 #define TMP_NAME_CAP 64
 #define PENDING_DIR  "files/.pending/"
+/* Steps waiting for one stored path's lock; one more gets BW_EBUSY (a
+ * 1029/1031 is answered 2107, a 1030 dropped). */
+#define VAULT_LOCK_WAITERS 64u
 
 #define ULL(x) ((unsigned long long)(x))
 
@@ -40,7 +44,8 @@ struct bw_vault {
 	struct bw_registry *reg;
 	struct bw_durable *durable; /* 2103s and 2104s wait for it */
 	const char *data_dir;	    /* files/ lives here */
-	int addr_slot; /* its count per address: uploads and refused bodies */
+	/* uploads and refused bodies in progress, in all and per address */
+	struct bw_slots slots;
 	/* live figures */
 	uint64_t uploads_active, upload_bytes_active, swallowing;
 	uint64_t stored_n, stored_bytes; /* uploads committed since start */
@@ -52,7 +57,10 @@ struct bw_vault {
 	 * followed. */
 	int data_fd, files_fd, incoming_fd, pending_fd;
 	struct bw_hash locks; /* rel_path -> struct vlock: commits running */
-	uint64_t seq;	      /* for unique temporary names */
+	/* locks being handed to their next waiters (commit.c) */
+	struct vwait *handoff, **handoff_tail;
+	int handing_off;
+	uint64_t seq; /* for unique temporary names */
 };
 
 /* A step waiting for a stored path's lock. */
@@ -64,7 +72,8 @@ struct vwait {
 struct upload {
 	struct bw_vault *v;
 	struct bw_conn *conn; /* NULL once the connection is gone */
-	struct bw_addr *addr; /* counted in held[addr_slot] until freed */
+	struct bw_slot slot;  /* held until the upload is done */
+	int counted;	      /* in uploads_active */
 	uint8_t client_id[BW_ID_LEN];
 	uint8_t name_field[BW_NAME_FIELD]; /* echoed in 2103 */
 	char file_name[BW_NAME_CAP];
@@ -101,9 +110,10 @@ struct upload {
 
 struct vault_conn {
 	enum vstate st;
+	struct bw_vault *v;
 	struct upload *up;
 	uint64_t swallow_left;
-	int swallow_counted; /* counted as an upload slot */
+	struct bw_slot swallow_slot; /* a refused body being discarded */
 	/* the body's rate, checked per window of --timeout */
 	uint64_t body_size, win_start_ms, win_left;
 	/* the AES key this connection was given (1026/1027 on it): its own
@@ -111,9 +121,10 @@ struct vault_conn {
 	int has_key;
 	uint8_t key_id[BW_ID_LEN];
 	uint8_t key[BW_AES_KEY_LEN];
-	int64_t key_issued;
-	int awaiting;	   /* 2103 sent: a 1029/1030/1031 should follow */
-	struct crc_op *op; /* a 1029/1030/1031 in progress */
+	int64_t key_issued;	/* wall clock, s */
+	uint64_t key_issued_ms; /* monotonic */
+	int awaiting;		/* 2103 sent: a 1029/1030/1031 should follow */
+	struct crc_op *op;	/* a 1029/1030/1031 in progress */
 };
 
 /* The vault's state on c; NULL once c is closed. */
@@ -131,12 +142,15 @@ void vault_key_used(struct bw_vault *v, const uint8_t id[BW_ID_LEN]);
 void vault_resume(struct bw_conn *c);
 
 /* upload.c */
+/* BW_EBUSY (with *why) when no slot is free, else 0 or why it failed. */
 int vault_upload_start(struct bw_conn *c, struct bw_vault *v,
 		       struct bw_client *cl, const uint8_t *key,
 		       const uint8_t *prefix, uint32_t content_size,
-		       const char *file_name);
+		       const char *file_name, const char **why);
 int vault_body_step(struct bw_conn *c);
 int vault_swallow_step(struct bw_conn *c, struct bw_vault *v);
+/* The refused body's slot is free (it ended, or the connection goes). */
+void vault_swallow_end(struct bw_vault *v, struct vault_conn *vc);
 void vault_upload_abort(struct bw_conn *c, const char *why);
 void vault_upload_free(struct upload *u);
 /* The upload is no longer in progress: uncounts it. */
@@ -144,7 +158,9 @@ void vault_upload_done(struct upload *u);
 
 /* commit.c */
 /* Runs w now if path is free (returns 1), or queues it (returns 0; w->run
- * is called when the path is released); BW_ENOMEM. */
+ * is called when the path is released, never from inside the releasing
+ * vault_unlock's caller's frame); BW_EBUSY when VAULT_LOCK_WAITERS wait
+ * already; BW_ENOMEM. */
 int vault_lock(struct bw_vault *v, const char *path, struct vwait *w);
 void vault_unlock(struct bw_vault *v, const char *path);
 /* Removes dfd/name on a worker (freeing a big file's blocks takes time),

@@ -102,15 +102,26 @@ crc_durable(void *arg, int rc)
 }
 
 /* A 2104 to a 1029 promises the file is verified (or the replacement in
- * place) for good: it waits for the fsync that covers the row. */
+ * place) for good, and one to a 1031 that the replacement is gone: each
+ * waits for the fsync that covers its row. */
 static void
 crc_finish(struct crc_op *op, int reply_code)
 {
-	if (reply_code == BW_VAULT_RESP_ACK &&
-	    op->code == BW_VAULT_REQ_CRC_OK && op->v->durable != NULL &&
+	if (reply_code == BW_VAULT_RESP_ACK && op->v->durable != NULL &&
 	    bw_durable_after(op->v->durable, crc_durable, op) == 0)
 		return;
 	crc_reply(op, reply_code);
+}
+
+/* While the connection that uploaded the version of op's path waiting for
+ * a verdict is open, the verdict is its own: another connection with the
+ * same client id (who read the id in a 2101) cannot confirm a version the
+ * uploader will reject, or discard one it will confirm. */
+static int
+stranger(const struct crc_op *op, const struct bw_file *f)
+{
+	return f != NULL && f->uploader != 0 && f->uploader != op->c->id &&
+	       bw_engine_conn(op->v->eng, f->uploader) != NULL;
 }
 
 static void
@@ -228,6 +239,16 @@ crc_locked(struct vwait *w)
 	}
 	f = bw_registry_file(reg, cl, op->name);
 	pf = bw_registry_file_at(reg, cl, op->path);
+	if (stranger(op, pf)) {
+		bw_info("c%llu %u refused: the uploader's connection (c%llu) "
+			"is open and owes the verdict",
+			ULL(op->c->id), op->code, ULL(pf->uploader));
+		op->rc = BW_EBUSY;
+		crc_finish(op, op->code == BW_VAULT_REQ_CRC_RETRY
+				       ? 0
+				       : BW_VAULT_RESP_ERROR);
+		return;
+	}
 	pending = pf != NULL && pf->pending_path[0] != '\0' &&
 		  strcmp(pf->pending_name, op->name) == 0 &&
 		  strncmp(pf->pending_path, PENDING_DIR, strlen(PENDING_DIR)) ==
@@ -322,8 +343,12 @@ vault_crc_request(struct bw_conn *c, struct bw_vault *v, uint16_t code,
 	if (rc == 1) {
 		crc_locked(&op->wait);
 	} else if (rc < 0) {
+		/* too many verdicts wait for this file: a 1030 (no reply)
+		 * is dropped, a 1029/1031 answered 2107 */
 		op->rc = rc;
-		crc_finish(op, BW_VAULT_RESP_ERROR);
+		crc_finish(op, code == BW_VAULT_REQ_CRC_RETRY
+				       ? 0
+				       : BW_VAULT_RESP_ERROR);
 	}
 	return 0;
 }
