@@ -65,6 +65,7 @@ struct chat {
 	int cut_warned;
 	struct termios saved;
 	int raw;
+	struct bw_tt_out o; /* the server's text, wrapped on a terminal */
 };
 
 static volatile sig_atomic_t stop_signal;
@@ -103,66 +104,6 @@ usage(FILE *f)
 
 /* --- output ------------------------------------------------------------- */
 
-static void
-out(const char *p, size_t n)
-{
-	ssize_t w;
-
-	while (n > 0) {
-		w = write(STDOUT_FILENO, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return;
-		p += w;
-		n -= (size_t)w;
-	}
-}
-
-/* p cleaned (no escape sequence reaches the terminal) and written, a
- * chunk at a time cut between characters. */
-static void
-out_clean(const uint8_t *p, size_t n)
-{
-	char clean[BW_TEXT_CAP(CHUNK)];
-	size_t k, m;
-
-	while (n > 0) {
-		k = n < CHUNK ? n : CHUNK;
-		if (k < n && bw_tt_whole(p, k) > 0)
-			k = bw_tt_whole(p, k);
-		m = bw_text_clean(p, k, clean, sizeof(clean), NULL);
-		out(clean, m);
-		p += k;
-		n -= k;
-	}
-}
-
-/* Writes p[0..n) with each tab drawn as a space (its width is one). */
-static void
-out_untabbed(const char *p, size_t n)
-{
-	const char *t;
-
-	while ((t = memchr(p, '\t', n)) != NULL) {
-		out(p, (size_t)(t - p));
-		out(" ", 1);
-		n -= (size_t)(t - p) + 1;
-		p = t + 1;
-	}
-	out(p, n);
-}
-
-static size_t
-term_cols(void)
-{
-	struct winsize w;
-
-	if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &w) == 0 && w.ws_col >= 20)
-		return w.ws_col;
-	return 80;
-}
-
 /* The line being typed, on the terminal's last row and on one row only
  * (a longer one scrolls sideways), after the server's unfinished line or
  * the prompt: text arriving meanwhile is printed above it, then it is
@@ -171,7 +112,7 @@ static void
 redraw(struct chat *ch)
 {
 	char pre[BW_TEXT_CAP(PART_CAP)];
-	size_t cols = term_cols(), pre_n, from, room;
+	size_t cols = bw_tt_term_cols(), pre_n, from, room;
 
 	if (!ch->tty)
 		return;
@@ -184,16 +125,16 @@ redraw(struct chat *ch)
 		memcpy(pre, PROMPT, pre_n);
 		from = 0;
 	}
-	out("\r\033[K", 4);
-	out_untabbed(pre + from, pre_n - from);
+	bw_tt_write("\r\033[K", 4);
+	bw_tt_write_untabbed(pre + from, pre_n - from);
 	room = cols - 1 - bw_tt_cols(pre + from, pre_n - from);
 	if (bw_tt_cols(ch->line, ch->len) <= room) {
-		out_untabbed(ch->line, ch->len);
+		bw_tt_write_untabbed(ch->line, ch->len);
 		return;
 	}
 	from = bw_tt_tail(ch->line, ch->len, room - 1);
-	out("<", 1);
-	out_untabbed(ch->line + from, ch->len - from);
+	bw_tt_write("<", 1);
+	bw_tt_write_untabbed(ch->line + from, ch->len - from);
 }
 
 /* Prints what of the server's unfinished line has not been shown, up to
@@ -204,7 +145,8 @@ part_out(struct chat *ch, int end)
 	size_t upto = end ? ch->part_len : bw_tt_whole(ch->part, ch->part_len);
 
 	if (upto > ch->part_shown)
-		out_clean(ch->part + ch->part_shown, upto - ch->part_shown);
+		bw_tt_text(&ch->o, ch->part + ch->part_shown,
+			   upto - ch->part_shown);
 	ch->part_shown = upto;
 }
 
@@ -217,7 +159,7 @@ show(struct chat *ch, const uint8_t *p, size_t n)
 	size_t k, t;
 
 	if (ch->tty)
-		out("\r\033[K", 4);
+		bw_tt_write("\r\033[K", 4);
 	while (n > 0) {
 		nl = memchr(p, '\n', n);
 		k = nl != NULL ? (size_t)(nl - p) : n;
@@ -230,7 +172,8 @@ show(struct chat *ch, const uint8_t *p, size_t n)
 			ch->part_shown = 0;
 		}
 		if (ch->part_len + k > PART_CAP) {
-			out_clean(p, k); /* cannot happen with 4 KiB reads */
+			bw_tt_text(&ch->o, p,
+				   k); /* cannot happen with 4 KiB reads */
 		} else {
 			memcpy(ch->part + ch->part_len, p, k);
 			ch->part_len += k;
@@ -246,7 +189,7 @@ show(struct chat *ch, const uint8_t *p, size_t n)
 			     memcmp(ch->part, JOINED, sizeof(JOINED) - 1) == 0))
 				ch->in_room = 1;
 			part_out(ch, 1);
-			out("\n", 1);
+			bw_tt_newline(&ch->o);
 			ch->part_len = ch->part_shown = 0;
 			k++;
 		}
@@ -318,7 +261,7 @@ key(struct chat *ch, unsigned char k)
 		return 0;
 	}
 	if (k == '\r' || k == '\n') {
-		out("\r\033[K", 4);
+		bw_tt_write("\r\033[K", 4);
 		rc = send_line(ch, ch->line, ch->len);
 		ch->len = 0;
 		redraw(ch);
@@ -579,13 +522,21 @@ bw_cli_chat(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	ch.rx_ms = bw_now_ms(); /* quiet is counted from the connection */
 	ch.tty = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
+	/* on a terminal the client wraps the server's lines itself, rows
+	 * after a line's first indented: the terminal's own wrapping would
+	 * let a member's text start a row that reads as another member's */
+	ch.o.tty = isatty(STDOUT_FILENO);
+	if (ch.o.tty)
+		bw_tt_autowrap(0);
 	if (ch.tty)
 		raw_on(&ch);
 	rc = run(&ch);
 	if (ch.tty) {
-		out("\r\033[K", 4);
+		bw_tt_write("\r\033[K", 4);
 		raw_off(&ch);
 	}
+	if (ch.o.tty)
+		bw_tt_autowrap(1);
 	close(ch.fd);
 	if (stop_signal)
 		return 128 + stop_signal;

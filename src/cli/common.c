@@ -154,38 +154,97 @@ out:
 }
 
 int
-bw_identity_save(const struct bw_identity *me, const char *path,
-		 const char *priv_path)
+bw_identity_stage(const struct bw_identity *me, const char *path,
+		  const char *priv_path, struct bw_identity_stage *st)
 {
 	uint8_t *der = NULL;
 	size_t der_len = 0, n = 0;
-	char *b64 = NULL, *text = NULL, hex[2 * BW_ID_LEN + 1];
+	char *b64 = NULL, *text = NULL;
 	int rc, w;
 
+	memset(st, 0, sizeof(*st));
+	st->fd = st->priv_fd = -1;
+	snprintf(st->path, sizeof(st->path), "%s", path);
+	if (priv_path != NULL)
+		snprintf(st->priv_path, sizeof(st->priv_path), "%s", priv_path);
 	if ((rc = bw_rsa_to_pkcs8(me->key, &der, &der_len)) != 0 ||
 	    (rc = bw_b64_encode(der, der_len, &b64)) != 0)
 		goto out;
-	bw_hex_encode(me->id, BW_ID_LEN, hex);
-	n = strlen(me->name) + strlen(hex) + strlen(b64) + 4;
+	n = strlen(me->name) + 2 * BW_ID_LEN + strlen(b64) + 4;
 	if ((text = malloc(n)) == NULL) {
 		rc = BW_ENOMEM;
 		goto out;
 	}
-	w = snprintf(text, n, "%s\n%s\n%s\n", me->name, hex, b64);
+	/* the id's place, filled in by bw_identity_commit */
+	w = snprintf(text, n, "%s\n%0*d\n%s\n", me->name, 2 * BW_ID_LEN, 0,
+		     b64);
 	if (w < 0 || (size_t)w >= n) {
 		rc = BW_ETOOBIG;
 		goto out;
 	}
-	if ((rc = bw_fs_write_atomic(path, text, (size_t)w, 0600)) != 0 ||
-	    priv_path == NULL)
+	st->id_off = (long)strlen(me->name) + 1;
+	if ((rc = bw_fs_stage(path, text, (size_t)w, 0600, st->tmp,
+			      sizeof(st->tmp), &st->fd)) != 0)
 		goto out;
-	rc = bw_fs_write_atomic(priv_path, b64, strlen(b64), 0600);
+	if (priv_path != NULL &&
+	    (rc = bw_fs_stage(priv_path, b64, strlen(b64), 0600, st->priv_tmp,
+			      sizeof(st->priv_tmp), &st->priv_fd)) != 0)
+		bw_identity_abandon(st);
 out:
 	bw_secure_free(der, der_len);
 	if (b64 != NULL)
 		bw_secure_free(b64, strlen(b64));
 	bw_secure_free(text, n);
 	return rc;
+}
+
+/* Puts a staged file in place; on failure it stays where it is (it holds
+ * a private key the server now knows). */
+static int
+publish(int *fd, char *tmp, const char *path)
+{
+	int rc = fsync(*fd) != 0 ? -errno : 0;
+
+	if (close(*fd) != 0 && rc == 0)
+		rc = -errno;
+	*fd = -1;
+	if (rc == 0 && rename(tmp, path) != 0)
+		rc = -errno;
+	if (rc == 0)
+		tmp[0] = '\0';
+	return rc;
+}
+
+int
+bw_identity_commit(struct bw_identity_stage *st, const uint8_t id[BW_ID_LEN])
+{
+	char hex[2 * BW_ID_LEN + 1];
+	int rc;
+
+	bw_hex_encode(id, BW_ID_LEN, hex);
+	if (pwrite(st->fd, hex, 2 * BW_ID_LEN, st->id_off) != 2 * BW_ID_LEN)
+		return errno ? -errno : -EIO;
+	if ((rc = publish(&st->fd, st->tmp, st->path)) != 0)
+		return rc;
+	if (st->priv_fd >= 0 &&
+	    (rc = publish(&st->priv_fd, st->priv_tmp, st->priv_path)) != 0)
+		return rc;
+	return bw_fs_sync_dir(st->path);
+}
+
+void
+bw_identity_abandon(struct bw_identity_stage *st)
+{
+	if (st->fd >= 0)
+		close(st->fd);
+	if (st->priv_fd >= 0)
+		close(st->priv_fd);
+	if (st->tmp[0] != '\0')
+		(void)unlink(st->tmp);
+	if (st->priv_tmp[0] != '\0')
+		(void)unlink(st->priv_tmp);
+	st->fd = st->priv_fd = -1;
+	st->tmp[0] = st->priv_tmp[0] = '\0';
 }
 
 void
@@ -221,6 +280,17 @@ bw_session_close(struct bw_session *s)
 	if (s->fd >= 0)
 		close(s->fd);
 	s->fd = -1;
+}
+
+void
+bw_session_abort(struct bw_session *s)
+{
+	struct linger reset = {1, 0};
+
+	if (s->fd >= 0)
+		(void)setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &reset,
+				 sizeof(reset));
+	bw_session_close(s);
 }
 
 void

@@ -34,13 +34,29 @@ struct bw_identity {
  * no me.info, or BW_EPROTO with *why set to what is wrong. */
 int bw_identity_load(struct bw_identity *me, const char *path,
 		     const char *priv_path, const char **why) BW_WUR;
-/* Writes me.info, then priv.key (unless priv_path is NULL: the messenger
- * keeps none), each atomically (temporary file and rename) with mode 0600;
- * me.info carries the key itself, so a failure between the two leaves a
- * usable me.info. */
-int bw_identity_save(const struct bw_identity *me, const char *path,
-		     const char *priv_path) BW_WUR;
 void bw_identity_fini(struct bw_identity *me);
+
+/* A new identity is written before the server is told about it, so that a
+ * disk that cannot take it fails the registration before a name is taken
+ * for a key nobody keeps: bw_identity_stage writes me.info (with a
+ * placeholder id) and priv.key as fsync'd temporary files, the server
+ * answers, bw_identity_commit writes the id into the space already there
+ * and renames both into place (me.info first). */
+struct bw_identity_stage {
+	char path[4096], tmp[4096 + 32];
+	char priv_path[4096], priv_tmp[4096 + 32];
+	int fd, priv_fd;
+	long id_off; /* where the id's 32 hex digits are in tmp */
+};
+int bw_identity_stage(const struct bw_identity *me, const char *path,
+		      const char *priv_path,
+		      struct bw_identity_stage *st) BW_WUR;
+/* 0, or the failure (then the temporary files are still there, and the
+ * caller tells the user where and what the id is). */
+int bw_identity_commit(struct bw_identity_stage *st,
+		       const uint8_t id[BW_ID_LEN]) BW_WUR;
+/* Drops what bw_identity_stage wrote (the server said no). */
+void bw_identity_abandon(struct bw_identity_stage *st);
 
 /* One connection to the server. Every send and receive waits at most
  * timeout_ms for progress and, once bw_session_deadline() has started the
@@ -60,6 +76,10 @@ void bw_session_init(struct bw_session *s, const char *host, uint16_t port,
  * most timeout_ms. */
 int bw_session_connect(struct bw_session *s) BW_WUR;
 void bw_session_close(struct bw_session *s);
+/* Closes with a reset (SO_LINGER 0): the server must not take it for the
+ * orderly close that is evidence a reply arrived (the client could not
+ * keep what it got). */
+void bw_session_abort(struct bw_session *s);
 /* Ends the connection in order after the last response was read: half-
  * closes, reads and drops what is left (a padded response's zeros, at most
  * a few KiB) until the server closes, then closes. The server sees a FIN

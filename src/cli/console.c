@@ -43,20 +43,13 @@ usage(FILE *f)
 		   "(Fatal:);\n2 bad usage.\n");
 }
 
-/* Writes text with control characters other than newline and tab shown as
- * '?', so a reply cannot drive the terminal. */
+/* Writes text with control characters other than newline and tab (C0,
+ * DEL, C1, bidi) and bytes that are not UTF-8 shown as '?', so a reply
+ * cannot drive the terminal. */
 static void
 print_text(const char *p, size_t n)
 {
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)p[i];
-
-		if ((ch < 0x20 && ch != '\n' && ch != '\t') || ch == 0x7f)
-			ch = '?';
-		putchar(ch);
-	}
+	bw_put_safe(stdout, p, n);
 }
 
 static const char *

@@ -10,7 +10,7 @@
 #include "cli/contacts.h"
 
 #define MAGIC	  "bulwark-contacts 1"
-#define FILE_MAX  (64u * 1024u * 1024u)
+#define FILE_MAX  (1024u * 1024u * 1024u)
 #define LINE_HEAD 4 /* "c " and separators */
 
 void
@@ -19,11 +19,34 @@ bw_contacts_init(struct bw_contacts *cs)
 	memset(cs, 0, sizeof(*cs));
 }
 
+static int
+indexes(struct bw_contacts *cs)
+{
+	if (cs->by_id.slots != NULL)
+		return 0;
+	if (bw_hash_init(&cs->by_id) != 0)
+		return BW_ENOMEM;
+	if (bw_hash_init(&cs->by_name) != 0 || bw_hash_init(&cs->by_pin) != 0) {
+		bw_hash_fini(&cs->by_id);
+		bw_hash_fini(&cs->by_name);
+		memset(&cs->by_id, 0, sizeof(cs->by_id));
+		memset(&cs->by_name, 0, sizeof(cs->by_name));
+		return BW_ENOMEM;
+	}
+	return 0;
+}
+
 void
 bw_contacts_fini(struct bw_contacts *cs)
 {
-	if (cs->c != NULL)
-		bw_secure_free(cs->c, cs->cap * sizeof(*cs->c));
+	size_t i;
+
+	for (i = 0; i < cs->n; i++)
+		bw_secure_free(cs->c[i], sizeof(*cs->c[i]));
+	free(cs->c);
+	bw_hash_fini(&cs->by_id);
+	bw_hash_fini(&cs->by_name);
+	bw_hash_fini(&cs->by_pin);
 	free(cs->seen);
 	free(cs->got);
 	memset(cs, 0, sizeof(*cs));
@@ -32,55 +55,130 @@ bw_contacts_fini(struct bw_contacts *cs)
 struct bw_contact *
 bw_contacts_by_id(struct bw_contacts *cs, const uint8_t id[BW_ID_LEN])
 {
-	size_t i;
-
-	for (i = 0; i < cs->n; i++) {
-		if (memcmp(cs->c[i].id, id, BW_ID_LEN) == 0)
-			return &cs->c[i];
-	}
-	return NULL;
+	return cs->by_id.slots != NULL ? bw_hash_get(&cs->by_id, id, BW_ID_LEN)
+				       : NULL;
 }
 
 struct bw_contact *
 bw_contacts_by_name(struct bw_contacts *cs, const char *name)
 {
-	size_t i;
+	return cs->by_name.slots != NULL
+		       ? bw_hash_get(&cs->by_name, name, strlen(name))
+		       : NULL;
+}
 
-	for (i = 0; i < cs->n; i++) {
-		if (strcmp(cs->c[i].name, name) == 0)
-			return &cs->c[i];
+/* c is known by name from now on; the contact it was before loses it. */
+static int
+name_index(struct bw_contacts *cs, struct bw_contact *c)
+{
+	struct bw_contact *old = bw_contacts_by_name(cs, c->name);
+
+	if (old == c)
+		return 0;
+	if (old != NULL) {
+		(void)bw_hash_del(&cs->by_name, old->name, strlen(old->name));
+		old->named = 0;
 	}
-	return NULL;
+	if (bw_hash_put(&cs->by_name, c->name, strlen(c->name), c) != 0)
+		return BW_ENOMEM;
+	c->named = 1;
+	return 0;
+}
+
+static struct bw_contact *
+new_contact(struct bw_contacts *cs, const uint8_t id[BW_ID_LEN])
+{
+	struct bw_contact *c, **grown;
+	size_t cap;
+
+	if (cs->n == BW_CONTACTS_MAX || indexes(cs) != 0)
+		return NULL;
+	if (cs->n == cs->cap) {
+		cap = cs->cap ? cs->cap * 2 : 16;
+		if ((grown = realloc(cs->c, cap * sizeof(*grown))) == NULL)
+			return NULL;
+		cs->c = grown;
+		cs->cap = cap;
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return NULL;
+	memcpy(c->id, id, BW_ID_LEN);
+	if (bw_hash_put(&cs->by_id, c->id, BW_ID_LEN, c) != 0) {
+		free(c);
+		return NULL;
+	}
+	cs->c[cs->n++] = c;
+	return c;
 }
 
 struct bw_contact *
 bw_contacts_add(struct bw_contacts *cs, const uint8_t id[BW_ID_LEN],
 		const char *name)
 {
-	struct bw_contact *c = bw_contacts_by_id(cs, id), *grown;
-	size_t cap;
+	struct bw_contact *c = bw_contacts_by_id(cs, id), *had;
+	size_t n = strlen(name);
 
-	if (c == NULL) {
-		if (cs->n == BW_CONTACTS_MAX || strlen(name) >= BW_NAME_CAP)
-			return NULL;
-		if (cs->n == cs->cap) {
-			cap = cs->cap ? cs->cap * 2 : 16;
-			if ((grown = calloc(cap, sizeof(*grown))) == NULL)
-				return NULL;
-			if (cs->c != NULL) {
-				memcpy(grown, cs->c, cs->n * sizeof(*grown));
-				bw_secure_free(cs->c, cs->cap * sizeof(*cs->c));
-			}
-			cs->c = grown;
-			cs->cap = cap;
-		}
-		c = &cs->c[cs->n++];
-		memset(c, 0, sizeof(*c));
-		memcpy(c->id, id, BW_ID_LEN);
+	if (n >= BW_NAME_CAP)
+		return NULL;
+	if (c != NULL && strcmp(c->name, name) == 0)
+		return c;
+	if (c == NULL && (c = new_contact(cs, id)) == NULL)
+		return NULL;
+	/* a name a key was pinned under, or one a contact had that moved
+	 * already, now another id's: not a first use of that id, a key
+	 * change */
+	had = bw_hash_get(&cs->by_pin, name, n);
+	if (had == NULL && (had = bw_contacts_by_name(cs, name)) != NULL &&
+	    !had->moved)
+		had = NULL;
+	if (had != NULL && had != c)
+		c->moved = 1;
+	if (c->named) {
+		(void)bw_hash_del(&cs->by_name, c->name, strlen(c->name));
+		c->named = 0;
 	}
-	if (strlen(name) < sizeof(c->name))
-		memcpy(c->name, name, strlen(name) + 1);
-	return c;
+	memset(c->name, 0, sizeof(c->name)); /* no old bytes after the NUL */
+	memcpy(c->name, name, n + 1);
+	return name_index(cs, c) == 0 ? c : NULL;
+}
+
+/* c's pinned name is name ("" none), in the by_pin index. */
+static int
+set_pin_name(struct bw_contacts *cs, struct bw_contact *c, const char *name)
+{
+	if (c->pin_name[0] != '\0' &&
+	    bw_hash_get(&cs->by_pin, c->pin_name, strlen(c->pin_name)) == c)
+		(void)bw_hash_del(&cs->by_pin, c->pin_name,
+				  strlen(c->pin_name));
+	memset(c->pin_name, 0, sizeof(c->pin_name));
+	snprintf(c->pin_name, sizeof(c->pin_name), "%s", name);
+	if (name[0] == '\0')
+		return 0;
+	(void)bw_hash_del(&cs->by_pin, name, strlen(name)); /* the latest */
+	return bw_hash_put(&cs->by_pin, c->pin_name, strlen(c->pin_name), c) ==
+			       0
+		       ? 0
+		       : BW_ENOMEM;
+}
+
+int
+bw_contacts_pin(struct bw_contacts *cs, struct bw_contact *c,
+		const uint8_t key[BW_RSA_PUB_LEN])
+{
+	memcpy(c->key, key, BW_RSA_PUB_LEN);
+	c->has_key = 1;
+	return set_pin_name(cs, c, c->name);
+}
+
+void
+bw_contacts_accept(struct bw_contacts *cs, struct bw_contact *c)
+{
+	struct bw_contact *had =
+		bw_hash_get(&cs->by_pin, c->name, strlen(c->name));
+
+	if (had != NULL && had != c)
+		(void)set_pin_name(cs, had, "");
+	c->moved = 0;
 }
 
 int
@@ -258,12 +356,55 @@ contact_line(const char *p, const char *end, struct bw_contacts *cs)
 	if (bw_contacts_by_id(cs, t.id) != NULL ||
 	    (c = bw_contacts_add(cs, t.id, t.name)) == NULL)
 		goto bad;
+	t.named = c->named;
+	t.moved = 0; /* its own "m" line says */
 	*c = t;
 	bw_wipe(&t, sizeof(t));
-	return 0;
+	/* a pinned key's name is the contact's, unless a "p" line says */
+	return c->has_key && set_pin_name(cs, c, c->name) != 0 ? -1 : 0;
 bad:
 	bw_wipe(&t, sizeof(t));
 	return -1;
+}
+
+/* "p <id> <name>": the name that contact's key was pinned under. */
+static int
+pin_line(const char *p, const char *end, struct bw_contacts *cs)
+{
+	char name[BW_NAME_CAP];
+	uint8_t id[BW_ID_LEN];
+	struct bw_contact *c;
+	const char *f;
+	size_t n, i;
+
+	if (field(&p, end, &f, &n) != 0 ||
+	    bw_hex_decode(f, n, id, BW_ID_LEN) != 0 ||
+	    (c = bw_contacts_by_id(cs, id)) == NULL || !c->has_key)
+		return -1;
+	n = (size_t)(end - p);
+	if (n == 0 || n >= sizeof(name))
+		return -1;
+	for (i = 0; i < n; i++) {
+		if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+			return -1;
+	}
+	memcpy(name, p, n);
+	name[n] = '\0';
+	return set_pin_name(cs, c, name) == 0 ? 0 : -1;
+}
+
+/* "m <id>": that contact's name moved to it from a pinned contact. */
+static int
+moved_line(const char *p, const char *end, struct bw_contacts *cs)
+{
+	uint8_t id[BW_ID_LEN];
+	struct bw_contact *c;
+
+	if (bw_hex_decode(p, (size_t)(end - p), id, BW_ID_LEN) != 0 ||
+	    (c = bw_contacts_by_id(cs, id)) == NULL)
+		return -1;
+	c->moved = 1;
+	return 0;
 }
 
 static int
@@ -311,6 +452,10 @@ bw_contacts_decode(const char *text, size_t len, struct bw_contacts *cs,
 				     : -1;
 		else if (eol - p >= 2 && p[0] == 'c' && p[1] == ' ')
 			rc = contact_line(p + 2, eol, cs);
+		else if (eol - p >= 2 && p[0] == 'm' && p[1] == ' ')
+			rc = moved_line(p + 2, eol, cs);
+		else if (eol - p >= 2 && p[0] == 'p' && p[1] == ' ')
+			rc = pin_line(p + 2, eol, cs);
 		else if (eol - p >= 1 && p[0] == 's' &&
 			 (eol - p == 1 || p[1] == ' '))
 			rc = seen_line(eol - p == 1 ? eol : p + 2, eol, cs);
@@ -345,7 +490,9 @@ bw_contacts_encode(const struct bw_contacts *cs, char **out, size_t *len)
 	size_t per = LINE_HEAD +
 		     2 * (BW_ID_LEN + 2 * BW_RSA_PUB_LEN + BW_AES_KEY_LEN) +
 		     BW_NAME_CAP + 8;
-	size_t cap = strlen(MAGIC) + 2 + cs->n * per + 4 + cs->seen_n * 11;
+	size_t cap = strlen(MAGIC) + 2 +
+		     cs->n * (per + 2 * (2 * BW_ID_LEN + 3) + BW_NAME_CAP) + 4 +
+		     cs->seen_n * 11;
 	char *buf = malloc(cap), *o;
 	size_t i, k;
 
@@ -355,7 +502,7 @@ bw_contacts_encode(const struct bw_contacts *cs, char **out, size_t *len)
 	memcpy(o, MAGIC "\n", strlen(MAGIC) + 1);
 	o += strlen(MAGIC) + 1;
 	for (i = 0; i < cs->n; i++) {
-		const struct bw_contact *c = &cs->c[i];
+		const struct bw_contact *c = cs->c[i];
 
 		*o++ = 'c';
 		*o++ = ' ';
@@ -366,6 +513,28 @@ bw_contacts_encode(const struct bw_contacts *cs, char **out, size_t *len)
 		memcpy(o, c->name, strlen(c->name));
 		o += strlen(c->name);
 		*o++ = '\n';
+	}
+	for (i = 0; i < cs->n; i++) {
+		const struct bw_contact *c = cs->c[i];
+
+		if (c->has_key && strcmp(c->pin_name, c->name) != 0 &&
+		    c->pin_name[0] != '\0') {
+			*o++ = 'p';
+			*o++ = ' ';
+			bw_hex_encode(c->id, BW_ID_LEN, o);
+			o += 2 * BW_ID_LEN;
+			*o++ = ' ';
+			memcpy(o, c->pin_name, strlen(c->pin_name));
+			o += strlen(c->pin_name);
+			*o++ = '\n';
+		}
+		if (c->moved) {
+			*o++ = 'm';
+			*o++ = ' ';
+			bw_hex_encode(c->id, BW_ID_LEN, o);
+			o += 2 * BW_ID_LEN;
+			*o++ = '\n';
+		}
 	}
 	if (cs->seen_n > 0) {
 		*o++ = 's';

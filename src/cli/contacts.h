@@ -8,7 +8,16 @@
  *
  *   bulwark-contacts 1
  *   c <id hex> <pinned key hex|-> <aes key hex|-> <offered key hex|-> <name>
+ *   p <id hex> <name>
+ *   m <id hex>
  *   s <id> <id> ...
+ *
+ * A key is pinned under the name the contact had then: that name is its
+ * (a "p" line when the contact has been renamed since). An "m" line marks
+ * a contact the server gave a name that a pinned contact holds: a key
+ * change, refused until the user accepts it, whether the server renamed
+ * the first contact in the same list or long before. Lookups are by hash;
+ * the table has no cap but the protocol's (a 2101 of a u32 size).
  */
 #ifndef BULWARK_CLI_CONTACTS_H
 #define BULWARK_CLI_CONTACTS_H
@@ -18,9 +27,11 @@
 
 #include "bulwark/crypto.h"
 #include "bulwark/err.h"
+#include "bulwark/hash.h"
 #include "bulwark/ids.h"
 
-#define BW_CONTACTS_MAX 100000	   /* contacts in one file */
+/* contacts: as many as a 2101 can list (4294967295 / 271 bytes) */
+#define BW_CONTACTS_MAX 15848699u
 #define BW_SEEN_MAX	(1u << 22) /* message ids remembered */
 
 struct bw_contact {
@@ -32,11 +43,18 @@ struct bw_contact {
 	uint8_t aes[BW_AES_KEY_LEN];
 	int has_offered; /* the server's key differs from the pinned one */
 	uint8_t offered[BW_RSA_PUB_LEN];
+	/* the name was another contact's, whose key was pinned: using it
+	 * is a key change until the user accepts it (bw_contacts_accept) */
+	int moved;
+	int named; /* the by_name index names this contact */
+	/* the name its key was pinned under ("" none); by_pin names it */
+	char pin_name[BW_NAME_CAP];
 };
 
 struct bw_contacts {
-	struct bw_contact *c;
+	struct bw_contact **c; /* each its own allocation: pointers last */
 	size_t n, cap;
+	struct bw_hash by_id, by_name, by_pin;
 	uint32_t *seen; /* ids that may come again, ascending */
 	size_t seen_n, seen_cap;
 	uint32_t *got; /* ids of the pull in progress */
@@ -65,10 +83,19 @@ struct bw_contact *bw_contacts_by_id(struct bw_contacts *cs,
 struct bw_contact *bw_contacts_by_name(struct bw_contacts *cs,
 				       const char *name);
 /* The contact for id, created (with name) if absent; its name is updated.
- * NULL when out of memory or full. Pointers die on the next add. */
+ * A name that another contact with a pinned key had moves to this one as a
+ * key change (its "moved" is set). NULL when out of memory or full.
+ * Pointers stay valid until bw_contacts_fini. */
 struct bw_contact *bw_contacts_add(struct bw_contacts *cs,
 				   const uint8_t id[BW_ID_LEN],
 				   const char *name);
+/* Pins key for c under its present name (first use, or the user accepted
+ * a new key): 0 or BW_ENOMEM. */
+int bw_contacts_pin(struct bw_contacts *cs, struct bw_contact *c,
+		    const uint8_t key[BW_RSA_PUB_LEN]) BW_WUR;
+/* The user accepts that c now holds its name: the contact that pinned a
+ * key under that name gives the name up. */
+void bw_contacts_accept(struct bw_contacts *cs, struct bw_contact *c);
 /* 1 if message id was shown before and may be delivered again. */
 int bw_contacts_seen(const struct bw_contacts *cs, uint32_t id);
 /* The pull in progress delivered id (shown now, or a repeat): BW_ENOMEM

@@ -36,6 +36,16 @@ struct msg_ctx {
 
 /* msg_ops.c. Results: 0, or an exit status (BW_EXIT_*) after a message on
  * stderr (MSG_ERR_TEXT for a 9000). */
+/* Says what failed with the server and returns BW_EXIT_FATAL. */
+int msg_net_failure(const struct msg_ctx *x, int rc);
+/* A fresh connection with the request's header (announcing announced
+ * payload bytes) and payload in one write. */
+int msg_open_request(struct msg_ctx *x, struct bw_session *s, uint16_t code,
+		     const uint8_t *payload, size_t len, uint32_t announced);
+/* The response's header: 0 with its payload size if it is want, else an
+ * exit status after saying what came. */
+int msg_response_head(struct msg_ctx *x, struct bw_session *s, uint16_t want,
+		      uint32_t *size);
 /* One exchange on its own connection: the request in one write, the
  * response's header; *body (heap, caller frees) gets at most cap payload
  * bytes. */
@@ -55,6 +65,9 @@ int msg_trust(struct msg_ctx *x, struct bw_contact *c);
 int msg_send_key_request(struct msg_ctx *x, struct bw_contact *c);
 int msg_send_sym_key(struct msg_ctx *x, struct bw_contact *c);
 int msg_send_text(struct msg_ctx *x, struct bw_contact *c, const char *text);
+/* 0 if a key is shared with c, else BW_EXIT_NO_KEY after saying so. */
+int msg_need_aes(const struct bw_contact *c);
+/* msg_file.c */
 int msg_send_file(struct msg_ctx *x, struct bw_contact *c, const char *path);
 /* Saves contacts.info; a failure is reported and returned. */
 int msg_save(struct msg_ctx *x);

@@ -16,11 +16,10 @@
 #include "bulwark/util.h"
 #include "cli/msg_int.h"
 
-#define LIST_CAP   (64u * 1024u * 1024u)
-#define FILE_CHUNK (64u * 1024u)
+#define LIST_CAP (64u * 1024u * 1024u)
 
-static int
-net_failure(const struct msg_ctx *x, int rc)
+int
+msg_net_failure(const struct msg_ctx *x, int rc)
 {
 	fprintf(stderr, "bulwark msg: %s:%u: %s\n", x->host, x->port,
 		bw_strerror(rc));
@@ -49,9 +48,9 @@ msg_save(struct msg_ctx *x)
 }
 
 /* Sends header and payload with one write on a fresh connection. */
-static int
-open_request(struct msg_ctx *x, struct bw_session *s, uint16_t code,
-	     const uint8_t *payload, size_t len, uint32_t announced)
+int
+msg_open_request(struct msg_ctx *x, struct bw_session *s, uint16_t code,
+		 const uint8_t *payload, size_t len, uint32_t announced)
 {
 	struct bw_req_hdr h;
 	uint8_t *buf;
@@ -78,18 +77,18 @@ open_request(struct msg_ctx *x, struct bw_session *s, uint16_t code,
 
 /* Reads the response header: 0 with its payload size, or an exit status
  * after saying what went wrong. */
-static int
-response_head(struct msg_ctx *x, struct bw_session *s, uint16_t want,
-	      uint32_t *size)
+int
+msg_response_head(struct msg_ctx *x, struct bw_session *s, uint16_t want,
+		  uint32_t *size)
 {
 	uint8_t hdr[BW_RESP_HDR_LEN];
 	struct bw_resp_hdr h;
 	int rc;
 
 	if ((rc = bw_session_read(s, hdr, sizeof(hdr))) != 0)
-		return net_failure(x, rc);
+		return msg_net_failure(x, rc);
 	if (bw_resp_hdr_decode(hdr, sizeof(hdr), &h) < 0)
-		return net_failure(x, BW_EPROTO);
+		return msg_net_failure(x, BW_EPROTO);
 	if (h.code == BW_MSG_RESP_ERROR)
 		return server_error();
 	if (h.code != want) {
@@ -115,12 +114,12 @@ msg_exchange(struct msg_ctx *x, uint16_t code, const uint8_t *payload,
 
 	*body = NULL;
 	*body_len = 0;
-	if ((rc = open_request(x, &s, code, payload, len, (uint32_t)len)) !=
+	if ((rc = msg_open_request(x, &s, code, payload, len, (uint32_t)len)) !=
 	    0) {
 		bw_session_close(&s);
-		return net_failure(x, rc);
+		return msg_net_failure(x, rc);
 	}
-	if ((rc = response_head(x, &s, want, &size)) != 0)
+	if ((rc = msg_response_head(x, &s, want, &size)) != 0)
 		goto out;
 	if (size > cap) {
 		fprintf(stderr, "bulwark msg: a %u-byte answer is too large\n",
@@ -129,12 +128,12 @@ msg_exchange(struct msg_ctx *x, uint16_t code, const uint8_t *payload,
 		goto out;
 	}
 	if ((b = malloc(size ? size : 1)) == NULL) {
-		rc = net_failure(x, BW_ENOMEM);
+		rc = msg_net_failure(x, BW_ENOMEM);
 		goto out;
 	}
 	if (size > 0 && (rc = bw_session_read(&s, b, size)) != 0) {
 		free(b);
-		rc = net_failure(x, rc);
+		rc = msg_net_failure(x, rc);
 		goto out;
 	}
 	*body = b;
@@ -144,12 +143,17 @@ out:
 	return rc;
 }
 
+/* The identity is on disk before the server hears of it (me.info staged
+ * with a place for the id, fsync'd): a disk that cannot take it fails the
+ * registration before the name is taken for a key nobody would keep. */
 int
 msg_register(struct msg_ctx *x, const char *name)
 {
-	uint8_t payload[BW_MSG_REGISTER_LEN], spki[BW_RSA_PUB_LEN], *body;
+	uint8_t payload[BW_MSG_REGISTER_LEN], spki[BW_RSA_PUB_LEN],
+		*body = NULL;
 	char hex[2 * BW_ID_LEN + 1];
 	struct bw_identity me;
+	struct bw_identity_stage st;
 	size_t n;
 	int rc;
 
@@ -169,7 +173,7 @@ msg_register(struct msg_ctx *x, const char *name)
 	if ((rc = bw_rsa_generate(&me.key)) != 0 ||
 	    (rc = bw_rsa_to_spki(me.key, spki)) != 0) {
 		bw_identity_fini(&me);
-		return net_failure(x, rc);
+		return msg_net_failure(x, rc);
 	}
 	if (bw_msg_register_encode(name, spki, payload) != 0) {
 		bw_identity_fini(&me);
@@ -177,26 +181,40 @@ msg_register(struct msg_ctx *x, const char *name)
 				"characters\n");
 		return BW_EXIT_USAGE;
 	}
+	if ((rc = bw_identity_stage(&me, x->me_path, NULL, &st)) != 0) {
+		fprintf(stderr,
+			"bulwark msg: cannot write %s: %s (nothing was sent "
+			"to the server)\n",
+			x->me_path, bw_strerror(rc));
+		bw_identity_fini(&me);
+		return BW_EXIT_USAGE;
+	}
 	rc = msg_exchange(x, BW_MSG_REQ_REGISTER, payload, sizeof(payload),
 			  BW_MSG_RESP_REGISTERED, &body, &n, BW_ID_LEN);
 	if (rc == 0 && n != BW_ID_LEN)
-		rc = net_failure(x, BW_EPROTO);
+		rc = msg_net_failure(x, BW_EPROTO);
 	if (rc == 0) {
 		memcpy(me.id, body, BW_ID_LEN);
-		if ((rc = bw_identity_save(&me, x->me_path, NULL)) != 0) {
-			fprintf(stderr, "bulwark msg: cannot write %s: %s\n",
-				x->me_path, bw_strerror(rc));
+		bw_hex_encode(me.id, BW_ID_LEN, hex);
+		if ((rc = bw_identity_commit(&st, me.id)) != 0) {
+			fprintf(stderr,
+				"bulwark msg: registered as %s (id %s), but "
+				"%s cannot be put in place: %s; the identity "
+				"is in %s\n",
+				me.name, hex, x->me_path, bw_strerror(rc),
+				st.tmp);
 			rc = BW_EXIT_USAGE;
 		}
 	}
 	free(body);
 	if (rc != 0) {
+		if (st.fd >= 0)
+			bw_identity_abandon(&st); /* the server said no */
 		bw_identity_fini(&me);
 		return rc;
 	}
 	x->me = me;
 	x->have_me = 1;
-	bw_hex_encode(me.id, BW_ID_LEN, hex);
 	printf("registered as %s (id %s)\n", me.name, hex);
 	return 0;
 }
@@ -215,7 +233,7 @@ msg_list(struct msg_ctx *x, int show)
 		return rc;
 	if (n % BW_MSG_LIST_ENTRY_LEN != 0) {
 		free(body);
-		return net_failure(x, BW_EPROTO);
+		return msg_net_failure(x, BW_EPROTO);
 	}
 	for (i = 0; i < n; i += BW_MSG_LIST_ENTRY_LEN) {
 		if (bw_msg_list_entry_decode(body + i, BW_MSG_LIST_ENTRY_LEN,
@@ -257,6 +275,26 @@ show_fingerprint(const char *label, const uint8_t key[BW_RSA_PUB_LEN])
 		fprintf(stderr, "  %-8s %s\n", label, fp);
 }
 
+/* The server gave c's name to c after another contact, whose key was
+ * pinned, had it: as much a key change as a different key. */
+static int
+name_moved(struct msg_ctx *x, struct bw_contact *c)
+{
+	char shown[BW_ESC_CAP], hex[2 * BW_ID_LEN + 1];
+
+	bw_escape_display(c->name, shown, sizeof(shown));
+	bw_hex_encode(c->id, BW_ID_LEN, hex);
+	fprintf(stderr,
+		"\nWARNING: the server now gives the name %s to ANOTHER "
+		"client (id %s)\nthan the one whose key you pinned under that "
+		"name.\nSomeone may be impersonating %s. No key will be sent "
+		"to it\nuntil you accept it (only after checking with %s):\n"
+		"  bulwark msg trust '%s'\n\n",
+		shown, hex, shown, shown, shown);
+	(void)msg_save(x);
+	return BW_EXIT_KEY_CHANGED;
+}
+
 int
 msg_fetch_key(struct msg_ctx *x, struct bw_contact *c)
 {
@@ -267,6 +305,8 @@ msg_fetch_key(struct msg_ctx *x, struct bw_contact *c)
 	size_t n;
 	int rc;
 
+	if (c->moved)
+		return name_moved(x, c);
 	rc = msg_exchange(x, BW_MSG_REQ_PUBKEY, c->id, BW_ID_LEN,
 			  BW_MSG_RESP_PUBKEY, &body, &n, BW_MSG_PUBKEY_LEN);
 	if (rc != 0)
@@ -282,8 +322,10 @@ msg_fetch_key(struct msg_ctx *x, struct bw_contact *c)
 	bw_rsa_free(rsa);
 	bw_escape_display(c->name, shown, sizeof(shown));
 	if (!c->has_key) {
-		memcpy(c->key, key, BW_RSA_PUB_LEN);
-		c->has_key = 1;
+		if (bw_contacts_pin(&x->cs, c, key) != 0) {
+			free(body);
+			return msg_net_failure(x, BW_ENOMEM);
+		}
 		if (bw_fingerprint(key, fp) == 0)
 			printf("public key of %s: %s (pinned)\n", shown, fp);
 	} else if (memcmp(c->key, key, BW_RSA_PUB_LEN) != 0) {
@@ -316,14 +358,23 @@ int
 msg_trust(struct msg_ctx *x, struct bw_contact *c)
 {
 	char shown[BW_ESC_CAP], fp[BW_FINGERPRINT_CAP];
+	char hex[2 * BW_ID_LEN + 1];
 
 	bw_escape_display(c->name, shown, sizeof(shown));
+	if (c->moved) {
+		/* the name's new owner is accepted: its key is pinned on
+		 * first use from now on */
+		bw_contacts_accept(&x->cs, c);
+		bw_hex_encode(c->id, BW_ID_LEN, hex);
+		printf("%s is now the client with id %s\n", shown, hex);
+		return msg_save(x);
+	}
 	if (!c->has_offered) {
 		printf("no new key is waiting for %s\n", shown);
 		return 0;
 	}
-	memcpy(c->key, c->offered, BW_RSA_PUB_LEN);
-	c->has_key = 1;
+	if (bw_contacts_pin(&x->cs, c, c->offered) != 0)
+		return msg_net_failure(x, BW_ENOMEM);
 	c->has_offered = 0;
 	c->has_aes = 0; /* a key shared with the old key's owner is void */
 	bw_wipe(c->aes, sizeof(c->aes));
@@ -345,7 +396,7 @@ send_message(struct msg_ctx *x, struct bw_contact *c, uint8_t type,
 	if (len > BW_MSG_CONTENT_MAX)
 		return BW_EXIT_USAGE;
 	if ((payload = malloc(BW_MSG_SEND_PREFIX + len)) == NULL)
-		return net_failure(x, BW_ENOMEM);
+		return msg_net_failure(x, BW_ENOMEM);
 	memcpy(s.to, c->id, BW_ID_LEN);
 	s.type = type;
 	s.content_size = (uint32_t)len;
@@ -360,7 +411,7 @@ send_message(struct msg_ctx *x, struct bw_contact *c, uint8_t type,
 	rc = bw_msg_stored_decode(body, n, to, &msg_id);
 	free(body);
 	if (rc != 0)
-		return net_failure(x, BW_EPROTO);
+		return msg_net_failure(x, BW_EPROTO);
 	printf("message %u stored\n", msg_id);
 	return 0;
 }
@@ -386,7 +437,7 @@ msg_send_sym_key(struct msg_ctx *x, struct bw_contact *c)
 	    (rc = bw_rsa_oaep_encrypt(rsa, aes, sizeof(aes), wrapped)) != 0) {
 		bw_rsa_free(rsa);
 		bw_wipe(aes, sizeof(aes));
-		return net_failure(x, rc);
+		return msg_net_failure(x, rc);
 	}
 	bw_rsa_free(rsa);
 	rc = send_message(x, c, BW_MSG_KEY, wrapped, sizeof(wrapped));
@@ -399,8 +450,8 @@ msg_send_sym_key(struct msg_ctx *x, struct bw_contact *c)
 	return rc;
 }
 
-static int
-need_aes(const struct bw_contact *c)
+int
+msg_need_aes(const struct bw_contact *c)
 {
 	char shown[BW_ESC_CAP];
 
@@ -420,137 +471,12 @@ msg_send_text(struct msg_ctx *x, struct bw_contact *c, const char *text)
 	size_t n = 0;
 	int rc;
 
-	if ((rc = need_aes(c)) != 0)
+	if ((rc = msg_need_aes(c)) != 0)
 		return rc;
 	if ((rc = bw_aes_seal(c->aes, (const uint8_t *)text, strlen(text), &ct,
 			      &n)) != 0)
-		return net_failure(x, rc);
+		return msg_net_failure(x, rc);
 	rc = send_message(x, c, BW_MSG_TEXT, ct, n);
 	bw_secure_free(ct, n);
 	return rc;
-}
-
-/* Reads up to n bytes at the file's current offset: whole reads unless it
- * ends. */
-static ssize_t
-read_some(int fd, uint8_t *p, size_t n)
-{
-	size_t got = 0;
-	ssize_t r;
-
-	while (got < n) {
-		r = read(fd, p + got, n - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -1;
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
-	return (ssize_t)got;
-}
-
-/* Streams the file: header, prefix and the first chunk in one write, the
- * rest encrypted a chunk at a time. */
-static int
-stream_file(struct msg_ctx *x, struct bw_session *s, struct bw_contact *c,
-	    int fd, uint64_t size)
-{
-	uint8_t buf[BW_MSG_SEND_PREFIX + FILE_CHUNK + BW_AES_BLOCK];
-	struct bw_msg_send m;
-	struct bw_aes *aes = NULL;
-	uint64_t ct = bw_aes_cipher_len(size), done = 0;
-	size_t off = BW_MSG_SEND_PREFIX, k;
-	ssize_t r;
-	int rc, first = 1;
-
-	memcpy(m.to, c->id, BW_ID_LEN);
-	m.type = BW_MSG_FILE;
-	m.content_size = (uint32_t)ct;
-	bw_msg_send_encode(&m, buf);
-	if ((rc = bw_aes_new(&aes, c->aes, 1)) != 0)
-		return rc;
-	for (;;) {
-		r = read_some(fd, buf + off, FILE_CHUNK);
-		if (r < 0) {
-			rc = -errno;
-			break;
-		}
-		k = (size_t)r;
-		done += k;
-		if (done == size) { /* the last chunk: pad it */
-			bw_pkcs7_pad(buf + off + k - k % BW_AES_BLOCK,
-				     k % BW_AES_BLOCK);
-			k += BW_AES_BLOCK - k % BW_AES_BLOCK;
-		} else if (k == 0 || k % BW_AES_BLOCK != 0 || done > size) {
-			rc = BW_ESIZE; /* the file changed under us */
-			break;
-		}
-		if ((rc = bw_aes_cbc(aes, buf + off, k)) != 0)
-			break;
-		if (first)
-			rc = open_request(x, s, BW_MSG_REQ_SEND, buf, off + k,
-					  (uint32_t)(BW_MSG_SEND_PREFIX + ct));
-		else
-			rc = bw_session_write(s, buf, k);
-		first = 0;
-		off = 0;
-		if (rc != 0 || done == size)
-			break;
-	}
-	bw_aes_free(aes);
-	bw_wipe(buf, sizeof(buf));
-	return rc;
-}
-
-int
-msg_send_file(struct msg_ctx *x, struct bw_contact *c, const char *path)
-{
-	struct bw_session s;
-	struct stat st;
-	uint8_t ack[BW_MSG_STORED_LEN], to[BW_ID_LEN];
-	uint32_t size = 0, msg_id;
-	int fd, rc;
-
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 ||
-	    fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		if (fd >= 0)
-			close(fd);
-		printf("file not found\n");
-		return BW_EXIT_USAGE;
-	}
-	if ((rc = need_aes(c)) != 0) {
-		close(fd);
-		return rc;
-	}
-	if (bw_aes_cipher_len((uint64_t)st.st_size) > BW_MSG_CONTENT_MAX) {
-		close(fd);
-		fprintf(stderr, "bulwark msg: %s is too large to send\n", path);
-		return BW_EXIT_USAGE;
-	}
-	s.fd = -1;
-	rc = stream_file(x, &s, c, fd, (uint64_t)st.st_size);
-	close(fd);
-	if (rc != 0) {
-		bw_session_close(&s);
-		return rc == BW_ESIZE ? (fprintf(stderr,
-						 "bulwark msg: %s changed "
-						 "while it was sent\n",
-						 path),
-					 BW_EXIT_USAGE)
-				      : net_failure(x, rc);
-	}
-	rc = response_head(x, &s, BW_MSG_RESP_STORED, &size);
-	if (rc == 0 && size != sizeof(ack))
-		rc = net_failure(x, BW_EPROTO);
-	if (rc == 0 && (rc = bw_session_read(&s, ack, sizeof(ack))) != 0)
-		rc = net_failure(x, rc);
-	bw_session_close(&s);
-	if (rc != 0)
-		return rc;
-	if (bw_msg_stored_decode(ack, sizeof(ack), to, &msg_id) != 0)
-		return net_failure(x, BW_EPROTO);
-	printf("message %u stored\n", msg_id);
-	return 0;
 }

@@ -1,14 +1,20 @@
 /* bulwark msg, receiving: a 2104 read record by record from the socket in
  * bounded memory. Keys and texts are decrypted in memory (their size is
  * capped), files stream through AES into a new private file in the
- * temporary directory; each message is shown once, as spec/messages.md
- * prints it, even when the server delivers it again.
+ * temporary directory; each message is shown once, as the protocol's
+ * client prints it, even when the server delivers it again. Nothing is
+ * confirmed to the server (the orderly close that is its evidence of
+ * delivery) before what was received is kept: shown on a standard output
+ * that took it (and synced, if it is a file), files written and synced,
+ * keys saved in contacts.info. A local failure resets the connection
+ * instead: the messages stay queued.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bulwark/crypto.h"
@@ -25,7 +31,22 @@ struct rx {
 	struct bw_session s;
 	uint64_t left; /* payload bytes still to read */
 	int unknown;   /* a sender not in the contacts: refresh names after */
+	/* a local failure (the message could not be kept): what, and why */
+	const char *local;
+	int local_rc;
 };
+
+/* Something received could not be kept here: the pull stops and is not
+ * confirmed. Returns BW_EIO-like rc for the caller to pass up. */
+static int
+local_failure(struct rx *r, const char *what, int rc)
+{
+	if (r->local == NULL) {
+		r->local = what;
+		r->local_rc = rc;
+	}
+	return rc != 0 ? rc : -EIO;
+}
 
 static int
 take(struct rx *r, void *p, size_t n)
@@ -164,7 +185,9 @@ write_full(int fd, const uint8_t *p, size_t n)
 }
 
 /* Type 4: decrypted into a new file under the temporary directory, named
- * by us (never by the peer); path gets its name, or "" if it failed. */
+ * by us (never by the peer), written and synced before it is shown; path
+ * gets its name, or "" if it does not decrypt. A file that cannot be
+ * written is a local failure (r->local): nothing of it is left. */
 static int
 got_file(struct rx *r, struct bw_contact *c, uint32_t size, char *path,
 	 size_t cap)
@@ -173,17 +196,21 @@ got_file(struct rx *r, struct bw_contact *c, uint32_t size, char *path,
 	struct bw_aes *aes = NULL;
 	uint64_t left = size;
 	size_t k, held = 0, pad;
-	int fd = -1, rc = 0, bad = 0;
+	int fd = -1, rc = 0, bad = 0, werr = 0;
 
 	path[0] = '\0';
 	if (c == NULL || !c->has_aes || size == 0 || size % BW_AES_BLOCK != 0)
 		return skip(r, size);
 	snprintf(path, cap, "%s/bulwark-msg-XXXXXX", r->x->tmpdir);
-	if ((fd = mkstemp(path)) < 0 || bw_aes_new(&aes, c->aes, 0) != 0) {
+	if ((fd = mkstemp(path)) < 0) {
+		werr = -errno;
 		fprintf(stderr, "bulwark msg: cannot create %s: %s\n", path,
 			strerror(errno));
-		bad = 1;
+		path[0] = '\0';
+		return local_failure(r, "a received file", werr);
 	}
+	if (bw_aes_new(&aes, c->aes, 0) != 0)
+		bad = 1;
 	while (left > 0) {
 		/* the last block stays held back until the end: its padding
 		 * is not the file's */
@@ -208,19 +235,27 @@ got_file(struct rx *r, struct bw_contact *c, uint32_t size, char *path,
 		} else {
 			k -= BW_AES_BLOCK;
 		}
-		if (write_full(fd, buf, k) != 0)
-			bad = 1;
+		if ((werr = write_full(fd, buf, k)) != 0)
+			break;
 		if (held)
 			memcpy(buf, buf + k, BW_AES_BLOCK);
 	}
 	bw_aes_free(aes);
 	bw_wipe(buf, sizeof(buf));
-	if (fd >= 0 && (close(fd) != 0 || bad || rc != 0)) {
+	/* kept only once on disk: the server forgets it after this pull */
+	if (werr == 0 && rc == 0 && !bad && fsync(fd) != 0)
+		werr = -errno;
+	if (close(fd) != 0 && werr == 0 && rc == 0 && !bad)
+		werr = -errno;
+	if (bad || rc != 0 || werr != 0) {
 		(void)unlink(path);
-		bad = 1;
-	}
-	if (bad || rc != 0)
+		if (werr != 0)
+			fprintf(stderr, "bulwark msg: cannot write %s: %s\n",
+				path, strerror(-werr));
 		path[0] = '\0';
+	}
+	if (werr != 0)
+		return local_failure(r, "a received file", werr);
 	return rc;
 }
 
@@ -304,10 +339,29 @@ one_record(struct rx *r)
 		printf("%s\n", what);
 	}
 	printf("-----<EOM>-----\n\n");
-	fflush(stdout);
-	/* remembered only once all of it was read: a message cut short is
-	 * shown again when the server delivers it again */
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		rc = -errno;
+		if (what == path && path[0] != '\0')
+			(void)unlink(path); /* its path was never shown */
+		return local_failure(r, "standard output", rc ? rc : -EIO);
+	}
+	/* remembered only once all of it was read and shown: a message cut
+	 * short is shown again when the server delivers it again */
 	return bw_contacts_got(&x->cs, m.id);
+}
+
+/* What was shown reached the disk, if standard output is a file. */
+static int
+sync_stdout(void)
+{
+	struct stat st;
+
+	if (fflush(stdout) != 0 || ferror(stdout))
+		return errno ? -errno : -EIO;
+	if (fstat(STDOUT_FILENO, &st) == 0 && S_ISREG(st.st_mode) &&
+	    fsync(STDOUT_FILENO) != 0)
+		return -errno;
+	return 0;
 }
 
 int
@@ -349,16 +403,43 @@ msg_pull(struct msg_ctx *x)
 			goto fail;
 		shown++;
 	}
-	/* ended in order after the whole reply: the server may now forget
-	 * them (a FIN, not a reset, is its evidence) */
-	bw_session_end(&r.s);
-	bw_contacts_pull_end(&x->cs, 1);
 	if (shown == 0)
 		printf("no waiting messages\n");
+	/* all of it is here: kept before the server is told (what was shown
+	 * on disk if it went to a file; keys received in contacts.info,
+	 * with the ids shown) */
+	if ((rc = sync_stdout()) != 0) {
+		local_failure(&r, "standard output", rc);
+		x->cs.got_n = 0; /* not kept: to be shown again */
+		goto fail;
+	}
+	bw_contacts_pull_end(&x->cs, 1);
+	if ((rc = bw_contacts_save(x->contacts_path, &x->cs)) != 0) {
+		local_failure(&r, x->contacts_path, rc);
+		goto fail_saved;
+	}
+	/* ended in order after the whole reply, and kept: the server may
+	 * now forget them (a FIN, not a reset, is its evidence) */
+	bw_session_end(&r.s);
 	if (r.unknown)
 		(void)msg_list(x, 0); /* names for the next time */
-	return msg_save(x);
+	return 0;
 fail:
+	if (r.local != NULL) {
+		bw_contacts_pull_end(&x->cs, 0);
+		(void)msg_save(x); /* what was shown stays shown once */
+	}
+fail_saved:
+	if (r.local != NULL) {
+		/* a reset, not a FIN: nothing was confirmed, the messages
+		 * stay queued for the next pull */
+		bw_session_abort(&r.s);
+		fprintf(stderr,
+			"bulwark msg: cannot keep what was received (%s: %s); "
+			"the messages stay on the server\n",
+			r.local, bw_strerror(r.local_rc));
+		return BW_EXIT_USAGE;
+	}
 	bw_session_close(&r.s);
 	bw_contacts_pull_end(&x->cs, 0);
 	fprintf(stderr, "bulwark msg: pull from %s:%u cut short: %s\n", x->host,

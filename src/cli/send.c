@@ -249,9 +249,11 @@ out:
 	return rc;
 }
 
-/* A new identity: 1025 then 1026. me.info and priv.key are written only
- * once the server's AES key has been unwrapped, so a failure on the way
- * leaves the old ones (or none) untouched. */
+/* A new identity: 1025 then 1026. me.info and priv.key are staged on disk
+ * (fsync'd temporary files) before the 1025, so a disk that cannot take
+ * them fails before a name is taken for a key nobody keeps, and put in
+ * place only once the server's AES key has been unwrapped, so a failure
+ * on the way leaves the old ones (or none) untouched. */
 int
 send_register(struct send_ctx *x, const char *name)
 {
@@ -262,6 +264,7 @@ send_register(struct send_ctx *x, const char *name)
 	uint8_t out[RESP_CAP];
 	char hex[2 * BW_ID_LEN + 1];
 	struct bw_identity nu;
+	struct bw_identity_stage st;
 	struct req rq;
 	uint16_t code = 0;
 	size_t len = 0;
@@ -269,6 +272,8 @@ send_register(struct send_ctx *x, const char *name)
 
 	/* name may point into x->me, which stays until nu is complete */
 	memset(&nu, 0, sizeof(nu));
+	st.fd = st.priv_fd = -1;
+	st.tmp[0] = st.priv_tmp[0] = '\0';
 	snprintf(nu.name, sizeof(nu.name), "%s", name);
 	if (bw_name_encode(nu.name, field) != 0) {
 		bw_cli_fatal("the name '%s' cannot be sent", nu.name);
@@ -278,6 +283,13 @@ send_register(struct send_ctx *x, const char *name)
 	if ((rc = bw_rsa_generate(&nu.key)) != 0 ||
 	    (rc = bw_rsa_to_spki(nu.key, pk + BW_NAME_FIELD)) != 0) {
 		bw_cli_fatal("cannot generate an RSA key: %s", bw_strerror(rc));
+		goto out;
+	}
+	if ((rc = bw_identity_stage(&nu, "me.info", "priv.key", &st)) != 0) {
+		bw_cli_fatal("cannot write me.info: %s (nothing was sent to "
+			     "the server)",
+			     bw_strerror(rc));
+		ret = BW_EXIT_USAGE;
 		goto out;
 	}
 	rq = (struct req){.what = "registration",
@@ -324,18 +336,23 @@ send_register(struct send_ctx *x, const char *name)
 			     bw_strerror(rc));
 		goto out;
 	}
-	if ((rc = bw_identity_save(&nu, "me.info", "priv.key")) != 0) {
-		bw_cli_fatal("cannot write me.info: %s", bw_strerror(rc));
+	bw_hex_encode(nu.id, BW_ID_LEN, hex);
+	if ((rc = bw_identity_commit(&st, nu.id)) != 0) {
+		bw_cli_fatal("registered as '%s' (id %s) but me.info cannot be "
+			     "put in place: %s; the identity is in %s",
+			     nu.name, hex, bw_strerror(rc),
+			     st.tmp[0] != '\0' ? st.tmp : st.priv_tmp);
 		ret = BW_EXIT_USAGE;
 		goto out;
 	}
-	bw_hex_encode(nu.id, BW_ID_LEN, hex);
 	printf("registered as '%s' (id %s)\n", nu.name, hex);
 	bw_identity_fini(&x->me);
 	x->me = nu;
 	nu.key = NULL; /* x->me owns it now */
 	ret = BW_EXIT_OK;
 out:
+	if (ret != BW_EXIT_OK && st.fd >= 0)
+		bw_identity_abandon(&st); /* nothing registered to keep */
 	bw_wipe(out, sizeof(out));
 	bw_identity_fini(&nu);
 	return ret;

@@ -3,10 +3,17 @@
  * and emoji two, combining marks none), from a small table of its own
  * rather than wcwidth(), which depends on the locale.
  */
+#include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "cli/termtext.h"
+#include "proto/text.h"
+
+#define CHUNK	    1024u /* bytes cleaned at a time */
+#define WRAP_INDENT "  "
 
 size_t
 bw_tt_whole(const uint8_t *p, size_t n)
@@ -90,4 +97,120 @@ bw_tt_tail(const char *p, size_t n, size_t cols)
 		i = j;
 	}
 	return i;
+}
+
+size_t
+bw_tt_head(const char *p, size_t n, size_t cols)
+{
+	size_t i = 0, len, used = 0, w;
+
+	while (i < n) {
+		w = cp_cols(cp_at(p, n, i, &len));
+		if (used + w > cols && i > 0)
+			break;
+		used += w;
+		i += len;
+		if (used >= cols)
+			break;
+	}
+	return i;
+}
+
+/* --- writing ------------------------------------------------------------ */
+
+size_t
+bw_tt_term_cols(void)
+{
+	struct winsize w;
+
+	if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &w) == 0 && w.ws_col >= 20)
+		return w.ws_col;
+	return 80;
+}
+
+void
+bw_tt_write(const char *p, size_t n)
+{
+	ssize_t w;
+
+	while (n > 0) {
+		w = write(STDOUT_FILENO, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+void
+bw_tt_write_untabbed(const char *p, size_t n)
+{
+	const char *t;
+
+	while ((t = memchr(p, '\t', n)) != NULL) {
+		bw_tt_write(p, (size_t)(t - p));
+		bw_tt_write(" ", 1);
+		n -= (size_t)(t - p) + 1;
+		p = t + 1;
+	}
+	bw_tt_write(p, n);
+}
+
+/* Clean text onto rows of the terminal's width: the last column is left
+ * free (a terminal that wrapped there itself would start the next row at
+ * its first column), and each new row starts indented. */
+static void
+wrapped(struct bw_tt_out *o, const char *p, size_t n)
+{
+	size_t cols = bw_tt_term_cols(), room, k;
+
+	while (n > 0) {
+		room = o->col + 1 < cols ? cols - 1 - o->col : 0;
+		k = room > 0 ? bw_tt_head(p, n, room) : 0;
+		if (k > 0 && (bw_tt_cols(p, k) <= room || o->col <= 2)) {
+			bw_tt_write_untabbed(p, k);
+			o->col += bw_tt_cols(p, k);
+			p += k;
+			n -= k;
+			if (n == 0)
+				break;
+		}
+		bw_tt_write("\r\n" WRAP_INDENT, 2 + sizeof(WRAP_INDENT) - 1);
+		o->col = sizeof(WRAP_INDENT) - 1;
+	}
+}
+
+void
+bw_tt_text(struct bw_tt_out *o, const uint8_t *p, size_t n)
+{
+	char clean[BW_TEXT_CAP(CHUNK)];
+	size_t k, m;
+
+	while (n > 0) {
+		k = n < CHUNK ? n : CHUNK;
+		if (k < n && bw_tt_whole(p, k) > 0)
+			k = bw_tt_whole(p, k);
+		m = bw_text_clean(p, k, clean, sizeof(clean), NULL);
+		if (o->tty)
+			wrapped(o, clean, m);
+		else
+			bw_tt_write(clean, m);
+		p += k;
+		n -= k;
+	}
+}
+
+void
+bw_tt_newline(struct bw_tt_out *o)
+{
+	bw_tt_write("\n", 1);
+	o->col = 0;
+}
+
+void
+bw_tt_autowrap(int on)
+{
+	bw_tt_write(on ? "\033[?7h" : "\033[?7l", 5);
 }

@@ -1,4 +1,5 @@
 /* bulwark: the Bulwark client. One subcommand per service. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -27,6 +28,11 @@ usage(FILE *f)
 int
 main(int argc, char **argv)
 {
+	/* a write past a file-size limit, or to a closed pipe, fails with
+	 * EFBIG or EPIPE and is reported, rather than killing the client in
+	 * the middle of keeping what it received */
+	signal(SIGXFSZ, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2) {
 		usage(stderr);
 		return 2;

@@ -36,7 +36,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check(bw_contacts_decode(t1, n1, &b, &line) == 0);
 	check(a.n == b.n && a.seen_n == b.seen_n);
 	for (i = 0; i < a.n; i++)
-		check(memcmp(&a.c[i], &b.c[i], sizeof(a.c[i])) == 0);
+		check(memcmp(a.c[i], b.c[i], sizeof(*a.c[i])) == 0);
 	check(bw_contacts_encode(&b, &t2, &n2) == 0);
 	check(n1 == n2 && memcmp(t1, t2, n1) == 0);
 out:

@@ -203,6 +203,38 @@ assert_malformed(struct fixture *fx, const char *why_has)
 	assert_null(me.key);
 }
 
+/* What registering does: staged before the server is told, committed with
+ * the id it gave. */
+static int
+save(const struct bw_identity *me, const char *path, const char *priv)
+{
+	struct bw_identity_stage st;
+	int rc;
+
+	if ((rc = bw_identity_stage(me, path, priv, &st)) != 0)
+		return rc;
+	return bw_identity_commit(&st, me->id);
+}
+
+static void
+an_abandoned_stage_leaves_no_file(void **state)
+{
+	struct fixture *fx = *state;
+	struct bw_identity me;
+	struct bw_identity_stage st;
+	struct stat sb;
+
+	memset(&me, 0, sizeof(me));
+	snprintf(me.name, sizeof(me.name), "%s", "alice");
+	me.key = fx->key;
+	assert_int_equal(bw_identity_stage(&me, fx->me, fx->priv, &st), 0);
+	assert_int_equal(stat(st.tmp, &sb), 0); /* on disk before the 2100 */
+	assert_int_not_equal(stat(fx->me, &sb), 0);
+	bw_identity_abandon(&st);
+	assert_int_not_equal(stat(fx->me, &sb), 0);
+	assert_int_not_equal(stat(fx->priv, &sb), 0);
+}
+
 static void
 save_then_load_round_trips(void **state)
 {
@@ -214,7 +246,7 @@ save_then_load_round_trips(void **state)
 	snprintf(me.name, sizeof(me.name), "%s", "Alice Example");
 	memcpy(me.id, the_id, BW_ID_LEN);
 	me.key = fx->key;
-	assert_int_equal(bw_identity_save(&me, fx->me, fx->priv), 0);
+	assert_int_equal(save(&me, fx->me, fx->priv), 0);
 	assert_int_equal(bw_identity_load(&got, fx->me, fx->priv, &why), 0);
 	assert_string_equal(got.name, "Alice Example");
 	assert_memory_equal(got.id, the_id, BW_ID_LEN);
@@ -245,7 +277,7 @@ saved_files_have_mode_0600_and_the_documented_layout(void **state)
 	memcpy(me.id, the_id, BW_ID_LEN);
 	me.key = fx->key;
 	old = umask(0);
-	assert_int_equal(bw_identity_save(&me, fx->me, fx->priv), 0);
+	assert_int_equal(save(&me, fx->me, fx->priv), 0);
 	umask(old);
 	assert_int_equal(stat(fx->me, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0600);
@@ -467,6 +499,7 @@ main(void)
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 	const struct CMUnitTest tests[] = {
 		T(save_then_load_round_trips),
+		T(an_abandoned_stage_leaves_no_file),
 		T(saved_files_have_mode_0600_and_the_documented_layout),
 		T(wrapped_base64_upper_hex_and_crlf_are_read),
 		T(wrapped_base64_with_lf_is_read),

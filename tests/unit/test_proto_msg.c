@@ -261,20 +261,32 @@ contacts_round_trip_with_keys_names_and_seen_ids(void **state)
 	struct bw_contact *c;
 	char *text = NULL, *again = NULL;
 	size_t n = 0, m = 0, line;
-	uint8_t id2[BW_ID_LEN];
+	uint8_t id2[BW_ID_LEN], key[BW_RSA_PUB_LEN];
 
 	(void)state;
 	bw_contacts_init(&a);
 	bw_contacts_init(&b);
 	c = bw_contacts_add(&a, id_a, "bob smith");
 	assert_non_null(c);
-	fake_key(c->key);
-	c->has_key = 1;
+	fake_key(key);
+	assert_int_equal(bw_contacts_pin(&a, c, key), 0);
 	memset(c->aes, 0x42, BW_AES_KEY_LEN);
 	c->has_aes = 1;
 	memcpy(id2, id_a, BW_ID_LEN);
 	id2[0] = 0xee;
 	assert_non_null(bw_contacts_add(&a, id2, "שרה"));
+	/* a third id given the pinned bob's name: a key change, kept */
+	id2[0] = 0xef;
+	c = bw_contacts_add(&a, id2, "bob smith");
+	assert_non_null(c);
+	assert_true(c->moved);
+	assert_ptr_equal(bw_contacts_by_name(&a, "bob smith"), c);
+	/* the pinned bob renamed first, in the same list or long before:
+	 * its name is still its own */
+	assert_non_null(bw_contacts_add(&a, id_a, "robert"));
+	id2[0] = 0xed;
+	assert_true(bw_contacts_add(&a, id2, "bob smith")->moved);
+	id2[0] = 0xee;
 	assert_int_equal(bw_contacts_seen(&a, 5), 0);
 	assert_int_equal(bw_contacts_got(&a, 5), 0);
 	assert_int_equal(bw_contacts_got(&a, 4000000000u), 0);
@@ -282,17 +294,28 @@ contacts_round_trip_with_keys_names_and_seen_ids(void **state)
 	assert_int_equal(bw_contacts_seen(&a, 5), 1);
 	assert_int_equal(bw_contacts_encode(&a, &text, &n), 0);
 	assert_int_equal(bw_contacts_decode(text, n, &b, &line), 0);
-	assert_int_equal(b.n, 2);
-	c = bw_contacts_by_name(&b, "bob smith");
+	assert_int_equal(b.n, 4);
+	c = bw_contacts_by_id(&b, id_a);
 	assert_non_null(c);
-	assert_true(c->has_key && c->has_aes && !c->has_offered);
-	assert_memory_equal(c, &a.c[0], sizeof(*c));
+	assert_true(c->has_key && c->has_aes && !c->has_offered && !c->moved);
+	assert_memory_equal(c, a.c[0], sizeof(*c));
+	assert_string_equal(c->pin_name, "bob smith");
+	id2[0] = 0xef;
+	assert_true(bw_contacts_by_id(&b, id2)->moved);
+	id2[0] = 0xed;
+	assert_true(bw_contacts_by_id(&b, id2)->moved);
+	id2[0] = 0xee;
 	assert_non_null(bw_contacts_by_id(&b, id2));
 	assert_int_equal(bw_contacts_seen(&b, 5), 1);
 	assert_int_equal(bw_contacts_seen(&b, 4000000000u), 1);
 	assert_int_equal(bw_contacts_encode(&b, &again, &m), 0);
 	assert_int_equal(n, m);
 	assert_memory_equal(text, again, n);
+	/* accepting the name's new holder: the old pin gives the name up */
+	id2[0] = 0xed;
+	bw_contacts_accept(&b, bw_contacts_by_id(&b, id2));
+	assert_false(bw_contacts_by_id(&b, id2)->moved);
+	assert_string_equal(bw_contacts_by_id(&b, id_a)->pin_name, "");
 	bw_secure_free(text, n);
 	bw_secure_free(again, m);
 	bw_contacts_fini(&a);
