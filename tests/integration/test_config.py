@@ -438,9 +438,11 @@ def test_flags_win_over_the_file(daemon, tmp_path):
     assert wrong_ids_until_closed(d.ports["rooms"], "127.0.0.63", 5) == 3
     assert console_ok(d.ports["console"], "flag-secret")
     assert not console_ok(d.ports["console"], "file-secret")
-    # a flag before --config wins as well
+    # a flag before --config wins as well (a data directory of its own: one
+    # daemon per data directory)
+    (tmp_path / "data2").mkdir(exist_ok=True)
     d2 = daemon("--rooms-max-attempts", "2", "--config", conf, "--log-level", "info",
-                want=("vault", "console", "rooms"))
+                "--data-dir", str(tmp_path / "data2"), want=("vault", "console", "rooms"))
     assert wrong_ids_until_closed(d2.ports["rooms"], "127.0.0.64", 5) == 2
     assert console_ok(d2.ports["console"], "file-secret")
 
@@ -494,6 +496,8 @@ def test_every_long_option_of_help_is_a_config_key(daemon, tmp_path):
     (tmp_path / "data").mkdir()
     values = {
         "data-dir": tmp_path / "data", "port": "0", "listen": H, "max-conns": "100",
+        "max-conns-per-addr": "50", "max-bodies-per-addr": "8", "pull-max-messages": "1000",
+        "max-pulls-per-client": "2", "reply-memory": "1048576",
         "max-file-size": "1000000", "max-uploads": "10", "max-uploads-per-addr": "5",
         "min-rate": "0", "key-lifetime": "3600", "key-failures": "3", "max-reg-per-min": "100",
         "max-clients": "1000", "max-message-size": "100000", "max-queued": "100",

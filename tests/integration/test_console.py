@@ -513,19 +513,21 @@ def test_hundred_consoles_at_once(csrv):
             c.close()
 
 
-def test_connections_past_the_cap_of_128_are_refused(csrv):
+def test_a_console_past_the_cap_of_128_takes_the_place_of_the_oldest_unproven(csrv):
+    """128 consoles that greeted and asked nothing hold every slot: a new
+    one is admitted, and the oldest of them (none has proven itself with a
+    complete request) is closed for it, so the operator always gets in."""
     consoles = [csrv.console(timeout=10) for _ in range(128)]
     try:
         for c in consoles:
             c.hello()
-        extra = csrv.console()
-        assert extra.closed(timeout=5)
-        extra.close()
-        assert "console: connection limit 128 reached" in csrv.log()
-        consoles.pop().close()
-        assert env.wait_for(lambda: connections(consoles[0].ask("STAT"))["console"] == 127)
         with csrv.console() as c:
             assert c.hello().startswith(b"bulwarkd")
+            assert c.ask("NAME").startswith("bulwarkd")
+        assert consoles[0].closed(timeout=5)
+        assert "closed to admit a new connection" in csrv.log()
+        assert not consoles[-1].closed(timeout=0.2)
+        assert env.wait_for(lambda: connections(consoles[-1].ask("STAT"))["console"] == 127)
     finally:
         for c in consoles:
             c.close()

@@ -485,6 +485,7 @@ def test_an_endless_line_is_refused_and_closed(start_server):
 
 
 def test_five_thousand_idle_connections_at_the_menu_do_not_stop_a_room(start_server):
+    env.need_descriptors(5000 + 200)
     srv = chat(start_server)
     port = srv.rooms_port
     idle = R.Crowd()

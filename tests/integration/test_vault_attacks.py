@@ -273,28 +273,30 @@ def test_a_used_public_key_cannot_be_replaced_by_a_strangers_1026(server, use):
                         aes_key=bw.unwrap_key(owner_key, wrapped))
 
 
-def test_a_repeated_1026_before_any_use_replaces_the_key(server):
-    """An honest client whose first 2102 was lost retries with a fresh key
-    pair: accepted, and the new key is the one that works."""
-    lost_key, new_key = rsa_key(2), rsa_key(3)
-    with server.client(key=lost_key) as c:
+def test_a_1026_after_a_delivered_key_takes_only_the_same_key(server):
+    """Once a 2102 carried an AES key wrapped for the key on record, that
+    key is the client's: a 1026 with another key (a stranger who read the
+    id in a 2101, or a client that lost its 2102 and made a fresh pair) is
+    refused, and the same key sent again (the honest retry) is served."""
+    first_key, other_key = rsa_key(2), rsa_key(3)
+    with server.client(key=first_key) as c:
         bw.expect(c.register(unique_name("retry")), bw.REGISTERED)
-        c.send_request(bw.PUBLIC_KEY, bw.name_field(c.name) + bw.spki_der(lost_key))
+        c.send_request(bw.PUBLIC_KEY, bw.name_field(c.name) + bw.spki_der(first_key))
         bw.expect(c.recv_response(), bw.KEY_STORED, "first 1026")  # "lost" on the way
-    with same_client(server, c, key=new_key) as retry:
-        resp = retry.request(bw.PUBLIC_KEY, bw.name_field(c.name) + bw.spki_der(new_key))
-        assert resp.code == bw.KEY_STORED, (
-            "a second 1026 before the key was ever used must be accepted (2102): %r" % resp)
+    with same_client(server, c, key=other_key) as other:
+        resp = other.request(bw.PUBLIC_KEY, bw.name_field(c.name) + bw.spki_der(other_key))
+        assert resp.code == bw.ERROR, (
+            "a 1026 with another key after a key was delivered must be refused: %r" % resp)
+    with same_client(server, c, key=first_key) as retry:
+        resp = bw.expect(retry.request(bw.PUBLIC_KEY,
+                                       bw.name_field(c.name) + bw.spki_der(first_key)),
+                         bw.KEY_STORED, "the same key again")
         wrapped = resp.payload[bw.ID_SIZE:]
-        assert unwraps(new_key, wrapped) and not unwraps(lost_key, wrapped)
+        assert unwraps(first_key, wrapped) and not unwraps(other_key, wrapped)
         upload_verified(server, retry, "retry.bin", os.urandom(3000),
-                        aes_key=bw.unwrap_key(new_key, wrapped))
-    with same_client(server, c, key=new_key) as later:
-        resp = bw.expect(later.request(bw.RECONNECT, bw.name_field(c.name)), bw.RECONNECTED)
-        assert unwraps(new_key, resp.payload[bw.ID_SIZE:]), "1027 is not wrapped for the new key"
-        assert not unwraps(lost_key, resp.payload[bw.ID_SIZE:])
+                        aes_key=bw.unwrap_key(first_key, wrapped))
     row = server.client_row(c.client_id)
-    assert bytes(row["PublicKey"]) == bw.spki_der(new_key)
+    assert bytes(row["PublicKey"]) == bw.spki_der(first_key)
 
 
 # --------------------------------------------------------------------------

@@ -43,6 +43,22 @@ def require_file(path, what, variable=None, executable=True):
     pytest.skip(reason)
 
 
+def need_descriptors(n):
+    """Raises this process's soft open-files limit to its hard limit for a
+    test that holds n descriptors (a fresh machine's soft limit is often
+    1024); fails with a clear message if even the hard limit is lower.
+    bulwarkd raises its own the same way at start-up."""
+    import resource
+    import pytest
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < n:
+        pytest.fail("this test needs %d open files but the hard limit is %d "
+                    "(raise it, e.g. ulimit -Hn, or LimitNOFILE=)" % (n, hard))
+    if soft != resource.RLIM_INFINITY and soft < n:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def unique_name(prefix="user"):
     """A name no other test in this process has used."""
     return "%s-%d-%d" % (prefix, os.getpid(), next(_names))

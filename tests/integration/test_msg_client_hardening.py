@@ -1,0 +1,310 @@
+"""`bulwark msg` (and `bulwark send`) when the local side fails, and against
+hostile servers.
+
+The rule these tests hold the client to: nothing is confirmed to the server
+(no evidence of delivery: no orderly end of a pull) until what was received
+has been written and synced locally. On a local failure the client says so
+on stderr, exits 2, and the messages stay queued on the server. An identity
+file is written before the server is told about the identity, so a client
+that cannot keep its identity never takes a name it cannot use.
+
+Local writes are made to fail with RLIMIT_FSIZE (`prlimit --fsize=N`: the
+client ignores SIGXFSZ and gets EFBIG) or by writing stdout to /dev/full;
+the tests run as root, so file modes would not stop a write."""
+
+import hashlib
+import os
+import re
+import subprocess
+
+import pytest
+
+import bwmsg
+import bwvault as bw
+import vaultenv as env
+from vaultenv import unique_name
+
+H = "127.0.0.1"
+ERROR_LINE = b"server responded with an error"
+
+
+def limited(fsize):
+    """A command prefix that runs the client with files capped at fsize
+    bytes (and no core file, should a client still die of SIGXFSZ)."""
+    return ["prlimit", "--fsize=%d" % fsize, "--core=0"]
+
+
+class Msg:
+    """A working directory for `bulwark msg`."""
+
+    def __init__(self, path, port):
+        self.dir = path
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "server.info").write_text("%s:%d\n" % (H, port))
+
+    def run(self, *args, prefix=(), stdout=subprocess.PIPE, tmp=None, timeout=60):
+        e = dict(os.environ)
+        if tmp is not None:
+            e["TMPDIR"] = str(tmp)
+        argv = [*prefix, str(env.BULWARK), "msg", "--dir", str(self.dir), "--timeout", "10",
+                *args]
+        try:
+            return subprocess.run(argv, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=stdout,
+                                  stderr=subprocess.PIPE, timeout=timeout, env=e)
+        except subprocess.TimeoutExpired as ex:
+            raise AssertionError("bulwark msg %s did not finish within %ds; stderr:\n%s"
+                                 % (" ".join(args), timeout,
+                                    (ex.stderr or b"").decode("utf-8", "replace")))
+
+    def ok(self, *args, **kw):
+        r = self.run(*args, **kw)
+        assert r.returncode == 0, (args, describe(r))
+        return r.stdout.decode()
+
+
+def blocks(out):
+    """The messages a pull printed: [(from, content)]."""
+    res = []
+    for chunk in out.split("-----<EOM>-----\n")[:-1]:
+        lines = chunk.strip("\n").split("\n")
+        i = max(k for k, ln in enumerate(lines) if ln.startswith("From: "))
+        assert lines[i + 1] == "Content:", chunk
+        res.append((lines[i][6:], "\n".join(lines[i + 2:])))
+    return res
+
+
+def fingerprint(spki):
+    """The client's fingerprint: SHA-256 of the SPKI, hex in groups of 4."""
+    h = hashlib.sha256(spki).hexdigest()
+    return " ".join(h[i:i + 4] for i in range(0, len(h), 4))
+
+
+def describe(r):
+    """Exit status and output of a run (stdout may have gone elsewhere)."""
+    out = r.stdout if r.stdout is not None else b"(not captured)"
+    return "exit %d\n--- stdout ---\n%s\n--- stderr ---\n%s" % (
+        r.returncode, out.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace"))
+
+
+def exited(r):
+    """The client exited on its own (not killed by a signal such as SIGXFSZ)."""
+    return r.returncode >= 0
+
+
+@pytest.fixture
+def keyed_pair(server, client_bin, tmp_path):
+    """alice and bob on bulwarkd sharing a symmetric key (alice sent it);
+    each knows the other's name."""
+    a, b = Msg(tmp_path / "a", server.port), Msg(tmp_path / "b", server.port)
+    na, nb = unique_name("alice"), unique_name("bob")
+    a.ok("register", na)
+    b.ok("register", nb)
+    b.ok("list")
+    a.ok("send-key", nb)
+    assert blocks(b.ok("pull")) == [(na, "symmetric key received")]
+    return a, na, b, nb
+
+
+# --------------------------------------------------------------------------
+# Nothing is confirmed to the server before it is kept locally
+
+
+def test_a_pull_whose_output_cannot_be_written_exits_2_and_leaves_the_messages_queued(
+        keyed_pair):
+    """`bulwark msg pull > /dev/full`: every write to stdout fails. A client
+    that ends the pull in order anyway tells the server the messages arrived
+    (it deletes them) although the user never saw them, and exits 0."""
+    a, na, b, nb = keyed_pair
+    a.ok("send", nb, "first, never shown")
+    a.ok("send", nb, "second, never shown")
+    with open("/dev/full", "wb") as full:
+        r = b.run("pull", stdout=full)
+    assert exited(r) and r.returncode == 2, describe(r)
+    assert re.search(rb"(?i)no space left|stdout|standard output|write", r.stderr), describe(r)
+    assert blocks(b.ok("pull")) == [(na, "first, never shown"), (na, "second, never shown")]
+
+
+def test_a_received_file_that_cannot_be_written_stays_queued(keyed_pair, tmp_path):
+    """A 64 KiB file arrives while the receiver cannot write more than 4 KiB
+    to any file. The client must say it cannot write the file, exit 2,
+    leave no partial bulwark-msg-* file, and leave the message queued (not
+    show "can't decrypt message" and let the server delete it)."""
+    a, na, b, nb = keyed_pair
+    data = os.urandom(64 * 1024)
+    (a.dir / "f.bin").write_bytes(data)
+    a.ok("send-file", nb, "f.bin")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    r = b.run("pull", prefix=limited(4096), tmp=tmp)
+    assert exited(r) and r.returncode == 2, describe(r)
+    assert re.search(rb"(?i)write|too large", r.stderr), describe(r)
+    assert [p for p in os.listdir(tmp) if p.startswith("bulwark-msg-")] == [], \
+        "a partial received file was left: %r" % os.listdir(tmp)
+    got = blocks(b.ok("pull", tmp=tmp))
+    assert len(got) == 1 and got[0][0] == na, got
+    path = got[0][1]
+    assert os.path.dirname(path) == str(tmp) and \
+        os.path.basename(path).startswith("bulwark-msg-"), got
+    assert open(path, "rb").read() == data
+
+
+def test_a_symmetric_key_that_cannot_be_saved_stays_queued(server, client_bin, tmp_path):
+    """A type-2 key arrives while contacts.info cannot grow: the key lives
+    only in memory, so a client that confirms the pull loses it for good
+    and every later text from the sender is "can't decrypt message". It
+    must exit 2 with the key still queued, and take it on the next pull."""
+    a, b = Msg(tmp_path / "a", server.port), Msg(tmp_path / "b", server.port)
+    na, nb = unique_name("alice"), unique_name("bob")
+    a.ok("register", na)
+    b.ok("register", nb)
+    b.ok("list")
+    a.ok("send-key", nb)
+    # the limit lets contacts.info be rewritten as it is (the pull lists
+    # the names first), but not grow by the key
+    size = (b.dir / "contacts.info").stat().st_size
+    assert size < 4096, size
+    r = b.run("pull", prefix=limited(size))
+    assert exited(r) and r.returncode == 2, describe(r)
+    assert b"contacts.info" in r.stderr, describe(r)
+    assert blocks(b.ok("pull")) == [(na, "symmetric key received")]
+    a.ok("send", nb, "after the key")
+    assert blocks(b.ok("pull")) == [(na, "after the key")]
+
+
+def test_register_that_cannot_write_me_info_does_not_take_the_name(server, client_bin,
+                                                                  tmp_path):
+    """`bulwark msg register` registered on the server first and wrote
+    me.info after: when me.info cannot be written the name is taken on the
+    server by an identity whose private key is gone, and can never be
+    registered again. me.info must be written before anything is sent."""
+    a = Msg(tmp_path / "a", server.port)
+    name = unique_name("alice")
+    r = a.run("register", name, prefix=limited(100))
+    assert exited(r) and r.returncode != 0, describe(r)
+    assert r.stderr.strip(), describe(r)
+    assert server.client_row_by_name(name) is None, "the name was registered on the server"
+    a.ok("register", name)
+    row = server.client_row_by_name(name)
+    assert row is not None
+    lines = (a.dir / "me.info").read_text().splitlines()
+    assert lines[0] == name and bytes.fromhex(lines[1].strip()) == bytes(row["ID"])
+    other = Msg(tmp_path / "o", server.port)
+    other.ok("register", unique_name("other"))
+    assert name in other.ok("list").splitlines()
+    a.ok("list")  # the identity written loads
+
+
+def test_send_that_cannot_write_me_info_does_not_take_the_name(server, client_dir):
+    """`bulwark send` registers (1025, 1026) and writes me.info and priv.key
+    after: when they cannot be written the name is lost on the server and
+    every later run gets "name taken" (exit 3). A run that cannot keep its
+    identity must fail before the server hears of it."""
+    d = client_dir()
+    data = os.urandom(20000)
+    path = d.write_file("upload.bin", data)
+    name = unique_name("sender")
+    d.write_transfer(server.port, name, str(path))
+    argv = [str(env.BULWARK), "send", "--dir", str(d.path), "--timeout", "10", "--quiet"]
+    r = subprocess.run(limited(100) + argv, cwd=str(d.path), stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=60)
+    assert exited(r) and r.returncode != 0, describe(r)
+    assert r.stderr.strip(), describe(r)
+    assert server.client_row_by_name(name) is None, "the name was registered on the server"
+    r = d.run()
+    assert r.returncode == 0, describe(r)
+    me_name, me_id, _ = d.me_info()
+    assert me_name == name
+    row = server.client_row_by_name(name)
+    assert row is not None and bytes(row["ID"]) == me_id
+    stored = server.client_dir(me_id) / "upload.bin"
+    assert env.wait_for(stored.exists, 5), "no %s" % stored
+    assert stored.read_bytes() == data
+
+
+# --------------------------------------------------------------------------
+# Hostile servers
+
+
+def test_a_name_given_to_another_id_is_a_key_change_not_a_first_use(pyserver_msg, client_bin,
+                                                                     tmp_path):
+    """TOFU bypass by renaming: bob's key K1 is pinned under his id ID1.
+    The server then lists ID1 as "robert" and gives the name "bob" to a new
+    id ID2 with its own key K2. A client that pins per id sees a new contact
+    "bob" and pins K2 as a first use, sending bob's symmetric key to the
+    impostor. It must warn, exit 5 and send nothing until the user trusts
+    the new key; then the key goes to ID2."""
+    srv = pyserver_msg()
+    a = Msg(tmp_path / "a", srv.port)
+    a.ok("register", "alice")
+    k1, k2 = bw.new_rsa_key(), bw.new_rsa_key()
+    bob = bwmsg.MsgClient(H, srv.port)
+    id1 = bob.register("bob", key=k1)
+    bob.close()
+    out = a.ok("key", "bob")
+    assert fingerprint(bw.spki_der(k1)) in out and "(pinned)" in out
+    id2 = os.urandom(16)
+    with srv.lock:
+        srv.clients[id1][0] = "robert"
+        srv.clients[id2] = ["bob", bw.spki_der(k2)]
+        srv.queues[id2] = []
+        sent_before = [q for q in srv.requests if q[0] == bwmsg.SEND]
+    assert sent_before == []
+    r = a.run("list")  # the user refreshes the names, as a pull would
+    assert exited(r) and r.returncode in (0, 5), describe(r)
+    r = a.run("send-key", "bob")
+    assert r.returncode == 5, describe(r)
+    assert b"WARNING" in r.stderr, describe(r)
+    with srv.lock:
+        assert [q for q in srv.requests if q[0] == bwmsg.SEND] == [], "a 603 went out"
+        assert srv.queues[id1] == [] and srv.queues[id2] == []
+    a.ok("trust", "bob")
+    a.ok("send-key", "bob")
+    with srv.lock:
+        assert srv.queues[id1] == [], "the key went to robert (ID1)"
+        q = list(srv.queues[id2])
+    assert len(q) == 1 and q[0][2] == bwmsg.SYM_KEY, q
+    assert len(bw.unwrap_key(k2, q[0][3])) == 16, "not wrapped with K2"
+
+
+@pytest.mark.slow
+def test_a_list_of_150000_clients_is_not_cut_at_100000(pyserver_msg, client_bin, tmp_path):
+    """The contact table had a cap of 100,000: a server listing more made
+    every client past it unreachable ("no client called"). The list of
+    150,000 must be taken whole, and in less than quadratic time (bounded
+    here only by the run's own timeout)."""
+    srv = pyserver_msg()
+    a = Msg(tmp_path / "a", srv.port)
+    a.ok("register", "alice")
+    spki = bw.spki_der(bw.new_rsa_key())
+    with srv.lock:
+        for i in range(150000):
+            cid = b"u" + i.to_bytes(15, "big")
+            srv.clients[cid] = ["user%d" % i, spki]
+            srv.queues[cid] = []
+    r = a.run("key", "user149999", timeout=60)
+    assert r.returncode == 0, describe(r)
+    assert "public key of user149999: %s" % fingerprint(spki) in r.stdout.decode(), describe(r)
+    # the contacts.info it saved loads whole: the next run finds the
+    # contact (and its pinned key) without a cap on loading either
+    r = a.run("key", "user149999", timeout=60)
+    assert r.returncode == 0, describe(r)
+    assert "public key of user149999: %s" % fingerprint(spki) in r.stdout.decode(), describe(r)
+
+
+def test_a_file_over_the_servers_limit_gets_the_error_line_not_broken_pipe(
+        start_server, client_bin, tmp_path):
+    """bulwarkd refuses a 603 whose content is over --max-message-size at
+    once (9000) and closes while the client is still streaming the file:
+    the client must read the 9000 and print the spec's error line (exit 1),
+    not fail on the write with "Broken pipe"."""
+    srv = start_server("--max-message-size", "65536")
+    a, b = Msg(tmp_path / "a", srv.port), Msg(tmp_path / "b", srv.port)
+    na, nb = unique_name("alice"), unique_name("bob")
+    a.ok("register", na)
+    b.ok("register", nb)
+    a.ok("send-key", nb)
+    (a.dir / "big.bin").write_bytes(os.urandom(8 * 1024 * 1024))
+    r = a.run("send-file", nb, "big.bin")
+    assert r.returncode == 1, describe(r)
+    assert ERROR_LINE in r.stdout, describe(r)
+    assert b"Broken pipe" not in r.stdout + r.stderr, describe(r)
