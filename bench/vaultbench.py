@@ -727,8 +727,9 @@ def run_threads(fns, limit_s):
 def scenario_idle(ctx, res):
     n = ctx.idle
     k = max(1, min(3, ctx.runs))
-    with Vault(ctx, "idle", ["--max-conns", "16000", "--timeout", "120",
-                             "--request-timeout", "120"]) as v:
+    # every idle connection comes from 127.0.0.1: no per-address share
+    with Vault(ctx, "idle", ["--max-conns", "16000", "--max-conns-per-addr", "16000",
+                             "--timeout", "120", "--request-timeout", "120"]) as v:
         c = Client(ctx, v, "bench-idle", ctx.files["probe"])
         c.send(30, "registration")
         c.send(30, "warm-up upload")
