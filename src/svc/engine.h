@@ -260,6 +260,13 @@ void bw_conn_finish(struct bw_conn *c);
  * complete request): a full BW_EVICT_UNPROVEN listener closes unproven
  * connections first. */
 void bw_conn_proven(struct bw_conn *c);
+/* 1 while c may still bring requests: not closed, closing or failed. */
+static inline int
+bw_conn_serving(const struct bw_conn *c)
+{
+	return !(c->flags & (BW_CONN_DEAD | BW_CONN_CLOSING | BW_CONN_LINGER |
+			     BW_CONN_FAILED));
+}
 /* 1 if c was closed because its peer did not read its output. */
 static inline int
 bw_conn_overflowed(const struct bw_conn *c)

@@ -308,6 +308,7 @@ evict_swallow(struct bw_slot *s)
 	struct msg_conn *mc = MC(c);
 
 	msg_swallow_end(mc->m, mc);
+	mc->st = M_IDLE;
 	(void)bw_frame_fail(c, "refused content too slow for a busy server");
 }
 

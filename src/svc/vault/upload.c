@@ -120,6 +120,7 @@ evict_upload(struct bw_slot *s)
 	struct bw_conn *c = u->conn;
 
 	vault_upload_abort(c, "too slow while others wait for a slot");
+	VC(c)->st = V_IDLE;
 	(void)bw_frame_fail(c, "upload too slow for a busy server");
 }
 

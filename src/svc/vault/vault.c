@@ -275,6 +275,7 @@ evict_swallow(struct bw_slot *s)
 	struct vault_conn *vc = VC(c);
 
 	vault_swallow_end(vc->v, vc);
+	vc->st = V_IDLE;
 	(void)bw_frame_fail(c, "refused body too slow for a busy server");
 }
 

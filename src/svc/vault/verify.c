@@ -114,14 +114,19 @@ crc_finish(struct crc_op *op, int reply_code)
 }
 
 /* While the connection that uploaded the version of op's path waiting for
- * a verdict is open, the verdict is its own: another connection with the
- * same client id (who read the id in a 2101) cannot confirm a version the
- * uploader will reject, or discard one it will confirm. */
+ * a verdict is open (and may still send requests: a padded client's is
+ * finished with its 2103), the verdict is its own: another connection with
+ * the same client id (who read the id in a 2101) cannot confirm a version
+ * the uploader will reject, or discard one it will confirm. */
 static int
 stranger(const struct crc_op *op, const struct bw_file *f)
 {
-	return f != NULL && f->uploader != 0 && f->uploader != op->c->id &&
-	       bw_engine_conn(op->v->eng, f->uploader) != NULL;
+	const struct bw_conn *up;
+
+	if (f == NULL || f->uploader == 0 || f->uploader == op->c->id)
+		return 0;
+	up = bw_engine_conn(op->v->eng, f->uploader);
+	return up != NULL && bw_conn_serving(up);
 }
 
 static void
