@@ -1,4 +1,4 @@
-/* bulwark chat: the group chat client (spec/rooms.md). Shows the server's
+/* bulwark chat: the group chat client (docs/rooms.md). Shows the server's
  * text as it arrives and sends what the user types. On a terminal it edits
  * the line itself, so text arriving meanwhile is printed above the line
  * being typed and the line redrawn; from a pipe it sends each line of

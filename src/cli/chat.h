@@ -1,4 +1,4 @@
-/* bulwark chat: the group chat client (spec/rooms.md): the server's text as
+/* bulwark chat: the group chat client (docs/rooms.md): the server's text as
  * it arrives, the user's lines sent, from a terminal or a pipe.
  */
 #ifndef BULWARK_CLI_CHAT_H

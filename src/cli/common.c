@@ -16,7 +16,7 @@
 #include "bulwark/net.h"
 #include "bulwark/util.h"
 #include "cli/common.h"
-#include "proto/vault.h"
+#include "proto/vault_wire.h"
 
 #define IDENTITY_MAX (64u * 1024u)
 

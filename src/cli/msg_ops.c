@@ -14,7 +14,7 @@
 #include "bulwark/crypto.h"
 #include "bulwark/err.h"
 #include "bulwark/util.h"
-#include "cli/msg_int.h"
+#include "cli/msg_cli_int.h"
 
 #define LIST_CAP (64u * 1024u * 1024u)
 

@@ -25,7 +25,7 @@
 #include "cli/common.h"
 #include "cli/progress.h"
 #include "cli/send.h"
-#include "proto/vault.h"
+#include "proto/vault_wire.h"
 
 #include "cli/send_int.h"
 

@@ -10,7 +10,7 @@
 
 #include "bulwark/crypto.h"
 #include "cli/common.h"
-#include "proto/vault.h"
+#include "proto/vault_wire.h"
 
 #define CHUNK	    (1024u * 1024u)
 #define MAX_RETRIES 3 /* resends of one request after an error reply */

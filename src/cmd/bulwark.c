@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include "cli/chat.h"
-#include "cli/console.h"
-#include "cli/msg.h"
+#include "cli/console_cli.h"
+#include "cli/msg_cli.h"
 #include "cli/send.h"
 
 static void

@@ -13,7 +13,7 @@
 #include "bulwark/log.h"
 #include "bulwark/net.h"
 #include "bulwark/util.h"
-#include "svc/daemon.h"
+#include "daemon/daemon.h"
 
 #define OPTS_MAX 64
 

@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "bulwark/err.h"
-#include "proto/frame.h"
-#include "proto/msg.h"
+#include "proto/wire.h"
+#include "proto/msg_wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "bulwark/err.h"
-#include "proto/msg.h"
+#include "proto/msg_wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -11,7 +11,7 @@
 #include "bulwark/crypto.h"
 #include "bulwark/cur.h"
 #include "bulwark/err.h"
-#include "proto/vault.h"
+#include "proto/vault_wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "bulwark/err.h"
-#include "proto/vault.h"
+#include "proto/vault_wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -11,7 +11,7 @@ import vaultenv as env
 
 MAN_DIR = env.REPO / "man"
 PACKAGING_DIR = env.REPO / "packaging"
-DAEMON_OPTS_C = env.REPO / "src" / "svc" / "daemon_opts.c"
+DAEMON_OPTS_C = env.REPO / "src" / "daemon" / "daemon_opts.c"
 
 # an option at the start of a line of --help: "  -d, --data-dir DIR" or
 # "      --max-conns N" (continuation lines are indented further)
@@ -96,7 +96,7 @@ def help_defaults(text):
 
 
 def daemon_opt_table():
-    """[(name, reloadable)] from the opts[] table of src/svc/daemon_opts.c:
+    """[(name, reloadable)] from the opts[] table of src/daemon/daemon_opts.c:
     the fourth field of each entry is R (SIGHUP applies it) or 0."""
     src = DAEMON_OPTS_C.read_text()
     start = src.index("static const struct opt opts[] = {")

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "bulwark/util.h"
-#include "svc/engine.h"
+#include "engine/engine.h"
 
 static uint64_t pump_until_ms;
 static struct bw_engine *et_engine; /* the one et_open opened last */

@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "svc/daemon.h"
+#include "daemon/daemon.h"
 
 static char path[64];
 

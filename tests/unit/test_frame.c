@@ -15,9 +15,9 @@
 #include <cmocka.h>
 
 #include "bulwark/cur.h"
-#include "proto/frame.h"
+#include "proto/wire.h"
 #include "support/enginetest.h"
-#include "svc/frame.h"
+#include "engine/frame.h"
 
 enum { C_ECHO = 10, C_STREAM = 11, C_BIG = 12 };
 enum { ERR_A = 900, ERR_B = 901 };

@@ -1,4 +1,4 @@
-/* The messenger's codecs (proto/msg.c) and the client's contacts file
+/* The messenger's codecs (proto/msg_wire.c) and the client's contacts file
  * (cli/contacts.c): exact sizes, every malformed case, byte-at-a-time
  * feeding of the 2104 record stream, inputs that end at a guard page.
  */
@@ -14,7 +14,7 @@
 
 #include "bulwark/cur.h"
 #include "cli/contacts.h"
-#include "proto/msg.h"
+#include "proto/msg_wire.h"
 #include "support/guard.h"
 
 static const uint8_t id_a[BW_ID_LEN] = {1, 2,  3,  4,  5,  6,  7,  8,

@@ -1,4 +1,4 @@
-/* Unit tests for the vault codecs (src/proto/vault.c, src/proto/name.c):
+/* Unit tests for the vault codecs (src/proto/vault_wire.c, src/proto/wire.c):
  * headers fed one byte at a time, every payload decoder at its exact size and
  * one byte either side, name fields, the file-name sanitiser, and every
  * decoder on input that ends right before an unmapped page.
@@ -17,7 +17,7 @@
 
 #include "bulwark/cur.h"
 #include "bulwark/err.h"
-#include "proto/vault.h"
+#include "proto/vault_wire.h"
 #include "support/guard.h"
 
 #define PUBKEY_PAYLOAD (BW_NAME_FIELD + BW_RSA_PUB_LEN)

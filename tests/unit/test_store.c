@@ -15,7 +15,7 @@
 #include <cmocka.h>
 
 #include "bulwark/err.h"
-#include "bulwark/store.h"
+#include "host/store.h"
 
 #define MAX_ROWS 8
 

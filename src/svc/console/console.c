@@ -1,4 +1,4 @@
-/* The operator console (spec/console.md): `Hi` (or `Hi <secret>`), a 48-byte
+/* The operator console (docs/console.md): `Hi` (or `Hi <secret>`), a 48-byte
  * greeting, then 4-byte requests answered with a 4-digit length and UTF-8
  * text. Every answer comes from the running daemon: server counters and the
  * registry in RAM, never from files.

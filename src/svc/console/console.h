@@ -1,4 +1,4 @@
-/* The operator console (spec/console.md): a service on its own listener
+/* The operator console (docs/console.md): a service on its own listener
  * that answers from the live daemon. It sees the daemon only through the
  * host it is given: the engine's listeners, the registry, and the figures
  * every service reports.
@@ -6,8 +6,8 @@
 #ifndef BULWARK_SVC_CONSOLE_H
 #define BULWARK_SVC_CONSOLE_H
 
-#include "svc/engine.h"
-#include "svc/module.h"
+#include "engine/engine.h"
+#include "host/module.h"
 
 #define BW_CONSOLE_SECRET_CAP 256
 

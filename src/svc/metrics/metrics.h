@@ -6,8 +6,8 @@
 #ifndef BULWARK_SVC_METRICS_H
 #define BULWARK_SVC_METRICS_H
 
-#include "svc/engine.h"
-#include "svc/module.h"
+#include "engine/engine.h"
+#include "host/module.h"
 
 struct bw_metrics_cfg {
 	struct bw_conn_limits limits; /* a request's head; the answer */

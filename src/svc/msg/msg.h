@@ -1,5 +1,5 @@
-/* The messenger (spec/messages.md, requests 600-604): a routing table on
- * the shared port beside the vault's, one identity with it (a client of
+/* The messenger (docs/messenger-protocol.md, requests 600-604): a routing table
+ * on the shared port beside the vault's, one identity with it (a client of
  * either is a row of clients), and messages held durably in the store until
  * the recipient has shown that it received them.
  */
@@ -8,8 +8,8 @@
 
 #include <stdint.h>
 
-#include "svc/engine.h"
-#include "svc/module.h"
+#include "engine/engine.h"
+#include "host/module.h"
 
 struct bw_msg_cfg {
 	struct bw_conn_limits limits; /* of its connections */

@@ -7,13 +7,13 @@
 
 #include <stdint.h>
 
-#include "proto/msg.h"
-#include "svc/durable.h"
-#include "svc/engine.h"
-#include "svc/frame.h"
+#include "proto/msg_wire.h"
+#include "host/durable.h"
+#include "engine/engine.h"
+#include "engine/frame.h"
 #include "svc/msg/msg.h"
-#include "svc/registry.h"
-#include "svc/slots.h"
+#include "host/registry.h"
+#include "engine/slots.h"
 
 #define ULL(x) ((unsigned long long)(x))
 

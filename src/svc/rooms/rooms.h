@@ -1,4 +1,4 @@
-/* Rooms (spec/rooms.md, seed 004): group chat in rooms protected by a
+/* Rooms (docs/rooms.md, seed 004): group chat in rooms protected by a
  * password, over a line-based text protocol on a listener of its own (nc,
  * telnet, the seed's client and bulwark chat all speak it). Rooms live in
  * RAM only, while they have members.
@@ -6,8 +6,8 @@
 #ifndef BULWARK_SVC_ROOMS_H
 #define BULWARK_SVC_ROOMS_H
 
-#include "svc/engine.h"
-#include "svc/module.h"
+#include "engine/engine.h"
+#include "host/module.h"
 
 struct bw_rooms_cfg {
 	/* in_max: lines queued from one member; out_max: a member's

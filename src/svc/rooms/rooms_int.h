@@ -11,7 +11,7 @@
 #include "bulwark/crypto.h"
 #include "bulwark/hash.h"
 #include "bulwark/loop.h"
-#include "svc/engine.h"
+#include "engine/engine.h"
 #include "svc/rooms/rooms.h"
 
 #define ULL(x) ((unsigned long long)(x))

@@ -1,5 +1,5 @@
-/* The file vault (spec/files.md, requests 1025-1031): a routing table on
- * the shared port, its instance (directories, commit locks, start-up
+/* The file vault (docs/vault-protocol.md, requests 1025-1031): a routing table
+ * on the shared port, its instance (directories, commit locks, start-up
  * reconciliation, live counters) and its configuration.
  */
 #ifndef BULWARK_SVC_VAULT_H
@@ -7,8 +7,8 @@
 
 #include <stdint.h>
 
-#include "svc/engine.h"
-#include "svc/module.h"
+#include "engine/engine.h"
+#include "host/module.h"
 
 struct bw_vault_cfg {
 	struct bw_conn_limits limits;  /* of its connections */

@@ -11,10 +11,10 @@
 #include "bulwark/crc.h"
 #include "bulwark/crypto.h"
 #include "bulwark/hash.h"
-#include "proto/vault.h"
-#include "svc/engine.h"
-#include "svc/frame.h"
-#include "svc/slots.h"
+#include "proto/vault_wire.h"
+#include "engine/engine.h"
+#include "engine/frame.h"
+#include "engine/slots.h"
 #include "svc/vault/vault.h"
 
 #define CTRL_WANT    2048u

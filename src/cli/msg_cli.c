@@ -1,0 +1,370 @@
+/* bulwark msg: the messenger client. Without a command, the interactive
+ * menu of docs/messenger-protocol.md, reading choices from a terminal or a pipe
+ * (end of input exits 0); with one, a single action for scripts.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bulwark/err.h"
+#include "bulwark/util.h"
+#include "cli/msg_cli.h"
+#include "cli/msg_cli_int.h"
+
+#define LINE_MAX_IN 65536
+
+static const char menu_text[] = "MessageU client at your service.\n"
+				"110) Register\n"
+				"120) Request for clients list\n"
+				"130) Request for public key\n"
+				"140) Request for waiting messages\n"
+				"150) Send a text message\n"
+				"151) Send a request for symmetric key\n"
+				"152) Send your symmetric key\n"
+				"153) Send a file\n"
+				"0) Exit client\n"
+				"?\n";
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: bulwark msg [OPTION]... [COMMAND [ARG]...]\n"
+		"The messenger: end-to-end encrypted messages and files, held "
+		"by the server\nuntil pulled. Without a command, the "
+		"interactive menu (110-153, 0).\n\n"
+		"Commands:\n"
+		"  register NAME          register; writes me.info\n"
+		"  list                   the other clients' names\n"
+		"  key NAME               fetch NAME's public key, pin it on "
+		"first use\n"
+		"  trust NAME             accept the new key the server gives "
+		"for NAME\n"
+		"  request-key NAME       ask NAME for a symmetric key (151)\n"
+		"  send-key NAME          send NAME a new symmetric key (152)\n"
+		"  send NAME TEXT         send a text message (150)\n"
+		"  send-file NAME PATH    send a file (153)\n"
+		"  pull                   show the waiting messages (140)\n\n"
+		"Options:\n"
+		"  -d, --dir DIR          where server.info, me.info (or "
+		"my.info) and\n"
+		"                         contacts.info are (default: the "
+		"current directory)\n"
+		"  -s, --server HOST:PORT the server (default: server.info)\n"
+		"      --timeout SEC      give up on a silent server after SEC "
+		"(default 30)\n"
+		"  -h, --help             this help\n\n"
+		"contacts.info (mode 0600) keeps each contact's pinned public "
+		"key, the\nsymmetric key you share and the ids of the "
+		"messages already shown.\nReceived files go to $TMPDIR (or "
+		"/tmp) under a new name, printed.\n\n"
+		"Exit status: 0 done, 1 the server or the network failed (a "
+		"9000 prints\n\"%s\"), 2 bad usage or local files, 5 a "
+		"contact's key changed\n(see trust), 6 no symmetric key with "
+		"the contact yet.\n",
+		MSG_ERR_TEXT);
+}
+
+/* --- set-up -------------------------------------------------------------- */
+
+static int
+join(char *out, size_t cap, const char *dir, const char *name)
+{
+	if (snprintf(out, cap, "%s/%s", dir, name) >= (int)cap) {
+		fprintf(stderr, "bulwark msg: %s/%s: path too long\n", dir,
+			name);
+		return BW_EXIT_USAGE;
+	}
+	return 0;
+}
+
+static int
+load_server(struct msg_ctx *x, const char *dir, const char *arg)
+{
+	char path[4200], *text = NULL;
+	size_t len;
+	int rc;
+
+	if (arg == NULL) {
+		if (join(path, sizeof(path), dir, "server.info") != 0)
+			return BW_EXIT_USAGE;
+		if ((rc = bw_read_small_file(path, 1024, &text, &len)) != 0) {
+			fprintf(stderr, "bulwark msg: %s: %s\n", path,
+				bw_strerror(rc));
+			return BW_EXIT_USAGE;
+		}
+		text[strcspn(text, "\r\n")] = '\0';
+		arg = text;
+	}
+	rc = bw_parse_hostport(arg, x->host, sizeof(x->host), &x->port);
+	if (rc != 0)
+		fprintf(stderr, "bulwark msg: '%s' is not host:port\n", arg);
+	free(text);
+	return rc != 0 ? BW_EXIT_USAGE : 0;
+}
+
+static int
+load_identity(struct msg_ctx *x, const char *dir)
+{
+	char my[4200];
+	const char *why = NULL, *path = x->me_path;
+	int rc;
+
+	if (access(x->me_path, F_OK) != 0) {
+		if (join(my, sizeof(my), dir, "my.info") != 0)
+			return BW_EXIT_USAGE;
+		if (access(my, F_OK) != 0)
+			return 0; /* not registered yet */
+		path = my;
+	}
+	if ((rc = bw_identity_load(&x->me, path, NULL, &why)) != 0) {
+		fprintf(stderr, "bulwark msg: %s: %s\n", path,
+			why ? why : bw_strerror(rc));
+		return BW_EXIT_USAGE;
+	}
+	x->have_me = 1;
+	return 0;
+}
+
+static int
+need_me(const struct msg_ctx *x)
+{
+	if (x->have_me)
+		return 0;
+	fprintf(stderr, "bulwark msg: not registered: no me.info (register "
+			"first: 110)\n");
+	return BW_EXIT_USAGE;
+}
+
+/* --- actions ------------------------------------------------------------- */
+
+enum action {
+	A_REGISTER = 110,
+	A_LIST = 120,
+	A_KEY = 130,
+	A_PULL = 140,
+	A_TEXT = 150,
+	A_ASK = 151,
+	A_GIVE = 152,
+	A_FILE = 153,
+	A_TRUST = 1000,
+};
+
+/* args: the name (and the text or path) the action needs. */
+static int
+act(struct msg_ctx *x, enum action a, const char *name, const char *arg)
+{
+	struct bw_contact *c = NULL;
+	int rc;
+
+	if (a == A_REGISTER)
+		return msg_register(x, name);
+	if ((rc = need_me(x)) != 0)
+		return rc;
+	if (a == A_LIST)
+		return msg_list(x, 1);
+	if (a == A_PULL)
+		return msg_pull(x);
+	if ((rc = msg_resolve(x, name, &c)) != 0)
+		return rc;
+	switch (a) {
+	case A_KEY:
+		return msg_fetch_key(x, c);
+	case A_TRUST:
+		return msg_trust(x, c);
+	case A_ASK:
+		return msg_send_key_request(x, c);
+	case A_GIVE:
+		return msg_send_sym_key(x, c);
+	case A_TEXT:
+		return msg_send_text(x, c, arg);
+	case A_FILE:
+		return msg_send_file(x, c, arg);
+	default:
+		return BW_EXIT_USAGE;
+	}
+}
+
+/* --- the menu ------------------------------------------------------------ */
+
+/* One line of input without its line end; NULL at end of input. */
+static char *
+ask(struct msg_ctx *x, const char *prompt, char *buf, size_t cap)
+{
+	size_t n;
+
+	if (prompt != NULL) {
+		printf("%s", prompt);
+		fflush(stdout);
+	}
+	if (fgets(buf, (int)cap, x->in) == NULL)
+		return NULL;
+	n = strcspn(buf, "\r\n");
+	if (buf[n] == '\0' && n == cap - 1) {
+		int ch; /* an over-long line: the rest is dropped */
+
+		while ((ch = fgetc(x->in)) != EOF && ch != '\n')
+			;
+	}
+	buf[n] = '\0';
+	return buf;
+}
+
+static int
+menu(struct msg_ctx *x)
+{
+	static char line[LINE_MAX_IN], name[LINE_MAX_IN], arg[LINE_MAX_IN];
+	uint64_t choice;
+	int rc;
+
+	for (;;) {
+		/* the spec's menu, exactly, every time (140's blocks end with
+		 * their own blank line) */
+		fputs(menu_text, stdout);
+		fflush(stdout);
+		if (ask(x, NULL, line, sizeof(line)) == NULL)
+			return BW_EXIT_OK; /* end of input */
+		if (bw_parse_u64(line, 0, 999, &choice) != 0) {
+			printf("invalid choice '%s'\n", line);
+			continue;
+		}
+		if (choice == 0)
+			return BW_EXIT_OK;
+		name[0] = arg[0] = '\0';
+		switch (choice) {
+		case A_REGISTER:
+			if (ask(x, "Enter your name: ", name, sizeof(name)) ==
+			    NULL)
+				return BW_EXIT_OK;
+			break;
+		case A_LIST:
+		case A_PULL:
+			break;
+		case A_KEY:
+		case A_ASK:
+		case A_GIVE:
+		case A_TEXT:
+		case A_FILE:
+			if (ask(x, "Enter the recipient's name: ", name,
+				sizeof(name)) == NULL)
+				return BW_EXIT_OK;
+			if (choice == A_TEXT &&
+			    ask(x, "Enter the message: ", arg, sizeof(arg)) ==
+				    NULL)
+				return BW_EXIT_OK;
+			if (choice == A_FILE &&
+			    ask(x, "Enter the file's path: ", arg,
+				sizeof(arg)) == NULL)
+				return BW_EXIT_OK;
+			break;
+		default:
+			printf("invalid choice '%s'\n", line);
+			continue;
+		}
+		rc = act(x, (enum action)choice, name, arg);
+		/* only a person is asked: a script's next line is its next
+		 * choice (it accepts with "bulwark msg trust NAME") */
+		if (rc == BW_EXIT_KEY_CHANGED && isatty(fileno(x->in)) &&
+		    ask(x,
+			"Accept the new key? Type "
+			"yes to accept: ",
+			line, sizeof(line)) &&
+		    strcmp(line, "yes") == 0)
+			(void)act(x, A_TRUST, name, NULL);
+	}
+}
+
+/* --- main ---------------------------------------------------------------- */
+
+static const struct {
+	const char *name;
+	enum action a;
+	int args; /* after the command */
+} commands[] = {
+	{"register", A_REGISTER, 1}, {"list", A_LIST, 0},
+	{"key", A_KEY, 1},	     {"trust", A_TRUST, 1},
+	{"request-key", A_ASK, 1},   {"send-key", A_GIVE, 1},
+	{"send", A_TEXT, 2},	     {"send-file", A_FILE, 2},
+	{"pull", A_PULL, 0},
+};
+
+int
+bw_cli_msg(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"dir", required_argument, NULL, 'd'},
+		{"server", required_argument, NULL, 's'},
+		{"timeout", required_argument, NULL, 't'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	static struct msg_ctx x;
+	const char *dir = ".", *server = NULL, *why = NULL, *tmp;
+	size_t k;
+	int ch, rc;
+
+	memset(&x, 0, sizeof(x));
+	x.timeout_ms = 30000;
+	x.in = stdin;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "+d:s:h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'd':
+			dir = optarg;
+			break;
+		case 's':
+			server = optarg;
+			break;
+		case 't':
+			if (bw_cli_timeout_arg("bulwark msg", optarg,
+					       &x.timeout_ms) != 0)
+				return BW_EXIT_USAGE;
+			break;
+		case 'h':
+			usage(stdout);
+			return BW_EXIT_OK;
+		default:
+			usage(stderr);
+			return BW_EXIT_USAGE;
+		}
+	}
+	for (k = 0; optind < argc && k < sizeof(commands) / sizeof(*commands);
+	     k++) {
+		if (strcmp(argv[optind], commands[k].name) == 0)
+			break;
+	}
+	if (optind < argc && (k == sizeof(commands) / sizeof(*commands) ||
+			      argc - optind - 1 != commands[k].args)) {
+		fprintf(stderr, "bulwark msg: unknown command or wrong "
+				"arguments (see --help)\n");
+		return BW_EXIT_USAGE;
+	}
+	tmp = getenv("TMPDIR");
+	snprintf(x.tmpdir, sizeof(x.tmpdir), "%s",
+		 tmp != NULL && tmp[0] == '/' ? tmp : "/tmp");
+	if ((rc = join(x.me_path, sizeof(x.me_path), dir, "me.info")) != 0 ||
+	    (rc = join(x.contacts_path, sizeof(x.contacts_path), dir,
+		       "contacts.info")) != 0 ||
+	    (rc = load_server(&x, dir, server)) != 0 ||
+	    (rc = load_identity(&x, dir)) != 0)
+		goto out;
+	if (bw_contacts_load(x.contacts_path, &x.cs, &why) != 0) {
+		fprintf(stderr, "bulwark msg: %s: %s\n", x.contacts_path, why);
+		rc = BW_EXIT_USAGE;
+		goto out;
+	}
+	if (optind == argc) {
+		x.menu = 1;
+		rc = menu(&x);
+	} else {
+		rc = act(&x, commands[k].a,
+			 commands[k].args > 0 ? argv[optind + 1] : NULL,
+			 commands[k].args > 1 ? argv[optind + 2] : NULL);
+	}
+out:
+	bw_contacts_fini(&x.cs);
+	bw_identity_fini(&x.me);
+	return rc;
+}

@@ -1,0 +1,78 @@
+/* Between the files of `bulwark msg`: msg.c (options, the menu, the
+ * one-shot commands), msg_ops.c (one request per connection, registering,
+ * lists, keys, sending) and msg_pull.c (receiving and showing messages).
+ */
+#ifndef BULWARK_CLI_MSG_INT_H
+#define BULWARK_CLI_MSG_INT_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cli/common.h"
+#include "cli/contacts.h"
+#include "proto/msg_wire.h"
+
+/* Exit codes beyond common.h's. */
+enum {
+	BW_EXIT_KEY_CHANGED = 5, /* a contact's key changed: not used */
+	BW_EXIT_NO_KEY = 6,	 /* no shared key with the contact yet */
+};
+
+#define MSG_ERR_TEXT "server responded with an error"
+
+struct msg_ctx {
+	char me_path[4096], contacts_path[4096];
+	char host[256];
+	uint16_t port;
+	unsigned timeout_ms;
+	int have_me;
+	struct bw_identity me;
+	struct bw_contacts cs;
+	FILE *in;   /* the user's answers (menu mode) */
+	int menu;   /* 1: interactive menu; 0: a one-shot command */
+	int listed; /* the names were fetched (601) in this run */
+	char tmpdir[4096];
+};
+
+/* msg_ops.c. Results: 0, or an exit status (BW_EXIT_*) after a message on
+ * stderr (MSG_ERR_TEXT for a 9000). */
+/* Says what failed with the server and returns BW_EXIT_FATAL. */
+int msg_net_failure(const struct msg_ctx *x, int rc);
+/* A fresh connection with the request's header (announcing announced
+ * payload bytes) and payload in one write. */
+int msg_open_request(struct msg_ctx *x, struct bw_session *s, uint16_t code,
+		     const uint8_t *payload, size_t len, uint32_t announced);
+/* The response's header: 0 with its payload size if it is want, else an
+ * exit status after saying what came. */
+int msg_response_head(struct msg_ctx *x, struct bw_session *s, uint16_t want,
+		      uint32_t *size);
+/* One exchange on its own connection: the request in one write, the
+ * response's header; *body (heap, caller frees) gets at most cap payload
+ * bytes. */
+int msg_exchange(struct msg_ctx *x, uint16_t code, const uint8_t *payload,
+		 size_t len, uint16_t want, uint8_t **body, size_t *body_len,
+		 size_t cap);
+int msg_register(struct msg_ctx *x, const char *name);
+/* 601: updates the contacts' names; prints the names if show. */
+int msg_list(struct msg_ctx *x, int show);
+/* The contact called name, from the contacts or a fresh 601. */
+int msg_resolve(struct msg_ctx *x, const char *name, struct bw_contact **c);
+/* 602: pins the key on first use; a different key is kept aside, the user
+ * warned, and BW_EXIT_KEY_CHANGED returned until accepted. */
+int msg_fetch_key(struct msg_ctx *x, struct bw_contact *c);
+/* Accepts the key the server now offers for c. */
+int msg_trust(struct msg_ctx *x, struct bw_contact *c);
+int msg_send_key_request(struct msg_ctx *x, struct bw_contact *c);
+int msg_send_sym_key(struct msg_ctx *x, struct bw_contact *c);
+int msg_send_text(struct msg_ctx *x, struct bw_contact *c, const char *text);
+/* 0 if a key is shared with c, else BW_EXIT_NO_KEY after saying so. */
+int msg_need_aes(const struct bw_contact *c);
+/* msg_file.c */
+int msg_send_file(struct msg_ctx *x, struct bw_contact *c, const char *path);
+/* Saves contacts.info; a failure is reported and returned. */
+int msg_save(struct msg_ctx *x);
+
+/* msg_pull.c: 604, each new message shown as the spec prints it. */
+int msg_pull(struct msg_ctx *x);
+
+#endif

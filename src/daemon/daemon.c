@@ -1,0 +1,380 @@
+/* bulwarkd's assembly: database, registry, the services from their
+ * modules, listeners, and the order they are torn down in (the engine
+ * first, so no job is left running when the services it calls back are
+ * freed).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <unistd.h>
+
+#include "bulwark/crypto.h"
+#include "bulwark/fsutil.h"
+#include "bulwark/log.h"
+#include "host/store.h"
+#include "bulwark/util.h"
+#include "daemon/daemon.h"
+
+#define CONSOLE_IDLE_MIN (5u * 60u * 1000u) /* an operator at a prompt */
+#define PER_ADDR_MIN	 1024u
+
+void
+bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->data_dir, sizeof(cfg->data_dir), ".");
+	cfg->engine.workers = 2;
+	cfg->engine.shutdown_grace_ms = 10000;
+	cfg->timeout_ms = 30000;
+	cfg->request_timeout_ms = 10000;
+	cfg->max_clients = 1000000;
+	cfg->max_reg_per_min = 1000;
+	snprintf(cfg->port.addr, sizeof(cfg->port.addr), "0.0.0.0");
+	snprintf(cfg->port.name, sizeof(cfg->port.name), "shared");
+	cfg->port.port = 1357;
+	cfg->port.max_conns = 16000;
+	bw_vault_cfg_defaults(&cfg->vault);
+	bw_msg_cfg_defaults(&cfg->msg);
+	cfg->console_enabled = 1;
+	bw_console_cfg_defaults(&cfg->console);
+	snprintf(cfg->console_listen.addr, sizeof(cfg->console_listen.addr),
+		 "127.0.0.1");
+	cfg->console_listen.port = 8820;
+	cfg->console_listen.max_conns = 128;
+	cfg->console_listen.evict = BW_EVICT_UNPROVEN;
+	cfg->rooms_enabled = 1;
+	bw_rooms_cfg_defaults(&cfg->rooms);
+	snprintf(cfg->rooms_listen.addr, sizeof(cfg->rooms_listen.addr),
+		 "0.0.0.0");
+	cfg->rooms_listen.port = 5555;
+	cfg->rooms_listen.max_conns = 10000;
+	bw_metrics_cfg_defaults(&cfg->metrics);
+	snprintf(cfg->metrics_listen.addr, sizeof(cfg->metrics_listen.addr),
+		 "127.0.0.1");
+	cfg->metrics_listen.port = 9357;
+	cfg->metrics_listen.max_conns = 64;
+	cfg->metrics_listen.evict = BW_EVICT_UNPROVEN;
+	cfg->log_level = 1;
+}
+
+/* Every service's figures (stats) or errors by kind, in the order the
+ * services were added. */
+static void
+each_figure(const struct bw_daemon *d, int errors, bw_stat_emit emit,
+	    void *emit_arg)
+{
+	bw_stats_fn fn;
+	unsigned i;
+
+	for (i = 0; i < d->svc_n; i++) {
+		fn = errors ? d->svc[i].mod->errors : d->svc[i].mod->stats;
+		if (fn != NULL && d->svc[i].inst != NULL)
+			fn(d->svc[i].inst, emit, emit_arg);
+	}
+}
+
+static void
+all_stats(const void *arg, bw_stat_emit emit, void *emit_arg)
+{
+	each_figure(arg, 0, emit, emit_arg);
+}
+
+static void
+all_errors(const void *arg, bw_stat_emit emit, void *emit_arg)
+{
+	each_figure(arg, 1, emit, emit_arg);
+}
+
+/* The shared port's requests, for the metrics endpoint. */
+static int
+frame_metrics(const void *arg, struct bw_buf *out)
+{
+	const struct bw_daemon *d = arg;
+
+	return bw_frame_metrics(d->frame, out);
+}
+
+/* The limits that follow from the daemon-wide timeouts. */
+static void
+derive(struct bw_daemon_cfg *cfg)
+{
+	struct bw_conn_limits *lim[] = {&cfg->vault.limits, &cfg->msg.limits,
+					&cfg->console.limits,
+					&cfg->metrics.limits};
+	size_t i;
+
+	for (i = 0; i < sizeof(lim) / sizeof(lim[0]); i++) {
+		lim[i]->idle_ms = cfg->timeout_ms;
+		lim[i]->request_ms = cfg->request_timeout_ms;
+	}
+	if (cfg->console.limits.idle_ms < CONSOLE_IDLE_MIN)
+		cfg->console.limits.idle_ms = CONSOLE_IDLE_MIN;
+	/* one address may hold a quarter of the shared port, but no fewer
+	 * than PER_ADDR_MIN (a small --max-conns is a test or a tiny site) */
+	if (cfg->port.max_conns_per_addr == 0)
+		cfg->port.max_conns_per_addr =
+			cfg->port.max_conns / 4 > PER_ADDR_MIN
+				? cfg->port.max_conns / 4
+				: PER_ADDR_MIN;
+	cfg->vault.window_ms = cfg->timeout_ms;
+	cfg->msg.window_ms = cfg->timeout_ms;
+	cfg->msg.min_rate = cfg->vault.min_rate;
+}
+
+static void
+add(struct bw_daemon *d, const struct bw_module *mod, const void *cfg,
+    const struct bw_conn_limits *limits, const struct bw_listen_cfg *listen)
+{
+	struct bw_daemon_svc *s = &d->svc[d->svc_n++];
+
+	s->mod = mod;
+	s->cfg = cfg;
+	s->limits = limits;
+	s->listen = listen;
+}
+
+/* Which services run, and where. */
+static void
+plan(struct bw_daemon *d)
+{
+	struct bw_daemon_cfg *c = &d->cfg;
+
+	add(d, &bw_vault_module, &c->vault, &c->vault.limits, NULL);
+	add(d, &bw_msg_module, &c->msg, &c->msg.limits, NULL);
+	if (c->console_enabled)
+		add(d, &bw_console_module, &c->console, &c->console.limits,
+		    &c->console_listen);
+	if (c->rooms_enabled)
+		add(d, &bw_rooms_module, &c->rooms, &c->rooms.limits,
+		    &c->rooms_listen);
+	if (c->metrics_enabled)
+		add(d, &bw_metrics_module, &c->metrics, &c->metrics.limits,
+		    &c->metrics_listen);
+}
+
+/* The shared port on port: one listener serving every table. */
+static int
+listen_shared(struct bw_daemon *d, uint16_t port)
+{
+	struct bw_listen_cfg lc = d->cfg.port;
+	struct bw_listener *l;
+	unsigned i;
+	int rc;
+
+	lc.port = port;
+	bw_frame_limits(d->frame, &lc.lim);
+	if ((rc = bw_engine_listen(&d->eng, &bw_frame_service, d->frame, &lc,
+				   &l)) != 0)
+		return rc;
+	/* one line per service, as operators and scripts look for them */
+	for (i = 0; i < d->svc_n; i++) {
+		if (d->svc[i].mod->proto != NULL)
+			bw_info("%s listening on %s:%u", d->svc[i].mod->name,
+				lc.addr, l->port);
+	}
+	return 0;
+}
+
+static int
+init(struct bw_daemon *d, struct bw_daemon_svc *s)
+{
+	int rc;
+
+	if ((rc = s->mod->init(&d->host, s->cfg, &s->inst)) != 0) {
+		bw_error("%s: cannot start: %s", s->mod->name, bw_strerror(rc));
+		return rc;
+	}
+	if (s->mod->proto != NULL)
+		return bw_frame_add(d->frame, s->mod->proto, s->inst,
+				    s->limits);
+	return 0;
+}
+
+/* A service on a listener of its own. */
+static int
+listen_own(struct bw_daemon *d, struct bw_daemon_svc *s)
+{
+	struct bw_listen_cfg lc = *s->listen;
+
+	lc.lim = *s->limits;
+	if (lc.name[0] == '\0')
+		snprintf(lc.name, sizeof(lc.name), "%s", s->mod->name);
+	return bw_engine_listen(&d->eng, s->mod->service, s->inst, &lc, NULL);
+}
+
+static void
+reported(void *arg, const char *name, int applied)
+{
+	(void)arg;
+	if (applied)
+		bw_info("reload: %s changed", name);
+	else
+		bw_warn("reload: %s changed, but only a restart changes it; "
+			"kept as it was",
+			name);
+}
+
+/* SIGHUP: the log reopened, the configuration made again from the file
+ * and the command line, and what may change while running applied. */
+static void
+reload(void *arg)
+{
+	static const enum bw_log_level levels[] = {BW_LOG_DEBUG, BW_LOG_INFO,
+						   BW_LOG_WARN, BW_LOG_ERROR};
+	struct bw_daemon *d = arg;
+	struct bw_daemon_cfg *fresh = malloc(sizeof(*fresh));
+	char why[600];
+	unsigned i;
+	int rc;
+
+	if ((rc = bw_log_reopen()) != 0)
+		bw_error("reload: cannot reopen the log %s: %s",
+			 d->cfg.log_file, bw_strerror(rc));
+	if (fresh == NULL) {
+		bw_error("reload: out of memory; nothing changed");
+		return;
+	}
+	if (bw_daemon_configure(fresh, &d->args, why, sizeof(why)) != 0 ||
+	    bw_daemon_reload_check(&d->given, fresh, why, sizeof(why)) != 0) {
+		bw_error("reload refused, nothing changed: %s", why);
+		goto out;
+	}
+	bw_daemon_opts_diff(&d->given, fresh, reported, NULL);
+	d->given = *fresh;
+	d->cfg = *fresh;
+	derive(&d->cfg);
+	d->reg.max_clients = d->cfg.max_clients;
+	d->reg.max_reg_per_min = d->cfg.max_reg_per_min;
+	d->eng.cfg.shutdown_grace_ms = d->cfg.engine.shutdown_grace_ms;
+	bw_log_set_level(levels[d->cfg.log_level]);
+	for (i = 0; i < d->svc_n; i++) {
+		if (d->svc[i].mod->reload != NULL && d->svc[i].inst != NULL)
+			d->svc[i].mod->reload(d->svc[i].inst, d->svc[i].cfg);
+	}
+	bw_info("reload: done (%s)", d->cfg.config_path[0] != '\0'
+					     ? d->cfg.config_path
+					     : "no configuration file");
+out:
+	bw_wipe(fresh, sizeof(*fresh));
+	free(fresh);
+}
+
+int
+bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
+	       const struct bw_daemon_args *args)
+{
+	char path[4096 + 64];
+	long holder = 0;
+	unsigned i;
+	int rc;
+
+	memset(d, 0, sizeof(*d));
+	d->lock_fd = -1;
+	d->given = *cfg;
+	d->cfg = *cfg;
+	if (args != NULL)
+		d->args = *args;
+	derive(&d->cfg);
+	d->cfg.engine.on_hup = reload;
+	d->cfg.engine.hup_arg = d;
+	d->started_s = bw_time_s();
+	/* before anything in the data directory is touched: a second
+	 * daemon on it would reconcile the live one's files away */
+	if ((rc = bw_fs_lock(d->cfg.data_dir, BW_DAEMON_LOCK, &d->lock_fd,
+			     &holder)) != 0) {
+		if (rc == BW_EBUSY)
+			bw_error("the data directory %s is in use by bulwarkd "
+				 "pid %ld (%s/" BW_DAEMON_LOCK
+				 "): refusing to start",
+				 d->cfg.data_dir, holder, d->cfg.data_dir);
+		else
+			bw_error("cannot lock the data directory %s: %s",
+				 d->cfg.data_dir, bw_strerror(rc));
+		return rc;
+	}
+	if ((rc = bw_engine_open(&d->eng, &d->cfg.engine, 1)) != 0)
+		return rc;
+	snprintf(path, sizeof(path), "%s/defensive.db", d->cfg.data_dir);
+	if ((rc = bw_store_open(&d->store, path)) != 0) {
+		bw_error("cannot open database %s: %s", path, bw_strerror(rc));
+		return rc;
+	}
+	if ((rc = bw_registry_open(&d->reg, d->store, d->cfg.data_dir)) != 0) {
+		bw_error("cannot load database %s: %s", path, bw_strerror(rc));
+		return rc;
+	}
+	d->reg_open = 1;
+	if ((rc = bw_durable_new(&d->durable, &d->eng, d->store)) != 0)
+		return rc;
+	d->reg.max_clients = d->cfg.max_clients;
+	d->reg.max_reg_per_min = d->cfg.max_reg_per_min;
+	bw_info("loaded %llu clients and %llu files from %s",
+		(unsigned long long)d->reg.clients_n,
+		(unsigned long long)d->reg.files_n, path);
+	d->host = (struct bw_host){.eng = &d->eng,
+				   .reg = &d->reg,
+				   .store = d->store,
+				   .durable = d->durable,
+				   .data_dir = d->cfg.data_dir,
+				   .started_s = d->started_s,
+				   .stats = all_stats,
+				   .errors = all_errors,
+				   .stats_arg = d,
+				   .metrics = frame_metrics,
+				   .metrics_arg = d};
+	if ((rc = bw_frame_new(&d->frame)) != 0)
+		return rc;
+	plan(d);
+	for (i = 0; i < d->svc_n; i++) {
+		if ((rc = init(d, &d->svc[i])) != 0)
+			return rc;
+	}
+	if ((rc = listen_shared(d, d->cfg.port.port)) != 0)
+		return rc;
+	if (d->cfg.port2 != 0 && d->cfg.port2 != d->cfg.port.port &&
+	    (rc = listen_shared(d, d->cfg.port2)) != 0)
+		return rc;
+	for (i = 0; i < d->svc_n; i++) {
+		if (d->svc[i].listen != NULL &&
+		    (rc = listen_own(d, &d->svc[i])) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+int
+bw_daemon_run(struct bw_daemon *d)
+{
+	return bw_engine_run(&d->eng);
+}
+
+void
+bw_daemon_close(struct bw_daemon *d)
+{
+	unsigned i;
+
+	bw_engine_close(&d->eng); /* connections first, then queued jobs */
+	/* whoever still waits for an fsync is told, while the services whose
+	 * state the waits name are still there */
+	bw_durable_free(d->durable);
+	d->durable = NULL;
+	for (i = d->svc_n; i-- > 0;) {
+		if (d->svc[i].inst != NULL)
+			d->svc[i].mod->fini(d->svc[i].inst);
+		d->svc[i].inst = NULL;
+	}
+	d->svc_n = 0;
+	bw_frame_free(d->frame);
+	d->frame = NULL;
+	if (d->reg_open)
+		bw_registry_close(&d->reg);
+	d->reg_open = 0;
+	bw_store_close(d->store);
+	d->store = NULL;
+	if (d->lock_fd >= 0)
+		close(d->lock_fd); /* the last thing: the directory is free */
+	d->lock_fd = -1;
+	bw_wipe(d->cfg.console.secret, sizeof(d->cfg.console.secret));
+	bw_wipe(d->given.console.secret, sizeof(d->given.console.secret));
+}

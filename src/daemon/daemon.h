@@ -1,0 +1,150 @@
+/* The daemon: what bulwarkd opens and which service listens where. It owns
+ * the data directory's database and the registry over it, builds each
+ * service's instance from its configuration through the service's module
+ * (svc/module.h), and puts the services on the engine's listeners: the
+ * routing tables on the shared port (on a second one too when port.info and
+ * myport.info differ), every other service on a listener of its own.
+ */
+#ifndef BULWARK_SVC_DAEMON_H
+#define BULWARK_SVC_DAEMON_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "bulwark/err.h"
+#include "svc/console/console.h"
+#include "engine/engine.h"
+#include "engine/frame.h"
+#include "svc/metrics/metrics.h"
+#include "host/module.h"
+#include "svc/msg/msg.h"
+#include "host/registry.h"
+#include "svc/rooms/rooms.h"
+#include "svc/vault/vault.h"
+
+#define BW_DAEMON_SERVICES 5
+
+struct bw_daemon_cfg {
+	char data_dir[4096];
+	struct bw_engine_cfg engine;
+	unsigned timeout_ms;	     /* a connection silent this long closes */
+	unsigned request_timeout_ms; /* a request must be in within this */
+	uint64_t max_clients;	     /* registered clients in all */
+	unsigned max_reg_per_min;    /* registrations a minute per address */
+	struct bw_listen_cfg port;   /* the shared port (vault, messenger) */
+	uint16_t port2;		     /* a second one (0: none) */
+	struct bw_vault_cfg vault;
+	struct bw_msg_cfg msg;
+	int console_enabled;
+	struct bw_listen_cfg console_listen;
+	struct bw_console_cfg console;
+	int rooms_enabled;
+	struct bw_listen_cfg rooms_listen;
+	struct bw_rooms_cfg rooms;
+	int metrics_enabled; /* off unless --metrics-listen */
+	struct bw_listen_cfg metrics_listen;
+	struct bw_metrics_cfg metrics;
+	int log_level;		/* 0 debug, 1 info, 2 warn, 3 error */
+	char log_file[4096];	/* "" = standard error */
+	char config_path[4096]; /* "" = none */
+	/* what the options said, beyond the values */
+	int port_given;	  /* --port: port.info and myport.info not read */
+	int secret_given; /* the console secret came from an option */
+};
+
+/* The command line's options, in order: long names and values (NULL for
+ * a flag). The strings must outlive the daemon (argv's do). */
+#define BW_DAEMON_ARGS_MAX 128
+struct bw_daemon_args {
+	unsigned n;
+	const char *name[BW_DAEMON_ARGS_MAX];
+	const char *value[BW_DAEMON_ARGS_MAX];
+};
+
+/* A service the daemon runs. */
+struct bw_daemon_svc {
+	const struct bw_module *mod;
+	const void *cfg;		     /* its configuration */
+	const struct bw_conn_limits *limits; /* in cfg */
+	const struct bw_listen_cfg *listen;  /* its own listener, or NULL */
+	void *inst;
+};
+
+struct bw_daemon {
+	struct bw_daemon_cfg given; /* as configured */
+	struct bw_daemon_cfg cfg;   /* and with what follows from it */
+	struct bw_engine eng;
+	struct bw_store *store;
+	struct bw_durable *durable;
+	struct bw_registry reg;
+	int reg_open;
+	struct bw_host host;
+	struct bw_frame *frame;
+	struct bw_daemon_svc svc[BW_DAEMON_SERVICES];
+	unsigned svc_n;
+	int64_t started_s;
+	struct bw_daemon_args args; /* for SIGHUP's reload */
+	int lock_fd; /* the data directory's lock, held while running */
+};
+
+/* The data directory's lock file: a second daemon on it refuses to start
+ * and names the first one's pid. */
+#define BW_DAEMON_LOCK "bulwarkd.lock"
+
+void bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg);
+
+/* daemon_opts.c: bulwarkd's options, one table. */
+/* Sets option name (a long option without its dashes) from value (NULL
+ * for a flag). BW_ECONFIG with why set if the name is unknown or the value
+ * out of bounds. */
+int bw_daemon_opt_set(struct bw_daemon_cfg *cfg, const char *name,
+		      const char *value, char *why, size_t why_cap) BW_WUR;
+/* The configuration from scratch: defaults, then the file of a "config"
+ * argument, then the arguments in order (they win over the file), then
+ * BULWARK_CONSOLE_SECRET if no option gave the secret, then port.info and
+ * myport.info unless a port was given. BW_ECONFIG with why set
+ * ("FILE:LINE: ..." or "--option ...") on the first bad one. */
+int bw_daemon_configure(struct bw_daemon_cfg *cfg,
+			const struct bw_daemon_args *args, char *why,
+			size_t why_cap) BW_WUR;
+/* Applies the file at path ("key = value" lines) to cfg. */
+int bw_daemon_read_config(struct bw_daemon_cfg *cfg, const char *path,
+			  char *why, size_t why_cap) BW_WUR;
+/* For each option whose value differs in fresh: report(arg, name,
+ * applied). An option that cannot change while running gets old's value
+ * back in fresh, and applied 0. */
+void bw_daemon_opts_diff(struct bw_daemon_cfg *old, struct bw_daemon_cfg *fresh,
+			 void (*report)(void *arg, const char *name,
+					int applied),
+			 void *arg);
+/* What no single option can say: a console off loopback needs a secret.
+ * BW_ECONFIG with why set. */
+int bw_daemon_cfg_check(const struct bw_daemon_cfg *cfg, char *why,
+			size_t why_cap) BW_WUR;
+/* The same for what a SIGHUP would make of running with fresh (options
+ * that only a restart changes keep their running values). */
+int bw_daemon_reload_check(const struct bw_daemon_cfg *running,
+			   const struct bw_daemon_cfg *fresh, char *why,
+			   size_t why_cap) BW_WUR;
+/* 1 if name is a key of the configuration file (a long option but
+ * config). */
+int bw_daemon_opt_is_key(const char *name);
+/* 1 if option name takes a value. */
+int bw_daemon_opt_has_value(const char *name);
+/* Up to cap options: their long names and one-letter forms (0: none);
+ * returns how many there are in all. */
+size_t bw_daemon_opts(const char **names, char *letters, size_t cap);
+/* The --help text. */
+void bw_daemon_usage(FILE *f);
+/* Opens the database and the registry, every service, and every listener;
+ * logs "<service> listening on ADDR:PORT" for each. args (may be NULL) are
+ * what cfg was made from: SIGHUP makes it again from them (the file
+ * re-read) and applies what may change while running, logging what needs
+ * a restart. On failure the caller still calls bw_daemon_close. */
+int bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
+		   const struct bw_daemon_args *args) BW_WUR;
+/* Serves until SIGTERM/SIGINT and a graceful drain; 0 on a clean stop. */
+int bw_daemon_run(struct bw_daemon *d);
+void bw_daemon_close(struct bw_daemon *d);
+
+#endif

@@ -1,0 +1,559 @@
+/* bulwarkd's options as one table: each long option is a field of the
+ * daemon's configuration with its bounds, whether SIGHUP may change it, and
+ * its line of --help, so the command line, the help text and the keys of
+ * the configuration file cannot drift apart. Also the configuration's
+ * assembly: defaults, the file, the command line, the environment, and
+ * port.info.
+ */
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bulwark/crypto.h"
+#include "bulwark/log.h"
+#include "bulwark/net.h"
+#include "bulwark/util.h"
+#include "daemon/daemon.h"
+
+enum kind {
+	K_NUM,	  /* an unsigned integer field of size bytes, min..max */
+	K_SEC,	  /* seconds, kept in a field of milliseconds */
+	K_STR,	  /* a string field of size bytes (NUL included) */
+	K_ADDR,	  /* a numeric IPv4 or IPv6 address, in a string field */
+	K_OFF,	  /* a flag: sets an int field to 0 */
+	K_SECRET, /* the console secret (also marks it given) */
+	K_SECRET_FILE,
+	K_LEVEL,
+	K_CONFIG, /* the configuration file (only on the command line) */
+	K_LISTEN, /* HOST:PORT of a listener off by default (turns it on) */
+};
+
+struct opt {
+	const char *name;
+	char letter;
+	enum kind kind;
+	int reload; /* SIGHUP applies a new value (R) or not (0) */
+	size_t off, size;
+	uint64_t min, max;
+	const char *arg;  /* the value's name in --help */
+	const char *help; /* may hold \n: continuation lines */
+};
+
+#define R 1 /* SIGHUP applies it */
+
+#define F(field)                                                               \
+	offsetof(struct bw_daemon_cfg, field),                                 \
+		sizeof(((struct bw_daemon_cfg *)0)->field)
+
+static const struct opt opts[] = {
+	{"data-dir", 'd', K_STR, 0, F(data_dir), 0, 0, "DIR",
+	 "data directory (default: the current directory):\ndefensive.db, "
+	 "files/, messages/, port.info"},
+	{"port", 'p', K_NUM, 0, F(port.port), 0, 65535, "N",
+	 "the vault's and messenger's port (default:\nport.info and "
+	 "myport.info, else 1357; 0 = any)"},
+	{"listen", 'l', K_ADDR, 0, F(port.addr), 0, 0, "ADDR",
+	 "vault and messenger address (default 0.0.0.0)"},
+	{"max-conns", 0, K_NUM, 0, F(port.max_conns), 1, 1000000, "N",
+	 "simultaneous vault and messenger connections\n(default 16000)"},
+	{"max-conns-per-addr", 0, K_NUM, 0, F(port.max_conns_per_addr), 1,
+	 1000000, "N",
+	 "of those, from one address (default 4000; a\nquarter of "
+	 "--max-conns, at least 1024)"},
+	{"max-file-size", 0, K_NUM, R, F(vault.max_file_size), 16, 0xFFFFFEF0u,
+	 "N",
+	 "largest upload in bytes of ciphertext\n(default and maximum "
+	 "4294967024)"},
+	{"max-uploads", 0, K_NUM, R, F(vault.max_uploads), 1, 100000, "N",
+	 "uploads in progress at once (default 256)"},
+	{"max-uploads-per-addr", 0, K_NUM, R, F(vault.max_uploads_per_addr), 1,
+	 100000, "N", "of those, from one address (default 128)"},
+	{"min-rate", 0, K_NUM, R, F(vault.min_rate), 0, 1u << 30, "N",
+	 "each --timeout window of an upload must bring\nN bytes/s (default "
+	 "1024; 0 = off)"},
+	{"key-lifetime", 0, K_NUM, R, F(vault.key_lifetime_s), 0, 86400u * 365u,
+	 "SEC",
+	 "an AES key is refused this long after it was\nissued "
+	 "(default 3600; 0 = never)"},
+	{"key-failures", 0, K_NUM, R, F(vault.key_failures), 1, 1000, "N",
+	 "decryption failures that revoke a key (default 3)"},
+	{"max-reg-per-min", 0, K_NUM, R, F(max_reg_per_min), 0, 1000000, "N",
+	 "registrations a minute from one address\n(default 1000; 0 = no "
+	 "limit)"},
+	{"max-clients", 0, K_NUM, R, F(max_clients), 1, UINT32_MAX, "N",
+	 "registered clients in all (default 1000000)"},
+	{"max-message-size", 0, K_NUM, R, F(msg.max_content), 0,
+	 0xFFFFFFFFu - 25u, "N",
+	 "largest message content in bytes (default\n1073741824)"},
+	{"max-queued", 0, K_NUM, R, F(msg.max_queued_n), 1, UINT32_MAX, "N",
+	 "messages waiting for one recipient (default 100000)"},
+	{"max-queued-bytes", 0, K_NUM, R, F(msg.max_queued_bytes), 1,
+	 UINT64_MAX / 2, "N", "their content bytes (default 4294967296)"},
+	{"pull-cap", 0, K_NUM, R, F(msg.pull_cap), 1024, 0xFFFFFFFFu, "N",
+	 "largest answer to a pull (2104) in bytes\n(default 67108864; one "
+	 "larger message goes alone)"},
+	{"max-bodies", 0, K_NUM, R, F(msg.max_bodies), 1, 100000, "N",
+	 "messages arriving at once, from all clients\n(default 256)"},
+	{"max-bodies-per-addr", 0, K_NUM, R, F(msg.max_bodies_per_addr), 1,
+	 100000, "N", "of those, from one address (default 128)"},
+	{"pull-max-messages", 0, K_NUM, R, F(msg.pull_max_n), 1, 100000000, "N",
+	 "messages in one answer to a pull (default 10000)"},
+	{"max-pulls-per-client", 0, K_NUM, R, F(msg.max_pulls), 1, 100000, "N",
+	 "pulls of one client answered at once; one more\nis refused "
+	 "(default 4)"},
+	{"reply-memory", 0, K_NUM, R, F(msg.reply_memory), 65536,
+	 UINT64_MAX / 2, "N",
+	 "bytes all client lists and pulls being sent may\nhold at once "
+	 "(default 67108864)"},
+	{"timeout", 0, K_SEC, 0, F(timeout_ms), 1, 86400, "SEC",
+	 "close a vault or messenger connection silent\nthis long (default "
+	 "30)"},
+	{"request-timeout", 0, K_SEC, 0, F(request_timeout_ms), 1, 86400, "SEC",
+	 "a request header must complete within this\n(default 10)"},
+	{"shutdown-grace", 0, K_SEC, R, F(engine.shutdown_grace_ms), 0, 86400,
+	 "SEC",
+	 "on SIGTERM, let requests in progress finish\nfor this long "
+	 "(default 10)"},
+	{"workers", 0, K_NUM, 0, F(engine.workers), 1, 16, "N",
+	 "threads for fsync, rename and password hashing\n(default 2)"},
+	{"console-port", 0, K_NUM, 0, F(console_listen.port), 0, 65535, "N",
+	 "operator console port (default 8820)"},
+	{"console-listen", 0, K_ADDR, 0, F(console_listen.addr), 0, 0, "ADDR",
+	 "console address (default 127.0.0.1)"},
+	{"console-secret", 0, K_SECRET, R, F(console.secret), 0, 0, "S",
+	 "secret a console must send (required off\nloopback); visible to "
+	 "local users in ps: prefer\nthe next two"},
+	{"console-secret-file", 0, K_SECRET_FILE, R, F(console.secret), 0, 0,
+	 "PATH",
+	 "read the secret from PATH (first line);\n"
+	 "BULWARK_CONSOLE_SECRET in the environment also\nsets it (the "
+	 "options win)"},
+	{"no-console", 0, K_OFF, 0, F(console_enabled), 0, 0, NULL,
+	 "do not start the console"},
+	{"rooms-port", 0, K_NUM, 0, F(rooms_listen.port), 0, 65535, "N",
+	 "group chat port (default 5555; 0 = any)"},
+	{"rooms-listen", 0, K_ADDR, 0, F(rooms_listen.addr), 0, 0, "ADDR",
+	 "group chat address (default 0.0.0.0)"},
+	{"rooms-max-conns", 0, K_NUM, 0, F(rooms_listen.max_conns), 1, 1000000,
+	 "N", "simultaneous chat connections (default 10000)"},
+	{"rooms-max-rooms", 0, K_NUM, R, F(rooms.max_rooms), 1, 10000000, "N",
+	 "rooms at once (default 10000)"},
+	{"rooms-max-members", 0, K_NUM, R, F(rooms.max_members), 1, 1000000,
+	 "N", "members of one room (default 1000)"},
+	{"rooms-rate", 0, K_NUM, R, F(rooms.rate), 0, 1000000, "N",
+	 "lines a second from one member; past it its\nreads pause "
+	 "(default 20; 0 = no limit)"},
+	{"rooms-burst", 0, K_NUM, R, F(rooms.burst), 1, 1000000, "N",
+	 "lines a member may send at once (default 40)"},
+	{"rooms-queue", 0, K_NUM, 0, F(rooms.limits.out_max), 4096, 1u << 30,
+	 "N",
+	 "bytes queued for one member; past it the member\nis cut off "
+	 "(default 262144)"},
+	{"rooms-pause", 0, K_NUM, R, F(rooms.pause_ms), 10, 10000, "MS",
+	 "a partial line ends after this silence\n(default 150)"},
+	{"rooms-max-attempts", 0, K_NUM, R, F(rooms.max_attempts), 1, 1000, "N",
+	 "wrong room ids and passwords before a close\n(default 5)"},
+	{"rooms-menu-timeout", 0, K_SEC, 0, F(rooms.limits.request_ms), 1, 3600,
+	 "SEC",
+	 "each step of the menu must be answered within\nthis (default 60); "
+	 "the whole menu within ten times it"},
+	{"no-rooms", 0, K_OFF, 0, F(rooms_enabled), 0, 0, NULL,
+	 "do not start the group chat"},
+	{"metrics-listen", 0, K_LISTEN, 0, F(metrics_listen), 0, 0, "HOST:PORT",
+	 "serve Prometheus metrics at http://HOST:PORT/metrics\n(off by "
+	 "default; a PORT alone means 127.0.0.1:PORT)"},
+	{"log-level", 0, K_LEVEL, R, F(log_level), 0, 0, "LEVEL",
+	 "debug, info, warn or error (default info)"},
+	{"log-file", 0, K_STR, 0, F(log_file), 0, 0, "PATH",
+	 "log to PATH instead of standard error; SIGHUP\nreopens it "
+	 "(after a rotation)"},
+	{"config", 'c', K_CONFIG, 0, F(config_path), 0, 0, "PATH",
+	 "read options from PATH first (key = value, one\na line, keys "
+	 "the long options; flags win)"},
+};
+
+#define OPTS_N (sizeof(opts) / sizeof(opts[0]))
+
+static const struct opt *
+find(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < OPTS_N; i++) {
+		if (strcmp(opts[i].name, name) == 0)
+			return &opts[i];
+	}
+	return NULL;
+}
+
+static void
+put_num(void *field, size_t size, uint64_t v)
+{
+	uint8_t u8;
+	uint16_t u16;
+	uint32_t u32;
+
+	switch (size) {
+	case 1:
+		u8 = (uint8_t)v;
+		memcpy(field, &u8, 1);
+		break;
+	case 2:
+		u16 = (uint16_t)v;
+		memcpy(field, &u16, 2);
+		break;
+	case 4:
+		u32 = (uint32_t)v;
+		memcpy(field, &u32, 4);
+		break;
+	default:
+		memcpy(field, &v, 8);
+		break;
+	}
+}
+
+/* The first line of the file at path into the console secret. */
+static int
+secret_file(struct bw_daemon_cfg *cfg, const char *path, char *why,
+	    size_t why_cap)
+{
+	char *text = NULL;
+	size_t len = 0;
+	int rc;
+
+	if ((rc = bw_read_small_file(path, sizeof(cfg->console.secret), &text,
+				     &len)) != 0) {
+		snprintf(why, why_cap, "console-secret-file %s: %s", path,
+			 bw_strerror(rc));
+		return BW_ECONFIG;
+	}
+	text[strcspn(text, "\r\n")] = '\0';
+	rc = 0;
+	if (text[0] == '\0' || strlen(text) >= sizeof(cfg->console.secret)) {
+		snprintf(why, why_cap,
+			 "console-secret-file %s: no secret on its first line",
+			 path);
+		rc = BW_ECONFIG;
+	} else {
+		memcpy(cfg->console.secret, text, strlen(text) + 1);
+		cfg->secret_given = 1;
+	}
+	bw_wipe(text, len);
+	free(text);
+	return rc;
+}
+
+int
+bw_daemon_opt_set(struct bw_daemon_cfg *cfg, const char *name,
+		  const char *value, char *why, size_t why_cap)
+{
+	static const char *const levels[] = {"debug", "info", "warn", "error"};
+	const struct opt *o = find(name);
+	uint8_t *field;
+	uint64_t v;
+	size_t i;
+
+	if (o == NULL) {
+		snprintf(why, why_cap, "unknown option '%s'", name);
+		return BW_ECONFIG;
+	}
+	field = (uint8_t *)cfg + o->off;
+	if (o->kind == K_OFF) {
+		if (value != NULL && value[0] != '\0') {
+			snprintf(why, why_cap, "%s takes no value", name);
+			return BW_ECONFIG;
+		}
+		memset(field, 0, o->size);
+		return 0;
+	}
+	if (value == NULL || value[0] == '\0') {
+		/* "data-dir =" must not mean the root directory */
+		snprintf(why, why_cap, "%s needs a value", name);
+		return BW_ECONFIG;
+	}
+	switch (o->kind) {
+	case K_NUM:
+	case K_SEC:
+		if (bw_parse_u64(value, o->min, o->max, &v) != 0) {
+			snprintf(why, why_cap,
+				 "%s needs a number from %llu to %llu, not "
+				 "'%s'",
+				 name, (unsigned long long)o->min,
+				 (unsigned long long)o->max, value);
+			return BW_ECONFIG;
+		}
+		put_num(field, o->size, o->kind == K_SEC ? v * 1000u : v);
+		if (strcmp(name, "port") == 0)
+			cfg->port_given = 1;
+		return 0;
+	case K_ADDR:
+		if (bw_net_is_loopback(value) < 0) {
+			snprintf(why, why_cap,
+				 "%s needs a numeric IPv4 or IPv6 address, "
+				 "not '%s'",
+				 name, value);
+			return BW_ECONFIG;
+		}
+		/* fall through */
+	case K_STR:
+	case K_SECRET:
+	case K_CONFIG:
+		if (strlen(value) >= o->size) {
+			snprintf(why, why_cap, "%s is too long", name);
+			return BW_ECONFIG;
+		}
+		memcpy(field, value, strlen(value) + 1);
+		if (o->kind == K_SECRET)
+			cfg->secret_given = 1;
+		return 0;
+	case K_SECRET_FILE:
+		return secret_file(cfg, value, why, why_cap);
+	case K_LISTEN: {
+		struct bw_listen_cfg *l = (struct bw_listen_cfg *)field;
+		uint64_t bare;
+		uint16_t port;
+
+		if (bw_parse_u64(value, 0, 65535, &bare) == 0) {
+			/* a port alone: on loopback */
+			snprintf(l->addr, sizeof(l->addr), "127.0.0.1");
+			port = (uint16_t)bare;
+		} else if (bw_parse_listen_addr(value, l->addr, sizeof(l->addr),
+						&port) != 0 ||
+			   bw_net_is_loopback(l->addr) < 0) {
+			snprintf(why, why_cap,
+				 "%s needs PORT or ADDR:PORT (a numeric "
+				 "address), not '%s'",
+				 name, value);
+			return BW_ECONFIG;
+		}
+		l->port = port;
+		cfg->metrics_enabled = 1;
+		return 0;
+	}
+	case K_LEVEL:
+		for (i = 0; i < 4; i++) {
+			if (strcmp(value, levels[i]) == 0) {
+				cfg->log_level = (int)i;
+				return 0;
+			}
+		}
+		snprintf(why, why_cap,
+			 "%s needs debug, info, warn or error, not '%s'", name,
+			 value);
+		return BW_ECONFIG;
+	default:
+		return BW_ECONFIG;
+	}
+}
+
+/* port.info (the vault's) and myport.info (the messenger's): a port number
+ * each, white space ignored. The first valid one is the shared port; a
+ * second, different one is listened on too. */
+static void
+port_from_files(struct bw_daemon_cfg *cfg)
+{
+	static const char *names[] = {"port.info", "myport.info"};
+	char path[4200], *text = NULL;
+	uint16_t found[2] = {0, 0};
+	size_t len, i, n = 0;
+	uint64_t port;
+
+	cfg->port2 = 0;
+	for (i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s/%s", cfg->data_dir, names[i]);
+		if (bw_read_small_file(path, 64, &text, &len) != 0)
+			continue;
+		if (bw_parse_u64(text, 1, 65535, &port) == 0)
+			found[n++] = (uint16_t)port;
+		else
+			bw_warn("%s does not hold a port number; ignored",
+				path);
+		free(text);
+		text = NULL;
+	}
+	if (n == 0) {
+		bw_warn("no port.info or myport.info in %s; using port 1357",
+			cfg->data_dir);
+		cfg->port.port = 1357;
+		return;
+	}
+	if (n == 2 && found[1] != found[0])
+		cfg->port2 = found[1];
+	cfg->port.port = found[0];
+}
+
+int
+bw_daemon_configure(struct bw_daemon_cfg *cfg,
+		    const struct bw_daemon_args *args, char *why,
+		    size_t why_cap)
+{
+	char msg[512];
+	const char *env;
+	unsigned i;
+	int rc;
+
+	bw_daemon_cfg_defaults(cfg);
+	for (i = 0; i < args->n; i++) {
+		if (strcmp(args->name[i], "config") == 0 &&
+		    (rc = bw_daemon_read_config(cfg, args->value[i], why,
+						why_cap)) != 0)
+			return rc;
+	}
+	for (i = 0; i < args->n; i++) {
+		if ((rc = bw_daemon_opt_set(cfg, args->name[i], args->value[i],
+					    msg, sizeof(msg))) != 0) {
+			snprintf(why, why_cap, "--%s", msg);
+			return rc;
+		}
+	}
+	if (!cfg->secret_given &&
+	    (env = getenv("BULWARK_CONSOLE_SECRET")) != NULL &&
+	    env[0] != '\0' &&
+	    (rc = bw_daemon_opt_set(cfg, "console-secret", env, msg,
+				    sizeof(msg))) != 0) {
+		snprintf(why, why_cap, "BULWARK_CONSOLE_SECRET: %s", msg);
+		return rc;
+	}
+	if (!cfg->port_given)
+		port_from_files(cfg);
+	return 0;
+}
+
+int
+bw_daemon_cfg_check(const struct bw_daemon_cfg *cfg, char *why, size_t why_cap)
+{
+	if (cfg->console_enabled &&
+	    bw_net_is_loopback(cfg->console_listen.addr) != 1 &&
+	    cfg->console.secret[0] == '\0') {
+		snprintf(why, why_cap,
+			 "the console on %s (not loopback) needs "
+			 "--console-secret",
+			 cfg->console_listen.addr);
+		return BW_ECONFIG;
+	}
+	return 0;
+}
+
+static void
+silent(void *arg, const char *name, int applied)
+{
+	(void)arg;
+	(void)name;
+	(void)applied;
+}
+
+int
+bw_daemon_reload_check(const struct bw_daemon_cfg *running,
+		       const struct bw_daemon_cfg *fresh, char *why,
+		       size_t why_cap)
+{
+	struct bw_daemon_cfg *old = malloc(sizeof(*old)),
+			     *next = malloc(sizeof(*next));
+	int rc = BW_ENOMEM;
+
+	if (old != NULL && next != NULL) {
+		*old = *running;
+		*next = *fresh;
+		bw_daemon_opts_diff(old, next, silent, NULL);
+		rc = bw_daemon_cfg_check(next, why, why_cap);
+	} else {
+		snprintf(why, why_cap, "out of memory");
+	}
+	if (old != NULL)
+		bw_wipe(old, sizeof(*old));
+	if (next != NULL)
+		bw_wipe(next, sizeof(*next));
+	free(old);
+	free(next);
+	return rc;
+}
+
+void
+bw_daemon_opts_diff(struct bw_daemon_cfg *old, struct bw_daemon_cfg *fresh,
+		    void (*report)(void *arg, const char *name, int applied),
+		    void *arg)
+{
+	size_t i, k;
+	int seen;
+
+	for (i = 0; i < OPTS_N; i++) {
+		const struct opt *o = &opts[i];
+		uint8_t *a = (uint8_t *)old + o->off,
+			*b = (uint8_t *)fresh + o->off;
+
+		if (o->size == 0 || memcmp(a, b, o->size) == 0)
+			continue;
+		for (seen = 0, k = 0; k < i && !seen; k++)
+			seen = opts[k].off == o->off; /* one field, two names */
+		if (seen)
+			continue;
+		if (!o->reload)
+			memcpy(b, a, o->size); /* kept: a restart changes it */
+		report(arg, o->name, o->reload);
+	}
+}
+
+int
+bw_daemon_opt_is_key(const char *name)
+{
+	const struct opt *o = find(name);
+
+	return o != NULL && o->kind != K_CONFIG;
+}
+
+int
+bw_daemon_opt_has_value(const char *name)
+{
+	const struct opt *o = find(name);
+
+	return o != NULL && o->kind != K_OFF;
+}
+
+size_t
+bw_daemon_opts(const char **names, char *letters, size_t cap)
+{
+	size_t i;
+
+	for (i = 0; i < OPTS_N && i < cap; i++) {
+		names[i] = opts[i].name;
+		letters[i] = opts[i].letter;
+	}
+	return OPTS_N;
+}
+
+void
+bw_daemon_usage(FILE *f)
+{
+	char left[64];
+	const char *h, *nl;
+	size_t i;
+
+	fprintf(f, "Usage: bulwarkd [OPTION]...\n"
+		   "Bulwark daemon: the file vault and the messenger on one "
+		   "port, the group\nchat on another, and the operator "
+		   "console on 127.0.0.1.\n\n");
+	for (i = 0; i < OPTS_N; i++) {
+		const struct opt *o = &opts[i];
+
+		snprintf(left, sizeof(left), "%c%c%c --%s%s%s",
+			 o->letter ? '-' : ' ', o->letter ? o->letter : ' ',
+			 o->letter ? ',' : ' ', o->name, o->arg ? " " : "",
+			 o->arg ? o->arg : "");
+		h = o->help;
+		if (strlen(left) <= 26)
+			fprintf(f, "  %-26s ", left);
+		else
+			fprintf(f, "  %s\n  %-26s ", left, "");
+		while ((nl = strchr(h, '\n')) != NULL) {
+			fprintf(f, "%.*s\n  %-26s ", (int)(nl - h), h, "");
+			h = nl + 1;
+		}
+		fprintf(f, "%s\n", h);
+	}
+	fprintf(f, "  -h, --help                 this help\n"
+		   "  -V, --version              version\n\n"
+		   "Logs go to standard error, one line per event. Exit "
+		   "status: 0 after a clean\nshutdown, 1 on a start-up "
+		   "error, 2 on bad usage.\n");
+}

@@ -1,0 +1,488 @@
+/* A connection's life on the engine: reading into its capped input buffer,
+ * the service's callbacks, the pass's flush of queued output (the output
+ * itself is conn_out.c's), holds by worker jobs, deadlines, lingering
+ * closes, and the deferred close and free that keep every pointer valid
+ * until the current callback has returned.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "bulwark/err.h"
+#include "bulwark/log.h"
+#include "bulwark/net.h"
+#include "bulwark/util.h"
+#include "engine/engine_int.h"
+
+#define OUT_HIGH_WATER (256u * 1024u) /* stop reading above this */
+#define DEFAULT_WANT   2048u
+#define LINGER_MS      2000u
+#define LINGER_MAX     (1024u * 1024u)
+
+static void conn_update(struct bw_conn *c);
+static void conn_after_output(struct bw_conn *c);
+
+/* Flushes c and runs what follows a write: the service's on_drained, the
+ * close of a finished connection, the watch update. */
+static void
+conn_write(struct bw_conn *c)
+{
+	int had = c->out.len > 0, rc;
+
+	if ((rc = engine_conn_flush(c)) != 0) {
+		engine_conn_kill(c, bw_strerror(rc));
+		return;
+	}
+	if (had && c->out.len == 0 && c->lis->svc->on_drained != NULL &&
+	    !(c->flags & (BW_CONN_LINGER | BW_CONN_FAILED)))
+		c->lis->svc->on_drained(c);
+	if (c->flags & BW_CONN_DEAD)
+		return;
+	conn_after_output(c);
+	conn_update(c);
+}
+
+/* The loop's once-per-pass hook: flush every connection that queued
+ * output. Connections that queue again meanwhile wait for the next pass. */
+int
+bw_engine_flush(void *arg)
+{
+	struct bw_engine *e = arg;
+	uint64_t n = e->queue_n;
+	struct bw_conn *c;
+
+	while (n-- > 0 && (c = e->queue_head) != NULL) {
+		engine_queue_del(c);
+		if (!(c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)))
+			conn_write(c);
+	}
+	return e->queue_head != NULL;
+}
+
+/* --- connections ---------------------------------------------------------
+ */
+
+/* What a connection's one deferred call does next (c->call_want): free it
+ * once dead and unheld, kill it, or start a close a job's hold delayed.
+ * One call, embedded in the connection: scheduling cannot fail. */
+enum { CALL_RELEASED = 1u, CALL_KILL = 2u, CALL_FREE = 4u };
+
+static void conn_released(struct bw_conn *c);
+
+static void
+conn_deferred(void *arg)
+{
+	struct bw_conn *c = arg;
+	unsigned want = c->call_want;
+
+	c->call_want = 0;
+	if (want & CALL_FREE) {
+		if (c->refs == 0)
+			free(c);
+		/* else held again meanwhile: the last release schedules it
+		 * anew */
+		return;
+	}
+	if (want & CALL_KILL) {
+		if (!(c->flags & BW_CONN_DEAD))
+			engine_conn_kill(c, NULL);
+		return;
+	}
+	if (want & CALL_RELEASED)
+		conn_released(c);
+}
+
+static void
+conn_schedule(struct bw_conn *c, unsigned what)
+{
+	c->call_want |= what;
+	bw_loop_call(c->eng->loop, &c->call, conn_deferred, c);
+}
+
+/* Frees dead c after the current batch (a hold and release of a dead
+ * connection in the same batch schedule one free: the call is queued
+ * once). */
+static void
+conn_free_later(struct bw_conn *c)
+{
+	if (c->refs == 0)
+		conn_schedule(c, CALL_FREE);
+}
+
+void
+engine_conn_kill(struct bw_conn *c, const char *why)
+{
+	struct bw_engine *e = c->eng;
+	int fd = c->w.fd;
+
+	if (c->flags & BW_CONN_DEAD)
+		return;
+	engine_queue_del(c);
+	c->flags |= BW_CONN_DEAD;
+	if (why != NULL)
+		bw_info("c%llu closed: %s", (unsigned long long)c->id, why);
+	bw_loop_unwatch(e->loop, &c->w);
+	if (c->lis->svc->on_close != NULL)
+		c->lis->svc->on_close(c);
+	if (fd >= 0)
+		close(fd);
+	c->state = NULL;
+	bw_buf_fini(&c->in);
+	bw_buf_fini(&c->out);
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		e->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	c->lis->conns_n--;
+	e->conns_n--;
+	(void)bw_hash_del(&e->by_id, &c->id, sizeof(c->id));
+	if (c->addr != NULL) {
+		c->addr->conns--;
+		if (c->lis->addr_slot >= 0)
+			c->addr->held[c->lis->addr_slot]--;
+		c->addr = NULL;
+	}
+	/* freed after this batch, so a caller up the stack, an event already
+	 * fetched or a call deferred earlier never meets freed memory */
+	conn_free_later(c);
+}
+
+int
+bw_conn_dead(const struct bw_conn *c)
+{
+	return (c->flags & BW_CONN_DEAD) != 0;
+}
+
+void
+bw_conn_hold(struct bw_conn *c)
+{
+	c->refs++;
+}
+
+/* Runs after the callback that dropped the last hold: a close asked for
+ * while a job held the connection can start now. */
+static void
+conn_released(struct bw_conn *c)
+{
+	if (c->flags & BW_CONN_DEAD || c->refs > 0)
+		return;
+	conn_after_output(c);
+	conn_update(c);
+}
+
+void
+bw_conn_release(struct bw_conn *c)
+{
+	if (--c->refs > 0)
+		return;
+	if (c->flags & BW_CONN_DEAD) {
+		conn_free_later(c);
+		return;
+	}
+	if (c->flags & BW_CONN_CLOSING)
+		conn_schedule(c, CALL_RELEASED);
+}
+
+static void
+conn_start_linger(struct bw_conn *c)
+{
+	c->flags |= BW_CONN_LINGER;
+	(void)shutdown(c->w.fd, SHUT_WR);
+	c->deadline_ms = bw_now_ms() + LINGER_MS;
+	c->req_deadline_ms = 0;
+	bw_buf_reset(&c->in);
+}
+
+static void
+conn_after_output(struct bw_conn *c)
+{
+	if (c->out.len > 0 || (c->flags & (BW_CONN_DEAD | BW_CONN_LINGER)))
+		return;
+	if ((c->flags & BW_CONN_CLOSING) && c->refs == 0)
+		conn_start_linger(c);
+}
+
+void
+bw_conn_close_later(struct bw_conn *c, const char *why)
+{
+	if (c->flags & (BW_CONN_DEAD | BW_CONN_FAILED))
+		return;
+	c->flags |= BW_CONN_FAILED;
+	engine_queue_del(c);
+	if (why != NULL)
+		bw_info("c%llu closing: %s", (unsigned long long)c->id, why);
+	conn_schedule(c, CALL_KILL);
+	conn_update(c);
+}
+
+void
+bw_conn_finish(struct bw_conn *c)
+{
+	uint64_t until;
+
+	if (c->flags & BW_CONN_DEAD)
+		return;
+	c->flags |= BW_CONN_CLOSING;
+	/* last words the peer does not take do not hold the connection for
+	 * the service's whole idle time */
+	until = bw_now_ms() + BW_FINISH_MS;
+	if (until < c->deadline_ms)
+		c->deadline_ms = until;
+	conn_after_output(c);
+	conn_update(c);
+}
+
+void
+bw_conn_proven(struct bw_conn *c)
+{
+	c->flags |= BW_CONN_PROVEN;
+}
+
+void
+bw_conn_pause(struct bw_conn *c, int paused)
+{
+	if (paused)
+		c->flags |= BW_CONN_PAUSED;
+	else
+		c->flags &= ~BW_CONN_PAUSED;
+	conn_update(c);
+}
+
+static size_t
+conn_room(const struct bw_conn *c)
+{
+	size_t want = c->want ? c->want : DEFAULT_WANT;
+
+	if (want > c->lis->cfg.lim.in_max)
+		want = c->lis->cfg.lim.in_max;
+	return want > c->in.len ? want - c->in.len : 0;
+}
+
+static void
+conn_update(struct bw_conn *c)
+{
+	unsigned ev = 0;
+
+	if (c->flags & (BW_CONN_DEAD))
+		return;
+	if (c->flags & BW_CONN_FAILED)
+		ev = 0;
+	else if (c->flags & BW_CONN_LINGER)
+		ev = BW_EV_READ;
+	else if (!(c->flags & (BW_CONN_PAUSED | BW_CONN_CLOSING)) &&
+		 conn_room(c) > 0 && c->out.len < OUT_HIGH_WATER)
+		ev = BW_EV_READ;
+	if ((c->flags & BW_CONN_BLOCKED) && !(c->flags & BW_CONN_FAILED))
+		ev |= BW_EV_WRITE;
+	if (bw_loop_update(c->eng->loop, &c->w, ev) != 0)
+		bw_conn_close_later(c, "epoll update failed"); /* not inline */
+}
+
+static void
+conn_input(struct bw_conn *c)
+{
+	int rc;
+
+	if (c->flags &
+	    (BW_CONN_DEAD | BW_CONN_PAUSED | BW_CONN_LINGER | BW_CONN_FAILED))
+		return;
+	rc = c->lis->svc->on_input(c);
+	if (c->flags & BW_CONN_DEAD)
+		return;
+	if (rc < 0) {
+		/* not inline: bw_conn_kick runs this under a service's caller
+		 */
+		bw_conn_close_later(c, bw_strerror(rc));
+		return;
+	}
+	if (c->in.len == 0 && c->in.cap > DEFAULT_WANT * 2 &&
+	    c->want <= DEFAULT_WANT)
+		bw_buf_fini(&c->in); /* idle: keep idle connections small */
+	conn_after_output(c);
+	conn_update(c);
+}
+
+void
+bw_conn_kick(struct bw_conn *c)
+{
+	conn_input(c);
+}
+
+/* The peer's FIN has been read. It is evidence that the peer has all the
+ * output only if every byte queued was written and acknowledged by then:
+ * a peer that closes with unread data resets instead, so a FIN with
+ * nothing unacknowledged means it took everything. */
+static void
+conn_eof(struct bw_conn *c)
+{
+	size_t unacked = 1;
+
+	if (c->flags & BW_CONN_EOF)
+		return;
+	c->flags |= BW_CONN_EOF;
+	if (c->out.len == 0 && bw_net_unacked(c->w.fd, &unacked) == 0 &&
+	    unacked == 0) {
+		c->flags |= BW_CONN_EOF_ACKED;
+		c->out_acked_total = c->out_total;
+	}
+}
+
+static void
+conn_linger_read(struct bw_conn *c)
+{
+	uint8_t scratch[4096];
+	ssize_t n;
+
+	n = recv(c->w.fd, scratch, sizeof(scratch), 0);
+	if (n > 0 && c->in.off + (size_t)n < LINGER_MAX) {
+		c->in.off += (size_t)n; /* counts bytes discarded */
+		return;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n == 0)
+		conn_eof(c);
+	engine_conn_kill(c, NULL);
+}
+
+static void
+conn_read(struct bw_conn *c)
+{
+	size_t room = conn_room(c);
+	uint8_t *p;
+	ssize_t n;
+
+	if (room == 0)
+		return;
+	if ((p = bw_buf_reserve(&c->in, room)) == NULL) {
+		engine_conn_kill(c, "out of memory");
+		return;
+	}
+	n = recv(c->w.fd, p, room, 0);
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			engine_conn_kill(c, strerror(errno));
+		return;
+	}
+	if (n == 0) {
+		/* Serve what arrived, then close once replies are out. */
+		conn_eof(c);
+		c->flags |= BW_CONN_CLOSING;
+		conn_input(c);
+		if (!(c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)) &&
+		    c->out.len == 0 && c->refs == 0)
+			engine_conn_kill(c, c->lis->svc->busy != NULL &&
+							    c->lis->svc->busy(c)
+						    ? "peer closed mid-request"
+						    : NULL);
+		return;
+	}
+	bw_buf_commit(&c->in, (size_t)n);
+	c->in_total += (uint64_t)n;
+	c->last_read_ms = bw_now_ms();
+	c->deadline_ms = c->last_read_ms + c->lis->cfg.lim.idle_ms;
+	conn_input(c);
+}
+
+/* The peer is gone (an error or a reset) while its reads were paused: what
+ * it sent before and the socket still holds is read into c->in (up to the
+ * input cap), so the service's on_close can still act on it (a chat
+ * member's last lines). */
+static void
+conn_salvage(struct bw_conn *c)
+{
+	size_t room;
+	uint8_t *p;
+	ssize_t n;
+
+	while ((room = c->lis->cfg.lim.in_max - c->in.len) > 0 &&
+	       (p = bw_buf_reserve(&c->in, room)) != NULL) {
+		n = recv(c->w.fd, p, room, MSG_DONTWAIT);
+		if (n <= 0)
+			return;
+		bw_buf_commit(&c->in, (size_t)n);
+		c->in_total += (uint64_t)n;
+	}
+}
+
+static void
+on_conn_io(void *arg, unsigned events)
+{
+	struct bw_conn *c = arg;
+
+	if (events & BW_EV_WRITE) {
+		conn_write(c);
+		if (c->flags & BW_CONN_DEAD)
+			return;
+	}
+	if (c->flags & BW_CONN_FAILED)
+		return;
+	if (events & (BW_EV_READ | BW_EV_ERROR)) {
+		if (c->flags & BW_CONN_LINGER)
+			conn_linger_read(c);
+		else if (!(c->flags & BW_CONN_PAUSED))
+			conn_read(c);
+		else if (events & BW_EV_ERROR) {
+			conn_salvage(c);
+			engine_conn_kill(c, "connection error");
+		}
+	}
+}
+
+void
+engine_conn_open(struct bw_listener *l, int fd, const char *peer)
+{
+	struct bw_engine *e = l->eng;
+	struct bw_conn *c;
+	char addr[BW_ADDR_TEXT];
+	uint64_t now = bw_now_ms();
+
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		close(fd);
+		return;
+	}
+	c->eng = e;
+	c->lis = l;
+	c->id = ++e->next_conn_id;
+	snprintf(c->peer, sizeof(c->peer), "%s", peer);
+	c->opened_ms = c->last_read_ms = now;
+	bw_buf_init(&c->in, l->cfg.lim.in_max);
+	bw_buf_init(&c->out, engine_out_hard(c));
+	c->w.fd = fd;
+	c->deadline_ms = now + l->cfg.lim.idle_ms;
+	c->req_deadline_ms = now + l->cfg.lim.request_ms;
+	if (bw_hash_put(&e->by_id, &c->id, sizeof(c->id), c) != 0) {
+		close(fd);
+		free(c);
+		return;
+	}
+	if (bw_loop_watch(e->loop, &c->w, fd, BW_EV_READ, on_conn_io, c) != 0) {
+		(void)bw_hash_del(&e->by_id, &c->id, sizeof(c->id));
+		close(fd);
+		free(c);
+		return;
+	}
+	c->next = e->conns;
+	if (e->conns != NULL)
+		e->conns->prev = c;
+	e->conns = c;
+	e->conns_n++;
+	l->conns_n++;
+	l->accepted++;
+	bw_addr_of_peer(peer, addr);
+	if ((c->addr = bw_addrtab_get(&e->addrs, addr, now)) != NULL) {
+		c->addr->conns++;
+		if (l->addr_slot >= 0)
+			c->addr->held[l->addr_slot]++;
+	}
+	bw_debug("c%llu %s connection from %s", (unsigned long long)c->id,
+		 l->name, peer);
+	if (l->svc->on_open != NULL && l->svc->on_open(c) != 0)
+		engine_conn_kill(c, "service refused the connection");
+}

@@ -1,0 +1,180 @@
+/* A connection's output: queued by bw_conn_send within the listener's
+ * caps, flushed once per loop pass (each connection with output waits on
+ * one list), and measured against what its peer fails to read.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "bulwark/err.h"
+#include "bulwark/log.h"
+#include "bulwark/net.h"
+#include "bulwark/util.h"
+#include "engine/engine_int.h"
+
+#define IDLE_OUT_CAP (64u * 1024u) /* keep no more buffer when idle */
+
+/* The most output c may hold at any moment. */
+size_t
+engine_out_hard(const struct bw_conn *c)
+{
+	size_t soft = c->lis->cfg.lim.out_max;
+
+	return soft > SIZE_MAX / BW_OUT_HARD_FACTOR ? SIZE_MAX
+						    : soft * BW_OUT_HARD_FACTOR;
+}
+
+/* c's peer does not read what it is sent: closed after the callback. */
+void
+engine_conn_overflow(struct bw_conn *c)
+{
+	if (c->flags & (BW_CONN_DEAD | BW_CONN_FAILED))
+		return;
+	c->eng->closed_overflow++;
+	c->flags |= BW_CONN_OVERFLOW;
+	bw_conn_close_later(c, "output over the connection's cap: the peer "
+			       "does not read");
+}
+
+/* After a flush: output the peer leaves unread above out_max starts (or
+ * keeps) its clock; BW_OUT_OVER_MS of it closes the connection. */
+void
+engine_conn_measure(struct bw_conn *c, uint64_t now)
+{
+	if (c->out.len <= c->lis->cfg.lim.out_max) {
+		c->over_since_ms = 0;
+		return;
+	}
+	if (c->over_since_ms == 0)
+		c->over_since_ms = now;
+	else if (now - c->over_since_ms >= BW_OUT_OVER_MS)
+		engine_conn_overflow(c);
+}
+
+/* The idle time c is allowed now: a closing connection has BW_FINISH_MS
+ * (renewed by progress) to take its last output. */
+uint64_t
+engine_conn_idle_ms(const struct bw_conn *c)
+{
+	uint64_t idle = c->lis->cfg.lim.idle_ms;
+
+	return (c->flags & BW_CONN_CLOSING) && idle > BW_FINISH_MS
+		       ? BW_FINISH_MS
+		       : idle;
+}
+
+/* --- the output queue ----------------------------------------------------
+ * Connections with output wait on one list and are flushed once per loop
+ * pass (bw_loop_prepoll), so a callback that sends to a thousand members
+ * costs a thousand appends and, later, one send() each. */
+
+void
+engine_queue_add(struct bw_conn *c)
+{
+	struct bw_engine *e = c->eng;
+
+	if (c->flags & BW_CONN_QUEUED)
+		return;
+	c->flags |= BW_CONN_QUEUED;
+	c->qnext = NULL;
+	c->qprev = e->queue_tail;
+	if (e->queue_tail != NULL)
+		e->queue_tail->qnext = c;
+	else
+		e->queue_head = c;
+	e->queue_tail = c;
+	e->queue_n++;
+}
+
+void
+engine_queue_del(struct bw_conn *c)
+{
+	struct bw_engine *e = c->eng;
+
+	if (!(c->flags & BW_CONN_QUEUED))
+		return;
+	c->flags &= ~BW_CONN_QUEUED;
+	if (c->qprev != NULL)
+		c->qprev->qnext = c->qnext;
+	else
+		e->queue_head = c->qnext;
+	if (c->qnext != NULL)
+		c->qnext->qprev = c->qprev;
+	else
+		e->queue_tail = c->qprev;
+	c->qprev = c->qnext = NULL;
+	e->queue_n--;
+}
+
+/* Writes what the socket takes: 0 (c->out may still hold bytes, then c is
+ * BLOCKED until the socket is writable) or -errno. A peer that takes more
+ * of an output it had blocked on is reading, not idle: a large reply to a
+ * slow reader is not cut off by the idle time (a peer that reads nothing
+ * still is). */
+int
+engine_conn_flush(struct bw_conn *c)
+{
+	int resumed = (c->flags & BW_CONN_BLOCKED) != 0;
+	int note = (c->flags & BW_CONN_NOTE) && c->out.len > 0;
+	uint64_t until, arrived = 0;
+	ssize_t n;
+
+	/* before the first byte leaves: a reply to it cannot be here yet */
+	if (note)
+		arrived = engine_conn_arrived(c);
+	c->flags &= ~BW_CONN_BLOCKED;
+	while (c->out.len > 0) {
+		n = send(c->w.fd, bw_buf_head(&c->out), c->out.len,
+			 MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			c->flags |= BW_CONN_BLOCKED;
+			engine_conn_measure(c, bw_now_ms());
+			/* what the peer has not acknowledged now: at the idle
+			 * look, less means it is still reading */
+			if (bw_net_unacked(c->w.fd, &c->unacked_seen) != 0)
+				c->unacked_seen = 0;
+			return 0;
+		}
+		if (n < 0)
+			return -errno;
+		bw_buf_consume(&c->out, (size_t)n);
+		if (resumed && n > 0 && !(c->flags & BW_CONN_LINGER)) {
+			until = bw_now_ms() + engine_conn_idle_ms(c);
+			if (until > c->deadline_ms)
+				c->deadline_ms = until;
+			resumed = 0;
+		}
+	}
+	c->over_since_ms = 0;
+	if (note) {
+		c->drained_out_total = c->out_total;
+		c->drained_in_total = arrived;
+	}
+	if (c->out.cap > IDLE_OUT_CAP)
+		bw_buf_fini(&c->out); /* give back a big reply's memory */
+	return 0;
+}
+
+int
+bw_conn_send(struct bw_conn *c, const void *p, size_t n)
+{
+	if (c->flags & (BW_CONN_DEAD | BW_CONN_LINGER | BW_CONN_FAILED))
+		return BW_ECLOSED;
+	if (n == 0)
+		return 0;
+	if (n > engine_out_hard(c) - c->out.len) {
+		engine_conn_overflow(c);
+		return BW_ETOOBIG;
+	}
+	if (bw_buf_append(&c->out, p, n) != 0) {
+		bw_conn_close_later(c, "out of memory for output");
+		return BW_ENOMEM;
+	}
+	c->out_total += n;
+	if (!(c->flags & BW_CONN_BLOCKED))
+		engine_queue_add(
+			c); /* a blocked one is flushed when writable */
+	return 0;
+}

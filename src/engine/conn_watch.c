@@ -1,0 +1,71 @@
+/* What a connection's peer is doing, as the kernel tells it: whether input
+ * arrived after output had been written (evidence that a peer speaking in
+ * turn had it), whether a slow reader is still taking output, whether it
+ * has closed its side; and the deadlines that wait on it.
+ */
+#include <stdint.h>
+
+#include "bulwark/net.h"
+#include "bulwark/util.h"
+#include "engine/engine_int.h"
+
+void
+bw_conn_note_arrivals(struct bw_conn *c)
+{
+	c->flags |= BW_CONN_NOTE;
+}
+
+/* The input that had arrived by now, read or still in the socket. */
+uint64_t
+engine_conn_arrived(const struct bw_conn *c)
+{
+	size_t unread = 0;
+
+	if (bw_net_unread(c->w.fd, &unread) != 0)
+		unread = SIZE_MAX / 2; /* cannot tell: as if everything had */
+	return c->in_total + unread;
+}
+
+int
+bw_conn_arrived_after(const struct bw_conn *c, uint64_t in_off,
+		      uint64_t out_total)
+{
+	return (c->flags & BW_CONN_NOTE) && c->drained_out_total >= out_total &&
+	       in_off >= c->drained_in_total;
+}
+
+int
+bw_conn_peer_shut(const struct bw_conn *c)
+{
+	return (c->flags & BW_CONN_EOF) != 0 ||
+	       (c->w.fd >= 0 && bw_net_peer_shut(c->w.fd));
+}
+
+void
+bw_conn_request_deadline(struct bw_conn *c, unsigned ms)
+{
+	c->req_deadline_ms = ms ? bw_now_ms() + ms : 0;
+}
+
+void
+bw_conn_idle_deadline(struct bw_conn *c, unsigned ms)
+{
+	c->deadline_ms = bw_now_ms() + ms;
+}
+
+int
+engine_conn_still_reading(struct bw_conn *c, uint64_t now_ms)
+{
+	size_t unacked = 0;
+
+	if (c->flags & (BW_CONN_LINGER | BW_CONN_FAILED | BW_CONN_DEAD))
+		return 0;
+	if (bw_net_unacked(c->w.fd, &unacked) != 0 || unacked == 0 ||
+	    unacked == c->unacked_seen) {
+		c->unacked_seen = 0;
+		return 0;
+	}
+	c->unacked_seen = unacked;
+	c->deadline_ms = now_ms + engine_conn_idle_ms(c);
+	return 1;
+}

@@ -1,0 +1,564 @@
+/* The shared port's connection: read a header, find its route, check the
+ * payload size against the route before reading any of it, buffer the
+ * route's head, call the handler, stream the rest; decide from the bytes
+ * that follow a request whether the client pads, and pad the replies then.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bulwark/log.h"
+#include "bulwark/util.h"
+#include "engine/frame_int.h"
+
+struct bw_frame_req *
+bw_frame_current(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+
+	return fc != NULL && fc->req.route != NULL ? &fc->req : NULL;
+}
+
+int
+bw_frame_padded(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+
+	return fc != NULL && fc->padded;
+}
+
+/* --- replies ------------------------------------------------------------ */
+
+/* The protocol a reply speaks: the request's, else the previous one's, else
+ * the first table's. */
+static const struct bw_frame_proto *
+reply_proto(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+	const struct bw_frame *f = bw_conn_inst(c);
+
+	if (fc->req.proto != NULL)
+		return fc->req.proto;
+	return fc->last != NULL ? fc->last : f->p[0];
+}
+
+/* Queues n bytes of the reply, within the output cap of the protocol that
+ * speaks it (the listener's holds every protocol's; this one's may be
+ * smaller). */
+static int
+reply_send(struct bw_conn *c, const void *p, size_t n)
+{
+	const struct bw_frame *f = bw_conn_inst(c);
+	int i = frame_proto_index(f, reply_proto(c));
+	size_t cap = i >= 0 ? f->lim[i].out_max : 0;
+
+	if (cap > 0 &&
+	    n > cap - (bw_conn_queued(c) < cap ? bw_conn_queued(c) : cap)) {
+		bw_conn_close_later(c, "output over the protocol's cap");
+		return BW_ETOOBIG;
+	}
+	return bw_conn_send(c, p, n);
+}
+
+int
+bw_frame_reply_begin(struct bw_conn *c, uint16_t code, uint32_t total)
+{
+	struct frame_conn *fc = FC(c);
+	struct bw_resp_hdr h = {0, code, total};
+	uint8_t hdr[BW_RESP_HDR_LEN];
+
+	if (fc == NULL)
+		return BW_ECLOSED;
+	if (fc->reply_code != 0)
+		return BW_EPROTO; /* the previous reply is not finished */
+	h.version = reply_proto(c)->version;
+	bw_resp_hdr_encode(&h, hdr);
+	frame_req_result(c, code);
+	fc->reply_code = code;
+	fc->reply_len = BW_RESP_HDR_LEN + (uint64_t)total;
+	fc->reply_left = total;
+	return reply_send(c, hdr, sizeof(hdr));
+}
+
+int
+bw_frame_reply_add(struct bw_conn *c, const void *p, size_t n)
+{
+	struct frame_conn *fc = FC(c);
+
+	if (fc == NULL)
+		return BW_ECLOSED;
+	if (fc->reply_code == 0 || n > fc->reply_left)
+		return BW_ESIZE;
+	fc->reply_left -= n;
+	return reply_send(c, p, n);
+}
+
+int
+bw_frame_reply_end(struct bw_conn *c)
+{
+	static const uint8_t zeros[BW_PAD_UNIT];
+	struct frame_conn *fc = FC(c);
+	size_t pad;
+	int rc = 0;
+
+	if (fc == NULL)
+		return BW_ECLOSED;
+	if (fc->reply_code == 0)
+		return BW_EPROTO;
+	fc->reply_code = 0;
+	if (fc->reply_left != 0) {
+		/* a handler announced more than it wrote: the stream is
+		 * broken, the peer must not wait for the rest */
+		bw_conn_close_later(c, "reply shorter than announced");
+		return BW_ESIZE;
+	}
+	if (fc->padded) {
+		pad = bw_frame_pad_len(fc->reply_len);
+		rc = reply_send(c, zeros, pad);
+		bw_conn_finish(c);
+	}
+	return rc;
+}
+
+int
+bw_frame_reply(struct bw_conn *c, uint16_t code, const void *p, size_t n)
+{
+	int rc;
+
+	if (n > UINT32_MAX)
+		return BW_ETOOBIG;
+	if ((rc = bw_frame_reply_begin(c, code, (uint32_t)n)) != 0 ||
+	    (rc = bw_frame_reply_add(c, p, n)) != 0) {
+		if (FC(c) != NULL)
+			FC(c)->reply_code = 0;
+		return rc;
+	}
+	return bw_frame_reply_end(c);
+}
+
+int
+bw_frame_error(struct bw_conn *c, const char *why)
+{
+	struct frame_conn *fc = FC(c);
+	const struct bw_frame_proto *p;
+
+	if (fc == NULL)
+		return BW_ECLOSED;
+	p = reply_proto(c);
+	if (fc->errors_logged < ERRORS_LOGGED) {
+		fc->errors_logged++;
+		bw_info("c%llu %u -> %u: %s", ULL(c->id), fc->req.hdr.code,
+			p->err_code, why);
+	} else {
+		fc->errors_dropped++;
+	}
+	return bw_frame_reply(c, p->err_code, NULL, 0);
+}
+
+int
+bw_frame_fail(struct bw_conn *c, const char *why)
+{
+	int rc = bw_frame_error(c, why);
+
+	bw_conn_finish(c);
+	return rc;
+}
+
+/* --- the request's end ---------------------------------------------------
+ */
+
+void
+bw_frame_stream(struct bw_conn *c)
+{
+	if (FC(c) != NULL)
+		FC(c)->st = F_BODY;
+}
+
+void
+bw_frame_wait(struct bw_conn *c)
+{
+	if (FC(c) == NULL)
+		return;
+	FC(c)->st = F_WAIT;
+	bw_conn_pause(c, 1);
+}
+
+void
+bw_frame_done(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+	const struct bw_frame *f = bw_conn_inst(c);
+	int i;
+
+	if (fc == NULL)
+		return; /* closed: nothing is left to end */
+	i = frame_proto_index(f, fc->req.proto);
+	/* until the next input, the idle time of the protocol just served */
+	if (i >= 0 && f->lim[i].idle_ms > 0 &&
+	    f->lim[i].idle_ms != c->lis->cfg.lim.idle_ms)
+		bw_conn_idle_deadline(c, f->lim[i].idle_ms);
+	frame_req_result(c, 0); /* answered by no reply (1030) */
+	if (fc->last != fc->req.proto) {
+		(*frame_conns_of(bw_conn_inst(c), fc->last))--;
+		(*frame_conns_of(bw_conn_inst(c), fc->req.proto))++;
+	}
+	fc->last = fc->req.proto;
+	memset(&fc->req, 0, sizeof(fc->req));
+	fc->st = F_HDR;
+	c->want = CTRL_WANT;
+	bw_conn_pause(c, 0);
+}
+
+void
+bw_frame_kick(struct bw_conn *c)
+{
+	if (bw_conn_dead(c) || FC(c) == NULL)
+		return;
+	bw_conn_pause(c, 0);
+	if (!FC(c)->in_input)
+		bw_conn_kick(c);
+}
+
+/* Whether the bytes after a request of req_len bytes are padding: 1, 0, or
+ * -1 (wait). At the peer's end of stream, zeros are padding. */
+static int
+padding(const struct bw_conn *c, size_t skip, uint64_t req_len)
+{
+	if (c->in.len <= skip)
+		return 0;
+	return bw_frame_padding(bw_buf_head(&c->in) + skip, c->in.len - skip,
+				req_len, (c->flags & BW_CONN_CLOSING) != 0);
+}
+
+int
+bw_frame_body_end(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+	int pad = padding(c, 0,
+			  BW_REQ_HDR_LEN + (uint64_t)fc->req.hdr.payload_size);
+
+	if (pad < 0)
+		return 0;
+	fc->padded = pad;
+	return 1;
+}
+
+/* --- the state machine -------------------------------------------------- */
+
+enum hook { NEXT, DRAINED };
+
+/* Tells every protocol that keeps state on c. */
+static void
+each_state(struct bw_conn *c, enum hook h)
+{
+	struct frame_conn *fc = FC(c);
+	const struct bw_frame *f = bw_conn_inst(c);
+	const struct bw_frame_proto *p;
+	unsigned i;
+
+	for (i = 0; i < f->n && !bw_conn_dead(c); i++) {
+		p = f->p[i];
+		if (fc->state[i] == NULL)
+			continue;
+		if (h == NEXT && p->on_next != NULL)
+			p->on_next(c, f->ctx[i], fc->state[i]);
+		else if (h == DRAINED && p->on_drained != NULL)
+			p->on_drained(c, f->ctx[i], fc->state[i]);
+	}
+}
+
+static const struct bw_frame_route *
+find_route(const struct bw_frame *f, uint16_t code, unsigned *pi)
+{
+	unsigned i;
+	size_t k;
+
+	for (i = 0; i < f->n; i++) {
+		for (k = 0; k < f->p[i]->routes_n; k++) {
+			if (f->p[i]->routes[k].code == code) {
+				*pi = i;
+				return &f->p[i]->routes[k];
+			}
+		}
+	}
+	return NULL;
+}
+
+/* An unknown code is answered in the protocol whose range holds it, else
+ * in the connection's protocol so far, else in the first table's. */
+static const struct bw_frame_proto *
+owner_of(struct bw_conn *c, uint16_t code)
+{
+	const struct bw_frame *f = bw_conn_inst(c);
+	unsigned i;
+
+	for (i = 0; i < f->n; i++) {
+		if (code >= f->p[i]->code_lo && code <= f->p[i]->code_hi)
+			return f->p[i];
+	}
+	return FC(c)->last != NULL ? FC(c)->last : f->p[0];
+}
+
+/* A payload size out of the route's bounds that BW_ROUTE_LAX accepts
+ * (frame.h): 1 (fc->lax_zero or fc->skip set), 0 a framing error. The
+ * header is consumed; c->in holds what followed it. */
+static int
+lax(struct bw_conn *c, struct bw_frame_req *r)
+{
+	struct frame_conn *fc = FC(c);
+	const struct bw_frame_route *rt = r->route;
+
+	if (!(rt->flags & BW_ROUTE_LAX))
+		return 0;
+	if (r->hdr.payload_size == 0 && rt->head > 0 && c->in.len > 0 &&
+	    (rt->on_body != NULL || rt->min_size == rt->max_size))
+		fc->lax_zero = 1;
+	else if (rt->on_body == NULL && r->hdr.payload_size > rt->max_size &&
+		 r->hdr.payload_size <= BW_ROUTE_LAX_MAX)
+		fc->skip = r->hdr.payload_size - rt->head;
+	else
+		return 0;
+	if (!fc->lax_logged) {
+		fc->lax_logged = 1;
+		bw_info("c%llu %u: lenient: the header says %u payload bytes; "
+			"%s (a widely copied client does this)",
+			ULL(c->id), r->hdr.code, r->hdr.payload_size,
+			fc->lax_zero ? "the fields follow it"
+				     : "the rest of the payload is ignored");
+	}
+	return 1;
+}
+
+static int
+on_header(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+	const struct bw_frame *f = bw_conn_inst(c);
+	struct bw_frame_req *r = &fc->req;
+	unsigned pi = 0;
+
+	memset(r, 0, sizeof(*r));
+	if (bw_req_hdr_decode(bw_buf_head(&c->in), c->in.len, &r->hdr) < 0)
+		return 0;
+	each_state(c, NEXT); /* bw_conn_in_offset(c) is the header's */
+	if (bw_conn_dead(c))
+		return 0;
+	bw_buf_consume(&c->in, BW_REQ_HDR_LEN);
+	if ((r->route = find_route(f, r->hdr.code, &pi)) == NULL) {
+		r->proto = owner_of(c, r->hdr.code);
+		frame_req_refused(c, r->proto, 1);
+		return bw_frame_fail(c, "unknown request code");
+	}
+	r->proto = f->p[pi];
+	r->ctx = f->ctx[pi];
+	frame_req_start(c);
+	fc->lax_zero = 0;
+	fc->skip = 0;
+	if ((r->hdr.payload_size < r->route->min_size ||
+	     r->hdr.payload_size > r->route->max_size) &&
+	    !lax(c, r)) {
+		frame_req_refused(c, r->proto, 0);
+		return bw_frame_fail(c,
+				     r->route->on_body != NULL
+					     ? "payload size out of bounds "
+					       "for the request code"
+					     : "payload size is wrong for the "
+					       "request code");
+	}
+	if ((r->state = bw_frame_state(c, r->proto)) == NULL &&
+	    r->proto->state_size > 0)
+		return BW_ENOMEM;
+	fc->st = F_HEAD;
+	return 0;
+}
+
+/* Returns 1 to wait for more input (padding not decided yet). */
+static int
+on_head(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+	struct bw_frame_req *r = &fc->req;
+	const uint8_t *p = bw_buf_head(&c->in);
+	size_t n = r->route->head, whole = n + fc->skip;
+	/* what the request takes of c->in: read before the handler, which
+	 * may end the request (and clear r) */
+	size_t take = r->route->on_body != NULL ? n : whole;
+	int rc, pad;
+
+	/* Course-sample clients pad the request with zeros: decide before
+	 * replying, so the reply is padded too. A streamed payload decides
+	 * at its end (bw_frame_body_end). */
+	fc->padded = 0;
+	if (r->route->on_body == NULL) {
+		if ((pad = padding(c, whole,
+				   BW_REQ_HDR_LEN + (uint64_t)whole)) < 0)
+			return 1;
+		fc->padded = pad;
+		if (fc->lax_zero && !pad) {
+			/* its fields are not followed by padding: not the
+			 * client this lenience is for */
+			bw_buf_consume(&c->in, c->in.len);
+			return bw_frame_fail(c, "payload size is wrong for "
+						"the request code");
+		}
+	} else if (fc->lax_zero) {
+		if (r->route->lax_size == NULL ||
+		    (r->hdr.payload_size = r->route->lax_size(p)) <
+			    r->route->min_size ||
+		    r->hdr.payload_size > r->route->max_size)
+			return bw_frame_fail(c, "payload size out of bounds "
+						"for the request code");
+	}
+	fc->requests++;
+	bw_conn_request_deadline(c, 0);
+	if (bw_engine_stopping(c->eng) && fc->requests == 1 &&
+	    !(r->route->flags & BW_ROUTE_DURING_DRAIN)) {
+		bw_buf_consume(&c->in, take);
+		return bw_frame_fail(c, "shutting down");
+	}
+	fc->st = F_REQ;
+	rc = r->route->on_request(c, r, p);
+	if (bw_conn_dead(c))
+		return rc;
+	bw_buf_consume(&c->in, take);
+	if (fc->st == F_REQ)
+		bw_frame_done(c);
+	return rc;
+}
+
+static int
+frame_step(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+	int rc = 0;
+
+	while (rc == 0 && !bw_conn_dead(c)) {
+		switch (fc->st) {
+		case F_HDR:
+			if (c->in.len == 0)
+				return 0;
+			if (c->req_deadline_ms == 0)
+				bw_conn_request_deadline(
+					c, c->lis->cfg.lim.request_ms);
+			if (c->in.len < BW_REQ_HDR_LEN || fc->padded)
+				return 0; /* a padded client's rest is zeros */
+			rc = on_header(c);
+			break;
+		case F_HEAD:
+			if (c->in.len < fc->req.route->head + fc->skip)
+				return 0;
+			if ((rc = on_head(c)) == 1)
+				return 0;
+			break;
+		case F_BODY:
+			rc = fc->req.route->on_body(c, &fc->req);
+			if (fc->st == F_BODY)
+				return rc;
+			break;
+		case F_REQ:
+		case F_WAIT:
+			return 0;
+		}
+		if (c->flags & BW_CONN_CLOSING)
+			break;
+	}
+	return rc;
+}
+
+static int
+frame_input(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+	int rc;
+
+	fc->in_input = 1;
+	rc = frame_step(c);
+	if (!bw_conn_dead(c))
+		fc->in_input = 0;
+	return rc;
+}
+
+static void
+frame_drained(struct bw_conn *c)
+{
+	if (FC(c) != NULL)
+		each_state(c, DRAINED);
+}
+
+static int
+frame_open(struct bw_conn *c)
+{
+	if ((c->state = calloc(1, sizeof(struct frame_conn))) == NULL)
+		return BW_ENOMEM;
+	c->want = CTRL_WANT;
+	((struct bw_frame *)bw_conn_inst(c))->conns_none++;
+	return 0;
+}
+
+static void
+frame_close(struct bw_conn *c)
+{
+	struct frame_conn *fc = FC(c);
+	const struct bw_frame *f = bw_conn_inst(c);
+	unsigned i;
+
+	if (fc == NULL)
+		return;
+	(*frame_conns_of(bw_conn_inst(c), fc->last))--;
+	for (i = 0; i < f->n; i++) {
+		if (fc->state[i] == NULL)
+			continue;
+		if (f->p[i]->on_close != NULL)
+			f->p[i]->on_close(c, f->ctx[i], fc->state[i]);
+		free(fc->state[i]);
+	}
+	if (fc->errors_dropped > 0)
+		bw_info("c%llu %u more error replies not logged", ULL(c->id),
+			fc->errors_dropped);
+	free(fc);
+}
+
+/* In progress: a request, bytes of one, a protocol's own work (a session
+ * that owes a 1029), or a connection that arrived during the drain and has
+ * not had a second to send its request. */
+static int
+frame_busy(const struct bw_conn *c)
+{
+	const struct frame_conn *fc = c->state;
+	const struct bw_frame *f = bw_conn_inst(c);
+	unsigned i;
+
+	if (fc == NULL)
+		return 0;
+	if (fc->st != F_HDR || c->in.len > 0 ||
+	    (fc->requests == 0 && bw_now_ms() - c->opened_ms < 1000))
+		return 1;
+	for (i = 0; i < f->n; i++) {
+		if (fc->state[i] != NULL && f->p[i]->busy != NULL &&
+		    f->p[i]->busy(c, fc->state[i]))
+			return 1;
+	}
+	return 0;
+}
+
+static int
+frame_draining(void *inst)
+{
+	const struct bw_frame *f = inst;
+	unsigned i;
+
+	for (i = 0; i < f->n; i++) {
+		if (f->p[i]->draining != NULL && f->p[i]->draining(f->ctx[i]))
+			return 1;
+	}
+	return 0;
+}
+
+const struct bw_service bw_frame_service = {
+	.name = "frame",
+	.on_open = frame_open,
+	.on_input = frame_input,
+	.on_drained = frame_drained,
+	.on_close = frame_close,
+	.busy = frame_busy,
+	.draining = frame_draining,
+};

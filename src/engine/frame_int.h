@@ -1,0 +1,85 @@
+/* The frame's insides, shared by frame.c (the state machine) and
+ * frame_stats.c (what the requests came to). Internal to src/svc/.
+ */
+#ifndef BULWARK_SVC_FRAME_INT_H
+#define BULWARK_SVC_FRAME_INT_H
+
+#include "engine/frame.h"
+
+#define CTRL_WANT     2048u /* input buffered between requests */
+#define ERRORS_LOGGED 10    /* error replies logged per connection */
+
+_Static_assert(CTRL_WANT >= BW_REQ_HDR_LEN, "a header fits");
+
+/* Request latency buckets, in microseconds (the last is +Inf). */
+#define FRAME_BUCKETS 10
+
+/* What each protocol's requests came to. */
+struct frame_stats {
+	uint64_t *ok, *err; /* per route: answered, answered with the error */
+	uint64_t unknown;   /* codes in its range that no route has */
+	uint64_t framing;   /* payload sizes out of bounds */
+	uint64_t hist[FRAME_BUCKETS + 1];
+	uint64_t sum_us, count;
+};
+
+struct bw_frame {
+	const struct bw_frame_proto *p[BW_FRAME_PROTOS_MAX];
+	void *ctx[BW_FRAME_PROTOS_MAX];
+	struct bw_conn_limits lim[BW_FRAME_PROTOS_MAX]; /* 0s: the listener's */
+	struct frame_stats st[BW_FRAME_PROTOS_MAX];
+	unsigned n;
+	/* open connections by the protocol of their last request (the
+	 * vault's and the messenger's share the listener); none: no request
+	 * ended yet */
+	uint64_t conns[BW_FRAME_PROTOS_MAX], conns_none;
+};
+
+enum fstate {
+	F_HDR,	/* waiting for a 23-byte header */
+	F_HEAD, /* waiting for the route's head of the payload */
+	F_REQ,	/* in the route's on_request */
+	F_BODY, /* the rest of the payload streams through on_body */
+	F_WAIT, /* the answer is being worked on elsewhere */
+};
+
+struct frame_conn {
+	enum fstate st;
+	struct bw_frame_req req;
+	int padded;	     /* course-sample client: pad replies, then close */
+	int in_input;	     /* inside frame_input: a kick must not re-enter */
+	unsigned requests;   /* complete requests read */
+	uint64_t reply_len;  /* bytes of the reply being written */
+	uint64_t reply_left; /* payload bytes announced, not yet queued */
+	uint16_t reply_code; /* 0: no reply in pieces open */
+	unsigned errors_logged, errors_dropped;
+	const struct bw_frame_proto *last; /* of the previous request */
+	void *state[BW_FRAME_PROTOS_MAX];
+	uint64_t req_start_us; /* the request's header arrived */
+	int req_counted;       /* its result is in the stats */
+	/* BW_ROUTE_LAX: the header said 0 and the fields follow (lax_zero),
+	 * or payload bytes past the head to read and ignore (skip) */
+	int lax_zero, lax_logged;
+	uint32_t skip;
+};
+
+#define FC(c)  ((struct frame_conn *)(c)->state)
+#define ULL(x) ((unsigned long long)(x))
+
+/* frame.c */
+int frame_proto_index(const struct bw_frame *f, const struct bw_frame_proto *p);
+/* The count of open connections whose last protocol is p (NULL: none). */
+uint64_t *frame_conns_of(struct bw_frame *f, const struct bw_frame_proto *p);
+
+/* frame_stats.c */
+int frame_stats_init(struct bw_frame *f, unsigned i) BW_WUR;
+void frame_stats_fini(struct bw_frame *f);
+/* A request's header was routed: its clock starts. */
+void frame_req_start(struct bw_conn *c);
+/* Its answer (reply code, or 0 when it ends without one): counted once. */
+void frame_req_result(struct bw_conn *c, uint16_t reply_code);
+/* A code no route has, or a size out of bounds, in protocol p. */
+void frame_req_refused(struct bw_conn *c, const struct bw_frame_proto *p,
+		       int unknown);
+
+#endif

@@ -1,0 +1,154 @@
+/* The files table: loading every row at start-up and the one primitive the
+ * vault's commits use (bw_store_file_set), plus single-row updates.
+ */
+#include <string.h>
+
+#include "bulwark/err.h"
+#include "bulwark/log.h"
+#include "host/sqlite/store_int.h"
+
+int
+bw_store_load_files(struct bw_store *s, bw_store_file_cb cb, void *arg)
+{
+	sqlite3_stmt *st = s->st[ST_FILE_LOAD];
+	struct bw_file_rec f;
+	unsigned skipped = 0;
+	int rc = 0, step;
+
+	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+		memset(&f, 0, sizeof f);
+		if (store_column_id(st, 0, f.client_id) != 0 ||
+		    store_column_str(st, 1, f.file_name, sizeof f.file_name) !=
+			    0 ||
+		    store_column_str(st, 2, f.path_name, sizeof f.path_name) !=
+			    0) {
+			skipped++;
+			continue;
+		}
+		f.verified = store_column_bool(st, 3);
+		if (store_column_str(st, 4, f.pending_name,
+				     sizeof f.pending_name) != 0 ||
+		    store_column_str(st, 5, f.pending_path,
+				     sizeof f.pending_path) != 0)
+			f.pending_name[0] = f.pending_path[0] = '\0';
+		if ((rc = cb(arg, &f)) != 0)
+			break;
+	}
+	if (rc == 0 && step != SQLITE_DONE)
+		rc = store_db_err(s->db, "load files");
+	store_done(st);
+	if (skipped > 0)
+		bw_warn("store: skipped %u unreadable files row(s)", skipped);
+	return rc;
+}
+
+int
+bw_store_file_upsert(struct bw_store *s, const struct bw_file_rec *f)
+{
+	sqlite3_stmt *drop = s->st[ST_FILE_DROP_SAME_PATH];
+	sqlite3_stmt *up = s->st[ST_FILE_UPSERT];
+	int rc;
+
+	if (strnlen(f->file_name, sizeof f->file_name) >= sizeof f->file_name ||
+	    strnlen(f->path_name, sizeof f->path_name) >= sizeof f->path_name)
+		return BW_ETOOBIG;
+	if ((rc = store_run(s, ST_BEGIN, "begin")) != 0)
+		return rc;
+
+	/* Two sent names may sanitise to one stored path: the newest upload
+	 * owns the path, the older name's row goes. */
+	if ((rc = store_bind_blob(drop, 1, f->client_id, BW_ID_LEN)) != 0 ||
+	    (rc = store_bind_str(drop, 2, f->path_name, sizeof f->path_name)) !=
+		    0 ||
+	    (rc = store_bind_str(drop, 3, f->file_name, sizeof f->file_name)) !=
+		    0) {
+		store_done(drop);
+		goto out;
+	}
+	if ((rc = store_run(s, ST_FILE_DROP_SAME_PATH, "upsert file")) != 0)
+		goto out;
+	if ((rc = store_bind_blob(up, 1, f->client_id, BW_ID_LEN)) != 0 ||
+	    (rc = store_bind_str(up, 2, f->file_name, sizeof f->file_name)) !=
+		    0 ||
+	    (rc = store_bind_str(up, 3, f->path_name, sizeof f->path_name)) !=
+		    0) {
+		store_done(up);
+		goto out;
+	}
+	if ((rc = store_run(s, ST_FILE_UPSERT, "upsert file")) != 0)
+		goto out;
+out:
+	return store_finish(s, rc);
+}
+
+int
+bw_store_file_set(struct bw_store *s, const uint8_t id[BW_ID_LEN],
+		  const char *path, const struct bw_file_rec *rec)
+{
+	sqlite3_stmt *drop = s->st[ST_FILE_DROP_PATH];
+	sqlite3_stmt *ins = s->st[ST_FILE_INSERT];
+	int rc;
+
+	if ((rc = store_run(s, ST_BEGIN, "begin")) != 0)
+		return rc;
+	if ((rc = store_bind_blob(drop, 1, id, BW_ID_LEN)) != 0 ||
+	    (rc = store_bind_str(drop, 2, path, BW_PATH_CAP)) != 0 ||
+	    (rc = store_bind_str(drop, 3, rec != NULL ? rec->file_name : "",
+				 BW_NAME_CAP)) != 0) {
+		store_done(drop);
+		goto out;
+	}
+	if ((rc = store_run(s, ST_FILE_DROP_PATH, "set file")) != 0)
+		goto out;
+	if (rec != NULL) {
+		if ((rc = store_bind_blob(ins, 1, id, BW_ID_LEN)) != 0 ||
+		    (rc = store_bind_str(ins, 2, rec->file_name,
+					 sizeof rec->file_name)) != 0 ||
+		    (rc = store_bind_str(ins, 3, rec->path_name,
+					 sizeof rec->path_name)) != 0 ||
+		    sqlite3_bind_int(ins, 4, rec->verified != 0) != SQLITE_OK ||
+		    (rc = store_bind_opt_str(ins, 5, rec->pending_name,
+					     sizeof rec->pending_name)) != 0 ||
+		    (rc = store_bind_opt_str(ins, 6, rec->pending_path,
+					     sizeof rec->pending_path)) != 0) {
+			store_done(ins);
+			rc = rc != 0 ? rc : BW_EDB;
+			goto out;
+		}
+		if ((rc = store_run(s, ST_FILE_INSERT, "set file")) != 0)
+			goto out;
+	}
+out:
+	return store_finish(s, rc);
+}
+
+int
+bw_store_file_set_verified(struct bw_store *s, const uint8_t id[BW_ID_LEN],
+			   const char *file_name, int verified)
+{
+	sqlite3_stmt *st = s->st[ST_FILE_SET_VERIFIED];
+	int rc;
+
+	if ((rc = store_bind_blob(st, 1, id, BW_ID_LEN)) != 0 ||
+	    (rc = store_bind_str(st, 2, file_name, BW_NAME_CAP)) != 0 ||
+	    sqlite3_bind_int(st, 3, verified != 0) != SQLITE_OK) {
+		store_done(st);
+		return rc != 0 ? rc : BW_EDB;
+	}
+	return store_run_change(s, ST_FILE_SET_VERIFIED, "set verified");
+}
+
+int
+bw_store_file_delete(struct bw_store *s, const uint8_t id[BW_ID_LEN],
+		     const char *file_name)
+{
+	sqlite3_stmt *st = s->st[ST_FILE_DELETE];
+	int rc;
+
+	if ((rc = store_bind_blob(st, 1, id, BW_ID_LEN)) != 0 ||
+	    (rc = store_bind_str(st, 2, file_name, BW_NAME_CAP)) != 0) {
+		store_done(st);
+		return rc;
+	}
+	return store_run_change(s, ST_FILE_DELETE, "delete file");
+}

@@ -1,0 +1,88 @@
+/* Wire codecs of the file vault (the framing is proto/wire.h): pure
+ * functions from bytes to structs and back, no I/O, no allocation.
+ * Decoders take pointer + length and never read past it.
+ */
+#ifndef BULWARK_PROTO_VAULT_H
+#define BULWARK_PROTO_VAULT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bulwark/crypto.h"
+#include "bulwark/err.h"
+#include "bulwark/ids.h"
+#include "proto/wire.h"
+
+#define BW_VAULT_VERSION   3
+#define BW_FILE_PREFIX_LEN (4 + BW_NAME_FIELD) /* 1028 before ciphertext */
+/* Largest 1028 ciphertext: payload_size = 259 + content_size must fit a u32
+ * and content_size is a multiple of 16. */
+#define BW_MAX_CONTENT_SIZE 0xFFFFFEF0u
+
+enum bw_vault_req {
+	BW_VAULT_REQ_REGISTER = 1025,
+	BW_VAULT_REQ_PUBKEY = 1026,
+	BW_VAULT_REQ_RECONNECT = 1027,
+	BW_VAULT_REQ_SEND_FILE = 1028,
+	BW_VAULT_REQ_CRC_OK = 1029,
+	BW_VAULT_REQ_CRC_RETRY = 1030,
+	BW_VAULT_REQ_CRC_FAIL = 1031,
+};
+
+enum bw_vault_resp {
+	BW_VAULT_RESP_REGISTERED = 2100,
+	BW_VAULT_RESP_REG_FAILED = 2101,
+	BW_VAULT_RESP_PUBKEY_AES = 2102,
+	BW_VAULT_RESP_FILE_OK = 2103,
+	BW_VAULT_RESP_ACK = 2104,
+	BW_VAULT_RESP_RECONNECT_AES = 2105,
+	BW_VAULT_RESP_RECONNECT_DENIED = 2106,
+	BW_VAULT_RESP_ERROR = 2107,
+};
+
+/* The payload size a vault request code requires: 255, 415, or 0 for 1028
+ * (variable: at least BW_FILE_PREFIX_LEN); -1 for a code that is not a vault
+ * request. */
+long bw_vault_req_payload_size(uint16_t code);
+
+/* The stored name of an uploaded file: the part after the last '/' or '\\';
+ * BW_EPROTO if that is empty, "." or "..". */
+int bw_file_name_sanitize(const char *name, char out[BW_NAME_CAP]) BW_WUR;
+
+/* 1025, 1027, 1029, 1030, 1031 payload: one name field (exactly 255 bytes). */
+int bw_vault_name_payload_decode(const uint8_t *p, size_t len,
+				 char name[BW_NAME_CAP]) BW_WUR;
+/* 1026 payload (exactly 415 bytes): name, then the 160-byte key field, whose
+ * address is returned in *key (it points into p). */
+int bw_vault_pubkey_payload_decode(const uint8_t *p, size_t len,
+				   char name[BW_NAME_CAP],
+				   const uint8_t **key) BW_WUR;
+/* The first 259 bytes of a 1028 payload. */
+int bw_vault_file_prefix_decode(const uint8_t *p, size_t len,
+				uint32_t *content_size,
+				char name[BW_NAME_CAP]) BW_WUR;
+
+/* Response payloads, as the client reads them. */
+/* 2100, 2104, 2106: exactly a client id. */
+int bw_vault_id_payload_decode(const uint8_t *p, size_t len,
+			       uint8_t id[BW_ID_LEN]) BW_WUR;
+/* 2102, 2105: client id + 128-byte RSA ciphertext (pointer into p). */
+int bw_vault_aes_payload_decode(const uint8_t *p, size_t len,
+				uint8_t id[BW_ID_LEN],
+				const uint8_t **wrapped) BW_WUR;
+/* 2103: client id, content size, file name, cksum. */
+struct bw_file_ack {
+	uint8_t client_id[BW_ID_LEN];
+	uint32_t content_size;
+	char file_name[BW_NAME_CAP];
+	uint32_t cksum;
+};
+int bw_vault_file_ack_decode(const uint8_t *p, size_t len,
+			     struct bw_file_ack *a) BW_WUR;
+/* Encodes a 2103 payload into out[279]. */
+#define BW_FILE_ACK_LEN (BW_ID_LEN + 4 + BW_NAME_FIELD + 4)
+void bw_vault_file_ack_encode(const struct bw_file_ack *a,
+			      const uint8_t name_field[BW_NAME_FIELD],
+			      uint8_t out[BW_FILE_ACK_LEN]);
+
+#endif
