@@ -1,20 +1,13 @@
-/* Files that appear only when complete: temporary file, fsync, rename, fsync
- * of the directory. Plus mkdir -p.
+/* Files that appear only when complete (temporary file, fsync, rename,
+ * fsync of the directory), directories reached without following links,
+ * and writes that finish.
  */
 #ifndef BULWARK_FSUTIL_H
 #define BULWARK_FSUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
-
-/* Creates dir and any missing parents with mode. */
-int bw_fs_mkdirs(const char *dir, mode_t mode)
-	__attribute__((warn_unused_result));
-
-/* Creates a new empty file with a unique name in dir, opened for writing;
- * sets *fd and writes its path into path[path_cap]. */
-int bw_fs_tmpfile(const char *dir, int *fd, char *path, size_t path_cap)
-	__attribute__((warn_unused_result));
 
 /* fsyncs fd, closes it, renames tmp to dst and fsyncs dst's directory. On
  * failure tmp is unlinked. fd is closed in every case. Blocking: the daemon
@@ -38,9 +31,22 @@ int bw_fs_stage(const char *path, const void *p, size_t n, mode_t mode,
 		char *tmp, size_t tmp_cap, int *fd)
 	__attribute__((warn_unused_result));
 
-/* Removes every regular file directly inside dir (for a temporary-file
- * directory at start-up); returns how many were removed or -errno. */
-int bw_fs_clear_dir(const char *dir);
+/* Opens dir/name as a directory (creating it with mode 0700 first if
+ * create is set), never through a symbolic link: -ELOOP if name is a link
+ * or not a directory. */
+int bw_fs_dir_at(int dir, const char *name, int create, int *out)
+	__attribute__((warn_unused_result));
+/* Calls fn(arg, name, type) for each entry of dir but . and .. (type: a
+ * DT_* value, DT_UNKNOWN if the file system does not say); a non-zero
+ * return stops and is returned. */
+int bw_fs_each(int dir, int (*fn)(void *arg, const char *name, int type),
+	       void *arg) __attribute__((warn_unused_result));
+/* Writes all n bytes (at off, for the p- form), retrying short writes and
+ * EINTR: 0 or -errno. */
+int bw_fs_write_full(int fd, const void *p, size_t n)
+	__attribute__((warn_unused_result));
+int bw_fs_pwrite_full(int fd, const void *p, size_t n, uint64_t off)
+	__attribute__((warn_unused_result));
 
 /* Takes the lock file dir/name (created 0600 if missing) for this process
  * alone (flock, not waiting) and writes our pid into it: 0 with *fd open

@@ -51,7 +51,9 @@ void bw_put_safe(FILE *f, const char *in, size_t n);
 /* The escaped size of a name field (254 bytes, each up to 4 characters). */
 #define BW_ESC_CAP (4 * 256 + 1)
 
-/* Formats Unix seconds as "YYYY-MM-DDTHH:MM:SSZ" into out[21]. */
-void bw_fmt_time(int64_t t, char out[21]);
+/* A name no other call of this process makes, and unlikely in another:
+ * prefix, a sequence number and random hex ("<prefix>1f-9a3c0e77"), into
+ * out[cap]. Thread-safe. */
+void bw_unique_name(const char *prefix, char *out, size_t cap);
 
 #endif

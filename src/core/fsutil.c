@@ -18,40 +18,6 @@
 #include "bulwark/fsutil.h"
 
 int
-bw_fs_mkdirs(const char *dir, mode_t mode)
-{
-	char p[PATH_MAX];
-	size_t i, n = strlen(dir);
-
-	if (n == 0 || n >= sizeof(p))
-		return BW_ETOOBIG;
-	memcpy(p, dir, n + 1);
-	for (i = 1; i <= n; i++) {
-		if (p[i] != '/' && p[i] != '\0')
-			continue;
-		p[i] = '\0';
-		if (mkdir(p, mode) != 0 && errno != EEXIST)
-			return -errno;
-		p[i] = dir[i];
-	}
-	return 0;
-}
-
-int
-bw_fs_tmpfile(const char *dir, int *fd, char *path, size_t path_cap)
-{
-	int n, f;
-
-	n = snprintf(path, path_cap, "%s/.tmp-XXXXXX", dir);
-	if (n < 0 || (size_t)n >= path_cap)
-		return BW_ETOOBIG;
-	if ((f = mkostemp(path, O_CLOEXEC)) < 0)
-		return -errno;
-	*fd = f;
-	return 0;
-}
-
-int
 bw_fs_sync_dir(const char *path)
 {
 	char d[PATH_MAX];
@@ -103,7 +69,6 @@ bw_fs_stage(const char *path, const void *p, size_t n, mode_t mode, char *tmp,
 {
 	const char *slash = strrchr(path, '/');
 	const uint8_t *b = p;
-	ssize_t w;
 	int f, rc, len;
 
 	*fd = -1;
@@ -120,17 +85,8 @@ bw_fs_stage(const char *path, const void *p, size_t n, mode_t mode, char *tmp,
 		rc = -errno;
 		goto fail;
 	}
-	while (n > 0) {
-		w = write(f, b, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0) {
-			rc = -errno;
-			goto fail;
-		}
-		b += w;
-		n -= (size_t)w;
-	}
+	if ((rc = bw_fs_write_full(f, b, n)) != 0)
+		goto fail;
 	if (fsync(f) != 0) {
 		rc = -errno;
 		goto fail;
@@ -155,23 +111,78 @@ bw_fs_write_atomic(const char *path, const void *p, size_t n, mode_t mode)
 }
 
 int
-bw_fs_clear_dir(const char *dir)
+bw_fs_dir_at(int dir, const char *name, int create, int *out)
 {
-	DIR *d;
-	struct dirent *e;
-	int fd, n = 0;
+	int fd;
 
-	if ((d = opendir(dir)) == NULL)
-		return errno == ENOENT ? 0 : -errno;
-	fd = dirfd(d);
-	while ((e = readdir(d)) != NULL) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		if (unlinkat(fd, e->d_name, 0) == 0)
-			n++;
+	*out = -1;
+	if (create && mkdirat(dir, name, 0700) != 0 && errno != EEXIST)
+		return -errno;
+	fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOTDIR ? -ELOOP : -errno;
+	*out = fd;
+	return 0;
+}
+
+int
+bw_fs_each(int dir, int (*fn)(void *arg, const char *name, int type), void *arg)
+{
+	struct dirent *e;
+	DIR *d;
+	int fd, rc = 0;
+
+	if ((fd = dup(dir)) < 0)
+		return -errno;
+	if ((d = fdopendir(fd)) == NULL) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	rewinddir(d);
+	while (rc == 0 && (e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			rc = fn(arg, e->d_name, e->d_type);
 	}
 	closedir(d);
-	return n;
+	return rc;
+}
+
+int
+bw_fs_write_full(int fd, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	ssize_t w;
+
+	while (n > 0) {
+		w = write(fd, b, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		b += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+int
+bw_fs_pwrite_full(int fd, const void *p, size_t n, uint64_t off)
+{
+	const uint8_t *b = p;
+	ssize_t w;
+
+	while (n > 0) {
+		w = pwrite(fd, b, n, (off_t)off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		b += w;
+		n -= (size_t)w;
+		off += (uint64_t)w;
+	}
+	return 0;
 }
 
 int

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bulwark/crypto.h"
 #include "bulwark/err.h"
 #include "bulwark/util.h"
 
@@ -206,20 +207,6 @@ out:
 	return rc;
 }
 
-void
-bw_fmt_time(int64_t t, char out[21])
-{
-	struct tm tm;
-	time_t tt = (time_t)t;
-
-	if (gmtime_r(&tt, &tm) == NULL || tm.tm_year < -1900 ||
-	    tm.tm_year > 9999 - 1900) {
-		snprintf(out, 21, "%s", "0000-00-00T00:00:00Z");
-		return;
-	}
-	strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* Length of the valid UTF-8 sequence at p (1-4), or 0; *cp is its value. */
 static size_t
 utf8_seq(const unsigned char *p, uint32_t *cp)
@@ -329,4 +316,16 @@ bw_escape_display(const char *in, char *out, size_t cap)
 	}
 	out[o] = '\0';
 	return out;
+}
+
+void
+bw_unique_name(const char *prefix, char *out, size_t cap)
+{
+	static unsigned long long seq;
+	uint32_t r = 0;
+
+	if (bw_random(&r, sizeof(r)) != 0)
+		r = 0;
+	snprintf(out, cap, "%s%llx-%08x", prefix,
+		 __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED), (unsigned)r);
 }

@@ -1,7 +1,7 @@
-/* bulwarkd's assembly: database, registry, the services from their
- * modules, listeners, and the order they are torn down in (the engine
- * first, so no job is left running when the services it calls back are
- * freed).
+/* bulwarkd's assembly: the storage tables, the registry, the services from
+ * their modules, listeners, and the order they are torn down in (the
+ * engine first, so no job or store request is left running when the
+ * services it calls back are freed).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +12,6 @@
 #include "bulwark/crypto.h"
 #include "bulwark/fsutil.h"
 #include "bulwark/log.h"
-#include "host/store.h"
 #include "bulwark/util.h"
 #include "daemon/daemon.h"
 
@@ -84,6 +83,52 @@ static void
 all_errors(const void *arg, bw_stat_emit emit, void *emit_arg)
 {
 	each_figure(arg, 1, emit, emit_arg);
+}
+
+static void
+all_summary(const void *arg, bw_stat_emit emit, void *emit_arg)
+{
+	const struct bw_daemon *d = arg;
+	unsigned i;
+
+	for (i = 0; i < d->svc_n; i++) {
+		if (d->svc[i].mod->summary != NULL && d->svc[i].inst != NULL)
+			d->svc[i].mod->summary(d->svc[i].inst, emit, emit_arg);
+	}
+}
+
+static uint64_t
+all_files(const void *arg, bw_file_fn fn, void *fn_arg)
+{
+	const struct bw_daemon *d = arg;
+	uint64_t n = 0;
+	unsigned i;
+
+	for (i = 0; i < d->svc_n; i++) {
+		if (d->svc[i].mod->each_file != NULL && d->svc[i].inst != NULL)
+			n += d->svc[i].mod->each_file(d->svc[i].inst, fn,
+						      fn_arg);
+	}
+	return n;
+}
+
+static void
+all_queues(const void *arg, const uint8_t id[BW_ID_LEN], uint64_t *n,
+	   uint64_t *bytes)
+{
+	const struct bw_daemon *d = arg;
+	uint64_t sn, sb;
+	unsigned i;
+
+	*n = *bytes = 0;
+	for (i = 0; i < d->svc_n; i++) {
+		if (d->svc[i].mod->client_queue == NULL ||
+		    d->svc[i].inst == NULL)
+			continue;
+		d->svc[i].mod->client_queue(d->svc[i].inst, id, &sn, &sb);
+		*n += sn;
+		*bytes += sb;
+	}
 }
 
 /* The shared port's requests, for the metrics endpoint. */
@@ -296,30 +341,33 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 	if ((rc = bw_engine_open(&d->eng, &d->cfg.engine, 1)) != 0)
 		return rc;
 	snprintf(path, sizeof(path), "%s/defensive.db", d->cfg.data_dir);
-	if ((rc = bw_store_open(&d->store, path)) != 0) {
+	if ((rc = bw_meta_open(&d->meta, "", d->cfg.data_dir, d->eng.loop)) !=
+	    0) {
 		bw_error("cannot open database %s: %s", path, bw_strerror(rc));
 		return rc;
 	}
-	if ((rc = bw_registry_open(&d->reg, d->store, d->cfg.data_dir)) != 0) {
+	if ((rc = bw_blobs_open(&d->blobs, "", d->cfg.data_dir)) != 0)
+		return rc;
+	if ((rc = bw_registry_open(&d->reg, d->meta, d->eng.loop)) != 0) {
 		bw_error("cannot load database %s: %s", path, bw_strerror(rc));
 		return rc;
 	}
 	d->reg_open = 1;
-	if ((rc = bw_durable_new(&d->durable, &d->eng, d->store)) != 0)
-		return rc;
 	d->reg.max_clients = d->cfg.max_clients;
 	d->reg.max_reg_per_min = d->cfg.max_reg_per_min;
-	bw_info("loaded %llu clients and %llu files from %s",
-		(unsigned long long)d->reg.clients_n,
-		(unsigned long long)d->reg.files_n, path);
+	bw_info("loaded %llu clients from %s",
+		(unsigned long long)d->reg.clients_n, path);
 	d->host = (struct bw_host){.eng = &d->eng,
 				   .reg = &d->reg,
-				   .store = d->store,
-				   .durable = d->durable,
+				   .meta = d->meta,
+				   .blobs = d->blobs,
 				   .data_dir = d->cfg.data_dir,
 				   .started_s = d->started_s,
 				   .stats = all_stats,
 				   .errors = all_errors,
+				   .summary = all_summary,
+				   .each_file = all_files,
+				   .client_queue = all_queues,
 				   .stats_arg = d,
 				   .metrics = frame_metrics,
 				   .metrics_arg = d};
@@ -354,11 +402,13 @@ bw_daemon_close(struct bw_daemon *d)
 {
 	unsigned i;
 
-	bw_engine_close(&d->eng); /* connections first, then queued jobs */
-	/* whoever still waits for an fsync is told, while the services whose
-	 * state the waits name are still there */
-	bw_durable_free(d->durable);
-	d->durable = NULL;
+	/* connections first, then queued jobs and the store's requests
+	 * (the loop's last deferred calls run them) */
+	bw_engine_close(&d->eng);
+	/* whoever still waits for the store is told, while the services
+	 * whose state the requests name are still there */
+	bw_meta_close(d->meta);
+	d->meta = NULL;
 	for (i = d->svc_n; i-- > 0;) {
 		if (d->svc[i].inst != NULL)
 			d->svc[i].mod->fini(d->svc[i].inst);
@@ -370,8 +420,8 @@ bw_daemon_close(struct bw_daemon *d)
 	if (d->reg_open)
 		bw_registry_close(&d->reg);
 	d->reg_open = 0;
-	bw_store_close(d->store);
-	d->store = NULL;
+	bw_blobs_close(d->blobs);
+	d->blobs = NULL;
 	if (d->lock_fd >= 0)
 		close(d->lock_fd); /* the last thing: the directory is free */
 	d->lock_fd = -1;

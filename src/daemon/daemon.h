@@ -5,8 +5,8 @@
  * routing tables on the shared port (on a second one too when port.info and
  * myport.info differ), every other service on a listener of its own.
  */
-#ifndef BULWARK_SVC_DAEMON_H
-#define BULWARK_SVC_DAEMON_H
+#ifndef BULWARK_DAEMON_H
+#define BULWARK_DAEMON_H
 
 #include <stdint.h>
 #include <stdio.h>
@@ -74,8 +74,8 @@ struct bw_daemon {
 	struct bw_daemon_cfg given; /* as configured */
 	struct bw_daemon_cfg cfg;   /* and with what follows from it */
 	struct bw_engine eng;
-	struct bw_store *store;
-	struct bw_durable *durable;
+	struct bw_meta *meta;	/* the rows */
+	struct bw_blobs *blobs; /* the stored objects */
 	struct bw_registry reg;
 	int reg_open;
 	struct bw_host host;
@@ -110,6 +110,14 @@ int bw_daemon_configure(struct bw_daemon_cfg *cfg,
 /* Applies the file at path ("key = value" lines) to cfg. */
 int bw_daemon_read_config(struct bw_daemon_cfg *cfg, const char *path,
 			  char *why, size_t why_cap) BW_WUR;
+/* The same for the text[0..len) of a file called name (in errors only),
+ * as bw_daemon_read_config applies a file's bytes: BW_ECONFIG with why
+ * "NAME:LINE: ..." on the first bad line, or "NAME: not a text file" if the
+ * text holds a NUL; BW_ENOMEM. On failure cfg may hold part of what the
+ * text said. text is not kept (nor changed). */
+int bw_daemon_parse_config(struct bw_daemon_cfg *cfg, const char *text,
+			   size_t len, const char *name, char *why,
+			   size_t why_cap) BW_WUR;
 /* For each option whose value differs in fresh: report(arg, name,
  * applied). An option that cannot change while running gets old's value
  * back in fresh, and applied 0. */
@@ -136,7 +144,8 @@ int bw_daemon_opt_has_value(const char *name);
 size_t bw_daemon_opts(const char **names, char *letters, size_t cap);
 /* The --help text. */
 void bw_daemon_usage(FILE *f);
-/* Opens the database and the registry, every service, and every listener;
+/* Opens the storage tables and the registry, every service, and every
+ * listener;
  * logs "<service> listening on ADDR:PORT" for each. args (may be NULL) are
  * what cfg was made from: SIGHUP makes it again from them (the file
  * re-read) and applies what may change while running, logging what needs

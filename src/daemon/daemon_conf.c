@@ -59,31 +59,63 @@ file_line(struct bw_daemon_cfg *cfg, char *line, char *why, size_t why_cap)
 	return bw_daemon_opt_set(cfg, key, value, why, why_cap);
 }
 
-int
-bw_daemon_read_config(struct bw_daemon_cfg *cfg, const char *path, char *why,
-		      size_t why_cap)
+/* The lines of text[0..len) (text[len] is a NUL; the lines are cut in
+ * place) applied to cfg; errors say "name:LINE: ...". */
+static int
+parse_text(struct bw_daemon_cfg *cfg, char *text, size_t len, const char *name,
+	   char *why, size_t why_cap)
 {
-	char *text = NULL, *line, *next, msg[512];
-	size_t len = 0, no = 0;
-	int rc;
+	char *line, *next, msg[512];
+	size_t no = 0;
+	int rc = 0;
 
-	if ((rc = bw_read_small_file(path, FILE_MAX, &text, &len)) != 0) {
-		snprintf(why, why_cap, "%s: %s", path, bw_strerror(rc));
-		return BW_ECONFIG;
-	}
 	if (memchr(text, '\0', len) != NULL) {
-		snprintf(why, why_cap, "%s: not a text file", path);
-		rc = BW_ECONFIG;
-		goto out;
+		snprintf(why, why_cap, "%s: not a text file", name);
+		return BW_ECONFIG;
 	}
 	for (line = text; line != NULL && rc == 0; line = next) {
 		no++;
 		if ((next = strchr(line, '\n')) != NULL)
 			*next++ = '\0';
 		if ((rc = file_line(cfg, line, msg, sizeof(msg))) != 0)
-			snprintf(why, why_cap, "%s:%zu: %s", path, no, msg);
+			snprintf(why, why_cap, "%s:%zu: %s", name, no, msg);
 	}
-out:
+	return rc;
+}
+
+int
+bw_daemon_parse_config(struct bw_daemon_cfg *cfg, const char *text, size_t len,
+		       const char *name, char *why, size_t why_cap)
+{
+	char *copy;
+	int rc;
+
+	if ((copy = malloc(len + 1)) == NULL) {
+		snprintf(why, why_cap, "%s: %s", name, bw_strerror(BW_ENOMEM));
+		return BW_ENOMEM;
+	}
+	if (len > 0)
+		memcpy(copy, text, len);
+	copy[len] = '\0';
+	rc = parse_text(cfg, copy, len, name, why, why_cap);
+	bw_wipe(copy, len + 1); /* it may hold the console secret */
+	free(copy);
+	return rc;
+}
+
+int
+bw_daemon_read_config(struct bw_daemon_cfg *cfg, const char *path, char *why,
+		      size_t why_cap)
+{
+	char *text = NULL;
+	size_t len = 0;
+	int rc;
+
+	if ((rc = bw_read_small_file(path, FILE_MAX, &text, &len)) != 0) {
+		snprintf(why, why_cap, "%s: %s", path, bw_strerror(rc));
+		return BW_ECONFIG;
+	}
+	rc = parse_text(cfg, text, len, path, why, why_cap);
 	bw_wipe(text, len); /* it may hold the console secret */
 	free(text);
 	return rc;

@@ -6,8 +6,8 @@
  * time; it consumes a connection's input and queues output, never touching
  * sockets.
  */
-#ifndef BULWARK_SVC_ENGINE_H
-#define BULWARK_SVC_ENGINE_H
+#ifndef BULWARK_ENGINE_H
+#define BULWARK_ENGINE_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -267,6 +267,37 @@ bw_conn_serving(const struct bw_conn *c)
 	return !(c->flags & (BW_CONN_DEAD | BW_CONN_CLOSING | BW_CONN_LINGER |
 			     BW_CONN_FAILED));
 }
+/* 1 once the peer's orderly close (its FIN) has been read; eof_acked: and
+ * it came once every byte queued before it had been written and
+ * acknowledged (the peer had all of the output up to then). */
+static inline int
+bw_conn_eof(const struct bw_conn *c)
+{
+	return (c->flags & BW_CONN_EOF) != 0;
+}
+static inline int
+bw_conn_eof_acked(const struct bw_conn *c)
+{
+	return (c->flags & BW_CONN_EOF_ACKED) != 0;
+}
+/* 1 while c is being closed (finishing its output, or about to go). */
+static inline int
+bw_conn_closing(const struct bw_conn *c)
+{
+	return (c->flags & BW_CONN_CLOSING) != 0;
+}
+/* 1 once c can no longer be written to: closed, or a write failed. */
+static inline int
+bw_conn_broken(const struct bw_conn *c)
+{
+	return (c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)) != 0;
+}
+/* The limits of c's listener. */
+static inline const struct bw_conn_limits *
+bw_conn_limits(const struct bw_conn *c)
+{
+	return &c->lis->cfg.lim;
+}
 /* 1 if c was closed because its peer did not read its output. */
 static inline int
 bw_conn_overflowed(const struct bw_conn *c)
@@ -274,6 +305,12 @@ bw_conn_overflowed(const struct bw_conn *c)
 	return (c->flags & BW_CONN_OVERFLOW) != 0;
 }
 void bw_conn_pause(struct bw_conn *c, int paused);
+/* 1 while c's input is paused. */
+static inline int
+bw_conn_paused(const struct bw_conn *c)
+{
+	return (c->flags & BW_CONN_PAUSED) != 0;
+}
 /* A worker job holds c: c is not freed (though it may close) until the
  * matching release. */
 void bw_conn_hold(struct bw_conn *c);

@@ -1,8 +1,8 @@
 /* Between the engine's two files: engine.c (listeners, lifecycle) and
  * conn.c (connections). Internal to the engine.
  */
-#ifndef BULWARK_SVC_ENGINE_INT_H
-#define BULWARK_SVC_ENGINE_INT_H
+#ifndef BULWARK_ENGINE_INT_H
+#define BULWARK_ENGINE_INT_H
 
 #include "engine/engine.h"
 

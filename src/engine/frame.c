@@ -10,14 +10,6 @@
 #include "bulwark/util.h"
 #include "engine/frame_int.h"
 
-struct bw_frame_req *
-bw_frame_current(struct bw_conn *c)
-{
-	struct frame_conn *fc = FC(c);
-
-	return fc != NULL && fc->req.route != NULL ? &fc->req : NULL;
-}
-
 int
 bw_frame_padded(struct bw_conn *c)
 {
@@ -213,6 +205,8 @@ bw_frame_kick(struct bw_conn *c)
 {
 	if (bw_conn_dead(c) || FC(c) == NULL)
 		return;
+	if (FC(c)->st == F_BODY && bw_conn_paused(c))
+		frame_body_resumed(c); /* we did not read: a new window */
 	bw_conn_pause(c, 0);
 	if (!FC(c)->in_input)
 		bw_conn_kick(c);
@@ -416,12 +410,15 @@ on_head(struct bw_conn *c)
 		return bw_frame_fail(c, "shutting down");
 	}
 	fc->st = F_REQ;
+	fc->min_rate = 0;
 	rc = r->route->on_request(c, r, p);
 	if (bw_conn_dead(c))
 		return rc;
 	bw_buf_consume(&c->in, take);
 	if (fc->st == F_REQ)
 		bw_frame_done(c);
+	else if (fc->st == F_BODY)
+		frame_body_begin(c);
 	return rc;
 }
 
@@ -450,7 +447,11 @@ frame_step(struct bw_conn *c)
 				return 0;
 			break;
 		case F_BODY:
-			rc = fc->req.route->on_body(c, &fc->req);
+			if (frame_body_slow(c))
+				return BW_ETIMEDOUT;
+			rc = fc->discarding
+				     ? frame_discard_step(c)
+				     : fc->req.route->on_body(c, &fc->req);
 			if (fc->st == F_BODY)
 				return rc;
 			break;
@@ -503,6 +504,7 @@ frame_close(struct bw_conn *c)
 
 	if (fc == NULL)
 		return;
+	frame_discard_end(c);
 	(*frame_conns_of(bw_conn_inst(c), fc->last))--;
 	for (i = 0; i < f->n; i++) {
 		if (fc->state[i] == NULL)

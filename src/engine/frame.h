@@ -5,8 +5,8 @@
  * hands it to the handler, and streams the rest of the payload through the
  * route's body handler. Replies of any size, padded when the client pads.
  */
-#ifndef BULWARK_SVC_FRAME_H
-#define BULWARK_SVC_FRAME_H
+#ifndef BULWARK_ENGINE_FRAME_H
+#define BULWARK_ENGINE_FRAME_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -14,6 +14,7 @@
 #include "bulwark/err.h"
 #include "proto/wire.h"
 #include "engine/engine.h"
+#include "engine/slots.h"
 
 #define BW_FRAME_PROTOS_MAX 4
 
@@ -122,14 +123,30 @@ int bw_frame_metrics(const struct bw_frame *f, struct bw_buf *out) BW_WUR;
 /* The state proto keeps on c (allocated on first use); NULL if it cannot
  * be allocated. */
 void *bw_frame_state(struct bw_conn *c, const struct bw_frame_proto *p);
-/* The request in progress on c, or NULL. */
-struct bw_frame_req *bw_frame_current(struct bw_conn *c);
 
 /* --- ending a request ------------------------------------------------- */
 
 /* on_request: the rest of the payload follows; on_body is called as it
  * arrives (c->want sets how much is buffered at a time). */
 void bw_frame_stream(struct bw_conn *c);
+/* on_request, before bw_frame_stream or bw_frame_discard: each window of
+ * window_ms must bring min_rate bytes a second of the body (0: no minimum),
+ * else the connection closes. Time the server spent not reading (paused
+ * for a worker or the store, until bw_frame_kick) starts a new window: a
+ * peer trickling just enough to stay alive, after a fast start or not,
+ * cannot hold a slot. */
+void bw_frame_body_rate(struct bw_conn *c, unsigned min_rate,
+			unsigned window_ms);
+/* on_request: the body of a request refused before it arrived is read and
+ * thrown away, holding a slot of slots while it lasts (and counted in
+ * *counter, if not NULL), so that the error reply (why) comes in step and
+ * the connection stays; a body over BW_FRAME_DISCARD_MAX, or one for
+ * which no slot is free, is answered at once and the connection
+ * finished. A newcomer may take the slot of one that trickles: it is
+ * answered and finished then. */
+#define BW_FRAME_DISCARD_MAX (1024u * 1024u)
+int bw_frame_discard(struct bw_conn *c, uint64_t size, struct bw_slots *slots,
+		     uint64_t *counter, const char *why);
 /* The request is in and its answer is being worked on elsewhere: input is
  * paused until bw_frame_done. */
 void bw_frame_wait(struct bw_conn *c);

@@ -1,13 +1,16 @@
-/* The frame's insides, shared by frame.c (the state machine) and
- * frame_stats.c (what the requests came to). Internal to src/svc/.
+/* The frame's insides, shared by frame.c (the state machine), frame_body.c
+ * (a streamed body's rate, and refused bodies discarded) and frame_stats.c
+ * (what the requests came to). Internal to src/engine/.
  */
-#ifndef BULWARK_SVC_FRAME_INT_H
-#define BULWARK_SVC_FRAME_INT_H
+#ifndef BULWARK_ENGINE_FRAME_INT_H
+#define BULWARK_ENGINE_FRAME_INT_H
 
 #include "engine/frame.h"
+#include "engine/slots.h"
 
-#define CTRL_WANT     2048u /* input buffered between requests */
-#define ERRORS_LOGGED 10    /* error replies logged per connection */
+#define CTRL_WANT     2048u	    /* input buffered between requests */
+#define DISCARD_WANT  (16u * 1024u) /* a refused body read at a time */
+#define ERRORS_LOGGED 10	    /* error replies logged per connection */
 
 _Static_assert(CTRL_WANT >= BW_REQ_HDR_LEN, "a header fits");
 
@@ -61,6 +64,18 @@ struct frame_conn {
 	 * or payload bytes past the head to read and ignore (skip) */
 	int lax_zero, lax_logged;
 	uint32_t skip;
+	/* a streamed body: where it starts in the input, its size, and its
+	 * rate, checked per window (frame_body.c) */
+	uint64_t body_start, body_size;
+	unsigned min_rate, window_ms;
+	uint64_t win_start_ms, win_left;
+	/* a refused body being read and thrown away, in a slot of the
+	 * service's, counted in *discard_n */
+	int discarding;
+	struct bw_slot slot;
+	struct bw_slots *slots;
+	uint64_t *discard_n;
+	const char *discard_why;
 };
 
 #define FC(c)  ((struct frame_conn *)(c)->state)
@@ -70,6 +85,20 @@ struct frame_conn {
 int frame_proto_index(const struct bw_frame *f, const struct bw_frame_proto *p);
 /* The count of open connections whose last protocol is p (NULL: none). */
 uint64_t *frame_conns_of(struct bw_frame *f, const struct bw_frame_proto *p);
+
+/* frame_body.c */
+/* The body starts at the input's current position. */
+void frame_body_begin(struct bw_conn *c);
+/* Before each step of a body: 1 if it came slower than its minimum rate
+ * over the last window (logged: the connection goes). */
+int frame_body_slow(struct bw_conn *c);
+/* The server did not read for a while (a worker, the store): the window
+ * starts again. */
+void frame_body_resumed(struct bw_conn *c);
+/* A step of a body being discarded. */
+int frame_discard_step(struct bw_conn *c);
+/* The connection goes: a discarded body's slot is free. */
+void frame_discard_end(struct bw_conn *c);
 
 /* frame_stats.c */
 int frame_stats_init(struct bw_frame *f, unsigned i) BW_WUR;

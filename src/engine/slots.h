@@ -7,8 +7,8 @@
  * its slot for a second: a body trickled just above the minimum rate yields
  * to one that may be fast. Loop thread only.
  */
-#ifndef BULWARK_SVC_SLOTS_H
-#define BULWARK_SVC_SLOTS_H
+#ifndef BULWARK_ENGINE_SLOTS_H
+#define BULWARK_ENGINE_SLOTS_H
 
 #include <stdint.h>
 

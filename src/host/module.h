@@ -2,36 +2,44 @@
  * that bulwarkd runs its services from a table without knowing any of them:
  * a service builds its instance from its own configuration (init), plugs
  * in either as a routing table on the shared port or as the service of a
- * listener of its own, and reports its live figures.
+ * listener of its own, and reports its live figures and what it keeps.
  */
-#ifndef BULWARK_SVC_MODULE_H
-#define BULWARK_SVC_MODULE_H
+#ifndef BULWARK_HOST_MODULE_H
+#define BULWARK_HOST_MODULE_H
 
 #include <stdint.h>
 
 #include "bulwark/buf.h"
 #include "bulwark/err.h"
-#include "host/store.h"
-#include "host/durable.h"
 #include "engine/engine.h"
 #include "engine/frame.h"
+#include "host/blob.h"
+#include "host/meta.h"
 #include "host/registry.h"
 #include "host/stats.h"
 
 /* What the daemon shares with its services. Everything outlives them. */
 struct bw_host {
 	struct bw_engine *eng;
-	struct bw_registry *reg; /* clients and files, in RAM over the store */
-	struct bw_store *store;
-	/* the store's group commit: a reply that promises durability waits
-	 * for the fsync that covers its commits (one for every service) */
-	struct bw_durable *durable;
+	struct bw_registry *reg; /* the clients, in RAM over the store */
+	/* the storage tables: rows (their requests complete on the loop;
+	 * a durable one waits for the store's group commit, shared by every
+	 * service) and stored objects (blocking: on the workers) */
+	struct bw_meta *meta;
+	struct bw_blobs *blobs;
 	const char *data_dir;
 	int64_t started_s;
 	/* every service's figures, in a fixed order (the console's STAT) */
 	void (*stats)(const void *arg, bw_stat_emit emit, void *emit_arg);
 	/* every service's errors by kind (bw_module.errors), same arg */
 	void (*errors)(const void *arg, bw_stat_emit emit, void *emit_arg);
+	/* the figures shown beside the daemon's own (bw_module.summary) */
+	void (*summary)(const void *arg, bw_stat_emit emit, void *emit_arg);
+	/* every stored file of every service; returns how many there are */
+	uint64_t (*each_file)(const void *arg, bw_file_fn fn, void *fn_arg);
+	/* what waits for a client, summed over the services */
+	void (*client_queue)(const void *arg, const uint8_t id[BW_ID_LEN],
+			     uint64_t *n, uint64_t *bytes);
 	const void *stats_arg;
 	/* figures with labels (the shared port's requests), appended to out
 	 * in the Prometheus text format: 0 or BW_ETOOBIG */
@@ -56,6 +64,15 @@ struct bw_module {
 	/* What went wrong since start, one figure per kind (key: the kind,
 	 * label: what it means); NULL: nothing to report. */
 	bw_stats_fn errors;
+	/* Figures that belong beside the daemon's own (the console's STAT
+	 * shows them after the clients, by key with '_' as ' '; the metrics
+	 * as gauges bulwark_<key>, label as their help); NULL: none. */
+	bw_stats_fn summary;
+	/* The files it stores (the console's FILS); NULL: none. */
+	bw_each_file_fn each_file;
+	/* What it keeps waiting for a client (the console's USRS); NULL:
+	 * nothing. */
+	bw_client_queue_fn client_queue;
 	/* Where it plugs in, exactly one of the two: a routing table on the
 	 * shared port (its context is the instance), or the service of a
 	 * listener of its own (its instance is the instance). */

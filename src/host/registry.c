@@ -1,10 +1,9 @@
-/* Clients and files in RAM, indexed by id, by name and by (owner, file name),
- * written through to the store.
+/* Clients in RAM, indexed by id and by name, written through the metadata
+ * store's requests (host/meta.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "bulwark/crypto.h"
 #include "bulwark/err.h"
@@ -30,98 +29,20 @@ index_client(struct bw_registry *r, struct bw_client *c)
 		bw_hash_del(&r->by_id, c->id, BW_ID_LEN);
 		return rc;
 	}
+	return 0;
+}
+
+/* c is everyone's now: counted, and listed after those before it. */
+static void
+publish(struct bw_registry *r, struct bw_client *c)
+{
+	c->pending = 0;
 	r->clients_n++;
 	if (r->last_added != NULL)
 		r->last_added->added_next = c;
 	else
 		r->first_added = c;
 	r->last_added = c;
-	return 0;
-}
-
-static void
-file_key(struct bw_file *f)
-{
-	size_t n = strlen(f->file_name);
-
-	memcpy(f->key, f->owner->id, BW_ID_LEN);
-	memcpy(f->key + BW_ID_LEN, f->file_name, n);
-	f->key_len = BW_ID_LEN + n;
-}
-
-static uint64_t
-file_size(const struct bw_registry *r, const char *path_name)
-{
-	char p[BW_PATH_CAP + 4096];
-	struct stat st;
-
-	if (snprintf(p, sizeof(p), "%s/%s", r->data_dir, path_name) >=
-	    (int)sizeof(p))
-		return 0;
-	if (lstat(p, &st) != 0 || !S_ISREG(st.st_mode))
-		return 0;
-	return (uint64_t)st.st_size;
-}
-
-static void
-unlink_file(struct bw_registry *r, struct bw_file *f)
-{
-	bw_hash_del(&r->files, f->key, f->key_len);
-	if (f->path_indexed)
-		bw_hash_del(&r->by_path, f->path_name, strlen(f->path_name));
-	if (f->prev != NULL)
-		f->prev->next = f->next;
-	else
-		f->owner->files = f->next;
-	if (f->next != NULL)
-		f->next->prev = f->prev;
-	f->owner->files_n--;
-	r->files_n--;
-	r->bytes_stored -= f->size;
-	free(f);
-}
-
-static int
-link_file(struct bw_registry *r, struct bw_client *c,
-	  const struct bw_file_rec *rec, uint64_t size)
-{
-	struct bw_file *f;
-	int rc;
-
-	if ((f = calloc(1, sizeof(*f))) == NULL)
-		return BW_ENOMEM;
-	f->owner = c;
-	snprintf(f->file_name, sizeof(f->file_name), "%s", rec->file_name);
-	snprintf(f->path_name, sizeof(f->path_name), "%s", rec->path_name);
-	snprintf(f->pending_name, sizeof(f->pending_name), "%s",
-		 rec->pending_name);
-	snprintf(f->pending_path, sizeof(f->pending_path), "%s",
-		 rec->pending_path);
-	f->verified = rec->verified;
-	f->size = size;
-	file_key(f);
-	if ((rc = bw_hash_put(&r->files, f->key, f->key_len, f)) != 0) {
-		free(f);
-		return rc;
-	}
-	/* two rows naming one path (a database made elsewhere): the first
-	 * keeps the index */
-	rc = bw_hash_put(&r->by_path, f->path_name, strlen(f->path_name), f);
-	if (rc == BW_ENOMEM) {
-		bw_hash_del(&r->files, f->key, f->key_len);
-		free(f);
-		return rc;
-	}
-	f->path_indexed = rc == 0;
-	f->prev = NULL;
-	f->next = c->files;
-	if (c->files != NULL)
-		c->files->prev = f;
-	c->files = f;
-	c->files_n++;
-	r->files_n++;
-	r->bytes_stored += size;
-	return 0;
 }
 
 static int
@@ -129,7 +50,6 @@ load_client(void *arg, const struct bw_client_rec *rec)
 {
 	struct bw_registry *r = arg;
 	struct bw_client *c;
-	int rc;
 
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return BW_ENOMEM;
@@ -142,70 +62,41 @@ load_client(void *arg, const struct bw_client_rec *rec)
 	c->last_seen = rec->last_seen;
 	c->key_issued = rec->key_issued;
 	c->key_used = rec->key_used;
-	if ((rc = index_client(r, c)) != 0) {
+	if (index_client(r, c) != 0) {
 		bw_warn("registry: skipping duplicate client row '%s'",
 			rec->name);
 		client_free(c);
-	}
-	return 0;
-}
-
-static int
-load_file(void *arg, const struct bw_file_rec *rec)
-{
-	struct bw_registry *r = arg;
-	struct bw_client *c = bw_registry_by_id(r, rec->client_id);
-
-	if (c == NULL) {
-		bw_warn("registry: file row '%s' has no client; ignored",
-			rec->file_name);
 		return 0;
 	}
-	if (link_file(r, c, rec, file_size(r, rec->path_name)) == BW_ENOMEM)
-		return BW_ENOMEM;
-	if (rec->pending_path[0] != '\0')
-		c->files->pending_size = file_size(r, rec->pending_path);
+	publish(r, c);
 	return 0;
 }
 
 int
-bw_registry_open(struct bw_registry *r, struct bw_store *store,
-		 const char *data_dir)
+bw_registry_open(struct bw_registry *r, struct bw_meta *meta,
+		 struct bw_loop *loop)
 {
 	int rc;
 
 	memset(r, 0, sizeof(*r));
-	r->store = store;
+	r->meta = meta;
+	r->loop = loop;
 	r->max_clients = 1000000;
 	r->max_reg_per_min = 1000;
-	if ((r->data_dir = strdup(data_dir)) == NULL)
-		return BW_ENOMEM;
 	if ((rc = bw_hash_init(&r->by_id)) != 0 ||
 	    (rc = bw_hash_init(&r->by_name)) != 0 ||
-	    (rc = bw_hash_init(&r->files)) != 0 ||
-	    (rc = bw_hash_init(&r->by_path)) != 0)
-		goto fail;
-	if ((rc = bw_store_load_clients(store, load_client, r)) != 0 ||
-	    (rc = bw_store_load_files(store, load_file, r)) != 0)
-		goto fail;
+	    (rc = meta->be->load_clients(meta->state, load_client, r)) != 0) {
+		bw_registry_close(r);
+		return rc;
+	}
 	return 0;
-fail:
-	bw_registry_close(r);
-	return rc;
 }
 
 static int
 free_one_client(void *arg, void *val)
 {
-	struct bw_client *c = val;
-	struct bw_file *f, *next;
-
 	(void)arg;
-	for (f = c->files; f != NULL; f = next) {
-		next = f->next;
-		free(f);
-	}
-	client_free(c);
+	client_free(val);
 	return 0;
 }
 
@@ -216,10 +107,8 @@ bw_registry_close(struct bw_registry *r)
 		(void)bw_hash_each(&r->by_id, free_one_client, NULL);
 	bw_hash_fini(&r->by_id);
 	bw_hash_fini(&r->by_name);
-	bw_hash_fini(&r->files);
-	bw_hash_fini(&r->by_path);
-	free(r->data_dir);
-	r->data_dir = NULL;
+	free(r->touch_v);
+	r->touch_v = NULL;
 }
 
 int
@@ -242,7 +131,9 @@ bw_registry_admit(struct bw_registry *r, struct bw_addr *addr, uint64_t now_ms,
 struct bw_client *
 bw_registry_by_id(const struct bw_registry *r, const uint8_t id[BW_ID_LEN])
 {
-	return bw_hash_get(&r->by_id, id, BW_ID_LEN);
+	struct bw_client *c = bw_hash_get(&r->by_id, id, BW_ID_LEN);
+
+	return c != NULL && !c->pending ? c : NULL;
 }
 
 struct bw_client *
@@ -251,159 +142,269 @@ bw_registry_by_name(const struct bw_registry *r, const char *name)
 	return bw_hash_get(&r->by_name, name, strlen(name));
 }
 
+/* --- adding a client ------------------------------------------------------
+ */
+
+struct add {
+	struct bw_meta_req req;
+	struct bw_registry *r;
+	struct bw_client *c;
+	struct bw_client_rec rec;
+	bw_registry_fn done;
+	void *arg;
+};
+
+static void
+added(struct bw_meta_req *req)
+{
+	struct add *a = (struct add *)req;
+	struct bw_registry *r = a->r;
+	struct bw_client *c = a->c;
+	int rc = req->rc;
+
+	if (rc == 0) {
+		publish(r, c);
+	} else {
+		bw_hash_del(&r->by_id, c->id, BW_ID_LEN);
+		bw_hash_del(&r->by_name, c->name, strlen(c->name));
+		client_free(c);
+		c = NULL;
+	}
+	a->done(a->arg, rc, c);
+	bw_secure_free(a, sizeof(*a));
+}
+
 int
 bw_registry_add(struct bw_registry *r, const char *name, const uint8_t *pubkey,
-		struct bw_client **out)
+		bw_registry_fn done, void *arg)
 {
-	struct bw_client_rec rec;
+	struct add *a;
 	struct bw_client *c;
 	int rc, tries;
 
 	if (bw_registry_by_name(r, name) != NULL)
 		return BW_EEXIST;
-	memset(&rec, 0, sizeof(rec));
-	snprintf(rec.name, sizeof(rec.name), "%s", name);
-	if (pubkey != NULL) {
-		rec.has_pubkey = 1;
-		rec.key_used = 1;
-		memcpy(rec.pubkey, pubkey, BW_RSA_PUB_LEN);
-	}
-	rec.last_seen = bw_time_s();
-	for (tries = 0;; tries++) {
-		if ((rc = bw_random(rec.id, BW_ID_LEN)) != 0)
-			return rc;
-		if (bw_registry_by_id(r, rec.id) == NULL)
-			break;
-		if (tries == 3)
-			return BW_EEXIST;
-	}
-	if ((c = calloc(1, sizeof(*c))) == NULL)
+	if ((a = calloc(1, sizeof(*a))) == NULL)
 		return BW_ENOMEM;
-	if ((rc = bw_store_client_insert(r->store, &rec)) != 0) {
-		client_free(c);
-		return rc;
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		free(a);
+		return BW_ENOMEM;
 	}
-	memcpy(c->id, rec.id, BW_ID_LEN);
-	memcpy(c->name, rec.name, sizeof(c->name));
-	c->has_pubkey = rec.has_pubkey;
-	c->key_used = rec.key_used;
-	memcpy(c->pubkey, rec.pubkey, sizeof(c->pubkey));
-	c->last_seen = rec.last_seen;
-	if ((rc = index_client(r, c)) != 0) {
-		client_free(c);
-		return rc;
+	snprintf(a->rec.name, sizeof(a->rec.name), "%s", name);
+	if (pubkey != NULL) {
+		a->rec.has_pubkey = 1;
+		a->rec.key_used = 1;
+		memcpy(a->rec.pubkey, pubkey, BW_RSA_PUB_LEN);
 	}
-	*out = c;
+	a->rec.last_seen = bw_time_s();
+	for (tries = 0;; tries++) {
+		if ((rc = bw_random(a->rec.id, BW_ID_LEN)) != 0)
+			goto fail;
+		if (bw_hash_get(&r->by_id, a->rec.id, BW_ID_LEN) == NULL)
+			break;
+		if (tries == 3) {
+			rc = BW_EEXIST;
+			goto fail;
+		}
+	}
+	memcpy(c->id, a->rec.id, BW_ID_LEN);
+	memcpy(c->name, a->rec.name, sizeof(c->name));
+	c->has_pubkey = a->rec.has_pubkey;
+	c->key_used = a->rec.key_used;
+	memcpy(c->pubkey, a->rec.pubkey, sizeof(c->pubkey));
+	c->last_seen = a->rec.last_seen;
+	c->pending = 1; /* the name is taken from now on */
+	if ((rc = index_client(r, c)) != 0)
+		goto fail;
+	a->r = r;
+	a->c = c;
+	a->done = done;
+	a->arg = arg;
+	bw_meta_req_init(&a->req, BW_META_CLIENT_INSERT, BW_META_DURABLE, added,
+			 a);
+	a->req.u.client = &a->rec;
+	bw_meta_submit(r->meta, &a->req);
 	return 0;
+fail:
+	client_free(c);
+	bw_secure_free(a, sizeof(*a));
+	return rc;
+}
+
+/* --- keys -----------------------------------------------------------------
+ */
+
+struct keyset {
+	struct bw_meta_req req;
+	struct bw_registry *r;
+	struct bw_client *c;
+	unsigned seq;
+	/* what c had before, to put back if the store refuses */
+	struct bw_client old;
+	uint8_t pubkey[BW_RSA_PUB_LEN], aes[BW_AES_KEY_LEN];
+	bw_registry_fn done;
+	void *arg;
+};
+
+static void
+key_stored(struct bw_meta_req *req)
+{
+	struct keyset *k = (struct keyset *)req;
+	struct bw_client *c = k->c;
+
+	if (req->rc != 0) {
+		bw_warn("registry: the key state of '%s' was not stored: %s",
+			c->name, bw_strerror(req->rc));
+		if (c->key_seq == k->seq && k->req.u.key.aes != NULL) {
+			/* nothing was asked after it: RAM goes back (but a
+			 * revocation holds in RAM whatever the store says) */
+			c->has_pubkey = k->old.has_pubkey;
+			memcpy(c->pubkey, k->old.pubkey, sizeof(c->pubkey));
+			c->has_aes = k->old.has_aes;
+			memcpy(c->aes_key, k->old.aes_key, sizeof(c->aes_key));
+			c->key_issued = k->old.key_issued;
+			c->key_issued_ms = k->old.key_issued_ms;
+			c->key_used = k->old.key_used;
+		}
+	}
+	if (k->done != NULL)
+		k->done(k->arg, req->rc, c);
+	bw_secure_free(k, sizeof(*k));
 }
 
 int
 bw_registry_set_key(struct bw_registry *r, struct bw_client *c,
 		    const uint8_t *pubkey, const uint8_t *aes_key,
-		    int64_t issued, int used)
+		    int64_t issued, int used, bw_registry_fn done, void *arg)
 {
-	int64_t now = bw_time_s();
-	int rc;
+	struct keyset *k = calloc(1, sizeof(*k));
 
-	rc = bw_store_client_set_key(r->store, c->id, pubkey, aes_key, issued,
-				     used, now);
-	if (rc != 0)
-		return rc;
+	if (k == NULL)
+		return BW_ENOMEM;
+	k->r = r;
+	k->c = c;
+	k->old = *c;
+	k->seq = ++c->key_seq;
+	k->done = done;
+	k->arg = arg;
+	bw_meta_req_init(&k->req, BW_META_CLIENT_KEY, 0, key_stored, k);
+	memcpy(k->req.u.key.id, c->id, BW_ID_LEN);
 	if (pubkey != NULL) {
+		memcpy(k->pubkey, pubkey, BW_RSA_PUB_LEN);
+		k->req.u.key.pubkey = k->pubkey;
 		memcpy(c->pubkey, pubkey, BW_RSA_PUB_LEN);
 		c->has_pubkey = 1;
 	}
-	if (aes_key == NULL)
+	if (aes_key != NULL) {
+		memcpy(k->aes, aes_key, BW_AES_KEY_LEN);
+		k->req.u.key.aes = k->aes;
+		if (aes_key != c->aes_key) /* never copied onto itself */
+			memcpy(c->aes_key, aes_key, BW_AES_KEY_LEN);
+	} else {
 		bw_wipe(c->aes_key, sizeof(c->aes_key));
-	else if (aes_key != c->aes_key) /* never copied onto itself */
-		memcpy(c->aes_key, aes_key, BW_AES_KEY_LEN);
+	}
+	k->req.u.key.issued = issued;
+	k->req.u.key.used = used;
+	k->req.u.key.last_seen = c->last_seen = bw_time_s();
 	c->has_aes = aes_key != NULL;
 	if (c->key_issued != issued)
 		c->key_issued_ms = 0; /* the caller sets it for a new key */
 	c->key_issued = issued;
 	c->key_used = used;
 	c->key_failures = 0;
-	c->last_seen = now;
+	bw_meta_submit(r->meta, &k->req);
 	return 0;
+}
+
+/* --- LastSeen -------------------------------------------------------------
+ */
+
+static void touch_flush(void *arg);
+
+static void
+touch_written(struct bw_meta_req *req)
+{
+	struct bw_registry *r = req->arg;
+
+	if (req->rc != 0)
+		bw_warn("registry: LastSeen not saved: %s",
+			bw_strerror(req->rc));
+	r->touch_busy = 0;
+	if (r->touched != NULL)
+		bw_loop_call(r->loop, &r->touch_call, touch_flush, r);
+}
+
+/* Writes the LastSeen of every client touched since the last write, in
+ * one request. */
+static void
+touch_flush(void *arg)
+{
+	struct bw_registry *r = arg;
+	struct bw_client *c, *next;
+	struct bw_meta_touch *v;
+	size_t n = 0, cap;
+
+	if (r->touch_busy || r->touched == NULL)
+		return;
+	for (c = r->touched; c != NULL; c = c->touch_next)
+		n++;
+	if (n > r->touch_cap) {
+		cap = n + n / 2;
+		if ((v = realloc(r->touch_v, cap * sizeof(*v))) == NULL) {
+			bw_warn("registry: LastSeen not saved: %s",
+				bw_strerror(BW_ENOMEM));
+			n = 0; /* dropped: LastSeen is the next touch's */
+		} else {
+			r->touch_v = v;
+			r->touch_cap = cap;
+		}
+	}
+	r->touch_n = 0;
+	for (c = r->touched; c != NULL; c = next) {
+		next = c->touch_next;
+		c->touch_next = NULL;
+		c->touched = 0;
+		if (r->touch_n < n) {
+			memcpy(r->touch_v[r->touch_n].id, c->id, BW_ID_LEN);
+			r->touch_v[r->touch_n++].last_seen = c->last_seen;
+		}
+	}
+	r->touched = NULL;
+	if (r->touch_n == 0)
+		return;
+	r->touch_busy = 1;
+	bw_meta_req_init(&r->touch_req, BW_META_CLIENT_TOUCH, 0, touch_written,
+			 r);
+	r->touch_req.u.touch.v = r->touch_v;
+	r->touch_req.u.touch.n = r->touch_n;
+	bw_meta_submit(r->meta, &r->touch_req);
 }
 
 void
 bw_registry_touch(struct bw_registry *r, struct bw_client *c)
 {
 	int64_t now = bw_time_s();
-	int rc;
 
 	if (c->last_seen == now)
 		return; /* LastSeen has one-second resolution */
 	c->last_seen = now;
-	if ((rc = bw_store_client_touch(r->store, c->id, now)) != 0)
-		bw_warn("registry: LastSeen not saved: %s", bw_strerror(rc));
+	if (c->touched)
+		return;
+	c->touched = 1;
+	c->touch_next = r->touched;
+	r->touched = c;
+	if (!r->touch_busy)
+		bw_loop_call(r->loop, &r->touch_call, touch_flush, r);
 }
 
-struct bw_file *
-bw_registry_file(const struct bw_registry *r, const struct bw_client *c,
-		 const char *file_name)
+struct bw_client *
+bw_registry_seen(struct bw_registry *r, const uint8_t id[BW_ID_LEN])
 {
-	uint8_t key[BW_ID_LEN + BW_NAME_CAP];
-	size_t n = strlen(file_name);
+	struct bw_client *c = bw_registry_by_id(r, id);
 
-	if (n >= BW_NAME_CAP)
-		return NULL;
-	memcpy(key, c->id, BW_ID_LEN);
-	memcpy(key + BW_ID_LEN, file_name, n);
-	return bw_hash_get(&r->files, key, BW_ID_LEN + n);
-}
-
-struct bw_file *
-bw_registry_file_at(const struct bw_registry *r, const struct bw_client *c,
-		    const char *path_name)
-{
-	struct bw_file *f =
-		bw_hash_get(&r->by_path, path_name, strlen(path_name));
-
-	return f != NULL && f->owner == c ? f : NULL;
-}
-
-void
-bw_registry_file_rec(const struct bw_file *f, struct bw_file_rec *rec)
-{
-	memset(rec, 0, sizeof(*rec));
-	memcpy(rec->client_id, f->owner->id, BW_ID_LEN);
-	memcpy(rec->file_name, f->file_name, sizeof(rec->file_name));
-	memcpy(rec->path_name, f->path_name, sizeof(rec->path_name));
-	rec->verified = f->verified;
-	memcpy(rec->pending_name, f->pending_name, sizeof(rec->pending_name));
-	memcpy(rec->pending_path, f->pending_path, sizeof(rec->pending_path));
-}
-
-int
-bw_registry_set_file(struct bw_registry *r, struct bw_client *c,
-		     const char *path, const struct bw_file_rec *rec,
-		     uint64_t size, uint64_t pending_size)
-{
-	struct bw_file *f, *next;
-	char at[BW_PATH_CAP];
-	int rc;
-
-	/* path may point into a file this call frees: keep a copy */
-	if (snprintf(at, sizeof(at), "%s", path) >= (int)sizeof(at))
-		return BW_ETOOBIG;
-	path = at;
-	if ((rc = bw_store_file_set(r->store, c->id, path, rec)) != 0)
-		return rc;
-	/* the row at path and the row of the name, by their indexes */
-	f = bw_registry_file_at(r, c, path);
-	next = rec != NULL ? bw_registry_file(r, c, rec->file_name) : NULL;
-	if (f != NULL)
-		unlink_file(r, f);
-	if (next != NULL && next != f)
-		unlink_file(r, next);
-	if (rec == NULL)
-		return 0;
-	if ((rc = link_file(r, c, rec, size)) != 0)
-		return rc;
-	c->files->pending_size = pending_size;
-	return 0;
+	if (c != NULL)
+		bw_registry_touch(r, c);
+	return c;
 }
 
 int
@@ -411,11 +412,4 @@ bw_registry_each_client(const struct bw_registry *r,
 			int (*fn)(void *arg, void *client), void *arg)
 {
 	return bw_hash_each(&r->by_id, fn, arg);
-}
-
-int
-bw_registry_each_file(const struct bw_registry *r,
-		      int (*fn)(void *arg, void *file), void *arg)
-{
-	return bw_hash_each(&r->files, fn, arg);
 }

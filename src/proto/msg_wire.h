@@ -3,8 +3,8 @@
  * framing is proto/wire.h, shared with the vault. Decoders take pointer +
  * length, never read past it, and set their outputs only on success.
  */
-#ifndef BULWARK_PROTO_MSG_H
-#define BULWARK_PROTO_MSG_H
+#ifndef BULWARK_PROTO_MSG_WIRE_H
+#define BULWARK_PROTO_MSG_WIRE_H
 
 #include <stddef.h>
 #include <stdint.h>

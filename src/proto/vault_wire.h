@@ -2,8 +2,8 @@
  * functions from bytes to structs and back, no I/O, no allocation.
  * Decoders take pointer + length and never read past it.
  */
-#ifndef BULWARK_PROTO_VAULT_H
-#define BULWARK_PROTO_VAULT_H
+#ifndef BULWARK_PROTO_VAULT_WIRE_H
+#define BULWARK_PROTO_VAULT_WIRE_H
 
 #include <stddef.h>
 #include <stdint.h>

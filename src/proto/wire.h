@@ -3,8 +3,8 @@
  * and the 1024-byte pad unit of course-sample clients. Pure functions, no
  * I/O, no allocation; decoders take pointer + length and never read past it.
  */
-#ifndef BULWARK_PROTO_FRAME_H
-#define BULWARK_PROTO_FRAME_H
+#ifndef BULWARK_PROTO_WIRE_H
+#define BULWARK_PROTO_WIRE_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -36,15 +36,15 @@ RULES = [
     ("src/proto/msg_wire.c", "#include <engine/engine.h>", "the proto layer includes engine"),
     ("src/cli/msg_cli.c", '#  include "../engine/frame.h"', "the cli layer includes engine"),
     ("src/cmd/bulwark.c", '#include "daemon/daemon.h"', "outside what it may use"),
-    ("src/engine/frame.c", '#include "host/sqlite/store_int.h"',
+    ("src/engine/frame.c", '#include "host/sqlite/sqlite_int.h"',
      "the SQLite backend's private header"),
-    ("src/host/registry.c", '#include "sqlite/store_int.h"',
+    ("src/host/registry.c", '#include "sqlite/sqlite_int.h"',
      "the SQLite backend's private header"),
     # the database is the host's business: no codec, client or core
     # module sees even the store's interface
-    ("src/proto/msg_wire.c", '#include "host/store.h"', "the proto layer includes host"),
-    ("src/cli/msg_cli.c", '#include "../host/store.h"', "the cli layer includes host"),
-    ("src/core/log.c", '#include "../host/store.h"', "the core layer includes host"),
+    ("src/proto/msg_wire.c", '#include "host/meta.h"', "the proto layer includes host"),
+    ("src/cli/msg_cli.c", '#include "../host/meta.h"', "the cli layer includes host"),
+    ("src/core/log.c", '#include "../host/meta.h"', "the core layer includes host"),
 ]
 
 

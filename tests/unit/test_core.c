@@ -850,7 +850,7 @@ write_atomic_into_missing_dir_fails_and_leaves_nothing(void **state)
 }
 
 static void
-tmpfile_then_commit_publishes_the_file(void **state)
+stage_then_commit_publishes_the_file(void **state)
 {
 	struct tmpdir *t = *state;
 	char tmp[PATH_CAP], dst[PATH_CAP], *text = NULL;
@@ -858,11 +858,11 @@ tmpfile_then_commit_publishes_the_file(void **state)
 	size_t len;
 	int fd = -1;
 
-	assert_int_equal(bw_fs_tmpfile(t->path, &fd, tmp, sizeof(tmp)), 0);
+	join(dst, t, "final");
+	assert_int_equal(
+		bw_fs_stage(dst, "payload", 7, 0600, tmp, sizeof(tmp), &fd), 0);
 	assert_true(fd >= 0);
 	assert_int_equal(strncmp(tmp, t->path, strlen(t->path)), 0);
-	assert_int_equal(write(fd, "payload", 7), 7);
-	join(dst, t, "final");
 	assert_int_equal(stat(dst, &st), -1); /* not there before commit */
 	assert_int_equal(bw_fs_commit(fd, tmp, dst), 0);
 	assert_int_equal(stat(tmp, &st), -1);
@@ -880,7 +880,9 @@ failed_commit_removes_the_temporary_file(void **state)
 	char tmp[PATH_CAP], dst[PATH_CAP];
 	int fd = -1;
 
-	assert_int_equal(bw_fs_tmpfile(t->path, &fd, tmp, sizeof(tmp)), 0);
+	join(dst, t, "final");
+	assert_int_equal(bw_fs_stage(dst, "x", 1, 0600, tmp, sizeof(tmp), &fd),
+			 0);
 	join(dst, t, "missing-dir/final");
 	assert_int_equal(bw_fs_commit(fd, tmp, dst), -ENOENT);
 	assert_int_equal(count_entries(t->path), 0);
@@ -889,71 +891,102 @@ failed_commit_removes_the_temporary_file(void **state)
 }
 
 static void
-tmpfile_with_too_long_path_is_too_big(void **state)
+stage_with_too_long_path_is_too_big(void **state)
 {
-	char path[16];
+	char tmp[16];
 	int fd = -1;
 
 	(void)state;
-	assert_int_equal(
-		bw_fs_tmpfile("/tmp/a-long-directory", &fd, path, sizeof(path)),
-		BW_ETOOBIG);
+	assert_int_equal(bw_fs_stage("/tmp/a-long-directory/f", "x", 1, 0600,
+				     tmp, sizeof(tmp), &fd),
+			 BW_ETOOBIG);
 	assert_int_equal(fd, -1);
 }
 
 static void
-mkdirs_creates_nested_directories(void **state)
+dir_at_creates_and_never_follows_a_link(void **state)
 {
 	struct tmpdir *t = *state;
-	char path[PATH_CAP];
-	struct stat st;
+	char path[PATH_CAP], target[PATH_CAP];
+	int top, fd = -1;
 
-	join(path, t, "a/b/c/d");
-	assert_int_equal(bw_fs_mkdirs(path, 0700), 0);
-	assert_int_equal(stat(path, &st), 0);
-	assert_true(S_ISDIR(st.st_mode));
-	/* Again: everything exists already. */
-	assert_int_equal(bw_fs_mkdirs(path, 0700), 0);
-	join(path, t, "a/b/e/");
-	assert_int_equal(bw_fs_mkdirs(path, 0700), 0);
-	join(path, t, "a/b/e");
-	assert_int_equal(stat(path, &st), 0);
-	assert_true(S_ISDIR(st.st_mode));
-}
-
-static void
-mkdirs_through_a_file_fails(void **state)
-{
-	struct tmpdir *t = *state;
-	char path[PATH_CAP];
-
+	top = open(t->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(top >= 0);
+	assert_int_equal(bw_fs_dir_at(top, "sub", 0, &fd), -ENOENT);
+	assert_int_equal(fd, -1);
+	assert_int_equal(bw_fs_dir_at(top, "sub", 1, &fd), 0);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(bw_fs_dir_at(top, "sub", 1, &fd), 0); /* exists */
+	close(fd);
+	join(target, t, "sub");
+	join(path, t, "link");
+	assert_int_equal(symlink(target, path), 0);
+	assert_int_equal(bw_fs_dir_at(top, "link", 1, &fd), -ELOOP);
+	assert_int_equal(fd, -1);
 	join(path, t, "file");
 	write_file(path, "x", 1);
-	join(path, t, "file/sub");
-	assert_int_equal(bw_fs_mkdirs(path, 0700), -ENOTDIR);
-	assert_int_equal(bw_fs_mkdirs("", 0700), BW_ETOOBIG);
+	assert_int_equal(bw_fs_dir_at(top, "file", 0, &fd), -ELOOP);
+	close(top);
+}
+
+static int
+count_or_stop(void *arg, const char *name, int type)
+{
+	unsigned *n = arg;
+
+	(void)type;
+	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return 99; /* never given */
+	return ++*n == 2 ? 7 : 0;
 }
 
 static void
-clear_dir_removes_the_files_inside(void **state)
+each_gives_every_entry_and_stops_when_told(void **state)
 {
 	struct tmpdir *t = *state;
 	char path[PATH_CAP];
+	unsigned n = 0;
+	int top;
 
-	join(path, t, "x1");
+	join(path, t, "a");
 	write_file(path, "1", 1);
-	join(path, t, ".tmp-abc");
-	write_file(path, "2", 2);
-	join(path, t, "x3");
-	write_file(path, "", 0);
-	join(path, t, "sub");
-	assert_int_equal(mkdir(path, 0700), 0);
-	assert_int_equal(bw_fs_clear_dir(t->path), 3);
-	/* The subdirectory is not a file: it stays. */
-	assert_int_equal(count_entries(t->path), 1);
-	assert_int_equal(bw_fs_clear_dir(t->path), 0);
-	join(path, t, "missing");
-	assert_int_equal(bw_fs_clear_dir(path), 0);
+	top = open(t->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(top >= 0);
+	assert_int_equal(bw_fs_each(top, count_or_stop, &n), 0);
+	assert_int_equal(n, 1);
+	join(path, t, "b");
+	write_file(path, "2", 1);
+	join(path, t, "c");
+	write_file(path, "3", 1);
+	n = 0;
+	assert_int_equal(bw_fs_each(top, count_or_stop, &n), 7);
+	assert_int_equal(n, 2);
+	close(top);
+}
+
+static void
+pwrite_full_writes_at_the_offset(void **state)
+{
+	struct tmpdir *t = *state;
+	char path[PATH_CAP], *text = NULL;
+	size_t len;
+	int fd;
+
+	join(path, t, "w");
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(bw_fs_write_full(fd, "hello", 5), 0);
+	assert_int_equal(bw_fs_pwrite_full(fd, "J", 1, 0), 0);
+	assert_int_equal(bw_fs_pwrite_full(fd, "!!", 2, 5), 0);
+	close(fd);
+	assert_int_equal(bw_read_small_file(path, 100, &text, &len), 0);
+	assert_int_equal(len, 7);
+	assert_memory_equal(text, "Jello!!", 7);
+	free(text);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_int_equal(bw_fs_write_full(fd, "x", 1), -EBADF);
+	close(fd);
 }
 
 static void
@@ -1183,19 +1216,20 @@ main(void)
 			write_atomic_into_missing_dir_fails_and_leaves_nothing,
 			dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(
-			tmpfile_then_commit_publishes_the_file, dir_setup,
+			stage_then_commit_publishes_the_file, dir_setup,
 			dir_teardown),
 		cmocka_unit_test_setup_teardown(
 			failed_commit_removes_the_temporary_file, dir_setup,
 			dir_teardown),
-		cmocka_unit_test(tmpfile_with_too_long_path_is_too_big),
+		cmocka_unit_test(stage_with_too_long_path_is_too_big),
 		cmocka_unit_test_setup_teardown(
-			mkdirs_creates_nested_directories, dir_setup,
+			dir_at_creates_and_never_follows_a_link, dir_setup,
 			dir_teardown),
-		cmocka_unit_test_setup_teardown(mkdirs_through_a_file_fails,
-						dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(
-			clear_dir_removes_the_files_inside, dir_setup,
+			each_gives_every_entry_and_stops_when_told, dir_setup,
+			dir_teardown),
+		cmocka_unit_test_setup_teardown(
+			pwrite_full_writes_at_the_offset, dir_setup,
 			dir_teardown),
 	};
 

@@ -1,5 +1,6 @@
-/* Unit tests for the SQLite store (store.c): schema and pragmas, clients,
- * files, reopening, and databases made by the sqlite3 command-line tool.
+/* Unit tests for the SQLite backend's store (host/sqlite/): schema and
+ * pragmas, clients, files, messages, reopening, and databases made by the
+ * sqlite3 command-line tool.
  */
 #include <dirent.h>
 #include <setjmp.h>
@@ -15,7 +16,7 @@
 #include <cmocka.h>
 
 #include "bulwark/err.h"
-#include "host/store.h"
+#include "host/sqlite/sqlite_int.h"
 
 #define MAX_ROWS 8
 
@@ -46,11 +47,12 @@ setup(void **state)
 	if (f == NULL)
 		return -1;
 	snprintf(f->dir, sizeof f->dir, "/tmp/bw_store_XXXXXX");
-	if (mkdtemp(f->dir) == NULL)
-		return -1;
 	n = snprintf(f->path, sizeof f->path, "%s/defensive.db", f->dir);
-	if (n < 0 || (size_t)n >= sizeof f->path)
+	if (n < 0 || (size_t)n >= sizeof f->path || mkdtemp(f->dir) == NULL) {
+		free(f);
 		return -1;
+	}
+	n = snprintf(f->path, sizeof f->path, "%s/defensive.db", f->dir);
 	*state = f;
 	return 0;
 }
@@ -296,7 +298,8 @@ keys_names_and_last_seen_survive_reopen(void **state)
 	assert_int_equal(bw_store_client_insert(f->s, &a), 0);
 	assert_int_equal(bw_store_client_insert(f->s, &b), 0);
 	assert_int_equal(
-		bw_store_client_set_keys(f->s, a.id, pub, aes, 1700000123), 0);
+		bw_store_client_set_key(f->s, a.id, pub, aes, 0, 0, 1700000123),
+		0);
 	reopen_store(f);
 	load_clients(f->s, &seen);
 	assert_int_equal(seen.n, 2);
@@ -317,7 +320,7 @@ keys_names_and_last_seen_survive_reopen(void **state)
 }
 
 static void
-set_keys_without_pubkey_keeps_stored_pubkey(void **state)
+set_key_without_pubkey_keeps_stored_pubkey(void **state)
 {
 	struct fx *f = *state;
 	struct clients_seen seen;
@@ -332,7 +335,7 @@ set_keys_without_pubkey_keeps_stored_pubkey(void **state)
 	memset(c.aes_key, 0x01, sizeof c.aes_key);
 	assert_int_equal(bw_store_client_insert(f->s, &c), 0);
 	memset(aes2, 0x02, sizeof aes2);
-	assert_int_equal(bw_store_client_set_keys(f->s, c.id, NULL, aes2, 5),
+	assert_int_equal(bw_store_client_set_key(f->s, c.id, NULL, aes2, 0, 0, 5),
 			 0);
 	load_clients(f->s, &seen);
 	assert_int_equal(seen.n, 1);
@@ -343,7 +346,7 @@ set_keys_without_pubkey_keeps_stored_pubkey(void **state)
 }
 
 static void
-set_keys_of_unknown_client_is_not_found(void **state)
+set_key_of_unknown_client_is_not_found(void **state)
 {
 	struct fx *f = *state;
 	uint8_t id[BW_ID_LEN], aes[BW_AES_KEY_LEN];
@@ -351,7 +354,7 @@ set_keys_of_unknown_client_is_not_found(void **state)
 	open_store(f);
 	memset(id, 0x33, sizeof id);
 	memset(aes, 0x44, sizeof aes);
-	assert_int_equal(bw_store_client_set_keys(f->s, id, NULL, aes, 1),
+	assert_int_equal(bw_store_client_set_key(f->s, id, NULL, aes, 0, 0, 1),
 			 BW_ENOTFOUND);
 }
 
@@ -432,7 +435,7 @@ last_seen_is_utc_datetime_text_and_never_is_null(void **state)
 }
 
 static void
-upserted_file_loads_unverified(void **state)
+set_file_loads_back_as_given(void **state)
 {
 	struct fx *f = *state;
 	struct files_seen seen;
@@ -440,46 +443,17 @@ upserted_file_loads_unverified(void **state)
 
 	open_store(f);
 	make_file(&r, 0x11, "report.pdf", "files/1111/report.pdf");
-	r.verified = 1; /* ignored: an upsert is always unverified */
-	assert_int_equal(bw_store_file_upsert(f->s, &r), 0);
+	r.verified = 1;
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+			 0);
+	reopen_store(f);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 1);
 	assert_memory_equal(seen.rec[0].client_id, r.client_id, BW_ID_LEN);
 	assert_string_equal(seen.rec[0].file_name, "report.pdf");
 	assert_string_equal(seen.rec[0].path_name, "files/1111/report.pdf");
-	assert_false(seen.rec[0].verified);
-}
-
-static void
-set_verified_then_reupsert_resets_verified(void **state)
-{
-	struct fx *f = *state;
-	struct files_seen seen;
-	struct bw_file_rec r;
-
-	open_store(f);
-	make_file(&r, 0x11, "a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_upsert(f->s, &r), 0);
-	assert_int_equal(
-		bw_store_file_set_verified(f->s, r.client_id, "a.txt", 1), 0);
-	reopen_store(f);
-	load_files(f->s, &seen);
-	assert_int_equal(seen.n, 1);
 	assert_true(seen.rec[0].verified);
-
-	snprintf(r.path_name, sizeof r.path_name, "files/11/a2.txt");
-	assert_int_equal(bw_store_file_upsert(f->s, &r), 0);
-	load_files(f->s, &seen);
-	assert_int_equal(seen.n, 1);
-	assert_false(seen.rec[0].verified);
-	assert_string_equal(seen.rec[0].path_name, "files/11/a2.txt");
-
-	assert_int_equal(
-		bw_store_file_set_verified(f->s, r.client_id, "a.txt", 1), 0);
-	assert_int_equal(
-		bw_store_file_set_verified(f->s, r.client_id, "a.txt", 0), 0);
-	load_files(f->s, &seen);
-	assert_false(seen.rec[0].verified);
+	assert_string_equal(seen.rec[0].pending_path, "");
 }
 
 static void
@@ -491,33 +465,15 @@ same_file_name_of_two_clients_are_two_rows(void **state)
 
 	open_store(f);
 	make_file(&r, 0x11, "a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_upsert(f->s, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
 	make_file(&r, 0x22, "a.txt", "files/22/a.txt");
-	assert_int_equal(bw_store_file_upsert(f->s, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 2);
 }
 
 static void
-set_verified_of_unknown_file_is_not_found(void **state)
-{
-	struct fx *f = *state;
-	struct bw_file_rec r;
-
-	open_store(f);
-	make_file(&r, 0x11, "a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_upsert(f->s, &r), 0);
-	assert_int_equal(
-		bw_store_file_set_verified(f->s, r.client_id, "b.txt", 1),
-		BW_ENOTFOUND);
-	memset(r.client_id, 0x22, sizeof r.client_id);
-	assert_int_equal(
-		bw_store_file_set_verified(f->s, r.client_id, "a.txt", 1),
-		BW_ENOTFOUND);
-}
-
-static void
-delete_removes_file_and_unknown_is_not_found(void **state)
+set_without_a_row_removes_the_one_at_the_path(void **state)
 {
 	struct fx *f = *state;
 	struct files_seen seen;
@@ -525,19 +481,23 @@ delete_removes_file_and_unknown_is_not_found(void **state)
 
 	open_store(f);
 	make_file(&r, 0x11, "a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_upsert(f->s, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
 	make_file(&r, 0x11, "b.txt", "files/11/b.txt");
-	assert_int_equal(bw_store_file_upsert(f->s, &r), 0);
-	assert_int_equal(bw_store_file_delete(f->s, r.client_id, "a.txt"), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
+	assert_int_equal(
+		bw_store_file_set(f->s, r.client_id, "files/11/a.txt", NULL), 0);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 1);
 	assert_string_equal(seen.rec[0].file_name, "b.txt");
-	assert_int_equal(bw_store_file_delete(f->s, r.client_id, "a.txt"),
-			 BW_ENOTFOUND);
+	/* nothing at the path any more: nothing to remove, and no error */
+	assert_int_equal(
+		bw_store_file_set(f->s, r.client_id, "files/11/a.txt", NULL), 0);
+	load_files(f->s, &seen);
+	assert_int_equal(seen.n, 1);
 }
 
 static void
-upsert_drops_other_name_stored_at_same_path(void **state)
+set_drops_another_name_stored_at_the_same_path(void **state)
 {
 	struct fx *f = *state;
 	struct files_seen seen;
@@ -546,15 +506,13 @@ upsert_drops_other_name_stored_at_same_path(void **state)
 
 	open_store(f);
 	make_file(&r, 0x11, "../a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_upsert(f->s, &r), 0);
-	assert_int_equal(
-		bw_store_file_set_verified(f->s, r.client_id, "../a.txt", 1),
-		0);
+	r.verified = 1;
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
 	/* Another client's file at a path spelled the same is not touched. */
 	make_file(&r, 0x22, "a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_upsert(f->s, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
 	make_file(&r, 0x11, "a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_upsert(f->s, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 2);
 	for (i = 0; i < seen.n; i++) {
@@ -580,13 +538,13 @@ file_name_without_nul_is_too_big(void **state)
 	open_store(f);
 	make_file(&r, 0x11, "a.txt", "p");
 	memset(r.file_name, 'x', sizeof r.file_name);
-	assert_int_equal(bw_store_file_upsert(f->s, &r), BW_ETOOBIG);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), BW_ETOOBIG);
 	make_file(&r, 0x11, "a.txt", "p");
 	memset(r.path_name, 'x', sizeof r.path_name);
-	assert_int_equal(bw_store_file_upsert(f->s, &r), BW_ETOOBIG);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), BW_ETOOBIG);
 	/* Nothing half-done: the store still works. */
 	make_file(&r, 0x11, "a.txt", "p");
-	assert_int_equal(bw_store_file_upsert(f->s, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 1);
 }
@@ -623,9 +581,9 @@ file_callback_nonzero_stops_iteration_and_is_returned(void **state)
 
 	open_store(f);
 	make_file(&r, 0x11, "a", "pa");
-	assert_int_equal(bw_store_file_upsert(f->s, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
 	make_file(&r, 0x11, "b", "pb");
-	assert_int_equal(bw_store_file_upsert(f->s, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
 	memset(&seen, 0, sizeof seen);
 	seen.stop_after = 1;
 	assert_int_equal(bw_store_load_files(f->s, collect_file, &seen), 9);
@@ -721,15 +679,15 @@ messenger_style_database_gains_columns_and_keys(void **state)
 	assert_false(seen.rec[0].has_aes);
 
 	memset(aes, 0x5c, sizeof aes);
-	assert_int_equal(bw_store_client_set_keys(f->s, seen.rec[0].id, NULL,
-						  aes, 1700000000),
+	assert_int_equal(bw_store_client_set_key(f->s, seen.rec[0].id, NULL,
+						 aes, 0, 0, 1700000000),
 			 0);
 	make_client(&c, 0x22, "erin");
 	assert_int_equal(bw_store_client_insert(f->s, &c), BW_EEXIST);
 
 	make_file(&r, 0x11, "a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_upsert(f->s, &r), 0);
-	assert_int_equal(bw_store_file_upsert(f->s, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
 	reopen_store(f);
 	load_clients(f->s, &seen);
 	assert_true(seen.rec[0].has_aes);
@@ -1040,18 +998,16 @@ main(void)
 		T(duplicate_id_is_eexist),
 		T(name_without_nul_is_too_big),
 		T(keys_names_and_last_seen_survive_reopen),
-		T(set_keys_without_pubkey_keeps_stored_pubkey),
-		T(set_keys_of_unknown_client_is_not_found),
+		T(set_key_without_pubkey_keeps_stored_pubkey),
+		T(set_key_of_unknown_client_is_not_found),
 		T(touch_updates_last_seen),
 		T(touch_of_unknown_client_is_not_found),
 		T(last_seen_out_of_four_digit_years_is_rejected),
 		T(last_seen_is_utc_datetime_text_and_never_is_null),
-		T(upserted_file_loads_unverified),
-		T(set_verified_then_reupsert_resets_verified),
+		T(set_file_loads_back_as_given),
 		T(same_file_name_of_two_clients_are_two_rows),
-		T(set_verified_of_unknown_file_is_not_found),
-		T(delete_removes_file_and_unknown_is_not_found),
-		T(upsert_drops_other_name_stored_at_same_path),
+		T(set_without_a_row_removes_the_one_at_the_path),
+		T(set_drops_another_name_stored_at_the_same_path),
 		T(file_name_without_nul_is_too_big),
 		T(client_callback_nonzero_stops_iteration_and_is_returned),
 		T(file_callback_nonzero_stops_iteration_and_is_returned),

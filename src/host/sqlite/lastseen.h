@@ -2,8 +2,8 @@
  * seconds and the text and numbers found in databases. No SQLite here, so
  * the codec is unit-tested on its own.
  */
-#ifndef BULWARK_CORE_STORE_LASTSEEN_H
-#define BULWARK_CORE_STORE_LASTSEEN_H
+#ifndef BULWARK_HOST_SQLITE_LASTSEEN_H
+#define BULWARK_HOST_SQLITE_LASTSEEN_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -111,6 +111,18 @@ put_error(void *arg, const char *key, const char *label, uint64_t value)
 			       key, (unsigned long long)value);
 }
 
+/* A summary figure: a gauge of its own, its label as its help. */
+static void
+put_gauge(void *arg, const char *key, const char *label, uint64_t value)
+{
+	struct out *o = arg;
+
+	o->rc |= bw_buf_printf(o->b,
+			       "# HELP bulwark_%s %s\n# TYPE bulwark_%s gauge\n"
+			       "bulwark_%s %llu\n",
+			       key, label, key, key, (unsigned long long)value);
+}
+
 static int
 body(struct bw_metrics *m, struct bw_buf *b)
 {
@@ -125,14 +137,15 @@ body(struct bw_metrics *m, struct bw_buf *b)
 		"# TYPE bulwark_start_time_seconds gauge\n"
 		"bulwark_start_time_seconds %lld\n"
 		"# HELP bulwark_clients Registered clients.\n"
-		"# TYPE bulwark_clients gauge\nbulwark_clients %llu\n"
-		"# HELP bulwark_files Stored files.\n"
-		"# TYPE bulwark_files gauge\nbulwark_files %llu\n"
+		"# TYPE bulwark_clients gauge\nbulwark_clients %llu\n",
+		(long long)h->started_s, (unsigned long long)h->reg->clients_n);
+	if (h->summary != NULL)
+		h->summary(h->stats_arg, put_gauge, &o);
+	o.rc |= bw_buf_printf(
+		b,
 		"# HELP bulwark_scrapes_total Answers to GET /metrics.\n"
 		"# TYPE bulwark_scrapes_total counter\n"
 		"bulwark_scrapes_total %llu\n",
-		(long long)h->started_s, (unsigned long long)h->reg->clients_n,
-		(unsigned long long)h->reg->files_n,
 		(unsigned long long)++m->scrapes);
 	o.rc |= listeners(h->eng, b);
 	if (h->errors != NULL)
@@ -219,7 +232,7 @@ metrics_input(struct bw_conn *c)
 	const char *p = (const char *)bw_buf_head(&c->in);
 	size_t n = c->in.len, i, eol;
 
-	if (c->flags & BW_CONN_CLOSING && c->out.len > 0)
+	if (bw_conn_closing(c) && bw_conn_queued(c) > 0)
 		return 0; /* answered */
 	/* the head ends at an empty line; the request line is its first */
 	for (i = 0; i + 1 < n; i++) {

@@ -1,14 +1,11 @@
 /* The messenger service (requests 600-604): its routing table, the small
- * requests (600 register, 602 public key), the evidence hooks that decide
- * when delivered messages may be deleted, and the instance.
+ * requests (600 register, 602 public key), its queue table, the evidence
+ * hooks that decide when delivered messages may be deleted, and the
+ * instance.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "bulwark/crypto.h"
 #include "bulwark/err.h"
@@ -19,50 +16,68 @@
 struct bw_client *
 msg_requester(struct bw_msg *m, struct bw_frame_req *r)
 {
-	struct bw_client *cl = bw_registry_by_id(m->reg, r->hdr.client_id);
-
-	if (cl != NULL)
-		bw_registry_touch(m->reg, cl);
-	return cl;
+	return bw_registry_seen(m->reg, r->hdr.client_id);
 }
 
-void
-msg_tmp_name(struct bw_msg *m, const char *prefix, char out[MSG_TMP_CAP])
+struct mqueue *
+msg_queue(const struct bw_msg *m, const uint8_t id[BW_ID_LEN])
 {
-	uint32_t r = 0;
+	return bw_hash_get(&m->queues, id, BW_ID_LEN);
+}
 
-	if (bw_random(&r, sizeof(r)) != 0)
-		r = 0;
-	snprintf(out, MSG_TMP_CAP, "%s%llx-%08x", prefix, ULL(++m->seq),
-		 (unsigned)r);
+struct mqueue *
+msg_queue_for(struct bw_msg *m, const uint8_t id[BW_ID_LEN])
+{
+	struct mqueue *q = msg_queue(m, id);
+
+	if (q != NULL)
+		return q;
+	if ((q = calloc(1, sizeof(*q))) == NULL)
+		return NULL;
+	memcpy(q->id, id, BW_ID_LEN);
+	if (bw_hash_put(&m->queues, q->id, BW_ID_LEN, q) != 0) {
+		free(q);
+		return NULL;
+	}
+	return q;
 }
 
 /* --- 600: register -------------------------------------------------------
- * The 2100 promises the client exists: it leaves after the row is on disk.
+ * The 2100 promises the client exists: it leaves once the row is durable.
  */
 
-struct durable_reply {
+struct reg_reply {
 	struct bw_msg *m;
 	struct bw_conn *c;
-	uint8_t id[BW_ID_LEN];
 };
 
 static void
-registered_durable(void *arg, int rc)
+registered(void *arg, int rc, struct bw_client *cl)
 {
-	struct durable_reply *d = arg;
+	struct reg_reply *d = arg;
 	struct bw_conn *c = d->c;
 	int dead = bw_conn_dead(c);
+	char shown[BW_ESC_CAP], hex[2 * BW_ID_LEN + 1];
 
-	if (rc != 0)
+	if (rc != 0 && rc != BW_EEXIST)
 		d->m->err_store++;
 	if (!dead) {
 		MC(c)->st = M_IDLE;
-		if (rc == 0)
-			(void)bw_frame_reply(c, BW_MSG_RESP_REGISTERED, d->id,
+		if (rc == 0 && cl != NULL) {
+			bw_hex_encode(cl->id, BW_ID_LEN, hex);
+			bw_info("c%llu 600 register '%s' -> 2100 id %s",
+				ULL(c->id),
+				bw_escape_display(cl->name, shown,
+						  sizeof(shown)),
+				hex);
+			(void)bw_frame_reply(c, BW_MSG_RESP_REGISTERED, cl->id,
 					     BW_ID_LEN);
-		else
+		} else {
+			bw_info("c%llu 600 register -> 9000: %s", ULL(c->id),
+				rc == BW_EEXIST ? "name taken"
+						: bw_strerror(rc));
 			(void)bw_frame_error(c, "registration not durable");
+		}
 		bw_frame_done(c);
 	}
 	free(d);
@@ -75,11 +90,10 @@ static int
 on_register(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 {
 	struct bw_msg *m = r->ctx;
-	char name[BW_NAME_CAP], shown[BW_ESC_CAP], hex[2 * BW_ID_LEN + 1];
+	char name[BW_NAME_CAP], shown[BW_ESC_CAP];
 	const uint8_t *key;
 	struct bw_rsa *rsa = NULL;
-	struct bw_client *cl;
-	struct durable_reply *d;
+	struct reg_reply *d;
 	const char *why;
 	int rc;
 
@@ -96,23 +110,15 @@ on_register(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	}
 	if ((d = calloc(1, sizeof(*d))) == NULL)
 		return bw_frame_error(c, bw_strerror(BW_ENOMEM));
-	rc = bw_registry_add(m->reg, name, key, &cl);
+	d->m = m;
+	d->c = c;
+	rc = bw_registry_add(m->reg, name, key, registered, d);
 	if (rc != 0) {
 		free(d);
 		bw_info("c%llu 600 register '%s' -> 9000: %s", ULL(c->id),
 			shown,
 			rc == BW_EEXIST ? "name taken" : bw_strerror(rc));
 		return bw_frame_reply(c, BW_MSG_RESP_ERROR, NULL, 0);
-	}
-	bw_hex_encode(cl->id, BW_ID_LEN, hex);
-	bw_info("c%llu 600 register '%s' -> 2100 id %s", ULL(c->id), shown,
-		hex);
-	d->m = m;
-	d->c = c;
-	memcpy(d->id, cl->id, BW_ID_LEN);
-	if ((rc = bw_durable_after(m->durable, registered_durable, d)) != 0) {
-		free(d);
-		return bw_frame_error(c, bw_strerror(rc));
 	}
 	MC(c)->st = M_STORE;
 	bw_conn_hold(c);
@@ -175,14 +181,11 @@ static void
 msg_conn_close(struct bw_conn *c, void *ctx, void *state)
 {
 	struct msg_conn *mc = state;
-	int evidence = mc->delivered && (c->flags & BW_CONN_EOF_ACKED) &&
+	int evidence = mc->delivered && bw_conn_eof_acked(c) &&
 		       c->out_acked_total >= mc->sent_total;
 
 	msg_send_abort(c, mc);
-	msg_swallow_end(ctx, mc);
-	if (mc->file_open)
-		close(mc->file_fd);
-	mc->file_open = 0;
+	msg_pull_abort(mc);
 	msg_stream_end(ctx, mc);
 	pull_uncount(ctx, mc);
 	mc->st = M_IDLE;
@@ -213,7 +216,17 @@ msg_stats(const void *inst, bw_stat_emit emit, void *arg)
 	emit(arg, "msg_syncs_total",
 	     "fsyncs of the database journal (messages, uploads and their "
 	     "verdicts)",
-	     bw_durable_syncs(m->durable));
+	     m->meta->be->syncs(m->meta->state));
+}
+
+static void
+msg_client_queue(const void *inst, const uint8_t id[BW_ID_LEN], uint64_t *n,
+		 uint64_t *bytes)
+{
+	const struct mqueue *q = msg_queue(inst, id);
+
+	*n = q != NULL ? q->queued_n : 0;
+	*bytes = q != NULL ? q->queued_bytes : 0;
 }
 
 static void
@@ -296,29 +309,13 @@ bw_msg_cfg_defaults(struct bw_msg_cfg *cfg)
 	cfg->min_rate = 1024;
 }
 
-/* Opens dir/name as a directory, creating it (0700), never through a
- * symbolic link. */
-static int
-open_dir_at(int dir, const char *name, int *out)
-{
-	int fd;
-
-	if (mkdirat(dir, name, 0700) != 0 && errno != EEXIST)
-		return -errno;
-	fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOTDIR ? -ELOOP : -errno;
-	*out = fd;
-	return 0;
-}
-
 static void msg_close(void *inst);
 
 static int
 msg_open(const struct bw_host *h, const void *cfg, void **out)
 {
 	struct bw_msg *m;
-	int data_fd = -1, rc;
+	int rc;
 
 	*out = NULL;
 	if ((m = calloc(1, sizeof(*m))) == NULL)
@@ -326,57 +323,39 @@ msg_open(const struct bw_host *h, const void *cfg, void **out)
 	m->cfg = *(const struct bw_msg_cfg *)cfg;
 	m->eng = h->eng;
 	m->reg = h->reg;
-	m->store = h->store;
-	m->dir_fd = m->incoming_fd = -1;
-	m->batch_tail = &m->batch;
+	m->meta = h->meta;
+	m->blobs = h->blobs;
 	if ((rc = bw_slots_init(&m->slots, h->eng)) != 0) {
 		free(m);
 		return rc;
 	}
-	m->durable = h->durable;
-	data_fd = open(h->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (data_fd < 0) {
-		rc = -errno;
-		goto fail;
+	if ((rc = bw_hash_init(&m->queues)) != 0 ||
+	    (rc = msg_reconcile(m)) != 0 || (rc = msg_load_totals(m)) != 0) {
+		msg_close(m);
+		return rc;
 	}
-	if ((rc = open_dir_at(data_fd, MSG_SPILL_DIR, &m->dir_fd)) != 0 ||
-	    (rc = open_dir_at(m->dir_fd, ".incoming", &m->incoming_fd)) != 0) {
-		bw_error("refusing to start: %s/" MSG_SPILL_DIR
-			 " or its .incoming %s",
-			 h->data_dir,
-			 rc == -ELOOP ? "is a symbolic link or not a directory"
-				      : bw_strerror(rc));
-		goto fail;
-	}
-	close(data_fd);
-	data_fd = -1;
-	if ((rc = msg_reconcile(m)) != 0 || (rc = msg_load_totals(m)) != 0)
-		goto fail;
 	*out = m;
 	return 0;
-fail:
-	if (data_fd >= 0)
-		close(data_fd);
-	msg_close(m);
-	return rc;
+}
+
+static int
+free_queue(void *arg, void *val)
+{
+	(void)arg;
+	free(val);
+	return 0;
 }
 
 static void
 msg_close(void *inst)
 {
 	struct bw_msg *m = inst;
-	struct pending *p, *next;
 
 	if (m == NULL)
 		return;
-	for (p = m->batch; p != NULL; p = next) {
-		next = p->next;
-		pending_free(p);
-	}
-	if (m->incoming_fd >= 0)
-		close(m->incoming_fd);
-	if (m->dir_fd >= 0)
-		close(m->dir_fd);
+	if (m->queues.slots != NULL)
+		(void)bw_hash_each(&m->queues, free_queue, NULL);
+	bw_hash_fini(&m->queues);
 	free(m);
 }
 
@@ -395,5 +374,6 @@ const struct bw_module bw_msg_module = {
 	.reload = msg_reload,
 	.stats = msg_stats,
 	.errors = msg_errors,
+	.client_queue = msg_client_queue,
 	.proto = &bw_msg_proto,
 };

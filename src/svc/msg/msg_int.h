@@ -1,47 +1,55 @@
-/* What the messenger's files share: the instance, the per-connection state,
- * a 603 on its way to the disk, and the functions one file offers the
- * others. Internal to src/svc/msg/.
+/* What the messenger's files share: the instance, its queue table, the
+ * per-connection state, a 603 on its way to the store, and the functions
+ * one file offers the others. Internal to src/svc/msg/.
  */
 #ifndef BULWARK_SVC_MSG_INT_H
 #define BULWARK_SVC_MSG_INT_H
 
 #include <stdint.h>
 
-#include "proto/msg_wire.h"
-#include "host/durable.h"
+#include "bulwark/hash.h"
 #include "engine/engine.h"
 #include "engine/frame.h"
-#include "svc/msg/msg.h"
-#include "host/registry.h"
 #include "engine/slots.h"
+#include "host/blob.h"
+#include "host/meta.h"
+#include "host/registry.h"
+#include "proto/msg_wire.h"
+#include "svc/msg/msg.h"
 
 #define ULL(x) ((unsigned long long)(x))
 
-#define MSG_TMP_CAP   64
-#define MSG_SPILL_DIR "messages"
-/* A refused 603 body up to this size is read and discarded so the client
- * gets its 9000 in step; a larger one is answered at once and closed. */
-#define MSG_SWALLOW_MAX (1024u * 1024u)
+#define MSG_TMP_CAP 64
+#define MSG_SPACE   "messages/"
 /* Output a streamed 2101 or 2104 queues at a time (stream.c). */
 #define MSG_STREAM_CHUNK (64u * 1024u)
+/* A spilled content is written, and read back, this much at a time. */
+#define MSG_FILE_CHUNK (256u * 1024u)
+
+/* What the messenger keeps for one client: the messages waiting for it,
+ * and its pulls. */
+struct mqueue {
+	uint8_t id[BW_ID_LEN];
+	uint64_t queued_n, queued_bytes; /* rows durable in the store */
+	/* 603s to this client accepted and not yet rows: they count against
+	 * its queue's limits from the moment they start, by the bytes they
+	 * brought so far (inbound_bytes) while they arrive, whole once in
+	 * (reserved_bytes) */
+	uint64_t inbound_n, inbound_bytes, reserved_bytes;
+	/* the number of its latest pull (only that pull's evidence deletes),
+	 * and its 604s being answered */
+	uint64_t pull_gen;
+	unsigned pulls_n;
+};
 
 struct bw_msg {
 	struct bw_msg_cfg cfg;
 	struct bw_engine *eng;
 	struct bw_registry *reg;
-	struct bw_store *store;
-	struct bw_durable *durable;
-	int dir_fd, incoming_fd; /* messages/, messages/.incoming */
-	uint64_t seq;		 /* for unique file names */
-	/* 603s whose rows are written at the end of the loop's batch, in
-	 * one transaction */
-	struct pending *batch, **batch_tail;
-	int batch_scheduled;
-	/* rows committed whose fsync has not completed: a 2104 carries only
-	 * rows up to synced_upto while there are any (a message is never
-	 * delivered before its 2103 could be) */
-	uint64_t unsynced_n;
-	int64_t synced_upto;
+	struct bw_meta *meta;	/* the rows; a 2103 waits until its row is
+				 * durable, and only durable rows are read */
+	struct bw_blobs *blobs; /* large contents */
+	struct bw_hash queues;	/* id -> struct mqueue */
 	/* live figures */
 	uint64_t queued_n, queued_bytes; /* waiting in the store */
 	uint64_t stored, delivered, pulls_active;
@@ -61,28 +69,33 @@ struct bw_msg {
 
 enum mstate {
 	M_IDLE,
-	M_BODY,	   /* a 603's content arriving */
-	M_SWALLOW, /* a refused 603's content being discarded */
-	M_STORE,   /* the 603 waits for its row and the fsync */
-	M_LIST,	   /* a 2101 streaming */
-	M_PULL,	   /* a 2104 streaming */
+	M_BODY,	 /* a 603's content arriving */
+	M_STORE, /* the 603 waits for its row and the fsync */
+	M_LIST,	 /* a 2101 streaming */
+	M_PULL,	 /* a 2104 streaming */
 };
 
-/* A 603 on its way to the disk. */
+/* A 603 on its way to the store. */
 struct pending {
-	struct pending *next;
+	struct bw_meta_req req; /* its row's insert */
 	struct bw_msg *m;
 	struct bw_conn *conn; /* held until the reply; NULL when gone */
 	struct bw_msg_rec rec;
 	uint8_t *content; /* inline content (rec.content points here) */
-	char tmp[MSG_TMP_CAP];
-	int fd; /* the spilled content being written, or -1 */
-	int rc;
+	/* a spilled content: the object being written, its buffer (filled
+	 * from the input, written by a worker), and how far it got */
+	struct bw_blob_w *w;
+	uint8_t *wbuf;
+	size_t wlen;
+	uint64_t woff;
+	int writing; /* a worker job holds p */
+	int aborted; /* its connection went while the job ran */
+	int rc;	     /* what failed before the store was asked */
+	int fail;    /* what failed after */
 	/* what it counts against its recipient's queue until its row does:
 	 * the bytes received while it arrives, all of it once in */
 	int inbound;
 	uint64_t inbound_bytes;
-	int counted;	     /* its row is committed and counted as queued */
 	struct bw_slot slot; /* while its content arrives */
 };
 
@@ -92,24 +105,29 @@ struct msg_conn {
 	uint8_t who[BW_ID_LEN]; /* the requester of the request in progress */
 	/* 603 */
 	struct pending *p;
-	uint64_t left;		     /* content bytes still to come */
-	struct bw_slot swallow_slot; /* a refused content being discarded */
-	uint64_t win_start_ms, win_left;
+	uint64_t left; /* content bytes still to come */
 	/* 2101: clients after this one, entries still to write */
 	const struct bw_client *list_at;
 	uint64_t list_left;
 	/* 2104: rows (cursor, upto], payload bytes still to write */
-	uint64_t gen; /* the pull's number (bw_client.pull_gen) */
+	uint64_t gen; /* the pull's number (struct mqueue.pull_gen) */
 	int64_t cursor, upto;
 	uint64_t reply_left;
-	int file_open; /* a spilled content is being streamed from file_fd */
-	int file_fd;
+	struct pull_read *read; /* its reads (msg_pull.c) */
+	int reading;		/* one is in flight: a chunk is counted */
+	/* a spilled content being streamed: its key, the bytes still to
+	 * come, and its reader (a worker's) */
+	int file_open;
+	char file_key[BW_PATH_CAP];
 	uint64_t file_left;
+	struct bw_blob_r *file_r;
 	/* delivered, waiting for evidence it arrived: the rows up to
 	 * delivered_upto, the reply's last byte at c->out_total == sent_total
 	 */
 	int delivered;
 	int64_t delivered_upto;
+	uint64_t delivered_n, delivered_bytes; /* the reply's messages */
+	uint64_t planned_n, planned_bytes;     /* the plan's, meanwhile */
 	uint64_t sent_total;
 	/* the stream (stream.c) */
 	struct bw_conn *c;
@@ -127,14 +145,15 @@ extern const struct bw_frame_proto bw_msg_proto;
 #define MC(c) ((struct msg_conn *)bw_frame_state((c), &bw_msg_proto))
 /* The requester named in the header, touched; NULL if unknown. */
 struct bw_client *msg_requester(struct bw_msg *m, struct bw_frame_req *r);
-/* A fresh unique name for a file under messages/. */
-void msg_tmp_name(struct bw_msg *m, const char *prefix, char out[MSG_TMP_CAP]);
+/* The queue of client id (NULL if none yet, or no memory for one: then
+ * nothing is counted for it). */
+struct mqueue *msg_queue(const struct bw_msg *m, const uint8_t id[BW_ID_LEN]);
+struct mqueue *msg_queue_for(struct bw_msg *m, const uint8_t id[BW_ID_LEN]);
 
 /* send.c: 603 */
 int msg_on_send(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
 int msg_on_send_body(struct bw_conn *c, struct bw_frame_req *r);
 void msg_send_abort(struct bw_conn *c, struct msg_conn *mc);
-void msg_swallow_end(struct bw_msg *m, struct msg_conn *mc);
 void pending_free(struct pending *p);
 
 /* pull.c: 601 and 604, delivery evidence */
@@ -148,8 +167,10 @@ void msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc);
  * received if evidence says so and its pull is the client's latest. */
 void msg_settle(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc,
 		int evidence);
-/* Loads each recipient's queue totals into the registry. */
+/* Loads each recipient's queue totals. */
 int msg_load_totals(struct bw_msg *m) BW_WUR;
+/* The connection goes: a read in flight finishes without it. */
+void msg_pull_abort(struct msg_conn *mc);
 
 /* stream.c: the memory of streamed replies */
 void msg_stream_begin(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc);
@@ -165,7 +186,7 @@ void msg_stream_account(struct bw_conn *c, struct bw_msg *m,
 void msg_stream_drained(struct bw_conn *c, struct bw_msg *m,
 			struct msg_conn *mc);
 
-/* reconcile.c: makes messages/ and the rows agree at start-up. */
+/* reconcile.c: makes the contents and the rows agree at start-up. */
 int msg_reconcile(struct bw_msg *m) BW_WUR;
 
 #endif

@@ -1,23 +1,20 @@
 /* 601 and 604: replies streamed in bounded memory. A 2101 walks the
  * registry in the order clients were added; a 2104 is planned first (rows
  * up to the cap, so its size is known) and then read from the store a page
- * at a time, large contents from their files, as the socket drains. The
- * rows a 2104 carried are deleted only on evidence that they arrived.
+ * at a time, large contents from the blob store by a worker, as the socket
+ * drains: one read in flight per pull. The rows a 2104 carried are deleted
+ * only on evidence that they arrived.
  */
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "bulwark/err.h"
 #include "bulwark/log.h"
 #include "bulwark/util.h"
 #include "svc/msg/msg_int.h"
 
-#define PAGE_ROWS  64u
+#define PAGE_ROWS  256u
 #define FILE_CHUNK (64u * 1024u)
 
 /* --- 601 ----------------------------------------------------------------- */
@@ -78,27 +75,91 @@ msg_on_list(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	return 0;
 }
 
-/* --- 604: the plan ------------------------------------------------------- */
-
-void
-pull_uncount(struct bw_msg *m, struct msg_conn *mc)
-{
-	struct bw_client *cl;
-
-	if (!mc->pull_counted)
-		return;
-	mc->pull_counted = 0;
-	if ((cl = bw_registry_by_id(m->reg, mc->who)) != NULL &&
-	    cl->pulls_n > 0)
-		cl->pulls_n--;
-}
+/* --- 604: reads in flight ---------------------------------------------------
+ * A pull's reads (its plan, its pages, its contents' chunks) go one at a
+ * time through a struct pull_read that holds the connection: when the
+ * connection goes meanwhile, the read ends without it and frees itself. */
 
 struct plan {
 	uint64_t cap, total;
 	int64_t upto;
 	uint64_t rows, max_rows;
-	int64_t synced; /* rows above are not on disk yet */
 };
+
+struct pull_read {
+	struct bw_meta_req req;
+	struct bw_msg *m;
+	struct bw_conn *c;
+	struct msg_conn *mc; /* NULL once c is gone */
+	int busy;	     /* a request or a worker job is in flight */
+	struct plan pl;
+	unsigned rows; /* of the page just read */
+	int err;
+	/* a content: its key, its reader, and the chunk a worker read */
+	char key[BW_PATH_CAP];
+	struct bw_blob_r *r;
+	uint8_t *buf;
+	size_t want;
+	ssize_t got;
+};
+
+static void
+read_free(struct pull_read *pr)
+{
+	struct bw_conn *c = pr->c;
+
+	if (pr->r != NULL)
+		pr->m->blobs->be->read_close(pr->r);
+	free(pr->buf);
+	free(pr);
+	bw_conn_release(c);
+}
+
+void
+msg_pull_abort(struct msg_conn *mc)
+{
+	struct pull_read *pr = mc->read;
+
+	if (pr == NULL)
+		return;
+	mc->read = NULL;
+	mc->file_open = 0;
+	mc->reading = 0;
+	pr->mc = NULL;
+	if (!pr->busy)
+		read_free(pr);
+}
+
+/* A read is over: 1 if its pull goes on, 0 if the connection went (and
+ * the read is freed). */
+static int
+read_over(struct pull_read *pr)
+{
+	pr->busy = 0;
+	if (pr->mc != NULL)
+		pr->mc->reading = 0;
+	if (pr->mc != NULL && !bw_conn_dead(pr->c))
+		return 1;
+	if (pr->mc != NULL)
+		msg_pull_abort(pr->mc);
+	else
+		read_free(pr);
+	return 0;
+}
+
+/* --- 604: the plan ------------------------------------------------------- */
+
+void
+pull_uncount(struct bw_msg *m, struct msg_conn *mc)
+{
+	struct mqueue *q;
+
+	if (!mc->pull_counted)
+		return;
+	mc->pull_counted = 0;
+	if ((q = msg_queue(m, mc->who)) != NULL && q->pulls_n > 0)
+		q->pulls_n--;
+}
 
 /* Rows in id order until the cap; the first always fits (a message larger
  * than the cap travels alone). */
@@ -108,7 +169,7 @@ plan_row(void *arg, const struct bw_msg_rec *r)
 	struct plan *pl = arg;
 	uint64_t need = BW_MSG_RECORD_HDR + r->size;
 
-	if (r->id > pl->synced || pl->rows >= pl->max_rows)
+	if (pl->rows >= pl->max_rows)
 		return 1;
 	if (pl->rows > 0 &&
 	    (pl->total + need > pl->cap || pl->total + need > UINT32_MAX))
@@ -119,37 +180,63 @@ plan_row(void *arg, const struct bw_msg_rec *r)
 	return 0;
 }
 
-static int
-pull_start(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
+static void
+planned(struct bw_meta_req *req)
 {
-	/* the plan reads at most --pull-max-messages rows on the loop */
-	struct plan pl = {m->cfg.pull_cap,   0,	       0, 0,
-			  m->cfg.pull_max_n, INT64_MAX};
-	int rc;
+	struct pull_read *pr = req->arg;
+	struct bw_conn *c = pr->c;
+	struct bw_msg *m = pr->m;
+	struct msg_conn *mc = pr->mc;
 
-	/* rows still waiting for their fsync are left for a later pull */
-	if (m->unsynced_n > 0)
-		pl.synced = m->synced_upto;
-	rc = bw_store_msg_each(m->store, mc->who, 0, 0, 0, 0, plan_row, &pl);
-	if (rc != 0) {
+	if (!read_over(pr))
+		return;
+	if (req->rc != 0) {
 		mc->st = M_IDLE;
 		pull_uncount(m, mc);
+		msg_pull_abort(mc);
 		msg_settle(c, m, mc, 0);
-		(void)bw_frame_error(c, bw_strerror(rc));
+		(void)bw_frame_error(c, bw_strerror(req->rc));
 		bw_frame_done(c);
 		bw_frame_kick(c);
-		return 0;
+		return;
 	}
 	bw_conn_note_arrivals(c); /* for the evidence of delivery */
 	mc->cursor = 0;
-	mc->upto = pl.upto;
-	mc->reply_left = pl.total;
-	(void)bw_frame_reply_begin(c, BW_MSG_RESP_WAITING, (uint32_t)pl.total);
+	mc->upto = pr->pl.upto;
+	mc->planned_n = pr->pl.rows;
+	mc->planned_bytes = pr->pl.total - pr->pl.rows * BW_MSG_RECORD_HDR;
+	mc->reply_left = pr->pl.total;
+	(void)bw_frame_reply_begin(c, BW_MSG_RESP_WAITING,
+				   (uint32_t)pr->pl.total);
 	mc->st = M_PULL;
 	msg_stream_begin(c, m, mc);
 	bw_debug("c%llu 604: %llu messages, %llu bytes", ULL(c->id),
-		 ULL(pl.rows), ULL(pl.total));
+		 ULL(pr->pl.rows), ULL(pr->pl.total));
 	msg_stream_more(c, m, mc);
+}
+
+/* The rows this pull carries: every durable one of the client's, in id
+ * order, up to --pull-max-bytes and --pull-max-messages. */
+static int
+pull_start(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
+{
+	struct pull_read *pr = calloc(1, sizeof(*pr));
+
+	if (pr == NULL)
+		return BW_ENOMEM;
+	pr->m = m;
+	pr->c = c;
+	pr->mc = mc;
+	pr->pl.cap = m->cfg.pull_cap;
+	pr->pl.max_rows = m->cfg.pull_max_n;
+	bw_conn_hold(c);
+	mc->read = pr;
+	pr->busy = 1;
+	bw_meta_req_init(&pr->req, BW_META_MSG_READ, 0, planned, pr);
+	memcpy(pr->req.u.read.to, mc->who, BW_ID_LEN);
+	pr->req.u.read.row = plan_row;
+	pr->req.u.read.row_arg = &pr->pl;
+	bw_meta_submit(m->meta, &pr->req);
 	return 0;
 }
 
@@ -159,123 +246,180 @@ msg_on_pull(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	struct bw_msg *m = r->ctx;
 	struct msg_conn *mc = r->state;
 	struct bw_client *me;
+	struct mqueue *q;
+	int rc;
 
 	(void)p;
 	if ((me = msg_requester(m, r)) == NULL)
 		return bw_frame_error(c, "unknown client id");
+	if ((q = msg_queue_for(m, me->id)) == NULL)
+		return bw_frame_error(c, bw_strerror(BW_ENOMEM));
 	/* one client's pulls on many connections cannot take the loop */
-	if (me->pulls_n >= m->cfg.max_pulls)
+	if (q->pulls_n >= m->cfg.max_pulls)
 		return bw_frame_error(c, "too many pulls of this client at "
 					 "once (--max-pulls-per-client)");
 	memcpy(mc->who, me->id, BW_ID_LEN);
-	me->pulls_n++;
+	if ((rc = pull_start(c, m, mc)) != 0)
+		return bw_frame_error(c, bw_strerror(rc));
+	q->pulls_n++;
 	mc->pull_counted = 1;
 	/* this pull is the client's latest: an earlier one, on another
 	 * connection, no longer deletes what it delivered (its rows are in
 	 * this reply too) */
-	mc->gen = ++me->pull_gen;
+	mc->gen = ++q->pull_gen;
+	mc->st = M_PULL;
 	bw_frame_wait(c);
-	return pull_start(c, m, mc);
+	return 0;
 }
 
 /* --- 604: streaming ------------------------------------------------------ */
 
-struct page {
-	struct bw_conn *c;
-	struct bw_msg *m;
-	struct msg_conn *mc;
-	unsigned rows;
-	int err;
-};
-
 static int
 page_row(void *arg, const struct bw_msg_rec *r)
 {
-	struct page *pg = arg;
-	struct msg_conn *mc = pg->mc;
+	struct pull_read *pr = arg;
+	struct msg_conn *mc = pr->mc;
 	struct bw_msg_record h;
 	uint8_t hdr[BW_MSG_RECORD_HDR];
-	const char *name;
 
-	pg->rows++;
+	if (mc == NULL || bw_conn_dead(pr->c)) {
+		pr->err = BW_ECLOSED;
+		return 1;
+	}
+	pr->rows++;
 	memcpy(h.from, r->from, BW_ID_LEN);
 	h.id = (uint32_t)r->id;
 	h.type = (uint8_t)r->type;
 	h.size = (uint32_t)r->size;
 	bw_msg_record_encode(&h, hdr);
-	if (bw_frame_reply_add(pg->c, hdr, sizeof(hdr)) != 0) {
-		pg->err = BW_ECLOSED;
+	if (bw_frame_reply_add(pr->c, hdr, sizeof(hdr)) != 0) {
+		pr->err = BW_ECLOSED;
 		return 1;
 	}
 	mc->cursor = r->id;
 	mc->reply_left -= sizeof(hdr) + r->size;
 	if (r->path[0] != '\0') {
-		name = r->path + sizeof(MSG_SPILL_DIR);
-		mc->file_fd = openat(pg->m->dir_fd, name,
-				     O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-		if (mc->file_fd >= 0) {
-			mc->file_open = 1;
-		} else {
-			bw_error("messenger: message %lld: cannot open its "
-				 "content %s: %s",
-				 (long long)r->id, r->path, strerror(errno));
-			pg->err = -errno;
-		}
+		snprintf(mc->file_key, sizeof(mc->file_key), "%s", r->path);
+		mc->file_open = 1;
 		mc->file_left = r->size;
-		return 1; /* the file streams before the next row */
+		return 1; /* the content streams before the next row */
 	}
 	if (r->size > 0 &&
-	    bw_frame_reply_add(pg->c, r->content, (size_t)r->size) != 0) {
-		pg->err = BW_ECLOSED;
+	    bw_frame_reply_add(pr->c, r->content, (size_t)r->size) != 0) {
+		pr->err = BW_ECLOSED;
 		return 1;
 	}
-	return bw_conn_queued(pg->c) >= MSG_STREAM_CHUNK;
+	return bw_conn_queued(pr->c) >= MSG_STREAM_CHUNK;
 }
 
-static int
-file_more(struct bw_conn *c, struct msg_conn *mc)
+static void
+page_read(struct bw_meta_req *req)
 {
-	uint8_t buf[FILE_CHUNK];
-	size_t want = mc->file_left < sizeof(buf) ? (size_t)mc->file_left
-						  : sizeof(buf);
-	ssize_t n = read(mc->file_fd, buf, want);
+	struct pull_read *pr = req->arg;
+	int rc = req->rc;
 
-	if (n <= 0)
-		return n < 0 ? -errno : BW_ESIZE; /* shorter than its row */
-	if (bw_frame_reply_add(c, buf, (size_t)n) != 0)
-		return BW_ECLOSED;
-	mc->file_left -= (uint64_t)n;
-	if (mc->file_left == 0) {
-		close(mc->file_fd);
+	if (!read_over(pr))
+		return;
+	if (rc == 0 && pr->err != 0)
+		rc = pr->err;
+	if (rc == 0 && pr->rows == 0)
+		rc = BW_ESIZE; /* rows gone from under the plan */
+	pr->err = rc;
+	msg_stream_more(pr->c, pr->m, pr->mc);
+}
+
+static void
+chunk_work(void *arg)
+{
+	struct pull_read *pr = arg;
+	const struct bw_blobs *b = pr->m->blobs;
+	int rc;
+
+	if (pr->r == NULL &&
+	    (rc = b->be->read_open(b->state, pr->key, &pr->r)) != 0) {
+		pr->got = rc;
+		return;
+	}
+	pr->got = b->be->read(pr->r, pr->buf, pr->want);
+}
+
+static void
+chunk_read(void *arg)
+{
+	struct pull_read *pr = arg;
+	struct msg_conn *mc = pr->mc;
+
+	if (!read_over(pr))
+		return;
+	if (pr->got <= 0) {
+		if (pr->got < 0)
+			bw_error("messenger: cannot read the content %s: %s",
+				 mc->file_key, bw_strerror((int)pr->got));
+		pr->err = pr->got < 0 ? (int)pr->got
+				      : BW_ESIZE; /* shorter than its row */
+	} else if (bw_frame_reply_add(pr->c, pr->buf, (size_t)pr->got) != 0) {
+		pr->err = BW_ECLOSED;
+	} else {
+		mc->file_left -= (uint64_t)pr->got;
+	}
+	if (pr->err != 0 || mc->file_left == 0) {
+		if (pr->r != NULL)
+			pr->m->blobs->be->read_close(pr->r);
+		pr->r = NULL;
 		mc->file_open = 0;
 	}
+	msg_stream_more(pr->c, pr->m, mc);
+}
+
+/* The next read of the pull: a chunk of the content being streamed, or the
+ * next page of rows. */
+static int
+read_next(struct bw_msg *m, struct msg_conn *mc, struct pull_read *pr)
+{
+	int rc;
+
+	pr->rows = 0;
+	if (mc->file_open) {
+		if (pr->buf == NULL && (pr->buf = malloc(FILE_CHUNK)) == NULL)
+			return BW_ENOMEM;
+		pr->want = mc->file_left < FILE_CHUNK ? (size_t)mc->file_left
+						      : FILE_CHUNK;
+		memcpy(pr->key, mc->file_key, sizeof(pr->key));
+		if ((rc = bw_loop_submit(m->eng->loop, chunk_work, chunk_read,
+					 pr)) != 0)
+			return rc;
+		pr->busy = mc->reading = 1;
+		return 0;
+	}
+	bw_meta_req_init(&pr->req, BW_META_MSG_READ, 0, page_read, pr);
+	memcpy(pr->req.u.read.to, mc->who, BW_ID_LEN);
+	pr->req.u.read.after = mc->cursor;
+	pr->req.u.read.upto = mc->upto;
+	pr->req.u.read.limit = PAGE_ROWS;
+	pr->req.u.read.content = 1;
+	pr->req.u.read.row = page_row;
+	pr->req.u.read.row_arg = pr;
+	pr->busy = mc->reading = 1;
+	bw_meta_submit(m->meta, &pr->req);
 	return 0;
 }
 
 void
 msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 {
-	struct page pg = {c, m, mc, 0, 0};
+	struct pull_read *pr = mc->read;
 	int rc = 0;
 
 	if (mc->st == M_LIST) {
 		list_more(c, m, mc);
 		return;
 	}
-	while (rc == 0 && (mc->reply_left > 0 || mc->file_open) &&
-	       msg_stream_room(c, m, mc)) {
-		if (mc->file_open) {
-			rc = file_more(c, mc);
-			continue;
-		}
-		pg.rows = 0;
-		rc = bw_store_msg_each(m->store, mc->who, mc->cursor, mc->upto,
-				       PAGE_ROWS, 1, page_row, &pg);
-		if (rc == 0 && pg.err != 0)
-			rc = pg.err;
-		if (rc == 0 && pg.rows == 0)
-			rc = BW_ESIZE; /* rows gone from under the plan */
-	}
+	if (pr == NULL || pr->busy)
+		return; /* the read in flight brings us back */
+	rc = pr->err;
+	if (rc == 0 && (mc->reply_left > 0 || mc->file_open) &&
+	    msg_stream_room(c, m, mc))
+		rc = read_next(m, mc, pr);
 	msg_stream_account(c, m, mc);
 	if (rc != 0) {
 		bw_error("c%llu 2104 cut short: %s", ULL(c->id),
@@ -285,16 +429,19 @@ msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 		bw_conn_close_later(c, NULL);
 		return;
 	}
-	if (mc->reply_left > 0 || mc->file_open)
-		return; /* on_drained, or room, brings us back */
+	if (pr->busy || mc->reply_left > 0 || mc->file_open)
+		return; /* the read, on_drained, or room brings us back */
 	(void)bw_frame_reply_end(c);
 	mc->st = M_IDLE;
+	msg_pull_abort(mc);
 	msg_stream_end(m, mc);
 	pull_uncount(m, mc);
 	/* a client that closed its side before the reply was complete has
 	 * shown nothing: it may never read what it half-closed on */
 	mc->delivered = mc->upto > 0 && !bw_conn_peer_shut(c);
 	mc->delivered_upto = mc->upto;
+	mc->delivered_n = mc->planned_n;
+	mc->delivered_bytes = mc->planned_bytes;
 	mc->sent_total = c->out_total;
 	bw_frame_done(c);
 	bw_frame_kick(c);
@@ -303,103 +450,137 @@ msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 /* --- evidence ------------------------------------------------------------
  */
 
-/* Delivered contents' files, removed on a worker: unlinking a large file
- * frees its blocks, which can take a while (and stall every connection if
- * done on the loop thread). */
-struct gone {
-	int dir_fd;
-	size_t n, cap;
-	char (*names)[BW_PATH_CAP];
+/* A deletion of delivered rows, and their contents' keys: removed by a
+ * worker once the deletion is committed (removing a large file frees its
+ * blocks, which can take a while). The queue counts them gone from the
+ * moment the evidence arrives, as the request that brought it is answered
+ * (a 603 right after the request that deleted a full queue finds room),
+ * and takes them back if the deletion fails. */
+struct settle {
+	struct bw_meta_req req;
+	struct bw_msg *m;
+	uint64_t conn_id;
+	uint64_t n, bytes; /* counted gone at once */
+	size_t keys_n, cap;
+	char (*keys)[BW_PATH_CAP];
 };
 
 static int
-gone_add(void *arg, const char *path)
+settle_key(void *arg, const char *key)
 {
-	struct gone *g = arg;
+	struct settle *s = arg;
 	char(*grown)[BW_PATH_CAP];
 	size_t cap;
 
-	if (g->n == g->cap) {
-		cap = g->cap ? g->cap * 2 : 8;
-		if ((grown = realloc(g->names, cap * sizeof(*g->names))) ==
-		    NULL)
+	if (s->keys_n == s->cap) {
+		cap = s->cap ? s->cap * 2 : 8;
+		if ((grown = realloc(s->keys, cap * sizeof(*s->keys))) == NULL)
 			return BW_ENOMEM; /* the delete rolls back */
-		g->names = grown;
-		g->cap = cap;
+		s->keys = grown;
+		s->cap = cap;
 	}
-	snprintf(g->names[g->n++], BW_PATH_CAP, "%s",
-		 path + sizeof(MSG_SPILL_DIR));
+	snprintf(s->keys[s->keys_n++], BW_PATH_CAP, "%s", key);
 	return 0;
 }
 
 static void
-gone_work(void *arg)
+settle_work(void *arg)
 {
-	struct gone *g = arg;
+	struct settle *s = arg;
+	const struct bw_blobs *b = s->m->blobs;
 	size_t i;
 
-	for (i = 0; i < g->n; i++)
-		(void)unlinkat(g->dir_fd, g->names[i], 0);
+	for (i = 0; i < s->keys_n; i++)
+		(void)b->be->remove(b->state, s->keys[i]);
 }
 
 static void
-gone_free(void *arg)
+settle_free(void *arg)
 {
-	struct gone *g = arg;
+	struct settle *s = arg;
 
-	free(g->names);
-	free(g);
+	free(s->keys);
+	free(s);
 }
 
-/* The rows are deleted (committed 0): their files go; else they stay. */
+/* The queue of to counts n messages and bytes fewer (or more, back). */
 static void
-gone_submit(struct bw_msg *m, struct gone *g, int committed)
+count_gone(struct bw_msg *m, const uint8_t to[BW_ID_LEN], uint64_t n,
+	   uint64_t bytes, int back)
 {
-	if (committed != 0 || g->n == 0) {
-		gone_free(g);
+	struct mqueue *q = msg_queue(m, to);
+
+	if (back) {
+		if (q != NULL) {
+			q->queued_n += n;
+			q->queued_bytes += bytes;
+		}
+		m->queued_n += n;
+		m->queued_bytes += bytes;
 		return;
 	}
-	if (bw_loop_submit(m->eng->loop, gone_work, gone_free, g) == 0)
+	if (q != NULL) {
+		q->queued_n -= n < q->queued_n ? n : q->queued_n;
+		q->queued_bytes -=
+			bytes < q->queued_bytes ? bytes : q->queued_bytes;
+	}
+	m->queued_n -= n < m->queued_n ? n : m->queued_n;
+	m->queued_bytes -= bytes < m->queued_bytes ? bytes : m->queued_bytes;
+}
+
+static void
+settled(struct bw_meta_req *req)
+{
+	struct settle *s = req->arg;
+	struct bw_msg *m = s->m;
+	uint64_t n = req->u.del.n, bytes = req->u.del.bytes;
+
+	if (req->rc != 0) {
+		/* not deleted now: delivered again, at least once */
+		bw_error("c%llu messages delivered but not deleted: %s",
+			 ULL(s->conn_id), bw_strerror(req->rc));
+		count_gone(m, req->u.del.to, s->n, s->bytes, 1);
+		settle_free(s);
 		return;
-	gone_work(g);
-	gone_free(g);
+	}
+	/* what went, against what was counted gone at once */
+	if (n != s->n || bytes != s->bytes) {
+		count_gone(m, req->u.del.to, s->n, s->bytes, 1);
+		count_gone(m, req->u.del.to, n, bytes, 0);
+	}
+	m->delivered += n;
+	if (s->keys_n > 0 &&
+	    bw_loop_submit(m->eng->loop, settle_work, settle_free, s) == 0)
+		return;
+	settle_work(s);
+	settle_free(s);
 }
 
 void
 msg_settle(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc,
 	   int evidence)
 {
-	struct bw_client *cl = bw_registry_by_id(m->reg, mc->who);
-	struct gone *g;
-	uint64_t n = 0, bytes = 0;
-	int rc;
+	struct mqueue *q = msg_queue(m, mc->who);
+	struct settle *s;
 
-	if (mc->delivered && evidence && cl != NULL &&
-	    mc->gen == cl->pull_gen) {
-		if ((g = calloc(1, sizeof(*g))) == NULL) {
-			/* not deleted now: delivered again, at least once */
+	if (mc->delivered && evidence && q != NULL && mc->gen == q->pull_gen) {
+		if ((s = calloc(1, sizeof(*s))) == NULL) {
 			bw_error("c%llu messages delivered but not deleted: %s",
 				 ULL(c->id), bw_strerror(BW_ENOMEM));
 			mc->delivered = 0;
 			return;
 		}
-		g->dir_fd = m->dir_fd;
-		rc = bw_store_msg_delete(m->store, mc->who, mc->delivered_upto,
-					 gone_add, g, &n, &bytes);
-		gone_submit(m, g, rc);
-		if (rc != 0)
-			bw_error("c%llu messages delivered but not deleted: %s",
-				 ULL(c->id), bw_strerror(rc));
-		if (cl != NULL) {
-			cl->queued_n -= n < cl->queued_n ? n : cl->queued_n;
-			cl->queued_bytes -= bytes < cl->queued_bytes
-						    ? bytes
-						    : cl->queued_bytes;
-		}
-		m->queued_n -= n < m->queued_n ? n : m->queued_n;
-		m->queued_bytes -=
-			bytes < m->queued_bytes ? bytes : m->queued_bytes;
-		m->delivered += n;
+		s->m = m;
+		s->conn_id = c->id;
+		s->n = mc->delivered_n;
+		s->bytes = mc->delivered_bytes;
+		count_gone(m, mc->who, s->n, s->bytes, 0);
+		bw_meta_req_init(&s->req, BW_META_MSG_DELETE, 0, settled, s);
+		memcpy(s->req.u.del.to, mc->who, BW_ID_LEN);
+		s->req.u.del.upto = mc->delivered_upto;
+		s->req.u.del.path = settle_key;
+		s->req.u.del.path_arg = s;
+		bw_meta_submit(m->meta, &s->req);
 	}
 	mc->delivered = 0;
 }
@@ -411,11 +592,12 @@ static int
 add_totals(void *arg, const uint8_t to[BW_ID_LEN], uint64_t n, uint64_t bytes)
 {
 	struct bw_msg *m = arg;
-	struct bw_client *cl = bw_registry_by_id(m->reg, to);
+	struct mqueue *q;
 
-	if (cl != NULL) {
-		cl->queued_n = n;
-		cl->queued_bytes = bytes;
+	if (bw_registry_by_id(m->reg, to) != NULL &&
+	    (q = msg_queue_for(m, to)) != NULL) {
+		q->queued_n = n;
+		q->queued_bytes = bytes;
 	}
 	m->queued_n += n;
 	m->queued_bytes += bytes;
@@ -425,5 +607,5 @@ add_totals(void *arg, const uint8_t to[BW_ID_LEN], uint64_t n, uint64_t bytes)
 int
 msg_load_totals(struct bw_msg *m)
 {
-	return bw_store_msg_totals(m->store, add_totals, m);
+	return m->meta->be->msg_totals(m->meta->state, add_totals, m);
 }

@@ -1,15 +1,12 @@
-/* The messenger's start-up: messages/.incoming is emptied (contents whose
- * 603 never got its row), a row whose content file is gone is dropped, and
- * a file in messages/ that no row names is removed. Each change is logged
- * with "reconcile:".
+/* The messenger's start-up: the blob store's scratch under messages/ is
+ * swept (contents whose 603 never got its row), a row whose content is
+ * gone is dropped, and a content under messages/ that no row names is
+ * removed. Each change is logged with "reconcile:". Nothing serves yet:
+ * rows and contents are changed synchronously.
  */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "bulwark/hash.h"
 #include "bulwark/log.h"
@@ -23,7 +20,7 @@ struct name {
 
 struct scan {
 	struct bw_msg *m;
-	struct bw_hash named; /* file names rows refer to */
+	struct bw_hash named; /* content keys rows refer to */
 	int64_t missing[DROP_BATCH];
 	unsigned missing_n;
 	int full; /* more missing than one batch holds */
@@ -31,16 +28,15 @@ struct scan {
 };
 
 static int
-note_row(void *arg, int64_t id, const char *path)
+note_row(void *arg, int64_t id, const char *key)
 {
 	struct scan *sc = arg;
-	const char *name = path + sizeof(MSG_SPILL_DIR);
+	const struct bw_blobs *b = sc->m->blobs;
 	struct name *n;
-	struct stat st;
+	uint64_t size;
 
-	if (strncmp(path, MSG_SPILL_DIR "/", sizeof(MSG_SPILL_DIR)) != 0 ||
-	    fstatat(sc->m->dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-	    !S_ISREG(st.st_mode)) {
+	if (strncmp(key, MSG_SPACE, strlen(MSG_SPACE)) != 0 ||
+	    b->be->size(b->state, key, &size) != 0) {
 		if (sc->missing_n == DROP_BATCH) {
 			sc->full = 1;
 			return 1;
@@ -52,7 +48,7 @@ note_row(void *arg, int64_t id, const char *path)
 		sc->rc = BW_ENOMEM;
 		return 1;
 	}
-	memcpy(n->s, name, strlen(name) + 1);
+	memcpy(n->s, key, strlen(key) + 1);
 	if (bw_hash_put(&sc->named, n->s, strlen(n->s), n) != 0)
 		free(n); /* named twice: once is enough */
 	return 0;
@@ -66,28 +62,31 @@ free_name(void *arg, void *val)
 	return 0;
 }
 
-/* Drops rows whose file is gone, a batch at a time (rows are not changed
- * under a running SELECT). */
+/* Drops rows whose content is gone, a batch at a time (rows are not
+ * changed under a running read). */
 static int
 drop_missing(struct scan *sc)
 {
+	struct bw_meta *meta = sc->m->meta;
+	struct bw_meta_req r;
 	unsigned i, dropped = 0;
 	int rc;
 
 	do {
 		sc->missing_n = 0;
 		sc->full = 0;
-		bw_hash_each(&sc->named, free_name, NULL);
+		(void)bw_hash_each(&sc->named, free_name, NULL);
 		bw_hash_fini(&sc->named);
 		if ((rc = bw_hash_init(&sc->named)) != 0)
 			return rc;
-		if ((rc = bw_store_msg_files(sc->m->store, note_row, sc)) != 0)
+		if ((rc = meta->be->msg_blobs(meta->state, note_row, sc)) != 0)
 			return rc;
 		if (sc->rc != 0)
 			return sc->rc;
 		for (i = 0; i < sc->missing_n; i++) {
-			if ((rc = bw_store_msg_drop(sc->m->store,
-						    sc->missing[i])) != 0)
+			bw_meta_req_init(&r, BW_META_MSG_DROP, 0, NULL, NULL);
+			r.u.drop = sc->missing[i];
+			if ((rc = bw_meta_run(meta, &r)) != 0)
 				return rc;
 			dropped++;
 		}
@@ -99,66 +98,47 @@ drop_missing(struct scan *sc)
 	return 0;
 }
 
-/* Calls fn(dir, name) for each entry of dir but . and .. */
 static int
-each_entry(int dir, struct scan *sc,
-	   int (*fn)(int, const char *, struct scan *))
+clear_unnamed(void *arg, const char *key, uint64_t size)
 {
-	DIR *d;
-	struct dirent *e;
-	int fd = dup(dir), rc = 0;
+	struct scan *sc = arg;
+	const struct bw_blobs *b = sc->m->blobs;
+	const char *base = strrchr(key, '/');
 
-	if (fd < 0 || (d = fdopendir(fd)) == NULL) {
-		rc = -errno;
-		if (fd >= 0)
-			close(fd);
-		return rc;
-	}
-	rewinddir(d);
-	while (rc == 0 && (e = readdir(d)) != NULL) {
-		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-			rc = fn(dir, e->d_name, sc);
-	}
-	closedir(d);
-	return rc;
-}
-
-static int
-clear_incoming(int dir, const char *name, struct scan *sc)
-{
-	(void)sc;
-	if (unlinkat(dir, name, 0) == 0)
-		bw_info("reconcile: removed an incomplete message content %s",
-			name);
-	return 0;
-}
-
-static int
-clear_unnamed(int dir, const char *name, struct scan *sc)
-{
-	if (name[0] == '.' || bw_hash_get(&sc->named, name, strlen(name)))
+	(void)size;
+	base = base != NULL ? base + 1 : key;
+	if (base[0] == '.' || bw_hash_get(&sc->named, key, strlen(key)))
 		return 0;
-	if (unlinkat(dir, name, 0) == 0)
-		bw_info("reconcile: removed " MSG_SPILL_DIR "/%s, which no "
-			"message names",
-			name);
+	if (b->be->remove(b->state, key) == 0)
+		bw_info("reconcile: removed %s, which no message names", key);
 	return 0;
 }
 
 int
 msg_reconcile(struct bw_msg *m)
 {
+	const struct bw_blobs *b = m->blobs;
 	struct scan *sc = calloc(1, sizeof(*sc));
+	unsigned n = 0;
 	int rc;
 
 	if (sc == NULL)
 		return BW_ENOMEM;
 	sc->m = m;
+	if ((rc = b->be->sweep(b->state, MSG_SPACE, &n)) != 0) {
+		bw_error("refusing to start: messages/ or its .incoming %s",
+			 rc == -ELOOP ? "is a symbolic link or not a directory"
+				      : bw_strerror(rc));
+		free(sc);
+		return rc;
+	}
+	if (n > 0)
+		bw_info("reconcile: removed %u incomplete message content(s)",
+			n);
 	if ((rc = bw_hash_init(&sc->named)) == 0 &&
-	    (rc = each_entry(m->incoming_fd, sc, clear_incoming)) == 0 &&
 	    (rc = drop_missing(sc)) == 0)
-		rc = each_entry(m->dir_fd, sc, clear_unnamed);
-	bw_hash_each(&sc->named, free_name, NULL);
+		rc = b->be->list(b->state, MSG_SPACE, clear_unnamed, sc);
+	(void)bw_hash_each(&sc->named, free_name, NULL);
 	bw_hash_fini(&sc->named);
 	free(sc);
 	if (rc != 0)

@@ -15,12 +15,16 @@
 
 static void stream_wake(void *arg);
 
-/* mc's share of the budget is what c holds queued now. */
+/* mc's share of the budget is what c holds queued now, and a chunk for a
+ * read in flight (its rows or content arrive later: waking more streams
+ * than the budget holds would let them all queue at once). */
 void
 msg_stream_account(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 {
 	size_t q = bw_conn_dead(c) ? 0 : bw_conn_queued(c);
 
+	if (mc->reading)
+		q += MSG_STREAM_CHUNK;
 	m->reply_held = m->reply_held - mc->held + q;
 	mc->held = q;
 }
@@ -126,15 +130,20 @@ msg_stream_drained(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 		bw_loop_call(m->eng->loop, &m->wake_call, stream_wake, m);
 }
 
-/* Room came back: the waiting streams go on, as long as it lasts. */
+/* Room came back: the waiting streams go on, as long as it lasts. The
+ * first always looks again: if there is still no room, it closes the next
+ * stalled reader (whose close wakes it again), so a waiter is never left
+ * behind readers that will never make room. */
 static void
 stream_wake(void *arg)
 {
 	struct bw_msg *m = arg;
 	struct msg_conn *mc;
+	int first = 1;
 
 	while ((mc = m->waiters) != NULL &&
-	       m->reply_held < m->cfg.reply_memory) {
+	       (first || m->reply_held < m->cfg.reply_memory)) {
+		first = 0;
 		m->waiters = mc->wnext;
 		mc->waiting = 0;
 		mc->wnext = NULL;

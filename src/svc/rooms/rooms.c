@@ -202,8 +202,7 @@ take_lines(struct rconn *rc, int flush)
 	size_t n;
 	long took;
 
-	while (reading(rc) &&
-	       (c == NULL || !(c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)))) {
+	while (reading(rc) && (c == NULL || !bw_conn_broken(c))) {
 		took = bw_line_next(bw_buf_head(in), in->len, rs->cfg.line_max,
 				    flush || c == NULL, &line, &n);
 		if (took == 0)
@@ -275,7 +274,7 @@ rc_resume(struct rconn *rc)
 	if (!reading(rc) || bw_conn_dead(c))
 		return;
 	bw_conn_pause(c, 0);
-	take_lines(rc, (c->flags & BW_CONN_EOF) != 0);
+	take_lines(rc, bw_conn_eof(c));
 }
 
 /* The member's connection is going with lines it sent still held back by
@@ -343,10 +342,10 @@ rooms_input(struct bw_conn *c)
 
 	if (rc == NULL)
 		return 0; /* its member is a ghost now */
-	take_lines(rc, (c->flags & BW_CONN_EOF) != 0);
+	take_lines(rc, bw_conn_eof(c));
 	/* the member has closed its side with lines still held back: they
 	 * are said at its rate by a ghost; the connection winds down now */
-	if ((c->flags & BW_CONN_EOF) && !bw_conn_dead(c) && rc->st == R_ROOM &&
+	if (bw_conn_eof(c) && !bw_conn_dead(c) && rc->st == R_ROOM &&
 	    rc->room != NULL && c->in.len > 0 && !rc->overflow &&
 	    !bw_conn_overflowed(c) && ghost_start(rc) == 0)
 		bw_conn_finish(c);

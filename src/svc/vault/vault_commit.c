@@ -1,21 +1,23 @@
 /* Putting uploads in place without ever losing a stored file. A commit runs
  * under its stored path's lock, and every step can be undone until the
- * database says it happened:
+ * store says it happened:
  *  - no verified file at the path: the row is written first (unverified),
- *    then the upload is fsync'd and renamed over the file; if the rename
- *    fails the row is put back as it was;
- *  - a verified file at the path: the upload is kept aside in files/.pending
- *    and named in the row; the file is replaced only by the 1029 that
- *    confirms it (rename, then row; a failed row undoes the rename), and a
- *    1030/1031 throws it away.
- * reconcile.c finishes or undoes, at start-up, what a crash interrupted.
+ *    then the upload is put over the stored object (the old one kept aside
+ *    until the end); if that fails, the old object and the row are put
+ *    back as they were;
+ *  - a verified file at the path: the upload is put aside under
+ *    files/.pending/ and named in the row; the file is replaced only by the
+ *    1029 that confirms it (move, then row; a failed row undoes the move),
+ *    and a 1030/1031 throws it away.
+ * Rows go through the metadata store's requests, objects through the blob
+ * store on the workers. reconcile.c finishes or undoes, at start-up, what a
+ * crash interrupted.
  */
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "bulwark/err.h"
 #include "bulwark/log.h"
@@ -28,9 +30,9 @@ struct vlock {
 	unsigned waiting_n;
 };
 
-struct unlink_job {
-	int dfd;
-	char name[TMP_NAME_CAP];
+struct remove_job {
+	struct bw_vault *v;
+	char key[BW_BLOB_KEY_CAP];
 };
 
 /* --- locks --------------------------------------------------------------
@@ -97,70 +99,71 @@ vault_unlock(struct bw_vault *v, const char *path)
 	v->handing_off = 0;
 }
 
-/* --- small file steps --------------------------------------------------- */
+/* --- small object steps ---------------------------------------------------
+ */
 
 static void
-unlink_work(void *arg)
+remove_work(void *arg)
 {
-	struct unlink_job *j = arg;
+	struct remove_job *j = arg;
+	const struct bw_blobs *b = j->v->blobs;
 
-	(void)unlinkat(j->dfd, j->name, 0);
+	(void)b->be->remove(b->state, j->key);
 }
 
-/* Removes dfd/name on a worker (freeing a big file's blocks takes time),
- * or here if that cannot be arranged. */
 void
-vault_unlink_later(struct bw_vault *v, int dfd, const char *name)
+vault_remove_later(struct bw_vault *v, const char *key)
 {
-	struct unlink_job *j;
+	struct remove_job *j;
 
-	if (name[0] == '\0')
+	if (key[0] == '\0')
 		return;
 	if ((j = calloc(1, sizeof(*j))) != NULL) {
-		j->dfd = dfd;
-		snprintf(j->name, sizeof(j->name), "%s", name);
-		if (bw_loop_submit(v->eng->loop, unlink_work, free, j) == 0)
+		j->v = v;
+		snprintf(j->key, sizeof(j->key), "%s", key);
+		if (bw_loop_submit(v->eng->loop, remove_work, free, j) == 0)
 			return;
 		free(j);
 	}
-	(void)unlinkat(dfd, name, 0);
+	(void)v->blobs->be->remove(v->blobs->state, key);
 }
 
-static int
-fsync_close(int fd)
+int
+vault_keep_backup(struct bw_vault *v, const char *key, char *backup)
 {
-	int rc = fsync(fd) != 0 ? -errno : 0;
+	const struct bw_blobs *b = v->blobs;
+	int rc;
 
-	if (close(fd) != 0 && rc == 0)
-		rc = -errno;
+	bw_blob_scratch_key(FILES_SPACE, ".old-", backup);
+	if ((rc = b->be->copy(b->state, key, backup)) == BW_ENOTFOUND) {
+		backup[0] = '\0';
+		return 0;
+	}
+	if (rc != 0)
+		backup[0] = '\0';
 	return rc;
 }
 
-/* Keeps the file being replaced alive under a second name: the rename does
- * not pay for freeing its blocks, and it can be put back. ENOENT: none. */
-int
-vault_keep_backup(int dir_fd, const char *stored, int incoming_fd, char *backup)
+void
+vault_restore_backup(struct bw_vault *v, const char *key, const char *backup)
 {
-	if (linkat(dir_fd, stored, incoming_fd, backup, 0) == 0)
-		return 0;
-	backup[0] = '\0';
-	return errno == ENOENT ? 0 : -errno;
+	const struct bw_blobs *b = v->blobs;
+	char shown[BW_ESC_CAP];
+	int rc = backup[0] != '\0' ? b->be->move(b->state, backup, key)
+				   : b->be->remove(b->state, key);
+
+	if (rc != 0)
+		bw_error("vault: could not undo a replacement of '%s': %s",
+			 bw_escape_display(key, shown, sizeof(shown)),
+			 bw_strerror(rc));
 }
 
-/* Puts the backup (or nothing) back at dir/stored. */
 void
-vault_restore_backup(int dir_fd, const char *stored, int incoming_fd,
-		     const char *backup)
+vault_durable(struct bw_vault *v, struct bw_meta_req *r, bw_meta_done_fn done,
+	      void *arg)
 {
-	int rc = backup[0] != '\0'
-			 ? renameat(incoming_fd, backup, dir_fd, stored)
-			 : unlinkat(dir_fd, stored, 0);
-	char shown[BW_ESC_CAP];
-
-	if (rc != 0 || fsync(dir_fd) != 0)
-		bw_error("vault: could not undo a replacement of '%s': %s",
-			 bw_escape_display(stored, shown, sizeof(shown)),
-			 strerror(errno));
+	bw_meta_req_init(r, BW_META_SYNC, BW_META_DURABLE, done, arg);
+	bw_meta_submit(v->meta, r);
 }
 
 /* Drops the hold a commit or an op had on c and lets c go on. Releasing
@@ -203,8 +206,7 @@ commit_reply(struct upload *u, int rc)
 {
 	struct bw_conn *c = u->conn;
 	struct bw_vault *v = u->v;
-	struct bw_client *cl = bw_registry_by_id(v->reg, u->client_id);
-	struct bw_file *f;
+	struct vfile *f;
 	struct bw_file_ack ack;
 	uint8_t out[BW_FILE_ACK_LEN];
 	struct vault_conn *vc;
@@ -217,8 +219,7 @@ commit_reply(struct upload *u, int rc)
 		v->err_store++;
 	}
 	vault_upload_done(u);
-	if (rc == 0 && cl != NULL &&
-	    (f = bw_registry_file_at(v->reg, cl, u->rel_path)) != NULL) {
+	if (rc == 0 && (f = vfile_at(v, u->client_id, u->rel_path)) != NULL) {
 		f->acked_s = (uint64_t)bw_time_s();
 		f->uploader = bw_conn_dead(c) ? 0 : c->id;
 	}
@@ -240,80 +241,44 @@ commit_reply(struct upload *u, int rc)
 		bw_frame_done(c);
 	}
 	if (rc == 0)
-		vault_unlink_later(v, v->incoming_fd, u->backup);
+		vault_remove_later(v, u->backup);
 	vault_unlock(v, u->rel_path);
 	vault_upload_free(u);
 	vault_release_and_resume(c);
 }
 
 static void
-commit_durable(void *arg, int rc)
+commit_durable(struct bw_meta_req *r)
 {
-	struct upload *u = arg;
+	struct upload *u = r->arg;
 
-	if (rc != 0)
+	if (r->rc != 0)
 		bw_error("vault: an upload's row could not be made durable: %s",
-			 bw_strerror(rc));
-	commit_reply(u, rc);
+			 bw_strerror(r->rc));
+	commit_reply(u, r->rc);
 }
 
-/* A stored upload's 2103 promises it survives a power cut: its row's
- * commit must be on disk first (the file is already, fsync'd and
- * renamed), else start-up reconciliation would find a file no row names.
- * It waits for the store's next group fsync. */
+/* A stored upload's 2103 promises it survives a power cut: its row must be
+ * on disk first (the object already is), else start-up reconciliation
+ * would find an object no row names. */
 static void
 commit_finish(struct upload *u, int rc)
 {
-	if (rc == 0 && u->v->durable != NULL &&
-	    bw_durable_after(u->v->durable, commit_durable, u) == 0)
-		return;
-	commit_reply(u, rc);
-}
-
-static void
-direct_work(void *arg)
-{
-	struct upload *u = arg;
-	struct bw_vault *v = u->v;
-
-	if (u->fd_tail != u->fd)
-		close(u->fd_tail);
-	u->fd_tail = -1;
-	u->rc = fsync_close(u->fd);
-	u->fd = -1;
-	if (u->rc == 0)
-		u->rc = vault_keep_backup(u->dir_fd, u->stored, v->incoming_fd,
-					  u->backup);
-	if (u->rc == 0 &&
-	    renameat(v->incoming_fd, u->tmp_name, u->dir_fd, u->stored) != 0) {
-		u->rc = -errno;
-		if (u->backup[0] != '\0')
-			(void)unlinkat(v->incoming_fd, u->backup, 0);
-	}
-	if (u->rc != 0) {
-		(void)unlinkat(v->incoming_fd, u->tmp_name, 0);
+	if (rc != 0) {
+		commit_reply(u, rc);
 		return;
 	}
-	if (fsync(u->dir_fd) != 0) {
-		u->rc = -errno;
-		vault_restore_backup(u->dir_fd, u->stored, v->incoming_fd,
-				     u->backup);
-	}
+	vault_durable(u->v, &u->sync, commit_durable, u);
 }
 
+/* The failed commit's row is back as it was (or could not be). */
 static void
-direct_done(void *arg)
+row_restored(void *arg, int rc)
 {
 	struct upload *u = arg;
-	struct bw_vault *v = u->v;
-	struct bw_client *cl = bw_registry_by_id(v->reg, u->client_id);
 	char shown[BW_ESC_CAP];
-	int rc;
 
-	if (u->rc != 0 && cl != NULL &&
-	    (rc = bw_registry_set_file(
-		     v->reg, cl, u->rel_path, u->had_prev ? &u->prev : NULL,
-		     u->prev_size, u->prev_pending_size)) != 0)
+	if (rc != 0)
 		bw_error("vault: the row of %s could not be put back: %s",
 			 bw_escape_display(u->rel_path, shown, sizeof(shown)),
 			 bw_strerror(rc));
@@ -321,64 +286,101 @@ direct_done(void *arg)
 }
 
 static void
+direct_work(void *arg)
+{
+	struct upload *u = arg;
+	const struct bw_blobs *b = u->v->blobs;
+	struct bw_blob_w *w = u->w;
+
+	u->w = NULL; /* put takes it, whatever happens */
+	if ((u->rc = vault_keep_backup(u->v, u->rel_path, u->backup)) != 0) {
+		b->be->abort(b->state, w);
+		return;
+	}
+	if ((u->rc = b->be->put(b->state, w, u->rel_path, 1)) != 0) {
+		vault_restore_backup(u->v, u->rel_path, u->backup);
+		u->backup[0] = '\0';
+	}
+}
+
+static void
+direct_done(void *arg)
+{
+	struct upload *u = arg;
+
+	if (u->rc == 0 || vfile_set(u->v, u->client_id, u->rel_path,
+				    u->had_prev ? &u->prev : NULL, u->prev_size,
+				    u->prev_pending_size, row_restored, u) != 0)
+		commit_finish(u, u->rc);
+}
+
+/* The new row (unverified) is in: the object goes over the stored one. */
+static void
+row_written(void *arg, int rc)
+{
+	struct upload *u = arg;
+
+	if (rc != 0) {
+		commit_finish(u, rc);
+		return;
+	}
+	if ((rc = bw_loop_submit(u->v->eng->loop, direct_work, direct_done,
+				 u)) != 0) {
+		u->rc = rc;
+		direct_done(u);
+	}
+}
+
+static void
 pend_work(void *arg)
 {
 	struct upload *u = arg;
-	struct bw_vault *v = u->v;
+	const struct bw_blobs *b = u->v->blobs;
+	struct bw_blob_w *w = u->w;
 
-	if (u->fd_tail != u->fd)
-		close(u->fd_tail);
-	u->fd_tail = -1;
-	u->rc = fsync_close(u->fd);
-	u->fd = -1;
-	if (u->rc == 0 && renameat(v->incoming_fd, u->tmp_name, v->pending_fd,
-				   u->pend_name) != 0)
-		u->rc = -errno;
-	if (u->rc != 0) {
-		(void)unlinkat(v->incoming_fd, u->tmp_name, 0);
-		return;
-	}
-	if (fsync(v->pending_fd) != 0) {
-		u->rc = -errno;
-		(void)unlinkat(v->pending_fd, u->pend_name, 0);
-	}
+	u->w = NULL;
+	u->rc = b->be->put(b->state, w, u->pend_key, 0);
+}
+
+/* The pending replacement is named in the row: the one it replaces (if
+ * any) goes. */
+static void
+pend_named(void *arg, int rc)
+{
+	struct upload *u = arg;
+
+	if (rc != 0)
+		vault_remove_later(u->v, u->pend_key);
+	else if (strncmp(u->old_pending, PENDING_DIR, strlen(PENDING_DIR)) == 0)
+		vault_remove_later(u->v, u->old_pending);
+	commit_finish(u, rc);
 }
 
 static void
 pend_done(void *arg)
 {
 	struct upload *u = arg;
-	struct bw_registry *reg = u->v->reg;
-	struct bw_client *cl = bw_registry_by_id(reg, u->client_id);
-	struct bw_file *f =
-		cl != NULL ? bw_registry_file_at(reg, cl, u->rel_path) : NULL;
+	struct vfile *f = vfile_at(u->v, u->client_id, u->rel_path);
 	struct bw_file_rec rec;
 	int rc = u->rc;
 
 	if (rc == 0 && f == NULL)
 		rc = BW_ENOTFOUND;
 	if (rc == 0) {
-		bw_registry_file_rec(f, &rec);
+		vfile_rec(f, &rec);
 		snprintf(rec.pending_name, sizeof(rec.pending_name), "%s",
 			 u->file_name);
-		if (snprintf(rec.pending_path, sizeof(rec.pending_path),
-			     PENDING_DIR "%s",
-			     u->pend_name) >= (int)sizeof(rec.pending_path))
-			rc = BW_ETOOBIG;
+		snprintf(rec.pending_path, sizeof(rec.pending_path), "%s",
+			 u->pend_key);
 		snprintf(u->old_pending, sizeof(u->old_pending), "%s",
 			 f->pending_path);
+		rc = vfile_set(u->v, u->client_id, u->rel_path, &rec, f->size,
+			       u->plain_len, pend_named, u);
 		if (rc == 0)
-			rc = bw_registry_set_file(reg, cl, u->rel_path, &rec,
-						  f->size, u->plain_len);
-		if (rc != 0)
-			vault_unlink_later(u->v, u->v->pending_fd,
-					   u->pend_name);
-		else if (strncmp(u->old_pending, PENDING_DIR,
-				 strlen(PENDING_DIR)) == 0)
-			vault_unlink_later(u->v, u->v->pending_fd,
-					   u->old_pending +
-						   strlen(PENDING_DIR));
+			return;
 	}
+	if (u->rc == 0)
+		vault_remove_later(u->v, u->pend_key);
 	commit_finish(u, rc);
 }
 
@@ -388,28 +390,29 @@ commit_locked(struct vwait *w)
 	struct upload *u =
 		(struct upload *)((char *)w - offsetof(struct upload, wait));
 	struct bw_vault *v = u->v;
-	struct bw_client *cl = bw_registry_by_id(v->reg, u->client_id);
-	struct bw_file *f;
+	char name[TMP_NAME_CAP];
+	struct vfile *f;
 	struct bw_file_rec rec;
 	int rc;
 
-	if (cl == NULL) {
+	if (bw_registry_by_id(v->reg, u->client_id) == NULL) {
 		commit_finish(u, BW_ENOTFOUND);
 		return;
 	}
-	f = bw_registry_file_at(v->reg, cl, u->rel_path);
+	f = vfile_at(v, u->client_id, u->rel_path);
 	if (f != NULL && f->verified) {
 		u->pending = 1;
-		vault_tmp_name(u->v, "", u->pend_name);
+		bw_unique_name("", name, sizeof(name));
+		snprintf(u->pend_key, sizeof(u->pend_key), PENDING_DIR "%s",
+			 name);
 		rc = bw_loop_submit(v->eng->loop, pend_work, pend_done, u);
 		if (rc != 0)
 			commit_finish(u, rc);
 		return;
 	}
-	vault_tmp_name(u->v, ".old-", u->backup);
 	if (f != NULL) {
 		u->had_prev = 1;
-		bw_registry_file_rec(f, &u->prev);
+		vfile_rec(f, &u->prev);
 		u->prev_size = f->size;
 		u->prev_pending_size = f->pending_size;
 	}
@@ -417,16 +420,9 @@ commit_locked(struct vwait *w)
 	memcpy(rec.client_id, u->client_id, BW_ID_LEN);
 	snprintf(rec.file_name, sizeof(rec.file_name), "%s", u->file_name);
 	snprintf(rec.path_name, sizeof(rec.path_name), "%s", u->rel_path);
-	if ((rc = bw_registry_set_file(v->reg, cl, u->rel_path, &rec,
-				       u->plain_len, 0)) != 0) {
+	if ((rc = vfile_set(v, u->client_id, u->rel_path, &rec, u->plain_len, 0,
+			    row_written, u)) != 0)
 		commit_finish(u, rc);
-		return;
-	}
-	if ((rc = bw_loop_submit(v->eng->loop, direct_work, direct_done, u)) !=
-	    0) {
-		u->rc = rc;
-		direct_done(u);
-	}
 }
 
 void

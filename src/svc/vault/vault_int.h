@@ -1,6 +1,6 @@
 /* What the vault's files share: the per-connection state, an upload in
- * progress, the vault instance (directories held open, commit locks), and
- * the functions one file offers the others. Internal to src/svc/vault/.
+ * progress, the vault instance (its files table, commit locks), and the
+ * functions one file offers the others. Internal to src/svc/vault/.
  */
 #ifndef BULWARK_SVC_VAULT_INT_H
 #define BULWARK_SVC_VAULT_INT_H
@@ -15,14 +15,12 @@
 #include "engine/engine.h"
 #include "engine/frame.h"
 #include "engine/slots.h"
+#include "host/blob.h"
+#include "host/meta.h"
 #include "svc/vault/vault.h"
 
-#define CTRL_WANT    2048u
-#define SWALLOW_WANT (16u * 1024u)
-/* A refused 1028 body up to this size is read and discarded so the client
- * gets its 2107 in step; a larger one is answered at once and closed. */
-#define SWALLOW_MAX  (1024u * 1024u)
 #define TMP_NAME_CAP 64
+#define FILES_SPACE  "files/"
 #define PENDING_DIR  "files/.pending/"
 /* Steps waiting for one stored path's lock; one more gets BW_EBUSY (a
  * 1029/1031 is answered 2107, a 1030 dropped). */
@@ -31,36 +29,56 @@
 #define ULL(x) ((unsigned long long)(x))
 
 enum vstate {
-	V_IDLE,	   /* between requests (the frame reads them) */
-	V_BODY,	   /* streaming a 1028 ciphertext into a file */
-	V_SWALLOW, /* discarding a 1028 ciphertext that will get 2107 */
-	V_COMMIT,  /* the upload is being committed */
-	V_CRC,	   /* a 1029/1030/1031 waits for its file's lock or a worker */
+	V_IDLE,	  /* between requests (the frame reads them) */
+	V_BODY,	  /* streaming a 1028 ciphertext into a file */
+	V_COMMIT, /* the upload is being committed */
+	V_CRC,	  /* a 1029/1030/1031 waits for its file's lock or a worker */
+	V_STORE,  /* a 1025/1026/1027 waits for the store to have it */
 };
 
 struct bw_vault {
 	struct bw_vault_cfg cfg;
 	struct bw_engine *eng;
 	struct bw_registry *reg;
-	struct bw_durable *durable; /* 2103s and 2104s wait for it */
-	const char *data_dir;	    /* files/ lives here */
+	struct bw_meta *meta;	/* the file rows; 2103s and 2104s wait for
+				 * their rows to be durable */
+	struct bw_blobs *blobs; /* the stored files */
+	/* every file row (struct vfile), by owner id + file name and by
+	 * stored path (our paths hold the owner's id: unique across clients) */
+	struct bw_hash files, by_path;
+	uint64_t files_n, bytes_stored;
 	/* uploads and refused bodies in progress, in all and per address */
 	struct bw_slots slots;
-	/* live figures */
+	/* live figures; swallowing: refused bodies being discarded */
 	uint64_t uploads_active, upload_bytes_active, swallowing;
 	uint64_t stored_n, stored_bytes; /* uploads committed since start */
 	/* errors since start: uploads that did not decrypt, keys revoked
 	 * for it, uploads that could not be stored */
 	uint64_t err_decrypt, err_revoked, err_store;
-	/* Everything under the data directory is reached from these, with
-	 * O_NOFOLLOW: a symbolic link planted there is refused, never
-	 * followed. */
-	int data_fd, files_fd, incoming_fd, pending_fd;
 	struct bw_hash locks; /* rel_path -> struct vlock: commits running */
 	/* locks being handed to their next waiters (commit.c) */
 	struct vwait *handoff, **handoff_tail;
 	int handing_off;
-	uint64_t seq; /* for unique temporary names */
+};
+
+/* A row of the files table. */
+struct vfile {
+	uint8_t owner[BW_ID_LEN];
+	uint8_t key[BW_ID_LEN + BW_NAME_CAP]; /* owner id + file name */
+	size_t key_len;
+	int path_indexed; /* the by_path index names this file */
+	char file_name[BW_NAME_CAP];
+	char path_name[BW_PATH_CAP];
+	int verified;
+	uint64_t size; /* plaintext bytes stored */
+	/* a replacement waiting for its 1029 ("" = none) */
+	char pending_name[BW_NAME_CAP];
+	char pending_path[BW_PATH_CAP];
+	uint64_t pending_size;
+	uint64_t acked_s; /* when its last 2103 went out (RAM only) */
+	/* the connection (engine id) that uploaded the version waiting for
+	 * a verdict; while it is open, verdicts come from it alone */
+	uint64_t uploader;
 };
 
 /* A step waiting for a stored path's lock. */
@@ -79,10 +97,7 @@ struct upload {
 	char file_name[BW_NAME_CAP];
 	char stored[BW_NAME_CAP];
 	char rel_path[BW_PATH_CAP];
-	char tmp_name[TMP_NAME_CAP]; /* in files/.incoming */
-	int fd;	     /* the temporary file, O_DIRECT if allowed */
-	int fd_tail; /* a buffered descriptor for the tail */
-	int dir_fd;  /* files/<client id hex> */
+	struct bw_blob_w *w; /* the new object, until it is put */
 	struct bw_aes *aes;
 	uint8_t key[BW_AES_KEY_LEN]; /* the key decrypting it */
 	struct bw_cksum crc;
@@ -102,20 +117,17 @@ struct upload {
 	int had_prev;		 /* a row owned rel_path before */
 	struct bw_file_rec prev; /* that row, to restore */
 	uint64_t prev_size, prev_pending_size;
-	char backup[TMP_NAME_CAP]; /* the replaced file, in .incoming */
-	char pend_name[TMP_NAME_CAP];
+	char backup[BW_BLOB_KEY_CAP]; /* the replaced file, kept aside */
+	char pend_key[BW_PATH_CAP];
 	char old_pending[BW_PATH_CAP]; /* a replaced pending file */
 	int rc;
+	struct bw_meta_req sync; /* the wait for its row's durability */
 };
 
 struct vault_conn {
 	enum vstate st;
 	struct bw_vault *v;
 	struct upload *up;
-	uint64_t swallow_left;
-	struct bw_slot swallow_slot; /* a refused body being discarded */
-	/* the body's rate, checked per window of --timeout */
-	uint64_t body_size, win_start_ms, win_left;
 	/* the AES key this connection was given (1026/1027 on it): its own
 	 * 1028s use it, whatever others do with the same client id */
 	int has_key;
@@ -131,6 +143,26 @@ struct vault_conn {
 #define VC(c) ((struct vault_conn *)bw_frame_state((c), &bw_vault_proto))
 
 /* vault.c */
+/* The client the request's header names, touched; NULL if unknown. */
+struct bw_client *vault_header_client(struct bw_frame_req *r);
+
+/* keys.c */
+/* 1026 and 1027. */
+int vault_on_pubkey(struct bw_conn *c, struct bw_frame_req *r,
+		    const uint8_t *p);
+int vault_on_reconnect(struct bw_conn *c, struct bw_frame_req *r,
+		       const uint8_t *p);
+/* The key a 1028 from cl on r's connection decrypts with; NULL (with
+ * *why) if there is none usable. */
+const uint8_t *vault_upload_key(struct bw_frame_req *r,
+				const struct bw_client *cl, const char **why);
+/* A reply that waits for the store: the connection reads nothing more
+ * until it is sent. vault_stored_begin, when the store answered: 1 if c is
+ * still there to be replied to (its reply follows, then vault_stored_end),
+ * 0 if it went meanwhile (the hold is dropped). */
+void vault_store_wait(struct bw_conn *c);
+int vault_stored_begin(struct bw_conn *c);
+void vault_stored_end(struct bw_conn *c);
 /* The key failed to decrypt an upload of cl: counts it, revokes the key
  * after --key-failures. */
 void vault_key_failed(struct bw_conn *c, struct bw_vault *v,
@@ -138,8 +170,6 @@ void vault_key_failed(struct bw_conn *c, struct bw_vault *v,
 		      const uint8_t key[BW_AES_KEY_LEN]);
 /* An upload decrypted with cl's key: the public key is in use. */
 void vault_key_used(struct bw_vault *v, const uint8_t id[BW_ID_LEN]);
-/* Runs the state machine again once a worker or a lock let it go on. */
-void vault_resume(struct bw_conn *c);
 
 /* upload.c */
 /* BW_EBUSY (with *why) when no slot is free, else 0 or why it failed. */
@@ -148,9 +178,6 @@ int vault_upload_start(struct bw_conn *c, struct bw_vault *v,
 		       const uint8_t *prefix, uint32_t content_size,
 		       const char *file_name, const char **why);
 int vault_body_step(struct bw_conn *c);
-int vault_swallow_step(struct bw_conn *c, struct bw_vault *v);
-/* The refused body's slot is free (it ended, or the connection goes). */
-void vault_swallow_end(struct bw_vault *v, struct vault_conn *vc);
 void vault_upload_abort(struct bw_conn *c, const char *why);
 void vault_upload_free(struct upload *u);
 /* The upload is no longer in progress: uncounts it. */
@@ -163,16 +190,22 @@ void vault_upload_done(struct upload *u);
  * already; BW_ENOMEM. */
 int vault_lock(struct bw_vault *v, const char *path, struct vwait *w);
 void vault_unlock(struct bw_vault *v, const char *path);
-/* Removes dfd/name on a worker (freeing a big file's blocks takes time),
- * or here if that cannot be arranged. "" does nothing. */
-void vault_unlink_later(struct bw_vault *v, int dfd, const char *name);
-/* Keeps dir/stored alive as incoming/backup (a hard link): a replacement
- * can be undone. 0 ("" in backup if there was no file) or -errno. */
-int vault_keep_backup(int dir_fd, const char *stored, int incoming_fd,
-		      char *backup);
-/* Puts the backup (or nothing) back at dir/stored, logging a failure. */
-void vault_restore_backup(int dir_fd, const char *stored, int incoming_fd,
+/* Removes the stored object at key on a worker (freeing a big file's
+ * blocks takes time), or here if that cannot be arranged. "" does
+ * nothing. */
+void vault_remove_later(struct bw_vault *v, const char *key);
+/* Worker side: keeps the object at key alive under backup (a fresh
+ * scratch key, or "" if there was no object): a replacement can be
+ * undone. 0 or why not. */
+int vault_keep_backup(struct bw_vault *v, const char *key, char *backup);
+/* Worker side: puts the backup (or nothing) back at key, logging a
+ * failure. */
+void vault_restore_backup(struct bw_vault *v, const char *key,
 			  const char *backup);
+/* Calls done(arg, rc) once everything the store was asked so far is
+ * durable (r is the caller's storage). */
+void vault_durable(struct bw_vault *v, struct bw_meta_req *r,
+		   bw_meta_done_fn done, void *arg);
 /* Drops the hold a commit or an op had on c and lets c go on. */
 void vault_release_and_resume(struct bw_conn *c);
 /* The whole body is in and written: commits it, replies 2103 or 2107. */
@@ -186,17 +219,36 @@ int vault_crc_request(struct bw_conn *c, struct bw_vault *v, uint16_t code,
 extern const struct bw_frame_proto bw_vault_proto;
 
 /* reconcile.c */
-/* The module's init and fini: the instance, its directories reconciled. */
+/* The module's init and fini: the instance, its files loaded and
+ * reconciled with the stored objects. */
 int vault_open(const struct bw_host *h, const void *cfg, void **out) BW_WUR;
 void vault_close(void *inst);
-/* Opens the directories, empties .incoming and makes the rows and the
- * stored files agree, logging what it changed. */
-int vault_dirs_open(struct bw_vault *v);
-void vault_dirs_close(struct bw_vault *v);
-/* Opens (creating) files/<hex> with O_NOFOLLOW; -errno (ELOOP: a link). */
-int vault_client_dir(struct bw_vault *v, const uint8_t id[BW_ID_LEN], int *fd);
-/* A fresh unique name for a temporary file. */
-void vault_tmp_name(struct bw_vault *v, const char *prefix,
-		    char out[TMP_NAME_CAP]);
+
+/* files.c: the files table */
+typedef void (*vfile_fn)(void *arg, int rc);
+/* The file of id named name, or stored at path; NULL if none. */
+struct vfile *vfile_by_name(const struct bw_vault *v,
+			    const uint8_t id[BW_ID_LEN], const char *name);
+struct vfile *vfile_at(const struct bw_vault *v, const uint8_t id[BW_ID_LEN],
+		       const char *path);
+/* Fills rec from f (to restore it later, or to change a field). */
+void vfile_rec(const struct vfile *f, struct bw_file_rec *rec);
+/* Makes rec the one row of id at path (NULL: none): in the store, then in
+ * RAM (size and pending_size are the stored objects' bytes), then
+ * done(arg, rc). Every file of id at path or named rec->file_name leaves
+ * RAM then: pointers to them die. BW_ENOMEM at once (done not called). */
+int vfile_set(struct bw_vault *v, const uint8_t id[BW_ID_LEN], const char *path,
+	      const struct bw_file_rec *rec, uint64_t size,
+	      uint64_t pending_size, vfile_fn done, void *arg) BW_WUR;
+/* The same, blocking: start-up only. */
+int vfile_set_now(struct bw_vault *v, const uint8_t id[BW_ID_LEN],
+		  const char *path, const struct bw_file_rec *rec,
+		  uint64_t size, uint64_t pending_size) BW_WUR;
+/* Loads every row (with its objects' sizes) at start-up. */
+int vfile_load(struct bw_vault *v) BW_WUR;
+void vfile_free_all(struct bw_vault *v);
+/* Calls fn for each file (a struct vfile); a non-zero return stops. */
+int vfile_each(const struct bw_vault *v, int (*fn)(void *arg, void *file),
+	       void *arg);
 
 #endif

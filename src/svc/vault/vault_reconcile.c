@@ -1,97 +1,19 @@
-/* The vault's directories and its start-up: files/, files/.incoming and
- * files/.pending are opened once, refusing symbolic links, and everything
- * below them is reached by descriptor. At start-up the rows and the stored
- * files are made to agree again (a crash can leave either without the
- * other), and every change is logged with "reconcile:".
+/* The vault's start-up: the blob store's scratch under files/ is swept
+ * (uploads a run left unfinished), the rows are loaded, and the rows and
+ * the stored objects are made to agree again (a crash can leave either
+ * without the other); every change is logged with "reconcile:". Nothing
+ * serves yet: rows and objects are changed synchronously.
  */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "bulwark/err.h"
 #include "bulwark/log.h"
 #include "bulwark/util.h"
 #include "svc/vault/vault_int.h"
-
-/* Opens dir/name as a directory, creating it (mode 0700) if absent, never
- * through a symbolic link. */
-static int
-open_dir_at(int dir, const char *name, int *out)
-{
-	int fd;
-
-	if (mkdirat(dir, name, 0700) != 0 && errno != EEXIST)
-		return -errno;
-	fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOTDIR ? -ELOOP : -errno;
-	*out = fd;
-	return 0;
-}
-
-int
-vault_client_dir(struct bw_vault *v, const uint8_t id[BW_ID_LEN], int *fd)
-{
-	char hex[2 * BW_ID_LEN + 1];
-
-	bw_hex_encode(id, BW_ID_LEN, hex);
-	return open_dir_at(v->files_fd, hex, fd);
-}
-
-void
-vault_tmp_name(struct bw_vault *v, const char *prefix, char out[TMP_NAME_CAP])
-{
-	uint32_t r = 0;
-
-	if (bw_random(&r, sizeof(r)) != 0)
-		r = 0;
-	snprintf(out, TMP_NAME_CAP, "%s%llx-%08x", prefix, ULL(++v->seq),
-		 (unsigned)r);
-}
-
-/* Calls fn for each entry of dir but . and ..; fn returns 0 to go on. */
-static int
-each_entry(int dir, int (*fn)(void *arg, const struct dirent *e), void *arg)
-{
-	struct dirent *e;
-	DIR *d;
-	int fd, rc = 0;
-
-	if ((fd = dup(dir)) < 0)
-		return -errno;
-	if ((d = fdopendir(fd)) == NULL) {
-		close(fd);
-		return -errno;
-	}
-	rewinddir(d);
-	while (rc == 0 && (e = readdir(d)) != NULL) {
-		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-			rc = fn(arg, e);
-	}
-	closedir(d);
-	return rc;
-}
-
-struct clear {
-	int dir;
-	unsigned n;
-};
-
-static int
-clear_one(void *arg, const struct dirent *e)
-{
-	struct clear *cl = arg;
-
-	if (unlinkat(cl->dir, e->d_name, 0) == 0)
-		cl->n++;
-	return 0;
-}
 
 /* --- rows whose files are missing -------------------------------------- */
 
@@ -110,7 +32,7 @@ static int
 collect_row(void *arg, void *val)
 {
 	struct rows *rs = arg;
-	const struct bw_file *f = val;
+	const struct vfile *f = val;
 	struct row *r;
 
 	if (rs->n == rs->cap) {
@@ -123,7 +45,7 @@ collect_row(void *arg, void *val)
 		rs->cap = cap;
 	}
 	r = &rs->v[rs->n++];
-	memcpy(r->id, f->owner->id, BW_ID_LEN);
+	memcpy(r->id, f->owner, BW_ID_LEN);
 	memcpy(r->name, f->file_name, sizeof(r->name));
 	memcpy(r->path, f->path_name, sizeof(r->path));
 	memcpy(r->pending_name, f->pending_name, sizeof(r->pending_name));
@@ -131,39 +53,26 @@ collect_row(void *arg, void *val)
 	return 0;
 }
 
-/* The size of a regular file at path (relative to the data directory,
- * in our layout "files/<hex>/<name>" or "files/.pending/<name>"), reached
- * without following links; -1 if there is none, -2 if the path is not ours
- * or its directory is a link. */
+/* The size of the stored object at path (a key, in our layout
+ * "files/<hex>/<name>" or "files/.pending/<name>"); -1 if there is none,
+ * -2 if the path is not ours or the way to it is not (a link). */
 static int64_t
 stored_size(struct bw_vault *v, const char *path)
 {
-	char hex[2 * BW_ID_LEN + 1];
+	const struct bw_blobs *b = v->blobs;
 	const char *slash;
-	struct stat st;
-	int dir, rc;
+	uint64_t size;
+	int rc;
 
-	if (strncmp(path, PENDING_DIR, strlen(PENDING_DIR)) == 0) {
-		if (fstatat(v->pending_fd, path + strlen(PENDING_DIR), &st,
-			    AT_SYMLINK_NOFOLLOW) != 0)
-			return errno == ENOENT ? -1 : -2;
-		return S_ISREG(st.st_mode) ? (int64_t)st.st_size : -1;
-	}
-	if (strncmp(path, "files/", 6) != 0 ||
-	    (slash = strchr(path + 6, '/')) == NULL ||
-	    slash - (path + 6) != 2 * BW_ID_LEN || strchr(slash + 1, '/'))
+	if (strncmp(path, PENDING_DIR, strlen(PENDING_DIR)) != 0 &&
+	    (strncmp(path, FILES_SPACE, strlen(FILES_SPACE)) != 0 ||
+	     (slash = strchr(path + 6, '/')) == NULL ||
+	     slash - (path + 6) != 2 * BW_ID_LEN || strchr(slash + 1, '/')))
 		return -2;
-	memcpy(hex, path + 6, 2 * BW_ID_LEN);
-	hex[2 * BW_ID_LEN] = '\0';
-	dir = openat(v->files_fd, hex,
-		     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (dir < 0)
-		return errno == ENOENT ? -1 : -2;
-	rc = fstatat(dir, slash + 1, &st, AT_SYMLINK_NOFOLLOW);
-	close(dir);
-	if (rc != 0)
-		return errno == ENOENT ? -1 : -2;
-	return S_ISREG(st.st_mode) ? (int64_t)st.st_size : -1;
+	rc = b->be->size(b->state, path, &size);
+	if (rc == BW_ENOTFOUND)
+		return -1;
+	return rc == 0 ? (int64_t)size : -2;
 }
 
 /* A row's path in another form than ours ("/data/files/<hex>/x",
@@ -216,19 +125,19 @@ static int
 adopt_path(struct bw_vault *v, struct bw_client *cl, struct row *r)
 {
 	char canon[BW_PATH_CAP], old[BW_ESC_CAP], shown[BW_ESC_CAP];
-	struct bw_file *f;
+	struct vfile *f;
 	struct bw_file_rec rec;
 	int64_t size;
 	int rc;
 
 	if (canonical_path(r->id, r->path, canon) != 0 ||
 	    strcmp(canon, r->path) == 0 || (size = stored_size(v, canon)) < 0 ||
-	    (f = bw_registry_file(v->reg, cl, r->name)) == NULL)
+	    (f = vfile_by_name(v, cl->id, r->name)) == NULL)
 		return 0;
-	bw_registry_file_rec(f, &rec);
+	vfile_rec(f, &rec);
 	snprintf(rec.path_name, sizeof(rec.path_name), "%s", canon);
-	rc = bw_registry_set_file(v->reg, cl, r->path, &rec, (uint64_t)size,
-				  f->pending_size);
+	rc = vfile_set_now(v, cl->id, r->path, &rec, (uint64_t)size,
+			   f->pending_size);
 	bw_warn("reconcile: the row of %s named its file %s%s",
 		bw_escape_display(canon, shown, sizeof(shown)),
 		bw_escape_display(r->path, old, sizeof(old)),
@@ -243,15 +152,13 @@ static void
 unlink_pending(struct bw_vault *v, const char *pending_path)
 {
 	if (strncmp(pending_path, PENDING_DIR, strlen(PENDING_DIR)) == 0)
-		(void)unlinkat(v->pending_fd,
-			       pending_path + strlen(PENDING_DIR), 0);
+		(void)v->blobs->be->remove(v->blobs->state, pending_path);
 }
 
 static int
 reconcile_row(struct bw_vault *v, struct row *r)
 {
-	struct bw_registry *reg = v->reg;
-	struct bw_client *cl = bw_registry_by_id(reg, r->id);
+	struct bw_client *cl = bw_registry_by_id(v->reg, r->id);
 	struct bw_file_rec rec;
 	char shown[BW_ESC_CAP];
 	int64_t main_size = stored_size(v, r->path), pend_size = -1;
@@ -271,8 +178,8 @@ reconcile_row(struct bw_vault *v, struct row *r)
 		memcpy(rec.file_name, r->pending_name, sizeof(rec.file_name));
 		memcpy(rec.path_name, r->path, sizeof(rec.path_name));
 		rec.verified = 1;
-		rc = bw_registry_set_file(reg, cl, r->path, &rec,
-					  (uint64_t)main_size, 0);
+		rc = vfile_set_now(v, r->id, r->path, &rec, (uint64_t)main_size,
+				   0);
 		bw_warn("reconcile: %s: its confirmed replacement is now "
 			"current%s",
 			shown, rc != 0 ? " (row not updated)" : "");
@@ -280,7 +187,7 @@ reconcile_row(struct bw_vault *v, struct row *r)
 	}
 	if (main_size >= 0)
 		return 0;
-	rc = bw_registry_set_file(reg, cl, r->path, NULL, 0, 0);
+	rc = vfile_set_now(v, r->id, r->path, NULL, 0, 0);
 	if (r->pending_path[0] != '\0')
 		unlink_pending(v, r->pending_path);
 	bw_warn("reconcile: dropped the row of %s: the file is missing%s",
@@ -288,59 +195,40 @@ reconcile_row(struct bw_vault *v, struct row *r)
 	return rc;
 }
 
-/* --- files without rows ------------------------------------------------- */
+/* --- objects without rows -------------------------------------------------
+ */
 
-struct dirscan {
+struct scan {
 	struct bw_vault *v;
-	struct bw_client *cl;
-	const char *hex;
-	int dir;
-	struct bw_hash *pending; /* referenced pending paths */
+	struct bw_hash pending;	      /* pending paths rows name */
+	char dir[2 * BW_ID_LEN + 64]; /* the last directory judged */
+	int dir_ours;
 	unsigned removed;
 };
 
+/* Whether the objects of files/<d>/ are ours to judge: a known client's
+ * id in lower-case hex. Each directory is judged (and logged) once. */
 static int
-scan_client_entry(void *arg, const struct dirent *e)
+dir_ours(struct scan *sc, const char *d, size_t n)
 {
-	struct dirscan *ds = arg;
-	char path[BW_PATH_CAP], shown[BW_ESC_CAP];
-
-	if (snprintf(path, sizeof(path), "files/%s/%s", ds->hex, e->d_name) <
-		    (int)sizeof(path) &&
-	    bw_registry_file_at(ds->v->reg, ds->cl, path) != NULL)
-		return 0;
-	bw_escape_display(path, shown, sizeof(shown));
-	if (unlinkat(ds->dir, e->d_name, 0) != 0) {
-		bw_warn("reconcile: %s has no row and cannot be removed: %s",
-			shown, strerror(errno));
-		return 0;
-	}
-	bw_warn("reconcile: removed %s: no row names it", shown);
-	ds->removed++;
-	return 0;
-}
-
-static int
-scan_files_entry(void *arg, const struct dirent *e)
-{
-	struct dirscan *ds = arg;
 	uint8_t id[BW_ID_LEN];
-	char shown[BW_ESC_CAP], hex[2 * BW_ID_LEN + 1];
-	int rc;
+	char hex[2 * BW_ID_LEN + 1], shown[BW_ESC_CAP], name[BW_PATH_CAP];
 
-	if (strcmp(e->d_name, ".incoming") == 0 ||
-	    strcmp(e->d_name, ".pending") == 0)
-		return 0;
-	bw_escape_display(e->d_name, shown, sizeof(shown));
-	if (strlen(e->d_name) != 2 * BW_ID_LEN ||
-	    bw_hex_decode(e->d_name, 2 * BW_ID_LEN, id, BW_ID_LEN) != 0 ||
-	    (ds->cl = bw_registry_by_id(ds->v->reg, id)) == NULL) {
+	if (n < sizeof(sc->dir) && strlen(sc->dir) == n &&
+	    memcmp(sc->dir, d, n) == 0)
+		return sc->dir_ours;
+	snprintf(sc->dir, sizeof(sc->dir), "%.*s", (int)n, d);
+	snprintf(name, sizeof(name), "%.*s", (int)n, d);
+	bw_escape_display(name, shown, sizeof(shown));
+	sc->dir_ours = 0;
+	if (n != 2 * BW_ID_LEN || bw_hex_decode(d, n, id, BW_ID_LEN) != 0 ||
+	    bw_registry_by_id(sc->v->reg, id) == NULL) {
 		bw_warn("reconcile: files/%s belongs to no client; left alone",
 			shown);
 		return 0;
 	}
 	bw_hex_encode(id, BW_ID_LEN, hex);
-	if (strcmp(hex, e->d_name) != 0) {
+	if (memcmp(hex, d, n) != 0) {
 		/* not our spelling (upper-case hex): rows may name its files
 		 * in it; nothing there is ours to remove */
 		bw_warn("reconcile: files/%s is not in lower-case hex; left "
@@ -348,24 +236,49 @@ scan_files_entry(void *arg, const struct dirent *e)
 			shown);
 		return 0;
 	}
-	ds->dir = openat(ds->v->files_fd, e->d_name,
-			 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (ds->dir < 0) {
-		bw_error("reconcile: files/%s is a symbolic link or not a "
-			 "directory: refused, its uploads will fail",
-			 shown);
+	sc->dir_ours = 1;
+	return 1;
+}
+
+static int
+scan_object(void *arg, const char *key, uint64_t size)
+{
+	struct scan *sc = arg;
+	const struct bw_blobs *b = sc->v->blobs;
+	const char *d = key + strlen(FILES_SPACE), *slash = strchr(d, '/');
+	uint8_t id[BW_ID_LEN];
+	char shown[BW_ESC_CAP];
+	int rc;
+
+	(void)size;
+	if (strncmp(key, PENDING_DIR, strlen(PENDING_DIR)) == 0) {
+		if (strchr(key + strlen(PENDING_DIR), '/') != NULL ||
+		    bw_hash_get(&sc->pending, key, strlen(key)) != NULL)
+			return 0;
+	} else if (slash == NULL) {
+		(void)dir_ours(sc, d, strlen(d)); /* a file: no client's */
+		return 0;
+	} else if (strchr(slash + 1, '/') != NULL ||
+		   !dir_ours(sc, d, (size_t)(slash - d)) ||
+		   bw_hex_decode(d, 2 * BW_ID_LEN, id, BW_ID_LEN) != 0 ||
+		   vfile_at(sc->v, id, key) != NULL) {
 		return 0;
 	}
-	ds->hex = e->d_name;
-	rc = each_entry(ds->dir, scan_client_entry, ds);
-	close(ds->dir);
-	return rc;
+	bw_escape_display(key, shown, sizeof(shown));
+	if ((rc = b->be->remove(b->state, key)) != 0) {
+		bw_warn("reconcile: %s has no row and cannot be removed: %s",
+			shown, bw_strerror(rc));
+		return 0;
+	}
+	bw_warn("reconcile: removed %s: no row names it", shown);
+	sc->removed++;
+	return 0;
 }
 
 static int
 note_pending(void *arg, void *val)
 {
-	struct bw_file *f = val;
+	struct vfile *f = val;
 
 	if (f->pending_path[0] == '\0')
 		return 0;
@@ -376,48 +289,28 @@ note_pending(void *arg, void *val)
 }
 
 static int
-scan_pending_entry(void *arg, const struct dirent *e)
-{
-	struct dirscan *ds = arg;
-	char path[BW_PATH_CAP], shown[BW_ESC_CAP];
-	int n = snprintf(path, sizeof(path), PENDING_DIR "%s", e->d_name);
-
-	if (n > 0 && n < (int)sizeof(path) &&
-	    bw_hash_get(ds->pending, path, (size_t)n) != NULL)
-		return 0;
-	(void)unlinkat(ds->v->pending_fd, e->d_name, 0);
-	bw_warn("reconcile: removed %s: no row names it",
-		bw_escape_display(path, shown, sizeof(shown)));
-	ds->removed++;
-	return 0;
-}
-
-static int
 reconcile(struct bw_vault *v)
 {
 	struct rows rs = {NULL, 0, 0};
-	struct dirscan ds;
-	struct bw_hash pending;
+	struct scan sc;
 	size_t i;
 	int rc;
 
-	if ((rc = bw_registry_each_file(v->reg, collect_row, &rs)) != 0)
+	if ((rc = vfile_each(v, collect_row, &rs)) != 0)
 		goto out;
 	for (i = 0; i < rs.n && rc == 0; i++)
 		rc = reconcile_row(v, &rs.v[i]);
 	if (rc != 0)
 		goto out;
-	memset(&ds, 0, sizeof(ds));
-	ds.v = v;
-	if ((rc = each_entry(v->files_fd, scan_files_entry, &ds)) != 0)
+	memset(&sc, 0, sizeof(sc));
+	sc.v = v;
+	if ((rc = bw_hash_init(&sc.pending)) != 0)
 		goto out;
-	if ((rc = bw_hash_init(&pending)) != 0)
-		goto out;
-	ds.pending = &pending;
-	rc = bw_registry_each_file(v->reg, note_pending, &pending);
+	rc = vfile_each(v, note_pending, &sc.pending);
 	if (rc == 0)
-		rc = each_entry(v->pending_fd, scan_pending_entry, &ds);
-	bw_hash_fini(&pending);
+		rc = v->blobs->be->list(v->blobs->state, FILES_SPACE,
+					scan_object, &sc);
+	bw_hash_fini(&sc.pending);
 out:
 	free(rs.v);
 	return rc;
@@ -425,55 +318,35 @@ out:
 
 /* --- the instance ------------------------------------------------------- */
 
-int
-vault_dirs_open(struct bw_vault *v)
+/* Sweeps the scratch, loads the rows and reconciles them with the
+ * objects. */
+static int
+vault_start(struct bw_vault *v)
 {
-	const char *dd = v->data_dir;
-	struct clear cl = {-1, 0};
+	unsigned n = 0;
 	int rc;
 
-	v->data_fd = open(dd, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (v->data_fd < 0) {
-		rc = -errno;
-		bw_error("cannot open the data directory %s: %s", dd,
-			 bw_strerror(rc));
-		return rc;
-	}
-	if ((rc = open_dir_at(v->data_fd, "files", &v->files_fd)) != 0 ||
-	    (rc = open_dir_at(v->files_fd, ".incoming", &v->incoming_fd)) !=
-		    0 ||
-	    (rc = open_dir_at(v->files_fd, ".pending", &v->pending_fd)) != 0) {
-		bw_error("refusing to start: %s/files, files/.incoming or "
-			 "files/.pending %s",
-			 dd,
+	if ((rc = v->blobs->be->sweep(v->blobs->state, FILES_SPACE, &n)) != 0) {
+		bw_error("refusing to start: files/ or files/.incoming %s",
 			 rc == -ELOOP ? "is a symbolic link or not a directory"
 				      : bw_strerror(rc));
 		return rc;
 	}
-	cl.dir = v->incoming_fd;
-	if ((rc = each_entry(v->incoming_fd, clear_one, &cl)) != 0)
-		return rc;
-	if (cl.n > 0)
+	if (n > 0)
 		bw_info("removed %u incomplete upload(s) left by a previous "
 			"run",
-			cl.n);
+			n);
+	if ((rc = vfile_load(v)) != 0) {
+		bw_error("vault: cannot load the file rows: %s",
+			 bw_strerror(rc));
+		return rc;
+	}
 	if ((rc = reconcile(v)) != 0)
 		bw_error("reconcile: %s", bw_strerror(rc));
+	else
+		bw_info("vault: loaded %llu files, %llu bytes stored",
+			ULL(v->files_n), ULL(v->bytes_stored));
 	return rc;
-}
-
-void
-vault_dirs_close(struct bw_vault *v)
-{
-	int *fds[] = {&v->data_fd, &v->files_fd, &v->incoming_fd,
-		      &v->pending_fd};
-	size_t i;
-
-	for (i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
-		if (*fds[i] >= 0)
-			close(*fds[i]);
-		*fds[i] = -1;
-	}
 }
 
 void
@@ -505,16 +378,17 @@ vault_open(const struct bw_host *h, const void *cfg, void **out)
 	v->cfg = *(const struct bw_vault_cfg *)cfg;
 	v->eng = h->eng;
 	v->reg = h->reg;
-	v->durable = h->durable;
-	v->data_dir = h->data_dir;
+	v->meta = h->meta;
+	v->blobs = h->blobs;
 	if ((rc = bw_slots_init(&v->slots, h->eng)) != 0) {
 		free(v);
 		return rc;
 	}
-	v->data_fd = v->files_fd = v->incoming_fd = v->pending_fd = -1;
 	v->handoff_tail = &v->handoff;
 	if ((rc = bw_hash_init(&v->locks)) != 0 ||
-	    (rc = vault_dirs_open(v)) != 0) {
+	    (rc = bw_hash_init(&v->files)) != 0 ||
+	    (rc = bw_hash_init(&v->by_path)) != 0 ||
+	    (rc = vault_start(v)) != 0) {
 		vault_close(v);
 		return rc;
 	}
@@ -529,7 +403,7 @@ vault_close(void *inst)
 
 	if (v == NULL)
 		return;
-	vault_dirs_close(v);
+	vfile_free_all(v);
 	bw_hash_fini(&v->locks); /* commits hold no lock once jobs are done */
 	free(v);
 }

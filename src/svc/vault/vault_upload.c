@@ -1,15 +1,12 @@
 /* The streaming 1028: the ciphertext is decrypted chunk by chunk out of the
  * connection's input into one of two aligned buffers, CRC'd on the loop
- * thread and written by a worker (O_DIRECT when the file system allows) to
- * a temporary file in files/.incoming, which commit.c then puts in place.
+ * thread and written by a worker into a new object of the blob store,
+ * which commit.c then puts in place.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "bulwark/err.h"
 #include "bulwark/log.h"
@@ -54,14 +51,8 @@ vault_upload_free(struct upload *u)
 	if (u == NULL)
 		return;
 	vault_upload_done(u);
-	if (u->fd_tail >= 0 && u->fd_tail != u->fd)
-		close(u->fd_tail);
-	if (u->fd >= 0) {
-		close(u->fd);
-		(void)unlinkat(u->v->incoming_fd, u->tmp_name, 0);
-	}
-	if (u->dir_fd >= 0)
-		close(u->dir_fd);
+	if (u->w != NULL)
+		u->v->blobs->be->abort(u->v->blobs->state, u->w);
 	for (i = 0; i < 2; i++) {
 		if (u->wbuf[i] != NULL)
 			bw_wipe(u->wbuf[i], u->chunk);
@@ -93,23 +84,6 @@ vault_upload_abort(struct bw_conn *c, const char *why)
 		vault_upload_free(u);
 }
 
-static int
-open_tmp(struct upload *u)
-{
-	int tries;
-
-	for (tries = 0; tries < 4; tries++) {
-		vault_tmp_name(u->v, ".up-", u->tmp_name);
-		u->fd = openat(u->v->incoming_fd, u->tmp_name,
-			       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
-				       O_CLOEXEC,
-			       0600);
-		if (u->fd >= 0 || errno != EEXIST)
-			break;
-	}
-	return u->fd >= 0 ? 0 : -errno;
-}
-
 /* A newcomer needs the slot of this upload, whose body trickles: it ends
  * with 2107 and a close. */
 static void
@@ -137,7 +111,6 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 
 	if ((u = calloc(1, sizeof(*u))) == NULL)
 		return BW_ENOMEM;
-	u->fd = u->fd_tail = u->dir_fd = -1;
 	u->v = v;
 	u->conn = c;
 	if ((rc = bw_file_name_sanitize(file_name, u->stored)) != 0)
@@ -156,17 +129,12 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 	bw_cksum_init(&u->crc);
 	bw_hex_encode(cl->id, BW_ID_LEN, hex);
 	rc = BW_ETOOBIG;
-	if (snprintf(u->rel_path, sizeof(u->rel_path), "files/%s/%s", hex,
+	if (snprintf(u->rel_path, sizeof(u->rel_path), FILES_SPACE "%s/%s", hex,
 		     u->stored) >= (int)sizeof(u->rel_path))
 		goto fail;
-	if ((rc = vault_client_dir(u->v, cl->id, &u->dir_fd)) != 0) {
-		bw_error("c%llu files/%s: %s; upload refused", ULL(c->id), hex,
-			 rc == -ELOOP || rc == -ENOTDIR
-				 ? "is a symbolic link or not a directory"
-				 : bw_strerror(rc));
-		goto fail;
-	}
-	if ((rc = open_tmp(u)) != 0 || (rc = bw_aes_new(&u->aes, key, 0)) != 0)
+	if ((rc = v->blobs->be->create(v->blobs->state, FILES_SPACE, &u->w)) !=
+		    0 ||
+	    (rc = bw_aes_new(&u->aes, key, 0)) != 0)
 		goto fail;
 	rc = BW_ENOMEM;
 	u->chunk =
@@ -177,16 +145,6 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 	if (posix_memalign((void **)&u->wbuf[0], DIRECT_ALIGN, u->chunk) != 0 ||
 	    posix_memalign((void **)&u->wbuf[1], DIRECT_ALIGN, u->chunk) != 0)
 		goto fail;
-	/* Whole chunks bypass the page cache (O_DIRECT): no copy, and the
-	 * final fsync has little left to do. A file system without it, or the
-	 * last unaligned bytes, go through a buffered descriptor. */
-	u->fd_tail = u->fd;
-	if (fcntl(u->fd, F_SETFL, O_DIRECT) == 0 &&
-	    (u->fd_tail = openat(u->v->incoming_fd, u->tmp_name,
-				 O_WRONLY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
-		rc = -errno;
-		goto fail;
-	}
 	vc->up = u;
 	u->counted = 1;
 	v->uploads_active++;
@@ -200,42 +158,14 @@ fail:
 	return rc;
 }
 
-static int
-pwrite_full(int fd, const uint8_t *p, size_t n, uint64_t off)
-{
-	ssize_t w;
-
-	while (n > 0) {
-		w = pwrite(fd, p, n, (off_t)off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return w < 0 ? -errno : -EIO;
-		p += w;
-		n -= (size_t)w;
-		off += (uint64_t)w;
-	}
-	return 0;
-}
-
 static void
 write_work(void *arg)
 {
 	struct wjob *j = arg;
 	struct upload *u = j->u;
-	const uint8_t *p = u->wbuf[j->idx];
-	size_t whole = u->fd_tail != u->fd ? j->len & ~(DIRECT_ALIGN - 1) : 0;
+	const struct bw_blobs *b = u->v->blobs;
 
-	j->rc = pwrite_full(u->fd, p, whole, j->off);
-	if (j->rc == -EINVAL) {
-		/* O_DIRECT accepted at open but not our alignment: write
-		 * this chunk through the page cache instead */
-		whole = 0;
-		j->rc = 0;
-	}
-	if (j->rc == 0 && whole < j->len)
-		j->rc = pwrite_full(u->fd_tail, p + whole, j->len - whole,
-				    j->off + whole);
+	j->rc = b->be->write(u->w, j->off, u->wbuf[j->idx], j->len);
 }
 
 static void
@@ -256,7 +186,7 @@ write_done(void *arg)
 		return;
 	}
 	/* a buffer is free, or the body may be ready to commit */
-	vault_resume(c);
+	bw_frame_kick(c);
 }
 
 static int
@@ -360,35 +290,4 @@ vault_body_step(struct bw_conn *c)
 	bw_frame_wait(c);
 	vault_commit(c, u);
 	return 0;
-}
-
-void
-vault_swallow_end(struct bw_vault *v, struct vault_conn *vc)
-{
-	if (!vc->swallow_slot.taken)
-		return;
-	v->swallowing--;
-	bw_slots_release(&v->slots, &vc->swallow_slot);
-}
-
-int
-vault_swallow_step(struct bw_conn *c, struct bw_vault *v)
-{
-	struct vault_conn *vc = VC(c);
-	size_t k = c->in.len < vc->swallow_left ? c->in.len
-						: (size_t)vc->swallow_left;
-	int rc;
-
-	bw_buf_consume(&c->in, k);
-	vc->swallow_left -= k;
-	bw_slot_progress(&vc->swallow_slot, vc->swallow_left);
-	if (vc->swallow_left > 0)
-		return 0;
-	if (!bw_frame_body_end(c))
-		return 0; /* wait to see whether padding follows */
-	vc->st = V_IDLE;
-	vault_swallow_end(v, vc);
-	rc = bw_frame_error(c, "file refused");
-	bw_frame_done(c);
-	return rc;
 }

@@ -1,14 +1,13 @@
 /* 1029, 1030 and 1031: the client's verdict on a stored upload. A 1029
- * marks it verified, or swaps a pending replacement into place (rename,
- * then row; a failed row undoes the rename); a 1030/1031 throws a pending
- * replacement away. Each runs under the stored path's lock, like a commit.
+ * marks it verified, or swaps a pending replacement into place (move, then
+ * row; a failed row undoes the move); a 1030/1031 throws a pending
+ * replacement away. Each runs under the stored path's lock, like a commit:
+ * rows through the metadata store's requests, objects on the workers.
  */
-#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "bulwark/err.h"
 #include "bulwark/log.h"
@@ -22,14 +21,15 @@ struct crc_op {
 	uint16_t code;
 	uint8_t id[BW_ID_LEN];
 	char name[BW_NAME_CAP], stored[BW_NAME_CAP], path[BW_PATH_CAP];
-	char pend_name[TMP_NAME_CAP], backup[TMP_NAME_CAP];
+	char pend_key[BW_PATH_CAP], backup[BW_BLOB_KEY_CAP];
 	uint64_t size;
-	int dir_fd, locked, rc;
-	/* a swap done, waiting for its row to be durable: the row before it,
-	 * to put back (with the file) if that fails */
-	int swapped;
+	int locked, rc;
+	/* a swap: the row before it, to put back (with the file) if its row
+	 * cannot be made durable */
+	int swapped, restore_row;
 	struct bw_file_rec prev;
 	uint64_t prev_size, prev_pending_size;
+	struct bw_meta_req sync;
 };
 
 static void
@@ -57,60 +57,107 @@ crc_reply(struct crc_op *op, int reply_code)
 	}
 	if (op->locked)
 		vault_unlock(op->v, op->path);
-	if (op->dir_fd >= 0)
-		close(op->dir_fd);
 	free(op);
 	vault_release_and_resume(c);
 }
 
-/* A swap whose row could not be made durable is undone, file and row, so
- * that the client's 2107 and what it finds later agree: the replacement
- * waits again for a 1029. */
-static void
-swap_undo(struct crc_op *op)
-{
-	struct bw_client *cl = bw_registry_by_id(op->v->reg, op->id);
-	char shown[BW_ESC_CAP];
-	int rc;
+/* --- undoing a swap -------------------------------------------------------
+ * A swap whose row could not be written, or made durable, is undone, file
+ * and row, so that the client's 2107 and what it finds later agree: the
+ * replacement waits again for a 1029. */
 
-	(void)linkat(op->dir_fd, op->stored, op->v->pending_fd, op->pend_name,
-		     0);
-	vault_restore_backup(op->dir_fd, op->stored, op->v->incoming_fd,
-			     op->backup);
-	if (cl == NULL || (rc = bw_registry_set_file(
-				   op->v->reg, cl, op->path, &op->prev,
-				   op->prev_size, op->prev_pending_size)) != 0)
+static void
+row_restored(void *arg, int rc)
+{
+	struct crc_op *op = arg;
+	char shown[BW_ESC_CAP];
+
+	if (rc != 0)
 		bw_error("vault: the row of %s could not be put back",
 			 bw_escape_display(op->path, shown, sizeof(shown)));
+	crc_reply(op, BW_VAULT_RESP_ERROR);
+}
+
+/* Worker side: the stored object goes back under its pending key (if the
+ * move took it from there) and the backup back in place. */
+static void
+unswap_files(struct crc_op *op)
+{
+	const struct bw_blobs *b = op->v->blobs;
+	uint64_t size;
+
+	if (b->be->size(b->state, op->pend_key, &size) == 0) {
+		/* the move never happened: only the backup is extra */
+		(void)b->be->remove(b->state, op->backup);
+		return;
+	}
+	if (b->be->copy(b->state, op->path, op->pend_key) != 0)
+		bw_error("vault: the replacement of %s could not be put back "
+			 "aside",
+			 op->path);
+	vault_restore_backup(op->v, op->path, op->backup);
 }
 
 static void
-crc_durable(void *arg, int rc)
+unswap_work(void *arg)
+{
+	unswap_files(arg);
+}
+
+static void
+unswap_done(void *arg)
 {
 	struct crc_op *op = arg;
 
-	if (rc != 0) {
-		op->rc = rc;
+	if (!op->restore_row ||
+	    vfile_set(op->v, op->id, op->path, &op->prev, op->prev_size,
+		      op->prev_pending_size, row_restored, op) != 0)
+		row_restored(op, op->restore_row ? BW_ENOMEM : 0);
+}
+
+static void
+unswap(struct crc_op *op, int restore_row)
+{
+	op->restore_row = restore_row;
+	if (bw_loop_submit(op->v->eng->loop, unswap_work, unswap_done, op) == 0)
+		return;
+	unswap_files(op);
+	unswap_done(op);
+}
+
+/* --- the reply ------------------------------------------------------------
+ */
+
+static void
+crc_durable(struct bw_meta_req *r)
+{
+	struct crc_op *op = r->arg;
+
+	if (r->rc != 0) {
+		op->rc = r->rc;
 		bw_error("vault: a verdict's row could not be made durable: %s",
-			 bw_strerror(rc));
-		if (op->swapped)
-			swap_undo(op);
+			 bw_strerror(r->rc));
+		if (op->swapped) {
+			unswap(op, 1);
+			return;
+		}
 	} else if (op->swapped) {
-		vault_unlink_later(op->v, op->v->incoming_fd, op->backup);
+		vault_remove_later(op->v, op->backup);
 	}
-	crc_reply(op, rc == 0 ? BW_VAULT_RESP_ACK : BW_VAULT_RESP_ERROR);
+	crc_reply(op, r->rc == 0 ? BW_VAULT_RESP_ACK : BW_VAULT_RESP_ERROR);
 }
 
 /* A 2104 to a 1029 promises the file is verified (or the replacement in
  * place) for good, and one to a 1031 that the replacement is gone: each
- * waits for the fsync that covers its row. */
+ * waits until its row is durable. */
 static void
 crc_finish(struct crc_op *op, int reply_code)
 {
-	if (reply_code == BW_VAULT_RESP_ACK && op->v->durable != NULL &&
-	    bw_durable_after(op->v->durable, crc_durable, op) == 0)
+	if (reply_code != BW_VAULT_RESP_ACK) {
+		crc_reply(op, reply_code);
 		return;
-	crc_reply(op, reply_code);
+	}
+	vault_durable(op->v, &op->sync, crc_durable, op);
 }
 
 /* While the connection that uploaded the version of op's path waiting for
@@ -119,7 +166,7 @@ crc_finish(struct crc_op *op, int reply_code)
  * the same client id (who read the id in a 2101) cannot confirm a version
  * the uploader will reject, or discard one it will confirm. */
 static int
-stranger(const struct crc_op *op, const struct bw_file *f)
+stranger(const struct crc_op *op, const struct vfile *f)
 {
 	const struct bw_conn *up;
 
@@ -129,99 +176,109 @@ stranger(const struct crc_op *op, const struct bw_file *f)
 	return up != NULL && bw_conn_serving(up);
 }
 
+/* --- 1029 of a pending replacement: the swap ------------------------------
+ */
+
+static void
+swap_row_done(void *arg, int rc)
+{
+	struct crc_op *op = arg;
+	char shown[BW_ESC_CAP];
+
+	bw_escape_display(op->path, shown, sizeof(shown));
+	if (rc != 0) {
+		op->rc = rc;
+		bw_error("c%llu 1029 %s: the replacement could not be put in "
+			 "place: %s",
+			 ULL(op->c->id), shown, bw_strerror(rc));
+		unswap(op, 0); /* the row still names the pending file */
+		return;
+	}
+	bw_info("c%llu 1029 %s verified: the replacement is now current",
+		ULL(op->c->id), shown);
+	op->swapped = 1; /* the backup goes once the row is durable */
+	crc_finish(op, BW_VAULT_RESP_ACK);
+}
+
 static void
 swap_work(void *arg)
 {
 	struct crc_op *op = arg;
-	struct bw_vault *v = op->v;
+	const struct bw_blobs *b = op->v->blobs;
 
-	op->rc = vault_keep_backup(op->dir_fd, op->stored, v->incoming_fd,
-				   op->backup);
-	if (op->rc == 0 && renameat(v->pending_fd, op->pend_name, op->dir_fd,
-				    op->stored) != 0) {
-		op->rc = -errno;
-		if (op->backup[0] != '\0')
-			(void)unlinkat(v->incoming_fd, op->backup, 0);
+	if ((op->rc = vault_keep_backup(op->v, op->path, op->backup)) != 0)
 		return;
-	}
-	if (op->rc == 0 && fsync(op->dir_fd) != 0) {
-		op->rc = -errno;
-		(void)linkat(op->dir_fd, op->stored, v->pending_fd,
-			     op->pend_name, 0);
-		vault_restore_backup(op->dir_fd, op->stored, v->incoming_fd,
-				     op->backup);
-	}
+	if ((op->rc = b->be->move(b->state, op->pend_key, op->path)) != 0)
+		unswap_files(op);
 }
 
 static void
 swap_done(void *arg)
 {
 	struct crc_op *op = arg;
-	struct bw_registry *reg = op->v->reg;
-	struct bw_client *cl = bw_registry_by_id(reg, op->id);
-	struct bw_file *f;
 	struct bw_file_rec rec;
 	char shown[BW_ESC_CAP];
+	int rc;
 
-	if (op->rc == 0 && cl == NULL)
-		op->rc = BW_ENOTFOUND;
-	if (op->rc == 0 &&
-	    (f = bw_registry_file_at(reg, cl, op->path)) != NULL) {
-		bw_registry_file_rec(f, &op->prev);
-		op->prev_size = f->size;
-		op->prev_pending_size = f->pending_size;
-	} else if (op->rc == 0) {
-		op->rc = BW_ENOTFOUND;
-	}
 	if (op->rc == 0) {
 		memset(&rec, 0, sizeof(rec));
 		memcpy(rec.client_id, op->id, BW_ID_LEN);
 		snprintf(rec.file_name, sizeof(rec.file_name), "%s", op->name);
 		snprintf(rec.path_name, sizeof(rec.path_name), "%s", op->path);
 		rec.verified = 1;
-		op->rc = bw_registry_set_file(reg, cl, op->path, &rec, op->size,
-					      0);
-		if (op->rc != 0) {
-			/* the row still names the pending file: undo */
-			(void)linkat(op->dir_fd, op->stored, op->v->pending_fd,
-				     op->pend_name, 0);
-			vault_restore_backup(op->dir_fd, op->stored,
-					     op->v->incoming_fd, op->backup);
-		}
+		if ((rc = vfile_set(op->v, op->id, op->path, &rec, op->size, 0,
+				    swap_row_done, op)) != 0)
+			swap_row_done(op, rc);
+		return;
 	}
-	bw_escape_display(op->path, shown, sizeof(shown));
-	if (op->rc == 0) {
-		bw_info("c%llu 1029 %s verified: the replacement is now "
-			"current",
-			ULL(op->c->id), shown);
-		op->swapped = 1; /* the backup goes once the row is durable */
-	} else {
-		bw_error("c%llu 1029 %s: the replacement could not be put in "
-			 "place: %s",
-			 ULL(op->c->id), shown, bw_strerror(op->rc));
-	}
-	crc_finish(op, op->rc == 0 ? BW_VAULT_RESP_ACK : BW_VAULT_RESP_ERROR);
+	bw_error("c%llu 1029 %s: the replacement could not be put in place: "
+		 "%s",
+		 ULL(op->c->id),
+		 bw_escape_display(op->path, shown, sizeof(shown)),
+		 bw_strerror(op->rc));
+	crc_finish(op, BW_VAULT_RESP_ERROR);
 }
 
-/* Drops the pending replacement of f (a 1030 or 1031 for it). */
-static int
-drop_pending(struct crc_op *op, struct bw_client *cl, struct bw_file *f)
-{
-	struct bw_registry *reg = op->v->reg;
-	struct bw_file_rec rec;
-	char old[BW_PATH_CAP];
-	int rc;
+/* --- the other verdicts ---------------------------------------------------
+ */
 
-	bw_registry_file_rec(f, &rec);
-	snprintf(old, sizeof(old), "%s", rec.pending_path);
-	rec.pending_name[0] = rec.pending_path[0] = '\0';
-	if ((rc = bw_registry_set_file(reg, cl, op->path, &rec, f->size, 0)) !=
-	    0)
-		return rc;
-	if (strncmp(old, PENDING_DIR, strlen(PENDING_DIR)) == 0)
-		vault_unlink_later(op->v, op->v->pending_fd,
-				   old + strlen(PENDING_DIR));
-	return 0;
+static void
+verified_done(void *arg, int rc)
+{
+	struct crc_op *op = arg;
+	char shown[BW_ESC_CAP];
+
+	op->rc = rc;
+	if (rc == 0)
+		bw_info("c%llu 1029 %s verified", ULL(op->c->id),
+			bw_escape_display(op->path, shown, sizeof(shown)));
+	crc_finish(op, rc == 0 ? BW_VAULT_RESP_ACK : BW_VAULT_RESP_ERROR);
+}
+
+/* A 1030/1031 is answered (1031: 2104, 1030: nothing), its replacement
+ * discarded or not (rc). */
+static void
+mismatch_done(void *arg, int rc)
+{
+	struct crc_op *op = arg;
+	struct vfile *f;
+	char shown[BW_ESC_CAP];
+	int had = op->pend_key[0] != '\0';
+
+	op->rc = rc;
+	if (had && rc == 0 &&
+	    strncmp(op->pend_key, PENDING_DIR, strlen(PENDING_DIR)) == 0)
+		vault_remove_later(op->v, op->pend_key);
+	bw_info("c%llu %u %s CRC mismatch, %s%s", ULL(op->c->id), op->code,
+		bw_escape_display(op->path, shown, sizeof(shown)),
+		op->code == BW_VAULT_REQ_CRC_RETRY ? "resend follows"
+						   : "client gave up",
+		had ? "; its replacement was discarded" : "");
+	if (op->code == BW_VAULT_REQ_CRC_FAIL &&
+	    (f = vfile_by_name(op->v, op->id, op->name)) != NULL)
+		f->acked_s = 0;
+	crc_finish(op,
+		   op->code == BW_VAULT_REQ_CRC_FAIL ? BW_VAULT_RESP_ACK : 0);
 }
 
 static void
@@ -230,20 +287,17 @@ crc_locked(struct vwait *w)
 	struct crc_op *op =
 		(struct crc_op *)((char *)w - offsetof(struct crc_op, wait));
 	struct bw_vault *v = op->v;
-	struct bw_registry *reg = v->reg;
-	struct bw_client *cl = bw_registry_by_id(reg, op->id);
-	struct bw_file *f, *pf;
+	struct vfile *f, *pf;
 	struct bw_file_rec rec;
-	char shown[BW_ESC_CAP];
 	int pending, rc;
 
 	op->locked = 1;
-	if (cl == NULL || bw_conn_dead(op->c)) {
+	if (bw_registry_by_id(v->reg, op->id) == NULL || bw_conn_dead(op->c)) {
 		crc_finish(op, 0);
 		return;
 	}
-	f = bw_registry_file(reg, cl, op->name);
-	pf = bw_registry_file_at(reg, cl, op->path);
+	f = vfile_by_name(v, op->id, op->name);
+	pf = vfile_at(v, op->id, op->path);
 	if (stranger(op, pf)) {
 		bw_info("c%llu %u refused: the uploader's connection (c%llu) "
 			"is open and owes the verdict",
@@ -258,16 +312,17 @@ crc_locked(struct vwait *w)
 		  strcmp(pf->pending_name, op->name) == 0 &&
 		  strncmp(pf->pending_path, PENDING_DIR, strlen(PENDING_DIR)) ==
 			  0;
-	bw_escape_display(op->path, shown, sizeof(shown));
+	if (pending)
+		snprintf(op->pend_key, sizeof(op->pend_key), "%s",
+			 pf->pending_path);
 	if (op->code == BW_VAULT_REQ_CRC_OK && pending) {
-		snprintf(op->pend_name, sizeof(op->pend_name), "%s",
-			 pf->pending_path + strlen(PENDING_DIR));
 		op->size = pf->pending_size;
-		vault_tmp_name(op->v, ".old-", op->backup);
+		vfile_rec(pf, &op->prev);
+		op->prev_size = pf->size;
+		op->prev_pending_size = pf->pending_size;
 		/* op->rc belongs to the worker once submitted: the submit's
 		 * own result goes elsewhere */
-		if ((rc = vault_client_dir(op->v, op->id, &op->dir_fd)) != 0 ||
-		    (rc = bw_loop_submit(v->eng->loop, swap_work, swap_done,
+		if ((rc = bw_loop_submit(v->eng->loop, swap_work, swap_done,
 					 op)) != 0) {
 			op->rc = rc;
 			crc_finish(op, BW_VAULT_RESP_ERROR);
@@ -279,34 +334,27 @@ crc_locked(struct vwait *w)
 			crc_finish(op, BW_VAULT_RESP_ERROR);
 			return;
 		}
-		if (!f->verified) {
-			/* set_file frees f: nothing of it may be passed by
-			 * reference */
-			bw_registry_file_rec(f, &rec);
-			rec.verified = 1;
-			op->rc = bw_registry_set_file(reg, cl, rec.path_name,
-						      &rec, f->size,
-						      f->pending_size);
+		if (f->verified) {
+			verified_done(op, 0);
+			return;
 		}
-		if (op->rc == 0)
-			bw_info("c%llu 1029 %s verified", ULL(op->c->id),
-				shown);
-		crc_finish(op, op->rc == 0 ? BW_VAULT_RESP_ACK
-					   : BW_VAULT_RESP_ERROR);
+		/* set frees f: nothing of it may be passed by reference */
+		vfile_rec(f, &rec);
+		rec.verified = 1;
+		if ((rc = vfile_set(v, op->id, rec.path_name, &rec, f->size,
+				    f->pending_size, verified_done, op)) != 0)
+			verified_done(op, rc);
 		return;
 	}
-	if (pending)
-		op->rc = drop_pending(op, cl, pf);
-	bw_info("c%llu %u %s CRC mismatch, %s%s", ULL(op->c->id), op->code,
-		shown,
-		op->code == BW_VAULT_REQ_CRC_RETRY ? "resend follows"
-						   : "client gave up",
-		pending ? "; its replacement was discarded" : "");
-	if (op->code == BW_VAULT_REQ_CRC_FAIL &&
-	    (f = bw_registry_file(reg, cl, op->name)) != NULL)
-		f->acked_s = 0;
-	crc_finish(op,
-		   op->code == BW_VAULT_REQ_CRC_FAIL ? BW_VAULT_RESP_ACK : 0);
+	if (!pending) {
+		mismatch_done(op, 0);
+		return;
+	}
+	vfile_rec(pf, &rec);
+	rec.pending_name[0] = rec.pending_path[0] = '\0';
+	if ((rc = vfile_set(v, op->id, op->path, &rec, pf->size, 0,
+			    mismatch_done, op)) != 0)
+		mismatch_done(op, rc);
 }
 
 int
@@ -323,12 +371,11 @@ vault_crc_request(struct bw_conn *c, struct bw_vault *v, uint16_t code,
 	op->v = v;
 	op->c = c;
 	op->code = code;
-	op->dir_fd = -1;
 	memcpy(op->id, cl->id, BW_ID_LEN);
 	snprintf(op->name, sizeof(op->name), "%s", name);
 	bw_hex_encode(cl->id, BW_ID_LEN, hex);
 	if (bw_file_name_sanitize(name, op->stored) != 0 ||
-	    snprintf(op->path, sizeof(op->path), "files/%s/%s", hex,
+	    snprintf(op->path, sizeof(op->path), FILES_SPACE "%s/%s", hex,
 		     op->stored) >= (int)sizeof(op->path)) {
 		/* no such stored file can exist */
 		free(op);

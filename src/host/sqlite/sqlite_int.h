@@ -1,44 +1,22 @@
-/* Persistent storage of clients, files and messages: the one
- * interface services use, so another backend (PostgreSQL) can be added
- * behind it. The SQLite backend lives in src/core/store/, the only code that
- * includes SQLite: one database in WAL mode, one file per table, every
- * statement prepared once at open. Not thread-safe: one thread owns a store.
+/* Internal to src/host/sqlite/: the connection and its prepared
+ * statements, and the helpers every table file binds parameters and reads
+ * columns with. With the .c files beside it, the only code that includes
+ * sqlite3.h.
  */
-#ifndef BULWARK_STORE_H
-#define BULWARK_STORE_H
+#ifndef BULWARK_HOST_SQLITE_INT_H
+#define BULWARK_HOST_SQLITE_INT_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bulwark/crypto.h"
-#include "bulwark/err.h"
-#include "bulwark/ids.h"
+#include <sqlite3.h>
+
+#include "host/meta.h"
+#include "host/sqlite/lastseen.h"
+
+/* --- the store: synchronous, on the owner's thread ------------------- */
 
 struct bw_store;
-
-struct bw_client_rec {
-	uint8_t id[BW_ID_LEN];
-	char name[BW_NAME_CAP];
-	int has_pubkey;
-	uint8_t pubkey[BW_RSA_PUB_LEN];
-	int has_aes;
-	uint8_t aes_key[BW_AES_KEY_LEN];
-	int64_t last_seen;  /* Unix seconds; 0 = never */
-	int64_t key_issued; /* when aes_key was issued (Unix s); 0 = unknown */
-	int key_used;	    /* the public key has been used: an upload decrypted
-			     * with its AES key, or a 1027 answered */
-};
-
-struct bw_file_rec {
-	uint8_t client_id[BW_ID_LEN];
-	char file_name[BW_NAME_CAP]; /* as sent by the client */
-	char path_name[BW_PATH_CAP]; /* relative to the data directory */
-	int verified;
-	/* A replacement uploaded for a verified file, waiting for its 1029:
-	 * the name it was sent under and where it is kept ("" = none). */
-	char pending_name[BW_NAME_CAP];
-	char pending_path[BW_PATH_CAP];
-};
 
 /* Opens (creating if absent) the database at path: WAL, foreign keys off,
  * tables created if missing. */
@@ -56,11 +34,6 @@ int bw_store_load_files(struct bw_store *s, bw_store_file_cb cb,
 /* Inserts a new client; BW_EEXIST if the name or id is taken. */
 int bw_store_client_insert(struct bw_store *s,
 			   const struct bw_client_rec *c) BW_WUR;
-/* Sets the public key (if pubkey is not NULL), the AES key and LastSeen. */
-int bw_store_client_set_keys(struct bw_store *s, const uint8_t id[BW_ID_LEN],
-			     const uint8_t *pubkey,
-			     const uint8_t aes_key[BW_AES_KEY_LEN],
-			     int64_t last_seen) BW_WUR;
 /* Sets the public key (if pubkey is not NULL), the AES key (NULL revokes
  * it), when it was issued, whether the public key has been used, and
  * LastSeen, in one statement. */
@@ -70,19 +43,12 @@ int bw_store_client_set_key(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 int bw_store_client_touch(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 			  int64_t last_seen) BW_WUR;
 
-/* Inserts or replaces (client_id, file_name) with Verified = false. */
-int bw_store_file_upsert(struct bw_store *s,
-			 const struct bw_file_rec *f) BW_WUR;
 /* In one transaction: removes every row of client id whose PathName is path
  * or whose FileName is rec->file_name, then inserts rec (if not NULL). The
  * one primitive of the vault's commits: each step of a commit, and each
  * undo, replaces the one row that owns a stored path. */
 int bw_store_file_set(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 		      const char *path, const struct bw_file_rec *rec) BW_WUR;
-int bw_store_file_set_verified(struct bw_store *s, const uint8_t id[BW_ID_LEN],
-			       const char *file_name, int verified) BW_WUR;
-int bw_store_file_delete(struct bw_store *s, const uint8_t id[BW_ID_LEN],
-			 const char *file_name) BW_WUR;
 
 /* ---- transactions and durability ----
  * Commits need not be durable when they return (SQLite: WAL with
@@ -98,16 +64,6 @@ int bw_store_commit(struct bw_store *s) BW_WUR;
 int bw_store_sync(struct bw_store *s) BW_WUR;
 
 /* ---- messages ---- */
-
-struct bw_msg_rec {
-	int64_t id; /* set by insert */
-	uint8_t to[BW_ID_LEN];
-	uint8_t from[BW_ID_LEN];
-	unsigned type;
-	uint64_t size;		/* content bytes */
-	const uint8_t *content; /* inline content, or NULL */
-	char path[BW_PATH_CAP]; /* or its file, relative to the data dir */
-};
 
 /* Inserts m with a fresh id (never one used before, also after deletes)
  * and sets m->id. Inside bw_store_begin/commit, so ids and rows commit
@@ -141,5 +97,85 @@ int bw_store_msg_files(struct bw_store *s,
 		       void *arg) BW_WUR;
 /* Removes one message (its content file is the caller's). */
 int bw_store_msg_drop(struct bw_store *s, int64_t id) BW_WUR;
+
+/* --- its insides -------------------------------------------------------- */
+
+enum stmt_id {
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_SAVEPOINT,
+	ST_RELEASE,
+	ST_ROLLBACK_TO,
+	ST_CLIENT_LOAD,
+	ST_CLIENT_INSERT,
+	ST_CLIENT_SET_KEY,
+	ST_CLIENT_TOUCH,
+	ST_FILE_LOAD,
+	ST_FILE_DROP_PATH,
+	ST_FILE_INSERT,
+	ST_MSG_INSERT,
+	ST_MSG_EACH,
+	ST_MSG_EACH_CONTENT,
+	ST_MSG_PATHS_UPTO,
+	ST_MSG_SUM_UPTO,
+	ST_MSG_DELETE_UPTO,
+	ST_MSG_TOTALS,
+	ST_MSG_ALL_PATHS,
+	ST_MSG_DROP,
+	ST_META_SET,
+	ST_N
+};
+
+struct bw_store {
+	sqlite3 *db;
+	sqlite3_stmt *st[ST_N];
+	int sync_fd; /* the WAL, opened for bw_store_sync_fd; -1 */
+	/* message ids: never reused, whatever the table was made with */
+	int64_t msg_next, msg_next_saved;
+	int in_tx; /* inside bw_store_begin */
+	int depth; /* store_tx_begin's nesting */
+};
+
+/* messages.c: the next message id, from every place it was recorded. */
+int store_msg_init(struct bw_store *s) BW_WUR;
+
+/* schema.c: the tables, created or brought up to date (*name_col: the
+ * clients' name column it found); runs sql with no rows (logged). */
+int store_schema(sqlite3 *db, const char **name_col) BW_WUR;
+int store_exec(sqlite3 *db, const char *sql) BW_WUR;
+
+/* store.c: statements */
+/* Logs the connection's last error and turns it into an error value. */
+int store_db_err(sqlite3 *db, const char *what);
+/* Resets a statement after use and drops its bindings, so that no pointer
+ * bound with SQLITE_STATIC (keys) outlives the call. */
+void store_done(sqlite3_stmt *st);
+/* Runs a prepared statement that returns no rows. */
+int store_run(struct bw_store *s, enum stmt_id id, const char *what);
+/* The same for an UPDATE or DELETE: BW_ENOTFOUND if it changed no row. */
+int store_run_change(struct bw_store *s, enum stmt_id id, const char *what);
+/* Ends a transaction begun with ST_BEGIN: commits if rc is 0, else rolls
+ * back. Returns rc, or the commit's error. */
+int store_finish(struct bw_store *s, int rc);
+/* A unit of work that may run alone or inside a batch: a transaction of
+ * its own outside one, a savepoint inside (whose failure undoes only it).
+ * store_tx_end commits or releases if rc is 0, else rolls it back; it
+ * returns rc, or the commit's error. */
+int store_tx_begin(struct bw_store *s) BW_WUR;
+int store_tx_end(struct bw_store *s, int rc);
+
+/* store.c: parameters (pointers must outlive the step) and columns */
+int store_bind_str(sqlite3_stmt *st, int idx, const char *str, size_t cap);
+int store_bind_opt_str(sqlite3_stmt *st, int idx, const char *str, size_t cap);
+int store_bind_blob(sqlite3_stmt *st, int idx, const void *p, int n);
+int store_bind_time(sqlite3_stmt *st, int idx, int64_t t,
+		    char buf[BW_LASTSEEN_TEXT + 1]);
+int store_column_str(sqlite3_stmt *st, int col, char *out, size_t cap);
+int store_column_id(sqlite3_stmt *st, int col, uint8_t out[BW_ID_LEN]);
+int store_column_key(sqlite3_stmt *st, int col, uint8_t *out, size_t cap,
+		     int exact, int *has);
+int store_column_bool(sqlite3_stmt *st, int col);
+int store_column_time(sqlite3_stmt *st, int col, int64_t *out);
 
 #endif

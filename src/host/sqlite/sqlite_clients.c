@@ -6,7 +6,7 @@
 #include "bulwark/crypto.h"
 #include "bulwark/err.h"
 #include "bulwark/log.h"
-#include "host/sqlite/store_int.h"
+#include "host/sqlite/sqlite_int.h"
 
 int
 bw_store_load_clients(struct bw_store *s, bw_store_client_cb cb, void *arg)
@@ -79,28 +79,6 @@ bw_store_client_insert(struct bw_store *s, const struct bw_client_rec *c)
 out:
 	store_done(st);
 	return rc;
-}
-
-int
-bw_store_client_set_keys(struct bw_store *s, const uint8_t id[BW_ID_LEN],
-			 const uint8_t *pubkey,
-			 const uint8_t aes_key[BW_AES_KEY_LEN],
-			 int64_t last_seen)
-{
-	sqlite3_stmt *st = s->st[ST_CLIENT_SET_KEYS];
-	char when[BW_LASTSEEN_TEXT + 1];
-	int rc;
-
-	if (aes_key == NULL)
-		return BW_ECONFIG;
-	if ((rc = store_bind_blob(st, 1, id, BW_ID_LEN)) != 0 ||
-	    (rc = store_bind_blob(st, 2, pubkey, BW_RSA_PUB_LEN)) != 0 ||
-	    (rc = store_bind_blob(st, 3, aes_key, BW_AES_KEY_LEN)) != 0 ||
-	    (rc = store_bind_time(st, 4, last_seen, when)) != 0) {
-		store_done(st);
-		return rc;
-	}
-	return store_run_change(s, ST_CLIENT_SET_KEYS, "set keys");
 }
 
 int

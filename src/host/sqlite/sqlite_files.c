@@ -5,7 +5,7 @@
 
 #include "bulwark/err.h"
 #include "bulwark/log.h"
-#include "host/sqlite/store_int.h"
+#include "host/sqlite/sqlite_int.h"
 
 int
 bw_store_load_files(struct bw_store *s, bw_store_file_cb cb, void *arg)
@@ -43,45 +43,6 @@ bw_store_load_files(struct bw_store *s, bw_store_file_cb cb, void *arg)
 }
 
 int
-bw_store_file_upsert(struct bw_store *s, const struct bw_file_rec *f)
-{
-	sqlite3_stmt *drop = s->st[ST_FILE_DROP_SAME_PATH];
-	sqlite3_stmt *up = s->st[ST_FILE_UPSERT];
-	int rc;
-
-	if (strnlen(f->file_name, sizeof f->file_name) >= sizeof f->file_name ||
-	    strnlen(f->path_name, sizeof f->path_name) >= sizeof f->path_name)
-		return BW_ETOOBIG;
-	if ((rc = store_run(s, ST_BEGIN, "begin")) != 0)
-		return rc;
-
-	/* Two sent names may sanitise to one stored path: the newest upload
-	 * owns the path, the older name's row goes. */
-	if ((rc = store_bind_blob(drop, 1, f->client_id, BW_ID_LEN)) != 0 ||
-	    (rc = store_bind_str(drop, 2, f->path_name, sizeof f->path_name)) !=
-		    0 ||
-	    (rc = store_bind_str(drop, 3, f->file_name, sizeof f->file_name)) !=
-		    0) {
-		store_done(drop);
-		goto out;
-	}
-	if ((rc = store_run(s, ST_FILE_DROP_SAME_PATH, "upsert file")) != 0)
-		goto out;
-	if ((rc = store_bind_blob(up, 1, f->client_id, BW_ID_LEN)) != 0 ||
-	    (rc = store_bind_str(up, 2, f->file_name, sizeof f->file_name)) !=
-		    0 ||
-	    (rc = store_bind_str(up, 3, f->path_name, sizeof f->path_name)) !=
-		    0) {
-		store_done(up);
-		goto out;
-	}
-	if ((rc = store_run(s, ST_FILE_UPSERT, "upsert file")) != 0)
-		goto out;
-out:
-	return store_finish(s, rc);
-}
-
-int
 bw_store_file_set(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 		  const char *path, const struct bw_file_rec *rec)
 {
@@ -89,7 +50,7 @@ bw_store_file_set(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 	sqlite3_stmt *ins = s->st[ST_FILE_INSERT];
 	int rc;
 
-	if ((rc = store_run(s, ST_BEGIN, "begin")) != 0)
+	if ((rc = store_tx_begin(s)) != 0)
 		return rc;
 	if ((rc = store_bind_blob(drop, 1, id, BW_ID_LEN)) != 0 ||
 	    (rc = store_bind_str(drop, 2, path, BW_PATH_CAP)) != 0 ||
@@ -119,36 +80,5 @@ bw_store_file_set(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 			goto out;
 	}
 out:
-	return store_finish(s, rc);
-}
-
-int
-bw_store_file_set_verified(struct bw_store *s, const uint8_t id[BW_ID_LEN],
-			   const char *file_name, int verified)
-{
-	sqlite3_stmt *st = s->st[ST_FILE_SET_VERIFIED];
-	int rc;
-
-	if ((rc = store_bind_blob(st, 1, id, BW_ID_LEN)) != 0 ||
-	    (rc = store_bind_str(st, 2, file_name, BW_NAME_CAP)) != 0 ||
-	    sqlite3_bind_int(st, 3, verified != 0) != SQLITE_OK) {
-		store_done(st);
-		return rc != 0 ? rc : BW_EDB;
-	}
-	return store_run_change(s, ST_FILE_SET_VERIFIED, "set verified");
-}
-
-int
-bw_store_file_delete(struct bw_store *s, const uint8_t id[BW_ID_LEN],
-		     const char *file_name)
-{
-	sqlite3_stmt *st = s->st[ST_FILE_DELETE];
-	int rc;
-
-	if ((rc = store_bind_blob(st, 1, id, BW_ID_LEN)) != 0 ||
-	    (rc = store_bind_str(st, 2, file_name, BW_NAME_CAP)) != 0) {
-		store_done(st);
-		return rc;
-	}
-	return store_run_change(s, ST_FILE_DELETE, "delete file");
+	return store_tx_end(s, rc);
 }

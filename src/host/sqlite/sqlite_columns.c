@@ -6,7 +6,7 @@
 #include <strings.h>
 
 #include "bulwark/err.h"
-#include "host/sqlite/store_int.h"
+#include "host/sqlite/sqlite_int.h"
 
 /* LastSeen as written by us (text), or by other implementations: Unix
  * seconds as an integer, a Julian day as a real, or any text

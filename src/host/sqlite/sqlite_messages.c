@@ -9,7 +9,7 @@
 
 #include "bulwark/err.h"
 #include "bulwark/log.h"
-#include "host/sqlite/store_int.h"
+#include "host/sqlite/sqlite_int.h"
 
 /* The largest id ever seen: the table's, AUTOINCREMENT's sequence, ours. */
 int
@@ -57,6 +57,8 @@ bw_store_msg_insert(struct bw_store *s, struct bw_msg_rec *m)
 		return BW_EDB; /* the id and the row commit together */
 	if (m->size > INT_MAX && m->path[0] == '\0')
 		return BW_ETOOBIG;
+	if (s->msg_next >= BW_META_MSG_ID_MAX)
+		return BW_ETOOBIG; /* ids travel as u32 */
 	if ((rc = store_bind_blob(st, 2, m->to, BW_ID_LEN)) != 0 ||
 	    (rc = store_bind_blob(st, 3, m->from, BW_ID_LEN)) != 0 ||
 	    sqlite3_bind_int(st, 4, (int)m->type) != SQLITE_OK ||
@@ -179,15 +181,10 @@ bw_store_msg_delete(struct bw_store *s, const uint8_t to[BW_ID_LEN],
 	int rc;
 
 	*n = *bytes = 0;
-	if ((rc = bw_store_begin(s)) != 0)
+	if ((rc = store_tx_begin(s)) != 0)
 		return rc;
 	rc = delete_upto(s, to, upto, path_cb, arg, n, bytes);
-	if (rc != 0) {
-		*n = *bytes = 0;
-		s->in_tx = 0;
-		return store_finish(s, rc);
-	}
-	if ((rc = bw_store_commit(s)) != 0)
+	if ((rc = store_tx_end(s, rc)) != 0)
 		*n = *bytes = 0;
 	return rc;
 }

@@ -1,0 +1,104 @@
+/* The blob store: the contents the services keep (the vault's files, the
+ * messenger's large message contents), named by keys ("files/<hex>/<name>",
+ * "files/.pending/<x>", "messages/<x>"). A table of operations (struct
+ * bw_blob_backend) with one backend per kind of storage, chosen at
+ * start-up by URL (host/blobfs/ for "file:", the embedded default: the
+ * data directory), so that an object store can go behind it without a
+ * service knowing.
+ *
+ * Every operation but bw_blob_abort blocks (a disk, a network): services
+ * run them on the loop's workers, or at start-up. A new object is written
+ * under no key, then put under its key in one step: a reader sees the
+ * key's old object or the whole new one, never a part, and a put that
+ * returns 0 is durable. An object is written by one thread at a time.
+ *
+ * Keys under "<space>" BW_BLOB_SCRATCH ("files/.incoming/...") are
+ * scratch: a service may keep an object there for a while (a backup of
+ * one it replaces), never listed, dropped by the next start-up's sweep.
+ */
+#ifndef BULWARK_HOST_BLOB_H
+#define BULWARK_HOST_BLOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "bulwark/err.h"
+
+struct bw_blob_w; /* an object being written */
+struct bw_blob_r; /* an object being read */
+
+/* A key's longest form (with its NUL). */
+#define BW_BLOB_KEY_CAP 512
+/* Under a space, the scratch keys' place. */
+#define BW_BLOB_SCRATCH ".incoming/"
+
+struct bw_blob_backend {
+	const char *scheme; /* of the URL: "file" */
+	int (*open)(const char *where, void **state) BW_WUR;
+	void (*close)(void *state);
+	/* A new object that will go under space ("files/", "messages/"),
+	 * seen by no one until it is put. */
+	int (*create)(void *state, const char *space,
+		      struct bw_blob_w **w) BW_WUR;
+	/* n bytes at off; offsets only grow. A backend may write p directly
+	 * when it is aligned to 4096 bytes (as the vault's buffers are). */
+	int (*write)(struct bw_blob_w *w, uint64_t off, const void *p,
+		     size_t n) BW_WUR;
+	/* Makes w the object at key, durably: replacing one there (replace
+	 * set), else BW_EEXIST if key holds one. w is gone either way; on
+	 * failure the key holds its old object or, if the failure came after
+	 * the replacement (a directory's sync), possibly w's: a caller that
+	 * must know keeps a copy of the old one to put back. */
+	int (*put)(void *state, struct bw_blob_w *w, const char *key,
+		   int replace) BW_WUR;
+	/* Drops w (not put): nothing of it remains. */
+	void (*abort)(void *state, struct bw_blob_w *w);
+	/* A second key for the object at from, cheaply (a backup a
+	 * replacement can be undone with). BW_ENOTFOUND if there is none. */
+	int (*copy)(void *state, const char *from, const char *to) BW_WUR;
+	/* The object at from becomes the one at to (replacing one there),
+	 * durably. */
+	int (*move)(void *state, const char *from, const char *to) BW_WUR;
+	/* No object at key any more (none is not an error). Its result may
+	 * be ignored where a leftover is swept later. */
+	int (*remove)(void *state, const char *key);
+	/* The object's size: BW_ENOTFOUND if there is none (or what is there
+	 * is not an object: a link), BW_EPROTO if the way to it is not ours
+	 * (a link in place of a directory: nothing there is judged). */
+	int (*size)(void *state, const char *key, uint64_t *size) BW_WUR;
+	int (*read_open)(void *state, const char *key,
+			 struct bw_blob_r **r) BW_WUR;
+	/* Up to n bytes: the count, 0 at the end, or -errno. */
+	ssize_t (*read)(struct bw_blob_r *r, void *p, size_t n);
+	void (*read_close)(struct bw_blob_r *r);
+	/* Every key under prefix (ending in '/'), at any depth, with its
+	 * size, grouped by the key's last '/': scratch keys are not listed,
+	 * nor what is not an object of ours (a link: logged). A non-zero
+	 * return from cb stops and is returned. */
+	int (*list)(void *state, const char *prefix,
+		    int (*cb)(void *arg, const char *key, uint64_t size),
+		    void *arg) BW_WUR;
+	/* Start-up: makes space usable and drops its scratch (objects being
+	 * written or kept aside when a run ended); *n says how many went.
+	 * Fails if space cannot be used (a link where its places go). */
+	int (*sweep)(void *state, const char *space, unsigned *n) BW_WUR;
+};
+
+struct bw_blobs {
+	const struct bw_blob_backend *be;
+	void *state;
+};
+
+/* Opens the store named by url: "file:DIR", or "" for the embedded
+ * default (file:DATA_DIR). BW_ECONFIG for an unknown scheme. */
+int bw_blobs_open(struct bw_blobs **out, const char *url,
+		  const char *data_dir) BW_WUR;
+void bw_blobs_close(struct bw_blobs *b);
+
+/* A fresh scratch key under space, into key[BW_BLOB_KEY_CAP]: prefix
+ * names what it holds (".old-"). */
+void bw_blob_scratch_key(const char *space, const char *prefix,
+			 char key[BW_BLOB_KEY_CAP]);
+
+#endif

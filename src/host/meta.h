@@ -1,0 +1,233 @@
+/* The metadata store: clients and their keys, stored files, messages. A
+ * table of operations (struct bw_meta_backend) with one backend per
+ * storage engine, chosen at start-up by URL (host/sqlite/ for "sqlite:",
+ * the embedded default), so that a backend that does network round trips
+ * can go behind it without a service knowing.
+ *
+ * While the daemon serves, every operation is a request (struct
+ * bw_meta_req, the caller's storage, as libuv's uv_fs_t) submitted with
+ * bw_meta_submit and completed through its done callback on the loop
+ * thread, never inside the submitting call. Requests run in the order they
+ * were submitted; a backend may put consecutive ones in one transaction.
+ * A request with BW_META_DURABLE completes only once its effect is on disk
+ * (and so does every request submitted before it). A message is never
+ * read back (BW_META_MSG_READ) before its insert is durable.
+ *
+ * Before serving (start-up, reconciliation, a migration) the same requests
+ * run synchronously with bw_meta_run, and the loads read whole tables.
+ */
+#ifndef BULWARK_HOST_META_H
+#define BULWARK_HOST_META_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "bulwark/crypto.h"
+#include "bulwark/err.h"
+#include "bulwark/ids.h"
+#include "bulwark/loop.h"
+
+struct bw_client_rec {
+	uint8_t id[BW_ID_LEN];
+	char name[BW_NAME_CAP];
+	int has_pubkey;
+	uint8_t pubkey[BW_RSA_PUB_LEN];
+	int has_aes;
+	uint8_t aes_key[BW_AES_KEY_LEN];
+	int64_t last_seen;  /* Unix seconds; 0 = never */
+	int64_t key_issued; /* when aes_key was issued (Unix s); 0 = unknown */
+	int key_used;	    /* a key was delivered for the public key, or an
+			     * upload decrypted with it: it is the client's */
+};
+
+struct bw_file_rec {
+	uint8_t client_id[BW_ID_LEN];
+	char file_name[BW_NAME_CAP]; /* as sent by the client */
+	char path_name[BW_PATH_CAP]; /* relative to the data directory */
+	int verified;
+	/* A replacement uploaded for a verified file, waiting for its 1029:
+	 * the name it was sent under and where it is kept ("" = none). */
+	char pending_name[BW_NAME_CAP];
+	char pending_path[BW_PATH_CAP];
+};
+
+struct bw_msg_rec {
+	int64_t id; /* set by an insert */
+	uint8_t to[BW_ID_LEN];
+	uint8_t from[BW_ID_LEN];
+	unsigned type;
+	uint64_t size;		/* content bytes */
+	const uint8_t *content; /* inline content, or NULL */
+	char path[BW_PATH_CAP]; /* or its blob's key */
+};
+
+/* The largest message id: ids travel as u32. An insert that would need a
+ * larger one fails with BW_ETOOBIG. */
+#define BW_META_MSG_ID_MAX ((int64_t)UINT32_MAX)
+
+/* LastSeen of one client, for BW_META_CLIENT_TOUCH. */
+struct bw_meta_touch {
+	uint8_t id[BW_ID_LEN];
+	int64_t last_seen;
+};
+
+enum bw_meta_op {
+	/* u.client: a new client; BW_EEXIST if its name or id is taken */
+	BW_META_CLIENT_INSERT,
+	/* u.key: the public key (if not NULL), the AES key (NULL revokes
+	 * it), when it was issued, whether it is in use, LastSeen */
+	BW_META_CLIENT_KEY,
+	/* u.touch: LastSeen of n clients */
+	BW_META_CLIENT_TOUCH,
+	/* u.file: every row of the client whose PathName is path or whose
+	 * FileName is rec->file_name goes, then rec (if not NULL) is the row:
+	 * the one primitive of the vault's commits and their undoing */
+	BW_META_FILE_SET,
+	/* u.msg: a new message; its id (never one used before, at most
+	 * BW_META_MSG_ID_MAX) is set */
+	BW_META_MSG_INSERT,
+	/* u.drop: one message (its content's blob is the caller's) */
+	BW_META_MSG_DROP,
+	/* u.del: to's messages with id <= upto; path is called with each
+	 * content's blob key before the deletion commits (a non-zero return
+	 * undoes it); n and bytes say what went */
+	BW_META_MSG_DELETE,
+	/* u.read: to's messages with after < id <= upto (0: no bound) in id
+	 * order, at most limit (0: no limit), each given to row before done
+	 * is called (with content: m->content points at an inline content,
+	 * valid during the call); a non-zero return from row stops the read */
+	BW_META_MSG_READ,
+	/* nothing: with BW_META_DURABLE, a barrier (everything submitted
+	 * before it is durable when it completes) */
+	BW_META_SYNC,
+};
+
+enum {
+	/* done once the request's effect, and every earlier one's, is on
+	 * disk: a reply that promises durability waits for it */
+	BW_META_DURABLE = 1u,
+};
+
+struct bw_meta_req;
+typedef void (*bw_meta_done_fn)(struct bw_meta_req *r);
+typedef int (*bw_meta_row_fn)(void *arg, const struct bw_msg_rec *m);
+
+struct bw_meta_req {
+	enum bw_meta_op op;
+	unsigned flags;
+	bw_meta_done_fn done; /* on the loop thread; may free the request */
+	void *arg;
+	int rc; /* the result, set before done */
+	/* what the request works on: records and keys it points at are the
+	 * caller's, valid until done */
+	union {
+		const struct bw_client_rec *client;
+		struct {
+			uint8_t id[BW_ID_LEN];
+			const uint8_t *pubkey, *aes;
+			int64_t issued, last_seen;
+			int used;
+		} key;
+		struct {
+			const struct bw_meta_touch *v;
+			size_t n;
+		} touch;
+		struct {
+			uint8_t id[BW_ID_LEN];
+			const char *path;
+			const struct bw_file_rec *rec;
+		} file;
+		struct bw_msg_rec *msg;
+		int64_t drop;
+		struct {
+			uint8_t to[BW_ID_LEN];
+			int64_t upto;
+			int (*path)(void *arg, const char *key);
+			void *path_arg;
+			uint64_t n, bytes; /* out */
+		} del;
+		struct {
+			uint8_t to[BW_ID_LEN];
+			int64_t after, upto;
+			unsigned limit;
+			int content;
+			bw_meta_row_fn row;
+			void *row_arg;
+		} read;
+	} u;
+	/* the backend's */
+	struct bw_meta_req *next;
+	struct bw_call call;
+};
+
+/* Start-up loads: every row, in no particular order; a non-zero return
+ * from cb stops and is returned. */
+typedef int (*bw_meta_client_cb)(void *arg, const struct bw_client_rec *c);
+typedef int (*bw_meta_file_cb)(void *arg, const struct bw_file_rec *f);
+typedef int (*bw_meta_totals_cb)(void *arg, const uint8_t to[BW_ID_LEN],
+				 uint64_t n, uint64_t bytes);
+typedef int (*bw_meta_blobs_cb)(void *arg, int64_t id, const char *key);
+
+/* A storage engine behind the table. */
+struct bw_meta_backend {
+	const char *scheme; /* of the URL: "sqlite" */
+	/* where: the URL after "scheme:"; loop: where done callbacks run */
+	int (*open)(const char *where, struct bw_loop *loop,
+		    void **state) BW_WUR;
+	/* Completes what is still queued with BW_ECLOSED, then closes. */
+	void (*close)(void *state);
+	void (*submit)(void *state, struct bw_meta_req *r);
+	/* Runs r now, blocking (done is not called). */
+	int (*run)(void *state, struct bw_meta_req *r) BW_WUR;
+	int (*load_clients)(void *state, bw_meta_client_cb cb,
+			    void *arg) BW_WUR;
+	int (*load_files)(void *state, bw_meta_file_cb cb, void *arg) BW_WUR;
+	/* per recipient: messages and content bytes waiting */
+	int (*msg_totals)(void *state, bw_meta_totals_cb cb, void *arg) BW_WUR;
+	/* every message whose content is a blob */
+	int (*msg_blobs)(void *state, bw_meta_blobs_cb cb, void *arg) BW_WUR;
+	/* syncs (or durable commits) done since open */
+	uint64_t (*syncs)(const void *state);
+};
+
+struct bw_meta {
+	const struct bw_meta_backend *be;
+	void *state;
+};
+
+/* Opens the store named by url: "sqlite:PATH", or "" for the embedded
+ * default (sqlite:DATA_DIR/defensive.db). BW_ECONFIG for an unknown
+ * scheme. */
+int bw_meta_open(struct bw_meta **out, const char *url, const char *data_dir,
+		 struct bw_loop *loop) BW_WUR;
+/* With nothing queued, or once the loop is freed (its last deferred calls
+ * run what was queued): whoever still waits is told (BW_ECLOSED). */
+void bw_meta_close(struct bw_meta *m);
+
+static inline void
+bw_meta_submit(struct bw_meta *m, struct bw_meta_req *r)
+{
+	m->be->submit(m->state, r);
+}
+
+static inline int
+bw_meta_run(struct bw_meta *m, struct bw_meta_req *r)
+{
+	return m->be->run(m->state, r);
+}
+
+/* A request zeroed, with what every one has (its u is the caller's to
+ * fill in next). */
+static inline void
+bw_meta_req_init(struct bw_meta_req *r, enum bw_meta_op op, unsigned flags,
+		 bw_meta_done_fn done, void *arg)
+{
+	memset(r, 0, sizeof(*r));
+	r->op = op;
+	r->flags = flags;
+	r->done = done;
+	r->arg = arg;
+}
+
+#endif

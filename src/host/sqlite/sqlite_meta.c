@@ -1,0 +1,379 @@
+/* The SQLite backend of the metadata table (host/meta.h). Requests queue
+ * as they are submitted and run at the end of the loop's pass, all of them
+ * in one transaction (each in a savepoint of its own, so one that fails
+ * undoes only itself), on the loop thread: statements on a local file are
+ * short. Commits are not synced (WAL, synchronous=NORMAL); a durable
+ * request waits for the next fdatasync of the WAL, run on a worker and
+ * shared by every request that arrives meanwhile (group commit). A read of
+ * messages stops before the first message whose insert is committed but
+ * not yet synced: nothing a crash could take back is ever delivered.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bulwark/log.h"
+#include "host/sqlite/sqlite_int.h"
+
+struct sq {
+	struct bw_store *s;
+	struct bw_loop *loop;
+	struct bw_meta_req *queued, **queued_tail; /* to run */
+	struct bw_call run_call;
+	/* durable requests: waiting for the next fsync to start, and those
+	 * the one in flight covers */
+	struct bw_meta_req *waiting, **waiting_tail;
+	struct bw_meta_req *covered;
+	int syncing, sync_rc, closing;
+	uint64_t syncs;
+	/* messages committed and not yet synced: from the lowest such id on,
+	 * reads stop (0: none); ids committed while a sync runs are not
+	 * covered by it */
+	int64_t unsynced_from, after_start_from;
+};
+
+static void start_sync(struct sq *q);
+
+/* Message id was inserted (committed with its batch, not synced): reads
+ * stop before it until a sync that started after it ends. */
+static void
+unsynced(struct sq *q, int64_t id)
+{
+	if (q->unsynced_from == 0)
+		q->unsynced_from = id;
+	if (q->syncing && q->after_start_from == 0)
+		q->after_start_from = id;
+}
+
+/* --- one request ---------------------------------------------------------
+ */
+
+static int
+run_one(struct sq *q, struct bw_meta_req *r)
+{
+	struct bw_store *s = q->s;
+	size_t i;
+	int64_t upto, cap;
+	int rc = 0;
+
+	switch (r->op) {
+	case BW_META_CLIENT_INSERT:
+		return bw_store_client_insert(s, r->u.client);
+	case BW_META_CLIENT_KEY:
+		return bw_store_client_set_key(
+			s, r->u.key.id, r->u.key.pubkey, r->u.key.aes,
+			r->u.key.issued, r->u.key.used, r->u.key.last_seen);
+	case BW_META_CLIENT_TOUCH:
+		for (i = 0; i < r->u.touch.n && rc == 0; i++) {
+			rc = bw_store_client_touch(s, r->u.touch.v[i].id,
+						   r->u.touch.v[i].last_seen);
+			if (rc == BW_ENOTFOUND)
+				rc = 0; /* a client dropped meanwhile */
+		}
+		return rc;
+	case BW_META_FILE_SET:
+		return bw_store_file_set(s, r->u.file.id, r->u.file.path,
+					 r->u.file.rec);
+	case BW_META_MSG_INSERT:
+		if ((rc = bw_store_msg_insert(s, r->u.msg)) == 0)
+			unsynced(q, r->u.msg->id);
+		return rc;
+	case BW_META_MSG_DROP:
+		return bw_store_msg_drop(s, r->u.drop);
+	case BW_META_MSG_DELETE:
+		return bw_store_msg_delete(s, r->u.del.to, r->u.del.upto,
+					   r->u.del.path, r->u.del.path_arg,
+					   &r->u.del.n, &r->u.del.bytes);
+	case BW_META_MSG_READ:
+		upto = r->u.read.upto;
+		if (q->unsynced_from > 0) {
+			cap = q->unsynced_from - 1;
+			if (cap <= r->u.read.after)
+				return 0; /* nothing durable in range */
+			if (upto == 0 || upto > cap)
+				upto = cap;
+		}
+		return bw_store_msg_each(s, r->u.read.to, r->u.read.after, upto,
+					 r->u.read.limit, r->u.read.content,
+					 r->u.read.row, r->u.read.row_arg);
+	case BW_META_SYNC:
+		return 0;
+	}
+	return BW_ECONFIG;
+}
+
+static int
+is_write(const struct bw_meta_req *r)
+{
+	return r->op != BW_META_MSG_READ && r->op != BW_META_SYNC;
+}
+
+/* --- completion ----------------------------------------------------------
+ */
+
+static void
+complete(void *arg)
+{
+	struct bw_meta_req *r = arg;
+
+	r->done(r);
+}
+
+/* r's result is known: its done runs after the current batch of events
+ * (never inside the call that submitted it), or after the next sync. */
+static void
+finish(struct sq *q, struct bw_meta_req *r)
+{
+	if (q->closing) {
+		/* the loop is gone: a durable request that could not be
+		 * synced was not made durable */
+		if ((r->flags & BW_META_DURABLE) && r->rc == 0)
+			r->rc = bw_store_sync(q->s);
+		r->done(r);
+		return;
+	}
+	if ((r->flags & BW_META_DURABLE) && r->rc == 0) {
+		r->next = NULL;
+		*q->waiting_tail = r;
+		q->waiting_tail = &r->next;
+		return;
+	}
+	bw_loop_call(q->loop, &r->call, complete, r);
+}
+
+/* --- the batch ------------------------------------------------------------
+ */
+
+static void
+run_batch(void *arg)
+{
+	struct sq *q = arg;
+	struct bw_meta_req *list = q->queued, *r, *next;
+	int rc, tx = 0;
+
+	q->queued = NULL;
+	q->queued_tail = &q->queued;
+	for (r = list; r != NULL && !tx; r = r->next)
+		tx = is_write(r);
+	if (tx && (rc = bw_store_begin(q->s)) != 0) {
+		for (r = list; r != NULL; r = next) {
+			next = r->next;
+			r->rc = rc;
+			finish(q, r);
+		}
+		return;
+	}
+	for (r = list; r != NULL; r = r->next) {
+		if (tx && is_write(r)) {
+			if ((r->rc = store_tx_begin(q->s)) == 0)
+				r->rc = store_tx_end(q->s, run_one(q, r));
+		} else {
+			r->rc = run_one(q, r);
+		}
+	}
+	if (tx && (rc = bw_store_commit(q->s)) != 0) {
+		for (r = list; r != NULL; r = r->next) {
+			if (is_write(r) && r->rc == 0)
+				r->rc = rc;
+		}
+	}
+	for (r = list; r != NULL; r = next) {
+		next = r->next;
+		finish(q, r);
+	}
+	start_sync(q);
+}
+
+static void
+sq_submit(void *state, struct bw_meta_req *r)
+{
+	struct sq *q = state;
+
+	r->rc = 0;
+	r->next = NULL;
+	if (q->closing) {
+		r->rc = BW_ECLOSED;
+		r->done(r);
+		return;
+	}
+	*q->queued_tail = r;
+	q->queued_tail = &r->next;
+	/* at the end of the pass: every request of the pass in one batch */
+	bw_loop_call(q->loop, &q->run_call, run_batch, q);
+}
+
+/* --- group sync -----------------------------------------------------------
+ */
+
+static void
+sync_work(void *arg)
+{
+	struct sq *q = arg;
+
+	q->sync_rc = bw_store_sync(q->s);
+}
+
+static void
+call_all(struct sq *q, struct bw_meta_req *list, int rc)
+{
+	struct bw_meta_req *r, *next;
+
+	for (r = list; r != NULL; r = next) {
+		next = r->next;
+		r->rc = rc;
+		if (q->closing)
+			r->done(r); /* the loop is gone */
+		else
+			bw_loop_call(q->loop, &r->call, complete, r);
+	}
+}
+
+static void
+sync_done(void *arg)
+{
+	struct sq *q = arg;
+	struct bw_meta_req *list = q->covered;
+
+	q->syncing = 0;
+	q->covered = NULL;
+	q->syncs++;
+	if (q->sync_rc != 0)
+		bw_error("store: fsync of the database journal failed: %s",
+			 bw_strerror(q->sync_rc));
+	else
+		q->unsynced_from = q->after_start_from;
+	q->after_start_from = 0;
+	call_all(q, list, q->sync_rc);
+	start_sync(q);
+}
+
+static void
+start_sync(struct sq *q)
+{
+	int rc;
+
+	if (q->syncing || q->waiting == NULL)
+		return;
+	q->covered = q->waiting;
+	q->waiting = NULL;
+	q->waiting_tail = &q->waiting;
+	q->syncing = 1;
+	q->after_start_from = 0;
+	if ((rc = bw_loop_submit(q->loop, sync_work, sync_done, q)) == 0)
+		return;
+	/* no worker (the loop is winding down): sync here */
+	sync_work(q);
+	sync_done(q);
+}
+
+/* --- the table ------------------------------------------------------------
+ */
+
+static int
+sq_run(void *state, struct bw_meta_req *r)
+{
+	struct sq *q = state;
+	int tx = is_write(r) && r->op != BW_META_MSG_INSERT;
+
+	if (r->op == BW_META_MSG_INSERT) {
+		/* an id and its row commit together */
+		if ((r->rc = bw_store_begin(q->s)) == 0) {
+			r->rc = run_one(q, r);
+			if (r->rc == 0)
+				r->rc = bw_store_commit(q->s);
+			else
+				(void)store_finish(q->s, r->rc);
+		}
+	} else {
+		r->rc = tx ? store_tx_begin(q->s) : 0;
+		if (r->rc == 0)
+			r->rc = tx ? store_tx_end(q->s, run_one(q, r))
+				   : run_one(q, r);
+	}
+	if (r->rc == 0 && (r->flags & BW_META_DURABLE))
+		r->rc = bw_store_sync(q->s);
+	return r->rc;
+}
+
+static int
+sq_open(const char *where, struct bw_loop *loop, void **state)
+{
+	struct sq *q = calloc(1, sizeof(*q));
+	int rc;
+
+	if (q == NULL)
+		return BW_ENOMEM;
+	if ((rc = bw_store_open(&q->s, where)) != 0) {
+		free(q);
+		return rc;
+	}
+	q->loop = loop;
+	q->queued_tail = &q->queued;
+	q->waiting_tail = &q->waiting;
+	*state = q;
+	return 0;
+}
+
+static void
+sq_close(void *state)
+{
+	struct sq *q = state;
+	struct bw_meta_req *r;
+
+	if (q == NULL)
+		return;
+	/* the loop is gone (its last deferred calls ran what was queued):
+	 * whoever still waits is told the truth */
+	q->closing = 1;
+	if (q->queued != NULL)
+		run_batch(q);
+	call_all(q, q->covered, BW_ECLOSED);
+	q->covered = NULL;
+	r = q->waiting;
+	q->waiting = NULL;
+	call_all(q, r, BW_ECLOSED);
+	bw_store_close(q->s);
+	free(q);
+}
+
+static int
+sq_load_clients(void *state, bw_meta_client_cb cb, void *arg)
+{
+	return bw_store_load_clients(((struct sq *)state)->s, cb, arg);
+}
+
+static int
+sq_load_files(void *state, bw_meta_file_cb cb, void *arg)
+{
+	return bw_store_load_files(((struct sq *)state)->s, cb, arg);
+}
+
+static int
+sq_msg_totals(void *state, bw_meta_totals_cb cb, void *arg)
+{
+	return bw_store_msg_totals(((struct sq *)state)->s, cb, arg);
+}
+
+static int
+sq_msg_blobs(void *state, bw_meta_blobs_cb cb, void *arg)
+{
+	return bw_store_msg_files(((struct sq *)state)->s, cb, arg);
+}
+
+static uint64_t
+sq_syncs(const void *state)
+{
+	return ((const struct sq *)state)->syncs;
+}
+
+const struct bw_meta_backend bw_meta_sqlite = {
+	.scheme = "sqlite",
+	.open = sq_open,
+	.close = sq_close,
+	.submit = sq_submit,
+	.run = sq_run,
+	.load_clients = sq_load_clients,
+	.load_files = sq_load_files,
+	.msg_totals = sq_msg_totals,
+	.msg_blobs = sq_msg_blobs,
+	.syncs = sq_syncs,
+};
