@@ -303,7 +303,7 @@ piped(struct chat *ch, const uint8_t *p, size_t n)
 				fprintf(stderr,
 					"bulwark chat: a line over %u bytes "
 					"was cut\n",
-					LINE_CAP);
+					(unsigned)LINE_CAP);
 			}
 			continue;
 		}
@@ -458,7 +458,6 @@ bw_cli_chat(int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	static struct chat ch;
-	const char *server = DEFAULT_SERVER;
 	char host[256];
 	uint16_t port;
 	unsigned timeout_ms = 10000;
@@ -473,11 +472,6 @@ bw_cli_chat(int argc, char **argv)
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
 		switch (c) {
-		case 't':
-			if (bw_cli_timeout_arg("bulwark chat", optarg,
-					       &timeout_ms) != 0)
-				return BW_EXIT_USAGE;
-			break;
 		case 'n':
 			ch.newline = 0;
 			break;
@@ -489,25 +483,16 @@ bw_cli_chat(int argc, char **argv)
 			}
 			ch.gap_ms = (unsigned)gap;
 			break;
-		case 'h':
-			usage(stdout);
-			return BW_EXIT_OK;
 		default:
-			usage(stderr);
-			return BW_EXIT_USAGE;
+			if ((rc = bw_cli_common_opt("bulwark chat", c, optarg,
+						    &timeout_ms, usage)) !=
+			    BW_CLI_GO_ON)
+				return rc;
 		}
 	}
-	if (optind < argc)
-		server = argv[optind++];
-	if (optind != argc) {
-		usage(stderr);
-		return BW_EXIT_USAGE;
-	}
-	if (bw_parse_hostport(server, host, sizeof(host), &port) != 0) {
-		fprintf(stderr, "bulwark chat: '%s' is not HOST:PORT\n",
-			server);
-		return BW_EXIT_USAGE;
-	}
+	if ((rc = bw_cli_server_arg("bulwark chat", DEFAULT_SERVER, argc, argv,
+				    usage, host, sizeof(host), &port)) != 0)
+		return rc;
 	if ((rc = bw_net_connect(host, port, timeout_ms, &ch.fd)) != 0) {
 		bw_cli_fatal("cannot reach %s:%u: %s", host, port,
 			     bw_strerror(rc));

@@ -45,6 +45,38 @@ bw_cli_timeout_arg(const char *prog, const char *arg, unsigned *ms)
 	return 0;
 }
 
+int
+bw_cli_common_opt(const char *prog, int ch, const char *arg,
+		  unsigned *timeout_ms, void (*usage)(FILE *f))
+{
+	if (ch == 't')
+		return bw_cli_timeout_arg(prog, arg, timeout_ms) == 0
+			       ? BW_CLI_GO_ON
+			       : BW_EXIT_USAGE;
+	usage(ch == 'h' ? stdout : stderr);
+	return ch == 'h' ? BW_EXIT_OK : BW_EXIT_USAGE;
+}
+
+int
+bw_cli_server_arg(const char *prog, const char *dflt, int argc, char **argv,
+		  void (*usage)(FILE *f), char *host, size_t cap,
+		  uint16_t *port)
+{
+	const char *server = dflt;
+
+	if (optind < argc)
+		server = argv[optind++];
+	if (optind != argc) {
+		usage(stderr);
+		return BW_EXIT_USAGE;
+	}
+	if (bw_parse_hostport(server, host, cap, port) != 0) {
+		fprintf(stderr, "%s: '%s' is not HOST:PORT\n", prog, server);
+		return BW_EXIT_USAGE;
+	}
+	return 0;
+}
+
 /* Returns the next line of text (without \r\n) and advances *pos. */
 static char *
 next_line(char *text, size_t len, size_t *pos)

@@ -176,7 +176,7 @@ bw_cli_console(int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	char secret[SECRET_MAX + 1] = "", host[256], req[REQ_LEN];
-	const char *server = DEFAULT_SERVER, *env, *why = "";
+	const char *env, *why = "";
 	unsigned timeout_ms = 10u * 1000u;
 	uint16_t port;
 	int ch, rc, fd = -1, prompt, status = BW_EXIT_FATAL;
@@ -198,30 +198,17 @@ bw_cli_console(int argc, char **argv)
 			/* keep it out of ps from now on */
 			memset(optarg, 'x', strlen(optarg));
 			break;
-		case 't':
-			if (bw_cli_timeout_arg("bulwark console", optarg,
-					       &timeout_ms) != 0)
-				return BW_EXIT_USAGE;
-			break;
-		case 'h':
-			usage(stdout);
-			return BW_EXIT_OK;
 		default:
-			usage(stderr);
-			return BW_EXIT_USAGE;
+			if ((rc = bw_cli_common_opt("bulwark console", ch,
+						    optarg, &timeout_ms,
+						    usage)) != BW_CLI_GO_ON)
+				return rc;
 		}
 	}
-	if (optind < argc)
-		server = argv[optind++];
-	if (optind != argc) {
-		usage(stderr);
-		return BW_EXIT_USAGE;
-	}
-	if (bw_parse_hostport(server, host, sizeof(host), &port) != 0) {
-		fprintf(stderr, "bulwark console: '%s' is not HOST:PORT\n",
-			server);
-		return BW_EXIT_USAGE;
-	}
+	if ((rc = bw_cli_server_arg("bulwark console", DEFAULT_SERVER, argc,
+				    argv, usage, host, sizeof(host), &port)) !=
+	    0)
+		return rc;
 	rc = greet(host, port, timeout_ms, secret, &fd, &why);
 	bw_wipe(secret, sizeof(secret));
 	if (rc != 0)

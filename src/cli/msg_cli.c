@@ -317,17 +317,11 @@ bw_cli_msg(int argc, char **argv)
 		case 's':
 			server = optarg;
 			break;
-		case 't':
-			if (bw_cli_timeout_arg("bulwark msg", optarg,
-					       &x.timeout_ms) != 0)
-				return BW_EXIT_USAGE;
-			break;
-		case 'h':
-			usage(stdout);
-			return BW_EXIT_OK;
 		default:
-			usage(stderr);
-			return BW_EXIT_USAGE;
+			if ((rc = bw_cli_common_opt("bulwark msg", ch, optarg,
+						    &x.timeout_ms, usage)) !=
+			    BW_CLI_GO_ON)
+				return rc;
 		}
 	}
 	for (k = 0; optind < argc && k < sizeof(commands) / sizeof(*commands);

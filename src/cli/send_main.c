@@ -116,7 +116,7 @@ parse_args(int argc, char **argv, struct transfer *t, struct send_ctx *x,
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	int ch;
+	int ch, rc;
 
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "C:s:n:f:qt:h", opts, NULL)) !=
@@ -141,17 +141,11 @@ parse_args(int argc, char **argv, struct transfer *t, struct send_ctx *x,
 		case 'q':
 			x->quiet = 1;
 			break;
-		case 't':
-			if (bw_cli_timeout_arg("bulwark send", optarg,
-					       timeout_ms) != 0)
-				return BW_EXIT_USAGE;
-			break;
-		case 'h':
-			usage(stdout);
-			return BW_EXIT_OK;
 		default:
-			usage(stderr);
-			return BW_EXIT_USAGE;
+			if ((rc = bw_cli_common_opt("bulwark send", ch, optarg,
+						    timeout_ms, usage)) !=
+			    BW_CLI_GO_ON)
+				return rc;
 		}
 	}
 	if (optind != argc) {
