@@ -23,9 +23,8 @@ void bw_log_set_level(enum bw_log_level min);
 int bw_log_open(const char *path);
 /* Reopens that file (after a rotation); nothing when logging to stderr. */
 int bw_log_reopen(void);
-/* On by default: each call site may write 50 lines in a burst, then 10 a
- * second; the next line written says how many were suppressed. */
-void bw_log_set_limit(int on);
+/* Each call site may write 50 lines in a burst, then 10 a second; the
+ * next line written says how many were suppressed. */
 void bw_log(enum bw_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
@@ -33,10 +32,5 @@ void bw_log(enum bw_log_level level, const char *fmt, ...)
 #define bw_info(...)  bw_log(BW_LOG_INFO, __VA_ARGS__)
 #define bw_warn(...)  bw_log(BW_LOG_WARN, __VA_ARGS__)
 #define bw_error(...) bw_log(BW_LOG_ERROR, __VA_ARGS__)
-
-/* Prints "fatal: <message>" and exits 1. For start-up and broken invariants
- * only, never for anything a peer can cause. */
-void bw_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
-__attribute__((noreturn));
 
 #endif

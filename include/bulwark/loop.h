@@ -62,33 +62,25 @@ int bw_loop_timer_start(struct bw_loop *l, struct bw_timer *t, unsigned ms,
 	__attribute__((warn_unused_result));
 /* Disarms t (nothing if it is not armed). */
 void bw_loop_timer_stop(struct bw_loop *l, struct bw_timer *t);
-static inline int
-bw_timer_armed(const struct bw_timer *t)
-{
-	return t->slot != 0;
-}
 
 /* Calls fn(arg) every interval_ms (at most 8 ticks per loop). */
 int bw_loop_every(struct bw_loop *l, unsigned interval_ms, bw_call_fn fn,
 		  void *arg) __attribute__((warn_unused_result));
 
 /* A deferred call whose storage the caller owns (as libuv's uv_close links
- * the handle itself): queuing it cannot fail. Zero it before first use. */
+ * the handle itself): queuing it cannot fail, so closing a connection or
+ * ending a request never allocates. Zero it before first use. */
 struct bw_call {
 	struct bw_call *next;
 	bw_call_fn fn;
 	void *arg;
 	unsigned char queued; /* on the loop's list */
-	unsigned char owned;  /* allocated by bw_loop_defer, freed after */
 };
 
 /* Runs fn(arg) once, after the current batch of events (e.g. to free a
- * connection whose watch may still be named by a fetched event). */
-int bw_loop_defer(struct bw_loop *l, bw_call_fn fn, void *arg)
-	__attribute__((warn_unused_result));
-/* The same with the caller's storage: call runs fn(arg) after the current
- * batch, in order with every other deferred call. Queuing a call already
- * queued changes what it will run and keeps its place. fn may free call. */
+ * connection whose watch may still be named by a fetched event), in order
+ * with every other deferred call. Queuing a call already queued changes
+ * what it will run and keeps its place. fn may free call. */
 void bw_loop_call(struct bw_loop *l, struct bw_call *call, bw_call_fn fn,
 		  void *arg);
 

@@ -36,14 +36,7 @@ struct kind {
 };
 
 static struct kind kinds[KINDS];
-static int limited = 1;
 static pthread_mutex_t kinds_mu = PTHREAD_MUTEX_INITIALIZER;
-
-void
-bw_log_set_limit(int on)
-{
-	limited = on;
-}
 
 static uint64_t
 mono_ms(void)
@@ -64,8 +57,6 @@ take_token(const char *fmt, unsigned long long *dropped)
 	int ok;
 
 	*dropped = 0;
-	if (!limited)
-		return 1;
 	k = &kinds[((uintptr_t)fmt >> 3) % KINDS];
 	pthread_mutex_lock(&kinds_mu);
 	if (k->fmt != fmt) { /* a new kind takes the bucket over */
@@ -230,17 +221,4 @@ bw_log(enum bw_log_level level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vlog(level, dropped, fmt, ap);
 	va_end(ap);
-}
-
-void
-bw_fatal(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("fatal: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(1);
 }

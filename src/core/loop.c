@@ -382,18 +382,6 @@ bw_loop_call(struct bw_loop *l, struct bw_call *call, bw_call_fn fn, void *arg)
 }
 
 int
-bw_loop_defer(struct bw_loop *l, bw_call_fn fn, void *arg)
-{
-	struct bw_call *call;
-
-	if ((call = calloc(1, sizeof(*call))) == NULL)
-		return BW_ENOMEM;
-	call->owned = 1;
-	bw_loop_call(l, call, fn, arg);
-	return 0;
-}
-
-int
 bw_loop_submit(struct bw_loop *l, bw_call_fn work, bw_call_fn done, void *arg)
 {
 	struct job *j;
@@ -444,7 +432,6 @@ run_deferred(struct bw_loop *l)
 	struct bw_call *list = l->deferred, *call;
 	bw_call_fn fn;
 	void *arg;
-	int owned;
 
 	l->deferred = NULL;
 	l->deferred_tail = &l->deferred;
@@ -453,11 +440,8 @@ run_deferred(struct bw_loop *l)
 		list = call->next;
 		fn = call->fn;
 		arg = call->arg;
-		owned = call->owned;
 		call->queued = 0;
 		fn(arg);
-		if (owned)
-			free(call);
 	}
 }
 
