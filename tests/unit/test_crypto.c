@@ -86,15 +86,16 @@ static uint8_t *
 read_file(const char *path, size_t *len)
 {
 	FILE *f = fopen(path, "rb");
-	uint8_t *p = NULL;
+	uint8_t *p = NULL, *grown;
 	size_t cap = 0, n = 0, got;
 
 	assert_non_null(f);
 	do {
 		if (n == cap) {
 			cap = cap ? 2 * cap : 4096;
-			p = realloc(p, cap);
-			assert_non_null(p);
+			grown = realloc(p, cap);
+			assert_non_null(grown);
+			p = grown;
 		}
 		got = fread(p + n, 1, cap - n, f);
 		n += got;
