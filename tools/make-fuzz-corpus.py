@@ -2,7 +2,10 @@
 """Writes the seed corpus of each fuzz harness into tests/fuzz/corpus/<name>/.
 
 Seeds are small hand-made messages: a valid one of each code, truncated and
-over-long ones, and hostile names. The RSA key they use (1024 bits, e = 17) is
+over-long ones, and hostile names; for the harnesses that drive a service on
+the engine (fuzz_frame, fuzz_console_request, fuzz_metrics_request) whole
+exchanges, each prefixed with the byte saying how the harness cuts it into
+pieces, and for fuzz_config configuration files. The RSA key they use (1024 bits, e = 17) is
 made with the openssl command the first time and read back from the existing
 corpus afterwards, so running the script again rewrites the same bytes; pass
 --new-key to make a fresh one.
@@ -206,6 +209,300 @@ def identity_seeds(pkcs8):
     return s
 
 
+# --- the engine harnesses: the first byte says how the input is cut --------
+# (tests/fuzz/engine_fuzz.h, ef_cuts): how % 3 + 1 pieces, the first cut
+# at ((how >> 2) & 7) + 1 ninths, the second ((how >> 5) & 7) + 1 ninths of
+# what is left.
+
+WHOLE = 0
+
+
+def cut(pieces, first=4, second=4):
+    return (pieces - 1) | ((first - 1) << 2) | ((second - 1) << 5)
+
+
+def padded(b, unit=1024):
+    return b + bytes((-len(b)) % unit)
+
+
+def frame_seeds():
+    """The test protocols of fuzz_frame.c: 10 echo, 11 stream, 12 big,
+    13 refused, 14 wait, 15 close, 16 error (a); 100 ping (b)."""
+    def one(how, b):
+        return bytes([how]) + b
+
+    ten = b"0123456789"
+    echo = req(10, ten)
+    ping = req(100, b"")
+    s = {}
+    s["empty"] = b""
+    s["only-how"] = one(WHOLE, b"")
+    s["echo"] = one(WHOLE, echo)
+    s["echo-twice"] = one(WHOLE, echo + echo)
+    s["echo-in-three"] = one(cut(3, 2, 6), echo + echo)
+    s["echo-in-two-mid-header"] = one(cut(2, 2), echo)
+    s["echo-padded"] = one(WHOLE, padded(echo))
+    s["echo-padded-in-two"] = one(cut(2, 1), padded(echo))
+    s["echo-few-zeros"] = one(WHOLE, echo + bytes(5))
+    s["echo-few-zeros-then-echo"] = one(cut(2, 8), echo + bytes(5) + echo)
+    s["echo-size-9"] = one(WHOLE, req(10, ten[:9]))
+    s["echo-size-11"] = one(WHOLE, req(10, ten + b"!"))
+    s["echo-size-huge"] = one(WHOLE, req(10, ten, size=0xffffffff))
+    s["echo-lax-zero-padded"] = one(WHOLE, padded(req(10, ten, size=0)))
+    s["echo-lax-zero-not-padded"] = one(WHOLE, req(10, ten + b"x", size=0))
+    s["echo-lax-zero-at-eof"] = one(WHOLE, req(10, ten, size=0))
+    s["echo-lax-over"] = one(WHOLE, req(10, ten + b"y" * 30))
+    s["echo-lax-over-padded"] = one(WHOLE, padded(req(10, ten + b"y" * 30)))
+    s["echo-lax-over-max"] = one(WHOLE, req(10, ten + b"y" * 992))
+    body = bytes(range(40))
+    s["stream"] = one(WHOLE, req(11, struct.pack("<I", 40) + body) + echo)
+    s["stream-in-three"] = one(cut(3, 3, 3), req(11, struct.pack("<I", 40)
+                                                 + body))
+    s["stream-padded"] = one(WHOLE, padded(req(11, struct.pack("<I", 40) +
+                                               body)))
+    s["stream-head-only"] = one(WHOLE, req(11, struct.pack("<I", 0)))
+    s["stream-lax-zero"] = one(WHOLE, padded(req(11, struct.pack("<I", 40) +
+                                                 body, size=0)))
+    s["stream-lax-zero-too-big"] = one(WHOLE, padded(
+        req(11, struct.pack("<I", 5000) + body, size=0)))
+    s["stream-size-3"] = one(WHOLE, req(11, b"abc"))
+    s["stream-size-3001"] = one(WHOLE, req(11, struct.pack("<I", 0),
+                                           size=3001))
+    s["stream-truncated"] = one(WHOLE, req(11, struct.pack("<I", 96) +
+                                           body, size=100))
+    s["stream-max"] = one(WHOLE, req(11, struct.pack("<I", 2996) +
+                                     bytes(2996)))
+    for n in (0, 1, 1017, 1018, 5000):
+        s["big-%d" % n] = one(WHOLE, req(12, struct.pack("<I", n)))
+    s["big-5000-padded"] = one(WHOLE, padded(req(12, struct.pack("<I",
+                                                                 5000))))
+    s["big-over-the-cap"] = one(WHOLE, req(12, struct.pack("<I", 8999)) * 8)
+    s["refused"] = one(WHOLE, req(13, b"z" * 100) + echo)
+    s["refused-empty"] = one(WHOLE, req(13, b"") + ping)
+    s["refused-padded"] = one(WHOLE, padded(req(13, b"z" * 100)))
+    s["refused-in-three"] = one(cut(3, 2, 5), req(13, b"z" * 300) + echo)
+    s["refused-over-1mib"] = one(WHOLE, req(13, b"", size=1500000))
+    s["refused-truncated"] = one(WHOLE, req(13, b"z" * 10, size=1000))
+    s["wait"] = one(WHOLE, req(14, b"ab") + echo)
+    s["wait-padded"] = one(WHOLE, padded(req(14, b"ab")))
+    s["wait-twice"] = one(cut(2, 5), req(14, b"ab") + req(14, b"cd"))
+    s["close"] = one(WHOLE, req(15, b"") + echo)
+    s["error-even"] = one(WHOLE, req(16, b"\x02") + echo)
+    s["error-odd"] = one(WHOLE, req(16, b"\x01") + echo)
+    s["ping"] = one(WHOLE, ping)
+    s["ping-echo-ping"] = one(cut(3, 3, 3), ping + echo + ping)
+    s["ping-padded"] = one(WHOLE, padded(ping))
+    s["ping-size-1"] = one(WHOLE, req(100, b"!"))
+    s["unknown-in-a"] = one(WHOLE, req(50, b""))
+    s["unknown-in-b"] = one(WHOLE, req(150, b""))
+    s["unknown-outside"] = one(WHOLE, req(5000, b""))
+    s["unknown-after-ping"] = one(WHOLE, ping + req(5000, b""))
+    s["unknown-padded"] = one(WHOLE, padded(req(150, b"")))
+    s["header-22-bytes"] = one(WHOLE, echo[:22])
+    s["zeros-1024"] = one(WHOLE, bytes(1024))
+    s["ff-100"] = one(cut(2), b"\xff" * 100)
+    s["response-bytes"] = one(WHOLE, resp(2100, CLIENT_ID) * 4)
+    return s
+
+
+def console_seeds():
+    """fuzz_console_request.c: how, then the set-up byte (the secret: 0
+    none, 1 "s3cret", 2 "Hi", 3 the long one; files listed: 0, 1, 5, 300 in
+    bits 2-3), then the client's bytes."""
+    def one(how, secret, files, b):
+        return bytes([how, secret | files << 2]) + b
+
+    long_secret = bytes(0x21 + i % 94 for i in range(255))
+    every = b"TIMENAMERANDSTATUSRSFILSEXIT"
+    s = {}
+    s["empty"] = b""
+    s["only-set-up"] = one(WHOLE, 0, 0, b"")
+    s["h"] = one(WHOLE, 0, 0, b"H")
+    s["hi"] = one(WHOLE, 0, 0, b"Hi")
+    s["hi-time"] = one(WHOLE, 0, 0, b"HiTIME")
+    s["hi-every-request"] = one(WHOLE, 0, 2, b"Hi" + every)
+    s["hi-every-request-in-three"] = one(cut(3, 1, 4), 0, 2, b"Hi" + every)
+    s["hi-every-request-in-two"] = one(cut(2, 5), 0, 1, b"Hi" + every)
+    s["hi-exit-then-more"] = one(WHOLE, 0, 0, b"HiEXITTIMESTAT")
+    s["hi-lower-case"] = one(WHOLE, 0, 0, b"Hitimestat")
+    s["hi-mixed-case"] = one(WHOLE, 0, 0, b"HiTiMeExIt")
+    s["hi-unknown"] = one(WHOLE, 0, 0, b"HiABCDEXIT")
+    s["hi-unknown-binary"] = one(WHOLE, 0, 0, b"Hi\x00\xff'\\EXIT")
+    s["hi-spaces"] = one(WHOLE, 0, 0, b"Hi    ")
+    s["hi-crlf"] = one(WHOLE, 0, 0, b"Hi\r\nTIME\r\n")
+    s["hi-partial-request"] = one(WHOLE, 0, 0, b"HiTIMESTA")
+    s["stat"] = one(WHOLE, 0, 2, b"HiSTATEXIT")
+    s["usrs"] = one(WHOLE, 0, 0, b"HiUSRSEXIT")
+    s["fils-none"] = one(WHOLE, 0, 0, b"HiFILSEXIT")
+    s["fils-one"] = one(WHOLE, 0, 1, b"HiFILSEXIT")
+    s["fils-five"] = one(WHOLE, 0, 2, b"HiFILSEXIT")
+    s["fils-too-many"] = one(WHOLE, 0, 3, b"HiFILSEXIT")
+    s["over-the-budget"] = one(WHOLE, 0, 3, b"Hi" + b"FILS" * 12 + b"EXIT")
+    s["many-stats"] = one(cut(2, 2), 0, 1, b"Hi" + b"STAT" * 200 + b"EXIT")
+    s["secret"] = one(WHOLE, 1, 0, b"Hi s3cretTIMEEXIT")
+    s["secret-in-three"] = one(cut(3, 2, 2), 1, 0, b"Hi s3cretNAMEEXIT")
+    s["secret-wrong"] = one(WHOLE, 1, 0, b"Hi s3creTTIME")
+    s["secret-missing"] = one(WHOLE, 1, 0, b"HiTIMEEXIT")
+    s["secret-short"] = one(WHOLE, 1, 0, b"Hi s3c")
+    s["secret-no-space"] = one(WHOLE, 1, 0, b"His3cretTIME")
+    s["secret-hi"] = one(WHOLE, 2, 0, b"Hi HiNAMEEXIT")
+    s["secret-long"] = one(WHOLE, 3, 0, b"Hi " + long_secret + b"RANDEXIT")
+    s["secret-long-wrong"] = one(WHOLE, 3, 0, b"Hi " + long_secret[:-1] +
+                                 b"?RAND")
+    s["secret-given-none-wanted"] = one(WHOLE, 0, 0, b"Hi s3cretTIME")
+    s["wrong-start-lower"] = one(WHOLE, 0, 0, b"hiTIME")
+    s["wrong-start-upper"] = one(WHOLE, 0, 0, b"HITIME")
+    s["wrong-start-http"] = one(WHOLE, 0, 0, b"GET / HTTP/1.1\r\n\r\n")
+    s["every-byte"] = one(cut(3), 0, 0, b"Hi" + bytes(range(256)))
+    return s
+
+
+def metrics_seeds():
+    """fuzz_metrics_request.c: how, then the flags byte (odd: 9000 bytes of
+    'x' follow), then the client's bytes."""
+    def one(how, filler, b):
+        return bytes([how, filler]) + b
+
+    get = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n\r\n"
+    s = {}
+    s["empty"] = b""
+    s["only-flags"] = one(WHOLE, 0, b"")
+    s["get"] = one(WHOLE, 0, get)
+    s["get-in-two"] = one(cut(2, 4), 0, get)
+    s["get-in-three"] = one(cut(3, 1, 8), 0, get)
+    s["get-split-in-the-empty-line"] = one(cut(2, 9), 0, b"GET /metrics "
+                                           b"HTTP/1.1\r\n\r\n")
+    s["get-lf-only"] = one(WHOLE, 0, b"GET /metrics HTTP/1.0\n\n")
+    s["get-cr-lf-lf"] = one(WHOLE, 0, b"GET /metrics HTTP/1.0\r\n\n")
+    s["get-query"] = one(WHOLE, 0, b"GET /metrics?name[]=up HTTP/1.1\r\n"
+                         b"\r\n")
+    s["get-no-version"] = one(WHOLE, 0, b"GET /metrics\r\n\r\n")
+    s["get-twice"] = one(WHOLE, 0, get + get)
+    s["get-then-filler"] = one(WHOLE, 1, get)
+    s["head"] = one(WHOLE, 0, b"HEAD /metrics HTTP/1.1\r\n\r\n")
+    s["head-root"] = one(WHOLE, 0, b"HEAD / HTTP/1.1\r\n\r\n")
+    s["get-root"] = one(WHOLE, 0, b"GET / HTTP/1.1\r\n\r\n")
+    s["get-metricsx"] = one(WHOLE, 0, b"GET /metricsx HTTP/1.1\r\n\r\n")
+    s["get-metric"] = one(WHOLE, 0, b"GET /metric HTTP/1.1\r\n\r\n")
+    s["get-absolute-uri"] = one(WHOLE, 0, b"GET http://h/metrics HTTP/1.1"
+                                b"\r\n\r\n")
+    s["get-nul-in-path"] = one(WHOLE, 0, b"GET /metrics\0 HTTP/1.1\r\n\r\n")
+    s["get-lower-case"] = one(WHOLE, 0, b"get /metrics HTTP/1.1\r\n\r\n")
+    s["get-two-spaces"] = one(WHOLE, 0, b"GET  /metrics HTTP/1.1\r\n\r\n")
+    s["get-tab"] = one(WHOLE, 0, b"GET\t/metrics HTTP/1.1\r\n\r\n")
+    s["get-alone"] = one(WHOLE, 0, b"GET\r\n\r\n")
+    s["post"] = one(WHOLE, 0, b"POST /metrics HTTP/1.1\r\nContent-Length: "
+                    b"3\r\n\r\nabc")
+    s["options-star"] = one(WHOLE, 0, b"OPTIONS * HTTP/1.1\r\n\r\n")
+    s["no-empty-line"] = one(WHOLE, 0, b"GET /metrics HTTP/1.1\r\nHost: x"
+                             b"\r\n")
+    s["cr-only"] = one(WHOLE, 0, b"GET /metrics HTTP/1.1\r\r\r\r")
+    s["empty-line-first"] = one(WHOLE, 0, b"\r\n\r\nGET /metrics HTTP/1.1"
+                                b"\r\n\r\n")
+    s["head-too-large"] = one(WHOLE, 1, b"GET /metrics HTTP/1.1\r\nX: ")
+    s["end-at-8k"] = one(WHOLE, 0, b"GET /metrics " + b"a" * 8177 +
+                         b"\n\n")
+    s["end-past-8k"] = one(WHOLE, 0, b"GET /metrics " + b"a" * 8178 +
+                           b"\n\n")
+    s["every-byte"] = one(cut(3), 0, bytes(range(256)) + b"\n\n")
+    return s
+
+
+def config_seeds():
+    """fuzz_config.c: the text of bulwarkd.conf."""
+    s = {}
+    s["empty"] = b""
+    s["comments-and-blanks"] = b"# bulwarkd\n\n   \n\t# indented\n"
+    s["every-key"] = b"""data-dir = /var/lib/bulwark
+port = 1357
+listen = 0.0.0.0
+max-conns = 16000
+max-conns-per-addr = 4000
+max-file-size = 4294967024
+max-uploads = 256
+max-uploads-per-addr = 128
+min-rate = 1024
+key-lifetime = 3600
+key-failures = 3
+max-reg-per-min = 1000
+max-clients = 1000000
+max-message-size = 1073741824
+max-queued = 100000
+max-queued-bytes = 4294967296
+pull-cap = 67108864
+max-bodies = 256
+max-bodies-per-addr = 128
+pull-max-messages = 10000
+max-pulls-per-client = 4
+reply-memory = 67108864
+timeout = 30
+request-timeout = 10
+shutdown-grace = 10
+workers = 2
+console-port = 8820
+console-listen = 127.0.0.1
+console-secret = s3cret
+no-console = no
+rooms-port = 5555
+rooms-listen = ::
+rooms-max-conns = 10000
+rooms-max-rooms = 10000
+rooms-max-members = 1000
+rooms-rate = 20
+rooms-burst = 40
+rooms-queue = 262144
+rooms-pause = 150
+rooms-max-attempts = 5
+rooms-menu-timeout = 60
+no-rooms = false
+metrics-listen = 127.0.0.1:9357
+log-level = info
+log-file = /var/log/bulwarkd.log
+"""
+    s["crlf"] = b"port = 1357\r\nworkers = 4\r\nno-rooms = yes\r\n"
+    s["no-newline-at-end"] = b"timeout = 5"
+    s["spaces-and-tabs"] = b" \t port\t=\t 80 \t\nlog-level=debug\n"
+    s["flags"] = b"no-console = yes\nno-rooms = true\n"
+    s["bounds-min"] = (b"max-file-size = 16\nworkers = 1\npull-cap = 1024\n"
+                       b"rooms-pause = 10\nrooms-queue = 4096\n"
+                       b"reply-memory = 65536\nshutdown-grace = 0\n")
+    s["bounds-max"] = (b"max-file-size = 4294967024\nworkers = 16\n"
+                       b"timeout = 86400\nmax-clients = 4294967295\n"
+                       b"max-queued-bytes = 9223372036854775807\n"
+                       b"rooms-menu-timeout = 3600\n")
+    s["over-max"] = b"workers = 17\n"
+    s["under-min"] = b"max-file-size = 15\n"
+    s["u64-overflow"] = b"max-queued-bytes = 18446744073709551616\n"
+    s["negative"] = b"port = -1\n"
+    s["hex"] = b"port = 0x50\n"
+    s["number-with-junk"] = b"port = 80abc\n"
+    s["empty-value"] = b"data-dir =\n"
+    s["no-equals"] = b"port 80\n"
+    s["equals-alone"] = b"=\n"
+    s["unknown-key"] = b"# ok\nportt = 80\n"
+    s["config-key"] = b"config = /etc/other.conf\n"
+    s["flag-bad-value"] = b"no-console = 1\n"
+    s["flag-empty"] = b"no-rooms =\n"
+    s["value-with-equals"] = b"console-secret = a=b=c\n"
+    s["secret-too-long"] = b"console-secret = " + b"s" * 256 + b"\n"
+    s["secret-255"] = b"console-secret = " + b"s" * 255 + b"\n"
+    s["secret-file-missing"] = b"console-secret-file = /nonexistent/s\n"
+    s["secret-file-dir"] = b"console-secret-file = /\n"
+    s["address-name"] = b"listen = localhost\n"
+    s["address-v6"] = b"listen = ::1\nconsole-listen = fe80::1\n"
+    s["address-too-long"] = b"listen = " + b"1" * 70 + b"\n"
+    s["metrics-port"] = b"metrics-listen = 9100\n"
+    s["metrics-v6"] = b"metrics-listen = [::1]:9100\n"
+    s["metrics-bad"] = b"metrics-listen = host:port\n"
+    s["log-level-bad"] = b"log-level = loud\n"
+    s["data-dir-long"] = b"data-dir = /" + b"d" * 4200 + b"\n"
+    s["bad-on-line-3"] = b"port = 80\n\nworkers = many\nport = 81\n"
+    s["nul"] = b"port = 80\n\0\n"
+    s["high-bytes"] = b"data-dir = /srv/caf\xc3\xa9\xff\n"
+    s["console-off-loopback"] = b"console-listen = 0.0.0.0\n"
+    return s
+
+
 def write_all(name, seeds):
     d = os.path.join(CORPUS, name)
     if os.path.isdir(d):
@@ -224,6 +521,10 @@ def main():
     write_all("fuzz_vault_request", request_seeds(spki))
     write_all("fuzz_vault_response", response_seeds())
     write_all("fuzz_identity", identity_seeds(pkcs8))
+    write_all("fuzz_frame", frame_seeds())
+    write_all("fuzz_console_request", console_seeds())
+    write_all("fuzz_metrics_request", metrics_seeds())
+    write_all("fuzz_config", config_seeds())
 
 
 if __name__ == "__main__":
