@@ -7,11 +7,11 @@ import re
 import shutil
 import subprocess
 
-import vaultenv as env
+import bwd
 
-MAN_DIR = env.REPO / "man"
-PACKAGING_DIR = env.REPO / "packaging"
-DAEMON_OPTS_C = env.REPO / "src" / "daemon" / "daemon_opts.c"
+MAN_DIR = bwd.REPO / "man"
+PACKAGING_DIR = bwd.REPO / "packaging"
+DAEMON_OPTS_C = bwd.REPO / "src" / "daemon" / "daemon_opts.c"
 
 # an option at the start of a line of --help: "  -d, --data-dir DIR" or
 # "      --max-conns N" (continuation lines are indented further)

@@ -470,6 +470,8 @@ class Proc:
 
     def type(self, line, pause=0.4):
         """A human: a pause, then the line and Enter."""
+        # a human's pace: the seed's client sends each answer without its
+        # newline, so only time between two answers keeps them apart
         time.sleep(pause)
         self.proc.stdin.write(line.encode("utf-8") + b"\n")
         self.proc.stdin.flush()
@@ -482,7 +484,7 @@ class Proc:
         while time.monotonic() < deadline:
             if self.text().count(text) >= count:
                 return
-            time.sleep(0.02)
+            time.sleep(0.02)  # poll interval
         raise AssertionError("%r not seen %d time(s) within %gs; output:\n%s"
                              % (text, count, timeout, self.text()))
 

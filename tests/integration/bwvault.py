@@ -770,7 +770,7 @@ class PyServer:
             if self._stop.is_set():
                 raise _Close()
             conn.sendall(resp[i:i + 1])
-            time.sleep(self.drip)
+            time.sleep(self.drip)  # the knob: a slow server, a byte every drip seconds
 
     def _take(self, table, code):
         with self.lock:
@@ -911,7 +911,7 @@ class PyServer:
             left -= len(chunk)
             self.body_started.set()
             if self.body_delay:
-                time.sleep(self.body_delay)
+                time.sleep(self.body_delay)  # the knob: a server slow to read a body
             if dec:
                 plain = dec.update(chunk)
                 crc.update(plain)

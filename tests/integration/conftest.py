@@ -2,36 +2,46 @@
 
 import pytest
 
+import bwd
 import bwmsg
 import bwvault as bw
-import vaultenv as env
-from vaultenv import VaultServer
+from bwd import Daemon
 
 
-_require = env.require_file
+_require = bwd.require_file
 
 
 @pytest.fixture
 def start_server(tmp_path):
-    """Factory: start_server(*extra_args, data_dir=None, env=None, console=False,
-    prefix=None, rooms=False) -> VaultServer. env: extra environment variables
-    for bulwarkd (see VaultServer); console=True: the operator console on an
-    ephemeral port; rooms=True: the group chat on one; prefix: a command that
-    execs bulwarkd (e.g. prlimit).
+    """Factory: start_server(*extra_args, data_dir=None, log_path=None,
+    wait=True, want=None, start_timeout=None, **options) -> a started
+    bwd.Daemon: the one way the tests start bulwarkd. data_dir defaults to
+    a fresh tmp_path/dataN (none with argv=, which brings its own command
+    line; cwd= then, or tmp_path/runN), log_path to tmp_path/bulwarkd-N.log.
+    options are Daemon's: env= (extra environment variables), console=True
+    (the operator console on an ephemeral port), rooms=True (the group chat
+    on one), prefix= (a command that execs bulwarkd, e.g. prlimit),
+    argv=, binary=, cwd=, port=, log_file=, stdout=, stdin=. wait, want
+    and start_timeout go to Daemon.start (wait=False: started, not waited
+    for; see Daemon.wait_exit).
 
-    Every server is killed on teardown; a server that died on its own (not
-    through .stop()) or whose log holds a sanitizer report fails the test."""
-    _require(env.BULWARKD, "bulwarkd", "BULWARKD")
+    Every daemon is killed on teardown; one that died on its own (not
+    through .stop() or .wait_exit()) or whose log holds a sanitizer report
+    fails the test."""
+    _require(bwd.BULWARKD, "bulwarkd", "BULWARKD")
     servers = []
 
-    def start(*extra_args, data_dir=None, env=None, console=False, prefix=None,
-              rooms=False):
+    def start(*extra_args, data_dir=None, log_path=None, wait=True, want=None,
+              start_timeout=None, **options):
         n = len(servers)
-        dd = data_dir if data_dir is not None else tmp_path / ("data%d" % n)
-        srv = VaultServer(dd, extra_args, env=env, console=console, prefix=prefix,
-                          log_path=tmp_path / ("bulwarkd-%d.log" % n), rooms=rooms)
+        if options.get("argv") is None:
+            data_dir = data_dir if data_dir is not None else tmp_path / ("data%d" % n)
+        elif data_dir is None and options.get("cwd") is None:
+            options["cwd"] = tmp_path / ("run%d" % n)
+        srv = Daemon(data_dir, extra_args,
+                     log_path=log_path or tmp_path / ("bulwarkd-%d.log" % n), **options)
         servers.append(srv)
-        return srv.start()
+        return srv.start(wait=wait, want=want, timeout=start_timeout)
 
     yield start
     problems = []
@@ -64,8 +74,8 @@ def server(start_server):
 
 @pytest.fixture
 def client_bin():
-    _require(env.BULWARK, "bulwark", "BULWARK")
-    return env.BULWARK
+    _require(bwd.BULWARK, "bulwark", "BULWARK")
+    return bwd.BULWARK
 
 
 @pytest.fixture
@@ -74,7 +84,7 @@ def client_dir(tmp_path, client_bin):
     made = []
 
     def make(name=None):
-        d = env.ClientDir(tmp_path / (name or "client%d" % len(made)))
+        d = bwd.ClientDir(tmp_path / (name or "client%d" % len(made)))
         made.append(d)
         return d
 
@@ -103,8 +113,8 @@ def pyserver():
 @pytest.fixture
 def shim():
     """libbwfault.so from the build directory of $BULWARKD."""
-    path = env.BULWARKD.parent / "libbwfault.so"
-    env.require_file(path, "the fault shim (target bwfault)", executable=False)
+    path = bwd.BULWARKD.parent / "libbwfault.so"
+    bwd.require_file(path, "the fault shim (target bwfault)", executable=False)
     return path
 
 

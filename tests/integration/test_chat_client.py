@@ -19,13 +19,13 @@ import traceback
 
 import pytest
 
+import bwd
 import bwrooms as R
-import vaultenv as env
 
 
 def bulwark_bin():
-    env.require_file(env.BULWARK, "bulwark", "BULWARK")
-    return str(env.BULWARK)
+    bwd.require_file(bwd.BULWARK, "bulwark", "BULWARK")
+    return str(bwd.BULWARK)
 
 
 class FakeServer:
@@ -128,7 +128,7 @@ def test_a_utf8_line_cut_across_reads_is_shown_whole(fake_server):
         # has all of it before it ends its side
         for i in range(0, len(data), 7):
             conn.sendall(data[i:i + 7])
-            time.sleep(0.003)
+            time.sleep(0.003)  # writes apart in time, as a slow network delivers them
         conn.shutdown(socket.SHUT_WR)
         recv_to_eof(conn)  # the client's end (no /exit: it is at no room)
 
@@ -152,7 +152,8 @@ def test_a_prompt_without_a_newline_is_shown_before_any_newline(fake_server):
 
     def serve(conn):
         conn.sendall(prompt[:cut])
-        time.sleep(0.3)
+        # the client has read the first part: the two come in two reads
+        bwd.wait_for(lambda: bwd.read_by_peer(conn), 5, 0.01)
         conn.sendall(prompt[cut:])
         got.append(recv_until(conn, lambda b: b"\n" in b, "the name"))
         conn.sendall(b"Hello alice\n")
@@ -273,7 +274,7 @@ class PtyReader:
         while time.monotonic() < deadline:
             if pred(self.data()):
                 return self.data()
-            time.sleep(0.02)
+            time.sleep(0.02)  # poll interval
         raise AssertionError("%s not seen within %gs; terminal got %r"
                              % (what, timeout, self.data()[-600:]))
 
@@ -283,7 +284,7 @@ class PtyReader:
         n = len(self.data())
         last = time.monotonic()
         while time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.05)  # quiet is measured in time
             m = len(self.data())
             if m != n:
                 n, last = m, time.monotonic()

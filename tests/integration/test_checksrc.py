@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-import vaultenv as env
+import bwd
 
 ABOVE = "a layer above it or beside it"
 RULES = [
@@ -51,20 +51,40 @@ RULES = [
 @pytest.fixture
 def tree(tmp_path):
     for d in ("src", "include", "tools"):
-        shutil.copytree(env.REPO / d, tmp_path / d)
-    shutil.copy(env.REPO / ".clang-format", tmp_path / ".clang-format")
+        shutil.copytree(bwd.REPO / d, tmp_path / d)
+    shutil.copy(bwd.REPO / ".clang-format", tmp_path / ".clang-format")
     return tmp_path
 
 
-def run(tree):
+def run(tree, analysis=False):
     env_ = dict(os.environ, CHECKSRC_SKIP_FORMAT="1")
+    if not analysis:
+        env_["CHECKSRC_SKIP_ANALYSIS"] = "1"
     return subprocess.run([str(tree / "tools" / "checksrc")], cwd=tree,
                           capture_output=True, text=True, timeout=120, env=env_)
 
 
 def test_the_tree_as_it_is_passes(tree):
-    r = run(tree)
+    r = run(tree, analysis=True)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("code,message", [
+    # a format that does not fit its argument
+    ('int bw_planted(void);\nint\nbw_planted(void)\n{\n\tint n = -1;\n\n'
+     '\tprintf("%u\\n", n);\n\treturn 0;\n}\n', "%u in format string"),
+    # memory that leaks on a path
+    ('int bw_planted(int x);\nint\nbw_planted(int x)\n{\n\tchar *p = malloc(8);\n\n'
+     '\tif (p == NULL)\n\t\treturn 1;\n\tp[0] = (char)x;\n\treturn p[0];\n}\n',
+     "Memory leak"),
+])
+def test_static_analysis_findings_fail(tree, code, message):
+    f = tree / "src" / "core" / "planted.c"
+    f.write_text("/* planted for the test */\n#include <stdio.h>\n"
+                 "#include <stdlib.h>\n\n" + code)
+    r = run(tree, analysis=True)
+    assert r.returncode != 0
+    assert "src/core/planted.c" in r.stderr and message in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("path,line,message", RULES)

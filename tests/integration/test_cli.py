@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-import vaultenv as env
+import bwd
 
 
 def run(*argv, timeout=10):
@@ -17,7 +17,7 @@ def run(*argv, timeout=10):
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-@pytest.mark.parametrize("binary", [env.BULWARKD, env.BULWARK])
+@pytest.mark.parametrize("binary", [bwd.BULWARKD, bwd.BULWARK])
 def test_version_prints_the_version_and_exits_0(binary):
     r = run(binary, "--version")
     assert r.returncode == 0
@@ -25,7 +25,7 @@ def test_version_prints_the_version_and_exits_0(binary):
 
 
 def test_bulwarkd_help_lists_every_option():
-    r = run(env.BULWARKD, "--help")
+    r = run(bwd.BULWARKD, "--help")
     assert r.returncode == 0
     for opt in (b"--data-dir", b"--port", b"--listen", b"--max-conns",
                 b"--max-file-size", b"--max-uploads", b"--min-rate", b"--timeout", b"--request-timeout",
@@ -35,7 +35,7 @@ def test_bulwarkd_help_lists_every_option():
 
 
 def test_send_help_documents_exit_codes():
-    r = run(env.BULWARK, "send", "--help")
+    r = run(bwd.BULWARK, "send", "--help")
     assert r.returncode == 0
     assert b"Exit status" in r.stdout
     for code in (b"0 stored", b"1 the server", b"2 bad usage", b"3 the name", b"4 the CRC"):
@@ -47,54 +47,48 @@ def test_send_help_documents_exit_codes():
     ["--timeout", "-1"], ["--log-level", "loud"], ["--bogus"], ["extra"],
 ])
 def test_bulwarkd_bad_usage_exits_2(argv, tmp_path):
-    r = run(env.BULWARKD, "--data-dir", tmp_path, *argv)
+    r = run(bwd.BULWARKD, "--data-dir", tmp_path, *argv)
     assert r.returncode == 2, r.stderr
 
 
 def test_bulwark_unknown_command_exits_2():
-    r = run(env.BULWARK, "fly")
+    r = run(bwd.BULWARK, "fly")
     assert r.returncode == 2
     assert b"unknown command" in r.stderr
 
 
-def test_port_info_with_whitespace_is_used(tmp_path):
+def test_port_info_with_whitespace_is_used(start_server, tmp_path):
     # a free port, then the server must take it from port.info
     import socket
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    (tmp_path / "port.info").write_text("  %d \n" % port)
-    # the fixture passes --port 0; run by hand to let port.info decide
-    p = subprocess.Popen([str(env.BULWARKD), "--data-dir", str(tmp_path), "--listen",
-                          "127.0.0.1", "--no-console", "--no-rooms"], stderr=subprocess.PIPE)
-    try:
-        line = b""
-        deadline = time.monotonic() + 10
-        while b"listening" not in line and time.monotonic() < deadline:
-            line = p.stderr.readline()
-        assert ("127.0.0.1:%d" % port).encode() in line
-    finally:
-        p.terminate()
-        assert p.wait(timeout=10) == 0
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "port.info").write_text("  %d \n" % port)
+    # port=None: no --port, so that port.info decides; the log is standard
+    # error alone
+    srv = start_server(data_dir=data, port=None, stdout=tmp_path / "stdout")
+    line = next(ln for ln in srv.log().splitlines() if "listening" in ln)
+    assert ("127.0.0.1:%d" % port) in line
+    srv.stop()
 
 
 @pytest.mark.parametrize("content", [None, "abc\n", "70000", ""])
-def test_missing_or_invalid_port_info_warns_and_uses_1357(tmp_path, content):
+def test_missing_or_invalid_port_info_warns_and_uses_1357(start_server, tmp_path, content):
+    data = tmp_path / "data"
+    data.mkdir()
     if content is not None:
-        (tmp_path / "port.info").write_text(content)
-    p = subprocess.Popen([str(env.BULWARKD), "--data-dir", str(tmp_path), "--listen",
-                          "127.0.0.1", "--no-console", "--no-rooms"], stderr=subprocess.PIPE)
+        (data / "port.info").write_text(content)
+    srv = start_server(data_dir=data, port=None, stdout=tmp_path / "stdout", wait=False)
     try:
-        out = b""
-        deadline = time.monotonic() + 10
-        while b"listening" not in out and b"cannot" not in out and time.monotonic() < deadline:
-            out += p.stderr.readline()
-        assert b"1357" in out and (b"no port.info" in out or b"does not hold a port" in out)
-        assert b"listening on 127.0.0.1:1357" in out
+        bwd.wait_for(lambda: "listening" in srv.log() or "cannot" in srv.log(), 10)
+        out = srv.log()
+        assert "1357" in out and ("no port.info" in out or "does not hold a port" in out)
+        assert "listening on 127.0.0.1:1357" in out
     finally:
-        p.terminate()
-        p.wait(timeout=10)
+        srv.stop(check=False)
 
 
 def _run_on_pty(argv, cwd, timeout=60):
@@ -125,31 +119,25 @@ def test_progress_bar_is_drawn_on_a_terminal_only(server, client_dir):
     cd = client_dir()
     data = os.urandom(64 * 1024 * 1024)
     cd.write_file("big.bin", data)
-    cd.write_transfer(server.port, env.unique_name("tty"), "big.bin")
-    rc, out = _run_on_pty([str(env.BULWARK), "send", "--timeout", "30"], cd.path)
+    cd.write_transfer(server.port, bwd.unique_name("tty"), "big.bin")
+    rc, out = _run_on_pty([str(bwd.BULWARK), "send", "--timeout", "30"], cd.path)
     assert rc == 0, out
     assert b"MiB/s" in out and b"ETA" in out and b"100%" in out
     # not a terminal: no bar; --quiet on a terminal: no bar
     r = cd.run(quiet=False)
     assert r.returncode == 0 and b"MiB/s" not in r.stderr + r.stdout
-    rc, out = _run_on_pty([str(env.BULWARK), "send", "--quiet", "--timeout", "30"], cd.path)
+    rc, out = _run_on_pty([str(bwd.BULWARK), "send", "--quiet", "--timeout", "30"], cd.path)
     assert rc == 0 and b"MiB/s" not in out
 
 
-def test_default_data_directory_is_the_current_directory(tmp_path):
-    p = subprocess.Popen([str(env.BULWARKD), "--listen", "127.0.0.1", "--port", "0",
-                          "--no-console", "--no-rooms"], cwd=str(tmp_path), stderr=subprocess.PIPE)
-    try:
-        out = b""
-        deadline = time.monotonic() + 10
-        while b"listening" not in out and time.monotonic() < deadline:
-            out += p.stderr.readline()
-        assert b"listening" in out
-        assert (tmp_path / "defensive.db").is_file()
-        assert (tmp_path / "files").is_dir()
-    finally:
-        p.terminate()
-        assert p.wait(timeout=10) == 0
+def test_default_data_directory_is_the_current_directory(start_server, tmp_path):
+    cwd = tmp_path / "cwd"
+    srv = start_server(argv=["--listen", "127.0.0.1", "--port", "0", "--no-console", "--no-rooms"],
+                       cwd=cwd, stdout=tmp_path / "stdout")
+    assert "listening" in srv.log()
+    assert (cwd / "defensive.db").is_file()
+    assert (cwd / "files").is_dir()
+    srv.stop()
 
 
 def test_connections_past_max_conns_are_closed_and_a_slot_frees_up(start_server):
@@ -157,14 +145,14 @@ def test_connections_past_max_conns_are_closed_and_a_slot_frees_up(start_server)
     srv = start_server("--max-conns", "5")
     held = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(5)]
     try:
-        time.sleep(0.2)
+        bwd.wait_for(lambda: srv.conns() == 5, 5)  # bulwarkd has accepted the five
         extra = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
         extra.settimeout(5)
         assert extra.recv(1) == b"", "the sixth connection must be closed at once"
         extra.close()
-        assert env.wait_for(lambda: "connection limit 5 reached" in srv.log(), 3)
+        assert bwd.wait_for(lambda: "connection limit 5 reached" in srv.log(), 3)
         held.pop().close()
-        time.sleep(0.3)
+        bwd.wait_for(lambda: srv.conns() == 4, 5)  # it has seen the close: a slot is free
         srv.assert_serves()
     finally:
         for s in held:

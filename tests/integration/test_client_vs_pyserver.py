@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
+import bwd
 import bwvault as bw
-import vaultenv as env
-from vaultenv import describe, unique_name
+from bwd import describe, unique_name
 
 ERROR_LINE = b"server responded with an error"
 NEW_CLIENT = [bw.REGISTER, bw.PUBLIC_KEY, bw.SEND_FILE, bw.CRC_OK]
@@ -219,7 +219,7 @@ def test_file_truncated_mid_upload_is_a_clear_error_not_a_crash(pyserver, client
     srv.body_delay = 0.05  # ~5 MiB/s: the client is mid-file for seconds
     d, name, _ = prepare(client_dir, srv)
     big = d.write_file("upload.bin", os.urandom(48 * 1024 * 1024))
-    p = subprocess.Popen([str(env.BULWARK), "send", "--dir", str(d.path), "--quiet",
+    p = subprocess.Popen([str(bwd.BULWARK), "send", "--dir", str(d.path), "--quiet",
                           "--timeout", "30"], stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

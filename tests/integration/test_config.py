@@ -9,165 +9,56 @@ import re
 import signal
 import socket
 import subprocess
-import time
 
 import pytest
 
+import bwd
 import bwmsg
 import bwrooms as R
 import bwvault as bw
-import vaultenv as env
-from vaultenv import rsa_key, unique_name
+from bwd import rsa_key, unique_name
 
 H = "127.0.0.1"
-LISTENING_RE = re.compile(r'msg="(\w+) listening on ([0-9.]+):(\d+)"')
 LOG_LINE_RE = re.compile(
     r'^ts=\S+ level=(debug|info|warn|error) (conn=\d+ )?msg="(?:[^"\\]|\\.)*"( suppressed=\d+)?$')
 
 
 # --------------------------------------------------------------------------
-# bulwarkd with a command line of the test's own (conftest's start_server
-# always passes --port 0, --no-console and friends, which would win over
-# any file)
-
-
-class Daemon:
-    def __init__(self, workdir, args, env_extra=None, log_file=None):
-        self.dir = workdir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.out_path = self.dir / "stderr.txt"
-        self.log_file = log_file
-        self.argv = [str(env.BULWARKD)] + [str(a) for a in args]
-        self.env = None if env_extra is None else {**os.environ, **env_extra}
-        self.proc = None
-        self.stopped = False
-        self.ports = {}
-
-    def start(self, want=("vault",)):
-        self._out = open(self.out_path, "wb")
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._out,
-                                     stderr=self._out, cwd=str(self.dir), env=self.env)
-        deadline = time.monotonic() + env.START_TIMEOUT
-        while time.monotonic() < deadline:
-            self.ports = {}
-            for m in LISTENING_RE.finditer(self.log()):
-                self.ports.setdefault(m.group(1), int(m.group(3)))
-            if all(w in self.ports for w in want):
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        rc = self.proc.poll()
-        self.kill()
-        self.stopped = True  # reported here, not again at teardown
-        raise AssertionError("bulwarkd did not report %r listening (exit %r); argv %s\n"
-                             "--- stderr ---\n%s\n--- log ---\n%s"
-                             % (want, rc, self.argv, self.stderr(), self.log()[-4000:]))
-
-    @property
-    def port(self):
-        return self.ports["vault"]
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stderr(self):
-        try:
-            return self.out_path.read_text("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def log(self):
-        if self.log_file is None:
-            return self.stderr()
-        try:
-            return self.log_file.read_text("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def hup(self, done_count=None, line=None, timeout=10.0):
-        """SIGHUP; waits until one more `reload: done` or `reload refused`
-        line (or, given, line) is in the log (bounded). The log may move
-        (rotation): done_count is the count to go past in what log() reads
-        after the signal."""
-        def count():
-            text = self.log()
-            if line is not None:
-                return text.count(line)
-            return text.count("reload: done") + text.count("reload refused")
-
-        before = count() if done_count is None else done_count
-        self.proc.send_signal(signal.SIGHUP)
-        ok = env.wait_for(lambda: count() > before, timeout)
-        assert ok, "no reload line after SIGHUP\n" + self.log()[-3000:]
-        assert self.alive()
-
-    def stop(self):
-        assert self.alive(), "bulwarkd exited on its own with %r\n%s" % (
-            self.proc.poll(), self.log()[-3000:])
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=env.STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError("bulwarkd did not stop after SIGTERM\n" + self.log()[-3000:])
-        self.stopped = True
-        self._out.close()
-        assert rc == 0, "exit %r after SIGTERM\n%s" % (rc, self.log()[-3000:])
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        if not self._out.closed:
-            self._out.close()
-
-    def session(self, size=2000):
-        """A whole vault session: register, key, upload, CRC ok."""
-        data = os.urandom(size)
-        return bw.full_session(H, self.port, unique_name("probe"), data,
-                               file_name="probe.bin", key=rsa_key(7))
+# bulwarkd with a command line of the test's own (start_server's built one
+# passes --port 0, --no-console and friends, which would win over any file;
+# the files here name port 0 for every listener themselves)
 
 
 @pytest.fixture
-def daemon(tmp_path):
+def daemon(start_server, tmp_path):
     """Factory: daemon(*args, env_extra=None, log_file=None, want=("vault",))
-    -> a started Daemon; SIGTERM at teardown must give exit 0."""
-    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
+    -> conftest's start_server daemon run as `bulwarkd ARGS` in a working
+    directory of its own; log_file: the --log-file among args. SIGTERM at
+    teardown must give exit 0."""
     made = []
 
     def start(*args, env_extra=None, log_file=None, want=("vault",)):
-        d = Daemon(tmp_path / ("d%d" % len(made)), args, env_extra, log_file)
+        d = start_server(argv=args, cwd=tmp_path / ("d%d" % len(made)), env=env_extra,
+                         log_file=log_file, want=want)
         made.append(d)
-        return d.start(want)
+        return d
 
-    yield start
-    problems = []
-    for d in made:
-        if d.proc is None or d.stopped:
-            continue
-        if d.proc.poll() is not None:
-            problems.append("bulwarkd exited on its own with %r\n%s" % (d.proc.poll(), d.log()[-3000:]))
-        else:
-            try:
-                d.stop()
-            except AssertionError as e:
-                problems.append(str(e))
-        d.kill()
-    for d in made:
-        bad = [ln for ln in (d.log() + d.stderr()).splitlines() if env.SANITIZER_RE.search(ln)]
-        if bad:
-            problems.append("sanitizer reports:\n" + "\n".join(bad[:20]))
-    if problems:
-        pytest.fail("\n\n".join(problems))
+    return start
+
+
+def session(d, size=2000):
+    """A whole vault session with d: register, key, upload, CRC ok."""
+    data = os.urandom(size)
+    return bw.full_session(H, d.port, unique_name("probe"), data,
+                           file_name="probe.bin", key=rsa_key(7))
 
 
 def run(args, tmp_path, timeout=10, env_extra=None):
     """bulwarkd run to its exit (start-up errors)."""
-    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
+    bwd.require_file(bwd.BULWARKD, "bulwarkd", "BULWARKD")
     e = None if env_extra is None else {**os.environ, **env_extra}
     try:
-        return subprocess.run([str(env.BULWARKD)] + [str(a) for a in args], capture_output=True,
+        return subprocess.run([str(bwd.BULWARKD)] + [str(a) for a in args], capture_output=True,
                               timeout=timeout, cwd=str(tmp_path), stdin=subprocess.DEVNULL, env=e)
     except subprocess.TimeoutExpired:
         raise AssertionError("bulwarkd %s did not exit within %ds" % (args, timeout))
@@ -402,7 +293,7 @@ def test_comments_blanks_spaces_and_crlf_are_accepted_and_take_effect(daemon, tm
             "max-uploads = 7")  # no newline at the end
     conf = write(tmp_path / "c.conf", text)
     d = daemon("--config", conf, want=("vault", "console", "rooms"))
-    d.session()
+    session(d)
     # the secret, trimmed, with its inner '=', '#' and space
     assert console_ok(d.ports["console"], secret)
     assert not console_ok(d.ports["console"], secret.replace("s", "t", 1))
@@ -480,8 +371,8 @@ def test_port_info_is_honoured_when_neither_file_nor_flag_names_a_port(daemon, t
 
 
 def test_every_long_option_of_help_is_a_config_key(daemon, tmp_path):
-    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
-    helptext = subprocess.run([str(env.BULWARKD), "--help"], capture_output=True,
+    bwd.require_file(bwd.BULWARKD, "bulwarkd", "BULWARKD")
+    helptext = subprocess.run([str(bwd.BULWARKD), "--help"], capture_output=True,
                               timeout=10).stdout.decode()
     names = []
     for m in re.finditer(r"^\s+(?:-\w, )?--([a-z][a-z-]*)", helptext, re.M):
@@ -517,9 +408,9 @@ def test_every_long_option_of_help_is_a_config_key(daemon, tmp_path):
     d = daemon("--config", conf, log_file=log_file,
                want=("vault", "messenger", "console", "rooms", "metrics"))
     assert d.ports["metrics"] == mport
-    assert d.stderr() == "", d.stderr()  # log-file: everything went there
+    assert d.output() == "", d.output()  # log-file: everything went there
     assert (tmp_path / "data" / "defensive.db").exists()
-    d.session()
+    session(d)
     assert console_ok(d.ports["console"], "from-the-file")
     assert not console_ok(d.ports["console"], "overridden-below")
     with socket.create_connection((H, mport), timeout=10) as s:
@@ -643,7 +534,7 @@ def test_sighup_keeps_a_port_and_says_only_a_restart_changes_it(daemon, tmp_path
     assert 'level=info msg="reload: rooms-max-attempts changed"' in log
     assert "reload: rooms-port changed" not in log and "reload: data-dir changed" not in log
     # the old port serves; the new one has no listener
-    d.session()
+    session(d)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((H, new_port), timeout=5).close()
     assert d.port == old_port
@@ -687,7 +578,7 @@ def test_sighup_with_a_broken_file_changes_nothing(daemon, tmp_path, breakage):
     assert not console_ok(port, "other-secret")
     src = "127.0.0.74"
     assert [register(d.port, unique_name("keep"), src) for _ in range(3)] == [bw.REGISTERED] * 3
-    d.session()
+    session(d)
     # and a good file afterwards is applied
     write(conf, changed)
     d.hup()
@@ -702,12 +593,14 @@ def test_sighup_with_a_fifo_in_place_of_the_file_keeps_serving(daemon, tmp_path)
     base = base_conf(tmp_path / "data")
     write(conf, base)
     d = daemon("--config", conf)
-    d.session()
+    session(d)
     conf.unlink()
     os.mkfifo(conf)
     d.proc.send_signal(signal.SIGHUP)
     try:
-        time.sleep(0.5)  # let the signal be taken (no assertion on time)
+        # until bulwarkd has taken the signal off its signalfd (no assertion:
+        # the answer below is what counts)
+        bwd.wait_for(lambda: signal.SIGHUP not in d.pending_signals(), 5)
         try:
             c = bw.VaultClient(H, d.port, timeout=5).connect()
             try:
@@ -731,7 +624,7 @@ def test_sighup_with_a_fifo_in_place_of_the_file_keeps_serving(daemon, tmp_path)
 def test_sighup_without_a_config_file_changes_nothing_and_says_so(start_server):
     srv = start_server("--max-reg-per-min", "5")
     srv.proc.send_signal(signal.SIGHUP)
-    assert env.wait_for(lambda: "reload: done (no configuration file)" in srv.log(), 10), srv.log_tail()
+    assert bwd.wait_for(lambda: "reload: done (no configuration file)" in srv.log(), 10), srv.log_tail()
     assert "changed" not in "".join(ln for ln in srv.log().splitlines() if "reload:" in ln)
     srv.assert_serves()
 
@@ -741,17 +634,17 @@ def test_sighup_can_turn_debug_logging_on_and_off(daemon, tmp_path):
     base = base_conf(tmp_path / "data")
     write(conf, base + "log-level = info\n")
     d = daemon("--config", conf)
-    d.session()
+    session(d)
     assert "level=debug" not in d.log()
     write(conf, base + "log-level = debug\n")
     d.hup()
     assert 'msg="reload: log-level changed"' in d.log()
-    d.session()
+    session(d)
     assert "level=debug" in d.log() and "connection from" in d.log()
     write(conf, base + "log-level = warn\n")
     d.hup(line="reload: log-level changed")  # the last info line before warn
     n = d.log().count("\n")
-    d.session()
+    session(d)
     after = d.log().splitlines()[n:]
     assert all(" level=warn " in ln or " level=error " in ln for ln in after), after
 
@@ -761,28 +654,28 @@ def test_log_file_is_used_and_reopened_after_a_rotation(daemon, tmp_path):
     log_file.parent.mkdir()
     conf = write(tmp_path / "c.conf", base_conf(tmp_path / "data"))
     d = daemon("--config", conf, "--log-file", log_file, log_file=log_file)
-    assert d.stderr() == "", d.stderr()
+    assert d.output() == "", d.output()
     assert "vault listening on" in log_file.read_text()
-    d.session()
+    session(d)
     rotated = log_file.with_name("bulwarkd.log.1")
     os.rename(log_file, rotated)
     before = rotated.read_text()
     # a line after the rename and before SIGHUP still lands in the old file
-    d.session()
+    session(d)
     assert rotated.read_text().count("\n") > before.count("\n")
     assert not log_file.exists()
     d.hup(done_count=0)  # waits for `reload: done` in the new file
     assert log_file.exists()
     old_len = len(rotated.read_text())
-    d.session()
-    assert env.wait_for(lambda: "register" in log_file.read_text(), 5), log_file.read_text()
+    session(d)
+    assert bwd.wait_for(lambda: "register" in log_file.read_text(), 5), log_file.read_text()
     new = log_file.read_text()
     assert "reload: done" in new
     assert "reload: done" not in rotated.read_text()
     assert len(rotated.read_text()) == old_len, "lines after SIGHUP went to the rotated file"
     for ln in new.splitlines():
         assert LOG_LINE_RE.match(ln), ln
-    assert d.stderr() == ""
+    assert d.output() == ""
     # a second rotation works too
     os.rename(log_file, log_file.with_name("bulwarkd.log.2"))
     d.hup(done_count=0)

@@ -5,21 +5,18 @@ for byte, and the `bulwark console` client driven through a pipe."""
 import datetime
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
 
 import pytest
 
+import bwd
 import bwvault as bw
-import vaultenv as env
 
 GREETING_LEN = 48
 TEXT_MAX = 9999
 REQUESTS = ("TIME", "NAME", "RAND", "STAT", "USRS", "FILS", "EXIT")
-VAULT_RE = re.compile(r"vault listening on [0-9.]+:(\d+)")
-CONSOLE_RE = re.compile(r"console listening on ([0-9.]+):(\d+)")
 LEFT_OUT_RE = re.compile(r"^(\d+) more (clients|files) left out\b")
 
 
@@ -27,107 +24,25 @@ LEFT_OUT_RE = re.compile(r"^(\d+) more (clients|files) left out\b")
 # bulwarkd with its console on an ephemeral port
 
 
-class ConsoleServer:
-    """bulwarkd with the vault and the console on ephemeral ports. Stopped
-    with SIGTERM (so sanitizers get to report) on teardown."""
-
-    def __init__(self, data_dir, log_path, extra_args):
-        self.data_dir = data_dir
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_path
-        self.argv = [str(env.BULWARKD), "--data-dir", str(data_dir), "--listen", "127.0.0.1",
-                     "--port", "0", "--console-port", "0", "--no-rooms"] + list(extra_args)
-        self.proc = None
-        self.port = self.console_port = None
-        self.stopped = False
-
-    def start(self):
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=self._log, cwd=str(self.data_dir))
-        deadline = time.monotonic() + env.START_TIMEOUT
-        while time.monotonic() < deadline:
-            log = self.log()
-            v, c = VAULT_RE.search(log), CONSOLE_RE.search(log)
-            if v and c:
-                self.port = int(v.group(1))
-                self.console_port = int(c.group(2))
-                self.console_addr = c.group(1)
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        self.kill()
-        raise AssertionError("bulwarkd did not report both listeners; argv %s\n%s"
-                             % (self.argv, self.log()))
-
-    def log(self):
-        try:
-            return self.log_path.read_text("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout=env.STOP_TIMEOUT):
-        assert self.alive(), "bulwarkd exited on its own with %r\n%s" % (self.proc.poll(), self.log())
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError("bulwarkd did not stop within %gs\n%s" % (timeout, self.log()))
-        self.stopped = True
-        self._log.close()
-        assert rc == 0, "bulwarkd exited with %r after SIGTERM\n%s" % (rc, self.log())
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        if not self._log.closed:
-            self._log.close()
-
-    def console(self, timeout=5.0):
-        return Console(self.console_port, timeout=timeout)
-
-    def vault(self, timeout=10.0, key=None):
-        return bw.VaultClient("127.0.0.1", self.port, timeout=timeout, key=key).connect()
-
-
 @pytest.fixture
-def start_console_server(tmp_path):
-    """Factory: start_console_server(*extra_args) -> a running ConsoleServer.
-    conftest's server fixture always passes --no-console, hence this one."""
-    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
-    servers = []
-
+def start_console_server(start_server):
+    """Factory: start_console_server(*extra_args) -> conftest's start_server
+    daemon with the vault and the console on ephemeral ports (and the group
+    chat off)."""
     def start(*extra_args):
-        n = len(servers)
-        srv = ConsoleServer(tmp_path / ("data%d" % n), tmp_path / ("bulwarkd-%d.log" % n),
-                            extra_args)
-        servers.append(srv)
-        return srv.start()
+        return start_server(*extra_args, console=True)
 
-    yield start
-    problems = []
-    for srv in servers:
-        if srv.proc is not None and not srv.stopped:
-            try:
-                srv.stop()
-            except AssertionError as e:
-                problems.append(str(e))
-        reports = [ln for ln in srv.log().splitlines() if env.SANITIZER_RE.search(ln)]
-        if reports:
-            problems.append("sanitizer reports:\n" + "\n".join(reports[:20]))
-    if problems:
-        pytest.fail("\n\n".join(problems))
+    return start
 
 
 @pytest.fixture
 def csrv(start_console_server):
     return start_console_server()
+
+
+def open_console(srv, timeout=5.0):
+    """A Console connected to srv's console port."""
+    return Console(srv.console_port, timeout=timeout)
 
 
 # --------------------------------------------------------------------------
@@ -221,7 +136,7 @@ def list_rows(text):
 
 def upload(srv, name, files, key_index=0):
     """Registers name and stores {file_name: bytes}; returns the client."""
-    with srv.vault(key=env.rsa_key(key_index)) as c:
+    with srv.client(key=bwd.rsa_key(key_index)) as c:
         bw.expect(c.register(name), bw.REGISTERED)
         bw.expect(c.send_pubkey(), bw.KEY_STORED)
         for fname, data in files.items():
@@ -236,7 +151,7 @@ def upload(srv, name, files, key_index=0):
 
 
 def test_greeting_is_exactly_48_bytes_and_lists_every_request(csrv):
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         g = c.hello()
         assert len(g) == 48
         text = g.decode("ascii")
@@ -246,7 +161,7 @@ def test_greeting_is_exactly_48_bytes_and_lists_every_request(csrv):
 
 
 def test_time_is_iso8601_with_zone_and_now(csrv):
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         c.hello()
         t = c.ask("TIME")
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", t), t
@@ -256,14 +171,14 @@ def test_time_is_iso8601_with_zone_and_now(csrv):
 
 
 def test_name_is_server_name_and_version(csrv):
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         c.hello()
         assert re.fullmatch(r"bulwarkd \d+\.\d+\.\d+", c.ask("NAME"))
 
 
 def test_rand_is_an_integer_from_1_to_10(csrv):
     seen = set()
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         c.hello()
         for _ in range(300):
             r = c.ask("RAND")
@@ -274,7 +189,7 @@ def test_rand_is_an_integer_from_1_to_10(csrv):
 
 
 def test_stat_reports_the_live_daemon(csrv):
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         c.hello()
         s = c.ask("STAT")
     f = stat_fields(s)
@@ -286,24 +201,24 @@ def test_stat_reports_the_live_daemon(csrv):
 
 
 def test_empty_lists_say_so(csrv):
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         c.hello()
         assert c.ask("USRS") == "no clients\n"
         assert c.ask("FILS") == "no files\n"
 
 
 def test_exit_says_bye_then_closes(csrv):
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         c.hello()
         assert c.ask("EXIT") == "bye"
         assert c.closed()
-    with csrv.console() as c:  # and the server keeps serving
+    with open_console(csrv) as c:  # and the server keeps serving
         c.hello()
         assert c.ask("NAME").startswith("bulwarkd")
 
 
 def test_pipelined_requests_in_one_write_are_framed_exactly(csrv):
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         c.send(b"HiTIMENAMERANDSTATUSRSFILSEXIT")
         stream = bw.recv_until_eof(c.sock)
     assert len(stream) >= GREETING_LEN
@@ -318,14 +233,14 @@ def test_pipelined_requests_in_one_write_are_framed_exactly(csrv):
 
 
 def test_requests_sent_one_byte_at_a_time(csrv):
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         for b in b"Hi":
             c.send(bytes([b]))
-            time.sleep(0.01)
+            bwd.wait_for(lambda: bwd.read_by_peer(c.sock), 5, 0.001)  # a read per byte
         c.read_greeting()
         for b in b"NAME":
             c.send(bytes([b]))
-            time.sleep(0.01)
+            bwd.wait_for(lambda: bwd.read_by_peer(c.sock), 5, 0.001)
         assert c.read_reply().startswith("bulwarkd")
 
 
@@ -334,9 +249,9 @@ def test_requests_sent_one_byte_at_a_time(csrv):
 
 
 def test_stat_usrs_fils_change_after_an_upload(csrv):
-    name = env.unique_name("alice")
+    name = bwd.unique_name("alice")
     data = os.urandom(3000)
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         c.hello()
         before = stat_fields(c.ask("STAT"))
         cl = upload(csrv, name, {"notes.txt": data})
@@ -359,12 +274,12 @@ def test_stat_usrs_fils_change_after_an_upload(csrv):
 
 
 def test_unverified_file_shows_no(csrv):
-    name = env.unique_name("bob")
-    with csrv.vault(key=env.rsa_key(1)) as v:
+    name = bwd.unique_name("bob")
+    with csrv.client(key=bwd.rsa_key(1)) as v:
         bw.expect(v.register(name), bw.REGISTERED)
         bw.expect(v.send_pubkey(), bw.KEY_STORED)
         bw.expect(v.send_file("draft.bin", b"x" * 100).response, bw.FILE_RECEIVED)
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         c.hello()
         assert list_rows(c.ask("FILS")) == [[name, "draft.bin", "100", "no"]]
 
@@ -372,14 +287,14 @@ def test_unverified_file_shows_no(csrv):
 def test_stat_shows_an_upload_in_progress(csrv):
     total = 4 << 20
     sent_plain = 1 << 20
-    with csrv.vault(key=env.rsa_key(2)) as v:
-        bw.expect(v.register(env.unique_name("slow")), bw.REGISTERED)
+    with csrv.client(key=bwd.rsa_key(2)) as v:
+        bw.expect(v.register(bwd.unique_name("slow")), bw.REGISTERED)
         bw.expect(v.send_pubkey(), bw.KEY_STORED)
         content = bw.encrypted_size(total)
         v.send_raw(bw.pack_request_header(v.client_id, bw.SEND_FILE, bw.FILE_PREFIX_SIZE + content)
                    + bw.U32.pack(content) + bw.name_field("big.bin"))
         v.send_raw(bw.aes_encrypt_raw(v.aes_key, os.urandom(sent_plain)))  # first blocks only
-        with csrv.console() as c:
+        with open_console(csrv) as c:
             c.hello()
 
             def in_progress():
@@ -388,14 +303,14 @@ def test_stat_shows_an_upload_in_progress(csrv):
                 got = int(f["bytes received by uploads in progress"])
                 return n == 1 and got > 0 and got
 
-            got = env.wait_for(in_progress, timeout=5)
+            got = bwd.wait_for(in_progress, timeout=5)
             assert got, c.ask("STAT")
             assert 0 < got <= sent_plain
             assert connections(c.ask("STAT")) == {"shared": 1, "console": 1}
         # the body stops: the client goes away mid-upload
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         c.hello()
-        assert env.wait_for(lambda: stat_fields(c.ask("STAT"))["uploads in progress"]
+        assert bwd.wait_for(lambda: stat_fields(c.ask("STAT"))["uploads in progress"]
                             == "0", timeout=5)
         assert stat_fields(c.ask("STAT"))["files"] == "0"
 
@@ -406,16 +321,16 @@ def test_stat_shows_an_upload_in_progress(csrv):
 
 @pytest.mark.parametrize("first", [b"TIME", b"hi", b"HI", b"\x00\x00", b"GET / HTTP/1.0\r\n\r\n"])
 def test_no_hi_first_is_disconnected_without_a_reply(csrv, first):
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         c.send(first)
         assert c.closed(timeout=3)
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         c.hello()
 
 
 def test_silence_before_hi_is_disconnected_after_the_deadline(start_console_server):
     srv = start_console_server("--request-timeout", "1")
-    with srv.console() as c:
+    with open_console(srv) as c:
         t0 = time.monotonic()
         assert c.closed(timeout=5)
         assert time.monotonic() - t0 < 4
@@ -423,24 +338,24 @@ def test_silence_before_hi_is_disconnected_after_the_deadline(start_console_serv
 
 def test_half_a_request_then_silence_is_disconnected(start_console_server):
     srv = start_console_server("--request-timeout", "1")
-    with srv.console() as c:
+    with open_console(srv) as c:
         c.hello()
         assert c.ask("TIME")
-        time.sleep(1.5)  # idle between requests is fine (no deadline runs)
+        time.sleep(1.5)  # idle past --request-timeout between requests is fine (no deadline runs)
         assert c.ask("NAME").startswith("bulwarkd")
         c.send(b"ST")
         t0 = time.monotonic()
         assert c.closed(timeout=5)
         assert time.monotonic() - t0 < 4
     assert "request deadline passed" in srv.log()
-    with srv.console() as c:
+    with open_console(srv) as c:
         c.hello()
         assert c.ask("NAME")
 
 
 def test_a_greeted_console_may_stay_idle_longer_than_timeout(start_console_server):
     srv = start_console_server("--timeout", "1", "--request-timeout", "1")
-    with srv.console() as idle, srv.console() as silent:
+    with open_console(srv) as idle, open_console(srv) as silent:
         idle.hello()
         time.sleep(2.5)  # past --timeout, within the console's idle allowance
         assert silent.closed(timeout=0.1)  # never said Hi: cut long ago
@@ -448,7 +363,7 @@ def test_a_greeted_console_may_stay_idle_longer_than_timeout(start_console_serve
 
 
 def test_lower_case_request_gets_err_with_a_hint(csrv):
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         c.hello()
         r = c.ask("time")
         assert r.startswith("ERR") and "TIME" in r
@@ -458,7 +373,7 @@ def test_lower_case_request_gets_err_with_a_hint(csrv):
 
 @pytest.mark.parametrize("req", [b"ABCD", b"TIM ", b"    ", b"\x00\xff\r\n", b"\xc3\xa9\xc3\xa9"])
 def test_unknown_request_gets_err_and_the_connection_stays(csrv, req):
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         c.hello()
         r = c.ask(req)
         assert r.startswith("ERR unknown request"), r
@@ -467,7 +382,7 @@ def test_unknown_request_gets_err_and_the_connection_stays(csrv, req):
 
 
 def test_peer_closing_after_a_request_still_gets_the_reply(csrv):
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         c.send(b"HiNAME")
         c.sock.shutdown(socket.SHUT_WR)
         c.read_greeting()
@@ -478,7 +393,7 @@ def test_peer_closing_after_a_request_still_gets_the_reply(csrv):
 def test_a_client_that_never_reads_does_not_grow_the_server(csrv):
     """Thousands of pipelined requests whose replies are never read: the
     server stops answering when its output backs up, and stays usable."""
-    with csrv.console() as hog:
+    with open_console(csrv) as hog:
         hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         hog.send(b"Hi")
         hog.sock.settimeout(0.5)
@@ -487,13 +402,13 @@ def test_a_client_that_never_reads_does_not_grow_the_server(csrv):
                 hog.sock.sendall(b"STAT" * 64)
         except (socket.timeout, BlockingIOError, ConnectionError):
             pass
-        with csrv.console() as c:
+        with open_console(csrv) as c:
             c.hello()
             assert connections(c.ask("STAT"))["console"] == 2
 
 
 def test_hundred_consoles_at_once(csrv):
-    consoles = [csrv.console(timeout=10) for _ in range(100)]
+    consoles = [open_console(csrv, timeout=10) for _ in range(100)]
     try:
         for c in consoles:
             c.send(b"Hi")
@@ -517,17 +432,17 @@ def test_a_console_past_the_cap_of_128_takes_the_place_of_the_oldest_unproven(cs
     """128 consoles that greeted and asked nothing hold every slot: a new
     one is admitted, and the oldest of them (none has proven itself with a
     complete request) is closed for it, so the operator always gets in."""
-    consoles = [csrv.console(timeout=10) for _ in range(128)]
+    consoles = [open_console(csrv, timeout=10) for _ in range(128)]
     try:
         for c in consoles:
             c.hello()
-        with csrv.console() as c:
+        with open_console(csrv) as c:
             assert c.hello().startswith(b"bulwarkd")
             assert c.ask("NAME").startswith("bulwarkd")
         assert consoles[0].closed(timeout=5)
         assert "closed to admit a new connection" in csrv.log()
         assert not consoles[-1].closed(timeout=0.2)
-        assert env.wait_for(lambda: connections(consoles[-1].ask("STAT"))["console"] == 127)
+        assert bwd.wait_for(lambda: connections(consoles[-1].ask("STAT"))["console"] == 127)
     finally:
         for c in consoles:
             c.close()
@@ -540,15 +455,15 @@ def test_a_console_past_the_cap_of_128_takes_the_place_of_the_oldest_unproven(cs
 def test_secret_off_loopback(start_console_server):
     srv = start_console_server("--console-listen", "0.0.0.0", "--console-secret", "s3cret",
                                "--request-timeout", "1")
-    assert srv.console_addr == "0.0.0.0"
-    with srv.console() as c:
+    assert srv.addrs["console"] == "0.0.0.0"
+    with open_console(srv) as c:
         assert c.hello(b"s3cret").startswith(b"bulwarkd")
         assert c.ask("NAME").startswith("bulwarkd")
     for wrong in (b"Hi wrong!", b"Hi s3creT", b"Hi s3cret"[:-1] + b"\x00", b"Hi  s3cre", b"Hx s3cret"):
-        with srv.console() as c:
+        with open_console(srv) as c:
             c.send(wrong)
             assert c.closed(timeout=3), wrong
-    with srv.console() as c:  # plain Hi: never completes, cut at the deadline
+    with open_console(srv) as c:  # plain Hi: never completes, cut at the deadline
         c.send(b"Hi")
         assert c.closed(timeout=5)
     log = srv.log()
@@ -558,34 +473,29 @@ def test_secret_off_loopback(start_console_server):
 
 def test_secret_is_required_on_loopback_when_configured(start_console_server):
     srv = start_console_server("--console-secret", "top", "--request-timeout", "1")
-    with srv.console() as c:
+    with open_console(srv) as c:
         c.send(b"Hi")
         assert c.closed(timeout=5)
-    with srv.console() as c:
+    with open_console(srv) as c:
         c.send(b"HiTIME")  # "Hi" + 4 bytes: "TIME" is not " top"
         assert c.closed(timeout=3)
-    with srv.console() as c:
+    with open_console(srv) as c:
         c.hello(b"top")
         assert c.ask("EXIT") == "bye"
 
 
-def test_refuses_to_start_off_loopback_without_secret(tmp_path):
-    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
-    r = subprocess.run([str(env.BULWARKD), "--data-dir", str(tmp_path), "--port", "0",
-                        "--console-port", "0", "--console-listen", "0.0.0.0"],
-                       capture_output=True, timeout=20)
-    assert r.returncode == 2
-    assert b"--console-secret" in r.stderr and b"0.0.0.0" in r.stderr
+def test_refuses_to_start_off_loopback_without_secret(start_server, tmp_path):
+    srv = start_server("--console-listen", "0.0.0.0", console=True,
+                       stdout=tmp_path / "stdout", wait=False)
+    rc, err = srv.wait_exit(20)  # err: its standard error
+    assert rc == 2
+    assert "--console-secret" in err and "0.0.0.0" in err
 
 
-def test_no_console_turns_it_off(tmp_path):
-    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
-    srv = env.VaultServer(tmp_path / "d", log_path=tmp_path / "log")  # passes --no-console
-    srv.start()
-    try:
-        assert "console listening" not in srv.log()
-    finally:
-        srv.stop()
+def test_no_console_turns_it_off(start_server):
+    srv = start_server()  # passes --no-console
+    assert "console listening" not in srv.log()
+    srv.stop()
 
 
 # --------------------------------------------------------------------------
@@ -594,16 +504,16 @@ def test_no_console_turns_it_off(tmp_path):
 
 def test_usrs_and_fils_are_cut_at_9999_bytes_with_a_left_out_line(csrv):
     n_clients = 150
-    prefix = env.unique_name("u") + "-"
-    with csrv.vault() as v:
+    prefix = bwd.unique_name("u") + "-"
+    with csrv.client() as v:
         for i in range(n_clients):
             name = (prefix + "%04d-" % i).ljust(230, "n")
             bw.expect(v.register(name), bw.REGISTERED)
     n_files = 60
-    owner = env.unique_name("owner")
+    owner = bwd.unique_name("owner")
     files = {("f%03d-" % i).ljust(240, "x"): b"%d" % i for i in range(n_files)}
     upload(csrv, owner, files, key_index=3)
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         c.hello()
         users = c.ask("USRS")
         fl = c.ask("FILS")
@@ -623,12 +533,12 @@ def test_names_are_sent_as_valid_utf8(csrv):
     """Names are bytes 0x20-0xff on the vault side; the console replies in
     UTF-8, showing bytes that are not UTF-8 (and C1 or bidi controls) as
     \\xNN."""
-    good = "zoë-" + env.unique_name()
-    with csrv.vault() as v:
+    good = "zoë-" + bwd.unique_name()
+    with csrv.client() as v:
         bw.expect(v.register(good.encode("utf-8")), bw.REGISTERED)
-        resp = v.request(bw.REGISTER, bw.raw_field(b"bad-\xff\xfe-" + env.unique_name().encode()))
+        resp = v.request(bw.REGISTER, bw.raw_field(b"bad-\xff\xfe-" + bwd.unique_name().encode()))
         bw.expect(resp, bw.REGISTERED)
-    with csrv.console() as c:
+    with open_console(csrv) as c:
         c.hello()
         names = {row[0] for row in list_rows(c.ask("USRS"))}
     assert good in names
@@ -643,7 +553,7 @@ def run_client(args, stdin, timeout=20, env_extra=None):
     e = dict(os.environ)
     e.pop("BULWARK_CONSOLE_SECRET", None)
     e.update(env_extra or {})
-    return subprocess.run([str(env.BULWARK), "console"] + list(args), input=stdin,
+    return subprocess.run([str(bwd.BULWARK), "console"] + list(args), input=stdin,
                           capture_output=True, timeout=timeout, env=e)
 
 

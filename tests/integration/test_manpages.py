@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
+import bwd
 import bwdocs as docs
-import vaultenv as env
 
 BULWARKD_8 = docs.MAN_DIR / "bulwarkd.8"
 BULWARK_1 = docs.MAN_DIR / "bulwark.1"
@@ -17,14 +17,14 @@ BULWARK_1 = docs.MAN_DIR / "bulwark.1"
 
 @pytest.fixture(scope="module")
 def daemon_help():
-    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
-    return docs.run_help([env.BULWARKD])
+    bwd.require_file(bwd.BULWARKD, "bulwarkd", "BULWARKD")
+    return docs.run_help([bwd.BULWARKD])
 
 
 @pytest.fixture(scope="module")
 def client_help():
-    env.require_file(env.BULWARK, "bulwark", "BULWARK")
-    return docs.run_help([env.BULWARK])
+    bwd.require_file(bwd.BULWARK, "bulwark", "BULWARK")
+    return docs.run_help([bwd.BULWARK])
 
 
 def test_bulwarkd_help_parses(daemon_help):
@@ -62,7 +62,7 @@ def test_every_option_in_bulwarkd_8_is_accepted(daemon_help):
     for name in sorted(mentioned):
         # getopt stops at an unknown option (exit 2) before it reaches
         # --help; a known one (its value not checked yet) lets --help exit 0
-        r = subprocess.run([str(env.BULWARKD), "--" + name, "1", "--help"],
+        r = subprocess.run([str(bwd.BULWARKD), "--" + name, "1", "--help"],
                            capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
         assert r.returncode == 0, "bulwarkd refuses --%s: %s" % (name, r.stderr[-300:])
 
@@ -120,7 +120,7 @@ def test_every_client_command_and_option_in_bulwark_1(client_help):
     for cmd in commands:
         assert ".B bulwark %s" % cmd in synopsis, "SYNOPSIS lacks bulwark %s" % cmd
         assert cmd.upper() in sections, "bulwark.1 has no %s section" % cmd.upper()
-        opts = docs.help_options(docs.run_help([env.BULWARK, cmd]))
+        opts = docs.help_options(docs.run_help([bwd.BULWARK, cmd]))
         assert "help" in opts, "bulwark %s --help lists no options" % cmd
         lines = sections[cmd.upper()]
         documented = {}
@@ -139,8 +139,8 @@ def test_every_client_command_and_option_in_bulwark_1(client_help):
 
 
 def test_msg_commands_and_menu_in_bulwark_1(tmp_path):
-    env.require_file(env.BULWARK, "bulwark", "BULWARK")
-    text = docs.run_help([env.BULWARK, "msg"])
+    bwd.require_file(bwd.BULWARK, "bulwark", "BULWARK")
+    text = docs.run_help([bwd.BULWARK, "msg"])
     commands = docs.help_list(text)
     assert len(commands) >= 9, commands
     msg = docs.roff_sections(BULWARK_1.read_text())["MSG"]
@@ -149,7 +149,7 @@ def test_msg_commands_and_menu_in_bulwark_1(tmp_path):
     documented = [t.split()[1] for t in docs.tagged_entries(cmd_part)]
     assert documented == commands, "bulwark.1 MSG commands %s, --help %s" % (documented, commands)
     # the menu as the client prints it (before it needs a server)
-    r = subprocess.run([str(env.BULWARK), "msg", "--server", "127.0.0.1:1"],
+    r = subprocess.run([str(bwd.BULWARK), "msg", "--server", "127.0.0.1:1"],
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=10,
                        cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr

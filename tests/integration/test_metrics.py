@@ -12,11 +12,11 @@ import time
 
 import pytest
 
+import bwd
 import bwmsg
 import bwrooms as R
 import bwvault as bw
-import vaultenv as env
-from vaultenv import VaultServer, rsa_key, unique_name
+from bwd import rsa_key, unique_name
 
 H = "127.0.0.1"
 METRICS_LISTEN_RE = re.compile(r"metrics listening on ([0-9.]+):(\d+)")
@@ -47,62 +47,33 @@ def free_port():
 
 
 @pytest.fixture
-def start_metrics(tmp_path):
+def start_metrics(start_server):
     """Factory: start_metrics(*extra_args, rooms=False, console=False,
-    environ=None) -> a VaultServer with .metrics_port; environ: variables
-    added to bulwarkd's environment (e.g. vaultenv.fault_env's).
-    --metrics-listen takes no port 0 (see
-    test_metrics_listen_accepts_port_zero), so a port the kernel just
-    handed out is passed and the start retried if it was taken meanwhile.
-    Teardown as conftest's start_server: SIGTERM must give exit 0, and no
-    sanitizer report."""
-    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
-    servers = []
-
+    environ=None) -> conftest's start_server daemon with .metrics_port;
+    environ: variables added to bulwarkd's environment (e.g.
+    bwd.fault_env's). The metrics endpoint gets a port the kernel just
+    handed out (the test sees it in the `metrics listening on` line it
+    checks), and the start is retried if the port was taken meanwhile."""
     def start(*extra_args, rooms=False, console=False, environ=None):
         last = None
         for _ in range(5):
-            n = len(servers)
             port = free_port()
-            srv = VaultServer(tmp_path / ("data%d" % n),
-                              ["--metrics-listen", "%s:%d" % (H, port)] + list(extra_args),
-                              log_path=tmp_path / ("bulwarkd-%d.log" % n),
-                              console=console, rooms=rooms, env=environ)
-            servers.append(srv)
             try:
-                srv.start()
+                srv = start_server("--metrics-listen", "%s:%d" % (H, port), *extra_args,
+                                   console=console, rooms=rooms, env=environ)
             except AssertionError as e:
                 if "in use" not in str(e):
                     raise
                 last = e
-                srv.stopped = True  # it never ran: nothing to stop
                 continue
-            m = env.wait_for(lambda: METRICS_LISTEN_RE.search(srv.log()), 5)
+            m = bwd.wait_for(lambda: METRICS_LISTEN_RE.search(srv.log()), 5)
             assert m, "no `metrics listening on` line\n" + srv.log_tail()
             assert (m.group(1), int(m.group(2))) == (H, port), m.group(0)
             srv.metrics_port = port
             return srv
         raise last
 
-    yield start
-    problems = []
-    for srv in servers:
-        if srv.proc is not None and not srv.stopped:
-            if srv.proc.poll() is not None:
-                problems.append("bulwarkd exited on its own with %r\n%s"
-                                % (srv.proc.poll(), srv.log_tail()))
-            else:
-                try:
-                    srv.stop()
-                except AssertionError as e:
-                    problems.append("graceful stop at teardown failed: %s" % e)
-        if srv.proc is not None:
-            srv.kill()
-            reports = srv.sanitizer_reports()
-            if reports:
-                problems.append("sanitizer reports in the bulwarkd log:\n" + "\n".join(reports[:20]))
-    if problems:
-        pytest.fail("\n\n".join(problems))
+    return start
 
 
 # --------------------------------------------------------------------------
@@ -208,7 +179,7 @@ def wait_metric(srv, pred, timeout=5.0):
         s = scrape(srv)
         if pred(s) or time.monotonic() >= deadline:
             return s
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll interval
 
 
 def err(s, kind):
@@ -237,30 +208,24 @@ def test_metrics_are_off_by_default(start_server):
     assert "metrics" not in " ".join(ln for ln in srv.log().splitlines() if "listening on" in ln)
 
 
-def test_metrics_listen_accepts_port_zero(tmp_path):
+def test_metrics_listen_accepts_port_zero(start_server):
     """Port 0 (any free port), as --port, --console-port and --rooms-port take,
     with the port chosen reported in the `metrics listening on` line."""
-    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
-    srv = VaultServer(tmp_path / "data", ["--metrics-listen", "127.0.0.1:0"],
-                      log_path=tmp_path / "bulwarkd.log")
-    try:
-        srv.start()
-        m = env.wait_for(lambda: METRICS_LISTEN_RE.search(srv.log()), 5)
-        assert m, srv.log_tail()
-        port = int(m.group(2))
-        assert port != 0
-        srv.metrics_port = port
-        assert scrape(srv).get("bulwark_up") == 1
-        srv.stop()
-    finally:
-        srv.kill()
+    srv = start_server("--metrics-listen", "127.0.0.1:0")
+    m = bwd.wait_for(lambda: METRICS_LISTEN_RE.search(srv.log()), 5)
+    assert m, srv.log_tail()
+    port = int(m.group(2))
+    assert port != 0
+    srv.metrics_port = port
+    assert scrape(srv).get("bulwark_up") == 1
+    srv.stop()
 
 
 def test_metrics_listen_needs_host_and_port(tmp_path):
-    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
+    bwd.require_file(bwd.BULWARKD, "bulwarkd", "BULWARKD")
     import subprocess
     for bad in ("127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:x"):
-        r = subprocess.run([str(env.BULWARKD), "--data-dir", str(tmp_path), "--no-console",
+        r = subprocess.run([str(bwd.BULWARKD), "--data-dir", str(tmp_path), "--no-console",
                             "--no-rooms", "--port", "0", "--metrics-listen", bad],
                            capture_output=True, timeout=10, cwd=str(tmp_path))
         assert r.returncode == 2, (bad, r)
@@ -808,7 +773,7 @@ def test_refused_1028_bodies_being_discarded_are_a_gauge(start_metrics):
 def test_an_upload_that_cannot_be_stored_counts_vault_store(start_metrics, shim):
     """The rename that puts the upload in place fails (EIO, by the fault
     shim): 2107, vault_store moves; the next upload of the name is stored."""
-    srv = start_metrics(environ=env.fault_env(shim, fault="renameat:1:EIO:nostore.bin"))
+    srv = start_metrics(environ=bwd.fault_env(shim, fault="renameat:1:EIO:nostore.bin"))
     with srv.client(key=rsa_key(13)) as c:
         bw.expect(c.register(unique_name("store")), bw.REGISTERED)
         bw.expect(c.send_pubkey(), bw.KEY_STORED)
@@ -878,7 +843,7 @@ def test_msg_syncs_store_errors_worker_jobs_and_603_604_errors(start_metrics, sh
     """With the fault shim, the first fsync of the journal after arming
     takes a second (a job on a worker all along) and the second fails."""
     arm = tmp_path / "arm"
-    srv = start_metrics(environ=env.fault_env(
+    srv = start_metrics(environ=bwd.fault_env(
         shim, fault="fdatasync:1:sleep=1000:defensive.db-wal,fdatasync:2:EIO:defensive.db-wal",
         arm=arm))
     a = bwmsg.MsgClient(H, srv.port)
@@ -1111,7 +1076,7 @@ def test_rooms_hashing_and_worker_jobs_while_passwords_are_hashed(start_metrics)
             seen.append((s.get("bulwark_rooms_hashing"), s.get("bulwark_worker_jobs")))
             if s.get("bulwark_rooms") == n and seen[-1] == (0, 0):
                 break
-            time.sleep(0.01)
+            time.sleep(0.01)  # a scrape every 10 ms while the rooms are made
         assert s.get("bulwark_rooms") == n, "%d rooms after 10 s" % s.get("bulwark_rooms")
         busy = [x for x in seen if x[0] > 0]
         assert busy, "no scrape of %d saw a password being hashed" % len(seen)
@@ -1201,7 +1166,7 @@ def test_a_silent_or_slow_client_is_closed_at_the_request_deadline(start_metrics
                 except ConnectionResetError:
                     data = b""
                 closed[name] = data
-            time.sleep(0.2)
+            time.sleep(0.2)  # the slow client's pace: a byte every 0.2 s
         assert i < len(drip), "the slow client's head was sent whole"
         assert set(closed) == {"silent", "slow"}, "still open after 30 s: %r" % (
             {"silent", "slow"} - set(closed))

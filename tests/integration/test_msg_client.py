@@ -11,10 +11,10 @@ import subprocess
 
 import pytest
 
+import bwd
 import bwmsg
 import bwvault as bw
-import vaultenv as env
-from vaultenv import unique_name
+from bwd import unique_name
 
 H = "127.0.0.1"
 
@@ -36,7 +36,7 @@ class Msg:
         e = dict(os.environ)
         if tmp is not None:
             e["TMPDIR"] = str(tmp)
-        return subprocess.run([str(env.BULWARK), "msg", "--timeout", "10", *args],
+        return subprocess.run([str(bwd.BULWARK), "msg", "--timeout", "10", *args],
                               cwd=self.dir, input=stdin, capture_output=True,
                               timeout=timeout, env=e)
 
@@ -243,7 +243,7 @@ def test_the_vault_client_uses_the_messenger_identity(pair, server):
     data = os.urandom(10000)
     (a.dir / "v.bin").write_bytes(data)
     (a.dir / "transfer.info").write_text("127.0.0.1:%d\n%s\nv.bin\n" % (server.port, na))
-    r = subprocess.run([str(env.BULWARK), "send", "--quiet"], cwd=a.dir, capture_output=True,
+    r = subprocess.run([str(bwd.BULWARK), "send", "--quiet"], cwd=a.dir, capture_output=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
     rows = server.query("SELECT PathName FROM files")
@@ -267,7 +267,7 @@ def test_a_pull_ends_with_evidence_so_bulwarkd_deletes(pair, server):
     a.ok("send", nb, "one")
     a.ok("send", nb, "two")
     assert blocks(b.ok("pull")) == [(na, "Request for symmetric key"), (na, "one"), (na, "two")]
-    assert env.wait_for(lambda: server.query("SELECT count(*) FROM messages")[0][0] == 0, 5), \
+    assert bwd.wait_for(lambda: server.query("SELECT count(*) FROM messages")[0][0] == 0, 5), \
         "the client's end of the pull was not taken as evidence"
     assert b.ok("pull") == "no waiting messages\n"
 
@@ -294,7 +294,7 @@ def cut_pair(pyserver_msg, tmp_path):
 
 def test_a_message_cut_short_is_shown_whole_on_the_next_pull(pyserver_msg, client_bin, tmp_path):
     srv, b, first, second, r = cut_pair(pyserver_msg, tmp_path)
-    assert r.returncode == 1, env.describe(r)
+    assert r.returncode == 1, bwd.describe(r)
     assert b"cut short" in r.stderr
     out1 = r.stdout.decode()
     out2 = b.ok("pull")
@@ -312,7 +312,7 @@ def test_a_message_cut_short_is_not_shown_as_a_message(pyserver_msg, client_bin,
     to be the second (a block saying "can't decrypt message" would tell the
     user something false about a message that arrives whole later)."""
     srv, b, first, second, r = cut_pair(pyserver_msg, tmp_path)
-    assert r.returncode == 1, env.describe(r)
+    assert r.returncode == 1, bwd.describe(r)
     assert blocks(r.stdout.decode()) == [("alice", first)], r.stdout.decode()
 
 
@@ -359,10 +359,10 @@ def test_a_malformed_2104_is_an_error_not_a_crash(pyserver_msg, client_bin, tmp_
     b.ok("register", "bob")
     srv.pull_reply = bw.pack_response(bwmsg.WAITING, payload, 2)
     r = b.run("--timeout", "5", "pull", timeout=60)
-    assert r.returncode == 1, env.describe(r)
-    assert b"malformed" in r.stderr, env.describe(r)
+    assert r.returncode == 1, bwd.describe(r)
+    assert b"malformed" in r.stderr, bwd.describe(r)
     out = r.stdout.decode()
-    assert len(blocks(out)) == shown and out.count("From: ") == shown, env.describe(r)
+    assert len(blocks(out)) == shown and out.count("From: ") == shown, bwd.describe(r)
 
 
 def test_a_file_message_lands_in_a_new_private_file(pyserver_msg, client_bin, tmp_path):

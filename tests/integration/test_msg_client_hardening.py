@@ -19,10 +19,10 @@ import subprocess
 
 import pytest
 
+import bwd
 import bwmsg
 import bwvault as bw
-import vaultenv as env
-from vaultenv import unique_name
+from bwd import unique_name
 
 H = "127.0.0.1"
 ERROR_LINE = b"server responded with an error"
@@ -46,7 +46,7 @@ class Msg:
         e = dict(os.environ)
         if tmp is not None:
             e["TMPDIR"] = str(tmp)
-        argv = [*prefix, str(env.BULWARK), "msg", "--dir", str(self.dir), "--timeout", "10",
+        argv = [*prefix, str(bwd.BULWARK), "msg", "--dir", str(self.dir), "--timeout", "10",
                 *args]
         try:
             return subprocess.run(argv, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=stdout,
@@ -204,7 +204,7 @@ def test_send_that_cannot_write_me_info_does_not_take_the_name(server, client_di
     path = d.write_file("upload.bin", data)
     name = unique_name("sender")
     d.write_transfer(server.port, name, str(path))
-    argv = [str(env.BULWARK), "send", "--dir", str(d.path), "--timeout", "10", "--quiet"]
+    argv = [str(bwd.BULWARK), "send", "--dir", str(d.path), "--timeout", "10", "--quiet"]
     r = subprocess.run(limited(100) + argv, cwd=str(d.path), stdin=subprocess.DEVNULL,
                        capture_output=True, timeout=60)
     assert exited(r) and r.returncode != 0, describe(r)
@@ -217,7 +217,7 @@ def test_send_that_cannot_write_me_info_does_not_take_the_name(server, client_di
     row = server.client_row_by_name(name)
     assert row is not None and bytes(row["ID"]) == me_id
     stored = server.client_dir(me_id) / "upload.bin"
-    assert env.wait_for(stored.exists, 5), "no %s" % stored
+    assert bwd.wait_for(stored.exists, 5), "no %s" % stored
     assert stored.read_bytes() == data
 
 

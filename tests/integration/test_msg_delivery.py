@@ -21,10 +21,10 @@ import time
 
 import pytest
 
+import bwd
 import bwmsg
 import bwvault as bw
-import vaultenv as env
-from vaultenv import rsa_key, unique_name
+from bwd import rsa_key, unique_name
 
 H = "127.0.0.1"
 MiB = 1 << 20
@@ -93,7 +93,7 @@ def shared_conns(srv):
 def wait_conns(srv, n, timeout=5):
     """Waits until bulwarkd has closed all but n connections (so it has
     handled whatever ended the others)."""
-    assert env.wait_for(lambda: shared_conns(srv) == n, timeout), \
+    assert bwd.wait_for(lambda: shared_conns(srv) == n, timeout), \
         "bulwarkd still has %d connections open, expected %d" % (shared_conns(srv), n)
 
 
@@ -177,7 +177,7 @@ def test_a_fin_before_the_whole_2104_arrived_deletes_nothing(start_server, shim)
     small send buffer (BW_SNDBUF in the shim) and it is SIGSTOPped while the
     client empties its receive buffer: the kernel delivers what it holds,
     the rest waits in the stopped process."""
-    e = env.fault_env(shim)
+    e = bwd.fault_env(shim)
     e["BW_SNDBUF"] = "32768"
     srv = start_server(env=e, console=True)
     a, b = user(srv, 0), user(srv, 1)
@@ -211,7 +211,7 @@ def test_a_fin_before_the_whole_2104_arrived_deletes_nothing(start_server, shim)
         chunk = s.recv(16384)
         assert chunk
         got += len(chunk)
-        time.sleep(0.005)
+        time.sleep(0.005)  # a slow reader
     else:
         pytest.fail("bulwarkd never read the whole reply from disk")
 
@@ -225,7 +225,7 @@ def test_a_fin_before_the_whole_2104_arrived_deletes_nothing(start_server, shim)
             quiet = quiet + 1 if k == 0 else 0
             if quiet == 3:
                 break
-            time.sleep(0.02)
+            time.sleep(0.02)  # nothing more for three looks 20 ms apart: quiet
         missing = total - got
         assert missing > 0, "the whole reply arrived: the test could not hold its tail back"
         assert inq(s) == 0
@@ -341,8 +341,9 @@ def test_a_request_pipelined_behind_the_604_is_no_evidence(start_server):
     code, _ = read_reply(s)
     assert code == bwmsg.CLIENTS  # the 601 was served: the server saw it
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    held = srv.conns()
     s.close()  # a reset
-    wait_conns(srv, 0) if srv.console_port else time.sleep(0.3)
+    bwd.wait_for(lambda: srv.conns() == held - 1, 5)  # bulwarkd has closed it
     assert queued(srv, b.client_id) == 5, "deleted on a pipelined request"
     b2 = same_user(srv, b)
     assert ids_of(b2.pull()) == ids
@@ -375,7 +376,7 @@ def test_a_slow_reader_gets_a_large_2104_whole_past_the_idle_time(start_server):
         assert chunk, "closed after %d of %d bytes, %.1f s in" % (
             len(body), total, time.monotonic() - start)
         body += chunk
-        time.sleep(0.025)
+        time.sleep(0.025)  # sips: the reading spans the idle time
     assert time.monotonic() - start > 2.0, "read too fast to span the idle time"
     recs = bwmsg.parse_records(bytes(body))
     assert ids_of(recs) == ids and [r[3] for r in recs] == blobs
@@ -383,7 +384,7 @@ def test_a_slow_reader_gets_a_large_2104_whole_past_the_idle_time(start_server):
     code, _ = read_reply(s)
     assert code == bwmsg.CLIENTS
     s.close()
-    assert env.wait_for(lambda: queued(srv, b.client_id) == 0, 5)
+    assert bwd.wait_for(lambda: queued(srv, b.client_id) == 0, 5)
 
 
 @pytest.mark.parametrize("evidence", ["next-request", "orderly-close"])
@@ -428,7 +429,7 @@ def test_a_message_whose_fsync_failed_is_answered_9000_and_never_delivered(
         start_server, shim, tmp_path, size):
     arm = tmp_path / "arm"
     dd = tmp_path / "d"
-    srv = start_server(data_dir=dd, env=env.fault_env(
+    srv = start_server(data_dir=dd, env=bwd.fault_env(
         shim, fault="fdatasync:1:EIO:defensive.db-wal", arm=arm))
     a, b = user(srv, 0), user(srv, 1)
     arm.write_text("go")
@@ -455,7 +456,7 @@ def test_a_2104_never_carries_a_message_before_its_2103(start_server, shim, tmp_
     """While the fsync that covers A's message is running (made slow by the
     shim), its row is committed but B's pulls must not carry it."""
     arm = tmp_path / "arm"
-    srv = start_server(env=env.fault_env(
+    srv = start_server(env=bwd.fault_env(
         shim, fault="fdatasync:1:sleep=3000:defensive.db-wal", arm=arm))
     a, b = user(srv, 0), user(srv, 1)
     arm.write_text("go")
@@ -471,9 +472,9 @@ def test_a_2104_never_carries_a_message_before_its_2103(start_server, shim, tmp_
     t.start()
     try:
         # the row is in the table (committed), its fsync is sleeping
-        assert env.wait_for(lambda: queued(srv, b.client_id) == 1, 5), \
+        assert bwd.wait_for(lambda: queued(srv, b.client_id) == 1, 5), \
             "the row was never committed"
-        assert env.wait_for(lambda: "fdatasync #1 sleeps" in srv.log(), 5)
+        assert bwd.wait_for(lambda: "fdatasync #1 sleeps" in srv.log(), 5)
         assert b.pull() == [], "a 2104 carried a message whose 2103 had not been sent"
         b.list()
         assert b.pull() == []
@@ -537,7 +538,7 @@ def test_kill_9_while_a_2104_streams_then_a_restart_delivers_each_once(start_ser
         chunk = s.recv(65536)
         assert chunk
         got += len(chunk)
-        time.sleep(0.01)
+        time.sleep(0.01)  # a slow reader
     assert got < total, "the whole reply was read before the kill"
     srv.proc.send_signal(signal.SIGKILL)
     srv.proc.wait(10)

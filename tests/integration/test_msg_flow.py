@@ -8,16 +8,14 @@ import os
 import signal
 import socket
 import struct
-import subprocess
 import threading
-import time
 
 import pytest
 
+import bwd
 import bwmsg
 import bwvault as bw
-import vaultenv as env
-from vaultenv import rsa_key, unique_name
+from bwd import rsa_key, unique_name
 
 H = "127.0.0.1"
 
@@ -162,7 +160,7 @@ def test_large_contents_stream_through_files_beside_the_database(server):
     assert ids_of(got) == ids
     assert [bw.aes_decrypt(k, r[3]) for r in got] == blobs
     b.list()  # evidence: the files go with the rows
-    assert env.wait_for(lambda: not [p for p in (server.data_dir / "messages").iterdir()
+    assert bwd.wait_for(lambda: not [p for p in (server.data_dir / "messages").iterdir()
                                      if p.is_file()], 5)
 
 
@@ -228,21 +226,23 @@ def pull_and_reset(port, client_id, read_bytes):
 def test_a_pull_cut_off_by_a_reset_loses_nothing(server):
     a, b = user(server, 0), user(server, 1)
     ids = [a.send(b.client_id, 3, os.urandom(4096)) for _ in range(40)]
+    held = server.conns()
     pull_and_reset(server.port, b.client_id, 7 + 1000)
-    time.sleep(0.3)
+    bwd.wait_for(lambda: server.conns() == held, 5)  # bulwarkd has closed the reset one
     # a whole pull, read fully and then closed: every message exactly once
     got = b.pull()
     assert ids_of(got) == ids
     b.close()  # orderly close after the whole reply: evidence
-    assert env.wait_for(lambda: b.pull() == [], 5)
+    assert bwd.wait_for(lambda: b.pull() == [], 5)
 
 
 def test_a_pull_read_whole_but_reset_is_delivered_again(server):
     a, b = user(server, 0), user(server, 1)
     ids = [a.send(b.client_id, 3, bytes(16)) for _ in range(3)]
     total = 7 + 3 * (bwmsg.RECORD.size + 16)
+    held = server.conns()
     pull_and_reset(server.port, b.client_id, total)
-    time.sleep(0.2)
+    bwd.wait_for(lambda: server.conns() == held, 5)  # bulwarkd has closed the reset one
     assert ids_of(b.pull()) == ids, "a reset is no evidence: at least once"
 
 
@@ -408,27 +408,23 @@ def free_port():
     return port
 
 
-def test_port_info_and_myport_info_naming_two_ports_serve_both_on_both(tmp_path):
+def test_port_info_and_myport_info_naming_two_ports_serve_both_on_both(start_server, tmp_path):
     p1, p2 = free_port(), free_port()
-    (tmp_path / "port.info").write_text("%d\n" % p1)
-    (tmp_path / "myport.info").write_text(" %d \n" % p2)
-    log = tmp_path / "log"
-    with open(log, "wb") as f:
-        proc = subprocess.Popen([str(env.BULWARKD), "--data-dir", str(tmp_path), "--listen", H,
-                                 "--no-console", "--no-rooms"], stderr=f)
-    try:
-        assert env.wait_for(lambda: log.read_text().count("messenger listening on") == 2, 10), \
-            log.read_text()
-        a = bwmsg.MsgClient(H, p1)
-        a.register(unique_name("p1"), key=rsa_key(0))
-        b = bwmsg.MsgClient(H, p2)
-        b.register(unique_name("p2"), key=rsa_key(1))
-        mid = a.send(b.client_id, 3, bytes(16))
-        assert ids_of(b.pull()) == [mid]
-        # and the vault on the messenger's port
-        v = bw.VaultClient(H, p2, key=rsa_key(2)).connect()
-        assert v.register(unique_name("v")).code == bw.REGISTERED
-        v.close()
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=20) == 0
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "port.info").write_text("%d\n" % p1)
+    (data / "myport.info").write_text(" %d \n" % p2)
+    # port=None: no --port, so that port.info and myport.info decide
+    srv = start_server(data_dir=data, port=None)
+    assert bwd.wait_for(lambda: srv.log().count("messenger listening on") == 2, 10), srv.log()
+    a = bwmsg.MsgClient(H, p1)
+    a.register(unique_name("p1"), key=rsa_key(0))
+    b = bwmsg.MsgClient(H, p2)
+    b.register(unique_name("p2"), key=rsa_key(1))
+    mid = a.send(b.client_id, 3, bytes(16))
+    assert ids_of(b.pull()) == [mid]
+    # and the vault on the messenger's port
+    v = bw.VaultClient(H, p2, key=rsa_key(2)).connect()
+    assert v.register(unique_name("v")).code == bw.REGISTERED
+    v.close()
+    srv.stop()

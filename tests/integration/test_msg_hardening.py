@@ -31,10 +31,10 @@ import time
 
 import pytest
 
+import bwd
 import bwmsg
 import bwvault as bw
-import vaultenv as env
-from vaultenv import rsa_key, unique_name
+from bwd import rsa_key, unique_name
 
 H = "127.0.0.1"
 KiB = 1 << 10
@@ -338,7 +338,7 @@ def pull_when_allowed(srv, client_id, timeout=10.0):
                 return bwmsg.parse_records(body)
             assert code == bwmsg.ERROR, "604 -> %d" % code
             assert time.monotonic() < deadline, "604 still refused after %gs" % timeout
-            time.sleep(0.2)
+            time.sleep(0.2)  # between tries
     finally:
         s.close()
 
@@ -472,7 +472,7 @@ def test_trickled_bodies_reserve_only_what_they_delivered_in_the_queue(start_ser
             tr.add(start_603(srv, a.client_id, b.client_id, MiB, os.urandom(KiB),
                              src="127.0.0.%d" % (10 + i)))
         tr.start()
-        time.sleep(1.0)  # every announcement has been read
+        bwd.wait_for(lambda: bwd.read_by_peer(*tr.socks), 5)  # every announcement has been read
         code = send_603(srv, c.client_id, b.client_id, os.urandom(100), src="127.0.0.3")
         assert code == bwmsg.STORED, \
             "a 100-byte 603 to bob -> %d while 4 MiB are only announced to him" % code
@@ -503,9 +503,9 @@ def test_the_queue_limit_is_checked_when_a_body_ends(start_server):
     sa = start_603(srv, a.client_id, b.client_id, size, ca[:KiB], src="127.0.0.2")
     sb = None
     try:
-        time.sleep(0.5)  # A's announcement is read before B's
+        bwd.wait_for(lambda: bwd.read_by_peer(sa), 5)  # A's announcement is read before B's
         sb = start_603(srv, a.client_id, b.client_id, size, cb[:KiB], src="127.0.0.3")
-        time.sleep(0.5)
+        bwd.wait_for(lambda: bwd.read_by_peer(sb), 5)
         assert not answered_or_closed(sa) and not answered_or_closed(sb)
         code_b = finish_603(sb, cb[KiB:])
         code_a = finish_603(sa, ca[KiB:])
@@ -536,7 +536,7 @@ def test_one_address_holds_at_most_max_bodies_per_addr(start_server):
             tr.add(start_603(srv, a.client_id, b.client_id, MiB, os.urandom(KiB),
                              src="127.0.0.2"))
         tr.start()
-        time.sleep(0.5)
+        bwd.wait_for(lambda: bwd.read_by_peer(*tr.socks), 5)  # the four hold their slots
         assert send_603(srv, d.client_id, b.client_id, os.urandom(100),
                         src="127.0.0.2") == bwmsg.ERROR
         assert send_603(srv, d.client_id, b.client_id, os.urandom(100),
@@ -563,11 +563,11 @@ def test_when_every_body_slot_is_held_a_newcomer_evicts_the_slowest(start_server
             tr.add(start_603(srv, a.client_id, b.client_id, 64 * MiB, os.urandom(16 * KiB),
                              src="127.0.0.2"))
         tr.start()
-        time.sleep(2.0)
+        time.sleep(2.0)  # the tricklers' slow rate shows only over time
         code = send_603(srv, c.client_id, b.client_id, os.urandom(100), src="127.0.0.3",
                         timeout=15)
         assert code == bwmsg.STORED, "the newcomer's 603 -> %d" % code
-        evicted = env.wait_for(
+        evicted = bwd.wait_for(
             lambda: len(tr.dead | {i for i, s in enumerate(tr.socks) if answered_or_closed(s)}),
             timeout=5)
         assert evicted >= 1, "no trickler was refused or closed"
@@ -632,7 +632,8 @@ def test_a_client_has_at_most_max_pulls_per_client_answered_at_once(start_server
             h = connect(srv, rcvbuf=4096)
             h.sendall(bwmsg.pack_request(a.client_id, bwmsg.PULL))
             hogs.append(h)
-        time.sleep(0.5)
+        # both 604s are being answered: their replies have begun to arrive
+        bwd.wait_for(lambda: all(has_input(h) for h in hogs), 5)
         third = connect(srv)
         third.sendall(bwmsg.pack_request(a.client_id, bwmsg.PULL))
         assert read_reply(third) == (bwmsg.ERROR, b""), "a third 604 of alice's was answered"
@@ -680,7 +681,7 @@ def test_600_unread_pulls_grow_the_server_by_less_than_100_mib(start_server, shi
     data_dir, ids = register_then_stop(start_server, 151)
     sender, clients = ids[0], ids[1:]
     queue_big_message_each(data_dir, clients, sender, 8 * MiB)
-    e = env.fault_env(shim)
+    e = bwd.fault_env(shim)
     e["BW_SNDBUF"] = "65536"
     srv = start_server(env=e, data_dir=data_dir)
     base = vm_rss(srv.proc.pid)
@@ -700,7 +701,7 @@ def test_600_unread_pulls_grow_the_server_by_less_than_100_mib(start_server, shi
                 break
             if time.monotonic() - t0 > 3 and time.monotonic() - last_change > 2:
                 break
-            time.sleep(0.25)
+            time.sleep(0.25)  # a sample every 0.25 s
         assert peak < 100 * MiB, \
             "VmRSS grew by %.0f MiB for 600 unread pulls" % (peak / MiB)
         assert srv.alive()
@@ -727,7 +728,7 @@ def test_the_stalest_unread_reply_is_closed_when_reply_memory_runs_out(start_ser
     mine = [os.urandom(100), os.urandom(10 * KiB), os.urandom(60 * KiB)]
     mine_ids = insert_messages(data_dir, [(honest, sender, bwmsg.TEXT, c, len(c), None)
                                           for c in mine])
-    e = env.fault_env(shim)
+    e = bwd.fault_env(shim)
     e["BW_SNDBUF"] = "65536"
     srv = start_server("--reply-memory", str(4 * MiB), env=e, data_dir=data_dir)
     socks = non_readers(srv, clients, 4)

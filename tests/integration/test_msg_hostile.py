@@ -9,10 +9,10 @@ import time
 
 import pytest
 
+import bwd
 import bwmsg
 import bwvault as bw
-import vaultenv as env
-from vaultenv import rsa_key, unique_name
+from bwd import rsa_key, unique_name
 
 H = "127.0.0.1"
 
@@ -114,9 +114,9 @@ def test_a_vanishing_sender_leaves_nothing_behind(server):
     s = raw(server)
     s.sendall(bw.pack_request_header(a.client_id, 603, 21 + 500000, 2)
               + bwmsg.SEND_PREFIX.pack(b.client_id, 4, 500000) + os.urandom(100000))
-    time.sleep(0.2)
+    bwd.wait_for(lambda: bwd.read_by_peer(s), 5)  # bulwarkd has begun the body
     s.close()
-    assert env.wait_for(lambda: not list((server.data_dir / "messages" / ".incoming").iterdir()), 5)
+    assert bwd.wait_for(lambda: not list((server.data_dir / "messages" / ".incoming").iterdir()), 5)
     assert queued(server) == 0
     assert b.pull() == []
 
@@ -146,7 +146,7 @@ def test_a_failing_fsync_never_answers_2103(start_server, shim, tmp_path):
     """With the WAL's fdatasync failing, a 603 gets 9000, never a 2103 it
     cannot keep."""
     arm = tmp_path / "arm"
-    srv = start_server(env=env.fault_env(shim, fault="fdatasync:1:EIO", arm=arm))
+    srv = start_server(env=bwd.fault_env(shim, fault="fdatasync:1:EIO", arm=arm))
     a, b = user(srv, 0), user(srv, 1)
     arm.write_text("go")
     code, _ = a.request(603, bwmsg.SEND_PREFIX.pack(b.client_id, 3, 16) + bytes(16))

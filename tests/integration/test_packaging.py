@@ -7,16 +7,14 @@ Building the .deb itself is scripts/package."""
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import time
 
 import pytest
 
+import bwd
 import bwdocs as docs
 import bwvault as bw
-import vaultenv as env
 
 UNIT = docs.PACKAGING_DIR / "bulwarkd.service"
 CONF = docs.PACKAGING_DIR / "bulwarkd.conf"
@@ -28,8 +26,8 @@ _CONF_KEY_RE = re.compile(r"^# ([a-z][a-z0-9-]*) = (\S.*)$")
 
 @pytest.fixture(scope="module")
 def daemon_help():
-    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
-    return docs.run_help([env.BULWARKD])
+    bwd.require_file(bwd.BULWARKD, "bulwarkd", "BULWARKD")
+    return docs.run_help([bwd.BULWARKD])
 
 
 def unit_directives():
@@ -65,11 +63,11 @@ def test_unit_verify(tmp_path):
     bulwarkd under test and its man page at man/ (verify checks that both
     exist)."""
     sa = docs.require_tool("systemd-analyze", "systemd")
-    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
+    bwd.require_file(bwd.BULWARKD, "bulwarkd", "BULWARKD")
     text = UNIT.read_text()
     assert "ExecStart=/usr/sbin/bulwarkd " in text
     unit = tmp_path / "bulwarkd.service"
-    unit.write_text(text.replace("/usr/sbin/bulwarkd", str(env.BULWARKD)))
+    unit.write_text(text.replace("/usr/sbin/bulwarkd", str(bwd.BULWARKD)))
     man8 = tmp_path / "man" / "man8"
     man8.mkdir(parents=True)
     (man8 / "bulwarkd.8").symlink_to(docs.MAN_DIR / "bulwarkd.8")
@@ -179,73 +177,36 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_daemon(argv, log_path, cwd, watch=None):
-    """Starts bulwarkd (its output to log_path), waits until its log (watch,
-    default log_path) shows its three listeners; returns (proc, ports)."""
-    watch = watch or log_path
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=log, cwd=str(cwd))
-    log.close()
-    ports = {}
-    deadline = time.monotonic() + env.START_TIMEOUT
-    while time.monotonic() < deadline and proc.poll() is None:
-        text = watch.read_text(errors="replace") if watch.exists() else ""
-        for svc in ("vault", "console", "rooms"):
-            m = re.search(r"%s listening on [0-9.]+:(\d+)" % svc, text)
-            if m:
-                ports[svc] = int(m.group(1))
-        if len(ports) == 3:
-            return proc, ports
-        time.sleep(0.02)
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=10)
-    pytest.fail("bulwarkd did not start (exit %r): %s\n%s%s" % (
-        proc.returncode, argv, log_path.read_text(errors="replace")[-3000:],
-        watch.read_text(errors="replace")[-3000:] if watch != log_path and watch.exists() else ""))
+# the three listeners the packaged configuration runs
+LISTENERS = ("vault", "console", "rooms")
 
 
-def stop_daemon(proc, log_path):
-    proc.send_signal(signal.SIGTERM)
-    try:
-        rc = proc.wait(timeout=env.STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-        pytest.fail("bulwarkd did not stop on SIGTERM\n" + log_path.read_text(errors="replace"))
-    assert rc == 0, "bulwarkd exited %d after SIGTERM\n%s" % (rc, log_path.read_text(errors="replace"))
-
-
-def test_default_conf_starts_the_daemon(tmp_path):
+def test_default_conf_starts_the_daemon(start_server, tmp_path):
     """bulwarkd --config packaging/bulwarkd.conf --data-dir DIR --port 0
     --rooms-port 0 --console-port 0 serves, and stops with 0 on SIGTERM."""
-    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
     data = tmp_path / "data"
     data.mkdir()
-    log = tmp_path / "bulwarkd.log"
-    proc, ports = run_daemon([env.BULWARKD, "--config", CONF, "--data-dir", data,
-                              "--port", "0", "--rooms-port", "0", "--console-port", "0"],
-                             log, tmp_path)
+    d = start_server(argv=["--config", CONF, "--data-dir", data, "--port", "0",
+                           "--rooms-port", "0", "--console-port", "0"],
+                     cwd=tmp_path, log_path=tmp_path / "bulwarkd.log", want=LISTENERS)
     try:
-        c = bw.full_session("127.0.0.1", ports["vault"], env.unique_name("conf"),
+        c = bw.full_session("127.0.0.1", d.ports["vault"], bwd.unique_name("conf"),
                             b"configured\n" * 100, file_name="probe.bin",
-                            key=env.rsa_key(), timeout=10)
+                            key=bwd.rsa_key(), timeout=10)
         stored = data / "files" / bytes(c.client_id).hex() / "probe.bin"
-        assert env.wait_for(stored.exists, 3), "the upload was not stored"
-        with socket.create_connection(("127.0.0.1", ports["console"]), timeout=5) as s:
+        assert bwd.wait_for(stored.exists, 3), "the upload was not stored"
+        with socket.create_connection(("127.0.0.1", d.ports["console"]), timeout=5) as s:
             s.sendall(b"Hi")
             assert s.recv(48).startswith(b"bulwarkd")
     finally:
-        if proc.poll() is None:
-            stop_daemon(proc, log)
-    assert proc.returncode == 0
+        if d.alive():
+            d.stop()
+    assert d.proc.returncode == 0
 
 
-def test_every_example_value_is_accepted(tmp_path):
+def test_every_example_value_is_accepted(start_server, tmp_path):
     """bulwarkd.conf with every line uncommented (paths and ports moved
     into the test's directory) is a valid configuration."""
-    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
     secret = tmp_path / "console.secret"
     secret.write_text("a-console-secret\n")
     text = CONF.read_text()
@@ -256,13 +217,13 @@ def test_every_example_value_is_accepted(tmp_path):
     conf.write_text(text)
     data = tmp_path / "data"
     data.mkdir()
-    err = tmp_path / "stderr.log"
     # the command line wins over the file's fixed ports and addresses; the
     # log goes to the file's log-file
-    proc, _ = run_daemon([env.BULWARKD, "--config", conf, "--data-dir", data,
-                          "--listen", "127.0.0.1", "--port", "0",
-                          "--rooms-listen", "127.0.0.1", "--rooms-port", "0",
-                          "--console-port", "0", "--metrics-listen",
-                          "127.0.0.1:%d" % free_port()],
-                         err, tmp_path, watch=tmp_path / "file.log")
-    stop_daemon(proc, tmp_path / "file.log")
+    d = start_server(argv=["--config", conf, "--data-dir", data,
+                           "--listen", "127.0.0.1", "--port", "0",
+                           "--rooms-listen", "127.0.0.1", "--rooms-port", "0",
+                           "--console-port", "0", "--metrics-listen",
+                           "127.0.0.1:%d" % free_port()],
+                     cwd=tmp_path, log_path=tmp_path / "stderr.log",
+                     log_file=tmp_path / "file.log", want=LISTENERS)
+    d.stop()

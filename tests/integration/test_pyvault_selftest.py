@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
+import bwd
 import bwvault as bw
-import vaultenv as env
 
 SPKI_PREFIX = bytes.fromhex("30819d300d06092a864886f70d010101050003818b0030818702818100")
 
@@ -54,7 +54,7 @@ def test_cksum_fast_path_matches_reference_and_cksum_program(size):
 
 
 def test_rsa_e17_spki_is_160_bytes_with_the_spec_prefix():
-    key = env.rsa_key(0)
+    key = bwd.rsa_key(0)
     der = bw.spki_der(key)
     assert len(der) == 160
     assert der.startswith(SPKI_PREFIX) and der.endswith(b"\x02\x01\x11")
@@ -87,7 +87,7 @@ def test_stream_decryptor_rejects_bad_padding():
 def test_pyserver_full_session_stores_the_file(pyserver):
     srv = pyserver()
     data = os.urandom(12345)
-    c = bw.full_session("127.0.0.1", srv.port, "alice", data, key=env.rsa_key(1))
+    c = bw.full_session("127.0.0.1", srv.port, "alice", data, key=bwd.rsa_key(1))
     f = srv.file(c.client_id, "file.bin")
     assert f.data == data and f.verified
     assert srv.codes() == [1025, 1026, 1028, 1029]
@@ -95,7 +95,7 @@ def test_pyserver_full_session_stores_the_file(pyserver):
 
 def test_pyserver_reconnect_and_crc_giveup(pyserver):
     srv = pyserver(wrong_crc=-1)
-    key = env.rsa_key(2)
+    key = bwd.rsa_key(2)
     with bw.VaultClient("127.0.0.1", srv.port, key=key) as c:
         bw.expect(c.register("bob"), bw.REGISTERED)
         bw.expect(c.send_pubkey(), bw.KEY_STORED)
@@ -126,7 +126,7 @@ def test_pyserver_answers_padded_requests_padded_and_closes(pyserver):
 def test_pyserver_streams_a_large_upload(pyserver):
     srv = pyserver(keep_limit=0)
     size = 20 << 20
-    with bw.VaultClient("127.0.0.1", srv.port, key=env.rsa_key(3)) as c:
+    with bw.VaultClient("127.0.0.1", srv.port, key=bwd.rsa_key(3)) as c:
         bw.expect(c.register("dave"), bw.REGISTERED)
         bw.expect(c.send_pubkey(), bw.KEY_STORED)
         res = c.send_file("big", chunks=bw.pseudo_random_chunks(7, size), size=size)

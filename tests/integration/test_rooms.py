@@ -12,8 +12,8 @@ import time
 
 import pytest
 
+import bwd
 import bwrooms as R
-import vaultenv as env
 from bwrooms import RoomClient, chat, console_stat, wrong_count
 
 
@@ -66,7 +66,7 @@ def test_seed_client_creates_joins_talks_and_exits(start_server, tmp_path):
         a.wait_for("bob has removed from the group")
         a.type("Exit")
         a.wait_for("You chose exit so you removed from the group.")
-        assert env.wait_for(lambda: "room 1 deleted" in srv.log(), 5), srv.log_tail()
+        assert bwd.wait_for(lambda: "room 1 deleted" in srv.log(), 5), srv.log_tail()
 
         # option 3, and a new room after the first was deleted gets id 2
         c = R.seed_client(srv.rooms_port, tmp_path, "c")
@@ -157,7 +157,7 @@ def test_empty_room_is_deleted_and_ids_are_never_reused(start_server):
     a, id_a = R.creator(port, "alice", "pa")
     assert id_a == 1
     a.leave()
-    assert env.wait_for(lambda: "room 1 deleted" in srv.log(), 5), srv.log_tail()
+    assert bwd.wait_for(lambda: "room 1 deleted" in srv.log(), 5), srv.log_tail()
 
     j = RoomClient(port)
     j.line("1", "joe", "1")
@@ -402,7 +402,7 @@ def test_a_throttled_member_that_resets_has_the_lines_it_sent_relayed(start_serv
     a.expect_seq([R.joined("bob")])
     texts = ["reset %02d" % i for i in range(30)]
     b.send("".join(t + "\n" for t in texts))
-    time.sleep(0.3)  # the lines are in the server's socket
+    bwd.wait_for(lambda: bwd.delivered(b.sock), 5)  # the lines are in the server's socket
     b.close()  # with unread data (the join notices): its kernel resets
     a.line("are you there")  # written to bob: his kernel answers RST
     got = a.expect(R.left("bob"), timeout=15)
@@ -415,8 +415,8 @@ def test_a_throttled_member_that_resets_has_the_lines_it_sent_relayed(start_serv
 
 
 def bulwark_bin():
-    env.require_file(env.BULWARK, "bulwark", "BULWARK")
-    return str(env.BULWARK)
+    bwd.require_file(bwd.BULWARK, "bulwark", "BULWARK")
+    return str(bwd.BULWARK)
 
 
 def test_bulwark_chat_from_a_pipe_creates_talks_and_leaves(start_server):
@@ -446,7 +446,7 @@ def test_bulwark_chat_from_a_pipe_creates_talks_and_leaves(start_server):
     out = r.stdout.decode("utf-8", "replace")
     assert r.returncode == 0, (r.returncode, out, r.stderr)
     assert "The id of the group is:2" in out and R.BYE in out, out
-    assert env.wait_for(lambda: "room 2 deleted" in srv.log(), 5), srv.log_tail()
+    assert bwd.wait_for(lambda: "room 2 deleted" in srv.log(), 5), srv.log_tail()
 
 
 def test_bulwark_chat_help_and_exit_codes(start_server):
@@ -573,7 +573,7 @@ def test_console_stat_counts_rooms_and_members(start_server):
         f = console_stat(srv.console_port)
         return (f["rooms"], f["room members"]) == ("1", "1") and f
 
-    assert env.wait_for(settled, 5), console_stat(srv.console_port)
+    assert bwd.wait_for(settled, 5), console_stat(srv.console_port)
     a.leave()
-    assert env.wait_for(lambda: console_stat(srv.console_port)["rooms"] == "0", 5)
+    assert bwd.wait_for(lambda: console_stat(srv.console_port)["rooms"] == "0", 5)
     assert console_stat(srv.console_port)["room members"] == "0"

@@ -30,8 +30,8 @@ import unicodedata
 
 import pytest
 
+import bwd
 import bwrooms as R
-import vaultenv as env
 from bwrooms import RoomClient, chat, console_stat
 
 
@@ -548,7 +548,7 @@ def test_a_goodbye_that_is_never_read_does_not_hold_the_connection(start_server,
     s.connect(("127.0.0.1", port))
     try:
         lport = s.getsockname()[1]
-        assert env.wait_for(lambda: rooms_conns(srv) == 1, 5)
+        assert bwd.wait_for(lambda: rooms_conns(srv) == 1, 5)
         # invalid options of 64 bytes: the server reads 64 at a time, about
         # 9 KiB of replies, far below its 256 KiB queue cap
         line = b"9" * 63 + b"\n"
@@ -568,10 +568,12 @@ def test_a_goodbye_that_is_never_read_does_not_hold_the_connection(start_server,
                     return None
                 if srv_q[2] == 0:
                     break
-                time.sleep(0.01)
+                time.sleep(0.01)  # poll interval
             else:
                 pytest.fail("the server stopped reading: %r" % (srv_q,))
-            time.sleep(0.005)  # read and answered: the answers are queued
+            # read and answered: the answers are queued (nothing shows when
+            # the server has written the last of them: a few ms for it to)
+            time.sleep(0.005)
             srv_q = tcp_queues(port, lport)
             if srv_q is None:
                 state["gone"] = True
@@ -596,6 +598,8 @@ def test_a_goodbye_that_is_never_read_does_not_hold_the_connection(start_server,
             s.sendall(line * n)
             sent += n
             if q[1] > 0:
+                # small steps apart in time: the server's socket buffer grows
+                # as it is written
                 time.sleep(0.02)
         else:
             pytest.fail("the server's socket buffer never filled: %r" % seen[-5:])
@@ -606,7 +610,7 @@ def test_a_goodbye_that_is_never_read_does_not_hold_the_connection(start_server,
             def let_go():
                 return rooms_conns(srv) == 0
 
-            assert env.wait_for(let_go, 15, interval=0.5), (
+            assert bwd.wait_for(let_go, 15, interval=0.5), (
                 "the server still holds a connection whose goodbye was not read, 15 s "
                 "later (its socket holds %d bytes, %d more wait in the server); its log "
                 "lines:\n%s" % (seen[-1][0], seen[-1][1],
@@ -678,7 +682,7 @@ def test_a_room_password_is_not_left_readable_in_the_daemons_memory(start_server
     # the room works while its password is gone from memory
     b.line("hello")
     a.expect_seq(["bob: hello"])
-    time.sleep(0.2)  # the workers are done with it
+    bwd.wait_for(srv.asleep, 5)  # the workers are done with it
     hits = find_in_memory(srv.proc.pid, password.encode())
     assert hits == [], "the room password is readable in bulwarkd's memory at %r" % hits[:10]
     # (the search does find what is there: the member's name)
@@ -722,7 +726,7 @@ def test_the_chat_client_wraps_a_long_line_so_no_row_starts_as_someone_else(tmp_
     of its own, where it reads as alice's line. `bulwark chat` wraps lines
     wider than the terminal itself and indents the rows that continue a
     line, so no row starts with "alice:"."""
-    env.require_file(env.BULWARK, "bulwark", "BULWARK")
+    bwd.require_file(bwd.BULWARK, "bulwark", "BULWARK")
     cols = 80
     spoof = "mallory: " + "x" * 71 + "alice: you are fired"
     assert len("mallory: " + "x" * 71) == cols
@@ -750,7 +754,7 @@ def test_the_chat_client_wraps_a_long_line_so_no_row_starts_as_someone_else(tmp_
     t.start()
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
-    proc = subprocess.Popen([str(env.BULWARK), "chat", "127.0.0.1:%d" % ls.getsockname()[1]],
+    proc = subprocess.Popen([str(bwd.BULWARK), "chat", "127.0.0.1:%d" % ls.getsockname()[1]],
                             stdin=slave, stdout=slave, stderr=slave, close_fds=True)
     os.close(slave)
     out = b""

@@ -11,8 +11,8 @@ import socket
 import threading
 import time
 
+import bwd
 import bwrooms as R
-import vaultenv as env
 from bwrooms import RoomClient, chat, console_stat, wrong_count
 
 
@@ -176,12 +176,12 @@ def test_line_framing_bytes_pauses_crlf(start_server):
     # one byte at a time, well under the pause: one line
     for ch in b"hello world\n":
         b.send(bytes([ch]))
-        time.sleep(0.02)
+        bwd.wait_for(lambda: bwd.read_by_peer(b.sock), 5, 0.005)  # a read per byte
     a.expect_seq(["bob: hello world"])
     # a multibyte character split across writes is still one character
     for part in (b"caf", b"\xc3", b"\xa9", b" ok", b"\r", b"\n"):
         b.send(part)
-        time.sleep(0.05)
+        bwd.wait_for(lambda: bwd.read_by_peer(b.sock), 5, 0.005)  # a read per part
     a.expect_seq(["bob: caf\u00e9 ok"])
 
     # a partial line followed by silence longer than the pause is a line
@@ -217,7 +217,7 @@ def test_no_pause_ends_a_line_while_reads_are_throttled(start_server):
     b = R.member(port, "bob", rid, "pw")
     a.expect_seq([R.joined("bob")])
     b.send("a\nb\nc\npar")  # a takes the bucket's one token
-    time.sleep(0.4)
+    time.sleep(0.4)  # "par" alone for well over the 100 ms pause
     b.send("tial\n")
     assert [a.next_line(timeout=10) for _ in range(4)] == \
         ["bob: a", "bob: b", "bob: c", "bob: partial"]
@@ -350,7 +350,7 @@ def test_a_member_that_does_not_read_is_cut_off(start_server):
     while sent < 600 and time.monotonic() < deadline:
         a.send("".join("%06d %s\n" % (sent * batch + i, "z" * 1000) for i in range(batch)))
         sent += 1
-        assert env.wait_for(lambda: received["n"] >= sent * batch or received["cut"], 10), (
+        assert bwd.wait_for(lambda: received["n"] >= sent * batch or received["cut"], 10), (
             sent, received["n"])
         if received["cut"]:
             break
@@ -485,7 +485,7 @@ def test_an_endless_line_is_refused_and_closed(start_server):
 
 
 def test_five_thousand_idle_connections_at_the_menu_do_not_stop_a_room(start_server):
-    env.need_descriptors(5000 + 200)
+    bwd.need_descriptors(5000 + 200)
     srv = chat(start_server)
     port = srv.rooms_port
     idle = R.Crowd()
@@ -625,7 +625,7 @@ def test_a_silent_connection_at_the_menu_is_closed_after_the_menu_timeout(start_
     # but it does end, with nothing more said (bounded wait, no lower bound)
     assert m.wait_closed(timeout=6) == []
     assert m.seen.decode() == R.MENU
-    assert env.wait_for(lambda: deadline_closes(srv) == 1, 5), srv.log_tail()
+    assert bwd.wait_for(lambda: deadline_closes(srv) == 1, 5), srv.log_tail()
     # the server still greets newcomers
     RoomClient(srv.rooms_port).close()
 
@@ -654,7 +654,7 @@ def test_invalid_answers_do_not_extend_a_menu_steps_deadline(start_server):
     # it was asked again (the answers were read), and still closed in time
     assert invalid >= 1, lines
     assert lines == ([R.INVALID] + R.MENU.rstrip("\n").split("\n")) * invalid, lines
-    assert env.wait_for(lambda: deadline_closes(srv) == 1, 5), srv.log_tail()
+    assert bwd.wait_for(lambda: deadline_closes(srv) == 1, 5), srv.log_tail()
 
 
 def test_a_new_menu_step_starts_its_own_deadline(start_server):
@@ -667,7 +667,7 @@ def test_a_new_menu_step_starts_its_own_deadline(start_server):
     t0 = time.monotonic()
     idle = RoomClient(port)
     m = RoomClient(port)
-    time.sleep(max(0.0, 1.6 - (time.monotonic() - t0)))
+    time.sleep(max(0.0, 1.6 - (time.monotonic() - t0)))  # "1" at about 1.6 s
     m.line("1")
     m.expect_seq([R.ASK_NAME])
     # past the first step's end: the idle sibling is gone ...
@@ -794,7 +794,7 @@ def test_a_password_flood_from_one_address_does_not_queue_ahead_of_another_addre
         c.expect(R.connected(rid), timeout=15)
         a.expect_seq([R.joined("carol")])
         joined_re = r'joined room %d as \\"carol\\"' % rid
-        assert env.wait_for(lambda: re.search(joined_re, srv.log()), 5), srv.log_tail()
+        assert bwd.wait_for(lambda: re.search(joined_re, srv.log()), 5), srv.log_tail()
         log = srv.log()
         at = re.search(joined_re, log).start()
         wrong_before = wrong_count_in(log[:at], flooder)
@@ -802,7 +802,7 @@ def test_a_password_flood_from_one_address_does_not_queue_ahead_of_another_addre
             "carol's join waited behind %d of the flood's 40 hashes" % wrong_before)
         # and the flood is not starved: all 40 of its passwords are hashed
         # (their answers then wait out the address's delays, up to 4 s)
-        assert env.wait_for(lambda: wrong_count(srv, "password", flooder) == 40, 20), \
+        assert bwd.wait_for(lambda: wrong_count(srv, "password", flooder) == 40, 20), \
             wrong_count(srv, "password", flooder)
     finally:
         flood.close()
@@ -841,7 +841,7 @@ def test_the_connection_cap_turns_away_the_next_connection_until_one_leaves(star
                 return False
             finally:
                 x.close()
-        assert env.wait_for(greeted, 10), "no room again after one left"
+        assert bwd.wait_for(greeted, 10), "no room again after one left"
         assert "rooms: connection limit 2 reached, refusing" in srv.log(), srv.log_tail()
         b.line("x")
         b.expect(R.INVALID)  # the others were served throughout

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import bwvault as bw
-from vaultenv import describe, unique_name
+from bwd import describe, unique_name
 
 NEW_CLIENT = [bw.REGISTER, bw.PUBLIC_KEY, bw.SEND_FILE, bw.CRC_OK]
 # Both of a 1026 that fails for good: 2107 on every try (the connection

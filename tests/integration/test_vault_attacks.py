@@ -30,7 +30,7 @@ import time
 import pytest
 
 import bwvault as bw
-from vaultenv import is_true, rsa_key, unique_name, wait_for
+from bwd import is_true, read_by_peer, rsa_key, unique_name, wait_for
 
 EXIT_TIMEOUT = 20.0
 
@@ -353,7 +353,7 @@ def test_an_expired_key_is_refused_and_1027_gives_a_working_one(start_server):
     data = os.urandom(1500)
     with keyed(server, "expire", 7) as c:
         old_key = c.aes_key
-        time.sleep(2.5)
+        time.sleep(2.5)  # past --key-lifetime 1
         resp = refused_upload(c, "old.bin", data, old_key)
         assert resp.code == bw.ERROR, (
             "1028 with a key older than --key-lifetime, on the connection that got it: "
@@ -407,7 +407,7 @@ def test_a_pipelined_1025_is_not_mistaken_for_padding(server):
     assert not any(req_b[:10]), "the second request must start with zeros"
     with server.client() as c:
         c.send_raw(req_a + req_b[:10])
-        time.sleep(0.3)
+        wait_for(lambda: read_by_peer(c.sock), 5)  # bulwarkd has read the zeros alone
         c.send_raw(req_b[10:])
         ids = []
         for name in (a, b):

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
+import bwd
 import bwvault as bw
-import vaultenv as venv
-from vaultenv import is_true, rsa_key, unique_name, wait_for
+from bwd import is_true, rsa_key, unique_name, wait_for
 
 DOC = "doc.bin"
 CLIENT_TIMEOUT = 5.0
@@ -281,7 +281,7 @@ def replace_doc(srv, ident, data, call_log=None, arm=None):
             out.got_2103 = True
             # let the work done after the reply settle, so that the
             # recording puts it in the right phase
-            time.sleep(0.05)
+            wait_for(srv.asleep, 5, 0.01)
             mark(call_log, "1029")
             step = "1029"
             out.sent_1029 = True
@@ -291,7 +291,7 @@ def replace_doc(srv, ident, data, call_log=None, arm=None):
                 return out
             bw.expect(resp, bw.ACK, "crc ok")
             out.got_2104 = True
-            time.sleep(0.05)
+            wait_for(srv.asleep, 5, 0.01)
             mark(call_log, "end")
     except socket.timeout:
         out.other = "no answer to %s within %gs" % (step, CLIENT_TIMEOUT)
@@ -420,7 +420,7 @@ def record(start_server, shim, prepared, workdir, action):
     dd = workdir / "record"
     shutil.copytree(prepared, dd)
     call_log = workdir / "calls.log"
-    srv = start_server(data_dir=dd, env=venv.fault_env(shim, log=call_log, clock=CLOCK))
+    srv = start_server(data_dir=dd, env=bwd.fault_env(shim, log=call_log, clock=CLOCK))
     action(srv, call_log)
     srv.stop()
     return call_log, dd
@@ -530,7 +530,7 @@ def test_a_1029_whose_swap_fails_is_never_acknowledged(start_server, shim, tmp_p
     srv.stop()
     where = "files/%s/%s" % (ident.hex, DOC)  # only the 1029 swap names it
     faults = ",".join("%s:%d:EIO:%s" % (op, k, where) for k in range(1, SWAP_TRIES + 1))
-    srv = start_server(data_dir=srv.data_dir, env=venv.fault_env(shim, fault=faults, arm=arm))
+    srv = start_server(data_dir=srv.data_dir, env=bwd.fault_env(shim, fault=faults, arm=arm))
     upload_verified(srv, ident, v1)
     arm.touch()
     named = {"v1": v1, "v2": v2}
@@ -585,7 +585,7 @@ def run_fault(start_server, shim, prepared, ident, workdir, step, action, v1, v2
     shutil.copytree(prepared, dd)
     problems = []
     arm = workdir / (tag + ".arm")
-    srv = start_server(data_dir=dd, env=venv.fault_env(shim, fault=step.fault(action), arm=arm,
+    srv = start_server(data_dir=dd, env=bwd.fault_env(shim, fault=step.fault(action), arm=arm,
                                                                clock=CLOCK))
     out = replace_doc(srv, ident, v2, arm=arm)
     if action == "kill":
@@ -724,7 +724,7 @@ def run_first_fault(start_server, shim, prepared, ident, workdir, step, action, 
     shutil.copytree(prepared, dd)
     problems = []
     arm = workdir / (tag + ".arm")
-    srv = start_server(data_dir=dd, env=venv.fault_env(shim, fault=step.fault(action), arm=arm,
+    srv = start_server(data_dir=dd, env=bwd.fault_env(shim, fault=step.fault(action), arm=arm,
                                                                clock=CLOCK))
     out = replace_doc(srv, ident, v1, arm=arm)
     if out.other and not out.dropped_at:
@@ -867,7 +867,7 @@ def test_a_2103_waits_for_the_journal_fsync_and_a_failed_one_is_2107(start_serve
     so the client's 2107 and the file it finds agree."""
     arm = tmp_path / "arm"
     dd = tmp_path / "d"
-    srv = start_server(data_dir=dd, env=venv.fault_env(
+    srv = start_server(data_dir=dd, env=bwd.fault_env(
         shim, arm=arm,
         fault="fdatasync:1:sleep=1500:defensive.db-wal,fdatasync:2:EIO:defensive.db-wal,"
               "fdatasync:5:EIO:defensive.db-wal"))

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import bwvault as bw
-from vaultenv import describe, is_false, is_true, rsa_key, unique_name, wait_for
+from bwd import describe, is_false, is_true, rsa_key, unique_name, wait_for
 
 
 def keyed_client(server, name=None, key_index=0):

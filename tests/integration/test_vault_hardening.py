@@ -24,10 +24,10 @@ import time
 
 import pytest
 
+import bwd
 import bwmsg
 import bwvault as bw
-import vaultenv as venv
-from vaultenv import is_false, is_true, rsa_key, unique_name, wait_for
+from bwd import is_false, is_true, rsa_key, unique_name, wait_for
 
 T = 10.0  # socket timeout of every client here
 DOC = "doc.bin"
@@ -198,7 +198,7 @@ def test_thousands_of_verdicts_waiting_for_one_path_do_not_crash_the_daemon(star
         # a usual 8 MiB stack, as a deployment has
         slow_commit = "fsync:1:sleep=%d:files/.incoming/" % COMMIT_SLEEP_MS
         srv = start_server(console=True, prefix=["prlimit", "--stack=8388608"],
-                           env=venv.fault_env(shim, arm=arm, fault=slow_commit))
+                           env=bwd.fault_env(shim, arm=arm, fault=slow_commit))
         owner = register(srv)
         data = os.urandom(3000)
         a = reconnected(srv, owner)
@@ -222,14 +222,15 @@ def test_thousands_of_verdicts_waiting_for_one_path_do_not_crash_the_daemon(star
         # the daemon accepts them all and reads their 1030s (a few ms) while
         # the commit still holds the path: its 2103 has not come yet
         wait_for(lambda: shared_conns(srv) >= WAITERS + 1, 2, 0.2)
-        time.sleep(0.5)
+        wait_for(lambda: bwd.read_by_peer(*socks[1:]), 5, 0.2)
         assert no_data_yet(a.sock), (
             "the commit ended before the %d verdicts were queued (%.1f s to open them); "
             "the test did not test anything" % (WAITERS, opened))
         # the commit ends: the lock passes down the queue
         a.sock.settimeout(COMMIT_SLEEP_MS / 1000.0 + T)
         resp = response_or_close(a)
-        time.sleep(1.0)
+        # the lock handed down the whole queue: bulwarkd idle again, or dead
+        wait_for(lambda: not srv.alive() or srv.asleep(), 10, 0.1)
         if not srv.alive():
             pytest.fail("the daemon did not survive handing the lock to %d waiting "
                         "verdicts: %s" % (WAITERS, died(srv)))
@@ -409,28 +410,9 @@ def test_a_second_daemon_on_the_same_data_directory_refuses_to_start(start_serve
     msgs_before = [dict(r) for r in srv.query("SELECT * FROM messages ORDER BY ID")]
     assert len(msgs_before) == 1
 
-    out_path = tmp_path / "second.log"
-    with open(out_path, "wb") as out:
-        second = subprocess.Popen(
-            [str(venv.BULWARKD), "--data-dir", str(srv.data_dir), "--listen", "127.0.0.1",
-             "--port", "0", "--no-console", "--no-rooms", "--shutdown-grace", "1"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=str(tmp_path))
-    try:
-        deadline = time.monotonic() + 10
-        while second.poll() is None and time.monotonic() < deadline:
-            if venv.LISTEN_RE.search(out_path.read_text(errors="replace")):
-                break
-            time.sleep(0.05)
-        rc = second.poll()
-    finally:
-        if second.poll() is None:
-            second.send_signal(signal.SIGTERM)
-            try:
-                second.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                second.kill()
-                second.wait(timeout=5)
-    text = out_path.read_text(errors="replace")
+    second = start_server("--shutdown-grace", "1", data_dir=srv.data_dir, cwd=tmp_path,
+                          log_path=tmp_path / "second.log", wait=False)
+    rc, text = second.wait_exit(10)
     assert rc is not None, "a second bulwarkd started on %s, in use by pid %d:\n%s" % (
         srv.data_dir, srv.proc.pid, text[-2000:])
     assert rc != 0, "the second bulwarkd exited 0:\n%s" % text[-2000:]
@@ -507,8 +489,7 @@ MANY_FILES = 160000
 
 
 @pytest.mark.slow
-def test_startup_with_a_huge_files_table_of_one_client_is_not_quadratic(start_server,
-                                                                         monkeypatch, tmp_path):
+def test_startup_with_a_huge_files_table_of_one_client_is_not_quadratic(start_server, tmp_path):
     """Accident (or a client that uploads many small files): 160,000 files
     of one client. Start-up reconciliation that looks each directory entry
     up in a list of the client's rows is quadratic and keeps the daemon
@@ -531,27 +512,21 @@ def test_startup_with_a_huge_files_table_of_one_client_is_not_quadratic(start_se
                             "VALUES(?, ?, ?, ?)", rows)
     finally:
         con.close()
-    monkeypatch.setattr(venv, "START_TIMEOUT", 60.0)
-    # started by hand: a start that times out is this test's failure, not
-    # a daemon that "exited on its own" for the fixture to report again
-    srv2 = venv.VaultServer(srv.data_dir, console=True, log_path=tmp_path / "many.log")
+    t0 = time.monotonic()
     try:
-        t0 = time.monotonic()
-        try:
-            srv2.start()
-            started = None
-        except AssertionError as e:
-            started = str(e).splitlines()[0]
-        took = time.monotonic() - t0
-        assert started is None, "with %d files of one client: %s" % (MANY_FILES, started)
-        print("start-up with %d files: %.1f s" % (MANY_FILES, took))
-        stat = console_ask(srv2, "STAT")
-        assert re.search(r"^files: %d$" % MANY_FILES, stat, re.M), stat
-        assert len(os.listdir(d)) == MANY_FILES
-        srv2.assert_serves()
-        srv2.stop()
-    finally:
-        srv2.kill()
+        srv2 = start_server(data_dir=srv.data_dir, console=True, log_path=tmp_path / "many.log",
+                            start_timeout=60.0)
+        started = None
+    except AssertionError as e:  # this test's failure (start_server does not report it again)
+        started = str(e).splitlines()[0]
+    took = time.monotonic() - t0
+    assert started is None, "with %d files of one client: %s" % (MANY_FILES, started)
+    print("start-up with %d files: %.1f s" % (MANY_FILES, took))
+    stat = console_ask(srv2, "STAT")
+    assert re.search(r"^files: %d$" % MANY_FILES, stat, re.M), stat
+    assert len(os.listdir(d)) == MANY_FILES
+    srv2.assert_serves()
+    srv2.stop()
     assert not srv2.sanitizer_reports(), "\n".join(srv2.sanitizer_reports()[:20])
 
 
@@ -575,7 +550,7 @@ def test_an_upload_in_flight_at_sigterm_can_be_confirmed_on_a_new_connection(sta
         a.send_raw(bw.pack_request_header(ident.client_id, bw.SEND_FILE,
                                           bw.FILE_PREFIX_SIZE + content)
                    + bw.U32.pack(content) + bw.name_field(DOC) + body[:128 * 1024])
-        time.sleep(0.3)
+        wait_for(lambda: bwd.read_by_peer(a.sock), 5)  # mid-transfer: bulwarkd has read it
         srv.proc.send_signal(signal.SIGTERM)
         assert wait_for(lambda: "shutting down" in srv.log(), 5), srv.log_tail()
         a.send_raw(body[128 * 1024:])
@@ -661,7 +636,7 @@ def test_a_1031_is_acknowledged_only_once_its_row_change_is_durable(start_server
     row; its 2104 promises that change survives a power cut, so it waits
     for the journal's fsync, and when that fsync fails the answer is 2107."""
     arm = tmp_path / "arm"
-    srv = start_server(env=venv.fault_env(shim, arm=arm,
+    srv = start_server(env=bwd.fault_env(shim, arm=arm,
                                           fault="fdatasync:1:EIO:defensive.db-wal"))
     ident = register(srv)
     v1, v2 = os.urandom(3000), os.urandom(4000)
@@ -733,7 +708,7 @@ def test_full_upload_slots_go_to_a_newcomer_rather_than_the_slowest_holder(start
     th = threading.Thread(target=trickle, daemon=True)
     th.start()
     try:
-        time.sleep(2.0)
+        time.sleep(2.0)  # the holders have held their slots a while, at their slow rate
         data = os.urandom(3000)
         try:
             c = session_from(srv, "127.0.0.3", data, file_name="small.bin")
@@ -762,7 +737,7 @@ def test_one_address_cannot_hold_every_connection_of_the_shared_port(start_serve
     nobody else gets in. With --max-conns 100 --max-conns-per-addr 50, the
     51st connection from 127.0.0.2 is closed at once while the first 50 are
     served, and a client from 127.0.0.3 completes a whole session."""
-    usage = subprocess.run([str(venv.BULWARKD), "--help"], capture_output=True, timeout=10)
+    usage = subprocess.run([str(bwd.BULWARKD), "--help"], capture_output=True, timeout=10)
     assert b"--max-conns-per-addr" in usage.stdout + usage.stderr, \
         "bulwarkd has no --max-conns-per-addr option: one address may take every connection"
     srv = start_server("--max-conns", "100", "--max-conns-per-addr", "50")
@@ -775,7 +750,7 @@ def test_one_address_cannot_hold_every_connection_of_the_shared_port(start_serve
         with extra:
             assert extra.is_closed_by_peer(3.0), \
                 "the 51st connection from one address was not closed"
-        time.sleep(0.2)
+        wait_for(lambda: srv.conns() == 50, 3)  # bulwarkd holds the first 50 (and no other)
         still = [s for s in socks if no_data_yet(s)]
         assert len(still) == 50, "%d of the first 50 connections were closed" % (50 - len(still))
         first = bw.VaultClient("127.0.0.1", srv.port, timeout=T)

@@ -16,7 +16,7 @@ import time
 import pytest
 
 import bwvault as bw
-from vaultenv import is_true, rsa_key, unique_name, wait_for
+from bwd import is_true, read_by_peer, rsa_key, unique_name, wait_for
 
 M32 = 0xFFFFFFFF
 
@@ -125,7 +125,7 @@ def test_a_body_trickling_below_min_rate_is_cut_off_after_the_grace(start_server
             except OSError:
                 closed = True
                 break
-            time.sleep(1.0)
+            time.sleep(1.0)  # ~1 KiB/s
         if not closed:
             c.sock.settimeout(3)
             try:
@@ -225,7 +225,7 @@ def test_requests_trickled_one_byte_at_a_time_are_served(server):
         def trickle(data):
             for i in range(len(data)):
                 c.send_raw(data[i:i + 1])
-                time.sleep(0.001)
+                wait_for(lambda: read_by_peer(c.sock), 5, 0.001)  # a read per byte
         trickle(bw.pack_request(bw.ZERO_ID, bw.REGISTER, bw.name_field(name)))
         resp = bw.expect(c.recv_response(), bw.REGISTERED)
         cid = resp.client_id
@@ -598,7 +598,7 @@ def test_resets_racing_commits_leave_the_server_whole(server):
                 s.sendall(request_bytes(bw.SEND_FILE, bw.FILE_PREFIX_SIZE + len(ct),
                                         bw.pack_file_prefix(len(ct), name) + ct, cid))
                 if random.random() < 0.5:
-                    time.sleep(random.random() / 500)
+                    time.sleep(random.random() / 500)  # a random moment to reset at
                 _reset(s)
             except OSError as e:  # refused under load is fine, a hang is not
                 errors.append(repr(e))

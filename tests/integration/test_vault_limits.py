@@ -19,9 +19,9 @@ import time
 
 import pytest
 
+import bwd
 import bwvault as bw
-import vaultenv as env
-from vaultenv import rsa_key, unique_name, wait_for
+from bwd import rsa_key, unique_name, wait_for
 
 GREETING_LEN = 48
 MiB = 1 << 20
@@ -121,7 +121,7 @@ def assert_uploads_again(server, src="127.0.0.1", attempts=5):
         why = try_upload(server, src)
         if why is None:
             return
-        time.sleep(0.5)
+        time.sleep(0.5)  # between tries
     raise AssertionError("no normal upload succeeded in %d tries; last: %s\n%s"
                          % (attempts, why, server.log_tail()))
 
@@ -336,7 +336,7 @@ def test_refused_bodies_held_open_do_not_grow_the_server(start_server):
         peak = before
         for _ in range(10):
             peak = max(peak, vm_rss(server.proc.pid))
-            time.sleep(0.1)
+            time.sleep(0.1)  # a sample every 0.1 s
         still_open = sum(1 for s in socks if not closed_by_peer_now(s))
         growth = peak - before
         assert growth < 64 * MiB, ("RSS grew by %.1f MiB with %d refused 1028 bodies held open "
@@ -508,8 +508,7 @@ def test_a_greeted_console_that_never_asks_is_closed(start_server):
 # 7. Symbolic links in the data directory
 
 
-def test_refuses_to_start_when_incoming_is_a_symlink(tmp_path):
-    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
+def test_refuses_to_start_when_incoming_is_a_symlink(start_server, tmp_path):
     data = tmp_path / "data"
     (data / "files").mkdir(parents=True)
     outside = tmp_path / "outside"
@@ -517,25 +516,15 @@ def test_refuses_to_start_when_incoming_is_a_symlink(tmp_path):
     victim = outside / "victim.txt"
     victim.write_bytes(b"do not delete\n")
     os.symlink(outside, data / "files" / ".incoming")
-    log_path = tmp_path / "bulwarkd.log"
-    argv = [str(env.BULWARKD), "--data-dir", str(data), "--listen", "127.0.0.1", "--port", "0",
-            "--no-console", "--no-rooms"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                cwd=str(data))
+    d = start_server(data_dir=data, log_path=tmp_path / "bulwarkd.log", wait=False)
     try:
-        started = wait_for(lambda: proc.poll() is not None
-                           or env.LISTEN_RE.search(log_path.read_text("utf-8", "replace")),
-                           timeout=10)
-        text = log_path.read_text("utf-8", "replace")
-        assert started, "bulwarkd neither exited nor listened within 10 s\n" + text
-        assert proc.poll() is not None, "bulwarkd started with files/.incoming a symlink\n" + text
-        assert proc.returncode != 0, text
+        rc, text = d.wait_exit(10)
+        assert rc is not None or d.port is not None, \
+            "bulwarkd neither exited nor listened within 10 s\n" + text
+        assert rc is not None, "bulwarkd started with files/.incoming a symlink\n" + text
+        assert rc != 0, text
         assert re.search(r"symlink|symbolic link|refus", text, re.I), text
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
         assert victim.is_file() and victim.read_bytes() == b"do not delete\n", \
             "victim.txt, outside the data directory, was removed or changed"
     assert sorted(os.listdir(outside)) == ["victim.txt"]
@@ -595,8 +584,8 @@ def test_console_secret_from_a_file_or_the_environment(start_server, tmp_path, s
 
 
 def test_help_mentions_the_secret_file_and_variable():
-    env.require_file(env.BULWARKD, "bulwarkd", "BULWARKD")
-    r = subprocess.run([str(env.BULWARKD), "--help"], capture_output=True, timeout=10)
+    bwd.require_file(bwd.BULWARKD, "bulwarkd", "BULWARKD")
+    r = subprocess.run([str(bwd.BULWARKD), "--help"], capture_output=True, timeout=10)
     assert r.returncode == 0
     out = r.stdout.decode("utf-8", "replace")
     assert "--console-secret-file" in out

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 import bwvault as bw
-from vaultenv import is_true, rsa_key, unique_name
+from bwd import is_true, rsa_key, unique_name
 
 SESSIONS = 100
 BIG = 300 << 20

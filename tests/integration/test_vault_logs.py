@@ -5,7 +5,7 @@ import os
 import re
 
 import bwvault as bw
-from vaultenv import unique_name
+from bwd import unique_name
 
 
 def test_log_holds_events_but_no_key_or_content(start_server, client_dir):
