@@ -199,8 +199,7 @@ keys_that_climb_out_are_refused(void **state)
 	assert_int_equal(put_bytes(f, "/abs", 'e', 4, 1), BW_EPROTO);
 	assert_int_equal(put_bytes(f, "files//x", 'e', 4, 1), BW_EPROTO);
 	assert_int_equal(put_bytes(f, "files/./x", 'e', 4, 1), BW_EPROTO);
-	assert_int_equal(f->b->be->size(f->b->state, "../x", &size),
-			 BW_EPROTO);
+	assert_int_equal(f->b->be->size(f->b->state, "../x", &size), BW_EPROTO);
 	assert_int_equal(entries(f, "files/.incoming"), 0);
 }
 
@@ -218,8 +217,7 @@ a_link_on_the_way_is_refused_never_followed(void **state)
 	path_of(f, "files/ln", link, sizeof(link));
 	assert_int_equal(symlink(outside, link), 0);
 	assert_int_not_equal(put_bytes(f, "files/ln/b", 'b', 7, 1), 0);
-	assert_int_equal(be->size(f->b->state, "files/ln/b", &size),
-			 BW_EPROTO);
+	assert_int_equal(be->size(f->b->state, "files/ln/b", &size), BW_EPROTO);
 	/* a link as the object itself is no object */
 	snprintf(target, sizeof(target), "%s/secret", outside);
 	assert_int_equal(symlink(target, link), -1); /* exists */

@@ -108,8 +108,8 @@ run_until(struct fx *f, unsigned want)
 	f->want = want;
 	if (f->done_n >= want)
 		return;
-	assert_int_equal(bw_loop_timer_start(f->l, &f->guard, 5000, on_guard, f),
-			 0);
+	assert_int_equal(
+		bw_loop_timer_start(f->l, &f->guard, 5000, on_guard, f), 0);
 	assert_int_equal(bw_loop_run(f->l), 0);
 	bw_loop_timer_stop(f->l, &f->guard);
 	assert_false(f->timed_out);
@@ -200,8 +200,8 @@ a_failing_request_undoes_only_itself(void **state)
 	memset(r[2].u.file.id, 0x11, BW_ID_LEN);
 	r[2].u.file.path = rec.path_name;
 	r[2].u.file.rec = &rec;
-	bw_meta_req_init(&r[3], BW_META_CLIENT_INSERT, BW_META_DURABLE,
-			 on_done, f);
+	bw_meta_req_init(&r[3], BW_META_CLIENT_INSERT, BW_META_DURABLE, on_done,
+			 f);
 	r[3].u.client = &b;
 	for (unsigned i = 0; i < 4; i++)
 		bw_meta_submit(f->m, &r[i]);

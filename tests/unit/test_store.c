@@ -335,8 +335,8 @@ set_key_without_pubkey_keeps_stored_pubkey(void **state)
 	memset(c.aes_key, 0x01, sizeof c.aes_key);
 	assert_int_equal(bw_store_client_insert(f->s, &c), 0);
 	memset(aes2, 0x02, sizeof aes2);
-	assert_int_equal(bw_store_client_set_key(f->s, c.id, NULL, aes2, 0, 0, 5),
-			 0);
+	assert_int_equal(
+		bw_store_client_set_key(f->s, c.id, NULL, aes2, 0, 0, 5), 0);
 	load_clients(f->s, &seen);
 	assert_int_equal(seen.n, 1);
 	assert_true(seen.rec[0].has_pubkey);
@@ -465,9 +465,11 @@ same_file_name_of_two_clients_are_two_rows(void **state)
 
 	open_store(f);
 	make_file(&r, 0x11, "a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+			 0);
 	make_file(&r, 0x22, "a.txt", "files/22/a.txt");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+			 0);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 2);
 }
@@ -481,17 +483,21 @@ set_without_a_row_removes_the_one_at_the_path(void **state)
 
 	open_store(f);
 	make_file(&r, 0x11, "a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+			 0);
 	make_file(&r, 0x11, "b.txt", "files/11/b.txt");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+			 0);
 	assert_int_equal(
-		bw_store_file_set(f->s, r.client_id, "files/11/a.txt", NULL), 0);
+		bw_store_file_set(f->s, r.client_id, "files/11/a.txt", NULL),
+		0);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 1);
 	assert_string_equal(seen.rec[0].file_name, "b.txt");
 	/* nothing at the path any more: nothing to remove, and no error */
 	assert_int_equal(
-		bw_store_file_set(f->s, r.client_id, "files/11/a.txt", NULL), 0);
+		bw_store_file_set(f->s, r.client_id, "files/11/a.txt", NULL),
+		0);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 1);
 }
@@ -507,12 +513,15 @@ set_drops_another_name_stored_at_the_same_path(void **state)
 	open_store(f);
 	make_file(&r, 0x11, "../a.txt", "files/11/a.txt");
 	r.verified = 1;
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+			 0);
 	/* Another client's file at a path spelled the same is not touched. */
 	make_file(&r, 0x22, "a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+			 0);
 	make_file(&r, 0x11, "a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+			 0);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 2);
 	for (i = 0; i < seen.n; i++) {
@@ -538,13 +547,16 @@ file_name_without_nul_is_too_big(void **state)
 	open_store(f);
 	make_file(&r, 0x11, "a.txt", "p");
 	memset(r.file_name, 'x', sizeof r.file_name);
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), BW_ETOOBIG);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+			 BW_ETOOBIG);
 	make_file(&r, 0x11, "a.txt", "p");
 	memset(r.path_name, 'x', sizeof r.path_name);
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), BW_ETOOBIG);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+			 BW_ETOOBIG);
 	/* Nothing half-done: the store still works. */
 	make_file(&r, 0x11, "a.txt", "p");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+			 0);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 1);
 }
@@ -581,9 +593,11 @@ file_callback_nonzero_stops_iteration_and_is_returned(void **state)
 
 	open_store(f);
 	make_file(&r, 0x11, "a", "pa");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+			 0);
 	make_file(&r, 0x11, "b", "pb");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+			 0);
 	memset(&seen, 0, sizeof seen);
 	seen.stop_after = 1;
 	assert_int_equal(bw_store_load_files(f->s, collect_file, &seen), 9);
@@ -686,8 +700,10 @@ messenger_style_database_gains_columns_and_keys(void **state)
 	assert_int_equal(bw_store_client_insert(f->s, &c), BW_EEXIST);
 
 	make_file(&r, 0x11, "a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r), 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+			 0);
+	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+			 0);
 	reopen_store(f);
 	load_clients(f->s, &seen);
 	assert_true(seen.rec[0].has_aes);
