@@ -45,6 +45,29 @@ build_options(struct option *lo, char *shorts, size_t cap)
 	memcpy(sp, "hV", 3);
 }
 
+/* A password in a URL given on the command line (user:PASSWORD@ or
+ * password=...) overwritten in place, so that ps shows '*'s: the daemon
+ * keeps a copy. */
+static void
+hide_password(char *url)
+{
+	char *auth = strstr(url, "://"), *end, *at, *colon, *p;
+
+	if (auth != NULL) {
+		auth += 3;
+		end = auth + strcspn(auth, "/?");
+		at = memchr(auth, '@', (size_t)(end - auth));
+		colon = at != NULL ? memchr(auth, ':', (size_t)(at - auth))
+				   : NULL;
+		if (colon != NULL)
+			memset(colon + 1, '*', (size_t)(at - colon - 1));
+	}
+	for (p = url; (p = strstr(p, "password=")) != NULL; p += 9) {
+		if (p == url || p[-1] == '?' || p[-1] == '&')
+			memset(p + 9, '*', strcspn(p + 9, "&"));
+	}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -91,6 +114,16 @@ main(int argc, char **argv)
 		if (name == NULL || args.n == BW_DAEMON_ARGS_MAX) {
 			fprintf(stderr, "bulwarkd: too many options\n");
 			return 2;
+		}
+		if (strcmp(name, "db") == 0 && optarg != NULL) {
+			char *copy = strdup(optarg);
+
+			if (copy == NULL) {
+				fprintf(stderr, "bulwarkd: out of memory\n");
+				return 1;
+			}
+			hide_password(optarg);
+			optarg = copy; /* kept for the daemon's life */
 		}
 		args.name[args.n] = name;
 		args.value[args.n++] = optarg;

@@ -340,10 +340,14 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 	}
 	if ((rc = bw_engine_open(&d->eng, &d->cfg.engine, 1)) != 0)
 		return rc;
-	snprintf(path, sizeof(path), "%s/defensive.db", d->cfg.data_dir);
-	if ((rc = bw_meta_open(&d->meta, "", d->cfg.data_dir, d->eng.loop)) !=
-	    0) {
-		bw_error("cannot open database %s: %s", path, bw_strerror(rc));
+	if (d->cfg.db[0] != '\0')
+		snprintf(path, sizeof(path), "%s", "the database (--db)");
+	else
+		snprintf(path, sizeof(path), "%s/defensive.db",
+			 d->cfg.data_dir);
+	if ((rc = bw_meta_open(&d->meta, d->cfg.db, d->cfg.data_dir,
+			       d->eng.loop)) != 0) {
+		bw_error("cannot open %s: %s", path, bw_strerror(rc));
 		return rc;
 	}
 	if ((rc = bw_blobs_open(&d->blobs, "", d->cfg.data_dir)) != 0)

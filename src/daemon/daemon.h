@@ -26,6 +26,7 @@
 
 struct bw_daemon_cfg {
 	char data_dir[4096];
+	char db[2048]; /* the metadata store's URL ("" = the embedded one) */
 	struct bw_engine_cfg engine;
 	unsigned timeout_ms;	     /* a connection silent this long closes */
 	unsigned request_timeout_ms; /* a request must be in within this */

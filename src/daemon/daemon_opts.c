@@ -50,6 +50,10 @@ static const struct opt opts[] = {
 	{"data-dir", 'd', K_STR, 0, F(data_dir), 0, 0, "DIR",
 	 "data directory (default: the current directory):\ndefensive.db, "
 	 "files/, messages/, port.info"},
+	{"db", 0, K_STR, 0, F(db), 0, 0, "URL",
+	 "where clients, keys, files and messages are\nkept: sqlite:PATH "
+	 "(default: defensive.db in\nthe data directory) or postgresql://"
+	 "USER@HOST\n:PORT/DB (password: PGPASSWORD or ~/.pgpass)"},
 	{"port", 'p', K_NUM, 0, F(port.port), 0, 65535, "N",
 	 "the vault's and messenger's port (default:\nport.info and "
 	 "myport.info, else 1357; 0 = any)"},

@@ -9,9 +9,13 @@
 #include "host/meta.h"
 
 extern const struct bw_meta_backend bw_meta_sqlite;
+extern const struct bw_meta_backend bw_meta_postgresql;
+extern const struct bw_meta_backend bw_meta_postgres;
 
 static const struct bw_meta_backend *const backends[] = {
 	&bw_meta_sqlite,
+	&bw_meta_postgresql,
+	&bw_meta_postgres,
 };
 
 int
@@ -41,7 +45,8 @@ bw_meta_open(struct bw_meta **out, const char *url, const char *data_dir,
 			break;
 	}
 	if (i == sizeof(backends) / sizeof(backends[0])) {
-		bw_error("store: no backend for '%.*s:' (known: sqlite:)",
+		bw_error("store: no backend for '%.*s:' (known: sqlite:, "
+			 "postgresql:)",
 			 (int)n, url);
 		return BW_ECONFIG;
 	}

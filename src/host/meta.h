@@ -1,16 +1,17 @@
 /* The metadata store: clients and their keys, stored files, messages. A
  * table of operations (struct bw_meta_backend) with one backend per
  * storage engine, chosen at start-up by URL (host/sqlite/ for "sqlite:",
- * the embedded default), so that a backend that does network round trips
- * can go behind it without a service knowing.
+ * the embedded default; host/pg/ for "postgresql://"), so that a backend
+ * that does network round trips goes behind it without a service knowing.
  *
  * While the daemon serves, every operation is a request (struct
  * bw_meta_req, the caller's storage, as libuv's uv_fs_t) submitted with
  * bw_meta_submit and completed through its done callback on the loop
  * thread, never inside the submitting call. Requests run in the order they
- * were submitted; a backend may put consecutive ones in one transaction.
- * A request with BW_META_DURABLE completes only once its effect is on disk
- * (and so does every request submitted before it). A message is never
+ * were submitted (a read that spans several pages of rows may see requests
+ * submitted after it); a backend may put consecutive ones in one
+ * transaction. A request with BW_META_DURABLE completes only once its effect is
+ * on disk (and so does every request submitted before it). A message is never
  * read back (BW_META_MSG_READ) before its insert is durable.
  *
  * Before serving (start-up, reconciliation, a migration) the same requests
@@ -91,12 +92,15 @@ enum bw_meta_op {
 	BW_META_MSG_DROP,
 	/* u.del: to's messages with id <= upto; path is called with each
 	 * content's blob key before the deletion commits (a non-zero return
-	 * undoes it); n and bytes say what went */
+	 * undoes it), possibly on a backend's thread and more than once for
+	 * one key (a batch tried again): it may touch only what the request
+	 * owns; n and bytes say what went */
 	BW_META_MSG_DELETE,
 	/* u.read: to's messages with after < id <= upto (0: no bound) in id
-	 * order, at most limit (0: no limit), each given to row before done
-	 * is called (with content: m->content points at an inline content,
-	 * valid during the call); a non-zero return from row stops the read */
+	 * order, at most limit (0: no limit), each given to row on the loop
+	 * thread before done is called (with content: m->content points at an
+	 * inline content, valid during the call); a non-zero return from row
+	 * stops the read */
 	BW_META_MSG_READ,
 	/* nothing: with BW_META_DURABLE, a barrier (everything submitted
 	 * before it is durable when it completes) */
@@ -159,6 +163,9 @@ struct bw_meta_req {
 	/* the backend's */
 	struct bw_meta_req *next;
 	struct bw_call call;
+	void *be_res;	  /* rows kept for the loop thread */
+	int64_t be_after; /* a read continued page by page */
+	unsigned be_rows; /* rows given so far */
 };
 
 /* Start-up loads: every row, in no particular order; a non-zero return
@@ -196,9 +203,9 @@ struct bw_meta {
 	void *state;
 };
 
-/* Opens the store named by url: "sqlite:PATH", or "" for the embedded
- * default (sqlite:DATA_DIR/defensive.db). BW_ECONFIG for an unknown
- * scheme. */
+/* Opens the store named by url: "sqlite:PATH", a libpq URI
+ * "postgresql://USER@HOST:PORT/DB?...", or "" for the embedded default
+ * (sqlite:DATA_DIR/defensive.db). BW_ECONFIG for an unknown scheme. */
 int bw_meta_open(struct bw_meta **out, const char *url, const char *data_dir,
 		 struct bw_loop *loop) BW_WUR;
 /* With nothing queued, or once the loop is freed (its last deferred calls

@@ -37,9 +37,11 @@ RULES = [
     ("src/cli/msg_cli.c", '#  include "../engine/frame.h"', "the cli layer includes engine"),
     ("src/cmd/bulwark.c", '#include "daemon/daemon.h"', "outside what it may use"),
     ("src/engine/frame.c", '#include "host/sqlite/sqlite_int.h"',
-     "the SQLite backend's private header"),
+     "the backend's private header"),
     ("src/host/registry.c", '#include "sqlite/sqlite_int.h"',
-     "the SQLite backend's private header"),
+     "the backend's private header"),
+    ("src/host/meta.c", '#include "pg/pg_int.h"', "the backend's private header"),
+    ("src/host/sqlite/sqlite_store.c", "#include <libpq-fe.h>", "libpq included outside"),
     # the database is the host's business: no codec, client or core
     # module sees even the store's interface
     ("src/proto/msg_wire.c", '#include "host/meta.h"', "the proto layer includes host"),

@@ -1,0 +1,533 @@
+/* The PostgreSQL backend's connection: the URL (its password never
+ * logged), the session every statement relies on (synchronous_commit on:
+ * a COMMIT that returns is on the server's disk), the schema brought up to
+ * date under an advisory lock, the prepared statements, and reconnection
+ * with a backoff when the server goes away. Parameters and columns travel
+ * in libpq's binary format: no escaping, no parsing of numbers.
+ */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bulwark/crypto.h"
+#include "bulwark/err.h"
+#include "bulwark/log.h"
+#include "bulwark/util.h"
+#include "host/pg/pg_int.h"
+
+/* A number any two bulwarkd agree on, for pg_advisory_lock. */
+#define SCHEMA_LOCK "7164510361"
+
+#define BACKOFF_MIN_MS 100u
+#define BACKOFF_MAX_MS 5000u
+
+/* The schema, one step per version: each runs in a transaction with the
+ * version's row. Tables and meanings are the embedded database's
+ * (docs/storage.md): ids as 16 bytes, the verified flag, the recipient. */
+static const char *const migrations[PG_SCHEMA_VERSION] = {
+	/* names are bytes (0x20-0xff, not always UTF-8): kept exactly as
+	 * bytea, each shown beside itself as text for psql (NameText) */
+	"CREATE TABLE clients("
+	"ID bytea PRIMARY KEY CHECK (octet_length(ID) = 16), "
+	"Name bytea NOT NULL UNIQUE, PublicKey bytea, LastSeen timestamptz, "
+	"AESKey bytea, KeyIssued bigint NOT NULL DEFAULT 0, "
+	"KeyUsed boolean NOT NULL DEFAULT false, "
+	"NameText text GENERATED ALWAYS AS (encode(Name, 'escape')) STORED);"
+	"CREATE TABLE files("
+	"ID bytea NOT NULL, FileName bytea NOT NULL, PathName text NOT NULL, "
+	"Verified boolean NOT NULL DEFAULT false, PendingName bytea, "
+	"PendingPath text, "
+	"FileNameText text GENERATED ALWAYS AS (encode(FileName, 'escape')) "
+	"STORED, PRIMARY KEY (ID, FileName));"
+	"CREATE INDEX files_path ON files(ID, PathName);"
+	/* ids travel as u32: the sequence ends there, and is never reused
+	 * (nextval is not rolled back) */
+	"CREATE SEQUENCE message_ids AS bigint MINVALUE 1 "
+	"MAXVALUE 4294967295 NO CYCLE;"
+	"CREATE TABLE messages("
+	"ID bigint PRIMARY KEY, ToClient bytea NOT NULL, "
+	"FromClient bytea NOT NULL, Type integer NOT NULL, Content bytea, "
+	"ContentSize bigint, ContentPath text);"
+	"CREATE INDEX messages_to ON messages(ToClient, ID);"
+	"COMMENT ON TABLE clients IS 'bulwarkd: registered clients';"
+	"COMMENT ON TABLE files IS 'bulwarkd: the vault''s stored files';"
+	"COMMENT ON TABLE messages IS 'bulwarkd: messages not yet "
+	"delivered';",
+};
+
+#define TS(n)	 "CASE WHEN " n " = 0 THEN NULL ELSE to_timestamp(" n ") END"
+#define MSG_SIZE "coalesce(ContentSize, octet_length(Content), 0)"
+
+/* OIDs of the built-in types the statements take */
+enum { T_BOOL = 16, T_BYTEA = 17, T_INT8 = 20, T_INT4 = 23, T_TEXT = 25 };
+
+static const struct {
+	const char *sql;
+	int n;
+	Oid types[PG_MAX_PARAMS];
+} stmts[PS_N] = {
+	[PS_CLIENT_INSERT] = {"INSERT INTO clients(ID, Name, PublicKey, "
+			      "LastSeen, AESKey, KeyIssued, KeyUsed) "
+			      "VALUES($1, $2, $3, " TS(
+				      "$4") ", $5, $6, $7) "
+					    "ON CONFLICT DO NOTHING",
+			      7,
+			      {T_BYTEA, T_BYTEA, T_BYTEA, T_INT8, T_BYTEA,
+			       T_INT8, T_BOOL}},
+	[PS_CLIENT_SET_KEY] = {"UPDATE clients SET PublicKey = "
+			       "coalesce($2, PublicKey), AESKey = $3, "
+			       "KeyIssued = $4, KeyUsed = $5, "
+			       "LastSeen = " TS("$6") " WHERE ID = $1",
+			       6,
+			       {T_BYTEA, T_BYTEA, T_BYTEA, T_INT8, T_BOOL,
+				T_INT8}},
+	[PS_CLIENT_TOUCH] = {"UPDATE clients SET LastSeen = " TS(
+				     "$2") " WHERE ID = $1",
+			     2,
+			     {T_BYTEA, T_INT8}},
+	[PS_FILE_DROP] = {"DELETE FROM files WHERE ID = $1 AND "
+			  "(PathName = $2 OR FileName = $3)",
+			  3,
+			  {T_BYTEA, T_TEXT, T_BYTEA}},
+	[PS_FILE_INSERT] = {"INSERT INTO files(ID, FileName, PathName, "
+			    "Verified, PendingName, PendingPath) "
+			    "VALUES($1, $2, $3, $4, $5, $6)",
+			    6,
+			    {T_BYTEA, T_BYTEA, T_TEXT, T_BOOL, T_BYTEA,
+			     T_TEXT}},
+	[PS_MSG_INSERT] = {"INSERT INTO messages(ID, ToClient, FromClient, "
+			   "Type, Content, ContentSize, ContentPath) "
+			   "VALUES(nextval('message_ids'), $1, $2, $3, $4, "
+			   "$5, $6) RETURNING ID",
+			   6,
+			   {T_BYTEA, T_BYTEA, T_INT4, T_BYTEA, T_INT8, T_TEXT}},
+	[PS_MSG_EACH] = {"SELECT ID, FromClient, Type, " MSG_SIZE
+			 ", ContentPath, CASE WHEN $5 THEN Content END "
+			 "FROM messages WHERE ToClient = $1 AND ID > $2 AND "
+			 "ID <= $3 ORDER BY ID LIMIT $4",
+			 5,
+			 {T_BYTEA, T_INT8, T_INT8, T_INT8, T_BOOL}},
+	[PS_MSG_DELETE] = {"DELETE FROM messages WHERE ToClient = $1 AND "
+			   "ID <= $2 RETURNING ContentPath, " MSG_SIZE,
+			   2,
+			   {T_BYTEA, T_INT8}},
+	[PS_MSG_DROP] = {"DELETE FROM messages WHERE ID = $1", 1, {T_INT8}},
+};
+
+/* --- parameters and columns ---------------------------------------------
+ */
+
+static void
+put(struct pg_params *p, const void *v, int len)
+{
+	p->v[p->n] = v;
+	p->len[p->n] = len;
+	p->fmt[p->n] = 1;
+	p->n++;
+}
+
+void
+pg_p_bytes(struct pg_params *p, const void *v, size_t len)
+{
+	static const char empty[1];
+
+	if (v == NULL) {
+		put(p, NULL, 0);
+		return;
+	}
+	put(p, len > 0 ? v : empty, (int)len);
+}
+
+void
+pg_p_text(struct pg_params *p, const char *s)
+{
+	put(p, s, s != NULL ? (int)strlen(s) : 0);
+}
+
+void
+pg_p_opt_text(struct pg_params *p, const char *s)
+{
+	pg_p_text(p, s != NULL && s[0] != '\0' ? s : NULL);
+}
+
+void
+pg_p_i64(struct pg_params *p, int64_t v)
+{
+	uint64_t u = (uint64_t)v;
+	int i;
+
+	for (i = 7; i >= 0; i--, u >>= 8)
+		p->num[p->n][i] = (unsigned char)(u & 0xff);
+	put(p, p->num[p->n], 8);
+}
+
+void
+pg_p_i32(struct pg_params *p, int32_t v)
+{
+	uint32_t u = htonl((uint32_t)v);
+
+	memcpy(p->num[p->n], &u, 4);
+	put(p, p->num[p->n], 4);
+}
+
+void
+pg_p_bool(struct pg_params *p, int v)
+{
+	p->num[p->n][0] = v != 0;
+	put(p, p->num[p->n], 1);
+}
+
+int64_t
+pg_col_i64(const PGresult *r, int row, int col)
+{
+	const unsigned char *v;
+	uint64_t u = 0;
+	int i;
+
+	if (PQgetisnull(r, row, col) || PQgetlength(r, row, col) != 8)
+		return 0;
+	v = (const unsigned char *)PQgetvalue(r, row, col);
+	for (i = 0; i < 8; i++)
+		u = u << 8 | v[i];
+	return (int64_t)u;
+}
+
+int32_t
+pg_col_i32(const PGresult *r, int row, int col)
+{
+	uint32_t u;
+
+	if (PQgetisnull(r, row, col) || PQgetlength(r, row, col) != 4)
+		return 0;
+	memcpy(&u, PQgetvalue(r, row, col), 4);
+	return (int32_t)ntohl(u);
+}
+
+int
+pg_col_bool(const PGresult *r, int row, int col)
+{
+	return !PQgetisnull(r, row, col) && PQgetlength(r, row, col) == 1 &&
+	       PQgetvalue(r, row, col)[0] != 0;
+}
+
+int
+pg_col_str(const PGresult *r, int row, int col, char *out, size_t cap)
+{
+	int n = PQgetlength(r, row, col);
+
+	out[0] = '\0';
+	if (PQgetisnull(r, row, col) || n < 0 || (size_t)n >= cap ||
+	    memchr(PQgetvalue(r, row, col), 0, (size_t)n) != NULL)
+		return -1;
+	memcpy(out, PQgetvalue(r, row, col), (size_t)n);
+	out[n] = '\0';
+	return 0;
+}
+
+int
+pg_col_exact(const PGresult *r, int row, int col, uint8_t *out, size_t n)
+{
+	if (PQgetisnull(r, row, col))
+		return 0;
+	if ((size_t)PQgetlength(r, row, col) != n)
+		return -1;
+	memcpy(out, PQgetvalue(r, row, col), n);
+	return 1;
+}
+
+/* --- results --------------------------------------------------------------
+ */
+
+int
+pg_conn_lost(struct pg_conn *pc)
+{
+	if (pc->c != NULL && PQstatus(pc->c) == CONNECTION_OK)
+		return 0;
+	if (pc->up && !pc->down_logged) {
+		bw_error("store: lost the connection to PostgreSQL (%s): %s; "
+			 "requests fail until it is back",
+			 pc->shown,
+			 pc->c != NULL ? PQerrorMessage(pc->c) : "gone");
+		pc->down_logged = 1;
+	}
+	if (pc->up)
+		pc->next_try = 0; /* the first attempt at once */
+	pc->up = 0;
+	return 1;
+}
+
+int
+pg_result_rc(struct pg_conn *pc, PGresult *res, const char *what)
+{
+	ExecStatusType st;
+	const char *state, *msg;
+
+	st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ||
+	    st == PGRES_SINGLE_TUPLE)
+		return 0;
+	if (pg_conn_lost(pc))
+		return BW_EDB;
+	state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	if (state != NULL && strcmp(state, "23505") == 0)
+		return BW_EEXIST;
+	if (state != NULL && strcmp(state, "2200H") == 0)
+		return BW_ETOOBIG; /* message_ids reached its end */
+	msg = res != NULL ? PQresultErrorMessage(res) : "out of memory";
+	atomic_fetch_add(&pc->failures, 1);
+	bw_error("store: PostgreSQL refused %s: %s%s%s", what,
+		 state != NULL ? state : "", state != NULL ? " " : "", msg);
+	return BW_EDB;
+}
+
+int
+pg_exec(struct pg_conn *pc, const char *sql)
+{
+	PGresult *res = PQexec(pc->c, sql);
+	int rc = pg_result_rc(pc, res, sql);
+
+	PQclear(res);
+	return rc;
+}
+
+PGresult *
+pg_run(struct pg_conn *pc, enum pg_stmt id, const struct pg_params *p)
+{
+	char name[16];
+
+	snprintf(name, sizeof(name), "bw%d", (int)id);
+	return PQexecPrepared(pc->c, name, p->n, p->v, p->len, p->fmt, 1);
+}
+
+/* --- the URL -------------------------------------------------------------
+ */
+
+/* url with the password of its user part and any password= parameter
+ * replaced by "***". */
+static char *
+without_password(const char *url)
+{
+	size_t n = strlen(url);
+	char *out = malloc(n + 8), *o;
+	const char *p = url, *auth, *at, *slash, *colon, *pw;
+
+	if (out == NULL)
+		return NULL;
+	o = out;
+	if ((auth = strstr(url, "://")) != NULL) {
+		auth += 3;
+		slash = auth + strcspn(auth, "/?");
+		at = memchr(auth, '@', (size_t)(slash - auth));
+		colon = at != NULL ? memchr(auth, ':', (size_t)(at - auth))
+				   : NULL;
+		if (colon != NULL) {
+			memcpy(o, url, (size_t)(colon + 1 - url));
+			o += colon + 1 - url;
+			memcpy(o, "***", 3);
+			o += 3;
+			p = at;
+		}
+	}
+	while (*p != '\0') {
+		if ((p == url || p[-1] == '?' || p[-1] == '&') &&
+		    strncmp(p, "password=", 9) == 0) {
+			memcpy(o, "password=***", 12);
+			o += 12;
+			pw = p + 9;
+			p = pw + strcspn(pw, "&");
+			continue;
+		}
+		*o++ = *p++;
+		if ((size_t)(o - out) > n + 4)
+			break; /* cannot happen: each *** replaces >= 1 */
+	}
+	*o = '\0';
+	return out;
+}
+
+/* --- connecting ------------------------------------------------------------
+ */
+
+static int
+prepare_all(struct pg_conn *pc)
+{
+	char name[16];
+	PGresult *res;
+	int i, rc;
+
+	for (i = 0; i < PS_N; i++) {
+		snprintf(name, sizeof(name), "bw%d", i);
+		res = PQprepare(pc->c, name, stmts[i].sql, stmts[i].n,
+				stmts[i].types);
+		rc = pg_result_rc(pc, res, "a statement");
+		PQclear(res);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* One attempt: connected, the session set and (with prepare) the
+ * statements prepared. */
+static int
+connect_once(struct pg_conn *pc, int prepare)
+{
+	/* ours first: what the URL says wins (libpq keeps the last value) */
+	const char *const keys[] = {"connect_timeout",
+				    "application_name",
+				    "client_encoding",
+				    "keepalives_idle",
+				    "tcp_user_timeout",
+				    "dbname",
+				    NULL};
+	const char *const vals[] = {"10",    "bulwarkd",   "UTF8", "30",
+				    "30000", pc->conninfo, NULL};
+	const char *msg;
+
+	if (pc->c != NULL)
+		PQfinish(pc->c);
+	pc->c = PQconnectdbParams(keys, vals, 1);
+	if (pc->c == NULL || PQstatus(pc->c) != CONNECTION_OK) {
+		msg = pc->c != NULL ? PQerrorMessage(pc->c) : "out of memory";
+		snprintf(pc->last_error, sizeof(pc->last_error), "%.*s",
+			 (int)strcspn(msg, "\n"), msg);
+		return BW_EDB;
+	}
+	/* durable when COMMIT returns, whatever the server's default */
+	if (pg_exec(pc, "SET synchronous_commit = on") != 0 ||
+	    pg_exec(pc, "SET TIME ZONE 'UTC'") != 0 ||
+	    (prepare && prepare_all(pc) != 0)) {
+		snprintf(pc->last_error, sizeof(pc->last_error), "%s",
+			 "the session could not be set up");
+		return BW_EDB;
+	}
+	return 0;
+}
+
+static int
+schema_version(struct pg_conn *pc, int64_t *v)
+{
+	PGresult *res;
+	int rc;
+
+	res = PQexecParams(pc->c,
+			   "SELECT coalesce(max(version), 0)::int8 "
+			   "FROM bulwark_schema",
+			   0, NULL, NULL, NULL, NULL, 1);
+	if ((rc = pg_result_rc(pc, res, "the schema version")) == 0)
+		*v = PQntuples(res) == 1 ? pg_col_i64(res, 0, 0) : 0;
+	PQclear(res);
+	return rc;
+}
+
+/* Up to date, once, whoever else starts now. */
+static int
+migrate(struct pg_conn *pc)
+{
+	char sql[96];
+	int64_t v = 0;
+	int rc;
+
+	if ((rc = pg_exec(pc, "SELECT pg_advisory_lock(" SCHEMA_LOCK ")")) != 0)
+		return rc;
+	rc = pg_exec(pc, "CREATE TABLE IF NOT EXISTS bulwark_schema("
+			 "version integer NOT NULL, "
+			 "applied timestamptz NOT NULL DEFAULT now())");
+	if (rc == 0)
+		rc = schema_version(pc, &v);
+	if (rc == 0 && v > PG_SCHEMA_VERSION) {
+		bw_error("store: the database's schema is version %lld, newer "
+			 "than this bulwarkd knows (%d): refusing it",
+			 (long long)v, PG_SCHEMA_VERSION);
+		rc = BW_ECONFIG;
+	}
+	for (; rc == 0 && v < PG_SCHEMA_VERSION; v++) {
+		snprintf(sql, sizeof(sql),
+			 "INSERT INTO bulwark_schema(version) VALUES(%lld)",
+			 (long long)v + 1);
+		if ((rc = pg_exec(pc, "BEGIN")) != 0)
+			break;
+		if ((rc = pg_exec(pc, migrations[v])) == 0 &&
+		    (rc = pg_exec(pc, sql)) == 0)
+			rc = pg_exec(pc, "COMMIT");
+		if (rc != 0) {
+			(void)!pg_exec(pc, "ROLLBACK");
+			break;
+		}
+		bw_info("store: PostgreSQL schema brought to version %lld",
+			(long long)v + 1);
+	}
+	if (pg_exec(pc, "SELECT pg_advisory_unlock(" SCHEMA_LOCK ")") != 0 &&
+	    rc == 0)
+		rc = BW_EDB;
+	return rc;
+}
+
+int
+pg_conn_open(struct pg_conn *pc, const char *url)
+{
+	int rc;
+
+	if ((pc->conninfo = strdup(url)) == NULL ||
+	    (pc->shown = without_password(url)) == NULL)
+		return BW_ENOMEM;
+	/* statements need the tables: prepared once the schema is there */
+	if (connect_once(pc, 0) != 0) {
+		bw_error("store: cannot connect to PostgreSQL at %s: %s",
+			 pc->shown, pc->last_error);
+		return BW_EDB;
+	}
+	if ((rc = migrate(pc)) != 0 || (rc = prepare_all(pc)) != 0)
+		return rc;
+	pc->up = 1;
+	bw_info("store: PostgreSQL at %s, schema version %d", pc->shown,
+		PG_SCHEMA_VERSION);
+	return 0;
+}
+
+void
+pg_conn_close(struct pg_conn *pc)
+{
+	if (pc->c != NULL)
+		PQfinish(pc->c);
+	pc->c = NULL;
+	if (pc->conninfo != NULL)
+		bw_wipe(pc->conninfo, strlen(pc->conninfo));
+	free(pc->conninfo);
+	free(pc->shown);
+	pc->conninfo = pc->shown = NULL;
+}
+
+int
+pg_conn_ready(struct pg_conn *pc)
+{
+	uint64_t now;
+
+	if (pc->up && PQstatus(pc->c) == CONNECTION_OK)
+		return 0;
+	(void)pg_conn_lost(pc);
+	now = bw_now_ms();
+	if (now < pc->next_try)
+		return BW_EDB;
+	atomic_fetch_add(&pc->reconnects, 1);
+	if (connect_once(pc, 1) != 0) {
+		pc->backoff_ms = pc->backoff_ms == 0 ? BACKOFF_MIN_MS
+				 : pc->backoff_ms * 2 > BACKOFF_MAX_MS
+					 ? BACKOFF_MAX_MS
+					 : pc->backoff_ms * 2;
+		pc->next_try = bw_now_ms() + pc->backoff_ms;
+		if (!pc->down_logged) {
+			bw_error("store: cannot reach PostgreSQL at %s: %s; "
+				 "trying again",
+				 pc->shown, pc->last_error);
+			pc->down_logged = 1;
+		}
+		return BW_EDB;
+	}
+	bw_info("store: PostgreSQL at %s is back", pc->shown);
+	pc->up = 1;
+	pc->down_logged = 0;
+	pc->backoff_ms = 0;
+	return 0;
+}

@@ -1,0 +1,116 @@
+/* Internal to src/host/pg/: the PostgreSQL backend's connection, its
+ * statements and the helpers that bind parameters and read columns in
+ * libpq's binary format. With the .c files beside it, the only code that
+ * includes libpq-fe.h.
+ *
+ * One connection, owned by one thread of the backend's (pg_meta.c): the
+ * loop never waits for the network. Start-up work (loads, bw_meta_run) runs
+ * on the caller's thread, under the same mutex.
+ */
+#ifndef BULWARK_HOST_PG_INT_H
+#define BULWARK_HOST_PG_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "host/meta.h"
+
+/* The schema this code knows; a database with a newer one is refused. */
+#define PG_SCHEMA_VERSION 1
+
+enum pg_stmt {
+	PS_CLIENT_INSERT,
+	PS_CLIENT_SET_KEY,
+	PS_CLIENT_TOUCH,
+	PS_FILE_DROP,
+	PS_FILE_INSERT,
+	PS_MSG_INSERT,
+	PS_MSG_EACH,
+	PS_MSG_DELETE,
+	PS_MSG_DROP,
+	PS_N
+};
+
+struct pg_conn {
+	char *conninfo; /* the URL as given: may hold a password */
+	char *shown;	/* the same without one, for logs */
+	PGconn *c;
+	int up;		     /* connected, session set, statements prepared */
+	int down_logged;     /* "lost" said; "back" said when up again */
+	uint64_t next_try;   /* ms: no new connection attempt before */
+	unsigned backoff_ms; /* grows while attempts fail */
+	char last_error[256];
+	atomic_uint_fast64_t commits, reconnects, failures;
+};
+
+/* pg_conn.c */
+/* Reads the URL, connects and brings the schema up to date (under an
+ * advisory lock: daemons starting together migrate once). Blocking. */
+int pg_conn_open(struct pg_conn *pc, const char *url) BW_WUR;
+void pg_conn_close(struct pg_conn *pc);
+/* Connected and ready, reconnecting if the last failure is older than
+ * the backoff; BW_EDB at once while it is not. */
+int pg_conn_ready(struct pg_conn *pc) BW_WUR;
+/* After a failed call: if the connection is gone, marks it down (logged
+ * once) and returns 1. */
+int pg_conn_lost(struct pg_conn *pc);
+
+/* A result's outcome as an error value: 0, BW_EEXIST (a unique key),
+ * BW_ETOOBIG (the message ids are used up), BW_EDB (logged, with what).
+ * res may be NULL (libpq out of memory, or the connection gone). */
+int pg_result_rc(struct pg_conn *pc, PGresult *res, const char *what);
+/* Runs sql with no parameters and no rows wanted: 0 or an error. */
+int pg_exec(struct pg_conn *pc, const char *sql) BW_WUR;
+
+/* Parameters of one statement, in binary format. */
+#define PG_MAX_PARAMS 8
+struct pg_params {
+	const char *v[PG_MAX_PARAMS];
+	int len[PG_MAX_PARAMS];
+	int fmt[PG_MAX_PARAMS];
+	unsigned char num[PG_MAX_PARAMS][8];
+	int n;
+};
+
+void pg_p_bytes(struct pg_params *p, const void *v, size_t len);
+void pg_p_text(struct pg_params *p, const char *s);	/* NULL: NULL */
+void pg_p_opt_text(struct pg_params *p, const char *s); /* "": NULL */
+void pg_p_i64(struct pg_params *p, int64_t v);
+void pg_p_i32(struct pg_params *p, int32_t v);
+void pg_p_bool(struct pg_params *p, int v);
+
+/* Runs prepared statement id with p; the result is the caller's. */
+PGresult *pg_run(struct pg_conn *pc, enum pg_stmt id,
+		 const struct pg_params *p);
+
+/* Columns of a binary result. */
+int64_t pg_col_i64(const PGresult *r, int row, int col);
+int32_t pg_col_i32(const PGresult *r, int row, int col);
+int pg_col_bool(const PGresult *r, int row, int col);
+/* A text column into out: 0, or -1 if NULL or too long. */
+int pg_col_str(const PGresult *r, int row, int col, char *out, size_t cap);
+/* A bytea column of exactly n bytes into out: 1 copied, 0 NULL, -1 else. */
+int pg_col_exact(const PGresult *r, int row, int col, uint8_t *out, size_t n);
+
+/* pg_ops.c: one request's statements, inside the caller's transaction (or
+ * alone, for reads). *abort is set when the transaction must be rolled
+ * back for this request (a statement failed, or it refused itself). */
+int pg_op(struct pg_conn *pc, struct bw_meta_req *r, int *abort);
+/* A page of a read (MSG_READ): at most page rows after r->be_after, the
+ * result kept in r->be_res for the loop thread. */
+int pg_read_page(struct pg_conn *pc, struct bw_meta_req *r, unsigned page);
+/* Gives the rows of a page kept by pg_read_page to r's row callback: 1 if
+ * the read goes on with another page, 0 if it is over. */
+int pg_read_replay(struct bw_meta_req *r, unsigned page);
+
+/* Whole tables, streamed one row at a time. */
+int pg_load_clients(struct pg_conn *pc, bw_meta_client_cb cb, void *arg) BW_WUR;
+int pg_load_files(struct pg_conn *pc, bw_meta_file_cb cb, void *arg) BW_WUR;
+int pg_msg_totals(struct pg_conn *pc, bw_meta_totals_cb cb, void *arg) BW_WUR;
+int pg_msg_blobs(struct pg_conn *pc, bw_meta_blobs_cb cb, void *arg) BW_WUR;
+
+#endif

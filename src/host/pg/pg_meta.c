@@ -1,0 +1,489 @@
+/* The PostgreSQL backend of the metadata table (host/meta.h), for
+ * "postgresql://" URLs. The loop never waits for the network: requests
+ * submitted during a pass are handed, at its end, to a thread of the
+ * backend's that owns the connection, and come back through an eventfd
+ * watched by the loop, whose pass completes them.
+ *
+ * The thread takes everything queued since it last looked (so requests
+ * that arrive while it waits for the server form the next batch: group
+ * commit) and runs each run of consecutive writes as one transaction:
+ * BEGIN, each request's statements, COMMIT, with synchronous_commit on, so
+ * every write is durable when it completes and BW_META_DURABLE costs
+ * nothing more. A request that fails inside a batch (a statement refused,
+ * or a caller's callback) rolls the batch back and its requests run again
+ * one transaction each, so one bad request undoes only itself. Reads run
+ * outside any transaction, after the writes before them have committed:
+ * what they see is durable. A read's rows come back a page at a time and
+ * are given to its row callback on the loop thread.
+ *
+ * A connection lost fails what is in flight (BW_EDB: the services answer
+ * with the protocol's error), is logged once, and is made again with a
+ * backoff; requests meanwhile fail at once rather than wait.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "bulwark/crypto.h"
+#include "bulwark/err.h"
+#include "bulwark/log.h"
+#include "host/pg/pg_int.h"
+
+#define PAGE 256u /* rows of a read per round trip */
+
+struct pgq {
+	struct pg_conn pc;
+	struct bw_loop *loop;
+	/* the connection's owner: the thread, or start-up work */
+	pthread_mutex_t conn_mu;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct bw_meta_req *todo, **todo_tail; /* mu: for the thread */
+	struct bw_meta_req *done, **done_tail; /* mu: for the loop */
+	int quit;			       /* mu */
+	pthread_t thread;
+	int thread_on;
+	int efd;
+	struct bw_watch watch;
+	/* loop thread: submitted during this pass */
+	struct bw_meta_req *pass, **pass_tail;
+	struct bw_call pass_call;
+	int closing;
+};
+
+static int
+is_write(const struct bw_meta_req *r)
+{
+	return r->op != BW_META_MSG_READ && r->op != BW_META_SYNC;
+}
+
+/* --- the thread ------------------------------------------------------------
+ */
+
+/* BEGIN, reconnecting once at once if the connection was found gone (a
+ * server restarted while we were idle): nothing of the batch ran yet. */
+static int
+begin(struct pg_conn *pc)
+{
+	int rc;
+
+	if ((rc = pg_conn_ready(pc)) != 0)
+		return rc;
+	if ((rc = pg_exec(pc, "BEGIN")) == 0 || !pg_conn_lost(pc))
+		return rc;
+	if ((rc = pg_conn_ready(pc)) != 0)
+		return rc;
+	return pg_exec(pc, "BEGIN");
+}
+
+static int
+commit(struct pg_conn *pc)
+{
+	int rc = pg_exec(pc, "COMMIT");
+
+	if (rc == 0)
+		atomic_fetch_add(&pc->commits, 1);
+	return rc;
+}
+
+/* r alone in a transaction of its own. */
+static void
+write_alone(struct pg_conn *pc, struct bw_meta_req *r)
+{
+	int abort = 0;
+
+	if ((r->rc = begin(pc)) != 0)
+		return;
+	r->rc = pg_op(pc, r, &abort);
+	if (r->rc == 0 && !abort) {
+		r->rc = commit(pc);
+		return;
+	}
+	(void)!pg_exec(pc, "ROLLBACK");
+	if (r->rc == 0)
+		r->rc = BW_EDB;
+}
+
+/* The writes from first up to (not including) end, in one transaction. */
+static void
+write_batch(struct pg_conn *pc, struct bw_meta_req *first,
+	    struct bw_meta_req *end)
+{
+	struct bw_meta_req *r;
+	int rc, abort = 0;
+
+	if (first->next == end) {
+		write_alone(pc, first);
+		return;
+	}
+	if ((rc = begin(pc)) != 0) {
+		for (r = first; r != end; r = r->next)
+			r->rc = rc;
+		return;
+	}
+	for (r = first; r != end && !abort; r = r->next)
+		r->rc = pg_op(pc, r, &abort);
+	if (!abort) {
+		if ((rc = commit(pc)) != 0) {
+			/* the outcome is not known: not acknowledged */
+			for (r = first; r != end; r = r->next)
+				if (r->rc == 0)
+					r->rc = rc;
+		}
+		return;
+	}
+	(void)!pg_exec(pc, "ROLLBACK");
+	if (pg_conn_lost(pc)) {
+		for (r = first; r != end; r = r->next)
+			r->rc = BW_EDB;
+		return;
+	}
+	/* one request refused: each on its own, so it undoes only itself */
+	for (r = first; r != end; r = r->next)
+		write_alone(pc, r);
+}
+
+static void
+run_list(struct pgq *q, struct bw_meta_req *list)
+{
+	struct bw_meta_req *r = list, *first;
+
+	while (r != NULL) {
+		if (r->op == BW_META_MSG_READ) {
+			if ((r->rc = pg_conn_ready(&q->pc)) == 0)
+				r->rc = pg_read_page(&q->pc, r, PAGE);
+			r = r->next;
+			continue;
+		}
+		if (r->op == BW_META_SYNC) {
+			/* what came before committed durably, or failed */
+			r->rc = 0;
+			r = r->next;
+			continue;
+		}
+		first = r;
+		while (r != NULL && is_write(r))
+			r = r->next;
+		write_batch(&q->pc, first, r);
+	}
+}
+
+static void *
+thread_main(void *arg)
+{
+	struct pgq *q = arg;
+	struct bw_meta_req *list, *last;
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&q->mu);
+	for (;;) {
+		while (q->todo == NULL && !q->quit)
+			pthread_cond_wait(&q->cv, &q->mu);
+		if ((list = q->todo) == NULL)
+			break; /* quit, and nothing left */
+		q->todo = NULL;
+		q->todo_tail = &q->todo;
+		pthread_mutex_unlock(&q->mu);
+		pthread_mutex_lock(&q->conn_mu);
+		run_list(q, list);
+		pthread_mutex_unlock(&q->conn_mu);
+		for (last = list; last->next != NULL; last = last->next)
+			;
+		pthread_mutex_lock(&q->mu);
+		*q->done_tail = list;
+		q->done_tail = &last->next;
+		(void)!write(q->efd, &one, sizeof(one));
+	}
+	pthread_mutex_unlock(&q->mu);
+	return NULL;
+}
+
+/* --- the loop's side -------------------------------------------------------
+ */
+
+/* list (linked through next, ending in NULL) to the thread. */
+static void
+hand_over(struct pgq *q, struct bw_meta_req *list,
+	  struct bw_meta_req **last_next)
+{
+	pthread_mutex_lock(&q->mu);
+	*q->todo_tail = list;
+	q->todo_tail = last_next;
+	pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->mu);
+}
+
+static void
+end_of_pass(void *arg)
+{
+	struct pgq *q = arg;
+	struct bw_meta_req *list = q->pass, **tail = q->pass_tail;
+
+	q->pass = NULL;
+	q->pass_tail = &q->pass;
+	if (list != NULL)
+		hand_over(q, list, tail);
+}
+
+/* r's rows to its callback and, if the read goes on, its next page asked
+ * for: 1 if r is not over. */
+static int
+replay(struct pgq *q, struct bw_meta_req *r)
+{
+	if (r->op != BW_META_MSG_READ || r->be_res == NULL)
+		return 0;
+	if (r->rc != 0 || q->closing) {
+		PQclear(r->be_res);
+		r->be_res = NULL;
+		if (r->rc == 0)
+			r->rc = BW_ECLOSED;
+		return 0;
+	}
+	if (!pg_read_replay(r, PAGE))
+		return 0;
+	r->next = NULL;
+	hand_over(q, r, &r->next);
+	return 1;
+}
+
+static void
+complete_done(struct pgq *q)
+{
+	struct bw_meta_req *list, *r, *next;
+
+	pthread_mutex_lock(&q->mu);
+	list = q->done;
+	q->done = NULL;
+	q->done_tail = &q->done;
+	pthread_mutex_unlock(&q->mu);
+	for (r = list; r != NULL; r = next) {
+		next = r->next;
+		if (!replay(q, r))
+			r->done(r); /* may free r */
+	}
+}
+
+static void
+on_efd(void *arg, unsigned events)
+{
+	struct pgq *q = arg;
+	uint64_t v;
+
+	(void)events;
+	(void)!read(q->efd, &v, sizeof(v));
+	complete_done(q);
+}
+
+static void
+pg_submit(void *state, struct bw_meta_req *r)
+{
+	struct pgq *q = state;
+
+	r->rc = 0;
+	r->next = NULL;
+	r->be_res = NULL;
+	r->be_after = 0;
+	r->be_rows = 0;
+	if (q->closing) {
+		r->rc = BW_ECLOSED;
+		r->done(r);
+		return;
+	}
+	*q->pass_tail = r;
+	q->pass_tail = &r->next;
+	bw_loop_call(q->loop, &q->pass_call, end_of_pass, q);
+}
+
+/* --- start-up and the table -------------------------------------------------
+ */
+
+static int
+pg_run_now(void *state, struct bw_meta_req *r)
+{
+	struct pgq *q = state;
+	int more;
+
+	pthread_mutex_lock(&q->conn_mu);
+	r->be_res = NULL;
+	r->be_after = 0;
+	r->be_rows = 0;
+	if (r->op == BW_META_MSG_READ) {
+		do {
+			if ((r->rc = pg_conn_ready(&q->pc)) != 0 ||
+			    (r->rc = pg_read_page(&q->pc, r, PAGE)) != 0)
+				break;
+			more = pg_read_replay(r, PAGE);
+		} while (more);
+	} else if (r->op == BW_META_SYNC) {
+		r->rc = 0;
+	} else {
+		r->next = NULL;
+		write_alone(&q->pc, r);
+	}
+	pthread_mutex_unlock(&q->conn_mu);
+	return r->rc;
+}
+
+#define LOCKED(q, call)                                                        \
+	do {                                                                   \
+		int rc_;                                                       \
+		pthread_mutex_lock(&(q)->conn_mu);                             \
+		if ((rc_ = pg_conn_ready(&(q)->pc)) == 0)                      \
+			rc_ = (call);                                          \
+		pthread_mutex_unlock(&(q)->conn_mu);                           \
+		return rc_;                                                    \
+	} while (0)
+
+static int
+pg_load_clients_(void *state, bw_meta_client_cb cb, void *arg)
+{
+	struct pgq *q = state;
+
+	LOCKED(q, pg_load_clients(&q->pc, cb, arg));
+}
+
+static int
+pg_load_files_(void *state, bw_meta_file_cb cb, void *arg)
+{
+	struct pgq *q = state;
+
+	LOCKED(q, pg_load_files(&q->pc, cb, arg));
+}
+
+static int
+pg_msg_totals_(void *state, bw_meta_totals_cb cb, void *arg)
+{
+	struct pgq *q = state;
+
+	LOCKED(q, pg_msg_totals(&q->pc, cb, arg));
+}
+
+static int
+pg_msg_blobs_(void *state, bw_meta_blobs_cb cb, void *arg)
+{
+	struct pgq *q = state;
+
+	LOCKED(q, pg_msg_blobs(&q->pc, cb, arg));
+}
+
+static uint64_t
+pg_syncs(const void *state)
+{
+	const struct pgq *q = state;
+
+	return atomic_load(&q->pc.commits);
+}
+
+static void
+pg_close(void *state)
+{
+	struct pgq *q = state;
+
+	if (q == NULL)
+		return;
+	/* the loop is gone (its last deferred calls handed over what was
+	 * submitted): the thread finishes it, then whoever waits is told */
+	q->closing = 1;
+	end_of_pass(q);
+	if (q->thread_on) {
+		pthread_mutex_lock(&q->mu);
+		q->quit = 1;
+		pthread_cond_signal(&q->cv);
+		pthread_mutex_unlock(&q->mu);
+		pthread_join(q->thread, NULL);
+	}
+	complete_done(q);
+	if (q->efd >= 0)
+		close(q->efd);
+	pg_conn_close(&q->pc);
+	pthread_mutex_destroy(&q->conn_mu);
+	pthread_mutex_destroy(&q->mu);
+	pthread_cond_destroy(&q->cv);
+	free(q);
+}
+
+/* where: the URL after "postgresql:" (or "postgres:"). */
+static int
+open_url(const char *scheme, const char *where, struct bw_loop *loop,
+	 void **state)
+{
+	struct pgq *q = calloc(1, sizeof(*q));
+	size_t n = strlen(scheme) + 1 + strlen(where) + 1;
+	char *url = NULL;
+	int rc;
+
+	if (q == NULL || (url = malloc(n)) == NULL) {
+		free(q);
+		return BW_ENOMEM;
+	}
+	snprintf(url, n, "%s:%s", scheme, where);
+	q->loop = loop;
+	q->efd = -1;
+	q->todo_tail = &q->todo;
+	q->done_tail = &q->done;
+	q->pass_tail = &q->pass;
+	pthread_mutex_init(&q->conn_mu, NULL);
+	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->cv, NULL);
+	*state = q;
+	rc = pg_conn_open(&q->pc, url);
+	bw_wipe(url, n);
+	free(url);
+	if (rc == 0 && (q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+		rc = -errno;
+	if (rc == 0)
+		rc = bw_loop_watch(loop, &q->watch, q->efd, BW_EV_READ, on_efd,
+				   q);
+	if (rc == 0) {
+		rc = -pthread_create(&q->thread, NULL, thread_main, q);
+		q->thread_on = rc == 0;
+	}
+	if (rc != 0) {
+		if (q->efd >= 0)
+			bw_loop_unwatch(loop, &q->watch);
+		pg_close(q);
+		*state = NULL;
+	}
+	return rc;
+}
+
+static int
+pg_open_postgresql(const char *where, struct bw_loop *loop, void **state)
+{
+	return open_url("postgresql", where, loop, state);
+}
+
+static int
+pg_open_postgres(const char *where, struct bw_loop *loop, void **state)
+{
+	return open_url("postgres", where, loop, state);
+}
+
+const struct bw_meta_backend bw_meta_postgresql = {
+	.scheme = "postgresql",
+	.open = pg_open_postgresql,
+	.close = pg_close,
+	.submit = pg_submit,
+	.run = pg_run_now,
+	.load_clients = pg_load_clients_,
+	.load_files = pg_load_files_,
+	.msg_totals = pg_msg_totals_,
+	.msg_blobs = pg_msg_blobs_,
+	.syncs = pg_syncs,
+};
+
+/* libpq takes both spellings */
+const struct bw_meta_backend bw_meta_postgres = {
+	.scheme = "postgres",
+	.open = pg_open_postgres,
+	.close = pg_close,
+	.submit = pg_submit,
+	.run = pg_run_now,
+	.load_clients = pg_load_clients_,
+	.load_files = pg_load_files_,
+	.msg_totals = pg_msg_totals_,
+	.msg_blobs = pg_msg_blobs_,
+	.syncs = pg_syncs,
+};

@@ -1,0 +1,439 @@
+/* The PostgreSQL backend's requests: each operation of host/meta.h as the
+ * statements it takes (most take one round trip), the reads of messages a
+ * page at a time, and the start-up loads, streamed a row at a time so that
+ * a large table is never all in memory.
+ */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bulwark/crypto.h"
+#include "bulwark/err.h"
+#include "bulwark/log.h"
+#include "host/pg/pg_int.h"
+
+/* Runs statement id; its result goes if keep is NULL. *changed: rows. */
+static int
+step(struct pg_conn *pc, enum pg_stmt id, const struct pg_params *p,
+     const char *what, uint64_t *changed, PGresult **keep)
+{
+	PGresult *res = pg_run(pc, id, p);
+	int rc = pg_result_rc(pc, res, what);
+
+	if (rc == 0 && changed != NULL)
+		*changed = strtoull(PQcmdTuples(res), NULL, 10);
+	if (rc == 0 && keep != NULL) {
+		*keep = res;
+		return 0;
+	}
+	PQclear(res);
+	return rc;
+}
+
+static int
+client_insert(struct pg_conn *pc, const struct bw_client_rec *c)
+{
+	struct pg_params p = {0};
+	uint64_t n = 0;
+	int rc;
+
+	pg_p_bytes(&p, c->id, BW_ID_LEN);
+	pg_p_bytes(&p, c->name, strlen(c->name));
+	pg_p_bytes(&p, c->has_pubkey ? c->pubkey : NULL, BW_RSA_PUB_LEN);
+	pg_p_i64(&p, c->last_seen);
+	pg_p_bytes(&p, c->has_aes ? c->aes_key : NULL, BW_AES_KEY_LEN);
+	pg_p_i64(&p, c->key_issued);
+	pg_p_bool(&p, c->key_used);
+	if ((rc = step(pc, PS_CLIENT_INSERT, &p, "a new client", &n, NULL)) !=
+	    0)
+		return rc;
+	return n == 1 ? 0 : BW_EEXIST; /* ON CONFLICT DO NOTHING */
+}
+
+static int
+client_key(struct pg_conn *pc, const struct bw_meta_req *r)
+{
+	struct pg_params p = {0};
+	uint64_t n = 0;
+	int rc;
+
+	pg_p_bytes(&p, r->u.key.id, BW_ID_LEN);
+	pg_p_bytes(&p, r->u.key.pubkey, BW_RSA_PUB_LEN);
+	pg_p_bytes(&p, r->u.key.aes, BW_AES_KEY_LEN);
+	pg_p_i64(&p, r->u.key.issued);
+	pg_p_bool(&p, r->u.key.used);
+	pg_p_i64(&p, r->u.key.last_seen);
+	if ((rc = step(pc, PS_CLIENT_SET_KEY, &p, "a key", &n, NULL)) != 0)
+		return rc;
+	return n > 0 ? 0 : BW_ENOTFOUND;
+}
+
+static int
+client_touch(struct pg_conn *pc, const struct bw_meta_req *r)
+{
+	struct pg_params p;
+	size_t i;
+	int rc = 0;
+
+	/* a client dropped meanwhile changes nothing: not an error */
+	for (i = 0; i < r->u.touch.n && rc == 0; i++) {
+		memset(&p, 0, sizeof(p));
+		pg_p_bytes(&p, r->u.touch.v[i].id, BW_ID_LEN);
+		pg_p_i64(&p, r->u.touch.v[i].last_seen);
+		rc = step(pc, PS_CLIENT_TOUCH, &p, "LastSeen", NULL, NULL);
+	}
+	return rc;
+}
+
+static int
+file_set(struct pg_conn *pc, const struct bw_meta_req *r)
+{
+	const struct bw_file_rec *f = r->u.file.rec;
+	struct pg_params p = {0};
+	int rc;
+
+	pg_p_bytes(&p, r->u.file.id, BW_ID_LEN);
+	pg_p_text(&p, r->u.file.path);
+	pg_p_bytes(&p, f != NULL ? f->file_name : "",
+		   f != NULL ? strlen(f->file_name) : 0);
+	if ((rc = step(pc, PS_FILE_DROP, &p, "a file", NULL, NULL)) != 0 ||
+	    f == NULL)
+		return rc;
+	memset(&p, 0, sizeof(p));
+	pg_p_bytes(&p, r->u.file.id, BW_ID_LEN);
+	pg_p_bytes(&p, f->file_name, strlen(f->file_name));
+	pg_p_text(&p, f->path_name);
+	pg_p_bool(&p, f->verified);
+	pg_p_bytes(&p, f->pending_name[0] != '\0' ? f->pending_name : NULL,
+		   strlen(f->pending_name));
+	pg_p_opt_text(&p, f->pending_path);
+	return step(pc, PS_FILE_INSERT, &p, "a file", NULL, NULL);
+}
+
+static int
+msg_insert(struct pg_conn *pc, struct bw_msg_rec *m)
+{
+	struct pg_params p = {0};
+	PGresult *res = NULL;
+	int rc;
+
+	if (m->size > INT_MAX && m->path[0] == '\0')
+		return BW_ETOOBIG;
+	pg_p_bytes(&p, m->to, BW_ID_LEN);
+	pg_p_bytes(&p, m->from, BW_ID_LEN);
+	pg_p_i32(&p, (int32_t)m->type);
+	if (m->path[0] == '\0')
+		pg_p_bytes(&p,
+			   m->content != NULL ? m->content : (const void *)"",
+			   (size_t)m->size);
+	else
+		pg_p_bytes(&p, NULL, 0);
+	pg_p_i64(&p, (int64_t)m->size);
+	pg_p_opt_text(&p, m->path);
+	if ((rc = step(pc, PS_MSG_INSERT, &p, "a message", NULL, &res)) != 0)
+		return rc;
+	m->id = PQntuples(res) == 1 ? pg_col_i64(res, 0, 0) : 0;
+	PQclear(res);
+	if (m->id <= 0 || m->id > BW_META_MSG_ID_MAX)
+		return BW_EDB;
+	return 0;
+}
+
+static int
+msg_delete(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
+{
+	struct pg_params p = {0};
+	PGresult *res = NULL;
+	char path[BW_PATH_CAP];
+	int i, rows, rc;
+
+	r->u.del.n = r->u.del.bytes = 0;
+	pg_p_bytes(&p, r->u.del.to, BW_ID_LEN);
+	pg_p_i64(&p, r->u.del.upto);
+	if ((rc = step(pc, PS_MSG_DELETE, &p, "delivered messages", NULL,
+		       &res)) != 0)
+		return rc;
+	rows = PQntuples(res);
+	for (i = 0; i < rows && rc == 0; i++) {
+		r->u.del.bytes += (uint64_t)pg_col_i64(res, i, 1);
+		if (pg_col_str(res, i, 0, path, sizeof(path)) == 0 &&
+		    r->u.del.path != NULL)
+			rc = r->u.del.path(r->u.del.path_arg, path);
+	}
+	PQclear(res);
+	r->u.del.n = (uint64_t)rows;
+	if (rc != 0) {
+		*abort = 1; /* the caller could not keep the keys: undone */
+		r->u.del.n = r->u.del.bytes = 0;
+	}
+	return rc;
+}
+
+int
+pg_op(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
+{
+	struct pg_params p = {0};
+	int rc;
+
+	*abort = 0;
+	switch (r->op) {
+	case BW_META_CLIENT_INSERT:
+		rc = client_insert(pc, r->u.client);
+		break;
+	case BW_META_CLIENT_KEY:
+		rc = client_key(pc, r);
+		break;
+	case BW_META_CLIENT_TOUCH:
+		rc = client_touch(pc, r);
+		break;
+	case BW_META_FILE_SET:
+		rc = file_set(pc, r);
+		break;
+	case BW_META_MSG_INSERT:
+		rc = msg_insert(pc, r->u.msg);
+		break;
+	case BW_META_MSG_DROP:
+		pg_p_i64(&p, r->u.drop);
+		rc = step(pc, PS_MSG_DROP, &p, "a message", NULL, NULL);
+		break;
+	case BW_META_MSG_DELETE:
+		return msg_delete(pc, r, abort);
+	case BW_META_SYNC:
+		return 0;
+	case BW_META_MSG_READ:
+	default:
+		return BW_ECONFIG; /* not a write */
+	}
+	/* a refusal (a name taken, no such client) changed nothing; any
+	 * other failure leaves the transaction aborted */
+	if (rc != 0 && rc != BW_EEXIST && rc != BW_ENOTFOUND)
+		*abort = 1;
+	return rc;
+}
+
+/* --- reads of messages, a page at a time ---------------------------------
+ */
+
+int
+pg_read_page(struct pg_conn *pc, struct bw_meta_req *r, unsigned page)
+{
+	struct pg_params p = {0};
+	PGresult *res = NULL;
+	unsigned want = page;
+	int rc;
+
+	if (r->u.read.limit > 0 && r->u.read.limit - r->be_rows < want)
+		want = r->u.read.limit - r->be_rows;
+	pg_p_bytes(&p, r->u.read.to, BW_ID_LEN);
+	pg_p_i64(&p,
+		 r->be_after > r->u.read.after ? r->be_after : r->u.read.after);
+	pg_p_i64(&p, r->u.read.upto > 0 ? r->u.read.upto : INT64_MAX);
+	pg_p_i64(&p, (int64_t)want);
+	pg_p_bool(&p, r->u.read.content);
+	if ((rc = step(pc, PS_MSG_EACH, &p, "messages", NULL, &res)) != 0)
+		return rc;
+	r->be_res = res;
+	return 0;
+}
+
+int
+pg_read_replay(struct bw_meta_req *r, unsigned page)
+{
+	PGresult *res = r->be_res;
+	struct bw_msg_rec m;
+	int i, rows = PQntuples(res), more;
+	unsigned want = page;
+
+	if (r->u.read.limit > 0 && r->u.read.limit - r->be_rows < want)
+		want = r->u.read.limit - r->be_rows;
+	more = (unsigned)rows == want;
+	for (i = 0; i < rows; i++) {
+		memset(&m, 0, sizeof(m));
+		m.id = pg_col_i64(res, i, 0);
+		r->be_after = m.id;
+		r->be_rows++;
+		memcpy(m.to, r->u.read.to, BW_ID_LEN);
+		if (pg_col_exact(res, i, 1, m.from, BW_ID_LEN) != 1 ||
+		    pg_col_i64(res, i, 3) < 0)
+			continue; /* a row no client can have sent */
+		m.type = (unsigned)pg_col_i32(res, i, 2);
+		m.size = (uint64_t)pg_col_i64(res, i, 3);
+		if (pg_col_str(res, i, 4, m.path, sizeof(m.path)) != 0)
+			m.path[0] = '\0';
+		if (r->u.read.content && m.path[0] == '\0') {
+			m.content = (const uint8_t *)PQgetvalue(res, i, 5);
+			m.size = (uint64_t)PQgetlength(res, i, 5);
+		}
+		if (r->u.read.row(r->u.read.row_arg, &m) != 0) {
+			more = 0;
+			break;
+		}
+	}
+	PQclear(res);
+	r->be_res = NULL;
+	if (r->u.read.limit > 0 && r->be_rows >= r->u.read.limit)
+		more = 0;
+	return more;
+}
+
+/* --- whole tables ----------------------------------------------------------
+ */
+
+typedef int (*row_fn)(void *arg, const PGresult *res);
+
+/* sql's rows one at a time to fn; a non-zero return stops (and the rest
+ * of the result is drained) and is returned. */
+static int
+each_row(struct pg_conn *pc, const char *sql, row_fn fn, void *arg)
+{
+	PGresult *res;
+	int rc = 0, st;
+
+	if (!PQsendQueryParams(pc->c, sql, 0, NULL, NULL, NULL, NULL, 1) ||
+	    !PQsetSingleRowMode(pc->c))
+		return pg_result_rc(pc, NULL, sql);
+	while ((res = PQgetResult(pc->c)) != NULL) {
+		st = (int)PQresultStatus(res);
+		if (st == PGRES_SINGLE_TUPLE) {
+			if (rc == 0)
+				rc = fn(arg, res);
+		} else if (st != PGRES_TUPLES_OK && rc == 0) {
+			rc = pg_result_rc(pc, res, sql);
+		}
+		PQclear(res);
+	}
+	return rc;
+}
+
+struct load {
+	union {
+		bw_meta_client_cb client;
+		bw_meta_file_cb file;
+		bw_meta_totals_cb totals;
+		bw_meta_blobs_cb blobs;
+	} cb;
+	void *arg;
+	unsigned skipped;
+};
+
+static int
+client_row(void *arg, const PGresult *res)
+{
+	struct load *l = arg;
+	struct bw_client_rec c;
+	int rc;
+
+	memset(&c, 0, sizeof(c));
+	if (pg_col_exact(res, 0, 0, c.id, BW_ID_LEN) != 1 ||
+	    pg_col_str(res, 0, 1, c.name, sizeof(c.name)) != 0 ||
+	    (c.has_pubkey =
+		     pg_col_exact(res, 0, 2, c.pubkey, sizeof(c.pubkey))) < 0 ||
+	    (c.has_aes = pg_col_exact(res, 0, 4, c.aes_key,
+				      sizeof(c.aes_key))) < 0) {
+		l->skipped++;
+		return 0;
+	}
+	c.last_seen = pg_col_i64(res, 0, 3);
+	c.key_issued = pg_col_i64(res, 0, 5);
+	c.key_used = pg_col_bool(res, 0, 6);
+	rc = l->cb.client(l->arg, &c);
+	bw_wipe(&c, sizeof(c));
+	return rc;
+}
+
+int
+pg_load_clients(struct pg_conn *pc, bw_meta_client_cb cb, void *arg)
+{
+	struct load l = {.cb.client = cb, .arg = arg};
+	int rc = each_row(pc,
+			  "SELECT ID, Name, PublicKey, "
+			  "coalesce(extract(epoch FROM LastSeen)::int8, 0), "
+			  "AESKey, KeyIssued, KeyUsed FROM clients",
+			  client_row, &l);
+
+	if (l.skipped > 0)
+		bw_warn("store: skipped %u unreadable clients row(s)",
+			l.skipped);
+	return rc;
+}
+
+static int
+file_row(void *arg, const PGresult *res)
+{
+	struct load *l = arg;
+	struct bw_file_rec f;
+
+	memset(&f, 0, sizeof(f));
+	if (pg_col_exact(res, 0, 0, f.client_id, BW_ID_LEN) != 1 ||
+	    pg_col_str(res, 0, 1, f.file_name, sizeof(f.file_name)) != 0 ||
+	    pg_col_str(res, 0, 2, f.path_name, sizeof(f.path_name)) != 0) {
+		l->skipped++;
+		return 0;
+	}
+	f.verified = pg_col_bool(res, 0, 3);
+	if (pg_col_str(res, 0, 4, f.pending_name, sizeof(f.pending_name)) !=
+		    0 ||
+	    pg_col_str(res, 0, 5, f.pending_path, sizeof(f.pending_path)) != 0)
+		f.pending_name[0] = f.pending_path[0] = '\0';
+	return l->cb.file(l->arg, &f);
+}
+
+int
+pg_load_files(struct pg_conn *pc, bw_meta_file_cb cb, void *arg)
+{
+	struct load l = {.cb.file = cb, .arg = arg};
+	int rc = each_row(pc,
+			  "SELECT ID, FileName, PathName, Verified, "
+			  "PendingName, PendingPath FROM files",
+			  file_row, &l);
+
+	if (l.skipped > 0)
+		bw_warn("store: skipped %u unreadable files row(s)", l.skipped);
+	return rc;
+}
+
+static int
+totals_row(void *arg, const PGresult *res)
+{
+	struct load *l = arg;
+	uint8_t to[BW_ID_LEN];
+
+	if (pg_col_exact(res, 0, 0, to, BW_ID_LEN) != 1)
+		return 0;
+	return l->cb.totals(l->arg, to, (uint64_t)pg_col_i64(res, 0, 1),
+			    (uint64_t)pg_col_i64(res, 0, 2));
+}
+
+int
+pg_msg_totals(struct pg_conn *pc, bw_meta_totals_cb cb, void *arg)
+{
+	struct load l = {.cb.totals = cb, .arg = arg};
+
+	return each_row(pc,
+			"SELECT ToClient, count(*)::int8, "
+			"sum(coalesce(ContentSize, octet_length(Content), "
+			"0))::int8 FROM messages GROUP BY ToClient",
+			totals_row, &l);
+}
+
+static int
+blob_row(void *arg, const PGresult *res)
+{
+	struct load *l = arg;
+	char key[BW_PATH_CAP];
+
+	if (pg_col_str(res, 0, 1, key, sizeof(key)) != 0)
+		return 0;
+	return l->cb.blobs(l->arg, pg_col_i64(res, 0, 0), key);
+}
+
+int
+pg_msg_blobs(struct pg_conn *pc, bw_meta_blobs_cb cb, void *arg)
+{
+	struct load l = {.cb.blobs = cb, .arg = arg};
+
+	return each_row(pc,
+			"SELECT ID, ContentPath FROM messages "
+			"WHERE ContentPath IS NOT NULL",
+			blob_row, &l);
+}
