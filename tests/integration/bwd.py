@@ -21,6 +21,9 @@ import bwvault as bw
 REPO = Path(__file__).resolve().parents[2]
 BULWARKD = Path(os.environ.get("BULWARKD", REPO / "build" / "dev" / "bulwarkd"))
 BULWARK = Path(os.environ.get("BULWARK", REPO / "build" / "dev" / "bulwark"))
+# "postgresql": every Daemon whose command line is built here keeps its rows
+# in a database of its own on pgserver.shared() (--db), not in defensive.db
+TEST_DB = os.environ.get("BULWARK_TEST_DB", "sqlite")
 
 # `msg="vault listening on 127.0.0.1:40123"`, one line per listener (shared,
 # vault, messenger, console, rooms, metrics)
@@ -242,6 +245,109 @@ def _not_connections():
 # bulwarkd
 
 
+class PgRow:
+    """A row of PgCon: by position, or by column name in any case."""
+
+    # names are bytea on PostgreSQL (exact bytes) and TEXT in SQLite: given
+    # to the tests as str, as sqlite3 gives them
+    TEXT_NAMES = ("name", "filename", "pendingname")
+
+    def __init__(self, names, values):
+        self._names = [n.lower() for n in names]
+        self._values = [bytes(v) if isinstance(v, memoryview) else v for v in values]
+        for i, n in enumerate(self._names):
+            if n in self.TEXT_NAMES and isinstance(self._values[i], bytes):
+                self._values[i] = self._values[i].decode("utf-8", "surrogateescape")
+
+    def __getitem__(self, k):
+        if isinstance(k, str):
+            return self._values[self._names.index(k.lower())]
+        return self._values[k]
+
+    def __len__(self):
+        return len(self._values)
+
+    # the embedded schema's spelling (PostgreSQL folds names to lower case)
+    SPELLING = {n.lower(): n for n in (
+        "ID", "Name", "PublicKey", "LastSeen", "AESKey", "KeyIssued", "KeyUsed", "NameText",
+        "FileName", "PathName", "Verified", "PendingName", "PendingPath", "FileNameText",
+        "ToClient", "FromClient", "Type", "Content", "ContentSize", "ContentPath")}
+
+    def keys(self):
+        return [self.SPELLING.get(n, n) for n in self._names]
+
+
+class PgCursor:
+    def __init__(self, cur):
+        self._cur = cur
+        self.rowcount = cur.rowcount
+
+    def _row(self, values):
+        return PgRow([d[0] for d in self._cur.description], values)
+
+    def fetchall(self):
+        return [self._row(v) for v in self._cur.fetchall()]
+
+    def fetchone(self):
+        v = self._cur.fetchone()
+        return None if v is None else self._row(v)
+
+    def __iter__(self):
+        return iter(self.fetchall())
+
+
+class PgCon:
+    """What the tests use of a sqlite3 connection, on PostgreSQL."""
+
+    def __init__(self, con):
+        self._con = con
+
+    def execute(self, sql, args=()):
+        import psycopg2
+
+        cur = self._con.cursor()
+        if not args:
+            cur.execute(sql)  # no parameters: a % is a %
+        else:
+            cur.execute(sql.replace("%", "%%").replace("?", "%s"),
+                        tuple(psycopg2.Binary(a) if isinstance(a, (bytes, bytearray)) else a
+                              for a in args))
+        return PgCursor(cur)
+
+    def executemany(self, sql, rows):
+        for r in rows:
+            self.execute(sql, r)
+
+    def commit(self):
+        pass  # autocommit
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def close(self):
+        self._con.close()
+
+
+def connect_db(data_dir):
+    """A connection to the database of the bulwarkd of data_dir, running or
+    stopped: its defensive.db (rows as sqlite3.Row), or on PostgreSQL
+    (BULWARK_TEST_DB) a PgCon to the database the Daemon of that directory
+    was given."""
+    if TEST_DB == "postgresql":
+        import pgserver
+
+        pg = pgserver.shared()
+        return PgCon(pg.connect(pg.db_for(Path(data_dir).resolve())))
+    path = Path(data_dir) / "defensive.db"
+    assert path.exists(), "no %s" % path
+    con = sqlite3.connect(str(path), timeout=10)
+    con.row_factory = sqlite3.Row
+    return con
+
+
 class Daemon:
     """bulwarkd as the integration tests run it. conftest's start_server
     fixture makes every one (and at teardown stops it, which must give exit
@@ -311,7 +417,15 @@ class Daemon:
                           if console else ["--no-console"])
             self.argv += (["--rooms-listen", "127.0.0.1", "--rooms-port", str(rooms_port)]
                           if rooms else ["--no-rooms"])
-            self.argv += ["--shutdown-grace", "2"] + self.extra_args
+            self.argv += ["--shutdown-grace", "2"]
+            if TEST_DB == "postgresql":
+                import pgserver
+
+                self.pg = pgserver.shared()
+                self.pg_db = self.pg.db_for(self.data_dir.resolve())
+                self.argv += ["--db", self.pg.url(self.pg_db)]
+                self.env = {**self.pg.env(), **(self.env or {})}
+            self.argv += self.extra_args
             self.want = (("vault",) + (("console",) if console else ())
                          + (("rooms",) if rooms else ()))
         if log_path is None:
@@ -328,6 +442,8 @@ class Daemon:
         self._log = self._stdout = None
         self._log_start = 0
         self._dbs = []
+        if not hasattr(self, "pg_db"):
+            self.pg, self.pg_db = None, None
 
     # lifecycle ---------------------------------------------------------
     def command(self):
@@ -552,11 +668,10 @@ class Daemon:
         return out
 
     def db(self):
-        """A sqlite3 connection to defensive.db (rows as sqlite3.Row)."""
-        path = self.data_dir / "defensive.db"
-        assert path.exists(), "no %s" % path
-        con = sqlite3.connect(str(path), timeout=10)
-        con.row_factory = sqlite3.Row
+        """A connection to the daemon's database: defensive.db (rows as
+        sqlite3.Row), or its PostgreSQL database (PgCon: the same calls, ?
+        placeholders, rows by column name in any case)."""
+        con = connect_db(self.data_dir)
         self._dbs.append(con)
         return con
 

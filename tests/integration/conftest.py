@@ -11,6 +11,18 @@ from bwd import Daemon
 _require = bwd.require_file
 
 
+def pytest_collection_modifyitems(config, items):
+    """On PostgreSQL (BULWARK_TEST_DB), the tests of defensive.db itself
+    are skipped with their reason; every other test runs as it is."""
+    if bwd.TEST_DB == "sqlite":
+        return
+    for item in items:
+        mark = item.get_closest_marker("sqlite_only")
+        if mark is not None:
+            item.add_marker(pytest.mark.skip(
+                reason="embedded database only: " + (mark.args[0] if mark.args else "")))
+
+
 @pytest.fixture
 def start_server(tmp_path):
     """Factory: start_server(*extra_args, data_dir=None, log_path=None,

@@ -386,7 +386,8 @@ def test_every_long_option_of_help_is_a_config_key(daemon, tmp_path):
     log_file = tmp_path / "bulwarkd.log"
     (tmp_path / "data").mkdir()
     values = {
-        "data-dir": tmp_path / "data", "port": "0", "listen": H, "max-conns": "100",
+        "data-dir": tmp_path / "data", "db": "sqlite:%s" % (tmp_path / "data" / "defensive.db"),
+        "port": "0", "listen": H, "max-conns": "100",
         "max-conns-per-addr": "50", "max-bodies-per-addr": "8", "pull-max-messages": "1000",
         "max-pulls-per-client": "2", "reply-memory": "1048576",
         "max-file-size": "1000000", "max-uploads": "10", "max-uploads-per-addr": "5",

@@ -839,6 +839,7 @@ def test_messages_stored_queued_and_delivered(start_metrics):
     b.close()
 
 
+@pytest.mark.sqlite_only("fsyncs of defensive.db's WAL on the workers, slowed and failed by the shim")
 def test_msg_syncs_store_errors_worker_jobs_and_603_604_errors(start_metrics, shim, tmp_path):
     """With the fault shim, the first fsync of the journal after arming
     takes a second (a job on a worker all along) and the second fails."""

@@ -238,8 +238,7 @@ def vm_rss(pid):
 
 
 def ro_query(srv, sql, args=()):
-    path = srv.data_dir / "defensive.db"
-    con = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=10)
+    con = bwd.connect_db(srv.data_dir)
     try:
         return con.execute(sql, args).fetchall()
     finally:
@@ -270,6 +269,18 @@ def insert_messages(data_dir, rows):
     """Rows (to, from, type, content, content_size, content_path) appended
     to the messages table of a stopped bulwarkd, ids after every id used,
     and bulwark_meta's last id moved past them. Returns the new ids."""
+    if bwd.TEST_DB == "postgresql":
+        con = bwd.connect_db(data_dir)
+        try:
+            ids = []
+            for r in rows:
+                ids.append(con.execute(
+                    "INSERT INTO messages(ID, ToClient, FromClient, Type, Content, ContentSize, "
+                    "ContentPath) VALUES(nextval('message_ids'), ?, ?, ?, ?, ?, ?) RETURNING ID",
+                    tuple(r)).fetchone()[0])
+        finally:
+            con.close()
+        return ids
     con = sqlite3.connect(str(data_dir / "defensive.db"), timeout=10)
     try:
         with con:

@@ -142,6 +142,7 @@ def test_hundreds_of_idle_connections_while_a_session_completes(server):
             s.close()
 
 
+@pytest.mark.sqlite_only("a failing fdatasync of defensive.db's WAL")
 def test_a_failing_fsync_never_answers_2103(start_server, shim, tmp_path):
     """With the WAL's fdatasync failing, a 603 gets 9000, never a 2103 it
     cannot keep."""

@@ -672,12 +672,14 @@ def run_replacement_faults(start_server, shim, tmp_path, base):
                     % (len(problems), runs, "\n".join(problems)))
 
 
+@pytest.mark.sqlite_only("copies the data directory, defensive.db included, between the recorded and the faulted runs")
 @pytest.mark.slow
 def test_io_error_at_any_step_of_a_replacement_keeps_the_verified_file(start_server, shim,
                                                                        tmp_path):
     run_replacement_faults(start_server, shim, tmp_path, "errno")
 
 
+@pytest.mark.sqlite_only("copies the data directory, defensive.db included, between the recorded and the faulted runs")
 @pytest.mark.slow
 def test_kill_at_any_step_of_a_replacement_keeps_a_verified_file(start_server, shim,
                                                                  tmp_path):
@@ -760,6 +762,7 @@ def run_first_fault(start_server, shim, prepared, ident, workdir, step, action, 
             for p in problems]
 
 
+@pytest.mark.sqlite_only("copies the data directory, defensive.db included, between the recorded and the faulted runs")
 @pytest.mark.slow
 @pytest.mark.parametrize("base", ["errno", "kill"])
 def test_first_upload_failing_at_any_step_leaves_a_row_only_with_its_whole_file(
@@ -835,7 +838,8 @@ def test_startup_removes_a_file_no_row_names_and_touches_nothing_else(start_serv
     before = {p: (st.st_ino, st.st_mtime_ns, st.st_size)
               for p in (doc_path(srv, ident), doc_path(srv, other))
               for st in [p.stat()]}
-    rows_before = file_rows(srv.data_dir / "defensive.db")
+    rows_before = [{k: r[k] for k in r.keys()}
+                   for r in srv.query("SELECT * FROM files ORDER BY ID, FileName")]
 
     srv2 = start_server(data_dir=srv.data_dir)
     lines = reconcile_lines(srv2)
@@ -848,8 +852,8 @@ def test_startup_removes_a_file_no_row_names_and_touches_nothing_else(start_serv
         st = p.stat()
         assert (st.st_ino, st.st_mtime_ns, st.st_size) == (ino, mtime, size), "%s was touched" % p
         assert p.read_bytes() == doc
-    assert [dict(r) for r in srv2.query("SELECT * FROM files ORDER BY ID, FileName")] \
-        == rows_before
+    assert [{k: r[k] for k in r.keys()}
+            for r in srv2.query("SELECT * FROM files ORDER BY ID, FileName")] == rows_before
     srv2.stop()
 
 
@@ -857,6 +861,7 @@ def test_startup_removes_a_file_no_row_names_and_touches_nothing_else(start_serv
 # Durability of the answers: a 2103 or a 2104 promises the row is on disk
 
 
+@pytest.mark.sqlite_only("a slowed and failed fdatasync of defensive.db's WAL")
 def test_a_2103_waits_for_the_journal_fsync_and_a_failed_one_is_2107(start_server, shim,
                                                                      tmp_path):
     """The database commits without syncing (WAL); a 2103 promises the

@@ -1,0 +1,250 @@
+"""bulwarkd on PostgreSQL (--db postgresql://...), against a real server
+started here (pgserver.PgServer: initdb, password authentication): the
+rows where psql shows them, the password kept out of logs and ps, the
+schema's versions, two daemons migrating one database at once, the server
+stopped or killed while clients work (every request answered, nothing
+acknowledged lost, the daemon back by itself), and the loop serving while a
+statement is slow. The rest of the suite runs on PostgreSQL as well
+(BULWARK_TEST_DB=postgresql in scripts/check)."""
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+import bwd
+import bwmsg
+import bwvault as bw
+import pgserver
+from bwd import rsa_key, unique_name, wait_for
+
+H = "127.0.0.1"
+
+
+@pytest.fixture
+def pg():
+    if pgserver.pg_bin() is None:
+        if os.environ.get("BULWARK_REQUIRE_BINARIES"):
+            pytest.fail("PostgreSQL is not installed (scripts/deps test)")
+        pytest.skip("PostgreSQL is not installed")
+    srv = pgserver.PgServer().init().start()
+    yield srv
+    srv.destroy()
+
+
+def db_name():
+    return unique_name("db").replace("-", "_")
+
+
+def start_on(start_server, pg, *extra, db=None, url=None, env=None, **kw):
+    db = db or pg.create_db(db_name())
+    return start_server("--db", url or pg.url(db), *extra,
+                        env=pg.env() if env is None else env, **kw), db
+
+
+def test_rows_are_where_psql_shows_them_and_survive_a_restart(start_server, pg, tmp_path):
+    srv, db = start_on(start_server, pg)
+    a, b = bwmsg.MsgClient(H, srv.port), bwmsg.MsgClient(H, srv.port)
+    a.register(unique_name("alice"), key=rsa_key(0))
+    b.register(unique_name("bob"), key=rsa_key(1))
+    mid = a.send(b.client_id, 3, b"hello")
+    rows = pg.psql("SELECT encode(ID, 'hex'), NameText, octet_length(PublicKey) FROM clients "
+                   "ORDER BY NameText", db=db).split()
+    assert rows == sorted(["%s|%s|160" % (c.client_id.hex(), c.name) for c in (a, b)],
+                          key=lambda r: r.split("|")[1])
+    assert pg.psql("SELECT ID, encode(ToClient, 'hex'), Type, octet_length(Content) "
+                   "FROM messages", db=db).strip() == "%d|%s|3|5" % (mid, b.client_id.hex())
+    srv.stop()
+
+    # a new daemon (another data directory) on the same database knows them
+    srv2, _ = start_on(start_server, pg, db=db)
+    c = bwmsg.MsgClient(H, srv2.port)
+    c.client_id = b.client_id
+    assert c.public_key(a.client_id) == bw.spki_der(a.key)
+    code, _ = bwmsg.MsgClient(H, srv2.port).request(
+        bwmsg.REGISTER, bw.name_field(a.name) + bw.spki_der(rsa_key(2)))
+    assert code == bwmsg.ERROR, "a name taken on the database is taken"
+    recs = c.pull()
+    assert [(r[0], r[1], r[3]) for r in recs] == [(a.client_id, mid, b"hello")]
+    c.close()  # evidence of delivery
+    assert wait_for(lambda: pg.psql("SELECT count(*) FROM messages", db=db).strip() == "0")
+    a2 = bwmsg.MsgClient(H, srv2.port)
+    a2.client_id = a.client_id
+    assert a2.send(b.client_id, 3, b"x") > mid, "ids are never reused"
+
+
+def test_the_password_is_in_neither_the_log_nor_ps(start_server, pg):
+    db = pg.create_db(db_name())
+    url = "postgresql://%s:%s@127.0.0.1:%d/%s" % (pg.user, pg.password, pg.port, db)
+    srv, _ = start_on(start_server, pg, url=url, env={})
+    with open("/proc/%d/cmdline" % srv.proc.pid, "rb") as f:
+        cmdline = f.read()
+    assert pg.password.encode() not in cmdline
+    assert b"--db" in cmdline
+    bwmsg.MsgClient(H, srv.port).register(unique_name("u"), key=rsa_key(0))
+    srv.stop()
+    assert pg.password not in srv.log()
+    assert "postgresql://%s:***@127.0.0.1" % pg.user in srv.log()
+
+
+def test_a_wrong_password_refuses_to_start_in_one_line(start_server, pg):
+    srv, _ = start_on(start_server, pg, env={"PGPASSWORD": "not-" + pg.password}, wait=False)
+    rc, log = srv.wait_exit()
+    assert rc not in (None, 0)
+    lines = [ln for ln in log.splitlines() if "cannot connect to PostgreSQL" in ln]
+    assert len(lines) == 1 and "password authentication failed" in lines[0], log
+    assert ("not-" + pg.password) not in log
+
+
+def test_a_schema_newer_than_the_daemon_is_refused(start_server, pg):
+    srv, db = start_on(start_server, pg)
+    srv.stop()
+    pg.psql("INSERT INTO bulwark_schema(version) VALUES (99)", db=db)
+    srv2, _ = start_on(start_server, pg, db=db, wait=False)
+    rc, log = srv2.wait_exit()
+    assert rc not in (None, 0)
+    assert "schema is version 99, newer than this bulwarkd knows" in log
+    assert pg.psql("SELECT count(*) FROM clients", db=db).strip() == "0", "tables untouched"
+
+
+def test_two_daemons_starting_at_once_migrate_once(start_server, pg):
+    db = pg.create_db(db_name())
+    srvs = [start_server("--db", pg.url(db), env=pg.env(), wait=False) for _ in range(3)]
+    def listening(s):
+        s._take_ports()
+        return "vault" in s.ports
+
+    for s in srvs:
+        assert wait_for(lambda: listening(s), 20), s.log_tail()
+    assert pg.psql("SELECT version FROM bulwark_schema", db=db).split() == ["1"]
+    migrated = sum("schema brought to version 1" in s.log() for s in srvs)
+    assert migrated == 1
+
+
+def _traffic(port, stop, results, i):
+    """One client: registrations and messages to itself until stop; each
+    answer recorded (code, message id or None)."""
+    c = bwmsg.MsgClient(H, port, timeout=20)
+    while True:
+        try:
+            c.register(unique_name("t%d" % i), key=rsa_key(i))
+            break
+        except bwmsg.ServerError:
+            time.sleep(0.05)  # the database is down: try again
+    results.append(("me", c.client_id))
+    n = 0
+    while not stop.is_set():
+        n += 1
+        code, body = c.request(bwmsg.SEND, bwmsg.SEND_PREFIX.pack(c.client_id, 3, 8)
+                               + n.to_bytes(8, "little"))
+        assert code in (bwmsg.STORED, bwmsg.ERROR), code
+        results.append((code, int.from_bytes(body[16:20], "little") if code == bwmsg.STORED
+                        else None, n))
+        r = bwmsg.MsgClient(H, port, timeout=20)
+        code, body = r.request(bwmsg.REGISTER, bw.name_field(unique_name("r%d" % i))
+                               + bw.spki_der(rsa_key(i)))
+        r.close()
+        assert code in (bwmsg.REGISTERED, bwmsg.ERROR), code
+    c.close()
+
+
+@pytest.mark.parametrize("how", ["restart", "crash"])
+def test_postgresql_lost_mid_traffic_loses_nothing_acknowledged(start_server, pg, how):
+    srv, db = start_on(start_server, pg)
+    stop, threads, results = threading.Event(), [], [[] for _ in range(4)]
+    errors = []
+
+    def run(i):
+        try:
+            _traffic(srv.port, stop, results[i], i)
+        except Exception as e:  # a hang or a wrong answer fails the test
+            errors.append(repr(e))
+
+    for i in range(4):
+        threads.append(threading.Thread(target=run, args=(i,)))
+        threads[-1].start()
+    assert wait_for(lambda: sum(len(r) for r in results) > 40, 20)
+    pg.stop(signal.SIGINT if how == "restart" else signal.SIGKILL)
+    n_down = sum(len(r) for r in results)
+    assert wait_for(lambda: sum(len(r) for r in results) > n_down + 8, 20), \
+        "requests while the database is down are answered (9000), not held"
+    pg.start()
+    n_up = sum(len(r) for r in results)
+    # served again without a restart: stored answers come back
+    assert wait_for(lambda: any(x[0] == bwmsg.STORED for r in results for x in r[n_up // 4:]),
+                    30), srv.log_tail()
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert srv.alive()
+    log = srv.log()
+    assert log.count("lost the connection to PostgreSQL") == 1, log
+    assert "is back" in log
+    assert any(x[0] == bwmsg.ERROR for r in results for x in r[1:]), "the outage was seen"
+    # every 2103 is kept: its message is pulled
+    for r in results:
+        me = r[0][1]
+        acked = {x[2] for x in r[1:] if x[0] == bwmsg.STORED}
+        c = bwmsg.MsgClient(H, srv.port)
+        c.client_id = me
+        got = {int.from_bytes(rec[3], "little") for rec in c.pull()}
+        c.close()
+        assert acked <= got, "acknowledged and lost: %s" % sorted(acked - got)[:10]
+
+
+def test_a_slow_statement_does_not_hold_other_clients(start_server, pg):
+    srv, db = start_on(start_server, pg)
+    a, b = bwmsg.MsgClient(H, srv.port), bwmsg.MsgClient(H, srv.port)
+    a.register(unique_name("a"), key=rsa_key(0))
+    b.register(unique_name("b"), key=rsa_key(1))
+    pg.psql("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN PERFORM pg_sleep(3); RETURN NEW; END$$; "
+            "CREATE TRIGGER slow BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION slow()",
+            db=db)
+    done = threading.Event()
+    answer = []
+
+    def slow_send():
+        answer.append(a.request(bwmsg.SEND, bwmsg.SEND_PREFIX.pack(b.client_id, 3, 1) + b"x"))
+        done.set()
+
+    t = threading.Thread(target=slow_send)
+    t.start()
+    assert wait_for(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
+                                    "query LIKE '%messages%' AND wait_event = 'PgSleep'",
+                                    db=db).strip() == "1", 10)
+    # while the insert sleeps in PostgreSQL, the loop answers others
+    assert b.public_key(a.client_id) == bw.spki_der(a.key)
+    assert [n for _, n in b.list()] == [a.name]  # the list leaves out the asker
+    assert not done.is_set(), "answered before the slow insert ended"
+    t.join(30)
+    assert answer and answer[0][0] == bwmsg.STORED
+
+
+def test_names_that_are_not_utf8_are_kept_exactly(start_server, pg):
+    """Names are bytes 0x20-0xff: Latin-1 'é' (0xe9) and UTF-8 'é' (c3 a9)
+    are two names, both kept byte for byte and loaded again."""
+    srv, db = start_on(start_server, pg)
+    suffix = unique_name("").encode()
+    names = [b"caf\xe9" + suffix, b"caf\xc3\xa9" + suffix]
+    ids = []
+    with srv.client() as v:
+        for n in names:
+            bw.expect(v.request(bw.REGISTER, bw.raw_field(n)), bw.REGISTERED)
+    for n in names:
+        assert pg.psql("SELECT count(*) FROM clients WHERE Name = '\\x%s'::bytea" % n.hex(),
+                       db=db).strip() == "1"
+    srv.stop()
+    srv2, _ = start_on(start_server, pg, db=db)
+    c = bwmsg.MsgClient(H, srv2.port)
+    c.register(unique_name("lister"), key=rsa_key(3))
+    listed = {n for _, n in c.list()}
+    for n in names:
+        assert bw.parse_name_field(bw.raw_field(n)) in listed
+    with srv2.client() as v:
+        resp = v.request(bw.REGISTER, bw.raw_field(names[0]))
+    assert resp.code == bw.NAME_TAKEN, "the Latin-1 name is still taken after a restart"
