@@ -24,7 +24,7 @@ import pytest
 import bwd
 import bwmsg
 import bwvault as bw
-from bwd import rsa_key, unique_name
+from bwd import rsa_key, unique_name, wait_for
 
 H = "127.0.0.1"
 MiB = 1 << 20
@@ -318,6 +318,23 @@ def test_an_orderly_close_after_the_whole_2104_deletes(start_server, how):
     assert queued(srv, b.client_id) == 0
     assert not [p for p in (srv.data_dir / "messages").iterdir() if p.is_file()]
     assert same_user(srv, b).pull() == []
+
+
+def test_a_close_right_after_reading_the_2104_deletes_also_after_other_requests(start_server):
+    """The client reads the whole 2104 and closes at once, on a connection
+    that sent 603s before its 604: the close is evidence however fast it
+    comes. (The end of the reply was once judged a pass late, after its
+    last byte had been written: a client quick enough to read it all and
+    close before that pass lost its evidence, and got everything again.)"""
+    srv = start_server()
+    a, b = user(srv, 0), user(srv, 1)
+    for k in range(12):
+        a.send(b.client_id, 3, b"first")  # a 603 on the same connection
+        ids = [b.send(a.client_id, 3, bytes([k]) * 8) for _ in range(3)]
+        assert ids_of(a.pull()) == ids
+        a.close()
+        assert wait_for(lambda: queued(srv, a.client_id) == 0), "round %d" % k
+    b.close()
 
 
 # --------------------------------------------------------------------------

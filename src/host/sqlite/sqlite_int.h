@@ -57,6 +57,8 @@ int bw_store_file_set(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 int bw_store_begin(struct bw_store *s) BW_WUR;
 /* Commits, or rolls back and returns the error. */
 int bw_store_commit(struct bw_store *s) BW_WUR;
+/* Rolls back what bw_store_begin began (rc: why; returned). */
+int bw_store_rollback(struct bw_store *s, int rc);
 /* Makes every commit made so far durable: 0 or -errno. It blocks (an
  * fsync), so it runs on a worker, and it is the one call that may run on
  * another thread while the owner goes on using the store. A backend whose
@@ -69,6 +71,11 @@ int bw_store_sync(struct bw_store *s) BW_WUR;
  * and sets m->id. Inside bw_store_begin/commit, so ids and rows commit
  * together. */
 int bw_store_msg_insert(struct bw_store *s, struct bw_msg_rec *m) BW_WUR;
+/* m under its own id (a migration): BW_EEXIST if taken; later ids are
+ * higher. Inside bw_store_begin/commit. */
+int bw_store_msg_put(struct bw_store *s, const struct bw_msg_rec *m) BW_WUR;
+/* Later ids are higher than id. Inside bw_store_begin/commit. */
+int bw_store_msg_floor(struct bw_store *s, int64_t id) BW_WUR;
 typedef int (*bw_store_msg_cb)(void *arg, const struct bw_msg_rec *m);
 /* to's messages with after < id <= upto (upto 0: no bound), in id order,
  * at most limit (0: no limit). With content set, m->content points at an

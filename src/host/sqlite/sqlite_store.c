@@ -326,6 +326,16 @@ bw_store_begin(struct bw_store *s)
 }
 
 int
+bw_store_rollback(struct bw_store *s, int rc)
+{
+	if (!s->in_tx)
+		return rc;
+	s->in_tx = 0;
+	s->msg_next = s->msg_next_saved;
+	return store_finish(s, rc != 0 ? rc : BW_EDB);
+}
+
+int
 bw_store_commit(struct bw_store *s)
 {
 	sqlite3_stmt *st = s->st[ST_META_SET];

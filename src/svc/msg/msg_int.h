@@ -113,6 +113,10 @@ struct msg_conn {
 	uint64_t gen; /* the pull's number (struct mqueue.pull_gen) */
 	int64_t cursor, upto;
 	uint64_t reply_left;
+	/* whether the peer had shut its side when the reply's last byte was
+	 * queued (before it could be written: a FIN then came before the
+	 * client could have the whole 2104); end_seen once that is known */
+	int end_shut, end_seen;
 	struct pull_read *read; /* its reads (msg_pull.c) */
 	int reading;		/* one is in flight: a chunk is counted */
 	/* a spilled content being streamed: its key, the bytes still to

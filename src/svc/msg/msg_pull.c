@@ -206,6 +206,7 @@ planned(struct bw_meta_req *req)
 	mc->planned_n = pr->pl.rows;
 	mc->planned_bytes = pr->pl.total - pr->pl.rows * BW_MSG_RECORD_HDR;
 	mc->reply_left = pr->pl.total;
+	mc->end_shut = mc->end_seen = 0;
 	(void)bw_frame_reply_begin(c, BW_MSG_RESP_WAITING,
 				   (uint32_t)pr->pl.total);
 	mc->st = M_PULL;
@@ -274,6 +275,20 @@ msg_on_pull(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 
 /* --- 604: streaming ------------------------------------------------------ */
 
+/* Right after queueing bytes of the 2104 (in the same call: they cannot
+ * have been written yet): once they are its last, whether the peer has
+ * already shut its side. A FIN then came before the client could have the
+ * whole reply; one that comes later may not have, and the close decides
+ * (msg.c, msg_conn_close). */
+static void
+note_end(struct bw_conn *c, struct msg_conn *mc)
+{
+	if (!mc->end_seen && mc->reply_left == 0 && !mc->file_open) {
+		mc->end_seen = 1;
+		mc->end_shut = bw_conn_peer_shut(c);
+	}
+}
+
 static int
 page_row(void *arg, const struct bw_msg_rec *r)
 {
@@ -309,6 +324,7 @@ page_row(void *arg, const struct bw_msg_rec *r)
 		pr->err = BW_ECLOSED;
 		return 1;
 	}
+	note_end(pr->c, mc);
 	return bw_conn_queued(pr->c) >= MSG_STREAM_CHUNK;
 }
 
@@ -367,6 +383,8 @@ chunk_read(void *arg)
 			pr->m->blobs->be->read_close(pr->r);
 		pr->r = NULL;
 		mc->file_open = 0;
+		if (pr->err == 0)
+			note_end(pr->c, mc);
 	}
 	msg_stream_more(pr->c, pr->m, mc);
 }
@@ -438,7 +456,7 @@ msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 	pull_uncount(m, mc);
 	/* a client that closed its side before the reply was complete has
 	 * shown nothing: it may never read what it half-closed on */
-	mc->delivered = mc->upto > 0 && !bw_conn_peer_shut(c);
+	mc->delivered = mc->upto > 0 && mc->end_seen && !mc->end_shut;
 	mc->delivered_upto = mc->upto;
 	mc->delivered_n = mc->planned_n;
 	mc->delivered_bytes = mc->planned_bytes;
