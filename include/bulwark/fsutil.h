@@ -55,4 +55,7 @@ int bw_fs_pwrite_full(int fd, const void *p, size_t n, uint64_t off)
 int bw_fs_lock(const char *dir, const char *name, int *fd, long *holder)
 	__attribute__((warn_unused_result));
 
+/* Whether the directory holding path may be written by this process. */
+int bw_fs_parent_writable(const char *path);
+
 #endif

@@ -25,7 +25,7 @@ build_options(struct option *lo, char *shorts, size_t cap)
 	char letters[OPTS_MAX], *sp = shorts;
 	size_t n = bw_daemon_opts(names, letters, OPTS_MAX), i;
 
-	if (n > OPTS_MAX || n + 3 > cap)
+	if (n > OPTS_MAX || n + 5 > cap)
 		abort(); /* the table outgrew OPTS_MAX: a build-time fix */
 	for (i = 0; i < n; i++) {
 		lo[i].name = names[i];
@@ -41,7 +41,9 @@ build_options(struct option *lo, char *shorts, size_t cap)
 	}
 	lo[n] = (struct option){"help", no_argument, NULL, 'h'};
 	lo[n + 1] = (struct option){"version", no_argument, NULL, 'V'};
-	lo[n + 2] = (struct option){NULL, 0, NULL, 0};
+	lo[n + 2] = (struct option){"from", required_argument, NULL, 1};
+	lo[n + 3] = (struct option){"check-config", no_argument, NULL, 2};
+	lo[n + 4] = (struct option){NULL, 0, NULL, 0};
 	memcpy(sp, "hV", 3);
 }
 
@@ -73,13 +75,13 @@ main(int argc, char **argv)
 {
 	static const enum bw_log_level levels[] = {BW_LOG_DEBUG, BW_LOG_INFO,
 						   BW_LOG_WARN, BW_LOG_ERROR};
-	static struct option lo[OPTS_MAX + 3];
+	static struct option lo[OPTS_MAX + 5];
 	static struct bw_daemon_args args;
 	static struct bw_daemon d;
 	char shorts[2 * OPTS_MAX + 3], why[700];
 	struct bw_daemon_cfg cfg;
-	const char *name;
-	int ch, rc;
+	const char *name, *from = NULL;
+	int ch, rc, migrate = 0, check = 0;
 	size_t i;
 
 	/* Blocks of 1 MiB and more come from mmap and go back at free: glibc
@@ -87,8 +89,22 @@ main(int argc, char **argv)
 	 * keep each worker's 16 MiB of scrypt (a room password) resident
 	 * for good. */
 	(void)mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
-	build_options(lo, shorts, OPTS_MAX + 3);
+	build_options(lo, shorts, OPTS_MAX + 5);
+	if (argc > 1 && strcmp(argv[1], "migrate") == 0) {
+		migrate = 1; /* bulwarkd migrate --from DIR [options] */
+		argv[1] = argv[0];
+		argv++;
+		argc--;
+	}
 	while ((ch = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
+		if (ch == 1) {
+			from = optarg;
+			continue;
+		}
+		if (ch == 2) {
+			check = 1;
+			continue;
+		}
 		if (ch == 'h') {
 			bw_daemon_usage(stdout);
 			return 0;
@@ -128,6 +144,13 @@ main(int argc, char **argv)
 		args.name[args.n] = name;
 		args.value[args.n++] = optarg;
 	}
+	if ((from != NULL && !migrate) || (check && migrate)) {
+		fprintf(stderr, "bulwarkd: %s\n",
+			from != NULL && !migrate
+				? "--from goes with 'bulwarkd migrate'"
+				: "--check-config does not go with migrate");
+		return 2;
+	}
 	if (optind != argc) {
 		fprintf(stderr, "bulwarkd: unexpected argument '%s'\n",
 			argv[optind]);
@@ -147,6 +170,16 @@ main(int argc, char **argv)
 		fprintf(stderr, "bulwarkd: %s\n", why);
 		return 2;
 	}
+	if (migrate) {
+		if (from == NULL) {
+			fprintf(stderr, "bulwarkd migrate: --from DATA_DIR is "
+					"needed\n");
+			return 2;
+		}
+		return bw_daemon_migrate(&cfg, from);
+	}
+	if (check)
+		return bw_daemon_check(&cfg, stdout);
 	bw_info("bulwarkd %s starting, data directory %s", BW_VERSION,
 		cfg.data_dir);
 	rc = bw_daemon_open(&d, &cfg, &args);

@@ -218,3 +218,18 @@ bw_fs_lock(const char *dir, const char *name, int *fd, long *holder)
 	*fd = f;
 	return 0;
 }
+
+int
+bw_fs_parent_writable(const char *path)
+{
+	char dir[4096];
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		return access(".", W_OK | X_OK) == 0;
+	if ((size_t)(slash - path) >= sizeof(dir))
+		return 0;
+	memcpy(dir, path, (size_t)(slash - path));
+	dir[slash - path] = '\0';
+	return access(dir[0] != '\0' ? dir : "/", W_OK | X_OK) == 0;
+}

@@ -145,6 +145,14 @@ int bw_daemon_opt_has_value(const char *name);
 size_t bw_daemon_opts(const char **names, char *letters, size_t cap);
 /* The --help text. */
 void bw_daemon_usage(FILE *f);
+
+/* daemon_migrate.c: bulwarkd migrate --from DIR, into cfg's store: the
+ * exit status (0 copied and verified). */
+int bw_daemon_migrate(const struct bw_daemon_cfg *cfg, const char *from);
+/* daemon_check.c: bulwarkd --check-config: reaches what cfg names (the
+ * data directory, the database) and says on out, one line each, what is
+ * wrong; the exit status (0 all well). */
+int bw_daemon_check(const struct bw_daemon_cfg *cfg, FILE *out);
 /* Opens the storage tables and the registry, every service, and every
  * listener;
  * logs "<service> listening on ADDR:PORT" for each. args (may be NULL) are

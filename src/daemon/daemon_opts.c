@@ -557,6 +557,16 @@ bw_daemon_usage(FILE *f)
 	}
 	fprintf(f, "  -h, --help                 this help\n"
 		   "  -V, --version              version\n\n"
+		   "Other forms:\n"
+		   "  bulwarkd --check-config [OPTION]...\n"
+		   "      reach the data directory and the database the "
+		   "options name, say\n      what is wrong, one line each, and "
+		   "exit (0: all well)\n"
+		   "  bulwarkd migrate --from DATA_DIR [OPTION]...\n"
+		   "      copy a single-machine data directory (defensive.db "
+		   "and its\n      contents) into the store the options name "
+		   "(--db, --data-dir):\n      resumable, verified, the source "
+		   "left as it was\n\n"
 		   "Logs go to standard error, one line per event. Exit "
 		   "status: 0 after a clean\nshutdown, 1 on a start-up "
 		   "error, 2 on bad usage.\n");

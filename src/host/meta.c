@@ -18,41 +18,71 @@ static const struct bw_meta_backend *const backends[] = {
 	&bw_meta_postgres,
 };
 
+/* The backend url names, and where (the rest of it); dflt holds the
+ * embedded default's URL. */
+static const struct bw_meta_backend *
+find(const char *url, const char *data_dir, char *dflt, size_t cap,
+     const char **where)
+{
+	const char *colon;
+	size_t i, n;
+
+	if (url == NULL || url[0] == '\0') {
+		if (snprintf(dflt, cap, "sqlite:%s/defensive.db", data_dir) >=
+		    (int)cap)
+			return NULL;
+		url = dflt;
+	}
+	if ((colon = strchr(url, ':')) == NULL)
+		return NULL;
+	n = (size_t)(colon - url);
+	*where = colon + 1;
+	for (i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+		if (strlen(backends[i]->scheme) == n &&
+		    strncmp(backends[i]->scheme, url, n) == 0)
+			return backends[i];
+	}
+	return NULL;
+}
+
+int
+bw_meta_check(const char *url, const char *data_dir, char *msg, size_t cap)
+{
+	char dflt[4096 + 32];
+	const struct bw_meta_backend *be;
+	const char *where = NULL;
+
+	if ((be = find(url, data_dir, dflt, sizeof(dflt), &where)) == NULL) {
+		snprintf(msg, cap,
+			 "not a database URL (known: sqlite:PATH, "
+			 "postgresql://...)");
+		return BW_ECONFIG;
+	}
+	return be->check(where, msg, cap);
+}
+
 int
 bw_meta_open(struct bw_meta **out, const char *url, const char *data_dir,
 	     struct bw_loop *loop)
 {
 	char dflt[4096 + 32];
-	const char *colon, *where;
+	const struct bw_meta_backend *be;
+	const char *where = NULL;
 	struct bw_meta *m;
-	size_t i, n;
 	int rc;
 
 	*out = NULL;
-	if (url == NULL || url[0] == '\0') {
-		if (snprintf(dflt, sizeof(dflt), "sqlite:%s/defensive.db",
-			     data_dir) >= (int)sizeof(dflt))
-			return BW_ETOOBIG;
-		url = dflt;
-	}
-	if ((colon = strchr(url, ':')) == NULL)
-		return BW_ECONFIG;
-	n = (size_t)(colon - url);
-	where = colon + 1;
-	for (i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
-		if (strlen(backends[i]->scheme) == n &&
-		    strncmp(backends[i]->scheme, url, n) == 0)
-			break;
-	}
-	if (i == sizeof(backends) / sizeof(backends[0])) {
-		bw_error("store: no backend for '%.*s:' (known: sqlite:, "
-			 "postgresql:)",
-			 (int)n, url);
+	if ((be = find(url, data_dir, dflt, sizeof(dflt), &where)) == NULL) {
+		/* only the scheme: the rest may hold a password */
+		bw_error("store: '%.*s:' names no database (known: "
+			 "sqlite:PATH, postgresql://...)",
+			 url != NULL ? (int)strcspn(url, ":/@") : 0,
+			 url != NULL ? url : "");
 		return BW_ECONFIG;
 	}
 	if ((m = calloc(1, sizeof(*m))) == NULL)
 		return BW_ENOMEM;
-	m->be = backends[i];
+	m->be = be;
 	if ((rc = m->be->open(where, loop, &m->state)) != 0) {
 		free(m);
 		return rc;

@@ -102,6 +102,12 @@ enum bw_meta_op {
 	 * inline content, valid during the call); a non-zero return from row
 	 * stops the read */
 	BW_META_MSG_READ,
+	/* u.msg: a message with its id kept (a migration); BW_EEXIST if the
+	 * id is taken. Ids issued later are higher. */
+	BW_META_MSG_PUT,
+	/* u.drop: ids issued from now on are higher than it (a migration
+	 * carries the source's high-water mark) */
+	BW_META_MSG_FLOOR,
 	/* nothing: with BW_META_DURABLE, a barrier (everything submitted
 	 * before it is durable when it completes) */
 	BW_META_SYNC,
@@ -196,6 +202,11 @@ struct bw_meta_backend {
 	int (*msg_blobs)(void *state, bw_meta_blobs_cb cb, void *arg) BW_WUR;
 	/* syncs (or durable commits) done since open */
 	uint64_t (*syncs)(const void *state);
+	/* Reaches where without changing anything and says in msg what it
+	 * found, or what is wrong (then non-zero). */
+	int (*check)(const char *where, char *msg, size_t cap) BW_WUR;
+	/* the highest message id ever issued (0: none), start-up only */
+	int (*msg_last_id)(void *state, int64_t *out) BW_WUR;
 };
 
 struct bw_meta {
@@ -208,6 +219,10 @@ struct bw_meta {
  * (sqlite:DATA_DIR/defensive.db). BW_ECONFIG for an unknown scheme. */
 int bw_meta_open(struct bw_meta **out, const char *url, const char *data_dir,
 		 struct bw_loop *loop) BW_WUR;
+/* What --check-config says of url (as bw_meta_open takes it): 0 and what
+ * was found in msg, or an error and what is wrong. */
+int bw_meta_check(const char *url, const char *data_dir, char *msg,
+		  size_t cap) BW_WUR;
 /* With nothing queued, or once the loop is freed (its last deferred calls
  * run what was queued): whoever still waits is told (BW_ECLOSED). */
 void bw_meta_close(struct bw_meta *m);

@@ -415,6 +415,45 @@ an_unknown_scheme_is_refused(void **state)
 			 BW_ECONFIG);
 }
 
+/* A migration's two requests: a message under its own id, and a floor
+ * under the ids issued later. */
+static void
+a_put_keeps_its_id_and_a_floor_lifts_later_ones(void **state)
+{
+	struct fx *f = *state;
+	struct bw_msg_rec m;
+	struct bw_meta_req r;
+	int64_t last = 0;
+
+	message(&m, 0x22, NULL, 3);
+	m.id = 100;
+	bw_meta_req_init(&r, BW_META_MSG_PUT, BW_META_DURABLE, NULL, NULL);
+	r.u.msg = &m;
+	assert_int_equal(bw_meta_run(f->m, &r), 0);
+	assert_int_equal(bw_meta_run(f->m, &r), BW_EEXIST); /* id taken */
+	m.id = 0;
+	bw_meta_req_init(&r, BW_META_MSG_INSERT, BW_META_DURABLE, NULL, NULL);
+	r.u.msg = &m;
+	assert_int_equal(bw_meta_run(f->m, &r), 0);
+	assert_int_equal(m.id, 101);
+	bw_meta_req_init(&r, BW_META_MSG_FLOOR, BW_META_DURABLE, NULL, NULL);
+	r.u.drop = 500;
+	assert_int_equal(bw_meta_run(f->m, &r), 0);
+	r.u.drop = 200; /* never back */
+	assert_int_equal(bw_meta_run(f->m, &r), 0);
+	assert_int_equal(f->m->be->msg_last_id(f->m->state, &last), 0);
+	assert_int_equal(last, 500);
+	bw_meta_req_init(&r, BW_META_MSG_INSERT, BW_META_DURABLE, NULL, NULL);
+	r.u.msg = &m;
+	assert_int_equal(bw_meta_run(f->m, &r), 0);
+	assert_int_equal(m.id, 501);
+	/* and after a reopen, from what was recorded */
+	bw_meta_close(f->m);
+	assert_int_equal(bw_meta_open(&f->m, f->url, f->dir, f->l), 0);
+	assert_int_equal(f->m->be->msg_last_id(f->m->state, &last), 0);
+	assert_int_equal(last, 501);
+}
+
 int
 main(void)
 {
@@ -429,6 +468,7 @@ main(void)
 		T(message_ids_stop_at_the_u32_the_wire_carries),
 		T(closing_completes_what_is_queued),
 		T(an_unknown_scheme_is_refused),
+		T(a_put_keeps_its_id_and_a_floor_lifts_later_ones),
 	};
 #undef T
 

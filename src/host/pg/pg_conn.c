@@ -113,6 +113,19 @@ static const struct {
 			   2,
 			   {T_BYTEA, T_INT8}},
 	[PS_MSG_DROP] = {"DELETE FROM messages WHERE ID = $1", 1, {T_INT8}},
+	[PS_MSG_PUT] = {"INSERT INTO messages(ID, ToClient, FromClient, Type, "
+			"Content, ContentSize, ContentPath) "
+			"VALUES($1, $2, $3, $4, $5, $6, $7) "
+			"ON CONFLICT DO NOTHING",
+			7,
+			{T_INT8, T_BYTEA, T_BYTEA, T_INT4, T_BYTEA, T_INT8,
+			 T_TEXT}},
+	/* setval past id, never back */
+	[PS_MSG_FLOOR] = {"SELECT setval('message_ids', greatest($1, "
+			  "(SELECT CASE WHEN is_called THEN last_value ELSE 0 "
+			  "END FROM message_ids)))",
+			  1,
+			  {T_INT8}},
 };
 
 /* --- parameters and columns ---------------------------------------------
@@ -530,4 +543,55 @@ pg_conn_ready(struct pg_conn *pc)
 	pc->down_logged = 0;
 	pc->backoff_ms = 0;
 	return 0;
+}
+
+int
+pg_conn_check(const char *url, char *msg, size_t cap)
+{
+	struct pg_conn pc;
+	PGresult *res = NULL;
+	int64_t v = 0;
+	int rc, has;
+
+	memset(&pc, 0, sizeof(pc));
+	if ((pc.conninfo = strdup(url)) == NULL ||
+	    (pc.shown = without_password(url)) == NULL) {
+		pg_conn_close(&pc);
+		return BW_ENOMEM;
+	}
+	if ((rc = connect_once(&pc, 0)) != 0) {
+		snprintf(msg, cap, "PostgreSQL %s: %s", pc.shown,
+			 pc.last_error);
+		pg_conn_close(&pc);
+		return rc;
+	}
+	res = PQexec(pc.c, "SELECT to_regclass('bulwark_schema') IS NOT NULL");
+	has = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+	      PQgetvalue(res, 0, 0)[0] == 't';
+	PQclear(res);
+	if (has && (rc = schema_version(&pc, &v)) != 0)
+		snprintf(msg, cap,
+			 "PostgreSQL %s: cannot read the schema "
+			 "version",
+			 pc.shown);
+	else if (v > PG_SCHEMA_VERSION)
+		snprintf(msg, cap,
+			 "PostgreSQL %s: schema version %lld is newer than "
+			 "this bulwarkd knows (%d)",
+			 pc.shown, (long long)v, PG_SCHEMA_VERSION);
+	else if (!has || v == 0)
+		snprintf(msg, cap,
+			 "PostgreSQL %s: reached; no tables yet, "
+			 "made at the first start",
+			 pc.shown);
+	else
+		snprintf(msg, cap,
+			 "PostgreSQL %s: reached, schema version %lld%s",
+			 pc.shown, (long long)v,
+			 v < PG_SCHEMA_VERSION ? " (upgraded at the next start)"
+					       : "");
+	if (rc == 0 && v > PG_SCHEMA_VERSION)
+		rc = BW_ECONFIG;
+	pg_conn_close(&pc);
+	return rc;
 }

@@ -32,6 +32,8 @@ enum pg_stmt {
 	PS_MSG_EACH,
 	PS_MSG_DELETE,
 	PS_MSG_DROP,
+	PS_MSG_PUT,
+	PS_MSG_FLOOR,
 	PS_N
 };
 
@@ -52,6 +54,9 @@ struct pg_conn {
  * advisory lock: daemons starting together migrate once). Blocking. */
 int pg_conn_open(struct pg_conn *pc, const char *url) BW_WUR;
 void pg_conn_close(struct pg_conn *pc);
+/* --check-config: reaches url, reads the schema version, changes
+ * nothing; msg says what it found or what is wrong. */
+int pg_conn_check(const char *url, char *msg, size_t cap) BW_WUR;
 /* Connected and ready, reconnecting if the last failure is older than
  * the backoff; BW_EDB at once while it is not. */
 int pg_conn_ready(struct pg_conn *pc) BW_WUR;
@@ -112,5 +117,6 @@ int pg_load_clients(struct pg_conn *pc, bw_meta_client_cb cb, void *arg) BW_WUR;
 int pg_load_files(struct pg_conn *pc, bw_meta_file_cb cb, void *arg) BW_WUR;
 int pg_msg_totals(struct pg_conn *pc, bw_meta_totals_cb cb, void *arg) BW_WUR;
 int pg_msg_blobs(struct pg_conn *pc, bw_meta_blobs_cb cb, void *arg) BW_WUR;
+int pg_msg_last_id(struct pg_conn *pc, int64_t *out) BW_WUR;
 
 #endif

@@ -368,6 +368,14 @@ pg_msg_blobs_(void *state, bw_meta_blobs_cb cb, void *arg)
 	LOCKED(q, pg_msg_blobs(&q->pc, cb, arg));
 }
 
+static int
+pg_msg_last_id_(void *state, int64_t *out)
+{
+	struct pgq *q = state;
+
+	LOCKED(q, pg_msg_last_id(&q->pc, out));
+}
+
 static uint64_t
 pg_syncs(const void *state)
 {
@@ -450,6 +458,34 @@ open_url(const char *scheme, const char *where, struct bw_loop *loop,
 }
 
 static int
+check_url(const char *scheme, const char *where, char *msg, size_t cap)
+{
+	size_t n = strlen(scheme) + 1 + strlen(where) + 1;
+	char *url = malloc(n);
+	int rc;
+
+	if (url == NULL)
+		return BW_ENOMEM;
+	snprintf(url, n, "%s:%s", scheme, where);
+	rc = pg_conn_check(url, msg, cap);
+	bw_wipe(url, n);
+	free(url);
+	return rc;
+}
+
+static int
+pg_check_postgresql(const char *where, char *msg, size_t cap)
+{
+	return check_url("postgresql", where, msg, cap);
+}
+
+static int
+pg_check_postgres(const char *where, char *msg, size_t cap)
+{
+	return check_url("postgres", where, msg, cap);
+}
+
+static int
 pg_open_postgresql(const char *where, struct bw_loop *loop, void **state)
 {
 	return open_url("postgresql", where, loop, state);
@@ -464,6 +500,7 @@ pg_open_postgres(const char *where, struct bw_loop *loop, void **state)
 const struct bw_meta_backend bw_meta_postgresql = {
 	.scheme = "postgresql",
 	.open = pg_open_postgresql,
+	.check = pg_check_postgresql,
 	.close = pg_close,
 	.submit = pg_submit,
 	.run = pg_run_now,
@@ -472,12 +509,14 @@ const struct bw_meta_backend bw_meta_postgresql = {
 	.msg_totals = pg_msg_totals_,
 	.msg_blobs = pg_msg_blobs_,
 	.syncs = pg_syncs,
+	.msg_last_id = pg_msg_last_id_,
 };
 
 /* libpq takes both spellings */
 const struct bw_meta_backend bw_meta_postgres = {
 	.scheme = "postgres",
 	.open = pg_open_postgres,
+	.check = pg_check_postgres,
 	.close = pg_close,
 	.submit = pg_submit,
 	.run = pg_run_now,
@@ -486,4 +525,5 @@ const struct bw_meta_backend bw_meta_postgres = {
 	.msg_totals = pg_msg_totals_,
 	.msg_blobs = pg_msg_blobs_,
 	.syncs = pg_syncs,
+	.msg_last_id = pg_msg_last_id_,
 };

@@ -139,6 +139,38 @@ msg_insert(struct pg_conn *pc, struct bw_msg_rec *m)
 	return 0;
 }
 
+/* A message under its own id, and ids issued later above it. */
+static int
+msg_put(struct pg_conn *pc, const struct bw_msg_rec *m)
+{
+	struct pg_params p = {0};
+	uint64_t n = 0;
+	int rc;
+
+	if (m->id <= 0 || m->id > BW_META_MSG_ID_MAX ||
+	    (m->size > INT_MAX && m->path[0] == '\0'))
+		return BW_ETOOBIG;
+	pg_p_i64(&p, m->id);
+	pg_p_bytes(&p, m->to, BW_ID_LEN);
+	pg_p_bytes(&p, m->from, BW_ID_LEN);
+	pg_p_i32(&p, (int32_t)m->type);
+	if (m->path[0] == '\0')
+		pg_p_bytes(&p,
+			   m->content != NULL ? m->content : (const void *)"",
+			   (size_t)m->size);
+	else
+		pg_p_bytes(&p, NULL, 0);
+	pg_p_i64(&p, (int64_t)m->size);
+	pg_p_opt_text(&p, m->path);
+	if ((rc = step(pc, PS_MSG_PUT, &p, "a message", &n, NULL)) != 0)
+		return rc;
+	if (n != 1)
+		return BW_EEXIST;
+	memset(&p, 0, sizeof(p));
+	pg_p_i64(&p, m->id);
+	return step(pc, PS_MSG_FLOOR, &p, "the message ids", NULL, NULL);
+}
+
 static int
 msg_delete(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
 {
@@ -198,6 +230,13 @@ pg_op(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
 		break;
 	case BW_META_MSG_DELETE:
 		return msg_delete(pc, r, abort);
+	case BW_META_MSG_PUT:
+		rc = msg_put(pc, r->u.msg);
+		break;
+	case BW_META_MSG_FLOOR:
+		pg_p_i64(&p, r->u.drop);
+		rc = step(pc, PS_MSG_FLOOR, &p, "the message ids", NULL, NULL);
+		break;
 	case BW_META_SYNC:
 		return 0;
 	case BW_META_MSG_READ:
@@ -436,4 +475,19 @@ pg_msg_blobs(struct pg_conn *pc, bw_meta_blobs_cb cb, void *arg)
 			"SELECT ID, ContentPath FROM messages "
 			"WHERE ContentPath IS NOT NULL",
 			blob_row, &l);
+}
+
+int
+pg_msg_last_id(struct pg_conn *pc, int64_t *out)
+{
+	PGresult *res =
+		PQexecParams(pc->c,
+			     "SELECT CASE WHEN is_called THEN last_value "
+			     "ELSE 0 END FROM message_ids",
+			     0, NULL, NULL, NULL, NULL, 1);
+	int rc = pg_result_rc(pc, res, "the message ids");
+
+	*out = rc == 0 && PQntuples(res) == 1 ? pg_col_i64(res, 0, 0) : 0;
+	PQclear(res);
+	return rc;
 }

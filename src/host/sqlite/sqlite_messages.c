@@ -45,20 +45,17 @@ store_msg_init(struct bw_store *s)
 	return 0;
 }
 
-int
-bw_store_msg_insert(struct bw_store *s, struct bw_msg_rec *m)
+/* m's row under id. */
+static int
+insert_as(struct bw_store *s, const struct bw_msg_rec *m, int64_t id)
 {
 	sqlite3_stmt *st = s->st[ST_MSG_INSERT];
 	static const uint8_t empty[1];
 	const void *content = m->content != NULL ? m->content : empty;
-	int rc;
+	int rc, ext;
 
-	if (!s->in_tx)
-		return BW_EDB; /* the id and the row commit together */
 	if (m->size > INT_MAX && m->path[0] == '\0')
 		return BW_ETOOBIG;
-	if (s->msg_next >= BW_META_MSG_ID_MAX)
-		return BW_ETOOBIG; /* ids travel as u32 */
 	if ((rc = store_bind_blob(st, 2, m->to, BW_ID_LEN)) != 0 ||
 	    (rc = store_bind_blob(st, 3, m->from, BW_ID_LEN)) != 0 ||
 	    sqlite3_bind_int(st, 4, (int)m->type) != SQLITE_OK ||
@@ -72,15 +69,61 @@ bw_store_msg_insert(struct bw_store *s, struct bw_msg_rec *m)
 			     : BW_EDB;
 	else
 		rc = sqlite3_bind_null(st, 5) == SQLITE_OK ? 0 : BW_EDB;
-	if (rc != 0 || sqlite3_bind_int64(st, 1, s->msg_next + 1) != SQLITE_OK)
+	if (rc != 0 || sqlite3_bind_int64(st, 1, id) != SQLITE_OK)
 		goto bad;
-	if ((rc = store_run(s, ST_MSG_INSERT, "insert message")) != 0)
-		return rc;
-	m->id = ++s->msg_next;
-	return 0;
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		ext = sqlite3_extended_errcode(s->db);
+		rc = ext == SQLITE_CONSTRAINT_PRIMARYKEY ||
+				     ext == SQLITE_CONSTRAINT_UNIQUE
+			     ? BW_EEXIST
+			     : store_db_err(s->db, "insert message");
+	}
+	store_done(st);
+	return rc;
 bad:
 	store_done(st);
 	return rc != 0 ? rc : BW_EDB;
+}
+
+int
+bw_store_msg_insert(struct bw_store *s, struct bw_msg_rec *m)
+{
+	int rc;
+
+	if (!s->in_tx)
+		return BW_EDB; /* the id and the row commit together */
+	if (s->msg_next >= BW_META_MSG_ID_MAX)
+		return BW_ETOOBIG; /* ids travel as u32 */
+	if ((rc = insert_as(s, m, s->msg_next + 1)) != 0)
+		return rc == BW_EEXIST ? BW_EDB : rc;
+	m->id = ++s->msg_next;
+	return 0;
+}
+
+int
+bw_store_msg_put(struct bw_store *s, const struct bw_msg_rec *m)
+{
+	int rc;
+
+	if (!s->in_tx)
+		return BW_EDB;
+	if (m->id <= 0 || m->id > BW_META_MSG_ID_MAX)
+		return BW_ETOOBIG;
+	if ((rc = insert_as(s, m, m->id)) == 0 && m->id > s->msg_next)
+		s->msg_next = m->id;
+	return rc;
+}
+
+int
+bw_store_msg_floor(struct bw_store *s, int64_t id)
+{
+	if (!s->in_tx)
+		return BW_EDB;
+	if (id < 0 || id > BW_META_MSG_ID_MAX)
+		return BW_ETOOBIG;
+	if (id > s->msg_next)
+		s->msg_next = id; /* recorded with the commit */
+	return 0;
 }
 
 int

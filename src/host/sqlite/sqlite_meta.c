@@ -8,9 +8,11 @@
  * messages stops before the first message whose insert is committed but
  * not yet synced: nothing a crash could take back is ever delivered.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bulwark/fsutil.h"
 #include "bulwark/log.h"
 #include "host/sqlite/sqlite_int.h"
 
@@ -77,6 +79,12 @@ run_one(struct sq *q, struct bw_meta_req *r)
 		if ((rc = bw_store_msg_insert(s, r->u.msg)) == 0)
 			unsynced(q, r->u.msg->id);
 		return rc;
+	case BW_META_MSG_PUT:
+		if ((rc = bw_store_msg_put(s, r->u.msg)) == 0)
+			unsynced(q, r->u.msg->id);
+		return rc;
+	case BW_META_MSG_FLOOR:
+		return bw_store_msg_floor(s, r->u.drop);
 	case BW_META_MSG_DROP:
 		return bw_store_msg_drop(s, r->u.drop);
 	case BW_META_MSG_DELETE:
@@ -272,16 +280,18 @@ static int
 sq_run(void *state, struct bw_meta_req *r)
 {
 	struct sq *q = state;
-	int tx = is_write(r) && r->op != BW_META_MSG_INSERT;
+	int own = r->op == BW_META_MSG_INSERT || r->op == BW_META_MSG_PUT ||
+		  r->op == BW_META_MSG_FLOOR;
+	int tx = is_write(r) && !own;
 
-	if (r->op == BW_META_MSG_INSERT) {
+	if (own) {
 		/* an id and its row commit together */
 		if ((r->rc = bw_store_begin(q->s)) == 0) {
 			r->rc = run_one(q, r);
 			if (r->rc == 0)
 				r->rc = bw_store_commit(q->s);
 			else
-				(void)store_finish(q->s, r->rc);
+				(void)bw_store_rollback(q->s, r->rc);
 		}
 	} else {
 		r->rc = tx ? store_tx_begin(q->s) : 0;
@@ -365,6 +375,53 @@ sq_syncs(const void *state)
 	return ((const struct sq *)state)->syncs;
 }
 
+/* Read only: the file opened without creating or changing it. */
+static int
+sq_check(const char *where, char *msg, size_t cap)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	long long n = -1;
+	int rc;
+
+	rc = sqlite3_open_v2(where, &db, SQLITE_OPEN_READONLY, NULL);
+	if (rc == SQLITE_CANTOPEN) {
+		sqlite3_close(db);
+		if (bw_fs_parent_writable(where)) {
+			snprintf(msg, cap,
+				 "SQLite %s: not there yet, created at the "
+				 "first start",
+				 where);
+			return 0;
+		}
+		snprintf(msg, cap,
+			 "SQLite %s: missing, and its directory cannot be "
+			 "written",
+			 where);
+		return BW_ECONFIG;
+	}
+	if (rc == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, "SELECT count(*) FROM clients", -1, &st,
+			       NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	if (n < 0)
+		snprintf(msg, cap, "SQLite %s: %s", where,
+			 db != NULL ? sqlite3_errmsg(db) : "out of memory");
+	else
+		snprintf(msg, cap, "SQLite %s: %lld clients", where, n);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n < 0 ? BW_EDB : 0;
+}
+
+static int
+sq_msg_last_id(void *state, int64_t *out)
+{
+	*out = ((struct sq *)state)->s->msg_next;
+	return 0;
+}
+
 const struct bw_meta_backend bw_meta_sqlite = {
 	.scheme = "sqlite",
 	.open = sq_open,
@@ -376,4 +433,6 @@ const struct bw_meta_backend bw_meta_sqlite = {
 	.msg_totals = sq_msg_totals,
 	.msg_blobs = sq_msg_blobs,
 	.syncs = sq_syncs,
+	.check = sq_check,
+	.msg_last_id = sq_msg_last_id,
 };
