@@ -76,7 +76,11 @@ each_figure(const struct bw_daemon *d, int errors, bw_stat_emit emit,
 static void
 all_stats(const void *arg, bw_stat_emit emit, void *emit_arg)
 {
+	const struct bw_daemon *d = arg;
+
 	each_figure(arg, 0, emit, emit_arg);
+	if (d->meta != NULL && d->meta->be->stats != NULL)
+		d->meta->be->stats(d->meta->state, emit, emit_arg);
 }
 
 static void

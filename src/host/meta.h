@@ -28,6 +28,7 @@
 #include "bulwark/err.h"
 #include "bulwark/ids.h"
 #include "bulwark/loop.h"
+#include "host/stats.h"
 
 struct bw_client_rec {
 	uint8_t id[BW_ID_LEN];
@@ -205,6 +206,9 @@ struct bw_meta_backend {
 	/* Reaches where without changing anything and says in msg what it
 	 * found, or what is wrong (then non-zero). */
 	int (*check)(const char *where, char *msg, size_t cap) BW_WUR;
+	/* The backend's own figures (a connection's state, reconnections),
+	 * from the loop thread; NULL if it has none. */
+	void (*stats)(const void *state, bw_stat_emit emit, void *arg);
 	/* the highest message id ever issued (0: none), start-up only */
 	int (*msg_last_id)(void *state, int64_t *out) BW_WUR;
 };

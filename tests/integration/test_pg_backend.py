@@ -151,9 +151,24 @@ def _traffic(port, stop, results, i):
     c.close()
 
 
+def metric(srv, name):
+    """A sample of the daemon's /metrics (no labels), as a number."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % srv.ports["metrics"],
+                                timeout=10) as r:
+        text = r.read().decode()
+    m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+    assert m, "no %s in\n%s" % (name, text)
+    return float(m.group(1))
+
+
 @pytest.mark.parametrize("how", ["restart", "crash"])
 def test_postgresql_lost_mid_traffic_loses_nothing_acknowledged(start_server, pg, how):
-    srv, db = start_on(start_server, pg)
+    srv, db = start_on(start_server, pg, "--metrics-listen", "127.0.0.1:0",
+                       want=("vault", "metrics"))
+    assert metric(srv, "bulwark_store_connected") == 1
     stop, threads, results = threading.Event(), [], [[] for _ in range(4)]
     errors = []
 
@@ -184,6 +199,8 @@ def test_postgresql_lost_mid_traffic_loses_nothing_acknowledged(start_server, pg
     log = srv.log()
     assert log.count("lost the connection to PostgreSQL") == 1, log
     assert "is back" in log
+    assert metric(srv, "bulwark_store_connected") == 1
+    assert metric(srv, "bulwark_store_reconnects_total") >= 1
     assert any(x[0] == bwmsg.ERROR for r in results for x in r[1:]), "the outage was seen"
     # every 2103 is kept: its message is pulled
     for r in results:

@@ -267,6 +267,7 @@ pg_conn_lost(struct pg_conn *pc)
 	if (pc->up)
 		pc->next_try = 0; /* the first attempt at once */
 	pc->up = 0;
+	atomic_store(&pc->connected, 0);
 	return 1;
 }
 
@@ -494,6 +495,7 @@ pg_conn_open(struct pg_conn *pc, const char *url)
 	if ((rc = migrate(pc)) != 0 || (rc = prepare_all(pc)) != 0)
 		return rc;
 	pc->up = 1;
+	atomic_store(&pc->connected, 1);
 	bw_info("store: PostgreSQL at %s, schema version %d", pc->shown,
 		PG_SCHEMA_VERSION);
 	return 0;
@@ -540,6 +542,7 @@ pg_conn_ready(struct pg_conn *pc)
 	}
 	bw_info("store: PostgreSQL at %s is back", pc->shown);
 	pc->up = 1;
+	atomic_store(&pc->connected, 1);
 	pc->down_logged = 0;
 	pc->backoff_ms = 0;
 	return 0;

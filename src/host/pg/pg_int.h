@@ -47,6 +47,7 @@ struct pg_conn {
 	unsigned backoff_ms; /* grows while attempts fail */
 	char last_error[256];
 	atomic_uint_fast64_t commits, reconnects, failures;
+	atomic_int connected; /* up, as other threads may read it */
 };
 
 /* pg_conn.c */

@@ -376,6 +376,23 @@ pg_msg_last_id_(void *state, int64_t *out)
 	LOCKED(q, pg_msg_last_id(&q->pc, out));
 }
 
+static void
+pg_stats(const void *state, bw_stat_emit emit, void *arg)
+{
+	const struct pgq *q = state;
+
+	emit(arg, "store_connected", "connected to PostgreSQL (1) or not (0)",
+	     (uint64_t)atomic_load(&q->pc.connected));
+	emit(arg, "store_reconnects_total",
+	     "attempts to connect to PostgreSQL again after a loss",
+	     atomic_load(&q->pc.reconnects));
+	emit(arg, "store_refusals_total",
+	     "statements PostgreSQL refused (not counting a lost connection)",
+	     atomic_load(&q->pc.failures));
+	emit(arg, "store_commits_total", "transactions committed",
+	     atomic_load(&q->pc.commits));
+}
+
 static uint64_t
 pg_syncs(const void *state)
 {
@@ -509,6 +526,7 @@ const struct bw_meta_backend bw_meta_postgresql = {
 	.msg_totals = pg_msg_totals_,
 	.msg_blobs = pg_msg_blobs_,
 	.syncs = pg_syncs,
+	.stats = pg_stats,
 	.msg_last_id = pg_msg_last_id_,
 };
 
@@ -525,5 +543,6 @@ const struct bw_meta_backend bw_meta_postgres = {
 	.msg_totals = pg_msg_totals_,
 	.msg_blobs = pg_msg_blobs_,
 	.syncs = pg_syncs,
+	.stats = pg_stats,
 	.msg_last_id = pg_msg_last_id_,
 };
