@@ -265,3 +265,63 @@ def test_names_that_are_not_utf8_are_kept_exactly(start_server, pg):
     with srv2.client() as v:
         resp = v.request(bw.REGISTER, bw.raw_field(names[0]))
     assert resp.code == bw.NAME_TAKEN, "the Latin-1 name is still taken after a restart"
+
+
+def test_uploads_while_postgresql_is_down_get_2107_and_leave_nothing(start_server, pg):
+    """A vault upload whose row cannot be written (the server stopped) is
+    refused with the protocol's error and leaves neither a row nor a
+    stored file; once PostgreSQL is back the same upload is stored and
+    verified, without a restart of bulwarkd."""
+    srv, db = start_on(start_server, pg)
+    doc = os.urandom(20000)
+    v = bw.VaultClient(H, srv.port, key=rsa_key(4)).connect()
+    bw.expect(v.register(unique_name("up")), bw.REGISTERED)
+    bw.expect(v.send_pubkey(), bw.KEY_STORED)
+    pg.stop()
+    res = v.send_file("doc.bin", doc)
+    assert res.response.code == bw.ERROR, res.response
+    assert srv.stored_files(v.client_id) == []
+    v.close()
+    pg.start()
+    # the key was issued before the outage: a new connection reconnects
+    v2 = bw.VaultClient(H, srv.port, key=rsa_key(4)).connect()
+    v2.client_id, v2.name = v.client_id, v.name
+
+    def stored():
+        r = v2.reconnect()
+        if r.code != bw.RECONNECTED:
+            return False
+        res = v2.send_file("doc.bin", doc)
+        return res.response.code == bw.FILE_RECEIVED
+
+    assert wait_for(stored, 15), srv.log_tail()
+    bw.expect(v2.crc_ok("doc.bin"), bw.ACK)
+    v2.close()
+    assert (srv.client_dir(v.client_id) / "doc.bin").read_bytes() == doc
+    assert pg.psql("SELECT Verified FROM files WHERE FileNameText = 'doc.bin'",
+                   db=db).strip() == "t"
+
+
+def test_last_seen_follows_the_requests_of_many_clients(start_server, pg):
+    """LastSeen of every client a pass saw, written in one statement."""
+    srv, db = start_on(start_server, pg)
+    cs = []
+    for i in range(5):
+        c = bwmsg.MsgClient(H, srv.port)
+        c.register(unique_name("seen%d" % i), key=rsa_key(i))
+        cs.append(c)
+
+    def seen():
+        return pg.psql("SELECT encode(ID, 'hex'), extract(epoch FROM LastSeen)::int8 "
+                       "FROM clients", db=db).split()
+
+    before = dict(r.split("|") for r in seen())
+    time.sleep(1.1)  # LastSeen has one-second resolution
+    for c in cs:
+        c.list()
+
+    def moved():
+        now = dict(r.split("|") for r in seen())
+        return all(int(now[c.client_id.hex()]) > int(before[c.client_id.hex()]) for c in cs)
+
+    assert wait_for(moved, 10), seen()

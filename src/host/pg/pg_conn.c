@@ -60,7 +60,15 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
 #define MSG_SIZE "coalesce(ContentSize, octet_length(Content), 0)"
 
 /* OIDs of the built-in types the statements take */
-enum { T_BOOL = 16, T_BYTEA = 17, T_INT8 = 20, T_INT4 = 23, T_TEXT = 25 };
+enum {
+	T_BOOL = 16,
+	T_BYTEA = 17,
+	T_INT8 = 20,
+	T_INT4 = 23,
+	T_TEXT = 25,
+	T_BYTEA_ARRAY = 1001,
+	T_INT8_ARRAY = 1016,
+};
 
 static const struct {
 	const char *sql;
@@ -82,10 +90,14 @@ static const struct {
 			       6,
 			       {T_BYTEA, T_BYTEA, T_BYTEA, T_INT8, T_BOOL,
 				T_INT8}},
-	[PS_CLIENT_TOUCH] = {"UPDATE clients SET LastSeen = " TS(
-				     "$2") " WHERE ID = $1",
-			     2,
-			     {T_BYTEA, T_INT8}},
+	/* many clients in one round trip: ids and times as two arrays */
+	[PS_CLIENT_TOUCH] =
+		{"UPDATE clients AS c SET LastSeen = "
+		 "CASE WHEN v.t = 0 THEN NULL ELSE to_timestamp(v.t) "
+		 "END FROM unnest($1::bytea[], $2::int8[]) AS v(id, t) "
+		 "WHERE c.ID = v.id",
+		 2,
+		 {T_BYTEA_ARRAY, T_INT8_ARRAY}},
 	[PS_FILE_DROP] = {"DELETE FROM files WHERE ID = $1 AND "
 			  "(PathName = $2 OR FileName = $3)",
 			  3,

@@ -3,6 +3,7 @@
  * page at a time, and the start-up loads, streamed a row at a time so that
  * a large table is never all in memory.
  */
+#include <arpa/inet.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,20 +69,69 @@ client_key(struct pg_conn *pc, const struct bw_meta_req *r)
 	return n > 0 ? 0 : BW_ENOTFOUND;
 }
 
+/* PostgreSQL's binary array of n elements of size each (one dimension,
+ * no NULLs) into out: 20 bytes of header, then a length and the bytes of
+ * each. */
+static size_t
+array_head(unsigned char *out, uint32_t oid, uint32_t n)
+{
+	const uint32_t head[5] = {htonl(1), htonl(0), htonl(oid), htonl(n),
+				  htonl(1)};
+
+	memcpy(out, head, sizeof(head));
+	return sizeof(head);
+}
+
+static size_t
+array_elem(unsigned char *out, const void *p, uint32_t len)
+{
+	uint32_t be = htonl(len);
+
+	memcpy(out, &be, 4);
+	memcpy(out + 4, p, len);
+	return 4 + (size_t)len;
+}
+
+#define TOUCH_BATCH 1000u
+
+/* LastSeen of up to TOUCH_BATCH clients per statement; a client dropped
+ * meanwhile changes nothing, which is not an error. */
 static int
 client_touch(struct pg_conn *pc, const struct bw_meta_req *r)
 {
+	unsigned char *ids = NULL, *times = NULL, t[8];
 	struct pg_params p;
-	size_t i;
-	int rc = 0;
+	size_t i, j, k, n, oi, ot;
+	uint64_t u;
+	int rc = 0, b;
 
-	/* a client dropped meanwhile changes nothing: not an error */
-	for (i = 0; i < r->u.touch.n && rc == 0; i++) {
+	if (r->u.touch.n == 0)
+		return 0;
+	n = r->u.touch.n < TOUCH_BATCH ? r->u.touch.n : TOUCH_BATCH;
+	if ((ids = malloc(20 + n * (4 + BW_ID_LEN))) == NULL ||
+	    (times = malloc(20 + n * (4 + 8))) == NULL) {
+		free(ids);
+		return BW_ENOMEM;
+	}
+	for (i = 0; i < r->u.touch.n && rc == 0; i += n) {
+		k = r->u.touch.n - i < n ? r->u.touch.n - i : n;
+		oi = array_head(ids, 17, (uint32_t)k);	 /* bytea */
+		ot = array_head(times, 20, (uint32_t)k); /* int8 */
+		for (j = 0; j < k; j++) {
+			oi += array_elem(ids + oi, r->u.touch.v[i + j].id,
+					 BW_ID_LEN);
+			u = (uint64_t)r->u.touch.v[i + j].last_seen;
+			for (b = 7; b >= 0; b--, u >>= 8)
+				t[b] = (unsigned char)(u & 0xff);
+			ot += array_elem(times + ot, t, 8);
+		}
 		memset(&p, 0, sizeof(p));
-		pg_p_bytes(&p, r->u.touch.v[i].id, BW_ID_LEN);
-		pg_p_i64(&p, r->u.touch.v[i].last_seen);
+		pg_p_bytes(&p, ids, oi);
+		pg_p_bytes(&p, times, ot);
 		rc = step(pc, PS_CLIENT_TOUCH, &p, "LastSeen", NULL, NULL);
 	}
+	free(ids);
+	free(times);
 	return rc;
 }
 
