@@ -317,12 +317,18 @@ pg_exec(struct pg_conn *pc, const char *sql)
 	return rc;
 }
 
+void
+pg_stmt_name(enum pg_stmt id, char name[16])
+{
+	snprintf(name, 16, "bw%d", (int)id);
+}
+
 PGresult *
 pg_run(struct pg_conn *pc, enum pg_stmt id, const struct pg_params *p)
 {
 	char name[16];
 
-	snprintf(name, sizeof(name), "bw%d", (int)id);
+	pg_stmt_name(id, name);
 	return PQexecPrepared(pc->c, name, p->n, p->v, p->len, p->fmt, 1);
 }
 
@@ -531,7 +537,10 @@ pg_conn_ready(struct pg_conn *pc)
 {
 	uint64_t now;
 
-	if (pc->up && PQstatus(pc->c) == CONNECTION_OK)
+	/* what the server said while we were idle (a shutdown's goodbye and
+	 * its close) is read now, without waiting: a connection it ended is
+	 * made again before a batch is sent on it */
+	if (pc->up && PQconsumeInput(pc->c) && PQstatus(pc->c) == CONNECTION_OK)
 		return 0;
 	(void)pg_conn_lost(pc);
 	now = bw_now_ms();

@@ -102,6 +102,14 @@ int pg_col_str(const PGresult *r, int row, int col, char *out, size_t cap);
 /* A bytea column of exactly n bytes into out: 1 copied, 0 NULL, -1 else. */
 int pg_col_exact(const PGresult *r, int row, int col, uint8_t *out, size_t n);
 
+/* pg_ops.c: a request that takes one statement (a registration, a key, a
+ * message's insert or drop): its statement id and parameters, or -1; and
+ * its outcome from that statement's successful result. */
+int pg_one_statement(const struct bw_meta_req *r, struct pg_params *p);
+int pg_one_result(struct bw_meta_req *r, PGresult *res);
+/* The name a statement is prepared under, into name[16]. */
+void pg_stmt_name(enum pg_stmt id, char name[16]);
+
 /* pg_ops.c: one request's statements, inside the caller's transaction (or
  * alone, for reads). *abort is set when the transaction must be rolled
  * back for this request (a statement failed, or it refused itself). */

@@ -31,42 +31,93 @@ step(struct pg_conn *pc, enum pg_stmt id, const struct pg_params *p,
 	return rc;
 }
 
-static int
-client_insert(struct pg_conn *pc, const struct bw_client_rec *c)
-{
-	struct pg_params p = {0};
-	uint64_t n = 0;
-	int rc;
+/* --- requests of one statement (a pipeline may carry them) -------------
+ */
 
-	pg_p_bytes(&p, c->id, BW_ID_LEN);
-	pg_p_bytes(&p, c->name, strlen(c->name));
-	pg_p_bytes(&p, c->has_pubkey ? c->pubkey : NULL, BW_RSA_PUB_LEN);
-	pg_p_i64(&p, c->last_seen);
-	pg_p_bytes(&p, c->has_aes ? c->aes_key : NULL, BW_AES_KEY_LEN);
-	pg_p_i64(&p, c->key_issued);
-	pg_p_bool(&p, c->key_used);
-	if ((rc = step(pc, PS_CLIENT_INSERT, &p, "a new client", &n, NULL)) !=
-	    0)
-		return rc;
-	return n == 1 ? 0 : BW_EEXIST; /* ON CONFLICT DO NOTHING */
+int
+pg_one_statement(const struct bw_meta_req *r, struct pg_params *p)
+{
+	const struct bw_client_rec *c = r->u.client;
+	const struct bw_msg_rec *m = r->u.msg;
+
+	memset(p, 0, sizeof(*p));
+	switch (r->op) {
+	case BW_META_CLIENT_INSERT:
+		pg_p_bytes(p, c->id, BW_ID_LEN);
+		pg_p_bytes(p, c->name, strlen(c->name));
+		pg_p_bytes(p, c->has_pubkey ? c->pubkey : NULL, BW_RSA_PUB_LEN);
+		pg_p_i64(p, c->last_seen);
+		pg_p_bytes(p, c->has_aes ? c->aes_key : NULL, BW_AES_KEY_LEN);
+		pg_p_i64(p, c->key_issued);
+		pg_p_bool(p, c->key_used);
+		return PS_CLIENT_INSERT;
+	case BW_META_CLIENT_KEY:
+		pg_p_bytes(p, r->u.key.id, BW_ID_LEN);
+		pg_p_bytes(p, r->u.key.pubkey, BW_RSA_PUB_LEN);
+		pg_p_bytes(p, r->u.key.aes, BW_AES_KEY_LEN);
+		pg_p_i64(p, r->u.key.issued);
+		pg_p_bool(p, r->u.key.used);
+		pg_p_i64(p, r->u.key.last_seen);
+		return PS_CLIENT_SET_KEY;
+	case BW_META_MSG_INSERT:
+		if (m->size > INT_MAX && m->path[0] == '\0')
+			return -1; /* refused by pg_op */
+		pg_p_bytes(p, m->to, BW_ID_LEN);
+		pg_p_bytes(p, m->from, BW_ID_LEN);
+		pg_p_i32(p, (int32_t)m->type);
+		if (m->path[0] == '\0')
+			pg_p_bytes(p,
+				   m->content != NULL ? m->content
+						      : (const void *)"",
+				   (size_t)m->size);
+		else
+			pg_p_bytes(p, NULL, 0);
+		pg_p_i64(p, (int64_t)m->size);
+		pg_p_opt_text(p, m->path);
+		return PS_MSG_INSERT;
+	case BW_META_MSG_DROP:
+		pg_p_i64(p, r->u.drop);
+		return PS_MSG_DROP;
+	default:
+		return -1;
+	}
 }
 
-static int
-client_key(struct pg_conn *pc, const struct bw_meta_req *r)
+int
+pg_one_result(struct bw_meta_req *r, PGresult *res)
 {
-	struct pg_params p = {0};
-	uint64_t n = 0;
-	int rc;
+	uint64_t n = strtoull(PQcmdTuples(res), NULL, 10);
 
-	pg_p_bytes(&p, r->u.key.id, BW_ID_LEN);
-	pg_p_bytes(&p, r->u.key.pubkey, BW_RSA_PUB_LEN);
-	pg_p_bytes(&p, r->u.key.aes, BW_AES_KEY_LEN);
-	pg_p_i64(&p, r->u.key.issued);
-	pg_p_bool(&p, r->u.key.used);
-	pg_p_i64(&p, r->u.key.last_seen);
-	if ((rc = step(pc, PS_CLIENT_SET_KEY, &p, "a key", &n, NULL)) != 0)
-		return rc;
-	return n > 0 ? 0 : BW_ENOTFOUND;
+	switch (r->op) {
+	case BW_META_CLIENT_INSERT:
+		return n == 1 ? 0 : BW_EEXIST; /* ON CONFLICT DO NOTHING */
+	case BW_META_CLIENT_KEY:
+		return n > 0 ? 0 : BW_ENOTFOUND;
+	case BW_META_MSG_INSERT:
+		r->u.msg->id = PQntuples(res) == 1 ? pg_col_i64(res, 0, 0) : 0;
+		if (r->u.msg->id <= 0 || r->u.msg->id > BW_META_MSG_ID_MAX)
+			return BW_EDB;
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* A request of one statement, alone. */
+static int
+one(struct pg_conn *pc, struct bw_meta_req *r, const char *what)
+{
+	struct pg_params p;
+	PGresult *res;
+	int id = pg_one_statement(r, &p), rc;
+
+	if (id < 0)
+		return BW_ETOOBIG;
+	res = pg_run(pc, (enum pg_stmt)id, &p);
+	if ((rc = pg_result_rc(pc, res, what)) == 0)
+		rc = pg_one_result(r, res);
+	PQclear(res);
+	return rc;
 }
 
 /* PostgreSQL's binary array of n elements of size each (one dimension,
@@ -160,35 +211,6 @@ file_set(struct pg_conn *pc, const struct bw_meta_req *r)
 	return step(pc, PS_FILE_INSERT, &p, "a file", NULL, NULL);
 }
 
-static int
-msg_insert(struct pg_conn *pc, struct bw_msg_rec *m)
-{
-	struct pg_params p = {0};
-	PGresult *res = NULL;
-	int rc;
-
-	if (m->size > INT_MAX && m->path[0] == '\0')
-		return BW_ETOOBIG;
-	pg_p_bytes(&p, m->to, BW_ID_LEN);
-	pg_p_bytes(&p, m->from, BW_ID_LEN);
-	pg_p_i32(&p, (int32_t)m->type);
-	if (m->path[0] == '\0')
-		pg_p_bytes(&p,
-			   m->content != NULL ? m->content : (const void *)"",
-			   (size_t)m->size);
-	else
-		pg_p_bytes(&p, NULL, 0);
-	pg_p_i64(&p, (int64_t)m->size);
-	pg_p_opt_text(&p, m->path);
-	if ((rc = step(pc, PS_MSG_INSERT, &p, "a message", NULL, &res)) != 0)
-		return rc;
-	m->id = PQntuples(res) == 1 ? pg_col_i64(res, 0, 0) : 0;
-	PQclear(res);
-	if (m->id <= 0 || m->id > BW_META_MSG_ID_MAX)
-		return BW_EDB;
-	return 0;
-}
-
 /* A message under its own id, and ids issued later above it. */
 static int
 msg_put(struct pg_conn *pc, const struct bw_msg_rec *m)
@@ -260,10 +282,10 @@ pg_op(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
 	*abort = 0;
 	switch (r->op) {
 	case BW_META_CLIENT_INSERT:
-		rc = client_insert(pc, r->u.client);
+		rc = one(pc, r, "a new client");
 		break;
 	case BW_META_CLIENT_KEY:
-		rc = client_key(pc, r);
+		rc = one(pc, r, "a key");
 		break;
 	case BW_META_CLIENT_TOUCH:
 		rc = client_touch(pc, r);
@@ -272,11 +294,10 @@ pg_op(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
 		rc = file_set(pc, r);
 		break;
 	case BW_META_MSG_INSERT:
-		rc = msg_insert(pc, r->u.msg);
+		rc = one(pc, r, "a message");
 		break;
 	case BW_META_MSG_DROP:
-		pg_p_i64(&p, r->u.drop);
-		rc = step(pc, PS_MSG_DROP, &p, "a message", NULL, NULL);
+		rc = one(pc, r, "a message");
 		break;
 	case BW_META_MSG_DELETE:
 		return msg_delete(pc, r, abort);
