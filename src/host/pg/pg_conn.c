@@ -2,8 +2,8 @@
  * logged), the session every statement relies on (synchronous_commit on:
  * a COMMIT that returns is on the server's disk), the schema brought up to
  * date under an advisory lock, the prepared statements, and reconnection
- * with a backoff when the server goes away. Parameters and columns travel
- * in libpq's binary format: no escaping, no parsing of numbers.
+ * with a backoff when the server goes away. Parameters and columns are
+ * pg_params.c's, the writes pg_write.c's.
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -139,127 +139,6 @@ static const struct {
 			  1,
 			  {T_INT8}},
 };
-
-/* --- parameters and columns ---------------------------------------------
- */
-
-static void
-put(struct pg_params *p, const void *v, int len)
-{
-	p->v[p->n] = v;
-	p->len[p->n] = len;
-	p->fmt[p->n] = 1;
-	p->n++;
-}
-
-void
-pg_p_bytes(struct pg_params *p, const void *v, size_t len)
-{
-	static const char empty[1];
-
-	if (v == NULL) {
-		put(p, NULL, 0);
-		return;
-	}
-	put(p, len > 0 ? v : empty, (int)len);
-}
-
-void
-pg_p_text(struct pg_params *p, const char *s)
-{
-	put(p, s, s != NULL ? (int)strlen(s) : 0);
-}
-
-void
-pg_p_opt_text(struct pg_params *p, const char *s)
-{
-	pg_p_text(p, s != NULL && s[0] != '\0' ? s : NULL);
-}
-
-void
-pg_p_i64(struct pg_params *p, int64_t v)
-{
-	uint64_t u = (uint64_t)v;
-	int i;
-
-	for (i = 7; i >= 0; i--, u >>= 8)
-		p->num[p->n][i] = (unsigned char)(u & 0xff);
-	put(p, p->num[p->n], 8);
-}
-
-void
-pg_p_i32(struct pg_params *p, int32_t v)
-{
-	uint32_t u = htonl((uint32_t)v);
-
-	memcpy(p->num[p->n], &u, 4);
-	put(p, p->num[p->n], 4);
-}
-
-void
-pg_p_bool(struct pg_params *p, int v)
-{
-	p->num[p->n][0] = v != 0;
-	put(p, p->num[p->n], 1);
-}
-
-int64_t
-pg_col_i64(const PGresult *r, int row, int col)
-{
-	const unsigned char *v;
-	uint64_t u = 0;
-	int i;
-
-	if (PQgetisnull(r, row, col) || PQgetlength(r, row, col) != 8)
-		return 0;
-	v = (const unsigned char *)PQgetvalue(r, row, col);
-	for (i = 0; i < 8; i++)
-		u = u << 8 | v[i];
-	return (int64_t)u;
-}
-
-int32_t
-pg_col_i32(const PGresult *r, int row, int col)
-{
-	uint32_t u;
-
-	if (PQgetisnull(r, row, col) || PQgetlength(r, row, col) != 4)
-		return 0;
-	memcpy(&u, PQgetvalue(r, row, col), 4);
-	return (int32_t)ntohl(u);
-}
-
-int
-pg_col_bool(const PGresult *r, int row, int col)
-{
-	return !PQgetisnull(r, row, col) && PQgetlength(r, row, col) == 1 &&
-	       PQgetvalue(r, row, col)[0] != 0;
-}
-
-int
-pg_col_str(const PGresult *r, int row, int col, char *out, size_t cap)
-{
-	int n = PQgetlength(r, row, col);
-
-	out[0] = '\0';
-	if (PQgetisnull(r, row, col) || n < 0 || (size_t)n >= cap ||
-	    memchr(PQgetvalue(r, row, col), 0, (size_t)n) != NULL)
-		return -1;
-	memcpy(out, PQgetvalue(r, row, col), (size_t)n);
-	out[n] = '\0';
-	return 0;
-}
-
-int
-pg_col_exact(const PGresult *r, int row, int col, uint8_t *out, size_t n)
-{
-	if (PQgetisnull(r, row, col))
-		return 0;
-	if ((size_t)PQgetlength(r, row, col) != n)
-		return -1;
-	memcpy(out, PQgetvalue(r, row, col), n);
-	return 1;
-}
 
 /* --- results --------------------------------------------------------------
  */

@@ -102,6 +102,12 @@ int pg_col_str(const PGresult *r, int row, int col, char *out, size_t cap);
 /* A bytea column of exactly n bytes into out: 1 copied, 0 NULL, -1 else. */
 int pg_col_exact(const PGresult *r, int row, int col, uint8_t *out, size_t n);
 
+/* pg_write.c: the writes from first up to (not including) end in one
+ * transaction; r alone in one of its own. Each request's rc is set. */
+void pg_write_batch(struct pg_conn *pc, struct bw_meta_req *first,
+		    struct bw_meta_req *end);
+void pg_write_alone(struct pg_conn *pc, struct bw_meta_req *r);
+
 /* pg_ops.c: a request that takes one statement (a registration, a key, a
  * message's insert or drop): its statement id and parameters, or -1; and
  * its outcome from that statement's successful result. */
