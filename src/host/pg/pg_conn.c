@@ -5,7 +5,6 @@
  * with a backoff when the server goes away. Parameters and columns are
  * pg_params.c's, the writes pg_write.c's.
  */
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
