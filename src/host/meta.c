@@ -10,12 +10,10 @@
 
 extern const struct bw_meta_backend bw_meta_sqlite;
 extern const struct bw_meta_backend bw_meta_postgresql;
-extern const struct bw_meta_backend bw_meta_postgres;
 
 static const struct bw_meta_backend *const backends[] = {
 	&bw_meta_sqlite,
 	&bw_meta_postgresql,
-	&bw_meta_postgres,
 };
 
 /* The backend url names, and where (the rest of it); dflt holds the
@@ -37,6 +35,10 @@ find(const char *url, const char *data_dir, char *dflt, size_t cap,
 		return NULL;
 	n = (size_t)(colon - url);
 	*where = colon + 1;
+	if (n == 8 && strncmp(url, "postgres", 8) == 0) {
+		url = "postgresql"; /* libpq takes both spellings */
+		n = 10;
+	}
 	for (i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
 		if (strlen(backends[i]->scheme) == n &&
 		    strncmp(backends[i]->scheme, url, n) == 0)

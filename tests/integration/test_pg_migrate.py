@@ -162,6 +162,8 @@ def test_check_config_says_what_is_wrong_in_one_line(pg, tmp_path):
     r = check_config(pg, pg.url(db))
     assert r.returncode == 0, r.stdout
     assert "ok: database: PostgreSQL" in r.stdout and "no tables yet" in r.stdout
+    r = check_config(pg, pg.url(db).replace("postgresql://", "postgres://"))
+    assert r.returncode == 0, "libpq's other spelling: " + r.stdout
 
     r = check_config(pg, pg.url(db), env={"PGPASSWORD": "wrong"})
     assert r.returncode == 1

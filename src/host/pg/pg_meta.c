@@ -40,9 +40,9 @@ struct pgq {
 	pthread_mutex_t conn_mu;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct bw_meta_req *todo, **todo_tail; /* mu: for the thread */
-	struct bw_meta_req *done, **done_tail; /* mu: for the loop */
-	int quit;			       /* mu */
+	struct bw_meta_req *queue, **queue_tail; /* mu: for the thread */
+	struct bw_meta_req *done, **done_tail;	 /* mu: for the loop */
+	int quit;				 /* mu */
 	pthread_t thread;
 	int thread_on;
 	int efd;
@@ -96,12 +96,12 @@ thread_main(void *arg)
 
 	pthread_mutex_lock(&q->mu);
 	for (;;) {
-		while (q->todo == NULL && !q->quit)
+		while (q->queue == NULL && !q->quit)
 			pthread_cond_wait(&q->cv, &q->mu);
-		if ((list = q->todo) == NULL)
+		if ((list = q->queue) == NULL)
 			break; /* quit, and nothing left */
-		q->todo = NULL;
-		q->todo_tail = &q->todo;
+		q->queue = NULL;
+		q->queue_tail = &q->queue;
 		pthread_mutex_unlock(&q->mu);
 		pthread_mutex_lock(&q->conn_mu);
 		run_list(q, list);
@@ -126,8 +126,8 @@ hand_over(struct pgq *q, struct bw_meta_req *list,
 	  struct bw_meta_req **last_next)
 {
 	pthread_mutex_lock(&q->mu);
-	*q->todo_tail = list;
-	q->todo_tail = last_next;
+	*q->queue_tail = list;
+	q->queue_tail = last_next;
 	pthread_cond_signal(&q->cv);
 	pthread_mutex_unlock(&q->mu);
 }
@@ -346,7 +346,7 @@ pg_close(void *state)
 	free(q);
 }
 
-/* where: the URL after "postgresql:" (or "postgres:"). */
+/* where: the URL after "postgresql:" (meta.c maps "postgres:" here). */
 static int
 open_url(const char *scheme, const char *where, struct bw_loop *loop,
 	 void **state)
@@ -363,7 +363,7 @@ open_url(const char *scheme, const char *where, struct bw_loop *loop,
 	snprintf(url, n, "%s:%s", scheme, where);
 	q->loop = loop;
 	q->efd = -1;
-	q->todo_tail = &q->todo;
+	q->queue_tail = &q->queue;
 	q->done_tail = &q->done;
 	q->pass_tail = &q->pass;
 	pthread_mutex_init(&q->conn_mu, NULL);
@@ -414,44 +414,15 @@ pg_check_postgresql(const char *where, char *msg, size_t cap)
 }
 
 static int
-pg_check_postgres(const char *where, char *msg, size_t cap)
-{
-	return check_url("postgres", where, msg, cap);
-}
-
-static int
 pg_open_postgresql(const char *where, struct bw_loop *loop, void **state)
 {
 	return open_url("postgresql", where, loop, state);
-}
-
-static int
-pg_open_postgres(const char *where, struct bw_loop *loop, void **state)
-{
-	return open_url("postgres", where, loop, state);
 }
 
 const struct bw_meta_backend bw_meta_postgresql = {
 	.scheme = "postgresql",
 	.open = pg_open_postgresql,
 	.check = pg_check_postgresql,
-	.close = pg_close,
-	.submit = pg_submit,
-	.run = pg_run_now,
-	.load_clients = pg_load_clients_,
-	.load_files = pg_load_files_,
-	.msg_totals = pg_msg_totals_,
-	.msg_blobs = pg_msg_blobs_,
-	.syncs = pg_syncs,
-	.stats = pg_stats,
-	.msg_last_id = pg_msg_last_id_,
-};
-
-/* libpq takes both spellings */
-const struct bw_meta_backend bw_meta_postgres = {
-	.scheme = "postgres",
-	.open = pg_open_postgres,
-	.check = pg_check_postgres,
 	.close = pg_close,
 	.submit = pg_submit,
 	.run = pg_run_now,
