@@ -86,6 +86,14 @@ int bw_scrypt(const void *pw, size_t n, const uint8_t *salt, size_t salt_n,
 
 #define BW_SHA256_LEN 32
 int bw_sha256(const void *p, size_t n, uint8_t out[BW_SHA256_LEN]) BW_WUR;
+/* SHA-256 of a stream (a stored object's part as it is written). */
+struct bw_sha256_ctx;
+int bw_sha256_new(struct bw_sha256_ctx **out) BW_WUR;
+int bw_sha256_update(struct bw_sha256_ctx *c, const void *p, size_t n) BW_WUR;
+/* The digest of what was fed since new or the last final; then c starts
+ * over. */
+int bw_sha256_final(struct bw_sha256_ctx *c, uint8_t out[BW_SHA256_LEN]) BW_WUR;
+void bw_sha256_free(struct bw_sha256_ctx *c);
 
 /* Cryptographically secure random bytes. */
 int bw_random(void *p, size_t n) BW_WUR;

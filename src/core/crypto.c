@@ -110,6 +110,55 @@ bw_sha256(const void *p, size_t n, uint8_t out[BW_SHA256_LEN])
 	return 0;
 }
 
+struct bw_sha256_ctx {
+	EVP_MD_CTX *md;
+};
+
+int
+bw_sha256_new(struct bw_sha256_ctx **out)
+{
+	struct bw_sha256_ctx *c = calloc(1, sizeof(*c));
+
+	*out = NULL;
+	if (c == NULL)
+		return BW_ENOMEM;
+	if ((c->md = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestInit_ex(c->md, EVP_sha256(), NULL) != 1) {
+		bw_sha256_free(c);
+		return ossl_fail(BW_ECRYPTO);
+	}
+	*out = c;
+	return 0;
+}
+
+int
+bw_sha256_update(struct bw_sha256_ctx *c, const void *p, size_t n)
+{
+	if (EVP_DigestUpdate(c->md, p, n) != 1)
+		return ossl_fail(BW_ECRYPTO);
+	return 0;
+}
+
+int
+bw_sha256_final(struct bw_sha256_ctx *c, uint8_t out[BW_SHA256_LEN])
+{
+	unsigned int len = 0;
+
+	if (EVP_DigestFinal_ex(c->md, out, &len) != 1 || len != BW_SHA256_LEN ||
+	    EVP_DigestInit_ex(c->md, EVP_sha256(), NULL) != 1)
+		return ossl_fail(BW_ECRYPTO);
+	return 0;
+}
+
+void
+bw_sha256_free(struct bw_sha256_ctx *c)
+{
+	if (c == NULL)
+		return;
+	EVP_MD_CTX_free(c->md);
+	free(c);
+}
+
 /* ---- passwords ---- */
 
 int

@@ -14,6 +14,7 @@
 #include "bulwark/log.h"
 #include "bulwark/util.h"
 #include "daemon/daemon.h"
+#include "host/blob.h"
 
 #define CONSOLE_IDLE_MIN (5u * 60u * 1000u) /* an operator at a prompt */
 #define PER_ADDR_MIN	 1024u
@@ -313,6 +314,7 @@ int
 bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 	       const struct bw_daemon_args *args)
 {
+	struct bw_blob_conf bc;
 	char path[4096 + 64];
 	long holder = 0;
 	unsigned i;
@@ -354,8 +356,14 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 		bw_error("cannot open %s: %s", path, bw_strerror(rc));
 		return rc;
 	}
-	if ((rc = bw_blobs_open(&d->blobs, "", d->cfg.data_dir)) != 0)
+	bw_daemon_blob_conf(&d->cfg, &bc);
+	if ((rc = bw_blobs_open(&d->blobs, &bc)) != 0) {
+		bw_error("cannot open the contents' store %s: %s",
+			 d->cfg.blobs[0] != '\0' ? d->cfg.blobs
+						 : d->cfg.data_dir,
+			 bw_strerror(rc));
 		return rc;
+	}
 	if ((rc = bw_registry_open(&d->reg, d->meta, d->eng.loop)) != 0) {
 		bw_error("cannot load database %s: %s", path, bw_strerror(rc));
 		return rc;

@@ -26,7 +26,13 @@
 
 struct bw_daemon_cfg {
 	char data_dir[4096];
-	char db[2048]; /* the metadata store's URL ("" = the embedded one) */
+	char db[2048];	  /* the metadata store's URL ("" = the embedded one) */
+	char blobs[2048]; /* the contents' store's URL ("" = the embedded) */
+	char s3_endpoint[1024];
+	char s3_region[128];
+	char s3_credentials[4096];
+	int s3_path_style;
+	uint32_t blob_grace_s;
 	struct bw_engine_cfg engine;
 	unsigned timeout_ms;	     /* a connection silent this long closes */
 	unsigned request_timeout_ms; /* a request must be in within this */
@@ -52,6 +58,11 @@ struct bw_daemon_cfg {
 	int port_given;	  /* --port: port.info and myport.info not read */
 	int secret_given; /* the console secret came from an option */
 };
+
+/* The blob store's configuration out of cfg (pointing into it). */
+struct bw_blob_conf;
+void bw_daemon_blob_conf(const struct bw_daemon_cfg *cfg,
+			 struct bw_blob_conf *bc);
 
 /* The command line's options, in order: long names and values (NULL for
  * a flag). The strings must outlive the daemon (argv's do). */

@@ -17,6 +17,7 @@
 #include "bulwark/fsutil.h"
 #include "bulwark/log.h"
 #include "daemon/daemon.h"
+#include "host/blob.h"
 #include "host/migrate.h"
 
 /* A shared lock on dir's lock file, if it has one: -1 (no file), an fd,
@@ -116,7 +117,8 @@ int
 bw_daemon_migrate(const struct bw_daemon_cfg *cfg, const char *from)
 {
 	char src_real[PATH_MAX], dst_real[PATH_MAX], tmp[PATH_MAX - 64] = "";
-	char src_db[PATH_MAX + 16], src_blobs[PATH_MAX + 8], why[512];
+	char src_db[PATH_MAX + 16], why[512];
+	struct bw_blob_conf bc;
 	struct bw_meta *fm = NULL, *tm = NULL;
 	struct bw_blobs *fb = NULL, *tb = NULL;
 	struct bw_migrate_report rep;
@@ -135,7 +137,7 @@ bw_daemon_migrate(const struct bw_daemon_cfg *cfg, const char *from)
 		return 2;
 	}
 	same = strcmp(src_real, dst_real) == 0;
-	if (same && cfg->db[0] == '\0') {
+	if (same && cfg->db[0] == '\0' && cfg->blobs[0] == '\0') {
 		fprintf(stderr, "bulwarkd migrate: the target (--db, "
 				"--data-dir) is the source: nothing to do\n");
 		return 2;
@@ -153,7 +155,8 @@ bw_daemon_migrate(const struct bw_daemon_cfg *cfg, const char *from)
 				       : bw_strerror(rc));
 		goto out;
 	}
-	snprintf(src_blobs, sizeof(src_blobs), "file:%s", src_real);
+	bw_daemon_blob_conf(cfg, &bc);
+	bc.data_dir = dst_real;
 	if ((rc = copy_aside(src_real, tmp, sizeof(tmp), src_db,
 			     sizeof(src_db))) != 0) {
 		fprintf(stderr,
@@ -164,15 +167,16 @@ bw_daemon_migrate(const struct bw_daemon_cfg *cfg, const char *from)
 	}
 	if ((rc = bw_loop_new(&loop, 1)) != 0 ||
 	    (rc = bw_meta_open(&fm, src_db, src_real, loop)) != 0 ||
-	    (rc = bw_blobs_open(&fb, src_blobs, src_real)) != 0 ||
+	    (rc = bw_blobs_open_dir(&fb, src_real)) != 0 ||
 	    (rc = bw_meta_open(&tm, cfg->db, dst_real, loop)) != 0 ||
-	    (rc = bw_blobs_open(&tb, "", dst_real)) != 0) {
+	    (rc = bw_blobs_open(&tb, &bc)) != 0) {
 		fprintf(stderr,
 			"bulwarkd migrate: cannot open the stores: %s\n",
 			bw_strerror(rc));
 		goto out;
 	}
-	rc = bw_migrate(fm, fb, tm, tb, same, &rep, why, sizeof(why));
+	rc = bw_migrate(fm, fb, tm, tb, same && cfg->blobs[0] == '\0', &rep,
+			why, sizeof(why));
 	printf("migrate: clients: %llu in the source, %llu copied now\n",
 	       (unsigned long long)rep.clients,
 	       (unsigned long long)rep.clients_new);

@@ -15,6 +15,7 @@
 #include "bulwark/net.h"
 #include "bulwark/util.h"
 #include "daemon/daemon.h"
+#include "host/blob.h"
 
 enum kind {
 	K_NUM,	  /* an unsigned integer field of size bytes, min..max */
@@ -22,6 +23,7 @@ enum kind {
 	K_STR,	  /* a string field of size bytes (NUL included) */
 	K_ADDR,	  /* a numeric IPv4 or IPv6 address, in a string field */
 	K_OFF,	  /* a flag: sets an int field to 0 */
+	K_ON,	  /* a flag: sets an int field to 1 */
 	K_SECRET, /* the console secret (also marks it given) */
 	K_SECRET_FILE,
 	K_LEVEL,
@@ -54,6 +56,23 @@ static const struct opt opts[] = {
 	 "where clients, keys, files and messages are\nkept: sqlite:PATH "
 	 "(default: defensive.db in\nthe data directory) or postgresql://"
 	 "USER@HOST\n:PORT/DB (password: PGPASSWORD or ~/.pgpass)"},
+	{"blobs", 0, K_STR, 0, F(blobs), 0, 0, "URL",
+	 "where file and message contents are kept:\nfile:DIR (default: "
+	 "files/ and messages/ in\nthe data directory) or s3://BUCKET[/"
+	 "PREFIX]\n(credentials: AWS_ACCESS_KEY_ID and\n"
+	 "AWS_SECRET_ACCESS_KEY, or --s3-credentials-file)"},
+	{"s3-endpoint", 0, K_STR, 0, F(s3_endpoint), 0, 0, "URL",
+	 "the S3 server (default: AWS,\nhttps://s3.REGION.amazonaws.com)"},
+	{"s3-region", 0, K_STR, 0, F(s3_region), 0, 0, "REGION",
+	 "the S3 region (default: AWS_REGION, else\nus-east-1)"},
+	{"s3-path-style", 0, K_ON, 0, F(s3_path_style), 0, 0, NULL,
+	 "address the bucket in the path (HOST/BUCKET/\nKEY), as most "
+	 "self-hosted S3 servers need"},
+	{"s3-credentials-file", 0, K_STR, 0, F(s3_credentials), 0, 0, "FILE",
+	 "AWS shared-credentials file (profile\nAWS_PROFILE, else default)"},
+	{"blob-grace", 0, K_NUM, 0, F(blob_grace_s), 1, 86400u * 30u, "SECONDS",
+	 "in a shared store (S3), objects younger than\nthis are not swept "
+	 "as orphans nor abandoned\nuploads (default 3600)"},
 	{"port", 'p', K_NUM, 0, F(port.port), 0, 65535, "N",
 	 "the vault's and messenger's port (default:\nport.info and "
 	 "myport.info, else 1357; 0 = any)"},
@@ -263,12 +282,14 @@ bw_daemon_opt_set(struct bw_daemon_cfg *cfg, const char *name,
 		return BW_ECONFIG;
 	}
 	field = (uint8_t *)cfg + o->off;
-	if (o->kind == K_OFF) {
+	if (o->kind == K_OFF || o->kind == K_ON) {
+		int on = o->kind == K_ON;
+
 		if (value != NULL && value[0] != '\0') {
 			snprintf(why, why_cap, "%s takes no value", name);
 			return BW_ECONFIG;
 		}
-		memset(field, 0, o->size);
+		memcpy(field, &on, sizeof(on));
 		return 0;
 	}
 	if (value == NULL || value[0] == '\0') {
@@ -511,7 +532,7 @@ bw_daemon_opt_has_value(const char *name)
 {
 	const struct opt *o = find(name);
 
-	return o != NULL && o->kind != K_OFF;
+	return o != NULL && o->kind != K_OFF && o->kind != K_ON;
 }
 
 size_t
@@ -570,4 +591,17 @@ bw_daemon_usage(FILE *f)
 		   "Logs go to standard error, one line per event. Exit "
 		   "status: 0 after a clean\nshutdown, 1 on a start-up "
 		   "error, 2 on bad usage.\n");
+}
+
+void
+bw_daemon_blob_conf(const struct bw_daemon_cfg *cfg, struct bw_blob_conf *bc)
+{
+	memset(bc, 0, sizeof(*bc));
+	bc->url = cfg->blobs;
+	bc->data_dir = cfg->data_dir;
+	bc->s3_endpoint = cfg->s3_endpoint;
+	bc->s3_region = cfg->s3_region;
+	bc->s3_credentials = cfg->s3_credentials;
+	bc->s3_path_style = cfg->s3_path_style;
+	bc->grace_s = cfg->blob_grace_s;
 }

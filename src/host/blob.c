@@ -11,51 +11,107 @@
 #include "host/blob.h"
 
 extern const struct bw_blob_backend bw_blob_fs;
+extern const struct bw_blob_backend bw_blob_s3;
 
 static const struct bw_blob_backend *const backends[] = {
 	&bw_blob_fs,
+	&bw_blob_s3,
 };
+
+#define GRACE_DEFAULT_S 3600u
 
 #define BACKENDS_N (sizeof(backends) / sizeof(backends[0]))
 
-int
-bw_blobs_open(struct bw_blobs **out, const char *url, const char *data_dir)
+static int
+find_backend(const struct bw_blob_conf *conf, const struct bw_blob_backend **be,
+	     const char **where)
 {
-	const char *colon, *where;
-	struct bw_blobs *b;
+	const char *url = conf->url != NULL ? conf->url : "", *colon;
 	size_t i, n;
-	int rc;
 
-	*out = NULL;
-	if (url == NULL || url[0] == '\0') {
-		url = "file:";
-		where = data_dir;
-		n = 4;
-	} else {
-		if ((colon = strchr(url, ':')) == NULL)
-			return BW_ECONFIG;
-		n = (size_t)(colon - url);
-		where = colon + 1;
+	if (url[0] == '\0') {
+		*be = &bw_blob_fs;
+		*where = conf->data_dir;
+		return 0;
 	}
-	for (i = 0; i < BACKENDS_N; i++) {
-		if (strlen(backends[i]->scheme) == n &&
-		    strncmp(backends[i]->scheme, url, n) == 0)
-			break;
-	}
-	if (i == BACKENDS_N) {
-		bw_error("blobs: no backend for '%.*s:' (known: file:)", (int)n,
+	if ((colon = strchr(url, ':')) == NULL) {
+		bw_error("blobs: '%s' is not a URL (file:DIR or "
+			 "s3://BUCKET[/PREFIX])",
 			 url);
 		return BW_ECONFIG;
 	}
+	n = (size_t)(colon - url);
+	*where = colon + 1;
+	for (i = 0; i < BACKENDS_N; i++) {
+		if (strlen(backends[i]->scheme) == n &&
+		    strncmp(backends[i]->scheme, url, n) == 0) {
+			*be = backends[i];
+			return 0;
+		}
+	}
+	bw_error("blobs: no backend for '%.*s:' (known: file:, s3:)", (int)n,
+		 url);
+	return BW_ECONFIG;
+}
+
+int
+bw_blobs_open(struct bw_blobs **out, const struct bw_blob_conf *conf)
+{
+	const struct bw_blob_backend *be;
+	const char *where;
+	struct bw_blobs *b;
+	int rc;
+
+	*out = NULL;
+	if ((rc = find_backend(conf, &be, &where)) != 0)
+		return rc;
 	if ((b = calloc(1, sizeof(*b))) == NULL)
 		return BW_ENOMEM;
-	b->be = backends[i];
-	if ((rc = b->be->open(where, &b->state)) != 0) {
+	b->be = be;
+	b->shared = be != &bw_blob_fs;
+	b->grace_s = conf->grace_s != 0 ? conf->grace_s : GRACE_DEFAULT_S;
+	if ((rc = b->be->open(conf, where, &b->state)) != 0) {
 		free(b);
 		return rc;
 	}
 	*out = b;
 	return 0;
+}
+
+int
+bw_blobs_open_dir(struct bw_blobs **out, const char *dir)
+{
+	struct bw_blob_conf conf;
+
+	memset(&conf, 0, sizeof(conf));
+	conf.url = "";
+	conf.data_dir = dir;
+	return bw_blobs_open(out, &conf);
+}
+
+int
+bw_blobs_check(const struct bw_blob_conf *conf, char *msg, size_t cap)
+{
+	struct bw_blobs *b;
+	int rc;
+
+	if ((rc = bw_blobs_open(&b, conf)) != 0) {
+		snprintf(msg, cap, "%s cannot be opened: %s",
+			 conf->url != NULL && conf->url[0] != '\0'
+				 ? conf->url
+				 : "the data directory",
+			 bw_strerror(rc));
+		return rc;
+	}
+	rc = b->be->check(b->state, msg, cap);
+	bw_blobs_close(b);
+	return rc;
+}
+
+int
+bw_blob_settled(const struct bw_blobs *b, int64_t mtime)
+{
+	return !b->shared || mtime + (int64_t)b->grace_s <= bw_time_s();
 }
 
 void

@@ -10,7 +10,9 @@
  * run them on the loop's workers, or at start-up. A new object is written
  * under no key, then put under its key in one step: a reader sees the
  * key's old object or the whole new one, never a part, and a put that
- * returns 0 is durable. An object is written by one thread at a time.
+ * returns 0 is durable. Writes of one object may overlap in time (two
+ * buffers in flight on two workers), each at its own offset, together
+ * covering the object once; put and abort come after the last write.
  *
  * Keys under "<space>" BW_BLOB_SCRATCH ("files/.incoming/...") are
  * scratch: a service may keep an object there for a while (a backup of
@@ -33,16 +35,37 @@ struct bw_blob_r; /* an object being read */
 /* Under a space, the scratch keys' place. */
 #define BW_BLOB_SCRATCH ".incoming/"
 
+/* How the store is reached: the URL and what goes with it. */
+struct bw_blob_conf {
+	const char *url;	 /* "file:DIR", "s3://BUCKET[/PREFIX]"; "" for
+				    the embedded default: file:DATA_DIR */
+	const char *data_dir;	 /* the daemon's (an S3 store spools there) */
+	const char *s3_endpoint; /* "" = AWS */
+	const char *s3_region;	 /* "" = AWS_REGION, else us-east-1 */
+	const char *s3_credentials; /* a shared-credentials file, or "" */
+	int s3_path_style;	    /* http://HOST/BUCKET/KEY */
+	uint32_t grace_s; /* a store others share: what is younger than
+			     this may be another daemon's work in progress
+			     (0 = the default, one hour); unused for file: */
+};
+
 struct bw_blob_backend {
 	const char *scheme; /* of the URL: "file" */
-	int (*open)(const char *where, void **state) BW_WUR;
+	int (*open)(const struct bw_blob_conf *conf, const char *where,
+		    void **state) BW_WUR;
 	void (*close)(void *state);
+	/* One line into msg: what was reached, or what is wrong. */
+	int (*check)(void *state, char *msg, size_t cap) BW_WUR;
 	/* A new object that will go under space ("files/", "messages/"),
-	 * seen by no one until it is put. */
-	int (*create)(void *state, const char *space,
+	 * seen by no one until it is put. key is where it will most likely
+	 * be put (NULL if not known): a backend may start writing it there
+	 * (unseen until put); a put under another key still works. */
+	int (*create)(void *state, const char *space, const char *key,
 		      struct bw_blob_w **w) BW_WUR;
-	/* n bytes at off; offsets only grow. A backend may write p directly
-	 * when it is aligned to 4096 bytes (as the vault's buffers are). */
+	/* n bytes at off, each range once and without gaps (the writes
+	 * submitted in the order of their offsets). A backend may write p
+	 * directly when it is aligned to 4096 bytes (as the vault's buffers
+	 * are). */
 	int (*write)(struct bw_blob_w *w, uint64_t off, const void *p,
 		     size_t n) BW_WUR;
 	/* Makes w the object at key, durably: replacing one there (replace
@@ -73,28 +96,45 @@ struct bw_blob_backend {
 	ssize_t (*read)(struct bw_blob_r *r, void *p, size_t n);
 	void (*read_close)(struct bw_blob_r *r);
 	/* Every key under prefix (ending in '/'), at any depth, with its
-	 * size, grouped by the key's last '/': scratch keys are not listed,
-	 * nor what is not an object of ours (a link: logged). A non-zero
-	 * return from cb stops and is returned. */
+	 * size and when it was stored (seconds since the epoch), grouped by
+	 * the key's last '/': scratch keys are not listed, nor what is not
+	 * an object of ours (a link: logged). A non-zero return from cb
+	 * stops and is returned. */
 	int (*list)(void *state, const char *prefix,
-		    int (*cb)(void *arg, const char *key, uint64_t size),
+		    int (*cb)(void *arg, const char *key, uint64_t size,
+			      int64_t mtime),
 		    void *arg) BW_WUR;
 	/* Start-up: makes space usable and drops its scratch (objects being
-	 * written or kept aside when a run ended); *n says how many went.
-	 * Fails if space cannot be used (a link where its places go). */
+	 * written or kept aside when a run ended; in a shared store, those
+	 * older than the grace period); *n says how many went. Fails if
+	 * space cannot be used (a link where its places go). */
 	int (*sweep)(void *state, const char *space, unsigned *n) BW_WUR;
 };
 
 struct bw_blobs {
 	const struct bw_blob_backend *be;
 	void *state;
+	/* Shared with other daemons (an object store): what is younger
+	 * than grace_s may be another's work in progress, not an orphan. */
+	int shared;
+	uint32_t grace_s;
 };
 
-/* Opens the store named by url: "file:DIR", or "" for the embedded
- * default (file:DATA_DIR). BW_ECONFIG for an unknown scheme. */
-int bw_blobs_open(struct bw_blobs **out, const char *url,
-		  const char *data_dir) BW_WUR;
+/* Opens the store named by conf->url: "file:DIR", "s3://BUCKET[/PREFIX]",
+ * or "" for the embedded default (file:DATA_DIR). BW_ECONFIG for an
+ * unknown scheme or a bad URL (logged). */
+int bw_blobs_open(struct bw_blobs **out,
+		  const struct bw_blob_conf *conf) BW_WUR;
+/* The embedded default's store in dir (file:DIR). */
+int bw_blobs_open_dir(struct bw_blobs **out, const char *dir) BW_WUR;
 void bw_blobs_close(struct bw_blobs *b);
+/* One line into msg about the store conf names: whether it can be
+ * reached, and what is wrong if not. */
+int bw_blobs_check(const struct bw_blob_conf *conf, char *msg,
+		   size_t cap) BW_WUR;
+/* Whether an object stored at mtime may be judged an orphan now: always
+ * in a store of one daemon's, past the grace period in a shared one. */
+int bw_blob_settled(const struct bw_blobs *b, int64_t mtime);
 
 /* A fresh scratch key under space, into key[BW_BLOB_KEY_CAP]: prefix
  * names what it holds (".old-"). */

@@ -98,7 +98,7 @@ copy_blob(struct mig *g, const char *key)
 			    key);
 	snprintf(space, sizeof(space), "%.*s", (int)(slash - key) + 1, key);
 	if ((rc = g->fb->be->read_open(g->fb->state, key, &r)) != 0 ||
-	    (rc = tb->create(g->tb->state, space, &w)) != 0)
+	    (rc = tb->create(g->tb->state, space, key, &w)) != 0)
 		goto out;
 	while ((got = g->fb->be->read(r, g->buf, CHUNK)) > 0) {
 		if ((rc = tb->write(w, off, g->buf, (size_t)got)) != 0)

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "bulwark/err.h"
+#include "bulwark/util.h"
 #include "host/blob.h"
 
 struct fx {
@@ -34,7 +35,7 @@ setup(void **state)
 	if (f == NULL)
 		return -1;
 	snprintf(f->dir, sizeof(f->dir), "/tmp/bw_blob_XXXXXX");
-	if (mkdtemp(f->dir) == NULL || bw_blobs_open(&f->b, "", f->dir) != 0) {
+	if (mkdtemp(f->dir) == NULL || bw_blobs_open_dir(&f->b, f->dir) != 0) {
 		free(f);
 		return -1;
 	}
@@ -91,7 +92,7 @@ put_bytes(struct fx *f, const char *key, int c, size_t n, int replace)
 
 	assert_int_equal(posix_memalign((void **)&p, 4096, n > 0 ? n : 1), 0);
 	memset(p, c, n);
-	assert_int_equal(be->create(f->b->state, "files/", &w), 0);
+	assert_int_equal(be->create(f->b->state, "files/", NULL, &w), 0);
 	if (first > 0)
 		assert_int_equal(be->write(w, 0, p, first), 0);
 	if (n > first)
@@ -156,7 +157,7 @@ an_abort_leaves_nothing(void **state)
 	const struct bw_blob_backend *be = f->b->be;
 	struct bw_blob_w *w = NULL;
 
-	assert_int_equal(be->create(f->b->state, "files/", &w), 0);
+	assert_int_equal(be->create(f->b->state, "files/", NULL, &w), 0);
 	assert_int_equal(be->write(w, 0, "xyz", 3), 0);
 	assert_int_equal(entries(f, "files/.incoming"), 1);
 	be->abort(f->b->state, w);
@@ -235,11 +236,12 @@ struct listed {
 };
 
 static int
-on_key(void *arg, const char *key, uint64_t size)
+on_key(void *arg, const char *key, uint64_t size, int64_t mtime)
 {
 	struct listed *l = arg;
 
 	(void)size;
+	assert_true(mtime > 1600000000 && mtime <= bw_time_s());
 	if (l->n < 8)
 		snprintf(l->keys[l->n], BW_BLOB_KEY_CAP, "%s", key);
 	l->n++;
@@ -260,7 +262,7 @@ listing_leaves_links_and_scratch_out_and_groups_by_directory(void **state)
 	assert_int_equal(put_bytes(f, "files/aa/2", 'a', 2, 1), 0);
 	assert_int_equal(put_bytes(f, "files/top", 't', 3, 1), 0);
 	assert_int_equal(put_bytes(f, "files/aa/sub/3", 's', 4, 1), 0);
-	assert_int_equal(be->create(f->b->state, "files/", &w), 0);
+	assert_int_equal(be->create(f->b->state, "files/", NULL, &w), 0);
 	path_of(f, "files/aa/ln", link, sizeof(link));
 	assert_int_equal(symlink("/etc/passwd", link), 0);
 	assert_int_equal(be->list(f->b->state, "files/", on_key, &l), 0);
@@ -289,8 +291,8 @@ the_sweep_empties_scratch_and_refuses_a_linked_one(void **state)
 
 	assert_int_equal(be->sweep(f->b->state, "files/", &n), 0);
 	assert_int_equal(n, 0);
-	assert_int_equal(be->create(f->b->state, "files/", &w1), 0);
-	assert_int_equal(be->create(f->b->state, "files/", &w2), 0);
+	assert_int_equal(be->create(f->b->state, "files/", NULL, &w1), 0);
+	assert_int_equal(be->create(f->b->state, "files/", NULL, &w2), 0);
 	assert_int_equal(be->sweep(f->b->state, "files/", &n), 0);
 	assert_int_equal(n, 2);
 	be->abort(f->b->state, w1); /* gone already: nothing to do */

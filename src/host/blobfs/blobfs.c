@@ -141,12 +141,15 @@ drop(struct bw_blob_w *w)
 }
 
 static int
-fs_create(void *state, const char *space, struct bw_blob_w **out)
+fs_create(void *state, const char *space, const char *key,
+	  struct bw_blob_w **out)
 {
 	struct bfs *b = state;
 	char stage[BW_BLOB_KEY_CAP];
 	struct bw_blob_w *w;
 	int tries, rc;
+
+	(void)key; /* written in the scratch, renamed at put */
 
 	*out = NULL;
 	if (snprintf(stage, sizeof(stage), "%s%.*s", space,
@@ -382,7 +385,7 @@ struct walk {
 	int dir;
 	char key[BW_BLOB_KEY_CAP]; /* the directory's prefix, with '/' */
 	size_t len;
-	int (*cb)(void *arg, const char *key, uint64_t size);
+	int (*cb)(void *arg, const char *key, uint64_t size, int64_t mtime);
 	void *arg;
 	int dirs_pass; /* 0: objects, 1: directories below */
 };
@@ -409,7 +412,8 @@ walk_entry(void *arg, const char *name, int type)
 		return 0;
 	}
 	if (S_ISREG(st.st_mode) && !w->dirs_pass)
-		return w->cb(w->arg, w->key, (uint64_t)st.st_size);
+		return w->cb(w->arg, w->key, (uint64_t)st.st_size,
+			     (int64_t)st.st_mtime);
 	if (!S_ISDIR(st.st_mode) || !w->dirs_pass ||
 	    strcmp(name, ".incoming") == 0)
 		return 0; /* scratch, or not an object */
@@ -443,7 +447,8 @@ walk_dir(struct walk *w)
 
 static int
 fs_list(void *state, const char *prefix,
-	int (*cb)(void *arg, const char *key, uint64_t size), void *arg)
+	int (*cb)(void *arg, const char *key, uint64_t size, int64_t mtime),
+	void *arg)
 {
 	const struct bfs *b = state;
 	struct walk w;
@@ -515,11 +520,12 @@ fs_sweep(void *state, const char *space, unsigned *n)
  */
 
 static int
-fs_open(const char *where, void **state)
+fs_open(const struct bw_blob_conf *conf, const char *where, void **state)
 {
 	struct bfs *b = calloc(1, sizeof(*b));
 	int rc;
 
+	(void)conf;
 	if (b == NULL)
 		return BW_ENOMEM;
 	if ((b->dir = strdup(where)) == NULL) {
@@ -550,10 +556,27 @@ fs_close(void *state)
 	free(b);
 }
 
+static int
+fs_check(void *state, char *msg, size_t cap)
+{
+	const struct bfs *b = state;
+
+	int rc;
+
+	if (faccessat(b->data_fd, ".", W_OK | X_OK, AT_EACCESS) != 0) {
+		rc = -errno;
+		snprintf(msg, cap, "files in %s: %s", b->dir, bw_strerror(rc));
+		return rc;
+	}
+	snprintf(msg, cap, "files in %s", b->dir);
+	return 0;
+}
+
 const struct bw_blob_backend bw_blob_fs = {
 	.scheme = "file",
 	.open = fs_open,
 	.close = fs_close,
+	.check = fs_check,
 	.create = fs_create,
 	.write = fs_write,
 	.put = fs_put,

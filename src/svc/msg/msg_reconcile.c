@@ -99,7 +99,7 @@ drop_missing(struct scan *sc)
 }
 
 static int
-clear_unnamed(void *arg, const char *key, uint64_t size)
+clear_unnamed(void *arg, const char *key, uint64_t size, int64_t mtime)
 {
 	struct scan *sc = arg;
 	const struct bw_blobs *b = sc->m->blobs;
@@ -107,7 +107,8 @@ clear_unnamed(void *arg, const char *key, uint64_t size)
 
 	(void)size;
 	base = base != NULL ? base + 1 : key;
-	if (base[0] == '.' || bw_hash_get(&sc->named, key, strlen(key)))
+	if (!bw_blob_settled(b, mtime) || base[0] == '.' ||
+	    bw_hash_get(&sc->named, key, strlen(key)))
 		return 0;
 	if (b->be->remove(b->state, key) == 0)
 		bw_info("reconcile: removed %s, which no message names", key);

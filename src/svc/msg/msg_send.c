@@ -317,15 +317,13 @@ static int
 open_spill(struct bw_msg *m, struct pending *p)
 {
 	char name[MSG_TMP_CAP];
-	int rc;
 
 	if ((p->wbuf = malloc(MSG_FILE_CHUNK)) == NULL)
 		return BW_ENOMEM;
-	if ((rc = m->blobs->be->create(m->blobs->state, MSG_SPACE, &p->w)) != 0)
-		return rc;
 	bw_unique_name("", name, sizeof(name));
 	snprintf(p->rec.path, sizeof(p->rec.path), MSG_SPACE "%s", name);
-	return 0;
+	return m->blobs->be->create(m->blobs->state, MSG_SPACE, p->rec.path,
+				    &p->w);
 }
 
 /* A newcomer needs the slot of this content, which trickles: 9000, and

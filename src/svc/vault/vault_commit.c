@@ -402,9 +402,13 @@ commit_locked(struct vwait *w)
 	f = vfile_at(v, u->client_id, u->rel_path);
 	if (f != NULL && f->verified) {
 		u->pending = 1;
-		bw_unique_name("", name, sizeof(name));
-		snprintf(u->pend_key, sizeof(u->pend_key), PENDING_DIR "%s",
-			 name);
+		if (u->pend_hint[0] != '\0') {
+			memcpy(u->pend_key, u->pend_hint, sizeof(u->pend_key));
+		} else {
+			bw_unique_name("", name, sizeof(name));
+			snprintf(u->pend_key, sizeof(u->pend_key),
+				 PENDING_DIR "%s", name);
+		}
 		rc = bw_loop_submit(v->eng->loop, pend_work, pend_done, u);
 		if (rc != 0)
 			commit_finish(u, rc);

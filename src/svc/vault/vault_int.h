@@ -119,6 +119,9 @@ struct upload {
 	uint64_t prev_size, prev_pending_size;
 	char backup[BW_BLOB_KEY_CAP]; /* the replaced file, kept aside */
 	char pend_key[BW_PATH_CAP];
+	/* the pending key chosen at the start, when a verified file was
+	 * there: the store may write the upload there as it arrives */
+	char pend_hint[BW_PATH_CAP];
 	char old_pending[BW_PATH_CAP]; /* a replaced pending file */
 	int rc;
 	struct bw_meta_req sync; /* the wait for its row's durability */

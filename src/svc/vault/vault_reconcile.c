@@ -241,7 +241,7 @@ dir_ours(struct scan *sc, const char *d, size_t n)
 }
 
 static int
-scan_object(void *arg, const char *key, uint64_t size)
+scan_object(void *arg, const char *key, uint64_t size, int64_t mtime)
 {
 	struct scan *sc = arg;
 	const struct bw_blobs *b = sc->v->blobs;
@@ -251,6 +251,8 @@ scan_object(void *arg, const char *key, uint64_t size)
 	int rc;
 
 	(void)size;
+	if (!bw_blob_settled(b, mtime))
+		return 0; /* another daemon's, perhaps, about to be named */
 	if (strncmp(key, PENDING_DIR, strlen(PENDING_DIR)) == 0) {
 		if (strchr(key + strlen(PENDING_DIR), '/') != NULL ||
 		    bw_hash_get(&sc->pending, key, strlen(key)) != NULL)

@@ -106,6 +106,8 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 {
 	struct vault_conn *vc = VC(c);
 	char hex[2 * BW_ID_LEN + 1], shown[BW_ESC_CAP], file[BW_ESC_CAP];
+	char name[TMP_NAME_CAP];
+	const struct vfile *f;
 	struct upload *u;
 	int rc;
 
@@ -132,8 +134,16 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 	if (snprintf(u->rel_path, sizeof(u->rel_path), FILES_SPACE "%s/%s", hex,
 		     u->stored) >= (int)sizeof(u->rel_path))
 		goto fail;
-	if ((rc = v->blobs->be->create(v->blobs->state, FILES_SPACE, &u->w)) !=
-		    0 ||
+	f = vfile_at(v, cl->id, u->rel_path);
+	if (f != NULL && f->verified) { /* a replacement waits for its 1029 */
+		bw_unique_name("", name, sizeof(name));
+		snprintf(u->pend_hint, sizeof(u->pend_hint), PENDING_DIR "%s",
+			 name);
+	}
+	if ((rc = v->blobs->be->create(v->blobs->state, FILES_SPACE,
+				       u->pend_hint[0] != '\0' ? u->pend_hint
+							       : u->rel_path,
+				       &u->w)) != 0 ||
 	    (rc = bw_aes_new(&u->aes, key, 0)) != 0)
 		goto fail;
 	rc = BW_ENOMEM;

@@ -1,0 +1,155 @@
+/* Internal to src/host/s3/: the S3 backend of the blob table (host/blob.h),
+ * the only code that includes curl/curl.h. Requests are signed by libcurl
+ * (CURLOPT_AWS_SIGV4) with the payload's SHA-256 in x-amz-content-sha256,
+ * which libcurl does not add by itself.
+ *
+ * Every operation blocks its caller (a loop worker), never the loop. An
+ * object being written is spooled to an unlinked file in the data
+ * directory and sent as it grows: once a part's worth (S3_PART) is there,
+ * it goes to the backend's uploader threads as one part of a multipart
+ * upload, at most S3_PARTS_AHEAD parts of an object ahead of its writer,
+ * whose write then waits (the socket behind it is not read meanwhile). A
+ * sent part's bytes are punched out of the spool. Memory does not grow
+ * with the uploads: the parts are read from the spool by libcurl in its
+ * own buffers; the spool's disk is a few parts per object being written.
+ */
+#ifndef BULWARK_HOST_S3_INT_H
+#define BULWARK_HOST_S3_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <curl/curl.h>
+
+#include "bulwark/crypto.h"
+#include "host/blob.h"
+
+#define S3_PART	       (8u * 1024u * 1024u) /* S3's smallest is 5 MiB */
+#define S3_MAX_PARTS   10000u		    /* S3's limit */
+#define S3_PARTS_AHEAD 2u		    /* per object, sent or being sent */
+#define S3_UPLOADERS   4u
+#define S3_TRIES       4u  /* an idempotent request, on a transient error */
+#define S3_IDLE_CAP    32u /* easy handles kept for their connections */
+#define S3_ETAG_CAP    128
+#define S3_ID_CAP      1024 /* an upload id */
+#define S3_ERR_BODY    (64u * 1024u)
+#define S3_READ_CHUNK  (256u * 1024u) /* a ranged GET */
+
+struct s3_job;
+
+struct s3 {
+	char *endpoint; /* scheme://host[:port], no '/' at the end */
+	char *bucket;
+	char *prefix; /* "" or ending in '/' */
+	char region[64];
+	char sigv4[96]; /* "aws:amz:REGION:s3" */
+	char *access, *secret, *token;
+	int path_style;
+	char *spool; /* where spool files go (the data directory) */
+	uint32_t grace_s;
+
+	pthread_mutex_t mu; /* the idle handles and the job queue */
+	CURL *idle[S3_IDLE_CAP];
+	unsigned n_idle;
+	pthread_cond_t work; /* a job queued, or stopping */
+	struct s3_job *head, *tail;
+	int stopping;
+	pthread_t th[S3_UPLOADERS];
+	unsigned n_th;
+	/* the periodic sweep of stale uploads and scratch */
+	pthread_cond_t janitor_cv;
+	pthread_t janitor;
+	int janitor_on;
+
+	atomic_uint_fast64_t requests, retries, failures, bytes_up, bytes_down;
+	atomic_int down_logged; /* "unreachable" said, until a success */
+};
+
+/* A request and what came back. */
+struct s3_call {
+	const char *method; /* GET HEAD PUT POST DELETE */
+	const char *key;    /* the object's key below the prefix; NULL: the
+			       bucket */
+	const char *query;  /* encoded, its parameters in order, or NULL */
+	const char *hdr[3]; /* more headers ("Name: value"), NULL-ended */
+	/* the body: bytes, or a range of a file */
+	const uint8_t *body;
+	size_t body_n;
+	int fd; /* -1 unless the body is [off, off + len) of fd */
+	uint64_t off, len;
+	const char *sha_hex; /* the body's SHA-256: NULL to compute it
+				(bytes) or for none */
+	int retry;	     /* idempotent: tried again on transient errors */
+	/* the response */
+	uint8_t *into; /* a GET's body goes here (up to into_cap) */
+	size_t into_cap, into_n;
+	char *resp; /* else collected here, up to resp_max */
+	size_t resp_n, resp_max;
+	long status;
+	char etag[S3_ETAG_CAP];
+	char code[64];	/* the error's <Code> */
+	uint64_t total; /* Content-Range's total, else Content-Length */
+	int64_t mtime;	/* Last-Modified */
+	char curl_err[CURL_ERROR_SIZE];
+};
+
+/* s3_http.c */
+void s3_call_init(struct s3_call *c, const char *method, const char *key);
+/* Sends c (again, on a transient error, if c->retry): 0 on a 2xx, else
+ * BW_ENOTFOUND (404), -EACCES (403), -ESTALE (412: the object changed),
+ * BW_ESERVER (another answer), BW_ETIMEDOUT or -EIO (no answer). */
+int s3_do(struct s3 *s, struct s3_call *c) BW_WUR;
+void s3_call_fini(struct s3_call *c);
+/* What went wrong, for a log line. */
+const char *s3_why(const struct s3_call *c, int rc, char *buf, size_t cap);
+void s3_handles_free(struct s3 *s);
+/* The key encoded for a URL's path (below the prefix): every byte but
+ * the unreserved ones and '/' as %XX. */
+int s3_path(const struct s3 *s, const char *key, char *out, size_t cap) BW_WUR;
+
+/* A query parameter's value encoded as SigV4 wants it (all but the
+ * unreserved bytes as %XX). */
+int s3_qenc(const char *v, char *out, size_t cap) BW_WUR;
+
+/* s3_xml.c: the few answers S3 gives in XML, read without a parser
+ * library: the text of an element, entities decoded. */
+/* The next element name at or after *pos in [p, p+n): its content's
+ * span; *pos moves past it. BW_ENOTFOUND if there is none. */
+int s3_xml_span(const char *p, size_t n, size_t *pos, const char *name,
+		size_t *start, size_t *len) BW_WUR;
+/* The text of the first element name in [p, p+n), decoded, into out. */
+int s3_xml_text(const char *p, size_t n, const char *name, char *out,
+		size_t cap) BW_WUR;
+/* %XX decoded (a key listed with encoding-type=url), in place. */
+int s3_url_decode(char *s) BW_WUR;
+/* An ISO 8601 time as S3 lists it ("2026-11-24T03:52:28.000Z"). */
+int s3_iso_time(const char *s, int64_t *out) BW_WUR;
+
+/* s3_conf.c */
+/* Reads the URL's rest ("//BUCKET[/PREFIX]") and the configuration into
+ * s; logs what is wrong. */
+int s3_conf(struct s3 *s, const struct bw_blob_conf *conf,
+	    const char *where) BW_WUR;
+void s3_conf_free(struct s3 *s);
+/* The profile's keys out of an AWS shared-credentials file's text. */
+int s3_creds_parse(const char *text, size_t n, const char *profile,
+		   char **access, char **secret, char **token) BW_WUR;
+
+/* s3_parts.c: the uploader threads and multipart uploads */
+int s3_uploaders_start(struct s3 *s) BW_WUR;
+void s3_uploaders_stop(struct s3 *s);
+int s3_w_create(struct s3 *s, const char *space, const char *key,
+		struct bw_blob_w **out) BW_WUR;
+int s3_w_write(struct bw_blob_w *w, uint64_t off, const void *p,
+	       size_t n) BW_WUR;
+int s3_w_put(struct s3 *s, struct bw_blob_w *w, const char *key,
+	     int replace) BW_WUR;
+void s3_w_abort(struct s3 *s, struct bw_blob_w *w);
+/* Aborts the multipart uploads under key prefix started before
+ * before_s; *n counts them. */
+int s3_abort_stale(struct s3 *s, const char *prefix, int64_t before_s,
+		   unsigned *n) BW_WUR;
+
+#endif
