@@ -24,6 +24,38 @@ BULWARK = Path(os.environ.get("BULWARK", REPO / "build" / "dev" / "bulwark"))
 # "postgresql": every Daemon whose command line is built here keeps its rows
 # in a database of its own on pgserver.shared() (--db), not in defensive.db
 TEST_DB = os.environ.get("BULWARK_TEST_DB", "sqlite")
+# "s3": and its contents in a bucket of s3server.shared() (--blobs, under a
+# prefix of its own per data directory), not in files/ and messages/
+TEST_BLOBS = os.environ.get("BULWARK_TEST_BLOBS", "file")
+S3_TEST_BUCKET = "bulwark-tests"
+
+
+def s3_args(data_dir):
+    """On S3 (BULWARK_TEST_BLOBS): the options and environment that put the
+    contents of the bulwarkd of data_dir in the shared store, and where."""
+    import hashlib
+
+    import s3server
+
+    srv = s3server.shared()
+    if not getattr(srv, "_test_bucket", False):
+        srv.create_bucket(S3_TEST_BUCKET)
+        srv._test_bucket = True
+    prefix = "t-" + hashlib.sha1(str(Path(data_dir).resolve()).encode()).hexdigest()[:16] + "/"
+    args = ["--blobs", "s3://%s/%s" % (S3_TEST_BUCKET, prefix.rstrip("/")),
+            "--s3-endpoint", srv.endpoint, "--s3-path-style"]
+    return srv, prefix, args, srv.env()
+
+
+def blob_path(data_dir, *parts):
+    """Where the contents of the bulwarkd of data_dir are: data_dir/parts
+    on files, an S3Path in the bucket on S3."""
+    if TEST_BLOBS == "s3":
+        import blobview
+
+        srv, prefix, _, _ = s3_args(data_dir)
+        return blobview.S3Path(srv, S3_TEST_BUCKET, prefix, "/".join(parts))
+    return Path(data_dir).joinpath(*parts)
 
 # `msg="vault listening on 127.0.0.1:40123"`, one line per listener (shared,
 # vault, messenger, console, rooms, metrics)
@@ -425,6 +457,10 @@ class Daemon:
                 self.pg_db = self.pg.db_for(self.data_dir.resolve())
                 self.argv += ["--db", self.pg.url(self.pg_db)]
                 self.env = {**self.pg.env(), **(self.env or {})}
+            if TEST_BLOBS == "s3":
+                _, _, args, env = s3_args(self.data_dir)
+                self.argv += args
+                self.env = {**env, **(self.env or {})}
             self.argv += self.extra_args
             self.want = (("vault",) + (("console",) if console else ())
                          + (("rooms",) if rooms else ()))
@@ -704,11 +740,15 @@ class Daemon:
                           (bytes(client_id), file_name))
         return rows[0] if rows else None
 
+    def blobs(self, *parts):
+        """A place among the stored contents: blob_path."""
+        return blob_path(self.data_dir, *parts)
+
     def client_dir(self, client_id):
-        return self.data_dir / "files" / bytes(client_id).hex()
+        return self.blobs("files", bytes(client_id).hex())
 
     def incoming_dir(self):
-        return self.data_dir / "files" / ".incoming"
+        return self.blobs("files", ".incoming")
 
     def incoming_files(self):
         d = self.incoming_dir()

@@ -13,14 +13,17 @@ _require = bwd.require_file
 
 def pytest_collection_modifyitems(config, items):
     """On PostgreSQL (BULWARK_TEST_DB), the tests of defensive.db itself
-    are skipped with their reason; every other test runs as it is."""
-    if bwd.TEST_DB == "sqlite":
-        return
+    are skipped with their reason, and on S3 (BULWARK_TEST_BLOBS) those of
+    the local files' own behaviour; every other test runs as it is."""
     for item in items:
-        mark = item.get_closest_marker("sqlite_only")
-        if mark is not None:
-            item.add_marker(pytest.mark.skip(
-                reason="embedded database only: " + (mark.args[0] if mark.args else "")))
+        for marker, on, what in (("sqlite_only", bwd.TEST_DB != "sqlite",
+                                  "embedded database only: "),
+                                 ("files_only", bwd.TEST_BLOBS != "file",
+                                  "contents in local files only: ")):
+            mark = item.get_closest_marker(marker)
+            if on and mark is not None:
+                item.add_marker(pytest.mark.skip(
+                    reason=what + (mark.args[0] if mark.args else "")))
 
 
 @pytest.fixture

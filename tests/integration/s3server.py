@@ -224,8 +224,15 @@ class S3Server:
                               secret or self.secret_key, method, path, body,
                               headers or {}, query)
 
-    def create_bucket(self, name):
-        st, _, body = self.request("PUT", "/" + name)
+    def create_bucket(self, name, timeout=30):
+        # right after start the storage servers may still be coming up:
+        # the proxy answers 503 meanwhile
+        deadline = time.monotonic() + timeout
+        while True:
+            st, _, body = self.request("PUT", "/" + name)
+            if st != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert st == 200, (st, body)
         return name
 

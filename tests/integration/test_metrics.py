@@ -920,7 +920,7 @@ def test_a_pull_cut_short_by_a_missing_content_file_counts_msg_pull(start_metric
     try:
         size = 70000
         a.send(b.client_id, bwmsg.FILE, os.urandom(size))
-        files = [p for p in (srv.data_dir / "messages").iterdir() if p.is_file()]
+        files = [p for p in srv.blobs("messages").iterdir() if p.is_file()]
         assert len(files) == 1, files
         files[0].unlink()
         s0 = scrape(srv)

@@ -165,6 +165,7 @@ def pull_all(srv, c, limit=20):
 # 1. Evidence: what a FIN proves and what it does not
 
 
+@pytest.mark.files_only("watches the server read the contents from disk (/proc/PID/io)")
 def test_a_fin_before_the_whole_2104_arrived_deletes_nothing(start_server, shim):
     """The client reads most of a 40 MiB 2104, empties its receive buffer
     and closes (a FIN, not a reset) while the tail of the reply is still in
@@ -316,7 +317,7 @@ def test_an_orderly_close_after_the_whole_2104_deletes(start_server, how):
         s.close()
     wait_conns(srv, 0)
     assert queued(srv, b.client_id) == 0
-    assert not [p for p in (srv.data_dir / "messages").iterdir() if p.is_file()]
+    assert not [p for p in srv.blobs("messages").iterdir() if p.is_file()]
     assert same_user(srv, b).pull() == []
 
 
@@ -456,7 +457,7 @@ def test_a_message_whose_fsync_failed_is_answered_9000_and_never_delivered(
     assert "fdatasync #1 failed" in srv.log()
     # removed: no row, no content file, nothing to pull
     assert queued(srv) == 0, "the refused message is still in the messages table"
-    assert not [p for p in (dd / "messages").iterdir() if p.is_file()]
+    assert not [p for p in bwd.blob_path(dd, "messages").iterdir() if p.is_file()]
     assert b.pull() == []
     b.list()
     # the next message is stored, and after a restart it is the only one

@@ -154,13 +154,13 @@ def test_large_contents_stream_through_files_beside_the_database(server):
     sizes = [65535, 65536, 65537, 3 * 1024 * 1024 + 5]
     blobs = [os.urandom(n) for n in sizes]
     ids = [a.send(b.client_id, 4, bw.aes_encrypt(k, x)) for x in blobs]
-    spilled = [p for p in (server.data_dir / "messages").iterdir() if p.is_file()]
+    spilled = [p for p in server.blobs("messages").iterdir() if p.is_file()]
     assert len(spilled) == 3, "contents over 64 KiB live in files"
     got = b.pull()
     assert ids_of(got) == ids
     assert [bw.aes_decrypt(k, r[3]) for r in got] == blobs
     b.list()  # evidence: the files go with the rows
-    assert bwd.wait_for(lambda: not [p for p in (server.data_dir / "messages").iterdir()
+    assert bwd.wait_for(lambda: not [p for p in server.blobs("messages").iterdir()
                                      if p.is_file()], 5)
 
 

@@ -116,7 +116,7 @@ def test_a_vanishing_sender_leaves_nothing_behind(server):
               + bwmsg.SEND_PREFIX.pack(b.client_id, 4, 500000) + os.urandom(100000))
     bwd.wait_for(lambda: bwd.read_by_peer(s), 5)  # bulwarkd has begun the body
     s.close()
-    assert bwd.wait_for(lambda: not list((server.data_dir / "messages" / ".incoming").iterdir()), 5)
+    assert bwd.wait_for(lambda: not list(server.blobs("messages", ".incoming").iterdir()), 5)
     assert queued(server) == 0
     assert b.pull() == []
 

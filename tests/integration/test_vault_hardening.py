@@ -177,6 +177,7 @@ COMMIT_SLEEP_MS = 8000
 
 
 @pytest.mark.slow
+@pytest.mark.files_only("holds a commit in a slowed fsync of the contents' file")
 def test_thousands_of_verdicts_waiting_for_one_path_do_not_crash_the_daemon(start_server, shim,
                                                                             tmp_path):
     """Attack: while an upload of doc.bin is being committed (its fsync made
@@ -384,6 +385,7 @@ def test_a_strangers_1029_cannot_verify_a_first_upload_until_its_uploader_discon
 # 4. A second daemon on the same data directory
 
 
+@pytest.mark.files_only("compares a stored file's inode before and after")
 def test_a_second_daemon_on_the_same_data_directory_refuses_to_start(start_server, tmp_path):
     """Accident or attack: a second bulwarkd started on a data directory a
     running one uses (its own start-up reconciliation and caches would work
@@ -487,6 +489,7 @@ MANY_FILES = 160000
 
 
 @pytest.mark.slow
+@pytest.mark.files_only("plants the contents' files directly")
 def test_startup_with_a_huge_files_table_of_one_client_is_not_quadratic(start_server, tmp_path):
     """Accident (or a client that uploads many small files): 160,000 files
     of one client. Start-up reconciliation that looks each directory entry

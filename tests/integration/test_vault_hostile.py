@@ -138,6 +138,7 @@ def test_a_body_trickling_below_min_rate_is_cut_off_after_the_grace(start_server
     server.assert_serves(size=200_000)
 
 
+@pytest.mark.files_only("counts the uploads in progress in files/.incoming")
 def test_uploads_past_max_uploads_are_refused_until_one_ends(start_server):
     server = start_server("--max-uploads", "2")
     content = 1 << 20
@@ -352,7 +353,7 @@ def test_1028_from_an_unknown_id_is_rejected(server):
         c.client_id = os.urandom(16)
         res = c.send_file("stranger.bin", os.urandom(100), aes_key=os.urandom(16))
         assert res.response.code == bw.ERROR, res.response
-    assert not (server.data_dir / "files" / c.client_id.hex()).exists()
+    assert not server.client_dir(c.client_id).exists()
     server.assert_serves()
 
 

@@ -1,0 +1,182 @@
+"""An HTTP proxy between bulwarkd and the S3 store that misbehaves on
+request: answers 500, 503 SlowDown or another S3 error in the store's
+place, delays answers, or resets the connection, for the requests a rule
+matches, a given number of times. Everything else goes through unchanged
+(the signature covers the Host header, which passes as it is).
+
+Each request is read whole (Content-Length; an "Expect: 100-continue" is
+answered here), sent to the store on a connection of its own with
+"Connection: close", and the store's answer relayed as it comes."""
+
+import re
+import socket
+import threading
+import time
+
+HEAD_END = b"\r\n\r\n"
+MAX_HEAD = 64 * 1024
+
+
+class Rule:
+    def __init__(self, method=None, path=None, query=None, action=("status", 503, "SlowDown"),
+                 times=None, delay=0.0):
+        self.method, self.path, self.query = method, path, query
+        self.action, self.times, self.delay = action, times, delay
+        self.hits = 0
+
+    def matches(self, method, path, query):
+        if self.times is not None and self.hits >= self.times:
+            return False
+        return ((self.method is None or self.method == method)
+                and (self.path is None or re.search(self.path, path))
+                and (self.query is None or re.search(self.query, query)))
+
+
+def _read_head(sock, buf):
+    while HEAD_END not in buf:
+        if len(buf) > MAX_HEAD:
+            raise ValueError("head too long")
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None, buf
+        buf += chunk
+    head, rest = buf.split(HEAD_END, 1)
+    return head, rest
+
+
+class FaultProxy:
+    def __init__(self, upstream_port, host="127.0.0.1"):
+        self.upstream = (host, upstream_port)
+        self.rules = []
+        self.log = []  # (method, path, query, what happened)
+        self.lock = threading.Lock()
+        self.lsock = socket.socket()
+        self.lsock.bind((host, 0))
+        self.lsock.listen(128)
+        self.port = self.lsock.getsockname()[1]
+        self.endpoint = "http://%s:%d" % (host, self.port)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def add(self, **kw):
+        r = Rule(**kw)
+        with self.lock:
+            self.rules.append(r)
+        return r
+
+    def clear(self):
+        with self.lock:
+            self.rules = []
+
+    def close(self):
+        self.stopping = True
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+
+    def seen(self, method=None, query=None):
+        with self.lock:
+            return [e for e in self.log if (method is None or e[0] == method)
+                    and (query is None or re.search(query, e[2]))]
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _rule(self, method, path, query):
+        with self.lock:
+            for r in self.rules:
+                if r.matches(method, path, query):
+                    r.hits += 1
+                    return r
+        return None
+
+    def _serve(self, c):
+        buf = b""
+        try:
+            c.settimeout(60)
+            while True:
+                head, buf = _read_head(c, buf)
+                if head is None:
+                    return
+                lines = head.split(b"\r\n")
+                method, target, _ = lines[0].decode("latin-1").split(" ", 2)
+                path, _, query = target.partition("?")
+                hdrs = []
+                length, expect = 0, False
+                for ln in lines[1:]:
+                    name, _, value = ln.partition(b":")
+                    lname = name.strip().lower()
+                    if lname == b"content-length":
+                        length = int(value.strip())
+                    if lname == b"expect":
+                        expect = True
+                        continue
+                    if lname == b"connection":
+                        continue
+                    hdrs.append(ln)
+                if expect:
+                    c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                while len(buf) < length:
+                    chunk = c.recv(1 << 20)
+                    if not chunk:
+                        return
+                    buf += chunk
+                body, buf = buf[:length], buf[length:]
+                rule = self._rule(method, path, query)
+                what = "passed"
+                if rule is not None:
+                    if rule.delay:
+                        time.sleep(rule.delay)
+                    kind = rule.action[0]
+                    if kind == "reset":
+                        with self.lock:
+                            self.log.append((method, path, query, "reset"))
+                        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                     b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                        return
+                    if kind == "status":
+                        status, code = rule.action[1], rule.action[2]
+                        xml = ("<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>%s</Code>"
+                               "<Message>injected</Message></Error>" % code).encode()
+                        c.sendall(b"HTTP/1.1 %d Injected\r\nContent-Type: application/xml\r\n"
+                                  b"Content-Length: %d\r\n\r\n" % (status, len(xml)) + xml)
+                        with self.lock:
+                            self.log.append((method, path, query, "%d %s" % (status, code)))
+                        continue
+                    what = "delayed"
+                with self.lock:
+                    self.log.append((method, path, query, what))
+                self._forward(c, lines[0], hdrs, body)
+        except (OSError, ValueError):
+            pass
+        finally:
+            c.close()
+
+    def _forward(self, c, first, hdrs, body):
+        up = socket.create_connection(self.upstream, timeout=60)
+        try:
+            up.sendall(first + b"\r\n" + b"\r\n".join(hdrs) +
+                       b"\r\nConnection: close\r\n\r\n" + body)
+            # the answer, as it comes, up to the store's close; a 100
+            # Continue of the store's own is not passed on
+            head, rest = _read_head(up, b"")
+            while head is not None and head.startswith(b"HTTP/1.1 100"):
+                head, rest = _read_head(up, rest)
+            if head is None:
+                return
+            lines = [ln for ln in head.split(b"\r\n") if not ln.lower().startswith(b"connection:")]
+            c.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + rest)
+            while True:
+                chunk = up.recv(1 << 20)
+                if not chunk:
+                    return
+                c.sendall(chunk)
+        finally:
+            up.close()

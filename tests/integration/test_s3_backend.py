@@ -1,0 +1,425 @@
+"""bulwarkd with its contents in S3 (--blobs s3://BUCKET[/PREFIX]), against
+a real object store started here (s3server.S3Server: Swift with s3api,
+which checks every SigV4 signature), through a proxy that misbehaves on
+request (faultproxy.py) where a test needs faults: each content one
+object holding exactly the stored bytes under the prefix, large uploads
+in parts, --check-config's one line per fault, the store down, failing or
+slow (2107 and nothing visible, retries where a request may be repeated),
+the sweep of abandoned uploads and scratch past the grace period (and
+never before), a crash mid-upload, and memory bounded while many upload.
+The rest of the suite runs on S3 as well (BULWARK_TEST_BLOBS=s3 in
+scripts/check)."""
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+import bwd
+import bwmsg
+import bwvault as bw
+import faultproxy
+import s3server
+import s3sign
+from bwd import rsa_key, unique_name, wait_for
+
+H = "127.0.0.1"
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def store():
+    if not s3server.installed():
+        if os.environ.get("BULWARK_REQUIRE_BINARIES"):
+            pytest.fail("Swift is not installed (scripts/deps test)")
+        pytest.skip("Swift is not installed")
+    srv = s3server.S3Server().init().start()
+    yield srv
+    srv.destroy()
+
+
+@pytest.fixture
+def s3(store):
+    """The store, with a bucket of the test's own."""
+    if "proxy" not in store.procs:
+        store.start()
+    store.bucket = store.bucket_for(unique_name("t"))
+    yield store
+    if "proxy" not in store.procs:
+        store.start()
+
+
+@pytest.fixture
+def proxy(s3):
+    p = faultproxy.FaultProxy(s3.port)
+    yield p
+    p.close()
+
+
+def s3_opts(s3, prefix="node", endpoint=None, extra=()):
+    return ["--blobs", "s3://%s/%s" % (s3.bucket, prefix) if prefix else "s3://" + s3.bucket,
+            "--s3-endpoint", endpoint or s3.endpoint, "--s3-path-style", *extra]
+
+
+def start_on(start_server, s3, *extra, prefix="node", endpoint=None, env=None, **kw):
+    return start_server(*s3_opts(s3, prefix, endpoint), *extra,
+                        env={**s3.env(), **(env or {})}, **kw)
+
+
+def upload(srv, data, name="f.bin", key=0, timeout=30):
+    v = bw.VaultClient(H, srv.port, timeout=timeout, key=rsa_key(key)).connect()
+    bw.expect(v.register(unique_name("u")), bw.REGISTERED)
+    bw.expect(v.send_pubkey(), bw.KEY_STORED)
+    res = v.send_file(name, data)
+    return v, res
+
+
+def upload_fails(srv, data, name, key=0):
+    """An upload the server must refuse with 2107. It may refuse before the
+    body is all sent (a part failed) and close: the client's send then
+    breaks, and the server's log says what it answered."""
+    v = bw.VaultClient(H, srv.port, timeout=60, key=rsa_key(key)).connect()
+    bw.expect(v.register(unique_name("u")), bw.REGISTERED)
+    bw.expect(v.send_pubkey(), bw.KEY_STORED)
+    before = srv.log().count("-> 2107")
+    try:
+        bw.expect(v.send_file(name, data).response, bw.ERROR)
+    except OSError:
+        assert wait_for(lambda: srv.log().count("-> 2107") > before, 10), srv.log_tail()
+    return v
+
+
+def objects(s3, prefix=""):
+    return s3.keys(s3.bucket, prefix)
+
+
+def test_each_content_is_one_object_of_the_exact_bytes_under_the_prefix(start_server, s3):
+    srv = start_on(start_server, s3, prefix="a/b")
+    small, big = os.urandom(3000), os.urandom(20 * MiB + 12345)  # 3 parts
+    v1, r1 = upload(srv, small, "small.bin")
+    bw.expect(r1.response, bw.FILE_RECEIVED)
+    bw.expect(v1.crc_ok("small.bin"), bw.ACK)
+    v2, r2 = upload(srv, big, "big.bin", key=1)
+    bw.expect(r2.response, bw.FILE_RECEIVED)
+    bw.expect(v2.crc_ok("big.bin"), bw.ACK)
+    # a message too large to keep in the row goes to messages/
+    a, b = bwmsg.MsgClient(H, srv.port), bwmsg.MsgClient(H, srv.port)
+    a.register(unique_name("alice"), key=rsa_key(2))
+    b.register(unique_name("bob"), key=rsa_key(3))
+    content = os.urandom(300 * 1024)
+    a.send(b.client_id, 3, content)
+    keys = objects(s3)
+    assert keys["a/b/files/%s/small.bin" % v1.client_id.hex()] == len(small)
+    assert keys["a/b/files/%s/big.bin" % v2.client_id.hex()] == len(big)
+    spilled = [k for k in keys if k.startswith("a/b/messages/")]
+    assert len(spilled) == 1 and keys[spilled[0]] == len(content), keys
+    assert all(k.startswith("a/b/") for k in keys), keys
+    assert s3.get(s3.bucket, "a/b/files/%s/big.bin" % v2.client_id.hex()) == big
+    assert s3.get(s3.bucket, spilled[0]) == content
+    # the rows name the same keys, and the contents read back through us
+    assert srv.file_row(v2.client_id, "big.bin")["PathName"] == \
+        "files/%s/big.bin" % v2.client_id.hex()
+    got = b.pull()
+    assert [m[3] for m in got] == [content]
+    b.close()  # delivered: the object goes with the row
+    assert wait_for(lambda: not [k for k in objects(s3) if "/messages/" in k], 10)
+    assert s3.uploads(s3.bucket) == [], "a multipart upload was left open"
+    srv.stop()
+    # a restart finds everything where it was: nothing swept that a row names
+    srv = start_on(start_server, s3, prefix="a/b", data_dir=srv.data_dir)
+    assert "a/b/files/%s/big.bin" % v2.client_id.hex() in objects(s3)
+    v3, r3 = upload(srv, b"again", "again.bin", key=4)
+    bw.expect(r3.response, bw.FILE_RECEIVED)
+    srv.stop()
+
+
+def test_a_verified_file_is_replaced_only_by_a_verified_one(start_server, s3):
+    srv = start_on(start_server, s3)
+    first, second = os.urandom(9 * MiB), os.urandom(10 * MiB)
+    v, r = upload(srv, first, "doc.bin")
+    bw.expect(r.response, bw.FILE_RECEIVED)
+    bw.expect(v.crc_ok("doc.bin"), bw.ACK)
+    key = "node/files/%s/doc.bin" % v.client_id.hex()
+    bw.expect(v.reconnect(), bw.RECONNECTED)
+    bw.expect(v.send_file("doc.bin", second).response, bw.FILE_RECEIVED)
+    # pending: the verified one is still what the key holds
+    assert s3.get(s3.bucket, key) == first
+    bw.expect(v.crc_ok("doc.bin"), bw.ACK)
+    assert s3.get(s3.bucket, key) == second
+    assert wait_for(lambda: [k for k in objects(s3)] == [key], 10), objects(s3)
+    srv.stop()
+
+
+def check_config(s3, bucket_url, env=None, extra=(), data_dir=None):
+    r = subprocess.run([str(bwd.BULWARKD), "--check-config", "--data-dir", str(data_dir),
+                        "--blobs", bucket_url, "--s3-endpoint", s3.endpoint,
+                        "--s3-path-style", *extra],
+                       capture_output=True, text=True, timeout=60,
+                       env={**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+                            **(env if env is not None else s3.env())})
+    line = [ln for ln in r.stdout.splitlines() if "contents:" in ln]
+    return r.returncode, (line[0] if line else r.stdout + r.stderr)
+
+
+def test_check_config_says_what_is_wrong_in_one_line(s3, tmp_path):
+    url = "s3://%s/p" % s3.bucket
+    rc, line = check_config(s3, url, data_dir=tmp_path)
+    assert rc == 0 and line.startswith("ok: contents: bucket %s" % s3.bucket), line
+    rc, line = check_config(s3, url, data_dir=tmp_path,
+                            env={**s3.env(), "AWS_SECRET_ACCESS_KEY": "wrong"})
+    assert rc == 1 and "refused the signature" in line, line
+    rc, line = check_config(s3, "s3://no-such-bucket-here", data_dir=tmp_path)
+    assert rc == 1 and "no such bucket no-such-bucket-here" in line, line
+    rc, line = check_config(s3, url, data_dir=tmp_path,
+                            env={**s3.env(), "AWS_ACCESS_KEY_ID": "nobody:none"})
+    assert rc == 1 and ("does not know the access key" in line
+                        or "refused" in line), line
+    rc, line = check_config(s3, url, data_dir=tmp_path, env={})
+    assert rc == 1 and "cannot be opened" in line, line
+    # the AWS shared-credentials file, a profile of it chosen by AWS_PROFILE
+    creds = tmp_path / "credentials"
+    creds.write_text("[default]\naws_access_key_id = x\naws_secret_access_key = y\n\n"
+                     "[profile store]\naws_access_key_id = %s\naws_secret_access_key=%s\n"
+                     % (s3.access_key, s3.secret_key))
+    creds.chmod(0o600)
+    rc, line = check_config(s3, url, data_dir=tmp_path, env={"AWS_PROFILE": "store"},
+                            extra=("--s3-credentials-file", str(creds)))
+    assert rc == 0, line
+    with socket.socket() as s:
+        s.bind((H, 0))
+        dead = s.getsockname()[1]
+    r = subprocess.run([str(bwd.BULWARKD), "--check-config", "--data-dir", str(tmp_path),
+                        "--blobs", url, "--s3-endpoint", "http://127.0.0.1:%d" % dead,
+                        "--s3-path-style"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, **s3.env()})
+    assert r.returncode == 1 and "cannot reach bucket" in r.stdout, r.stdout
+    for bad in ("s3://UPPER", "s3://b", "s3://bucket/../x", "s3:bucket"):
+        rc, line = check_config(s3, bad, data_dir=tmp_path)
+        assert rc == 1, (bad, line)
+
+
+def test_store_down_gets_2107_nothing_visible_and_serving_resumes(start_server, s3):
+    srv = start_on(start_server, s3)
+    s3.stop()
+    v = upload_fails(srv, os.urandom(12 * MiB), "lost.bin")  # in parts
+    assert srv.file_row(v.client_id, "lost.bin") is None
+    v = upload_fails(srv, os.urandom(5000), "lost.bin", key=2)  # one PUT
+    assert srv.file_row(v.client_id, "lost.bin") is None
+    s3.start()
+    assert objects(s3) == {} and s3.uploads(s3.bucket) == []
+    # the same client, the same name, now stored
+    data = os.urandom(12 * MiB)
+    v2, r2 = upload(srv, data, "lost.bin", key=1)
+    bw.expect(r2.response, bw.FILE_RECEIVED)
+    assert s3.get(s3.bucket, "node/files/%s/lost.bin" % v2.client_id.hex()) == data
+    log = srv.log()
+    assert log.count("does not answer") == 1, log
+    assert "answers again" in log
+    srv.stop()
+
+
+def test_slowdown_and_500_are_retried_with_backoff(start_server, s3, proxy):
+    srv = start_on(start_server, s3, endpoint=proxy.endpoint)
+    proxy.add(method="PUT", query="partNumber=1&", action=("status", 503, "SlowDown"), times=2)
+    proxy.add(method="PUT", query="partNumber=2&", action=("status", 500, "InternalError"),
+              times=1)
+    proxy.add(method="PUT", query="partNumber=3&", action=("reset",), times=1)
+    data = os.urandom(20 * MiB)
+    v, r = upload(srv, data, "retried.bin")
+    bw.expect(r.response, bw.FILE_RECEIVED)
+    assert s3.get(s3.bucket, "node/files/%s/retried.bin" % v.client_id.hex()) == data
+    assert len(proxy.seen("PUT", "partNumber=1&")) == 3
+    assert len(proxy.seen("PUT", "partNumber=2&")) == 2
+    assert len(proxy.seen("PUT", "partNumber=3&")) == 2
+    srv.stop()
+
+
+@pytest.mark.parametrize("fault", [("status", 503, "SlowDown"), ("status", 500, "InternalError"),
+                                   ("reset",)])
+def test_a_store_that_keeps_failing_gets_2107_and_leaves_nothing(start_server, s3, proxy, fault):
+    srv = start_on(start_server, s3, endpoint=proxy.endpoint)
+    proxy.add(method="PUT", query="partNumber=2&", action=fault)
+    v = upload_fails(srv, os.urandom(20 * MiB), "failed.bin")
+    assert srv.file_row(v.client_id, "failed.bin") is None
+    # the parts sent are aborted with the upload: nothing under any key
+    assert wait_for(lambda: s3.uploads(s3.bucket) == [], 10), s3.uploads(s3.bucket)
+    assert objects(s3) == {}
+    assert len(proxy.seen("PUT", "partNumber=2&")) == 4  # tried, then 3 more
+    # a small one (one PUT) that fails the same way
+    proxy.clear()
+    proxy.add(method="PUT", action=fault)
+    upload_fails(srv, b"small", "small.bin", key=1)
+    assert objects(s3) == {}
+    proxy.clear()
+    v3, r3 = upload(srv, b"small", "small.bin", key=2)
+    bw.expect(r3.response, bw.FILE_RECEIVED)
+    srv.stop()
+
+
+def test_a_slow_store_does_not_stall_other_clients(start_server, s3, proxy):
+    srv = start_on(start_server, s3, endpoint=proxy.endpoint)
+    proxy.add(method="PUT", action=("pass",), delay=1.5)
+    done = {}
+
+    def slow():
+        done["v"], done["r"] = upload(srv, os.urandom(10 * MiB), "slow.bin", timeout=60)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    assert wait_for(lambda: proxy.seen("PUT"), 10)
+    # meanwhile: registrations and messages, which need no object
+    a, b = bwmsg.MsgClient(H, srv.port), bwmsg.MsgClient(H, srv.port)
+    a.register(unique_name("alice"), key=rsa_key(5))
+    b.register(unique_name("bob"), key=rsa_key(6))
+    a.send(b.client_id, 3, b"while the store is slow")
+    assert [m[3] for m in b.pull()] == [b"while the store is slow"]
+    assert t.is_alive(), "the slow upload finished before the others were served"
+    t.join(60)
+    bw.expect(done["r"].response, bw.FILE_RECEIVED)
+    srv.stop()
+
+
+def test_sweep_drops_abandoned_uploads_and_scratch_past_the_grace_only(start_server, s3,
+                                                                         tmp_path):
+    """S3 keeps times to the second: the grace is 2 s, the old things are
+    made 3.2 s before the start, the young one just before."""
+    d = tmp_path / "d"
+    srv = start_on(start_server, s3, data_dir=d)
+    v, r = upload(srv, b"kept", "kept.bin")
+    bw.expect(r.response, bw.FILE_RECEIVED)
+    srv.stop()
+    mine = "node/files/%s/" % v.client_id.hex()
+
+    def start_upload(key):
+        st, _, body = s3.request("POST", "/%s/%s" % (s3.bucket, s3sign.quote_key(key)),
+                                 query="uploads=")
+        assert st == 200, body
+
+    start_upload(mine + "old.bin")
+    s3.request("PUT", "/%s/node/files/.incoming/.w-old" % s3.bucket, body=b"scratch")
+    s3.request("PUT", "/%s/%sorphan.bin" % (s3.bucket, mine), body=b"orphan")
+    s3.request("PUT", "/%s/other/files/.incoming/x" % s3.bucket, body=b"not ours")
+    start_upload("other/files/abc/not-ours.bin")
+    time.sleep(3.2)
+    start_upload(mine + "young.bin")  # another daemon's, just begun
+    srv = start_on(start_server, s3, "--blob-grace", "2", data_dir=d)
+    keys = objects(s3)
+    assert sorted(keys) == [mine + "kept.bin", "other/files/.incoming/x"], keys
+    left = sorted(k for k, _ in s3.uploads(s3.bucket))
+    assert left == [mine + "young.bin", "other/files/abc/not-ours.bin"], left
+    # the periodic sweep takes the young one once it is past the grace
+    assert wait_for(lambda: sorted(k for k, _ in s3.uploads(s3.bucket))
+                    == ["other/files/abc/not-ours.bin"], 15), s3.uploads(s3.bucket)
+    assert "swept" in srv.log()
+    srv.stop()
+
+
+def test_an_orphan_younger_than_the_grace_is_kept(start_server, s3, tmp_path):
+    d = tmp_path / "d"
+    srv = start_on(start_server, s3, data_dir=d)
+    v, r = upload(srv, b"kept", "kept.bin")
+    bw.expect(r.response, bw.FILE_RECEIVED)
+    srv.stop()
+    young = "node/files/%s/young.bin" % v.client_id.hex()
+    s3.request("PUT", "/%s/%s" % (s3.bucket, young), body=b"in flight")
+    srv = start_on(start_server, s3, data_dir=d)  # grace: an hour
+    assert young in objects(s3)
+    srv.stop()
+
+
+def test_a_crash_mid_upload_leaves_nothing_visible_and_the_sweep_aborts_it(start_server, s3,
+                                                                           tmp_path):
+    d = tmp_path / "d"
+    srv = start_on(start_server, s3, "--blob-grace", "1", data_dir=d)
+    v = bw.VaultClient(H, srv.port, timeout=30, key=rsa_key(7)).connect()
+    bw.expect(v.register(unique_name("u")), bw.REGISTERED)
+    bw.expect(v.send_pubkey(), bw.KEY_STORED)
+    data = os.urandom(40 * MiB)
+
+    def body():
+        try:
+            v.send_file("crash.bin", data)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    assert wait_for(lambda: s3.uploads(s3.bucket), 20), "no part was sent"
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.wait_exit()
+    t.join(10)
+    assert objects(s3) == {}
+    time.sleep(1.2)
+    srv2 = start_on(start_server, s3, "--blob-grace", "1", data_dir=d)
+    assert wait_for(lambda: s3.uploads(s3.bucket) == [], 15), s3.uploads(s3.bucket)
+    assert srv2.file_row(v.client_id, "crash.bin") is None
+    srv2.stop()
+
+
+def test_memory_stays_bounded_while_many_upload_at_once(start_server, s3):
+    n, size = 24, 24 * MiB
+    srv = start_on(start_server, s3, "--max-uploads-per-addr", "100")
+    base = srv.rss_peak()
+    errors = []
+
+    def one(i):
+        try:
+            v, r = upload(srv, os.urandom(size), "m%d.bin" % i, key=i, timeout=120)
+            if r.response.code != bw.FILE_RECEIVED:
+                errors.append(r.response)
+            v.close()
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(300)
+    assert not errors, errors[:3]
+    assert len(objects(s3)) == n
+    grown = srv.rss_peak() - base
+    # the uploads' bytes are 576 MiB; each holds two 1 MiB (or 256 KiB)
+    # decryption buffers and no part in memory
+    assert grown < 128 * MiB, "RSS grew by %d MiB" % (grown // MiB)
+    srv.stop()
+
+
+def test_migrate_copies_contents_into_the_bucket(start_server, s3, tmp_path):
+    import pgserver
+
+    if pgserver.pg_bin() is None:
+        pytest.skip("PostgreSQL is not installed")
+    from test_pg_migrate import fill_source, tree_digest
+
+    pg = pgserver.shared()
+    src, _, (a, b, v, doc, kept) = fill_source(start_server, tmp_path)
+    before = tree_digest(src)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    db = pg.create_db(unique_name("mig").replace("-", "_"))
+
+    def migrate():
+        r = subprocess.run([str(bwd.BULWARKD), "migrate", "--from", str(src), "--data-dir",
+                            str(dst), "--db", pg.url(db), *s3_opts(s3)],
+                           capture_output=True, text=True, timeout=300,
+                           env={**os.environ, **pg.env(), **s3.env()})
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    out = migrate()
+    assert "contents: 2, 2 copied now" in out, out
+    assert tree_digest(src) == before
+    assert "nothing was left to do" in migrate()
+    assert s3.get(s3.bucket, "node/files/%s/doc.bin" % v.client_id.hex()) == doc
+    srv = start_server("--db", pg.url(db), *s3_opts(s3), data_dir=dst,
+                       env={**pg.env(), **s3.env()})
+    b2 = bwmsg.MsgClient(H, srv.port)
+    b2.client_id = b.client_id
+    assert [(rec[1], rec[3]) for rec in b2.pull()] == kept
+    b2.close()
+    srv.stop()
