@@ -85,6 +85,26 @@ class S3Path:
             raise FileNotFoundError(str(self))
         return data
 
+    def unlink(self):
+        st, _, body = self.srv.request(
+            "DELETE", "/%s/%s" % (self.bucket, urllib.parse.quote(self._full(), safe="/~")))
+        if st not in (200, 204):
+            raise OSError("DELETE %s: %d %r" % (self, st, body[:200]))
+
+    def write_bytes(self, data):
+        st, _, body = self.srv.request(
+            "PUT", "/%s/%s" % (self.bucket, urllib.parse.quote(self._full(), safe="/~")),
+            body=bytes(data))
+        if st != 200:
+            raise OSError("PUT %s: %d %r" % (self, st, body[:200]))
+        return len(data)
+
+    def open(self, mode="rb"):
+        assert mode == "rb", mode
+        import io
+
+        return io.BytesIO(self.read_bytes())
+
     def iterdir(self):
         base = self._full() + "/"
         seen = []

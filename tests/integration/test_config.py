@@ -375,7 +375,7 @@ def test_every_long_option_of_help_is_a_config_key(daemon, tmp_path):
     helptext = subprocess.run([str(bwd.BULWARKD), "--help"], capture_output=True,
                               timeout=10).stdout.decode()
     names = []
-    for m in re.finditer(r"^\s+(?:-\w, )?--([a-z][a-z-]*)", helptext, re.M):
+    for m in re.finditer(r"^\s+(?:-\w, )?--([a-z][a-z0-9-]*)", helptext, re.M):
         if m.group(1) not in ("help", "version", "config"):
             names.append(m.group(1))
     assert len(names) >= 30, names
@@ -401,7 +401,10 @@ def test_every_long_option_of_help_is_a_config_key(daemon, tmp_path):
         "rooms-max-members": "10", "rooms-rate": "20", "rooms-burst": "40",
         "rooms-queue": "262144", "rooms-pause": "150", "rooms-max-attempts": "5", "rooms-menu-timeout": "60",
         "no-rooms": "no", "metrics-listen": "%s:%d" % (H, mport), "log-level": "info",
-        "log-file": log_file,
+        "log-file": log_file, "blobs": "file:%s" % (tmp_path / "data"),
+        "s3-endpoint": "http://127.0.0.1:9", "s3-region": "eu-west-3",
+        "s3-path-style": "yes", "s3-credentials-file": tmp_path / "no-such-file",
+        "blob-grace": "600",
     }
     missing = [n for n in names if n not in values]
     assert not missing, "options of --help with no value in this test: %r" % missing

@@ -770,6 +770,7 @@ def test_refused_1028_bodies_being_discarded_are_a_gauge(start_metrics):
         b.close()
 
 
+@pytest.mark.files_only("fails the contents' file write with the fault shim (S3: test_s3_backend's faults)")
 def test_an_upload_that_cannot_be_stored_counts_vault_store(start_metrics, shim):
     """The rename that puts the upload in place fails (EIO, by the fault
     shim): 2107, vault_store moves; the next upload of the name is stored."""

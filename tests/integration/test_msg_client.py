@@ -248,7 +248,7 @@ def test_the_vault_client_uses_the_messenger_identity(pair, server):
     assert r.returncode == 0, r.stderr
     rows = server.query("SELECT PathName FROM files")
     assert len(rows) == 1
-    assert (server.data_dir / rows[0][0]).read_bytes() == data
+    assert server.blobs(rows[0][0]).read_bytes() == data
 
 
 # --------------------------------------------------------------------------

@@ -681,6 +681,7 @@ def non_readers(srv, client_ids, per_client, rcvbuf=4096):
 
 
 @pytest.mark.slow
+@pytest.mark.files_only("plants the contents' files as hard links")
 def test_600_unread_pulls_grow_the_server_by_less_than_100_mib(start_server, shim):
     """600 connections (150 clients x 4) each send 604 for a client with
     8 MiB queued and never read. bulwarkd's sockets get a small send buffer
@@ -723,6 +724,7 @@ def test_600_unread_pulls_grow_the_server_by_less_than_100_mib(start_server, shi
 
 
 @pytest.mark.slow
+@pytest.mark.files_only("plants the contents' files as hard links")
 def test_the_stalest_unread_reply_is_closed_when_reply_memory_runs_out(start_server, shim):
     """With --reply-memory 4 MiB, 100 connections (25 clients x 4) send 604
     for 8 MiB queues and never read: together they would hold more than the

@@ -213,6 +213,7 @@ def test_every_example_value_is_accepted(start_server, tmp_path):
     text = text.replace("/etc/bulwark/console.secret", str(secret))
     text = text.replace("/var/log/bulwark/bulwarkd.log", str(tmp_path / "file.log"))
     text = text.replace("/var/lib/bulwark/defensive.db", str(tmp_path / "data" / "defensive.db"))
+    text = text.replace("file:/var/lib/bulwark", "file:%s" % (tmp_path / "data"))
     text = re.sub(r"^# ([a-z][a-z0-9-]* = )", r"\1", text, flags=re.M)
     conf = tmp_path / "all.conf"
     conf.write_text(text)

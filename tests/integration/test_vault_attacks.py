@@ -571,7 +571,7 @@ def test_concurrent_uploads_of_one_name_leave_one_whole_file_everyone_agrees_on(
         row = server.file_row(owner.client_id, fname)
         assert row is not None, "round %d: no files row" % rnd
         assert row["PathName"] == "files/%s/%s" % (hexid, fname), dict(row)
-        assert (server.data_dir / row["PathName"]).read_bytes() == on_disk
+        assert server.blobs(row["PathName"]).read_bytes() == on_disk
         assert not is_true(row["Verified"])
     server.assert_serves()
 

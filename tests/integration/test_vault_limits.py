@@ -508,6 +508,7 @@ def test_a_greeted_console_that_never_asks_is_closed(start_server):
 # 7. Symbolic links in the data directory
 
 
+@pytest.mark.files_only("a symbolic link in files/")
 def test_refuses_to_start_when_incoming_is_a_symlink(start_server, tmp_path):
     data = tmp_path / "data"
     (data / "files").mkdir(parents=True)
@@ -530,6 +531,7 @@ def test_refuses_to_start_when_incoming_is_a_symlink(start_server, tmp_path):
     assert sorted(os.listdir(outside)) == ["victim.txt"]
 
 
+@pytest.mark.files_only("a symbolic link in files/")
 def test_a_client_directory_made_a_symlink_gets_no_file(server, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()

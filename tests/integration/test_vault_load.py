@@ -77,7 +77,7 @@ def test_300_mib_upload_streams_in_bounded_server_memory(server):
     path = server.client_dir(c.client_id) / "big.bin"
     assert path.stat().st_size == BIG
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         for _ in range(BIG // (1 << 20) + 1):
             chunk = f.read(1 << 20)
             if not chunk:

@@ -42,7 +42,7 @@ s3_xml_span(const char *p, size_t n, size_t *pos, const char *name,
 		gt = o + strlen(open);
 		if (gt >= p + n)
 			return BW_ENOTFOUND;
-		if (*gt == '>' || *gt == ' ')
+		if (*gt == '>' || *gt == ' ' || *gt == '/')
 			break;
 		from = (size_t)(gt - p); /* <NameMore>: another element */
 	}

@@ -1,0 +1,235 @@
+#!/usr/bin/python3
+"""What keeping the contents in S3 costs, in one run, against a real object
+store started here on loopback (tests/integration/s3server.py: Swift with
+its S3 API, which checks signatures):
+
+- a large vault upload through bulwarkd (`bulwark send`, reconnect path,
+  the 2103 after CompleteMultipartUpload) against one plain signed
+  PutObject of the same bytes to the same endpoint (Python: hashlib for the
+  payload's SHA-256 and http.client, as boto3 would), medians: target
+  <= 1.3x;
+- the server's peak RSS while many upload at once (64 x 256 MiB in a full
+  run): target <= 512 MiB, the spool keeping the parts out of memory;
+- the event loop's latency (a 602 round trip, answered from memory) while
+  every S3 PUT waits 0.5 s in a proxy (tests/integration/faultproxy.py):
+  target p99 < 10 ms.
+
+It only reports; it fails only when a scenario could not run.
+
+Usage: bench/s3bench.py --bin-dir DIR --tmp DIR [--quick] [--size-mib N]
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "integration"))
+sys.path.insert(0, str(HERE))
+import bwmsg  # noqa: E402
+import bwvault as bw  # noqa: E402
+import faultproxy  # noqa: E402
+import msgbench  # noqa: E402
+import s3server  # noqa: E402
+
+H = "127.0.0.1"
+MiB = 1024 * 1024
+
+
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(p / 100.0 * len(v)))] if v else float("nan")
+
+
+class Sender:
+    """A working directory for `bulwark send` with its own identity."""
+
+    def __init__(self, bin_dir, d, port, name, path):
+        self.bin, self.dir = bin_dir / "bulwark", d
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "transfer.info").write_text("%s:%d\n%s\n%s\n" % (H, port, name, path))
+
+    def send(self, timeout=600):
+        t0 = time.perf_counter()
+        r = subprocess.run([str(self.bin), "send", "-C", str(self.dir), "--quiet"],
+                           cwd=self.dir, capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError("bulwark send exited %d: %s" % (r.returncode, r.stderr[-500:]))
+        return time.perf_counter() - t0
+
+    def start(self):
+        return subprocess.Popen([str(self.bin), "send", "-C", str(self.dir), "--quiet"],
+                                cwd=self.dir, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+
+
+def make_file(path, size):
+    with open(path, "wb") as f:
+        left = size
+        block = os.urandom(MiB)
+        while left > 0:
+            n = min(left, MiB)
+            f.write(block[:n])
+            left -= n
+            block = block[1:] + block[:1]  # no two blocks alike
+
+
+def reference_put(s3, bucket, path, i):
+    """One signed PutObject of the file's bytes, timed from reading them."""
+    t0 = time.perf_counter()
+    data = path.read_bytes()
+    st, _, body = s3.request("PUT", "/%s/ref/%d" % (bucket, i), body=data)
+    dt = time.perf_counter() - t0
+    if st != 200:
+        raise RuntimeError("reference PUT: %d %s" % (st, body[:200]))
+    return dt
+
+
+def big_upload(a, s3, bucket, tmp, rows):
+    path = tmp / "big.bin"
+    make_file(path, a.size_mib * MiB)
+    p, port = msgbench.start_server(a.bin_dir, tmp / "data-big", "--blobs",
+                                    "s3://%s/node" % bucket, "--s3-endpoint", s3.endpoint,
+                                    "--s3-path-style")
+    try:
+        snd = Sender(a.bin_dir, tmp / "sender", port, "bench-big", path)
+        snd.send()  # the warm-up registers; the runs reconnect (1027)
+        reference_put(s3, bucket, path, 0)
+        ours, ref = [], []
+        for i in range(a.runs):  # alternating, so that drift hits both
+            ours.append(snd.send())
+            ref.append(reference_put(s3, bucket, path, i + 1))
+        rss = msgbench.rss_kib(p.pid, "VmHWM")
+    finally:
+        msgbench.stop(p)
+    o, r = statistics.median(ours), statistics.median(ref)
+    rows.append(("%d MiB upload to S3 (bulwark send, 2103 after completion), median of %d"
+                 % (a.size_mib, a.runs),
+                 "%.2f s (%.0f MiB/s)" % (o, a.size_mib / o),
+                 "signed PutObject of the same bytes %.2f s (%.2fx)" % (r, o / r),
+                 "<= 1.3x %s" % ("met" if o <= 1.3 * r else "MISSED")))
+    rows.append(("  server peak RSS during it", "%.0f MiB" % (rss / 1024), "-", "-"))
+
+
+def many_uploads(a, s3, bucket, tmp, rows):
+    path = tmp / "each.bin"
+    make_file(path, a.mem_mib * MiB)
+    p, port = msgbench.start_server(a.bin_dir, tmp / "data-many", "--blobs",
+                                    "s3://%s/many" % bucket, "--s3-endpoint", s3.endpoint,
+                                    "--s3-path-style", "--max-uploads-per-addr", "1000",
+                                    "--max-uploads", "1000")
+    try:
+        base = msgbench.rss_kib(p.pid, "VmRSS")
+        senders = [Sender(a.bin_dir, tmp / ("m%d" % i), port, "bench-m%d" % i, path)
+                   for i in range(a.mem_uploads)]
+        t0 = time.perf_counter()
+        procs = [s.start() for s in senders]
+        bad = [pr.stderr.read().decode()[-300:] for pr in procs if pr.wait(3600) != 0]
+        wall = time.perf_counter() - t0
+        peak = msgbench.rss_kib(p.pid, "VmHWM")
+    finally:
+        msgbench.stop(p)
+    if bad:
+        raise RuntimeError("%d of the concurrent uploads failed: %s" % (len(bad), bad[0]))
+    rows.append(("%d concurrent %d MiB uploads to S3: server peak RSS"
+                 % (a.mem_uploads, a.mem_mib),
+                 "%.0f MiB (%.0f at start)" % (peak / 1024, base / 1024),
+                 "%.0f MiB uploaded in %.1f s" % (a.mem_uploads * a.mem_mib, wall),
+                 "<= 512 MiB %s" % ("met" if peak <= 512 * 1024 else "MISSED")))
+
+
+def latency_while_slow(a, s3, bucket, tmp, rows):
+    proxy = faultproxy.FaultProxy(s3.port)
+    proxy.add(method="PUT", action=("pass",), delay=0.5)
+    path = tmp / "slow.bin"
+    make_file(path, 32 * MiB)
+    p, port = msgbench.start_server(a.bin_dir, tmp / "data-slow", "--blobs",
+                                    "s3://%s/slow" % bucket, "--s3-endpoint", proxy.endpoint,
+                                    "--s3-path-style")
+    try:
+        key = bw.new_rsa_key()
+        probe = bwmsg.MsgClient(H, port)
+        probe.register("probe-%d" % os.getpid(), key=key)
+        senders = [Sender(a.bin_dir, tmp / ("s%d" % i), port, "bench-s%d" % i, path)
+                   for i in range(4)]
+        stop = threading.Event()
+
+        def again(s):
+            while not stop.is_set():
+                s.send()
+
+        ts = [threading.Thread(target=again, args=(s,)) for s in senders]
+        for t in ts:
+            t.start()
+        time.sleep(1.0)
+        rtts, end = [], time.monotonic() + (2.0 if a.quick else 5.0)
+        while time.monotonic() < end:
+            t0 = time.perf_counter()
+            probe.public_key(probe.client_id)
+            rtts.append((time.perf_counter() - t0) * 1000)
+        stop.set()
+        for t in ts:
+            t.join(300)
+        puts = len(proxy.seen("PUT"))
+    finally:
+        msgbench.stop(p)
+        proxy.close()
+    p99 = pct(rtts, 99)
+    rows.append(("loop latency (602 RTT) while every S3 PUT waits 0.5 s, 4 uploading",
+                 "p50 %.2f / p99 %.2f / max %.1f ms" % (pct(rtts, 50), p99, max(rtts)),
+                 "%d delayed PUTs meanwhile" % puts,
+                 "p99 < 10 ms %s" % ("met" if p99 < 10 else "MISSED")))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", type=Path, required=True)
+    ap.add_argument("--tmp", type=Path, required=True)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--size-mib", type=int)
+    ap.add_argument("--runs", type=int)
+    ap.add_argument("--mem-uploads", type=int)
+    ap.add_argument("--mem-mib", type=int)
+    a = ap.parse_args()
+    a.bin_dir = a.bin_dir.resolve()
+    a.tmp.mkdir(parents=True, exist_ok=True)
+    q = a.quick
+    a.size_mib = a.size_mib or (16 if q else 1024)
+    a.runs = a.runs or (1 if q else 3)
+    a.mem_uploads = a.mem_uploads or (8 if q else 64)
+    a.mem_mib = a.mem_mib or (16 if q else 256)
+    rows, errors = [], []
+    s3 = s3server.S3Server(parent=str(a.tmp), proxy_workers=2).init().start()
+    os.environ.update(s3.env())
+    try:
+        bucket = s3.create_bucket("bench-%d" % os.getpid())
+        for scenario in (big_upload, many_uploads, latency_while_slow):
+            try:
+                scenario(a, s3, bucket, a.tmp, rows)
+            except Exception as e:  # noqa: BLE001 (reported, and the rest runs)
+                errors.append("%s: %r" % (scenario.__name__, e))
+    finally:
+        s3.destroy()
+    if rows:
+        w = [max(len(r[i]) for r in rows) for i in range(4)]
+        print("\nBulwark S3 benchmark%s, %s" % (" (quick)" if q else "",
+                                               time.strftime("%Y-%m-%d %H:%M UTC",
+                                                             time.gmtime())))
+        print("%d cores; load average %.2f; Swift %s with s3api on loopback, 8 MiB parts" % (
+            os.cpu_count(), os.getloadavg()[0],
+            subprocess.run(["dpkg-query", "-W", "-f=${Version}", "swift-proxy"],
+                           capture_output=True, text=True).stdout or "?"))
+        for r in rows:
+            print(" | ".join(r[i].ljust(w[i]) for i in range(4)))
+    for e in errors:
+        print("ERROR: " + e)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
