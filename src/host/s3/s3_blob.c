@@ -466,6 +466,13 @@ s3b_close(void *state)
 	if (s == NULL)
 		return;
 	s3_uploaders_stop(s); /* sets stopping: the janitor ends too */
+	bw_info("s3: %llu requests (%llu tried again, %llu failed), %llu MiB "
+		"sent, %llu MiB received",
+		(unsigned long long)atomic_load(&s->requests),
+		(unsigned long long)atomic_load(&s->retries),
+		(unsigned long long)atomic_load(&s->failures),
+		(unsigned long long)(atomic_load(&s->bytes_up) >> 20),
+		(unsigned long long)(atomic_load(&s->bytes_down) >> 20));
 	if (s->janitor_on) {
 		pthread_mutex_lock(&s->mu);
 		pthread_cond_broadcast(&s->janitor_cv);

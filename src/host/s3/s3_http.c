@@ -436,6 +436,9 @@ attempt(struct s3 *s, CURL *h, struct s3_call *c, const char *url,
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, &x);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	/* the body follows the headers at once: waiting for a 100 Continue
+	 * costs a round trip per part (the spool can always resend) */
+	curl_easy_setopt(h, CURLOPT_EXPECT_100_TIMEOUT_MS, 0L);
 	if (strcmp(c->method, "HEAD") == 0) {
 		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
 	} else if (strcmp(c->method, "PUT") == 0) {

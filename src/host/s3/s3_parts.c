@@ -598,10 +598,8 @@ s3_w_abort(struct s3 *s, struct bw_blob_w *w)
 	pthread_mutex_unlock(&w->mu);
 	if (!now)
 		return; /* the last part's job frees w */
-	if (w->upload_id[0] == '\0') {
-		w_free(w);
-		return;
-	}
+	/* even without an upload to abort: closing the spool drops its
+	 * pages, which is not for the loop thread */
 	if ((j = calloc(1, sizeof(*j))) == NULL) {
 		w_free(w); /* the sweep aborts the upload */
 		return;
