@@ -12,7 +12,9 @@ its S3 API, which checks signatures):
   run): target <= 512 MiB, the spool keeping the parts out of memory;
 - the event loop's latency (a 602 round trip, answered from memory) while
   every S3 PUT waits 0.5 s in a proxy (tests/integration/faultproxy.py):
-  target p99 < 10 ms.
+  target p99 < 10 ms;
+- 4 KiB vault sessions per second on the embedded default and on
+  PostgreSQL + S3 (a throw-away PostgreSQL too), bulwarkd's CPU each.
 
 It only reports; it fails only when a scenario could not run.
 
@@ -200,6 +202,75 @@ def latency_while_slow(a, s3, bucket, tmp, rows):
                  "p99 < 10 ms %s" % ("met" if p99 < 10 else "MISSED")))
 
 
+def sessions(a, s3, bucket, tmp, rows):
+    """4 KiB vault sessions (bulwark send: 1027, 1028, 1029; a new name
+    each time) from 16 processes at once, on the embedded default and on
+    PostgreSQL + S3, in one run: sessions/s and bulwarkd's CPU each."""
+    import pgserver
+
+    secs, procs = (2.0, 8) if a.quick else (5.0, 16)
+    pg = pgserver.PgServer().init().start()
+    try:
+        db = pg.create_db("sessions")
+        os.environ.update(pg.env())
+        found = {}
+        for label, extra in (("SQLite + files", []),
+                             ("PostgreSQL + S3", ["--db", pg.url(db), "--blobs",
+                                                  "s3://%s/sessions" % bucket,
+                                                  "--s3-endpoint", s3.endpoint,
+                                                  "--s3-path-style"])):
+            d = tmp / ("sessions-" + label.split()[0])
+            p, port = msgbench.start_server(a.bin_dir, d, "--max-reg-per-min", "0",
+                                            "--max-uploads-per-addr", "1000", *extra)
+            try:
+                files = d / "src"
+                files.mkdir()
+                senders = []
+                for i in range(procs):
+                    f = files / ("s%d-0.bin" % i)
+                    f.write_bytes(os.urandom(4096))
+                    senders.append(Sender(a.bin_dir, d / ("c%d" % i), port,
+                                          "sess-%s-%d" % (label.split()[0].lower(), i), f))
+                for snd in senders:  # registrations, then warm
+                    snd.send()
+                count, stop = [0], threading.Event()
+
+                def loop(i, snd):
+                    n = 1
+                    while not stop.is_set():
+                        f = files / ("s%d-%d.bin" % (i, n))
+                        os.link(files / ("s%d-0.bin" % i), f)
+                        (snd.dir / "transfer.info").write_text(
+                            "%s:%d\nsess-%s-%d\n%s\n" % (H, port, label.split()[0].lower(),
+                                                         i, f))
+                        snd.send()
+                        count[0] += 1
+                        n += 1
+
+                c0 = msgbench.cpu_s(p.pid)
+                ts = [threading.Thread(target=loop, args=(i, snd))
+                      for i, snd in enumerate(senders)]
+                t0 = time.perf_counter()
+                for t in ts:
+                    t.start()
+                time.sleep(secs)
+                stop.set()
+                for t in ts:
+                    t.join(120)
+                wall = time.perf_counter() - t0
+                cpu = msgbench.cpu_s(p.pid) - c0
+                found[label] = (count[0] / wall, cpu / max(count[0], 1))
+            finally:
+                msgbench.stop(p)
+    finally:
+        pg.destroy()
+    (sq, sq_cpu), (ps, ps_cpu) = found["SQLite + files"], found["PostgreSQL + S3"]
+    rows.append(("4 KiB sessions/s (bulwark send), %d processes: SQLite + files" % procs,
+                 "%.0f /s" % sq, "bulwarkd CPU %.2f ms each" % (sq_cpu * 1000), "(beside)"))
+    rows.append(("  the same on PostgreSQL + S3", "%.0f /s" % ps,
+                 "bulwarkd CPU %.2f ms each" % (ps_cpu * 1000), "-"))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", type=Path, required=True)
@@ -209,8 +280,8 @@ def main():
     ap.add_argument("--runs", type=int)
     ap.add_argument("--mem-uploads", type=int)
     ap.add_argument("--mem-mib", type=int)
-    ap.add_argument("--only", default="big,many,slow",
-                    help="some of big,many,slow (default: all three)")
+    ap.add_argument("--only", default="big,many,slow,sessions",
+                    help="some of big,many,slow,sessions (default: all four)")
     a = ap.parse_args()
     a.bin_dir = a.bin_dir.resolve()
     a.tmp.mkdir(parents=True, exist_ok=True)
@@ -224,7 +295,8 @@ def main():
     os.environ.update(s3.env())
     try:
         bucket = s3.create_bucket("bench-%d" % os.getpid())
-        chosen = {"big": big_upload, "many": many_uploads, "slow": latency_while_slow}
+        chosen = {"big": big_upload, "many": many_uploads, "slow": latency_while_slow,
+                  "sessions": sessions}
         for name in a.only.split(","):
             scenario = chosen[name]
             try:

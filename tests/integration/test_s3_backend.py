@@ -318,6 +318,25 @@ def test_sweep_drops_abandoned_uploads_and_scratch_past_the_grace_only(start_ser
     srv.stop()
 
 
+def test_an_orphan_left_while_serving_is_swept_once_past_the_grace(start_server, s3):
+    """A daemon that crashed between object and row and never came back:
+    the others' periodic sweep removes what no row names, only past the
+    grace, and nothing a row names nor what is not a client's."""
+    srv = start_on(start_server, s3, "--blob-grace", "2")
+    v, r = upload(srv, b"kept", "kept.bin")
+    bw.expect(r.response, bw.FILE_RECEIVED)
+    mine = "node/files/%s/" % v.client_id.hex()
+    s3.request("PUT", "/%s/%sorphan.bin" % (s3.bucket, mine), body=b"orphan")
+    s3.request("PUT", "/%s/node/files/%s/foreign.bin" % (s3.bucket, "ef" * 16), body=b"x")
+    assert wait_for(lambda: mine + "orphan.bin" not in objects(s3), 15), objects(s3)
+    keys = objects(s3)
+    assert mine + "kept.bin" in keys and "node/files/%s/foreign.bin" % ("ef" * 16) in keys
+    assert "sweep: removing %sorphan.bin" % mine[len("node/"):] in srv.log()
+    v2, r2 = upload(srv, b"after", "after.bin", key=1)
+    bw.expect(r2.response, bw.FILE_RECEIVED)
+    srv.stop()
+
+
 def test_an_orphan_younger_than_the_grace_is_kept(start_server, s3, tmp_path):
     d = tmp_path / "d"
     srv = start_on(start_server, s3, data_dir=d)

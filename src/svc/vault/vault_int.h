@@ -59,6 +59,10 @@ struct bw_vault {
 	/* locks being handed to their next waiters (commit.c) */
 	struct vwait *handoff, **handoff_tail;
 	int handing_off;
+	/* the periodic sweep of a shared store (reconcile.c): its timer,
+	 * and a round listing or judging */
+	struct bw_timer sweep_t;
+	int sweeping;
 };
 
 /* A row of the files table. */

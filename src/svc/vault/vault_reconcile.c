@@ -203,6 +203,7 @@ struct scan {
 	struct bw_hash pending;	      /* pending paths rows name */
 	char dir[2 * BW_ID_LEN + 64]; /* the last directory judged */
 	int dir_ours;
+	int quiet; /* the periodic sweep: what is left alone goes unsaid */
 	unsigned removed;
 };
 
@@ -223,21 +224,44 @@ dir_ours(struct scan *sc, const char *d, size_t n)
 	sc->dir_ours = 0;
 	if (n != 2 * BW_ID_LEN || bw_hex_decode(d, n, id, BW_ID_LEN) != 0 ||
 	    bw_registry_by_id(sc->v->reg, id) == NULL) {
-		bw_warn("reconcile: files/%s belongs to no client; left alone",
-			shown);
+		if (!sc->quiet)
+			bw_warn("reconcile: files/%s belongs to no client; "
+				"left alone",
+				shown);
 		return 0;
 	}
 	bw_hex_encode(id, BW_ID_LEN, hex);
 	if (memcmp(hex, d, n) != 0) {
 		/* not our spelling (upper-case hex): rows may name its files
 		 * in it; nothing there is ours to remove */
-		bw_warn("reconcile: files/%s is not in lower-case hex; left "
-			"alone",
-			shown);
+		if (!sc->quiet)
+			bw_warn("reconcile: files/%s is not in lower-case hex; "
+				"left alone",
+				shown);
 		return 0;
 	}
 	sc->dir_ours = 1;
 	return 1;
+}
+
+/* Whether key names an object no row names, in a place that is ours. */
+static int
+unnamed(struct scan *sc, const char *key)
+{
+	const char *d = key + strlen(FILES_SPACE), *slash = strchr(d, '/');
+	uint8_t id[BW_ID_LEN];
+
+	if (strncmp(key, PENDING_DIR, strlen(PENDING_DIR)) == 0)
+		return strchr(key + strlen(PENDING_DIR), '/') == NULL &&
+		       bw_hash_get(&sc->pending, key, strlen(key)) == NULL;
+	if (slash == NULL) {
+		(void)dir_ours(sc, d, strlen(d)); /* a file: no client's */
+		return 0;
+	}
+	return strchr(slash + 1, '/') == NULL &&
+	       dir_ours(sc, d, (size_t)(slash - d)) &&
+	       bw_hex_decode(d, 2 * BW_ID_LEN, id, BW_ID_LEN) == 0 &&
+	       vfile_at(sc->v, id, key) == NULL;
 }
 
 static int
@@ -245,27 +269,14 @@ scan_object(void *arg, const char *key, uint64_t size, int64_t mtime)
 {
 	struct scan *sc = arg;
 	const struct bw_blobs *b = sc->v->blobs;
-	const char *d = key + strlen(FILES_SPACE), *slash = strchr(d, '/');
-	uint8_t id[BW_ID_LEN];
 	char shown[BW_ESC_CAP];
 	int rc;
 
 	(void)size;
 	if (!bw_blob_settled(b, mtime))
 		return 0; /* another daemon's, perhaps, about to be named */
-	if (strncmp(key, PENDING_DIR, strlen(PENDING_DIR)) == 0) {
-		if (strchr(key + strlen(PENDING_DIR), '/') != NULL ||
-		    bw_hash_get(&sc->pending, key, strlen(key)) != NULL)
-			return 0;
-	} else if (slash == NULL) {
-		(void)dir_ours(sc, d, strlen(d)); /* a file: no client's */
+	if (!unnamed(sc, key))
 		return 0;
-	} else if (strchr(slash + 1, '/') != NULL ||
-		   !dir_ours(sc, d, (size_t)(slash - d)) ||
-		   bw_hex_decode(d, 2 * BW_ID_LEN, id, BW_ID_LEN) != 0 ||
-		   vfile_at(sc->v, id, key) != NULL) {
-		return 0;
-	}
 	bw_escape_display(key, shown, sizeof(shown));
 	if ((rc = b->be->remove(b->state, key)) != 0) {
 		bw_warn("reconcile: %s has no row and cannot be removed: %s",
@@ -316,6 +327,132 @@ reconcile(struct bw_vault *v)
 out:
 	free(rs.v);
 	return rc;
+}
+
+/* --- the periodic sweep of a shared store -------------------------------
+ *
+ * In a store other daemons share (S3), an object no row names may be left
+ * by a daemon that crashed and never started again: every quarter of the
+ * grace period (at most every 10 minutes) the objects under files/ older
+ * than the grace period are listed on a worker, judged here against the
+ * rows as at start-up, and the unnamed ones removed on workers. A commit
+ * never leaves an object unnamed for that long: the direct path writes the
+ * row first, the pending path names its object right after putting it.
+ */
+
+#define SWEEP_MAX_KEYS 100000u /* a round's bound; the next takes the rest */
+#define SWEEP_MAX_MS   600000u
+
+struct sweep {
+	struct bw_vault *v;
+	char **keys;
+	size_t n, cap;
+	int rc;
+};
+
+static int
+collect_settled(void *arg, const char *key, uint64_t size, int64_t mtime)
+{
+	struct sweep *sw = arg;
+	char **grown;
+
+	(void)size;
+	if (!bw_blob_settled(sw->v->blobs, mtime) || sw->n == SWEEP_MAX_KEYS)
+		return 0;
+	if (sw->n == sw->cap) {
+		size_t cap = sw->cap ? 2 * sw->cap : 256;
+
+		if ((grown = realloc(sw->keys, cap * sizeof(*grown))) == NULL)
+			return BW_ENOMEM;
+		sw->keys = grown;
+		sw->cap = cap;
+	}
+	if ((sw->keys[sw->n] = strdup(key)) == NULL)
+		return BW_ENOMEM;
+	sw->n++;
+	return 0;
+}
+
+static void
+sweep_work(void *arg)
+{
+	struct sweep *sw = arg;
+	const struct bw_blobs *b = sw->v->blobs;
+
+	sw->rc = b->be->list(b->state, FILES_SPACE, collect_settled, sw);
+}
+
+static void
+sweep_done(void *arg)
+{
+	struct sweep *sw = arg;
+	struct bw_vault *v = sw->v;
+	char shown[BW_ESC_CAP];
+	struct scan sc;
+	size_t i;
+
+	memset(&sc, 0, sizeof(sc));
+	sc.v = v;
+	sc.quiet = 1;
+	if (sw->rc != 0)
+		bw_warn("vault: the periodic sweep could not list files/: %s",
+			bw_strerror(sw->rc));
+	else if (bw_hash_init(&sc.pending) == 0) {
+		if (vfile_each(v, note_pending, &sc.pending) == 0) {
+			for (i = 0; i < sw->n; i++) {
+				if (!unnamed(&sc, sw->keys[i]))
+					continue;
+				bw_warn("vault: sweep: removing %s: no row "
+					"names it",
+					bw_escape_display(sw->keys[i], shown,
+							  sizeof(shown)));
+				vault_remove_later(v, sw->keys[i]);
+			}
+		}
+		bw_hash_fini(&sc.pending);
+	}
+	for (i = 0; i < sw->n; i++)
+		free(sw->keys[i]);
+	free(sw->keys);
+	free(sw);
+	v->sweeping = 0;
+}
+
+static unsigned
+sweep_every_ms(const struct bw_vault *v)
+{
+	uint64_t ms = (uint64_t)v->blobs->grace_s * 1000u / 4u + 1000u;
+
+	return ms > SWEEP_MAX_MS ? SWEEP_MAX_MS : (unsigned)ms;
+}
+
+static void
+sweep_tick(void *arg)
+{
+	struct bw_vault *v = arg;
+	struct sweep *sw;
+
+	if (bw_loop_timer_start(v->eng->loop, &v->sweep_t, sweep_every_ms(v),
+				sweep_tick, v) != 0)
+		bw_warn("vault: the periodic sweep stops: no memory for its "
+			"timer");
+	if (v->sweeping || (sw = calloc(1, sizeof(*sw))) == NULL)
+		return;
+	sw->v = v;
+	v->sweeping = 1;
+	if (bw_loop_submit(v->eng->loop, sweep_work, sweep_done, sw) != 0) {
+		free(sw);
+		v->sweeping = 0;
+	}
+}
+
+static int
+vault_sweep_start(struct bw_vault *v)
+{
+	if (!v->blobs->shared)
+		return 0; /* one daemon's store: start-up's reconcile is all */
+	return bw_loop_timer_start(v->eng->loop, &v->sweep_t, sweep_every_ms(v),
+				   sweep_tick, v);
 }
 
 /* --- the instance ------------------------------------------------------- */
@@ -390,7 +527,7 @@ vault_open(const struct bw_host *h, const void *cfg, void **out)
 	if ((rc = bw_hash_init(&v->locks)) != 0 ||
 	    (rc = bw_hash_init(&v->files)) != 0 ||
 	    (rc = bw_hash_init(&v->by_path)) != 0 ||
-	    (rc = vault_start(v)) != 0) {
+	    (rc = vault_start(v)) != 0 || (rc = vault_sweep_start(v)) != 0) {
 		vault_close(v);
 		return rc;
 	}
