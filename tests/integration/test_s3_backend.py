@@ -442,3 +442,36 @@ def test_migrate_copies_contents_into_the_bucket(start_server, s3, tmp_path):
     assert [(rec[1], rec[3]) for rec in b2.pull()] == kept
     b2.close()
     srv.stop()
+
+
+def test_a_migration_into_s3_killed_midway_resumes_and_verifies(start_server, s3, proxy,
+                                                                  tmp_path):
+    import pgserver
+
+    if pgserver.pg_bin() is None:
+        pytest.skip("PostgreSQL is not installed")
+    from test_pg_migrate import fill_source
+
+    pg = pgserver.shared()
+    src, _, (a, b, v, doc, kept) = fill_source(start_server, tmp_path)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    db = pg.create_db(unique_name("mig").replace("-", "_"))
+
+    def migrate(endpoint):
+        return subprocess.Popen([str(bwd.BULWARKD), "migrate", "--from", str(src),
+                                 "--data-dir", str(dst), "--db", pg.url(db),
+                                 *s3_opts(s3, endpoint=endpoint)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, **pg.env(), **s3.env()})
+
+    proxy.add(method="PUT", action=("pass",), delay=3.0)
+    m = migrate(proxy.endpoint)
+    assert wait_for(lambda: proxy.seen("PUT"), 30), "no content was being copied"
+    m.kill()
+    m.wait(30)
+    out = migrate(s3.endpoint).communicate(timeout=300)[0]
+    assert "contents: 2, " in out and "verified" in out, out
+    assert "nothing was left to do" in migrate(s3.endpoint).communicate(timeout=300)[0]
+    assert s3.get(s3.bucket, "node/files/%s/doc.bin" % v.client_id.hex()) == doc
+    assert s3.uploads(s3.bucket) == []
