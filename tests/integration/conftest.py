@@ -11,11 +11,25 @@ from bwd import Daemon
 _require = bwd.require_file
 
 
+# Modules whose tests touch no stored state (no bulwarkd at all, or only
+# the group chat, which keeps nothing): the pass on PostgreSQL + S3 would
+# repeat them unchanged, so they run once, in the embedded pass.
+NO_STORAGE = {"test_checksrc", "test_pyvault_selftest", "test_client_vs_pyserver",
+              "test_manpages", "test_rooms", "test_rooms_hardening", "test_rooms_hostile",
+              "test_chat_client"}
+
+
 def pytest_collection_modifyitems(config, items):
     """On PostgreSQL (BULWARK_TEST_DB), the tests of defensive.db itself
     are skipped with their reason, and on S3 (BULWARK_TEST_BLOBS) those of
-    the local files' own behaviour; every other test runs as it is."""
+    the local files' own behaviour; on either, the modules that touch no
+    stored state (NO_STORAGE); every other test runs as it is."""
+    other = bwd.TEST_DB != "sqlite" or bwd.TEST_BLOBS != "file"
     for item in items:
+        if other and item.module.__name__ in NO_STORAGE:
+            item.add_marker(pytest.mark.skip(
+                reason="touches no stored state: runs in the embedded pass"))
+            continue
         for marker, on, what in (("sqlite_only", bwd.TEST_DB != "sqlite",
                                   "embedded database only: "),
                                  ("files_only", bwd.TEST_BLOBS != "file",
