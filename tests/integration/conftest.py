@@ -11,12 +11,13 @@ from bwd import Daemon
 _require = bwd.require_file
 
 
-# Modules whose tests touch no stored state (no bulwarkd at all, or only
-# the group chat, which keeps nothing): the pass on PostgreSQL + S3 would
-# repeat them unchanged, so they run once, in the embedded pass.
+# Modules whose tests touch no stored state (no bulwarkd at all, only the
+# group chat, which keeps nothing, or only the daemon's options, its
+# console's input and the package's files): the pass on PostgreSQL + S3
+# would repeat them unchanged, so they run once, in the embedded pass.
 NO_STORAGE = {"test_checksrc", "test_pyvault_selftest", "test_client_vs_pyserver",
               "test_manpages", "test_rooms", "test_rooms_hardening", "test_rooms_hostile",
-              "test_chat_client"}
+              "test_chat_client", "test_config", "test_console_hardening", "test_packaging"}
 
 
 def pytest_collection_modifyitems(config, items):
