@@ -444,3 +444,16 @@ bw_daemon_close(struct bw_daemon *d)
 	bw_wipe(d->cfg.console.secret, sizeof(d->cfg.console.secret));
 	bw_wipe(d->given.console.secret, sizeof(d->given.console.secret));
 }
+
+void
+bw_daemon_blob_conf(const struct bw_daemon_cfg *cfg, struct bw_blob_conf *bc)
+{
+	memset(bc, 0, sizeof(*bc));
+	bc->url = cfg->blobs;
+	bc->data_dir = cfg->data_dir;
+	bc->s3_endpoint = cfg->s3_endpoint;
+	bc->s3_region = cfg->s3_region;
+	bc->s3_credentials = cfg->s3_credentials;
+	bc->s3_path_style = cfg->s3_path_style;
+	bc->grace_s = cfg->blob_grace_s;
+}

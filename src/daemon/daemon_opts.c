@@ -15,7 +15,6 @@
 #include "bulwark/net.h"
 #include "bulwark/util.h"
 #include "daemon/daemon.h"
-#include "host/blob.h"
 
 enum kind {
 	K_NUM,	  /* an unsigned integer field of size bytes, min..max */
@@ -57,22 +56,18 @@ static const struct opt opts[] = {
 	 "(default: defensive.db in\nthe data directory) or postgresql://"
 	 "USER@HOST\n:PORT/DB (password: PGPASSWORD or ~/.pgpass)"},
 	{"blobs", 0, K_STR, 0, F(blobs), 0, 0, "URL",
-	 "where file and message contents are kept:\nfile:DIR (default: "
-	 "files/ and messages/ in\nthe data directory) or s3://BUCKET[/"
-	 "PREFIX]\n(credentials: AWS_ACCESS_KEY_ID and\n"
-	 "AWS_SECRET_ACCESS_KEY, or --s3-credentials-file)"},
+	 "where contents are kept: file:DIR (default:\nthe data directory) "
+	 "or s3://BUCKET[/PREFIX]\n(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"},
 	{"s3-endpoint", 0, K_STR, 0, F(s3_endpoint), 0, 0, "URL",
-	 "the S3 server (default: AWS,\nhttps://s3.REGION.amazonaws.com)"},
+	 "the S3 server (default: AWS)"},
 	{"s3-region", 0, K_STR, 0, F(s3_region), 0, 0, "REGION",
-	 "the S3 region (default: AWS_REGION, else\nus-east-1)"},
+	 "the S3 region (default: AWS_REGION, us-east-1)"},
 	{"s3-path-style", 0, K_ON, 0, F(s3_path_style), 0, 0, NULL,
-	 "address the bucket in the path (HOST/BUCKET/\nKEY), as most "
-	 "self-hosted S3 servers need"},
+	 "the bucket in the path: HOST/BUCKET/KEY"},
 	{"s3-credentials-file", 0, K_STR, 0, F(s3_credentials), 0, 0, "FILE",
-	 "AWS shared-credentials file (profile\nAWS_PROFILE, else default)"},
+	 "AWS credentials file (profile AWS_PROFILE)"},
 	{"blob-grace", 0, K_NUM, 0, F(blob_grace_s), 1, 86400u * 30u, "SECONDS",
-	 "in a shared store (S3), objects younger than\nthis are not swept "
-	 "as orphans nor abandoned\nuploads (default 3600)"},
+	 "in S3, younger objects and uploads are not\nswept (default 3600)"},
 	{"port", 'p', K_NUM, 0, F(port.port), 0, 65535, "N",
 	 "the vault's and messenger's port (default:\nport.info and "
 	 "myport.info, else 1357; 0 = any)"},
@@ -591,17 +586,4 @@ bw_daemon_usage(FILE *f)
 		   "Logs go to standard error, one line per event. Exit "
 		   "status: 0 after a clean\nshutdown, 1 on a start-up "
 		   "error, 2 on bad usage.\n");
-}
-
-void
-bw_daemon_blob_conf(const struct bw_daemon_cfg *cfg, struct bw_blob_conf *bc)
-{
-	memset(bc, 0, sizeof(*bc));
-	bc->url = cfg->blobs;
-	bc->data_dir = cfg->data_dir;
-	bc->s3_endpoint = cfg->s3_endpoint;
-	bc->s3_region = cfg->s3_region;
-	bc->s3_credentials = cfg->s3_credentials;
-	bc->s3_path_style = cfg->s3_path_style;
-	bc->grace_s = cfg->blob_grace_s;
 }

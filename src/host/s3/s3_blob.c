@@ -3,11 +3,8 @@
  * s3_parts.c; here are the rest: copies (server-side), moves (a copy, then
  * the old key deleted), sizes (HEAD), reads (ranged GETs, each tied to the
  * first's ETag so that a reader never mixes two objects), listings
- * (ListObjectsV2, keys url-encoded), the sweep and the check.
- *
- * The store may be shared by several daemons: the sweep drops scratch
- * objects and aborts multipart uploads only past the grace period, at
- * start-up and then periodically on a thread of its own.
+ * (ListObjectsV2, keys url-encoded) and the check; the sweep is in
+ * s3_sweep.c.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,7 +17,6 @@
 #include "host/s3/s3_int.h"
 
 #define LIST_BODY_MAX (8u * 1024u * 1024u)
-#define JANITOR_MAX_S 600u
 
 struct bw_blob_r {
 	struct s3 *s;
@@ -69,8 +65,8 @@ s3b_size(void *state, const char *key, uint64_t *size)
 	return rc;
 }
 
-static int
-s3b_remove(void *state, const char *key)
+int
+s3_remove(void *state, const char *key)
 {
 	struct s3_call c;
 	char why[160];
@@ -117,7 +113,7 @@ s3b_move(void *state, const char *from, const char *to)
 	int rc = s3b_copy(state, from, to);
 
 	if (rc == 0)
-		(void)s3b_remove(state, from); /* a leftover is swept */
+		(void)s3_remove(state, from); /* a leftover is swept */
 	return rc;
 }
 
@@ -241,13 +237,10 @@ scratch(const char *key)
 	return p != NULL && (p == key || p[-1] == '/');
 }
 
-typedef int (*list_fn)(void *arg, const char *key, uint64_t size,
-		       int64_t mtime);
-
 /* Every object under prefix (scratch too when all): cb with the key
  * below the store's prefix. */
-static int
-list_all(struct s3 *s, const char *prefix, int all, list_fn cb, void *arg)
+int
+s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb, void *arg)
 {
 	char q[8192], pre[3 * 1024], tok[3 * 2048], full[1024];
 	char key[BW_BLOB_KEY_CAP + 512], size_s[32], when[64], why[160];
@@ -322,96 +315,13 @@ list_all(struct s3 *s, const char *prefix, int all, list_fn cb, void *arg)
 }
 
 static int
-s3b_list(void *state, const char *prefix, list_fn cb, void *arg)
+s3b_list(void *state, const char *prefix, s3_list_fn cb, void *arg)
 {
 	size_t n = strlen(prefix);
 
 	if (n == 0 || prefix[n - 1] != '/')
 		return BW_EPROTO;
-	return list_all(state, prefix, 0, cb, arg);
-}
-
-/* --- the sweep -------------------------------------------------------------
- */
-
-struct sweep {
-	struct s3 *s;
-	int64_t before;
-	unsigned n;
-};
-
-static int
-sweep_one(void *arg, const char *key, uint64_t size, int64_t mtime)
-{
-	struct sweep *sw = arg;
-
-	(void)size;
-	if (mtime < sw->before && s3b_remove(sw->s, key) == 0)
-		sw->n++;
-	return 0;
-}
-
-static int
-sweep_space(struct s3 *s, const char *space, unsigned *n)
-{
-	char scratch_p[BW_BLOB_KEY_CAP];
-	struct sweep sw = {s, bw_time_s() - (int64_t)s->grace_s, 0};
-	unsigned aborted = 0;
-	int rc;
-
-	*n = 0;
-	if (snprintf(scratch_p, sizeof(scratch_p), "%s" BW_BLOB_SCRATCH,
-		     space) >= (int)sizeof(scratch_p))
-		return BW_ETOOBIG;
-	if ((rc = list_all(s, scratch_p, 1, sweep_one, &sw)) != 0)
-		return rc;
-	if ((rc = s3_abort_stale(s, space, sw.before, &aborted)) != 0)
-		return rc;
-	*n = sw.n + aborted;
-	return 0;
-}
-
-static void *
-janitor(void *arg)
-{
-	static const char *const spaces[] = {"files/", "messages/"};
-	struct s3 *s = arg;
-	unsigned every = s->grace_s / 4 > JANITOR_MAX_S ? JANITOR_MAX_S
-							: s->grace_s / 4 + 1;
-	struct timespec until;
-	unsigned i, n;
-
-	pthread_mutex_lock(&s->mu);
-	while (!s->stopping) {
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += every;
-		(void)pthread_cond_timedwait(&s->janitor_cv, &s->mu, &until);
-		if (s->stopping)
-			break;
-		pthread_mutex_unlock(&s->mu);
-		for (i = 0; i < sizeof(spaces) / sizeof(spaces[0]); i++) {
-			if (sweep_space(s, spaces[i], &n) == 0 && n > 0)
-				bw_info("s3: swept %u abandoned object(s) or "
-					"upload(s) under %s%s",
-					n, s->prefix, spaces[i]);
-		}
-		pthread_mutex_lock(&s->mu);
-	}
-	pthread_mutex_unlock(&s->mu);
-	return NULL;
-}
-
-/* Start-up's sweep; the first one starts the periodic sweep too. */
-static int
-s3b_sweep(void *state, const char *space, unsigned *n)
-{
-	struct s3 *s = state;
-	int rc = sweep_space(s, space, n);
-
-	if (rc == 0 && !s->janitor_on &&
-	    pthread_create(&s->janitor, NULL, janitor, s) == 0)
-		s->janitor_on = 1;
-	return rc;
+	return s3_list(state, prefix, 0, cb, arg);
 }
 
 /* --- the whole -------------------------------------------------------------
@@ -548,11 +458,11 @@ const struct bw_blob_backend bw_blob_s3 = {
 	.abort = s3b_abort,
 	.copy = s3b_copy,
 	.move = s3b_move,
-	.remove = s3b_remove,
+	.remove = s3_remove,
 	.size = s3b_size,
 	.read_open = s3b_read_open,
 	.read = s3b_read,
 	.read_close = s3b_read_close,
 	.list = s3b_list,
-	.sweep = s3b_sweep,
+	.sweep = s3_sweep,
 };

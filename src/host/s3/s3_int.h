@@ -137,9 +137,45 @@ void s3_conf_free(struct s3 *s);
 int s3_creds_parse(const char *text, size_t n, const char *profile,
 		   char **access, char **secret, char **token) BW_WUR;
 
-/* s3_parts.c: the uploader threads and multipart uploads */
+/* An object being written (s3_parts.c) and a job of the uploader
+ * threads (s3_uploaders.c). */
+#define SHA_HEX (2 * BW_SHA256_LEN + 1)
+
+struct bw_blob_w {
+	struct s3 *s;
+	int fd;			   /* the spool */
+	uint64_t size;		   /* bytes written */
+	uint64_t part_start;	   /* the part not sent yet starts here */
+	struct bw_sha256_ctx *sha; /* of [part_start, size) */
+	char key[BW_BLOB_KEY_CAP]; /* where the parts go */
+	char upload_id[S3_ID_CAP]; /* "" until there is a part to send */
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;	   /* a part done, or a write */
+	uint64_t next_off;	   /* the write hashed next starts here */
+	unsigned queued;	   /* parts handed over, not done */
+	unsigned nparts;	   /* parts numbered */
+	char (*etag)[S3_ETAG_CAP]; /* each part's, by number - 1 */
+	size_t etag_cap;
+	int err;     /* a part's failure */
+	int aborted; /* the last job frees */
+};
+
+struct s3_job {
+	struct s3_job *next;
+	struct bw_blob_w *w;
+	unsigned number; /* 0: abort the upload, free w */
+	uint64_t off, len;
+	char sha[SHA_HEX];
+};
+
+/* s3_uploaders.c */
 int s3_uploaders_start(struct s3 *s) BW_WUR;
+/* Runs the queue to its end (aborts still reach S3), then stops. */
 void s3_uploaders_stop(struct s3 *s);
+void s3_enqueue(struct s3 *s, struct s3_job *j);
+
+/* s3_parts.c: objects being written, their parts and their put */
 int s3_w_create(struct s3 *s, const char *space, const char *key,
 		struct bw_blob_w **out) BW_WUR;
 int s3_w_write(struct bw_blob_w *w, uint64_t off, const void *p,
@@ -147,9 +183,26 @@ int s3_w_write(struct bw_blob_w *w, uint64_t off, const void *p,
 int s3_w_put(struct s3 *s, struct bw_blob_w *w, const char *key,
 	     int replace) BW_WUR;
 void s3_w_abort(struct s3 *s, struct bw_blob_w *w);
-/* Aborts the multipart uploads under key prefix started before
- * before_s; *n counts them. */
-int s3_abort_stale(struct s3 *s, const char *prefix, int64_t before_s,
-		   unsigned *n) BW_WUR;
+/* Tells S3 an upload of key will not be completed. */
+int s3_upload_abort(struct s3 *s, const char *key, const char *upload_id);
+/* w's upload, if there is one, aborted (best effort: the sweep). */
+void s3_w_abort_upload(struct s3 *s, struct bw_blob_w *w);
+void s3_w_free(struct bw_blob_w *w);
+/* Part number of w, [off, off + len) of its spool, into etag. */
+int s3_send_part(struct s3 *s, struct bw_blob_w *w, unsigned number,
+		 uint64_t off, uint64_t len, const char *sha,
+		 char *etag) BW_WUR;
+
+/* s3_blob.c */
+typedef int (*s3_list_fn)(void *arg, const char *key, uint64_t size,
+			  int64_t mtime);
+/* Every object under prefix (below the store's prefix; scratch ones too
+ * when all) to cb. */
+int s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb,
+	    void *arg) BW_WUR;
+int s3_remove(void *state, const char *key);
+
+/* s3_sweep.c: the blob table's sweep, and the periodic one it starts */
+int s3_sweep(void *state, const char *space, unsigned *n) BW_WUR;
 
 #endif

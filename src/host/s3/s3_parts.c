@@ -22,36 +22,6 @@
 #include "bulwark/util.h"
 #include "host/s3/s3_int.h"
 
-#define SHA_HEX (2 * BW_SHA256_LEN + 1)
-
-struct bw_blob_w {
-	struct s3 *s;
-	int fd;			   /* the spool */
-	uint64_t size;		   /* bytes written */
-	uint64_t part_start;	   /* the part not sent yet starts here */
-	struct bw_sha256_ctx *sha; /* of [part_start, size) */
-	char key[BW_BLOB_KEY_CAP]; /* where the parts go */
-	char upload_id[S3_ID_CAP]; /* "" until there is a part to send */
-
-	pthread_mutex_t mu;
-	pthread_cond_t cv;	   /* a part done, or a write */
-	uint64_t next_off;	   /* the write hashed next starts here */
-	unsigned queued;	   /* parts handed over, not done */
-	unsigned nparts;	   /* parts numbered */
-	char (*etag)[S3_ETAG_CAP]; /* each part's, by number - 1 */
-	size_t etag_cap;
-	int err;     /* a part's failure */
-	int aborted; /* the last job frees */
-};
-
-struct s3_job {
-	struct s3_job *next;
-	struct bw_blob_w *w;
-	unsigned number; /* 0: abort the upload, free w */
-	uint64_t off, len;
-	char sha[SHA_HEX];
-};
-
 /* --- the spool -------------------------------------------------------------
  */
 
@@ -80,8 +50,8 @@ spool_open(const struct s3 *s, int *fd)
 	return rc;
 }
 
-static void
-w_free(struct bw_blob_w *w)
+void
+s3_w_free(struct bw_blob_w *w)
 {
 	if (w->fd >= 0)
 		close(w->fd);
@@ -115,7 +85,7 @@ s3_w_create(struct s3 *s, const char *space, const char *key,
 		if (rc != BW_ENOMEM && rc != BW_ECRYPTO)
 			bw_error("s3: cannot spool in %s: %s", s->spool,
 				 bw_strerror(rc));
-		w_free(w);
+		s3_w_free(w);
 		return rc;
 	}
 	*out = w;
@@ -162,29 +132,38 @@ initiate(struct s3 *s, struct bw_blob_w *w)
 	return rc;
 }
 
-/* The upload is given up: told to S3 (else the sweep will). */
-static void
-abort_upload(struct s3 *s, struct bw_blob_w *w)
+int
+s3_upload_abort(struct s3 *s, const char *key, const char *upload_id)
 {
 	struct s3_call c;
 	char q[3 * S3_ID_CAP + 32], why[160];
 	int rc;
 
-	if (w->upload_id[0] == '\0' || query(q, sizeof(q), w->upload_id, 0))
-		return;
-	s3_call_init(&c, "DELETE", w->key);
+	if ((rc = query(q, sizeof(q), upload_id, 0)) != 0)
+		return rc;
+	s3_call_init(&c, "DELETE", key);
 	c.query = q;
 	c.retry = 1;
 	if ((rc = s3_do(s, &c)) != 0 && rc != BW_ENOTFOUND)
 		bw_warn("s3: aborting the upload of %s: %s (the sweep will)",
-			w->key, s3_why(&c, rc, why, sizeof(why)));
+			key, s3_why(&c, rc, why, sizeof(why)));
 	s3_call_fini(&c);
+	return rc == BW_ENOTFOUND ? 0 : rc;
+}
+
+/* The upload is given up: told to S3 (else the sweep will). */
+void
+s3_w_abort_upload(struct s3 *s, struct bw_blob_w *w)
+{
+	if (w->upload_id[0] == '\0')
+		return;
+	(void)s3_upload_abort(s, w->key, w->upload_id);
 	w->upload_id[0] = '\0';
 }
 
-static int
-send_part(struct s3 *s, struct bw_blob_w *w, unsigned number, uint64_t off,
-	  uint64_t len, const char *sha, char *etag)
+int
+s3_send_part(struct s3 *s, struct bw_blob_w *w, unsigned number, uint64_t off,
+	     uint64_t len, const char *sha, char *etag)
 {
 	struct s3_call c;
 	char q[3 * S3_ID_CAP + 32], why[160];
@@ -208,116 +187,6 @@ send_part(struct s3 *s, struct bw_blob_w *w, unsigned number, uint64_t off,
 			 s3_why(&c, rc, why, sizeof(why)));
 	s3_call_fini(&c);
 	return rc;
-}
-
-/* --- the uploader threads --------------------------------------------------
- */
-
-static void
-run_job(struct s3 *s, struct s3_job *j)
-{
-	struct bw_blob_w *w = j->w;
-	char etag[S3_ETAG_CAP];
-	int rc = 0, skip, last;
-
-	if (j->number == 0) { /* an abort */
-		abort_upload(s, w);
-		w_free(w);
-		free(j);
-		return;
-	}
-	pthread_mutex_lock(&w->mu);
-	skip = w->aborted || w->err != 0;
-	pthread_mutex_unlock(&w->mu);
-	if (!skip) {
-		rc = send_part(s, w, j->number, j->off, j->len, j->sha, etag);
-		/* the part is S3's now: its spool space goes */
-		if (rc == 0)
-			(void)fallocate(w->fd,
-					FALLOC_FL_PUNCH_HOLE |
-						FALLOC_FL_KEEP_SIZE,
-					(off_t)j->off, (off_t)j->len);
-	}
-	pthread_mutex_lock(&w->mu);
-	if (rc == 0 && !skip)
-		memcpy(w->etag[j->number - 1], etag, S3_ETAG_CAP);
-	else if (rc != 0 && w->err == 0)
-		w->err = rc;
-	w->queued--;
-	last = w->aborted && w->queued == 0;
-	pthread_cond_broadcast(&w->cv);
-	pthread_mutex_unlock(&w->mu);
-	free(j);
-	if (last) {
-		abort_upload(s, w);
-		w_free(w);
-	}
-}
-
-static void *
-uploader(void *arg)
-{
-	struct s3 *s = arg;
-	struct s3_job *j;
-
-	for (;;) {
-		pthread_mutex_lock(&s->mu);
-		while (s->head == NULL && !s->stopping)
-			pthread_cond_wait(&s->work, &s->mu);
-		if ((j = s->head) == NULL) {
-			pthread_mutex_unlock(&s->mu);
-			return NULL;
-		}
-		s->head = j->next;
-		if (s->head == NULL)
-			s->tail = NULL;
-		pthread_mutex_unlock(&s->mu);
-		run_job(s, j);
-	}
-}
-
-static void
-enqueue(struct s3 *s, struct s3_job *j)
-{
-	pthread_mutex_lock(&s->mu);
-	j->next = NULL;
-	if (s->tail != NULL)
-		s->tail->next = j;
-	else
-		s->head = j;
-	s->tail = j;
-	pthread_cond_signal(&s->work);
-	pthread_mutex_unlock(&s->mu);
-}
-
-int
-s3_uploaders_start(struct s3 *s)
-{
-	int rc;
-
-	for (s->n_th = 0; s->n_th < S3_UPLOADERS; s->n_th++) {
-		if ((rc = pthread_create(&s->th[s->n_th], NULL, uploader, s)) !=
-		    0) {
-			s3_uploaders_stop(s);
-			return -rc;
-		}
-	}
-	return 0;
-}
-
-/* The queue is run to its end first: aborts still go to S3. */
-void
-s3_uploaders_stop(struct s3 *s)
-{
-	unsigned i;
-
-	pthread_mutex_lock(&s->mu);
-	s->stopping = 1;
-	pthread_cond_broadcast(&s->work);
-	pthread_mutex_unlock(&s->mu);
-	for (i = 0; i < s->n_th; i++)
-		pthread_join(s->th[i], NULL);
-	s->n_th = 0;
 }
 
 /* --- writing ---------------------------------------------------------------
@@ -390,7 +259,7 @@ queue_part(struct s3 *s, struct bw_blob_w *w)
 		free(j);
 		return rc;
 	}
-	enqueue(s, j);
+	s3_enqueue(s, j);
 	w->part_start = w->size;
 	return 0;
 }
@@ -571,9 +440,9 @@ s3_w_put(struct s3 *s, struct bw_blob_w *w, const char *key, int replace)
 
 		if ((rc = grow_etags(w, number)) != 0 ||
 		    (rc = part_sha(w, sha)) != 0 ||
-		    (rc = send_part(s, w, number, w->part_start,
-				    w->size - w->part_start, sha,
-				    w->etag[number - 1])) != 0)
+		    (rc = s3_send_part(s, w, number, w->part_start,
+				       w->size - w->part_start, sha,
+				       w->etag[number - 1])) != 0)
 			goto out;
 		w->nparts = number;
 	}
@@ -581,8 +450,8 @@ s3_w_put(struct s3 *s, struct bw_blob_w *w, const char *key, int replace)
 		goto out;
 	rc = complete(s, w);
 out:
-	abort_upload(s, w);
-	w_free(w);
+	s3_w_abort_upload(s, w);
+	s3_w_free(w);
 	return rc;
 }
 
@@ -601,84 +470,10 @@ s3_w_abort(struct s3 *s, struct bw_blob_w *w)
 	/* even without an upload to abort: closing the spool drops its
 	 * pages, which is not for the loop thread */
 	if ((j = calloc(1, sizeof(*j))) == NULL) {
-		w_free(w); /* the sweep aborts the upload */
+		s3_w_free(w); /* the sweep aborts the upload */
 		return;
 	}
 	j->w = w;
 	j->number = 0;
-	enqueue(s, j);
-}
-
-/* --- stale uploads ---------------------------------------------------------
- */
-
-int
-s3_abort_stale(struct s3 *s, const char *prefix, int64_t before_s, unsigned *n)
-{
-	char q[4096], pre[1024], km[3 * BW_BLOB_KEY_CAP], im[3 * S3_ID_CAP];
-	char key[BW_BLOB_KEY_CAP + 256], why[160], when[64];
-	struct bw_blob_w dead;
-	size_t pos, start, len, plen = strlen(s->prefix);
-	struct s3_call c;
-	int64_t t;
-	int rc, more = 1, qn;
-
-	*n = 0;
-	km[0] = im[0] = '\0';
-	if (snprintf(key, sizeof(key), "%s%s", s->prefix, prefix) >=
-		    (int)sizeof(key) ||
-	    s3_qenc(key, pre, sizeof(pre)) != 0)
-		return BW_ETOOBIG;
-	while (more) {
-		qn = km[0] != '\0' ? snprintf(q, sizeof(q),
-					      "key-marker=%s&prefix=%s&"
-					      "upload-id-marker=%s&uploads=",
-					      km, pre, im)
-				   : snprintf(q, sizeof(q),
-					      "prefix=%s&uploads=", pre);
-		if (qn <= 0 || (size_t)qn >= sizeof(q))
-			return BW_ETOOBIG;
-		s3_call_init(&c, "GET", NULL);
-		c.query = q;
-		c.retry = 1;
-		c.resp_max = 4u * 1024u * 1024u;
-		if ((rc = s3_do(s, &c)) != 0) {
-			bw_warn("s3: listing the uploads under %s: %s", key,
-				s3_why(&c, rc, why, sizeof(why)));
-			s3_call_fini(&c);
-			return rc;
-		}
-		pos = 0;
-		more = c.resp != NULL &&
-		       s3_xml_text(c.resp, c.resp_n, "IsTruncated", when,
-				   sizeof(when)) == 0 &&
-		       strcmp(when, "true") == 0;
-		while (c.resp != NULL &&
-		       s3_xml_span(c.resp, c.resp_n, &pos, "Upload", &start,
-				   &len) == 0) {
-			const char *u = c.resp + start;
-
-			memset(&dead, 0, sizeof(dead));
-			if (s3_xml_text(u, len, "Key", key, sizeof(key)) != 0 ||
-			    s3_xml_text(u, len, "UploadId", dead.upload_id,
-					sizeof(dead.upload_id)) != 0 ||
-			    s3_xml_text(u, len, "Initiated", when,
-					sizeof(when)) != 0 ||
-			    s3_iso_time(when, &t) != 0)
-				continue;
-			if (s3_qenc(key, km, sizeof(km)) != 0 ||
-			    s3_qenc(dead.upload_id, im, sizeof(im)) != 0)
-				more = 0;
-			if (t >= before_s || strncmp(key, s->prefix, plen) != 0)
-				continue;
-			snprintf(dead.key, sizeof(dead.key), "%s", key + plen);
-			abort_upload(s, &dead);
-			bw_info("s3: aborted an upload of %s abandoned since "
-				"%s",
-				dead.key, when);
-			(*n)++;
-		}
-		s3_call_fini(&c);
-	}
-	return 0;
+	s3_enqueue(s, j);
 }

@@ -1,0 +1,169 @@
+/* What is abandoned in a store several daemons may share: scratch objects
+ * (<space>.incoming/) and multipart uploads no one will complete (a
+ * daemon killed mid-upload), removed only once older than the grace
+ * period, at start-up (the blob table's sweep) and then periodically on a
+ * thread of the backend's, at every quarter of the grace, at most every 10
+ * minutes. Other daemons' prefixes are never listed.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bulwark/log.h"
+#include "bulwark/util.h"
+#include "host/s3/s3_int.h"
+
+#define JANITOR_MAX_S 600u
+
+/* --- stale uploads ---------------------------------------------------------
+ */
+
+static int
+abort_stale(struct s3 *s, const char *prefix, int64_t before_s, unsigned *n)
+{
+	char q[4096], pre[1024], km[3 * BW_BLOB_KEY_CAP], im[3 * S3_ID_CAP];
+	char key[BW_BLOB_KEY_CAP + 256], why[160], when[64], id[S3_ID_CAP];
+	size_t pos, start, len, plen = strlen(s->prefix);
+	struct s3_call c;
+	int64_t t;
+	int rc, more = 1, qn;
+
+	*n = 0;
+	km[0] = im[0] = '\0';
+	if (snprintf(key, sizeof(key), "%s%s", s->prefix, prefix) >=
+		    (int)sizeof(key) ||
+	    s3_qenc(key, pre, sizeof(pre)) != 0)
+		return BW_ETOOBIG;
+	while (more) {
+		qn = km[0] != '\0' ? snprintf(q, sizeof(q),
+					      "key-marker=%s&prefix=%s&"
+					      "upload-id-marker=%s&uploads=",
+					      km, pre, im)
+				   : snprintf(q, sizeof(q),
+					      "prefix=%s&uploads=", pre);
+		if (qn <= 0 || (size_t)qn >= sizeof(q))
+			return BW_ETOOBIG;
+		s3_call_init(&c, "GET", NULL);
+		c.query = q;
+		c.retry = 1;
+		c.resp_max = 4u * 1024u * 1024u;
+		if ((rc = s3_do(s, &c)) != 0) {
+			bw_warn("s3: listing the uploads under %s: %s", key,
+				s3_why(&c, rc, why, sizeof(why)));
+			s3_call_fini(&c);
+			return rc;
+		}
+		pos = 0;
+		more = c.resp != NULL &&
+		       s3_xml_text(c.resp, c.resp_n, "IsTruncated", when,
+				   sizeof(when)) == 0 &&
+		       strcmp(when, "true") == 0;
+		while (c.resp != NULL &&
+		       s3_xml_span(c.resp, c.resp_n, &pos, "Upload", &start,
+				   &len) == 0) {
+			const char *u = c.resp + start;
+
+			if (s3_xml_text(u, len, "Key", key, sizeof(key)) != 0 ||
+			    s3_xml_text(u, len, "UploadId", id, sizeof(id)) !=
+				    0 ||
+			    s3_xml_text(u, len, "Initiated", when,
+					sizeof(when)) != 0 ||
+			    s3_iso_time(when, &t) != 0)
+				continue;
+			if (s3_qenc(key, km, sizeof(km)) != 0 ||
+			    s3_qenc(id, im, sizeof(im)) != 0)
+				more = 0;
+			if (t >= before_s || strncmp(key, s->prefix, plen) != 0)
+				continue;
+			if (s3_upload_abort(s, key + plen, id) != 0)
+				continue;
+			bw_info("s3: aborted an upload of %s abandoned since "
+				"%s",
+				key + plen, when);
+			(*n)++;
+		}
+		s3_call_fini(&c);
+	}
+	return 0;
+}
+
+struct sweep {
+	struct s3 *s;
+	int64_t before;
+	unsigned n;
+};
+
+static int
+sweep_one(void *arg, const char *key, uint64_t size, int64_t mtime)
+{
+	struct sweep *sw = arg;
+
+	(void)size;
+	if (mtime < sw->before && s3_remove(sw->s, key) == 0)
+		sw->n++;
+	return 0;
+}
+
+static int
+sweep_space(struct s3 *s, const char *space, unsigned *n)
+{
+	char scratch_p[BW_BLOB_KEY_CAP];
+	struct sweep sw = {s, bw_time_s() - (int64_t)s->grace_s, 0};
+	unsigned aborted = 0;
+	int rc;
+
+	*n = 0;
+	if (snprintf(scratch_p, sizeof(scratch_p), "%s" BW_BLOB_SCRATCH,
+		     space) >= (int)sizeof(scratch_p))
+		return BW_ETOOBIG;
+	if ((rc = s3_list(s, scratch_p, 1, sweep_one, &sw)) != 0)
+		return rc;
+	if ((rc = abort_stale(s, space, sw.before, &aborted)) != 0)
+		return rc;
+	*n = sw.n + aborted;
+	return 0;
+}
+
+static void *
+janitor(void *arg)
+{
+	static const char *const spaces[] = {"files/", "messages/"};
+	struct s3 *s = arg;
+	unsigned every = s->grace_s / 4 > JANITOR_MAX_S ? JANITOR_MAX_S
+							: s->grace_s / 4 + 1;
+	struct timespec until;
+	unsigned i, n;
+
+	pthread_mutex_lock(&s->mu);
+	while (!s->stopping) {
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += every;
+		(void)pthread_cond_timedwait(&s->janitor_cv, &s->mu, &until);
+		if (s->stopping)
+			break;
+		pthread_mutex_unlock(&s->mu);
+		for (i = 0; i < sizeof(spaces) / sizeof(spaces[0]); i++) {
+			if (sweep_space(s, spaces[i], &n) == 0 && n > 0)
+				bw_info("s3: swept %u abandoned object(s) or "
+					"upload(s) under %s%s",
+					n, s->prefix, spaces[i]);
+		}
+		pthread_mutex_lock(&s->mu);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+/* Start-up's sweep; the first one starts the periodic sweep too. */
+int
+s3_sweep(void *state, const char *space, unsigned *n)
+{
+	struct s3 *s = state;
+	int rc = sweep_space(s, space, n);
+
+	if (rc == 0 && !s->janitor_on &&
+	    pthread_create(&s->janitor, NULL, janitor, s) == 0)
+		s->janitor_on = 1;
+	return rc;
+}
