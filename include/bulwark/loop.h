@@ -33,7 +33,12 @@ struct bw_watch {
 int bw_loop_new(struct bw_loop **out, unsigned workers)
 	__attribute__((warn_unused_result));
 /* Finishes queued work (running its done callbacks), stops the workers and
- * frees the loop. NULL-safe. */
+ * runs the deferred calls until none is left; the loop stays allocated, so
+ * that what finishes later (a store's last answers) can still defer calls,
+ * run by the next drain or the free. A job submitted afterwards fails.
+ * May be called again. NULL-safe. */
+void bw_loop_drain(struct bw_loop *l);
+/* Drains the loop and frees it. NULL-safe. */
 void bw_loop_free(struct bw_loop *l);
 
 int bw_loop_watch(struct bw_loop *l, struct bw_watch *w, int fd,

@@ -165,7 +165,7 @@ fail:
 }
 
 void
-bw_loop_free(struct bw_loop *l)
+bw_loop_drain(struct bw_loop *l)
 {
 	unsigned i;
 
@@ -181,6 +181,14 @@ bw_loop_free(struct bw_loop *l)
 	run_done(l);
 	while (l->deferred != NULL)
 		run_deferred(l); /* calls may defer */
+}
+
+void
+bw_loop_free(struct bw_loop *l)
+{
+	if (l == NULL)
+		return;
+	bw_loop_drain(l);
 	if (l->efd >= 0)
 		close(l->efd);
 	if (l->ep >= 0)

@@ -420,17 +420,21 @@ bw_daemon_close(struct bw_daemon *d)
 
 	/* connections first, then queued jobs and the store's requests
 	 * (the loop's last deferred calls run them) */
-	bw_engine_close(&d->eng);
+	bw_engine_shut(&d->eng);
 	/* whoever still waits for the store is told, while the services
-	 * whose state the requests name are still there */
+	 * whose state the requests name are still there; what the answers
+	 * defer (a connection a request held, freed) runs on the loop kept
+	 * for it */
 	bw_meta_close(d->meta);
 	d->meta = NULL;
+	bw_engine_shut(&d->eng);
 	for (i = d->svc_n; i-- > 0;) {
 		if (d->svc[i].inst != NULL)
 			d->svc[i].mod->fini(d->svc[i].inst);
 		d->svc[i].inst = NULL;
 	}
 	d->svc_n = 0;
+	bw_engine_close(&d->eng);
 	bw_frame_free(d->frame);
 	d->frame = NULL;
 	if (d->reg_open)

@@ -416,18 +416,25 @@ bw_engine_run(struct bw_engine *e)
 }
 
 void
-bw_engine_close(struct bw_engine *e)
+bw_engine_shut(struct bw_engine *e)
 {
 	struct bw_conn *c, *next;
 
-	if (e->loop != NULL) {
-		close_listeners(e, 1);
-		for (c = e->conns; c != NULL; c = next) {
-			next = c->next;
-			engine_conn_kill(c, NULL);
-		}
+	if (e->loop == NULL)
+		return;
+	close_listeners(e, 1);
+	for (c = e->conns; c != NULL; c = next) {
+		next = c->next;
+		engine_conn_kill(c, NULL);
 	}
-	bw_loop_free(e->loop); /* finishes queued jobs and deferred frees */
+	bw_loop_drain(e->loop); /* finishes queued jobs and deferred frees */
+}
+
+void
+bw_engine_close(struct bw_engine *e)
+{
+	bw_engine_shut(e);
+	bw_loop_free(e->loop);
 	e->loop = NULL;
 	if (e->sigfd >= 0)
 		close(e->sigfd);

@@ -194,7 +194,12 @@ int bw_engine_listen(struct bw_engine *e, const struct bw_service *svc,
 int bw_engine_run(struct bw_engine *e);
 /* Starts the drain, as SIGTERM does. */
 void bw_engine_stop(struct bw_engine *e);
-/* Closes every connection and listener, finishes queued jobs, frees. */
+/* Closes every connection and listener and finishes queued jobs and
+ * deferred calls, keeping the loop: a connection held by a request that
+ * ends later (a store's last answers, at its close) is released, and freed
+ * by the next shut or the close. May be called again. */
+void bw_engine_shut(struct bw_engine *e);
+/* Shuts, then frees the loop. */
 void bw_engine_close(struct bw_engine *e);
 
 static inline int

@@ -10,6 +10,7 @@ statement is slow. The rest of the suite runs on PostgreSQL as well
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -325,3 +326,40 @@ def test_last_seen_follows_the_requests_of_many_clients(start_server, pg):
         return all(int(now[c.client_id.hex()]) > int(before[c.client_id.hex()]) for c in cs)
 
     assert wait_for(moved, 10), seen()
+
+
+@pytest.mark.parametrize("client", ["stays", "leaves"])
+def test_a_pull_waiting_for_postgresql_at_shutdown_ends_cleanly(start_server, pg, client):
+    """SIGTERM while a 604's rows are still being read in PostgreSQL (the
+    table locked by another session): the daemon waits for the statement,
+    then exits 0. The read's end finds its connection gone and the loop
+    freed; it must neither crash nor leak (ASan)."""
+    srv, db = start_on(start_server, pg)
+    a, b = bwmsg.MsgClient(H, srv.port), bwmsg.MsgClient(H, srv.port)
+    a.register(unique_name("a"), key=rsa_key(0))
+    b.register(unique_name("b"), key=rsa_key(1))
+    a.send(b.client_id, 3, b"kept")
+    holder = subprocess.Popen(
+        [str(pg.bin / "psql"), "-X", "-q", "-h", str(pg.sock), "-p", str(pg.port),
+         "-U", pg.user, "-d", db, "-c",
+         "BEGIN; LOCK TABLE messages IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT"],
+        env={**os.environ, **pg.env()}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
+                                        "wait_event = 'PgSleep'", db=db).strip() == "1", 10)
+        b.send_raw(bwmsg.pack_request(b.client_id, bwmsg.PULL))
+        assert wait_for(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
+                                        "wait_event_type = 'Lock'", db=db).strip() == "1", 10)
+        if client == "leaves":
+            b.close()
+        assert srv.stop(timeout=30) == 0
+    finally:
+        holder.wait(30)
+        a.close()
+        b.close()
+    # the message was never delivered: it is still there
+    srv2, _ = start_on(start_server, pg, db=db)
+    c = bwmsg.MsgClient(H, srv2.port)
+    c.client_id = b.client_id
+    assert [r[3] for r in c.pull()] == [b"kept"]
+    c.close()
