@@ -301,8 +301,9 @@ class Bulwark(Server):
             with urllib.request.urlopen("http://%s:%d/metrics" % (HOST, self.metrics_port),
                                         timeout=10) as r:
                 for line in r.read().decode().splitlines():
-                    if line.startswith("bulwark_%s " % name):
-                        return int(line.split()[1])
+                    # every sample carries the node's label
+                    if line.split("{")[0].split(" ")[0] == "bulwark_%s" % name:
+                        return int(line.split()[-1])
         except OSError:
             pass
         return 0

@@ -18,6 +18,9 @@ enum bw_log_level {
 };
 
 void bw_log_set_level(enum bw_log_level min);
+/* Every line names the node (node=NAME, its last field); "" or NULL: no
+ * node field. Set once, before threads log. */
+void bw_log_set_node(const char *name);
 /* Logs to the file at path (appended, created 0640) instead of stderr:
  * 0 or -errno. */
 int bw_log_open(const char *path);

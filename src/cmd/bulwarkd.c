@@ -161,6 +161,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	bw_log_set_level(levels[cfg.log_level]);
+	bw_log_set_node(cfg.node_name);
 	if (cfg.log_file[0] != '\0' && (rc = bw_log_open(cfg.log_file)) != 0) {
 		fprintf(stderr, "bulwarkd: cannot open the log %s: %s\n",
 			cfg.log_file, bw_strerror(rc));

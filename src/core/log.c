@@ -21,6 +21,7 @@
 
 static enum bw_log_level min_level = BW_LOG_INFO;
 static int log_fd = STDERR_FILENO;
+static char node[64];
 static char log_path[4096]; /* "" while logging to stderr */
 
 #define KINDS	    256 /* buckets, by format string address */
@@ -80,6 +81,21 @@ take_token(const char *fmt, unsigned long long *dropped)
 	}
 	pthread_mutex_unlock(&kinds_mu);
 	return ok;
+}
+
+void
+bw_log_set_node(const char *name)
+{
+	size_t i, n = 0;
+
+	/* a node's name is a word: anything else would break the line's
+	 * key=value fields */
+	for (i = 0; name != NULL && name[i] != '\0' && n + 1 < sizeof(node);
+	     i++)
+		if ((unsigned char)name[i] > 0x20 && name[i] != '"' &&
+		    name[i] != '=' && (unsigned char)name[i] < 0x7f)
+			node[n++] = name[i];
+	node[n] = '\0';
 }
 
 void
@@ -199,10 +215,15 @@ vlog(enum bw_log_level level, unsigned long long dropped, const char *fmt,
 	}
 	memcpy(line + len, "msg=", 4);
 	len += 4;
-	len += quote(line + len, sizeof(line) - len - 64, text);
+	len += quote(line + len, sizeof(line) - len - 128, text);
 	if (dropped > 0) {
 		m = snprintf(line + len, sizeof(line) - len, " suppressed=%llu",
 			     dropped);
+		if (m > 0)
+			len += (size_t)m;
+	}
+	if (node[0] != '\0') {
+		m = snprintf(line + len, sizeof(line) - len, " node=%s", node);
 		if (m > 0)
 			len += (size_t)m;
 	}

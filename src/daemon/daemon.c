@@ -19,6 +19,32 @@
 #define CONSOLE_IDLE_MIN (5u * 60u * 1000u) /* an operator at a prompt */
 #define PER_ADDR_MIN	 1024u
 
+/* The host name, as a word --node-name accepts (other bytes become '-';
+ * "node" if there is none). */
+static void
+default_node_name(char *out, size_t cap)
+{
+	char host[256];
+	size_t i, n = 0;
+
+	if (gethostname(host, sizeof(host)) != 0)
+		host[0] = '\0';
+	host[sizeof(host) - 1] = '\0';
+	for (i = 0; host[i] != '\0' && n + 1 < cap; i++) {
+		char ch = host[i];
+
+		out[n++] = (ch >= 'a' && ch <= 'z') ||
+					   (ch >= 'A' && ch <= 'Z') ||
+					   (ch >= '0' && ch <= '9') ||
+					   ch == '.' || ch == '_'
+				   ? ch
+				   : '-';
+	}
+	if (n == 0)
+		n = (size_t)snprintf(out, cap, "node");
+	out[n] = '\0';
+}
+
 void
 bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg)
 {
@@ -56,6 +82,10 @@ bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg)
 	cfg->metrics_listen.max_conns = 64;
 	cfg->metrics_listen.evict = BW_EVICT_UNPROVEN;
 	cfg->log_level = 1;
+	default_node_name(cfg->node_name, sizeof(cfg->node_name));
+	/* behind a load balancer (--proxy-from), these two take headers */
+	cfg->port.proxy = 1;
+	cfg->rooms_listen.proxy = 1;
 }
 
 /* Every service's figures (stats) or errors by kind, in the order the
@@ -378,6 +408,8 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 				   .meta = d->meta,
 				   .blobs = d->blobs,
 				   .data_dir = d->cfg.data_dir,
+				   .node = d->cfg.node_name,
+				   .node_given = d->cfg.node_given,
 				   .started_s = d->started_s,
 				   .stats = all_stats,
 				   .errors = all_errors,

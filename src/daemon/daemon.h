@@ -33,6 +33,8 @@ struct bw_daemon_cfg {
 	char s3_credentials[4096];
 	int s3_path_style;
 	uint32_t blob_grace_s;
+	char node_name[64]; /* logs, metrics, the console ("" = none) */
+	int node_given;	    /* by --node-name (not the host name) */
 	struct bw_engine_cfg engine;
 	unsigned timeout_ms;	     /* a connection silent this long closes */
 	unsigned request_timeout_ms; /* a request must be in within this */

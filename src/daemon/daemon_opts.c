@@ -28,6 +28,8 @@ enum kind {
 	K_LEVEL,
 	K_CONFIG, /* the configuration file (only on the command line) */
 	K_LISTEN, /* HOST:PORT of a listener off by default (turns it on) */
+	K_NETS,	  /* ADDR[/BITS][,...] into a struct bw_proxy_nets */
+	K_NAME,	  /* a word: letters, digits, '.', '-', '_' (a string field) */
 };
 
 struct opt {
@@ -68,6 +70,13 @@ static const struct opt opts[] = {
 	 "AWS credentials file (profile AWS_PROFILE)"},
 	{"blob-grace", 0, K_NUM, 0, F(blob_grace_s), 1, 86400u * 30u, "SECONDS",
 	 "in S3, younger objects and uploads are not\nswept (default 3600)"},
+	{"node-name", 0, K_NAME, 0, F(node_name), 0, 0, "NAME",
+	 "this node's name in logs, metrics and the\nconsole (default: the "
+	 "host name)"},
+	{"proxy-from", 0, K_NETS, 0, F(engine.proxy_from), 0, 0, "ADDRS",
+	 "load balancers (ADDR[/BITS],...) whose connections\nto the shared "
+	 "and rooms ports start with a PROXY\nheader (v1 or v2): its "
+	 "address is the client's"},
 	{"port", 'p', K_NUM, 0, F(port.port), 0, 65535, "N",
 	 "the vault's and messenger's port (default:\nport.info and "
 	 "myport.info, else 1357; 0 = any)"},
@@ -329,6 +338,38 @@ bw_daemon_opt_set(struct bw_daemon_cfg *cfg, const char *name,
 		return 0;
 	case K_SECRET_FILE:
 		return secret_file(cfg, value, why, why_cap);
+	case K_NETS: {
+		char reason[160];
+
+		if (bw_proxy_nets_parse(value, (struct bw_proxy_nets *)field,
+					reason, sizeof(reason)) != 0) {
+			snprintf(why, why_cap, "%s: %s", name, reason);
+			return BW_ECONFIG;
+		}
+		return 0;
+	}
+	case K_NAME:
+		for (i = 0; value[i] != '\0'; i++) {
+			char ch = value[i];
+
+			if (!((ch >= 'a' && ch <= 'z') ||
+			      (ch >= 'A' && ch <= 'Z') ||
+			      (ch >= '0' && ch <= '9') || ch == '.' ||
+			      ch == '-' || ch == '_')) {
+				snprintf(why, why_cap,
+					 "%s takes letters, digits, '.', '-' "
+					 "and '_', not '%s'",
+					 name, value);
+				return BW_ECONFIG;
+			}
+		}
+		if (i >= o->size) {
+			snprintf(why, why_cap, "%s is too long", name);
+			return BW_ECONFIG;
+		}
+		memcpy(field, value, i + 1);
+		cfg->node_given = 1;
+		return 0;
 	case K_LISTEN: {
 		struct bw_listen_cfg *l = (struct bw_listen_cfg *)field;
 		uint64_t bare;

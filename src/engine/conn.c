@@ -123,10 +123,12 @@ engine_conn_kill(struct bw_conn *c, const char *why)
 		return;
 	engine_queue_del(c);
 	c->flags |= BW_CONN_DEAD;
-	if (why != NULL)
+	if (why != NULL && (c->flags & BW_CONN_QUIET))
+		bw_debug("c%llu closed: %s", (unsigned long long)c->id, why);
+	else if (why != NULL)
 		bw_info("c%llu closed: %s", (unsigned long long)c->id, why);
 	bw_loop_unwatch(e->loop, &c->w);
-	if (c->lis->svc->on_close != NULL)
+	if (c->lis->svc->on_close != NULL && !(c->flags & BW_CONN_PROXY_WAIT))
 		c->lis->svc->on_close(c);
 	if (fd >= 0)
 		close(fd);
@@ -367,7 +369,13 @@ conn_read(struct bw_conn *c)
 	n = recv(c->w.fd, p, room, 0);
 	if (n < 0) {
 		if (errno != EAGAIN && errno != EINTR)
-			engine_conn_kill(c, strerror(errno));
+			engine_conn_kill(c, (c->flags & BW_CONN_PROXY_WAIT)
+						    ? NULL /* a check's reset */
+						    : strerror(errno));
+		return;
+	}
+	if (n == 0 && (c->flags & BW_CONN_PROXY_WAIT)) {
+		engine_conn_kill(c, NULL); /* a check that connects, closes */
 		return;
 	}
 	if (n == 0) {
@@ -387,6 +395,9 @@ conn_read(struct bw_conn *c)
 	c->in_total += (uint64_t)n;
 	c->last_read_ms = bw_now_ms();
 	c->deadline_ms = c->last_read_ms + c->lis->cfg.lim.idle_ms;
+	if (c->lis->cfg.proxy && c->eng->cfg.proxy_from.n > 0 &&
+	    !engine_conn_proxy_input(c))
+		return; /* the header is awaited, or c was closed for it */
 	conn_input(c);
 }
 
@@ -436,11 +447,10 @@ on_conn_io(void *arg, unsigned events)
 }
 
 void
-engine_conn_open(struct bw_listener *l, int fd, const char *peer)
+engine_conn_open(struct bw_listener *l, int fd, const char *peer, int proxied)
 {
 	struct bw_engine *e = l->eng;
 	struct bw_conn *c;
-	char addr[BW_ADDR_TEXT];
 	uint64_t now = bw_now_ms();
 
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
@@ -475,14 +485,32 @@ engine_conn_open(struct bw_listener *l, int fd, const char *peer)
 	e->conns_n++;
 	l->conns_n++;
 	l->accepted++;
-	bw_addr_of_peer(peer, addr);
-	if ((c->addr = bw_addrtab_get(&e->addrs, addr, now)) != NULL) {
+	if (proxied) {
+		/* neither counted for an address nor shown to the service
+		 * before its header names the client */
+		c->flags |= BW_CONN_PROXY_WAIT;
+		bw_debug("c%llu %s connection from %s (PROXY header awaited)",
+			 (unsigned long long)c->id, l->name, peer);
+		return;
+	}
+	engine_conn_start(c);
+}
+
+void
+engine_conn_start(struct bw_conn *c)
+{
+	struct bw_listener *l = c->lis;
+	char addr[BW_ADDR_TEXT];
+
+	bw_addr_of_peer(c->peer, addr);
+	if ((c->addr = bw_addrtab_get(&c->eng->addrs, addr, bw_now_ms())) !=
+	    NULL) {
 		c->addr->conns++;
 		if (l->addr_slot >= 0)
 			c->addr->held[l->addr_slot]++;
 	}
 	bw_debug("c%llu %s connection from %s", (unsigned long long)c->id,
-		 l->name, peer);
+		 l->name, c->peer);
 	if (l->svc->on_open != NULL && l->svc->on_open(c) != 0)
 		engine_conn_kill(c, "service refused the connection");
 }

@@ -85,25 +85,35 @@ evict_victim(struct bw_engine *e, struct bw_listener *l)
 	return unproven != NULL ? unproven : idle;
 }
 
-/* A newcomer from peer may be served by l: its address's share, and the
- * listener's cap (after closing a victim if the listener evicts). */
-static int
-admit(struct bw_listener *l, const char *peer, struct bw_addr **addr)
+int
+engine_addr_full(struct bw_listener *l, const char *peer, struct bw_addr **addr)
 {
-	struct bw_engine *e = l->eng;
-	struct bw_conn *victim;
 	char text[BW_ADDR_TEXT];
 
 	*addr = NULL;
-	if (l->cfg.max_conns_per_addr > 0 && l->addr_slot >= 0) {
-		bw_addr_of_peer(peer, text);
-		/* an address the table has no room for is not counted: the
-		 * peer already has that many addresses */
-		*addr = bw_addrtab_get(&e->addrs, text, bw_now_ms());
-		if (*addr != NULL &&
-		    (*addr)->held[l->addr_slot] >= l->cfg.max_conns_per_addr)
-			return 0;
-	}
+	if (l->cfg.max_conns_per_addr == 0 || l->addr_slot < 0)
+		return 0;
+	bw_addr_of_peer(peer, text);
+	/* an address the table has no room for is not counted: the peer
+	 * already has that many addresses */
+	*addr = bw_addrtab_get(&l->eng->addrs, text, bw_now_ms());
+	return *addr != NULL &&
+	       (*addr)->held[l->addr_slot] >= l->cfg.max_conns_per_addr;
+}
+
+/* A newcomer from peer may be served by l: its address's share (unless
+ * it is a proxy's: its header names the client, counted then), and the
+ * listener's cap (after closing a victim if the listener evicts). */
+static int
+admit(struct bw_listener *l, const char *peer, int proxied,
+      struct bw_addr **addr)
+{
+	struct bw_engine *e = l->eng;
+	struct bw_conn *victim;
+
+	*addr = NULL;
+	if (!proxied && engine_addr_full(l, peer, addr))
+		return 0;
 	if (!e->stopping && l->conns_n >= l->cfg.max_conns &&
 	    l->cfg.evict == BW_EVICT_UNPROVEN &&
 	    (victim = evict_victim(e, l)) != NULL)
@@ -128,9 +138,10 @@ static void
 on_accept(void *arg, unsigned events)
 {
 	struct bw_listener *l = arg;
+	struct bw_engine *e = l->eng;
 	struct bw_addr *addr;
-	char peer[64], why[96];
-	int fd, i, rc;
+	char peer[64], why[96], text[BW_ADDR_TEXT];
+	int fd, i, rc, proxied;
 
 	(void)events;
 	for (i = 0; i < ACCEPT_BATCH; i++) {
@@ -143,7 +154,12 @@ on_accept(void *arg, unsigned events)
 		}
 		if (rc != 0)
 			return;
-		if (!admit(l, peer, &addr)) {
+		proxied = 0;
+		if (l->cfg.proxy && e->cfg.proxy_from.n > 0) {
+			bw_addr_of_peer(peer, text);
+			proxied = bw_proxy_nets_has(&e->cfg.proxy_from, text);
+		}
+		if (!admit(l, peer, proxied, &addr)) {
 			if (l->conns_n >= l->cfg.max_conns)
 				snprintf(why, sizeof(why),
 					 "connection limit %u reached",
@@ -156,7 +172,7 @@ on_accept(void *arg, unsigned events)
 			refused(l, fd, peer, why);
 			continue;
 		}
-		engine_conn_open(l, fd, peer);
+		engine_conn_open(l, fd, peer, proxied);
 	}
 }
 
@@ -211,7 +227,8 @@ drain_idle(struct bw_engine *e)
 		next = c->next;
 		if (c->refs > 0 || (c->flags & BW_CONN_LINGER))
 			continue;
-		if (c->lis->svc->busy != NULL && c->lis->svc->busy(c))
+		if (c->lis->svc->busy != NULL &&
+		    !(c->flags & BW_CONN_PROXY_WAIT) && c->lis->svc->busy(c))
 			continue;
 		if (c->out.len > 0)
 			bw_conn_finish(c);
@@ -282,7 +299,8 @@ bw_engine_stop(struct bw_engine *e)
 	e->stop_deadline_ms = bw_now_ms() + e->cfg.shutdown_grace_ms;
 	for (c = e->conns; c != NULL; c = c->next) {
 		if (c->lis->svc->on_stop != NULL &&
-		    !(c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)))
+		    !(c->flags &
+		      (BW_CONN_DEAD | BW_CONN_FAILED | BW_CONN_PROXY_WAIT)))
 			c->lis->svc->on_stop(c);
 	}
 	close_listeners(e, 0);

@@ -16,6 +16,7 @@
 #include "bulwark/buf.h"
 #include "bulwark/err.h"
 #include "bulwark/loop.h"
+#include "engine/proxy.h"
 
 #define BW_ADDR_CAP	   64
 #define BW_MAX_LISTENERS   8
@@ -84,10 +85,16 @@ struct bw_listen_cfg {
 	unsigned max_conns_per_addr;
 	struct bw_conn_limits lim;
 	enum bw_evict evict; /* when max_conns is reached */
+	/* connections from the engine's proxy_from start with a PROXY
+	 * header */
+	int proxy;
 };
 
 struct bw_engine_cfg {
-	unsigned workers;	    /* threads for blocking work */
+	unsigned workers; /* threads for blocking work */
+	/* load balancers whose connections start with a PROXY header (none:
+	 * the protocol is off) */
+	struct bw_proxy_nets proxy_from;
 	unsigned shutdown_grace_ms; /* in-flight work allowed at shutdown */
 	/* SIGHUP (with signals on): called on the loop thread. NULL: the
 	 * signal is logged and ignored. */
@@ -122,9 +129,14 @@ enum {
 	/* ... and its FIN came once every byte queued before it had been
 	 * written and acknowledged: the peer had all of out_acked_total */
 	BW_CONN_EOF_ACKED = 256u,
-	BW_CONN_NOTE = 1024u,	 /* bw_conn_note_arrivals was called */
-	BW_CONN_PROVEN = 2048u,	 /* bw_conn_proven was called */
-	BW_CONN_OVERFLOW = 4096u /* closed: its peer did not read */
+	BW_CONN_NOTE = 1024u,	  /* bw_conn_note_arrivals was called */
+	BW_CONN_PROVEN = 2048u,	  /* bw_conn_proven was called */
+	BW_CONN_OVERFLOW = 4096u, /* closed: its peer did not read */
+	/* from a --proxy-from address: its PROXY header is awaited; the
+	 * service has not seen it yet */
+	BW_CONN_PROXY_WAIT = 8192u,
+	BW_CONN_QUIET = 16384u, /* the proxy's own (LOCAL): closes not logged */
+	BW_CONN_PROXY_LOOKED = 32768u /* its first bytes are not a header */
 };
 
 struct bw_conn {
@@ -177,6 +189,10 @@ struct bw_engine {
 	uint64_t emfile_dropped, emfile_warn_ms;
 	/* connections closed by the engine since start, by why */
 	uint64_t closed_idle, closed_deadline, closed_overflow, closed_emfile;
+	/* PROXY headers taken (LOCAL ones among them), and connections from
+	 * a --proxy-from address closed for a missing or malformed one or
+	 * from another address for sending one */
+	uint64_t proxy_headers, proxy_local, proxy_refused;
 };
 
 /* Creates the loop and its workers, the address table, and (with signals

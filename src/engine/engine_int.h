@@ -6,8 +6,22 @@
 
 #include "engine/engine.h"
 
-/* Sets up a connection for an accepted fd (closing fd on failure). */
-void engine_conn_open(struct bw_listener *l, int fd, const char *peer);
+/* Sets up a connection for an accepted fd (closing fd on failure);
+ * proxied: from a --proxy-from address, started once its PROXY header has
+ * come. */
+void engine_conn_open(struct bw_listener *l, int fd, const char *peer,
+		      int proxied);
+/* Counts c for its address and hands it to its service (on_open). */
+void engine_conn_start(struct bw_conn *c);
+/* 1 if the peer's address, from l's view, already holds its share of l's
+ * connections (--max-conns-per-addr); *addr: its entry (or NULL). */
+int engine_addr_full(struct bw_listener *l, const char *peer,
+		     struct bw_addr **addr);
+/* conn_proxy.c: input arrived on c while the engine takes PROXY headers.
+ * 1 if the service may read c->in now; 0 if the header is still awaited
+ * or c was closed (a header missing, malformed, over its address's share,
+ * or sent from an address not allowed to). */
+int engine_conn_proxy_input(struct bw_conn *c);
 /* Closes c now: the service's on_close, the socket, the counters; the
  * memory is freed after the current batch. why is logged if not NULL. */
 void engine_conn_kill(struct bw_conn *c, const char *why);

@@ -28,6 +28,10 @@ struct bw_host {
 	struct bw_meta *meta;
 	struct bw_blobs *blobs;
 	const char *data_dir;
+	/* this node's name (--node-name, else the host name), and whether
+	 * the operator chose it */
+	const char *node;
+	int node_given;
 	int64_t started_s;
 	/* every service's figures, in a fixed order (the console's STAT) */
 	void (*stats)(const void *arg, bw_stat_emit emit, void *emit_arg);

@@ -16,7 +16,8 @@
  * 431; fewer, at the end of stream, get nothing. Each answer is exactly
  * the status line, Content-Type, Content-Length, "Connection: close" and
  * the body of that length; a 200's body is Prometheus text (HELP and TYPE
- * comments, "name{labels} value" lines, each ending in a newline) holding
+ * comments, "name{labels} value" lines, each ending in a newline, every
+ * sample's first label the node's) holding
  * the fakes' figures and a scrape count that goes up by one per answered
  * GET or HEAD of /metrics. Nothing follows the answer: the server closes,
  * and no descriptor or connection is left behind.
@@ -106,6 +107,7 @@ setup_once(void)
 	h.eng = &g.e;
 	h.reg = &g.reg;
 	h.started_s = 1700000000;
+	h.node = "fz-1";
 	h.summary = fake_summary;
 	h.stats = fake_stats;
 	h.errors = fake_errors;
@@ -205,6 +207,9 @@ check_prometheus(const uint8_t *p, size_t n)
 		for (q = p; q < nl && name_char(*q, q == p); q++)
 			;
 		check(q > p);
+		/* every sample names the node, its first label */
+		check(*q == '{' && nl - q > 12 &&
+		      memcmp(q, "{node=\"fz-1\"", 12) == 0);
 		if (*q == '{') {
 			q = memchr(q, '}', (size_t)(nl - q));
 			check(q != NULL);
@@ -214,7 +219,8 @@ check_prometheus(const uint8_t *p, size_t n)
 		for (q++; q < nl; q++)
 			check(*q >= '0' && *q <= '9');
 	}
-	k = snprintf(want, sizeof(want), "\nbulwark_scrapes_total %llu\n",
+	k = snprintf(want, sizeof(want),
+		     "\nbulwark_scrapes_total{node=\"fz-1\"} %llu\n",
 		     (unsigned long long)g.scrapes);
 	check(k > 0 && has(end - n, n, want));
 }
@@ -267,13 +273,15 @@ check_answer(const struct want *w, const struct ef_out *o)
 	      memcmp(b, "# HELP bulwark_up 1 while bulwarkd serves.\n", 42) ==
 		      0);
 	check_prometheus(b, n);
-	check(has(b, n, "\nbulwark_clients 42\n"));
-	check(has(b, n, "\nbulwark_bytes_stored 123456789\n"));
-	check(has(b, n, "\nbulwark_start_time_seconds 1700000000\n"));
-	check(has(b, n, "\nbulwark_vault_uploads_active 3\n"));
+	check(has(b, n, "\nbulwark_clients{node=\"fz-1\"} 42\n"));
+	check(has(b, n, "\nbulwark_bytes_stored{node=\"fz-1\"} 123456789\n"));
+	check(has(b, n,
+		  "\nbulwark_start_time_seconds{node=\"fz-1\"} "
+		  "1700000000\n"));
+	check(has(b, n, "\nbulwark_vault_uploads_active{node=\"fz-1\"} 3\n"));
 	check(has(b, n, "\n# TYPE bulwark_msg_stored_total counter\n"));
-	check(has(b, n, "{kind=\"vault_crc_failed\"} 7\n"));
-	check(has(b, n, "{listener=\"metrics\","));
+	check(has(b, n, ",kind=\"vault_crc_failed\"} 7\n"));
+	check(has(b, n, ",listener=\"metrics\","));
 	check(has(b, n, "code=\"1025\",result=\"ok\"} 5\n"));
 }
 

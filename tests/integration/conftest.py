@@ -17,7 +17,8 @@ _require = bwd.require_file
 # would repeat them unchanged, so they run once, in the embedded pass.
 NO_STORAGE = {"test_checksrc", "test_pyvault_selftest", "test_client_vs_pyserver",
               "test_manpages", "test_rooms", "test_rooms_hardening", "test_rooms_hostile",
-              "test_chat_client", "test_config", "test_console_hardening", "test_packaging"}
+              "test_chat_client", "test_config", "test_console_hardening", "test_packaging",
+              "test_proxy"}
 
 
 def pytest_collection_modifyitems(config, items):

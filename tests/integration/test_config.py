@@ -20,7 +20,7 @@ from bwd import rsa_key, unique_name
 
 H = "127.0.0.1"
 LOG_LINE_RE = re.compile(
-    r'^ts=\S+ level=(debug|info|warn|error) (conn=\d+ )?msg="(?:[^"\\]|\\.)*"( suppressed=\d+)?$')
+    r'^ts=\S+ level=(debug|info|warn|error) (conn=\d+ )?msg="(?:[^"\\]|\\.)*"( suppressed=\d+)?( node=[\w.-]+)?$')
 
 
 # --------------------------------------------------------------------------
@@ -404,7 +404,7 @@ def test_every_long_option_of_help_is_a_config_key(daemon, tmp_path):
         "log-file": log_file, "blobs": "file:%s" % (tmp_path / "data"),
         "s3-endpoint": "http://127.0.0.1:9", "s3-region": "eu-west-3",
         "s3-path-style": "yes", "s3-credentials-file": tmp_path / "no-such-file",
-        "blob-grace": "600",
+        "blob-grace": "600", "node-name": "conf-node", "proxy-from": "127.0.0.77, ::1/128",
     }
     missing = [n for n in names if n not in values]
     assert not missing, "options of --help with no value in this test: %r" % missing

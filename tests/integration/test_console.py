@@ -176,6 +176,45 @@ def test_name_is_server_name_and_version(csrv):
         assert re.fullmatch(r"bulwarkd \d+\.\d+\.\d+", c.ask("NAME"))
 
 
+def test_a_node_name_is_in_name_stat_every_log_line_and_metric(start_console_server):
+    """--node-name: NAME says which node answers, STAT ends with it, every
+    log line ends with node=NAME and every sample at /metrics carries it.
+    Without it, NAME answers as one daemon always has and the host name
+    marks the rest."""
+    import socket as sk
+    import urllib.request
+
+    srv = start_console_server("--node-name", "n-7.b_c", "--metrics-listen", "127.0.0.1:0")
+    with open_console(srv) as c:
+        c.hello()
+        assert c.ask("NAME") == "bulwarkd 0.1.0 (node n-7.b_c)"
+        assert c.ask("STAT").endswith("\nnode: n-7.b_c\n")
+    lines = srv.log().splitlines()
+    assert lines and all(ln.endswith(" node=n-7.b_c") for ln in lines), lines[:5]
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % srv.ports["metrics"],
+                                timeout=10) as r:
+        samples = [ln for ln in r.read().decode().splitlines() if ln and ln[0] != "#"]
+    assert len(samples) > 20
+    assert all('{node="n-7.b_c"' in ln for ln in samples), \
+        [ln for ln in samples if 'node="n-7.b_c"' not in ln][:5]
+    srv.stop()
+    host = start_console_server()
+    with open_console(host) as c:
+        c.hello()
+        assert re.fullmatch(r"bulwarkd \d+\.\d+\.\d+", c.ask("NAME"))
+        assert "\nnode: " in c.ask("STAT")
+    assert all(ln.split(" node=")[-1] == "".join(
+        ch if ch.isalnum() or ch in "._" else "-" for ch in sk.gethostname())
+        for ln in host.log().splitlines())
+
+
+@pytest.mark.parametrize("bad", ["two words", "a=b", "x\"y", "n" * 64])
+def test_a_node_name_that_is_not_a_word_is_refused(start_server, bad):
+    srv = start_server("--node-name", bad, wait=False)
+    rc, out = srv.wait_exit(10)
+    assert rc == 2 and out.startswith("bulwarkd: --node-name "), out
+
+
 def test_rand_is_an_integer_from_1_to_10(csrv):
     seen = set()
     with open_console(csrv) as c:

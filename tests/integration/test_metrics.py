@@ -141,7 +141,11 @@ class Scrape:
                 continue
             m = SAMPLE_RE.match(ln)
             assert m, "not a sample line: %r" % ln
-            labels = tuple(sorted(LABEL_RE.findall(m.group("labels") or "")))
+            labels = dict(LABEL_RE.findall(m.group("labels") or ""))
+            # every sample names the node (--node-name, else the host's)
+            assert "node" in labels, "no node label: %r" % ln
+            self.node = labels.pop("node")
+            labels = tuple(sorted(labels.items()))
             key = (m.group("name"), labels)
             assert key not in self.samples, "sample twice: %r" % ln
             self.samples[key] = float(m.group("value"))

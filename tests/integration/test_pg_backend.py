@@ -153,14 +153,15 @@ def _traffic(port, stop, results, i):
 
 
 def metric(srv, name):
-    """A sample of the daemon's /metrics (no labels), as a number."""
+    """A sample of the daemon's /metrics (no labels but the node's), as a
+    number."""
     import re
     import urllib.request
 
     with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % srv.ports["metrics"],
                                 timeout=10) as r:
         text = r.read().decode()
-    m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+    m = re.search(r'^%s\{node="[\w.-]+"\} (\S+)$' % re.escape(name), text, re.M)
     assert m, "no %s in\n%s" % (name, text)
     return float(m.group(1))
 

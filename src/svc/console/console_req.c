@@ -78,7 +78,13 @@ do_time(struct bw_conn *c, struct reply *r)
 static int
 do_name(struct bw_conn *c, struct reply *r)
 {
-	(void)c;
+	const struct bw_console *cs = bw_conn_inst(c);
+
+	/* a node of a cluster says which (one daemon alone answers as it
+	 * always has) */
+	if (cs->view.node_given && cs->view.node != NULL)
+		return console_reply_addf(r, TEXT_MAX, "bulwarkd %s (node %s)",
+					  BW_VERSION, cs->view.node);
 	return console_reply_addf(r, TEXT_MAX, "bulwarkd %s", BW_VERSION);
 }
 
@@ -165,6 +171,9 @@ do_stat(struct bw_conn *c, struct reply *r)
 		cs->view.stats(cs->view.stats_arg, add_stat, &o);
 		rc = o.rc;
 	}
+	if (rc == 0 && cs->view.node != NULL && cs->view.node[0] != '\0')
+		rc = console_reply_addf(r, TEXT_MAX, "node: %s\n",
+					cs->view.node);
 	return rc;
 }
 

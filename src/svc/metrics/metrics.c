@@ -97,6 +97,22 @@ listeners(const struct bw_engine *e, struct bw_buf *b)
 		(unsigned long long)e->closed_deadline,
 		(unsigned long long)e->closed_overflow,
 		(unsigned long long)e->closed_emfile);
+	if (e->cfg.proxy_from.n > 0)
+		rc |= bw_buf_printf(
+			b,
+			"bulwark_errors_total{kind=\"proxy_header\"} %llu\n"
+			"# HELP bulwark_proxy_headers_total PROXY headers "
+			"taken "
+			"from the load balancers (--proxy-from).\n"
+			"# TYPE bulwark_proxy_headers_total counter\n"
+			"bulwark_proxy_headers_total %llu\n"
+			"# HELP bulwark_proxy_checks_total Of those, the "
+			"balancers' own connections (LOCAL: health checks).\n"
+			"# TYPE bulwark_proxy_checks_total counter\n"
+			"bulwark_proxy_checks_total %llu\n",
+			(unsigned long long)e->proxy_refused,
+			(unsigned long long)e->proxy_headers,
+			(unsigned long long)e->proxy_local);
 	return rc;
 }
 
@@ -163,6 +179,36 @@ body(struct bw_metrics *m, struct bw_buf *b)
 	return o.rc != 0 ? BW_ETOOBIG : 0;
 }
 
+/* Every sample of in, labelled with the node: "name{node="N",...} v" (the
+ * node's name is a word: nothing in it needs escaping). */
+static int
+label_node(const struct bw_buf *in, const char *node, struct bw_buf *out)
+{
+	const char *p = (const char *)bw_buf_head(in), *end = p + in->len;
+	const char *nl, *brace, *sp;
+	int rc = 0;
+
+	while (p < end && rc == 0) {
+		nl = memchr(p, '\n', (size_t)(end - p));
+		nl = nl != NULL ? nl + 1 : end;
+		sp = memchr(p, ' ', (size_t)(nl - p));
+		brace = memchr(p, '{', (size_t)(nl - p));
+		if (p[0] == '#' || sp == NULL) {
+			rc = bw_buf_append(out, p, (size_t)(nl - p));
+		} else if (brace != NULL && brace < sp) {
+			rc = bw_buf_printf(out, "%.*snode=\"%s\",%.*s",
+					   (int)(brace + 1 - p), p, node,
+					   (int)(nl - brace - 1), brace + 1);
+		} else {
+			rc = bw_buf_printf(out, "%.*s{node=\"%s\"}%.*s",
+					   (int)(sp - p), p, node,
+					   (int)(nl - sp), sp);
+		}
+		p = nl;
+	}
+	return rc != 0 ? BW_ETOOBIG : 0;
+}
+
 /* --- HTTP ---------------------------------------------------------------- */
 
 static void
@@ -188,7 +234,7 @@ serve(struct bw_conn *c, const char *line, size_t n)
 	static const char text[] = "text/plain; charset=utf-8";
 	struct bw_metrics *m = bw_conn_inst(c);
 	const char *sp = memchr(line, ' ', n), *path, *end;
-	struct bw_buf b;
+	struct bw_buf b, lb;
 	int head = 0;
 
 	if (sp != NULL && sp - line == 3 && memcmp(line, "GET", 3) == 0)
@@ -206,14 +252,18 @@ serve(struct bw_conn *c, const char *line, size_t n)
 	if ((size_t)(end - path) >= 8 && memcmp(path, "/metrics", 8) == 0 &&
 	    (end - path == 8 || path[8] == '?')) {
 		bw_buf_init(&b, BODY_MAX);
-		if (body(m, &b) != 0)
+		bw_buf_init(&lb, BODY_MAX);
+		if (body(m, &b) != 0 ||
+		    label_node(&b, m->host.node != NULL ? m->host.node : "",
+			       &lb) != 0)
 			answer(c, "500 Internal Server Error", text,
 			       "figures over the cap\n", 21, head);
 		else
 			answer(c, "200 OK",
 			       "text/plain; version=0.0.4; charset=utf-8",
-			       bw_buf_head(&b), b.len, head);
+			       bw_buf_head(&lb), lb.len, head);
 		bw_buf_fini(&b);
+		bw_buf_fini(&lb);
 		return;
 	}
 	answer(c, "404 Not Found", text, "try /metrics\n", 13, head);

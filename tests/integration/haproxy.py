@@ -1,0 +1,119 @@
+"""A throw-away HAProxy (Debian's haproxy package) in TCP mode in front of
+bulwarkd nodes, on loopback and free ports, started and stopped by the
+tests: each backend server line sends the PROXY header (v2 by default) from
+a source address of its own, and health-checks the node with a v2 LOCAL
+header (check-send-proxy), as a production configuration would."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+BIN = "/usr/sbin/haproxy"
+
+
+def installed():
+    return os.access(BIN, os.X_OK)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HaProxy:
+    """frontends: {name: [(host, port), ...]} the nodes of each frontend;
+    source: the address HAProxy connects to them from (what --proxy-from
+    names); proxy: "send-proxy-v2" or "send-proxy" (v1). ports[name] is
+    the frontend's port once started."""
+
+    def __init__(self, frontends, source="127.0.0.9", proxy="send-proxy-v2",
+                 check_ms=200):
+        self.frontends = frontends
+        self.source = source
+        self.proxy = proxy
+        self.check_ms = check_ms
+        self.ports = {}
+        self.dir = Path(tempfile.mkdtemp(prefix="bulwark-haproxy."))
+        self.proc = None
+        self.log = self.dir / "haproxy.log"
+
+    def config(self):
+        out = ["global",
+               "    maxconn 4000",
+               # a port someone else holds must fail, not be shared
+               "    noreuseport",
+               "    stats socket %s mode 600 level admin" % (self.dir / "admin.sock"),
+               "defaults",
+               "    mode tcp",
+               "    timeout connect 5s",
+               "    timeout client 120s",
+               "    timeout server 120s",
+               "    timeout check 2s"]
+        for name, nodes in self.frontends.items():
+            out += ["frontend %s" % name,
+                    "    bind 127.0.0.1:%d" % self.ports[name],
+                    "    default_backend %s_nodes" % name,
+                    "backend %s_nodes" % name,
+                    "    balance roundrobin"]
+            for i, (host, port) in enumerate(nodes):
+                out.append("    server n%d %s:%d %s check check-send-proxy inter %dms "
+                           "fall 2 rise 1 source %s" % (i + 1, host, port, self.proxy,
+                                                         self.check_ms, self.source))
+        return "\n".join(out) + "\n"
+
+    def start(self):
+        for name in self.frontends:
+            self.ports[name] = free_port()
+        cfg = self.dir / "haproxy.cfg"
+        cfg.write_text(self.config())
+        check = subprocess.run([BIN, "-c", "-f", str(cfg)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        self.proc = subprocess.Popen([BIN, "-db", "-f", str(cfg)],
+                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        for port in self.ports.values():
+            while True:
+                assert self.proc.poll() is None, self.log.read_text()
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "haproxy did not listen"
+                    time.sleep(0.05)
+        return self
+
+    def admin(self, command):
+        """A command on the stats socket ("show servers state", ...)."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(str(self.dir / "admin.sock"))
+            s.sendall(command.encode() + b"\n")
+            out = b""
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    return out.decode()
+                out += data
+
+    def servers_up(self, frontend):
+        """How many of frontend's servers the health checks see up."""
+        lines = self.admin("show servers state %s_nodes" % frontend).splitlines()
+        # columns: be_id be_name srv_id srv_name srv_addr srv_op_state ...
+        return sum(1 for ln in lines[2:] if ln.split() and ln.split()[5] == "2")
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)  # soft stop
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
