@@ -421,6 +421,7 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 				   .metrics_arg = d};
 	if ((rc = bw_frame_new(&d->frame)) != 0)
 		return rc;
+	bw_daemon_shared_prepare(d);
 	plan(d);
 	for (i = 0; i < d->svc_n; i++) {
 		if ((rc = init(d, &d->svc[i])) != 0)

@@ -178,4 +178,8 @@ int bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 int bw_daemon_run(struct bw_daemon *d);
 void bw_daemon_close(struct bw_daemon *d);
 
+/* daemon_shared.c: on a shared store, the rows a request names are read
+ * again before it is served (a no-op on the embedded one). */
+void bw_daemon_shared_prepare(struct bw_daemon *d);
+
 #endif

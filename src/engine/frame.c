@@ -365,7 +365,45 @@ on_header(struct bw_conn *c)
 	return 0;
 }
 
-/* Returns 1 to wait for more input (padding not decided yet). */
+void
+bw_frame_set_prepare(struct bw_frame *f, bw_frame_prepare_fn fn, void *arg)
+{
+	f->prepare = fn;
+	f->prepare_arg = arg;
+}
+
+void
+bw_frame_prepared(struct bw_conn *c)
+{
+	if (bw_conn_dead(c) || FC(c) == NULL || FC(c)->prep != P_WAIT)
+		return;
+	FC(c)->prep = P_DONE;
+	bw_frame_kick(c);
+}
+
+/* The prepare hook for the request whose head is p: 1 while it works. */
+static int
+prepare(struct bw_conn *c, const uint8_t *p)
+{
+	struct frame_conn *fc = FC(c);
+	const struct bw_frame *f = bw_conn_inst(c);
+
+	if (fc->prep == P_DONE) {
+		fc->prep = P_NONE;
+		return 0;
+	}
+	if (fc->prep == P_WAIT)
+		return 1;
+	if (f->prepare == NULL ||
+	    f->prepare(f->prepare_arg, c, &fc->req, p) == 0)
+		return 0;
+	fc->prep = P_WAIT;
+	bw_conn_pause(c, 1);
+	return 1;
+}
+
+/* Returns 1 to wait for more input (padding not decided yet, or the
+ * prepare hook at work). */
 static int
 on_head(struct bw_conn *c)
 {
@@ -402,6 +440,8 @@ on_head(struct bw_conn *c)
 			return bw_frame_fail(c, "payload size out of bounds "
 						"for the request code");
 	}
+	if (prepare(c, p))
+		return 1;
 	fc->requests++;
 	bw_conn_request_deadline(c, 0);
 	if (bw_engine_stopping(c->eng) && fc->requests == 1 &&

@@ -103,6 +103,19 @@ struct bw_frame_req {
 
 extern const struct bw_service bw_frame_service;
 
+/* Before a request's handler runs, with its header and head: 0 to go on
+ * at once, 1 if it started work that ends with bw_frame_prepared(c) (the
+ * connection reads nothing meanwhile; one that goes meanwhile is not
+ * called back). The daemon's use: on a store several daemons share, the
+ * rows of the clients a request names are read again first. */
+typedef int (*bw_frame_prepare_fn)(void *arg, struct bw_conn *c,
+				   const struct bw_frame_req *r,
+				   const uint8_t *head);
+void bw_frame_set_prepare(struct bw_frame *f, bw_frame_prepare_fn fn,
+			  void *arg);
+/* The work a prepare hook started is over: the request goes on. */
+void bw_frame_prepared(struct bw_conn *c);
+
 int bw_frame_new(struct bw_frame **out) BW_WUR;
 void bw_frame_free(struct bw_frame *f);
 /* Adds a protocol's table; ctx is passed to its handlers as r->ctx. lim

@@ -36,6 +36,9 @@ struct bw_frame {
 	 * vault's and the messenger's share the listener); none: no request
 	 * ended yet */
 	uint64_t conns[BW_FRAME_PROTOS_MAX], conns_none;
+	/* run before each request's handler (bw_frame_set_prepare) */
+	bw_frame_prepare_fn prepare;
+	void *prepare_arg;
 };
 
 enum fstate {
@@ -76,6 +79,8 @@ struct frame_conn {
 	struct bw_slots *slots;
 	uint64_t *discard_n;
 	const char *discard_why;
+	/* the prepare hook: not asked yet for this request, working, done */
+	enum { P_NONE, P_WAIT, P_DONE } prep;
 };
 
 #define FC(c)  ((struct frame_conn *)(c)->state)

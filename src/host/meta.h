@@ -112,6 +112,18 @@ enum bw_meta_op {
 	/* nothing: with BW_META_DURABLE, a barrier (everything submitted
 	 * before it is durable when it completes) */
 	BW_META_SYNC,
+	/* u.get: the row of the client with id, into *rec; BW_ENOTFOUND if
+	 * none. Only on a shared store (bw_meta_backend.shared). */
+	BW_META_CLIENT_GET,
+	/* u.files: every file row of the client with id, in recs[0..n)
+	 * (allocated by the backend, freed by the caller with free()). Only
+	 * on a shared store. */
+	BW_META_FILE_GET,
+	/* u.since: at most limit clients registered after the one numbered
+	 * after (0: from the first), in registration order, in recs[0..n)
+	 * (allocated by the backend, freed with free()); last: the number
+	 * of the last one given. Only on a shared store. */
+	BW_META_CLIENT_SINCE,
 };
 
 enum {
@@ -152,6 +164,22 @@ struct bw_meta_req {
 		struct bw_msg_rec *msg;
 		int64_t drop;
 		struct {
+			uint8_t id[BW_ID_LEN];
+			struct bw_client_rec *rec; /* out */
+		} get;
+		struct {
+			uint8_t id[BW_ID_LEN];
+			struct bw_file_rec *recs; /* out */
+			size_t n;		  /* out */
+		} files;
+		struct {
+			int64_t after;
+			unsigned limit;
+			struct bw_client_rec *recs; /* out */
+			size_t n;		    /* out */
+			int64_t last;		    /* out */
+		} since;
+		struct {
 			uint8_t to[BW_ID_LEN];
 			int64_t upto;
 			int (*path)(void *arg, const char *key);
@@ -186,6 +214,9 @@ typedef int (*bw_meta_blobs_cb)(void *arg, int64_t id, const char *key);
 /* A storage engine behind the table. */
 struct bw_meta_backend {
 	const char *scheme; /* of the URL: "sqlite" */
+	/* several daemons may share one store (PostgreSQL): what one holds
+	 * in RAM may be stale, its rows are the truth */
+	int shared;
 	/* where: the URL after "scheme:"; loop: where done callbacks run */
 	int (*open)(const char *where, struct bw_loop *loop,
 		    void **state) BW_WUR;

@@ -72,6 +72,168 @@ load_client(void *arg, const struct bw_client_rec *rec)
 	return 0;
 }
 
+/* --- a shared store: rows read again ---------------------------------------
+ */
+
+struct refresh {
+	struct bw_meta_req req;
+	struct bw_registry *r;
+	struct bw_client_rec rec;
+	bw_registry_fn done;
+	void *arg;
+};
+
+/* What another daemon changed of c's key state. */
+static void
+apply(struct bw_client *c, const struct bw_client_rec *rec)
+{
+	if (c->has_aes != rec->has_aes || c->key_issued != rec->key_issued ||
+	    memcmp(c->aes_key, rec->aes_key, sizeof(c->aes_key)) != 0) {
+		/* another key, or none: its own count and clock */
+		c->key_failures = 0;
+		c->key_issued_ms = 0;
+		c->key_seq++;
+	}
+	c->has_pubkey = rec->has_pubkey;
+	memcpy(c->pubkey, rec->pubkey, sizeof(c->pubkey));
+	c->has_aes = rec->has_aes;
+	memcpy(c->aes_key, rec->aes_key, sizeof(c->aes_key));
+	c->key_issued = rec->key_issued;
+	c->key_used = rec->key_used;
+	if (rec->last_seen > c->last_seen)
+		c->last_seen = rec->last_seen;
+}
+
+/* A row as the store has it, in RAM: the client added, or its key state
+ * brought up to it; NULL if it is not everyone's (a pending insert here,
+ * or a name another row holds). */
+static struct bw_client *
+upsert(struct bw_registry *r, const struct bw_client_rec *rec)
+{
+	struct bw_client *c = bw_hash_get(&r->by_id, rec->id, BW_ID_LEN);
+
+	if (c == NULL) {
+		if (load_client(r, rec) != 0)
+			return NULL;
+		c = bw_hash_get(&r->by_id, rec->id, BW_ID_LEN);
+	} else if (!c->pending) {
+		apply(c, rec);
+	}
+	return c != NULL && !c->pending ? c : NULL;
+}
+
+static void
+refreshed(struct bw_meta_req *req)
+{
+	struct refresh *f = (struct refresh *)req;
+	struct bw_registry *r = f->r;
+	struct bw_client *c = NULL;
+	int rc = req->rc;
+
+	if (rc == 0)
+		c = upsert(r, &f->rec);
+	else if (rc == BW_ENOTFOUND)
+		rc = 0; /* no such row: nobody's */
+	f->done(f->arg, rc, c);
+	bw_secure_free(f, sizeof(*f));
+}
+
+int
+bw_registry_refresh(struct bw_registry *r, const uint8_t id[BW_ID_LEN],
+		    bw_registry_fn done, void *arg)
+{
+	struct refresh *f = calloc(1, sizeof(*f));
+
+	if (f == NULL)
+		return BW_ENOMEM;
+	f->r = r;
+	f->done = done;
+	f->arg = arg;
+	bw_meta_req_init(&f->req, BW_META_CLIENT_GET, 0, refreshed, f);
+	memcpy(f->req.u.get.id, id, BW_ID_LEN);
+	f->req.u.get.rec = &f->rec;
+	bw_meta_submit(r->meta, &f->req);
+	return 0;
+}
+
+/* Catching up with the clients others registered, a page at a time. */
+#define CATCH_UP_PAGE 1000u
+
+struct bw_catch_up {
+	struct bw_catch_up *next;
+	void (*done)(void *arg);
+	void *arg;
+};
+
+static void round_start(struct bw_registry *r);
+
+static void
+round_page(struct bw_meta_req *req)
+{
+	struct bw_registry *r = req->arg;
+	struct bw_catch_up *w, *list;
+	size_t i, n = req->u.since.n;
+
+	for (i = 0; i < n; i++)
+		(void)upsert(r, &req->u.since.recs[i]);
+	if (n > 0) {
+		bw_wipe(req->u.since.recs, n * sizeof(*req->u.since.recs));
+		free(req->u.since.recs);
+		req->u.since.recs = NULL;
+	}
+	if (req->rc == 0 && req->u.since.last > r->seen_seq)
+		r->seen_seq = req->u.since.last;
+	if (req->rc == 0 && n == CATCH_UP_PAGE) {
+		bw_meta_req_init(&r->cu_req, BW_META_CLIENT_SINCE, 0,
+				 round_page, r);
+		r->cu_req.u.since.after = r->seen_seq;
+		r->cu_req.u.since.limit = CATCH_UP_PAGE;
+		bw_meta_submit(r->meta, &r->cu_req);
+		return;
+	}
+	if (req->rc != 0)
+		bw_debug("registry: the clients added could not be read: %s",
+			 bw_strerror(req->rc));
+	list = r->cu_run;
+	r->cu_run = NULL;
+	r->cu_busy = 0;
+	while ((w = list) != NULL) {
+		list = w->next;
+		w->done(w->arg);
+		free(w);
+	}
+	if (!r->cu_busy && r->cu_next != NULL)
+		round_start(r);
+}
+
+static void
+round_start(struct bw_registry *r)
+{
+	r->cu_run = r->cu_next;
+	r->cu_next = NULL;
+	r->cu_busy = 1;
+	bw_meta_req_init(&r->cu_req, BW_META_CLIENT_SINCE, 0, round_page, r);
+	r->cu_req.u.since.after = r->seen_seq;
+	r->cu_req.u.since.limit = CATCH_UP_PAGE;
+	bw_meta_submit(r->meta, &r->cu_req);
+}
+
+int
+bw_registry_catch_up(struct bw_registry *r, void (*done)(void *arg), void *arg)
+{
+	struct bw_catch_up *w = calloc(1, sizeof(*w));
+
+	if (w == NULL)
+		return BW_ENOMEM;
+	w->done = done;
+	w->arg = arg;
+	w->next = r->cu_next;
+	r->cu_next = w;
+	if (!r->cu_busy)
+		round_start(r);
+	return 0;
+}
+
 int
 bw_registry_open(struct bw_registry *r, struct bw_meta *meta,
 		 struct bw_loop *loop)
@@ -81,6 +243,7 @@ bw_registry_open(struct bw_registry *r, struct bw_meta *meta,
 	memset(r, 0, sizeof(*r));
 	r->meta = meta;
 	r->loop = loop;
+	r->shared = meta->be->shared;
 	r->max_clients = 1000000;
 	r->max_reg_per_min = 1000;
 	if ((rc = bw_hash_init(&r->by_id)) != 0 ||
@@ -103,6 +266,12 @@ free_one_client(void *arg, void *val)
 void
 bw_registry_close(struct bw_registry *r)
 {
+	struct bw_catch_up *w;
+
+	while ((w = r->cu_next) != NULL) { /* never started: nobody waits */
+		r->cu_next = w->next;
+		free(w);
+	}
 	if (r->by_id.slots != NULL)
 		(void)bw_hash_each(&r->by_id, free_one_client, NULL);
 	bw_hash_fini(&r->by_id);

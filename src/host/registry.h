@@ -43,6 +43,14 @@ struct bw_client {
 
 struct bw_registry {
 	struct bw_meta *meta;
+	/* the store is shared with other daemons: a client's row is read
+	 * again before a request that names it (bw_registry_refresh), and
+	 * the clients others registered before a listing (catch_up) */
+	int shared;
+	int64_t seen_seq; /* the store's numbering: clients read up to it */
+	struct bw_catch_up *cu_run, *cu_next; /* served by this round, next */
+	int cu_busy;
+	struct bw_meta_req cu_req;
 	struct bw_loop *loop;
 	struct bw_hash by_id, by_name;
 	uint64_t clients_n;
@@ -106,6 +114,21 @@ void bw_registry_touch(struct bw_registry *r, struct bw_client *c);
 /* The client a request names by id, touched; NULL if unknown. */
 struct bw_client *bw_registry_seen(struct bw_registry *r,
 				   const uint8_t id[BW_ID_LEN]);
+
+/* On a shared store: reads the row of the client with id again and
+ * brings RAM up to it (a client another daemon registered is added; a key
+ * another daemon issued, revoked or saw used replaces this one's view,
+ * its failures counted afresh). done(arg, rc, c) on the loop: c is the
+ * client as now known (NULL if none), rc the store's error if it could
+ * not be read (RAM is unchanged then). 0, or BW_ENOMEM. */
+int bw_registry_refresh(struct bw_registry *r, const uint8_t id[BW_ID_LEN],
+			bw_registry_fn done, void *arg) BW_WUR;
+
+/* On a shared store: reads the clients registered since the last time
+ * (by any daemon), then done(arg) on the loop; calls while a read is on
+ * wait for one that starts after them. 0, or BW_ENOMEM. */
+int bw_registry_catch_up(struct bw_registry *r, void (*done)(void *arg),
+			 void *arg) BW_WUR;
 
 /* Calls fn for each client (pending ones too); a non-zero return stops. */
 int bw_registry_each_client(const struct bw_registry *r,

@@ -19,6 +19,9 @@ NO_STORAGE = {"test_checksrc", "test_pyvault_selftest", "test_client_vs_pyserver
               "test_manpages", "test_rooms", "test_rooms_hardening", "test_rooms_hostile",
               "test_chat_client", "test_config", "test_console_hardening", "test_packaging",
               "test_proxy"}
+# modules that start the servers they need themselves (the cluster's nodes
+# share a PostgreSQL and an S3 store of the fixture's)
+OWN_STORAGE = {"test_cluster"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -31,6 +34,10 @@ def pytest_collection_modifyitems(config, items):
         if other and item.module.__name__ in NO_STORAGE:
             item.add_marker(pytest.mark.skip(
                 reason="touches no stored state: runs in the embedded pass"))
+            continue
+        if other and item.module.__name__ in OWN_STORAGE:
+            item.add_marker(pytest.mark.skip(
+                reason="brings its own PostgreSQL and S3: runs in the embedded pass"))
             continue
         for marker, on, what in (("sqlite_only", bwd.TEST_DB != "sqlite",
                                   "embedded database only: "),

@@ -120,9 +120,35 @@ def test_two_daemons_starting_at_once_migrate_once(start_server, pg):
 
     for s in srvs:
         assert wait_for(lambda: listening(s), 20), s.log_tail()
-    assert pg.psql("SELECT version FROM bulwark_schema", db=db).split() == ["1"]
-    migrated = sum("schema brought to version 1" in s.log() for s in srvs)
+    assert pg.psql("SELECT version FROM bulwark_schema ORDER BY version",
+                   db=db).split() == ["1", "2"]
+    migrated = sum("schema brought to version 2" in s.log() for s in srvs)
     assert migrated == 1
+
+
+def test_a_version_1_database_is_brought_to_2_with_its_clients_numbered(start_server, pg):
+    """Version 2 numbers the clients in registration order (Seq: what a
+    node of a cluster lists since it last looked). A database made by a
+    version 1 daemon keeps its rows and gets them numbered."""
+    srv, db = start_on(start_server, pg)
+    names = [unique_name("old%d" % i) for i in range(3)]
+    for i, n in enumerate(names):
+        c = bwmsg.MsgClient(H, srv.port)
+        c.register(n, key=rsa_key(i))
+        c.close()
+    srv.stop()
+    # back to what a version 1 daemon left
+    pg.psql("ALTER TABLE clients DROP COLUMN Seq; DELETE FROM bulwark_schema WHERE version = 2",
+            db=db)
+    srv2, _ = start_on(start_server, pg, db=db)
+    assert "schema brought to version 2" in srv2.log()
+    seqs = pg.psql("SELECT Seq FROM clients ORDER BY Seq", db=db).split()
+    assert sorted(map(int, seqs)) == [1, 2, 3]
+    c = bwmsg.MsgClient(H, srv2.port)
+    c.register(unique_name("new"), key=rsa_key(3))
+    assert sorted(n for _, n in c.list()) == sorted(names)
+    c.close()
+    assert pg.psql("SELECT max(Seq) FROM clients", db=db).strip() == "4"
 
 
 def _traffic(port, stop, results, i):

@@ -53,6 +53,12 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
 	"COMMENT ON TABLE files IS 'bulwarkd: the vault''s stored files';"
 	"COMMENT ON TABLE messages IS 'bulwarkd: messages not yet "
 	"delivered';",
+	/* 2: the order clients were registered in, across every daemon
+	 * sharing the database: a node lists the clients others added since
+	 * it last looked (rows that exist are numbered as they lie) */
+	"ALTER TABLE clients ADD COLUMN Seq bigserial;"
+	"CREATE UNIQUE INDEX clients_seq ON clients(Seq);"
+	"COMMENT ON COLUMN clients.Seq IS 'bulwarkd: registration order';",
 };
 
 #define TS(n)	 "CASE WHEN " n " = 0 THEN NULL ELSE to_timestamp(" n ") END"
@@ -124,6 +130,22 @@ static const struct {
 			   2,
 			   {T_BYTEA, T_INT8}},
 	[PS_MSG_DROP] = {"DELETE FROM messages WHERE ID = $1", 1, {T_INT8}},
+	[PS_CLIENT_GET] = {"SELECT ID, Name, PublicKey, "
+			   "coalesce(extract(epoch FROM LastSeen)::int8, 0), "
+			   "AESKey, KeyIssued, KeyUsed FROM clients "
+			   "WHERE ID = $1",
+			   1,
+			   {T_BYTEA}},
+	[PS_FILE_GET] = {"SELECT ID, FileName, PathName, Verified, "
+			 "PendingName, PendingPath FROM files WHERE ID = $1",
+			 1,
+			 {T_BYTEA}},
+	[PS_CLIENT_SINCE] = {"SELECT ID, Name, PublicKey, "
+			     "coalesce(extract(epoch FROM LastSeen)::int8, 0), "
+			     "AESKey, KeyIssued, KeyUsed, Seq FROM clients "
+			     "WHERE Seq > $1 ORDER BY Seq LIMIT $2",
+			     2,
+			     {T_INT8, T_INT8}},
 	[PS_MSG_PUT] = {"INSERT INTO messages(ID, ToClient, FromClient, Type, "
 			"Content, ContentSize, ContentPath) "
 			"VALUES($1, $2, $3, $4, $5, $6, $7) "
@@ -147,7 +169,7 @@ pg_conn_lost(struct pg_conn *pc)
 {
 	if (pc->c != NULL && PQstatus(pc->c) == CONNECTION_OK)
 		return 0;
-	if (pc->up && !pc->down_logged) {
+	if (pc->up && !pc->down_logged && !pc->quiet) {
 		bw_error("store: lost the connection to PostgreSQL (%s): %s; "
 			 "requests fail until it is back",
 			 pc->shown,
@@ -280,6 +302,13 @@ prepare_all(struct pg_conn *pc)
 
 /* One attempt: connected, the session set and (with prepare) the
  * statements prepared. */
+static void
+notice(void *arg, const char *msg)
+{
+	(void)arg;
+	bw_debug("store: PostgreSQL says: %.*s", (int)strcspn(msg, "\n"), msg);
+}
+
 static int
 connect_once(struct pg_conn *pc, int prepare)
 {
@@ -304,6 +333,9 @@ connect_once(struct pg_conn *pc, int prepare)
 			 (int)strcspn(msg, "\n"), msg);
 		return BW_EDB;
 	}
+	/* the server's notices ("already exists, skipping") go to the log,
+	 * not raw to standard error between its lines */
+	PQsetNoticeProcessor(pc->c, notice, NULL);
 	/* durable when COMMIT returns, whatever the server's default */
 	if (pg_exec(pc, "SET synchronous_commit = on") != 0 ||
 	    pg_exec(pc, "SET TIME ZONE 'UTC'") != 0 ||
@@ -397,6 +429,16 @@ pg_conn_open(struct pg_conn *pc, const char *url)
 	return 0;
 }
 
+int
+pg_conn_open_quiet(struct pg_conn *pc, const char *url)
+{
+	if ((pc->conninfo = strdup(url)) == NULL ||
+	    (pc->shown = without_password(url)) == NULL)
+		return BW_ENOMEM;
+	pc->quiet = 1;
+	return 0;
+}
+
 void
 pg_conn_close(struct pg_conn *pc)
 {
@@ -431,7 +473,7 @@ pg_conn_ready(struct pg_conn *pc)
 					 ? BACKOFF_MAX_MS
 					 : pc->backoff_ms * 2;
 		pc->next_try = bw_now_ms() + pc->backoff_ms;
-		if (!pc->down_logged) {
+		if (!pc->down_logged && !pc->quiet) {
 			bw_error("store: cannot reach PostgreSQL at %s: %s; "
 				 "trying again",
 				 pc->shown, pc->last_error);
@@ -439,7 +481,8 @@ pg_conn_ready(struct pg_conn *pc)
 		}
 		return BW_EDB;
 	}
-	bw_info("store: PostgreSQL at %s is back", pc->shown);
+	if (!pc->quiet)
+		bw_info("store: PostgreSQL at %s is back", pc->shown);
 	pc->up = 1;
 	atomic_store(&pc->connected, 1);
 	pc->down_logged = 0;

@@ -20,7 +20,7 @@
 #include "host/meta.h"
 
 /* The schema this code knows; a database with a newer one is refused. */
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 
 enum pg_stmt {
 	PS_CLIENT_INSERT,
@@ -34,6 +34,9 @@ enum pg_stmt {
 	PS_MSG_DROP,
 	PS_MSG_PUT,
 	PS_MSG_FLOOR,
+	PS_CLIENT_GET,
+	PS_FILE_GET,
+	PS_CLIENT_SINCE,
 	PS_N
 };
 
@@ -48,12 +51,17 @@ struct pg_conn {
 	char last_error[256];
 	atomic_uint_fast64_t commits, reconnects, failures;
 	atomic_int connected; /* up, as other threads may read it */
+	int quiet;	      /* its loss and return are not logged */
 };
 
 /* pg_conn.c */
 /* Reads the URL, connects and brings the schema up to date (under an
  * advisory lock: daemons starting together migrate once). Blocking. */
 int pg_conn_open(struct pg_conn *pc, const char *url) BW_WUR;
+/* A second connection to url, for reads: made at its first use (the
+ * schema is the first one's), its loss and return not logged (the first
+ * connection's are). */
+int pg_conn_open_quiet(struct pg_conn *pc, const char *url) BW_WUR;
 void pg_conn_close(struct pg_conn *pc);
 /* --check-config: reaches url, reads the schema version, changes
  * nothing; msg says what it found or what is wrong. */
@@ -129,6 +137,18 @@ int pg_read_replay(struct bw_meta_req *r, unsigned page);
 
 /* Whole tables, streamed one row at a time. */
 int pg_load_clients(struct pg_conn *pc, bw_meta_client_cb cb, void *arg) BW_WUR;
+/* pg_reads.c: rows read again on a store several daemons share */
+/* Row i of a SELECT ID, Name, PublicKey, LastSeen (epoch), AESKey,
+ * KeyIssued, KeyUsed FROM clients: 0, or BW_EDB if it cannot be read. */
+int pg_client_rec(const PGresult *res, int i, struct bw_client_rec *c) BW_WUR;
+/* Row i of a SELECT ID, FileName, PathName, Verified, PendingName,
+ * PendingPath FROM files: 0, or BW_EDB. */
+int pg_file_rec(const PGresult *res, int i, struct bw_file_rec *f) BW_WUR;
+/* BW_META_CLIENT_GET and BW_META_FILE_GET: one round trip each. */
+int pg_client_get(struct pg_conn *pc, struct bw_meta_req *r) BW_WUR;
+int pg_file_get(struct pg_conn *pc, struct bw_meta_req *r) BW_WUR;
+/* BW_META_CLIENT_SINCE: one round trip. */
+int pg_client_since(struct pg_conn *pc, struct bw_meta_req *r) BW_WUR;
 int pg_load_files(struct pg_conn *pc, bw_meta_file_cb cb, void *arg) BW_WUR;
 int pg_msg_totals(struct pg_conn *pc, bw_meta_totals_cb cb, void *arg) BW_WUR;
 int pg_msg_blobs(struct pg_conn *pc, bw_meta_blobs_cb cb, void *arg) BW_WUR;

@@ -47,6 +47,14 @@ struct pgq {
 	int thread_on;
 	int efd;
 	struct bw_watch watch;
+	/* the reader: rows read again for a shared store, on a connection
+	 * of their own, so that they never wait behind a slow write (its
+	 * queue under mu, its thread quits with quit) */
+	struct pg_conn rpc;
+	struct bw_meta_req *rqueue, **rqueue_tail;
+	pthread_cond_t rcv;
+	pthread_t rthread;
+	int rthread_on;
 	/* loop thread: submitted during this pass */
 	struct bw_meta_req *pass, **pass_tail;
 	struct bw_call pass_call;
@@ -56,11 +64,27 @@ struct pgq {
 static int
 is_write(const struct bw_meta_req *r)
 {
-	return r->op != BW_META_MSG_READ && r->op != BW_META_SYNC;
+	return r->op != BW_META_MSG_READ && r->op != BW_META_SYNC &&
+	       r->op != BW_META_CLIENT_GET && r->op != BW_META_FILE_GET &&
+	       r->op != BW_META_CLIENT_SINCE;
 }
 
 /* --- the thread ------------------------------------------------------------
  */
+
+/* A read of rows again (the connection's mutex held). */
+static int
+get(struct pgq *q, struct bw_meta_req *r)
+{
+	int rc = pg_conn_ready(&q->pc);
+
+	if (rc != 0)
+		return rc;
+	if (r->op == BW_META_CLIENT_SINCE)
+		return pg_client_since(&q->pc, r);
+	return r->op == BW_META_CLIENT_GET ? pg_client_get(&q->pc, r)
+					   : pg_file_get(&q->pc, r);
+}
 
 static void
 run_list(struct pgq *q, struct bw_meta_req *list)
@@ -71,6 +95,12 @@ run_list(struct pgq *q, struct bw_meta_req *list)
 		if (r->op == BW_META_MSG_READ) {
 			if ((r->rc = pg_conn_ready(&q->pc)) == 0)
 				r->rc = pg_read_page(&q->pc, r, PAGE);
+			r = r->next;
+			continue;
+		}
+		if (r->op == BW_META_CLIENT_GET || r->op == BW_META_FILE_GET ||
+		    r->op == BW_META_CLIENT_SINCE) {
+			r->rc = get(q, r);
 			r = r->next;
 			continue;
 		}
@@ -85,6 +115,47 @@ run_list(struct pgq *q, struct bw_meta_req *list)
 			r = r->next;
 		pg_write_batch(&q->pc, first, r);
 	}
+}
+
+static int
+is_get(const struct bw_meta_req *r)
+{
+	return r->op == BW_META_CLIENT_GET || r->op == BW_META_FILE_GET ||
+	       r->op == BW_META_CLIENT_SINCE;
+}
+
+static void *
+reader_main(void *arg)
+{
+	struct pgq *q = arg;
+	struct bw_meta_req *list, *r, *last;
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&q->mu);
+	for (;;) {
+		while (q->rqueue == NULL && !q->quit)
+			pthread_cond_wait(&q->rcv, &q->mu);
+		if ((list = q->rqueue) == NULL)
+			break;
+		q->rqueue = NULL;
+		q->rqueue_tail = &q->rqueue;
+		pthread_mutex_unlock(&q->mu);
+		for (r = list; r != NULL; r = r->next) {
+			if ((r->rc = pg_conn_ready(&q->rpc)) == 0)
+				r->rc = r->op == BW_META_CLIENT_SINCE
+						? pg_client_since(&q->rpc, r)
+					: r->op == BW_META_CLIENT_GET
+						? pg_client_get(&q->rpc, r)
+						: pg_file_get(&q->rpc, r);
+			last = r;
+		}
+		pthread_mutex_lock(&q->mu);
+		*q->done_tail = list;
+		q->done_tail = &last->next;
+		(void)!write(q->efd, &one, sizeof(one));
+	}
+	pthread_mutex_unlock(&q->mu);
+	return NULL;
 }
 
 static void *
@@ -136,10 +207,31 @@ static void
 end_of_pass(void *arg)
 {
 	struct pgq *q = arg;
-	struct bw_meta_req *list = q->pass, **tail = q->pass_tail;
+	struct bw_meta_req *list = q->pass, *r, *next, *reads = NULL;
+	struct bw_meta_req **tail = &list, **rtail = &reads;
 
 	q->pass = NULL;
 	q->pass_tail = &q->pass;
+	/* reads again to the reader; the rest, in order, to the thread */
+	for (r = list; r != NULL; r = next) {
+		next = r->next;
+		r->next = NULL;
+		if (is_get(r) && q->rthread_on) {
+			*rtail = r;
+			rtail = &r->next;
+		} else {
+			*tail = r;
+			tail = &r->next;
+		}
+	}
+	*tail = NULL;
+	if (reads != NULL) {
+		pthread_mutex_lock(&q->mu);
+		*q->rqueue_tail = reads;
+		q->rqueue_tail = rtail;
+		pthread_cond_signal(&q->rcv);
+		pthread_mutex_unlock(&q->mu);
+	}
 	if (list != NULL)
 		hand_over(q, list, tail);
 }
@@ -235,6 +327,9 @@ pg_run_now(void *state, struct bw_meta_req *r)
 		} while (more);
 	} else if (r->op == BW_META_SYNC) {
 		r->rc = 0;
+	} else if (r->op == BW_META_CLIENT_GET || r->op == BW_META_FILE_GET ||
+		   r->op == BW_META_CLIENT_SINCE) {
+		r->rc = get(q, r);
 	} else {
 		r->next = NULL;
 		pg_write_alone(&q->pc, r);
@@ -329,20 +424,24 @@ pg_close(void *state)
 	 * submitted): the thread finishes it, then whoever waits is told */
 	q->closing = 1;
 	end_of_pass(q);
-	if (q->thread_on) {
-		pthread_mutex_lock(&q->mu);
-		q->quit = 1;
-		pthread_cond_signal(&q->cv);
-		pthread_mutex_unlock(&q->mu);
+	pthread_mutex_lock(&q->mu);
+	q->quit = 1;
+	pthread_cond_signal(&q->cv);
+	pthread_cond_signal(&q->rcv);
+	pthread_mutex_unlock(&q->mu);
+	if (q->thread_on)
 		pthread_join(q->thread, NULL);
-	}
+	if (q->rthread_on)
+		pthread_join(q->rthread, NULL);
 	complete_done(q);
 	if (q->efd >= 0)
 		close(q->efd);
 	pg_conn_close(&q->pc);
+	pg_conn_close(&q->rpc);
 	pthread_mutex_destroy(&q->conn_mu);
 	pthread_mutex_destroy(&q->mu);
 	pthread_cond_destroy(&q->cv);
+	pthread_cond_destroy(&q->rcv);
 	free(q);
 }
 
@@ -366,11 +465,15 @@ open_url(const char *scheme, const char *where, struct bw_loop *loop,
 	q->queue_tail = &q->queue;
 	q->done_tail = &q->done;
 	q->pass_tail = &q->pass;
+	q->rqueue_tail = &q->rqueue;
 	pthread_mutex_init(&q->conn_mu, NULL);
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->cv, NULL);
+	pthread_cond_init(&q->rcv, NULL);
 	*state = q;
 	rc = pg_conn_open(&q->pc, url);
+	if (rc == 0)
+		rc = pg_conn_open_quiet(&q->rpc, url);
 	bw_wipe(url, n);
 	free(url);
 	if (rc == 0 && (q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
@@ -381,6 +484,10 @@ open_url(const char *scheme, const char *where, struct bw_loop *loop,
 	if (rc == 0) {
 		rc = -pthread_create(&q->thread, NULL, thread_main, q);
 		q->thread_on = rc == 0;
+	}
+	if (rc == 0) {
+		rc = -pthread_create(&q->rthread, NULL, reader_main, q);
+		q->rthread_on = rc == 0;
 	}
 	if (rc != 0) {
 		if (q->efd >= 0)
@@ -421,6 +528,7 @@ pg_open_postgresql(const char *where, struct bw_loop *loop, void **state)
 
 const struct bw_meta_backend bw_meta_postgresql = {
 	.scheme = "postgresql",
+	.shared = 1,
 	.open = pg_open_postgresql,
 	.check = pg_check_postgresql,
 	.close = pg_close,

@@ -433,19 +433,10 @@ client_row(void *arg, const PGresult *res)
 	struct bw_client_rec c;
 	int rc;
 
-	memset(&c, 0, sizeof(c));
-	if (pg_col_exact(res, 0, 0, c.id, BW_ID_LEN) != 1 ||
-	    pg_col_str(res, 0, 1, c.name, sizeof(c.name)) != 0 ||
-	    (c.has_pubkey =
-		     pg_col_exact(res, 0, 2, c.pubkey, sizeof(c.pubkey))) < 0 ||
-	    (c.has_aes = pg_col_exact(res, 0, 4, c.aes_key,
-				      sizeof(c.aes_key))) < 0) {
+	if (pg_client_rec(res, 0, &c) != 0) {
 		l->skipped++;
 		return 0;
 	}
-	c.last_seen = pg_col_i64(res, 0, 3);
-	c.key_issued = pg_col_i64(res, 0, 5);
-	c.key_used = pg_col_bool(res, 0, 6);
 	rc = l->cb.client(l->arg, &c);
 	bw_wipe(&c, sizeof(c));
 	return rc;
@@ -473,18 +464,10 @@ file_row(void *arg, const PGresult *res)
 	struct load *l = arg;
 	struct bw_file_rec f;
 
-	memset(&f, 0, sizeof(f));
-	if (pg_col_exact(res, 0, 0, f.client_id, BW_ID_LEN) != 1 ||
-	    pg_col_str(res, 0, 1, f.file_name, sizeof(f.file_name)) != 0 ||
-	    pg_col_str(res, 0, 2, f.path_name, sizeof(f.path_name)) != 0) {
+	if (pg_file_rec(res, 0, &f) != 0) {
 		l->skipped++;
 		return 0;
 	}
-	f.verified = pg_col_bool(res, 0, 3);
-	if (pg_col_str(res, 0, 4, f.pending_name, sizeof(f.pending_name)) !=
-		    0 ||
-	    pg_col_str(res, 0, 5, f.pending_path, sizeof(f.pending_path)) != 0)
-		f.pending_name[0] = f.pending_path[0] = '\0';
 	return l->cb.file(l->arg, &f);
 }
 

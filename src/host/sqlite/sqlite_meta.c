@@ -105,6 +105,10 @@ run_one(struct sq *q, struct bw_meta_req *r)
 					 r->u.read.row, r->u.read.row_arg);
 	case BW_META_SYNC:
 		return 0;
+	case BW_META_CLIENT_GET: /* one daemon owns the file: RAM is true */
+	case BW_META_FILE_GET:
+	case BW_META_CLIENT_SINCE:
+		return BW_ECONFIG;
 	}
 	return BW_ECONFIG;
 }
@@ -112,7 +116,9 @@ run_one(struct sq *q, struct bw_meta_req *r)
 static int
 is_write(const struct bw_meta_req *r)
 {
-	return r->op != BW_META_MSG_READ && r->op != BW_META_SYNC;
+	return r->op != BW_META_MSG_READ && r->op != BW_META_SYNC &&
+	       r->op != BW_META_CLIENT_GET && r->op != BW_META_FILE_GET &&
+	       r->op != BW_META_CLIENT_SINCE;
 }
 
 /* --- completion ----------------------------------------------------------

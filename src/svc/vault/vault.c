@@ -360,4 +360,5 @@ const struct bw_module bw_vault_module = {
 	.summary = vault_summary,
 	.each_file = vault_each_file,
 	.proto = &bw_vault_proto,
+	.refresh = vault_refresh,
 };

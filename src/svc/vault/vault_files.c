@@ -57,9 +57,57 @@ vfile_rec(const struct vfile *f, struct bw_file_rec *rec)
 	memcpy(rec->pending_path, f->pending_path, sizeof(rec->pending_path));
 }
 
+/* The owner's list of files: a node of its own in by_owner, so that no
+ * removal needs memory. */
+struct vowner {
+	uint8_t id[BW_ID_LEN]; /* the key */
+	struct vfile *first;
+};
+
+static void
+owner_del(struct bw_vault *v, struct vfile *f)
+{
+	struct vowner *o = f->owner_node;
+
+	if (f->owner_prev != NULL)
+		f->owner_prev->owner_next = f->owner_next;
+	else
+		o->first = f->owner_next;
+	if (f->owner_next != NULL)
+		f->owner_next->owner_prev = f->owner_prev;
+	if (o->first == NULL) {
+		bw_hash_del(&v->by_owner, o->id, BW_ID_LEN);
+		free(o);
+	}
+}
+
+static int
+owner_add(struct bw_vault *v, struct vfile *f)
+{
+	struct vowner *o = bw_hash_get(&v->by_owner, f->owner, BW_ID_LEN);
+
+	if (o == NULL) {
+		if ((o = calloc(1, sizeof(*o))) == NULL)
+			return BW_ENOMEM;
+		memcpy(o->id, f->owner, BW_ID_LEN);
+		if (bw_hash_put(&v->by_owner, o->id, BW_ID_LEN, o) != 0) {
+			free(o);
+			return BW_ENOMEM;
+		}
+	}
+	f->owner_node = o;
+	f->owner_prev = NULL;
+	f->owner_next = o->first;
+	if (o->first != NULL)
+		o->first->owner_prev = f;
+	o->first = f;
+	return 0;
+}
+
 static void
 unlink_file(struct bw_vault *v, struct vfile *f)
 {
+	owner_del(v, f);
 	bw_hash_del(&v->files, f->key, f->key_len);
 	if (f->path_indexed)
 		bw_hash_del(&v->by_path, f->path_name, strlen(f->path_name));
@@ -95,10 +143,13 @@ link_file(struct bw_vault *v, const struct bw_file_rec *rec, uint64_t size,
 	/* two rows naming one path (a database made elsewhere): the first
 	 * keeps the index */
 	rc = bw_hash_put(&v->by_path, f->path_name, strlen(f->path_name), f);
-	if (rc == BW_ENOMEM) {
+	if (rc == BW_ENOMEM || owner_add(v, f) != 0) {
+		if (rc == 0)
+			bw_hash_del(&v->by_path, f->path_name,
+				    strlen(f->path_name));
 		bw_hash_del(&v->files, f->key, f->key_len);
 		free(f);
-		return rc;
+		return BW_ENOMEM;
 	}
 	f->path_indexed = rc == 0;
 	v->files_n++;
@@ -206,6 +257,174 @@ vfile_set_now(struct bw_vault *v, const uint8_t id[BW_ID_LEN], const char *path,
 	return rc;
 }
 
+/* --- a shared store: another node's changes --------------------------------
+ * Several daemons share the rows: before a request acts on a client's
+ * files, RAM is brought to what the store holds, except for a path this
+ * node is committing (its lock is held here: its row is this node's to
+ * write). The objects' sizes of rows new to RAM are asked on a worker. */
+
+static uint64_t object_size(struct bw_vault *v, const char *key);
+
+struct vref {
+	struct bw_meta_req req;
+	struct bw_vault *v;
+	uint8_t id[BW_ID_LEN];
+	uint64_t *size, *psize; /* of rows new to RAM (else 0) */
+	unsigned char *need;	/* 1: ask the sizes of row i */
+	void (*done)(void *arg);
+	void *arg;
+};
+
+static int
+locked(const struct bw_vault *v, const char *path)
+{
+	return path[0] != '\0' && bw_hash_get(&v->locks, path, strlen(path));
+}
+
+static int
+same_row(const struct vfile *f, const struct bw_file_rec *r)
+{
+	return f->verified == r->verified &&
+	       strcmp(f->path_name, r->path_name) == 0 &&
+	       strcmp(f->pending_name, r->pending_name) == 0 &&
+	       strcmp(f->pending_path, r->pending_path) == 0;
+}
+
+static void
+vref_end(struct vref *x)
+{
+	x->done(x->arg);
+	free(x->req.u.files.recs);
+	free(x->size);
+	free(x->psize);
+	free(x->need);
+	free(x);
+}
+
+/* RAM becomes the rows (but for locked paths). */
+static void
+vref_apply(struct vref *x)
+{
+	struct bw_vault *v = x->v;
+	const struct bw_file_rec *recs = x->req.u.files.recs;
+	size_t n = x->req.u.files.n, i;
+	struct vowner *o = bw_hash_get(&v->by_owner, x->id, BW_ID_LEN);
+	struct vfile *f, *next;
+	uint64_t size, psize;
+	int kept;
+
+	/* files another node removed or renamed away */
+	for (f = o != NULL ? o->first : NULL; f != NULL; f = next) {
+		next = f->owner_next;
+		for (kept = 0, i = 0; i < n && !kept; i++)
+			kept = strcmp(recs[i].file_name, f->file_name) == 0;
+		if (!kept && !locked(v, f->path_name) &&
+		    !locked(v, f->pending_path))
+			unlink_file(v, f);
+	}
+	for (i = 0; i < n; i++) {
+		f = vfile_by_name(v, x->id, recs[i].file_name);
+		if (f != NULL &&
+		    (same_row(f, &recs[i]) || locked(v, f->path_name) ||
+		     locked(v, f->pending_path)))
+			continue;
+		if ((f = vfile_at(v, x->id, recs[i].path_name)) != NULL &&
+		    locked(v, f->path_name))
+			continue;
+		size = x->size[i];
+		psize = x->psize[i];
+		if (apply(v, x->id, recs[i].path_name, &recs[i], size, psize) !=
+		    0)
+			bw_warn("vault: a file row could not be taken into "
+				"RAM");
+	}
+}
+
+static void
+sizes_work(void *arg)
+{
+	struct vref *x = arg;
+	const struct bw_file_rec *recs = x->req.u.files.recs;
+	size_t i;
+
+	for (i = 0; i < x->req.u.files.n; i++) {
+		if (!x->need[i])
+			continue;
+		x->size[i] = object_size(x->v, recs[i].path_name);
+		if (recs[i].pending_path[0] != '\0')
+			x->psize[i] = object_size(x->v, recs[i].pending_path);
+	}
+}
+
+static void
+sizes_done(void *arg)
+{
+	struct vref *x = arg;
+
+	vref_apply(x);
+	vref_end(x);
+}
+
+static void
+vref_got(struct bw_meta_req *req)
+{
+	struct vref *x = (struct vref *)req;
+	struct bw_vault *v = x->v;
+	const struct bw_file_rec *recs = req->u.files.recs;
+	size_t n = req->u.files.n, i;
+	const struct vfile *f;
+	int any = 0;
+
+	if (req->rc != 0) {
+		bw_debug("vault: the files of a client could not be read "
+			 "again: %s",
+			 bw_strerror(req->rc));
+		vref_end(x); /* the request meets RAM as it is */
+		return;
+	}
+	if (n > 0 && ((x->size = calloc(n, sizeof(*x->size))) == NULL ||
+		      (x->psize = calloc(n, sizeof(*x->psize))) == NULL ||
+		      (x->need = calloc(n, 1)) == NULL)) {
+		vref_end(x);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		f = vfile_by_name(v, x->id, recs[i].file_name);
+		if (f != NULL && strcmp(f->path_name, recs[i].path_name) == 0 &&
+		    strcmp(f->pending_path, recs[i].pending_path) == 0) {
+			x->size[i] = f->size; /* the same objects */
+			x->psize[i] = f->pending_size;
+		} else if (f == NULL || !same_row(f, &recs[i])) {
+			x->need[i] = 1;
+			any = 1;
+		}
+	}
+	if (any && bw_loop_submit(v->eng->loop, sizes_work, sizes_done, x) == 0)
+		return;
+	vref_apply(x);
+	vref_end(x);
+}
+
+int
+vault_refresh(void *inst, const uint8_t id[BW_ID_LEN], uint16_t code,
+	      void (*done)(void *arg), void *arg)
+{
+	struct bw_vault *v = inst;
+	struct vref *x;
+
+	if (!v->meta->be->shared || code < BW_VAULT_REQ_SEND_FILE ||
+	    code > BW_VAULT_REQ_CRC_FAIL || (x = calloc(1, sizeof(*x))) == NULL)
+		return 0;
+	x->v = v;
+	memcpy(x->id, id, BW_ID_LEN);
+	x->done = done;
+	x->arg = arg;
+	bw_meta_req_init(&x->req, BW_META_FILE_GET, 0, vref_got, x);
+	memcpy(x->req.u.files.id, id, BW_ID_LEN);
+	bw_meta_submit(v->meta, &x->req);
+	return 1;
+}
+
 /* --- start-up and the end -------------------------------------------------
  */
 
@@ -253,13 +472,24 @@ free_file(void *arg, void *val)
 	return 0;
 }
 
+static int
+free_owner(void *arg, void *val)
+{
+	(void)arg;
+	free(val);
+	return 0;
+}
+
 void
 vfile_free_all(struct bw_vault *v)
 {
 	if (v->files.slots != NULL)
 		(void)bw_hash_each(&v->files, free_file, NULL);
+	if (v->by_owner.slots != NULL)
+		(void)bw_hash_each(&v->by_owner, free_owner, NULL);
 	bw_hash_fini(&v->files);
 	bw_hash_fini(&v->by_path);
+	bw_hash_fini(&v->by_owner);
 	v->files_n = v->bytes_stored = 0;
 }
 

@@ -46,6 +46,7 @@ struct bw_vault {
 	/* every file row (struct vfile), by owner id + file name and by
 	 * stored path (our paths hold the owner's id: unique across clients) */
 	struct bw_hash files, by_path;
+	struct bw_hash by_owner; /* owner id -> struct vowner (its files) */
 	uint64_t files_n, bytes_stored;
 	/* uploads and refused bodies in progress, in all and per address */
 	struct bw_slots slots;
@@ -65,6 +66,8 @@ struct bw_vault {
 	int sweeping;
 };
 
+struct vowner; /* files.c: the list of one owner's files */
+
 /* A row of the files table. */
 struct vfile {
 	uint8_t owner[BW_ID_LEN];
@@ -83,6 +86,8 @@ struct vfile {
 	/* the connection (engine id) that uploaded the version waiting for
 	 * a verdict; while it is open, verdicts come from it alone */
 	uint64_t uploader;
+	struct vowner *owner_node;	       /* the owner's files: */
+	struct vfile *owner_prev, *owner_next; /* a list */
 };
 
 /* A step waiting for a stored path's lock. */
@@ -251,6 +256,11 @@ int vfile_set(struct bw_vault *v, const uint8_t id[BW_ID_LEN], const char *path,
 int vfile_set_now(struct bw_vault *v, const uint8_t id[BW_ID_LEN],
 		  const char *path, const struct bw_file_rec *rec,
 		  uint64_t size, uint64_t pending_size) BW_WUR;
+/* bw_module.refresh: before a 1028 to 1031, the client's rows as the
+ * shared store has them (another node's uploads and verdicts), except
+ * those of paths this node is committing. */
+int vault_refresh(void *inst, const uint8_t id[BW_ID_LEN], uint16_t code,
+		  void (*done)(void *arg), void *arg);
 /* Loads every row (with its objects' sizes) at start-up. */
 int vfile_load(struct bw_vault *v) BW_WUR;
 void vfile_free_all(struct bw_vault *v);

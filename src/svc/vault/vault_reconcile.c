@@ -527,6 +527,7 @@ vault_open(const struct bw_host *h, const void *cfg, void **out)
 	if ((rc = bw_hash_init(&v->locks)) != 0 ||
 	    (rc = bw_hash_init(&v->files)) != 0 ||
 	    (rc = bw_hash_init(&v->by_path)) != 0 ||
+	    (rc = bw_hash_init(&v->by_owner)) != 0 ||
 	    (rc = vault_start(v)) != 0 || (rc = vault_sweep_start(v)) != 0) {
 		vault_close(v);
 		return rc;

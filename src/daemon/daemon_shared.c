@@ -1,0 +1,125 @@
+/* bulwarkd on a store several daemons share (PostgreSQL behind a load
+ * balancer): a client registered, or a key issued, through another node is
+ * known here only from its row, and so are the vault's files another node
+ * stored or verified. Before each request on the shared port, the rows of
+ * the clients it names (the requester, a 602's or 603's recipient) are read
+ * again, a 601 first reads the clients registered since the last one, and
+ * the service's own rows the request acts on (bw_module.refresh) come
+ * next. On the embedded database nothing is read: one daemon owns it.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bulwark/err.h"
+#include "bulwark/log.h"
+#include "daemon/daemon.h"
+#include "proto/msg_wire.h"
+
+struct prep {
+	struct bw_conn *c;
+	unsigned left;
+	/* then the service's own rows (bw_module.refresh) */
+	const struct bw_daemon_svc *svc;
+	uint8_t id[BW_ID_LEN];
+	uint16_t code;
+};
+
+static void
+prep_end(void *arg)
+{
+	struct prep *p = arg;
+
+	bw_frame_prepared(p->c); /* the service sees the store's answer,
+				  * or its refusal, as RAM holds it */
+	bw_conn_release(p->c);
+	free(p);
+}
+
+static void
+prep_step(struct prep *p)
+{
+	if (--p->left > 0)
+		return;
+	if (p->svc != NULL && !bw_conn_dead(p->c) &&
+	    p->svc->mod->refresh(p->svc->inst, p->id, p->code, prep_end, p))
+		return;
+	prep_end(p);
+}
+
+static void
+prep_one(void *arg, int rc, struct bw_client *cl)
+{
+	struct prep *p = arg;
+
+	(void)cl;
+	if (rc != 0)
+		bw_debug("c%llu: a client's row could not be read again: %s",
+			 (unsigned long long)p->c->id, bw_strerror(rc));
+	prep_step(p);
+}
+
+static void
+prep_listed(void *arg)
+{
+	prep_step(arg);
+}
+
+static int
+is_zero(const uint8_t id[BW_ID_LEN])
+{
+	static const uint8_t zero[BW_ID_LEN];
+
+	return memcmp(id, zero, BW_ID_LEN) == 0;
+}
+
+static int
+prepare(void *arg, struct bw_conn *c, const struct bw_frame_req *r,
+	const uint8_t *head)
+{
+	struct bw_daemon *d = arg;
+	const uint8_t *ids[2];
+	unsigned n = 0, i;
+	struct prep *p;
+	int list;
+
+	if (!d->reg.shared)
+		return 0;
+	if (!is_zero(r->hdr.client_id))
+		ids[n++] = r->hdr.client_id;
+	/* the recipient a public key or a message is asked for */
+	if ((r->hdr.code == BW_MSG_REQ_PUBKEY ||
+	     r->hdr.code == BW_MSG_REQ_SEND) &&
+	    r->route->head >= BW_ID_LEN && !is_zero(head))
+		ids[n++] = head;
+	list = r->hdr.code == BW_MSG_REQ_LIST; /* others' clients too */
+	if ((n == 0 && !list) || (p = calloc(1, sizeof(*p))) == NULL)
+		return 0;
+	for (i = 0; i < d->svc_n && n > 0 && ids[0] == r->hdr.client_id; i++)
+		if (d->svc[i].mod->proto == r->proto &&
+		    d->svc[i].mod->refresh != NULL) {
+			p->svc = &d->svc[i];
+			memcpy(p->id, r->hdr.client_id, BW_ID_LEN);
+			p->code = r->hdr.code;
+		}
+	p->c = c;
+	p->left = n + (unsigned)list + 1; /* one more, dropped below: none
+					   * ends in here */
+	bw_conn_hold(c);
+	for (i = 0; i < n; i++)
+		if (bw_registry_refresh(&d->reg, ids[i], prep_one, p) != 0)
+			p->left--;
+	if (list && bw_registry_catch_up(&d->reg, prep_listed, p) != 0)
+		p->left--;
+	if (--p->left == 0) { /* nothing was asked */
+		bw_conn_release(c);
+		free(p);
+		return 0;
+	}
+	return 1;
+}
+
+void
+bw_daemon_shared_prepare(struct bw_daemon *d)
+{
+	bw_frame_set_prepare(d->frame, prepare, d);
+}

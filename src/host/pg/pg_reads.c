@@ -1,0 +1,138 @@
+/* Rows read again on a store several daemons share: a client's row, and
+ * every file row of a client, each in one round trip on the backend's
+ * thread (host/meta.h's BW_META_CLIENT_GET and BW_META_FILE_GET), and the
+ * decoding of those rows that the start-up loads use too.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bulwark/err.h"
+#include "host/pg/pg_int.h"
+
+int
+pg_client_rec(const PGresult *res, int i, struct bw_client_rec *c)
+{
+	memset(c, 0, sizeof(*c));
+	if (pg_col_exact(res, i, 0, c->id, BW_ID_LEN) != 1 ||
+	    pg_col_str(res, i, 1, c->name, sizeof(c->name)) != 0 ||
+	    (c->has_pubkey = pg_col_exact(res, i, 2, c->pubkey,
+					  sizeof(c->pubkey))) < 0 ||
+	    (c->has_aes = pg_col_exact(res, i, 4, c->aes_key,
+				       sizeof(c->aes_key))) < 0)
+		return BW_EDB;
+	c->last_seen = pg_col_i64(res, i, 3);
+	c->key_issued = pg_col_i64(res, i, 5);
+	c->key_used = pg_col_bool(res, i, 6);
+	return 0;
+}
+
+int
+pg_file_rec(const PGresult *res, int i, struct bw_file_rec *f)
+{
+	memset(f, 0, sizeof(*f));
+	if (pg_col_exact(res, i, 0, f->client_id, BW_ID_LEN) != 1 ||
+	    pg_col_str(res, i, 1, f->file_name, sizeof(f->file_name)) != 0 ||
+	    pg_col_str(res, i, 2, f->path_name, sizeof(f->path_name)) != 0)
+		return BW_EDB;
+	f->verified = pg_col_bool(res, i, 3);
+	if (pg_col_str(res, i, 4, f->pending_name, sizeof(f->pending_name)) !=
+		    0 ||
+	    pg_col_str(res, i, 5, f->pending_path, sizeof(f->pending_path)) !=
+		    0)
+		f->pending_name[0] = f->pending_path[0] = '\0';
+	return 0;
+}
+
+/* Statement id with the id as its one parameter: its result, or NULL
+ * with *rc set. */
+static PGresult *
+by_id(struct pg_conn *pc, enum pg_stmt id, const uint8_t who[BW_ID_LEN],
+      const char *what, int *rc)
+{
+	struct pg_params p = {0};
+	PGresult *res;
+
+	pg_p_bytes(&p, who, BW_ID_LEN);
+	res = pg_run(pc, id, &p);
+	if ((*rc = pg_result_rc(pc, res, what)) != 0) {
+		PQclear(res);
+		return NULL;
+	}
+	return res;
+}
+
+int
+pg_client_get(struct pg_conn *pc, struct bw_meta_req *r)
+{
+	int rc;
+	PGresult *res = by_id(pc, PS_CLIENT_GET, r->u.get.id, "a client", &rc);
+
+	if (res == NULL)
+		return rc;
+	rc = PQntuples(res) == 1 ? pg_client_rec(res, 0, r->u.get.rec)
+				 : BW_ENOTFOUND;
+	PQclear(res);
+	return rc;
+}
+
+int
+pg_file_get(struct pg_conn *pc, struct bw_meta_req *r)
+{
+	int rc, n, i;
+	PGresult *res =
+		by_id(pc, PS_FILE_GET, r->u.files.id, "a client's files", &rc);
+	struct bw_file_rec *v;
+
+	r->u.files.recs = NULL;
+	r->u.files.n = 0;
+	if (res == NULL)
+		return rc;
+	if ((n = PQntuples(res)) > 0) {
+		if ((v = calloc((size_t)n, sizeof(*v))) == NULL) {
+			PQclear(res);
+			return BW_ENOMEM;
+		}
+		for (i = 0; i < n; i++)
+			if (pg_file_rec(res, i, &v[r->u.files.n]) == 0)
+				r->u.files.n++;
+		r->u.files.recs = v;
+	}
+	PQclear(res);
+	return 0;
+}
+
+int
+pg_client_since(struct pg_conn *pc, struct bw_meta_req *r)
+{
+	struct pg_params p = {0};
+	struct bw_client_rec *v;
+	PGresult *res;
+	int rc, n, i;
+
+	r->u.since.recs = NULL;
+	r->u.since.n = 0;
+	r->u.since.last = r->u.since.after;
+	pg_p_i64(&p, r->u.since.after);
+	pg_p_i64(&p,
+		 r->u.since.limit > 0 ? (int64_t)r->u.since.limit : INT64_MAX);
+	res = pg_run(pc, PS_CLIENT_SINCE, &p);
+	if ((rc = pg_result_rc(pc, res, "the clients added")) != 0) {
+		PQclear(res);
+		return rc;
+	}
+	if ((n = PQntuples(res)) > 0) {
+		if ((v = calloc((size_t)n, sizeof(*v))) == NULL) {
+			PQclear(res);
+			return BW_ENOMEM;
+		}
+		for (i = 0; i < n; i++) {
+			if (pg_client_rec(res, i, &v[r->u.since.n]) == 0)
+				r->u.since.n++;
+			r->u.since.last = pg_col_i64(res, i, 7);
+		}
+		r->u.since.recs = v;
+	}
+	PQclear(res);
+	return 0;
+}
