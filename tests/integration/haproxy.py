@@ -51,6 +51,10 @@ class HaProxy:
                "    stats socket %s mode 600 level admin" % (self.dir / "admin.sock"),
                "defaults",
                "    mode tcp",
+               # a connection refused by a node that just died goes to
+               # another one (the checks take a moment to see it down)
+               "    retries 3",
+               "    option redispatch",
                "    timeout connect 5s",
                "    timeout client 120s",
                "    timeout server 120s",
