@@ -124,6 +124,10 @@ enum bw_meta_op {
 	 * (allocated by the backend, freed with free()); last: the number
 	 * of the last one given. Only on a shared store. */
 	BW_META_CLIENT_SINCE,
+	/* u.fail: a decryption failure with the AES key aes, counted in the
+	 * client's row if aes is still its key; count: that key's failures
+	 * so far (0: it is not the key any more). Only on a shared store. */
+	BW_META_CLIENT_FAIL,
 };
 
 enum {
@@ -172,6 +176,11 @@ struct bw_meta_req {
 			struct bw_file_rec *recs; /* out */
 			size_t n;		  /* out */
 		} files;
+		struct {
+			uint8_t id[BW_ID_LEN];
+			uint8_t aes[BW_AES_KEY_LEN];
+			unsigned count; /* out */
+		} fail;
 		struct {
 			int64_t after;
 			unsigned limit;

@@ -261,3 +261,32 @@ def test_two_pulls_of_one_mailbox_through_two_nodes_lose_nothing(cluster):
     # had or a third one has now
     got += [r[1] for r in b.pull()]
     assert set(sent) <= set(got), sorted(set(sent) - set(got))[:10]
+
+
+def test_decryption_failures_through_three_nodes_revoke_the_key(cluster):
+    """--key-failures (3) counts a key's failures in its row: three uploads
+    that do not decrypt, each through another node, revoke the key on
+    every node; a reconnect (1027) then issues a new one."""
+    data = os.urandom(5000)
+    c = bw.VaultClient(H, cluster.port)
+    bw.expect(per_request(c, c.register, unique_name("kf")), bw.REGISTERED, "register")
+    bw.expect(per_request(c, c.send_pubkey), bw.KEY_STORED, "public key")
+    failed_on = set()
+    for i in range(3):
+        before = [n.log().count("aborted after") for n in cluster.nodes]
+        res = per_request(c, c.send_file, "x.bin", data, None, None, os.urandom(16))
+        assert res.response.code == bw.ERROR, res.response
+        after = [n.log().count("aborted after") for n in cluster.nodes]
+        failed_on |= {i for i, (a, b) in enumerate(zip(before, after)) if b > a}
+    assert len(failed_on) == 3, "the failures were not spread: %r" % failed_on
+    assert bwd.wait_for(lambda: any("AES key revoked after 3 decryption failures" in n.log()
+                                    for n in cluster.nodes), 5)
+    assert cluster.pg.psql("SELECT AESKey IS NULL FROM clients WHERE NameText = '%s'" % c.name,
+                           db=cluster.db).strip() == "t"
+    # the right key now fails on whichever node: it is revoked everywhere
+    for _ in range(len(cluster.nodes)):
+        res = per_request(c, c.send_file, "x.bin", data)
+        assert res.response.code == bw.ERROR, res.response
+    bw.expect(per_request(c, c.reconnect), bw.RECONNECTED, "reconnect")
+    res = per_request(c, c.send_file, "x.bin", data)
+    bw.expect(res.response, bw.FILE_RECEIVED, "with the new key")

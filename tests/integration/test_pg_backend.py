@@ -121,15 +121,16 @@ def test_two_daemons_starting_at_once_migrate_once(start_server, pg):
     for s in srvs:
         assert wait_for(lambda: listening(s), 20), s.log_tail()
     assert pg.psql("SELECT version FROM bulwark_schema ORDER BY version",
-                   db=db).split() == ["1", "2"]
-    migrated = sum("schema brought to version 2" in s.log() for s in srvs)
+                   db=db).split() == ["1", "2", "3"]
+    migrated = sum("schema brought to version 3" in s.log() for s in srvs)
     assert migrated == 1
 
 
-def test_a_version_1_database_is_brought_to_2_with_its_clients_numbered(start_server, pg):
+def test_a_version_1_database_is_brought_up_to_date_with_its_rows(start_server, pg):
     """Version 2 numbers the clients in registration order (Seq: what a
-    node of a cluster lists since it last looked). A database made by a
-    version 1 daemon keeps its rows and gets them numbered."""
+    node of a cluster lists since it last looked), version 3 counts a key's
+    decryption failures in its row. A database made by a version 1 daemon
+    keeps its rows and gets them numbered."""
     srv, db = start_on(start_server, pg)
     names = [unique_name("old%d" % i) for i in range(3)]
     for i, n in enumerate(names):
@@ -138,10 +139,11 @@ def test_a_version_1_database_is_brought_to_2_with_its_clients_numbered(start_se
         c.close()
     srv.stop()
     # back to what a version 1 daemon left
-    pg.psql("ALTER TABLE clients DROP COLUMN Seq; DELETE FROM bulwark_schema WHERE version = 2",
-            db=db)
+    pg.psql("ALTER TABLE clients DROP COLUMN Seq; ALTER TABLE clients DROP COLUMN KeyFailures; "
+            "DELETE FROM bulwark_schema WHERE version > 1", db=db)
     srv2, _ = start_on(start_server, pg, db=db)
-    assert "schema brought to version 2" in srv2.log()
+    assert "schema brought to version 3" in srv2.log()
+    assert pg.psql("SELECT count(*) FROM clients WHERE KeyFailures = 0", db=db).strip() == "3"
     seqs = pg.psql("SELECT Seq FROM clients ORDER BY Seq", db=db).split()
     assert sorted(map(int, seqs)) == [1, 2, 3]
     c = bwmsg.MsgClient(H, srv2.port)

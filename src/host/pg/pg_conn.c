@@ -59,6 +59,11 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
 	"ALTER TABLE clients ADD COLUMN Seq bigserial;"
 	"CREATE UNIQUE INDEX clients_seq ON clients(Seq);"
 	"COMMENT ON COLUMN clients.Seq IS 'bulwarkd: registration order';",
+	/* 3: decryption failures with the current AES key, counted in the
+	 * row: a client failing through three nodes is revoked as through
+	 * one */
+	"ALTER TABLE clients ADD COLUMN KeyFailures integer NOT NULL "
+	"DEFAULT 0;",
 };
 
 #define TS(n)	 "CASE WHEN " n " = 0 THEN NULL ELSE to_timestamp(" n ") END"
@@ -90,6 +95,8 @@ static const struct {
 			       T_INT8, T_BOOL}},
 	[PS_CLIENT_SET_KEY] = {"UPDATE clients SET PublicKey = "
 			       "coalesce($2, PublicKey), AESKey = $3, "
+			       "KeyFailures = CASE WHEN AESKey IS DISTINCT "
+			       "FROM $3 THEN 0 ELSE KeyFailures END, "
 			       "KeyIssued = $4, KeyUsed = $5, "
 			       "LastSeen = " TS("$6") " WHERE ID = $1",
 			       6,
@@ -140,6 +147,11 @@ static const struct {
 			 "PendingName, PendingPath FROM files WHERE ID = $1",
 			 1,
 			 {T_BYTEA}},
+	[PS_CLIENT_FAIL] = {"UPDATE clients SET KeyFailures = KeyFailures + 1 "
+			    "WHERE ID = $1 AND AESKey = $2 RETURNING "
+			    "KeyFailures::int8",
+			    2,
+			    {T_BYTEA, T_BYTEA}},
 	[PS_CLIENT_SINCE] = {"SELECT ID, Name, PublicKey, "
 			     "coalesce(extract(epoch FROM LastSeen)::int8, 0), "
 			     "AESKey, KeyIssued, KeyUsed, Seq FROM clients "

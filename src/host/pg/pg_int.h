@@ -20,7 +20,7 @@
 #include "host/meta.h"
 
 /* The schema this code knows; a database with a newer one is refused. */
-#define PG_SCHEMA_VERSION 2
+#define PG_SCHEMA_VERSION 3
 
 enum pg_stmt {
 	PS_CLIENT_INSERT,
@@ -37,6 +37,7 @@ enum pg_stmt {
 	PS_CLIENT_GET,
 	PS_FILE_GET,
 	PS_CLIENT_SINCE,
+	PS_CLIENT_FAIL,
 	PS_N
 };
 

@@ -273,6 +273,25 @@ msg_delete(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
 	return rc;
 }
 
+static int
+client_fail(struct pg_conn *pc, struct bw_meta_req *r)
+{
+	struct pg_params p = {0};
+	PGresult *res = NULL;
+	int rc;
+
+	pg_p_bytes(&p, r->u.fail.id, BW_ID_LEN);
+	pg_p_bytes(&p, r->u.fail.aes, BW_AES_KEY_LEN);
+	r->u.fail.count = 0;
+	if ((rc = step(pc, PS_CLIENT_FAIL, &p, "a key's failures", NULL,
+		       &res)) != 0)
+		return rc;
+	if (PQntuples(res) == 1)
+		r->u.fail.count = (unsigned)pg_col_i64(res, 0, 0);
+	PQclear(res);
+	return 0;
+}
+
 int
 pg_op(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
 {
@@ -307,6 +326,9 @@ pg_op(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
 	case BW_META_MSG_FLOOR:
 		pg_p_i64(&p, r->u.drop);
 		rc = step(pc, PS_MSG_FLOOR, &p, "the message ids", NULL, NULL);
+		break;
+	case BW_META_CLIENT_FAIL:
+		rc = client_fail(pc, r);
 		break;
 	case BW_META_SYNC:
 		return 0;

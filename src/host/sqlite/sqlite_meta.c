@@ -108,6 +108,7 @@ run_one(struct sq *q, struct bw_meta_req *r)
 	case BW_META_CLIENT_GET: /* one daemon owns the file: RAM is true */
 	case BW_META_FILE_GET:
 	case BW_META_CLIENT_SINCE:
+	case BW_META_CLIENT_FAIL:
 		return BW_ECONFIG;
 	}
 	return BW_ECONFIG;

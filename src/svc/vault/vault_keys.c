@@ -28,13 +28,56 @@ vault_key_used(struct bw_vault *v, const uint8_t id[BW_ID_LEN])
 			cl->name, bw_strerror(rc));
 }
 
+/* The key's failures reached the limit: it is revoked (in RAM even if
+ * the store refuses). */
+static void
+revoke(struct bw_vault *v, uint64_t conn_id, struct bw_client *cl)
+{
+	char name[BW_ESC_CAP];
+	int rc;
+
+	rc = bw_registry_set_key(v->reg, cl, NULL, NULL, 0, cl->key_used, NULL,
+				 NULL);
+	v->err_revoked++;
+	bw_warn("c%llu '%s': AES key revoked after %u decryption failures%s",
+		ULL(conn_id), bw_escape_display(cl->name, name, sizeof(name)),
+		v->cfg.key_failures, rc != 0 ? " (in RAM only)" : "");
+	if (rc != 0) {
+		cl->has_aes = 0;
+		bw_wipe(cl->aes_key, sizeof(cl->aes_key));
+	}
+}
+
+/* On a shared store the failures are counted in the client's row: through
+ * whichever nodes they come, the key goes at the limit. */
+struct kfail {
+	struct bw_meta_req req;
+	struct bw_vault *v;
+	uint64_t conn_id;
+};
+
+static void
+counted(struct bw_meta_req *req)
+{
+	struct kfail *k = (struct kfail *)req;
+	struct bw_client *cl = bw_registry_by_id(k->v->reg, req->u.fail.id);
+
+	if (req->rc == 0 && req->u.fail.count >= k->v->cfg.key_failures &&
+	    cl != NULL && cl->has_aes &&
+	    bw_ct_equal(cl->aes_key, req->u.fail.aes, BW_AES_KEY_LEN))
+		revoke(k->v, k->conn_id, cl);
+	else if (req->rc != 0)
+		bw_warn("vault: a decryption failure could not be counted: %s",
+			bw_strerror(req->rc));
+	bw_wipe(k, sizeof(*k));
+	free(k);
+}
+
 void
 vault_key_failed(struct bw_conn *c, struct bw_vault *v,
 		 const uint8_t id[BW_ID_LEN], const uint8_t key[BW_AES_KEY_LEN])
 {
 	struct bw_client *cl = bw_registry_by_id(v->reg, id);
-	char name[BW_ESC_CAP];
-	int rc;
 
 	v->err_decrypt++;
 	if (VC(c)->has_key && bw_ct_equal(VC(c)->key, key, BW_AES_KEY_LEN)) {
@@ -44,19 +87,24 @@ vault_key_failed(struct bw_conn *c, struct bw_vault *v,
 	if (cl == NULL || !cl->has_aes ||
 	    !bw_ct_equal(cl->aes_key, key, BW_AES_KEY_LEN))
 		return;
+	if (v->reg->shared) {
+		struct kfail *k = calloc(1, sizeof(*k));
+
+		if (k != NULL) {
+			k->v = v;
+			k->conn_id = c->id;
+			bw_meta_req_init(&k->req, BW_META_CLIENT_FAIL, 0,
+					 counted, k);
+			memcpy(k->req.u.fail.id, id, BW_ID_LEN);
+			memcpy(k->req.u.fail.aes, key, BW_AES_KEY_LEN);
+			bw_meta_submit(v->meta, &k->req);
+			return;
+		}
+		/* no memory: counted here, as on one node */
+	}
 	if (++cl->key_failures < v->cfg.key_failures)
 		return;
-	/* a revocation holds in RAM even if the store refuses it */
-	rc = bw_registry_set_key(v->reg, cl, NULL, NULL, 0, cl->key_used, NULL,
-				 NULL);
-	v->err_revoked++;
-	bw_warn("c%llu '%s': AES key revoked after %u decryption failures%s",
-		ULL(c->id), bw_escape_display(cl->name, name, sizeof(name)),
-		v->cfg.key_failures, rc != 0 ? " (in RAM only)" : "");
-	if (rc != 0) {
-		cl->has_aes = 0;
-		bw_wipe(cl->aes_key, sizeof(cl->aes_key));
-	}
+	revoke(v, c->id, cl);
 }
 
 /* A reply that waits for the store: the connection reads nothing more
