@@ -21,7 +21,7 @@ NO_STORAGE = {"test_checksrc", "test_pyvault_selftest", "test_client_vs_pyserver
               "test_proxy"}
 # modules that start the servers they need themselves (the cluster's nodes
 # share a PostgreSQL and an S3 store of the fixture's)
-OWN_STORAGE = {"test_cluster"}
+OWN_STORAGE = {"test_cluster", "test_cluster_script"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,0 +1,94 @@
+"""scripts/cluster: up starts PostgreSQL, an S3 store, HAProxy and the
+nodes, and says where they are; the cluster serves through HAProxy; status
+sees each part; a second up is refused; down stops every process up
+started and removes its directory."""
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import bwd
+import bwvault as bw
+import haproxy
+import pgserver
+import s3server
+from bwd import unique_name
+
+SCRIPT = bwd.REPO / "scripts" / "cluster"
+
+
+def run(*args, env, timeout=300):
+    return subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path("/proc/%d/stat" % pid).read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_up_status_serve_down(tmp_path):
+    for what, ok in (("haproxy", haproxy.installed()), ("PostgreSQL", pgserver.pg_bin()),
+                     ("Swift", s3server.installed())):
+        if not ok:
+            if os.environ.get("BULWARK_REQUIRE_BINARIES"):
+                pytest.fail("%s is not installed (scripts/deps test)" % what)
+            pytest.skip("%s is not installed" % what)
+    # the postgres user enters it: not under the test's private tmp_path
+    where = Path(tempfile.mkdtemp(prefix="bulwark-cluster-test.", dir="/var/tmp")) / "c"
+    os.chmod(where.parent, 0o711)
+    env = {**os.environ, "BULWARK_CLUSTER_DIR": str(where),
+           "BULWARKD": str(bwd.BULWARKD), "BULWARK": str(bwd.BULWARK)}
+    try:
+        r = run("up", "2", env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        m = re.search(r"clients connect to 127\.0\.0\.1:(\d+) \(vault, messenger\) and "
+                      r"127\.0\.0\.1:(\d+) \(rooms\)", r.stdout)
+        assert m, r.stdout
+        port = int(m.group(1))
+        assert r.stdout.count(" running ") == 5, r.stdout  # pg, s3, haproxy, 2 nodes
+        state = json.loads((where / "state.json").read_text())
+        assert oct((where / "state.json").stat().st_mode & 0o777) == "0o600"
+        pids = ([n["pid"] for n in state["nodes"]] + [state["pg"]["pid"], state["haproxy"]["pid"]]
+                + list(state["s3"]["pids"].values()))
+        # a course-style session through the balancer, a request per connection
+        c = bw.VaultClient("127.0.0.1", port)
+        for step, want in ((lambda: c.register(unique_name("cs")), bw.REGISTERED),
+                           (c.send_pubkey, bw.KEY_STORED)):
+            c.connect()
+            bw.expect(step(), want)
+            c.close()
+        c.connect()
+        res = c.send_file("f.bin", os.urandom(100000))
+        bw.expect(res.response, bw.FILE_RECEIVED)
+        c.close()
+        c.connect()
+        bw.expect(c.crc_ok("f.bin"), bw.ACK)
+        c.close()
+        s = run("status", env=env)
+        assert s.returncode == 0 and s.stdout.count(" running ") == 5, s.stdout
+        assert "files 1" in s.stdout, s.stdout
+        again = run("up", env=env)
+        assert again.returncode != 0 and "up already" in again.stderr + again.stdout
+        d = run("down", env=env)
+        assert d.returncode == 0, d.stdout + d.stderr
+        assert not where.exists()
+        left = [p for p in pids if alive(p)]
+        assert left == [], "still running after down: %r" % left
+        assert "none is up" in run("status", env=env).stdout
+    finally:
+        if where.exists():
+            run("down", env=env)
+        os.rmdir(where.parent)
