@@ -476,3 +476,44 @@ def test_a_migration_into_s3_killed_midway_resumes_and_verifies(start_server, s3
     assert "nothing was left to do" in migrate(s3.endpoint).communicate(timeout=300)[0]
     assert s3.get(s3.bucket, "node/files/%s/doc.bin" % v.client_id.hex()) == doc
     assert s3.uploads(s3.bucket) == []
+
+
+def test_start_up_lists_the_store_once_not_an_object_at_a_time(start_server, s3, tmp_path):
+    """A node that joins a cluster must serve without a pause: with 60
+    stored files and 30 stored message contents, start-up makes a handful
+    of S3 requests (a listing for the sizes, one for the objects no row
+    names, per space), not a request or more per object; the sizes it
+    loads are the objects' own, and nothing is reconciled away."""
+    srv = start_on(start_server, s3, data_dir=tmp_path / "d")
+    v = bw.VaultClient(H, srv.port, key=rsa_key(0)).connect()
+    bw.expect(v.register(unique_name("many")), bw.REGISTERED)
+    bw.expect(v.send_pubkey(), bw.KEY_STORED)
+    total = 0
+    for i in range(60):
+        data = os.urandom(1000 + i)
+        total += len(data)
+        bw.expect(v.send_file("f%02d.bin" % i, data).response, bw.FILE_RECEIVED)
+        bw.expect(v.crc_ok("f%02d.bin" % i), bw.ACK)
+    v.close()
+    # and 30 messages whose contents are objects of their own
+    a, b = bwmsg.MsgClient(H, srv.port), bwmsg.MsgClient(H, srv.port)
+    a.register(unique_name("a"), key=rsa_key(1))
+    b.register(unique_name("b"), key=rsa_key(2))
+    bodies = [os.urandom(200000 + i) for i in range(30)]
+    ids = [a.send(b.client_id, 4, body) for body in bodies]
+    a.close()
+    assert len([k for k in objects(s3, "node/messages/")]) == 30
+    srv.stop()
+    srv2 = start_on(start_server, s3, data_dir=tmp_path / "d", log_path=tmp_path / "second.log")
+    assert "vault: loaded 60 files, %d bytes stored" % total in srv2.log()
+    assert "reconcile:" not in srv2.log(), srv2.log_tail()
+    b.port = srv2.port
+    b.close()
+    assert [(r[1], r[3]) for r in b.pull()] == list(zip(ids, bodies))
+    srv2.stop()
+    import re
+
+    m = re.search(r"s3: (\d+) requests", srv2.log())
+    assert m, srv2.log_tail()
+    # the start-up's requests, and the 30 contents read by the pull
+    assert int(m.group(1)) < 20 + 30, "start-up made %s S3 requests" % m.group(1)

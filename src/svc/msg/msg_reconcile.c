@@ -5,6 +5,7 @@
  * rows and contents are changed synchronously.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,9 @@ struct name {
 struct scan {
 	struct bw_msg *m;
 	struct bw_hash named; /* content keys rows refer to */
+	/* a shared store: the contents there are, from one listing (not a
+	 * request per row: a node joining a cluster must not pause) */
+	struct bw_hash *present;
 	int64_t missing[DROP_BATCH];
 	unsigned missing_n;
 	int full; /* more missing than one batch holds */
@@ -36,7 +40,9 @@ note_row(void *arg, int64_t id, const char *key)
 	uint64_t size;
 
 	if (strncmp(key, MSG_SPACE, strlen(MSG_SPACE)) != 0 ||
-	    b->be->size(b->state, key, &size) != 0) {
+	    (sc->present != NULL
+		     ? bw_hash_get(sc->present, key, strlen(key)) == NULL
+		     : b->be->size(b->state, key, &size) != 0)) {
 		if (sc->missing_n == DROP_BATCH) {
 			sc->full = 1;
 			return 1;
@@ -115,6 +121,55 @@ clear_unnamed(void *arg, const char *key, uint64_t size, int64_t mtime)
 	return 0;
 }
 
+static int
+note_present(void *arg, const char *key, uint64_t size, int64_t mtime)
+{
+	struct bw_hash *h = arg;
+	struct name *n = malloc(sizeof(*n));
+
+	(void)size;
+	(void)mtime;
+	if (n == NULL)
+		return BW_ENOMEM;
+	snprintf(n->s, sizeof(n->s), "%s", key);
+	if (bw_hash_put(h, n->s, strlen(n->s), n) != 0)
+		free(n);
+	return 0;
+}
+
+static void
+present_free(struct scan *sc)
+{
+	if (sc->present == NULL)
+		return;
+	(void)bw_hash_each(sc->present, free_name, NULL);
+	bw_hash_fini(sc->present);
+	free(sc->present);
+	sc->present = NULL;
+}
+
+static void
+present_load(struct scan *sc)
+{
+	const struct bw_blobs *b = sc->m->blobs;
+	int rc;
+
+	if ((sc->present = calloc(1, sizeof(*sc->present))) == NULL)
+		return;
+	if ((rc = bw_hash_init(sc->present)) != 0) {
+		free(sc->present);
+		sc->present = NULL;
+		return;
+	}
+	if ((rc = b->be->list(b->state, MSG_SPACE, note_present,
+			      sc->present)) != 0) {
+		bw_warn("messenger: the stored contents could not be listed "
+			"(%s); asking each one",
+			bw_strerror(rc));
+		present_free(sc);
+	}
+}
+
 int
 msg_reconcile(struct bw_msg *m)
 {
@@ -136,9 +191,12 @@ msg_reconcile(struct bw_msg *m)
 	if (n > 0)
 		bw_info("reconcile: removed %u incomplete message content(s)",
 			n);
+	if (b->shared)
+		present_load(sc);
 	if ((rc = bw_hash_init(&sc->named)) == 0 &&
 	    (rc = drop_missing(sc)) == 0)
 		rc = b->be->list(b->state, MSG_SPACE, clear_unnamed, sc);
+	present_free(sc);
 	(void)bw_hash_each(&sc->named, free_name, NULL);
 	bw_hash_fini(&sc->named);
 	free(sc);

@@ -428,13 +428,88 @@ vault_refresh(void *inst, const uint8_t id[BW_ID_LEN], uint16_t code,
 /* --- start-up and the end -------------------------------------------------
  */
 
+/* --- sizes ----------------------------------------------------------------
+ */
+
+struct objsize {
+	uint64_t size;
+	char key[]; /* the hash's key */
+};
+
+int
+vault_object_size(struct bw_vault *v, const char *key, uint64_t *size)
+{
+	const struct objsize *o;
+
+	if (v->sizes == NULL)
+		return v->blobs->be->size(v->blobs->state, key, size);
+	if ((o = bw_hash_get(v->sizes, key, strlen(key))) == NULL)
+		return BW_ENOTFOUND;
+	*size = o->size;
+	return 0;
+}
+
+static int
+listed(void *arg, const char *key, uint64_t size, int64_t mtime)
+{
+	struct bw_hash *h = arg;
+	size_t n = strlen(key);
+	struct objsize *o = malloc(sizeof(*o) + n + 1);
+
+	(void)mtime;
+	if (o == NULL)
+		return BW_ENOMEM;
+	o->size = size;
+	memcpy(o->key, key, n + 1);
+	if (bw_hash_put(h, o->key, n, o) != 0)
+		free(o); /* listed twice: the first holds */
+	return 0;
+}
+
+static int
+free_size(void *arg, void *val)
+{
+	(void)arg;
+	free(val);
+	return 0;
+}
+
+void
+vault_sizes_free(struct bw_vault *v)
+{
+	if (v->sizes == NULL)
+		return;
+	(void)bw_hash_each(v->sizes, free_size, NULL);
+	bw_hash_fini(v->sizes);
+	free(v->sizes);
+	v->sizes = NULL;
+}
+
+int
+vault_sizes_load(struct bw_vault *v)
+{
+	int rc;
+
+	if ((v->sizes = calloc(1, sizeof(*v->sizes))) == NULL)
+		return BW_ENOMEM;
+	if ((rc = bw_hash_init(v->sizes)) != 0) {
+		free(v->sizes);
+		v->sizes = NULL;
+		return rc;
+	}
+	if ((rc = v->blobs->be->list(v->blobs->state, FILES_SPACE, listed,
+				     v->sizes)) != 0)
+		vault_sizes_free(v);
+	return rc;
+}
+
 /* The size of the stored object at key; 0 if there is none. */
 static uint64_t
 object_size(struct bw_vault *v, const char *key)
 {
 	uint64_t size = 0;
 
-	if (v->blobs->be->size(v->blobs->state, key, &size) != 0)
+	if (vault_object_size(v, key, &size) != 0)
 		return 0;
 	return size;
 }

@@ -47,6 +47,10 @@ struct bw_vault {
 	 * stored path (our paths hold the owner's id: unique across clients) */
 	struct bw_hash files, by_path;
 	struct bw_hash by_owner; /* owner id -> struct vowner (its files) */
+	/* start-up on a shared store: every object under files/ and its
+	 * size, from one listing (a request per object would keep a node
+	 * that joins a cluster from serving for minutes); NULL otherwise */
+	struct bw_hash *sizes;
 	uint64_t files_n, bytes_stored;
 	/* uploads and refused bodies in progress, in all and per address */
 	struct bw_slots slots;
@@ -261,6 +265,13 @@ int vfile_set_now(struct bw_vault *v, const uint8_t id[BW_ID_LEN],
  * those of paths this node is committing. */
 int vault_refresh(void *inst, const uint8_t id[BW_ID_LEN], uint16_t code,
 		  void (*done)(void *arg), void *arg);
+/* The size of the stored object at key: 0 and *size, or BW_ENOTFOUND, or
+ * the store's error (from the start-up listing while there is one). */
+int vault_object_size(struct bw_vault *v, const char *key, uint64_t *size);
+/* Start-up on a shared store: the listing vault_object_size answers from
+ * (0, or an error: then each object is asked alone); freed by the end. */
+int vault_sizes_load(struct bw_vault *v);
+void vault_sizes_free(struct bw_vault *v);
 /* Loads every row (with its objects' sizes) at start-up. */
 int vfile_load(struct bw_vault *v) BW_WUR;
 void vfile_free_all(struct bw_vault *v);

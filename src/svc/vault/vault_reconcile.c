@@ -59,7 +59,6 @@ collect_row(void *arg, void *val)
 static int64_t
 stored_size(struct bw_vault *v, const char *path)
 {
-	const struct bw_blobs *b = v->blobs;
 	const char *slash;
 	uint64_t size;
 	int rc;
@@ -69,7 +68,7 @@ stored_size(struct bw_vault *v, const char *path)
 	     (slash = strchr(path + 6, '/')) == NULL ||
 	     slash - (path + 6) != 2 * BW_ID_LEN || strchr(slash + 1, '/')))
 		return -2;
-	rc = b->be->size(b->state, path, &size);
+	rc = vault_object_size(v, path, &size);
 	if (rc == BW_ENOTFOUND)
 		return -1;
 	return rc == 0 ? (int64_t)size : -2;
@@ -187,6 +186,15 @@ reconcile_row(struct bw_vault *v, struct row *r)
 	}
 	if (main_size >= 0)
 		return 0;
+	if (v->blobs->shared) {
+		/* another daemon may be between this row and its object (a
+		 * commit writes the row first): its upload is not ours to
+		 * drop; a new upload of the name replaces the row */
+		bw_warn("reconcile: %s names no object; left alone (a store "
+			"other daemons share)",
+			shown);
+		return 0;
+	}
 	rc = vfile_set_now(v, r->id, r->path, NULL, 0, 0);
 	if (r->pending_path[0] != '\0')
 		unlink_pending(v, r->pending_path);
@@ -475,12 +483,20 @@ vault_start(struct bw_vault *v)
 		bw_info("removed %u incomplete upload(s) left by a previous "
 			"run",
 			n);
+	/* a shared store: one listing, not a request per object */
+	if (v->blobs->shared && (rc = vault_sizes_load(v)) != 0)
+		bw_warn("vault: the stored objects could not be listed (%s); "
+			"asking each one",
+			bw_strerror(rc));
 	if ((rc = vfile_load(v)) != 0) {
+		vault_sizes_free(v);
 		bw_error("vault: cannot load the file rows: %s",
 			 bw_strerror(rc));
 		return rc;
 	}
-	if ((rc = reconcile(v)) != 0)
+	rc = reconcile(v);
+	vault_sizes_free(v);
+	if (rc != 0)
 		bw_error("reconcile: %s", bw_strerror(rc));
 	else
 		bw_info("vault: loaded %llu files, %llu bytes stored",
