@@ -130,6 +130,7 @@ all_summary(const void *arg, bw_stat_emit emit, void *emit_arg)
 		if (d->svc[i].mod->summary != NULL && d->svc[i].inst != NULL)
 			d->svc[i].mod->summary(d->svc[i].inst, emit, emit_arg);
 	}
+	bw_daemon_cluster_summary(d, emit, emit_arg);
 }
 
 static uint64_t

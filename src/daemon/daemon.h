@@ -99,6 +99,14 @@ struct bw_daemon {
 	int64_t started_s;
 	struct bw_daemon_args args; /* for SIGHUP's reload */
 	int lock_fd; /* the data directory's lock, held while running */
+	/* on a shared store: what the whole cluster holds, read every few
+	 * seconds (daemon_shared.c), shown beside the node's own figures */
+	struct {
+		struct bw_meta_req req;
+		struct bw_timer t;
+		int known;
+		uint64_t clients, files, messages, message_bytes;
+	} cluster;
 };
 
 /* The data directory's lock file: a second daemon on it refuses to start
@@ -181,5 +189,8 @@ void bw_daemon_close(struct bw_daemon *d);
 /* daemon_shared.c: on a shared store, the rows a request names are read
  * again before it is served (a no-op on the embedded one). */
 void bw_daemon_shared_prepare(struct bw_daemon *d);
+/* The cluster's figures, if known (a shared store), through emit. */
+void bw_daemon_cluster_summary(const struct bw_daemon *d, bw_stat_emit emit,
+			       void *emit_arg);
 
 #endif

@@ -118,8 +118,61 @@ prepare(void *arg, struct bw_conn *c, const struct bw_frame_req *r,
 	return 1;
 }
 
+/* --- the cluster's figures ----------------------------------------------- */
+
+#define TOTALS_EVERY_MS 5000u
+
+static void totals_ask(void *arg);
+
+static void
+totals_got(struct bw_meta_req *req)
+{
+	struct bw_daemon *d = req->arg;
+
+	if (req->rc == 0) {
+		d->cluster.clients = req->u.totals.clients;
+		d->cluster.files = req->u.totals.files;
+		d->cluster.messages = req->u.totals.messages;
+		d->cluster.message_bytes = req->u.totals.message_bytes;
+		d->cluster.known = 1;
+	}
+	if (bw_loop_timer_start(d->eng.loop, &d->cluster.t, TOTALS_EVERY_MS,
+				totals_ask, d) != 0)
+		bw_warn("the cluster's figures will not be read again");
+}
+
+static void
+totals_ask(void *arg)
+{
+	struct bw_daemon *d = arg;
+
+	bw_meta_req_init(&d->cluster.req, BW_META_TOTALS, 0, totals_got, d);
+	bw_meta_submit(d->meta, &d->cluster.req);
+}
+
+void
+bw_daemon_cluster_summary(const struct bw_daemon *d, bw_stat_emit emit,
+			  void *emit_arg)
+{
+	if (!d->cluster.known)
+		return;
+	emit(emit_arg, "cluster_clients",
+	     "Registered clients, every node's (the shared database, at most "
+	     "5 s old).",
+	     d->cluster.clients);
+	emit(emit_arg, "cluster_files", "Stored files, every node's.",
+	     d->cluster.files);
+	emit(emit_arg, "cluster_messages_queued",
+	     "Messages waiting for their recipients, every node's.",
+	     d->cluster.messages);
+	emit(emit_arg, "cluster_message_bytes_queued",
+	     "Their content bytes, every node's.", d->cluster.message_bytes);
+}
+
 void
 bw_daemon_shared_prepare(struct bw_daemon *d)
 {
 	bw_frame_set_prepare(d->frame, prepare, d);
+	if (d->reg.shared)
+		totals_ask(d);
 }

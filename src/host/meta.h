@@ -128,6 +128,9 @@ enum bw_meta_op {
 	 * client's row if aes is still its key; count: that key's failures
 	 * so far (0: it is not the key any more). Only on a shared store. */
 	BW_META_CLIENT_FAIL,
+	/* u.totals: what the whole store holds (every daemon's): clients,
+	 * files, queued messages and their bytes. Only on a shared store. */
+	BW_META_TOTALS,
 };
 
 enum {
@@ -181,6 +184,9 @@ struct bw_meta_req {
 			uint8_t aes[BW_AES_KEY_LEN];
 			unsigned count; /* out */
 		} fail;
+		struct {
+			uint64_t clients, files, messages, message_bytes;
+		} totals; /* out */
 		struct {
 			int64_t after;
 			unsigned limit;

@@ -290,3 +290,29 @@ def test_decryption_failures_through_three_nodes_revoke_the_key(cluster):
     bw.expect(per_request(c, c.reconnect), bw.RECONNECTED, "reconnect")
     res = per_request(c, c.send_file, "x.bin", data)
     bw.expect(res.response, bw.FILE_RECEIVED, "with the new key")
+
+
+def gauge(node, name):
+    import re
+
+    m = re.search(r"^%s\{[^}]*\} (\S+)$" % name, metrics(node), re.M)
+    return int(float(m.group(1))) if m else None
+
+
+def test_every_node_shows_the_clusters_figures_beside_its_own(cluster):
+    """The cluster's clients, files and queued messages come from the
+    database: the same on every node within a few seconds, whichever node
+    each request went through."""
+    clients = [bwmsg.MsgClient(H, cluster.port, padded=True) for _ in range(3)]
+    for i, c in enumerate(clients):
+        c.register(unique_name("f%d" % i), key=rsa_key(i))
+    clients[0].send(clients[1].client_id, 3, b"x" * 100)
+    v = bw.VaultClient(H, cluster.port)
+    bw.expect(per_request(v, v.register, unique_name("fv")), bw.REGISTERED)
+    bw.expect(per_request(v, v.send_pubkey), bw.KEY_STORED)
+    bw.expect(per_request(v, v.send_file, "a.bin", b"y" * 1000).response, bw.FILE_RECEIVED)
+    want = {"bulwark_cluster_clients": 4, "bulwark_cluster_files": 1,
+            "bulwark_cluster_messages_queued": 1, "bulwark_cluster_message_bytes_queued": 100}
+    for n in cluster.nodes:
+        assert bwd.wait_for(lambda: {k: gauge(n, k) for k in want} == want, 12), \
+            {k: gauge(n, k) for k in want}

@@ -150,6 +150,8 @@ int pg_client_get(struct pg_conn *pc, struct bw_meta_req *r) BW_WUR;
 int pg_file_get(struct pg_conn *pc, struct bw_meta_req *r) BW_WUR;
 /* BW_META_CLIENT_SINCE: one round trip. */
 int pg_client_since(struct pg_conn *pc, struct bw_meta_req *r) BW_WUR;
+/* Any of the reads again (CLIENT_GET, FILE_GET, CLIENT_SINCE, TOTALS). */
+int pg_get(struct pg_conn *pc, struct bw_meta_req *r) BW_WUR;
 int pg_load_files(struct pg_conn *pc, bw_meta_file_cb cb, void *arg) BW_WUR;
 int pg_msg_totals(struct pg_conn *pc, bw_meta_totals_cb cb, void *arg) BW_WUR;
 int pg_msg_blobs(struct pg_conn *pc, bw_meta_blobs_cb cb, void *arg) BW_WUR;

@@ -66,11 +66,18 @@ is_write(const struct bw_meta_req *r)
 {
 	return r->op != BW_META_MSG_READ && r->op != BW_META_SYNC &&
 	       r->op != BW_META_CLIENT_GET && r->op != BW_META_FILE_GET &&
-	       r->op != BW_META_CLIENT_SINCE;
+	       r->op != BW_META_CLIENT_SINCE && r->op != BW_META_TOTALS;
 }
 
 /* --- the thread ------------------------------------------------------------
  */
+
+static int
+is_get(const struct bw_meta_req *r)
+{
+	return r->op == BW_META_CLIENT_GET || r->op == BW_META_FILE_GET ||
+	       r->op == BW_META_CLIENT_SINCE || r->op == BW_META_TOTALS;
+}
 
 /* A read of rows again (the connection's mutex held). */
 static int
@@ -80,10 +87,7 @@ get(struct pgq *q, struct bw_meta_req *r)
 
 	if (rc != 0)
 		return rc;
-	if (r->op == BW_META_CLIENT_SINCE)
-		return pg_client_since(&q->pc, r);
-	return r->op == BW_META_CLIENT_GET ? pg_client_get(&q->pc, r)
-					   : pg_file_get(&q->pc, r);
+	return pg_get(&q->pc, r);
 }
 
 static void
@@ -98,8 +102,7 @@ run_list(struct pgq *q, struct bw_meta_req *list)
 			r = r->next;
 			continue;
 		}
-		if (r->op == BW_META_CLIENT_GET || r->op == BW_META_FILE_GET ||
-		    r->op == BW_META_CLIENT_SINCE) {
+		if (is_get(r)) {
 			r->rc = get(q, r);
 			r = r->next;
 			continue;
@@ -115,13 +118,6 @@ run_list(struct pgq *q, struct bw_meta_req *list)
 			r = r->next;
 		pg_write_batch(&q->pc, first, r);
 	}
-}
-
-static int
-is_get(const struct bw_meta_req *r)
-{
-	return r->op == BW_META_CLIENT_GET || r->op == BW_META_FILE_GET ||
-	       r->op == BW_META_CLIENT_SINCE;
 }
 
 static void *
@@ -142,11 +138,7 @@ reader_main(void *arg)
 		pthread_mutex_unlock(&q->mu);
 		for (r = list; r != NULL; r = r->next) {
 			if ((r->rc = pg_conn_ready(&q->rpc)) == 0)
-				r->rc = r->op == BW_META_CLIENT_SINCE
-						? pg_client_since(&q->rpc, r)
-					: r->op == BW_META_CLIENT_GET
-						? pg_client_get(&q->rpc, r)
-						: pg_file_get(&q->rpc, r);
+				r->rc = pg_get(&q->rpc, r);
 			last = r;
 		}
 		pthread_mutex_lock(&q->mu);
@@ -327,8 +319,7 @@ pg_run_now(void *state, struct bw_meta_req *r)
 		} while (more);
 	} else if (r->op == BW_META_SYNC) {
 		r->rc = 0;
-	} else if (r->op == BW_META_CLIENT_GET || r->op == BW_META_FILE_GET ||
-		   r->op == BW_META_CLIENT_SINCE) {
+	} else if (is_get(r)) {
 		r->rc = get(q, r);
 	} else {
 		r->next = NULL;

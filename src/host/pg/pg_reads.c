@@ -136,3 +136,43 @@ pg_client_since(struct pg_conn *pc, struct bw_meta_req *r)
 	PQclear(res);
 	return 0;
 }
+
+static int
+totals(struct pg_conn *pc, struct bw_meta_req *r)
+{
+	PGresult *res = PQexecParams(
+		pc->c,
+		"SELECT (SELECT count(*) FROM clients)::int8, "
+		"(SELECT count(*) FROM files)::int8, "
+		"(SELECT count(*) FROM messages)::int8, "
+		"(SELECT coalesce(sum(coalesce(ContentSize, "
+		"octet_length(Content), 0)), 0) FROM messages)::int8",
+		0, NULL, NULL, NULL, NULL, 1);
+	int rc = pg_result_rc(pc, res, "the totals");
+
+	if (rc == 0 && PQntuples(res) == 1) {
+		r->u.totals.clients = (uint64_t)pg_col_i64(res, 0, 0);
+		r->u.totals.files = (uint64_t)pg_col_i64(res, 0, 1);
+		r->u.totals.messages = (uint64_t)pg_col_i64(res, 0, 2);
+		r->u.totals.message_bytes = (uint64_t)pg_col_i64(res, 0, 3);
+	}
+	PQclear(res);
+	return rc;
+}
+
+int
+pg_get(struct pg_conn *pc, struct bw_meta_req *r)
+{
+	switch (r->op) {
+	case BW_META_CLIENT_GET:
+		return pg_client_get(pc, r);
+	case BW_META_FILE_GET:
+		return pg_file_get(pc, r);
+	case BW_META_CLIENT_SINCE:
+		return pg_client_since(pc, r);
+	case BW_META_TOTALS:
+		return totals(pc, r);
+	default:
+		return BW_ECONFIG;
+	}
+}

@@ -109,6 +109,7 @@ run_one(struct sq *q, struct bw_meta_req *r)
 	case BW_META_FILE_GET:
 	case BW_META_CLIENT_SINCE:
 	case BW_META_CLIENT_FAIL:
+	case BW_META_TOTALS:
 		return BW_ECONFIG;
 	}
 	return BW_ECONFIG;
@@ -119,7 +120,7 @@ is_write(const struct bw_meta_req *r)
 {
 	return r->op != BW_META_MSG_READ && r->op != BW_META_SYNC &&
 	       r->op != BW_META_CLIENT_GET && r->op != BW_META_FILE_GET &&
-	       r->op != BW_META_CLIENT_SINCE;
+	       r->op != BW_META_CLIENT_SINCE && r->op != BW_META_TOTALS;
 }
 
 /* --- completion ----------------------------------------------------------
