@@ -131,7 +131,8 @@ main(int argc, char **argv)
 			fprintf(stderr, "bulwarkd: too many options\n");
 			return 2;
 		}
-		if (strcmp(name, "db") == 0 && optarg != NULL) {
+		if ((strcmp(name, "db") == 0 || strcmp(name, "bus") == 0) &&
+		    optarg != NULL) {
 			char *copy = strdup(optarg);
 
 			if (copy == NULL) {

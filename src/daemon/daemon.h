@@ -33,6 +33,8 @@ struct bw_daemon_cfg {
 	char s3_credentials[4096];
 	int s3_path_style;
 	uint32_t blob_grace_s;
+	char bus[1024]; /* the bus between nodes (redis://...) */
+	char bus_password_file[4096];
 	char node_name[64]; /* logs, metrics, the console ("" = none) */
 	int node_given;	    /* by --node-name (not the host name) */
 	struct bw_engine_cfg engine;
@@ -89,6 +91,7 @@ struct bw_daemon {
 	struct bw_daemon_cfg cfg;   /* and with what follows from it */
 	struct bw_engine eng;
 	struct bw_meta *meta;	/* the rows */
+	struct bw_bus *bus;	/* between nodes, or NULL */
 	struct bw_blobs *blobs; /* the stored objects */
 	struct bw_registry reg;
 	int reg_open;

@@ -73,6 +73,12 @@ static const struct opt opts[] = {
 	{"node-name", 0, K_NAME, 0, F(node_name), 0, 0, "NAME",
 	 "this node's name in logs, metrics and the\nconsole (default: the "
 	 "host name)"},
+	{"bus", 0, K_STR, 0, F(bus), 0, 0, "URL",
+	 "Redis between the nodes, for rooms across them:\nredis://[:PASSWORD@]"
+	 "HOST[:PORT][/DB] (password\nalso REDISCLI_AUTH, "
+	 "--bus-password-file)"},
+	{"bus-password-file", 0, K_STR, 0, F(bus_password_file), 0, 0, "FILE",
+	 "read the bus's password from FILE (first line)"},
 	{"proxy-from", 0, K_NETS, 0, F(engine.proxy_from), 0, 0, "ADDRS",
 	 "load balancers (ADDR[/BITS],...) whose connections\nto the shared "
 	 "and rooms ports start with a PROXY\nheader (v1 or v2): its "

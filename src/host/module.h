@@ -14,6 +14,7 @@
 #include "engine/engine.h"
 #include "engine/frame.h"
 #include "host/blob.h"
+#include "host/bus/bus.h"
 #include "host/meta.h"
 #include "host/registry.h"
 #include "host/stats.h"
@@ -32,6 +33,8 @@ struct bw_host {
 	 * the operator chose it */
 	const char *node;
 	int node_given;
+	/* the bus between nodes (--bus), or NULL */
+	struct bw_bus *bus;
 	int64_t started_s;
 	/* every service's figures, in a fixed order (the console's STAT) */
 	void (*stats)(const void *arg, bw_stat_emit emit, void *emit_arg);

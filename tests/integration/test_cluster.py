@@ -18,7 +18,9 @@ import bwmsg
 import bwvault as bw
 import haproxy
 import pgserver
+import redisserver
 import s3server
+from bwrooms import RoomClient
 from bwd import rsa_key, unique_name
 
 H = "127.0.0.1"
@@ -35,7 +37,9 @@ class Cluster:
                        "--blobs", "s3://%s" % self.bucket,
                        "--s3-endpoint", s3.endpoint, "--s3-path-style",
                        "--blob-grace", "2", "--proxy-from", LB]
-        self.env = {**self.pg.env(), **s3.env()}
+        self.redis = redisserver.RedisServer().start()
+        self.common += ["--bus", self.redis.url()]
+        self.env = {**self.pg.env(), **s3.env(), **self.redis.env()}
         self.nodes = []
         for i in range(n):
             self.nodes.append(start_server(*self.common, "--node-name", "n%d" % (i + 1),
@@ -49,12 +53,13 @@ class Cluster:
 
     def stop(self):
         self.lb.stop()
+        self.redis.destroy()
 
 
 @pytest.fixture
 def cluster(start_server, tmp_path):
     for what, ok in (("haproxy", haproxy.installed()), ("PostgreSQL", pgserver.pg_bin()),
-                     ("Swift", s3server.installed())):
+                     ("Swift", s3server.installed()), ("Redis", redisserver.installed())):
         if not ok:
             if os.environ.get("BULWARK_REQUIRE_BINARIES"):
                 pytest.fail("%s is not installed (scripts/deps test)" % what)
@@ -316,3 +321,150 @@ def test_every_node_shows_the_clusters_figures_beside_its_own(cluster):
     for n in cluster.nodes:
         assert bwd.wait_for(lambda: {k: gauge(n, k) for k in want} == want, 12), \
             {k: gauge(n, k) for k in want}
+
+
+# --------------------------------------------------------------------------
+# Rooms across nodes (--bus)
+
+
+def rooms_port(node):
+    return node.ports["rooms"]
+
+
+def test_a_room_spans_the_nodes_one_order_for_everyone(cluster):
+    """Created through one node, joined through the others with its
+    password (a wrong one refused there too): every line reaches every
+    member on every node, and all members see the room's lines in one
+    order."""
+    n1, n2, n3 = cluster.nodes
+    alice = RoomClient(rooms_port(n1))
+    room = alice.create("alice", "s3cret")
+    bob = RoomClient(rooms_port(n2))
+    bob.join("bob", room, "s3cret")
+    alice.expect("bob has joined the group")
+    wrong = RoomClient(rooms_port(n3))
+    wrong.line("1")
+    wrong.expect("Enter your name:")
+    wrong.line("mallory")
+    wrong.expect("Enter group ID:")
+    wrong.line(str(room))
+    wrong.expect("Enter password:")
+    wrong.line("guess")
+    wrong.expect("There is no group password like this,try again")
+    wrong.close()
+    carol = RoomClient(rooms_port(n3))
+    carol.join("carol", room, "s3cret")
+    alice.expect("carol has joined the group")
+    bob.expect("carol has joined the group")
+    members = {"alice": alice, "bob": bob, "carol": carol}
+    for i in range(20):  # everyone talks at once
+        for name, c in members.items():
+            c.line("%s %d" % (name, i))
+    seen = {}
+    for name, c in members.items():
+        want = {"%s: %s %d" % (o, o, i) for o in members if o != name for i in range(20)}
+        got = []
+        while len(got) < len(want):
+            got.append(c.next_line(timeout=10))
+        assert set(got) == want, (name, sorted(set(want) - set(got))[:5])
+        seen[name] = got
+    # one order: any two lines two members both saw come in the same order
+    for a in members:
+        for b in members:
+            if a < b:
+                common = [ln for ln in seen[a] if ln in set(seen[b])]
+                assert common == [ln for ln in seen[b] if ln in set(seen[a])], (a, b)
+    for c in members.values():
+        c.close()
+
+
+def test_room_ids_and_names_are_the_clusters(cluster):
+    n1, n2, n3 = cluster.nodes
+    a = RoomClient(rooms_port(n1))
+    first = a.create("ann", "pw")
+    # a name is taken in the room across nodes
+    b = RoomClient(rooms_port(n2))
+    b.line("1")
+    b.expect("Enter your name:")
+    b.line("ann")
+    b.expect("Enter group ID:")
+    b.line(str(first))
+    b.expect("Enter password:")
+    b.line("pw")
+    b.expect("The name ann is taken in this group, try another")
+    b.line("ann2")
+    b.expect("You're connected to group chat #%d" % first)
+    a.leave()
+    b.leave()
+    # the room went with its last member; its id is never given again
+    c = RoomClient(rooms_port(n3))
+    second = c.create("cid", "pw")
+    assert second > first
+    d = RoomClient(rooms_port(n1))
+    d.line("1")
+    d.expect("Enter your name:")
+    d.line("dee")
+    d.expect("Enter group ID:")
+    d.line(str(first))
+    d.expect("There is no group id like this,try again")
+    c.close()
+    d.close()
+
+
+def test_a_killed_nodes_members_leave_and_an_emptied_room_goes(cluster):
+    n1, n2, n3 = cluster.nodes
+    alice = RoomClient(rooms_port(n1))
+    room = alice.create("alice", "pw")
+    bob = RoomClient(rooms_port(n2))
+    bob.join("bob", room, "pw")
+    carol = RoomClient(rooms_port(n3))
+    carol.join("carol", room, "pw")
+    alice.expect("carol has joined the group")
+    kill(n2)
+    # the others hear of it within a few seconds (heartbeats every 1 s,
+    # a node missing for 3 s is reaped)
+    alice.expect("bob has removed from the group", timeout=10)
+    carol.expect("bob has removed from the group", timeout=10)
+    alice.line("still here")
+    carol.expect("alice: still here")
+    # the room goes when its last member anywhere leaves: carol, then
+    # alice's node killed
+    carol.leave()
+    kill(n1)
+    assert bwd.wait_for(lambda: cluster.redis.cmd("EXISTS", "bulwark:room:%d" % room) == ":0",
+                        10), "the room outlived its last member"
+    d = RoomClient(rooms_port(n3))
+    d.line("1")
+    d.expect("Enter your name:")
+    d.line("dee")
+    d.expect("Enter group ID:")
+    d.line(str(room))
+    d.expect("There is no group id like this,try again")
+    d.close()
+
+
+def test_redis_lost_pauses_relays_between_nodes_not_within_one(cluster):
+    n1, n2, _ = cluster.nodes
+    alice = RoomClient(rooms_port(n1))
+    room = alice.create("alice", "pw")
+    ann = RoomClient(rooms_port(n1))
+    ann.join("ann", room, "pw")
+    bob = RoomClient(rooms_port(n2))
+    bob.join("bob", room, "pw")
+    alice.expect("bob has joined the group")
+    cluster.redis.stop()
+    assert bwd.wait_for(lambda: "bus: lost Redis" in n1.log(), 10)
+    alice.line("local only")
+    ann.expect("alice: local only")  # within the node: never stops
+    assert "alice: local only" not in bob.lines_for(1.0)
+    cluster.redis.start()
+    assert bwd.wait_for(lambda: "is back; relays between nodes go on" in n1.log() and
+                        "is back; relays between nodes go on" in n2.log(), 15)
+    alice.line("across again")
+    bob.expect("alice: across again", timeout=10)
+    ann.expect("alice: across again")
+    bob.line("and back")
+    alice.expect("bob: and back")
+    assert n1.log().count("bus: lost Redis") == 1
+    for c in (alice, ann, bob):
+        c.close()

@@ -211,6 +211,7 @@ def test_every_example_value_is_accepted(start_server, tmp_path):
     secret.write_text("a-console-secret\n")
     text = CONF.read_text()
     text = text.replace("/etc/bulwark/console.secret", str(secret))
+    text = text.replace("/etc/bulwark/bus-password", str(secret))
     text = text.replace("/var/log/bulwark/bulwarkd.log", str(tmp_path / "file.log"))
     text = text.replace("/var/lib/bulwark/defensive.db", str(tmp_path / "data" / "defensive.db"))
     text = text.replace("file:/var/lib/bulwark", "file:%s" % (tmp_path / "data"))

@@ -145,7 +145,7 @@ static int
 reading(const struct rconn *rc)
 {
 	return rc->st != R_HASH && rc->st != R_DELAY && rc->st != R_GONE &&
-	       !rc->throttled;
+	       rc->st != R_BUS && !rc->throttled;
 }
 
 /* Where rc's lines wait: its connection's input, or a ghost's copy. */
@@ -322,6 +322,7 @@ rooms_open(struct bw_conn *c)
 		return BW_ENOMEM;
 	rc->rs = rs;
 	rc->c = c;
+	rc->conn_id = c->id;
 	c->state = rc;
 	bw_buf_secure(&c->in); /* passwords are typed into it */
 	/* a whole line and its CR LF; more waits in the socket */
@@ -426,6 +427,8 @@ rooms_init(const struct bw_host *h, const void *cfg, void **out)
 	rs->cfg = *(const struct bw_rooms_cfg *)cfg;
 	rs->eng = h->eng;
 	rs->next_id = 1;
+	rs->bus = h->bus;
+	rs->node = h->node != NULL ? h->node : "node";
 	rs->hash_max = h->eng->cfg.workers > 0 ? h->eng->cfg.workers : 1;
 	if ((rs->addr_slot = bw_addrtab_slot(&h->eng->addrs)) < 0) {
 		free(rs);
@@ -441,7 +444,8 @@ rooms_init(const struct bw_host *h, const void *cfg, void **out)
 					    BW_TEXT_CAP(rs->cfg.line_max))) ==
 		    NULL ||
 	    (rc = bw_hash_init(&rs->map)) != 0 ||
-	    (rc = bw_hash_init(&rs->hash_addrs)) != 0) {
+	    (rc = bw_hash_init(&rs->hash_addrs)) != 0 ||
+	    (rs->bus != NULL && rbus_start(rs) != 0)) {
 		rooms_fini(rs);
 		return BW_ENOMEM;
 	}
@@ -456,6 +460,7 @@ rooms_fini(void *inst)
 
 	if (rs == NULL)
 		return;
+	rbus_stop(rs);
 	rooms_free_all(rs);
 	pass_fini(rs);
 	free(rs->line);
@@ -480,6 +485,16 @@ rooms_stats(const void *inst, bw_stat_emit emit, void *arg)
 	     "wrong room ids and passwords since start", rs->refused);
 	emit(arg, "rooms_cut_off_total", "members cut off for not reading",
 	     rs->cut_off);
+	if (rs->bus != NULL) {
+		emit(arg, "rooms_bus_published_total",
+		     "chat lines and notices published to the other nodes",
+		     rs->bus_published);
+		emit(arg, "rooms_bus_received_total",
+		     "chat lines and notices from the bus for rooms with "
+		     "members here",
+		     rs->bus_received);
+		bw_bus_stats(rs->bus, emit, arg);
+	}
 }
 
 /* (A member cut off for not reading is the engine's output_overflow, and

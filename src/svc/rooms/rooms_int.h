@@ -12,6 +12,7 @@
 #include "bulwark/hash.h"
 #include "bulwark/loop.h"
 #include "engine/engine.h"
+#include "host/bus/bus.h"
 #include "svc/rooms/rooms.h"
 
 #define ULL(x) ((unsigned long long)(x))
@@ -26,6 +27,8 @@
 #define DELAY_MAX_MS  4000u
 #define RATE_SCALE_MS 1000u /* tokens are counted in 1/1000 of a line */
 #define MENU_STEPS    10u   /* the whole menu: this many steps' time */
+#define NO_ID	      "There is no group id like this,try again\n"
+#define NO_PASS	      "There is no group password like this,try again\n"
 
 struct rconn;
 struct aq;
@@ -60,6 +63,15 @@ struct bw_rooms {
 	uint64_t lines_relayed, deliveries;
 	uint64_t too_long; /* connections closed for a line over line_max */
 	uint64_t ghosts;   /* members gone, still saying held lines */
+	/* rooms across nodes (rooms_bus.c): the bus (NULL: this node's rooms
+	 * are its own), this node's name, its heartbeat */
+	struct bw_bus *bus;
+	const char *node;
+	struct bw_timer beat_t;
+	int bus_was_down;
+	char *bus_buf; /* a line being published */
+	size_t bus_buf_cap;
+	uint64_t bus_published, bus_received;
 };
 
 enum rstate {
@@ -75,13 +87,18 @@ enum rstate {
 	R_ROOM,	    /* a member */
 	R_GHOST,    /* a member gone: its held lines are said at its rate */
 	R_GONE,	    /* saying goodbye; nothing more is read */
+	R_BUS,	    /* a room's lookup, creation or joining waits for the bus */
 };
 
 struct hashjob;
 
 struct rconn {
 	struct bw_rooms *rs;
-	struct bw_conn *c;	/* NULL for a ghost */
+	struct bw_conn *c; /* NULL for a ghost */
+	uint64_t conn_id;  /* c's id (a ghost keeps it): its member id */
+	unsigned bus_seq;  /* the bus reply it waits for (R_BUS) */
+	int v_have;	   /* the room's verifier, from the bus */
+	uint8_t v_salt[SALT_LEN], v_hash[HASH_LEN];
 	struct bw_buf ghost_in; /* a ghost's lines still to say */
 	enum rstate st;
 	char name[NAME_CAP];
@@ -163,6 +180,56 @@ void room_line(struct rconn *rc, const char *line, size_t n);
 void room_tell(struct room *r, const struct rconn *skip, const char *text,
 	       size_t n);
 void rooms_free_all(struct bw_rooms *rs);
+
+/* A room with this id (from the bus) and verifier; NULL if out of memory. */
+struct room *room_add(struct bw_rooms *rs, uint32_t id,
+		      const uint8_t salt[SALT_LEN],
+		      const uint8_t hash[HASH_LEN]);
+
+/* bus.c: rooms across nodes; each entry point below is used only when
+ * rbus_on (a bus configured) */
+int rbus_on(const struct bw_rooms *rs);
+int rbus_up(const struct bw_rooms *rs);
+int rbus_start(struct bw_rooms *rs) BW_WUR;
+void rbus_stop(struct bw_rooms *rs);
+/* join: the room's verifier from Redis, then the password is asked */
+void rbus_lookup(struct rconn *rc, uint32_t id);
+/* the password was right: rc joins (its name claimed in the room) */
+void rbus_join(struct rconn *rc);
+/* a new room with rc in it */
+void rbus_create(struct rconn *rc, const uint8_t salt[SALT_LEN],
+		 const uint8_t hash[HASH_LEN]);
+/* rc left room id (why: the notice, NULL: none); -1 if the bus is down
+ * (then the caller tells its own members) */
+int rbus_leave(struct rconn *rc, uint32_t id, const char *why);
+/* text from rc to its room: 0 published (every node delivers it, this one
+ * too), -1 (the bus is down: the caller delivers it here) */
+int rbus_relay(struct rconn *rc, const char *text, size_t n);
+/* /who from Redis: 0, or -1 (the caller answers from here) */
+int rbus_who(struct rconn *rc);
+/* the room has no members here any more */
+void rbus_room_gone(struct bw_rooms *rs, uint32_t id);
+
+/* bus.c, for bus_menu.c */
+void rbus_member_of(const struct bw_rooms *rs, uint64_t conn_id, char *out,
+		    size_t cap);
+void rbus_channel_of(uint32_t id, char *out, size_t cap);
+/* EVAL script with argv[0..n) (lens NULL: strlen each) */
+int rbus_eval(struct bw_rooms *rs, const char *script, bw_bus_reply_fn fn,
+	      void *arg, int n, const char **argv, const size_t *lens);
+/* "unavailable, try again later", then next, reading again */
+void rbus_unavailable(struct rconn *rc, enum rstate next);
+/* a member Redis has that nobody here is any more leaves it */
+void rbus_leave_orphan(struct bw_rooms *rs, uint32_t id, const char *member);
+/* the local room of the cluster's room id, made (and its channel
+ * subscribed) if this node has no member in it yet; NULL: no memory */
+struct room *rbus_local_room(struct bw_rooms *rs, uint32_t id,
+			     const uint8_t salt[SALT_LEN],
+			     const uint8_t hash[HASH_LEN]);
+
+/* scripts.c: the bus's Lua scripts (ARGV as rooms_bus.c passes them) */
+extern const char rbus_lua_lookup[], rbus_lua_create[], rbus_lua_join[],
+	rbus_lua_leave[], rbus_lua_reap[], rbus_lua_forget[], rbus_lua_rejoin[];
 
 /* pass.c: passwords, hashed on the worker pool */
 /* create: derives the new room's hash; join: checks against room_id's.

@@ -13,9 +13,6 @@
 #include "proto/text.h"
 #include "svc/rooms/rooms_int.h"
 
-#define NO_ID	"There is no group id like this,try again\n"
-#define NO_PASS "There is no group password like this,try again\n"
-
 /* The line without the blanks around it. */
 static const char *
 trimmed(const char *line, size_t *n)
@@ -144,8 +141,15 @@ join_id(struct rconn *rc, const char *line, size_t n)
 	struct room *r;
 	uint32_t id;
 
-	if (parse_id(line, n, &id) != 0 ||
-	    (r = room_find(rc->rs, id)) == NULL) {
+	if (parse_id(line, n, &id) != 0) {
+		menu_wrong(rc, NO_ID, R_J_ID);
+		return;
+	}
+	if (rbus_on(rc->rs)) { /* the cluster's rooms: Redis knows them */
+		rbus_lookup(rc, id);
+		return;
+	}
+	if ((r = room_find(rc->rs, id)) == NULL) {
 		menu_wrong(rc, NO_ID, R_J_ID);
 		return;
 	}
@@ -163,6 +167,10 @@ join_id(struct rconn *rc, const char *line, size_t n)
 static const char *
 cannot_create(const struct bw_rooms *rs)
 {
+	if (rbus_on(rs)) /* the cluster's count: the bus checks it */
+		return rbus_up(rs) ? NULL
+				   : "The group chat is unavailable, try "
+				     "again later\n";
 	if (rs->map.n >= rs->cfg.max_rooms)
 		return "There are too many groups, try again later\n";
 	if (rs->next_id == 0)
@@ -187,7 +195,7 @@ password(struct rconn *rc, const char *line, size_t n, int create)
 		rc_prompt(rc, R_C_PASS);
 		return;
 	}
-	if (!create && room_find(rc->rs, rc->room_id) == NULL) {
+	if (!create && !rc->v_have && room_find(rc->rs, rc->room_id) == NULL) {
 		/* deleted while the password was typed: back to the id */
 		(void)rc_say(rc, NO_ID);
 		rc_prompt(rc, R_J_ID);
@@ -215,6 +223,10 @@ password(struct rconn *rc, const char *line, size_t n, int create)
 static void
 join_now(struct rconn *rc, struct room *r)
 {
+	if (rbus_on(rc->rs)) { /* names and counts are the cluster's */
+		rbus_join(rc);
+		return;
+	}
 	if (room_has_name(r, rc_key(rc))) {
 		(void)rc_sayf(rc,
 			      "The name %s is taken in this group, try "
@@ -243,12 +255,21 @@ menu_hashed(struct rconn *rc, int create, int ok, const uint8_t salt[SALT_LEN],
 			(void)rc_say(rc, "The group could not be created, try "
 					 "again later\n");
 			rc_prompt(rc, R_MENU);
+		} else if (rbus_on(rc->rs)) {
+			rbus_create(rc, salt, hash);
 		} else if ((r = room_new(rc->rs, salt, hash, &why)) == NULL) {
 			(void)rc_say(rc, why);
 			rc_prompt(rc, R_MENU);
 		} else {
 			room_enter(rc, r, 1);
 		}
+		return;
+	}
+	if (rbus_on(rc->rs)) {
+		if (!ok)
+			menu_wrong(rc, NO_PASS, R_J_PASS);
+		else
+			rbus_join(rc);
 		return;
 	}
 	if ((r = room_find(rc->rs, rc->room_id)) == NULL) {
@@ -301,7 +322,9 @@ menu_line(struct rconn *rc, const char *line, size_t n)
 	case R_J_RENAME:
 		if (take_name(rc, line, n, R_J_RENAME) != 0)
 			break;
-		if ((r = room_find(rc->rs, rc->room_id)) == NULL) {
+		if (rbus_on(rc->rs))
+			rbus_join(rc);
+		else if ((r = room_find(rc->rs, rc->room_id)) == NULL) {
 			(void)rc_say(rc, NO_ID);
 			rc_prompt(rc, R_J_ID);
 		} else {

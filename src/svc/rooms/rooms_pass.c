@@ -224,6 +224,9 @@ pass_start(struct rconn *rc, int create, const char *pw, size_t n)
 	if (r != NULL) {
 		memcpy(j->salt, r->salt, SALT_LEN);
 		memcpy(j->want, r->hash, HASH_LEN);
+	} else if (!create && rc->v_have) { /* a room of the cluster's */
+		memcpy(j->salt, rc->v_salt, SALT_LEN);
+		memcpy(j->want, rc->v_hash, HASH_LEN);
 	}
 	if (enqueue(rs, rc) != 0) {
 		job_free(j);

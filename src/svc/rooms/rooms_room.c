@@ -52,6 +52,24 @@ room_new(struct bw_rooms *rs, const uint8_t salt[SALT_LEN],
 	return r;
 }
 
+struct room *
+room_add(struct bw_rooms *rs, uint32_t id, const uint8_t salt[SALT_LEN],
+	 const uint8_t hash[HASH_LEN])
+{
+	struct room *r = calloc(1, sizeof(*r));
+
+	if (r == NULL)
+		return NULL;
+	r->id = id;
+	memcpy(r->salt, salt, SALT_LEN);
+	memcpy(r->hash, hash, HASH_LEN);
+	if (bw_hash_put(&rs->map, &r->id, sizeof(r->id), r) != 0) {
+		free(r);
+		return NULL;
+	}
+	return r;
+}
+
 static void
 room_free(struct bw_rooms *rs, struct room *r)
 {
@@ -140,7 +158,8 @@ room_enter(struct rconn *rc, struct room *r, int created)
 	}
 	bw_info("c%llu %s room %u as \"%s\" (%u members)", ULL(rc->c->id),
 		created ? "created" : "joined", r->id, rc->name, r->members_n);
-	notice(rc, r, " has joined the group\n");
+	if (!rbus_on(rs)) /* else the bus says it, to every node */
+		notice(rc, r, " has joined the group\n");
 }
 
 void
@@ -163,6 +182,18 @@ room_leave(struct rconn *rc, const char *why)
 	rc->room = NULL;
 	r->members_n--;
 	rs->members_n--;
+	if (rbus_on(rs)) {
+		/* the cluster's room: the bus tells everyone, this node's
+		 * members too; without it, this node's members hear it */
+		if (rbus_leave(rc, r->id, why) != 0 && why != NULL &&
+		    !rs->stopping)
+			notice(rc, r, why);
+		if (r->members_n == 0) {
+			rbus_room_gone(rs, r->id);
+			room_free(rs, r);
+		}
+		return;
+	}
 	if (why != NULL && !rs->stopping)
 		notice(rc, r, why);
 	if (r->members_n == 0) {
@@ -228,7 +259,8 @@ room_line(struct rconn *rc, const char *line, size_t n)
 		return;
 	}
 	if (is_word(line, n, "/who")) {
-		who(rc, r);
+		if (!rbus_on(rs) || rbus_who(rc) != 0)
+			who(rc, r);
 		return;
 	}
 	if (is_word(line, n, "/help")) {
@@ -246,20 +278,25 @@ room_line(struct rconn *rc, const char *line, size_t n)
 		return; /* nothing to say, as in the seed */
 	rs->out[name_n + 2 + text_n] = '\n';
 	rs->lines_relayed++;
+	if (rbus_on(rs) && rbus_relay(rc, rs->out, name_n + 3 + text_n) == 0)
+		return; /* every node delivers it, in Redis's order */
 	room_tell(r, rc, rs->out, name_n + 3 + text_n);
 }
 
-/* At the end (the loop is gone): a room and the ghosts still in it. */
+/* At the end (the loop drained, not freed): a room and the ghosts still in
+ * it, their timers disarmed. */
 static int
 free_one(void *arg, void *val)
 {
+	struct bw_rooms *rs = arg;
 	struct room *r = val;
 	struct rconn *m, *next;
 
-	(void)arg;
 	for (m = r->members; m != NULL; m = next) {
 		next = m->next;
 		if (m->c == NULL) {
+			bw_loop_timer_stop(rs->eng->loop, &m->rate_t);
+			bw_loop_timer_stop(rs->eng->loop, &m->pause_t);
 			bw_buf_fini_wipe(&m->ghost_in);
 			free(m->key);
 			bw_wipe(m, sizeof(*m));

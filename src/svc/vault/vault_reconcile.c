@@ -559,6 +559,9 @@ vault_close(void *inst)
 
 	if (v == NULL)
 		return;
+	/* the loop outlives the services (drained, not freed): nothing of
+	 * theirs may stay armed on it */
+	bw_loop_timer_stop(v->eng->loop, &v->sweep_t);
 	vfile_free_all(v);
 	bw_hash_fini(&v->locks); /* commits hold no lock once jobs are done */
 	free(v);

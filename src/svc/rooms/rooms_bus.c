@@ -1,0 +1,392 @@
+/* Rooms across the nodes of a cluster, over the bus (--bus: Redis).
+ *
+ * Redis holds what every node must agree on, each change one script (so
+ * atomic): the next room id (never reused), each room's password verifier,
+ * its members (node/connection -> name) and their names, the rooms each
+ * node has members in, and each node's heartbeat. A room's lines and
+ * notices are published on its channel, bulwark:room:ID; every node with
+ * members in it subscribes and delivers what comes, its own members' lines
+ * included, to its members but the sender: every member sees a room's
+ * lines in the one order Redis published them.
+ *
+ * A node that stops beating (killed) is reaped by any other within a few
+ * seconds: its members leave with the usual notice, and a room left empty
+ * is deleted. While the bus is down, a node's own members go on talking
+ * among themselves; rooms are neither created nor joined from elsewhere,
+ * and when it is back the node's members are written again.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bulwark/log.h"
+#include "bulwark/util.h"
+#include "proto/text.h"
+#include "svc/rooms/rooms_int.h"
+
+#define BEAT_MS	 1000u
+#define ALIVE_MS "3000"
+#define GONE	 " has removed from the group\n"
+
+/* --- helpers ---------------------------------------------------------------
+ */
+
+int
+rbus_on(const struct bw_rooms *rs)
+{
+	return rs->bus != NULL;
+}
+
+int
+rbus_up(const struct bw_rooms *rs)
+{
+	return rs->bus != NULL && bw_bus_up(rs->bus);
+}
+
+void
+rbus_member_of(const struct bw_rooms *rs, uint64_t conn_id, char *out,
+	       size_t cap)
+{
+	snprintf(out, cap, "%s/%llu", rs->node, ULL(conn_id));
+}
+
+void
+rbus_channel_of(uint32_t id, char *out, size_t cap)
+{
+	snprintf(out, cap, "bulwark:room:%u", id);
+}
+
+/* EVAL script with the strings of argv (n of them, lens given). */
+int
+rbus_eval(struct bw_rooms *rs, const char *script, bw_bus_reply_fn fn,
+	  void *arg, int n, const char **argv, const size_t *lens)
+{
+	const char *a[12];
+	size_t l[12];
+	int i;
+
+	a[0] = "EVAL";
+	l[0] = 4;
+	a[1] = script;
+	l[1] = strlen(script);
+	a[2] = "0";
+	l[2] = 1;
+	for (i = 0; i < n && i < 9; i++) {
+		a[3 + i] = argv[i];
+		l[3 + i] = lens != NULL ? lens[i] : strlen(argv[i]);
+	}
+	return bw_bus_cmd(rs->bus, fn, arg, 3 + i, a, l);
+}
+
+void
+rbus_unavailable(struct rconn *rc, enum rstate next)
+{
+	(void)rc_say(rc, "The group chat is unavailable, try again later\n");
+	rc_prompt(rc, next);
+	rc_resume(rc);
+}
+
+/* A member Redis has but nobody here any more: it leaves. */
+void
+rbus_leave_orphan(struct bw_rooms *rs, uint32_t id, const char *member)
+{
+	char ids[16];
+	const char *argv[3] = {ids, member, GONE};
+
+	snprintf(ids, sizeof(ids), "%u", id);
+	(void)rbus_eval(rs, rbus_lua_leave, NULL, NULL, 3, argv, NULL);
+}
+
+/* --- the local room of a room of the cluster ------------------------------ */
+
+struct room *
+rbus_local_room(struct bw_rooms *rs, uint32_t id, const uint8_t salt[SALT_LEN],
+		const uint8_t hash[HASH_LEN])
+{
+	struct room *r = room_find(rs, id);
+	char ch[32];
+
+	if (r != NULL)
+		return r;
+	if ((r = room_add(rs, id, salt, hash)) == NULL)
+		return NULL;
+	rbus_channel_of(id, ch, sizeof(ch));
+	if (bw_bus_subscribe(rs->bus, ch) != 0)
+		bw_warn("rooms: cannot subscribe to room %u", id);
+	return r;
+}
+
+void
+rbus_room_gone(struct bw_rooms *rs, uint32_t id)
+{
+	char ch[32];
+
+	if (rs->bus == NULL)
+		return;
+	rbus_channel_of(id, ch, sizeof(ch));
+	bw_bus_unsubscribe(rs->bus, ch);
+}
+
+/* --- leave, lines, /who ----------------------------------------------------
+ */
+
+int
+rbus_leave(struct rconn *rc, uint32_t id, const char *why)
+{
+	char member[96];
+
+	if (!rbus_up(rc->rs))
+		return -1;
+	rbus_member_of(rc->rs, rc->conn_id, member, sizeof(member));
+	{
+		char ids[16], notice[NAME_CAP + 128];
+		const char *argv[3] = {ids, member, notice};
+
+		snprintf(ids, sizeof(ids), "%u", id);
+		if (why != NULL)
+			snprintf(notice, sizeof(notice), "%s%s", rc->name, why);
+		else
+			notice[0] = '\0';
+		if (rbus_eval(rc->rs, rbus_lua_leave, NULL, NULL, 3, argv,
+			      NULL) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+int
+rbus_relay(struct rconn *rc, const char *text, size_t n)
+{
+	struct bw_rooms *rs = rc->rs;
+	char ch[32], *msg;
+	const char *argv[3] = {"PUBLISH", ch, NULL};
+	size_t lens[3], m;
+	int rc_;
+
+	if (!rbus_up(rs) || rc->room == NULL)
+		return -1;
+	rbus_channel_of(rc->room->id, ch, sizeof(ch));
+	m = (size_t)snprintf(rs->bus_buf, 96, "%s/%llu\n", rs->node,
+			     ULL(rc->conn_id));
+	if (m + n > rs->bus_buf_cap)
+		return -1;
+	msg = rs->bus_buf;
+	memcpy(msg + m, text, n);
+	argv[2] = msg;
+	lens[0] = 7;
+	lens[1] = strlen(ch);
+	lens[2] = m + n;
+	if ((rc_ = bw_bus_cmd(rs->bus, NULL, NULL, 3, argv, lens)) != 0)
+		return -1;
+	rs->bus_published++;
+	return 0;
+}
+
+struct whow {
+	struct bw_rooms *rs;
+	uint64_t conn_id;
+	uint32_t id;
+};
+
+static void
+whod(void *arg, int rc_, const struct bw_bus_reply *r)
+{
+	struct whow *w = arg;
+	struct bw_conn *c = bw_engine_conn(w->rs->eng, w->conn_id);
+	struct rconn *rc;
+	char *buf = w->rs->out;
+	size_t cap = w->rs->out_cap < 8192 ? w->rs->out_cap : 8192, o, i, n,
+	       total;
+	const char *v, *nl;
+	unsigned shown = 0;
+
+	if (c == NULL || bw_conn_dead(c) || (rc = RC(c)) == NULL ||
+	    rc->st != R_ROOM || rc->room == NULL || rc->room->id != w->id ||
+	    rc_ != 0 || r == NULL || bw_bus_type(r) != BW_BUS_ARR) {
+		free(w);
+		return;
+	}
+	total = bw_bus_len(r);
+	o = (size_t)snprintf(buf, cap, "Members of group #%u (%zu):", w->id,
+			     total);
+	for (i = 0; i < total; i++) {
+		if ((v = bw_bus_str(bw_bus_at(r, i), &n)) == NULL ||
+		    (nl = memchr(v, '\n', n)) == NULL)
+			continue;
+		n -= (size_t)(nl + 1 - v);
+		if (o + n + 2 + 32 > cap)
+			break;
+		o += (size_t)snprintf(buf + o, cap - o, "%s %.*s",
+				      shown == 0 ? "" : ",", (int)n, nl + 1);
+		shown++;
+	}
+	if (shown < total)
+		o += (size_t)snprintf(buf + o, cap - o, " and %zu more",
+				      total - shown);
+	buf[o++] = '\n';
+	(void)rc_send(rc, buf, o);
+	free(w);
+}
+
+int
+rbus_who(struct rconn *rc)
+{
+	struct whow *w;
+	char key[48];
+	const char *argv[2] = {"HVALS", key};
+
+	if (!rbus_up(rc->rs) || rc->room == NULL ||
+	    (w = calloc(1, sizeof(*w))) == NULL)
+		return -1;
+	w->rs = rc->rs;
+	w->conn_id = rc->conn_id;
+	w->id = rc->room->id;
+	snprintf(key, sizeof(key), "bulwark:room:%u:m", w->id);
+	if (bw_bus_cmd(rc->rs->bus, whod, w, 2, argv, NULL) != 0) {
+		free(w);
+		return -1;
+	}
+	return 0;
+}
+
+/* --- what the bus brings ---------------------------------------------------
+ */
+
+static void
+on_message(void *arg, const char *channel, size_t clen, const uint8_t *p,
+	   size_t n)
+{
+	struct bw_rooms *rs = arg;
+	const uint8_t *nl = memchr(p, '\n', n);
+	char name[32], self[96];
+	uint64_t id;
+	struct room *r;
+	struct rconn *m;
+	size_t sl;
+	int rc;
+
+	if (clen <= 13 || clen - 13 >= sizeof(name) || nl == NULL)
+		return;
+	memcpy(name, channel + 13, clen - 13); /* "bulwark:room:" */
+	name[clen - 13] = '\0';
+	if (bw_parse_u64(name, 1, UINT32_MAX, &id) != 0 ||
+	    (r = room_find(rs, (uint32_t)id)) == NULL)
+		return;
+	rs->bus_received++;
+	sl = (size_t)(nl - p);
+	for (m = r->members; m != NULL; m = m->next) {
+		if (m->st != R_ROOM)
+			continue;
+		rbus_member_of(rs, m->conn_id, self, sizeof(self));
+		if (strlen(self) == sl && memcmp(self, p, sl) == 0)
+			continue; /* its own line, or its own notice */
+		rc = bw_conn_send(m->c, nl + 1, n - sl - 1);
+		if (rc == 0)
+			rs->deliveries++;
+		else if (rc == BW_ETOOBIG)
+			m->overflow = 1;
+	}
+}
+
+static int
+rejoin_room(void *arg, void *val)
+{
+	struct bw_rooms *rs = arg;
+	const struct room *r = val;
+	const struct rconn *m;
+	const char *argv[7];
+	size_t lens[7], k;
+	char ids[16], member[96];
+
+	snprintf(ids, sizeof(ids), "%u", r->id);
+	for (m = r->members; m != NULL; m = m->next) {
+		rbus_member_of(rs, m->conn_id, member, sizeof(member));
+		argv[0] = ids;
+		argv[1] = (const char *)r->salt;
+		argv[2] = (const char *)r->hash;
+		argv[3] = member;
+		argv[4] = rc_key(m);
+		argv[5] = m->name;
+		argv[6] = rs->node;
+		for (k = 0; k < 7; k++)
+			lens[k] = k == 1   ? SALT_LEN
+				  : k == 2 ? HASH_LEN
+					   : strlen(argv[k]);
+		(void)rbus_eval(rs, rbus_lua_rejoin, NULL, NULL, 7, argv, lens);
+	}
+	return 0;
+}
+
+/* Back after an outage (or started with rooms): this node's members, as
+ * Redis had them, go quietly, and those it has now are written again. */
+static void
+rejoin_all(struct bw_rooms *rs)
+{
+	const char *argv[1];
+
+	argv[0] = rs->node;
+	(void)rbus_eval(rs, rbus_lua_forget, NULL, NULL, 1, argv, NULL);
+	(void)bw_hash_each(&rs->map, rejoin_room, rs);
+}
+
+static void beat(void *arg);
+
+static void
+on_state(void *arg, int up)
+{
+	struct bw_rooms *rs = arg;
+
+	if (!up) {
+		rs->bus_was_down = 1;
+		return;
+	}
+	/* alive at once: a node killed before its first beat on the bus
+	 * would never be reaped */
+	beat(rs);
+	if (rs->bus_was_down || rs->map.n > 0)
+		rejoin_all(rs);
+	rs->bus_was_down = 0;
+}
+
+static void
+beat(void *arg)
+{
+	struct bw_rooms *rs = arg;
+	char key[128];
+	const char *set[5] = {"SET", key, "1", "PX", ALIVE_MS};
+	const char *add[3] = {"SADD", "bulwark:nodes", rs->node};
+	const char *argv[2] = {rs->node, GONE};
+
+	if (rbus_up(rs)) {
+		snprintf(key, sizeof(key), "bulwark:node:%s", rs->node);
+		if (bw_bus_cmd(rs->bus, NULL, NULL, 5, set, NULL) != 0 ||
+		    bw_bus_cmd(rs->bus, NULL, NULL, 3, add, NULL) != 0)
+			bw_debug("rooms: a heartbeat was not sent");
+		(void)rbus_eval(rs, rbus_lua_reap, NULL, NULL, 2, argv, NULL);
+	}
+	if (bw_loop_timer_start(rs->eng->loop, &rs->beat_t, BEAT_MS, beat,
+				rs) != 0)
+		bw_warn("rooms: the heartbeat stopped");
+}
+
+int
+rbus_start(struct bw_rooms *rs)
+{
+	rs->bus_buf_cap = 96 + NAME_CAP + 4 + BW_TEXT_CAP(rs->cfg.line_max);
+	if ((rs->bus_buf = malloc(rs->bus_buf_cap)) == NULL)
+		return BW_ENOMEM;
+	bw_bus_listen(rs->bus, on_message, on_state, rs);
+	beat(rs);
+	return 0;
+}
+
+void
+rbus_stop(struct bw_rooms *rs)
+{
+	if (rs->bus == NULL)
+		return;
+	bw_loop_timer_stop(rs->eng->loop, &rs->beat_t);
+	bw_bus_listen(rs->bus, NULL, NULL, NULL);
+	free(rs->bus_buf);
+	rs->bus_buf = NULL;
+}

@@ -1,0 +1,106 @@
+/* The Lua scripts of rooms across nodes (rooms_bus.c), each one atomic in
+ * Redis: the keys they keep are
+ *   bulwark:rooms:next          the last room id given (INCR: never reused)
+ *   bulwark:rooms               the ids of the rooms there are
+ *   bulwark:room:ID             the room's password verifier (salt, hash)
+ *   bulwark:room:ID:m           its members: NODE/CONN -> "KEY\nNAME"
+ *   bulwark:room:ID:n           its names' keys -> NODE/CONN (taken once)
+ *   bulwark:node:NODE           the node's heartbeat (expires in 3 s)
+ *   bulwark:node:NODE:rooms     the rooms the node has (had) members in
+ *   bulwark:nodes               the nodes that beat
+ * and a room's lines and notices go to the channel bulwark:room:ID as
+ * "NODE/CONN\nTEXT" (the sender, then what every other member is sent).
+ */
+#include "svc/rooms/rooms_int.h"
+
+const char rbus_lua_lookup[] = "local r='bulwark:room:'..ARGV[1] "
+			       "local v=redis.call('HMGET',r,'salt','hash') "
+			       "if not v[1] then return nil end "
+			       "return {v[1],v[2],redis.call('HLEN',r..':m')}";
+
+const char rbus_lua_create[] =
+	"if redis.call('SCARD','bulwark:rooms')>=tonumber(ARGV[6]) then "
+	"return -1 end "
+	"local id=redis.call('INCR','bulwark:rooms:next') "
+	"if id>4294967295 then return -2 end "
+	"local r='bulwark:room:'..id "
+	"redis.call('HSET',r,'salt',ARGV[1],'hash',ARGV[2]) "
+	"redis.call('SADD','bulwark:rooms',id) "
+	"redis.call('HSET',r..':n',ARGV[4],ARGV[3]) "
+	"redis.call('HSET',r..':m',ARGV[3],ARGV[4]..'\\n'..ARGV[5]) "
+	"redis.call('SADD','bulwark:node:'..ARGV[7]..':rooms',id) "
+	"return id";
+
+const char rbus_lua_join[] =
+	"local r='bulwark:room:'..ARGV[1] "
+	"if redis.call('EXISTS',r)==0 then return -1 end "
+	"if redis.call('HLEN',r..':m')>=tonumber(ARGV[5]) then return -2 end "
+	"if redis.call('HSETNX',r..':n',ARGV[3],ARGV[2])==0 then return 0 end "
+	"redis.call('HSET',r..':m',ARGV[2],ARGV[3]..'\\n'..ARGV[4]) "
+	"redis.call('SADD','bulwark:node:'..ARGV[6]..':rooms',ARGV[1]) "
+	"redis.call('PUBLISH',r,ARGV[2]..'\\n'..ARGV[4]..' has joined the "
+	"group\\n') "
+	"return 1";
+
+/* ARGV: id, member, notice ("": none) */
+const char rbus_lua_leave[] =
+	"local r='bulwark:room:'..ARGV[1] "
+	"local v=redis.call('HGET',r..':m',ARGV[2]) "
+	"if not v then return -1 end "
+	"redis.call('HDEL',r..':m',ARGV[2]) "
+	"local k=string.sub(v,1,string.find(v,'\\n',1,true)-1) "
+	"if redis.call('HGET',r..':n',k)==ARGV[2] then "
+	"redis.call('HDEL',r..':n',k) end "
+	"if ARGV[3]~='' then redis.call('PUBLISH',r,ARGV[2]..'\\n'..ARGV[3]) "
+	"end "
+	"if redis.call('HLEN',r..':m')==0 then "
+	"redis.call('DEL',r,r..':m',r..':n') "
+	"redis.call('SREM','bulwark:rooms',ARGV[1]) end "
+	"return 0";
+
+/* The members of node (all of them, or of a dead one) out of their rooms,
+ * with notice (ARGV[2], "" for none); empty rooms deleted. */
+#define LUA_DROP_NODE                                                          \
+	"local function drop(node,notice) "                                    \
+	"local rs='bulwark:node:'..node..':rooms' "                            \
+	"for _,id in ipairs(redis.call('SMEMBERS',rs)) do "                    \
+	"local r='bulwark:room:'..id "                                         \
+	"local m=redis.call('HGETALL',r..':m') "                               \
+	"for i=1,#m,2 do "                                                     \
+	"if string.sub(m[i],1,#node+1)==node..'/' then "                       \
+	"local nl=string.find(m[i+1],'\\n',1,true) "                           \
+	"redis.call('HDEL',r..':m',m[i]) "                                     \
+	"redis.call('HDEL',r..':n',string.sub(m[i+1],1,nl-1)) "                \
+	"if notice~='' then redis.call('PUBLISH',r,m[i]..'\\n'.."              \
+	"string.sub(m[i+1],nl+1)..notice) end end end "                        \
+	"if redis.call('HLEN',r..':m')==0 then "                               \
+	"redis.call('DEL',r,r..':m',r..':n') "                                 \
+	"redis.call('SREM','bulwark:rooms',id) end end "                       \
+	"redis.call('DEL',rs) end "
+
+/* ARGV: self, notice. Every node that stopped beating is dropped. */
+const char rbus_lua_reap[] = LUA_DROP_NODE
+	"local n=0 "
+	"for _,node in ipairs(redis.call('SMEMBERS','bulwark:nodes')) "
+	"do "
+	"if node~=ARGV[1] and "
+	"redis.call('EXISTS','bulwark:node:'..node)==0 then "
+	"drop(node,ARGV[2]) redis.call('SREM','bulwark:nodes',node) "
+	"n=n+1 end end "
+	"return n";
+
+/* ARGV: self. This node's members, as Redis had them, go (quietly): the
+ * members it has now are written again after it (lua_rejoin). */
+const char rbus_lua_forget[] = LUA_DROP_NODE "drop(ARGV[1],'') return 0";
+
+/* ARGV: id, salt, hash, member, key, name, node: a member written again
+ * (the room too if it went), without a notice. */
+const char rbus_lua_rejoin[] =
+	"local r='bulwark:room:'..ARGV[1] "
+	"if redis.call('EXISTS',r)==0 then "
+	"redis.call('HSET',r,'salt',ARGV[2],'hash',ARGV[3]) "
+	"redis.call('SADD','bulwark:rooms',ARGV[1]) end "
+	"redis.call('HSET',r..':n',ARGV[5],ARGV[4]) "
+	"redis.call('HSET',r..':m',ARGV[4],ARGV[5]..'\\n'..ARGV[6]) "
+	"redis.call('SADD','bulwark:node:'..ARGV[7]..':rooms',ARGV[1]) "
+	"return 1";
