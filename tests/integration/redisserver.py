@@ -26,8 +26,8 @@ def free_port():
 
 
 class RedisServer:
-    def __init__(self):
-        self.dir = Path(tempfile.mkdtemp(prefix="bulwark-redis."))
+    def __init__(self, parent=None):
+        self.dir = Path(tempfile.mkdtemp(prefix="bulwark-redis.", dir=parent))
         self.port = free_port()
         self.password = secrets.token_hex(12)
         self.proc = None

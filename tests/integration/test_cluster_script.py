@@ -1,5 +1,5 @@
-"""scripts/cluster: up starts PostgreSQL, an S3 store, HAProxy and the
-nodes, and says where they are; the cluster serves through HAProxy; status
+"""scripts/cluster: up starts PostgreSQL, an S3 store, Redis, HAProxy and
+the nodes, and says where they are; the cluster serves through HAProxy; status
 sees each part; a second up is refused; down stops every process up
 started and removes its directory."""
 
@@ -58,10 +58,11 @@ def test_up_status_serve_down(tmp_path):
                       r"127\.0\.0\.1:(\d+) \(rooms\)", r.stdout)
         assert m, r.stdout
         port = int(m.group(1))
-        assert r.stdout.count(" running ") == 5, r.stdout  # pg, s3, haproxy, 2 nodes
+        assert r.stdout.count(" running ") == 6, r.stdout  # pg, s3, redis, haproxy, 2 nodes
         state = json.loads((where / "state.json").read_text())
         assert oct((where / "state.json").stat().st_mode & 0o777) == "0o600"
-        pids = ([n["pid"] for n in state["nodes"]] + [state["pg"]["pid"], state["haproxy"]["pid"]]
+        pids = ([n["pid"] for n in state["nodes"]] + [state["pg"]["pid"], state["haproxy"]["pid"],
+                                                      state["redis"]["pid"]]
                 + list(state["s3"]["pids"].values()))
         # a course-style session through the balancer, a request per connection
         c = bw.VaultClient("127.0.0.1", port)
@@ -77,8 +78,20 @@ def test_up_status_serve_down(tmp_path):
         c.connect()
         bw.expect(c.crc_ok("f.bin"), bw.ACK)
         c.close()
+        # a room through the rooms frontend, spanning the nodes
+        from bwrooms import RoomClient
+        rooms = int(m.group(2))
+        a = RoomClient(rooms)
+        room = a.create("a", "pw")
+        b = RoomClient(rooms)
+        b.join("b", room, "pw")
+        a.expect("b has joined the group")
+        b.line("hello")
+        a.expect("b: hello")
+        a.close()
+        b.close()
         s = run("status", env=env)
-        assert s.returncode == 0 and s.stdout.count(" running ") == 5, s.stdout
+        assert s.returncode == 0 and s.stdout.count(" running ") == 6, s.stdout
         assert "files 1" in s.stdout, s.stdout
         again = run("up", env=env)
         assert again.returncode != 0 and "up already" in again.stderr + again.stdout
