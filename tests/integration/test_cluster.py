@@ -357,6 +357,11 @@ def test_a_room_spans_the_nodes_one_order_for_everyone(cluster):
     alice.expect("carol has joined the group")
     bob.expect("carol has joined the group")
     members = {"alice": alice, "bob": bob, "carol": carol}
+    # every node shows the cluster's rooms and members (Redis) beside its own
+    for n in cluster.nodes:
+        assert bwd.wait_for(lambda: (gauge(n, "bulwark_rooms_cluster"),
+                                     gauge(n, "bulwark_rooms_cluster_members")) == (1, 3), 5), n
+        assert gauge(n, "bulwark_rooms_members") == 1
     for i in range(20):  # everyone talks at once
         for name, c in members.items():
             c.line("%s %d" % (name, i))
@@ -427,6 +432,7 @@ def test_a_killed_nodes_members_leave_and_an_emptied_room_goes(cluster):
     carol.expect("bob has removed from the group", timeout=10)
     alice.line("still here")
     carol.expect("alice: still here")
+    assert bwd.wait_for(lambda: gauge(n3, "bulwark_rooms_cluster_members") == 2, 5)
     # the room goes when its last member anywhere leaves: carol, then
     # alice's node killed
     carol.leave()

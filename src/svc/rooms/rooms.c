@@ -493,6 +493,11 @@ rooms_stats(const void *inst, bw_stat_emit emit, void *arg)
 		     "chat lines and notices from the bus for rooms with "
 		     "members here",
 		     rs->bus_received);
+		emit(arg, "rooms_cluster", "rooms of the whole cluster (Redis)",
+		     rs->cluster_rooms);
+		emit(arg, "rooms_cluster_members",
+		     "room members of the whole cluster (Redis)",
+		     rs->cluster_members);
 		bw_bus_stats(rs->bus, emit, arg);
 	}
 }

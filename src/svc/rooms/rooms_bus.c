@@ -349,6 +349,21 @@ on_state(void *arg, int up)
 }
 
 static void
+counted(void *arg, int rc, const struct bw_bus_reply *r)
+{
+	struct bw_rooms *rs = arg;
+	long long n;
+
+	if (rc != 0 || r == NULL || bw_bus_type(r) != BW_BUS_ARR ||
+	    bw_bus_len(r) != 2)
+		return;
+	rs->cluster_rooms = (uint64_t)bw_bus_int(bw_bus_at(r, 0));
+	n = bw_bus_int(bw_bus_at(r, 1));
+	rs->cluster_members = n > 0 ? (uint64_t)n : 0;
+	rs->cluster_known = 1;
+}
+
+static void
 beat(void *arg)
 {
 	struct bw_rooms *rs = arg;
@@ -363,6 +378,11 @@ beat(void *arg)
 		    bw_bus_cmd(rs->bus, NULL, NULL, 3, add, NULL) != 0)
 			bw_debug("rooms: a heartbeat was not sent");
 		(void)rbus_eval(rs, rbus_lua_reap, NULL, NULL, 2, argv, NULL);
+		(void)rbus_eval(rs,
+				"return {redis.call('SCARD','bulwark:rooms'),"
+				"tonumber(redis.call('GET','bulwark:members') "
+				"or '0')}",
+				counted, rs, 0, NULL, NULL);
 	}
 	if (bw_loop_timer_start(rs->eng->loop, &rs->beat_t, BEAT_MS, beat,
 				rs) != 0)

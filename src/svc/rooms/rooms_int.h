@@ -72,6 +72,9 @@ struct bw_rooms {
 	char *bus_buf; /* a line being published */
 	size_t bus_buf_cap;
 	uint64_t bus_published, bus_received;
+	/* the cluster's rooms and members, from Redis at the last beat */
+	int cluster_known;
+	uint64_t cluster_rooms, cluster_members;
 };
 
 enum rstate {

@@ -8,6 +8,7 @@
  *   bulwark:node:NODE           the node's heartbeat (expires in 3 s)
  *   bulwark:node:NODE:rooms     the rooms the node has (had) members in
  *   bulwark:nodes               the nodes that beat
+ *   bulwark:members             the members of every room, counted
  * and a room's lines and notices go to the channel bulwark:room:ID as
  * "NODE/CONN\nTEXT" (the sender, then what every other member is sent).
  */
@@ -29,6 +30,7 @@ const char rbus_lua_create[] =
 	"redis.call('HSET',r..':n',ARGV[4],ARGV[3]) "
 	"redis.call('HSET',r..':m',ARGV[3],ARGV[4]..'\\n'..ARGV[5]) "
 	"redis.call('SADD','bulwark:node:'..ARGV[7]..':rooms',id) "
+	"redis.call('INCR','bulwark:members') "
 	"return id";
 
 const char rbus_lua_join[] =
@@ -38,6 +40,7 @@ const char rbus_lua_join[] =
 	"if redis.call('HSETNX',r..':n',ARGV[3],ARGV[2])==0 then return 0 end "
 	"redis.call('HSET',r..':m',ARGV[2],ARGV[3]..'\\n'..ARGV[4]) "
 	"redis.call('SADD','bulwark:node:'..ARGV[6]..':rooms',ARGV[1]) "
+	"redis.call('INCR','bulwark:members') "
 	"redis.call('PUBLISH',r,ARGV[2]..'\\n'..ARGV[4]..' has joined the "
 	"group\\n') "
 	"return 1";
@@ -48,6 +51,7 @@ const char rbus_lua_leave[] =
 	"local v=redis.call('HGET',r..':m',ARGV[2]) "
 	"if not v then return -1 end "
 	"redis.call('HDEL',r..':m',ARGV[2]) "
+	"redis.call('DECR','bulwark:members') "
 	"local k=string.sub(v,1,string.find(v,'\\n',1,true)-1) "
 	"if redis.call('HGET',r..':n',k)==ARGV[2] then "
 	"redis.call('HDEL',r..':n',k) end "
@@ -70,6 +74,7 @@ const char rbus_lua_leave[] =
 	"if string.sub(m[i],1,#node+1)==node..'/' then "                       \
 	"local nl=string.find(m[i+1],'\\n',1,true) "                           \
 	"redis.call('HDEL',r..':m',m[i]) "                                     \
+	"redis.call('DECR','bulwark:members') "                                \
 	"redis.call('HDEL',r..':n',string.sub(m[i+1],1,nl-1)) "                \
 	"if notice~='' then redis.call('PUBLISH',r,m[i]..'\\n'.."              \
 	"string.sub(m[i+1],nl+1)..notice) end end end "                        \
@@ -101,6 +106,7 @@ const char rbus_lua_rejoin[] =
 	"redis.call('HSET',r,'salt',ARGV[2],'hash',ARGV[3]) "
 	"redis.call('SADD','bulwark:rooms',ARGV[1]) end "
 	"redis.call('HSET',r..':n',ARGV[5],ARGV[4]) "
-	"redis.call('HSET',r..':m',ARGV[4],ARGV[5]..'\\n'..ARGV[6]) "
+	"if redis.call('HSET',r..':m',ARGV[4],ARGV[5]..'\\n'..ARGV[6])==1 then "
+	"redis.call('INCR','bulwark:members') end "
 	"redis.call('SADD','bulwark:node:'..ARGV[7]..':rooms',ARGV[1]) "
 	"return 1";
