@@ -263,13 +263,20 @@ class Server:
             self._log = None
         return rc
 
+    def port_for(self, i):
+        """The port client process i connects to."""
+        return self.port
+
 
 class Bulwark(Server):
     label = "bulwarkd rooms"
     proto = "rooms"
+    name = "bulwarkd"  # its directory under the run's
+    extra = ()         # more options (a node of a cluster: --bus ...)
+    env = None
 
     def start(self):
-        d = self.ctx.run_tmp / "bulwarkd"
+        d = self.ctx.run_tmp / self.name
         (d / "data").mkdir(parents=True)
         self.log_path = d / "bulwarkd.log"
         self._log = open(self.log_path, "wb")
@@ -279,8 +286,9 @@ class Bulwark(Server):
                 "--rooms-rate", "0", "--rooms-queue", str(self.ctx.rooms_queue),
                 "--rooms-max-members", str(max_members),
                 "--rooms-max-conns", str(min(15000, self.ctx.members + 4 * self.ctx.senders + 200)),
-                "--shutdown-grace", "2", "--metrics-listen", HOST + ":0"]
-        self.proc = self.ctx.procs.spawn(argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=d)
+                "--shutdown-grace", "2", "--metrics-listen", HOST + ":0", *self.extra]
+        self.proc = self.ctx.procs.spawn(argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=d,
+                                         env=self.env)
         m = self._wait_ready(rb"rooms listening on 127\.0\.0\.1:(\d+)")
         if not m:
             self.stop()
@@ -329,6 +337,72 @@ class Bulwark(Server):
                 out.append("bulwarkd logged %d %s line(s), e.g. %s" % (
                     k, lvl.strip(), re.search(r"^\S+ %s.*$" % lvl, text, re.M).group(0)[:160]))
         return out
+
+
+class BulwarkCluster(Server):
+    """N bulwarkd nodes sharing one room over Redis (--bus): members and
+    senders spread over them, CPU and RSS summed over the nodes and Redis."""
+    label = "bulwarkd rooms over Redis"
+    proto = "rooms"
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.label = "bulwarkd rooms, %d nodes over Redis" % ctx.cluster
+        self.nodes = []
+        self.redis = None
+
+    def start(self):
+        sys.path.insert(0, str(REPO / "tests" / "integration"))
+        import redisserver
+
+        self.redis = redisserver.RedisServer(parent=str(self.ctx.run_tmp)).start()
+        env = {**os.environ, **self.redis.env()}
+        for i in range(self.ctx.cluster):
+            node = Bulwark(self.ctx)
+            node.name = "node%d" % (i + 1)
+            node.extra = ("--bus", self.redis.url(), "--node-name", node.name)
+            node.env = env
+            self.nodes.append(node.start())
+        self.port = self.nodes[0].port
+        self.proc = self.nodes[0].proc
+        self.log_path = self.nodes[0].log_path
+        say("%s: rooms on ports %s, Redis on %d", self.label,
+            ", ".join(str(n.port) for n in self.nodes), self.redis.port)
+        return self
+
+    def port_for(self, i):
+        return self.nodes[i % len(self.nodes)].port
+
+    def alive(self):
+        for n in self.nodes:
+            n.alive()
+
+    def cpu_s(self):
+        return sum(n.cpu_s() for n in self.nodes) + proc_cpu_s(self.redis.proc.pid)
+
+    def rss_kib(self):
+        return sum(n.rss_kib() for n in self.nodes) + proc_rss_kib(self.redis.proc.pid)
+
+    def stat(self, name):
+        return sum(n.stat(name) for n in self.nodes)
+
+    def stop(self):
+        rc = None
+        for n in self.nodes:
+            r = n.stop()
+            rc = r if r not in (0, None) else rc
+        if self.redis is not None:
+            self.redis.destroy()
+            self.redis = None
+        return rc
+
+    def stop_checked(self):
+        rc = self.stop()
+        if rc not in (0, None):
+            raise ScenarioError("a node exited %r on SIGTERM" % rc)
+
+    def notes(self):
+        return [x for n in self.nodes for x in n.notes()]
 
 
 class Ngircd(Server):
@@ -438,7 +512,7 @@ class Run:
 
     def member_argv(self, i, count, create):
         a = [self.ctx.chatload, "--mode", "member", "--proto", self.srv.proto, "--host", HOST,
-             "--port", self.srv.port, "--count", count, "--proc", i,
+             "--port", self.srv.port_for(i), "--count", count, "--proc", i,
              "--parallel", self.ctx.parallel, "--join-timeout", self.ctx.join_timeout,
              "--max-seconds", self.ctx.deadline + 60]
         if self.srv.proto == "rooms":
@@ -535,7 +609,7 @@ class Run:
                 stamp["mono0"] = time.monotonic_ns()
 
         argv = [ctx.chatload, "--mode", "sender", "--proto", self.srv.proto, "--host", HOST,
-                "--port", self.srv.port, "--count", ctx.senders, "--rate", rate,
+                "--port", self.srv.port_for(li), "--count", ctx.senders, "--rate", rate,
                 "--duration", ctx.seconds, "--sid-base", 1000 * (li + 1), "--proc", li,
                 "--parallel", ctx.senders, "--join-timeout", 60,
                 "--drain-timeout", ctx.drain_timeout,
@@ -822,13 +896,17 @@ def build_rows(ctx, ours, ref):
             fmt_rate(y["offered_deliveries"]) if y else ("not run" if ref else "skipped"))
         dv = ratio(x and x["rate_in_window"], y and y["rate_in_window"])
         verdict = "-"
-        if x and y:
-            verdict = ">= ngircd  %s" % ("met" if x["rate_in_window"] >= 0.99 * y["rate_in_window"] else "MISSED")
+        if x and y and ctx.cluster:
+            verdict = "(report)"
+        elif x and y:
+            verdict = ">= %s  %s" % (ctx.ref_name, "met" if x["rate_in_window"] >= 0.99 * y["rate_in_window"] else "MISSED")
         row("  deliveries/s while sending", fmt_rate(x and x["rate_in_window"]),
             fmt_rate(y and y["rate_in_window"]), dv, verdict)
         verdict = "-"
-        if x and y and x["p99_us"] is not None and y["p99_us"] is not None:
-            verdict = "p99 <= ngircd  %s" % ("met" if x["p99_us"] <= y["p99_us"] else "MISSED")
+        if ctx.cluster:
+            verdict = "(report)"
+        elif x and y and x["p99_us"] is not None and y["p99_us"] is not None:
+            verdict = "p99 <= %s  %s" % (ctx.ref_name, "met" if x["p99_us"] <= y["p99_us"] else "MISSED")
         row("  latency p50 / p99",
             "%s / %s" % (fmt_ms(x["p50_us"]), fmt_ms(x["p99_us"])) if x else "-",
             "%s / %s" % (fmt_ms(y["p50_us"]), fmt_ms(y["p99_us"])) if y else "-",
@@ -869,14 +947,15 @@ def build_rows(ctx, ours, ref):
         fmt_rate(best_a["rate_in_window"]) if best_a else "none",
         fmt_rate(best_b["rate_in_window"]) if best_b else ("none" if ref else "skipped"),
         ratio(best_a and best_a["rate_in_window"], best_b and best_b["rate_in_window"]),
-        ">= ngircd  %s" % ("met" if best_a and (not best_b or best_a["rate_in_window"]
+        "(report)" if ctx.cluster else ">= %s  %s" % (ctx.ref_name, "met" if best_a and (not best_b or best_a["rate_in_window"]
                                                   >= 0.99 * best_b["rate_in_window"]) else "MISSED")
         if ref else "-")
     return rows
 
 
-def print_table(rows):
-    head = ("figure", "ours", "reference (ngircd)", "ratio", "target")
+def print_table(rows, ctx):
+    head = ("figure", "ours (1 node)" if ctx.cluster else "ours",
+            "reference (%s)" % ctx.ref_name, "ratio", "target")
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
     print(" | ".join("%-*s" % (widths[i], head[i]) for i in range(5)).rstrip())
     print("-+-".join("-" * w for w in widths))
@@ -1006,6 +1085,9 @@ def main():
     ap.add_argument("--no-irc-oper", dest="irc_oper", action="store_false",
                     help="ngircd senders stay plain users (flood protection on)")
     ap.add_argument("--no-ngircd", action="store_true", help="skip the ngircd reference")
+    ap.add_argument("--cluster", type=int, default=0, metavar="N",
+                    help="the reference is the same room over N bulwarkd nodes and Redis "
+                    "(--bus), members and senders spread over them, instead of ngircd")
     ap.add_argument("--burst", type=int, default=None,
                     help="connections trying wrong passwords at once during a repeat of "
                     "the first level (ours only; default 200, quick 0)")
@@ -1036,6 +1118,11 @@ def main():
         ap.error("bad sizes")
     if ctx.members // ctx.member_procs + 64 > 20000:
         ap.error("too many members per process for the open-file limit")
+    if ctx.cluster:
+        if ctx.cluster < 2 or ctx.cluster > 8:
+            ap.error("--cluster takes 2 to 8 nodes")
+        ctx.no_ngircd = True  # the reference is the cluster
+    ctx.ref_name = ("%d nodes" % ctx.cluster) if ctx.cluster else "ngircd"
     ctx.procs = Procs()
     ctx.load_start = os.getloadavg()[0]
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
@@ -1062,6 +1149,8 @@ def main():
                 plan.append(("ours", Bulwark))
             if not ctx.no_ngircd:
                 plan.append(("ngircd", Ngircd))
+            if ctx.cluster:
+                plan.append(("ref", BulwarkCluster))
             every = {key: [] for key, _ in plan}
             for rep in range(ctx.repeats):
                 # each run in a directory of its own
@@ -1104,12 +1193,15 @@ def main():
     if results:
         try:
             print_table(build_rows(ctx, results.get("ours"),
-                                   None if ctx.no_ngircd else results.get("ngircd")))
+                                   results.get("ref") if ctx.cluster else
+                                   None if ctx.no_ngircd else results.get("ngircd")), ctx)
         except Exception:
             errors.append("table: %s" % traceback.format_exc().strip())
         print()
         print_details("bulwarkd rooms", results.get("ours"))
         print_details("ngircd", results.get("ngircd"))
+        if ctx.cluster:
+            print_details("%d nodes over Redis" % ctx.cluster, results.get("ref"))
     print()
     print("Notes: one room (#bench) of N members; %d senders share the offered rate, round robin, "
           "%d-byte texts" % (ctx.senders, 100))
