@@ -190,9 +190,9 @@ on_disconnect(const redisAsyncContext *ac, int status)
 	struct bw_bus *b = k->b;
 
 	(void)status;
-	k->ac = NULL; /* hiredis frees it after this */
+	k->ac = NULL; /* hiredis frees it after this (its cleanup hook,
+		       * before this one, has unwatched it) */
 	k->up = 0;
-	k->watching = 0;
 	if (!b->closing)
 		lost(b, ac->errstr[0] != '\0' ? ac->errstr : "closed");
 }
@@ -226,8 +226,8 @@ on_connect(const redisAsyncContext *ac, int status)
 	struct link *k = ac->data;
 
 	if (status != REDIS_OK) {
-		k->ac = NULL; /* hiredis frees it after this */
-		k->watching = 0;
+		k->ac = NULL; /* hiredis frees it after this, unwatching it
+			       * through the cleanup hook */
 		lost(k->b, ac->errstr);
 	}
 }
