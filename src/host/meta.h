@@ -131,6 +131,13 @@ enum bw_meta_op {
 	/* u.totals: what the whole store holds (every daemon's): clients,
 	 * files, queued messages and their bytes. Only on a shared store. */
 	BW_META_TOTALS,
+	/* u.lock: a lock named by key, across the daemons sharing the store
+	 * (PostgreSQL's advisory locks, held by this daemon's session): taken
+	 * if free (got: 1) or not (got: 0), never waited for; released by
+	 * BW_META_UNLOCK. A lost connection releases every one. Only on a
+	 * shared store. */
+	BW_META_LOCK,
+	BW_META_UNLOCK,
 };
 
 enum {
@@ -187,6 +194,10 @@ struct bw_meta_req {
 		struct {
 			uint64_t clients, files, messages, message_bytes;
 		} totals; /* out */
+		struct {
+			int64_t key;
+			int got; /* out */
+		} lock;
 		struct {
 			int64_t after;
 			unsigned limit;

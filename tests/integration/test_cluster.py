@@ -522,3 +522,51 @@ def test_postgresql_and_s3_lost_on_every_node_at_once(cluster):
     rows = cluster.pg.psql("SELECT count(*) FROM files f JOIN clients c ON c.ID = f.ID "
                            "WHERE c.NameText LIKE 'nos3%%'", db=cluster.db).strip()
     assert rows == "0", "an upload S3 refused left a row"
+
+
+def fnv1a64(text):
+    h = 1469598103934665603
+    for b in text.encode():
+        h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h - (1 << 64) if h >= 1 << 63 else h
+
+
+def test_a_paths_commit_lock_is_the_clusters(cluster):
+    """The per-path commit lock is a PostgreSQL advisory lock on a shared
+    store: while another session (another node, here psql) holds a file's
+    path, a commit of it through any node waits, and goes on when it is
+    released."""
+    c = bw.VaultClient(H, cluster.port)
+    bw.expect(per_request(c, c.register, unique_name("lk")), bw.REGISTERED)
+    bw.expect(per_request(c, c.send_pubkey), bw.KEY_STORED)
+    path = "files/%s/f.bin" % c.client_id.hex()
+    holder = subprocess.Popen(
+        [str(cluster.pg.bin / "psql"), "-X", "-q", "-h", str(cluster.pg.sock),
+         "-p", str(cluster.pg.port), "-U", cluster.pg.user, "-d", cluster.db, "-c",
+         "SELECT pg_advisory_lock(%d); SELECT pg_sleep(60)" % fnv1a64(path)],
+        env={**os.environ, **cluster.pg.env()}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    answer = []
+    try:
+        assert bwd.wait_for(lambda: cluster.pg.psql(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+            db=cluster.db).strip() == "1", 10)
+        t = threading.Thread(target=lambda: answer.append(
+            per_request(c, c.send_file, "f.bin", b"q" * 50000)))
+        t.start()
+        assert bwd.wait_for(lambda: node_of(cluster, "'f.bin' upload of 50016 bytes started"),
+                            10)
+        time.sleep(0.5)
+        assert not answer, "committed while another session held the path"
+    finally:
+        # the other session ends (a node gone), and its lock with it
+        cluster.pg.psql("SELECT pg_terminate_backend(pid) FROM pg_locks "
+                        "WHERE locktype = 'advisory' AND granted", db=cluster.db)
+        holder.wait(10)
+    t.join(30)
+    assert answer and answer[0].response.code == bw.FILE_RECEIVED, answer
+    bw.expect(per_request(c, c.crc_ok, "f.bin"), bw.ACK)
+    # released after the commit: nothing of ours is left held
+    assert bwd.wait_for(lambda: cluster.pg.psql(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'", db=cluster.db).strip()
+        == "0", 10)

@@ -35,7 +35,7 @@ def test_log_holds_events_but_no_key_or_content(start_server, client_dir):
     assert b"1025 register" in log and b"1028" in log and b"1029" in log
     line_re = re.compile(rb'^ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z '
                          rb'level=(debug|info|warn|error) (conn=\d+ )?'
-                         rb'msg="([^"\\]|\\.)*"( suppressed=\d+)?$')
+                         rb'msg="([^"\\]|\\.)*"( suppressed=\d+)?( node=[\w.-]+)?$')
     with_conn = 0
     for line in log.splitlines():
         if line.startswith(b"bwfault"):

@@ -66,7 +66,8 @@ is_write(const struct bw_meta_req *r)
 {
 	return r->op != BW_META_MSG_READ && r->op != BW_META_SYNC &&
 	       r->op != BW_META_CLIENT_GET && r->op != BW_META_FILE_GET &&
-	       r->op != BW_META_CLIENT_SINCE && r->op != BW_META_TOTALS;
+	       r->op != BW_META_CLIENT_SINCE && r->op != BW_META_TOTALS &&
+	       r->op != BW_META_LOCK && r->op != BW_META_UNLOCK;
 }
 
 /* --- the thread ------------------------------------------------------------
@@ -76,7 +77,8 @@ static int
 is_get(const struct bw_meta_req *r)
 {
 	return r->op == BW_META_CLIENT_GET || r->op == BW_META_FILE_GET ||
-	       r->op == BW_META_CLIENT_SINCE || r->op == BW_META_TOTALS;
+	       r->op == BW_META_CLIENT_SINCE || r->op == BW_META_TOTALS ||
+	       r->op == BW_META_LOCK || r->op == BW_META_UNLOCK;
 }
 
 /* A read of rows again (the connection's mutex held). */

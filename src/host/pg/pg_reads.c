@@ -160,10 +160,34 @@ totals(struct pg_conn *pc, struct bw_meta_req *r)
 	return rc;
 }
 
+/* An advisory lock of the session's, tried or released (never waited
+ * for: the thread serves every other read meanwhile). */
+static int
+lock(struct pg_conn *pc, struct bw_meta_req *r)
+{
+	const char *sql = r->op == BW_META_LOCK
+				  ? "SELECT pg_try_advisory_lock($1::int8)"
+				  : "SELECT pg_advisory_unlock($1::int8)";
+	struct pg_params p = {0};
+	PGresult *res;
+	int rc;
+
+	pg_p_i64(&p, r->u.lock.key);
+	res = PQexecParams(pc->c, sql, p.n, NULL, p.v, p.len, p.fmt, 1);
+	rc = pg_result_rc(pc, res, "an advisory lock");
+	r->u.lock.got =
+		rc == 0 && PQntuples(res) == 1 && pg_col_bool(res, 0, 0);
+	PQclear(res);
+	return rc;
+}
+
 int
 pg_get(struct pg_conn *pc, struct bw_meta_req *r)
 {
 	switch (r->op) {
+	case BW_META_LOCK:
+	case BW_META_UNLOCK:
+		return lock(pc, r);
 	case BW_META_CLIENT_GET:
 		return pg_client_get(pc, r);
 	case BW_META_FILE_GET:

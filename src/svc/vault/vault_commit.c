@@ -28,7 +28,18 @@ struct vlock {
 	char key[BW_PATH_CAP];
 	struct vwait *head, **tail; /* waiting for the path */
 	unsigned waiting_n;
+	/* on a store other daemons share, the path's lock is theirs too: an
+	 * advisory lock of the store's, tried until it is free (granted), or
+	 * given up (refused: the waiters run and answer 2107) */
+	struct bw_vault *v;
+	int granted, refused;
+	unsigned tries;
+	struct bw_meta_req req;
+	struct bw_timer retry_t;
 };
+
+#define LOCK_RETRY_MS 20u
+#define LOCK_TRIES    500u /* 10 s */
 
 struct remove_job {
 	struct bw_vault *v;
@@ -41,6 +52,109 @@ struct remove_job {
  * at once (its connection gone) releases again, and a chain of thousands
  * must not recurse that deep. */
 
+/* The path's name among the daemons' locks (FNV-1a). */
+static int64_t
+lock_key(const char *path)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (; *path != '\0'; path++)
+		h = (h ^ (unsigned char)*path) * 1099511628211ull;
+	return (int64_t)h;
+}
+
+/* The first waiter takes the lock (granted or refused) and runs. */
+static void
+pass_first(struct vlock *l)
+{
+	struct vwait *w = l->head;
+
+	if ((l->head = w->next) == NULL)
+		l->tail = &l->head;
+	l->waiting_n--;
+	w->next = NULL;
+	w->refused = l->refused;
+	w->run(w);
+}
+
+static void lock_ask(void *arg);
+
+static void
+lock_answered(struct bw_meta_req *req)
+{
+	struct vlock *l = req->arg;
+
+	if (req->rc == 0 && req->u.lock.got) {
+		l->granted = 1;
+		pass_first(l);
+		return;
+	}
+	if (req->rc == BW_ECLOSED || ++l->tries >= LOCK_TRIES ||
+	    bw_loop_timer_start(l->v->eng->loop, &l->retry_t, LOCK_RETRY_MS,
+				lock_ask, l) != 0) {
+		bw_warn("vault: %s is held by another node for too long%s%s",
+			l->key, req->rc != 0 ? ": " : "",
+			req->rc != 0 ? bw_strerror(req->rc) : "");
+		l->refused = 1;
+		pass_first(l);
+	}
+}
+
+static void
+lock_ask(void *arg)
+{
+	struct vlock *l = arg;
+
+	bw_meta_req_init(&l->req, BW_META_LOCK, 0, lock_answered, l);
+	l->req.u.lock.key = lock_key(l->key);
+	bw_meta_submit(l->v->meta, &l->req);
+}
+
+struct unlock_req {
+	struct bw_meta_req req;
+};
+
+static void
+unlocked(struct bw_meta_req *req)
+{
+	free(req); /* a lost connection released it anyway */
+}
+
+static void
+lock_free(struct bw_vault *v, struct vlock *l)
+{
+	struct unlock_req *u;
+
+	if (l->granted && (u = calloc(1, sizeof(*u))) != NULL) {
+		bw_meta_req_init(&u->req, BW_META_UNLOCK, 0, unlocked, NULL);
+		u->req.arg = &u->req;
+		u->req.u.lock.key = lock_key(l->key);
+		bw_meta_submit(v->meta, &u->req);
+	}
+	bw_hash_del(&v->locks, l->key, strlen(l->key));
+	free(l);
+}
+
+void
+vault_locks_close(struct bw_vault *v)
+{
+	struct bw_hash_ent *e, *next;
+	size_t i;
+
+	/* at the end nothing waits any more (the store answered every try,
+	 * its connection gone): a retry still armed is disarmed */
+	for (i = 0; v->locks.slots != NULL && i < v->locks.slots_n; i++) {
+		for (e = v->locks.slots[i]; e != NULL; e = next) {
+			struct vlock *l = e->val;
+
+			next = e->next;
+			if (l->v != NULL)
+				bw_loop_timer_stop(l->v->eng->loop,
+						   &l->retry_t);
+		}
+	}
+}
+
 int
 vault_lock(struct bw_vault *v, const char *path, struct vwait *w)
 {
@@ -48,6 +162,7 @@ vault_lock(struct bw_vault *v, const char *path, struct vwait *w)
 	int rc;
 
 	w->next = NULL;
+	w->refused = 0;
 	if (l != NULL) {
 		if (l->waiting_n >= VAULT_LOCK_WAITERS)
 			return BW_EBUSY;
@@ -64,7 +179,15 @@ vault_lock(struct bw_vault *v, const char *path, struct vwait *w)
 		free(l);
 		return rc;
 	}
-	return 1;
+	if (!v->meta->be->shared)
+		return 1;
+	/* the other daemons' turn is asked first; w waits for it */
+	l->v = v;
+	l->head = w;
+	l->tail = &w->next;
+	l->waiting_n = 1;
+	lock_ask(l);
+	return 0;
 }
 
 void
@@ -76,8 +199,7 @@ vault_unlock(struct bw_vault *v, const char *path)
 	if (l == NULL)
 		return;
 	if ((w = l->head) == NULL) {
-		bw_hash_del(&v->locks, l->key, strlen(l->key));
-		free(l);
+		lock_free(v, l);
 		return;
 	}
 	if ((l->head = w->next) == NULL)
@@ -85,6 +207,7 @@ vault_unlock(struct bw_vault *v, const char *path)
 	l->waiting_n--;
 	/* the lock passes to w: run it once the outermost unlock returns */
 	w->next = NULL;
+	w->refused = l->refused;
 	*v->handoff_tail = w;
 	v->handoff_tail = &w->next;
 	if (v->handing_off)
@@ -395,6 +518,10 @@ commit_locked(struct vwait *w)
 	struct bw_file_rec rec;
 	int rc;
 
+	if (w->refused) { /* another node held the path for too long */
+		commit_finish(u, BW_EBUSY);
+		return;
+	}
 	if (bw_registry_by_id(v->reg, u->client_id) == NULL) {
 		commit_finish(u, BW_ENOTFOUND);
 		return;

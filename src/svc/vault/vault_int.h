@@ -98,6 +98,9 @@ struct vfile {
 struct vwait {
 	struct vwait *next;
 	void (*run)(struct vwait *w);
+	/* run without the lock: another daemon sharing the store held the
+	 * path for too long (the step answers 2107) */
+	int refused;
 };
 
 struct upload {
@@ -180,10 +183,12 @@ void vault_store_wait(struct bw_conn *c);
 int vault_stored_begin(struct bw_conn *c);
 void vault_stored_end(struct bw_conn *c);
 /* The key failed to decrypt an upload of cl: counts it, revokes the key
- * after --key-failures. */
-void vault_key_failed(struct bw_conn *c, struct bw_vault *v,
-		      const uint8_t id[BW_ID_LEN],
-		      const uint8_t key[BW_AES_KEY_LEN]);
+ * after --key-failures. 1 if the connection's error reply (why) waits for
+ * the count (a shared store: it is sent, and the connection closed, once
+ * the count and any revocation are stored); 0: the caller replies. */
+int vault_key_failed(struct bw_conn *c, struct bw_vault *v,
+		     const uint8_t id[BW_ID_LEN],
+		     const uint8_t key[BW_AES_KEY_LEN], const char *why);
 /* An upload decrypted with cl's key: the public key is in use. */
 void vault_key_used(struct bw_vault *v, const uint8_t id[BW_ID_LEN]);
 
@@ -203,7 +208,9 @@ void vault_upload_done(struct upload *u);
 /* Runs w now if path is free (returns 1), or queues it (returns 0; w->run
  * is called when the path is released, never from inside the releasing
  * vault_unlock's caller's frame); BW_EBUSY when VAULT_LOCK_WAITERS wait
- * already; BW_ENOMEM. */
+ * already; BW_ENOMEM. On a store other daemons share the path is theirs
+ * too: w waits (0) until the store's advisory lock of the path is this
+ * daemon's, and runs with w->refused set if another held it too long. */
 int vault_lock(struct bw_vault *v, const char *path, struct vwait *w);
 void vault_unlock(struct bw_vault *v, const char *path);
 /* Removes the stored object at key on a worker (freeing a big file's
@@ -222,6 +229,8 @@ void vault_restore_backup(struct bw_vault *v, const char *key,
  * durable (r is the caller's storage). */
 void vault_durable(struct bw_vault *v, struct bw_meta_req *r,
 		   bw_meta_done_fn done, void *arg);
+/* The end: a retry of a lock other daemons held, still armed, disarmed. */
+void vault_locks_close(struct bw_vault *v);
 /* Drops the hold a commit or an op had on c and lets c go on. */
 void vault_release_and_resume(struct bw_conn *c);
 /* The whole body is in and written: commits it, replies 2103 or 2107. */

@@ -29,15 +29,17 @@ vault_key_used(struct bw_vault *v, const uint8_t id[BW_ID_LEN])
 }
 
 /* The key's failures reached the limit: it is revoked (in RAM even if
- * the store refuses). */
-static void
-revoke(struct bw_vault *v, uint64_t conn_id, struct bw_client *cl)
+ * the store refuses); done (may be NULL) once the store has it: 1 if it
+ * will be called. */
+static int
+revoke(struct bw_vault *v, uint64_t conn_id, struct bw_client *cl,
+       bw_registry_fn done, void *arg)
 {
 	char name[BW_ESC_CAP];
 	int rc;
 
-	rc = bw_registry_set_key(v->reg, cl, NULL, NULL, 0, cl->key_used, NULL,
-				 NULL);
+	rc = bw_registry_set_key(v->reg, cl, NULL, NULL, 0, cl->key_used, done,
+				 arg);
 	v->err_revoked++;
 	bw_warn("c%llu '%s': AES key revoked after %u decryption failures%s",
 		ULL(conn_id), bw_escape_display(cl->name, name, sizeof(name)),
@@ -46,15 +48,37 @@ revoke(struct bw_vault *v, uint64_t conn_id, struct bw_client *cl)
 		cl->has_aes = 0;
 		bw_wipe(cl->aes_key, sizeof(cl->aes_key));
 	}
+	return rc == 0 && done != NULL;
 }
 
 /* On a shared store the failures are counted in the client's row: through
- * whichever nodes they come, the key goes at the limit. */
+ * whichever nodes they come, the key goes at the limit. The connection's
+ * 2107 waits until the failure is counted (and a revocation stored): a
+ * client's next request, on any node, meets the key as it then is. */
 struct kfail {
 	struct bw_meta_req req;
 	struct bw_vault *v;
-	uint64_t conn_id;
+	struct bw_conn *c;
+	const char *why;
 };
+
+static void
+kfail_end(struct kfail *k)
+{
+	if (!bw_conn_dead(k->c))
+		(void)bw_frame_fail(k->c, k->why);
+	bw_conn_release(k->c);
+	bw_wipe(k, sizeof(*k));
+	free(k);
+}
+
+static void
+revoked(void *arg, int rc, struct bw_client *cl)
+{
+	(void)rc;
+	(void)cl;
+	kfail_end(arg);
+}
 
 static void
 counted(struct bw_meta_req *req)
@@ -64,18 +88,20 @@ counted(struct bw_meta_req *req)
 
 	if (req->rc == 0 && req->u.fail.count >= k->v->cfg.key_failures &&
 	    cl != NULL && cl->has_aes &&
-	    bw_ct_equal(cl->aes_key, req->u.fail.aes, BW_AES_KEY_LEN))
-		revoke(k->v, k->conn_id, cl);
-	else if (req->rc != 0)
+	    bw_ct_equal(cl->aes_key, req->u.fail.aes, BW_AES_KEY_LEN)) {
+		if (revoke(k->v, k->c->id, cl, revoked, k))
+			return;
+	} else if (req->rc != 0) {
 		bw_warn("vault: a decryption failure could not be counted: %s",
 			bw_strerror(req->rc));
-	bw_wipe(k, sizeof(*k));
-	free(k);
+	}
+	kfail_end(k);
 }
 
-void
+int
 vault_key_failed(struct bw_conn *c, struct bw_vault *v,
-		 const uint8_t id[BW_ID_LEN], const uint8_t key[BW_AES_KEY_LEN])
+		 const uint8_t id[BW_ID_LEN], const uint8_t key[BW_AES_KEY_LEN],
+		 const char *why)
 {
 	struct bw_client *cl = bw_registry_by_id(v->reg, id);
 
@@ -86,25 +112,28 @@ vault_key_failed(struct bw_conn *c, struct bw_vault *v,
 	}
 	if (cl == NULL || !cl->has_aes ||
 	    !bw_ct_equal(cl->aes_key, key, BW_AES_KEY_LEN))
-		return;
+		return 0;
 	if (v->reg->shared) {
 		struct kfail *k = calloc(1, sizeof(*k));
 
 		if (k != NULL) {
 			k->v = v;
-			k->conn_id = c->id;
+			k->c = c;
+			k->why = why;
+			bw_conn_hold(c);
 			bw_meta_req_init(&k->req, BW_META_CLIENT_FAIL, 0,
 					 counted, k);
 			memcpy(k->req.u.fail.id, id, BW_ID_LEN);
 			memcpy(k->req.u.fail.aes, key, BW_AES_KEY_LEN);
 			bw_meta_submit(v->meta, &k->req);
-			return;
+			return 1;
 		}
 		/* no memory: counted here, as on one node */
 	}
 	if (++cl->key_failures < v->cfg.key_failures)
-		return;
-	revoke(v, c->id, cl);
+		return 0;
+	(void)revoke(v, c->id, cl, NULL, NULL);
+	return 0;
 }
 
 /* A reply that waits for the store: the connection reads nothing more

@@ -562,6 +562,7 @@ vault_close(void *inst)
 	/* the loop outlives the services (drained, not freed): nothing of
 	 * theirs may stay armed on it */
 	bw_loop_timer_stop(v->eng->loop, &v->sweep_t);
+	vault_locks_close(v);
 	vfile_free_all(v);
 	bw_hash_fini(&v->locks); /* commits hold no lock once jobs are done */
 	free(v);

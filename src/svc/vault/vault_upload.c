@@ -232,7 +232,11 @@ decrypt_failed(struct bw_conn *c, struct upload *u, const char *why)
 	memcpy(id, u->client_id, BW_ID_LEN);
 	memcpy(key, u->key, BW_AES_KEY_LEN);
 	vault_upload_abort(c, why);
-	vault_key_failed(c, v, id, key);
+	if (vault_key_failed(c, v, id, key, why)) {
+		bw_wipe(key, sizeof(key));
+		bw_frame_wait(c); /* the 2107 follows the count */
+		return 0;
+	}
 	bw_wipe(key, sizeof(key));
 	return bw_frame_fail(c, why);
 }

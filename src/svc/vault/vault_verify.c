@@ -292,6 +292,13 @@ crc_locked(struct vwait *w)
 	int pending, rc;
 
 	op->locked = 1;
+	if (w->refused) { /* another node held the file for too long */
+		op->rc = BW_EBUSY;
+		crc_finish(op, op->code == BW_VAULT_REQ_CRC_RETRY
+				       ? 0
+				       : BW_VAULT_RESP_ERROR);
+		return;
+	}
 	if (bw_registry_by_id(v->reg, op->id) == NULL || bw_conn_dead(op->c)) {
 		crc_finish(op, 0);
 		return;
