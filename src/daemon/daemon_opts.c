@@ -1,9 +1,8 @@
 /* bulwarkd's options as one table: each long option is a field of the
  * daemon's configuration with its bounds, whether SIGHUP may change it, and
  * its line of --help, so the command line, the help text and the keys of
- * the configuration file cannot drift apart. Also the configuration's
- * assembly: defaults, the file, the command line, the environment, and
- * port.info.
+ * the configuration file cannot drift apart (daemon_conf.c assembles the
+ * configuration from them).
  */
 #include <stddef.h>
 #include <stdio.h>
@@ -412,79 +411,6 @@ bw_daemon_opt_set(struct bw_daemon_cfg *cfg, const char *name,
 	default:
 		return BW_ECONFIG;
 	}
-}
-
-/* port.info (the vault's) and myport.info (the messenger's): a port number
- * each, white space ignored. The first valid one is the shared port; a
- * second, different one is listened on too. */
-static void
-port_from_files(struct bw_daemon_cfg *cfg)
-{
-	static const char *names[] = {"port.info", "myport.info"};
-	char path[4200], *text = NULL;
-	uint16_t found[2] = {0, 0};
-	size_t len, i, n = 0;
-	uint64_t port;
-
-	cfg->port2 = 0;
-	for (i = 0; i < 2; i++) {
-		snprintf(path, sizeof(path), "%s/%s", cfg->data_dir, names[i]);
-		if (bw_read_small_file(path, 64, &text, &len) != 0)
-			continue;
-		if (bw_parse_u64(text, 1, 65535, &port) == 0)
-			found[n++] = (uint16_t)port;
-		else
-			bw_warn("%s does not hold a port number; ignored",
-				path);
-		free(text);
-		text = NULL;
-	}
-	if (n == 0) {
-		bw_warn("no port.info or myport.info in %s; using port 1357",
-			cfg->data_dir);
-		cfg->port.port = 1357;
-		return;
-	}
-	if (n == 2 && found[1] != found[0])
-		cfg->port2 = found[1];
-	cfg->port.port = found[0];
-}
-
-int
-bw_daemon_configure(struct bw_daemon_cfg *cfg,
-		    const struct bw_daemon_args *args, char *why,
-		    size_t why_cap)
-{
-	char msg[512];
-	const char *env;
-	unsigned i;
-	int rc;
-
-	bw_daemon_cfg_defaults(cfg);
-	for (i = 0; i < args->n; i++) {
-		if (strcmp(args->name[i], "config") == 0 &&
-		    (rc = bw_daemon_read_config(cfg, args->value[i], why,
-						why_cap)) != 0)
-			return rc;
-	}
-	for (i = 0; i < args->n; i++) {
-		if ((rc = bw_daemon_opt_set(cfg, args->name[i], args->value[i],
-					    msg, sizeof(msg))) != 0) {
-			snprintf(why, why_cap, "--%s", msg);
-			return rc;
-		}
-	}
-	if (!cfg->secret_given &&
-	    (env = getenv("BULWARK_CONSOLE_SECRET")) != NULL &&
-	    env[0] != '\0' &&
-	    (rc = bw_daemon_opt_set(cfg, "console-secret", env, msg,
-				    sizeof(msg))) != 0) {
-		snprintf(why, why_cap, "BULWARK_CONSOLE_SECRET: %s", msg);
-		return rc;
-	}
-	if (!cfg->port_given)
-		port_from_files(cfg);
-	return 0;
 }
 
 int

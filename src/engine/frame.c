@@ -365,22 +365,6 @@ on_header(struct bw_conn *c)
 	return 0;
 }
 
-void
-bw_frame_set_prepare(struct bw_frame *f, bw_frame_prepare_fn fn, void *arg)
-{
-	f->prepare = fn;
-	f->prepare_arg = arg;
-}
-
-void
-bw_frame_prepared(struct bw_conn *c)
-{
-	if (bw_conn_dead(c) || FC(c) == NULL || FC(c)->prep != P_WAIT)
-		return;
-	FC(c)->prep = P_DONE;
-	bw_frame_kick(c);
-}
-
 /* The prepare hook for the request whose head is p: 1 while it works. */
 static int
 prepare(struct bw_conn *c, const uint8_t *p)

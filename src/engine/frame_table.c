@@ -1,7 +1,7 @@
 /* The shared port's tables: the protocols added (each route checked as it
  * goes in), the limits a listener needs to serve them all, each protocol's
- * state on a connection, and the connections counted by the protocol they
- * last spoke.
+ * state on a connection, the connections counted by the protocol they last
+ * spoke, and the hook run before each request (bw_frame_set_prepare).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -114,4 +114,22 @@ frame_conns_of(struct bw_frame *f, const struct bw_frame_proto *p)
 	int i = p != NULL ? frame_proto_index(f, p) : -1;
 
 	return i >= 0 ? &f->conns[i] : &f->conns_none;
+}
+
+/* --- the prepare hook (frame.h) ------------------------------------------ */
+
+void
+bw_frame_set_prepare(struct bw_frame *f, bw_frame_prepare_fn fn, void *arg)
+{
+	f->prepare = fn;
+	f->prepare_arg = arg;
+}
+
+void
+bw_frame_prepared(struct bw_conn *c)
+{
+	if (bw_conn_dead(c) || FC(c) == NULL || FC(c)->prep != P_WAIT)
+		return;
+	FC(c)->prep = P_DONE;
+	bw_frame_kick(c);
 }
