@@ -89,12 +89,19 @@ lock_answered(struct bw_meta_req *req)
 		pass_first(l);
 		return;
 	}
-	if (req->rc == BW_ECLOSED || ++l->tries >= LOCK_TRIES ||
+	/* tried again only while another daemon holds it: a store that
+	 * cannot answer (down, or closing) fails the step at once, as its
+	 * writes would */
+	if (req->rc != 0 || ++l->tries >= LOCK_TRIES ||
 	    bw_loop_timer_start(l->v->eng->loop, &l->retry_t, LOCK_RETRY_MS,
 				lock_ask, l) != 0) {
-		bw_warn("vault: %s is held by another node for too long%s%s",
-			l->key, req->rc != 0 ? ": " : "",
-			req->rc != 0 ? bw_strerror(req->rc) : "");
+		if (req->rc != 0)
+			bw_warn("vault: %s could not be locked: %s", l->key,
+				bw_strerror(req->rc));
+		else
+			bw_warn("vault: %s is held by another node for too "
+				"long",
+				l->key);
 		l->refused = 1;
 		pass_first(l);
 	}
