@@ -570,3 +570,50 @@ def test_a_paths_commit_lock_is_the_clusters(cluster):
     assert bwd.wait_for(lambda: cluster.pg.psql(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'", db=cluster.db).strip()
         == "0", 10)
+
+
+def test_a_nodes_sweep_never_removes_what_another_node_stored(cluster):
+    """Every node's periodic sweep judges the objects under files/ against
+    the rows; the rows another node wrote since this one last read them
+    are in the database, not in its RAM. A client that talks to one node
+    only (its files stored, a replacement pending) keeps both objects
+    through many sweeps of the others, which know the client (they listed
+    it) but never read its files; an object no row names under the same
+    client's directory is removed by them."""
+    n1, others = cluster.nodes[0], cluster.nodes[1:]
+    v = bw.VaultClient(H, n1.port)  # straight to n1, no balancer
+    v.connect()
+    bw.expect(v.register(unique_name("sw")), bw.REGISTERED, "register")
+    bw.expect(v.send_pubkey(), bw.KEY_STORED, "public key")
+    first, second = os.urandom(70000), os.urandom(90000)
+    bw.expect(v.send_file("kept.bin", first).response, bw.FILE_RECEIVED, "file")
+    bw.expect(v.crc_ok("kept.bin"), bw.ACK, "verdict")
+    stored = lambda: set(cluster.s3.keys(cluster.bucket, "files/"))  # noqa: E731
+    before = stored()
+    bw.expect(v.send_file("kept.bin", second).response, bw.FILE_RECEIVED, "replacement")
+    pending = {k for k in stored() - before if k.startswith("files/.pending/")}
+    # the others learn of the client (a 601 reads the new clients), not
+    # of its files
+    for i, node in enumerate(others):
+        m = bwmsg.MsgClient(H, node.port, padded=True)
+        m.register(unique_name("look"), key=rsa_key(i + 2))
+        assert v.name in [n for _, n in m.list()]
+    mine = "files/%s/" % v.client_id.hex()
+    kept = {k for k in stored() if k.startswith(mine)} | pending
+    assert len(kept) == 2, stored()  # the verified file and the pending one
+    orphan = mine + "orphan.bin"
+    st, _, body = cluster.s3.request("PUT", "/%s/%s" % (cluster.bucket, orphan), b"x" * 100)
+    assert st == 200, (st, body)
+    # a sweep has run past the grace (2 s) once the orphan is gone ...
+    assert bwd.wait_for(lambda: orphan not in stored(), 30), stored()
+    # ... and a few more rounds on every node (every 1.5 s)
+    time.sleep(4)
+    assert kept <= stored(), (kept, stored())
+    for node in others:
+        assert "sweep: removing files/%s/kept" % v.client_id.hex() not in node.log()
+    # the replacement is still confirmable, and is then the stored file
+    bw.expect(v.crc_ok("kept.bin"), bw.ACK, "verdict on the replacement")
+    v.close()
+    row = cluster.pg.psql("SELECT f.PathName FROM files f JOIN clients c ON c.ID = f.ID "
+                          "WHERE c.NameText = '%s'" % v.name, db=cluster.db).strip()
+    assert cluster.s3.get(cluster.bucket, row) == second

@@ -520,7 +520,6 @@ commit_locked(struct vwait *w)
 	struct upload *u =
 		(struct upload *)((char *)w - offsetof(struct upload, wait));
 	struct bw_vault *v = u->v;
-	char name[TMP_NAME_CAP];
 	struct vfile *f;
 	struct bw_file_rec rec;
 	int rc;
@@ -539,9 +538,8 @@ commit_locked(struct vwait *w)
 		if (u->pend_hint[0] != '\0') {
 			memcpy(u->pend_key, u->pend_hint, sizeof(u->pend_key));
 		} else {
-			bw_unique_name("", name, sizeof(name));
-			snprintf(u->pend_key, sizeof(u->pend_key),
-				 PENDING_DIR "%s", name);
+			vault_pending_key(u->client_id, u->pend_key,
+					  sizeof(u->pend_key));
 		}
 		rc = bw_loop_submit(v->eng->loop, pend_work, pend_done, u);
 		if (rc != 0)

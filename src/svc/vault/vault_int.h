@@ -217,6 +217,21 @@ void vault_unlock(struct bw_vault *v, const char *path);
  * blocks takes time), or here if that cannot be arranged. "" does
  * nothing. */
 void vault_remove_later(struct bw_vault *v, const char *key);
+/* A new key under files/.pending/ for a replacement of client id's file:
+ * "files/.pending/<id hex>-<unique>", so that a sweep can tell whose it
+ * is. */
+/* reconcile.c: for each of keys[0..n), out[i] = 1 if it names an object
+ * no row in RAM names, in a place that is ours (files/<client>/, or
+ * files/.pending/). */
+int vault_unnamed_keys(struct bw_vault *v, char *const *keys, size_t n,
+		       unsigned char *out) BW_WUR;
+/* sweep.c: the periodic sweep of a shared store, started with the
+ * vault (nothing on a store of one daemon's). */
+int vault_sweep_start(struct bw_vault *v) BW_WUR;
+void vault_pending_key(const uint8_t id[BW_ID_LEN], char *out, size_t cap);
+/* The client a stored key belongs to (files/<hex>/<name>, or a pending key
+ * as above): 0, or BW_ENOTFOUND (an older pending key, or not ours). */
+int vault_key_owner(const char *key, uint8_t id[BW_ID_LEN]);
 /* Worker side: keeps the object at key alive under backup (a fresh
  * scratch key, or "" if there was no object): a replacement can be
  * undone. 0 or why not. */

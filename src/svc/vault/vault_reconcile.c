@@ -337,130 +337,27 @@ out:
 	return rc;
 }
 
-/* --- the periodic sweep of a shared store -------------------------------
- *
- * In a store other daemons share (S3), an object no row names may be left
- * by a daemon that crashed and never started again: every quarter of the
- * grace period (at most every 10 minutes) the objects under files/ older
- * than the grace period are listed on a worker, judged here against the
- * rows as at start-up, and the unnamed ones removed on workers. A commit
- * never leaves an object unnamed for that long: the direct path writes the
- * row first, the pending path names its object right after putting it.
- */
-
-#define SWEEP_MAX_KEYS 100000u /* a round's bound; the next takes the rest */
-#define SWEEP_MAX_MS   600000u
-
-struct sweep {
-	struct bw_vault *v;
-	char **keys;
-	size_t n, cap;
-	int rc;
-};
-
-static int
-collect_settled(void *arg, const char *key, uint64_t size, int64_t mtime)
+/* The periodic sweep's judge (vault_sweep.c): marks in out[i] each of
+ * keys[0..n) that names an object no row in RAM names, in a place that is
+ * ours. */
+int
+vault_unnamed_keys(struct bw_vault *v, char *const *keys, size_t n,
+		   unsigned char *out)
 {
-	struct sweep *sw = arg;
-	char **grown;
-
-	(void)size;
-	if (!bw_blob_settled(sw->v->blobs, mtime) || sw->n == SWEEP_MAX_KEYS)
-		return 0;
-	if (sw->n == sw->cap) {
-		size_t cap = sw->cap ? 2 * sw->cap : 256;
-
-		if ((grown = realloc(sw->keys, cap * sizeof(*grown))) == NULL)
-			return BW_ENOMEM;
-		sw->keys = grown;
-		sw->cap = cap;
-	}
-	if ((sw->keys[sw->n] = strdup(key)) == NULL)
-		return BW_ENOMEM;
-	sw->n++;
-	return 0;
-}
-
-static void
-sweep_work(void *arg)
-{
-	struct sweep *sw = arg;
-	const struct bw_blobs *b = sw->v->blobs;
-
-	sw->rc = b->be->list(b->state, FILES_SPACE, collect_settled, sw);
-}
-
-static void
-sweep_done(void *arg)
-{
-	struct sweep *sw = arg;
-	struct bw_vault *v = sw->v;
-	char shown[BW_ESC_CAP];
 	struct scan sc;
 	size_t i;
+	int rc;
 
 	memset(&sc, 0, sizeof(sc));
 	sc.v = v;
 	sc.quiet = 1;
-	if (sw->rc != 0)
-		bw_warn("vault: the periodic sweep could not list files/: %s",
-			bw_strerror(sw->rc));
-	else if (bw_hash_init(&sc.pending) == 0) {
-		if (vfile_each(v, note_pending, &sc.pending) == 0) {
-			for (i = 0; i < sw->n; i++) {
-				if (!unnamed(&sc, sw->keys[i]))
-					continue;
-				bw_warn("vault: sweep: removing %s: no row "
-					"names it",
-					bw_escape_display(sw->keys[i], shown,
-							  sizeof(shown)));
-				vault_remove_later(v, sw->keys[i]);
-			}
-		}
-		bw_hash_fini(&sc.pending);
-	}
-	for (i = 0; i < sw->n; i++)
-		free(sw->keys[i]);
-	free(sw->keys);
-	free(sw);
-	v->sweeping = 0;
-}
-
-static unsigned
-sweep_every_ms(const struct bw_vault *v)
-{
-	uint64_t ms = (uint64_t)v->blobs->grace_s * 1000u / 4u + 1000u;
-
-	return ms > SWEEP_MAX_MS ? SWEEP_MAX_MS : (unsigned)ms;
-}
-
-static void
-sweep_tick(void *arg)
-{
-	struct bw_vault *v = arg;
-	struct sweep *sw;
-
-	if (bw_loop_timer_start(v->eng->loop, &v->sweep_t, sweep_every_ms(v),
-				sweep_tick, v) != 0)
-		bw_warn("vault: the periodic sweep stops: no memory for its "
-			"timer");
-	if (v->sweeping || (sw = calloc(1, sizeof(*sw))) == NULL)
-		return;
-	sw->v = v;
-	v->sweeping = 1;
-	if (bw_loop_submit(v->eng->loop, sweep_work, sweep_done, sw) != 0) {
-		free(sw);
-		v->sweeping = 0;
-	}
-}
-
-static int
-vault_sweep_start(struct bw_vault *v)
-{
-	if (!v->blobs->shared)
-		return 0; /* one daemon's store: start-up's reconcile is all */
-	return bw_loop_timer_start(v->eng->loop, &v->sweep_t, sweep_every_ms(v),
-				   sweep_tick, v);
+	if ((rc = bw_hash_init(&sc.pending)) != 0)
+		return rc;
+	if ((rc = vfile_each(v, note_pending, &sc.pending)) == 0)
+		for (i = 0; i < n; i++)
+			out[i] = (unsigned char)unnamed(&sc, keys[i]);
+	bw_hash_fini(&sc.pending);
+	return rc;
 }
 
 /* --- the instance ------------------------------------------------------- */

@@ -106,7 +106,6 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 {
 	struct vault_conn *vc = VC(c);
 	char hex[2 * BW_ID_LEN + 1], shown[BW_ESC_CAP], file[BW_ESC_CAP];
-	char name[TMP_NAME_CAP];
 	const struct vfile *f;
 	struct upload *u;
 	int rc;
@@ -136,9 +135,7 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 		goto fail;
 	f = vfile_at(v, cl->id, u->rel_path);
 	if (f != NULL && f->verified) { /* a replacement waits for its 1029 */
-		bw_unique_name("", name, sizeof(name));
-		snprintf(u->pend_hint, sizeof(u->pend_hint), PENDING_DIR "%s",
-			 name);
+		vault_pending_key(cl->id, u->pend_hint, sizeof(u->pend_hint));
 	}
 	if ((rc = v->blobs->be->create(v->blobs->state, FILES_SPACE,
 				       u->pend_hint[0] != '\0' ? u->pend_hint

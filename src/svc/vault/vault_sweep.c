@@ -1,0 +1,289 @@
+/* The periodic sweep of a shared store (S3).
+ *
+ * In a store other daemons share, an object no row names may be left by a
+ * daemon that crashed between object and row and never started again:
+ * every quarter of the grace period (at most every 10 minutes) the objects
+ * under files/ older than the grace period are listed on a worker and
+ * judged here against the rows in RAM. On a database other daemons share
+ * too, RAM is not the truth (another node's uploads since this one last
+ * read its client's rows are not there): a candidate is removed only
+ * once its client's rows, read again from the database, name it nowhere.
+ * A candidate whose client cannot be told (an older pending key) or whose
+ * rows cannot be read is left for a later round.
+ *
+ * A commit never leaves an object unnamed for the grace period: the direct
+ * path writes the row first, the pending path names its object right
+ * after putting it.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bulwark/err.h"
+#include "bulwark/log.h"
+#include "bulwark/util.h"
+#include "svc/vault/vault_int.h"
+
+#define SWEEP_MAX_KEYS 100000u /* a round's bound; the next takes the rest */
+#define SWEEP_MAX_MS   600000u
+#define SWEEP_MAX_ASK  256u /* clients whose rows a round reads again */
+
+struct sweep {
+	struct bw_vault *v;
+	char **keys;
+	size_t n, cap;
+	int rc;
+	unsigned asking; /* clients whose rows are being read */
+};
+
+/* One client's rows, read again for the candidates that are its. */
+struct ask {
+	struct bw_meta_req req; /* first: the callback's argument */
+	struct sweep *sw;
+	uint8_t id[BW_ID_LEN];
+};
+
+static void
+sweep_free(struct sweep *sw)
+{
+	size_t i;
+
+	for (i = 0; i < sw->n; i++)
+		free(sw->keys[i]);
+	free(sw->keys);
+	sw->v->sweeping = 0;
+	free(sw);
+}
+
+static void
+sweep_remove(struct bw_vault *v, const char *key)
+{
+	char shown[BW_ESC_CAP];
+
+	bw_warn("vault: sweep: removing %s: no row names it",
+		bw_escape_display(key, shown, sizeof(shown)));
+	vault_remove_later(v, key);
+}
+
+static int
+collect_settled(void *arg, const char *key, uint64_t size, int64_t mtime)
+{
+	struct sweep *sw = arg;
+	char **grown;
+
+	(void)size;
+	if (!bw_blob_settled(sw->v->blobs, mtime) || sw->n == SWEEP_MAX_KEYS)
+		return 0;
+	if (sw->n == sw->cap) {
+		size_t cap = sw->cap ? 2 * sw->cap : 256;
+
+		if ((grown = realloc(sw->keys, cap * sizeof(*grown))) == NULL)
+			return BW_ENOMEM;
+		sw->keys = grown;
+		sw->cap = cap;
+	}
+	if ((sw->keys[sw->n] = strdup(key)) == NULL)
+		return BW_ENOMEM;
+	sw->n++;
+	return 0;
+}
+
+static void
+sweep_work(void *arg)
+{
+	struct sweep *sw = arg;
+	const struct bw_blobs *b = sw->v->blobs;
+
+	sw->rc = b->be->list(b->state, FILES_SPACE, collect_settled, sw);
+}
+
+/* Whether one of the client's rows names key (its file or its pending
+ * replacement). */
+static int
+row_names(const struct bw_file_rec *recs, size_t n, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(recs[i].path_name, key) == 0 ||
+		    strcmp(recs[i].pending_path, key) == 0)
+			return 1;
+	return 0;
+}
+
+static void
+asked(struct bw_meta_req *req)
+{
+	struct ask *a = (struct ask *)req;
+	struct sweep *sw = a->sw;
+	uint8_t id[BW_ID_LEN];
+	size_t i;
+
+	if (req->rc != 0)
+		bw_debug("vault: sweep: a client's rows could not be read "
+			 "(%s); its objects wait for a later round",
+			 bw_strerror(req->rc));
+	for (i = 0; req->rc == 0 && i < sw->n; i++) {
+		if (sw->keys[i] == NULL ||
+		    vault_key_owner(sw->keys[i], id) != 0 ||
+		    memcmp(id, a->id, BW_ID_LEN) != 0)
+			continue;
+		if (!row_names(req->u.files.recs, req->u.files.n, sw->keys[i]))
+			sweep_remove(sw->v, sw->keys[i]);
+	}
+	free(req->u.files.recs);
+	free(a);
+	if (--sw->asking == 0)
+		sweep_free(sw);
+}
+
+/* Reads again the rows of each client that owns a candidate (keys[i] !=
+ * NULL), once per client and at most SWEEP_MAX_ASK clients a round (the
+ * others' candidates wait for the next). */
+static void
+ask_owners(struct sweep *sw)
+{
+	struct bw_hash asked_ids;
+	uint8_t id[BW_ID_LEN];
+	struct ask *a;
+	size_t i;
+	unsigned n = 0;
+
+	if (bw_hash_init(&asked_ids) != 0) {
+		sweep_free(sw);
+		return;
+	}
+	sw->asking = 1; /* held while asking (answers never come inside
+			 * bw_meta_submit) */
+	for (i = 0; i < sw->n; i++) {
+		if (sw->keys[i] == NULL ||
+		    (vault_key_owner(sw->keys[i], id) == 0 &&
+		     bw_hash_get(&asked_ids, id, BW_ID_LEN) != NULL))
+			continue;
+		if (vault_key_owner(sw->keys[i], id) != 0 ||
+		    n == SWEEP_MAX_ASK || (a = calloc(1, sizeof(*a))) == NULL) {
+			free(sw->keys[i]); /* whose, unknown; or next round */
+			sw->keys[i] = NULL;
+			continue;
+		}
+		a->sw = sw;
+		memcpy(a->id, id, BW_ID_LEN);
+		if (bw_hash_put(&asked_ids, a->id, BW_ID_LEN, a) != 0) {
+			free(a);
+			free(sw->keys[i]);
+			sw->keys[i] = NULL;
+			continue;
+		}
+		bw_meta_req_init(&a->req, BW_META_FILE_GET, 0, asked, a);
+		memcpy(a->req.u.files.id, id, BW_ID_LEN);
+		sw->asking++;
+		n++;
+		bw_meta_submit(sw->v->meta, &a->req);
+	}
+	bw_hash_fini(&asked_ids); /* its keys are the asks' ids */
+	if (--sw->asking == 0)
+		sweep_free(sw);
+}
+
+static void
+sweep_done(void *arg)
+{
+	struct sweep *sw = arg;
+	struct bw_vault *v = sw->v;
+	unsigned char *cand = NULL;
+	size_t i;
+
+	if (sw->rc != 0)
+		bw_warn("vault: the periodic sweep could not list files/: %s",
+			bw_strerror(sw->rc));
+	else if (sw->n > 0 && ((cand = calloc(sw->n, 1)) == NULL ||
+			       vault_unnamed_keys(v, sw->keys, sw->n, cand) != 0))
+		sw->rc = BW_ENOMEM;
+	if (sw->rc != 0 || sw->n == 0) {
+		free(cand);
+		sweep_free(sw);
+		return;
+	}
+	for (i = 0; i < sw->n; i++) {
+		if (cand[i])
+			continue;
+		free(sw->keys[i]); /* named in RAM: kept */
+		sw->keys[i] = NULL;
+	}
+	free(cand);
+	if (v->meta->be->shared) {
+		ask_owners(sw);
+		return;
+	}
+	for (i = 0; i < sw->n; i++)
+		if (sw->keys[i] != NULL)
+			sweep_remove(v, sw->keys[i]);
+	sweep_free(sw);
+}
+
+static unsigned
+sweep_every_ms(const struct bw_vault *v)
+{
+	uint64_t ms = (uint64_t)v->blobs->grace_s * 1000u / 4u + 1000u;
+
+	return ms > SWEEP_MAX_MS ? SWEEP_MAX_MS : (unsigned)ms;
+}
+
+static void
+sweep_tick(void *arg)
+{
+	struct bw_vault *v = arg;
+	struct sweep *sw;
+
+	if (bw_loop_timer_start(v->eng->loop, &v->sweep_t, sweep_every_ms(v),
+				sweep_tick, v) != 0)
+		bw_warn("vault: the periodic sweep stops: no memory for its "
+			"timer");
+	if (v->sweeping || (sw = calloc(1, sizeof(*sw))) == NULL)
+		return;
+	sw->v = v;
+	v->sweeping = 1;
+	if (bw_loop_submit(v->eng->loop, sweep_work, sweep_done, sw) != 0) {
+		free(sw);
+		v->sweeping = 0;
+	}
+}
+
+int
+vault_sweep_start(struct bw_vault *v)
+{
+	if (!v->blobs->shared)
+		return 0; /* one daemon's store: start-up's reconcile is all */
+	return bw_loop_timer_start(v->eng->loop, &v->sweep_t, sweep_every_ms(v),
+				   sweep_tick, v);
+}
+
+void
+vault_pending_key(const uint8_t id[BW_ID_LEN], char *out, size_t cap)
+{
+	char prefix[sizeof(PENDING_DIR) + 2 * BW_ID_LEN + 1];
+
+	memcpy(prefix, PENDING_DIR, strlen(PENDING_DIR));
+	bw_hex_encode(id, BW_ID_LEN, prefix + strlen(PENDING_DIR));
+	strcat(prefix, "-");
+	bw_unique_name(prefix, out, cap);
+}
+
+int
+vault_key_owner(const char *key, uint8_t id[BW_ID_LEN])
+{
+	const char *p;
+	size_t n = 2 * BW_ID_LEN;
+
+	if (strncmp(key, PENDING_DIR, strlen(PENDING_DIR)) == 0) {
+		p = key + strlen(PENDING_DIR);
+		if (strlen(p) <= n || p[n] != '-')
+			return BW_ENOTFOUND; /* an older key: whose is unknown */
+	} else if (strncmp(key, FILES_SPACE, strlen(FILES_SPACE)) == 0) {
+		p = key + strlen(FILES_SPACE);
+		if (strlen(p) <= n || p[n] != '/')
+			return BW_ENOTFOUND;
+	} else {
+		return BW_ENOTFOUND;
+	}
+	return bw_hex_decode(p, n, id, BW_ID_LEN) == 0 ? 0 : BW_ENOTFOUND;
+}
