@@ -19,9 +19,12 @@ MAX_HEAD = 64 * 1024
 
 class Rule:
     def __init__(self, method=None, path=None, query=None, action=("status", 503, "SlowDown"),
-                 times=None, delay=0.0):
+                 times=None, delay=0.0, after=0.0):
         self.method, self.path, self.query = method, path, query
         self.action, self.times, self.delay = action, times, delay
+        # after: the store's whole answer is held this long before it is
+        # relayed (what the store said is older than what it holds then)
+        self.after = after
         self.hits = 0
 
     def matches(self, method, path, query):
@@ -153,13 +156,13 @@ class FaultProxy:
                     what = "delayed"
                 with self.lock:
                     self.log.append((method, path, query, what))
-                self._forward(c, lines[0], hdrs, body)
+                self._forward(c, lines[0], hdrs, body, rule.after if rule else 0.0)
         except (OSError, ValueError):
             pass
         finally:
             c.close()
 
-    def _forward(self, c, first, hdrs, body):
+    def _forward(self, c, first, hdrs, body, after=0.0):
         up = socket.create_connection(self.upstream, timeout=60)
         try:
             up.sendall(first + b"\r\n" + b"\r\n".join(hdrs) +
@@ -172,6 +175,13 @@ class FaultProxy:
             if head is None:
                 return
             lines = [ln for ln in head.split(b"\r\n") if not ln.lower().startswith(b"connection:")]
+            if after:
+                while True:
+                    chunk = up.recv(1 << 20)
+                    if not chunk:
+                        break
+                    rest += chunk
+                time.sleep(after)
             c.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + rest)
             while True:
                 chunk = up.recv(1 << 20)

@@ -517,3 +517,35 @@ def test_start_up_lists_the_store_once_not_an_object_at_a_time(start_server, s3,
     assert m, srv2.log_tail()
     # the start-up's requests, and the 30 contents read by the pull
     assert int(m.group(1)) < 20 + 30, "start-up made %s S3 requests" % m.group(1)
+
+
+def test_a_node_starting_beside_another_drops_no_message_stored_meanwhile(start_server, s3,
+                                                                          proxy, tmp_path):
+    """A node starting on a shared store lists messages/ once, then reads
+    the rows. A message another node stores in between (its content, then
+    its row) has a row the listing does not cover: the content is asked
+    for before the row would be dropped, and the message is delivered."""
+    import pgserver
+
+    pg = pgserver.shared()
+    db = pg.create_db(unique_name("two").replace("-", "_"))
+    env = {**pg.env(), **s3.env()}
+    a = start_server("--db", pg.url(db), *s3_opts(s3), data_dir=tmp_path / "a", env=env)
+    alice = bwmsg.MsgClient(H, a.port, padded=True)
+    bob = bwmsg.MsgClient(H, a.port, padded=True)
+    alice.register(unique_name("alice"), key=rsa_key(0))
+    bob.register(unique_name("bob"), key=rsa_key(1))
+    # b's listing of messages/ is answered as the store had it, 4 s later
+    listing = r"list-type=2&prefix=[^&]*messages%2F$"
+    proxy.add(method="GET", query=listing, action=("pass",), after=4.0, times=1)
+    b = start_server("--db", pg.url(db), *s3_opts(s3, endpoint=proxy.endpoint),
+                     data_dir=tmp_path / "b", env=env, wait=False)
+    assert bwd.wait_for(lambda: proxy.seen("GET", listing), 30), b.log_tail()
+    content = os.urandom(300 * 1024)  # past the inline bound: an object of its own
+    mid = alice.send(bob.client_id, 4, content)
+    assert bwd.wait_for(lambda: (b._take_ports(), b.port is not None)[1], 30), b.log_tail()
+    assert "dropped" not in b.log(), b.log_tail()
+    got = bwmsg.MsgClient(H, b.port, padded=True)
+    got.client_id, got.key, got.name = bob.client_id, bob.key, bob.name
+    recs = got.pull()
+    assert [(r[1], r[3]) for r in recs] == [(mid, content)]

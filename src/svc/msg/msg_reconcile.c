@@ -31,6 +31,13 @@ struct scan {
 	int rc;
 };
 
+/* A size's answer that the content is not there (or not ours to read). */
+static int
+gone(int rc)
+{
+	return rc == BW_ENOTFOUND || rc == BW_EPROTO;
+}
+
 static int
 note_row(void *arg, int64_t id, const char *key)
 {
@@ -39,10 +46,15 @@ note_row(void *arg, int64_t id, const char *key)
 	struct name *n;
 	uint64_t size;
 
+	/* On a shared store the listing is older than the rows: another node
+	 * may have put a content and committed its row since, so a content
+	 * the listing lacks is asked for before its row is dropped (a
+	 * content is always put before its row exists); a store that cannot
+	 * answer drops nothing. */
 	if (strncmp(key, MSG_SPACE, strlen(MSG_SPACE)) != 0 ||
-	    (sc->present != NULL
-		     ? bw_hash_get(sc->present, key, strlen(key)) == NULL
-		     : b->be->size(b->state, key, &size) != 0)) {
+	    ((sc->present == NULL ||
+	      bw_hash_get(sc->present, key, strlen(key)) == NULL) &&
+	     gone(b->be->size(b->state, key, &size)))) {
 		if (sc->missing_n == DROP_BATCH) {
 			sc->full = 1;
 			return 1;
