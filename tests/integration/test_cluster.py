@@ -617,3 +617,32 @@ def test_a_nodes_sweep_never_removes_what_another_node_stored(cluster):
     row = cluster.pg.psql("SELECT f.PathName FROM files f JOIN clients c ON c.ID = f.ID "
                           "WHERE c.NameText = '%s'" % v.name, db=cluster.db).strip()
     assert cluster.s3.get(cluster.bucket, row) == second
+
+
+def test_room_ids_are_never_given_again_after_redis_restarts_empty(cluster):
+    """Redis here keeps nothing across a restart (no persistence), so its
+    counter of room ids begins at 0 again. Every node raises it to the
+    highest id it has known as soon as it is back: a room created after
+    the restart gets an id no room had, neither a live one (rejoined by
+    its node) nor one that ended before."""
+    n1, n2, n3 = cluster.nodes
+    alice = RoomClient(rooms_port(n1))
+    live = alice.create("alice", "pw")
+    ended = []
+    for i in range(3):
+        c = RoomClient(rooms_port(n2))
+        ended.append(c.create("x%d" % i, "pw"))
+        c.close()
+    cluster.redis.stop()
+    cluster.redis.start()
+    assert bwd.wait_for(lambda: all("is back; relays between nodes go on" in n.log()
+                                    for n in cluster.nodes), 15)
+    dee = RoomClient(rooms_port(n3))
+    new = dee.create("dee", "other")
+    assert new > max([live] + ended), (new, live, ended)
+    # and alice's room is hers alone still
+    dee.line("hello from dee")
+    alice.line("hello from alice")
+    assert not any("dee" in ln for ln in alice.lines_for(1.0))
+    for c in (alice, dee):
+        c.close()

@@ -331,6 +331,19 @@ rejoin_all(struct bw_rooms *rs)
 
 static void beat(void *arg);
 
+/* Redis's room counter raised to the highest id this node has known. */
+static void
+raise_floor(struct bw_rooms *rs)
+{
+	char top[16];
+	const char *argv[1] = {top};
+
+	if (rs->top_id == 0)
+		return;
+	snprintf(top, sizeof(top), "%u", rs->top_id);
+	(void)rbus_eval(rs, rbus_lua_floor, NULL, NULL, 1, argv, NULL);
+}
+
 static void
 on_state(void *arg, int up)
 {
@@ -340,8 +353,10 @@ on_state(void *arg, int up)
 		rs->bus_was_down = 1;
 		return;
 	}
-	/* alive at once: a node killed before its first beat on the bus
-	 * would never be reaped */
+	/* the counter first (a Redis that restarted empty), then alive at
+	 * once: a node killed before its first beat on the bus would never
+	 * be reaped */
+	raise_floor(rs);
 	beat(rs);
 	if (rs->bus_was_down || rs->map.n > 0)
 		rejoin_all(rs);
@@ -378,6 +393,7 @@ beat(void *arg)
 		    bw_bus_cmd(rs->bus, NULL, NULL, 3, add, NULL) != 0)
 			bw_debug("rooms: a heartbeat was not sent");
 		(void)rbus_eval(rs, rbus_lua_reap, NULL, NULL, 2, argv, NULL);
+		raise_floor(rs);
 		(void)rbus_eval(rs,
 				"return {redis.call('SCARD','bulwark:rooms'),"
 				"tonumber(redis.call('GET','bulwark:members') "

@@ -213,8 +213,11 @@ created(void *arg, int rc_, const struct bw_bus_reply *r)
 	long long v = rc_ == 0 && r != NULL ? bw_bus_int(r) : -9;
 	struct room *room;
 
-	if (v > 0)
+	if (v > 0 && v <= UINT32_MAX) {
 		w->id = (uint32_t)v;
+		if (w->id > w->rs->top_id)
+			w->rs->top_id = w->id;
+	}
 	if (rc == NULL) {
 		if (v > 0)
 			rbus_leave_orphan(w->rs, w->id, w->member);

@@ -69,6 +69,10 @@ struct bw_rooms {
 	const char *node;
 	struct bw_timer beat_t;
 	int bus_was_down;
+	/* the highest room id this node has known: Redis's counter is raised
+	 * to it whenever the bus comes (back) and at every beat, so that a
+	 * Redis that restarted without its data never gives an id again */
+	uint32_t top_id;
 	char *bus_buf; /* a line being published */
 	size_t bus_buf_cap;
 	uint64_t bus_published, bus_received;
@@ -232,7 +236,8 @@ struct room *rbus_local_room(struct bw_rooms *rs, uint32_t id,
 
 /* scripts.c: the bus's Lua scripts (ARGV as rooms_bus.c passes them) */
 extern const char rbus_lua_lookup[], rbus_lua_create[], rbus_lua_join[],
-	rbus_lua_leave[], rbus_lua_reap[], rbus_lua_forget[], rbus_lua_rejoin[];
+	rbus_lua_leave[], rbus_lua_reap[], rbus_lua_forget[], rbus_lua_rejoin[],
+	rbus_lua_floor[];
 
 /* pass.c: passwords, hashed on the worker pool */
 /* create: derives the new room's hash; join: checks against room_id's.

@@ -67,6 +67,8 @@ room_add(struct bw_rooms *rs, uint32_t id, const uint8_t salt[SALT_LEN],
 		free(r);
 		return NULL;
 	}
+	if (id > rs->top_id)
+		rs->top_id = id;
 	return r;
 }
 

@@ -1,6 +1,8 @@
 /* The Lua scripts of rooms across nodes (rooms_bus.c), each one atomic in
  * Redis: the keys they keep are
- *   bulwark:rooms:next          the last room id given (INCR: never reused)
+ *   bulwark:rooms:next          the last room id given (INCR: never reused;
+ *                               raised to what the nodes have known after
+ *                               a restart that lost it)
  *   bulwark:rooms               the ids of the rooms there are
  *   bulwark:room:ID             the room's password verifier (salt, hash)
  *   bulwark:room:ID:m           its members: NODE/CONN -> "KEY\nNAME"
@@ -23,6 +25,8 @@ const char rbus_lua_create[] =
 	"if redis.call('SCARD','bulwark:rooms')>=tonumber(ARGV[6]) then "
 	"return -1 end "
 	"local id=redis.call('INCR','bulwark:rooms:next') "
+	"while redis.call('EXISTS','bulwark:room:'..id)==1 do "
+	"id=redis.call('INCR','bulwark:rooms:next') end "
 	"if id>4294967295 then return -2 end "
 	"local r='bulwark:room:'..id "
 	"redis.call('HSET',r,'salt',ARGV[1],'hash',ARGV[2]) "
@@ -97,6 +101,13 @@ const char rbus_lua_reap[] = LUA_DROP_NODE
 /* ARGV: self. This node's members, as Redis had them, go (quietly): the
  * members it has now are written again after it (lua_rejoin). */
 const char rbus_lua_forget[] = LUA_DROP_NODE "drop(ARGV[1],'') return 0";
+
+/* ARGV: an id this node has known: the counter is raised to it (a Redis
+ * restarted without its data begins at 0 again). */
+const char rbus_lua_floor[] =
+	"if tonumber(redis.call('GET','bulwark:rooms:next') or '0')<"
+	"tonumber(ARGV[1]) then "
+	"redis.call('SET','bulwark:rooms:next',ARGV[1]) end return 0";
 
 /* ARGV: id, salt, hash, member, key, name, node: a member written again
  * (the room too if it went), without a notice. */
