@@ -13,6 +13,7 @@
 #include "engine/engine_int.h"
 
 #define IDLE_OUT_CAP (64u * 1024u) /* keep no more buffer when idle */
+#define TRIM_IDLE_MS 1000u /* an input buffer unused this long is freed */
 
 /* The most output c may hold at any moment. */
 size_t
@@ -111,6 +112,21 @@ engine_queue_del(struct bw_conn *c)
  * of an output it had blocked on is reading, not idle: a large reply to a
  * slow reader is not cut off by the idle time (a peer that reads nothing
  * still is). */
+void
+engine_conn_trim(struct bw_conn *c, uint64_t now)
+{
+	if (c->flags & (BW_CONN_DEAD | BW_CONN_FAILED | BW_CONN_PAUSED))
+		return; /* a paused service may still look at its input */
+	if (c->in.cap > 0 && c->in.len == 0 &&
+	    now - c->last_read_ms >= TRIM_IDLE_MS)
+		bw_buf_fini(&c->in);
+	if (c->out.len != 0 || (c->flags & (BW_CONN_QUEUED | BW_CONN_BLOCKED)))
+		return;
+	if (c->out.cap > 0 && c->out_total == c->trim_out_total)
+		bw_buf_fini(&c->out);
+	c->trim_out_total = c->out_total;
+}
+
 int
 engine_conn_flush(struct bw_conn *c)
 {

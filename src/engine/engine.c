@@ -263,6 +263,8 @@ on_tick(void *arg)
 			engine_conn_kill(c, "request deadline passed");
 		} else if (c->over_since_ms != 0) {
 			engine_conn_measure(c, now);
+		} else {
+			engine_conn_trim(c, now);
 		}
 	}
 	if (!e->stopping) {

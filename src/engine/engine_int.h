@@ -45,6 +45,11 @@ int engine_conn_flush(struct bw_conn *c);
 /* After a flush, or on the tick: output the peer leaves unread above the
  * listener's out_max for BW_OUT_OVER_MS closes c. */
 void engine_conn_measure(struct bw_conn *c, uint64_t now);
+/* On the tick: an idle connection gives its buffers back (an empty input
+ * buffer once nothing was read for BW_TRIM_IDLE_MS, an empty output buffer
+ * once nothing was queued since the last tick), so thousands of quiet
+ * connections (chat members between lines) cost their state only. */
+void engine_conn_trim(struct bw_conn *c, uint64_t now);
 /* The idle time c is allowed now (less once it is closing). */
 uint64_t engine_conn_idle_ms(const struct bw_conn *c);
 /* The loop's prepoll hook: flushes queued output, 1 if some is left. */
