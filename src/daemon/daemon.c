@@ -496,6 +496,8 @@ bw_daemon_close(struct bw_daemon *d)
 	 * for it */
 	bw_meta_close(d->meta);
 	d->meta = NULL;
+	/* the bus's pending callbacks too, while the rooms they name are */
+	bw_bus_shut(d->bus);
 	bw_engine_shut(&d->eng);
 	for (i = d->svc_n; i-- > 0;) {
 		if (d->svc[i].inst != NULL)

@@ -656,3 +656,38 @@ def test_room_ids_are_never_given_again_after_redis_restarts_empty(cluster):
     assert not any("dee" in ln for ln in alice.lines_for(1.0))
     for c in (alice, dee):
         c.close()
+
+
+def test_a_hung_redis_is_lost_and_no_line_within_a_node_is(cluster):
+    """A Redis that stops answering without closing (stopped, or a network
+    that drops silently) is noticed by the nodes within a few seconds (a
+    command unanswered for 3 s), and then as after a clean loss: relays
+    within a node go on. A line published while Redis hung, never ordered
+    by it, still reaches the members of its sender's node."""
+    import signal
+
+    n1, n2, _ = cluster.nodes
+    alice = RoomClient(rooms_port(n1))
+    room = alice.create("alice", "pw")
+    ann = RoomClient(rooms_port(n1))
+    ann.join("ann", room, "pw")
+    bob = RoomClient(rooms_port(n2))
+    bob.join("bob", room, "pw")
+    alice.expect("bob has joined the group")
+    pid = cluster.redis.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        alice.line("while it hangs")
+        ann.expect("alice: while it hangs", timeout=15)
+        assert bwd.wait_for(lambda: "no answer for 3 s" in n1.log(), 10), n1.log_tail()
+        assert gauge(n1, "bulwark_bus_up") == 0
+        alice.line("after it was lost")
+        ann.expect("alice: after it was lost", timeout=5)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert bwd.wait_for(lambda: n1.log().count("is back; relays between nodes go on") >= 1
+                        and gauge(n1, "bulwark_bus_up") == 1, 20), n1.log_tail()
+    alice.line("across again")
+    bob.expect("alice: across again", timeout=10)
+    for c in (alice, ann, bob):
+        c.close()

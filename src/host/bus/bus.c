@@ -19,6 +19,11 @@
 
 #define BACKOFF_MIN_MS 100u
 #define BACKOFF_MAX_MS 2000u
+/* A Redis that stops answering (stopped, or a network that drops without
+ * a reset) is lost once a command has waited this long, or a connection
+ * has not become ready this long after it began; looked at this often. */
+#define ANSWER_MS     3000u
+#define WATCHDOG_MS   500u
 
 struct link {
 	struct bw_bus *b;
@@ -28,6 +33,7 @@ struct link {
 	unsigned ev;
 	int up;	 /* connected (and authenticated, the database chosen) */
 	int sub; /* the pub/sub connection */
+	uint64_t began_ms; /* when it began connecting */
 };
 
 struct chan {
@@ -39,8 +45,11 @@ struct bw_bus {
 	struct bw_loop *loop;
 	struct bus_where where;
 	struct link cmd, sub;
-	struct bw_timer retry_t;
+	struct bw_timer retry_t, watch_t;
 	unsigned backoff_ms;
+	/* commands sent and not answered yet, and when the oldest of them
+	 * was sent or the last answer came, whichever is later */
+	uint64_t waiting, waited_since_ms;
 	int up, down_logged, ever_up, closing, losing;
 	struct bw_hash chans; /* subscribed, kept across reconnections */
 	bw_bus_msg_fn on_msg;
@@ -170,6 +179,7 @@ lost(struct bw_bus *b, const char *why)
 		redisAsyncFree(b->sub.ac);
 	b->cmd.ac = b->sub.ac = NULL; /* (freed, or once this callback ends) */
 	b->losing = 0;
+	b->waiting = 0;
 	b->cmd.up = b->sub.up = 0;
 	state(b);
 	if (b->closing)
@@ -229,7 +239,10 @@ on_connect(const redisAsyncContext *ac, int status)
 		k->ac = NULL; /* hiredis frees it after this, unwatching it
 			       * through the cleanup hook */
 		lost(k->b, ac->errstr);
+		return;
 	}
+	/* the kernel's probes end a connection whose peer went silently */
+	(void)redisEnableKeepAlive((redisContext *)&ac->c);
 }
 
 static int
@@ -248,6 +261,7 @@ open_link(struct bw_bus *b, struct link *k)
 	k->ac = ac;
 	k->ev = 0;
 	k->watching = 0;
+	k->began_ms = bw_now_ms();
 	ac->data = k;
 	ac->ev.data = k;
 	ac->ev.addRead = add_read;
@@ -382,8 +396,12 @@ on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	struct pending *p = privdata;
 
 	(void)ac;
-	if (reply == NULL)
+	if (reply == NULL) {
 		p->b->failed++;
+	} else if (p->b->waiting > 0) {
+		p->b->waiting--;
+		p->b->waited_since_ms = bw_now_ms();
+	}
 	if (p->fn != NULL)
 		p->fn(p->arg, reply != NULL ? 0 : BW_EDB,
 		      (const struct bw_bus_reply *)reply);
@@ -409,7 +427,32 @@ bw_bus_cmd(struct bw_bus *b, bw_bus_reply_fn fn, void *arg, int argc,
 		return BW_EDB;
 	}
 	b->commands++;
+	if (b->waiting++ == 0)
+		b->waited_since_ms = bw_now_ms();
 	return 0;
+}
+
+/* Every WATCHDOG_MS: a command unanswered for ANSWER_MS, or a connection
+ * not ready ANSWER_MS after it began, is a lost Redis (a hung one never
+ * closes its end). */
+static void
+watchdog(void *arg)
+{
+	struct bw_bus *b = arg;
+	uint64_t now = bw_now_ms();
+
+	if (b->closing)
+		return;
+	if (b->up && b->waiting > 0 && now - b->waited_since_ms > ANSWER_MS)
+		lost(b, "no answer for 3 s");
+	else if (!b->up && ((b->cmd.ac != NULL && !b->cmd.up &&
+			     now - b->cmd.began_ms > ANSWER_MS) ||
+			    (b->sub.ac != NULL && !b->sub.up &&
+			     now - b->sub.began_ms > ANSWER_MS)))
+		lost(b, "not ready within 3 s");
+	if (bw_loop_timer_start(b->loop, &b->watch_t, WATCHDOG_MS, watchdog,
+				b) != 0)
+		bw_error("bus: the watchdog stopped: no memory for its timer");
 }
 
 /* --- the URL, open and close -----------------------------------------------
@@ -438,6 +481,7 @@ bw_bus_open(struct bw_bus **out, const struct bw_bus_cfg *cfg,
 		snprintf(b->where.password, sizeof(b->where.password), "%s",
 			 cfg->password);
 	connect_all(b);
+	watchdog(b);
 	*out = b;
 	return 0;
 }
@@ -451,16 +495,27 @@ free_chan(void *arg, void *val)
 }
 
 void
-bw_bus_close(struct bw_bus *b)
+bw_bus_shut(struct bw_bus *b)
 {
-	if (b == NULL)
+	if (b == NULL || b->closing)
 		return;
 	b->closing = 1;
+	b->up = 0; /* commands the callbacks below send fail at once */
 	bw_loop_timer_stop(b->loop, &b->retry_t);
+	bw_loop_timer_stop(b->loop, &b->watch_t);
 	if (b->cmd.ac != NULL)
 		redisAsyncFree(b->cmd.ac);
 	if (b->sub.ac != NULL)
 		redisAsyncFree(b->sub.ac);
+	b->cmd.ac = b->sub.ac = NULL;
+}
+
+void
+bw_bus_close(struct bw_bus *b)
+{
+	if (b == NULL)
+		return;
+	bw_bus_shut(b);
 	(void)bw_hash_each(&b->chans, free_chan, NULL);
 	bw_hash_fini(&b->chans);
 	bw_wipe(b, sizeof(*b));

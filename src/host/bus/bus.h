@@ -46,7 +46,11 @@ struct bw_bus_cfg {
  * reason in why for a bad URL. */
 int bw_bus_open(struct bw_bus **out, const struct bw_bus_cfg *cfg,
 		struct bw_loop *loop, char *why, size_t cap) BW_WUR;
-/* Closes both connections now (pending callbacks get BW_EDB). */
+/* Closes both connections now: pending callbacks get BW_EDB (while their
+ * owners are still there: shut before the services end), later commands
+ * fail at once. */
+void bw_bus_shut(struct bw_bus *b);
+/* Shuts (if not yet) and frees. */
 void bw_bus_close(struct bw_bus *b);
 
 /* Where messages and state changes go (set before the bus is up). */

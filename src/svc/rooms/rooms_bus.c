@@ -154,10 +154,46 @@ rbus_leave(struct rconn *rc, uint32_t id, const char *why)
 	return 0;
 }
 
+/* A line published and not answered yet: if the bus is lost before Redis
+ * answers, Redis may never have ordered it, and this node's own members
+ * would never get it; they are given it here instead (the other nodes'
+ * members may miss it: relays between nodes pause with the bus). */
+struct unsent {
+	struct bw_rooms *rs;
+	uint32_t id;
+	uint64_t from; /* the sender's member id */
+	size_t n;
+	char text[];
+};
+
+static void
+published(void *arg, int rc_, const struct bw_bus_reply *r)
+{
+	struct unsent *u = arg;
+	struct room *room;
+	struct rconn *m;
+	int rc;
+
+	(void)r;
+	if (rc_ != 0 && (room = room_find(u->rs, u->id)) != NULL) {
+		for (m = room->members; m != NULL; m = m->next) {
+			if (m->st != R_ROOM || m->conn_id == u->from)
+				continue;
+			rc = bw_conn_send(m->c, u->text, u->n);
+			if (rc == 0)
+				u->rs->deliveries++;
+			else if (rc == BW_ETOOBIG)
+				m->overflow = 1;
+		}
+	}
+	free(u);
+}
+
 int
 rbus_relay(struct rconn *rc, const char *text, size_t n)
 {
 	struct bw_rooms *rs = rc->rs;
+	struct unsent *u;
 	char ch[32], *msg;
 	const char *argv[3] = {"PUBLISH", ch, NULL};
 	size_t lens[3], m;
@@ -168,16 +204,23 @@ rbus_relay(struct rconn *rc, const char *text, size_t n)
 	rbus_channel_of(rc->room->id, ch, sizeof(ch));
 	m = (size_t)snprintf(rs->bus_buf, 96, "%s/%llu\n", rs->node,
 			     ULL(rc->conn_id));
-	if (m + n > rs->bus_buf_cap)
+	if (m + n > rs->bus_buf_cap || (u = malloc(sizeof(*u) + n)) == NULL)
 		return -1;
+	u->rs = rs;
+	u->id = rc->room->id;
+	u->from = rc->conn_id;
+	u->n = n;
+	memcpy(u->text, text, n);
 	msg = rs->bus_buf;
 	memcpy(msg + m, text, n);
 	argv[2] = msg;
 	lens[0] = 7;
 	lens[1] = strlen(ch);
 	lens[2] = m + n;
-	if ((rc_ = bw_bus_cmd(rs->bus, NULL, NULL, 3, argv, lens)) != 0)
+	if ((rc_ = bw_bus_cmd(rs->bus, published, u, 3, argv, lens)) != 0) {
+		free(u);
 		return -1;
+	}
 	rs->bus_published++;
 	return 0;
 }
