@@ -20,7 +20,8 @@ struct prep {
 	unsigned left;
 	/* then the service's own rows (bw_module.refresh) */
 	const struct bw_daemon_svc *svc;
-	uint8_t id[BW_ID_LEN];
+	uint8_t id[BW_ID_LEN], other[BW_ID_LEN];
+	int has_other;
 	uint16_t code;
 };
 
@@ -41,7 +42,9 @@ prep_step(struct prep *p)
 	if (--p->left > 0)
 		return;
 	if (p->svc != NULL && !bw_conn_dead(p->c) &&
-	    p->svc->mod->refresh(p->svc->inst, p->id, p->code, prep_end, p))
+	    p->svc->mod->refresh(p->svc->inst, p->id,
+				 p->has_other ? p->other : NULL, p->code,
+				 prep_end, p))
 		return;
 	prep_end(p);
 }
@@ -100,6 +103,10 @@ prepare(void *arg, struct bw_conn *c, const struct bw_frame_req *r,
 			p->svc = &d->svc[i];
 			memcpy(p->id, r->hdr.client_id, BW_ID_LEN);
 			p->code = r->hdr.code;
+			if (n > 1) {
+				memcpy(p->other, ids[1], BW_ID_LEN);
+				p->has_other = 1;
+			}
 		}
 	p->c = c;
 	p->left = n + (unsigned)list + 1; /* one more, dropped below: none

@@ -138,6 +138,10 @@ enum bw_meta_op {
 	 * shared store. */
 	BW_META_LOCK,
 	BW_META_UNLOCK,
+	/* u.queue: the messages queued for the client with id, and their
+	 * bytes, as the whole store holds them (every daemon's sends and
+	 * deliveries). Only on a shared store. */
+	BW_META_QUEUE,
 };
 
 enum {
@@ -194,6 +198,10 @@ struct bw_meta_req {
 		struct {
 			uint64_t clients, files, messages, message_bytes;
 		} totals; /* out */
+		struct {
+			uint8_t id[BW_ID_LEN];
+			uint64_t n, bytes; /* out */
+		} queue;
 		struct {
 			int64_t key;
 			int got; /* out */

@@ -88,10 +88,12 @@ struct bw_module {
 	/* On a store several daemons share, before a request of its proto
 	 * with this code from the client id is served: reads again the rows
 	 * of the service's own that the request acts on (the vault: the
-	 * client's files). 0 if there is nothing to read (done is not
-	 * called), 1 once started (done(arg) follows, on the loop). NULL:
-	 * the service keeps nothing of its own in RAM. */
-	int (*refresh)(void *inst, const uint8_t id[BW_ID_LEN], uint16_t code,
+	 * client's files; the messenger: a 603's recipient's queue). other:
+	 * the client a 602 or 603 names, or NULL. 0 if there is nothing to
+	 * read (done is not called), 1 once started (done(arg) follows, on
+	 * the loop). NULL: the service keeps nothing of its own in RAM. */
+	int (*refresh)(void *inst, const uint8_t id[BW_ID_LEN],
+		       const uint8_t *other, uint16_t code,
 		       void (*done)(void *arg), void *arg);
 };
 

@@ -28,7 +28,7 @@ LB = "127.0.0.9"
 
 
 class Cluster:
-    def __init__(self, start_server, tmp_path, n=3):
+    def __init__(self, start_server, tmp_path, n=3, extra=()):
         self.pg = pgserver.shared()
         self.db = self.pg.create_db(unique_name("cl").replace("-", "_"))
         self.s3 = s3 = s3server.shared()
@@ -36,7 +36,7 @@ class Cluster:
         self.common = ["--db", self.pg.url(self.db),
                        "--blobs", "s3://%s" % self.bucket,
                        "--s3-endpoint", s3.endpoint, "--s3-path-style",
-                       "--blob-grace", "2", "--proxy-from", LB]
+                       "--blob-grace", "2", "--proxy-from", LB, *extra]
         self.redis = redisserver.RedisServer().start()
         self.common += ["--bus", self.redis.url()]
         self.env = {**self.pg.env(), **s3.env(), **self.redis.env()}
@@ -56,14 +56,18 @@ class Cluster:
         self.redis.destroy()
 
 
-@pytest.fixture
-def cluster(start_server, tmp_path):
+def need_cluster():
     for what, ok in (("haproxy", haproxy.installed()), ("PostgreSQL", pgserver.pg_bin()),
                      ("Swift", s3server.installed()), ("Redis", redisserver.installed())):
         if not ok:
             if os.environ.get("BULWARK_REQUIRE_BINARIES"):
                 pytest.fail("%s is not installed (scripts/deps test)" % what)
             pytest.skip("%s is not installed" % what)
+
+
+@pytest.fixture
+def cluster(start_server, tmp_path):
+    need_cluster()
     c = Cluster(start_server, tmp_path)
     yield c
     c.stop()
@@ -702,3 +706,38 @@ def test_a_hung_redis_is_lost_and_no_line_within_a_node_is(cluster):
     bob.expect("alice: across again", timeout=10)
     for c in (alice, ann, bob):
         c.close()
+
+
+def test_a_queue_emptied_through_another_node_is_not_full_here(start_server, tmp_path):
+    """Each node counts a recipient's queue from its own sends and
+    deliveries; on a shared store the count is read again from the
+    database before a 603 once it passes half a limit, so a queue that
+    filled through one node and was pulled through another takes
+    messages through the first again (and one truly full is refused on
+    every node)."""
+    need_cluster()
+    cl = Cluster(start_server, tmp_path, extra=("--max-queued", "10"))
+    try:
+        n1, n2, n3 = cl.nodes
+        a = bwmsg.MsgClient(H, n1.port, padded=True)
+        a.register(unique_name("a"), key=rsa_key(0))
+        b = bwmsg.MsgClient(H, n2.port, padded=True)
+        b.register(unique_name("b"), key=rsa_key(1))
+        for i in range(10):
+            a.send(b.client_id, 3, b"m%d" % i)
+        with pytest.raises(bwmsg.ServerError):
+            a.send(b.client_id, 3, b"one too many")  # full: refused
+        assert len(b.pull()) == 10  # through n2
+        # n1 counted 10 queued; the store has none left once the pull's
+        # deletion is done
+        assert bwd.wait_for(lambda: cl.pg.psql(
+            "SELECT count(*) FROM messages", db=cl.db).strip() == "0", 10)
+        for i in range(10):
+            a.send(b.client_id, 3, b"again %d" % i)  # through n1 again
+        c = bwmsg.MsgClient(H, n3.port, padded=True)  # and n3 knows it full
+        c.register(unique_name("c"), key=rsa_key(2))
+        with pytest.raises(bwmsg.ServerError):
+            c.send(b.client_id, 3, b"over the limit")
+        assert [r[3] for r in b.pull()] == [b"again %d" % i for i in range(10)]
+    finally:
+        cl.stop()

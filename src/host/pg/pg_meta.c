@@ -67,7 +67,8 @@ is_write(const struct bw_meta_req *r)
 	return r->op != BW_META_MSG_READ && r->op != BW_META_SYNC &&
 	       r->op != BW_META_CLIENT_GET && r->op != BW_META_FILE_GET &&
 	       r->op != BW_META_CLIENT_SINCE && r->op != BW_META_TOTALS &&
-	       r->op != BW_META_LOCK && r->op != BW_META_UNLOCK;
+	       r->op != BW_META_QUEUE && r->op != BW_META_LOCK &&
+	       r->op != BW_META_UNLOCK;
 }
 
 /* --- the thread ------------------------------------------------------------
@@ -78,6 +79,7 @@ is_get(const struct bw_meta_req *r)
 {
 	return r->op == BW_META_CLIENT_GET || r->op == BW_META_FILE_GET ||
 	       r->op == BW_META_CLIENT_SINCE || r->op == BW_META_TOTALS ||
+	       r->op == BW_META_QUEUE ||
 	       r->op == BW_META_LOCK || r->op == BW_META_UNLOCK;
 }
 

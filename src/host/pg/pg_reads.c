@@ -160,6 +160,29 @@ totals(struct pg_conn *pc, struct bw_meta_req *r)
 	return rc;
 }
 
+/* One client's queued messages and their bytes. */
+static int
+queue(struct pg_conn *pc, struct bw_meta_req *r)
+{
+	struct pg_params p = {0};
+	PGresult *res;
+	int rc;
+
+	pg_p_bytes(&p, r->u.queue.id, BW_ID_LEN);
+	res = PQexecParams(pc->c,
+			   "SELECT count(*)::int8, coalesce(sum(coalesce("
+			   "ContentSize, octet_length(Content), 0)), 0)::int8 "
+			   "FROM messages WHERE ToClient = $1",
+			   p.n, NULL, p.v, p.len, p.fmt, 1);
+	rc = pg_result_rc(pc, res, "a client's queue");
+	if (rc == 0 && PQntuples(res) == 1) {
+		r->u.queue.n = (uint64_t)pg_col_i64(res, 0, 0);
+		r->u.queue.bytes = (uint64_t)pg_col_i64(res, 0, 1);
+	}
+	PQclear(res);
+	return rc;
+}
+
 /* An advisory lock of the session's, tried or released (never waited
  * for: the thread serves every other read meanwhile). */
 static int
@@ -196,6 +219,8 @@ pg_get(struct pg_conn *pc, struct bw_meta_req *r)
 		return pg_client_since(pc, r);
 	case BW_META_TOTALS:
 		return totals(pc, r);
+	case BW_META_QUEUE:
+		return queue(pc, r);
 	default:
 		return BW_ECONFIG;
 	}

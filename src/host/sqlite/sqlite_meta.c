@@ -110,6 +110,7 @@ run_one(struct sq *q, struct bw_meta_req *r)
 	case BW_META_CLIENT_SINCE:
 	case BW_META_CLIENT_FAIL:
 	case BW_META_TOTALS:
+	case BW_META_QUEUE:
 	case BW_META_LOCK:
 	case BW_META_UNLOCK:
 		return BW_ECONFIG;
@@ -123,7 +124,8 @@ is_write(const struct bw_meta_req *r)
 	return r->op != BW_META_MSG_READ && r->op != BW_META_SYNC &&
 	       r->op != BW_META_CLIENT_GET && r->op != BW_META_FILE_GET &&
 	       r->op != BW_META_CLIENT_SINCE && r->op != BW_META_TOTALS &&
-	       r->op != BW_META_LOCK && r->op != BW_META_UNLOCK;
+	       r->op != BW_META_QUEUE && r->op != BW_META_LOCK &&
+	       r->op != BW_META_UNLOCK;
 }
 
 /* --- completion ----------------------------------------------------------

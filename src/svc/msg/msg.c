@@ -376,4 +376,5 @@ const struct bw_module bw_msg_module = {
 	.errors = msg_errors,
 	.client_queue = msg_client_queue,
 	.proto = &bw_msg_proto,
+	.refresh = msg_refresh,
 };

@@ -159,6 +159,11 @@ int msg_on_send(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
 int msg_on_send_body(struct bw_conn *c, struct bw_frame_req *r);
 void msg_send_abort(struct bw_conn *c, struct msg_conn *mc);
 void pending_free(struct pending *p);
+/* bw_module.refresh: before a 603 on a shared store, the recipient's queue
+ * counted again by the store once this node's count of it passed half a
+ * limit. */
+int msg_refresh(void *inst, const uint8_t id[BW_ID_LEN], const uint8_t *other,
+		uint16_t code, void (*done)(void *arg), void *arg);
 
 /* pull.c: 601 and 604, delivery evidence */
 int msg_on_list(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);

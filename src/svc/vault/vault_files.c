@@ -406,12 +406,13 @@ vref_got(struct bw_meta_req *req)
 }
 
 int
-vault_refresh(void *inst, const uint8_t id[BW_ID_LEN], uint16_t code,
-	      void (*done)(void *arg), void *arg)
+vault_refresh(void *inst, const uint8_t id[BW_ID_LEN], const uint8_t *other,
+	      uint16_t code, void (*done)(void *arg), void *arg)
 {
 	struct bw_vault *v = inst;
 	struct vref *x;
 
+	(void)other;
 	if (!v->meta->be->shared || code < BW_VAULT_REQ_SEND_FILE ||
 	    code > BW_VAULT_REQ_CRC_FAIL || (x = calloc(1, sizeof(*x))) == NULL)
 		return 0;
