@@ -68,6 +68,9 @@ struct bw_vault {
 	 * and a round listing or judging */
 	struct bw_timer sweep_t;
 	int sweeping;
+	/* public keys as parsed (keys.c): DER -> struct bw_rsa, at most
+	 * RSA_CACHE_MAX; parsing one is most of a 1027's CPU */
+	struct bw_hash rsa_cache;
 };
 
 struct vowner; /* files.c: the list of one owner's files */
@@ -287,6 +290,8 @@ int vfile_set_now(struct bw_vault *v, const uint8_t id[BW_ID_LEN],
 /* bw_module.refresh: before a 1028 to 1031, the client's rows as the
  * shared store has them (another node's uploads and verdicts), except
  * those of paths this node is committing. */
+/* keys.c: the cache of parsed public keys, emptied at the end. */
+void vault_rsa_cache_free(struct bw_vault *v);
 int vault_refresh(void *inst, const uint8_t id[BW_ID_LEN],
 		  const uint8_t *other, uint16_t code, void (*done)(void *arg),
 		  void *arg);

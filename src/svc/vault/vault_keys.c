@@ -206,12 +206,81 @@ key_stored(void *arg, int rc, struct bw_client *cl)
 	bw_secure_free(k, sizeof(*k));
 }
 
+/* --- parsed public keys ---------------------------------------------------
+ *
+ * A 1027 wraps a fresh AES key for the public key on record: parsing its
+ * DER (OpenSSL 3's decoders) cost more than the wrap itself. Parsed keys
+ * are kept by their DER, RSA_CACHE_MAX of them (about 1 KiB each); when
+ * full, the cache starts again. A key is looked up by all its bytes, so a
+ * replaced public key is never taken for the old one.
+ */
+
+#define RSA_CACHE_MAX 4096u
+
+struct rsa_entry {
+	uint8_t der[BW_RSA_PUB_LEN]; /* the hash's key */
+	struct bw_rsa *rsa;
+};
+
+static int
+rsa_entry_free(void *arg, void *val)
+{
+	struct rsa_entry *e = val;
+
+	(void)arg;
+	bw_rsa_free(e->rsa);
+	free(e);
+	return 0;
+}
+
+void
+vault_rsa_cache_free(struct bw_vault *v)
+{
+	(void)bw_hash_each(&v->rsa_cache, rsa_entry_free, NULL);
+	bw_hash_fini(&v->rsa_cache);
+}
+
+/* The parsed key of der (the cache's: never freed by the caller). */
+static int
+rsa_of(struct bw_vault *v, const uint8_t der[BW_RSA_PUB_LEN],
+       const struct bw_rsa **out)
+{
+	struct rsa_entry *e = bw_hash_get(&v->rsa_cache, der, BW_RSA_PUB_LEN);
+	int rc;
+
+	if (e != NULL) {
+		*out = e->rsa;
+		return 0;
+	}
+	if ((e = calloc(1, sizeof(*e))) == NULL)
+		return BW_ENOMEM;
+	if ((rc = bw_rsa_from_spki(&e->rsa, der, BW_RSA_PUB_LEN)) != 0) {
+		free(e);
+		return rc;
+	}
+	memcpy(e->der, der, BW_RSA_PUB_LEN);
+	if (v->rsa_cache.n >= RSA_CACHE_MAX) {
+		vault_rsa_cache_free(v);
+		if ((rc = bw_hash_init(&v->rsa_cache)) != 0) {
+			rsa_entry_free(NULL, e);
+			return rc;
+		}
+	}
+	if (bw_hash_put(&v->rsa_cache, e->der, BW_RSA_PUB_LEN, e) != 0) {
+		rsa_entry_free(NULL, e);
+		return BW_ENOMEM;
+	}
+	*out = e->rsa;
+	return 0;
+}
+
 /* Makes a fresh AES key for cl, records it (with pubkey if not NULL) and,
  * once the store has it, sends it wrapped with the client's public key in
  * a 2102/2105. The connection keeps it for its own uploads. */
 static int
 send_new_key(struct bw_conn *c, struct bw_frame_req *r, struct bw_client *cl,
-	     struct bw_rsa *rsa, const uint8_t *pubkey, uint16_t code, int used)
+	     const struct bw_rsa *rsa, const uint8_t *pubkey, uint16_t code,
+	     int used)
 {
 	struct bw_vault *v = r->ctx;
 	struct key_reply *k = calloc(1, sizeof(*k));
@@ -320,9 +389,8 @@ vault_on_reconnect(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 {
 	char name[BW_NAME_CAP], shown[BW_ESC_CAP];
 	struct bw_client *cl;
-	struct bw_rsa *rsa = NULL;
+	const struct bw_rsa *rsa = NULL;
 	const char *why = NULL;
-	int rc;
 
 	if (bw_vault_name_payload_decode(p, BW_NAME_FIELD, name) != 0)
 		return bw_frame_error(c, "malformed name");
@@ -333,7 +401,7 @@ vault_on_reconnect(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 		why = "name is not the id's";
 	else if (!cl->has_pubkey)
 		why = "no public key on record";
-	else if (bw_rsa_from_spki(&rsa, cl->pubkey, BW_RSA_PUB_LEN) != 0)
+	else if (rsa_of(r->ctx, cl->pubkey, &rsa) != 0)
 		why = "stored public key unusable";
 	if (why != NULL) {
 		bw_info("c%llu 1027 '%s' -> 2106: %s", ULL(c->id),
@@ -341,7 +409,5 @@ vault_on_reconnect(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 		return bw_frame_reply(c, BW_VAULT_RESP_RECONNECT_DENIED,
 				      r->hdr.client_id, BW_ID_LEN);
 	}
-	rc = send_new_key(c, r, cl, rsa, NULL, BW_VAULT_RESP_RECONNECT_AES, 1);
-	bw_rsa_free(rsa);
-	return rc;
+	return send_new_key(c, r, cl, rsa, NULL, BW_VAULT_RESP_RECONNECT_AES, 1);
 }

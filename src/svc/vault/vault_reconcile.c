@@ -441,6 +441,7 @@ vault_open(const struct bw_host *h, const void *cfg, void **out)
 	    (rc = bw_hash_init(&v->files)) != 0 ||
 	    (rc = bw_hash_init(&v->by_path)) != 0 ||
 	    (rc = bw_hash_init(&v->by_owner)) != 0 ||
+	    (rc = bw_hash_init(&v->rsa_cache)) != 0 ||
 	    (rc = vault_start(v)) != 0 || (rc = vault_sweep_start(v)) != 0) {
 		vault_close(v);
 		return rc;
@@ -461,6 +462,7 @@ vault_close(void *inst)
 	bw_loop_timer_stop(v->eng->loop, &v->sweep_t);
 	vault_locks_close(v);
 	vfile_free_all(v);
+	vault_rsa_cache_free(v);
 	bw_hash_fini(&v->locks); /* commits hold no lock once jobs are done */
 	free(v);
 }

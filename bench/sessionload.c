@@ -1,0 +1,575 @@
+/* bench/sessionload: full vault sessions from a few long-lived processes, so
+ * that the server, not the start-up of a client process per file, is what
+ * is measured.
+ *
+ * Each of --procs processes makes one RSA key (1024 bits, e = 17: a
+ * 160-byte public key) and registers --conns clients with it (1025, 1026);
+ * then each client, on a thread of its own, runs sessions back to back
+ * until --seconds pass: a new connection, 1027 (its name) -> 2105 (a fresh
+ * AES key, RSA-OAEP), a 1028 of --size random bytes under a new file name
+ * (AES-128-CBC, zero IV, PKCS#7) -> 2103, whose cksum must be the file's,
+ * 1029 -> 2104, close. A session that fails in any way is counted, and
+ * the run goes on.
+ *
+ * With --server-pid, the server's CPU (utime + stime from /proc) over the
+ * measured window is read before and after, and given per session.
+ *
+ * Output: one line "sessions N errors E seconds S rate R p50_ms A p99_ms B
+ * server_cpu_ms_per_session C" (C is -1 without --server-pid), plus a
+ * readable summary on stderr. Exit 0 if at least one session completed.
+ *
+ * Bounded: --seconds (at most 600), --procs (64), --conns (256), --size
+ * (16 MiB); every socket has a 10 s timeout.
+ * Build: cc -O2 -pthread -o sessionload bench/sessionload.c -lcrypto
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#define HDR	     23
+#define RHDR	     7
+#define NAME	     255
+#define PUBKEY	     160
+#define WRAPPED	     128
+#define MAX_LAT	     (1u << 20) /* latencies kept per process */
+#define MAX_PROCS    64
+#define MAX_CONNS    256
+#define MAX_SIZE     (16u << 20)
+#define MAX_SECONDS  600
+
+static const char *host = "127.0.0.1";
+static int port, procs = 4, conns = 8, seconds = 5;
+static size_t size = 4096;
+static long server_pid;
+static char tag[32];
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* --- POSIX cksum ----------------------------------------------------------- */
+
+static uint32_t crc_tab[256];
+
+static void
+crc_init(void)
+{
+	uint32_t i, j, c;
+
+	for (i = 0; i < 256; i++) {
+		c = i << 24;
+		for (j = 0; j < 8; j++)
+			c = (c & 0x80000000u) ? (c << 1) ^ 0x04C11DB7u : c << 1;
+		crc_tab[i] = c;
+	}
+}
+
+static uint32_t
+cksum(const uint8_t *p, size_t n)
+{
+	uint32_t c = 0;
+	size_t i, len = n;
+
+	for (i = 0; i < n; i++)
+		c = (c << 8) ^ crc_tab[((c >> 24) ^ p[i]) & 0xff];
+	for (; len > 0; len >>= 8)
+		c = (c << 8) ^ crc_tab[((c >> 24) ^ (uint8_t)len) & 0xff];
+	return ~c;
+}
+
+/* --- the wire -------------------------------------------------------------- */
+
+struct client {
+	uint8_t id[16];
+	char name[64];
+	EVP_PKEY *key;
+	unsigned seq;
+};
+
+static int
+io_all(int fd, void *buf, size_t n, int writing)
+{
+	uint8_t *p = buf;
+	ssize_t k;
+
+	while (n > 0) {
+		k = writing ? send(fd, p, n, MSG_NOSIGNAL) : recv(fd, p, n, 0);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -1;
+		p += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+static int
+dial(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+	struct timeval tv = {10, 0};
+	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+
+	if (fd < 0)
+		return -1;
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (inet_pton(AF_INET, host, &a.sin_addr) != 1 ||
+	    connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void
+header(uint8_t *h, const uint8_t id[16], uint16_t code, uint32_t len)
+{
+	memcpy(h, id, 16);
+	h[16] = 3;
+	h[17] = (uint8_t)code;
+	h[18] = (uint8_t)(code >> 8);
+	h[19] = (uint8_t)len;
+	h[20] = (uint8_t)(len >> 8);
+	h[21] = (uint8_t)(len >> 16);
+	h[22] = (uint8_t)(len >> 24);
+}
+
+static void
+name_field(uint8_t *f, const char *s)
+{
+	memset(f, 0, NAME);
+	memcpy(f, s, strlen(s));
+}
+
+/* A request with a fixed payload; the answer's code and payload (up to
+ * cap bytes) back. */
+static int
+ask(int fd, const uint8_t id[16], uint16_t code, const uint8_t *pl,
+    size_t n, uint8_t *out, size_t cap, uint32_t *got)
+{
+	uint8_t h[HDR + 512], r[RHDR];
+	uint32_t len;
+
+	header(h, id, code, (uint32_t)n);
+	memcpy(h + HDR, pl, n);
+	if (io_all(fd, h, HDR + n, 1) != 0 || io_all(fd, r, RHDR, 0) != 0)
+		return -1;
+	len = (uint32_t)r[3] | (uint32_t)r[4] << 8 | (uint32_t)r[5] << 16 |
+	      (uint32_t)r[6] << 24;
+	if (len > cap || (len > 0 && io_all(fd, out, len, 0) != 0))
+		return -1;
+	*got = len;
+	return r[1] | r[2] << 8;
+}
+
+static int
+unwrap(EVP_PKEY *key, const uint8_t *wrapped, uint8_t aes[16])
+{
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(key, NULL);
+	uint8_t out[WRAPPED]; /* OpenSSL wants room for a whole block */
+	size_t n = sizeof(out);
+	int ok;
+
+	ok = ctx != NULL && EVP_PKEY_decrypt_init(ctx) > 0 &&
+	     EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) > 0 &&
+	     EVP_PKEY_decrypt(ctx, out, &n, wrapped, WRAPPED) > 0 && n == 16;
+	if (ok)
+		memcpy(aes, out, 16);
+	EVP_PKEY_CTX_free(ctx);
+	return ok ? 0 : -1;
+}
+
+static int
+setup(struct client *cl, EVP_PKEY *key, int p, int i)
+{
+	uint8_t f[NAME + PUBKEY], out[512], *der = f + NAME, aes[16];
+	uint32_t got;
+	int fd, code;
+
+	snprintf(cl->name, sizeof(cl->name), "sl-%s-%d-%d", tag, p, i);
+	cl->key = key;
+	memset(cl->id, 0, 16);
+	if ((fd = dial()) < 0)
+		return -1;
+	name_field(f, cl->name);
+	code = ask(fd, cl->id, 1025, f, NAME, out, sizeof(out), &got);
+	if (code != 2100 || got != 16)
+		goto fail;
+	memcpy(cl->id, out, 16);
+	if (i2d_PUBKEY(key, &der) != PUBKEY)
+		goto fail;
+	code = ask(fd, cl->id, 1026, f, NAME + PUBKEY, out, sizeof(out), &got);
+	if (code != 2102 || got != 16 + WRAPPED ||
+	    unwrap(key, out + 16, aes) != 0)
+		goto fail;
+	close(fd);
+	return 0;
+fail:
+	close(fd);
+	return -1;
+}
+
+/* --- one session ----------------------------------------------------------- */
+
+static int
+session(struct client *cl, uint8_t *plain, uint8_t *body)
+{
+	uint8_t f[NAME], out[512], aes[16], iv[16] = {0};
+	char file[64];
+	EVP_CIPHER_CTX *x = NULL;
+	uint32_t got, crc;
+	int fd, code, n1 = 0, n2 = 0, rc = -1;
+	size_t clen = 16 * (size / 16 + 1);
+
+	snprintf(file, sizeof(file), "f%u.bin", cl->seq++);
+	if (RAND_bytes(plain, (int)size) != 1 || (fd = dial()) < 0)
+		return -1;
+	name_field(f, cl->name);
+	code = ask(fd, cl->id, 1027, f, NAME, out, sizeof(out), &got);
+	if (code != 2105 || got != 16 + WRAPPED ||
+	    unwrap(cl->key, out + 16, aes) != 0)
+		goto out;
+	/* the 1028: header, size, name, ciphertext in one write */
+	header(body, cl->id, 1028, (uint32_t)(4 + NAME + clen));
+	body[HDR] = (uint8_t)clen;
+	body[HDR + 1] = (uint8_t)(clen >> 8);
+	body[HDR + 2] = (uint8_t)(clen >> 16);
+	body[HDR + 3] = (uint8_t)(clen >> 24);
+	name_field(body + HDR + 4, file);
+	if ((x = EVP_CIPHER_CTX_new()) == NULL ||
+	    EVP_EncryptInit_ex(x, EVP_aes_128_cbc(), NULL, aes, iv) != 1 ||
+	    EVP_EncryptUpdate(x, body + HDR + 4 + NAME, &n1, plain,
+			      (int)size) != 1 ||
+	    EVP_EncryptFinal_ex(x, body + HDR + 4 + NAME + n1, &n2) != 1 ||
+	    (size_t)(n1 + n2) != clen)
+		goto out;
+	if (io_all(fd, body, HDR + 4 + NAME + clen, 1) != 0 ||
+	    io_all(fd, out, RHDR, 0) != 0)
+		goto out;
+	code = out[1] | out[2] << 8;
+	got = (uint32_t)out[3] | (uint32_t)out[4] << 8;
+	if (code != 2103 || got != 279 || io_all(fd, out, got, 0) != 0)
+		goto out;
+	crc = (uint32_t)out[275] | (uint32_t)out[276] << 8 |
+	      (uint32_t)out[277] << 16 | (uint32_t)out[278] << 24;
+	if (crc != cksum(plain, size))
+		goto out;
+	name_field(f, file);
+	code = ask(fd, cl->id, 1029, f, NAME, out, sizeof(out), &got);
+	if (code != 2104)
+		goto out;
+	rc = 0;
+out:
+	EVP_CIPHER_CTX_free(x);
+	close(fd);
+	return rc;
+}
+
+/* --- a process of clients -------------------------------------------------- */
+
+struct worker {
+	struct client cl;
+	pthread_t t;
+	double until;
+	unsigned long done, failed;
+	float *lat;
+	size_t lat_n, lat_cap;
+};
+
+static void *
+run(void *arg)
+{
+	struct worker *w = arg;
+	uint8_t *plain = malloc(size), *body = malloc(HDR + 4 + NAME + size + 16);
+	double t0;
+
+	while (plain != NULL && body != NULL && now_s() < w->until) {
+		t0 = now_s();
+		if (session(&w->cl, plain, body) != 0) {
+			w->failed++;
+			continue;
+		}
+		w->done++;
+		if (w->lat_n < w->lat_cap)
+			w->lat[w->lat_n++] = (float)((now_s() - t0) * 1e3);
+	}
+	free(plain);
+	free(body);
+	return NULL;
+}
+
+static EVP_PKEY *
+make_key(void)
+{
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_RSA, NULL);
+	EVP_PKEY *key = NULL;
+	BIGNUM *e = BN_new();
+
+	if (ctx == NULL || e == NULL || BN_set_word(e, 17) != 1 ||
+	    EVP_PKEY_keygen_init(ctx) <= 0 ||
+	    EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, 1024) <= 0 ||
+	    EVP_PKEY_CTX_set1_rsa_keygen_pubexp(ctx, e) <= 0 ||
+	    EVP_PKEY_keygen(ctx, &key) <= 0)
+		key = NULL;
+	BN_free(e);
+	EVP_PKEY_CTX_free(ctx);
+	return key;
+}
+
+/* A child: sets up, waits for the parent's go (a byte on in), runs, and
+ * writes its counts and latencies to out. */
+static int
+child(int p, int in, int out)
+{
+	struct worker *w = calloc((size_t)conns, sizeof(*w));
+	EVP_PKEY *key = make_key();
+	unsigned long totals[2] = {0, 0};
+	char go;
+	int i, ok = 0;
+
+	if (w == NULL || key == NULL)
+		return 1;
+	for (i = 0; i < conns; i++) {
+		if (setup(&w[i].cl, key, p, i) == 0)
+			ok++;
+		else
+			fprintf(stderr, "sessionload: client %d-%d could not "
+					"register\n", p, i);
+	}
+	if (write(out, &ok, sizeof(ok)) != sizeof(ok) ||
+	    read(in, &go, 1) != 1)
+		return 1;
+	for (i = 0; i < conns; i++) {
+		w[i].until = now_s() + seconds;
+		w[i].lat_cap = MAX_LAT / (size_t)conns;
+		w[i].lat = calloc(w[i].lat_cap, sizeof(float));
+		if (w[i].lat == NULL ||
+		    pthread_create(&w[i].t, NULL, run, &w[i]) != 0)
+			return 1;
+	}
+	for (i = 0; i < conns; i++) {
+		pthread_join(w[i].t, NULL);
+		totals[0] += w[i].done;
+		totals[1] += w[i].failed;
+	}
+	if (write(out, totals, sizeof(totals)) != sizeof(totals))
+		return 1;
+	for (i = 0; i < conns; i++) {
+		size_t n = w[i].lat_n;
+
+		if (write(out, &n, sizeof(n)) != sizeof(n) ||
+		    (n > 0 && write(out, w[i].lat, n * sizeof(float)) !=
+				      (ssize_t)(n * sizeof(float))))
+			return 1;
+	}
+	return 0;
+}
+
+/* From a child's pipe (not a socket: read, not recv). */
+static int
+read_all(int fd, void *buf, size_t n)
+{
+	uint8_t *p = buf;
+	ssize_t k;
+
+	while (n > 0) {
+		k = read(fd, p, n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -1;
+		p += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+static double
+server_cpu_s(void)
+{
+	char path[64], buf[2048], *p;
+	unsigned long ut, st;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", server_pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	if ((p = strrchr(buf, ')')) == NULL ||
+	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+		   &ut, &st) != 2)
+		return -1;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static int
+cmp_float(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+
+	return (x > y) - (x < y);
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f, "usage: sessionload --port P [--host H] [--procs N] "
+		   "[--conns C] [--seconds S] [--size BYTES] "
+		   "[--server-pid PID] [--tag T]\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	int to[MAX_PROCS][2], from[MAX_PROCS][2], i, j, ready = 0, st;
+	pid_t pid[MAX_PROCS];
+	unsigned long done = 0, failed = 0, t[2];
+	float *lat = malloc(MAX_LAT * sizeof(float) * 2);
+	size_t lat_n = 0, n;
+	double t0, t1 = 0, c0 = -1, c1 = -1;
+	char go = 'g';
+
+	snprintf(tag, sizeof(tag), "%ld", (long)getpid());
+	for (i = 1; i < argc; i++) {
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			return 0;
+		}
+		if (v == NULL) {
+			usage(stderr);
+			return 2;
+		}
+		if (strcmp(argv[i], "--host") == 0)
+			host = v;
+		else if (strcmp(argv[i], "--port") == 0)
+			port = atoi(v);
+		else if (strcmp(argv[i], "--procs") == 0)
+			procs = atoi(v);
+		else if (strcmp(argv[i], "--conns") == 0)
+			conns = atoi(v);
+		else if (strcmp(argv[i], "--seconds") == 0)
+			seconds = atoi(v);
+		else if (strcmp(argv[i], "--size") == 0)
+			size = (size_t)atol(v);
+		else if (strcmp(argv[i], "--server-pid") == 0)
+			server_pid = atol(v);
+		else if (strcmp(argv[i], "--tag") == 0)
+			snprintf(tag, sizeof(tag), "%s", v);
+		else {
+			usage(stderr);
+			return 2;
+		}
+		i++;
+	}
+	if (port <= 0 || port > 65535 || procs < 1 || procs > MAX_PROCS ||
+	    conns < 1 || conns > MAX_CONNS || seconds < 1 ||
+	    seconds > MAX_SECONDS || size < 1 || size > MAX_SIZE ||
+	    lat == NULL) {
+		usage(stderr);
+		return 2;
+	}
+	crc_init();
+	signal(SIGPIPE, SIG_IGN);
+	for (i = 0; i < procs; i++) {
+		if (pipe(to[i]) != 0 || pipe(from[i]) != 0 ||
+		    (pid[i] = fork()) < 0)
+			return 1;
+		if (pid[i] == 0) {
+			close(to[i][1]);
+			close(from[i][0]);
+			_exit(child(i, to[i][0], from[i][1]));
+		}
+		close(to[i][0]);
+		close(from[i][1]);
+	}
+	for (i = 0; i < procs; i++) {
+		if (read_all(from[i][0], &j, sizeof(j)) != 0)
+			return 1;
+		ready += j;
+	}
+	fprintf(stderr, "sessionload: %d of %d clients registered\n", ready,
+		procs * conns);
+	if (server_pid > 0)
+		c0 = server_cpu_s();
+	t0 = now_s();
+	for (i = 0; i < procs; i++)
+		if (write(to[i][1], &go, 1) != 1)
+			return 1;
+	for (i = 0; i < procs; i++) {
+		if (read_all(from[i][0], t, sizeof(t)) != 0)
+			return 1;
+		if (i == procs - 1) {
+			t1 = now_s();
+			if (server_pid > 0)
+				c1 = server_cpu_s();
+		}
+		done += t[0];
+		failed += t[1];
+	}
+	/* the last process to report ends the window; the others' figures
+	 * came while it ran (each runs exactly --seconds) */
+	for (i = 0; i < procs; i++) {
+		for (j = 0; j < conns; j++) {
+			if (read_all(from[i][0], &n, sizeof(n)) != 0 ||
+			    n > MAX_LAT)
+				return 1;
+			if (lat_n + n > 2 * (size_t)MAX_LAT)
+				n = 0;
+			if (n > 0 && read_all(from[i][0], lat + lat_n,
+					      n * sizeof(float)) != 0)
+				return 1;
+			lat_n += n;
+		}
+		waitpid(pid[i], &st, 0);
+	}
+	qsort(lat, lat_n, sizeof(float), cmp_float);
+	{
+		double el = t1 - t0, rate = (double)done / el;
+		double p50 = lat_n ? lat[lat_n / 2] : 0,
+		       p99 = lat_n ? lat[lat_n * 99 / 100] : 0;
+		double cpu = c0 >= 0 && c1 >= 0 && done > 0
+				     ? (c1 - c0) * 1e3 / (double)done
+				     : -1;
+
+		printf("sessions %lu errors %lu seconds %.2f rate %.1f p50_ms "
+		       "%.2f p99_ms %.2f server_cpu_ms_per_session %.3f\n",
+		       done, failed, el, rate, p50, p99, cpu);
+		fprintf(stderr,
+			"sessionload: %lu sessions (%lu failed) in %.2f s = "
+			"%.0f/s; session p50 %.2f ms, p99 %.2f ms; server "
+			"CPU %.3f ms per session\n",
+			done, failed, el, rate, p50, p99, cpu);
+	}
+	return done > 0 ? 0 : 1;
+}
