@@ -20,9 +20,9 @@
  *
  * Bounded: --seconds (at most 600), --procs (64), --conns (256), --size
  * (16 MiB); every socket has a 10 s timeout.
- * Build: cc -O2 -pthread -o sessionload bench/sessionload.c -lcrypto
+ * Built with the daemon (target sessionload, on the core library's crypto
+ * and cksum): bench/run copies it next to bulwarkd.
  */
-#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -39,21 +39,19 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-#include <openssl/rand.h>
-#include <openssl/rsa.h>
-#include <openssl/x509.h>
+#include "bulwark/crc.h"
+#include "bulwark/crypto.h"
 
-#define HDR	     23
-#define RHDR	     7
-#define NAME	     255
-#define PUBKEY	     160
-#define WRAPPED	     128
-#define MAX_LAT	     (1u << 20) /* latencies kept per process */
-#define MAX_PROCS    64
-#define MAX_CONNS    256
-#define MAX_SIZE     (16u << 20)
-#define MAX_SECONDS  600
+#define HDR	    23
+#define RHDR	    7
+#define NAME	    255
+#define PUBKEY	    160
+#define WRAPPED	    128
+#define MAX_LAT	    (1u << 20) /* latencies kept per process */
+#define MAX_PROCS   64
+#define MAX_CONNS   256
+#define MAX_SIZE    (16u << 20)
+#define MAX_SECONDS 600
 
 static const char *host = "127.0.0.1";
 static int port, procs = 4, conns = 8, seconds = 5;
@@ -70,42 +68,13 @@ now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* --- POSIX cksum ----------------------------------------------------------- */
-
-static uint32_t crc_tab[256];
-
-static void
-crc_init(void)
-{
-	uint32_t i, j, c;
-
-	for (i = 0; i < 256; i++) {
-		c = i << 24;
-		for (j = 0; j < 8; j++)
-			c = (c & 0x80000000u) ? (c << 1) ^ 0x04C11DB7u : c << 1;
-		crc_tab[i] = c;
-	}
-}
-
-static uint32_t
-cksum(const uint8_t *p, size_t n)
-{
-	uint32_t c = 0;
-	size_t i, len = n;
-
-	for (i = 0; i < n; i++)
-		c = (c << 8) ^ crc_tab[((c >> 24) ^ p[i]) & 0xff];
-	for (; len > 0; len >>= 8)
-		c = (c << 8) ^ crc_tab[((c >> 24) ^ (uint8_t)len) & 0xff];
-	return ~c;
-}
-
-/* --- the wire -------------------------------------------------------------- */
+/* --- the wire --------------------------------------------------------------
+ */
 
 struct client {
 	uint8_t id[16];
 	char name[64];
-	EVP_PKEY *key;
+	struct bw_rsa *key;
 	unsigned seq;
 };
 
@@ -130,7 +99,8 @@ io_all(int fd, void *buf, size_t n, int writing)
 static int
 dial(void)
 {
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_port = htons((uint16_t)port)};
 	struct timeval tv = {10, 0};
 	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
 
@@ -170,8 +140,8 @@ name_field(uint8_t *f, const char *s)
 /* A request with a fixed payload; the answer's code and payload (up to
  * cap bytes) back. */
 static int
-ask(int fd, const uint8_t id[16], uint16_t code, const uint8_t *pl,
-    size_t n, uint8_t *out, size_t cap, uint32_t *got)
+ask(int fd, const uint8_t id[16], uint16_t code, const uint8_t *pl, size_t n,
+    uint8_t *out, size_t cap, uint32_t *got)
 {
 	uint8_t h[HDR + 512], r[RHDR];
 	uint32_t len;
@@ -189,26 +159,23 @@ ask(int fd, const uint8_t id[16], uint16_t code, const uint8_t *pl,
 }
 
 static int
-unwrap(EVP_PKEY *key, const uint8_t *wrapped, uint8_t aes[16])
+unwrap(const struct bw_rsa *key, const uint8_t *wrapped, uint8_t aes[16])
 {
-	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(key, NULL);
-	uint8_t out[WRAPPED]; /* OpenSSL wants room for a whole block */
-	size_t n = sizeof(out);
-	int ok;
+	uint8_t out[WRAPPED];
+	size_t n = 0;
 
-	ok = ctx != NULL && EVP_PKEY_decrypt_init(ctx) > 0 &&
-	     EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) > 0 &&
-	     EVP_PKEY_decrypt(ctx, out, &n, wrapped, WRAPPED) > 0 && n == 16;
-	if (ok)
-		memcpy(aes, out, 16);
-	EVP_PKEY_CTX_free(ctx);
-	return ok ? 0 : -1;
+	if (bw_rsa_oaep_decrypt(key, wrapped, WRAPPED, out, sizeof(out), &n) !=
+		    0 ||
+	    n != 16)
+		return -1;
+	memcpy(aes, out, 16);
+	return 0;
 }
 
 static int
-setup(struct client *cl, EVP_PKEY *key, int p, int i)
+setup(struct client *cl, struct bw_rsa *key, int p, int i)
 {
-	uint8_t f[NAME + PUBKEY], out[512], *der = f + NAME, aes[16];
+	uint8_t f[NAME + PUBKEY], out[512], aes[16];
 	uint32_t got;
 	int fd, code;
 
@@ -222,7 +189,7 @@ setup(struct client *cl, EVP_PKEY *key, int p, int i)
 	if (code != 2100 || got != 16)
 		goto fail;
 	memcpy(cl->id, out, 16);
-	if (i2d_PUBKEY(key, &der) != PUBKEY)
+	if (bw_rsa_to_spki(key, f + NAME) != 0)
 		goto fail;
 	code = ask(fd, cl->id, 1026, f, NAME + PUBKEY, out, sizeof(out), &got);
 	if (code != 2102 || got != 16 + WRAPPED ||
@@ -235,20 +202,20 @@ fail:
 	return -1;
 }
 
-/* --- one session ----------------------------------------------------------- */
+/* --- one session -----------------------------------------------------------
+ */
 
 static int
 session(struct client *cl, uint8_t *plain, uint8_t *body)
 {
-	uint8_t f[NAME], out[512], aes[16], iv[16] = {0};
+	uint8_t f[NAME], out[512], aes[16], *ct = NULL;
 	char file[64];
-	EVP_CIPHER_CTX *x = NULL;
 	uint32_t got, crc;
-	int fd, code, n1 = 0, n2 = 0, rc = -1;
-	size_t clen = 16 * (size / 16 + 1);
+	int fd, code, rc = -1;
+	size_t clen = 16 * (size / 16 + 1), n = 0;
 
 	snprintf(file, sizeof(file), "f%u.bin", cl->seq++);
-	if (RAND_bytes(plain, (int)size) != 1 || (fd = dial()) < 0)
+	if (bw_random(plain, size) != 0 || (fd = dial()) < 0)
 		return -1;
 	name_field(f, cl->name);
 	code = ask(fd, cl->id, 1027, f, NAME, out, sizeof(out), &got);
@@ -262,13 +229,9 @@ session(struct client *cl, uint8_t *plain, uint8_t *body)
 	body[HDR + 2] = (uint8_t)(clen >> 16);
 	body[HDR + 3] = (uint8_t)(clen >> 24);
 	name_field(body + HDR + 4, file);
-	if ((x = EVP_CIPHER_CTX_new()) == NULL ||
-	    EVP_EncryptInit_ex(x, EVP_aes_128_cbc(), NULL, aes, iv) != 1 ||
-	    EVP_EncryptUpdate(x, body + HDR + 4 + NAME, &n1, plain,
-			      (int)size) != 1 ||
-	    EVP_EncryptFinal_ex(x, body + HDR + 4 + NAME + n1, &n2) != 1 ||
-	    (size_t)(n1 + n2) != clen)
+	if (bw_aes_seal(aes, plain, size, &ct, &n) != 0 || n != clen)
 		goto out;
+	memcpy(body + HDR + 4 + NAME, ct, clen);
 	if (io_all(fd, body, HDR + 4 + NAME + clen, 1) != 0 ||
 	    io_all(fd, out, RHDR, 0) != 0)
 		goto out;
@@ -278,7 +241,7 @@ session(struct client *cl, uint8_t *plain, uint8_t *body)
 		goto out;
 	crc = (uint32_t)out[275] | (uint32_t)out[276] << 8 |
 	      (uint32_t)out[277] << 16 | (uint32_t)out[278] << 24;
-	if (crc != cksum(plain, size))
+	if (crc != bw_cksum(plain, size))
 		goto out;
 	name_field(f, file);
 	code = ask(fd, cl->id, 1029, f, NAME, out, sizeof(out), &got);
@@ -286,12 +249,13 @@ session(struct client *cl, uint8_t *plain, uint8_t *body)
 		goto out;
 	rc = 0;
 out:
-	EVP_CIPHER_CTX_free(x);
+	bw_secure_free(ct, n);
 	close(fd);
 	return rc;
 }
 
-/* --- a process of clients -------------------------------------------------- */
+/* --- a process of clients --------------------------------------------------
+ */
 
 struct worker {
 	struct client cl;
@@ -306,7 +270,8 @@ static void *
 run(void *arg)
 {
 	struct worker *w = arg;
-	uint8_t *plain = malloc(size), *body = malloc(HDR + 4 + NAME + size + 16);
+	uint8_t *plain = malloc(size),
+		*body = malloc(HDR + 4 + NAME + size + 16);
 	double t0;
 
 	while (plain != NULL && body != NULL && now_s() < w->until) {
@@ -324,46 +289,29 @@ run(void *arg)
 	return NULL;
 }
 
-static EVP_PKEY *
-make_key(void)
-{
-	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_RSA, NULL);
-	EVP_PKEY *key = NULL;
-	BIGNUM *e = BN_new();
-
-	if (ctx == NULL || e == NULL || BN_set_word(e, 17) != 1 ||
-	    EVP_PKEY_keygen_init(ctx) <= 0 ||
-	    EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, 1024) <= 0 ||
-	    EVP_PKEY_CTX_set1_rsa_keygen_pubexp(ctx, e) <= 0 ||
-	    EVP_PKEY_keygen(ctx, &key) <= 0)
-		key = NULL;
-	BN_free(e);
-	EVP_PKEY_CTX_free(ctx);
-	return key;
-}
-
 /* A child: sets up, waits for the parent's go (a byte on in), runs, and
  * writes its counts and latencies to out. */
 static int
 child(int p, int in, int out)
 {
 	struct worker *w = calloc((size_t)conns, sizeof(*w));
-	EVP_PKEY *key = make_key();
+	struct bw_rsa *key = NULL;
 	unsigned long totals[2] = {0, 0};
 	char go;
 	int i, ok = 0;
 
-	if (w == NULL || key == NULL)
+	if (w == NULL || bw_rsa_generate(&key) != 0)
 		return 1;
 	for (i = 0; i < conns; i++) {
 		if (setup(&w[i].cl, key, p, i) == 0)
 			ok++;
 		else
-			fprintf(stderr, "sessionload: client %d-%d could not "
-					"register\n", p, i);
+			fprintf(stderr,
+				"sessionload: client %d-%d could not "
+				"register\n",
+				p, i);
 	}
-	if (write(out, &ok, sizeof(ok)) != sizeof(ok) ||
-	    read(in, &go, 1) != 1)
+	if (write(out, &ok, sizeof(ok)) != sizeof(ok) || read(in, &go, 1) != 1)
 		return 1;
 	for (i = 0; i < conns; i++) {
 		w[i].until = now_s() + seconds;
@@ -439,6 +387,20 @@ cmp_float(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* A whole decimal number within [lo, hi], or -1. */
+static long
+num(const char *v, long lo, long hi)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0' || n < lo || n > hi)
+		return -1;
+	return n;
+}
+
 static void
 usage(FILE *f)
 {
@@ -462,7 +424,8 @@ main(int argc, char **argv)
 	for (i = 1; i < argc; i++) {
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+		if (strcmp(argv[i], "--help") == 0 ||
+		    strcmp(argv[i], "-h") == 0) {
 			usage(stdout);
 			return 0;
 		}
@@ -473,17 +436,17 @@ main(int argc, char **argv)
 		if (strcmp(argv[i], "--host") == 0)
 			host = v;
 		else if (strcmp(argv[i], "--port") == 0)
-			port = atoi(v);
+			port = (int)num(v, 1, 65535);
 		else if (strcmp(argv[i], "--procs") == 0)
-			procs = atoi(v);
+			procs = (int)num(v, 1, MAX_PROCS);
 		else if (strcmp(argv[i], "--conns") == 0)
-			conns = atoi(v);
+			conns = (int)num(v, 1, MAX_CONNS);
 		else if (strcmp(argv[i], "--seconds") == 0)
-			seconds = atoi(v);
+			seconds = (int)num(v, 1, MAX_SECONDS);
 		else if (strcmp(argv[i], "--size") == 0)
-			size = (size_t)atol(v);
+			size = (size_t)num(v, 1, MAX_SIZE);
 		else if (strcmp(argv[i], "--server-pid") == 0)
-			server_pid = atol(v);
+			server_pid = num(v, 1, 1L << 30);
 		else if (strcmp(argv[i], "--tag") == 0)
 			snprintf(tag, sizeof(tag), "%s", v);
 		else {
@@ -492,14 +455,11 @@ main(int argc, char **argv)
 		}
 		i++;
 	}
-	if (port <= 0 || port > 65535 || procs < 1 || procs > MAX_PROCS ||
-	    conns < 1 || conns > MAX_CONNS || seconds < 1 ||
-	    seconds > MAX_SECONDS || size < 1 || size > MAX_SIZE ||
-	    lat == NULL) {
+	if (port <= 0 || procs < 1 || conns < 1 || seconds < 1 || size < 1 ||
+	    size > MAX_SIZE || server_pid < 0 || lat == NULL) {
 		usage(stderr);
 		return 2;
 	}
-	crc_init();
 	signal(SIGPIPE, SIG_IGN);
 	for (i = 0; i < procs; i++) {
 		if (pipe(to[i]) != 0 || pipe(from[i]) != 0 ||

@@ -686,6 +686,32 @@ def scenario_small(ctx, res):
         v.alive()
 
 
+def scenario_sessions(ctx, res):
+    """Full 4 KiB sessions from a few long-lived processes (bench/sessionload.c):
+    the server, not a client process per file, is what is measured. A
+    warm-up run, then the measured one; the server's CPU from /proc."""
+    exe = ctx.bin_dir / "sessionload"
+    if not exe.exists():
+        raise ScenarioError("%s is missing (built with the daemon: target sessionload)" % exe)
+    procs, conns = ctx.load_procs, ctx.load_conns
+    with Vault(ctx, "sessions", ["--max-conns", "4096"]) as v:
+        out = {}
+        for what, secs in (("warm-up", 1), ("measured", max(1, int(ctx.small_seconds)))):
+            r = subprocess.run([str(exe), "--port", str(v.port), "--procs", str(procs),
+                                "--conns", str(conns), "--seconds", str(secs),
+                                "--server-pid", str(v.proc.pid), "--tag", what[0]],
+                               capture_output=True, text=True, timeout=secs + 120)
+            if r.returncode != 0:
+                raise ScenarioError("sessionload (%s) exited %d: %s"
+                                    % (what, r.returncode, r.stderr.strip()[-400:]))
+            words = r.stdout.split()
+            out = {words[i]: float(words[i + 1]) for i in range(0, len(words) - 1, 2)}
+            say("sessions (%s): %s", what, r.stdout.strip())
+        out["procs"], out["conns"] = procs, conns
+        res["load"] = out
+        v.alive()
+
+
 def exec_reference(ctx, where):
     """What starting the client alone costs: `bulwark --version`, 20 times
     one after another; (median wall, median CPU)."""
@@ -854,6 +880,16 @@ def build_rows(ctx, res):
         row("  CPU per session, client + server", "%.2f ms" % (sm["cpu_per"] * 1e3),
             "bulwark --version %.2f ms" % (ex[1] * 1e3) if ex else "-")
         row("  server CPU per session", "%.2f ms" % (sm["server_cpu_per"] * 1e3))
+    ld = res.get("load")
+    if ld:
+        cpu = ld["server_cpu_ms_per_session"]
+        row("4 KiB sessions/s, sessionload %dx%d" % (ld["procs"], ld["conns"]),
+            "%.0f /s" % ld["rate"], "%d sessions, %d failed" % (ld["sessions"], ld["errors"]),
+            "-", ">= 3000 /s  %s" % ("met" if ld["rate"] >= 3000 else "MISSED"))
+        row("  server CPU per session", "%.3f ms" % cpu,
+            "capacity %.0f /s per core" % (1000.0 / cpu) if cpu > 0 else "-", "-",
+            "<= 0.300 ms  %s" % ("met" if 0 < cpu <= 0.3 else "MISSED"))
+        row("  session p50 / p99", "%.1f / %.1f ms" % (ld["p50_ms"], ld["p99_ms"]))
     idle = res.get("idle")
     if idle:
         row("session with %d idle conns (median of %d)" % (idle["n"], idle["k"]),
@@ -915,6 +951,10 @@ def main():
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--small-clients", type=int, default=32)
     ap.add_argument("--small-seconds", type=float, default=5.0)
+    ap.add_argument("--load-procs", type=int, default=4,
+                    help="sessionload processes (default 4)")
+    ap.add_argument("--load-conns", type=int, default=16,
+                    help="clients (threads) per sessionload process (default 16)")
     ap.add_argument("--aes-seconds", type=int, default=3)
     ap.add_argument("--scp", choices=("required", "optional", "off"), default="required")
     ap.add_argument("--deadline", type=int, default=900, help="overall limit in seconds")
@@ -949,6 +989,7 @@ def main():
     try:
         scenarios = (("AES reference", scenario_aes), ("cksum speed", scenario_crc),
                      ("uploads", scenario_upload), ("small files", scenario_small),
+                     ("sessions", scenario_sessions),
                      ("idle connections", scenario_idle))
         try:
             ctx.files = make_files(ctx)

@@ -168,7 +168,8 @@ struct bw_conn {
 	 * fail for want of memory) and what it is to do (conn.c) */
 	struct bw_call call;
 	unsigned call_want;
-	/* out_total when the tick last saw the output empty (engine_conn_trim) */
+	/* out_total when the tick last saw the output empty (engine_conn_trim)
+	 */
 	uint64_t trim_out_total;
 };
 

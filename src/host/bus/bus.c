@@ -22,8 +22,8 @@
 /* A Redis that stops answering (stopped, or a network that drops without
  * a reset) is lost once a command has waited this long, or a connection
  * has not become ready this long after it began; looked at this often. */
-#define ANSWER_MS     3000u
-#define WATCHDOG_MS   500u
+#define ANSWER_MS   3000u
+#define WATCHDOG_MS 500u
 
 struct link {
 	struct bw_bus *b;

@@ -79,8 +79,8 @@ is_get(const struct bw_meta_req *r)
 {
 	return r->op == BW_META_CLIENT_GET || r->op == BW_META_FILE_GET ||
 	       r->op == BW_META_CLIENT_SINCE || r->op == BW_META_TOTALS ||
-	       r->op == BW_META_QUEUE ||
-	       r->op == BW_META_LOCK || r->op == BW_META_UNLOCK;
+	       r->op == BW_META_QUEUE || r->op == BW_META_LOCK ||
+	       r->op == BW_META_UNLOCK;
 }
 
 /* A read of rows again (the connection's mutex held). */

@@ -292,9 +292,8 @@ int vfile_set_now(struct bw_vault *v, const uint8_t id[BW_ID_LEN],
  * those of paths this node is committing. */
 /* keys.c: the cache of parsed public keys, emptied at the end. */
 void vault_rsa_cache_free(struct bw_vault *v);
-int vault_refresh(void *inst, const uint8_t id[BW_ID_LEN],
-		  const uint8_t *other, uint16_t code, void (*done)(void *arg),
-		  void *arg);
+int vault_refresh(void *inst, const uint8_t id[BW_ID_LEN], const uint8_t *other,
+		  uint16_t code, void (*done)(void *arg), void *arg);
 /* The size of the stored object at key: 0 and *size, or BW_ENOTFOUND, or
  * the store's error (from the start-up listing while there is one). */
 int vault_object_size(struct bw_vault *v, const char *key, uint64_t *size);

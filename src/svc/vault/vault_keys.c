@@ -409,5 +409,6 @@ vault_on_reconnect(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 		return bw_frame_reply(c, BW_VAULT_RESP_RECONNECT_DENIED,
 				      r->hdr.client_id, BW_ID_LEN);
 	}
-	return send_new_key(c, r, cl, rsa, NULL, BW_VAULT_RESP_RECONNECT_AES, 1);
+	return send_new_key(c, r, cl, rsa, NULL, BW_VAULT_RESP_RECONNECT_AES,
+			    1);
 }

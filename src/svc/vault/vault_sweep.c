@@ -15,6 +15,7 @@
  * path writes the row first, the pending path names its object right
  * after putting it.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -195,8 +196,9 @@ sweep_done(void *arg)
 	if (sw->rc != 0)
 		bw_warn("vault: the periodic sweep could not list files/: %s",
 			bw_strerror(sw->rc));
-	else if (sw->n > 0 && ((cand = calloc(sw->n, 1)) == NULL ||
-			       vault_unnamed_keys(v, sw->keys, sw->n, cand) != 0))
+	else if (sw->n > 0 &&
+		 ((cand = calloc(sw->n, 1)) == NULL ||
+		  vault_unnamed_keys(v, sw->keys, sw->n, cand) != 0))
 		sw->rc = BW_ENOMEM;
 	if (sw->rc != 0 || sw->n == 0) {
 		free(cand);
@@ -260,11 +262,10 @@ vault_sweep_start(struct bw_vault *v)
 void
 vault_pending_key(const uint8_t id[BW_ID_LEN], char *out, size_t cap)
 {
-	char prefix[sizeof(PENDING_DIR) + 2 * BW_ID_LEN + 1];
+	char hex[2 * BW_ID_LEN + 1], prefix[sizeof(PENDING_DIR) + sizeof(hex)];
 
-	memcpy(prefix, PENDING_DIR, strlen(PENDING_DIR));
-	bw_hex_encode(id, BW_ID_LEN, prefix + strlen(PENDING_DIR));
-	strcat(prefix, "-");
+	bw_hex_encode(id, BW_ID_LEN, hex);
+	snprintf(prefix, sizeof(prefix), PENDING_DIR "%s-", hex);
 	bw_unique_name(prefix, out, cap);
 }
 
@@ -277,7 +278,8 @@ vault_key_owner(const char *key, uint8_t id[BW_ID_LEN])
 	if (strncmp(key, PENDING_DIR, strlen(PENDING_DIR)) == 0) {
 		p = key + strlen(PENDING_DIR);
 		if (strlen(p) <= n || p[n] != '-')
-			return BW_ENOTFOUND; /* an older key: whose is unknown */
+			return BW_ENOTFOUND; /* an older key: whose is unknown
+					      */
 	} else if (strncmp(key, FILES_SPACE, strlen(FILES_SPACE)) == 0) {
 		p = key + strlen(FILES_SPACE);
 		if (strlen(p) <= n || p[n] != '/')
