@@ -173,11 +173,50 @@ def _traffic(port, stop, results, i):
         results.append((code, int.from_bytes(body[16:20], "little") if code == bwmsg.STORED
                         else None, n))
         r = bwmsg.MsgClient(H, port, timeout=20)
-        code, body = r.request(bwmsg.REGISTER, bw.name_field(unique_name("r%d" % i))
-                               + bw.spki_der(rsa_key(i)))
+        name = unique_name("r%d" % i)
+        code, body = r.request(bwmsg.REGISTER, bw.name_field(name) + bw.spki_der(rsa_key(i)))
         r.close()
         assert code in (bwmsg.REGISTERED, bwmsg.ERROR), code
+        if code == bwmsg.REGISTERED:
+            results.append(("registered", name, body[:16]))
     c.close()
+
+
+def _uploads(port, stop, acked, i):
+    """One vault client uploading 20 KiB files until stop, each step on a
+    connection of its own (a 2107 may close it); the files whose 2103 had
+    the right cksum and whose 1029 got 2104 are recorded (name, bytes)."""
+    v = bw.VaultClient(H, port, timeout=20, key=rsa_key(i + 10))
+    while True:
+        try:
+            v.connect()
+            if v.register(unique_name("up%d" % i)).code == bw.REGISTERED and \
+                    v.send_pubkey().code == bw.KEY_STORED:
+                break
+        except OSError:
+            pass
+        finally:
+            v.close()
+        v.client_id = bw.ZERO_ID
+        time.sleep(0.05)  # the database is down: try again
+    acked.append(("me", v.client_id))
+    n = 0
+    while not stop.is_set():
+        n += 1
+        name, data = "f%d.bin" % n, os.urandom(20000)
+        try:
+            v.connect()
+            if v.reconnect().code != bw.RECONNECTED:
+                continue
+            res = v.send_file(name, data)
+            if res.response.code != bw.FILE_RECEIVED or res.server_crc != res.crc:
+                continue
+            if v.crc_ok(name).code == bw.ACK:
+                acked.append((name, data))
+        except OSError:
+            pass  # closed after a 2107
+        finally:
+            v.close()
 
 
 def metric(srv, name):
@@ -200,6 +239,7 @@ def test_postgresql_lost_mid_traffic_loses_nothing_acknowledged(start_server, pg
                        want=("vault", "metrics"))
     assert metric(srv, "bulwark_store_connected") == 1
     stop, threads, results = threading.Event(), [], [[] for _ in range(4)]
+    uploads = [[] for _ in range(2)]
     errors = []
 
     def run(i):
@@ -208,10 +248,20 @@ def test_postgresql_lost_mid_traffic_loses_nothing_acknowledged(start_server, pg
         except Exception as e:  # a hang or a wrong answer fails the test
             errors.append(repr(e))
 
+    def run_uploads(i):
+        try:
+            _uploads(srv.port, stop, uploads[i], i)
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(repr(e))
+
     for i in range(4):
         threads.append(threading.Thread(target=run, args=(i,)))
         threads[-1].start()
+    for i in range(2):
+        threads.append(threading.Thread(target=run_uploads, args=(i,)))
+        threads[-1].start()
     assert wait_for(lambda: sum(len(r) for r in results) > 40, 20)
+    assert wait_for(lambda: all(len(u) > 3 for u in uploads), 20), "uploads run"
     pg.stop(signal.SIGINT if how == "restart" else signal.SIGKILL)
     n_down = sum(len(r) for r in results)
     assert wait_for(lambda: sum(len(r) for r in results) > n_down + 8, 20), \
@@ -219,8 +269,11 @@ def test_postgresql_lost_mid_traffic_loses_nothing_acknowledged(start_server, pg
     pg.start()
     n_up = sum(len(r) for r in results)
     # served again without a restart: stored answers come back
+    n_files = [len(u) for u in uploads]
     assert wait_for(lambda: any(x[0] == bwmsg.STORED for r in results for x in r[n_up // 4:]),
                     30), srv.log_tail()
+    assert wait_for(lambda: all(len(u) > n for u, n in zip(uploads, n_files)), 30), \
+        "uploads are confirmed again after the restart"
     stop.set()
     for t in threads:
         t.join(60)
@@ -232,6 +285,23 @@ def test_postgresql_lost_mid_traffic_loses_nothing_acknowledged(start_server, pg
     assert metric(srv, "bulwark_store_connected") == 1
     assert metric(srv, "bulwark_store_reconnects_total") >= 1
     assert any(x[0] == bwmsg.ERROR for r in results for x in r[1:]), "the outage was seen"
+    # every acknowledged registration is a row
+    names = [x[1] for r in results for x in r if x[0] == "registered"]
+    assert names, "no registration was acknowledged"
+    rows = pg.psql("SELECT count(*) FROM clients WHERE NameText IN (%s)"
+                   % ",".join("'%s'" % n for n in names), db=db).strip()
+    assert rows == str(len(names)), (rows, len(names))
+    # every upload confirmed (2103, then 2104 to its 1029) is stored, verified
+    for up in uploads:
+        me, files = up[0][1], up[1:]
+        assert files, "no upload went through"
+        for name, data in files:
+            f = srv.client_dir(me) / name
+            assert f.is_file() and f.read_bytes() == data, \
+                "confirmed upload %s lost or changed" % name
+        verified = pg.psql("SELECT count(*) FROM files WHERE ID = decode('%s', 'hex') "
+                           "AND Verified" % me.hex(), db=db).strip()
+        assert int(verified) >= len(files), (verified, len(files))
     # every 2103 is kept: its message is pulled
     for r in results:
         me = r[0][1]
