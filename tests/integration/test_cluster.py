@@ -741,3 +741,116 @@ def test_a_queue_emptied_through_another_node_is_not_full_here(start_server, tmp
         assert [r[3] for r in b.pull()] == [b"again %d" % i for i in range(10)]
     finally:
         cl.stop()
+
+
+def test_a_slow_member_is_cut_off_by_its_own_node_and_the_others_go_on(start_server,
+                                                                       tmp_path):
+    """A member that stops reading, on one node, is cut off by that node
+    once its queue (--rooms-queue) stays full; members on the other nodes
+    get every line, in order, and the usual notice of its going."""
+    need_cluster()
+    cl = Cluster(start_server, tmp_path, extra=("--rooms-queue", "16384", "--rooms-rate", "0"))
+    try:
+        n1, n2, n3 = cl.nodes
+        alice = RoomClient(rooms_port(n1))
+        room = alice.create("alice", "pw")
+        slow = RoomClient(rooms_port(n2), rcvbuf=4096)
+        slow.join("slow", room, "pw")
+        carol = RoomClient(rooms_port(n3))
+        carol.join("carol", room, "pw")
+        alice.expect("carol has joined the group")
+        # slow reads nothing more from here on; alice sends batches of
+        # 32 KB, each waited for on carol's side, until slow's node cuts
+        # it off (the kernel's buffers take a few MB first)
+        got = {"n": 0, "cut": False, "order": True}
+
+        def read_carol():
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    ln = carol.next_line(timeout=1)
+                except AssertionError:
+                    continue
+                if ln.startswith("alice: "):
+                    got["order"] &= ln.startswith("alice: %06d " % got["n"])
+                    got["n"] += 1
+                elif ln == "slow was disconnected: not reading":
+                    got["cut"] = True
+                    return
+
+        t = threading.Thread(target=read_carol, daemon=True)
+        t.start()
+        sent, batch = 0, 32
+        while sent < 600 and not got["cut"]:
+            alice.sock.sendall("".join("%06d %s\n" % (sent * batch + i, "z" * 1000)
+                                       for i in range(batch)).encode())
+            sent += 1
+            assert bwd.wait_for(lambda: got["n"] >= sent * batch or got["cut"], 10), \
+                (sent, got)
+        t.join(15)
+        assert got["cut"], "slow was never cut off after %d KB" % (sent * batch)
+        assert got["order"] and got["n"] == sent * batch, (got, sent * batch)
+        alice.expect("slow was disconnected: not reading", timeout=10)
+        assert gauge(n2, "bulwark_rooms_cut_off_total") == 1
+        assert gauge(n1, "bulwark_rooms_cut_off_total") == 0
+        alice.line("still here")
+        carol.expect("alice: still here")
+        for c in (alice, slow, carol):
+            c.close()
+    finally:
+        cl.stop()
+
+
+def test_a_node_started_while_others_serve_joins_and_nothing_stops(start_server, tmp_path):
+    """A fourth node started on the same stores while three serve: requests
+    through the others go on being answered the whole time, and the new
+    node serves a client registered through another (and its files) as
+    soon as it listens."""
+    need_cluster()
+    cl = Cluster(start_server, tmp_path)
+    try:
+        n1 = cl.nodes[0]
+        data = os.urandom(50000)
+        v = bw.VaultClient(H, n1.port)
+        v.connect()
+        bw.expect(v.register(unique_name("j")), bw.REGISTERED, "register")
+        bw.expect(v.send_pubkey(), bw.KEY_STORED, "public key")
+        bw.expect(v.send_file("j.bin", data).response, bw.FILE_RECEIVED, "file")
+        bw.expect(v.crc_ok("j.bin"), bw.ACK, "verdict")
+        v.close()
+        stop, answers, errors = threading.Event(), [], []
+
+        def busy():
+            m = bwmsg.MsgClient(H, cl.port, padded=True)
+            try:
+                m.register(unique_name("busy"), key=rsa_key(3))
+                while not stop.is_set():
+                    m.list()
+                    answers.append(time.monotonic())
+            except Exception as e:  # noqa: BLE001 (reported below)
+                errors.append(repr(e))
+
+        t = threading.Thread(target=busy)
+        t.start()
+        assert bwd.wait_for(lambda: len(answers) > 20, 10)
+        n4 = start_server(*cl.common, "--node-name", "n4", data_dir=tmp_path / "node4",
+                          env=cl.env, rooms=True)
+        # the new node: the file stored through n1 is there, and a session
+        # through it goes on from where n1 left off
+        w = bw.VaultClient(H, n4.port, key=v.key)
+        w.client_id, w.name = v.client_id, v.name
+        before = len(answers)
+        w.connect()
+        bw.expect(w.reconnect(), bw.RECONNECTED, "reconnect through the new node")
+        bw.expect(w.send_file("j.bin", data[::-1]).response, bw.FILE_RECEIVED, "replacement")
+        bw.expect(w.crc_ok("j.bin"), bw.ACK, "verdict through the new node")
+        w.close()
+        row = cl.pg.psql("SELECT f.PathName FROM files f JOIN clients c ON c.ID = f.ID "
+                         "WHERE c.NameText = '%s' AND f.Verified" % v.name, db=cl.db).strip()
+        assert cl.s3.get(cl.bucket, row) == data[::-1]
+        assert bwd.wait_for(lambda: len(answers) > before + 20, 10)
+        stop.set()
+        t.join(30)
+        assert not errors, errors
+    finally:
+        cl.stop()
