@@ -78,6 +78,7 @@ struct client {
 	unsigned seq;
 };
 
+/* All of n bytes read (a socket or a pipe) or sent (a socket). */
 static int
 io_all(int fd, void *buf, size_t n, int writing)
 {
@@ -85,7 +86,7 @@ io_all(int fd, void *buf, size_t n, int writing)
 	ssize_t k;
 
 	while (n > 0) {
-		k = writing ? send(fd, p, n, MSG_NOSIGNAL) : recv(fd, p, n, 0);
+		k = writing ? send(fd, p, n, MSG_NOSIGNAL) : read(fd, p, n);
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k <= 0)
@@ -339,23 +340,11 @@ child(int p, int in, int out)
 	return 0;
 }
 
-/* From a child's pipe (not a socket: read, not recv). */
+/* From a child's pipe. */
 static int
 read_all(int fd, void *buf, size_t n)
 {
-	uint8_t *p = buf;
-	ssize_t k;
-
-	while (n > 0) {
-		k = read(fd, p, n);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -1;
-		p += k;
-		n -= (size_t)k;
-	}
-	return 0;
+	return io_all(fd, buf, n, 0);
 }
 
 static double

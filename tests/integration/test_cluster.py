@@ -481,7 +481,9 @@ def test_a_killed_nodes_members_leave_and_an_emptied_room_goes(cluster):
     d.close()
 
 
-def test_redis_lost_pauses_relays_between_nodes_not_within_one(cluster):
+def two_on_n1_one_on_n2(cluster):
+    """A room: alice (who made it) and ann on the first node, bob on the
+    second."""
     n1, n2, _ = cluster.nodes
     alice = RoomClient(rooms_port(n1))
     room = alice.create("alice", "pw")
@@ -490,6 +492,12 @@ def test_redis_lost_pauses_relays_between_nodes_not_within_one(cluster):
     bob = RoomClient(rooms_port(n2))
     bob.join("bob", room, "pw")
     alice.expect("bob has joined the group")
+    return alice, ann, bob
+
+
+def test_redis_lost_pauses_relays_between_nodes_not_within_one(cluster):
+    n1, n2, _ = cluster.nodes
+    alice, ann, bob = two_on_n1_one_on_n2(cluster)
     cluster.redis.stop()
     assert bwd.wait_for(lambda: "bus: lost Redis" in n1.log(), 10)
     alice.line("local only")
@@ -682,13 +690,7 @@ def test_a_hung_redis_is_lost_and_no_line_within_a_node_is(cluster):
     import signal
 
     n1, n2, _ = cluster.nodes
-    alice = RoomClient(rooms_port(n1))
-    room = alice.create("alice", "pw")
-    ann = RoomClient(rooms_port(n1))
-    ann.join("ann", room, "pw")
-    bob = RoomClient(rooms_port(n2))
-    bob.join("bob", room, "pw")
-    alice.expect("bob has joined the group")
+    alice, ann, bob = two_on_n1_one_on_n2(cluster)
     pid = cluster.redis.proc.pid
     os.kill(pid, signal.SIGSTOP)
     try:
