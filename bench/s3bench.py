@@ -260,6 +260,18 @@ def sessions(a, s3, bucket, tmp, rows):
                 wall = time.perf_counter() - t0
                 cpu = msgbench.cpu_s(p.pid) - c0
                 found[label] = (count[0] / wall, cpu / max(count[0], 1))
+                # the same sessions from long-lived processes
+                # (bench/sessionload.c): the server is what is measured
+                load = a.bin_dir / "sessionload"
+                if load.exists():
+                    r = subprocess.run([str(load), "--port", str(port), "--procs", "4",
+                                        "--conns", "8", "--seconds", str(int(secs)),
+                                        "--server-pid", str(p.pid)],
+                                       capture_output=True, text=True, timeout=secs + 120)
+                    w = r.stdout.split()
+                    if r.returncode == 0 and len(w) >= 14:
+                        v = {w[i]: float(w[i + 1]) for i in range(0, len(w) - 1, 2)}
+                        found[label + " load"] = (v["rate"], v["server_cpu_ms_per_session"])
             finally:
                 msgbench.stop(p)
     finally:
@@ -269,6 +281,11 @@ def sessions(a, s3, bucket, tmp, rows):
                  "%.0f /s" % sq, "bulwarkd CPU %.2f ms each" % (sq_cpu * 1000), "(beside)"))
     rows.append(("  the same on PostgreSQL + S3", "%.0f /s" % ps,
                  "bulwarkd CPU %.2f ms each" % (ps_cpu * 1000), "-"))
+    for label in ("SQLite + files", "PostgreSQL + S3"):
+        if label + " load" in found:
+            rate, cpu = found[label + " load"]
+            rows.append(("4 KiB sessions/s (sessionload 4x8): %s" % label, "%.0f /s" % rate,
+                         "bulwarkd CPU %.3f ms each" % cpu, "-"))
 
 
 def main():

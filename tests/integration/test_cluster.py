@@ -856,3 +856,46 @@ def test_a_node_started_while_others_serve_joins_and_nothing_stops(start_server,
         assert not errors, errors
     finally:
         cl.stop()
+
+
+@pytest.mark.parametrize("how", ["url", "file", "env", "wrong"])
+def test_the_bus_password_comes_from_the_url_a_file_or_the_environment(start_server, tmp_path,
+                                                                      how):
+    """--bus's password, each way it can be given, against a Redis that
+    requires it (a wrong one: the node says so once and serves its own
+    rooms, never the password itself)."""
+    if not redisserver.installed():
+        need_cluster()
+    r = redisserver.RedisServer().start()
+    try:
+        url, env, extra = r.url(), {}, []
+        pw = r.password if how != "wrong" else "not-" + r.password
+        if how in ("url", "wrong"):
+            url = "redis://:%s@127.0.0.1:%d" % (pw, r.port)
+        elif how == "file":
+            f = tmp_path / "bus-password"
+            f.write_text(pw + "\n")
+            f.chmod(0o600)
+            extra = ["--bus-password-file", str(f)]
+        else:
+            env = {"REDISCLI_AUTH": pw}
+        srv = start_server("--bus", url, *extra, "--metrics-listen", H + ":0", env=env,
+                           rooms=True, want=("vault", "rooms", "metrics"))
+        if how == "wrong":
+            assert bwd.wait_for(lambda: "bus: cannot reach Redis" in srv.log(), 10), \
+                srv.log_tail()
+            assert gauge(srv, "bulwark_bus_up") == 0
+            a = RoomClient(srv.ports["rooms"])
+            a.line("2")  # no room can be made without the bus
+            a.expect("The group chat is unavailable, try again later", timeout=10)
+            a.close()
+        else:
+            assert bwd.wait_for(lambda: gauge(srv, "bulwark_bus_up") == 1, 10), srv.log_tail()
+            a = RoomClient(srv.ports["rooms"])
+            room = a.create("alice", "pw")
+            assert bwd.wait_for(
+                lambda: r.cmd("EXISTS", "bulwark:room:%d" % room) == ":1", 5)
+            a.close()
+        assert r.password not in srv.log() and pw not in srv.log()
+    finally:
+        r.destroy()
