@@ -28,7 +28,7 @@ LB = "127.0.0.9"
 
 
 class Cluster:
-    def __init__(self, start_server, tmp_path, n=3, extra=()):
+    def __init__(self, start_server, tmp_path, n=3, extra=(), console=False):
         self.pg = pgserver.shared()
         self.db = self.pg.create_db(unique_name("cl").replace("-", "_"))
         self.s3 = s3 = s3server.shared()
@@ -45,7 +45,7 @@ class Cluster:
             self.nodes.append(start_server(*self.common, "--node-name", "n%d" % (i + 1),
                                            "--metrics-listen", H + ":0",
                                            data_dir=tmp_path / ("node%d" % (i + 1)),
-                                           env=self.env, rooms=True))
+                                           env=self.env, rooms=True, console=console))
         self.lb = haproxy.HaProxy({"shared": [(H, s.port) for s in self.nodes]},
                                   source=LB).start()
         assert bwd.wait_for(lambda: self.lb.servers_up("shared") == n, 10)
@@ -899,3 +899,48 @@ def test_the_bus_password_comes_from_the_url_a_file_or_the_environment(start_ser
         assert r.password not in srv.log() and pw not in srv.log()
     finally:
         r.destroy()
+
+
+def test_stat_shows_the_nodes_figures_and_the_clusters(start_server, tmp_path):
+    """The console's STAT on one node: its own clients and rooms, and the
+    cluster's (clients, files, queued messages from PostgreSQL; rooms and
+    members from Redis), whichever node took them."""
+    from test_console import open_console
+
+    need_cluster()
+    cl = Cluster(start_server, tmp_path, console=True)
+    try:
+        n1, n2, n3 = cl.nodes
+        a = bwmsg.MsgClient(H, n2.port, padded=True)
+        a.register(unique_name("a"), key=rsa_key(0))
+        b = bwmsg.MsgClient(H, n3.port, padded=True)
+        b.register(unique_name("b"), key=rsa_key(1))
+        for i in range(3):
+            a.send(b.client_id, 3, b"q%d" % i)
+        v = bw.VaultClient(H, n3.port)
+        v.connect()
+        bw.expect(v.register(unique_name("v")), bw.REGISTERED, "register")
+        bw.expect(v.send_pubkey(), bw.KEY_STORED, "public key")
+        bw.expect(v.send_file("s.bin", b"s" * 5000).response, bw.FILE_RECEIVED, "file")
+        v.close()
+        alice = RoomClient(rooms_port(n2))
+        room = alice.create("alice", "pw")
+        bob = RoomClient(rooms_port(n3))
+        bob.join("bob", room, "pw")
+
+        def stat():
+            with open_console(n1) as c:
+                c.hello()
+                return c.ask("STAT")
+
+        want = ("cluster clients: 3\n", "cluster files: 1\n", "cluster messages queued: 3\n",
+                "rooms of the whole cluster (Redis): 1\n",
+                "room members of the whole cluster (Redis): 2\n")
+        assert bwd.wait_for(lambda: all(w in stat() for w in want), 15), stat()
+        text = stat()
+        assert "\nroom members: 0\n" in text  # n1's own: none of the room's are here
+        assert text.endswith("node: n1\n")
+        for c in (alice, bob):
+            c.close()
+    finally:
+        cl.stop()
