@@ -944,3 +944,30 @@ def test_stat_shows_the_nodes_figures_and_the_clusters(start_server, tmp_path):
             c.close()
     finally:
         cl.stop()
+
+
+def test_per_address_limits_see_each_clients_own_address_through_the_balancer(start_server,
+                                                                              tmp_path):
+    """--max-reg-per-min 1 on three nodes behind HAProxy (send-proxy-v2):
+    each node counts the address the PROXY header names, not the
+    balancer's. One client address gets one registration a minute per node
+    (three through the three nodes, the fourth refused), and another
+    address is not held by it."""
+    from test_proxy import answer, connect, register_request
+
+    need_cluster()
+    cl = Cluster(start_server, tmp_path, extra=("--max-reg-per-min", "1"))
+    try:
+        def register_from(source):
+            with connect(cl.port, source=source) as s:
+                s.sendall(register_request(unique_name("pa")))
+                return answer(s)
+
+        got = [register_from("127.0.0.31") for _ in range(4)]
+        assert got == [bwmsg.REGISTERED] * 3 + [bwmsg.ERROR], got
+        assert register_from("127.0.0.32") == bwmsg.REGISTERED
+        # the refusal names the client's address; no node names the balancer
+        assert any("127.0.0.31:" in n.log() for n in cl.nodes)
+        assert not any(LB + ":" in n.log() for n in cl.nodes)
+    finally:
+        cl.stop()
