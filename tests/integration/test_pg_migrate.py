@@ -71,11 +71,12 @@ def fill_source(start_server, tmp_path):
     v.close()
     big = os.urandom(200 * 1024)  # over the 64 KiB kept inline
     kept = [(a.send(b.client_id, 3, b"one"), b"one"), (a.send(b.client_id, 3, big), big)]
-    for _ in range(3):  # to alice, delivered and deleted
-        b.send(a.client_id, 3, b"gone")
+    kept.append((b.send(b.client_id, 3, b"to myself"), b"to myself"))
+    # the last ids issued: to alice, delivered and deleted (no row names
+    # them; the target must still issue above them)
+    top = max(b.send(a.client_id, 3, b"gone") for _ in range(3))
     assert len(a.pull()) == 3
     a.close()  # the evidence of delivery: they go
-    kept.append((b.send(b.client_id, 3, b"to myself"), b"to myself"))
 
     def queued():
         con = sqlite3.connect("file:%s?mode=ro" % (src / "defensive.db"), uri=True, timeout=10)
@@ -86,11 +87,11 @@ def fill_source(start_server, tmp_path):
 
     assert wait_for(lambda: queued() == 3, 45), "%d queued\n%s" % (queued(), srv.log_tail(30))
     srv.stop()
-    return src, srv, (a, b, v, doc, kept)
+    return src, srv, (a, b, v, doc, kept, top)
 
 
 def test_migrate_moves_everything_and_a_second_run_finds_nothing(start_server, pg, tmp_path):
-    src, _, (a, b, v, doc, kept) = fill_source(start_server, tmp_path)
+    src, _, (a, b, v, doc, kept, top) = fill_source(start_server, tmp_path)
     before = tree_digest(src)
     dst = tmp_path / "dst"
     dst.mkdir()
@@ -104,6 +105,17 @@ def test_migrate_moves_everything_and_a_second_run_finds_nothing(start_server, p
     r2 = migrate(pg, src, dst, db)
     assert "nothing was left to do" in r2.stdout, r2.stdout
     assert tree_digest(src) == before
+    # a content changed in the target since (same size, one byte): the
+    # next run's CRC finds it and copies it again
+    row = pg.psql("SELECT PathName FROM files WHERE ID = '\\x%s'::bytea" % v.client_id.hex(),
+                  db=db).strip()
+    target = bwd.blob_path(dst, row)
+    bad = bytearray(target.read_bytes())
+    bad[100] ^= 1
+    target.write_bytes(bytes(bad))
+    r3 = migrate(pg, src, dst, db)
+    assert "nothing was left to do" not in r3.stdout and "verified" in r3.stdout, r3.stdout
+    assert target.read_bytes() == doc
 
     srv = start_server("--db", pg.url(db), data_dir=dst, env=pg.env())
     # the vault's client reconnects; its verified file is where the row says
@@ -125,14 +137,14 @@ def test_migrate_moves_everything_and_a_second_run_finds_nothing(start_server, p
     # ids go on above every id the source ever issued (the delivered ones too)
     a2 = bwmsg.MsgClient(H, srv.port)
     a2.client_id = a.client_id
-    last_source_id = max(i for i, _ in kept)
-    assert a2.send(b.client_id, 3, b"new") > last_source_id
+    assert top > max(i for i, _ in kept)  # the highest id was a deleted one
+    assert a2.send(b.client_id, 3, b"new") > top
     srv.stop()
 
 
 @pytest.mark.files_only("kills the migration at a rename into the target's messages/")
 def test_an_interrupted_migration_resumes_and_verifies(start_server, pg, tmp_path, shim):
-    src, _, (a, b, v, doc, kept) = fill_source(start_server, tmp_path)
+    src, _, (a, b, v, doc, kept, top) = fill_source(start_server, tmp_path)
     dst = tmp_path / "dst"
     dst.mkdir()
     db = pg.create_db(db_name())

@@ -417,7 +417,7 @@ def test_migrate_copies_contents_into_the_bucket(start_server, s3, tmp_path):
     from test_pg_migrate import fill_source, tree_digest
 
     pg = pgserver.shared()
-    src, _, (a, b, v, doc, kept) = fill_source(start_server, tmp_path)
+    src, _, (a, b, v, doc, kept, _top) = fill_source(start_server, tmp_path)
     before = tree_digest(src)
     dst = tmp_path / "dst"
     dst.mkdir()
@@ -454,7 +454,7 @@ def test_a_migration_into_s3_killed_midway_resumes_and_verifies(start_server, s3
     from test_pg_migrate import fill_source
 
     pg = pgserver.shared()
-    src, _, (a, b, v, doc, kept) = fill_source(start_server, tmp_path)
+    src, _, (a, b, v, doc, kept, _top) = fill_source(start_server, tmp_path)
     dst = tmp_path / "dst"
     dst.mkdir()
     db = pg.create_db(unique_name("mig").replace("-", "_"))
