@@ -4,6 +4,7 @@ sees each part; a second up is refused; down stops every process up
 started and removes its directory."""
 
 import json
+import signal
 import os
 import re
 import subprocess
@@ -16,6 +17,7 @@ import bwd
 import bwvault as bw
 import haproxy
 import pgserver
+import redisserver
 import s3server
 from bwd import unique_name
 
@@ -41,7 +43,7 @@ def alive(pid):
 @pytest.mark.slow
 def test_up_status_serve_down(tmp_path):
     for what, ok in (("haproxy", haproxy.installed()), ("PostgreSQL", pgserver.pg_bin()),
-                     ("Swift", s3server.installed())):
+                     ("Swift", s3server.installed()), ("Redis", redisserver.installed())):
         if not ok:
             if os.environ.get("BULWARK_REQUIRE_BINARIES"):
                 pytest.fail("%s is not installed (scripts/deps test)" % what)
@@ -95,10 +97,23 @@ def test_up_status_serve_down(tmp_path):
         assert "files 1" in s.stdout, s.stdout
         again = run("up", env=env)
         assert again.returncode != 0 and "up already" in again.stderr + again.stdout
+        # ... and the cluster that is up was left as it was
+        assert all(alive(p) for p in pids), [p for p in pids if not alive(p)]
+        assert run("status", env=env).stdout.count(" running ") == 6
+        # a pid whose process is no longer the one up started (its number
+        # given to another since): down leaves it alone. Played here by
+        # recording another start time for HAProxy's.
+        lb_pid = state["haproxy"]["pid"]
+        assert all(state["started"].get(str(p)) for p in pids), state.get("started")
+        state["started"][str(lb_pid)] = "1"
+        (where / "state.json").write_text(json.dumps(state))
         d = run("down", env=env)
         assert d.returncode == 0, d.stdout + d.stderr
+        assert "pid %d is another process now; left alone" % lb_pid in d.stdout, d.stdout
         assert not where.exists()
-        left = [p for p in pids if alive(p)]
+        assert alive(lb_pid)
+        os.kill(lb_pid, signal.SIGKILL)
+        left = [p for p in pids if p != lb_pid and alive(p)]
         assert left == [], "still running after down: %r" % left
         assert "none is up" in run("status", env=env).stdout
     finally:
