@@ -107,11 +107,6 @@ engine_queue_del(struct bw_conn *c)
 	e->queue_n--;
 }
 
-/* Writes what the socket takes: 0 (c->out may still hold bytes, then c is
- * BLOCKED until the socket is writable) or -errno. A peer that takes more
- * of an output it had blocked on is reading, not idle: a large reply to a
- * slow reader is not cut off by the idle time (a peer that reads nothing
- * still is). */
 void
 engine_conn_trim(struct bw_conn *c, uint64_t now)
 {
@@ -127,6 +122,11 @@ engine_conn_trim(struct bw_conn *c, uint64_t now)
 	c->trim_out_total = c->out_total;
 }
 
+/* Writes what the socket takes: 0 (c->out may still hold bytes, then c is
+ * BLOCKED until the socket is writable) or -errno. A peer that takes more
+ * of an output it had blocked on is reading, not idle: a large reply to a
+ * slow reader is not cut off by the idle time (a peer that reads nothing
+ * still is). */
 int
 engine_conn_flush(struct bw_conn *c)
 {
