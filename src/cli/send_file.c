@@ -31,37 +31,28 @@
 
 /* --- the upload ----------------------------------------------------------
  */
-/* The upload pipeline: this thread encrypts one chunk while a sender
- * thread writes the previous one to the socket and then adds its plaintext
- * (still mapped) to the CRC, so that encryption, the slowest step and
- * serial in CBC mode, is all this thread does: the network and the CRC
- * overlap it. Two buffers go back and forth through a one-slot hand-over;
- * a chunk's mapping goes with its buffer and is unmapped by the sender. */
+/* The upload pipeline: this thread reads, CRCs and encrypts one chunk while
+ * a sender thread writes the previous one to the socket, so encryption (the
+ * slowest step, serial in CBC mode) overlaps the network. Two buffers go back
+ * and forth through a one-slot hand-over. */
 struct pipe {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	uint8_t *full; /* encrypted chunk waiting for the sender */
 	size_t full_len;
-	uint8_t *full_map; /* its plaintext, mapped, for the CRC (or NULL) */
-	size_t full_map_len;
 	uint8_t *empty; /* buffer the sender has finished with */
 	int done;	/* no more chunks */
 	int err;	/* the sender's error, if any */
-	int crc_err;	/* ... when it was the CRC's (the file shrank) */
-	int busy;	/* the sender is writing or CRC'ing a chunk */
 	const struct bw_session *sess;
-	struct bw_cksum *crc;
 };
-
-static int crc_mapped(struct bw_cksum *crc, uint8_t *map, size_t n);
 
 static void *
 sender_main(void *arg)
 {
 	struct pipe *pp = arg;
-	uint8_t *buf, *map;
-	size_t len, map_len;
-	int rc = 0, crc_rc;
+	uint8_t *buf;
+	size_t len;
+	int rc = 0;
 
 	for (;;) {
 		pthread_mutex_lock(&pp->mu);
@@ -73,17 +64,10 @@ sender_main(void *arg)
 		}
 		buf = pp->full;
 		len = pp->full_len;
-		map = pp->full_map;
-		map_len = pp->full_map_len;
-		pp->full = pp->full_map = NULL;
-		pp->busy = 1;
+		pp->full = NULL;
 		pthread_mutex_unlock(&pp->mu);
 		rc = bw_session_write(pp->sess, buf, len);
-		crc_rc = map != NULL ? crc_mapped(pp->crc, map, map_len) : 0;
 		pthread_mutex_lock(&pp->mu);
-		if (crc_rc != 0 && rc == 0)
-			rc = pp->crc_err = crc_rc;
-		pp->busy = 0;
 		pp->empty = buf;
 		if (rc != 0)
 			pp->err = rc;
@@ -95,12 +79,10 @@ sender_main(void *arg)
 	return NULL;
 }
 
-/* Hands buf (and map, the chunk's plaintext for the CRC, which the sender
- * unmaps) to the sender and takes back a free buffer (or NULL on a sender
- * error, with *rc set). */
+/* Hands buf to the sender and takes back a free buffer (or NULL on a
+ * sender error, with *rc set). */
 static uint8_t *
-pipe_swap(struct pipe *pp, uint8_t *buf, size_t len, uint8_t *map,
-	  size_t map_len, int *rc)
+pipe_swap(struct pipe *pp, uint8_t *buf, size_t len, int *rc)
 {
 	uint8_t *back;
 
@@ -110,14 +92,10 @@ pipe_swap(struct pipe *pp, uint8_t *buf, size_t len, uint8_t *map,
 	if (pp->err != 0) {
 		*rc = pp->err;
 		pthread_mutex_unlock(&pp->mu);
-		if (map != NULL)
-			munmap(map, map_len);
 		return NULL;
 	}
 	pp->full = buf;
 	pp->full_len = len;
-	pp->full_map = map;
-	pp->full_map_len = map_len;
 	pthread_cond_broadcast(&pp->cv);
 	while (pp->empty == NULL && pp->err == 0)
 		pthread_cond_wait(&pp->cv, &pp->mu);
@@ -127,17 +105,6 @@ pipe_swap(struct pipe *pp, uint8_t *buf, size_t len, uint8_t *map,
 		*rc = pp->err;
 	pthread_mutex_unlock(&pp->mu);
 	return back;
-}
-
-/* Waits until the sender has taken and finished every chunk handed to it
- * (its CRC is then up to date). */
-static void
-pipe_drain(struct pipe *pp)
-{
-	pthread_mutex_lock(&pp->mu);
-	while ((pp->full != NULL || pp->busy) && pp->err == 0)
-		pthread_cond_wait(&pp->cv, &pp->mu);
-	pthread_mutex_unlock(&pp->mu);
 }
 
 /* Reads exactly n bytes at off; BW_ESIZE if the file ends first. */
@@ -181,49 +148,26 @@ send_guard_sigbus(void)
 	signal(SIGBUS, on_sigbus);
 }
 
-/* The CRC of a mapped chunk, then the mapping gone; BW_ESIZE if the file
- * shrank under it. */
-static int
-crc_mapped(struct bw_cksum *crc, uint8_t *map, size_t n)
-{
-	sigjmp_buf jb;
-
-	if (sigsetjmp(jb, 1) != 0) {
-		bus_jmp = NULL;
-		munmap(map, n);
-		return BW_ESIZE; /* the file shrank while we read it */
-	}
-	bus_jmp = &jb;
-	bw_cksum_update(crc, map, n);
-	bus_jmp = NULL;
-	munmap(map, n);
-	return 0;
-}
-
 /* Puts the file's bytes [off, off + n) into buf, whole blocks encrypted and
- * the last n % 16 bytes in clear for the caller to pad. The file is mapped
- * when possible, so AES reads the page cache directly instead of through a
- * copy, and the mapping is handed back in *mapped for the CRC (the
- * sender's); otherwise it is read and added to the CRC here. */
+ * the last n % 16 bytes in clear for the caller to pad, and adds them to the
+ * CRC. The file is mapped when possible, so AES reads the page cache
+ * directly instead of through a copy; otherwise it is read. */
 static int
-take_chunk(struct pipe *pp, int fd, uint64_t off, size_t n, uint8_t *buf,
-	   struct bw_aes *aes, uint8_t **mapped)
+take_chunk(int fd, uint64_t off, size_t n, uint8_t *buf, struct bw_cksum *crc,
+	   struct bw_aes *aes)
 {
 	size_t whole = n & ~(size_t)(BW_AES_BLOCK - 1);
 	sigjmp_buf jb;
 	uint8_t *map;
 	int rc;
 
-	*mapped = NULL;
 	map = n > 0 ? mmap(NULL, n, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd,
 			   (off_t)off)
 		    : MAP_FAILED;
 	if (map == MAP_FAILED) {
 		if ((rc = pread_full(fd, buf, n, off)) != 0)
 			return rc;
-		pipe_drain(
-			pp); /* the CRC goes in order: earlier chunks first */
-		bw_cksum_update(pp->crc, buf, n);
+		bw_cksum_update(crc, buf, n);
 		return bw_aes_cbc(aes, buf, whole);
 	}
 	if (sigsetjmp(jb, 1) != 0) {
@@ -232,15 +176,12 @@ take_chunk(struct pipe *pp, int fd, uint64_t off, size_t n, uint8_t *buf,
 		return BW_ESIZE; /* the file shrank while we read it */
 	}
 	bus_jmp = &jb;
+	bw_cksum_update(crc, map, n);
 	rc = bw_aes_cbc_to(aes, map, buf, whole);
 	memcpy(buf + whole, map + whole, n - whole);
 	bus_jmp = NULL;
-	if (rc != 0) {
-		munmap(map, n);
-		return rc;
-	}
-	*mapped = map;
-	return 0;
+	munmap(map, n);
+	return rc;
 }
 
 /* Ends the upload with a local failure (the file, memory, crypto): not a
@@ -284,7 +225,7 @@ send_head(struct send_ctx *x)
 static int
 send_file(struct send_ctx *x, const struct req *rq)
 {
-	uint8_t *bufs[2] = {NULL, NULL}, *buf, *map;
+	uint8_t *bufs[2] = {NULL, NULL}, *buf;
 	struct pipe pp;
 	struct bw_aes *aes = NULL;
 	struct bw_cksum crc;
@@ -302,8 +243,6 @@ send_file(struct send_ctx *x, const struct req *rq)
 	pthread_mutex_init(&pp.mu, NULL);
 	pthread_cond_init(&pp.cv, NULL);
 	pp.sess = &x->sess;
-	pp.crc = &crc;
-	bw_cksum_init(&crc);
 	for (i = 0; i < 2; i++) {
 		if ((bufs[i] = malloc(buf_cap)) == NULL) {
 			rc = local_failure(x, BW_ENOMEM);
@@ -323,13 +262,14 @@ send_file(struct send_ctx *x, const struct req *rq)
 	started = 1;
 	pp.empty = bufs[1];
 	buf = bufs[0];
+	bw_cksum_init(&crc);
 	bw_progress_start(&prog, x->file_field, x->plain_len, !x->quiet);
 	for (;;) {
 		want = x->plain_len - done < CHUNK
 			       ? (size_t)(x->plain_len - done)
 			       : CHUNK;
-		if ((rc = take_chunk(&pp, rq->fd, done, want, buf, aes,
-				     &map)) != 0) {
+		if ((rc = take_chunk(rq->fd, done, want, buf, &crc, aes)) !=
+		    0) {
 			rc = local_failure(x, rc);
 			goto out;
 		}
@@ -340,16 +280,13 @@ send_file(struct send_ctx *x, const struct req *rq)
 			bw_pkcs7_pad(buf + n, want - n);
 			if ((rc = bw_aes_cbc(aes, buf + n, BW_AES_BLOCK)) !=
 			    0) {
-				if (map != NULL)
-					munmap(map, want);
 				rc = local_failure(x, rc);
 				goto out;
 			}
 			n += BW_AES_BLOCK;
 		}
-		if ((buf = pipe_swap(&pp, buf, n, map, want, &rc)) == NULL)
-			goto out; /* the sender's error (network, or the CRC's
-				   * file that shrank) */
+		if ((buf = pipe_swap(&pp, buf, n, &rc)) == NULL)
+			goto out; /* the sender's (network) error */
 		bw_progress_update(&prog, done);
 		if (done == x->plain_len)
 			break;
@@ -359,6 +296,7 @@ send_file(struct send_ctx *x, const struct req *rq)
 		rc = local_failure(x, BW_ESIZE);
 		goto out;
 	}
+	x->local_crc = bw_cksum_final(&crc);
 	rc = 0;
 out:
 	if (started) {
@@ -369,12 +307,8 @@ out:
 		if (x->final != 0) /* unblock the sender */
 			shutdown(x->sess.fd, SHUT_RDWR);
 		pthread_join(sender, NULL);
-		if (pp.crc_err != 0 && x->final == 0)
-			rc = local_failure(x, pp.crc_err);
 		if (rc == 0 && pp.err != 0)
 			rc = pp.err;
-		/* the sender has added the last chunk by now */
-		x->local_crc = bw_cksum_final(&crc);
 		if (rc == 0)
 			bw_progress_end(&prog);
 	}
