@@ -75,6 +75,21 @@ is_zero(const uint8_t id[BW_ID_LEN])
 	return memcmp(id, zero, BW_ID_LEN) == 0;
 }
 
+/* A 603 and a 604 use nothing of a client's row but that it exists (a
+ * client's id and name never change and it is never removed): one RAM
+ * knows is enough, and only one it does not (registered through another
+ * node) is read. Every other request reads its clients' rows again (keys
+ * and their state, public keys). Without this, every message cost two
+ * reads of the shared store before its insert: 5,464 durable 603s a second
+ * on PostgreSQL against 31,426 on SQLite (bench/storebench.py). */
+static int
+known_is_enough(const struct bw_daemon *d, uint16_t code,
+		const uint8_t id[BW_ID_LEN])
+{
+	return (code == BW_MSG_REQ_SEND || code == BW_MSG_REQ_PULL) &&
+	       bw_registry_by_id(&d->reg, id) != NULL;
+}
+
 static int
 prepare(void *arg, struct bw_conn *c, const struct bw_frame_req *r,
 	const uint8_t *head)
@@ -113,16 +128,22 @@ prepare(void *arg, struct bw_conn *c, const struct bw_frame_req *r,
 					   * ends in here */
 	bw_conn_hold(c);
 	for (i = 0; i < n; i++)
-		if (bw_registry_refresh(&d->reg, ids[i], prep_one, p) != 0)
+		if (known_is_enough(d, r->hdr.code, ids[i]) ||
+		    bw_registry_refresh(&d->reg, ids[i], prep_one, p) != 0)
 			p->left--;
 	if (list && bw_registry_catch_up(&d->reg, prep_listed, p) != 0)
 		p->left--;
-	if (--p->left == 0) { /* nothing was asked */
-		bw_conn_release(c);
-		free(p);
-		return 0;
-	}
-	return 1;
+	if (--p->left > 0)
+		return 1;
+	/* no row was asked for: the service's own, if any, still are */
+	if (p->svc != NULL &&
+	    p->svc->mod->refresh(p->svc->inst, p->id,
+				 p->has_other ? p->other : NULL, p->code,
+				 prep_end, p))
+		return 1;
+	bw_conn_release(c);
+	free(p);
+	return 0;
 }
 
 /* --- the cluster's figures ----------------------------------------------- */
