@@ -254,14 +254,18 @@ def test_postgresql_lost_mid_traffic_loses_nothing_acknowledged(start_server, pg
         except Exception as e:  # noqa: BLE001 (reported below)
             errors.append(repr(e))
 
-    for i in range(4):
-        threads.append(threading.Thread(target=run, args=(i,)))
-        threads[-1].start()
+    # the uploaders register first: the others' registrations soon use up
+    # the address's --max-reg-per-min, and are refused from then on
     for i in range(2):
-        threads.append(threading.Thread(target=run_uploads, args=(i,)))
+        threads.append(threading.Thread(target=run_uploads, args=(i,), daemon=True))
+        threads[-1].start()
+    assert wait_for(lambda: all(u for u in uploads) or errors, 20), (errors, srv.log_tail())
+    for i in range(4):
+        threads.append(threading.Thread(target=run, args=(i,), daemon=True))
         threads[-1].start()
     assert wait_for(lambda: sum(len(r) for r in results) > 40, 20)
-    assert wait_for(lambda: all(len(u) > 3 for u in uploads), 20), "uploads run"
+    assert wait_for(lambda: all(len(u) > 3 for u in uploads), 20), \
+        (errors, [len(u) for u in uploads], srv.log_tail())
     pg.stop(signal.SIGINT if how == "restart" else signal.SIGKILL)
     n_down = sum(len(r) for r in results)
     assert wait_for(lambda: sum(len(r) for r in results) > n_down + 8, 20), \
