@@ -747,8 +747,7 @@ def test_a_queue_emptied_through_another_node_is_not_full_here(start_server, tmp
         cl.stop()
 
 
-# (plain pass only: CI's time; no C path it takes is
-# the cluster suite's alone)
+# plain pass only (CI's time): its C paths run under ASan in other tests
 @pytest.mark.slow
 def test_a_slow_member_is_cut_off_by_its_own_node_and_the_others_go_on(start_server,
                                                                        tmp_path):
@@ -808,8 +807,7 @@ def test_a_slow_member_is_cut_off_by_its_own_node_and_the_others_go_on(start_ser
         cl.stop()
 
 
-# (plain pass only: CI's time; no C path it takes is
-# the cluster suite's alone)
+# plain pass only (CI's time): its C paths run under ASan in other tests
 @pytest.mark.slow
 def test_a_node_started_while_others_serve_joins_and_nothing_stops(start_server, tmp_path):
     """A fourth node started on the same stores while three serve: requests
@@ -909,8 +907,7 @@ def test_the_bus_password_comes_from_the_url_a_file_or_the_environment(start_ser
         r.destroy()
 
 
-# (plain pass only: CI's time; no C path it takes is
-# the cluster suite's alone)
+# plain pass only (CI's time): its C paths run under ASan in other tests
 @pytest.mark.slow
 def test_stat_shows_the_nodes_figures_and_the_clusters(start_server, tmp_path):
     """The console's STAT on one node: its own clients and rooms, and the
@@ -957,8 +954,7 @@ def test_stat_shows_the_nodes_figures_and_the_clusters(start_server, tmp_path):
         cl.stop()
 
 
-# (plain pass only: CI's time; no C path it takes is
-# the cluster suite's alone)
+# plain pass only (CI's time): its C paths run under ASan in other tests
 @pytest.mark.slow
 def test_per_address_limits_see_each_clients_own_address_through_the_balancer(start_server,
                                                                               tmp_path):
@@ -987,8 +983,7 @@ def test_per_address_limits_see_each_clients_own_address_through_the_balancer(st
         cl.stop()
 
 
-# (plain pass only: CI's time; no C path it takes is
-# the cluster suite's alone)
+# plain pass only (CI's time): its C paths run under ASan in other tests
 @pytest.mark.slow
 def test_our_messenger_client_through_the_balancer(cluster, tmp_path):
     """`bulwark msg`, one process a command, so each lands on the next
