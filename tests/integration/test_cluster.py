@@ -990,26 +990,10 @@ def test_our_messenger_client_through_the_balancer(cluster, tmp_path):
     node: registration, the list, keys, the symmetric key's exchange, text
     both ways and a 3 MiB file (its content in S3), pulled through
     whichever node comes."""
-    from test_msg_client import Msg, blocks
+    from test_msg_client import Msg, conversation
 
     a, b = Msg(tmp_path / "ma", cluster.port), Msg(tmp_path / "mb", cluster.port)
     na, nb = unique_name("alice"), unique_name("bob")
     a.ok("register", na)
     b.ok("register", nb)
-    assert nb in a.ok("list").splitlines()
-    a.ok("key", nb)
-    a.ok("request-key", nb)
-    assert blocks(b.ok("pull")) == [(na, "Request for symmetric key")]
-    b.ok("send-key", na)
-    assert blocks(a.ok("pull")) == [(nb, "symmetric key received")]
-    a.ok("send", nb, "through three nodes")
-    b.ok("send", na, "and back")
-    assert blocks(b.ok("pull")) == [(na, "through three nodes")]
-    assert blocks(a.ok("pull")) == [(nb, "and back")]
-    data = os.urandom(3 * 1024 * 1024 + 7)
-    (a.dir / "f.bin").write_bytes(data)
-    a.ok("send-file", nb, "f.bin")
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    got = blocks(b.ok("pull", tmp=tmp))
-    assert len(got) == 1 and open(got[0][1], "rb").read() == data
+    conversation(a, na, b, nb, tmp_path)

@@ -66,8 +66,10 @@ def blocks(out):
     return res
 
 
-def test_two_c_clients_talk_through_bulwarkd(pair, tmp_path):
-    a, na, b, nb = pair
+def conversation(a, na, b, nb, tmp_path):
+    """Two registered clients: the list, the key pinned, no text before a
+    symmetric key, its exchange, text both ways, a 3 MiB file; the path
+    the file landed at."""
     assert nb in a.ok("list").splitlines()
     assert "(pinned)" in a.ok("key", nb)
     r = a.run("send", nb, "too early")
@@ -90,6 +92,12 @@ def test_two_c_clients_talk_through_bulwarkd(pair, tmp_path):
     assert len(got) == 1 and got[0][1].startswith(str(tmp) + "/bulwark-msg-")
     path = got[0][1]
     assert open(path, "rb").read() == data
+    return path
+
+
+def test_two_c_clients_talk_through_bulwarkd(pair, tmp_path):
+    a, na, b, nb = pair
+    path = conversation(a, na, b, nb, tmp_path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     # the messenger keeps no priv.key; contacts.info is private
     assert not (a.dir / "priv.key").exists()
