@@ -40,6 +40,9 @@ struct mqueue {
 	 * and its 604s being answered */
 	uint64_t pull_gen;
 	unsigned pulls_n;
+	/* on a shared store, when its count was last asked of the store
+	 * (msg_refresh: at most once a second, whatever the 603s) */
+	uint64_t counted_ms;
 };
 
 struct bw_msg {

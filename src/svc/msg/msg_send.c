@@ -503,7 +503,7 @@ msg_on_send_body(struct bw_conn *c, struct bw_frame_req *r)
  * another node stay counted here (and the queue would look full for
  * good), others' sends are missing. Before a 603 to a recipient this node
  * has no count of yet, or whose count here has passed half a limit, the
- * count is read from the store.
+ * count is read from the store (once a second at most per recipient).
  */
 
 struct qref {
@@ -545,17 +545,24 @@ msg_refresh(void *inst, const uint8_t id[BW_ID_LEN], const uint8_t *other,
 	    uint16_t code, void (*done)(void *arg), void *arg)
 {
 	struct bw_msg *m = inst;
-	const struct mqueue *q;
+	struct mqueue *q;
 	struct qref *x;
+	uint64_t now = bw_now_ms();
 
 	(void)id;
 	if (code != BW_MSG_REQ_SEND || other == NULL || !m->meta->be->shared)
 		return 0;
 	q = msg_queue(m, other);
-	if ((q != NULL && q->queued_n * 2 < m->cfg.max_queued_n &&
-	     q->queued_bytes * 2 < m->cfg.max_queued_bytes) ||
+	if (q != NULL && q->queued_n * 2 < m->cfg.max_queued_n &&
+	    q->queued_bytes * 2 < m->cfg.max_queued_bytes)
+		return 0;
+	/* a count is a scan of the recipient's rows: 603s to a full queue,
+	 * however many, ask for one a second */
+	if ((q = msg_queue_for(m, other)) == NULL ||
+	    (q->counted_ms != 0 && now - q->counted_ms < 1000u) ||
 	    (x = calloc(1, sizeof(*x))) == NULL)
 		return 0;
+	q->counted_ms = now;
 	x->m = m;
 	x->done = done;
 	x->arg = arg;
