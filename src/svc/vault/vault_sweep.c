@@ -36,11 +36,14 @@ struct sweep {
 	unsigned asking; /* clients whose rows are being read */
 };
 
-/* One client's rows, read again for the candidates that are its. */
+/* One client's rows, read again for the candidates that are its (their
+ * indices in the sweep's keys, found once: an answer judges only its own). */
 struct ask {
 	struct bw_meta_req req; /* first: the callback's argument */
 	struct sweep *sw;
 	uint8_t id[BW_ID_LEN];
+	size_t *idx;
+	size_t n, cap;
 };
 
 static void
@@ -116,71 +119,96 @@ asked(struct bw_meta_req *req)
 {
 	struct ask *a = (struct ask *)req;
 	struct sweep *sw = a->sw;
-	uint8_t id[BW_ID_LEN];
+	const char *key;
 	size_t i;
 
 	if (req->rc != 0)
 		bw_debug("vault: sweep: a client's rows could not be read "
 			 "(%s); its objects wait for a later round",
 			 bw_strerror(req->rc));
-	for (i = 0; req->rc == 0 && i < sw->n; i++) {
-		if (sw->keys[i] == NULL ||
-		    vault_key_owner(sw->keys[i], id) != 0 ||
-		    memcmp(id, a->id, BW_ID_LEN) != 0)
-			continue;
-		if (!row_names(req->u.files.recs, req->u.files.n, sw->keys[i]))
-			sweep_remove(sw->v, sw->keys[i]);
+	for (i = 0; req->rc == 0 && i < a->n; i++) {
+		key = sw->keys[a->idx[i]];
+		if (!row_names(req->u.files.recs, req->u.files.n, key))
+			sweep_remove(sw->v, key);
 	}
 	free(req->u.files.recs);
+	free(a->idx);
 	free(a);
 	if (--sw->asking == 0)
 		sweep_free(sw);
 }
 
+/* Adds keys[i] to a's candidates. */
+static int
+ask_add(struct ask *a, size_t i)
+{
+	size_t *grown, cap;
+
+	if (a->n == a->cap) {
+		cap = a->cap ? 2 * a->cap : 8;
+		if ((grown = realloc(a->idx, cap * sizeof(*grown))) == NULL)
+			return BW_ENOMEM;
+		a->idx = grown;
+		a->cap = cap;
+	}
+	a->idx[a->n++] = i;
+	return 0;
+}
+
 /* Reads again the rows of each client that owns a candidate (keys[i] !=
  * NULL), once per client and at most SWEEP_MAX_ASK clients a round (the
- * others' candidates wait for the next). */
+ * others' candidates wait for the next). The candidates are grouped by
+ * client first, in one pass over the keys: the answers then cost their
+ * own candidates only, never all the keys each. */
 static void
 ask_owners(struct sweep *sw)
 {
-	struct bw_hash asked_ids;
+	struct bw_hash by_id;
+	struct ask *asks[SWEEP_MAX_ASK], *a;
 	uint8_t id[BW_ID_LEN];
-	struct ask *a;
 	size_t i;
-	unsigned n = 0;
+	unsigned n = 0, k;
 
-	if (bw_hash_init(&asked_ids) != 0) {
+	if (bw_hash_init(&by_id) != 0) {
 		sweep_free(sw);
 		return;
 	}
-	sw->asking = 1; /* held while asking (answers never come inside
-			 * bw_meta_submit) */
 	for (i = 0; i < sw->n; i++) {
-		if (sw->keys[i] == NULL ||
-		    (vault_key_owner(sw->keys[i], id) == 0 &&
-		     bw_hash_get(&asked_ids, id, BW_ID_LEN) != NULL))
+		if (sw->keys[i] == NULL)
 			continue;
-		if (vault_key_owner(sw->keys[i], id) != 0 ||
-		    n == SWEEP_MAX_ASK || (a = calloc(1, sizeof(*a))) == NULL) {
+		a = NULL;
+		if (vault_key_owner(sw->keys[i], id) == 0 &&
+		    (a = bw_hash_get(&by_id, id, BW_ID_LEN)) == NULL &&
+		    n < SWEEP_MAX_ASK && (a = calloc(1, sizeof(*a))) != NULL) {
+			a->sw = sw;
+			memcpy(a->id, id, BW_ID_LEN);
+			if (bw_hash_put(&by_id, a->id, BW_ID_LEN, a) != 0) {
+				free(a);
+				a = NULL;
+			} else {
+				asks[n++] = a;
+			}
+		}
+		if (a == NULL || ask_add(a, i) != 0) {
 			free(sw->keys[i]); /* whose, unknown; or next round */
 			sw->keys[i] = NULL;
-			continue;
 		}
-		a->sw = sw;
-		memcpy(a->id, id, BW_ID_LEN);
-		if (bw_hash_put(&asked_ids, a->id, BW_ID_LEN, a) != 0) {
+	}
+	bw_hash_fini(&by_id); /* its keys are the asks' ids */
+	sw->asking = 1;	      /* held while asking (answers never come inside
+			       * bw_meta_submit) */
+	for (k = 0; k < n; k++) {
+		a = asks[k];
+		if (a->n == 0) { /* its only candidate could not be added */
+			free(a->idx);
 			free(a);
-			free(sw->keys[i]);
-			sw->keys[i] = NULL;
 			continue;
 		}
 		bw_meta_req_init(&a->req, BW_META_FILE_GET, 0, asked, a);
-		memcpy(a->req.u.files.id, id, BW_ID_LEN);
+		memcpy(a->req.u.files.id, a->id, BW_ID_LEN);
 		sw->asking++;
-		n++;
 		bw_meta_submit(sw->v->meta, &a->req);
 	}
-	bw_hash_fini(&asked_ids); /* its keys are the asks' ids */
 	if (--sw->asking == 0)
 		sweep_free(sw);
 }
