@@ -47,19 +47,29 @@ bw_store_file_set(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 		  const char *path, const struct bw_file_rec *rec)
 {
 	sqlite3_stmt *drop = s->st[ST_FILE_DROP_PATH];
+	sqlite3_stmt *drop_name = s->st[ST_FILE_DROP_NAME];
 	sqlite3_stmt *ins = s->st[ST_FILE_INSERT];
 	int rc;
 
 	if ((rc = store_tx_begin(s)) != 0)
 		return rc;
+	/* the rows at path, and the one with the new row's name */
 	if ((rc = store_bind_blob(drop, 1, id, BW_ID_LEN)) != 0 ||
-	    (rc = store_bind_str(drop, 2, path, BW_PATH_CAP)) != 0 ||
-	    (rc = store_bind_str(drop, 3, rec != NULL ? rec->file_name : "",
-				 BW_NAME_CAP)) != 0) {
+	    (rc = store_bind_str(drop, 2, path, BW_PATH_CAP)) != 0) {
 		store_done(drop);
 		goto out;
 	}
 	if ((rc = store_run(s, ST_FILE_DROP_PATH, "set file")) != 0)
+		goto out;
+	if (rec != NULL &&
+	    ((rc = store_bind_blob(drop_name, 1, id, BW_ID_LEN)) != 0 ||
+	     (rc = store_bind_str(drop_name, 2, rec->file_name,
+				  sizeof rec->file_name)) != 0)) {
+		store_done(drop_name);
+		goto out;
+	}
+	if (rec != NULL &&
+	    (rc = store_run(s, ST_FILE_DROP_NAME, "set file")) != 0)
 		goto out;
 	if (rec != NULL) {
 		if ((rc = store_bind_blob(ins, 1, id, BW_ID_LEN)) != 0 ||

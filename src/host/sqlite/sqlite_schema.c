@@ -30,6 +30,8 @@ static const char schema_sql[] =
 	"ContentSize INTEGER, ContentPath TEXT);"
 	/* ours: a recipient's queue in id order, and the last message id */
 	"CREATE INDEX IF NOT EXISTS messages_to ON messages(ToClient, ID);"
+	/* ours: a client's row at a path (every upload replaces it) */
+	"CREATE INDEX IF NOT EXISTS files_path ON files(ID, PathName);"
 	"CREATE TABLE IF NOT EXISTS bulwark_meta(Key TEXT PRIMARY KEY, "
 	"Value INTEGER);";
 

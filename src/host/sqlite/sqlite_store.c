@@ -36,8 +36,13 @@ static const char *const fixed_sql[ST_N] = {
 	[ST_CLIENT_TOUCH] = "UPDATE clients SET LastSeen = ?2 WHERE ID = ?1",
 	[ST_FILE_LOAD] = "SELECT ID, FileName, PathName, Verified, "
 			 "PendingName, PendingPath FROM files",
+	/* two statements, not one with an OR: each is one index search
+	 * (files_path, the key), where the OR made SQLite walk every row of
+	 * the client's */
 	[ST_FILE_DROP_PATH] = "DELETE FROM files WHERE ID = ?1 AND "
-			      "(PathName = ?2 OR FileName = ?3)",
+			      "PathName = ?2",
+	[ST_FILE_DROP_NAME] = "DELETE FROM files WHERE ID = ?1 AND "
+			      "FileName = ?2",
 	[ST_FILE_INSERT] = "INSERT INTO files(ID, FileName, PathName, "
 			   "Verified, PendingName, PendingPath) "
 			   "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
