@@ -116,9 +116,15 @@ bw_fs_dir_at(int dir, const char *name, int create, int *out)
 	int fd;
 
 	*out = -1;
-	if (create && mkdirat(dir, name, 0700) != 0 && errno != EEXIST)
-		return -errno;
+	/* opened first: it is there nearly always, and a mkdirat costs a
+	 * lookup of its own */
 	fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT && create) {
+		if (mkdirat(dir, name, 0700) != 0 && errno != EEXIST)
+			return -errno;
+		fd = openat(dir, name,
+			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	}
 	if (fd < 0)
 		return errno == ENOTDIR ? -ELOOP : -errno;
 	*out = fd;

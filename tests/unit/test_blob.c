@@ -3,7 +3,10 @@
  * that must not replace refuses, an abort leaves nothing, a copy undoes a
  * replacement, keys that climb out and symbolic links anywhere on the way
  * are refused, listing leaves links and scratch out, and the start-up
- * sweep empties the scratch and refuses a linked one.
+ * sweep empties the scratch and refuses a linked one. The directories the
+ * backend keeps open between requests: one removed (or replaced) behind
+ * its back is reached afresh, and more directories than it keeps cost no
+ * more descriptors than it keeps.
  */
 #include <fcntl.h>
 #include <setjmp.h>
@@ -14,13 +17,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <dirent.h>
 
 #include <cmocka.h>
 
 #include "bulwark/err.h"
 #include "bulwark/util.h"
 #include "host/blob.h"
+
+/* Runs a shell command, which must succeed. */
+#define RUN(...)                                                               \
+	do {                                                                   \
+		char cmd_[512];                                                \
+		snprintf(cmd_, sizeof(cmd_), __VA_ARGS__);                     \
+		assert_int_equal(system(cmd_), 0);                             \
+	} while (0)
 
 struct fx {
 	char dir[64];
@@ -159,9 +173,34 @@ an_abort_leaves_nothing(void **state)
 
 	assert_int_equal(be->create(f->b->state, "files/", NULL, &w), 0);
 	assert_int_equal(be->write(w, 0, "xyz", 3), 0);
-	assert_int_equal(entries(f, "files/.incoming"), 1);
+	/* on a file system with O_TMPFILE (this one), not even a name */
+	assert_int_equal(entries(f, "files/.incoming"), 0);
 	be->abort(f->b->state, w);
 	assert_int_equal(entries(f, "files/.incoming"), 0);
+}
+
+/* A writer that dies before its put leaves nothing behind, not even in
+ * the scratch directory. */
+static void
+a_writer_that_dies_leaves_nothing(void **state)
+{
+	struct fx *f = *state;
+	const struct bw_blob_backend *be = f->b->be;
+	struct bw_blob_w *w = NULL;
+	int status = 0;
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (be->create(f->b->state, "files/", NULL, &w) != 0 ||
+		    be->write(w, 0, "half", 4) != 0)
+			_exit(1);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_int_equal(entries(f, "files/.incoming"), 0);
+	assert_int_equal(entries(f, "files"), 1); /* .incoming alone */
 }
 
 static void
@@ -293,9 +332,13 @@ the_sweep_empties_scratch_and_refuses_a_linked_one(void **state)
 	assert_int_equal(n, 0);
 	assert_int_equal(be->create(f->b->state, "files/", NULL, &w1), 0);
 	assert_int_equal(be->create(f->b->state, "files/", NULL, &w2), 0);
+	/* named scratch files (a file system without O_TMPFILE, a rename
+	 * interrupted), as a crash leaves them */
+	RUN("touch '%s/files/.incoming/.up-a' '%s/files/.incoming/.old-b'",
+	    f->dir, f->dir);
 	assert_int_equal(be->sweep(f->b->state, "files/", &n), 0);
 	assert_int_equal(n, 2);
-	be->abort(f->b->state, w1); /* gone already: nothing to do */
+	be->abort(f->b->state, w1);
 	be->abort(f->b->state, w2);
 	snprintf(outside, sizeof(outside), "%s.out2", f->dir);
 	assert_int_equal(mkdir(outside, 0700), 0);
@@ -303,6 +346,68 @@ the_sweep_empties_scratch_and_refuses_a_linked_one(void **state)
 	assert_int_equal(symlink(outside, link), 0);
 	assert_int_equal(be->sweep(f->b->state, "messages/", &n), -ELOOP);
 	assert_int_equal(rmdir(outside), 0);
+}
+
+static void
+a_directory_removed_behind_its_back_is_reached_afresh(void **state)
+{
+	struct fx *f = *state;
+	uint64_t size;
+
+	assert_int_equal(put_bytes(f, "files/ab/x", 'x', 10, 1), 0);
+	/* removed, with the scratch directory and every parent kept open */
+	RUN("rm -rf '%s/files'", f->dir);
+	assert_int_equal(f->b->be->size(f->b->state, "files/ab/x", &size),
+			 BW_ENOTFOUND);
+	assert_int_equal(put_bytes(f, "files/ab/y", 'y', 5000, 1), 0);
+	holds(f, "files/ab/y", 'y', 5000);
+	/* replaced by a copy (a restore from a backup): found there */
+	RUN("mv '%s/files/ab' '%s/files/ab.old' && mkdir '%s/files/ab'", f->dir,
+	    f->dir, f->dir);
+	RUN("cp '%s/files/ab.old/y' '%s/files/ab/z' && rm -rf "
+	    "'%s/files/ab.old'",
+	    f->dir, f->dir, f->dir);
+	holds(f, "files/ab/z", 'y', 5000);
+	assert_int_equal(f->b->be->size(f->b->state, "files/ab/y", &size),
+			 BW_ENOTFOUND);
+	assert_int_equal(put_bytes(f, "files/ab/w", 'w', 3, 0), 0);
+	holds(f, "files/ab/w", 'w', 3);
+	assert_int_equal(f->b->be->remove(f->b->state, "files/ab/z"), 0);
+	assert_int_equal(entries(f, "files/ab"), 1);
+}
+
+static unsigned
+open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	unsigned n = 0;
+
+	assert_non_null(d);
+	while (readdir(d) != NULL)
+		n++;
+	closedir(d);
+	return n;
+}
+
+static void
+more_directories_than_kept_cost_no_more_descriptors(void **state)
+{
+	struct fx *f = *state;
+	char key[64];
+	unsigned i, before = open_fds();
+
+	for (i = 0; i < 600; i++) {
+		snprintf(key, sizeof(key), "files/d%u/o", i);
+		assert_int_equal(put_bytes(f, key, 'a' + (int)(i % 26), 1, 1),
+				 0);
+	}
+	/* 256 kept at most, whatever the number of directories */
+	assert_true(open_fds() <= before + 256);
+	for (i = 0; i < 600; i += 37) {
+		snprintf(key, sizeof(key), "files/d%u/o", i);
+		holds(f, key, 'a' + (int)(i % 26), 1);
+	}
+	assert_int_equal(entries(f, "files/.incoming"), 0);
 }
 
 int
@@ -313,11 +418,14 @@ main(void)
 		T(a_put_object_is_whole_and_its_scratch_gone),
 		T(a_put_that_must_not_replace_refuses),
 		T(an_abort_leaves_nothing),
+		T(a_writer_that_dies_leaves_nothing),
 		T(a_copy_undoes_a_replacement),
 		T(keys_that_climb_out_are_refused),
 		T(a_link_on_the_way_is_refused_never_followed),
 		T(listing_leaves_links_and_scratch_out_and_groups_by_directory),
 		T(the_sweep_empties_scratch_and_refuses_a_linked_one),
+		T(a_directory_removed_behind_its_back_is_reached_afresh),
+		T(more_directories_than_kept_cost_no_more_descriptors),
 	};
 #undef T
 

@@ -5,7 +5,8 @@
  * "<space>.incoming/" (whole aligned chunks with O_DIRECT when the file
  * system allows: no copy, and the final fsync has little left to do), then
  * fsync'd and renamed (or linked, when it must not replace) to its key, and
- * the key's directory fsync'd.
+ * the key's directory fsync'd. The directories on the way are kept open
+ * between requests (dircache.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,19 +20,20 @@
 #include "bulwark/log.h"
 #include "bulwark/util.h"
 #include "host/blob.h"
+#include "host/blobfs/blobfs_int.h"
 
 #define DIRECT_ALIGN 4096u
 #define TMP_CAP	     64
-
-struct bfs {
-	int data_fd;
-	char *dir;
-};
+#define DIRS_KEPT    256u /* open directories kept between requests */
 
 struct bw_blob_w {
-	int fd;	     /* O_DIRECT if the file system allowed it */
-	int fd_tail; /* buffered: the last unaligned bytes (or fd) */
-	int stage;   /* "<space>.incoming" */
+	struct bfs *b;
+	int fd;		      /* O_DIRECT if the file system allowed it */
+	int direct;	      /* it did */
+	int anon;	      /* O_TMPFILE: no name until put links it */
+	int fd_tail;	      /* buffered, for unaligned bytes: opened the
+			       * first time there are some (-1 before) */
+	struct bfs_dir stage; /* "<space>.incoming" */
 	char tmp[TMP_CAP];
 };
 
@@ -63,46 +65,31 @@ key_ok(const char *key)
 	}
 }
 
-/* Opens the directory path ("a/b", no trailing '/'; "" is the top) below
- * the store, component by component, creating what is missing if create
- * is set. -ELOOP if a link (or a file) is in the way. */
-static int
-open_path(const struct bfs *b, const char *path, int create, int *out)
+int
+bfs_open_path(struct bfs *b, const char *path, int create, int *out)
 {
-	char buf[BW_BLOB_KEY_CAP], *p, *slash;
-	int cur = b->data_fd, next, rc;
+	struct bfs_dir h;
+	int rc;
 
 	*out = -1;
-	if (strlen(path) >= sizeof(buf))
-		return BW_ETOOBIG;
-	memcpy(buf, path, strlen(path) + 1);
-	for (p = buf; *p != '\0'; p = slash + 1) {
-		if ((slash = strchr(p, '/')) != NULL)
-			*slash = '\0';
-		rc = bw_fs_dir_at(cur, p, create, &next);
-		if (cur != b->data_fd)
-			close(cur);
-		if (rc != 0)
-			return rc;
-		cur = next;
-		if (slash == NULL)
-			break;
-	}
-	if (cur == b->data_fd && (cur = dup(cur)) < 0)
-		return -errno;
-	*out = cur;
-	return 0;
+	if ((rc = bfs_dir_get(&b->dirs, path, create, &h)) != 0)
+		return rc;
+	*out = dup(h.fd);
+	rc = *out < 0 ? -errno : 0;
+	bfs_dir_put(&b->dirs, &h);
+	return rc;
 }
 
-/* The directory holding key (opened) and its last component. */
+/* The directory holding key and its last component. */
 static int
-open_parent(const struct bfs *b, const char *key, int create, int *dir,
+open_parent(struct bfs *b, const char *key, int create, struct bfs_dir *dir,
 	    const char **base)
 {
 	char path[BW_BLOB_KEY_CAP];
 	const char *slash;
 
-	*dir = -1;
+	dir->fd = -1;
+	dir->e = NULL;
 	if (!key_ok(key))
 		return BW_EPROTO;
 	if ((slash = strrchr(key, '/')) == NULL) {
@@ -113,7 +100,18 @@ open_parent(const struct bfs *b, const char *key, int create, int *dir,
 		path[slash - key] = '\0';
 		*base = slash + 1;
 	}
-	return open_path(b, path, create, dir);
+	return bfs_dir_get(&b->dirs, path, create, dir);
+}
+
+/* Whether a request that found ENOENT in dir (kept since an earlier one)
+ * should run again: the directory was removed behind our back. */
+static int
+again(struct bfs *b, int rc, struct bfs_dir *dir, int *tries)
+{
+	if (rc != -ENOENT || (*tries)++ > 0 || !bfs_dir_gone(&b->dirs, dir))
+		return 0;
+	bfs_dir_put(&b->dirs, dir);
+	return 1;
 }
 
 static int
@@ -129,15 +127,52 @@ fsync_fd(int fd)
 static void
 drop(struct bw_blob_w *w)
 {
-	if (w->fd_tail >= 0 && w->fd_tail != w->fd)
+	if (w->fd_tail >= 0)
 		close(w->fd_tail);
 	if (w->fd >= 0)
 		close(w->fd);
 	if (w->tmp[0] != '\0')
-		(void)unlinkat(w->stage, w->tmp, 0);
-	if (w->stage >= 0)
-		close(w->stage);
+		(void)unlinkat(w->stage.fd, w->tmp, 0);
+	bfs_dir_put(&w->b->dirs, &w->stage);
 	free(w);
+}
+
+/* A new scratch file in w->stage: -ENOENT if the directory is gone. It
+ * has no name when the file system allows (O_TMPFILE): nothing to clean
+ * after a crash, and no entry made then removed in the stage directory,
+ * which the file's fsync would write too. */
+static int
+create_in_stage(struct bw_blob_w *w)
+{
+	int tries;
+
+	if (__atomic_load_n(&w->b->anon_ok, __ATOMIC_RELAXED)) {
+		w->fd = openat(w->stage.fd, ".",
+			       O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+		if (w->fd >= 0) {
+			w->anon = 1;
+			w->tmp[0] = '\0';
+			return 0;
+		}
+		if (errno == ENOENT)
+			return -ENOENT;
+		/* not here: named files from now on */
+		__atomic_store_n(&w->b->anon_ok, 0, __ATOMIC_RELAXED);
+	}
+	for (tries = 0; tries < 4; tries++) {
+		bw_unique_name(".up-", w->tmp, sizeof(w->tmp));
+		w->fd = openat(w->stage.fd, w->tmp,
+			       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+				       O_CLOEXEC,
+			       0600);
+		if (w->fd >= 0 || errno != EEXIST)
+			break;
+	}
+	if (w->fd < 0) {
+		w->tmp[0] = '\0';
+		return -errno;
+	}
+	return 0;
 }
 
 static int
@@ -147,7 +182,7 @@ fs_create(void *state, const char *space, const char *key,
 	struct bfs *b = state;
 	char stage[BW_BLOB_KEY_CAP];
 	struct bw_blob_w *w;
-	int tries, rc;
+	int tries = 0, rc;
 
 	(void)key; /* written in the scratch, renamed at put */
 
@@ -158,36 +193,49 @@ fs_create(void *state, const char *space, const char *key,
 		return BW_ETOOBIG;
 	if ((w = calloc(1, sizeof(*w))) == NULL)
 		return BW_ENOMEM;
+	w->b = b;
 	w->fd = w->fd_tail = -1;
-	if ((rc = open_path(b, stage, 1, &w->stage)) != 0) {
-		free(w);
-		return rc;
-	}
-	for (tries = 0; tries < 4; tries++) {
-		bw_unique_name(".up-", w->tmp, sizeof(w->tmp));
-		w->fd = openat(w->stage, w->tmp,
-			       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
-				       O_CLOEXEC,
-			       0600);
-		if (w->fd >= 0 || errno != EEXIST)
-			break;
-	}
-	if (w->fd < 0) {
-		rc = -errno;
-		w->tmp[0] = '\0';
+	do {
+		if ((rc = bfs_dir_get(&b->dirs, stage, 1, &w->stage)) != 0) {
+			free(w);
+			return rc;
+		}
+		rc = create_in_stage(w);
+	} while (again(b, rc, &w->stage, &tries));
+	if (rc != 0) {
 		drop(w);
 		return rc;
 	}
-	w->fd_tail = w->fd;
-	if (fcntl(w->fd, F_SETFL, O_DIRECT) == 0 &&
-	    (w->fd_tail = openat(w->stage, w->tmp,
-				 O_WRONLY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
-		rc = -errno;
-		w->fd_tail = w->fd;
-		drop(w);
-		return rc;
-	}
+	w->direct = fcntl(w->fd, F_SETFL, O_DIRECT) == 0;
 	*out = w;
+	return 0;
+}
+
+/* The buffered descriptor of a direct w, opened the first time unaligned
+ * bytes come (a file of whole blocks never needs it). Writes of two
+ * chunks may run on two workers at once: the first to open it wins. */
+static int
+tail_fd(struct bw_blob_w *w, int *out)
+{
+	int fd = __atomic_load_n(&w->fd_tail, __ATOMIC_ACQUIRE), none = -1;
+
+	if (fd < 0) {
+		char proc[32];
+
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", w->fd);
+		fd = w->anon ? open(proc, O_WRONLY | O_CLOEXEC)
+			     : openat(w->stage.fd, w->tmp,
+				      O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		if (!__atomic_compare_exchange_n(&w->fd_tail, &none, fd, 0,
+						 __ATOMIC_ACQ_REL,
+						 __ATOMIC_ACQUIRE)) {
+			close(fd);
+			fd = none; /* the other worker's */
+		}
+	}
+	*out = fd;
 	return 0;
 }
 
@@ -195,10 +243,10 @@ static int
 fs_write(struct bw_blob_w *w, uint64_t off, const void *p, size_t n)
 {
 	size_t whole = 0;
-	int rc;
+	int rc, tail = w->fd;
 
 	/* whole aligned blocks from an aligned buffer bypass the cache */
-	if (w->fd_tail != w->fd && off % DIRECT_ALIGN == 0 &&
+	if (w->direct && off % DIRECT_ALIGN == 0 &&
 	    (uintptr_t)p % DIRECT_ALIGN == 0)
 		whole = n & ~(size_t)(DIRECT_ALIGN - 1);
 	rc = bw_fs_pwrite_full(w->fd, p, whole, off);
@@ -208,8 +256,10 @@ fs_write(struct bw_blob_w *w, uint64_t off, const void *p, size_t n)
 		whole = 0;
 		rc = 0;
 	}
+	if (rc == 0 && whole < n && w->direct)
+		rc = tail_fd(w, &tail);
 	if (rc == 0 && whole < n)
-		rc = bw_fs_pwrite_full(w->fd_tail, (const uint8_t *)p + whole,
+		rc = bw_fs_pwrite_full(tail, (const uint8_t *)p + whole,
 				       n - whole, off + whole);
 	return rc;
 }
@@ -222,35 +272,83 @@ fs_abort(void *state, struct bw_blob_w *w)
 		drop(w);
 }
 
+/* Names w's anonymous file base in dir: a link, which never replaces;
+ * with replace, a name taken already is replaced by a rename from the
+ * stage directory. */
+static int
+name_anon(struct bw_blob_w *w, const struct bfs_dir *dir, const char *base,
+	  int replace)
+{
+	char proc[32];
+	int tries;
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", w->fd);
+	if (linkat(AT_FDCWD, proc, dir->fd, base, AT_SYMLINK_FOLLOW) == 0)
+		return 0;
+	if (errno != EEXIST)
+		return -errno;
+	if (!replace)
+		return BW_EEXIST;
+	for (tries = 0; tries < 4; tries++) {
+		bw_unique_name(".up-", w->tmp, sizeof(w->tmp));
+		if (linkat(AT_FDCWD, proc, w->stage.fd, w->tmp,
+			   AT_SYMLINK_FOLLOW) == 0)
+			break;
+		if (errno != EEXIST) {
+			w->tmp[0] = '\0';
+			return -errno;
+		}
+	}
+	if (tries == 4) {
+		w->tmp[0] = '\0';
+		return -EEXIST;
+	}
+	if (renameat(w->stage.fd, w->tmp, dir->fd, base) != 0)
+		return -errno; /* drop removes the stage's name */
+	w->tmp[0] = '\0';
+	return 0;
+}
+
 static int
 fs_put(void *state, struct bw_blob_w *w, const char *key, int replace)
 {
-	const struct bfs *b = state;
+	struct bfs *b = state;
+	struct bfs_dir dir = {-1, NULL};
 	const char *base;
-	int dir = -1, rc;
+	int tries = 0, rc;
 
 	rc = fsync_fd(w->fd);
-	if (w->fd_tail != w->fd)
+	if (w->fd_tail >= 0)
 		close(w->fd_tail);
 	w->fd_tail = -1;
-	if (close(w->fd) != 0 && rc == 0)
-		rc = -errno;
-	w->fd = -1;
-	if (rc == 0)
-		rc = open_parent(b, key, 1, &dir, &base);
-	if (rc == 0 && replace && renameat(w->stage, w->tmp, dir, base) != 0)
-		rc = -errno;
-	/* a link, not a rename, never replaces what is there */
-	if (rc == 0 && !replace && linkat(w->stage, w->tmp, dir, base, 0) != 0)
-		rc = errno == EEXIST ? BW_EEXIST : -errno;
-	if (rc == 0) {
-		if (replace)
-			w->tmp[0] = '\0'; /* renamed: nothing to remove */
-		if ((rc = fsync_fd(dir)) != 0 && !replace)
-			(void)unlinkat(dir, base, 0);
+	if (!w->anon) { /* an anonymous file is linked through its fd */
+		if (close(w->fd) != 0 && rc == 0)
+			rc = -errno;
+		w->fd = -1;
 	}
-	if (dir >= 0)
-		close(dir);
+	while (rc == 0) {
+		if ((rc = open_parent(b, key, 1, &dir, &base)) != 0)
+			break;
+		if (w->anon)
+			rc = name_anon(w, &dir, base, replace);
+		else if (replace &&
+			 renameat(w->stage.fd, w->tmp, dir.fd, base) != 0)
+			rc = -errno;
+		/* a link, not a rename, never replaces what is there */
+		else if (!replace &&
+			 linkat(w->stage.fd, w->tmp, dir.fd, base, 0) != 0)
+			rc = errno == EEXIST ? BW_EEXIST : -errno;
+		if (!again(b, rc, &dir, &tries))
+			break;
+		rc = 0;
+	}
+	if (rc == 0) {
+		if (replace && !w->anon)
+			w->tmp[0] = '\0'; /* renamed: nothing to remove */
+		if ((rc = fsync_fd(dir.fd)) != 0 && !replace)
+			(void)unlinkat(dir.fd, base, 0);
+	}
+	bfs_dir_put(&b->dirs, &dir);
 	drop(w);
 	return rc;
 }
@@ -258,69 +356,82 @@ fs_put(void *state, struct bw_blob_w *w, const char *key, int replace)
 /* --- keys that exist ------------------------------------------------------
  */
 
+/* A link (or, with move, a rename) of from to to. */
+static int
+relink(struct bfs *b, const char *from, const char *to, int move)
+{
+	struct bfs_dir fdir = {-1, NULL}, tdir = {-1, NULL};
+	const char *fb, *tb;
+	int tries = 0, rc;
+
+	for (;;) {
+		if ((rc = open_parent(b, from, 0, &fdir, &fb)) == 0 &&
+		    (rc = open_parent(b, to, 1, &tdir, &tb)) == 0 &&
+		    (move ? renameat(fdir.fd, fb, tdir.fd, tb)
+			  : linkat(fdir.fd, fb, tdir.fd, tb, 0)) != 0)
+			rc = -errno;
+		if (rc != -ENOENT || tries++ > 0)
+			break;
+		/* either kept directory may be the one removed */
+		if (!bfs_dir_gone(&b->dirs, &fdir) &&
+		    !bfs_dir_gone(&b->dirs, &tdir))
+			break;
+		bfs_dir_put(&b->dirs, &fdir);
+		bfs_dir_put(&b->dirs, &tdir);
+	}
+	if (rc == 0 && move)
+		rc = fsync_fd(tdir.fd);
+	bfs_dir_put(&b->dirs, &fdir);
+	bfs_dir_put(&b->dirs, &tdir);
+	return rc == -ENOENT ? BW_ENOTFOUND : rc;
+}
+
 static int
 fs_copy(void *state, const char *from, const char *to)
 {
-	const struct bfs *b = state;
-	const char *fb, *tb;
-	int fdir = -1, tdir = -1, rc;
-
-	if ((rc = open_parent(b, from, 0, &fdir, &fb)) == 0 &&
-	    (rc = open_parent(b, to, 1, &tdir, &tb)) == 0 &&
-	    linkat(fdir, fb, tdir, tb, 0) != 0)
-		rc = -errno;
-	if (fdir >= 0)
-		close(fdir);
-	if (tdir >= 0)
-		close(tdir);
-	return rc == -ENOENT ? BW_ENOTFOUND : rc;
+	return relink(state, from, to, 0);
 }
 
 static int
 fs_move(void *state, const char *from, const char *to)
 {
-	const struct bfs *b = state;
-	const char *fb, *tb;
-	int fdir = -1, tdir = -1, rc;
-
-	if ((rc = open_parent(b, from, 0, &fdir, &fb)) == 0 &&
-	    (rc = open_parent(b, to, 1, &tdir, &tb)) == 0 &&
-	    renameat(fdir, fb, tdir, tb) != 0)
-		rc = -errno;
-	if (rc == 0)
-		rc = fsync_fd(tdir);
-	if (fdir >= 0)
-		close(fdir);
-	if (tdir >= 0)
-		close(tdir);
-	return rc == -ENOENT ? BW_ENOTFOUND : rc;
+	return relink(state, from, to, 1);
 }
 
 static int
 fs_remove(void *state, const char *key)
 {
+	struct bfs *b = state;
+	struct bfs_dir dir;
 	const char *base;
-	int dir, rc = open_parent(state, key, 0, &dir, &base);
+	int tries = 0, rc;
 
-	if (rc == 0 && unlinkat(dir, base, 0) != 0)
-		rc = -errno;
-	if (dir >= 0)
-		close(dir);
+	do {
+		rc = open_parent(b, key, 0, &dir, &base);
+		if (rc == 0 && unlinkat(dir.fd, base, 0) != 0)
+			rc = -errno;
+	} while (again(b, rc, &dir, &tries));
+	bfs_dir_put(&b->dirs, &dir);
 	return rc == -ENOENT ? 0 : rc;
 }
 
 static int
 fs_size(void *state, const char *key, uint64_t *size)
 {
+	struct bfs *b = state;
+	struct bfs_dir dir;
 	const char *base;
 	struct stat st;
-	int dir, rc = open_parent(state, key, 0, &dir, &base);
+	int tries = 0, rc;
 
 	*size = 0;
-	if (rc == 0 && fstatat(dir, base, &st, AT_SYMLINK_NOFOLLOW) != 0)
-		rc = -errno;
-	if (dir >= 0)
-		close(dir);
+	do {
+		rc = open_parent(b, key, 0, &dir, &base);
+		if (rc == 0 &&
+		    fstatat(dir.fd, base, &st, AT_SYMLINK_NOFOLLOW) != 0)
+			rc = -errno;
+	} while (again(b, rc, &dir, &tries));
+	bfs_dir_put(&b->dirs, &dir);
 	if (rc == -ENOENT)
 		return BW_ENOTFOUND;
 	if (rc != 0)
@@ -337,16 +448,21 @@ fs_size(void *state, const char *key, uint64_t *size)
 static int
 fs_read_open(void *state, const char *key, struct bw_blob_r **out)
 {
+	struct bfs *b = state;
+	struct bfs_dir dir;
 	const char *base;
 	struct bw_blob_r *r;
-	int dir, fd = -1, rc = open_parent(state, key, 0, &dir, &base);
+	int fd = -1, tries = 0, rc;
 
 	*out = NULL;
-	if (rc == 0 &&
-	    (fd = openat(dir, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
-		rc = -errno;
-	if (dir >= 0)
-		close(dir);
+	do {
+		rc = open_parent(b, key, 0, &dir, &base);
+		if (rc == 0 &&
+		    (fd = openat(dir.fd, base,
+				 O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+			rc = -errno;
+	} while (again(b, rc, &dir, &tries));
+	bfs_dir_put(&b->dirs, &dir);
 	if (rc != 0)
 		return rc == -ENOENT ? BW_ENOTFOUND : rc;
 	if ((r = calloc(1, sizeof(*r))) == NULL) {
@@ -378,146 +494,27 @@ fs_read_close(struct bw_blob_r *r)
 	free(r);
 }
 
-/* --- listing --------------------------------------------------------------
- */
-
-struct walk {
-	int dir;
-	char key[BW_BLOB_KEY_CAP]; /* the directory's prefix, with '/' */
-	size_t len;
-	int (*cb)(void *arg, const char *key, uint64_t size, int64_t mtime);
-	void *arg;
-	int dirs_pass; /* 0: objects, 1: directories below */
-};
-
-static int walk_dir(struct walk *w);
-
-static int
-walk_entry(void *arg, const char *name, int type)
-{
-	struct walk *w = arg, sub;
-	struct stat st;
-	size_t n = strlen(name);
-	int rc;
-
-	(void)type;
-	if (w->len + n + 2 > sizeof(w->key))
-		return 0; /* no key of ours is that long */
-	if (fstatat(w->dir, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
-		return 0; /* gone meanwhile */
-	memcpy(w->key + w->len, name, n + 1);
-	if (S_ISLNK(st.st_mode) && !w->dirs_pass) {
-		bw_warn("blobs: %s is a symbolic link, not ours: left alone",
-			w->key);
-		return 0;
-	}
-	if (S_ISREG(st.st_mode) && !w->dirs_pass)
-		return w->cb(w->arg, w->key, (uint64_t)st.st_size,
-			     (int64_t)st.st_mtime);
-	if (!S_ISDIR(st.st_mode) || !w->dirs_pass ||
-	    strcmp(name, ".incoming") == 0)
-		return 0; /* scratch, or not an object */
-	memset(&sub, 0, sizeof(sub));
-	if (bw_fs_dir_at(w->dir, name, 0, &sub.dir) != 0)
-		return 0;
-	memcpy(sub.key, w->key, w->len + n);
-	sub.key[w->len + n] = '/';
-	sub.len = w->len + n + 1;
-	sub.key[sub.len] = '\0';
-	sub.cb = w->cb;
-	sub.arg = w->arg;
-	rc = walk_dir(&sub);
-	close(sub.dir);
-	return rc;
-}
-
-/* A directory's objects first, then each directory below: the keys come
- * grouped by their directory. */
-static int
-walk_dir(struct walk *w)
-{
-	int rc;
-
-	w->dirs_pass = 0;
-	if ((rc = bw_fs_each(w->dir, walk_entry, w)) != 0)
-		return rc;
-	w->dirs_pass = 1;
-	return bw_fs_each(w->dir, walk_entry, w);
-}
-
-static int
-fs_list(void *state, const char *prefix,
-	int (*cb)(void *arg, const char *key, uint64_t size, int64_t mtime),
-	void *arg)
-{
-	const struct bfs *b = state;
-	struct walk w;
-	size_t n = strlen(prefix);
-	int rc;
-
-	if (n == 0 || prefix[n - 1] != '/' || n >= sizeof(w.key))
-		return BW_EPROTO;
-	memset(&w, 0, sizeof(w));
-	memcpy(w.key, prefix, n - 1);
-	w.key[n - 1] = '\0';
-	if ((rc = open_path(b, w.key, 0, &w.dir)) != 0) {
-		if (rc == -ELOOP)
-			bw_warn("blobs: %s is a symbolic link, not ours: "
-				"left alone",
-				w.key);
-		return rc == -ENOENT || rc == -ELOOP ? 0 : rc;
-	}
-	memcpy(w.key, prefix, n + 1);
-	w.len = n;
-	w.cb = cb;
-	w.arg = arg;
-	rc = walk_dir(&w);
-	close(w.dir);
-	return rc;
-}
-
-/* --- start-up -------------------------------------------------------------
- */
-
-struct sweep {
-	int dir;
-	unsigned n;
-};
-
-static int
-sweep_one(void *arg, const char *name, int type)
-{
-	struct sweep *s = arg;
-
-	(void)type;
-	if (unlinkat(s->dir, name, 0) == 0)
-		s->n++;
-	return 0;
-}
-
-static int
-fs_sweep(void *state, const char *space, unsigned *n)
-{
-	const struct bfs *b = state;
-	char path[BW_BLOB_KEY_CAP];
-	struct sweep s = {-1, 0};
-	int rc;
-
-	*n = 0;
-	if (snprintf(path, sizeof(path), "%s%.*s", space,
-		     (int)strlen(BW_BLOB_SCRATCH) - 1,
-		     BW_BLOB_SCRATCH) >= (int)sizeof(path))
-		return BW_ETOOBIG;
-	if ((rc = open_path(b, path, 1, &s.dir)) != 0)
-		return rc;
-	rc = bw_fs_each(s.dir, sweep_one, &s);
-	close(s.dir);
-	*n = s.n;
-	return rc;
-}
-
 /* --- the table ------------------------------------------------------------
  */
+
+/* Whether an O_TMPFILE made in dir can be named through /proc/self/fd
+ * (a file system without O_TMPFILE, or no /proc: named scratch files). */
+static int
+anon_works(int dir)
+{
+	char proc[32], name[TMP_CAP];
+	int fd = openat(dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600), ok;
+
+	if (fd < 0)
+		return 0;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	bw_unique_name(".probe-", name, sizeof(name));
+	ok = linkat(AT_FDCWD, proc, dir, name, AT_SYMLINK_FOLLOW) == 0;
+	if (ok)
+		(void)unlinkat(dir, name, 0);
+	close(fd);
+	return ok;
+}
 
 static int
 fs_open(const struct bw_blob_conf *conf, const char *where, void **state)
@@ -540,6 +537,13 @@ fs_open(const struct bw_blob_conf *conf, const char *where, void **state)
 		free(b);
 		return rc;
 	}
+	b->anon_ok = anon_works(b->data_fd);
+	if ((rc = bfs_dirs_init(&b->dirs, b->data_fd, DIRS_KEPT)) != 0) {
+		close(b->data_fd);
+		free(b->dir);
+		free(b);
+		return rc;
+	}
 	*state = b;
 	return 0;
 }
@@ -551,6 +555,7 @@ fs_close(void *state)
 
 	if (b == NULL)
 		return;
+	bfs_dirs_fini(&b->dirs);
 	close(b->data_fd);
 	free(b->dir);
 	free(b);
@@ -588,6 +593,6 @@ const struct bw_blob_backend bw_blob_fs = {
 	.read_open = fs_read_open,
 	.read = fs_read,
 	.read_close = fs_read_close,
-	.list = fs_list,
-	.sweep = fs_sweep,
+	.list = bfs_list,
+	.sweep = bfs_sweep,
 };
