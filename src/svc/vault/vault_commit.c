@@ -423,7 +423,8 @@ direct_work(void *arg)
 	struct bw_blob_w *w = u->w;
 
 	u->w = NULL; /* put takes it, whatever happens */
-	if ((u->rc = vault_keep_backup(u->v, u->rel_path, u->backup)) != 0) {
+	if ((u->rc = vault_write_last(u, w)) != 0 ||
+	    (u->rc = vault_keep_backup(u->v, u->rel_path, u->backup)) != 0) {
 		b->be->abort(b->state, w);
 		return;
 	}
@@ -469,7 +470,10 @@ pend_work(void *arg)
 	struct bw_blob_w *w = u->w;
 
 	u->w = NULL;
-	u->rc = b->be->put(b->state, w, u->pend_key, 0);
+	if ((u->rc = vault_write_last(u, w)) != 0)
+		b->be->abort(b->state, w);
+	else
+		u->rc = b->be->put(b->state, w, u->pend_key, 0);
 }
 
 /* The pending replacement is named in the row: the one it replaces (if

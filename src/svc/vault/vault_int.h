@@ -129,6 +129,12 @@ struct upload {
 	unsigned wnext;
 	unsigned refs; /* worker jobs in flight */
 	int werr;      /* the first write error */
+	/* the last chunk, decrypted into wbuf[last_idx]: written by the
+	 * commit's own worker job (a small upload's only one), which saves
+	 * a hand-off to a worker and back */
+	int last_held;
+	unsigned last_idx;
+	size_t last_len;
 	uint64_t start_ms, body_ms;
 	/* the commit (commit.c) */
 	struct vwait wait;
@@ -202,6 +208,9 @@ int vault_upload_start(struct bw_conn *c, struct bw_vault *v,
 		       const uint8_t *prefix, uint32_t content_size,
 		       const char *file_name, const char **why);
 int vault_body_step(struct bw_conn *c);
+/* On the commit's worker: writes the upload's last chunk into w, if it
+ * was left for the commit (struct upload's last_held). */
+int vault_write_last(struct upload *u, struct bw_blob_w *w);
 void vault_upload_abort(struct bw_conn *c, const char *why);
 void vault_upload_free(struct upload *u);
 /* The upload is no longer in progress: uncounts it. */

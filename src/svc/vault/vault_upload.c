@@ -165,6 +165,18 @@ fail:
 	return rc;
 }
 
+int
+vault_write_last(struct upload *u, struct bw_blob_w *w)
+{
+	const struct bw_blobs *b = u->v->blobs;
+
+	if (!u->last_held)
+		return 0;
+	u->last_held = 0;
+	return b->be->write(w, u->plain_len - u->last_len, u->wbuf[u->last_idx],
+			    u->last_len);
+}
+
 static void
 write_work(void *arg)
 {
@@ -271,7 +283,11 @@ vault_body_step(struct bw_conn *c)
 			plain -= unpad;
 		}
 		bw_cksum_update(&u->crc, out, plain);
-		if ((rc = submit_write(u, u->wnext, plain)) != 0) {
+		if (k == u->left) {
+			u->last_held = 1; /* vault_write_last */
+			u->last_idx = u->wnext;
+			u->last_len = plain;
+		} else if ((rc = submit_write(u, u->wnext, plain)) != 0) {
 			vault_upload_abort(c, bw_strerror(rc));
 			return bw_frame_fail(c, "cannot write the file");
 		}
