@@ -1,6 +1,7 @@
-/* Every cryptographic primitive Bulwark uses, on OpenSSL 3 EVP: RSA-1024 key
- * pairs and their SPKI/PKCS#8 encodings, RSA-OAEP, AES-128-CBC with PKCS#7,
- * random bytes, wiping, constant-time comparison and base64.
+/* Every cryptographic primitive Bulwark uses, on OpenSSL 3 EVP: AES-128-CBC
+ * with PKCS#7, SHA-256, scrypt, random bytes, wiping and constant-time
+ * comparison here; RSA-1024 key pairs, their SPKI/PKCS#8 encodings and
+ * RSA-OAEP in crypto_rsa.c. These two files are the only OpenSSL users.
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -19,13 +20,7 @@
 #include "bulwark/crypto.h"
 #include "bulwark/err.h"
 
-#define RSA_PUB_EXP    17
-#define OAEP_SHA1_OVER 42	 /* 2 * SHA-1 length + 2 */
-#define AES_CHUNK      (1 << 30) /* EVP lengths are int */
-
-struct bw_rsa {
-	EVP_PKEY *pkey;
-};
+#define AES_CHUNK (1 << 30) /* EVP lengths are int */
 
 struct bw_aes {
 	EVP_CIPHER_CTX *ctx;
@@ -55,6 +50,14 @@ ossl_fail(int rc)
 {
 	ERR_clear_error();
 	return rc;
+}
+
+void
+bw_crypto_start(int read_config)
+{
+	(void)OPENSSL_init_crypto(read_config ? OPENSSL_INIT_LOAD_CONFIG
+					      : OPENSSL_INIT_NO_LOAD_CONFIG,
+				  NULL);
 }
 
 void
@@ -189,262 +192,6 @@ bw_scrypt(const void *pw, size_t n, const uint8_t *salt, size_t salt_n,
 	EVP_KDF_CTX_free(ctx);
 	EVP_KDF_free(kdf);
 	return rc;
-}
-
-/* ---- RSA ---- */
-
-/* Takes ownership of pkey, also on failure. */
-static int
-rsa_wrap(EVP_PKEY *pkey, struct bw_rsa **out)
-{
-	struct bw_rsa *k;
-
-	if ((k = malloc(sizeof(*k))) == NULL) {
-		EVP_PKEY_free(pkey);
-		return BW_ENOMEM;
-	}
-	k->pkey = pkey;
-	*out = k;
-	return 0;
-}
-
-/* An RSA (not RSA-PSS) key with a 1024-bit modulus, an odd modulus and an odd
- * public exponent above 1 (e = 1 would make encryption the identity). */
-static int
-check_rsa1024(EVP_PKEY *pkey)
-{
-	BIGNUM *n = NULL, *e = NULL;
-	int rc = BW_EBADKEY;
-
-	if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA ||
-	    EVP_PKEY_get_bits(pkey) != BW_RSA_BITS)
-		goto out;
-	if (!EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_N, &n) ||
-	    !EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e))
-		goto out;
-	if (!BN_is_odd(n) || !BN_is_odd(e) || BN_is_one(e))
-		goto out;
-	rc = 0;
-out:
-	BN_free(n);
-	BN_free(e);
-	return rc == 0 ? 0 : ossl_fail(rc);
-}
-
-int
-bw_rsa_generate(struct bw_rsa **out)
-{
-	EVP_PKEY_CTX *ctx = NULL;
-	EVP_PKEY *pkey = NULL;
-	BIGNUM *e = NULL;
-	int rc = BW_ECRYPTO;
-
-	*out = NULL;
-	if ((ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) == NULL ||
-	    (e = BN_new()) == NULL || !BN_set_word(e, RSA_PUB_EXP))
-		goto out;
-	if (EVP_PKEY_keygen_init(ctx) <= 0 ||
-	    EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, BW_RSA_BITS) <= 0 ||
-	    EVP_PKEY_CTX_set1_rsa_keygen_pubexp(ctx, e) <= 0 ||
-	    EVP_PKEY_generate(ctx, &pkey) <= 0)
-		goto out;
-	rc = rsa_wrap(pkey, out);
-	pkey = NULL;
-out:
-	EVP_PKEY_free(pkey);
-	BN_free(e);
-	EVP_PKEY_CTX_free(ctx);
-	return rc == 0 ? 0 : ossl_fail(rc);
-}
-
-void
-bw_rsa_free(struct bw_rsa *k)
-{
-	if (k == NULL)
-		return;
-	EVP_PKEY_free(k->pkey);
-	free(k);
-}
-
-int
-bw_rsa_from_spki(struct bw_rsa **out, const uint8_t *der, size_t len)
-{
-	const unsigned char *p = der;
-	EVP_PKEY *pkey = NULL;
-	size_t i, used;
-	int rc = BW_EBADKEY;
-
-	*out = NULL;
-	if (der == NULL || len == 0 || len > LONG_MAX)
-		return BW_EBADKEY;
-	if ((pkey = d2i_PUBKEY(NULL, &p, (long)len)) == NULL)
-		goto out;
-	used = (size_t)(p - der);
-	if (used > len)
-		goto out;
-	for (i = used; i < len; i++) {
-		if (der[i] != 0)
-			goto out;
-	}
-	if ((rc = check_rsa1024(pkey)) != 0)
-		goto out;
-	rc = rsa_wrap(pkey, out);
-	pkey = NULL;
-out:
-	EVP_PKEY_free(pkey);
-	return rc == 0 ? 0 : ossl_fail(rc);
-}
-
-int
-bw_rsa_to_spki(const struct bw_rsa *k, uint8_t out[BW_RSA_PUB_LEN])
-{
-	unsigned char *p = out;
-	int len;
-
-	if ((len = i2d_PUBKEY(k->pkey, NULL)) <= 0)
-		return ossl_fail(BW_ECRYPTO);
-	if (len > BW_RSA_PUB_LEN)
-		return BW_ETOOBIG;
-	memset(out, 0, BW_RSA_PUB_LEN);
-	if (i2d_PUBKEY(k->pkey, &p) != len) {
-		memset(out, 0, BW_RSA_PUB_LEN);
-		return ossl_fail(BW_ECRYPTO);
-	}
-	return 0;
-}
-
-int
-bw_rsa_from_pkcs8(struct bw_rsa **out, const uint8_t *der, size_t len)
-{
-	const unsigned char *p = der;
-	PKCS8_PRIV_KEY_INFO *p8 = NULL;
-	EVP_PKEY *pkey = NULL;
-	int rc = BW_EBADKEY;
-
-	*out = NULL;
-	if (der == NULL || len == 0 || len > LONG_MAX)
-		return BW_EBADKEY;
-	if ((p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)len)) == NULL ||
-	    (size_t)(p - der) != len)
-		goto out;
-	if ((pkey = EVP_PKCS82PKEY(p8)) == NULL)
-		goto out;
-	if ((rc = check_rsa1024(pkey)) != 0)
-		goto out;
-	rc = rsa_wrap(pkey, out);
-	pkey = NULL;
-out:
-	EVP_PKEY_free(pkey);
-	PKCS8_PRIV_KEY_INFO_free(p8);
-	return rc == 0 ? 0 : ossl_fail(rc);
-}
-
-int
-bw_rsa_to_pkcs8(const struct bw_rsa *k, uint8_t **der, size_t *len)
-{
-	PKCS8_PRIV_KEY_INFO *p8 = NULL;
-	unsigned char *buf = NULL, *p;
-	size_t cap = 0;
-	int n, rc = BW_EBADKEY;
-
-	*der = NULL;
-	*len = 0;
-	/* Fails for a key without its private half. */
-	if ((p8 = EVP_PKEY2PKCS8(k->pkey)) == NULL)
-		goto out;
-	rc = BW_ECRYPTO;
-	if ((n = i2d_PKCS8_PRIV_KEY_INFO(p8, NULL)) <= 0)
-		goto out;
-	cap = (size_t)n;
-	if ((buf = malloc(cap)) == NULL) {
-		rc = BW_ENOMEM;
-		goto out;
-	}
-	p = buf;
-	if (i2d_PKCS8_PRIV_KEY_INFO(p8, &p) != n)
-		goto out;
-	*der = buf;
-	*len = cap;
-	buf = NULL;
-	rc = 0;
-out:
-	bw_secure_free(buf, cap);
-	PKCS8_PRIV_KEY_INFO_free(p8);
-	return rc == 0 ? 0 : ossl_fail(rc);
-}
-
-/* SHA-1 for both the label hash and MGF1, empty label: OpenSSL's defaults,
- * set explicitly so that a changed default cannot change the wire format. */
-static int
-oaep_params(EVP_PKEY_CTX *ctx)
-{
-	return EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) > 0 &&
-	       EVP_PKEY_CTX_set_rsa_oaep_md(ctx, EVP_sha1()) > 0 &&
-	       EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_sha1()) > 0;
-}
-
-int
-bw_rsa_oaep_encrypt(const struct bw_rsa *pub, const uint8_t *in, size_t n,
-		    uint8_t out[BW_RSA_CT_LEN])
-{
-	static const uint8_t empty[1];
-	EVP_PKEY_CTX *ctx = NULL;
-	size_t out_len = BW_RSA_CT_LEN;
-	int rc = BW_ECRYPTO;
-
-	if (n > BW_RSA_CT_LEN - OAEP_SHA1_OVER)
-		return BW_ETOOBIG;
-	if (EVP_PKEY_get_bits(pub->pkey) != BW_RSA_BITS)
-		return BW_EBADKEY;
-	if ((ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pub->pkey, NULL)) == NULL)
-		goto out;
-	if (EVP_PKEY_encrypt_init(ctx) <= 0 || !oaep_params(ctx))
-		goto out;
-	if (EVP_PKEY_encrypt(ctx, out, &out_len, n > 0 ? in : empty, n) <= 0 ||
-	    out_len != BW_RSA_CT_LEN)
-		goto out;
-	rc = 0;
-out:
-	EVP_PKEY_CTX_free(ctx);
-	if (rc != 0)
-		memset(out, 0, BW_RSA_CT_LEN);
-	return rc == 0 ? 0 : ossl_fail(rc);
-}
-
-int
-bw_rsa_oaep_decrypt(const struct bw_rsa *priv, const uint8_t *in, size_t n,
-		    uint8_t *out, size_t cap, size_t *out_len)
-{
-	/* OpenSSL wants room for a whole modulus, more than OAEP can carry. */
-	uint8_t tmp[BW_RSA_CT_LEN];
-	size_t tmp_len = sizeof(tmp);
-	EVP_PKEY_CTX *ctx = NULL;
-	int rc = BW_ECRYPTO;
-
-	*out_len = 0;
-	if (n != BW_RSA_CT_LEN)
-		return BW_ECRYPTO;
-	if (EVP_PKEY_get_bits(priv->pkey) != BW_RSA_BITS)
-		return BW_EBADKEY;
-	if ((ctx = EVP_PKEY_CTX_new_from_pkey(NULL, priv->pkey, NULL)) == NULL)
-		goto out;
-	if (EVP_PKEY_decrypt_init(ctx) <= 0 || !oaep_params(ctx))
-		goto out;
-	if (EVP_PKEY_decrypt(ctx, tmp, &tmp_len, in, n) <= 0 ||
-	    tmp_len > sizeof(tmp))
-		goto out;
-	if (tmp_len > cap) {
-		rc = BW_ETOOBIG;
-		goto out;
-	}
-	if (tmp_len > 0)
-		memcpy(out, tmp, tmp_len);
-	*out_len = tmp_len;
-	rc = 0;
-out:
-	OPENSSL_cleanse(tmp, sizeof(tmp));
-	EVP_PKEY_CTX_free(ctx);
-	return rc == 0 ? 0 : ossl_fail(rc);
 }
 
 /* ---- AES-128-CBC ---- */
