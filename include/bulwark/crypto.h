@@ -95,6 +95,12 @@ int bw_sha256_update(struct bw_sha256_ctx *c, const void *p, size_t n) BW_WUR;
 int bw_sha256_final(struct bw_sha256_ctx *c, uint8_t out[BW_SHA256_LEN]) BW_WUR;
 void bw_sha256_free(struct bw_sha256_ctx *c);
 
+/* Starts OpenSSL, reading its configuration file (openssl.cnf) only if
+ * read_config is set. Nothing of Bulwark's is configured there, and a
+ * short-lived client spends ~0.3 ms reading and parsing it. Optional: the
+ * first OpenSSL call starts it otherwise, with the file. */
+void bw_crypto_start(int read_config);
+
 /* Cryptographically secure random bytes. */
 int bw_random(void *p, size_t n) BW_WUR;
 /* Zeroes memory in a way the compiler keeps. */
