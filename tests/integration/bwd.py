@@ -751,30 +751,8 @@ class Daemon:
         return self.blobs("files", ".incoming")
 
     def incoming_files(self):
-        """Uploads in progress or left behind: the names in the scratch
-        directory, and the unnamed files (O_TMPFILE) made there that the
-        server holds open (as "#<inode> (deleted)" in /proc)."""
         d = self.incoming_dir()
-        names = sorted(p.name for p in d.iterdir()) if d.is_dir() else []
-        return names + self.unnamed_uploads()
-
-    def unnamed_uploads(self):
-        if self.proc.poll() is not None:
-            return []
-        prefix = str(self.incoming_dir().resolve()) + "/#"
-        found = []
-        try:
-            fds = os.listdir("/proc/%d/fd" % self.proc.pid)
-        except OSError:
-            return []
-        for fd in fds:
-            try:
-                target = os.readlink("/proc/%d/fd/%s" % (self.proc.pid, fd))
-            except OSError:
-                continue  # closed meanwhile
-            if target.startswith(prefix) and target.endswith(" (deleted)"):
-                found.append(target[len(prefix) - 1:-len(" (deleted)")])
-        return sorted(set(found))
+        return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
 
     def stored_files(self, client_id):
         d = self.client_dir(client_id)

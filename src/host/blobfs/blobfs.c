@@ -30,7 +30,6 @@ struct bw_blob_w {
 	struct bfs *b;
 	int fd;		      /* O_DIRECT if the file system allowed it */
 	int direct;	      /* it did */
-	int anon;	      /* O_TMPFILE: no name until put links it */
 	int fd_tail;	      /* buffered, for unaligned bytes: opened the
 			       * first time there are some (-1 before) */
 	struct bfs_dir stage; /* "<space>.incoming" */
@@ -137,28 +136,12 @@ drop(struct bw_blob_w *w)
 	free(w);
 }
 
-/* A new scratch file in w->stage: -ENOENT if the directory is gone. It
- * has no name when the file system allows (O_TMPFILE): nothing to clean
- * after a crash, and no entry made then removed in the stage directory,
- * which the file's fsync would write too. */
+/* A new scratch file in w->stage: -ENOENT if the directory is gone. */
 static int
 create_in_stage(struct bw_blob_w *w)
 {
 	int tries;
 
-	if (__atomic_load_n(&w->b->anon_ok, __ATOMIC_RELAXED)) {
-		w->fd = openat(w->stage.fd, ".",
-			       O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
-		if (w->fd >= 0) {
-			w->anon = 1;
-			w->tmp[0] = '\0';
-			return 0;
-		}
-		if (errno == ENOENT)
-			return -ENOENT;
-		/* not here: named files from now on */
-		__atomic_store_n(&w->b->anon_ok, 0, __ATOMIC_RELAXED);
-	}
 	for (tries = 0; tries < 4; tries++) {
 		bw_unique_name(".up-", w->tmp, sizeof(w->tmp));
 		w->fd = openat(w->stage.fd, w->tmp,
@@ -220,12 +203,8 @@ tail_fd(struct bw_blob_w *w, int *out)
 	int fd = __atomic_load_n(&w->fd_tail, __ATOMIC_ACQUIRE), none = -1;
 
 	if (fd < 0) {
-		char proc[32];
-
-		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", w->fd);
-		fd = w->anon ? open(proc, O_WRONLY | O_CLOEXEC)
-			     : openat(w->stage.fd, w->tmp,
-				      O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+		fd = openat(w->stage.fd, w->tmp,
+			    O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0)
 			return -errno;
 		if (!__atomic_compare_exchange_n(&w->fd_tail, &none, fd, 0,
@@ -272,43 +251,6 @@ fs_abort(void *state, struct bw_blob_w *w)
 		drop(w);
 }
 
-/* Names w's anonymous file base in dir: a link, which never replaces;
- * with replace, a name taken already is replaced by a rename from the
- * stage directory. */
-static int
-name_anon(struct bw_blob_w *w, const struct bfs_dir *dir, const char *base,
-	  int replace)
-{
-	char proc[32];
-	int tries;
-
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", w->fd);
-	if (linkat(AT_FDCWD, proc, dir->fd, base, AT_SYMLINK_FOLLOW) == 0)
-		return 0;
-	if (errno != EEXIST)
-		return -errno;
-	if (!replace)
-		return BW_EEXIST;
-	for (tries = 0; tries < 4; tries++) {
-		bw_unique_name(".up-", w->tmp, sizeof(w->tmp));
-		if (linkat(AT_FDCWD, proc, w->stage.fd, w->tmp,
-			   AT_SYMLINK_FOLLOW) == 0)
-			break;
-		if (errno != EEXIST) {
-			w->tmp[0] = '\0';
-			return -errno;
-		}
-	}
-	if (tries == 4) {
-		w->tmp[0] = '\0';
-		return -EEXIST;
-	}
-	if (renameat(w->stage.fd, w->tmp, dir->fd, base) != 0)
-		return -errno; /* drop removes the stage's name */
-	w->tmp[0] = '\0';
-	return 0;
-}
-
 static int
 fs_put(void *state, struct bw_blob_w *w, const char *key, int replace)
 {
@@ -321,18 +263,13 @@ fs_put(void *state, struct bw_blob_w *w, const char *key, int replace)
 	if (w->fd_tail >= 0)
 		close(w->fd_tail);
 	w->fd_tail = -1;
-	if (!w->anon) { /* an anonymous file is linked through its fd */
-		if (close(w->fd) != 0 && rc == 0)
-			rc = -errno;
-		w->fd = -1;
-	}
+	if (close(w->fd) != 0 && rc == 0)
+		rc = -errno;
+	w->fd = -1;
 	while (rc == 0) {
 		if ((rc = open_parent(b, key, 1, &dir, &base)) != 0)
 			break;
-		if (w->anon)
-			rc = name_anon(w, &dir, base, replace);
-		else if (replace &&
-			 renameat(w->stage.fd, w->tmp, dir.fd, base) != 0)
+		if (replace && renameat(w->stage.fd, w->tmp, dir.fd, base) != 0)
 			rc = -errno;
 		/* a link, not a rename, never replaces what is there */
 		else if (!replace &&
@@ -343,7 +280,7 @@ fs_put(void *state, struct bw_blob_w *w, const char *key, int replace)
 		rc = 0;
 	}
 	if (rc == 0) {
-		if (replace && !w->anon)
+		if (replace)
 			w->tmp[0] = '\0'; /* renamed: nothing to remove */
 		if ((rc = fsync_fd(dir.fd)) != 0 && !replace)
 			(void)unlinkat(dir.fd, base, 0);
@@ -497,25 +434,6 @@ fs_read_close(struct bw_blob_r *r)
 /* --- the table ------------------------------------------------------------
  */
 
-/* Whether an O_TMPFILE made in dir can be named through /proc/self/fd
- * (a file system without O_TMPFILE, or no /proc: named scratch files). */
-static int
-anon_works(int dir)
-{
-	char proc[32], name[TMP_CAP];
-	int fd = openat(dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600), ok;
-
-	if (fd < 0)
-		return 0;
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-	bw_unique_name(".probe-", name, sizeof(name));
-	ok = linkat(AT_FDCWD, proc, dir, name, AT_SYMLINK_FOLLOW) == 0;
-	if (ok)
-		(void)unlinkat(dir, name, 0);
-	close(fd);
-	return ok;
-}
-
 static int
 fs_open(const struct bw_blob_conf *conf, const char *where, void **state)
 {
@@ -537,7 +455,6 @@ fs_open(const struct bw_blob_conf *conf, const char *where, void **state)
 		free(b);
 		return rc;
 	}
-	b->anon_ok = anon_works(b->data_fd);
 	if ((rc = bfs_dirs_init(&b->dirs, b->data_fd, DIRS_KEPT)) != 0) {
 		close(b->data_fd);
 		free(b->dir);

@@ -13,8 +13,6 @@ struct bfs {
 	int data_fd;
 	char *dir;
 	struct bfs_dirs dirs;
-	int anon_ok; /* new files are O_TMPFILE, named at put through
-		      * /proc/self/fd (cleared the first time that fails) */
 };
 
 /* Opens the directory path ("a/b", no trailing '/'; "" is the top) below

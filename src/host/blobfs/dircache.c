@@ -2,6 +2,7 @@
  * (dircache.h).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -9,12 +10,21 @@
 
 #include "bulwark/err.h"
 #include "bulwark/fsutil.h"
+#include "bulwark/util.h"
 #include "host/blob.h"
 #include "host/blobfs/dircache.h"
+
+/* How often a kept directory is checked to still be the one its path
+ * names: one renamed away (and another put in its place) is let go
+ * within this, though no request finds it wanting. */
+#define CHECK_MS 1000u
 
 struct bfs_dent {
 	char *path;
 	int fd;
+	dev_t dev; /* the directory opened, as it was */
+	ino_t ino;
+	uint64_t checked_ms;
 	unsigned refs;
 	int dead; /* forgotten while in use: freed by its last put */
 	struct bfs_dent *prev, *next; /* in the idle list while refs == 0 */
@@ -103,16 +113,21 @@ static void
 keep(struct bfs_dirs *d, const char *path, int fd, struct bfs_dir *out)
 {
 	struct bfs_dent *e, *old;
+	struct stat st;
 
 	out->fd = fd;
 	out->e = NULL;
 	if ((e = calloc(1, sizeof(*e))) == NULL)
 		return;
-	if ((e->path = strdup(path)) == NULL) {
+	if ((e->path = strdup(path)) == NULL || fstat(fd, &st) != 0) {
+		free(e->path);
 		free(e);
 		return;
 	}
 	e->fd = fd;
+	e->dev = st.st_dev;
+	e->ino = st.st_ino;
+	e->checked_ms = bw_now_ms();
 	pthread_mutex_lock(&d->mu);
 	if ((old = bw_hash_get(&d->map, path, strlen(path))) != NULL) {
 		take(d, old, out);
@@ -142,6 +157,30 @@ keep(struct bfs_dirs *d, const char *path, int fd, struct bfs_dir *out)
 	}
 }
 
+/* Lets e go: a get reaches its path afresh; its last put frees it. */
+static void
+forget(struct bfs_dirs *d, struct bfs_dent *e)
+{
+	pthread_mutex_lock(&d->mu);
+	if (!e->dead) {
+		(void)bw_hash_del(&d->map, e->path, strlen(e->path));
+		d->n--;
+		e->dead = 1;
+	}
+	pthread_mutex_unlock(&d->mu);
+}
+
+/* Whether path (relative to the top, no link followed at its end) still
+ * names the directory e holds. */
+static int
+still_there(const struct bfs_dirs *d, const struct bfs_dent *e)
+{
+	struct stat st;
+
+	return fstatat(d->top, e->path, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       st.st_dev == e->dev && st.st_ino == e->ino;
+}
+
 int
 bfs_dir_get(struct bfs_dirs *d, const char *path, int create,
 	    struct bfs_dir *out)
@@ -151,7 +190,8 @@ bfs_dir_get(struct bfs_dirs *d, const char *path, int create,
 	struct bfs_dent *e;
 	struct bfs_dir up;
 	size_t n = strlen(path);
-	int fd, rc, tries;
+	uint64_t now;
+	int fd, rc, tries, check;
 
 	out->fd = -1;
 	out->e = NULL;
@@ -161,13 +201,21 @@ bfs_dir_get(struct bfs_dirs *d, const char *path, int create,
 	}
 	if (n >= sizeof(parent))
 		return BW_ETOOBIG;
+	now = bw_now_ms();
 	pthread_mutex_lock(&d->mu);
 	if ((e = bw_hash_get(&d->map, path, n)) != NULL) {
 		take(d, e, out);
+		check = now - e->checked_ms >= CHECK_MS;
+		if (check)
+			e->checked_ms = now; /* one checker at a time */
 		pthread_mutex_unlock(&d->mu);
-		return 0;
+		if (!check || still_there(d, e))
+			return 0;
+		forget(d, e); /* renamed or removed: reached afresh */
+		bfs_dir_put(d, out);
+	} else {
+		pthread_mutex_unlock(&d->mu);
 	}
-	pthread_mutex_unlock(&d->mu);
 	/* reached from its parent, itself from the cache when it is there */
 	if ((slash = strrchr(path, '/')) != NULL) {
 		memcpy(parent, path, (size_t)(slash - path));
@@ -228,12 +276,6 @@ bfs_dir_gone(struct bfs_dirs *d, const struct bfs_dir *h)
 	/* only a kept descriptor can be older than its directory */
 	if (e == NULL || fstat(h->fd, &st) != 0 || st.st_nlink > 0)
 		return 0;
-	pthread_mutex_lock(&d->mu);
-	if (!e->dead) {
-		(void)bw_hash_del(&d->map, e->path, strlen(e->path));
-		d->n--;
-		e->dead = 1;
-	}
-	pthread_mutex_unlock(&d->mu);
+	forget(d, e);
 	return 1;
 }

@@ -10,10 +10,12 @@
  * component with O_NOFOLLOW from its parent's descriptor (the parent from
  * the cache when it is there), so a link planted on the way is refused.
  * Workers share the cache: entries are counted while in use and only
- * unused ones are closed when it is full. Nothing of ours removes a
- * directory; one removed by somebody else is noticed (bfs_dir_gone) by the
- * request that finds it empty of what it looked for, forgotten, and
- * reached afresh.
+ * unused ones are closed when it is full. Nothing of ours removes or
+ * renames a directory. One removed by somebody else is noticed
+ * (bfs_dir_gone) by the request that finds it empty of what it looked
+ * for; one renamed away (a restore from a backup put in its place) within
+ * a second, when its path is found to name another directory. Either is
+ * forgotten and reached afresh.
  */
 #ifndef BULWARK_HOST_BLOBFS_DIRCACHE_H
 #define BULWARK_HOST_BLOBFS_DIRCACHE_H
