@@ -769,11 +769,16 @@ def test_a_slow_member_is_cut_off_by_its_own_node_and_the_others_go_on(start_ser
         # slow reads nothing more from here on; alice sends batches of
         # 32 KB, each waited for on carol's side, until slow's node cuts
         # it off (the kernel's buffers take a few MB first)
-        got = {"n": 0, "cut": False, "order": True}
+        got = {"n": 0, "cut": False, "order": True, "want": None}
 
         def read_carol():
+            # the notice comes from slow's node, alice's lines from hers:
+            # the rest of a batch may reach carol after the notice, so
+            # she reads on until she has every line sent
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
+                if got["cut"] and got["want"] is not None and got["n"] >= got["want"]:
+                    return
                 try:
                     ln = carol.next_line(timeout=1)
                 except AssertionError:
@@ -783,7 +788,6 @@ def test_a_slow_member_is_cut_off_by_its_own_node_and_the_others_go_on(start_ser
                     got["n"] += 1
                 elif ln == "slow was disconnected: not reading":
                     got["cut"] = True
-                    return
 
         t = threading.Thread(target=read_carol, daemon=True)
         t.start()
@@ -796,6 +800,7 @@ def test_a_slow_member_is_cut_off_by_its_own_node_and_the_others_go_on(start_ser
             # test's Swift started beside it on the same two cores)
             assert bwd.wait_for(lambda: got["n"] >= sent * batch or got["cut"], 30), \
                 (sent, got)
+        got["want"] = sent * batch
         t.join(15)
         assert got["cut"], "slow was never cut off after %d KB" % (sent * batch)
         assert got["order"] and got["n"] == sent * batch, (got, sent * batch)
