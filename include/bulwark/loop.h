@@ -25,7 +25,10 @@ typedef void (*bw_call_fn)(void *arg);
  * until the deferred calls of the current batch have run. */
 struct bw_watch {
 	int fd;
-	unsigned events;
+	unsigned events; /* asked for */
+	unsigned kernel; /* registered: reading stays registered after it is
+			  * no longer asked for, until an event comes for it
+			  * (a request's pause usually ends first) */
 	bw_io_fn fn;
 	void *arg;
 };

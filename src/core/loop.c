@@ -78,6 +78,8 @@ worker_main(void *arg)
 	struct job *j;
 	uint64_t one = 1;
 
+	int wake;
+
 	pthread_mutex_lock(&l->mu);
 	for (;;) {
 		while (l->queue == NULL && !l->quit)
@@ -89,8 +91,16 @@ worker_main(void *arg)
 		pthread_mutex_unlock(&l->mu);
 		j->work(j->arg);
 		pthread_mutex_lock(&l->mu);
+		/* Only the first of a batch wakes the loop: it takes the whole
+		 * list after it reads the eventfd, and the list cannot be
+		 * empty until it has. */
+		wake = l->done == NULL;
 		push(&l->done_tail, j);
-		(void)!write(l->efd, &one, sizeof(one));
+		if (wake) {
+			pthread_mutex_unlock(&l->mu);
+			(void)!write(l->efd, &one, sizeof(one));
+			pthread_mutex_lock(&l->mu);
+		}
 	}
 	pthread_mutex_unlock(&l->mu);
 	return NULL;
@@ -219,7 +229,7 @@ bw_loop_watch(struct bw_loop *l, struct bw_watch *w, int fd, unsigned events,
 
 	memset(&ev, 0, sizeof(ev));
 	w->fd = fd;
-	w->events = events;
+	w->events = w->kernel = events;
 	w->fn = fn;
 	w->arg = arg;
 	ev.events = to_epoll(events);
@@ -229,20 +239,35 @@ bw_loop_watch(struct bw_loop *l, struct bw_watch *w, int fd, unsigned events,
 	return 0;
 }
 
-int
-bw_loop_update(struct bw_loop *l, struct bw_watch *w, unsigned events)
+static int
+reregister(struct bw_loop *l, struct bw_watch *w, unsigned events)
 {
 	struct epoll_event ev;
 
-	if (w->events == events)
-		return 0;
 	memset(&ev, 0, sizeof(ev));
 	ev.events = to_epoll(events);
 	ev.data.ptr = w;
 	if (epoll_ctl(l->ep, EPOLL_CTL_MOD, w->fd, &ev) != 0)
 		return -errno;
-	w->events = events;
+	w->kernel = events;
 	return 0;
+}
+
+/* Dropping only reading is lazy: most pauses (a request handed to a
+ * worker) end before the peer sends more, and then neither the pause nor
+ * its end costs a system call. Writing is dropped at once: a socket is
+ * nearly always writable, so a lazy drop would only cost a wake-up. */
+int
+bw_loop_update(struct bw_loop *l, struct bw_watch *w, unsigned events)
+{
+	int rc = 0;
+
+	if ((events & ~w->kernel) != 0 ||
+	    ((w->kernel & ~events) & BW_EV_WRITE) != 0)
+		rc = reregister(l, w, events);
+	if (rc == 0)
+		w->events = events;
+	return rc;
 }
 
 void
@@ -404,8 +429,10 @@ bw_loop_submit(struct bw_loop *l, bw_call_fn work, bw_call_fn done, void *arg)
 	l->jobs++;
 	pthread_mutex_lock(&l->mu);
 	push(&l->queue_tail, j);
-	pthread_cond_signal(&l->cv);
 	pthread_mutex_unlock(&l->mu);
+	/* after the unlock: a worker woken inside it would block on the
+	 * mutex at once and have to be woken twice */
+	pthread_cond_signal(&l->cv);
 	return 0;
 }
 
@@ -489,6 +516,15 @@ bw_loop_run(struct bw_loop *l)
 				ev |= BW_EV_WRITE;
 			if (evs[k].events & (EPOLLERR | EPOLLHUP))
 				ev |= BW_EV_ERROR;
+			if ((ev & ~w->events & (BW_EV_READ | BW_EV_WRITE)) !=
+			    0) {
+				/* registered but no longer asked for: now
+				 * drop it */
+				(void)reregister(l, w, w->events);
+				ev &= w->events | BW_EV_ERROR;
+				if (ev == 0)
+					continue;
+			}
 			w->fn(w->arg, ev);
 		}
 		l->batch = NULL;

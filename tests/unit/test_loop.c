@@ -1,7 +1,10 @@
 /* The event loop's one-shot timers: they fire in due order, once, stopped
  * ones never; the heap stays ordered through thousands of random starts,
  * re-arms and stops; a timer that re-arms itself at 0 ms waits for the next
- * pass instead of spinning the current one.
+ * pass instead of spinning the current one. Its watches: reading that is
+ * no longer asked for is never delivered (it is dropped lazily), writing
+ * is dropped at once, a hang-up still comes. Its workers: every job of
+ * many comes back, though only the first of a batch wakes the loop.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,6 +12,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -61,6 +66,15 @@ teardown(void **state)
 {
 	bw_loop_free(*state);
 	return 0;
+}
+
+static int watch_fd; /* the watched end, for on_io */
+
+/* The stall guard of every_job_of_many_comes_back. */
+static void
+on_stall(void *arg)
+{
+	bw_loop_stop(arg);
 }
 
 /* A tick that ends the run after ms, whatever fired. */
@@ -182,6 +196,122 @@ timer_rearming_itself_at_zero_waits_for_the_next_pass(void **state)
 	bw_loop_timer_stop(l, &T[0]);
 }
 
+struct io_seen {
+	unsigned calls;
+	unsigned events; /* or'd over the calls */
+	size_t bytes;
+};
+
+static void
+on_io(void *arg, unsigned events)
+{
+	struct io_seen *io = arg;
+	char buf[64];
+	ssize_t n;
+
+	io->calls++;
+	io->events |= events;
+	if (events & BW_EV_READ) {
+		while ((n = read(watch_fd, buf, sizeof(buf))) > 0)
+			io->bytes += (size_t)n;
+	}
+}
+
+static void
+paused_reading_is_never_delivered_and_resumes(void **state)
+{
+	struct bw_loop *l = *state;
+	struct bw_watch w;
+	struct io_seen io;
+	int sv[2];
+
+	memset(&io, 0, sizeof(io));
+	assert_int_equal(
+		socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	watch_fd = sv[0];
+	assert_int_equal(bw_loop_every(l, 5, end_tick, l), 0);
+	assert_int_equal(bw_loop_watch(l, &w, sv[0], BW_EV_READ, on_io, &io),
+			 0);
+	assert_int_equal(write(sv[1], "a", 1), 1);
+	run_for(l, 20);
+	assert_int_equal(io.bytes, 1);
+
+	/* paused: still registered until an event comes for it */
+	assert_int_equal(bw_loop_update(l, &w, 0), 0);
+	assert_int_equal(w.kernel, BW_EV_READ);
+	io.calls = 0;
+	assert_int_equal(write(sv[1], "bc", 2), 2);
+	run_for(l, 20);
+	assert_int_equal(io.calls, 0);
+	assert_int_equal(w.kernel, 0); /* dropped when it came */
+	run_for(l, 20);
+	assert_int_equal(io.calls, 0);
+
+	/* resumed: what waited is read */
+	assert_int_equal(bw_loop_update(l, &w, BW_EV_READ), 0);
+	assert_int_equal(w.kernel, BW_EV_READ);
+	run_for(l, 20);
+	assert_int_equal(io.bytes, 3);
+
+	/* writing is dropped at once */
+	assert_int_equal(bw_loop_update(l, &w, BW_EV_READ | BW_EV_WRITE), 0);
+	assert_int_equal(w.kernel, BW_EV_READ | BW_EV_WRITE);
+	assert_int_equal(bw_loop_update(l, &w, BW_EV_READ), 0);
+	assert_int_equal(w.kernel, BW_EV_READ);
+
+	/* a hang-up comes while paused, without reading */
+	assert_int_equal(bw_loop_update(l, &w, 0), 0);
+	assert_int_equal(w.kernel, BW_EV_READ);
+	io.calls = io.events = 0;
+	assert_int_equal(close(sv[1]), 0);
+	run_for(l, 20);
+	assert_true(io.calls > 0);
+	assert_true(io.events & BW_EV_ERROR);
+	assert_false(io.events & BW_EV_READ);
+	bw_loop_unwatch(l, &w);
+	assert_int_equal(close(sv[0]), 0);
+}
+
+#define JOBS 3000u
+static unsigned jobs_worked; /* atomically, on the workers */
+static unsigned jobs_back;   /* on the loop thread */
+
+static void
+job_work(void *arg)
+{
+	(void)arg;
+	__atomic_add_fetch(&jobs_worked, 1, __ATOMIC_RELAXED);
+}
+
+static void
+job_done(void *arg)
+{
+	if (++jobs_back == JOBS)
+		bw_loop_stop(arg);
+}
+
+static void
+every_job_of_many_comes_back(void **state)
+{
+	struct bw_loop *l;
+	unsigned i;
+
+	(void)state;
+	jobs_worked = jobs_back = 0;
+	assert_int_equal(bw_loop_new(&l, 2), 0);
+	/* no tick: a job whose wake-up were lost would stall the run
+	 * until the 10 s timer, and fail the count */
+	assert_int_equal(bw_loop_timer_start(l, &T[0], 10000, on_stall, l), 0);
+	for (i = 0; i < JOBS; i++)
+		assert_int_equal(bw_loop_submit(l, job_work, job_done, l), 0);
+	assert_int_equal(bw_loop_run(l), 0);
+	assert_int_equal(jobs_back, JOBS);
+	assert_int_equal(__atomic_load_n(&jobs_worked, __ATOMIC_RELAXED), JOBS);
+	assert_int_equal(bw_loop_jobs(l), 0);
+	bw_loop_timer_stop(l, &T[0]);
+	bw_loop_free(l);
+}
+
 int
 main(void)
 {
@@ -196,6 +326,11 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 			timer_rearming_itself_at_zero_waits_for_the_next_pass,
 			setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			paused_reading_is_never_delivered_and_resumes, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(every_job_of_many_comes_back,
+						setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
