@@ -876,6 +876,72 @@ file_set_makes_one_row_own_the_path_and_keeps_pending(void **state)
 	assert_int_equal(seen.n, 0);
 }
 
+/* A row kept at its path is changed in place (one page, not four); any
+ * other row at that path still goes, as a delete and an insert would do
+ * (a database made elsewhere may hold two). */
+static void
+file_set_in_place_still_drops_the_other_rows_at_the_path(void **state)
+{
+	struct fx *f = *state;
+	struct files_seen seen;
+	struct bw_file_rec a;
+	char out[256], rowid[64];
+
+	open_store(f);
+	make_file(&a, 0x11, "a.bin", "files/1111/x.bin");
+	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
+			 0);
+	assert_int_equal(
+		sqlite_cli(
+			f->path,
+			"INSERT INTO files(ID, FileName, PathName, Verified) "
+			"VALUES(x'11111111111111111111111111111111', "
+			"'b.bin', 'files/1111/x.bin', 1); "
+			"SELECT count(*) FROM files",
+			out, sizeof out),
+		0);
+	assert_string_equal(out, "2");
+	assert_int_equal(sqlite_cli(f->path,
+				    "SELECT rowid FROM files WHERE FileName = "
+				    "'a.bin'",
+				    rowid, sizeof rowid),
+			 0);
+	a.verified = 1;
+	snprintf(a.pending_name, sizeof a.pending_name, "new/a.bin");
+	snprintf(a.pending_path, sizeof a.pending_path, "files/.pending/p1");
+	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
+			 0);
+	load_files(f->s, &seen);
+	assert_int_equal(seen.n, 1);
+	assert_string_equal(seen.rec[0].file_name, "a.bin");
+	assert_true(seen.rec[0].verified);
+	assert_string_equal(seen.rec[0].pending_name, "new/a.bin");
+	assert_string_equal(seen.rec[0].pending_path, "files/.pending/p1");
+	/* in place: the same row, not a new one */
+	assert_int_equal(sqlite_cli(f->path,
+				    "SELECT rowid FROM files WHERE FileName = "
+				    "'a.bin'",
+				    out, sizeof out),
+			 0);
+	assert_string_equal(out, rowid);
+	/* and back: pending cleared, verified dropped */
+	a.verified = 0;
+	a.pending_name[0] = a.pending_path[0] = '\0';
+	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
+			 0);
+	load_files(f->s, &seen);
+	assert_int_equal(seen.n, 1);
+	assert_false(seen.rec[0].verified);
+	assert_string_equal(seen.rec[0].pending_name, "");
+	/* the same name at another path is not in place: the row moves */
+	snprintf(a.path_name, sizeof a.path_name, "files/1111/y.bin");
+	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
+			 0);
+	load_files(f->s, &seen);
+	assert_int_equal(seen.n, 1);
+	assert_string_equal(seen.rec[0].path_name, "files/1111/y.bin");
+}
+
 static void
 file_set_with_a_name_too_long_changes_nothing(void **state)
 {
@@ -1036,6 +1102,7 @@ main(void)
 		T(file_that_is_not_a_database_is_edb),
 		T(close_of_null_is_harmless),
 		T(file_set_makes_one_row_own_the_path_and_keeps_pending),
+		T(file_set_in_place_still_drops_the_other_rows_at_the_path),
 		T(file_set_with_a_name_too_long_changes_nothing),
 		T(key_state_survives_reopen_and_null_revokes),
 		T(msg_delete_reports_paths_and_a_refusal_rolls_it_back),

@@ -42,17 +42,71 @@ bw_store_load_files(struct bw_store *s, bw_store_file_cb cb, void *arg)
 	return rc;
 }
 
+/* Binds rec's columns to st: ?1 the client, ?2 FileName, ?3 PathName,
+ * ?4 Verified, ?5 PendingName, ?6 PendingPath. */
+static int
+bind_rec(sqlite3_stmt *st, const uint8_t id[BW_ID_LEN],
+	 const struct bw_file_rec *rec)
+{
+	int rc;
+
+	if ((rc = store_bind_blob(st, 1, id, BW_ID_LEN)) != 0 ||
+	    (rc = store_bind_str(st, 2, rec->file_name,
+				 sizeof rec->file_name)) != 0 ||
+	    (rc = store_bind_str(st, 3, rec->path_name,
+				 sizeof rec->path_name)) != 0 ||
+	    sqlite3_bind_int(st, 4, rec->verified != 0) != SQLITE_OK ||
+	    (rc = store_bind_opt_str(st, 5, rec->pending_name,
+				     sizeof rec->pending_name)) != 0 ||
+	    (rc = store_bind_opt_str(st, 6, rec->pending_path,
+				     sizeof rec->pending_path)) != 0) {
+		store_done(st);
+		return rc != 0 ? rc : BW_EDB;
+	}
+	return 0;
+}
+
+/* rec in place of the row with its name, when that row is at path already
+ * (and so is rec): 1 if done, 0 if there is no such row. The other rows at
+ * path go, as in the general case. */
+static int
+file_update(struct bw_store *s, const uint8_t id[BW_ID_LEN], const char *path,
+	    const struct bw_file_rec *rec)
+{
+	sqlite3_stmt *others = s->st[ST_FILE_DROP_OTHERS];
+	int rc;
+
+	if (strcmp(path, rec->path_name) != 0)
+		return 0;
+	if ((rc = bind_rec(s->st[ST_FILE_UPDATE], id, rec)) != 0 ||
+	    (rc = store_run_change(s, ST_FILE_UPDATE, "set file")) != 0)
+		return rc == BW_ENOTFOUND ? 0 : rc;
+	if ((rc = store_bind_blob(others, 1, id, BW_ID_LEN)) != 0 ||
+	    (rc = store_bind_str(others, 2, path, BW_PATH_CAP)) != 0 ||
+	    (rc = store_bind_str(others, 3, rec->file_name,
+				 sizeof rec->file_name)) != 0) {
+		store_done(others);
+		return rc;
+	}
+	if ((rc = store_run(s, ST_FILE_DROP_OTHERS, "set file")) != 0)
+		return rc;
+	return 1;
+}
+
 int
 bw_store_file_set(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 		  const char *path, const struct bw_file_rec *rec)
 {
 	sqlite3_stmt *drop = s->st[ST_FILE_DROP_PATH];
 	sqlite3_stmt *drop_name = s->st[ST_FILE_DROP_NAME];
-	sqlite3_stmt *ins = s->st[ST_FILE_INSERT];
 	int rc;
 
 	if ((rc = store_tx_begin(s)) != 0)
 		return rc;
+	if (rec != NULL && (rc = file_update(s, id, path, rec)) != 0) {
+		rc = rc == 1 ? 0 : rc;
+		goto out;
+	}
 	/* the rows at path, and the one with the new row's name */
 	if ((rc = store_bind_blob(drop, 1, id, BW_ID_LEN)) != 0 ||
 	    (rc = store_bind_str(drop, 2, path, BW_PATH_CAP)) != 0) {
@@ -71,24 +125,10 @@ bw_store_file_set(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 	if (rec != NULL &&
 	    (rc = store_run(s, ST_FILE_DROP_NAME, "set file")) != 0)
 		goto out;
-	if (rec != NULL) {
-		if ((rc = store_bind_blob(ins, 1, id, BW_ID_LEN)) != 0 ||
-		    (rc = store_bind_str(ins, 2, rec->file_name,
-					 sizeof rec->file_name)) != 0 ||
-		    (rc = store_bind_str(ins, 3, rec->path_name,
-					 sizeof rec->path_name)) != 0 ||
-		    sqlite3_bind_int(ins, 4, rec->verified != 0) != SQLITE_OK ||
-		    (rc = store_bind_opt_str(ins, 5, rec->pending_name,
-					     sizeof rec->pending_name)) != 0 ||
-		    (rc = store_bind_opt_str(ins, 6, rec->pending_path,
-					     sizeof rec->pending_path)) != 0) {
-			store_done(ins);
-			rc = rc != 0 ? rc : BW_EDB;
-			goto out;
-		}
-		if ((rc = store_run(s, ST_FILE_INSERT, "set file")) != 0)
-			goto out;
-	}
+	if (rec != NULL &&
+	    ((rc = bind_rec(s->st[ST_FILE_INSERT], id, rec)) != 0 ||
+	     (rc = store_run(s, ST_FILE_INSERT, "set file")) != 0))
+		goto out;
 out:
 	return store_tx_end(s, rc);
 }

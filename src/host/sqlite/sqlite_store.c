@@ -46,6 +46,15 @@ static const char *const fixed_sql[ST_N] = {
 	[ST_FILE_INSERT] = "INSERT INTO files(ID, FileName, PathName, "
 			   "Verified, PendingName, PendingPath) "
 			   "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+	/* the row kept in place when its name and path stay (a 1029, a
+	 * replacement under the same name): one page changes, where a
+	 * delete and an insert change the table's two leaves and both
+	 * indexes' */
+	[ST_FILE_UPDATE] = "UPDATE files SET Verified = ?4, PendingName = ?5, "
+			   "PendingPath = ?6 WHERE ID = ?1 AND FileName = ?2 "
+			   "AND PathName = ?3",
+	[ST_FILE_DROP_OTHERS] = "DELETE FROM files WHERE ID = ?1 AND "
+				"PathName = ?2 AND FileName IS NOT ?3",
 	[ST_MSG_INSERT] = "INSERT INTO messages(ID, ToClient, FromClient, "
 			  "Type, Content, ContentSize, ContentPath) "
 			  "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
