@@ -844,6 +844,22 @@ close_of_null_is_harmless(void **state)
 	bw_store_close(NULL);
 }
 
+/* The store holds one file row: name's, with these verified and pending
+ * columns. */
+static void
+assert_only_file(struct fx *f, const char *name, int verified,
+		 const char *pending_name, const char *pending_path)
+{
+	struct files_seen seen;
+
+	load_files(f->s, &seen);
+	assert_int_equal(seen.n, 1);
+	assert_string_equal(seen.rec[0].file_name, name);
+	assert_int_equal(seen.rec[0].verified != 0, verified != 0);
+	assert_string_equal(seen.rec[0].pending_name, pending_name);
+	assert_string_equal(seen.rec[0].pending_path, pending_path);
+}
+
 static void
 file_set_makes_one_row_own_the_path_and_keeps_pending(void **state)
 {
@@ -863,12 +879,8 @@ file_set_makes_one_row_own_the_path_and_keeps_pending(void **state)
 	snprintf(b.pending_path, sizeof b.pending_path, "files/.pending/abc");
 	assert_int_equal(bw_store_file_set(f->s, b.client_id, b.path_name, &b),
 			 0);
-	load_files(f->s, &seen);
-	assert_int_equal(seen.n, 1);
-	assert_string_equal(seen.rec[0].file_name, "other/x.bin");
-	assert_true(seen.rec[0].verified);
-	assert_string_equal(seen.rec[0].pending_name, "new/x.bin");
-	assert_string_equal(seen.rec[0].pending_path, "files/.pending/abc");
+	assert_only_file(f, "other/x.bin", 1, "new/x.bin",
+			 "files/.pending/abc");
 	/* NULL removes the path's row */
 	assert_int_equal(
 		bw_store_file_set(f->s, b.client_id, b.path_name, NULL), 0);
@@ -911,12 +923,7 @@ file_set_in_place_still_drops_the_other_rows_at_the_path(void **state)
 	snprintf(a.pending_path, sizeof a.pending_path, "files/.pending/p1");
 	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
 			 0);
-	load_files(f->s, &seen);
-	assert_int_equal(seen.n, 1);
-	assert_string_equal(seen.rec[0].file_name, "a.bin");
-	assert_true(seen.rec[0].verified);
-	assert_string_equal(seen.rec[0].pending_name, "new/a.bin");
-	assert_string_equal(seen.rec[0].pending_path, "files/.pending/p1");
+	assert_only_file(f, "a.bin", 1, "new/a.bin", "files/.pending/p1");
 	/* in place: the same row, not a new one */
 	assert_int_equal(sqlite_cli(f->path,
 				    "SELECT rowid FROM files WHERE FileName = "
@@ -929,10 +936,7 @@ file_set_in_place_still_drops_the_other_rows_at_the_path(void **state)
 	a.pending_name[0] = a.pending_path[0] = '\0';
 	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
 			 0);
-	load_files(f->s, &seen);
-	assert_int_equal(seen.n, 1);
-	assert_false(seen.rec[0].verified);
-	assert_string_equal(seen.rec[0].pending_name, "");
+	assert_only_file(f, "a.bin", 0, "", "");
 	/* the same name at another path is not in place: the row moves */
 	snprintf(a.path_name, sizeof a.path_name, "files/1111/y.bin");
 	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
