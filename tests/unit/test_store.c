@@ -946,6 +946,38 @@ file_set_in_place_still_drops_the_other_rows_at_the_path(void **state)
 	assert_string_equal(seen.rec[0].path_name, "files/1111/y.bin");
 }
 
+/* A database made elsewhere whose names compare without case: the row of
+ * "A.bin" is not "a.bin"'s to keep in place; it goes, as the general path
+ * (delete by path, by name, insert) has it. */
+static void
+file_set_in_place_is_byte_for_byte_on_a_caseless_schema(void **state)
+{
+	struct fx *f = *state;
+	struct bw_file_rec a;
+	char out[256];
+
+	assert_int_equal(
+		sqlite_cli(f->path,
+			   "create table files(ID BLOB(16), FileName TEXT "
+			   "COLLATE NOCASE, PathName TEXT COLLATE NOCASE, "
+			   "Verified BOOLEAN, PRIMARY KEY(ID, FileName))",
+			   out, sizeof out),
+		0);
+	open_store(f);
+	make_file(&a, 0x11, "A.bin", "files/1111/A.bin");
+	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
+			 0);
+	make_file(&a, 0x11, "a.bin", "files/1111/a.bin");
+	a.verified = 1;
+	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
+			 0);
+	assert_only_file(f, "a.bin", 1, "", "");
+	assert_int_equal(sqlite_cli(f->path, "select PathName from files", out,
+				    sizeof out),
+			 0);
+	assert_string_equal(out, "files/1111/a.bin");
+}
+
 static void
 file_set_with_a_name_too_long_changes_nothing(void **state)
 {
@@ -1107,6 +1139,7 @@ main(void)
 		T(close_of_null_is_harmless),
 		T(file_set_makes_one_row_own_the_path_and_keeps_pending),
 		T(file_set_in_place_still_drops_the_other_rows_at_the_path),
+		T(file_set_in_place_is_byte_for_byte_on_a_caseless_schema),
 		T(file_set_with_a_name_too_long_changes_nothing),
 		T(key_state_survives_reopen_and_null_revokes),
 		T(msg_delete_reports_paths_and_a_refusal_rolls_it_back),

@@ -49,10 +49,12 @@ static const char *const fixed_sql[ST_N] = {
 	/* the row kept in place when its name and path stay (a 1029, a
 	 * replacement under the same name): one page changes, where a
 	 * delete and an insert change the table's two leaves and both
-	 * indexes' */
+	 * indexes'. Byte for byte: a database made elsewhere may compare
+	 * its columns without case, and then the row must be rewritten */
 	[ST_FILE_UPDATE] = "UPDATE files SET Verified = ?4, PendingName = ?5, "
-			   "PendingPath = ?6 WHERE ID = ?1 AND FileName = ?2 "
-			   "AND PathName = ?3",
+			   "PendingPath = ?6 WHERE ID = ?1 AND "
+			   "FileName = ?2 COLLATE BINARY AND "
+			   "PathName = ?3 COLLATE BINARY",
 	[ST_FILE_DROP_OTHERS] = "DELETE FROM files WHERE ID = ?1 AND "
 				"PathName = ?2 AND FileName IS NOT ?3",
 	[ST_MSG_INSERT] = "INSERT INTO messages(ID, ToClient, FromClient, "
