@@ -91,9 +91,10 @@ worker_main(void *arg)
 		pthread_mutex_unlock(&l->mu);
 		j->work(j->arg);
 		pthread_mutex_lock(&l->mu);
-		/* Only the first of a batch wakes the loop: it takes the whole
-		 * list after it reads the eventfd, and the list cannot be
-		 * empty until it has. */
+		/* Only the first of a batch wakes the loop: the loop takes the
+		 * whole list after it reads the eventfd, so a list that is not
+		 * empty has a wake-up on its way (at worst a spurious one, when
+		 * a drain took the list first). */
 		wake = l->done == NULL;
 		push(&l->done_tail, j);
 		if (wake) {
@@ -519,9 +520,12 @@ bw_loop_run(struct bw_loop *l)
 			if ((ev & ~w->events & (BW_EV_READ | BW_EV_WRITE)) !=
 			    0) {
 				/* registered but no longer asked for: now
-				 * drop it */
-				(void)reregister(l, w, w->events);
+				 * drop it. A registration that cannot be
+				 * changed is the watch's error (it would
+				 * wake every pass). */
 				ev &= w->events | BW_EV_ERROR;
+				if (reregister(l, w, w->events) != 0)
+					ev = BW_EV_ERROR;
 				if (ev == 0)
 					continue;
 			}
