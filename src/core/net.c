@@ -45,6 +45,8 @@ bw_net_listen(const char *addr, uint16_t port, int backlog, int *fd,
 	if (s < 0)
 		return -errno;
 	(void)setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* inherited by every accepted socket: no call per connection */
+	(void)setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (bind(s, (struct sockaddr *)&ss, sl) != 0 ||
 	    listen(s, backlog) != 0) {
 		rc = -errno;
@@ -69,14 +71,14 @@ bw_net_accept(int lfd, int *fd, char *peer, size_t peer_cap)
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	char host[INET6_ADDRSTRLEN] = "?";
-	int s, one = 1;
+	int s;
 	uint16_t port = 0;
 
+	/* TCP_NODELAY comes from the listener (bw_net_listen) */
 	s = accept4(lfd, (struct sockaddr *)&ss, &sl,
 		    SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (s < 0)
 		return -errno;
-	(void)setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (ss.ss_family == AF_INET) {
 		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
 

@@ -1,6 +1,7 @@
 /* Unit tests for the small core modules: the read cursor (src/core/cur.c),
  * capped buffers (buf.c), the hash map (hash.c), hex/number/host:port
- * parsing and small-file reading (util.c), and atomic files (fsutil.c).
+ * parsing and small-file reading (util.c), atomic files (fsutil.c), and
+ * an accepted connection's options (net.c).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,7 +12,11 @@
 #include <string.h>
 #include <dirent.h>
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +28,7 @@
 #include "bulwark/err.h"
 #include "bulwark/fsutil.h"
 #include "bulwark/hash.h"
+#include "bulwark/net.h"
 #include "bulwark/util.h"
 
 #define PATH_CAP 512
@@ -1152,6 +1158,39 @@ addr_of_peer_drops_the_port(void **state)
 	assert_string_equal(out, "fe80::1");
 }
 
+/* An accepted connection sends small answers at once (TCP_NODELAY, set
+ * once on the listener and inherited), and is non-blocking. */
+static void
+accepted_connection_has_nodelay_and_does_not_block(void **state)
+{
+	struct sockaddr_in sin;
+	uint16_t port = 0;
+	int lfd, cfd, afd = -1, v = 0, tries;
+	socklen_t vl = sizeof(v);
+
+	(void)state;
+	assert_int_equal(bw_net_listen("127.0.0.1", 0, 8, &lfd, &port), 0);
+	assert_true(port != 0);
+	assert_true((cfd = socket(AF_INET, SOCK_STREAM, 0)) >= 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons(port);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(cfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	for (tries = 0; tries < 1000; tries++) {
+		if (bw_net_accept(lfd, &afd, NULL, 0) == 0)
+			break;
+		usleep(1000);
+	}
+	assert_true(afd >= 0);
+	assert_int_equal(getsockopt(afd, IPPROTO_TCP, TCP_NODELAY, &v, &vl), 0);
+	assert_int_equal(v, 1);
+	assert_true(fcntl(afd, F_GETFL) & O_NONBLOCK);
+	close(afd);
+	close(cfd);
+	close(lfd);
+}
+
 int
 main(void)
 {
@@ -1231,6 +1270,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 			pwrite_full_writes_at_the_offset, dir_setup,
 			dir_teardown),
+		cmocka_unit_test(
+			accepted_connection_has_nodelay_and_does_not_block),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
