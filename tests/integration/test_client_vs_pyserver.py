@@ -47,6 +47,20 @@ def test_client_uploads_byte_exact_to_pyserver(pyserver, client_dir):
     assert srv.clients[cid].pubkey == bw.spki_der(key)
 
 
+# The client maps the file 4 MiB at a time (src/cli/send_file.c) and hands
+# 1 MiB chunks to AES: sizes on each side of a window's and a chunk's end,
+# and one that is not a whole number of AES blocks past a window.
+@pytest.mark.parametrize("size", [(4 << 20) - 1, 4 << 20, (4 << 20) + 1,
+                                  (9 << 20) + 16 + 3])
+def test_client_uploads_byte_exact_across_its_mapping_windows(pyserver, client_dir, size):
+    srv = pyserver()
+    d, _, data = prepare(client_dir, srv, data=os.urandom(size))
+    r = d.run()
+    assert r.returncode == 0, describe(r)
+    _, _, stored = only_file(srv)
+    assert stored.data == data and stored.verified
+
+
 def test_client_reconnects_with_1027_when_me_info_exists(pyserver, client_dir):
     srv = pyserver()
     d, name, data = prepare(client_dir, srv)
