@@ -415,6 +415,18 @@ row_restored(void *arg, int rc)
 	commit_finish(u, u->rc);
 }
 
+/* Whether what is stored at u's path must be kept aside until the commit
+ * is over: an object a row names, or, on a store other daemons share, one
+ * this node may not know of yet. A daemon alone on its store knows every
+ * row, and an object at a path no row names is a leftover that nothing
+ * needs back: the link to keep it would be a lookup that finds nothing
+ * on nearly every new upload. */
+static int
+backup_needed(const struct upload *u)
+{
+	return u->had_prev || u->v->blobs->shared || u->v->meta->be->shared;
+}
+
 static void
 direct_work(void *arg)
 {
@@ -424,7 +436,8 @@ direct_work(void *arg)
 
 	u->w = NULL; /* put takes it, whatever happens */
 	if ((u->rc = vault_write_last(u, w)) != 0 ||
-	    (u->rc = vault_keep_backup(u->v, u->rel_path, u->backup)) != 0) {
+	    (backup_needed(u) &&
+	     (u->rc = vault_keep_backup(u->v, u->rel_path, u->backup)) != 0)) {
 		b->be->abort(b->state, w);
 		return;
 	}
