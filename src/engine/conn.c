@@ -195,7 +195,11 @@ static void
 conn_start_linger(struct bw_conn *c)
 {
 	c->flags |= BW_CONN_LINGER;
-	(void)shutdown(c->w.fd, SHUT_WR);
+	/* a peer whose FIN was read sends nothing more: the close that
+	 * follows (at once, or when the linger reads that end again) sends
+	 * ours, and there is no input left for it to reset over */
+	if (!(c->flags & BW_CONN_EOF))
+		(void)shutdown(c->w.fd, SHUT_WR);
 	c->deadline_ms = bw_now_ms() + LINGER_MS;
 	c->req_deadline_ms = 0;
 	bw_buf_reset(&c->in);
