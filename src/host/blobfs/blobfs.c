@@ -136,25 +136,34 @@ drop(struct bw_blob_w *w)
 	free(w);
 }
 
-/* A new scratch file in w->stage: -ENOENT if the directory is gone. */
+/* A new scratch file in w->stage, with O_DIRECT if the file system takes
+ * it: -ENOENT if the directory is gone. */
 static int
 create_in_stage(struct bw_blob_w *w)
 {
-	int tries;
+	int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC |
+		    O_DIRECT,
+	    tries;
 
 	for (tries = 0; tries < 4; tries++) {
 		bw_unique_name(".up-", w->tmp, sizeof(w->tmp));
-		w->fd = openat(w->stage.fd, w->tmp,
-			       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
-				       O_CLOEXEC,
-			       0600);
-		if (w->fd >= 0 || errno != EEXIST)
+		w->fd = openat(w->stage.fd, w->tmp, flags, 0600);
+		if (w->fd >= 0)
+			break;
+		if (errno == EINVAL && (flags & O_DIRECT)) {
+			/* refused after the file was made: without it */
+			(void)unlinkat(w->stage.fd, w->tmp, 0);
+			flags &= ~O_DIRECT;
+			continue;
+		}
+		if (errno != EEXIST)
 			break;
 	}
 	if (w->fd < 0) {
 		w->tmp[0] = '\0';
 		return -errno;
 	}
+	w->direct = (flags & O_DIRECT) != 0;
 	return 0;
 }
 
@@ -189,7 +198,6 @@ fs_create(void *state, const char *space, const char *key,
 		drop(w);
 		return rc;
 	}
-	w->direct = fcntl(w->fd, F_SETFL, O_DIRECT) == 0;
 	*out = w;
 	return 0;
 }
