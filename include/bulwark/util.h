@@ -52,8 +52,10 @@ void bw_put_safe(FILE *f, const char *in, size_t n);
 #define BW_ESC_CAP (4 * 256 + 1)
 
 /* A name no other call of this process makes, and unlikely in another:
- * prefix, a sequence number and random hex ("<prefix>1f-9a3c0e77"), into
- * out[cap]. Thread-safe. */
+ * prefix, a sequence number and the process's 64 random bits, drawn at its
+ * first call ("<prefix>1f-9a3c0e77d41b2c05"), into out[cap]. Thread-safe;
+ * a child of fork() would repeat its parent's names (nothing that calls it
+ * forks). */
 void bw_unique_name(const char *prefix, char *out, size_t cap);
 
 #endif

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -318,14 +319,25 @@ bw_escape_display(const char *in, char *out, size_t cap)
 	return out;
 }
 
+/* The process's part of its unique names: drawn once (a draw per name cost
+ * a system call each, OpenSSL's check that the process has not forked). */
+static uint64_t run_id;
+static pthread_once_t run_id_once = PTHREAD_ONCE_INIT;
+
+static void
+draw_run_id(void)
+{
+	if (bw_random(&run_id, sizeof(run_id)) != 0)
+		run_id = (uint64_t)bw_time_s() ^ ((uint64_t)getpid() << 32);
+}
+
 void
 bw_unique_name(const char *prefix, char *out, size_t cap)
 {
 	static unsigned long long seq;
-	uint32_t r = 0;
 
-	if (bw_random(&r, sizeof(r)) != 0)
-		r = 0;
-	snprintf(out, cap, "%s%llx-%08x", prefix,
-		 __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED), (unsigned)r);
+	(void)pthread_once(&run_id_once, draw_run_id);
+	snprintf(out, cap, "%s%llx-%016llx", prefix,
+		 __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED),
+		 (unsigned long long)run_id);
 }

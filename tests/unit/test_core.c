@@ -482,6 +482,31 @@ hex_decodes_either_case(void **state)
 	assert_int_equal(bw_hex_decode("", 0, out, 0), 0);
 }
 
+/* Names of one process: each new, the process's random part the same, and
+ * a short buffer truncated, never overrun. */
+static void
+unique_names_differ_and_share_the_process_part(void **state)
+{
+	char a[64], b[64], small[8];
+	const char *da, *db;
+
+	(void)state;
+	bw_unique_name(".up-", a, sizeof(a));
+	bw_unique_name(".up-", b, sizeof(b));
+	assert_string_not_equal(a, b);
+	assert_int_equal(strncmp(a, ".up-", 4), 0);
+	da = strchr(a, '-' /* after the prefix's */);
+	da = strchr(da + 1, '-');
+	db = strchr(strchr(b, '-') + 1, '-');
+	assert_non_null(da);
+	assert_non_null(db);
+	assert_int_equal(strlen(da + 1), 16);
+	assert_string_equal(da, db);
+	memset(small, 'x', sizeof(small));
+	bw_unique_name(".old-", small, sizeof(small));
+	assert_int_equal(strlen(small), sizeof(small) - 1);
+}
+
 static void
 hex_of_wrong_length_is_rejected(void **state)
 {
@@ -1272,6 +1297,8 @@ main(void)
 			dir_teardown),
 		cmocka_unit_test(
 			accepted_connection_has_nodelay_and_does_not_block),
+		cmocka_unit_test(
+			unique_names_differ_and_share_the_process_part),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
