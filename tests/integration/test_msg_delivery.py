@@ -261,6 +261,11 @@ def test_a_half_close_right_after_the_604_is_no_evidence(start_server):
     a.close()
     b.close()
     s = socket.create_connection((H, srv.port), timeout=10)
+    # corked, the request waits for the shutdown and leaves in one segment
+    # with its FIN: else a client descheduled between the two (a loaded
+    # machine) sends its FIN after the reply arrived, which no server can
+    # tell from a client that read the reply first
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
     s.sendall(bwmsg.pack_request(b.client_id, bwmsg.PULL))
     s.shutdown(socket.SHUT_WR)
     code, body = read_reply(s)
