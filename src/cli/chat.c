@@ -36,11 +36,21 @@
 #define CHUNK	       1024u	    /* bytes cleaned at a time */
 #define IN_ROOM	       "You can start to talk!"		  /* a creator */
 #define JOINED	       "You're connected to group chat #" /* anyone */
-/* at the end of piped input, how long the server must have been quiet
- * (its answers to our last lines are in) before we tell whether we are in
- * a room; and the longest we wait for that */
+/* At the end of piped input we must know whether our last lines put us
+ * in a room before we leave. Our server (and any that words the menu as
+ * the seed does) answers every line at the menu with exactly one question,
+ * or the room, or a goodbye: once it has asked more questions than we sent
+ * lines, it waits for us. A server whose questions we do not know is
+ * taken to have answered after QUIET_MS of quiet. DECIDE_MS is the
+ * longest we wait either way (a password is hashed, a wrong one delayed
+ * up to 4 s). */
 #define QUIET_MS  300u
 #define DECIDE_MS 5000u
+static const char *const questions[] = {
+	"3. Exit the server.", /* the menu's last line */
+	"Enter your name:",    "Enter password for the group:",
+	"Enter group ID:",     "Enter password:",
+};
 
 struct chat {
 	int fd;
@@ -60,6 +70,8 @@ struct chat {
 	uint8_t part[PART_CAP];
 	size_t part_len, part_shown;
 	int in_room;		/* the server said IN_ROOM: /exit leaves */
+	unsigned asked;		/* questions the server asked at the menu */
+	unsigned sent;		/* lines we sent before it said IN_ROOM */
 	uint64_t rx_ms, eof_ms; /* the server's last bytes; our input's end */
 	int esc;		/* inside a terminal escape sequence (a key) */
 	int cut_warned;
@@ -150,8 +162,20 @@ part_out(struct chat *ch, int end)
 	ch->part_shown = upto;
 }
 
+static int
+is_question(const uint8_t *line, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(questions) / sizeof(questions[0]); i++)
+		if (n == strlen(questions[i]) &&
+		    memcmp(line, questions[i], n) == 0)
+			return 1;
+	return 0;
+}
+
 /* The server's text, as it arrives: each line cleaned; a line is watched
- * for the one that says we are in a room. */
+ * for the one that says we are in a room, and for the menu's questions. */
 static void
 show(struct chat *ch, const uint8_t *p, size_t n)
 {
@@ -188,6 +212,8 @@ show(struct chat *ch, const uint8_t *p, size_t n)
 			    (t > sizeof(JOINED) - 1 &&
 			     memcmp(ch->part, JOINED, sizeof(JOINED) - 1) == 0))
 				ch->in_room = 1;
+			else if (!ch->in_room && is_question(ch->part, t))
+				ch->asked++;
 			part_out(ch, 1);
 			bw_tt_newline(&ch->o);
 			ch->part_len = ch->part_shown = 0;
@@ -217,6 +243,8 @@ send_line(struct chat *ch, const char *p, size_t n)
 	if (n == 0)
 		return 0;
 	rc = bw_net_write_full(ch->fd, buf, n);
+	if (!ch->in_room)
+		ch->sent++;
 	ch->next_send_ms = bw_now_ms() + (ch->newline ? 0 : ch->gap_ms);
 	return rc;
 }
@@ -363,6 +391,23 @@ send_pending(struct chat *ch)
 	return rc;
 }
 
+/* At the end of input: 0 once the server has answered the lines we sent
+ * (see QUIET_MS), else how many ms until time alone could say it has. */
+static uint64_t
+answered(const struct chat *ch, uint64_t now)
+{
+	uint64_t waited = now - ch->eof_ms, quiet = now - ch->rx_ms;
+
+	if (ch->in_room || waited >= DECIDE_MS)
+		return 0;
+	if (ch->newline && ch->asked > 0) /* it asks as we know: count */
+		return ch->asked > ch->sent ? 0 : DECIDE_MS - waited;
+	if (quiet >= QUIET_MS)
+		return 0;
+	return QUIET_MS - quiet < DECIDE_MS - waited ? QUIET_MS - quiet
+						     : DECIDE_MS - waited;
+}
+
 static int
 run(struct chat *ch)
 {
@@ -382,8 +427,7 @@ run(struct chat *ch)
 			/* the goodbye too waits for its gap, and for the
 			 * server to have answered our last lines */
 			if (ch->pending_len == 0 && now >= ch->next_send_ms &&
-			    (ch->in_room || now - ch->rx_ms >= QUIET_MS ||
-			     now - ch->eof_ms >= DECIDE_MS)) {
+			    answered(ch, now) == 0) {
 				if ((rc = say_bye(ch)) != 0)
 					return rc;
 				bye_until = now + BYE_WAIT_MS;
@@ -408,8 +452,8 @@ run(struct chat *ch)
 					  ? (int)(ch->next_send_ms - now)
 					  : 0;
 		if (ch->in_eof && !ch->sent_bye && ch->pending_len == 0 &&
-		    timeout == 0 && !ch->in_room && now - ch->rx_ms < QUIET_MS)
-			timeout = (int)(QUIET_MS - (now - ch->rx_ms));
+		    timeout == 0)
+			timeout = (int)answered(ch, now);
 		if (bye_until != 0)
 			timeout = (int)(bye_until - now);
 		if (poll(pfd, 2, timeout) < 0) {

@@ -232,6 +232,74 @@ def test_end_of_input_after_joining_a_room_sends_exit(fake_server):
     assert R.BYE in r.stdout.decode()
 
 
+def eof_pending(conn):
+    """Whether the peer has ended its side, without taking any bytes."""
+    conn.setblocking(False)
+    try:
+        return conn.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    finally:
+        conn.settimeout(15)
+
+
+def test_a_slow_password_check_still_ends_in_the_room_with_exit(fake_server):
+    """The server hashes a password before it answers: on a busy machine
+    that takes longer than 300 ms. The client's input ("2", a name, a
+    password, a line) has all been sent by then; it must wait for the
+    room, then leave it with /exit and show the goodbye. Before, 300 ms of
+    quiet made it take itself for being at the menu: it only half-closed,
+    so the server dropped it from the room without a goodbye (seen in CI,
+    under load)."""
+    got = []
+
+    def serve(conn):
+        conn.sendall(R.MENU.encode())
+        seen = recv_until(conn, lambda b: b.count(b"\n") >= 1, "the choice")
+        conn.sendall((R.ASK_NAME + "\n").encode())
+        seen += recv_until(conn, lambda b: (seen + b).count(b"\n") >= 2, "the name")
+        conn.sendall((R.ASK_CREATE_PASS + "\n").encode())
+        time.sleep(1.5)  # the hash, on a loaded machine
+        assert not eof_pending(conn), "the client ended its side before the room"
+        conn.sendall(b"The id of the group is:2\nYou're connected to group chat #2\n"
+                     b"You can start to talk!\n")
+        got.append(seen + recv_to_eof(conn))
+        conn.sendall((R.BYE + "\n").encode())
+
+    srv = fake_server(serve)
+    r = subprocess.run(chat_argv(srv.port), input=b"2\nalice\npw\nhello\n",
+                       capture_output=True, timeout=20)
+    assert got == [b"2\nalice\npw\nhello\n/exit\n"], got
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout.decode().endswith("You can start to talk!\n" + R.BYE + "\n"), r.stdout
+
+
+def test_end_of_input_at_the_menu_waits_for_the_answers_to_its_lines(fake_server):
+    """Input that stops in the middle of the menu ("2", a name): the client
+    ends its side only once the server has asked the next question (the
+    password), however long the server takes to answer, and sends no
+    /exit."""
+    got = []
+
+    def serve(conn):
+        conn.sendall(R.MENU.encode())
+        seen = recv_until(conn, lambda b: b.count(b"\n") >= 2, "the choice and the name")
+        time.sleep(1.0)
+        assert not eof_pending(conn), "the client ended its side before its lines were answered"
+        conn.sendall((R.ASK_NAME + "\n").encode())
+        time.sleep(1.0)
+        assert not eof_pending(conn), "the client ended its side before its lines were answered"
+        conn.sendall((R.ASK_CREATE_PASS + "\n").encode())
+        got.append(seen + recv_to_eof(conn))
+
+    srv = fake_server(serve)
+    r = subprocess.run(chat_argv(srv.port), input=b"2\nalice\n", capture_output=True,
+                       timeout=20)
+    assert got == [b"2\nalice\n"], got
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout.decode() == R.MENU + R.ASK_NAME + "\n" + R.ASK_CREATE_PASS + "\n"
+
+
 # --------------------------------------------------------------------------
 # On a terminal
 
