@@ -3,7 +3,8 @@
  * never inside the submitting call, a failing request undoes only itself,
  * a message is never read before its insert is durable, a deletion gives
  * its contents' keys before it commits and a refusal rolls it back, ids
- * stop at the u32 the wire carries, and closing completes what is queued.
+ * stop at the u32 the wire carries, closing completes what is queued, and
+ * what arrives while a sync is in flight waits for it (group commit).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -293,6 +294,65 @@ a_durable_insert_is_read_after_its_done(void **state)
 	assert_int_equal(f->last_id, m2.id);
 }
 
+/* Submitted from a deferred call that runs right after the batch that
+ * started a sync: that sync is in flight. */
+static struct bw_meta_req held_ins, held_rd;
+static struct bw_msg_rec held_m;
+
+static void
+submit_while_syncing(void *arg)
+{
+	struct fx *f = arg;
+
+	message(&held_m, 0x44, NULL, 7);
+	bw_meta_req_init(&held_ins, BW_META_MSG_INSERT, BW_META_DURABLE,
+			 on_done, f);
+	held_ins.u.msg = &held_m;
+	read_req(&held_rd, f, 0x44);
+	bw_meta_submit(f->m, &held_ins);
+	bw_meta_submit(f->m, &held_rd);
+}
+
+static void
+what_arrives_during_a_sync_waits_for_it_and_runs_together(void **state)
+{
+	struct fx *f = *state;
+	struct bw_msg_rec m;
+	struct bw_meta_req first, rd;
+	struct bw_call later;
+	uint64_t syncs;
+
+	memset(&later, 0, sizeof(later));
+	message(&m, 0x44, NULL, 7);
+	bw_meta_req_init(&first, BW_META_MSG_INSERT, BW_META_DURABLE, on_done,
+			 f);
+	first.u.msg = &m;
+	bw_meta_submit(f->m, &first); /* its batch runs, then the sync starts */
+	bw_loop_call(f->l, &later, submit_while_syncing, f);
+	run_until(f, 3);
+	/* the batch with a durable insert in it was held until the first
+	 * sync ended: the read behind it completes after the first insert,
+	 * and sees it (synced) but not its own batch's (not yet synced) */
+	assert_ptr_equal(f->order[0], &first);
+	assert_ptr_equal(f->order[1], &held_rd);
+	assert_ptr_equal(f->order[2], &held_ins);
+	assert_int_equal(f->rc[0], 0);
+	assert_int_equal(f->rc[1], 0);
+	assert_int_equal(f->rc[2], 0);
+	assert_int_equal(f->rows, 1);
+	assert_int_equal(f->last_id, m.id);
+	assert_true(held_m.id > m.id);
+	syncs = f->m->be->syncs(f->m->state);
+	assert_int_equal(syncs, 2);
+	/* and once synced, both are read */
+	f->rows = 0;
+	read_req(&rd, f, 0x44);
+	bw_meta_submit(f->m, &rd);
+	run_until(f, 4);
+	assert_int_equal(f->rows, 2);
+	assert_int_equal(f->last_id, held_m.id);
+}
+
 static int
 give_key(void *arg, const char *key)
 {
@@ -464,6 +524,7 @@ main(void)
 		T(what_failed_is_not_stored_and_the_rest_is),
 		T(a_message_is_read_only_once_durable),
 		T(a_durable_insert_is_read_after_its_done),
+		T(what_arrives_during_a_sync_waits_for_it_and_runs_together),
 		T(a_deletion_refused_by_its_key_callback_rolls_back),
 		T(message_ids_stop_at_the_u32_the_wire_carries),
 		T(closing_completes_what_is_queued),

@@ -4,7 +4,9 @@
  * undoes only itself), on the loop thread: statements on a local file are
  * short. Commits are not synced (WAL, synchronous=NORMAL); a durable
  * request waits for the next fdatasync of the WAL, run on a worker and
- * shared by every request that arrives meanwhile (group commit). A read of
+ * shared by every request that arrives meanwhile (group commit): while
+ * one runs, the batches that would need the next are held and run as one
+ * when it ends. A read of
  * messages stops before the first message whose insert is committed but
  * not yet synced: nothing a crash could take back is ever delivered.
  */
@@ -20,6 +22,7 @@ struct sq {
 	struct bw_store *s;
 	struct bw_loop *loop;
 	struct bw_meta_req *queued, **queued_tail; /* to run */
+	int queued_durable;			   /* one of them is */
 	struct bw_call run_call;
 	/* durable requests: waiting for the next fsync to start, and those
 	 * the one in flight covers */
@@ -171,7 +174,15 @@ run_batch(void *arg)
 	struct bw_meta_req *list = q->queued, *r, *next;
 	int rc, tx = 0;
 
+	/* while a sync is in flight, a batch with a durable request in it
+	 * waits for the sync to end (sync_done runs it), gathering what
+	 * arrives meanwhile: it could not be synced sooner anyway, and one
+	 * transaction per sync costs less than one per pass. Requests run
+	 * in the order they came, so the whole batch waits. */
+	if (q->syncing && !q->closing && q->queued_durable)
+		return;
 	q->queued = NULL;
+	q->queued_durable = 0;
 	q->queued_tail = &q->queued;
 	for (r = list; r != NULL && !tx; r = r->next)
 		tx = is_write(r);
@@ -218,6 +229,8 @@ sq_submit(void *state, struct bw_meta_req *r)
 	}
 	*q->queued_tail = r;
 	q->queued_tail = &r->next;
+	if (r->flags & BW_META_DURABLE)
+		q->queued_durable = 1;
 	/* at the end of the pass: every request of the pass in one batch */
 	bw_loop_call(q->loop, &q->run_call, run_batch, q);
 }
@@ -264,7 +277,10 @@ sync_done(void *arg)
 		q->unsynced_from = q->after_start_from;
 	q->after_start_from = 0;
 	call_all(q, list, q->sync_rc);
-	start_sync(q);
+	if (q->queued != NULL)
+		run_batch(q); /* held for this sync; starts the next one */
+	else
+		start_sync(q);
 }
 
 static void
