@@ -19,9 +19,13 @@ MAX_HEAD = 64 * 1024
 
 class Rule:
     def __init__(self, method=None, path=None, query=None, action=("status", 503, "SlowDown"),
-                 times=None, delay=0.0, after=0.0):
+                 times=None, delay=0.0, after=0.0, gate=None):
         self.method, self.path, self.query = method, path, query
         self.action, self.times, self.delay = action, times, delay
+        # gate: a threading.Event the request waits for (at most 60 s),
+        # logged as "held" when it arrives: a store slow for exactly as
+        # long as a test needs, however loaded the machine
+        self.gate = gate
         # after: the store's whole answer is held this long before it is
         # relayed (what the store said is older than what it holds then)
         self.after = after
@@ -135,6 +139,10 @@ class FaultProxy:
                 rule = self._rule(method, path, query)
                 what = "passed"
                 if rule is not None:
+                    if rule.gate is not None:
+                        with self.lock:
+                            self.log.append((method, path, query, "held"))
+                        rule.gate.wait(60)
                     if rule.delay:
                         time.sleep(rule.delay)
                     kind = rule.action[0]

@@ -136,7 +136,9 @@ def test_hundreds_of_idle_connections_while_a_session_completes(server):
     try:
         t0 = time.monotonic()
         assert_serves(server)
-        assert time.monotonic() - t0 < 5
+        # far below the 30 s an idle connection may hold a slot: they did
+        # not make the session wait for them (20 s: ASan, a loaded machine)
+        assert time.monotonic() - t0 < 20
     finally:
         for s in idle:
             s.close()

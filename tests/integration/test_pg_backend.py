@@ -319,11 +319,13 @@ def test_postgresql_lost_mid_traffic_loses_nothing_acknowledged(start_server, pg
 
 def test_a_slow_statement_does_not_hold_other_clients(start_server, pg):
     srv, db = start_on(start_server, pg)
-    a, b = bwmsg.MsgClient(H, srv.port), bwmsg.MsgClient(H, srv.port)
+    # the insert sleeps 8 s (3 s was too short a window on a loaded
+    # machine): its client waits longer than that
+    a, b = bwmsg.MsgClient(H, srv.port, timeout=30), bwmsg.MsgClient(H, srv.port)
     a.register(unique_name("a"), key=rsa_key(0))
     b.register(unique_name("b"), key=rsa_key(1))
     pg.psql("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$BEGIN PERFORM pg_sleep(3); RETURN NEW; END$$; "
+            "$$BEGIN PERFORM pg_sleep(8); RETURN NEW; END$$; "
             "CREATE TRIGGER slow BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION slow()",
             db=db)
     done = threading.Event()
@@ -445,7 +447,7 @@ def test_a_pull_waiting_for_postgresql_at_shutdown_ends_cleanly(start_server, pg
     holder = subprocess.Popen(
         [str(pg.bin / "psql"), "-X", "-q", "-h", str(pg.sock), "-p", str(pg.port),
          "-U", pg.user, "-d", db, "-c",
-         "BEGIN; LOCK TABLE messages IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT"],
+         "BEGIN; LOCK TABLE messages IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT"],
         env={**os.environ, **pg.env()}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_for(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "

@@ -262,7 +262,8 @@ def test_a_store_that_keeps_failing_gets_2107_and_leaves_nothing(start_server, s
 
 def test_a_slow_store_does_not_stall_other_clients(start_server, s3, proxy):
     srv = start_on(start_server, s3, endpoint=proxy.endpoint)
-    proxy.add(method="PUT", action=("pass",), delay=1.5)
+    gate = threading.Event()  # every PUT waits until the others are served
+    proxy.add(method="PUT", action=("pass",), gate=gate)
     done = {}
 
     def slow():
@@ -270,14 +271,17 @@ def test_a_slow_store_does_not_stall_other_clients(start_server, s3, proxy):
 
     t = threading.Thread(target=slow)
     t.start()
-    assert wait_for(lambda: proxy.seen("PUT"), 10)
-    # meanwhile: registrations and messages, which need no object
-    a, b = bwmsg.MsgClient(H, srv.port), bwmsg.MsgClient(H, srv.port)
-    a.register(unique_name("alice"), key=rsa_key(5))
-    b.register(unique_name("bob"), key=rsa_key(6))
-    a.send(b.client_id, 3, b"while the store is slow")
-    assert [m[3] for m in b.pull()] == [b"while the store is slow"]
-    assert t.is_alive(), "the slow upload finished before the others were served"
+    try:
+        assert wait_for(lambda: proxy.seen("PUT"), 10)
+        # meanwhile: registrations and messages, which need no object
+        a, b = bwmsg.MsgClient(H, srv.port), bwmsg.MsgClient(H, srv.port)
+        a.register(unique_name("alice"), key=rsa_key(5))
+        b.register(unique_name("bob"), key=rsa_key(6))
+        a.send(b.client_id, 3, b"while the store is slow")
+        assert [m[3] for m in b.pull()] == [b"while the store is slow"]
+        assert t.is_alive(), "the slow upload finished before the others were served"
+    finally:
+        gate.set()
     t.join(60)
     bw.expect(done["r"].response, bw.FILE_RECEIVED)
     srv.stop()
@@ -286,8 +290,9 @@ def test_a_slow_store_does_not_stall_other_clients(start_server, s3, proxy):
 def test_sweep_drops_abandoned_uploads_and_scratch_past_the_grace_only(start_server, s3,
                                                                          tmp_path):
     """S3 keeps times to the second (Swift lists them rounded up): the
-    grace is 2 s, the old things are made 4.2 s before the start, the young
-    one just before."""
+    grace is 6 s, the old things are made 8.2 s before the start, the young
+    one just before (so a start slowed by a loaded machine still finds it
+    young: 2 s was too tight)."""
     d = tmp_path / "d"
     srv = start_on(start_server, s3, data_dir=d)
     v, r = upload(srv, b"kept", "kept.bin")
@@ -305,9 +310,9 @@ def test_sweep_drops_abandoned_uploads_and_scratch_past_the_grace_only(start_ser
     s3.request("PUT", "/%s/%sorphan.bin" % (s3.bucket, mine), body=b"orphan")
     s3.request("PUT", "/%s/other/files/.incoming/x" % s3.bucket, body=b"not ours")
     start_upload("other/files/abc/not-ours.bin")
-    time.sleep(4.2)
+    time.sleep(8.2)
     start_upload(mine + "young.bin")  # another daemon's, just begun
-    srv = start_on(start_server, s3, "--blob-grace", "2", data_dir=d)
+    srv = start_on(start_server, s3, "--blob-grace", "6", data_dir=d)
     keys = objects(s3)
     assert sorted(keys) == [mine + "kept.bin", "other/files/.incoming/x"], keys
     left = sorted(k for k, _ in s3.uploads(s3.bucket))

@@ -349,11 +349,13 @@ def test_two_decryption_failures_do_not_revoke_the_key(server):
 
 
 def test_an_expired_key_is_refused_and_1027_gives_a_working_one(start_server):
-    server = start_server("--key-lifetime", "1")
+    # 3 s: the fresh key of the 1027 below must still be young when its
+    # upload arrives, on a loaded machine too
+    server = start_server("--key-lifetime", "3")
     data = os.urandom(1500)
     with keyed(server, "expire", 7) as c:
         old_key = c.aes_key
-        time.sleep(2.5)  # past --key-lifetime 1
+        time.sleep(4.5)  # past --key-lifetime 3
         resp = refused_upload(c, "old.bin", data, old_key)
         assert resp.code == bw.ERROR, (
             "1028 with a key older than --key-lifetime, on the connection that got it: "

@@ -143,11 +143,15 @@ def test_uploads_past_max_uploads_are_refused_until_one_ends(start_server):
     server = start_server("--max-uploads", "2")
     content = 1 << 20
     started = []
-    for i in range(2):  # two uploads that stay open, half sent
+    # two uploads that stay open, half sent: at that rate each would end
+    # within --timeout, so neither is a slow holder a newcomer may evict
+    # (with 4 KiB sent, one was after a second: a loaded machine gave the
+    # third upload a slot)
+    for i in range(2):
         c = keyed(server).__enter__()
         c.send_raw(request_bytes(bw.SEND_FILE, content + bw.FILE_PREFIX_SIZE,
                                  bw.pack_file_prefix(content, "slow%d.bin" % i), c.client_id)
-                   + bytes(4096))
+                   + bytes(content // 2))
         started.append(c)
     assert wait_for(lambda: server.log().count("upload of") == 2, 5)
     with keyed(server) as c:

@@ -291,7 +291,11 @@ def test_refused_bodies_being_swallowed_count_against_max_uploads(start_server):
     try:
         for i in range(2):
             c = server.client()
-            c.send_raw(file_head(os.urandom(16), content, "junk%d.bin" % i) + bytes(16384))
+            # three quarters sent: at that rate neither would outlast
+            # --timeout, so the third cannot evict one (it could after a
+            # second with 16 KiB sent, on a loaded machine)
+            c.send_raw(file_head(os.urandom(16), content, "junk%d.bin" % i)
+                       + bytes(content * 3 // 4))
             swallowed.append(c)
         # settle; the round trips of the next session order it after these
         wait_for(lambda: server.log().count("1028 refused") >= 2, 2)
