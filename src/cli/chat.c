@@ -25,6 +25,7 @@
 #include "cli/common.h"
 #include "cli/termtext.h"
 #include "proto/line.h"
+#include "proto/rooms_text.h"
 #include "proto/text.h"
 
 #define DEFAULT_SERVER "127.0.0.1:5555"
@@ -34,8 +35,6 @@
 #define PENDING_CAP    (64u * 1024u)
 #define PART_CAP       (8u * 1024u) /* a line from the server being received */
 #define CHUNK	       1024u	    /* bytes cleaned at a time */
-#define IN_ROOM	       "You can start to talk!"		  /* a creator */
-#define JOINED	       "You're connected to group chat #" /* anyone */
 /* At the end of piped input we must know whether our last lines put us
  * in a room before we leave. Our server (and any that words the menu as
  * the seed does) answers every line at the menu with exactly one question,
@@ -47,9 +46,8 @@
 #define QUIET_MS  300u
 #define DECIDE_MS 5000u
 static const char *const questions[] = {
-	"3. Exit the server.", /* the menu's last line */
-	"Enter your name:",    "Enter password for the group:",
-	"Enter group ID:",     "Enter password:",
+	BW_ROOMS_MENU_LAST, BW_ROOMS_ASK_NAME, BW_ROOMS_ASK_ROOM_PASS,
+	BW_ROOMS_ASK_ID,    BW_ROOMS_ASK_PASS,
 };
 
 struct chat {
@@ -207,10 +205,11 @@ show(struct chat *ch, const uint8_t *p, size_t n)
 					    ch->part[ch->part_len - 1] == '\r'
 				    ? ch->part_len - 1
 				    : ch->part_len;
-			if ((t == sizeof(IN_ROOM) - 1 &&
-			     memcmp(ch->part, IN_ROOM, t) == 0) ||
-			    (t > sizeof(JOINED) - 1 &&
-			     memcmp(ch->part, JOINED, sizeof(JOINED) - 1) == 0))
+			if ((t == sizeof(BW_ROOMS_IN_ROOM) - 1 &&
+			     memcmp(ch->part, BW_ROOMS_IN_ROOM, t) == 0) ||
+			    (t > sizeof(BW_ROOMS_JOINED) - 1 &&
+			     memcmp(ch->part, BW_ROOMS_JOINED,
+				    sizeof(BW_ROOMS_JOINED) - 1) == 0))
 				ch->in_room = 1;
 			else if (!ch->in_room && is_question(ch->part, t))
 				ch->asked++;

@@ -11,20 +11,18 @@
 #include "bulwark/log.h"
 #include "bulwark/util.h"
 #include "proto/line.h"
+#include "proto/rooms_text.h"
 #include "proto/text.h"
 #include "svc/rooms/rooms_int.h"
 
 static const char *const prompts[] = {
-	[R_MENU] = "Hello client, please choose an option:\n"
-		   "1. Connect to a group chat.\n"
-		   "2. Create a group chat.\n"
-		   "3. Exit the server.\n",
-	[R_C_NAME] = "Enter your name:\n",
-	[R_C_PASS] = "Enter password for the group:\n",
-	[R_J_NAME] = "Enter your name:\n",
-	[R_J_ID] = "Enter group ID:\n",
-	[R_J_PASS] = "Enter password:\n",
-	[R_J_RENAME] = "Enter your name:\n",
+	[R_MENU] = BW_ROOMS_MENU,
+	[R_C_NAME] = BW_ROOMS_ASK_NAME "\n",
+	[R_C_PASS] = BW_ROOMS_ASK_ROOM_PASS "\n",
+	[R_J_NAME] = BW_ROOMS_ASK_NAME "\n",
+	[R_J_ID] = BW_ROOMS_ASK_ID "\n",
+	[R_J_PASS] = BW_ROOMS_ASK_PASS "\n",
+	[R_J_RENAME] = BW_ROOMS_ASK_NAME "\n",
 };
 
 void

@@ -10,6 +10,7 @@
 
 #include "bulwark/log.h"
 #include "bulwark/util.h"
+#include "proto/rooms_text.h"
 #include "proto/text.h"
 #include "svc/rooms/rooms_int.h"
 
@@ -149,14 +150,12 @@ room_enter(struct rconn *rc, struct room *r, int created)
 	bw_conn_request_deadline(rc->c, 0);
 	if (created) {
 		(void)rc_sayf(rc,
-			      "The id of the group is:%u\n"
-			      "You're connected to group chat #%u\n"
-			      "You can start to talk!\n",
+			      BW_ROOMS_CREATED "%u\n" BW_ROOMS_JOINED
+					       "%u\n" BW_ROOMS_IN_ROOM "\n",
 			      r->id, r->id);
 	} else {
 		rs->joined++;
-		(void)rc_sayf(rc, "You're connected to group chat #%u\n",
-			      r->id);
+		(void)rc_sayf(rc, BW_ROOMS_JOINED "%u\n", r->id);
 	}
 	bw_info("c%llu %s room %u as \"%s\" (%u members)", ULL(rc->c->id),
 		created ? "created" : "joined", r->id, rc->name, r->members_n);
