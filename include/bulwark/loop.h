@@ -92,17 +92,6 @@ struct bw_call {
 void bw_loop_call(struct bw_loop *l, struct bw_call *call, bw_call_fn fn,
 		  void *arg);
 
-/* Runs fn(arg) once, at the start of the first pass that finds no event
- * ready, when the loop would otherwise wait (work that is better gathered
- * while the loop is busy, and done at once when it is not). Queuing a call
- * already queued changes what it will run and keeps its place. A call
- * queued from an idle call makes the next pass look again without
- * waiting. bw_loop_drain runs what is left. */
-void bw_loop_idle(struct bw_loop *l, struct bw_call *call, bw_call_fn fn,
-		  void *arg);
-/* Takes call off the deferred or idle list (nothing if it is on neither). */
-void bw_loop_cancel(struct bw_loop *l, struct bw_call *call);
-
 /* Runs work(arg) on a worker thread, then done(arg) on the loop thread. */
 int bw_loop_submit(struct bw_loop *l, bw_call_fn work, bw_call_fn done,
 		   void *arg) __attribute__((warn_unused_result));

@@ -1,6 +1,5 @@
 /* epoll event loop with periodic ticks, one-shot timers (a binary heap),
- * deferred calls, idle calls (run when a pass finds nothing ready) and a
- * worker pool.
+ * deferred calls and a worker pool.
  * Worker completions come back through an eventfd so that done callbacks run
  * on the loop thread and need no locking of their own.
  */
@@ -42,7 +41,6 @@ struct bw_loop {
 	struct bw_timer **heap; /* soonest first */
 	size_t heap_n, heap_cap;
 	struct bw_call *deferred, **deferred_tail;
-	struct bw_call *idle, **idle_tail; /* for a pass with nothing ready */
 	/* the batch being dispatched, so unwatch can drop its events */
 	struct epoll_event *batch;
 	int batch_n;
@@ -64,7 +62,6 @@ struct bw_loop {
 };
 
 static void run_deferred(struct bw_loop *l);
-static void run_idle(struct bw_loop *l);
 
 static void
 push(struct job ***tail, struct job *j)
@@ -153,7 +150,6 @@ bw_loop_new(struct bw_loop **out, unsigned workers)
 		return BW_ENOMEM;
 	l->ep = l->efd = -1;
 	l->deferred_tail = &l->deferred;
-	l->idle_tail = &l->idle;
 	l->queue_tail = &l->queue;
 	l->done_tail = &l->done;
 	pthread_mutex_init(&l->mu, NULL);
@@ -194,14 +190,8 @@ bw_loop_drain(struct bw_loop *l)
 		pthread_join(l->threads[i], NULL);
 	l->workers = 0; /* a job submitted from here on fails: no one runs it */
 	run_done(l);
-	/* calls may defer; a winding-down loop has nothing else to do, so
-	 * the idle calls run too */
-	while (l->deferred != NULL || l->idle != NULL) {
-		if (l->deferred != NULL)
-			run_deferred(l);
-		else
-			run_idle(l);
-	}
+	while (l->deferred != NULL)
+		run_deferred(l); /* calls may defer */
 }
 
 void
@@ -425,45 +415,6 @@ bw_loop_call(struct bw_loop *l, struct bw_call *call, bw_call_fn fn, void *arg)
 	l->deferred_tail = &call->next;
 }
 
-void
-bw_loop_idle(struct bw_loop *l, struct bw_call *call, bw_call_fn fn, void *arg)
-{
-	call->fn = fn;
-	call->arg = arg;
-	if (call->queued)
-		return;
-	call->queued = 1;
-	call->next = NULL;
-	*l->idle_tail = call;
-	l->idle_tail = &call->next;
-}
-
-static int
-unlink_call(struct bw_call **head, struct bw_call ***tail, struct bw_call *call)
-{
-	struct bw_call **pp;
-
-	for (pp = head; *pp != NULL; pp = &(*pp)->next) {
-		if (*pp != call)
-			continue;
-		*pp = call->next;
-		if (*tail == &call->next)
-			*tail = pp;
-		call->queued = 0;
-		return 1;
-	}
-	return 0;
-}
-
-void
-bw_loop_cancel(struct bw_loop *l, struct bw_call *call)
-{
-	if (!call->queued)
-		return;
-	if (!unlink_call(&l->deferred, &l->deferred_tail, call))
-		(void)unlink_call(&l->idle, &l->idle_tail, call);
-}
-
 int
 bw_loop_submit(struct bw_loop *l, bw_call_fn work, bw_call_fn done, void *arg)
 {
@@ -530,24 +481,6 @@ run_deferred(struct bw_loop *l)
 	}
 }
 
-static void
-run_idle(struct bw_loop *l)
-{
-	struct bw_call *list = l->idle, *call;
-	bw_call_fn fn;
-	void *arg;
-
-	l->idle = NULL;
-	l->idle_tail = &l->idle;
-	while ((call = list) != NULL) {
-		list = call->next;
-		fn = call->fn;
-		arg = call->arg;
-		call->queued = 0;
-		fn(arg);
-	}
-}
-
 void
 bw_loop_prepoll(struct bw_loop *l, int (*fn)(void *arg), void *arg)
 {
@@ -562,23 +495,14 @@ bw_loop_run(struct bw_loop *l)
 	struct bw_watch *w;
 	unsigned i, ev;
 	uint64_t now;
-	int n, k, timeout;
+	int n, k;
 
 	l->stop = 0;
 	while (!l->stop) {
 		l->prepoll_more =
 			l->prepoll != NULL && l->prepoll(l->prepoll_arg);
-		timeout = next_timeout(l, bw_now_ms());
-		if (l->idle != NULL && timeout != 0) {
-			/* idle calls wait for a pass with nothing ready:
-			 * look without waiting, and run them if so (the pass
-			 * then goes on with no events, and the next waits) */
-			n = epoll_wait(l->ep, evs, MAX_EVENTS, 0);
-			if (n == 0)
-				run_idle(l);
-		} else {
-			n = epoll_wait(l->ep, evs, MAX_EVENTS, timeout);
-		}
+		n = epoll_wait(l->ep, evs, MAX_EVENTS,
+			       next_timeout(l, bw_now_ms()));
 		if (n < 0 && errno != EINTR)
 			return -errno;
 		l->batch = evs;

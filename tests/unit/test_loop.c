@@ -4,9 +4,7 @@
  * pass instead of spinning the current one. Its watches: reading that is
  * no longer asked for is never delivered (it is dropped lazily), writing
  * is dropped at once, a hang-up still comes. Its workers: every job of
- * many comes back, though only the first of a batch wakes the loop. Its
- * idle calls wait for a pass with nothing ready, a cancelled call never
- * runs, and draining runs what is left.
+ * many comes back, though only the first of a batch wakes the loop.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -314,92 +312,6 @@ every_job_of_many_comes_back(void **state)
 	bw_loop_free(l);
 }
 
-struct idle_fx {
-	struct bw_loop *l;
-	int fds[2];
-	unsigned events, idle_at, ran_b, ran_c, ran_d;
-};
-
-static void
-on_ready(void *arg, unsigned events)
-{
-	struct idle_fx *x = arg;
-	char c;
-
-	(void)events;
-	/* the byte stays unread for 20 passes: each has an event */
-	if (++x->events == 20)
-		assert_int_equal(read(x->fds[0], &c, 1), 1);
-}
-
-static void
-idle_a(void *arg)
-{
-	struct idle_fx *x = arg;
-
-	x->idle_at = x->events;
-	bw_loop_stop(x->l);
-}
-
-static void
-idle_b(void *arg)
-{
-	((struct idle_fx *)arg)->ran_b++;
-}
-
-static void
-idle_c(void *arg)
-{
-	((struct idle_fx *)arg)->ran_c++;
-}
-
-static void
-deferred_d(void *arg)
-{
-	((struct idle_fx *)arg)->ran_d++;
-}
-
-static void
-idle_calls_wait_for_a_pass_with_nothing_ready(void **state)
-{
-	struct bw_loop *l = *state;
-	struct idle_fx x;
-	struct bw_watch w;
-	struct bw_call a, b, c, d;
-
-	memset(&x, 0, sizeof(x));
-	memset(&a, 0, sizeof(a));
-	memset(&b, 0, sizeof(b));
-	memset(&c, 0, sizeof(c));
-	memset(&d, 0, sizeof(d));
-	x.l = l;
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, x.fds), 0);
-	assert_int_equal(write(x.fds[1], "x", 1), 1);
-	assert_int_equal(
-		bw_loop_watch(l, &w, x.fds[0], BW_EV_READ, on_ready, &x), 0);
-	assert_int_equal(bw_loop_timer_start(l, &T[0], 5000, on_stall, l), 0);
-	bw_loop_idle(l, &a, idle_a, &x);
-	bw_loop_idle(l, &b, idle_b, &x);
-	bw_loop_call(l, &d, deferred_d, &x);
-	bw_loop_cancel(l, &b);
-	bw_loop_cancel(l, &d);
-	assert_false(b.queued);
-	assert_false(d.queued);
-	assert_int_equal(bw_loop_run(l), 0);
-	/* it ran in the first pass after the last one with an event */
-	assert_int_equal(x.idle_at, 20);
-	assert_int_equal(x.ran_b, 0);
-	assert_int_equal(x.ran_d, 0);
-	/* what is still queued when the loop winds down runs then */
-	bw_loop_idle(l, &c, idle_c, &x);
-	bw_loop_timer_stop(l, &T[0]);
-	bw_loop_unwatch(l, &w);
-	bw_loop_drain(l);
-	assert_int_equal(x.ran_c, 1);
-	close(x.fds[0]);
-	close(x.fds[1]);
-}
-
 int
 main(void)
 {
@@ -419,9 +331,6 @@ main(void)
 			teardown),
 		cmocka_unit_test_setup_teardown(every_job_of_many_comes_back,
 						setup, teardown),
-		cmocka_unit_test_setup_teardown(
-			idle_calls_wait_for_a_pass_with_nothing_ready, setup,
-			teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

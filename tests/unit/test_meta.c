@@ -4,10 +4,8 @@
  * a message is never read before its insert is durable, a deletion gives
  * its contents' keys before it commits and a refusal rolls it back, ids
  * stop at the u32 the wire carries, closing completes what is queued, and
- * what arrives while a sync is in flight waits for it while the loop is busy
- * (group commit) and runs at once, overlapping it, when the loop is idle.
+ * what arrives while a sync is in flight waits for it (group commit).
  */
-#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -41,12 +39,6 @@ struct fx {
 	/* keys a deletion gave, and what its callback answers */
 	unsigned keys;
 	int key_answer;
-	/* the worker's gate: a job that waits on it keeps a sync submitted
-	 * behind it in flight until released (by a request's completion,
-	 * by busy passes, or by the guard) */
-	int gate[2], gated, released;
-	struct bw_meta_req *release_on;
-	unsigned busy_passes;
 };
 
 static struct fx *F;
@@ -89,21 +81,9 @@ teardown(void **state)
 }
 
 static void
-release(struct fx *f)
-{
-	if (f->gated && !f->released) {
-		f->released = 1;
-		assert_int_equal(write(f->gate[1], "x", 1), 1);
-	}
-}
-
-static void
 on_done(struct bw_meta_req *r)
 {
 	struct fx *f = r->arg;
-
-	if (r == f->release_on)
-		release(f);
 
 	if (f->done_n < MAX_DONE) {
 		f->order[f->done_n] = r;
@@ -119,7 +99,6 @@ on_guard(void *arg)
 	struct fx *f = arg;
 
 	f->timed_out = 1;
-	release(f); /* or the worker would never finish */
 	bw_loop_stop(f->l);
 }
 
@@ -335,63 +314,14 @@ submit_while_syncing(void *arg)
 }
 
 static void
-gate_work(void *arg)
-{
-	struct fx *f = arg;
-	char c;
-
-	while (read(f->gate[0], &c, 1) < 0 && errno == EINTR)
-		;
-}
-
-/* The worker's next job waits at the gate: the first sync submitted after
- * this stays in flight until release. */
-static void
-close_gate(struct fx *f)
-{
-	assert_int_equal(pipe(f->gate), 0);
-	f->gated = 1;
-	assert_int_equal(bw_loop_submit(f->l, gate_work, NULL, f), 0);
-}
-
-static void
-open_gate_for_good(struct fx *f)
-{
-	release(f);
-	close(f->gate[0]);
-	close(f->gate[1]);
-	f->gated = 0;
-}
-
-static void
-on_busy(void *arg, unsigned events)
-{
-	struct fx *f = arg;
-
-	(void)events;
-	if (++f->busy_passes == 50)
-		release(f);
-}
-
-static void
-a_busy_loop_holds_what_arrives_during_a_sync_and_runs_it_after(void **state)
+what_arrives_during_a_sync_waits_for_it_and_runs_together(void **state)
 {
 	struct fx *f = *state;
 	struct bw_msg_rec m;
 	struct bw_meta_req first, rd;
 	struct bw_call later;
-	struct bw_watch busy;
-	int ready[2];
 	uint64_t syncs;
 
-	/* a byte never read: every pass of the loop has an event, so it is
-	 * never idle */
-	assert_int_equal(pipe(ready), 0);
-	assert_int_equal(write(ready[1], "x", 1), 1);
-	assert_int_equal(
-		bw_loop_watch(f->l, &busy, ready[0], BW_EV_READ, on_busy, f),
-		0);
-	close_gate(f);
 	memset(&later, 0, sizeof(later));
 	message(&m, 0x44, NULL, 7);
 	bw_meta_req_init(&first, BW_META_MSG_INSERT, BW_META_DURABLE, on_done,
@@ -400,7 +330,6 @@ a_busy_loop_holds_what_arrives_during_a_sync_and_runs_it_after(void **state)
 	bw_meta_submit(f->m, &first); /* its batch runs, then the sync starts */
 	bw_loop_call(f->l, &later, submit_while_syncing, f);
 	run_until(f, 3);
-	assert_true(f->busy_passes >= 50); /* the gate opened there */
 	/* the batch with a durable insert in it was held until the first
 	 * sync ended: the read behind it completes after the first insert,
 	 * and sees it (synced) but not its own batch's (not yet synced) */
@@ -415,10 +344,6 @@ a_busy_loop_holds_what_arrives_during_a_sync_and_runs_it_after(void **state)
 	assert_true(held_m.id > m.id);
 	syncs = f->m->be->syncs(f->m->state);
 	assert_int_equal(syncs, 2);
-	bw_loop_unwatch(f->l, &busy);
-	close(ready[0]);
-	close(ready[1]);
-	open_gate_for_good(f);
 	/* and once synced, both are read */
 	f->rows = 0;
 	read_req(&rd, f, 0x44);
@@ -426,43 +351,6 @@ a_busy_loop_holds_what_arrives_during_a_sync_and_runs_it_after(void **state)
 	run_until(f, 4);
 	assert_int_equal(f->rows, 2);
 	assert_int_equal(f->last_id, held_m.id);
-}
-
-static void
-an_idle_loop_runs_what_arrives_during_a_sync_at_once(void **state)
-{
-	struct fx *f = *state;
-	struct bw_msg_rec m;
-	struct bw_meta_req first;
-	struct bw_call later;
-	uint64_t syncs;
-
-	/* the first sync cannot end before the held read completes: the
-	 * read's completion opens the gate. Were the batch held until the
-	 * sync ended, nothing would complete and the guard would fire. */
-	close_gate(f);
-	f->release_on = &held_rd;
-	memset(&later, 0, sizeof(later));
-	message(&m, 0x44, NULL, 7);
-	bw_meta_req_init(&first, BW_META_MSG_INSERT, BW_META_DURABLE, on_done,
-			 f);
-	first.u.msg = &m;
-	bw_meta_submit(f->m, &first);
-	bw_loop_call(f->l, &later, submit_while_syncing, f);
-	run_until(f, 3);
-	open_gate_for_good(f);
-	/* the read ran during the first sync: the first insert was committed
-	 * but not synced, so it saw nothing; then both inserts were synced,
-	 * the second by a sync of its own that started after the first */
-	assert_ptr_equal(f->order[0], &held_rd);
-	assert_ptr_equal(f->order[1], &first);
-	assert_ptr_equal(f->order[2], &held_ins);
-	assert_int_equal(f->rc[0], 0);
-	assert_int_equal(f->rc[1], 0);
-	assert_int_equal(f->rc[2], 0);
-	assert_int_equal(f->rows, 0);
-	syncs = f->m->be->syncs(f->m->state);
-	assert_int_equal(syncs, 2);
 }
 
 static int
@@ -636,8 +524,7 @@ main(void)
 		T(what_failed_is_not_stored_and_the_rest_is),
 		T(a_message_is_read_only_once_durable),
 		T(a_durable_insert_is_read_after_its_done),
-		T(a_busy_loop_holds_what_arrives_during_a_sync_and_runs_it_after),
-		T(an_idle_loop_runs_what_arrives_during_a_sync_at_once),
+		T(what_arrives_during_a_sync_waits_for_it_and_runs_together),
 		T(a_deletion_refused_by_its_key_callback_rolls_back),
 		T(message_ids_stop_at_the_u32_the_wire_carries),
 		T(closing_completes_what_is_queued),

@@ -5,9 +5,8 @@
  * short. Commits are not synced (WAL, synchronous=NORMAL); a durable
  * request waits for the next fdatasync of the WAL, run on a worker and
  * shared by every request that arrives meanwhile (group commit): while
- * one runs and the loop is busy, the batches that would need the next are
- * held and run as one when it ends; a loop with nothing else to do runs
- * them at once, so their transaction overlaps the sync. A read of
+ * one runs, the batches that would need the next are held and run as one
+ * when it ends. A read of
  * messages stops before the first message whose insert is committed but
  * not yet synced: nothing a crash could take back is ever delivered.
  */
@@ -25,7 +24,6 @@ struct sq {
 	struct bw_meta_req *queued, **queued_tail; /* to run */
 	int queued_durable;			   /* one of them is */
 	struct bw_call run_call;
-	struct bw_call idle_call; /* runs a held batch when the loop idles */
 	/* durable requests: waiting for the next fsync to start, and those
 	 * the one in flight covers */
 	struct bw_meta_req *waiting, **waiting_tail;
@@ -169,13 +167,20 @@ finish(struct sq *q, struct bw_meta_req *r)
 /* --- the batch ------------------------------------------------------------
  */
 
-/* Runs every queued request, in the order they came, in one transaction. */
 static void
-run_queued(struct sq *q)
+run_batch(void *arg)
 {
+	struct sq *q = arg;
 	struct bw_meta_req *list = q->queued, *r, *next;
 	int rc, tx = 0;
 
+	/* while a sync is in flight, a batch with a durable request in it
+	 * waits for the sync to end (sync_done runs it), gathering what
+	 * arrives meanwhile: it could not be synced sooner anyway, and one
+	 * transaction per sync costs less than one per pass. Requests run
+	 * in the order they came, so the whole batch waits. */
+	if (q->syncing && !q->closing && q->queued_durable)
+		return;
 	q->queued = NULL;
 	q->queued_durable = 0;
 	q->queued_tail = &q->queued;
@@ -208,35 +213,6 @@ run_queued(struct sq *q)
 		finish(q, r);
 	}
 	start_sync(q);
-}
-
-static void
-run_held(void *arg)
-{
-	struct sq *q = arg;
-
-	if (q->queued != NULL)
-		run_queued(q);
-}
-
-static void
-run_batch(void *arg)
-{
-	struct sq *q = arg;
-
-	/* while a sync is in flight, a batch with a durable request in it
-	 * waits for the sync to end (sync_done runs it), gathering what
-	 * arrives meanwhile: it could not be synced sooner anyway, and one
-	 * transaction per sync costs less CPU than one per pass. That saving
-	 * matters only while the loop is busy: when it would otherwise wait,
-	 * the batch runs then, and its transaction overlaps the sync instead
-	 * of following it. Requests run in the order they came, so the whole
-	 * batch waits. */
-	if (q->syncing && !q->closing && q->queued_durable) {
-		bw_loop_idle(q->loop, &q->idle_call, run_held, q);
-		return;
-	}
-	run_queued(q);
 }
 
 static void
@@ -302,7 +278,7 @@ sync_done(void *arg)
 	q->after_start_from = 0;
 	call_all(q, list, q->sync_rc);
 	if (q->queued != NULL)
-		run_queued(q); /* held for this sync; starts the next one */
+		run_batch(q); /* held for this sync; starts the next one */
 	else
 		start_sync(q);
 }
@@ -387,10 +363,8 @@ sq_close(void *state)
 	/* the loop is gone (its last deferred calls ran what was queued):
 	 * whoever still waits is told the truth */
 	q->closing = 1;
-	if (q->idle_call.queued) /* the loop is still there to name it */
-		bw_loop_cancel(q->loop, &q->idle_call);
 	if (q->queued != NULL)
-		run_queued(q);
+		run_batch(q);
 	call_all(q, q->covered, BW_ECLOSED);
 	q->covered = NULL;
 	r = q->waiting;
