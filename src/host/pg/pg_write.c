@@ -94,7 +94,7 @@ write_pipelined(struct pg_conn *pc, struct bw_meta_req *first,
 {
 	PGconn *c = pc->c;
 	struct bw_meta_req *r;
-	PGresult *res;
+	PGresult *res = NULL; /* nothing taken when nothing could be sent */
 	int ok, sent;
 
 	if (!PQenterPipelineMode(c))
