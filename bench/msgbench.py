@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""The messenger's benchmark: durable sends from many clients (kept-alive and
-one-request-per-connection), a pull of 10,000 waiting messages, a 100 MiB
+"""The messenger's benchmark: durable sends from many clients (kept-alive,
+from Python and from C senders, and one-request-per-connection), a pull of 10,000 waiting messages, a 100 MiB
 file message end to end with both sides' peak RSS and the event loop's
 latency while it passes (a 602 asked over and over on another connection;
 the content is written to and read from disk on the loop thread, so this is
@@ -112,6 +112,28 @@ def sends(port, clients, seconds, padded, key):
     if bad:
         raise RuntimeError("sends failed: %r" % bad[:3])
     return sum(r[1] for r in res) / seconds, wall, to
+
+
+def c_sends(bin_dir, port, pid, procs, conns, seconds):
+    """The same kept-alive 603s from C senders (bench/sessionload.c
+    --messages: procs processes of conns threads, each with its own sink),
+    so that the server, not the Python clients sharing its cores, is what
+    is measured; after a one-second warm-up. (rate, server CPU us/msg, p99 ms)."""
+    exe = bin_dir / "sessionload"
+    if not exe.exists():
+        raise RuntimeError("%s is missing (built with the daemon: target sessionload)" % exe)
+    base = [str(exe), "--messages", "--port", str(port), "--procs", str(procs),
+            "--conns", str(conns)]
+    subprocess.run(base + ["--seconds", "1"], capture_output=True, check=True, timeout=120)
+    r = subprocess.run(base + ["--seconds", str(int(seconds)), "--server-pid", str(pid)],
+                       capture_output=True, text=True, timeout=seconds + 120)
+    if r.returncode != 0:
+        raise RuntimeError("sessionload --messages exited %d: %s" % (r.returncode, r.stderr[-300:]))
+    w = r.stdout.split()
+    out = {w[k]: float(w[k + 1]) for k in range(0, len(w) - 1, 2)}
+    if out["errors"] > 0:
+        raise RuntimeError("sessionload --messages: %d failed sends" % out["errors"])
+    return out["rate"], out["server_cpu_us_per_message"], out["p99_ms"]
 
 
 def sqlite_fsync_rate(tmp, seconds=2.0):
@@ -300,6 +322,13 @@ def main():
         row("durable 603 (100 B), %d kept-alive clients" % clients, "%.0f msg/s" % rate,
             "SQLite fsync/commit %.0f /s" % ref, ">= 10000 /s %s" % ("met" if rate >= 10000 else "MISSED"))
         row("  server CPU per message", "%.1f us" % (1e6 * (c1 - c0) / max(rate * secs, 1)))
+        procs = 2 if clients >= 2 else 1
+        crate, ccpu, cp99 = c_sends(a.bin_dir, port, p.pid, procs, clients // procs, secs)
+        row("durable 603 (100 B), %d kept-alive C senders (sessionload --messages %dx%d)"
+            % (clients, procs, clients // procs), "%.0f msg/s" % crate,
+            "SQLite fsync/commit %.0f /s" % ref,
+            ">= 20000 /s %s" % ("met" if crate >= 20000 else "MISSED"))
+        row("  server CPU per message; p99 round trip", "%.1f us; %.2f ms" % (ccpu, cp99))
         rate_p, _, _ = sends(port, clients, secs, True, key)
         row("durable 603, %d padded one-per-connection" % clients, "%.0f msg/s" % rate_p, "-", "(report)")
         wall, cpu = pull_time(port, p.pid, pull_n, key)

@@ -1,6 +1,6 @@
-/* bench/sessionload: full vault sessions from a few long-lived processes, so
- * that the server, not the start-up of a client process per file, is what
- * is measured.
+/* bench/sessionload: full vault sessions, or durable messages, from a few
+ * long-lived processes, so that the server, not the start-up of a client
+ * process per file (or a client written in Python), is what is measured.
  *
  * Each of --procs processes makes one RSA key (1024 bits, e = 17: a
  * 160-byte public key) and registers --conns clients with it (1025, 1026);
@@ -11,12 +11,20 @@
  * 1029 -> 2104, close. A session that fails in any way is counted, and
  * the run goes on.
  *
+ * With --messages, the messenger instead: each process registers a sink
+ * and --conns senders (600, the same key), and each sender, on a kept-alive
+ * connection, sends a 100-byte text (603, type 3) to the sink and waits for
+ * its 2103 (20 bytes: the recipient and the message's id) before the next:
+ * each 2103 is the server's word that the message is on disk.
+ *
  * With --server-pid, the server's CPU (utime + stime from /proc) over the
  * measured window is read before and after, and given per session.
  *
  * Output: one line "sessions N errors E seconds S rate R p50_ms A p99_ms B
- * server_cpu_ms_per_session C" (C is -1 without --server-pid), plus a
- * readable summary on stderr. Exit 0 if at least one session completed.
+ * server_cpu_ms_per_session C" (C is -1 without --server-pid); with
+ * --messages "messages N errors E seconds S rate R p50_ms A p99_ms B
+ * server_cpu_us_per_message C"; plus a readable summary on stderr. Exit 0 if at
+ * least one session completed.
  *
  * Bounded: --seconds (at most 600), --procs (64), --conns (256), --size
  * (16 MiB); every socket has a 10 s timeout.
@@ -58,6 +66,10 @@ static int port, procs = 4, conns = 8, seconds = 5;
 static size_t size = 4096;
 static long server_pid;
 static char tag[32];
+static int messages;	 /* --messages: the messenger's 603s */
+static uint8_t sink[16]; /* a process's recipient of its 603s */
+
+#define MSG_TEXT 100 /* bytes of each 603's content */
 
 static double
 now_s(void)
@@ -119,16 +131,31 @@ dial(void)
 }
 
 static void
-header(uint8_t *h, const uint8_t id[16], uint16_t code, uint32_t len)
+header_v(uint8_t *h, const uint8_t id[16], uint8_t version, uint16_t code,
+	 uint32_t len)
 {
 	memcpy(h, id, 16);
-	h[16] = 3;
+	h[16] = version;
 	h[17] = (uint8_t)code;
 	h[18] = (uint8_t)(code >> 8);
 	h[19] = (uint8_t)len;
 	h[20] = (uint8_t)(len >> 8);
 	h[21] = (uint8_t)(len >> 16);
 	h[22] = (uint8_t)(len >> 24);
+}
+
+/* The vault's (version 3). */
+static void
+header(uint8_t *h, const uint8_t id[16], uint16_t code, uint32_t len)
+{
+	header_v(h, id, 3, code, len);
+}
+
+static uint32_t
+le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
 }
 
 static void
@@ -151,8 +178,7 @@ ask(int fd, const uint8_t id[16], uint16_t code, const uint8_t *pl, size_t n,
 	memcpy(h + HDR, pl, n);
 	if (io_all(fd, h, HDR + n, 1) != 0 || io_all(fd, r, RHDR, 0) != 0)
 		return -1;
-	len = (uint32_t)r[3] | (uint32_t)r[4] << 8 | (uint32_t)r[5] << 16 |
-	      (uint32_t)r[6] << 24;
+	len = le32(r + 3);
 	if (len > cap || (len > 0 && io_all(fd, out, len, 0) != 0))
 		return -1;
 	*got = len;
@@ -174,13 +200,12 @@ unwrap(const struct bw_rsa *key, const uint8_t *wrapped, uint8_t aes[16])
 }
 
 static int
-setup(struct client *cl, struct bw_rsa *key, int p, int i)
+setup(struct client *cl, struct bw_rsa *key)
 {
 	uint8_t f[NAME + PUBKEY], out[512], aes[16];
 	uint32_t got;
 	int fd, code;
 
-	snprintf(cl->name, sizeof(cl->name), "sl-%s-%d-%d", tag, p, i);
 	cl->key = key;
 	memset(cl->id, 0, 16);
 	if ((fd = dial()) < 0)
@@ -201,6 +226,29 @@ setup(struct client *cl, struct bw_rsa *key, int p, int i)
 fail:
 	close(fd);
 	return -1;
+}
+
+/* A messenger client (600 -> 2100 and its id). */
+static int
+setup_msg(uint8_t id[16], struct bw_rsa *key, const char *name)
+{
+	uint8_t h[HDR + NAME + PUBKEY], r[RHDR + 16];
+	int fd, rc = -1;
+
+	if ((fd = dial()) < 0)
+		return -1;
+	memset(h, 0, HDR);
+	header_v(h, h, 2, 600, NAME + PUBKEY);
+	name_field(h + HDR, name);
+	if (bw_rsa_to_spki(key, h + HDR + NAME) == 0 &&
+	    io_all(fd, h, sizeof(h), 1) == 0 && io_all(fd, r, RHDR, 0) == 0 &&
+	    (r[1] | r[2] << 8) == 2100 && le32(r + 3) == 16 &&
+	    io_all(fd, r + RHDR, 16, 0) == 0) {
+		memcpy(id, r + RHDR, 16);
+		rc = 0;
+	}
+	close(fd);
+	return rc;
 }
 
 /* --- one session -----------------------------------------------------------
@@ -267,6 +315,46 @@ struct worker {
 	size_t lat_n, lat_cap;
 };
 
+/* 603s to the process's sink on one kept-alive connection until the end:
+ * a failed one is counted, and a new connection made. */
+static void
+run_messages(struct worker *w)
+{
+	uint8_t req[HDR + 21 + MSG_TEXT], r[RHDR + 20];
+	double t0;
+	int fd = -1;
+
+	header_v(req, w->cl.id, 2, 603, 21 + MSG_TEXT);
+	memcpy(req + HDR, sink, 16);
+	req[HDR + 16] = 3; /* a text */
+	req[HDR + 17] = MSG_TEXT;
+	memset(req + HDR + 18, 0, 3);
+	if (bw_random(req + HDR + 21, MSG_TEXT) != 0)
+		return;
+	while (now_s() < w->until) {
+		if (fd < 0 && (fd = dial()) < 0) {
+			w->failed++;
+			usleep(10000);
+			continue;
+		}
+		t0 = now_s();
+		if (io_all(fd, req, sizeof(req), 1) != 0 ||
+		    io_all(fd, r, RHDR, 0) != 0 || (r[1] | r[2] << 8) != 2103 ||
+		    le32(r + 3) != 20 || io_all(fd, r + RHDR, 20, 0) != 0 ||
+		    memcmp(r + RHDR, sink, 16) != 0) {
+			w->failed++;
+			close(fd);
+			fd = -1;
+			continue;
+		}
+		w->done++;
+		if (w->lat_n < w->lat_cap)
+			w->lat[w->lat_n++] = (float)((now_s() - t0) * 1e3);
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
 static void *
 run(void *arg)
 {
@@ -275,6 +363,10 @@ run(void *arg)
 		*body = malloc(HDR + 4 + NAME + size + 16);
 	double t0;
 
+	if (messages) {
+		run_messages(w);
+		plain = NULL; /* nothing more to run */
+	}
 	while (plain != NULL && body != NULL && now_s() < w->until) {
 		t0 = now_s();
 		if (session(&w->cl, plain, body) != 0) {
@@ -301,10 +393,20 @@ child(int p, int in, int out)
 	char go;
 	int i, ok = 0;
 
+	char name[64];
+
 	if (w == NULL || bw_rsa_generate(&key) != 0)
 		return 1;
+	snprintf(name, sizeof(name), "sl-%s-%d-sink", tag, p);
+	if (messages && setup_msg(sink, key, name) != 0) {
+		fprintf(stderr, "sessionload: sink %d could not register\n", p);
+		return 1;
+	}
 	for (i = 0; i < conns; i++) {
-		if (setup(&w[i].cl, key, p, i) == 0)
+		snprintf(w[i].cl.name, sizeof(w[i].cl.name), "sl-%s-%d-%d", tag,
+			 p, i);
+		if (messages ? setup_msg(w[i].cl.id, key, w[i].cl.name) == 0
+			     : setup(&w[i].cl, key) == 0)
 			ok++;
 		else
 			fprintf(stderr,
@@ -395,7 +497,7 @@ usage(FILE *f)
 {
 	fprintf(f, "usage: sessionload --port P [--host H] [--procs N] "
 		   "[--conns C] [--seconds S] [--size BYTES] "
-		   "[--server-pid PID] [--tag T]\n");
+		   "[--server-pid PID] [--tag T] [--messages]\n");
 }
 
 int
@@ -417,6 +519,10 @@ main(int argc, char **argv)
 		    strcmp(argv[i], "-h") == 0) {
 			usage(stdout);
 			return 0;
+		}
+		if (strcmp(argv[i], "--messages") == 0) {
+			messages = 1;
+			continue;
 		}
 		if (v == NULL) {
 			usage(stderr);
@@ -511,6 +617,20 @@ main(int argc, char **argv)
 				     ? (c1 - c0) * 1e3 / (double)done
 				     : -1;
 
+		if (messages) {
+			printf("messages %lu errors %lu seconds %.2f rate %.1f "
+			       "p50_ms %.2f p99_ms %.2f "
+			       "server_cpu_us_per_message %.1f\n",
+			       done, failed, el, rate, p50, p99,
+			       cpu < 0 ? -1 : cpu * 1e3);
+			fprintf(stderr,
+				"sessionload: %lu durable 603s (%lu failed) "
+				"in %.2f s = %.0f/s; p50 %.2f ms, p99 %.2f "
+				"ms; server CPU %.1f us per message\n",
+				done, failed, el, rate, p50, p99,
+				cpu < 0 ? -1 : cpu * 1e3);
+			return done > 0 ? 0 : 1;
+		}
 		printf("sessions %lu errors %lu seconds %.2f rate %.1f p50_ms "
 		       "%.2f p99_ms %.2f server_cpu_ms_per_session %.3f\n",
 		       done, failed, el, rate, p50, p99, cpu);
