@@ -41,10 +41,11 @@
  * or the room, or a goodbye: once it has asked more questions than we sent
  * lines, it waits for us. A server whose questions we do not know is
  * taken to have answered after QUIET_MS of quiet. DECIDE_MS is the
- * longest we wait either way (a password is hashed, a wrong one delayed
- * up to 4 s). */
+ * longest we wait either way: a password is hashed, and a wrong one from
+ * an address with recent failures is answered up to 4 s later, so it must
+ * be well over 4 s plus a hash on a busy machine. */
 #define QUIET_MS  300u
-#define DECIDE_MS 5000u
+#define DECIDE_MS 10000u
 static const char *const questions[] = {
 	BW_ROOMS_MENU_LAST, BW_ROOMS_ASK_NAME, BW_ROOMS_ASK_ROOM_PASS,
 	BW_ROOMS_ASK_ID,    BW_ROOMS_ASK_PASS,
