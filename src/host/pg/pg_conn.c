@@ -195,6 +195,15 @@ pg_conn_lost(struct pg_conn *pc)
 	return 1;
 }
 
+void
+pg_conn_drop(struct pg_conn *pc)
+{
+	if (pc->c != NULL)
+		PQfinish(pc->c);
+	pc->c = NULL;
+	(void)pg_conn_lost(pc);
+}
+
 int
 pg_result_rc(struct pg_conn *pc, PGresult *res, const char *what)
 {

@@ -73,6 +73,10 @@ int pg_conn_ready(struct pg_conn *pc) BW_WUR;
 /* After a failed call: if the connection is gone, marks it down (logged
  * once) and returns 1. */
 int pg_conn_lost(struct pg_conn *pc);
+/* The connection is in a state we cannot account for (statements sent
+ * without their sync, results unread): closes it (the server rolls back
+ * what it began) and marks it down; the next request connects again. */
+void pg_conn_drop(struct pg_conn *pc);
 
 /* A result's outcome as an error value: 0, BW_EEXIST (a unique key),
  * BW_ETOOBIG (the message ids are used up), BW_EDB (logged, with what).

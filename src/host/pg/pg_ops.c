@@ -421,9 +421,14 @@ each_row(struct pg_conn *pc, const char *sql, row_fn fn, void *arg)
 	PGresult *res;
 	int rc = 0, st;
 
-	if (!PQsendQueryParams(pc->c, sql, 0, NULL, NULL, NULL, NULL, 1) ||
-	    !PQsetSingleRowMode(pc->c))
+	if (!PQsendQueryParams(pc->c, sql, 0, NULL, NULL, NULL, NULL, 1))
 		return pg_result_rc(pc, NULL, sql);
+	if (!PQsetSingleRowMode(pc->c)) {
+		/* sent: its results must be read before the next command */
+		while ((res = PQgetResult(pc->c)) != NULL)
+			PQclear(res);
+		return pg_result_rc(pc, NULL, sql);
+	}
 	while ((res = PQgetResult(pc->c)) != NULL) {
 		st = (int)PQresultStatus(res);
 		if (st == PGRES_SINGLE_TUPLE) {

@@ -121,7 +121,15 @@ write_pipelined(struct pg_conn *pc, struct bw_meta_req *first,
 		(void)take(c, &res); /* the sync */
 		PQclear(res);
 	}
-	(void)PQexitPipelineMode(c);
+	if (!PQexitPipelineMode(c) || !sent) {
+		/* statements may wait for a sync never sent, or results were
+		 * left unread: the next batch would be read against this one's.
+		 * The connection goes; its server rolls back what it began. */
+		pg_conn_drop(pc);
+		for (r = first; r != end; r = r->next)
+			r->rc = BW_EDB; /* committed or not: not acknowledged */
+		return 0;
+	}
 	if (pg_conn_lost(pc)) {
 		for (r = first; r != end; r = r->next)
 			r->rc = BW_EDB; /* committed or not: not acknowledged */
