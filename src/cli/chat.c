@@ -72,6 +72,7 @@ struct chat {
 	unsigned asked;		/* questions the server asked at the menu */
 	unsigned sent;		/* lines we sent before it said IN_ROOM */
 	uint64_t rx_ms, eof_ms; /* the server's last bytes; our input's end */
+	uint64_t asked_ms;	/* its last question */
 	int esc;		/* inside a terminal escape sequence (a key) */
 	int cut_warned;
 	struct termios saved;
@@ -212,8 +213,10 @@ show(struct chat *ch, const uint8_t *p, size_t n)
 			     memcmp(ch->part, BW_ROOMS_JOINED,
 				    sizeof(BW_ROOMS_JOINED) - 1) == 0))
 				ch->in_room = 1;
-			else if (!ch->in_room && is_question(ch->part, t))
+			else if (!ch->in_room && is_question(ch->part, t)) {
 				ch->asked++;
+				ch->asked_ms = bw_now_ms();
+			}
 			part_out(ch, 1);
 			bw_tt_newline(&ch->o);
 			ch->part_len = ch->part_shown = 0;
@@ -392,11 +395,13 @@ send_pending(struct chat *ch)
 }
 
 /* At the end of input: 0 once the server has answered the lines we sent
- * (see QUIET_MS), else how many ms until time alone could say it has. */
+ * (see QUIET_MS), else how many ms until time alone could say it has.
+ * Each answer gets DECIDE_MS: lines sent at once may each be delayed. */
 static uint64_t
 answered(const struct chat *ch, uint64_t now)
 {
-	uint64_t waited = now - ch->eof_ms, quiet = now - ch->rx_ms;
+	uint64_t from = ch->asked_ms > ch->eof_ms ? ch->asked_ms : ch->eof_ms;
+	uint64_t waited = now > from ? now - from : 0, quiet = now - ch->rx_ms;
 
 	if (ch->in_room || waited >= DECIDE_MS)
 		return 0;

@@ -277,6 +277,40 @@ def test_a_slow_password_check_still_ends_in_the_room_with_exit(fake_server, del
     assert r.stdout.decode().endswith("You can start to talk!\n" + R.BYE + "\n"), r.stdout
 
 
+def test_each_delayed_answer_gets_its_own_wait(fake_server):
+    """Two wrong passwords and the right one, piped at once, from an address
+    the server already delays: each answer comes 6 s after the last (the
+    4 s penalty and a hash on a busy machine), 12 s in all. The client's
+    limit counts from the last question, not from the end of its input,
+    so it still reaches the room and leaves it with /exit. Before, it gave
+    up 10 s after its input ended and only half-closed."""
+    got = []
+
+    def serve(conn):
+        conn.sendall(R.MENU.encode())
+        seen = recv_until(conn, lambda b: b.count(b"\n") >= 1, "the choice")
+        conn.sendall((R.ASK_NAME + "\n").encode())
+        seen += recv_until(conn, lambda b: (seen + b).count(b"\n") >= 2, "the name")
+        conn.sendall((R.ASK_ID + "\n").encode())
+        seen += recv_until(conn, lambda b: (seen + b).count(b"\n") >= 3, "the id")
+        conn.sendall((R.ASK_PASS + "\n").encode())
+        for _ in range(2):
+            time.sleep(6.0)
+            assert not eof_pending(conn), "the client ended its side before the room"
+            conn.sendall((R.NO_PASS + "\n" + R.ASK_PASS + "\n").encode())
+        time.sleep(1.0)
+        conn.sendall(b"You're connected to group chat #7\n")
+        got.append(seen + recv_to_eof(conn))
+        conn.sendall((R.BYE + "\n").encode())
+
+    srv = fake_server(serve)
+    r = subprocess.run(chat_argv(srv.port), input=b"1\nalice\n7\nwrong\nagain\nright\nhello\n",
+                       capture_output=True, timeout=40)
+    assert got == [b"1\nalice\n7\nwrong\nagain\nright\nhello\n/exit\n"], got
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout.decode().endswith("#7\n" + R.BYE + "\n"), r.stdout
+
+
 def test_end_of_input_at_the_menu_waits_for_the_answers_to_its_lines(fake_server):
     """Input that stops in the middle of the menu ("2", a name): the client
     ends its side only once the server has asked the next question (the
