@@ -232,17 +232,16 @@ fail:
 static int
 setup_msg(uint8_t id[16], struct bw_rsa *key, const char *name)
 {
-	uint8_t h[HDR + NAME + PUBKEY], r[RHDR + 16];
+	uint8_t h[HDR + NAME + PUBKEY], r[RHDR + 16], none[16] = {0};
 	int fd, rc = -1;
 
 	if ((fd = dial()) < 0)
 		return -1;
-	memset(h, 0, HDR);
-	header_v(h, h, 2, 600, NAME + PUBKEY);
+	header_v(h, none, 2, 600, NAME + PUBKEY);
 	name_field(h + HDR, name);
 	if (bw_rsa_to_spki(key, h + HDR + NAME) == 0 &&
 	    io_all(fd, h, sizeof(h), 1) == 0 && io_all(fd, r, RHDR, 0) == 0 &&
-	    (r[1] | r[2] << 8) == 2100 && le32(r + 3) == 16 &&
+	    r[0] == 2 && (r[1] | r[2] << 8) == 2100 && le32(r + 3) == 16 &&
 	    io_all(fd, r + RHDR, 16, 0) == 0) {
 		memcpy(id, r + RHDR, 16);
 		rc = 0;
@@ -310,6 +309,7 @@ struct worker {
 	struct client cl;
 	pthread_t t;
 	double until;
+	int registered; /* else it runs nothing */
 	unsigned long done, failed;
 	float *lat;
 	size_t lat_n, lat_cap;
@@ -339,12 +339,14 @@ run_messages(struct worker *w)
 		}
 		t0 = now_s();
 		if (io_all(fd, req, sizeof(req), 1) != 0 ||
-		    io_all(fd, r, RHDR, 0) != 0 || (r[1] | r[2] << 8) != 2103 ||
-		    le32(r + 3) != 20 || io_all(fd, r + RHDR, 20, 0) != 0 ||
+		    io_all(fd, r, RHDR, 0) != 0 || r[0] != 2 ||
+		    (r[1] | r[2] << 8) != 2103 || le32(r + 3) != 20 ||
+		    io_all(fd, r + RHDR, 20, 0) != 0 ||
 		    memcmp(r + RHDR, sink, 16) != 0) {
 			w->failed++;
 			close(fd);
 			fd = -1;
+			usleep(10000); /* a refusal is not a load to repeat */
 			continue;
 		}
 		w->done++;
@@ -359,14 +361,15 @@ static void *
 run(void *arg)
 {
 	struct worker *w = arg;
-	uint8_t *plain = malloc(size),
-		*body = malloc(HDR + 4 + NAME + size + 16);
+	uint8_t *plain, *body;
 	double t0;
 
 	if (messages) {
 		run_messages(w);
-		plain = NULL; /* nothing more to run */
+		return NULL;
 	}
+	plain = malloc(size);
+	body = malloc(HDR + 4 + NAME + size + 16);
 	while (plain != NULL && body != NULL && now_s() < w->until) {
 		t0 = now_s();
 		if (session(&w->cl, plain, body) != 0) {
@@ -400,13 +403,17 @@ child(int p, int in, int out)
 	snprintf(name, sizeof(name), "sl-%s-%d-sink", tag, p);
 	if (messages && setup_msg(sink, key, name) != 0) {
 		fprintf(stderr, "sessionload: sink %d could not register\n", p);
+		bw_rsa_free(key);
+		free(w);
 		return 1;
 	}
 	for (i = 0; i < conns; i++) {
 		snprintf(w[i].cl.name, sizeof(w[i].cl.name), "sl-%s-%d-%d", tag,
 			 p, i);
-		if (messages ? setup_msg(w[i].cl.id, key, w[i].cl.name) == 0
-			     : setup(&w[i].cl, key) == 0)
+		w[i].registered =
+			messages ? setup_msg(w[i].cl.id, key, w[i].cl.name) == 0
+				 : setup(&w[i].cl, key) == 0;
+		if (w[i].registered)
 			ok++;
 		else
 			fprintf(stderr,
@@ -417,7 +424,7 @@ child(int p, int in, int out)
 	if (write(out, &ok, sizeof(ok)) != sizeof(ok) || read(in, &go, 1) != 1)
 		return 1;
 	for (i = 0; i < conns; i++) {
-		w[i].until = now_s() + seconds;
+		w[i].until = w[i].registered ? now_s() + seconds : 0;
 		w[i].lat_cap = MAX_LAT / (size_t)conns;
 		w[i].lat = calloc(w[i].lat_cap, sizeof(float));
 		if (w[i].lat == NULL ||

@@ -1,4 +1,4 @@
-/* The rooms protocol's fixed texts (spec/rooms.md), shared by the daemon
+/* The rooms protocol's fixed texts (docs/rooms.md), shared by the daemon
  * that says them and the client that must recognise them. Each is one
  * line without its newline; the menu is several.
  */
