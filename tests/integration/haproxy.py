@@ -72,14 +72,32 @@ class HaProxy:
         return "\n".join(out) + "\n"
 
     def start(self):
-        for name in self.frontends:
-            self.ports[name] = free_port()
-        cfg = self.dir / "haproxy.cfg"
-        cfg.write_text(self.config())
-        check = subprocess.run([BIN, "-c", "-f", str(cfg)], capture_output=True, text=True)
-        assert check.returncode == 0, check.stdout + check.stderr
-        self.proc = subprocess.Popen([BIN, "-db", "-f", str(cfg)],
-                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        for attempt in range(3):
+            for name in self.frontends:
+                self.ports[name] = free_port()
+            cfg = self.dir / "haproxy.cfg"
+            cfg.write_text(self.config())
+            check = subprocess.run([BIN, "-c", "-f", str(cfg)], capture_output=True, text=True)
+            assert check.returncode == 0, check.stdout + check.stderr
+            self.proc = subprocess.Popen([BIN, "-db", "-f", str(cfg)],
+                                         stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+            try:
+                self._wait_ready()
+                return self
+            except BaseException:
+                died = self.proc.poll() is not None
+                if not died:  # no HAProxy left behind by a start that failed
+                    self.proc.kill()
+                self.proc.wait(10)
+                self.proc = None
+                lost_port = died and "cannot bind" in self.log.read_text()
+                if not lost_port or attempt == 2:
+                    shutil.rmtree(self.dir, ignore_errors=True)
+                    raise
+                # a free port taken by another test between the pick and
+                # the bind (noreuseport makes that fail): new ports
+
+    def _wait_ready(self):
         deadline = time.monotonic() + 10
         for port in self.ports.values():
             while True:
@@ -90,7 +108,16 @@ class HaProxy:
                 except OSError:
                     assert time.monotonic() < deadline, "haproxy did not listen"
                     time.sleep(0.05)
-        return self
+        # the stats socket is made apart from the frontends, and can come
+        # after them: the tests ask it at once
+        while True:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                self.admin("show info")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "haproxy's stats socket did not answer"
+                time.sleep(0.05)
 
     def admin(self, command):
         """A command on the stats socket ("show servers state", ...)."""

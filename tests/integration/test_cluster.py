@@ -38,21 +38,28 @@ class Cluster:
                        "--s3-endpoint", s3.endpoint, "--s3-path-style",
                        "--blob-grace", "2", "--proxy-from", LB, *extra]
         self.redis = redisserver.RedisServer().start()
-        self.common += ["--bus", self.redis.url()]
-        self.env = {**self.pg.env(), **s3.env(), **self.redis.env()}
-        self.nodes = []
-        for i in range(n):
-            self.nodes.append(start_server(*self.common, "--node-name", "n%d" % (i + 1),
-                                           "--metrics-listen", H + ":0",
-                                           data_dir=tmp_path / ("node%d" % (i + 1)),
-                                           env=self.env, rooms=True, console=console))
-        self.lb = haproxy.HaProxy({"shared": [(H, s.port) for s in self.nodes]},
-                                  source=LB).start()
-        assert bwd.wait_for(lambda: self.lb.servers_up("shared") == n, 10)
-        self.port = self.lb.ports["shared"]
+        self.lb = None
+        try:
+            self.common += ["--bus", self.redis.url()]
+            self.env = {**self.pg.env(), **s3.env(), **self.redis.env()}
+            self.nodes = []
+            for i in range(n):
+                self.nodes.append(start_server(*self.common, "--node-name", "n%d" % (i + 1),
+                                               "--metrics-listen", H + ":0",
+                                               data_dir=tmp_path / ("node%d" % (i + 1)),
+                                               env=self.env, rooms=True, console=console))
+            self.lb = haproxy.HaProxy({"shared": [(H, s.port) for s in self.nodes]},
+                                      source=LB)
+            self.lb.start()
+            assert bwd.wait_for(lambda: self.lb.servers_up("shared") == n, 10)
+            self.port = self.lb.ports["shared"]
+        except BaseException:
+            self.stop()  # a set-up that failed leaves no HAProxy or Redis behind
+            raise
 
     def stop(self):
-        self.lb.stop()
+        if self.lb is not None:
+            self.lb.stop()
         self.redis.destroy()
 
 
