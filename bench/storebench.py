@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """What moving the rows to PostgreSQL costs, beside the embedded default,
-in one run: durable 603s per second from kept-alive clients on SQLite and
-on PostgreSQL, against PostgreSQL's own commit rate on this machine
+in one run: durable 603s per second from kept-alive clients (Python, and
+C senders: bench/sessionload.c --messages) on SQLite and on PostgreSQL,
+against PostgreSQL's own commit rate on this machine
 (pgbench, one 100-byte insert per transaction, synchronous_commit on, as
 many clients); registrations per second on both; and the event loop's
 latency (a 602 round trip, answered from memory) while every insert sleeps
@@ -151,8 +152,10 @@ def main():
                 c0 = msgbench.cpu_s(p.pid)
                 rate, _, _ = msgbench.sends(port, clients, secs, False, key)
                 c1 = msgbench.cpu_s(p.pid)
+                # the same from C senders: the server, not Python, is measured
+                crate, ccpu, _ = msgbench.c_sends(a.bin_dir, port, p.pid, 2, clients // 2, secs)
                 regs = registrations(port, 8, secs, key, backend)
-                found[backend] = (rate, (c1 - c0) / max(rate * secs, 1), regs)
+                found[backend] = (rate, (c1 - c0) / max(rate * secs, 1), regs, crate, ccpu)
                 if backend == "postgresql":
                     found["lat"] = latency_while_slow(port, pg, db, key, 2.0 if q else 5.0)
             finally:
@@ -165,6 +168,10 @@ def main():
             ">= 1.0x %s" % ("met" if pq[0] >= ref else "MISSED"))
         row("  server CPU per message: SQLite / PostgreSQL",
             "%.1f / %.1f us" % (sq[1] * 1e6, pq[1] * 1e6))
+        row("durable 603, %d kept-alive C senders (sessionload --messages): SQLite / PostgreSQL"
+            % clients, "%.0f / %.0f msg/s" % (sq[3], pq[3]),
+            "pgbench %.0f /s (PostgreSQL %.2fx)" % (ref, pq[3] / ref), "(beside)")
+        row("  server CPU per message: SQLite / PostgreSQL", "%.1f / %.1f us" % (sq[4], pq[4]))
         row("registrations (600), 8 kept-alive clients: SQLite / PostgreSQL",
             "%.0f / %.0f /s" % (sq[2], pq[2]))
         p50, p99, mx, n = found["lat"]
