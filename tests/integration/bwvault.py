@@ -310,6 +310,24 @@ def encrypt_stream(aes_key, chunks):
     yield cipher.encrypt(pad(carry, 16))
 
 
+def wrong_key(right_key, data):
+    """A key other than right_key whose encryption of data does not decrypt
+    under right_key to valid padding. Padding is all a server can check: a
+    random wrong key passes it about once in 256, and the server then
+    rightly stores the (garbled) file, so a test that wants the failure
+    must choose its wrong key."""
+    while True:
+        key = os.urandom(16)
+        if key == right_key:
+            continue
+        ct = b"".join(encrypt_stream(key, [data]))
+        prev = ct[-32:-16] if len(ct) >= 32 else ZERO_IV
+        plain = AES.new(right_key, AES.MODE_CBC, iv=prev).decrypt(ct[-16:])
+        n = plain[-1]
+        if not 1 <= n <= 16 or plain[-n:] != bytes([n]) * n:
+            return key
+
+
 class StreamDecryptor:
     """Decrypts CBC ciphertext chunk by chunk, unpads at the end."""
 

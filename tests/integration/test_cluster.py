@@ -308,7 +308,8 @@ def test_decryption_failures_through_three_nodes_revoke_the_key(cluster):
     failed_on = set()
     for i in range(3):
         before = [n.log().count("aborted after") for n in cluster.nodes]
-        res = per_request(c, c.send_file, "x.bin", data, None, None, os.urandom(16))
+        res = per_request(c, c.send_file, "x.bin", data, None, None,
+                          bw.wrong_key(c.aes_key, data))
         assert res.response.code == bw.ERROR, res.response
         after = [n.log().count("aborted after") for n in cluster.nodes]
         failed_on |= {i for i, (a, b) in enumerate(zip(before, after)) if b > a}

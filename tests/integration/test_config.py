@@ -727,7 +727,7 @@ def test_every_log_line_is_key_value_and_no_secret_ever_appears(start_server, tm
         bw.expect(c.crc_ok("secret.bin"), bw.ACK)
         add_bytes(c.aes_key)
         # a wrong key for a second file: a decryption failure is logged
-        bad = c.send_file("bad.bin", b"x" * 100, aes_key=os.urandom(16))
+        bad = c.send_file("bad.bin", b"x" * 100, aes_key=bw.wrong_key(c.aes_key, b"x" * 100))
         assert bad.response.code == bw.ERROR
     add_bytes(data[:24])
     add_bytes(data[1000:1024])
