@@ -107,6 +107,17 @@ def recv_to_eof(conn):
         got += data
 
 
+def ask_each(conn, questions):
+    """A scripted menu: the menu, then each question once one more line of
+    the client's has come. Returns the bytes the client sent."""
+    conn.sendall(R.MENU.encode())
+    seen = b""
+    for i, q in enumerate(questions, 1):
+        seen += recv_until(conn, lambda b: (seen + b).count(b"\n") >= i, "line %d" % i)
+        conn.sendall((q + "\n").encode())
+    return seen
+
+
 def chat_argv(port):
     return [bulwark_bin(), "chat", "127.0.0.1:%d" % port]
 
@@ -257,11 +268,7 @@ def test_a_slow_password_check_still_ends_in_the_room_with_exit(fake_server, del
     got = []
 
     def serve(conn):
-        conn.sendall(R.MENU.encode())
-        seen = recv_until(conn, lambda b: b.count(b"\n") >= 1, "the choice")
-        conn.sendall((R.ASK_NAME + "\n").encode())
-        seen += recv_until(conn, lambda b: (seen + b).count(b"\n") >= 2, "the name")
-        conn.sendall((R.ASK_CREATE_PASS + "\n").encode())
+        seen = ask_each(conn, [R.ASK_NAME, R.ASK_CREATE_PASS])
         time.sleep(delay)  # the hash, on a loaded machine, and a delay
         assert not eof_pending(conn), "the client ended its side before the room"
         conn.sendall(b"The id of the group is:2\nYou're connected to group chat #2\n"
@@ -287,13 +294,7 @@ def test_each_delayed_answer_gets_its_own_wait(fake_server):
     got = []
 
     def serve(conn):
-        conn.sendall(R.MENU.encode())
-        seen = recv_until(conn, lambda b: b.count(b"\n") >= 1, "the choice")
-        conn.sendall((R.ASK_NAME + "\n").encode())
-        seen += recv_until(conn, lambda b: (seen + b).count(b"\n") >= 2, "the name")
-        conn.sendall((R.ASK_ID + "\n").encode())
-        seen += recv_until(conn, lambda b: (seen + b).count(b"\n") >= 3, "the id")
-        conn.sendall((R.ASK_PASS + "\n").encode())
+        seen = ask_each(conn, [R.ASK_NAME, R.ASK_ID, R.ASK_PASS])
         for _ in range(2):
             time.sleep(6.0)
             assert not eof_pending(conn), "the client ended its side before the room"
