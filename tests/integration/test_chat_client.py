@@ -118,6 +118,25 @@ def ask_each(conn, questions):
     return seen
 
 
+def leaves_the_room_with_exit(fake_server, to_room, lines, shown, timeout):
+    """bulwark chat with lines piped in, against a scripted server that
+    to_room(conn) takes into a room (it returns what the client sent on
+    the way): the client must send the rest and /exit, and show `shown`
+    and then the server's goodbye."""
+    got = []
+
+    def serve(conn):
+        seen = to_room(conn)
+        got.append(seen + recv_to_eof(conn))
+        conn.sendall((R.BYE + "\n").encode())
+
+    srv = fake_server(serve)
+    r = subprocess.run(chat_argv(srv.port), input=lines, capture_output=True, timeout=timeout)
+    assert got == [lines + b"/exit\n"], got
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout.decode().endswith(shown + R.BYE + "\n"), r.stdout
+
+
 def chat_argv(port):
     return [bulwark_bin(), "chat", "127.0.0.1:%d" % port]
 
@@ -265,23 +284,16 @@ def test_a_slow_password_check_still_ends_in_the_room_with_exit(fake_server, del
     menu (seen in CI, under load), and then a 5 s limit did: it only
     half-closed, so the server dropped it from the room without a
     goodbye."""
-    got = []
-
-    def serve(conn):
+    def to_room(conn):
         seen = ask_each(conn, [R.ASK_NAME, R.ASK_CREATE_PASS])
         time.sleep(delay)  # the hash, on a loaded machine, and a delay
         assert not eof_pending(conn), "the client ended its side before the room"
         conn.sendall(b"The id of the group is:2\nYou're connected to group chat #2\n"
                      b"You can start to talk!\n")
-        got.append(seen + recv_to_eof(conn))
-        conn.sendall((R.BYE + "\n").encode())
+        return seen
 
-    srv = fake_server(serve)
-    r = subprocess.run(chat_argv(srv.port), input=b"2\nalice\npw\nhello\n",
-                       capture_output=True, timeout=20)
-    assert got == [b"2\nalice\npw\nhello\n/exit\n"], got
-    assert r.returncode == 0, (r.returncode, r.stderr)
-    assert r.stdout.decode().endswith("You can start to talk!\n" + R.BYE + "\n"), r.stdout
+    leaves_the_room_with_exit(fake_server, to_room, b"2\nalice\npw\nhello\n",
+                              "You can start to talk!\n", 20)
 
 
 def test_each_delayed_answer_gets_its_own_wait(fake_server):
@@ -291,9 +303,7 @@ def test_each_delayed_answer_gets_its_own_wait(fake_server):
     limit counts from the last question, not from the end of its input,
     so it still reaches the room and leaves it with /exit. Before, it gave
     up 10 s after its input ended and only half-closed."""
-    got = []
-
-    def serve(conn):
+    def to_room(conn):
         seen = ask_each(conn, [R.ASK_NAME, R.ASK_ID, R.ASK_PASS])
         for _ in range(2):
             time.sleep(6.0)
@@ -301,15 +311,10 @@ def test_each_delayed_answer_gets_its_own_wait(fake_server):
             conn.sendall((R.NO_PASS + "\n" + R.ASK_PASS + "\n").encode())
         time.sleep(1.0)
         conn.sendall(b"You're connected to group chat #7\n")
-        got.append(seen + recv_to_eof(conn))
-        conn.sendall((R.BYE + "\n").encode())
+        return seen
 
-    srv = fake_server(serve)
-    r = subprocess.run(chat_argv(srv.port), input=b"1\nalice\n7\nwrong\nagain\nright\nhello\n",
-                       capture_output=True, timeout=40)
-    assert got == [b"1\nalice\n7\nwrong\nagain\nright\nhello\n/exit\n"], got
-    assert r.returncode == 0, (r.returncode, r.stderr)
-    assert r.stdout.decode().endswith("#7\n" + R.BYE + "\n"), r.stdout
+    leaves_the_room_with_exit(fake_server, to_room,
+                              b"1\nalice\n7\nwrong\nagain\nright\nhello\n", "#7\n", 40)
 
 
 def test_end_of_input_at_the_menu_waits_for_the_answers_to_its_lines(fake_server):
