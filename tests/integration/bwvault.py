@@ -328,6 +328,18 @@ def wrong_key(right_key, data):
             return key
 
 
+def bad_padding_ciphertext(aes_key, blocks=8):
+    """Random ciphertext (what a stranger without the key sends) whose last
+    block, decrypted with aes_key, does not end in a PKCS#7 pad byte (1-16):
+    bad padding under any check, strict or lax."""
+    for _ in range(1000):
+        ct = os.urandom(16 * blocks)
+        last = AES.new(aes_key, AES.MODE_CBC, iv=ZERO_IV).decrypt(ct)[-1]
+        if not 1 <= last <= 16:
+            return ct
+    raise AssertionError("no bad-padding ciphertext in 1000 tries")
+
+
 class StreamDecryptor:
     """Decrypts CBC ciphertext chunk by chunk, unpads at the end."""
 

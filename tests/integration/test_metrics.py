@@ -642,17 +642,6 @@ def test_upload_in_progress_is_a_gauge(start_metrics):
     assert s.get("bulwark_vault_upload_bytes_total") == 0
 
 
-def bad_padding_ciphertext(aes_key, blocks=4):
-    """Ciphertext whose last block, decrypted with aes_key, does not end in
-    a PKCS#7 pad byte (as in test_vault_attacks)."""
-    for _ in range(1000):
-        ct = os.urandom(16 * blocks)
-        last = bw.AES.new(aes_key, bw.AES.MODE_CBC, iv=bw.ZERO_IV).decrypt(ct)[-1]
-        if not 1 <= last <= 16:
-            return ct
-    raise AssertionError("no bad-padding ciphertext in 1000 tries")
-
-
 def file_head(client_id, content_size, file_name):
     """Header and fixed prefix of a 1028, without the ciphertext."""
     return (bw.pack_request_header(client_id, bw.SEND_FILE, bw.FILE_PREFIX_SIZE + content_size)
@@ -663,7 +652,7 @@ def undecryptable_1028(srv, client_id, aes_key, file_name):
     """A 1028 of client_id on a connection of its own whose body does not
     decrypt under aes_key: asserts the 2107 and the close."""
     with srv.client() as c:
-        ct = bad_padding_ciphertext(aes_key)
+        ct = bw.bad_padding_ciphertext(aes_key, blocks=4)
         c.send_raw(file_head(client_id, len(ct), file_name) + ct)
         resp = c.recv_response()
         assert resp.code == bw.ERROR and resp.payload == b"", resp

@@ -81,18 +81,6 @@ def upload_verified(server, c, file_name, data, aes_key=None):
     assert path.read_bytes() == data, "the stored file is not the plaintext"
 
 
-def bad_padding_ciphertext(aes_key, blocks=8):
-    """Random ciphertext (what a stranger without the key sends) whose last
-    block, decrypted with aes_key, does not end in a PKCS#7 pad byte (1-16):
-    bad padding under any check, strict or lax."""
-    for _ in range(1000):
-        ct = os.urandom(16 * blocks)
-        last = bw.AES.new(aes_key, bw.AES.MODE_CBC, iv=bw.ZERO_IV).decrypt(ct)[-1]
-        if not 1 <= last <= 16:
-            return ct
-    raise AssertionError("no bad-padding ciphertext in 1000 tries")
-
-
 def send_ciphertext(c, file_name, ct):
     c.send_raw(bw.pack_request_header(c.client_id, bw.SEND_FILE, bw.FILE_PREFIX_SIZE + len(ct))
                + bw.pack_file_prefix(len(ct), file_name) + ct)
@@ -305,7 +293,7 @@ def test_a_1026_after_a_delivered_key_takes_only_the_same_key(server):
 
 def test_bad_padding_gets_2107_and_the_connection_closed(server):
     with keyed(server, "oracle", 4) as c:
-        resp = send_ciphertext(c, "oracle.bin", bad_padding_ciphertext(c.aes_key))
+        resp = send_ciphertext(c, "oracle.bin", bw.bad_padding_ciphertext(c.aes_key))
         assert resp.code == bw.ERROR and resp.payload == b"", "bad padding: got %r" % resp
         assert c.is_closed_by_peer(timeout=5), (
             "the connection stayed open after a padding failure: a padding oracle")
@@ -318,7 +306,7 @@ def test_three_decryption_failures_revoke_the_key(server):
         old_key = owner.aes_key
     for i in range(3):  # a stranger probing, one connection each
         with same_client(server, owner) as s:
-            resp = send_ciphertext(s, "probe%d.bin" % i, bad_padding_ciphertext(old_key))
+            resp = send_ciphertext(s, "probe%d.bin" % i, bw.bad_padding_ciphertext(old_key))
             assert resp.code == bw.ERROR, "probe %d: got %r" % (i, resp)
             assert s.is_closed_by_peer(timeout=5), "probe %d: connection left open" % i
 
@@ -342,7 +330,7 @@ def test_two_decryption_failures_do_not_revoke_the_key(server):
         key = owner.aes_key
     for i in range(2):
         with same_client(server, owner) as s:
-            resp = send_ciphertext(s, "probe%d.bin" % i, bad_padding_ciphertext(key))
+            resp = send_ciphertext(s, "probe%d.bin" % i, bw.bad_padding_ciphertext(key))
             assert resp.code == bw.ERROR, "probe %d: got %r" % (i, resp)
     with same_client(server, owner, aes_key=key) as c:
         upload_verified(server, c, "still.bin", os.urandom(2000))
