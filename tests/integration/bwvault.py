@@ -310,32 +310,33 @@ def encrypt_stream(aes_key, chunks):
     yield cipher.encrypt(pad(carry, 16))
 
 
+def pads_badly(aes_key, ct):
+    """Whether ct, decrypted with aes_key, ends in a byte that is no PKCS#7
+    pad length (1-16): bad padding under any check, strict or lax."""
+    prev = ct[-32:-16] if len(ct) >= 32 else ZERO_IV
+    last = AES.new(aes_key, AES.MODE_CBC, iv=prev).decrypt(ct[-16:])[-1]
+    return not 1 <= last <= 16
+
+
 def wrong_key(right_key, data):
-    """A key other than right_key whose encryption of data does not decrypt
-    under right_key to valid padding. Padding is all a server can check: a
-    random wrong key passes it about once in 256, and the server then
-    rightly stores the (garbled) file, so a test that wants the failure
-    must choose its wrong key."""
-    while True:
+    """A key other than right_key whose encryption of data fails the
+    padding check under right_key. Padding is all a server can check: a
+    random wrong key passes it about once in 256 (a lax check, one in 16),
+    and the server then rightly stores the (garbled) file, so a test that
+    wants the failure must choose its wrong key."""
+    for _ in range(1000):
         key = os.urandom(16)
-        if key == right_key:
-            continue
-        ct = b"".join(encrypt_stream(key, [data]))
-        prev = ct[-32:-16] if len(ct) >= 32 else ZERO_IV
-        plain = AES.new(right_key, AES.MODE_CBC, iv=prev).decrypt(ct[-16:])
-        n = plain[-1]
-        if not 1 <= n <= 16 or plain[-n:] != bytes([n]) * n:
+        if key != right_key and pads_badly(right_key, b"".join(encrypt_stream(key, [data]))):
             return key
+    raise AssertionError("no failing wrong key in 1000 tries")
 
 
 def bad_padding_ciphertext(aes_key, blocks=8):
-    """Random ciphertext (what a stranger without the key sends) whose last
-    block, decrypted with aes_key, does not end in a PKCS#7 pad byte (1-16):
-    bad padding under any check, strict or lax."""
+    """Random ciphertext (what a stranger without the key sends) that pads
+    badly under aes_key."""
     for _ in range(1000):
         ct = os.urandom(16 * blocks)
-        last = AES.new(aes_key, AES.MODE_CBC, iv=ZERO_IV).decrypt(ct)[-1]
-        if not 1 <= last <= 16:
+        if pads_badly(aes_key, ct):
             return ct
     raise AssertionError("no bad-padding ciphertext in 1000 tries")
 
