@@ -18,6 +18,13 @@
 
 #define CONSOLE_IDLE_MIN (5u * 60u * 1000u) /* an operator at a prompt */
 #define PER_ADDR_MIN	 1024u
+/* --workers when not given: a local disk's calls take microseconds and two
+ * workers keep up with one loop; an object store's are a network round
+ * trip each (a 4 KiB upload holds a worker for two of them), so an S3
+ * store gets the most a daemon has. On a store 50 ms away, 4 KiB sessions
+ * went from 13/s with two workers to 52/s with sixteen. */
+#define WORKERS_LOCAL 2u
+#define WORKERS_S3    16u
 
 /* The host name, as a word --node-name accepts (other bytes become '-';
  * "node" if there is none). */
@@ -50,7 +57,7 @@ bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	snprintf(cfg->data_dir, sizeof(cfg->data_dir), ".");
-	cfg->engine.workers = 2;
+	cfg->engine.workers = 0; /* derive() chooses */
 	cfg->engine.shutdown_grace_ms = 10000;
 	cfg->timeout_ms = 30000;
 	cfg->request_timeout_ms = 10000;
@@ -198,6 +205,10 @@ derive(struct bw_daemon_cfg *cfg)
 			cfg->port.max_conns / 4 > PER_ADDR_MIN
 				? cfg->port.max_conns / 4
 				: PER_ADDR_MIN;
+	if (cfg->engine.workers == 0)
+		cfg->engine.workers = strncmp(cfg->blobs, "s3:", 3) == 0
+					      ? WORKERS_S3
+					      : WORKERS_LOCAL;
 	cfg->vault.window_ms = cfg->timeout_ms;
 	cfg->msg.window_ms = cfg->timeout_ms;
 	cfg->msg.min_rate = cfg->vault.min_rate;

@@ -148,7 +148,8 @@ static const struct opt opts[] = {
 	 "on SIGTERM, let requests in progress finish\nfor this long "
 	 "(default 10)"},
 	{"workers", 0, K_NUM, 0, F(engine.workers), 1, 16, "N",
-	 "threads for fsync, rename and password hashing\n(default 2)"},
+	 "threads for the store's blocking calls (fsync,\nrename, S3 requests) "
+	 "and password hashing\n(default 2; 16 with an S3 store)"},
 	{"console-port", 0, K_NUM, 0, F(console_listen.port), 0, 65535, "N",
 	 "operator console port (default 8820)"},
 	{"console-listen", 0, K_ADDR, 0, F(console_listen.addr), 0, 0, "ADDR",

@@ -287,6 +287,51 @@ def test_a_slow_store_does_not_stall_other_clients(start_server, s3, proxy):
     srv.stop()
 
 
+def held_uploads_at_once(start_server, s3, proxy, n, want, *extra):
+    """n small uploads at once while the store holds every PUT (the backup's
+    copy attempt, then the object): how many reached the store together
+    (once want have, and half a second more), each holding a worker. Then
+    the store answers and every one is stored."""
+    srv = start_on(start_server, s3, *extra, endpoint=proxy.endpoint)
+    gate = threading.Event()
+    proxy.add(method="PUT", action=("pass",), gate=gate)
+    done = [None] * n
+
+    def held():
+        return len([e for e in proxy.seen("PUT") if e[3] == "held"])
+
+    def one(i):
+        done[i] = upload(srv, os.urandom(4096), "w%d.bin" % i, timeout=120)[1]
+
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    try:
+        wait_for(lambda: held() >= want, 30)
+        time.sleep(0.5)  # none more arrives while those are held
+        at_once = held()
+    finally:
+        gate.set()
+    for t in ts:
+        t.join(120)
+    for r in done:
+        bw.expect(r.response, bw.FILE_RECEIVED)
+    srv.stop()
+    return at_once
+
+
+def test_a_daemon_on_s3_has_workers_for_the_round_trips(start_server, s3, proxy):
+    """Each of the store's calls holds a worker for a network round trip.
+    Two workers (a local disk's) let two uploads reach S3 at a time, the
+    rest queued behind them: on a store 50 ms away that was 13 small
+    sessions a second. Without --workers, a daemon on S3 has sixteen."""
+    assert held_uploads_at_once(start_server, s3, proxy, 6, 6) == 6
+
+
+def test_workers_given_are_what_reaches_the_store_at_once(start_server, s3, proxy):
+    assert held_uploads_at_once(start_server, s3, proxy, 4, 2, "--workers", "2") == 2
+
+
 def test_sweep_drops_abandoned_uploads_and_scratch_past_the_grace_only(start_server, s3,
                                                                          tmp_path):
     """S3 keeps times to the second (Swift lists them rounded up): the

@@ -427,7 +427,11 @@ rooms_init(const struct bw_host *h, const void *cfg, void **out)
 	rs->next_id = 1;
 	rs->bus = h->bus;
 	rs->node = h->node != NULL ? h->node : "node";
-	rs->hash_max = h->eng->cfg.workers > 0 ? h->eng->cfg.workers : 1;
+	/* every worker, but no more than HASH_MAX: each hash holds 16 MiB,
+	 * and a daemon on S3 has 16 workers for the store's round trips */
+	rs->hash_max = h->eng->cfg.workers == 0		? 1
+		       : h->eng->cfg.workers > HASH_MAX ? HASH_MAX
+							: h->eng->cfg.workers;
 	if ((rs->addr_slot = bw_addrtab_slot(&h->eng->addrs)) < 0) {
 		free(rs);
 		return BW_ETOOBIG;

@@ -21,6 +21,7 @@
 #define NAME_CAP      260 /* its bytes (4 per code point) and a NUL */
 #define PASS_MAX      128 /* bytes of a password */
 #define SALT_LEN      16
+#define HASH_MAX      4 /* scrypt hashes at once, at most (16 MiB each) */
 #define HASH_LEN      32
 #define FAIL_FREE     3	   /* failures from an address before delays */
 #define DELAY_MIN_MS  250u /* the first delay, doubled each failure */

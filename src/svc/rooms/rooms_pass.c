@@ -1,7 +1,8 @@
 /* Room passwords, hashed on the worker pool and never on the loop thread:
  * scrypt with a fresh salt when a room is created, compared in constant
  * time when someone joins. At most as many hashes run at once as there are
- * workers, so the vault's and the messenger's fsyncs still find a worker
+ * workers (and never more than HASH_MAX: 16 MiB each), so the vault's and
+ * the messenger's fsyncs still find a worker
  * free within one hash; the rest wait, queued per source address, the
  * addresses taking turns.
  */
