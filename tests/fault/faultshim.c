@@ -23,6 +23,10 @@
  *	every socket accept() or accept4() returns gets SO_SNDBUF N (the
  *	kernel doubles it): a reply then waits in the process's own buffers
  *	rather than in the kernel's (which autotune to megabytes on loopback).
+ *   BW_SHORT_READ=N
+ *	read() of a regular file returns at most N bytes at a time (a short
+ *	read, which a reader must take as it comes): what the daemon copies
+ *	from files (a migration's contents) then reaches its writes in pieces.
  *   BW_FAULT_TIME=SECONDS
  *	time() returns SECONDS, always: what depends on the wall clock's
  *	second (LastSeen is written only when its second changes) is the same
@@ -144,8 +148,11 @@ static int (*real_mkdir)(const char *, mode_t);
 static int (*real_mkdirat)(int, const char *, mode_t);
 static int (*real_accept)(int, struct sockaddr *, socklen_t *);
 static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
-static int sndbuf_size;	   /* BW_SNDBUF, 0: unset */
-static time_t frozen_time; /* BW_FAULT_TIME, 0: unset */
+static ssize_t (*real_read)(int, void *, size_t);
+static size_t short_read;      /* BW_SHORT_READ */
+static atomic_ulong reads_cut; /* reads it cut short */
+static int sndbuf_size;	       /* BW_SNDBUF, 0: unset */
+static time_t frozen_time;     /* BW_FAULT_TIME, 0: unset */
 
 /* --- set-up -------------------------------------------------------------- */
 
@@ -306,6 +313,7 @@ init(void)
 	RESOLVE(real_mkdirat, "mkdirat");
 	RESOLVE(real_accept, "accept");
 	RESOLVE(real_accept4, "accept4");
+	RESOLVE(real_read, "read");
 	if ((spec = getenv("BW_FAULT")) != NULL)
 		parse_faults(spec);
 	if ((spec = getenv("BW_SNDBUF")) != NULL && spec[0] != '\0') {
@@ -319,6 +327,18 @@ init(void)
 			abort();
 		}
 		sndbuf_size = (int)v;
+	}
+	if ((spec = getenv("BW_SHORT_READ")) != NULL && spec[0] != '\0') {
+		char *end;
+		long v;
+
+		errno = 0;
+		v = strtol(spec, &end, 10);
+		if (errno != 0 || *end != '\0' || v <= 0 || v > (1L << 30)) {
+			say("bwfault: BW_SHORT_READ is not a size\n");
+			abort();
+		}
+		short_read = (size_t)v;
 	}
 	if ((spec = getenv("BW_FAULT_TIME")) != NULL && spec[0] != '\0') {
 		char *end;
@@ -796,6 +816,40 @@ accept4(int lfd, struct sockaddr *addr, socklen_t *len, int flags)
 	if (real_accept4 == NULL)
 		return fail(ENOSYS);
 	return accepted(real_accept4(lfd, addr, len, flags));
+}
+
+/* Reads of regular files cut short by BW_SHORT_READ. */
+
+ssize_t
+read(int fd, void *buf, size_t n)
+{
+	struct stat st;
+
+	(void)pthread_once(&once, init);
+	if (real_read == NULL) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (short_read > 0 && n > short_read && fstat(fd, &st) == 0 &&
+	    S_ISREG(st.st_mode)) {
+		n = short_read;
+		atomic_fetch_add(&reads_cut, 1);
+	}
+	return real_read(fd, buf, n);
+}
+
+/* At the exit, how many reads were cut short: a test can tell that the
+ * shim did cut (and so that what it tests was reached). */
+__attribute__((destructor)) static void
+report_short_reads(void)
+{
+	char line[80];
+
+	if (short_read == 0)
+		return;
+	snprintf(line, sizeof(line), "bwfault: %lu reads cut short\n",
+		 atomic_load(&reads_cut));
+	say(line);
 }
 
 /* The wall clock's seconds, frozen by BW_FAULT_TIME. */

@@ -496,6 +496,43 @@ def test_migrate_copies_contents_into_the_bucket(start_server, s3, tmp_path):
     srv.stop()
 
 
+def test_contents_written_in_pieces_keep_their_bytes_across_the_memory_limit(
+        start_server, s3, shim, tmp_path):
+    """An object is kept in memory up to 64 KiB, then spooled. A migration
+    whose reads of the source come 40,000 bytes at a time (the shim) writes
+    each content in pieces: sizes around the limit are stored from memory,
+    spilled to the spool with what memory held, or spooled from the first
+    piece. S3 then holds exactly the source's bytes."""
+    src = tmp_path / "src"
+    srv = start_server("--db", "sqlite:%s/defensive.db" % src, "--blobs", "file:%s" % src,
+                       data_dir=src)
+    v = bw.VaultClient(H, srv.port, key=rsa_key(2)).connect()
+    bw.expect(v.register(unique_name("pieces")), bw.REGISTERED)
+    bw.expect(v.send_pubkey(), bw.KEY_STORED)
+    sizes = (1, 40000, 50000, 65536, 65537, 80001, 300000)
+    sent = {}
+    for n in sizes:
+        name = "p%d.bin" % n
+        sent[name] = os.urandom(n)
+        bw.expect(v.send_file(name, sent[name]).response, bw.FILE_RECEIVED)
+        bw.expect(v.crc_ok(name), bw.ACK)
+    v.close()
+    srv.stop()
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    r = subprocess.run([str(bwd.BULWARKD), "migrate", "--from", str(src), "--data-dir",
+                        str(dst), *s3_opts(s3, prefix="pieces")],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, **s3.env(), "LD_PRELOAD": str(shim),
+                            "BW_SHORT_READ": "40000"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    cut = [int(w) for w in r.stderr.split() if w.isdigit()]
+    assert "reads cut short" in r.stderr and cut and cut[-1] > 0, r.stderr
+    for name, data in sent.items():
+        got = s3.get(s3.bucket, "pieces/files/%s/%s" % (v.client_id.hex(), name))
+        assert got == data, "%s: %d bytes stored of %d" % (name, len(got or b""), len(data))
+
+
 def test_a_migration_into_s3_killed_midway_resumes_and_verifies(start_server, s3, proxy,
                                                                   tmp_path):
     import pgserver

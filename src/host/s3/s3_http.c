@@ -224,6 +224,8 @@ on_read(char *buf, size_t size, size_t nitems, void *arg)
 	left = c->body_n - x->sent;
 	if (want > left)
 		want = (size_t)left;
+	if (want == 0) /* the end, or an empty body (NULL) */
+		return 0;
 	memcpy(buf, c->body + x->sent, want);
 	x->sent += want;
 	return want;

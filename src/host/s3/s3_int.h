@@ -4,14 +4,17 @@
  * which libcurl does not add by itself.
  *
  * Every operation blocks its caller (a loop worker), never the loop. An
- * object being written is spooled to an unlinked file in the data
- * directory and sent as it grows: once a part's worth (S3_PART) is there,
+ * object being written is kept in memory while it is at most S3_MEM_MAX
+ * (a small file is one PUT from there: no file is made for it), and once
+ * it grows past that, spooled to an unlinked file in the data directory
+ * and sent as it grows: once a part's worth (S3_PART) is there,
  * it goes to the backend's uploader threads as one part of a multipart
  * upload, at most S3_PARTS_AHEAD parts of an object ahead of its writer,
  * whose write then waits (the socket behind it is not read meanwhile). A
  * sent part's bytes are punched out of the spool. Memory does not grow
- * with the uploads: the parts are read from the spool by libcurl in its
- * own buffers; the spool's disk is a few parts per object being written.
+ * with the uploads past S3_MEM_MAX each: the parts are read from the spool
+ * by libcurl in its own buffers; the spool's disk is a few parts per object
+ * being written.
  */
 #ifndef BULWARK_HOST_S3_INT_H
 #define BULWARK_HOST_S3_INT_H
@@ -27,6 +30,7 @@
 #include "host/blob.h"
 
 #define S3_PART	       (8u * 1024u * 1024u) /* S3's smallest is 5 MiB */
+#define S3_MEM_MAX     (64u * 1024u)	    /* an object kept in memory */
 #define S3_MAX_PARTS   10000u		    /* S3's limit */
 #define S3_PARTS_AHEAD 2u		    /* per object, sent or being sent */
 #define S3_UPLOADERS   4u
@@ -143,7 +147,9 @@ int s3_creds_parse(const char *text, size_t n, const char *profile,
 
 struct bw_blob_w {
 	struct s3 *s;
-	int fd;			   /* the spool */
+	int fd;	      /* the spool (-1 while in memory) */
+	uint8_t *mem; /* the bytes while size <= S3_MEM_MAX */
+	size_t mem_cap;
 	uint64_t size;		   /* bytes written */
 	uint64_t part_start;	   /* the part not sent yet starts here */
 	struct bw_sha256_ctx *sha; /* of [part_start, size) */

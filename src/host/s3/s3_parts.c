@@ -55,6 +55,7 @@ s3_w_free(struct bw_blob_w *w)
 {
 	if (w->fd >= 0)
 		close(w->fd);
+	free(w->mem);
 	bw_sha256_free(w->sha);
 	free(w->etag);
 	pthread_mutex_destroy(&w->mu);
@@ -80,11 +81,9 @@ s3_w_create(struct s3 *s, const char *space, const char *key,
 		snprintf(w->key, sizeof(w->key), "%s", key);
 	else
 		bw_blob_scratch_key(space, ".w-", w->key);
-	if ((rc = spool_open(s, &w->fd)) != 0 ||
-	    (rc = bw_sha256_new(&w->sha)) != 0) {
-		if (rc != BW_ENOMEM && rc != BW_ECRYPTO)
-			bw_error("s3: cannot spool in %s: %s", s->spool,
-				 bw_strerror(rc));
+	/* no spool yet: a small object never needs one, and making a file
+	 * is not for the loop thread, where objects are created */
+	if ((rc = bw_sha256_new(&w->sha)) != 0) {
 		s3_w_free(w);
 		return rc;
 	}
@@ -264,27 +263,93 @@ queue_part(struct s3 *s, struct bw_blob_w *w)
 	return 0;
 }
 
+static int
+pwrite_all(int fd, const uint8_t *b, size_t n, uint64_t off)
+{
+	size_t done = 0;
+	ssize_t got;
+
+	while (done < n) {
+		got = pwrite(fd, b + done, n - done, (off_t)(off + done));
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			return got < 0 ? -errno : -EIO;
+		done += (size_t)got;
+	}
+	return 0;
+}
+
+/* [off, off + n) into memory (under w->mu): the object is still small. */
+static int
+mem_put(struct bw_blob_w *w, uint64_t off, const void *p, size_t n)
+{
+	size_t end = (size_t)off + n, cap;
+	uint8_t *m;
+
+	if (n == 0)
+		return 0;
+	if (end > w->mem_cap) {
+		for (cap = w->mem_cap != 0 ? w->mem_cap : 4096u; cap < end;)
+			cap *= 2;
+		if (cap > S3_MEM_MAX)
+			cap = S3_MEM_MAX;
+		if ((m = realloc(w->mem, cap)) == NULL)
+			return BW_ENOMEM;
+		w->mem = m;
+		w->mem_cap = cap;
+	}
+	memcpy(w->mem + off, p, n);
+	return 0;
+}
+
+/* The object outgrows S3_MEM_MAX at off: a spool, holding what memory had
+ * (every write before off's, all in memory). Under w->mu, at off's turn. */
+static int
+spill(struct bw_blob_w *w, uint64_t off)
+{
+	int rc = spool_open(w->s, &w->fd);
+
+	if (rc != 0) {
+		w->fd = -1;
+		bw_error("s3: cannot spool in %s: %s", w->s->spool,
+			 bw_strerror(rc));
+		return rc;
+	}
+	rc = pwrite_all(w->fd, w->mem, (size_t)off, 0);
+	free(w->mem);
+	w->mem = NULL;
+	w->mem_cap = 0;
+	return rc;
+}
+
 /* Two writes of an object may run at once (a writer with two buffers in
- * flight): each goes to the spool at its offset at once, then waits for
- * the ones before it, so that the parts are hashed and sent in order. */
+ * flight): each goes to memory or the spool at its offset at once (the one
+ * that makes the spool waits for its turn), then waits for the ones before
+ * it, so that the parts are hashed and sent in order. */
 int
 s3_w_write(struct bw_blob_w *w, uint64_t off, const void *p, size_t n)
 {
 	const uint8_t *b = p;
-	size_t done = 0, take;
-	ssize_t got;
-	int rc = 0;
+	const size_t len = n;
+	size_t take;
+	int rc = 0, fd = -1;
 
-	while (done < n) {
-		got = pwrite(w->fd, b + done, n - done, (off_t)(off + done));
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got <= 0) {
-			rc = got < 0 ? -errno : -EIO;
-			break;
-		}
-		done += (size_t)got;
+	pthread_mutex_lock(&w->mu);
+	if (w->fd < 0 && off + n <= S3_MEM_MAX) {
+		rc = mem_put(w, off, p, n);
+	} else {
+		while (w->fd < 0 && w->err == 0 && w->next_off < off)
+			pthread_cond_wait(&w->cv, &w->mu);
+		if (w->fd < 0)
+			rc = w->err != 0	  ? w->err
+			     : w->next_off != off ? BW_EPROTO
+						  : spill(w, off);
+		fd = w->fd;
 	}
+	pthread_mutex_unlock(&w->mu);
+	if (rc == 0 && fd >= 0)
+		rc = pwrite_all(fd, b, n, off);
 	pthread_mutex_lock(&w->mu);
 	while (rc == 0 && w->err == 0 && w->next_off < off)
 		pthread_cond_wait(&w->cv, &w->mu);
@@ -307,7 +372,7 @@ s3_w_write(struct bw_blob_w *w, uint64_t off, const void *p, size_t n)
 	if (rc != 0 && w->err == 0)
 		w->err = rc;
 	else if (rc == 0)
-		w->next_off = off + done;
+		w->next_off = off + len;
 	pthread_cond_broadcast(&w->cv);
 	pthread_mutex_unlock(&w->mu);
 	return rc;
@@ -339,9 +404,14 @@ put_whole(struct s3 *s, struct bw_blob_w *w, const char *key)
 	if ((rc = part_sha(w, sha)) != 0)
 		return rc;
 	s3_call_init(&c, "PUT", key);
-	c.fd = w->fd;
-	c.off = 0;
-	c.len = w->size;
+	if (w->fd >= 0) {
+		c.fd = w->fd;
+		c.off = 0;
+		c.len = w->size;
+	} else { /* still in memory */
+		c.body = w->mem;
+		c.body_n = (size_t)w->size;
+	}
 	c.sha_hex = sha;
 	c.retry = 1;
 	if ((rc = s3_do(s, &c)) != 0)
