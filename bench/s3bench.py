@@ -14,7 +14,10 @@ its S3 API, which checks signatures):
   every S3 PUT waits 0.5 s in a proxy (tests/integration/faultproxy.py):
   target p99 < 10 ms;
 - 4 KiB vault sessions per second on the embedded default and on
-  PostgreSQL + S3 (a throw-away PostgreSQL too), bulwarkd's CPU each.
+  PostgreSQL + S3 (a throw-away PostgreSQL too), bulwarkd's CPU each;
+- the same sessions on a store 50 ms away (every S3 request delayed in the
+  proxy): the default workers (16 on S3) beside --workers 2, the local
+  disk's default, which let only two requests reach the store at once.
 
 It only reports; it fails only when a scenario could not run.
 
@@ -288,6 +291,44 @@ def sessions(a, s3, bucket, tmp, rows):
                          "bulwarkd CPU %.3f ms each" % cpu, "-"))
 
 
+def sessions_far(a, s3, bucket, tmp, rows):
+    """4 KiB sessions (sessionload 4x8) on S3 50 ms away: every request
+    waits in the proxy, as on a bucket in another building. Each of the
+    store's calls holds a worker for its round trips: the default (16 on
+    S3) beside --workers 2, the local disk's default."""
+    load = a.bin_dir / "sessionload"
+    if not load.exists():
+        return
+    secs = 2 if a.quick else 5
+    proxy = faultproxy.FaultProxy(s3.port)
+    proxy.add(action=("pass",), delay=0.05)
+    found = {}
+    try:
+        for label, extra in (("default workers", []), ("--workers 2", ["--workers", "2"])):
+            d = tmp / ("far-" + label.replace(" ", "").replace("-", ""))
+            p, port = msgbench.start_server(a.bin_dir, d, "--max-reg-per-min", "0",
+                                            "--max-uploads-per-addr", "1000", "--blobs",
+                                            "s3://%s/far" % bucket, "--s3-endpoint",
+                                            proxy.endpoint, "--s3-path-style", *extra)
+            try:
+                r = subprocess.run([str(load), "--port", str(port), "--procs", "4", "--conns",
+                                    "8", "--seconds", str(secs), "--server-pid", str(p.pid)],
+                                   capture_output=True, text=True, timeout=secs + 300)
+                w = r.stdout.split()
+                if r.returncode != 0 or len(w) < 14:
+                    raise RuntimeError("sessionload: %s %s" % (r.stdout[-300:], r.stderr[-300:]))
+                found[label] = {w[i]: float(w[i + 1]) for i in range(0, len(w) - 1, 2)}
+            finally:
+                msgbench.stop(p)
+    finally:
+        proxy.close()
+    ours, two = found["default workers"], found["--workers 2"]
+    rows.append(("4 KiB sessions/s (sessionload 4x8), S3 50 ms away: default workers",
+                 "%.0f /s" % ours["rate"], "p50 %.0f ms, --workers 2: %.0f /s, p50 %.0f ms" % (
+                     ours["p50_ms"], two["rate"], two["p50_ms"]),
+                 "%.1fx" % (ours["rate"] / max(two["rate"], 1e-9))))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", type=Path, required=True)
@@ -297,8 +338,8 @@ def main():
     ap.add_argument("--runs", type=int)
     ap.add_argument("--mem-uploads", type=int)
     ap.add_argument("--mem-mib", type=int)
-    ap.add_argument("--only", default="big,many,slow,sessions",
-                    help="some of big,many,slow,sessions (default: all four)")
+    ap.add_argument("--only", default="big,many,slow,sessions,far",
+                    help="some of big,many,slow,sessions,far (default: all five)")
     a = ap.parse_args()
     a.bin_dir = a.bin_dir.resolve()
     a.tmp.mkdir(parents=True, exist_ok=True)
@@ -313,7 +354,7 @@ def main():
     try:
         bucket = s3.create_bucket("bench-%d" % os.getpid())
         chosen = {"big": big_upload, "many": many_uploads, "slow": latency_while_slow,
-                  "sessions": sessions}
+                  "sessions": sessions, "far": sessions_far}
         for name in a.only.split(","):
             scenario = chosen[name]
             try:
