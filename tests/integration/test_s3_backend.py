@@ -523,7 +523,7 @@ def test_contents_written_in_pieces_keep_their_bytes_across_the_memory_limit(
     r = subprocess.run([str(bwd.BULWARKD), "migrate", "--from", str(src), "--data-dir",
                         str(dst), *s3_opts(s3, prefix="pieces")],
                        capture_output=True, text=True, timeout=300,
-                       env={**os.environ, **s3.env(), "LD_PRELOAD": str(shim),
+                       env={**os.environ, **s3.env(), **bwd.fault_env(shim),
                             "BW_SHORT_READ": "40000"})
     assert r.returncode == 0, r.stdout + r.stderr
     cut = [int(w) for w in r.stderr.split() if w.isdigit()]
