@@ -287,6 +287,28 @@ parse_faults(const char *spec)
 
 #define RESOLVE(var, name) (*(void **)&(var) = dlsym(RTLD_NEXT, name))
 
+/* The size (1 to 2^30) in the environment variable name, 0 if it is unset;
+ * a malformed one aborts, so that a typo cannot pass for "not asked". */
+static long
+env_size(const char *name)
+{
+	const char *spec = getenv(name);
+	char *end;
+	long v;
+
+	if (spec == NULL || spec[0] == '\0')
+		return 0;
+	errno = 0;
+	v = strtol(spec, &end, 10);
+	if (errno != 0 || *end != '\0' || v <= 0 || v > (1L << 30)) {
+		say("bwfault: ");
+		say(name);
+		say(" is not a size\n");
+		abort();
+	}
+	return v;
+}
+
 static void
 init(void)
 {
@@ -316,30 +338,8 @@ init(void)
 	RESOLVE(real_read, "read");
 	if ((spec = getenv("BW_FAULT")) != NULL)
 		parse_faults(spec);
-	if ((spec = getenv("BW_SNDBUF")) != NULL && spec[0] != '\0') {
-		char *end;
-		long v;
-
-		errno = 0;
-		v = strtol(spec, &end, 10);
-		if (errno != 0 || *end != '\0' || v <= 0 || v > (1L << 30)) {
-			say("bwfault: BW_SNDBUF is not a size\n");
-			abort();
-		}
-		sndbuf_size = (int)v;
-	}
-	if ((spec = getenv("BW_SHORT_READ")) != NULL && spec[0] != '\0') {
-		char *end;
-		long v;
-
-		errno = 0;
-		v = strtol(spec, &end, 10);
-		if (errno != 0 || *end != '\0' || v <= 0 || v > (1L << 30)) {
-			say("bwfault: BW_SHORT_READ is not a size\n");
-			abort();
-		}
-		short_read = (size_t)v;
-	}
+	sndbuf_size = (int)env_size("BW_SNDBUF");
+	short_read = (size_t)env_size("BW_SHORT_READ");
 	if ((spec = getenv("BW_FAULT_TIME")) != NULL && spec[0] != '\0') {
 		char *end;
 		long long v;
