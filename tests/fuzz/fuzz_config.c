@@ -12,10 +12,11 @@
  * certainly wrong (no '=', an unknown key, a flag that is not yes, no,
  * true or false, a value left empty); on success no line is certainly
  * wrong, why is untouched, the numeric fields re-checked here lie within
- * the bounds the option table documents (--help), the string fields are
- * NUL-terminated and the addresses numeric, and the last line on a few
- * options (workers, port, timeout, rooms-pause given in plain digits,
- * log-level, the two flags) is what the configuration holds.
+ * the bounds the option table documents (--help; workers may be 0, not
+ * given), the string fields are NUL-terminated and the addresses numeric,
+ * and the last line on a few options (workers, port, timeout, rooms-pause
+ * given in plain digits, log-level, the two flags) is what the
+ * configuration holds.
  *
  * A console-secret-file line reads the file it names; bw_read_small_file
  * opens only regular files, without blocking, so this cannot hang.
@@ -243,7 +244,9 @@ check_cfg(const struct bw_daemon_cfg *c)
 	in_range(c->engine.shutdown_grace_ms, 0, 86400000u);
 	check(c->engine.shutdown_grace_ms % 1000 == 0);
 	in_range(c->rooms.limits.request_ms, 1000, 3600000u);
-	in_range(c->engine.workers, 1, 16);
+	/* 0 until given (the daemon chooses by its blob store) */
+	if (c->engine.workers != 0)
+		in_range(c->engine.workers, 1, 16);
 	in_range(c->rooms.pause_ms, 10, 10000);
 	in_range(c->rooms.limits.out_max, 4096, 1u << 30);
 	in_range(c->rooms.max_attempts, 1, 1000);
