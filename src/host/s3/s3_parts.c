@@ -336,7 +336,7 @@ s3_w_write(struct bw_blob_w *w, uint64_t off, const void *p, size_t n)
 	int rc = 0, fd = -1;
 
 	pthread_mutex_lock(&w->mu);
-	if (w->fd < 0 && off + n <= S3_MEM_MAX) {
+	if (w->fd < 0 && off <= S3_MEM_MAX && n <= S3_MEM_MAX - off) {
 		rc = mem_put(w, off, p, n);
 	} else {
 		while (w->fd < 0 && w->err == 0 && w->next_off < off)
