@@ -60,7 +60,9 @@ engine_conn_still_reading(struct bw_conn *c, uint64_t now_ms)
 
 	if (c->flags & (BW_CONN_LINGER | BW_CONN_FAILED | BW_CONN_DEAD))
 		return 0;
-	if (bw_net_unacked(c->w.fd, &unacked) != 0 || unacked == 0 ||
+	/* down to 0 counts: the peer took the last of it since the last
+	 * look, maybe a moment ago, and has one more idle time from here */
+	if (bw_net_unacked(c->w.fd, &unacked) != 0 ||
 	    unacked == c->unacked_seen) {
 		c->unacked_seen = 0;
 		return 0;

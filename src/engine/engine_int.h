@@ -29,7 +29,8 @@ void engine_conn_kill(struct bw_conn *c, const char *why);
 uint64_t engine_conn_arrived(const struct bw_conn *c);
 /* c's idle time has passed: 1 (and its deadline moved on) if the peer is
  * still taking output the kernel holds for it, unacknowledged bytes that
- * shrank since the last look; 0 if it is idle indeed. */
+ * shrank since the last look (to none, too: once, as it may have taken
+ * the last of them just now); 0 if it is idle indeed. */
 int engine_conn_still_reading(struct bw_conn *c, uint64_t now_ms);
 /* conn_out.c: output */
 /* The most output c may hold at any moment (BW_OUT_HARD_FACTOR x cap). */
