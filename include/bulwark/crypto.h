@@ -38,7 +38,8 @@ int bw_rsa_to_pkcs8(const struct bw_rsa *k, uint8_t **der, size_t *len) BW_WUR;
 
 /* RSA-OAEP (SHA-1, MGF1-SHA-1, empty label). Encrypting needs a 1024-bit key
  * and writes exactly BW_RSA_CT_LEN bytes. Decrypting writes at most cap bytes
- * and sets *out_len. */
+ * and sets *out_len. A key keeps its encryption set up between calls, so one
+ * key is not to be used to encrypt from two threads at once. */
 int bw_rsa_oaep_encrypt(const struct bw_rsa *pub, const uint8_t *in, size_t n,
 			uint8_t out[BW_RSA_CT_LEN]) BW_WUR;
 int bw_rsa_oaep_decrypt(const struct bw_rsa *priv, const uint8_t *in, size_t n,

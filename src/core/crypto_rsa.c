@@ -21,6 +21,9 @@
 
 struct bw_rsa {
 	EVP_PKEY *pkey;
+	/* OAEP encryption set up once, on the first use: setting up a context
+	 * (fetches, parameters) costs about half the encryption itself */
+	EVP_PKEY_CTX *enc;
 };
 
 /* Whatever OpenSSL queued about a failure is not reported through this API;
@@ -45,6 +48,7 @@ rsa_wrap(EVP_PKEY *pkey, struct bw_rsa **out)
 		return BW_ENOMEM;
 	}
 	k->pkey = pkey;
+	k->enc = NULL;
 	*out = k;
 	return 0;
 }
@@ -103,6 +107,7 @@ bw_rsa_free(struct bw_rsa *k)
 {
 	if (k == NULL)
 		return;
+	EVP_PKEY_CTX_free(k->enc);
 	EVP_PKEY_free(k->pkey);
 	free(k);
 }
@@ -215,13 +220,37 @@ out:
 }
 
 /* SHA-1 for both the label hash and MGF1, empty label: OpenSSL's defaults,
- * set explicitly so that a changed default cannot change the wire format. */
-static int
-oaep_params(EVP_PKEY_CTX *ctx)
+ * set explicitly so that a changed default cannot change the wire format.
+ * Given as parameters of the operation's init, not as one control call
+ * each, which OpenSSL 3 translates to parameters at some cost. */
+#define STR_PARAM(key, lit)                                                    \
+	OSSL_PARAM_utf8_string(key, (char *)(lit), sizeof(lit) - 1)
+static const OSSL_PARAM oaep_params[] = {
+	STR_PARAM(OSSL_ASYM_CIPHER_PARAM_PAD_MODE, OSSL_PKEY_RSA_PAD_MODE_OAEP),
+	STR_PARAM(OSSL_ASYM_CIPHER_PARAM_OAEP_DIGEST, OSSL_DIGEST_NAME_SHA1),
+	STR_PARAM(OSSL_ASYM_CIPHER_PARAM_MGF1_DIGEST, OSSL_DIGEST_NAME_SHA1),
+	OSSL_PARAM_END,
+};
+#undef STR_PARAM
+
+/* k's encryption context, made on the first call. The key is logically
+ * const: the context only caches what every call would set up again. */
+static EVP_PKEY_CTX *
+enc_ctx(const struct bw_rsa *pub)
 {
-	return EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) > 0 &&
-	       EVP_PKEY_CTX_set_rsa_oaep_md(ctx, EVP_sha1()) > 0 &&
-	       EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_sha1()) > 0;
+	struct bw_rsa *k = (struct bw_rsa *)pub;
+	EVP_PKEY_CTX *ctx;
+
+	if (k->enc != NULL)
+		return k->enc;
+	if ((ctx = EVP_PKEY_CTX_new_from_pkey(NULL, k->pkey, NULL)) == NULL)
+		return NULL;
+	if (EVP_PKEY_encrypt_init_ex(ctx, oaep_params) <= 0) {
+		EVP_PKEY_CTX_free(ctx);
+		return NULL;
+	}
+	k->enc = ctx;
+	return ctx;
 }
 
 int
@@ -229,7 +258,7 @@ bw_rsa_oaep_encrypt(const struct bw_rsa *pub, const uint8_t *in, size_t n,
 		    uint8_t out[BW_RSA_CT_LEN])
 {
 	static const uint8_t empty[1];
-	EVP_PKEY_CTX *ctx = NULL;
+	EVP_PKEY_CTX *ctx;
 	size_t out_len = BW_RSA_CT_LEN;
 	int rc = BW_ECRYPTO;
 
@@ -237,16 +266,13 @@ bw_rsa_oaep_encrypt(const struct bw_rsa *pub, const uint8_t *in, size_t n,
 		return BW_ETOOBIG;
 	if (EVP_PKEY_get_bits(pub->pkey) != BW_RSA_BITS)
 		return BW_EBADKEY;
-	if ((ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pub->pkey, NULL)) == NULL)
-		goto out;
-	if (EVP_PKEY_encrypt_init(ctx) <= 0 || !oaep_params(ctx))
+	if ((ctx = enc_ctx(pub)) == NULL)
 		goto out;
 	if (EVP_PKEY_encrypt(ctx, out, &out_len, n > 0 ? in : empty, n) <= 0 ||
 	    out_len != BW_RSA_CT_LEN)
 		goto out;
 	rc = 0;
 out:
-	EVP_PKEY_CTX_free(ctx);
 	if (rc != 0)
 		memset(out, 0, BW_RSA_CT_LEN);
 	return rc == 0 ? 0 : ossl_fail(rc);
@@ -269,7 +295,7 @@ bw_rsa_oaep_decrypt(const struct bw_rsa *priv, const uint8_t *in, size_t n,
 		return BW_EBADKEY;
 	if ((ctx = EVP_PKEY_CTX_new_from_pkey(NULL, priv->pkey, NULL)) == NULL)
 		goto out;
-	if (EVP_PKEY_decrypt_init(ctx) <= 0 || !oaep_params(ctx))
+	if (EVP_PKEY_decrypt_init_ex(ctx, oaep_params) <= 0)
 		goto out;
 	if (EVP_PKEY_decrypt(ctx, tmp, &tmp_len, in, n) <= 0 ||
 	    tmp_len > sizeof(tmp))

@@ -210,8 +210,9 @@ key_stored(void *arg, int rc, struct bw_client *cl)
  *
  * A 1027 wraps a fresh AES key for the public key on record: parsing its
  * DER (OpenSSL 3's decoders) cost more than the wrap itself. Parsed keys
- * are kept by their DER, RSA_CACHE_MAX of them (about 1 KiB each); when
- * full, the cache starts again. A key is looked up by all its bytes, so a
+ * are kept by their DER, RSA_CACHE_MAX of them (about 1.8 KiB each with the
+ * encryption context a key keeps: at most 7 MiB); when full, the cache
+ * starts again. A key is looked up by all its bytes, so a
  * replaced public key is never taken for the old one.
  */
 
