@@ -4,6 +4,7 @@
  * RSA-OAEP in crypto_rsa.c. These two files are the only OpenSSL users.
  */
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -196,6 +197,19 @@ bw_scrypt(const void *pw, size_t n, const uint8_t *salt, size_t salt_n,
 
 /* ---- AES-128-CBC ---- */
 
+/* AES-128-CBC fetched once for the process: EVP_aes_128_cbc() names it
+ * without an implementation, and every init then looks one up again in
+ * the provider's store (a lock and a hash lookup per upload). Kept for the
+ * process's life; NULL if the fetch failed, and then every init fails. */
+static EVP_CIPHER *aes_cbc;
+static pthread_once_t aes_cbc_once = PTHREAD_ONCE_INIT;
+
+static void
+aes_cbc_fetch(void)
+{
+	aes_cbc = EVP_CIPHER_fetch(NULL, "AES-128-CBC", NULL);
+}
+
 int
 bw_aes_new(struct bw_aes **out, const uint8_t key[BW_AES_KEY_LEN], int encrypt)
 {
@@ -204,6 +218,8 @@ bw_aes_new(struct bw_aes **out, const uint8_t key[BW_AES_KEY_LEN], int encrypt)
 	int ok;
 
 	*out = NULL;
+	if (pthread_once(&aes_cbc_once, aes_cbc_fetch) != 0 || aes_cbc == NULL)
+		return ossl_fail(BW_ECRYPTO);
 	if ((a = malloc(sizeof(*a))) == NULL)
 		return BW_ENOMEM;
 	a->encrypt = encrypt != 0;
@@ -212,11 +228,9 @@ bw_aes_new(struct bw_aes **out, const uint8_t key[BW_AES_KEY_LEN], int encrypt)
 		return ossl_fail(BW_ENOMEM);
 	}
 	if (a->encrypt)
-		ok = EVP_EncryptInit_ex2(a->ctx, EVP_aes_128_cbc(), key,
-					 zero_iv, NULL);
+		ok = EVP_EncryptInit_ex2(a->ctx, aes_cbc, key, zero_iv, NULL);
 	else
-		ok = EVP_DecryptInit_ex2(a->ctx, EVP_aes_128_cbc(), key,
-					 zero_iv, NULL);
+		ok = EVP_DecryptInit_ex2(a->ctx, aes_cbc, key, zero_iv, NULL);
 	if (ok != 1 || EVP_CIPHER_CTX_set_padding(a->ctx, 0) != 1) {
 		bw_aes_free(a);
 		return ossl_fail(BW_ECRYPTO);
