@@ -51,6 +51,10 @@ int bw_loop_update(struct bw_loop *l, struct bw_watch *w, unsigned events);
 /* Stops watching; the fd is not closed. Events of the current batch for w are
  * dropped. */
 void bw_loop_unwatch(struct bw_loop *l, struct bw_watch *w);
+/* The same for a watch whose fd the caller closes next and never duplicated:
+ * closing the only descriptor of a file takes it out of epoll, so the
+ * system call that bw_loop_unwatch makes is saved. */
+void bw_loop_unwatch_closing(struct bw_loop *l, struct bw_watch *w);
 
 /* A one-shot timer; the caller owns the storage and keeps it alive while it
  * is armed (bw_loop_timer_stop before freeing it). Zero it before first

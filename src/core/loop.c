@@ -272,17 +272,23 @@ bw_loop_update(struct bw_loop *l, struct bw_watch *w, unsigned events)
 }
 
 void
-bw_loop_unwatch(struct bw_loop *l, struct bw_watch *w)
+bw_loop_unwatch_closing(struct bw_loop *l, struct bw_watch *w)
 {
 	int i;
 
-	if (w->fd >= 0)
-		(void)epoll_ctl(l->ep, EPOLL_CTL_DEL, w->fd, NULL);
 	for (i = 0; i < l->batch_n; i++) {
 		if (l->batch[i].data.ptr == w)
 			l->batch[i].data.ptr = NULL;
 	}
 	w->fd = -1;
+}
+
+void
+bw_loop_unwatch(struct bw_loop *l, struct bw_watch *w)
+{
+	if (w->fd >= 0)
+		(void)epoll_ctl(l->ep, EPOLL_CTL_DEL, w->fd, NULL);
+	bw_loop_unwatch_closing(l, w);
 }
 
 /* --- timers: heap[i]'s children are 2i+1 and 2i+2; t->slot is i + 1 -- */

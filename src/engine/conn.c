@@ -127,7 +127,8 @@ engine_conn_kill(struct bw_conn *c, const char *why)
 		bw_debug("c%llu closed: %s", (unsigned long long)c->id, why);
 	else if (why != NULL)
 		bw_info("c%llu closed: %s", (unsigned long long)c->id, why);
-	bw_loop_unwatch(e->loop, &c->w);
+	/* the socket is closed below, and never duplicated */
+	bw_loop_unwatch_closing(e->loop, &c->w);
 	if (c->lis->svc->on_close != NULL && !(c->flags & BW_CONN_PROXY_WAIT))
 		c->lis->svc->on_close(c);
 	if (fd >= 0)
