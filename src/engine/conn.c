@@ -400,6 +400,14 @@ conn_read(struct bw_conn *c)
 	c->in_total += (uint64_t)n;
 	c->last_read_ms = bw_now_ms();
 	c->deadline_ms = c->last_read_ms + c->lis->cfg.lim.idle_ms;
+	/* The idle look asks whether the peer took output since its last sign
+	 * of life, and input is one: what a block on output left as the mark
+	 * is measured again now. Otherwise a peer that took a large reply long
+	 * ago, then went quiet, was given a second idle time for it. Only a
+	 * connection that has blocked pays for the system call. */
+	if (c->unacked_seen != 0 &&
+	    bw_net_unacked(c->w.fd, &c->unacked_seen) != 0)
+		c->unacked_seen = 0;
 	if (c->lis->cfg.proxy && c->eng->cfg.proxy_from.n > 0 &&
 	    !engine_conn_proxy_input(c))
 		return; /* the header is awaited, or c was closed for it */

@@ -409,6 +409,41 @@ def test_a_slow_reader_gets_a_large_2104_whole_past_the_idle_time(start_server):
     assert bwd.wait_for(lambda: queued(srv, b.client_id) == 0, 5)
 
 
+def test_a_reader_that_took_a_large_2104_long_ago_gets_one_idle_time(
+        start_server):
+    """The idle look gives more time to a peer still taking output, judged
+    by what it took since its last sign of life. One that took a large
+    2104 whole, then asked something and went quiet, is closed one idle
+    time after its request, not two (what a stale mark gave it)."""
+    srv = start_server("--timeout", "2")
+    a, b = user(srv, 0), user(srv, 1)
+    blobs = [bytes([i]) * (2 * MiB) for i in range(2)]
+    for x in blobs:
+        a.send(b.client_id, 4, x)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    s.settimeout(15)
+    s.connect((H, srv.port))
+    s.sendall(bwmsg.pack_request(b.client_id, bwmsg.PULL))
+    _, code, total = bw.RESP_HEADER.unpack(bw.recv_exact(s, 7))
+    assert code == bwmsg.WAITING
+    time.sleep(0.3)  # the server fills what the kernel takes, and blocks
+    assert len(bw.recv_exact(s, total)) == total
+    s.sendall(bwmsg.pack_request(b.client_id, bwmsg.LIST))
+    asked = time.monotonic()
+    code, _ = read_reply(s)
+    assert code == bwmsg.CLIENTS
+    try:
+        rest = s.recv(1)
+    except ConnectionResetError:
+        rest = b""
+    quiet = time.monotonic() - asked
+    s.close()
+    assert rest == b"", "the server said more after the reply"
+    # the look runs every 0.2 s: one idle time is 2.0-2.2 s, two are 4.0+
+    assert 1.8 < quiet < 3.0, "closed %.2f s after the last request" % quiet
+
+
 @pytest.mark.parametrize("evidence", ["next-request", "orderly-close"])
 def test_pulls_on_several_connections_never_wait_and_only_the_latest_deletes(
         start_server, evidence):
