@@ -206,7 +206,7 @@ derive(struct bw_daemon_cfg *cfg)
 				? cfg->port.max_conns / 4
 				: PER_ADDR_MIN;
 	if (cfg->engine.workers == 0)
-		cfg->engine.workers = strncmp(cfg->blobs, "s3:", 3) == 0
+		cfg->engine.workers = bw_blobs_url_shared(cfg->blobs)
 					      ? WORKERS_S3
 					      : WORKERS_LOCAL;
 	cfg->vault.window_ms = cfg->timeout_ms;

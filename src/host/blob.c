@@ -22,24 +22,16 @@ static const struct bw_blob_backend *const backends[] = {
 
 #define BACKENDS_N (sizeof(backends) / sizeof(backends[0]))
 
+/* The backend url names and where, quietly: BW_ECONFIG if none. */
 static int
-find_backend(const struct bw_blob_conf *conf, const struct bw_blob_backend **be,
-	     const char **where)
+backend_of(const char *url, const struct bw_blob_backend **be,
+	   const char **where)
 {
-	const char *url = conf->url != NULL ? conf->url : "", *colon;
+	const char *colon = strchr(url, ':');
 	size_t i, n;
 
-	if (url[0] == '\0') {
-		*be = &bw_blob_fs;
-		*where = conf->data_dir;
-		return 0;
-	}
-	if ((colon = strchr(url, ':')) == NULL) {
-		bw_error("blobs: '%s' is not a URL (file:DIR or "
-			 "s3://BUCKET[/PREFIX])",
-			 url);
+	if (colon == NULL)
 		return BW_ECONFIG;
-	}
 	n = (size_t)(colon - url);
 	*where = colon + 1;
 	for (i = 0; i < BACKENDS_N; i++) {
@@ -49,9 +41,40 @@ find_backend(const struct bw_blob_conf *conf, const struct bw_blob_backend **be,
 			return 0;
 		}
 	}
-	bw_error("blobs: no backend for '%.*s:' (known: file:, s3:)", (int)n,
-		 url);
 	return BW_ECONFIG;
+}
+
+static int
+find_backend(const struct bw_blob_conf *conf, const struct bw_blob_backend **be,
+	     const char **where)
+{
+	const char *url = conf->url != NULL ? conf->url : "";
+
+	if (url[0] == '\0') {
+		*be = &bw_blob_fs;
+		*where = conf->data_dir;
+		return 0;
+	}
+	if (backend_of(url, be, where) == 0)
+		return 0;
+	if (strchr(url, ':') == NULL)
+		bw_error("blobs: '%s' is not a URL (file:DIR or "
+			 "s3://BUCKET[/PREFIX])",
+			 url);
+	else
+		bw_error("blobs: no backend for '%.*s:' (known: file:, s3:)",
+			 (int)(strchr(url, ':') - url), url);
+	return BW_ECONFIG;
+}
+
+int
+bw_blobs_url_shared(const char *url)
+{
+	const struct bw_blob_backend *be;
+	const char *where;
+
+	return url != NULL && url[0] != '\0' &&
+	       backend_of(url, &be, &where) == 0 && be != &bw_blob_fs;
 }
 
 int
@@ -68,7 +91,7 @@ bw_blobs_open(struct bw_blobs **out, const struct bw_blob_conf *conf)
 	if ((b = calloc(1, sizeof(*b))) == NULL)
 		return BW_ENOMEM;
 	b->be = be;
-	b->shared = be != &bw_blob_fs;
+	b->shared = bw_blobs_url_shared(conf->url);
 	b->grace_s = conf->grace_s != 0 ? conf->grace_s : GRACE_DEFAULT_S;
 	if ((rc = b->be->open(conf, where, &b->state)) != 0) {
 		free(b);

@@ -120,6 +120,10 @@ struct bw_blobs {
 	uint32_t grace_s;
 };
 
+/* Whether url names a store other daemons may share, reached over the
+ * network (an object store), not a local directory: what open sets as
+ * bw_blobs.shared, known before opening. 0 for a URL no backend takes. */
+int bw_blobs_url_shared(const char *url);
 /* Opens the store named by conf->url: "file:DIR", "s3://BUCKET[/PREFIX]",
  * or "" for the embedded default (file:DATA_DIR). BW_ECONFIG for an
  * unknown scheme or a bad URL (logged). */

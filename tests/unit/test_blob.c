@@ -446,6 +446,23 @@ workers_share_the_kept_directories(void **state)
 	assert_int_equal(entries(f, "files/.incoming"), 0);
 }
 
+/* What the daemon sizes its workers by, read from the URL alone: the same
+ * backend table bw_blobs_open uses. */
+static void
+only_an_object_store_url_is_shared(void **state)
+{
+	(void)state;
+	assert_true(bw_blobs_url_shared("s3://bucket"));
+	assert_true(bw_blobs_url_shared("s3://bucket/prefix"));
+	assert_false(bw_blobs_url_shared("file:/var/lib/bulwark"));
+	assert_false(bw_blobs_url_shared(""));
+	assert_false(bw_blobs_url_shared(NULL));
+	/* not a URL any backend takes */
+	assert_false(bw_blobs_url_shared("s3"));
+	assert_false(bw_blobs_url_shared("s3x://bucket"));
+	assert_false(bw_blobs_url_shared("ftp://host/x"));
+}
+
 int
 main(void)
 {
@@ -462,6 +479,7 @@ main(void)
 		T(a_directory_removed_behind_its_back_is_reached_afresh),
 		T(more_directories_than_kept_cost_no_more_descriptors),
 		T(workers_share_the_kept_directories),
+		cmocka_unit_test(only_an_object_store_url_is_shared),
 	};
 #undef T
 
