@@ -90,6 +90,11 @@ def test_a_flooder_that_resets_does_not_get_the_readers_cut_off(start_server):
         readers = {"alice": crowd.add(a.sock)}
         crowd.bufs[a.sock] = a.buf
         readers.update(crowd_join(crowd, port, rid, "pw", ["bob", "carol"]))
+        # the readers are in before the flooder comes: a reader whose
+        # password hash finished after the flooder's never sees its join
+        assert crowd.pump(lambda: R.joined("bob") in crowd.lines[readers["alice"]]
+                          and R.joined("carol") in crowd.lines[readers["alice"]], 20), \
+            {n: crowd.lines[s][-3:] for n, s in readers.items()}
         f = R.member(port, flooder_name, rid, "pw")
 
         def all_joined():
