@@ -10,7 +10,8 @@
  * longer than the element's raw content; a url-decoded key holds no NUL
  * and is no longer than before; a parsed time lies between 1970 and 9999;
  * a credentials parse gives both keys or neither, each without NUL or
- * surrounding blanks, and the same answer twice.
+ * surrounding blanks, and the same answer twice; a status line's code is
+ * 0 or three digits from 100 up, read within the bytes given.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -60,6 +61,9 @@ xml(const char *p, size_t n)
 	memset(out, 'x', sizeof(out));
 	if (s3_xml_text(p, n, "Code", out, 16) == 0)
 		check(strnlen(out, 16) < 16);
+	/* the same bytes as a response's status line: read within n */
+	t = s3_status_line(p, n);
+	check(t == 0 || (t >= 100 && t <= 999));
 }
 
 static void

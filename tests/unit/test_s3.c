@@ -193,10 +193,48 @@ bad_urls_and_options_are_refused(void **state)
 	s3_conf_free(&s);
 }
 
+/* Status lines as curl hands them over: not NUL-terminated. Each one is
+ * copied into a buffer of exactly its length, so a read past it is a
+ * sanitizer's error, not a silent pass. */
+static long
+status_of(const char *text)
+{
+	size_t n = strlen(text);
+	char *p = malloc(n > 0 ? n : 1);
+	long st;
+
+	assert_non_null(p);
+	memcpy(p, text, n);
+	st = s3_status_line(p, n);
+	free(p);
+	return st;
+}
+
+static void
+status_lines_are_read_within_their_bytes(void **state)
+{
+	(void)state;
+	assert_int_equal(status_of("HTTP/1.1 200 OK\r\n"), 200);
+	assert_int_equal(status_of("HTTP/1.1 404 Not Found\r\n"), 404);
+	assert_int_equal(status_of("HTTP/1.1 100 Continue\r\n"), 100);
+	assert_int_equal(status_of("HTTP/2 503\r\n"), 503);
+	assert_int_equal(status_of("HTTP/1.1 204"), 204); /* ends at the digits */
+	/* not a status: too short, cut off, not digits, too long, below 100 */
+	assert_int_equal(status_of("HTTP/1.1 20"), 0);
+	assert_int_equal(status_of("HTTP/1.1 "), 0);
+	assert_int_equal(status_of("HTTP/1.1"), 0);
+	assert_int_equal(status_of("HTTP/1.1 2x0 OK"), 0);
+	assert_int_equal(status_of("HTTP/1.1 2000 OK"), 0);
+	assert_int_equal(status_of("HTTP/1.1 099 OK"), 0);
+	assert_int_equal(status_of("HTTP/1.1 -20 OK"), 0);
+	assert_int_equal(status_of(""), 0);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(status_lines_are_read_within_their_bytes),
 		cmocka_unit_test(elements_are_found_by_name_not_by_prefix),
 		cmocka_unit_test(entities_are_decoded_and_bad_ones_refused),
 		cmocka_unit_test(listed_keys_and_times_are_decoded),

@@ -297,7 +297,7 @@ on_header(char *buf, size_t size, size_t nitems, void *arg)
 		c->status = 0;
 		c->etag[0] = '\0';
 		c->total = 0;
-		(void)sscanf(buf, "HTTP/%*s %ld", &c->status);
+		c->status = s3_status_line(buf, n); /* buf is not a string */
 	} else if (header_is(buf, n, "ETag", &v, &vn) && vn < S3_ETAG_CAP) {
 		memcpy(c->etag, v, vn);
 		c->etag[vn] = '\0';

@@ -130,6 +130,10 @@ int s3_xml_text(const char *p, size_t n, const char *name, char *out,
 int s3_url_decode(char *s) BW_WUR;
 /* An ISO 8601 time as S3 lists it ("2026-11-24T03:52:28.000Z"). */
 int s3_iso_time(const char *s, int64_t *out) BW_WUR;
+/* The status of a response's first line ("HTTP/1.1 200 OK") of n bytes,
+ * not NUL-terminated (as curl hands header lines over): the three digits
+ * after the first space, 100 to 999, or 0 if they are not there. */
+long s3_status_line(const char *line, size_t n);
 
 /* s3_conf.c */
 /* Reads the URL's rest ("//BUCKET[/PREFIX]") and the configuration into

@@ -2,7 +2,8 @@
  * code), read by looking for an element's tags: S3's documents are flat
  * and machine-written, and what is read is checked (lengths, entities,
  * %XX) as any input from the network is. Keys are listed with
- * encoding-type=url, so a key's bytes never depend on XML's rules.
+ * encoding-type=url, so a key's bytes never depend on XML's rules. Also
+ * the status line of a response, read within the bytes curl gives.
  */
 #include <stdio.h>
 #include <string.h>
@@ -236,4 +237,27 @@ s3_iso_time(const char *s, int64_t *out)
 	tm.tm_sec = sec;
 	*out = (int64_t)timegm(&tm);
 	return 0;
+}
+
+long
+s3_status_line(const char *line, size_t n)
+{
+	const char *sp = memchr(line, ' ', n);
+	size_t at, i;
+	long status = 0;
+
+	if (sp == NULL)
+		return 0;
+	at = (size_t)(sp - line) + 1;
+	if (n - at < 3)
+		return 0;
+	for (i = 0; i < 3; i++) {
+		if (line[at + i] < '0' || line[at + i] > '9')
+			return 0;
+		status = status * 10 + (line[at + i] - '0');
+	}
+	if (n - at > 3 && line[at + 3] != ' ' && line[at + 3] != '\r' &&
+	    line[at + 3] != '\n')
+		return 0; /* four digits or more: not a status */
+	return status >= 100 ? status : 0;
 }
