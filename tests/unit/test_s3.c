@@ -218,7 +218,8 @@ status_lines_are_read_within_their_bytes(void **state)
 	assert_int_equal(status_of("HTTP/1.1 404 Not Found\r\n"), 404);
 	assert_int_equal(status_of("HTTP/1.1 100 Continue\r\n"), 100);
 	assert_int_equal(status_of("HTTP/2 503\r\n"), 503);
-	assert_int_equal(status_of("HTTP/1.1 204"), 204); /* ends at the digits */
+	/* a line that ends at the digits */
+	assert_int_equal(status_of("HTTP/1.1 204"), 204);
 	/* not a status: too short, cut off, not digits, too long, below 100 */
 	assert_int_equal(status_of("HTTP/1.1 20"), 0);
 	assert_int_equal(status_of("HTTP/1.1 "), 0);
