@@ -56,9 +56,11 @@ ossl_fail(int rc)
 void
 bw_crypto_start(int read_config)
 {
-	(void)OPENSSL_init_crypto(read_config ? OPENSSL_INIT_LOAD_CONFIG
-					      : OPENSSL_INIT_NO_LOAD_CONFIG,
-				  NULL);
+	uint64_t opts = OPENSSL_INIT_NO_ATEXIT;
+
+	opts |= read_config ? OPENSSL_INIT_LOAD_CONFIG
+			    : OPENSSL_INIT_NO_LOAD_CONFIG;
+	(void)OPENSSL_init_crypto(opts, NULL);
 }
 
 void
