@@ -262,6 +262,214 @@ pkcs8_with_trailing_or_missing_bytes_is_rejected(void **state)
 	free(longer);
 }
 
+/* Makes a private key with the openssl command and returns its PKCS#8 DER:
+ * a writer other than ours. */
+static uint8_t *
+openssl_pkcs8(const struct fixture *fx, const char *genpkey_args, size_t *len)
+{
+	char der[PATH_CAP];
+
+	path_in(fx, "other8.der", der);
+	run("openssl genpkey %s 2>/dev/null | "
+	    "openssl pkcs8 -topk8 -nocrypt -outform DER -out '%s'",
+	    genpkey_args, der);
+	return read_file(der, len);
+}
+
+static void
+pkcs8_from_the_openssl_command_is_read_and_decrypts(void **state)
+{
+	struct fixture *fx = *state;
+	struct bw_rsa *k = NULL, *pub = NULL;
+	uint8_t spki[BW_RSA_PUB_LEN], secret[16], ct[BW_RSA_CT_LEN],
+		pt[BW_RSA_CT_LEN], *der;
+	size_t len, pt_len = 0;
+
+	der = openssl_pkcs8(fx,
+			    "-algorithm RSA -pkeyopt rsa_keygen_bits:1024 "
+			    "-pkeyopt rsa_keygen_pubexp:17",
+			    &len);
+	assert_int_equal(bw_rsa_from_pkcs8(&k, der, len), 0);
+	assert_int_equal(bw_rsa_to_spki(k, spki), 0);
+	assert_int_equal(bw_rsa_from_spki(&pub, spki, sizeof(spki)), 0);
+	fill_rand(secret, sizeof(secret), 5);
+	assert_int_equal(bw_rsa_oaep_encrypt(pub, secret, sizeof(secret), ct),
+			 0);
+	assert_int_equal(
+		bw_rsa_oaep_decrypt(k, ct, sizeof(ct), pt, sizeof(pt), &pt_len),
+		0);
+	assert_int_equal(pt_len, sizeof(secret));
+	assert_memory_equal(pt, secret, sizeof(secret));
+	bw_rsa_free(pub);
+	bw_rsa_free(k);
+	bw_secure_free(der, len);
+
+	/* valid PKCS#8, but the wrong size or kind of key */
+	der = openssl_pkcs8(fx,
+			    "-algorithm RSA -pkeyopt rsa_keygen_bits:2048 "
+			    "-pkeyopt rsa_keygen_pubexp:17",
+			    &len);
+	assert_int_equal(bw_rsa_from_pkcs8(&k, der, len), BW_EBADKEY);
+	bw_secure_free(der, len);
+	der = openssl_pkcs8(
+		fx, "-algorithm RSA-PSS -pkeyopt rsa_keygen_bits:1024", &len);
+	assert_int_equal(bw_rsa_from_pkcs8(&k, der, len), BW_EBADKEY);
+	bw_secure_free(der, len);
+	der = openssl_pkcs8(
+		fx, "-algorithm EC -pkeyopt ec_paramgen_curve:P-256", &len);
+	assert_int_equal(bw_rsa_from_pkcs8(&k, der, len), BW_EBADKEY);
+	bw_secure_free(der, len);
+	assert_null(k);
+}
+
+/* PKCS#8 around an RSAPrivateKey, laid out as bw_rsa_to_pkcs8 writes it:
+ * lengths in two bytes. The algorithm's parameters: NULL (P_NULL), absent
+ * (P_NONE) or an empty OCTET STRING (P_OCTETS). */
+enum { P_NULL, P_NONE, P_OCTETS };
+#define P8_HEAD 26
+static size_t
+wrap_pkcs8(const uint8_t *inner, size_t n, int params, uint8_t *out)
+{
+	static const uint8_t alg[] = {0x30, 0x0d, 0x06, 0x09, 0x2a,
+				      0x86, 0x48, 0x86, 0xf7, 0x0d,
+				      0x01, 0x01, 0x01, 0x05, 0x00};
+	size_t alg_len = params == P_NONE ? sizeof(alg) - 2 : sizeof(alg);
+	size_t body = 3 + alg_len + 4 + n, o = 0;
+
+	out[o++] = 0x30;
+	out[o++] = 0x82;
+	out[o++] = (uint8_t)(body >> 8);
+	out[o++] = (uint8_t)body;
+	out[o++] = 0x02;
+	out[o++] = 0x01;
+	out[o++] = 0x00;
+	memcpy(out + o, alg, alg_len);
+	if (params == P_NONE)
+		out[o + 1] = 0x0b;
+	if (params == P_OCTETS)
+		out[o + alg_len - 2] = 0x04;
+	o += alg_len;
+	out[o++] = 0x04;
+	out[o++] = 0x82;
+	out[o++] = (uint8_t)(n >> 8);
+	out[o++] = (uint8_t)n;
+	memcpy(out + o, inner, n);
+	return o + n;
+}
+
+static int
+load_wrapped(const uint8_t *inner, size_t n, int params)
+{
+	uint8_t buf[1024];
+	struct bw_rsa *k = NULL;
+	int rc;
+
+	assert_true(n + P8_HEAD <= sizeof(buf));
+	rc = bw_rsa_from_pkcs8(&k, buf, wrap_pkcs8(inner, n, params, buf));
+	assert_true(rc == 0 || k == NULL);
+	bw_rsa_free(k);
+	return rc;
+}
+
+/* Where the contents of the ninth and last integer of an RSAPrivateKey
+ * start; each integer's length is short or in one byte (81 LL). */
+static size_t
+last_int_contents(const uint8_t *inner, size_t n)
+{
+	size_t at = 4, len = 0, i;
+
+	for (i = 0; i < 9; i++) {
+		assert_true(at + 3 <= n && inner[at] == 0x02);
+		if (inner[at + 1] == 0x81) {
+			len = inner[at + 2];
+			at += 3;
+		} else {
+			len = inner[at + 1];
+			at += 2;
+		}
+		if (i < 8)
+			at += len;
+	}
+	assert_true(len >= 2 && at + len == n);
+	return at;
+}
+
+static void
+pkcs8_inner_key_is_read_strictly(void **state)
+{
+	struct fixture *fx = *state;
+	uint8_t *der = NULL, inner[1024], buf[1024], *c;
+	size_t len = 0, n, i;
+
+	assert_int_equal(bw_rsa_to_pkcs8(fx->key, &der, &len), 0);
+	/* the helper lays it out exactly as OpenSSL does */
+	n = (size_t)der[P8_HEAD - 2] << 8 | der[P8_HEAD - 1];
+	assert_int_equal(P8_HEAD + n, len);
+	memcpy(inner, der + P8_HEAD, n);
+	assert_int_equal(wrap_pkcs8(inner, n, P_NULL, buf), len);
+	assert_memory_equal(buf, der, len);
+	assert_int_equal(load_wrapped(inner, n, P_NULL), 0);
+	/* parameters absent, as some writers leave them: still rsaEncryption */
+	assert_int_equal(load_wrapped(inner, n, P_NONE), 0);
+	/* anything else is not the rsaEncryption this reads */
+	assert_int_equal(load_wrapped(inner, n, P_OCTETS), BW_EBADKEY);
+
+	/* inner: 30 82 LL LL | 02 01 00 (version) | 02 81 81 00 (n) ... */
+	assert_int_equal(inner[0], 0x30);
+	assert_int_equal(inner[1], 0x82);
+	assert_memory_equal(inner + 4, "\x02\x01\x00\x02\x81\x81\x00", 7);
+
+	/* version 1 (more than two primes) */
+	inner[6] = 0x01;
+	assert_int_equal(load_wrapped(inner, n, P_NULL), BW_EBADKEY);
+	inner[6] = 0x00;
+	/* a negative modulus */
+	inner[10] = 0x80;
+	assert_int_equal(load_wrapped(inner, n, P_NULL), BW_EBADKEY);
+	/* a modulus with a needless leading zero */
+	inner[10] = 0x00;
+	inner[11] &= 0x7f;
+	assert_int_equal(load_wrapped(inner, n, P_NULL), BW_EBADKEY);
+	memcpy(inner, der + P8_HEAD, n);
+	/* the same two on the last integer, q^-1 mod p, which the key's
+	 * size and exponent checks do not look at */
+	c = inner + last_int_contents(inner, n);
+	c[0] |= 0x80;
+	assert_int_equal(load_wrapped(inner, n, P_NULL), BW_EBADKEY);
+	c[0] = 0x00;
+	c[1] &= 0x7f;
+	assert_int_equal(load_wrapped(inner, n, P_NULL), BW_EBADKEY);
+	memcpy(inner, der + P8_HEAD, n);
+	/* a length in a longer form than it needs: e as 02 81 01 11 */
+	assert_memory_equal(inner + 139, "\x02\x01\x11", 3);
+	memmove(inner + 141, inner + 140, n - 140);
+	inner[140] = 0x81;
+	inner[3] = (uint8_t)(inner[3] + 1);
+	assert_int_equal(load_wrapped(inner, n + 1, P_NULL), BW_EBADKEY);
+	/* the same in its shortest form reads (the edit above is sound) */
+	memmove(inner + 140, inner + 141, n - 140);
+	inner[3] = (uint8_t)(inner[3] - 1);
+	assert_int_equal(load_wrapped(inner, n, P_NULL), 0);
+	/* an integer after the ninth, inside the sequence */
+	inner[n] = 0x02;
+	inner[n + 1] = 0x01;
+	inner[n + 2] = 0x05;
+	inner[3] = (uint8_t)(inner[3] + 3);
+	assert_int_equal(load_wrapped(inner, n + 3, P_NULL), BW_EBADKEY);
+	/* and after the sequence, inside the octet string */
+	inner[3] = (uint8_t)(inner[3] - 3);
+	assert_int_equal(load_wrapped(inner, n + 3, P_NULL), BW_EBADKEY);
+	memcpy(inner, der + P8_HEAD, n);
+	/* every truncation of the inner key */
+	for (i = 0; i < n; i++) {
+		uint8_t cut[1024];
+
+		memcpy(cut, inner, i);
+		assert_int_equal(load_wrapped(cut, i, P_NULL), BW_EBADKEY);
+	}
+	bw_secure_free(der, len);
+}
+
 static void
 public_only_key_has_no_pkcs8(void **state)
 {
@@ -1152,6 +1360,9 @@ main(void)
 		cmocka_unit_test(pkcs8_round_trip_gives_the_same_key),
 		cmocka_unit_test(
 			pkcs8_with_trailing_or_missing_bytes_is_rejected),
+		cmocka_unit_test(
+			pkcs8_from_the_openssl_command_is_read_and_decrypts),
+		cmocka_unit_test(pkcs8_inner_key_is_read_strictly),
 		cmocka_unit_test(public_only_key_has_no_pkcs8),
 		cmocka_unit_test(spki_of_all_zeros_is_rejected),
 		cmocka_unit_test(spki_of_random_bytes_is_rejected),
