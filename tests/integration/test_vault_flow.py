@@ -89,6 +89,29 @@ def test_small_and_block_aligned_files_round_trip(server, size):
     wait_file(server, c.client_id, "edge.bin", data)
 
 
+# The server decrypts and CRCs an upload in 64 KiB pieces of 1 MiB chunks,
+# holding the body's last block out of the CRC until its padding is known.
+# Sizes whose ciphertext ends on, just past or just short of a piece or a
+# chunk boundary; the CRC is the independent cksum of the plaintext.
+PIECE = 64 * 1024
+CHUNK = 1 << 20
+
+
+@pytest.mark.parametrize("size", [
+    PIECE - 17, PIECE - 16, PIECE - 1, PIECE, PIECE + 15, 3 * PIECE - 1,
+    CHUNK - PIECE, CHUNK - 17, CHUNK - 1, CHUNK, CHUNK + PIECE - 1,
+    2 * CHUNK + 100])
+def test_files_around_piece_and_chunk_boundaries_round_trip(server, size):
+    data = os.urandom(size)
+    with keyed_client(server) as c:
+        res = c.send_file("edge.bin", data)
+        bw.expect(res.response, bw.FILE_RECEIVED)
+        assert bw.parse_file_received(res.response.payload)[1] == 16 * (size // 16 + 1)
+        assert res.server_crc == bw.cksum(data)
+        bw.expect(c.crc_ok("edge.bin"), bw.ACK)
+    wait_file(server, c.client_id, "edge.bin", data)
+
+
 def test_several_files_in_one_session(server):
     files = {"one.txt": os.urandom(10), "two.txt": os.urandom(20_000), "three": b""}
     with keyed_client(server) as c:
