@@ -262,18 +262,33 @@ pkcs8_with_trailing_or_missing_bytes_is_rejected(void **state)
 	free(longer);
 }
 
-/* Makes a private key with the openssl command and returns its PKCS#8 DER:
- * a writer other than ours. */
+/* Makes a key with the openssl command, a writer other than ours, and
+ * returns it as DER after `openssl <convert>`. */
 static uint8_t *
-openssl_pkcs8(const struct fixture *fx, const char *genpkey_args, size_t *len)
+openssl_der(const struct fixture *fx, const char *genpkey_args,
+	    const char *convert, size_t *len)
 {
 	char der[PATH_CAP];
 
-	path_in(fx, "other8.der", der);
+	path_in(fx, "other.der", der);
 	run("openssl genpkey %s 2>/dev/null | "
-	    "openssl pkcs8 -topk8 -nocrypt -outform DER -out '%s'",
-	    genpkey_args, der);
+	    "openssl %s -outform DER -out '%s'",
+	    genpkey_args, convert, der);
 	return read_file(der, len);
+}
+
+/* Its PKCS#8 private key. */
+static uint8_t *
+openssl_pkcs8(const struct fixture *fx, const char *genpkey_args, size_t *len)
+{
+	return openssl_der(fx, genpkey_args, "pkcs8 -topk8 -nocrypt", len);
+}
+
+/* Its SPKI public key. */
+static uint8_t *
+openssl_spki(const struct fixture *fx, const char *genpkey_args, size_t *len)
+{
+	return openssl_der(fx, genpkey_args, "pkey -pubout", len);
 }
 
 static void
@@ -561,19 +576,6 @@ truncated_or_corrupt_spki_is_rejected(void **state)
 	assert_int_equal(bw_rsa_from_spki(&k, field, sizeof(field)),
 			 BW_EBADKEY);
 	assert_null(k);
-}
-
-/* Makes a public key with the openssl command and returns its SPKI DER. */
-static uint8_t *
-openssl_spki(const struct fixture *fx, const char *genpkey_args, size_t *len)
-{
-	char der[PATH_CAP];
-
-	path_in(fx, "other.der", der);
-	run("openssl genpkey %s 2>/dev/null | "
-	    "openssl pkey -pubout -outform DER -out '%s'",
-	    genpkey_args, der);
-	return read_file(der, len);
 }
 
 static void
