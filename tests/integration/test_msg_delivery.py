@@ -66,6 +66,15 @@ def queued(srv, to=None):
     return ro_query(srv, "SELECT count(*) FROM messages WHERE ToClient = ?", (bytes(to),))[0][0]
 
 
+def wait_deleted(srv, to):
+    """Waits for the rows the evidence deleted to be gone from the table.
+    bulwarkd counts them gone at once (a pull no longer returns them) and
+    commits the deletion asynchronously: on PostgreSQL it can land after
+    the connection that brought the evidence is closed."""
+    assert bwd.wait_for(lambda: queued(srv, to) == 0, 5), \
+        "%d rows still queued 5 s after the evidence" % queued(srv, to)
+
+
 def stat(srv):
     """The console's STAT as {field: value}."""
     s = socket.create_connection((H, srv.console_port), timeout=5)
@@ -247,7 +256,7 @@ def test_a_fin_before_the_whole_2104_arrived_deletes_nothing(start_server, shim)
     assert ids_of(got_recs) == ids, "every message exactly once, in id order"
     assert [r[3] == bytes([i]) * MiB for i, r in enumerate(got_recs)] == [True] * n
     b2.list()  # and the next request does delete them
-    assert queued(srv, b.client_id) == 0
+    wait_deleted(srv, b.client_id)
     assert b2.pull() == []
 
 
@@ -321,8 +330,10 @@ def test_an_orderly_close_after_the_whole_2104_deletes(start_server, how):
     else:
         s.close()
     wait_conns(srv, 0)
-    assert queued(srv, b.client_id) == 0
-    assert not [p for p in srv.blobs("messages").iterdir() if p.is_file()]
+    wait_deleted(srv, b.client_id)
+    # the contents go once the deletion is committed
+    assert bwd.wait_for(
+        lambda: not [p for p in srv.blobs("messages").iterdir() if p.is_file()], 5)
     assert same_user(srv, b).pull() == []
 
 
@@ -371,7 +382,7 @@ def test_a_request_pipelined_behind_the_604_is_no_evidence(start_server):
     assert ids_of(b2.pull()) == ids
     b2.list()  # a request sent after the reply was read: evidence
     assert b2.pull() == []
-    assert queued(srv, b.client_id) == 0
+    wait_deleted(srv, b.client_id)
 
 
 def test_a_slow_reader_gets_a_large_2104_whole_past_the_idle_time(start_server):
@@ -406,7 +417,7 @@ def test_a_slow_reader_gets_a_large_2104_whole_past_the_idle_time(start_server):
     code, _ = read_reply(s)
     assert code == bwmsg.CLIENTS
     s.close()
-    assert bwd.wait_for(lambda: queued(srv, b.client_id) == 0, 5)
+    wait_deleted(srv, b.client_id)
 
 
 def test_a_reader_that_took_a_large_2104_long_ago_gets_one_idle_time(
@@ -473,7 +484,7 @@ def test_pulls_on_several_connections_never_wait_and_only_the_latest_deletes(
     else:
         b3.close()
         wait_conns(srv, 1)
-    assert queued(srv, b1.client_id) == 0
+    wait_deleted(srv, b1.client_id)
     assert same_user(srv, b1).pull() == []
 
 
