@@ -100,7 +100,8 @@ def shared_conns(srv):
 
 def wait_conns(srv, n, timeout=5):
     """Waits until bulwarkd has closed all but n connections (so it has
-    handled whatever ended the others)."""
+    handled whatever ended the others; a deletion they caused may still be
+    committing: wait_deleted)."""
     assert bwd.wait_for(lambda: shared_conns(srv) == n, timeout), \
         "bulwarkd still has %d connections open, expected %d" % (shared_conns(srv), n)
 
