@@ -250,7 +250,10 @@ on_tick(void *arg)
 		next = c->next;
 		if (c->refs > 0)
 			continue;
-		if (now > c->deadline_ms &&
+		/* a paused connection is not read by our choice (a write of
+		 * ours in flight, a rate or a delay): its peer is not idle,
+		 * and what it sends waits for us in the kernel */
+		if (now > c->deadline_ms && !bw_conn_paused(c) &&
 		    !engine_conn_still_reading(c, now)) {
 			if (!(c->flags & (BW_CONN_LINGER | BW_CONN_FAILED)))
 				e->closed_idle++;

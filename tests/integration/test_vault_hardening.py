@@ -764,3 +764,41 @@ def test_one_address_cannot_hold_every_connection_of_the_shared_port(start_serve
     finally:
         for s in socks:
             s.close()
+
+
+# --------------------------------------------------------------------------
+# 12. An upload paused behind the server's own slow write
+
+
+SLOW_WRITE_MS = 6000
+
+
+@pytest.mark.files_only("slows a write of the contents' file")
+def test_an_upload_waiting_for_our_slow_write_is_not_closed_as_idle(start_server, shim,
+                                                                     tmp_path):
+    """Accident: the disk stalls for longer than --timeout while an upload
+    streams in. The first 1 MiB chunk's write sleeps 6 s; the client has
+    sent all 3 MiB, and the third chunk waits, unread by the server's
+    choice, for the first chunk's buffer. The peer is not idle: the upload
+    ends in 2103 and a stored file, not in a close for a 2 s timeout."""
+    arm = tmp_path / "arm"
+    srv = start_server("--timeout", "2", env=bwd.fault_env(
+        shim, arm=arm, fault="pwrite:1:sleep=%d:files/.incoming/" % SLOW_WRITE_MS))
+    ident = register(srv)
+    data = os.urandom(3 << 20)
+    with reconnected(srv, ident) as c:
+        arm.write_text("go")
+        c.sock.settimeout(SLOW_WRITE_MS / 1000.0 + T)
+        try:
+            res = c.send_file(DOC, data)
+        except (ConnectionError, OSError) as e:
+            res = e
+        assert "bwfault: pwrite #1 sleeps" in srv.log(), \
+            "the first write did not sleep: the test did not test anything\n%s" % srv.log_tail()
+        assert not isinstance(res, Exception) and res.response is not None \
+            and res.response.code == bw.FILE_RECEIVED, (
+                "the upload got %r while the server's own write was slow\n%s"
+                % (res if isinstance(res, Exception) else res.response, srv.log_tail()))
+        assert res.server_crc == res.crc
+        bw.expect(c.crc_ok(DOC), bw.ACK, "crc ok")
+    assert (srv.client_dir(ident.client_id) / DOC).read_bytes() == data
