@@ -23,6 +23,8 @@ struct bw_hash {
 	uint64_t seed;
 };
 
+/* BW_ENOMEM leaves h empty and usable, as fini does: lookups find nothing
+ * and the next put tries the allocation again. */
 int bw_hash_init(struct bw_hash *h);
 /* Frees the table (not the values). */
 void bw_hash_fini(struct bw_hash *h);

@@ -27,16 +27,28 @@ hash_bytes(uint64_t seed, const void *key, size_t n)
 	return h;
 }
 
+#define SLOTS_MIN 64u
+
+/* A table without slots (an init whose allocation failed, or after fini)
+ * is empty: lookups find nothing, and the next put allocates them. */
+static int
+has_slots(struct bw_hash *h)
+{
+	if (h->slots != NULL)
+		return 1;
+	if ((h->slots = calloc(SLOTS_MIN, sizeof(*h->slots))) == NULL)
+		return 0;
+	h->slots_n = SLOTS_MIN;
+	return 1;
+}
+
 int
 bw_hash_init(struct bw_hash *h)
 {
 	memset(h, 0, sizeof(*h));
-	h->slots_n = 64;
-	if ((h->slots = calloc(h->slots_n, sizeof(*h->slots))) == NULL)
-		return BW_ENOMEM;
 	if (bw_random(&h->seed, sizeof(h->seed)) != 0)
 		h->seed = (uint64_t)(uintptr_t)h ^ 0x9e3779b97f4a7c15ULL;
-	return 0;
+	return has_slots(h) ? 0 : BW_ENOMEM;
 }
 
 void
@@ -55,6 +67,7 @@ bw_hash_fini(struct bw_hash *h)
 	}
 	free(h->slots);
 	h->slots = NULL;
+	h->slots_n = 0;
 	h->n = 0;
 }
 
@@ -95,9 +108,11 @@ int
 bw_hash_put(struct bw_hash *h, const void *key, size_t key_len, void *val)
 {
 	uint64_t hv = hash_bytes(h->seed, key, key_len);
-	struct bw_hash_ent **pp = find(h, key, key_len, hv), *e;
+	struct bw_hash_ent **pp, *e;
 
-	if (*pp != NULL)
+	if (!has_slots(h))
+		return BW_ENOMEM;
+	if (*(pp = find(h, key, key_len, hv)) != NULL)
 		return BW_EEXIST;
 	if ((e = malloc(sizeof(*e))) == NULL)
 		return BW_ENOMEM;
@@ -115,19 +130,27 @@ bw_hash_put(struct bw_hash *h, const void *key, size_t key_len, void *val)
 void *
 bw_hash_get(const struct bw_hash *h, const void *key, size_t key_len)
 {
-	uint64_t hv = hash_bytes(h->seed, key, key_len);
-	struct bw_hash_ent **pp = find(h, key, key_len, hv);
+	uint64_t hv;
+	struct bw_hash_ent **pp;
 
+	if (h->slots == NULL)
+		return NULL;
+	hv = hash_bytes(h->seed, key, key_len);
+	pp = find(h, key, key_len, hv);
 	return *pp != NULL ? (*pp)->val : NULL;
 }
 
 void *
 bw_hash_del(struct bw_hash *h, const void *key, size_t key_len)
 {
-	uint64_t hv = hash_bytes(h->seed, key, key_len);
-	struct bw_hash_ent **pp = find(h, key, key_len, hv), *e;
+	uint64_t hv;
+	struct bw_hash_ent **pp, *e;
 	void *val;
 
+	if (h->slots == NULL)
+		return NULL;
+	hv = hash_bytes(h->seed, key, key_len);
+	pp = find(h, key, key_len, hv);
 	if ((e = *pp) == NULL)
 		return NULL;
 	*pp = e->next;

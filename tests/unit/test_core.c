@@ -350,6 +350,39 @@ hash_put_get_del(void **state)
 	bw_hash_fini(&h);
 }
 
+static int
+count_one(void *arg, void *val)
+{
+	(void)val;
+	(*(int *)arg)++;
+	return 0;
+}
+
+/* A table whose slots are gone (after fini, or an init whose allocation
+ * failed: the vault's key cache starts over with fini and init) is empty,
+ * not a NULL array 64 slots long: a lookup finds nothing, and the next
+ * put allocates again. */
+static void
+hash_after_fini_is_empty_and_usable(void **state)
+{
+	struct bw_hash h;
+	int a = 1, seen = 0;
+
+	(void)state;
+	assert_int_equal(bw_hash_init(&h), 0);
+	assert_int_equal(bw_hash_put(&h, "k", 1, &a), 0);
+	bw_hash_fini(&h);
+	assert_null(bw_hash_get(&h, "k", 1));
+	assert_null(bw_hash_del(&h, "k", 1));
+	assert_int_equal(bw_hash_each(&h, count_one, &seen), 0);
+	assert_int_equal(seen, 0);
+	assert_int_equal(bw_hash_put(&h, "k", 1, &a), 0);
+	assert_ptr_equal(bw_hash_get(&h, "k", 1), &a);
+	assert_int_equal(bw_hash_each(&h, count_one, &seen), 0);
+	assert_int_equal(seen, 1);
+	bw_hash_fini(&h);
+}
+
 static void
 hash_duplicate_key_is_eexist(void **state)
 {
@@ -1236,6 +1269,7 @@ main(void)
 		cmocka_unit_test(consumed_front_is_reclaimed),
 		cmocka_unit_test(reset_and_fini_are_safe_to_repeat),
 		cmocka_unit_test(hash_put_get_del),
+		cmocka_unit_test(hash_after_fini_is_empty_and_usable),
 		cmocka_unit_test(hash_duplicate_key_is_eexist),
 		cmocka_unit_test(hash_holds_10k_entries),
 		cmocka_unit_test(hash_each_on_empty_table_calls_nothing),
