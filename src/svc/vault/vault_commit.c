@@ -370,11 +370,48 @@ commit_reply(struct upload *u, int rc)
 		}
 		bw_frame_done(c);
 	}
-	if (rc == 0)
+	if (rc == 0) {
 		vault_remove_later(v, u->backup);
+		/* the pending file this one replaced goes once the row naming
+		 * the new one is durable: until then a failure puts it back */
+		if (u->pending && strncmp(u->old_pending, PENDING_DIR,
+					  strlen(PENDING_DIR)) == 0)
+			vault_remove_later(v, u->old_pending);
+	}
 	vault_unlock(v, u->rel_path);
 	vault_upload_free(u);
 	vault_release_and_resume(c);
+}
+
+static void row_restored(void *arg, int rc);
+
+/* The stored upload's row could not be made durable: its 2107 must find
+ * what was there before, file and row (as a failed 1029 is undone), so
+ * the object goes back (the one it replaced, or none) on a worker ... */
+static void
+undo_work(void *arg)
+{
+	struct upload *u = arg;
+	const struct bw_blobs *b = u->v->blobs;
+
+	if (u->pending) {
+		(void)b->be->remove(b->state, u->pend_key);
+	} else {
+		vault_restore_backup(u->v, u->rel_path, u->backup);
+		u->backup[0] = '\0';
+	}
+}
+
+/* ... and then the row, before the 2107. */
+static void
+undo_done(void *arg)
+{
+	struct upload *u = arg;
+
+	if (vfile_set(u->v, u->client_id, u->rel_path,
+		      u->had_prev ? &u->prev : NULL, u->prev_size,
+		      u->prev_pending_size, row_restored, u) != 0)
+		row_restored(u, BW_ENOMEM);
 }
 
 static void
@@ -382,10 +419,17 @@ commit_durable(struct bw_meta_req *r)
 {
 	struct upload *u = r->arg;
 
-	if (r->rc != 0)
-		bw_error("vault: an upload's row could not be made durable: %s",
-			 bw_strerror(r->rc));
-	commit_reply(u, r->rc);
+	if (r->rc == 0) {
+		commit_reply(u, 0);
+		return;
+	}
+	bw_error("vault: an upload's row could not be made durable: %s",
+		 bw_strerror(r->rc));
+	u->rc = r->rc;
+	if (bw_loop_submit(u->v->eng->loop, undo_work, undo_done, u) != 0) {
+		undo_work(u);
+		undo_done(u);
+	}
 }
 
 /* A stored upload's 2103 promises it survives a power cut: its row must be
@@ -498,8 +542,6 @@ pend_named(void *arg, int rc)
 
 	if (rc != 0)
 		vault_remove_later(u->v, u->pend_key);
-	else if (strncmp(u->old_pending, PENDING_DIR, strlen(PENDING_DIR)) == 0)
-		vault_remove_later(u->v, u->old_pending);
 	commit_finish(u, rc);
 }
 
@@ -514,6 +556,11 @@ pend_done(void *arg)
 	if (rc == 0 && f == NULL)
 		rc = BW_ENOTFOUND;
 	if (rc == 0) {
+		/* the row as it was, should its change not become durable */
+		u->had_prev = 1;
+		vfile_rec(f, &u->prev);
+		u->prev_size = f->size;
+		u->prev_pending_size = f->pending_size;
 		vfile_rec(f, &rec);
 		snprintf(rec.pending_name, sizeof(rec.pending_name), "%s",
 			 u->file_name);
