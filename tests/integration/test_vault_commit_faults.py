@@ -91,6 +91,10 @@ def sha(data):
     return hashlib.sha256(data).hexdigest()[:12] if data is not None else None
 
 
+def other_path(srv, ident):
+    return srv.client_dir(ident.client_id) / "other.bin"
+
+
 def doc_path(srv, ident):
     return srv.client_dir(ident.client_id) / DOC
 
@@ -617,11 +621,17 @@ def run_fault(start_server, shim, prepared, ident, workdir, step, action, v1, v2
                                   "after the fault (client saw %s)" % out)
             try:
                 # the path is not left locked or half-replaced: another
-                # upload of the name goes through and is given up on
+                # upload of the name goes through and is given up on; after
+                # a failed fsync of the journal nothing is acknowledged as
+                # durable until a restart (still_serves below checks that)
                 with reconnected(srv, ident) as c:
-                    bw.expect(c.send_file(DOC, os.urandom(100)).response,
-                              bw.FILE_RECEIVED, "upload after the fault")
-                    bw.expect(c.giveup(DOC), bw.ACK, "1031 after the fault")
+                    if step.op == "fdatasync" and "defensive.db-wal" in step.path:
+                        bw.expect(c.send_file(DOC, os.urandom(100)).response,
+                                  bw.ERROR, "upload after a failed journal fsync")
+                    else:
+                        bw.expect(c.send_file(DOC, os.urandom(100)).response,
+                                  bw.FILE_RECEIVED, "upload after the fault")
+                        bw.expect(c.giveup(DOC), bw.ACK, "1031 after the fault")
             except (AssertionError, bw.ProtocolError, OSError) as e:
                 problems.append("after the fault, the name is stuck: %s" % e)
             problems += check_doc(srv, ident, allowed, named,
@@ -885,15 +895,17 @@ def test_a_2103_waits_for_the_journal_fsync_and_a_failed_one_is_2107(start_serve
     """The database commits without syncing (WAL); a 2103 promises the
     upload survives a power cut, so it waits for the fsync of the journal
     that covers its row: while that fsync takes 1.5 s, no 2103 (the file
-    itself is already on disk then), and when it fails, 2107. A 1029 that
-    swaps a replacement in is undone when its row cannot be made durable,
-    so the client's 2107 and the file it finds agree."""
+    itself is already on disk then), and when it fails, 2107. After a failed
+    fsync nothing is acknowledged as durable until a restart: Linux may
+    have dropped the pages the failed writeback left, and a later fsync's
+    success does not cover them. A 1029 that swaps a replacement in is
+    undone when its row cannot be made durable, so the client's 2107 and
+    the file it finds agree."""
     arm = tmp_path / "arm"
     dd = tmp_path / "d"
     srv = start_server(data_dir=dd, env=bwd.fault_env(
         shim, arm=arm,
-        fault="fdatasync:1:sleep=1500:defensive.db-wal,fdatasync:2:EIO:defensive.db-wal,"
-              "fdatasync:5:EIO:defensive.db-wal"))
+        fault="fdatasync:1:sleep=1500:defensive.db-wal,fdatasync:2:EIO:defensive.db-wal"))
     ident = register(srv)
     v1, v2 = os.urandom(3000), os.urandom(4000)
     with reconnected(srv, ident) as c:
@@ -907,18 +919,74 @@ def test_a_2103_waits_for_the_journal_fsync_and_a_failed_one_is_2107(start_serve
         bw.expect(res.response, bw.ERROR, "send file whose row is not durable")
     assert "could not be made durable" in srv.log()
     with reconnected(srv, ident) as c:
-        bw.expect(c.crc_ok(DOC), bw.ACK, "crc ok")  # fdatasync #3
-        res = c.send_file(DOC, v2)  # a replacement, pending its 1029 (#4)
+        # fdatasync #3 succeeds, but does not cover what #2 may have lost
+        bw.expect(c.crc_ok(DOC), bw.ERROR, "a 1029 after a failed fsync")
+    assert "fdatasync #3" not in srv.log(), "the shim failed a third fsync: nothing was tested"
+    srv.stop()
+    arm2 = tmp_path / "arm2"
+    srv = start_server(data_dir=dd, env=bwd.fault_env(
+        shim, arm=arm2, fault="fdatasync:3:EIO:defensive.db-wal"))
+    assert srv.file_row(ident.client_id, DOC) is not None
+    assert other_path(srv, ident).exists() is False
+    with reconnected(srv, ident) as c:
+        arm2.write_text("go")
+        bw.expect(c.crc_ok(DOC), bw.ACK, "crc ok")  # fdatasync #1
+        res = c.send_file(DOC, v2)  # a replacement, pending its 1029 (#2)
         bw.expect(res.response, bw.FILE_RECEIVED, "replacement")
-        bw.expect(c.crc_ok(DOC), bw.ERROR, "1029 whose swap is not durable")  # #5: fails
+        bw.expect(c.crc_ok(DOC), bw.ERROR, "1029 whose swap is not durable")  # #3: fails
     # the swap was undone: v1 is current, v2 still waits for its 1029
     assert doc_path(srv, ident).read_bytes() == v1
     row = srv.file_row(ident.client_id, DOC)
     assert is_true(row["Verified"]) and row["PendingPath"], dict(row)
-    with reconnected(srv, ident) as c:
-        bw.expect(c.crc_ok(DOC), bw.ACK, "1029 again")
-    assert doc_path(srv, ident).read_bytes() == v2
     srv.stop()
     srv2 = start_server(data_dir=dd)
+    with reconnected(srv2, ident) as c:
+        bw.expect(c.crc_ok(DOC), bw.ACK, "1029 again, after a restart")
     assert doc_path(srv2, ident).read_bytes() == v2
-    assert is_true(srv2.file_row(ident.client_id, DOC)["Verified"])
+    srv2.stop()
+    srv3 = start_server(data_dir=dd)
+    assert doc_path(srv3, ident).read_bytes() == v2
+    assert is_true(srv3.file_row(ident.client_id, DOC)["Verified"])
+
+
+@pytest.mark.sqlite_only("a failed fdatasync of defensive.db's WAL")
+@pytest.mark.parametrize("before", ["unverified", "pending"])
+def test_a_1028_whose_row_is_not_durable_leaves_what_was_there(start_server, shim, tmp_path,
+                                                               before):
+    """A 2107 to a 1028 leaves no file and no row behind, and the file stored
+    under that name untouched: when the journal's fsync that was to cover
+    the new row fails, the upload is undone. Over an unverified v1, v1 is
+    back in place with its row, and no copy of it is left aside; over a
+    verified v1 whose replacement v2 waits for its 1029, v2 still waits
+    (the row names it, its file is there), and after a restart its 1029
+    puts v2 in place."""
+    arm = tmp_path / "arm"
+    dd = tmp_path / "d"
+    srv = start_server(data_dir=dd, env=bwd.fault_env(
+        shim, arm=arm, fault="fdatasync:1:EIO:defensive.db-wal"))
+    ident = register(srv)
+    v1, v2, v3 = os.urandom(3000), os.urandom(4000), os.urandom(5000)
+    with reconnected(srv, ident) as c:
+        bw.expect(c.send_file(DOC, v1).response, bw.FILE_RECEIVED, "v1")
+        if before == "pending":
+            bw.expect(c.crc_ok(DOC), bw.ACK, "1029 of v1")
+            bw.expect(c.send_file(DOC, v2).response, bw.FILE_RECEIVED, "v2, pending")
+        row0 = dict(srv.file_row(ident.client_id, DOC))
+        tree0 = tree(dd)
+        arm.write_text("go")
+        res = c.send_file(DOC, v3)
+        assert "bwfault: fdatasync #1 failed" in srv.log(), "the fault did not fire"
+        bw.expect(res.response, bw.ERROR, "a 1028 whose row is not durable")
+        assert dict(srv.file_row(ident.client_id, DOC)) == row0, "the row was not put back"
+        assert tree(dd) == tree0, "files/ is not as it was before the failed 1028"
+    assert doc_path(srv, ident).read_bytes() == v1
+    assert orphans(srv) == []
+    srv.stop()
+    # after a failed fsync nothing is durable until a restart
+    srv2 = start_server(data_dir=dd)
+    assert restart_checks(srv2, ident) == []
+    assert dict(srv2.file_row(ident.client_id, DOC)) == row0
+    if before == "pending":
+        with reconnected(srv2, ident) as c:
+            bw.expect(c.crc_ok(DOC), bw.ACK, "1029 of v2")
+    assert doc_path(srv2, ident).read_bytes() == (v2 if before == "pending" else v1)

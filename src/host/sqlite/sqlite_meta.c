@@ -8,7 +8,9 @@
  * one runs, the batches that would need the next are held and run as one
  * when it ends. A read of
  * messages stops before the first message whose insert is committed but
- * not yet synced: nothing a crash could take back is ever delivered.
+ * not yet synced: nothing a crash could take back is ever delivered. Once
+ * an fdatasync has failed, every later one counts as failed too, until a
+ * restart: what the failed writeback dropped no later sync covers.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,10 @@ struct sq {
 	struct bw_meta_req *waiting, **waiting_tail;
 	struct bw_meta_req *covered;
 	int syncing, sync_rc, closing;
+	/* the first failed sync's error, for good: Linux may drop the pages
+	 * a failed writeback left, and a later fdatasync that succeeds does
+	 * not cover them, so nothing committed since can be promised */
+	int sync_broken;
 	uint64_t syncs;
 	/* messages committed and not yet synced: from the lowest such id on,
 	 * reads stop (0: none); ids committed while a sync runs are not
@@ -270,9 +276,17 @@ sync_done(void *arg)
 	q->syncing = 0;
 	q->covered = NULL;
 	q->syncs++;
-	if (q->sync_rc != 0)
-		bw_error("store: fsync of the database journal failed: %s",
-			 bw_strerror(q->sync_rc));
+	if (q->sync_rc != 0 && q->sync_broken == 0) {
+		q->sync_broken = q->sync_rc;
+		bw_error(
+			"store: fsync of the database journal failed: %s; "
+			"nothing written from now on is acknowledged as "
+			"durable until bulwarkd restarts (SQLite then recovers "
+			"the journal from what reached the disk)",
+			bw_strerror(q->sync_rc));
+	}
+	if (q->sync_broken != 0)
+		q->sync_rc = q->sync_broken;
 	else
 		q->unsynced_from = q->after_start_from;
 	q->after_start_from = 0;
