@@ -977,6 +977,8 @@ def test_a_1028_whose_row_is_not_durable_leaves_what_was_there(start_server, shi
         res = c.send_file(DOC, v3)
         assert "bwfault: fdatasync #1 failed" in srv.log(), "the fault did not fire"
         bw.expect(res.response, bw.ERROR, "a 1028 whose row is not durable")
+        # the request was read whole: the connection stays
+        assert not c.is_closed_by_peer(0.5), "the connection was closed after the commit's 2107"
         assert dict(srv.file_row(ident.client_id, DOC)) == row0, "the row was not put back"
         assert tree(dd) == tree0, "files/ is not as it was before the failed 1028"
     assert doc_path(srv, ident).read_bytes() == v1
