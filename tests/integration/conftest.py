@@ -5,6 +5,7 @@ import pytest
 import bwd
 import bwmsg
 import bwvault as bw
+import pgserver
 from bwd import Daemon
 
 
@@ -22,6 +23,11 @@ NO_STORAGE = {"test_checksrc", "test_pyvault_selftest", "test_client_vs_pyserver
 # modules that start the servers they need themselves (the cluster's nodes
 # share a PostgreSQL and an S3 store of the fixture's)
 OWN_STORAGE = {"test_cluster", "test_cluster_script"}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The shared PostgreSQL goes while this process still has the time."""
+    pgserver.end_shared()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -177,11 +177,20 @@ _shared = []
 
 def shared():
     """The one server of this test process, started at first use and ended
-    at its exit."""
+    by end_shared() at the end of the session (conftest), or at exit."""
     if not _shared:
         import atexit
 
         srv = PgServer().init().start()
-        atexit.register(srv.destroy)
+        atexit.register(end_shared)
         _shared.append(srv)
     return _shared[0]
+
+
+def end_shared():
+    """Ends the shared server and removes its directory. Called at the end
+    of the test session, before a pytest-xdist worker reports that it has
+    finished: the 10 s the controller then gives the worker to exit are not
+    enough to remove the tens of thousands of files a long run leaves."""
+    while _shared:
+        _shared.pop().destroy()
