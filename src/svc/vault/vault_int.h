@@ -61,7 +61,7 @@ struct bw_vault {
 	 * for it, uploads that could not be stored */
 	uint64_t err_decrypt, err_revoked, err_store;
 	struct bw_hash locks; /* rel_path -> struct vlock: commits running */
-	/* locks being handed to their next waiters (commit.c) */
+	/* locks being handed to their next waiters (vault_lock.c) */
 	struct vwait *handoff, **handoff_tail;
 	int handing_off;
 	/* the periodic sweep of a shared store (reconcile.c): its timer,
@@ -136,7 +136,7 @@ struct upload {
 	unsigned last_idx;
 	size_t last_len;
 	uint64_t start_ms, body_ms;
-	/* the commit (commit.c) */
+	/* the commit (vault_commit.c) */
 	struct vwait wait;
 	int pending;		 /* kept aside until its 1029 */
 	int had_prev;		 /* a row owned rel_path before */
@@ -216,7 +216,7 @@ void vault_upload_free(struct upload *u);
 /* The upload is no longer in progress: uncounts it. */
 void vault_upload_done(struct upload *u);
 
-/* commit.c */
+/* vault_lock.c */
 /* Runs w now if path is free (returns 1), or queues it (returns 0; w->run
  * is called when the path is released, never from inside the releasing
  * vault_unlock's caller's frame); BW_EBUSY when VAULT_LOCK_WAITERS wait
@@ -225,6 +225,10 @@ void vault_upload_done(struct upload *u);
  * daemon's, and runs with w->refused set if another held it too long. */
 int vault_lock(struct bw_vault *v, const char *path, struct vwait *w);
 void vault_unlock(struct bw_vault *v, const char *path);
+/* The end: a retry of a lock other daemons held, still armed, disarmed. */
+void vault_locks_close(struct bw_vault *v);
+
+/* vault_commit.c */
 /* Removes the stored object at key on a worker (freeing a big file's
  * blocks takes time), or here if that cannot be arranged. "" does
  * nothing. */
@@ -256,8 +260,6 @@ void vault_restore_backup(struct bw_vault *v, const char *key,
  * durable (r is the caller's storage). */
 void vault_durable(struct bw_vault *v, struct bw_meta_req *r,
 		   bw_meta_done_fn done, void *arg);
-/* The end: a retry of a lock other daemons held, still armed, disarmed. */
-void vault_locks_close(struct bw_vault *v);
 /* Drops the hold a commit or an op had on c and lets c go on. */
 void vault_release_and_resume(struct bw_conn *c);
 /* The whole body is in and written: commits it, replies 2103 or 2107. */

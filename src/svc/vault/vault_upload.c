@@ -1,7 +1,7 @@
 /* The streaming 1028: the ciphertext is decrypted chunk by chunk out of the
  * connection's input into one of two aligned buffers, CRC'd on the loop
  * thread and written by a worker into a new object of the blob store,
- * which commit.c then puts in place.
+ * which vault_commit.c then puts in place.
  */
 #include <stddef.h>
 #include <stdio.h>
