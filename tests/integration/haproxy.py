@@ -13,17 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import ports
+
 BIN = "/usr/sbin/haproxy"
 
 
 def installed():
     return os.access(BIN, os.X_OK)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class HaProxy:
@@ -74,7 +70,7 @@ class HaProxy:
     def start(self):
         for attempt in range(3):
             for name in self.frontends:
-                self.ports[name] = free_port()
+                self.ports[name] = ports.reserve()
             cfg = self.dir / "haproxy.cfg"
             cfg.write_text(self.config())
             check = subprocess.run([BIN, "-c", "-f", str(cfg)], capture_output=True, text=True)
@@ -148,3 +144,5 @@ class HaProxy:
                 self.proc.wait(10)
         self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
+        for port in self.ports.values():
+            ports.release(port)

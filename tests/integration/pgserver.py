@@ -10,22 +10,17 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+import ports
+
 
 def pg_bin():
     dirs = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
     return dirs[-1].parent if dirs else None
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PgServer:
@@ -42,7 +37,7 @@ class PgServer:
         self.log_path = self.base / "postgres.log"
         self.user = "bulwark"
         self.password = secrets.token_hex(12)
-        self.port = free_port()
+        self.port = ports.reserve()
         self.proc = None
         self._run_as = None
         if os.geteuid() == 0:
@@ -125,6 +120,7 @@ class PgServer:
         gigabytes in /var/tmp."""
         self.stop(signal.SIGQUIT)
         shutil.rmtree(self.base, ignore_errors=True)
+        ports.release(self.port)
 
     def log_tail(self, n=30):
         try:

@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import ports
+
 BIN = "/usr/bin/redis-server"
 
 
@@ -19,16 +21,10 @@ def installed():
     return os.access(BIN, os.X_OK)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class RedisServer:
     def __init__(self, parent=None):
         self.dir = Path(tempfile.mkdtemp(prefix="bulwark-redis.", dir=parent))
-        self.port = free_port()
+        self.port = ports.reserve()
         self.password = secrets.token_hex(12)
         self.proc = None
 
@@ -88,3 +84,4 @@ class RedisServer:
     def destroy(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+        ports.release(self.port)

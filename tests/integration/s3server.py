@@ -18,13 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import ports
 import s3sign
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def installed():
@@ -48,7 +43,10 @@ log_name = bulwark-test-{kind}
 eventlet_debug = false
 
 [pipeline:main]
-pipeline = {kind}-server
+pipeline = healthcheck {kind}-server
+
+[filter:healthcheck]
+use = egg:swift#healthcheck
 
 [app:{kind}-server]
 use = egg:swift#{kind}
@@ -125,9 +123,9 @@ class S3Server:
         self.other_secret = secrets.token_hex(16)
         self.region = "us-east-1"
         self.user = "root" if os.geteuid() == 0 else os.environ.get("USER", "nobody")
-        self.ports = {k: free_port() for k in RING_SERVERS}
-        self.port = free_port()
-        self.mc_port = free_port()
+        self.ports = {k: ports.reserve() for k in RING_SERVERS}
+        self.port = ports.reserve()
+        self.mc_port = ports.reserve()
         self.proxy_workers = proxy_workers
         self.procs = {}
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -171,14 +169,36 @@ class S3Server:
                                str(self.swift_dir / f"{kind}-server.conf")])
         return self
 
+    def _healthy(self, port):
+        """The Swift server we started answers on port: its healthcheck
+        says OK (anything else there would not)."""
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(b"GET /healthcheck HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                s.settimeout(2)
+                reply = b""
+                while len(reply) < 4096:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    reply += chunk
+        except OSError:
+            return False
+        return reply.startswith(b"HTTP/1.") and b" 200 " in reply.split(b"\r\n", 1)[0] \
+            and reply.endswith(b"\r\n\r\nOK")
+
     def start(self, timeout=60):
         self._spawn("proxy", ["swift-proxy-server",
                               str(self.swift_dir / "proxy-server.conf")])
         deadline = time.monotonic() + timeout
+        # the proxy only answers once the account server does; the
+        # container and object servers are checked on their own ports
+        waiting = set(RING_SERVERS)
         while True:
+            waiting = {k for k in waiting if not self._healthy(self.ports[k])}
             try:
                 st, _, _ = self.request("GET", "/")
-                if st == 200:
+                if st == 200 and not waiting:
                     return self
             except OSError:
                 pass
@@ -206,6 +226,8 @@ class S3Server:
         for name in list(self.procs):
             self.stop(name)
         shutil.rmtree(self.base, ignore_errors=True)
+        for port in (*self.ports.values(), self.port, self.mc_port):
+            ports.release(port)
 
     def log_tail(self, name="proxy", n=30):
         try:
