@@ -4,7 +4,12 @@
  * only read: its database is copied aside first (so that not even SQLite's
  * recovery or a checkpoint touches it), and a shared lock on its lock file
  * keeps a daemon from starting there meanwhile.
+ *
+ * The copy aside is a directory bulwark-migrate.XXXXXX under TMPDIR whose
+ * "lock" file the migration holds. A migration that was killed cannot
+ * remove it; the next one does, once nothing holds its lock.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -12,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bulwark/fsutil.h"
@@ -68,23 +74,115 @@ copy_file(const char *from, const char *to)
 	return rc;
 }
 
-/* FROM's database and journal into a fresh directory under TMPDIR. */
-static int
-copy_aside(const char *from, char *tmp, size_t cap, char *db, size_t db_cap)
+#define ASIDE_PREFIX "bulwark-migrate."
+
+static const char *const aside_parts[] = {"defensive.db", "defensive.db-wal",
+					  "defensive.db-shm",
+					  "defensive.db-journal", "lock"};
+
+static const char *
+aside_base(void)
 {
-	static const char *const parts[] = {"defensive.db", "defensive.db-wal"};
 	const char *base = getenv("TMPDIR");
+
+	return base != NULL && base[0] != '\0' ? base : "/var/tmp";
+}
+
+/* The copy's files and its directory (any that are there): 0 once the
+ * directory is gone. */
+static int
+remove_aside(const char *tmp)
+{
+	char path[PATH_MAX + 32];
+	size_t i;
+
+	if (tmp[0] == '\0')
+		return 0;
+	for (i = 0; i < sizeof(aside_parts) / sizeof(aside_parts[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", tmp, aside_parts[i]);
+		(void)unlink(path);
+	}
+	return rmdir(tmp);
+}
+
+/* Copies aside that killed migrations of this user left: those whose lock
+ * file nothing holds. A directory without a lock file is left alone (one
+ * being made this instant, or not ours to judge). */
+static void
+sweep_asides(const char *base)
+{
+	char dir[PATH_MAX], lock[PATH_MAX + 8];
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+	int fd;
+
+	if ((d = opendir(base)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, ASIDE_PREFIX, strlen(ASIDE_PREFIX)) !=
+		    0)
+			continue;
+		if (snprintf(dir, sizeof(dir), "%s/%s", base, de->d_name) >=
+		    (int)sizeof(dir))
+			continue;
+		if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) ||
+		    st.st_uid != geteuid())
+			continue;
+		snprintf(lock, sizeof(lock), "%s/lock", dir);
+		fd = open(lock, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+		    remove_aside(dir) == 0) {
+			printf("migrate: removed %s, the copy aside of a "
+			       "migration that was stopped\n",
+			       dir);
+		}
+		close(fd);
+	}
+	closedir(d);
+}
+
+/* FROM's database and journal into a fresh directory under TMPDIR, whose
+ * lock (*lock) is held until the copy is removed. */
+static int
+copy_aside(const char *from, char *tmp, size_t cap, char *db, size_t db_cap,
+	   int *lock)
+{
+	const char *base = aside_base();
 	char src[PATH_MAX + 32], dst[PATH_MAX + 32];
 	size_t i;
 	int rc;
 
-	snprintf(tmp, cap, "%s/bulwark-migrate.XXXXXX",
-		 base != NULL && base[0] != '\0' ? base : "/var/tmp");
-	if (mkdtemp(tmp) == NULL)
-		return -errno;
-	for (i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
-		snprintf(src, sizeof(src), "%s/%s", from, parts[i]);
-		snprintf(dst, sizeof(dst), "%s/%s", tmp, parts[i]);
+	sweep_asides(base);
+	/* made under another name and renamed once locked, so that a sweep
+	 * never sees it without its lock held */
+	if (snprintf(src, sizeof(src), "%s/.new-" ASIDE_PREFIX "XXXXXX",
+		     base) >= (int)sizeof(src) ||
+	    strlen(src) - 5 >= cap) {
+		tmp[0] = '\0';
+		return BW_ETOOBIG;
+	}
+	if (mkdtemp(src) == NULL) {
+		rc = -errno;
+		tmp[0] = '\0';
+		return rc;
+	}
+	snprintf(dst, sizeof(dst), "%s/lock", src);
+	*lock = open(dst, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		     0600);
+	snprintf(tmp, cap, "%s/%s", base, strrchr(src, '/') + 6);
+	if (*lock < 0 || flock(*lock, LOCK_EX | LOCK_NB) != 0 ||
+	    rename(src, tmp) != 0) {
+		rc = -errno;
+		(void)remove_aside(src);
+		tmp[0] = '\0';
+		return rc;
+	}
+	for (i = 0; i < 2; i++) { /* the database, then its journal */
+		snprintf(src, sizeof(src), "%s/%s", from, aside_parts[i]);
+		snprintf(dst, sizeof(dst), "%s/%s", tmp, aside_parts[i]);
 		rc = copy_file(src, dst);
 		if (rc == BW_ENOTFOUND && i > 0)
 			continue; /* no journal: a clean shutdown */
@@ -93,24 +191,6 @@ copy_aside(const char *from, char *tmp, size_t cap, char *db, size_t db_cap)
 	}
 	snprintf(db, db_cap, "sqlite:%s/defensive.db", tmp);
 	return 0;
-}
-
-static void
-remove_aside(const char *tmp)
-{
-	char path[PATH_MAX + 32];
-	static const char *const parts[] = {"defensive.db", "defensive.db-wal",
-					    "defensive.db-shm",
-					    "defensive.db-journal"};
-	size_t i;
-
-	if (tmp[0] == '\0')
-		return;
-	for (i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
-		snprintf(path, sizeof(path), "%s/%s", tmp, parts[i]);
-		(void)unlink(path);
-	}
-	(void)rmdir(tmp);
 }
 
 int
@@ -123,7 +203,7 @@ bw_daemon_migrate(const struct bw_daemon_cfg *cfg, const char *from)
 	struct bw_blobs *fb = NULL, *tb = NULL;
 	struct bw_migrate_report rep;
 	struct bw_loop *loop = NULL;
-	int src_lock = -1, dst_lock = -1, rc, same;
+	int src_lock = -1, dst_lock = -1, aside_lock = -1, rc, same;
 	long holder = 0;
 
 	if (realpath(from, src_real) == NULL) {
@@ -157,8 +237,8 @@ bw_daemon_migrate(const struct bw_daemon_cfg *cfg, const char *from)
 	}
 	bw_daemon_blob_conf(cfg, &bc);
 	bc.data_dir = dst_real;
-	if ((rc = copy_aside(src_real, tmp, sizeof(tmp), src_db,
-			     sizeof(src_db))) != 0) {
+	if ((rc = copy_aside(src_real, tmp, sizeof(tmp), src_db, sizeof(src_db),
+			     &aside_lock)) != 0) {
 		fprintf(stderr,
 			"bulwarkd migrate: cannot copy %s/defensive.db "
 			"aside: %s\n",
@@ -208,7 +288,9 @@ out:
 	bw_blobs_close(tb);
 	bw_blobs_close(fb);
 	bw_loop_free(loop);
-	remove_aside(tmp);
+	(void)remove_aside(tmp);
+	if (aside_lock >= 0)
+		close(aside_lock);
 	if (src_lock >= 0)
 		close(src_lock);
 	if (dst_lock >= 0)

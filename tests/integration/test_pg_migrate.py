@@ -148,13 +148,22 @@ def test_an_interrupted_migration_resumes_and_verifies(start_server, pg, tmp_pat
     dst = tmp_path / "dst"
     dst.mkdir()
     db = pg.create_db(db_name())
+    tmp = tmp_path / "tmp"  # where the source's database is copied aside
+    tmp.mkdir()
     # killed while putting the spilled message's content in the target
     r = migrate(pg, src, dst, db, check=False,
-                env_extra=bwd.fault_env(shim, fault="renameat:1:kill:%s/messages" % dst))
+                env_extra={"TMPDIR": str(tmp),
+                           **bwd.fault_env(shim, fault="renameat:1:kill:%s/messages" % dst)})
     assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
     assert pg.psql("SELECT count(*) FROM messages", db=db).strip() != "3"
-    r = migrate(pg, src, dst, db)
+    left = [p.name for p in tmp.iterdir()]
+    assert len(left) == 1 and left[0].startswith("bulwark-migrate."), left
+    assert (tmp / left[0] / "defensive.db").stat().st_size > 0
+    r = migrate(pg, src, dst, db, env_extra={"TMPDIR": str(tmp)})
     assert "verified" in r.stdout
+    # the killed run's copy is gone, and so is this run's own
+    assert "migrate: removed %s/%s, the copy aside" % (tmp, left[0]) in r.stdout, r.stdout
+    assert list(tmp.iterdir()) == []
     assert pg.psql("SELECT count(*) FROM messages", db=db).strip() == "3", (
         r.stdout + pg.psql("SELECT ID, encode(ToClient, 'hex'), ContentPath FROM messages", db=db))
     assert "nothing was left to do" in migrate(pg, src, dst, db).stdout
