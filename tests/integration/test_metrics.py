@@ -16,6 +16,7 @@ import bwd
 import bwmsg
 import bwrooms as R
 import bwvault as bw
+import ports
 from bwd import rsa_key, unique_name
 
 H = "127.0.0.1"
@@ -39,25 +40,18 @@ TYPE_RE = re.compile(r"^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogr
 # bulwarkd with its metrics endpoint
 
 
-def free_port():
-    """A port the kernel just handed out on 127.0.0.1 (closed again)."""
-    with socket.socket() as s:
-        s.bind((H, 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def start_metrics(start_server):
     """Factory: start_metrics(*extra_args, rooms=False, console=False,
     environ=None) -> conftest's start_server daemon with .metrics_port;
     environ: variables added to bulwarkd's environment (e.g.
-    bwd.fault_env's). The metrics endpoint gets a port the kernel just
-    handed out (the test sees it in the `metrics listening on` line it
+    bwd.fault_env's). The metrics endpoint gets a reserved port
+    (ports.reserve; the test sees it in the `metrics listening on` line it
     checks), and the start is retried if the port was taken meanwhile."""
     def start(*extra_args, rooms=False, console=False, environ=None):
         last = None
         for _ in range(5):
-            port = free_port()
+            port = ports.reserve()
             try:
                 srv = start_server("--metrics-listen", "%s:%d" % (H, port), *extra_args,
                                    console=console, rooms=rooms, env=environ)

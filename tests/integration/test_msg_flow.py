@@ -15,6 +15,7 @@ import pytest
 import bwd
 import bwmsg
 import bwvault as bw
+import ports
 from bwd import rsa_key, unique_name
 
 H = "127.0.0.1"
@@ -400,16 +401,8 @@ def test_a_hundred_clients_send_and_pull_at_once(server):
     assert ids_of(got) == sorted(ids_of(got))
 
 
-def free_port():
-    s = socket.socket()
-    s.bind((H, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_port_info_and_myport_info_naming_two_ports_serve_both_on_both(start_server, tmp_path):
-    p1, p2 = free_port(), free_port()
+    p1, p2 = ports.reserve(), ports.reserve()
     data = tmp_path / "data"
     data.mkdir()
     (data / "port.info").write_text("%d\n" % p1)

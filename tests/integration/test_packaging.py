@@ -15,6 +15,7 @@ import pytest
 import bwd
 import bwdocs as docs
 import bwvault as bw
+import ports
 
 UNIT = docs.PACKAGING_DIR / "bulwarkd.service"
 CONF = docs.PACKAGING_DIR / "bulwarkd.conf"
@@ -171,12 +172,6 @@ def test_conf_marks_the_reloadable_options():
         sorted(reload - marked), sorted(marked - reload))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # the three listeners the packaged configuration runs
 LISTENERS = ("vault", "console", "rooms")
 
@@ -226,7 +221,7 @@ def test_every_example_value_is_accepted(start_server, tmp_path):
                            "--listen", "127.0.0.1", "--port", "0",
                            "--rooms-listen", "127.0.0.1", "--rooms-port", "0",
                            "--console-port", "0", "--metrics-listen",
-                           "127.0.0.1:%d" % free_port()],
+                           "127.0.0.1:%d" % ports.reserve()],
                      cwd=tmp_path, log_path=tmp_path / "stderr.log",
                      log_file=tmp_path / "file.log", want=LISTENERS)
     d.stop()
