@@ -25,17 +25,22 @@ def installed():
 class HaProxy:
     """frontends: {name: [(host, port), ...]} the nodes of each frontend;
     source: the address HAProxy connects to them from (what --proxy-from
-    names); proxy: "send-proxy-v2" or "send-proxy" (v1). ports[name] is
-    the frontend's port once started."""
+    names); proxy: "send-proxy-v2" or "send-proxy" (v1); dir: where its
+    configuration and log go (made here; by default a new temporary
+    directory). ports[name] is the frontend's port once started."""
 
     def __init__(self, frontends, source="127.0.0.9", proxy="send-proxy-v2",
-                 check_ms=200):
+                 check_ms=200, dir=None):
         self.frontends = frontends
         self.source = source
         self.proxy = proxy
         self.check_ms = check_ms
         self.ports = {}
-        self.dir = Path(tempfile.mkdtemp(prefix="bulwark-haproxy."))
+        if dir is None:
+            self.dir = Path(tempfile.mkdtemp(prefix="bulwark-haproxy."))
+        else:  # a directory of the caller's, made here
+            self.dir = Path(dir)
+            self.dir.mkdir(mode=0o700)
         self.proc = None
         self.log = self.dir / "haproxy.log"
 
