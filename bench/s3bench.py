@@ -368,7 +368,7 @@ def main():
         print("\nBulwark S3 benchmark%s, %s" % (" (quick)" if q else "",
                                                time.strftime("%Y-%m-%d %H:%M UTC",
                                                              time.gmtime())))
-        print("%d cores; load average %.2f; Swift %s with s3api on loopback, 8 MiB parts" % (
+        print("%d cores; load average %.2f; Swift %s with s3api on loopback, parts of 8 to 32 MiB" % (
             os.cpu_count(), os.getloadavg()[0],
             subprocess.run(["dpkg-query", "-W", "-f=${Version}", "swift-proxy"],
                            capture_output=True, text=True).stdout or "?"))

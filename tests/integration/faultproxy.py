@@ -55,7 +55,7 @@ class FaultProxy:
     def __init__(self, upstream_port, host="127.0.0.1"):
         self.upstream = (host, upstream_port)
         self.rules = []
-        self.log = []  # (method, path, query, what happened)
+        self.log = []  # (method, path, query, what happened, body length)
         self.lock = threading.Lock()
         self.lsock = socket.socket()
         self.lsock.bind((host, 0))
@@ -141,14 +141,14 @@ class FaultProxy:
                 if rule is not None:
                     if rule.gate is not None:
                         with self.lock:
-                            self.log.append((method, path, query, "held"))
+                            self.log.append((method, path, query, "held", len(body)))
                         rule.gate.wait(60)
                     if rule.delay:
                         time.sleep(rule.delay)
                     kind = rule.action[0]
                     if kind == "reset":
                         with self.lock:
-                            self.log.append((method, path, query, "reset"))
+                            self.log.append((method, path, query, "reset", len(body)))
                         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                      b"\x01\x00\x00\x00\x00\x00\x00\x00")
                         return
@@ -159,11 +159,12 @@ class FaultProxy:
                         c.sendall(b"HTTP/1.1 %d Injected\r\nContent-Type: application/xml\r\n"
                                   b"Content-Length: %d\r\n\r\n" % (status, len(xml)) + xml)
                         with self.lock:
-                            self.log.append((method, path, query, "%d %s" % (status, code)))
+                            self.log.append((method, path, query, "%d %s" % (status, code),
+                                             len(body)))
                         continue
                     what = "delayed"
                 with self.lock:
-                    self.log.append((method, path, query, what))
+                    self.log.append((method, path, query, what, len(body)))
                 self._forward(c, lines[0], hdrs, body, rule.after if rule else 0.0)
         except (OSError, ValueError):
             pass

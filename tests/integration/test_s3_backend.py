@@ -11,6 +11,7 @@ The rest of the suite runs on S3 as well (BULWARK_TEST_BLOBS=s3 in
 scripts/check)."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -235,6 +236,21 @@ def test_slowdown_and_500_are_retried_with_backoff(start_server, s3, proxy):
     assert len(proxy.seen("PUT", "partNumber=1&")) == 3
     assert len(proxy.seen("PUT", "partNumber=2&")) == 2
     assert len(proxy.seen("PUT", "partNumber=3&")) == 2
+    srv.stop()
+
+
+def test_parts_grow_past_the_first_four(start_server, s3, proxy):
+    """8 MiB parts for the first four, then 16 MiB (then 32): every part
+    but the last exactly its size, and the object whole."""
+    srv = start_on(start_server, s3, endpoint=proxy.endpoint)
+    data = os.urandom(4 * 8 * MiB + 2 * 16 * MiB + 3 * MiB + 777)
+    v, r = upload(srv, data, "grown.bin")
+    bw.expect(r.response, bw.FILE_RECEIVED)
+    assert s3.get(s3.bucket, "node/files/%s/grown.bin" % v.client_id.hex()) == data
+    sizes = {int(re.search(r"partNumber=(\d+)&", e[2]).group(1)): e[4]
+             for e in proxy.seen("PUT", "partNumber=") if e[3] == "passed"}
+    assert sizes == {1: 8 * MiB, 2: 8 * MiB, 3: 8 * MiB, 4: 8 * MiB, 5: 16 * MiB,
+                     6: 16 * MiB, 7: 3 * MiB + 777}, sizes
     srv.stop()
 
 

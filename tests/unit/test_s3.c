@@ -231,6 +231,29 @@ status_lines_are_read_within_their_bytes(void **state)
 	assert_int_equal(status_of(""), 0);
 }
 
+static void
+parts_grow_from_8_to_32_mib(void **state)
+{
+	const size_t mib = 1024u * 1024u;
+	uint64_t sum = 0;
+	unsigned n;
+
+	(void)state;
+	assert_int_equal(s3_part_size(1), 8 * mib); /* S3's least is 5 MiB */
+	assert_int_equal(s3_part_size(4), 8 * mib);
+	assert_int_equal(s3_part_size(5), 16 * mib);
+	assert_int_equal(s3_part_size(8), 16 * mib);
+	assert_int_equal(s3_part_size(9), 32 * mib);
+	assert_int_equal(s3_part_size(S3_MAX_PARTS), 32 * mib);
+	/* 1 GiB is 37 parts; the largest vault file fits S3's 10,000 */
+	for (n = 1; sum < 1024 * mib; n++)
+		sum += s3_part_size(n);
+	assert_int_equal(n - 1, 37);
+	for (sum = 0, n = 1; n <= S3_MAX_PARTS; n++)
+		sum += s3_part_size(n);
+	assert_true(sum >= 0xFFFFFFFFull);
+}
+
 int
 main(void)
 {
@@ -242,6 +265,7 @@ main(void)
 		cmocka_unit_test(credentials_come_from_the_profile_asked_for),
 		cmocka_unit_test(query_values_are_encoded_for_the_signature),
 		cmocka_unit_test(bad_urls_and_options_are_refused),
+		cmocka_unit_test(parts_grow_from_8_to_32_mib),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,7 +7,7 @@
  * object being written is kept in memory while it is at most S3_MEM_MAX
  * (a small file is one PUT from there: no file is made for it), and once
  * it grows past that, spooled to an unlinked file in the data directory
- * and sent as it grows: once a part's worth (S3_PART) is there,
+ * and sent as it grows: once a part's worth (s3_part_size) is there,
  * it goes to the backend's uploader threads as one part of a multipart
  * upload, at most S3_PARTS_AHEAD parts of an object ahead of its writer,
  * whose write then waits (the socket behind it is not read meanwhile). A
@@ -29,10 +29,16 @@
 #include "bulwark/crypto.h"
 #include "host/blob.h"
 
-#define S3_PART	       (8u * 1024u * 1024u) /* S3's smallest is 5 MiB */
-#define S3_MEM_MAX     (64u * 1024u)	    /* an object kept in memory */
-#define S3_MAX_PARTS   10000u		    /* S3's limit */
-#define S3_PARTS_AHEAD 2u		    /* per object, sent or being sent */
+/* Parts grow with the object: S3_PART for the first four (S3's smallest
+ * is 5 MiB), twice that for the next four, then S3_PART_MAX. Each part
+ * is a request with a fixed cost at the store (Swift spends about 40 ms
+ * of CPU on one; S3 bills per request): a 1 GiB upload is 37 parts, not
+ * 128, while a small object's spool stays at 8 MiB parts. */
+#define S3_PART	       (8u * 1024u * 1024u)
+#define S3_PART_MAX    (4u * S3_PART)
+#define S3_MEM_MAX     (64u * 1024u) /* an object kept in memory */
+#define S3_MAX_PARTS   10000u	     /* S3's limit */
+#define S3_PARTS_AHEAD 2u	     /* per object, sent or being sent */
 #define S3_UPLOADERS   4u
 #define S3_TRIES       4u  /* an idempotent request, on a transient error */
 #define S3_IDLE_CAP    32u /* easy handles kept for their connections */
@@ -40,6 +46,14 @@
 #define S3_ID_CAP      1024 /* an upload id */
 #define S3_ERR_BODY    (64u * 1024u)
 #define S3_READ_CHUNK  (256u * 1024u) /* a ranged GET */
+
+/* The size of part NUMBER (from 1) of an upload: every part but the last
+ * is exactly this long. */
+static inline size_t
+s3_part_size(unsigned number)
+{
+	return number <= 4 ? S3_PART : number <= 8 ? 2u * S3_PART : S3_PART_MAX;
+}
 
 struct s3_job;
 

@@ -332,7 +332,7 @@ s3_w_write(struct bw_blob_w *w, uint64_t off, const void *p, size_t n)
 {
 	const uint8_t *b = p;
 	const size_t len = n;
-	size_t take;
+	size_t take, part;
 	int rc = 0, fd = -1;
 
 	pthread_mutex_lock(&w->mu);
@@ -357,7 +357,8 @@ s3_w_write(struct bw_blob_w *w, uint64_t off, const void *p, size_t n)
 		rc = w->err != 0 ? w->err : BW_EPROTO;
 	pthread_mutex_unlock(&w->mu);
 	while (rc == 0 && n > 0) {
-		take = S3_PART - (size_t)(w->size - w->part_start);
+		part = s3_part_size(w->nparts + 1);
+		take = part - (size_t)(w->size - w->part_start);
 		if (take > n)
 			take = n;
 		if ((rc = bw_sha256_update(w->sha, b, take)) != 0)
@@ -365,7 +366,7 @@ s3_w_write(struct bw_blob_w *w, uint64_t off, const void *p, size_t n)
 		w->size += take;
 		b += take;
 		n -= take;
-		if (w->size - w->part_start == S3_PART)
+		if (w->size - w->part_start == part)
 			rc = queue_part(w->s, w);
 	}
 	pthread_mutex_lock(&w->mu);
