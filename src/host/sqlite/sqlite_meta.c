@@ -249,7 +249,9 @@ sync_work(void *arg)
 {
 	struct sq *q = arg;
 
-	q->sync_rc = bw_store_sync(q->s);
+	/* after a failure the answer is that failure anyway (sync_done): no
+	 * fdatasync for it (set on the loop before this job was queued) */
+	q->sync_rc = q->sync_broken != 0 ? q->sync_broken : bw_store_sync(q->s);
 }
 
 static void

@@ -124,24 +124,23 @@ lock_free(struct bw_vault *v, struct vlock *l)
 	free(l);
 }
 
+static int
+disarm(void *arg, void *val)
+{
+	struct vlock *l = val;
+
+	(void)arg;
+	if (l->v != NULL)
+		bw_loop_timer_stop(l->v->eng->loop, &l->retry_t);
+	return 0;
+}
+
 void
 vault_locks_close(struct bw_vault *v)
 {
-	struct bw_hash_ent *e, *next;
-	size_t i;
-
 	/* at the end nothing waits any more (the store answered every try,
 	 * its connection gone): a retry still armed is disarmed */
-	for (i = 0; v->locks.slots != NULL && i < v->locks.slots_n; i++) {
-		for (e = v->locks.slots[i]; e != NULL; e = next) {
-			struct vlock *l = e->val;
-
-			next = e->next;
-			if (l->v != NULL)
-				bw_loop_timer_stop(l->v->eng->loop,
-						   &l->retry_t);
-		}
-	}
+	(void)bw_hash_each(&v->locks, disarm, NULL);
 }
 
 int
