@@ -151,7 +151,7 @@ copy_aside(const char *from, char *tmp, size_t cap, char *db, size_t db_cap,
 	   int *lock)
 {
 	const char *base = aside_base();
-	char src[PATH_MAX + 32], dst[PATH_MAX + 32];
+	char src[PATH_MAX + 32], dst[PATH_MAX + 32], lockp[PATH_MAX + 48];
 	size_t i;
 	int rc;
 
@@ -169,8 +169,8 @@ copy_aside(const char *from, char *tmp, size_t cap, char *db, size_t db_cap,
 		tmp[0] = '\0';
 		return rc;
 	}
-	snprintf(dst, sizeof(dst), "%s/lock", src);
-	*lock = open(dst, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	snprintf(lockp, sizeof(lockp), "%s/lock", src);
+	*lock = open(lockp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 		     0600);
 	snprintf(tmp, cap, "%s/%s", base, strrchr(src, '/') + 6);
 	if (*lock < 0 || flock(*lock, LOCK_EX | LOCK_NB) != 0 ||

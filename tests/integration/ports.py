@@ -27,12 +27,21 @@ LOWEST = 20000
 _held = {}
 
 
-def _ephemeral_low():
+def _span():
+    """[low, high): ports outside the kernel's ephemeral range, 20000 and
+    up below it on a default system (32768-60999), else above it, else
+    (a range that covers nearly everything) what is left of 10000-65535,
+    where the locks still keep our own runs apart."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
+            lo, hi = (int(x) for x in f.read().split()[:2])
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    if lo - LOWEST >= 2000:
+        return LOWEST, lo
+    if 65536 - (hi + 1) >= 2000:
+        return hi + 1, 65536
+    return 10000, 65536
 
 
 def _free(host, port):
@@ -56,8 +65,7 @@ def _lock_dir():
 
 def reserve(host="127.0.0.1"):
     """A free port on host, reserved for this process until it exits."""
-    top = _ephemeral_low()
-    low = LOWEST if top - LOWEST >= 2000 else 10000
+    low, top = _span()
     d = _lock_dir()
     for _ in range(500):
         port = random.randrange(low, top)
