@@ -5,13 +5,14 @@
  *
  *   BW_FAULT=op:n[:action[:substr]][,op:n[:action[:substr]]...]
  *	on the n-th call (1-based) of op whose path contains substr (empty: any
- *	path) do action: an errno name (EIO, ENOSPC, EDQUOT, EACCES, ...;
- *	default EIO) makes the call return -1 with that errno without doing it,
- *	"kill" raises SIGKILL before it, "sleep=MS" sleeps MS milliseconds
- *	(1 to 600000) and then does the call (a slow disk). Ops: fsync fdatasync
- *rename renameat renameat2 link linkat unlink unlinkat write pwrite (pwrite64
- *too) open (open64, creat) openat (openat64) mkdir mkdirat. A malformed
- *BW_FAULT aborts the process so that a typo cannot pass for "nothing failed".
+ *	path; ending in '$': whose path ends with the rest) do action: an errno
+ *name (EIO, ENOSPC, EDQUOT, EACCES, ...; default EIO) makes the call return -1
+ *with that errno without doing it, "kill" raises SIGKILL before it, "sleep=MS"
+ *sleeps MS milliseconds (1 to 600000) and then does the call (a slow disk;
+ *"woke" is said when the sleep ends). Ops: fsync fdatasync rename renameat
+ *renameat2 link linkat unlink unlinkat write pwrite (pwrite64 too) open
+ *(open64, creat) openat (openat64) mkdir mkdirat. A malformed BW_FAULT aborts
+ *the process so that a typo cannot pass for "nothing failed".
  *   BW_FAULT_ARM=/path
  *	faults count only the calls made once /path exists (it is looked for
  *	until it is first seen), so a test can arm them at a chosen moment,
@@ -116,6 +117,7 @@ struct fault {
 	int action;		/* errno, ACTION_KILL or ACTION_SLEEP */
 	unsigned long sleep_ms; /* ACTION_SLEEP */
 	char substr[SUBSTR_CAP];
+	int at_end;	   /* substr ended in '$': the path must end with it */
 	atomic_ulong seen; /* matching calls so far */
 };
 
@@ -261,6 +263,21 @@ parse_fault(const char *s, size_t len, struct fault *f, const char *all)
 		bad_config("substring too long", all);
 	memcpy(f->substr, c3 + 1, (size_t)(end - c3 - 1));
 	f->substr[end - c3 - 1] = '\0';
+	if (end - c3 - 1 > 0 && end[-1] == '$') {
+		f->at_end = 1;
+		f->substr[end - c3 - 2] = '\0';
+	}
+}
+
+/* Whether path is one f names. */
+static int
+matches(const struct fault *f, const char *path)
+{
+	size_t n = strlen(f->substr), len = strlen(path);
+
+	if (f->at_end)
+		return len >= n && memcmp(path + len - n, f->substr, n) == 0;
+	return f->substr[0] == '\0' || strstr(path, f->substr) != NULL;
 }
 
 static void
@@ -468,8 +485,7 @@ decide(int op, const char *path)
 		return 0;
 	for (i = 0; i < faults_n; i++) {
 		f = &faults[i];
-		if (f->op != op ||
-		    (f->substr[0] != '\0' && strstr(path, f->substr) == NULL))
+		if (f->op != op || !matches(f, path))
 			continue;
 		if (atomic_fetch_add(&f->seen, 1) + 1 != f->n || err != 0)
 			continue;
@@ -484,6 +500,10 @@ decide(int op, const char *path)
 			say(line);
 			while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
 				;
+			snprintf(line, sizeof(line),
+				 "bwfault: %s #%lu woke: %s\n", op_names[op],
+				 f->n, path);
+			say(line);
 			continue;
 		}
 		if (f->action == ACTION_KILL) {
