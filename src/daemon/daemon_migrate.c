@@ -283,6 +283,9 @@ bw_daemon_migrate(const struct bw_daemon_cfg *cfg, const char *from)
 		       ? "; nothing was left to do"
 		       : "");
 out:
+	/* the workers' last jobs (a checkpoint, say) end before what they
+	 * use is closed, as in the daemon */
+	bw_loop_drain(loop);
 	bw_meta_close(tm);
 	bw_meta_close(fm);
 	bw_blobs_close(tb);

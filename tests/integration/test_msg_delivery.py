@@ -568,6 +568,81 @@ def test_a_2104_never_carries_a_message_before_its_2103(start_server, shim, tmp_
         [(a.client_id, result["id"], b"slow disk" + bytes(7))]
 
 
+def wal_bytes(dd):
+    wal = dd / "defensive.db-wal"
+    return wal.stat().st_size if wal.exists() else 0
+
+
+@pytest.mark.sqlite_only("a slowed fdatasync of defensive.db itself: the checkpoint's")
+def test_a_checkpoint_of_the_journal_holds_up_no_one(start_server, shim, tmp_path):
+    """Past 1,000 pages (4 MB) the journal is copied into defensive.db,
+    which is then fsync'd. That fsync is made to take 20 s: it must run
+    off the loop, so that meanwhile another connection's 602 is answered
+    (a 10 s timeout). The 603s sent meanwhile may wait for it (the
+    store's writes pause for the checkpoint's last pass), but are stored.
+    Once it is over, the journal starts again from its beginning rather
+    than growing, and every message is delivered once, in order."""
+    arm = tmp_path / "arm"
+    dd = tmp_path / "d"
+    srv = start_server(data_dir=dd, env=bwd.fault_env(
+        shim, fault="fdatasync:1:sleep=20000:/defensive.db$", arm=arm))
+    a, b = user(srv, 0), user(srv, 1)
+    a.close()  # its next connection: a 603 may wait for the checkpoint's fsync
+    a.timeout = 60
+    probe = same_user(srv, b)
+    key_b = probe.public_key(b.client_id)
+    body = os.urandom(2000)  # a row, not a file
+    ids, failed = [], []
+    stop = threading.Event()
+
+    def send(n):
+        for i in range(n):
+            if stop.is_set():
+                return
+            try:
+                ids.append(a.send(b.client_id, 3, body))
+            except Exception as e:  # noqa: BLE001 - reported below
+                failed.append(repr(e))
+                return
+
+    arm.write_text("go")
+    t = threading.Thread(target=send, args=(5000,))  # at most 10 MB
+    t.start()
+    try:
+        assert wait_for(lambda: "fdatasync #1 sleeps" in srv.log() or not t.is_alive(), 120)
+        assert "fdatasync #1 sleeps" in srv.log(), \
+            "no checkpoint fsync'd defensive.db after %d messages (%s)" % (len(ids), failed)
+        # the checkpoint's fsync is sleeping now
+        try:
+            assert probe.public_key(b.client_id) == key_b
+        except socket.timeout:
+            pytest.fail("a 602 waited 10 s while the checkpoint's fsync slept: "
+                        "it runs on the loop")
+        assert "fdatasync #1 woke" not in srv.log(), \
+            "the fsync ended before the 602: the test did not test it"
+        assert wait_for(lambda: "fdatasync #1 woke" in srv.log(), 60)
+    finally:
+        stop.set()
+        t.join(120)
+    assert not failed, failed
+    # three times the journal's limit again: it must start over, not grow
+    start = wal_bytes(dd)
+    stop.clear()
+    send(1500)
+    assert not failed, failed
+    assert wal_bytes(dd) < 10 * 1000 * 1000, \
+        "the journal grew from %d to %d bytes: no checkpoint caught up" % (start, wal_bytes(dd))
+    assert ro_query(srv, "SELECT count(*) FROM messages")[0][0] == len(ids)
+    got = []
+    while len(got) < len(ids):
+        more = b.pull()
+        assert more, "%d of %d messages delivered" % (len(got), len(ids))
+        got += more
+        b.list()
+    assert [(r[1], r[3]) for r in got] == [(i, body) for i in ids]
+    assert "checkpoint of the database journal failed" not in srv.log()
+
+
 # --------------------------------------------------------------------------
 # 5. --max-message-size
 

@@ -3,8 +3,10 @@
  * never inside the submitting call, a failing request undoes only itself,
  * a message is never read before its insert is durable, a deletion gives
  * its contents' keys before it commits and a refusal rolls it back, ids
- * stop at the u32 the wire carries, closing completes what is queued, and
- * what arrives while a sync is in flight waits for it (group commit).
+ * stop at the u32 the wire carries, closing completes what is queued,
+ * what arrives while a sync is in flight waits for it (group commit), and
+ * a journal past its limit is copied into the database file, by a worker
+ * or, on a loop without one, by the commit.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -514,6 +517,108 @@ a_put_keeps_its_id_and_a_floor_lifts_later_ones(void **state)
 	assert_int_equal(last, 501);
 }
 
+/* --- checkpoints ------------------------------------------------------- */
+
+#define BIG_MSG	 16384
+#define BIG_MSGS 300 /* some 1,500 pages of journal: past 1,000 */
+
+static off_t
+file_size(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+/* n messages of BIG_MSG bytes, submitted ten at a time as the services
+ * do, each ten run to their done: a checkpoint that starts on the way
+ * runs on the worker while the loop goes on committing. */
+static void
+insert_big(struct fx *f, unsigned n)
+{
+	static uint8_t big[BIG_MSG];
+	struct bw_msg_rec m[10];
+	struct bw_meta_req r[10];
+	unsigned i, k;
+
+	memset(big, 0x5a, sizeof(big));
+	for (i = 0; i < n; i += 10) {
+		for (k = 0; k < 10; k++) {
+			message(&m[k], 0x33, NULL, sizeof(big));
+			m[k].content = big;
+			bw_meta_req_init(&r[k], BW_META_MSG_INSERT, 0, on_done,
+					 f);
+			r[k].u.msg = &m[k];
+			bw_meta_submit(f->m, &r[k]);
+		}
+		run_until(f, f->done_n + 10);
+		for (k = 0; k < 10; k++)
+			assert_int_equal(r[k].rc, 0);
+	}
+}
+
+static void
+on_poll(void *arg)
+{
+	bw_loop_stop(arg);
+}
+
+/* Runs the loop in 20 ms slices until the database file holds at least
+ * min bytes, for 10 s at most: a worker's checkpoint completes on it. */
+static off_t
+run_until_file_holds(struct fx *f, off_t min)
+{
+	struct bw_timer t;
+	off_t size = file_size(f->db);
+	int i;
+
+	memset(&t, 0, sizeof(t));
+	for (i = 0; i < 500 && size < min; i++) {
+		assert_int_equal(
+			bw_loop_timer_start(f->l, &t, 20, on_poll, f->l), 0);
+		assert_int_equal(bw_loop_run(f->l), 0);
+		size = file_size(f->db);
+	}
+	return size;
+}
+
+static void
+a_journal_past_its_limit_is_copied_into_the_file(void **state)
+{
+	struct fx *f = *state;
+	char wal[160];
+	int round;
+
+	snprintf(wal, sizeof(wal), "%s-wal", f->db);
+	assert_true(file_size(f->db) < BIG_MSG * BIG_MSGS / 4);
+	/* the commits go on while the worker copies; and each round's
+	 * journal is copied, and the journal starts over instead of
+	 * growing with every round */
+	for (round = 1; round <= 4; round++) {
+		insert_big(f, BIG_MSGS);
+		assert_true(run_until_file_holds(f, (off_t)round * BIG_MSG *
+							    BIG_MSGS / 2) >=
+			    (off_t)round * BIG_MSG * BIG_MSGS / 2);
+	}
+	/* four rounds' contents alone would be 20 MB: it started over */
+	assert_true(file_size(wal) < (off_t)4 * BIG_MSG * BIG_MSGS);
+}
+
+static void
+without_a_worker_the_commit_copies_it(void **state)
+{
+	struct fx *f = *state;
+
+	/* the same store on a loop with no worker */
+	bw_meta_close(f->m);
+	bw_loop_free(f->l);
+	assert_int_equal(bw_loop_new(&f->l, 0), 0);
+	assert_int_equal(bw_meta_open(&f->m, f->url, f->dir, f->l), 0);
+	insert_big(f, BIG_MSGS);
+	/* copied in the commit that passed the limit: no loop ran */
+	assert_true(file_size(f->db) >= (off_t)BIG_MSG * BIG_MSGS / 2);
+}
+
 int
 main(void)
 {
@@ -530,6 +635,8 @@ main(void)
 		T(closing_completes_what_is_queued),
 		T(an_unknown_scheme_is_refused),
 		T(a_put_keeps_its_id_and_a_floor_lifts_later_ones),
+		T(a_journal_past_its_limit_is_copied_into_the_file),
+		T(without_a_worker_the_commit_copies_it),
 	};
 #undef T
 

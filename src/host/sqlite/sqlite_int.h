@@ -65,6 +65,22 @@ int bw_store_rollback(struct bw_store *s, int rc);
  * commits are durable when they return makes it a no-op. */
 int bw_store_sync(struct bw_store *s) BW_WUR;
 
+/* ---- checkpoints off the owner's thread ----
+ * By default a commit that leaves the WAL at 1,000 pages or more copies it
+ * into the database file there and then, with two fsyncs, on the thread
+ * that committed (the loop). After this call no commit does: once one
+ * leaves the WAL at pages or more, due(arg) is called (on the owner's
+ * thread, inside the commit; it must not use the store), and the owner
+ * runs bw_store_checkpoint on a worker. Opens a second connection to the
+ * file for it. A store in memory has no WAL: then nothing changes. */
+int bw_store_ckpt_open(struct bw_store *s, unsigned pages,
+		       void (*due)(void *arg), void *arg) BW_WUR;
+/* A passive checkpoint, as far as readers allow, on the second connection:
+ * the one call besides bw_store_sync that may run on another thread while
+ * the owner goes on, one at a time. 0, or BW_EDB with s->ckpt_err set. */
+int bw_store_checkpoint(struct bw_store *s, int *wal_pages,
+			int *copied_pages) BW_WUR;
+
 /* ---- messages ---- */
 
 /* Inserts m with a fresh id (never one used before, also after deletes)
@@ -141,8 +157,17 @@ struct bw_store {
 	sqlite3 *db;
 	sqlite3_stmt *st[ST_N];
 	int sync_fd; /* the WAL, opened for bw_store_sync_fd; -1 */
+	/* a second connection to the same file, for checkpoints on a worker
+	 * (bw_store_ckpt_open); NULL: db checkpoints itself, on commit */
+	sqlite3 *ckpt_db;
+	unsigned ckpt_pages;
+	int wal_pages; /* the WAL's frames after the last commit */
+	void (*ckpt_due)(void *arg);
+	void *ckpt_arg;
+	char ckpt_err[160]; /* the last checkpoint's error, for the owner */
 	/* message ids: never reused, whatever the table was made with */
 	int64_t msg_next, msg_next_saved;
+	int wal;   /* the journal mode is WAL */
 	int in_tx; /* inside bw_store_begin */
 	int depth; /* store_tx_begin's nesting */
 };

@@ -11,6 +11,16 @@
  * not yet synced: nothing a crash could take back is ever delivered. Once
  * an fdatasync has failed, every later one counts as failed too, until a
  * restart: what the failed writeback dropped no later sync covers.
+ *
+ * Checkpoints (the WAL copied into the database file, with an fsync of
+ * each) run on a worker too, on a second connection, one at a time: a
+ * commit that leaves the WAL past CKPT_PAGES asks for one. On the loop,
+ * SQLite's own would stall every connection for the two fsyncs. But the
+ * WAL starts over only once a checkpoint has copied all of it, and the
+ * loop commits while one runs: so when the first pass leaves some behind,
+ * batches are held (as for a sync) while a second pass copies the rest,
+ * which the first pass's time wrote. Only the store's requests wait, for
+ * that short pass; the loop goes on.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +28,11 @@
 
 #include "bulwark/fsutil.h"
 #include "bulwark/log.h"
+#include "bulwark/util.h"
 #include "host/sqlite/sqlite_int.h"
+
+#define CKPT_PAGES	1000u /* SQLite's own default */
+#define CKPT_BACKOFF_MS 1000u /* after a failed checkpoint */
 
 struct sq {
 	struct bw_store *s;
@@ -40,6 +54,11 @@ struct sq {
 	 * reads stop (0: none); ids committed while a sync runs are not
 	 * covered by it */
 	int64_t unsynced_from, after_start_from;
+	/* the checkpoint: one in flight at most; its result for the loop */
+	int ckpt_running, ckpt_rc, ckpt_wal, ckpt_copied;
+	int ckpt_holding;	/* the second pass runs: batches wait for it */
+	uint64_t ckpt_retry_ms; /* none before this, after a failure */
+	uint64_t ckpts;
 };
 
 static void start_sync(struct sq *q);
@@ -187,6 +206,8 @@ run_batch(void *arg)
 	 * in the order they came, so the whole batch waits. */
 	if (q->syncing && !q->closing && q->queued_durable)
 		return;
+	if (q->ckpt_holding && !q->closing)
+		return; /* ckpt_done runs it */
 	q->queued = NULL;
 	q->queued_durable = 0;
 	q->queued_tail = &q->queued;
@@ -318,6 +339,71 @@ start_sync(struct sq *q)
 	sync_done(q);
 }
 
+/* --- checkpoints -----------------------------------------------------------
+ */
+
+static void
+ckpt_work(void *arg)
+{
+	struct sq *q = arg;
+
+	q->ckpt_rc = bw_store_checkpoint(q->s, &q->ckpt_wal, &q->ckpt_copied);
+}
+
+/* The WAL grows meanwhile, and every commit is still durable through the
+ * WAL's own sync: a failing checkpoint costs space, not data. */
+static void
+ckpt_failed(struct sq *q)
+{
+	q->ckpt_retry_ms = bw_now_ms() + CKPT_BACKOFF_MS;
+	bw_error("store: checkpoint of the database journal failed: %s; the "
+		 "journal (%d pages) is copied into the database at the next "
+		 "try",
+		 q->s->ckpt_err, q->s->wal_pages);
+}
+
+static void
+ckpt_done(void *arg)
+{
+	struct sq *q = arg;
+	int second = q->ckpt_holding;
+
+	q->ckpt_running = 0;
+	q->ckpt_holding = 0;
+	q->ckpts++;
+	if (q->ckpt_rc != 0) {
+		ckpt_failed(q);
+	} else if (!second && !q->closing && q->ckpt_copied < q->s->wal_pages) {
+		/* what was committed meanwhile, with no commit beside it */
+		q->ckpt_running = q->ckpt_holding = 1;
+		if (bw_loop_submit(q->loop, ckpt_work, ckpt_done, q) == 0)
+			return;
+		q->ckpt_running = q->ckpt_holding = 0;
+	}
+	if (second && q->queued != NULL)
+		run_batch(q);
+}
+
+/* From a commit, on the loop: the WAL is past CKPT_PAGES. */
+static void
+ckpt_due(void *arg)
+{
+	struct sq *q = arg;
+	int wal, copied;
+
+	if (q->ckpt_running || q->closing ||
+	    (q->ckpt_retry_ms != 0 && bw_now_ms() < q->ckpt_retry_ms))
+		return;
+	q->ckpt_running = 1;
+	if (bw_loop_submit(q->loop, ckpt_work, ckpt_done, q) == 0)
+		return;
+	q->ckpt_running = 0;
+	/* no worker (a loop without them, or one winding down): here, as
+	 * SQLite's own would, with nothing committing beside it */
+	if (bw_store_checkpoint(q->s, &wal, &copied) != 0)
+		ckpt_failed(q);
+}
+
 /* --- the table ------------------------------------------------------------
  */
 
@@ -364,6 +450,11 @@ sq_open(const char *where, struct bw_loop *loop, void **state)
 	q->loop = loop;
 	q->queued_tail = &q->queued;
 	q->waiting_tail = &q->waiting;
+	if ((rc = bw_store_ckpt_open(q->s, CKPT_PAGES, ckpt_due, q)) != 0) {
+		bw_store_close(q->s);
+		free(q);
+		return rc;
+	}
 	*state = q;
 	return 0;
 }
@@ -376,6 +467,11 @@ sq_close(void *state)
 
 	if (q == NULL)
 		return;
+	/* a checkpoint still on a worker (its done has q) ends first: the
+	 * daemon drains the loop before it closes the store, and so must
+	 * anyone who closes it while the loop still has workers */
+	if (q->ckpt_running)
+		bw_loop_drain(q->loop);
 	/* the loop is gone (its last deferred calls ran what was queued):
 	 * whoever still waits is told the truth */
 	q->closing = 1;

@@ -240,7 +240,8 @@ bw_store_open(struct bw_store **out, const char *path)
 		goto out;
 	}
 	mode = sqlite3_column_text(st, 0);
-	if (mode == NULL || strcasecmp((const char *)mode, "wal") != 0)
+	s->wal = mode != NULL && strcasecmp((const char *)mode, "wal") == 0;
+	if (!s->wal)
 		bw_warn("store: %s: journal mode is %s, not WAL", path,
 			mode != NULL ? (const char *)mode : "unknown");
 	sqlite3_finalize(st);
@@ -272,6 +273,10 @@ bw_store_close(struct bw_store *s)
 		return;
 	if (s->sync_fd >= 0)
 		close(s->sync_fd);
+	/* before db: the last connection to close checkpoints, and it is
+	 * the owner's, on the owner's thread, as the store ends */
+	if (s->ckpt_db != NULL && sqlite3_close(s->ckpt_db) != SQLITE_OK)
+		bw_error("store: close: %s", sqlite3_errmsg(s->ckpt_db));
 	for (i = 0; i < ST_N; i++)
 		sqlite3_finalize(s->st[i]);
 	if (s->db != NULL && sqlite3_close(s->db) != SQLITE_OK)
@@ -325,6 +330,77 @@ bw_store_sync(struct bw_store *s)
 	if (s->sync_fd < 0)
 		return 0;
 	return fdatasync(s->sync_fd) == 0 ? 0 : -errno;
+}
+
+static int
+wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
+{
+	struct bw_store *s = arg;
+
+	(void)db;
+	(void)name;
+	s->wal_pages = pages;
+	if (pages > 0 && (unsigned)pages >= s->ckpt_pages)
+		s->ckpt_due(s->ckpt_arg);
+	return SQLITE_OK;
+}
+
+int
+bw_store_ckpt_open(struct bw_store *s, unsigned pages, void (*due)(void *arg),
+		   void *arg)
+{
+	const char *path = sqlite3_db_filename(s->db, "main");
+	int rc;
+
+	if (!s->wal || s->sync_fd < 0 || path == NULL || path[0] == '\0' ||
+	    s->ckpt_db != NULL)
+		return 0;
+	rc = sqlite3_open_v2(path, &s->ckpt_db,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_extended_result_codes(s->ckpt_db, 1);
+		sqlite3_busy_timeout(s->ckpt_db, BUSY_TIMEOUT_MS);
+		/* the checkpoint's syncs are its connection's: the WAL before
+		 * the copy, the file after it, as NORMAL does; and a first
+		 * read, so that the connection has the WAL open */
+		if ((rc = store_exec(s->ckpt_db,
+				     "PRAGMA synchronous = NORMAL")) == 0 &&
+		    (rc = store_exec(s->ckpt_db,
+				     "SELECT count(*) FROM sqlite_master")) ==
+			    0) {
+			s->ckpt_pages = pages > 0 ? pages : 1;
+			s->ckpt_due = due;
+			s->ckpt_arg = arg;
+			/* replaces the automatic checkpoint */
+			sqlite3_wal_hook(s->db, wal_committed, s);
+			return 0;
+		}
+	} else {
+		rc = s->ckpt_db != NULL ? store_db_err(s->ckpt_db, "open")
+					: BW_ENOMEM;
+	}
+	sqlite3_close(s->ckpt_db);
+	s->ckpt_db = NULL;
+	return rc;
+}
+
+int
+bw_store_checkpoint(struct bw_store *s, int *wal_pages, int *copied_pages)
+{
+	int rc;
+
+	*wal_pages = *copied_pages = 0;
+	if (s->ckpt_db == NULL)
+		return 0;
+	rc = sqlite3_wal_checkpoint_v2(s->ckpt_db, "main",
+				       SQLITE_CHECKPOINT_PASSIVE, wal_pages,
+				       copied_pages);
+	/* busy: another checkpoint was running; the next one goes on */
+	if (rc == SQLITE_OK || (rc & 0xff) == SQLITE_BUSY)
+		return 0;
+	snprintf(s->ckpt_err, sizeof(s->ckpt_err), "%s (%d)",
+		 sqlite3_errmsg(s->ckpt_db), rc);
+	return BW_EDB;
 }
 
 int
