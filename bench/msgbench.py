@@ -114,11 +114,14 @@ def sends(port, clients, seconds, padded, key):
     return sum(r[1] for r in res) / seconds, wall, to
 
 
-def c_sends(bin_dir, port, pid, procs, conns, seconds):
+def c_sends(bin_dir, port, pid, procs, conns, seconds, key):
     """The same kept-alive 603s from C senders (bench/sessionload.c
     --messages: procs processes of conns threads, a sink per process),
     so that the server, not the Python clients sharing its cores, is what
-    is measured; after a one-second warm-up. (rate, server CPU us/msg, p99 ms)."""
+    is measured; after a one-second warm-up. Meanwhile a Probe measures
+    the loop's latency: the journal's checkpoints come several times a
+    second at this rate. (rate, server CPU us/msg, p99 ms, (probe p50,
+    p99, max ms))."""
     exe = bin_dir / "sessionload"
     if not exe.exists():
         raise RuntimeError("%s is missing (built with the daemon: target sessionload)" % exe)
@@ -128,15 +131,17 @@ def c_sends(bin_dir, port, pid, procs, conns, seconds):
     if w.returncode != 0:
         raise RuntimeError("sessionload --messages (warm-up) exited %d: %s"
                            % (w.returncode, w.stderr[-300:]))
-    r = subprocess.run(base + ["--seconds", str(int(seconds)), "--server-pid", str(pid)],
-                       capture_output=True, text=True, timeout=seconds + 120)
+    me = register(port, "probe-c-%d" % os.getpid(), key)
+    r, *lat = Probe(port, me, me).measure(lambda: subprocess.run(
+        base + ["--seconds", str(int(seconds)), "--server-pid", str(pid)],
+        capture_output=True, text=True, timeout=seconds + 120))
     if r.returncode != 0:
         raise RuntimeError("sessionload --messages exited %d: %s" % (r.returncode, r.stderr[-300:]))
     w = r.stdout.split()
     out = {w[k]: float(w[k + 1]) for k in range(0, len(w) - 1, 2)}
     if out["errors"] > 0:
         raise RuntimeError("sessionload --messages: %d failed sends" % out["errors"])
-    return out["rate"], out["server_cpu_us_per_message"], out["p99_ms"]
+    return out["rate"], out["server_cpu_us_per_message"], out["p99_ms"], lat
 
 
 def sqlite_fsync_rate(tmp, seconds=2.0):
@@ -322,7 +327,7 @@ def main():
     c_res = None
     p, port = start_server(a.bin_dir, a.tmp / "data-c", "--max-queued", "100000000")
     try:
-        c_res = c_sends(a.bin_dir, port, p.pid, procs, clients // procs, secs)
+        c_res = c_sends(a.bin_dir, port, p.pid, procs, clients // procs, secs, key)
     except Exception as e:  # noqa: BLE001
         errors.append("C senders: %r" % e)
     finally:
@@ -337,12 +342,14 @@ def main():
             "SQLite fsync/commit %.0f /s" % ref, ">= 10000 /s %s" % ("met" if rate >= 10000 else "MISSED"))
         row("  server CPU per message", "%.1f us" % (1e6 * (c1 - c0) / max(rate * secs, 1)))
         if c_res is not None:
-            crate, ccpu, cp99 = c_res
+            crate, ccpu, cp99, clat = c_res
             row("durable 603 (100 B), %d kept-alive C senders (sessionload --messages %dx%d)"
                 % (clients, procs, clients // procs), "%.0f msg/s" % crate,
                 "SQLite fsync/commit %.0f /s" % ref,
                 ">= 20000 /s %s" % ("met" if crate >= 20000 else "MISSED"))
             row("  server CPU per message; p99 round trip", "%.1f us; %.2f ms" % (ccpu, cp99))
+            row("  loop latency (602 RTT) p50/p99/max meanwhile", "%.2f / %.2f / %.1f ms" % tuple(clat),
+                "journal checkpoints on a worker", "(report)")
         rate_p, _, _ = sends(port, clients, secs, True, key)
         row("durable 603, %d padded one-per-connection" % clients, "%.0f msg/s" % rate_p, "-", "(report)")
         wall, cpu = pull_time(port, p.pid, pull_n, key)

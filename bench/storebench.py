@@ -153,7 +153,8 @@ def main():
                 rate, _, _ = msgbench.sends(port, clients, secs, False, key)
                 c1 = msgbench.cpu_s(p.pid)
                 # the same from C senders: the server, not Python, is measured
-                crate, ccpu, _ = msgbench.c_sends(a.bin_dir, port, p.pid, 2, clients // 2, secs)
+                crate, ccpu, _, _ = msgbench.c_sends(a.bin_dir, port, p.pid, 2, clients // 2,
+                                                     secs, key)
                 regs = registrations(port, 8, secs, key, backend)
                 found[backend] = (rate, (c1 - c0) / max(rate * secs, 1), regs, crate, ccpu)
                 if backend == "postgresql":
