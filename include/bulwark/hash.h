@@ -18,13 +18,19 @@ struct bw_hash_ent {
 
 struct bw_hash {
 	struct bw_hash_ent **slots;
-	size_t slots_n; /* power of two */
-	size_t n;	/* entries */
-	uint64_t seed;
+	size_t slots_n;	 /* power of two */
+	size_t n;	 /* entries */
+	uint64_t key[2]; /* SipHash's key, random per table */
 };
 
+/* SipHash-1-3 (the table's) and SipHash-2-4 of msg under the 128-bit key
+ * k[0] | k[1] << 64, each half read as little-endian bytes would be. */
+uint64_t bw_siphash13(const uint64_t k[2], const void *msg, size_t n);
+uint64_t bw_siphash24(const uint64_t k[2], const void *msg, size_t n);
+
 /* BW_ENOMEM leaves h empty and usable, as fini does: lookups find nothing
- * and the next put tries the allocation again. */
+ * and the next put tries the allocation again. BW_ECRYPTO (no random key)
+ * leaves it usable too, but keyed by something a peer could guess. */
 int bw_hash_init(struct bw_hash *h);
 /* Frees the table (not the values). */
 void bw_hash_fini(struct bw_hash *h);

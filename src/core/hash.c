@@ -1,5 +1,6 @@
-/* Chained hash map with SipHash-like mixing (FNV-1a over a random seed, then
- * a 64-bit finaliser): keys come from peers, so the seed is random per table.
+/* Chained hash map keyed by SipHash-1-3 under a random 128-bit key per
+ * table: keys come from peers, so no one may choose keys that share a chain
+ * without knowing the table's key.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -8,23 +9,107 @@
 #include "bulwark/err.h"
 #include "bulwark/hash.h"
 
-static uint64_t
-hash_bytes(uint64_t seed, const void *key, size_t n)
-{
-	const uint8_t *p = key;
-	uint64_t h = 0xcbf29ce484222325ULL ^ seed;
-	size_t i;
+#define ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
 
-	for (i = 0; i < n; i++) {
-		h ^= p[i];
-		h *= 0x100000001b3ULL;
+static inline void
+sipround(uint64_t v[4])
+{
+	v[0] += v[1];
+	v[1] = ROTL(v[1], 13);
+	v[1] ^= v[0];
+	v[0] = ROTL(v[0], 32);
+	v[2] += v[3];
+	v[3] = ROTL(v[3], 16);
+	v[3] ^= v[2];
+	v[0] += v[3];
+	v[3] = ROTL(v[3], 21);
+	v[3] ^= v[0];
+	v[2] += v[1];
+	v[1] = ROTL(v[1], 17);
+	v[1] ^= v[2];
+	v[2] = ROTL(v[2], 32);
+}
+
+static inline uint64_t
+load_le64(const uint8_t *p)
+{
+	return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 |
+	       (uint64_t)p[3] << 24 | (uint64_t)p[4] << 32 |
+	       (uint64_t)p[5] << 40 | (uint64_t)p[6] << 48 |
+	       (uint64_t)p[7] << 56;
+}
+
+/* SipHash-c-d (Aumasson and Bernstein) with c compression and d
+ * finalisation rounds; k[0] and k[1] are the key's two little-endian
+ * halves. */
+static inline uint64_t
+siphash(int c, int d, const uint64_t k[2], const void *msg, size_t n)
+{
+	const uint8_t *p = msg, *end = p + (n & ~(size_t)7);
+	uint64_t v[4] = {
+		k[0] ^ 0x736f6d6570736575ULL, k[1] ^ 0x646f72616e646f6dULL,
+		k[0] ^ 0x6c7967656e657261ULL, k[1] ^ 0x7465646279746573ULL};
+	uint64_t m, b = (uint64_t)n << 56;
+	int i;
+
+	for (; p != end; p += 8) {
+		m = load_le64(p);
+		v[3] ^= m;
+		for (i = 0; i < c; i++)
+			sipround(v);
+		v[0] ^= m;
 	}
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ULL;
-	h ^= h >> 33;
-	return h;
+	switch (n & 7) {
+	case 7:
+		b |= (uint64_t)p[6] << 48;
+		/* fall through */
+	case 6:
+		b |= (uint64_t)p[5] << 40;
+		/* fall through */
+	case 5:
+		b |= (uint64_t)p[4] << 32;
+		/* fall through */
+	case 4:
+		b |= (uint64_t)p[3] << 24;
+		/* fall through */
+	case 3:
+		b |= (uint64_t)p[2] << 16;
+		/* fall through */
+	case 2:
+		b |= (uint64_t)p[1] << 8;
+		/* fall through */
+	case 1:
+		b |= (uint64_t)p[0];
+		break;
+	default:
+		break;
+	}
+	v[3] ^= b;
+	for (i = 0; i < c; i++)
+		sipround(v);
+	v[0] ^= b;
+	v[2] ^= 0xff;
+	for (i = 0; i < d; i++)
+		sipround(v);
+	return v[0] ^ v[1] ^ v[2] ^ v[3];
+}
+
+uint64_t
+bw_siphash13(const uint64_t k[2], const void *msg, size_t n)
+{
+	return siphash(1, 3, k, msg, n);
+}
+
+uint64_t
+bw_siphash24(const uint64_t k[2], const void *msg, size_t n)
+{
+	return siphash(2, 4, k, msg, n);
+}
+
+static uint64_t
+hash_bytes(const struct bw_hash *h, const void *key, size_t n)
+{
+	return siphash(1, 3, h->key, key, n);
 }
 
 #define SLOTS_MIN 64u
@@ -45,10 +130,18 @@ has_slots(struct bw_hash *h)
 int
 bw_hash_init(struct bw_hash *h)
 {
+	int rc;
+
 	memset(h, 0, sizeof(*h));
-	if (bw_random(&h->seed, sizeof(h->seed)) != 0)
-		h->seed = (uint64_t)(uintptr_t)h ^ 0x9e3779b97f4a7c15ULL;
-	return has_slots(h) ? 0 : BW_ENOMEM;
+	/* Without a key from the generator the table still works, with one a
+	 * peer might guess: the caller hears of it and decides. */
+	if ((rc = bw_random(h->key, sizeof(h->key))) != 0) {
+		h->key[0] = (uint64_t)(uintptr_t)h ^ 0x9e3779b97f4a7c15ULL;
+		h->key[1] = (uint64_t)(uintptr_t)&rc;
+	}
+	if (!has_slots(h))
+		return BW_ENOMEM;
+	return rc;
 }
 
 void
@@ -107,7 +200,7 @@ grow(struct bw_hash *h)
 int
 bw_hash_put(struct bw_hash *h, const void *key, size_t key_len, void *val)
 {
-	uint64_t hv = hash_bytes(h->seed, key, key_len);
+	uint64_t hv = hash_bytes(h, key, key_len);
 	struct bw_hash_ent **pp, *e;
 
 	if (!has_slots(h))
@@ -135,7 +228,7 @@ bw_hash_get(const struct bw_hash *h, const void *key, size_t key_len)
 
 	if (h->slots == NULL)
 		return NULL;
-	hv = hash_bytes(h->seed, key, key_len);
+	hv = hash_bytes(h, key, key_len);
 	pp = find(h, key, key_len, hv);
 	return *pp != NULL ? (*pp)->val : NULL;
 }
@@ -149,7 +242,7 @@ bw_hash_del(struct bw_hash *h, const void *key, size_t key_len)
 
 	if (h->slots == NULL)
 		return NULL;
-	hv = hash_bytes(h->seed, key, key_len);
+	hv = hash_bytes(h, key, key_len);
 	pp = find(h, key, key_len, hv);
 	if ((e = *pp) == NULL)
 		return NULL;

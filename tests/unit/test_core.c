@@ -321,6 +321,83 @@ reset_and_fini_are_safe_to_repeat(void **state)
 	bw_buf_fini(&b);
 }
 
+/* SipHash-2-4 of the bytes 0, 1, ..., n-1 under the key 00 01 ... 0f, for
+ * n = 0..63: the table published with the reference implementation. */
+static const uint64_t sip24_vectors[64] = {
+	0x726fdb47dd0e0e31ULL, 0x74f839c593dc67fdULL, 0x0d6c8009d9a94f5aULL,
+	0x85676696d7fb7e2dULL, 0xcf2794e0277187b7ULL, 0x18765564cd99a68dULL,
+	0xcbc9466e58fee3ceULL, 0xab0200f58b01d137ULL, 0x93f5f5799a932462ULL,
+	0x9e0082df0ba9e4b0ULL, 0x7a5dbbc594ddb9f3ULL, 0xf4b32f46226bada7ULL,
+	0x751e8fbc860ee5fbULL, 0x14ea5627c0843d90ULL, 0xf723ca908e7af2eeULL,
+	0xa129ca6149be45e5ULL, 0x3f2acc7f57c29bdbULL, 0x699ae9f52cbe4794ULL,
+	0x4bc1b3f0968dd39cULL, 0xbb6dc91da77961bdULL, 0xbed65cf21aa2ee98ULL,
+	0xd0f2cbb02e3b67c7ULL, 0x93536795e3a33e88ULL, 0xa80c038ccd5ccec8ULL,
+	0xb8ad50c6f649af94ULL, 0xbce192de8a85b8eaULL, 0x17d835b85bbb15f3ULL,
+	0x2f2e6163076bcfadULL, 0xde4daaaca71dc9a5ULL, 0xa6a2506687956571ULL,
+	0xad87a3535c49ef28ULL, 0x32d892fad841c342ULL, 0x7127512f72f27cceULL,
+	0xa7f32346f95978e3ULL, 0x12e0b01abb051238ULL, 0x15e034d40fa197aeULL,
+	0x314dffbe0815a3b4ULL, 0x027990f029623981ULL, 0xcadcd4e59ef40c4dULL,
+	0x9abfd8766a33735cULL, 0x0e3ea96b5304a7d0ULL, 0xad0c42d6fc585992ULL,
+	0x187306c89bc215a9ULL, 0xd4a60abcf3792b95ULL, 0xf935451de4f21df2ULL,
+	0xa9538f0419755787ULL, 0xdb9acddff56ca510ULL, 0xd06c98cd5c0975ebULL,
+	0xe612a3cb9ecba951ULL, 0xc766e62cfcadaf96ULL, 0xee64435a9752fe72ULL,
+	0xa192d576b245165aULL, 0x0a8787bf8ecb74b2ULL, 0x81b3e73d20b49b6fULL,
+	0x7fa8220ba3b2eceaULL, 0x245731c13ca42499ULL, 0xb78dbfaf3a8d83bdULL,
+	0xea1ad565322a1a0bULL, 0x60e61c23a3795013ULL, 0x6606d7e446282b93ULL,
+	0x6ca4ecb15c5f91e1ULL, 0x9f626da15c9625f3ULL, 0xe51b38608ef25f57ULL,
+	0x958a324ceb064572ULL,
+};
+
+/* SipHash-1-3 under the zero key of the bytes 0, 1, ..., n-1, n = 1..16, as
+ * CPython 3.11 computes them (hash(bytes(range(n))) with PYTHONHASHSEED=0,
+ * whose algorithm is siphash13 with a zero key). */
+static const uint64_t sip13_vectors[16] = {
+	0x68a914128e01e473ULL, 0x010bac45c41e3669ULL, 0x4d4c9a4a8ef6e0adULL,
+	0x7cc43f98813e4dbdULL, 0x5abe2169dff36275ULL, 0xe3c25f87624f1cdbULL,
+	0x2f098ab0c751325aULL, 0xead411e67ebe2eeaULL, 0x75927f9d95124362ULL,
+	0xaf9f77a65ab51a1dULL, 0xfe64ce8b6617fcffULL, 0xa6baf4fb0f9fe1c2ULL,
+	0xa0cf3211850f8e0dULL, 0x7f86049379fbfe67ULL, 0xf30eb725bb91c9eaULL,
+	0x8972188433a5c5b7ULL,
+};
+
+static void
+siphash_matches_the_published_vectors(void **state)
+{
+	const uint64_t k24[2] = {0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL};
+	const uint64_t zero[2] = {0, 0};
+	uint8_t m[64];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(m); i++)
+		m[i] = (uint8_t)i;
+	for (i = 0; i < 64; i++)
+		assert_true(bw_siphash24(k24, m, i) == sip24_vectors[i]);
+	for (i = 1; i <= 16; i++)
+		assert_true(bw_siphash13(zero, m, i) == sip13_vectors[i - 1]);
+	/* and three more, from another implementation's tests */
+	assert_true(bw_siphash13(zero, "", 0) == 0xd1fba762150c532cULL);
+	assert_true(bw_siphash13(zero, "siphash", 7) == 0x8264ceeccb16bcbeULL);
+	assert_true(bw_siphash13(zero, "digest-sip_hash", 15) ==
+		    0xce31007e34130c0aULL);
+}
+
+/* Each table draws its own key, so what collides in one (were anyone able
+ * to find it) says nothing about another. */
+static void
+hash_tables_are_keyed_apart(void **state)
+{
+	struct bw_hash a, b;
+
+	(void)state;
+	assert_int_equal(bw_hash_init(&a), 0);
+	assert_int_equal(bw_hash_init(&b), 0);
+	assert_false(a.key[0] == b.key[0] && a.key[1] == b.key[1]);
+	assert_false(a.key[0] == 0 && a.key[1] == 0);
+	bw_hash_fini(&a);
+	bw_hash_fini(&b);
+}
+
 /* Hash map */
 
 static void
@@ -1268,6 +1345,8 @@ main(void)
 		cmocka_unit_test(consume_drops_bytes_from_the_front),
 		cmocka_unit_test(consumed_front_is_reclaimed),
 		cmocka_unit_test(reset_and_fini_are_safe_to_repeat),
+		cmocka_unit_test(siphash_matches_the_published_vectors),
+		cmocka_unit_test(hash_tables_are_keyed_apart),
 		cmocka_unit_test(hash_put_get_del),
 		cmocka_unit_test(hash_after_fini_is_empty_and_usable),
 		cmocka_unit_test(hash_duplicate_key_is_eexist),
