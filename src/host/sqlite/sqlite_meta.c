@@ -55,10 +55,9 @@ struct sq {
 	 * covered by it */
 	int64_t unsynced_from, after_start_from;
 	/* the checkpoint: one in flight at most; its result for the loop */
-	int ckpt_running, ckpt_rc, ckpt_wal, ckpt_copied;
+	int ckpt_running, ckpt_rc, ckpt_copied;
 	int ckpt_holding;	/* the second pass runs: batches wait for it */
 	uint64_t ckpt_retry_ms; /* none before this, after a failure */
-	uint64_t ckpts;
 };
 
 static void start_sync(struct sq *q);
@@ -346,8 +345,9 @@ static void
 ckpt_work(void *arg)
 {
 	struct sq *q = arg;
+	int wal_pages;
 
-	q->ckpt_rc = bw_store_checkpoint(q->s, &q->ckpt_wal, &q->ckpt_copied);
+	q->ckpt_rc = bw_store_checkpoint(q->s, &wal_pages, &q->ckpt_copied);
 }
 
 /* The WAL grows meanwhile, and every commit is still durable through the
@@ -370,7 +370,6 @@ ckpt_done(void *arg)
 
 	q->ckpt_running = 0;
 	q->ckpt_holding = 0;
-	q->ckpts++;
 	if (q->ckpt_rc != 0) {
 		ckpt_failed(q);
 	} else if (!second && !q->closing && q->ckpt_copied < q->s->wal_pages) {
