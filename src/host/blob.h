@@ -57,9 +57,11 @@ struct bw_blob_backend {
 	/* One line into msg: what was reached, or what is wrong. */
 	int (*check)(void *state, char *msg, size_t cap) BW_WUR;
 	/* A new object that will go under space ("files/", "messages/"),
-	 * seen by no one until it is put. key is where it will most likely
-	 * be put (NULL if not known): a backend may start writing it there
-	 * (unseen until put); a put under another key still works. */
+	 * seen by no one until it is put. It may make a file or a request:
+	 * callers run it on a worker (any thread, as every call here). key is
+	 * where it will most likely be put (NULL if not known): a backend may
+	 * start writing it there (unseen until put); a put under another key
+	 * still works. */
 	int (*create)(void *state, const char *space, const char *key,
 		      struct bw_blob_w **w) BW_WUR;
 	/* n bytes at off, each range once and without gaps (the writes

@@ -537,6 +537,8 @@ def test_sigkill_mid_upload_loses_nothing_that_was_stored(start_server):
     c.send_raw(bw.pack_request_header(c.client_id, bw.SEND_FILE, bw.FILE_PREFIX_SIZE + len(body))
                + bw.pack_file_prefix(len(body), "kept.bin") + body[:len(body) // 2])
     assert wait_for(lambda: srv.log().count("upload of") == 2, 5)
+    # the object is made by its first chunk's write, on a worker
+    assert wait_for(srv.incoming_files, 5), "no partial upload to crash in"
     srv.proc.kill()
     srv.proc.wait(timeout=10)
     srv.stopped = True

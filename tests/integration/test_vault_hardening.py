@@ -802,3 +802,59 @@ def test_an_upload_waiting_for_our_slow_write_is_not_closed_as_idle(start_server
         assert res.server_crc == res.crc
         bw.expect(c.crc_ok(DOC), bw.ACK, "crc ok")
     assert (srv.client_dir(ident.client_id) / DOC).read_bytes() == data
+
+
+# --------------------------------------------------------------------------
+# 13. An upload's file made while the disk is slow
+
+
+SLOW_CREATE_MS = 15000
+
+
+@pytest.mark.files_only("slows the creation of the contents' file")
+def test_a_slow_creation_of_an_uploads_file_holds_up_no_one(start_server, shim, tmp_path):
+    """Accident: the disk is slow to make a file in files/.incoming (a busy
+    writeback; ext4 scanning inodes freed a moment ago). Making the upload's
+    file takes 15 s here. It must not take the daemon with it: meanwhile
+    another client reconnects (10 s timeout). The upload then ends stored,
+    with its CRC, once the creation is over."""
+    arm = tmp_path / "arm"
+    srv = start_server(env=bwd.fault_env(
+        shim, arm=arm, fault="openat:1:sleep=%d:files/.incoming/" % SLOW_CREATE_MS))
+    ident = register(srv)
+    other = register(srv, key_index=1, prefix="other")
+    data = os.urandom(300_000)
+    got = {}
+
+    def send(c):
+        try:
+            got["res"] = c.send_file(DOC, data)
+        except (ConnectionError, OSError) as e:
+            got["res"] = e
+
+    with reconnected(srv, ident) as c:
+        c.sock.settimeout(SLOW_CREATE_MS / 1000.0 + T)
+        arm.write_text("go")
+        t = threading.Thread(target=send, args=(c,))
+        t.start()
+        try:
+            assert wait_for(lambda: "bwfault: openat #1 sleeps" in srv.log(), T), \
+                "the upload's file was not made: the test did not test anything\n%s" % (
+                    srv.log_tail())
+            try:
+                reconnected(srv, other).close()
+            except socket.timeout:
+                pytest.fail("a reconnect waited %d s while an upload's file was made: "
+                            "it is made on the loop" % T)
+            assert "bwfault: openat #1 woke" not in srv.log(), \
+                "the creation ended before the reconnect: the test did not test it"
+        finally:
+            t.join(SLOW_CREATE_MS / 1000.0 + 2 * T)
+        res = got.get("res")
+        assert res is not None and not isinstance(res, Exception) \
+            and res.response is not None and res.response.code == bw.FILE_RECEIVED, (
+                "the upload got %r after its file was slow to be made\n%s" % (res, srv.log_tail()))
+        assert res.server_crc == res.crc
+        bw.expect(c.crc_ok(DOC), bw.ACK, "crc ok")
+    assert (srv.client_dir(ident.client_id) / DOC).read_bytes() == data
+    assert srv.incoming_files() == []

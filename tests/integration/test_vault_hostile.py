@@ -141,7 +141,8 @@ def test_a_body_trickling_below_min_rate_is_cut_off_after_the_grace(start_server
 @pytest.mark.files_only("counts the uploads in progress in files/.incoming")
 def test_uploads_past_max_uploads_are_refused_until_one_ends(start_server):
     server = start_server("--max-uploads", "2")
-    content = 1 << 20
+    # half of it is a whole first chunk (1 MiB), whose write makes the file
+    content = 2 << 20
     started = []
     # two uploads that stay open, half sent: at that rate each would end
     # within --timeout, so neither is a slow holder a newcomer may evict
@@ -154,6 +155,7 @@ def test_uploads_past_max_uploads_are_refused_until_one_ends(start_server):
                    + bytes(content // 2))
         started.append(c)
     assert wait_for(lambda: server.log().count("upload of") == 2, 5)
+    assert wait_for(lambda: len(server.incoming_files()) == 2, 5)
     with keyed(server) as c:
         c.send_raw(request_bytes(bw.SEND_FILE, content + bw.FILE_PREFIX_SIZE,
                                  bw.pack_file_prefix(content, "third.bin"), c.client_id))

@@ -81,8 +81,7 @@ s3_w_create(struct s3 *s, const char *space, const char *key,
 		snprintf(w->key, sizeof(w->key), "%s", key);
 	else
 		bw_blob_scratch_key(space, ".w-", w->key);
-	/* no spool yet: a small object never needs one, and making a file
-	 * is not for the loop thread, where objects are created */
+	/* no spool yet: a small object never needs one */
 	if ((rc = bw_sha256_new(&w->sha)) != 0) {
 		s3_w_free(w);
 		return rc;

@@ -276,12 +276,12 @@ direct_work(void *arg)
 {
 	struct upload *u = arg;
 	const struct bw_blobs *b = u->v->blobs;
-	struct bw_blob_w *w = u->w;
+	struct bw_blob_w *w;
 
-	u->w = NULL; /* put takes it, whatever happens */
-	if ((u->rc = vault_write_last(u, w)) != 0 ||
-	    (backup_needed(u) &&
-	     (u->rc = vault_keep_backup(u->v, u->rel_path, u->backup)) != 0)) {
+	if ((u->rc = vault_upload_take_w(u, &w)) != 0)
+		return;
+	if (backup_needed(u) &&
+	    (u->rc = vault_keep_backup(u->v, u->rel_path, u->backup)) != 0) {
 		b->be->abort(b->state, w);
 		return;
 	}
@@ -324,12 +324,9 @@ pend_work(void *arg)
 {
 	struct upload *u = arg;
 	const struct bw_blobs *b = u->v->blobs;
-	struct bw_blob_w *w = u->w;
+	struct bw_blob_w *w;
 
-	u->w = NULL;
-	if ((u->rc = vault_write_last(u, w)) != 0)
-		b->be->abort(b->state, w);
-	else
+	if ((u->rc = vault_upload_take_w(u, &w)) == 0)
 		u->rc = b->be->put(b->state, w, u->pend_key, 0);
 }
 

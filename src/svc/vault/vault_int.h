@@ -116,7 +116,10 @@ struct upload {
 	char file_name[BW_NAME_CAP];
 	char stored[BW_NAME_CAP];
 	char rel_path[BW_PATH_CAP];
-	struct bw_blob_w *w; /* the new object, until it is put */
+	/* the new object, until it is put: made by the first worker job
+	 * that needs it (the first write, or the commit's), since creating
+	 * a file writes its directory and the loop must not wait on a disk */
+	struct bw_blob_w *w;
 	struct bw_aes *aes;
 	uint8_t key[BW_AES_KEY_LEN]; /* the key decrypting it */
 	struct bw_cksum crc;
@@ -129,6 +132,7 @@ struct upload {
 	unsigned wnext;
 	unsigned refs; /* worker jobs in flight */
 	int werr;      /* the first write error */
+	int w_tried;   /* a write job has ended: w exists, or werr says why */
 	/* the last chunk, decrypted into wbuf[last_idx]: written by the
 	 * commit's own worker job (a small upload's only one), which saves
 	 * a hand-off to a worker and back */
@@ -208,9 +212,11 @@ int vault_upload_start(struct bw_conn *c, struct bw_vault *v,
 		       const uint8_t *prefix, uint32_t content_size,
 		       const char *file_name, const char **why);
 int vault_body_step(struct bw_conn *c);
-/* On the commit's worker: writes the upload's last chunk into w, if it
- * was left for the commit (struct upload's last_held). */
-int vault_write_last(struct upload *u, struct bw_blob_w *w);
+/* On the commit's worker: the upload's object, made if no write made it,
+ * with the last chunk written into it if that was left for the commit
+ * (struct upload's last_held). *w is the caller's to put or abort; on
+ * failure there is none. */
+int vault_upload_take_w(struct upload *u, struct bw_blob_w **w);
 void vault_upload_abort(struct bw_conn *c, const char *why);
 void vault_upload_free(struct upload *u);
 /* The upload is no longer in progress: uncounts it. */

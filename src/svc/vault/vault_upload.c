@@ -137,11 +137,7 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 	if (f != NULL && f->verified) { /* a replacement waits for its 1029 */
 		vault_pending_key(cl->id, u->pend_hint, sizeof(u->pend_hint));
 	}
-	if ((rc = v->blobs->be->create(v->blobs->state, FILES_SPACE,
-				       u->pend_hint[0] != '\0' ? u->pend_hint
-							       : u->rel_path,
-				       &u->w)) != 0 ||
-	    (rc = bw_aes_new(&u->aes, key, 0)) != 0)
+	if ((rc = bw_aes_new(&u->aes, key, 0)) != 0)
 		goto fail;
 	rc = BW_ENOMEM;
 	u->chunk =
@@ -165,16 +161,43 @@ fail:
 	return rc;
 }
 
-int
-vault_write_last(struct upload *u, struct bw_blob_w *w)
+/* On a worker: the upload's object, made the first time. Only one job
+ * at a time may make it: vault_body_step submits no second write before
+ * the first has ended. */
+static int
+upload_w(struct upload *u)
 {
 	const struct bw_blobs *b = u->v->blobs;
 
-	if (!u->last_held)
+	if (u->w != NULL)
 		return 0;
-	u->last_held = 0;
-	return b->be->write(w, u->plain_len - u->last_len, u->wbuf[u->last_idx],
-			    u->last_len);
+	return b->be->create(
+		b->state, FILES_SPACE,
+		u->pend_hint[0] != '\0' ? u->pend_hint : u->rel_path, &u->w);
+}
+
+int
+vault_upload_take_w(struct upload *u, struct bw_blob_w **out)
+{
+	const struct bw_blobs *b = u->v->blobs;
+	int rc;
+
+	*out = NULL;
+	if ((rc = upload_w(u)) != 0)
+		return rc;
+	if (u->last_held) {
+		u->last_held = 0;
+		rc = b->be->write(u->w, u->plain_len - u->last_len,
+				  u->wbuf[u->last_idx], u->last_len);
+	}
+	if (rc != 0) {
+		b->be->abort(b->state, u->w);
+		u->w = NULL;
+		return rc;
+	}
+	*out = u->w;
+	u->w = NULL;
+	return 0;
 }
 
 static void
@@ -184,7 +207,8 @@ write_work(void *arg)
 	struct upload *u = j->u;
 	const struct bw_blobs *b = u->v->blobs;
 
-	j->rc = b->be->write(u->w, j->off, u->wbuf[j->idx], j->len);
+	if ((j->rc = upload_w(u)) == 0)
+		j->rc = b->be->write(u->w, j->off, u->wbuf[j->idx], j->len);
 }
 
 static void
@@ -196,6 +220,7 @@ write_done(void *arg)
 
 	u->refs--;
 	u->wbusy[j->idx] = 0;
+	u->w_tried = 1;
 	if (j->rc != 0 && u->werr == 0)
 		u->werr = j->rc;
 	free(j);
@@ -290,7 +315,9 @@ vault_body_step(struct bw_conn *c)
 		k = u->left < u->chunk ? (size_t)u->left : u->chunk;
 		if (c->in.len < k)
 			return 0;
-		if (u->wbusy[u->wnext]) {
+		/* the second write waits for the first, which makes the
+		 * object */
+		if (u->wbusy[u->wnext] || (u->refs > 0 && !u->w_tried)) {
 			bw_conn_pause(c, 1); /* write_done resumes us */
 			return 0;
 		}
