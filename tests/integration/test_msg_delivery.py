@@ -643,6 +643,55 @@ def test_a_checkpoint_of_the_journal_holds_up_no_one(start_server, shim, tmp_pat
     assert "checkpoint of the database journal failed" not in srv.log()
 
 
+SLOW_CREATE_MS = 15000
+
+
+@pytest.mark.files_only("slows the creation of a content's file")
+def test_a_slow_creation_of_a_large_contents_file_holds_up_no_one(start_server, shim,
+                                                                    tmp_path):
+    """A content over 64 KiB goes to a file of its own, made in
+    messages/.incoming. Making it takes 15 s here (a busy disk): meanwhile
+    another connection's 602 is answered (10 s timeout), and the 603 then
+    ends stored and is delivered whole."""
+    arm = tmp_path / "arm"
+    srv = start_server(env=bwd.fault_env(
+        shim, fault="openat:1:sleep=%d:messages/.incoming/" % SLOW_CREATE_MS, arm=arm))
+    a, b = user(srv, 0), user(srv, 1)
+    a.close()
+    a.timeout = SLOW_CREATE_MS / 1000.0 + 10
+    probe = same_user(srv, b)
+    key_b = probe.public_key(b.client_id)
+    body = os.urandom(300_000)
+    got = {}
+
+    def send():
+        try:
+            got["id"] = a.send(b.client_id, 3, body)
+        except Exception as e:  # noqa: BLE001 - reported below
+            got["err"] = repr(e)
+
+    arm.write_text("go")
+    t = threading.Thread(target=send)
+    t.start()
+    try:
+        assert wait_for(lambda: "bwfault: openat #1 sleeps" in srv.log(), 10), \
+            "no file was made for the content: the test did not test anything\n%s" % (
+                srv.log_tail())
+        try:
+            assert probe.public_key(b.client_id) == key_b
+        except socket.timeout:
+            pytest.fail("a 602 waited 10 s while a content's file was made: "
+                        "it is made on the loop")
+        assert "bwfault: openat #1 woke" not in srv.log(), \
+            "the creation ended before the 602: the test did not test it"
+    finally:
+        t.join(SLOW_CREATE_MS / 1000.0 + 20)
+    assert "id" in got, got
+    recs = b.pull()
+    assert [(r[1], r[3]) for r in recs] == [(got["id"], body)]
+    assert not list(srv.blobs("messages", ".incoming").iterdir())
+
+
 # --------------------------------------------------------------------------
 # 5. --max-message-size
 

@@ -85,8 +85,9 @@ struct pending {
 	struct bw_conn *conn; /* held until the reply; NULL when gone */
 	struct bw_msg_rec rec;
 	uint8_t *content; /* inline content (rec.content points here) */
-	/* a spilled content: the object being written, its buffer (filled
-	 * from the input, written by a worker), and how far it got */
+	/* a spilled content (wbuf set): the object being written, made by
+	 * the first worker job, its buffer (filled from the input, written
+	 * by a worker), and how far it got */
 	struct bw_blob_w *w;
 	uint8_t *wbuf;
 	size_t wlen;

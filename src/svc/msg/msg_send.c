@@ -235,14 +235,30 @@ insert(struct bw_msg *m, struct pending *p)
 	bw_meta_submit(m->meta, &p->req);
 }
 
+/* On a worker (one job at a time holds p): a large content's object, made
+ * the first time. Making a file writes its directory, which the loop must
+ * not wait for. */
+static int
+spill_w(struct pending *p)
+{
+	const struct bw_blobs *b = p->m->blobs;
+
+	if (p->w != NULL)
+		return 0;
+	return b->be->create(b->state, MSG_SPACE, p->rec.path, &p->w);
+}
+
 /* A large content: put under its key (never over another message's) before
  * its row can exist. */
 static void
 spill_work(void *arg)
 {
 	struct pending *p = arg;
-	struct bw_blob_w *w = p->w;
+	struct bw_blob_w *w;
 
+	if ((p->rc = spill_w(p)) != 0)
+		return;
+	w = p->w;
 	p->w = NULL; /* put takes it, whatever happens */
 	p->rc = p->m->blobs->be->put(p->m->blobs->state, w, p->rec.path, 0);
 }
@@ -269,7 +285,8 @@ write_work(void *arg)
 {
 	struct pending *p = arg;
 
-	p->rc = p->m->blobs->be->write(p->w, p->woff, p->wbuf, p->wlen);
+	if ((p->rc = spill_w(p)) == 0)
+		p->rc = p->m->blobs->be->write(p->w, p->woff, p->wbuf, p->wlen);
 }
 
 static void
@@ -312,9 +329,10 @@ refuse(struct bw_conn *c, struct msg_conn *mc, uint64_t size, const char *why)
 	return bw_frame_discard(c, size, &mc->m->slots, NULL, why);
 }
 
-/* A large content's object and buffer, and the key it will have. */
+/* A large content's buffer, and the key it will have. Its object is made
+ * by the first write (spill_w), on a worker. */
 static int
-open_spill(struct bw_msg *m, struct pending *p)
+open_spill(struct pending *p)
 {
 	char name[MSG_TMP_CAP];
 
@@ -322,8 +340,7 @@ open_spill(struct bw_msg *m, struct pending *p)
 		return BW_ENOMEM;
 	bw_unique_name("", name, sizeof(name));
 	snprintf(p->rec.path, sizeof(p->rec.path), MSG_SPACE "%s", name);
-	return m->blobs->be->create(m->blobs->state, MSG_SPACE, p->rec.path,
-				    &p->w);
+	return 0;
 }
 
 /* A newcomer needs the slot of this content, which trickles: 9000, and
@@ -410,7 +427,7 @@ msg_on_send(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 			return BW_ENOMEM;
 		}
 		pd->rec.content = pd->content;
-	} else if ((rc = open_spill(m, pd)) != 0) {
+	} else if ((rc = open_spill(pd)) != 0) {
 		bw_error("c%llu 603: cannot open a file for the content: %s",
 			 ULL(c->id), bw_strerror(rc));
 		pending_free(pd);
@@ -442,22 +459,22 @@ msg_on_send_body(struct bw_conn *c, struct bw_frame_req *r)
 		mc->st = M_IDLE;
 		return bw_frame_fail(c, "cannot store the content");
 	}
-	if (p->w != NULL && k > MSG_FILE_CHUNK - p->wlen)
+	if (p->wbuf != NULL && k > MSG_FILE_CHUNK - p->wlen)
 		k = MSG_FILE_CHUNK - p->wlen;
 	if (k > 0) {
-		if (p->w == NULL)
+		if (p->wbuf == NULL)
 			memcpy(p->content + (p->rec.size - mc->left),
 			       bw_buf_head(&c->in), k);
 		else
 			memcpy(p->wbuf + p->wlen, bw_buf_head(&c->in), k);
-		p->wlen += p->w != NULL ? k : 0;
+		p->wlen += p->wbuf != NULL ? k : 0;
 	}
 	bw_buf_consume(&c->in, k);
 	mc->left -= k;
 	inbound_grow(p, p->rec.size - mc->left);
 	bw_slot_progress(&p->slot,
 			 mc->left > c->in.len ? mc->left - c->in.len : 0);
-	if (p->w != NULL && p->wlen > 0 &&
+	if (p->wbuf != NULL && p->wlen > 0 &&
 	    (p->wlen == MSG_FILE_CHUNK || mc->left == 0)) {
 		if ((rc = write_chunk(p)) != 0) {
 			msg_send_abort(c, mc);
@@ -484,7 +501,7 @@ msg_on_send_body(struct bw_conn *c, struct bw_frame_req *r)
 	mc->st = M_STORE;
 	bw_conn_hold(c);
 	bw_frame_wait(c);
-	if (p->w == NULL) {
+	if (p->wbuf == NULL) {
 		insert(m, p);
 		return 0;
 	}
