@@ -29,8 +29,7 @@ uint64_t bw_siphash13(const uint64_t k[2], const void *msg, size_t n);
 uint64_t bw_siphash24(const uint64_t k[2], const void *msg, size_t n);
 
 /* BW_ENOMEM leaves h empty and usable, as fini does: lookups find nothing
- * and the next put tries the allocation again. BW_ECRYPTO (no random key)
- * leaves it usable too, but keyed by something a peer could guess. */
+ * and the next put tries the allocation again. */
 int bw_hash_init(struct bw_hash *h);
 /* Frees the table (not the values). */
 void bw_hash_fini(struct bw_hash *h);

@@ -4,10 +4,12 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bulwark/crypto.h"
 #include "bulwark/err.h"
 #include "bulwark/hash.h"
+#include "bulwark/log.h"
 
 #define ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
 
@@ -45,15 +47,16 @@ load_le64(const uint8_t *p)
 static inline uint64_t
 siphash(int c, int d, const uint64_t k[2], const void *msg, size_t n)
 {
-	const uint8_t *p = msg, *end = p + (n & ~(size_t)7);
+	const uint8_t *p = msg; /* NULL when n is 0: never offset then */
+	size_t whole = n & ~(size_t)7, off;
 	uint64_t v[4] = {
 		k[0] ^ 0x736f6d6570736575ULL, k[1] ^ 0x646f72616e646f6dULL,
 		k[0] ^ 0x6c7967656e657261ULL, k[1] ^ 0x7465646279746573ULL};
 	uint64_t m, b = (uint64_t)n << 56;
 	int i;
 
-	for (; p != end; p += 8) {
-		m = load_le64(p);
+	for (off = 0; off < whole; off += 8) {
+		m = load_le64(p + off);
 		v[3] ^= m;
 		for (i = 0; i < c; i++)
 			sipround(v);
@@ -61,25 +64,25 @@ siphash(int c, int d, const uint64_t k[2], const void *msg, size_t n)
 	}
 	switch (n & 7) {
 	case 7:
-		b |= (uint64_t)p[6] << 48;
+		b |= (uint64_t)p[whole + 6] << 48;
 		/* fall through */
 	case 6:
-		b |= (uint64_t)p[5] << 40;
+		b |= (uint64_t)p[whole + 5] << 40;
 		/* fall through */
 	case 5:
-		b |= (uint64_t)p[4] << 32;
+		b |= (uint64_t)p[whole + 4] << 32;
 		/* fall through */
 	case 4:
-		b |= (uint64_t)p[3] << 24;
+		b |= (uint64_t)p[whole + 3] << 24;
 		/* fall through */
 	case 3:
-		b |= (uint64_t)p[2] << 16;
+		b |= (uint64_t)p[whole + 2] << 16;
 		/* fall through */
 	case 2:
-		b |= (uint64_t)p[1] << 8;
+		b |= (uint64_t)p[whole + 1] << 8;
 		/* fall through */
 	case 1:
-		b |= (uint64_t)p[0];
+		b |= (uint64_t)p[whole + 0];
 		break;
 	default:
 		break;
@@ -130,18 +133,19 @@ has_slots(struct bw_hash *h)
 int
 bw_hash_init(struct bw_hash *h)
 {
-	int rc;
+	struct timespec ts;
 
 	memset(h, 0, sizeof(*h));
-	/* Without a key from the generator the table still works, with one a
-	 * peer might guess: the caller hears of it and decides. */
-	if ((rc = bw_random(h->key, sizeof(h->key))) != 0) {
+	/* The generator does not fail once seeded, which the daemon's start
+	 * made sure of; should it, a table keyed by what a peer cannot see
+	 * still beats no table. */
+	if (bw_random(h->key, sizeof(h->key)) != 0) {
+		(void)clock_gettime(CLOCK_MONOTONIC, &ts);
 		h->key[0] = (uint64_t)(uintptr_t)h ^ 0x9e3779b97f4a7c15ULL;
-		h->key[1] = (uint64_t)(uintptr_t)&rc;
+		h->key[1] = (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 30;
+		bw_warn("hash: no random key for a table; keyed by the clock");
 	}
-	if (!has_slots(h))
-		return BW_ENOMEM;
-	return rc;
+	return has_slots(h) ? 0 : BW_ENOMEM;
 }
 
 void
