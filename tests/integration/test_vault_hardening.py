@@ -812,18 +812,21 @@ SLOW_CREATE_MS = 15000
 
 
 @pytest.mark.files_only("slows the creation of the contents' file")
-def test_a_slow_creation_of_an_uploads_file_holds_up_no_one(start_server, shim, tmp_path):
+@pytest.mark.parametrize("size", [300_000, 3 << 20], ids=["one-chunk", "three-chunks"])
+def test_a_slow_creation_of_an_uploads_file_holds_up_no_one(start_server, shim, tmp_path, size):
     """Accident: the disk is slow to make a file in files/.incoming (a busy
     writeback; ext4 scanning inodes freed a moment ago). Making the upload's
     file takes 15 s here. It must not take the daemon with it: meanwhile
     another client reconnects (10 s timeout). The upload then ends stored,
-    with its CRC, once the creation is over."""
+    with its CRC, once the creation is over. One chunk is made, written
+    and put by the commit's job; of three, the first chunk's write makes
+    the file while the next ones wait for it."""
     arm = tmp_path / "arm"
     srv = start_server(env=bwd.fault_env(
         shim, arm=arm, fault="openat:1:sleep=%d:files/.incoming/" % SLOW_CREATE_MS))
     ident = register(srv)
     other = register(srv, key_index=1, prefix="other")
-    data = os.urandom(300_000)
+    data = os.urandom(size)
     got = {}
 
     def send(c):

@@ -428,8 +428,8 @@ msg_on_send(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 		}
 		pd->rec.content = pd->content;
 	} else if ((rc = open_spill(pd)) != 0) {
-		bw_error("c%llu 603: cannot open a file for the content: %s",
-			 ULL(c->id), bw_strerror(rc));
+		bw_error("c%llu 603: no buffer for the content: %s", ULL(c->id),
+			 bw_strerror(rc));
 		pending_free(pd);
 		return refuse(c, mc, s.content_size, "cannot store it");
 	}

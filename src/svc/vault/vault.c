@@ -139,10 +139,8 @@ on_file(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 					  &why)) == BW_EBUSY)
 		return bw_frame_fail(c, why); /* no slot: not worth reading */
 	else if (rc != 0)
-		why = rc == BW_EPROTO  ? "file name has no usable base name"
-		      : rc == -ELOOP   ? "the client's directory is a link"
-		      : rc == -ENOTDIR ? "the client's directory is a link"
-				       : bw_strerror(rc);
+		why = rc == BW_EPROTO ? "file name has no usable base name"
+				      : bw_strerror(rc);
 	if (why == NULL) {
 		vc->st = V_BODY;
 		c->want = vc->up->chunk;

@@ -316,8 +316,9 @@ vault_body_step(struct bw_conn *c)
 		if (c->in.len < k)
 			return 0;
 		/* the second write waits for the first, which makes the
-		 * object */
-		if (u->wbusy[u->wnext] || (u->refs > 0 && !u->w_tried)) {
+		 * object (the last chunk is written by the commit's job) */
+		if (u->wbusy[u->wnext] ||
+		    (k < u->left && u->refs > 0 && !u->w_tried)) {
 			bw_conn_pause(c, 1); /* write_done resumes us */
 			return 0;
 		}
@@ -338,7 +339,7 @@ vault_body_step(struct bw_conn *c)
 					BW_AES_BLOCK - unpad);
 		}
 		if (k == u->left) {
-			u->last_held = 1; /* vault_write_last */
+			u->last_held = 1; /* vault_upload_take_w */
 			u->last_idx = u->wnext;
 			u->last_len = plain;
 		} else if ((rc = submit_write(u, u->wnext, plain)) != 0) {
