@@ -581,7 +581,9 @@ def test_a_checkpoint_of_the_journal_holds_up_no_one(start_server, shim, tmp_pat
     (a 10 s timeout). The 603s sent meanwhile may wait for it (the
     store's writes pause for the checkpoint's last pass), but are stored.
     Once it is over, the journal starts again from its beginning rather
-    than growing, and every message is delivered once, in order."""
+    than growing, and its file is cut back to 8 MiB should it have grown
+    meanwhile (when the sleeping pass is a first one, no batch waits for
+    it); every message is delivered once, in order."""
     arm = tmp_path / "arm"
     dd = tmp_path / "d"
     srv = start_server(data_dir=dd, env=bwd.fault_env(

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "bulwark/err.h"
 #include "bulwark/loop.h"
@@ -563,6 +564,17 @@ on_poll(void *arg)
 	bw_loop_stop(arg);
 }
 
+/* Runs the loop for ms: what workers finished meanwhile is done. */
+static void
+run_for(struct fx *f, unsigned ms)
+{
+	struct bw_timer t;
+
+	memset(&t, 0, sizeof(t));
+	assert_int_equal(bw_loop_timer_start(f->l, &t, ms, on_poll, f->l), 0);
+	assert_int_equal(bw_loop_run(f->l), 0);
+}
+
 /* Runs the loop in 20 ms slices until the database file holds at least
  * min bytes, for 10 s at most: a worker's checkpoint completes on it. */
 static off_t
@@ -604,6 +616,43 @@ a_journal_past_its_limit_is_copied_into_the_file(void **state)
 	assert_true(file_size(wal) < (off_t)4 * BIG_MSG * BIG_MSGS);
 }
 
+/* A reader that keeps its snapshot keeps the journal from starting over,
+ * so a burst makes it long. Once the reader lets go and a checkpoint has
+ * copied it all, the next commit cuts the file back to 8 MiB
+ * (journal_size_limit): the burst does not hold the disk for good. */
+static void
+a_long_journal_gives_its_space_back(void **state)
+{
+	struct fx *f = *state;
+	sqlite3 *rd;
+	char wal[160];
+	int round;
+
+	snprintf(wal, sizeof(wal), "%s-wal", f->db);
+	insert_big(f, 10);
+	assert_int_equal(
+		sqlite3_open_v2(f->db, &rd, SQLITE_OPEN_READONLY, NULL),
+		SQLITE_OK);
+	assert_int_equal(sqlite3_exec(rd,
+				      "BEGIN; SELECT count(*) FROM "
+				      "sqlite_schema;",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	insert_big(f, 4 * BIG_MSGS); /* some 20 MB of journal */
+	assert_true(file_size(wal) > (off_t)16 << 20);
+	assert_int_equal(sqlite3_exec(rd, "COMMIT", NULL, NULL, NULL),
+			 SQLITE_OK);
+	assert_int_equal(sqlite3_close(rd), SQLITE_OK);
+	/* the journal starts over after a checkpoint that copies it all,
+	 * which the rounds' commits ask for; the first commit after that
+	 * cuts the file */
+	for (round = 0; round < 8 && file_size(wal) > (off_t)9 << 20; round++) {
+		insert_big(f, BIG_MSGS / 4);
+		run_for(f, 50);
+	}
+	assert_true(file_size(wal) <= (off_t)9 << 20);
+}
+
 static void
 without_a_worker_the_commit_copies_it(void **state)
 {
@@ -636,6 +685,7 @@ main(void)
 		T(an_unknown_scheme_is_refused),
 		T(a_put_keeps_its_id_and_a_floor_lifts_later_ones),
 		T(a_journal_past_its_limit_is_copied_into_the_file),
+		T(a_long_journal_gives_its_space_back),
 		T(without_a_worker_the_commit_copies_it),
 	};
 #undef T

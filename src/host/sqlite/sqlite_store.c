@@ -249,6 +249,15 @@ bw_store_open(struct bw_store **out, const char *path)
 
 	if ((rc = store_exec(s->db, "PRAGMA synchronous = NORMAL")) != 0)
 		goto out;
+	/* The WAL starts over once a checkpoint has copied all of it, but
+	 * its file keeps the size of its longest run: a burst while a
+	 * checkpoint waited on the disk would hold that space for good. The
+	 * first commit after a restart cuts it back to 8 MiB, twice what a
+	 * checkpoint is asked for at (sqlite_meta.c's CKPT_PAGES of 4 KiB),
+	 * so a steady load never pays for the cut. */
+	if ((rc = store_exec(s->db, "PRAGMA journal_size_limit = 8388608")) !=
+	    0)
+		goto out;
 	if ((rc = store_schema(s->db, &name_col)) != 0)
 		goto out;
 	if ((rc = prepare_all(s, name_col)) == 0 &&
