@@ -77,9 +77,10 @@ int bw_store_ckpt_open(struct bw_store *s, unsigned pages,
 		       void (*due)(void *arg), void *arg) BW_WUR;
 /* A passive checkpoint, as far as readers allow, on the second connection:
  * the one call besides bw_store_sync that may run on another thread while
- * the owner goes on, one at a time. 0, or BW_EDB with s->ckpt_err set. */
-int bw_store_checkpoint(struct bw_store *s, int *wal_pages,
-			int *copied_pages) BW_WUR;
+ * the owner goes on, one at a time. *copied_pages: the WAL's frames now in
+ * the file (the WAL's own count is s->wal_pages, from the last commit).
+ * 0, or BW_EDB with s->ckpt_err set. */
+int bw_store_checkpoint(struct bw_store *s, int *copied_pages) BW_WUR;
 
 /* ---- messages ---- */
 

@@ -345,9 +345,8 @@ static void
 ckpt_work(void *arg)
 {
 	struct sq *q = arg;
-	int wal_pages;
 
-	q->ckpt_rc = bw_store_checkpoint(q->s, &wal_pages, &q->ckpt_copied);
+	q->ckpt_rc = bw_store_checkpoint(q->s, &q->ckpt_copied);
 }
 
 /* The WAL grows meanwhile, and every commit is still durable through the
@@ -388,7 +387,7 @@ static void
 ckpt_due(void *arg)
 {
 	struct sq *q = arg;
-	int wal, copied;
+	int copied;
 
 	if (q->ckpt_running || q->closing ||
 	    (q->ckpt_retry_ms != 0 && bw_now_ms() < q->ckpt_retry_ms))
@@ -399,7 +398,7 @@ ckpt_due(void *arg)
 	q->ckpt_running = 0;
 	/* no worker (a loop without them, or one winding down): here, as
 	 * SQLite's own would, with nothing committing beside it */
-	if (bw_store_checkpoint(q->s, &wal, &copied) != 0)
+	if (bw_store_checkpoint(q->s, &copied) != 0)
 		ckpt_failed(q);
 }
 

@@ -394,15 +394,15 @@ bw_store_ckpt_open(struct bw_store *s, unsigned pages, void (*due)(void *arg),
 }
 
 int
-bw_store_checkpoint(struct bw_store *s, int *wal_pages, int *copied_pages)
+bw_store_checkpoint(struct bw_store *s, int *copied_pages)
 {
 	int rc;
 
-	*wal_pages = *copied_pages = 0;
+	*copied_pages = 0;
 	if (s->ckpt_db == NULL)
 		return 0;
 	rc = sqlite3_wal_checkpoint_v2(s->ckpt_db, "main",
-				       SQLITE_CHECKPOINT_PASSIVE, wal_pages,
+				       SQLITE_CHECKPOINT_PASSIVE, NULL,
 				       copied_pages);
 	/* busy: another checkpoint was running; the next one goes on */
 	if (rc == SQLITE_OK || (rc & 0xff) == SQLITE_BUSY)
