@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "bulwark/log.h"
+#include "bulwark/loop.h"
 #include "bulwark/util.h"
 #include "host/blob.h"
 
@@ -154,4 +155,38 @@ bw_blob_scratch_key(const char *space, const char *prefix,
 
 	bw_unique_name(prefix, name, sizeof(name));
 	snprintf(key, BW_BLOB_KEY_CAP, "%s" BW_BLOB_SCRATCH "%s", space, name);
+}
+
+/* --- an abort off the loop ------------------------------------------------
+ */
+
+struct abort_job {
+	const struct bw_blobs *b;
+	struct bw_blob_w *w;
+};
+
+static void
+abort_work(void *arg)
+{
+	struct abort_job *j = arg;
+
+	j->b->be->abort(j->b->state, j->w);
+}
+
+void
+bw_blobs_abort_later(const struct bw_blobs *b, struct bw_loop *loop,
+		     struct bw_blob_w *w)
+{
+	struct abort_job *j;
+
+	if (w == NULL)
+		return;
+	if ((j = calloc(1, sizeof(*j))) != NULL) {
+		j->b = b;
+		j->w = w;
+		if (bw_loop_submit(loop, abort_work, free, j) == 0)
+			return;
+		free(j);
+	}
+	b->be->abort(b->state, w);
 }

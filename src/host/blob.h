@@ -6,9 +6,10 @@
  * data directory), so that an object store can go behind it without a
  * service knowing.
  *
- * Every operation but bw_blob_abort blocks (a disk, a network): services
- * run them on the loop's workers, or at start-up. A new object is written
- * under no key, then put under its key in one step: a reader sees the
+ * Every operation blocks (a disk, a network): services run them on the
+ * loop's workers, or at start-up. The loop thread drops an object with
+ * bw_blobs_abort_later, which hands the abort to a worker. A new object is
+ * written under no key, then put under its key in one step: a reader sees the
  * key's old object or the whole new one, never a part, and a put that
  * returns 0 is durable. Writes of one object may overlap in time (two
  * buffers in flight on two workers), each at its own offset, together
@@ -28,6 +29,7 @@
 #include "bulwark/err.h"
 
 struct bw_blob_w; /* an object being written */
+struct bw_loop;
 struct bw_blob_r; /* an object being read */
 
 /* A key's longest form (with its NUL). */
@@ -77,7 +79,9 @@ struct bw_blob_backend {
 	 * must know keeps a copy of the old one to put back. */
 	int (*put)(void *state, struct bw_blob_w *w, const char *key,
 		   int replace) BW_WUR;
-	/* Drops w (not put): nothing of it remains. */
+	/* Drops w (not put): nothing of it remains. A file's unlink frees
+	 * its blocks then (a large one with `discard`: a tenth of a second
+	 * per GiB): the loop uses bw_blobs_abort_later. */
 	void (*abort)(void *state, struct bw_blob_w *w);
 	/* A second key for the object at from, cheaply (a backup a
 	 * replacement can be undone with). BW_ENOTFOUND if there is none. */
@@ -141,6 +145,12 @@ int bw_blobs_check(const struct bw_blob_conf *conf, char *msg,
 /* Whether an object stored at mtime may be judged an orphan now: always
  * in a store of one daemon's, past the grace period in a shared one. */
 int bw_blob_settled(const struct bw_blobs *b, int64_t mtime);
+
+/* Drops w (its abort) on one of loop's workers, never on the caller's
+ * thread, unless no job can be queued (no memory, a loop drained at
+ * shutdown): then here. NULL-safe. */
+void bw_blobs_abort_later(const struct bw_blobs *b, struct bw_loop *loop,
+			  struct bw_blob_w *w);
 
 /* A fresh scratch key under space, into key[BW_BLOB_KEY_CAP]: prefix
  * names what it holds (".old-"). */

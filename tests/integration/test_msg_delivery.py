@@ -694,6 +694,48 @@ def test_a_slow_creation_of_a_large_contents_file_holds_up_no_one(start_server, 
     assert not list(srv.blobs("messages", ".incoming").iterdir())
 
 
+SLOW_UNLINK_MS = 15000
+
+
+@pytest.mark.files_only("slows the removal of a content's file")
+def test_a_slow_removal_of_a_dropped_contents_file_holds_up_no_one(start_server, shim,
+                                                                     tmp_path):
+    """Attack: a sender starts a large 603 and hangs up half-way, as often
+    as it likes. The content's file in messages/.incoming is removed, and
+    removing a file frees its blocks (slow on a busy disk). The removal
+    takes 15 s here: meanwhile another connection's 602 is answered (10 s
+    timeout). Then the file is gone, and nothing was delivered."""
+    arm = tmp_path / "arm"
+    srv = start_server(env=bwd.fault_env(
+        shim, fault="unlinkat:1:sleep=%d:messages/.incoming/" % SLOW_UNLINK_MS, arm=arm))
+    a, b = user(srv, 0), user(srv, 1)
+    probe = same_user(srv, b)
+    key_b = probe.public_key(b.client_id)
+    size = 2 << 20
+    a.connect()
+    try:
+        prefix = bwmsg.SEND_PREFIX.pack(b.client_id, 3, size)
+        a.send_raw(bw.pack_request_header(a.client_id, bwmsg.SEND, len(prefix) + size)
+                   + prefix + os.urandom(size // 2))
+        assert wait_for(lambda: list(srv.blobs("messages", ".incoming").iterdir()), 10), \
+            "the 603 made no file: the test did not test anything\n%s" % srv.log_tail()
+        arm.write_text("go")
+    finally:
+        a.close()
+    assert wait_for(lambda: "bwfault: unlinkat #1 sleeps" in srv.log(), 10), \
+        "the dropped content's file was not removed\n%s" % srv.log_tail()
+    try:
+        assert probe.public_key(b.client_id) == key_b
+    except socket.timeout:
+        pytest.fail("a 602 waited 10 s while a dropped content's file was removed: "
+                    "it is removed on the loop")
+    assert "bwfault: unlinkat #1 woke" not in srv.log(), \
+        "the removal ended before the 602: the test did not test it"
+    assert wait_for(lambda: not list(srv.blobs("messages", ".incoming").iterdir()),
+                    SLOW_UNLINK_MS / 1000.0 + 10)
+    assert b.pull() == []
+
+
 # --------------------------------------------------------------------------
 # 5. --max-message-size
 

@@ -861,3 +861,51 @@ def test_a_slow_creation_of_an_uploads_file_holds_up_no_one(start_server, shim, 
         bw.expect(c.crc_ok(DOC), bw.ACK, "crc ok")
     assert (srv.client_dir(ident.client_id) / DOC).read_bytes() == data
     assert srv.incoming_files() == []
+
+
+# --------------------------------------------------------------------------
+# 14. A dropped upload's file removed while the disk is slow
+
+
+SLOW_UNLINK_MS = 15000
+
+
+@pytest.mark.files_only("slows the removal of the contents' file")
+def test_a_slow_removal_of_a_dropped_uploads_file_holds_up_no_one(start_server, shim, tmp_path):
+    """Attack: a client starts a large upload and hangs up half-way, as
+    often as it likes. Its file in files/.incoming is then removed, and
+    removing a file frees its blocks: a tenth of a second per GiB on a
+    disk mounted with discard, longer when the disk is busy. Here the
+    removal takes 15 s. It must not take the daemon with it: meanwhile
+    another client reconnects (10 s timeout). Then the file is gone."""
+    arm = tmp_path / "arm"
+    srv = start_server(env=bwd.fault_env(
+        shim, arm=arm, fault="unlinkat:1:sleep=%d:files/.incoming/" % SLOW_UNLINK_MS))
+    ident = register(srv)
+    other = register(srv, key_index=1, prefix="other")
+    content = 3 << 20
+    c = reconnected(srv, ident)
+    try:
+        body = bw.aes_encrypt(c.aes_key, os.urandom(content))
+        c.send_raw(bw.pack_request_header(c.client_id, bw.SEND_FILE,
+                                          bw.FILE_PREFIX_SIZE + len(body))
+                   + bw.pack_file_prefix(len(body), DOC) + body[:len(body) // 2])
+        # the first chunk's write makes the file, on a worker
+        assert wait_for(srv.incoming_files, T), \
+            "the upload made no file: the test did not test anything\n%s" % srv.log_tail()
+        arm.write_text("go")
+    finally:
+        c.close()
+    assert wait_for(lambda: "bwfault: unlinkat #1 sleeps" in srv.log(), T), \
+        "the dropped upload's file was not removed\n%s" % srv.log_tail()
+    try:
+        reconnected(srv, other).close()
+    except socket.timeout:
+        pytest.fail("a reconnect waited %d s while a dropped upload's file was removed: "
+                    "it is removed on the loop" % T)
+    assert "bwfault: unlinkat #1 woke" not in srv.log(), \
+        "the removal ended before the reconnect: the test did not test it"
+    assert wait_for(lambda: srv.incoming_files() == [], SLOW_UNLINK_MS / 1000.0 + T), \
+        srv.incoming_files()
+    assert not (srv.client_dir(ident.client_id) / DOC).exists()
+    upload_verified(srv, other, os.urandom(100_000))

@@ -74,8 +74,8 @@ pending_free(struct pending *p)
 		return;
 	inbound_end(p);
 	bw_slots_release(&p->m->slots, &p->slot);
-	if (p->w != NULL)
-		p->m->blobs->be->abort(p->m->blobs->state, p->w);
+	/* an unlink frees the file's blocks: not on the loop */
+	bw_blobs_abort_later(p->m->blobs, p->m->eng->loop, p->w);
 	if (p->wbuf != NULL)
 		bw_secure_free(p->wbuf, MSG_FILE_CHUNK);
 	if (p->content != NULL)

@@ -51,8 +51,8 @@ vault_upload_free(struct upload *u)
 	if (u == NULL)
 		return;
 	vault_upload_done(u);
-	if (u->w != NULL)
-		u->v->blobs->be->abort(u->v->blobs->state, u->w);
+	/* an unlink frees the file's blocks: not on the loop */
+	bw_blobs_abort_later(u->v->blobs, u->v->eng->loop, u->w);
 	for (i = 0; i < 2; i++) {
 		if (u->wbuf[i] != NULL)
 			bw_wipe(u->wbuf[i], u->chunk);
