@@ -468,3 +468,38 @@ def test_a_pull_waiting_for_postgresql_at_shutdown_ends_cleanly(start_server, pg
     c.client_id = b.client_id
     assert [r[3] for r in c.pull()] == [b"kept"]
     c.close()
+
+
+def test_a_clients_thousands_of_rows_are_taken_in_and_one_another_node_removed_goes(
+        start_server, pg):
+    """On a shared database every vault request first reads the client's
+    rows again, since another node may have changed them. A client with
+    20,000 files (rows written elsewhere, objects absent): each request
+    takes them in once per row, not once per row and file (a scan that
+    held the loop for seconds, as often as the client asked). A file whose
+    row another node removed is gone here; the others stay confirmable."""
+    srv, db = start_on(start_server, pg)
+    v = bw.VaultClient(H, srv.port)
+    v.connect()
+    try:
+        bw.expect(v.register(unique_name("many")), bw.REGISTERED, "register")
+        bw.expect(v.send_pubkey(), bw.KEY_STORED, "public key")
+        for name in ("f0.bin", "f1.bin"):
+            bw.expect(v.send_file(name, os.urandom(3000)).response, bw.FILE_RECEIVED, name)
+            bw.expect(v.crc_ok(name), bw.ACK, "verdict on " + name)
+        hexid = v.client_id.hex()
+        pg.psql("INSERT INTO files(ID, FileName, PathName, Verified) "
+                "SELECT decode('%s', 'hex'), convert_to('x' || g || '.bin', 'UTF8'), "
+                "'files/%s/x' || g || '.bin', true FROM generate_series(1, 20000) g"
+                % (hexid, hexid), db=db)
+        pg.psql("DELETE FROM files WHERE ID = decode('%s', 'hex') AND FileNameText = 'f1.bin'"
+                % hexid, db=db)
+        for _ in range(3):  # the rows taken in, then matched against RAM
+            bw.expect(v.crc_ok("f0.bin"), bw.ACK, "verdict on a file kept")
+        code = v.crc_ok("f1.bin")
+        assert code.code == bw.ERROR, "a verdict on a file whose row another node removed: %r" % (
+            code,)
+    finally:
+        v.close()
+    assert srv.proc.poll() is None
+    srv.assert_serves(size=10_000)

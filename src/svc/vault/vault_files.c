@@ -310,15 +310,18 @@ vref_apply(struct vref *x)
 	size_t n = x->req.u.files.n, i;
 	struct vowner *o = bw_hash_get(&v->by_owner, x->id, BW_ID_LEN);
 	struct vfile *f, *next;
-	uint64_t size, psize;
-	int kept;
+	uint64_t size, psize, pass = ++v->refresh_pass;
 
-	/* files another node removed or renamed away */
+	/* files another node removed or renamed away: those no row names
+	 * (each row marks its file, so a client's thousands of files cost
+	 * one lookup each, not a scan of the rows each) */
+	for (i = 0; i < n; i++) {
+		if ((f = vfile_by_name(v, x->id, recs[i].file_name)) != NULL)
+			f->seen = pass;
+	}
 	for (f = o != NULL ? o->first : NULL; f != NULL; f = next) {
 		next = f->owner_next;
-		for (kept = 0, i = 0; i < n && !kept; i++)
-			kept = strcmp(recs[i].file_name, f->file_name) == 0;
-		if (!kept && !locked(v, f->path_name) &&
+		if (f->seen != pass && !locked(v, f->path_name) &&
 		    !locked(v, f->pending_path))
 			unlink_file(v, f);
 	}

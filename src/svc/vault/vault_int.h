@@ -47,6 +47,7 @@ struct bw_vault {
 	 * stored path (our paths hold the owner's id: unique across clients) */
 	struct bw_hash files, by_path;
 	struct bw_hash by_owner; /* owner id -> struct vowner (its files) */
+	uint64_t refresh_pass;	 /* vref_apply's, to mark files seen */
 	/* start-up on a shared store: every object under files/ and its
 	 * size, from one listing (a request per object would keep a node
 	 * that joins a cluster from serving for minutes); NULL otherwise */
@@ -93,7 +94,8 @@ struct vfile {
 	/* the connection (engine id) that uploaded the version waiting for
 	 * a verdict; while it is open, verdicts come from it alone */
 	uint64_t uploader;
-	struct vowner *owner_node;	       /* the owner's files: */
+	uint64_t seen;		   /* vref_apply's pass that found its row */
+	struct vowner *owner_node; /* the owner's files: */
 	struct vfile *owner_prev, *owner_next; /* a list */
 };
 
