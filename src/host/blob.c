@@ -163,6 +163,7 @@ bw_blob_scratch_key(const char *space, const char *prefix,
 struct abort_job {
 	const struct bw_blobs *b;
 	struct bw_blob_w *w;
+	struct bw_blob_r *r;
 };
 
 static void
@@ -170,23 +171,42 @@ abort_work(void *arg)
 {
 	struct abort_job *j = arg;
 
-	j->b->be->abort(j->b->state, j->w);
+	if (j->w != NULL)
+		j->b->be->abort(j->b->state, j->w);
+	else
+		j->b->be->read_close(j->r);
+}
+
+static int
+later(const struct bw_blobs *b, struct bw_loop *loop, struct bw_blob_w *w,
+      struct bw_blob_r *r)
+{
+	struct abort_job *j;
+
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return BW_ENOMEM;
+	j->b = b;
+	j->w = w;
+	j->r = r;
+	if (bw_loop_submit(loop, abort_work, free, j) != 0) {
+		free(j);
+		return BW_ECLOSED;
+	}
+	return 0;
 }
 
 void
 bw_blobs_abort_later(const struct bw_blobs *b, struct bw_loop *loop,
 		     struct bw_blob_w *w)
 {
-	struct abort_job *j;
+	if (w != NULL && later(b, loop, w, NULL) != 0)
+		b->be->abort(b->state, w);
+}
 
-	if (w == NULL)
-		return;
-	if ((j = calloc(1, sizeof(*j))) != NULL) {
-		j->b = b;
-		j->w = w;
-		if (bw_loop_submit(loop, abort_work, free, j) == 0)
-			return;
-		free(j);
-	}
-	b->be->abort(b->state, w);
+void
+bw_blobs_read_close_later(const struct bw_blobs *b, struct bw_loop *loop,
+			  struct bw_blob_r *r)
+{
+	if (r != NULL && later(b, loop, NULL, r) != 0)
+		b->be->read_close(r);
 }

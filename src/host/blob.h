@@ -152,6 +152,11 @@ int bw_blob_settled(const struct bw_blobs *b, int64_t mtime);
 void bw_blobs_abort_later(const struct bw_blobs *b, struct bw_loop *loop,
 			  struct bw_blob_w *w);
 
+/* Closes r on one of loop's workers, as bw_blobs_abort_later: the last
+ * descriptor of a file removed meanwhile frees its blocks. NULL-safe. */
+void bw_blobs_read_close_later(const struct bw_blobs *b, struct bw_loop *loop,
+			       struct bw_blob_r *r);
+
 /* A fresh scratch key under space, into key[BW_BLOB_KEY_CAP]: prefix
  * names what it holds (".old-"). */
 void bw_blob_scratch_key(const char *space, const char *prefix,

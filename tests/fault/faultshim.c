@@ -11,12 +11,12 @@
  *sleeps MS milliseconds (1 to 600000) and then does the call (a slow disk;
  *"woke" is said when the sleep ends). Ops: fsync fdatasync rename renameat
  *renameat2 link linkat unlink unlinkat write pwrite (pwrite64 too) open
- *(open64, creat) openat (openat64) mkdir mkdirat. A malformed BW_FAULT aborts
- *the process so that a typo cannot pass for "nothing failed".
- *   BW_FAULT_ARM=/path
- *	faults count only the calls made once /path exists (it is looked for
- *	until it is first seen), so a test can arm them at a chosen moment,
- *	e.g. after the start-up and the requests that precede the one tested.
+ *(open64, creat) openat (openat64) mkdir mkdirat close (looked at only when a
+ *fault names it: the last close of a removed file frees its blocks). A
+ *malformed BW_FAULT aborts the process so that a typo cannot pass for "nothing
+ *failed". BW_FAULT_ARM=/path faults count only the calls made once /path exists
+ *(it is looked for until it is first seen), so a test can arm them at a chosen
+ *moment, e.g. after the start-up and the requests that precede the one tested.
  *   BW_FAULT_LOG=/path
  *	appends "op path\n" for every intercepted call, before it is done,
  *	armed or not.
@@ -78,6 +78,7 @@ enum op {
 	OP_OPENAT,
 	OP_MKDIR,
 	OP_MKDIRAT,
+	OP_CLOSE,
 	OP_N
 };
 
@@ -89,7 +90,7 @@ static const char *const op_names[OP_N] = {
 	[OP_UNLINKAT] = "unlinkat",   [OP_WRITE] = "write",
 	[OP_PWRITE] = "pwrite",	      [OP_OPEN] = "open",
 	[OP_OPENAT] = "openat",	      [OP_MKDIR] = "mkdir",
-	[OP_MKDIRAT] = "mkdirat",
+	[OP_MKDIRAT] = "mkdirat",     [OP_CLOSE] = "close",
 };
 
 static const struct {
@@ -148,6 +149,7 @@ static int (*real_openat64)(int, const char *, int, ...);
 static int (*real_creat)(const char *, mode_t);
 static int (*real_mkdir)(const char *, mode_t);
 static int (*real_mkdirat)(int, const char *, mode_t);
+static int (*real_close)(int);
 static int (*real_accept)(int, struct sockaddr *, socklen_t *);
 static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
 static ssize_t (*real_read)(int, void *, size_t);
@@ -350,6 +352,7 @@ init(void)
 	RESOLVE(real_creat, "creat");
 	RESOLVE(real_mkdir, "mkdir");
 	RESOLVE(real_mkdirat, "mkdirat");
+	RESOLVE(real_close, "close");
 	RESOLVE(real_accept, "accept");
 	RESOLVE(real_accept4, "accept4");
 	RESOLVE(real_read, "read");
@@ -890,4 +893,22 @@ time(time_t *t)
 	if (t != NULL)
 		*t = now;
 	return now;
+}
+
+/* Every descriptor is closed here, sockets too: only with a fault on
+ * close is its path looked at (and logged), never for the log alone. */
+int
+close(int fd)
+{
+	int err = 0;
+
+	(void)pthread_once(&once, init);
+	if ((op_armed & (1u << OP_CLOSE)) != 0)
+		err = check_fd(OP_CLOSE, fd);
+	if (real_close == NULL)
+		return fail(ENOSYS);
+	/* the descriptor goes even when the close reports an error */
+	if (real_close(fd) != 0 && err == 0)
+		return -1;
+	return err != 0 ? fail(err) : 0;
 }

@@ -736,6 +736,55 @@ def test_a_slow_removal_of_a_dropped_contents_file_holds_up_no_one(start_server,
     assert b.pull() == []
 
 
+SLOW_CLOSE_MS = 15000
+
+
+@pytest.mark.files_only("slows the close of a content's file")
+def test_a_slow_close_of_a_pulled_contents_file_holds_up_no_one(start_server, shim, tmp_path):
+    """A pull reads a large content from its file and closes it. When
+    another pull of the same mailbox has settled that content meanwhile,
+    this close is the file's last, and frees its blocks: slow on a busy
+    disk. The close takes 15 s here: meanwhile another connection's 602 is
+    answered (10 s timeout), and the pull itself ends whole."""
+    arm = tmp_path / "arm"
+    srv = start_server(env=bwd.fault_env(
+        shim, fault="close:1:sleep=%d:/messages/" % SLOW_CLOSE_MS, arm=arm))
+    a, b = user(srv, 0), user(srv, 1)
+    probe = same_user(srv, a)
+    key_a = probe.public_key(a.client_id)
+    body = os.urandom(300_000)
+    mid = a.send(b.client_id, 3, body)
+    assert [p.name for p in srv.blobs("messages").iterdir() if p.is_file()], \
+        "the content has no file: the test would not test anything"
+    b.connect().settimeout(SLOW_CLOSE_MS / 1000.0 + 10)
+    got = {}
+
+    def pull():
+        try:
+            got["recs"] = b.pull()
+        except Exception as e:  # noqa: BLE001 - reported below
+            got["err"] = repr(e)
+
+    arm.write_text("go")
+    t = threading.Thread(target=pull)
+    t.start()
+    try:
+        assert wait_for(lambda: "bwfault: close #1 sleeps" in srv.log(), 10), \
+            "the content's file was not closed: the test did not test anything\n%s" % (
+                srv.log_tail())
+        try:
+            assert probe.public_key(a.client_id) == key_a
+        except socket.timeout:
+            pytest.fail("a 602 waited 10 s while a content's file was closed: "
+                        "it is closed on the loop")
+        assert "bwfault: close #1 woke" not in srv.log(), \
+            "the close ended before the 602: the test did not test it"
+    finally:
+        t.join(SLOW_CLOSE_MS / 1000.0 + 20)
+    assert "recs" in got, got
+    assert [(r[1], r[3]) for r in got["recs"]] == [(mid, body)]
+
+
 # --------------------------------------------------------------------------
 # 5. --max-message-size
 

@@ -108,8 +108,9 @@ read_free(struct pull_read *pr)
 {
 	struct bw_conn *c = pr->c;
 
-	if (pr->r != NULL)
-		pr->m->blobs->be->read_close(pr->r);
+	/* the last descriptor of a content settled meanwhile frees its
+	 * blocks: not on the loop */
+	bw_blobs_read_close_later(pr->m->blobs, pr->m->eng->loop, pr->r);
 	free(pr->buf);
 	free(pr);
 	bw_conn_release(c);
@@ -379,8 +380,8 @@ chunk_read(void *arg)
 		mc->file_left -= (uint64_t)pr->got;
 	}
 	if (pr->err != 0 || mc->file_left == 0) {
-		if (pr->r != NULL)
-			pr->m->blobs->be->read_close(pr->r);
+		bw_blobs_read_close_later(pr->m->blobs, pr->m->eng->loop,
+					  pr->r);
 		pr->r = NULL;
 		mc->file_open = 0;
 		if (pr->err == 0)
