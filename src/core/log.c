@@ -24,13 +24,14 @@ static int log_fd = STDERR_FILENO;
 static char node[64];
 static char log_path[4096]; /* "" while logging to stderr */
 
-#define KINDS	    256 /* buckets, by format string address */
+#define KINDS	    512 /* buckets, by format string address */
+#define PROBES	    8	/* places a kind may take, from its own */
 #define BURST	    50	/* lines of one kind in a burst */
 #define PER_SECOND  10	/* then this many a second */
 #define TOKEN_SCALE 1000u
 
 struct kind {
-	const char *fmt;
+	const char *fmt; /* NULL: free */
 	uint64_t tokens; /* in 1/TOKEN_SCALE lines */
 	uint64_t last_ms;
 	unsigned long long suppressed;
@@ -48,8 +49,37 @@ mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* fmt's bucket: its own, or a free one near its place (taken for good:
+ * there are fewer call sites than buckets). Should none be free, kinds
+ * share their place's bucket, and its budget: a kind never starts over
+ * with a full bucket by taking another's, so two kinds that alternate
+ * are limited as one, not unlimited. */
+static struct kind *
+kind_of(const char *fmt, uint64_t now)
+{
+	size_t home =
+		(size_t)(((uintptr_t)fmt >> 3) * 0x9e3779b97f4a7c15u >> 32) %
+		KINDS;
+	size_t i;
+	struct kind *k;
+
+	for (i = 0; i < PROBES; i++) {
+		k = &kinds[(home + i) % KINDS];
+		if (k->fmt == fmt)
+			return k;
+		if (k->fmt == NULL) {
+			k->fmt = fmt;
+			k->tokens = (uint64_t)BURST * TOKEN_SCALE;
+			k->last_ms = now;
+			return k;
+		}
+	}
+	return &kinds[home];
+}
+
 /* 1 if a line of this kind may be written now; *dropped is how many of
- * its kind were dropped since the last one written. */
+ * its kind (or of the kinds sharing its bucket) were dropped since the
+ * last one written. */
 static int
 take_token(const char *fmt, unsigned long long *dropped)
 {
@@ -58,14 +88,8 @@ take_token(const char *fmt, unsigned long long *dropped)
 	int ok;
 
 	*dropped = 0;
-	k = &kinds[((uintptr_t)fmt >> 3) % KINDS];
 	pthread_mutex_lock(&kinds_mu);
-	if (k->fmt != fmt) { /* a new kind takes the bucket over */
-		k->fmt = fmt;
-		k->tokens = (uint64_t)BURST * TOKEN_SCALE;
-		k->last_ms = now;
-		k->suppressed = 0;
-	}
+	k = kind_of(fmt, now);
 	add = (now - k->last_ms) * PER_SECOND;
 	k->last_ms = now;
 	k->tokens += add;

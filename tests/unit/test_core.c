@@ -18,6 +18,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -28,6 +29,7 @@
 #include "bulwark/err.h"
 #include "bulwark/fsutil.h"
 #include "bulwark/hash.h"
+#include "bulwark/log.h"
 #include "bulwark/net.h"
 #include "bulwark/util.h"
 
@@ -1327,6 +1329,69 @@ accepted_connection_has_nodelay_and_does_not_block(void **state)
 	close(lfd);
 }
 
+/* --- the log's limit on repeated lines ----------------------------------- */
+
+#define LOG_KINDS      1024 /* twice the log's buckets */
+#define LOG_ROUNDS     100
+#define LOG_BUCKETS    512 /* log.c's KINDS */
+#define LOG_BURST      50
+#define LOG_PER_SECOND 10
+
+static double
+mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* More kinds of line (format strings) than buckets, each repeated in
+ * turns: however their addresses fall, a bucket lets through one burst
+ * and then its rate. A kind that took another's bucket over started
+ * again with a full one, so kinds taking turns were never limited. */
+static void
+log_limit_holds_for_more_kinds_than_buckets(void **state)
+{
+	static char fmts[LOG_KINDS][8];
+	char path[] = "/tmp/bw-test-log-XXXXXX", buf[65536];
+	unsigned long lines = 0, cap;
+	double t0, secs;
+	ssize_t n;
+	int fd, i, r;
+
+	(void)state;
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(bw_log_open(path), 0);
+	for (i = 0; i < LOG_KINDS; i++)
+		snprintf(fmts[i], sizeof(fmts[i]), "k%d", i);
+	t0 = mono_s();
+	for (r = 0; r < LOG_ROUNDS; r++) {
+		for (i = 0; i < LOG_KINDS; i++) {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+#pragma GCC diagnostic ignored "-Wformat-security"
+			bw_log(BW_LOG_WARN, fmts[i]); /* no '%' in them */
+#pragma GCC diagnostic pop
+		}
+	}
+	secs = mono_s() - t0;
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		for (i = 0; i < n; i++)
+			lines += buf[i] == '\n';
+	}
+	close(fd);
+	unlink(path);
+	cap = LOG_BUCKETS * LOG_BURST +
+	      (unsigned long)(LOG_BUCKETS * LOG_PER_SECOND * (secs + 1.0));
+	if (lines > cap)
+		fail_msg("%lu lines of %d written in %.2f s: more than %lu",
+			 lines, LOG_KINDS * LOG_ROUNDS, secs, cap);
+	/* and the buckets were used: a line at least each */
+	assert_true(lines >= LOG_BUCKETS);
+}
+
 int
 main(void)
 {
@@ -1413,6 +1478,8 @@ main(void)
 			accepted_connection_has_nodelay_and_does_not_block),
 		cmocka_unit_test(
 			unique_names_differ_and_share_the_process_part),
+		/* last: the log goes to a file from here on */
+		cmocka_unit_test(log_limit_holds_for_more_kinds_than_buckets),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
