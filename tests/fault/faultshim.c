@@ -12,7 +12,9 @@
  *"woke" is said when the sleep ends). Ops: fsync fdatasync rename renameat
  *renameat2 link linkat unlink unlinkat write pwrite (pwrite64 too) open
  *(open64, creat) openat (openat64) mkdir mkdirat close (looked at only when a
- *fault names it: the last close of a removed file frees its blocks). A
+ *fault names it: the last close of a removed file frees its blocks)
+ *getaddrinfo (its "path" is the name looked up; only when a fault names it:
+ *a slow resolver). A
  *malformed BW_FAULT aborts the process so that a typo cannot pass for "nothing
  *failed". BW_FAULT_ARM=/path faults count only the calls made once /path exists
  *(it is looked for until it is first seen), so a test can arm them at a chosen
@@ -46,6 +48,7 @@
 #define _GNU_SOURCE
 #endif
 #include <dlfcn.h>
+#include <netdb.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -79,18 +82,28 @@ enum op {
 	OP_MKDIR,
 	OP_MKDIRAT,
 	OP_CLOSE,
+	OP_GETADDRINFO,
 	OP_N
 };
 
 static const char *const op_names[OP_N] = {
-	[OP_FSYNC] = "fsync",	      [OP_FDATASYNC] = "fdatasync",
-	[OP_RENAME] = "rename",	      [OP_RENAMEAT] = "renameat",
-	[OP_RENAMEAT2] = "renameat2", [OP_LINK] = "link",
-	[OP_LINKAT] = "linkat",	      [OP_UNLINK] = "unlink",
-	[OP_UNLINKAT] = "unlinkat",   [OP_WRITE] = "write",
-	[OP_PWRITE] = "pwrite",	      [OP_OPEN] = "open",
-	[OP_OPENAT] = "openat",	      [OP_MKDIR] = "mkdir",
-	[OP_MKDIRAT] = "mkdirat",     [OP_CLOSE] = "close",
+	[OP_FSYNC] = "fsync",
+	[OP_FDATASYNC] = "fdatasync",
+	[OP_RENAME] = "rename",
+	[OP_RENAMEAT] = "renameat",
+	[OP_RENAMEAT2] = "renameat2",
+	[OP_LINK] = "link",
+	[OP_LINKAT] = "linkat",
+	[OP_UNLINK] = "unlink",
+	[OP_UNLINKAT] = "unlinkat",
+	[OP_WRITE] = "write",
+	[OP_PWRITE] = "pwrite",
+	[OP_OPEN] = "open",
+	[OP_OPENAT] = "openat",
+	[OP_MKDIR] = "mkdir",
+	[OP_MKDIRAT] = "mkdirat",
+	[OP_CLOSE] = "close",
+	[OP_GETADDRINFO] = "getaddrinfo",
 };
 
 static const struct {
@@ -150,6 +163,8 @@ static int (*real_creat)(const char *, mode_t);
 static int (*real_mkdir)(const char *, mode_t);
 static int (*real_mkdirat)(int, const char *, mode_t);
 static int (*real_close)(int);
+static int (*real_getaddrinfo)(const char *, const char *,
+			       const struct addrinfo *, struct addrinfo **);
 static int (*real_accept)(int, struct sockaddr *, socklen_t *);
 static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
 static ssize_t (*real_read)(int, void *, size_t);
@@ -353,6 +368,7 @@ init(void)
 	RESOLVE(real_mkdir, "mkdir");
 	RESOLVE(real_mkdirat, "mkdirat");
 	RESOLVE(real_close, "close");
+	RESOLVE(real_getaddrinfo, "getaddrinfo");
 	RESOLVE(real_accept, "accept");
 	RESOLVE(real_accept4, "accept4");
 	RESOLVE(real_read, "read");
@@ -911,4 +927,22 @@ close(int fd)
 	if (real_close(fd) != 0 && err == 0)
 		return -1;
 	return err != 0 ? fail(err) : 0;
+}
+
+/* A name looked up (the node's name is its "path"): only with a fault on
+ * getaddrinfo is it looked at, so that a slow resolver can be played. */
+int
+getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+	    struct addrinfo **res)
+{
+	int err = 0;
+
+	(void)pthread_once(&once, init);
+	if ((op_armed & (1u << OP_GETADDRINFO)) != 0)
+		err = decide(OP_GETADDRINFO, node != NULL ? node : "");
+	if (err != 0)
+		return EAI_FAIL;
+	if (real_getaddrinfo == NULL)
+		return EAI_SYSTEM;
+	return real_getaddrinfo(node, service, hints, res);
 }

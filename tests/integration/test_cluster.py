@@ -923,6 +923,46 @@ def test_the_bus_password_comes_from_the_url_a_file_or_the_environment(start_ser
         r.destroy()
 
 
+SLOW_LOOKUP_MS = 15000
+
+
+def test_a_slow_lookup_of_redis_name_holds_up_no_one(start_server, shim, tmp_path):
+    """Accident: Redis goes away, and the resolver with it (one incident).
+    The bus connects again to the name in --bus, and looking it up takes
+    15 s here. It must not take the node with it: meanwhile a vault client
+    registers (10 s timeout). hiredis would look the name up itself, on
+    the loop, at every retry."""
+    if not redisserver.installed():
+        need_cluster()
+    r = redisserver.RedisServer().start()
+    arm = tmp_path / "arm"
+    try:
+        srv = start_server("--bus", "redis://:%s@localhost:%d" % (r.password, r.port),
+                           "--metrics-listen", H + ":0", rooms=True,
+                           want=("vault", "rooms", "metrics"),
+                           env=bwd.fault_env(shim, arm=arm, fault="getaddrinfo:1:sleep=%d:localhost"
+                                             % SLOW_LOOKUP_MS))
+        assert bwd.wait_for(lambda: gauge(srv, "bulwark_bus_up") == 1, 10), srv.log_tail()
+        arm.write_text("go")
+        r.stop()
+        assert bwd.wait_for(lambda: "bwfault: getaddrinfo #1 sleeps" in srv.log(), 10), \
+            "the bus did not look Redis up again: the test did not test anything\n%s" % (
+                srv.log_tail())
+        c = bw.VaultClient(H, srv.port, timeout=10)
+        try:
+            c.connect()
+            bw.expect(c.register(unique_name("dns")), bw.REGISTERED, "register")
+        except socket.timeout:
+            pytest.fail("a 1025 waited 10 s while the bus looked Redis up: "
+                        "it is looked up on the loop")
+        finally:
+            c.close()
+        assert "bwfault: getaddrinfo #1 woke" not in srv.log(), \
+            "the lookup ended before the 1025: the test did not test it"
+    finally:
+        r.destroy()
+
+
 # plain pass only (CI's time): its C paths run under ASan in other tests
 @pytest.mark.slow
 def test_stat_shows_the_nodes_figures_and_the_clusters(start_server, tmp_path):
