@@ -4,21 +4,24 @@
  * can fail the n-th matching call with an errno or SIGKILL the process there.
  *
  *   BW_FAULT=op:n[:action[:substr]][,op:n[:action[:substr]]...]
- *	on the n-th call (1-based) of op whose path contains substr (empty: any
- *	path; ending in '$': whose path ends with the rest) do action: an errno
- *name (EIO, ENOSPC, EDQUOT, EACCES, ...; default EIO) makes the call return -1
- *with that errno without doing it, "kill" raises SIGKILL before it, "sleep=MS"
- *sleeps MS milliseconds (1 to 600000) and then does the call (a slow disk;
- *"woke" is said when the sleep ends). Ops: fsync fdatasync rename renameat
- *renameat2 link linkat unlink unlinkat write pwrite (pwrite64 too) open
- *(open64, creat) openat (openat64) mkdir mkdirat close (looked at only when a
- *fault names it: the last close of a removed file frees its blocks)
- *getaddrinfo (its "path" is the name looked up; only when a fault names it:
- *a slow resolver). A
- *malformed BW_FAULT aborts the process so that a typo cannot pass for "nothing
- *failed". BW_FAULT_ARM=/path faults count only the calls made once /path exists
- *(it is looked for until it is first seen), so a test can arm them at a chosen
- *moment, e.g. after the start-up and the requests that precede the one tested.
+ *	on the n-th call (1-based) of op whose path contains substr (empty:
+ *	any path; ending in '$': whose path ends with the rest) do action:
+ *	an errno name (EIO, ENOSPC, EDQUOT, EACCES, ...; default EIO) makes
+ *	the call return -1 with that errno without doing it, "kill" raises
+ *	SIGKILL before it, "sleep=MS" sleeps MS milliseconds (1 to 600000)
+ *	and then does the call (a slow disk; "woke" is said when the sleep
+ *	ends). Ops: fsync fdatasync rename renameat renameat2 link linkat
+ *	unlink unlinkat write pwrite (pwrite64 too) open (open64, creat)
+ *	openat (openat64) mkdir mkdirat; and, looked at only when a fault
+ *	names them, close (the last close of a removed file frees its
+ *	blocks) and getaddrinfo (its "path" is the name looked up). "op@main"
+ *	counts only the calls made on the main thread (a daemon's loop). A
+ *	malformed BW_FAULT aborts the process so that a typo cannot pass for
+ *	"nothing failed".
+ *   BW_FAULT_ARM=/path
+ *	faults count only the calls made once /path exists (it is looked for
+ *	until it is first seen), so a test can arm them at a chosen moment,
+ *	e.g. after the start-up and the requests that precede the one tested.
  *   BW_FAULT_LOG=/path
  *	appends "op path\n" for every intercepted call, before it is done,
  *	armed or not.
@@ -132,6 +135,7 @@ struct fault {
 	unsigned long sleep_ms; /* ACTION_SLEEP */
 	char substr[SUBSTR_CAP];
 	int at_end;	   /* substr ended in '$': the path must end with it */
+	int main_only;	   /* "op@main": calls on the main thread only */
 	atomic_ulong seen; /* matching calls so far */
 };
 
@@ -254,7 +258,12 @@ parse_fault(const char *s, size_t len, struct fault *f, const char *all)
 
 	if ((c1 = memchr(s, ':', len)) == NULL)
 		bad_config("no ':n' after the op", all);
-	if ((f->op = op_by_name(s, (size_t)(c1 - s))) < 0)
+	alen = (size_t)(c1 - s);
+	if (alen > 5 && memcmp(c1 - 5, "@main", 5) == 0) {
+		f->main_only = 1;
+		alen -= 5;
+	}
+	if ((f->op = op_by_name(s, alen)) < 0)
 		bad_config("unknown op", all);
 	c2 = memchr(c1 + 1, ':', (size_t)(end - c1 - 1));
 	if (c2 == NULL)
@@ -504,7 +513,8 @@ decide(int op, const char *path)
 		return 0;
 	for (i = 0; i < faults_n; i++) {
 		f = &faults[i];
-		if (f->op != op || !matches(f, path))
+		if (f->op != op || !matches(f, path) ||
+		    (f->main_only && gettid() != getpid()))
 			continue;
 		if (atomic_fetch_add(&f->seen, 1) + 1 != f->n || err != 0)
 			continue;

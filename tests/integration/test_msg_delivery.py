@@ -573,6 +573,48 @@ def wal_bytes(dd):
     return wal.stat().st_size if wal.exists() else 0
 
 
+@pytest.mark.sqlite_only("the journal of defensive.db")
+def test_the_journal_starts_over_on_a_worker_never_on_the_loop(start_server, shim, tmp_path):
+    """Once a checkpoint has copied the whole journal, the next commit
+    starts it over from its beginning, and writes and syncs its header
+    first: on a busy disk, milliseconds or more. That commit must not be
+    the loop's. Every sync of the journal on the loop thread is made to
+    take 15 s here, while 600 messages of 60 KB (in the rows: 9 cycles
+    of the journal) are sent: none may happen, and every message is
+    stored and delivered."""
+    arm = tmp_path / "arm"
+    dd = tmp_path / "d"
+    srv = start_server(data_dir=dd, env=bwd.fault_env(
+        shim, arm=arm,
+        fault="fdatasync@main:1:sleep=15000:/defensive.db-wal,"
+              "fsync@main:1:sleep=15000:/defensive.db-wal"))
+    a, b = user(srv, 0), user(srv, 1)
+    body = os.urandom(60_000)  # a row, not a file
+    arm.write_text("go")
+    ids = []
+    try:
+        for _ in range(600):
+            ids.append(a.send(b.client_id, 3, body))
+    except socket.timeout:
+        pytest.fail("a 603 waited 10 s after %d: the journal was synced on the loop\n%s"
+                    % (len(ids), srv.log_tail()))
+    assert "sleeps" not in srv.log(), srv.log_tail()
+    restarts = ro_query(srv, "SELECT Value FROM bulwark_meta WHERE Key = 'wal_restarts'")
+    assert restarts and restarts[0][0] >= 3, \
+        "the journal did not start over (%r): the test did not test anything" % (restarts,)
+    got = []
+    while len(got) < len(ids):
+        recs = b.pull()
+        assert recs, "%d of %d delivered" % (len(got), len(ids))
+        got += [r[1] for r in recs if r[3] == body]
+    assert got == ids
+    # a stop syncs the journal on the loop, rightly (nothing else runs),
+    # and would sleep: the rows are durable, so no stop is needed
+    srv.proc.kill()
+    srv.proc.wait(timeout=10)
+    srv.stopped = True
+
+
 @pytest.mark.sqlite_only("a slowed fdatasync of defensive.db itself: the checkpoint's")
 def test_a_checkpoint_of_the_journal_holds_up_no_one(start_server, shim, tmp_path):
     """Past 1,000 pages (4 MB) the journal is copied into defensive.db,

@@ -81,6 +81,12 @@ int bw_store_ckpt_open(struct bw_store *s, unsigned pages,
  * the file (the WAL's own count is s->wal_pages, from the last commit).
  * 0, or BW_EDB with s->ckpt_err set. */
 int bw_store_checkpoint(struct bw_store *s, int *copied_pages) BW_WUR;
+/* After a checkpoint that copied all of the WAL, and while the owner
+ * commits nothing: one small commit on the second connection, so that it,
+ * not the owner's next commit, starts the WAL over, which writes and syncs
+ * the WAL's header (and cuts the file back). Best effort: 0, or BW_EDB
+ * with s->ckpt_err set (the owner's next commit then starts it over). */
+int bw_store_wal_restart(struct bw_store *s) BW_WUR;
 
 /* ---- messages ---- */
 

@@ -346,7 +346,18 @@ ckpt_work(void *arg)
 {
 	struct sq *q = arg;
 
-	q->ckpt_rc = bw_store_checkpoint(q->s, &q->ckpt_copied);
+	/* a second pass after a first that copied all has nothing to copy */
+	if (!q->ckpt_holding || q->ckpt_copied < q->s->wal_pages)
+		q->ckpt_rc = bw_store_checkpoint(q->s, &q->ckpt_copied);
+	/* the second pass, nothing committing beside it: the WAL, all
+	 * copied, starts over here, with its header's sync, rather than in
+	 * the loop's next commit */
+	if (q->ckpt_rc == 0 && q->ckpt_holding &&
+	    q->ckpt_copied >= q->s->wal_pages &&
+	    bw_store_wal_restart(q->s) != 0)
+		bw_debug("store: the journal was not started over on a "
+			 "worker: %s",
+			 q->s->ckpt_err);
 }
 
 /* The WAL grows meanwhile, and every commit is still durable through the
@@ -371,8 +382,9 @@ ckpt_done(void *arg)
 	q->ckpt_holding = 0;
 	if (q->ckpt_rc != 0) {
 		ckpt_failed(q);
-	} else if (!second && !q->closing && q->ckpt_copied < q->s->wal_pages) {
-		/* what was committed meanwhile, with no commit beside it */
+	} else if (!second && !q->closing) {
+		/* what was committed meanwhile, with no commit beside it, and
+		 * the WAL started over (above) */
 		q->ckpt_running = q->ckpt_holding = 1;
 		if (bw_loop_submit(q->loop, ckpt_work, ckpt_done, q) == 0)
 			return;

@@ -374,6 +374,8 @@ bw_store_ckpt_open(struct bw_store *s, unsigned pages, void (*due)(void *arg),
 		 * read, so that the connection has the WAL open */
 		if ((rc = store_exec(s->ckpt_db,
 				     "PRAGMA synchronous = NORMAL")) == 0 &&
+		    (rc = store_exec(s->ckpt_db, "PRAGMA journal_size_limit "
+						 "= 8388608")) == 0 &&
 		    (rc = store_exec(s->ckpt_db,
 				     "SELECT count(*) FROM sqlite_master")) ==
 			    0) {
@@ -406,6 +408,26 @@ bw_store_checkpoint(struct bw_store *s, int *copied_pages)
 				       copied_pages);
 	/* busy: another checkpoint was running; the next one goes on */
 	if (rc == SQLITE_OK || (rc & 0xff) == SQLITE_BUSY)
+		return 0;
+	snprintf(s->ckpt_err, sizeof(s->ckpt_err), "%s (%d)",
+		 sqlite3_errmsg(s->ckpt_db), rc);
+	return BW_EDB;
+}
+
+int
+bw_store_wal_restart(struct bw_store *s)
+{
+	int rc;
+
+	if (s->ckpt_db == NULL)
+		return 0;
+	/* a row whose value changes: an unchanged one writes no page */
+	rc = sqlite3_exec(s->ckpt_db,
+			  "INSERT INTO bulwark_meta(Key, Value) "
+			  "VALUES('wal_restarts', 1) ON CONFLICT(Key) DO "
+			  "UPDATE SET Value = Value + 1",
+			  NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
 		return 0;
 	snprintf(s->ckpt_err, sizeof(s->ckpt_err), "%s (%d)",
 		 sqlite3_errmsg(s->ckpt_db), rc);
