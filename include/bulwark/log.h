@@ -26,6 +26,13 @@ void bw_log_set_node(const char *name);
 int bw_log_open(const char *path);
 /* Reopens that file (after a rotation); nothing when logging to stderr. */
 int bw_log_reopen(void);
+/* A daemon's log never waits for its reader: while logging to stderr and
+ * stderr is a socket (journald's stream) or a pipe, a line that finds it
+ * full is dropped rather than holding the thread that logs (the loop),
+ * and the next line written says how many went (log_dropped=N). A line
+ * begun is finished if its reader takes it within 10 ms. Call once,
+ * before threads log. */
+void bw_log_never_wait(void);
 /* Each call site may write 50 lines in a burst, then 10 a second; the
  * next line written says how many were suppressed. */
 void bw_log(enum bw_log_level level, const char *fmt, ...)

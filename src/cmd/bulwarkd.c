@@ -168,6 +168,8 @@ main(int argc, char **argv)
 			cfg.log_file, bw_strerror(rc));
 		return 1;
 	}
+	/* journald (or a pipe) that stops reading must not stop the loop */
+	bw_log_never_wait();
 	if (bw_daemon_cfg_check(&cfg, why, sizeof(why)) != 0) {
 		fprintf(stderr, "bulwarkd: %s\n", why);
 		return 2;

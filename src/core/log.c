@@ -7,12 +7,16 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,6 +27,12 @@ static enum bw_log_level min_level = BW_LOG_INFO;
 static int log_fd = STDERR_FILENO;
 static char node[64];
 static char log_path[4096]; /* "" while logging to stderr */
+/* bw_log_never_wait: stderr is a socket (1, sent with MSG_DONTWAIT) or a
+ * pipe (2, made non-blocking); 0: writes wait (a file, a terminal) */
+static int log_nowait;
+static atomic_ullong log_dropped; /* lines the reader had no room for */
+static atomic_int log_cut;	  /* the last line was cut off */
+#define CUT_WAIT_MS 10		  /* for the rest of a line begun */
 
 #define KINDS	    512 /* buckets, by format string address */
 #define PROBES	    8	/* places a kind may take, from its own */
@@ -152,7 +162,71 @@ bw_log_open(const char *path)
 		log_fd = fd;
 	}
 	memcpy(log_path, path, strlen(path) + 1);
+	log_nowait = 0; /* a file: each line waits for its write */
 	return 0;
+}
+
+void
+bw_log_never_wait(void)
+{
+	struct stat st;
+	int fl;
+
+	if (log_path[0] != '\0' || fstat(log_fd, &st) != 0)
+		return;
+	if (S_ISSOCK(st.st_mode)) {
+		log_nowait = 1;
+	} else if (S_ISFIFO(st.st_mode) && (fl = fcntl(log_fd, F_GETFL)) >= 0 &&
+		   fcntl(log_fd, F_SETFL, fl | O_NONBLOCK) == 0) {
+		/* a pipe's writing end is ours (the shell's, or the service
+		 * manager's, is closed): unlike a terminal's, its flags are
+		 * shared with no reader */
+		log_nowait = 2;
+	}
+}
+
+/* The line, whole, without waiting for a reader that takes nothing: 1 if
+ * written. */
+static int
+put_line(const char *line, size_t len)
+{
+	size_t off = 0;
+	ssize_t n;
+	int waited = 0;
+	struct pollfd p;
+
+	if (log_nowait == 0) {
+		(void)!write(log_fd, line, len);
+		return 1;
+	}
+	while (off < len) {
+		if (log_nowait == 1)
+			n = send(log_fd, line + off, len - off,
+				 MSG_DONTWAIT | MSG_NOSIGNAL);
+		else
+			n = write(log_fd, line + off, len - off);
+		if (n > 0) {
+			off += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
+		    off > 0 && waited < CUT_WAIT_MS) {
+			/* a line begun: its reader is there, and may take the
+			 * rest in a moment */
+			p.fd = log_fd;
+			p.events = POLLOUT;
+			p.revents = 0;
+			(void)poll(&p, 1, 1);
+			waited++;
+			continue;
+		}
+		break;
+	}
+	if (off > 0 && off < len)
+		atomic_store(&log_cut, 1); /* the next line starts anew */
+	return off == len;
 }
 
 int
@@ -210,6 +284,7 @@ vlog(enum bw_log_level level, unsigned long long dropped, const char *fmt,
 	const char *text = msg, *p;
 	struct timeval tv;
 	struct tm tm;
+	unsigned long long lost;
 	int n, m;
 	size_t len;
 
@@ -239,10 +314,18 @@ vlog(enum bw_log_level level, unsigned long long dropped, const char *fmt,
 	}
 	memcpy(line + len, "msg=", 4);
 	len += 4;
-	len += quote(line + len, sizeof(line) - len - 128, text);
+	/* room after it for suppressed=, log_dropped= (20 digits each), node=
+	 * (63 bytes) and the newline */
+	len += quote(line + len, sizeof(line) - len - 192, text);
 	if (dropped > 0) {
 		m = snprintf(line + len, sizeof(line) - len, " suppressed=%llu",
 			     dropped);
+		if (m > 0)
+			len += (size_t)m;
+	}
+	if ((lost = atomic_load(&log_dropped)) > 0) {
+		m = snprintf(line + len, sizeof(line) - len,
+			     " log_dropped=%llu", lost);
 		if (m > 0)
 			len += (size_t)m;
 	}
@@ -252,7 +335,12 @@ vlog(enum bw_log_level level, unsigned long long dropped, const char *fmt,
 			len += (size_t)m;
 	}
 	line[len++] = '\n';
-	(void)!write(log_fd, line, len);
+	if (atomic_exchange(&log_cut, 0) && !put_line("\n", 1))
+		atomic_store(&log_cut, 1);
+	if (put_line(line, len))
+		atomic_fetch_sub(&log_dropped, lost);
+	else
+		atomic_fetch_add(&log_dropped, 1);
 }
 
 void

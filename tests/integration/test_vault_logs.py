@@ -1,10 +1,18 @@
 """The daemon logs one line per event and never a key or file content."""
 
 import base64
+import fcntl
 import os
 import re
+import socket
+import subprocess
+import time
 
+import pytest
+
+import bwd
 import bwvault as bw
+import ports
 from bwd import unique_name
 
 
@@ -56,3 +64,76 @@ def test_log_holds_events_but_no_key_or_content(start_server, client_dir):
         for form in (s.hex().encode(), s.hex().upper().encode(), base64.b64encode(s)):
             assert form[:40] not in log
     assert marker not in log
+
+
+@pytest.mark.parametrize("how", ["pipe", "socket"])
+def test_a_log_reader_that_stops_reading_holds_up_no_one(tmp_path, how):
+    """journald (a stream socket) or a pipe stops reading: the daemon's
+    lines find no room. The loop must not wait for them: 100 clients
+    register meanwhile (10 s timeouts each), their lines are dropped, and
+    the first line read afterwards says how many went."""
+    port = ports.reserve()
+    if how == "pipe":
+        r, w = os.pipe()
+        fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ: one page
+    else:
+        ours, theirs = socket.socketpair()
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        r, w = ours.fileno(), theirs.fileno()
+    data = tmp_path / "d"
+    data.mkdir()
+    proc = subprocess.Popen([str(bwd.BULWARKD), "--data-dir", str(data), "--listen", "127.0.0.1",
+                             "--port", str(port), "--no-console", "--no-rooms"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=w)
+    if how == "pipe":
+        os.close(w)
+    else:
+        theirs.close()
+    try:
+        assert bwd.wait_for(lambda: _accepts(port), 10), "bulwarkd did not start"
+        for i in range(100):
+            c = bw.VaultClient("127.0.0.1", port, timeout=10)
+            try:
+                c.connect()
+                bw.expect(c.register(unique_name("quiet")), bw.REGISTERED, "register")
+            except socket.timeout:
+                pytest.fail("the %dth 1025 waited 10 s while the log's reader read nothing: "
+                            "the loop waits for its log" % (i + 1))
+            finally:
+                c.close()
+        assert proc.poll() is None
+        os.set_blocking(r, False)
+        seen = b""
+        deadline = time.monotonic() + 10
+        while b"log_dropped=" not in seen and time.monotonic() < deadline:
+            try:
+                chunk = os.read(r, 65536)
+            except BlockingIOError:
+                chunk = b""
+            seen += chunk
+            if not chunk:  # room again: a line that says what went
+                c = bw.VaultClient("127.0.0.1", port, timeout=10)
+                c.connect()
+                bw.expect(c.register(unique_name("heard")), bw.REGISTERED, "register")
+                c.close()
+                time.sleep(0.05)
+        assert re.search(rb"log_dropped=[1-9]", seen), seen[-2000:]
+        assert all(line.startswith(b"ts=") for line in seen.split(b"\n")[1:-1] if line), \
+            "a line was cut and the next ran on in it"
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if how == "pipe":
+            os.close(r)
+        else:
+            ours.close()
+        ports.release(port)
+
+
+def _accepts(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
