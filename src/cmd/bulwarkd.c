@@ -168,8 +168,6 @@ main(int argc, char **argv)
 			cfg.log_file, bw_strerror(rc));
 		return 1;
 	}
-	/* journald (or a pipe) that stops reading must not stop the loop */
-	bw_log_never_wait();
 	if (bw_daemon_cfg_check(&cfg, why, sizeof(why)) != 0) {
 		fprintf(stderr, "bulwarkd: %s\n", why);
 		return 2;
@@ -184,6 +182,9 @@ main(int argc, char **argv)
 	}
 	if (check)
 		return bw_daemon_check(&cfg, stdout);
+	/* the daemon's run: journald (or a pipe) that stops reading must not
+	 * stop its loop */
+	bw_log_never_wait();
 	bw_info("bulwarkd %s starting, data directory %s", BW_VERSION,
 		cfg.data_dir);
 	rc = bw_daemon_open(&d, &cfg, &args);

@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,11 +27,15 @@ static int log_fd = STDERR_FILENO;
 static char node[64];
 static char log_path[4096]; /* "" while logging to stderr */
 /* bw_log_never_wait: stderr is a socket (1, sent with MSG_DONTWAIT) or a
- * pipe (2, made non-blocking); 0: writes wait (a file, a terminal) */
+ * pipe (2, written through a non-blocking descriptor of our own); 0:
+ * writes wait (a file, a terminal). Set once, before threads log. */
 static int log_nowait;
-static atomic_ullong log_dropped; /* lines the reader had no room for */
-static atomic_int log_cut;	  /* the last line was cut off */
-#define CUT_WAIT_MS 10		  /* for the rest of a line begun */
+/* while log_nowait: one line out at a time (a line cut short is finished
+ * or ended before the next), and what the reader had no room for */
+static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned long long log_dropped;
+static int log_cut;    /* the last line was cut off: a newline first */
+#define CUT_WAIT_MS 10 /* for the rest of a line begun */
 
 #define KINDS	    512 /* buckets, by format string address */
 #define PROBES	    8	/* places a kind may take, from its own */
@@ -162,7 +165,6 @@ bw_log_open(const char *path)
 		log_fd = fd;
 	}
 	memcpy(log_path, path, strlen(path) + 1);
-	log_nowait = 0; /* a file: each line waits for its write */
 	return 0;
 }
 
@@ -170,23 +172,28 @@ void
 bw_log_never_wait(void)
 {
 	struct stat st;
-	int fl;
+	int fd;
 
 	if (log_path[0] != '\0' || fstat(log_fd, &st) != 0)
 		return;
 	if (S_ISSOCK(st.st_mode)) {
 		log_nowait = 1;
-	} else if (S_ISFIFO(st.st_mode) && (fl = fcntl(log_fd, F_GETFL)) >= 0 &&
-		   fcntl(log_fd, F_SETFL, fl | O_NONBLOCK) == 0) {
-		/* a pipe's writing end is ours (the shell's, or the service
-		 * manager's, is closed): unlike a terminal's, its flags are
-		 * shared with no reader */
+	} else if (S_ISFIFO(st.st_mode)) {
+		/* a descriptor of our own, non-blocking: O_NONBLOCK set on
+		 * stderr's would be shared with whoever else writes the pipe
+		 * (a shell's 2>&1, the next command of a pipeline) */
+		fd = open("/proc/self/fd/2",
+			  O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+		if (fd < 0)
+			return; /* no /proc: lines wait, as before */
+		if (log_fd == STDERR_FILENO)
+			log_fd = fd;
 		log_nowait = 2;
 	}
 }
 
 /* The line, whole, without waiting for a reader that takes nothing: 1 if
- * written. */
+ * written, 0 if dropped. Under out_mu when log_nowait. */
 static int
 put_line(const char *line, size_t len)
 {
@@ -195,10 +202,6 @@ put_line(const char *line, size_t len)
 	int waited = 0;
 	struct pollfd p;
 
-	if (log_nowait == 0) {
-		(void)!write(log_fd, line, len);
-		return 1;
-	}
 	while (off < len) {
 		if (log_nowait == 1)
 			n = send(log_fd, line + off, len - off,
@@ -225,8 +228,49 @@ put_line(const char *line, size_t len)
 		break;
 	}
 	if (off > 0 && off < len)
-		atomic_store(&log_cut, 1); /* the next line starts anew */
+		log_cut = 1; /* the next line starts anew */
 	return off == len;
+}
+
+/* Appends " field" (when it fits in cap) to line. */
+static size_t
+field(char *line, size_t len, size_t cap, const char *name, const char *value)
+{
+	int m = snprintf(line + len, cap - len, " %s=%s", name, value);
+
+	return m > 0 && (size_t)m < cap - len ? len + (size_t)m : len;
+}
+
+/* Ends the line (log_dropped=N while lines are dropped, node=, the
+ * newline: cap leaves room for it) and writes it; while log_nowait,
+ * drops it rather than wait for the reader, and counts it. */
+static void
+out(char *line, size_t len, size_t cap)
+{
+	char n[24];
+
+	if (log_nowait == 0) {
+		if (node[0] != '\0')
+			len = field(line, len, cap, "node", node);
+		line[len++] = '\n';
+		(void)!write(log_fd, line, len);
+		return;
+	}
+	pthread_mutex_lock(&out_mu);
+	if (log_dropped > 0) {
+		snprintf(n, sizeof(n), "%llu", log_dropped);
+		len = field(line, len, cap, "log_dropped", n);
+	}
+	if (node[0] != '\0')
+		len = field(line, len, cap, "node", node);
+	line[len++] = '\n';
+	if (log_cut && put_line("\n", 1))
+		log_cut = 0;
+	if (!log_cut && put_line(line, len))
+		log_dropped = 0;
+	else
+		log_dropped++;
+	pthread_mutex_unlock(&out_mu);
 }
 
 int
@@ -284,7 +328,6 @@ vlog(enum bw_log_level level, unsigned long long dropped, const char *fmt,
 	const char *text = msg, *p;
 	struct timeval tv;
 	struct tm tm;
-	unsigned long long lost;
 	int n, m;
 	size_t len;
 
@@ -323,24 +366,7 @@ vlog(enum bw_log_level level, unsigned long long dropped, const char *fmt,
 		if (m > 0)
 			len += (size_t)m;
 	}
-	if ((lost = atomic_load(&log_dropped)) > 0) {
-		m = snprintf(line + len, sizeof(line) - len,
-			     " log_dropped=%llu", lost);
-		if (m > 0)
-			len += (size_t)m;
-	}
-	if (node[0] != '\0') {
-		m = snprintf(line + len, sizeof(line) - len, " node=%s", node);
-		if (m > 0)
-			len += (size_t)m;
-	}
-	line[len++] = '\n';
-	if (atomic_exchange(&log_cut, 0) && !put_line("\n", 1))
-		atomic_store(&log_cut, 1);
-	if (put_line(line, len))
-		atomic_fetch_sub(&log_dropped, lost);
-	else
-		atomic_fetch_add(&log_dropped, 1);
+	out(line, len, sizeof(line) - 1);
 }
 
 void

@@ -310,8 +310,8 @@ connect_to(struct bw_bus *b, const char *addr)
 struct resolve {
 	struct bw_bus *b; /* NULL once the bus is closed */
 	char host[sizeof(((struct bus_where *)0)->host)];
-	char addr[INET6_ADDRSTRLEN];
-	int gai; /* getaddrinfo's answer */
+	char addr[NI_MAXHOST]; /* a scoped IPv6 address too */
+	int gai;	       /* getaddrinfo's answer */
 };
 
 static int
@@ -323,16 +323,24 @@ numeric(const char *host)
 	       inet_pton(AF_INET6, host, a) == 1;
 }
 
+/* IPv4 first, then IPv6, as hiredis itself looks: "localhost" is ::1
+ * first in many a /etc/hosts, and Redis listens on 127.0.0.1 by default. */
 static void
 resolve_work(void *arg)
 {
+	static const int families[] = {AF_INET, AF_INET6};
 	struct resolve *r = arg;
 	struct addrinfo hints, *ai = NULL;
+	size_t i;
 
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	if ((r->gai = getaddrinfo(r->host, NULL, &hints, &ai)) != 0)
+	for (i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_family = families[i];
+		hints.ai_socktype = SOCK_STREAM;
+		if ((r->gai = getaddrinfo(r->host, NULL, &hints, &ai)) == 0)
+			break;
+	}
+	if (r->gai != 0)
 		return;
 	if (getnameinfo(ai->ai_addr, ai->ai_addrlen, r->addr, sizeof(r->addr),
 			NULL, 0, NI_NUMERICHOST) != 0)

@@ -421,12 +421,16 @@ bw_store_wal_restart(struct bw_store *s)
 
 	if (s->ckpt_db == NULL)
 		return 0;
+	/* the owner's batches are held meanwhile: a writer from outside
+	 * (none is ours) is not waited for */
+	sqlite3_busy_timeout(s->ckpt_db, 0);
 	/* a row whose value changes: an unchanged one writes no page */
 	rc = sqlite3_exec(s->ckpt_db,
 			  "INSERT INTO bulwark_meta(Key, Value) "
 			  "VALUES('wal_restarts', 1) ON CONFLICT(Key) DO "
 			  "UPDATE SET Value = Value + 1",
 			  NULL, NULL, NULL);
+	sqlite3_busy_timeout(s->ckpt_db, BUSY_TIMEOUT_MS);
 	if (rc == SQLITE_OK)
 		return 0;
 	snprintf(s->ckpt_err, sizeof(s->ckpt_err), "%s (%d)",
