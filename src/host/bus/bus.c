@@ -4,12 +4,9 @@
  * the socket is ready. The connections are made again after a loss, with a
  * backoff; the subscriptions with them.
  */
-#include <arpa/inet.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -55,8 +52,8 @@ struct bw_bus {
 	 * was sent or the last answer came, whichever is later */
 	uint64_t waiting, waited_since_ms;
 	int up, down_logged, ever_up, closing, losing;
-	struct resolve *resolving; /* the host's address being looked up */
-	struct bw_hash chans;	   /* subscribed, kept across reconnections */
+	struct bus_lookup *resolving; /* the host's address being looked up */
+	struct bw_hash chans; /* subscribed, kept across reconnections */
 	bw_bus_msg_fn on_msg;
 	bw_bus_state_fn on_state;
 	void *arg;
@@ -300,99 +297,36 @@ connect_to(struct bw_bus *b, const char *addr)
 		lost(b, "cannot connect");
 }
 
-/* --- the host's address, looked up on a worker ------------------------------
- *
- * hiredis looks a name up inside redisAsyncConnect, on the calling thread:
- * a slow or dead resolver (often the same incident that took Redis away)
- * would hold the loop for its timeout at every retry. A name is looked up
- * on a worker at each connection, and hiredis is given the address. */
-
-struct resolve {
-	struct bw_bus *b; /* NULL once the bus is closed */
-	char host[sizeof(((struct bus_where *)0)->host)];
-	char addr[NI_MAXHOST]; /* a scoped IPv6 address too */
-	int gai;	       /* getaddrinfo's answer */
-};
-
-static int
-numeric(const char *host)
-{
-	unsigned char a[sizeof(struct in6_addr)];
-
-	return inet_pton(AF_INET, host, a) == 1 ||
-	       inet_pton(AF_INET6, host, a) == 1;
-}
-
-/* IPv4 first, then IPv6, as hiredis itself looks: "localhost" is ::1
- * first in many a /etc/hosts, and Redis listens on 127.0.0.1 by default. */
+/* A name is looked up on a worker at each connection (bus_lookup.c), and
+ * hiredis is given the address. */
 static void
-resolve_work(void *arg)
+looked_up(void *arg, const char *addr, const char *why)
 {
-	static const int families[] = {AF_INET, AF_INET6};
-	struct resolve *r = arg;
-	struct addrinfo hints, *ai = NULL;
-	size_t i;
+	struct bw_bus *b = arg;
 
-	for (i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
-		memset(&hints, 0, sizeof(hints));
-		hints.ai_family = families[i];
-		hints.ai_socktype = SOCK_STREAM;
-		if ((r->gai = getaddrinfo(r->host, NULL, &hints, &ai)) == 0)
-			break;
-	}
-	if (r->gai != 0)
+	b->resolving = NULL;
+	if (b->closing)
 		return;
-	if (getnameinfo(ai->ai_addr, ai->ai_addrlen, r->addr, sizeof(r->addr),
-			NULL, 0, NI_NUMERICHOST) != 0)
-		r->gai = EAI_FAIL;
-	freeaddrinfo(ai);
-}
-
-static void
-resolve_done(void *arg)
-{
-	struct resolve *r = arg;
-	struct bw_bus *b = r->b;
-	char why[320];
-
-	if (b != NULL)
-		b->resolving = NULL;
-	if (b != NULL && !b->closing && r->gai != 0) {
-		snprintf(why, sizeof(why), "cannot look up %s: %s", r->host,
-			 gai_strerror(r->gai));
+	if (addr == NULL)
 		lost(b, why);
-	} else if (b != NULL && !b->closing) {
-		connect_to(b, r->addr);
-	}
-	free(r);
+	else
+		connect_to(b, addr);
 }
 
 static void
 connect_all(void *arg)
 {
 	struct bw_bus *b = arg;
-	struct resolve *r;
 
 	if (b->closing || b->resolving != NULL)
 		return;
 	if (b->ever_up)
 		b->reconnects++;
-	if (numeric(b->where.host)) {
+	if (bus_host_numeric(b->where.host))
 		connect_to(b, b->where.host);
-		return;
-	}
-	if ((r = calloc(1, sizeof(*r))) == NULL) {
-		lost(b, "no memory to look its address up");
-		return;
-	}
-	r->b = b;
-	memcpy(r->host, b->where.host, sizeof(r->host));
-	if (bw_loop_submit(b->loop, resolve_work, resolve_done, r) != 0) {
-		free(r);
+	else if (bus_lookup_start(b->loop, b->where.host, looked_up, b,
+				  &b->resolving) != 0)
 		lost(b, "cannot look its address up");
-		return;
-	}
-	b->resolving = r;
 }
 
 /* --- pub/sub ---------------------------------------------------------------
@@ -611,8 +545,8 @@ bw_bus_close(struct bw_bus *b)
 	if (b == NULL)
 		return;
 	bw_bus_shut(b);
-	if (b->resolving != NULL)
-		b->resolving->b = NULL; /* its end frees it alone */
+	bus_lookup_cancel(b->resolving);
+	b->resolving = NULL;
 	(void)bw_hash_each(&b->chans, free_chan, NULL);
 	bw_hash_fini(&b->chans);
 	bw_wipe(b, sizeof(*b));

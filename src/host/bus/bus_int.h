@@ -18,4 +18,17 @@ struct bus_where {
 int bus_parse_url(struct bus_where *b, const char *url, char *why,
 		  size_t cap) BW_WUR;
 
+/* bus_lookup.c: the host's address, looked up on a worker of loop (not by
+ * hiredis, on the loop); done(arg, addr, NULL) or done(arg, NULL, why)
+ * follows on the loop, unless cancelled first. */
+struct bw_loop;
+struct bus_lookup;
+typedef void (*bus_lookup_fn)(void *arg, const char *addr, const char *why);
+/* Whether host is an address already (IPv4 or IPv6), not a name. */
+int bus_host_numeric(const char *host);
+int bus_lookup_start(struct bw_loop *loop, const char *host, bus_lookup_fn done,
+		     void *arg, struct bus_lookup **out) BW_WUR;
+/* done will not be called; l is freed when its job ends. NULL-safe. */
+void bus_lookup_cancel(struct bus_lookup *l);
+
 #endif
