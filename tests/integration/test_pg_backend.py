@@ -470,6 +470,7 @@ def test_a_pull_waiting_for_postgresql_at_shutdown_ends_cleanly(start_server, pg
     c.close()
 
 
+@pytest.mark.files_only("20,000 rows with no object: in S3 a HEAD for each, per request")
 def test_a_clients_thousands_of_rows_are_taken_in_and_one_another_node_removed_goes(
         start_server, pg):
     """On a shared database every vault request first reads the client's
