@@ -464,6 +464,11 @@ class Daemon:
             self.argv += self.extra_args
             self.want = (("vault",) + (("console",) if console else ())
                          + (("rooms",) if rooms else ()))
+        # a daemon asked to serve metrics is up once it says where: the
+        # line may follow the vault's (a test then found no port to ask)
+        if any(a == "--metrics-listen" or a.startswith("--metrics-listen=")
+               for a in self.extra_args):
+            self.want += ("metrics",)
         if log_path is None:
             base = self.data_dir if self.data_dir is not None else self.cwd
             log_path = base.parent / (base.name + ".log")
