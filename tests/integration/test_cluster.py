@@ -133,14 +133,17 @@ def test_a_name_registered_on_one_node_is_taken_on_all_at_once(cluster):
 
 
 def test_every_node_sees_the_requests_round_robin(cluster):
-    """The premise of the other tests: per-request connections land on
-    every node in turn, each node's log naming its own requests."""
+    """The premise of the other tests: per-request connections reach every
+    node, each node counting its own requests. Not a fixed rotation: a
+    health check late under load makes HAProxy skip a node for a moment."""
     c = bwmsg.MsgClient(H, cluster.port, padded=True)
     c.register(unique_name("rr"), key=rsa_key(0))
-    for _ in range(6):
+    for k in range(1, 31):
         c.list()
-    lists = [requests(s, 601) for s in cluster.nodes]
-    assert lists == [2, 2, 2], lists
+        lists = [requests(s, 601) for s in cluster.nodes]
+        if all(lists):
+            break
+    assert all(lists) and sum(lists) == k, lists
 
 
 def metrics(node):
@@ -242,9 +245,10 @@ def test_a_node_killed_mid_pull_loses_no_message(cluster):
     head = bw.recv_exact(s, 7)
     assert bw.RESP_HEADER.unpack(head)[1] == bwmsg.WAITING
     s.recv(1000)
-    # the node streaming it: the one holding a connection open
-    victim = max(cluster.nodes, key=open_conns)
-    assert open_conns(victim) >= 1
+    # the node streaming it: the one that answered a pull (its count
+    # moves before the header read above; connection counts would also
+    # see HAProxy's health checks)
+    victim, = [n for n in cluster.nodes if requests(n, bwmsg.PULL) == 1]
     kill(victim)
     b.close()
     got = b.pull()
@@ -299,17 +303,22 @@ def test_two_pulls_of_one_mailbox_through_two_nodes_lose_nothing(cluster):
 
 def test_decryption_failures_through_three_nodes_revoke_the_key(cluster):
     """--key-failures (3) counts a key's failures in its row: three uploads
-    that do not decrypt, each through another node, revoke the key on
-    every node; a reconnect (1027) then issues a new one."""
+    that do not decrypt, each straight to another node (the balancer's
+    rotation is not fixed under load), revoke the key on every node; a
+    reconnect (1027) then issues a new one, through the balancer."""
     data = os.urandom(5000)
     c = bw.VaultClient(H, cluster.port)
     bw.expect(per_request(c, c.register, unique_name("kf")), bw.REGISTERED, "register")
     bw.expect(per_request(c, c.send_pubkey), bw.KEY_STORED, "public key")
     failed_on = set()
-    for i in range(3):
+    for node in cluster.nodes:
         before = [n.log().count("aborted after") for n in cluster.nodes]
-        res = per_request(c, c.send_file, "x.bin", data, None, None,
-                          bw.wrong_key(c.aes_key, data))
+        c.port = node.port  # from 127.0.0.1, served without a PROXY header
+        try:
+            res = per_request(c, c.send_file, "x.bin", data, None, None,
+                              bw.wrong_key(c.aes_key, data))
+        finally:
+            c.port = cluster.port
         assert res.response.code == bw.ERROR, res.response
         after = [n.log().count("aborted after") for n in cluster.nodes]
         failed_on |= {i for i, (a, b) in enumerate(zip(before, after)) if b > a}
@@ -398,7 +407,7 @@ def test_a_room_spans_the_nodes_one_order_for_everyone(cluster):
     # every node shows the cluster's rooms and members (Redis) beside its own
     for n, here in zip(cluster.nodes, (2, 1, 1)):
         assert bwd.wait_for(lambda: (gauge(n, "bulwark_rooms_cluster"),
-                                     gauge(n, "bulwark_rooms_cluster_members")) == (1, 4), 5), n
+                                     gauge(n, "bulwark_rooms_cluster_members")) == (1, 4), 15), n
         assert gauge(n, "bulwark_rooms_members") == here
     for i in range(20):  # everyone talks at once
         for name, c in members.items():
@@ -472,7 +481,7 @@ def test_a_killed_nodes_members_leave_and_an_emptied_room_goes(cluster):
     carol.expect("bob has removed from the group", timeout=10)
     alice.line("still here")
     carol.expect("alice: still here")
-    assert bwd.wait_for(lambda: gauge(n3, "bulwark_rooms_cluster_members") == 2, 5)
+    assert bwd.wait_for(lambda: gauge(n3, "bulwark_rooms_cluster_members") == 2, 15)
     # the room goes when its last member anywhere leaves: carol, then
     # alice's node killed
     carol.leave()
@@ -503,6 +512,20 @@ def two_on_n1_one_on_n2(cluster):
     return alice, ann, bob
 
 
+def relays_again(sender, name, receiver):
+    """Until a probe line crosses: a node logs that the bus is back when its
+    SUBSCRIBE is queued, and a line published before it is subscribed
+    again is, by design, not replayed."""
+    for i in range(40):
+        sender.line("probe %d" % i)
+        try:
+            receiver.expect("%s: probe %d" % (name, i), timeout=0.5)
+            return
+        except AssertionError:
+            pass
+    pytest.fail("no line crossed between the nodes after the bus came back")
+
+
 def test_redis_lost_pauses_relays_between_nodes_not_within_one(cluster):
     n1, n2, _ = cluster.nodes
     alice, ann, bob = two_on_n1_one_on_n2(cluster)
@@ -514,6 +537,8 @@ def test_redis_lost_pauses_relays_between_nodes_not_within_one(cluster):
     cluster.redis.start()
     assert bwd.wait_for(lambda: "is back; relays between nodes go on" in n1.log() and
                         "is back; relays between nodes go on" in n2.log(), 15)
+    relays_again(alice, "alice", bob)
+    relays_again(bob, "bob", alice)
     alice.line("across again")
     bob.expect("alice: across again", timeout=10)
     ann.expect("alice: across again")
@@ -680,6 +705,13 @@ def test_room_ids_are_never_given_again_after_redis_restarts_empty(cluster):
     cluster.redis.start()
     assert bwd.wait_for(lambda: all("is back; relays between nodes go on" in n.log()
                                     for n in cluster.nodes), 15)
+    # a node logs that it is back when its raise of the counter is queued,
+    # not done: n3 (which made no room) must not create before the nodes
+    # that know the ids have raised it (see docs/scaling.md on that window)
+    top = max([live] + ended)
+    assert bwd.wait_for(lambda: cluster.redis.cmd(
+        "EVAL", "return tonumber(redis.call('GET','bulwark:rooms:next') or '0')", "0")
+        == ":%d" % top, 15)
     dee = RoomClient(rooms_port(n3))
     new = dee.create("dee", "other")
     assert new > max([live] + ended), (new, live, ended)
@@ -712,8 +744,10 @@ def test_a_hung_redis_is_lost_and_no_line_within_a_node_is(cluster):
         ann.expect("alice: after it was lost", timeout=5)
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert bwd.wait_for(lambda: n1.log().count("is back; relays between nodes go on") >= 1
-                        and gauge(n1, "bulwark_bus_up") == 1, 20), n1.log_tail()
+    # n2 lost the bus during the hang too, and may come back later
+    assert bwd.wait_for(lambda: all(gauge(n, "bulwark_bus_up") == 1 for n in (n1, n2)),
+                        20), (n1.log_tail(), n2.log_tail())
+    relays_again(alice, "alice", bob)
     alice.line("across again")
     bob.expect("alice: across again", timeout=10)
     for c in (alice, ann, bob):
@@ -783,8 +817,9 @@ def test_a_slow_member_is_cut_off_by_its_own_node_and_the_others_go_on(start_ser
             # the notice comes from slow's node, alice's lines from hers:
             # the rest of a batch may reach carol after the notice, so
             # she reads on until she has every line sent
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
+            # (until the sender is done: a loaded machine's batches can
+            # take it past any fixed deadline; stop ends it in any case)
+            while not stop.is_set():
                 if got["cut"] and got["want"] is not None and got["n"] >= got["want"]:
                     return
                 try:
@@ -797,6 +832,7 @@ def test_a_slow_member_is_cut_off_by_its_own_node_and_the_others_go_on(start_ser
                 elif ln == "slow was disconnected: not reading":
                     got["cut"] = True
 
+        stop = threading.Event()
         t = threading.Thread(target=read_carol, daemon=True)
         t.start()
         sent, batch = 0, 32
@@ -810,6 +846,7 @@ def test_a_slow_member_is_cut_off_by_its_own_node_and_the_others_go_on(start_ser
                 (sent, got)
         got["want"] = sent * batch
         t.join(15)
+        stop.set()
         assert got["cut"], "slow was never cut off after %d KB" % (sent * batch)
         assert got["order"] and got["n"] == sent * batch, (got, sent * batch)
         alice.expect("slow was disconnected: not reading", timeout=10)

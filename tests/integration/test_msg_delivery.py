@@ -453,7 +453,8 @@ def test_a_reader_that_took_a_large_2104_long_ago_gets_one_idle_time(
     s.close()
     assert rest == b"", "the server said more after the reply"
     # the look runs every 0.2 s: one idle time is 2.0-2.2 s, two are 4.0+
-    assert 1.8 < quiet < 3.0, "closed %.2f s after the last request" % quiet
+    # (the slack above is a loaded machine's, ASan and another worker)
+    assert 1.8 < quiet < 3.9, "closed %.2f s after the last request" % quiet
 
 
 @pytest.mark.parametrize("evidence", ["next-request", "orderly-close"])

@@ -536,7 +536,8 @@ def test_many_idle_connections_do_not_block_a_real_session(start_server):
             idle.append(s)
         t0 = time.monotonic()
         server.assert_serves(size=50_000, timeout=10)
-        assert time.monotonic() - t0 < 10, "session took %.1fs with 300 idle connections" % (
+        # a bound for a stall, not a timing: ASan on a loaded machine
+        assert time.monotonic() - t0 < 20, "session took %.1fs with 300 idle connections" % (
             time.monotonic() - t0)
     finally:
         for s in idle:
@@ -568,7 +569,7 @@ def test_slow_loris_does_not_delay_another_session(server):
         assert wait_for(lambda: min(sent) >= 2, 5), "loris never got going"
         t0 = time.monotonic()
         server.assert_serves(size=20_000, timeout=10)
-        assert time.monotonic() - t0 < 10
+        assert time.monotonic() - t0 < 20  # a stall's bound (ASan, a loaded machine)
     finally:
         stop.set()
         for t in threads:
