@@ -1,5 +1,5 @@
 """A throw-away Redis (Debian's redis-server) on loopback and a free port,
-with a password, no persistence, started and stopped by the tests; stop
+with a password, no persistence (unless asked for an append-only file), started and stopped by the tests; stop
 and start again keep its port (a restart), kill is a crash."""
 
 import os
@@ -22,7 +22,8 @@ def installed():
 
 
 class RedisServer:
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, appendonly=False):
+        self.appendonly = appendonly  # its append-only file (else none)
         self.dir = Path(tempfile.mkdtemp(prefix="bulwark-redis.", dir=parent))
         self.port = ports.reserve()
         self.password = secrets.token_hex(12)
@@ -38,7 +39,7 @@ class RedisServer:
     def start(self, timeout=10):
         self.proc = subprocess.Popen(
             [BIN, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir), "--requirepass", self.password,
+             "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir), "--requirepass", self.password,
              "--daemonize", "no", "--logfile", str(self.dir / "redis.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)

@@ -1000,6 +1000,29 @@ def test_a_slow_lookup_of_redis_name_holds_up_no_one(start_server, shim, tmp_pat
         r.destroy()
 
 
+@pytest.mark.parametrize("appendonly", [False, True], ids=["none", "appendonly"])
+def test_a_redis_that_forgets_its_data_on_restart_is_named_in_the_log(start_server, appendonly):
+    """Room ids can be given twice after Redis restarts empty (the window in
+    docs/scaling.md): a node says so when it connects to a Redis without
+    an append-only file, and says nothing when Redis has one."""
+    if not redisserver.installed():
+        need_cluster()
+    r = redisserver.RedisServer(appendonly=appendonly).start()
+    try:
+        srv = start_server("--bus", r.url(), "--metrics-listen", H + ":0", rooms=True,
+                           want=("vault", "rooms", "metrics"), env=r.env())
+        assert bwd.wait_for(lambda: gauge(srv, "bulwark_bus_up") == 1, 10), srv.log_tail()
+        # a room's creation goes after the question on the same connection:
+        # once it is answered, so was the question
+        c = RoomClient(rooms_port(srv))
+        c.create("alice", "pw")
+        c.close()
+        warned = "keeps no append-only file (appendonly no)" in srv.log()
+        assert warned == (not appendonly), srv.log_tail()
+    finally:
+        r.destroy()
+
+
 # plain pass only (CI's time): its C paths run under ASan in other tests
 @pytest.mark.slow
 def test_stat_shows_the_nodes_figures_and_the_clusters(start_server, tmp_path):

@@ -211,6 +211,33 @@ on_disconnect(const redisAsyncContext *ac, int status)
 
 static void subscribe_all(struct bw_bus *b);
 
+/* Redis without an append-only file starts empty after a restart, its
+ * room counter with it: every node raises the counter again when it is
+ * back, but a room made through one node before another is back can be
+ * given an id that node's live room has (docs/scaling.md). Said at each
+ * connection, where an operator reads it; a Redis that refuses CONFIG (a
+ * managed one, the command renamed) is not judged. */
+static void
+on_persistence(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct bw_bus *b = privdata;
+	redisReply *r = reply;
+
+	(void)ac;
+	if (r == NULL)
+		return; /* going away */
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	    r->element[1]->type == REDIS_REPLY_STRING &&
+	    strcmp(r->element[1]->str, "no") == 0)
+		bw_warn("bus: Redis at %s keeps no append-only file "
+			"(appendonly no): if it restarts without its data, a "
+			"room made before every node is back can be given the "
+			"id of a live room; set appendonly yes",
+			b->where.shown);
+	else if (r->type == REDIS_REPLY_ERROR)
+		bw_debug("bus: CONFIG GET appendonly: %s", r->str);
+}
+
 /* The answer to the first command on a connection (AUTH, SELECT, or a
  * PING): the connection is ready once it comes back without an error. */
 static void
@@ -229,6 +256,9 @@ on_ready(redisAsyncContext *ac, void *reply, void *privdata)
 	k->up = 1;
 	if (k->sub)
 		subscribe_all(k->b);
+	else
+		(void)redisAsyncCommand(ac, on_persistence, k->b,
+					"CONFIG GET appendonly");
 	state(k->b);
 }
 
