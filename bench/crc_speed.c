@@ -86,6 +86,10 @@ main(void)
 		measure("clmul", bw_crc32_msb_clmul, buf);
 	else
 		printf("%-24s not available on this CPU\n", "clmul");
+	if (bw_crc_have_vpclmul())
+		measure("vpclmul", bw_crc32_msb_vpclmul, buf);
+	else
+		printf("%-24s not available on this CPU\n", "vpclmul");
 	measure("bw_cksum_update", dispatched, buf);
 	free(buf);
 	return 0;

@@ -24,8 +24,12 @@ uint32_t bw_cksum(const void *p, size_t n);
  * CPU has it, carry-less multiplication. */
 uint32_t bw_crc32_msb_portable(uint32_t crc, const uint8_t *p, size_t n);
 uint32_t bw_crc32_msb_clmul(uint32_t crc, const uint8_t *p, size_t n);
+/* The same on 512-bit registers (VPCLMULQDQ, AVX-512), from 256 bytes; the
+ * 128-bit engine below that or without the CPU's support. */
+uint32_t bw_crc32_msb_vpclmul(uint32_t crc, const uint8_t *p, size_t n);
 int bw_crc_have_clmul(void);
-/* Name of the engine bw_cksum_update uses: "clmul" or "slice8". */
+int bw_crc_have_vpclmul(void);
+/* Name of the engine bw_cksum_update uses: "vpclmul", "clmul" or "slice8". */
 const char *bw_crc_engine(void);
 
 #endif

@@ -189,12 +189,18 @@ check_engines(const uint8_t *p, size_t n, uint64_t *rng)
 	uint32_t init = (uint32_t)next_rand(rng);
 	uint32_t a = bw_crc32_msb_portable(init, p, n);
 	uint32_t b = bw_crc32_msb_clmul(init, p, n);
+	uint32_t c = bw_crc32_msb_vpclmul(init, p, n);
 
 	if (a != b)
 		fail_msg("engines differ at length %zu: %08x != %08x", n, a, b);
+	if (a != c)
+		fail_msg("512-bit engine differs at length %zu: %08x != %08x",
+			 n, a, c);
 	/* and from a zero register, the way bw_cksum starts */
 	assert_int_equal(bw_crc32_msb_portable(0, p, n),
 			 bw_crc32_msb_clmul(0, p, n));
+	assert_int_equal(bw_crc32_msb_portable(0, p, n),
+			 bw_crc32_msb_vpclmul(0, p, n));
 }
 
 static void
@@ -207,6 +213,23 @@ engines_agree_on_every_length_and_alignment_to_300(void **state)
 	(void)state;
 	for (n = 0; n <= 300; n++) {
 		for (off = 0; off < 16; off++)
+			check_engines(p + off, n, &rng);
+	}
+	free(p);
+}
+
+/* The 512-bit engine's paths: one iteration of 256 bytes or several, the
+ * merge, then whole blocks and a tail of every length. */
+static void
+engines_agree_on_every_length_to_1100(void **state)
+{
+	uint8_t *p = rand_buf(1100 + 64, 23);
+	uint64_t rng = 7;
+	size_t n, off;
+
+	(void)state;
+	for (n = 250; n <= 1100; n++) {
+		for (off = 0; off < 64; off += 13)
 			check_engines(p + off, n, &rng);
 	}
 	free(p);
@@ -255,7 +278,9 @@ static void
 engine_name_matches_cpu_support(void **state)
 {
 	(void)state;
-	if (bw_crc_have_clmul())
+	if (bw_crc_have_vpclmul())
+		assert_string_equal(bw_crc_engine(), "vpclmul");
+	else if (bw_crc_have_clmul())
 		assert_string_equal(bw_crc_engine(), "clmul");
 	else
 		assert_string_equal(bw_crc_engine(), "slice8");
@@ -346,6 +371,7 @@ main(void)
 			streaming_split_at_every_point_equals_one_shot),
 		cmocka_unit_test(
 			engines_agree_on_every_length_and_alignment_to_300),
+		cmocka_unit_test(engines_agree_on_every_length_to_1100),
 		cmocka_unit_test(engines_agree_on_large_buffers),
 		cmocka_unit_test(engines_do_not_read_past_the_end),
 		cmocka_unit_test(engine_name_matches_cpu_support),
