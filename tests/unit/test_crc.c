@@ -274,6 +274,57 @@ engines_do_not_read_past_the_end(void **state)
 	munmap(map, 2 * pg);
 }
 
+/* Whether /proc/cpuinfo's first "flags" line names every one of the
+ * space-separated flags in want (the kernel drops the AVX-512 ones when it
+ * has not enabled their registers); -1 if it cannot be read. */
+static int
+cpuinfo_has(const char *want)
+{
+	char line[8192], w[64];
+	const char *p = want, *e;
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	int found = -1;
+
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (strncmp(line, "flags", 5) != 0)
+			continue;
+		found = 1;
+		line[strcspn(line, "\n")] = ' ';
+		for (; *p != '\0'; p = *e ? e + 1 : e) {
+			e = strchr(p, ' ');
+			e = e != NULL ? e : p + strlen(p);
+			snprintf(w, sizeof(w), " %.*s ", (int)(e - p), p);
+			if (strstr(line, w) == NULL)
+				found = 0;
+		}
+		break;
+	}
+	fclose(f);
+	return found;
+}
+
+/* The engines are picked as the CPU allows: on a CPU with them, the 512-bit
+ * one is used (else the tests above would compare the 128-bit one twice). */
+static void
+engines_are_picked_as_the_cpu_allows(void **state)
+{
+	int has;
+
+	(void)state;
+#if defined(__x86_64__)
+	has = cpuinfo_has("avx512f avx512bw vpclmulqdq pclmulqdq sse4_1");
+	if (has < 0)
+		skip();
+	assert_int_equal(bw_crc_have_vpclmul(), has);
+	has = cpuinfo_has("pclmulqdq sse4_1");
+	assert_int_equal(bw_crc_have_clmul(), has);
+#else
+	skip();
+#endif
+}
+
 static void
 engine_name_matches_cpu_support(void **state)
 {
@@ -372,6 +423,7 @@ main(void)
 		cmocka_unit_test(
 			engines_agree_on_every_length_and_alignment_to_300),
 		cmocka_unit_test(engines_agree_on_every_length_to_1100),
+		cmocka_unit_test(engines_are_picked_as_the_cpu_allows),
 		cmocka_unit_test(engines_agree_on_large_buffers),
 		cmocka_unit_test(engines_do_not_read_past_the_end),
 		cmocka_unit_test(engine_name_matches_cpu_support),
