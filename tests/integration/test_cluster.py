@@ -512,18 +512,104 @@ def two_on_n1_one_on_n2(cluster):
     return alice, ann, bob
 
 
-def relays_again(sender, name, receiver):
-    """Until a probe line crosses: a node logs that the bus is back when its
-    SUBSCRIBE is queued, and a line published before it is subscribed
-    again is, by design, not replayed."""
-    for i in range(40):
-        sender.line("probe %d" % i)
+class HoldingProxy:
+    """Between a node and Redis, on loopback: forwards both ways, and while
+    hold (seconds) is set, holds each piece of Redis's answers that carries
+    a SUBSCRIBE's confirmation that long (holding is set when one is)."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.hold = 0.0
+        self.holding = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind((H, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                r = socket.create_connection((H, self.target), timeout=5)
+            except OSError:
+                c.close()
+                continue
+            r.settimeout(None)
+            self.conns += [c, r]
+            threading.Thread(target=self._pump, args=(c, r, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(r, c, True), daemon=True).start()
+
+    def _pump(self, src, dst, from_redis):
         try:
-            receiver.expect("%s: probe %d" % (name, i), timeout=0.5)
-            return
-        except AssertionError:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if from_redis and self.hold and b"subscribe\r\n" in data:
+                    self.holding.set()
+                    time.sleep(self.hold)
+                dst.sendall(data)
+        except OSError:
             pass
-    pytest.fail("no line crossed between the nodes after the bus came back")
+        for x in (src, dst):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+        for x in self.conns:
+            x.close()
+
+
+def test_the_bus_is_back_only_once_redis_has_every_subscription(start_server):
+    """After Redis comes back, a node says the bus is back (log, gauge) only
+    once Redis has confirmed its subscriptions again: a line sent at that
+    moment reaches the node's members. n2 reaches Redis through a proxy
+    that holds the confirmations 2 s; meanwhile n2 is not back."""
+    if not redisserver.installed():
+        need_cluster()
+    r = redisserver.RedisServer().start()
+    proxy = HoldingProxy(r.port)
+    try:
+        n1 = start_server("--bus", r.url(), "--node-name", "n1", "--metrics-listen", H + ":0",
+                          rooms=True, want=("vault", "rooms", "metrics"), env=r.env())
+        n2 = start_server("--bus", "redis://%s:%d" % (H, proxy.port), "--node-name", "n2",
+                          "--metrics-listen", H + ":0",
+                          rooms=True, want=("vault", "rooms", "metrics"), env=r.env())
+        for n in (n1, n2):
+            assert bwd.wait_for(lambda: gauge(n, "bulwark_bus_up") == 1, 10), n.log_tail()
+        alice = RoomClient(rooms_port(n1))
+        room = alice.create("alice", "pw")
+        bob = RoomClient(rooms_port(n2))
+        bob.join("bob", room, "pw")
+        alice.expect("bob has joined the group")
+        proxy.hold = 2.0
+        r.stop()
+        r.start()
+        assert proxy.holding.wait(15), "n2 never subscribed again: the test tested nothing"
+        # its confirmation is held (2 s, within the watchdog's 3 s): for
+        # 1.2 s of it, n2 must not call itself back (the previous binary
+        # did within milliseconds, once its other connection's PING was
+        # answered)
+        assert not bwd.wait_for(lambda: gauge(n2, "bulwark_bus_up") == 1 or
+                                "is back; relays between nodes go on" in n2.log(), 1.2), \
+            n2.log_tail()
+        assert bwd.wait_for(lambda: "is back; relays between nodes go on" in n2.log(), 15)
+        assert bwd.wait_for(lambda: "is back; relays between nodes go on" in n1.log(), 15)
+        alice.line("right after")
+        bob.expect("alice: right after", timeout=10)
+        for c in (alice, bob):
+            c.close()
+    finally:
+        proxy.close()
+        r.destroy()
 
 
 def test_redis_lost_pauses_relays_between_nodes_not_within_one(cluster):
@@ -537,8 +623,8 @@ def test_redis_lost_pauses_relays_between_nodes_not_within_one(cluster):
     cluster.redis.start()
     assert bwd.wait_for(lambda: "is back; relays between nodes go on" in n1.log() and
                         "is back; relays between nodes go on" in n2.log(), 15)
-    relays_again(alice, "alice", bob)
-    relays_again(bob, "bob", alice)
+    # "back" is said once Redis has confirmed every subscription again:
+    # the first line after it crosses, no probe needed
     alice.line("across again")
     bob.expect("alice: across again", timeout=10)
     ann.expect("alice: across again")
@@ -747,7 +833,6 @@ def test_a_hung_redis_is_lost_and_no_line_within_a_node_is(cluster):
     # n2 lost the bus during the hang too, and may come back later
     assert bwd.wait_for(lambda: all(gauge(n, "bulwark_bus_up") == 1 for n in (n1, n2)),
                         20), (n1.log_tail(), n2.log_tail())
-    relays_again(alice, "alice", bob)
     alice.line("across again")
     bob.expect("alice: across again", timeout=10)
     for c in (alice, ann, bob):
@@ -835,18 +920,20 @@ def test_a_slow_member_is_cut_off_by_its_own_node_and_the_others_go_on(start_ser
         stop = threading.Event()
         t = threading.Thread(target=read_carol, daemon=True)
         t.start()
-        sent, batch = 0, 32
-        while sent < 600 and not got["cut"]:
-            alice.sock.sendall("".join("%06d %s\n" % (sent * batch + i, "z" * 1000)
-                                       for i in range(batch)).encode())
-            sent += 1
-            # (30 s: the first batch once waited more than 10 s while another
-            # test's Swift started beside it on the same two cores)
-            assert bwd.wait_for(lambda: got["n"] >= sent * batch or got["cut"], 30), \
-                (sent, got)
-        got["want"] = sent * batch
-        t.join(15)
-        stop.set()
+        try:
+            sent, batch = 0, 32
+            while sent < 600 and not got["cut"]:
+                alice.sock.sendall("".join("%06d %s\n" % (sent * batch + i, "z" * 1000)
+                                           for i in range(batch)).encode())
+                sent += 1
+                # (30 s: the first batch once waited more than 10 s while another
+                # test's Swift started beside it on the same two cores)
+                assert bwd.wait_for(lambda: got["n"] >= sent * batch or got["cut"], 30), \
+                    (sent, got)
+            got["want"] = sent * batch
+            t.join(15)
+        finally:
+            stop.set()  # the reader ends, whatever failed above
         assert got["cut"], "slow was never cut off after %d KB" % (sent * batch)
         assert got["order"] and got["n"] == sent * batch, (got, sent * batch)
         alice.expect("slow was disconnected: not reading", timeout=10)

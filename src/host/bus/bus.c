@@ -52,6 +52,10 @@ struct bw_bus {
 	 * was sent or the last answer came, whichever is later */
 	uint64_t waiting, waited_since_ms;
 	int up, down_logged, ever_up, closing, losing;
+	/* SUBSCRIBEs sent again on a new pub/sub connection, not confirmed
+	 * yet: the bus is up once Redis has them all, so that no line
+	 * published after "back" misses a node still subscribing */
+	size_t resub_left;
 	struct bus_lookup *resolving; /* the host's address being looked up */
 	struct bw_hash chans; /* subscribed, kept across reconnections */
 	bw_bus_msg_fn on_msg;
@@ -140,7 +144,7 @@ static void connect_all(void *arg);
 static void
 state(struct bw_bus *b)
 {
-	int up = b->cmd.up && b->sub.up;
+	int up = b->cmd.up && b->sub.up && b->resub_left == 0;
 
 	if (up == b->up)
 		return;
@@ -182,6 +186,7 @@ lost(struct bw_bus *b, const char *why)
 	b->cmd.ac = b->sub.ac = NULL; /* (freed, or once this callback ends) */
 	b->losing = 0;
 	b->waiting = 0;
+	b->resub_left = 0;
 	b->cmd.up = b->sub.up = 0;
 	state(b);
 	if (b->closing)
@@ -370,11 +375,19 @@ on_message(redisAsyncContext *ac, void *reply, void *privdata)
 
 	(void)ac;
 	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-	    r->element[0]->type != REDIS_REPLY_STRING ||
-	    strcmp(r->element[0]->str, "message") != 0 ||
+	    r->element[0]->type != REDIS_REPLY_STRING)
+		return;
+	if (strcmp(r->element[0]->str, "subscribe") == 0) {
+		/* confirmations come in the order of the SUBSCRIBEs, and those
+		 * sent again on connecting went first */
+		if (b->resub_left > 0 && --b->resub_left == 0)
+			state(b);
+		return;
+	}
+	if (strcmp(r->element[0]->str, "message") != 0 ||
 	    r->element[1]->type != REDIS_REPLY_STRING ||
 	    r->element[2]->type != REDIS_REPLY_STRING)
-		return; /* a subscription's confirmation */
+		return;
 	b->messages++;
 	if (b->on_msg != NULL)
 		b->on_msg(b->arg, r->element[1]->str, r->element[1]->len,
@@ -382,23 +395,26 @@ on_message(redisAsyncContext *ac, void *reply, void *privdata)
 			  r->element[2]->len);
 }
 
-static void
+/* Whether the command was queued. */
+static int
 send_sub(struct bw_bus *b, const char *verb, const char *name, size_t n)
 {
 	const char *argv[2] = {verb, name};
 	const size_t lens[2] = {strlen(verb), n};
 
-	if (b->sub.ac != NULL && b->sub.up)
-		(void)redisAsyncCommandArgv(b->sub.ac, on_message, b, 2, argv,
-					    lens);
+	return b->sub.ac != NULL && b->sub.up &&
+	       redisAsyncCommandArgv(b->sub.ac, on_message, b, 2, argv, lens) ==
+		       REDIS_OK;
 }
 
 static int
 resub(void *arg, void *val)
 {
+	struct bw_bus *b = arg;
 	const struct chan *c = val;
 
-	send_sub(arg, "SUBSCRIBE", c->name, c->n);
+	if (send_sub(b, "SUBSCRIBE", c->name, c->n))
+		b->resub_left++;
 	return 0;
 }
 
@@ -424,7 +440,7 @@ bw_bus_subscribe(struct bw_bus *b, const char *channel)
 		free(c);
 		return BW_ENOMEM;
 	}
-	send_sub(b, "SUBSCRIBE", c->name, n);
+	(void)send_sub(b, "SUBSCRIBE", c->name, n);
 	return 0;
 }
 
@@ -436,7 +452,7 @@ bw_bus_unsubscribe(struct bw_bus *b, const char *channel)
 
 	if (c == NULL)
 		return;
-	send_sub(b, "UNSUBSCRIBE", channel, n);
+	(void)send_sub(b, "UNSUBSCRIBE", channel, n);
 	free(c);
 }
 
@@ -492,8 +508,8 @@ bw_bus_cmd(struct bw_bus *b, bw_bus_reply_fn fn, void *arg, int argc,
 }
 
 /* Every WATCHDOG_MS: a command unanswered for ANSWER_MS, or a connection
- * not ready ANSWER_MS after it began, is a lost Redis (a hung one never
- * closes its end). */
+ * not ready ANSWER_MS after it began (the pub/sub one: its subscriptions
+ * not all confirmed), is a lost Redis (a hung one never closes its end). */
 static void
 watchdog(void *arg)
 {
@@ -504,10 +520,11 @@ watchdog(void *arg)
 		return;
 	if (b->up && b->waiting > 0 && now - b->waited_since_ms > ANSWER_MS)
 		lost(b, "no answer for 3 s");
-	else if (!b->up && ((b->cmd.ac != NULL && !b->cmd.up &&
-			     now - b->cmd.began_ms > ANSWER_MS) ||
-			    (b->sub.ac != NULL && !b->sub.up &&
-			     now - b->sub.began_ms > ANSWER_MS)))
+	else if (!b->up &&
+		 ((b->cmd.ac != NULL && !b->cmd.up &&
+		   now - b->cmd.began_ms > ANSWER_MS) ||
+		  (b->sub.ac != NULL && (!b->sub.up || b->resub_left > 0) &&
+		   now - b->sub.began_ms > ANSWER_MS)))
 		lost(b, "not ready within 3 s");
 	if (bw_loop_timer_start(b->loop, &b->watch_t, WATCHDOG_MS, watchdog,
 				b) != 0)
