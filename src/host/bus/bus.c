@@ -2,7 +2,7 @@
  * epoll through their event hooks, as hiredis's own adapters for libev or
  * libuv do: hiredis says when it wants to read or write, the loop says when
  * the socket is ready. The connections are made again after a loss, with a
- * backoff; the subscriptions with them.
+ * backoff; the subscriptions with them (bus_sub.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,44 +25,6 @@
  * has not become ready this long after it began; looked at this often. */
 #define ANSWER_MS   3000u
 #define WATCHDOG_MS 500u
-
-struct link {
-	struct bw_bus *b;
-	redisAsyncContext *ac;
-	struct bw_watch w;
-	int watching;
-	unsigned ev;
-	int up;	 /* connected (and authenticated, the database chosen) */
-	int sub; /* the pub/sub connection */
-	uint64_t began_ms; /* when it began connecting */
-};
-
-struct chan {
-	size_t n;
-	char name[]; /* the hash's key */
-};
-
-struct bw_bus {
-	struct bw_loop *loop;
-	struct bus_where where;
-	struct link cmd, sub;
-	struct bw_timer retry_t, watch_t;
-	unsigned backoff_ms;
-	/* commands sent and not answered yet, and when the oldest of them
-	 * was sent or the last answer came, whichever is later */
-	uint64_t waiting, waited_since_ms;
-	int up, down_logged, ever_up, closing, losing;
-	/* SUBSCRIBEs sent again on a new pub/sub connection, not confirmed
-	 * yet: the bus is up once Redis has them all, so that no line
-	 * published after "back" misses a node still subscribing */
-	size_t resub_left;
-	struct bus_lookup *resolving; /* the host's address being looked up */
-	struct bw_hash chans; /* subscribed, kept across reconnections */
-	bw_bus_msg_fn on_msg;
-	bw_bus_state_fn on_state;
-	void *arg;
-	uint64_t reconnects, commands, failed, messages;
-};
 
 /* --- the loop's side of hiredis --------------------------------------------
  */
@@ -141,8 +103,8 @@ cleanup(void *arg)
 
 static void connect_all(void *arg);
 
-static void
-state(struct bw_bus *b)
+void
+bus_state(struct bw_bus *b)
 {
 	int up = b->cmd.up && b->sub.up && b->resub_left == 0;
 
@@ -188,7 +150,7 @@ lost(struct bw_bus *b, const char *why)
 	b->waiting = 0;
 	b->resub_left = 0;
 	b->cmd.up = b->sub.up = 0;
-	state(b);
+	bus_state(b);
 	if (b->closing)
 		return;
 	b->backoff_ms = b->backoff_ms == 0 ? BACKOFF_MIN_MS
@@ -213,8 +175,6 @@ on_disconnect(const redisAsyncContext *ac, int status)
 	if (!b->closing)
 		lost(b, ac->errstr[0] != '\0' ? ac->errstr : "closed");
 }
-
-static void subscribe_all(struct bw_bus *b);
 
 /* Redis without an append-only file starts empty after a restart, its
  * room counter with it: every node raises the counter again when it is
@@ -260,11 +220,11 @@ on_ready(redisAsyncContext *ac, void *reply, void *privdata)
 	}
 	k->up = 1;
 	if (k->sub)
-		subscribe_all(k->b);
+		bus_subscribe_all(k->b);
 	else
 		(void)redisAsyncCommand(ac, on_persistence, k->b,
 					"CONFIG GET appendonly");
-	state(k->b);
+	bus_state(k->b);
 }
 
 static void
@@ -362,98 +322,6 @@ connect_all(void *arg)
 	else if (bus_lookup_start(b->loop, b->where.host, looked_up, b,
 				  &b->resolving) != 0)
 		lost(b, "cannot look its address up");
-}
-
-/* --- pub/sub ---------------------------------------------------------------
- */
-
-static void
-on_message(redisAsyncContext *ac, void *reply, void *privdata)
-{
-	struct bw_bus *b = privdata;
-	redisReply *r = reply;
-
-	(void)ac;
-	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-	    r->element[0]->type != REDIS_REPLY_STRING)
-		return;
-	if (strcmp(r->element[0]->str, "subscribe") == 0) {
-		/* confirmations come in the order of the SUBSCRIBEs, and those
-		 * sent again on connecting went first */
-		if (b->resub_left > 0 && --b->resub_left == 0)
-			state(b);
-		return;
-	}
-	if (strcmp(r->element[0]->str, "message") != 0 ||
-	    r->element[1]->type != REDIS_REPLY_STRING ||
-	    r->element[2]->type != REDIS_REPLY_STRING)
-		return;
-	b->messages++;
-	if (b->on_msg != NULL)
-		b->on_msg(b->arg, r->element[1]->str, r->element[1]->len,
-			  (const uint8_t *)r->element[2]->str,
-			  r->element[2]->len);
-}
-
-/* Whether the command was queued. */
-static int
-send_sub(struct bw_bus *b, const char *verb, const char *name, size_t n)
-{
-	const char *argv[2] = {verb, name};
-	const size_t lens[2] = {strlen(verb), n};
-
-	return b->sub.ac != NULL && b->sub.up &&
-	       redisAsyncCommandArgv(b->sub.ac, on_message, b, 2, argv, lens) ==
-		       REDIS_OK;
-}
-
-static int
-resub(void *arg, void *val)
-{
-	struct bw_bus *b = arg;
-	const struct chan *c = val;
-
-	if (send_sub(b, "SUBSCRIBE", c->name, c->n))
-		b->resub_left++;
-	return 0;
-}
-
-static void
-subscribe_all(struct bw_bus *b)
-{
-	(void)bw_hash_each(&b->chans, resub, b);
-}
-
-int
-bw_bus_subscribe(struct bw_bus *b, const char *channel)
-{
-	size_t n = strlen(channel);
-	struct chan *c;
-
-	if (bw_hash_get(&b->chans, channel, n) != NULL)
-		return 0;
-	if ((c = malloc(sizeof(*c) + n + 1)) == NULL)
-		return BW_ENOMEM;
-	c->n = n;
-	memcpy(c->name, channel, n + 1);
-	if (bw_hash_put(&b->chans, c->name, n, c) != 0) {
-		free(c);
-		return BW_ENOMEM;
-	}
-	(void)send_sub(b, "SUBSCRIBE", c->name, n);
-	return 0;
-}
-
-void
-bw_bus_unsubscribe(struct bw_bus *b, const char *channel)
-{
-	size_t n = strlen(channel);
-	struct chan *c = bw_hash_del(&b->chans, channel, n);
-
-	if (c == NULL)
-		return;
-	(void)send_sub(b, "UNSUBSCRIBE", channel, n);
-	free(c);
 }
 
 /* --- commands --------------------------------------------------------------

@@ -1,5 +1,5 @@
 /* The bus's replies as the rest of the daemon reads them, and its URL
- * (bus.h). hiredis is seen only here and in bus.c.
+ * (bus.h). hiredis is seen only here, in bus.c and in bus_sub.c.
  */
 #include <stdio.h>
 #include <string.h>
