@@ -9,6 +9,7 @@ Error semantics under test (spec/files.md and the server's contract):
 
 import os
 import random
+import select
 import socket
 import threading
 import time
@@ -16,7 +17,7 @@ import time
 import pytest
 
 import bwvault as bw
-from bwd import is_true, read_by_peer, rsa_key, unique_name, wait_for
+from bwd import fault_env, is_true, read_by_peer, rsa_key, unique_name, wait_for
 
 M32 = 0xFFFFFFFF
 
@@ -628,3 +629,81 @@ def test_resets_racing_commits_leave_the_server_whole(server):
     for p in server.client_dir(cid).iterdir():
         assert p.stat().st_size in (16, 4000, 70000, 1000), p
     assert wait_for(lambda: server.incoming_files() == [], 5), server.incoming_files()
+
+
+# --------------------------------------------------------------------------
+# Path locks
+
+
+LOCK_WAITERS = 64  # VAULT_LOCK_WAITERS: requests that may wait for one path's lock
+LOCK_HOLD_MS = 4000  # the holder's commit: its fsync made this slow
+
+
+@pytest.mark.files_only("holds a commit in a slowed fsync of the contents' file")
+def test_a_1028_refused_a_busy_path_lock_does_not_release_the_holders_lock(start_server, shim):
+    """While an upload of a file is committed (its fsync made slow, the
+    path's lock held), 64 1029s for that file wait behind it: as many as
+    may. One more complete 1028 of the file is refused the lock and
+    answered 2107; it must not release the lock it never held, which ran
+    the first waiting 1029 (and the queue after it) in the middle of the
+    holder's commit. No waiting 1029 may be answered before the holder's
+    2103."""
+    server = start_server(env=fault_env(
+        shim, fault="fsync:1:sleep=%d:files/.incoming/" % LOCK_HOLD_MS))
+    doc = "locked.bin"
+    holder = keyed(server)
+    cid, aes = holder.client_id, holder.aes_key
+    waiters = []
+    try:
+        data = os.urandom(3000)
+        ct = bw.aes_encrypt(aes, data)
+        holder.send_raw(request_bytes(bw.SEND_FILE, bw.FILE_PREFIX_SIZE + len(ct),
+                                      bw.pack_file_prefix(len(ct), doc) + ct, cid))
+        assert wait_for(lambda: "bwfault: fsync #1 sleeps" in server.log(), 5), \
+            "the holder's commit did not start its slow fsync\n%s" % server.log_tail()
+        for _ in range(LOCK_WAITERS):
+            w = server.client()
+            waiters.append(w)
+            w.client_id = cid
+            w.send_request(bw.CRC_OK, bw.name_field(doc))
+        socks = [w.sock for w in waiters]
+        # every 1029 read, so each waits for the path's lock
+        assert wait_for(lambda: read_by_peer(*socks), 5), "the 1029s were not all read"
+        with server.client() as late:
+            late.client_id = cid
+            res = late.send_file(doc, os.urandom(2000), aes_key=aes)
+            assert res.response.code == bw.ERROR, \
+                "a 1028 past %d waiters got %r" % (LOCK_WAITERS, res.response)
+        assert not select.select([holder.sock], [], [], 0)[0], (
+            "the holder's commit ended before the refused 1028 was answered; "
+            "the test did not test anything")
+        # until the holder's 2103 comes, no waiter may have an answer
+        early = []
+        deadline = time.monotonic() + LOCK_HOLD_MS / 1000.0 + 10
+        while time.monotonic() < deadline:
+            select.select(socks + [holder.sock], [], [], max(0, deadline - time.monotonic()))
+            answered = select.select(socks, [], [], 0)[0]  # the waiters first,
+            if select.select([holder.sock], [], [], 0)[0]:  # then the holder
+                break
+            if answered:
+                early = answered
+                break
+        else:
+            pytest.fail("the holder's 1028 got no answer within %gs\n%s"
+                        % (LOCK_HOLD_MS / 1000.0 + 10, server.log_tail()))
+        assert not early, (
+            "%d of the %d waiting 1029s (so far) were answered while the holder's commit "
+            "still ran: the refused 1028 released a lock it never held\n%s"
+            % (len(early), LOCK_WAITERS, server.log_tail()))
+        resp = bw.expect(holder.recv_response(), bw.FILE_RECEIVED, "the holder's 1028")
+        assert bw.parse_file_received(resp.payload)[3] == bw.cksum(data)
+        for w in waiters:
+            resp = w.recv_response()
+            assert resp.code in (bw.ACK, bw.ERROR), "a waiting 1029 got %r" % resp
+        bw.expect(holder.crc_ok(doc), bw.ACK, "the holder's 1029")
+    finally:
+        for w in waiters:
+            w.close()
+        holder.close()
+    assert (server.client_dir(cid) / doc).read_bytes() == data
+    server.assert_serves()

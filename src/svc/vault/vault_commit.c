@@ -178,7 +178,9 @@ commit_reply(struct upload *u, int rc)
 					  strlen(PENDING_DIR)) == 0)
 			vault_remove_later(v, u->old_pending);
 	}
-	vault_unlock(v, u->rel_path);
+	/* a lock refused (too many waiting, no memory) is someone else's */
+	if (u->locked)
+		vault_unlock(v, u->rel_path);
 	vault_upload_free(u);
 	vault_release_and_resume(c);
 }
@@ -385,6 +387,7 @@ commit_locked(struct vwait *w)
 	struct bw_file_rec rec;
 	int rc;
 
+	u->locked = 1;
 	if (w->refused) { /* another node held the path for too long */
 		commit_finish(u, BW_EBUSY);
 		return;

@@ -144,8 +144,9 @@ struct upload {
 	uint64_t start_ms, body_ms;
 	/* the commit (vault_commit.c) */
 	struct vwait wait;
-	int pending;		 /* kept aside until its 1029 */
-	int had_prev;		 /* a row owned rel_path before */
+	int locked;   /* the path's lock is this upload's (wait ran) */
+	int pending;  /* kept aside until its 1029 */
+	int had_prev; /* a row owned rel_path before */
 	struct bw_file_rec prev; /* that row, to restore */
 	uint64_t prev_size, prev_pending_size;
 	char backup[BW_BLOB_KEY_CAP]; /* the replaced file, kept aside */
