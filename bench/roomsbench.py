@@ -286,6 +286,7 @@ class Bulwark(Server):
                 "--rooms-rate", "0", "--rooms-queue", str(self.ctx.rooms_queue),
                 "--rooms-max-members", str(max_members),
                 "--rooms-max-conns", str(min(15000, self.ctx.members + 4 * self.ctx.senders + 200)),
+                "--rooms-max-conns-per-addr", "15000",
                 "--shutdown-grace", "2", "--metrics-listen", HOST + ":0", *self.extra]
         self.proc = self.ctx.procs.spawn(argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=d,
                                          env=self.env)

@@ -446,6 +446,7 @@ no-console = no
 rooms-port = 5555
 rooms-listen = ::
 rooms-max-conns = 10000
+rooms-max-conns-per-addr = 2500
 rooms-max-rooms = 10000
 rooms-max-members = 1000
 rooms-rate = 20

@@ -184,6 +184,18 @@ frame_metrics(const void *arg, struct bw_buf *out)
 }
 
 /* The limits that follow from the daemon-wide timeouts. */
+/* One address may hold a quarter of a port's connections (the shared
+ * port's, the rooms'), but no fewer than PER_ADDR_MIN (a small cap is a
+ * test or a tiny site): a single host cannot lock everyone else out. */
+static void
+per_addr_default(struct bw_listen_cfg *l)
+{
+	if (l->max_conns_per_addr == 0)
+		l->max_conns_per_addr = l->max_conns / 4 > PER_ADDR_MIN
+						? l->max_conns / 4
+						: PER_ADDR_MIN;
+}
+
 static void
 derive(struct bw_daemon_cfg *cfg)
 {
@@ -198,13 +210,11 @@ derive(struct bw_daemon_cfg *cfg)
 	}
 	if (cfg->console.limits.idle_ms < CONSOLE_IDLE_MIN)
 		cfg->console.limits.idle_ms = CONSOLE_IDLE_MIN;
-	/* one address may hold a quarter of the shared port, but no fewer
-	 * than PER_ADDR_MIN (a small --max-conns is a test or a tiny site) */
-	if (cfg->port.max_conns_per_addr == 0)
-		cfg->port.max_conns_per_addr =
-			cfg->port.max_conns / 4 > PER_ADDR_MIN
-				? cfg->port.max_conns / 4
-				: PER_ADDR_MIN;
+	per_addr_default(&cfg->port);
+	per_addr_default(&cfg->rooms_listen);
+	/* a ghost holds what a connection held: no more of them than of
+	 * connections */
+	cfg->rooms.max_ghosts = cfg->rooms_listen.max_conns;
 	if (cfg->engine.workers == 0)
 		cfg->engine.workers = bw_blobs_url_shared(cfg->blobs)
 					      ? WORKERS_S3

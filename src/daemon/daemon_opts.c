@@ -170,6 +170,10 @@ static const struct opt opts[] = {
 	 "group chat address (default 0.0.0.0)"},
 	{"rooms-max-conns", 0, K_NUM, 0, F(rooms_listen.max_conns), 1, 1000000,
 	 "N", "simultaneous chat connections (default 10000)"},
+	{"rooms-max-conns-per-addr", 0, K_NUM, 0,
+	 F(rooms_listen.max_conns_per_addr), 1, 1000000, "N",
+	 "of those, from one address (default 2500; a\nquarter of "
+	 "--rooms-max-conns, at least 1024)"},
 	{"rooms-max-rooms", 0, K_NUM, R, F(rooms.max_rooms), 1, 10000000, "N",
 	 "rooms at once (default 10000)"},
 	{"rooms-max-members", 0, K_NUM, R, F(rooms.max_members), 1, 1000000,

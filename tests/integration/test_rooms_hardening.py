@@ -797,3 +797,110 @@ def test_the_chat_client_wraps_a_long_line_so_no_row_starts_as_someone_else(tmp_
     # ... but no row starts as if alice said it
     fake = [r for r in rows if r.startswith("alice:")]
     assert fake == [], "a row reads as alice's line: %r; rows %r" % (fake, rows[-6:])
+
+
+# --------------------------------------------------------------------------
+# Ghosts (members gone with lines held back) and one address's share
+
+
+def reset(client):
+    """Closes client's connection with a reset (SO_LINGER 0)."""
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+
+
+def test_a_member_gone_with_an_over_long_line_held_leaves_and_its_room_goes(start_server):
+    """bob sends 8 lines past his burst of 5, then a 5,000-byte line (over
+    the 4 KiB cap), and resets: the server holds the rest back, and what
+    reached it is said by a ghost at his rate. The ghost used to stop at
+    the long line without leaving: it stayed a member for ever, so the
+    room (and its name and id) was never freed, and one could fill
+    --rooms-max-rooms that way. Now the long line goes and bob leaves."""
+    srv = chat(start_server, "--rooms-rate", "5", "--rooms-burst", "5")
+    port = srv.rooms_port
+    a, rid = R.creator(port, "alice", "pw")
+    b = R.member(port, "bob", rid, "pw")
+    a.expect_seq([R.joined("bob")])
+    texts = ["held %02d" % i for i in range(8)]
+    b.send("".join(t + "\n" for t in texts) + "x" * 5000 + "\n")
+    assert bwd.wait_for(lambda: bwd.delivered(b.sock), 5)
+    reset(b)
+    got = a.expect(R.left("bob"), timeout=15)
+    assert got == ["bob: " + t for t in texts] + [R.left("bob")], got
+    a.line("Exit")
+    a.expect(R.BYE)
+    assert bwd.wait_for(lambda: "room %d deleted" % rid in srv.log(), 5), srv.log_tail()
+    assert srv.alive()
+
+
+def test_no_more_ghosts_than_chat_connections(start_server):
+    """--rooms-max-conns 3: three members that reset with lines held back
+    go on saying them (at one line a second), a fourth finds every ghost's
+    place taken: what it held is dropped and it leaves at once, long
+    before the first three are done; theirs are all said."""
+    srv = chat(start_server, "--rooms-max-conns", "3", "--rooms-rate", "1",
+               "--rooms-burst", "1")
+    port = srv.rooms_port
+    a, rid = R.creator(port, "alice", "pw")
+    names = ["bob%d" % i for i in range(4)]
+    for n in names:
+        m = R.member(port, n, rid, "pw")
+        a.expect(R.joined(n), timeout=15)
+        m.line(*["%s line %d" % (n, k) for k in range(8)])
+        assert bwd.wait_for(lambda: bwd.delivered(m.sock), 5)
+        a.expect("%s: %s line 0" % (n, n), timeout=10)  # its burst: one line
+        reset(m)
+    got = a.expect(R.left("bob3"), timeout=15)
+    assert "bob3: bob3 line 1" not in got, got
+    assert not any(ln.startswith("bob0: bob0 line 7") for ln in got), got
+    rest = got
+    for n in names[:3]:
+        if R.left(n) not in rest:
+            rest += a.expect(R.left(n), timeout=20)
+    for n in names[:3]:
+        said = [ln for ln in rest if ln.startswith(n + ": ")]
+        assert said[-7:] == ["%s: %s line %d" % (n, n, k) for k in range(1, 8)], (n, rest)
+    assert srv.alive()
+
+
+def test_one_address_holds_at_most_its_share_of_the_chat_port(start_server):
+    """--rooms-max-conns-per-addr 3: a fourth connection from one address is
+    closed without a word, while another address is served; and by
+    default one address may hold a quarter of --rooms-max-conns (at least
+    1,024), so a single host cannot take every place."""
+    srv = chat(start_server, "--rooms-max-conns", "8", "--rooms-max-conns-per-addr", "3")
+    port = srv.rooms_port
+    mine = [RoomClient(port, source="127.0.0.31") for _ in range(3)]
+    extra = RoomClient(port, source="127.0.0.31", greet=False)
+    other = None
+    try:
+        assert extra.wait_closed(timeout=10) == []
+        assert extra.seen == b"", extra.seen
+        other = RoomClient(port, source="127.0.0.32")
+        assert "connections from one address at the limit (3)" in srv.log(), srv.log_tail()
+        mine[0].line("x")
+        mine[0].expect(R.INVALID)
+    finally:
+        for x in mine + [extra] + ([other] if other else []):
+            x.close()
+
+
+def test_by_default_one_address_holds_a_quarter_of_the_chat_port(start_server):
+    srv = chat(start_server, "--rooms-max-conns", "4200")  # a quarter: 1,050
+    port = srv.rooms_port
+    socks = []
+    try:
+        for _ in range(1050):
+            s = socket.socket()
+            s.bind(("127.0.0.33", 0))
+            s.connect(("127.0.0.1", port))
+            socks.append(s)
+        late = RoomClient(port, source="127.0.0.33", greet=False)
+        socks.append(late.sock)
+        assert late.wait_closed(timeout=20) == []
+        assert late.seen == b"", late.seen
+        RoomClient(port, source="127.0.0.34").close()  # greeted
+        assert "connections from one address at the limit (1050)" in srv.log(), srv.log_tail()
+    finally:
+        for s in socks:
+            s.close()

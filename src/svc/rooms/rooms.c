@@ -41,6 +41,7 @@ bw_rooms_cfg_defaults(struct bw_rooms_cfg *cfg)
 	cfg->rate = 20;
 	cfg->burst = 40;
 	cfg->max_attempts = 5;
+	cfg->max_ghosts = 10000;
 	/* 16 MiB and about 60 ms a password: see docs/rooms.md */
 	cfg->kdf = (struct bw_scrypt_cost){1u << 14, 8, 1};
 }
@@ -205,6 +206,13 @@ take_lines(struct rconn *rc, int flush)
 				    flush || c == NULL, &line, &n);
 		if (took == 0)
 			break;
+		if (took < 0 && c == NULL) {
+			/* a ghost has no one to say goodbye to: what it held
+			 * goes, and it leaves below */
+			rs->too_long++;
+			bw_buf_consume_wipe(in, in->len);
+			break;
+		}
 		if (took < 0) {
 			rs->too_long++;
 			rc_sayf(rc, "That line is over %u bytes, goodbye.\n",
@@ -230,6 +238,10 @@ take_lines(struct rconn *rc, int flush)
 		}
 	}
 	if (c == NULL) {
+		if (in->len > 0 && bw_now_ms() >= rc->ghost_end_ms) {
+			rs->ghost_dropped++;
+			bw_buf_consume_wipe(in, in->len);
+		}
 		if (in->len == 0 || rc->room == NULL) {
 			room_leave(rc, " has removed from the group\n");
 			ghost_free(rc);
@@ -284,11 +296,14 @@ ghost_start(struct rconn *rc)
 {
 	struct bw_conn *c = rc->c;
 
+	if (rc->rs->ghosts >= rc->rs->cfg.max_ghosts)
+		return BW_EBUSY; /* it leaves now, its held lines unsaid */
 	bw_buf_init(&rc->ghost_in, c->in.len);
 	if (bw_buf_append(&rc->ghost_in, bw_buf_head(&c->in), c->in.len) != 0)
 		return BW_ENOMEM;
 	rc->c = NULL;
 	rc->st = R_GHOST;
+	rc->ghost_end_ms = bw_now_ms() + GHOST_LIFE_MS;
 	rc->rs->ghosts++;
 	c->state = NULL;
 	take_lines(rc, 1);
@@ -367,8 +382,11 @@ rooms_close(struct bw_conn *c)
 		rc->rs->cut_off++;
 	}
 	if (rc->room != NULL && rc->st == R_ROOM && c->in.len > 0 &&
-	    !rc->overflow && ghost_start(rc) == 0)
-		return; /* the ghost leaves once its lines are said */
+	    !rc->overflow) {
+		if (ghost_start(rc) == 0)
+			return; /* the ghost leaves once its lines are said */
+		rc->rs->ghost_dropped++;
+	}
 	bw_loop_timer_stop(loop, &rc->rate_t);
 	if (rc->room != NULL) {
 		room_leave(rc, rc->overflow ? " was disconnected: not reading\n"
@@ -515,6 +533,9 @@ rooms_errors(const void *inst, bw_stat_emit emit, void *arg)
 	     rs->too_long);
 	emit(arg, "rooms_wrong_attempt", "wrong room ids and passwords",
 	     rs->refused);
+	emit(arg, "rooms_ghost_dropped",
+	     "members gone whose held lines were dropped unsaid",
+	     rs->ghost_dropped);
 }
 
 /* Limits are read as they are used: a lower cap holds from the next

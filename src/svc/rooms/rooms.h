@@ -20,6 +20,7 @@ struct bw_rooms_cfg {
 	unsigned max_rooms;	   /* at once */
 	unsigned rate, burst;	   /* a member's lines per second, burst */
 	unsigned max_attempts;	   /* wrong ids and passwords per connection */
+	unsigned max_ghosts;	   /* members gone saying held lines, at once */
 	struct bw_scrypt_cost kdf; /* passwords */
 };
 
