@@ -172,8 +172,11 @@ struct bw_store {
 	void (*ckpt_due)(void *arg);
 	void *ckpt_arg;
 	char ckpt_err[160]; /* the last checkpoint's error, for the owner */
-	/* message ids: never reused, whatever the table was made with */
-	int64_t msg_next, msg_next_saved;
+	/* message ids: never reused, whatever the table was made with, nor
+	 * after a transaction that failed (its ids may still be named in a
+	 * drop of what it may have stored); msg_kept is what the database
+	 * has recorded */
+	int64_t msg_next, msg_kept;
 	int wal;   /* the journal mode is WAL */
 	int in_tx; /* inside bw_store_begin */
 	int depth; /* store_tx_begin's nesting */

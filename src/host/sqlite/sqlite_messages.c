@@ -42,6 +42,7 @@ store_msg_init(struct bw_store *s)
 			best = v;
 	}
 	s->msg_next = best;
+	s->msg_kept = best;
 	return 0;
 }
 

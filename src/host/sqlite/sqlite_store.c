@@ -448,7 +448,6 @@ bw_store_begin(struct bw_store *s)
 	if ((rc = store_run(s, ST_BEGIN, "begin")) != 0)
 		return rc;
 	s->in_tx = 1;
-	s->msg_next_saved = s->msg_next;
 	return 0;
 }
 
@@ -458,7 +457,6 @@ bw_store_rollback(struct bw_store *s, int rc)
 	if (!s->in_tx)
 		return rc;
 	s->in_tx = 0;
-	s->msg_next = s->msg_next_saved;
 	return store_finish(s, rc != 0 ? rc : BW_EDB);
 }
 
@@ -471,7 +469,7 @@ bw_store_commit(struct bw_store *s)
 	if (!s->in_tx)
 		return BW_EDB;
 	s->in_tx = 0;
-	if (s->msg_next != s->msg_next_saved) {
+	if (s->msg_next != s->msg_kept) {
 		if (sqlite3_bind_text(st, 1, "next_message_id", -1,
 				      SQLITE_STATIC) != SQLITE_OK ||
 		    sqlite3_bind_int64(st, 2, s->msg_next) != SQLITE_OK)
@@ -481,8 +479,7 @@ bw_store_commit(struct bw_store *s)
 		else
 			store_done(st);
 	}
-	rc = store_finish(s, rc);
-	if (rc != 0)
-		s->msg_next = s->msg_next_saved;
+	if ((rc = store_finish(s, rc)) == 0)
+		s->msg_kept = s->msg_next;
 	return rc;
 }
