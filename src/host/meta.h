@@ -91,7 +91,11 @@ enum bw_meta_op {
 	BW_META_MSG_INSERT,
 	/* u.drop: one message (its content's blob is the caller's) */
 	BW_META_MSG_DROP,
-	/* u.del: to's messages with id <= upto; path is called with each
+	/* u.del: to's messages with id <= upto and, if ids is not NULL, only
+	 * those of its ids_n ids (what a reply carried: on a store shared by
+	 * several writers, a lower id can commit after a higher one was
+	 * read; a backend with one writer, whose ids commit in their order,
+	 * may go by upto alone); path is called with each
 	 * content's blob key before the deletion commits (a non-zero return
 	 * undoes it), possibly on a backend's thread and more than once for
 	 * one key (a batch tried again): it may touch only what the request
@@ -216,6 +220,8 @@ struct bw_meta_req {
 		struct {
 			uint8_t to[BW_ID_LEN];
 			int64_t upto;
+			const int64_t *ids; /* NULL: every id <= upto */
+			size_t ids_n;
 			int (*path)(void *arg, const char *key);
 			void *path_arg;
 			uint64_t n, bytes; /* out */

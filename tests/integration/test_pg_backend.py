@@ -8,6 +8,7 @@ statement is slow. The rest of the suite runs on PostgreSQL as well
 (BULWARK_TEST_DB=postgresql in scripts/check)."""
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -506,3 +507,90 @@ def test_a_clients_thousands_of_rows_are_taken_in_and_one_another_node_removed_g
         v.close()
     assert srv.proc.poll() is None
     srv.assert_serves(size=10_000)
+
+
+def test_a_lower_id_committed_late_by_another_writer_is_not_deleted_unread(start_server, pg):
+    """Daemons sharing the database take message ids from one sequence when
+    they insert, and commit in their own time: another writer (here a
+    session of our own, as another node would) has taken id N for bob and
+    not committed yet, when alice's message to bob is stored under N+1 and
+    bob pulls it. N commits before bob's close settles the pull. The
+    settle used to delete every id <= N+1, and so N, which bob never got;
+    now only the ids the reply carried go, and N comes with the next pull."""
+    import psycopg2
+    srv, db = start_on(start_server, pg)
+    a, b = bwmsg.MsgClient(H, srv.port), bwmsg.MsgClient(H, srv.port)
+    a.register(unique_name("alice"), key=rsa_key(0))
+    b.register(unique_name("bob"), key=rsa_key(1))
+    other = pg.connect(db)
+    other.autocommit = False
+    try:
+        cur = other.cursor()
+        cur.execute("INSERT INTO messages(ID, ToClient, FromClient, Type, Content, ContentSize, "
+                    "ContentPath) VALUES (nextval('message_ids'), %s, %s, 3, %s, 4, NULL) "
+                    "RETURNING ID", (psycopg2.Binary(b.client_id), psycopg2.Binary(a.client_id),
+                                     psycopg2.Binary(b"late")))
+        late = cur.fetchone()[0]
+        mid = a.send(b.client_id, 3, b"now")
+        assert mid > late
+        recs = b.pull()
+        assert [(r[1], r[3]) for r in recs] == [(mid, b"now")]
+        other.commit()
+    finally:
+        other.close()
+    b.close()  # evidence of delivery: the pull settles
+    assert wait_for(lambda: pg.psql("SELECT count(*) FROM messages WHERE ID = %d" % mid,
+                                    db=db).strip() == "0"), "the delivered message stayed"
+    assert pg.psql("SELECT count(*) FROM messages WHERE ID = %d" % late, db=db).strip() == "1", \
+        "a message nobody received was deleted"
+    b2 = bwmsg.MsgClient(H, srv.port)
+    b2.client_id = b.client_id
+    assert [(r[1], r[3]) for r in b2.pull()] == [(late, b"late")]
+    b2.close()
+    assert wait_for(lambda: pg.psql("SELECT count(*) FROM messages", db=db).strip() == "0")
+
+
+def test_a_lower_id_committed_while_a_pull_streams_waits_for_the_next_pull(start_server, pg):
+    """The reply is planned (its size is in the 2104's header), then read
+    again page by page as bob's window lets it go. A lower id that another
+    writer commits in the meantime, between the planned rows, used to be
+    streamed too: bytes the header had not counted. It is the next
+    pull's now, and this pull's settle leaves it."""
+    import psycopg2
+    srv, db = start_on(start_server, pg)
+    a, b = bwmsg.MsgClient(H, srv.port), bwmsg.MsgClient(H, srv.port)
+    a.register(unique_name("alice"), key=rsa_key(0))
+    b.register(unique_name("bob"), key=rsa_key(1))
+    big = os.urandom(60000)
+    before = [a.send(b.client_id, 3, big) for _ in range(160)]  # far past any window
+    other = pg.connect(db)
+    other.autocommit = False
+    try:
+        cur = other.cursor()
+        cur.execute("INSERT INTO messages(ID, ToClient, FromClient, Type, Content, ContentSize, "
+                    "ContentPath) VALUES (nextval('message_ids'), %s, %s, 3, %s, 4, NULL) "
+                    "RETURNING ID", (psycopg2.Binary(b.client_id), psycopg2.Binary(a.client_id),
+                                     psycopg2.Binary(b"late")))
+        late = cur.fetchone()[0]
+        after = [a.send(b.client_id, 3, b"tail %d" % i) for i in range(3)]
+        p = bwmsg.MsgClient(H, srv.port)
+        p.client_id = b.client_id
+        sock = p.connect()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(bwmsg.pack_request(b.client_id, bwmsg.PULL, b""))
+        # the 2104's header has come: the reply is planned, late not in it
+        assert select.select([sock], [], [], 15)[0], "no reply to the 604"
+        other.commit()
+    finally:
+        other.close()
+    _, code, payload = p.read_response()
+    assert code == bwmsg.WAITING
+    recs = bwmsg.parse_records(payload)
+    assert [r[1] for r in recs] == before + after
+    assert all(r[3] == big for r in recs[:160])
+    p.close()  # evidence of delivery
+    assert wait_for(lambda: pg.psql("SELECT count(*) FROM messages", db=db).strip() == "1")
+    b2 = bwmsg.MsgClient(H, srv.port)
+    b2.client_id = b.client_id
+    assert [(r[1], r[3]) for r in b2.pull()] == [(late, b"late")]
+    b2.close()

@@ -133,9 +133,11 @@ static const struct {
 			 5,
 			 {T_BYTEA, T_INT8, T_INT8, T_INT8, T_BOOL}},
 	[PS_MSG_DELETE] = {"DELETE FROM messages WHERE ToClient = $1 AND "
-			   "ID <= $2 RETURNING ContentPath, " MSG_SIZE,
-			   2,
-			   {T_BYTEA, T_INT8}},
+			   "ID <= $2 AND ($3::text IS NULL OR "
+			   "ID = ANY($3::text::int8[])) "
+			   "RETURNING ContentPath, " MSG_SIZE,
+			   3,
+			   {T_BYTEA, T_INT8, T_TEXT}},
 	[PS_MSG_DROP] = {"DELETE FROM messages WHERE ID = $1", 1, {T_INT8}},
 	[PS_CLIENT_GET] = {"SELECT ID, Name, PublicKey, "
 			   "coalesce(extract(epoch FROM LastSeen)::int8, 0), "

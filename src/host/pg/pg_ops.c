@@ -5,6 +5,8 @@
  */
 #include <arpa/inet.h>
 #include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -243,19 +245,46 @@ msg_put(struct pg_conn *pc, const struct bw_msg_rec *m)
 	return step(pc, PS_MSG_FLOOR, &p, "the message ids", NULL, NULL);
 }
 
+/* ids as an array's text, "{1,2,3}" (heap), or NULL. */
+static char *
+id_array(const int64_t *ids, size_t n)
+{
+	size_t i, at = 1, cap;
+	char *s;
+
+	/* "," and 20 digits each at most, the braces and the NUL */
+	if (n > (SIZE_MAX - 3) / 21 || (s = malloc(cap = n * 21 + 3)) == NULL)
+		return NULL;
+	s[0] = '{';
+	for (i = 0; i < n; i++)
+		at += (size_t)snprintf(s + at, cap - at,
+				       i > 0 ? ",%lld" : "%lld",
+				       (long long)ids[i]);
+	snprintf(s + at, cap - at, "}");
+	return s;
+}
+
+/* The messages a reply carried: those ids only (with several writers a
+ * lower id can commit after a higher one was read, and is not among
+ * them), or all up to upto. */
 static int
 msg_delete(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
 {
 	struct pg_params p = {0};
 	PGresult *res = NULL;
-	char path[BW_PATH_CAP];
+	char path[BW_PATH_CAP], *ids = NULL;
 	int i, rows, rc;
 
 	r->u.del.n = r->u.del.bytes = 0;
+	if (r->u.del.ids != NULL &&
+	    (ids = id_array(r->u.del.ids, r->u.del.ids_n)) == NULL)
+		return BW_ENOMEM;
 	pg_p_bytes(&p, r->u.del.to, BW_ID_LEN);
 	pg_p_i64(&p, r->u.del.upto);
-	if ((rc = step(pc, PS_MSG_DELETE, &p, "delivered messages", NULL,
-		       &res)) != 0)
+	pg_p_text(&p, ids);
+	rc = step(pc, PS_MSG_DELETE, &p, "delivered messages", NULL, &res);
+	free(ids);
+	if (rc != 0)
 		return rc;
 	rows = PQntuples(res);
 	for (i = 0; i < rows && rc == 0; i++) {

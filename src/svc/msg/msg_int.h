@@ -134,6 +134,7 @@ struct msg_conn {
 	 */
 	int delivered;
 	int64_t delivered_upto;
+	int64_t *delivered_ids; /* the reply's ids, in order (heap) */
 	uint64_t delivered_n, delivered_bytes; /* the reply's messages */
 	uint64_t planned_n, planned_bytes;     /* the plan's, meanwhile */
 	uint64_t sent_total;

@@ -84,6 +84,11 @@ struct plan {
 	uint64_t cap, total;
 	int64_t upto;
 	uint64_t rows, max_rows;
+	/* the rows' ids, in order: the pages stream those and only those (a
+	 * row that commits later under a lower id, on a store shared by
+	 * several writers, is the next pull's), and the settle deletes them */
+	int64_t *ids;
+	size_t ids_cap, next; /* next: the one the pages wait for */
 };
 
 struct pull_read {
@@ -112,6 +117,7 @@ read_free(struct pull_read *pr)
 	 * blocks: not on the loop */
 	bw_blobs_read_close_later(pr->m->blobs, pr->m->eng->loop, pr->r);
 	free(pr->buf);
+	free(pr->pl.ids);
 	free(pr);
 	bw_conn_release(c);
 }
@@ -175,6 +181,16 @@ plan_row(void *arg, const struct bw_msg_rec *r)
 	if (pl->rows > 0 &&
 	    (pl->total + need > pl->cap || pl->total + need > UINT32_MAX))
 		return 1;
+	if (pl->rows == pl->ids_cap) {
+		size_t cap = pl->ids_cap != 0 ? pl->ids_cap * 2 : 64;
+		int64_t *grown = realloc(pl->ids, cap * sizeof(*grown));
+
+		if (grown == NULL)
+			return 1; /* the reply ends here */
+		pl->ids = grown;
+		pl->ids_cap = cap;
+	}
+	pl->ids[pl->rows] = r->id;
 	pl->total += need;
 	pl->upto = r->id;
 	pl->rows++;
@@ -303,6 +319,14 @@ page_row(void *arg, const struct bw_msg_rec *r)
 		return 1;
 	}
 	pr->rows++;
+	mc->cursor = r->id;
+	if (pr->pl.next < pr->pl.rows && r->id > pr->pl.ids[pr->pl.next]) {
+		pr->err = BW_ESIZE; /* a planned row went from under the plan */
+		return 1;
+	}
+	if (pr->pl.next >= pr->pl.rows || r->id != pr->pl.ids[pr->pl.next])
+		return 0; /* committed after the plan: the next pull's */
+	pr->pl.next++;
 	memcpy(h.from, r->from, BW_ID_LEN);
 	h.id = (uint32_t)r->id;
 	h.type = (uint8_t)r->type;
@@ -312,7 +336,6 @@ page_row(void *arg, const struct bw_msg_rec *r)
 		pr->err = BW_ECLOSED;
 		return 1;
 	}
-	mc->cursor = r->id;
 	mc->reply_left -= sizeof(hdr) + r->size;
 	if (r->path[0] != '\0') {
 		snprintf(mc->file_key, sizeof(mc->file_key), "%s", r->path);
@@ -452,6 +475,10 @@ msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 		return; /* the read, on_drained, or room brings us back */
 	(void)bw_frame_reply_end(c);
 	mc->st = M_IDLE;
+	/* the reply's ids, for the settle (before the read goes) */
+	free(mc->delivered_ids);
+	mc->delivered_ids = pr->pl.ids;
+	pr->pl.ids = NULL;
 	msg_pull_abort(mc);
 	msg_stream_end(m, mc);
 	pull_uncount(m, mc);

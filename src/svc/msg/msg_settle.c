@@ -26,6 +26,7 @@ struct settle {
 	uint64_t n, bytes; /* counted gone at once */
 	size_t keys_n, cap;
 	char (*keys)[BW_PATH_CAP];
+	int64_t *ids; /* the reply's */
 };
 
 static int
@@ -63,6 +64,7 @@ settle_free(void *arg)
 	struct settle *s = arg;
 
 	free(s->keys);
+	free(s->ids);
 	free(s);
 }
 
@@ -131,6 +133,8 @@ msg_settle(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc,
 			bw_error("c%llu messages delivered but not deleted: %s",
 				 ULL(c->id), bw_strerror(BW_ENOMEM));
 			mc->delivered = 0;
+			free(mc->delivered_ids);
+			mc->delivered_ids = NULL;
 			return;
 		}
 		s->m = m;
@@ -141,9 +145,15 @@ msg_settle(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc,
 		bw_meta_req_init(&s->req, BW_META_MSG_DELETE, 0, settled, s);
 		memcpy(s->req.u.del.to, mc->who, BW_ID_LEN);
 		s->req.u.del.upto = mc->delivered_upto;
+		s->ids = mc->delivered_ids;
+		mc->delivered_ids = NULL;
+		s->req.u.del.ids = s->ids;
+		s->req.u.del.ids_n = s->ids != NULL ? s->n : 0;
 		s->req.u.del.path = settle_key;
 		s->req.u.del.path_arg = s;
 		bw_meta_submit(m->meta, &s->req);
 	}
 	mc->delivered = 0;
+	free(mc->delivered_ids);
+	mc->delivered_ids = NULL;
 }
