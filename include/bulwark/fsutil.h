@@ -32,8 +32,8 @@ int bw_fs_stage(const char *path, const void *p, size_t n, mode_t mode,
 	__attribute__((warn_unused_result));
 
 /* Opens dir/name as a directory (creating it with mode 0700 first if
- * create is set), never through a symbolic link: -ELOOP if name is a link
- * or not a directory. */
+ * create is set, and syncing dir then: the entry is durable), never through
+ * a symbolic link: -ELOOP if name is a link or not a directory. */
 int bw_fs_dir_at(int dir, const char *name, int create, int *out)
 	__attribute__((warn_unused_result));
 /* Calls fn(arg, name, type) for each entry of dir but . and .. (type: a

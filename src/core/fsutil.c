@@ -120,8 +120,17 @@ bw_fs_dir_at(int dir, const char *name, int create, int *out)
 	 * lookup of its own */
 	fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 && errno == ENOENT && create) {
-		if (mkdirat(dir, name, 0700) != 0 && errno != EEXIST)
-			return -errno;
+		if (mkdirat(dir, name, 0700) != 0) {
+			if (errno != EEXIST)
+				return -errno;
+		} else if (fsync(dir) != 0) {
+			/* the new entry must last as the files put in it do;
+			 * gone again, so that a retry makes and syncs it */
+			int err = errno;
+
+			(void)unlinkat(dir, name, AT_REMOVEDIR);
+			return -err;
+		}
 		fd = openat(dir, name,
 			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	}

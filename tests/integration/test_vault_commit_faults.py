@@ -885,6 +885,32 @@ def test_startup_removes_a_file_no_row_names_and_touches_nothing_else(start_serv
     srv2.stop()
 
 
+@pytest.mark.files_only("reads the calls on the contents' directories")
+def test_a_new_clients_directory_is_synced_into_files_before_its_first_2103(
+        start_server, shim, tmp_path):
+    """A client's first upload makes files/<id>/. Its file and the
+    directory itself were synced, but not files/, which holds the new
+    directory's entry: after a power cut a file system without an ordered
+    journal may lose the entry, and with it a file whose 2103 said it was
+    stored. files/ is synced after the directory is made, before the
+    2103."""
+    call_log = tmp_path / "calls.log"
+    srv = start_server(env=bwd.fault_env(shim, log=call_log))
+    ident = register(srv)
+    out = replace_doc(srv, ident, os.urandom(2000), call_log)
+    assert out.succeeded, out
+    files = str((srv.data_dir / "files").resolve())
+    mine = files + "/" + ident.hex
+    calls = [(op, path) for op, path, _ in read_calls(call_log)]
+    made = [i for i, (op, path) in enumerate(calls)
+            if op.startswith("mkdir") and path == mine]
+    assert made, "no mkdir of %s in the calls:\n%s" % (mine, calls[-40:])
+    synced = [i for i, (op, path) in enumerate(calls) if op == "fsync" and path == files]
+    assert any(i > made[0] for i in synced), \
+        "files/ was not synced after %s was made:\n%s" % (mine, calls[made[0]:made[0] + 30])
+    srv.stop()
+
+
 # --------------------------------------------------------------------------
 # Durability of the answers: a 2103 or a 2104 promises the row is on disk
 
