@@ -477,6 +477,45 @@ def test_startup_keeps_a_verified_file_whose_row_names_it_in_another_path_form(
     assert shown and shown[0][3] == "yes", "FILS does not show %s verified: %r" % (DOC, shown)
 
 
+@pytest.mark.files_only("edits the SQLite file's rows")
+def test_a_row_in_another_path_form_that_cannot_be_rewritten_stops_the_start_up(
+        start_server, shim):
+    """The same row, and the database refuses the rewrite at start-up (its
+    journal cannot grow: ENOSPC). The row used to keep its foreign path in
+    RAM, and the scan that follows removed the file as one no row names:
+    a verified file lost to a disk that was full for a moment. Start-up
+    must stop there with the file whole, and succeed once the disk
+    takes writes again."""
+    srv = start_server()
+    ident = register(srv)
+    data = os.urandom(3000)
+    upload_verified(srv, ident, data)
+    srv.stop()
+    hexid = ident.client_id.hex()
+    path_name = "%s/files/%s/%s" % (os.path.abspath(srv.data_dir), hexid, DOC)
+    con = bwd.connect_db(srv.data_dir)
+    try:
+        with con:
+            con.execute("UPDATE files SET PathName = ? WHERE ID = ? AND FileName = ?",
+                        (path_name, ident.client_id, DOC))
+    finally:
+        con.close()
+    stored = srv.client_dir(ident.client_id) / DOC
+
+    srv2 = start_server(data_dir=srv.data_dir, wait=False,
+                        env=bwd.fault_env(shim, fault="pwrite:1:ENOSPC:defensive.db-wal"))
+    rc, log = srv2.wait_exit()
+    assert "bwfault: pwrite" in log, log[-2000:]
+    assert rc not in (None, 0), "started with the row not rewritten:\n%s" % log[-2000:]
+    assert stored.is_file() and stored.read_bytes() == data, log[-2000:]
+
+    srv3 = start_server(data_dir=srv.data_dir)
+    assert stored.read_bytes() == data
+    row = srv3.file_row(ident.client_id, DOC)
+    assert row is not None and is_true(row["Verified"]), dict(row) if row else None
+    assert row["PathName"] == "files/%s/%s" % (hexid, DOC), dict(row)
+
+
 # --------------------------------------------------------------------------
 # 6. Start-up with many files
 

@@ -119,7 +119,9 @@ canonical_path(const uint8_t id[BW_ID_LEN], const char *path,
 
 /* The row of r names its file in another form: it is rewritten in ours,
  * so that the file is known as the row's (and never removed as a file no
- * row names). 1 rewritten (r->path is ours now), 0 nothing to do. */
+ * row names). 1 rewritten (r->path is ours now), 0 nothing to do, or
+ * the store's error: the start-up stops there, since the scan that
+ * follows would remove the file as one no row names. */
 static int
 adopt_path(struct bw_vault *v, struct bw_client *cl, struct row *r)
 {
@@ -142,7 +144,7 @@ adopt_path(struct bw_vault *v, struct bw_client *cl, struct row *r)
 		bw_escape_display(r->path, old, sizeof(old)),
 		rc == 0 ? "; now in this form" : " (not rewritten)");
 	if (rc != 0)
-		return 0;
+		return rc < 0 ? rc : BW_EDB;
 	snprintf(r->path, sizeof(r->path), "%s", canon);
 	return 1;
 }
@@ -163,8 +165,12 @@ reconcile_row(struct bw_vault *v, struct row *r)
 	int64_t main_size = stored_size(v, r->path), pend_size = -1;
 	int rc = 0;
 
-	if (cl != NULL && main_size == -2 && adopt_path(v, cl, r))
+	if (cl != NULL && main_size == -2 && (rc = adopt_path(v, cl, r)) != 0) {
+		if (rc < 0)
+			return rc;
+		rc = 0;
 		main_size = stored_size(v, r->path);
+	}
 	if (cl == NULL || main_size == -2)
 		return 0; /* not ours to judge */
 	bw_escape_display(r->path, shown, sizeof(shown));
