@@ -20,7 +20,7 @@ import haproxy
 import pgserver
 import redisserver
 import s3server
-from bwrooms import RoomClient
+from bwrooms import ASK_ID, ASK_NAME, NO_ID, RoomClient, joined, left
 from bwd import rsa_key, unique_name
 
 H = "127.0.0.1"
@@ -496,6 +496,149 @@ def test_a_killed_nodes_members_leave_and_an_emptied_room_goes(cluster):
     d.line(str(room))
     d.expect("There is no group id like this,try again")
     d.close()
+
+
+def bus_node(start_server, r, name, data_dir):
+    """A node on the bus of Redis r alone (no PostgreSQL, S3 or balancer),
+    named name (--node-name), once the bus is up on it: what it does at its
+    first connection to Redis is queued by then, ahead of any client's."""
+    n = start_server("--bus", r.url(), "--node-name", name, "--metrics-listen", H + ":0",
+                     data_dir=data_dir, rooms=True, want=("vault", "rooms", "metrics"),
+                     env=r.env())
+    assert bwd.wait_for(lambda: gauge(n, "bulwark_bus_up") == 1, 10), n.log_tail()
+    return n
+
+
+def resp(*parts):
+    """A command in RESP, as redisserver sends them."""
+    out = b"*%d\r\n" % len(parts)
+    for p in parts:
+        p = p if isinstance(p, bytes) else str(p).encode()
+        out += b"$%d\r\n%s\r\n" % (len(p), p)
+    return out
+
+
+def test_a_lone_node_restarted_at_once_takes_its_earlier_members_out(start_server, tmp_path):
+    """A node never reaps itself, and a lone node has no other to reap it:
+    killed with members and started again at once under the same
+    --node-name, it takes out at its first connection to Redis what Redis
+    still holds under its name (its earlier process's members), with the
+    usual notice. Their room goes with them: its id is unknown to a new
+    client, and Redis holds no room and no member (none left to count
+    against --max-rooms, to hold a name, or to meet the new process's
+    connection ids, which begin at 1 again)."""
+    if not redisserver.installed():
+        need_cluster()
+    r = redisserver.RedisServer().start()
+    sub = None
+    try:
+        n1 = bus_node(start_server, r, "n1", tmp_path / "n1")
+        alice = RoomClient(rooms_port(n1))
+        room = alice.create("alice", "pw")
+        bob = RoomClient(rooms_port(n1))
+        bob.join("bob", room, "pw")
+        alice.expect(joined("bob"))
+        assert r.cmd("HLEN", "bulwark:room:%d:m" % room) == ":2"
+        # a listener on the room's channel, as another node would be
+        sub = socket.create_connection((H, r.port), timeout=5)
+        sub.sendall(resp("AUTH", r.password) + resp("SUBSCRIBE", "bulwark:room:%d" % room))
+        heard = [b""]
+
+        def hear(want, timeout):
+            """Reads until want is heard (None: for all of timeout)."""
+            deadline = time.monotonic() + timeout
+            while (want is None or want not in heard[0]) and time.monotonic() < deadline:
+                sub.settimeout(max(0.01, min(0.2, deadline - time.monotonic())))
+                try:
+                    data = sub.recv(65536)
+                except socket.timeout:
+                    continue
+                if not data:
+                    break
+                heard[0] += data
+            return want is not None and want in heard[0]
+
+        assert hear(b"subscribe\r\n", 5), heard[0]
+        kill(n1)
+        for c in (alice, bob):
+            c.close()
+        n1 = bus_node(start_server, r, "n1", tmp_path / "n1")
+        d = RoomClient(rooms_port(n1))
+        d.line("1")
+        d.expect(ASK_NAME)
+        d.line("dee")
+        d.expect(ASK_ID)
+        d.line(str(room))
+        got = d.next_line()
+        assert got == NO_ID, ("room %d outlived the process its members were on: %r\n%s"
+                              % (room, got, n1.log_tail()))
+        d.close()
+        state = lambda: [r.cmd("SCARD", "bulwark:rooms"),  # noqa: E731
+                         r.cmd("EXISTS", "bulwark:room:%d" % room),
+                         r.cmd("EXISTS", "bulwark:room:%d:m" % room),
+                         r.cmd("EXISTS", "bulwark:room:%d:n" % room),
+                         r.cmd("EXISTS", "bulwark:node:n1:rooms"),
+                         r.cmd("EVAL", "return tonumber(redis.call('GET','bulwark:members') "
+                               "or '0')", "0")]
+        assert bwd.wait_for(lambda: state() == [":0"] * 6, 5), state()
+        # each went with the notice, once
+        for name in ("alice", "bob"):
+            notice = ("%s has removed from the group" % name).encode()
+            assert hear(notice, 5), heard[0]
+        hear(None, 0.5)  # and nothing more
+        for name in ("alice", "bob"):
+            notice = ("%s has removed from the group" % name).encode()
+            assert heard[0].count(notice) == 1, heard[0]
+    finally:
+        if sub is not None:
+            sub.close()
+        r.destroy()
+
+
+def test_a_node_restarted_before_it_is_reaped_takes_its_members_out_once(start_server,
+                                                                        tmp_path):
+    """n1 killed and started again at once under the same --node-name,
+    before n2 reaps it (a node silent for 3 s): the new n1 takes out its
+    earlier process's members when it first reaches Redis. bob on n2 hears
+    alice leave promptly, and once (n2's reaper, had n1 come back too
+    late, would have taken her out itself: either way one notice). The
+    room lives on with bob, and a member through the new n1 joins it."""
+    if not redisserver.installed():
+        need_cluster()
+    r = redisserver.RedisServer().start()
+    try:
+        n1 = bus_node(start_server, r, "n1", tmp_path / "n1")
+        n2 = bus_node(start_server, r, "n2", tmp_path / "n2")
+        alice = RoomClient(rooms_port(n1))
+        room = alice.create("alice", "pw")
+        bob = RoomClient(rooms_port(n2))
+        bob.join("bob", room, "pw")
+        alice.expect(joined("bob"))
+        kill(n1)
+        killed = time.monotonic()
+        alice.close()
+        n1 = bus_node(start_server, r, "n1", tmp_path / "n1")
+        back = time.monotonic() - killed
+        before = bob.expect(left("alice"), timeout=10)
+        # exactly once: n2 could reap n1 only within 3 s of its last beat
+        # (at most 1 s before the kill), and beats every second
+        rest = bob.lines_for(max(0.5, killed + 5.5 - time.monotonic()))
+        assert (before + rest).count(left("alice")) == 1, (back, before, rest)
+        assert r.cmd("HLEN", "bulwark:room:%d:m" % room) == ":1"
+        # the new n1's connection ids begin at 1 again: carol's is alice's
+        # old one, and she is a member beside bob
+        carol = RoomClient(rooms_port(n1))
+        carol.join("carol", room, "pw")
+        bob.expect(joined("carol"))
+        carol.line("hello")
+        bob.expect("carol: hello")
+        bob.line("hi")
+        carol.expect("bob: hi")
+        assert r.cmd("HLEN", "bulwark:room:%d:m" % room) == ":2"
+        for c in (bob, carol):
+            c.close()
+    finally:
+        r.destroy()
 
 
 def two_on_n1_one_on_n2(cluster):

@@ -361,14 +361,19 @@ rejoin_room(void *arg, void *val)
 }
 
 /* Back after an outage (or started with rooms): this node's members, as
- * Redis had them, go quietly, and those it has now are written again. */
+ * Redis had them, go quietly, and those it has now are written again. At
+ * the first connection, what Redis has under this node's name is an
+ * earlier process's (killed, or stopped before its leaves were sent, and
+ * back before the others reaped it; a lone node is never reaped): those
+ * members leave, with the notice. */
 static void
-rejoin_all(struct bw_rooms *rs)
+rejoin_all(struct bw_rooms *rs, int first)
 {
-	const char *argv[1];
+	const char *argv[2];
 
 	argv[0] = rs->node;
-	(void)rbus_eval(rs, rbus_lua_forget, NULL, NULL, 1, argv, NULL);
+	argv[1] = first ? GONE : "";
+	(void)rbus_eval(rs, rbus_lua_forget, NULL, NULL, 2, argv, NULL);
 	(void)bw_hash_each(&rs->map, rejoin_room, rs);
 }
 
@@ -401,8 +406,8 @@ on_state(void *arg, int up)
 	 * be reaped */
 	raise_floor(rs);
 	beat(rs);
-	if (rs->bus_was_down || rs->map.n > 0)
-		rejoin_all(rs);
+	rejoin_all(rs, !rs->bus_seen);
+	rs->bus_seen = 1;
 	rs->bus_was_down = 0;
 }
 

@@ -74,6 +74,7 @@ struct bw_rooms {
 	const char *node;
 	struct bw_timer beat_t;
 	int bus_was_down;
+	int bus_seen; /* the bus has been up since the start */
 	/* the highest room id this node has known: Redis's counter is raised
 	 * to it whenever the bus comes (back) and at every beat, so that a
 	 * Redis that restarted without its data never gives an id again */

@@ -98,9 +98,11 @@ const char rbus_lua_reap[] = LUA_DROP_NODE
 	"n=n+1 end end "
 	"return n";
 
-/* ARGV: self. This node's members, as Redis had them, go (quietly): the
- * members it has now are written again after it (lua_rejoin). */
-const char rbus_lua_forget[] = LUA_DROP_NODE "drop(ARGV[1],'') return 0";
+/* ARGV: self, notice. This node's members, as Redis had them, go (with
+ * notice: "" after an outage, when the members it has now are written
+ * again after it by lua_rejoin; a leave at start-up, when they are an
+ * earlier process's, gone with it). */
+const char rbus_lua_forget[] = LUA_DROP_NODE "drop(ARGV[1],ARGV[2]) return 0";
 
 /* ARGV: an id this node has known: the counter is raised to it (a Redis
  * restarted without its data begins at 0 again). */
