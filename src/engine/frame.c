@@ -151,6 +151,11 @@ bw_frame_fail(struct bw_conn *c, const char *why)
 {
 	int rc = bw_frame_error(c, why);
 
+	/* A body ended here (an eviction, a write that failed) leaves its
+	 * request's state gone: input that still comes (an error event in
+	 * the same pass reads what the socket holds) is not handed to it. */
+	if (FC(c) != NULL)
+		FC(c)->failed = 1;
 	bw_conn_finish(c);
 	return rc;
 }
@@ -495,6 +500,8 @@ frame_input(struct bw_conn *c)
 	struct frame_conn *fc = FC(c);
 	int rc;
 
+	if (fc->failed)
+		return 0;
 	fc->in_input = 1;
 	rc = frame_step(c);
 	if (!bw_conn_dead(c))

@@ -52,9 +52,10 @@ enum fstate {
 struct frame_conn {
 	enum fstate st;
 	struct bw_frame_req req;
-	int padded;	     /* course-sample client: pad replies, then close */
-	int in_input;	     /* inside frame_input: a kick must not re-enter */
-	unsigned requests;   /* complete requests read */
+	int padded;	   /* course-sample client: pad replies, then close */
+	int in_input;	   /* inside frame_input: a kick must not re-enter */
+	int failed;	   /* bw_frame_fail: nothing more is read as requests */
+	unsigned requests; /* complete requests read */
 	uint64_t reply_len;  /* bytes of the reply being written */
 	uint64_t reply_left; /* payload bytes announced, not yet queued */
 	uint16_t reply_code; /* 0: no reply in pieces open */

@@ -13,13 +13,15 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "bulwark/cur.h"
 #include "proto/wire.h"
 #include "support/enginetest.h"
 #include "engine/frame.h"
 
-enum { C_ECHO = 10, C_STREAM = 11, C_BIG = 12 };
+enum { C_ECHO = 10, C_STREAM = 11, C_BIG = 12, C_EVICT = 13 };
 enum { ERR_A = 900, ERR_B = 901 };
 
 static struct {
@@ -91,10 +93,25 @@ on_big(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	return bw_frame_reply_end(c);
 }
 
+/* 13: ends the body of the connection in victim, as a newcomer that
+ * needs its slot does (bw_frame_fail), and replies. */
+static struct bw_conn *victim;
+
+static int
+on_evict(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
+{
+	(void)r;
+	(void)p;
+	if (victim != NULL)
+		(void)bw_frame_fail(victim, "evicted");
+	return bw_frame_reply(c, 23, NULL, 0);
+}
+
 static const struct bw_frame_route routes_a[] = {
 	{C_ECHO, 0, 10, 10, 10, on_echo, NULL, NULL},
 	{C_STREAM, 0, 4, 1000, 4, on_stream, on_stream_body, NULL},
 	{C_BIG, 0, 4, 4, 4, on_big, NULL, NULL},
+	{C_EVICT, 0, 0, 0, 0, on_evict, NULL, NULL},
 };
 
 static const struct bw_frame_proto proto_a = {
@@ -104,7 +121,7 @@ static const struct bw_frame_proto proto_a = {
 	.code_lo = 1,
 	.code_hi = 99,
 	.routes = routes_a,
-	.routes_n = 3,
+	.routes_n = 4,
 	.state_size = sizeof(struct sstate),
 };
 
@@ -305,6 +322,43 @@ streamed_body_arrives_a_byte_at_a_time(void **state)
 	close(fd);
 }
 
+/* A body ended by the server (an upload evicted for a newcomer: the
+ * newcomer's request, bw_frame_fail) leaves no state for its handler. The
+ * victim's last bytes and reset, in the same pass after the newcomer, come
+ * as an error event that reads the socket before the 2107 is flushed:
+ * none of it may reach the body's handler (the vault's and the
+ * messenger's read the upload they had freed). */
+static void
+a_failed_body_gets_no_more_input(void **state)
+{
+	struct fixture *fx = *state;
+	int fd = et_connect(fx->l), nc;
+	uint8_t count[4] = {0}, more[64];
+	struct linger lg = {1, 0};
+
+	send_hdr(fd, C_STREAM, 4 + 400);
+	assert_int_equal(send(fd, count, 4, 0), 4);
+	assert_int_equal(send(fd, "0123456789", 10, 0), 10);
+	pump(&fx->e, 30);
+	assert_int_equal(seen.streamed, 10);
+	assert_non_null(victim = fx->e.conns);
+	nc = et_connect(fx->l);
+	pump(&fx->e, 10);
+	/* ready in this order: the newcomer's request, then the victim's */
+	send_hdr(nc, C_EVICT, 0);
+	memset(more, 'x', sizeof(more));
+	assert_int_equal(send(fd, more, sizeof(more), 0), sizeof(more));
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)),
+			 0);
+	close(fd);
+	pump(&fx->e, 30);
+	victim = NULL;
+	assert_int_equal(read_hdr(nc).code, 23);
+	assert_int_equal(seen.streamed, 10);
+	assert_int_equal(seen.stream_calls, 1);
+	close(nc);
+}
+
 /* A client that pads its request gets every reply padded to a multiple
  * of 1024, whatever its length, and then the connection closed. */
 static void
@@ -493,6 +547,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 			streamed_body_arrives_a_byte_at_a_time, setup,
 			teardown),
+		cmocka_unit_test_setup_teardown(
+			a_failed_body_gets_no_more_input, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			padded_client_gets_replies_of_any_length_padded, setup,
 			teardown),
