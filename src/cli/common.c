@@ -265,6 +265,16 @@ bw_identity_commit(struct bw_identity_stage *st, const uint8_t id[BW_ID_LEN])
 }
 
 void
+bw_identity_keep(struct bw_identity_stage *st)
+{
+	if (st->fd >= 0)
+		close(st->fd);
+	if (st->priv_fd >= 0)
+		close(st->priv_fd);
+	st->fd = st->priv_fd = -1;
+}
+
+void
 bw_identity_abandon(struct bw_identity_stage *st)
 {
 	if (st->fd >= 0)

@@ -57,6 +57,10 @@ int bw_identity_commit(struct bw_identity_stage *st,
 		       const uint8_t id[BW_ID_LEN]) BW_WUR;
 /* Drops what bw_identity_stage wrote (the server said no). */
 void bw_identity_abandon(struct bw_identity_stage *st);
+/* Closes the staged files and leaves them where they are (their names
+ * told to the user): the outcome is not known, or they could not be put
+ * in place. */
+void bw_identity_keep(struct bw_identity_stage *st);
 
 /* One connection to the server. Every send and receive waits at most
  * timeout_ms for progress and, once bw_session_deadline() has started the

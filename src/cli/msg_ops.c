@@ -70,7 +70,8 @@ msg_open_request(struct msg_ctx *x, struct bw_session *s, uint16_t code,
 	bw_req_hdr_encode(&h, buf);
 	if (len > 0)
 		memcpy(buf + BW_REQ_HDR_LEN, payload, len);
-	rc = bw_session_write(s, buf, BW_REQ_HDR_LEN + len);
+	if ((rc = bw_session_write(s, buf, BW_REQ_HDR_LEN + len)) == 0)
+		x->sent = 1;
 	free(buf);
 	return rc;
 }
@@ -89,6 +90,8 @@ msg_response_head(struct msg_ctx *x, struct bw_session *s, uint16_t want,
 		return msg_net_failure(x, rc);
 	if (bw_resp_hdr_decode(hdr, sizeof(hdr), &h) < 0)
 		return msg_net_failure(x, BW_EPROTO);
+	if (h.code != want)
+		x->refused = 1;
 	if (h.code == BW_MSG_RESP_ERROR)
 		return server_error();
 	if (h.code != want) {
@@ -155,7 +158,7 @@ msg_register(struct msg_ctx *x, const char *name)
 	struct bw_identity me;
 	struct bw_identity_stage st;
 	size_t n;
-	int rc;
+	int rc, keep = 0;
 
 	if (x->have_me || access(x->me_path, F_OK) == 0) {
 		fprintf(stderr,
@@ -189,12 +192,24 @@ msg_register(struct msg_ctx *x, const char *name)
 		bw_identity_fini(&me);
 		return BW_EXIT_USAGE;
 	}
+	x->sent = x->refused = 0;
 	rc = msg_exchange(x, BW_MSG_REQ_REGISTER, payload, sizeof(payload),
 			  BW_MSG_RESP_REGISTERED, &body, &n, BW_ID_LEN);
 	if (rc == 0 && n != BW_ID_LEN)
 		rc = msg_net_failure(x, BW_EPROTO);
-	if (rc == 0) {
+	if (rc == 0)
 		memcpy(me.id, body, BW_ID_LEN);
+	if (rc != 0 && x->sent && !x->refused) {
+		/* the server may have registered the name with this key (its
+		 * answer lost): the staged key is then the only one that can
+		 * speak for that client, and the id is not known here */
+		fprintf(stderr,
+			"bulwark msg: no answer came: the server may have "
+			"registered '%s'; its private key is kept in %s\n",
+			name, st.tmp);
+		keep = 1;
+	}
+	if (rc == 0) {
 		bw_hex_encode(me.id, BW_ID_LEN, hex);
 		if ((rc = bw_identity_commit(&st, me.id)) != 0) {
 			fprintf(stderr,
@@ -204,11 +219,14 @@ msg_register(struct msg_ctx *x, const char *name)
 				me.name, hex, x->me_path, bw_strerror(rc),
 				st.tmp);
 			rc = BW_EXIT_USAGE;
+			keep = 1;
 		}
 	}
 	free(body);
 	if (rc != 0) {
-		if (st.fd >= 0)
+		if (keep)
+			bw_identity_keep(&st); /* said where it is */
+		else if (st.fd >= 0)
 			bw_identity_abandon(&st); /* the server said no */
 		bw_identity_fini(&me);
 		return rc;
@@ -425,9 +443,10 @@ msg_send_key_request(struct msg_ctx *x, struct bw_contact *c)
 int
 msg_send_sym_key(struct msg_ctx *x, struct bw_contact *c)
 {
-	uint8_t aes[BW_AES_KEY_LEN], wrapped[BW_RSA_CT_LEN];
+	uint8_t aes[BW_AES_KEY_LEN], old[BW_AES_KEY_LEN];
+	uint8_t wrapped[BW_RSA_CT_LEN];
 	struct bw_rsa *rsa = NULL;
-	int rc;
+	int rc, had = c->has_aes;
 
 	/* the key the server has now, checked against the pinned one */
 	if ((rc = msg_fetch_key(x, c)) != 0)
@@ -440,13 +459,37 @@ msg_send_sym_key(struct msg_ctx *x, struct bw_contact *c)
 		return msg_net_failure(x, rc);
 	}
 	bw_rsa_free(rsa);
-	rc = send_message(x, c, BW_MSG_KEY, wrapped, sizeof(wrapped));
-	if (rc == 0) {
-		memcpy(c->aes, aes, sizeof(aes));
-		c->has_aes = 1;
-		rc = msg_save(x);
-	}
+	/* Kept before it is sent: a key the server stores that this client
+	 * then fails to keep (a full disk, an interruption) would make all
+	 * the contact sends with it unreadable here. */
+	memcpy(old, c->aes, sizeof(old));
+	memcpy(c->aes, aes, sizeof(aes));
+	c->has_aes = 1;
 	bw_wipe(aes, sizeof(aes));
+	if ((rc = msg_save(x)) != 0) {
+		fprintf(stderr, "bulwark msg: the key was not sent\n");
+		goto restore;
+	}
+	x->sent = x->refused = 0;
+	rc = send_message(x, c, BW_MSG_KEY, wrapped, sizeof(wrapped));
+	if (rc == 0 || (x->sent && !x->refused)) {
+		if (rc != 0)
+			fprintf(stderr, "bulwark msg: no answer came: the key "
+					"may have been stored, and is kept\n");
+		bw_wipe(old, sizeof(old));
+		return rc;
+	}
+	/* refused, or never sent: the contact never gets it, the one before
+	 * stays */
+	memcpy(c->aes, old, sizeof(old));
+	c->has_aes = had;
+	(void)msg_save(x);
+	bw_wipe(old, sizeof(old));
+	return rc;
+restore:
+	memcpy(c->aes, old, sizeof(old));
+	c->has_aes = had;
+	bw_wipe(old, sizeof(old));
 	return rc;
 }
 

@@ -342,6 +342,7 @@ send_register(struct send_ctx *x, const char *name)
 			     "put in place: %s; the identity is in %s",
 			     nu.name, hex, bw_strerror(rc),
 			     st.tmp[0] != '\0' ? st.tmp : st.priv_tmp);
+		bw_identity_keep(&st); /* where the message says it is */
 		ret = BW_EXIT_USAGE;
 		goto out;
 	}

@@ -162,11 +162,20 @@ class PyMsgServer:
     the connection is kept and the client's way of ending it recorded in
     .ends as {"how": "eof" | "reset" | "data" | "timeout", "unacked":
     bytes the client had not acknowledged when it ended}; the socket stays
-    open in .held (closed by stop()) so a test can see what came after."""
+    open in .held (closed by stop()) so a test can see what came after.
+
+    Lost answers (attributes, sets of request codes, may be changed while it
+    runs): lost_answers: the request is carried out (a 600 registers, a 603
+    is queued), then the connection closes with no answer at all; dropped:
+    the connection closes on the request, nothing done. list_reply: bytes
+    sent as the whole response to every 601, then the connection closes."""
 
     def __init__(self, mode="keepalive", error_codes=(), garbage=None, keep=False,
-                 cut_pulls=0, cut_record=1, pull_reply=None, watch_end=False):
+                 cut_pulls=0, cut_record=1, pull_reply=None, watch_end=False,
+                 lost_answers=(), dropped=(), list_reply=None):
         self.mode, self.error_codes, self.garbage = mode, set(error_codes), garbage
+        self.lost_answers, self.dropped = set(lost_answers), set(dropped)
+        self.list_reply = list_reply
         self.keep = keep
         self.cut_pulls, self.cut_record = cut_pulls, cut_record
         self.pull_reply, self.watch_end = pull_reply, watch_end
@@ -221,6 +230,8 @@ class PyMsgServer:
                         self.requests.append((code, size, len(payload) == size))
                     if len(payload) != size:
                         return  # the request did not come in one write
+                    if self._unanswered(conn, cid, code, payload):
+                        return
                     resp = self._answer(cid, code, payload)
                     if isinstance(resp, _Cut):
                         conn.sendall(resp.data)
@@ -243,6 +254,8 @@ class PyMsgServer:
                     payload = bw.recv_exact(conn, size) if size else b""
                     with self.lock:
                         self.requests.append((code, size, True))
+                    if self._unanswered(conn, cid, code, payload):
+                        return  # closed with no (whole) answer
                     resp = self._answer(cid, code, payload)
                     if isinstance(resp, _Cut):
                         conn.sendall(resp.data)
@@ -256,6 +269,19 @@ class PyMsgServer:
                         return
         except Exception as e:  # noqa: BLE001 - reported to the test
             self.errors.append(repr(e))
+
+    def _unanswered(self, conn, cid, code, payload):
+        """The knobs that close the connection with no answer (or with
+        list_reply): True when the request was handled so."""
+        if code in self.dropped:
+            return True
+        if code in self.lost_answers:
+            self._answer(cid, code, payload)
+            return True
+        if code == LIST and self.list_reply is not None:
+            conn.sendall(self.list_reply)
+            return True
+        return False
 
     def _watch(self, conn):
         """How the client ends the connection after a 2104."""

@@ -12,9 +12,11 @@ Local writes are made to fail with RLIMIT_FSIZE (`prlimit --fsize=N`: the
 client ignores SIGXFSZ and gets EFBIG) or by writing stdout to /dev/full;
 the tests run as root, so file modes would not stop a write."""
 
+import base64
 import hashlib
 import os
 import re
+import socket
 import subprocess
 
 import pytest
@@ -308,3 +310,191 @@ def test_a_file_over_the_servers_limit_gets_the_error_line_not_broken_pipe(
     assert r.returncode == 1, describe(r)
     assert ERROR_LINE in r.stdout, describe(r)
     assert b"Broken pipe" not in r.stdout + r.stderr, describe(r)
+
+
+# --------------------------------------------------------------------------
+# Answers that never come, and a list too large to take
+
+
+def staged(d):
+    """The staged me.info files left in the directory d."""
+    return sorted(d / p for p in os.listdir(d) if p.startswith(".me.info.tmp-"))
+
+
+def identity_key(text):
+    """The RSA key of an identity file's text (line 3, base64 PKCS#8)."""
+    return bw.RSA.import_key(base64.b64decode(text.splitlines()[2], validate=True))
+
+
+def py_user(srv, name):
+    """A user of PyMsgServer srv registered by the Python client: (id, key)."""
+    u = bwmsg.MsgClient(H, srv.port)
+    try:
+        return u.register(name), u.key
+    finally:
+        u.close()
+
+
+def queued(srv, to):
+    """The messages srv holds for the id to: [(from, id, type, content)]."""
+    with srv.lock:
+        return list(srv.queues[to])
+
+
+def test_a_register_whose_answer_is_lost_keeps_the_new_key(pyserver_msg, client_bin,
+                                                            tmp_path):
+    """The server registers the name, then the connection closes with no
+    2100. The staged identity is the only copy of the private key the
+    server now holds for that name: a client that deletes it leaves a name
+    nobody can ever use. Without an id the client cannot ask the server
+    (a 601 from an unknown id is answered 9000), so whether the name was
+    taken cannot be told: the client fails, writes no me.info and keeps
+    the staged file, named on stderr, with that key; filled in with the id
+    it is the identity."""
+    srv = pyserver_msg(lost_answers={bwmsg.REGISTER})
+    a = Msg(tmp_path / "a", srv.port)
+    r = a.run("register", "alice")
+    assert exited(r) and r.returncode != 0, describe(r)
+    with srv.lock:
+        [(cid, (name, spki))] = srv.clients.items()
+    assert name == "alice"
+    assert not (a.dir / "me.info").exists()
+    kept = staged(a.dir)
+    assert len(kept) == 1, "the staged identity was not kept: %r" % os.listdir(a.dir)
+    assert str(kept[0]).encode() in r.stderr, describe(r)
+    text = kept[0].read_text()
+    assert text.splitlines()[0] == "alice"
+    assert bw.spki_der(identity_key(text)) == spki, "not the key the server registered"
+    lines = text.splitlines()
+    lines[1] = cid.hex()
+    (a.dir / "me.info").write_text("\n".join(lines) + "\n")
+    srv.lost_answers = set()
+    py_user(srv, "bob")
+    assert a.ok("list").splitlines() == ["bob"]
+
+
+def test_a_register_refused_or_never_sent_leaves_nothing(pyserver_msg, client_bin, tmp_path):
+    """A 600 answered 9000 (the name taken), or one that never left (no
+    server there), registered nothing: no me.info and no staged file, and
+    the name can be registered next time."""
+    srv = pyserver_msg(error_codes={bwmsg.REGISTER})
+    a = Msg(tmp_path / "a", srv.port)
+    r = a.run("register", "alice")
+    assert exited(r) and r.returncode != 0, describe(r)
+    assert not (a.dir / "me.info").exists()
+    assert staged(a.dir) == [], os.listdir(a.dir)
+    with socket.socket() as closed:
+        closed.bind((H, 0))  # a port with nobody listening
+        b = Msg(tmp_path / "b", closed.getsockname()[1])
+        r = b.run("register", "alice")
+    assert exited(r) and r.returncode != 0, describe(r)
+    assert not (b.dir / "me.info").exists()
+    assert staged(b.dir) == [], os.listdir(b.dir)
+    srv.error_codes = set()
+    a.ok("register", "alice")
+    with srv.lock:
+        [cid] = srv.clients
+    assert (a.dir / "me.info").read_text().splitlines()[:2] == ["alice", cid.hex()]
+
+
+def test_a_symmetric_key_that_cannot_be_saved_is_not_sent(pyserver_msg, client_bin, tmp_path):
+    """`send-key` while contacts.info cannot grow by the new key: a client
+    that sends first and saves after has the server store a key for the
+    peer that it does not keep itself, so the peer cannot read what it
+    sends after. It must exit 2 naming contacts.info, with no 603 sent and
+    contacts.info as it was; a later send-key works."""
+    srv = pyserver_msg()
+    bob, bob_key = py_user(srv, "bob")
+    a = Msg(tmp_path / "a", srv.port)
+    a.ok("register", "alice")
+    a.ok("key", "bob")  # listed and pinned: the send-key's own saves fit
+    before = (a.dir / "contacts.info").read_bytes()
+    assert len(before) < 4096, len(before)
+    r = a.run("send-key", "bob", prefix=limited(len(before)))
+    assert exited(r) and r.returncode == 2, describe(r)
+    assert b"contacts.info" in r.stderr, describe(r)
+    with srv.lock:
+        assert [q for q in srv.requests if q[0] == bwmsg.SEND] == [], "a 603 went out"
+    assert queued(srv, bob) == []
+    assert (a.dir / "contacts.info").read_bytes() == before
+    a.ok("send-key", "bob")
+    a.ok("send", "bob", "after the key")
+    [(_, _, t1, wrapped), (_, _, t2, ct)] = queued(srv, bob)
+    assert (t1, t2) == (bwmsg.SYM_KEY, bwmsg.TEXT)
+    assert bw.aes_decrypt(bw.unwrap_key(bob_key, wrapped), ct) == b"after the key"
+
+
+def test_a_refused_symmetric_key_leaves_the_one_before(pyserver_msg, client_bin, tmp_path):
+    """The new key is saved before the 603 leaves; the server then refuses
+    it (9000): the peer never gets it, so the key before must be back in
+    contacts.info (byte for byte) and the next text readable with it."""
+    srv = pyserver_msg()
+    bob, bob_key = py_user(srv, "bob")
+    a = Msg(tmp_path / "a", srv.port)
+    a.ok("register", "alice")
+    a.ok("send-key", "bob")
+    [(_, _, _, wrapped)] = queued(srv, bob)
+    first = bw.unwrap_key(bob_key, wrapped)
+    before = (a.dir / "contacts.info").read_bytes()
+    srv.error_codes = {bwmsg.SEND}
+    r = a.run("send-key", "bob")
+    assert r.returncode == 1, describe(r)
+    assert ERROR_LINE in r.stdout, describe(r)
+    assert (a.dir / "contacts.info").read_bytes() == before
+    srv.error_codes = set()
+    a.ok("send", "bob", "with the first key")
+    q = queued(srv, bob)
+    assert len(q) == 2 and q[1][2] == bwmsg.TEXT, q
+    assert bw.aes_decrypt(first, q[1][3]) == b"with the first key"
+
+
+def test_a_symmetric_key_whose_answer_is_lost_is_kept(pyserver_msg, client_bin, tmp_path):
+    """The server stores the new key for the peer and the connection closes
+    with no 2103: the peer will take that key, so the client must keep it
+    (and say the outcome is not known): a text sent after is readable with
+    the new key, not the one before."""
+    srv = pyserver_msg()
+    bob, bob_key = py_user(srv, "bob")
+    a = Msg(tmp_path / "a", srv.port)
+    a.ok("register", "alice")
+    a.ok("send-key", "bob")
+    srv.lost_answers = {bwmsg.SEND}
+    r = a.run("send-key", "bob")
+    assert exited(r) and r.returncode != 0, describe(r)
+    assert re.search(rb"(?i)no answer|kept", r.stderr), describe(r)
+    srv.lost_answers = set()
+    a.ok("send", "bob", "with the second key")
+    q = queued(srv, bob)
+    assert [m[2] for m in q] == [bwmsg.SYM_KEY, bwmsg.SYM_KEY, bwmsg.TEXT], q
+    first, second = (bw.unwrap_key(bob_key, m[3]) for m in q[:2])
+    assert first != second
+    assert bw.aes_decrypt(second, q[2][3]) == b"with the second key"
+
+
+def test_a_list_too_large_for_the_client_does_not_stop_the_pull(pyserver_msg, client_bin,
+                                                                tmp_path):
+    """Anyone can register names: ~250,000 of them make the 2101 larger
+    than the client's 64 MiB cap. A pull that gives up when the names
+    cannot be had lets anyone keep every user from their messages. The
+    server here announces a 2101 of 0x7FFFFFFF bytes and closes: the pull
+    must say senders are shown by id, show bob's key and text with his id
+    as the sender, take them off the server and exit 0."""
+    srv = pyserver_msg(list_reply=bw.RESP_HEADER.pack(bwmsg.VERSION, bwmsg.CLIENTS,
+                                                      0x7FFFFFFF))
+    a = Msg(tmp_path / "a", srv.port)
+    a.ok("register", "alice")
+    me = bytes.fromhex((a.dir / "me.info").read_text().splitlines()[1])
+    bob = bwmsg.MsgClient(H, srv.port)
+    bob_id = bob.register("bob")
+    aes = os.urandom(16)
+    bob.send_sym_key(me, aes)
+    bob.send_text(me, aes, b"read without the names")
+    bob.close()
+    r = a.run("pull")
+    assert r.returncode == 0, describe(r)
+    assert b"shown by id" in r.stderr, describe(r)
+    assert blocks(r.stdout.decode()) == [(bob_id.hex(), "symmetric key received"),
+                                         (bob_id.hex(), "read without the names")], describe(r)
+    assert queued(srv, me) == []
+    with srv.lock:
+        assert any(q[0] == bwmsg.LIST for q in srv.requests)
