@@ -498,11 +498,12 @@ def test_a_killed_nodes_members_leave_and_an_emptied_room_goes(cluster):
     d.close()
 
 
-def bus_node(start_server, r, name, data_dir):
+def bus_node(start_server, r, name, data_dir, url=None):
     """A node on the bus of Redis r alone (no PostgreSQL, S3 or balancer),
     named name (--node-name), once the bus is up on it: what it does at its
-    first connection to Redis is queued by then, ahead of any client's."""
-    n = start_server("--bus", r.url(), "--node-name", name, "--metrics-listen", H + ":0",
+    first connection to Redis is queued by then, ahead of any client's.
+    url: where it reaches r (a proxy's), r's own if None."""
+    n = start_server("--bus", url or r.url(), "--node-name", name, "--metrics-listen", H + ":0",
                      data_dir=data_dir, rooms=True, want=("vault", "rooms", "metrics"),
                      env=r.env())
     assert bwd.wait_for(lambda: gauge(n, "bulwark_bus_up") == 1, 10), n.log_tail()
@@ -658,12 +659,16 @@ def two_on_n1_one_on_n2(cluster):
 class HoldingProxy:
     """Between a node and Redis, on loopback: forwards both ways, and while
     hold (seconds) is set, holds each piece of Redis's answers that carries
-    a SUBSCRIBE's confirmation that long (holding is set when one is)."""
+    a SUBSCRIBE's confirmation that long (holding is set when one is).
+    cut() ends every connection through it and closes each new one at once
+    (Redis out of the node's reach, and only that node's), until mend()."""
 
     def __init__(self, target_port):
         self.target = target_port
         self.hold = 0.0
         self.holding = threading.Event()
+        self.lock = threading.Lock()
+        self.cut_off = False
         self.sock = socket.socket()
         self.sock.bind((H, 0))
         self.sock.listen(16)
@@ -677,15 +682,32 @@ class HoldingProxy:
                 c, _ = self.sock.accept()
             except OSError:
                 return
-            try:
-                r = socket.create_connection((H, self.target), timeout=5)
-            except OSError:
-                c.close()
-                continue
-            r.settimeout(None)
-            self.conns += [c, r]
+            with self.lock:  # not cut between this look and the list
+                if self.cut_off:
+                    c.close()
+                    continue
+                try:
+                    r = socket.create_connection((H, self.target), timeout=5)
+                except OSError:
+                    c.close()
+                    continue
+                r.settimeout(None)
+                self.conns += [c, r]
             threading.Thread(target=self._pump, args=(c, r, False), daemon=True).start()
             threading.Thread(target=self._pump, args=(r, c, True), daemon=True).start()
+
+    def cut(self):
+        with self.lock:
+            self.cut_off = True
+            for x in self.conns:
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def mend(self):
+        with self.lock:
+            self.cut_off = False
 
     def _pump(self, src, dst, from_redis):
         try:
@@ -749,6 +771,76 @@ def test_the_bus_is_back_only_once_redis_has_every_subscription(start_server):
         alice.line("right after")
         bob.expect("alice: right after", timeout=10)
         for c in (alice, bob):
+            c.close()
+    finally:
+        proxy.close()
+        r.destroy()
+
+
+def room_members(r, room):
+    """Redis's members of room, as sorted (node, name) pairs (its hash
+    bulwark:room:ID:m: "node/connection id" -> "name key\\nname")."""
+    got = r.cmd("EVAL", "local t=redis.call('HGETALL',KEYS[1]) local o={} "
+                "for i=1,#t,2 do local v=t[i+1] "
+                "o[#o+1]=t[i]..'='..string.sub(v,string.find(v,'\\n',1,true)+1) end "
+                "return redis.status_reply(table.concat(o,','))",
+                "1", "bulwark:room:%d:m" % room)
+    assert got.startswith("+"), got
+    return sorted((m.split("/", 1)[0], m.split("=", 1)[1]) for m in got[1:].split(",") if m)
+
+
+GIVEN_AWAY = "Your name was given to someone else while this server was cut off, goodbye."
+
+
+def test_a_name_given_away_while_a_node_was_cut_off_is_not_taken_back(start_server,
+                                                                     tmp_path):
+    """n1, cut off from Redis (its proxy ends its connections and refuses
+    new ones; n1 beats and serves on), is reaped by n2: alice, on n1,
+    leaves the room for bob on n2, and her name is free there. A new alice
+    joins through n2. When n1 reaches Redis again it writes its members
+    back, and the name is no longer hers: she is told so and let go,
+    rather than be a second alice in the room (either could then speak as
+    the other). Redis's room holds one alice, n2's, and bob hears no
+    second alice come, nor one go."""
+    if not redisserver.installed():
+        need_cluster()
+    r = redisserver.RedisServer().start()
+    proxy = HoldingProxy(r.port)
+    try:
+        n1 = bus_node(start_server, r, "n1", tmp_path / "n1",
+                      url="redis://%s:%d" % (H, proxy.port))
+        n2 = bus_node(start_server, r, "n2", tmp_path / "n2")
+        alice = RoomClient(rooms_port(n1))
+        room = alice.create("alice", "pw")
+        bob = RoomClient(rooms_port(n2))
+        bob.join("bob", room, "pw")
+        alice.expect(joined("bob"))
+        assert room_members(r, room) == [("n1", "alice"), ("n2", "bob")]
+        proxy.cut()
+        assert bwd.wait_for(lambda: "bus: lost Redis" in n1.log(), 10), n1.log_tail()
+        # n1's heartbeat lapses (3 s): n2 reaps it, and alice's name is free
+        bob.expect(left("alice"), timeout=15)
+        assert room_members(r, room) == [("n2", "bob")]
+        other = RoomClient(rooms_port(n2))
+        other.join("alice", room, "pw")
+        bob.expect(joined("alice"))
+        assert "is back; relays between nodes go on" not in n1.log()  # still cut off
+        proxy.mend()
+        assert bwd.wait_for(lambda: "is back; relays between nodes go on" in n1.log(), 15), \
+            n1.log_tail()
+        alice.expect(GIVEN_AWAY, timeout=15)
+        rest = alice.wait_closed(timeout=15)
+        assert rest == [], rest
+        assert room_members(r, room) == [("n2", "alice"), ("n2", "bob")]
+        assert r.cmd("HLEN", "bulwark:room:%d:n" % room) == ":2"
+        # no second alice came, and the one that went took no one with her
+        heard = bob.lines_for(1.0)
+        assert heard == [], heard
+        other.line("it is me")
+        bob.expect("alice: it is me")
+        bob.line("hi alice")
+        other.expect("bob: hi alice")
+        for c in (bob, other):
             c.close()
     finally:
         proxy.close()

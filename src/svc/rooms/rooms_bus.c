@@ -331,17 +331,54 @@ on_message(void *arg, const char *channel, size_t clen, const uint8_t *p,
 	}
 }
 
+/* A member written again: if Redis no longer has its place (its name
+ * given to someone else, or the room full, while this node was cut off and
+ * reaped), it leaves rather than be a second one of that name or one too
+ * many. */
+struct rejoin {
+	struct bw_rooms *rs;
+	uint32_t id;
+	uint64_t conn_id;
+};
+
+static void
+rejoined(void *arg, int rc_, const struct bw_bus_reply *r)
+{
+	struct rejoin *j = arg;
+	struct room *room;
+	struct rconn *m;
+	long long v;
+
+	if (rc_ == 0 && r != NULL && bw_bus_type(r) == BW_BUS_INT &&
+	    (v = bw_bus_int(r)) <= 0 &&
+	    (room = room_find(j->rs, j->id)) != NULL) {
+		for (m = room->members; m != NULL; m = m->next) {
+			if (m->conn_id != j->conn_id || m->st != R_ROOM)
+				continue;
+			rc_bye(m, v == 0 ? "Your name was given to someone "
+					   "else while this server was cut "
+					   "off, goodbye.\n"
+					 : "This group filled up while this "
+					   "server was cut off, goodbye.\n");
+			break;
+		}
+	}
+	free(j);
+}
+
 static int
 rejoin_room(void *arg, void *val)
 {
 	struct bw_rooms *rs = arg;
 	const struct room *r = val;
 	const struct rconn *m;
-	const char *argv[7];
-	size_t lens[7], k;
-	char ids[16], member[96];
+	const char *argv[8];
+	size_t lens[8], k;
+	char ids[16], member[96], max[16];
+	struct rejoin *j;
 
 	snprintf(ids, sizeof(ids), "%u", r->id);
+	snprintf(max, sizeof(max), "%u", rs->cfg.max_members);
 	for (m = r->members; m != NULL; m = m->next) {
 		rbus_member_of(rs, m->conn_id, member, sizeof(member));
 		argv[0] = ids;
@@ -351,11 +388,19 @@ rejoin_room(void *arg, void *val)
 		argv[4] = rc_key(m);
 		argv[5] = m->name;
 		argv[6] = rs->node;
-		for (k = 0; k < 7; k++)
+		argv[7] = max;
+		for (k = 0; k < 8; k++)
 			lens[k] = k == 1   ? SALT_LEN
 				  : k == 2 ? HASH_LEN
 					   : strlen(argv[k]);
-		(void)rbus_eval(rs, rbus_lua_rejoin, NULL, NULL, 7, argv, lens);
+		if ((j = calloc(1, sizeof(*j))) != NULL) {
+			j->rs = rs;
+			j->id = r->id;
+			j->conn_id = m->conn_id;
+		}
+		if (rbus_eval(rs, rbus_lua_rejoin, j != NULL ? rejoined : NULL,
+			      j, 8, argv, lens) != 0)
+			free(j);
 	}
 	return 0;
 }

@@ -111,13 +111,19 @@ const char rbus_lua_floor[] =
 	"tonumber(ARGV[1]) then "
 	"redis.call('SET','bulwark:rooms:next',ARGV[1]) end return 0";
 
-/* ARGV: id, salt, hash, member, key, name, node: a member written again
- * (the room too if it went), without a notice. */
+/* ARGV: id, salt, hash, member, key, name, node, max members: a member
+ * written again (the room too if it went), without a notice; 0 if its
+ * name was given to another member meanwhile (the others reaped this node
+ * while it was cut off), -2 if the room filled up meanwhile. */
 const char rbus_lua_rejoin[] =
 	"local r='bulwark:room:'..ARGV[1] "
 	"if redis.call('EXISTS',r)==0 then "
 	"redis.call('HSET',r,'salt',ARGV[2],'hash',ARGV[3]) "
 	"redis.call('SADD','bulwark:rooms',ARGV[1]) end "
+	"local o=redis.call('HGET',r..':n',ARGV[5]) "
+	"if o and o~=ARGV[4] then return 0 end "
+	"if redis.call('HEXISTS',r..':m',ARGV[4])==0 and "
+	"redis.call('HLEN',r..':m')>=tonumber(ARGV[8]) then return -2 end "
 	"redis.call('HSET',r..':n',ARGV[5],ARGV[4]) "
 	"if redis.call('HSET',r..':m',ARGV[4],ARGV[5]..'\\n'..ARGV[6])==1 then "
 	"redis.call('INCR','bulwark:members') end "
