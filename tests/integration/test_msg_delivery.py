@@ -894,3 +894,34 @@ def test_kill_9_while_a_2104_streams_then_a_restart_delivers_each_once(start_ser
     assert [r[3] for r in recs] == blobs
     a2 = same_user(srv2, a)
     assert a2.send(b.client_id, 1) > ids[-1], "ids are never reused"
+
+
+@pytest.mark.files_only("removes a content's file under messages/")
+def test_a_message_whose_content_is_gone_stops_one_pull_not_every_pull(start_server, tmp_path):
+    """bob has a spilled message (its content a file under messages/) and a
+    small one after it; the content's file is lost (a disk, a hand, or a
+    commit whose outcome was unknown and whose content went). The pull
+    that meets it is cut short (its header promised those bytes), and the
+    message goes with it: the next pull brings the small one, rather than
+    stop at the same row every time until a restart."""
+    dd = tmp_path / "d"
+    srv = start_server(data_dir=dd)
+    a, b = user(srv, 0), user(srv, 1)
+    big = a.send(b.client_id, 3, os.urandom(100000))
+    small = a.send(b.client_id, 3, b"after the lost one")
+    a.close()
+    files = [p for p in bwd.blob_path(dd, "messages").iterdir() if p.is_file()]
+    assert len(files) == 1, files
+    files[0].unlink()
+    first = same_user(srv, b)
+    with pytest.raises((AssertionError, OSError, EOFError)):
+        first.pull()  # cut short
+    first.close()
+    assert bwd.wait_for(lambda: "content" in srv.log() and "is gone" in srv.log(), 5), \
+        srv.log_tail()
+    assert bwd.wait_for(lambda: queued(srv, b.client_id) == 1, 5), queued(srv, b.client_id)
+    second = same_user(srv, b)
+    assert [(r[1], r[3]) for r in second.pull()] == [(small, b"after the lost one")]
+    second.close()
+    assert big < small
+    wait_deleted(srv, b.client_id)

@@ -127,7 +127,7 @@ struct msg_conn {
 	 * come, and its reader (a worker's) */
 	int file_open;
 	char file_key[BW_PATH_CAP];
-	uint64_t file_left;
+	uint64_t file_left, file_size;
 	struct bw_blob_r *file_r;
 	/* delivered, waiting for evidence it arrived: the rows up to
 	 * delivered_upto, the reply's last byte at c->out_total == sent_total
@@ -179,6 +179,10 @@ void pull_uncount(struct bw_msg *m, struct msg_conn *mc);
 void msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc);
 /* c sent a request after a delivery, or is closing: delete what it
  * received if evidence says so and its pull is the client's latest. */
+/* The row of message id (to's, of size bytes), whose content key is gone,
+ * is dropped. */
+void msg_drop_lost(struct bw_msg *m, const uint8_t to[BW_ID_LEN], int64_t id,
+		   uint64_t size, const char *key);
 void msg_settle(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc,
 		int evidence);
 /* Loads each recipient's queue totals. */

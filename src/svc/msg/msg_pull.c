@@ -6,6 +6,7 @@
  * only on evidence that they arrived.
  */
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -340,7 +341,7 @@ page_row(void *arg, const struct bw_msg_rec *r)
 	if (r->path[0] != '\0') {
 		snprintf(mc->file_key, sizeof(mc->file_key), "%s", r->path);
 		mc->file_open = 1;
-		mc->file_left = r->size;
+		mc->file_left = mc->file_size = r->size;
 		return 1; /* the content streams before the next row */
 	}
 	if (r->size > 0 &&
@@ -392,7 +393,10 @@ chunk_read(void *arg)
 	if (!read_over(pr))
 		return;
 	if (pr->got <= 0) {
-		if (pr->got < 0)
+		if (pr->got == BW_ENOTFOUND || pr->got == -ENOENT)
+			msg_drop_lost(pr->m, mc->who, mc->cursor, mc->file_size,
+				      mc->file_key);
+		else if (pr->got < 0)
 			bw_error("messenger: cannot read the content %s: %s",
 				 mc->file_key, bw_strerror((int)pr->got));
 		pr->err = pr->got < 0 ? (int)pr->got

@@ -121,6 +121,50 @@ settled(struct bw_meta_req *req)
 	settle_free(s);
 }
 
+/* A message whose content is gone (its blob lost; or removed while its row
+ * stayed, after a commit whose outcome was unknown): the pull that met it
+ * is cut short, and its row goes, so that the recipient's next pull gets
+ * past it rather than stop there every time until a restart. */
+struct lost {
+	struct bw_meta_req req;
+	struct bw_msg *m;
+	uint8_t to[BW_ID_LEN];
+	uint64_t size;
+};
+
+static void
+lost_dropped(struct bw_meta_req *r)
+{
+	struct lost *l = r->arg;
+
+	if (r->rc == 0)
+		count_gone(l->m, l->to, 1, l->size, 0);
+	else if (r->rc != BW_ENOTFOUND)
+		bw_error("messenger: message %lld, whose content is gone, is "
+			 "not dropped: %s",
+			 (long long)r->u.drop, bw_strerror(r->rc));
+	free(l);
+}
+
+void
+msg_drop_lost(struct bw_msg *m, const uint8_t to[BW_ID_LEN], int64_t id,
+	      uint64_t size, const char *key)
+{
+	struct lost *l;
+
+	bw_error("messenger: the content %s of message %lld is gone: the "
+		 "message is dropped",
+		 key, (long long)id);
+	if ((l = calloc(1, sizeof(*l))) == NULL)
+		return; /* the next pull meets it again */
+	l->m = m;
+	memcpy(l->to, to, BW_ID_LEN);
+	l->size = size;
+	bw_meta_req_init(&l->req, BW_META_MSG_DROP, 0, lost_dropped, l);
+	l->req.u.drop = id;
+	bw_meta_submit(m->meta, &l->req);
+}
+
 void
 msg_settle(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc,
 	   int evidence)
