@@ -19,6 +19,7 @@
 
 #include "bulwark/crypto.h"
 #include "bulwark/err.h"
+#include "bulwark/fsutil.h"
 #include "bulwark/util.h"
 #include "cli/msg_cli_int.h"
 
@@ -247,6 +248,9 @@ got_file(struct rx *r, struct bw_contact *c, uint32_t size, char *path,
 		werr = -errno;
 	if (close(fd) != 0 && werr == 0 && rc == 0 && !bad)
 		werr = -errno;
+	/* and its name, before the close that tells the server it arrived */
+	if (werr == 0 && rc == 0 && !bad)
+		werr = bw_fs_sync_dir(path);
 	if (bad || rc != 0 || werr != 0) {
 		(void)unlink(path);
 		if (werr != 0)

@@ -498,3 +498,37 @@ def test_a_list_too_large_for_the_client_does_not_stop_the_pull(pyserver_msg, cl
     assert queued(srv, me) == []
     with srv.lock:
         assert any(q[0] == bwmsg.LIST for q in srv.requests)
+
+
+def test_a_received_file_is_in_its_directory_before_the_server_forgets_it(pyserver_msg,
+                                                                           client_bin,
+                                                                           tmp_path, shim):
+    """A file sent to alice is written under a name of its own in TMPDIR
+    and synced, then the pull's close tells the server it arrived and the
+    server forgets it. Its data was synced, not the directory that names
+    it: after a power cut the file could be gone while the server had let
+    it go. The directory is synced too, after the file's and before the
+    client is done."""
+    srv = pyserver_msg()
+    bob, _ = py_user(srv, "bob")
+    a = Msg(tmp_path / "a", srv.port)
+    a.ok("register", "alice")
+    me = bytes.fromhex((a.dir / "me.info").read_text().splitlines()[1])
+    b = bwmsg.MsgClient(H, srv.port)
+    b.client_id = bob
+    aes = os.urandom(16)
+    b.send_sym_key(me, aes)
+    b.send(me, bwmsg.FILE, bw.aes_encrypt(aes, os.urandom(5000)))
+    b.close()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    log = tmp_path / "calls.log"
+    e = bwd.fault_env(shim, log=log)
+    r = a.run("pull", tmp=tmp, prefix=["env"] + ["%s=%s" % kv for kv in e.items()])
+    assert r.returncode == 0, describe(r)
+    [(_, path)] = [x for x in blocks(r.stdout.decode()) if x[1].startswith(str(tmp))]
+    calls = [ln.split(" ", 1) for ln in log.read_text().splitlines() if " " in ln]
+    file_sync = [i for i, (op, p) in enumerate(calls) if op == "fsync" and p == path]
+    dir_sync = [i for i, (op, p) in enumerate(calls) if op == "fsync" and p == str(tmp)]
+    assert file_sync, calls[-20:]
+    assert any(i > file_sync[0] for i in dir_sync), "TMPDIR not synced after %s" % path
