@@ -89,7 +89,8 @@ enum bw_meta_op {
 	/* u.msg: a new message; its id (never one used before, at most
 	 * BW_META_MSG_ID_MAX) is set */
 	BW_META_MSG_INSERT,
-	/* u.drop: one message (its content's blob is the caller's) */
+	/* u.drop: one message (its content's blob is the caller's);
+	 * BW_ENOTFOUND if it was not there */
 	BW_META_MSG_DROP,
 	/* u.del: to's messages with id <= upto and, if ids is not NULL, only
 	 * those of its ids_n ids (what a reply carried: on a store shared by

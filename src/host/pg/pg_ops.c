@@ -94,6 +94,7 @@ pg_one_result(struct bw_meta_req *r, PGresult *res)
 	case BW_META_CLIENT_INSERT:
 		return n == 1 ? 0 : BW_EEXIST; /* ON CONFLICT DO NOTHING */
 	case BW_META_CLIENT_KEY:
+	case BW_META_MSG_DROP:
 		return n > 0 ? 0 : BW_ENOTFOUND;
 	case BW_META_MSG_INSERT:
 		r->u.msg->id = PQntuples(res) == 1 ? pg_col_i64(res, 0, 0) : 0;

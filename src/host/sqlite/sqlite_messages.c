@@ -286,5 +286,5 @@ bw_store_msg_drop(struct bw_store *s, int64_t id)
 		store_done(st);
 		return BW_EDB;
 	}
-	return store_run(s, ST_MSG_DROP, "drop message");
+	return store_run_change(s, ST_MSG_DROP, "drop message");
 }

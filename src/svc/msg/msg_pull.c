@@ -393,7 +393,9 @@ chunk_read(void *arg)
 	if (!read_over(pr))
 		return;
 	if (pr->got <= 0) {
-		if (pr->got == BW_ENOTFOUND || pr->got == -ENOENT)
+		/* ENOENT: a file surely gone. Not S3's 404, which a bucket
+		 * gone or misnamed also gives (every pull would drop one) */
+		if (pr->got == -ENOENT)
 			msg_drop_lost(pr->m, mc->who, mc->cursor, mc->file_size,
 				      mc->file_key);
 		else if (pr->got < 0)
@@ -481,8 +483,11 @@ msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 	mc->st = M_IDLE;
 	/* the reply's ids, for the settle (before the read goes) */
 	free(mc->delivered_ids);
-	mc->delivered_ids = pr->pl.ids;
-	pr->pl.ids = NULL;
+	mc->delivered_ids = NULL;
+	if (mc->upto > 0 && mc->end_seen && !mc->end_shut) {
+		mc->delivered_ids = pr->pl.ids;
+		pr->pl.ids = NULL;
+	}
 	msg_pull_abort(mc);
 	msg_stream_end(m, mc);
 	pull_uncount(m, mc);

@@ -104,9 +104,10 @@ drop_missing(struct scan *sc)
 		for (i = 0; i < sc->missing_n; i++) {
 			bw_meta_req_init(&r, BW_META_MSG_DROP, 0, NULL, NULL);
 			r.u.drop = sc->missing[i];
-			if ((rc = bw_meta_run(meta, &r)) != 0)
+			if ((rc = bw_meta_run(meta, &r)) != 0 &&
+			    rc != BW_ENOTFOUND)
 				return rc;
-			dropped++;
+			dropped += rc == 0;
 		}
 	} while (sc->full);
 	if (dropped > 0)
