@@ -121,7 +121,8 @@ bw_fs_dir_at(int dir, const char *name, int create, int *out)
 	fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 && errno == ENOENT && create) {
 		if (mkdirat(dir, name, 0700) != 0) {
-			if (errno != EEXIST)
+			/* another thread made it: its sync may not be over */
+			if (errno != EEXIST || fsync(dir) != 0)
 				return -errno;
 		} else if (fsync(dir) != 0) {
 			/* the new entry must last as the files put in it do;
