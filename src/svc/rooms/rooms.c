@@ -238,10 +238,6 @@ take_lines(struct rconn *rc, int flush)
 		}
 	}
 	if (c == NULL) {
-		if (in->len > 0 && bw_now_ms() >= rc->ghost_end_ms) {
-			rs->ghost_dropped++;
-			bw_buf_consume_wipe(in, in->len);
-		}
 		if (in->len == 0 || rc->room == NULL) {
 			room_leave(rc, " has removed from the group\n");
 			ghost_free(rc);
@@ -303,7 +299,6 @@ ghost_start(struct rconn *rc)
 		return BW_ENOMEM;
 	rc->c = NULL;
 	rc->st = R_GHOST;
-	rc->ghost_end_ms = bw_now_ms() + GHOST_LIFE_MS;
 	rc->rs->ghosts++;
 	c->state = NULL;
 	take_lines(rc, 1);
@@ -366,6 +361,8 @@ rooms_input(struct bw_conn *c)
 	return 0;
 }
 
+static uint64_t ghost_warned_ms; /* the last warning of lines not said */
+
 static void
 rooms_close(struct bw_conn *c)
 {
@@ -385,7 +382,17 @@ rooms_close(struct bw_conn *c)
 	    !rc->overflow) {
 		if (ghost_start(rc) == 0)
 			return; /* the ghost leaves once its lines are said */
+		/* as many ghosts as connections already (a flood of members
+		 * that reset): this one's lines are not said; the operator is
+		 * told, there is no one else to tell */
 		rc->rs->ghost_dropped++;
+		if (bw_now_ms() - ghost_warned_ms >= 5000) {
+			ghost_warned_ms = bw_now_ms();
+			bw_warn("rooms: a member left with lines held back: "
+				"not said, %u members gone are saying theirs "
+				"(--rooms-max-conns)",
+				rc->rs->cfg.max_ghosts);
+		}
 	}
 	bw_loop_timer_stop(loop, &rc->rate_t);
 	if (rc->room != NULL) {

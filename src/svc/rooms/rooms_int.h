@@ -28,9 +28,6 @@
 #define DELAY_MAX_MS  4000u
 #define RATE_SCALE_MS 1000u /* tokens are counted in 1/1000 of a line */
 #define MENU_STEPS    10u   /* the whole menu: this many steps' time */
-/* How long a ghost (a member gone with lines held back) may go on saying
- * them: past it, what is left is dropped (and past cfg.max_ghosts) */
-#define GHOST_LIFE_MS 60000u
 #define NO_ID	      "There is no group id like this,try again\n"
 #define NO_PASS	      "There is no group password like this,try again\n"
 
@@ -113,7 +110,6 @@ struct rconn {
 	int v_have;	   /* the room's verifier, from the bus */
 	uint8_t v_salt[SALT_LEN], v_hash[HASH_LEN];
 	struct bw_buf ghost_in; /* a ghost's lines still to say */
-	uint64_t ghost_end_ms;	/* when a ghost leaves, said or not */
 	enum rstate st;
 	char name[NAME_CAP];
 	char *key; /* its canonical decomposition if not the name; heap */
