@@ -901,7 +901,8 @@ def test_a_pull_cut_short_by_a_missing_content_file_counts_msg_pull(start_metric
     """A content over 64 KiB is kept in a file of its own under messages/;
     with that file gone, the 2104 carrying it is cut short and closed, and
     the message (which can never be delivered) is dropped: no longer
-    counted as queued."""
+    counted as queued. In S3 (where a 404 may also be a bucket gone) it
+    stays queued, for a restart's reconcile to judge."""
     srv = start_metrics()
     a = bwmsg.MsgClient(H, srv.port)
     a.register(unique_name("pa"), key=rsa_key(16))
@@ -924,10 +925,11 @@ def test_a_pull_cut_short_by_a_missing_content_file_counts_msg_pull(start_metric
         if len(got) >= bw.RESP_HEADER_SIZE:
             _, code, total = bw.RESP_HEADER.unpack(got[:bw.RESP_HEADER_SIZE])
             assert (code, total) == (bwmsg.WAITING, bwmsg.RECORD.size + size), (code, total)
+        left = 1 if bwd.TEST_BLOBS == "s3" else 0
         s1 = wait_metric(srv, lambda s: err(s, "msg_pull") >= 1
-                         and s.get("bulwark_msg_queued") == 0)
+                         and s.get("bulwark_msg_queued") == left)
         assert err(s1, "msg_pull") == 1
-        assert s1.get("bulwark_msg_queued") == 0
+        assert s1.get("bulwark_msg_queued") == left
         assert s1.get("bulwark_msg_delivered_total") == 0
         assert err(s1, "msg_store") == 0
     finally:

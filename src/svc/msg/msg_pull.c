@@ -393,9 +393,10 @@ chunk_read(void *arg)
 	if (!read_over(pr))
 		return;
 	if (pr->got <= 0) {
-		/* ENOENT: a file surely gone. Not S3's 404, which a bucket
-		 * gone or misnamed also gives (every pull would drop one) */
-		if (pr->got == -ENOENT)
+		/* a file surely gone; not S3's 404, which a bucket gone or
+		 * misnamed also gives (every pull would drop one): a
+		 * restart's reconcile judges those from a listing */
+		if (pr->got == BW_ENOTFOUND && !pr->m->blobs->shared)
 			msg_drop_lost(pr->m, mc->who, mc->cursor, mc->file_size,
 				      mc->file_key);
 		else if (pr->got < 0)
