@@ -1122,6 +1122,7 @@ msg_ids_of_a_failed_transaction_are_never_given_again(void **state)
 	memset(m.to, 0x11, sizeof m.to);
 	memset(m.from, 0x22, sizeof m.from);
 	m.type = 3;
+	m.content = (const uint8_t *)"hello";
 	m.size = 5;
 	assert_int_equal(bw_store_begin(f->s), 0);
 	assert_int_equal(bw_store_msg_insert(f->s, &m), 0);
