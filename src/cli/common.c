@@ -277,15 +277,11 @@ bw_identity_keep(struct bw_identity_stage *st)
 void
 bw_identity_abandon(struct bw_identity_stage *st)
 {
-	if (st->fd >= 0)
-		close(st->fd);
-	if (st->priv_fd >= 0)
-		close(st->priv_fd);
+	bw_identity_keep(st);
 	if (st->tmp[0] != '\0')
 		(void)unlink(st->tmp);
 	if (st->priv_tmp[0] != '\0')
 		(void)unlink(st->priv_tmp);
-	st->fd = st->priv_fd = -1;
 	st->tmp[0] = st->priv_tmp[0] = '\0';
 }
 

@@ -509,6 +509,21 @@ def test_a_clients_thousands_of_rows_are_taken_in_and_one_another_node_removed_g
     srv.assert_serves(size=10_000)
 
 
+def uncommitted_message(pg, db, frm, to, content):
+    """Another writer (a session of our own, as another node would be) that
+    has inserted a message under the next id and not committed: (its
+    connection, to commit or close, and the id)."""
+    import psycopg2
+    other = pg.connect(db)
+    other.autocommit = False
+    cur = other.cursor()
+    cur.execute("INSERT INTO messages(ID, ToClient, FromClient, Type, Content, ContentSize, "
+                "ContentPath) VALUES (nextval('message_ids'), %s, %s, 3, %s, %s, NULL) "
+                "RETURNING ID", (psycopg2.Binary(to), psycopg2.Binary(frm),
+                                 psycopg2.Binary(content), len(content)))
+    return other, cur.fetchone()[0]
+
+
 def test_a_lower_id_committed_late_by_another_writer_is_not_deleted_unread(start_server, pg):
     """Daemons sharing the database take message ids from one sequence when
     they insert, and commit in their own time: another writer (here a
@@ -517,20 +532,12 @@ def test_a_lower_id_committed_late_by_another_writer_is_not_deleted_unread(start
     bob pulls it. N commits before bob's close settles the pull. The
     settle used to delete every id <= N+1, and so N, which bob never got;
     now only the ids the reply carried go, and N comes with the next pull."""
-    import psycopg2
     srv, db = start_on(start_server, pg)
     a, b = bwmsg.MsgClient(H, srv.port), bwmsg.MsgClient(H, srv.port)
     a.register(unique_name("alice"), key=rsa_key(0))
     b.register(unique_name("bob"), key=rsa_key(1))
-    other = pg.connect(db)
-    other.autocommit = False
+    other, late = uncommitted_message(pg, db, a.client_id, b.client_id, b"late")
     try:
-        cur = other.cursor()
-        cur.execute("INSERT INTO messages(ID, ToClient, FromClient, Type, Content, ContentSize, "
-                    "ContentPath) VALUES (nextval('message_ids'), %s, %s, 3, %s, 4, NULL) "
-                    "RETURNING ID", (psycopg2.Binary(b.client_id), psycopg2.Binary(a.client_id),
-                                     psycopg2.Binary(b"late")))
-        late = cur.fetchone()[0]
         mid = a.send(b.client_id, 3, b"now")
         assert mid > late
         recs = b.pull()
@@ -556,22 +563,14 @@ def test_a_lower_id_committed_while_a_pull_streams_waits_for_the_next_pull(start
     writer commits in the meantime, between the planned rows, used to be
     streamed too: bytes the header had not counted. It is the next
     pull's now, and this pull's settle leaves it."""
-    import psycopg2
     srv, db = start_on(start_server, pg)
     a, b = bwmsg.MsgClient(H, srv.port), bwmsg.MsgClient(H, srv.port)
     a.register(unique_name("alice"), key=rsa_key(0))
     b.register(unique_name("bob"), key=rsa_key(1))
     big = os.urandom(60000)
     before = [a.send(b.client_id, 3, big) for _ in range(160)]  # far past any window
-    other = pg.connect(db)
-    other.autocommit = False
+    other, late = uncommitted_message(pg, db, a.client_id, b.client_id, b"late")
     try:
-        cur = other.cursor()
-        cur.execute("INSERT INTO messages(ID, ToClient, FromClient, Type, Content, ContentSize, "
-                    "ContentPath) VALUES (nextval('message_ids'), %s, %s, 3, %s, 4, NULL) "
-                    "RETURNING ID", (psycopg2.Binary(b.client_id), psycopg2.Binary(a.client_id),
-                                     psycopg2.Binary(b"late")))
-        late = cur.fetchone()[0]
         after = [a.send(b.client_id, 3, b"tail %d" % i) for i in range(3)]
         p = bwmsg.MsgClient(H, srv.port)
         p.client_id = b.client_id

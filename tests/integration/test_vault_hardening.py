@@ -439,6 +439,18 @@ def test_a_second_daemon_on_the_same_data_directory_refuses_to_start(start_serve
 # 5. Rows naming a stored file in another path form
 
 
+def set_path_name(srv, ident, path_name):
+    """The PathName of DOC's row, as another tool would have written it."""
+    con = bwd.connect_db(srv.data_dir)
+    try:
+        with con:
+            n = con.execute("UPDATE files SET PathName = ? WHERE ID = ? AND FileName = ?",
+                            (path_name, ident.client_id, DOC)).rowcount
+    finally:
+        con.close()
+    assert n == 1
+
+
 @pytest.mark.parametrize("form", ["absolute", "dot-slash", "backslashes"])
 def test_startup_keeps_a_verified_file_whose_row_names_it_in_another_path_form(
         start_server, form):
@@ -457,14 +469,7 @@ def test_startup_keeps_a_verified_file_whose_row_names_it_in_another_path_form(
         "dot-slash": "./files/%s/%s" % (hexid, DOC),
         "backslashes": "files\\%s\\%s" % (hexid, DOC),
     }[form]
-    con = bwd.connect_db(srv.data_dir)
-    try:
-        with con:
-            n = con.execute("UPDATE files SET PathName = ? WHERE ID = ? AND FileName = ?",
-                            (path_name, ident.client_id, DOC)).rowcount
-    finally:
-        con.close()
-    assert n == 1
+    set_path_name(srv, ident, path_name)
 
     srv2 = start_server(data_dir=srv.data_dir, console=True)
     stored = srv2.client_dir(ident.client_id) / DOC
@@ -493,13 +498,7 @@ def test_a_row_in_another_path_form_that_cannot_be_rewritten_stops_the_start_up(
     srv.stop()
     hexid = ident.client_id.hex()
     path_name = "%s/files/%s/%s" % (os.path.abspath(srv.data_dir), hexid, DOC)
-    con = bwd.connect_db(srv.data_dir)
-    try:
-        with con:
-            con.execute("UPDATE files SET PathName = ? WHERE ID = ? AND FileName = ?",
-                        (path_name, ident.client_id, DOC))
-    finally:
-        con.close()
+    set_path_name(srv, ident, path_name)
     stored = srv.client_dir(ident.client_id) / DOC
 
     srv2 = start_server(data_dir=srv.data_dir, wait=False,

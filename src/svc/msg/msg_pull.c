@@ -482,19 +482,19 @@ msg_stream_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 		return; /* the read, on_drained, or room brings us back */
 	(void)bw_frame_reply_end(c);
 	mc->st = M_IDLE;
-	/* the reply's ids, for the settle (before the read goes) */
+	/* a client that closed its side before the reply was complete has
+	 * shown nothing: it may never read what it half-closed on */
+	mc->delivered = mc->upto > 0 && mc->end_seen && !mc->end_shut;
+	/* the reply's ids, for the settle (taken before the read goes) */
 	free(mc->delivered_ids);
 	mc->delivered_ids = NULL;
-	if (mc->upto > 0 && mc->end_seen && !mc->end_shut) {
+	if (mc->delivered) {
 		mc->delivered_ids = pr->pl.ids;
 		pr->pl.ids = NULL;
 	}
 	msg_pull_abort(mc);
 	msg_stream_end(m, mc);
 	pull_uncount(m, mc);
-	/* a client that closed its side before the reply was complete has
-	 * shown nothing: it may never read what it half-closed on */
-	mc->delivered = mc->upto > 0 && mc->end_seen && !mc->end_shut;
 	mc->delivered_upto = mc->upto;
 	mc->delivered_n = mc->planned_n;
 	mc->delivered_bytes = mc->planned_bytes;
