@@ -2,10 +2,13 @@
  * menu of docs/messenger-protocol.md, reading choices from a terminal or a pipe
  * (end of input exits 0); with one, a single action for scripts.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "bulwark/err.h"
@@ -59,7 +62,9 @@ usage(FILE *f)
 		"contacts.info (mode 0600) keeps each contact's pinned public "
 		"key, the\nsymmetric key you share and the ids of the "
 		"messages already shown.\nReceived files go to $TMPDIR (or "
-		"/tmp) under a new name, printed.\n\n"
+		"/tmp) under a new name, printed.\nTwo clients on one DIR "
+		"take turns: each action waits for the other's\n(the lock is "
+		"DIR/.bulwark-msg.lock).\n\n"
 		"Exit status: 0 done, 1 the server or the network failed (a "
 		"9000 prints\n\"%s\"), 2 bad usage or local files, 5 a "
 		"contact's key changed\n(see trust), 6 no symmetric key with "
@@ -138,6 +143,66 @@ need_me(const struct msg_ctx *x)
 	return BW_EXIT_USAGE;
 }
 
+/* --- one action at a time in a directory ---------------------------------
+ */
+
+/* Two clients on one directory (a menu left open and a pull from cron)
+ * would each rewrite contacts.info from what they read when they started,
+ * and the later write drop the keys the other had saved. So every action
+ * runs under an exclusive lock on DIR/.bulwark-msg.lock and starts from
+ * the files as they are then. *fd is -1 where nothing can be written
+ * anyway (a read-only or missing directory). */
+static int
+lock_dir(const struct msg_ctx *x, int *fd)
+{
+	int f, rc;
+
+	*fd = -1;
+	f = open(x->lock_path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (f < 0 && (errno == EROFS || errno == EACCES || errno == ENOENT))
+		return 0;
+	if (f < 0)
+		goto fail;
+	if ((rc = flock(f, LOCK_EX | LOCK_NB)) != 0 && errno == EWOULDBLOCK) {
+		fprintf(stderr,
+			"bulwark msg: waiting for another bulwark msg using "
+			"%s\n",
+			x->dir);
+		while ((rc = flock(f, LOCK_EX)) != 0 && errno == EINTR)
+			;
+	}
+	if (rc == 0) {
+		*fd = f;
+		return 0;
+	}
+fail:
+	fprintf(stderr, "bulwark msg: cannot lock %s: %s\n", x->lock_path,
+		strerror(errno));
+	if (f >= 0)
+		close(f);
+	return BW_EXIT_USAGE;
+}
+
+/* contacts.info and the identity again, as another client may have left
+ * them. */
+static int
+reload(struct msg_ctx *x)
+{
+	const char *why = NULL;
+	int rc;
+
+	bw_contacts_fini(&x->cs);
+	bw_identity_fini(&x->me);
+	x->have_me = 0;
+	if ((rc = load_identity(x, x->dir)) != 0)
+		return rc;
+	if (bw_contacts_load(x->contacts_path, &x->cs, &why) != 0) {
+		fprintf(stderr, "bulwark msg: %s: %s\n", x->contacts_path, why);
+		return BW_EXIT_USAGE;
+	}
+	return 0;
+}
+
 /* --- actions ------------------------------------------------------------- */
 
 enum action {
@@ -154,7 +219,7 @@ enum action {
 
 /* args: the name (and the text or path) the action needs. */
 static int
-act(struct msg_ctx *x, enum action a, const char *name, const char *arg)
+run(struct msg_ctx *x, enum action a, const char *name, const char *arg)
 {
 	struct bw_contact *c = NULL;
 	int rc;
@@ -185,6 +250,21 @@ act(struct msg_ctx *x, enum action a, const char *name, const char *arg)
 	default:
 		return BW_EXIT_USAGE;
 	}
+}
+
+/* run() under the directory's lock, from the files as they are. */
+static int
+act(struct msg_ctx *x, enum action a, const char *name, const char *arg)
+{
+	int fd, rc;
+
+	if ((rc = lock_dir(x, &fd)) != 0)
+		return rc;
+	if ((rc = reload(x)) == 0)
+		rc = run(x, a, name, arg);
+	if (fd >= 0)
+		close(fd);
+	return rc;
 }
 
 /* --- the menu ------------------------------------------------------------ */
@@ -301,7 +381,7 @@ bw_cli_msg(int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	static struct msg_ctx x;
-	const char *dir = ".", *server = NULL, *why = NULL, *tmp;
+	const char *dir = ".", *server = NULL, *tmp;
 	size_t k;
 	int ch, rc;
 
@@ -341,15 +421,16 @@ bw_cli_msg(int argc, char **argv)
 	if ((rc = join(x.me_path, sizeof(x.me_path), dir, "me.info")) != 0 ||
 	    (rc = join(x.contacts_path, sizeof(x.contacts_path), dir,
 		       "contacts.info")) != 0 ||
-	    (rc = load_server(&x, dir, server)) != 0 ||
-	    (rc = load_identity(&x, dir)) != 0)
+	    (rc = join(x.lock_path, sizeof(x.lock_path), dir,
+		       ".bulwark-msg.lock")) != 0 ||
+	    (rc = load_server(&x, dir, server)) != 0)
 		goto out;
-	if (bw_contacts_load(x.contacts_path, &x.cs, &why) != 0) {
-		fprintf(stderr, "bulwark msg: %s: %s\n", x.contacts_path, why);
-		rc = BW_EXIT_USAGE;
-		goto out;
-	}
+	x.dir = dir;
 	if (optind == argc) {
+		/* files the menu could not use stop it at once (each action
+		 * reads them again) */
+		if ((rc = reload(&x)) != 0)
+			goto out;
 		x.menu = 1;
 		rc = menu(&x);
 	} else {

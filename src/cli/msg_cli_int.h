@@ -21,7 +21,8 @@ enum {
 #define MSG_ERR_TEXT "server responded with an error"
 
 struct msg_ctx {
-	char me_path[4096], contacts_path[4096];
+	char me_path[4096], contacts_path[4096], lock_path[4096];
+	const char *dir;
 	char host[256];
 	uint16_t port;
 	unsigned timeout_ms;

@@ -13,11 +13,14 @@ client ignores SIGXFSZ and gets EFBIG) or by writing stdout to /dev/full;
 the tests run as root, so file modes would not stop a write."""
 
 import base64
+import fcntl
 import hashlib
 import os
 import re
+import select
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -532,3 +535,68 @@ def test_a_received_file_is_in_its_directory_before_the_server_forgets_it(pyserv
     dir_sync = [i for i, (op, p) in enumerate(calls) if op == "fsync" and p == str(tmp)]
     assert file_sync, calls[-20:]
     assert any(i > file_sync[0] for i in dir_sync), "TMPDIR not synced after %s" % path
+
+
+# --------------------------------------------------------------------------
+# Two clients on one directory
+
+
+def read_until(proc, marker, timeout=20):
+    """Reads proc's stdout until marker has come; what came."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    while marker not in got:
+        left = deadline - time.monotonic()
+        assert left > 0, "no %r within %ds; got %r" % (marker, timeout, got[-300:])
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            assert chunk, "stdout closed before %r; got %r" % (marker, got[-300:])
+            got += chunk
+    return got
+
+
+def test_a_menu_left_open_does_not_undo_what_another_client_saved(keyed_pair):
+    """bob's menu is open (it read contacts.info when it started) while a
+    pull in another process receives alice's new symmetric key and saves
+    it. A menu that then saves what it read at its start drops that key,
+    and every message alice sends after it is unreadable. Each action
+    starts from the files as they are."""
+    a, na, b, nb = keyed_pair
+    menu = subprocess.Popen([str(bwd.BULWARK), "msg", "--dir", str(b.dir), "--timeout", "10"],
+                            cwd=b.dir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        read_until(menu, b"0) Exit client\n?\n")
+        a.ok("send-key", nb)
+        assert blocks(b.ok("pull")) == [(na, "symmetric key received")]
+        menu.stdin.write(b"120\n0\n")  # the list saves contacts.info
+        out, err = menu.communicate(timeout=30)
+        assert menu.returncode == 0, (out, err)
+    finally:
+        if menu.poll() is None:
+            menu.kill()
+            menu.wait()
+    a.ok("send", nb, "sent under the second key")
+    assert blocks(b.ok("pull")) == [(na, "sent under the second key")]
+
+
+def test_a_second_client_on_the_same_directory_waits_for_the_first(keyed_pair):
+    """While one client acts in a directory, another waits (and says so)
+    instead of reading files the first is about to rewrite."""
+    a, na, b, nb = keyed_pair
+    a.ok("send", nb, "waited for")
+    with open(b.dir / ".bulwark-msg.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        pull = subprocess.Popen([str(bwd.BULWARK), "msg", "--dir", str(b.dir), "--timeout",
+                                 "10", "pull"], cwd=b.dir, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            line = pull.stderr.readline()
+            assert b"waiting for another bulwark msg using" in line, line
+            assert pull.poll() is None
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+        out, err = pull.communicate(timeout=30)
+    assert pull.returncode == 0, (out, err)
+    assert blocks(out.decode()) == [(na, "waited for")]
