@@ -593,3 +593,61 @@ def test_a_lower_id_committed_while_a_pull_streams_waits_for_the_next_pull(start
     b2.client_id = b.client_id
     assert [(r[1], r[3]) for r in b2.pull()] == [(late, b"late")]
     b2.close()
+
+
+def test_a_unique_violation_in_a_batch_acknowledges_nothing_it_rolled_back(start_server, pg):
+    """A statement that fails with a unique violation (here raised by a
+    trigger, as a row another writer made would) aborts its transaction.
+    It was taken for a refusal that changed nothing, and when it was the
+    batch's last statement the COMMIT that followed (which PostgreSQL
+    answers with the tag ROLLBACK) was taken for a commit: a registration
+    queued with it in the same batch got 2100 with no row behind it. The
+    batch now runs again request by request; what is acknowledged is in."""
+    srv, db = start_on(start_server, pg)
+    a, b = bwmsg.MsgClient(H, srv.port, timeout=30), bwmsg.MsgClient(H, srv.port)
+    a.register(unique_name("alice"), key=rsa_key(0))
+    b.register(unique_name("bob"), key=rsa_key(1))
+    v = bw.VaultClient(H, srv.port, key=rsa_key(4), timeout=30).connect()
+    bw.expect(v.register(unique_name("up")), bw.REGISTERED)
+    bw.expect(v.send_pubkey(), bw.KEY_STORED)
+    pg.psql("CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN IF encode(NEW.FileName, 'escape') = 'boom.bin' THEN "
+            "RAISE unique_violation; END IF; RETURN NEW; END$$; "
+            "CREATE TRIGGER boom BEFORE INSERT OR UPDATE ON files FOR EACH ROW "
+            "EXECUTE FUNCTION boom(); "
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN PERFORM pg_sleep(4); RETURN NEW; END$$; "
+            "CREATE TRIGGER slow BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION slow()",
+            db=db)
+    answers = {}
+
+    def run(key, fn):
+        try:
+            answers[key] = fn()
+        except Exception as ex:  # reported by the asserts below
+            answers[key] = ex
+
+    # the writer sleeps in the message's insert while the next two queue:
+    # a registration, then the upload's row, which fails last in the batch
+    busy = threading.Thread(target=run, args=("send", lambda: a.send(b.client_id, 3, b"x")))
+    busy.start()
+    assert wait_for(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
+                                    "wait_event = 'PgSleep'", db=db).strip() == "1", 10)
+    r = bwmsg.MsgClient(H, srv.port, timeout=30)
+    rname = unique_name("late")
+    reg = threading.Thread(target=run, args=("register",
+                                             lambda: r.register(rname, key=rsa_key(2))))
+    reg.start()
+    time.sleep(0.5)  # the registration's insert is queued behind the sleep
+    up = threading.Thread(target=run, args=("upload",
+                                            lambda: v.send_file("boom.bin", b"b" * 5000)))
+    up.start()
+    for t in (busy, reg, up):
+        t.join(40)
+    assert not isinstance(answers.get("upload"), Exception), answers
+    assert answers["upload"].response.code == bw.ERROR, answers["upload"].response
+    rows = pg.psql("SELECT count(*) FROM clients WHERE NameText = '%s'" % rname, db=db).strip()
+    assert not isinstance(answers.get("register"), Exception), answers
+    assert rows == "1", "registered (2100) with no row behind it"
+    v.close()
+    assert srv.proc.poll() is None

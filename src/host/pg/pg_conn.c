@@ -216,6 +216,7 @@ pg_result_rc(struct pg_conn *pc, PGresult *res, const char *what)
 	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ||
 	    st == PGRES_SINGLE_TUPLE)
 		return 0;
+	pc->stmt_failed = 1;
 	if (pg_conn_lost(pc))
 		return BW_EDB;
 	state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;

@@ -53,6 +53,9 @@ struct pg_conn {
 	atomic_uint_fast64_t commits, reconnects, failures;
 	atomic_int connected; /* up, as other threads may read it */
 	int quiet;	      /* its loss and return are not logged */
+	int stmt_failed;      /* a statement failed since the last BEGIN:
+			       * the transaction is aborted, whatever the
+			       * failure is taken to mean */
 };
 
 /* pg_conn.c */

@@ -365,9 +365,11 @@ pg_op(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
 	default:
 		return BW_ECONFIG; /* not a write */
 	}
-	/* a refusal (a name taken, no such client) changed nothing; any
-	 * other failure leaves the transaction aborted */
-	if (rc != 0 && rc != BW_EEXIST && rc != BW_ENOTFOUND)
+	/* a refusal (a name taken, no such client: no statement failed)
+	 * changed nothing; any other failure, a unique violation included,
+	 * leaves the transaction aborted */
+	if (rc != 0 &&
+	    (pc->stmt_failed || (rc != BW_EEXIST && rc != BW_ENOTFOUND)))
 		*abort = 1;
 	return rc;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "bulwark/err.h"
+#include "bulwark/log.h"
 #include "host/pg/pg_int.h"
 
 /* BEGIN, reconnecting once at once if the connection was found gone (a
@@ -18,18 +19,28 @@ begin(struct pg_conn *pc)
 
 	if ((rc = pg_conn_ready(pc)) != 0)
 		return rc;
-	if ((rc = pg_exec(pc, "BEGIN")) == 0 || !pg_conn_lost(pc))
-		return rc;
-	if ((rc = pg_conn_ready(pc)) != 0)
-		return rc;
-	return pg_exec(pc, "BEGIN");
+	if ((rc = pg_exec(pc, "BEGIN")) != 0 && pg_conn_lost(pc) &&
+	    (rc = pg_conn_ready(pc)) == 0)
+		rc = pg_exec(pc, "BEGIN");
+	pc->stmt_failed = 0;
+	return rc;
 }
 
+/* A COMMIT in a transaction that a failed statement aborted succeeds with
+ * the tag ROLLBACK: only the tag COMMIT says the writes are in. */
 static int
 commit(struct pg_conn *pc)
 {
-	int rc = pg_exec(pc, "COMMIT");
+	PGresult *res = PQexec(pc->c, "COMMIT");
+	int rc = pg_result_rc(pc, res, "COMMIT");
 
+	if (rc == 0 && strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+		bw_error("store: PostgreSQL rolled a transaction back at its "
+			 "COMMIT (%s)",
+			 PQcmdStatus(res));
+		rc = BW_EDB;
+	}
+	PQclear(res);
 	if (rc == 0)
 		atomic_fetch_add(&pc->commits, 1);
 	return rc;
