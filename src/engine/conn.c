@@ -450,8 +450,11 @@ on_conn_io(void *arg, unsigned events)
 	if (events & (BW_EV_READ | BW_EV_ERROR)) {
 		if (c->flags & BW_CONN_LINGER)
 			conn_linger_read(c);
-		else if (!(c->flags & BW_CONN_PAUSED))
+		else if (!(c->flags & BW_CONN_PAUSED) && conn_room(c) > 0)
 			conn_read(c);
+		/* an error or a hang-up is reported whatever is watched: one
+		 * nothing can be read for now (paused, or its input full)
+		 * would come back every pass */
 		else if (events & BW_EV_ERROR) {
 			conn_salvage(c);
 			engine_conn_kill(c, "connection error");

@@ -252,9 +252,13 @@ on_tick(void *arg)
 			continue;
 		/* a paused connection is not read by our choice (a write of
 		 * ours in flight, a rate or a delay): its peer is not idle,
-		 * and what it sends waits for us in the kernel */
-		if (now > c->deadline_ms && !bw_conn_paused(c) &&
-		    !engine_conn_still_reading(c, now)) {
+		 * and what it sends waits for us in the kernel. One that is
+		 * closing or failed waits for nothing of ours: its deadline
+		 * holds even if it was paused when it ended. */
+		if (now > c->deadline_ms &&
+		    ((c->flags & (BW_CONN_LINGER | BW_CONN_FAILED)) ||
+		     (!bw_conn_paused(c) &&
+		      !engine_conn_still_reading(c, now)))) {
 			if (!(c->flags & (BW_CONN_LINGER | BW_CONN_FAILED)))
 				e->closed_idle++;
 			engine_conn_kill(c, (c->flags &

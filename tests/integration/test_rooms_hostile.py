@@ -872,3 +872,40 @@ def test_the_connection_cap_turns_away_the_next_connection_until_one_leaves(star
     finally:
         for x in (a, b, c):
             x.close()
+
+
+# --------------------------------------------------------------------------
+# A connection ended while it was paused keeps its deadline
+
+
+def test_a_connection_told_goodbye_while_its_password_hashed_does_not_keep_its_place(
+        start_server):
+    """The wrong password that uses up the attempts is judged on a worker,
+    its connection paused meanwhile; the goodbye closes it while paused.
+    The server's end was sent (a FIN) but the connection waited for the
+    peer's, and the tick skipped paused connections: a peer that never
+    closed kept its place, and its address's share, until a restart. With
+    one place per address, that address could never come back."""
+    srv = chat(start_server, "--rooms-max-attempts", "1", "--rooms-max-conns-per-addr", "1")
+    port = srv.rooms_port
+    a, rid = R.creator(port, "alice", "right", source="127.0.0.51")
+    kept = RoomClient(port, source="127.0.0.52")
+    try:
+        kept.line("1", "mallory", str(rid), "wrong")
+        assert kept.wait_closed(timeout=20)[-1] == R.TOO_MANY
+        # the peer keeps its end open and says nothing; its place goes
+        # once the server's linger ends
+        deadline = time.monotonic() + 20
+        while True:
+            again = RoomClient(port, source="127.0.0.52", greet=False)
+            try:
+                again.expect(R.MENU_LAST, timeout=3)
+                break
+            except AssertionError:
+                assert time.monotonic() < deadline, srv.log_tail()
+            finally:
+                again.close()
+    finally:
+        kept.close()
+        a.close()
+    assert srv.alive()

@@ -23,6 +23,7 @@ expire, a pipelined write split in two), nothing asserts on elapsed time.
 import os
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -601,3 +602,22 @@ def test_bidi_and_c1_controls_in_names_are_escaped_in_the_log_and_the_console(st
         lines = [ln for ln in log.splitlines() if seq in ln]
         assert not lines, "the log holds a raw %s: %r" % (what, lines[:3])
         assert seq not in users, "USRS holds a raw %s: %r" % (what, users)
+
+
+def test_a_reset_after_a_padded_request_that_gets_no_reply_is_noticed_at_once(start_server):
+    """A padded 1030 for an unknown client gets no reply (the spec's 1030
+    has none) and its zeros are never read: the connection's input is full
+    and not watched. Its reset came back from epoll on every pass (an
+    error is reported whatever is watched) and was never handled: the loop
+    spun on it until the request deadline. It is now closed as an error."""
+    srv = start_server("--request-timeout", "60")
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    # the padding's zeros fill the input the server reads ahead (2 KiB)
+    s.sendall(padded(bw.pack_request(os.urandom(16), bw.CRC_BAD, bw.name_field("x.bin")))
+              + bytes(8192))
+    time.sleep(0.3)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    assert wait_for(lambda: "connection error" in srv.log(), 15), srv.log_tail()
+    assert "request deadline passed" not in srv.log()
+    srv.assert_serves(size=1000)
