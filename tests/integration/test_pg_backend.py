@@ -651,3 +651,66 @@ def test_a_unique_violation_in_a_batch_acknowledges_nothing_it_rolled_back(start
     assert rows == "1", "registered (2100) with no row behind it"
     v.close()
     assert srv.proc.poll() is None
+
+
+@pytest.mark.slow
+def test_a_statement_that_waits_past_30_s_fails_its_request_and_not_the_node(start_server, pg):
+    """A session of another program holds a lock on messages and does not
+    let go (idle in a transaction). No statement had a time limit: the
+    603's insert waited for ever, every write and pull of the node queued
+    behind it on the one writer, and a SIGTERM waited for it too. Now a
+    statement fails after 30 s (the URL's options may say otherwise), its
+    request gets the protocol's error, and the node goes on."""
+    import psycopg2  # noqa: F401  (pg.connect needs it)
+    srv, db = start_on(start_server, pg)
+    a, b = bwmsg.MsgClient(H, srv.port, timeout=150), bwmsg.MsgClient(H, srv.port)
+    a.register(unique_name("alice"), key=rsa_key(0))
+    b.register(unique_name("bob"), key=rsa_key(1))
+    holder = pg.connect(db)
+    holder.autocommit = False
+    holder.cursor().execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+    # the 603 reads the queue, then inserts: up to 30 s each. The lock
+    # goes after 130 s in any case, for a daemon that would wait for ever
+    release = threading.Timer(130, holder.rollback)
+    release.start()
+    try:
+        code, _ = a.request(bwmsg.SEND, bwmsg.SEND_PREFIX.pack(b.client_id, 3, 1) + b"x")
+        assert code == bwmsg.ERROR, (code, srv.log_tail())
+        assert "57014" in srv.log(), srv.log_tail()
+    finally:
+        release.cancel()
+        holder.rollback()
+        holder.close()
+    assert a.send(b.client_id, 3, b"after") > 0
+    b2 = bwmsg.MsgClient(H, srv.port)
+    b2.client_id = b.client_id  # b's connection was closed as idle meanwhile
+    assert [r[3] for r in b2.pull()] == [b"after"]
+    srv.stop(timeout=30)
+
+
+def test_a_1031_whose_row_cannot_be_changed_gets_2107_not_2104(start_server, pg):
+    """The client gives up on a replacement of a verified file (1031). The
+    row naming the replacement must change before 2104 says it is gone;
+    here PostgreSQL refuses the change (a trigger raises). The failure was
+    ignored and 2104 sent: the row still named the rejected content, which
+    a later 1029 would put in place. Now the 1031 gets 2107, and the
+    verified file stays."""
+    srv, db = start_on(start_server, pg)
+    v = bw.VaultClient(H, srv.port, key=rsa_key(5)).connect()
+    bw.expect(v.register(unique_name("giver")), bw.REGISTERED)
+    bw.expect(v.send_pubkey(), bw.KEY_STORED)
+    first, second = os.urandom(3000), os.urandom(3000)
+    bw.expect(v.send_file("doc.bin", first).response, bw.FILE_RECEIVED)
+    bw.expect(v.crc_ok("doc.bin"), bw.ACK)
+    bw.expect(v.send_file("doc.bin", second).response, bw.FILE_RECEIVED)
+    pg.psql("CREATE FUNCTION keep() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN RAISE EXCEPTION 'kept'; END$$; "
+            "CREATE TRIGGER keep BEFORE UPDATE OR DELETE ON files FOR EACH ROW "
+            "EXECUTE FUNCTION keep()", db=db)
+    resp = v.giveup("doc.bin")
+    assert resp.code == bw.ERROR, resp
+    assert "could not be discarded" in srv.log(), srv.log_tail()
+    pg.psql("DROP TRIGGER keep ON files", db=db)
+    v.close()
+    assert (srv.client_dir(v.client_id) / "doc.bin").read_bytes() == first
+    assert srv.proc.poll() is None

@@ -220,6 +220,8 @@ pg_result_rc(struct pg_conn *pc, PGresult *res, const char *what)
 	if (pg_conn_lost(pc))
 		return BW_EDB;
 	state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	if (state != NULL && strcmp(state, "57014") == 0)
+		pc->timed_out = 1; /* canceled: a statement timeout */
 	if (state != NULL && strcmp(state, "23505") == 0)
 		return BW_EEXIST;
 	if (state != NULL && strcmp(state, "2200H") == 0)
@@ -336,16 +338,27 @@ notice(void *arg, const char *msg)
 static int
 connect_once(struct pg_conn *pc, int prepare)
 {
-	/* ours first: what the URL says wins (libpq keeps the last value) */
-	const char *const keys[] = {"connect_timeout",
-				    "application_name",
-				    "client_encoding",
-				    "keepalives_idle",
-				    "tcp_user_timeout",
-				    "dbname",
+	/* ours first: what the URL says wins (libpq keeps the last value).
+	 * No statement waits more than 30 s (a lock another session holds, a
+	 * standby that does not answer): it fails, and its requests with it,
+	 * rather than stopping every request behind it for good. The server
+	 * drops a session whose peer is gone within about a minute, and the
+	 * path locks it held with it. */
+	const char *const keys[] = {"connect_timeout",	"application_name",
+				    "client_encoding",	"keepalives_idle",
+				    "tcp_user_timeout", "options",
+				    "dbname",		NULL};
+	const char *const vals[] = {"10",
+				    "bulwarkd",
+				    "UTF8",
+				    "30",
+				    "30000",
+				    "-c statement_timeout=30s "
+				    "-c tcp_keepalives_idle=30 "
+				    "-c tcp_keepalives_interval=10 "
+				    "-c tcp_keepalives_count=3",
+				    pc->conninfo,
 				    NULL};
-	const char *const vals[] = {"10",    "bulwarkd",   "UTF8", "30",
-				    "30000", pc->conninfo, NULL};
 	const char *msg;
 
 	if (pc->c != NULL)

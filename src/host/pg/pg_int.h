@@ -56,6 +56,8 @@ struct pg_conn {
 	int stmt_failed;      /* a statement failed since the last BEGIN:
 			       * the transaction is aborted, whatever the
 			       * failure is taken to mean */
+	int timed_out;	      /* and it was canceled (statement_timeout):
+			       * its requests fail, none is run again */
 };
 
 /* pg_conn.c */

@@ -22,7 +22,7 @@ begin(struct pg_conn *pc)
 	if ((rc = pg_exec(pc, "BEGIN")) != 0 && pg_conn_lost(pc) &&
 	    (rc = pg_conn_ready(pc)) == 0)
 		rc = pg_exec(pc, "BEGIN");
-	pc->stmt_failed = 0;
+	pc->stmt_failed = pc->timed_out = 0;
 	return rc;
 }
 
@@ -106,8 +106,10 @@ write_pipelined(struct pg_conn *pc, struct bw_meta_req *first,
 	PGconn *c = pc->c;
 	struct bw_meta_req *r;
 	PGresult *res = NULL; /* nothing taken when nothing could be sent */
+	const char *state;
 	int ok, sent;
 
+	pc->timed_out = 0;
 	if (!PQenterPipelineMode(c))
 		return 1;
 	sent = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
@@ -120,10 +122,16 @@ write_pipelined(struct pg_conn *pc, struct bw_meta_req *first,
 	PQclear(res);
 	for (r = first; sent && r != end; r = r->next) {
 		if (take(c, &res) == PGRES_COMMAND_OK ||
-		    PQresultStatus(res) == PGRES_TUPLES_OK)
+		    PQresultStatus(res) == PGRES_TUPLES_OK) {
 			r->rc = pg_one_result(r, res);
-		else
+		} else {
 			ok = 0;
+			state = res != NULL ? PQresultErrorField(
+						      res, PG_DIAG_SQLSTATE)
+					    : NULL;
+			if (state != NULL && strcmp(state, "57014") == 0)
+				pc->timed_out = 1;
+		}
 		PQclear(res);
 	}
 	if (sent) {
@@ -174,8 +182,12 @@ pg_write_batch(struct pg_conn *pc, struct bw_meta_req *first,
 	if (flat && n <= PIPELINE_MAX && pg_conn_ready(pc) == 0) {
 		if (write_pipelined(pc, first, end) == 0)
 			return;
-		for (r = first; r != end; r = r->next)
-			pg_write_alone(pc, r); /* one refused: alone, each */
+		for (r = first; r != end; r = r->next) {
+			if (pc->timed_out)
+				r->rc = BW_EDB; /* each alone would wait too */
+			else
+				pg_write_alone(pc, r); /* one refused: each */
+		}
 		return;
 	}
 	if ((rc = begin(pc)) != 0) {
@@ -195,7 +207,9 @@ pg_write_batch(struct pg_conn *pc, struct bw_meta_req *first,
 		return;
 	}
 	(void)!pg_exec(pc, "ROLLBACK");
-	if (pg_conn_lost(pc)) {
+	if (pg_conn_lost(pc) || pc->timed_out) {
+		/* gone, or a statement timed out: each alone would wait as
+		 * long again */
 		for (r = first; r != end; r = r->next)
 			r->rc = BW_EDB;
 		return;
