@@ -256,7 +256,9 @@ verified_done(void *arg, int rc)
 }
 
 /* A 1030/1031 is answered (1031: 2104, 1030: nothing), its replacement
- * discarded or not (rc). */
+ * discarded or not (rc). A 1031 whose row could not be changed gets 2107:
+ * the row still names the replacement, which a later 1029 could take for
+ * the current file, so nothing was given up. */
 static void
 mismatch_done(void *arg, int rc)
 {
@@ -269,8 +271,18 @@ mismatch_done(void *arg, int rc)
 	if (had && rc == 0 &&
 	    strncmp(op->pend_key, PENDING_DIR, strlen(PENDING_DIR)) == 0)
 		vault_remove_later(op->v, op->pend_key);
+	bw_escape_display(op->path, shown, sizeof(shown));
+	if (rc != 0) {
+		bw_error("c%llu %u %s CRC mismatch: the replacement could not "
+			 "be discarded: %s",
+			 ULL(op->c->id), op->code, shown, bw_strerror(rc));
+		crc_finish(op, op->code == BW_VAULT_REQ_CRC_FAIL
+				       ? BW_VAULT_RESP_ERROR
+				       : 0);
+		return;
+	}
 	bw_info("c%llu %u %s CRC mismatch, %s%s", ULL(op->c->id), op->code,
-		bw_escape_display(op->path, shown, sizeof(shown)),
+		shown,
 		op->code == BW_VAULT_REQ_CRC_RETRY ? "resend follows"
 						   : "client gave up",
 		had ? "; its replacement was discarded" : "");
