@@ -517,6 +517,7 @@ bw_daemon_close(struct bw_daemon *d)
 	 * for it */
 	bw_meta_close(d->meta);
 	d->meta = NULL;
+	d->reg.meta = NULL; /* a LastSeen write its answers asked for */
 	/* the bus's pending callbacks too, while the rooms they name are */
 	bw_bus_shut(d->bus);
 	bw_engine_shut(&d->eng);

@@ -714,3 +714,35 @@ def test_a_1031_whose_row_cannot_be_changed_gets_2107_not_2104(start_server, pg)
     v.close()
     assert (srv.client_dir(v.client_id) / "doc.bin").read_bytes() == first
     assert srv.proc.poll() is None
+
+
+def test_a_last_seen_write_asked_for_at_shutdown_does_not_outlive_the_store(start_server, pg):
+    """SIGTERM while a LastSeen write waits in PostgreSQL (clients locked by
+    another session) and another client was touched meanwhile. The
+    write's answer, run as the store closed, asked for the next write on
+    the loop; that ran after the store was freed (a use after free, ASan).
+    The daemon exits 0."""
+    srv, db = start_on(start_server, pg)
+    a, b = bwmsg.MsgClient(H, srv.port), bwmsg.MsgClient(H, srv.port)
+    a.register(unique_name("a"), key=rsa_key(0))
+    b.register(unique_name("b"), key=rsa_key(1))
+    time.sleep(1.1)  # LastSeen has one-second resolution: the next touch writes
+    holder = subprocess.Popen(
+        [str(pg.bin / "psql"), "-X", "-q", "-h", str(pg.sock), "-p", str(pg.port),
+         "-U", pg.user, "-d", db, "-c",
+         "BEGIN; LOCK TABLE clients IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT"],
+        env={**os.environ, **pg.env()}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
+                                        "wait_event = 'PgSleep'", db=db).strip() == "1", 10)
+        a.send_raw(bwmsg.pack_request(a.client_id, bwmsg.PULL))
+        assert wait_for(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
+                                        "wait_event_type = 'Lock'", db=db).strip() == "1", 10)
+        time.sleep(1.1)
+        b.send_raw(bwmsg.pack_request(b.client_id, bwmsg.PULL))  # touched, not written
+        time.sleep(0.3)
+        assert srv.stop(timeout=30) == 0
+    finally:
+        holder.wait(30)
+        a.close()
+        b.close()
