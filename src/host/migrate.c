@@ -27,6 +27,8 @@ struct mig {
 	struct bw_hash h;  /* the target's rows, by key */
 	int verifying;	   /* second pass: compare, write nothing */
 	uint64_t mismatch; /* rows the verification found different */
+	int row_rc;	   /* a message's copy failed: the walk stopped
+			    * there, which a walk does not count an error */
 };
 
 static int
@@ -316,15 +318,15 @@ source_message(void *arg, const struct bw_msg_rec *m)
 
 	g->rep->messages++;
 	if (m->path[0] != '\0' && (rc = copy_blob(g, m->path)) != 0)
-		return rc;
+		return g->row_rc = rc;
 	bw_meta_req_init(&r, BW_META_MSG_PUT, BW_META_DURABLE, NULL, NULL);
 	r.u.msg = &copy;
 	rc = bw_meta_run(g->to, &r);
 	if (rc == 0)
 		g->rep->messages_new++;
 	else if (rc != BW_EEXIST) /* an earlier run's */
-		return fail(g, rc, "message %lld: %s", (long long)m->id,
-			    bw_strerror(rc));
+		return g->row_rc = fail(g, rc, "message %lld: %s",
+					(long long)m->id, bw_strerror(rc));
 	return 0;
 }
 
@@ -347,7 +349,10 @@ messages(struct mig *g)
 		r.u.read.content = 1;
 		r.u.read.row = source_message;
 		r.u.read.row_arg = g;
-		if ((rc = bw_meta_run(g->from, &r)) != 0) {
+		g->row_rc = 0;
+		if ((rc = bw_meta_run(g->from, &r)) == 0)
+			rc = g->row_rc;
+		if (rc != 0) {
 			if (g->why[0] == '\0')
 				rc = fail(g, rc, "the source's messages: %s",
 					  bw_strerror(rc));
