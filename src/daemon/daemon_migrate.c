@@ -282,6 +282,11 @@ bw_daemon_migrate(const struct bw_daemon_cfg *cfg, const char *from)
 			       0
 		       ? "; nothing was left to do"
 		       : "");
+	/* the source is the truth of a run: one after the new servers
+	 * served would put its older state back */
+	printf("migrate: the target holds the source's state; once a daemon "
+	       "has served the target, do not run migrate into it again (it "
+	       "would put back files replaced and messages delivered since)\n");
 out:
 	/* the workers' last jobs (a checkpoint, say) end before what they
 	 * use is closed, as in the daemon */

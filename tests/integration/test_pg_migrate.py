@@ -101,6 +101,9 @@ def test_migrate_moves_everything_and_a_second_run_finds_nothing(start_server, p
     assert "migrate: clients: 3 in the source, 3 copied now" in r.stdout, r.stdout
     assert "messages: 3 queued, 3 copied now" in r.stdout, r.stdout
     assert "verified" in r.stdout
+    # the source is the truth of a run: the user is told not to run it
+    # again once the target has been served
+    assert "do not run migrate into it again" in r.stdout, r.stdout
     assert tree_digest(src) == before, "the source was changed"
     r2 = migrate(pg, src, dst, db)
     assert "nothing was left to do" in r2.stdout, r2.stdout
