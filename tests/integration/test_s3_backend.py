@@ -653,3 +653,22 @@ def test_a_node_starting_beside_another_drops_no_message_stored_meanwhile(start_
     got.client_id, got.key, got.name = bob.client_id, bob.key, bob.name
     recs = got.pull()
     assert [(r[1], r[3]) for r in recs] == [(mid, content)]
+
+
+def test_an_upload_longer_than_the_grace_is_not_swept_from_under_its_sender(start_server, s3,
+                                                                          proxy):
+    """The periodic sweep aborts multipart uploads older than the grace.
+    It took this daemon's own uploads still in progress for abandoned
+    ones: a slow sender's (the default --min-rate lets one take hours) got
+    NoSuchUpload at its next part, and 2107, again at every try. An upload
+    this process has open is left alone, whatever its age."""
+    srv = start_on(start_server, s3, "--blob-grace", "4", endpoint=proxy.endpoint)
+    proxy.add(method="PUT", query="partNumber=", action=("pass",), delay=3.0)
+    data = os.urandom(5 * 8 * MiB + 1234)  # six parts, 3 s each: past the grace
+    v, r = upload(srv, data, "slow.bin", timeout=120)
+    bw.expect(r.response, bw.FILE_RECEIVED)
+    assert s3.get(s3.bucket, "node/files/%s/slow.bin" % v.client_id.hex()) == data
+    bw.expect(v.crc_ok("slow.bin"), bw.ACK)
+    v.close()
+    assert "NoSuchUpload" not in srv.log(), srv.log_tail()
+    srv.stop()

@@ -282,10 +282,18 @@ s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb, void *arg)
 		if (more &&
 		    (s3_xml_text(c.resp, c.resp_n, "NextContinuationToken", key,
 				 sizeof(key)) != 0 ||
-		     s3_qenc(key, tok, sizeof(tok)) != 0)) {
+		     s3_qenc(key, q, sizeof(q)) != 0 || strcmp(q, tok) == 0 ||
+		     strlen(q) >= sizeof(tok))) {
+			/* a page that leads back to itself would be asked for
+			 * again for ever */
+			bw_error("s3: listing %s: a truncated page without a "
+				 "new continuation token",
+				 full);
 			rc = BW_EPROTO;
 			break;
 		}
+		if (more)
+			memcpy(tok, q, strlen(q) + 1);
 		pos = 0;
 		while (rc == 0 && s3_xml_span(c.resp, c.resp_n, &pos,
 					      "Contents", &start, &len) == 0) {

@@ -80,6 +80,7 @@ struct s3 {
 	pthread_cond_t janitor_cv;
 	pthread_t janitor;
 	int janitor_on;
+	struct s3_live *live; /* uploads of this process's, open (mu) */
 
 	atomic_uint_fast64_t requests, retries, failures, bytes_up, bytes_down;
 	atomic_int down_logged; /* "unreachable" said, until a success */
@@ -163,6 +164,14 @@ int s3_creds_parse(const char *text, size_t n, const char *profile,
  * threads (s3_uploaders.c). */
 #define SHA_HEX (2 * BW_SHA256_LEN + 1)
 
+/* An upload of this process's, until its object is freed: however old,
+ * the sweep leaves it (a slow client's upload may take longer than the
+ * grace). */
+struct s3_live {
+	struct s3_live *prev, *next;
+	char id[S3_ID_CAP];
+};
+
 struct bw_blob_w {
 	struct s3 *s;
 	int fd;	      /* the spool (-1 while in memory) */
@@ -173,6 +182,7 @@ struct bw_blob_w {
 	struct bw_sha256_ctx *sha; /* of [part_start, size) */
 	char key[BW_BLOB_KEY_CAP]; /* where the parts go */
 	char upload_id[S3_ID_CAP]; /* "" until there is a part to send */
+	struct s3_live *live;	   /* its upload, known to the sweep */
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;	   /* a part done, or a write */
@@ -209,6 +219,8 @@ int s3_w_put(struct s3 *s, struct bw_blob_w *w, const char *key,
 void s3_w_abort(struct s3 *s, struct bw_blob_w *w);
 /* Tells S3 an upload of key will not be completed. */
 int s3_upload_abort(struct s3 *s, const char *key, const char *upload_id);
+/* Whether upload_id is one of this process's, still open. */
+int s3_upload_live(struct s3 *s, const char *upload_id);
 /* w's upload, if there is one, aborted (best effort: the sweep). */
 void s3_w_abort_upload(struct s3 *s, struct bw_blob_w *w);
 void s3_w_free(struct bw_blob_w *w);

@@ -50,9 +50,57 @@ spool_open(const struct s3 *s, int *fd)
 	return rc;
 }
 
+/* w's upload into the list the sweep leaves alone (a failure to note it
+ * leaves it to the grace, as before). */
+static void
+live_add(struct s3 *s, struct bw_blob_w *w)
+{
+	struct s3_live *l = calloc(1, sizeof(*l));
+
+	if (l == NULL)
+		return;
+	memcpy(l->id, w->upload_id, sizeof(l->id));
+	pthread_mutex_lock(&s->mu);
+	l->next = s->live;
+	if (s->live != NULL)
+		s->live->prev = l;
+	s->live = l;
+	pthread_mutex_unlock(&s->mu);
+	w->live = l;
+}
+
+static void
+live_del(struct s3 *s, struct s3_live *l)
+{
+	pthread_mutex_lock(&s->mu);
+	if (l->prev != NULL)
+		l->prev->next = l->next;
+	else
+		s->live = l->next;
+	if (l->next != NULL)
+		l->next->prev = l->prev;
+	pthread_mutex_unlock(&s->mu);
+	free(l);
+}
+
+int
+s3_upload_live(struct s3 *s, const char *upload_id)
+{
+	struct s3_live *l;
+	int found = 0;
+
+	pthread_mutex_lock(&s->mu);
+	for (l = s->live; l != NULL && !found; l = l->next)
+		found = strcmp(l->id, upload_id) == 0;
+	pthread_mutex_unlock(&s->mu);
+	return found;
+}
+
 void
 s3_w_free(struct bw_blob_w *w)
 {
+	if (w->live != NULL)
+		live_del(w->s, w->live);
 	if (w->fd >= 0)
 		close(w->fd);
 	free(w->mem);
@@ -126,6 +174,8 @@ initiate(struct s3 *s, struct bw_blob_w *w)
 	if (rc != 0)
 		bw_error("s3: starting the upload of %s: %s", w->key,
 			 s3_why(&c, rc, why, sizeof(why)));
+	else
+		live_add(s, w);
 	s3_call_fini(&c);
 	return rc;
 }

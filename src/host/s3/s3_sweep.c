@@ -24,6 +24,8 @@ abort_stale(struct s3 *s, const char *prefix, int64_t before_s, unsigned *n)
 {
 	char q[4096], pre[1024], km[3 * BW_BLOB_KEY_CAP], im[3 * S3_ID_CAP];
 	char key[BW_BLOB_KEY_CAP + 256], why[160], when[64], id[S3_ID_CAP];
+	char km_was[sizeof(km)], im_was[sizeof(im)];
+	unsigned pages = 0;
 	size_t pos, start, len, plen = strlen(s->prefix);
 	struct s3_call c;
 	int64_t t;
@@ -36,6 +38,18 @@ abort_stale(struct s3 *s, const char *prefix, int64_t before_s, unsigned *n)
 	    s3_qenc(key, pre, sizeof(pre)) != 0)
 		return BW_ETOOBIG;
 	while (more) {
+		if (pages++ > 0 && strcmp(km, km_was) == 0 &&
+		    strcmp(im, im_was) == 0) {
+			/* a truncated page with no entry to go on from: the
+			 * same page would come again for ever */
+			bw_warn("s3: the listing of the uploads under %s does "
+				"not advance; the rest waits for the next "
+				"sweep",
+				key);
+			return 0;
+		}
+		memcpy(km_was, km, sizeof(km));
+		memcpy(im_was, im, sizeof(im));
 		qn = km[0] != '\0' ? snprintf(q, sizeof(q),
 					      "key-marker=%s&prefix=%s&"
 					      "upload-id-marker=%s&uploads=",
@@ -74,7 +88,9 @@ abort_stale(struct s3 *s, const char *prefix, int64_t before_s, unsigned *n)
 			if (s3_qenc(key, km, sizeof(km)) != 0 ||
 			    s3_qenc(id, im, sizeof(im)) != 0)
 				more = 0;
-			if (t >= before_s || strncmp(key, s->prefix, plen) != 0)
+			if (t >= before_s ||
+			    strncmp(key, s->prefix, plen) != 0 ||
+			    s3_upload_live(s, id))
 				continue;
 			if (s3_upload_abort(s, key + plen, id) != 0)
 				continue;
