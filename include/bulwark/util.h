@@ -44,6 +44,9 @@ int bw_read_small_file(const char *path, size_t max, char **out, size_t *len)
  * U+202A-U+202E, U+2066-U+2069) become \xNN; other UTF-8 passes through.
  * Returns out. */
 char *bw_escape_display(const char *in, char *out, size_t cap);
+/* 1 if the NUL-terminated s is valid UTF-8 (no overlong form, surrogate
+ * or code point past U+10FFFF), else 0. */
+int bw_utf8_valid(const char *s);
 /* Writes in[0..n) to f for a terminal: newline, tab and the code points
  * bw_escape_display shows as they are pass; every other control (C0, DEL,
  * C1, bidi) and every byte that is not valid UTF-8 becomes '?'. */

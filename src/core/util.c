@@ -243,6 +243,21 @@ utf8_seq(const unsigned char *p, uint32_t *cp)
 	return n;
 }
 
+int
+bw_utf8_valid(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	uint32_t cp;
+	size_t n;
+
+	while (*p != '\0') {
+		if ((n = utf8_seq(p, &cp)) == 0)
+			return 0;
+		p += n;
+	}
+	return 1;
+}
+
 static int
 shown_raw(uint32_t cp)
 {

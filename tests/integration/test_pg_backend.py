@@ -746,3 +746,39 @@ def test_a_last_seen_write_asked_for_at_shutdown_does_not_outlive_the_store(star
         holder.wait(30)
         a.close()
         b.close()
+
+
+@pytest.mark.files_only("reads the content where the row says, on the local disk")
+def test_a_file_name_that_is_not_utf8_is_stored_and_found_again(start_server, pg, tmp_path):
+    """File names are bytes like client names: 'caf\\xe9.bin' (Latin-1) is
+    one. Its path went into a text column, which PostgreSQL refused (22021):
+    every such upload got 2107, and each try ran its whole batch again
+    request by request. The path is kept (in hex when it is not UTF-8),
+    read back at a restart, and replaced by a later version."""
+    d = tmp_path / "d"
+    srv, db = start_on(start_server, pg, data_dir=d)
+    name = b"caf\xe9" + unique_name("").encode() + b".bin"
+    field = bw.name_field(name)
+    v = bw.VaultClient(H, srv.port, key=rsa_key(6)).connect()
+    bw.expect(v.register(unique_name("latin")), bw.REGISTERED)
+    bw.expect(v.send_pubkey(), bw.KEY_STORED)
+    first, second = os.urandom(3000), os.urandom(4000)
+    bw.expect(v.send_file(field, first).response, bw.FILE_RECEIVED)
+    bw.expect(v.request(bw.CRC_OK, field), bw.ACK)
+    v.close()
+    assert "22021" not in srv.log(), srv.log_tail()
+    assert pg.psql("SELECT count(*) FROM files WHERE FileName = '\\x%s'::bytea" % name.hex(),
+                   db=db).strip() == "1"
+    srv.stop()
+    srv2, _ = start_on(start_server, pg, db=db, data_dir=d)
+    v2 = bw.VaultClient(H, srv2.port, key=rsa_key(6)).connect()
+    v2.client_id, v2.name = v.client_id, v.name
+    bw.expect(v2.reconnect(), bw.RECONNECTED)
+    bw.expect(v2.send_file(field, second).response, bw.FILE_RECEIVED)
+    # a verified version was there: this one waited aside until its 1029
+    assert (srv2.client_dir(v.client_id) / os.fsdecode(name)).read_bytes() == first
+    bw.expect(v2.request(bw.CRC_OK, field), bw.ACK)
+    v2.close()
+    assert (srv2.client_dir(v.client_id) / os.fsdecode(name)).read_bytes() == second
+    assert "22021" not in srv2.log(), srv2.log_tail()
+    srv2.stop()

@@ -1156,6 +1156,20 @@ escape_display_escapes_controls_c1_bidi_and_bad_utf8(void **state)
 }
 
 static void
+utf8_valid_takes_utf8_only(void **state)
+{
+	(void)state;
+	assert_true(bw_utf8_valid(""));
+	assert_true(bw_utf8_valid("files/ab/caf\xc3\xa9.bin"));
+	assert_true(bw_utf8_valid("\xf0\x9f\x98\x80"));	    /* U+1F600 */
+	assert_false(bw_utf8_valid("caf\xe9.bin"));	    /* Latin-1 */
+	assert_false(bw_utf8_valid("over\xc0\xaf"));	    /* overlong */
+	assert_false(bw_utf8_valid("sur\xed\xa0\x80"));	    /* surrogate */
+	assert_false(bw_utf8_valid("cut\xe2\x82"));	    /* at the end */
+	assert_false(bw_utf8_valid("big\xf4\x90\x80\x80")); /* > U+10FFFF */
+}
+
+static void
 escape_display_truncates_whole_escapes(void **state)
 {
 	char out[8];
@@ -1430,6 +1444,7 @@ main(void)
 		cmocka_unit_test(
 			escape_display_escapes_controls_c1_bidi_and_bad_utf8),
 		cmocka_unit_test(escape_display_truncates_whole_escapes),
+		cmocka_unit_test(utf8_valid_takes_utf8_only),
 		cmocka_unit_test(addrtab_counts_registrations_per_minute),
 		cmocka_unit_test(
 			addrtab_full_of_busy_entries_refuses_then_sweeps_idle_ones),

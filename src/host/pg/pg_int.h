@@ -101,7 +101,14 @@ struct pg_params {
 };
 
 void pg_p_bytes(struct pg_params *p, const void *v, size_t len);
-void pg_p_text(struct pg_params *p, const char *s);	/* NULL: NULL */
+void pg_p_text(struct pg_params *p, const char *s); /* NULL: NULL */
+/* A stored path (PathName, PendingPath: text columns) as it is kept: as
+ * it is when it is UTF-8, else (a file name in Latin-1, say, which the
+ * database would refuse) PG_PATH_HEX and its bytes in hex. out holds
+ * PG_PATH_STORED; "" stays "". -1 if it does not fit. */
+#define PG_PATH_HEX    "\x7fhex:"
+#define PG_PATH_STORED (2 * BW_PATH_CAP + 8)
+int pg_path_store(const char *path, char out[PG_PATH_STORED]);
 void pg_p_opt_text(struct pg_params *p, const char *s); /* "": NULL */
 void pg_p_i64(struct pg_params *p, int64_t v);
 void pg_p_i32(struct pg_params *p, int32_t v);
@@ -117,6 +124,9 @@ int32_t pg_col_i32(const PGresult *r, int row, int col);
 int pg_col_bool(const PGresult *r, int row, int col);
 /* A text column into out: 0, or -1 if NULL or too long. */
 int pg_col_str(const PGresult *r, int row, int col, char *out, size_t cap);
+/* A stored path column (pg_path_store) into out: 0, or -1 if NULL, too
+ * long or not one pg_path_store makes. */
+int pg_col_path(const PGresult *r, int row, int col, char *out, size_t cap);
 /* A bytea column of exactly n bytes into out: 1 copied, 0 NULL, -1 else. */
 int pg_col_exact(const PGresult *r, int row, int col, uint8_t *out, size_t n);
 

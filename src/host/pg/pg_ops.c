@@ -193,10 +193,17 @@ file_set(struct pg_conn *pc, const struct bw_meta_req *r)
 {
 	const struct bw_file_rec *f = r->u.file.rec;
 	struct pg_params p = {0};
+	char path[PG_PATH_STORED], cur[PG_PATH_STORED], pend[PG_PATH_STORED];
 	int rc;
 
+	/* a name in Latin-1 (bytes the database would refuse in text) is
+	 * kept, in the form pg_col_path reads back */
+	if (pg_path_store(r->u.file.path, path) != 0 ||
+	    (f != NULL && (pg_path_store(f->path_name, cur) != 0 ||
+			   pg_path_store(f->pending_path, pend) != 0)))
+		return BW_ETOOBIG;
 	pg_p_bytes(&p, r->u.file.id, BW_ID_LEN);
-	pg_p_text(&p, r->u.file.path);
+	pg_p_text(&p, path);
 	pg_p_bytes(&p, f != NULL ? f->file_name : "",
 		   f != NULL ? strlen(f->file_name) : 0);
 	if ((rc = step(pc, PS_FILE_DROP, &p, "a file", NULL, NULL)) != 0 ||
@@ -205,11 +212,11 @@ file_set(struct pg_conn *pc, const struct bw_meta_req *r)
 	memset(&p, 0, sizeof(p));
 	pg_p_bytes(&p, r->u.file.id, BW_ID_LEN);
 	pg_p_bytes(&p, f->file_name, strlen(f->file_name));
-	pg_p_text(&p, f->path_name);
+	pg_p_text(&p, cur);
 	pg_p_bool(&p, f->verified);
 	pg_p_bytes(&p, f->pending_name[0] != '\0' ? f->pending_name : NULL,
 		   strlen(f->pending_name));
-	pg_p_opt_text(&p, f->pending_path);
+	pg_p_opt_text(&p, pend);
 	return step(pc, PS_FILE_INSERT, &p, "a file", NULL, NULL);
 }
 

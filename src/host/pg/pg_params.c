@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <string.h>
 
+#include "bulwark/util.h"
 #include "host/pg/pg_int.h"
 
 /* --- parameters and columns ---------------------------------------------
@@ -126,4 +127,48 @@ pg_col_exact(const PGresult *r, int row, int col, uint8_t *out, size_t n)
 		return -1;
 	memcpy(out, PQgetvalue(r, row, col), n);
 	return 1;
+}
+
+/* --- paths ----------------------------------------------------------------
+ */
+
+int
+pg_path_store(const char *path, char out[PG_PATH_STORED])
+{
+	size_t n = strlen(path), h = strlen(PG_PATH_HEX);
+
+	if (n >= BW_PATH_CAP)
+		return -1;
+	if (path[0] != PG_PATH_HEX[0] && bw_utf8_valid(path)) {
+		memcpy(out, path, n + 1);
+		return 0;
+	}
+	memcpy(out, PG_PATH_HEX, h);
+	bw_hex_encode((const uint8_t *)path, n, out + h);
+	return 0;
+}
+
+int
+pg_col_path(const PGresult *r, int row, int col, char *out, size_t cap)
+{
+	char stored[PG_PATH_STORED];
+	size_t h = strlen(PG_PATH_HEX), n;
+
+	if (pg_col_str(r, row, col, stored, sizeof(stored)) != 0)
+		return -1;
+	if (strncmp(stored, PG_PATH_HEX, h) != 0) {
+		n = strlen(stored);
+		if (n >= cap)
+			return -1;
+		memcpy(out, stored, n + 1);
+		return 0;
+	}
+	n = (strlen(stored) - h) / 2;
+	if (n >= cap ||
+	    bw_hex_decode(stored + h, strlen(stored) - h, (uint8_t *)out, n) !=
+		    0 ||
+	    memchr(out, 0, n) != NULL)
+		return -1;
+	out[n] = '\0';
+	return 0;
 }

@@ -33,12 +33,12 @@ pg_file_rec(const PGresult *res, int i, struct bw_file_rec *f)
 	memset(f, 0, sizeof(*f));
 	if (pg_col_exact(res, i, 0, f->client_id, BW_ID_LEN) != 1 ||
 	    pg_col_str(res, i, 1, f->file_name, sizeof(f->file_name)) != 0 ||
-	    pg_col_str(res, i, 2, f->path_name, sizeof(f->path_name)) != 0)
+	    pg_col_path(res, i, 2, f->path_name, sizeof(f->path_name)) != 0)
 		return BW_EDB;
 	f->verified = pg_col_bool(res, i, 3);
 	if (pg_col_str(res, i, 4, f->pending_name, sizeof(f->pending_name)) !=
 		    0 ||
-	    pg_col_str(res, i, 5, f->pending_path, sizeof(f->pending_path)) !=
+	    pg_col_path(res, i, 5, f->pending_path, sizeof(f->pending_path)) !=
 		    0)
 		f->pending_name[0] = f->pending_path[0] = '\0';
 	return 0;
