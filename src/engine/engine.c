@@ -248,6 +248,16 @@ on_tick(void *arg)
 	resume_listeners(e, now);
 	for (c = e->conns; c != NULL; c = next) {
 		next = c->next;
+		/* output the peer does not take, whether or not a job holds
+		 * the connection or it is paused (a pull streaming, a list
+		 * waiting for room): its deadline moves only when the peer
+		 * takes some */
+		if ((c->flags & BW_CONN_BLOCKED) && now > c->deadline_ms &&
+		    !engine_conn_still_reading(c, now)) {
+			e->closed_idle++;
+			engine_conn_kill(c, "the peer does not read");
+			continue;
+		}
 		if (c->refs > 0)
 			continue;
 		/* a paused connection is not read by our choice (a write of

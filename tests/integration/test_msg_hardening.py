@@ -768,3 +768,26 @@ def test_the_stalest_unread_reply_is_closed_when_reply_memory_runs_out(start_ser
     assert all(queued_for(srv, cid) == 1 for cid in clients)
     for cid in (clients[0], clients[-1]):
         assert [r[3] for r in pull_when_allowed(srv, cid)] == [content]
+
+
+def test_a_pull_whose_reader_stops_reading_is_closed_after_the_timeout(start_server):
+    """A 604 whose client never reads: the reply streams until the socket
+    takes no more. The tick passed over a connection held by its pull (or
+    paused), and the stream keeps less than the output cap queued, so
+    nothing ever closed it: each such connection stayed for good. Its
+    deadline now moves only when the peer takes bytes; past it the
+    connection goes, and the messages stay queued."""
+    srv = start_server("--timeout", "2")
+    a, b = user(srv, 0), user(srv, 1)
+    big = [os.urandom(MiB) for _ in range(4)]
+    for content in big:
+        b.send(a.client_id, bwmsg.FILE, content)
+    hog = connect(srv, rcvbuf=4096)
+    try:
+        hog.sendall(bwmsg.pack_request(a.client_id, bwmsg.PULL))
+        bwd.wait_for(lambda: has_input(hog), 5)
+        assert bwd.wait_for(lambda: "closed: the peer does not read" in srv.log(), 20), \
+            srv.log_tail()
+    finally:
+        hog.close()
+    assert [r[3] for r in pull_when_allowed(srv, a.client_id)] == big
