@@ -249,11 +249,39 @@ out:
 	return rc;
 }
 
+/* A first registration's 2100 came and no answer to its 1026 did: the
+ * server holds the name for this id, and this key is the only one that may
+ * be registered for it (the 1026 arrived, its answer was lost). me.info is put
+ * in place, so that the next run reconnects instead of asking for a name that
+ * is taken. (A registration again keeps the me.info it had: its key may still
+ * be known elsewhere.) Returns the exit status. */
+static int
+keep_registered(struct bw_identity_stage *st, const struct bw_identity *nu,
+		const char *hex)
+{
+	int rc;
+
+	if ((rc = bw_identity_commit(st, nu->id)) != 0) {
+		bw_cli_fatal("registered as '%s' (id %s), but me.info cannot "
+			     "be put in place: %s; the identity is in %s",
+			     nu->name, hex, bw_strerror(rc),
+			     st->tmp[0] != '\0' ? st->tmp : st->priv_tmp);
+		bw_identity_keep(st);
+		return BW_EXIT_USAGE;
+	}
+	fprintf(stderr,
+		"bulwark send: '%s' is registered (id %s) and kept in "
+		"me.info: the next run reconnects with it\n",
+		nu->name, hex);
+	return BW_EXIT_FATAL;
+}
+
 /* A new identity: 1025 then 1026. me.info and priv.key are staged on disk
  * (fsync'd temporary files) before the 1025, so a disk that cannot take
  * them fails before a name is taken for a key nobody keeps, and put in
- * place only once the server's AES key has been unwrapped, so a failure
- * on the way leaves the old ones (or none) untouched. */
+ * place once the server's AES key has been unwrapped, so a failure on the
+ * way leaves the old ones untouched; with none before, once the 2100 came
+ * (keep_registered). */
 int
 send_register(struct send_ctx *x, const char *name)
 {
@@ -326,8 +354,13 @@ send_register(struct send_ctx *x, const char *name)
 			  .ok = key_ok,
 			  .ok_n = 1,
 			  .fd = -1};
+	bw_hex_encode(nu.id, BW_ID_LEN, hex);
 	if (send_exchange(x, &rq, &code, out, &len) != 0) {
 		bw_cli_fatal("the key exchange failed: %s", x->why);
+		/* no answer: the key may be the server's now (a registration
+		 * again keeps the me.info it had instead) */
+		if (x->me.key == NULL && !x->replied)
+			ret = keep_registered(&st, &nu, hex);
 		goto out;
 	}
 	if ((rc = unwrap_key(x, &nu, out, len)) != 0) {
@@ -336,7 +369,6 @@ send_register(struct send_ctx *x, const char *name)
 			     bw_strerror(rc));
 		goto out;
 	}
-	bw_hex_encode(nu.id, BW_ID_LEN, hex);
 	if ((rc = bw_identity_commit(&st, nu.id)) != 0) {
 		bw_cli_fatal("registered as '%s' (id %s) but me.info cannot be "
 			     "put in place: %s; the identity is in %s",
