@@ -142,6 +142,12 @@ engine_conn_kill(struct bw_conn *c, const char *why)
 		e->conns = c->next;
 	if (c->next != NULL)
 		c->next->prev = c->prev;
+	if (c->lprev != NULL)
+		c->lprev->lnext = c->lnext;
+	else
+		c->lis->conns = c->lnext;
+	if (c->lnext != NULL)
+		c->lnext->lprev = c->lprev;
 	c->lis->conns_n--;
 	e->conns_n--;
 	(void)bw_hash_del(&e->by_id, &c->id, sizeof(c->id));
@@ -498,6 +504,10 @@ engine_conn_open(struct bw_listener *l, int fd, const char *peer, int proxied)
 	if (e->conns != NULL)
 		e->conns->prev = c;
 	e->conns = c;
+	c->lnext = l->conns;
+	if (l->conns != NULL)
+		l->conns->lprev = c;
+	l->conns = c;
 	e->conns_n++;
 	l->conns_n++;
 	l->accepted++;

@@ -63,14 +63,15 @@ accept_exhausted(struct bw_listener *l)
  * or waits holds a slot only until someone needs it), else its proven one
  * idle longest (no input for over a second); NULL if none may go. */
 static struct bw_conn *
-evict_victim(struct bw_engine *e, struct bw_listener *l)
+evict_victim(struct bw_listener *l)
 {
 	struct bw_conn *c, *unproven = NULL, *idle = NULL;
 	uint64_t now = bw_now_ms();
 
-	for (c = e->conns; c != NULL; c = c->next) {
-		if (c->lis != l || c->refs > 0 ||
-		    (c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)))
+	/* its own connections only: a full console port is not a reason to
+	 * walk every chat member */
+	for (c = l->conns; c != NULL; c = c->lnext) {
+		if (c->refs > 0 || (c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)))
 			continue;
 		if (!(c->flags & BW_CONN_PROVEN)) {
 			/* ids grow with time: the lowest is the oldest */
@@ -116,7 +117,7 @@ admit(struct bw_listener *l, const char *peer, int proxied,
 		return 0;
 	if (!e->stopping && l->conns_n >= l->cfg.max_conns &&
 	    l->cfg.evict == BW_EVICT_UNPROVEN &&
-	    (victim = evict_victim(e, l)) != NULL)
+	    (victim = evict_victim(l)) != NULL)
 		engine_conn_kill(victim, "closed to admit a new connection");
 	return l->conns_n < l->cfg.max_conns;
 }

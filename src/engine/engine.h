@@ -111,6 +111,7 @@ struct bw_listener {
 	struct bw_watch w;
 	uint16_t port; /* bound */
 	unsigned conns_n;
+	struct bw_conn *conns; /* its own, through lprev/lnext */
 	uint64_t accepted, refused;
 	uint64_t paused_until_ms; /* accepting paused (out of descriptors) */
 	int addr_slot; /* bw_addr.held[] counting its connections, or -1 */
@@ -163,6 +164,7 @@ struct bw_conn {
 	unsigned refs;		       /* worker jobs holding the connection */
 	void *state;		       /* the service's */
 	struct bw_conn *prev, *next;   /* every connection */
+	struct bw_conn *lprev, *lnext; /* its listener's */
 	struct bw_conn *qprev, *qnext; /* output waiting for the flush */
 	/* the deferred close and free (never allocated: closing cannot
 	 * fail for want of memory) and what it is to do (conn.c) */
