@@ -59,7 +59,10 @@ int bw_addr_count_reg(struct bw_addr *a, unsigned per_min, uint64_t now_ms);
 void bw_addr_strike(struct bw_addr *a, uint64_t now_ms);
 /* Strikes still remembered at now_ms. */
 unsigned bw_addr_strikes(const struct bw_addr *a, uint64_t now_ms);
-/* The IP part of "ip:port" (or "[ip]:port") into out[BW_ADDR_TEXT]. */
+/* The address "ip:port" (or "[ip]:port") is counted under, into
+ * out[BW_ADDR_TEXT]: an IPv4 address in its usual form (an IPv4-mapped
+ * IPv6 one too), an IPv6 one as its /64 ("2001:db8:1:2::/64": one host
+ * usually has a whole /64 to pick from), anything else as it is. */
 void bw_addr_of_peer(const char *peer, char out[BW_ADDR_TEXT]);
 
 #endif

@@ -1,6 +1,7 @@
 /* The per-address table behind addrtab.h: a hash of small entries keyed by
  * the address text, each freed once it counts nothing.
  */
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -187,6 +188,31 @@ bw_addr_strikes(const struct bw_addr *a, uint64_t now_ms)
 	return now_ms - a->strike_ms < BW_ADDR_STRIKE_KEEP ? a->strikes : 0;
 }
 
+/* One text per counted address: "0::1" and "::1", a v1 PROXY header's
+ * "::ffff:10.0.0.1" and another's "10.0.0.1", are one. */
+static void
+canonical(char text[BW_ADDR_TEXT])
+{
+	unsigned char b[16];
+	size_t n;
+
+	if (inet_pton(AF_INET, text, b) == 1) {
+		(void)inet_ntop(AF_INET, b, text, BW_ADDR_TEXT);
+		return;
+	}
+	if (inet_pton(AF_INET6, text, b) != 1)
+		return;
+	if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)b)) {
+		(void)inet_ntop(AF_INET, b + 12, text, BW_ADDR_TEXT);
+		return;
+	}
+	memset(b + 8, 0, 8);
+	if (inet_ntop(AF_INET6, b, text, BW_ADDR_TEXT - 3) == NULL)
+		return;
+	n = strlen(text);
+	memcpy(text + n, "/64", 4);
+}
+
 void
 bw_addr_of_peer(const char *peer, char out[BW_ADDR_TEXT])
 {
@@ -201,4 +227,5 @@ bw_addr_of_peer(const char *peer, char out[BW_ADDR_TEXT])
 		n = BW_ADDR_TEXT - 1;
 	memcpy(out, peer, n);
 	out[n] = '\0';
+	canonical(out);
 }

@@ -144,6 +144,38 @@ def test_connections_per_address_count_the_named_client(behind):
         s.close()
 
 
+def test_one_client_is_one_address_however_its_header_spells_it(behind):
+    """A v1 header carries the source as text: '2001:db8::7', '2001:db8:0::7'
+    and another host of the same /64 were three addresses, each with its
+    own share; and an IPv4 client named as '::ffff:10.0.0.9' by one
+    balancer and '10.0.0.9' by another, two. Each is one now."""
+    srv = behind("--max-conns-per-addr", "2")
+
+    def served(header):
+        s = connect(srv.port)
+        s.sendall(header + register_request(unique_name("p")))
+        assert answer(s) == bwmsg.REGISTERED, (header, srv.log_tail())
+        return s
+
+    socks = [served(v1("2001:db8::7", 41000, "::1")), served(v1("2001:db8:0::7", 41001, "::1"))]
+    third = connect(srv.port)
+    socks.append(third)
+    third.sendall(v1("2001:db8::8", 41002, "::1"))  # the same /64
+    assert closed(third), "a third connection of 2001:db8::/64 was kept"
+    assert wait_for(lambda: "connections from 2001:db8::8:41002 at the limit (2)" in srv.log(),
+                    5), srv.log_tail()
+    socks += [served(v1("::ffff:10.0.0.9", 41003, "::1")), served(v1("10.0.0.9", 41004))]
+    fourth = connect(srv.port)
+    socks.append(fourth)
+    fourth.sendall(v2("10.0.0.9", 41005))
+    assert closed(fourth), "a third connection of 10.0.0.9 was kept"
+    assert wait_for(lambda: "connections from 10.0.0.9:41005 at the limit (2)" in srv.log(),
+                    5), srv.log_tail()
+    socks.append(served(v1("2001:db8:0:1::7", 41006, "::1")))  # another /64
+    for s in socks:
+        s.close()
+
+
 def test_a_header_in_pieces_then_the_request_in_the_same_segment(behind):
     srv = behind()
     name = unique_name("p")

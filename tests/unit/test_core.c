@@ -1305,9 +1305,20 @@ addr_of_peer_drops_the_port(void **state)
 	bw_addr_of_peer("127.0.0.1:5555", out);
 	assert_string_equal(out, "127.0.0.1");
 	bw_addr_of_peer("::1:80", out);
-	assert_string_equal(out, "::1");
+	assert_string_equal(out, "::/64");
 	bw_addr_of_peer("[fe80::1]:80", out);
-	assert_string_equal(out, "fe80::1");
+	assert_string_equal(out, "fe80::/64");
+	/* one text per address: other spellings, a mapped IPv4, a /64 */
+	bw_addr_of_peer("[0:0::1]:80", out);
+	assert_string_equal(out, "::/64");
+	bw_addr_of_peer("::ffff:10.0.0.1:80", out);
+	assert_string_equal(out, "10.0.0.1");
+	bw_addr_of_peer("[2001:db8:1:2:aaaa:bbbb:cccc:dddd]:443", out);
+	assert_string_equal(out, "2001:db8:1:2::/64");
+	bw_addr_of_peer("[2001:db8:1:2::9]:443", out);
+	assert_string_equal(out, "2001:db8:1:2::/64");
+	bw_addr_of_peer("not-an-address:1", out);
+	assert_string_equal(out, "not-an-address");
 }
 
 /* An accepted connection sends small answers at once (TCP_NODELAY, set
