@@ -64,5 +64,7 @@ unsigned bw_addr_strikes(const struct bw_addr *a, uint64_t now_ms);
  * IPv6 one too), an IPv6 one as its /64 ("2001:db8:1:2::/64": one host
  * usually has a whole /64 to pick from), anything else as it is. */
 void bw_addr_of_peer(const char *peer, char out[BW_ADDR_TEXT]);
+/* The IP part of "ip:port" (or "[ip]:port") as it is written. */
+void bw_addr_host(const char *peer, char out[BW_ADDR_TEXT]);
 
 #endif

@@ -214,7 +214,7 @@ canonical(char text[BW_ADDR_TEXT])
 }
 
 void
-bw_addr_of_peer(const char *peer, char out[BW_ADDR_TEXT])
+bw_addr_host(const char *peer, char out[BW_ADDR_TEXT])
 {
 	const char *colon = strrchr(peer, ':');
 	size_t n = colon != NULL ? (size_t)(colon - peer) : strlen(peer);
@@ -227,5 +227,11 @@ bw_addr_of_peer(const char *peer, char out[BW_ADDR_TEXT])
 		n = BW_ADDR_TEXT - 1;
 	memcpy(out, peer, n);
 	out[n] = '\0';
+}
+
+void
+bw_addr_of_peer(const char *peer, char out[BW_ADDR_TEXT])
+{
+	bw_addr_host(peer, out);
 	canonical(out);
 }

@@ -157,7 +157,9 @@ on_accept(void *arg, unsigned events)
 			return;
 		proxied = 0;
 		if (l->cfg.proxy && e->cfg.proxy_from.n > 0) {
-			bw_addr_of_peer(peer, text);
+			/* the balancer's own address, not the /64 it counts
+			 * under */
+			bw_addr_host(peer, text);
 			proxied = bw_proxy_nets_has(&e->cfg.proxy_from, text);
 		}
 		if (!admit(l, peer, proxied, &addr)) {

@@ -1319,6 +1319,8 @@ addr_of_peer_drops_the_port(void **state)
 	assert_string_equal(out, "2001:db8:1:2::/64");
 	bw_addr_of_peer("not-an-address:1", out);
 	assert_string_equal(out, "not-an-address");
+	bw_addr_host("[2001:db8:1:2::9]:443", out);
+	assert_string_equal(out, "2001:db8:1:2::9"); /* as written */
 }
 
 /* An accepted connection sends small answers at once (TCP_NODELAY, set
