@@ -145,6 +145,14 @@ engine_conn_flush(struct bw_conn *c)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			/* blocked now, not before: the peer has a whole idle
+			 * time from here to take some (the tick closes a
+			 * connection whose output stays blocked past it) */
+			if (!resumed && !(c->flags & BW_CONN_LINGER)) {
+				until = bw_now_ms() + engine_conn_idle_ms(c);
+				if (until > c->deadline_ms)
+					c->deadline_ms = until;
+			}
 			c->flags |= BW_CONN_BLOCKED;
 			engine_conn_measure(c, bw_now_ms());
 			/* what the peer has not acknowledged now: at the idle
