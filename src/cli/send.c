@@ -153,9 +153,12 @@ send_exchange(struct send_ctx *x, const struct req *rq, uint16_t *code,
 	int tries, rc = BW_ESERVER;
 
 	x->final = 0;
+	x->unanswered = 0;
 	for (tries = 1; tries <= MAX_RETRIES + 1; tries++) {
 		if ((rc = attempt(x, rq, code, out, len)) == 0)
 			return 0;
+		if (!x->replied)
+			x->unanswered = 1;
 		fprintf(stderr, "%s%s",
 			x->replied ? "server responded with an error: " : "",
 			x->why);
@@ -357,9 +360,9 @@ send_register(struct send_ctx *x, const char *name)
 	bw_hex_encode(nu.id, BW_ID_LEN, hex);
 	if (send_exchange(x, &rq, &code, out, &len) != 0) {
 		bw_cli_fatal("the key exchange failed: %s", x->why);
-		/* no answer: the key may be the server's now (a registration
-		 * again keeps the me.info it had instead) */
-		if (x->me.key == NULL && !x->replied)
+		/* a try with no answer: the key may be the server's now (a
+		 * registration again keeps the me.info it had instead) */
+		if (x->me.key == NULL && x->unanswered)
 			ret = keep_registered(&st, &nu, hex);
 		goto out;
 	}

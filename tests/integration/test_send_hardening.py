@@ -112,6 +112,21 @@ def test_a_first_registration_whose_key_answer_is_lost_keeps_the_name_it_took(
     assert cid == me_id and stored.data == data
 
 
+def test_a_first_registration_keeps_its_identity_if_any_1026_went_unanswered(
+        pyserver, client_dir):
+    """The first 1026's answer is cut, the three resends get 2107: the first
+    may have reached the server with this key. Only the last failure was
+    looked at (a reply), and the identity was deleted."""
+    srv = pyserver(close_mid={bw.PUBLIC_KEY: 1}, error_times={bw.PUBLIC_KEY: 4})
+    d, name, _ = prepare(client_dir, srv)
+    r = d.run()
+    assert r.returncode == 1, describe(r)
+    assert b"kept in me.info" in r.stderr, describe(r)
+    assert srv.codes() == [bw.REGISTER] + [bw.PUBLIC_KEY] * 4
+    me_name, me_id, _ = d.me_info()
+    assert me_name == name and me_id in srv.clients
+
+
 def test_identity_is_written_once_the_key_exchange_succeeds_after_retries(
         pyserver, client_dir):
     srv = pyserver(error_times={bw.SEND_FILE: 100})
