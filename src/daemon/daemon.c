@@ -500,6 +500,8 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 int
 bw_daemon_run(struct bw_daemon *d)
 {
+	/* start-up's loads and checks are done: requests get their limits */
+	bw_meta_serving(d->meta);
 	return bw_engine_run(&d->eng);
 }
 

@@ -94,6 +94,13 @@ bw_meta_open(struct bw_meta **out, const char *url, const char *data_dir,
 }
 
 void
+bw_meta_serving(struct bw_meta *m)
+{
+	if (m != NULL && m->be->serving != NULL)
+		m->be->serving(m->state);
+}
+
+void
 bw_meta_close(struct bw_meta *m)
 {
 	if (m == NULL)

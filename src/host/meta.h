@@ -283,6 +283,9 @@ struct bw_meta_backend {
 	void (*stats)(const void *state, bw_stat_emit emit, void *arg);
 	/* the highest message id ever issued (0: none), start-up only */
 	int (*msg_last_id)(void *state, int64_t *out) BW_WUR;
+	/* Start-up is over: requests are served from now on (the limits a
+	 * request may wait get their values); NULL if nothing changes. */
+	void (*serving)(void *state);
 };
 
 struct bw_meta {
@@ -302,6 +305,8 @@ int bw_meta_check(const char *url, const char *data_dir, char *msg,
 /* With nothing queued, or once the loop is freed (its last deferred calls
  * run what was queued): whoever still waits is told (BW_ECLOSED). */
 void bw_meta_close(struct bw_meta *m);
+/* Start-up is over (the backend's serving, if it has one). */
+void bw_meta_serving(struct bw_meta *m);
 
 static inline void
 bw_meta_submit(struct bw_meta *m, struct bw_meta_req *r)

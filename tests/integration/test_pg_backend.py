@@ -782,3 +782,32 @@ def test_a_file_name_that_is_not_utf8_is_stored_and_found_again(start_server, pg
     assert (srv2.client_dir(v.client_id) / os.fsdecode(name)).read_bytes() == second
     assert "22021" not in srv2.log(), srv2.log_tail()
     srv2.stop()
+
+
+def test_a_statement_timeout_the_site_set_is_kept(start_server, pg):
+    """The daemon's 30 s applies only where the session has none: a site's
+    PGOPTIONS (or the URL's options, or the server's configuration) is
+    kept, and nothing is sent as a startup parameter (a pooler refuses
+    those it does not know). Here PGOPTIONS says 2 s and a lock is held
+    for 10: the 603 fails at 2 s instead of waiting the lock out."""
+    import psycopg2  # noqa: F401  (pg.connect needs it)
+    srv, db = start_on(start_server, pg,
+                       env={**pg.env(), "PGOPTIONS": "-c statement_timeout=2s"})
+    a, b = bwmsg.MsgClient(H, srv.port, timeout=60), bwmsg.MsgClient(H, srv.port)
+    a.register(unique_name("alice"), key=rsa_key(0))
+    b.register(unique_name("bob"), key=rsa_key(1))
+    holder = pg.connect(db)
+    holder.autocommit = False
+    holder.cursor().execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+    release = threading.Timer(10, holder.rollback)
+    release.start()
+    try:
+        code, _ = a.request(bwmsg.SEND, bwmsg.SEND_PREFIX.pack(b.client_id, 3, 1) + b"x")
+        assert code == bwmsg.ERROR, (code, srv.log_tail())
+        assert "57014" in srv.log(), srv.log_tail()
+    finally:
+        release.cancel()
+        holder.rollback()
+        holder.close()
+    a.close()
+    b.close()

@@ -338,31 +338,21 @@ notice(void *arg, const char *msg)
 static int
 connect_once(struct pg_conn *pc, int prepare)
 {
-	/* ours first: what the URL says wins (libpq keeps the last value).
-	 * No statement waits more than 30 s (a lock another session holds, a
-	 * standby that does not answer): it fails, and its requests with it,
-	 * rather than stopping every request behind it for good. The server
-	 * drops a session whose peer is gone within about a minute, and the
-	 * path locks it held with it. */
-	const char *const keys[] = {"connect_timeout",	"application_name",
-				    "client_encoding",	"keepalives_idle",
-				    "tcp_user_timeout", "options",
-				    "dbname",		NULL};
-	const char *const vals[] = {"10",
-				    "bulwarkd",
-				    "UTF8",
-				    "30",
-				    "30000",
-				    "-c statement_timeout=30s "
-				    "-c tcp_keepalives_idle=30 "
-				    "-c tcp_keepalives_interval=10 "
-				    "-c tcp_keepalives_count=3",
-				    pc->conninfo,
+	/* ours first: what the URL says wins (libpq keeps the last value) */
+	const char *const keys[] = {"connect_timeout",
+				    "application_name",
+				    "client_encoding",
+				    "keepalives_idle",
+				    "tcp_user_timeout",
+				    "dbname",
 				    NULL};
+	const char *const vals[] = {"10",    "bulwarkd",   "UTF8", "30",
+				    "30000", pc->conninfo, NULL};
 	const char *msg;
 
 	if (pc->c != NULL)
 		PQfinish(pc->c);
+	pc->limits_set = 0; /* a new session */
 	pc->c = PQconnectdbParams(keys, vals, 1);
 	if (pc->c == NULL || PQstatus(pc->c) != CONNECTION_OK) {
 		msg = pc->c != NULL ? PQerrorMessage(pc->c) : "out of memory";
@@ -489,6 +479,31 @@ pg_conn_close(struct pg_conn *pc)
 	pc->conninfo = pc->shown = NULL;
 }
 
+/* Once the daemon serves: no statement waits more than 30 s (one waiting
+ * on a lock another program holds would stop every request queued behind
+ * it), and the server drops the session of a peer that vanished, with the
+ * path locks it held, within about a minute. Only where the session's
+ * value is the default (0): the URL's options, PGOPTIONS or the server's
+ * configuration win. Not at start-up, whose loads and schema changes may
+ * take longer. Sent once per session; a failure is logged, not retried. */
+static void
+limits(struct pg_conn *pc)
+{
+	PGresult *res;
+
+	if (pc->limits_set || !atomic_load(&pc->limits_wanted))
+		return;
+	pc->limits_set = 1;
+	res = PQexec(pc->c, "SELECT set_config(name, v, false) FROM (VALUES "
+			    "('statement_timeout', '30s'), "
+			    "('tcp_keepalives_idle', '30'), "
+			    "('tcp_keepalives_interval', '10'), "
+			    "('tcp_keepalives_count', '3')) AS d(name, v) "
+			    "WHERE current_setting(name) = '0'");
+	(void)pg_result_rc(pc, res, "the session's time limits");
+	PQclear(res);
+}
+
 int
 pg_conn_ready(struct pg_conn *pc)
 {
@@ -497,8 +512,11 @@ pg_conn_ready(struct pg_conn *pc)
 	/* what the server said while we were idle (a shutdown's goodbye and
 	 * its close) is read now, without waiting: a connection it ended is
 	 * made again before a batch is sent on it */
-	if (pc->up && PQconsumeInput(pc->c) && PQstatus(pc->c) == CONNECTION_OK)
+	if (pc->up && PQconsumeInput(pc->c) &&
+	    PQstatus(pc->c) == CONNECTION_OK) {
+		limits(pc);
 		return 0;
+	}
 	(void)pg_conn_lost(pc);
 	now = bw_now_ms();
 	if (now < pc->next_try)
@@ -524,6 +542,7 @@ pg_conn_ready(struct pg_conn *pc)
 	atomic_store(&pc->connected, 1);
 	pc->down_logged = 0;
 	pc->backoff_ms = 0;
+	limits(pc);
 	return 0;
 }
 

@@ -51,13 +51,15 @@ struct pg_conn {
 	unsigned backoff_ms; /* grows while attempts fail */
 	char last_error[256];
 	atomic_uint_fast64_t commits, reconnects, failures;
-	atomic_int connected; /* up, as other threads may read it */
-	int quiet;	      /* its loss and return are not logged */
-	int stmt_failed;      /* a statement failed since the last BEGIN:
-			       * the transaction is aborted, whatever the
-			       * failure is taken to mean */
-	int timed_out;	      /* and it was canceled (statement_timeout):
-			       * its requests fail, none is run again */
+	atomic_int connected;	  /* up, as other threads may read it */
+	int quiet;		  /* its loss and return are not logged */
+	int stmt_failed;	  /* a statement failed since the last BEGIN:
+				   * the transaction is aborted, whatever the
+				   * failure is taken to mean */
+	int limits_set;		  /* the session's time limits were sent */
+	atomic_int limits_wanted; /* the daemon serves: send them */
+	int timed_out;		  /* and it was canceled (statement_timeout):
+				   * its requests fail, none is run again */
 };
 
 /* pg_conn.c */

@@ -521,6 +521,15 @@ pg_open_postgresql(const char *where, struct bw_loop *loop, void **state)
 	return open_url("postgresql", where, loop, state);
 }
 
+static void
+pg_serving(void *state)
+{
+	struct pgq *q = state;
+
+	atomic_store(&q->pc.limits_wanted, 1);
+	atomic_store(&q->rpc.limits_wanted, 1);
+}
+
 const struct bw_meta_backend bw_meta_postgresql = {
 	.scheme = "postgresql",
 	.shared = 1,
@@ -536,4 +545,5 @@ const struct bw_meta_backend bw_meta_postgresql = {
 	.syncs = pg_syncs,
 	.stats = pg_stats,
 	.msg_last_id = pg_msg_last_id_,
+	.serving = pg_serving,
 };
