@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bulwark/err.h"
@@ -16,7 +17,8 @@
 #include "cli/msg_cli.h"
 #include "cli/msg_cli_int.h"
 
-#define LINE_MAX_IN 65536
+#define LINE_MAX_IN  65536
+#define LOCK_POLL_MS 100u
 
 static const char menu_text[] = "MessageU client at your service.\n"
 				"110) Register\n"
@@ -155,6 +157,8 @@ need_me(const struct msg_ctx *x)
 static int
 lock_dir(const struct msg_ctx *x, int *fd)
 {
+	static const struct timespec poll = {0, LOCK_POLL_MS * 1000000L};
+	unsigned waited;
 	int f, rc;
 
 	*fd = -1;
@@ -168,8 +172,20 @@ lock_dir(const struct msg_ctx *x, int *fd)
 			"bulwark msg: waiting for another bulwark msg using "
 			"%s\n",
 			x->dir);
-		while ((rc = flock(f, LOCK_EX)) != 0 && errno == EINTR)
-			;
+		/* as long as --timeout: an action of the other's may hang
+		 * (a FIFO given to send-file, a pipe nobody reads) */
+		for (waited = 0; (rc = flock(f, LOCK_EX | LOCK_NB)) != 0 &&
+				 errno == EWOULDBLOCK && waited < x->timeout_ms;
+		     waited += LOCK_POLL_MS)
+			(void)nanosleep(&poll, NULL);
+		if (rc != 0 && errno == EWOULDBLOCK) {
+			fprintf(stderr,
+				"bulwark msg: another bulwark msg has used %s "
+				"for %u s: giving up\n",
+				x->dir, x->timeout_ms / 1000u);
+			close(f);
+			return BW_EXIT_USAGE;
+		}
 	}
 	if (rc == 0) {
 		*fd = f;
@@ -200,7 +216,20 @@ reload(struct msg_ctx *x)
 		fprintf(stderr, "bulwark msg: %s: %s\n", x->contacts_path, why);
 		return BW_EXIT_USAGE;
 	}
+	x->loaded = 1;
 	return 0;
+}
+
+/* What the trust prompt showed for c is what is there now: the same
+ * client behind the name, the same key offered. */
+static int
+as_shown(const struct bw_contact *shown, const struct bw_contact *c)
+{
+	return memcmp(shown->id, c->id, BW_ID_LEN) == 0 &&
+	       shown->moved == c->moved &&
+	       shown->has_offered == c->has_offered &&
+	       (!c->has_offered ||
+		memcmp(shown->offered, c->offered, BW_RSA_PUB_LEN) == 0);
 }
 
 /* --- actions ------------------------------------------------------------- */
@@ -238,6 +267,16 @@ run(struct msg_ctx *x, enum action a, const char *name, const char *arg)
 	case A_KEY:
 		return msg_fetch_key(x, c);
 	case A_TRUST:
+		/* the menu's "yes" is to the key it showed, which another
+		 * client may have replaced since */
+		if (x->shown != NULL && !as_shown(x->shown, c)) {
+			fprintf(stderr,
+				"bulwark msg: what the server offers for '%s' "
+				"changed since it was shown: nothing trusted "
+				"(fetch the key again: 130)\n",
+				name);
+			return BW_EXIT_KEY_CHANGED;
+		}
 		return msg_trust(x, c);
 	case A_ASK:
 		return msg_send_key_request(x, c);
@@ -260,8 +299,12 @@ act(struct msg_ctx *x, enum action a, const char *name, const char *arg)
 
 	if ((rc = lock_dir(x, &fd)) != 0)
 		return rc;
-	if ((rc = reload(x)) == 0)
-		rc = run(x, a, name, arg);
+	/* where nothing can be locked nothing can be written either (a
+	 * read-only directory): what this run learned stays in memory */
+	if ((fd >= 0 || !x->loaded) && (rc = reload(x)) != 0)
+		goto out;
+	rc = run(x, a, name, arg);
+out:
 	if (fd >= 0)
 		close(fd);
 	return rc;
@@ -290,6 +333,25 @@ ask(struct msg_ctx *x, const char *prompt, char *buf, size_t cap)
 	}
 	buf[n] = '\0';
 	return buf;
+}
+
+/* The change just shown for name: accepted if the person types yes, and
+ * if it is still what was shown (the prompt waits outside the lock). */
+static void
+offer_trust(struct msg_ctx *x, const char *name, char *line, size_t cap)
+{
+	struct bw_contact shown, *c = bw_contacts_by_name(&x->cs, name);
+
+	if (c == NULL)
+		return;
+	shown = *c;
+	if (ask(x, "Accept the new key? Type yes to accept: ", line, cap) &&
+	    strcmp(line, "yes") == 0) {
+		x->shown = &shown;
+		(void)act(x, A_TRUST, name, NULL);
+		x->shown = NULL;
+	}
+	bw_wipe(&shown, sizeof(shown));
 }
 
 static int
@@ -346,13 +408,8 @@ menu(struct msg_ctx *x)
 		rc = act(x, (enum action)choice, name, arg);
 		/* only a person is asked: a script's next line is its next
 		 * choice (it accepts with "bulwark msg trust NAME") */
-		if (rc == BW_EXIT_KEY_CHANGED && isatty(fileno(x->in)) &&
-		    ask(x,
-			"Accept the new key? Type "
-			"yes to accept: ",
-			line, sizeof(line)) &&
-		    strcmp(line, "yes") == 0)
-			(void)act(x, A_TRUST, name, NULL);
+		if (rc == BW_EXIT_KEY_CHANGED && isatty(fileno(x->in)))
+			offer_trust(x, name, line, sizeof(line));
 	}
 }
 

@@ -32,6 +32,9 @@ struct msg_ctx {
 	FILE *in;   /* the user's answers (menu mode) */
 	int menu;   /* 1: interactive menu; 0: a one-shot command */
 	int listed; /* the names were fetched (601) in this run */
+	int loaded; /* me.info and contacts.info were read */
+	/* the change the trust prompt showed, while its answer is acted on */
+	const struct bw_contact *shown;
 	/* set by the calls, cleared by a caller that needs to know: the whole
 	 * request was written (sent), and the server answered it with 9000
 	 * or another code than the one asked for (refused). A failure with

@@ -600,3 +600,55 @@ def test_a_second_client_on_the_same_directory_waits_for_the_first(keyed_pair):
         out, err = pull.communicate(timeout=30)
     assert pull.returncode == 0, (out, err)
     assert blocks(out.decode()) == [(na, "waited for")]
+
+
+def test_the_menus_yes_trusts_only_the_key_it_showed(pyserver_msg, client_bin, tmp_path):
+    """The menu shows a changed key's fingerprint and asks; the answer is
+    acted on under the directory's lock, from the files as they are then.
+    If another client stored yet another offered key meanwhile, the yes
+    pinned that one, which the person never saw. Now nothing is trusted
+    and the menu says why."""
+    srv = pyserver_msg()
+    a = Msg(tmp_path / "a", srv.port)
+    a.ok("register", "alice")
+    py_user(srv, "bob")
+    a.ok("key", "bob")
+
+    def offer_new_key():
+        with srv.lock:
+            for cid, v in srv.clients.items():
+                if v[0] == "bob":
+                    v[1] = bw.spki_der(bw.new_rsa_key())
+
+    offer_new_key()
+    master, slave = os.openpty()
+    menu = subprocess.Popen([str(bwd.BULWARK), "msg", "--dir", str(a.dir), "--timeout", "10"],
+                            cwd=a.dir, stdin=slave, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    os.close(slave)
+    try:
+        os.write(master, b"130\nbob\n")
+        read_until(menu, b"Type yes to accept: ")
+        offer_new_key()  # and another client of alice's stores it
+        assert a.run("key", "bob").returncode == 5
+        os.write(master, b"yes\n0\n")
+        out, err = menu.communicate(timeout=30)
+    finally:
+        os.close(master)
+        if menu.poll() is None:
+            menu.kill()
+            menu.wait()
+    assert b"changed since it was shown: nothing trusted" in err, err
+    r = a.run("send-key", "bob")
+    assert r.returncode == 5, describe(r)  # still to be accepted
+
+
+def test_a_client_waits_for_the_directory_no_longer_than_its_timeout(keyed_pair):
+    a, na, b, nb = keyed_pair
+    with open(b.dir / ".bulwark-msg.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        r = subprocess.run([str(bwd.BULWARK), "msg", "--dir", str(b.dir), "--timeout", "1",
+                            "pull"], cwd=b.dir, stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=30)
+    assert r.returncode == 2, describe(r)
+    assert b"giving up" in r.stderr, describe(r)
