@@ -87,6 +87,26 @@ def reserve(host="127.0.0.1"):
     raise RuntimeError("no free port between %d and %d after 500 tries" % (low, top))
 
 
+def hold(port, timeout=60.0):
+    """Waits (at most timeout seconds) until no other process using this
+    module holds port, then holds it: for a test that needs one fixed port
+    (the daemon's default), which the other xdist worker may need too."""
+    import time
+    fd = os.open(os.path.join(_lock_dir(), str(port)), os.O_RDWR | os.O_CREAT, 0o666)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise RuntimeError("port %d held by another process for %gs" % (port, timeout))
+            time.sleep(0.1)
+    _held[port] = fd
+    return port
+
+
 def release(port):
     """Let other processes reserve port again (its server is gone)."""
     fd = _held.pop(port, None)

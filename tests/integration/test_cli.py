@@ -10,6 +10,7 @@ import time
 import pytest
 
 import bwd
+import ports
 
 
 def run(*argv, timeout=10):
@@ -81,14 +82,20 @@ def test_missing_or_invalid_port_info_warns_and_uses_1357(start_server, tmp_path
     data.mkdir()
     if content is not None:
         (data / "port.info").write_text(content)
-    srv = start_server(data_dir=data, port=None, stdout=tmp_path / "stdout", wait=False)
+    # the default port is one for every variant: the other xdist worker
+    # may be running another at the same time
+    ports.hold(1357)
     try:
-        bwd.wait_for(lambda: "listening" in srv.log() or "cannot" in srv.log(), 10)
-        out = srv.log()
-        assert "1357" in out and ("no port.info" in out or "does not hold a port" in out)
-        assert "listening on 127.0.0.1:1357" in out
+        srv = start_server(data_dir=data, port=None, stdout=tmp_path / "stdout", wait=False)
+        try:
+            bwd.wait_for(lambda: "listening" in srv.log() or "cannot" in srv.log(), 10)
+            out = srv.log()
+            assert "1357" in out and ("no port.info" in out or "does not hold a port" in out)
+            assert "listening on 127.0.0.1:1357" in out
+        finally:
+            srv.stop(check=False)
     finally:
-        srv.stop(check=False)
+        ports.release(1357)
 
 
 def _run_on_pty(argv, cwd, timeout=60):
