@@ -117,7 +117,7 @@ all_stats(const void *arg, bw_stat_emit emit, void *emit_arg)
 	const struct bw_daemon *d = arg;
 
 	each_figure(arg, 0, emit, emit_arg);
-	if (d->meta != NULL && d->meta->be->stats != NULL)
+	if (d->meta != NULL && !d->meta->closed && d->meta->be->stats != NULL)
 		d->meta->be->stats(d->meta->state, emit, emit_arg);
 }
 
@@ -517,9 +517,7 @@ bw_daemon_close(struct bw_daemon *d)
 	 * whose state the requests name are still there; what the answers
 	 * defer (a connection a request held, freed) runs on the loop kept
 	 * for it */
-	bw_meta_close(d->meta);
-	d->meta = NULL;
-	d->reg.meta = NULL; /* a LastSeen write its answers asked for */
+	bw_meta_close(d->meta); /* kept: what asks it now is told */
 	/* the bus's pending callbacks too, while the rooms they name are */
 	bw_bus_shut(d->bus);
 	bw_engine_shut(&d->eng);
@@ -537,6 +535,8 @@ bw_daemon_close(struct bw_daemon *d)
 	if (d->reg_open)
 		bw_registry_close(&d->reg);
 	d->reg_open = 0;
+	bw_meta_free(d->meta);
+	d->meta = NULL;
 	bw_blobs_close(d->blobs);
 	d->blobs = NULL;
 	if (d->lock_fd >= 0)

@@ -291,8 +291,8 @@ out:
 	/* the workers' last jobs (a checkpoint, say) end before what they
 	 * use is closed, as in the daemon */
 	bw_loop_drain(loop);
-	bw_meta_close(tm);
-	bw_meta_close(fm);
+	bw_meta_free(tm);
+	bw_meta_free(fm);
 	bw_blobs_close(tb);
 	bw_blobs_close(fb);
 	bw_loop_free(loop);

@@ -85,6 +85,7 @@ bw_meta_open(struct bw_meta **out, const char *url, const char *data_dir,
 	if ((m = calloc(1, sizeof(*m))) == NULL)
 		return BW_ENOMEM;
 	m->be = be;
+	m->loop = loop;
 	if ((rc = m->be->open(where, loop, &m->state)) != 0) {
 		free(m);
 		return rc;
@@ -103,8 +104,47 @@ bw_meta_serving(struct bw_meta *m)
 void
 bw_meta_close(struct bw_meta *m)
 {
-	if (m == NULL)
+	if (m == NULL || m->closed)
 		return;
 	m->be->close(m->state);
+	m->state = NULL;
+	m->closed = 1;
+}
+
+struct refusal {
+	struct bw_call call;
+	struct bw_meta_req *r;
+};
+
+static void
+refused(void *arg)
+{
+	struct refusal *f = arg;
+	struct bw_meta_req *r = f->r;
+
+	free(f);
+	r->done(r);
+}
+
+void
+bw_meta_refuse(struct bw_meta *m, struct bw_meta_req *r)
+{
+	struct refusal *f;
+
+	r->rc = BW_ECLOSED;
+	if (r->done == NULL)
+		return;
+	if ((f = calloc(1, sizeof(*f))) == NULL) {
+		r->done(r); /* at once rather than never */
+		return;
+	}
+	f->r = r;
+	bw_loop_call(m->loop, &f->call, refused, f);
+}
+
+void
+bw_meta_free(struct bw_meta *m)
+{
+	bw_meta_close(m);
 	free(m);
 }

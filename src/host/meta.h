@@ -291,6 +291,8 @@ struct bw_meta_backend {
 struct bw_meta {
 	const struct bw_meta_backend *be;
 	void *state;
+	struct bw_loop *loop;
+	int closed; /* bw_meta_close: requests get BW_ECLOSED */
 };
 
 /* Opens the store named by url: "sqlite:PATH", a libpq URI
@@ -303,21 +305,30 @@ int bw_meta_open(struct bw_meta **out, const char *url, const char *data_dir,
 int bw_meta_check(const char *url, const char *data_dir, char *msg,
 		  size_t cap) BW_WUR;
 /* With nothing queued, or once the loop is freed (its last deferred calls
- * run what was queued): whoever still waits is told (BW_ECLOSED). */
+ * run what was queued): whoever still waits is told (BW_ECLOSED). m stays
+ * until bw_meta_free, and a request submitted after the close (by an
+ * answer the close ran, or a job it started) gets BW_ECLOSED on the loop,
+ * as any answer. */
 void bw_meta_close(struct bw_meta *m);
+void bw_meta_free(struct bw_meta *m);
+/* r answered BW_ECLOSED on m's loop (bw_meta_submit after the close). */
+void bw_meta_refuse(struct bw_meta *m, struct bw_meta_req *r);
 /* Start-up is over (the backend's serving, if it has one). */
 void bw_meta_serving(struct bw_meta *m);
 
 static inline void
 bw_meta_submit(struct bw_meta *m, struct bw_meta_req *r)
 {
-	m->be->submit(m->state, r);
+	if (m->closed)
+		bw_meta_refuse(m, r);
+	else
+		m->be->submit(m->state, r);
 }
 
 static inline int
 bw_meta_run(struct bw_meta *m, struct bw_meta_req *r)
 {
-	return m->be->run(m->state, r);
+	return m->closed ? BW_ECLOSED : m->be->run(m->state, r);
 }
 
 /* A request zeroed, with what every one has (its u is the caller's to

@@ -513,9 +513,7 @@ touch_flush(void *arg)
 	struct bw_meta_touch *v;
 	size_t n = 0, cap;
 
-	/* the store closed (its last answers run at shutdown may ask for
-	 * this): what is left is the next start's to count */
-	if (r->touch_busy || r->touched == NULL || r->meta == NULL)
+	if (r->touch_busy || r->touched == NULL)
 		return;
 	for (c = r->touched; c != NULL; c = c->touch_next)
 		n++;

@@ -76,7 +76,7 @@ teardown(void **state)
 	char cmd[256];
 
 	bw_loop_free(f->l);
-	bw_meta_close(f->m);
+	bw_meta_free(f->m);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
 	if (system(cmd) != 0)
 		return -1;
@@ -420,7 +420,7 @@ message_ids_stop_at_the_u32_the_wire_carries(void **state)
 	char cmd[512];
 
 	/* the largest id recorded, as another run would have left it */
-	bw_meta_close(f->m);
+	bw_meta_free(f->m);
 	f->m = NULL;
 	snprintf(cmd, sizeof(cmd),
 		 "sqlite3 '%s' \"INSERT OR REPLACE INTO bulwark_meta(Key, "
@@ -456,7 +456,7 @@ closing_completes_what_is_queued(void **state)
 	f->l = NULL;
 	assert_int_equal(f->done_n, 1);
 	assert_int_equal(f->rc[0], 0);
-	bw_meta_close(f->m);
+	bw_meta_free(f->m);
 	f->m = NULL;
 	assert_int_equal(bw_loop_new(&f->l, 1), 0);
 	assert_int_equal(bw_meta_open(&f->m, f->url, f->dir, f->l), 0);
@@ -464,6 +464,28 @@ closing_completes_what_is_queued(void **state)
 	assert_int_equal(f->m->be->load_clients(f->m->state, count_client, f),
 			 0);
 	assert_int_equal(clients_seen, 1);
+}
+
+/* At shutdown an answer the close ran, or a job it started, may ask the
+ * store again: it is told BW_ECLOSED on the loop, as any answer, and the
+ * store is still there to say so (it used to be freed). */
+static void
+a_request_after_the_close_is_refused_on_the_loop(void **state)
+{
+	struct fx *f = *state;
+	struct bw_client_rec c;
+	struct bw_meta_req r;
+
+	bw_meta_close(f->m);
+	client(&c, 0x66, "dave");
+	bw_meta_req_init(&r, BW_META_CLIENT_INSERT, BW_META_DURABLE, on_done,
+			 f);
+	r.u.client = &c;
+	bw_meta_submit(f->m, &r);
+	assert_int_equal(f->done_n, 0); /* never inside submit */
+	run_until(f, 1);
+	assert_int_equal(f->rc[0], BW_ECLOSED);
+	assert_int_equal(bw_meta_run(f->m, &r), BW_ECLOSED);
 }
 
 static void
@@ -512,7 +534,7 @@ a_put_keeps_its_id_and_a_floor_lifts_later_ones(void **state)
 	assert_int_equal(bw_meta_run(f->m, &r), 0);
 	assert_int_equal(m.id, 501);
 	/* and after a reopen, from what was recorded */
-	bw_meta_close(f->m);
+	bw_meta_free(f->m);
 	assert_int_equal(bw_meta_open(&f->m, f->url, f->dir, f->l), 0);
 	assert_int_equal(f->m->be->msg_last_id(f->m->state, &last), 0);
 	assert_int_equal(last, 501);
@@ -659,7 +681,7 @@ without_a_worker_the_commit_copies_it(void **state)
 	struct fx *f = *state;
 
 	/* the same store on a loop with no worker */
-	bw_meta_close(f->m);
+	bw_meta_free(f->m);
 	bw_loop_free(f->l);
 	assert_int_equal(bw_loop_new(&f->l, 0), 0);
 	assert_int_equal(bw_meta_open(&f->m, f->url, f->dir, f->l), 0);
@@ -682,6 +704,7 @@ main(void)
 		T(a_deletion_refused_by_its_key_callback_rolls_back),
 		T(message_ids_stop_at_the_u32_the_wire_carries),
 		T(closing_completes_what_is_queued),
+		T(a_request_after_the_close_is_refused_on_the_loop),
 		T(an_unknown_scheme_is_refused),
 		T(a_put_keeps_its_id_and_a_floor_lifts_later_ones),
 		T(a_journal_past_its_limit_is_copied_into_the_file),
