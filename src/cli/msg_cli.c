@@ -66,7 +66,7 @@ usage(FILE *f)
 		"messages already shown.\nReceived files go to $TMPDIR (or "
 		"/tmp) under a new name, printed.\nTwo clients on one DIR "
 		"take turns: each action waits for the other's\n(the lock is "
-		"DIR/.bulwark-msg.lock).\n\n"
+		"DIR/.bulwark-msg.lock), at most --timeout.\n\n"
 		"Exit status: 0 done, 1 the server or the network failed (a "
 		"9000 prints\n\"%s\"), 2 bad usage or local files, 5 a "
 		"contact's key changed\n(see trust), 6 no symmetric key with "
