@@ -255,7 +255,9 @@ on_tick(void *arg)
 		 * the connection or it is paused (a pull streaming, a list
 		 * waiting for room): its deadline moves only when the peer
 		 * takes some */
-		if ((c->flags & BW_CONN_BLOCKED) && now > c->deadline_ms &&
+		if ((c->flags & (BW_CONN_BLOCKED | BW_CONN_LINGER |
+				 BW_CONN_FAILED)) == BW_CONN_BLOCKED &&
+		    now > c->deadline_ms &&
 		    !engine_conn_still_reading(c, now)) {
 			e->closed_idle++;
 			engine_conn_kill(c, "the peer does not read");

@@ -653,25 +653,18 @@ def test_a_unique_violation_in_a_batch_acknowledges_nothing_it_rolled_back(start
     assert srv.proc.poll() is None
 
 
-@pytest.mark.slow
-def test_a_statement_that_waits_past_30_s_fails_its_request_and_not_the_node(start_server, pg):
-    """A session of another program holds a lock on messages and does not
-    let go (idle in a transaction). No statement had a time limit: the
-    603's insert waited for ever, every write and pull of the node queued
-    behind it on the one writer, and a SIGTERM waited for it too. Now a
-    statement fails after 30 s (the URL's options may say otherwise), its
-    request gets the protocol's error, and the node goes on."""
+def a_603_behind_a_held_lock_fails(srv, pg, db, held_s):
+    """alice's 603 to bob while another session holds messages locked (for
+    at most held_s seconds) must get 9000 with a statement timeout (57014)
+    logged: (alice, bob), registered."""
     import psycopg2  # noqa: F401  (pg.connect needs it)
-    srv, db = start_on(start_server, pg)
-    a, b = bwmsg.MsgClient(H, srv.port, timeout=150), bwmsg.MsgClient(H, srv.port)
+    a, b = bwmsg.MsgClient(H, srv.port, timeout=held_s + 20), bwmsg.MsgClient(H, srv.port)
     a.register(unique_name("alice"), key=rsa_key(0))
     b.register(unique_name("bob"), key=rsa_key(1))
     holder = pg.connect(db)
     holder.autocommit = False
     holder.cursor().execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
-    # the 603 reads the queue, then inserts: up to 30 s each. The lock
-    # goes after 130 s in any case, for a daemon that would wait for ever
-    release = threading.Timer(130, holder.rollback)
+    release = threading.Timer(held_s, holder.rollback)
     release.start()
     try:
         code, _ = a.request(bwmsg.SEND, bwmsg.SEND_PREFIX.pack(b.client_id, 3, 1) + b"x")
@@ -681,6 +674,22 @@ def test_a_statement_that_waits_past_30_s_fails_its_request_and_not_the_node(sta
         release.cancel()
         holder.rollback()
         holder.close()
+    return a, b
+
+
+@pytest.mark.slow
+def test_a_statement_that_waits_past_30_s_fails_its_request_and_not_the_node(start_server, pg):
+    """A session of another program holds a lock on messages and does not
+    let go (idle in a transaction). No statement had a time limit: the
+    603's insert waited for ever, every write and pull of the node queued
+    behind it on the one writer, and a SIGTERM waited for it too. Now a
+    statement fails after 30 s (PGOPTIONS, the URL or the server may say
+    otherwise), its request gets the protocol's error, and the node goes
+    on."""
+    srv, db = start_on(start_server, pg)
+    # the 603 reads the queue, then inserts: up to 30 s each. The lock
+    # goes after 130 s in any case, for a daemon that would wait for ever
+    a, b = a_603_behind_a_held_lock_fails(srv, pg, db, 130)
     assert a.send(b.client_id, 3, b"after") > 0
     b2 = bwmsg.MsgClient(H, srv.port)
     b2.client_id = b.client_id  # b's connection was closed as idle meanwhile
@@ -790,24 +799,8 @@ def test_a_statement_timeout_the_site_set_is_kept(start_server, pg):
     kept, and nothing is sent as a startup parameter (a pooler refuses
     those it does not know). Here PGOPTIONS says 2 s and a lock is held
     for 10: the 603 fails at 2 s instead of waiting the lock out."""
-    import psycopg2  # noqa: F401  (pg.connect needs it)
     srv, db = start_on(start_server, pg,
                        env={**pg.env(), "PGOPTIONS": "-c statement_timeout=2s"})
-    a, b = bwmsg.MsgClient(H, srv.port, timeout=60), bwmsg.MsgClient(H, srv.port)
-    a.register(unique_name("alice"), key=rsa_key(0))
-    b.register(unique_name("bob"), key=rsa_key(1))
-    holder = pg.connect(db)
-    holder.autocommit = False
-    holder.cursor().execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
-    release = threading.Timer(10, holder.rollback)
-    release.start()
-    try:
-        code, _ = a.request(bwmsg.SEND, bwmsg.SEND_PREFIX.pack(b.client_id, 3, 1) + b"x")
-        assert code == bwmsg.ERROR, (code, srv.log_tail())
-        assert "57014" in srv.log(), srv.log_tail()
-    finally:
-        release.cancel()
-        holder.rollback()
-        holder.close()
+    a, b = a_603_behind_a_held_lock_fails(srv, pg, db, 10)
     a.close()
     b.close()
