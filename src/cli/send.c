@@ -252,26 +252,36 @@ out:
 	return rc;
 }
 
+/* nu, registered under its id, into me.info and priv.key: 0, or
+ * BW_EXIT_USAGE after saying where the staged files are kept. */
+static int
+put_in_place(struct bw_identity_stage *st, const struct bw_identity *nu,
+	     const char *hex)
+{
+	int rc;
+
+	if ((rc = bw_identity_commit(st, nu->id)) == 0)
+		return 0;
+	bw_cli_fatal("registered as '%s' (id %s) but me.info cannot be put in "
+		     "place: %s; the identity is in %s",
+		     nu->name, hex, bw_strerror(rc),
+		     st->tmp[0] != '\0' ? st->tmp : st->priv_tmp);
+	bw_identity_keep(st); /* where the message says it is */
+	return BW_EXIT_USAGE;
+}
+
 /* A first registration's 2100 came and no answer to its 1026 did: the
  * server holds the name for this id, and this key is the only one that may
- * be registered for it (the 1026 arrived, its answer was lost). me.info is put
- * in place, so that the next run reconnects instead of asking for a name that
- * is taken. (A registration again keeps the me.info it had: its key may still
- * be known elsewhere.) Returns the exit status. */
+ * be registered for it (the 1026 arrived, its answer was lost). me.info is
+ * put in place, so that the next run reconnects instead of asking for a
+ * name that is taken. (A registration again keeps the me.info it had: its
+ * key may still be known elsewhere.) Returns the exit status. */
 static int
 keep_registered(struct bw_identity_stage *st, const struct bw_identity *nu,
 		const char *hex)
 {
-	int rc;
-
-	if ((rc = bw_identity_commit(st, nu->id)) != 0) {
-		bw_cli_fatal("registered as '%s' (id %s), but me.info cannot "
-			     "be put in place: %s; the identity is in %s",
-			     nu->name, hex, bw_strerror(rc),
-			     st->tmp[0] != '\0' ? st->tmp : st->priv_tmp);
-		bw_identity_keep(st);
+	if (put_in_place(st, nu, hex) != 0)
 		return BW_EXIT_USAGE;
-	}
 	fprintf(stderr,
 		"bulwark send: '%s' is registered (id %s) and kept in "
 		"me.info: the next run reconnects with it\n",
@@ -372,15 +382,8 @@ send_register(struct send_ctx *x, const char *name)
 			     bw_strerror(rc));
 		goto out;
 	}
-	if ((rc = bw_identity_commit(&st, nu.id)) != 0) {
-		bw_cli_fatal("registered as '%s' (id %s) but me.info cannot be "
-			     "put in place: %s; the identity is in %s",
-			     nu.name, hex, bw_strerror(rc),
-			     st.tmp[0] != '\0' ? st.tmp : st.priv_tmp);
-		bw_identity_keep(&st); /* where the message says it is */
-		ret = BW_EXIT_USAGE;
+	if ((ret = put_in_place(&st, &nu, hex)) != 0)
 		goto out;
-	}
 	printf("registered as '%s' (id %s)\n", nu.name, hex);
 	bw_identity_fini(&x->me);
 	x->me = nu;

@@ -434,6 +434,19 @@ def test_last_seen_follows_the_requests_of_many_clients(start_server, pg):
     assert wait_for(moved, 10), seen()
 
 
+def lock_table(pg, db, table):
+    """psql holding table locked for 8 s in a session of its own, started
+    and sleeping: the process, to wait for."""
+    holder = subprocess.Popen(
+        [str(pg.bin / "psql"), "-X", "-q", "-h", str(pg.sock), "-p", str(pg.port),
+         "-U", pg.user, "-d", db, "-c",
+         "BEGIN; LOCK TABLE %s IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT" % table],
+        env={**os.environ, **pg.env()}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_for(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
+                                    "wait_event = 'PgSleep'", db=db).strip() == "1", 10)
+    return holder
+
+
 @pytest.mark.parametrize("client", ["stays", "leaves"])
 def test_a_pull_waiting_for_postgresql_at_shutdown_ends_cleanly(start_server, pg, client):
     """SIGTERM while a 604's rows are still being read in PostgreSQL (the
@@ -445,14 +458,8 @@ def test_a_pull_waiting_for_postgresql_at_shutdown_ends_cleanly(start_server, pg
     a.register(unique_name("a"), key=rsa_key(0))
     b.register(unique_name("b"), key=rsa_key(1))
     a.send(b.client_id, 3, b"kept")
-    holder = subprocess.Popen(
-        [str(pg.bin / "psql"), "-X", "-q", "-h", str(pg.sock), "-p", str(pg.port),
-         "-U", pg.user, "-d", db, "-c",
-         "BEGIN; LOCK TABLE messages IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT"],
-        env={**os.environ, **pg.env()}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    holder = lock_table(pg, db, "messages")
     try:
-        assert wait_for(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
-                                        "wait_event = 'PgSleep'", db=db).strip() == "1", 10)
         b.send_raw(bwmsg.pack_request(b.client_id, bwmsg.PULL))
         assert wait_for(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
                                         "wait_event_type = 'Lock'", db=db).strip() == "1", 10)
@@ -736,14 +743,8 @@ def test_a_last_seen_write_asked_for_at_shutdown_does_not_outlive_the_store(star
     a.register(unique_name("a"), key=rsa_key(0))
     b.register(unique_name("b"), key=rsa_key(1))
     time.sleep(1.1)  # LastSeen has one-second resolution: the next touch writes
-    holder = subprocess.Popen(
-        [str(pg.bin / "psql"), "-X", "-q", "-h", str(pg.sock), "-p", str(pg.port),
-         "-U", pg.user, "-d", db, "-c",
-         "BEGIN; LOCK TABLE clients IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT"],
-        env={**os.environ, **pg.env()}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    holder = lock_table(pg, db, "clients")
     try:
-        assert wait_for(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
-                                        "wait_event = 'PgSleep'", db=db).strip() == "1", 10)
         a.send_raw(bwmsg.pack_request(a.client_id, bwmsg.PULL))
         assert wait_for(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
                                         "wait_event_type = 'Lock'", db=db).strip() == "1", 10)
