@@ -863,6 +863,45 @@ def test_no_more_ghosts_than_chat_connections(start_server):
     assert srv.alive()
 
 
+def test_one_address_has_no_more_ghosts_than_its_share_of_connections(start_server):
+    """--rooms-max-conns-per-addr 3: three members from one address that
+    reset with lines held back go on saying them; a fourth from that
+    address leaves at once, its held lines dropped, although ghosts have
+    room (--rooms-max-conns 16). A member from another address still gets
+    a ghost. One host resetting members in a loop used to take every
+    ghost's place, and with it the last lines of everyone else."""
+    srv = chat(start_server, "--rooms-max-conns", "16", "--rooms-max-conns-per-addr", "3",
+               "--rooms-rate", "1", "--rooms-burst", "1")
+    port = srv.rooms_port
+    a, rid = R.creator(port, "alice", "pw")
+
+    def leave_with_lines_held(name, source):
+        m = R.member(port, name, rid, "pw", source=source)
+        a.expect(R.joined(name), timeout=15)
+        m.line(*["%s line %d" % (name, k) for k in range(12)])
+        assert bwd.wait_for(lambda: bwd.delivered(m.sock), 5)
+        a.expect("%s: %s line 0" % (name, name), timeout=10)  # its burst: one line
+        reset(m)
+
+    names = ["bob%d" % i for i in range(4)]
+    for n in names:
+        leave_with_lines_held(n, "127.0.0.43")
+    got = a.expect(R.left("bob3"), timeout=15)
+    assert "bob3: bob3 line 1" not in got, got
+    assert not any(ln.startswith("bob0: bob0 line 11") for ln in got), got
+    assert bwd.wait_for(lambda: "member from 127.0.0.43 left with lines held back" in srv.log(), 5), \
+        srv.log_tail()
+    leave_with_lines_held("carol", "127.0.0.44")
+    rest = got
+    for n in names[:3] + ["carol"]:
+        if R.left(n) not in rest:
+            rest += a.expect(R.left(n), timeout=30)
+    for n in names[:3] + ["carol"]:
+        said = [ln for ln in rest if ln.startswith(n + ": ")]
+        assert said[-11:] == ["%s: %s line %d" % (n, n, k) for k in range(1, 12)], (n, rest)
+    assert srv.alive()
+
+
 def test_one_address_holds_at_most_its_share_of_the_chat_port(start_server):
     """--rooms-max-conns-per-addr 3: a fourth connection from one address is
     closed without a word, while another address is served; and by

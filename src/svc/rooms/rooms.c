@@ -292,14 +292,26 @@ ghost_start(struct rconn *rc)
 {
 	struct bw_conn *c = rc->c;
 
-	if (rc->rs->ghosts >= rc->rs->cfg.max_ghosts)
-		return BW_EBUSY; /* it leaves now, its held lines unsaid */
+	struct bw_rooms *rs = rc->rs;
+	struct bw_addr *a = c->addr;
+	unsigned share = c->lis != NULL ? c->lis->cfg.max_conns_per_addr : 0;
+
+	/* it leaves now, its held lines unsaid: the ghosts are as many as
+	 * connections, or its address has as many as it may have
+	 * connections (one host resetting members in a loop would else
+	 * take every ghost's place, and the last lines of everyone else) */
+	if (rs->ghosts >= rs->cfg.max_ghosts)
+		return BW_EBUSY;
+	if (a != NULL && share > 0 && a->held[rs->ghost_slot] >= share)
+		return BW_ETOOBIG;
 	bw_buf_init(&rc->ghost_in, c->in.len);
 	if (bw_buf_append(&rc->ghost_in, bw_buf_head(&c->in), c->in.len) != 0)
 		return BW_ENOMEM;
 	rc->c = NULL;
 	rc->st = R_GHOST;
-	rc->rs->ghosts++;
+	rs->ghosts++;
+	if ((rc->ghost_addr = a) != NULL)
+		a->held[rs->ghost_slot]++; /* keeps a in the table */
 	c->state = NULL;
 	take_lines(rc, 1);
 	return 0;
@@ -314,6 +326,8 @@ ghost_free(struct rconn *rc)
 	bw_loop_timer_stop(loop, &rc->pause_t);
 	bw_buf_fini_wipe(&rc->ghost_in);
 	rc->rs->ghosts--;
+	if (rc->ghost_addr != NULL)
+		rc->ghost_addr->held[rc->rs->ghost_slot]--;
 	free(rc->key);
 	free(rc);
 }
@@ -380,18 +394,30 @@ rooms_close(struct bw_conn *c)
 	}
 	if (rc->room != NULL && rc->st == R_ROOM && c->in.len > 0 &&
 	    !rc->overflow) {
-		if (ghost_start(rc) == 0)
+		int grc = ghost_start(rc);
+
+		if (grc == 0)
 			return; /* the ghost leaves once its lines are said */
-		/* as many ghosts as connections already (a flood of members
-		 * that reset): this one's lines are not said; the operator is
-		 * told, there is no one else to tell */
+		/* as many ghosts as connections already, or as its address
+		 * may have (a flood of members that reset): this one's lines
+		 * are not said; the operator is told, there is no one else
+		 * to tell */
 		rc->rs->ghost_dropped++;
 		if (bw_now_ms() - ghost_warned_ms >= 5000) {
 			ghost_warned_ms = bw_now_ms();
-			bw_warn("rooms: a member left with lines held back: "
-				"not said, %u members gone are saying theirs "
-				"(--rooms-max-conns)",
-				rc->rs->cfg.max_ghosts);
+			if (grc == BW_ETOOBIG)
+				bw_warn("rooms: a member from %s left with "
+					"lines held back: not said, its "
+					"address has its share of members "
+					"gone saying theirs "
+					"(--rooms-max-conns-per-addr)",
+					c->addr != NULL ? c->addr->addr
+							: c->peer);
+			else
+				bw_warn("rooms: a member left with lines held "
+					"back: not said, %u members gone are "
+					"saying theirs (--rooms-max-conns)",
+					rc->rs->cfg.max_ghosts);
 		}
 	}
 	bw_loop_timer_stop(loop, &rc->rate_t);
@@ -457,7 +483,8 @@ rooms_init(const struct bw_host *h, const void *cfg, void **out)
 	rs->hash_max = h->eng->cfg.workers == 0		? 1
 		       : h->eng->cfg.workers > HASH_MAX ? HASH_MAX
 							: h->eng->cfg.workers;
-	if ((rs->addr_slot = bw_addrtab_slot(&h->eng->addrs)) < 0) {
+	if ((rs->addr_slot = bw_addrtab_slot(&h->eng->addrs)) < 0 ||
+	    (rs->ghost_slot = bw_addrtab_slot(&h->eng->addrs)) < 0) {
 		free(rs);
 		return BW_ETOOBIG;
 	}

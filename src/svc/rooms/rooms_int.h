@@ -58,7 +58,8 @@ struct bw_rooms {
 	struct bw_hash hash_addrs;
 	struct aq *ring_head, *ring_tail;
 	unsigned hashing, hash_max;
-	int addr_slot; /* its slot of bw_addr.held: passwords in progress */
+	int addr_slot;	/* its slot of bw_addr.held: passwords in progress */
+	int ghost_slot; /* and another: ghosts (at most the address's share) */
 	/* figures */
 	uint64_t members_n, at_menu, created, joined, refused, cut_off;
 	uint64_t lines_relayed, deliveries;
@@ -109,7 +110,8 @@ struct rconn {
 	unsigned bus_seq;  /* the bus reply it waits for (R_BUS) */
 	int v_have;	   /* the room's verifier, from the bus */
 	uint8_t v_salt[SALT_LEN], v_hash[HASH_LEN];
-	struct bw_buf ghost_in; /* a ghost's lines still to say */
+	struct bw_buf ghost_in;	    /* a ghost's lines still to say */
+	struct bw_addr *ghost_addr; /* whose share of ghosts it takes */
 	enum rstate st;
 	char name[NAME_CAP];
 	char *key; /* its canonical decomposition if not the name; heap */
