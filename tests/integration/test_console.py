@@ -6,6 +6,7 @@ import datetime
 import os
 import re
 import socket
+import struct
 import subprocess
 import time
 
@@ -50,8 +51,10 @@ def open_console(srv, timeout=5.0):
 
 
 class Console:
-    def __init__(self, port, host="127.0.0.1", timeout=5.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, host="127.0.0.1", timeout=5.0, source=None):
+        self.sock = socket.create_connection(
+            (host, port), timeout=timeout,
+            source_address=(source, 0) if source is not None else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def close(self):
@@ -521,6 +524,49 @@ def test_secret_is_required_on_loopback_when_configured(start_console_server):
     with open_console(srv) as c:
         c.hello(b"top")
         assert c.ask("EXIT") == "bye"
+
+
+def test_wrong_secrets_from_one_address_delay_its_next_verdicts(start_console_server):
+    """Guessing the secret: after three wrong secrets from an address,
+    every verdict on a secret from it waits (0.25 s, then doubled each
+    time), the right secret's too, so that a guess learns nothing sooner.
+    Another address is still judged at once and gets in. A guess used to
+    be answered at once, as fast as connections could be opened."""
+    srv = start_console_server("--console-secret", "s3cret")
+    port = srv.console_port
+    src = "127.0.0.93"
+
+    def wrong(secret, source=src):
+        with Console(port, source=source, timeout=10) as c:
+            t0 = time.monotonic()
+            c.send(b"Hi " + secret)
+            assert c.closed(timeout=10), secret
+            return time.monotonic() - t0
+
+    for guess in (b"secre1", b"secre2", b"secre3"):  # three free
+        wrong(guess)
+    waited = wrong(b"secre4")
+    assert waited >= 0.9 * 0.25, "the fourth wrong secret was answered after %.3f s" % waited
+    assert "wrong secret from %s:" % src in srv.log()
+    assert re.search(r"wrong secret from 127\.0\.0\.93:\d+ \(4 from this address", srv.log()), \
+        srv.log_tail()
+    # one that resets while its verdict waits is let go (its timer too)
+    c = Console(port, source=src)
+    c.send(b"Hi secre5")
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    # the right secret from that address waits too (0.5 s now), then gets in
+    with Console(port, source=src, timeout=10) as c:
+        t0 = time.monotonic()
+        assert c.hello(b"s3cret").startswith(b"bulwarkd 3: ")
+        waited = time.monotonic() - t0
+        assert waited >= 0.9 * 0.5, "the right secret was answered after %.3f s" % waited
+        assert c.ask("NAME").startswith("bulwarkd")
+    # another address: its own count
+    with Console(port, source="127.0.0.94") as c:
+        assert c.hello(b"s3cret").startswith(b"bulwarkd 3: ")
+        assert c.ask("EXIT") == "bye"
+    assert srv.alive()
 
 
 def test_refuses_to_start_off_loopback_without_secret(start_server, tmp_path):

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bulwark/addrtab.h"
 #include "bulwark/crypto.h"
 #include "bulwark/err.h"
 #include "bulwark/log.h"
@@ -25,6 +26,11 @@ enum cstate {
 struct console_conn {
 	enum cstate st;
 	int stalled; /* requests wait for the output to drain */
+	/* its address's earlier wrong secrets delay the verdict: waited
+	 * (0 none yet, 1 running, 2 over) on delay_t */
+	int delayed;
+	struct bw_timer delay_t;
+	struct bw_conn *c;
 };
 
 #define CC(c) ((struct console_conn *)(c)->state)
@@ -52,6 +58,52 @@ extend_idle(struct bw_conn *c)
 
 /* Step results: > 0 consumed input, 0 needs more, < 0 close now. */
 
+/* How long the verdict on a secret from c's address waits: nothing for
+ * its first FAIL_FREE wrong ones, then DELAY_MIN_MS doubled with each,
+ * at most DELAY_MAX_MS. Its connections at once still guess as many
+ * times together, but each waits for its answer; and a connection
+ * evicted meanwhile (it has not proven itself) learns nothing. */
+static unsigned
+verdict_delay(const struct bw_conn *c)
+{
+	unsigned strikes =
+		c->addr != NULL ? bw_addr_strikes(c->addr, bw_now_ms()) : 0;
+
+	if (strikes < FAIL_FREE)
+		return 0;
+	strikes -= FAIL_FREE;
+	return strikes >= 4 ? DELAY_MAX_MS : DELAY_MIN_MS << strikes;
+}
+
+static void
+on_delay(void *arg)
+{
+	struct console_conn *cc = arg;
+
+	cc->delayed = 2;
+	bw_conn_pause(cc->c, 0);
+	bw_conn_kick(cc->c);
+}
+
+/* 1 if the verdict waits (c paused until on_delay), else 0. */
+static int
+verdict_waits(struct bw_conn *c)
+{
+	struct console_conn *cc = CC(c);
+	unsigned ms;
+
+	if (cc->delayed != 0 || (ms = verdict_delay(c)) == 0)
+		return cc->delayed == 1;
+	if (bw_loop_timer_start(c->eng->loop, &cc->delay_t, ms, on_delay, cc) !=
+	    0)
+		return 0; /* judged now rather than never */
+	cc->delayed = 1;
+	/* the wait is ours: not the peer's request time */
+	bw_conn_request_deadline(c, 0);
+	bw_conn_pause(c, 1);
+	return 1;
+}
+
 static int
 hello_step(struct bw_conn *c)
 {
@@ -73,14 +125,22 @@ hello_step(struct bw_conn *c)
 	if (c->in.len < need)
 		return 0;
 	if (slen > 0) {
+		if (verdict_waits(c))
+			return 0;
 		snprintf(want, sizeof(want), "Hi %s", secret);
 		ok = bw_ct_equal(p, want, need);
 		bw_wipe(want, sizeof(want));
 		bw_wipe(p, need);
 		if (!ok) {
-			bw_warn("c%llu console: wrong secret from %s, "
-				"disconnecting",
-				ULL(c->id), c->peer);
+			if (c->addr != NULL)
+				bw_addr_strike(c->addr, bw_now_ms());
+			bw_warn("c%llu console: wrong secret from %s (%u "
+				"from this address in %u min), disconnecting",
+				ULL(c->id), c->peer,
+				c->addr != NULL
+					? bw_addr_strikes(c->addr, bw_now_ms())
+					: 1u,
+				BW_ADDR_STRIKE_KEEP / 60000u);
 			return BW_EPROTO;
 		}
 	}
@@ -170,6 +230,7 @@ console_open(struct bw_conn *c)
 {
 	if ((c->state = calloc(1, sizeof(struct console_conn))) == NULL)
 		return BW_ENOMEM;
+	CC(c)->c = c;
 	c->want = CONSOLE_WANT;
 	return 0;
 }
@@ -177,6 +238,8 @@ console_open(struct bw_conn *c)
 static void
 console_close(struct bw_conn *c)
 {
+	if (c->state != NULL)
+		bw_loop_timer_stop(c->eng->loop, &CC(c)->delay_t);
 	bw_buf_fini_wipe(&c->in); /* may hold a secret being typed */
 	free(c->state);
 }

@@ -21,6 +21,12 @@
 /* A connection that greets and never asks anything is closed soon:
  * idle consoles must not hold the slots the operator needs. */
 #define FIRST_REQUEST_MS (10u * 1000u)
+/* Wrong secrets from one address: that many are judged at once; after
+ * them, every `Hi <secret>` from it (right or wrong: the answer must not
+ * tell which) is judged only after a delay, doubled with each failure. */
+#define FAIL_FREE    3
+#define DELAY_MIN_MS 250u
+#define DELAY_MAX_MS 4000u
 
 _Static_assert(sizeof(GREETING) - 1 == GREETING_LEN,
 	       "the greeting is exactly 48 bytes");
