@@ -74,8 +74,11 @@ int msg_trust(struct msg_ctx *x, struct bw_contact *c);
 int msg_send_key_request(struct msg_ctx *x, struct bw_contact *c);
 int msg_send_sym_key(struct msg_ctx *x, struct bw_contact *c);
 int msg_send_text(struct msg_ctx *x, struct bw_contact *c, const char *text);
-/* 0 if a key is shared with c, else BW_EXIT_NO_KEY after saying so. */
-int msg_need_aes(const struct bw_contact *c);
+/* 0 if what is sealed for c may go: its key is not in question (its name
+ * did not move to it from a pinned contact, the server offers no other
+ * key: BW_EXIT_KEY_CHANGED after a warning) and a symmetric key is shared
+ * with it (BW_EXIT_NO_KEY after saying so). */
+int msg_may_seal_for(struct msg_ctx *x, struct bw_contact *c);
 /* msg_file.c */
 int msg_send_file(struct msg_ctx *x, struct bw_contact *c, const char *path);
 /* Saves contacts.info; a failure is reported and returned. */

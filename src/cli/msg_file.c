@@ -102,14 +102,16 @@ msg_send_file(struct msg_ctx *x, struct bw_contact *c, const char *path)
 	uint32_t size = 0, msg_id;
 	int fd, rc;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 ||
+	/* not blocked by a FIFO while the directory is locked */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) <
+		    0 ||
 	    fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
 		if (fd >= 0)
 			close(fd);
 		printf("file not found\n");
 		return BW_EXIT_USAGE;
 	}
-	if ((rc = msg_need_aes(c)) != 0) {
+	if ((rc = msg_may_seal_for(x, c)) != 0) {
 		close(fd);
 		return rc;
 	}

@@ -293,22 +293,66 @@ show_fingerprint(const char *label, const uint8_t key[BW_RSA_PUB_LEN])
 		fprintf(stderr, "  %-8s %s\n", label, fp);
 }
 
+/* text as one shell word in single quotes (a ' as '\''), cut to fit out:
+ * a name suggested in a command the user may paste. */
+static const char *
+shell_word(const char *text, char *out, size_t cap)
+{
+	size_t o = 0;
+
+	out[o++] = '\'';
+	for (; *text != '\0' && o + 6 < cap; text++) {
+		if (*text == '\'') {
+			memcpy(out + o, "'\\''", 4);
+			o += 4;
+		} else {
+			out[o++] = *text;
+		}
+	}
+	out[o++] = '\'';
+	out[o] = '\0';
+	return out;
+}
+
+static int key_offered(struct msg_ctx *x, struct bw_contact *c);
+
 /* The server gave c's name to c after another contact, whose key was
  * pinned, had it: as much a key change as a different key. */
 static int
 name_moved(struct msg_ctx *x, struct bw_contact *c)
 {
-	char shown[BW_ESC_CAP], hex[2 * BW_ID_LEN + 1];
+	char shown[BW_ESC_CAP], hex[2 * BW_ID_LEN + 1], cmd[BW_ESC_CAP];
 
 	bw_escape_display(c->name, shown, sizeof(shown));
 	bw_hex_encode(c->id, BW_ID_LEN, hex);
 	fprintf(stderr,
 		"\nWARNING: the server now gives the name %s to ANOTHER "
 		"client (id %s)\nthan the one whose key you pinned under that "
-		"name.\nSomeone may be impersonating %s. No key will be sent "
+		"name.\nSomeone may be impersonating %s. Nothing will be sent "
 		"to it\nuntil you accept it (only after checking with %s):\n"
-		"  bulwark msg trust '%s'\n\n",
-		shown, hex, shown, shown, shown);
+		"  bulwark msg trust %s\n\n",
+		shown, hex, shown, shown, shell_word(shown, cmd, sizeof(cmd)));
+	(void)msg_save(x);
+	return BW_EXIT_KEY_CHANGED;
+}
+
+/* The server offers c a key other than the one pinned. */
+static int
+key_offered(struct msg_ctx *x, struct bw_contact *c)
+{
+	char shown[BW_ESC_CAP], cmd[BW_ESC_CAP];
+
+	bw_escape_display(c->name, shown, sizeof(shown));
+	fprintf(stderr,
+		"\nWARNING: the server gave a DIFFERENT public key for %s.\n",
+		shown);
+	show_fingerprint("pinned:", c->key);
+	show_fingerprint("offered:", c->offered);
+	fprintf(stderr,
+		"Someone may be impersonating %s. Nothing will be sent to %s\n"
+		"until you accept the new key (only after checking it with "
+		"%s):\n  bulwark msg trust %s\n\n",
+		shown, shown, shown, shell_word(shown, cmd, sizeof(cmd)));
 	(void)msg_save(x);
 	return BW_EXIT_KEY_CHANGED;
 }
@@ -349,20 +393,8 @@ msg_fetch_key(struct msg_ctx *x, struct bw_contact *c)
 	} else if (memcmp(c->key, key, BW_RSA_PUB_LEN) != 0) {
 		memcpy(c->offered, key, BW_RSA_PUB_LEN);
 		c->has_offered = 1;
-		fprintf(stderr,
-			"\nWARNING: the server gave a DIFFERENT public key for "
-			"%s.\n",
-			shown);
-		show_fingerprint("pinned:", c->key);
-		show_fingerprint("offered:", c->offered);
-		fprintf(stderr,
-			"Someone may be impersonating %s. No key will be sent "
-			"to %s\nuntil you accept the new one (only after "
-			"checking it with %s):\n  bulwark msg trust '%s'\n\n",
-			shown, shown, shown, shown);
 		free(body);
-		(void)msg_save(x);
-		return BW_EXIT_KEY_CHANGED;
+		return key_offered(x, c);
 	} else {
 		c->has_offered = 0; /* the server is back to the pinned key */
 		if (bw_fingerprint(key, fp) == 0)
@@ -494,10 +526,17 @@ restore:
 }
 
 int
-msg_need_aes(const struct bw_contact *c)
+msg_may_seal_for(struct msg_ctx *x, struct bw_contact *c)
 {
 	char shown[BW_ESC_CAP];
 
+	/* a symmetric key received is not authenticated (the protocol signs
+	 * nothing): one from an id the name moved to, or kept while another
+	 * key is offered, may be an impostor's */
+	if (c->moved)
+		return name_moved(x, c);
+	if (c->has_offered)
+		return key_offered(x, c);
 	if (c->has_aes)
 		return 0;
 	fprintf(stderr,
@@ -514,7 +553,7 @@ msg_send_text(struct msg_ctx *x, struct bw_contact *c, const char *text)
 	size_t n = 0;
 	int rc;
 
-	if ((rc = msg_need_aes(c)) != 0)
+	if ((rc = msg_may_seal_for(x, c)) != 0)
 		return rc;
 	if ((rc = bw_aes_seal(c->aes, (const uint8_t *)text, strlen(text), &ct,
 			      &n)) != 0)

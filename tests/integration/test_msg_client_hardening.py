@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import select
+import shlex
 import socket
 import subprocess
 import time
@@ -269,6 +270,128 @@ def test_a_name_given_to_another_id_is_a_key_change_not_a_first_use(pyserver_msg
         q = list(srv.queues[id2])
     assert len(q) == 1 and q[0][2] == bwmsg.SYM_KEY, q
     assert len(bw.unwrap_key(k2, q[0][3])) == 16, "not wrapped with K2"
+
+
+def test_send_file_of_a_fifo_is_refused_not_waited_for(keyed_pair, tmp_path):
+    """`send-file bob FIFO`: open() without O_NONBLOCK waited for a writer
+    for ever, holding the directory's lock; it is not a file: refused."""
+    a, na, b, nb = keyed_pair
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    r = a.run("send-file", nb, str(fifo), timeout=20)
+    assert exited(r) and r.returncode != 0, describe(r)
+    assert b"file not found" in r.stdout, describe(r)
+    a.ok("send", nb, "still fine")
+
+
+def impostor_key(srv, victim_name, sender_id):
+    """The server queues for victim_name a symmetric key of its own choice
+    as if sender_id sent it (the protocol signs nothing): wrapped with the
+    victim's public key, which the server has. Returns the key."""
+    aes = os.urandom(16)
+    with srv.lock:
+        vid = next(i for i, v in srv.clients.items() if v[0] == victim_name)
+        mid = srv.next_id
+        srv.next_id += 1
+        srv.queues[vid].append((sender_id, mid, bwmsg.SYM_KEY,
+                                bw.wrap_key(srv.clients[vid][1], aes)))
+    return aes
+
+
+def sent_texts(srv, aes):
+    """The contents of the 603s the server received that aes opens."""
+    out = []
+    with srv.lock:
+        for q in srv.queues.values():
+            for _, _, typ, content in q:
+                if typ in (bwmsg.TEXT, bwmsg.FILE):
+                    try:
+                        out.append(bw.aes_decrypt(aes, content))
+                    except ValueError:
+                        pass
+    return out
+
+
+def test_nothing_is_sealed_for_a_name_that_moved_to_another_id(pyserver_msg, client_bin,
+                                                                  tmp_path):
+    """bob's key is pinned; the server gives the name "bob" to a new id and
+    delivers a symmetric key "from" that id (its own, wrapped with alice's
+    public key). The client warned only on send-key: `send bob` and
+    `send-file bob` sealed the user's words with the server's key. Both
+    must warn and exit 5, sending nothing, until the user trusts."""
+    srv = pyserver_msg()
+    a = Msg(tmp_path / "a", srv.port)
+    a.ok("register", "alice")
+    bob = bwmsg.MsgClient(H, srv.port)
+    id1 = bob.register("bob", key=bw.new_rsa_key())
+    bob.close()
+    a.ok("key", "bob")
+    id2 = os.urandom(16)
+    with srv.lock:
+        srv.clients[id1][0] = "robert"
+        srv.clients[id2] = ["bob", bw.spki_der(bw.new_rsa_key())]
+        srv.queues[id2] = []
+    aes = impostor_key(srv, "alice", id2)
+    r = a.run("pull")
+    assert exited(r) and r.returncode in (0, 5), describe(r)
+    secret = tmp_path / "plan.txt"
+    secret.write_bytes(b"the plan\n")
+    for args in (("send", "bob", "the launch code is 1234"), ("send-file", "bob", str(secret))):
+        r = a.run(*args)
+        assert r.returncode == 5, (args, describe(r))
+        assert b"WARNING" in r.stderr and b"bulwark msg trust 'bob'" in r.stderr, describe(r)
+    assert sent_texts(srv, aes) == [], "the server can read what was sent"
+    with srv.lock:
+        assert [q for q in srv.requests if q[0] == bwmsg.SEND] == [], "a 603 went out"
+    a.ok("trust", "bob")  # the user checked with bob: the new id is his
+    a.ok("send", "bob", "now it goes")
+    assert sent_texts(srv, aes) == [b"now it goes"]
+
+
+def test_nothing_is_sealed_for_a_contact_whose_key_the_server_changed(pyserver_msg,
+                                                                       client_bin, tmp_path):
+    """bob's key is pinned; the server then offers another key for bob's id
+    (the client warns) and delivers a symmetric key of its own "from" bob.
+    `send bob` must warn and exit 5, not seal the text with that key."""
+    srv = pyserver_msg()
+    a = Msg(tmp_path / "a", srv.port)
+    a.ok("register", "alice")
+    bob = bwmsg.MsgClient(H, srv.port)
+    id1 = bob.register("bob", key=bw.new_rsa_key())
+    bob.close()
+    a.ok("key", "bob")
+    with srv.lock:
+        srv.clients[id1][1] = bw.spki_der(bw.new_rsa_key())
+    r = a.run("key", "bob")
+    assert r.returncode == 5 and b"DIFFERENT public key" in r.stderr, describe(r)
+    aes = impostor_key(srv, "alice", id1)
+    a.ok("pull")
+    r = a.run("send", "bob", "the launch code is 1234")
+    assert r.returncode == 5, describe(r)
+    assert b"DIFFERENT public key" in r.stderr, describe(r)
+    assert sent_texts(srv, aes) == []
+
+
+def test_the_suggested_trust_command_quotes_a_name_with_a_quote(pyserver_msg, client_bin,
+                                                                 tmp_path):
+    """The warning suggests `bulwark msg trust 'NAME'` to paste; a name with
+    a ' in it (O'Brien, or one made to break out of the quotes) was put
+    between quotes as it was, so the pasted command ran the rest."""
+    srv = pyserver_msg()
+    a = Msg(tmp_path / "a", srv.port)
+    a.ok("register", "alice")
+    name = "x'; touch pwned; '"
+    bob = bwmsg.MsgClient(H, srv.port)
+    id1 = bob.register(name, key=bw.new_rsa_key())
+    bob.close()
+    a.ok("key", name)
+    with srv.lock:
+        srv.clients[id1][1] = bw.spki_der(bw.new_rsa_key())
+    r = a.run("key", name)
+    assert r.returncode == 5, describe(r)
+    m = re.search(rb"  bulwark msg trust (.*)\n", r.stderr)
+    assert m, describe(r)
+    assert shlex.split(m.group(1).decode()) == [name], m.group(1)
 
 
 @pytest.mark.slow
