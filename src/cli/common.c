@@ -331,6 +331,17 @@ bw_session_abort(struct bw_session *s)
 	bw_session_close(s);
 }
 
+int
+bw_session_reset_on_close(struct bw_session *s)
+{
+	struct linger reset = {1, 0};
+
+	if (setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)) !=
+	    0)
+		return -errno;
+	return 0;
+}
+
 void
 bw_session_deadline(struct bw_session *s, uint64_t ms)
 {
@@ -427,8 +438,13 @@ bw_session_end(struct bw_session *s)
 	size_t drained = 0;
 	ssize_t r = 1;
 
+	struct linger orderly = {0, 0};
+
 	if (s->fd < 0)
 		return;
+	/* an end in order, whatever bw_session_reset_on_close asked */
+	(void)setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &orderly,
+			 sizeof(orderly));
 	if (shutdown(s->fd, SHUT_WR) == 0) {
 		s->deadline_ms = bw_now_ms() + (s->timeout_ms < END_WAIT_MS
 							? s->timeout_ms

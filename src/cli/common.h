@@ -84,6 +84,9 @@ void bw_session_close(struct bw_session *s);
  * orderly close that is evidence a reply arrived (the client could not
  * keep what it got). */
 void bw_session_abort(struct bw_session *s);
+/* Makes every close of s a reset (SO_LINGER 0), the process's death by a
+ * signal included, until bw_session_end: 0 or -errno. */
+int bw_session_reset_on_close(struct bw_session *s) BW_WUR;
 /* Ends the connection in order after the last response was read: half-
  * closes, reads and drops what is left (a padded response's zeros, at most
  * a few KiB) until the server closes, then closes. The server sees a FIN

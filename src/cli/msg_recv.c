@@ -393,7 +393,12 @@ msg_pull(struct msg_ctx *x)
 	q.version = BW_MSG_VERSION;
 	q.code = BW_MSG_REQ_PULL;
 	bw_req_hdr_encode(&q, req);
+	/* until what came is kept, any end of ours is a reset (set before
+	 * a byte is read): a FIN after the whole reply is the server's
+	 * evidence of delivery, and a client killed while it shows the last
+	 * message (Ctrl-C on `pull | less`) would send one */
 	if ((rc = bw_session_connect(&r.s)) != 0 ||
+	    (rc = bw_session_reset_on_close(&r.s)) != 0 ||
 	    (rc = bw_session_write(&r.s, req, sizeof(req))) != 0 ||
 	    (rc = bw_session_read(&r.s, hdr, sizeof(hdr))) != 0)
 		goto fail;

@@ -19,6 +19,7 @@ import os
 import re
 import select
 import shlex
+import signal
 import socket
 import subprocess
 import time
@@ -128,6 +129,43 @@ def test_a_pull_whose_output_cannot_be_written_exits_2_and_leaves_the_messages_q
     assert exited(r) and r.returncode == 2, describe(r)
     assert re.search(rb"(?i)no space left|stdout|standard output|write", r.stderr), describe(r)
     assert blocks(b.ok("pull")) == [(na, "first, never shown"), (na, "second, never shown")]
+
+
+def wchan(pid):
+    try:
+        with open("/proc/%d/wchan" % pid) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_pull_killed_while_it_shows_the_last_message_leaves_it_queued(keyed_pair, sig):
+    """`bulwark msg pull | less`, then Ctrl-C (or the terminal goes): the
+    client has read the whole reply and is blocked writing the last
+    message to the pipe. Dying, it closed its socket in order (a FIN with
+    everything read), which the server takes as the evidence of delivery:
+    the messages were deleted although the user never saw them, and a key
+    among them was never kept. The socket must close with a reset."""
+    a, na, b, nb = keyed_pair
+    big = "x" * 100000  # more than a pipe holds
+    a.ok("send", nb, "first")
+    a.ok("send", nb, big)
+    argv = [str(bwd.BULWARK), "msg", "--dir", str(b.dir), "--timeout", "10", "pull"]
+    p = subprocess.Popen(argv, cwd=b.dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        assert bwd.wait_for(lambda: "pipe" in wchan(p.pid), 20), wchan(p.pid)
+        p.send_signal(sig)
+        p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+        p.stderr.close()
+    assert p.returncode != 0
+    assert blocks(b.ok("pull")) == [(na, "first"), (na, big)]
 
 
 def test_a_received_file_that_cannot_be_written_stays_queued(keyed_pair, tmp_path):
