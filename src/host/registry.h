@@ -30,7 +30,12 @@ struct bw_client {
 				 * this run, or not known) */
 	int key_used;		/* see bw_client_rec.key_used */
 	unsigned key_failures;	/* decryption failures with aes_key */
-	unsigned key_seq;	/* key changes asked for */
+	/* uploads that failed to decrypt under any of its keys, the last at
+	 * undecryptable_ms (monotonic): not reset by a new key (this node's
+	 * count) */
+	unsigned undecryptable;
+	uint64_t undecryptable_ms;
+	unsigned key_seq; /* key changes asked for */
 	/* its insert is still on its way: the name and id are taken, but it
 	 * is nobody's yet (not listed, not counted) */
 	int pending;

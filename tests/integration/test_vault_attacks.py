@@ -325,6 +325,46 @@ def test_three_decryption_failures_revoke_the_key(server):
         upload_verified(server, c, "fresh.bin", data)
 
 
+def test_a_stranger_guessing_blind_cannot_replace_a_verified_file(server):
+    """A stranger who read a client's id and name (both travel in clear)
+    gets a fresh key with a 1027 (wrapped for the owner: it cannot open
+    it), sends 16 random bytes as a 1028 of the owner's verified file, and
+    tries again until the padding happens to be right (once in 256), then
+    confirms the garbage with a 1029. That replaced the verified file.
+    After uploads of a client failed to decrypt, its verified files are not
+    replaced for a while: the lucky 1029 gets 2107, its garbage is
+    discarded, and the file is the owner's. New files still go in."""
+    data = b"precious verified content\n" * 100
+    with keyed(server, "blind", 7) as owner:
+        upload_verified(server, owner, "doc.txt", data)
+    path = server.client_dir(owner.client_id) / "doc.txt"
+    lucky = None
+    for attempt in range(1, 5001):  # P(no lucky padding in 5000) < 1e-8
+        with same_client(server, owner) as s:
+            r = s.request(bw.RECONNECT, bw.name_field(owner.name))
+            assert r.code == bw.RECONNECTED, r
+            try:
+                r = send_ciphertext(s, "doc.txt", os.urandom(16))
+            except (ConnectionError, bw.ProtocolError, OSError):
+                continue
+            if r.code == bw.FILE_RECEIVED:
+                lucky = (attempt, s.crc_ok("doc.txt"))
+                break
+    assert lucky is not None, "no guess decrypted in 5000 tries"
+    attempt, verdict = lucky
+    assert verdict.code == bw.ERROR, "try %d: the stranger's 1029 got %r" % (attempt, verdict)
+    assert path.read_bytes() == data, "the verified file was replaced"
+    assert wait_for(lambda: "someone without its key may be guessing" in server.log(), 5)
+    row = server.file_row(owner.client_id, "doc.txt")
+    assert row is not None and is_true(row[3]), row
+    # the owner's new files still go in
+    with same_client(server, owner, key=rsa_key(7)) as c:
+        bw.expect(c.reconnect(), bw.RECONNECTED, "the owner's 1027")
+        upload_verified(server, c, "fresh.bin", os.urandom(3000))
+    assert path.read_bytes() == data
+    server.assert_serves()
+
+
 def test_two_decryption_failures_do_not_revoke_the_key(server):
     """The count is 3: fewer failures leave the owner's key alone."""
     with keyed(server, "tworevoke", 6) as owner:

@@ -25,6 +25,10 @@
 /* Steps waiting for one stored path's lock; one more gets BW_EBUSY (a
  * 1029/1031 is answered 2107, a 1030 dropped). */
 #define VAULT_LOCK_WAITERS 64u
+/* After an upload of a client failed to decrypt, its verified files are
+ * not replaced for this long (vault_verify.c): someone without its key
+ * may be guessing. */
+#define SUSPECT_MS (10u * 60u * 1000u)
 
 #define ULL(x) ((unsigned long long)(x))
 

@@ -106,6 +106,12 @@ vault_key_failed(struct bw_conn *c, struct bw_vault *v,
 	struct bw_client *cl = bw_registry_by_id(v->reg, id);
 
 	v->err_decrypt++;
+	if (cl != NULL) { /* whichever key it was: vault_verify.c */
+		if (bw_now_ms() - cl->undecryptable_ms >= SUSPECT_MS)
+			cl->undecryptable = 0;
+		cl->undecryptable++;
+		cl->undecryptable_ms = bw_now_ms();
+	}
 	if (VC(c)->has_key && bw_ct_equal(VC(c)->key, key, BW_AES_KEY_LEN)) {
 		VC(c)->has_key = 0; /* this connection's key is spent */
 		bw_wipe(VC(c)->key, sizeof(VC(c)->key));
