@@ -32,8 +32,21 @@ projected_ms(const struct bw_slot *s, uint64_t now)
 	return s->left * elapsed / done;
 }
 
-/* The holder that would take longest, if that is over the window and it
- * has had its slot for the grace; NULL otherwise. */
+/* Whether s's holder averaged less than min_rate bytes/s so far: one that
+ * sent a little and stopped projects a short finish (as long again as it
+ * took, for half a body) and would keep its slot until its idle timeout. */
+static int
+below_rate(const struct bw_slots *p, const struct bw_slot *s, uint64_t now)
+{
+	uint64_t done = s->size - s->left, elapsed = now - s->start_ms;
+
+	return p->min_rate > 0 &&
+	       done * 1000u < (uint64_t)p->min_rate * elapsed;
+}
+
+/* The holder that would take longest, if that is over the window or it is
+ * below the minimum rate, and it has had its slot for the grace; NULL
+ * otherwise. */
 static struct bw_slot *
 slowest(const struct bw_slots *p, uint64_t now)
 {
@@ -43,7 +56,7 @@ slowest(const struct bw_slots *p, uint64_t now)
 	for (s = p->head; s != NULL; s = s->next) {
 		if (now - s->start_ms < BW_SLOT_GRACE_MS || s->evict == NULL)
 			continue;
-		t = projected_ms(s, now);
+		t = below_rate(p, s, now) ? UINT64_MAX : projected_ms(s, now);
 		if (t > p->window_ms && (worst == NULL || t > worst_t)) {
 			worst = s;
 			worst_t = t;
@@ -66,11 +79,18 @@ bw_slots_take(struct bw_slots *p, struct bw_slot *s, struct bw_conn *c,
 		return BW_EBUSY;
 	}
 	if (p->n >= p->max && (victim = slowest(p, now)) != NULL) {
-		bw_info("c%llu: its body would take %llu s more at its rate; "
-			"its slot goes to c%llu",
-			(unsigned long long)victim->c->id,
-			(unsigned long long)(projected_ms(victim, now) / 1000u),
-			(unsigned long long)c->id);
+		if (below_rate(p, victim, now))
+			bw_info("c%llu: its body came slower than %u bytes/s; "
+				"its slot goes to c%llu",
+				(unsigned long long)victim->c->id, p->min_rate,
+				(unsigned long long)c->id);
+		else
+			bw_info("c%llu: its body would take %llu s more at "
+				"its rate; its slot goes to c%llu",
+				(unsigned long long)victim->c->id,
+				(unsigned long long)(projected_ms(victim, now) /
+						     1000u),
+				(unsigned long long)c->id);
 		p->evicted++;
 		victim->evict(victim);
 	}

@@ -3,9 +3,10 @@
  * per source address, so neither many slow peers nor one address can hold
  * every slot. When every slot is taken, a newcomer takes the slot of the
  * holder that would need longest to finish at its own average rate so far,
- * if that is more than the window (--timeout) away and the holder has had
- * its slot for a second: a body trickled just above the minimum rate yields
- * to one that may be fast. Loop thread only.
+ * if that is more than the window (--timeout) away, or whose average rate
+ * is below the minimum (--min-rate), and the holder has had its slot for a
+ * second: a body trickled, or one that stopped, yields to one that may be
+ * fast. Loop thread only.
  */
 #ifndef BULWARK_ENGINE_SLOTS_H
 #define BULWARK_ENGINE_SLOTS_H
@@ -37,6 +38,7 @@ struct bw_slots {
 	unsigned n;		   /* slots taken */
 	unsigned max, per_addr;	   /* caps (0 per_addr: none) */
 	unsigned window_ms;	   /* a holder must finish within this */
+	unsigned min_rate;	   /* bytes/s a holder must average (0: any) */
 	int addr_slot;		   /* its count in bw_addr.held[] */
 	struct bw_slot *head;	   /* holders */
 	uint64_t evicted, refused; /* since start */

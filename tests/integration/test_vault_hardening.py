@@ -768,6 +768,39 @@ def test_full_upload_slots_go_to_a_newcomer_rather_than_the_slowest_holder(start
             t.c.close()
 
 
+def test_full_upload_slots_go_to_a_newcomer_rather_than_holders_that_stopped(start_server):
+    """Attack, without registering: four 1028s from one address name a
+    client id nobody has (their bodies are refused, read and dropped, each
+    holding a slot meanwhile), announce 32 bytes, send 16, and stop. At its
+    rate so far each would finish in as long again as it took, never more
+    than --timeout away: none gave up its slot before its connection timed
+    out, and every upload in between got 2107. A holder that averaged less
+    than --min-rate yields to a newcomer."""
+    srv = start_server("--max-uploads", "4", "--max-uploads-per-addr", "4")
+    holders = []
+    try:
+        for k in range(4):
+            h = connect(srv, "127.0.0.2")
+            h.send_raw(bw.pack_request_header(os.urandom(16), bw.SEND_FILE,
+                                              bw.FILE_PREFIX_SIZE + 32)
+                       + bw.U32.pack(32) + bw.name_field("x%d.bin" % k) + os.urandom(16))
+            holders.append(h)
+        assert wait_for(lambda: srv.log().count("refused, discarding 32 bytes") >= 4, 5), \
+            srv.log_tail()
+        time.sleep(1.5)  # past the grace a holder keeps its slot for
+        data = os.urandom(3000)
+        try:
+            c = session_from(srv, "127.0.0.3", data, file_name="small.bin")
+        except (bw.ProtocolError, ConnectionError, OSError) as e:
+            pytest.fail("a newcomer could not upload while four stopped bodies held every "
+                        "slot: %s\n%s" % (e, srv.log_tail(10)))
+        assert (srv.client_dir(c.client_id) / "small.bin").read_bytes() == data
+        assert "came slower than 1024 bytes/s; its slot goes to" in srv.log(), srv.log_tail()
+    finally:
+        for h in holders:
+            h.close()
+
+
 # --------------------------------------------------------------------------
 # 11. Connections per address
 

@@ -380,6 +380,7 @@ msg_on_send(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	m->slots.max = m->cfg.max_bodies;
 	m->slots.per_addr = m->cfg.max_bodies_per_addr;
 	m->slots.window_ms = m->cfg.window_ms;
+	m->slots.min_rate = m->cfg.min_rate;
 	if ((from = msg_requester(m, r)) == NULL)
 		return refuse(c, mc, s.content_size, "unknown client id");
 	if (!bw_msg_type_known(s.type))
