@@ -21,6 +21,7 @@ expire, a pipelined write split in two), nothing asserts on elapsed time.
 """
 
 import os
+import select
 import signal
 import socket
 import struct
@@ -30,6 +31,7 @@ import time
 
 import pytest
 
+import bwd
 import bwvault as bw
 from bwd import is_true, read_by_peer, rsa_key, unique_name, wait_for
 
@@ -363,6 +365,52 @@ def test_a_stranger_guessing_blind_cannot_replace_a_verified_file(server):
         upload_verified(server, c, "fresh.bin", os.urandom(3000))
     assert path.read_bytes() == data
     server.assert_serves()
+
+
+@pytest.mark.sqlite_only("a slowed fdatasync of defensive.db's WAL holds the path's lock")
+def test_strangers_verdicts_do_not_crowd_out_the_owners_upload(start_server, shim, tmp_path):
+    """Strangers who know a client's id send 1029s for its verified file:
+    each takes the file's lock in turn and waits for a sync. At most 64
+    steps waited for one file's lock, commits included: the owner's upload,
+    its whole body read, found the queue full and got 2107 ("not stored").
+    Only verdicts are turned away past 64; the commit waits its turn."""
+    arm = tmp_path / "arm"
+    srv = start_server(env=bwd.fault_env(
+        shim, fault="fdatasync:1:sleep=4000:defensive.db-wal", arm=arm))
+    owner = keyed(srv, "crowded", 8)
+    upload_verified(srv, owner, "doc.txt", b"version one\n")
+    verdict = bw.pack_request_header(owner.client_id, bw.CRC_OK, 255) + bw.name_field("doc.txt")
+    strangers = []
+    try:
+        arm.write_text("go")
+        first = same_client(srv, owner)
+        strangers.append(first)
+        first.send_raw(verdict)  # holds the file's lock while the sync sleeps
+        assert wait_for(lambda: "fdatasync #1 sleeps" in srv.log(), 5), srv.log_tail()
+        for _ in range(70):
+            s = same_client(srv, owner)
+            strangers.append(s)
+            s.send_raw(verdict)
+        # the queue is full: the ones past it were answered 2107 at once
+        assert wait_for(lambda: sum(1 for s in strangers if has_reply(s)) >= 6,
+                        3), "the strangers' 1029s did not fill the file's queue"
+        data = b"version two\n" * 50
+        res = owner.send_file("doc.txt", data)
+        bw.expect(res.response, bw.FILE_RECEIVED, "the owner's 1028 behind 64 verdicts")
+        bw.expect(owner.crc_ok("doc.txt"), bw.ACK, "the owner's 1029")
+        path = srv.client_dir(owner.client_id) / "doc.txt"
+        assert wait_for(lambda: path.read_bytes() == data, 5)
+    finally:
+        for s in strangers:
+            s.close()
+        owner.close()
+    srv.assert_serves()
+
+
+def has_reply(c):
+    """Whether c has a reply waiting (without reading it)."""
+    r, _, _ = select.select([c.sock], [], [], 0)
+    return bool(r)
 
 
 def test_two_decryption_failures_do_not_revoke_the_key(server):

@@ -432,6 +432,7 @@ vault_commit(struct bw_conn *c, struct upload *u)
 
 	bw_conn_hold(c);
 	u->wait.run = commit_locked;
+	u->wait.verdict = 0; /* never refused: its body was read */
 	rc = vault_lock(u->v, u->rel_path, &u->wait);
 	if (rc == 1)
 		commit_locked(&u->wait);

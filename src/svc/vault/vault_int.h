@@ -22,8 +22,11 @@
 #define TMP_NAME_CAP 64
 #define FILES_SPACE  "files/"
 #define PENDING_DIR  "files/.pending/"
-/* Steps waiting for one stored path's lock; one more gets BW_EBUSY (a
- * 1029/1031 is answered 2107, a 1030 dropped). */
+/* Steps waiting for one stored path's lock past which a verdict gets
+ * BW_EBUSY (a 1029/1031 is answered 2107, a 1030 dropped). A commit always
+ * waits its turn: commits are as many as upload slots at most, and
+ * verdicts anyone with the client's id may send must not crowd out the
+ * owner's upload after its body was read. */
 #define VAULT_LOCK_WAITERS 64u
 /* After an upload of a client failed to decrypt, its verified files are
  * not replaced for this long (vault_verify.c): someone without its key
@@ -110,6 +113,7 @@ struct vwait {
 	/* run without the lock: another daemon sharing the store held the
 	 * path for too long (the step answers 2107) */
 	int refused;
+	int verdict; /* a 1029/1030/1031: refused past VAULT_LOCK_WAITERS */
 };
 
 struct upload {

@@ -152,7 +152,7 @@ vault_lock(struct bw_vault *v, const char *path, struct vwait *w)
 	w->next = NULL;
 	w->refused = 0;
 	if (l != NULL) {
-		if (l->waiting_n >= VAULT_LOCK_WAITERS)
+		if (w->verdict && l->waiting_n >= VAULT_LOCK_WAITERS)
 			return BW_EBUSY;
 		*l->tail = w;
 		l->tail = &w->next;

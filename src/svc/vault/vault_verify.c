@@ -457,6 +457,7 @@ vault_crc_request(struct bw_conn *c, struct bw_vault *v, uint16_t code,
 	vc->st = V_CRC;
 	bw_frame_wait(c);
 	op->wait.run = crc_locked;
+	op->wait.verdict = 1;
 	rc = vault_lock(op->v, op->path, &op->wait);
 	if (rc == 1) {
 		crc_locked(&op->wait);
