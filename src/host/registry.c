@@ -456,7 +456,11 @@ bw_registry_set_key(struct bw_registry *r, struct bw_client *c,
 	k->seq = ++c->key_seq;
 	k->done = done;
 	k->arg = arg;
-	bw_meta_req_init(&k->req, BW_META_CLIENT_KEY, 0, key_stored, k);
+	/* a public key is the client's for good once a key wrapped for it is
+	 * delivered: the 2102 must not outlive it (a power cut would leave
+	 * the name without a key, and the client locked out of it) */
+	bw_meta_req_init(&k->req, BW_META_CLIENT_KEY,
+			 pubkey != NULL ? BW_META_DURABLE : 0, key_stored, k);
 	memcpy(k->req.u.key.id, c->id, BW_ID_LEN);
 	if (pubkey != NULL) {
 		memcpy(k->pubkey, pubkey, BW_RSA_PUB_LEN);

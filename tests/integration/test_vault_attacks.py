@@ -413,6 +413,28 @@ def has_reply(c):
     return bool(r)
 
 
+@pytest.mark.sqlite_only("a slowed fdatasync of defensive.db's WAL")
+def test_the_2102_waits_until_the_public_key_is_on_disk(start_server, shim, tmp_path):
+    """The 2102 delivers a key wrapped for the public key on record: from
+    then on that key is the client's for good (no other may replace it),
+    and the client writes me.info. It went out before the key's row was
+    synced: after a power cut the name had no key, the client's 1027 got
+    2106, its registration again 2101, for ever. The 2102 now waits for
+    the sync (slowed here to 2 s by the shim)."""
+    arm = tmp_path / "arm"
+    srv = start_server(env=bwd.fault_env(
+        shim, fault="fdatasync:1:sleep=2000:defensive.db-wal", arm=arm))
+    with srv.client(key=rsa_key(9)) as c:
+        bw.expect(c.register(unique_name("durable")), bw.REGISTERED, "register")
+        arm.write_text("go")
+        resp = bw.expect(c.send_pubkey(), bw.KEY_STORED, "public key")
+        assert resp.client_id == c.client_id
+        log = srv.log()
+        assert "fdatasync #1 woke" in log, (
+            "the 2102 came before the key's row was synced:\n%s" % srv.log_tail())
+    srv.assert_serves()
+
+
 def test_two_decryption_failures_do_not_revoke_the_key(server):
     """The count is 3: fewer failures leave the owner's key alone."""
     with keyed(server, "tworevoke", 6) as owner:
