@@ -640,14 +640,16 @@ LOCK_HOLD_MS = 4000  # the holder's commit: its fsync made this slow
 
 
 @pytest.mark.files_only("holds a commit in a slowed fsync of the contents' file")
-def test_a_1028_refused_a_busy_path_lock_does_not_release_the_holders_lock(start_server, shim):
+def test_a_verdict_refused_a_busy_path_lock_does_not_release_the_holders_lock(start_server,
+                                                                              shim):
     """While an upload of a file is committed (its fsync made slow, the
     path's lock held), 64 1029s for that file wait behind it: as many as
-    may. One more complete 1028 of the file is refused the lock and
-    answered 2107; it must not release the lock it never held, which ran
-    the first waiting 1029 (and the queue after it) in the middle of the
-    holder's commit. No waiting 1029 may be answered before the holder's
-    2103."""
+    may. One more 1029 of the file is refused the lock and answered 2107;
+    it must not release the lock it never held, which ran the first
+    waiting 1029 (and the queue after it) in the middle of the holder's
+    commit. No waiting 1029 may be answered before the holder's 2103. (A
+    1028 refused the lock did the same; commits now always wait their
+    turn: test_vault_attacks.py.)"""
     server = start_server(env=fault_env(
         shim, fault="fsync:1:sleep=%d:files/.incoming/" % LOCK_HOLD_MS))
     doc = "locked.bin"
@@ -671,11 +673,11 @@ def test_a_1028_refused_a_busy_path_lock_does_not_release_the_holders_lock(start
         assert wait_for(lambda: read_by_peer(*socks), 5), "the 1029s were not all read"
         with server.client() as late:
             late.client_id = cid
-            res = late.send_file(doc, os.urandom(2000), aes_key=aes)
-            assert res.response.code == bw.ERROR, \
-                "a 1028 past %d waiters got %r" % (LOCK_WAITERS, res.response)
+            resp = late.request(bw.CRC_OK, bw.name_field(doc))
+            assert resp.code == bw.ERROR, \
+                "a 1029 past %d waiters got %r" % (LOCK_WAITERS, resp)
         assert not select.select([holder.sock], [], [], 0)[0], (
-            "the holder's commit ended before the refused 1028 was answered; "
+            "the holder's commit ended before the refused 1029 was answered; "
             "the test did not test anything")
         # until the holder's 2103 comes, no waiter may have an answer
         early = []
@@ -693,7 +695,7 @@ def test_a_1028_refused_a_busy_path_lock_does_not_release_the_holders_lock(start
                         % (LOCK_HOLD_MS / 1000.0 + 10, server.log_tail()))
         assert not early, (
             "%d of the %d waiting 1029s (so far) were answered while the holder's commit "
-            "still ran: the refused 1028 released a lock it never held\n%s"
+            "still ran: the refused 1029 released a lock it never held\n%s"
             % (len(early), LOCK_WAITERS, server.log_tail()))
         resp = bw.expect(holder.recv_response(), bw.FILE_RECEIVED, "the holder's 1028")
         assert bw.parse_file_received(resp.payload)[3] == bw.cksum(data)
