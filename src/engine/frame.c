@@ -467,6 +467,12 @@ frame_step(struct bw_conn *c)
 					c, c->lis->cfg.lim.request_ms);
 			if (c->in.len < BW_REQ_HDR_LEN || fc->padded)
 				return 0; /* a padded client's rest is zeros */
+			/* a peer that pipelines requests and does not read
+			 * the replies: answer the next once these drain */
+			if (bw_conn_queued(c) >= FRAME_OUT_BUDGET) {
+				fc->stalled = 1;
+				return 0;
+			}
 			rc = on_header(c);
 			break;
 		case F_HEAD:
@@ -512,8 +518,15 @@ frame_input(struct bw_conn *c)
 static void
 frame_drained(struct bw_conn *c)
 {
-	if (FC(c) != NULL)
-		each_state(c, DRAINED);
+	struct frame_conn *fc = FC(c);
+
+	if (fc == NULL)
+		return;
+	each_state(c, DRAINED);
+	if (fc->stalled && !bw_conn_dead(c) && !fc->in_input) {
+		fc->stalled = 0;
+		bw_conn_kick(c);
+	}
 }
 
 static int

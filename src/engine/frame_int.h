@@ -11,6 +11,10 @@
 #define CTRL_WANT     2048u	    /* input buffered between requests */
 #define DISCARD_WANT  (16u * 1024u) /* a refused body read at a time */
 #define ERRORS_LOGGED 10	    /* error replies logged per connection */
+/* Replies queued past which the next request waits for them to drain: a
+ * peer pipelining small requests it never reads the replies of holds
+ * this much, not the engine's read limit (256 KiB) and then some */
+#define FRAME_OUT_BUDGET (32u * 1024u)
 
 _Static_assert(CTRL_WANT >= BW_REQ_HDR_LEN, "a header fits");
 
@@ -55,6 +59,7 @@ struct frame_conn {
 	int padded;	   /* course-sample client: pad replies, then close */
 	int in_input;	   /* inside frame_input: a kick must not re-enter */
 	int failed;	   /* bw_frame_fail: nothing more is read as requests */
+	int stalled;	   /* requests wait for the replies to drain */
 	unsigned requests; /* complete requests read */
 	uint64_t reply_len;  /* bytes of the reply being written */
 	uint64_t reply_left; /* payload bytes announced, not yet queued */

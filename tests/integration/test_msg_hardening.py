@@ -687,6 +687,59 @@ def non_readers(srv, client_ids, per_client, rcvbuf=4096):
     return socks
 
 
+def test_pipelined_requests_whose_replies_are_never_read_hold_little_memory(start_server, shim):
+    """100 connections each pipeline 602s (39 bytes, each answered with 176)
+    as fast as the socket takes them and never read: bulwarkd's sockets
+    have a small send buffer (the shim's BW_SNDBUF), so the replies wait in
+    its own memory. It answered every request read until 256 KiB of
+    replies waited on a connection, and read more in the meantime: about
+    400 KiB each, 1.6 GiB from one address at the defaults. The next
+    request now waits until 32 KiB of replies drain: VmRSS grows by less
+    than 16 MiB, and the connections are answered once they read."""
+    e = bwd.fault_env(shim)
+    e["BW_SNDBUF"] = "4096"
+    srv = start_server(env=e)
+    a, b = user(srv, 0), user(srv, 1)
+    base = vm_rss(srv.proc.pid)
+    req = header(a.client_id, bwmsg.PUBKEY, 16) + b.client_id
+    burst = req * 4096  # 156 KiB of requests
+    socks = []
+    try:
+        for _ in range(100):
+            s = connect(srv, rcvbuf=4096)
+            s.setblocking(False)
+            sent = 0
+            for _ in range(64):  # at most 10 MiB a connection
+                try:
+                    sent += s.send(burst)
+                except BlockingIOError:
+                    break
+            socks.append(s)
+        deadline = time.monotonic() + 10
+        peak, last_change, t0 = 0, time.monotonic(), time.monotonic()
+        while time.monotonic() < deadline:  # until 2 s without 1 MiB more
+            grown = vm_rss(srv.proc.pid) - base
+            if grown > peak + MiB:
+                last_change = time.monotonic()
+            peak = max(peak, grown)
+            if time.monotonic() - t0 > 2 and time.monotonic() - last_change > 2:
+                break
+            time.sleep(0.25)
+        assert peak < 16 * MiB, "VmRSS grew by %.0f MiB for 100 connections that do not " \
+            "read" % (peak / MiB)
+        # one that starts reading gets its replies, whole and in order
+        s = socks[0]
+        s.setblocking(True)
+        s.settimeout(10)
+        for _ in range(300):
+            code, payload = read_reply(s)
+            assert code == bwmsg.KEY and payload[:16] == b.client_id, code
+        assert srv.alive()
+    finally:
+        for s in socks:
+            s.close()
+
+
 @pytest.mark.slow
 @pytest.mark.files_only("plants the contents' files as hard links")
 def test_600_unread_pulls_grow_the_server_by_less_than_100_mib(start_server, shim):
