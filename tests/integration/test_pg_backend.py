@@ -349,6 +349,28 @@ def test_a_slow_statement_does_not_hold_other_clients(start_server, pg):
     assert answer and answer[0][0] == bwmsg.STORED
 
 
+def test_603s_to_ids_no_one_has_hold_no_queue(start_server, pg):
+    """On a shared store each 603 first counts its recipient's queue
+    again if it may be full; the count made a queue in memory for the
+    recipient named, registered or not, and kept it for good (and cost
+    three round trips): a stranger's 603s to random ids grew the daemon
+    without bound. An id no one has gets its 9000 and nothing is kept."""
+    srv, _ = start_on(start_server, pg, "--metrics-listen", "127.0.0.1:0",
+                      want=("vault", "metrics"))
+    a = bwmsg.MsgClient(H, srv.port)
+    a.register(unique_name("a"), key=rsa_key(0))
+    before = metric(srv, "bulwark_msg_queues")
+    for _ in range(300):
+        code, _ = a.request(bwmsg.SEND, bwmsg.SEND_PREFIX.pack(os.urandom(16), 3, 1) + b"x")
+        assert code == bwmsg.ERROR
+    for _ in range(100):  # a sender no one has either
+        code, _ = a.request(bwmsg.SEND, bwmsg.SEND_PREFIX.pack(os.urandom(16), 3, 1) + b"x",
+                            client_id=os.urandom(16))
+        assert code == bwmsg.ERROR
+    assert metric(srv, "bulwark_msg_queues") <= before + 2, "a queue kept per id asked"
+    assert srv.alive()
+
+
 def test_names_that_are_not_utf8_are_kept_exactly(start_server, pg):
     """Names are bytes 0x20-0xff: Latin-1 'é' (0xe9) and UTF-8 'é' (c3 a9)
     are two names, both kept byte for byte and loaded again."""

@@ -208,6 +208,8 @@ msg_stats(const void *inst, bw_stat_emit emit, void *arg)
 
 	emit(arg, "msg_queued", "messages queued", m->queued_n);
 	emit(arg, "msg_queued_bytes", "message bytes queued", m->queued_bytes);
+	emit(arg, "msg_queues",
+	     "recipients whose queue this node keeps count of", m->queues.n);
 	emit(arg, "msg_stored_total", "messages stored since start", m->stored);
 	emit(arg, "msg_bytes_total", "message bytes stored since start",
 	     m->stored_bytes);

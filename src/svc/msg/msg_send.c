@@ -567,8 +567,12 @@ msg_refresh(void *inst, const uint8_t id[BW_ID_LEN], const uint8_t *other,
 	struct qref *x;
 	uint64_t now = bw_now_ms();
 
-	(void)id;
-	if (code != BW_MSG_REQ_SEND || other == NULL || !m->meta->be->shared)
+	/* the rows were read again: an id no one has gets its 9000 without
+	 * a queue made for it (a stranger's random ids would each hold one
+	 * for good, and cost a count) */
+	if (code != BW_MSG_REQ_SEND || other == NULL || !m->meta->be->shared ||
+	    bw_registry_by_id(m->reg, id) == NULL ||
+	    bw_registry_by_id(m->reg, other) == NULL)
 		return 0;
 	q = msg_queue(m, other);
 	if (q != NULL && q->queued_n * 2 < m->cfg.max_queued_n &&
