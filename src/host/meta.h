@@ -52,6 +52,9 @@ struct bw_file_rec {
 	 * the name it was sent under and where it is kept ("" = none). */
 	char pending_name[BW_NAME_CAP];
 	char pending_path[BW_PATH_CAP];
+	/* load_files: a row that could not be read (nothing else is set):
+	 * the files it may name are not to be taken for nobody's */
+	int unreadable;
 };
 
 struct bw_msg_rec {

@@ -236,8 +236,12 @@ static int
 target_file(void *arg, const struct bw_file_rec *f)
 {
 	uint8_t key[BW_ID_LEN + BW_NAME_CAP];
-	size_t n = file_key(f, key);
+	size_t n;
 
+	if (f->unreadable)
+		return fail(arg, BW_EPROTO,
+			    "a files row of the target cannot be read");
+	n = file_key(f, key);
 	return put_seen(arg, key, n, f->path_name, f->pending_path,
 			f->verified != 0);
 }
@@ -247,11 +251,19 @@ source_file(void *arg, const struct bw_file_rec *f)
 {
 	struct mig *g = arg;
 	uint8_t key[BW_ID_LEN + BW_NAME_CAP];
-	size_t n = file_key(f, key);
-	struct seen *s = bw_hash_get(&g->h, key, n);
+	size_t n;
+	struct seen *s;
 	struct bw_meta_req r;
 	int rc;
 
+	/* a row left behind is a file lost: the run stops and says so */
+	if (f->unreadable)
+		return fail(g, BW_EPROTO,
+			    "a files row of the source cannot be read (its "
+			    "name or path is not text of the schema's "
+			    "lengths): mend it, then migrate");
+	n = file_key(f, key);
+	s = bw_hash_get(&g->h, key, n);
 	g->rep->files++;
 	if ((rc = copy_blob(g, f->path_name)) != 0 ||
 	    (f->pending_path[0] != '\0' &&

@@ -172,6 +172,28 @@ def test_an_interrupted_migration_resumes_and_verifies(start_server, pg, tmp_pat
     assert "nothing was left to do" in migrate(pg, src, dst, db).stdout
 
 
+def test_migrate_stops_at_a_files_row_it_cannot_read(start_server, pg, tmp_path):
+    """A files row of the source whose PathName is longer than the daemon
+    reads (a database made elsewhere) was skipped with a warning, and the
+    run verified and said the move was complete: the file was left behind.
+    The run stops and names the row's trouble; the source is untouched."""
+    src, _, (_, _, v, doc, _, _) = fill_source(start_server, tmp_path)
+    con = sqlite3.connect(str(src / "defensive.db"), timeout=10)
+    try:
+        with con:
+            n = con.execute("UPDATE files SET PathName = ? WHERE FileName = 'doc.bin'",
+                            ("/." * 400 + "/files/x/doc.bin",)).rowcount
+    finally:
+        con.close()
+    assert n == 1
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    r = migrate(pg, src, dst, pg.create_db(db_name()), check=False)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "a files row of the source cannot be read" in r.stderr, r.stdout + r.stderr
+    assert (src / "files" / v.client_id.hex() / "doc.bin").read_bytes() == doc
+
+
 def test_migrate_refuses_a_source_a_daemon_serves(start_server, pg, tmp_path):
     src = tmp_path / "src"
     start_server("--db", "sqlite:%s/defensive.db" % src, data_dir=src)

@@ -482,6 +482,32 @@ def test_startup_keeps_a_verified_file_whose_row_names_it_in_another_path_form(
     assert shown and shown[0][3] == "yes", "FILS does not show %s verified: %r" % (DOC, shown)
 
 
+def test_startup_removes_nothing_when_a_files_row_cannot_be_read(start_server):
+    """A row of a verified file names it by an absolute path longer than
+    the daemon reads (720 bytes: ./ repeated; a database made elsewhere).
+    The row was skipped at start-up, with a warning, and the scan that
+    follows removed the file as one no row names. With a row it could not
+    read, start-up removes no file as nobody's: it says so instead."""
+    srv = start_server()
+    ident = register(srv)
+    data = os.urandom(3000)
+    upload_verified(srv, ident, data)
+    srv.stop()
+    tail = "%s/files/%s/%s" % (os.path.abspath(srv.data_dir), ident.client_id.hex(), DOC)
+    path_name = "/." * ((720 - len(tail)) // 2) + tail
+    assert len(path_name) >= 700
+    set_path_name(srv, ident, path_name)
+
+    srv2 = start_server(data_dir=srv.data_dir)
+    stored = srv2.client_dir(ident.client_id) / DOC
+    log = srv2.log()
+    assert stored.is_file(), "start-up deleted %s, whose row it could not read:\n%s" % (
+        DOC, "\n".join(ln for ln in log.splitlines() if "reconcile" in ln or "store" in ln))
+    assert stored.read_bytes() == data
+    assert "could not be read at start-up and may name it" in log, srv2.log_tail()
+    assert srv2.alive()
+
+
 @pytest.mark.files_only("edits the SQLite file's rows")
 def test_a_row_in_another_path_form_that_cannot_be_rewritten_stops_the_start_up(
         start_server, shim):

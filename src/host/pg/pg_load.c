@@ -95,7 +95,8 @@ file_row(void *arg, const PGresult *res)
 
 	if (pg_file_rec(res, 0, &f) != 0) {
 		l->skipped++;
-		return 0;
+		memset(&f, 0, sizeof(f));
+		f.unreadable = 1;
 	}
 	return l->cb.file(l->arg, &f);
 }

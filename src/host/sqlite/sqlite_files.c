@@ -23,6 +23,10 @@ bw_store_load_files(struct bw_store *s, bw_store_file_cb cb, void *arg)
 		    store_column_str(st, 2, f.path_name, sizeof f.path_name) !=
 			    0) {
 			skipped++;
+			memset(&f, 0, sizeof f);
+			f.unreadable = 1;
+			if ((rc = cb(arg, &f)) != 0)
+				break;
 			continue;
 		}
 		f.verified = store_column_bool(st, 3);

@@ -10,6 +10,7 @@
 
 #include "bulwark/err.h"
 #include "bulwark/log.h"
+#include "bulwark/util.h"
 #include "svc/vault/vault_int.h"
 
 static void
@@ -523,10 +524,17 @@ load_file(void *arg, const struct bw_file_rec *rec)
 {
 	struct bw_vault *v = arg;
 	uint64_t psize = 0;
+	char shown[BW_ESC_CAP];
 
+	if (rec->unreadable) {
+		v->rows_unread++;
+		return 0;
+	}
 	if (bw_registry_by_id(v->reg, rec->client_id) == NULL) {
 		bw_warn("vault: file row '%s' has no client; ignored",
-			rec->file_name);
+			bw_escape_display(rec->file_name, shown,
+					  sizeof(shown)));
+		v->rows_unread++;
 		return 0;
 	}
 	if (rec->pending_path[0] != '\0')

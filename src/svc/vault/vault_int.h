@@ -64,6 +64,10 @@ struct bw_vault {
 	struct bw_slots slots;
 	/* live figures; swallowing: refused bodies being discarded */
 	uint64_t uploads_active, upload_bytes_active, swallowing;
+	/* files rows the start-up could not read, or whose client it did not
+	 * have: the objects they name look like nobody's, so none is removed
+	 * as such (vault_reconcile.c) */
+	uint64_t rows_unread;
 	uint64_t stored_n, stored_bytes; /* uploads committed since start */
 	/* errors since start: uploads that did not decrypt, keys revoked
 	 * for it, uploads that could not be stored */

@@ -292,6 +292,14 @@ scan_object(void *arg, const char *key, uint64_t size, int64_t mtime)
 	if (!unnamed(sc, key))
 		return 0;
 	bw_escape_display(key, shown, sizeof(shown));
+	if (sc->v->rows_unread > 0) {
+		if (!sc->quiet)
+			bw_warn("reconcile: %s has no row, kept: %llu files "
+				"row(s) could not be read at start-up and may "
+				"name it",
+				shown, ULL(sc->v->rows_unread));
+		return 0;
+	}
 	if ((rc = b->be->remove(b->state, key)) != 0) {
 		bw_warn("reconcile: %s has no row and cannot be removed: %s",
 			shown, bw_strerror(rc));
