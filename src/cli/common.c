@@ -2,6 +2,7 @@
  * client subcommands.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -196,6 +197,7 @@ bw_identity_stage(const struct bw_identity *me, const char *path,
 
 	memset(st, 0, sizeof(*st));
 	st->fd = st->priv_fd = -1;
+	st->first = access(path, F_OK) != 0 && errno == ENOENT;
 	snprintf(st->path, sizeof(st->path), "%s", path);
 	if (priv_path != NULL)
 		snprintf(st->priv_path, sizeof(st->priv_path), "%s", priv_path);
@@ -230,17 +232,36 @@ out:
 	return rc;
 }
 
-/* Puts a staged file in place; on failure it stays where it is (it holds
- * a private key the server now knows). */
+/* tmp renamed to path unless path exists (-EEXIST): renameat2's
+ * RENAME_NOREPLACE, or a link and an unlink where the file system has no
+ * such rename. */
 static int
-publish(int *fd, char *tmp, const char *path)
+rename_new(const char *tmp, const char *path)
+{
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -errno;
+	if (link(tmp, path) != 0)
+		return -errno;
+	(void)unlink(tmp);
+	return 0;
+}
+
+/* Puts a staged file in place (only if path is not there, when fresh);
+ * on failure it stays where it is (it holds a private key the server now
+ * knows). */
+static int
+publish(int *fd, char *tmp, const char *path, int fresh)
 {
 	int rc = fsync(*fd) != 0 ? -errno : 0;
 
 	if (close(*fd) != 0 && rc == 0)
 		rc = -errno;
 	*fd = -1;
-	if (rc == 0 && rename(tmp, path) != 0)
+	if (rc == 0 && fresh)
+		rc = rename_new(tmp, path);
+	else if (rc == 0 && rename(tmp, path) != 0)
 		rc = -errno;
 	if (rc == 0)
 		tmp[0] = '\0';
@@ -256,10 +277,10 @@ bw_identity_commit(struct bw_identity_stage *st, const uint8_t id[BW_ID_LEN])
 	bw_hex_encode(id, BW_ID_LEN, hex);
 	if (pwrite(st->fd, hex, 2 * BW_ID_LEN, st->id_off) != 2 * BW_ID_LEN)
 		return errno ? -errno : -EIO;
-	if ((rc = publish(&st->fd, st->tmp, st->path)) != 0)
+	if ((rc = publish(&st->fd, st->tmp, st->path, st->first)) != 0)
 		return rc;
 	if (st->priv_fd >= 0 &&
-	    (rc = publish(&st->priv_fd, st->priv_tmp, st->priv_path)) != 0)
+	    (rc = publish(&st->priv_fd, st->priv_tmp, st->priv_path, 0)) != 0)
 		return rc;
 	return bw_fs_sync_dir(st->path);
 }

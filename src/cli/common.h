@@ -47,12 +47,17 @@ struct bw_identity_stage {
 	char priv_path[4096], priv_tmp[4096 + 32];
 	int fd, priv_fd;
 	long id_off; /* where the id's 32 hex digits are in tmp */
+	/* there was no me.info when staged: it is put in place only if none
+	 * appeared meanwhile (another client registering in the directory
+	 * keeps its own) */
+	int first;
 };
 int bw_identity_stage(const struct bw_identity *me, const char *path,
 		      const char *priv_path,
 		      struct bw_identity_stage *st) BW_WUR;
 /* 0, or the failure (then the temporary files are still there, and the
- * caller tells the user where and what the id is). */
+ * caller tells the user where and what the id is); -EEXIST when a first
+ * registration finds a me.info that appeared meanwhile. */
 int bw_identity_commit(struct bw_identity_stage *st,
 		       const uint8_t id[BW_ID_LEN]) BW_WUR;
 /* Drops what bw_identity_stage wrote (the server said no). */

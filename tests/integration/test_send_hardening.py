@@ -6,10 +6,12 @@ me.info's name needs no repeating, and an upload whose connection was lost
 gets a fresh key (1027) before it is resent."""
 
 import os
+import threading
 import time
 
 import pytest
 
+import bwd
 import bwvault as bw
 from bwd import describe, unique_name
 
@@ -125,6 +127,39 @@ def test_a_first_registration_keeps_its_identity_if_any_1026_went_unanswered(
     assert srv.codes() == [bw.REGISTER] + [bw.PUBLIC_KEY] * 4
     me_name, me_id, _ = d.me_info()
     assert me_name == name and me_id in srv.clients
+
+
+def test_a_first_registration_does_not_overwrite_a_me_info_written_meanwhile(
+        pyserver, client_dir, shim, tmp_path):
+    """Two clients register in one directory at once (a `bulwark msg
+    register` and a cron's first `bulwark send`): whichever renamed its
+    me.info last won, and the other's only private key was gone while the
+    server kept its name. A first registration puts me.info in place only
+    if none is there: the one written meanwhile stays, and this one's
+    identity is kept aside, its place said."""
+    srv = pyserver()
+    d, name, _ = prepare(client_dir, srv)
+    log = tmp_path / "calls"
+    env = {**os.environ, **bwd.fault_env(
+        shim, fault="rename:1:sleep=3000:me.info,renameat2:1:sleep=3000:me.info", log=log)}
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=d.run(env=env)))
+    t.start()
+    try:
+        assert bwd.wait_for(lambda: log.exists() and "me.info" in "".join(
+            ln for ln in log.read_text().splitlines() if ln.startswith("rename")), 20), \
+            "the client never put its me.info in place"
+        other = b"someone\n" + b"ab" * 16 + b"\nTHEIR-KEY\n"
+        (d.path / "me.info").write_bytes(other)
+    finally:
+        t.join(30)
+    r = result["r"]
+    assert r.returncode != 0, describe(r)
+    assert (d.path / "me.info").read_bytes() == other, "the other client's me.info was replaced"
+    assert b"the identity is in" in r.stderr, describe(r)
+    kept = [p for p in d.path.iterdir() if p.name.startswith(".me.info")]
+    assert kept, "this registration's identity was not kept: %r" % list(d.path.iterdir())
+    assert name.encode() in kept[0].read_bytes()
 
 
 def test_identity_is_written_once_the_key_exchange_succeeds_after_retries(
