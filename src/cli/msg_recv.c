@@ -27,11 +27,16 @@
 #define CHUNK	 (64u * 1024u)
 #define CANT	 "can't decrypt message"
 
+#define NEW_SENDERS_MAX 1024u
+#define NEW_SENDERS_WHY                                                        \
+	"more than 1024 new senders in one pull (pull again for the rest)"
+
 struct rx {
 	struct msg_ctx *x;
 	struct bw_session s;
 	uint64_t left; /* payload bytes still to read */
 	int unknown;   /* a sender not in the contacts: refresh names after */
+	unsigned new_senders; /* contacts made for keys from unknown ids */
 	/* a local failure (the message could not be kept): what, and why */
 	const char *local;
 	int local_rc;
@@ -123,29 +128,46 @@ read_small(struct rx *r, uint32_t size, uint8_t **out)
 }
 
 /* Type 2: the key wrapped with our public key becomes the pair's key. */
+/* Type 2: the key kept for c, or for a contact made for the unknown id
+ * from (a key must have an owner to be kept) once the key opens: a
+ * server's garbage makes no contact, and a pull makes at most
+ * NEW_SENDERS_MAX (past that it stops unconfirmed: the next pull, with
+ * those known, goes on), so neither memory nor contacts.info grows
+ * without bound in one pull. */
 static int
-got_key(struct rx *r, struct bw_contact *c, uint32_t size, const char **what)
+got_key(struct rx *r, struct bw_contact *c, const uint8_t *from, uint32_t size,
+	const char **what)
 {
 	uint8_t *ct = NULL, aes[64];
+	char hex[2 * BW_ID_LEN + 1];
 	size_t n = 0;
-	int rc;
+	int rc = 0;
 
 	*what = CANT;
 	if (size > 4096)
 		return skip(r, size);
 	if ((rc = read_small(r, size, &ct)) != 0)
 		return rc;
-	if (c != NULL &&
+	if ((c != NULL || from != NULL) &&
 	    bw_rsa_oaep_decrypt(r->x->me.key, ct, size, aes, sizeof(aes), &n) ==
 		    0 &&
 	    n == BW_AES_KEY_LEN) {
-		memcpy(c->aes, aes, BW_AES_KEY_LEN);
-		c->has_aes = 1;
-		*what = "symmetric key received";
+		if (c == NULL && r->new_senders >= NEW_SENDERS_MAX) {
+			rc = local_failure(r, NEW_SENDERS_WHY, BW_ETOOBIG);
+		} else if (c == NULL) {
+			bw_hex_encode(from, BW_ID_LEN, hex);
+			if ((c = bw_contacts_add(&r->x->cs, from, hex)) != NULL)
+				r->new_senders++;
+		}
+		if (rc == 0 && c != NULL) {
+			memcpy(c->aes, aes, BW_AES_KEY_LEN);
+			c->has_aes = 1;
+			*what = "symmetric key received";
+		}
 	}
 	bw_wipe(aes, sizeof(aes));
 	free(ct);
-	return 0;
+	return rc;
 }
 
 /* Type 3: *pt (the caller frees it with bw_secure_free) if it decrypts. */
@@ -300,9 +322,6 @@ one_record(struct rx *r)
 	} else {
 		bw_hex_encode(m.from, BW_ID_LEN, hex);
 		snprintf(who, sizeof(who), "%s", hex);
-		/* a key must have an owner to be kept */
-		if (m.type == BW_MSG_KEY)
-			c = bw_contacts_add(&x->cs, m.from, hex);
 	}
 	/* the content is taken whole before anything is shown: a message
 	 * cut short shows nothing, and is shown when it comes again */
@@ -312,7 +331,7 @@ one_record(struct rx *r)
 		rc = skip(r, m.size);
 		break;
 	case BW_MSG_KEY:
-		rc = got_key(r, c, m.size, &what);
+		rc = got_key(r, c, c == NULL ? m.from : NULL, m.size, &what);
 		break;
 	case BW_MSG_TEXT:
 		rc = got_text(r, c, m.size, &pt, &pt_n);

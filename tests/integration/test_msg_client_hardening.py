@@ -350,6 +350,46 @@ def sent_texts(srv, aes):
     return out
 
 
+def test_keys_from_unknown_ids_make_contacts_only_if_they_open_and_not_without_bound(
+        pyserver_msg, client_bin, tmp_path):
+    """A server can deliver key messages "from" as many ids as it likes:
+    each made a contact for good, even when its key did not open, so
+    memory and contacts.info grew without bound (200,000 records: 222 MB
+    of RSS) until every command failed. A key from an unknown id makes a
+    contact only if it opens, and one pull makes at most 1024 of them: it
+    stops there, unconfirmed, and the next pull goes on."""
+    srv = pyserver_msg()
+    a = Msg(tmp_path / "a", srv.port)
+    a.ok("register", "alice")
+    garbage = 300
+    senders = [os.urandom(16) for _ in range(1100)]
+    with srv.lock:
+        aid = next(i for i, v in srv.clients.items() if v[0] == "alice")
+        spki = srv.clients[aid][1]
+        for _ in range(garbage):  # keys that do not open: no contact
+            srv.queues[aid].append((os.urandom(16), srv.next_id, bwmsg.SYM_KEY, os.urandom(128)))
+            srv.next_id += 1
+        for sid in senders:
+            srv.queues[aid].append((sid, srv.next_id, bwmsg.SYM_KEY,
+                                    bw.wrap_key(spki, os.urandom(16))))
+            srv.next_id += 1
+        srv.keep = True  # the queue stays: the client's seen ids skip what it showed
+
+    def contacts():
+        text = (a.dir / "contacts.info").read_text()
+        return sum(1 for ln in text.splitlines() if ln.startswith("c "))
+
+    r = a.run("pull")
+    assert r.returncode == 2, describe(r)
+    assert b"more than 1024 new senders in one pull" in r.stderr, describe(r)
+    assert contacts() == 1024
+    r = a.run("pull")
+    assert r.returncode == 0, describe(r)
+    assert contacts() == 1100
+    text = (a.dir / "contacts.info").read_text()
+    assert all(sid.hex() in text for sid in senders)
+
+
 def test_nothing_is_sealed_for_a_name_that_moved_to_another_id(pyserver_msg, client_bin,
                                                                   tmp_path):
     """bob's key is pinned; the server gives the name "bob" to a new id and
