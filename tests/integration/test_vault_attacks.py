@@ -714,6 +714,33 @@ def test_bidi_and_c1_controls_in_names_are_escaped_in_the_log_and_the_console(st
         assert seq not in users, "USRS holds a raw %s: %r" % (what, users)
 
 
+@pytest.mark.parametrize("case", ["unknown id", "no base name", "malformed name"])
+def test_a_padded_1030_refused_at_once_is_closed_at_once(start_server, case):
+    """A padded (one request per connection) 1030 gets no reply, and its
+    connection is closed once it is handled. One refused before its file
+    was looked for (an id no one has, a name with nothing left once
+    sanitised, a name field without its NUL) was left open until the
+    request deadline (60 s here): the client that waits for the close
+    waited that long."""
+    srv = start_server("--request-timeout", "60", "--timeout", "60")
+    cid = os.urandom(16)
+    name = bw.name_field("x.bin")
+    if case != "unknown id":
+        with srv.client(key=rsa_key(10)) as c:
+            bw.expect(c.register(unique_name("pad1030")), bw.REGISTERED, "register")
+            cid = c.client_id
+        name = bw.name_field("/") if case == "no base name" else b"y" * 255
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(padded(bw.pack_request(cid, bw.CRC_BAD, name)))
+        s.settimeout(10)
+        try:
+            raw = bw.recv_until_eof(s, limit=1 << 16)
+        except socket.timeout:
+            raise AssertionError("a padded 1030 (%s) was not closed within 10 s" % case)
+    assert raw == b"", "a 1030 got a reply: %r" % raw[:64]
+    srv.assert_serves()
+
+
 def test_a_reset_after_a_padded_request_that_gets_no_reply_is_noticed_at_once(start_server):
     """A padded 1030 for an unknown client gets no reply (the spec's 1030
     has none) and its zeros are never read: the connection's input is full

@@ -84,11 +84,11 @@ on_crc(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 
 	if (bw_vault_name_payload_decode(p, BW_NAME_FIELD, name) != 0)
 		return code == BW_VAULT_REQ_CRC_RETRY
-			       ? 0
+			       ? vault_no_reply(c)
 			       : bw_frame_error(c, "malformed name");
 	if ((cl = vault_header_client(r)) == NULL)
 		return code == BW_VAULT_REQ_CRC_RETRY
-			       ? 0
+			       ? vault_no_reply(c)
 			       : bw_frame_error(c, "unknown client id");
 	return vault_crc_request(c, r->ctx, code, cl, name);
 }

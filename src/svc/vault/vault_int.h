@@ -286,6 +286,10 @@ void vault_release_and_resume(struct bw_conn *c);
 /* The whole body is in and written: commits it, replies 2103 or 2107. */
 void vault_commit(struct bw_conn *c, struct upload *u);
 /* verify.c: 1029, 1030 or 1031 for name from cl. */
+/* A 1030 answered by nothing: a padded client's connection (one request
+ * each, its zeros after it) is closed now, as an answered one would be;
+ * 0. */
+int vault_no_reply(struct bw_conn *c);
 int vault_crc_request(struct bw_conn *c, struct bw_vault *v, uint16_t code,
 		      struct bw_client *cl, const char *name);
 

@@ -424,6 +424,14 @@ crc_locked(struct vwait *w)
 }
 
 int
+vault_no_reply(struct bw_conn *c)
+{
+	if (bw_frame_padded(c))
+		bw_conn_finish(c);
+	return 0;
+}
+
+int
 vault_crc_request(struct bw_conn *c, struct bw_vault *v, uint16_t code,
 		  struct bw_client *cl, const char *name)
 {
@@ -446,7 +454,7 @@ vault_crc_request(struct bw_conn *c, struct bw_vault *v, uint16_t code,
 		/* no such stored file can exist */
 		free(op);
 		if (code == BW_VAULT_REQ_CRC_RETRY)
-			return 0;
+			return vault_no_reply(c);
 		if (code == BW_VAULT_REQ_CRC_FAIL)
 			return bw_frame_reply(c, BW_VAULT_RESP_ACK, cl->id,
 					      BW_ID_LEN);
