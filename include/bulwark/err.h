@@ -30,7 +30,10 @@ enum bw_err {
 	BW_ESIZE = -20011,   /* sizes that disagree */
 	BW_ECLOSED = -20012, /* peer closed the connection */
 	BW_ESERVER = -20013, /* the server answered with an error */
-	BW_EBUSY = -EBUSY,   /* a shared resource is at its limit */
+	/* the database's answer to a COMMIT was lost: done or not, unknown
+	 * (failed as BW_EDB is, by what cannot keep both outcomes open) */
+	BW_EDOUBT = -20014,
+	BW_EBUSY = -EBUSY, /* a shared resource is at its limit */
 	BW_ENOMEM = -ENOMEM,
 	BW_ETIMEDOUT = -ETIMEDOUT,
 };

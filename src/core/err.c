@@ -37,6 +37,8 @@ bw_strerror(int err)
 		return "connection closed by peer";
 	case BW_ESERVER:
 		return "server responded with an error";
+	case BW_EDOUBT:
+		return "the database's answer was lost: committed or not";
 	default:
 		break;
 	}

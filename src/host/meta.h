@@ -95,6 +95,10 @@ enum bw_meta_op {
 	/* u.drop: one message (its content's blob is the caller's);
 	 * BW_ENOTFOUND if it was not there */
 	BW_META_MSG_DROP,
+	/* u.drop_path: the message whose content is kept under that key (an
+	 * insert whose commit went unanswered, its id unknown); BW_ENOTFOUND
+	 * if there is none */
+	BW_META_MSG_DROP_PATH,
 	/* u.del: to's messages with id <= upto and, if ids is not NULL, only
 	 * those of its ids_n ids (what a reply carried: on a store shared by
 	 * several writers, a lower id can commit after a higher one was
@@ -189,6 +193,7 @@ struct bw_meta_req {
 		} file;
 		struct bw_msg_rec *msg;
 		int64_t drop;
+		const char *drop_path;
 		struct {
 			uint8_t id[BW_ID_LEN];
 			struct bw_client_rec *rec; /* out */

@@ -349,6 +349,131 @@ def test_a_slow_statement_does_not_hold_other_clients(start_server, pg):
     assert answer and answer[0][0] == bwmsg.STORED
 
 
+class CommitCutter:
+    """A TCP proxy to PostgreSQL: once armed, the next bytes from the daemon
+    that carry a COMMIT after a message's insert (the prepared statement
+    bw5, PS_MSG_INSERT in src/host/pg/pg_int.h) are passed on, and 0.3 s
+    later both connections are closed: the server commits, the daemon
+    never hears it."""
+
+    def __init__(self, upstream_port, marker=b"bw5\x00"):
+        self.upstream = upstream_port
+        self.marker = marker
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        self.armed = threading.Event()
+        self.cutting = set()  # ids of the sockets of a connection being cut
+        self.cuts = 0
+        self.open = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.upstream), timeout=30)
+            self.open += [c, u]
+            threading.Thread(target=self._pump, args=(c, u, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(u, c, False), daemon=True).start()
+
+    def _pump(self, src, dst, from_daemon):
+        pair = {id(src), id(dst)}
+        marked = False
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data or (not from_daemon and pair & self.cutting):
+                    break  # the server's answer to the cut COMMIT goes nowhere
+                if from_daemon and self.armed.is_set() and self.marker in data:
+                    marked = True  # a message's insert (its statement's name)
+                if (from_daemon and self.armed.is_set() and marked
+                        and b"COMMIT" in data):
+                    self.armed.clear()
+                    self.cutting |= pair
+                    dst.sendall(data)
+                    time.sleep(0.3)  # the server commits meanwhile
+                    self.cuts += 1
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for x in (src, dst):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            x.close()
+
+    def close(self):
+        self.lsock.close()
+        for x in self.open:
+            x.close()
+
+
+def test_a_batch_whose_commit_answer_is_lost_is_dropped_by_its_contents(start_server, pg):
+    """The connection to PostgreSQL is lost right after the COMMIT of a
+    batch of 603s went out: their rows are committed, and the daemon reads
+    a batch's new ids from the answers it lost. It answered 9000 and
+    removed their contents, so the recipient's next pull stopped at a row
+    whose content was gone (cut short; with S3, every pull until a
+    restart). Such a row is now dropped by its content's key once the
+    daemon is back (its content kept if that fails): the pulls that follow
+    are whole and carry exactly the messages told 2103."""
+    db = pg.create_db(db_name())
+    cutter = CommitCutter(pg.port)
+    url = "postgresql://%s@127.0.0.1:%d/%s?sslmode=disable" % (pg.user, cutter.port, db)
+    try:
+        srv, _ = start_on(start_server, pg, db=db, url=url)
+        b = bwmsg.MsgClient(H, srv.port, timeout=30)
+        b.register(unique_name("b"), key=rsa_key(1))
+        senders = []
+        for i in range(6):
+            a = bwmsg.MsgClient(H, srv.port, timeout=30)
+            a.register(unique_name("a%d" % i), key=rsa_key(2 + i))
+            senders.append(a)
+        big = os.urandom(200 * 1024)  # over the 64 KiB kept in the row
+        request = bwmsg.SEND_PREFIX.pack(b.client_id, 3, len(big)) + big
+        for _ in range(10):
+            codes = []
+
+            def send(a):
+                try:
+                    codes.append(a.request(bwmsg.SEND, request)[0])
+                except OSError:
+                    codes.append(None)
+                a.close()
+
+            cutter.armed.set()
+            threads = [threading.Thread(target=send, args=(a,)) for a in senders]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            cutter.armed.clear()
+            got = None
+            deadline = time.monotonic() + 30
+            while got is None and time.monotonic() < deadline:
+                try:
+                    got = b.pull()
+                except bwmsg.ServerError:  # 9000 until the daemon is back
+                    b.close()
+                    time.sleep(0.5)
+            assert got is not None, "the pull never succeeded\n%s" % srv.log_tail()
+            assert len(got) == codes.count(bwmsg.STORED), (len(got), codes)
+            assert all(r[3] == big for r in got)
+            if "is dropped by its content" in srv.log():
+                break
+        assert "is dropped by its content" in srv.log(), \
+            "no batch met the lost COMMIT in 10 tries: nothing was tested\n%s" % srv.log_tail()
+        assert "is gone" not in srv.log(), srv.log_tail()
+    finally:
+        cutter.close()
+
+
 def test_603s_to_ids_no_one_has_hold_no_queue(start_server, pg):
     """On a shared store each 603 first counts its recipient's queue
     again if it may be full; the count made a queue in memory for the

@@ -139,6 +139,9 @@ static const struct {
 			   3,
 			   {T_BYTEA, T_INT8, T_TEXT}},
 	[PS_MSG_DROP] = {"DELETE FROM messages WHERE ID = $1", 1, {T_INT8}},
+	[PS_MSG_DROP_PATH] = {"DELETE FROM messages WHERE ContentPath = $1",
+			      1,
+			      {T_TEXT}},
 	[PS_CLIENT_GET] = {"SELECT ID, Name, PublicKey, "
 			   "coalesce(extract(epoch FROM LastSeen)::int8, 0), "
 			   "AESKey, KeyIssued, KeyUsed FROM clients "

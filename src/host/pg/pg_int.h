@@ -38,6 +38,7 @@ enum pg_stmt {
 	PS_FILE_GET,
 	PS_CLIENT_SINCE,
 	PS_CLIENT_FAIL,
+	PS_MSG_DROP_PATH,
 	PS_N
 };
 

@@ -79,6 +79,9 @@ pg_one_statement(const struct bw_meta_req *r, struct pg_params *p)
 	case BW_META_MSG_DROP:
 		pg_p_i64(p, r->u.drop);
 		return PS_MSG_DROP;
+	case BW_META_MSG_DROP_PATH:
+		pg_p_opt_text(p, r->u.drop_path);
+		return PS_MSG_DROP_PATH;
 	default:
 		return -1;
 	}
@@ -94,6 +97,7 @@ pg_one_result(struct bw_meta_req *r, PGresult *res)
 		return n == 1 ? 0 : BW_EEXIST; /* ON CONFLICT DO NOTHING */
 	case BW_META_CLIENT_KEY:
 	case BW_META_MSG_DROP:
+	case BW_META_MSG_DROP_PATH:
 		return n > 0 ? 0 : BW_ENOTFOUND;
 	case BW_META_MSG_INSERT:
 		r->u.msg->id = PQntuples(res) == 1 ? pg_col_i64(res, 0, 0) : 0;
@@ -352,6 +356,7 @@ pg_op(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
 		rc = one(pc, r, "a message");
 		break;
 	case BW_META_MSG_DROP:
+	case BW_META_MSG_DROP_PATH:
 		rc = one(pc, r, "a message");
 		break;
 	case BW_META_MSG_DELETE:

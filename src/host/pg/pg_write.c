@@ -34,6 +34,8 @@ commit(struct pg_conn *pc)
 	PGresult *res = PQexec(pc->c, "COMMIT");
 	int rc = pg_result_rc(pc, res, "COMMIT");
 
+	if (rc != 0 && pg_conn_lost(pc))
+		rc = BW_EDOUBT; /* it may have reached the server */
 	if (rc == 0 && strcmp(PQcmdStatus(res), "COMMIT") != 0) {
 		bw_error("store: PostgreSQL rolled a transaction back at its "
 			 "COMMIT (%s)",
@@ -146,12 +148,14 @@ write_pipelined(struct pg_conn *pc, struct bw_meta_req *first,
 		 * The connection goes; its server rolls back what it began. */
 		pg_conn_drop(pc);
 		for (r = first; r != end; r = r->next)
-			r->rc = BW_EDB; /* committed or not: not acknowledged */
+			r->rc = sent ? BW_EDOUBT
+				     : BW_EDB; /* not acknowledged */
 		return 0;
 	}
 	if (pg_conn_lost(pc)) {
 		for (r = first; r != end; r = r->next)
-			r->rc = BW_EDB; /* committed or not: not acknowledged */
+			r->rc = BW_EDOUBT; /* committed or not: not acknowledged
+					    */
 		return 0;
 	}
 	if (ok) {

@@ -127,6 +127,7 @@ int bw_store_msg_files(struct bw_store *s,
 		       void *arg) BW_WUR;
 /* Removes one message (its content file is the caller's). */
 int bw_store_msg_drop(struct bw_store *s, int64_t id) BW_WUR;
+int bw_store_msg_drop_path(struct bw_store *s, const char *path) BW_WUR;
 
 /* --- its insides -------------------------------------------------------- */
 
@@ -156,6 +157,7 @@ enum stmt_id {
 	ST_MSG_TOTALS,
 	ST_MSG_ALL_PATHS,
 	ST_MSG_DROP,
+	ST_MSG_DROP_PATH,
 	ST_META_SET,
 	ST_N
 };

@@ -288,3 +288,15 @@ bw_store_msg_drop(struct bw_store *s, int64_t id)
 	}
 	return store_run_change(s, ST_MSG_DROP, "drop message");
 }
+
+int
+bw_store_msg_drop_path(struct bw_store *s, const char *path)
+{
+	sqlite3_stmt *st = s->st[ST_MSG_DROP_PATH];
+
+	if (sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC) != SQLITE_OK) {
+		store_done(st);
+		return BW_EDB;
+	}
+	return store_run_change(s, ST_MSG_DROP_PATH, "drop message");
+}

@@ -114,6 +114,8 @@ run_one(struct sq *q, struct bw_meta_req *r)
 		return bw_store_msg_floor(s, r->u.drop);
 	case BW_META_MSG_DROP:
 		return bw_store_msg_drop(s, r->u.drop);
+	case BW_META_MSG_DROP_PATH:
+		return bw_store_msg_drop_path(s, r->u.drop_path);
 	case BW_META_MSG_DELETE:
 		return bw_store_msg_delete(s, r->u.del.to, r->u.del.upto,
 					   r->u.del.path, r->u.del.path_arg,

@@ -81,6 +81,7 @@ static const char *const fixed_sql[ST_N] = {
 	[ST_MSG_ALL_PATHS] = "SELECT ID, ContentPath FROM messages WHERE "
 			     "ContentPath IS NOT NULL",
 	[ST_MSG_DROP] = "DELETE FROM messages WHERE ID = ?1",
+	[ST_MSG_DROP_PATH] = "DELETE FROM messages WHERE ContentPath = ?1",
 	[ST_META_SET] = "INSERT OR REPLACE INTO bulwark_meta(Key, Value) "
 			"VALUES(?1, ?2)",
 #undef MSG_SIZE

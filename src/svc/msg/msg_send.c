@@ -141,14 +141,35 @@ drop_content(struct pending *p)
 	}
 }
 
+/* A commit went unanswered (BW_EDOUBT) and its row could not be dropped
+ * (or has no key to be dropped by): the row may be there, and with its
+ * content removed every pull of the recipient would stop at it (S3) or
+ * lose it. The content stays: the message may be delivered although its
+ * sender was told 9000 (who may send it again: a duplicate rather than a
+ * loss), and a content no row names goes at the next start's
+ * reconcile. */
+static void
+keep_content(struct pending *p)
+{
+	bw_warn("messenger: a message's commit went unanswered: stored or "
+		"not, its content %s is kept; its sender is told 9000",
+		p->rec.path[0] != '\0' ? p->rec.path : "(in its row)");
+	reply_stored(p, p->fail);
+}
+
 static void
 row_dropped(struct bw_meta_req *r)
 {
 	struct pending *p = r->arg;
 
-	if (r->rc != 0 && r->rc != BW_ENOTFOUND)
+	if (r->rc != 0 && r->rc != BW_ENOTFOUND) {
 		bw_error("messenger: message %lld refused but not removed: %s",
 			 (long long)p->rec.id, bw_strerror(r->rc));
+		if (p->fail == BW_EDOUBT) {
+			keep_content(p);
+			return;
+		}
+	}
 	drop_content(p);
 }
 
@@ -167,6 +188,22 @@ inserted(struct bw_meta_req *r)
 		return;
 	}
 	p->fail = r->rc;
+	if (r->rc == BW_EDOUBT && id <= 0) {
+		/* its row may be there, its id unknown: a content of its
+		 * own names it; one in its row cannot be dropped */
+		if (p->rec.path[0] == '\0') {
+			keep_content(p);
+			return;
+		}
+		bw_warn("messenger: a message's commit went unanswered: its "
+			"row, if it is there, is dropped by its content %s",
+			p->rec.path);
+		bw_meta_req_init(&p->req, BW_META_MSG_DROP_PATH, 0, row_dropped,
+				 p);
+		p->req.u.drop_path = p->rec.path;
+		bw_meta_submit(p->m->meta, &p->req);
+		return;
+	}
 	bw_error("messenger: a message could not be stored: %s%s",
 		 bw_strerror(r->rc),
 		 r->rc == BW_ETOOBIG ? " (message ids are used up)" : "");
