@@ -21,6 +21,7 @@ to 127.0.0.2, 127.0.0.3 act as different peers of a server listening on
 127.0.0.1."""
 
 import os
+import re
 import resource
 import select
 import socket
@@ -738,6 +739,33 @@ def test_pipelined_requests_whose_replies_are_never_read_hold_little_memory(star
     finally:
         for s in socks:
             s.close()
+
+
+def test_a_reset_while_requests_wait_for_their_replies_to_drain_is_noticed_at_once(
+        start_server, shim):
+    """A peer pipelines 602s and reads nothing: its replies back up and its
+    next request waits for them to drain (the frame's stalled state), its
+    input full. Its reset must close it at once, not at the request
+    deadline (60 s here)."""
+    e = bwd.fault_env(shim)
+    e["BW_SNDBUF"] = "4096"
+    srv = start_server("--request-timeout", "60", env=e)
+    a, b = user(srv, 0), user(srv, 1)
+    req = header(a.client_id, bwmsg.PUBKEY, 16) + b.client_id
+    s = connect(srv, rcvbuf=4096)
+    s.setblocking(False)
+    for _ in range(64):
+        try:
+            s.send(req * 4096)
+        except BlockingIOError:
+            break
+    time.sleep(1.0)  # the replies back up, the input fills
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    assert bwd.wait_for(lambda: re.search(r"connection error|reset by peer",
+                                          srv.log()), 10), srv.log_tail()
+    assert "request deadline passed" not in srv.log()
+    assert srv.alive()
 
 
 @pytest.mark.slow
