@@ -793,9 +793,14 @@ unreadable_rows_are_skipped(void **state)
 	assert_int_equal(seen.n, 1);
 	assert_string_equal(seen.rec[0].name, "fine");
 	load_files(f->s, &fseen);
-	assert_int_equal(fseen.n, 1);
-	assert_string_equal(fseen.rec[0].file_name, "b");
-	assert_true(fseen.rec[0].verified);
+	/* the row without a path is handed on as unreadable, and only that
+	 * is said of it: its files are not to be taken for nobody's */
+	assert_int_equal(fseen.n, 2);
+	assert_true(fseen.rec[0].unreadable);
+	assert_string_equal(fseen.rec[0].file_name, "");
+	assert_false(fseen.rec[1].unreadable);
+	assert_string_equal(fseen.rec[1].file_name, "b");
+	assert_true(fseen.rec[1].verified);
 }
 
 static void
