@@ -377,6 +377,38 @@ pend_done(void *arg)
 	commit_finish(u, rc);
 }
 
+/* Whether u's client had an upload fail to decrypt within SUSPECT_MS,
+ * under any key: then u may not replace a verified file (said).
+ *
+ * The protocol proves nothing of the key: anyone who read a client's id
+ * and name (both travel in clear) gets a fresh key for it with a 1027,
+ * sends 16 random bytes as a 1028 (the padding is right once in 256
+ * tries), and would confirm with a 1029 the garbage that decrypted. Each
+ * wrong try fails to decrypt: the lucky one comes after about 255
+ * failures, and is refused here before it is kept anywhere (refusing its
+ * 1029 instead left it waiting, to be confirmed once the suspicion had
+ * passed). Waiting SUSPECT_MS after each try makes the guessing take
+ * days. The owner's own replacements are refused as long (2107: its
+ * client says the upload failed); its new files are not. */
+static int
+suspect(const struct upload *u)
+{
+	const struct bw_client *cl = bw_registry_by_id(u->v->reg, u->client_id);
+	char shown[BW_ESC_CAP];
+	uint64_t ago;
+
+	if (cl == NULL || cl->undecryptable == 0 ||
+	    (ago = bw_now_ms() - cl->undecryptable_ms) >= SUSPECT_MS)
+		return 0;
+	bw_warn("c%llu 1028 %s refused: %u upload(s) of this client failed to "
+		"decrypt in the last %u min, the last %llu s ago (someone "
+		"without its key may be guessing); the verified file stays",
+		ULL(u->conn != NULL ? u->conn->id : 0),
+		bw_escape_display(u->rel_path, shown, sizeof(shown)),
+		cl->undecryptable, SUSPECT_MS / 60000u, ULL(ago / 1000u));
+	return 1;
+}
+
 static void
 commit_locked(struct vwait *w)
 {
@@ -397,6 +429,10 @@ commit_locked(struct vwait *w)
 		return;
 	}
 	f = vfile_at(v, u->client_id, u->rel_path);
+	if (f != NULL && f->verified && suspect(u)) {
+		commit_finish(u, -EACCES);
+		return;
+	}
 	if (f != NULL && f->verified) {
 		u->pending = 1;
 		if (u->pend_hint[0] != '\0') {

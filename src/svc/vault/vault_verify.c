@@ -27,7 +27,6 @@ struct crc_op {
 	/* a swap: the row before it, to put back (with the file) if its row
 	 * cannot be made durable */
 	int swapped, restore_row;
-	int refused; /* a replacement discarded, not taken: 2107 */
 	struct bw_file_rec prev;
 	uint64_t prev_size, prev_pending_size;
 	struct bw_meta_req sync;
@@ -177,37 +176,6 @@ stranger(const struct crc_op *op, const struct vfile *f)
 	return up != NULL && bw_conn_serving(up);
 }
 
-/* Whether op's client had an upload fail to decrypt within SUSPECT_MS,
- * under any key: then a verified file of its is not replaced (said).
- *
- * The protocol proves nothing of the key: anyone who read a client's id
- * and name (both travel in clear) gets a fresh key for it with a 1027,
- * sends 16 random bytes as a 1028 (the padding is right once in 256
- * tries), and confirms with a 1029 the garbage that decrypted. Each wrong
- * try fails to decrypt: the lucky one comes after about 255 failures,
- * and waiting SUSPECT_MS after each try makes the guessing take days. The
- * owner's own replacements wait as long after such failures; new files
- * and verdicts on them are not held back. */
-static int
-suspect(const struct crc_op *op)
-{
-	const struct bw_client *cl = bw_registry_by_id(op->v->reg, op->id);
-	char shown[BW_ESC_CAP];
-	uint64_t ago;
-
-	if (cl == NULL || cl->undecryptable == 0 ||
-	    (ago = bw_now_ms() - cl->undecryptable_ms) >= SUSPECT_MS)
-		return 0;
-	bw_warn("c%llu 1029 %s refused: %u upload(s) of this client failed "
-		"to decrypt in the last %u min, the last %llu s ago (someone "
-		"without its key may be guessing); the verified file stays "
-		"and the replacement is discarded",
-		ULL(op->c->id),
-		bw_escape_display(op->path, shown, sizeof(shown)),
-		cl->undecryptable, SUSPECT_MS / 60000u, ULL(ago / 1000u));
-	return 1;
-}
-
 /* --- 1029 of a pending replacement: the swap ------------------------------
  */
 
@@ -313,10 +281,6 @@ mismatch_done(void *arg, int rc)
 				       : BW_VAULT_RESP_ERROR);
 		return;
 	}
-	if (op->refused) {
-		crc_finish(op, BW_VAULT_RESP_ERROR);
-		return;
-	}
 	bw_info("c%llu %u %s CRC mismatch, %s%s", ULL(op->c->id), op->code,
 		shown,
 		op->code == BW_VAULT_REQ_CRC_RETRY ? "resend follows"
@@ -370,17 +334,6 @@ crc_locked(struct vwait *w)
 	if (pending)
 		snprintf(op->pend_key, sizeof(op->pend_key), "%s",
 			 pf->pending_path);
-	if (op->code == BW_VAULT_REQ_CRC_OK && pending && suspect(op)) {
-		/* discarded, not kept for a later 1029: the guesser would
-		 * wait out the suspicion and confirm it */
-		op->refused = 1;
-		vfile_rec(pf, &rec);
-		rec.pending_name[0] = rec.pending_path[0] = '\0';
-		if ((rc = vfile_set(v, op->id, op->path, &rec, pf->size, 0,
-				    mismatch_done, op)) != 0)
-			mismatch_done(op, rc);
-		return;
-	}
 	if (op->code == BW_VAULT_REQ_CRC_OK && pending) {
 		op->size = pf->pending_size;
 		vfile_rec(pf, &op->prev);
