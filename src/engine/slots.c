@@ -54,7 +54,10 @@ slowest(const struct bw_slots *p, uint64_t now)
 	uint64_t t, worst_t = 0;
 
 	for (s = p->head; s != NULL; s = s->next) {
-		if (now - s->start_ms < BW_SLOT_GRACE_MS || s->evict == NULL)
+		/* a body all in is being committed, not trickled: never taken
+		 * off its slot (its reply would follow a 2107) */
+		if (now - s->start_ms < BW_SLOT_GRACE_MS || s->evict == NULL ||
+		    s->left == 0)
 			continue;
 		t = below_rate(p, s, now) ? UINT64_MAX : projected_ms(s, now);
 		if (t > p->window_ms && (worst == NULL || t > worst_t)) {

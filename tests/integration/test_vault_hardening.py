@@ -827,6 +827,38 @@ def test_full_upload_slots_go_to_a_newcomer_rather_than_holders_that_stopped(sta
             h.close()
 
 
+def test_an_upload_being_committed_keeps_its_slot(start_server, shim):
+    """--max-uploads 1: a small upload's body is all in and its commit
+    waits for its fsync (slowed to 4 s). Its average rate falls below
+    --min-rate as the commit waits, so a newcomer took its slot: the
+    uploader got 2107 and then, once the commit was over, its 2103 too,
+    and the slot was never given back. A body all in is not trickled:
+    the newcomer is refused, the uploader gets one reply, its 2103."""
+    srv = start_server("--max-uploads", "1", "--max-uploads-per-addr", "1",
+                       env=bwd.fault_env(shim, fault="fsync:1:sleep=4000:files/.incoming/"))
+    with connect(srv, key=rsa_key(12)) as c:
+        bw.expect(c.register(unique_name("committing")), bw.REGISTERED, "register")
+        bw.expect(c.send_pubkey(), bw.KEY_STORED, "public key")
+        data = b"small file\n" * 10
+        ct = bw.aes_encrypt(c.aes_key, data)
+        c.send_raw(bw.pack_request_header(c.client_id, bw.SEND_FILE,
+                                          bw.FILE_PREFIX_SIZE + len(ct))
+                   + bw.pack_file_prefix(len(ct), "doc.bin") + ct)
+        assert wait_for(lambda: "fsync #1 sleeps" in srv.log(), 5), srv.log_tail()
+        time.sleep(1.5)  # past the grace, its rate so far below 1 KiB/s
+        with connect(srv, "127.0.0.2") as n:
+            n.send_raw(bw.pack_request_header(os.urandom(16), bw.SEND_FILE,
+                                              bw.FILE_PREFIX_SIZE + 32)
+                       + bw.pack_file_prefix(32, "x.bin") + os.urandom(32))
+            assert n.recv_response().code == bw.ERROR
+        resp = c.recv_response()
+        assert resp.code == bw.FILE_RECEIVED, "the uploader got %r before its 2103" % (resp,)
+        bw.expect(c.crc_ok("doc.bin"), bw.ACK, "its 1029")
+    assert "its slot goes to" not in srv.log(), srv.log_tail()
+    assert (srv.client_dir(c.client_id) / "doc.bin").read_bytes() == data
+    srv.assert_serves()
+
+
 # --------------------------------------------------------------------------
 # 11. Connections per address
 
