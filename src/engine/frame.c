@@ -468,9 +468,15 @@ frame_step(struct bw_conn *c)
 			if (c->in.len < BW_REQ_HDR_LEN || fc->padded)
 				return 0; /* a padded client's rest is zeros */
 			/* a peer that pipelines requests and does not read
-			 * the replies: answer the next once these drain */
+			 * the replies: answer the next once these drain.
+			 * Nothing more is read meanwhile (its FIN, read behind
+			 * requests not yet answered, would end the connection
+			 * before them), and the wait is ours: no request
+			 * deadline (blocked output has its own) */
 			if (bw_conn_queued(c) >= FRAME_OUT_BUDGET) {
 				fc->stalled = 1;
+				bw_conn_request_deadline(c, 0);
+				bw_conn_pause(c, 1);
 				return 0;
 			}
 			rc = on_header(c);
@@ -523,9 +529,11 @@ frame_drained(struct bw_conn *c)
 	if (fc == NULL)
 		return;
 	each_state(c, DRAINED);
-	if (fc->stalled && !bw_conn_dead(c) && !fc->in_input) {
+	if (fc->stalled && !bw_conn_dead(c)) {
 		fc->stalled = 0;
-		bw_conn_kick(c);
+		bw_conn_pause(c, 0);
+		if (!fc->in_input)
+			bw_conn_kick(c);
 	}
 }
 

@@ -741,6 +741,35 @@ def test_pipelined_requests_whose_replies_are_never_read_hold_little_memory(star
             s.close()
 
 
+@pytest.mark.parametrize("n, fin", [(240, True), (260, True), (1000, True), (1000, False)])
+def test_pipelined_requests_held_for_their_replies_are_all_answered(start_server, shim, n, fin):
+    """n 602s pipelined in one write (then the sender's FIN, or not), read
+    only after 4 s, with bulwarkd's send buffer small: the next request
+    waits while 32 KiB of replies wait. A FIN read behind requests not yet
+    answered ended the connection at the next drain (232 of 240 to 270
+    answered); and the request deadline (2 s here) ran while the server
+    held the requests, cutting a reader of 1000. Every request gets its
+    reply, in order."""
+    e = bwd.fault_env(shim)
+    e["BW_SNDBUF"] = "4096"
+    srv = start_server("--request-timeout", "2", env=e)
+    a, b = user(srv, 0), user(srv, 1)
+    req = header(a.client_id, bwmsg.PUBKEY, 16) + b.client_id
+    s = connect(srv, rcvbuf=4096, timeout=30)
+    try:
+        s.sendall(req * n)
+        if fin:
+            s.shutdown(socket.SHUT_WR)
+        time.sleep(4.0)
+        for i in range(n):
+            code, payload = read_reply(s)
+            assert code == bwmsg.KEY and payload[:16] == b.client_id, (i, code)
+    finally:
+        s.close()
+    assert "request deadline passed" not in srv.log(), srv.log_tail()
+    assert srv.alive()
+
+
 def test_a_reset_while_requests_wait_for_their_replies_to_drain_is_noticed_at_once(
         start_server, shim):
     """A peer pipelines 602s and reads nothing: its replies back up and its
