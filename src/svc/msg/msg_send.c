@@ -162,14 +162,16 @@ row_dropped(struct bw_meta_req *r)
 {
 	struct pending *p = r->arg;
 
-	if (r->rc != 0 && r->rc != BW_ENOTFOUND) {
+	/* in doubt, only a row found and dropped frees the content: none
+	 * found may be one whose COMMIT the server is still finishing on the
+	 * connection that was lost */
+	if (p->fail == BW_EDOUBT && r->rc != 0) {
+		keep_content(p);
+		return;
+	}
+	if (r->rc != 0 && r->rc != BW_ENOTFOUND)
 		bw_error("messenger: message %lld refused but not removed: %s",
 			 (long long)p->rec.id, bw_strerror(r->rc));
-		if (p->fail == BW_EDOUBT) {
-			keep_content(p);
-			return;
-		}
-	}
 	drop_content(p);
 }
 
