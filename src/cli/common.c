@@ -234,7 +234,8 @@ out:
 
 /* tmp renamed to path unless path exists (-EEXIST): renameat2's
  * RENAME_NOREPLACE, or a link and an unlink where the file system has no
- * such rename. */
+ * such rename, or, with no links either (vfat), a look then a rename,
+ * which narrows the race to that moment. */
 static int
 rename_new(const char *tmp, const char *path)
 {
@@ -242,10 +243,15 @@ rename_new(const char *tmp, const char *path)
 		return 0;
 	if (errno != EINVAL && errno != ENOSYS)
 		return -errno;
-	if (link(tmp, path) != 0)
+	if (link(tmp, path) == 0) {
+		(void)unlink(tmp);
+		return 0;
+	}
+	if (errno != EPERM && errno != EOPNOTSUPP && errno != ENOSYS)
 		return -errno;
-	(void)unlink(tmp);
-	return 0;
+	if (access(path, F_OK) == 0)
+		return -EEXIST;
+	return rename(tmp, path) == 0 ? 0 : -errno;
 }
 
 /* Puts a staged file in place (only if path is not there, when fresh);
