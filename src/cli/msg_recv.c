@@ -128,6 +128,20 @@ read_small(struct rx *r, uint32_t size, uint8_t **out)
 }
 
 /* Type 2: the key wrapped with our public key becomes the pair's key. */
+/* A key received replaces another shared with c: the protocol signs
+ * nothing, so the one who sent it may be anyone able to send as c. */
+static void
+replaced_notice(const struct bw_contact *c)
+{
+	char shown[BW_ESC_CAP];
+
+	bw_escape_display(c->name, shown, sizeof(shown));
+	fprintf(stderr,
+		"bulwark msg: the key shared with %s is replaced by the one "
+		"just received; if %s did not send it, send-key %s again\n",
+		shown, shown, shown);
+}
+
 /* Type 2: the key kept for c, or for a contact made for the unknown id
  * from (a key must have an owner to be kept) once the key opens: a
  * server's garbage makes no contact, and a pull makes at most
@@ -160,6 +174,9 @@ got_key(struct rx *r, struct bw_contact *c, const uint8_t *from, uint32_t size,
 				r->new_senders++;
 		}
 		if (rc == 0 && c != NULL) {
+			if (c->has_aes &&
+			    !bw_ct_equal(c->aes, aes, BW_AES_KEY_LEN))
+				replaced_notice(c);
 			memcpy(c->aes, aes, BW_AES_KEY_LEN);
 			c->has_aes = 1;
 			*what = "symmetric key received";

@@ -390,6 +390,20 @@ def test_keys_from_unknown_ids_make_contacts_only_if_they_open_and_not_without_b
     assert all(sid.hex() in text for sid in senders)
 
 
+def test_a_key_received_over_another_says_so(keyed_pair):
+    """A type 2 replaces the key shared with its sender, and nothing says
+    who sent it: anyone able to send as that contact could set the pair's
+    key. The pull now says when a key received replaces another."""
+    a, na, b, nb = keyed_pair
+    a.ok("send-key", nb)  # a second, different key
+    r = b.run("pull")
+    assert r.returncode == 0, describe(r)
+    assert blocks(r.stdout.decode()) == [(na, "symmetric key received")]
+    assert ("the key shared with %s is replaced" % na).encode() in r.stderr, describe(r)
+    a.ok("send", nb, "under the new key")
+    assert blocks(b.ok("pull")) == [(na, "under the new key")]
+
+
 def test_nothing_is_sealed_for_a_name_that_moved_to_another_id(pyserver_msg, client_bin,
                                                                   tmp_path):
     """bob's key is pinned; the server gives the name "bob" to a new id and
