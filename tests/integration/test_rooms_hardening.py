@@ -878,7 +878,7 @@ def test_one_address_has_no_more_ghosts_than_its_share_of_connections(start_serv
     def leave_with_lines_held(name, source):
         m = R.member(port, name, rid, "pw", source=source)
         a.expect(R.joined(name), timeout=15)
-        m.line(*["%s line %d" % (name, k) for k in range(12)])
+        m.line(*["%s line %d" % (name, k) for k in range(16)])
         assert bwd.wait_for(lambda: bwd.delivered(m.sock), 5)
         a.expect("%s: %s line 0" % (name, name), timeout=10)  # its burst: one line
         reset(m)
@@ -888,7 +888,7 @@ def test_one_address_has_no_more_ghosts_than_its_share_of_connections(start_serv
         leave_with_lines_held(n, "127.0.0.43")
     got = a.expect(R.left("bob3"), timeout=15)
     assert "bob3: bob3 line 1" not in got, got
-    assert not any(ln.startswith("bob0: bob0 line 11") for ln in got), got
+    assert not any(ln.startswith("bob0: bob0 line 15") for ln in got), got
     assert bwd.wait_for(lambda: "member from 127.0.0.43 left with lines held back" in srv.log(), 5), \
         srv.log_tail()
     leave_with_lines_held("carol", "127.0.0.44")
@@ -898,7 +898,7 @@ def test_one_address_has_no_more_ghosts_than_its_share_of_connections(start_serv
             rest += a.expect(R.left(n), timeout=30)
     for n in names[:3] + ["carol"]:
         said = [ln for ln in rest if ln.startswith(n + ": ")]
-        assert said[-11:] == ["%s: %s line %d" % (n, n, k) for k in range(1, 12)], (n, rest)
+        assert said[-15:] == ["%s: %s line %d" % (n, n, k) for k in range(1, 16)], (n, rest)
     assert srv.alive()
 
 
