@@ -2,8 +2,8 @@
  * logged), the session every statement relies on (synchronous_commit on:
  * a COMMIT that returns is on the server's disk), the schema brought up to
  * date under an advisory lock, the prepared statements, and reconnection
- * with a backoff when the server goes away. Parameters and columns are
- * pg_params.c's, the writes pg_write.c's.
+ * with a backoff when the server goes away. The SQL is pg_sql.c's,
+ * parameters and columns pg_params.c's, the writes pg_write.c's.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,163 +20,6 @@
 
 #define BACKOFF_MIN_MS 100u
 #define BACKOFF_MAX_MS 5000u
-
-/* The schema, one step per version: each runs in a transaction with the
- * version's row. Tables and meanings are the embedded database's
- * (docs/storage.md): ids as 16 bytes, the verified flag, the recipient. */
-static const char *const migrations[PG_SCHEMA_VERSION] = {
-	/* names are bytes (0x20-0xff, not always UTF-8): kept exactly as
-	 * bytea, each shown beside itself as text for psql (NameText) */
-	"CREATE TABLE clients("
-	"ID bytea PRIMARY KEY CHECK (octet_length(ID) = 16), "
-	"Name bytea NOT NULL UNIQUE, PublicKey bytea, LastSeen timestamptz, "
-	"AESKey bytea, KeyIssued bigint NOT NULL DEFAULT 0, "
-	"KeyUsed boolean NOT NULL DEFAULT false, "
-	"NameText text GENERATED ALWAYS AS (encode(Name, 'escape')) STORED);"
-	"CREATE TABLE files("
-	"ID bytea NOT NULL, FileName bytea NOT NULL, PathName text NOT NULL, "
-	"Verified boolean NOT NULL DEFAULT false, PendingName bytea, "
-	"PendingPath text, "
-	"FileNameText text GENERATED ALWAYS AS (encode(FileName, 'escape')) "
-	"STORED, PRIMARY KEY (ID, FileName));"
-	"CREATE INDEX files_path ON files(ID, PathName);"
-	/* ids travel as u32: the sequence ends there, and is never reused
-	 * (nextval is not rolled back) */
-	"CREATE SEQUENCE message_ids AS bigint MINVALUE 1 "
-	"MAXVALUE 4294967295 NO CYCLE;"
-	"CREATE TABLE messages("
-	"ID bigint PRIMARY KEY, ToClient bytea NOT NULL, "
-	"FromClient bytea NOT NULL, Type integer NOT NULL, Content bytea, "
-	"ContentSize bigint, ContentPath text);"
-	"CREATE INDEX messages_to ON messages(ToClient, ID);"
-	"COMMENT ON TABLE clients IS 'bulwarkd: registered clients';"
-	"COMMENT ON TABLE files IS 'bulwarkd: the vault''s stored files';"
-	"COMMENT ON TABLE messages IS 'bulwarkd: messages not yet "
-	"delivered';",
-	/* 2: the order clients were registered in, across every daemon
-	 * sharing the database: a node lists the clients others added since
-	 * it last looked (rows that exist are numbered as they lie) */
-	"ALTER TABLE clients ADD COLUMN Seq bigserial;"
-	"CREATE UNIQUE INDEX clients_seq ON clients(Seq);"
-	"COMMENT ON COLUMN clients.Seq IS 'bulwarkd: registration order';",
-	/* 3: decryption failures with the current AES key, counted in the
-	 * row: a client failing through three nodes is revoked as through
-	 * one */
-	"ALTER TABLE clients ADD COLUMN KeyFailures integer NOT NULL "
-	"DEFAULT 0;",
-};
-
-#define TS(n)	 "CASE WHEN " n " = 0 THEN NULL ELSE to_timestamp(" n ") END"
-#define MSG_SIZE "coalesce(ContentSize, octet_length(Content), 0)"
-
-/* OIDs of the built-in types the statements take */
-enum {
-	T_BOOL = 16,
-	T_BYTEA = 17,
-	T_INT8 = 20,
-	T_INT4 = 23,
-	T_TEXT = 25,
-	T_BYTEA_ARRAY = 1001,
-	T_INT8_ARRAY = 1016,
-};
-
-static const struct {
-	const char *sql;
-	int n;
-	Oid types[PG_MAX_PARAMS];
-} stmts[PS_N] = {
-	[PS_CLIENT_INSERT] = {"INSERT INTO clients(ID, Name, PublicKey, "
-			      "LastSeen, AESKey, KeyIssued, KeyUsed) "
-			      "VALUES($1, $2, $3, " TS(
-				      "$4") ", $5, $6, $7) "
-					    "ON CONFLICT DO NOTHING",
-			      7,
-			      {T_BYTEA, T_BYTEA, T_BYTEA, T_INT8, T_BYTEA,
-			       T_INT8, T_BOOL}},
-	[PS_CLIENT_SET_KEY] = {"UPDATE clients SET PublicKey = "
-			       "coalesce($2, PublicKey), AESKey = $3, "
-			       "KeyFailures = CASE WHEN AESKey IS DISTINCT "
-			       "FROM $3 THEN 0 ELSE KeyFailures END, "
-			       "KeyIssued = $4, KeyUsed = $5, "
-			       "LastSeen = " TS("$6") " WHERE ID = $1",
-			       6,
-			       {T_BYTEA, T_BYTEA, T_BYTEA, T_INT8, T_BOOL,
-				T_INT8}},
-	/* many clients in one round trip: ids and times as two arrays */
-	[PS_CLIENT_TOUCH] =
-		{"UPDATE clients AS c SET LastSeen = "
-		 "CASE WHEN v.t = 0 THEN NULL ELSE to_timestamp(v.t) "
-		 "END FROM unnest($1::bytea[], $2::int8[]) AS v(id, t) "
-		 "WHERE c.ID = v.id",
-		 2,
-		 {T_BYTEA_ARRAY, T_INT8_ARRAY}},
-	[PS_FILE_DROP] = {"DELETE FROM files WHERE ID = $1 AND "
-			  "(PathName = $2 OR FileName = $3)",
-			  3,
-			  {T_BYTEA, T_TEXT, T_BYTEA}},
-	[PS_FILE_INSERT] = {"INSERT INTO files(ID, FileName, PathName, "
-			    "Verified, PendingName, PendingPath) "
-			    "VALUES($1, $2, $3, $4, $5, $6)",
-			    6,
-			    {T_BYTEA, T_BYTEA, T_TEXT, T_BOOL, T_BYTEA,
-			     T_TEXT}},
-	[PS_MSG_INSERT] = {"INSERT INTO messages(ID, ToClient, FromClient, "
-			   "Type, Content, ContentSize, ContentPath) "
-			   "VALUES(nextval('message_ids'), $1, $2, $3, $4, "
-			   "$5, $6) RETURNING ID",
-			   6,
-			   {T_BYTEA, T_BYTEA, T_INT4, T_BYTEA, T_INT8, T_TEXT}},
-	[PS_MSG_EACH] = {"SELECT ID, FromClient, Type, " MSG_SIZE
-			 ", ContentPath, CASE WHEN $5 THEN Content END "
-			 "FROM messages WHERE ToClient = $1 AND ID > $2 AND "
-			 "ID <= $3 ORDER BY ID LIMIT $4",
-			 5,
-			 {T_BYTEA, T_INT8, T_INT8, T_INT8, T_BOOL}},
-	[PS_MSG_DELETE] = {"DELETE FROM messages WHERE ToClient = $1 AND "
-			   "ID <= $2 AND ($3::text IS NULL OR "
-			   "ID = ANY($3::text::int8[])) "
-			   "RETURNING ContentPath, " MSG_SIZE,
-			   3,
-			   {T_BYTEA, T_INT8, T_TEXT}},
-	[PS_MSG_DROP] = {"DELETE FROM messages WHERE ID = $1", 1, {T_INT8}},
-	[PS_MSG_DROP_PATH] = {"DELETE FROM messages WHERE ContentPath = $1",
-			      1,
-			      {T_TEXT}},
-	[PS_CLIENT_GET] = {"SELECT ID, Name, PublicKey, "
-			   "coalesce(extract(epoch FROM LastSeen)::int8, 0), "
-			   "AESKey, KeyIssued, KeyUsed FROM clients "
-			   "WHERE ID = $1",
-			   1,
-			   {T_BYTEA}},
-	[PS_FILE_GET] = {"SELECT ID, FileName, PathName, Verified, "
-			 "PendingName, PendingPath FROM files WHERE ID = $1",
-			 1,
-			 {T_BYTEA}},
-	[PS_CLIENT_FAIL] = {"UPDATE clients SET KeyFailures = KeyFailures + 1 "
-			    "WHERE ID = $1 AND AESKey = $2 RETURNING "
-			    "KeyFailures::int8",
-			    2,
-			    {T_BYTEA, T_BYTEA}},
-	[PS_CLIENT_SINCE] = {"SELECT ID, Name, PublicKey, "
-			     "coalesce(extract(epoch FROM LastSeen)::int8, 0), "
-			     "AESKey, KeyIssued, KeyUsed, Seq FROM clients "
-			     "WHERE Seq > $1 ORDER BY Seq LIMIT $2",
-			     2,
-			     {T_INT8, T_INT8}},
-	[PS_MSG_PUT] = {"INSERT INTO messages(ID, ToClient, FromClient, Type, "
-			"Content, ContentSize, ContentPath) "
-			"VALUES($1, $2, $3, $4, $5, $6, $7) "
-			"ON CONFLICT DO NOTHING",
-			7,
-			{T_INT8, T_BYTEA, T_BYTEA, T_INT4, T_BYTEA, T_INT8,
-			 T_TEXT}},
-	/* setval past id, never back */
-	[PS_MSG_FLOOR] = {"SELECT setval('message_ids', greatest($1, "
-			  "(SELECT CASE WHEN is_called THEN last_value ELSE 0 "
-			  "END FROM message_ids)))",
-			  1,
-			  {T_INT8}},
-};
 
 /* --- results --------------------------------------------------------------
  */
@@ -319,8 +162,7 @@ prepare_all(struct pg_conn *pc)
 
 	for (i = 0; i < PS_N; i++) {
 		snprintf(name, sizeof(name), "bw%d", i);
-		res = PQprepare(pc->c, name, stmts[i].sql, stmts[i].n,
-				stmts[i].types);
+		res = pg_sql_prepare(pc->c, name, (enum pg_stmt)i);
 		rc = pg_result_rc(pc, res, "a statement");
 		PQclear(res);
 		if (rc != 0)
@@ -420,7 +262,7 @@ migrate(struct pg_conn *pc)
 			 (long long)v + 1);
 		if ((rc = pg_exec(pc, "BEGIN")) != 0)
 			break;
-		if ((rc = pg_exec(pc, migrations[v])) == 0 &&
+		if ((rc = pg_exec(pc, pg_sql_migration(v))) == 0 &&
 		    (rc = pg_exec(pc, sql)) == 0)
 			rc = pg_exec(pc, "COMMIT");
 		if (rc != 0) {

@@ -146,6 +146,10 @@ int pg_one_statement(const struct bw_meta_req *r, struct pg_params *p);
 int pg_one_result(struct bw_meta_req *r, PGresult *res);
 /* The name a statement is prepared under, into name[16]. */
 void pg_stmt_name(enum pg_stmt id, char name[16]);
+/* pg_sql.c: the schema's step to version v + 1 (v from 0), and id's
+ * statement prepared on c under name. */
+const char *pg_sql_migration(int64_t v);
+PGresult *pg_sql_prepare(PGconn *c, const char *name, enum pg_stmt id);
 
 /* pg_ops.c: one request's statements, inside the caller's transaction (or
  * alone, for reads). *abort is set when the transaction must be rolled
