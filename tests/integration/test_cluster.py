@@ -20,6 +20,7 @@ import haproxy
 import pgserver
 import redisserver
 import s3server
+import tcpproxy
 from bwrooms import ASK_ID, ASK_NAME, NO_ID, RoomClient, joined, left
 from bwd import rsa_key, unique_name
 
@@ -656,7 +657,7 @@ def two_on_n1_one_on_n2(cluster):
     return alice, ann, bob
 
 
-class HoldingProxy:
+class HoldingProxy(tcpproxy.TcpProxy):
     """Between a node and Redis, on loopback: forwards both ways, and while
     hold (seconds) is set, holds each piece of Redis's answers that carries
     a SUBSCRIBE's confirmation that long (holding is set when one is).
@@ -664,73 +665,16 @@ class HoldingProxy:
     (Redis out of the node's reach, and only that node's), until mend()."""
 
     def __init__(self, target_port):
-        self.target = target_port
         self.hold = 0.0
         self.holding = threading.Event()
-        self.lock = threading.Lock()
-        self.cut_off = False
-        self.sock = socket.socket()
-        self.sock.bind((H, 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target_port)
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:  # not cut between this look and the list
-                if self.cut_off:
-                    c.close()
-                    continue
-                try:
-                    r = socket.create_connection((H, self.target), timeout=5)
-                except OSError:
-                    c.close()
-                    continue
-                r.settimeout(None)
-                self.conns += [c, r]
-            threading.Thread(target=self._pump, args=(c, r, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(r, c, True), daemon=True).start()
-
-    def cut(self):
-        with self.lock:
-            self.cut_off = True
-            for x in self.conns:
-                try:
-                    x.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def mend(self):
-        with self.lock:
-            self.cut_off = False
-
-    def _pump(self, src, dst, from_redis):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if from_redis and self.hold and b"subscribe\r\n" in data:
-                    self.holding.set()
-                    time.sleep(self.hold)
-                dst.sendall(data)
-        except OSError:
-            pass
-        for x in (src, dst):
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close(self):
-        self.sock.close()
-        for x in self.conns:
-            x.close()
+    def relay(self, data, src, dst, upstream):
+        if upstream and self.hold and b"subscribe\r\n" in data:
+            self.holding.set()
+            time.sleep(self.hold)
+        dst.sendall(data)
+        return True
 
 
 def test_the_bus_is_back_only_once_redis_has_every_subscription(start_server):

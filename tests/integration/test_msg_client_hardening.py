@@ -322,6 +322,19 @@ def test_send_file_of_a_fifo_is_refused_not_waited_for(keyed_pair, tmp_path):
     a.ok("send", nb, "still fine")
 
 
+def alice_with_bob_pinned(pyserver_msg, tmp_path, bob_name="bob"):
+    """A PyMsgServer, alice's `bulwark msg` directory registered on it, and
+    the id of bob, whose public key alice has pinned."""
+    srv = pyserver_msg()
+    a = Msg(tmp_path / "a", srv.port)
+    a.ok("register", "alice")
+    bob = bwmsg.MsgClient(H, srv.port)
+    bob_id = bob.register(bob_name, key=bw.new_rsa_key())
+    bob.close()
+    a.ok("key", bob_name)
+    return srv, a, bob_id
+
+
 def impostor_key(srv, victim_name, sender_id):
     """The server queues for victim_name a symmetric key of its own choice
     as if sender_id sent it (the protocol signs nothing): wrapped with the
@@ -411,13 +424,7 @@ def test_nothing_is_sealed_for_a_name_that_moved_to_another_id(pyserver_msg, cli
     public key). The client warned only on send-key: `send bob` and
     `send-file bob` sealed the user's words with the server's key. Both
     must warn and exit 5, sending nothing, until the user trusts."""
-    srv = pyserver_msg()
-    a = Msg(tmp_path / "a", srv.port)
-    a.ok("register", "alice")
-    bob = bwmsg.MsgClient(H, srv.port)
-    id1 = bob.register("bob", key=bw.new_rsa_key())
-    bob.close()
-    a.ok("key", "bob")
+    srv, a, id1 = alice_with_bob_pinned(pyserver_msg, tmp_path)
     id2 = os.urandom(16)
     with srv.lock:
         srv.clients[id1][0] = "robert"
@@ -445,13 +452,7 @@ def test_nothing_is_sealed_for_a_contact_whose_key_the_server_changed(pyserver_m
     """bob's key is pinned; the server then offers another key for bob's id
     (the client warns) and delivers a symmetric key of its own "from" bob.
     `send bob` must warn and exit 5, not seal the text with that key."""
-    srv = pyserver_msg()
-    a = Msg(tmp_path / "a", srv.port)
-    a.ok("register", "alice")
-    bob = bwmsg.MsgClient(H, srv.port)
-    id1 = bob.register("bob", key=bw.new_rsa_key())
-    bob.close()
-    a.ok("key", "bob")
+    srv, a, id1 = alice_with_bob_pinned(pyserver_msg, tmp_path)
     with srv.lock:
         srv.clients[id1][1] = bw.spki_der(bw.new_rsa_key())
     r = a.run("key", "bob")
@@ -469,14 +470,8 @@ def test_the_suggested_trust_command_quotes_a_name_with_a_quote(pyserver_msg, cl
     """The warning suggests `bulwark msg trust 'NAME'` to paste; a name with
     a ' in it (O'Brien, or one made to break out of the quotes) was put
     between quotes as it was, so the pasted command ran the rest."""
-    srv = pyserver_msg()
-    a = Msg(tmp_path / "a", srv.port)
-    a.ok("register", "alice")
     name = "x'; touch pwned; '"
-    bob = bwmsg.MsgClient(H, srv.port)
-    id1 = bob.register(name, key=bw.new_rsa_key())
-    bob.close()
-    a.ok("key", name)
+    srv, a, id1 = alice_with_bob_pinned(pyserver_msg, tmp_path, name)
     with srv.lock:
         srv.clients[id1][1] = bw.spki_der(bw.new_rsa_key())
     r = a.run("key", name)

@@ -21,6 +21,7 @@ import bwd
 import bwmsg
 import bwvault as bw
 import pgserver
+import tcpproxy
 from bwd import rsa_key, unique_name, wait_for
 
 H = "127.0.0.1"
@@ -349,7 +350,7 @@ def test_a_slow_statement_does_not_hold_other_clients(start_server, pg):
     assert answer and answer[0][0] == bwmsg.STORED
 
 
-class CommitCutter:
+class CommitCutter(tcpproxy.TcpProxy):
     """A TCP proxy to PostgreSQL: once armed, the next bytes from the daemon
     that carry a COMMIT after a message's insert (the prepared statement
     bw5, PS_MSG_INSERT in src/host/pg/pg_int.h) are passed on, and 0.3 s
@@ -357,61 +358,29 @@ class CommitCutter:
     never hears it."""
 
     def __init__(self, upstream_port, marker=b"bw5\x00"):
-        self.upstream = upstream_port
         self.marker = marker
-        self.lsock = socket.socket()
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(16)
-        self.port = self.lsock.getsockname()[1]
         self.armed = threading.Event()
+        self.marked = set()  # the daemon's sockets that sent a message's insert
         self.cutting = set()  # ids of the sockets of a connection being cut
-        self.cuts = 0
-        self.open = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream_port)
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            u = socket.create_connection(("127.0.0.1", self.upstream), timeout=30)
-            self.open += [c, u]
-            threading.Thread(target=self._pump, args=(c, u, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(u, c, False), daemon=True).start()
-
-    def _pump(self, src, dst, from_daemon):
+    def relay(self, data, src, dst, upstream):
         pair = {id(src), id(dst)}
-        marked = False
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data or (not from_daemon and pair & self.cutting):
-                    break  # the server's answer to the cut COMMIT goes nowhere
-                if from_daemon and self.armed.is_set() and self.marker in data:
-                    marked = True  # a message's insert (its statement's name)
-                if (from_daemon and self.armed.is_set() and marked
-                        and b"COMMIT" in data):
-                    self.armed.clear()
-                    self.cutting |= pair
-                    dst.sendall(data)
-                    time.sleep(0.3)  # the server commits meanwhile
-                    self.cuts += 1
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for x in (src, dst):
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            x.close()
-
-    def close(self):
-        self.lsock.close()
-        for x in self.open:
-            x.close()
+        if upstream:
+            if pair & self.cutting:
+                return False  # the server's answer to the cut COMMIT goes nowhere
+            dst.sendall(data)
+            return True
+        if self.armed.is_set() and self.marker in data:
+            self.marked.add(id(src))
+        if self.armed.is_set() and id(src) in self.marked and b"COMMIT" in data:
+            self.armed.clear()
+            self.cutting |= pair
+            dst.sendall(data)
+            time.sleep(0.3)  # the server commits meanwhile
+            return False
+        dst.sendall(data)
+        return True
 
 
 def test_a_batch_whose_commit_answer_is_lost_is_dropped_by_its_contents(start_server, pg):

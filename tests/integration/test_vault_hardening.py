@@ -794,6 +794,13 @@ def test_full_upload_slots_go_to_a_newcomer_rather_than_the_slowest_holder(start
             t.c.close()
 
 
+def send_unknown_1028(c, file_name, sent):
+    """A 1028 of 32 bytes naming an id nobody has (its body is refused and
+    read to be dropped), of which sent bytes are sent."""
+    c.send_raw(bw.pack_request_header(os.urandom(16), bw.SEND_FILE, bw.FILE_PREFIX_SIZE + 32)
+               + bw.pack_file_prefix(32, file_name) + os.urandom(sent))
+
+
 def test_full_upload_slots_go_to_a_newcomer_rather_than_holders_that_stopped(start_server):
     """Attack, without registering: four 1028s from one address name a
     client id nobody has (their bodies are refused, read and dropped, each
@@ -807,9 +814,7 @@ def test_full_upload_slots_go_to_a_newcomer_rather_than_holders_that_stopped(sta
     try:
         for k in range(4):
             h = connect(srv, "127.0.0.2")
-            h.send_raw(bw.pack_request_header(os.urandom(16), bw.SEND_FILE,
-                                              bw.FILE_PREFIX_SIZE + 32)
-                       + bw.U32.pack(32) + bw.name_field("x%d.bin" % k) + os.urandom(16))
+            send_unknown_1028(h, "x%d.bin" % k, 16)
             holders.append(h)
         assert wait_for(lambda: srv.log().count("refused, discarding 32 bytes") >= 4, 5), \
             srv.log_tail()
@@ -847,9 +852,7 @@ def test_an_upload_being_committed_keeps_its_slot(start_server, shim):
         assert wait_for(lambda: "fsync #1 sleeps" in srv.log(), 5), srv.log_tail()
         time.sleep(1.5)  # past the grace, its rate so far below 1 KiB/s
         with connect(srv, "127.0.0.2") as n:
-            n.send_raw(bw.pack_request_header(os.urandom(16), bw.SEND_FILE,
-                                              bw.FILE_PREFIX_SIZE + 32)
-                       + bw.pack_file_prefix(32, "x.bin") + os.urandom(32))
+            send_unknown_1028(n, "x.bin", 32)
             assert n.recv_response().code == bw.ERROR
         resp = c.recv_response()
         assert resp.code == bw.FILE_RECEIVED, "the uploader got %r before its 2103" % (resp,)
