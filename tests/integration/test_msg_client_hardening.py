@@ -152,8 +152,11 @@ def test_a_pull_killed_while_it_shows_the_last_message_leaves_it_queued(keyed_pa
     a.ok("send", nb, "first")
     a.ok("send", nb, big)
     argv = [str(bwd.BULWARK), "msg", "--dir", str(b.dir), "--timeout", "10", "pull"]
+    # as at a terminal: the signal's default action (a test run in the
+    # background, or under nohup, passes SIGINT or SIGHUP on ignored)
     p = subprocess.Popen(argv, cwd=b.dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
+                         stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
     try:
         assert bwd.wait_for(lambda: "pipe" in wchan(p.pid), 20), wchan(p.pid)
         p.send_signal(sig)
