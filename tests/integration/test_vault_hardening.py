@@ -754,6 +754,18 @@ class Trickler:
             self.outcome = "closed"
 
 
+def newcomer_uploads(srv, holders):
+    """A whole session from 127.0.0.3 while holders hold every slot: its
+    file is stored."""
+    data = os.urandom(3000)
+    try:
+        c = session_from(srv, "127.0.0.3", data, file_name="small.bin")
+    except (bw.ProtocolError, ConnectionError, OSError) as e:
+        pytest.fail("a newcomer could not upload while %s held every slot: %s\n%s"
+                    % (holders, e, srv.log_tail(10)))
+    assert (srv.client_dir(c.client_id) / "small.bin").read_bytes() == data
+
+
 def test_full_upload_slots_go_to_a_newcomer_rather_than_the_slowest_holder(start_server):
     """Attack: four uploads from one address announce 64 MiB each and
     trickle just above --min-rate, holding every upload slot for hours. A
@@ -775,13 +787,7 @@ def test_full_upload_slots_go_to_a_newcomer_rather_than_the_slowest_holder(start
     th.start()
     try:
         time.sleep(2.0)  # the holders have held their slots a while, at their slow rate
-        data = os.urandom(3000)
-        try:
-            c = session_from(srv, "127.0.0.3", data, file_name="small.bin")
-        except (bw.ProtocolError, ConnectionError, OSError) as e:
-            pytest.fail("a newcomer could not upload while four trickling uploads held "
-                        "every slot: %s\n%s" % (e, srv.log_tail(10)))
-        assert (srv.client_dir(c.client_id) / "small.bin").read_bytes() == data
+        newcomer_uploads(srv, "four trickling uploads")
         assert wait_for(lambda: any(t.outcome for t in tricklers), 3, 0.1), \
             "no trickling upload was refused or closed"
         assert [t.outcome for t in tricklers if t.outcome] and all(
@@ -819,13 +825,7 @@ def test_full_upload_slots_go_to_a_newcomer_rather_than_holders_that_stopped(sta
         assert wait_for(lambda: srv.log().count("refused, discarding 32 bytes") >= 4, 5), \
             srv.log_tail()
         time.sleep(1.5)  # past the grace a holder keeps its slot for
-        data = os.urandom(3000)
-        try:
-            c = session_from(srv, "127.0.0.3", data, file_name="small.bin")
-        except (bw.ProtocolError, ConnectionError, OSError) as e:
-            pytest.fail("a newcomer could not upload while four stopped bodies held every "
-                        "slot: %s\n%s" % (e, srv.log_tail(10)))
-        assert (srv.client_dir(c.client_id) / "small.bin").read_bytes() == data
+        newcomer_uploads(srv, "four stopped bodies")
         assert "came slower than 1024 bytes/s; its slot goes to" in srv.log(), srv.log_tail()
     finally:
         for h in holders:
