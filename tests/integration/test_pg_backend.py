@@ -351,18 +351,26 @@ def test_a_slow_statement_does_not_hold_other_clients(start_server, pg):
 
 
 class CommitCutter(tcpproxy.TcpProxy):
-    """A TCP proxy to PostgreSQL: once armed, the next bytes from the daemon
-    that carry a COMMIT after a message's insert (the prepared statement
-    bw5, PS_MSG_INSERT in src/host/pg/pg_int.h) are passed on, and 0.3 s
-    later both connections are closed: the server commits, the daemon
+    """A TCP proxy to PostgreSQL: once armed, the first bytes from the
+    daemon that carry a COMMIT after a message's insert (the prepared
+    statement bw5, PS_MSG_INSERT in src/host/pg/pg_int.h) are held for
+    hold seconds, so that the inserts that come meanwhile wait for the
+    next batch; the next such bytes are passed on, and 0.3 s later both
+    connections are closed: the server commits that batch, the daemon
     never hears it."""
 
-    def __init__(self, upstream_port, marker=b"bw5\x00"):
+    def __init__(self, upstream_port, marker=b"bw5\x00", hold=1.5):
         self.marker = marker
+        self.hold = hold
+        self.held = False
         self.armed = threading.Event()
         self.marked = set()  # the daemon's sockets that sent a message's insert
         self.cutting = set()  # ids of the sockets of a connection being cut
         super().__init__(upstream_port)
+
+    def arm(self):
+        self.held = False
+        self.armed.set()
 
     def relay(self, data, src, dst, upstream):
         pair = {id(src), id(dst)}
@@ -374,6 +382,12 @@ class CommitCutter(tcpproxy.TcpProxy):
         if self.armed.is_set() and self.marker in data:
             self.marked.add(id(src))
         if self.armed.is_set() and id(src) in self.marked and b"COMMIT" in data:
+            self.marked.discard(id(src))
+            if not self.held:  # the rest queue up behind this one
+                self.held = True
+                time.sleep(self.hold)
+                dst.sendall(data)
+                return True
             self.armed.clear()
             self.cutting |= pair
             dst.sendall(data)
@@ -416,7 +430,7 @@ def test_a_batch_whose_commit_answer_is_lost_is_dropped_by_its_contents(start_se
                     codes.append(None)
                 a.close()
 
-            cutter.armed.set()
+            cutter.arm()
             threads = [threading.Thread(target=send, args=(a,)) for a in senders]
             for t in threads:
                 t.start()

@@ -482,6 +482,7 @@ def test_startup_keeps_a_verified_file_whose_row_names_it_in_another_path_form(
     assert shown and shown[0][3] == "yes", "FILS does not show %s verified: %r" % (DOC, shown)
 
 
+@pytest.mark.files_only("S3's start-up scan leaves objects younger than its grace alone anyway")
 def test_startup_removes_nothing_when_a_files_row_cannot_be_read(start_server):
     """A row of a verified file names it by an absolute path longer than
     the daemon reads (720 bytes: ./ repeated; a database made elsewhere).
@@ -832,6 +833,7 @@ def test_full_upload_slots_go_to_a_newcomer_rather_than_holders_that_stopped(sta
             h.close()
 
 
+@pytest.mark.files_only("slows the fsync of the upload's file in files/.incoming/")
 def test_an_upload_being_committed_keeps_its_slot(start_server, shim):
     """--max-uploads 1: a small upload's body is all in and its commit
     waits for its fsync (slowed to 4 s). Its average rate falls below
