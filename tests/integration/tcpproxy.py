@@ -56,20 +56,12 @@ class TcpProxy:
                     break
         except OSError:
             pass
-        for x in (src, dst):
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _shut(src, dst)
 
     def cut(self):
         with self.lock:
             self.cut_off = True
-            for x in self.conns:
-                try:
-                    x.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _shut(*self.conns)
 
     def mend(self):
         with self.lock:
@@ -79,3 +71,11 @@ class TcpProxy:
         self.sock.close()
         for x in self.conns:
             x.close()
+
+
+def _shut(*socks):
+    for x in socks:
+        try:
+            x.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

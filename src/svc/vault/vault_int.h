@@ -29,7 +29,7 @@
  * owner's upload after its body was read. */
 #define VAULT_LOCK_WAITERS 64u
 /* After an upload of a client failed to decrypt, its verified files are
- * not replaced for this long (vault_verify.c): someone without its key
+ * not replaced for this long (vault_commit.c): someone without its key
  * may be guessing. */
 #define SUSPECT_MS (10u * 60u * 1000u)
 

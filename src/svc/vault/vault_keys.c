@@ -106,7 +106,7 @@ vault_key_failed(struct bw_conn *c, struct bw_vault *v,
 	struct bw_client *cl = bw_registry_by_id(v->reg, id);
 
 	v->err_decrypt++;
-	if (cl != NULL) { /* whichever key it was: vault_verify.c */
+	if (cl != NULL) { /* whichever key it was: vault_commit.c */
 		if (bw_now_ms() - cl->undecryptable_ms >= SUSPECT_MS)
 			cl->undecryptable = 0;
 		cl->undecryptable++;
