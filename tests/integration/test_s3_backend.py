@@ -447,6 +447,98 @@ def test_a_crash_mid_upload_leaves_nothing_visible_and_the_sweep_aborts_it(start
     srv2.stop()
 
 
+@pytest.mark.parametrize("size,method,query", [(3000, "PUT", None),
+                                               (20 * MiB, "POST", "uploadId=")],
+                         ids=["one-put", "multipart"])
+def test_a_crash_between_the_row_and_its_object_leaves_no_row(start_server, s3, proxy,
+                                                               tmp_path, size, method, query):
+    """A commit writes the new file's row first, then puts its object (the
+    one PUT, or the multipart upload's completion). Killed in between, the
+    next start drops the row: no file is listed that nothing holds. On a
+    database other daemons share, it does so under the path's lock."""
+    d = tmp_path / "d"
+    srv = start_on(start_server, s3, data_dir=d, endpoint=proxy.endpoint)
+    v = bw.VaultClient(H, srv.port, timeout=30, key=rsa_key(8)).connect()
+    bw.expect(v.register(unique_name("u")), bw.REGISTERED)
+    bw.expect(v.send_pubkey(), bw.KEY_STORED)
+    gate = threading.Event()  # the object's put is held, then reset
+    proxy.add(method=method, path=r"/crash\.bin$", query=query, action=("reset",), gate=gate)
+    t = threading.Thread(target=lambda: _quiet(v.send_file, "crash.bin", os.urandom(size)),
+                         daemon=True)
+    t.start()
+    try:
+        assert wait_for(lambda: [e for e in proxy.seen(method) if e[3] == "held"], 30), \
+            proxy.log
+        assert srv.file_row(v.client_id, "crash.bin") is not None, "the row comes first"
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.wait_exit()
+    finally:
+        gate.set()
+    t.join(10)
+    assert objects(s3, "node/files/") == {}
+    srv2 = start_on(start_server, s3, data_dir=d)
+    assert srv2.file_row(v.client_id, "crash.bin") is None, srv2.log_tail()
+    assert "dropped the row" in srv2.log(), srv2.log_tail()
+    # the name is free for a new upload, which the next start keeps
+    v2 = bw.VaultClient(H, srv2.port, timeout=30, key=rsa_key(8)).connect()
+    v2.client_id, v2.name = v.client_id, v.name
+    bw.expect(v2.send_pubkey(), bw.KEY_STORED)
+    data = os.urandom(4000)
+    bw.expect(v2.send_file("crash.bin", data).response, bw.FILE_RECEIVED)
+    bw.expect(v2.crc_ok("crash.bin"), bw.ACK)
+    srv2.stop()
+    srv3 = start_on(start_server, s3, data_dir=d)
+    assert srv3.file_row(v.client_id, "crash.bin") is not None
+    assert s3.get(s3.bucket, "node/files/%s/crash.bin" % bytes(v.client_id).hex()) == data
+    srv3.stop()
+
+
+def test_a_node_starting_beside_a_commit_between_row_and_object_keeps_the_row(
+        start_server, s3, proxy, tmp_path):
+    """The other side of the test above: on a database two nodes share, a
+    row naming no object may be a live commit of the other node's, which
+    holds the path's lock until its object is put. The starting node
+    leaves that row alone, and the upload is stored whole."""
+    import pgserver
+
+    pg = pgserver.shared()
+    db = pg.create_db(unique_name("live").replace("-", "_"))
+    env = {**pg.env(), **s3.env()}
+    a = start_server("--db", pg.url(db), *s3_opts(s3, endpoint=proxy.endpoint),
+                     data_dir=tmp_path / "a", env=env)
+    v = bw.VaultClient(H, a.port, timeout=60, key=rsa_key(9)).connect()
+    bw.expect(v.register(unique_name("u")), bw.REGISTERED)
+    bw.expect(v.send_pubkey(), bw.KEY_STORED)
+    gate = threading.Event()
+    proxy.add(method="PUT", path=r"/live\.bin$", action=("pass",), gate=gate)
+    data, got = os.urandom(3000), {}
+    t = threading.Thread(target=lambda: got.setdefault("r", v.send_file("live.bin", data)))
+    t.start()
+    try:
+        assert wait_for(lambda: [e for e in proxy.seen("PUT") if e[3] == "held"], 30), proxy.log
+        b = start_server("--db", pg.url(db), *s3_opts(s3), data_dir=tmp_path / "b", env=env)
+        assert "live.bin names no object; left alone (another daemon holds its lock)" \
+            in b.log(), b.log_tail()
+    finally:
+        gate.set()
+    t.join(60)
+    bw.expect(got["r"].response, bw.FILE_RECEIVED)
+    bw.expect(v.crc_ok("live.bin"), bw.ACK)
+    con = bwd.PgCon(pg.connect(db))
+    assert con.execute("SELECT Verified FROM files WHERE ID = ? AND FileName = ?",
+                       (bytes(v.client_id), "live.bin")).fetchall()[0][0] is True
+    assert s3.get(s3.bucket, "node/files/%s/live.bin" % bytes(v.client_id).hex()) == data
+    a.stop()
+    b.stop()
+
+
+def _quiet(fn, *args):
+    try:
+        fn(*args)
+    except OSError:
+        pass
+
+
 def test_memory_stays_bounded_while_many_upload_at_once(start_server, s3):
     n, size = 24, 24 * MiB
     srv = start_on(start_server, s3, "--max-uploads-per-addr", "100")

@@ -246,6 +246,8 @@ void vault_upload_done(struct upload *u);
  * daemon's, and runs with w->refused set if another held it too long. */
 int vault_lock(struct bw_vault *v, const char *path, struct vwait *w);
 void vault_unlock(struct bw_vault *v, const char *path);
+/* The path's lock among the daemons sharing the store (BW_META_LOCK). */
+int64_t vault_lock_key(const char *path);
 /* The end: a retry of a lock other daemons held, still armed, disarmed. */
 void vault_locks_close(struct bw_vault *v);
 

@@ -35,8 +35,8 @@ struct vlock {
  * must not recurse that deep. */
 
 /* The path's name among the daemons' locks (FNV-1a). */
-static int64_t
-lock_key(const char *path)
+int64_t
+vault_lock_key(const char *path)
 {
 	uint64_t h = 1469598103934665603ull;
 
@@ -95,7 +95,7 @@ lock_ask(void *arg)
 	struct vlock *l = arg;
 
 	bw_meta_req_init(&l->req, BW_META_LOCK, 0, lock_answered, l);
-	l->req.u.lock.key = lock_key(l->key);
+	l->req.u.lock.key = vault_lock_key(l->key);
 	bw_meta_submit(l->v->meta, &l->req);
 }
 
@@ -117,7 +117,7 @@ lock_free(struct bw_vault *v, struct vlock *l)
 	if (l->granted && (u = calloc(1, sizeof(*u))) != NULL) {
 		bw_meta_req_init(&u->req, BW_META_UNLOCK, 0, unlocked, NULL);
 		u->req.arg = &u->req;
-		u->req.u.lock.key = lock_key(l->key);
+		u->req.u.lock.key = vault_lock_key(l->key);
 		bw_meta_submit(v->meta, &u->req);
 	}
 	bw_hash_del(&v->locks, l->key, strlen(l->key));

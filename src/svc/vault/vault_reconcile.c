@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "bulwark/err.h"
 #include "bulwark/log.h"
@@ -156,8 +157,73 @@ unlink_pending(struct bw_vault *v, const char *pending_path)
 		(void)v->blobs->be->remove(v->blobs->state, pending_path);
 }
 
+/* On a database other daemons share, a row naming no object may be
+ * another daemon's commit between its row and its object (a commit
+ * writes the row first, under the path's lock across the daemons). The
+ * row is dropped only with that lock held here and the object still
+ * missing when the store is asked again: the commit that wrote the row
+ * then ended without its object (its daemon died, and its session's locks
+ * with it). A lock held elsewhere is tried again a few times (a killed
+ * daemon's session may take a moment to end), within a budget for the
+ * whole start-up; past it the row is left, and a new upload of the name
+ * replaces it. */
+#define ORPHAN_TRIES	 5
+#define ORPHAN_RETRY_MS	 100
+#define ORPHAN_TRIES_MAX 50 /* 5 s of one start-up */
+
+/* 1 taken, 0 held elsewhere (or released), or the store's error. */
 static int
-reconcile_row(struct bw_vault *v, struct row *r)
+path_lock(struct bw_vault *v, const char *path, enum bw_meta_op op)
+{
+	struct bw_meta_req req;
+	int rc;
+
+	bw_meta_req_init(&req, op, 0, NULL, NULL);
+	req.u.lock.key = vault_lock_key(path);
+	if ((rc = bw_meta_run(v->meta, &req)) != 0)
+		return rc;
+	return op == BW_META_LOCK && req.u.lock.got != 0;
+}
+
+static int
+drop_shared_row(struct bw_vault *v, struct row *r, const char *shown,
+		unsigned *tries)
+{
+	const struct timespec pause = {0, ORPHAN_RETRY_MS * 1000000L};
+	uint64_t size;
+	int got = 0, rc, i;
+
+	for (i = 0; i < ORPHAN_TRIES && *tries < ORPHAN_TRIES_MAX; i++) {
+		if (i > 0)
+			(void)nanosleep(&pause, NULL);
+		(*tries)++;
+		if ((got = path_lock(v, r->path, BW_META_LOCK)) != 0)
+			break;
+	}
+	if (got <= 0) {
+		bw_warn("reconcile: %s names no object; left alone (%s)", shown,
+			got < 0 ? bw_strerror(got)
+				: "another daemon holds its lock");
+		return 0;
+	}
+	rc = v->blobs->be->size(v->blobs->state, r->path, &size);
+	if (rc == BW_ENOTFOUND)
+		rc = vfile_set_now(v, r->id, r->path, NULL, 0, 0);
+	else if (rc == 0)
+		rc = 1; /* arrived meanwhile: another daemon's commit ended */
+	(void)path_lock(v, r->path, BW_META_UNLOCK);
+	if (rc == 0)
+		bw_warn("reconcile: dropped the row of %s: the file is missing "
+			"(no daemon is committing it)",
+			shown);
+	else if (rc < 0)
+		bw_warn("reconcile: %s names no object; left alone (%s)", shown,
+			bw_strerror(rc));
+	return 0;
+}
+
+static int
+reconcile_row(struct bw_vault *v, struct row *r, unsigned *tries)
 {
 	struct bw_client *cl = bw_registry_by_id(v->reg, r->id);
 	struct bw_file_rec rec;
@@ -192,15 +258,8 @@ reconcile_row(struct bw_vault *v, struct row *r)
 	}
 	if (main_size >= 0)
 		return 0;
-	if (v->blobs->shared) {
-		/* another daemon may be between this row and its object (a
-		 * commit writes the row first): its upload is not ours to
-		 * drop; a new upload of the name replaces the row */
-		bw_warn("reconcile: %s names no object; left alone (a store "
-			"other daemons share)",
-			shown);
-		return 0;
-	}
+	if (v->meta->be->shared)
+		return drop_shared_row(v, r, shown, tries);
 	rc = vfile_set_now(v, r->id, r->path, NULL, 0, 0);
 	if (r->pending_path[0] != '\0')
 		unlink_pending(v, r->pending_path);
@@ -328,13 +387,14 @@ reconcile(struct bw_vault *v)
 {
 	struct rows rs = {NULL, 0, 0};
 	struct scan sc;
+	unsigned tries = 0;
 	size_t i;
 	int rc;
 
 	if ((rc = vfile_each(v, collect_row, &rs)) != 0)
 		goto out;
 	for (i = 0; i < rs.n && rc == 0; i++)
-		rc = reconcile_row(v, &rs.v[i]);
+		rc = reconcile_row(v, &rs.v[i], &tries);
 	if (rc != 0)
 		goto out;
 	memset(&sc, 0, sizeof(sc));
