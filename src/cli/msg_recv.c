@@ -224,6 +224,61 @@ write_full(int fd, const uint8_t *p, size_t n)
 	return 0;
 }
 
+/* A received file's plaintext goes into an unnamed file (O_TMPFILE) in
+ * dir, named only once it is whole and synced: a client killed meanwhile
+ * leaves none of it behind. Where the file system or /proc cannot do
+ * that, a file named by mkstemp, removed on every failure seen. path gets
+ * dir (unnamed) or the file's name; the descriptor, or -1 with errno. */
+static int
+plain_open(const char *dir, char *path, size_t cap, int *unnamed)
+{
+	int fd = -1;
+
+	*unnamed = 0;
+	snprintf(path, cap, "%s", dir);
+	if (access("/proc/self/fd", X_OK) == 0 &&
+	    (fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600)) >= 0) {
+		*unnamed = 1;
+		return fd;
+	}
+	if (fd < 0 && errno != ENOENT && errno != EOPNOTSUPP &&
+	    errno != EISDIR && errno != EINVAL)
+		return -1;
+	snprintf(path, cap, "%s/bulwark-msg-XXXXXX", dir);
+	return mkstemp(path);
+}
+
+/* The unnamed file fd gets a name of mkstemp's form under dir, never one
+ * that exists (linkat does not replace): 0, or -errno. */
+static int
+plain_name(int fd, const char *dir, char *path, size_t cap)
+{
+	static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				  "abcdefghijklmnopqrstuvwxyz0123456789";
+	unsigned char rnd[6];
+	char proc[64], tail[sizeof(rnd) + 1];
+	size_t i;
+	int tries;
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	for (tries = 0; tries < 100; tries++) {
+		if (bw_random(rnd, sizeof(rnd)) != 0)
+			return -EIO;
+		for (i = 0; i < sizeof(rnd); i++)
+			tail[i] = abc[rnd[i] % (sizeof(abc) - 1)];
+		tail[sizeof(rnd)] = '\0';
+		if ((size_t)snprintf(path, cap, "%s/bulwark-msg-%s", dir,
+				     tail) >= cap)
+			return -ENAMETOOLONG;
+		if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) ==
+		    0)
+			return 0;
+		if (errno != EEXIST)
+			return -errno;
+	}
+	return -EEXIST;
+}
+
 /* Type 4: decrypted into a new file under the temporary directory, named
  * by us (never by the peer), written and synced before it is shown; path
  * gets its name, or "" if it does not decrypt. A file that cannot be
@@ -236,13 +291,12 @@ got_file(struct rx *r, struct bw_contact *c, uint32_t size, char *path,
 	struct bw_aes *aes = NULL;
 	uint64_t left = size;
 	size_t k, held = 0, pad;
-	int fd = -1, rc = 0, bad = 0, werr = 0;
+	int fd = -1, rc = 0, bad = 0, werr = 0, unnamed;
 
 	path[0] = '\0';
 	if (c == NULL || !c->has_aes || size == 0 || size % BW_AES_BLOCK != 0)
 		return skip(r, size);
-	snprintf(path, cap, "%s/bulwark-msg-XXXXXX", r->x->tmpdir);
-	if ((fd = mkstemp(path)) < 0) {
+	if ((fd = plain_open(r->x->tmpdir, path, cap, &unnamed)) < 0) {
 		werr = -errno;
 		fprintf(stderr, "bulwark msg: cannot create %s: %s\n", path,
 			strerror(errno));
@@ -285,13 +339,20 @@ got_file(struct rx *r, struct bw_contact *c, uint32_t size, char *path,
 	/* kept only once on disk: the server forgets it after this pull */
 	if (werr == 0 && rc == 0 && !bad && fsync(fd) != 0)
 		werr = -errno;
+	if (unnamed) {
+		/* named only whole; a name not had is nothing to remove */
+		if (werr == 0 && rc == 0 && !bad)
+			werr = plain_name(fd, r->x->tmpdir, path, cap);
+		unnamed = werr == 0 && rc == 0 && !bad ? 0 : 2;
+	}
 	if (close(fd) != 0 && werr == 0 && rc == 0 && !bad)
 		werr = -errno;
 	/* and its name, before the close that tells the server it arrived */
 	if (werr == 0 && rc == 0 && !bad)
 		werr = bw_fs_sync_dir(path);
 	if (bad || rc != 0 || werr != 0) {
-		(void)unlink(path);
+		if (unnamed != 2)
+			(void)unlink(path);
 		if (werr != 0)
 			fprintf(stderr, "bulwark msg: cannot write %s: %s\n",
 				path, strerror(-werr));

@@ -21,12 +21,14 @@ import select
 import shlex
 import signal
 import socket
+import struct
 import subprocess
 import time
 
 import pytest
 
 import bwd
+import tcpproxy
 import bwmsg
 import bwvault as bw
 from bwd import unique_name
@@ -193,6 +195,85 @@ def test_a_received_file_that_cannot_be_written_stays_queued(keyed_pair, tmp_pat
     assert os.path.dirname(path) == str(tmp) and \
         os.path.basename(path).startswith("bulwark-msg-"), got
     assert open(path, "rb").read() == data
+
+
+class StallingProxy(tcpproxy.TcpProxy):
+    """Relays the server's replies up to a point, then holds the rest."""
+
+    def __init__(self, port, limit):
+        super().__init__(port)
+        self.limit, self.relayed = limit, 0
+
+    def relay(self, data, src, dst, upstream):
+        if upstream:
+            if self.relayed >= self.limit:
+                return True  # held: the client waits for the rest
+            data = data[:self.limit - self.relayed]
+            self.relayed += len(data)
+        dst.sendall(data)
+        return True
+
+    def reset_server_side(self):
+        """Resets the connections to the server (the proxy would pass the
+        killed client's reset on as a FIN, which tells the server the
+        reply arrived)."""
+        with self.lock:
+            for r in self.conns[1::2]:
+                r.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                r.close()
+
+
+def open_in(pid, d):
+    """The sizes of the files process pid has open under directory d (a
+    file made with O_TMPFILE shows as "d/#inode (deleted)")."""
+    sizes = []
+    try:
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            p = "/proc/%d/fd/%s" % (pid, fd)
+            try:
+                if os.readlink(p).startswith(str(d) + "/"):
+                    sizes.append(os.stat(p).st_size)
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return sizes
+
+
+def test_a_pull_killed_in_the_middle_of_a_file_leaves_none_of_it(keyed_pair, tmp_path):
+    """A received file is decrypted into TMPDIR as it arrives. A client
+    killed in the middle (the connection stalled, the user gave up) left
+    the plaintext read so far under a bulwark-msg-* name, where nothing
+    would ever remove it. It is written unnamed, and named once whole."""
+    a, na, b, nb = keyed_pair
+    data = os.urandom(3 * 1024 * 1024)
+    (a.dir / "f.bin").write_bytes(data)
+    a.ok("send-file", nb, "f.bin")
+    port = int((b.dir / "server.info").read_text().strip().rsplit(":", 1)[1])
+    proxy = StallingProxy(port, 1024 * 1024)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    (b.dir / "server.info").write_text("%s:%d\n" % (H, proxy.port))
+    e = dict(os.environ, TMPDIR=str(tmp))
+    p = subprocess.Popen([str(bwd.BULWARK), "msg", "--dir", str(b.dir), "--timeout", "30",
+                          "pull"], cwd=b.dir, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=e)
+    try:
+        assert bwd.wait_for(lambda: any(n > 0 for n in open_in(p.pid, tmp)), 20), \
+            "no part of the file was written"
+        proxy.reset_server_side()
+        p.kill()
+        p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        proxy.close()
+    assert os.listdir(tmp) == [], "the plaintext read so far was left behind"
+    (b.dir / "server.info").write_text("%s:%d\n" % (H, port))
+    [(who, path)] = blocks(b.ok("pull", tmp=tmp))
+    assert who == na and open(path, "rb").read() == data
+    assert os.listdir(tmp) == [os.path.basename(path)]
 
 
 def test_a_symmetric_key_that_cannot_be_saved_stays_queued(server, client_bin, tmp_path):
@@ -744,10 +825,17 @@ def test_a_received_file_is_in_its_directory_before_the_server_forgets_it(pyserv
     assert r.returncode == 0, describe(r)
     [(_, path)] = [x for x in blocks(r.stdout.decode()) if x[1].startswith(str(tmp))]
     calls = [ln.split(" ", 1) for ln in log.read_text().splitlines() if " " in ln]
-    file_sync = [i for i, (op, p) in enumerate(calls) if op == "fsync" and p == path]
+    # the file is written unnamed (O_TMPFILE: "TMPDIR/#inode (deleted)"),
+    # synced, then named (linkat)
+    file_sync = [i for i, (op, p) in enumerate(calls)
+                 if op == "fsync" and (p == path or p.startswith(str(tmp) + "/#"))]
+    named = [i for i, (op, p) in enumerate(calls) if op == "linkat" and p.endswith(" " + path)]
     dir_sync = [i for i, (op, p) in enumerate(calls) if op == "fsync" and p == str(tmp)]
     assert file_sync, calls[-20:]
-    assert any(i > file_sync[0] for i in dir_sync), "TMPDIR not synced after %s" % path
+    if named:  # else a file system without O_TMPFILE: made under its name
+        assert named[0] > file_sync[0], calls[-20:]
+    after = named[0] if named else file_sync[0]
+    assert any(i > after for i in dir_sync), "TMPDIR not synced after %s" % path
 
 
 # --------------------------------------------------------------------------
