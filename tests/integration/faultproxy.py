@@ -19,8 +19,12 @@ MAX_HEAD = 64 * 1024
 
 class Rule:
     def __init__(self, method=None, path=None, query=None, action=("status", 503, "SlowDown"),
-                 times=None, delay=0.0, after=0.0, gate=None):
+                 times=None, delay=0.0, after=0.0, gate=None, rewrite=None):
         self.method, self.path, self.query = method, path, query
+        # rewrite: fn(body) -> body, the store's whole answer changed on
+        # its way (a store that answers wrongly: a listing that leaves a
+        # key out, or is not a listing)
+        self.rewrite = rewrite
         self.action, self.times, self.delay = action, times, delay
         # gate: a threading.Event the request waits for (at most 60 s),
         # logged as "held" when it arrives: a store slow for exactly as
@@ -49,6 +53,17 @@ def _read_head(sock, buf):
         buf += chunk
     head, rest = buf.split(HEAD_END, 1)
     return head, rest
+
+
+def _dechunk(data):
+    out, at = b"", 0
+    while True:
+        eol = data.index(b"\r\n", at)
+        n = int(data[at:eol].split(b";")[0], 16)
+        if n == 0:
+            return out
+        out += data[eol + 2:eol + 2 + n]
+        at = eol + 2 + n + 2
 
 
 class FaultProxy:
@@ -165,13 +180,14 @@ class FaultProxy:
                     what = "delayed"
                 with self.lock:
                     self.log.append((method, path, query, what, len(body)))
-                self._forward(c, lines[0], hdrs, body, rule.after if rule else 0.0)
+                self._forward(c, lines[0], hdrs, body, rule.after if rule else 0.0,
+                              rule.rewrite if rule else None)
         except (OSError, ValueError):
             pass
         finally:
             c.close()
 
-    def _forward(self, c, first, hdrs, body, after=0.0):
+    def _forward(self, c, first, hdrs, body, after=0.0, rewrite=None):
         up = socket.create_connection(self.upstream, timeout=60)
         try:
             up.sendall(first + b"\r\n" + b"\r\n".join(hdrs) +
@@ -184,14 +200,24 @@ class FaultProxy:
             if head is None:
                 return
             lines = [ln for ln in head.split(b"\r\n") if not ln.lower().startswith(b"connection:")]
-            if after:
+            if after or rewrite:
                 while True:
                     chunk = up.recv(1 << 20)
                     if not chunk:
                         break
                     rest += chunk
                 time.sleep(after)
+            if rewrite:
+                if any(ln.lower().replace(b" ", b"") == b"transfer-encoding:chunked"
+                       for ln in lines):
+                    rest = _dechunk(rest)
+                rest = rewrite(rest)
+                lines = [ln for ln in lines if not ln.lower().startswith(
+                    (b"content-length:", b"transfer-encoding:"))]
+                lines.append(b"Content-Length: %d" % len(rest))
             c.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + rest)
+            if rewrite:
+                return
             while True:
                 chunk = up.recv(1 << 20)
                 if not chunk:

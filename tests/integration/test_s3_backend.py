@@ -17,6 +17,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 
 import pytest
 
@@ -530,6 +531,65 @@ def test_a_node_starting_beside_a_commit_between_row_and_object_keeps_the_row(
     assert s3.get(s3.bucket, "node/files/%s/live.bin" % bytes(v.client_id).hex()) == data
     a.stop()
     b.stop()
+
+
+def _not_a_listing(body):
+    return (b"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>SlowDown</Code>"
+            b"<Message>Please reduce your request rate.</Message></Error>")
+
+
+def _cut_short(body):
+    return body[:body.index(b"<Contents>") + 5]
+
+
+def _raw_keys(body):
+    body = re.sub(rb"<Key>(.*?)</Key>",
+                  lambda m: b"<Key>" + urllib.parse.unquote_to_bytes(m.group(1)) + b"</Key>", body)
+    return body.replace(b"<EncodingType>url</EncodingType>", b"")
+
+
+def _without(name):
+    def drop(body):
+        return re.sub(rb"<Contents>(?:(?!</Contents>).)*?%s</Key>.*?</Contents>"
+                      % re.escape(name.encode()), b"", body, flags=re.S)
+    return drop
+
+
+@pytest.mark.parametrize("answer", [_not_a_listing, _cut_short, _raw_keys, _without("keep.bin")],
+                         ids=["error-200", "cut-short", "raw-keys", "key-left-out"])
+def test_a_listing_that_is_wrong_at_start_up_loses_no_file(start_server, s3, proxy, tmp_path,
+                                                           answer):
+    """Start-up lists files/ once for the objects' sizes. A store's 200
+    that is not a listing, a listing cut short, keys not url-encoded as
+    asked, or a key simply left out made a confirmed file's row look like
+    one whose object was gone: the row was dropped and the sweep then
+    removed the object. A row is dropped only when the store, asked for
+    that object itself, says it is not there; a page that is not a whole
+    listing of url-encoded keys is refused."""
+    d = tmp_path / "d"
+    srv = start_on(start_server, s3, data_dir=d, endpoint=proxy.endpoint)
+    v = bw.VaultClient(H, srv.port, timeout=30, key=rsa_key(3)).connect()
+    bw.expect(v.register(unique_name("u")), bw.REGISTERED)
+    bw.expect(v.send_pubkey(), bw.KEY_STORED)
+    data = os.urandom(5000)
+    for name in ("keep.bin", "c++ x.bin"):
+        bw.expect(v.send_file(name, data).response, bw.FILE_RECEIVED)
+        bw.expect(v.crc_ok(name), bw.ACK)
+    v.close()
+    srv.stop()
+    proxy.add(method="GET", query=r"list-type=2&prefix=node%2Ffiles%2F$", action=("pass",),
+              rewrite=answer, times=1)
+    srv2 = start_on(start_server, s3, "--blob-grace", "1", data_dir=d, endpoint=proxy.endpoint)
+    assert [e for e in proxy.seen("GET") if e[3] == "delayed"], "the listing was not answered"
+    assert "dropped the row" not in srv2.log(), srv2.log_tail()
+    for name in ("keep.bin", "c++ x.bin"):
+        assert srv2.file_row(v.client_id, name) is not None, name
+    # and the periodic sweep (every 1.25 s here, past the 1 s grace)
+    # removes neither object
+    time.sleep(3)
+    srv2.stop()
+    for name in ("keep.bin", "c++ x.bin"):
+        assert s3.get(s3.bucket, "node/files/%s/%s" % (bytes(v.client_id).hex(), name)) == data
 
 
 def _quiet(fn, *args):

@@ -237,14 +237,51 @@ scratch(const char *key)
 	return p != NULL && (p == key || p[-1] == '/');
 }
 
+static int
+digits(const char *p)
+{
+	if (*p == '\0' || strlen(p) > 19)
+		return 0;
+	for (; *p != '\0'; p++)
+		if (*p < '0' || *p > '9')
+			return 0;
+	return 1;
+}
+
+/* The body of a listing page: a ListBucketResult whole (its closing tag
+ * read: a page cut short is not one), whose keys are url-encoded as asked
+ * (a store that ignores encoding-type sends them raw, which would decode
+ * into other keys). */
+static int
+listing_page(const struct s3_call *c, const char **body, size_t *n)
+{
+	size_t pos = 0, start, len, epos, es, el;
+	char enc[16];
+
+	if (s3_xml_span(c->resp, c->resp_n, &pos, "ListBucketResult", &start,
+			&len) != 0)
+		return BW_EPROTO;
+	*body = c->resp + start;
+	*n = len;
+	epos = 0;
+	if (s3_xml_span(*body, *n, &epos, "Contents", &es, &el) == 0 &&
+	    (s3_xml_text(*body, *n, "EncodingType", enc, sizeof(enc)) != 0 ||
+	     strcmp(enc, "url") != 0))
+		return BW_EPROTO;
+	return 0;
+}
+
 /* Every object under prefix (scratch too when all): cb with the key
- * below the store's prefix. */
+ * below the store's prefix. A page that is not a whole listing, or an
+ * entry that cannot be read, fails the listing: a key left out would be
+ * taken for an object that is gone. */
 int
 s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb, void *arg)
 {
 	char q[8192], pre[3 * 1024], tok[3 * 2048], full[1024];
 	char key[BW_BLOB_KEY_CAP + 512], size_s[32], when[64], why[160];
-	size_t pos, start, len, plen = strlen(s->prefix);
+	size_t pos, start, len, plen = strlen(s->prefix), body_n;
+	const char *body;
 	struct s3_call c;
 	int rc = 0, more = 1, qn;
 	int64_t t;
@@ -276,14 +313,22 @@ s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb, void *arg)
 			s3_call_fini(&c);
 			return rc != 0 ? rc : BW_EPROTO;
 		}
-		more = s3_xml_text(c.resp, c.resp_n, "IsTruncated", when,
+		/* a listing is judged whole or not at all: what it leaves
+		 * out is taken for gone (a row dropped, an object swept) */
+		if ((rc = listing_page(&c, &body, &body_n)) != 0) {
+			bw_error("s3: listing %s: not a whole listing of "
+				 "url-encoded keys",
+				 full);
+			s3_call_fini(&c);
+			return rc;
+		}
+		more = s3_xml_text(body, body_n, "IsTruncated", when,
 				   sizeof(when)) == 0 &&
 		       strcmp(when, "true") == 0;
-		if (more &&
-		    (s3_xml_text(c.resp, c.resp_n, "NextContinuationToken", key,
-				 sizeof(key)) != 0 ||
-		     s3_qenc(key, q, sizeof(q)) != 0 || strcmp(q, tok) == 0 ||
-		     strlen(q) >= sizeof(tok))) {
+		if (more && (s3_xml_text(body, body_n, "NextContinuationToken",
+					 key, sizeof(key)) != 0 ||
+			     s3_qenc(key, q, sizeof(q)) != 0 ||
+			     strcmp(q, tok) == 0 || strlen(q) >= sizeof(tok))) {
 			/* a page that leads back to itself would be asked for
 			 * again for ever */
 			bw_error("s3: listing %s: a truncated page without a "
@@ -295,24 +340,27 @@ s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb, void *arg)
 		if (more)
 			memcpy(tok, q, strlen(q) + 1);
 		pos = 0;
-		while (rc == 0 && s3_xml_span(c.resp, c.resp_n, &pos,
-					      "Contents", &start, &len) == 0) {
-			const char *e = c.resp + start;
+		while (rc == 0 && s3_xml_span(body, body_n, &pos, "Contents",
+					      &start, &len) == 0) {
+			const char *e = body + start;
 
 			if (s3_xml_text(e, len, "Key", key, sizeof(key)) != 0 ||
 			    s3_url_decode(key) != 0 ||
 			    s3_xml_text(e, len, "Size", size_s,
 					sizeof(size_s)) != 0 ||
+			    !digits(size_s) ||
 			    s3_xml_text(e, len, "LastModified", when,
 					sizeof(when)) != 0 ||
 			    s3_iso_time(when, &t) != 0 ||
-			    strncmp(key, s->prefix, plen) != 0 ||
-			    strlen(key + plen) >= BW_BLOB_KEY_CAP) {
-				bw_warn("s3: a listing entry under %s not "
-					"understood: skipped",
-					full);
-				continue;
+			    strncmp(key, s->prefix, plen) != 0) {
+				bw_error("s3: listing %s: an entry not "
+					 "understood",
+					 full);
+				rc = BW_EPROTO;
+				break;
 			}
+			if (strlen(key + plen) >= BW_BLOB_KEY_CAP)
+				continue; /* longer than any key of ours */
 			if (!all && scratch(key + plen))
 				continue;
 			rc = cb(arg, key + plen, strtoull(size_s, NULL, 10), t);

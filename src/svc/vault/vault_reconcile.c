@@ -222,6 +222,18 @@ drop_shared_row(struct bw_vault *v, struct row *r, const char *shown,
 	return 0;
 }
 
+/* Whether the object at path is missing when the store is asked itself:
+ * a listing read at start-up (v->sizes) judges what is there, never what
+ * is not, since a store's bad answer can leave keys out. */
+static int
+confirmed_missing(struct bw_vault *v, const char *path)
+{
+	uint64_t size;
+
+	return v->sizes == NULL ||
+	       v->blobs->be->size(v->blobs->state, path, &size) == BW_ENOTFOUND;
+}
+
 static int
 reconcile_row(struct bw_vault *v, struct row *r, unsigned *tries)
 {
@@ -242,7 +254,8 @@ reconcile_row(struct bw_vault *v, struct row *r, unsigned *tries)
 	bw_escape_display(r->path, shown, sizeof(shown));
 	if (r->pending_path[0] != '\0')
 		pend_size = stored_size(v, r->pending_path);
-	if (r->pending_path[0] != '\0' && pend_size == -1 && main_size >= 0) {
+	if (r->pending_path[0] != '\0' && pend_size == -1 && main_size >= 0 &&
+	    confirmed_missing(v, r->pending_path)) {
 		/* the 1029's rename happened, its row did not: finish it */
 		memset(&rec, 0, sizeof(rec));
 		memcpy(rec.client_id, r->id, BW_ID_LEN);
@@ -258,6 +271,12 @@ reconcile_row(struct bw_vault *v, struct row *r, unsigned *tries)
 	}
 	if (main_size >= 0)
 		return 0;
+	if (!confirmed_missing(v, r->path)) {
+		bw_warn("reconcile: %s was not in the store's listing, but is "
+			"there; kept",
+			shown);
+		return 0;
+	}
 	if (v->meta->be->shared)
 		return drop_shared_row(v, r, shown, tries);
 	rc = vfile_set_now(v, r->id, r->path, NULL, 0, 0);
