@@ -87,6 +87,10 @@ int bw_scrypt(const void *pw, size_t n, const uint8_t *salt, size_t salt_n,
 
 #define BW_SHA256_LEN 32
 int bw_sha256(const void *p, size_t n, uint8_t out[BW_SHA256_LEN]) BW_WUR;
+/* MD5, for S3's ETags only (what a store says a multipart object is):
+ * never for anything secret. */
+#define BW_MD5_LEN 16
+int bw_md5(const void *p, size_t n, uint8_t out[BW_MD5_LEN]) BW_WUR;
 /* SHA-256 of a stream (a stored object's part as it is written). */
 struct bw_sha256_ctx;
 int bw_sha256_new(struct bw_sha256_ctx **out) BW_WUR;

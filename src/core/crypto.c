@@ -116,6 +116,17 @@ bw_sha256(const void *p, size_t n, uint8_t out[BW_SHA256_LEN])
 	return 0;
 }
 
+int
+bw_md5(const void *p, size_t n, uint8_t out[BW_MD5_LEN])
+{
+	unsigned int len = 0;
+
+	if (EVP_Digest(p, n, out, &len, EVP_md5(), NULL) != 1 ||
+	    len != BW_MD5_LEN)
+		return ossl_fail(BW_ECRYPTO);
+	return 0;
+}
+
 struct bw_sha256_ctx {
 	EVP_MD_CTX *md;
 };

@@ -55,6 +55,11 @@ def _read_head(sock, buf):
     return head, rest
 
 
+class _Sink:
+    def sendall(self, data):
+        pass
+
+
 def _dechunk(data):
     out, at = b"", 0
     while True:
@@ -161,6 +166,14 @@ class FaultProxy:
                     if rule.delay:
                         time.sleep(rule.delay)
                     kind = rule.action[0]
+                    if kind == "lose":
+                        # the store acts on it; its answer is lost, and
+                        # a 503 comes in its place (from a balancer)
+                        self._forward(_Sink(), lines[0], hdrs, body)
+                        with self.lock:
+                            self.log.append((method, path, query, "lost", len(body)))
+                        rule = Rule(action=("status", 503, "SlowDown"))
+                        kind = "status"
                     if kind == "reset":
                         with self.lock:
                             self.log.append((method, path, query, "reset", len(body)))

@@ -592,6 +592,44 @@ def test_a_listing_that_is_wrong_at_start_up_loses_no_file(start_server, s3, pro
         assert s3.get(s3.bucket, "node/files/%s/%s" % (bytes(v.client_id).hex(), name)) == data
 
 
+def test_a_completion_whose_answer_is_lost_is_known_by_its_etag(start_server, s3, proxy):
+    """A multipart upload's completion reaches the store but its answer
+    is lost: sent again, it gets NoSuchUpload. The object is ours if its
+    ETag is the one our parts make, and the upload is stored."""
+    srv = start_on(start_server, s3, endpoint=proxy.endpoint)
+    proxy.add(method="POST", query="uploadId=", action=("lose",), times=1)
+    data = os.urandom(20 * MiB + 77)
+    v, r = upload(srv, data, "lost.bin")
+    assert r.response.code == bw.FILE_RECEIVED, srv.log_tail()
+    bw.expect(v.crc_ok("lost.bin"), bw.ACK)
+    assert [e for e in proxy.seen("POST") if e[3] == "lost"], proxy.log
+    assert s3.get(s3.bucket, "node/files/%s/lost.bin" % bytes(v.client_id).hex()) == data
+    srv.stop()
+
+
+def test_a_completion_refused_as_no_such_upload_over_an_older_object_is_not_stored(
+        start_server, s3, proxy):
+    """NoSuchUpload to a completion (the upload aborted elsewhere: another
+    node's sweep, a lifecycle rule) where an older object of the same size
+    is: the size alone said "ours", and the client was told its new
+    content was stored while the store held the old. 2107, and the older
+    object stays."""
+    srv = start_on(start_server, s3, endpoint=proxy.endpoint)
+    v = bw.VaultClient(H, srv.port, timeout=60, key=rsa_key(4)).connect()
+    bw.expect(v.register(unique_name("u")), bw.REGISTERED)
+    bw.expect(v.send_pubkey(), bw.KEY_STORED)
+    old, new = os.urandom(20 * MiB), os.urandom(20 * MiB)
+    bw.expect(v.send_file("x.bin", old).response, bw.FILE_RECEIVED)  # not confirmed
+    proxy.add(method="POST", query="uploadId=", action=("status", 404, "NoSuchUpload"))
+    try:
+        bw.expect(v.send_file("x.bin", new).response, bw.ERROR)
+    except OSError:
+        pass
+    assert "-> 2107" in srv.log(), srv.log_tail()
+    assert s3.get(s3.bucket, "node/files/%s/x.bin" % bytes(v.client_id).hex()) == old
+    srv.stop()
+
+
 def _quiet(fn, *args):
     try:
         fn(*args)

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "bulwark/log.h"
@@ -471,6 +472,74 @@ put_whole(struct s3 *s, struct bw_blob_w *w, const char *key)
 	return rc;
 }
 
+/* The ETag S3 gives the object w's parts make: the MD5 of their MD5s,
+ * then "-" and their count ("<hex>-<n>", unquoted). 0, or BW_EPROTO if a
+ * part's ETag is not its MD5 in hex (a store that encrypts): then the
+ * object cannot be told from another. */
+static int
+multipart_etag(const struct bw_blob_w *w, char *out, size_t cap)
+{
+	uint8_t *md5s, sum[BW_MD5_LEN];
+	char hex[2 * BW_MD5_LEN + 1];
+	const char *e;
+	size_t k;
+	unsigned i;
+	int rc = 0;
+
+	if (w->nparts == 0 ||
+	    (md5s = malloc((size_t)w->nparts * BW_MD5_LEN)) == NULL)
+		return w->nparts == 0 ? BW_EPROTO : BW_ENOMEM;
+	for (i = 0; i < w->nparts && rc == 0; i++) {
+		e = w->etag[i];
+		k = strlen(e);
+		if (k >= 2 && e[0] == '"' && e[k - 1] == '"') {
+			e++;
+			k -= 2;
+		}
+		if (k != 2 * BW_MD5_LEN ||
+		    bw_hex_decode(e, k, md5s + (size_t)i * BW_MD5_LEN,
+				  BW_MD5_LEN) != 0)
+			rc = BW_EPROTO;
+	}
+	if (rc == 0 &&
+	    (rc = bw_md5(md5s, (size_t)w->nparts * BW_MD5_LEN, sum)) == 0) {
+		bw_hex_encode(sum, BW_MD5_LEN, hex);
+		if (snprintf(out, cap, "%s-%u", hex, w->nparts) >= (int)cap)
+			rc = BW_ETOOBIG;
+	}
+	free(md5s);
+	return rc;
+}
+
+/* Whether the object at w's key is the one w's parts make: after a
+ * NoSuchUpload to a completion sent again (its first answer lost), the
+ * object is ours only if its ETag says so; its size alone is not enough
+ * (an older object of the same size). */
+static int
+completed_before(struct s3 *s, struct bw_blob_w *w)
+{
+	char want[2 * BW_MD5_LEN + 16], *got;
+	struct s3_call h;
+	size_t k;
+	int ours = 0;
+
+	if (multipart_etag(w, want, sizeof(want)) != 0)
+		return 0;
+	s3_call_init(&h, "HEAD", w->key);
+	h.retry = 1;
+	if (s3_do(s, &h) == 0 && h.total == w->size) {
+		got = h.etag;
+		k = strlen(got);
+		if (k >= 2 && got[0] == '"' && got[k - 1] == '"') {
+			got++;
+			k -= 2;
+		}
+		ours = k == strlen(want) && strncasecmp(got, want, k) == 0;
+	}
+	s3_call_fini(&h);
+	return ours;
+}
+
 static int
 complete(struct s3 *s, struct bw_blob_w *w)
 {
@@ -510,16 +579,10 @@ complete(struct s3 *s, struct bw_blob_w *w)
 	if (rc == 0 && c.resp != NULL &&
 	    s3_xml_text(c.resp, c.resp_n, "Code", c.code, sizeof(c.code)) == 0)
 		rc = BW_ESERVER;
-	if (rc == BW_ENOTFOUND && strcmp(c.code, "NoSuchUpload") == 0) {
-		/* a retry after a completion whose answer was lost? */
-		struct s3_call h;
-
-		s3_call_init(&h, "HEAD", w->key);
-		h.retry = 1;
-		if (s3_do(s, &h) == 0 && h.total == w->size)
-			rc = 0;
-		s3_call_fini(&h);
-	}
+	/* a retry after a completion whose answer was lost? */
+	if (rc == BW_ENOTFOUND && strcmp(c.code, "NoSuchUpload") == 0 &&
+	    completed_before(s, w))
+		rc = 0;
 	if (rc != 0)
 		bw_error("s3: completing %s: %s", w->key,
 			 s3_why(&c, rc, why, sizeof(why)));
