@@ -943,3 +943,29 @@ def test_by_default_one_address_holds_a_quarter_of_the_chat_port(start_server):
     finally:
         for s in socks:
             s.close()
+
+
+# --------------------------------------------------------------------------
+# The menu's answers: an empty password
+
+
+def test_an_empty_password_at_join_asks_again_and_is_no_wrong_guess(start_server):
+    """docs/rooms.md: a password is 1 to 128 bytes, an empty one asks
+    again. At join an empty line was a wrong password: five of them closed
+    the connection, and each was a strike against the address (delaying
+    its later answers, the console's too)."""
+    srv = chat(start_server)
+    port = srv.rooms_port
+    alice, rid = R.creator(port, "alice", "right")
+    c = RoomClient(port)
+    c.send(("1\nbob\n%d\n" % rid).encode())
+    c.expect(R.ASK_PASS)
+    for _ in range(6):
+        c.line("")
+        c.expect_seq([R.EMPTY_PASS, R.ASK_PASS])
+    c.line("right")
+    c.expect(R.connected(rid))
+    assert R.wrong_count(srv, "password", "127.0.0.1") == 0, srv.log_tail()
+    c.close()
+    alice.close()
+    srv.stop()

@@ -90,6 +90,8 @@ rc_prompt(struct rconn *rc, enum rstate st)
 	uint64_t now = bw_now_ms(), step = rc->rs->cfg.limits.request_ms;
 	uint64_t waited, credit = (uint64_t)MENU_STEPS * step;
 
+	if (rc->st == R_GONE)
+		return; /* told goodbye while a hash or a delay ran */
 	if (rc->waiting_since_ms != 0) {
 		waited = now - rc->waiting_since_ms;
 		if (waited > credit - rc->waited_ms)

@@ -129,6 +129,8 @@ on_delay(void *arg)
 {
 	struct rconn *rc = arg;
 
+	if (rc->st == R_GONE)
+		return; /* told goodbye meanwhile (a shutdown) */
 	(void)rc_say(rc, rc->delay_text);
 	rc_prompt(rc, rc->delay_next);
 	rc_resume(rc);
@@ -183,9 +185,9 @@ password(struct rconn *rc, const char *line, size_t n, int create)
 {
 	const char *why;
 
-	if (create && n == 0) {
+	if (n == 0) { /* asked again: no room's, and no guess either */
 		(void)rc_say(rc, "A password cannot be empty, try again\n");
-		rc_prompt(rc, R_C_PASS);
+		rc_prompt(rc, create ? R_C_PASS : R_J_PASS);
 		return;
 	}
 	if (create && n > PASS_MAX) {
@@ -201,7 +203,7 @@ password(struct rconn *rc, const char *line, size_t n, int create)
 		rc_prompt(rc, R_J_ID);
 		return;
 	}
-	if (!create && (n == 0 || n > PASS_MAX)) {
+	if (!create && n > PASS_MAX) {
 		menu_wrong(rc, NO_PASS, R_J_PASS); /* cannot be any room's */
 		return;
 	}

@@ -68,8 +68,11 @@ job_done(void *arg)
 			 bw_strerror(j->err));
 	if (rc != NULL) {
 		rc->job = NULL;
-		menu_hashed(rc, j->create, j->ok, j->salt, j->got);
-		rc_resume(rc);
+		/* told goodbye meanwhile (a shutdown): nothing more is said */
+		if (rc->st != R_GONE) {
+			menu_hashed(rc, j->create, j->ok, j->salt, j->got);
+			rc_resume(rc);
+		}
 	}
 	addr_release(rs, &j->addr);
 	job_free(j);
