@@ -24,8 +24,11 @@
 #include "proto/text.h"
 #include "svc/rooms/rooms_int.h"
 
+/* A node silent for ALIVE_MS is reaped: longer than the bus's watchdog
+ * (3 s for a command unanswered) and a beat, so that a pause of Redis
+ * short of the watchdog reaps no one */
 #define BEAT_MS	 1000u
-#define ALIVE_MS "3000"
+#define ALIVE_MS "5000"
 #define GONE	 " has removed from the group\n"
 
 /* --- helpers ---------------------------------------------------------------
@@ -450,6 +453,7 @@ on_state(void *arg, int up)
 	 * once: a node killed before its first beat on the bus would never
 	 * be reaped */
 	raise_floor(rs);
+	rs->beat_alive = 0;
 	beat(rs);
 	rejoin_all(rs, !rs->bus_seen);
 	rs->bus_seen = 1;
@@ -471,19 +475,37 @@ counted(void *arg, int rc, const struct bw_bus_reply *r)
 	rs->cluster_known = 1;
 }
 
+/* A heartbeat's answer: a node the others took for dead (reaped, its
+ * members out of their rooms, their names free) while it ran writes its
+ * members again, as after an outage. The first beat after the bus came up
+ * is judged by on_state's rejoin. */
+static void
+beaten(void *arg, int rc, const struct bw_bus_reply *r)
+{
+	struct bw_rooms *rs = arg;
+
+	if (rc != 0 || r == NULL || bw_bus_type(r) != BW_BUS_INT ||
+	    !rbus_up(rs))
+		return;
+	if (bw_bus_int(r) == 0 && rs->beat_alive) {
+		bw_warn("rooms: the other nodes took this one for dead (a "
+			"pause of %s or of Redis); its members are written "
+			"again",
+			rs->node);
+		rejoin_all(rs, 0);
+	}
+	rs->beat_alive = 1;
+}
+
 static void
 beat(void *arg)
 {
 	struct bw_rooms *rs = arg;
-	char key[128];
-	const char *set[5] = {"SET", key, "1", "PX", ALIVE_MS};
-	const char *add[3] = {"SADD", "bulwark:nodes", rs->node};
+	const char *me[2] = {rs->node, ALIVE_MS};
 	const char *argv[2] = {rs->node, GONE};
 
 	if (rbus_up(rs)) {
-		snprintf(key, sizeof(key), "bulwark:node:%s", rs->node);
-		if (bw_bus_cmd(rs->bus, NULL, NULL, 5, set, NULL) != 0 ||
-		    bw_bus_cmd(rs->bus, NULL, NULL, 3, add, NULL) != 0)
+		if (rbus_eval(rs, rbus_lua_beat, beaten, rs, 2, me, NULL) != 0)
 			bw_debug("rooms: a heartbeat was not sent");
 		(void)rbus_eval(rs, rbus_lua_reap, NULL, NULL, 2, argv, NULL);
 		raise_floor(rs);

@@ -72,7 +72,8 @@ struct bw_rooms {
 	const char *node;
 	struct bw_timer beat_t;
 	int bus_was_down;
-	int bus_seen; /* the bus has been up since the start */
+	int bus_seen;	/* the bus has been up since the start */
+	int beat_alive; /* a heartbeat found this node alive since it was up */
 	/* the highest room id this node has known: Redis's counter is raised
 	 * to it whenever the bus comes (back) and at every beat, so that a
 	 * Redis that restarted without its data never gives an id again */
@@ -242,7 +243,7 @@ struct room *rbus_local_room(struct bw_rooms *rs, uint32_t id,
 /* scripts.c: the bus's Lua scripts (ARGV as rooms_bus.c passes them) */
 extern const char rbus_lua_lookup[], rbus_lua_create[], rbus_lua_join[],
 	rbus_lua_leave[], rbus_lua_reap[], rbus_lua_forget[], rbus_lua_rejoin[],
-	rbus_lua_floor[];
+	rbus_lua_floor[], rbus_lua_beat[];
 
 /* pass.c: passwords, hashed on the worker pool */
 /* create: derives the new room's hash; join: checks against room_id's.

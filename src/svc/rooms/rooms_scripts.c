@@ -87,6 +87,18 @@ const char rbus_lua_leave[] =
 	"redis.call('SREM','bulwark:rooms',id) end end "                       \
 	"redis.call('DEL',rs) end "
 
+/* ARGV: self, milliseconds to live. This node's heartbeat: 1 if it was
+ * alive until now, 0 if its key had lapsed or it had been reaped (taken
+ * out of bulwark:nodes, its members with it) while it still ran (a pause
+ * of its own, or of Redis): then it writes its members again. */
+const char rbus_lua_beat[] =
+	"local k='bulwark:node:'..ARGV[1] "
+	"local was=redis.call('EXISTS',k)==1 and "
+	"redis.call('SISMEMBER','bulwark:nodes',ARGV[1])==1 "
+	"redis.call('SET',k,'1','PX',ARGV[2]) "
+	"redis.call('SADD','bulwark:nodes',ARGV[1]) "
+	"if was then return 1 end return 0";
+
 /* ARGV: self, notice. Every node that stopped beating is dropped. */
 const char rbus_lua_reap[] = LUA_DROP_NODE
 	"local n=0 "
