@@ -22,8 +22,8 @@ class Rule:
                  times=None, delay=0.0, after=0.0, gate=None, rewrite=None):
         self.method, self.path, self.query = method, path, query
         # rewrite: fn(body) -> body, the store's whole answer changed on
-        # its way (a store that answers wrongly: a listing that leaves a
-        # key out, or is not a listing)
+        # its way and sent as a 200 (a store that answers wrongly: a
+        # listing that leaves a key out, or is not a listing)
         self.rewrite = rewrite
         self.action, self.times, self.delay = action, times, delay
         # gate: a threading.Event the request waits for (at most 60 s),
@@ -225,7 +225,7 @@ class FaultProxy:
                        for ln in lines):
                     rest = _dechunk(rest)
                 rest = rewrite(rest)
-                lines = [ln for ln in lines if not ln.lower().startswith(
+                lines = [b"HTTP/1.1 200 OK"] + [ln for ln in lines[1:] if not ln.lower().startswith(
                     (b"content-length:", b"transfer-encoding:"))]
                 lines.append(b"Content-Length: %d" % len(rest))
             c.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + rest)

@@ -10,6 +10,7 @@ never before), a crash mid-upload, and memory bounded while many upload.
 The rest of the suite runs on S3 as well (BULWARK_TEST_BLOBS=s3 in
 scripts/check)."""
 
+import itertools
 import os
 import re
 import signal
@@ -628,6 +629,33 @@ def test_a_completion_refused_as_no_such_upload_over_an_older_object_is_not_stor
     assert "-> 2107" in srv.log(), srv.log_tail()
     assert s3.get(s3.bucket, "node/files/%s/x.bin" % bytes(v.client_id).hex()) == old
     srv.stop()
+
+
+def test_a_listing_whose_pages_lead_round_in_a_cycle_is_refused(start_server, s3, proxy,
+                                                                  tmp_path):
+    """A store whose truncated listing pages name, by turns, two
+    continuation tokens: start-up asked for page after page for ever, its
+    memory growing by the keys of each. A token given twice fails the
+    listing, and the start-up stops with a clear line."""
+    pages = itertools.count()
+
+    def cycle(body):
+        i = next(pages)
+        entries = b"".join(b"<Contents><Key>node/files/x%d-%d</Key><LastModified>"
+                           b"2020-01-01T00:00:00.000Z</LastModified><Size>1</Size></Contents>"
+                           % (i, k) for k in range(100))
+        return (b"<?xml version='1.0' encoding='UTF-8'?><ListBucketResult>"
+                b"<EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>"
+                b"<NextContinuationToken>%s</NextContinuationToken>%s</ListBucketResult>"
+                % (b"AB"[i % 2:i % 2 + 1], entries))
+
+    proxy.add(method="GET", query=r"list-type=2", action=("pass",), rewrite=cycle)
+    srv = start_on(start_server, s3, data_dir=tmp_path / "d", endpoint=proxy.endpoint,
+                   wait=False)
+    code, log = srv.wait_exit(30)
+    assert code not in (None, 0), log
+    assert "a truncated page without a new continuation token" in log, log
+    assert len(proxy.seen("GET", "list-type=2")) < 20, len(proxy.seen("GET", "list-type=2"))
 
 
 def _quiet(fn, *args):

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bulwark/hash.h"
 #include "bulwark/log.h"
 #include "bulwark/util.h"
 #include "host/s3/s3_int.h"
@@ -271,6 +272,40 @@ listing_page(const struct s3_call *c, const char **body, size_t *n)
 	return 0;
 }
 
+/* The continuation tokens a listing was given: one given again would
+ * lead round a cycle of pages for ever (a store that misbehaves). */
+struct token {
+	size_t n;
+	char s[];
+};
+
+static int
+token_free(void *arg, void *val)
+{
+	(void)arg;
+	free(val);
+	return 0;
+}
+
+/* 0 for a token new to seen (now in it), BW_EPROTO for one seen before. */
+static int
+token_new(struct bw_hash *seen, const char *tok)
+{
+	size_t n = strlen(tok);
+	struct token *t;
+	int rc;
+
+	if (bw_hash_get(seen, tok, n) != NULL)
+		return BW_EPROTO;
+	if ((t = malloc(sizeof(*t) + n + 1)) == NULL)
+		return BW_ENOMEM;
+	t->n = n;
+	memcpy(t->s, tok, n + 1);
+	if ((rc = bw_hash_put(seen, t->s, n, t)) != 0)
+		free(t);
+	return rc;
+}
+
 /* Every object under prefix (scratch too when all): cb with the key
  * below the store's prefix. A page that is not a whole listing, or an
  * entry that cannot be read, fails the listing: a key left out would be
@@ -282,6 +317,7 @@ s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb, void *arg)
 	char key[BW_BLOB_KEY_CAP + 512], size_s[32], when[64], why[160];
 	size_t pos, start, len, plen = strlen(s->prefix), body_n;
 	const char *body;
+	struct bw_hash seen;
 	struct s3_call c;
 	int rc = 0, more = 1, qn;
 	int64_t t;
@@ -291,6 +327,8 @@ s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb, void *arg)
 		    (int)sizeof(full) ||
 	    s3_qenc(full, pre, sizeof(pre)) != 0)
 		return BW_ETOOBIG;
+	if ((rc = bw_hash_init(&seen)) != 0)
+		return rc;
 	while (more && rc == 0) {
 		qn = tok[0] != '\0'
 			     ? snprintf(q, sizeof(q),
@@ -301,8 +339,10 @@ s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb, void *arg)
 					"encoding-type=url&list-type=2&"
 					"prefix=%s",
 					pre);
-		if (qn <= 0 || (size_t)qn >= sizeof(q))
-			return BW_ETOOBIG;
+		if (qn <= 0 || (size_t)qn >= sizeof(q)) {
+			rc = BW_ETOOBIG;
+			break;
+		}
 		s3_call_init(&c, "GET", NULL);
 		c.query = q;
 		c.retry = 1;
@@ -311,7 +351,8 @@ s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb, void *arg)
 			bw_error("s3: listing %s: %s", full,
 				 s3_why(&c, rc, why, sizeof(why)));
 			s3_call_fini(&c);
-			return rc != 0 ? rc : BW_EPROTO;
+			rc = rc != 0 ? rc : BW_EPROTO;
+			break;
 		}
 		/* a listing is judged whole or not at all: what it leaves
 		 * out is taken for gone (a row dropped, an object swept) */
@@ -320,7 +361,7 @@ s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb, void *arg)
 				 "url-encoded keys",
 				 full);
 			s3_call_fini(&c);
-			return rc;
+			break;
 		}
 		more = s3_xml_text(body, body_n, "IsTruncated", when,
 				   sizeof(when)) == 0 &&
@@ -328,13 +369,15 @@ s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb, void *arg)
 		if (more && (s3_xml_text(body, body_n, "NextContinuationToken",
 					 key, sizeof(key)) != 0 ||
 			     s3_qenc(key, q, sizeof(q)) != 0 ||
-			     strcmp(q, tok) == 0 || strlen(q) >= sizeof(tok))) {
-			/* a page that leads back to itself would be asked for
-			 * again for ever */
+			     strlen(q) >= sizeof(tok) ||
+			     (rc = token_new(&seen, q)) != 0)) {
+			/* a page that leads back to one already read would
+			 * be asked for again for ever */
 			bw_error("s3: listing %s: a truncated page without a "
 				 "new continuation token",
 				 full);
-			rc = BW_EPROTO;
+			s3_call_fini(&c);
+			rc = rc == BW_ENOMEM ? rc : BW_EPROTO;
 			break;
 		}
 		if (more)
@@ -367,6 +410,8 @@ s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb, void *arg)
 		}
 		s3_call_fini(&c);
 	}
+	(void)bw_hash_each(&seen, token_free, NULL);
+	bw_hash_fini(&seen);
 	return rc;
 }
 
