@@ -658,6 +658,53 @@ def test_a_listing_whose_pages_lead_round_in_a_cycle_is_refused(start_server, s3
     assert len(proxy.seen("GET", "list-type=2")) < 20, len(proxy.seen("GET", "list-type=2"))
 
 
+def test_a_1029_whose_row_fails_after_a_half_done_move_keeps_the_verified_file(
+        start_server, s3, proxy, tmp_path):
+    """A 1029 puts the pending replacement over the verified file (S3: a
+    copy, then a delete of the pending key) and then writes the row. The
+    delete failed (the copy done) and then the row could not be written
+    (the database gone): the undo, seeing the pending key still there,
+    took the move for one that never happened and removed the backup. The
+    client was told 2107 and the verified file was the replacement, its
+    old content lost. The move said it was done: the undo puts the old
+    content back."""
+    import pgserver
+
+    pg = pgserver.PgServer().init().start()
+    try:
+        db = pg.create_db("undo")
+        srv = start_server("--db", pg.url(db), *s3_opts(s3, endpoint=proxy.endpoint),
+                           data_dir=tmp_path / "d", env={**pg.env(), **s3.env()})
+        old, new = os.urandom(5000), os.urandom(6000)
+        v = bw.VaultClient(H, srv.port, timeout=60, key=rsa_key(0)).connect()
+        bw.expect(v.register(unique_name("u")), bw.REGISTERED)
+        bw.expect(v.send_pubkey(), bw.KEY_STORED)
+        bw.expect(v.send_file("doc.bin", old).response, bw.FILE_RECEIVED)
+        bw.expect(v.crc_ok("doc.bin"), bw.ACK)
+        bw.expect(v.send_file("doc.bin", new).response, bw.FILE_RECEIVED)  # pending
+        gate = threading.Event()
+        proxy.add(method="DELETE", path=r"/files/\.pending/", gate=gate,
+                  action=("status", 500, "InternalError"))
+        got = {}
+        t = threading.Thread(target=lambda: got.setdefault("r", v.crc_ok("doc.bin")))
+        t.start()
+        try:
+            assert wait_for(lambda: [e for e in proxy.seen("DELETE") if e[3] == "held"], 20), \
+                proxy.log
+            pg.stop()  # the row's write will fail
+        finally:
+            gate.set()
+        t.join(60)
+        assert got["r"].code == bw.ERROR, got
+        proxy.clear()
+        key = "node/files/%s/doc.bin" % bytes(v.client_id).hex()
+        assert s3.get(s3.bucket, key) == old, "the verified file's content was lost"
+        srv.kill()
+        srv.stopped = True
+    finally:
+        pg.destroy()
+
+
 def _quiet(fn, *args):
     try:
         fn(*args)

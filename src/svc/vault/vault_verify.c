@@ -27,6 +27,7 @@ struct crc_op {
 	/* a swap: the row before it, to put back (with the file) if its row
 	 * cannot be made durable */
 	int swapped, restore_row;
+	int moved; /* the replacement's move to path said it was done */
 	struct bw_file_rec prev;
 	uint64_t prev_size, prev_pending_size;
 	struct bw_meta_req sync;
@@ -86,8 +87,12 @@ unswap_files(struct crc_op *op)
 	const struct bw_blobs *b = op->v->blobs;
 	uint64_t size;
 
-	if (b->be->size(b->state, op->pend_key, &size) == 0) {
-		/* the move never happened: only the backup is extra */
+	/* the move never happened: only the backup is extra. A move that
+	 * said it was done was (S3's is a copy, then a delete that may fail
+	 * with the file already replaced: its pending key is still there);
+	 * one that failed is judged by its pending key (a rename whose
+	 * directory's sync failed after it) */
+	if (!op->moved && b->be->size(b->state, op->pend_key, &size) == 0) {
 		(void)b->be->remove(b->state, op->backup);
 		return;
 	}
@@ -210,6 +215,8 @@ swap_work(void *arg)
 		return;
 	if ((op->rc = b->be->move(b->state, op->pend_key, op->path)) != 0)
 		unswap_files(op);
+	else
+		op->moved = 1;
 }
 
 static void
