@@ -119,6 +119,11 @@ engine_conn_trim(struct bw_conn *c, uint64_t now)
 		return;
 	if (c->out.cap > 0 && c->out_total == c->trim_out_total)
 		bw_buf_fini(&c->out);
+	if ((c->flags & (BW_CONN_OUT_ACTIVE | BW_CONN_CLOSING)) ==
+		    BW_CONN_OUT_ACTIVE &&
+	    c->out_total != c->trim_out_total &&
+	    c->deadline_ms < now + c->lis->cfg.lim.idle_ms)
+		c->deadline_ms = now + c->lis->cfg.lim.idle_ms;
 	c->trim_out_total = c->out_total;
 }
 

@@ -15,6 +15,12 @@ bw_conn_note_arrivals(struct bw_conn *c)
 	c->flags |= BW_CONN_NOTE;
 }
 
+void
+bw_conn_output_is_activity(struct bw_conn *c)
+{
+	c->flags |= BW_CONN_OUT_ACTIVE;
+}
+
 /* The input that had arrived by now, read or still in the socket. */
 uint64_t
 engine_conn_arrived(const struct bw_conn *c)

@@ -137,7 +137,8 @@ enum {
 	 * service has not seen it yet */
 	BW_CONN_PROXY_WAIT = 8192u,
 	BW_CONN_QUIET = 16384u, /* the proxy's own (LOCAL): closes not logged */
-	BW_CONN_PROXY_LOOKED = 32768u /* its first bytes are not a header */
+	BW_CONN_PROXY_LOOKED = 32768u, /* its first bytes are not a header */
+	BW_CONN_OUT_ACTIVE = 65536u /* bw_conn_output_is_activity was called */
 };
 
 struct bw_conn {
@@ -262,6 +263,10 @@ bw_conn_in_offset(const struct bw_conn *c)
  * finished it began, for bw_conn_arrived_after. Costs an ioctl per flush:
  * only connections that need it ask. */
 void bw_conn_note_arrivals(struct bw_conn *c);
+/* From now on, output all written counts as activity: the idle time runs
+ * again from the tick that sees it (a room's member who only reads). One
+ * that does not read blocks the output, which has its own deadline. */
+void bw_conn_output_is_activity(struct bw_conn *c);
 /* 1 if the input byte at in_off arrived only once the last of the output
  * up to out_total was being written: a peer that speaks in turn sent it
  * after it had that output. 0 if it was there before (sent before the peer

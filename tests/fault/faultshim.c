@@ -33,6 +33,10 @@
  *	read() of a regular file returns at most N bytes at a time (a short
  *	read, which a reader must take as it comes): what the daemon copies
  *	from files (a migration's contents) then reaches its writes in pieces.
+ *   BW_FAULT_MONO=/path
+ *	CLOCK_MONOTONIC runs ahead by the milliseconds written in /path (read
+ *	again at most every 50 ms; none or unreadable: 0), so that a test can
+ *	move a daemon's clock a day on without waiting for it.
  *   BW_FAULT_TIME=SECONDS
  *	time() returns SECONDS, always: what depends on the wall clock's
  *	second (LastSeen is written only when its second changes) is the same
@@ -57,6 +61,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -899,6 +904,61 @@ report_short_reads(void)
 	snprintf(line, sizeof(line), "bwfault: %lu reads cut short\n",
 		 atomic_load(&reads_cut));
 	say(line);
+}
+
+/* CLOCK_MONOTONIC moved on by BW_FAULT_MONO's file. Read with raw system
+ * calls: the wrappers here may not be resolved yet, and must not log it. */
+
+static long long
+mono_offset_ms(long long now_ms)
+{
+	static _Atomic long long off_ms, checked_ms = -1000;
+	static const char *path;
+	static int looked;
+	char buf[32];
+	long fd, n;
+
+	if (!looked) {
+		path = getenv("BW_FAULT_MONO");
+		looked = 1;
+	}
+	if (path == NULL)
+		return 0;
+	if (now_ms - atomic_load(&checked_ms) >= 50) {
+		atomic_store(&checked_ms, now_ms);
+		fd = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			n = syscall(SYS_read, (int)fd, buf, sizeof(buf) - 1);
+			syscall(SYS_close, (int)fd);
+			buf[n > 0 ? n : 0] = '\0';
+			atomic_store(&off_ms, atoll(buf));
+		}
+	}
+	return atomic_load(&off_ms);
+}
+
+int
+clock_gettime(clockid_t id, struct timespec *ts)
+{
+	static int (*real)(clockid_t, struct timespec *);
+	long long ms, off;
+	int r;
+
+	if (real == NULL)
+		real = (int (*)(clockid_t, struct timespec *))dlsym(
+			RTLD_NEXT, "clock_gettime");
+	if (real == NULL)
+		return (int)syscall(SYS_clock_gettime, id, ts);
+	if ((r = real(id, ts)) != 0 || id != CLOCK_MONOTONIC)
+		return r;
+	ms = (long long)ts->tv_sec * 1000 + ts->tv_nsec / 1000000;
+	if ((off = mono_offset_ms(ms)) != 0) {
+		ms = (long long)ts->tv_sec * 1000000000LL + ts->tv_nsec +
+		     off * 1000000LL;
+		ts->tv_sec = (time_t)(ms / 1000000000LL);
+		ts->tv_nsec = (long)(ms % 1000000000LL);
+	}
+	return 0;
 }
 
 /* The wall clock's seconds, frozen by BW_FAULT_TIME. */

@@ -969,3 +969,30 @@ def test_an_empty_password_at_join_asks_again_and_is_no_wrong_guess(start_server
     c.close()
     alice.close()
     srv.stop()
+
+
+def test_a_member_who_only_reads_a_talking_room_is_not_idle(start_server, shim, tmp_path):
+    """docs/rooms.md: a member may be silent for a day, and reading the
+    room counts as activity. A member who read every line but typed
+    nothing was closed 24 hours after it last typed ("timeout"), the room
+    told it had left. The daemon's clock is moved on an hour at a time
+    (the fault shim's BW_FAULT_MONO) while alice talks: bob, who only
+    reads, is still there after 30 hours."""
+    offset = tmp_path / "mono"
+    offset.write_text("0")
+    srv = chat(start_server, env={**bwd.fault_env(shim), "BW_FAULT_MONO": str(offset)})
+    port = srv.rooms_port
+    alice, rid = R.creator(port, "alice", "pw")
+    bob = R.member(port, "bob", rid, "pw")
+    alice.expect(R.joined("bob"))
+    for hour in range(1, 31):
+        offset.write_text(str(hour * 3600 * 1000))
+        time.sleep(0.3)  # the file is read again, and a tick passes
+        alice.line("hour %d" % hour)
+        bob.expect("alice: hour %d" % hour)
+    assert "timeout" not in srv.log(), srv.log_tail()
+    alice.line("still there?")
+    bob.expect("alice: still there?")
+    for c in (alice, bob):
+        c.close()
+    srv.stop()

@@ -348,7 +348,8 @@ rooms_open(struct bw_conn *c)
 	rc->c = c;
 	rc->conn_id = c->id;
 	c->state = rc;
-	bw_buf_secure(&c->in); /* passwords are typed into it */
+	bw_buf_secure(&c->in);	       /* passwords are typed into it */
+	bw_conn_output_is_activity(c); /* reading the room is activity */
 	/* a whole line and its CR LF; more waits in the socket */
 	c->want = rs->cfg.line_max + 2u;
 	rs->at_menu++;
