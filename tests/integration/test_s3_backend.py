@@ -705,6 +705,39 @@ def test_a_1029_whose_row_fails_after_a_half_done_move_keeps_the_verified_file(
         pg.destroy()
 
 
+def test_a_sweep_leaves_another_nodes_upload_that_is_still_sending(start_server, s3, tmp_path):
+    """Two nodes on one store and database. An upload to a runs longer
+    than the grace period (3 s here for an hour), its parts coming every
+    second or so. b's periodic sweep aborted it as abandoned, since only
+    a knows its own uploads: a's next part got NoSuchUpload and the client
+    2107. An upload one of whose parts is younger than the grace is left."""
+    import pgserver
+
+    pg = pgserver.shared()
+    db = pg.create_db(unique_name("live").replace("-", "_"))
+    common = ["--db", pg.url(db), *s3_opts(s3), "--blob-grace", "3"]
+    env = {**pg.env(), **s3.env()}
+    a = start_server(*common, data_dir=tmp_path / "a", env=env)
+    b = start_server(*common, data_dir=tmp_path / "b", env=env)
+    v = bw.VaultClient(H, a.port, timeout=60, key=rsa_key(5)).connect()
+    bw.expect(v.register(unique_name("u")), bw.REGISTERED)
+    bw.expect(v.send_pubkey(), bw.KEY_STORED)
+    data = os.urandom(48 * MiB)
+
+    def paced():  # about 6 MiB a second: 8 s in all
+        for i in range(0, len(data), MiB):
+            yield data[i:i + MiB]
+            time.sleep(0.15)
+
+    r = v.send_file("long.bin", chunks=paced(), size=len(data))
+    assert r.response.code == bw.FILE_RECEIVED, a.log_tail()
+    assert "aborted an upload" not in b.log(), b.log_tail()
+    bw.expect(v.crc_ok("long.bin"), bw.ACK)
+    assert s3.get(s3.bucket, "node/files/%s/long.bin" % bytes(v.client_id).hex()) == data
+    a.stop()
+    b.stop()
+
+
 def _quiet(fn, *args):
     try:
         fn(*args)

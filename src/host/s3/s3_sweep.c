@@ -19,6 +19,48 @@
 /* --- stale uploads ---------------------------------------------------------
  */
 
+/* Whether an upload begun before the grace period is still being sent to
+ * (by another daemon: this one's own are known, s3_upload_live): a part
+ * of it came after before_s. A listing of its parts that cannot be had,
+ * or runs past one page (a thousand parts), says yes: left for a later
+ * sweep rather than cut short under a live upload. */
+static int
+upload_active(struct s3 *s, const char *key, const char *id, int64_t before_s)
+{
+	char q[3 * S3_ID_CAP + 32], enc[3 * S3_ID_CAP], when[64];
+	size_t pos = 0, rs, rn, ps, pn;
+	const char *body;
+	struct s3_call c;
+	int64_t t;
+	int active = 0, rc;
+
+	if (s3_qenc(id, enc, sizeof(enc)) != 0 ||
+	    snprintf(q, sizeof(q), "uploadId=%s", enc) >= (int)sizeof(q))
+		return 1;
+	s3_call_init(&c, "GET", key);
+	c.query = q;
+	c.retry = 1;
+	c.resp_max = 1024u * 1024u;
+	if ((rc = s3_do(s, &c)) != 0 || c.resp == NULL ||
+	    s3_xml_span(c.resp, c.resp_n, &pos, "ListPartsResult", &rs, &rn) !=
+		    0) {
+		s3_call_fini(&c);
+		return rc == BW_ENOTFOUND ? 0 : 1; /* gone: nothing to keep */
+	}
+	body = c.resp + rs;
+	if (s3_xml_text(body, rn, "IsTruncated", when, sizeof(when)) == 0 &&
+	    strcmp(when, "true") == 0)
+		active = 1;
+	pos = 0;
+	while (!active && s3_xml_span(body, rn, &pos, "Part", &ps, &pn) == 0)
+		if (s3_xml_text(body + ps, pn, "LastModified", when,
+				sizeof(when)) != 0 ||
+		    s3_iso_time(when, &t) != 0 || t >= before_s)
+			active = 1;
+	s3_call_fini(&c);
+	return active;
+}
+
 static int
 abort_stale(struct s3 *s, const char *prefix, int64_t before_s, unsigned *n)
 {
@@ -90,7 +132,8 @@ abort_stale(struct s3 *s, const char *prefix, int64_t before_s, unsigned *n)
 				more = 0;
 			if (t >= before_s ||
 			    strncmp(key, s->prefix, plen) != 0 ||
-			    s3_upload_live(s, id))
+			    s3_upload_live(s, id) ||
+			    upload_active(s, key + plen, id, before_s))
 				continue;
 			if (s3_upload_abort(s, key + plen, id) != 0)
 				continue;
