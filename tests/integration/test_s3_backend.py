@@ -585,6 +585,8 @@ def test_a_listing_that_is_wrong_at_start_up_loses_no_file(start_server, s3, pro
     assert "dropped the row" not in srv2.log(), srv2.log_tail()
     for name in ("keep.bin", "c++ x.bin"):
         assert srv2.file_row(v.client_id, name) is not None, name
+    # with their sizes: a key the listing lacks is asked for
+    assert "vault: loaded 2 files, 10000 bytes stored" in srv2.log(), srv2.log_tail()
     # and the periodic sweep (every 1.25 s here, past the 1 s grace)
     # removes neither object
     time.sleep(3)
@@ -599,11 +601,15 @@ def test_a_completion_whose_answer_is_lost_is_known_by_its_etag(start_server, s3
     ETag is the one our parts make, and the upload is stored."""
     srv = start_on(start_server, s3, endpoint=proxy.endpoint)
     proxy.add(method="POST", query="uploadId=", action=("lose",), times=1)
+    # the try again answered as S3 does (Swift would complete it again)
+    proxy.add(method="POST", query="uploadId=", action=("status", 404, "NoSuchUpload"),
+              times=1)
     data = os.urandom(20 * MiB + 77)
     v, r = upload(srv, data, "lost.bin")
     assert r.response.code == bw.FILE_RECEIVED, srv.log_tail()
     bw.expect(v.crc_ok("lost.bin"), bw.ACK)
     assert [e for e in proxy.seen("POST") if e[3] == "lost"], proxy.log
+    assert "was completed by an earlier try (its ETag is ours)" in srv.log(), srv.log_tail()
     assert s3.get(s3.bucket, "node/files/%s/lost.bin" % bytes(v.client_id).hex()) == data
     srv.stop()
 
@@ -736,6 +742,73 @@ def test_a_sweep_leaves_another_nodes_upload_that_is_still_sending(start_server,
     assert s3.get(s3.bucket, "node/files/%s/long.bin" % bytes(v.client_id).hex()) == data
     a.stop()
     b.stop()
+
+
+def test_a_listing_of_uploads_that_leads_round_in_a_cycle_ends(start_server, s3, proxy,
+                                                                tmp_path):
+    """The sweep's listing of multipart uploads goes on from the last
+    upload of each page. A store whose truncated pages end, by turns, on
+    two uploads kept the start-up's sweep asking for ever (only a page
+    equal to the one before was noticed). A page that leads back to one
+    already read ends the listing; the daemon starts."""
+    pages = itertools.count()
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+
+    def cycle(body):
+        k = next(pages) % 2
+        return (b"<?xml version='1.0' encoding='UTF-8'?><ListMultipartUploadsResult>"
+                b"<IsTruncated>true</IsTruncated><Upload><Key>node/files/x%d</Key>"
+                b"<UploadId>u%d</UploadId><Initiated>%s</Initiated></Upload>"
+                b"</ListMultipartUploadsResult>" % (k, k, now.encode()))
+
+    proxy.add(method="GET", query=r"uploads=", action=("pass",), rewrite=cycle)
+    srv = start_on(start_server, s3, data_dir=tmp_path / "d", endpoint=proxy.endpoint)
+    assert "does not advance" in srv.log(), srv.log_tail()
+    assert len(proxy.seen("GET", "uploads=")) < 20
+    srv.stop()
+
+
+def test_a_1029_whose_copy_took_effect_unseen_keeps_the_verified_file(start_server, s3,
+                                                                       proxy):
+    """A 1029's move of the pending replacement over the verified file is,
+    on S3, a copy: one that the store did while every answer to it was
+    lost (503s in their place) failed the move, and the undo, finding the
+    pending key still there, took the file for untouched and removed the
+    backup: 2107 to the client, the file replaced all the same, its old
+    content gone. The backup now goes back over the file."""
+    srv = start_on(start_server, s3, endpoint=proxy.endpoint)
+    old, new = os.urandom(5000), os.urandom(6000)
+    v = bw.VaultClient(H, srv.port, timeout=60, key=rsa_key(6)).connect()
+    bw.expect(v.register(unique_name("u")), bw.REGISTERED)
+    bw.expect(v.send_pubkey(), bw.KEY_STORED)
+    bw.expect(v.send_file("doc.bin", old).response, bw.FILE_RECEIVED)
+    bw.expect(v.crc_ok("doc.bin"), bw.ACK)
+    bw.expect(v.send_file("doc.bin", new).response, bw.FILE_RECEIVED)  # pending
+    proxy.add(method="PUT", path=r"/doc\.bin$", action=("lose",))
+    bw.expect(v.crc_ok("doc.bin"), bw.ERROR)
+    assert [e for e in proxy.seen("PUT") if e[3] == "lost"], proxy.log
+    proxy.clear()
+    key = "node/files/%s/doc.bin" % bytes(v.client_id).hex()
+    assert s3.get(s3.bucket, key) == old, "the verified file's content was lost"
+    srv.stop()
+
+
+def test_an_object_whose_key_is_longer_than_any_of_ours_is_passed_over(start_server, s3,
+                                                                         tmp_path):
+    """Another tool's object under files/ whose name, url-encoded as the
+    listing gives it, is longer than any key of ours (400 bytes of UTF-8:
+    1,200 characters): the listing passes it over, and the start-up, the
+    reconcile and the messenger's go on; the object is left alone."""
+    name = "node/files/" + "\u00e9" * 200
+    st, _, _ = s3.request("PUT", "/%s/%s" % (s3.bucket, s3sign.quote_key(name)), b"x")
+    assert st == 200, st
+    srv = start_on(start_server, s3, data_dir=tmp_path / "d")
+    v, r = upload(srv, os.urandom(3000), "f.bin")
+    bw.expect(r.response, bw.FILE_RECEIVED)
+    srv.stop()
+    srv = start_on(start_server, s3, data_dir=tmp_path / "d")
+    srv.stop()
+    assert s3.get(s3.bucket, name) == b"x"
 
 
 def _quiet(fn, *args):

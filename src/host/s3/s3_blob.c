@@ -272,8 +272,9 @@ listing_page(const struct s3_call *c, const char **body, size_t *n)
 	return 0;
 }
 
-/* The continuation tokens a listing was given: one given again would
- * lead round a cycle of pages for ever (a store that misbehaves). */
+/* The continuation tokens (or markers) a listing was given: one given
+ * again would lead round a cycle of pages for ever (a store that
+ * misbehaves). */
 struct token {
 	size_t n;
 	char s[];
@@ -287,9 +288,15 @@ token_free(void *arg, void *val)
 	return 0;
 }
 
-/* 0 for a token new to seen (now in it), BW_EPROTO for one seen before. */
-static int
-token_new(struct bw_hash *seen, const char *tok)
+void
+s3_tokens_free(struct bw_hash *seen)
+{
+	(void)bw_hash_each(seen, token_free, NULL);
+	bw_hash_fini(seen);
+}
+
+int
+s3_token_new(struct bw_hash *seen, const char *tok)
 {
 	size_t n = strlen(tok);
 	struct token *t;
@@ -314,7 +321,9 @@ int
 s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb, void *arg)
 {
 	char q[8192], pre[3 * 1024], tok[3 * 2048], full[1024];
-	char key[BW_BLOB_KEY_CAP + 512], size_s[32], when[64], why[160];
+	/* a key as listed (url-encoded: up to three bytes a byte) */
+	char key[3 * (BW_BLOB_KEY_CAP + S3_PREFIX_CAP)], size_s[32], when[64];
+	char why[160];
 	size_t pos, start, len, plen = strlen(s->prefix), body_n;
 	const char *body;
 	struct bw_hash seen;
@@ -370,7 +379,7 @@ s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb, void *arg)
 					 key, sizeof(key)) != 0 ||
 			     s3_qenc(key, q, sizeof(q)) != 0 ||
 			     strlen(q) >= sizeof(tok) ||
-			     (rc = token_new(&seen, q)) != 0)) {
+			     (rc = s3_token_new(&seen, q)) != 0)) {
 			/* a page that leads back to one already read would
 			 * be asked for again for ever */
 			bw_error("s3: listing %s: a truncated page without a "
@@ -386,9 +395,13 @@ s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb, void *arg)
 		while (rc == 0 && s3_xml_span(body, body_n, &pos, "Contents",
 					      &start, &len) == 0) {
 			const char *e = body + start;
+			int krc = s3_xml_text(e, len, "Key", key, sizeof(key));
 
-			if (s3_xml_text(e, len, "Key", key, sizeof(key)) != 0 ||
-			    s3_url_decode(key) != 0 ||
+			/* encoded longer than three bytes for each of ours and
+			 * the prefix's: longer than any key of ours */
+			if (krc == BW_ETOOBIG)
+				continue;
+			if (krc != 0 || s3_url_decode(key) != 0 ||
 			    s3_xml_text(e, len, "Size", size_s,
 					sizeof(size_s)) != 0 ||
 			    !digits(size_s) ||
@@ -410,8 +423,7 @@ s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb, void *arg)
 		}
 		s3_call_fini(&c);
 	}
-	(void)bw_hash_each(&seen, token_free, NULL);
-	bw_hash_fini(&seen);
+	s3_tokens_free(&seen);
 	return rc;
 }
 

@@ -18,7 +18,7 @@
 #include "host/s3/s3_int.h"
 
 #define CREDS_CAP   (64u * 1024u)
-#define PREFIX_CAP  256u
+#define PREFIX_CAP  S3_PREFIX_CAP
 #define BUCKET_MIN  3u
 #define BUCKET_MAX  63u
 #define SECRET_CAP  1024u

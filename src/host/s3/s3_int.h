@@ -27,6 +27,7 @@
 #include <curl/curl.h>
 
 #include "bulwark/crypto.h"
+#include "bulwark/hash.h"
 #include "host/blob.h"
 
 /* Parts grow with the object: S3_PART for the first four (S3's smallest
@@ -138,6 +139,9 @@ int s3_qenc(const char *v, char *out, size_t cap) BW_WUR;
  * span; *pos moves past it. BW_ENOTFOUND if there is none. */
 int s3_xml_span(const char *p, size_t n, size_t *pos, const char *name,
 		size_t *start, size_t *len) BW_WUR;
+/* A --blobs URL's prefix is shorter than this. */
+#define S3_PREFIX_CAP 256u
+
 /* The text of the first element name in [p, p+n), decoded, into out. */
 int s3_xml_text(const char *p, size_t n, const char *name, char *out,
 		size_t cap) BW_WUR;
@@ -232,6 +236,12 @@ int s3_send_part(struct s3 *s, struct bw_blob_w *w, unsigned number,
 /* s3_blob.c */
 typedef int (*s3_list_fn)(void *arg, const char *key, uint64_t size,
 			  int64_t mtime);
+/* A listing's continuation tokens (s3_blob.c): 0 for one new to seen (now
+ * in it), BW_EPROTO for one given before, BW_ENOMEM. seen is bw_hash_init's;
+ * s3_tokens_free frees it and its tokens. */
+int s3_token_new(struct bw_hash *seen, const char *tok) BW_WUR;
+void s3_tokens_free(struct bw_hash *seen);
+
 /* Every object under prefix (below the store's prefix; scratch ones too
  * when all) to cb. */
 int s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb,

@@ -581,8 +581,12 @@ complete(struct s3 *s, struct bw_blob_w *w)
 		rc = BW_ESERVER;
 	/* a retry after a completion whose answer was lost? */
 	if (rc == BW_ENOTFOUND && strcmp(c.code, "NoSuchUpload") == 0 &&
-	    completed_before(s, w))
+	    completed_before(s, w)) {
+		bw_info("s3: %s was completed by an earlier try (its ETag is "
+			"ours)",
+			w->key);
 		rc = 0;
+	}
 	if (rc != 0)
 		bw_error("s3: completing %s: %s", w->key,
 			 s3_why(&c, rc, why, sizeof(why)));

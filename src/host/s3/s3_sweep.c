@@ -5,6 +5,7 @@
  * thread of the backend's, at every quarter of the grace, at most every 10
  * minutes. Other daemons' prefixes are never listed.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,8 @@
 static int
 upload_active(struct s3 *s, const char *key, const char *id, int64_t before_s)
 {
-	char q[3 * S3_ID_CAP + 32], enc[3 * S3_ID_CAP], when[64];
+	static atomic_int said;
+	char q[3 * S3_ID_CAP + 32], enc[3 * S3_ID_CAP], when[64], why[160];
 	size_t pos = 0, rs, rn, ps, pn;
 	const char *body;
 	struct s3_call c;
@@ -44,6 +46,11 @@ upload_active(struct s3 *s, const char *key, const char *id, int64_t before_s)
 	if ((rc = s3_do(s, &c)) != 0 || c.resp == NULL ||
 	    s3_xml_span(c.resp, c.resp_n, &pos, "ListPartsResult", &rs, &rn) !=
 		    0) {
+		if (rc != BW_ENOTFOUND && !atomic_exchange(&said, 1))
+			bw_warn("s3: the parts of an upload of %s could not "
+				"be listed (%s): uploads older than the grace "
+				"period are kept (said once)",
+				key, s3_why(&c, rc, why, sizeof(why)));
 		s3_call_fini(&c);
 		return rc == BW_ENOTFOUND ? 0 : 1; /* gone: nothing to keep */
 	}
@@ -66,7 +73,9 @@ abort_stale(struct s3 *s, const char *prefix, int64_t before_s, unsigned *n)
 {
 	char q[4096], pre[1024], km[3 * BW_BLOB_KEY_CAP], im[3 * S3_ID_CAP];
 	char key[BW_BLOB_KEY_CAP + 256], why[160], when[64], id[S3_ID_CAP];
-	char km_was[sizeof(km)], im_was[sizeof(im)];
+	char mark[sizeof(km) + sizeof(im) + 2];
+	struct bw_hash seen;
+	int stopping;
 	unsigned pages = 0;
 	size_t pos, start, len, plen = strlen(s->prefix);
 	struct s3_call c;
@@ -74,32 +83,42 @@ abort_stale(struct s3 *s, const char *prefix, int64_t before_s, unsigned *n)
 	int rc, more = 1, qn;
 
 	*n = 0;
+	rc = 0;
 	km[0] = im[0] = '\0';
 	if (snprintf(key, sizeof(key), "%s%s", s->prefix, prefix) >=
 		    (int)sizeof(key) ||
 	    s3_qenc(key, pre, sizeof(pre)) != 0)
 		return BW_ETOOBIG;
+	if ((rc = bw_hash_init(&seen)) != 0)
+		return rc;
 	while (more) {
-		if (pages++ > 0 && strcmp(km, km_was) == 0 &&
-		    strcmp(im, im_was) == 0) {
-			/* a truncated page with no entry to go on from: the
-			 * same page would come again for ever */
+		pthread_mutex_lock(&s->mu);
+		stopping = s->stopping;
+		pthread_mutex_unlock(&s->mu);
+		if (stopping)
+			break;
+		if (pages++ > 0 && (snprintf(mark, sizeof(mark), "%s\n%s", km,
+					     im) >= (int)sizeof(mark) ||
+				    s3_token_new(&seen, mark) != 0)) {
+			/* a truncated page that leads to one already read
+			 * (or to none): the same pages would come again for
+			 * ever */
 			bw_warn("s3: the listing of the uploads under %s does "
 				"not advance; the rest waits for the next "
 				"sweep",
 				key);
-			return 0;
+			break;
 		}
-		memcpy(km_was, km, sizeof(km));
-		memcpy(im_was, im, sizeof(im));
 		qn = km[0] != '\0' ? snprintf(q, sizeof(q),
 					      "key-marker=%s&prefix=%s&"
 					      "upload-id-marker=%s&uploads=",
 					      km, pre, im)
 				   : snprintf(q, sizeof(q),
 					      "prefix=%s&uploads=", pre);
-		if (qn <= 0 || (size_t)qn >= sizeof(q))
-			return BW_ETOOBIG;
+		if (qn <= 0 || (size_t)qn >= sizeof(q)) {
+			rc = BW_ETOOBIG;
+			break;
+		}
 		s3_call_init(&c, "GET", NULL);
 		c.query = q;
 		c.retry = 1;
@@ -108,7 +127,7 @@ abort_stale(struct s3 *s, const char *prefix, int64_t before_s, unsigned *n)
 			bw_warn("s3: listing the uploads under %s: %s", key,
 				s3_why(&c, rc, why, sizeof(why)));
 			s3_call_fini(&c);
-			return rc;
+			break;
 		}
 		pos = 0;
 		more = c.resp != NULL &&
@@ -144,7 +163,8 @@ abort_stale(struct s3 *s, const char *prefix, int64_t before_s, unsigned *n)
 		}
 		s3_call_fini(&c);
 	}
-	return 0;
+	s3_tokens_free(&seen);
+	return rc;
 }
 
 struct sweep {

@@ -202,8 +202,9 @@ drop_shared_row(struct bw_vault *v, struct row *r, const char *shown,
 	}
 	if (got <= 0) {
 		bw_warn("reconcile: %s names no object; left alone (%s)", shown,
-			got < 0 ? bw_strerror(got)
-				: "another daemon holds its lock");
+			got < 0	 ? bw_strerror(got)
+			: i == 0 ? "the start-up's tries of locks are spent"
+				 : "another daemon holds its lock");
 		return 0;
 	}
 	rc = v->blobs->be->size(v->blobs->state, r->path, &size);
@@ -220,18 +221,6 @@ drop_shared_row(struct bw_vault *v, struct row *r, const char *shown,
 		bw_warn("reconcile: %s names no object; left alone (%s)", shown,
 			bw_strerror(rc));
 	return 0;
-}
-
-/* Whether the object at path is missing when the store is asked itself:
- * a listing read at start-up (v->sizes) judges what is there, never what
- * is not, since a store's bad answer can leave keys out. */
-static int
-confirmed_missing(struct bw_vault *v, const char *path)
-{
-	uint64_t size;
-
-	return v->sizes == NULL ||
-	       v->blobs->be->size(v->blobs->state, path, &size) == BW_ENOTFOUND;
 }
 
 static int
@@ -254,8 +243,7 @@ reconcile_row(struct bw_vault *v, struct row *r, unsigned *tries)
 	bw_escape_display(r->path, shown, sizeof(shown));
 	if (r->pending_path[0] != '\0')
 		pend_size = stored_size(v, r->pending_path);
-	if (r->pending_path[0] != '\0' && pend_size == -1 && main_size >= 0 &&
-	    confirmed_missing(v, r->pending_path)) {
+	if (r->pending_path[0] != '\0' && pend_size == -1 && main_size >= 0) {
 		/* the 1029's rename happened, its row did not: finish it */
 		memset(&rec, 0, sizeof(rec));
 		memcpy(rec.client_id, r->id, BW_ID_LEN);
@@ -271,12 +259,6 @@ reconcile_row(struct bw_vault *v, struct row *r, unsigned *tries)
 	}
 	if (main_size >= 0)
 		return 0;
-	if (!confirmed_missing(v, r->path)) {
-		bw_warn("reconcile: %s was not in the store's listing, but is "
-			"there; kept",
-			shown);
-		return 0;
-	}
 	if (v->meta->be->shared)
 		return drop_shared_row(v, r, shown, tries);
 	rc = vfile_set_now(v, r->id, r->path, NULL, 0, 0);

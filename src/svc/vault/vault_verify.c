@@ -87,13 +87,20 @@ unswap_files(struct crc_op *op)
 	const struct bw_blobs *b = op->v->blobs;
 	uint64_t size;
 
-	/* the move never happened: only the backup is extra. A move that
-	 * said it was done was (S3's is a copy, then a delete that may fail
-	 * with the file already replaced: its pending key is still there);
-	 * one that failed is judged by its pending key (a rename whose
-	 * directory's sync failed after it) */
-	if (!op->moved && b->be->size(b->state, op->pend_key, &size) == 0) {
-		(void)b->be->remove(b->state, op->backup);
+	/* A move that failed with its pending key still there: a local
+	 * rename that failed did nothing, and only the backup is extra; S3's
+	 * move is a copy whose success can be lost, then a delete: the backup
+	 * goes back over the file, which changes nothing if the copy never
+	 * happened, and the replacement waits where it was. A move that said
+	 * it was done, or whose pending key is gone (a rename whose
+	 * directory's sync failed after it), is undone whole: the
+	 * replacement back aside first. */
+	if (!op->moved &&
+	    b->be->size(b->state, op->pend_key, &size) != BW_ENOTFOUND) {
+		if (!b->shared)
+			(void)b->be->remove(b->state, op->backup);
+		else if (op->backup[0] != '\0')
+			vault_restore_backup(op->v, op->path, op->backup);
 		return;
 	}
 	if (b->be->copy(b->state, op->path, op->pend_key) != 0)
