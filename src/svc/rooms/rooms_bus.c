@@ -492,7 +492,10 @@ beaten(void *arg, int rc, const struct bw_bus_reply *r)
 			"pause of %s or of Redis); its members are written "
 			"again",
 			rs->node);
-		rejoin_all(rs, 0);
+		/* not forgotten first, as after an outage: the reaper took
+		 * them out, and a join or a create under way since is in
+		 * Redis and not yet here */
+		(void)bw_hash_each(&rs->map, rejoin_room, rs);
 	}
 	rs->beat_alive = 1;
 }

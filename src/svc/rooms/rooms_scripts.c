@@ -7,7 +7,7 @@
  *   bulwark:room:ID             the room's password verifier (salt, hash)
  *   bulwark:room:ID:m           its members: NODE/CONN -> "KEY\nNAME"
  *   bulwark:room:ID:n           its names' keys -> NODE/CONN (taken once)
- *   bulwark:node:NODE           the node's heartbeat (expires in 3 s)
+ *   bulwark:node:NODE           the node's heartbeat (expires in 5 s)
  *   bulwark:node:NODE:rooms     the rooms the node has (had) members in
  *   bulwark:nodes               the nodes that beat
  *   bulwark:members             the members of every room, counted
@@ -87,17 +87,15 @@ const char rbus_lua_leave[] =
 	"redis.call('SREM','bulwark:rooms',id) end end "                       \
 	"redis.call('DEL',rs) end "
 
-/* ARGV: self, milliseconds to live. This node's heartbeat: 1 if it was
- * alive until now, 0 if its key had lapsed or it had been reaped (taken
- * out of bulwark:nodes, its members with it) while it still ran (a pause
- * of its own, or of Redis): then it writes its members again. */
+/* ARGV: self, milliseconds to live. This node's heartbeat: 0 if it had
+ * been reaped (taken out of bulwark:nodes, its members with it) while it
+ * still ran (a pause of its own, or of Redis): then it writes its members
+ * again. 1 otherwise (a key that lapsed unreaped has lost nothing). */
 const char rbus_lua_beat[] =
-	"local k='bulwark:node:'..ARGV[1] "
-	"local was=redis.call('EXISTS',k)==1 and "
-	"redis.call('SISMEMBER','bulwark:nodes',ARGV[1])==1 "
-	"redis.call('SET',k,'1','PX',ARGV[2]) "
+	"local was=redis.call('SISMEMBER','bulwark:nodes',ARGV[1]) "
+	"redis.call('SET','bulwark:node:'..ARGV[1],'1','PX',ARGV[2]) "
 	"redis.call('SADD','bulwark:nodes',ARGV[1]) "
-	"if was then return 1 end return 0";
+	"return was";
 
 /* ARGV: self, notice. Every node that stopped beating is dropped. */
 const char rbus_lua_reap[] = LUA_DROP_NODE
