@@ -232,18 +232,20 @@ write_full(int fd, const uint8_t *p, size_t n)
 static int
 plain_open(const char *dir, char *path, size_t cap, int *unnamed)
 {
-	int fd = -1;
+	int fd;
 
 	*unnamed = 0;
 	snprintf(path, cap, "%s", dir);
-	if (access("/proc/self/fd", X_OK) == 0 &&
-	    (fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600)) >= 0) {
-		*unnamed = 1;
-		return fd;
+	if (access("/proc/self/fd", X_OK) == 0) {
+		if ((fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) >=
+		    0) {
+			*unnamed = 1;
+			return fd;
+		}
+		/* a directory that cannot be written fails either way */
+		if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+			return -1;
 	}
-	if (fd < 0 && errno != ENOENT && errno != EOPNOTSUPP &&
-	    errno != EISDIR && errno != EINVAL)
-		return -1;
 	snprintf(path, cap, "%s/bulwark-msg-XXXXXX", dir);
 	return mkstemp(path);
 }
@@ -277,6 +279,36 @@ plain_name(int fd, const char *dir, char *path, size_t cap)
 			return -errno;
 	}
 	return -EEXIST;
+}
+
+/* Where the unnamed file cannot be linked (a /proc of another namespace):
+ * its bytes copied into a file made by mkstemp, synced. 0 or -errno, and
+ * no file left on failure. */
+static int
+plain_copy(int fd, const char *dir, char *path, size_t cap)
+{
+	uint8_t buf[CHUNK];
+	ssize_t n;
+	int out, rc = 0;
+
+	snprintf(path, cap, "%s/bulwark-msg-XXXXXX", dir);
+	if ((out = mkstemp(path)) < 0)
+		return -errno;
+	if (lseek(fd, 0, SEEK_SET) != 0)
+		rc = -errno;
+	while (rc == 0 && (n = read(fd, buf, sizeof(buf))) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		rc = n < 0 ? -errno : write_full(out, buf, (size_t)n);
+	}
+	bw_wipe(buf, sizeof(buf));
+	if (rc == 0 && fsync(out) != 0)
+		rc = -errno;
+	if (close(out) != 0 && rc == 0)
+		rc = -errno;
+	if (rc != 0)
+		(void)unlink(path);
+	return rc;
 }
 
 /* Type 4: decrypted into a new file under the temporary directory, named
@@ -341,8 +373,10 @@ got_file(struct rx *r, struct bw_contact *c, uint32_t size, char *path,
 		werr = -errno;
 	if (unnamed) {
 		/* named only whole; a name not had is nothing to remove */
-		if (werr == 0 && rc == 0 && !bad)
-			werr = plain_name(fd, r->x->tmpdir, path, cap);
+		if (werr == 0 && rc == 0 && !bad &&
+		    (werr = plain_name(fd, r->x->tmpdir, path, cap)) != 0 &&
+		    werr != -EEXIST)
+			werr = plain_copy(fd, r->x->tmpdir, path, cap);
 		unnamed = werr == 0 && rc == 0 && !bad ? 0 : 2;
 	}
 	if (close(fd) != 0 && werr == 0 && rc == 0 && !bad)

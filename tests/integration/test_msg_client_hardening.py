@@ -838,6 +838,27 @@ def test_a_received_file_is_in_its_directory_before_the_server_forgets_it(pyserv
     assert any(i > after for i in dir_sync), "TMPDIR not synced after %s" % path
 
 
+def test_a_received_file_that_cannot_be_linked_is_copied_under_its_name(keyed_pair,
+                                                                          tmp_path, shim):
+    """The received file is written unnamed and then linked to its name
+    through /proc/self/fd; where that link fails (a /proc of another
+    namespace), its bytes are copied into a named file instead, and the
+    message is shown, not left queued for ever."""
+    a, na, b, nb = keyed_pair
+    data = os.urandom(200000)
+    (a.dir / "f.bin").write_bytes(data)
+    a.ok("send-file", nb, "f.bin")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    e = bwd.fault_env(shim, fault="linkat:1:EPERM")
+    r = b.run("pull", tmp=tmp, prefix=["env"] + ["%s=%s" % kv for kv in e.items()])
+    assert r.returncode == 0, describe(r)
+    assert b"bwfault:" in r.stderr, describe(r)  # the link did fail
+    [(who, path)] = blocks(r.stdout.decode())
+    assert who == na and open(path, "rb").read() == data
+    assert os.listdir(tmp) == [os.path.basename(path)]
+
+
 # --------------------------------------------------------------------------
 # Two clients on one directory
 
