@@ -930,8 +930,10 @@ mono_offset_ms(long long now_ms)
 		if (fd >= 0) {
 			n = syscall(SYS_read, (int)fd, buf, sizeof(buf) - 1);
 			syscall(SYS_close, (int)fd);
-			buf[n > 0 ? n : 0] = '\0';
-			atomic_store(&off_ms, atoll(buf));
+			if (n > 0) { /* empty: being written; the last holds */
+				buf[n] = '\0';
+				atomic_store(&off_ms, atoll(buf));
+			}
 		}
 	}
 	return atomic_load(&off_ms);

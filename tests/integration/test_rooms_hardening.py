@@ -986,7 +986,8 @@ def test_a_member_who_only_reads_a_talking_room_is_not_idle(start_server, shim, 
     bob = R.member(port, "bob", rid, "pw")
     alice.expect(R.joined("bob"))
     for hour in range(1, 31):
-        offset.write_text(str(hour * 3600 * 1000))
+        (tmp_path / "mono.new").write_text(str(hour * 3600 * 1000))
+        os.replace(tmp_path / "mono.new", offset)  # never seen half written
         time.sleep(0.3)  # the file is read again, and a tick passes
         alice.line("hour %d" % hour)
         bob.expect("alice: hour %d" % hour)
