@@ -228,6 +228,10 @@ int s3_upload_live(struct s3 *s, const char *upload_id);
 /* w's upload, if there is one, aborted (best effort: the sweep). */
 void s3_w_abort_upload(struct s3 *s, struct bw_blob_w *w);
 void s3_w_free(struct bw_blob_w *w);
+/* s3_upload.c: w's upload completed from its parts' ETags (the last part
+ * sent): 0, or the store's error (nothing at the key changed then, as far
+ * as the store says). */
+int s3_upload_complete(struct s3 *s, struct bw_blob_w *w) BW_WUR;
 /* Part number of w, [off, off + len) of its spool, into etag. */
 int s3_send_part(struct s3 *s, struct bw_blob_w *w, unsigned number,
 		 uint64_t off, uint64_t len, const char *sha,
