@@ -224,6 +224,14 @@ write_full(int fd, const uint8_t *p, size_t n)
 	return 0;
 }
 
+/* A new file of mkstemp's (mode 0600) under dir, its name into path. */
+static int
+plain_mkstemp(const char *dir, char *path, size_t cap)
+{
+	snprintf(path, cap, "%s/bulwark-msg-XXXXXX", dir); /* mkstemp's */
+	return mkstemp(path);
+}
+
 /* A received file's plaintext goes into an unnamed file (O_TMPFILE) in
  * dir, named only once it is whole and synced: a client killed meanwhile
  * leaves none of it behind. Where the file system or /proc cannot do
@@ -246,8 +254,7 @@ plain_open(const char *dir, char *path, size_t cap, int *unnamed)
 		if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
 			return -1;
 	}
-	snprintf(path, cap, "%s/bulwark-msg-XXXXXX", dir);
-	return mkstemp(path);
+	return plain_mkstemp(dir, path, cap);
 }
 
 /* The unnamed file fd gets a name of mkstemp's form under dir, never one
@@ -291,8 +298,7 @@ plain_copy(int fd, const char *dir, char *path, size_t cap)
 	ssize_t n;
 	int out, rc = 0;
 
-	snprintf(path, cap, "%s/bulwark-msg-XXXXXX", dir);
-	if ((out = mkstemp(path)) < 0)
+	if ((out = plain_mkstemp(dir, path, cap)) < 0)
 		return -errno;
 	if (lseek(fd, 0, SEEK_SET) != 0)
 		rc = -errno;
