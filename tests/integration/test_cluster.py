@@ -512,6 +512,19 @@ def bus_node(start_server, r, name, data_dir, url=None):
     return n
 
 
+def alice_and_bob_on_two_nodes(start_server, r, tmp_path):
+    """Nodes n1 and n2 on Redis r; alice creates a room through n1 and bob
+    joins it through n2: (n1, n2, alice, bob, room)."""
+    n1 = bus_node(start_server, r, "n1", tmp_path / "n1")
+    n2 = bus_node(start_server, r, "n2", tmp_path / "n2")
+    alice = RoomClient(rooms_port(n1))
+    room = alice.create("alice", "pw")
+    bob = RoomClient(rooms_port(n2))
+    bob.join("bob", room, "pw")
+    alice.expect(joined("bob"))
+    return n1, n2, alice, bob, room
+
+
 def resp(*parts):
     """A command in RESP, as redisserver sends them."""
     out = b"*%d\r\n" % len(parts)
@@ -610,13 +623,7 @@ def test_a_node_restarted_before_it_is_reaped_takes_its_members_out_once(start_s
         need_cluster()
     r = redisserver.RedisServer().start()
     try:
-        n1 = bus_node(start_server, r, "n1", tmp_path / "n1")
-        n2 = bus_node(start_server, r, "n2", tmp_path / "n2")
-        alice = RoomClient(rooms_port(n1))
-        room = alice.create("alice", "pw")
-        bob = RoomClient(rooms_port(n2))
-        bob.join("bob", room, "pw")
-        alice.expect(joined("bob"))
+        n1, n2, alice, bob, room = alice_and_bob_on_two_nodes(start_server, r, tmp_path)
         kill(n1)
         killed = time.monotonic()
         alice.close()
@@ -804,13 +811,7 @@ def test_a_node_taken_for_dead_while_it_ran_writes_its_members_again(start_serve
         need_cluster()
     r = redisserver.RedisServer().start()
     try:
-        n1 = bus_node(start_server, r, "n1", tmp_path / "n1")
-        n2 = bus_node(start_server, r, "n2", tmp_path / "n2")
-        alice = RoomClient(rooms_port(n1))
-        room = alice.create("alice", "pw")
-        bob = RoomClient(rooms_port(n2))
-        bob.join("bob", room, "pw")
-        alice.expect(joined("bob"))
+        n1, n2, alice, bob, room = alice_and_bob_on_two_nodes(start_server, r, tmp_path)
         n1.proc.send_signal(signal.SIGSTOP)
         try:
             bob.expect(left("alice"), timeout=20)  # n2 reaped n1

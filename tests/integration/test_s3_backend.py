@@ -664,6 +664,16 @@ def test_a_listing_whose_pages_lead_round_in_a_cycle_is_refused(start_server, s3
     assert len(proxy.seen("GET", "list-type=2")) < 20, len(proxy.seen("GET", "list-type=2"))
 
 
+def verified_then_pending(v, old, new):
+    """v registers, stores doc.bin as old and confirms it, then sends new
+    over it: new waits as the pending replacement for its 1029."""
+    bw.expect(v.register(unique_name("u")), bw.REGISTERED)
+    bw.expect(v.send_pubkey(), bw.KEY_STORED)
+    bw.expect(v.send_file("doc.bin", old).response, bw.FILE_RECEIVED)
+    bw.expect(v.crc_ok("doc.bin"), bw.ACK)
+    bw.expect(v.send_file("doc.bin", new).response, bw.FILE_RECEIVED)
+
+
 def test_a_1029_whose_row_fails_after_a_half_done_move_keeps_the_verified_file(
         start_server, s3, proxy, tmp_path):
     """A 1029 puts the pending replacement over the verified file (S3: a
@@ -683,11 +693,7 @@ def test_a_1029_whose_row_fails_after_a_half_done_move_keeps_the_verified_file(
                            data_dir=tmp_path / "d", env={**pg.env(), **s3.env()})
         old, new = os.urandom(5000), os.urandom(6000)
         v = bw.VaultClient(H, srv.port, timeout=60, key=rsa_key(0)).connect()
-        bw.expect(v.register(unique_name("u")), bw.REGISTERED)
-        bw.expect(v.send_pubkey(), bw.KEY_STORED)
-        bw.expect(v.send_file("doc.bin", old).response, bw.FILE_RECEIVED)
-        bw.expect(v.crc_ok("doc.bin"), bw.ACK)
-        bw.expect(v.send_file("doc.bin", new).response, bw.FILE_RECEIVED)  # pending
+        verified_then_pending(v, old, new)
         gate = threading.Event()
         proxy.add(method="DELETE", path=r"/files/\.pending/", gate=gate,
                   action=("status", 500, "InternalError"))
@@ -779,11 +785,7 @@ def test_a_1029_whose_copy_took_effect_unseen_keeps_the_verified_file(start_serv
     srv = start_on(start_server, s3, endpoint=proxy.endpoint)
     old, new = os.urandom(5000), os.urandom(6000)
     v = bw.VaultClient(H, srv.port, timeout=60, key=rsa_key(6)).connect()
-    bw.expect(v.register(unique_name("u")), bw.REGISTERED)
-    bw.expect(v.send_pubkey(), bw.KEY_STORED)
-    bw.expect(v.send_file("doc.bin", old).response, bw.FILE_RECEIVED)
-    bw.expect(v.crc_ok("doc.bin"), bw.ACK)
-    bw.expect(v.send_file("doc.bin", new).response, bw.FILE_RECEIVED)  # pending
+    verified_then_pending(v, old, new)
     proxy.add(method="PUT", path=r"/doc\.bin$", action=("lose",))
     bw.expect(v.crc_ok("doc.bin"), bw.ERROR)
     assert [e for e in proxy.seen("PUT") if e[3] == "lost"], proxy.log
