@@ -120,6 +120,9 @@ struct vwait {
 	int verdict; /* a 1029/1030/1031: refused past VAULT_LOCK_WAITERS */
 };
 
+/* the most write buffers an upload turns through (vault_upload.c) */
+#define UPLOAD_WBUFS_MAX 4
+
 struct upload {
 	struct bw_vault *v;
 	struct bw_conn *conn; /* NULL once the connection is gone */
@@ -141,8 +144,9 @@ struct upload {
 	uint64_t left;	    /* ciphertext bytes still to come */
 	uint64_t plain_len; /* plaintext bytes decrypted */
 	size_t chunk;	    /* bytes decrypted and written at a time */
-	uint8_t *wbuf[2];
-	int wbusy[2];
+	uint8_t *wbuf[UPLOAD_WBUFS_MAX];
+	int wbusy[UPLOAD_WBUFS_MAX];
+	unsigned nwbuf; /* write buffers in turn: 2 or UPLOAD_WBUFS_MAX */
 	unsigned wnext;
 	unsigned refs; /* worker jobs in flight */
 	int werr;      /* the first write error */

@@ -1,5 +1,5 @@
 /* The streaming 1028: the ciphertext is decrypted chunk by chunk out of the
- * connection's input into one of two aligned buffers, CRC'd on the loop
+ * connection's input into one of its aligned write buffers, CRC'd on the loop
  * thread and written by a worker into a new object of the blob store,
  * which vault_commit.c then puts in place.
  */
@@ -16,10 +16,20 @@
 /* An upload is decrypted and written in chunks: 1 MiB while few uploads run
  * (large writes are cheapest), 256 KiB each past BIG_CHUNK_UPLOADS, so that
  * memory stays bounded however many clients upload at once. An upload holds
- * its input buffer and two write buffers of one chunk each. */
+ * its input buffer and two write buffers of one chunk each, or
+ * UPLOAD_WBUFS_MAX of 1 MiB while fewer than MANY_WBUF_UPLOADS run.
+ *
+ * Why more than two: decrypting into a buffer that a worker has just
+ * written with O_DIRECT can cost twice the CPU. On the development
+ * machine (a VM whose disk reads the buffer from the host), AES-CBC
+ * decryption of 1 GiB into two buffers in turn took 0.37-0.44 s of the
+ * loop thread in four uploads of eight, 0.21-0.27 s in the others; with
+ * four to sixteen buffers, 0.21-0.27 s in 17 of 18 and 0.31 s once
+ * (docs/performance.md, twenty-first round). */
 #define BIG_CHUNK	  (1024u * 1024u)
 #define SMALL_CHUNK	  (256u * 1024u)
 #define BIG_CHUNK_UPLOADS 16u
+#define MANY_WBUF_UPLOADS 4u
 #define DIRECT_ALIGN	  4096u
 
 struct wjob {
@@ -53,7 +63,7 @@ vault_upload_free(struct upload *u)
 	vault_upload_done(u);
 	/* an unlink frees the file's blocks: not on the loop */
 	bw_blobs_abort_later(u->v->blobs, u->v->eng->loop, u->w);
-	for (i = 0; i < 2; i++) {
+	for (i = 0; i < UPLOAD_WBUFS_MAX; i++) {
 		if (u->wbuf[i] != NULL)
 			bw_wipe(u->wbuf[i], u->chunk);
 		free(u->wbuf[i]);
@@ -108,6 +118,7 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 	char hex[2 * BW_ID_LEN + 1], shown[BW_ESC_CAP], file[BW_ESC_CAP];
 	const struct vfile *f;
 	struct upload *u;
+	unsigned i;
 	int rc;
 
 	if ((u = calloc(1, sizeof(*u))) == NULL)
@@ -145,9 +156,16 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 	if (u->chunk > content_size) /* small files, small buffers */
 		u->chunk = (content_size + DIRECT_ALIGN - 1) &
 			   ~(size_t)(DIRECT_ALIGN - 1);
-	if (posix_memalign((void **)&u->wbuf[0], DIRECT_ALIGN, u->chunk) != 0 ||
-	    posix_memalign((void **)&u->wbuf[1], DIRECT_ALIGN, u->chunk) != 0)
-		goto fail;
+	/* more buffers than chunks would only take memory */
+	u->nwbuf = u->chunk == BIG_CHUNK &&
+				   v->uploads_active < MANY_WBUF_UPLOADS &&
+				   content_size / BIG_CHUNK >= UPLOAD_WBUFS_MAX
+			   ? UPLOAD_WBUFS_MAX
+			   : 2;
+	for (i = 0; i < u->nwbuf; i++)
+		if (posix_memalign((void **)&u->wbuf[i], DIRECT_ALIGN,
+				   u->chunk) != 0)
+			goto fail;
 	vc->up = u;
 	u->counted = 1;
 	v->uploads_active++;
@@ -316,8 +334,9 @@ vault_body_step(struct bw_conn *c)
 		if (c->in.len < k)
 			return 0;
 		/* the second write waits for the first, which makes the
-		 * object (the last chunk is written by the commit's job) */
-		if (u->wbusy[u->wnext] ||
+		 * object (the last chunk is written by the commit's job);
+		 * at most two are in flight, however many buffers turn */
+		if (u->wbusy[u->wnext] || u->refs >= 2 ||
 		    (k < u->left && u->refs > 0 && !u->w_tried)) {
 			bw_conn_pause(c, 1); /* write_done resumes us */
 			return 0;
@@ -346,7 +365,7 @@ vault_body_step(struct bw_conn *c)
 			vault_upload_abort(c, bw_strerror(rc));
 			return bw_frame_fail(c, "cannot write the file");
 		}
-		u->wnext ^= 1;
+		u->wnext = (u->wnext + 1) % u->nwbuf;
 		u->left -= k;
 		u->plain_len += plain;
 		u->v->upload_bytes_active += plain;
