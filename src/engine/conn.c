@@ -404,6 +404,7 @@ conn_read(struct bw_conn *c)
 	}
 	bw_buf_commit(&c->in, (size_t)n);
 	c->in_total += (uint64_t)n;
+	c->last_read_n = (size_t)n;
 	c->last_read_ms = bw_now_ms();
 	c->deadline_ms = c->last_read_ms + c->lis->cfg.lim.idle_ms;
 	/* The idle look asks whether the peer took output since its last sign

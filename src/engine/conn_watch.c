@@ -4,6 +4,7 @@
  * has closed its side; and the deadlines that wait on it.
  */
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "bulwark/net.h"
 #include "bulwark/util.h"
@@ -19,6 +20,41 @@ void
 bw_conn_output_is_activity(struct bw_conn *c)
 {
 	c->flags |= BW_CONN_OUT_ACTIVE;
+}
+
+/* A read this large says the peer sends in bulk (loopback gives 64 KiB
+ * segments; a peer trickling gives a few KiB). */
+#define LOWAT_BULK (128u * 1024u)
+#define LOWAT_MAX  (1024u * 1024u)
+
+static void
+conn_lowat(struct bw_conn *c, int v)
+{
+	if (v == (c->lowat > 1 ? c->lowat : 1))
+		return;
+	/* on a failure the kernel keeps the old value, and so do we */
+	if (setsockopt(c->w.fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) == 0)
+		c->lowat = v;
+}
+
+void
+bw_conn_expect(struct bw_conn *c, size_t n)
+{
+	int v = 1;
+
+	if (c->flags & BW_CONN_DEAD)
+		return; /* its descriptor is closing */
+	if (n > 1 && c->last_read_n >= LOWAT_BULK)
+		v = (int)(n < LOWAT_MAX ? n : LOWAT_MAX);
+	conn_lowat(c, v);
+}
+
+void
+engine_conn_lowat_lapse(struct bw_conn *c, uint64_t now)
+{
+	if (c->lowat > 1 && !(c->flags & BW_CONN_DEAD) &&
+	    now - c->last_read_ms >= ENGINE_TICK_MS)
+		conn_lowat(c, 1);
 }
 
 /* The input that had arrived by now, read or still in the socket. */

@@ -19,7 +19,6 @@
 #include "engine/engine_int.h"
 
 #define ACCEPT_BATCH	64
-#define TICK_MS		200u
 #define ADDRS_CAP	65536u /* source addresses tracked at once */
 #define EMFILE_PAUSE_MS 100u
 #define EMFILE_WARN_MS	10000u
@@ -251,6 +250,7 @@ on_tick(void *arg)
 	resume_listeners(e, now);
 	for (c = e->conns; c != NULL; c = next) {
 		next = c->next;
+		engine_conn_lowat_lapse(c, now);
 		/* output the peer does not take, whether or not a job holds
 		 * the connection or it is paused (a pull streaming, a list
 		 * waiting for room): its deadline moves only when the peer
@@ -439,7 +439,7 @@ bw_engine_open(struct bw_engine *e, const struct bw_engine_cfg *cfg,
 	    (rc = bw_loop_watch(e->loop, &e->sig_w, e->sigfd, BW_EV_READ,
 				on_signal, e)) != 0)
 		return rc;
-	return bw_loop_every(e->loop, TICK_MS, on_tick, e);
+	return bw_loop_every(e->loop, ENGINE_TICK_MS, on_tick, e);
 }
 
 struct bw_conn *

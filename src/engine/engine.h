@@ -149,6 +149,8 @@ struct bw_conn {
 	char peer[64];
 	struct bw_addr *addr; /* the peer's address entry; NULL if untracked */
 	uint64_t opened_ms, last_read_ms;
+	size_t last_read_n; /* what the last read took */
+	int lowat;	    /* SO_RCVLOWAT as set (0: never; bw_conn_expect) */
 	struct bw_buf in, out;
 	uint64_t out_total;	  /* bytes ever queued by bw_conn_send */
 	uint64_t out_acked_total; /* out_total at an acked EOF (EOF_ACKED) */
@@ -267,6 +269,14 @@ void bw_conn_note_arrivals(struct bw_conn *c);
  * again from the tick that sees it (a room's member who only reads). One
  * that does not read blocks the output, which has its own deadline. */
 void bw_conn_output_is_activity(struct bw_conn *c);
+/* The peer is bound to send at least n more bytes (the rest of a body
+ * whose length it gave). A peer whose last read was large (it sends in
+ * bulk) then wakes the loop once for them, not once per segment: the
+ * kernel holds back readiness until min(n, 1 MiB) bytes wait
+ * (SO_RCVLOWAT). The tick undoes it for a peer that has not been read
+ * for a tick, so one that slows down is read, and timed, as before.
+ * n = 0 ends it: say so before the input is no longer a body. */
+void bw_conn_expect(struct bw_conn *c, size_t n);
 /* 1 if the input byte at in_off arrived only once the last of the output
  * up to out_total was being written: a peer that speaks in turn sent it
  * after it had that output. 0 if it was there before (sent before the peer

@@ -6,6 +6,9 @@
 
 #include "engine/engine.h"
 
+/* the tick that enforces deadlines and trims idle buffers (engine.c) */
+#define ENGINE_TICK_MS 200u
+
 /* Sets up a connection for an accepted fd (closing fd on failure);
  * proxied: from a --proxy-from address, started once its PROXY header has
  * come. */
@@ -51,6 +54,8 @@ void engine_conn_measure(struct bw_conn *c, uint64_t now);
  * once nothing was queued since the last tick), so thousands of quiet
  * connections (chat members between lines) cost their state only. */
 void engine_conn_trim(struct bw_conn *c, uint64_t now);
+/* bw_conn_expect's hold undone for a peer not read for a tick */
+void engine_conn_lowat_lapse(struct bw_conn *c, uint64_t now);
 /* The idle time c is allowed now (less once it is closing). */
 uint64_t engine_conn_idle_ms(const struct bw_conn *c);
 /* The loop's prepoll hook: flushes queued output, 1 if some is left. */

@@ -1043,3 +1043,41 @@ def test_a_slow_removal_of_a_dropped_uploads_file_holds_up_no_one(start_server, 
         srv.incoming_files()
     assert not (srv.client_dir(ident.client_id) / DOC).exists()
     upload_verified(srv, other, os.urandom(100_000))
+
+
+# --------------------------------------------------------------------------
+# 14. A client that sends in bulk, then slows down
+
+
+def test_an_upload_that_slows_to_a_trickle_after_a_fast_start_is_read_and_stored(start_server):
+    """Accident: a client sends the first megabytes of its upload at full
+    speed, then its link slows to 10 KiB/s for 4 s (--timeout 2), then
+    recovers. The server lets the kernel hold back a fast sender's input
+    until a whole chunk is there (SO_RCVLOWAT). The trickle, far less than
+    a chunk, must still be read as it comes: the upload is neither closed
+    as silent nor cut for its rate, and ends stored with its CRC."""
+    srv = start_server("--timeout", "2")
+    ident = register(srv)
+    fast, piece, pieces_n = (3 << 20) + 4096, 1024, 40
+    data = os.urandom(fast + piece * pieces_n + (2 << 20))
+
+    def pieces():
+        yield data[:fast]
+        for i in range(pieces_n):
+            time.sleep(0.1)
+            yield data[fast + i * piece:fast + (i + 1) * piece]
+        yield data[fast + pieces_n * piece:]
+
+    with reconnected(srv, ident) as c:
+        c.sock.settimeout(T)
+        try:
+            res = c.send_file(DOC, chunks=pieces(), size=len(data))
+        except (ConnectionError, OSError) as e:
+            res = e
+        assert not isinstance(res, Exception) and res.response is not None \
+            and res.response.code == bw.FILE_RECEIVED, (
+                "an upload that slowed down after a fast start got %r\n%s"
+                % (res if isinstance(res, Exception) else res.response, srv.log_tail()))
+        assert res.server_crc == res.crc
+        bw.expect(c.crc_ok(DOC), bw.ACK, "crc ok")
+    assert (srv.client_dir(ident.client_id) / DOC).read_bytes() == data

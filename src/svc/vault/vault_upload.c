@@ -87,6 +87,7 @@ vault_upload_abort(struct bw_conn *c, const char *why)
 	bw_info("c%llu 1028 '%s' aborted after %llu bytes: %s", ULL(c->id),
 		bw_escape_display(u->stored, shown, sizeof(shown)),
 		ULL(u->plain_len), why);
+	bw_conn_expect(c, 0);
 	vault_upload_done(u);
 	vc->up = NULL;
 	u->conn = NULL;
@@ -331,8 +332,11 @@ vault_body_step(struct bw_conn *c)
 
 	while (u->left > 0 && u->werr == 0) {
 		k = u->left < u->chunk ? (size_t)u->left : u->chunk;
-		if (c->in.len < k)
+		if (c->in.len < k) {
+			/* a client that sends in bulk wakes us once a chunk */
+			bw_conn_expect(c, k - c->in.len);
 			return 0;
+		}
 		/* the second write waits for the first, which makes the
 		 * object (the last chunk is written by the commit's job);
 		 * at most two are in flight, however many buffers turn */
@@ -384,6 +388,7 @@ vault_body_step(struct bw_conn *c)
 	 * the bytes that follow say */
 	if (!bw_frame_body_end(c))
 		return 0;
+	bw_conn_expect(c, 0); /* what follows is requests */
 	vault_key_used(u->v, u->client_id);
 	u->body_ms = bw_now_ms();
 	vc->up = NULL;
