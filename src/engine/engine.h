@@ -273,9 +273,9 @@ void bw_conn_output_is_activity(struct bw_conn *c);
  * whose length it gave). A peer whose last read was large (it sends in
  * bulk) then wakes the loop once for them, not once per segment: the
  * kernel holds back readiness until min(n, 1 MiB) bytes wait
- * (SO_RCVLOWAT). The tick undoes it for a peer that has not been read
- * for a tick, so one that slows down is read, and timed, as before.
- * n = 0 ends it: say so before the input is no longer a body. */
+ * (SO_RCVLOWAT). The tick undoes it for a peer not read for a tick (so
+ * within 200-400 ms), and one that slows down is read, and timed, as
+ * before. n = 0 ends it: say so once the body is all read. */
 void bw_conn_expect(struct bw_conn *c, size_t n);
 /* 1 if the input byte at in_off arrived only once the last of the output
  * up to out_total was being written: a peer that speaks in turn sent it

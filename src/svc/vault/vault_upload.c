@@ -81,6 +81,7 @@ vault_upload_abort(struct bw_conn *c, const char *why)
 	struct vault_conn *vc = VC(c);
 	struct upload *u = vc->up;
 	char shown[BW_ESC_CAP];
+	unsigned i;
 
 	if (u == NULL)
 		return;
@@ -91,8 +92,20 @@ vault_upload_abort(struct bw_conn *c, const char *why)
 	vault_upload_done(u);
 	vc->up = NULL;
 	u->conn = NULL;
-	if (u->refs == 0)
+	if (u->refs == 0) {
 		vault_upload_free(u);
+		return;
+	}
+	/* uncounted now: the buffers no write holds go at once, so that
+	 * uploads begun and dropped while the store is slow hold no more
+	 * than their writes in flight */
+	for (i = 0; i < UPLOAD_WBUFS_MAX; i++) {
+		if (u->wbuf[i] != NULL && !u->wbusy[i]) {
+			bw_wipe(u->wbuf[i], u->chunk);
+			free(u->wbuf[i]);
+			u->wbuf[i] = NULL;
+		}
+	}
 }
 
 /* A newcomer needs the slot of this upload, whose body trickles: it ends
@@ -374,6 +387,10 @@ vault_body_step(struct bw_conn *c)
 		u->plain_len += plain;
 		u->v->upload_bytes_active += plain;
 	}
+	/* the body is all read: what follows (padding, requests) is read
+	 * as it comes */
+	if (u->left == 0)
+		bw_conn_expect(c, 0);
 	if (u->werr != 0) {
 		bw_error("c%llu cannot write the upload of %s: %s", ULL(c->id),
 			 u->rel_path, bw_strerror(u->werr));
@@ -388,7 +405,6 @@ vault_body_step(struct bw_conn *c)
 	 * the bytes that follow say */
 	if (!bw_frame_body_end(c))
 		return 0;
-	bw_conn_expect(c, 0); /* what follows is requests */
 	vault_key_used(u->v, u->client_id);
 	u->body_ms = bw_now_ms();
 	vc->up = NULL;
