@@ -105,6 +105,19 @@ def session_from(srv, source, data, file_name="probe.bin", key_index=3):
         return c
 
 
+def stored_and_confirmed(srv, c, ident, res, data, what):
+    """res (send_file's result, or what it raised) is a 2103 with the
+    file's CRC, its 1029 is acknowledged, and the stored file is data."""
+    assert res is not None and not isinstance(res, Exception) \
+        and res.response is not None and res.response.code == bw.FILE_RECEIVED, (
+            "the upload got %r %s\n%s"
+            % (res if isinstance(res, Exception) or res is None else res.response, what,
+               srv.log_tail()))
+    assert res.server_crc == res.crc
+    bw.expect(c.crc_ok(DOC), bw.ACK, "crc ok")
+    assert (srv.client_dir(ident.client_id) / DOC).read_bytes() == data
+
+
 def response_or_close(c):
     """The next response, or None if the server closed the connection (a
     timeout is neither, and fails)."""
@@ -929,13 +942,7 @@ def test_an_upload_waiting_for_our_slow_write_is_not_closed_as_idle(start_server
             res = e
         assert "bwfault: pwrite #1 sleeps" in srv.log(), \
             "the first write did not sleep: the test did not test anything\n%s" % srv.log_tail()
-        assert not isinstance(res, Exception) and res.response is not None \
-            and res.response.code == bw.FILE_RECEIVED, (
-                "the upload got %r while the server's own write was slow\n%s"
-                % (res if isinstance(res, Exception) else res.response, srv.log_tail()))
-        assert res.server_crc == res.crc
-        bw.expect(c.crc_ok(DOC), bw.ACK, "crc ok")
-    assert (srv.client_dir(ident.client_id) / DOC).read_bytes() == data
+        stored_and_confirmed(srv, c, ident, res, data, "while the server's own write was slow")
 
 
 # --------------------------------------------------------------------------
@@ -987,13 +994,8 @@ def test_a_slow_creation_of_an_uploads_file_holds_up_no_one(start_server, shim, 
                 "the creation ended before the reconnect: the test did not test it"
         finally:
             t.join(SLOW_CREATE_MS / 1000.0 + 2 * T)
-        res = got.get("res")
-        assert res is not None and not isinstance(res, Exception) \
-            and res.response is not None and res.response.code == bw.FILE_RECEIVED, (
-                "the upload got %r after its file was slow to be made\n%s" % (res, srv.log_tail()))
-        assert res.server_crc == res.crc
-        bw.expect(c.crc_ok(DOC), bw.ACK, "crc ok")
-    assert (srv.client_dir(ident.client_id) / DOC).read_bytes() == data
+        stored_and_confirmed(srv, c, ident, got.get("res"), data,
+                             "after its file was slow to be made")
     assert srv.incoming_files() == []
 
 
@@ -1074,10 +1076,4 @@ def test_an_upload_that_slows_to_a_trickle_after_a_fast_start_is_read_and_stored
             res = c.send_file(DOC, chunks=pieces(), size=len(data))
         except (ConnectionError, OSError) as e:
             res = e
-        assert not isinstance(res, Exception) and res.response is not None \
-            and res.response.code == bw.FILE_RECEIVED, (
-                "an upload that slowed down after a fast start got %r\n%s"
-                % (res if isinstance(res, Exception) else res.response, srv.log_tail()))
-        assert res.server_crc == res.crc
-        bw.expect(c.crc_ok(DOC), bw.ACK, "crc ok")
-    assert (srv.client_dir(ident.client_id) / DOC).read_bytes() == data
+        stored_and_confirmed(srv, c, ident, res, data, "after slowing down from a fast start")
