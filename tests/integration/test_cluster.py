@@ -512,16 +512,23 @@ def bus_node(start_server, r, name, data_dir, url=None):
     return n
 
 
+def alice_then_bob(alice_node, bob_node):
+    """alice creates a room through alice_node, bob joins it through
+    bob_node, and alice sees him come: (alice, bob, room)."""
+    alice = RoomClient(rooms_port(alice_node))
+    room = alice.create("alice", "pw")
+    bob = RoomClient(rooms_port(bob_node))
+    bob.join("bob", room, "pw")
+    alice.expect(joined("bob"))
+    return alice, bob, room
+
+
 def alice_and_bob_on_two_nodes(start_server, r, tmp_path):
     """Nodes n1 and n2 on Redis r; alice creates a room through n1 and bob
     joins it through n2: (n1, n2, alice, bob, room)."""
     n1 = bus_node(start_server, r, "n1", tmp_path / "n1")
     n2 = bus_node(start_server, r, "n2", tmp_path / "n2")
-    alice = RoomClient(rooms_port(n1))
-    room = alice.create("alice", "pw")
-    bob = RoomClient(rooms_port(n2))
-    bob.join("bob", room, "pw")
-    alice.expect(joined("bob"))
+    alice, bob, room = alice_then_bob(n1, n2)
     return n1, n2, alice, bob, room
 
 
@@ -549,11 +556,7 @@ def test_a_lone_node_restarted_at_once_takes_its_earlier_members_out(start_serve
     sub = None
     try:
         n1 = bus_node(start_server, r, "n1", tmp_path / "n1")
-        alice = RoomClient(rooms_port(n1))
-        room = alice.create("alice", "pw")
-        bob = RoomClient(rooms_port(n1))
-        bob.join("bob", room, "pw")
-        alice.expect(joined("bob"))
+        alice, bob, room = alice_then_bob(n1, n1)
         assert r.cmd("HLEN", "bulwark:room:%d:m" % room) == ":2"
         # a listener on the room's channel, as another node would be
         sub = socket.create_connection((H, r.port), timeout=5)
@@ -762,11 +765,7 @@ def test_a_name_given_away_while_a_node_was_cut_off_is_not_taken_back(start_serv
         n1 = bus_node(start_server, r, "n1", tmp_path / "n1",
                       url="redis://%s:%d" % (H, proxy.port))
         n2 = bus_node(start_server, r, "n2", tmp_path / "n2")
-        alice = RoomClient(rooms_port(n1))
-        room = alice.create("alice", "pw")
-        bob = RoomClient(rooms_port(n2))
-        bob.join("bob", room, "pw")
-        alice.expect(joined("bob"))
+        alice, bob, room = alice_then_bob(n1, n2)
         assert room_members(r, room) == [("n1", "alice"), ("n2", "bob")]
         proxy.cut()
         assert bwd.wait_for(lambda: "bus: lost Redis" in n1.log(), 10), n1.log_tail()
