@@ -14,7 +14,8 @@
  *	unlink unlinkat write pwrite (pwrite64 too) open (open64, creat)
  *	openat (openat64) mkdir mkdirat; and, looked at only when a fault
  *	names them, close (the last close of a removed file frees its
- *	blocks) and getaddrinfo (its "path" is the name looked up). "op@main"
+ *	blocks), getaddrinfo (its "path" is the name looked up) and mmap
+ *	(of a file: a file that cannot be mapped). "op@main"
  *	counts only the calls made on the main thread (a daemon's loop). A
  *	malformed BW_FAULT aborts the process so that a typo cannot pass for
  *	"nothing failed".
@@ -68,6 +69,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -91,6 +93,7 @@ enum op {
 	OP_MKDIRAT,
 	OP_CLOSE,
 	OP_GETADDRINFO,
+	OP_MMAP,
 	OP_N
 };
 
@@ -112,6 +115,7 @@ static const char *const op_names[OP_N] = {
 	[OP_MKDIRAT] = "mkdirat",
 	[OP_CLOSE] = "close",
 	[OP_GETADDRINFO] = "getaddrinfo",
+	[OP_MMAP] = "mmap",
 };
 
 static const struct {
@@ -122,7 +126,7 @@ static const struct {
 	{"EACCES", EACCES}, {"EPERM", EPERM},	{"EROFS", EROFS},
 	{"ENOENT", ENOENT}, {"EEXIST", EEXIST}, {"EXDEV", EXDEV},
 	{"EINTR", EINTR},   {"ENOMEM", ENOMEM}, {"EMFILE", EMFILE},
-	{"EBADF", EBADF},   {"EFBIG", EFBIG},
+	{"EBADF", EBADF},   {"EFBIG", EFBIG},	{"ENODEV", ENODEV},
 };
 
 #define MAX_FAULTS   16
@@ -147,6 +151,7 @@ struct fault {
 static struct fault faults[MAX_FAULTS];
 static int faults_n;
 static unsigned op_armed; /* bit per op with a fault */
+static int init_done;	  /* init() has ended: op_armed is set */
 static int log_fd = -1;
 static const char *arm_path;
 static atomic_int armed_seen;
@@ -410,6 +415,7 @@ init(void)
 		log_fd = real_open(log_path,
 				   O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
 				   0644);
+	__atomic_store_n(&init_done, 1, __ATOMIC_RELEASE);
 }
 
 __attribute__((constructor)) static void
@@ -1017,4 +1023,26 @@ getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
 	if (real_getaddrinfo == NULL)
 		return EAI_SYSTEM;
 	return real_getaddrinfo(node, service, hints, res);
+}
+
+/* A file mapped (fd >= 0): only with a fault on mmap is its path looked at,
+ * so that a file that cannot be mapped can be played. Sanitizer runtimes
+ * map memory through here before anything is set up, so this neither
+ * starts init() nor asks dlsym() for the real call: it looks at the faults
+ * only once another wrapper has set them up (a file is opened before it is
+ * mapped), and maps with the system call itself. */
+void *
+mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	int err = 0;
+
+	if (fd >= 0 && (flags & MAP_ANONYMOUS) == 0 &&
+	    __atomic_load_n(&init_done, __ATOMIC_ACQUIRE) &&
+	    (op_armed & (1u << OP_MMAP)) != 0)
+		err = check_fd(OP_MMAP, fd);
+	if (err != 0) {
+		errno = err;
+		return MAP_FAILED;
+	}
+	return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
 }
