@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "bulwark/crypto.h"
 #include "bulwark/ids.h"

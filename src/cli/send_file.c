@@ -1,22 +1,17 @@
-/* bulwark send, the file: read, CRC'd and encrypted a chunk at a time from
- * a mapping while a sender thread writes the previous chunk, then the
- * server's CRC confirmed (1029) or the file resent (1030, 1031).
+/* bulwark send, the file: encrypted a chunk at a time from the windows a
+ * reader thread maps and CRCs ahead, while a sender thread writes the
+ * previous chunk, then the server's CRC confirmed (1029) or the file resent
+ * (1030, 1031).
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <getopt.h>
 #include <pthread.h>
-#include <setjmp.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "bulwark/crc.h"
 #include "bulwark/cur.h"
 #include "bulwark/crypto.h"
 #include "bulwark/err.h"
@@ -31,18 +26,26 @@
 
 /* --- the upload ----------------------------------------------------------
  */
-/* The upload pipeline: this thread reads, CRCs and encrypts one chunk while
- * a sender thread writes the previous one to the socket, so encryption (the
- * slowest step, serial in CBC mode) overlaps the network. Two buffers go back
- * and forth through a one-slot hand-over. */
+/* The upload pipeline: a reader thread maps and CRCs the file ahead
+ * (send_src.c), this thread only encrypts, and a sender thread writes the
+ * encrypted chunks to the socket, so the encryption (the slowest step,
+ * serial in CBC mode) overlaps the file and the network. PIPE_BUFS buffers
+ * go round: a queue of encrypted chunks for the sender, and the ones it has
+ * finished with. With two, the encryption waited for the sender at every
+ * chunk, and a client alone (into a server that only reads) took 0.88-1.2 s
+ * a GiB; with four and the reader, 0.78-0.83 s, at the encryption's own
+ * 0.76 s (docs/performance.md, twenty-second round). */
+#define PIPE_BUFS 4
 struct pipe {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	uint8_t *full; /* encrypted chunk waiting for the sender */
-	size_t full_len;
-	uint8_t *empty; /* buffer the sender has finished with */
-	int done;	/* no more chunks */
-	int err;	/* the sender's error, if any */
+	uint8_t *full[PIPE_BUFS]; /* encrypted chunks, oldest at head */
+	size_t full_len[PIPE_BUFS];
+	unsigned head, nfull;
+	uint8_t *empty[PIPE_BUFS]; /* buffers free to encrypt into */
+	unsigned nempty;
+	int done; /* no more chunks */
+	int err;  /* the sender's error, if any */
 	const struct bw_session *sess;
 };
 
@@ -56,19 +59,20 @@ sender_main(void *arg)
 
 	for (;;) {
 		pthread_mutex_lock(&pp->mu);
-		while (pp->full == NULL && !pp->done)
+		while (pp->nfull == 0 && !pp->done)
 			pthread_cond_wait(&pp->cv, &pp->mu);
-		if (pp->full == NULL) {
+		if (pp->nfull == 0) {
 			pthread_mutex_unlock(&pp->mu);
 			break;
 		}
-		buf = pp->full;
-		len = pp->full_len;
-		pp->full = NULL;
+		buf = pp->full[pp->head];
+		len = pp->full_len[pp->head];
+		pp->head = (pp->head + 1) % PIPE_BUFS;
+		pp->nfull--;
 		pthread_mutex_unlock(&pp->mu);
 		rc = bw_session_write(pp->sess, buf, len);
 		pthread_mutex_lock(&pp->mu);
-		pp->empty = buf;
+		pp->empty[pp->nempty++] = buf;
 		if (rc != 0)
 			pp->err = rc;
 		pthread_cond_broadcast(&pp->cv);
@@ -79,176 +83,30 @@ sender_main(void *arg)
 	return NULL;
 }
 
-/* Hands buf to the sender and takes back a free buffer (or NULL on a
+/* Queues buf for the sender and takes back a free buffer (or NULL on a
  * sender error, with *rc set). */
 static uint8_t *
 pipe_swap(struct pipe *pp, uint8_t *buf, size_t len, int *rc)
 {
-	uint8_t *back;
+	uint8_t *back = NULL;
+	unsigned tail;
 
 	pthread_mutex_lock(&pp->mu);
-	while (pp->full != NULL && pp->err == 0)
-		pthread_cond_wait(&pp->cv, &pp->mu);
-	if (pp->err != 0) {
-		*rc = pp->err;
-		pthread_mutex_unlock(&pp->mu);
-		return NULL;
+	if (pp->err == 0) {
+		tail = (pp->head + pp->nfull) % PIPE_BUFS;
+		pp->full[tail] = buf;
+		pp->full_len[tail] = len;
+		pp->nfull++;
+		pthread_cond_broadcast(&pp->cv);
+		while (pp->nempty == 0 && pp->err == 0)
+			pthread_cond_wait(&pp->cv, &pp->mu);
+		if (pp->err == 0)
+			back = pp->empty[--pp->nempty];
 	}
-	pp->full = buf;
-	pp->full_len = len;
-	pthread_cond_broadcast(&pp->cv);
-	while (pp->empty == NULL && pp->err == 0)
-		pthread_cond_wait(&pp->cv, &pp->mu);
-	back = pp->empty;
-	pp->empty = NULL;
 	if (back == NULL)
 		*rc = pp->err;
 	pthread_mutex_unlock(&pp->mu);
 	return back;
-}
-
-/* Reads exactly n bytes at off; BW_ESIZE if the file ends first. */
-static int
-pread_full(int fd, uint8_t *buf, size_t n, uint64_t off)
-{
-	ssize_t r;
-
-	while (n > 0) {
-		r = pread(fd, buf, n, (off_t)off);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			return BW_ESIZE; /* the file shrank while we read it */
-		buf += r;
-		n -= (size_t)r;
-		off += (uint64_t)r;
-	}
-	return 0;
-}
-
-/* A mapped file that shrinks under us raises SIGBUS on the missing pages;
- * while a chunk is being read from a mapping, that jumps back to report it
- * instead of killing the process. */
-static __thread sigjmp_buf *bus_jmp;
-
-static void
-on_sigbus(int sig)
-{
-	if (bus_jmp != NULL)
-		siglongjmp(*bus_jmp, 1);
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
-void
-send_guard_sigbus(void)
-{
-	signal(SIGBUS, on_sigbus);
-}
-
-/* The file as the encrypting thread reads it: windows of WINDOW bytes,
- * mapped one after another over one reserved range that starts on a 2 MiB
- * boundary, the file offsets of windows too. The page cache holds a file
- * written or read in large pieces in large folios (up to 2 MiB), which a
- * window so aligned maps whole: for a GiB written 4 MiB at a time, 670
- * page faults and 13 ms where 1 MiB windows at any address took 17,400
- * and 130 ms (bench figures in docs/performance.md). A file that cannot
- * be mapped is read into the chunk's buffer instead. */
-#define WINDOW	  (4u * 1024u * 1024u) /* a multiple of CHUNK */
-#define WIN_ALIGN (2u * 1024u * 1024u)
-
-struct src {
-	int fd;
-	uint8_t *area; /* the reserved range (area_len bytes), or NULL */
-	size_t area_len;
-	uint8_t *win;	  /* its aligned start: the window */
-	uint64_t win_off; /* the file offset mapped there */
-	size_t win_len;	  /* 0: nothing mapped */
-};
-
-static void
-src_init(struct src *s, int fd)
-{
-	uint8_t *a;
-
-	memset(s, 0, sizeof(*s));
-	s->fd = fd;
-	a = mmap(NULL, WINDOW + WIN_ALIGN, PROT_NONE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (a == MAP_FAILED)
-		return; /* read, not mapped */
-	s->area = a;
-	s->area_len = WINDOW + WIN_ALIGN;
-	s->win = (uint8_t *)(((uintptr_t)a + WIN_ALIGN - 1) &
-			     ~(uintptr_t)(WIN_ALIGN - 1));
-}
-
-static void
-src_fini(struct src *s)
-{
-	if (s->area != NULL)
-		munmap(s->area, s->area_len);
-	s->area = NULL;
-}
-
-/* The mapped bytes [off, off + n) of the file (n <= CHUNK, within one
- * window), or NULL if it cannot be mapped (then it is read). */
-static const uint8_t *
-src_map(struct src *s, uint64_t off, size_t n, uint64_t size)
-{
-	uint64_t start = off - off % WINDOW;
-	size_t len;
-	void *m;
-
-	if (s->area == NULL || n == 0)
-		return NULL;
-	if (s->win_len == 0 || start != s->win_off) {
-		len = size - start < WINDOW ? (size_t)(size - start) : WINDOW;
-		/* over the previous window, which goes in the same call */
-		m = mmap(s->win, len, PROT_READ,
-			 MAP_PRIVATE | MAP_FIXED | MAP_POPULATE, s->fd,
-			 (off_t)start);
-		if (m == MAP_FAILED) {
-			src_fini(s); /* the rest is read */
-			return NULL;
-		}
-		s->win_off = start;
-		s->win_len = len;
-	}
-	return s->win + (off - start);
-}
-
-/* Puts the file's bytes [off, off + n) into buf, whole blocks encrypted and
- * the last n % 16 bytes in clear for the caller to pad, and adds them to the
- * CRC. AES reads the mapped page cache directly instead of through a copy
- * when the file can be mapped; otherwise it is read. */
-static int
-take_chunk(struct src *s, uint64_t size, uint64_t off, size_t n, uint8_t *buf,
-	   struct bw_cksum *crc, struct bw_aes *aes)
-{
-	size_t whole = n & ~(size_t)(BW_AES_BLOCK - 1);
-	const uint8_t *map = src_map(s, off, n, size);
-	sigjmp_buf jb;
-	int rc;
-
-	if (map == NULL) {
-		if ((rc = pread_full(s->fd, buf, n, off)) != 0)
-			return rc;
-		bw_cksum_update(crc, buf, n);
-		return bw_aes_cbc(aes, buf, whole);
-	}
-	if (sigsetjmp(jb, 1) != 0) {
-		bus_jmp = NULL;
-		return BW_ESIZE; /* the file shrank while we read it */
-	}
-	bus_jmp = &jb;
-	bw_cksum_update(crc, map, n);
-	rc = bw_aes_cbc_to(aes, map, buf, whole);
-	memcpy(buf + whole, map + whole, n - whole);
-	bus_jmp = NULL;
-	return rc;
 }
 
 /* Ends the upload with a local failure (the file, memory, crypto): not a
@@ -287,38 +145,41 @@ send_head(struct send_ctx *x)
 	return 0;
 }
 
-/* Streams header + prefix + ciphertext; computes the cksum on the way. A
- * local failure sets x->final; a network one does not. */
+/* Streams header + prefix + ciphertext; the reader computes the cksum on
+ * the way. A local failure sets x->final; a network one does not. */
 static int
 send_file(struct send_ctx *x, const struct req *rq)
 {
-	uint8_t *bufs[2] = {NULL, NULL}, *buf;
+	uint8_t *bufs[PIPE_BUFS] = {NULL}, *buf;
 	struct pipe pp;
 	struct bw_aes *aes = NULL;
-	struct bw_cksum crc;
+	struct send_src *src = NULL;
 	struct bw_progress prog;
-	struct src src;
 	pthread_t sender;
 	struct stat st;
-	int started = 0, rc, i;
-	uint64_t done = 0;
-	size_t n, want;
-	/* small files need small buffers */
+	int started = 0, rc;
+	uint64_t done = 0, chunks = x->plain_len / CHUNK + 1;
+	size_t n, want, i;
+	/* small files need small buffers, and no more than they fill */
 	size_t buf_cap =
 		(x->cipher_len < CHUNK ? x->cipher_len : CHUNK) + BW_AES_BLOCK;
+	size_t nbuf = chunks < 2 ? 2 : chunks < PIPE_BUFS ? chunks : PIPE_BUFS;
 
 	memset(&pp, 0, sizeof(pp));
-	src_init(&src, rq->fd);
 	pthread_mutex_init(&pp.mu, NULL);
 	pthread_cond_init(&pp.cv, NULL);
 	pp.sess = &x->sess;
-	for (i = 0; i < 2; i++) {
+	for (i = 0; i < nbuf; i++) {
 		if ((bufs[i] = malloc(buf_cap)) == NULL) {
 			rc = local_failure(x, BW_ENOMEM);
 			goto out;
 		}
 	}
 	if ((rc = bw_aes_new(&aes, x->aes_key, 1)) != 0) {
+		rc = local_failure(x, rc);
+		goto out;
+	}
+	if ((rc = send_src_start(&src, rq->fd, x->plain_len)) != 0) {
 		rc = local_failure(x, rc);
 		goto out;
 	}
@@ -329,16 +190,15 @@ send_file(struct send_ctx *x, const struct req *rq)
 		goto out;
 	}
 	started = 1;
-	pp.empty = bufs[1];
+	for (i = 1; i < nbuf; i++)
+		pp.empty[pp.nempty++] = bufs[i];
 	buf = bufs[0];
-	bw_cksum_init(&crc);
 	bw_progress_start(&prog, x->file_field, x->plain_len, !x->quiet);
 	for (;;) {
 		want = x->plain_len - done < CHUNK
 			       ? (size_t)(x->plain_len - done)
 			       : CHUNK;
-		if ((rc = take_chunk(&src, x->plain_len, done, want, buf, &crc,
-				     aes)) != 0) {
+		if ((rc = send_src_encrypt(src, done, want, buf, aes)) != 0) {
 			rc = local_failure(x, rc);
 			goto out;
 		}
@@ -365,8 +225,8 @@ send_file(struct send_ctx *x, const struct req *rq)
 		rc = local_failure(x, BW_ESIZE);
 		goto out;
 	}
-	x->local_crc = bw_cksum_final(&crc);
-	rc = 0;
+	if ((rc = send_src_finish(src, &x->local_crc)) != 0)
+		rc = local_failure(x, rc);
 out:
 	if (started) {
 		pthread_mutex_lock(&pp.mu);
@@ -386,8 +246,8 @@ out:
 	pthread_mutex_destroy(&pp.mu);
 	pthread_cond_destroy(&pp.cv);
 	bw_aes_free(aes);
-	src_fini(&src);
-	for (i = 0; i < 2; i++)
+	send_src_free(src);
+	for (i = 0; i < nbuf; i++)
 		bw_secure_free(bufs[i], buf_cap);
 	return rc;
 }

@@ -47,11 +47,13 @@ def test_client_uploads_byte_exact_to_pyserver(pyserver, client_dir):
     assert srv.clients[cid].pubkey == bw.spki_der(key)
 
 
-# The client maps the file 4 MiB at a time (src/cli/send_file.c) and hands
-# 1 MiB chunks to AES: sizes on each side of a window's and a chunk's end,
-# and one that is not a whole number of AES blocks past a window.
+# The client's reader maps the file 4 MiB at a time into two slots that
+# take turns (src/cli/send_src.c) and AES takes 1 MiB chunks from them:
+# sizes on each side of a window's and a chunk's end, one that is not a
+# whole number of AES blocks past a window, and one of five windows (each
+# slot used again, twice).
 @pytest.mark.parametrize("size", [(4 << 20) - 1, 4 << 20, (4 << 20) + 1,
-                                  (9 << 20) + 16 + 3])
+                                  (9 << 20) + 16 + 3, (16 << 20) + 7])
 def test_client_uploads_byte_exact_across_its_mapping_windows(pyserver, client_dir, size):
     srv = pyserver()
     d, _, data = prepare(client_dir, srv, data=os.urandom(size))
@@ -59,6 +61,27 @@ def test_client_uploads_byte_exact_across_its_mapping_windows(pyserver, client_d
     assert r.returncode == 0, describe(r)
     _, _, stored = only_file(srv)
     assert stored.data == data and stored.verified
+
+
+# A file that cannot be mapped is read instead, from the window whose
+# mapping failed on: the first window (all of the file read), or the third
+# (two windows mapped, then their slots turned into memory read into).
+@pytest.mark.parametrize("failing", [1, 3])
+def test_client_reads_a_file_it_cannot_map_and_uploads_it_byte_exact(pyserver, client_dir,
+                                                                     shim, tmp_path, failing):
+    srv = pyserver()
+    d, _, data = prepare(client_dir, srv, data=os.urandom((16 << 20) + 7))
+    log = tmp_path / "calls.log"
+    env = {**os.environ, **bwd.fault_env(shim, fault="mmap:%d:ENODEV:upload.bin" % failing,
+                                          log=log)}
+    r = d.run(env=env)
+    assert r.returncode == 0, describe(r)
+    _, _, stored = only_file(srv)
+    assert stored.data == data and stored.verified
+    mapped = [line for line in log.read_text().splitlines()
+              if line.startswith("mmap ") and line.endswith("upload.bin")]
+    # the failed mapping was the last one tried: the rest was read
+    assert len(mapped) == failing, mapped
 
 
 def test_client_reconnects_with_1027_when_me_info_exists(pyserver, client_dir):
