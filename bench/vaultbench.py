@@ -24,6 +24,9 @@ import time
 import traceback
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+import bwvault as bw  # noqa: E402  the independent Python implementation
+
 MiB = 1 << 20
 GiB = 1 << 30
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -665,6 +668,137 @@ def scenario_upload(ctx, res):
             sshd.stop()
 
 
+# --------------------------------------------------------------------------
+# The upload's two halves, each alone
+
+
+def file_cksum(path):
+    out = run_quiet(["cksum", path], 120, "cksum")
+    return int(out.split()[0])
+
+
+class SinkVault:
+    """A vault that reads each body and drops it, answering the CRC it was
+    told (bwvault.PyServer's sink): what Client needs of a vault."""
+
+    def __init__(self, ctx, src):
+        self.dir = ctx.tmp / "sink"
+        self.dir.mkdir()
+        self.srv = bw.PyServer(timeout=120.0, sink=(src.stat().st_size, file_cksum(src)))
+        self.port = None
+
+    def __enter__(self):
+        self.srv.start()
+        self.port = self.srv.port
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.srv.stop()
+
+    def alive(self):
+        if self.srv.errors:
+            raise ScenarioError("the sink failed: %r" % self.srv.errors[:1])
+
+
+def client_alone(ctx, src):
+    """`bulwark send` into the sink: the client's half of an upload, with a
+    server that costs no more than its reads on the other core."""
+    limit = upload_timeout(src.stat().st_size)
+    runs = []
+    with SinkVault(ctx, src) as sink:
+        c = Client(ctx, sink, "bench-alone", src)
+        c.send(limit, "registration and warm-up into the sink")
+        for i in range(ctx.runs):
+            settle()
+            r = c.send(limit, "upload into the sink")
+            sink.alive()
+            runs.append({"wall": r.wall, "client_cpu": r.cpu})
+            say("%s into a sink %d/%d: %.3f s, CPU client %.2f s", src.name, i + 1, ctx.runs,
+                r.wall, r.cpu)
+    return runs
+
+
+def encrypt_file(key, src, dst):
+    """src as the client would send it under key (AES-128-CBC, zero IV,
+    PKCS#7), written to dst."""
+    def chunks():
+        with open(src, "rb") as f:
+            while True:
+                b = f.read(4 * MiB)
+                if not b:
+                    return
+                yield b
+    with open(dst, "wb") as out:
+        for block in bw.encrypt_stream(key, chunks()):
+            out.write(block)
+
+
+def server_alone(ctx, src):
+    """bulwarkd fed by a client that does nothing but sendfile() a body
+    encrypted before the clock starts: the server's half of an upload
+    (receive, decryption, CRC, the disk), each run after its own O_DIRECT
+    floor. Timed from the 1028's header to the 2103."""
+    size = src.stat().st_size
+    limit = upload_timeout(size)
+    crc = file_cksum(src)
+    shm = Path("/dev/shm")
+    ct = (shm if shm.is_dir() and os.access(shm, os.W_OK) else ctx.tmp) / (
+        "bulwark-bench-%d.body" % os.getpid())
+    runs = []
+    with Vault(ctx, "alone", ["--max-conns", "64", "--timeout", "120"]) as v:
+        c = bw.VaultClient("127.0.0.1", v.port, timeout=limit)
+        try:
+            c.connect()
+            bw.expect(c.register("bench-server-alone"), bw.REGISTERED, "register")
+            bw.expect(c.send_pubkey(), bw.KEY_STORED, "public key")
+            for i in range(ctx.runs + 1):  # the first is a warm-up
+                c.close()
+                c.connect()
+                bw.expect(c.reconnect(), bw.RECONNECTED, "reconnect")
+                encrypt_file(c.aes_key, src, ct)
+                csize = ct.stat().st_size
+                settle()
+                direct = direct_write(ctx, src, limit)
+                settle()
+                t0 = time.monotonic()
+                c.send_raw(bw.pack_request_header(c.client_id, bw.SEND_FILE,
+                                                  bw.FILE_PREFIX_SIZE + csize)
+                           + bw.pack_file_prefix(csize, src.name))
+                c.sock.settimeout(None)  # sendfile() wants a blocking socket
+                with open(ct, "rb") as f:
+                    off = 0
+                    while off < csize:
+                        off += os.sendfile(c.sock.fileno(), f.fileno(), off, csize - off)
+                c.sock.settimeout(limit)
+                resp = c.recv_response()
+                wall = time.monotonic() - t0
+                bw.expect(resp, bw.FILE_RECEIVED, "the body sent with sendfile")
+                got = bw.parse_file_received(resp.payload)[3]
+                if got != crc:
+                    raise ScenarioError("server alone: 2103 carries CRC %d, the file's is %d"
+                                        % (got, crc))
+                bw.expect(c.crc_ok(src.name), bw.ACK, "1029")
+                same_file(src, v.data / "files" / c.client_id.hex() / src.name)
+                if i == 0:
+                    continue
+                runs.append({"wall": wall, "direct": direct})
+                say("%s from sendfile %d/%d: %.3f s (O_DIRECT write just before: %.3f s)",
+                    src.name, i, ctx.runs, wall, direct)
+        except (bw.ProtocolError, OSError) as e:
+            raise ScenarioError("server alone: %s" % e)
+        finally:
+            c.close()
+            with contextlib.suppress(FileNotFoundError):
+                ct.unlink()
+        v.alive()
+    return runs
+
+
+def scenario_halves(ctx, res):
+    res["client_alone"] = client_alone(ctx, ctx.files["big"])
+    res["server_alone"] = server_alone(ctx, ctx.files["big"])
+
+
 def scenario_small(ctx, res):
     n = ctx.small_clients
     with Vault(ctx, "small", ["--max-conns", "1024"]) as v:
@@ -929,6 +1063,22 @@ def paired_floor(runs, aes_s):
             statistics.median(r["wall"] / f for r, f in zip(runs, floors)))
 
 
+def halves_rows(row, res, aes_s, nruns):
+    """Each half of the upload alone: where the time goes when client and
+    server do not share the two cores."""
+    alone = res.get("client_alone")
+    if alone:
+        wall = statistics.median(r["wall"] for r in alone)
+        row("  the client alone, into a sink (%s)" % nruns, "%.3f s" % wall,
+            "AES alone %.3f s" % aes_s, "%.2fx" % (wall / aes_s), "-")
+    alone = res.get("server_alone")
+    if alone:
+        wall = statistics.median(r["wall"] for r in alone)
+        row("  the server alone, fed by sendfile (%s)" % nruns, "%.3f s" % wall,
+            "O_DIRECT %.3f s" % statistics.median(r["direct"] for r in alone),
+            "%.2fx" % statistics.median(r["wall"] / r["direct"] for r in alone), "-")
+
+
 def build_rows(ctx, res):
     rows = []
 
@@ -953,6 +1103,7 @@ def build_rows(ctx, res):
             row("  floor: AES-128-CBC alone / O_DIRECT write", "-",
                 "%.3f s / %.3f s" % (aes_s, statistics.median(r["direct"] for r in big)),
                 "-", "ratio: median of runs")
+            halves_rows(row, res, aes_s, nruns)
         else:
             row("%s upload, reconnect (%s)" % (fmt_size(big_size), nruns), "%.3f s" % wall)
         if "scp" in big[0]:
@@ -1150,7 +1301,8 @@ def main():
     try:
         scenarios = (("AES reference", scenario_aes),
                      ("cksum speed", scenario_crc),
-                     ("uploads", scenario_upload), ("small files", scenario_small),
+                     ("uploads", scenario_upload), ("the upload's halves", scenario_halves),
+                     ("small files", scenario_small),
                      ("sessions", scenario_sessions),
                      ("idle connections", scenario_idle))
         try:
@@ -1206,6 +1358,9 @@ def main():
     print("the disk's floor alone, or a server whose every sync is skipped (libbwnosync.so,")
     print("preloaded; never durable, never a mode). \"is below even this\": the target is out")
     print("of reach here even with the disk's cost, or the syncs', taken away.")
+    print("The halves: the client alone uploads into a Python server that drops the body and")
+    print("answers the file's CRC; the server alone gets a body encrypted before the clock")
+    print("starts, sent with sendfile() (timed from the 1028 header to 2103, then cmp).")
     if ctx.size_mib != 1024 or ctx.medium_mib != 100:
         print("The targets are set for 1024 MiB and 100 MiB uploads; at these sizes fixed")
         print("per-session costs (process start, RSA, fsync) dominate the ratios.")

@@ -699,12 +699,16 @@ class PyServer:
                        client's AES key is revoked, 2107 sent and the
                        connection closed; the next 1028 needs a key from a
                        later 1026/1027
+      sink             (plain_size, crc): read every 1028 body and drop it,
+                       answering 2103 with that size and CRC, nothing
+                       decrypted or kept: a server that costs no more than
+                       its reads (bench/vaultbench.py's client alone)
     """
 
     def __init__(self, host="127.0.0.1", *, error_always=False, error_times=None,
                  wrong_crc=0, refuse_reconnect=False, name_taken=False,
                  close_mid=None, drip=0.0, refuse_upload=0, revoke_on_upload=0,
-                 keep_limit=64 << 20, timeout=30.0):
+                 keep_limit=64 << 20, timeout=30.0, sink=None):
         self.host = host
         self.error_always = error_always
         self.error_times = dict(error_times or {})
@@ -717,6 +721,7 @@ class PyServer:
         self.revoke_on_upload = revoke_on_upload
         self.keep_limit = keep_limit
         self.timeout = timeout
+        self.sink = sink
         # seconds to wait after each received chunk of a 1028 body: makes a
         # sender block, so a test can act while it is mid-upload
         self.body_delay = 0.0
@@ -926,6 +931,8 @@ class PyServer:
     def _receive_file(self, conn, cid, content_size):
         """Stream the ciphertext: decrypt, CRC and hash on the fly. Returns
         (data or None, size, sha256, crc) or the string 'error'."""
+        if self.sink is not None:
+            return self._drop_file(conn, content_size)
         with self.lock:
             rec = self.clients.get(cid)
             aes_key = rec.aes_key if rec else None
@@ -960,6 +967,18 @@ class PyServer:
         if keep:
             parts.append(plain)
         return (b"".join(parts) if keep else None, crc.length, digest.hexdigest(), crc.value())
+
+    def _drop_file(self, conn, content_size):
+        """The sink: the body read into one buffer and dropped."""
+        view = memoryview(bytearray(4 << 20))
+        left = content_size
+        while left:
+            n = conn.recv_into(view, min(left, len(view)))
+            if n == 0:
+                raise _Close()
+            left -= n
+        plain_size, crc = self.sink
+        return (None, plain_size, "", crc)
 
     def _dispatch(self, cid, code, payload, fname, name, body):
         if name is None:

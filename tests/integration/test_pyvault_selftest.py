@@ -93,6 +93,18 @@ def test_pyserver_full_session_stores_the_file(pyserver):
     assert srv.codes() == [1025, 1026, 1028, 1029]
 
 
+def test_pyserver_sink_drops_the_body_and_answers_the_crc_it_was_given(pyserver):
+    data = os.urandom(5 << 20)
+    srv = pyserver(sink=(len(data), bw.cksum(data)))
+    c = bw.full_session("127.0.0.1", srv.port, "alice", data, key=bwd.rsa_key(1))
+    f = srv.file(c.client_id, "file.bin")
+    assert f.data is None and f.verified
+    # a sink told another CRC answers it: nothing it answers is computed
+    srv.sink = (len(data), (bw.cksum(data) + 1) & 0xFFFFFFFF)
+    with pytest.raises(bw.ProtocolError, match="server CRC"):
+        bw.full_session("127.0.0.1", srv.port, "bob", data, key=bwd.rsa_key(2))
+
+
 def test_pyserver_reconnect_and_crc_giveup(pyserver):
     srv = pyserver(wrong_crc=-1)
     key = bwd.rsa_key(2)
