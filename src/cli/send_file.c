@@ -158,7 +158,8 @@ send_file(struct send_ctx *x, const struct req *rq)
 	pthread_t sender;
 	struct stat st;
 	int started = 0, rc;
-	uint64_t done = 0, chunks = x->plain_len / CHUNK + 1;
+	uint64_t done = 0;
+	uint64_t chunks = x->plain_len ? (x->plain_len + CHUNK - 1) / CHUNK : 1;
 	size_t n, want, i;
 	/* small files need small buffers, and no more than they fill */
 	size_t buf_cap =

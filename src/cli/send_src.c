@@ -114,7 +114,7 @@ fill(struct send_src *s, uint64_t w)
 		m = mmap(p, len, PROT_READ,
 			 MAP_PRIVATE | MAP_FIXED | MAP_POPULATE, s->fd,
 			 (off_t)(w * WINDOW));
-		if (m == MAP_FAILED)
+		if (m == MAP_FAILED)	/* the slot's old mapping may be gone */
 			s->mapping = 0; /* this window and the rest are read */
 		else
 			s->slot_anon[i] = 0;
@@ -186,6 +186,8 @@ send_src_start(struct send_src **out, int fd, uint64_t size)
 	s->size = size;
 	s->nwin = (size + WINDOW - 1) / WINDOW;
 	s->mapping = 1;
+	/* 10 MiB of address space, nothing more: a process that cannot
+	 * reserve it could not read into anonymous slots either */
 	s->area_len = (size_t)NSLOT * WINDOW + WIN_ALIGN;
 	a = mmap(NULL, s->area_len, PROT_NONE,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

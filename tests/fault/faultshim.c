@@ -1044,5 +1044,7 @@ mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 		errno = err;
 		return MAP_FAILED;
 	}
-	return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+	/* syscall() takes each argument as a long (x86-64's six registers) */
+	return (void *)syscall(SYS_mmap, addr, len, (long)prot, (long)flags,
+			       (long)fd, (long)off);
 }
