@@ -271,6 +271,8 @@ send_src_finish(struct send_src *s, uint32_t *crc)
 void
 send_src_free(struct send_src *s)
 {
+	unsigned i;
+
 	if (s == NULL)
 		return;
 	if (s->running) {
@@ -282,6 +284,11 @@ send_src_free(struct send_src *s)
 	}
 	pthread_mutex_destroy(&s->mu);
 	pthread_cond_destroy(&s->cv);
+	/* a slot read into holds the file's plaintext, as the chunk buffers
+	 * once did: wiped before it goes (a mapped one is the page cache's) */
+	for (i = 0; i < NSLOT; i++)
+		if (s->slot_anon[i])
+			bw_wipe(s->slot[i], WINDOW);
 	munmap(s->area, s->area_len);
 	free(s);
 }
