@@ -1,5 +1,5 @@
-/* bulwark send, the file: encrypted a chunk at a time from the windows a
- * reader thread maps and CRCs ahead, while a sender thread writes the
+/* bulwark send, the file: encrypted and CRC'd a chunk at a time from the
+ * windows a reader thread maps ahead, while a sender thread writes the
  * previous chunk, then the server's CRC confirmed (1029) or the file resent
  * (1030, 1031).
  */
@@ -26,8 +26,8 @@
 
 /* --- the upload ----------------------------------------------------------
  */
-/* The upload pipeline: a reader thread maps and CRCs the file ahead
- * (send_src.c), this thread only encrypts, and a sender thread writes the
+/* The upload pipeline: a reader thread maps the file ahead (send_src.c),
+ * this thread encrypts (and CRCs), and a sender thread writes the
  * encrypted chunks to the socket, so the encryption (the slowest step,
  * serial in CBC mode) overlaps the file and the network. PIPE_BUFS buffers
  * go round: a queue of encrypted chunks for the sender, and the ones it has

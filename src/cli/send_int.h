@@ -75,7 +75,8 @@ int send_reconnect(struct send_ctx *x, int *denied);
 void send_guard_sigbus(void);
 
 /* The file's bytes for the encryption (send_src.c): a reader thread maps
- * the file a window at a time, ahead of the encryption, and CRCs it. */
+ * the file a window at a time, ahead of the encryption, which CRCs what
+ * it encrypts. */
 struct send_src;
 int send_src_start(struct send_src **out, int fd, uint64_t size) BW_WUR;
 /* Encrypts the file's bytes [off, off + n) into out: whole blocks through
@@ -83,7 +84,8 @@ int send_src_start(struct send_src **out, int fd, uint64_t size) BW_WUR;
  * come in order, of CHUNK bytes but the last. BW_ESIZE if the file shrank. */
 int send_src_encrypt(struct send_src *s, uint64_t off, size_t n, uint8_t *out,
 		     struct bw_aes *aes) BW_WUR;
-/* After the last chunk: the file's cksum, or the reader's error. */
+/* After the last chunk: the file's cksum, or the reader's error. The
+ * cksum covers the bytes encrypted: the caller has encrypted them all. */
 int send_src_finish(struct send_src *s, uint32_t *crc) BW_WUR;
 void send_src_free(struct send_src *s);
 /* Uploads fd (1028) and settles the CRC (1029, or 1030/1031 and resends);

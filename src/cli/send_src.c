@@ -1,7 +1,8 @@
 /* bulwark send, the file's bytes: a reader thread maps the next window of
- * the file and CRCs it while the encrypting thread works through the one
- * before, so the encryption (serial in CBC mode, the upload's floor) does
- * nothing else. A file that cannot be mapped is read into the window.
+ * the file while the encrypting thread works through the one before, so
+ * the encryption (serial in CBC mode, the upload's floor) waits for no
+ * page fault. A file that cannot be mapped is read into the window. The
+ * encryption CRCs each piece right after encrypting it (PIECE).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -28,6 +29,16 @@
 #define WIN_ALIGN (2u * 1024u * 1024u)
 #define NSLOT	  2u
 
+/* The cksum follows the encryption a piece at a time, while the piece is
+ * still in the core's cache. CRC'd by the reader a window ahead, the file
+ * was read from memory twice, on two cores: on the development machine
+ * (Intel Xeon) a GiB's CRC took 0.11 s of the reader, and the encryption
+ * was no faster for it; encrypting and then CRCing 64 KiB at a time took
+ * 0.65-0.68 s of one core where the encryption alone took 0.69-0.78 s, and
+ * 16 or 256 KiB pieces 0.72-0.75 s (docs/performance.md, twenty-fourth
+ * round). */
+#define PIECE (64u * 1024u) /* a multiple of BW_AES_BLOCK */
+
 struct send_src {
 	int fd;
 	uint64_t size; /* the file's length when the upload began */
@@ -42,11 +53,12 @@ struct send_src {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	/* under mu */
-	uint64_t ready;	   /* windows mapped (or read) and CRC'd */
+	uint64_t ready;	   /* windows mapped (or read) */
 	uint64_t released; /* windows the encryption is done with */
 	int err;	   /* the reader's error */
 	int stop;
-	struct bw_cksum crc; /* the reader's; read once it has ended */
+	/* the encrypting thread's */
+	struct bw_cksum crc; /* of the bytes encrypted so far */
 };
 
 /* A mapped file that shrinks under us raises SIGBUS on the missing pages;
@@ -99,16 +111,14 @@ window_len(const struct send_src *s, uint64_t w)
 }
 
 /* Window w into its slot, mapped over what was there or read into
- * anonymous memory, then added to the CRC. */
+ * anonymous memory. */
 static int
 fill(struct send_src *s, uint64_t w)
 {
 	unsigned i = (unsigned)(w % NSLOT);
 	size_t len = window_len(s, w);
 	uint8_t *p = s->slot[i];
-	sigjmp_buf jb;
 	void *m;
-	int rc;
 
 	if (s->mapping) {
 		m = mmap(p, len, PROT_READ,
@@ -128,16 +138,8 @@ fill(struct send_src *s, uint64_t w)
 				return -errno;
 			s->slot_anon[i] = 1;
 		}
-		if ((rc = pread_full(s->fd, p, len, w * WINDOW)) != 0)
-			return rc;
+		return pread_full(s->fd, p, len, w * WINDOW);
 	}
-	if (sigsetjmp(jb, 1) != 0) {
-		bus_jmp = NULL;
-		return BW_ESIZE; /* the file shrank while we read it */
-	}
-	bus_jmp = &jb;
-	bw_cksum_update(&s->crc, p, len);
-	bus_jmp = NULL;
 	return 0;
 }
 
@@ -216,6 +218,24 @@ send_src_start(struct send_src **out, int fd, uint64_t size)
 	return 0;
 }
 
+/* n bytes (whole blocks) of p encrypted into out and added to the cksum, a
+ * PIECE at a time. */
+static int
+encrypt_pieces(struct send_src *s, struct bw_aes *aes, const uint8_t *p,
+	       uint8_t *out, size_t n)
+{
+	size_t at, k;
+	int rc;
+
+	for (at = 0; at < n; at += k) {
+		k = n - at < PIECE ? n - at : PIECE;
+		if ((rc = bw_aes_cbc_to(aes, p + at, out + at, k)) != 0)
+			return rc;
+		bw_cksum_update(&s->crc, p + at, k);
+	}
+	return 0;
+}
+
 int
 send_src_encrypt(struct send_src *s, uint64_t off, size_t n, uint8_t *out,
 		 struct bw_aes *aes)
@@ -241,8 +261,9 @@ send_src_encrypt(struct send_src *s, uint64_t off, size_t n, uint8_t *out,
 		return BW_ESIZE; /* the file shrank while we read it */
 	}
 	bus_jmp = &jb;
-	rc = bw_aes_cbc_to(aes, p, out, whole);
+	rc = encrypt_pieces(s, aes, p, out, whole);
 	memcpy(out + whole, p + whole, n - whole);
+	bw_cksum_update(&s->crc, p + whole, n - whole);
 	bus_jmp = NULL;
 	if (end == w * WINDOW + window_len(s, w)) {
 		pthread_mutex_lock(&s->mu);
