@@ -1110,6 +1110,106 @@ msg_delete_reports_paths_and_a_refusal_rolls_it_back(void **state)
 	assert_int_equal(rows, 0);
 }
 
+/* The WAL header's checkpoint sequence: it counts the WAL's restarts. */
+static uint32_t
+wal_restarts(const char *db)
+{
+	unsigned char h[16];
+	char p[600];
+	FILE *fp;
+
+	snprintf(p, sizeof p, "%s-wal", db);
+	fp = fopen(p, "rb");
+	assert_non_null(fp);
+	assert_int_equal(fread(h, 1, sizeof h, fp), sizeof h);
+	fclose(fp);
+	return (uint32_t)h[12] << 24 | (uint32_t)h[13] << 16 |
+	       (uint32_t)h[14] << 8 | h[15];
+}
+
+static void
+no_checkpoint_due(void *arg)
+{
+	(void)arg;
+}
+
+/* Pages the owner's connection read from the file since it opened. */
+static int
+owner_misses(struct fx *f)
+{
+	int cur = 0, hi = 0;
+
+	assert_int_equal(sqlite3_db_status(f->s->db, SQLITE_DBSTATUS_CACHE_MISS,
+					   &cur, &hi, 0),
+			 SQLITE_OK);
+	return cur;
+}
+
+/* The WAL starts over on a worker, after a checkpoint that copied all of
+ * it, with a commit on the owner's own connection: the owner's page cache
+ * survives, and its next reads of the messages come from it. A commit by
+ * the second connection (as the restart once was) makes SQLite drop the
+ * owner's whole cache, and the same reads go back to the file. */
+static void
+a_wal_restart_keeps_the_owners_page_cache(void **state)
+{
+	static const uint8_t body[100] = {1};
+	struct fx *f = *state;
+	struct bw_msg_rec m;
+	int i, rows, copied, misses;
+	uint32_t seq;
+
+	open_store(f);
+	assert_int_equal(
+		bw_store_ckpt_open(f->s, 1000000, no_checkpoint_due, NULL), 0);
+	assert_non_null(f->s->ckpt_db);
+	assert_int_equal(bw_store_begin(f->s), 0);
+	for (i = 0; i < 2000; i++) {
+		memset(&m, 0, sizeof m);
+		memset(m.to, 0x11, sizeof m.to);
+		memset(m.from, 0x22, sizeof m.from);
+		m.type = 3;
+		m.size = sizeof body;
+		m.content = body;
+		assert_int_equal(bw_store_msg_insert(f->s, &m), 0);
+	}
+	assert_int_equal(bw_store_commit(f->s), 0);
+	rows = 0;
+	assert_int_equal(
+		bw_store_msg_each(f->s, m.to, 0, 0, 0, 1, count_row, &rows), 0);
+	assert_int_equal(rows, 2000);
+
+	/* a restart inside an open transaction of the owner's: left alone */
+	assert_int_equal(bw_store_begin(f->s), 0);
+	assert_int_equal(bw_store_wal_restart(f->s), BW_EDB);
+	assert_int_equal(bw_store_commit(f->s), 0);
+
+	assert_int_equal(bw_store_checkpoint(f->s, &copied), 0);
+	assert_true(copied >= f->s->wal_pages);
+	seq = wal_restarts(f->path);
+	assert_int_equal(bw_store_wal_restart(f->s), 0);
+	assert_int_equal(wal_restarts(f->path), seq + 1);
+	misses = owner_misses(f);
+	rows = 0;
+	assert_int_equal(
+		bw_store_msg_each(f->s, m.to, 0, 0, 0, 1, count_row, &rows), 0);
+	assert_int_equal(rows, 2000);
+	assert_int_equal(owner_misses(f), misses);
+
+	/* the same commit on the second connection */
+	assert_int_equal(sqlite3_exec(f->s->ckpt_db,
+				      "UPDATE bulwark_meta SET Value = Value "
+				      "+ 1 WHERE Key = 'wal_restarts'",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	misses = owner_misses(f);
+	rows = 0;
+	assert_int_equal(
+		bw_store_msg_each(f->s, m.to, 0, 0, 0, 1, count_row, &rows), 0);
+	assert_int_equal(rows, 2000);
+	assert_true(owner_misses(f) > misses + 10);
+}
+
 /* A transaction that failed may have given ids to messages whose senders
  * are then told "not stored" and whose rows are dropped by id: the next
  * transaction must not give those ids again, or the drop would remove
@@ -1186,6 +1286,7 @@ main(void)
 		T(key_state_survives_reopen_and_null_revokes),
 		T(msg_delete_reports_paths_and_a_refusal_rolls_it_back),
 		T(msg_ids_of_a_failed_transaction_are_never_given_again),
+		T(a_wal_restart_keeps_the_owners_page_cache),
 #undef T
 	};
 

@@ -6,6 +6,7 @@
 #ifndef BULWARK_HOST_SQLITE_INT_H
 #define BULWARK_HOST_SQLITE_INT_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -76,17 +77,25 @@ int bw_store_sync(struct bw_store *s) BW_WUR;
 int bw_store_ckpt_open(struct bw_store *s, unsigned pages,
 		       void (*due)(void *arg), void *arg) BW_WUR;
 /* A passive checkpoint, as far as readers allow, on the second connection:
- * the one call besides bw_store_sync that may run on another thread while
- * the owner goes on, one at a time. *copied_pages: the WAL's frames now in
+ * with bw_store_sync, the calls that may run on another thread while the
+ * owner goes on, one at a time. *copied_pages: the WAL's frames now in
  * the file (the WAL's own count is s->wal_pages, from the last commit).
  * 0, or BW_EDB with s->ckpt_err set. */
 int bw_store_checkpoint(struct bw_store *s, int *copied_pages) BW_WUR;
 /* After a checkpoint that copied all of the WAL, and while the owner
- * commits nothing: one small commit on the second connection, so that it,
- * not the owner's next commit, starts the WAL over, which writes and syncs
- * the WAL's header (and cuts the file back). Best effort: 0, or BW_EDB
- * with s->ckpt_err set (the owner's next commit then starts it over). */
+ * commits nothing: one small commit, so that it, not the owner's next
+ * commit, starts the WAL over, which writes and syncs the WAL's header
+ * (and cuts the file back). It runs on a worker, but on the owner's
+ * connection, under db_mu: a write by another connection would make the
+ * owner's connection drop its whole page cache at its next read (SQLite
+ * sees the WAL changed under it), and the owner's reads then go back to
+ * the file, page by page. Best effort: 0, or BW_EDB with s->ckpt_err set
+ * (the owner's next commit then starts it over); a transaction of the
+ * owner's still open is left alone. */
 int bw_store_wal_restart(struct bw_store *s) BW_WUR;
+/* The owner's hold on db against a restart on a worker (recursive). */
+void bw_store_lock(struct bw_store *s);
+void bw_store_unlock(struct bw_store *s);
 
 /* ---- messages ---- */
 
@@ -171,6 +180,11 @@ struct bw_store {
 	sqlite3 *ckpt_db;
 	unsigned ckpt_pages;
 	int wal_pages; /* the WAL's frames after the last commit */
+	/* db between the owner and a worker's bw_store_wal_restart: the
+	 * owner takes it to use db while a restart may run (bw_store_lock),
+	 * or holds its requests back, as sqlite_meta.c does */
+	pthread_mutex_t db_mu;
+	int restarting; /* the worker's commit, for the WAL hook */
 	void (*ckpt_due)(void *arg);
 	void *ckpt_arg;
 	char ckpt_err[160]; /* the last checkpoint's error, for the owner */

@@ -19,8 +19,9 @@
  * WAL starts over only once a checkpoint has copied all of it, and the
  * loop commits while one runs: so when the first pass leaves some behind,
  * batches are held (as for a sync) while a second pass copies the rest,
- * which the first pass's time wrote. Only the store's requests wait, for
- * that short pass; the loop goes on.
+ * which the first pass's time wrote, and starts the WAL over with a
+ * commit of its own on the loop's connection. Only the store's requests
+ * wait, for that short pass; the loop goes on.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -353,7 +354,9 @@ ckpt_work(void *arg)
 		q->ckpt_rc = bw_store_checkpoint(q->s, &q->ckpt_copied);
 	/* the second pass, nothing committing beside it: the WAL, all
 	 * copied, starts over here, with its header's sync, rather than in
-	 * the loop's next commit */
+	 * the loop's next commit; on the loop's own connection, which keeps
+	 * its page cache (the loop runs none of the store's requests while
+	 * this pass holds them) */
 	if (q->ckpt_rc == 0 && q->ckpt_holding &&
 	    q->ckpt_copied >= q->s->wal_pages &&
 	    bw_store_wal_restart(q->s) != 0)
@@ -427,6 +430,8 @@ sq_run(void *state, struct bw_meta_req *r)
 		  r->op == BW_META_MSG_FLOOR;
 	int tx = is_write(r) && !own;
 
+	/* before serving: a checkpoint may still be on a worker */
+	bw_store_lock(q->s);
 	if (own) {
 		/* an id and its row commit together */
 		if ((r->rc = bw_store_begin(q->s)) == 0) {
@@ -442,6 +447,7 @@ sq_run(void *state, struct bw_meta_req *r)
 			r->rc = tx ? store_tx_end(q->s, run_one(q, r))
 				   : run_one(q, r);
 	}
+	bw_store_unlock(q->s);
 	if (r->rc == 0 && (r->flags & BW_META_DURABLE))
 		r->rc = bw_store_sync(q->s);
 	return r->rc;
@@ -501,25 +507,49 @@ sq_close(void *state)
 static int
 sq_load_clients(void *state, bw_meta_client_cb cb, void *arg)
 {
-	return bw_store_load_clients(((struct sq *)state)->s, cb, arg);
+	struct sq *q = state;
+	int rc;
+
+	bw_store_lock(q->s);
+	rc = bw_store_load_clients(q->s, cb, arg);
+	bw_store_unlock(q->s);
+	return rc;
 }
 
 static int
 sq_load_files(void *state, bw_meta_file_cb cb, void *arg)
 {
-	return bw_store_load_files(((struct sq *)state)->s, cb, arg);
+	struct sq *q = state;
+	int rc;
+
+	bw_store_lock(q->s);
+	rc = bw_store_load_files(q->s, cb, arg);
+	bw_store_unlock(q->s);
+	return rc;
 }
 
 static int
 sq_msg_totals(void *state, bw_meta_totals_cb cb, void *arg)
 {
-	return bw_store_msg_totals(((struct sq *)state)->s, cb, arg);
+	struct sq *q = state;
+	int rc;
+
+	bw_store_lock(q->s);
+	rc = bw_store_msg_totals(q->s, cb, arg);
+	bw_store_unlock(q->s);
+	return rc;
 }
 
 static int
 sq_msg_blobs(void *state, bw_meta_blobs_cb cb, void *arg)
 {
-	return bw_store_msg_files(((struct sq *)state)->s, cb, arg);
+	struct sq *q = state;
+	int rc;
+
+	bw_store_lock(q->s);
+	rc = bw_store_msg_files(q->s, cb, arg);
+	bw_store_unlock(q->s);
+	return rc;
 }
 
 static uint64_t

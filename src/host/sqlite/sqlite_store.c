@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,6 +204,7 @@ bw_store_open(struct bw_store **out, const char *path)
 	const char *name_col = "Name";
 	sqlite3_stmt *st = NULL;
 	const unsigned char *mode;
+	pthread_mutexattr_t ma;
 	int rc, err;
 
 	*out = NULL;
@@ -211,6 +213,11 @@ bw_store_open(struct bw_store **out, const char *path)
 	if ((s = calloc(1, sizeof *s)) == NULL)
 		return BW_ENOMEM;
 	s->sync_fd = -1;
+	/* recursive: a load's callback may run a request */
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+	pthread_mutex_init(&s->db_mu, &ma);
+	pthread_mutexattr_destroy(&ma);
 	rc = sqlite3_open_v2(path, &s->db,
 			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 				     SQLITE_OPEN_NOMUTEX,
@@ -291,6 +298,7 @@ bw_store_close(struct bw_store *s)
 		sqlite3_finalize(s->st[i]);
 	if (s->db != NULL && sqlite3_close(s->db) != SQLITE_OK)
 		bw_error("store: close: %s", sqlite3_errmsg(s->db));
+	pthread_mutex_destroy(&s->db_mu);
 	free(s);
 }
 
@@ -350,6 +358,9 @@ wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
 	(void)db;
 	(void)name;
 	s->wal_pages = pages;
+	/* the restart's commit, on a worker: small, and not the owner's */
+	if (s->restarting)
+		return SQLITE_OK;
 	if (pages > 0 && (unsigned)pages >= s->ckpt_pages)
 		s->ckpt_due(s->ckpt_arg);
 	return SQLITE_OK;
@@ -422,21 +433,43 @@ bw_store_wal_restart(struct bw_store *s)
 
 	if (s->ckpt_db == NULL)
 		return 0;
+	pthread_mutex_lock(&s->db_mu);
+	if (!sqlite3_get_autocommit(s->db)) {
+		/* not ours to commit: the owner's next commit restarts it */
+		snprintf(s->ckpt_err, sizeof(s->ckpt_err),
+			 "a transaction is open");
+		pthread_mutex_unlock(&s->db_mu);
+		return BW_EDB;
+	}
 	/* the owner's batches are held meanwhile: a writer from outside
 	 * (none is ours) is not waited for */
-	sqlite3_busy_timeout(s->ckpt_db, 0);
+	sqlite3_busy_timeout(s->db, 0);
+	s->restarting = 1;
 	/* a row whose value changes: an unchanged one writes no page */
-	rc = sqlite3_exec(s->ckpt_db,
+	rc = sqlite3_exec(s->db,
 			  "INSERT INTO bulwark_meta(Key, Value) "
 			  "VALUES('wal_restarts', 1) ON CONFLICT(Key) DO "
 			  "UPDATE SET Value = Value + 1",
 			  NULL, NULL, NULL);
-	sqlite3_busy_timeout(s->ckpt_db, BUSY_TIMEOUT_MS);
-	if (rc == SQLITE_OK)
-		return 0;
-	snprintf(s->ckpt_err, sizeof(s->ckpt_err), "%s (%d)",
-		 sqlite3_errmsg(s->ckpt_db), rc);
-	return BW_EDB;
+	s->restarting = 0;
+	sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+	if (rc != SQLITE_OK)
+		snprintf(s->ckpt_err, sizeof(s->ckpt_err), "%s (%d)",
+			 sqlite3_errmsg(s->db), rc);
+	pthread_mutex_unlock(&s->db_mu);
+	return rc == SQLITE_OK ? 0 : BW_EDB;
+}
+
+void
+bw_store_lock(struct bw_store *s)
+{
+	pthread_mutex_lock(&s->db_mu);
+}
+
+void
+bw_store_unlock(struct bw_store *s)
+{
+	pthread_mutex_unlock(&s->db_mu);
 }
 
 int
