@@ -32,11 +32,11 @@
 /* The cksum follows the encryption a piece at a time, while the piece is
  * still in the core's cache. CRC'd by the reader a window ahead, the file
  * was read from memory twice, on two cores: on the development machine
- * (Intel Xeon) a GiB's CRC took 0.10-0.11 s of the reader, and the
- * encryption was no faster for it; encrypting and then CRCing 64 KiB at a
- * time took 0.65-0.70 s of one core where the encryption alone took
- * 0.69-0.78 s, and 16 or 256 KiB pieces 0.72-0.75 s (docs/performance.md,
- * twenty-fourth round). */
+ * (Intel Xeon) a GiB's CRC took 0.11 s of the reader, and the encryption
+ * was no faster for it; encrypting and then CRCing 64 KiB at a time took
+ * 0.65-0.70 s of one core where the encryption alone took 0.69-0.77 s, and
+ * 16 or 256 KiB pieces 0.72-0.75 s (docs/performance.md, twenty-fourth
+ * round). */
 #define PIECE (64u * 1024u) /* a multiple of BW_AES_BLOCK */
 
 struct send_src {
