@@ -93,7 +93,7 @@ int bw_store_checkpoint(struct bw_store *s, int *copied_pages) BW_WUR;
  * (the owner's next commit then starts it over); a transaction of the
  * owner's still open is left alone. */
 int bw_store_wal_restart(struct bw_store *s) BW_WUR;
-/* The owner's hold on db against a restart on a worker (recursive). */
+/* The owner's hold on db against a restart on a worker. */
 void bw_store_lock(struct bw_store *s);
 void bw_store_unlock(struct bw_store *s);
 

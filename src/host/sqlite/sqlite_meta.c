@@ -430,7 +430,8 @@ sq_run(void *state, struct bw_meta_req *r)
 		  r->op == BW_META_MSG_FLOOR;
 	int tx = is_write(r) && !own;
 
-	/* before serving: a checkpoint may still be on a worker */
+	/* a restart may be on a worker (the loads need no lock: they run
+	 * before the loop does, and a restart starts from the loop) */
 	bw_store_lock(q->s);
 	if (own) {
 		/* an id and its row commit together */
@@ -507,49 +508,25 @@ sq_close(void *state)
 static int
 sq_load_clients(void *state, bw_meta_client_cb cb, void *arg)
 {
-	struct sq *q = state;
-	int rc;
-
-	bw_store_lock(q->s);
-	rc = bw_store_load_clients(q->s, cb, arg);
-	bw_store_unlock(q->s);
-	return rc;
+	return bw_store_load_clients(((struct sq *)state)->s, cb, arg);
 }
 
 static int
 sq_load_files(void *state, bw_meta_file_cb cb, void *arg)
 {
-	struct sq *q = state;
-	int rc;
-
-	bw_store_lock(q->s);
-	rc = bw_store_load_files(q->s, cb, arg);
-	bw_store_unlock(q->s);
-	return rc;
+	return bw_store_load_files(((struct sq *)state)->s, cb, arg);
 }
 
 static int
 sq_msg_totals(void *state, bw_meta_totals_cb cb, void *arg)
 {
-	struct sq *q = state;
-	int rc;
-
-	bw_store_lock(q->s);
-	rc = bw_store_msg_totals(q->s, cb, arg);
-	bw_store_unlock(q->s);
-	return rc;
+	return bw_store_msg_totals(((struct sq *)state)->s, cb, arg);
 }
 
 static int
 sq_msg_blobs(void *state, bw_meta_blobs_cb cb, void *arg)
 {
-	struct sq *q = state;
-	int rc;
-
-	bw_store_lock(q->s);
-	rc = bw_store_msg_files(q->s, cb, arg);
-	bw_store_unlock(q->s);
-	return rc;
+	return bw_store_msg_files(((struct sq *)state)->s, cb, arg);
 }
 
 static uint64_t

@@ -204,7 +204,6 @@ bw_store_open(struct bw_store **out, const char *path)
 	const char *name_col = "Name";
 	sqlite3_stmt *st = NULL;
 	const unsigned char *mode;
-	pthread_mutexattr_t ma;
 	int rc, err;
 
 	*out = NULL;
@@ -213,11 +212,7 @@ bw_store_open(struct bw_store **out, const char *path)
 	if ((s = calloc(1, sizeof *s)) == NULL)
 		return BW_ENOMEM;
 	s->sync_fd = -1;
-	/* recursive: a load's callback may run a request */
-	pthread_mutexattr_init(&ma);
-	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
-	pthread_mutex_init(&s->db_mu, &ma);
-	pthread_mutexattr_destroy(&ma);
+	pthread_mutex_init(&s->db_mu, NULL);
 	rc = sqlite3_open_v2(path, &s->db,
 			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 				     SQLITE_OPEN_NOMUTEX,
