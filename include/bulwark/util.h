@@ -10,7 +10,9 @@
 
 /* Monotonic milliseconds, for deadlines. */
 uint64_t bw_now_ms(void);
-/* Wall-clock Unix seconds. */
+/* Wall-clock Unix seconds, from the fine clock: never before the time of a
+ * file written before the call (the kernel may stamp files from a clock
+ * finer than time()'s). */
 int64_t bw_time_s(void);
 
 /* Writes 2n lower-case hex characters and a NUL into out[2n + 1]. */

@@ -28,7 +28,12 @@ bw_now_ms(void)
 int64_t
 bw_time_s(void)
 {
-	return (int64_t)time(NULL);
+	struct timespec ts;
+
+	/* not time(): it reads the coarse clock, which lags the one the
+	 * kernel may stamp files from by up to a tick */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec;
 }
 
 void

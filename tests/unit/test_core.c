@@ -1419,10 +1419,42 @@ log_limit_holds_for_more_kinds_than_buckets(void **state)
 	assert_true(lines >= LOG_BUCKETS);
 }
 
+/* The kernel may stamp a file from a finer clock than time() reads (6.13+
+ * with multigrain times): a file written in the first milliseconds of a
+ * second could carry the next second while time() still said this one.
+ * bw_time_s() reads the clock the stamps come from: a file's time is never
+ * after it. The loop crosses a second boundary at least (1 to 2 s). */
+static void
+a_file_just_written_is_never_stamped_after_bw_time_s(void **state)
+{
+	char path[] = "/tmp/bulwark-test-time.XXXXXX";
+	struct stat st;
+	int64_t first = bw_time_s(), now;
+	unsigned long writes = 0;
+	int fd;
+
+	(void)state;
+	assert_true((fd = mkstemp(path)) >= 0);
+	do {
+		assert_int_equal(pwrite(fd, "x", 1, 0), 1);
+		assert_int_equal(fstat(fd, &st), 0); /* asks for a fine stamp */
+		now = bw_time_s();
+		if ((int64_t)st.st_mtime > now)
+			fail_msg("written at %lld, read %lld after (write %lu)",
+				 (long long)st.st_mtime, (long long)now,
+				 writes);
+		writes++;
+	} while (now < first + 2);
+	close(fd);
+	unlink(path);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(
+			a_file_just_written_is_never_stamped_after_bw_time_s),
 		cmocka_unit_test(cursor_reads_little_endian_integers),
 		cmocka_unit_test(cursor_error_is_sticky),
 		cmocka_unit_test(cursor_end_needs_every_byte_consumed),
