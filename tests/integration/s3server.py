@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ bind_port = {port}
 workers = 0
 user = {user}
 log_facility = LOG_LOCAL2
+log_address = {log_sock}
 swift_dir = {swift_dir}
 log_name = bulwark-test-{kind}
 eventlet_debug = false
@@ -59,6 +61,7 @@ bind_port = {port}
 workers = {workers}
 user = {user}
 swift_dir = {swift_dir}
+log_address = {log_sock}
 log_name = bulwark-test-proxy
 client_timeout = 60
 
@@ -94,6 +97,10 @@ use = egg:swift#gatekeeper
 
 [filter:proxy-logging]
 use = egg:swift#proxy_logging
+# its access log ignores log_address: it would go to /dev/log or, where
+# there is none, over UDP from a socket bound to every address. Nothing
+# listens there either, so it is silenced rather than lost.
+access_log_level = CRITICAL
 
 [filter:listing_formats]
 use = egg:swift#listing_formats
@@ -106,6 +113,19 @@ use = egg:swift#slo
 
 [filter:dlo]
 use = egg:swift#dlo
+"""
+
+
+# A syslog for the store alone: datagrams on a Unix socket, appended to a
+# file (argv: socket path, log path); it ends on SIGTERM with the servers.
+SYSLOG_DRAIN = """
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1] + ".new")
+os.rename(sys.argv[1] + ".new", sys.argv[1])
+with open(sys.argv[2], "ab", buffering=0) as f:
+    while True:
+        f.write(s.recv(65536).rstrip(b"\\0") + b"\\n")
 """
 
 
@@ -129,6 +149,7 @@ class S3Server:
         self.proxy_workers = proxy_workers
         self.procs = {}
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log_sock = self.base / "log.sock"
 
     def _write_conf(self):
         (self.devices / "d1").mkdir(parents=True)
@@ -139,7 +160,8 @@ class S3Server:
                 extra = "mb_per_sync = 512\nkeep_cache_size = 0\n"
             (self.swift_dir / f"{kind}-server.conf").write_text(STORAGE_CONF.format(
                 devices=self.devices, port=self.ports[kind], user=self.user,
-                swift_dir=self.swift_dir, kind=kind, extra=extra))
+                swift_dir=self.swift_dir, kind=kind, extra=extra,
+                log_sock=self.log_sock))
             builder = str(self.swift_dir / f"{kind}.builder")
             for args in (["create", "6", "1", "0"],
                          ["add", f"r1z1-127.0.0.1:{self.ports[kind]}/d1", "1"],
@@ -151,7 +173,7 @@ class S3Server:
         (self.swift_dir / "proxy-server.conf").write_text(PROXY_CONF.format(
             port=self.port, user=self.user, swift_dir=self.swift_dir,
             secret=self.secret_key, other_secret=self.other_secret,
-            mc_port=self.mc_port, workers=self.proxy_workers))
+            mc_port=self.mc_port, workers=self.proxy_workers, log_sock=self.log_sock))
 
     def _spawn(self, name, argv):
         log = open(self.base / f"{name}.log", "ab")
@@ -160,8 +182,23 @@ class S3Server:
                                             start_new_session=True)
         log.close()
 
+    def _start_syslog(self, timeout=10):
+        """Swift logs to syslog: to /dev/log where there is one, else over
+        UDP from a socket bound to every address. Give it a syslog socket of
+        its own in the store's directory, drained into syslog.log (a small
+        process in its own session, stopped with the servers): nothing the
+        store starts listens or sends beyond this machine's loopback."""
+        self._spawn("syslog", [sys.executable, "-c", SYSLOG_DRAIN, str(self.log_sock),
+                               str(self.base / "swift.log")])
+        deadline = time.monotonic() + timeout
+        while not self.log_sock.exists():
+            assert self.procs["syslog"].poll() is None, self.log_tail("syslog")
+            assert time.monotonic() < deadline, "the store's syslog did not start"
+            time.sleep(0.02)
+
     def init(self):
         self._write_conf()
+        self._start_syslog()
         self._spawn("memcached", ["memcached", "-l", "127.0.0.1", "-p", str(self.mc_port),
                                   "-U", "0", "-m", "64", "-u", "nobody"])
         for kind in RING_SERVERS:

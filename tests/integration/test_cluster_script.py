@@ -3,6 +3,7 @@ the nodes, and says where they are; the cluster serves through HAProxy; status
 sees each part; a second up is refused; down stops every process up
 started and removes its directory."""
 
+import ipaddress
 import json
 import signal
 import os
@@ -40,6 +41,63 @@ def alive(pid):
         return False
 
 
+def session_of(pid):
+    try:
+        # after the name: state ppid pgrp session
+        return int(Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[3])
+    except OSError:
+        return None
+
+
+def processes_in_sessions(sids):
+    return [int(d.name) for d in Path("/proc").iterdir()
+            if d.name.isdigit() and session_of(int(d.name)) in sids]
+
+
+def bound_sockets():
+    """inode -> (protocol, local address, port) of every TCP and UDP socket
+    bound to a port, from /proc/net."""
+    out = {}
+    for proto in ("tcp", "udp", "tcp6", "udp6"):
+        for line in Path("/proc/net/" + proto).read_text().splitlines()[1:]:
+            f = line.split()
+            addr, port = f[1].split(":")
+            if int(port, 16) == 0:
+                continue  # made, never bound
+            raw = bytes.fromhex(addr)
+            # each 32-bit word is in the host's (little-endian) order
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            ip = ipaddress.ip_address(raw)
+            if ip.version == 6 and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            out[f[9]] = (proto, ip, int(port, 16))
+    return out
+
+
+def sessions_bound_beyond_loopback(sids):
+    """The sockets of every process of these sessions bound to an address
+    other than loopback (0.0.0.0 and :: included)."""
+    socks, bad = bound_sockets(), []
+    for pid in processes_in_sessions(sids):
+        try:
+            fds = list(Path("/proc/%d/fd" % pid).iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            m = re.fullmatch(r"socket:\[(\d+)\]", target)
+            if m and m.group(1) in socks and not socks[m.group(1)][1].is_loopback:
+                try:
+                    cmd = Path("/proc/%d/cmdline" % pid).read_bytes().replace(b"\0", b" ")
+                except OSError:
+                    cmd = b"?"
+                bad.append((pid, cmd.decode(errors="replace")[:80], socks[m.group(1)]))
+    return bad
+
+
 @pytest.mark.slow
 def test_up_status_serve_down(tmp_path):
     for what, ok in (("haproxy", haproxy.installed()), ("PostgreSQL", pgserver.pg_bin()),
@@ -51,7 +109,10 @@ def test_up_status_serve_down(tmp_path):
     # the postgres user enters it: not under the test's private tmp_path
     where = Path(tempfile.mkdtemp(prefix="bulwark-cluster-test.", dir="/var/tmp")) / "c"
     os.chmod(where.parent, 0o711)
-    env = {**os.environ, "BULWARK_CLUSTER_DIR": str(where),
+    # without what a developer's shell adds (PYTHONUNBUFFERED hid that up
+    # printed nothing into a pipe)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
+           "BULWARK_CLUSTER_DIR": str(where),
            "BULWARKD": str(bwd.BULWARKD), "BULWARK": str(bwd.BULWARK)}
     try:
         r = run("up", "2", env=env)
@@ -94,6 +155,11 @@ def test_up_status_serve_down(tmp_path):
         b.close()
         s = run("status", env=env)
         assert s.returncode == 0 and s.stdout.count(" running ") == 6, s.stdout
+        # everything up started, having served, listens and sends on
+        # loopback only (Swift's syslog fallback sent from sockets bound to
+        # every address)
+        sessions = {session_of(p) for p in pids}
+        assert sessions_bound_beyond_loopback(sessions) == []
         assert "files 1" in s.stdout, s.stdout
         again = run("up", env=env)
         assert again.returncode != 0 and "up already" in again.stderr + again.stdout
