@@ -30,6 +30,13 @@ int bw_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 /* Splits "host:port" (or "[v6]:port") into host[host_cap] and port. */
 int bw_parse_hostport(const char *s, char *host, size_t host_cap,
 		      uint16_t *port) __attribute__((warn_unused_result));
+/* Where the next password in a URL (--db, --bus) starts, at from or after:
+ * its offset, with its length in *len, or SIZE_MAX if there is none. A
+ * password is what libpq or the bus's parser would read as one: the user
+ * part's, up to the last '@' before the first '/' ('?' and '@' included),
+ * and the value of every parameter whose name, percent-decoded, ends in
+ * "password" in any case. Errs on the side of hiding more. */
+size_t bw_url_secret_next(const char *url, size_t from, size_t *len);
 /* The same for an address to listen on: port 0 (any free port) allowed. */
 int bw_parse_listen_addr(const char *s, char *host, size_t host_cap,
 			 uint16_t *port);

@@ -47,26 +47,16 @@ build_options(struct option *lo, char *shorts, size_t cap)
 	memcpy(sp, "hV", 3);
 }
 
-/* A password in a URL given on the command line (user:PASSWORD@ or
- * password=...) overwritten in place, so that ps shows '*'s: the daemon
- * keeps a copy. */
+/* The passwords in a URL given on the command line overwritten in place,
+ * so that ps shows '*'s: the daemon keeps a copy. */
 static void
 hide_password(char *url)
 {
-	char *auth = strstr(url, "://"), *end, *at, *colon, *p;
+	size_t at = 0, len;
 
-	if (auth != NULL) {
-		auth += 3;
-		end = auth + strcspn(auth, "/?");
-		at = memchr(auth, '@', (size_t)(end - auth));
-		colon = at != NULL ? memchr(auth, ':', (size_t)(at - auth))
-				   : NULL;
-		if (colon != NULL)
-			memset(colon + 1, '*', (size_t)(at - colon - 1));
-	}
-	for (p = url; (p = strstr(p, "password=")) != NULL; p += 9) {
-		if (p == url || p[-1] == '?' || p[-1] == '&')
-			memset(p + 9, '*', strcspn(p + 9, "&"));
+	while ((at = bw_url_secret_next(url, at, &len)) != SIZE_MAX) {
+		memset(url + at, '*', len);
+		at += len;
 	}
 }
 

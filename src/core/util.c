@@ -146,6 +146,69 @@ bw_parse_listen_addr(const char *s, char *host, size_t host_cap, uint16_t *port)
 	return hostport(s, host, host_cap, port, 0);
 }
 
+/* Is url[0, n), percent-decoded, a parameter name that ends in "password"
+ * in any case (libpq's password and sslpassword)? */
+static int
+names_password(const char *p, size_t n)
+{
+	static const char tail[] = "password";
+	char name[64];
+	size_t i, o = 0;
+	int hi, lo;
+
+	for (i = 0; i < n; i++) {
+		if (o == sizeof(name))
+			return 0; /* longer than any name libpq knows */
+		if (p[i] == '%' && i + 2 < n && (hi = hexval(p[i + 1])) >= 0 &&
+		    (lo = hexval(p[i + 2])) >= 0) {
+			name[o++] = (char)tolower(hi << 4 | lo);
+			i += 2;
+		} else {
+			name[o++] = (char)tolower((unsigned char)p[i]);
+		}
+	}
+	return o >= sizeof(tail) - 1 && memcmp(name + o - (sizeof(tail) - 1),
+					       tail, sizeof(tail) - 1) == 0;
+}
+
+size_t
+bw_url_secret_next(const char *url, size_t from, size_t *len)
+{
+	const char *auth = strstr(url, "://"), *end, *at = NULL, *colon, *p;
+	size_t n = strlen(url), best = SIZE_MAX, name, eq, stop;
+
+	/* the user part: to the last '@' before the first '/' (libpq stops
+	 * at the first '@' or '/', the bus's parser at the last '@'), its
+	 * password after the first ':' */
+	if (auth != NULL) {
+		auth += 3;
+		end = auth + strcspn(auth, "/");
+		for (p = auth; p < end; p++)
+			at = *p == '@' ? p : at;
+		colon = at != NULL ? memchr(auth, ':', (size_t)(at - auth))
+				   : NULL;
+		if (colon != NULL && at > colon + 1 &&
+		    (size_t)(colon + 1 - url) >= from) {
+			best = (size_t)(colon + 1 - url);
+			*len = (size_t)(at - colon - 1);
+		}
+	}
+	/* parameters, each NAME=VALUE after a '?' or a '&' */
+	for (name = 1; name < n && name < best; name++) {
+		if (url[name - 1] != '?' && url[name - 1] != '&')
+			continue;
+		eq = name + strcspn(url + name, "=&");
+		if (url[eq] != '=' || !names_password(url + name, eq - name))
+			continue;
+		stop = eq + 1 + strcspn(url + eq + 1, "&");
+		if (eq + 1 >= from && stop > eq + 1 && eq + 1 < best) {
+			best = eq + 1;
+			*len = stop - best;
+		}
+	}
+	return best;
+}
+
 int
 bw_read_small_file(const char *path, size_t max, char **out, size_t *len)
 {

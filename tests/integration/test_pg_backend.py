@@ -8,12 +8,14 @@ statement is slow. The rest of the suite runs on PostgreSQL as well
 (BULWARK_TEST_DB=postgresql in scripts/check)."""
 
 import os
+import secrets
 import select
 import signal
 import socket
 import subprocess
 import threading
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -91,6 +93,40 @@ def test_the_password_is_in_neither_the_log_nor_ps(start_server, pg):
     srv.stop()
     assert pg.password not in srv.log()
     assert "postgresql://%s:***@127.0.0.1" % pg.user in srv.log()
+
+
+@pytest.mark.parametrize("form", ["user part", "parameter", "encoded name", "sslpassword"])
+def test_a_password_of_any_form_libpq_reads_is_hidden_everywhere(start_server, pg, form):
+    """libpq reads the user part's password up to the first '@' or '/'
+    ('?' included), and percent-decodes parameter names: each form that
+    opens the database is kept out of ps, the log and --check-config's
+    output (the maskers once stopped at '?' and knew only "password=")."""
+    role = unique_name("r").replace("-", "_")
+    token = secrets.token_hex(8)
+    secret = "p?" + token
+    pg.psql("CREATE ROLE %s LOGIN PASSWORD '%s'" % (role, secret))
+    db = pg.create_db(db_name())
+    pg.psql('ALTER DATABASE "%s" OWNER TO %s' % (db, role))
+    where = "127.0.0.1:%d/%s" % (pg.port, db)
+    url = {"user part": "postgresql://%s:%s@%s" % (role, secret, where),
+           "parameter": "postgresql://%s@%s?password=%s" % (role, where, quote(secret)),
+           "encoded name": "postgresql://%s@%s?sslmode=disable&pass%%77ord=%s"
+                           % (role, where, quote(secret)),
+           # a key's passphrase: never used here, hidden all the same
+           "sslpassword": "postgresql://%s:%s@%s?sslpassword=k%s" % (role, secret, where,
+                                                                     token[::-1])}[form]
+    srv, _ = start_on(start_server, pg, url=url, env={}, db=db)
+    with open("/proc/%d/cmdline" % srv.proc.pid, "rb") as f:
+        cmdline = f.read()
+    bwmsg.MsgClient(H, srv.port).register(unique_name("u"), key=rsa_key(0))
+    srv.stop()
+    r = subprocess.run([str(bwd.BULWARKD), "--check-config", "--db", url, "--data-dir", "/tmp"],
+                       capture_output=True, text=True, timeout=60, env={})
+    assert r.returncode == 0, r.stdout + r.stderr
+    for where, text in (("ps", cmdline.decode()), ("the log", srv.log()),
+                        ("--check-config", r.stdout + r.stderr)):
+        assert token not in text and token[::-1] not in text, (where, text[-2000:])
+    assert "@127.0.0.1:%d" % pg.port in srv.log() or "127.0.0.1:%d" % pg.port in srv.log()
 
 
 def test_a_wrong_password_refuses_to_start_in_one_line(start_server, pg):

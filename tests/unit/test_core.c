@@ -725,6 +725,56 @@ parse_u64_ignores_surrounding_white_space(void **state)
 
 /* host:port */
 
+/* url with every span bw_url_secret_next names replaced by '#'. */
+static void
+masked(const char *url, char *out, size_t cap)
+{
+	size_t at = 0, len;
+
+	assert_true(strlen(url) < cap);
+	memcpy(out, url, strlen(url) + 1);
+	while ((at = bw_url_secret_next(url, at, &len)) != SIZE_MAX) {
+		assert_true(len > 0 && at + len <= strlen(url));
+		memset(out + at, '#', len);
+		at += len;
+	}
+}
+
+static void
+url_passwords_are_found_in_every_form_libpq_and_the_bus_read(void **state)
+{
+	static const char *const cases[][2] = {
+		{"postgresql://u:pw@h/db", "postgresql://u:##@h/db"},
+		/* libpq reads to the first '@' or '/': '?' is the password's */
+		{"postgresql://u:a?b@h:5432/db?sslmode=disable",
+		 "postgresql://u:###@h:5432/db?sslmode=disable"},
+		{"postgresql://u:p@ss@h/db", "postgresql://u:####@h/db"},
+		{"postgresql://u@h/db?password=sec&x=1",
+		 "postgresql://u@h/db?password=###&x=1"},
+		/* a percent-encoded name, any case, sslpassword too */
+		{"postgresql://h/db?pass%77ord=sec",
+		 "postgresql://h/db?pass%77ord=###"},
+		{"postgresql://h/db?x=1&PassWord=sec&sslpassword=k",
+		 "postgresql://h/db?x=1&PassWord=###&sslpassword=#"},
+		{"postgresql://h/db?password=", "postgresql://h/db?password="},
+		{"redis://:a?b@h:6379/0", "redis://:###@h:6379/0"},
+		{"redis://user:pw@h", "redis://user:##@h"},
+		{"postgresql://u@h/db?user=password",
+		 "postgresql://u@h/db?user=password"},
+		{"postgresql://h/db", "postgresql://h/db"},
+	};
+	char out[128];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		masked(cases[i][0], out, sizeof(out));
+		if (strcmp(out, cases[i][1]) != 0)
+			fail_msg("%s: %s, not %s", cases[i][0], out,
+				 cases[i][1]);
+	}
+}
+
 static void
 hostport_splits_names_and_addresses(void **state)
 {
@@ -1455,6 +1505,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(
 			a_file_just_written_is_never_stamped_after_bw_time_s),
+		cmocka_unit_test(
+			url_passwords_are_found_in_every_form_libpq_and_the_bus_read),
 		cmocka_unit_test(cursor_reads_little_endian_integers),
 		cmocka_unit_test(cursor_error_is_sticky),
 		cmocka_unit_test(cursor_end_needs_every_byte_consumed),

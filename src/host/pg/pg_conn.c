@@ -107,46 +107,23 @@ pg_run(struct pg_conn *pc, enum pg_stmt id, const struct pg_params *p)
 /* --- the URL -------------------------------------------------------------
  */
 
-/* url with the password of its user part and any password= parameter
- * replaced by "***". */
+/* url with each of its passwords (bw_url_secret_next) replaced by "***". */
 static char *
 without_password(const char *url)
 {
-	size_t n = strlen(url);
-	char *out = malloc(n + 8), *o;
-	const char *p = url, *auth, *at, *slash, *colon, *pw;
+	size_t n = strlen(url), from = 0, at, len;
+	char *out = malloc(3 * n + 1), *o = out; /* a "***" per byte at most */
 
 	if (out == NULL)
 		return NULL;
-	o = out;
-	if ((auth = strstr(url, "://")) != NULL) {
-		auth += 3;
-		slash = auth + strcspn(auth, "/?");
-		at = memchr(auth, '@', (size_t)(slash - auth));
-		colon = at != NULL ? memchr(auth, ':', (size_t)(at - auth))
-				   : NULL;
-		if (colon != NULL) {
-			memcpy(o, url, (size_t)(colon + 1 - url));
-			o += colon + 1 - url;
-			memcpy(o, "***", 3);
-			o += 3;
-			p = at;
-		}
+	while ((at = bw_url_secret_next(url, from, &len)) != SIZE_MAX) {
+		memcpy(o, url + from, at - from);
+		o += at - from;
+		memcpy(o, "***", 3);
+		o += 3;
+		from = at + len;
 	}
-	while (*p != '\0') {
-		if ((p == url || p[-1] == '?' || p[-1] == '&') &&
-		    strncmp(p, "password=", 9) == 0) {
-			memcpy(o, "password=***", 12);
-			o += 12;
-			pw = p + 9;
-			p = pw + strcspn(pw, "&");
-			continue;
-		}
-		*o++ = *p++;
-		if ((size_t)(o - out) > n + 4)
-			break; /* cannot happen: each *** replaces >= 1 */
-	}
-	*o = '\0';
+	memcpy(o, url + from, n - from + 1);
 	return out;
 }
 
