@@ -833,6 +833,162 @@ def test_a_node_taken_for_dead_while_it_ran_writes_its_members_again(start_serve
         r.destroy()
 
 
+def test_a_room_id_given_again_after_redis_lost_its_data_never_merges_two_rooms(start_server,
+                                                                               tmp_path):
+    """Redis restarts empty while n1, which holds bob's room, is cut off
+    from it; n2 comes back first and, knowing nothing of bob's room, gives
+    its id to eve's. When n1 writes bob back, the id is another room's: the
+    verifiers differ, so bob is told and let go (he was once added to eve's
+    room without a password: each read the other's lines, and /who listed
+    them together). Eve's room is hers alone."""
+    if not redisserver.installed():
+        need_cluster()
+    r = redisserver.RedisServer().start()
+    proxy = HoldingProxy(r.port)
+    try:
+        n1 = bus_node(start_server, r, "n1", tmp_path / "n1",
+                      url="redis://%s:%d" % (H, proxy.port))
+        n2 = bus_node(start_server, r, "n2", tmp_path / "n2")
+        bob = RoomClient(rooms_port(n1))
+        room = bob.create("bob", "bob-secret")
+        proxy.cut()
+        assert bwd.wait_for(lambda: "bus: lost Redis" in n1.log(), 10), n1.log_tail()
+        r.stop()
+        r.start()
+        assert bwd.wait_for(lambda: "is back; relays between nodes go on" in n2.log(), 15)
+        eve = RoomClient(rooms_port(n2))
+        assert eve.create("eve", "eve-pw") == room, "the id was not given again: nothing tested"
+        proxy.mend()
+        bob.expect("This group's number was given to another group while this server was "
+                   "cut off, goodbye.", timeout=15)
+        assert bob.wait_closed(timeout=15) == []
+        assert "its members here are let go" in n1.log(), n1.log_tail()
+        assert room_members(r, room) == [("n2", "eve")]
+        eve.line("/who")
+        eve.expect(lambda ln: ln.startswith("Members of group #%d (1): eve" % room))
+        eve.line("for eve's room only")
+        heard = eve.lines_for(1.0)
+        assert not any("bob" in ln for ln in heard), heard
+        # a join through n1 by eve's password is eve's room, and bob's
+        # stale room on n1 is not where it lands
+        dee = RoomClient(rooms_port(n1))
+        dee.join("dee", room, "eve-pw")
+        eve.expect(joined("dee"))
+        dee.line("hello eve")
+        eve.expect("dee: hello eve")
+        for c in (eve, dee):
+            c.close()
+    finally:
+        proxy.close()
+        r.destroy()
+
+
+def test_a_full_redis_makes_no_node_reap_another(start_server, tmp_path):
+    """At maxmemory (no eviction) Redis refuses every node's heartbeat but
+    still runs the reaper: each node took the others for dead, told their
+    members that the others left, and deleted them from the room while
+    they went on talking; the refused beats were not even logged. A node
+    whose own beat Redis does not hold judges no one, says so, and after
+    Redis takes beats again waits a node's silence before it judges."""
+    if not redisserver.installed():
+        need_cluster()
+    r = redisserver.RedisServer().start()
+    try:
+        n1, n2, alice, bob, room = alice_and_bob_on_two_nodes(start_server, r, tmp_path)
+        assert r.cmd("CONFIG", "SET", "maxmemory", "1") == "+OK"
+        try:
+            for n in (n1, n2):
+                assert bwd.wait_for(lambda: "Redis refused this node's heartbeat" in n.log(),
+                                    10), n.log_tail()
+            # past a node's 5 s of silence: every heartbeat key has lapsed
+            heard = alice.lines_for(7.0) + bob.lines_for(0.5)
+            assert not any("has removed from the group" in ln for ln in heard), heard
+            assert room_members(r, room) == [("n1", "alice"), ("n2", "bob")]
+        finally:
+            assert r.cmd("CONFIG", "SET", "maxmemory", "0") == "+OK"
+        for n in (n1, n2):
+            assert bwd.wait_for(lambda: "takes this node's heartbeats again" in n.log(),
+                                10), n.log_tail()
+            assert n.log().count("Redis refused this node's heartbeat") == 1, n.log_tail()
+        heard = alice.lines_for(7.0) + bob.lines_for(0.5)
+        assert not any("has removed from the group" in ln for ln in heard), heard
+        assert room_members(r, room) == [("n1", "alice"), ("n2", "bob")]
+        alice.line("still here")
+        bob.expect("alice: still here")
+        for c in (alice, bob):
+            c.close()
+    finally:
+        r.destroy()
+
+
+def test_a_nodes_rooms_in_redis_are_its_live_ones_and_a_big_one_is_reaped_in_steps(
+        start_server, tmp_path):
+    """The set of a node's rooms only grew (every room ever created or
+    joined through it: 40 MB of Redis per million), and reaping a node
+    with a million blocked Redis for seconds. A node's rooms in Redis are
+    the rooms it has members in now; a dead node is reaped in steps of
+    bounded work, so that the rooms go a slice at a time (the count is
+    seen between steps) and Redis answers others meanwhile."""
+    if not redisserver.installed():
+        need_cluster()
+    r = redisserver.RedisServer().start()
+    try:
+        n1 = bus_node(start_server, r, "n1", tmp_path / "n1")
+        for i in range(20):
+            c = RoomClient(rooms_port(n1))
+            c.create("x%d" % i, "pw")
+            c.close()
+        alice = RoomClient(rooms_port(n1))
+        room = alice.create("alice", "pw")
+        ann = RoomClient(rooms_port(n1))
+        ann.join("ann", room, "pw")
+        alice.expect(joined("ann"))
+        assert bwd.wait_for(lambda: r.cmd("SCARD", "bulwark:rooms") == ":1", 10)
+        assert r.cmd("EXISTS", "bulwark:node:n1:rooms") == ":0"
+        assert r.cmd("HLEN", "bulwark:node:n1:in") == ":1"
+        assert r.cmd("EVAL", "return tonumber(redis.call('HGET',KEYS[1],ARGV[1]))", "1",
+                     "bulwark:node:n1:in", str(room)) == ":2"
+        ann.close()
+        alice.expect(left("ann"))
+        assert r.cmd("EVAL", "return tonumber(redis.call('HGET',KEYS[1],ARGV[1]))", "1",
+                     "bulwark:node:n1:in", str(room)) == ":1"
+
+        # a dead node "ghost" with 20,000 rooms of one member each, as an
+        # earlier binary would have left it too (its :rooms set)
+        ghost = 20000
+        assert r.cmd("EVAL", "for i=1,tonumber(ARGV[1]) do local id=1000000+i "
+                     "redis.call('HSET','bulwark:room:'..id,'salt','s','hash','h') "
+                     "redis.call('HSET','bulwark:room:'..id..':m','ghost/'..i,'k'..i..'\\ng') "
+                     "redis.call('HSET','bulwark:room:'..id..':n','k'..i,'ghost/'..i) "
+                     "redis.call('SADD','bulwark:rooms',id) "
+                     "redis.call('HSET','bulwark:node:ghost:in',id,1) "
+                     "redis.call('SADD','bulwark:node:ghost:rooms',id) end "
+                     "redis.call('INCRBY','bulwark:members',tonumber(ARGV[1])) "
+                     "redis.call('SADD','bulwark:nodes','ghost') return 0",
+                     "0", str(ghost)) == ":0"
+        seen = set()
+        deadline = time.monotonic() + 60
+        while True:
+            n = int(r.cmd("SCARD", "bulwark:rooms")[1:])
+            seen.add(n)
+            if n == 1 or time.monotonic() > deadline:
+                break
+        assert n == 1, "the ghost's rooms are not all gone: %d left" % n
+        between = sorted(x for x in seen if 1 < x < ghost + 1)
+        assert len(between) >= 2, "reaped in one go: %r" % sorted(seen)
+        for key in ("bulwark:node:ghost:in", "bulwark:node:ghost:rooms",
+                    "bulwark:node:ghost:reap"):
+            assert r.cmd("EXISTS", key) == ":0", key
+        assert r.cmd("SCARD", "bulwark:reaping") == ":0"
+        assert r.cmd("EVAL", "return tonumber(redis.call('GET','bulwark:members'))",
+                     "0") == ":1"
+        alice.line("/who")
+        alice.expect(lambda ln: ln.startswith("Members of group #%d (1): alice" % room))
+        alice.close()
+    finally:
+        r.destroy()
+
+
 def test_redis_lost_pauses_relays_between_nodes_not_within_one(cluster):
     n1, n2, _ = cluster.nodes
     alice, ann, bob = two_on_n1_one_on_n2(cluster)

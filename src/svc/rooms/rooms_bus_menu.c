@@ -176,7 +176,8 @@ rbus_join(struct rconn *rc)
 {
 	struct rwait *w;
 	char ids[16], max[16];
-	const char *argv[6];
+	const char *argv[8];
+	size_t lens[8], k;
 
 	if (!rbus_up(rc->rs) || !rc->v_have) {
 		rbus_unavailable(rc, R_J_ID);
@@ -195,7 +196,13 @@ rbus_join(struct rconn *rc)
 	argv[3] = rc->name;
 	argv[4] = max;
 	argv[5] = rc->rs->node;
-	if (rbus_eval(rc->rs, rbus_lua_join, joined, w, 6, argv, NULL) != 0) {
+	argv[6] = (const char *)rc->v_salt; /* what the password matched */
+	argv[7] = (const char *)rc->v_hash;
+	for (k = 0; k < 6; k++)
+		lens[k] = strlen(argv[k]);
+	lens[6] = SALT_LEN;
+	lens[7] = HASH_LEN;
+	if (rbus_eval(rc->rs, rbus_lua_join, joined, w, 8, argv, lens) != 0) {
 		rc->st = R_J_ID;
 		free(w);
 		rbus_unavailable(rc, R_J_ID);

@@ -42,6 +42,11 @@ struct room {
 	 * was always last, raised everyone's p99 by half: bench/roomsbench) */
 	struct rconn *members, *tail;
 	unsigned members_n;
+	/* its members being written again to Redis (rejoin scripts not yet
+	 * answered): until then its lines stay on this node, and what comes
+	 * from the others is not given to them (the id may be another
+	 * room's now, see rbus_lua_rejoin) */
+	unsigned rejoining;
 };
 
 struct bw_rooms {
@@ -74,6 +79,13 @@ struct bw_rooms {
 	int bus_was_down;
 	int bus_seen;	/* the bus has been up since the start */
 	int beat_alive; /* a heartbeat found this node alive since it was up */
+	/* since when Redis has taken every heartbeat (monotonic ms; 0: the
+	 * last one was refused or not answered): others are judged dead only
+	 * after a node has beaten for longer than a node may be silent */
+	uint64_t beat_ok_ms;
+	int beat_refused;	/* said in the log, until one is taken */
+	int reaping;		/* a reap's steps under way */
+	const char *forgetting; /* a forget's steps under way: its notice */
 	/* the highest room id this node has known: Redis's counter is raised
 	 * to it whenever the bus comes (back) and at every beat, so that a
 	 * Redis that restarted without its data never gives an id again */

@@ -225,12 +225,14 @@ pass_start(struct rconn *rc, int create, const char *pw, size_t n)
 	memcpy(j->pw, pw, n);
 	j->n = n;
 	j->cost = rs->cfg.kdf;
-	if (r != NULL) {
-		memcpy(j->salt, r->salt, SALT_LEN);
-		memcpy(j->want, r->hash, HASH_LEN);
-	} else if (!create && rc->v_have) { /* a room of the cluster's */
+	if (!create && rc->v_have) {
+		/* a room of the cluster's: Redis's verifier, never the one
+		 * of a room of this node's that may have had the id before */
 		memcpy(j->salt, rc->v_salt, SALT_LEN);
 		memcpy(j->want, rc->v_hash, HASH_LEN);
+	} else if (r != NULL) {
+		memcpy(j->salt, r->salt, SALT_LEN);
+		memcpy(j->want, r->hash, HASH_LEN);
 	}
 	if (enqueue(rs, rc) != 0) {
 		job_free(j);
