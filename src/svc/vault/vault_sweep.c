@@ -100,17 +100,27 @@ sweep_work(void *arg)
 	sw->rc = b->be->list(b->state, FILES_SPACE, collect_settled, sw);
 }
 
-/* Whether one of the client's rows names key (its file or its pending
- * replacement). */
+/* The keys the client's rows name (each row's file and its pending
+ * replacement) into names, whose keys point into recs: once per answer,
+ * so that each candidate is judged in constant time (walking every row
+ * per candidate was rows x candidates on the loop). */
 static int
-row_names(const struct bw_file_rec *recs, size_t n, const char *key)
+rows_named(struct bw_hash *names, const struct bw_file_rec *recs, size_t n)
 {
 	size_t i;
+	int rc;
 
-	for (i = 0; i < n; i++)
-		if (strcmp(recs[i].path_name, key) == 0 ||
-		    strcmp(recs[i].pending_path, key) == 0)
-			return 1;
+	if ((rc = bw_hash_init(names)) != 0)
+		return rc;
+	for (i = 0; i < 2 * n; i++) {
+		const char *k = i % 2 ? recs[i / 2].pending_path
+				      : recs[i / 2].path_name;
+
+		if (k[0] != '\0' &&
+		    (rc = bw_hash_put(names, k, strlen(k), (void *)k)) != 0 &&
+		    rc != BW_EEXIST)
+			return rc;
+	}
 	return 0;
 }
 
@@ -119,18 +129,23 @@ asked(struct bw_meta_req *req)
 {
 	struct ask *a = (struct ask *)req;
 	struct sweep *sw = a->sw;
+	struct bw_hash names = {0};
 	const char *key;
 	size_t i;
+	int rc = req->rc;
 
-	if (req->rc != 0)
+	if (rc == 0)
+		rc = rows_named(&names, req->u.files.recs, req->u.files.n);
+	if (rc != 0)
 		bw_debug("vault: sweep: a client's rows could not be read "
 			 "(%s); its objects wait for a later round",
-			 bw_strerror(req->rc));
-	for (i = 0; req->rc == 0 && i < a->n; i++) {
+			 bw_strerror(rc));
+	for (i = 0; rc == 0 && i < a->n; i++) {
 		key = sw->keys[a->idx[i]];
-		if (!row_names(req->u.files.recs, req->u.files.n, key))
+		if (bw_hash_get(&names, key, strlen(key)) == NULL)
 			sweep_remove(sw->v, key);
 	}
+	bw_hash_fini(&names);
 	free(req->u.files.recs);
 	free(a->idx);
 	free(a);
