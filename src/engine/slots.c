@@ -18,40 +18,27 @@ bw_slots_init(struct bw_slots *p, struct bw_engine *e)
 	return 0;
 }
 
-/* How long s's holder would still take at its average rate so far, in ms
- * (UINT64_MAX when nothing came). */
+/* s's rate lately, in bytes/s: over the last two marks' span (2 to 4 s),
+ * or, once nothing has come for BW_SLOT_RECENT_MS, since the newer mark
+ * alone (which falls to nothing as the silence lasts). */
 static uint64_t
-projected_ms(const struct bw_slot *s, uint64_t now)
+recent_rate(const struct bw_slot *s, uint64_t now)
 {
-	uint64_t done = s->size - s->left, elapsed = now - s->start_ms;
+	int k = now - s->mark_ms[1] >= BW_SLOT_RECENT_MS ? 1 : 0;
+	uint64_t span = now - s->mark_ms[k];
 
-	if (done == 0)
-		return UINT64_MAX;
-	if (s->left > UINT64_MAX / (elapsed ? elapsed : 1))
-		return UINT64_MAX;
-	return s->left * elapsed / done;
+	return span == 0 ? UINT64_MAX
+			 : (s->mark_left[k] - s->left) * 1000u / span;
 }
 
-/* Whether s's holder averaged less than min_rate bytes/s so far: one that
- * sent a little and stopped projects a short finish (as long again as it
- * took, for half a body) and would keep its slot until its idle timeout. */
-static int
-below_rate(const struct bw_slots *p, const struct bw_slot *s, uint64_t now)
-{
-	uint64_t done = s->size - s->left, elapsed = now - s->start_ms;
-
-	return p->min_rate > 0 &&
-	       done * 1000u < (uint64_t)p->min_rate * elapsed;
-}
-
-/* The holder that would take longest, if that is over the window or it is
- * below the minimum rate, and it has had its slot for the grace; NULL
- * otherwise. */
+/* The holder that behaves as no honest sender does (silent for
+ * BW_SLOT_RECENT_MS, or slower than min_rate lately), past its grace and
+ * still receiving; of those, the slowest lately. NULL: none. */
 static struct bw_slot *
 slowest(const struct bw_slots *p, uint64_t now)
 {
 	struct bw_slot *s, *worst = NULL;
-	uint64_t t, worst_t = 0;
+	uint64_t r, worst_r = 0;
 
 	for (s = p->head; s != NULL; s = s->next) {
 		/* a body all in is being committed, not trickled: never taken
@@ -59,10 +46,12 @@ slowest(const struct bw_slots *p, uint64_t now)
 		if (now - s->start_ms < BW_SLOT_GRACE_MS || s->evict == NULL ||
 		    s->left == 0)
 			continue;
-		t = below_rate(p, s, now) ? UINT64_MAX : projected_ms(s, now);
-		if (t > p->window_ms && (worst == NULL || t > worst_t)) {
+		r = recent_rate(s, now);
+		if (now - s->moved_ms < BW_SLOT_RECENT_MS && r >= p->min_rate)
+			continue; /* sending, and fast enough */
+		if (worst == NULL || r < worst_r) {
 			worst = s;
-			worst_t = t;
+			worst_r = r;
 		}
 	}
 	return worst;
@@ -82,17 +71,16 @@ bw_slots_take(struct bw_slots *p, struct bw_slot *s, struct bw_conn *c,
 		return BW_EBUSY;
 	}
 	if (p->n >= p->max && (victim = slowest(p, now)) != NULL) {
-		if (below_rate(p, victim, now))
-			bw_info("c%llu: its body came slower than %u bytes/s; "
-				"its slot goes to c%llu",
-				(unsigned long long)victim->c->id, p->min_rate,
+		if (now - victim->moved_ms >= BW_SLOT_RECENT_MS)
+			bw_info("c%llu: its body has sent nothing for %llu "
+				"ms; its slot goes to c%llu",
+				(unsigned long long)victim->c->id,
+				(unsigned long long)(now - victim->moved_ms),
 				(unsigned long long)c->id);
 		else
-			bw_info("c%llu: its body would take %llu s more at "
-				"its rate; its slot goes to c%llu",
-				(unsigned long long)victim->c->id,
-				(unsigned long long)(projected_ms(victim, now) /
-						     1000u),
+			bw_info("c%llu: its body came slower than %u bytes/s "
+				"lately; its slot goes to c%llu",
+				(unsigned long long)victim->c->id, p->min_rate,
 				(unsigned long long)c->id);
 		p->evicted++;
 		victim->evict(victim);
@@ -104,8 +92,8 @@ bw_slots_take(struct bw_slots *p, struct bw_slot *s, struct bw_conn *c,
 	}
 	s->c = c;
 	s->addr = c->addr;
-	s->start_ms = now;
-	s->size = s->left = size;
+	s->start_ms = s->moved_ms = s->mark_ms[0] = s->mark_ms[1] = now;
+	s->size = s->left = s->mark_left[0] = s->mark_left[1] = size;
 	s->evict = evict;
 	s->taken = 1;
 	s->prev = NULL;

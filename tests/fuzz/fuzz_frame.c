@@ -370,7 +370,6 @@ setup_once(void)
 		ef_die("cannot set up the frame");
 	g.slots.max = 2;
 	g.slots.per_addr = 1;
-	g.slots.window_ms = 10000;
 	bw_frame_limits(g.f, &lim);
 	lc = ef_listen_cfg("shared", &lim);
 	if (bw_engine_listen(&g.e, &bw_frame_service, g.f, &lc, &g.l) != 0)

@@ -780,13 +780,16 @@ def newcomer_uploads(srv, holders):
     assert (srv.client_dir(c.client_id) / "small.bin").read_bytes() == data
 
 
-def test_full_upload_slots_go_to_a_newcomer_rather_than_the_slowest_holder(start_server):
+def test_full_upload_slots_go_to_a_newcomer_rather_than_holders_below_the_minimum_rate(
+        start_server):
     """Attack: four uploads from one address announce 64 MiB each and
-    trickle just above --min-rate, holding every upload slot for hours. A
-    fifth client, from another address, must still be able to upload: a
-    holder that has held its slot a while and would need more than
-    --timeout to finish at its rate so far gives its slot up."""
-    srv = start_server("--max-uploads", "4", "--max-uploads-per-addr", "4")
+    trickle at 2 KiB/s, holding every upload slot for hours. With
+    --min-rate 4096 a fifth client, from another address, must still be
+    able to upload: a holder slower than the minimum lately gives its slot
+    up. (Above the minimum a holder keeps its slot however long its body:
+    the next test.)"""
+    srv = start_server("--max-uploads", "4", "--max-uploads-per-addr", "4",
+                       "--min-rate", "4096")
     tricklers = [Trickler(srv, k) for k in range(TRICKLERS)]
     stop = threading.Event()
 
@@ -800,8 +803,10 @@ def test_full_upload_slots_go_to_a_newcomer_rather_than_the_slowest_holder(start
     th = threading.Thread(target=trickle, daemon=True)
     th.start()
     try:
-        time.sleep(2.0)  # the holders have held their slots a while, at their slow rate
+        # their first 16 KiB out of the last 2 to 4 s that "lately" covers
+        time.sleep(4.5)
         newcomer_uploads(srv, "four trickling uploads")
+        assert "came slower than 4096 bytes/s lately" in srv.log(), srv.log_tail()
         assert wait_for(lambda: any(t.outcome for t in tricklers), 3, 0.1), \
             "no trickling upload was refused or closed"
         assert [t.outcome for t in tricklers if t.outcome] and all(
@@ -812,6 +817,63 @@ def test_full_upload_slots_go_to_a_newcomer_rather_than_the_slowest_holder(start
         th.join(timeout=5)
         for t in tricklers:
             t.c.close()
+
+
+def test_a_large_upload_on_a_modest_link_keeps_its_slot_against_holders_that_stopped(
+        start_server):
+    """Attack on an honest user: when every slot was held, the daemon took
+    the slot of the upload it expected to finish last at its own rate, not
+    of one that was slow: three uploads from 127.0.0.2 that sent all but
+    their last bytes and stopped were "nearly done" and never chosen, and
+    an honest 10 MiB upload at 64 KiB/s (64 times --min-rate), needing
+    more than --timeout, was cut when a newcomer asked. What is left to
+    send never counts now: the holders that sent nothing lately yield, the
+    honest upload goes on."""
+    srv = start_server("--max-uploads", "4", "--max-uploads-per-addr", "3",
+                       "--timeout", "10")
+    size = 200000
+    holders = []
+    for k in range(3):
+        ident = register(srv, key_index=20 + k, prefix="nearly", source="127.0.0.2")
+        h = reconnected(srv, ident, source="127.0.0.2")
+        h.send_raw(bw.pack_request_header(ident.client_id, bw.SEND_FILE,
+                                          bw.FILE_PREFIX_SIZE + size)
+                   + bw.U32.pack(size) + bw.name_field("nearly%d.bin" % k)
+                   + os.urandom(size - 16))
+        holders.append(h)
+    honest_id = register(srv, key_index=24, prefix="honest", source="127.0.0.3")
+    honest = reconnected(srv, honest_id, source="127.0.0.3")
+    big = 10 << 20
+    honest.send_raw(bw.pack_request_header(honest_id.client_id, bw.SEND_FILE,
+                                           bw.FILE_PREFIX_SIZE + big)
+                    + bw.U32.pack(big) + bw.name_field("big.bin"))
+    stop = threading.Event()
+    sent = [0]
+
+    def modest_link():  # 16 KiB every 0.25 s: 64 KiB/s
+        while not stop.wait(0.25) and sent[0] < big - 16384:
+            try:
+                honest.send_raw(os.urandom(16384))
+            except OSError:
+                return
+            sent[0] += 16384
+
+    th = threading.Thread(target=modest_link, daemon=True)
+    th.start()
+    try:
+        time.sleep(3.0)  # past the grace, and the stopped holders' silence
+        newcomer_uploads(srv, "three stopped uploads and an honest one")
+        assert "has sent nothing for" in srv.log(), srv.log_tail()
+        time.sleep(1.0)
+        assert no_data_yet(honest.sock), "the honest upload was answered or closed: %r" % (
+            response_or_close(honest),)
+        assert sent[0] > 200000
+    finally:
+        stop.set()
+        th.join(timeout=5)
+        for c in holders + [honest]:
+            c.close()
+    srv.assert_serves()
 
 
 def send_unknown_1028(c, file_name, sent):
@@ -827,8 +889,8 @@ def test_full_upload_slots_go_to_a_newcomer_rather_than_holders_that_stopped(sta
     holding a slot meanwhile), announce 32 bytes, send 16, and stop. At its
     rate so far each would finish in as long again as it took, never more
     than --timeout away: none gave up its slot before its connection timed
-    out, and every upload in between got 2107. A holder that averaged less
-    than --min-rate yields to a newcomer."""
+    out, and every upload in between got 2107. A holder that has sent
+    nothing lately yields to a newcomer."""
     srv = start_server("--max-uploads", "4", "--max-uploads-per-addr", "4")
     holders = []
     try:
@@ -840,7 +902,8 @@ def test_full_upload_slots_go_to_a_newcomer_rather_than_holders_that_stopped(sta
             srv.log_tail()
         time.sleep(1.5)  # past the grace a holder keeps its slot for
         newcomer_uploads(srv, "four stopped bodies")
-        assert "came slower than 1024 bytes/s; its slot goes to" in srv.log(), srv.log_tail()
+        assert re.search(r"(has sent nothing for \d+ ms|came slower than 1024 bytes/s "
+                         r"lately); its slot goes to", srv.log()), srv.log_tail()
     finally:
         for h in holders:
             h.close()

@@ -418,7 +418,6 @@ msg_on_send(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	bw_frame_body_rate(c, m->cfg.min_rate, m->cfg.window_ms);
 	m->slots.max = m->cfg.max_bodies;
 	m->slots.per_addr = m->cfg.max_bodies_per_addr;
-	m->slots.window_ms = m->cfg.window_ms;
 	m->slots.min_rate = m->cfg.min_rate;
 	if ((from = msg_requester(m, r)) == NULL)
 		return refuse(c, mc, s.content_size, "unknown client id");

@@ -123,7 +123,6 @@ on_file(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 		return bw_frame_fail(c, "file over the size limit");
 	v->slots.max = v->cfg.max_uploads;
 	v->slots.per_addr = v->cfg.max_uploads_per_addr;
-	v->slots.window_ms = v->cfg.window_ms;
 	v->slots.min_rate = v->cfg.min_rate;
 	if (bw_engine_stopping(c->eng) && !vc->awaiting)
 		return bw_frame_fail(c, "shutting down");
