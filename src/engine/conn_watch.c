@@ -95,6 +95,17 @@ bw_conn_idle_deadline(struct bw_conn *c, unsigned ms)
 	c->deadline_ms = bw_now_ms() + ms;
 }
 
+uint64_t
+bw_conn_out_acked(const struct bw_conn *c)
+{
+	size_t unacked = 0;
+	uint64_t sent = c->out_total - c->out.len;
+
+	if (c->w.fd < 0 || bw_net_unacked(c->w.fd, &unacked) != 0)
+		return UINT64_MAX;
+	return unacked < sent ? sent - unacked : 0;
+}
+
 int
 engine_conn_still_reading(struct bw_conn *c, uint64_t now_ms)
 {

@@ -290,6 +290,11 @@ bw_conn_queued(const struct bw_conn *c)
 {
 	return c->out.len;
 }
+/* Bytes of c's output the peer has acknowledged (taken off its socket's
+ * queue, read or not yet read by the program): it grows with every byte
+ * a reader takes, however slow, and stands still for a peer that reads
+ * nothing. UINT64_MAX when the kernel cannot say. */
+uint64_t bw_conn_out_acked(const struct bw_conn *c);
 /* Stops all I/O on c now and closes it after the current callback. why is
  * logged (NULL: nothing). Safe anywhere, also on a closed connection. */
 void bw_conn_close_later(struct bw_conn *c, const char *why);

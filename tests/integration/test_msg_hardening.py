@@ -881,6 +881,63 @@ def test_the_stalest_unread_reply_is_closed_when_reply_memory_runs_out(start_ser
         assert [r[3] for r in pull_when_allowed(srv, cid)] == [content]
 
 
+@pytest.mark.files_only("plants the contents' files as hard links")
+def test_an_honest_slow_reader_keeps_its_pull_when_non_readers_fill_reply_memory(
+        start_server, shim):
+    """A reader counted as stalled when it had not taken a whole 64 KiB
+    chunk for a second: any reader below 64 KiB/s was closed first when
+    others filled --reply-memory with pulls they never read (its last whole
+    chunk was older than their start). An honest pull read at about
+    20 KiB/s keeps going; the non-readers are the ones closed."""
+    raise_nofile(40 + 200)
+    data_dir, ids = register_then_stop(start_server, 12)
+    sender, honest, clients = ids[0], ids[1], ids[2:]
+    queue_big_message_each(data_dir, clients + [honest], sender, 8 * MiB)
+    e = bwd.fault_env(shim)
+    e["BW_SNDBUF"] = "65536"
+    srv = start_server("--reply-memory", str(MiB), env=e, data_dir=data_dir)
+    reader = connect(srv, rcvbuf=4096, timeout=30)
+    got, ended = [0], []
+    stop = threading.Event()
+
+    def read_slowly():  # 4 KiB every 0.2 s
+        reader.sendall(bwmsg.pack_request(honest, bwmsg.PULL))
+        while not stop.wait(0.2):
+            try:
+                data = reader.recv(4096)
+            except OSError as err:
+                ended.append(repr(err))
+                return
+            if not data:
+                ended.append("closed")
+                return
+            got[0] += len(data)
+
+    th = threading.Thread(target=read_slowly, daemon=True)
+    th.start()
+    socks = []
+    try:
+        time.sleep(1.5)  # its pull streams, at its reader's pace
+        socks = non_readers(srv, clients, 4)
+        assert bwd.wait_for(lambda: "took nothing of its reply" in srv.log(), 10), \
+            srv.log_tail()
+        time.sleep(3.0)  # and more pressure while it reads on
+        # its connection is this daemon's first (c1); once closed it would
+        # still read for seconds what its socket holds before the end
+        assert "c1: its reader took nothing" not in srv.log(), srv.log_tail()
+        assert ended == [], "the honest slow reader was closed: %r\n%s" % (ended,
+                                                                           srv.log_tail())
+        assert got[0] > 40 * KiB
+        assert srv.alive()
+    finally:
+        stop.set()
+        th.join(timeout=5)
+        reader.close()
+        for s in socks:
+            s.close()
+    assert queued_for(srv, honest) == 1  # nothing was lost
+
+
 def test_a_pull_whose_reader_stops_reading_is_closed_after_the_timeout(start_server):
     """A 604 whose client never reads: the reply streams until the socket
     takes no more. The tick passed over a connection held by its pull (or

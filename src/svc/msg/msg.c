@@ -355,6 +355,7 @@ msg_close(void *inst)
 
 	if (m == NULL)
 		return;
+	bw_loop_timer_stop(m->eng->loop, &m->stall_t);
 	if (m->queues.slots != NULL)
 		(void)bw_hash_each(&m->queues, free_queue, NULL);
 	bw_hash_fini(&m->queues);

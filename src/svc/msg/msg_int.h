@@ -61,6 +61,10 @@ struct bw_msg {
 	struct msg_conn *streams, *waiters;
 	uint64_t reply_held, evicted;
 	struct bw_call wake_call;
+	/* armed when a stream waits for room and no reader has stalled for
+	 * STALL_MS yet (readers are judged as they are looked at): it looks
+	 * again then */
+	struct bw_timer stall_t;
 	/* 603 contents arriving (and refused ones being discarded), in all
 	 * and per address */
 	struct bw_slots slots;
@@ -142,9 +146,11 @@ struct msg_conn {
 	struct bw_conn *c;
 	int streaming, waiting, evicting;
 	struct msg_conn *sprev, *snext, *wnext;
-	size_t held;	      /* output queued, counted in reply_held */
-	uint64_t progress_ms; /* when its reader last took all of it */
-	int pull_counted;     /* in its client's pulls_n */
+	size_t held; /* output queued, counted in reply_held */
+	/* when its reader was last seen to take a byte of it, and how many
+	 * its peer had acknowledged then (bw_conn_out_acked) */
+	uint64_t progress_ms, acked_seen;
+	int pull_counted; /* in its client's pulls_n */
 };
 
 /* msg.c */

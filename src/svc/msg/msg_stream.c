@@ -5,7 +5,10 @@
  * longest time (at least a second) is closed, its messages still queued,
  * and the others go on; a stream that finds no such reader waits for
  * room. So a thousand 604s whose replies are never read cost the server
- * --reply-memory, not a thousand times a chunk.
+ * --reply-memory, not a thousand times a chunk. "Taken nothing" is judged
+ * byte by byte, from what the peer's side has acknowledged: a reader
+ * slower than a chunk a second is slow, not stalled, and keeps its pull
+ * (judged by whole chunks, any reader below 64 KiB/s was a victim).
  */
 #include "bulwark/log.h"
 #include "bulwark/util.h"
@@ -37,6 +40,7 @@ msg_stream_begin(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 	mc->streaming = 1;
 	mc->c = c;
 	mc->progress_ms = bw_now_ms();
+	mc->acked_seen = bw_conn_out_acked(c);
 	mc->sprev = NULL;
 	mc->snext = m->streams;
 	if (m->streams != NULL)
@@ -79,27 +83,42 @@ msg_stream_end(struct bw_msg *m, struct msg_conn *mc)
 /* The reader of the stream whose output has not moved for the longest
  * time (STALL_MS at least) loses its connection; its share comes back
  * when it closes. */
-static void
+static int
 evict_stalled(struct bw_msg *m, const struct msg_conn *self)
 {
 	struct msg_conn *s, *worst = NULL;
-	uint64_t now = bw_now_ms();
+	uint64_t now = bw_now_ms(), acked;
 
 	for (s = m->streams; s != NULL; s = s->snext) {
-		if (s == self || s->held == 0 || s->evicting ||
-		    now - s->progress_ms < STALL_MS)
+		if (s == self || s->held == 0 || s->evicting)
+			continue;
+		if ((acked = bw_conn_out_acked(s->c)) != s->acked_seen) {
+			s->acked_seen = acked; /* it took some since: reading */
+			s->progress_ms = now;
+		}
+		if (now - s->progress_ms < STALL_MS)
 			continue;
 		if (worst == NULL || s->progress_ms < worst->progress_ms)
 			worst = s;
 	}
 	if (worst == NULL)
-		return;
+		return 0;
 	worst->evicting = 1;
 	m->evicted++;
 	bw_info("c%llu: its reader took nothing of its reply for %llu ms "
 		"while others wait for memory (--reply-memory): closing it",
 		ULL(worst->c->id), ULL(now - worst->progress_ms));
 	bw_conn_close_later(worst->c, NULL);
+	return 1;
+}
+
+static void
+stall_recheck(void *arg)
+{
+	struct bw_msg *m = arg;
+
+	if (m->waiters != NULL)
+		stream_wake(m);
 }
 
 int
@@ -111,7 +130,12 @@ msg_stream_room(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 		return 0; /* on_drained brings it back */
 	if (m->reply_held - mc->held + q < m->cfg.reply_memory)
 		return 1;
-	evict_stalled(m, mc);
+	/* none stalled yet (one seen moving is judged from then on): look
+	 * again once one could have */
+	if (!evict_stalled(m, mc) && m->stall_t.slot == 0 &&
+	    bw_loop_timer_start(m->eng->loop, &m->stall_t, STALL_MS,
+				stall_recheck, m) != 0)
+		bw_warn("messenger: no timer to look for stalled readers");
 	if (!mc->waiting) {
 		mc->waiting = 1;
 		mc->wnext = m->waiters;
@@ -124,6 +148,7 @@ void
 msg_stream_drained(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 {
 	mc->progress_ms = bw_now_ms();
+	mc->acked_seen = bw_conn_out_acked(c);
 	msg_stream_account(c, m, mc);
 	msg_stream_more(c, m, mc);
 	if (m->waiters != NULL)
