@@ -52,6 +52,12 @@ struct bw_file_rec {
 	 * the name it was sent under and where it is kept ("" = none). */
 	char pending_name[BW_NAME_CAP];
 	char pending_path[BW_PATH_CAP];
+	/* On a shared store: the lock (a BW_META_LOCK key) held by the node
+	 * whose connection uploaded the version waiting for a verdict, for as
+	 * long as that connection is open; 0: none. While another holds it,
+	 * no other connection decides the verdict, on any node. Kept only
+	 * where the store is shared (one daemon's RAM knows its connections) */
+	int64_t uploader;
 	/* load_files: a row that could not be read (nothing else is set):
 	 * the files it may name are not to be taken for nobody's */
 	int unreadable;
@@ -150,6 +156,11 @@ enum bw_meta_op {
 	 * shared store. */
 	BW_META_LOCK,
 	BW_META_UNLOCK,
+	/* u.lock: 0 if this daemon still holds the lock key (its session to
+	 * the store, which took it, is the one that still holds it), else
+	 * BW_EBUSY: the lock went with a lost connection and another daemon
+	 * may hold it now. Only on a shared store. */
+	BW_META_FENCE,
 	/* u.queue: the messages queued for the client with id, and their
 	 * bytes, as the whole store holds them (every daemon's sends and
 	 * deliveries). Only on a shared store. */
@@ -190,6 +201,10 @@ struct bw_meta_req {
 			uint8_t id[BW_ID_LEN];
 			const char *path;
 			const struct bw_file_rec *rec;
+			/* a lock (BW_META_LOCK's key) this daemon must still
+			 * hold for the change to be made, else BW_EBUSY and
+			 * nothing changes; 0: none */
+			int64_t fence;
 		} file;
 		struct bw_msg_rec *msg;
 		int64_t drop;

@@ -1103,6 +1103,72 @@ def test_a_paths_commit_lock_is_the_clusters(cluster):
         == "0", 10)
 
 
+def test_a_verdict_is_its_uploaders_on_every_node(cluster):
+    """Two nodes on one database and bucket. The owner's connection to n1
+    uploads a replacement and owes its verdict. A stranger who knows only
+    the client id sends through n2 a 1029 (to put the replacement the owner
+    is about to reject in place) and a 1030 (to throw away the one it is
+    about to confirm): the rule "only the uploader's connection decides
+    while it is open" lived in n1's RAM, so n2 gave 2104 and the owner was
+    then told its own verdict had worked while the confirmed data was lost.
+    The rule is in the store now (the row names the lock the uploader's
+    connection holds): n2 refuses both while that connection is open, and
+    takes a verdict once it has closed."""
+    n1, n2, _ = cluster.nodes
+    owner = bw.VaultClient(H, n1.port)  # straight to n1, no balancer
+    owner.connect()
+    bw.expect(owner.register(unique_name("own")), bw.REGISTERED, "register")
+    bw.expect(owner.send_pubkey(), bw.KEY_STORED, "public key")
+    v1, v2, v3 = os.urandom(5000), os.urandom(6000), os.urandom(7000)
+    bw.expect(owner.send_file("doc.bin", v1).response, bw.FILE_RECEIVED, "v1")
+    bw.expect(owner.crc_ok("doc.bin"), bw.ACK, "v1's verdict")
+    row = lambda: cluster.pg.psql(  # noqa: E731
+        "SELECT f.Verified, coalesce(f.PendingPath, ''), f.PathName FROM files f "
+        "JOIN clients c ON c.ID = f.ID WHERE c.NameText = '%s'" % owner.name,
+        db=cluster.db).strip().split("|")
+    stored = lambda: cluster.s3.get(cluster.bucket, row()[2])  # noqa: E731
+
+    def stranger(step):
+        s = bw.VaultClient(H, n2.port)
+        s.client_id = owner.client_id
+        s.connect()
+        try:
+            return step(s)
+        finally:
+            s.close()
+
+    # 1029 through n2 for the replacement the owner will reject
+    bw.expect(owner.send_file("doc.bin", v2).response, bw.FILE_RECEIVED, "v2")
+    assert row()[1], "v2 is not pending: %r" % row()
+    got = stranger(lambda s: s.crc_ok("doc.bin"))
+    assert got.code == bw.ERROR, "n2 took a stranger's 1029: stored is %s" % (
+        "v2" if stored() == v2 else "v1")
+    assert "on another node, is open and owes the verdict" in n2.log(), n2.log_tail()
+    bw.expect(owner.giveup("doc.bin"), bw.ACK, "the owner's 1031")
+    assert row()[0] == "t" and not row()[1] and stored() == v1
+
+    # 1030 through n2 against the replacement the owner will confirm
+    bw.expect(owner.send_file("doc.bin", v3).response, bw.FILE_RECEIVED, "v3")
+
+    def retry_then_barrier(s):
+        s.crc_bad("doc.bin")  # no reply
+        # requests on one connection are handled in order
+        return s.request(bw.REGISTER, bw.name_field(unique_name("barrier")),
+                         client_id=bw.ZERO_ID)
+    bw.expect(stranger(retry_then_barrier), bw.REGISTERED, "the barrier")
+    assert row()[1], "a stranger's 1030 through n2 threw the owner's v3 away"
+    bw.expect(owner.crc_ok("doc.bin"), bw.ACK, "the owner's 1029")
+    assert row()[0] == "t" and not row()[1] and stored() == v3
+
+    # once the uploader's connection is gone, the verdict is anyone's
+    # with the id (course clients open a connection per request)
+    v4 = os.urandom(4000)
+    bw.expect(owner.send_file("doc.bin", v4).response, bw.FILE_RECEIVED, "v4")
+    owner.close()
+    assert bwd.wait_for(lambda: stranger(lambda s: s.crc_ok("doc.bin")).code == bw.ACK, 10)
+    assert stored() == v4
+
+
 def test_a_nodes_sweep_never_removes_what_another_node_stored(cluster):
     """Every node's periodic sweep judges the objects under files/ against
     the rows; the rows another node wrote since this one last read them

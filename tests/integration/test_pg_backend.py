@@ -159,16 +159,17 @@ def test_two_daemons_starting_at_once_migrate_once(start_server, pg):
     for s in srvs:
         assert wait_for(lambda: listening(s), 20), s.log_tail()
     assert pg.psql("SELECT version FROM bulwark_schema ORDER BY version",
-                   db=db).split() == ["1", "2", "3"]
-    migrated = sum("schema brought to version 3" in s.log() for s in srvs)
+                   db=db).split() == ["1", "2", "3", "4"]
+    migrated = sum("schema brought to version 4" in s.log() for s in srvs)
     assert migrated == 1
 
 
 def test_a_version_1_database_is_brought_up_to_date_with_its_rows(start_server, pg):
     """Version 2 numbers the clients in registration order (Seq: what a
     node of a cluster lists since it last looked), version 3 counts a key's
-    decryption failures in its row. A database made by a version 1 daemon
-    keeps its rows and gets them numbered."""
+    decryption failures in its row, version 4 names the lock of a file's
+    uploader. A database made by a version 1 daemon keeps its rows and gets
+    them numbered."""
     srv, db = start_on(start_server, pg)
     names = [unique_name("old%d" % i) for i in range(3)]
     for i, n in enumerate(names):
@@ -178,9 +179,10 @@ def test_a_version_1_database_is_brought_up_to_date_with_its_rows(start_server, 
     srv.stop()
     # back to what a version 1 daemon left
     pg.psql("ALTER TABLE clients DROP COLUMN Seq; ALTER TABLE clients DROP COLUMN KeyFailures; "
+            "ALTER TABLE files DROP COLUMN Uploader; "
             "DELETE FROM bulwark_schema WHERE version > 1", db=db)
     srv2, _ = start_on(start_server, pg, db=db)
-    assert "schema brought to version 3" in srv2.log()
+    assert "schema brought to version 4" in srv2.log()
     assert pg.psql("SELECT count(*) FROM clients WHERE KeyFailures = 0", db=db).strip() == "3"
     seqs = pg.psql("SELECT Seq FROM clients ORDER BY Seq", db=db).split()
     assert sorted(map(int, seqs)) == [1, 2, 3]
@@ -971,3 +973,57 @@ def test_a_statement_timeout_the_site_set_is_kept(start_server, pg):
     a, b = a_603_behind_a_held_lock_fails(srv, pg, db, 10)
     a.close()
     b.close()
+
+
+def test_a_commit_whose_path_lock_went_with_the_connection_is_given_up(start_server, pg):
+    """The vault's path locks (and the claims of uploaders' connections)
+    are advisory locks of the daemon's reading session: if that session
+    ends, PostgreSQL frees them while the daemon believes it holds them,
+    and another node could commit the same path at once. Here the upload's
+    row write waits on a table lock held by psql; meanwhile its session
+    holding the path's lock is terminated. Its row change is fenced by the
+    lock, checked inside the same transaction: the commit is given up
+    (2107) and no row is written, where it was once stored and confirmed
+    without the lock."""
+    srv, db = start_on(start_server, pg)
+    c = bw.VaultClient(H, srv.port)
+    c.connect()
+    bw.expect(c.register(unique_name("fence")), bw.REGISTERED, "register")
+    bw.expect(c.send_pubkey(), bw.KEY_STORED, "public key")
+    holder = pg.connect(db)
+    holder.autocommit = False
+    cur = holder.cursor()
+    cur.execute("LOCK TABLE files IN EXCLUSIVE MODE")  # reads go on
+    got = []
+    th = threading.Thread(target=lambda: got.append(c.send_file("doc.bin", os.urandom(5000))),
+                          daemon=True)
+    th.start()
+    try:
+        admin = pg.connect(db)
+        acur = admin.cursor()
+        where = "locktype = 'advisory' AND granted AND database = " \
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
+
+        def advisory_holders():
+            acur.execute("SELECT DISTINCT pid FROM pg_locks WHERE " + where)
+            return [r[0] for r in acur.fetchall()]
+        assert wait_for(lambda: advisory_holders() != [], 10), srv.log_tail()
+        # the session holding the path's lock (and the claim) ends
+        pids = advisory_holders()
+        assert len(pids) == 1, pids
+        acur.execute("SELECT pg_terminate_backend(%s)", (pids[0],))
+        assert wait_for(lambda: advisory_holders() == [], 10)
+        admin.close()
+    finally:
+        holder.commit()  # the row write goes on
+        holder.close()
+    th.join(timeout=30)
+    assert got, "no answer to the upload"
+    assert got[0].response.code == bw.ERROR, got[0].response
+    assert "went with its session to PostgreSQL" in srv.log(), srv.log_tail()
+    assert pg.psql("SELECT count(*) FROM files", db=db).strip() == "0"
+    # and the daemon serves on: the same upload again is stored
+    bw.expect(c.send_file("doc.bin", os.urandom(5000)).response, bw.FILE_RECEIVED, "again")
+    bw.expect(c.crc_ok("doc.bin"), bw.ACK, "verdict")
+    c.close()
+    srv.stop()

@@ -40,6 +40,7 @@ pg_conn_lost(struct pg_conn *pc)
 		pc->next_try = 0; /* the first attempt at once */
 	pc->up = 0;
 	atomic_store(&pc->connected, 0);
+	atomic_store(&pc->backend_pid, 0);
 	return 1;
 }
 
@@ -273,6 +274,7 @@ pg_conn_open(struct pg_conn *pc, const char *url)
 		return rc;
 	pc->up = 1;
 	atomic_store(&pc->connected, 1);
+	atomic_store(&pc->backend_pid, PQbackendPID(pc->c));
 	bw_info("store: PostgreSQL at %s, schema version %d", pc->shown,
 		PG_SCHEMA_VERSION);
 	return 0;
@@ -362,6 +364,7 @@ pg_conn_ready(struct pg_conn *pc)
 		bw_info("store: PostgreSQL at %s is back", pc->shown);
 	pc->up = 1;
 	atomic_store(&pc->connected, 1);
+	atomic_store(&pc->backend_pid, PQbackendPID(pc->c));
 	pc->down_logged = 0;
 	pc->backoff_ms = 0;
 	limits(pc);

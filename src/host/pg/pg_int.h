@@ -20,7 +20,7 @@
 #include "host/meta.h"
 
 /* The schema this code knows; a database with a newer one is refused. */
-#define PG_SCHEMA_VERSION 3
+#define PG_SCHEMA_VERSION 4
 
 enum pg_stmt {
 	PS_CLIENT_INSERT,
@@ -61,6 +61,12 @@ struct pg_conn {
 	atomic_int limits_wanted; /* the daemon serves: send them */
 	int timed_out;		  /* and it was canceled (statement_timeout):
 				   * its requests fail, none is run again */
+	/* the server process of this session (0: none now): its advisory
+	 * locks are its own, and go with it */
+	atomic_int backend_pid;
+	/* the session whose advisory locks fence this one's writes (the
+	 * reader's, which takes them) */
+	struct pg_conn *locks_on;
 };
 
 /* pg_conn.c */

@@ -107,7 +107,7 @@ pg_load_files(struct pg_conn *pc, bw_meta_file_cb cb, void *arg)
 	struct load l = {.cb.file = cb, .arg = arg};
 	int rc = each_row(pc,
 			  "SELECT ID, FileName, PathName, Verified, "
-			  "PendingName, PendingPath FROM files",
+			  "PendingName, PendingPath, Uploader FROM files",
 			  file_row, &l);
 
 	if (l.skipped > 0)

@@ -466,6 +466,7 @@ open_url(const char *scheme, const char *where, struct bw_loop *loop,
 	pthread_cond_init(&q->cv, NULL);
 	pthread_cond_init(&q->rcv, NULL);
 	*state = q;
+	q->pc.locks_on = &q->rpc;
 	rc = pg_conn_open(&q->pc, url);
 	if (rc == 0)
 		rc = pg_conn_open_quiet(&q->rpc, url);

@@ -192,6 +192,44 @@ client_touch(struct pg_conn *pc, const struct bw_meta_req *r)
 	return rc;
 }
 
+/* Whether the reader's session, which takes this daemon's advisory locks,
+ * still holds key: 0, or BW_EBUSY when it does not (that session ended,
+ * the lock with it, and another daemon may hold it now). Run inside the
+ * write it fences: the write is refused with it. */
+static int
+fence(struct pg_conn *pc, int64_t key)
+{
+	struct pg_params p = {0};
+	PGresult *res;
+	int rc, pid = pc->locks_on != NULL
+			      ? atomic_load(&pc->locks_on->backend_pid)
+			      : 0;
+
+	if (pid == 0)
+		rc = BW_EBUSY;
+	else {
+		pg_p_i64(&p, pid);
+		pg_p_i64(&p, (int64_t)(((uint64_t)key >> 32) & 0xffffffffu));
+		pg_p_i64(&p, (int64_t)((uint64_t)key & 0xffffffffu));
+		res = PQexecParams(pc->c,
+				   "SELECT 1 FROM pg_locks WHERE locktype = "
+				   "'advisory' AND pid = $1::int8 AND "
+				   "classid::int8 = $2::int8 AND objid::int8 = "
+				   "$3::int8 AND objsubid = 1 AND granted",
+				   p.n, NULL, p.v, p.len, p.fmt, 1);
+		rc = pg_result_rc(pc, res, "a lock's holder");
+		if (rc == 0 && PQntuples(res) != 1)
+			rc = BW_EBUSY;
+		PQclear(res);
+	}
+	if (rc == BW_EBUSY)
+		bw_warn("store: a lock of this node's (%lld) went with its "
+			"session to PostgreSQL: the change it guards is "
+			"refused",
+			(long long)key);
+	return rc;
+}
+
 static int
 file_set(struct pg_conn *pc, const struct bw_meta_req *r)
 {
@@ -210,9 +248,12 @@ file_set(struct pg_conn *pc, const struct bw_meta_req *r)
 	pg_p_text(&p, path);
 	pg_p_bytes(&p, f != NULL ? f->file_name : "",
 		   f != NULL ? strlen(f->file_name) : 0);
-	if ((rc = step(pc, PS_FILE_DROP, &p, "a file", NULL, NULL)) != 0 ||
-	    f == NULL)
+	if ((rc = step(pc, PS_FILE_DROP, &p, "a file", NULL, NULL)) != 0)
 		return rc;
+	/* last, just before the commit (a statement may have waited on
+	 * another's row lock meanwhile) */
+	if (f == NULL)
+		return r->u.file.fence != 0 ? fence(pc, r->u.file.fence) : 0;
 	memset(&p, 0, sizeof(p));
 	pg_p_bytes(&p, r->u.file.id, BW_ID_LEN);
 	pg_p_bytes(&p, f->file_name, strlen(f->file_name));
@@ -221,7 +262,10 @@ file_set(struct pg_conn *pc, const struct bw_meta_req *r)
 	pg_p_bytes(&p, f->pending_name[0] != '\0' ? f->pending_name : NULL,
 		   strlen(f->pending_name));
 	pg_p_opt_text(&p, pend);
-	return step(pc, PS_FILE_INSERT, &p, "a file", NULL, NULL);
+	pg_p_i64(&p, f->uploader);
+	if ((rc = step(pc, PS_FILE_INSERT, &p, "a file", NULL, NULL)) != 0)
+		return rc;
+	return r->u.file.fence != 0 ? fence(pc, r->u.file.fence) : 0;
 }
 
 /* A message under its own id, and ids issued later above it. */
@@ -370,6 +414,9 @@ pg_op(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
 		break;
 	case BW_META_CLIENT_FAIL:
 		rc = client_fail(pc, r);
+		break;
+	case BW_META_FENCE:
+		rc = fence(pc, r->u.lock.key);
 		break;
 	case BW_META_SYNC:
 		return 0;

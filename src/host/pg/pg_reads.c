@@ -41,6 +41,7 @@ pg_file_rec(const PGresult *res, int i, struct bw_file_rec *f)
 	    pg_col_path(res, i, 5, f->pending_path, sizeof(f->pending_path)) !=
 		    0)
 		f->pending_name[0] = f->pending_path[0] = '\0';
+	f->uploader = pg_col_i64(res, i, 6);
 	return 0;
 }
 

@@ -47,6 +47,12 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
 	 * one */
 	"ALTER TABLE clients ADD COLUMN KeyFailures integer NOT NULL "
 	"DEFAULT 0;",
+	/* 4: the lock its uploader's connection holds while the version
+	 * waits for its verdict: the verdict is that connection's, whichever
+	 * node it reached */
+	"ALTER TABLE files ADD COLUMN Uploader bigint NOT NULL DEFAULT 0;"
+	"COMMENT ON COLUMN files.Uploader IS 'bulwarkd: the advisory lock "
+	"of the connection that owes the verdict';",
 };
 
 #define TS(n)	 "CASE WHEN " n " = 0 THEN NULL ELSE to_timestamp(" n ") END"
@@ -98,11 +104,11 @@ static const struct {
 			  3,
 			  {T_BYTEA, T_TEXT, T_BYTEA}},
 	[PS_FILE_INSERT] = {"INSERT INTO files(ID, FileName, PathName, "
-			    "Verified, PendingName, PendingPath) "
-			    "VALUES($1, $2, $3, $4, $5, $6)",
-			    6,
-			    {T_BYTEA, T_BYTEA, T_TEXT, T_BOOL, T_BYTEA,
-			     T_TEXT}},
+			    "Verified, PendingName, PendingPath, Uploader) "
+			    "VALUES($1, $2, $3, $4, $5, $6, $7)",
+			    7,
+			    {T_BYTEA, T_BYTEA, T_TEXT, T_BOOL, T_BYTEA, T_TEXT,
+			     T_INT8}},
 	[PS_MSG_INSERT] = {"INSERT INTO messages(ID, ToClient, FromClient, "
 			   "Type, Content, ContentSize, ContentPath) "
 			   "VALUES(nextval('message_ids'), $1, $2, $3, $4, "
@@ -132,7 +138,8 @@ static const struct {
 			   1,
 			   {T_BYTEA}},
 	[PS_FILE_GET] = {"SELECT ID, FileName, PathName, Verified, "
-			 "PendingName, PendingPath FROM files WHERE ID = $1",
+			 "PendingName, PendingPath, Uploader FROM files "
+			 "WHERE ID = $1",
 			 1,
 			 {T_BYTEA}},
 	[PS_CLIENT_FAIL] = {"UPDATE clients SET KeyFailures = KeyFailures + 1 "

@@ -143,6 +143,7 @@ run_one(struct sq *q, struct bw_meta_req *r)
 	case BW_META_QUEUE:
 	case BW_META_LOCK:
 	case BW_META_UNLOCK:
+	case BW_META_FENCE:
 		return BW_ECONFIG;
 	}
 	return BW_ECONFIG;

@@ -177,6 +177,7 @@ vault_conn_close(struct bw_conn *c, void *ctx, void *state)
 	(void)ctx;
 	if (vc->up != NULL)
 		vault_upload_abort(c, "connection closed");
+	vault_owes_release(vc->v, vc, c);
 	vc->op = NULL; /* the op holds c and sees it dead when it runs */
 	bw_wipe(vc->key, sizeof(vc->key));
 }

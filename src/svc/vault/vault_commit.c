@@ -304,6 +304,33 @@ direct_done(void *arg)
 		commit_finish(u, u->rc);
 }
 
+/* The object goes over the stored one, the lock on its path still this
+ * node's (a lock lost with the store's connection may be another node's
+ * now, committing the same path: the commit is given up, and nothing
+ * more is touched, the row it wrote included). */
+static void
+fenced(struct bw_meta_req *r)
+{
+	struct upload *u = r->arg;
+	char shown[BW_ESC_CAP];
+	int rc = r->rc;
+
+	if (rc != 0) {
+		bw_error("vault: %s: %s; the upload is given up",
+			 bw_escape_display(u->rel_path, shown, sizeof(shown)),
+			 rc == BW_EBUSY ? "its lock went with this node's "
+					  "connection to the store"
+					: bw_strerror(rc));
+		commit_finish(u, rc);
+		return;
+	}
+	if ((rc = bw_loop_submit(u->v->eng->loop, direct_work, direct_done,
+				 u)) != 0) {
+		u->rc = rc;
+		direct_done(u);
+	}
+}
+
 /* The new row (unverified) is in: the object goes over the stored one. */
 static void
 row_written(void *arg, int rc)
@@ -314,11 +341,10 @@ row_written(void *arg, int rc)
 		commit_finish(u, rc);
 		return;
 	}
-	if ((rc = bw_loop_submit(u->v->eng->loop, direct_work, direct_done,
-				 u)) != 0) {
-		u->rc = rc;
-		direct_done(u);
-	}
+	u->fence.rc = 0;
+	u->fence.arg = u; /* as fenced reads it when nothing was asked */
+	if (!vault_fence(u->v, u->rel_path, &u->fence, fenced, u))
+		fenced(&u->fence);
 }
 
 static void
@@ -365,6 +391,7 @@ pend_done(void *arg)
 			 u->file_name);
 		snprintf(rec.pending_path, sizeof(rec.pending_path), "%s",
 			 u->pend_key);
+		rec.uploader = u->up_key;
 		snprintf(u->old_pending, sizeof(u->old_pending), "%s",
 			 f->pending_path);
 		rc = vfile_set(u->v, u->client_id, u->rel_path, &rec, f->size,
@@ -409,30 +436,16 @@ suspect(const struct upload *u)
 	return 1;
 }
 
+/* The path is the upload's, and its connection's claim to the verdict is
+ * held (on a shared store): the object and its row. */
 static void
-commit_locked(struct vwait *w)
+commit_claimed(struct upload *u)
 {
-	struct upload *u =
-		(struct upload *)((char *)w - offsetof(struct upload, wait));
 	struct bw_vault *v = u->v;
-	struct vfile *f;
+	struct vfile *f = vfile_at(v, u->client_id, u->rel_path);
 	struct bw_file_rec rec;
 	int rc;
 
-	u->locked = 1;
-	if (w->refused) { /* another node held the path for too long */
-		commit_finish(u, BW_EBUSY);
-		return;
-	}
-	if (bw_registry_by_id(v->reg, u->client_id) == NULL) {
-		commit_finish(u, BW_ENOTFOUND);
-		return;
-	}
-	f = vfile_at(v, u->client_id, u->rel_path);
-	if (f != NULL && f->verified && suspect(u)) {
-		commit_finish(u, -EACCES);
-		return;
-	}
 	if (f != NULL && f->verified) {
 		u->pending = 1;
 		if (u->pend_hint[0] != '\0') {
@@ -456,9 +469,35 @@ commit_locked(struct vwait *w)
 	memcpy(rec.client_id, u->client_id, BW_ID_LEN);
 	snprintf(rec.file_name, sizeof(rec.file_name), "%s", u->file_name);
 	snprintf(rec.path_name, sizeof(rec.path_name), "%s", u->rel_path);
+	rec.uploader = u->up_key;
 	if ((rc = vfile_set(v, u->client_id, u->rel_path, &rec, u->plain_len, 0,
 			    row_written, u)) != 0)
 		commit_finish(u, rc);
+}
+
+static void
+commit_locked(struct vwait *w)
+{
+	struct upload *u =
+		(struct upload *)((char *)w - offsetof(struct upload, wait));
+	struct bw_vault *v = u->v;
+	struct vfile *f;
+
+	u->locked = 1;
+	if (w->refused) { /* another node held the path for too long */
+		commit_finish(u, BW_EBUSY);
+		return;
+	}
+	if (bw_registry_by_id(v->reg, u->client_id) == NULL) {
+		commit_finish(u, BW_ENOTFOUND);
+		return;
+	}
+	f = vfile_at(v, u->client_id, u->rel_path);
+	if (f != NULL && f->verified && suspect(u)) {
+		commit_finish(u, -EACCES);
+		return;
+	}
+	vault_owes_take(u, commit_claimed);
 }
 
 void

@@ -56,6 +56,7 @@ vfile_rec(const struct vfile *f, struct bw_file_rec *rec)
 	rec->verified = f->verified;
 	memcpy(rec->pending_name, f->pending_name, sizeof(rec->pending_name));
 	memcpy(rec->pending_path, f->pending_path, sizeof(rec->pending_path));
+	rec->uploader = f->up_key;
 }
 
 /* The owner's list of files: a node of its own in by_owner, so that no
@@ -134,6 +135,7 @@ link_file(struct bw_vault *v, const struct bw_file_rec *rec, uint64_t size,
 	snprintf(f->pending_path, sizeof(f->pending_path), "%s",
 		 rec->pending_path);
 	f->verified = rec->verified;
+	f->up_key = rec->uploader;
 	f->size = size;
 	f->pending_size = pending_size;
 	make_key(f->owner, f->file_name, f->key, &f->key_len);
@@ -224,6 +226,7 @@ vset_new(struct bw_vault *v, const uint8_t id[BW_ID_LEN], const char *path,
 	memcpy(s->req.u.file.id, id, BW_ID_LEN);
 	s->req.u.file.path = s->path;
 	s->req.u.file.rec = s->has_rec ? &s->rec : NULL;
+	s->req.u.file.fence = vault_lock_held_key(v, path);
 	return s;
 }
 
@@ -285,7 +288,7 @@ locked(const struct bw_vault *v, const char *path)
 static int
 same_row(const struct vfile *f, const struct bw_file_rec *r)
 {
-	return f->verified == r->verified &&
+	return f->verified == r->verified && f->up_key == r->uploader &&
 	       strcmp(f->path_name, r->path_name) == 0 &&
 	       strcmp(f->pending_name, r->pending_name) == 0 &&
 	       strcmp(f->pending_path, r->pending_path) == 0;

@@ -83,6 +83,9 @@ struct bw_vault {
 	/* public keys as parsed (keys.c): DER -> struct bw_rsa, at most
 	 * RSA_CACHE_MAX; parsing one is most of a 1027's CPU */
 	struct bw_hash rsa_cache;
+	/* this process among the nodes of a shared store: the high half of
+	 * its connections' claim keys (owes.c), drawn at start */
+	uint32_t node_tag;
 };
 
 struct vowner; /* files.c: the list of one owner's files */
@@ -101,6 +104,7 @@ struct vfile {
 	char pending_name[BW_NAME_CAP];
 	char pending_path[BW_PATH_CAP];
 	uint64_t pending_size;
+	int64_t up_key;	  /* the row's uploader (bw_file_rec.uploader) */
 	uint64_t acked_s; /* when its last 2103 went out (RAM only) */
 	/* the connection (engine id) that uploaded the version waiting for
 	 * a verdict; while it is open, verdicts come from it alone */
@@ -173,6 +177,12 @@ struct upload {
 	char old_pending[BW_PATH_CAP]; /* a replaced pending file */
 	int rc;
 	struct bw_meta_req sync; /* the wait for its row's durability */
+	/* on a shared store: the lock its connection holds as the one that
+	 * owes the verdict (owes.c), written in its row; 0: none */
+	int64_t up_key;
+	struct bw_meta_req up_req;
+	void (*up_then)(struct upload *u);
+	struct bw_meta_req fence; /* the path's lock asked before the put */
 };
 
 struct vault_conn {
@@ -188,6 +198,9 @@ struct vault_conn {
 	uint64_t key_issued_ms; /* monotonic */
 	int awaiting;		/* 2103 sent: a 1029/1030/1031 should follow */
 	struct crc_op *op;	/* a 1029/1030/1031 in progress */
+	/* its claim to the verdicts of what it uploaded, on a shared store
+	 * (owes.c): asked of the store, or held until it closes */
+	enum { OWES_NONE, OWES_ASKING, OWES_HELD } owes;
 };
 
 /* The vault's state on c; NULL once c is closed. */
@@ -252,6 +265,18 @@ int vault_lock(struct bw_vault *v, const char *path, struct vwait *w);
 void vault_unlock(struct bw_vault *v, const char *path);
 /* The path's lock among the daemons sharing the store (BW_META_LOCK). */
 int64_t vault_lock_key(const char *path);
+/* On a store several daemons share, the store's lock on path is held by
+ * this node's session to it, which may be lost (and the lock with it)
+ * while the node still thinks it holds it. The writes a commit or a
+ * verdict makes under the lock are fenced by it: a row's change carries
+ * the key (vault_lock_held_key, 0 where there is none), and before an
+ * object is put over a path vault_fence asks the store whether the lock
+ * is still this node's: 1 if it submitted req (done gets rc 0, or
+ * BW_EBUSY: give the commit up, touch nothing more), 0 if there is
+ * nothing to ask (run on at once). */
+int64_t vault_lock_held_key(const struct bw_vault *v, const char *path);
+int vault_fence(struct bw_vault *v, const char *path, struct bw_meta_req *req,
+		bw_meta_done_fn done, void *arg);
 /* The end: a retry of a lock other daemons held, still armed, disarmed. */
 void vault_locks_close(struct bw_vault *v);
 
@@ -291,6 +316,29 @@ void vault_durable(struct bw_vault *v, struct bw_meta_req *r,
 void vault_release_and_resume(struct bw_conn *c);
 /* The whole body is in and written: commits it, replies 2103 or 2107. */
 void vault_commit(struct bw_conn *c, struct upload *u);
+/* owes.c: on a store several nodes share, the verdict on a version is
+ * owed by the connection that uploaded it, on every node, while it is
+ * open: that connection holds a lock of the store's (its key, written in
+ * the version's row) from before its first row is written until it
+ * closes, and a verdict from any other connection is refused while the
+ * lock is held. One daemon alone on its store needs none of it: its RAM
+ * knows its connections (vfile.uploader). */
+/* c's claim key: this node's tag and c's id, never 0. */
+int64_t vault_owes_key(const struct bw_vault *v, const struct bw_conn *c);
+/* Before u's row is written: u's connection holds its claim (u->up_key
+ * is its key, or 0 where the store is not shared, the connection is gone,
+ * or the store did not grant it), then then(u) runs. */
+void vault_owes_take(struct upload *u, void (*then)(struct upload *u));
+/* c closes: its claim, if held, is given up. */
+void vault_owes_release(struct bw_vault *v, struct vault_conn *vc,
+			struct bw_conn *c);
+/* Whether the connection holding the claim key is open: done(arg, 1) it
+ * is (the verdict is not another's to give), 0 it is not, or the store
+ * could not say (BW_EDB: refuse rather than guess). Another node's is
+ * asked of the store (its lock tried, and let go at once if got). */
+void vault_owes_probe(struct bw_vault *v, int64_t key,
+		      void (*done)(void *arg, int open), void *arg);
+
 /* verify.c: 1029, 1030 or 1031 for name from cl. */
 /* A 1030 answered by nothing: a padded client's connection (one request
  * each, its zeros after it) is closed now, as an answered one would be;

@@ -178,6 +178,28 @@ vault_lock(struct bw_vault *v, const char *path, struct vwait *w)
 	return 0;
 }
 
+int64_t
+vault_lock_held_key(const struct bw_vault *v, const char *path)
+{
+	const struct vlock *l = bw_hash_get(&v->locks, path, strlen(path));
+
+	return l != NULL && l->granted ? vault_lock_key(path) : 0;
+}
+
+int
+vault_fence(struct bw_vault *v, const char *path, struct bw_meta_req *req,
+	    bw_meta_done_fn done, void *arg)
+{
+	int64_t key = vault_lock_held_key(v, path);
+
+	if (key == 0)
+		return 0;
+	bw_meta_req_init(req, BW_META_FENCE, 0, done, arg);
+	req->u.lock.key = key;
+	bw_meta_submit(v->meta, req);
+	return 1;
+}
+
 void
 vault_unlock(struct bw_vault *v, const char *path)
 {

@@ -31,6 +31,7 @@ struct crc_op {
 	struct bw_file_rec prev;
 	uint64_t prev_size, prev_pending_size;
 	struct bw_meta_req sync;
+	struct bw_meta_req fence; /* the file's lock asked before the swap */
 };
 
 static void
@@ -307,40 +308,118 @@ mismatch_done(void *arg, int rc)
 		   op->code == BW_VAULT_REQ_CRC_FAIL ? BW_VAULT_RESP_ACK : 0);
 }
 
+/* The swap's move, the path's lock still this node's (a lock lost with the
+ * store's connection may be another node's now: the verdict is given up,
+ * and nothing touched). */
+static void
+swap_fenced(struct bw_meta_req *r)
+{
+	struct crc_op *op = r->arg;
+	int rc = r->rc;
+
+	if (rc != 0) {
+		bw_error("c%llu 1029: %s; the verdict is given up",
+			 ULL(op->c->id),
+			 rc == BW_EBUSY ? "the file's lock went with this "
+					  "node's connection to the store"
+					: bw_strerror(rc));
+		op->rc = rc;
+		crc_finish(op, BW_VAULT_RESP_ERROR);
+		return;
+	}
+	/* op->rc belongs to the worker once submitted: the submit's own
+	 * result goes elsewhere */
+	if ((rc = bw_loop_submit(op->v->eng->loop, swap_work, swap_done, op)) !=
+	    0) {
+		op->rc = rc;
+		crc_finish(op, BW_VAULT_RESP_ERROR);
+	}
+}
+
+/* The verdict is not op's to give (or whose it is cannot be told): a
+ * 1030 goes unanswered, a 1029/1031 gets 2107. */
+static void
+crc_refused(struct crc_op *op, int rc)
+{
+	op->rc = rc;
+	crc_finish(op, op->code == BW_VAULT_REQ_CRC_RETRY
+			       ? 0
+			       : BW_VAULT_RESP_ERROR);
+}
+
+static void crc_decide(struct crc_op *op);
+
+/* The store's answer on the row's uploader, another node's connection. */
+static void
+crc_owed(void *arg, int open)
+{
+	struct crc_op *op = arg;
+
+	if (open == 0) {
+		crc_decide(op);
+		return;
+	}
+	if (open > 0)
+		bw_info("c%llu %u refused: the connection that uploaded it, "
+			"on another node, is open and owes the verdict",
+			ULL(op->c->id), op->code);
+	else
+		bw_warn("c%llu %u refused: whether its uploader's connection "
+			"on another node is open cannot be told (%s)",
+			ULL(op->c->id), op->code, bw_strerror(open));
+	crc_refused(op, open > 0 ? BW_EBUSY : open);
+}
+
 static void
 crc_locked(struct vwait *w)
 {
 	struct crc_op *op =
 		(struct crc_op *)((char *)w - offsetof(struct crc_op, wait));
 	struct bw_vault *v = op->v;
-	struct vfile *f, *pf;
-	struct bw_file_rec rec;
-	int pending, rc;
+	struct vfile *pf;
 
 	op->locked = 1;
 	if (w->refused) { /* another node held the file for too long */
-		op->rc = BW_EBUSY;
-		crc_finish(op, op->code == BW_VAULT_REQ_CRC_RETRY
-				       ? 0
-				       : BW_VAULT_RESP_ERROR);
+		crc_refused(op, BW_EBUSY);
 		return;
 	}
 	if (bw_registry_by_id(v->reg, op->id) == NULL || bw_conn_dead(op->c)) {
 		crc_finish(op, 0);
 		return;
 	}
-	f = vfile_by_name(v, op->id, op->name);
 	pf = vfile_at(v, op->id, op->path);
 	if (stranger(op, pf)) {
 		bw_info("c%llu %u refused: the uploader's connection (c%llu) "
 			"is open and owes the verdict",
 			ULL(op->c->id), op->code, ULL(pf->uploader));
-		op->rc = BW_EBUSY;
-		crc_finish(op, op->code == BW_VAULT_REQ_CRC_RETRY
-				       ? 0
-				       : BW_VAULT_RESP_ERROR);
+		crc_refused(op, BW_EBUSY);
 		return;
 	}
+	/* on a shared store the row names the uploader's claim, whichever
+	 * node holds it (this node's RAM knows only its own connections) */
+	if (pf != NULL && pf->up_key != 0 &&
+	    pf->up_key != vault_owes_key(v, op->c)) {
+		vault_owes_probe(v, pf->up_key, crc_owed, op);
+		return;
+	}
+	crc_decide(op);
+}
+
+/* op may decide: the verdict, on the path's rows as they are now. */
+static void
+crc_decide(struct crc_op *op)
+{
+	struct bw_vault *v = op->v;
+	struct vfile *f, *pf;
+	struct bw_file_rec rec;
+	int pending, rc;
+
+	if (bw_conn_dead(op->c)) {
+		crc_finish(op, 0);
+		return;
+	}
+	f = vfile_by_name(v, op->id, op->name);
+	pf = vfile_at(v, op->id, op->path);
 	pending = pf != NULL && pf->pending_path[0] != '\0' &&
 		  strcmp(pf->pending_name, op->name) == 0 &&
 		  strncmp(pf->pending_path, PENDING_DIR, strlen(PENDING_DIR)) ==
@@ -353,13 +432,10 @@ crc_locked(struct vwait *w)
 		vfile_rec(pf, &op->prev);
 		op->prev_size = pf->size;
 		op->prev_pending_size = pf->pending_size;
-		/* op->rc belongs to the worker once submitted: the submit's
-		 * own result goes elsewhere */
-		if ((rc = bw_loop_submit(v->eng->loop, swap_work, swap_done,
-					 op)) != 0) {
-			op->rc = rc;
-			crc_finish(op, BW_VAULT_RESP_ERROR);
-		}
+		op->fence.rc = 0;
+		op->fence.arg = op; /* as swap_fenced reads it */
+		if (!vault_fence(v, op->path, &op->fence, swap_fenced, op))
+			swap_fenced(&op->fence);
 		return;
 	}
 	if (op->code == BW_VAULT_REQ_CRC_OK) {
