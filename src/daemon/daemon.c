@@ -119,6 +119,8 @@ all_stats(const void *arg, bw_stat_emit emit, void *emit_arg)
 	each_figure(arg, 0, emit, emit_arg);
 	if (d->meta != NULL && !d->meta->closed && d->meta->be->stats != NULL)
 		d->meta->be->stats(d->meta->state, emit, emit_arg);
+	if (d->blobs != NULL && d->blobs->be->stats != NULL)
+		d->blobs->be->stats(d->blobs->state, emit, emit_arg);
 }
 
 static void
@@ -557,4 +559,5 @@ bw_daemon_blob_conf(const struct bw_daemon_cfg *cfg, struct bw_blob_conf *bc)
 	bc->s3_credentials = cfg->s3_credentials;
 	bc->s3_path_style = cfg->s3_path_style;
 	bc->grace_s = cfg->blob_grace_s;
+	bc->s3_timeout_s = cfg->s3_timeout_s;
 }

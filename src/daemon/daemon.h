@@ -33,6 +33,7 @@ struct bw_daemon_cfg {
 	char s3_credentials[4096];
 	int s3_path_style;
 	uint32_t blob_grace_s;
+	uint32_t s3_timeout_s;
 	char bus[1024]; /* the bus between nodes (redis://...) */
 	char bus_password_file[4096];
 	char node_name[64]; /* logs, metrics, the console ("" = none) */

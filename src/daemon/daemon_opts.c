@@ -67,6 +67,9 @@ static const struct opt opts[] = {
 	 "the bucket in the path: HOST/BUCKET/KEY"},
 	{"s3-credentials-file", 0, K_STR, 0, F(s3_credentials), 0, 0, "FILE",
 	 "AWS credentials file (profile AWS_PROFILE)"},
+	{"s3-timeout", 0, K_NUM, 0, F(s3_timeout_s), 1, 3600, "SECONDS",
+	 "a request to S3 that moves nothing this\nlong, tries included, is "
+	 "given up (default 30)"},
 	{"blob-grace", 0, K_NUM, 0, F(blob_grace_s), 1, 86400u * 30u, "SECONDS",
 	 "in S3, younger objects and uploads are not\nswept (default 3600)"},
 	{"node-name", 0, K_NAME, 0, F(node_name), 0, 0, "NAME",

@@ -27,6 +27,7 @@
 #include <sys/types.h>
 
 #include "bulwark/err.h"
+#include "host/stats.h"
 
 struct bw_blob_w; /* an object being written */
 struct bw_loop;
@@ -49,6 +50,9 @@ struct bw_blob_conf {
 	uint32_t grace_s; /* a store others share: what is younger than
 			     this may be another daemon's work in progress
 			     (0 = the default, one hour); unused for file: */
+	/* s3: a request that moves nothing this long is given up, and is
+	 * not tried again past it (0 = the default, 30 s) */
+	uint32_t s3_timeout_s;
 };
 
 struct bw_blob_backend {
@@ -115,6 +119,9 @@ struct bw_blob_backend {
 	 * older than the grace period); *n says how many went. Fails if
 	 * space cannot be used (a link where its places go). */
 	int (*sweep)(void *state, const char *space, unsigned *n) BW_WUR;
+	/* The backend's own figures (requests, retries, failures, bytes,
+	 * time), from any thread; NULL if it has none. */
+	void (*stats)(const void *state, bw_stat_emit emit, void *arg);
 };
 
 struct bw_blobs {

@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -1045,3 +1046,93 @@ def test_an_upload_longer_than_the_grace_is_not_swept_from_under_its_sender(star
     v.close()
     assert "NoSuchUpload" not in srv.log(), srv.log_tail()
     srv.stop()
+
+
+def test_a_hung_store_gets_its_2107_within_the_s3_timeout_and_s3_is_in_the_metrics(
+        start_server, s3, proxy):
+    """A store that takes a request and never answers held the upload for
+    two minutes (libcurl's 30 s without progress, four tries) with no way
+    to shorten it, and S3's request counts showed only in the log at
+    close. --s3-timeout bounds a request, its tries included: the client
+    gets 2107 in about that long; and the metrics show the requests, the
+    retries and failures, the bytes and the time."""
+    hold = threading.Event()
+    srv = start_on(start_server, s3, "--s3-timeout", "3", "--metrics-listen", H + ":0",
+                   endpoint=proxy.endpoint, want=("vault", "metrics"))
+    try:
+        proxy.add(method="PUT", path=r"/hung\.bin$", action=("pass",), gate=hold)
+        v, res = upload(srv, os.urandom(3000), name="hung.bin", timeout=20)
+        assert res.response.code == bw.ERROR, res.response
+        assert "(--s3-timeout)" in srv.log() or "Timeout was reached" in srv.log() or \
+            "Operation too slow" in srv.log(), srv.log_tail()
+        v.close()
+    finally:
+        hold.set()
+    # a store that answers: the figures move
+    v, res = upload(srv, os.urandom(3000), name="fine.bin", key=1)
+    bw.expect(res.response, bw.FILE_RECEIVED, "upload")
+    v.close()
+    with urllib.request.urlopen("http://%s:%d/metrics" % (H, srv.ports["metrics"]),
+                                timeout=10) as r:
+        text = r.read().decode()
+    figures = {m.group(1): float(m.group(2)) for m in
+               re.finditer(r"^bulwark_(s3_\w+)(?:\{[^}]*\})? (\S+)$", text, re.M)}
+    for name in ("s3_requests_total", "s3_failures_total", "s3_sent_bytes_total",
+                 "s3_received_bytes_total", "s3_request_milliseconds_total"):
+        assert figures.get(name, 0) > 0, (name, sorted(figures))
+    assert "s3_retries_total" in figures
+
+
+def test_a_name_that_is_not_utf8_stores_restarts_and_migrates_on_s3(start_server, s3, tmp_path):
+    """The vault takes any name of bytes 0x20-0xff; S3 keys are UTF-8, and
+    a Latin-1 name always got 2107 (HTTP 400 InvalidURI), while the
+    directory store kept it: a data directory holding one could never be
+    migrated into S3. The object's name writes each byte that begins no
+    UTF-8 sequence as a backslash and two hex digits (no stored name holds
+    a backslash), and is read back so when listed: the file stores,
+    survives the start-up's reconciliation, and migrates."""
+    names = [b"caf\xe9.txt", "caf\u00e9-utf8.txt".encode(), b"50%\xff off.bin", b"\xc3(\x80.bin"]
+    data = {n: os.urandom(3000 + i) for i, n in enumerate(names)}
+    srv = start_on(start_server, s3)
+    v = bw.VaultClient(H, srv.port, key=rsa_key(4)).connect()
+    bw.expect(v.register(unique_name("latin")), bw.REGISTERED)
+    bw.expect(v.send_pubkey(), bw.KEY_STORED)
+    for n in names:
+        bw.expect(v.send_file(n, data[n]).response, bw.FILE_RECEIVED, repr(n))
+        bw.expect(v.crc_ok(n), bw.ACK, repr(n))
+    v.close()
+    hexid = v.client_id.hex()
+    assert s3.get(s3.bucket, "node/files/%s/caf\\e9.txt" % hexid) == data[names[0]]
+    assert s3.get(s3.bucket, "node/files/%s/caf\u00e9-utf8.txt" % hexid) == data[names[1]]
+    srv.stop()
+    # the start-up lists the objects and meets the rows: nothing is taken
+    # for an orphan, every file is still there
+    srv = start_on(start_server, s3, data_dir=srv.data_dir)
+    assert "removing" not in srv.log(), srv.log_tail()
+    v = bw.VaultClient(H, srv.port, key=rsa_key(4))
+    v.client_id = bytes.fromhex(hexid)
+    v.connect()
+    for n in names:  # verified and still stored: a 1029 again is answered 2104
+        bw.expect(v.crc_ok(n), bw.ACK, repr(n))
+    v.close()
+    srv.stop()
+
+    # a single-machine data directory holding such a name migrates into S3
+    src = tmp_path / "src"
+    local = start_server("--db", "sqlite:%s/defensive.db" % src, "--blobs", "file:%s" % src,
+                         data_dir=src)
+    w = bw.VaultClient(H, local.port, key=rsa_key(5)).connect()
+    bw.expect(w.register(unique_name("mig")), bw.REGISTERED)
+    bw.expect(w.send_pubkey(), bw.KEY_STORED)
+    bw.expect(w.send_file(names[0], data[names[0]]).response, bw.FILE_RECEIVED)
+    bw.expect(w.crc_ok(names[0]), bw.ACK)
+    w.close()
+    local.stop()
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    r = subprocess.run([str(bwd.BULWARKD), "migrate", "--from", str(src), "--data-dir",
+                        str(dst), *s3_opts(s3, prefix="mig")],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, **s3.env()})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert s3.get(s3.bucket, "mig/files/%s/caf\\e9.txt" % w.client_id.hex()) == data[names[0]]

@@ -419,6 +419,7 @@ s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb, void *arg)
 				continue; /* longer than any key of ours */
 			if (!all && scratch(key + plen))
 				continue;
+			s3_key_of(key + plen);
 			rc = cb(arg, key + plen, strtoull(size_s, NULL, 10), t);
 		}
 		s3_call_fini(&c);
@@ -479,6 +480,29 @@ s3b_check(void *state, char *msg, size_t cap)
 			 s3_why(&c, rc, why, sizeof(why)));
 	s3_call_fini(&c);
 	return rc;
+}
+
+static void
+s3b_stats(const void *state, bw_stat_emit emit, void *arg)
+{
+	const struct s3 *s = state;
+
+	emit(arg, "s3_requests_total", "requests to S3 (each try counted)",
+	     atomic_load(&s->requests));
+	emit(arg, "s3_retries_total",
+	     "requests to S3 tried again (a 5xx, a timeout, a reset)",
+	     atomic_load(&s->retries));
+	emit(arg, "s3_failures_total",
+	     "requests to S3 that failed after their tries",
+	     atomic_load(&s->failures));
+	emit(arg, "s3_sent_bytes_total", "bytes sent to S3",
+	     atomic_load(&s->bytes_up));
+	emit(arg, "s3_received_bytes_total", "bytes received from S3",
+	     atomic_load(&s->bytes_down));
+	emit(arg, "s3_request_milliseconds_total",
+	     "time spent in requests to S3 (divide by s3_requests_total: "
+	     "the mean latency)",
+	     atomic_load(&s->request_ms));
 }
 
 static void
@@ -578,4 +602,5 @@ const struct bw_blob_backend bw_blob_s3 = {
 	.read_close = s3b_read_close,
 	.list = s3b_list,
 	.sweep = s3_sweep,
+	.stats = s3b_stats,
 };

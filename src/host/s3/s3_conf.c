@@ -344,6 +344,8 @@ s3_conf(struct s3 *s, const struct bw_blob_conf *conf, const char *where)
 		bw_warn("s3: a bucket name with '.' in a host name does not "
 			"match a certificate: consider --s3-path-style");
 	s->grace_s = conf->grace_s != 0 ? conf->grace_s : 3600u;
+	s->timeout_ms =
+		1000u * (conf->s3_timeout_s != 0 ? conf->s3_timeout_s : 30u);
 	if ((s->spool = strdup(conf->data_dir != NULL && conf->data_dir[0]
 				       ? conf->data_dir
 				       : ".")) == NULL)

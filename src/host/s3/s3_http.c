@@ -20,9 +20,10 @@
 #include "host/s3/s3_int.h"
 
 #define CONNECT_TIMEOUT_MS 5000L
-#define LOW_SPEED_BYTES	   1024L /* a transfer slower than this ... */
-#define LOW_SPEED_S	   30L	 /* ... for this long is given up */
-#define BACKOFF_MS	   200u
+#define LOW_SPEED_BYTES                                                        \
+	1024L /* a transfer slower than this for                               \
+	       * --s3-timeout is given up */
+#define BACKOFF_MS 200u
 #define EMPTY_SHA                                                              \
 	"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -139,18 +140,114 @@ s3_qenc(const char *v, char *out, size_t cap)
 	return 0;
 }
 
+/* Bytes of the UTF-8 sequence at p (n left): 1 to 4, or 0 where none
+ * begins (a stray or cut-short byte, an overlong form, a surrogate, past
+ * U+10FFFF). */
+static size_t
+utf8_len(const unsigned char *p, size_t n)
+{
+	uint32_t cp;
+	size_t len, i;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+		len = 2;
+		cp = p[0] & 0x1fu;
+	} else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		len = 3;
+		cp = p[0] & 0x0fu;
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		len = 4;
+		cp = p[0] & 0x07u;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3fu);
+	}
+	if ((len == 3 && cp < 0x800) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+int
+s3_name_of(const char *key, char *out, size_t cap)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)key;
+	size_t n = strlen(key), i = 0, at = 0, k;
+
+	while (i < n) {
+		if ((k = utf8_len(p + i, n - i)) == 0) {
+			if (at + 3 >= cap)
+				return BW_ETOOBIG;
+			out[at++] = '\\';
+			out[at++] = hex[p[i] >> 4];
+			out[at++] = hex[p[i] & 15];
+			i++;
+			continue;
+		}
+		if (at + k >= cap)
+			return BW_ETOOBIG;
+		memcpy(out + at, p + i, k);
+		at += k;
+		i += k;
+	}
+	if (at >= cap)
+		return BW_ETOOBIG;
+	out[at] = '\0';
+	return 0;
+}
+
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+void
+s3_key_of(char *name)
+{
+	char *r = name, *w = name;
+	int hi, lo;
+
+	while (*r != '\0') {
+		if (r[0] == '\\' && (hi = hexval(r[1])) >= 0 &&
+		    (lo = hexval(r[2])) >= 0) {
+			*w++ = (char)(hi << 4 | lo);
+			r += 3;
+		} else {
+			*w++ = *r++;
+		}
+	}
+	*w = '\0';
+}
+
 int
 s3_path(const struct s3 *s, const char *key, char *out, size_t cap)
 {
+	char name[3 * BW_BLOB_KEY_CAP];
 	size_t at = 0;
 	int rc;
 
 	if (cap == 0)
 		return BW_ETOOBIG;
 	out[0] = '\0';
-	if ((rc = encode(s->prefix, out, cap, &at)) != 0)
+	if ((rc = encode(s->prefix, out, cap, &at)) != 0 ||
+	    (rc = s3_name_of(key, name, sizeof(name))) != 0)
 		return rc;
-	return encode(key, out, cap, &at);
+	return encode(name, out, cap, &at);
 }
 
 static char *
@@ -409,7 +506,7 @@ attempt(struct s3 *s, CURL *h, struct s3_call *c, const char *url,
 	struct curl_slist *hl)
 {
 	struct xfer x = {c, 0, 0};
-	uint64_t len = c->fd >= 0 ? c->len : c->body_n;
+	uint64_t len = c->fd >= 0 ? c->len : c->body_n, t0;
 	CURLcode cc;
 
 	c->status = 0;
@@ -429,9 +526,13 @@ attempt(struct s3 *s, CURL *h, struct s3_call *c, const char *url,
 	curl_easy_setopt(h, CURLOPT_PASSWORD, s->secret);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_TIMEOUT_MS);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+			 CONNECT_TIMEOUT_MS < (long)s->timeout_ms
+				 ? CONNECT_TIMEOUT_MS
+				 : (long)s->timeout_ms);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, LOW_SPEED_BYTES);
-	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, LOW_SPEED_S);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
+			 (long)(s->timeout_ms + 999u) / 1000L);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->curl_err);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
@@ -457,7 +558,9 @@ attempt(struct s3 *s, CURL *h, struct s3_call *c, const char *url,
 	} else if (strcmp(c->method, "GET") != 0) {
 		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, c->method);
 	}
+	t0 = bw_now_ms();
 	cc = curl_easy_perform(h);
+	atomic_fetch_add(&s->request_ms, bw_now_ms() - t0);
 	if (cc == CURLE_WRITE_ERROR && x.overflow)
 		snprintf(c->curl_err, sizeof(c->curl_err),
 			 "the answer is longer than expected");
@@ -480,6 +583,7 @@ s3_do(struct s3 *s, struct s3_call *c)
 	char sha[2 * BW_SHA256_LEN + 1], *url;
 	struct curl_slist *hl = NULL;
 	unsigned tries = 0, delay;
+	uint64_t start = bw_now_ms();
 	CURLcode cc = CURLE_OK;
 	CURL *h;
 	int rc;
@@ -505,9 +609,18 @@ s3_do(struct s3 *s, struct s3_call *c)
 		tries++;
 		if (!c->retry || tries >= S3_TRIES || !transient(c, cc))
 			break;
-		atomic_fetch_add(&s->retries, 1);
 		delay = BACKOFF_MS << (tries - 1);
 		delay += (unsigned)(bw_now_ms() % (delay / 2 + 1));
+		/* past --s3-timeout, or the next try would start past it: the
+		 * caller's client has waited long enough */
+		if (bw_now_ms() + delay - start >= s->timeout_ms) {
+			bw_warn("s3: %s %s given up after %llu ms "
+				"(--s3-timeout)",
+				c->method, c->key != NULL ? c->key : "(bucket)",
+				(unsigned long long)(bw_now_ms() - start));
+			break;
+		}
+		atomic_fetch_add(&s->retries, 1);
 		bw_debug("s3: %s %s: %s; again in %u ms", c->method,
 			 c->key != NULL ? c->key : "(bucket)",
 			 cc != CURLE_OK ? curl_easy_strerror(cc)

@@ -68,6 +68,7 @@ struct s3 {
 	int path_style;
 	char *spool; /* where spool files go (the data directory) */
 	uint32_t grace_s;
+	uint32_t timeout_ms; /* --s3-timeout: a request's, tries included */
 
 	pthread_mutex_t mu; /* the idle handles and the job queue */
 	CURL *idle[S3_IDLE_CAP];
@@ -84,6 +85,7 @@ struct s3 {
 	struct s3_live *live; /* uploads of this process's, open (mu) */
 
 	atomic_uint_fast64_t requests, retries, failures, bytes_up, bytes_down;
+	atomic_uint_fast64_t request_ms; /* every try's time, added up */
 	atomic_int down_logged; /* "unreachable" said, until a success */
 };
 
@@ -125,8 +127,15 @@ void s3_call_fini(struct s3_call *c);
 /* What went wrong, for a log line. */
 const char *s3_why(const struct s3_call *c, int rc, char *buf, size_t cap);
 void s3_handles_free(struct s3 *s);
-/* The key encoded for a URL's path (below the prefix): every byte but
- * the unreserved ones and '/' as %XX. */
+/* S3 keys are UTF-8, and ours are bytes (the vault takes any name of
+ * bytes 0x20-0xff): the object's name is the key with each byte that
+ * begins no valid UTF-8 sequence written as '\\' and two hex digits (no
+ * key of ours holds a backslash: a file's name is the part after the last
+ * one). s3_key_of reads a name back into its key, in place. */
+int s3_name_of(const char *key, char *out, size_t cap) BW_WUR;
+void s3_key_of(char *name);
+/* The key's object name encoded for a URL's path (below the prefix):
+ * every byte but the unreserved ones and '/' as %XX. */
 int s3_path(const struct s3 *s, const char *key, char *out, size_t cap) BW_WUR;
 
 /* A query parameter's value encoded as SigV4 wants it (all but the
