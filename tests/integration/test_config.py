@@ -405,7 +405,7 @@ def test_every_long_option_of_help_is_a_config_key(daemon, tmp_path):
         "log-file": log_file, "blobs": "file:%s" % (tmp_path / "data"),
         "s3-endpoint": "http://127.0.0.1:9", "s3-region": "eu-west-3",
         "s3-path-style": "yes", "s3-credentials-file": tmp_path / "no-such-file",
-        "blob-grace": "600", "node-name": "conf-node", "proxy-from": "127.0.0.77, ::1/128",
+        "blob-grace": "600", "s3-timeout": "20", "node-name": "conf-node", "proxy-from": "127.0.0.77, ::1/128",
         "bus": "redis://127.0.0.1:9", "bus-password-file": secret_file,
     }
     missing = [n for n in names if n not in values]
