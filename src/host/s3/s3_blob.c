@@ -483,29 +483,6 @@ s3b_check(void *state, char *msg, size_t cap)
 }
 
 static void
-s3b_stats(const void *state, bw_stat_emit emit, void *arg)
-{
-	const struct s3 *s = state;
-
-	emit(arg, "s3_requests_total", "requests to S3 (each try counted)",
-	     atomic_load(&s->requests));
-	emit(arg, "s3_retries_total",
-	     "requests to S3 tried again (a 5xx, a timeout, a reset)",
-	     atomic_load(&s->retries));
-	emit(arg, "s3_failures_total",
-	     "requests to S3 that failed after their tries",
-	     atomic_load(&s->failures));
-	emit(arg, "s3_sent_bytes_total", "bytes sent to S3",
-	     atomic_load(&s->bytes_up));
-	emit(arg, "s3_received_bytes_total", "bytes received from S3",
-	     atomic_load(&s->bytes_down));
-	emit(arg, "s3_request_milliseconds_total",
-	     "time spent in requests to S3 (divide by s3_requests_total: "
-	     "the mean latency)",
-	     atomic_load(&s->request_ms));
-}
-
-static void
 s3b_close(void *state)
 {
 	struct s3 *s = state;
@@ -602,5 +579,5 @@ const struct bw_blob_backend bw_blob_s3 = {
 	.read_close = s3b_read_close,
 	.list = s3b_list,
 	.sweep = s3_sweep,
-	.stats = s3b_stats,
+	.stats = s3_stats,
 };

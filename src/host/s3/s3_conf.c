@@ -368,3 +368,28 @@ s3_conf_free(struct s3 *s)
 	replace(&s->secret, NULL);
 	replace(&s->token, NULL);
 }
+
+/* --- figures ----------------------------------------------------------- */
+
+void
+s3_stats(const void *state, bw_stat_emit emit, void *arg)
+{
+	const struct s3 *s = state;
+
+	emit(arg, "s3_requests_total", "requests to S3 (each try counted)",
+	     atomic_load(&s->requests));
+	emit(arg, "s3_retries_total",
+	     "requests to S3 tried again (a 5xx, a timeout, a reset)",
+	     atomic_load(&s->retries));
+	emit(arg, "s3_failures_total",
+	     "requests to S3 that failed after their tries",
+	     atomic_load(&s->failures));
+	emit(arg, "s3_sent_bytes_total", "bytes sent to S3",
+	     atomic_load(&s->bytes_up));
+	emit(arg, "s3_received_bytes_total", "bytes received from S3",
+	     atomic_load(&s->bytes_down));
+	emit(arg, "s3_request_milliseconds_total",
+	     "time spent in requests to S3 (divide by s3_requests_total: "
+	     "the mean latency)",
+	     atomic_load(&s->request_ms));
+}

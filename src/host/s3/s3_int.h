@@ -134,6 +134,8 @@ void s3_handles_free(struct s3 *s);
  * one). s3_key_of reads a name back into its key, in place. */
 int s3_name_of(const char *key, char *out, size_t cap) BW_WUR;
 void s3_key_of(char *name);
+/* s3_conf.c: the backend's figures (bw_blob_backend.stats) */
+void s3_stats(const void *state, bw_stat_emit emit, void *arg);
 /* The key's object name encoded for a URL's path (below the prefix):
  * every byte but the unreserved ones and '/' as %XX. */
 int s3_path(const struct s3 *s, const char *key, char *out, size_t cap) BW_WUR;

@@ -252,6 +252,12 @@ struct room *rbus_local_room(struct bw_rooms *rs, uint32_t id,
 			     const uint8_t salt[SALT_LEN],
 			     const uint8_t hash[HASH_LEN]);
 
+/* the notice of a member gone without a word */
+#define RBUS_GONE " has removed from the group\n"
+/* beat.c: this node's life in Redis; rbus_beat also re-arms its timer */
+void rbus_on_state(void *arg, int up);
+void rbus_beat(void *arg);
+
 /* scripts.c: the bus's Lua scripts (ARGV as rooms_bus.c passes them) */
 extern const char rbus_lua_lookup[], rbus_lua_create[], rbus_lua_join[],
 	rbus_lua_leave[], rbus_lua_reap[], rbus_lua_forget[], rbus_lua_rejoin[],
