@@ -13,8 +13,11 @@
 
 /* --- the configuration file ----------------------------------------------
  * "key = value", one a line; blank lines and lines whose first non-blank
- * character is '#' are ignored. Keys are the long options (not config);
- * a flag's value is yes or no. */
+ * character is '#' are ignored, and so is a '#' after a blank and what
+ * follows it on its line (a comment after a value, as nginx, HAProxy and
+ * postgresql.conf allow). A value in double quotes is taken as written
+ * between them, '#' and blanks included (a secret may hold them). Keys
+ * are the long options (not config); a flag's value is yes or no. */
 
 #define FILE_MAX (1024u * 1024u)
 
@@ -31,6 +34,30 @@ trim(char *p)
 	return p;
 }
 
+/* value (trimmed) without its trailing comment, or the text between its
+ * quotes; NULL if a quote is not closed or something but a comment
+ * follows it. */
+static char *
+unquote(char *value)
+{
+	char *p, *end;
+
+	if (value[0] == '"') {
+		if ((end = strchr(value + 1, '"')) == NULL)
+			return NULL;
+		*end = '\0';
+		p = trim(end + 1);
+		return p[0] == '\0' || p[0] == '#' ? value + 1 : NULL;
+	}
+	for (p = value; *p != '\0'; p++) {
+		if (*p == '#' && p > value && (p[-1] == ' ' || p[-1] == '\t')) {
+			*p = '\0';
+			break;
+		}
+	}
+	return trim(value);
+}
+
 static int
 file_line(struct bw_daemon_cfg *cfg, char *line, char *why, size_t why_cap)
 {
@@ -45,7 +72,11 @@ file_line(struct bw_daemon_cfg *cfg, char *line, char *why, size_t why_cap)
 	}
 	*eq = '\0';
 	key = trim(line);
-	value = trim(eq + 1);
+	if ((value = unquote(trim(eq + 1))) == NULL) {
+		snprintf(why, why_cap,
+			 "%s: a quote not closed, or more after it", key);
+		return BW_ECONFIG;
+	}
 	if (!bw_daemon_opt_is_key(key)) {
 		snprintf(why, why_cap, "unknown key '%s'", key);
 		return BW_ECONFIG;

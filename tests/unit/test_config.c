@@ -392,6 +392,38 @@ comments_blanks_and_crlf_are_accepted(void **state)
 	assert_true(cfg.secret_given);
 }
 
+/* A '#' after a blank ends the value (a comment), as nginx, HAProxy and
+ * postgresql.conf read it; quotes keep a value as written. */
+static void
+trailing_comments_and_quoted_values(void **state)
+{
+	struct bw_daemon_cfg cfg;
+	char why[512];
+
+	(void)state;
+	assert_int_equal(
+		PARSE("max-uploads = 7   # at most seven\n"
+		      "rooms-rate = 3\t# lines a second\n"
+		      "console-secret = \"s3cr#t with # and \" # quoted\n"
+		      "no-rooms = yes # a flag too\n",
+		      &cfg, why),
+		0);
+	assert_int_equal(cfg.vault.max_uploads, 7);
+	assert_int_equal(cfg.rooms.rate, 3);
+	assert_string_equal(cfg.console.secret, "s3cr#t with # and ");
+	assert_int_equal(PARSE("max-uploads = 7 #\n", &cfg, why), 0);
+	assert_int_equal(cfg.vault.max_uploads, 7);
+	assert_int_equal(PARSE("console-secret = \"open\n", &cfg, why),
+			 BW_ECONFIG);
+	refused_at(why, 1, "quote");
+	assert_int_equal(PARSE("console-secret = \"a\" b\n", &cfg, why),
+			 BW_ECONFIG);
+	refused_at(why, 1, "quote");
+	/* nothing left once the comment goes: an empty value, refused */
+	assert_int_equal(PARSE("max-uploads = # none\n", &cfg, why),
+			 BW_ECONFIG);
+}
+
 /* Flags win: the arguments are applied after the file. */
 static void
 arguments_win_over_the_file(void **state)
@@ -458,6 +490,8 @@ main(void)
 			a_fifo_is_refused_without_blocking, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			comments_blanks_and_crlf_are_accepted, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			trailing_comments_and_quoted_values, setup, teardown),
 		cmocka_unit_test_setup_teardown(arguments_win_over_the_file,
 						setup, teardown),
 	};
