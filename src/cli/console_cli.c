@@ -32,8 +32,9 @@ usage(FILE *f)
 		   "Prints the server's greeting, then reads one request per "
 		   "line from standard\ninput: the first 4 characters, upper-"
 		   "cased and padded with spaces.\nRequests: TIME NAME RAND "
-		   "STAT USRS FILS EXIT. EXIT or the end of input\nends the "
-		   "session (at the end of input EXIT is sent for you).\n\n"
+		   "STAT USRS FILS EXIT (HELP says what each does).\nEXIT, "
+		   "QUIT or the end of input ends the session (EXIT is sent "
+		   "for\nyou: any server knows it).\n\n"
 		   "  -s, --secret S        the console secret (bulwarkd "
 		   "--console-secret);\n"
 		   "                        default: $" SECRET_ENV "\n"
@@ -220,6 +221,9 @@ bw_cli_console(int argc, char **argv)
 				putchar('\n');
 			memcpy(req, "EXIT", REQ_LEN);
 		}
+		if (memcmp(req, "QUIT", REQ_LEN) == 0)
+			memcpy(req, "EXIT",
+			       REQ_LEN); /* what every server knows */
 		if ((rc = exchange(fd, req, &why)) != 0)
 			goto out;
 		if (memcmp(req, "EXIT", REQ_LEN) == 0)

@@ -659,7 +659,8 @@ def test_c_client_keeps_four_characters_pads_and_skips_blank_lines(csrv, client_
     assert r.returncode == 0, r.stderr
     lines = r.stdout.decode().splitlines()
     assert lines[1].startswith("bulwarkd ")  # "name" of "names please"
-    assert lines[2] == "ERR unknown request 'AB  '; try TIME NAME RAND STAT USRS FILS EXIT"
+    assert lines[2] == ("ERR unknown request 'AB  '; try TIME NAME RAND STAT USRS FILS EXIT, "
+                        "or HELP")
     assert lines[3] == "bye"
     assert len(lines) == 4  # nothing after EXIT
 
@@ -693,3 +694,23 @@ def test_c_client_usage(client_bin):
     assert r.returncode == 2
     r = run_client(["--bogus"], b"")
     assert r.returncode == 2
+
+
+def test_help_says_what_each_request_does_and_quit_is_exit(csrv, client_bin):
+    """An operator at nc or telnet had nothing but the greeting to go by,
+    and QUIT (what SMTP, FTP and POP3 users type) was an unknown request.
+    HELP lists each request with what it does; QUIT is answered as EXIT,
+    on the server and, sent as EXIT, by our client."""
+    with open_console(csrv) as c:
+        c.hello()
+        text = c.ask("HELP")
+        for req in ("TIME", "NAME", "RAND", "STAT", "USRS", "FILS", "HELP", "EXIT"):
+            assert ("\n" + req + "  ") in "\n" + text, (req, text)
+        assert "QUIT" in text
+        assert c.ask("QUIT") == "bye"
+        assert c.closed()  # as after EXIT
+    r = run_client(["127.0.0.1:%d" % csrv.console_port], b"help\nquit\ntime\n")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().splitlines()
+    assert any(ln.startswith("TIME  ") for ln in lines), lines
+    assert lines[-1] == "bye" and not any(re.match(r"\d{4}-", ln) for ln in lines), lines

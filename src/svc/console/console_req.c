@@ -287,13 +287,34 @@ do_exit(struct bw_conn *c, struct reply *r)
 	return console_reply_addf(r, TEXT_MAX, "bye");
 }
 
+/* What each request does: an operator at nc or telnet has nothing else
+ * to read (beyond the spec, as QUIT beside EXIT). */
+static int
+do_help(struct bw_conn *c, struct reply *r)
+{
+	(void)c;
+	return console_reply_addf(
+		r, TEXT_MAX,
+		"TIME  the server's date and time (ISO 8601)\n"
+		"NAME  the server's name and version\n"
+		"RAND  a random number from 1 to 10\n"
+		"STAT  uptime, connections, clients, files, bytes, uploads, "
+		"rooms\n"
+		"USRS  the registered clients (name, id, last seen, queued)\n"
+		"FILS  the stored files (owner, name, size, verified)\n"
+		"HELP  this list\n"
+		"EXIT  bye, and the connection closes (QUIT too)\n"
+		"Requests are 4 upper-case bytes; each reply is a 4-digit "
+		"length and the text.");
+}
+
 static const struct {
 	char req[REQ_LEN + 1];
 	int (*fn)(struct bw_conn *c, struct reply *r);
 } requests[] = {
 	{"TIME", do_time}, {"NAME", do_name}, {"RAND", do_rand},
 	{"STAT", do_stat}, {"USRS", do_usrs}, {"FILS", do_fils},
-	{"EXIT", do_exit},
+	{"EXIT", do_exit}, {"QUIT", do_exit}, {"HELP", do_help},
 };
 
 #define REQUESTS_N (sizeof(requests) / sizeof(requests[0]))
@@ -328,7 +349,7 @@ do_unknown(const uint8_t *p, struct reply *r)
 	return console_reply_addf(
 		r, TEXT_MAX,
 		"ERR unknown request '%s'; try TIME NAME RAND STAT "
-		"USRS FILS EXIT",
+		"USRS FILS EXIT, or HELP",
 		shown);
 }
 
