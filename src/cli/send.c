@@ -384,7 +384,8 @@ send_register(struct send_ctx *x, const char *name)
 	}
 	if ((ret = put_in_place(&st, &nu, hex)) != 0)
 		goto out;
-	printf("registered as '%s' (id %s)\n", nu.name, hex);
+	if (!x->quiet)
+		printf("registered as '%s' (id %s)\n", nu.name, hex);
 	bw_identity_fini(&x->me);
 	x->me = nu;
 	nu.key = NULL; /* x->me owns it now */
@@ -439,6 +440,7 @@ send_reconnect(struct send_ctx *x, int *denied)
 			     bw_strerror(rc));
 		return BW_EXIT_FATAL;
 	}
-	printf("reconnected as '%s'\n", x->me.name);
+	if (!x->quiet)
+		printf("reconnected as '%s'\n", x->me.name);
 	return BW_EXIT_OK;
 }

@@ -334,10 +334,13 @@ send_upload(struct send_ctx *x, int fd)
 					     x->why);
 				return BW_EXIT_FATAL;
 			}
-			printf("sent '%s' (%llu bytes): CRC %u verified by the "
-			       "server\n",
-			       x->file_field, (unsigned long long)x->plain_len,
-			       x->local_crc);
+			if (!x->quiet)
+				printf("sent '%s' (%llu bytes): CRC %u "
+				       "verified "
+				       "by the server\n",
+				       x->file_field,
+				       (unsigned long long)x->plain_len,
+				       x->local_crc);
 			return BW_EXIT_OK;
 		}
 		fprintf(stderr,

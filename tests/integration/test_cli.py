@@ -164,3 +164,19 @@ def test_connections_past_max_conns_are_closed_and_a_slot_frees_up(start_server)
     finally:
         for s in held:
             s.close()
+
+
+def test_quiet_prints_nothing_but_errors(server, client_dir):
+    """--quiet left the bar out but still printed "registered as",
+    "reconnected as" and "sent ... verified" (scp's -q prints nothing but
+    errors). Quiet, a success prints nothing at all; without it, it says
+    what it did."""
+    cd = client_dir()
+    cd.write_file("doc.bin", os.urandom(5000))
+    cd.write_transfer(server.port, bwd.unique_name("quiet"), "doc.bin")
+    for _ in range(2):  # registering, then reconnecting
+        r = cd.run()
+        assert r.returncode == 0, r.stderr
+        assert (r.stdout, r.stderr) == (b"", b""), (r.stdout, r.stderr)
+    r = cd.run(quiet=False)
+    assert r.returncode == 0 and b"verified by the server" in r.stdout, r.stdout

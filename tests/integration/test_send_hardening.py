@@ -263,7 +263,7 @@ def test_me_info_name_is_used_when_no_name_is_given(server, client_dir, layout):
     else:
         (d.path / "transfer.info").unlink()
         extra = ["--server", "127.0.0.1:%d" % server.port, "--file", str(path)]
-    r = d.run(*extra)
+    r = d.run(*extra, quiet=False)
     assert r.returncode == 0, describe(r)
     assert ("reconnected as '%s'" % name).encode() in r.stdout, describe(r)
     assert identity_files(d) == before
