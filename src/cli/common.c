@@ -33,6 +33,19 @@ bw_cli_fatal(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+void
+bw_cli_register_refused(const char *prog, const char *name, const char *host,
+			uint16_t port)
+{
+	char shown[BW_ESC_CAP];
+
+	fprintf(stderr,
+		"%s: %s:%u refused to register '%s': the name is taken (choose "
+		"another), or the server registers no more for now\n",
+		prog, host, port,
+		bw_escape_display(name, shown, sizeof(shown)));
+}
+
 int
 bw_cli_timeout_arg(const char *prog, const char *arg, unsigned *ms)
 {

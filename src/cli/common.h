@@ -146,5 +146,11 @@ int bw_cli_server_arg(const char *prog, const char *dflt, int argc, char **argv,
 
 /* "Fatal: ..." on stderr. */
 void bw_cli_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A registration refused: one wording for every subcommand (their exit
+ * status is BW_EXIT_TAKEN). Neither protocol says why; a name taken is
+ * the cause a user can act on, a server that registers no more for now
+ * the other. */
+void bw_cli_register_refused(const char *prog, const char *name,
+			     const char *host, uint16_t port);
 
 #endif

@@ -68,9 +68,10 @@ usage(FILE *f)
 		"take turns: each action waits for the other's\n(the lock is "
 		"DIR/.bulwark-msg.lock), at most --timeout.\n\n"
 		"Exit status: 0 done, 1 the server or the network failed (a "
-		"9000 prints\n\"%s\"), 2 bad usage or local files, 5 a "
-		"contact's key changed\n(see trust), 6 no symmetric key with "
-		"the contact yet.\n",
+		"9000 prints\n\"%s\"), 2 bad usage or local files, 3 the "
+		"server refused\nto register the name (taken, or no more "
+		"registrations for now), 5 a\ncontact's key changed (see "
+		"trust), 6 no symmetric key with the contact\nyet.\n",
 		MSG_ERR_TEXT);
 }
 

@@ -40,6 +40,7 @@ struct msg_ctx {
 	 * or another code than the one asked for (refused). A failure with
 	 * sent and not refused leaves the request's outcome unknown. */
 	int sent, refused;
+	int error_reply; /* the last answer was the protocol's error (9000) */
 	char tmpdir[4096];
 };
 

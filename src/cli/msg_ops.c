@@ -92,6 +92,7 @@ msg_response_head(struct msg_ctx *x, struct bw_session *s, uint16_t want,
 		return msg_net_failure(x, BW_EPROTO);
 	if (h.code != want)
 		x->refused = 1;
+	x->error_reply = h.code == BW_MSG_RESP_ERROR;
 	if (h.code == BW_MSG_RESP_ERROR)
 		return server_error();
 	if (h.code != want) {
@@ -199,6 +200,10 @@ msg_register(struct msg_ctx *x, const char *name)
 		rc = msg_net_failure(x, BW_EPROTO);
 	if (rc == 0)
 		memcpy(me.id, body, BW_ID_LEN);
+	if (rc != 0 && x->refused && x->error_reply) {
+		bw_cli_register_refused("bulwark msg", name, x->host, x->port);
+		rc = BW_EXIT_TAKEN;
+	}
 	if (rc != 0 && x->sent && !x->refused) {
 		/* the server may have registered the name with this key (its
 		 * answer lost): the staged key is then the only one that can

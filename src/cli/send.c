@@ -347,9 +347,8 @@ send_register(struct send_ctx *x, const char *name)
 		goto out;
 	}
 	if (code == BW_VAULT_RESP_REG_FAILED) {
-		bw_cli_fatal("the name '%s' is already registered on the "
-			     "server (2101)",
-			     nu.name);
+		bw_cli_register_refused("bulwark send", nu.name, x->sess.host,
+					x->sess.port);
 		ret = BW_EXIT_TAKEN;
 		goto out;
 	}

@@ -66,7 +66,9 @@ usage(FILE *f)
 		"asks for a fresh key (1027).\n\n"
 		"Exit status: 0 stored and verified; 1 the server or network "
 		"failed (Fatal:);\n2 bad usage or local files (missing, not "
-		"a regular file, changed while\nsent); 3 the name is taken; "
+		"a regular file, changed while\nsent); 3 the server refused "
+		"to register the name (taken, or no more\nregistrations for "
+		"now); "
 		"4 the CRC still disagreed after the last\nresend.\n");
 }
 

@@ -39,7 +39,7 @@ def test_send_help_documents_exit_codes():
     r = run(bwd.BULWARK, "send", "--help")
     assert r.returncode == 0
     assert b"Exit status" in r.stdout
-    for code in (b"0 stored", b"1 the server", b"2 bad usage", b"3 the name", b"4 the CRC"):
+    for code in (b"0 stored", b"1 the server", b"2 bad usage", b"3 the server refused", b"4 the CRC"):
         assert code in r.stdout.replace(b"\n", b" "), code
 
 

@@ -397,3 +397,23 @@ def test_a_file_message_lands_in_a_new_private_file(pyserver_msg, client_bin, tm
     assert open(path, "rb").read() == data
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert sorted(os.listdir(tmp)) == sorted(["bulwark-msg-old", os.path.basename(path)])
+
+
+def test_a_taken_name_is_said_in_the_same_words_and_code_as_send(server, client_dir, tmp_path):
+    """msg register with a taken name said only "server responded with an
+    error" and exited 1, where send said the name was taken (2101) and
+    exited 3. Neither protocol says why a registration is refused: both
+    subcommands now say so in one sentence naming the likely cause, with
+    exit status 3."""
+    taken = unique_name("taken")
+    Msg(tmp_path / "first", server.port).ok("register", taken)
+    r = Msg(tmp_path / "second", server.port).run("register", taken)
+    words = "127.0.0.1:%d refused to register '%s': the name is taken" % (server.port, taken)
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert words.encode() in r.stderr, r.stderr
+    assert not (tmp_path / "second" / "me.info").exists()
+    cd = client_dir()
+    cd.write_file("doc.bin", b"x" * 100)
+    cd.write_transfer(server.port, taken, "doc.bin")
+    r = cd.run()
+    assert r.returncode == 3 and words.encode() in r.stderr, r.stderr
