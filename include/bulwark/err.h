@@ -33,6 +33,8 @@ enum bw_err {
 	/* the database's answer to a COMMIT was lost: done or not, unknown
 	 * (failed as BW_EDB is, by what cannot keep both outcomes open) */
 	BW_EDOUBT = -20014,
+	/* the peer speaks another protocol (a client at the wrong port) */
+	BW_EFOREIGN = -20015,
 	BW_EBUSY = -EBUSY, /* a shared resource is at its limit */
 	BW_ENOMEM = -ENOMEM,
 	BW_ETIMEDOUT = -ETIMEDOUT,

@@ -17,6 +17,7 @@
 #include "bulwark/net.h"
 #include "bulwark/util.h"
 #include "cli/common.h"
+#include "proto/msg_wire.h"
 #include "proto/vault_wire.h"
 
 #define IDENTITY_MAX (64u * 1024u)
@@ -31,6 +32,14 @@ bw_cli_fatal(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+}
+
+int
+bw_reply_code_known(uint16_t code)
+{
+	return (code >= BW_VAULT_RESP_REGISTERED &&
+		code <= BW_VAULT_RESP_ERROR) ||
+	       code == BW_MSG_RESP_ERROR;
 }
 
 void
@@ -545,6 +554,12 @@ bw_session_recv(struct bw_session *s, uint16_t *code, uint8_t *out, size_t cap,
 		return rc;
 	if (bw_resp_hdr_decode(hdr, sizeof(hdr), &h) < 0)
 		return BW_EPROTO;
+	if (!bw_reply_code_known(h.code)) {
+		/* not the shared port: the chat's greeting reads as a reply
+		 * of code 27749 and megabytes of payload */
+		bw_session_close(s);
+		return BW_EFOREIGN;
+	}
 	if (h.payload_size > cap) {
 		bw_session_close(s);
 		return BW_ETOOBIG;

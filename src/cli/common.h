@@ -146,6 +146,15 @@ int bw_cli_server_arg(const char *prog, const char *dflt, int argc, char **argv,
 
 /* "Fatal: ..." on stderr. */
 void bw_cli_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Whether code is a reply either protocol of the shared port has (the
+ * vault's and the messenger's 2100-2107, and 9000): any other says the
+ * server at that address speaks something else. */
+int bw_reply_code_known(uint16_t code);
+/* "HOST:PORT does not speak the vault and messenger protocol (is it the
+ * chat's or the console's port?)": one wording for every subcommand. */
+#define BW_CLI_FOREIGN_FMT                                                     \
+	"%s:%u does not speak the vault and messenger protocol (is it the "    \
+	"chat's or the console's port?)"
 /* A registration refused: one wording for every subcommand (their exit
  * status is BW_EXIT_TAKEN). Neither protocol says why; a name taken is
  * the cause a user can act on, a server that registers no more for now

@@ -90,6 +90,12 @@ msg_response_head(struct msg_ctx *x, struct bw_session *s, uint16_t want,
 		return msg_net_failure(x, rc);
 	if (bw_resp_hdr_decode(hdr, sizeof(hdr), &h) < 0)
 		return msg_net_failure(x, BW_EPROTO);
+	if (!bw_reply_code_known(h.code)) {
+		x->refused = 1; /* nothing was registered, sent or taken */
+		fprintf(stderr, "bulwark msg: " BW_CLI_FOREIGN_FMT "\n",
+			x->host, x->port);
+		return server_error();
+	}
 	if (h.code != want)
 		x->refused = 1;
 	x->error_reply = h.code == BW_MSG_RESP_ERROR;

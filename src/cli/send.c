@@ -77,7 +77,11 @@ explain(struct send_ctx *x, const struct req *rq, int wrc, int rc,
 	unsigned s = x->sess.timeout_ms / 1000u;
 
 	x->replied = rc == 0;
-	if (rc == 0 && code == BW_VAULT_RESP_ERROR)
+	if (rc == BW_EFOREIGN) {
+		snprintf(x->why, sizeof(x->why), BW_CLI_FOREIGN_FMT,
+			 x->sess.host, x->sess.port);
+		x->final = BW_EXIT_FATAL; /* trying again changes nothing */
+	} else if (rc == 0 && code == BW_VAULT_RESP_ERROR)
 		snprintf(x->why, sizeof(x->why),
 			 "the server refused the %s (2107 general error)",
 			 rq->what);

@@ -39,6 +39,8 @@ bw_strerror(int err)
 		return "server responded with an error";
 	case BW_EDOUBT:
 		return "the database's answer was lost: committed or not";
+	case BW_EFOREIGN:
+		return "the peer speaks another protocol";
 	default:
 		break;
 	}

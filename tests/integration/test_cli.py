@@ -180,3 +180,30 @@ def test_quiet_prints_nothing_but_errors(server, client_dir):
         assert (r.stdout, r.stderr) == (b"", b""), (r.stdout, r.stderr)
     r = cd.run(quiet=False)
     assert r.returncode == 0 and b"verified by the server" in r.stdout, r.stdout
+
+
+def test_the_chat_port_given_to_send_and_msg_is_named_once_and_not_retried(start_server,
+                                                                            client_dir,
+                                                                            tmp_path):
+    """The chat's greeting reads as a reply of code 27749 with megabytes of
+    payload: send said "the server's reply is too large" four times (with
+    its retries), msg "answered 27749 where 2100 was expected". Both now
+    say that the port does not speak the protocol, try once, and exit 1."""
+    srv = start_server(rooms=True, want=("vault", "rooms"))
+    chat = srv.ports["rooms"]
+    words = b"127.0.0.1:%d does not speak the vault and messenger protocol" % chat
+    cd = client_dir()
+    cd.write_file("doc.bin", b"x" * 100)
+    cd.write_transfer(chat, bwd.unique_name("port"), "doc.bin")
+    r = cd.run()
+    assert r.returncode == 1, r.stderr
+    # one try: the try's line and the closing Fatal, not four of each
+    assert r.stderr.count(words) <= 2 and b"trying again" not in r.stderr, r.stderr
+    assert b"too large" not in r.stderr, r.stderr
+    d = tmp_path / "msg"
+    d.mkdir()
+    (d / "server.info").write_text("127.0.0.1:%d\n" % chat)
+    r = subprocess.run([str(bwd.BULWARK), "msg", "--timeout", "10", "register", "someone"],
+                       cwd=str(d), capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 1 and words in r.stderr, r.stderr
+    assert not (d / "me.info").exists()
