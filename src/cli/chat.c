@@ -543,8 +543,10 @@ bw_cli_chat(int argc, char **argv)
 				    usage, host, sizeof(host), &port)) != 0)
 		return rc;
 	if ((rc = bw_net_connect(host, port, timeout_ms, &ch.fd)) != 0) {
-		bw_cli_fatal("cannot reach %s:%u: %s", host, port,
-			     bw_strerror(rc));
+		char why[512];
+
+		bw_cli_fatal("%s", bw_cli_connect_error(why, sizeof(why), host,
+							port, rc));
 		return BW_EXIT_FATAL;
 	}
 	memset(&sa, 0, sizeof(sa));

@@ -34,6 +34,23 @@ bw_cli_fatal(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+const char *
+bw_cli_connect_error(char *buf, size_t cap, const char *host, uint16_t port,
+		     int rc)
+{
+	if (rc == -ECONNREFUSED)
+		snprintf(buf, cap,
+			 "%s:%u refuses connections: is bulwarkd running "
+			 "there, on that port?",
+			 host, port);
+	else if (rc == BW_ETIMEDOUT)
+		snprintf(buf, cap, "%s:%u did not answer in time", host, port);
+	else
+		snprintf(buf, cap, "cannot connect to %s:%u: %s", host, port,
+			 bw_strerror(rc));
+	return buf;
+}
+
 int
 bw_reply_code_known(uint16_t code)
 {

@@ -146,6 +146,12 @@ int bw_cli_server_arg(const char *prog, const char *dflt, int argc, char **argv,
 
 /* "Fatal: ..." on stderr. */
 void bw_cli_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Why a connection to host:port could not be made, in the one wording
+ * every subcommand uses, into buf[cap]; returns buf. A refusal (nothing
+ * listens there) is worth no retry. */
+const char *bw_cli_connect_error(char *buf, size_t cap, const char *host,
+				 uint16_t port, int rc);
+
 /* Whether code is a reply either protocol of the shared port has (the
  * vault's and the messenger's 2100-2107, and 9000): any other says the
  * server at that address speaks something else. */

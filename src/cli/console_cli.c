@@ -138,7 +138,7 @@ greet(const char *host, uint16_t port, unsigned timeout_ms, const char *secret,
 	size_t n = 2, len;
 	int rc;
 
-	*why = "cannot connect";
+	*why = NULL; /* a connection not made: said in the one wording */
 	if ((rc = bw_net_connect(host, port, timeout_ms, fd)) != 0)
 		return rc;
 	memcpy(hi, "Hi", 2);
@@ -231,8 +231,14 @@ bw_cli_console(int argc, char **argv)
 	}
 	status = BW_EXIT_OK;
 out:
-	if (rc != 0)
+	if (rc != 0 && why == NULL) {
+		char text[512];
+
+		bw_cli_fatal("%s", bw_cli_connect_error(text, sizeof(text),
+							host, port, rc));
+	} else if (rc != 0) {
 		bw_cli_fatal("%s:%u: %s: %s", host, port, why, net_error(rc));
+	}
 	if (fd >= 0)
 		close(fd);
 	return status;

@@ -21,8 +21,15 @@
 int
 msg_net_failure(const struct msg_ctx *x, int rc)
 {
-	fprintf(stderr, "bulwark msg: %s:%u: %s\n", x->host, x->port,
-		bw_strerror(rc));
+	char why[512];
+
+	if (rc == -ECONNREFUSED) /* only a connection is refused */
+		fprintf(stderr, "bulwark msg: %s\n",
+			bw_cli_connect_error(why, sizeof(why), x->host, x->port,
+					     rc));
+	else
+		fprintf(stderr, "bulwark msg: %s:%u: %s\n", x->host, x->port,
+			bw_strerror(rc));
 	return BW_EXIT_FATAL;
 }
 

@@ -118,8 +118,10 @@ attempt(struct send_ctx *x, const struct req *rq, uint16_t *code, uint8_t *out,
 
 	x->replied = 0;
 	if ((rc = bw_session_connect(&x->sess)) != 0) {
-		snprintf(x->why, sizeof(x->why), "cannot connect to %s:%u: %s",
-			 x->sess.host, x->sess.port, send_net_text(rc));
+		(void)bw_cli_connect_error(x->why, sizeof(x->why), x->sess.host,
+					   x->sess.port, rc);
+		if (rc == -ECONNREFUSED)
+			x->final = BW_EXIT_FATAL; /* nothing listens there */
 		return rc;
 	}
 	if (rq->code == BW_VAULT_REQ_SEND_FILE && x->need_rekey &&

@@ -207,3 +207,30 @@ def test_the_chat_port_given_to_send_and_msg_is_named_once_and_not_retried(start
                        cwd=str(d), capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
     assert r.returncode == 1 and words in r.stderr, r.stderr
     assert not (d / "me.info").exists()
+
+
+def test_a_server_down_is_said_in_one_wording_by_every_subcommand(client_dir, tmp_path):
+    """Nothing listening: send retried a refused connection for 3.5 s, and
+    msg, chat and console each failed in words of their own. All four now
+    say "HOST:PORT refuses connections: is bulwarkd running there, on that
+    port?", exit 1, and send does not retry a refusal."""
+    port = ports.reserve()  # reserved, not listened on
+    try:
+        words = b"127.0.0.1:%d refuses connections: is bulwarkd running there" % port
+        cd = client_dir()
+        cd.write_file("doc.bin", b"x" * 100)
+        cd.write_transfer(port, bwd.unique_name("down"), "doc.bin")
+        r = cd.run()
+        assert r.returncode == 1 and words in r.stderr, r.stderr
+        assert b"trying again" not in r.stderr, r.stderr
+        d = tmp_path / "m"
+        d.mkdir()
+        (d / "server.info").write_text("127.0.0.1:%d\n" % port)
+        for argv, cwd in (([str(bwd.BULWARK), "msg", "register", "someone"], d),
+                          ([str(bwd.BULWARK), "chat", "127.0.0.1:%d" % port], tmp_path),
+                          ([str(bwd.BULWARK), "console", "127.0.0.1:%d" % port], tmp_path)):
+            r = subprocess.run(argv, cwd=str(cwd), capture_output=True, timeout=60,
+                               stdin=subprocess.DEVNULL)
+            assert r.returncode == 1 and words in r.stderr, (argv, r.returncode, r.stderr)
+    finally:
+        ports.release(port)
