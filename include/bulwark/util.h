@@ -53,6 +53,11 @@ int bw_read_small_file(const char *path, size_t max, char **out, size_t *len)
  * U+202A-U+202E, U+2066-U+2069) become \xNN; other UTF-8 passes through.
  * Returns out. */
 char *bw_escape_display(const char *in, char *out, size_t cap);
+/* The length (1 to 4) of the valid UTF-8 sequence that begins at p, in a
+ * NUL-terminated string, with its code point in *cp; 0 where none begins
+ * (a stray or cut-short byte, an overlong form, a surrogate, past
+ * U+10FFFF). Reads no further than the NUL. */
+size_t bw_utf8_seq(const unsigned char *p, uint32_t *cp);
 /* 1 if the NUL-terminated s is valid UTF-8 (no overlong form, surrogate
  * or code point past U+10FFFF), else 0. */
 int bw_utf8_valid(const char *s);

@@ -276,9 +276,8 @@ out:
 	return rc;
 }
 
-/* Length of the valid UTF-8 sequence at p (1-4), or 0; *cp is its value. */
-static size_t
-utf8_seq(const unsigned char *p, uint32_t *cp)
+size_t
+bw_utf8_seq(const unsigned char *p, uint32_t *cp)
 {
 	size_t n, i;
 	uint32_t v;
@@ -319,7 +318,7 @@ bw_utf8_valid(const char *s)
 	size_t n;
 
 	while (*p != '\0') {
-		if ((n = utf8_seq(p, &cp)) == 0)
+		if ((n = bw_utf8_seq(p, &cp)) == 0)
 			return 0;
 		p += n;
 	}
@@ -352,11 +351,11 @@ bw_put_safe(FILE *f, const char *in, size_t n)
 			putc(p[i++], f);
 			continue;
 		}
-		/* a bounded copy: utf8_seq reads up to a NUL */
+		/* a bounded copy: bw_utf8_seq reads up to a NUL */
 		k = n - i < 4 ? n - i : 4;
 		memcpy(seq, p + i, k);
 		seq[k] = '\0';
-		if ((k = utf8_seq(seq, &cp)) > 0 && shown_raw(cp)) {
+		if ((k = bw_utf8_seq(seq, &cp)) > 0 && shown_raw(cp)) {
 			fwrite(p + i, 1, k, f);
 			i += k;
 			continue;
@@ -377,7 +376,7 @@ bw_escape_display(const char *in, char *out, size_t cap)
 	if (cap == 0)
 		return out;
 	while (*p != '\0') {
-		n = utf8_seq(p, &cp);
+		n = bw_utf8_seq(p, &cp);
 		if (n > 0 && shown_raw(cp)) {
 			if (o + n >= cap)
 				break;
