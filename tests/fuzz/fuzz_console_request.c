@@ -19,7 +19,8 @@
  * registry's count and the fakes' figures, USRS every client once (its
  * escaped name, its id, a time and the fake's queue), FILS the fake's
  * files as many as fit and the line saying how many were left out, EXIT
- * "bye", anything else the ERR line the model spells out. Every request is
+ * and QUIT "bye", HELP its list, anything else the ERR line the model
+ * spells out. Every request is
  * answered, also when the answers pass the 32 KiB the console queues
  * before it waits for the client to read, and the client has ended its
  * side meanwhile. The server closes the connection, and no descriptor or
@@ -319,8 +320,9 @@ same(const uint8_t *s, size_t n, const char *want)
 static void
 unknown_text(const uint8_t *req, char *out, size_t cap)
 {
-	static const char *const known[] = {"TIME", "NAME", "RAND", "STAT",
-					    "USRS", "FILS", "EXIT"};
+	static const char *const known[] = {"TIME", "NAME", "RAND",
+					    "STAT", "USRS", "FILS",
+					    "EXIT", "QUIT", "HELP"};
 	char shown[17], upper[5];
 	size_t i, o = 0;
 	int lower = 0;
@@ -351,7 +353,7 @@ unknown_text(const uint8_t *req, char *out, size_t cap)
 	}
 	snprintf(out, cap,
 		 "ERR unknown request '%s'; try TIME NAME RAND STAT USRS FILS "
-		 "EXIT",
+		 "EXIT, or HELP",
 		 shown);
 }
 
@@ -484,8 +486,11 @@ check_answer(const uint8_t *req, const uint8_t *s, size_t n)
 		check_usrs(s, n);
 	} else if (memcmp(req, "FILS", 4) == 0) {
 		check(same(s, n, g.fils));
-	} else if (memcmp(req, "EXIT", 4) == 0) {
+	} else if (memcmp(req, "EXIT", 4) == 0 || memcmp(req, "QUIT", 4) == 0) {
 		check(same(s, n, "bye"));
+	} else if (memcmp(req, "HELP", 4) == 0) {
+		check(n > 5 && memcmp(s, "TIME  ", 6) == 0 &&
+		      memmem(s, n, "\nEXIT  ", 7) != NULL);
 	} else {
 		unknown_text(req, want, sizeof(want));
 		check(same(s, n, want));
@@ -521,7 +526,7 @@ check_exchange(const char *secret, const uint8_t *in, size_t n,
 		check(o->len - pos >= len);
 		check_answer(r, o->p + pos, len);
 		pos += len;
-		if (memcmp(r, "EXIT", 4) == 0)
+		if (memcmp(r, "EXIT", 4) == 0 || memcmp(r, "QUIT", 4) == 0)
 			break;
 	}
 	check(pos == o->len);
