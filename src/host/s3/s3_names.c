@@ -38,26 +38,16 @@ s3_name_of(const char *key, char *out, size_t cap)
 	return 0;
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 void
 s3_key_of(char *name)
 {
 	char *r = name, *w = name;
-	int hi, lo;
+	uint8_t byte;
 
 	while (*r != '\0') {
-		if (r[0] == '\\' && (hi = hexval(r[1])) >= 0 &&
-		    (lo = hexval(r[2])) >= 0) {
-			*w++ = (char)(hi << 4 | lo);
+		if (r[0] == '\\' && r[1] != '\0' &&
+		    bw_hex_decode(r + 1, 2, &byte, 1) == 0) {
+			*w++ = (char)byte;
 			r += 3;
 		} else {
 			*w++ = *r++;
