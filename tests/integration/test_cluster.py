@@ -747,6 +747,15 @@ def room_members(r, room):
 GIVEN_AWAY = "Your name was given to someone else while this server was cut off, goodbye."
 
 
+def proxied_and_direct(start_server, r, proxy, tmp_path):
+    """n1 on Redis r through proxy (which can cut it off alone), n2 on r
+    directly: (n1, n2)."""
+    n1 = bus_node(start_server, r, "n1", tmp_path / "n1",
+                  url="redis://%s:%d" % (H, proxy.port))
+    n2 = bus_node(start_server, r, "n2", tmp_path / "n2")
+    return n1, n2
+
+
 def test_a_name_given_away_while_a_node_was_cut_off_is_not_taken_back(start_server,
                                                                      tmp_path):
     """n1, cut off from Redis (its proxy ends its connections and refuses
@@ -762,9 +771,7 @@ def test_a_name_given_away_while_a_node_was_cut_off_is_not_taken_back(start_serv
     r = redisserver.RedisServer().start()
     proxy = HoldingProxy(r.port)
     try:
-        n1 = bus_node(start_server, r, "n1", tmp_path / "n1",
-                      url="redis://%s:%d" % (H, proxy.port))
-        n2 = bus_node(start_server, r, "n2", tmp_path / "n2")
+        n1, n2 = proxied_and_direct(start_server, r, proxy, tmp_path)
         alice, bob, room = alice_then_bob(n1, n2)
         assert room_members(r, room) == [("n1", "alice"), ("n2", "bob")]
         proxy.cut()
@@ -846,9 +853,7 @@ def test_a_room_id_given_again_after_redis_lost_its_data_never_merges_two_rooms(
     r = redisserver.RedisServer().start()
     proxy = HoldingProxy(r.port)
     try:
-        n1 = bus_node(start_server, r, "n1", tmp_path / "n1",
-                      url="redis://%s:%d" % (H, proxy.port))
-        n2 = bus_node(start_server, r, "n2", tmp_path / "n2")
+        n1, n2 = proxied_and_direct(start_server, r, proxy, tmp_path)
         bob = RoomClient(rooms_port(n1))
         room = bob.create("bob", "bob-secret")
         proxy.cut()
