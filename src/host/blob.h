@@ -80,7 +80,10 @@ struct bw_blob_backend {
 	 * set), else BW_EEXIST if key holds one. w is gone either way; on
 	 * failure the key holds its old object or, if the failure came after
 	 * the replacement (a directory's sync), possibly w's: a caller that
-	 * must know keeps a copy of the old one to put back. */
+	 * must know keeps a copy of the old one to put back. An object store
+	 * may delete the old object before writing (Swift frees a multipart
+	 * object's parts only then): a failure may leave key empty, and a
+	 * caller that replaces what it must not lose keeps that copy. */
 	int (*put)(void *state, struct bw_blob_w *w, const char *key,
 		   int replace) BW_WUR;
 	/* Drops w (not put): nothing of it remains. A file's unlink frees
@@ -90,7 +93,8 @@ struct bw_blob_backend {
 	/* A second key for the object at from, cheaply (a backup a
 	 * replacement can be undone with). BW_ENOTFOUND if there is none. */
 	int (*copy)(void *state, const char *from, const char *to) BW_WUR;
-	/* The object at from becomes the one at to (replacing one there),
+	/* The object at from becomes the one at to (replacing one there, as
+	 * put does: a failure may leave to empty on an object store),
 	 * durably. */
 	int (*move)(void *state, const char *from, const char *to) BW_WUR;
 	/* No object at key any more (none is not an error). Its result may

@@ -312,6 +312,28 @@ class S3Server:
         """The multipart uploads not completed nor aborted."""
         return s3sign.list_uploads(self, bucket)
 
+    def segments(self, bucket):
+        """The names in the container where Swift keeps the parts of
+        bucket's multipart objects (bucket+segments), which the S3 API
+        does not show: through Swift's own API (tempauth)."""
+        import json
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(self.endpoint + "/auth/v1.0", headers={
+            "X-Auth-User": self.access_key, "X-Auth-Key": self.secret_key})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            url, token = r.headers["X-Storage-Url"], r.headers["X-Auth-Token"]
+        req = urllib.request.Request(url + "/" + bucket + "+segments?format=json",
+                                     headers={"X-Auth-Token": token})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return [o["name"] for o in json.loads(r.read() or b"[]")]
+        except urllib.error.HTTPError as e:
+            if e.code == 404:  # no multipart object was ever made
+                return []
+            raise
+
 
 _shared = None
 

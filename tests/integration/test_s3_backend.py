@@ -1136,3 +1136,60 @@ def test_a_name_that_is_not_utf8_stores_restarts_and_migrates_on_s3(start_server
                        env={**os.environ, **s3.env()})
     assert r.returncode == 0, r.stdout + r.stderr
     assert s3.get(s3.bucket, "mig/files/%s/caf\\e9.txt" % w.client_id.hex()) == data[names[0]]
+
+
+def _uploads_in(segments):
+    """The multipart uploads whose parts are in the segments container
+    (Swift names a part <key>/<upload id>/<part number>)."""
+    return {s.rsplit("/", 2)[0] + "/" + s.rsplit("/", 2)[1] for s in segments}
+
+
+def test_a_multipart_file_replaced_leaves_none_of_its_parts_behind(start_server, s3):
+    """Swift keeps a multipart object's parts in the bucket's segments
+    container and frees them only when the object is deleted: an
+    overwrite (a 1029's copy over the file, or a new upload completed
+    over an unconfirmed one) used to leave 8+ MiB behind for good per
+    replacement. Every replacement now leaves only the current object's."""
+    srv = start_on(start_server, s3)
+    v = bw.VaultClient(H, srv.port, timeout=60, key=rsa_key(7)).connect()
+    verified_then_pending(v, os.urandom(9 * MiB), os.urandom(10 * MiB))
+    key = "node/files/%s/doc.bin" % bytes(v.client_id).hex()
+    assert len(_uploads_in(s3.segments(s3.bucket))) == 2  # the file's and the pending one's
+    last = os.urandom(9 * MiB + 5)
+    bw.expect(v.crc_ok("doc.bin"), bw.ACK)
+    assert s3.segments(s3.bucket) == [], s3.segments(s3.bucket)
+    # an upload stored over an unconfirmed one (no 1029 between): the
+    # new object is completed where the old one was
+    bw.expect(v.send_file("big.bin", os.urandom(9 * MiB)).response, bw.FILE_RECEIVED)
+    first = _uploads_in(s3.segments(s3.bucket))
+    assert len(first) == 1, first
+    bw.expect(v.send_file("big.bin", last).response, bw.FILE_RECEIVED)
+    now = _uploads_in(s3.segments(s3.bucket))
+    assert len(now) == 1 and now != first, (first, now)
+    assert s3.get(s3.bucket, key.replace("doc.bin", "big.bin")) == last
+    srv.stop()
+
+
+def test_a_1029_cut_between_removing_the_file_and_copying_its_replacement_is_finished(
+        start_server, s3, tmp_path):
+    """On S3 a 1029 deletes the old file before its replacement is copied
+    to its key (so that a multipart file's parts go with it); a daemon
+    killed between the two left the row naming a missing file beside its
+    confirmed replacement. The next start-up puts the replacement in
+    place (it is what the 1029 confirmed), under the path's lock."""
+    srv = start_on(start_server, s3, data_dir=tmp_path / "d")
+    old, new = os.urandom(9 * MiB), os.urandom(10 * MiB)
+    v = bw.VaultClient(H, srv.port, timeout=60, key=rsa_key(8)).connect()
+    verified_then_pending(v, old, new)
+    key = "node/files/%s/doc.bin" % bytes(v.client_id).hex()
+    pending = [k for k in objects(s3) if "/.pending/" in k]
+    assert len(pending) == 1, objects(s3)
+    srv.kill()
+    srv.stopped = True  # on purpose
+    st, _, body = s3.request("DELETE", "/%s/%s" % (s3.bucket, s3sign.quote_key(key)))
+    assert st == 204, (st, body)
+    srv = start_on(start_server, s3, data_dir=tmp_path / "d")
+    assert "its confirmed replacement was cut" in srv.log()
+    assert s3.get(s3.bucket, key) == new
+    assert not [k for k in objects(s3) if "/.pending/" in k], objects(s3)
+    srv.stop()

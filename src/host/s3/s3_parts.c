@@ -360,17 +360,30 @@ s3_w_write(struct bw_blob_w *w, uint64_t off, const void *p, size_t n)
 /* --- the put ---------------------------------------------------------------
  */
 
-static int
-exists(struct s3 *s, const char *key)
+/* The way to key cleared for a write. Without replace, an object there
+ * refuses it (BW_EEXIST). With replace, an object there that was made of
+ * parts (its ETag "<md5>-<parts>") is deleted first: Swift frees the parts
+ * of a multipart object only on a DELETE, and an overwrite would leave them
+ * in the bucket's segments container for good. A caller that replaces
+ * holds a copy of what it replaces (blob.h). */
+int
+s3_clear_way(struct s3 *s, const char *key, int replace)
 {
 	struct s3_call c;
-	int rc;
+	int rc, parts;
 
 	s3_call_init(&c, "HEAD", key);
 	c.retry = 1;
 	rc = s3_do(s, &c);
+	parts = rc == 0 && strchr(c.etag, '-') != NULL;
 	s3_call_fini(&c);
-	return rc == 0 ? BW_EEXIST : rc == BW_ENOTFOUND ? 0 : rc;
+	if (rc == BW_ENOTFOUND)
+		return 0;
+	if (rc != 0)
+		return rc;
+	if (!replace)
+		return BW_EEXIST;
+	return parts ? s3_remove(s, key) : 0;
 }
 
 static int
@@ -413,7 +426,7 @@ s3_w_put(struct s3 *s, struct bw_blob_w *w, const char *key, int replace)
 	if (rc != 0)
 		goto out;
 	if (w->upload_id[0] == '\0') { /* one part: one PUT, any key */
-		if (!replace && (rc = exists(s, key)) != 0)
+		if ((rc = s3_clear_way(s, key, replace)) != 0)
 			goto out;
 		rc = put_whole(s, w, key);
 		goto out;
@@ -436,7 +449,7 @@ s3_w_put(struct s3 *s, struct bw_blob_w *w, const char *key, int replace)
 			goto out;
 		w->nparts = number;
 	}
-	if (!replace && (rc = exists(s, key)) != 0)
+	if ((rc = s3_clear_way(s, key, replace)) != 0)
 		goto out;
 	rc = s3_upload_complete(s, w);
 out:

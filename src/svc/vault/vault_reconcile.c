@@ -185,13 +185,13 @@ path_lock(struct bw_vault *v, const char *path, enum bw_meta_op op)
 	return op == BW_META_LOCK && req.u.lock.got != 0;
 }
 
+/* r's path lock taken, within the start-up's budget of tries: 1, or 0
+ * (said why: r is left alone). */
 static int
-drop_shared_row(struct bw_vault *v, struct row *r, const char *shown,
-		unsigned *tries)
+hold_path(struct bw_vault *v, struct row *r, const char *shown, unsigned *tries)
 {
 	const struct timespec pause = {0, ORPHAN_RETRY_MS * 1000000L};
-	uint64_t size;
-	int got = 0, rc, i;
+	int got = 0, i;
 
 	for (i = 0; i < ORPHAN_TRIES && *tries < ORPHAN_TRIES_MAX; i++) {
 		if (i > 0)
@@ -200,13 +200,24 @@ drop_shared_row(struct bw_vault *v, struct row *r, const char *shown,
 		if ((got = path_lock(v, r->path, BW_META_LOCK)) != 0)
 			break;
 	}
-	if (got <= 0) {
-		bw_warn("reconcile: %s names no object; left alone (%s)", shown,
-			got < 0	 ? bw_strerror(got)
-			: i == 0 ? "the start-up's tries of locks are spent"
-				 : "another daemon holds its lock");
+	if (got > 0)
+		return 1;
+	bw_warn("reconcile: %s names no object; left alone (%s)", shown,
+		got < 0	 ? bw_strerror(got)
+		: i == 0 ? "the start-up's tries of locks are spent"
+			 : "another daemon holds its lock");
+	return 0;
+}
+
+static int
+drop_shared_row(struct bw_vault *v, struct row *r, const char *shown,
+		unsigned *tries)
+{
+	uint64_t size;
+	int rc;
+
+	if (!hold_path(v, r, shown, tries))
 		return 0;
-	}
 	rc = v->blobs->be->size(v->blobs->state, r->path, &size);
 	if (rc == BW_ENOTFOUND)
 		rc = vfile_set_now(v, r->id, r->path, NULL, 0, 0);
@@ -221,6 +232,45 @@ drop_shared_row(struct bw_vault *v, struct row *r, const char *shown,
 		bw_warn("reconcile: %s names no object; left alone (%s)", shown,
 			bw_strerror(rc));
 	return 0;
+}
+
+/* The file is missing and its pending replacement is there: on an object
+ * store a 1029 removes the old file before the replacement takes its key
+ * (an overwrite would leave a multipart object's parts behind) and was
+ * cut between the two. The replacement is what that 1029 confirmed: it
+ * is put in place, as the 1029 would have. On a shared database, under
+ * the path's lock (a daemon may be in that window now). */
+static int
+finish_swap(struct bw_vault *v, struct row *r, const char *shown,
+	    unsigned *tries)
+{
+	const struct bw_blobs *b = v->blobs;
+	struct bw_file_rec rec;
+	uint64_t size;
+	int locked = v->meta->be->shared, rc;
+
+	if (locked && !hold_path(v, r, shown, tries))
+		return 0;
+	if ((rc = b->be->size(b->state, r->path, &size)) == BW_ENOTFOUND &&
+	    (rc = b->be->move(b->state, r->pending_path, r->path)) == 0 &&
+	    (rc = b->be->size(b->state, r->path, &size)) == 0) {
+		memset(&rec, 0, sizeof(rec));
+		memcpy(rec.client_id, r->id, BW_ID_LEN);
+		memcpy(rec.file_name, r->pending_name, sizeof(rec.file_name));
+		memcpy(rec.path_name, r->path, sizeof(rec.path_name));
+		rec.verified = 1;
+		rc = vfile_set_now(v, r->id, r->path, &rec, size, 0);
+		bw_warn("reconcile: %s: its confirmed replacement was cut "
+			"before it took the file's place; now current%s",
+			shown, rc != 0 ? " (row not updated)" : "");
+	} else if (rc != 0) {
+		bw_warn("reconcile: %s: its replacement could not be put in "
+			"place: %s",
+			shown, bw_strerror(rc));
+	}
+	if (locked)
+		(void)path_lock(v, r->path, BW_META_UNLOCK);
+	return 0; /* what is left is said, and the next start-up tries it */
 }
 
 static int
@@ -259,6 +309,8 @@ reconcile_row(struct bw_vault *v, struct row *r, unsigned *tries)
 	}
 	if (main_size >= 0)
 		return 0;
+	if (r->pending_path[0] != '\0' && pend_size >= 0 && v->blobs->shared)
+		return finish_swap(v, r, shown, tries);
 	if (v->meta->be->shared)
 		return drop_shared_row(v, r, shown, tries);
 	rc = vfile_set_now(v, r->id, r->path, NULL, 0, 0);
