@@ -167,5 +167,10 @@ int bw_reply_code_known(uint16_t code);
  * the other. */
 void bw_cli_register_refused(const char *prog, const char *name,
 			     const char *host, uint16_t port);
+/* A name as the user is shown it: escaped (bw_escape_display), and each
+ * code point past ASCII (up to 8) named after it, "josé [U+0301]", so that
+ * two names that read alike can be told apart. */
+#define BW_CLI_NAME_CAP (BW_ESC_CAP + 8 * 9 + 8)
+char *bw_cli_name_shown(const char *name, char *out, size_t cap);
 
 #endif

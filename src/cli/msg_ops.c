@@ -258,7 +258,7 @@ msg_register(struct msg_ctx *x, const char *name)
 int
 msg_list(struct msg_ctx *x, int show)
 {
-	char name[BW_NAME_CAP], shown[BW_ESC_CAP];
+	char name[BW_NAME_CAP], named[BW_CLI_NAME_CAP];
 	uint8_t *body, id[BW_ID_LEN];
 	size_t n, i;
 	int rc;
@@ -278,7 +278,7 @@ msg_list(struct msg_ctx *x, int show)
 		(void)bw_contacts_add(&x->cs, id, name);
 		if (show)
 			printf("%s\n",
-			       bw_escape_display(name, shown, sizeof(shown)));
+			       bw_cli_name_shown(name, named, sizeof(named)));
 	}
 	if (show && n == 0)
 		printf("no other clients\n");

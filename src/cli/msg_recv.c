@@ -411,7 +411,7 @@ one_record(struct rx *r)
 	uint8_t hdr[BW_MSG_RECORD_HDR];
 	struct bw_msg_record m;
 	struct bw_contact *c;
-	char who[BW_ESC_CAP], hex[2 * BW_ID_LEN + 1], path[4200];
+	char who[BW_CLI_NAME_CAP], hex[2 * BW_ID_LEN + 1], path[4200];
 	const char *what = NULL;
 	uint8_t *pt = NULL;
 	size_t pt_n = 0;
@@ -436,7 +436,7 @@ one_record(struct rx *r)
 	if ((c = bw_contacts_by_id(&x->cs, m.from)) == NULL)
 		r->unknown = 1;
 	if (c != NULL) {
-		bw_escape_display(c->name, who, sizeof(who));
+		bw_cli_name_shown(c->name, who, sizeof(who));
 	} else {
 		bw_hex_encode(m.from, BW_ID_LEN, hex);
 		snprintf(who, sizeof(who), "%s", hex);

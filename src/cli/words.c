@@ -5,12 +5,15 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "bulwark/err.h"
 #include "bulwark/util.h"
 #include "cli/common.h"
 #include "proto/msg_wire.h"
 #include "proto/vault_wire.h"
+
+#define NAME_CODES_SHOWN 8
 
 void
 bw_cli_fatal(const char *fmt, ...)
@@ -56,8 +59,40 @@ bw_cli_register_refused(const char *prog, const char *name, const char *host,
 	char shown[BW_ESC_CAP];
 
 	fprintf(stderr,
-		"%s: %s:%u refused to register '%s': the name is taken (choose "
-		"another), or the server registers no more for now\n",
+		"%s: %s:%u refused to register '%s': the name is taken, or one "
+		"that reads as it (choose another), or the server registers no "
+		"more for now\n",
 		prog, host, port,
 		bw_escape_display(name, shown, sizeof(shown)));
+}
+
+char *
+bw_cli_name_shown(const char *name, char *out, size_t cap)
+{
+	const unsigned char *p = (const unsigned char *)name;
+	size_t at, k, shown = 0;
+	uint32_t cp;
+
+	bw_escape_display(name, out, cap);
+	at = strlen(out);
+	for (; *p != '\0'; p += k) {
+		if ((k = bw_utf8_seq(p, &cp)) == 0) {
+			k = 1; /* escaped above: \xNN */
+			continue;
+		}
+		if (cp < 0x80)
+			continue;
+		if (shown == NAME_CODES_SHOWN) {
+			at += (size_t)snprintf(out + at, cap - at, " ...");
+			break;
+		}
+		at += (size_t)snprintf(out + at, cap - at, "%sU+%04X",
+				       shown == 0 ? " [" : " ", (unsigned)cp);
+		shown++;
+		if (at >= cap)
+			return out; /* cut: snprintf ended it */
+	}
+	if (shown > 0 && at + 1 < cap)
+		snprintf(out + at, cap - at, "]");
+	return out;
 }

@@ -41,6 +41,9 @@ struct bw_client_rec {
 	int64_t key_issued; /* when aes_key was issued (Unix s); 0 = unknown */
 	int key_used;	    /* a key was delivered for the public key, or an
 			     * upload decrypted with it: it is the client's */
+	/* an insert's: what the name is compared by (host/registry.h); a
+	 * shared store refuses a second name of that key */
+	const char *name_key;
 };
 
 struct bw_file_rec {

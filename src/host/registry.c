@@ -10,26 +10,63 @@
 #include "bulwark/log.h"
 #include "bulwark/util.h"
 #include "host/registry.h"
+#include "proto/text.h"
 
 static void
 client_free(struct bw_client *c)
 {
-	if (c != NULL)
-		bw_secure_free(c, sizeof(*c));
+	if (c == NULL)
+		return;
+	if (c->key != NULL && c->key != c->name)
+		free(c->key);
+	bw_secure_free(c, sizeof(*c));
 }
 
+/* c->key from c->name (proto/text.h): BW_EPROTO if nothing of the name
+ * is left to read (invisible code points alone: its key is then the name
+ * itself, for a row that has it already). */
+static int
+key_client(struct bw_client *c)
+{
+	char key[BW_TEXT_CLIENT_KEY_CAP];
+
+	c->key = c->name;
+	if (bw_text_client_key(c->name, key, sizeof(key)) == 0)
+		return BW_EPROTO;
+	if (strcmp(key, c->name) == 0)
+		c->key = c->name;
+	else if ((c->key = strdup(key)) == NULL)
+		return BW_ENOMEM;
+	return 0;
+}
+
+/* By id, and by its name's key unless another name of that key came
+ * first (a row older than the rule, or another node's: c->named is 0,
+ * and that name stays taken by the first). */
 static int
 index_client(struct bw_registry *r, struct bw_client *c)
 {
 	int rc;
 
+	if (c->key == NULL && (rc = key_client(c)) != 0)
+		return rc;
 	if ((rc = bw_hash_put(&r->by_id, c->id, BW_ID_LEN, c)) != 0)
 		return rc;
-	if ((rc = bw_hash_put(&r->by_name, c->name, strlen(c->name), c)) != 0) {
+	if ((rc = bw_hash_put(&r->by_name, c->key, strlen(c->key), c)) != 0 &&
+	    rc != BW_EEXIST) {
 		bw_hash_del(&r->by_id, c->id, BW_ID_LEN);
 		return rc;
 	}
+	c->named = rc == 0;
 	return 0;
+}
+
+static void
+unindex_client(struct bw_registry *r, struct bw_client *c)
+{
+	bw_hash_del(&r->by_id, c->id, BW_ID_LEN);
+	if (c->named)
+		bw_hash_del(&r->by_name, c->key, strlen(c->key));
 }
 
 /* c is everyone's now: counted, and listed after those before it. */
@@ -43,6 +80,22 @@ publish(struct bw_registry *r, struct bw_client *c)
 	else
 		r->first_added = c;
 	r->last_added = c;
+}
+
+/* A row older than the rule: both names stay, the later one's is not
+ * anyone's to register again. */
+static void
+look_alike_warn(const struct bw_registry *r, const struct bw_client *c)
+{
+	const struct bw_client *first =
+		bw_hash_get(&r->by_name, c->key, strlen(c->key));
+	char a[BW_ESC_CAP], b[BW_ESC_CAP];
+
+	bw_warn("registry: the client '%s' reads as '%s', registered before "
+		"it; both are kept",
+		bw_escape_display(c->name, a, sizeof(a)),
+		first != NULL ? bw_escape_display(first->name, b, sizeof(b))
+			      : "");
 }
 
 static int
@@ -62,12 +115,15 @@ load_client(void *arg, const struct bw_client_rec *rec)
 	c->last_seen = rec->last_seen;
 	c->key_issued = rec->key_issued;
 	c->key_used = rec->key_used;
+	(void)key_client(c); /* a name of no visible character: its bytes */
 	if (index_client(r, c) != 0) {
 		bw_warn("registry: skipping duplicate client row '%s'",
 			rec->name);
 		client_free(c);
 		return 0;
 	}
+	if (!c->named)
+		look_alike_warn(r, c);
 	publish(r, c);
 	return 0;
 }
@@ -308,7 +364,10 @@ bw_registry_by_id(const struct bw_registry *r, const uint8_t id[BW_ID_LEN])
 struct bw_client *
 bw_registry_by_name(const struct bw_registry *r, const char *name)
 {
-	return bw_hash_get(&r->by_name, name, strlen(name));
+	char key[BW_TEXT_CLIENT_KEY_CAP];
+	size_t n = bw_text_client_key(name, key, sizeof(key));
+
+	return n != 0 ? bw_hash_get(&r->by_name, key, n) : NULL;
 }
 
 /* --- adding a client ------------------------------------------------------
@@ -334,8 +393,7 @@ added(struct bw_meta_req *req)
 	if (rc == 0) {
 		publish(r, c);
 	} else {
-		bw_hash_del(&r->by_id, c->id, BW_ID_LEN);
-		bw_hash_del(&r->by_name, c->name, strlen(c->name));
+		unindex_client(r, c);
 		client_free(c);
 		c = NULL;
 	}
@@ -352,7 +410,7 @@ bw_registry_add(struct bw_registry *r, const char *name, const uint8_t *pubkey,
 	int rc, tries;
 
 	if (bw_registry_by_name(r, name) != NULL)
-		return BW_EEXIST;
+		return BW_EEXIST; /* that name, or one that reads as it */
 	if ((a = calloc(1, sizeof(*a))) == NULL)
 		return BW_ENOMEM;
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
@@ -383,8 +441,14 @@ bw_registry_add(struct bw_registry *r, const char *name, const uint8_t *pubkey,
 	memcpy(c->pubkey, a->rec.pubkey, sizeof(c->pubkey));
 	c->last_seen = a->rec.last_seen;
 	c->pending = 1; /* the name is taken from now on */
-	if ((rc = index_client(r, c)) != 0)
+	if ((rc = key_client(c)) != 0 || (rc = index_client(r, c)) != 0)
 		goto fail;
+	if (!c->named) { /* came in meanwhile */
+		unindex_client(r, c);
+		rc = BW_EEXIST;
+		goto fail;
+	}
+	a->rec.name_key = c->key;
 	a->r = r;
 	a->c = c;
 	a->done = done;
@@ -487,102 +551,4 @@ bw_registry_set_key(struct bw_registry *r, struct bw_client *c,
 	c->key_failures = 0;
 	bw_meta_submit(r->meta, &k->req);
 	return 0;
-}
-
-/* --- LastSeen -------------------------------------------------------------
- */
-
-static void touch_flush(void *arg);
-
-static void
-touch_written(struct bw_meta_req *req)
-{
-	struct bw_registry *r = req->arg;
-
-	if (req->rc != 0)
-		bw_warn("registry: LastSeen not saved: %s",
-			bw_strerror(req->rc));
-	r->touch_busy = 0;
-	if (r->touched != NULL)
-		bw_loop_call(r->loop, &r->touch_call, touch_flush, r);
-}
-
-/* Writes the LastSeen of every client touched since the last write, in
- * one request. */
-static void
-touch_flush(void *arg)
-{
-	struct bw_registry *r = arg;
-	struct bw_client *c, *next;
-	struct bw_meta_touch *v;
-	size_t n = 0, cap;
-
-	if (r->touch_busy || r->touched == NULL)
-		return;
-	for (c = r->touched; c != NULL; c = c->touch_next)
-		n++;
-	if (n > r->touch_cap) {
-		cap = n + n / 2;
-		if ((v = realloc(r->touch_v, cap * sizeof(*v))) == NULL) {
-			bw_warn("registry: LastSeen not saved: %s",
-				bw_strerror(BW_ENOMEM));
-			n = 0; /* dropped: LastSeen is the next touch's */
-		} else {
-			r->touch_v = v;
-			r->touch_cap = cap;
-		}
-	}
-	r->touch_n = 0;
-	for (c = r->touched; c != NULL; c = next) {
-		next = c->touch_next;
-		c->touch_next = NULL;
-		c->touched = 0;
-		if (r->touch_n < n) {
-			memcpy(r->touch_v[r->touch_n].id, c->id, BW_ID_LEN);
-			r->touch_v[r->touch_n++].last_seen = c->last_seen;
-		}
-	}
-	r->touched = NULL;
-	if (r->touch_n == 0)
-		return;
-	r->touch_busy = 1;
-	bw_meta_req_init(&r->touch_req, BW_META_CLIENT_TOUCH, 0, touch_written,
-			 r);
-	r->touch_req.u.touch.v = r->touch_v;
-	r->touch_req.u.touch.n = r->touch_n;
-	bw_meta_submit(r->meta, &r->touch_req);
-}
-
-void
-bw_registry_touch(struct bw_registry *r, struct bw_client *c)
-{
-	int64_t now = bw_time_s();
-
-	if (c->last_seen == now)
-		return; /* LastSeen has one-second resolution */
-	c->last_seen = now;
-	if (c->touched)
-		return;
-	c->touched = 1;
-	c->touch_next = r->touched;
-	r->touched = c;
-	if (!r->touch_busy)
-		bw_loop_call(r->loop, &r->touch_call, touch_flush, r);
-}
-
-struct bw_client *
-bw_registry_seen(struct bw_registry *r, const uint8_t id[BW_ID_LEN])
-{
-	struct bw_client *c = bw_registry_by_id(r, id);
-
-	if (c != NULL)
-		bw_registry_touch(r, c);
-	return c;
-}
-
-int
-bw_registry_each_client(const struct bw_registry *r,
-			int (*fn)(void *arg, void *client), void *arg)
-{
-	return bw_hash_each(&r->by_id, fn, arg);
 }

@@ -39,6 +39,10 @@ struct bw_client {
 	/* its insert is still on its way: the name and id are taken, but it
 	 * is nobody's yet (not listed, not counted) */
 	int pending;
+	/* what its name is compared by (bw_text_client_key): name itself,
+	 * or a copy of its own; named: the by-name index holds c under it */
+	char *key;
+	int named;
 	int touched; /* on the list of LastSeen changes to write */
 	struct bw_client *touch_next;
 	/* in the order clients were added (never removed while running):

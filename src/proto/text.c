@@ -4,6 +4,7 @@
  */
 #include <string.h>
 
+#include "bulwark/util.h"
 #include "proto/text.h"
 #include "proto/unicode_tab.h"
 
@@ -314,4 +315,24 @@ bw_text_name_key(const char *name, size_t n, char *out, size_t cap)
 		return 0;
 	out[len] = '\0';
 	return len;
+}
+
+size_t
+bw_text_client_key(const char *name, char *out, size_t cap)
+{
+	char clean[BW_NAME_CAP];
+	size_t n = strlen(name), len;
+
+	if (!bw_utf8_valid(name)) {
+		/* bytes of another encoding: only the same bytes look alike */
+		if (n == 0 || n >= cap)
+			return 0;
+		memcpy(out, name, n + 1);
+		return n;
+	}
+	len = bw_text_clean_name((const uint8_t *)name, n, clean, sizeof(clean),
+				 NULL);
+	if (len == 0)
+		return 0;
+	return bw_text_name_key(clean, len, out, cap);
 }

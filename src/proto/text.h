@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bulwark/ids.h"
+
 /* Bytes of output that always suffice for n bytes of input, the NUL
  * included: each input byte yields at most one U+FFFD (3 bytes). */
 #define BW_TEXT_CAP(n) (3 * (n) + 1)
@@ -49,5 +51,16 @@ size_t bw_text_clean_name(const uint8_t *in, size_t n, char *out, size_t cap,
  * (U+00E9 and e + U+0301) have one key. Into out, NUL-terminated; returns
  * its length, or 0 if it does not fit in cap bytes. */
 size_t bw_text_name_key(const char *name, size_t n, char *out, size_t cap);
+
+/* The key a registered client's name (vault and messenger: up to 255
+ * bytes, not always UTF-8) is compared by, so that no one registers a
+ * name that reads as another's: a UTF-8 name cleaned as bw_text_clean_name
+ * does (invisible code points and the blanks around it gone), then
+ * canonically decomposed; a name in another encoding, its bytes. Into
+ * out (BW_TEXT_CLIENT_KEY_CAP bytes hold any), NUL-terminated; returns
+ * its length, 0 if nothing is left of it (a name of invisible code
+ * points alone) or it does not fit. */
+#define BW_TEXT_CLIENT_KEY_CAP BW_TEXT_KEY_CAP(BW_NAME_CAP)
+size_t bw_text_client_key(const char *name, char *out, size_t cap);
 
 #endif

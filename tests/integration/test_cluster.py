@@ -134,6 +134,38 @@ def test_a_name_registered_on_one_node_is_taken_on_all_at_once(cluster):
     assert ids == "1"
 
 
+def test_names_that_read_alike_registered_at_once_on_every_node_make_one_client(cluster):
+    """Look-alikes of one name ("x", "x" + U+200B, U+2060 + "x", ...)
+    registered at the same moment through every node: no node's RAM knows
+    the others' registrations in flight, and the store's key of each name
+    (clients.NameKey, unique) lets one through."""
+    base = unique_name("alike")
+    names = [base, base + "\u200b", "\u2060" + base, " " + base, base + " ",
+             base[:2] + "\u00ad" + base[2:]]
+    go, won = threading.Barrier(len(names)), []
+
+    def register(name):
+        c = bwmsg.MsgClient(H, cluster.port, padded=True)
+        c.connect()
+        go.wait(10)
+        try:
+            c.register(name.encode(), key=rsa_key(0))
+            won.append(name)
+        except bwmsg.ServerError:
+            pass
+        finally:
+            c.close()
+
+    ts = [threading.Thread(target=register, args=(n,)) for n in names]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert len(won) == 1, won
+    assert cluster.pg.psql("SELECT count(*) FROM clients WHERE NameText LIKE '%%%s%%'"
+                           % base[2:], db=cluster.db).strip() == "1"
+
+
 def test_every_node_sees_the_requests_round_robin(cluster):
     """The premise of the other tests: per-request connections reach every
     node, each node counting its own requests. Not a fixed rotation: a

@@ -418,3 +418,21 @@ def test_a_taken_name_is_said_in_the_same_words_and_code_as_send(server, client_
     cd.write_transfer(server.port, taken, "doc.bin")
     r = cd.run()
     assert r.returncode == 3 and words.encode() in r.stderr, r.stderr
+
+
+def test_names_past_ascii_are_shown_with_their_code_points(server, tmp_path):
+    """A server of another implementation may still register names that
+    read alike ("alice" and "alice" + U+200B): the client shows each code
+    point past ASCII after the name, in the list and on a message, so that
+    a reader sees what makes two names differ."""
+    tail = unique_name("z")
+    a, mine = Msg(tmp_path / "a", server.port), unique_name("me")
+    a.ok("register", mine)
+    c = bwmsg.MsgClient(H, server.port)
+    c.register(("zo\u00eb" + tail).encode(), key=bwd.rsa_key(5))
+    out = a.ok("list")
+    assert "zo\u00eb%s [U+00EB]" % tail in out, out
+    me, = [cid for cid, n in c.list() if n == mine]
+    c.send(me, bwmsg.KEY_REQUEST, b"")
+    out = a.ok("pull")
+    assert "From: zo\u00eb%s [U+00EB]" % tail in out, out

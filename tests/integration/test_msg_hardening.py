@@ -959,3 +959,47 @@ def test_a_pull_whose_reader_stops_reading_is_closed_after_the_timeout(start_ser
     finally:
         hog.close()
     assert [r[3] for r in pull_when_allowed(srv, a.client_id)] == big
+
+
+def _registers(port, name, key=3):
+    """Whether the messenger registers name (bytes)."""
+    c = bwmsg.MsgClient(H, port)
+    try:
+        c.register(name, key=rsa_key(key))
+        return True
+    except bwmsg.ServerError:  # its 9000
+        return False
+    finally:
+        c.close()
+
+
+def test_names_that_read_alike_are_one_name_on_both_protocols(server):
+    """Registration compared names byte by byte: "alice" + U+200B beside
+    "alice", "jose" + U+0301 beside "josé" were accepted, and a reader of
+    "From: alice" could not tell them apart. A name is now compared as it
+    reads (the rooms' rule: invisible code points and the blanks around it
+    left out, canonical equivalents one), on the messenger and the vault
+    alike (one registry); a name of invisible code points alone is
+    refused. Names in another encoding than UTF-8 are compared by their
+    bytes: two Latin-1 names are two names."""
+    base = unique_name("al")
+    assert _registers(server.port, base.encode())
+    for alike in (base + "\u200b", "\u2060" + base, " " + base, base + "\t",
+                  base[:2] + "\u00ad" + base[2:]):
+        assert not _registers(server.port, alike.encode()), repr(alike)
+        if "\t" in alike:
+            continue  # a control byte: the vault refuses it as malformed
+        v = bw.VaultClient(H, server.port).connect()
+        bw.expect(v.register(alike.encode()), bw.NAME_TAKEN)
+        v.close()
+    tail = unique_name("x")
+    assert _registers(server.port, ("jos\u00e9" + tail).encode())
+    assert not _registers(server.port, ("jose\u0301" + tail).encode())
+    # marks of other classes in either order are one name
+    assert _registers(server.port, ("a\u0323\u0302" + tail).encode())
+    assert not _registers(server.port, ("a\u0302\u0323" + tail).encode())
+    assert not _registers(server.port, "\u200b\u200b".encode())
+    assert _registers(server.port, b"caf\xe9" + tail.encode())
+    assert _registers(server.port, b"caf\xe8" + tail.encode())
+    # the log says why
+    assert "reads as it" in server.log()

@@ -403,6 +403,38 @@ name_cut_is_trimmed_and_leading_blanks_take_no_room(void **state)
 	assert_int_equal(chars, 1);
 }
 
+static void
+client_key_of_look_alikes_is_one(void **state)
+{
+	char a[BW_TEXT_CLIENT_KEY_CAP], b[BW_TEXT_CLIENT_KEY_CAP];
+	static const char *const alike[][2] = {
+		{"alice", "alice\xe2\x80\x8b"}, /* U+200B */
+		{"alice", " alice "},
+		{"jos\xc3\xa9", "jose\xcc\x81"}, /* U+00E9, e U+0301 */
+		/* U+0323 (class 220) and U+0302 (230), in either order */
+		{"a\xcc\xa3\xcc\x82", "a\xcc\x82\xcc\xa3"},
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(alike) / sizeof(alike[0]); i++) {
+		assert_int_not_equal(
+			bw_text_client_key(alike[i][0], a, sizeof(a)), 0);
+		assert_int_not_equal(
+			bw_text_client_key(alike[i][1], b, sizeof(b)), 0);
+		assert_string_equal(a, b);
+	}
+	/* another encoding: compared by its bytes */
+	assert_int_equal(bw_text_client_key("caf\xe9", a, sizeof(a)), 4);
+	assert_int_equal(bw_text_client_key("caf\xe8", b, sizeof(b)), 4);
+	assert_string_not_equal(a, b);
+	/* nothing visible: no key */
+	assert_int_equal(bw_text_client_key("\xe2\x80\x8b", a, sizeof(a)), 0);
+	assert_int_equal(bw_text_client_key("", a, sizeof(a)), 0);
+	/* too small for the key: none */
+	assert_int_equal(bw_text_client_key("alice", a, 5), 0);
+}
+
 int
 main(void)
 {
@@ -434,6 +466,7 @@ main(void)
 		cmocka_unit_test(name_of_only_blanks_and_controls_is_empty),
 		cmocka_unit_test(
 			name_cut_is_trimmed_and_leading_blanks_take_no_room),
+		cmocka_unit_test(client_key_of_look_alikes_is_one),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

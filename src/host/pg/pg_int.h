@@ -20,7 +20,7 @@
 #include "host/meta.h"
 
 /* The schema this code knows; a database with a newer one is refused. */
-#define PG_SCHEMA_VERSION 4
+#define PG_SCHEMA_VERSION 5
 
 enum pg_stmt {
 	PS_CLIENT_INSERT,

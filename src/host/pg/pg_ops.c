@@ -51,6 +51,8 @@ pg_one_statement(const struct bw_meta_req *r, struct pg_params *p)
 		pg_p_bytes(p, c->has_aes ? c->aes_key : NULL, BW_AES_KEY_LEN);
 		pg_p_i64(p, c->key_issued);
 		pg_p_bool(p, c->key_used);
+		pg_p_bytes(p, c->name_key,
+			   c->name_key != NULL ? strlen(c->name_key) : 0);
 		return PS_CLIENT_INSERT;
 	case BW_META_CLIENT_KEY:
 		pg_p_bytes(p, r->u.key.id, BW_ID_LEN);

@@ -53,6 +53,13 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
 	"ALTER TABLE files ADD COLUMN Uploader bigint NOT NULL DEFAULT 0;"
 	"COMMENT ON COLUMN files.Uploader IS 'bulwarkd: the advisory lock "
 	"of the connection that owes the verdict';",
+	/* 5: what a name is compared by (its visible characters, in one
+	 * canonical form): two nodes cannot register look-alikes at once.
+	 * Older rows have none; every node's RAM holds their keys. */
+	"ALTER TABLE clients ADD COLUMN NameKey bytea;"
+	"CREATE UNIQUE INDEX clients_namekey ON clients(NameKey);"
+	"COMMENT ON COLUMN clients.NameKey IS 'bulwarkd: the name as it "
+	"reads (no two clients share one)';",
 };
 
 #define TS(n)	 "CASE WHEN " n " = 0 THEN NULL ELSE to_timestamp(" n ") END"
@@ -75,13 +82,14 @@ static const struct {
 	Oid types[PG_MAX_PARAMS];
 } stmts[PS_N] = {
 	[PS_CLIENT_INSERT] = {"INSERT INTO clients(ID, Name, PublicKey, "
-			      "LastSeen, AESKey, KeyIssued, KeyUsed) "
+			      "LastSeen, AESKey, KeyIssued, KeyUsed, "
+			      "NameKey) "
 			      "VALUES($1, $2, $3, " TS(
-				      "$4") ", $5, $6, $7) "
+				      "$4") ", $5, $6, $7, $8) "
 					    "ON CONFLICT DO NOTHING",
-			      7,
+			      8,
 			      {T_BYTEA, T_BYTEA, T_BYTEA, T_INT8, T_BYTEA,
-			       T_INT8, T_BOOL}},
+			       T_INT8, T_BOOL, T_BYTEA}},
 	[PS_CLIENT_SET_KEY] = {"UPDATE clients SET PublicKey = "
 			       "coalesce($2, PublicKey), AESKey = $3, "
 			       "KeyFailures = CASE WHEN AESKey IS DISTINCT "

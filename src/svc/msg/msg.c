@@ -117,7 +117,9 @@ on_register(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 		free(d);
 		bw_info("c%llu 600 register '%s' -> 9000: %s", ULL(c->id),
 			shown,
-			rc == BW_EEXIST ? "name taken" : bw_strerror(rc));
+			rc == BW_EEXIST ? "name taken (or one that reads as it)"
+			: rc == BW_EPROTO ? "no visible character"
+					  : bw_strerror(rc));
 		return bw_frame_reply(c, BW_MSG_RESP_ERROR, NULL, 0);
 	}
 	MC(c)->st = M_STORE;

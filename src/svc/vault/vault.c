@@ -64,9 +64,11 @@ on_register(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 		return bw_frame_reply(c, BW_VAULT_RESP_ERROR, NULL, 0);
 	}
 	rc = bw_registry_add(v->reg, name, NULL, registered, c);
-	if (rc == BW_EEXIST) {
-		bw_info("c%llu 1025 register '%s' -> 2101: name taken",
-			ULL(c->id), shown);
+	if (rc == BW_EEXIST || rc == BW_EPROTO) {
+		bw_info("c%llu 1025 register '%s' -> 2101: %s", ULL(c->id),
+			shown,
+			rc == BW_EEXIST ? "name taken (or one that reads as it)"
+					: "no visible character");
 		return bw_frame_reply(c, BW_VAULT_RESP_REG_FAILED, NULL, 0);
 	}
 	if (rc != 0)
