@@ -168,6 +168,11 @@ enum bw_meta_op {
 	 * bytes, as the whole store holds them (every daemon's sends and
 	 * deliveries). Only on a shared store. */
 	BW_META_QUEUE,
+	/* u.pull: the client's pulls numbered across the daemons: gen is
+	 * this one's, committed before any request submitted after it runs.
+	 * A BW_META_MSG_DELETE with that gen deletes only while no later pull
+	 * has been numbered. Only on a shared store. */
+	BW_META_MSG_PULL_GEN,
 };
 
 enum {
@@ -235,6 +240,11 @@ struct bw_meta_req {
 		} queue;
 		struct {
 			int64_t key;
+			/* taken again, where the store allows, on a new session
+			 * after the one holding it was lost (a claim that only
+			 * its holder's closing ends); not for a lock whose loss
+			 * must be seen (BW_META_FENCE) */
+			int keep;
 			int got; /* out */
 		} lock;
 		struct {
@@ -251,8 +261,17 @@ struct bw_meta_req {
 			size_t ids_n;
 			int (*path)(void *arg, const char *key);
 			void *path_arg;
+			/* 0, or the BW_META_MSG_PULL_GEN of the pull that
+			 * carried them: nothing is deleted if a later pull of
+			 * the client was numbered since (its plan may hold
+			 * them); -1: a pull that could not be numbered */
+			int64_t gen;
 			uint64_t n, bytes; /* out */
 		} del;
+		struct {
+			uint8_t id[BW_ID_LEN];
+			int64_t gen; /* out */
+		} pull;
 		struct {
 			uint8_t to[BW_ID_LEN];
 			int64_t after, upto;

@@ -289,6 +289,53 @@ def test_a_node_killed_mid_pull_loses_no_message(cluster):
     assert [(r[1], r[3]) for r in got] == [(m, body + bytes([i])) for i, m in enumerate(ids)]
 
 
+def test_a_pull_through_a_healthy_node_is_not_cut_by_an_earlier_pulls_deletion(cluster):
+    """500 messages of 64 KiB; one pull read whole (its connection still
+    open: no evidence of delivery yet), a second one's node killed -9 after
+    1 MiB, a third through the last node: once its 2104 was announced, the
+    first connection ended in order, and its node deleted what it had
+    delivered, rows the third had planned: the third was cut after 64-128
+    KiB ("2104 cut short: sizes disagree"). The rule that a client's
+    latest pull decides lived in each node's RAM; the pulls are now
+    numbered in the store (clients.PullGen), and a deletion goes only
+    while its pull is the latest. The third pull is whole; the messages
+    come twice (at least once), none is lost."""
+    a = bwmsg.MsgClient(H, cluster.port, padded=True)
+    b = bwmsg.MsgClient(H, cluster.port, padded=True)
+    a.register(unique_name("a"), key=rsa_key(0))
+    b.register(unique_name("b"), key=rsa_key(1))
+    ids = [a.send(b.client_id, 4, os.urandom(64 << 10)) for _ in range(500)]
+
+    def pull_on(sock):
+        sock.sendall(bwmsg.pad_to_unit(bwmsg.pack_request(b.client_id, bwmsg.PULL)))
+        _, code, size = bw.RESP_HEADER.unpack(bw.recv_exact(sock, 7))
+        assert code == bwmsg.WAITING
+        return size
+
+    first = socket.create_connection((H, cluster.port), timeout=30)
+    size = pull_on(first)
+    bw.recv_exact(first, size + (-(7 + size)) % 1024)  # the reply and its padding
+    x, = [n for n in cluster.nodes if requests(n, bwmsg.PULL) == 1]
+    second = socket.create_connection((H, cluster.port), timeout=30)
+    second.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    pull_on(second)
+    bw.recv_exact(second, 1 << 20)
+    victim, = [n for n in cluster.nodes if n is not x and requests(n, bwmsg.PULL) == 1]
+    kill(victim)
+    second.close()
+    third = socket.create_connection((H, cluster.port), timeout=30)
+    third.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    size = pull_on(third)
+    first.shutdown(socket.SHUT_WR)  # the evidence: the first pull arrived
+    assert first.recv(10) == b""
+    first.close()
+    time.sleep(1)  # its node's deletion, as the third one streams
+    got = bwmsg.parse_records(bw.recv_exact(third, size))
+    third.close()
+    assert [r[1] for r in got] == ids
+    assert not [n for n in cluster.nodes if n is not victim and "cut short" in n.log()]
+
+
 def test_two_pulls_of_one_mailbox_through_two_nodes_lose_nothing(cluster):
     """At least once: whatever one pull delivered and deleted, the other
     delivered too or a later pull brings. One of the two may be cut short
@@ -1204,6 +1251,36 @@ def test_a_verdict_is_its_uploaders_on_every_node(cluster):
     owner.close()
     assert bwd.wait_for(lambda: stranger(lambda s: s.crc_ok("doc.bin")).code == bw.ACK, 10)
     assert stored() == v4
+
+
+def test_a_claim_lost_with_its_session_is_taken_again(cluster):
+    """The uploader's claim to its verdicts is an advisory lock of its
+    node's reader session; PostgreSQL frees it when that session ends.
+    Until the uploader's connection closed, another node then took a
+    stranger's 1029 for the owner's. The node now makes the session again
+    within a second and takes its claims back there."""
+    n1, n2, _ = cluster.nodes
+    owner = bw.VaultClient(H, n1.port)  # straight to n1
+    owner.connect()
+    bw.expect(owner.register(unique_name("own")), bw.REGISTERED, "register")
+    bw.expect(owner.send_pubkey(), bw.KEY_STORED, "public key")
+    bw.expect(owner.send_file("doc.bin", os.urandom(5000)).response, bw.FILE_RECEIVED, "v1")
+    bw.expect(owner.crc_ok("doc.bin"), bw.ACK, "v1's verdict")
+    bw.expect(owner.send_file("doc.bin", os.urandom(6000)).response, bw.FILE_RECEIVED, "v2")
+    ended = cluster.pg.psql(
+        "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l JOIN pg_stat_activity a "
+        "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND a.datname = current_database()",
+        db=cluster.db).strip()
+    assert ended == "1", ended  # n1's reader, holding the owner's claim
+    bwd.wait_for(lambda: "claims taken again" in n1.log(), 10)
+    s = bw.VaultClient(H, n2.port)
+    s.client_id = owner.client_id
+    s.connect()
+    got = s.crc_ok("doc.bin")
+    s.close()
+    assert got.code == bw.ERROR, "n2 took a stranger's 1029 after n1's session was lost"
+    bw.expect(owner.giveup("doc.bin"), bw.ACK, "the owner's 1031")
+    assert "claims taken again" in n1.log()
 
 
 def test_a_nodes_sweep_never_removes_what_another_node_stored(cluster):

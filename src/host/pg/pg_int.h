@@ -20,7 +20,7 @@
 #include "host/meta.h"
 
 /* The schema this code knows; a database with a newer one is refused. */
-#define PG_SCHEMA_VERSION 5
+#define PG_SCHEMA_VERSION 6
 
 enum pg_stmt {
 	PS_CLIENT_INSERT,
@@ -39,6 +39,8 @@ enum pg_stmt {
 	PS_CLIENT_SINCE,
 	PS_CLIENT_FAIL,
 	PS_MSG_DROP_PATH,
+	PS_PULL_GEN,
+	PS_PULL_HOLD,
 	PS_N
 };
 
@@ -184,6 +186,22 @@ int pg_file_get(struct pg_conn *pc, struct bw_meta_req *r) BW_WUR;
 int pg_client_since(struct pg_conn *pc, struct bw_meta_req *r) BW_WUR;
 /* Any of the reads again (CLIENT_GET, FILE_GET, CLIENT_SINCE, TOTALS). */
 int pg_get(struct pg_conn *pc, struct bw_meta_req *r) BW_WUR;
+
+/* pg_reads.c: the locks kept across sessions (bw_meta_req.u.lock.keep),
+ * the reader thread's: each with the session (backend pid) it is held
+ * on. pg_kept_note follows a request's lock or unlock; pg_kept_retake,
+ * once pc is a new session, takes the others again there. */
+struct pg_kept {
+	struct {
+		int64_t key;
+		int pid;
+	} * v;
+	size_t n, cap;
+};
+void pg_kept_note(struct pg_kept *k, const struct pg_conn *pc,
+		  const struct bw_meta_req *r);
+void pg_kept_retake(struct pg_kept *k, struct pg_conn *pc);
+void pg_kept_free(struct pg_kept *k);
 int pg_load_files(struct pg_conn *pc, bw_meta_file_cb cb, void *arg) BW_WUR;
 int pg_msg_totals(struct pg_conn *pc, bw_meta_totals_cb cb, void *arg) BW_WUR;
 int pg_msg_blobs(struct pg_conn *pc, bw_meta_blobs_cb cb, void *arg) BW_WUR;

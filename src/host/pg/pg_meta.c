@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bulwark/crypto.h"
@@ -51,6 +52,7 @@ struct pgq {
 	 * of their own, so that they never wait behind a slow write (its
 	 * queue under mu, its thread quits with quit) */
 	struct pg_conn rpc;
+	struct pg_kept kept; /* the reader's: claims kept across sessions */
 	struct bw_meta_req *rqueue, **rqueue_tail;
 	pthread_cond_t rcv;
 	pthread_t rthread;
@@ -124,28 +126,47 @@ run_list(struct pgq *q, struct bw_meta_req *list)
 	}
 }
 
+static struct timespec *
+in_a_second(struct timespec *at)
+{
+	(void)clock_gettime(CLOCK_REALTIME, at);
+	at->tv_sec += 1;
+	return at;
+}
+
 static void *
 reader_main(void *arg)
 {
 	struct pgq *q = arg;
+	struct timespec at;
 	struct bw_meta_req *list, *r, *last;
 	uint64_t one = 1;
 
 	pthread_mutex_lock(&q->mu);
 	for (;;) {
-		while (q->rqueue == NULL && !q->quit)
+		/* with claims kept, the session is looked at every second:
+		 * one that was lost is made again and they are taken again
+		 * there, without waiting for a request */
+		if (q->rqueue == NULL && !q->quit && q->kept.n == 0)
 			pthread_cond_wait(&q->rcv, &q->mu);
-		if ((list = q->rqueue) == NULL)
+		else if (q->rqueue == NULL && !q->quit)
+			(void)pthread_cond_timedwait(&q->rcv, &q->mu,
+						     in_a_second(&at));
+		if ((list = q->rqueue) == NULL && q->quit)
 			break;
 		q->rqueue = NULL;
 		q->rqueue_tail = &q->rqueue;
 		pthread_mutex_unlock(&q->mu);
+		pg_kept_retake(&q->kept, &q->rpc);
 		for (r = list; r != NULL; r = r->next) {
 			if ((r->rc = pg_conn_ready(&q->rpc)) == 0)
 				r->rc = pg_get(&q->rpc, r);
+			pg_kept_note(&q->kept, &q->rpc, r);
 			last = r;
 		}
 		pthread_mutex_lock(&q->mu);
+		if (list == NULL)
+			continue;
 		*q->done_tail = list;
 		q->done_tail = &last->next;
 		(void)!write(q->efd, &one, sizeof(one));
@@ -433,6 +454,7 @@ pg_close(void *state)
 		close(q->efd);
 	pg_conn_close(&q->pc);
 	pg_conn_close(&q->rpc);
+	pg_kept_free(&q->kept);
 	pthread_mutex_destroy(&q->conn_mu);
 	pthread_mutex_destroy(&q->mu);
 	pthread_cond_destroy(&q->cv);

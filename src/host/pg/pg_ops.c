@@ -333,6 +333,21 @@ msg_delete(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
 	int i, rows, rc;
 
 	r->u.del.n = r->u.del.bytes = 0;
+	if (r->u.del.gen != 0) {
+		/* a later pull (any node's) may have planned these rows:
+		 * they stay, delivered again */
+		pg_p_bytes(&p, r->u.del.to, BW_ID_LEN);
+		pg_p_i64(&p, r->u.del.gen);
+		if ((rc = step(pc, PS_PULL_HOLD, &p, "the client's pulls", NULL,
+			       &res)) != 0)
+			return rc;
+		rows = PQntuples(res);
+		PQclear(res);
+		res = NULL;
+		if (rows != 1)
+			return 0;
+		memset(&p, 0, sizeof(p));
+	}
 	if (r->u.del.ids != NULL &&
 	    (ids = id_array(r->u.del.ids, r->u.del.ids_n)) == NULL)
 		return BW_ENOMEM;
@@ -378,6 +393,24 @@ client_fail(struct pg_conn *pc, struct bw_meta_req *r)
 	return 0;
 }
 
+static int
+pull_gen(struct pg_conn *pc, struct bw_meta_req *r)
+{
+	struct pg_params p = {0};
+	PGresult *res = NULL;
+	int rc;
+
+	r->u.pull.gen = 0;
+	pg_p_bytes(&p, r->u.pull.id, BW_ID_LEN);
+	if ((rc = step(pc, PS_PULL_GEN, &p, "the client's pulls", NULL,
+		       &res)) != 0)
+		return rc;
+	if (PQntuples(res) == 1)
+		r->u.pull.gen = pg_col_i64(res, 0, 0);
+	PQclear(res);
+	return r->u.pull.gen > 0 ? 0 : BW_ENOTFOUND;
+}
+
 int
 pg_op(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
 {
@@ -419,6 +452,9 @@ pg_op(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
 		break;
 	case BW_META_FENCE:
 		rc = fence(pc, r->u.lock.key);
+		break;
+	case BW_META_MSG_PULL_GEN:
+		rc = pull_gen(pc, r);
 		break;
 	case BW_META_SYNC:
 		return 0;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "bulwark/err.h"
+#include "bulwark/log.h"
 #include "host/pg/pg_int.h"
 
 int
@@ -225,4 +226,77 @@ pg_get(struct pg_conn *pc, struct bw_meta_req *r)
 	default:
 		return BW_ECONFIG;
 	}
+}
+
+/* --- locks kept across sessions ---------------------------------------------
+ */
+
+void
+pg_kept_note(struct pg_kept *k, const struct pg_conn *pc,
+	     const struct bw_meta_req *r)
+{
+	size_t i;
+
+	if ((r->op != BW_META_LOCK && r->op != BW_META_UNLOCK) ||
+	    !r->u.lock.keep || r->rc != 0)
+		return;
+	for (i = 0; i < k->n && k->v[i].key != r->u.lock.key; i++)
+		;
+	if (r->op == BW_META_UNLOCK) {
+		if (i < k->n)
+			k->v[i] = k->v[--k->n];
+		return;
+	}
+	if (!r->u.lock.got || i < k->n)
+		return;
+	if (k->n == k->cap) {
+		size_t cap = k->cap != 0 ? 2 * k->cap : 64;
+		void *grown = realloc(k->v, cap * sizeof(*k->v));
+
+		if (grown == NULL)
+			return; /* held for this session only */
+		k->v = grown;
+		k->cap = cap;
+	}
+	k->v[k->n].key = r->u.lock.key;
+	k->v[k->n++].pid = atomic_load(&pc->backend_pid);
+}
+
+void
+pg_kept_retake(struct pg_kept *k, struct pg_conn *pc)
+{
+	struct bw_meta_req r;
+	size_t i, again = 0, lost = 0;
+	int pid;
+
+	if (k->n == 0 || pg_conn_ready(pc) != 0)
+		return;
+	pid = atomic_load(&pc->backend_pid);
+	for (i = 0; i < k->n; i++) {
+		if (k->v[i].pid == pid)
+			continue;
+		memset(&r, 0, sizeof(r));
+		r.op = BW_META_LOCK;
+		r.u.lock.key = k->v[i].key;
+		if (lock(pc, &r) != 0)
+			return; /* the next round tries again */
+		if (r.u.lock.got) {
+			k->v[i].pid = pid;
+			again++;
+		} else {
+			lost++; /* held by another session meanwhile: tried
+				 * again next round */
+		}
+	}
+	if (again > 0 || lost > 0)
+		bw_warn("store: the session holding this node's locks was "
+			"lost; %zu claims taken again on the new one%s",
+			again, lost > 0 ? ", some held elsewhere for now" : "");
+}
+
+void
+pg_kept_free(struct pg_kept *k)
+{
+	free(k->v);
+	memset(k, 0, sizeof(*k));
 }

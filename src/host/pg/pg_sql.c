@@ -60,6 +60,12 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
 	"CREATE UNIQUE INDEX clients_namekey ON clients(NameKey);"
 	"COMMENT ON COLUMN clients.NameKey IS 'bulwarkd: the name as it "
 	"reads (no two clients share one)';",
+	/* 6: a client's pulls numbered across the nodes: a pull's deletion
+	 * of what it delivered goes only while no later pull, through any
+	 * node, may have planned the same rows */
+	"ALTER TABLE clients ADD COLUMN PullGen bigint NOT NULL DEFAULT 0;"
+	"COMMENT ON COLUMN clients.PullGen IS 'bulwarkd: the client''s "
+	"latest pull';",
 };
 
 #define TS(n)	 "CASE WHEN " n " = 0 THEN NULL ELSE to_timestamp(" n ") END"
@@ -150,6 +156,18 @@ static const struct {
 			 "WHERE ID = $1",
 			 1,
 			 {T_BYTEA}},
+	/* a pull numbered (committed before its plan is read), and a
+	 * deletion that goes only while its pull is the latest, the row
+	 * locked so that no pull is numbered between the check and the
+	 * commit */
+	[PS_PULL_GEN] = {"UPDATE clients SET PullGen = PullGen + 1 WHERE ID = "
+			 "$1 RETURNING PullGen",
+			 1,
+			 {T_BYTEA}},
+	[PS_PULL_HOLD] = {"SELECT 1 FROM clients WHERE ID = $1 AND PullGen = "
+			  "$2 FOR UPDATE",
+			  2,
+			  {T_BYTEA, T_INT8}},
 	[PS_CLIENT_FAIL] = {"UPDATE clients SET KeyFailures = KeyFailures + 1 "
 			    "WHERE ID = $1 AND AESKey = $2 RETURNING "
 			    "KeyFailures::int8",

@@ -144,6 +144,7 @@ run_one(struct sq *q, struct bw_meta_req *r)
 	case BW_META_LOCK:
 	case BW_META_UNLOCK:
 	case BW_META_FENCE:
+	case BW_META_MSG_PULL_GEN:
 		return BW_ECONFIG;
 	}
 	return BW_ECONFIG;

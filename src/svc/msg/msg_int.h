@@ -118,7 +118,8 @@ struct msg_conn {
 	const struct bw_client *list_at;
 	uint64_t list_left;
 	/* 2104: rows (cursor, upto], payload bytes still to write */
-	uint64_t gen; /* the pull's number (struct mqueue.pull_gen) */
+	uint64_t gen;	   /* the pull's number (struct mqueue.pull_gen) */
+	int64_t store_gen; /* and across the nodes (msg_pull.c, numbered) */
 	int64_t cursor, upto;
 	uint64_t reply_left;
 	/* whether the peer had shut its side when the reply's last byte was

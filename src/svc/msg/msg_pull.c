@@ -94,6 +94,10 @@ struct plan {
 
 struct pull_read {
 	struct bw_meta_req req;
+	/* on a shared store: the pull's number across the nodes, asked for
+	 * before its plan (-1: none could be had) */
+	struct bw_meta_req gen_req;
+	int64_t gen;
 	struct bw_msg *m;
 	struct bw_conn *c;
 	struct msg_conn *mc; /* NULL once c is gone */
@@ -220,6 +224,7 @@ planned(struct bw_meta_req *req)
 	}
 	bw_conn_note_arrivals(c); /* for the evidence of delivery */
 	mc->cursor = 0;
+	mc->store_gen = pr->gen;
 	mc->upto = pr->pl.upto;
 	mc->planned_n = pr->pl.rows;
 	mc->planned_bytes = pr->pl.total - pr->pl.rows * BW_MSG_RECORD_HDR;
@@ -236,6 +241,36 @@ planned(struct bw_meta_req *req)
 
 /* The rows this pull carries: every durable one of the client's, in id
  * order, up to --pull-max-bytes and --pull-max-messages. */
+static void
+plan(struct pull_read *pr)
+{
+	struct msg_conn *mc = pr->mc;
+
+	pr->busy = 1;
+	bw_meta_req_init(&pr->req, BW_META_MSG_READ, 0, planned, pr);
+	memcpy(pr->req.u.read.to, mc->who, BW_ID_LEN);
+	pr->req.u.read.row = plan_row;
+	pr->req.u.read.row_arg = &pr->pl;
+	bw_meta_submit(pr->m->meta, &pr->req);
+}
+
+/* On a shared store another node may still delete what an earlier pull of
+ * the client delivered: that deletion goes only if no later pull was
+ * numbered (msg_settle.c), and this one is numbered before it plans. */
+static void
+numbered(struct bw_meta_req *req)
+{
+	struct pull_read *pr = req->arg;
+
+	pr->gen = req->rc == 0 ? req->u.pull.gen : -1;
+	if (req->rc != 0)
+		bw_error("c%llu 604: the pull could not be numbered: %s; what "
+			 "it delivers stays queued",
+			 ULL(pr->c->id), bw_strerror(req->rc));
+	if (read_over(pr))
+		plan(pr);
+}
+
 static int
 pull_start(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 {
@@ -250,12 +285,14 @@ pull_start(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 	pr->pl.max_rows = m->cfg.pull_max_n;
 	bw_conn_hold(c);
 	mc->read = pr;
+	if (!m->meta->be->shared) {
+		plan(pr);
+		return 0;
+	}
 	pr->busy = 1;
-	bw_meta_req_init(&pr->req, BW_META_MSG_READ, 0, planned, pr);
-	memcpy(pr->req.u.read.to, mc->who, BW_ID_LEN);
-	pr->req.u.read.row = plan_row;
-	pr->req.u.read.row_arg = &pr->pl;
-	bw_meta_submit(m->meta, &pr->req);
+	bw_meta_req_init(&pr->gen_req, BW_META_MSG_PULL_GEN, 0, numbered, pr);
+	memcpy(pr->gen_req.u.pull.id, mc->who, BW_ID_LEN);
+	bw_meta_submit(m->meta, &pr->gen_req);
 	return 0;
 }
 

@@ -195,6 +195,7 @@ msg_settle(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc,
 		s->req.u.del.ids_n = s->ids != NULL ? s->n : 0;
 		s->req.u.del.path = settle_key;
 		s->req.u.del.path_arg = s;
+		s->req.u.del.gen = mc->store_gen;
 		bw_meta_submit(m->meta, &s->req);
 	}
 	mc->delivered = 0;

@@ -56,6 +56,7 @@ unclaim(struct bw_vault *v, int64_t key)
 	bw_meta_req_init(&u->req, BW_META_UNLOCK, 0, unclaimed, NULL);
 	u->req.arg = &u->req;
 	u->req.u.lock.key = key;
+	u->req.u.lock.keep = 1;
 	bw_meta_submit(v->meta, &u->req);
 }
 
@@ -118,6 +119,9 @@ vault_owes_take(struct upload *u, void (*then)(struct upload *u))
 	u->up_then = then;
 	bw_meta_req_init(&u->up_req, BW_META_LOCK, 0, taken, u);
 	u->up_req.u.lock.key = vault_owes_key(u->v, c);
+	/* held until the connection closes: a lost session takes it
+	 * again (pg_reads.c) */
+	u->up_req.u.lock.keep = 1;
 	bw_meta_submit(u->v->meta, &u->up_req);
 }
 
