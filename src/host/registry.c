@@ -46,6 +46,7 @@ key_client(struct bw_client *c)
 static int
 index_client(struct bw_registry *r, struct bw_client *c)
 {
+	struct bw_client *holder;
 	int rc;
 
 	if (c->key == NULL && (rc = key_client(c)) != 0)
@@ -58,6 +59,11 @@ index_client(struct bw_registry *r, struct bw_client *c)
 		return rc;
 	}
 	c->named = rc == 0;
+	if (!c->named &&
+	    (holder = bw_hash_get(&r->by_name, c->key, strlen(c->key))) !=
+		    NULL &&
+	    holder->pending)
+		holder->shadowing = 1;
 	return 0;
 }
 
@@ -382,6 +388,23 @@ struct add {
 	void *arg;
 };
 
+/* A client left out of the by-name index because a registration in
+ * flight held its key (another node's, caught up meanwhile) takes it once
+ * that registration is refused. */
+static int
+name_again(void *arg, void *val)
+{
+	struct bw_registry *r = arg;
+	struct bw_client *c = val;
+	size_t n = strlen(c->key);
+
+	if (!c->named && !c->pending &&
+	    bw_hash_get(&r->by_name, c->key, n) == NULL &&
+	    bw_hash_put(&r->by_name, c->key, n, c) == 0)
+		c->named = 1;
+	return 0;
+}
+
 static void
 added(struct bw_meta_req *req)
 {
@@ -394,6 +417,8 @@ added(struct bw_meta_req *req)
 		publish(r, c);
 	} else {
 		unindex_client(r, c);
+		if (c->shadowing) /* a look-alike came in meanwhile */
+			(void)bw_hash_each(&r->by_id, name_again, r);
 		client_free(c);
 		c = NULL;
 	}

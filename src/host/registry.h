@@ -43,7 +43,8 @@ struct bw_client {
 	 * or a copy of its own; named: the by-name index holds c under it */
 	char *key;
 	int named;
-	int touched; /* on the list of LastSeen changes to write */
+	int shadowing; /* pending, a loaded look-alike waits for its key */
+	int touched;   /* on the list of LastSeen changes to write */
 	struct bw_client *touch_next;
 	/* in the order clients were added (never removed while running):
 	 * a listing can walk it across loop passes */

@@ -188,15 +188,18 @@ int pg_client_since(struct pg_conn *pc, struct bw_meta_req *r) BW_WUR;
 int pg_get(struct pg_conn *pc, struct bw_meta_req *r) BW_WUR;
 
 /* pg_reads.c: the locks kept across sessions (bw_meta_req.u.lock.keep),
- * the reader thread's: each with the session (backend pid) it is held
- * on. pg_kept_note follows a request's lock or unlock; pg_kept_retake,
+ * the reader thread's: each with the session it is held on (pg_conn's
+ * connection attempts when it was taken: a backend pid may be given
+ * again). pg_kept_note follows a request's lock or unlock; pg_kept_retake,
  * once pc is a new session, takes the others again there. */
+struct pg_kept_lock {
+	int64_t key;
+	uint64_t session;
+};
 struct pg_kept {
-	struct {
-		int64_t key;
-		int pid;
-	} * v;
+	struct pg_kept_lock *v;
 	size_t n, cap;
+	size_t elsewhere; /* held by another session at the last try */
 };
 void pg_kept_note(struct pg_kept *k, const struct pg_conn *pc,
 		  const struct bw_meta_req *r);

@@ -339,8 +339,11 @@ msg_delete(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
 		pg_p_bytes(&p, r->u.del.to, BW_ID_LEN);
 		pg_p_i64(&p, r->u.del.gen);
 		if ((rc = step(pc, PS_PULL_HOLD, &p, "the client's pulls", NULL,
-			       &res)) != 0)
+			       &res)) != 0) {
+			*abort = 1; /* the transaction is aborted: the batch
+				     * is tried again request by request */
 			return rc;
+		}
 		rows = PQntuples(res);
 		PQclear(res);
 		res = NULL;
@@ -356,8 +359,10 @@ msg_delete(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
 	pg_p_text(&p, ids);
 	rc = step(pc, PS_MSG_DELETE, &p, "delivered messages", NULL, &res);
 	free(ids);
-	if (rc != 0)
+	if (rc != 0) {
+		*abort = 1;
 		return rc;
+	}
 	rows = PQntuples(res);
 	for (i = 0; i < rows && rc == 0; i++) {
 		r->u.del.bytes += (uint64_t)pg_col_i64(res, i, 1);

@@ -238,16 +238,19 @@ pg_kept_note(struct pg_kept *k, const struct pg_conn *pc,
 	size_t i;
 
 	if ((r->op != BW_META_LOCK && r->op != BW_META_UNLOCK) ||
-	    !r->u.lock.keep || r->rc != 0)
+	    !r->u.lock.keep)
 		return;
 	for (i = 0; i < k->n && k->v[i].key != r->u.lock.key; i++)
 		;
 	if (r->op == BW_META_UNLOCK) {
+		/* given up even if the unlock failed: its session, and the
+		 * lock with it, is gone; taking it again would hold a closed
+		 * connection's claim for good */
 		if (i < k->n)
 			k->v[i] = k->v[--k->n];
 		return;
 	}
-	if (!r->u.lock.got || i < k->n)
+	if (r->rc != 0 || !r->u.lock.got || i < k->n)
 		return;
 	if (k->n == k->cap) {
 		size_t cap = k->cap != 0 ? 2 * k->cap : 64;
@@ -259,21 +262,21 @@ pg_kept_note(struct pg_kept *k, const struct pg_conn *pc,
 		k->cap = cap;
 	}
 	k->v[k->n].key = r->u.lock.key;
-	k->v[k->n++].pid = atomic_load(&pc->backend_pid);
+	k->v[k->n++].session = atomic_load(&pc->reconnects);
 }
 
 void
 pg_kept_retake(struct pg_kept *k, struct pg_conn *pc)
 {
 	struct bw_meta_req r;
-	size_t i, again = 0, lost = 0;
-	int pid;
+	size_t i, again = 0, elsewhere = 0;
+	uint64_t session;
 
 	if (k->n == 0 || pg_conn_ready(pc) != 0)
 		return;
-	pid = atomic_load(&pc->backend_pid);
+	session = atomic_load(&pc->reconnects);
 	for (i = 0; i < k->n; i++) {
-		if (k->v[i].pid == pid)
+		if (k->v[i].session == session)
 			continue;
 		memset(&r, 0, sizeof(r));
 		r.op = BW_META_LOCK;
@@ -281,17 +284,22 @@ pg_kept_retake(struct pg_kept *k, struct pg_conn *pc)
 		if (lock(pc, &r) != 0)
 			return; /* the next round tries again */
 		if (r.u.lock.got) {
-			k->v[i].pid = pid;
+			k->v[i].session = session;
 			again++;
 		} else {
-			lost++; /* held by another session meanwhile: tried
-				 * again next round */
+			elsewhere++; /* the old session not yet ended on the
+				      * server, or a probe: tried again */
 		}
 	}
-	if (again > 0 || lost > 0)
+	if (again > 0)
 		bw_warn("store: the session holding this node's locks was "
-			"lost; %zu claims taken again on the new one%s",
-			again, lost > 0 ? ", some held elsewhere for now" : "");
+			"lost; %zu claims taken again on the new one",
+			again);
+	if (elsewhere > 0 && elsewhere != k->elsewhere)
+		bw_warn("store: %zu claims are held by another session for "
+			"now (the lost one not yet ended?); tried every second",
+			elsewhere);
+	k->elsewhere = elsewhere;
 }
 
 void

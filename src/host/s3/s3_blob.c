@@ -96,7 +96,7 @@ s3b_copy(void *state, const char *from, const char *to)
 	if (snprintf(hdr, sizeof(hdr), "x-amz-copy-source: /%s/%s", s->bucket,
 		     src) >= (int)sizeof(hdr))
 		return BW_ETOOBIG;
-	if ((rc = s3_clear_way(s, to, 1)) != 0)
+	if ((rc = s3_clear_way(s, to, 1, from)) != 0)
 		return rc;
 	rc = simple(s, "PUT", to, hdrs, &c);
 	/* a 200 may still carry an error: the copy failed midway */

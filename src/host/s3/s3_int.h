@@ -263,7 +263,8 @@ int s3_list(struct s3 *s, const char *prefix, int all, s3_list_fn cb,
 	    void *arg) BW_WUR;
 int s3_remove(void *state, const char *key);
 /* s3_parts.c: before key is written (see there) */
-int s3_clear_way(struct s3 *s, const char *key, int replace) BW_WUR;
+int s3_clear_way(struct s3 *s, const char *key, int replace,
+		 const char *from) BW_WUR;
 
 /* s3_sweep.c: the blob table's sweep, and the periodic one it starts */
 int s3_sweep(void *state, const char *space, unsigned *n) BW_WUR;

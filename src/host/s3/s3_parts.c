@@ -365,9 +365,11 @@ s3_w_write(struct bw_blob_w *w, uint64_t off, const void *p, size_t n)
  * parts (its ETag "<md5>-<parts>") is deleted first: Swift frees the parts
  * of a multipart object only on a DELETE, and an overwrite would leave them
  * in the bucket's segments container for good. A caller that replaces
- * holds a copy of what it replaces (blob.h). */
+ * holds a copy of what it replaces (blob.h); a copy's source (from, or
+ * NULL) is asked for first, so that a copy that cannot happen deletes
+ * nothing. */
 int
-s3_clear_way(struct s3 *s, const char *key, int replace)
+s3_clear_way(struct s3 *s, const char *key, int replace, const char *from)
 {
 	struct s3_call c;
 	int rc, parts;
@@ -383,7 +385,17 @@ s3_clear_way(struct s3 *s, const char *key, int replace)
 		return rc;
 	if (!replace)
 		return BW_EEXIST;
-	return parts ? s3_remove(s, key) : 0;
+	if (!parts)
+		return 0;
+	if (from != NULL) {
+		s3_call_init(&c, "HEAD", from);
+		c.retry = 1;
+		rc = s3_do(s, &c);
+		s3_call_fini(&c);
+		if (rc != 0)
+			return rc;
+	}
+	return s3_remove(s, key);
 }
 
 static int
@@ -426,7 +438,7 @@ s3_w_put(struct s3 *s, struct bw_blob_w *w, const char *key, int replace)
 	if (rc != 0)
 		goto out;
 	if (w->upload_id[0] == '\0') { /* one part: one PUT, any key */
-		if ((rc = s3_clear_way(s, key, replace)) != 0)
+		if ((rc = s3_clear_way(s, key, replace, NULL)) != 0)
 			goto out;
 		rc = put_whole(s, w, key);
 		goto out;
@@ -449,7 +461,7 @@ s3_w_put(struct s3 *s, struct bw_blob_w *w, const char *key, int replace)
 			goto out;
 		w->nparts = number;
 	}
-	if ((rc = s3_clear_way(s, key, replace)) != 0)
+	if ((rc = s3_clear_way(s, key, replace, NULL)) != 0)
 		goto out;
 	rc = s3_upload_complete(s, w);
 out:

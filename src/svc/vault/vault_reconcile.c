@@ -237,9 +237,10 @@ drop_shared_row(struct bw_vault *v, struct row *r, const char *shown,
 /* The file is missing and its pending replacement is there: on an object
  * store a 1029 removes the old file before the replacement takes its key
  * (an overwrite would leave a multipart object's parts behind) and was
- * cut between the two. The replacement is what that 1029 confirmed: it
- * is put in place, as the 1029 would have. On a shared database, under
- * the path's lock (a daemon may be in that window now). */
+ * cut between the two. The replacement is put in place, unverified: no
+ * 1029 is known to have finished (the file may have gone some other way),
+ * and the client's next 1029 confirms it. On a shared database, under the
+ * path's lock (a daemon may be in that window now). */
 static int
 finish_swap(struct bw_vault *v, struct row *r, const char *shown,
 	    unsigned *tries)
@@ -258,10 +259,11 @@ finish_swap(struct bw_vault *v, struct row *r, const char *shown,
 		memcpy(rec.client_id, r->id, BW_ID_LEN);
 		memcpy(rec.file_name, r->pending_name, sizeof(rec.file_name));
 		memcpy(rec.path_name, r->path, sizeof(rec.path_name));
-		rec.verified = 1;
+		rec.verified = 0;
 		rc = vfile_set_now(v, r->id, r->path, &rec, size, 0);
-		bw_warn("reconcile: %s: its confirmed replacement was cut "
-			"before it took the file's place; now current%s",
+		bw_warn("reconcile: %s: the file was missing, its replacement "
+			"was cut before it took its place; now current, "
+			"unverified%s",
 			shown, rc != 0 ? " (row not updated)" : "");
 	} else if (rc != 0) {
 		bw_warn("reconcile: %s: its replacement could not be put in "
