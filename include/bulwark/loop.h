@@ -102,6 +102,17 @@ int bw_loop_submit(struct bw_loop *l, bw_call_fn work, bw_call_fn done,
 /* Jobs submitted whose done callback has not run yet. */
 unsigned bw_loop_jobs(const struct bw_loop *l);
 
+/* How long the loop's passes took, from the wait's return to the next
+ * wait (what every connection waits behind): counts by upper bound (at
+ * most 1 ms, 10 ms, 100 ms, 1 s, and over), their sum and the longest,
+ * in microseconds. Loop thread. */
+#define BW_LOOP_PASS_BOUNDS 4
+struct bw_loop_passes {
+	uint64_t n[BW_LOOP_PASS_BOUNDS + 1];
+	uint64_t sum_us, max_us;
+};
+void bw_loop_passes(const struct bw_loop *l, struct bw_loop_passes *out);
+
 /* Calls fn(arg) once per pass of the loop, after the batch's events, ticks
  * and deferred calls and before the loop waits again or returns (Redis's
  * beforeSleep): where queued output is flushed, once per connection per pass. A

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bulwark/err.h"
@@ -59,6 +60,7 @@ struct bw_loop {
 	int (*prepoll)(void *arg);
 	void *prepoll_arg;
 	int prepoll_more; /* the hook has work left: do not wait */
+	struct bw_loop_passes passes;
 };
 
 static void run_deferred(struct bw_loop *l);
@@ -449,6 +451,37 @@ bw_loop_jobs(const struct bw_loop *l)
 	return l->jobs;
 }
 
+void
+bw_loop_passes(const struct bw_loop *l, struct bw_loop_passes *out)
+{
+	*out = l->passes;
+}
+
+static uint64_t
+mono_us(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* A pass counted (bw_loop_passes). */
+static void
+pass_count(struct bw_loop *l, uint64_t us)
+{
+	static const uint64_t bound_us[BW_LOOP_PASS_BOUNDS] = {1000, 10000,
+							       100000, 1000000};
+	unsigned i;
+
+	for (i = 0; i < BW_LOOP_PASS_BOUNDS && us > bound_us[i]; i++)
+		;
+	l->passes.n[i]++;
+	l->passes.sum_us += us;
+	if (us > l->passes.max_us)
+		l->passes.max_us = us;
+}
+
 static int
 next_timeout(struct bw_loop *l, uint64_t now)
 {
@@ -500,7 +533,7 @@ bw_loop_run(struct bw_loop *l)
 	struct epoll_event evs[MAX_EVENTS];
 	struct bw_watch *w;
 	unsigned i, ev;
-	uint64_t now;
+	uint64_t now, t0;
 	int n, k;
 
 	l->stop = 0;
@@ -511,6 +544,7 @@ bw_loop_run(struct bw_loop *l)
 			       next_timeout(l, bw_now_ms()));
 		if (n < 0 && errno != EINTR)
 			return -errno;
+		t0 = mono_us();
 		l->batch = evs;
 		l->batch_n = n > 0 ? n : 0;
 		for (k = 0; k < n; k++) {
@@ -552,6 +586,7 @@ bw_loop_run(struct bw_loop *l)
 		/* at the end of every pass, so a stop loses no output */
 		l->prepoll_more =
 			l->prepoll != NULL && l->prepoll(l->prepoll_arg);
+		pass_count(l, mono_us() - t0);
 	}
 	return 0;
 }

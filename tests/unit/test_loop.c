@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -312,6 +313,39 @@ every_job_of_many_comes_back(void **state)
 	bw_loop_free(l);
 }
 
+/* A timer that keeps the loop for 15 ms, then stops it. */
+static void
+on_slow(void *arg)
+{
+	const struct timespec ms15 = {0, 15 * 1000 * 1000};
+
+	(void)nanosleep(&ms15, NULL);
+	bw_loop_stop(arg);
+}
+
+static void
+a_slow_pass_is_counted_past_ten_ms_and_is_the_longest(void **state)
+{
+	struct bw_loop *l = *state;
+	struct bw_loop_passes p;
+	uint64_t all = 0;
+	unsigned i;
+
+	bw_loop_passes(l, &p);
+	assert_int_equal(p.max_us, 0); /* nothing ran yet */
+	assert_int_equal(bw_loop_timer_start(l, &T[0], 1, on_slow, l), 0);
+	assert_int_equal(bw_loop_run(l), 0);
+	bw_loop_passes(l, &p);
+	/* at least 15 ms (a sleep is never shorter); how much longer is
+	 * the scheduler's */
+	assert_true(p.max_us >= 15000);
+	assert_true(p.sum_us >= 15000);
+	assert_true(p.n[2] + p.n[3] + p.n[4] >= 1); /* over 10 ms */
+	for (i = 0; i <= BW_LOOP_PASS_BOUNDS; i++)
+		all += p.n[i];
+	assert_true(all >= 1);
+}
+
 int
 main(void)
 {
@@ -331,6 +365,9 @@ main(void)
 			teardown),
 		cmocka_unit_test_setup_teardown(every_job_of_many_comes_back,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			a_slow_pass_is_counted_past_ten_ms_and_is_the_longest,
+			setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

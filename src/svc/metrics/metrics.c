@@ -139,6 +139,45 @@ put_gauge(void *arg, const char *key, const char *label, uint64_t value)
 			       key, label, key, key, (unsigned long long)value);
 }
 
+/* The loop's passes: what every connection waits behind (a long one is a
+ * stall: a hash, an fsync or a big reply's work on the loop thread). */
+static int
+loop_passes(const struct bw_loop *l, struct bw_buf *b)
+{
+	static const char *const le[BW_LOOP_PASS_BOUNDS] = {"0.001", "0.01",
+							    "0.1", "1"};
+	struct bw_loop_passes p;
+	uint64_t below = 0;
+	unsigned i;
+	int rc;
+
+	bw_loop_passes(l, &p);
+	rc = bw_buf_printf(b, "# HELP bulwark_loop_pass_seconds How long the "
+			      "event loop's passes took.\n"
+			      "# TYPE bulwark_loop_pass_seconds histogram\n");
+	for (i = 0; i < BW_LOOP_PASS_BOUNDS; i++) {
+		below += p.n[i];
+		rc |= bw_buf_printf(
+			b,
+			"bulwark_loop_pass_seconds_bucket{le=\"%s\"} "
+			"%llu\n",
+			le[i], (unsigned long long)below);
+	}
+	below += p.n[BW_LOOP_PASS_BOUNDS];
+	rc |= bw_buf_printf(
+		b,
+		"bulwark_loop_pass_seconds_bucket{le=\"+Inf\"} %llu\n"
+		"bulwark_loop_pass_seconds_sum %.6f\n"
+		"bulwark_loop_pass_seconds_count %llu\n"
+		"# HELP bulwark_loop_pass_max_seconds The longest pass of the "
+		"event loop since start.\n"
+		"# TYPE bulwark_loop_pass_max_seconds gauge\n"
+		"bulwark_loop_pass_max_seconds %.6f\n",
+		(unsigned long long)below, (double)p.sum_us / 1e6,
+		(unsigned long long)below, (double)p.max_us / 1e6);
+	return rc;
+}
+
 static int
 body(struct bw_metrics *m, struct bw_buf *b)
 {
@@ -172,6 +211,7 @@ body(struct bw_metrics *m, struct bw_buf *b)
 		"threads.\n# TYPE bulwark_worker_jobs gauge\n"
 		"bulwark_worker_jobs %u\n",
 		bw_loop_jobs(h->eng->loop));
+	o.rc |= loop_passes(h->eng->loop, b);
 	if (h->stats != NULL)
 		h->stats(h->stats_arg, put_stat, &o);
 	if (h->metrics != NULL)
