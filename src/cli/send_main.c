@@ -242,24 +242,91 @@ resolve_transfer(struct transfer *t, int have_me)
 	return BW_EXIT_OK;
 }
 
-/* Reconnects with me.info or registers, then uploads. */
+/* The identity the server refused, kept aside before a new one takes its
+ * files (the spec rewrites me.info and priv.key on a 2106; the old ones are
+ * another server's, or this one's once its data comes back): hard links
+ * me.info.old-<id> and priv.key.old-<id> (-N if taken), which the rename
+ * of the new files leaves holding the old. 0, or -errno. */
+static int
+keep_aside(const struct bw_identity *me, char *me_old, char *priv_old,
+	   size_t cap)
+{
+	char hex[2 * BW_ID_LEN + 1];
+	int i;
+
+	bw_hex_encode(me->id, BW_ID_LEN, hex);
+	hex[8] = '\0';
+	for (i = 0; i < 100; i++) {
+		snprintf(me_old, cap,
+			 i ? "me.info.old-%s-%d" : "me.info.old-%s", hex, i);
+		snprintf(priv_old, cap,
+			 i ? "priv.key.old-%s-%d" : "priv.key.old-%s", hex, i);
+		if (link("me.info", me_old) != 0) {
+			if (errno == EEXIST)
+				continue;
+			return -errno;
+		}
+		if (link("priv.key", priv_old) != 0) {
+			if (errno == EEXIST) {
+				(void)unlink(me_old);
+				continue;
+			}
+			priv_old[0] = '\0'; /* none: the key is in me.info */
+		}
+		return 0;
+	}
+	return -EEXIST;
+}
+
+/* Reconnects with me.info or registers, then uploads. A refused reconnect
+ * registers again under name (-n, transfer.info's) or me.info's, the old
+ * identity kept aside. */
 static int
 run_session(struct send_ctx *x, const char *name, int have_me, int fd)
 {
+	char me_old[64] = "", priv_old[64] = "", hex[2 * BW_ID_LEN + 1];
+	char old_name[BW_NAME_CAP] = "";
 	int rc, denied = 0;
 
 	if (have_me) {
 		if ((rc = send_reconnect(x, &denied)) != BW_EXIT_OK)
 			return rc;
-		if (denied)
-			printf("the server does not know '%s' with this id; "
-			       "registering again\n",
-			       x->me.name);
+		if (denied && (rc = keep_aside(&x->me, me_old, priv_old,
+					       sizeof(me_old))) != 0) {
+			bw_cli_fatal("%s:%u does not know '%s' with this id, "
+				     "and me.info cannot be kept aside before "
+				     "registering again: %s (nothing changed)",
+				     x->sess.host, x->sess.port, x->me.name,
+				     bw_strerror(rc));
+			return BW_EXIT_USAGE;
+		}
+	}
+	if (denied) { /* x->me becomes the new identity */
+		snprintf(old_name, sizeof(old_name), "%s", x->me.name);
+		bw_hex_encode(x->me.id, BW_ID_LEN, hex);
 	}
 	if (!have_me || denied) {
-		if ((rc = send_register(x, have_me ? x->me.name : name)) !=
-		    BW_EXIT_OK)
+		rc = send_register(x, name[0] != '\0' ? name
+				      : have_me	      ? x->me.name
+						      : name);
+		if (denied && rc != BW_EXIT_OK) {
+			(void)unlink(me_old); /* me.info is still the old */
+			if (priv_old[0] != '\0')
+				(void)unlink(priv_old);
+		}
+		if (rc != BW_EXIT_OK)
 			return rc;
+	}
+	if (denied) {
+		fprintf(stderr,
+			"bulwark send: %s:%u does not know '%s' (id %s): "
+			"registered a new identity here; the old one is kept "
+			"as %s%s%s (move it back to me.info%s to use it with "
+			"the "
+			"server that knows it)\n",
+			x->sess.host, x->sess.port, old_name, hex, me_old,
+			priv_old[0] != '\0' ? " and " : "", priv_old,
+			priv_old[0] != '\0' ? " and priv.key" : "");
 	}
 	return send_upload(x, fd);
 }

@@ -180,6 +180,52 @@ def test_client_registers_again_when_reconnect_is_refused(pyserver, client_dir):
     assert d.me_b64() == d.priv_b64()
     cid, _, stored = only_file(second)
     assert cid == new_id and stored.data == data
+    # the refused identity was overwritten with no copy: it is kept aside
+    kept = d.path / ("me.info.old-" + old_id.hex()[:8])
+    assert kept.exists(), sorted(p.name for p in d.path.iterdir())
+    assert bytes.fromhex(kept.read_text().splitlines()[1]) == old_id
+    assert (d.path / ("priv.key.old-" + old_id.hex()[:8])).exists()
+    assert ("kept as me.info.old-" + old_id.hex()[:8]).encode() in r.stderr, r.stderr
+
+
+def test_an_identity_refused_elsewhere_is_kept_and_n_names_the_new_one(pyserver, client_dir):
+    """bulwark send -s B -n carol2 in a directory registered on A: B refuses
+    the reconnect, and the spec registers again, rewriting me.info and
+    priv.key; -n was ignored and the identity registered on A was lost for
+    good (A kept its name: carol could never use A again). The new one
+    takes -n's name, and the old one is kept beside it, said where."""
+    a, b = pyserver(), pyserver()
+    d, name, data = prepare(client_dir, a)
+    assert d.run().returncode == 0
+    _, a_id, _ = d.me_info()
+    r = d.run("-s", "127.0.0.1:%d" % b.port, "-n", name + "2",
+              "-f", str(d.path / "upload.bin"))
+    assert r.returncode == 0, describe(r)
+    new_name, b_id, _ = d.me_info()
+    assert new_name == name + "2" and b_id != a_id
+    assert b.names.get(name + "2") == b_id
+    # back on A with the kept identity: A knows it
+    kept = d.path / ("me.info.old-" + a_id.hex()[:8])
+    os.replace(kept, d.me_path)
+    os.replace(d.path / ("priv.key.old-" + a_id.hex()[:8]), d.path / "priv.key")
+    r = d.run()
+    assert r.returncode == 0, describe(r)
+    assert d.me_info()[1] == a_id
+    assert a.codes().count(bw.RECONNECT) == 1
+
+
+def test_a_refused_registration_keeps_no_extra_copy(pyserver, client_dir):
+    """The old identity is kept aside only once a new one is registered: a
+    registration refused too (the name taken) leaves me.info as it was
+    and nothing beside it."""
+    a, b = pyserver(), pyserver(name_taken=True)
+    d, _, _ = prepare(client_dir, a)
+    assert d.run().returncode == 0
+    before = d.me_path.read_bytes()
+    r = d.run("-s", "127.0.0.1:%d" % b.port)
+    assert r.returncode == 3, describe(r)
+    assert d.me_path.read_bytes() == before
+    assert not [p for p in d.path.iterdir() if ".old-" in p.name]
 
 
 def test_client_registers_again_when_reconnect_is_refused_by_flag(pyserver, client_dir):
