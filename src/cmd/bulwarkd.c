@@ -2,11 +2,14 @@
  * daemon's, svc/daemon_opts.c), reads port.info, opens the data directory
  * and serves every service until SIGTERM/SIGINT.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bulwark/crypto.h"
 #include "bulwark/err.h"
@@ -42,9 +45,9 @@ build_options(struct option *lo, char *shorts, size_t cap)
 	lo[n] = (struct option){"help", no_argument, NULL, 'h'};
 	lo[n + 1] = (struct option){"version", no_argument, NULL, 'V'};
 	lo[n + 2] = (struct option){"from", required_argument, NULL, 1};
-	lo[n + 3] = (struct option){"check-config", no_argument, NULL, 2};
+	lo[n + 3] = (struct option){"check-config", no_argument, NULL, 't'};
 	lo[n + 4] = (struct option){NULL, 0, NULL, 0};
-	memcpy(sp, "hV", 3);
+	memcpy(sp, "hVt", 4); /* -t as nginx -t */
 }
 
 /* The passwords in a URL given on the command line overwritten in place,
@@ -68,8 +71,9 @@ main(int argc, char **argv)
 	static struct option lo[OPTS_MAX + 5];
 	static struct bw_daemon_args args;
 	static struct bw_daemon d;
-	char shorts[2 * OPTS_MAX + 3], why[700];
+	char shorts[2 * OPTS_MAX + 4], why[700], where[PATH_MAX];
 	struct bw_daemon_cfg cfg;
+	struct stat st;
 	const char *name, *from = NULL;
 	int ch, rc, migrate = 0, check = 0;
 	size_t i;
@@ -91,7 +95,7 @@ main(int argc, char **argv)
 			from = optarg;
 			continue;
 		}
-		if (ch == 2) {
+		if (ch == 't') {
 			check = 1;
 			continue;
 		}
@@ -105,7 +109,9 @@ main(int argc, char **argv)
 			return 0;
 		}
 		if (ch == '?' || ch == ':') {
-			bw_daemon_usage(stderr);
+			/* getopt said which option, in one line */
+			fprintf(stderr, "Try 'bulwarkd --help' for more "
+					"information.\n");
 			return 2;
 		}
 		name = NULL;
@@ -175,8 +181,28 @@ main(int argc, char **argv)
 	/* the daemon's run: journald (or a pipe) that stops reading must not
 	 * stop its loop */
 	bw_log_never_wait();
-	bw_info("bulwarkd %s starting, data directory %s", BW_VERSION,
-		cfg.data_dir);
+	if (stat(cfg.data_dir, &st) != 0)
+		rc = errno;
+	else
+		rc = S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+	if (rc != 0) {
+		fprintf(stderr,
+			"bulwarkd: the data directory %s %s (create it, or "
+			"name another with --data-dir)\n",
+			cfg.data_dir,
+			rc == ENOENT	? "does not exist"
+			: rc == ENOTDIR ? "is not a directory"
+					: bw_strerror(-rc));
+		return 1;
+	}
+	/* where the data goes, whole: "." says nothing in a log */
+	if (realpath(cfg.data_dir, where) == NULL)
+		snprintf(where, sizeof(where), "%s", cfg.data_dir);
+	bw_info("bulwarkd %s starting, data directory %s%s", BW_VERSION, where,
+		strcmp(cfg.data_dir, ".") == 0
+			? " (the current directory: --data-dir to choose "
+			  "another)"
+			: "");
 	rc = bw_daemon_open(&d, &cfg, &args);
 	bw_wipe(cfg.console.secret, sizeof(cfg.console.secret));
 	if (rc != 0) {

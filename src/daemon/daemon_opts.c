@@ -555,7 +555,7 @@ bw_daemon_usage(FILE *f)
 	fprintf(f, "  -h, --help                 this help\n"
 		   "  -V, --version              version\n\n"
 		   "Other forms:\n"
-		   "  bulwarkd --check-config [OPTION]...\n"
+		   "  bulwarkd -t, --check-config [OPTION]...\n"
 		   "      reach the data directory and the database the "
 		   "options name, say\n      what is wrong, one line each, and "
 		   "exit (0: all well)\n"

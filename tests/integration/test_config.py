@@ -801,3 +801,42 @@ def test_every_log_line_is_key_value_and_no_secret_ever_appears(start_server, tm
     assert not [ln for ln in lines if re.search(r'msg="c\d+ ', ln)]
     found = [s for s in secrets if s and s in log]
     assert not found, "secrets in the log: %r" % found
+
+
+def test_a_bad_option_is_one_line_and_a_hint_not_the_whole_help(tmp_path):
+    """An unknown option printed the 150 lines of --help after getopt's
+    line; it is getopt's line and "Try 'bulwarkd --help'", exit 2, as
+    GNU tools do. -t is --check-config, as nginx -t."""
+    r = run(["--bogus"], tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.decode().splitlines()
+    assert len(lines) == 2 and "'--bogus'" in lines[0], lines
+    assert lines[1] == "Try 'bulwarkd --help' for more information."
+    d = tmp_path / "d"
+    d.mkdir()
+    r = run(["-t", "--data-dir", str(d)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().startswith("ok: data directory %s\n" % d), r.stdout
+
+
+def test_the_data_directory_is_named_whole_and_a_missing_one_said_so(start_server, tmp_path):
+    """Without --data-dir the log said "data directory ." (and filled the
+    current directory silently); a missing directory said "cannot lock
+    ...: No such file or directory". The start-up line names the directory
+    whole and says it is the current one; a missing one, or a file, is
+    said so in one line, exit 1."""
+    r = run(["--data-dir", str(tmp_path / "none"), "--port", "0"], tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.decode().splitlines() == [
+        "bulwarkd: the data directory %s does not exist (create it, or name another with "
+        "--data-dir)" % (tmp_path / "none")], r.stderr
+    (tmp_path / "f").write_text("x")
+    r = run(["--data-dir", str(tmp_path / "f"), "--port", "0"], tmp_path)
+    assert r.returncode == 1 and b"is not a directory" in r.stderr, r.stderr
+    here = tmp_path / "here"
+    here.mkdir()
+    srv = start_server(argv=["--port", "0", "--no-rooms", "--no-console",
+                             "--listen", "127.0.0.1"], cwd=here)
+    assert ("data directory %s (the current directory: --data-dir to choose another)"
+            % here.resolve()) in srv.log(), srv.log_tail()
+    srv.stop()
