@@ -51,7 +51,11 @@ usage(FILE *f)
 		"  send-key NAME          send NAME a new symmetric key (152)\n"
 		"  send NAME TEXT         send a text message (150)\n"
 		"  send-file NAME PATH    send a file (153)\n"
-		"  pull                   show the waiting messages (140)\n\n"
+		"  pull                   show the waiting messages (140)\n"
+		"  whoami                 your name, id and key fingerprint "
+		"(what your\n"
+		"                         contacts pin: compare it with "
+		"them)\n\n"
 		"Options:\n"
 		"  -d, --dir DIR          where server.info, me.info (or "
 		"my.info) and\n"
@@ -245,7 +249,29 @@ enum action {
 	A_GIVE = 152,
 	A_FILE = 153,
 	A_TRUST = 1000,
+	A_WHOAMI = 1001,
 };
+
+int
+msg_show_mine(const struct msg_ctx *x, int who)
+{
+	uint8_t spki[BW_RSA_PUB_LEN];
+	char fp[BW_FINGERPRINT_CAP], hex[2 * BW_ID_LEN + 1];
+	char shown[BW_CLI_NAME_CAP];
+
+	if (bw_rsa_to_spki(x->me.key, spki) != 0 ||
+	    bw_fingerprint(spki, fp) != 0) {
+		fprintf(stderr, "bulwark msg: cannot read your key\n");
+		return BW_EXIT_USAGE;
+	}
+	bw_hex_encode(x->me.id, BW_ID_LEN, hex);
+	if (who)
+		printf("you are %s (id %s)\n",
+		       bw_cli_name_shown(x->me.name, shown, sizeof(shown)),
+		       hex);
+	printf("your key's fingerprint: %s\n", fp);
+	return 0;
+}
 
 /* args: the name (and the text or path) the action needs. */
 static int
@@ -262,6 +288,8 @@ run(struct msg_ctx *x, enum action a, const char *name, const char *arg)
 		return msg_list(x, 1);
 	if (a == A_PULL)
 		return msg_pull(x);
+	if (a == A_WHOAMI || (a == A_KEY && strcmp(name, x->me.name) == 0))
+		return msg_show_mine(x, 1);
 	if ((rc = msg_resolve(x, name, &c)) != 0)
 		return rc;
 	switch (a) {
@@ -425,7 +453,7 @@ static const struct {
 	{"key", A_KEY, 1},	     {"trust", A_TRUST, 1},
 	{"request-key", A_ASK, 1},   {"send-key", A_GIVE, 1},
 	{"send", A_TEXT, 2},	     {"send-file", A_FILE, 2},
-	{"pull", A_PULL, 0},
+	{"pull", A_PULL, 0},	     {"whoami", A_WHOAMI, 0},
 };
 
 int

@@ -63,6 +63,10 @@ int msg_exchange(struct msg_ctx *x, uint16_t code, const uint8_t *payload,
 		 size_t len, uint16_t want, uint8_t **body, size_t *body_len,
 		 size_t cap);
 int msg_register(struct msg_ctx *x, const char *name);
+/* This client's key fingerprint (what its contacts pin, to be compared
+ * out of band, as Signal's safety numbers), after its name and id if
+ * who: 0, or BW_EXIT_USAGE if the key cannot be read. */
+int msg_show_mine(const struct msg_ctx *x, int who);
 /* 601: updates the contacts' names; prints the names if show. */
 int msg_list(struct msg_ctx *x, int show);
 /* The contact called name, from the contacts or a fresh 601. */

@@ -252,6 +252,7 @@ msg_register(struct msg_ctx *x, const char *name)
 	x->me = me;
 	x->have_me = 1;
 	printf("registered as %s (id %s)\n", me.name, hex);
+	(void)msg_show_mine(x, 0); /* what contacts pin: compared out of band */
 	return 0;
 }
 

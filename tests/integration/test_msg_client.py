@@ -436,3 +436,29 @@ def test_names_past_ascii_are_shown_with_their_code_points(server, tmp_path):
     c.send(me, bwmsg.KEY_REQUEST, b"")
     out = a.ok("pull")
     assert "From: zo\u00eb%s [U+00EB]" % tail in out, out
+
+
+def test_your_own_fingerprint_is_shown_and_is_what_your_contacts_pin(server, tmp_path):
+    """Nothing printed a client's own fingerprint ("key NAME" as yourself
+    said "no client called"), so a pinned key could not be checked out of
+    band. register prints it, whoami and key with your own name show it,
+    and it is the one a contact pins (checked here against the SHA-256 of
+    the public key's DER, in groups of four hex digits)."""
+    import hashlib
+
+    a, na = Msg(tmp_path / "a", server.port), unique_name("alice")
+    b, nb = Msg(tmp_path / "b", server.port), unique_name("bob")
+    out = a.ok("register", na)
+    fp = [ln.split(": ", 1)[1] for ln in out.splitlines()
+          if ln.startswith("your key's fingerprint: ")]
+    assert len(fp) == 1, out
+    b.ok("register", nb)
+    for args in (("whoami",), ("key", na)):
+        out = a.ok(*args)
+        assert "you are %s (id " % na in out and "your key's fingerprint: %s" % fp[0] in out, out
+    pinned = b.ok("key", na)
+    assert fp[0] in pinned, pinned
+    _, _, key = bwd.ClientDir(tmp_path / "a").me_info()
+    der = bw.spki_der(key)
+    h = hashlib.sha256(der).hexdigest()
+    assert fp[0] == " ".join(h[i:i + 4] for i in range(0, 64, 4)), (fp[0], h)
