@@ -62,6 +62,11 @@ int msg_response_head(struct msg_ctx *x, struct bw_session *s, uint16_t want,
 int msg_exchange(struct msg_ctx *x, uint16_t code, const uint8_t *payload,
 		 size_t len, uint16_t want, uint8_t **body, size_t *body_len,
 		 size_t cap);
+/* msg_land.c: a received file's landing (see there) */
+int msg_write_full(int fd, const uint8_t *p, size_t n);
+int msg_plain_open(const char *dir, char *path, size_t cap, int *unnamed);
+int msg_plain_name(int fd, const char *dir, char *path, size_t cap);
+int msg_plain_copy(int fd, const char *dir, char *path, size_t cap);
 int msg_register(struct msg_ctx *x, const char *name);
 /* This client's key fingerprint (what its contacts pin, to be compared
  * out of band, as Signal's safety numbers), after its name and id if

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bulwark/crypto.h"
@@ -37,6 +38,7 @@ struct rx {
 	uint64_t left; /* payload bytes still to read */
 	int unknown;   /* a sender not in the contacts: refresh names after */
 	unsigned new_senders; /* contacts made for keys from unknown ids */
+	unsigned fresh;	      /* messages shown (not shown before) */
 	/* a local failure (the message could not be kept): what, and why */
 	const char *local;
 	int local_rc;
@@ -207,116 +209,6 @@ got_text(struct rx *r, struct bw_contact *c, uint32_t size, uint8_t **pt,
 	return 0;
 }
 
-static int
-write_full(int fd, const uint8_t *p, size_t n)
-{
-	ssize_t w;
-
-	while (n > 0) {
-		w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-/* A new file of mkstemp's (mode 0600) under dir, its name into path. */
-static int
-plain_mkstemp(const char *dir, char *path, size_t cap)
-{
-	snprintf(path, cap, "%s/bulwark-msg-XXXXXX", dir); /* mkstemp's */
-	return mkstemp(path);
-}
-
-/* A received file's plaintext goes into an unnamed file (O_TMPFILE) in
- * dir, named only once it is whole and synced: a client killed meanwhile
- * leaves none of it behind. Where the file system or /proc cannot do
- * that, a file named by mkstemp, removed on every failure seen. path gets
- * dir (unnamed) or the file's name; the descriptor, or -1 with errno. */
-static int
-plain_open(const char *dir, char *path, size_t cap, int *unnamed)
-{
-	int fd;
-
-	*unnamed = 0;
-	snprintf(path, cap, "%s", dir);
-	if (access("/proc/self/fd", X_OK) == 0) {
-		if ((fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) >=
-		    0) {
-			*unnamed = 1;
-			return fd;
-		}
-		/* a directory that cannot be written fails either way */
-		if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
-			return -1;
-	}
-	return plain_mkstemp(dir, path, cap);
-}
-
-/* The unnamed file fd gets a name of mkstemp's form under dir, never one
- * that exists (linkat does not replace): 0, or -errno. */
-static int
-plain_name(int fd, const char *dir, char *path, size_t cap)
-{
-	static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-				  "abcdefghijklmnopqrstuvwxyz0123456789";
-	unsigned char rnd[6];
-	char proc[64], tail[sizeof(rnd) + 1];
-	size_t i;
-	int tries;
-
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-	for (tries = 0; tries < 100; tries++) {
-		if (bw_random(rnd, sizeof(rnd)) != 0)
-			return -EIO;
-		for (i = 0; i < sizeof(rnd); i++)
-			tail[i] = abc[rnd[i] % (sizeof(abc) - 1)];
-		tail[sizeof(rnd)] = '\0';
-		if ((size_t)snprintf(path, cap, "%s/bulwark-msg-%s", dir,
-				     tail) >= cap)
-			return -ENAMETOOLONG;
-		if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) ==
-		    0)
-			return 0;
-		if (errno != EEXIST)
-			return -errno;
-	}
-	return -EEXIST;
-}
-
-/* Where the unnamed file cannot be linked (a /proc of another namespace):
- * its bytes copied into a file made by mkstemp, synced. 0 or -errno, and
- * no file left on failure. */
-static int
-plain_copy(int fd, const char *dir, char *path, size_t cap)
-{
-	uint8_t buf[CHUNK];
-	ssize_t n;
-	int out, rc = 0;
-
-	if ((out = plain_mkstemp(dir, path, cap)) < 0)
-		return -errno;
-	if (lseek(fd, 0, SEEK_SET) != 0)
-		rc = -errno;
-	while (rc == 0 && (n = read(fd, buf, sizeof(buf))) != 0) {
-		if (n < 0 && errno == EINTR)
-			continue;
-		rc = n < 0 ? -errno : write_full(out, buf, (size_t)n);
-	}
-	bw_wipe(buf, sizeof(buf));
-	if (rc == 0 && fsync(out) != 0)
-		rc = -errno;
-	if (close(out) != 0 && rc == 0)
-		rc = -errno;
-	if (rc != 0)
-		(void)unlink(path);
-	return rc;
-}
-
 /* Type 4: decrypted into a new file under the temporary directory, named
  * by us (never by the peer), written and synced before it is shown; path
  * gets its name, or "" if it does not decrypt. A file that cannot be
@@ -334,7 +226,7 @@ got_file(struct rx *r, struct bw_contact *c, uint32_t size, char *path,
 	path[0] = '\0';
 	if (c == NULL || !c->has_aes || size == 0 || size % BW_AES_BLOCK != 0)
 		return skip(r, size);
-	if ((fd = plain_open(r->x->tmpdir, path, cap, &unnamed)) < 0) {
+	if ((fd = msg_plain_open(r->x->tmpdir, path, cap, &unnamed)) < 0) {
 		werr = -errno;
 		fprintf(stderr, "bulwark msg: cannot create %s: %s\n", path,
 			strerror(errno));
@@ -367,7 +259,7 @@ got_file(struct rx *r, struct bw_contact *c, uint32_t size, char *path,
 		} else {
 			k -= BW_AES_BLOCK;
 		}
-		if ((werr = write_full(fd, buf, k)) != 0)
+		if ((werr = msg_write_full(fd, buf, k)) != 0)
 			break;
 		if (held)
 			memcpy(buf, buf + k, BW_AES_BLOCK);
@@ -380,9 +272,9 @@ got_file(struct rx *r, struct bw_contact *c, uint32_t size, char *path,
 	if (unnamed) {
 		/* named only whole; a name not had is nothing to remove */
 		if (werr == 0 && rc == 0 && !bad &&
-		    (werr = plain_name(fd, r->x->tmpdir, path, cap)) != 0 &&
+		    (werr = msg_plain_name(fd, r->x->tmpdir, path, cap)) != 0 &&
 		    werr != -EEXIST)
-			werr = plain_copy(fd, r->x->tmpdir, path, cap);
+			werr = msg_plain_copy(fd, r->x->tmpdir, path, cap);
 		unnamed = werr == 0 && rc == 0 && !bad ? 0 : 2;
 	}
 	if (close(fd) != 0 && werr == 0 && rc == 0 && !bad)
@@ -473,6 +365,7 @@ one_record(struct rx *r)
 		return rc;
 	}
 	printf("From: %s\nContent:\n", who);
+	r->fresh++;
 	if (pt != NULL) {
 		show_text(pt, pt_n);
 		bw_secure_free(pt, pt_n);
@@ -505,8 +398,11 @@ sync_stdout(void)
 	return 0;
 }
 
-int
-msg_pull(struct msg_ctx *x)
+/* One 604 on a connection of its own: what it brought is shown and kept,
+ * then the connection ends in order (the server's evidence of delivery).
+ * *fresh: the messages shown that were not shown before; *records: all. */
+static int
+pull_once(struct msg_ctx *x, unsigned *fresh, unsigned *records)
 {
 	struct rx r;
 	uint8_t hdr[BW_RESP_HDR_LEN], req[BW_REQ_HDR_LEN];
@@ -551,8 +447,8 @@ msg_pull(struct msg_ctx *x)
 			goto fail;
 		shown++;
 	}
-	if (shown == 0)
-		printf("no waiting messages\n");
+	*fresh = r.fresh;
+	*records = shown;
 	/* all of it is here: kept before the server is told (what was shown
 	 * on disk if it went to a file; keys received in contacts.info,
 	 * with the ids shown) */
@@ -573,6 +469,8 @@ msg_pull(struct msg_ctx *x)
 		(void)msg_list(x, 0); /* names for the next time */
 	return 0;
 fail:
+	*fresh = r.fresh;
+	*records = shown;
 	if (r.local != NULL) {
 		bw_contacts_pull_end(&x->cs, 0);
 		(void)msg_save(x); /* what was shown stays shown once */
@@ -594,4 +492,41 @@ fail_saved:
 		x->port, bw_strerror(rc));
 	(void)msg_save(x); /* what was shown stays shown once */
 	return BW_EXIT_FATAL;
+}
+
+/* A pull is bounded by the server (a large message travels alone), so
+ * the queue is pulled until a reply brings nothing: at most PULLS_MAX
+ * replies a run. A reply of messages shown before only (the server had
+ * not yet deleted what the last one delivered: its evidence is our FIN,
+ * which it may read after our next request arrives) is asked again a
+ * few times, a little later; a server that never deletes ends there. */
+#define PULLS_MAX   100
+#define REPEATS_MAX 4
+
+int
+msg_pull(struct msg_ctx *x)
+{
+	const struct timespec pause = {0, 100 * 1000 * 1000};
+	unsigned fresh = 0, records = 0, total = 0, pulls, repeats = 0;
+	int rc;
+
+	for (pulls = 0; pulls < PULLS_MAX; pulls++) {
+		if ((rc = pull_once(x, &fresh, &records)) != 0)
+			return rc;
+		total += fresh;
+		if (records == 0)
+			break; /* the queue is empty */
+		if (fresh > 0) {
+			repeats = 0;
+			continue;
+		}
+		if (++repeats > REPEATS_MAX)
+			break;
+		(void)nanosleep(&pause, NULL);
+	}
+	if (total == 0)
+		printf("no waiting messages\n");
+	else if (pulls == PULLS_MAX)
+		printf("more messages may be waiting: pull again\n");
+	return 0;
 }

@@ -340,8 +340,9 @@ def test_the_client_ends_a_pull_with_a_fin_after_reading_everything(
     b.ok("list")
     a.ok("request-key", "bob")
     assert blocks(b.ok("pull")) == [("alice", "Request for symmetric key")]
-    assert len(srv.ends) == 1
-    assert srv.ends[0] == {"how": "eof", "unacked": 0}, srv.ends
+    # the pull's reply, then the empty one that says the queue is empty
+    assert len(srv.ends) == 2
+    assert srv.ends == [{"how": "eof", "unacked": 0}] * 2, srv.ends
     state = bwmsg.tcp_state(srv.held[0])
     assert state == bwmsg.TCP_CLOSE_WAIT, \
         "the client's close reset the connection (tcp state %d): padding left unread" % state
@@ -462,3 +463,21 @@ def test_your_own_fingerprint_is_shown_and_is_what_your_contacts_pin(server, tmp
     der = bw.spki_der(key)
     h = hashlib.sha256(der).hexdigest()
     assert fp[0] == " ".join(h[i:i + 4] for i in range(0, 64, 4)), (fp[0], h)
+
+
+def test_pull_goes_on_until_the_queue_is_empty(start_server, tmp_path):
+    """A server bounds each 2104 (--pull-cap: a message larger than it
+    travels alone), and msg pull stopped after one: a text queued behind a
+    large file needed a second pull. It pulls until a reply brings
+    nothing (each reply kept, then ended in order, as before)."""
+    srv = start_server("--pull-cap", "1024")
+    a, na = Msg(tmp_path / "a", srv.port), unique_name("alice")
+    a.ok("register", na)
+    c = bwmsg.MsgClient(H, srv.port)
+    c.register(unique_name("z").encode(), key=bwd.rsa_key(6))
+    me, = [cid for cid, n in c.list() if n == na]
+    for i in range(3):  # each larger than half the cap: one a reply
+        c.send(me, bwmsg.TEXT, bytes([i]) * 800)
+    out = a.ok("pull")
+    assert out.count("From: ") == 3, out
+    assert "no waiting messages" in a.ok("pull")
