@@ -62,13 +62,19 @@ usage(FILE *f)
 		"                         contacts.info are (default: the "
 		"current directory)\n"
 		"  -s, --server HOST:PORT the server (default: server.info)\n"
+		"  -o, --output DIR       where received files go (default: "
+		"$TMPDIR, else\n"
+		"                         /tmp)\n"
 		"      --timeout SEC      give up on a silent server after SEC "
 		"(default 30)\n"
 		"  -h, --help             this help\n\n"
 		"contacts.info (mode 0600) keeps each contact's pinned public "
 		"key, the\nsymmetric key you share and the ids of the "
-		"messages already shown.\nReceived files go to $TMPDIR (or "
-		"/tmp) under a new name, printed.\nTwo clients on one DIR "
+		"messages already shown.\nA received file is named after its "
+		"sender and the time (UTC) it "
+		"came,\nfrom-alice-20261128-094500 "
+		"(-2, -3... if taken, never over a file), mode\n0600, its path "
+		"printed.\nTwo clients on one DIR "
 		"take turns: each action waits for the other's\n(the lock is "
 		"DIR/.bulwark-msg.lock), at most --timeout.\n\n"
 		"Exit status: 0 done, 1 the server or the network failed (a "
@@ -462,12 +468,13 @@ bw_cli_msg(int argc, char **argv)
 	static const struct option opts[] = {
 		{"dir", required_argument, NULL, 'd'},
 		{"server", required_argument, NULL, 's'},
+		{"output", required_argument, NULL, 'o'},
 		{"timeout", required_argument, NULL, 't'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	static struct msg_ctx x;
-	const char *dir = ".", *server = NULL, *tmp;
+	const char *dir = ".", *server = NULL, *tmp, *output = NULL;
 	size_t k;
 	int ch, rc;
 
@@ -475,10 +482,13 @@ bw_cli_msg(int argc, char **argv)
 	x.timeout_ms = 30000;
 	x.in = stdin;
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "+d:s:h", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "+d:s:o:h", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'd':
 			dir = optarg;
+			break;
+		case 'o':
+			output = optarg;
 			break;
 		case 's':
 			server = optarg;
@@ -502,8 +512,15 @@ bw_cli_msg(int argc, char **argv)
 		return BW_EXIT_USAGE;
 	}
 	tmp = getenv("TMPDIR");
-	snprintf(x.tmpdir, sizeof(x.tmpdir), "%s",
-		 tmp != NULL && tmp[0] == '/' ? tmp : "/tmp");
+	if ((size_t)snprintf(x.tmpdir, sizeof(x.tmpdir), "%s",
+			     output != NULL ? output
+			     : tmp != NULL && tmp[0] == '/'
+				     ? tmp
+				     : "/tmp") >= sizeof(x.tmpdir)) {
+		fprintf(stderr, "bulwark msg: the directory for received "
+				"files is too long\n");
+		return BW_EXIT_USAGE;
+	}
 	if ((rc = join(x.me_path, sizeof(x.me_path), dir, "me.info")) != 0 ||
 	    (rc = join(x.contacts_path, sizeof(x.contacts_path), dir,
 		       "contacts.info")) != 0 ||

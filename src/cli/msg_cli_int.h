@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 #include "cli/common.h"
 #include "cli/contacts.h"
@@ -64,9 +65,15 @@ int msg_exchange(struct msg_ctx *x, uint16_t code, const uint8_t *payload,
 		 size_t cap);
 /* msg_land.c: a received file's landing (see there) */
 int msg_write_full(int fd, const uint8_t *p, size_t n);
-int msg_plain_open(const char *dir, char *path, size_t cap, int *unnamed);
-int msg_plain_name(int fd, const char *dir, char *path, size_t cap);
-int msg_plain_copy(int fd, const char *dir, char *path, size_t cap);
+/* "from-<sender>-<UTC time>", the sender's name made safe for a file */
+#define MSG_STEM_CAP 96
+void msg_land_stem(const char *sender, time_t when, char *out, size_t cap);
+int msg_plain_open(const char *dir, const char *stem, char *path, size_t cap,
+		   int *unnamed);
+int msg_plain_name(int fd, const char *dir, const char *stem, char *path,
+		   size_t cap);
+int msg_plain_copy(int fd, const char *dir, const char *stem, char *path,
+		   size_t cap);
 int msg_register(struct msg_ctx *x, const char *name);
 /* This client's key fingerprint (what its contacts pin, to be compared
  * out of band, as Signal's safety numbers), after its name and id if

@@ -1,6 +1,8 @@
-/* bulwark msg, where a received file lands: a new private file in the
- * temporary directory (an unnamed O_TMPFILE given its name once whole,
- * else a mkstemp name), written whole, never over another.
+/* bulwark msg, where a received file lands: a new private file (0600) in
+ * the directory of -o (else $TMPDIR, else /tmp), named after its sender and
+ * the time it arrived, from-alice-20261128-094500 (-2, -3... if taken): an
+ * unnamed O_TMPFILE given its name once whole, else a mkstemp name; never
+ * over another file.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -8,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bulwark/err.h"
@@ -34,12 +37,35 @@ msg_write_full(int fd, const uint8_t *p, size_t n)
 	return 0;
 }
 
-/* A new file of mkstemp's (mode 0600) under dir, its name into path. */
+/* A new file of mkstemp's (mode 0600) under dir, named stem-XXXXXX, its
+ * name into path. */
 static int
-plain_mkstemp(const char *dir, char *path, size_t cap)
+plain_mkstemp(const char *dir, const char *stem, char *path, size_t cap)
 {
-	snprintf(path, cap, "%s/bulwark-msg-XXXXXX", dir); /* mkstemp's */
+	snprintf(path, cap, "%s/%s-XXXXXX", dir, stem); /* mkstemp's */
 	return mkstemp(path);
+}
+
+void
+msg_land_stem(const char *sender, time_t when, char *out, size_t cap)
+{
+	struct tm tm;
+	size_t i, n;
+
+	n = (size_t)snprintf(out, cap, "from-%s", sender);
+	for (i = 5; i < n && i < cap; i++) {
+		unsigned char ch = (unsigned char)out[i];
+
+		/* a name a shell and any file system take as it is */
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' ||
+		      (ch == '.' && i > 5)))
+			out[i] = '_';
+	}
+	if (n > 64 + 5 && cap > 64 + 5)
+		out[n = 64 + 5] = '\0'; /* a long name cut: the time follows */
+	if (n < cap && gmtime_r(&when, &tm) != NULL)
+		(void)strftime(out + n, cap - n, "-%Y%m%d-%H%M%S", &tm);
 }
 
 /* A received file's plaintext goes into an unnamed file (O_TMPFILE) in
@@ -48,7 +74,8 @@ plain_mkstemp(const char *dir, char *path, size_t cap)
  * that, a file named by mkstemp, removed on every failure seen. path gets
  * dir (unnamed) or the file's name; the descriptor, or -1 with errno. */
 int
-msg_plain_open(const char *dir, char *path, size_t cap, int *unnamed)
+msg_plain_open(const char *dir, const char *stem, char *path, size_t cap,
+	       int *unnamed)
 {
 	int fd;
 
@@ -64,30 +91,23 @@ msg_plain_open(const char *dir, char *path, size_t cap, int *unnamed)
 		if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
 			return -1;
 	}
-	return plain_mkstemp(dir, path, cap);
+	return plain_mkstemp(dir, stem, path, cap);
 }
 
-/* The unnamed file fd gets a name of mkstemp's form under dir, never one
- * that exists (linkat does not replace): 0, or -errno. */
+/* The unnamed file fd gets the name dir/stem, or stem-2, stem-3...: never
+ * one that exists (linkat does not replace). 0, or -errno. */
 int
-msg_plain_name(int fd, const char *dir, char *path, size_t cap)
+msg_plain_name(int fd, const char *dir, const char *stem, char *path,
+	       size_t cap)
 {
-	static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-				  "abcdefghijklmnopqrstuvwxyz0123456789";
-	unsigned char rnd[6];
-	char proc[64], tail[sizeof(rnd) + 1];
-	size_t i;
-	int tries;
+	char proc[64];
+	int n;
 
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-	for (tries = 0; tries < 100; tries++) {
-		if (bw_random(rnd, sizeof(rnd)) != 0)
-			return -EIO;
-		for (i = 0; i < sizeof(rnd); i++)
-			tail[i] = abc[rnd[i] % (sizeof(abc) - 1)];
-		tail[sizeof(rnd)] = '\0';
-		if ((size_t)snprintf(path, cap, "%s/bulwark-msg-%s", dir,
-				     tail) >= cap)
+	for (n = 1; n <= 1000; n++) {
+		if ((size_t)(n == 1 ? snprintf(path, cap, "%s/%s", dir, stem)
+				    : snprintf(path, cap, "%s/%s-%d", dir, stem,
+					       n)) >= cap)
 			return -ENAMETOOLONG;
 		if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) ==
 		    0)
@@ -102,13 +122,14 @@ msg_plain_name(int fd, const char *dir, char *path, size_t cap)
  * its bytes copied into a file made by mkstemp, synced. 0 or -errno, and
  * no file left on failure. */
 int
-msg_plain_copy(int fd, const char *dir, char *path, size_t cap)
+msg_plain_copy(int fd, const char *dir, const char *stem, char *path,
+	       size_t cap)
 {
 	uint8_t buf[CHUNK];
 	ssize_t n;
 	int out, rc = 0;
 
-	if ((out = plain_mkstemp(dir, path, cap)) < 0)
+	if ((out = plain_mkstemp(dir, stem, path, cap)) < 0)
 		return -errno;
 	if (lseek(fd, 0, SEEK_SET) != 0)
 		rc = -errno;

@@ -209,8 +209,9 @@ got_text(struct rx *r, struct bw_contact *c, uint32_t size, uint8_t **pt,
 	return 0;
 }
 
-/* Type 4: decrypted into a new file under the temporary directory, named
- * by us (never by the peer), written and synced before it is shown; path
+/* Type 4: decrypted into a new file in the directory for received files
+ * (msg_land.c), named by us after the sender (never by the peer's say),
+ * written and synced before it is shown; path
  * gets its name, or "" if it does not decrypt. A file that cannot be
  * written is a local failure (r->local): nothing of it is left. */
 static int
@@ -222,11 +223,14 @@ got_file(struct rx *r, struct bw_contact *c, uint32_t size, char *path,
 	uint64_t left = size;
 	size_t k, held = 0, pad;
 	int fd = -1, rc = 0, bad = 0, werr = 0, unnamed;
+	char stem[MSG_STEM_CAP];
 
 	path[0] = '\0';
 	if (c == NULL || !c->has_aes || size == 0 || size % BW_AES_BLOCK != 0)
 		return skip(r, size);
-	if ((fd = msg_plain_open(r->x->tmpdir, path, cap, &unnamed)) < 0) {
+	msg_land_stem(c->name, time(NULL), stem, sizeof(stem));
+	if ((fd = msg_plain_open(r->x->tmpdir, stem, path, cap, &unnamed)) <
+	    0) {
 		werr = -errno;
 		fprintf(stderr, "bulwark msg: cannot create %s: %s\n", path,
 			strerror(errno));
@@ -272,9 +276,11 @@ got_file(struct rx *r, struct bw_contact *c, uint32_t size, char *path,
 	if (unnamed) {
 		/* named only whole; a name not had is nothing to remove */
 		if (werr == 0 && rc == 0 && !bad &&
-		    (werr = msg_plain_name(fd, r->x->tmpdir, path, cap)) != 0 &&
+		    (werr = msg_plain_name(fd, r->x->tmpdir, stem, path,
+					   cap)) != 0 &&
 		    werr != -EEXIST)
-			werr = msg_plain_copy(fd, r->x->tmpdir, path, cap);
+			werr = msg_plain_copy(fd, r->x->tmpdir, stem, path,
+					      cap);
 		unnamed = werr == 0 && rc == 0 && !bad ? 0 : 2;
 	}
 	if (close(fd) != 0 && werr == 0 && rc == 0 && !bad)

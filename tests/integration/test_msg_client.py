@@ -89,7 +89,7 @@ def conversation(a, na, b, nb, tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     got = blocks(b.ok("pull", tmp=tmp))
-    assert len(got) == 1 and got[0][1].startswith(str(tmp) + "/bulwark-msg-")
+    assert len(got) == 1 and got[0][1].startswith(str(tmp) + "/from-")
     path = got[0][1]
     assert open(path, "rb").read() == data
     return path
@@ -376,29 +376,44 @@ def test_a_malformed_2104_is_an_error_not_a_crash(pyserver_msg, client_bin, tmp_
 
 
 def test_a_file_message_lands_in_a_new_private_file(pyserver_msg, client_bin, tmp_path):
+    """Received files landed as /tmp/bulwark-msg-XXXXXX, which no one
+    finds. They go to the directory of -o (else $TMPDIR, else /tmp), named
+    after the sender and the time they came (UTC), never over a file that
+    is there (-2, -3...), mode 0600."""
+    import time
+
     srv = pyserver_msg()
     a, b = Msg(tmp_path / "a", srv.port), Msg(tmp_path / "b", srv.port)
     a.ok("register", "alice")
-    b.ok("register", "bob")
+    b.ok("register", "b/o b")  # a name no file system takes as it is
     a.ok("list")
     b.ok("send-key", "alice")
-    assert blocks(a.ok("pull")) == [("bob", "symmetric key received")]
+    assert blocks(a.ok("pull")) == [("b/o b", "symmetric key received")]
     data = os.urandom(200000) + b"\0\n\x1b[31m end"
     (b.dir / "doc.bin").write_bytes(data)
     b.ok("send-file", "alice", "doc.bin")
-    assert [q[0] for q in srv.requests].count(603) == 2
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    (tmp / "bulwark-msg-old").write_bytes(b"not this one")
-    got = blocks(a.ok("pull", tmp=tmp))
-    assert len(got) == 1 and got[0][0] == "bob"
-    path = got[0][1]
-    assert os.path.dirname(path) == str(tmp)
-    assert os.path.basename(path).startswith("bulwark-msg-")
-    assert path != str(tmp / "bulwark-msg-old")
-    assert open(path, "rb").read() == data
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert sorted(os.listdir(tmp)) == sorted(["bulwark-msg-old", os.path.basename(path)])
+    b.ok("send-file", "alice", "doc.bin")
+    assert [q[0] for q in srv.requests].count(603) == 3
+    out = tmp_path / "received"
+    out.mkdir()
+    # what is there already, under every name the next seconds could give
+    now = time.time()
+    taken = {time.strftime("from-b_o_b-%Y%m%d-%H%M%S", time.gmtime(now + s))
+             for s in range(-1, 30)}
+    for n in taken:
+        (out / n).write_bytes(b"not this one")
+    got = blocks(a.ok("-o", str(out), "pull"))
+    assert [g[0] for g in got] == ["b/o b", "b/o b"], got
+    paths = [g[1] for g in got]
+    for path in paths:
+        assert os.path.dirname(path) == str(out), path
+        name = os.path.basename(path)
+        assert name.rsplit("-", 1)[0] in taken and name not in taken, name
+        assert open(path, "rb").read() == data
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert len(set(paths)) == 2
+    assert all((out / n).read_bytes() == b"not this one" for n in taken)
+    assert sorted(os.listdir(out)) == sorted(taken | {os.path.basename(p) for p in paths})
 
 
 def test_a_taken_name_is_said_in_the_same_words_and_code_as_send(server, client_dir, tmp_path):

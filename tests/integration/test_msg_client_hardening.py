@@ -176,7 +176,7 @@ def test_a_pull_killed_while_it_shows_the_last_message_leaves_it_queued(keyed_pa
 def test_a_received_file_that_cannot_be_written_stays_queued(keyed_pair, tmp_path):
     """A 64 KiB file arrives while the receiver cannot write more than 4 KiB
     to any file. The client must say it cannot write the file, exit 2,
-    leave no partial bulwark-msg-* file, and leave the message queued (not
+    leave no partial file, and leave the message queued (not
     show "can't decrypt message" and let the server delete it)."""
     a, na, b, nb = keyed_pair
     data = os.urandom(64 * 1024)
@@ -187,13 +187,13 @@ def test_a_received_file_that_cannot_be_written_stays_queued(keyed_pair, tmp_pat
     r = b.run("pull", prefix=limited(4096), tmp=tmp)
     assert exited(r) and r.returncode == 2, describe(r)
     assert re.search(rb"(?i)write|too large", r.stderr), describe(r)
-    assert [p for p in os.listdir(tmp) if p.startswith("bulwark-msg-")] == [], \
+    assert os.listdir(tmp) == [], \
         "a partial received file was left: %r" % os.listdir(tmp)
     got = blocks(b.ok("pull", tmp=tmp))
     assert len(got) == 1 and got[0][0] == na, got
     path = got[0][1]
     assert os.path.dirname(path) == str(tmp) and \
-        os.path.basename(path).startswith("bulwark-msg-"), got
+        os.path.basename(path).startswith("from-"), got
     assert open(path, "rb").read() == data
 
 
@@ -243,7 +243,7 @@ def open_in(pid, d):
 def test_a_pull_killed_in_the_middle_of_a_file_leaves_none_of_it(keyed_pair, tmp_path):
     """A received file is decrypted into TMPDIR as it arrives. A client
     killed in the middle (the connection stalled, the user gave up) left
-    the plaintext read so far under a bulwark-msg-* name, where nothing
+    the plaintext read so far under a name of its own, where nothing
     would ever remove it. It is written unnamed, and named once whole."""
     a, na, b, nb = keyed_pair
     data = os.urandom(3 * 1024 * 1024)
