@@ -15,6 +15,7 @@
 #include "bulwark/err.h"
 #include "bulwark/util.h"
 #include "cli/msg_cli_int.h"
+#include "cli/progress.h"
 
 #define FILE_CHUNK (64u * 1024u)
 
@@ -40,11 +41,13 @@ read_some(int fd, uint8_t *p, size_t n)
 }
 
 /* Streams the file: header, prefix and the first chunk in one write, the
- * rest encrypted a chunk at a time. */
+ * rest encrypted a chunk at a time, with a progress bar on a terminal
+ * (labelled with the file's path) as bulwark send draws. */
 static int
 stream_file(struct msg_ctx *x, struct bw_session *s, struct bw_contact *c,
-	    int fd, uint64_t size)
+	    int fd, uint64_t size, const char *label)
 {
+	struct bw_progress prog;
 	uint8_t buf[BW_MSG_SEND_PREFIX + FILE_CHUNK + BW_AES_BLOCK];
 	struct bw_msg_send m;
 	struct bw_aes *aes = NULL;
@@ -59,6 +62,7 @@ stream_file(struct msg_ctx *x, struct bw_session *s, struct bw_contact *c,
 	bw_msg_send_encode(&m, buf);
 	if ((rc = bw_aes_new(&aes, c->aes, 1)) != 0)
 		return rc;
+	bw_progress_start(&prog, label, size, 1);
 	for (;;) {
 		r = read_some(fd, buf + off, FILE_CHUNK);
 		if (r < 0) {
@@ -85,9 +89,13 @@ stream_file(struct msg_ctx *x, struct bw_session *s, struct bw_contact *c,
 			rc = bw_session_write(s, buf, k);
 		first = 0;
 		off = 0;
+		if (rc == 0)
+			bw_progress_update(&prog, done);
 		if (rc != 0 || done == size)
 			break;
 	}
+	if (rc == 0)
+		bw_progress_end(&prog);
 	bw_aes_free(aes);
 	bw_wipe(buf, sizeof(buf));
 	return rc;
@@ -121,7 +129,7 @@ msg_send_file(struct msg_ctx *x, struct bw_contact *c, const char *path)
 		return BW_EXIT_USAGE;
 	}
 	s.fd = -1;
-	rc = stream_file(x, &s, c, fd, (uint64_t)st.st_size);
+	rc = stream_file(x, &s, c, fd, (uint64_t)st.st_size, path);
 	close(fd);
 	if ((rc == -EPIPE || rc == -ECONNRESET) && s.fd >= 0) {
 		/* the server answered before the content was all sent (a

@@ -137,6 +137,25 @@ def test_progress_bar_is_drawn_on_a_terminal_only(server, client_dir):
     assert rc == 0 and b"MiB/s" not in out
 
 
+def test_msg_send_file_draws_the_progress_bar_on_a_terminal_only(server, tmp_path):
+    """bulwark send drew a progress bar and msg send-file did not: it
+    draws the same one, on a terminal only."""
+    from test_msg_client import Msg
+
+    a, b = Msg(tmp_path / "a", server.port), Msg(tmp_path / "b", server.port)
+    na, nb = bwd.unique_name("alice"), bwd.unique_name("bob")
+    a.ok("register", na)
+    b.ok("register", nb)
+    a.ok("list")
+    a.ok("send-key", nb)
+    (a.dir / "big.bin").write_bytes(os.urandom(32 * 1024 * 1024))
+    rc, out = _run_on_pty([str(bwd.BULWARK), "msg", "send-file", nb, "big.bin"], a.dir)
+    assert rc == 0, out
+    assert b"big.bin" in out and b"MiB/s" in out and b"100%" in out, out[-400:]
+    r = a.run("send-file", nb, "big.bin")
+    assert r.returncode == 0 and b"MiB/s" not in r.stderr + r.stdout
+
+
 def test_default_data_directory_is_the_current_directory(start_server, tmp_path):
     cwd = tmp_path / "cwd"
     srv = start_server(argv=["--listen", "127.0.0.1", "--port", "0", "--no-console", "--no-rooms"],
