@@ -108,15 +108,22 @@ msg_send_file(struct msg_ctx *x, struct bw_contact *c, const char *path)
 	struct stat st;
 	uint8_t ack[BW_MSG_STORED_LEN], to[BW_ID_LEN];
 	uint32_t size = 0, msg_id;
-	int fd, rc;
+	int fd, rc, why;
 
 	/* not blocked by a FIFO while the directory is locked */
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) <
-		    0 ||
-	    fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	why = fd < 0		     ? errno
+	      : fstat(fd, &st) != 0  ? errno
+	      : !S_ISREG(st.st_mode) ? EINVAL
+				     : 0;
+	if (why != 0) {
 		if (fd >= 0)
 			close(fd);
-		printf("file not found\n");
+		printf("file not found\n"); /* the seed client's words */
+		if (!x->menu)
+			fprintf(stderr, "bulwark msg: %s: %s\n", path,
+				why == EINVAL ? "not a regular file"
+					      : strerror(why));
 		return BW_EXIT_USAGE;
 	}
 	if ((rc = msg_may_seal_for(x, c)) != 0) {

@@ -558,10 +558,18 @@ msg_may_seal_for(struct msg_ctx *x, struct bw_contact *c)
 		return key_offered(x, c);
 	if (c->has_aes)
 		return 0;
-	fprintf(stderr,
-		"bulwark msg: no symmetric key with %s yet: send one (152) "
-		"or ask for one (151)\n",
-		bw_escape_display(c->name, shown, sizeof(shown)));
+	bw_escape_display(c->name, shown, sizeof(shown));
+	if (x->menu)
+		fprintf(stderr,
+			"bulwark msg: no symmetric key with %s yet: send one "
+			"(152) or ask for one (151)\n",
+			shown);
+	else
+		fprintf(stderr,
+			"bulwark msg: no symmetric key with %s yet: send one "
+			"(bulwark msg send-key NAME) or ask for one (bulwark "
+			"msg request-key NAME)\n",
+			shown);
 	return BW_EXIT_NO_KEY;
 }
 

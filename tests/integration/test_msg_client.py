@@ -110,6 +110,18 @@ def test_a_missing_file_says_file_not_found(pair):
     a.ok("pull")
     r = a.run("send-file", nb, "nope.bin")
     assert r.returncode == 2 and b"file not found" in r.stdout
+    # and which file, and why (the menu keeps the seed client's one line)
+    assert b"bulwark msg: nope.bin: No such file or directory" in r.stderr, r.stderr
+
+
+def test_a_missing_key_says_which_command_gives_one_not_a_menu_number(pair):
+    """"send one (152) or ask for one (151)" named the menu's numbers to
+    a user of the one-shot commands."""
+    a, na, b, nb = pair
+    a.ok("list")
+    r = a.run("send", nb, "hi")
+    assert r.returncode == 6, r.stderr
+    assert b"bulwark msg send-key NAME" in r.stderr and b"(152)" not in r.stderr, r.stderr
 
 
 def test_the_menu_from_a_pipe(pair):
