@@ -1,0 +1,39 @@
+"""The README's blocks, typed as a new user types them: "Sending a file"
+then "Messages", pasted in order into one shell in an empty directory,
+against a running bulwarkd (its address put where the README says
+127.0.0.1:1357). They once failed there: both began with mkdir alice,
+and the second registered a name the first had taken."""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import bwd
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def block(section):
+    """The first ```sh block under the heading section."""
+    text = README.read_text()
+    at = text.index("\n## %s\n" % section)
+    m = re.compile(r"```sh\n(.*?)```", re.S).search(text, at)
+    nxt = text.find("\n## ", at + 1)
+    assert m and (nxt < 0 or m.start() < nxt), "no sh block under %s" % section
+    return m.group(1)
+
+
+def test_the_readmes_blocks_run_pasted_in_order(server, client_bin, tmp_path):
+    script = "set -e\n" + block("Sending a file") + block("Messages")
+    script = script.replace("127.0.0.1:1357", "127.0.0.1:%d" % server.port)
+    env = dict(os.environ, PATH="%s:%s" % (Path(bwd.BULWARK).parent, os.environ["PATH"]))
+    r = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                       timeout=120, stdin=subprocess.DEVNULL)
+    out = r.stdout.decode(errors="replace")
+    assert r.returncode == 0, "exit %d\n%s\n%s" % (r.returncode, out, r.stderr.decode())
+    # what the blocks promise: bob got alice's text and file
+    assert "From: alice" in out and "hello" in out, out
+    got = [p for p in (tmp_path / "bob").iterdir() if p.name.startswith("from-alice-")]
+    assert len(got) == 1 and got[0].read_bytes() == (tmp_path / "alice" / "report.pdf").read_bytes()
+    assert "your key's fingerprint: " in out
