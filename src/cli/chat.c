@@ -101,6 +101,8 @@ usage(FILE *f)
 		"commands, /exit (or Exit) leaves. Works from\na pipe too: "
 		"one line of input per line sent; the end of input leaves\n"
 		"the room.\n\n"
+		"  -s, --server H:P      the server (or HOST:PORT after the "
+		"options)\n"
 		"  -t, --timeout SEC     connect timeout (default 10)\n"
 		"      --no-newline      send each line as one write without a "
 		"newline, a\n"
@@ -500,6 +502,7 @@ int
 bw_cli_chat(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		{"server", required_argument, NULL, 's'},
 		{"timeout", required_argument, NULL, 't'},
 		{"no-newline", no_argument, NULL, 'n'},
 		{"gap", required_argument, NULL, 'g'},
@@ -508,6 +511,7 @@ bw_cli_chat(int argc, char **argv)
 	};
 	static struct chat ch;
 	char host[256];
+	const char *server = NULL;
 	uint16_t port;
 	unsigned timeout_ms = 10000;
 	uint64_t gap;
@@ -519,8 +523,11 @@ bw_cli_chat(int argc, char **argv)
 	ch.newline = 1;
 	ch.gap_ms = 300;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:t:h", opts, NULL)) != -1) {
 		switch (c) {
+		case 's':
+			server = optarg;
+			break;
 		case 'n':
 			ch.newline = 0;
 			break;
@@ -539,8 +546,9 @@ bw_cli_chat(int argc, char **argv)
 				return rc;
 		}
 	}
-	if ((rc = bw_cli_server_arg("bulwark chat", DEFAULT_SERVER, argc, argv,
-				    usage, host, sizeof(host), &port)) != 0)
+	if ((rc = bw_cli_server_arg("bulwark chat", DEFAULT_SERVER, server,
+				    argc, argv, usage, host, sizeof(host),
+				    &port)) != 0)
 		return rc;
 	if ((rc = bw_net_connect(host, port, timeout_ms, &ch.fd)) != 0) {
 		char why[512];

@@ -46,13 +46,20 @@ bw_cli_common_opt(const char *prog, int ch, const char *arg,
 }
 
 int
-bw_cli_server_arg(const char *prog, const char *dflt, int argc, char **argv,
-		  void (*usage)(FILE *f), char *host, size_t cap,
-		  uint16_t *port)
+bw_cli_server_arg(const char *prog, const char *dflt, const char *given,
+		  int argc, char **argv, void (*usage)(FILE *f), char *host,
+		  size_t cap, uint16_t *port)
 {
 	const char *server = dflt;
 
-	if (optind < argc)
+	if (optind < argc && given != NULL) {
+		fprintf(stderr, "%s: the server is given twice (-s and '%s')\n",
+			prog, argv[optind]);
+		return BW_EXIT_USAGE;
+	}
+	if (given != NULL)
+		server = given;
+	else if (optind < argc)
 		server = argv[optind++];
 	if (optind != argc) {
 		usage(stderr);

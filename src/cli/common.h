@@ -138,11 +138,12 @@ int bw_cli_timeout_arg(const char *prog, const char *arg, unsigned *ms) BW_WUR;
 #define BW_CLI_GO_ON (-1)
 int bw_cli_common_opt(const char *prog, int ch, const char *arg,
 		      unsigned *timeout_ms, void (*usage)(FILE *f)) BW_WUR;
-/* After the options: an optional HOST:PORT (default dflt) and nothing
- * else, into host[cap] and *port. 0, or BW_EXIT_USAGE (told on stderr). */
-int bw_cli_server_arg(const char *prog, const char *dflt, int argc, char **argv,
-		      void (*usage)(FILE *f), char *host, size_t cap,
-		      uint16_t *port) BW_WUR;
+/* After the options: the server given by -s (given, or NULL) or an
+ * optional HOST:PORT (default dflt), not both, and nothing else, into
+ * host[cap] and *port. 0, or BW_EXIT_USAGE (told on stderr). */
+int bw_cli_server_arg(const char *prog, const char *dflt, const char *given,
+		      int argc, char **argv, void (*usage)(FILE *f), char *host,
+		      size_t cap, uint16_t *port) BW_WUR;
 
 /* "Fatal: ..." on stderr. */
 void bw_cli_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -206,9 +206,9 @@ bw_cli_console(int argc, char **argv)
 				return rc;
 		}
 	}
-	if ((rc = bw_cli_server_arg("bulwark console", DEFAULT_SERVER, argc,
-				    argv, usage, host, sizeof(host), &port)) !=
-	    0)
+	if ((rc = bw_cli_server_arg("bulwark console", DEFAULT_SERVER, NULL,
+				    argc, argv, usage, host, sizeof(host),
+				    &port)) != 0)
 		return rc;
 	rc = greet(host, port, timeout_ms, secret, &fd, &why);
 	bw_wipe(secret, sizeof(secret));

@@ -57,10 +57,11 @@ usage(FILE *f)
 		"                         contacts pin: compare it with "
 		"them)\n\n"
 		"Options:\n"
-		"  -d, --dir DIR          where server.info, me.info (or "
+		"  -C, --dir DIR          where server.info, me.info (or "
 		"my.info) and\n"
 		"                         contacts.info are (default: the "
-		"current directory)\n"
+		"current directory;\n"
+		"                         -d as well)\n"
 		"  -s, --server HOST:PORT the server (default: server.info)\n"
 		"  -o, --output DIR       where received files go (default: "
 		"$TMPDIR, else\n"
@@ -482,8 +483,9 @@ bw_cli_msg(int argc, char **argv)
 	x.timeout_ms = 30000;
 	x.in = stdin;
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "+d:s:o:h", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "+C:d:s:o:h", opts, NULL)) != -1) {
 		switch (ch) {
+		case 'C': /* as bulwark send's */
 		case 'd':
 			dir = optarg;
 			break;

@@ -484,3 +484,23 @@ def test_on_a_terminal_wide_characters_count_two_columns(fake_server):
         assert set(wide) == {"語"}, row
         assert 3 + 2 * len(wide) <= cols - 1, (len(wide), row)  # one row
         assert 3 + 2 * (len(wide) + 1) > cols - 1, (len(wide), row)  # as many as fit
+
+
+def test_the_server_is_named_by_s_as_on_every_subcommand(fake_server):
+    """scripts/cluster up printed `bulwark chat -s HOST:PORT`, which chat
+    refused (it took the address only after its options). -s names the
+    server on chat as on send and msg; both ways at once is refused."""
+    got = []
+
+    def serve(conn):
+        conn.sendall(R.MENU.encode())
+        got.append(recv_to_eof(conn))
+
+    srv = fake_server(serve)
+    r = subprocess.run([bulwark_bin(), "chat", "-s", "127.0.0.1:%d" % srv.port],
+                       input=b"3\n", capture_output=True, timeout=20)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout.decode().startswith(R.MENU), r.stdout
+    r = subprocess.run([bulwark_bin(), "chat", "-s", "127.0.0.1:1", "127.0.0.1:2"],
+                       input=b"", capture_output=True, timeout=20)
+    assert r.returncode == 2 and b"given twice" in r.stderr, r.stderr

@@ -508,3 +508,17 @@ def test_pull_goes_on_until_the_queue_is_empty(start_server, tmp_path):
     out = a.ok("pull")
     assert out.count("From: ") == 3, out
     assert "no waiting messages" in a.ok("pull")
+
+
+def test_the_working_directory_is_c_as_for_send(server, tmp_path):
+    """send took -C/--dir and msg -d/--dir: msg takes -C too (and -d)."""
+    d = tmp_path / "w"
+    Msg(d, server.port)  # its server.info
+    name = unique_name("cdir")
+    r = subprocess.run([str(bwd.BULWARK), "msg", "-C", str(d), "register", name],
+                       capture_output=True, timeout=30, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (d / "me.info").read_text().splitlines()[0] == name
+    r = subprocess.run([str(bwd.BULWARK), "msg", "-d", str(d), "whoami"],
+                       capture_output=True, timeout=30, cwd=tmp_path)
+    assert r.returncode == 0 and name.encode() in r.stdout, r.stderr
