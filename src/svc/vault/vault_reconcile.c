@@ -234,13 +234,10 @@ drop_shared_row(struct bw_vault *v, struct row *r, const char *shown,
 	return 0;
 }
 
-/* The file is missing and its pending replacement is there: on an object
- * store a 1029 removes the old file before the replacement takes its key
- * (an overwrite would leave a multipart object's parts behind) and was
- * cut between the two. The replacement is put in place, unverified: no
- * 1029 is known to have finished (the file may have gone some other way),
- * and the client's next 1029 confirms it. On a shared database, under the
- * path's lock (a daemon may be in that window now). */
+/* The file is missing beside its pending replacement: an object store's
+ * 1029 (the old file removed first: s3_parts.c) cut before the copy. The
+ * replacement goes in place unverified (no 1029 is known to have ended;
+ * the next confirms it); on a shared database under the path's lock. */
 static int
 finish_swap(struct bw_vault *v, struct row *r, const char *shown,
 	    unsigned *tries)
@@ -475,16 +472,22 @@ vault_unnamed_keys(struct bw_vault *v, char *const *keys, size_t n,
 {
 	struct scan sc;
 	size_t i;
-	int rc;
+	int rc = 0;
 
 	memset(&sc, 0, sizeof(sc));
 	sc.v = v;
 	sc.quiet = 1;
 	if ((rc = bw_hash_init(&sc.pending)) != 0)
 		return rc;
-	if ((rc = vfile_each(v, note_pending, &sc.pending)) == 0)
-		for (i = 0; i < n; i++)
-			out[i] = (unsigned char)unnamed(&sc, keys[i]);
+	/* the replacements' paths (a walk of every file) if a key may be one */
+	for (i = 0; i < n &&
+		    strncmp(keys[i], PENDING_DIR, sizeof(PENDING_DIR) - 1) != 0;
+	     i++)
+		;
+	if (i < n)
+		rc = vfile_each(v, note_pending, &sc.pending);
+	for (i = 0; rc == 0 && i < n; i++)
+		out[i] = (unsigned char)unnamed(&sc, keys[i]);
 	bw_hash_fini(&sc.pending);
 	return rc;
 }

@@ -28,12 +28,27 @@
 #define SWEEP_MAX_MS   600000u
 #define SWEEP_MAX_ASK  256u /* clients whose rows a round reads again */
 
+/* A round's keys are judged a slice per loop pass (JUDGE_SLICE), and their
+ * owners grouped the same way: 100,000 candidates judged at once held the
+ * loop for 150 ms (bench/sweepbench.py). */
+#define JUDGE_SLICE 2048u
+
+struct ask;
+
 struct sweep {
 	struct bw_vault *v;
 	char **keys;
 	size_t n, cap;
 	int rc;
 	unsigned asking; /* clients whose rows are being read */
+	/* the slices: the next key, and the pass's call that goes on */
+	size_t at;
+	struct bw_call step;
+	/* grouping the candidates by owner (ask_owners) */
+	struct bw_hash by_id;
+	int by_id_on;
+	struct ask *asks[SWEEP_MAX_ASK];
+	unsigned asks_n;
 };
 
 /* One client's rows, read again for the candidates that are its (their
@@ -54,6 +69,14 @@ sweep_free(struct sweep *sw)
 	for (i = 0; i < sw->n; i++)
 		free(sw->keys[i]);
 	free(sw->keys);
+	if (sw->by_id_on)
+		bw_hash_fini(&sw->by_id);  /* its keys are the asks' ids */
+	for (i = 0; i < sw->asks_n; i++) { /* never submitted */
+		if (sw->asks[i] != NULL) {
+			free(sw->asks[i]->idx);
+			free(sw->asks[i]);
+		}
+	}
 	sw->v->sweeping = 0;
 	free(sw);
 }
@@ -173,47 +196,21 @@ ask_add(struct ask *a, size_t i)
 /* Reads again the rows of each client that owns a candidate (keys[i] !=
  * NULL), once per client and at most SWEEP_MAX_ASK clients a round (the
  * others' candidates wait for the next). The candidates are grouped by
- * client first, in one pass over the keys: the answers then cost their
- * own candidates only, never all the keys each. */
+ * client first, a slice of keys a pass: the answers then cost their own
+ * candidates only, never all the keys each. */
 static void
-ask_owners(struct sweep *sw)
+ask_submit(struct sweep *sw)
 {
-	struct bw_hash by_id;
-	struct ask *asks[SWEEP_MAX_ASK], *a;
-	uint8_t id[BW_ID_LEN];
-	size_t i;
-	unsigned n = 0, k;
+	struct ask *a;
+	unsigned k;
 
-	if (bw_hash_init(&by_id) != 0) {
-		sweep_free(sw);
-		return;
-	}
-	for (i = 0; i < sw->n; i++) {
-		if (sw->keys[i] == NULL)
-			continue;
-		a = NULL;
-		if (vault_key_owner(sw->keys[i], id) == 0 &&
-		    (a = bw_hash_get(&by_id, id, BW_ID_LEN)) == NULL &&
-		    n < SWEEP_MAX_ASK && (a = calloc(1, sizeof(*a))) != NULL) {
-			a->sw = sw;
-			memcpy(a->id, id, BW_ID_LEN);
-			if (bw_hash_put(&by_id, a->id, BW_ID_LEN, a) != 0) {
-				free(a);
-				a = NULL;
-			} else {
-				asks[n++] = a;
-			}
-		}
-		if (a == NULL || ask_add(a, i) != 0) {
-			free(sw->keys[i]); /* whose, unknown; or next round */
-			sw->keys[i] = NULL;
-		}
-	}
-	bw_hash_fini(&by_id); /* its keys are the asks' ids */
-	sw->asking = 1;	      /* held while asking (answers never come inside
-			       * bw_meta_submit) */
-	for (k = 0; k < n; k++) {
-		a = asks[k];
+	bw_hash_fini(&sw->by_id); /* its keys are the asks' ids */
+	sw->by_id_on = 0;
+	sw->asking = 1; /* held while asking (answers never come inside
+			 * bw_meta_submit) */
+	for (k = 0; k < sw->asks_n; k++) {
+		a = sw->asks[k];
+		sw->asks[k] = NULL;
 		if (a->n == 0) { /* its only candidate could not be added */
 			free(a->idx);
 			free(a);
@@ -224,7 +221,96 @@ ask_owners(struct sweep *sw)
 		sw->asking++;
 		bw_meta_submit(sw->v->meta, &a->req);
 	}
+	sw->asks_n = 0;
 	if (--sw->asking == 0)
+		sweep_free(sw);
+}
+
+static void
+group_step(void *arg)
+{
+	struct sweep *sw = arg;
+	struct ask *a;
+	uint8_t id[BW_ID_LEN];
+	size_t i, end = sw->at + JUDGE_SLICE < sw->n ? sw->at + JUDGE_SLICE
+						     : sw->n;
+
+	for (i = sw->at; i < end; i++) {
+		if (sw->keys[i] == NULL)
+			continue;
+		a = NULL;
+		if (vault_key_owner(sw->keys[i], id) == 0 &&
+		    (a = bw_hash_get(&sw->by_id, id, BW_ID_LEN)) == NULL &&
+		    sw->asks_n < SWEEP_MAX_ASK &&
+		    (a = calloc(1, sizeof(*a))) != NULL) {
+			a->sw = sw;
+			memcpy(a->id, id, BW_ID_LEN);
+			if (bw_hash_put(&sw->by_id, a->id, BW_ID_LEN, a) != 0) {
+				free(a);
+				a = NULL;
+			} else {
+				sw->asks[sw->asks_n++] = a;
+			}
+		}
+		if (a == NULL || ask_add(a, i) != 0) {
+			free(sw->keys[i]); /* whose, unknown; or next round */
+			sw->keys[i] = NULL;
+		}
+	}
+	sw->at = end;
+	if (sw->at < sw->n)
+		bw_loop_call(sw->v->eng->loop, &sw->step, group_step, sw);
+	else
+		ask_submit(sw);
+}
+
+static void
+ask_owners(struct sweep *sw)
+{
+	if (bw_hash_init(&sw->by_id) != 0) {
+		sweep_free(sw);
+		return;
+	}
+	sw->by_id_on = 1;
+	sw->at = 0;
+	group_step(sw);
+}
+
+/* A slice of the keys judged against the rows in RAM: one named there is
+ * kept; on a store only this daemon writes, one unnamed goes now (in the
+ * pass that judged it, as a commit would need the loop to name it); on a
+ * shared one the owners' rows are read again first (ask_owners). */
+static void
+judge_step(void *arg)
+{
+	struct sweep *sw = arg;
+	struct bw_vault *v = sw->v;
+	unsigned char cand[JUDGE_SLICE];
+	size_t i,
+		k = sw->n - sw->at < JUDGE_SLICE ? sw->n - sw->at : JUDGE_SLICE;
+	char **key;
+
+	if (vault_unnamed_keys(v, sw->keys + sw->at, k, cand) != 0) {
+		bw_warn("vault: the periodic sweep stops this round: %s",
+			bw_strerror(BW_ENOMEM));
+		sweep_free(sw);
+		return;
+	}
+	for (i = 0; i < k; i++) {
+		key = &sw->keys[sw->at + i];
+		if (cand[i] && !v->meta->be->shared)
+			sweep_remove(v, *key);
+		if (!cand[i] || !v->meta->be->shared) {
+			free(*key); /* named in RAM: kept; or removed */
+			*key = NULL;
+		}
+	}
+	sw->at += k;
+	if (sw->at < sw->n)
+		bw_loop_call(v->eng->loop, &sw->step, judge_step, sw);
+	else if (v->meta->be->shared)
+		ask_owners(sw);
+	else
 		sweep_free(sw);
 }
 
@@ -232,37 +318,16 @@ static void
 sweep_done(void *arg)
 {
 	struct sweep *sw = arg;
-	struct bw_vault *v = sw->v;
-	unsigned char *cand = NULL;
-	size_t i;
 
 	if (sw->rc != 0)
 		bw_warn("vault: the periodic sweep could not list files/: %s",
 			bw_strerror(sw->rc));
-	else if (sw->n > 0 &&
-		 ((cand = calloc(sw->n, 1)) == NULL ||
-		  vault_unnamed_keys(v, sw->keys, sw->n, cand) != 0))
-		sw->rc = BW_ENOMEM;
 	if (sw->rc != 0 || sw->n == 0) {
-		free(cand);
 		sweep_free(sw);
 		return;
 	}
-	for (i = 0; i < sw->n; i++) {
-		if (cand[i])
-			continue;
-		free(sw->keys[i]); /* named in RAM: kept */
-		sw->keys[i] = NULL;
-	}
-	free(cand);
-	if (v->meta->be->shared) {
-		ask_owners(sw);
-		return;
-	}
-	for (i = 0; i < sw->n; i++)
-		if (sw->keys[i] != NULL)
-			sweep_remove(v, sw->keys[i]);
-	sweep_free(sw);
+	sw->at = 0;
+	judge_step(sw);
 }
 
 static unsigned
