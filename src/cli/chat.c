@@ -69,6 +69,7 @@ struct chat {
 	uint8_t part[PART_CAP];
 	size_t part_len, part_shown;
 	int in_room;		/* the server said IN_ROOM: /exit leaves */
+	int refused;		/* it said TOO_MANY: the menu turned us away */
 	unsigned asked;		/* questions the server asked at the menu */
 	unsigned sent;		/* lines we sent before it said IN_ROOM */
 	uint64_t rx_ms, eof_ms; /* the server's last bytes; our input's end */
@@ -113,7 +114,8 @@ usage(FILE *f)
 		"  -h, --help            this help\n\n"
 		"Exit status: 0 the session ended (you left or the server "
 		"closed it);\n1 the server could not be reached or the "
-		"connection failed; 2 bad usage.\n");
+		"connection failed; 2 bad usage;\n3 the server turned you away "
+		"(too many wrong ids or passwords).\n");
 }
 
 /* --- output ------------------------------------------------------------- */
@@ -215,6 +217,9 @@ show(struct chat *ch, const uint8_t *p, size_t n)
 			     memcmp(ch->part, BW_ROOMS_JOINED,
 				    sizeof(BW_ROOMS_JOINED) - 1) == 0))
 				ch->in_room = 1;
+			else if (t == sizeof(BW_ROOMS_TOO_MANY) - 1 &&
+				 memcmp(ch->part, BW_ROOMS_TOO_MANY, t) == 0)
+				ch->refused = 1;
 			else if (!ch->in_room && is_question(ch->part, t)) {
 				ch->asked++;
 				ch->asked_ms = bw_now_ms();
@@ -588,5 +593,8 @@ bw_cli_chat(int argc, char **argv)
 		bw_cli_fatal("%s:%u: %s", host, port, bw_strerror(rc));
 		return BW_EXIT_FATAL;
 	}
-	return BW_EXIT_OK;
+	if (ch.refused) /* a script must not take it for a session held */
+		bw_cli_fatal("%s:%u turned you away (too many wrong tries)",
+			     host, port);
+	return ch.refused ? BW_EXIT_TAKEN : BW_EXIT_OK;
 }

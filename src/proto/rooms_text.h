@@ -25,4 +25,7 @@
 #define BW_ROOMS_JOINED	 "You're connected to group chat #"
 #define BW_ROOMS_IN_ROOM "You can start to talk!"
 
+/* Too many wrong ids or passwords: the server closes the connection. */
+#define BW_ROOMS_TOO_MANY "Too many wrong attempts, goodbye."
+
 #endif

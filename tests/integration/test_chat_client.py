@@ -504,3 +504,19 @@ def test_the_server_is_named_by_s_as_on_every_subcommand(fake_server):
     r = subprocess.run([bulwark_bin(), "chat", "-s", "127.0.0.1:1", "127.0.0.1:2"],
                        input=b"", capture_output=True, timeout=20)
     assert r.returncode == 2 and b"given twice" in r.stderr, r.stderr
+
+
+def test_a_join_turned_away_exits_3_not_0(start_server):
+    """Five wrong passwords ended bulwark chat with exit 0, as a session
+    that went well: a script could not tell. The server's "Too many wrong
+    attempts" ends it with 3 and a line that says so."""
+    import bwrooms as Rooms
+
+    srv = Rooms.chat(start_server)
+    a, rid = Rooms.creator(srv.rooms_port, "alice", "right")
+    tries = "1\nbob\n%d\n" % rid + "wrong\n" * 5
+    r = subprocess.run([bulwark_bin(), "chat", "-s", "127.0.0.1:%d" % srv.rooms_port],
+                       input=tries.encode(), capture_output=True, timeout=60)
+    assert r.returncode == 3, (r.returncode, r.stdout[-300:], r.stderr)
+    assert b"turned you away" in r.stderr and R.TOO_MANY.encode() in r.stdout
+    a.close()

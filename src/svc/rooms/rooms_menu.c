@@ -10,6 +10,7 @@
 
 #include "bulwark/log.h"
 #include "bulwark/util.h"
+#include "proto/rooms_text.h"
 #include "proto/text.h"
 #include "svc/rooms/rooms_int.h"
 
@@ -101,7 +102,7 @@ menu_wrong(struct rconn *rc, const char *text, enum rstate next)
 		ULL(rc->c->id), next == R_J_ID ? "id" : "password",
 		rc->attempts, strikes, a != NULL ? a->addr : "?");
 	if (rc->attempts >= rs->cfg.max_attempts) {
-		rc_bye(rc, "Too many wrong attempts, goodbye.\n");
+		rc_bye(rc, BW_ROOMS_TOO_MANY "\n");
 		return;
 	}
 	if (strikes > FAIL_FREE) {
