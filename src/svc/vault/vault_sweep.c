@@ -49,6 +49,9 @@ struct sweep {
 	int by_id_on;
 	struct ask *asks[SWEEP_MAX_ASK];
 	unsigned asks_n;
+	/* the answers, judged a slice a pass */
+	struct ask *answered, **answered_tail;
+	struct bw_call ans_step;
 };
 
 /* One client's rows, read again for the candidates that are its (their
@@ -56,6 +59,7 @@ struct sweep {
 struct ask {
 	struct bw_meta_req req; /* first: the callback's argument */
 	struct sweep *sw;
+	struct ask *next; /* answered, waiting to be judged */
 	uint8_t id[BW_ID_LEN];
 	size_t *idx;
 	size_t n, cap;
@@ -147,10 +151,11 @@ rows_named(struct bw_hash *names, const struct bw_file_rec *recs, size_t n)
 	return 0;
 }
 
+/* One client's answer judged: what its rows name nowhere goes. */
 static void
-asked(struct bw_meta_req *req)
+judge_answer(struct ask *a)
 {
-	struct ask *a = (struct ask *)req;
+	struct bw_meta_req *req = &a->req;
 	struct sweep *sw = a->sw;
 	struct bw_hash names = {0};
 	const char *key;
@@ -172,8 +177,40 @@ asked(struct bw_meta_req *req)
 	free(req->u.files.recs);
 	free(a->idx);
 	free(a);
-	if (--sw->asking == 0)
+}
+
+/* The answers are judged JUDGE_SLICE rows a pass (a round's 256 answers,
+ * come in one pass, held the loop for them all), in the order they came. */
+static void
+answers_step(void *arg)
+{
+	struct sweep *sw = arg;
+	struct ask *a;
+	size_t rows = 0;
+
+	while ((a = sw->answered) != NULL && rows < JUDGE_SLICE) {
+		sw->answered = a->next;
+		rows += a->req.u.files.n + a->n;
+		judge_answer(a);
+		sw->asking--;
+	}
+	if (sw->answered != NULL)
+		bw_loop_call(sw->v->eng->loop, &sw->ans_step, answers_step, sw);
+	else if (sw->asking == 0)
 		sweep_free(sw);
+}
+
+static void
+asked(struct bw_meta_req *req)
+{
+	struct ask *a = (struct ask *)req;
+	struct sweep *sw = a->sw;
+
+	a->next = NULL;
+	*sw->answered_tail = a;
+	sw->answered_tail = &a->next;
+	if (sw->answered == a) /* the first waiting: a pass goes on */
+		bw_loop_call(sw->v->eng->loop, &sw->ans_step, answers_step, sw);
 }
 
 /* Adds keys[i] to a's candidates. */
@@ -351,6 +388,7 @@ sweep_tick(void *arg)
 	if (v->sweeping || (sw = calloc(1, sizeof(*sw))) == NULL)
 		return;
 	sw->v = v;
+	sw->answered_tail = &sw->answered;
 	v->sweeping = 1;
 	if (bw_loop_submit(v->eng->loop, sweep_work, sweep_done, sw) != 0) {
 		free(sw);
