@@ -187,7 +187,8 @@ name_char(uint8_t c, int first)
 }
 
 /* Prometheus text: comments, or a name, labels in braces, a space and a
- * decimal value; every line ends in a newline. */
+ * decimal value (a count, or seconds with a fraction); every line ends in
+ * a newline. */
 static void
 check_prometheus(const uint8_t *p, size_t n)
 {
@@ -216,8 +217,9 @@ check_prometheus(const uint8_t *p, size_t n)
 			q++;
 		}
 		check(q + 1 < nl && *q == ' ');
+		/* a decimal value: digits, a fraction (seconds) */
 		for (q++; q < nl; q++)
-			check(*q >= '0' && *q <= '9');
+			check((*q >= '0' && *q <= '9') || *q == '.');
 	}
 	k = snprintf(want, sizeof(want),
 		     "\nbulwark_scrapes_total{node=\"fz-1\"} %llu\n",
