@@ -10,6 +10,9 @@
 #ifndef BULWARK_LOG_H
 #define BULWARK_LOG_H
 
+#include <stdarg.h>
+#include <stddef.h>
+
 enum bw_log_level {
 	BW_LOG_DEBUG = 0,
 	BW_LOG_INFO = 1,
@@ -37,6 +40,29 @@ void bw_log_never_wait(void);
  * next line written says how many were suppressed. */
 void bw_log(enum bw_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+
+/* An event whose facts are fields, for fail2ban and log search rather
+ * than for reading:
+ *
+ *   ts=... level=info event=client_registered conn=12 peer=10.0.0.7:40112
+ *   service=vault client=alice
+ *
+ * fmt formats the fields ("client=%s bytes=%llu"); a value a peer chose goes
+ * through bw_log_value. Rate-limited by fmt as bw_log is. bw_log_vevent puts
+ * prefix (fields already formatted: the engine's conn= and peer=) first. */
+void bw_log_event(enum bw_log_level level, const char *event, const char *fmt,
+		  ...) __attribute__((format(printf, 3, 4)));
+void bw_log_vevent(enum bw_log_level level, const char *event,
+		   const char *prefix, const char *fmt, va_list ap)
+	__attribute__((format(printf, 4, 0)));
+/* s as a field's value in dst: as it is when it is one word of printable
+ * ASCII without '"', '=' or '\\', else quoted with those and control bytes
+ * escaped (cut short to fit cap). Returns dst. */
+const char *bw_log_value(char *dst, size_t cap, const char *s);
+/* Under systemd, stderr is journald's stream when JOURNAL_STREAM names it:
+ * lines then begin with their priority ("<4>" for warn) so that
+ * journalctl -p filters them. Call once, before threads log. */
+void bw_log_detect_journal(void);
 
 #define bw_debug(...) bw_log(BW_LOG_DEBUG, __VA_ARGS__)
 #define bw_info(...)  bw_log(BW_LOG_INFO, __VA_ARGS__)

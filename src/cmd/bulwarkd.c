@@ -181,6 +181,7 @@ main(int argc, char **argv)
 	/* the daemon's run: journald (or a pipe) that stops reading must not
 	 * stop its loop */
 	bw_log_never_wait();
+	bw_log_detect_journal();
 	if (stat(cfg.data_dir, &st) != 0)
 		rc = errno;
 	else

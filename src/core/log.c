@@ -26,6 +26,9 @@ static enum bw_log_level min_level = BW_LOG_INFO;
 static int log_fd = STDERR_FILENO;
 static char node[64];
 static char log_path[4096]; /* "" while logging to stderr */
+/* stderr is journald's stream (JOURNAL_STREAM names it): each line begins
+ * with its syslog priority, "<6>", so that journalctl -p filters */
+static int log_journal;
 /* bw_log_never_wait: stderr is a socket (1, sent with MSG_DONTWAIT) or a
  * pipe (2, written through a non-blocking descriptor of our own); 0:
  * writes wait (a file, a terminal). Set once, before threads log. */
@@ -139,6 +142,24 @@ void
 bw_log_set_level(enum bw_log_level min)
 {
 	min_level = min;
+}
+
+void
+bw_log_detect_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	char end;
+
+	log_journal = 0;
+	if (js == NULL || fstat(STDERR_FILENO, &st) != 0 ||
+	    sscanf(js, "%llu:%llu%c", &dev, &ino, &end) != 2)
+		return;
+	/* only stderr itself: a child whose stderr was redirected keeps the
+	 * variable but not the stream */
+	log_journal = (unsigned long long)st.st_dev == dev &&
+		      (unsigned long long)st.st_ino == ino;
 }
 
 int
@@ -315,6 +336,31 @@ quote(char *out, size_t cap, const char *msg)
 	return o;
 }
 
+/* "<6>ts=... level=info ": the priority only for journald */
+static int
+line_start(char *line, size_t cap, enum bw_log_level level)
+{
+	static const char *names[] = {"debug", "info", "warn", "error"};
+	static const char prio[] = {'7', '6', '4', '3'};
+	struct timeval tv;
+	struct tm tm;
+	int n = 0;
+
+	if (log_journal && log_path[0] == '\0') {
+		line[0] = '<';
+		line[1] = prio[level];
+		line[2] = '>';
+		n = 3;
+	}
+	gettimeofday(&tv, NULL);
+	gmtime_r(&tv.tv_sec, &tm);
+	return n + snprintf(line + n, cap - (size_t)n,
+			    "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=%s ",
+			    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+			    tm.tm_hour, tm.tm_min, tm.tm_sec,
+			    (int)(tv.tv_usec / 1000), names[level]);
+}
+
 static void vlog(enum bw_log_level level, unsigned long long dropped,
 		 const char *fmt, va_list ap)
 	__attribute__((format(printf, 3, 0)));
@@ -323,24 +369,14 @@ static void
 vlog(enum bw_log_level level, unsigned long long dropped, const char *fmt,
      va_list ap)
 {
-	static const char *names[] = {"debug", "info", "warn", "error"};
 	char msg[1024], line[2048];
 	const char *text = msg, *p;
-	struct timeval tv;
-	struct tm tm;
 	int n, m;
 	size_t len;
 
 	if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
 		return;
-	gettimeofday(&tv, NULL);
-	gmtime_r(&tv.tv_sec, &tm);
-	n = snprintf(line, sizeof(line),
-		     "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=%s ",
-		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		     tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000),
-		     names[level]);
-	if (n < 0)
+	if ((n = line_start(line, sizeof(line), level)) < 0)
 		return;
 	len = (size_t)n;
 	/* "c12 ..." names the connection: conn=12 */
@@ -379,5 +415,75 @@ bw_log(enum bw_log_level level, const char *fmt, ...)
 		return;
 	va_start(ap, fmt);
 	vlog(level, dropped, fmt, ap);
+	va_end(ap);
+}
+
+const char *
+bw_log_value(char *dst, size_t cap, const char *s)
+{
+	const char *p;
+	size_t n;
+
+	for (p = s; *p != '\0'; p++)
+		if ((unsigned char)*p <= 0x20 || *p == '"' || *p == '=' ||
+		    *p == '\\' || (unsigned char)*p == 0x7f)
+			break;
+	if (*p == '\0' && p != s && (n = (size_t)(p - s)) < cap) {
+		memcpy(dst, s, n + 1);
+		return dst;
+	}
+	n = quote(dst, cap, s);
+	if (n < cap)
+		dst[n] = '\0';
+	else if (cap > 0)
+		dst[0] = '\0';
+	return dst;
+}
+
+void
+bw_log_vevent(enum bw_log_level level, const char *event, const char *prefix,
+	      const char *fmt, va_list ap)
+{
+	unsigned long long dropped;
+	char fields[1024], line[2048];
+	size_t len, i;
+	int n, m;
+
+	if (level < min_level || !take_token(fmt, &dropped))
+		return;
+	if (vsnprintf(fields, sizeof(fields), fmt, ap) < 0)
+		return;
+	/* one line whatever a caller let through */
+	for (i = 0; fields[i] != '\0'; i++)
+		if ((unsigned char)fields[i] < 0x20 ||
+		    (unsigned char)fields[i] == 0x7f)
+			fields[i] = '?';
+	if ((n = line_start(line, sizeof(line), level)) < 0)
+		return;
+	len = (size_t)n;
+	/* room after it as in vlog */
+	m = snprintf(line + len, sizeof(line) - len - 192, "event=%s%s%s%s%s",
+		     event, prefix[0] != '\0' ? " " : "", prefix,
+		     fields[0] != '\0' ? " " : "", fields);
+	if (m < 0)
+		return;
+	len += (size_t)m < sizeof(line) - len - 192 ? (size_t)m
+						    : sizeof(line) - len - 193;
+	if (dropped > 0) {
+		m = snprintf(line + len, sizeof(line) - len, " suppressed=%llu",
+			     dropped);
+		if (m > 0)
+			len += (size_t)m;
+	}
+	out(line, len, sizeof(line) - 1);
+}
+
+void
+bw_log_event(enum bw_log_level level, const char *event, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	bw_log_vevent(level, event, "", fmt, ap);
 	va_end(ap);
 }

@@ -5,6 +5,7 @@
  * until the current callback has returned.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -540,4 +541,18 @@ engine_conn_start(struct bw_conn *c)
 		 l->name, c->peer);
 	if (l->svc->on_open != NULL && l->svc->on_open(c) != 0)
 		engine_conn_kill(c, "service refused the connection");
+}
+
+void
+bw_conn_event(const struct bw_conn *c, enum bw_log_level level,
+	      const char *event, const char *fmt, ...)
+{
+	char prefix[128];
+	va_list ap;
+
+	snprintf(prefix, sizeof(prefix), "conn=%llu peer=%s",
+		 (unsigned long long)c->id, c->peer[0] != '\0' ? c->peer : "-");
+	va_start(ap, fmt);
+	bw_log_vevent(level, event, prefix, fmt, ap);
+	va_end(ap);
 }

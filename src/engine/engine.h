@@ -15,6 +15,7 @@
 #include "bulwark/addrtab.h"
 #include "bulwark/buf.h"
 #include "bulwark/err.h"
+#include "bulwark/log.h"
 #include "bulwark/loop.h"
 #include "engine/proxy.h"
 
@@ -295,6 +296,11 @@ bw_conn_queued(const struct bw_conn *c)
  * a reader takes, however slow, and stands still for a peer that reads
  * nothing. UINT64_MAX when the kernel cannot say. */
 uint64_t bw_conn_out_acked(const struct bw_conn *c);
+/* Logs an event of c's (bw_log_event): conn=ID peer=ADDR:PORT before the
+ * fields, the peer as the PROXY header named it when there was one. */
+void bw_conn_event(const struct bw_conn *c, enum bw_log_level level,
+		   const char *event, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 /* Stops all I/O on c now and closes it after the current callback. why is
  * logged (NULL: nothing). Safe anywhere, also on a closed connection. */
 void bw_conn_close_later(struct bw_conn *c, const char *why);

@@ -45,8 +45,8 @@ def chat(start_server, *args, **kw):
 
 def wrong_count(srv, what, source):
     """Log lines of wrong ids ("id") or passwords ("password") from source."""
-    return len(re.findall(r"rooms: wrong %s \(\d+ on this connection, \d+ from %s\)"
-                          % (what, re.escape(source)), srv.log()))
+    return len(re.findall(r"event=room_refused conn=\d+ peer=%s:\d+ reason=wrong_%s "
+                          % (re.escape(source), what), srv.log()))
 
 
 def console_stat(console_port):

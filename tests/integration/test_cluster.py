@@ -240,7 +240,7 @@ def test_a_node_killed_mid_upload_the_client_finishes_through_another(cluster, t
         victim = None
         deadline = time.monotonic() + 30
         while victim is None and time.monotonic() < deadline and proc.poll() is None:
-            victim = node_of(cluster, "'%s' 'big.bin' upload of" % name)
+            victim = node_of(cluster, "client=%s file=big.bin bytes=" % name)
             time.sleep(0.01)
         assert victim is not None, "the upload never started"
         # once S3 holds a part of it: the worst moment for the store
@@ -393,7 +393,7 @@ def test_decryption_failures_through_three_nodes_revoke_the_key(cluster):
     bw.expect(per_request(c, c.send_pubkey), bw.KEY_STORED, "public key")
     failed_on = set()
     for node in cluster.nodes:
-        before = [n.log().count("aborted after") for n in cluster.nodes]
+        before = [n.log().count("event=upload_aborted ") for n in cluster.nodes]
         c.port = node.port  # from 127.0.0.1, served without a PROXY header
         try:
             res = per_request(c, c.send_file, "x.bin", data, None, None,
@@ -401,7 +401,7 @@ def test_decryption_failures_through_three_nodes_revoke_the_key(cluster):
         finally:
             c.port = cluster.port
         assert res.response.code == bw.ERROR, res.response
-        after = [n.log().count("aborted after") for n in cluster.nodes]
+        after = [n.log().count("event=upload_aborted ") for n in cluster.nodes]
         failed_on |= {i for i, (a, b) in enumerate(zip(before, after)) if b > a}
     assert len(failed_on) == 3, "the failures were not spread: %r" % failed_on
     assert bwd.wait_for(lambda: any("AES key revoked after 3 decryption failures" in n.log()
@@ -1169,7 +1169,7 @@ def test_a_paths_commit_lock_is_the_clusters(cluster):
         t = threading.Thread(target=lambda: answer.append(
             per_request(c, c.send_file, "f.bin", b"q" * 50000)))
         t.start()
-        assert bwd.wait_for(lambda: node_of(cluster, "'f.bin' upload of 50016 bytes started"),
+        assert bwd.wait_for(lambda: node_of(cluster, "file=f.bin bytes=50016 "),
                             10)
         time.sleep(0.5)
         assert not answer, "committed while another session held the path"
@@ -1736,7 +1736,7 @@ def test_per_address_limits_see_each_clients_own_address_through_the_balancer(st
             where = []
 
             def found():
-                where[:] = [i for i, n in enumerate(cl.nodes) if "'%s'" % name in n.log()]
+                where[:] = [i for i, n in enumerate(cl.nodes) if "client=%s " % name in n.log()]
                 return where
 
             assert bwd.wait_for(found, 10), "no node logged %s" % name

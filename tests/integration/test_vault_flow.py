@@ -507,7 +507,7 @@ def test_sigterm_lets_an_upload_in_progress_finish_within_the_grace(start_server
     body = bw.aes_encrypt(c.aes_key, data)
     c.send_raw(bw.pack_request_header(c.client_id, bw.SEND_FILE, bw.FILE_PREFIX_SIZE + len(body))
                + bw.pack_file_prefix(len(body), "late.bin") + body[:len(body) // 2])
-    assert wait_for(lambda: "upload of" in srv.log(), 5)
+    assert wait_for(lambda: "event=upload_started " in srv.log(), 5)
     srv.proc.send_signal(signal.SIGTERM)
     assert wait_for(lambda: "shutting down" in srv.log(), 5)
     # no new connections once shutting down, but this upload may finish
@@ -536,7 +536,7 @@ def test_sigkill_mid_upload_loses_nothing_that_was_stored(start_server):
     body = bw.aes_encrypt(c.aes_key, os.urandom(4 << 20))
     c.send_raw(bw.pack_request_header(c.client_id, bw.SEND_FILE, bw.FILE_PREFIX_SIZE + len(body))
                + bw.pack_file_prefix(len(body), "kept.bin") + body[:len(body) // 2])
-    assert wait_for(lambda: srv.log().count("upload of") == 2, 5)
+    assert wait_for(lambda: srv.log().count("event=upload_started ") == 2, 5)
     # the object is made by its first chunk's write, on a worker
     assert wait_for(srv.incoming_files, 5), "no partial upload to crash in"
     srv.proc.kill()

@@ -155,7 +155,7 @@ def test_uploads_past_max_uploads_are_refused_until_one_ends(start_server):
                                  bw.pack_file_prefix(content, "slow%d.bin" % i), c.client_id)
                    + bytes(content // 2))
         started.append(c)
-    assert wait_for(lambda: server.log().count("upload of") == 2, 5)
+    assert wait_for(lambda: server.log().count("event=upload_started ") == 2, 5)
     assert wait_for(lambda: len(server.incoming_files()) == 2, 5)
     with keyed(server) as c:
         c.send_raw(request_bytes(bw.SEND_FILE, content + bw.FILE_PREFIX_SIZE,

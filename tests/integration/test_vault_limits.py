@@ -188,7 +188,7 @@ def test_upload_slots_per_address_refuse_a_third_trickler_but_not_another_peer(s
             c.send_raw(file_head(c.client_id, content, "big%d.bin" % i) + bytes(4096))
             tricklers.append(c)
         # settle; the round trips of the next session order it after these
-        wait_for(lambda: server.log().count("upload of") >= 2, 3)
+        wait_for(lambda: server.log().count("event=upload_started ") >= 2, 3)
         for c in tricklers:
             c.send_raw(bytes(16))  # still trickling
 

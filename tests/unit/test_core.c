@@ -1406,6 +1406,29 @@ accepted_connection_has_nodelay_and_does_not_block(void **state)
 	close(lfd);
 }
 
+/* --- a field's value in an event line ------------------------------------ */
+
+static void
+log_value_is_a_word_or_a_quoted_string(void **state)
+{
+	char v[32], small[8];
+
+	(void)state;
+	assert_string_equal(bw_log_value(v, sizeof(v), "alice"), "alice");
+	assert_string_equal(bw_log_value(v, sizeof(v), "10.0.0.1:5"),
+			    "10.0.0.1:5");
+	/* what would make a field of its own, or end the line, is quoted */
+	assert_string_equal(bw_log_value(v, sizeof(v), ""), "\"\"");
+	assert_string_equal(bw_log_value(v, sizeof(v), "a b"), "\"a b\"");
+	assert_string_equal(bw_log_value(v, sizeof(v), "x=1"), "\"x=1\"");
+	assert_string_equal(bw_log_value(v, sizeof(v), "a\"b\\c"),
+			    "\"a\\\"b\\\\c\"");
+	assert_string_equal(bw_log_value(v, sizeof(v), "l\nm"), "\"l\\x0am\"");
+	/* cut short to fit, still closed */
+	assert_string_equal(bw_log_value(small, sizeof(small), "abcdefghij"),
+			    "\"ab\"");
+}
+
 /* --- the log's limit on repeated lines ----------------------------------- */
 
 #define LOG_KINDS      1024 /* twice the log's buckets */
@@ -1590,6 +1613,7 @@ main(void)
 			accepted_connection_has_nodelay_and_does_not_block),
 		cmocka_unit_test(
 			unique_names_differ_and_share_the_process_part),
+		cmocka_unit_test(log_value_is_a_word_or_a_quoted_string),
 		/* last: the log goes to a file from here on */
 		cmocka_unit_test(log_limit_holds_for_more_kinds_than_buckets),
 	};

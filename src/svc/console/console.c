@@ -117,9 +117,8 @@ hello_step(struct bw_conn *c)
 
 	/* "Hi" (and the space) is not secret: refuse a wrong start early */
 	if (memcmp(p, "Hi ", n) != 0) {
-		bw_info("c%llu console: %s did not start with '%s', "
-			"disconnecting",
-			ULL(c->id), c->peer, slen ? "Hi <secret>" : HI);
+		bw_conn_event(c, BW_LOG_INFO, "console_refused",
+			      "reason=no_greeting");
 		return BW_EPROTO;
 	}
 	if (c->in.len < need)
@@ -134,9 +133,9 @@ hello_step(struct bw_conn *c)
 		if (!ok) {
 			if (c->addr != NULL)
 				bw_addr_strike(c->addr, bw_now_ms());
-			bw_warn("c%llu console: wrong secret from %s (%u "
-				"from this address in %u min), disconnecting",
-				ULL(c->id), c->peer,
+			bw_conn_event(
+				c, BW_LOG_WARN, "console_refused",
+				"reason=wrong_secret strikes=%u window_min=%u",
 				c->addr != NULL
 					? bw_addr_strikes(c->addr, bw_now_ms())
 					: 1u,
@@ -153,8 +152,8 @@ hello_step(struct bw_conn *c)
 	if (slen > 0)
 		bw_conn_proven(c);
 	CC(c)->st = C_REQ;
-	bw_info("c%llu console: operator connected from %s", ULL(c->id),
-		c->peer);
+	bw_conn_event(c, BW_LOG_INFO, "console_connected", "secret=%s",
+		      slen > 0 ? "yes" : "no");
 	return bw_conn_send(c, GREETING, GREETING_LEN) == 0 ? 1 : BW_ECLOSED;
 }
 

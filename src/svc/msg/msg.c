@@ -57,7 +57,7 @@ registered(void *arg, int rc, struct bw_client *cl)
 	struct reg_reply *d = arg;
 	struct bw_conn *c = d->c;
 	int dead = bw_conn_dead(c);
-	char shown[BW_ESC_CAP], hex[2 * BW_ID_LEN + 1];
+	char shown[BW_ESC_CAP], val[BW_ESC_CAP], hex[2 * BW_ID_LEN + 1];
 
 	if (rc != 0 && rc != BW_EEXIST)
 		d->m->err_store++;
@@ -65,17 +65,18 @@ registered(void *arg, int rc, struct bw_client *cl)
 		MC(c)->st = M_IDLE;
 		if (rc == 0 && cl != NULL) {
 			bw_hex_encode(cl->id, BW_ID_LEN, hex);
-			bw_info("c%llu 600 register '%s' -> 2100 id %s",
-				ULL(c->id),
-				bw_escape_display(cl->name, shown,
-						  sizeof(shown)),
-				hex);
+			bw_escape_display(cl->name, shown, sizeof(shown));
+			bw_conn_event(c, BW_LOG_INFO, "client_registered",
+				      "service=msg client=%s id=%s",
+				      bw_log_value(val, sizeof(val), shown),
+				      hex);
 			(void)bw_frame_reply(c, BW_MSG_RESP_REGISTERED, cl->id,
 					     BW_ID_LEN);
 		} else {
-			bw_info("c%llu 600 register -> 9000: %s", ULL(c->id),
-				rc == BW_EEXIST ? "name taken"
-						: bw_strerror(rc));
+			bw_conn_event(c, BW_LOG_INFO, "register_refused",
+				      "service=msg reason=%s",
+				      rc == BW_EEXIST ? "name_taken"
+						      : "not_durable");
 			(void)bw_frame_error(c, "registration not durable");
 		}
 		bw_frame_done(c);
@@ -90,7 +91,7 @@ static int
 on_register(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 {
 	struct bw_msg *m = r->ctx;
-	char name[BW_NAME_CAP], shown[BW_ESC_CAP];
+	char name[BW_NAME_CAP], shown[BW_ESC_CAP], val[BW_ESC_CAP], w[256];
 	const uint8_t *key;
 	struct bw_rsa *rsa = NULL;
 	struct reg_reply *d;
@@ -99,13 +100,15 @@ on_register(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 
 	if (bw_msg_register_decode(p, BW_MSG_REGISTER_LEN, name, &key) != 0)
 		return bw_frame_error(c, "malformed name");
-	bw_escape_display(name, shown, sizeof(shown));
+	bw_log_value(val, sizeof(val),
+		     bw_escape_display(name, shown, sizeof(shown)));
 	if (bw_rsa_from_spki(&rsa, key, BW_RSA_PUB_LEN) != 0)
 		return bw_frame_error(c, "not an RSA-1024 public key");
 	bw_rsa_free(rsa);
 	if (bw_registry_admit(m->reg, c->addr, bw_now_ms(), &why) != 0) {
-		bw_warn("c%llu 600 registration of '%s' from %s refused: %s",
-			ULL(c->id), shown, c->peer, why);
+		bw_conn_event(c, BW_LOG_WARN, "register_refused",
+			      "service=msg client=%s reason=%s", val,
+			      bw_log_value(w, sizeof(w), why));
 		return bw_frame_error(c, "registration refused");
 	}
 	if ((d = calloc(1, sizeof(*d))) == NULL)
@@ -115,11 +118,13 @@ on_register(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	rc = bw_registry_add(m->reg, name, key, registered, d);
 	if (rc != 0) {
 		free(d);
-		bw_info("c%llu 600 register '%s' -> 9000: %s", ULL(c->id),
-			shown,
-			rc == BW_EEXIST ? "name taken (or one that reads as it)"
-			: rc == BW_EPROTO ? "no visible character"
-					  : bw_strerror(rc));
+		bw_conn_event(
+			c, BW_LOG_INFO, "register_refused",
+			"service=msg client=%s reason=%s", val,
+			rc == BW_EEXIST ? "name_taken"
+			: rc == BW_EPROTO
+				? "no_visible_character"
+				: bw_log_value(w, sizeof(w), bw_strerror(rc)));
 		return bw_frame_reply(c, BW_MSG_RESP_ERROR, NULL, 0);
 	}
 	MC(c)->st = M_STORE;

@@ -209,6 +209,7 @@ planned(struct bw_meta_req *req)
 	struct bw_conn *c = pr->c;
 	struct bw_msg *m = pr->m;
 	struct msg_conn *mc = pr->mc;
+	char hex[2 * BW_ID_LEN + 1];
 
 	if (!read_over(pr))
 		return;
@@ -234,8 +235,10 @@ planned(struct bw_meta_req *req)
 				   (uint32_t)pr->pl.total);
 	mc->st = M_PULL;
 	msg_stream_begin(c, m, mc);
-	bw_debug("c%llu 604: %llu messages, %llu bytes", ULL(c->id),
-		 ULL(pr->pl.rows), ULL(pr->pl.total));
+	bw_hex_encode(mc->who, BW_ID_LEN, hex);
+	bw_conn_event(c, BW_LOG_INFO, "messages_pulled",
+		      "client=%s messages=%llu bytes=%llu", hex,
+		      ULL(pr->pl.rows), ULL(pr->pl.total));
 	msg_stream_more(c, m, mc);
 }
 

@@ -226,6 +226,7 @@ reply_stored(struct pending *p, int rc)
 	struct bw_conn *c = p->conn;
 	struct mqueue *q;
 	uint8_t out[BW_MSG_STORED_LEN];
+	char from[2 * BW_ID_LEN + 1], to[2 * BW_ID_LEN + 1];
 	int alive = c != NULL && !bw_conn_dead(c);
 
 	if (rc == 0) {
@@ -245,6 +246,13 @@ reply_stored(struct pending *p, int rc)
 		MC(c)->st = M_IDLE;
 		MC(c)->p = NULL;
 		if (rc == 0) {
+			bw_hex_encode(p->rec.from, BW_ID_LEN, from);
+			bw_hex_encode(p->rec.to, BW_ID_LEN, to);
+			bw_conn_event(
+				c, BW_LOG_INFO, "message_stored",
+				"from=%s to=%s type=%u bytes=%llu id=%lld",
+				from, to, p->rec.type, ULL(p->rec.size),
+				(long long)p->rec.id);
 			bw_msg_stored_encode(p->rec.to, (uint32_t)p->rec.id,
 					     out);
 			(void)bw_frame_reply(c, BW_MSG_RESP_STORED, out,

@@ -98,9 +98,10 @@ menu_wrong(struct rconn *rc, const char *text, enum rstate next)
 		bw_addr_strike(a, now);
 		strikes = bw_addr_strikes(a, now);
 	}
-	bw_info("c%llu rooms: wrong %s (%u on this connection, %u from %s)",
-		ULL(rc->c->id), next == R_J_ID ? "id" : "password",
-		rc->attempts, strikes, a != NULL ? a->addr : "?");
+	bw_conn_event(rc->c, BW_LOG_INFO, "room_refused",
+		      "reason=%s attempts=%u strikes=%u",
+		      next == R_J_ID ? "wrong_id" : "wrong_password",
+		      rc->attempts, strikes);
 	if (rc->attempts >= rs->cfg.max_attempts) {
 		rc_bye(rc, BW_ROOMS_TOO_MANY "\n");
 		return;

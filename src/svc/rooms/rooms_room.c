@@ -128,6 +128,7 @@ void
 room_enter(struct rconn *rc, struct room *r, int created)
 {
 	struct bw_rooms *rs = rc->rs;
+	char val[BW_ESC_CAP];
 
 	rc->room = r;
 	rc->room_id = r->id;
@@ -157,8 +158,10 @@ room_enter(struct rconn *rc, struct room *r, int created)
 		rs->joined++;
 		(void)rc_sayf(rc, BW_ROOMS_JOINED "%u\n", r->id);
 	}
-	bw_info("c%llu %s room %u as \"%s\" (%u members)", ULL(rc->c->id),
-		created ? "created" : "joined", r->id, rc->name, r->members_n);
+	bw_conn_event(rc->c, BW_LOG_INFO,
+		      created ? "room_created" : "room_joined",
+		      "room=%u name=%s members=%u", r->id,
+		      bw_log_value(val, sizeof(val), rc->name), r->members_n);
 	if (!rbus_on(rs)) /* else the bus says it, to every node */
 		notice(rc, r, " has joined the group\n");
 }

@@ -28,18 +28,21 @@ static void
 registered(void *arg, int rc, struct bw_client *cl)
 {
 	struct bw_conn *c = arg;
-	char shown[BW_ESC_CAP], hex[2 * BW_ID_LEN + 1];
+	char shown[BW_ESC_CAP], v[BW_ESC_CAP], hex[2 * BW_ID_LEN + 1];
 
 	if (!vault_stored_begin(c))
 		return;
 	if (rc == 0 && cl != NULL) {
 		bw_hex_encode(cl->id, BW_ID_LEN, hex);
-		bw_info("c%llu 1025 register '%s' -> 2100 id %s", ULL(c->id),
-			bw_escape_display(cl->name, shown, sizeof(shown)), hex);
+		bw_escape_display(cl->name, shown, sizeof(shown));
+		bw_conn_event(c, BW_LOG_INFO, "client_registered",
+			      "service=vault client=%s id=%s",
+			      bw_log_value(v, sizeof(v), shown), hex);
 		(void)bw_frame_reply(c, BW_VAULT_RESP_REGISTERED, cl->id,
 				     BW_ID_LEN);
 	} else if (rc == BW_EEXIST) {
-		bw_info("c%llu 1025 register -> 2101: name taken", ULL(c->id));
+		bw_conn_event(c, BW_LOG_INFO, "register_refused",
+			      "service=vault reason=name_taken");
 		(void)bw_frame_reply(c, BW_VAULT_RESP_REG_FAILED, NULL, 0);
 	} else {
 		(void)bw_frame_error(c, bw_strerror(rc));
@@ -51,24 +54,27 @@ static int
 on_register(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 {
 	struct bw_vault *v = r->ctx;
-	char name[BW_NAME_CAP], shown[BW_ESC_CAP];
+	char name[BW_NAME_CAP], shown[BW_ESC_CAP], val[BW_ESC_CAP];
+	char w[256];
 	const char *why;
 	int rc;
 
 	if (bw_vault_name_payload_decode(p, BW_NAME_FIELD, name) != 0)
 		return bw_frame_error(c, "malformed name");
-	bw_escape_display(name, shown, sizeof(shown));
+	bw_log_value(val, sizeof(val),
+		     bw_escape_display(name, shown, sizeof(shown)));
 	if (bw_registry_admit(v->reg, c->addr, bw_now_ms(), &why) != 0) {
-		bw_warn("c%llu 1025 registration of '%s' from %s refused: %s",
-			ULL(c->id), shown, c->peer, why);
+		bw_conn_event(c, BW_LOG_WARN, "register_refused",
+			      "service=vault client=%s reason=%s", val,
+			      bw_log_value(w, sizeof(w), why));
 		return bw_frame_reply(c, BW_VAULT_RESP_ERROR, NULL, 0);
 	}
 	rc = bw_registry_add(v->reg, name, NULL, registered, c);
 	if (rc == BW_EEXIST || rc == BW_EPROTO) {
-		bw_info("c%llu 1025 register '%s' -> 2101: %s", ULL(c->id),
-			shown,
-			rc == BW_EEXIST ? "name taken (or one that reads as it)"
-					: "no visible character");
+		bw_conn_event(c, BW_LOG_INFO, "register_refused",
+			      "service=vault client=%s reason=%s", val,
+			      rc == BW_EEXIST ? "name_taken"
+					      : "no_visible_character");
 		return bw_frame_reply(c, BW_VAULT_RESP_REG_FAILED, NULL, 0);
 	}
 	if (rc != 0)

@@ -113,7 +113,7 @@ vault_release_and_resume(struct bw_conn *c)
 static void
 upload_log(struct upload *u, int rc)
 {
-	char shown[BW_ESC_CAP];
+	char shown[BW_ESC_CAP], val[BW_ESC_CAP];
 	uint64_t id = u->conn != NULL ? u->conn->id : 0;
 
 	bw_escape_display(u->rel_path, shown, sizeof(shown));
@@ -122,12 +122,25 @@ upload_log(struct upload *u, int rc)
 			 bw_strerror(rc));
 		return;
 	}
-	bw_info("c%llu 1028 stored %s%s: %llu bytes, cksum %u, %llu ms "
-		"(fsync+rename %llu ms)%s",
-		ULL(id), shown, u->pending ? " (pending its 1029)" : "",
-		ULL(u->plain_len), bw_cksum_final(&u->crc),
-		ULL(bw_now_ms() - u->start_ms), ULL(bw_now_ms() - u->body_ms),
-		bw_conn_dead(u->conn) ? " (client gone)" : "");
+	bw_log_value(val, sizeof(val), shown);
+	if (u->conn == NULL) {
+		bw_log_event(
+			BW_LOG_INFO, "upload_stored",
+			"conn=%llu file=%s bytes=%llu cksum=%u "
+			"pending=%s ms=%llu commit_ms=%llu client_gone=yes",
+			ULL(id), val, ULL(u->plain_len),
+			bw_cksum_final(&u->crc), u->pending ? "yes" : "no",
+			ULL(bw_now_ms() - u->start_ms),
+			ULL(bw_now_ms() - u->body_ms));
+		return;
+	}
+	bw_conn_event(u->conn, BW_LOG_INFO, "upload_stored",
+		      "file=%s bytes=%llu cksum=%u pending=%s ms=%llu "
+		      "commit_ms=%llu client_gone=%s",
+		      val, ULL(u->plain_len), bw_cksum_final(&u->crc),
+		      u->pending ? "yes" : "no", ULL(bw_now_ms() - u->start_ms),
+		      ULL(bw_now_ms() - u->body_ms),
+		      bw_conn_dead(u->conn) ? "yes" : "no");
 }
 
 /* Replies, releases the path and the connection, frees the upload. */

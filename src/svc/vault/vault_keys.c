@@ -187,7 +187,7 @@ key_stored(void *arg, int rc, struct bw_client *cl)
 	struct key_reply *k = arg;
 	struct bw_conn *c = k->c;
 	struct vault_conn *vc;
-	char name[BW_ESC_CAP];
+	char name[BW_ESC_CAP], val[BW_ESC_CAP];
 
 	if (vault_stored_begin(c)) {
 		vc = VC(c);
@@ -197,10 +197,11 @@ key_stored(void *arg, int rc, struct bw_client *cl)
 			memcpy(vc->key, k->aes, sizeof(k->aes));
 			vc->key_issued = k->issued;
 			vc->key_issued_ms = cl->key_issued_ms;
-			bw_info("c%llu %u '%s' -> %u: new AES key sent",
-				ULL(c->id), k->req,
-				bw_escape_display(cl->name, name, sizeof(name)),
-				k->code);
+			bw_escape_display(cl->name, name, sizeof(name));
+			bw_conn_event(c, BW_LOG_INFO, "key_sent",
+				      "client=%s request=%u reply=%u",
+				      bw_log_value(val, sizeof(val), name),
+				      k->req, k->code);
 			(void)bw_frame_reply(c, k->code, k->out,
 					     sizeof(k->out));
 		} else {
@@ -394,7 +395,7 @@ vault_on_pubkey(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 int
 vault_on_reconnect(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 {
-	char name[BW_NAME_CAP], shown[BW_ESC_CAP];
+	char name[BW_NAME_CAP], shown[BW_ESC_CAP], val[BW_ESC_CAP], w[64];
 	struct bw_client *cl;
 	const struct bw_rsa *rsa = NULL;
 	const char *why = NULL;
@@ -411,8 +412,11 @@ vault_on_reconnect(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	else if (rsa_of(r->ctx, cl->pubkey, &rsa) != 0)
 		why = "stored public key unusable";
 	if (why != NULL) {
-		bw_info("c%llu 1027 '%s' -> 2106: %s", ULL(c->id),
-			bw_escape_display(name, shown, sizeof(shown)), why);
+		bw_escape_display(name, shown, sizeof(shown));
+		bw_conn_event(c, BW_LOG_INFO, "reconnect_refused",
+			      "client=%s reason=%s",
+			      bw_log_value(val, sizeof(val), shown),
+			      bw_log_value(w, sizeof(w), why));
 		return bw_frame_reply(c, BW_VAULT_RESP_RECONNECT_DENIED,
 				      r->hdr.client_id, BW_ID_LEN);
 	}

@@ -80,14 +80,16 @@ vault_upload_abort(struct bw_conn *c, const char *why)
 {
 	struct vault_conn *vc = VC(c);
 	struct upload *u = vc->up;
-	char shown[BW_ESC_CAP];
+	char shown[BW_ESC_CAP], val[BW_ESC_CAP], w[256];
 	unsigned i;
 
 	if (u == NULL)
 		return;
-	bw_info("c%llu 1028 '%s' aborted after %llu bytes: %s", ULL(c->id),
-		bw_escape_display(u->stored, shown, sizeof(shown)),
-		ULL(u->plain_len), why);
+	bw_escape_display(u->stored, shown, sizeof(shown));
+	bw_conn_event(c, BW_LOG_INFO, "upload_aborted",
+		      "file=%s bytes=%llu reason=%s",
+		      bw_log_value(val, sizeof(val), shown), ULL(u->plain_len),
+		      bw_log_value(w, sizeof(w), why));
 	bw_conn_expect(c, 0);
 	vault_upload_done(u);
 	vc->up = NULL;
@@ -130,6 +132,7 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 {
 	struct vault_conn *vc = VC(c);
 	char hex[2 * BW_ID_LEN + 1], shown[BW_ESC_CAP], file[BW_ESC_CAP];
+	char cval[BW_ESC_CAP], fval[BW_ESC_CAP];
 	const struct vfile *f;
 	struct upload *u;
 	unsigned i;
@@ -184,9 +187,12 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 	u->counted = 1;
 	v->uploads_active++;
 	u->start_ms = bw_now_ms();
-	bw_info("c%llu 1028 '%s' '%s' upload of %u bytes started", ULL(c->id),
-		bw_escape_display(cl->name, shown, sizeof(shown)),
-		bw_escape_display(u->stored, file, sizeof(file)), content_size);
+	bw_escape_display(cl->name, shown, sizeof(shown));
+	bw_escape_display(u->stored, file, sizeof(file));
+	bw_conn_event(c, BW_LOG_INFO, "upload_started",
+		      "client=%s file=%s bytes=%u",
+		      bw_log_value(cval, sizeof(cval), shown),
+		      bw_log_value(fval, sizeof(fval), file), content_size);
 	return 0;
 fail:
 	vault_upload_free(u);

@@ -196,7 +196,7 @@ static void
 swap_row_done(void *arg, int rc)
 {
 	struct crc_op *op = arg;
-	char shown[BW_ESC_CAP];
+	char shown[BW_ESC_CAP], val[BW_ESC_CAP];
 
 	bw_escape_display(op->path, shown, sizeof(shown));
 	if (rc != 0) {
@@ -207,8 +207,9 @@ swap_row_done(void *arg, int rc)
 		unswap(op, 0); /* the row still names the pending file */
 		return;
 	}
-	bw_info("c%llu 1029 %s verified: the replacement is now current",
-		ULL(op->c->id), shown);
+	bw_conn_event(op->c, BW_LOG_INFO, "file_verified",
+		      "file=%s replaced=yes",
+		      bw_log_value(val, sizeof(val), shown));
 	op->swapped = 1; /* the backup goes once the row is durable */
 	crc_finish(op, BW_VAULT_RESP_ACK);
 }
@@ -261,12 +262,14 @@ static void
 verified_done(void *arg, int rc)
 {
 	struct crc_op *op = arg;
-	char shown[BW_ESC_CAP];
+	char shown[BW_ESC_CAP], val[BW_ESC_CAP];
 
 	op->rc = rc;
-	if (rc == 0)
-		bw_info("c%llu 1029 %s verified", ULL(op->c->id),
-			bw_escape_display(op->path, shown, sizeof(shown)));
+	if (rc == 0) {
+		bw_escape_display(op->path, shown, sizeof(shown));
+		bw_conn_event(op->c, BW_LOG_INFO, "file_verified", "file=%s",
+			      bw_log_value(val, sizeof(val), shown));
+	}
 	crc_finish(op, rc == 0 ? BW_VAULT_RESP_ACK : BW_VAULT_RESP_ERROR);
 }
 
@@ -279,7 +282,7 @@ mismatch_done(void *arg, int rc)
 {
 	struct crc_op *op = arg;
 	struct vfile *f;
-	char shown[BW_ESC_CAP];
+	char shown[BW_ESC_CAP], val[BW_ESC_CAP];
 	int had = op->pend_key[0] != '\0';
 
 	op->rc = rc;
@@ -296,11 +299,11 @@ mismatch_done(void *arg, int rc)
 				       : BW_VAULT_RESP_ERROR);
 		return;
 	}
-	bw_info("c%llu %u %s CRC mismatch, %s%s", ULL(op->c->id), op->code,
-		shown,
-		op->code == BW_VAULT_REQ_CRC_RETRY ? "resend follows"
-						   : "client gave up",
-		had ? "; its replacement was discarded" : "");
+	bw_conn_event(op->c, BW_LOG_INFO, "crc_mismatch",
+		      "file=%s request=%u next=%s replacement_discarded=%s",
+		      bw_log_value(val, sizeof(val), shown), op->code,
+		      op->code == BW_VAULT_REQ_CRC_RETRY ? "resend" : "gave_up",
+		      had ? "yes" : "no");
 	if (op->code == BW_VAULT_REQ_CRC_FAIL &&
 	    (f = vfile_by_name(op->v, op->id, op->name)) != NULL)
 		f->acked_s = 0;
