@@ -12,6 +12,7 @@
 #include "bulwark/crypto.h"
 #include "bulwark/fsutil.h"
 #include "bulwark/log.h"
+#include "bulwark/notify.h"
 #include "bulwark/util.h"
 #include "daemon/daemon.h"
 #include "host/blob.h"
@@ -332,16 +333,27 @@ reload(void *arg)
 	unsigned i;
 	int rc;
 
+	(void)bw_notifyf("RELOADING=1\nMONOTONIC_USEC=%llu",
+			 (unsigned long long)bw_now_ms() * 1000u);
 	if ((rc = bw_log_reopen()) != 0)
 		bw_error("reload: cannot reopen the log %s: %s",
 			 d->cfg.log_file, bw_strerror(rc));
 	if (fresh == NULL) {
 		bw_error("reload: out of memory; nothing changed");
+		(void)bw_notify(
+			"READY=1\nSTATUS=reload refused: out of memory");
 		return;
 	}
 	if (bw_daemon_configure(fresh, &d->args, why, sizeof(why)) != 0 ||
 	    bw_daemon_reload_check(&d->given, fresh, why, sizeof(why)) != 0) {
 		bw_error("reload refused, nothing changed: %s", why);
+		/* systemctl status shows it until the next reload */
+		for (i = 0; why[i] != '\0'; i++)
+			if (why[i] == '\n')
+				why[i] = ' ';
+		(void)bw_notifyf("READY=1\nSTATUS=reload refused, nothing "
+				 "changed: %s",
+				 why);
 		goto out;
 	}
 	bw_daemon_opts_diff(&d->given, fresh, reported, NULL);
@@ -359,6 +371,8 @@ reload(void *arg)
 	bw_info("reload: done (%s)", d->cfg.config_path[0] != '\0'
 					     ? d->cfg.config_path
 					     : "no configuration file");
+	(void)bw_notify("READY=1\nSTATUS=serving; the last reload was "
+			"applied");
 out:
 	bw_wipe(fresh, sizeof(*fresh));
 	free(fresh);
@@ -504,6 +518,10 @@ bw_daemon_run(struct bw_daemon *d)
 {
 	/* start-up's loads and checks are done: requests get their limits */
 	bw_meta_serving(d->meta);
+	/* every listener is bound: systemd's Type=notify unit is active
+	 * from here (and units ordered after it may connect) */
+	(void)bw_notifyf("READY=1\nSTATUS=serving\nMAINPID=%ld",
+			 (long)getpid());
 	return bw_engine_run(&d->eng);
 }
 

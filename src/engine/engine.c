@@ -14,6 +14,7 @@
 
 #include "bulwark/err.h"
 #include "bulwark/log.h"
+#include "bulwark/notify.h"
 #include "bulwark/net.h"
 #include "bulwark/util.h"
 #include "engine/engine_int.h"
@@ -319,6 +320,7 @@ bw_engine_stop(struct bw_engine *e)
 	}
 	bw_info("shutting down (%llu connections, %u ms grace)",
 		(unsigned long long)e->conns_n, e->cfg.shutdown_grace_ms);
+	(void)bw_notify("STOPPING=1\nSTATUS=shutting down");
 	e->stopping = 1;
 	e->stop_deadline_ms = bw_now_ms() + e->cfg.shutdown_grace_ms;
 	for (c = e->conns; c != NULL; c = c->next) {
