@@ -18,6 +18,7 @@ enum bw_log_level {
 	BW_LOG_INFO = 1,
 	BW_LOG_WARN = 2,
 	BW_LOG_ERROR = 3,
+	BW_LOG_NONE = 4, /* as a minimum: nothing (a command's own output) */
 };
 
 void bw_log_set_level(enum bw_log_level min);
@@ -63,6 +64,11 @@ const char *bw_log_value(char *dst, size_t cap, const char *s);
  * lines then begin with their priority ("<4>" for warn) so that
  * journalctl -p filters them. Call once, before threads log. */
 void bw_log_detect_journal(void);
+/* The message of the last error-level line, whether the level let it
+ * through or not ("" if none since the last call), into out; then
+ * forgotten. For a command that reports a cause itself (--check-config)
+ * with the log silenced. */
+void bw_log_take_error(char *out, size_t cap);
 
 #define bw_debug(...) bw_log(BW_LOG_DEBUG, __VA_ARGS__)
 #define bw_info(...)  bw_log(BW_LOG_INFO, __VA_ARGS__)

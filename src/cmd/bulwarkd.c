@@ -63,6 +63,24 @@ hide_password(char *url)
 	}
 }
 
+/* Each line of text, prefixed (a configuration file's problems, one a
+ * line). */
+static void
+say_lines(FILE *out, const char *prefix, const char *text)
+{
+	const char *nl;
+
+	for (;;) {
+		nl = strchr(text, '\n');
+		fprintf(out, "%s%.*s\n", prefix,
+			nl != NULL ? (int)(nl - text) : (int)strlen(text),
+			text);
+		if (nl == NULL)
+			break;
+		text = nl + 1;
+	}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -71,7 +89,7 @@ main(int argc, char **argv)
 	static struct option lo[OPTS_MAX + 5];
 	static struct bw_daemon_args args;
 	static struct bw_daemon d;
-	char shorts[2 * OPTS_MAX + 4], why[700], where[PATH_MAX];
+	char shorts[2 * OPTS_MAX + 4], why[4096], where[PATH_MAX];
 	struct bw_daemon_cfg cfg;
 	struct stat st;
 	const char *name, *from = NULL;
@@ -153,11 +171,16 @@ main(int argc, char **argv)
 			argv[optind]);
 		return 2;
 	}
+	/* a check's output is its findings, not log lines */
+	if (check)
+		bw_log_set_level(BW_LOG_NONE);
 	if (bw_daemon_configure(&cfg, &args, why, sizeof(why)) != 0) {
-		fprintf(stderr, "bulwarkd: %s\n", why);
+		say_lines(check ? stdout : stderr,
+			  check ? "error: " : "bulwarkd: ", why);
 		return 2;
 	}
-	bw_log_set_level(levels[cfg.log_level]);
+	if (!check)
+		bw_log_set_level(levels[cfg.log_level]);
 	bw_log_set_node(cfg.node_name);
 	if (cfg.log_file[0] != '\0' && (rc = bw_log_open(cfg.log_file)) != 0) {
 		fprintf(stderr, "bulwarkd: cannot open the log %s: %s\n",
@@ -165,7 +188,8 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (bw_daemon_cfg_check(&cfg, why, sizeof(why)) != 0) {
-		fprintf(stderr, "bulwarkd: %s\n", why);
+		say_lines(check ? stdout : stderr,
+			  check ? "error: " : "bulwarkd: ", why);
 		return 2;
 	}
 	if (migrate) {

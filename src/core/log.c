@@ -405,12 +405,33 @@ vlog(enum bw_log_level level, unsigned long long dropped, const char *fmt,
 	out(line, len, sizeof(line) - 1);
 }
 
+/* the last error's message, logged or not (bw_log_take_error) */
+static pthread_mutex_t last_mu = PTHREAD_MUTEX_INITIALIZER;
+static char last_error[512];
+
+void
+bw_log_take_error(char *out, size_t cap)
+{
+	pthread_mutex_lock(&last_mu);
+	if (cap > 0)
+		snprintf(out, cap, "%s", last_error);
+	last_error[0] = '\0';
+	pthread_mutex_unlock(&last_mu);
+}
+
 void
 bw_log(enum bw_log_level level, const char *fmt, ...)
 {
 	unsigned long long dropped;
 	va_list ap;
 
+	if (level == BW_LOG_ERROR) {
+		pthread_mutex_lock(&last_mu);
+		va_start(ap, fmt);
+		(void)vsnprintf(last_error, sizeof(last_error), fmt, ap);
+		va_end(ap);
+		pthread_mutex_unlock(&last_mu);
+	}
 	if (level < min_level || !take_token(fmt, &dropped))
 		return;
 	va_start(ap, fmt);

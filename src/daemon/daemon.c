@@ -329,7 +329,7 @@ reload(void *arg)
 						   BW_LOG_WARN, BW_LOG_ERROR};
 	struct bw_daemon *d = arg;
 	struct bw_daemon_cfg *fresh = malloc(sizeof(*fresh));
-	char why[600];
+	char why[2048];
 	unsigned i;
 	int rc;
 
@@ -346,11 +346,12 @@ reload(void *arg)
 	}
 	if (bw_daemon_configure(fresh, &d->args, why, sizeof(why)) != 0 ||
 	    bw_daemon_reload_check(&d->given, fresh, why, sizeof(why)) != 0) {
-		bw_error("reload refused, nothing changed: %s", why);
-		/* systemctl status shows it until the next reload */
+		/* one line for the log and for systemctl status (which shows
+		 * it until the next reload): the problems, "; " between */
 		for (i = 0; why[i] != '\0'; i++)
 			if (why[i] == '\n')
-				why[i] = ' ';
+				why[i] = ';';
+		bw_error("reload refused, nothing changed: %s", why);
 		(void)bw_notifyf("READY=1\nSTATUS=reload refused, nothing "
 				 "changed: %s",
 				 why);

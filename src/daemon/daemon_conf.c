@@ -20,6 +20,60 @@
  * are the long options (not config); a flag's value is yes or no. */
 
 #define FILE_MAX (1024u * 1024u)
+#define KEY_NEAR 64 /* keys longer than this get no suggestion */
+
+/* The edit distance of a and b, '_' taken for '-' (a and b shorter than
+ * KEY_NEAR). */
+static size_t
+distance(const char *a, const char *b)
+{
+	size_t row[KEY_NEAR + 1], i, j, la = strlen(a), lb = strlen(b);
+	size_t diag, up, cost;
+
+	for (j = 0; j <= lb; j++)
+		row[j] = j;
+	for (i = 1; i <= la; i++) {
+		diag = row[0];
+		row[0] = i;
+		for (j = 1; j <= lb; j++) {
+			up = row[j];
+			cost = (a[i - 1] == '_' ? '-' : a[i - 1]) != b[j - 1];
+			row[j] = diag + cost;
+			if (up + 1 < row[j])
+				row[j] = up + 1;
+			if (row[j - 1] + 1 < row[j])
+				row[j] = row[j - 1] + 1;
+			diag = up;
+		}
+	}
+	return row[lb];
+}
+
+/* The key an unknown one was likely meant to be (as git says "did you
+ * mean"), NULL if none is near: at most 1 edit in 4 characters, at least
+ * 1. */
+static const char *
+nearest_key(const char *key)
+{
+	const char *names[256], *best = NULL;
+	char letters[256];
+	size_t n = bw_daemon_opts(names, letters, 256), i, d;
+	size_t best_d = SIZE_MAX, len = strlen(key);
+	size_t most = len / 4 > 1 ? len / 4 : 1;
+
+	if (len >= KEY_NEAR)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		if (!bw_daemon_opt_is_key(names[i]) ||
+		    strlen(names[i]) >= KEY_NEAR)
+			continue;
+		if ((d = distance(key, names[i])) < best_d) {
+			best_d = d;
+			best = names[i];
+		}
+	}
+	return best_d <= most ? best : NULL;
+}
 
 static char *
 trim(char *p)
@@ -78,7 +132,14 @@ file_line(struct bw_daemon_cfg *cfg, char *line, char *why, size_t why_cap)
 		return BW_ECONFIG;
 	}
 	if (!bw_daemon_opt_is_key(key)) {
-		snprintf(why, why_cap, "unknown key '%s'", key);
+		const char *near = nearest_key(key);
+
+		if (near != NULL)
+			snprintf(why, why_cap,
+				 "unknown key '%s' (did you mean '%s'?)", key,
+				 near);
+		else
+			snprintf(why, why_cap, "unknown key '%s'", key);
 		return BW_ECONFIG;
 	}
 	if (!bw_daemon_opt_has_value(key)) { /* a flag */
@@ -94,26 +155,44 @@ file_line(struct bw_daemon_cfg *cfg, char *line, char *why, size_t why_cap)
 }
 
 /* The lines of text[0..len) (text[len] is a NUL; the lines are cut in
- * place) applied to cfg; errors say "name:LINE: ...". */
+ * place) applied to cfg. Every line is read, so that one run names every
+ * problem: each says "name:LINE: ...", one a line in why (as many as fit,
+ * then how many more). */
 static int
 parse_text(struct bw_daemon_cfg *cfg, char *text, size_t len, const char *name,
 	   char *why, size_t why_cap)
 {
 	char *line, *next, msg[512];
-	size_t no = 0;
-	int rc = 0;
+	size_t no = 0, used = 0, more = 0;
+	int rc = 0, r, m;
 
 	if (memchr(text, '\0', len) != NULL) {
 		snprintf(why, why_cap, "%s: not a text file", name);
 		return BW_ECONFIG;
 	}
-	for (line = text; line != NULL && rc == 0; line = next) {
+	if (why_cap > 0)
+		why[0] = '\0';
+	for (line = text; line != NULL; line = next) {
 		no++;
 		if ((next = strchr(line, '\n')) != NULL)
 			*next++ = '\0';
-		if ((rc = file_line(cfg, line, msg, sizeof(msg))) != 0)
-			snprintf(why, why_cap, "%s:%zu: %s", name, no, msg);
+		if ((r = file_line(cfg, line, msg, sizeof(msg))) == 0)
+			continue;
+		if (rc == 0)
+			rc = r;
+		/* room kept for the count of those that do not fit */
+		m = snprintf(why + used,
+			     why_cap > used + 48 ? why_cap - used - 48 : 0,
+			     "%s%s:%zu: %s", used > 0 ? "\n" : "", name, no,
+			     msg);
+		if (m > 0 && used + (size_t)m + 48 < why_cap)
+			used += (size_t)m;
+		else
+			more++;
 	}
+	if (more > 0 && used < why_cap)
+		snprintf(why + used, why_cap - used,
+			 "\n%s: and %zu more problem(s)", name, more);
 	return rc;
 }
 

@@ -117,14 +117,19 @@ int
 bw_blobs_check(const struct bw_blob_conf *conf, char *msg, size_t cap)
 {
 	struct bw_blobs *b;
+	char why[512];
 	int rc;
 
+	bw_log_take_error(why, sizeof(why));
 	if ((rc = bw_blobs_open(&b, conf)) != 0) {
+		/* the cause the backend named (no credentials, a bad bucket
+		 * name), not only its class */
+		bw_log_take_error(why, sizeof(why));
 		snprintf(msg, cap, "%s cannot be opened: %s",
 			 conf->url != NULL && conf->url[0] != '\0'
 				 ? conf->url
 				 : "the data directory",
-			 bw_strerror(rc));
+			 why[0] != '\0' ? why : bw_strerror(rc));
 		return rc;
 	}
 	rc = b->be->check(b->state, msg, cap);

@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -87,18 +88,23 @@ def test_unit_runs_bulwarkd_as_its_user_on_its_state_dir(daemon_help):
     d = unit_directives()
     assert d["User"] == ["bulwark"] and d["Group"] == ["bulwark"]
     assert d["StateDirectory"] == ["bulwark"]
-    start = d["ExecStart"][0].split()
-    assert start[0] == "/usr/sbin/bulwarkd"
-    assert start[start.index("--data-dir") + 1] == "/var/lib/bulwark"
-    assert start[start.index("--config") + 1] == "/etc/bulwark/bulwarkd.conf"
+    # everything in the file, the data directory too: `bulwarkd -t
+    # --config FILE` checks what the service runs
+    assert d["ExecStart"] == ["/usr/sbin/bulwarkd --config /etc/bulwark/bulwarkd.conf"]
+    assert re.search(r"^data-dir = /var/lib/bulwark$", CONF.read_text(), re.M)
     assert d["Restart"] == ["on-failure"]
-    assert d["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    # systemd knows when it is ready; a reload is checked before the signal
+    assert d["Type"] == ["notify"] and d["NotifyAccess"] == ["main"]
+    assert d["ExecReload"] == [
+        "/usr/sbin/bulwarkd --check-config --config /etc/bulwark/bulwarkd.conf",
+        "/bin/kill -HUP $MAINPID"]
     # SIGTERM's drain must fit inside the stop timeout
     grace = int(docs.help_defaults(daemon_help)["shutdown-grace"])
     assert int(d["TimeoutStopSec"][0]) > grace
     # no capability: every port is >= 1024
     assert d["CapabilityBoundingSet"] == [""]
-    assert d["RestrictAddressFamilies"] == ["AF_INET AF_INET6"]
+    # AF_UNIX: the notification's datagram
+    assert d["RestrictAddressFamilies"] == ["AF_INET AF_INET6 AF_UNIX"]
 
 
 def unit_comments():
@@ -147,10 +153,14 @@ def test_conf_lists_every_option_once(daemon_help):
         assert comment, "# %s = has no explanation above it" % key
 
 
-def test_conf_needs_no_uncommented_line():
+def test_conf_sets_only_the_data_dir_and_loopback():
+    """The package's own choices, and nothing else: its data directory,
+    and the unauthenticated listeners on loopback until the operator opens
+    them (the console is on loopback by default)."""
     live = [ln for ln in CONF.read_text().splitlines()
             if ln.strip() and not ln.lstrip().startswith("#")]
-    assert live == [], "uncommented lines in the default configuration: %r" % live
+    assert live == ["data-dir = /var/lib/bulwark", "listen = 127.0.0.1",
+                    "rooms-listen = 127.0.0.1"], live
 
 
 def test_conf_shows_the_defaults(daemon_help):
@@ -185,6 +195,8 @@ def test_default_conf_starts_the_daemon(start_server, tmp_path):
                            "--rooms-port", "0", "--console-port", "0"],
                      cwd=tmp_path, log_path=tmp_path / "bulwarkd.log", want=LISTENERS)
     try:
+        # loopback until the operator opens it
+        assert d.addrs["vault"] == d.addrs["rooms"] == d.addrs["console"] == "127.0.0.1", d.addrs
         c = bw.full_session("127.0.0.1", d.ports["vault"], bwd.unique_name("conf"),
                             b"configured\n" * 100, file_name="probe.bin",
                             key=bwd.rsa_key(), timeout=10)
@@ -225,3 +237,33 @@ def test_every_example_value_is_accepted(start_server, tmp_path):
                      cwd=tmp_path, log_path=tmp_path / "stderr.log",
                      log_file=tmp_path / "file.log", want=LISTENERS)
     d.stop()
+
+
+def test_purging_the_server_package_keeps_its_data(tmp_path):
+    """The postrm ran rm -rf /var/lib/bulwark on purge, without asking:
+    every stored file, message and key. It is run here on purge in a mount
+    namespace of its own (a tmpfs over /var/lib), and the data is still
+    there after, with a line that says so."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs unshare and root for a private /var/lib")
+    postrm = Path(__file__).resolve().parents[2] / "debian" / "bulwark-server.postrm"
+    script = ("mount -t tmpfs none /var/lib && mkdir /var/lib/bulwark && "
+              "echo data > /var/lib/bulwark/defensive.db && sh %s purge && "
+              "cat /var/lib/bulwark/defensive.db" % postrm)
+    r = subprocess.run([unshare, "-m", "sh", "-c", script], capture_output=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+    if r.returncode != 0 and b"mount" in r.stderr and b"permission" in r.stderr.lower():
+        pytest.skip("no mount namespace here: %r" % r.stderr)
+    assert r.returncode == 0 and r.stdout == b"data\n", (r.stdout, r.stderr)
+    assert b"/var/lib/bulwark is kept" in r.stderr
+
+
+def test_the_server_postinst_makes_the_configuration_group_readable_only():
+    """The configuration may hold the console secret: 0640 root:bulwark,
+    unless the operator has a dpkg-statoverride of their own."""
+    postinst = (Path(__file__).resolve().parents[2] / "debian"
+                / "bulwark-server.postinst").read_text()
+    assert "chown root:bulwark /etc/bulwark/bulwarkd.conf" in postinst
+    assert "chmod 0640 /etc/bulwark/bulwarkd.conf" in postinst
+    assert "dpkg-statoverride --list /etc/bulwark/bulwarkd.conf" in postinst

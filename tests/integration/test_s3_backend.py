@@ -182,8 +182,9 @@ def test_check_config_says_what_is_wrong_in_one_line(s3, tmp_path):
                             env={**s3.env(), "AWS_ACCESS_KEY_ID": "nobody:none"})
     assert rc == 1 and ("does not know the access key" in line
                         or "refused" in line), line
+    # the real cause, not "invalid configuration"
     rc, line = check_config(s3, url, data_dir=tmp_path, env={})
-    assert rc == 1 and "cannot be opened" in line, line
+    assert rc == 1 and "cannot be opened: s3: no credentials: set AWS_ACCESS_KEY_ID" in line, line
     # the AWS shared-credentials file, a profile of it chosen by AWS_PROFILE
     creds = tmp_path / "credentials"
     creds.write_text("[default]\naws_access_key_id = x\naws_secret_access_key = y\n\n"
