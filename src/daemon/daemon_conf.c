@@ -170,8 +170,7 @@ parse_text(struct bw_daemon_cfg *cfg, char *text, size_t len, const char *name,
 		snprintf(why, why_cap, "%s: not a text file", name);
 		return BW_ECONFIG;
 	}
-	if (why_cap > 0)
-		why[0] = '\0';
+	/* why is written only on a problem */
 	for (line = text; line != NULL; line = next) {
 		no++;
 		if ((next = strchr(line, '\n')) != NULL)

@@ -26,9 +26,13 @@ struct frame_stats {
 	uint64_t *ok, *err; /* per route: answered, answered with the error */
 	uint64_t unknown;   /* codes in its range that no route has */
 	uint64_t framing;   /* payload sizes out of bounds */
-	uint64_t hist[FRAME_BUCKETS + 1];
-	uint64_t sum_us, count;
+	/* [0] small requests, [1] bulk ones (a payload of FRAME_BULK bytes
+	 * or more: their time holds the transfer) */
+	uint64_t hist[2][FRAME_BUCKETS + 1];
+	uint64_t sum_us[2], count[2];
 };
+
+#define FRAME_BULK (64u * 1024u)
 
 struct bw_frame {
 	const struct bw_frame_proto *p[BW_FRAME_PROTOS_MAX];

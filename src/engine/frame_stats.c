@@ -91,7 +91,7 @@ frame_req_result(struct bw_conn *c, uint16_t reply_code)
 	const struct bw_frame_req *r = &fc->req;
 	struct frame_stats *st;
 	uint64_t us;
-	int i;
+	int i, bulk;
 	size_t k, b;
 
 	if (fc->req_counted || r->route == NULL ||
@@ -109,9 +109,10 @@ frame_req_result(struct bw_conn *c, uint16_t reply_code)
 	us = now_us() - fc->req_start_us;
 	for (b = 0; b < FRAME_BUCKETS && us > bounds_us[b]; b++)
 		;
-	st->hist[b]++;
-	st->sum_us += us;
-	st->count++;
+	bulk = r->hdr.payload_size >= FRAME_BULK;
+	st->hist[bulk][b]++;
+	st->sum_us[bulk] += us;
+	st->count[bulk]++;
 }
 
 void
@@ -130,15 +131,50 @@ frame_req_refused(struct bw_conn *c, const struct bw_frame_proto *p,
 		f->st[i].framing++;
 }
 
+/* One protocol's histogram of one size of request. */
+static int
+histogram(struct bw_buf *out, const char *proto, const char *size,
+	  const struct frame_stats *st, int z)
+{
+	uint64_t cum = 0;
+	size_t b;
+	int rc = 0;
+
+	for (b = 0; b <= FRAME_BUCKETS; b++) {
+		cum += st->hist[z][b];
+		if (b < FRAME_BUCKETS)
+			rc |= bw_buf_printf(
+				out,
+				"bulwark_request_seconds_bucket{protocol="
+				"\"%s\",size=\"%s\",le=\"%g\"} %llu\n",
+				proto, size, (double)bounds_us[b] / 1e6,
+				(unsigned long long)cum);
+		else
+			rc |= bw_buf_printf(
+				out,
+				"bulwark_request_seconds_bucket{protocol="
+				"\"%s\",size=\"%s\",le=\"+Inf\"} %llu\n",
+				proto, size, (unsigned long long)cum);
+	}
+	rc |= bw_buf_printf(out,
+			    "bulwark_request_seconds_sum{protocol=\"%s\","
+			    "size=\"%s\"} %.6f\n"
+			    "bulwark_request_seconds_count{protocol=\"%s\","
+			    "size=\"%s\"} %llu\n",
+			    proto, size, (double)st->sum_us[z] / 1e6, proto,
+			    size, (unsigned long long)st->count[z]);
+	return rc;
+}
+
 int
 bw_frame_metrics(const struct bw_frame *f, struct bw_buf *out)
 {
+	static const char *const sizes[2] = {"small", "bulk"};
 	const struct frame_stats *st;
 	const struct bw_frame_proto *p;
-	uint64_t cum;
 	unsigned i;
-	size_t k, b;
-	int rc = 0;
+	size_t k;
+	int rc = 0, z;
 
 	rc |= bw_buf_printf(out,
 			    "# HELP bulwark_shared_connections Open "
@@ -156,7 +192,8 @@ bw_frame_metrics(const struct bw_frame *f, struct bw_buf *out)
 		(unsigned long long)f->conns_none);
 	rc |= bw_buf_printf(out,
 			    "# HELP bulwark_requests_total Requests on the "
-			    "shared port by protocol, code and result.\n"
+			    "shared port by protocol, request code and "
+			    "result.\n"
 			    "# TYPE bulwark_requests_total counter\n");
 	for (i = 0; i < f->n; i++) {
 		p = f->p[i];
@@ -165,9 +202,9 @@ bw_frame_metrics(const struct bw_frame *f, struct bw_buf *out)
 			rc |= bw_buf_printf(
 				out,
 				"bulwark_requests_total{protocol=\"%s\","
-				"code=\"%u\",result=\"ok\"} %llu\n"
+				"request=\"%u\",result=\"ok\"} %llu\n"
 				"bulwark_requests_total{protocol=\"%s\","
-				"code=\"%u\",result=\"error\"} %llu\n",
+				"request=\"%u\",result=\"error\"} %llu\n",
 				p->name, p->routes[k].code,
 				(unsigned long long)(st->ok ? st->ok[k] : 0),
 				p->name, p->routes[k].code,
@@ -176,40 +213,21 @@ bw_frame_metrics(const struct bw_frame *f, struct bw_buf *out)
 		rc |= bw_buf_printf(
 			out,
 			"bulwark_requests_total{protocol=\"%s\","
-			"code=\"unknown\",result=\"error\"} %llu\n"
+			"request=\"unknown\",result=\"error\"} %llu\n"
 			"bulwark_requests_total{protocol=\"%s\","
-			"code=\"bad_size\",result=\"error\"} %llu\n",
+			"request=\"bad_size\",result=\"error\"} %llu\n",
 			p->name, (unsigned long long)st->unknown, p->name,
 			(unsigned long long)st->framing);
 	}
-	rc |= bw_buf_printf(out, "# HELP bulwark_request_seconds Time from a "
-				 "request's header to its answer.\n"
-				 "# TYPE bulwark_request_seconds histogram\n");
-	for (i = 0; i < f->n; i++) {
-		p = f->p[i];
-		st = &f->st[i];
-		for (cum = 0, b = 0; b <= FRAME_BUCKETS; b++) {
-			cum += st->hist[b];
-			if (b < FRAME_BUCKETS)
-				rc |= bw_buf_printf(
-					out,
-					"bulwark_request_seconds_bucket{"
-					"protocol=\"%s\",le=\"%g\"} %llu\n",
-					p->name, (double)bounds_us[b] / 1e6,
-					(unsigned long long)cum);
-			else
-				rc |= bw_buf_printf(
-					out,
-					"bulwark_request_seconds_bucket{"
-					"protocol=\"%s\",le=\"+Inf\"} %llu\n",
-					p->name, (unsigned long long)cum);
-		}
-		rc |= bw_buf_printf(
-			out,
-			"bulwark_request_seconds_sum{protocol=\"%s\"} %.6f\n"
-			"bulwark_request_seconds_count{protocol=\"%s\"} %llu\n",
-			p->name, (double)st->sum_us / 1e6, p->name,
-			(unsigned long long)st->count);
-	}
+	rc |= bw_buf_printf(out,
+			    "# HELP bulwark_request_seconds Time from a "
+			    "request's header to its answer; size=\"bulk\": "
+			    "a payload of 64 KiB or more, whose time holds "
+			    "its transfer.\n"
+			    "# TYPE bulwark_request_seconds histogram\n");
+	for (i = 0; i < f->n; i++)
+		for (z = 0; z < 2; z++)
+			rc |= histogram(out, f->p[i]->name, sizes[z], &f->st[i],
+					z);
 	return rc != 0 ? BW_ETOOBIG : 0;
 }

@@ -6,7 +6,9 @@
  * text twice gives the same result, why and configuration, byte for byte;
  * on failure why is NUL-terminated within its buffer and reads
  * "fuzz.conf: not a text file" exactly when the text holds a NUL, else
- * "fuzz.conf:LINE: ..." where LINE is a line of the text and, by a
+ * lines of "fuzz.conf:LINE: ...", one per problem in the file's order
+ * (every line the classifier below refuses is among them, unless the last
+ * says "and N more"), where the first LINE is a line of the text and, by a
  * reference line classifier written here, neither blank, nor a comment,
  * nor certainly right (a flag with yes or no), and no line before it is
  * certainly wrong (no '=', an unknown key, a flag that is not yes, no,
@@ -158,7 +160,7 @@ classify(const char *b, const char *e, struct said *s)
  * classifier refuses (0: none), the verdict of line no (from 1; V_SKIP
  * past the end), and what the lines said. */
 struct walk {
-	size_t lines, first_bad;
+	size_t lines, first_bad, bad_n; /* bad_n: how many it refuses */
 	enum verdict v;
 	struct said said;
 };
@@ -167,7 +169,7 @@ static struct walk
 walk_lines(const char *text, size_t len, size_t no)
 {
 	const char *p = text, *end = text + len, *nl;
-	struct walk w = {0, 0, V_SKIP, {-1, -1, -1, -1, 0, 0, -1}};
+	struct walk w = {0, 0, 0, V_SKIP, {-1, -1, -1, -1, 0, 0, -1}};
 	enum verdict v;
 
 	for (;;) {
@@ -178,6 +180,7 @@ walk_lines(const char *text, size_t len, size_t no)
 			w.v = v;
 		if (v == V_BAD && w.first_bad == 0)
 			w.first_bad = w.lines;
+		w.bad_n += v == V_BAD;
 		if (nl == NULL)
 			break;
 		p = nl + 1;
@@ -271,8 +274,10 @@ static void
 check_why(const char *text, size_t len, const char *why)
 {
 	struct walk w;
-	size_t no;
+	size_t no, n, named = 0;
+	const char *p;
 	char *end;
+	int more = 0;
 
 	check(memchr(why, '\0', WHY_CAP) != NULL);
 	if (memchr(text, '\0', len) != NULL) {
@@ -288,6 +293,25 @@ check_why(const char *text, size_t len, const char *why)
 	check(w.v == V_BAD || w.v == V_MAYBE);
 	check(w.first_bad == 0 || w.first_bad >= no);
 	check(w.v != V_BAD || w.first_bad == no);
+	named += w.v == V_BAD;
+	/* every problem, one a line, in the file's order: each names a line
+	 * the classifier refuses or cannot judge; every line it refuses is
+	 * named, unless the last line says how many more did not fit */
+	for (p = strchr(why, '\n'); p != NULL; p = strchr(p + 1, '\n')) {
+		if (strncmp(p + 1, NAME ": and ", sizeof(NAME) + 5) == 0) {
+			check(strchr(p + 1, '\n') == NULL);
+			more = 1;
+			break;
+		}
+		check(strncmp(p + 1, NAME ":", sizeof(NAME)) == 0);
+		n = strtoul(p + 1 + sizeof(NAME), &end, 10);
+		check(n > no && end[0] == ':' && end[1] == ' ');
+		w = walk_lines(text, len, n);
+		check(w.v == V_BAD || w.v == V_MAYBE);
+		named += w.v == V_BAD;
+		no = n;
+	}
+	check(more || named == w.bad_n);
 }
 
 int

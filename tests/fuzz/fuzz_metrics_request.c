@@ -61,7 +61,7 @@ static void
 fake_summary(const void *arg, bw_stat_emit emit, void *emit_arg)
 {
 	(void)arg;
-	emit(emit_arg, "bytes_stored", "Plaintext bytes of the stored files.",
+	emit(emit_arg, "stored_bytes", "Plaintext bytes of the stored files.",
 	     123456789);
 }
 
@@ -88,7 +88,7 @@ fake_metrics(const void *arg, struct bw_buf *out)
 	return bw_buf_printf(out, "# HELP bulwark_requests_total Requests.\n"
 				  "# TYPE bulwark_requests_total counter\n"
 				  "bulwark_requests_total{protocol=\"vault\","
-				  "code=\"1025\",result=\"ok\"} 5\n") != 0
+				  "request=\"1025\",result=\"ok\"} 5\n") != 0
 		       ? BW_ETOOBIG
 		       : 0;
 }
@@ -271,12 +271,14 @@ check_answer(const struct want *w, const struct ef_out *o)
 		return;
 	}
 	check(n == len);
-	check(n > 40 &&
-	      memcmp(b, "# HELP bulwark_up 1 while bulwarkd serves.\n", 42) ==
-		      0);
+	check(n > 40 && memcmp(b, "# HELP bulwark_build_info ", 26) == 0);
 	check_prometheus(b, n);
 	check(has(b, n, "\nbulwark_clients{node=\"fz-1\"} 42\n"));
-	check(has(b, n, "\nbulwark_bytes_stored{node=\"fz-1\"} 123456789\n"));
+	check(has(b, n, "\nbulwark_stored_bytes{node=\"fz-1\"} 123456789\n"));
+	check(has(b, n, "\nbulwark_build_info{node=\"fz-1\",version=\""));
+	check(has(b, n,
+		  "\nprocess_start_time_seconds{node=\"fz-1\"} "
+		  "1700000000\n"));
 	check(has(b, n,
 		  "\nbulwark_start_time_seconds{node=\"fz-1\"} "
 		  "1700000000\n"));
@@ -284,7 +286,7 @@ check_answer(const struct want *w, const struct ef_out *o)
 	check(has(b, n, "\n# TYPE bulwark_msg_stored_total counter\n"));
 	check(has(b, n, ",kind=\"vault_crc_failed\"} 7\n"));
 	check(has(b, n, ",listener=\"metrics\","));
-	check(has(b, n, "code=\"1025\",result=\"ok\"} 5\n"));
+	check(has(b, n, "request=\"1025\",result=\"ok\"} 5\n"));
 }
 
 int

@@ -206,7 +206,7 @@ def requests(node, code):
                                 timeout=10) as r:
         text = r.read().decode()
     return sum(int(float(m)) for m in re.findall(
-        r'^bulwark_requests_total\{[^}]*code="%d"[^}]*\} (\S+)$' % code, text, re.M))
+        r'^bulwark_requests_total\{[^}]*request="%d"[^}]*\} (\S+)$' % code, text, re.M))
 
 
 def node_of(cluster, text):

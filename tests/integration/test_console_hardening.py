@@ -296,7 +296,7 @@ def test_a_scrape_gets_through_seventy_half_sent_requests(start_server):
         head, _, body = raw.partition(b"\r\n\r\n")
         m = re.search(rb"(?im)^content-length: *(\d+)", head)
         assert m and int(m.group(1)) == len(body), (head, len(body))
-        assert re.search(rb'\nbulwark_up\{node="[\w.-]+"\} 1\n', body), body[:300]
+        assert re.search(rb'\nbulwark_build_info\{node="[\w.-]+",version=', body), body[:300]
     assert srv.alive()
 
 

@@ -20,6 +20,10 @@ import ports
 from bwd import rsa_key, unique_name
 
 H = "127.0.0.1"
+# the version bulwark_build_info names: the project's
+BUILD_VERSION = re.search(
+    r"^project\(bulwark VERSION (\S+) ",
+    (bwd.Path(__file__).resolve().parents[2] / "CMakeLists.txt").read_text(), re.M).group(1)
 METRICS_LISTEN_RE = re.compile(r"metrics listening on ([0-9.]+):(\d+)")
 
 # The text exposition format 0.0.4 (the Prometheus data model's names).
@@ -167,7 +171,7 @@ def shared(srv, s, fam="bulwark_connections"):
 
 
 def req(s, proto, code, result):
-    return s.get("bulwark_requests_total", protocol=proto, code=str(code), result=result)
+    return s.get("bulwark_requests_total", protocol=proto, request=str(code), result=result)
 
 
 def wait_metric(srv, pred, timeout=5.0):
@@ -215,7 +219,8 @@ def test_metrics_listen_accepts_port_zero(start_server):
     port = int(m.group(2))
     assert port != 0
     srv.metrics_port = port
-    assert scrape(srv).get("bulwark_up") == 1
+    assert scrape(srv).get("bulwark_build_info", version=BUILD_VERSION, vault_protocol="3",
+                              messenger_protocol="2") == 1
     srv.stop()
 
 
@@ -280,8 +285,16 @@ def test_every_line_is_in_the_text_format_and_every_family_has_help_and_type(sta
             assert value >= 0, ln
     assert set(helps) == set(types), set(helps) ^ set(types)
     for fam in types:
-        assert fam.startswith("bulwark_"), fam
+        assert fam.startswith("bulwark_") or fam.startswith("process_"), fam
         assert fam in sampled, "family %s with no sample" % fam
+    # Prometheus makes `up` itself; units last; the process figures every
+    # client library exports
+    assert "bulwark_up" not in types and "bulwark_bytes_stored" not in types
+    for need in ("bulwark_stored_bytes", "bulwark_build_info", "process_cpu_seconds_total",
+                 "process_resident_memory_bytes", "process_virtual_memory_bytes",
+                 "process_open_fds", "process_max_fds", "process_start_time_seconds",
+                 "bulwark_vault_uploads_cut_total"):
+        assert need in types, "no family %s" % need
     for need in ("bulwark_connections", "bulwark_connections_accepted_total",
                  "bulwark_requests_total", "bulwark_request_seconds", "bulwark_errors_total",
                  "bulwark_vault_uploads_total", "bulwark_vault_upload_bytes_total",
@@ -297,21 +310,29 @@ def test_every_line_is_in_the_text_format_and_every_family_has_help_and_type(sta
 def test_histogram_buckets_are_cumulative_and_end_with_inf_equal_to_count(start_metrics):
     srv = start_metrics()
     before = scrape(srv)
-    n0 = before.get("bulwark_request_seconds_count", protocol="vault")
+    small = dict(size="small")
+    n0 = before.get("bulwark_request_seconds_count", protocol="vault", **small)
+    b0 = before.get("bulwark_request_seconds_count", protocol="vault", size="bulk")
     with srv.client() as c:
         bw.expect(c.register(unique_name("h")), bw.REGISTERED)
         bw.expect(c.send_pubkey(key=rsa_key(0)), bw.KEY_STORED)
+        # a bulk transfer is timed apart: its time holds the body's
+        bw.expect(c.send_file("big.bin", b"b" * 100000).response, bw.FILE_RECEIVED)
+        bw.expect(c.crc_ok("big.bin"), bw.ACK)
     m = bwmsg.MsgClient(H, srv.port)
     m.register(unique_name("hm"), key=rsa_key(1))
     m.list()
     m.close()
-    s = wait_metric(srv, lambda s: s.get("bulwark_request_seconds_count", protocol="vault") >= n0 + 2
-                    and s.get("bulwark_request_seconds_count", protocol="messenger") >= 2)
-    for proto, want in (("vault", n0 + 2), ("messenger", 2)):
-        count = s.get("bulwark_request_seconds_count", protocol=proto)
+    s = wait_metric(srv, lambda s: s.get("bulwark_request_seconds_count", protocol="vault",
+                                         **small) >= n0 + 3
+                    and s.get("bulwark_request_seconds_count", protocol="messenger", **small) >= 2)
+    assert s.get("bulwark_request_seconds_count", protocol="vault", size="bulk") == b0 + 1
+    assert s.get("bulwark_request_seconds_count", protocol="messenger", size="bulk") == 0
+    for proto, want in (("vault", n0 + 3), ("messenger", 2)):
+        count = s.get("bulwark_request_seconds_count", protocol=proto, **small)
         assert count == want, (proto, count)
         buckets = [(dict(k)["le"], v) for k, v in s.family("bulwark_request_seconds_bucket").items()
-                   if dict(k)["protocol"] == proto]
+                   if dict(k)["protocol"] == proto and dict(k)["size"] == "small"]
         les = [le for le, _ in buckets]
         assert les[-1] == "+Inf", les
         bounds = [float(le) for le in les[:-1]]
@@ -320,14 +341,14 @@ def test_histogram_buckets_are_cumulative_and_end_with_inf_equal_to_count(start_
         text_order = [dict(LABEL_RE.findall(ln[ln.index("{"):]))["le"]
                       for ln in s.text.splitlines()
                       if ln.startswith("bulwark_request_seconds_bucket{")
-                      and 'protocol="%s"' % proto in ln]
+                      and 'protocol="%s",size="small"' % proto in ln]
         assert text_order == les or text_order == [le for le, _ in sorted(
             buckets, key=lambda b: float("inf") if b[0] == "+Inf" else float(b[0]))], text_order
         values = [v for _, v in sorted(buckets, key=lambda b: float("inf") if b[0] == "+Inf"
                                        else float(b[0]))]
         assert values == sorted(values), "buckets not cumulative: %r" % buckets
         assert values[-1] == count, "+Inf %r != count %r" % (values[-1], count)
-        assert s.get("bulwark_request_seconds_sum", protocol=proto) >= 0
+        assert s.get("bulwark_request_seconds_sum", protocol=proto, **small) >= 0
 
 
 # --------------------------------------------------------------------------
@@ -1143,7 +1164,8 @@ def test_a_request_head_over_8k_gets_431(start_metrics):
         s.sendall(b"GET /" + b"m" * 8200)
         a = Answer(recv_all(s))
     assert a.status == 431, a.raw[:300]
-    assert scrape(srv).get("bulwark_up") == 1
+    assert scrape(srv).get("bulwark_build_info", version=BUILD_VERSION, vault_protocol="3",
+                              messenger_protocol="2") == 1
 
 
 def test_a_silent_or_slow_client_is_closed_at_the_request_deadline(start_metrics):
@@ -1193,7 +1215,8 @@ def test_a_silent_or_slow_client_is_closed_at_the_request_deadline(start_metrics
     s = wait_metric(srv, lambda s: both(s) >= d0 + i0 + 2)
     assert both(s) == d0 + i0 + 2
     assert s.get("bulwark_errors_total", kind="request_deadline") >= d0 + 1
-    assert s.get("bulwark_up") == 1
+    assert s.get("bulwark_build_info", version=BUILD_VERSION, vault_protocol="3",
+                 messenger_protocol="2") == 1
 
 
 def test_twenty_parallel_scrapes_all_succeed(start_metrics):
@@ -1224,7 +1247,7 @@ def test_twenty_parallel_scrapes_all_succeed(start_metrics):
         len(bad), n, bad[:5],
         "\n".join(ln for ln in srv.log().splitlines() if "metrics" in ln))
     for r in results:
-        Scrape(r.text).get("bulwark_up")
+        Scrape(r.text).get("bulwark_start_time_seconds")
 
 
 def test_twenty_scrapes_in_threads_connecting_on_their_own(start_metrics):
@@ -1248,3 +1271,44 @@ def test_twenty_scrapes_in_threads_connecting_on_their_own(start_metrics):
         t.join(30)
     bad = [(i, r) for i, r in enumerate(results) if not isinstance(r, Answer) or r.status != 200]
     assert not bad, "%d of %d scrapes failed: %r" % (len(bad), n, bad[:5])
+
+
+def test_process_figures_stored_bytes_and_uploads_cut_by_their_client(start_metrics):
+    """process_* as every client library has them, read from the kernel;
+    bulwark_stored_bytes (the unit last); an upload whose client closes
+    mid-body is counted as cut, one the server stores is not."""
+    srv = start_metrics()
+    s = scrape(srv)
+    assert s.get("process_resident_memory_bytes") > 1 << 20
+    assert s.get("process_virtual_memory_bytes") >= s.get("process_resident_memory_bytes")
+    assert 3 <= s.get("process_open_fds") <= s.get("process_max_fds")
+    assert s.get("process_cpu_seconds_total") >= 0
+    assert s.get("process_start_time_seconds") == s.get("bulwark_start_time_seconds")
+    assert abs(s.get("process_start_time_seconds") - time.time()) < 600
+    # descriptors the daemon opens show
+    socks = [socket.create_connection((H, srv.port)) for _ in range(20)]
+    try:
+        s2 = wait_metric(srv, lambda s2: s2.get("process_open_fds")
+                         >= s.get("process_open_fds") + 20)
+        assert s2.get("process_open_fds") >= s.get("process_open_fds") + 20
+    finally:
+        for k in socks:
+            k.close()
+
+    assert s.get("bulwark_stored_bytes") == 0 and s.get("bulwark_vault_uploads_cut_total") == 0
+    with srv.client() as c:
+        bw.expect(c.register(unique_name("cut")), bw.REGISTERED)
+        bw.expect(c.send_pubkey(key=rsa_key(0)), bw.KEY_STORED)
+        bw.expect(c.send_file("whole.bin", b"w" * 5000).response, bw.FILE_RECEIVED)
+        bw.expect(c.crc_ok("whole.bin"), bw.ACK)
+        body = bw.aes_encrypt(c.aes_key, os.urandom(200000))
+        c.send_raw(bw.pack_request_header(c.client_id, bw.SEND_FILE,
+                                          bw.FILE_PREFIX_SIZE + len(body))
+                   + bw.pack_file_prefix(len(body), "cut.bin") + body[:50000])
+        assert bwd.wait_for(lambda: "event=upload_started" in srv.log()
+                            and "file=cut.bin" in srv.log(), 5)
+    s = wait_metric(srv, lambda s2: s2.get("bulwark_vault_uploads_cut_total") == 1)
+    assert s.get("bulwark_vault_uploads_cut_total") == 1
+    assert s.get("bulwark_stored_bytes") == 5000
+    assert re.search(r"event=upload_aborted .* file=\S*cut\.bin\S* .*reason=\"the client closed",
+                     srv.log()), srv.log_tail()

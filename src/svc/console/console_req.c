@@ -118,7 +118,9 @@ add_stat(void *arg, const char *key, const char *label, uint64_t value)
 					   ULL(value));
 }
 
-/* A summary figure, named by its key ("bytes_stored": "bytes stored"). */
+/* A summary figure, named by its key ("queued_messages": "queued
+ * messages"), but for the one whose metric puts its unit last
+ * ("stored_bytes", which STAT has always called "bytes stored"). */
 static void
 add_summary(void *arg, const char *key, const char *label, uint64_t value)
 {
@@ -130,6 +132,8 @@ add_summary(void *arg, const char *key, const char *label, uint64_t value)
 	for (i = 0; key[i] != '\0' && i + 1 < sizeof(name); i++)
 		name[i] = key[i] == '_' ? ' ' : key[i];
 	name[i] = '\0';
+	if (strcmp(key, "stored_bytes") == 0)
+		snprintf(name, sizeof(name), "bytes stored");
 	if (o->rc == 0)
 		o->rc = console_reply_addf(o->r, TEXT_MAX, "%s: %llu\n", name,
 					   ULL(value));

@@ -12,6 +12,7 @@
 #include "bulwark/buf.h"
 #include "bulwark/log.h"
 #include "svc/metrics/metrics.h"
+#include "svc/metrics/metrics_int.h"
 
 #define HEAD_MAX (8u * 1024u)
 #define BODY_MAX (4u * 1024u * 1024u)
@@ -186,14 +187,19 @@ body(struct bw_metrics *m, struct bw_buf *b)
 
 	o.rc |= bw_buf_printf(
 		b,
-		"# HELP bulwark_up 1 while bulwarkd serves.\n"
-		"# TYPE bulwark_up gauge\nbulwark_up 1\n"
+		"# HELP bulwark_build_info The version of bulwarkd serving "
+		"(always 1).\n"
+		"# TYPE bulwark_build_info gauge\n"
+		"bulwark_build_info{version=\"%s\",vault_protocol=\"3\","
+		"messenger_protocol=\"2\"} 1\n"
 		"# HELP bulwark_start_time_seconds When bulwarkd started.\n"
 		"# TYPE bulwark_start_time_seconds gauge\n"
 		"bulwark_start_time_seconds %lld\n"
 		"# HELP bulwark_clients Registered clients.\n"
 		"# TYPE bulwark_clients gauge\nbulwark_clients %llu\n",
-		(long long)h->started_s, (unsigned long long)h->reg->clients_n);
+		BW_VERSION, (long long)h->started_s,
+		(unsigned long long)h->reg->clients_n);
+	o.rc |= metrics_process(b, (long long)h->started_s);
 	if (h->summary != NULL)
 		h->summary(h->stats_arg, put_gauge, &o);
 	o.rc |= bw_buf_printf(

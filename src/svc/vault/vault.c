@@ -183,8 +183,14 @@ vault_conn_close(struct bw_conn *c, void *ctx, void *state)
 	struct vault_conn *vc = state;
 
 	(void)ctx;
-	if (vc->up != NULL)
-		vault_upload_abort(c, "connection closed");
+	if (vc->up != NULL) {
+		if (bw_conn_peer_shut(c) && vc->v != NULL)
+			vc->v->uploads_cut++;
+		vault_upload_abort(c, bw_conn_peer_shut(c)
+					      ? "the client closed its "
+						"connection"
+					      : "connection closed");
+	}
 	vault_owes_release(vc->v, vc, c);
 	vc->op = NULL; /* the op holds c and sees it dead when it runs */
 	bw_wipe(vc->key, sizeof(vc->key));
@@ -253,6 +259,10 @@ vault_stats(const void *inst, bw_stat_emit emit, void *arg)
 	     v->stored_n);
 	emit(arg, "vault_upload_bytes_total",
 	     "bytes stored by uploads since start", v->stored_bytes);
+	emit(arg, "vault_uploads_cut_total",
+	     "uploads whose client closed its connection before the whole "
+	     "body came",
+	     v->uploads_cut);
 }
 
 /* What the console's STAT shows among the daemon's own figures, and the
@@ -263,7 +273,7 @@ vault_summary(const void *inst, bw_stat_emit emit, void *arg)
 	const struct bw_vault *v = inst;
 
 	emit(arg, "files", "Stored files.", v->files_n);
-	emit(arg, "bytes_stored", "Plaintext bytes of the stored files.",
+	emit(arg, "stored_bytes", "Plaintext bytes of the stored files.",
 	     v->bytes_stored);
 }
 

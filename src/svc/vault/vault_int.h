@@ -69,6 +69,7 @@ struct bw_vault {
 	 * as such (vault_reconcile.c) */
 	uint64_t rows_unread;
 	uint64_t stored_n, stored_bytes; /* uploads committed since start */
+	uint64_t uploads_cut; /* uploads whose client closed mid-body */
 	/* errors since start: uploads that did not decrypt, keys revoked
 	 * for it, uploads that could not be stored */
 	uint64_t err_decrypt, err_revoked, err_store;
