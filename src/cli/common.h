@@ -17,10 +17,11 @@
 /* Exit codes of the client programs. */
 enum {
 	BW_EXIT_OK = 0,
-	BW_EXIT_FATAL = 1, /* the server or the network failed */
-	BW_EXIT_USAGE = 2, /* bad arguments or local files */
-	BW_EXIT_TAKEN = 3, /* the name is registered already */
-	BW_EXIT_CRC = 4,   /* CRC still wrong after the last resend */
+	BW_EXIT_FATAL = 1,   /* the server or the network failed */
+	BW_EXIT_USAGE = 2,   /* bad arguments or local files */
+	BW_EXIT_TAKEN = 3,   /* the name is registered already */
+	BW_EXIT_CRC = 4,     /* CRC still wrong after the last resend */
+	BW_EXIT_REFUSED = 5, /* the file refused before its content was read */
 };
 
 struct bw_identity {

@@ -81,6 +81,23 @@ explain(struct send_ctx *x, const struct req *rq, int wrc, int rc,
 		snprintf(x->why, sizeof(x->why), BW_CLI_FOREIGN_FMT,
 			 x->sess.host, x->sess.port);
 		x->final = BW_EXIT_FATAL; /* trying again changes nothing */
+	} else if (rc == 0 && code == BW_VAULT_RESP_ERROR &&
+		   rq->code == BW_VAULT_REQ_SEND_FILE && wrc != 0) {
+		/* refused at the header, the content not even read: over the
+		 * server's size limit (bulwarkd --max-file-size), which the
+		 * protocol cannot say, or no upload slot free. A second time
+		 * is not a chance event: not tried again. */
+		if (++x->early >= 2)
+			x->final = BW_EXIT_REFUSED;
+		snprintf(x->why, sizeof(x->why),
+			 "the server refused the file (%llu bytes) before "
+			 "reading its content%s",
+			 (unsigned long long)x->plain_len,
+			 x->early >= 2
+				 ? ", twice: it is larger than the server "
+				   "takes (its --max-file-size), or the "
+				   "server has no upload slot free now"
+				 : "");
 	} else if (rc == 0 && code == BW_VAULT_RESP_ERROR)
 		snprintf(x->why, sizeof(x->why),
 			 "the server refused the %s (2107 general error)",
@@ -165,15 +182,13 @@ send_exchange(struct send_ctx *x, const struct req *rq, uint16_t *code,
 			return 0;
 		if (!x->replied)
 			x->unanswered = 1;
-		fprintf(stderr, "%s%s",
-			x->replied ? "server responded with an error: " : "",
-			x->why);
-		if (x->final != 0 || tries > MAX_RETRIES) {
-			fputc('\n', stderr);
+		/* the last failure is the caller's to say (Fatal: ...),
+		 * once */
+		if (x->final != 0 || tries > MAX_RETRIES)
 			break;
-		}
-		fprintf(stderr, "; trying again in %u.%u s\n", pause / 1000u,
-			pause % 1000u / 100u);
+		fprintf(stderr, "%s%s; trying again in %u.%u s\n",
+			x->replied ? "server responded with an error: " : "",
+			x->why, pause / 1000u, pause % 1000u / 100u);
 		if (bw_session_idle(&x->sess, pause) &&
 		    rq->code == BW_VAULT_REQ_SEND_FILE)
 			x->need_rekey = 1;

@@ -70,7 +70,10 @@ usage(FILE *f)
 		"a regular file, changed while\nsent); 3 the server refused "
 		"to register the name (taken, or no more\nregistrations for "
 		"now); "
-		"4 the CRC still disagreed after the last\nresend.\n");
+		"4 the CRC still disagreed after the last\nresend; 5 the "
+		"server "
+		"refused the file twice before reading its content\n(over its "
+		"size limit, or no upload slot free).\n");
 }
 
 struct transfer {
