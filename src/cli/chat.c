@@ -22,64 +22,12 @@
 #include "bulwark/net.h"
 #include "bulwark/util.h"
 #include "cli/chat.h"
+#include "cli/chat_int.h"
 #include "cli/common.h"
 #include "cli/termtext.h"
 #include "proto/line.h"
 #include "proto/rooms_text.h"
 #include "proto/text.h"
-
-#define DEFAULT_SERVER "127.0.0.1:5555"
-#define PROMPT	       "> "
-#define LINE_CAP       BW_LINE_MAX
-#define BYE_WAIT_MS    5000u
-#define PENDING_CAP    (64u * 1024u)
-#define PART_CAP       (8u * 1024u) /* a line from the server being received */
-#define CHUNK	       1024u	    /* bytes cleaned at a time */
-/* At the end of piped input we must know whether our last lines put us
- * in a room before we leave. Our server (and any that words the menu as
- * the seed does) answers every line at the menu with exactly one question,
- * or the room, or a goodbye: once it has asked more questions than we sent
- * lines, it waits for us. A server whose questions we do not know is
- * taken to have answered after QUIET_MS of quiet. DECIDE_MS is the
- * longest we wait either way: a password is hashed, and a wrong one from
- * an address with recent failures is answered up to 4 s later, so it must
- * be well over 4 s plus a hash on a busy machine. */
-#define QUIET_MS  300u
-#define DECIDE_MS 10000u
-static const char *const questions[] = {
-	BW_ROOMS_MENU_LAST, BW_ROOMS_ASK_NAME, BW_ROOMS_ASK_ROOM_PASS,
-	BW_ROOMS_ASK_ID,    BW_ROOMS_ASK_PASS,
-};
-
-struct chat {
-	int fd;
-	int tty;     /* standard input and output are a terminal */
-	int newline; /* lines end with "\n" (0: the seed's server) */
-	unsigned gap_ms;
-	uint64_t next_send_ms;
-	char line[LINE_CAP + 2];
-	size_t len; /* bytes of the line being typed */
-	char pending[PENDING_CAP];
-	size_t pending_len; /* a line from a pipe waiting for the gap */
-	int have_pending;
-	int in_eof, sent_bye, srv_eof;
-	/* the server's line being received: on a terminal kept whole (shown
-	 * as the prompt of the line being typed until it ends); elsewhere
-	 * printed at once but for a UTF-8 character cut short */
-	uint8_t part[PART_CAP];
-	size_t part_len, part_shown;
-	int in_room;		/* the server said IN_ROOM: /exit leaves */
-	int refused;		/* it said TOO_MANY: the menu turned us away */
-	unsigned asked;		/* questions the server asked at the menu */
-	unsigned sent;		/* lines we sent before it said IN_ROOM */
-	uint64_t rx_ms, eof_ms; /* the server's last bytes; our input's end */
-	uint64_t asked_ms;	/* its last question */
-	int esc;		/* inside a terminal escape sequence (a key) */
-	int cut_warned;
-	struct termios saved;
-	int raw;
-	struct bw_tt_out o; /* the server's text, wrapped on a terminal */
-};
 
 static volatile sig_atomic_t stop_signal;
 
@@ -118,127 +66,6 @@ usage(FILE *f)
 		"(too many wrong ids or passwords).\n");
 }
 
-/* --- output ------------------------------------------------------------- */
-
-/* The line being typed, on the terminal's last row and on one row only
- * (a longer one scrolls sideways), after the server's unfinished line or
- * the prompt: text arriving meanwhile is printed above it, then it is
- * drawn again. */
-static void
-redraw(struct chat *ch)
-{
-	char pre[BW_TEXT_CAP(PART_CAP)];
-	size_t cols = bw_tt_term_cols(), pre_n, from, room;
-
-	if (!ch->tty)
-		return;
-	if (ch->part_len > 0) {
-		pre_n = bw_text_clean(ch->part, ch->part_len, pre, sizeof(pre),
-				      NULL);
-		from = bw_tt_tail(pre, pre_n, cols / 2);
-	} else {
-		pre_n = strlen(PROMPT);
-		memcpy(pre, PROMPT, pre_n);
-		from = 0;
-	}
-	bw_tt_write("\r\033[K", 4);
-	bw_tt_write_untabbed(pre + from, pre_n - from);
-	room = cols - 1 - bw_tt_cols(pre + from, pre_n - from);
-	if (bw_tt_cols(ch->line, ch->len) <= room) {
-		bw_tt_write_untabbed(ch->line, ch->len);
-		return;
-	}
-	from = bw_tt_tail(ch->line, ch->len, room - 1);
-	bw_tt_write("<", 1);
-	bw_tt_write_untabbed(ch->line + from, ch->len - from);
-}
-
-/* Prints what of the server's unfinished line has not been shown, up to
- * its last whole character (all of it with end set: the line ends). */
-static void
-part_out(struct chat *ch, int end)
-{
-	size_t upto = end ? ch->part_len : bw_tt_whole(ch->part, ch->part_len);
-
-	if (upto > ch->part_shown)
-		bw_tt_text(&ch->o, ch->part + ch->part_shown,
-			   upto - ch->part_shown);
-	ch->part_shown = upto;
-}
-
-static int
-is_question(const uint8_t *line, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof(questions) / sizeof(questions[0]); i++)
-		if (n == strlen(questions[i]) &&
-		    memcmp(line, questions[i], n) == 0)
-			return 1;
-	return 0;
-}
-
-/* The server's text, as it arrives: each line cleaned; a line is watched
- * for the one that says we are in a room, and for the menu's questions. */
-static void
-show(struct chat *ch, const uint8_t *p, size_t n)
-{
-	const uint8_t *nl;
-	size_t k, t;
-
-	if (ch->tty)
-		bw_tt_write("\r\033[K", 4);
-	while (n > 0) {
-		nl = memchr(p, '\n', n);
-		k = nl != NULL ? (size_t)(nl - p) : n;
-		if (ch->part_len + k > PART_CAP) {
-			/* a very long line: out with what we have of it */
-			part_out(ch, 0);
-			t = ch->part_len - ch->part_shown;
-			memmove(ch->part, ch->part + ch->part_shown, t);
-			ch->part_len = t;
-			ch->part_shown = 0;
-		}
-		if (ch->part_len + k > PART_CAP) {
-			bw_tt_text(&ch->o, p,
-				   k); /* cannot happen with 4 KiB reads */
-		} else {
-			memcpy(ch->part + ch->part_len, p, k);
-			ch->part_len += k;
-		}
-		if (nl != NULL) {
-			t = ch->part_len > 0 &&
-					    ch->part[ch->part_len - 1] == '\r'
-				    ? ch->part_len - 1
-				    : ch->part_len;
-			if ((t == sizeof(BW_ROOMS_IN_ROOM) - 1 &&
-			     memcmp(ch->part, BW_ROOMS_IN_ROOM, t) == 0) ||
-			    (t > sizeof(BW_ROOMS_JOINED) - 1 &&
-			     memcmp(ch->part, BW_ROOMS_JOINED,
-				    sizeof(BW_ROOMS_JOINED) - 1) == 0))
-				ch->in_room = 1;
-			else if (t == sizeof(BW_ROOMS_TOO_MANY) - 1 &&
-				 memcmp(ch->part, BW_ROOMS_TOO_MANY, t) == 0)
-				ch->refused = 1;
-			else if (!ch->in_room && is_question(ch->part, t)) {
-				ch->asked++;
-				ch->asked_ms = bw_now_ms();
-			}
-			part_out(ch, 1);
-			bw_tt_newline(&ch->o);
-			ch->part_len = ch->part_shown = 0;
-			k++;
-		}
-		p += k;
-		n -= k;
-	}
-	/* elsewhere than on a terminal a prompt without a newline is shown
-	 * now, but for a character cut in two */
-	if (!ch->tty)
-		part_out(ch, 0);
-	redraw(ch);
-}
-
 /* --- input -------------------------------------------------------------- */
 
 static int
@@ -253,6 +80,12 @@ send_line(struct chat *ch, const char *p, size_t n)
 	if (n == 0)
 		return 0;
 	rc = bw_net_write_full(ch->fd, buf, n);
+	if (!ch->in_room && ch->name_asked) {
+		/* the name we go by, should the room take it */
+		snprintf(ch->me, sizeof(ch->me), "%.*s",
+			 (int)(n - (ch->newline ? 1 : 0)), buf);
+		ch->name_asked = 0;
+	}
 	if (!ch->in_room)
 		ch->sent++;
 	ch->next_send_ms = bw_now_ms() + (ch->newline ? 0 : ch->gap_ms);
@@ -301,8 +134,9 @@ key(struct chat *ch, unsigned char k)
 	if (k == '\r' || k == '\n') {
 		bw_tt_write("\r\033[K", 4);
 		rc = send_line(ch, ch->line, ch->len);
+		chat_echo(ch, ch->line, ch->len);
 		ch->len = 0;
-		redraw(ch);
+		chat_redraw(ch);
 		return rc;
 	}
 	if (k == 4 && ch->len == 0) { /* ^D on an empty line */
@@ -320,7 +154,7 @@ key(struct chat *ch, unsigned char k)
 	} else if ((k >= 0x20 || k == '\t') && ch->len < LINE_CAP) {
 		ch->line[ch->len++] = (char)k;
 	}
-	redraw(ch);
+	chat_redraw(ch);
 	return 0;
 }
 
@@ -481,7 +315,7 @@ run(struct chat *ch)
 				ch->srv_eof = 1;
 			if (r > 0) {
 				ch->rx_ms = bw_now_ms();
-				show(ch, buf, (size_t)r);
+				chat_show(ch, buf, (size_t)r);
 			}
 		}
 		if (pfd[1].revents) {

@@ -466,6 +466,70 @@ def test_on_a_terminal_the_edit_line_stays_on_one_row_and_keys_are_not_text(fake
         assert b"[A" not in out, out[-400:]
 
 
+def test_on_a_terminal_your_own_lines_are_shown_as_the_others_are(fake_server):
+    """irssi shows what you say; bulwark chat showed nothing of yours, so a
+    conversation read as the others talking alone. On a terminal, a line
+    sent from a room is shown as the server shows the others' ("carol:
+    hello there", the name the menu took); a command (/who) is not, nor
+    anything typed at the menu (a password). From a pipe, nothing is
+    echoed: a script's output stays what the server said."""
+    got = []
+
+    def serve(conn):
+        conn.sendall((R.ASK_NAME + "\n").encode())
+        seen = recv_until(conn, lambda b: b.count(b"\n") >= 1, "the name")
+        conn.sendall((R.ASK_PASS + "\n").encode())
+        seen += recv_until(conn, lambda b: (seen + b).count(b"\n") >= 2, "the password")
+        conn.sendall(b"You can start to talk!\n")
+        seen += recv_until(conn, lambda b: b"/who\n" in seen + b, "the lines")
+        conn.sendall(b"bob: hi\n")
+        got.append(seen)
+        recv_to_eof(conn)
+
+    srv = fake_server(serve)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    proc = subprocess.Popen(chat_argv(srv.port), stdin=slave, stdout=slave, stderr=slave,
+                            close_fds=True)
+    os.close(slave)
+    term = PtyReader(master)
+    try:
+        term.wait_for(lambda b: R.ASK_NAME.encode() in b, 10, "the name question")
+        term.settle(quiet=0.2)
+        os.write(master, b"carol\r")
+        term.wait_for(lambda b: R.ASK_PASS.encode() in b, 10, "the password question")
+        term.settle(quiet=0.2)
+        os.write(master, b"s3cret-pw\r")
+        term.wait_for(lambda b: b"You can start to talk!" in b, 10, "the room")
+        term.settle(quiet=0.2)
+        os.write(master, b"hello there\r")
+        term.wait_for(lambda b: b"carol: hello there\r\n" in b, 10, "our own line")
+        os.write(master, b"/who\r")
+        out = term.wait_for(lambda b: b"bob: hi" in b, 10, "bob's line")
+        out = term.settle()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        term.stop = True
+        term.t.join(timeout=5)
+        os.close(master)
+    assert got == [b"carol\ns3cret-pw\nhello there\n/who\n"], got
+    assert out.count(b"carol: ") == 1, out
+    assert b": /who" not in out and b"carol: s3cret" not in out, out
+
+    def serve_piped(conn):
+        conn.sendall(b"You can start to talk!\n")
+        recv_until(conn, lambda b: b"hello\n" in b, "the line")
+        conn.sendall(b"bob: hi\n")
+        recv_to_eof(conn)
+        conn.sendall((R.BYE + "\n").encode())
+
+    srv = fake_server(serve_piped)
+    r = subprocess.run(chat_argv(srv.port), input=b"hello\n", capture_output=True, timeout=30)
+    assert r.returncode == 0, r
+    assert b"hello" not in r.stdout.replace(b"bob: hi", b""), r.stdout
+
+
 def test_on_a_terminal_wide_characters_count_two_columns(fake_server):
     """30 CJK characters (two columns each) typed on a 40-column terminal:
     the edit line scrolls sideways after 18 of them, not after 37, so it
