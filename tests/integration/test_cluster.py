@@ -1708,6 +1708,14 @@ def test_stat_shows_the_nodes_figures_and_the_clusters(start_server, tmp_path):
         text = stat()
         assert "\nroom members: 0\n" in text  # n1's own: none of the room's are here
         assert text.endswith("node: n1\n")
+        # FILS on n1, which stored nothing: not "no files", as if the store
+        # were empty, but what this node has and what the store holds
+        with open_console(n1) as c:
+            c.hello()
+            fils = c.ask("FILS")
+        assert fils.startswith("no files on this node\n"), fils
+        assert "(node n1 lists the files it has loaded or served; the shared store holds 1)" \
+            in fils, fils
         for c in (alice, bob):
             c.close()
     finally:

@@ -160,7 +160,11 @@ def test_up_status_serve_down(tmp_path):
         # every address)
         sessions = {session_of(p) for p in pids}
         assert sessions_bound_beyond_loopback(sessions) == []
-        assert "files 1" in s.stdout, s.stdout
+        # the node's own view, and the whole store's (read from the
+        # database every 5 s), each named
+        assert "files (this node's) " in s.stdout, s.stdout
+        assert bwd.wait_for(lambda: "files (the store's) 1" in run("status", env=env).stdout,
+                            15), run("status", env=env).stdout
         again = run("up", env=env)
         assert again.returncode != 0 and "up already" in again.stderr + again.stdout
         # ... and the cluster that is up was left as it was
@@ -176,6 +180,10 @@ def test_up_status_serve_down(tmp_path):
         d = run("down", env=env)
         assert d.returncode == 0, d.stdout + d.stderr
         assert "pid %d is another process now; left alone" % lb_pid in d.stdout, d.stdout
+        # down says what it stops
+        for part in ("HAProxy (pid %d)" % lb_pid, "Redis (pid ", "PostgreSQL (pid ", "S3 (Swift "):
+            assert part in d.stdout, (part, d.stdout)
+        assert d.stdout.count("  bulwarkd ") == len(state["nodes"]), d.stdout
         assert not where.exists()
         assert alive(lb_pid)
         os.kill(lb_pid, signal.SIGKILL)
@@ -186,3 +194,17 @@ def test_up_status_serve_down(tmp_path):
         if where.exists():
             run("down", env=env)
         os.rmdir(where.parent)
+
+
+def test_the_default_directory_is_one_per_user():
+    """Two users of one machine each get their own cluster: the default
+    directory names the user, and status says which it looked in."""
+    import pwd
+
+    env = {k: v for k, v in os.environ.items() if k != "BULWARK_CLUSTER_DIR"}
+    user = pwd.getpwuid(os.getuid()).pw_name
+    where = Path("/var/tmp/bulwark-cluster-%s" % user)
+    if where.exists():
+        pytest.skip("a cluster of this user's is up in %s" % where)
+    r = run("status", env=env, timeout=60)
+    assert "none is up in %s " % where in r.stdout, r.stdout + r.stderr

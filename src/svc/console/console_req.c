@@ -271,17 +271,50 @@ do_usrs(struct bw_conn *c, struct reply *r)
 	return list_end(&w, reg->clients_n, "clients");
 }
 
+/* The store-wide count of files, when the store is shared (the daemon's
+ * cluster_files summary figure). */
+struct store_files {
+	int known;
+	uint64_t n;
+};
+
+static void
+find_store_files(void *arg, const char *key, const char *label, uint64_t v)
+{
+	struct store_files *sf = arg;
+
+	(void)label;
+	if (strcmp(key, "cluster_files") == 0) {
+		sf->known = 1;
+		sf->n = v;
+	}
+}
+
 static int
 do_fils(struct bw_conn *c, struct reply *r)
 {
 	const struct bw_host *h =
 		&((const struct bw_console *)bw_conn_inst(c))->view;
 	struct list_walk w = {r, h, 0, 0, 0};
+	struct store_files sf = {0, 0};
 	uint64_t n = 0;
+	int rc;
 
 	if (h->each_file != NULL)
 		n = h->each_file(h->stats_arg, add_file, &w);
-	return list_end(&w, n, "files");
+	if (h->summary != NULL)
+		h->summary(h->stats_arg, find_store_files, &sf);
+	if (!sf.known)
+		return list_end(&w, n, "files");
+	/* a node lists the files it has loaded or served: on a shared store
+	 * another node's are not in its memory, and an empty list must not
+	 * read as an empty store */
+	if ((rc = list_end(&w, n, "files on this node")) != 0)
+		return rc;
+	return console_reply_addf(r, TEXT_MAX,
+				  "(node %s lists the files it has loaded or "
+				  "served; the shared store holds %llu)\n",
+				  h->node != NULL ? h->node : "?", ULL(sf.n));
 }
 
 static int

@@ -272,8 +272,13 @@ vault_summary(const void *inst, bw_stat_emit emit, void *arg)
 {
 	const struct bw_vault *v = inst;
 
-	emit(arg, "files", "Stored files.", v->files_n);
-	emit(arg, "stored_bytes", "Plaintext bytes of the stored files.",
+	emit(arg, "files",
+	     "Stored files this node has loaded or served (on a shared "
+	     "store, bulwark_cluster_files counts every node's).",
+	     v->files_n);
+	emit(arg, "stored_bytes",
+	     "Plaintext bytes of those files (this node's view, as "
+	     "bulwark_files).",
 	     v->bytes_stored);
 }
 
