@@ -120,8 +120,8 @@ all_stats(const void *arg, bw_stat_emit emit, void *emit_arg)
 	each_figure(arg, 0, emit, emit_arg);
 	if (d->meta != NULL && !d->meta->closed && d->meta->be->stats != NULL)
 		d->meta->be->stats(d->meta->state, emit, emit_arg);
-	if (d->blobs != NULL && d->blobs->be->stats != NULL)
-		d->blobs->be->stats(d->blobs->state, emit, emit_arg);
+	if (d->blobs != NULL)
+		bw_blob_stats(d->blobs, emit, emit_arg);
 }
 
 static void

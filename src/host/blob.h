@@ -173,4 +173,102 @@ void bw_blobs_read_close_later(const struct bw_blobs *b, struct bw_loop *loop,
 void bw_blob_scratch_key(const char *space, const char *prefix,
 			 char key[BW_BLOB_KEY_CAP]);
 
+/* --- the calls, through one place -------------------------------------
+ * Services call the backend through these, never through b->be: one
+ * place for a trace, a metric or a fault hook (as the metadata table's
+ * bw_meta_submit). Each is the backend operation of the same name, with
+ * its state. */
+
+static inline int BW_WUR
+bw_blob_create(const struct bw_blobs *b, const char *space, const char *key,
+	       struct bw_blob_w **w)
+{
+	return b->be->create(b->state, space, key, w);
+}
+
+static inline int BW_WUR
+bw_blob_write(const struct bw_blobs *b, struct bw_blob_w *w, uint64_t off,
+	      const void *p, size_t n)
+{
+	return b->be->write(w, off, p, n);
+}
+
+static inline int BW_WUR
+bw_blob_put(const struct bw_blobs *b, struct bw_blob_w *w, const char *key,
+	    int replace)
+{
+	return b->be->put(b->state, w, key, replace);
+}
+
+static inline void
+bw_blob_abort(const struct bw_blobs *b, struct bw_blob_w *w)
+{
+	b->be->abort(b->state, w);
+}
+
+static inline int BW_WUR
+bw_blob_copy(const struct bw_blobs *b, const char *from, const char *to)
+{
+	return b->be->copy(b->state, from, to);
+}
+
+static inline int BW_WUR
+bw_blob_move(const struct bw_blobs *b, const char *from, const char *to)
+{
+	return b->be->move(b->state, from, to);
+}
+
+static inline int
+bw_blob_remove(const struct bw_blobs *b, const char *key)
+{
+	return b->be->remove(b->state, key);
+}
+
+static inline int BW_WUR
+bw_blob_size(const struct bw_blobs *b, const char *key, uint64_t *size)
+{
+	return b->be->size(b->state, key, size);
+}
+
+static inline int BW_WUR
+bw_blob_read_open(const struct bw_blobs *b, const char *key,
+		  struct bw_blob_r **r)
+{
+	return b->be->read_open(b->state, key, r);
+}
+
+static inline ssize_t
+bw_blob_read(const struct bw_blobs *b, struct bw_blob_r *r, void *p, size_t n)
+{
+	return b->be->read(r, p, n);
+}
+
+static inline void
+bw_blob_read_close(const struct bw_blobs *b, struct bw_blob_r *r)
+{
+	b->be->read_close(r);
+}
+
+static inline int BW_WUR
+bw_blob_list(const struct bw_blobs *b, const char *prefix,
+	     int (*cb)(void *arg, const char *key, uint64_t size,
+		       int64_t mtime),
+	     void *arg)
+{
+	return b->be->list(b->state, prefix, cb, arg);
+}
+
+static inline int BW_WUR
+bw_blob_sweep(const struct bw_blobs *b, const char *space, unsigned *n)
+{
+	return b->be->sweep(b->state, space, n);
+}
+
+static inline void
+bw_blob_stats(const struct bw_blobs *b, bw_stat_emit emit, void *arg)
+{
+	if (b->be->stats != NULL)
+		b->be->stats(b->state, emit, arg);
+}
+
 #endif

@@ -55,14 +55,14 @@ blob_crc(struct mig *g, struct bw_blobs *b, const char *key, uint32_t *crc,
 	int rc;
 
 	*size = 0;
-	if ((rc = b->be->read_open(b->state, key, &r)) != 0)
+	if ((rc = bw_blob_read_open(b, key, &r)) != 0)
 		return rc;
 	bw_cksum_init(&ck);
-	while ((got = b->be->read(r, g->buf, CHUNK)) > 0) {
+	while ((got = bw_blob_read(b, r, g->buf, CHUNK)) > 0) {
 		bw_cksum_update(&ck, g->buf, (size_t)got);
 		*size += (uint64_t)got;
 	}
-	b->be->read_close(r);
+	bw_blob_read_close(b, r);
 	*crc = bw_cksum_final(&ck);
 	return got < 0 ? (int)got : 0;
 }
@@ -99,10 +99,10 @@ copy_blob(struct mig *g, const char *key)
 		return fail(g, BW_EPROTO, "a content key without a space: %s",
 			    key);
 	snprintf(space, sizeof(space), "%.*s", (int)(slash - key) + 1, key);
-	if ((rc = g->fb->be->read_open(g->fb->state, key, &r)) != 0 ||
+	if ((rc = bw_blob_read_open(g->fb, key, &r)) != 0 ||
 	    (rc = tb->create(g->tb->state, space, key, &w)) != 0)
 		goto out;
-	while ((got = g->fb->be->read(r, g->buf, CHUNK)) > 0) {
+	while ((got = bw_blob_read(g->fb, r, g->buf, CHUNK)) > 0) {
 		if ((rc = tb->write(w, off, g->buf, (size_t)got)) != 0)
 			goto out;
 		off += (uint64_t)got;
@@ -117,7 +117,7 @@ out:
 	if (w != NULL)
 		tb->abort(g->tb->state, w);
 	if (r != NULL)
-		g->fb->be->read_close(r);
+		bw_blob_read_close(g->fb, r);
 	if (rc != 0)
 		return fail(g, rc, "copying the content %s: %s", key,
 			    bw_strerror(rc));

@@ -417,11 +417,11 @@ chunk_work(void *arg)
 	int rc;
 
 	if (pr->r == NULL &&
-	    (rc = b->be->read_open(b->state, pr->key, &pr->r)) != 0) {
+	    (rc = bw_blob_read_open(b, pr->key, &pr->r)) != 0) {
 		pr->got = rc;
 		return;
 	}
-	pr->got = b->be->read(pr->r, pr->buf, pr->want);
+	pr->got = bw_blob_read(b, pr->r, pr->buf, pr->want);
 }
 
 static void

@@ -54,7 +54,7 @@ note_row(void *arg, int64_t id, const char *key)
 	if (strncmp(key, MSG_SPACE, strlen(MSG_SPACE)) != 0 ||
 	    ((sc->present == NULL ||
 	      bw_hash_get(sc->present, key, strlen(key)) == NULL) &&
-	     gone(b->be->size(b->state, key, &size)))) {
+	     gone(bw_blob_size(b, key, &size)))) {
 		if (sc->missing_n == DROP_BATCH) {
 			sc->full = 1;
 			return 1;
@@ -129,7 +129,7 @@ clear_unnamed(void *arg, const char *key, uint64_t size, int64_t mtime)
 	if (!bw_blob_settled(b, mtime) || base[0] == '.' ||
 	    bw_hash_get(&sc->named, key, strlen(key)))
 		return 0;
-	if (b->be->remove(b->state, key) == 0)
+	if (bw_blob_remove(b, key) == 0)
 		bw_info("reconcile: removed %s, which no message names", key);
 	return 0;
 }
@@ -174,8 +174,7 @@ present_load(struct scan *sc)
 		sc->present = NULL;
 		return;
 	}
-	if ((rc = b->be->list(b->state, MSG_SPACE, note_present,
-			      sc->present)) != 0) {
+	if ((rc = bw_blob_list(b, MSG_SPACE, note_present, sc->present)) != 0) {
 		bw_warn("messenger: the stored contents could not be listed "
 			"(%s); asking each one",
 			bw_strerror(rc));
@@ -194,7 +193,7 @@ msg_reconcile(struct bw_msg *m)
 	if (sc == NULL)
 		return BW_ENOMEM;
 	sc->m = m;
-	if ((rc = b->be->sweep(b->state, MSG_SPACE, &n)) != 0) {
+	if ((rc = bw_blob_sweep(b, MSG_SPACE, &n)) != 0) {
 		bw_error("refusing to start: messages/ or its .incoming %s",
 			 rc == -ELOOP ? "is a symbolic link or not a directory"
 				      : bw_strerror(rc));
@@ -208,7 +207,7 @@ msg_reconcile(struct bw_msg *m)
 		present_load(sc);
 	if ((rc = bw_hash_init(&sc->named)) == 0 &&
 	    (rc = drop_missing(sc)) == 0)
-		rc = b->be->list(b->state, MSG_SPACE, clear_unnamed, sc);
+		rc = bw_blob_list(b, MSG_SPACE, clear_unnamed, sc);
 	present_free(sc);
 	(void)bw_hash_each(&sc->named, free_name, NULL);
 	bw_hash_fini(&sc->named);

@@ -117,7 +117,7 @@ content_work(void *arg)
 {
 	struct pending *p = arg;
 
-	(void)p->m->blobs->be->remove(p->m->blobs->state, p->rec.path);
+	(void)bw_blob_remove(p->m->blobs, p->rec.path);
 }
 
 static void
@@ -292,7 +292,7 @@ spill_w(struct pending *p)
 
 	if (p->w != NULL)
 		return 0;
-	return b->be->create(b->state, MSG_SPACE, p->rec.path, &p->w);
+	return bw_blob_create(b, MSG_SPACE, p->rec.path, &p->w);
 }
 
 /* A large content: put under its key (never over another message's) before
@@ -307,7 +307,7 @@ spill_work(void *arg)
 		return;
 	w = p->w;
 	p->w = NULL; /* put takes it, whatever happens */
-	p->rc = p->m->blobs->be->put(p->m->blobs->state, w, p->rec.path, 0);
+	p->rc = bw_blob_put(p->m->blobs, w, p->rec.path, 0);
 }
 
 static void
@@ -333,7 +333,8 @@ write_work(void *arg)
 	struct pending *p = arg;
 
 	if ((p->rc = spill_w(p)) == 0)
-		p->rc = p->m->blobs->be->write(p->w, p->woff, p->wbuf, p->wlen);
+		p->rc = bw_blob_write(p->m->blobs, p->w, p->woff, p->wbuf,
+				      p->wlen);
 }
 
 static void

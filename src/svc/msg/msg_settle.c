@@ -55,7 +55,7 @@ settle_work(void *arg)
 	size_t i;
 
 	for (i = 0; i < s->keys_n; i++)
-		(void)b->be->remove(b->state, s->keys[i]);
+		(void)bw_blob_remove(b, s->keys[i]);
 }
 
 static void

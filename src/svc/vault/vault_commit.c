@@ -38,7 +38,7 @@ remove_work(void *arg)
 	struct remove_job *j = arg;
 	const struct bw_blobs *b = j->v->blobs;
 
-	(void)b->be->remove(b->state, j->key);
+	(void)bw_blob_remove(b, j->key);
 }
 
 void
@@ -55,7 +55,7 @@ vault_remove_later(struct bw_vault *v, const char *key)
 			return;
 		free(j);
 	}
-	(void)v->blobs->be->remove(v->blobs->state, key);
+	(void)bw_blob_remove(v->blobs, key);
 }
 
 int
@@ -65,7 +65,7 @@ vault_keep_backup(struct bw_vault *v, const char *key, char *backup)
 	int rc;
 
 	bw_blob_scratch_key(FILES_SPACE, ".old-", backup);
-	if ((rc = b->be->copy(b->state, key, backup)) == BW_ENOTFOUND) {
+	if ((rc = bw_blob_copy(b, key, backup)) == BW_ENOTFOUND) {
 		backup[0] = '\0';
 		return 0;
 	}
@@ -79,8 +79,8 @@ vault_restore_backup(struct bw_vault *v, const char *key, const char *backup)
 {
 	const struct bw_blobs *b = v->blobs;
 	char shown[BW_ESC_CAP];
-	int rc = backup[0] != '\0' ? b->be->move(b->state, backup, key)
-				   : b->be->remove(b->state, key);
+	int rc = backup[0] != '\0' ? bw_blob_move(b, backup, key)
+				   : bw_blob_remove(b, key);
 
 	if (rc != 0)
 		bw_error("vault: could not undo a replacement of '%s': %s",
@@ -210,7 +210,7 @@ undo_work(void *arg)
 	const struct bw_blobs *b = u->v->blobs;
 
 	if (u->pending) {
-		(void)b->be->remove(b->state, u->pend_key);
+		(void)bw_blob_remove(b, u->pend_key);
 	} else {
 		vault_restore_backup(u->v, u->rel_path, u->backup);
 		u->backup[0] = '\0';
@@ -297,10 +297,10 @@ direct_work(void *arg)
 		return;
 	if (backup_needed(u) &&
 	    (u->rc = vault_keep_backup(u->v, u->rel_path, u->backup)) != 0) {
-		b->be->abort(b->state, w);
+		bw_blob_abort(b, w);
 		return;
 	}
-	if ((u->rc = b->be->put(b->state, w, u->rel_path, 1)) != 0) {
+	if ((u->rc = bw_blob_put(b, w, u->rel_path, 1)) != 0) {
 		vault_restore_backup(u->v, u->rel_path, u->backup);
 		u->backup[0] = '\0';
 	}
@@ -368,7 +368,7 @@ pend_work(void *arg)
 	struct bw_blob_w *w;
 
 	if ((u->rc = vault_upload_take_w(u, &w)) == 0)
-		u->rc = b->be->put(b->state, w, u->pend_key, 0);
+		u->rc = bw_blob_put(b, w, u->pend_key, 0);
 }
 
 /* The pending replacement is named in the row: the one it replaces (if

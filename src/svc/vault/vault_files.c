@@ -453,7 +453,7 @@ vault_object_size(struct bw_vault *v, const char *key, uint64_t *size)
 	 * store's answer can leave keys out): one it lacks is asked for */
 	if (v->sizes == NULL ||
 	    (o = bw_hash_get(v->sizes, key, strlen(key))) == NULL)
-		return v->blobs->be->size(v->blobs->state, key, size);
+		return bw_blob_size(v->blobs, key, size);
 	*size = o->size;
 	return 0;
 }
@@ -506,8 +506,7 @@ vault_sizes_load(struct bw_vault *v)
 		v->sizes = NULL;
 		return rc;
 	}
-	if ((rc = v->blobs->be->list(v->blobs->state, FILES_SPACE, listed,
-				     v->sizes)) != 0)
+	if ((rc = bw_blob_list(v->blobs, FILES_SPACE, listed, v->sizes)) != 0)
 		vault_sizes_free(v);
 	return rc;
 }

@@ -154,7 +154,7 @@ static void
 unlink_pending(struct bw_vault *v, const char *pending_path)
 {
 	if (strncmp(pending_path, PENDING_DIR, strlen(PENDING_DIR)) == 0)
-		(void)v->blobs->be->remove(v->blobs->state, pending_path);
+		(void)bw_blob_remove(v->blobs, pending_path);
 }
 
 /* On a database other daemons share, a row naming no object may be
@@ -218,7 +218,7 @@ drop_shared_row(struct bw_vault *v, struct row *r, const char *shown,
 
 	if (!hold_path(v, r, shown, tries))
 		return 0;
-	rc = v->blobs->be->size(v->blobs->state, r->path, &size);
+	rc = bw_blob_size(v->blobs, r->path, &size);
 	if (rc == BW_ENOTFOUND)
 		rc = vfile_set_now(v, r->id, r->path, NULL, 0, 0);
 	else if (rc == 0)
@@ -249,9 +249,9 @@ finish_swap(struct bw_vault *v, struct row *r, const char *shown,
 
 	if (locked && !hold_path(v, r, shown, tries))
 		return 0;
-	if ((rc = b->be->size(b->state, r->path, &size)) == BW_ENOTFOUND &&
-	    (rc = b->be->move(b->state, r->pending_path, r->path)) == 0 &&
-	    (rc = b->be->size(b->state, r->path, &size)) == 0) {
+	if ((rc = bw_blob_size(b, r->path, &size)) == BW_ENOTFOUND &&
+	    (rc = bw_blob_move(b, r->pending_path, r->path)) == 0 &&
+	    (rc = bw_blob_size(b, r->path, &size)) == 0) {
 		memset(&rec, 0, sizeof(rec));
 		memcpy(rec.client_id, r->id, BW_ID_LEN);
 		memcpy(rec.file_name, r->pending_name, sizeof(rec.file_name));
@@ -411,7 +411,7 @@ scan_object(void *arg, const char *key, uint64_t size, int64_t mtime)
 				shown, ULL(sc->v->rows_unread));
 		return 0;
 	}
-	if ((rc = b->be->remove(b->state, key)) != 0) {
+	if ((rc = bw_blob_remove(b, key)) != 0) {
 		bw_warn("reconcile: %s has no row and cannot be removed: %s",
 			shown, bw_strerror(rc));
 		return 0;
@@ -455,8 +455,7 @@ reconcile(struct bw_vault *v)
 		goto out;
 	rc = vfile_each(v, note_pending, &sc.pending);
 	if (rc == 0)
-		rc = v->blobs->be->list(v->blobs->state, FILES_SPACE,
-					scan_object, &sc);
+		rc = bw_blob_list(v->blobs, FILES_SPACE, scan_object, &sc);
 	bw_hash_fini(&sc.pending);
 out:
 	free(rs.v);
@@ -502,7 +501,7 @@ vault_start(struct bw_vault *v)
 	unsigned n = 0;
 	int rc;
 
-	if ((rc = v->blobs->be->sweep(v->blobs->state, FILES_SPACE, &n)) != 0) {
+	if ((rc = bw_blob_sweep(v->blobs, FILES_SPACE, &n)) != 0) {
 		bw_error("refusing to start: files/ or files/.incoming %s",
 			 rc == -ELOOP ? "is a symbolic link or not a directory"
 				      : bw_strerror(rc));

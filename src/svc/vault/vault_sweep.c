@@ -124,7 +124,7 @@ sweep_work(void *arg)
 	struct sweep *sw = arg;
 	const struct bw_blobs *b = sw->v->blobs;
 
-	sw->rc = b->be->list(b->state, FILES_SPACE, collect_settled, sw);
+	sw->rc = bw_blob_list(b, FILES_SPACE, collect_settled, sw);
 }
 
 /* The keys the client's rows name (each row's file and its pending

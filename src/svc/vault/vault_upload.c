@@ -209,8 +209,8 @@ upload_w(struct upload *u)
 
 	if (u->w != NULL)
 		return 0;
-	return b->be->create(
-		b->state, FILES_SPACE,
+	return bw_blob_create(
+		b, FILES_SPACE,
 		u->pend_hint[0] != '\0' ? u->pend_hint : u->rel_path, &u->w);
 }
 
@@ -225,11 +225,11 @@ vault_upload_take_w(struct upload *u, struct bw_blob_w **out)
 		return rc;
 	if (u->last_held) {
 		u->last_held = 0;
-		rc = b->be->write(u->w, u->plain_len - u->last_len,
-				  u->wbuf[u->last_idx], u->last_len);
+		rc = bw_blob_write(b, u->w, u->plain_len - u->last_len,
+				   u->wbuf[u->last_idx], u->last_len);
 	}
 	if (rc != 0) {
-		b->be->abort(b->state, u->w);
+		bw_blob_abort(b, u->w);
 		u->w = NULL;
 		return rc;
 	}
@@ -246,7 +246,7 @@ write_work(void *arg)
 	const struct bw_blobs *b = u->v->blobs;
 
 	if ((j->rc = upload_w(u)) == 0)
-		j->rc = b->be->write(u->w, j->off, u->wbuf[j->idx], j->len);
+		j->rc = bw_blob_write(b, u->w, j->off, u->wbuf[j->idx], j->len);
 }
 
 static void

@@ -97,14 +97,14 @@ unswap_files(struct crc_op *op)
 	 * directory's sync failed after it), is undone whole: the
 	 * replacement back aside first. */
 	if (!op->moved &&
-	    b->be->size(b->state, op->pend_key, &size) != BW_ENOTFOUND) {
+	    bw_blob_size(b, op->pend_key, &size) != BW_ENOTFOUND) {
 		if (!b->shared)
-			(void)b->be->remove(b->state, op->backup);
+			(void)bw_blob_remove(b, op->backup);
 		else if (op->backup[0] != '\0')
 			vault_restore_backup(op->v, op->path, op->backup);
 		return;
 	}
-	if (b->be->copy(b->state, op->path, op->pend_key) != 0)
+	if (bw_blob_copy(b, op->path, op->pend_key) != 0)
 		bw_error("vault: the replacement of %s could not be put back "
 			 "aside",
 			 op->path);
@@ -222,7 +222,7 @@ swap_work(void *arg)
 
 	if ((op->rc = vault_keep_backup(op->v, op->path, op->backup)) != 0)
 		return;
-	if ((op->rc = b->be->move(b->state, op->pend_key, op->path)) != 0)
+	if ((op->rc = bw_blob_move(b, op->pend_key, op->path)) != 0)
 		unswap_files(op);
 	else
 		op->moved = 1;
