@@ -11,9 +11,6 @@
 #include "bulwark/util.h"
 #include "host/blob.h"
 
-extern const struct bw_blob_backend bw_blob_fs;
-extern const struct bw_blob_backend bw_blob_s3;
-
 static const struct bw_blob_backend *const backends[] = {
 	&bw_blob_fs,
 	&bw_blob_s3,

@@ -128,6 +128,11 @@ struct bw_blob_backend {
 	void (*stats)(const void *state, bw_stat_emit emit, void *arg);
 };
 
+/* The backends: local files (src/host/blobfs/) and S3 (src/host/s3/).
+ * Only blob.c picks one, by the URL's scheme. */
+extern const struct bw_blob_backend bw_blob_fs;
+extern const struct bw_blob_backend bw_blob_s3;
+
 struct bw_blobs {
 	const struct bw_blob_backend *be;
 	void *state;

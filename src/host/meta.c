@@ -8,9 +8,6 @@
 #include "bulwark/log.h"
 #include "host/meta.h"
 
-extern const struct bw_meta_backend bw_meta_sqlite;
-extern const struct bw_meta_backend bw_meta_postgresql;
-
 static const struct bw_meta_backend *const backends[] = {
 	&bw_meta_sqlite,
 	&bw_meta_postgresql,
@@ -45,6 +42,34 @@ find(const char *url, const char *data_dir, char *dflt, size_t cap,
 			return backends[i];
 	}
 	return NULL;
+}
+
+#define W BW_META_WRITES
+#define S BW_META_SHARED_ONLY
+static const unsigned op_traits[] = {
+	[BW_META_CLIENT_INSERT] = W, [BW_META_CLIENT_KEY] = W,
+	[BW_META_CLIENT_TOUCH] = W,  [BW_META_FILE_SET] = W,
+	[BW_META_MSG_INSERT] = W,    [BW_META_MSG_DROP] = W,
+	[BW_META_MSG_DROP_PATH] = W, [BW_META_MSG_DELETE] = W,
+	[BW_META_MSG_READ] = 0,	     [BW_META_MSG_PUT] = W,
+	[BW_META_MSG_FLOOR] = W,     [BW_META_SYNC] = 0,
+	[BW_META_CLIENT_GET] = S,    [BW_META_FILE_GET] = S,
+	[BW_META_CLIENT_SINCE] = S,  [BW_META_CLIENT_FAIL] = W | S,
+	[BW_META_TOTALS] = S,	     [BW_META_LOCK] = S,
+	[BW_META_UNLOCK] = S,	     [BW_META_FENCE] = W | S,
+	[BW_META_QUEUE] = S,	     [BW_META_MSG_PULL_GEN] = W | S,
+};
+/* the table reaches the last operation (one added after it without its
+ * entry would read as 0: neither a write nor the shared store's) */
+_Static_assert(sizeof(op_traits) / sizeof(op_traits[0]) == BW_META_OPS,
+	       "bw_meta_op_traits: an operation without its traits");
+#undef W
+#undef S
+
+unsigned
+bw_meta_op_traits(enum bw_meta_op op)
+{
+	return (unsigned)op < BW_META_OPS ? op_traits[op] : 0;
 }
 
 int

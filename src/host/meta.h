@@ -174,6 +174,31 @@ enum bw_meta_op {
 	 * has been numbered. Only on a shared store. */
 	BW_META_MSG_PULL_GEN,
 };
+/* how many there are (the last one's + 1: a new operation goes before
+ * this line's and here, and in bw_meta_op_traits' table) */
+#define BW_META_OPS ((unsigned)BW_META_MSG_PULL_GEN + 1u)
+
+/* What an operation is, in one table (meta.c) rather than a list in each
+ * backend: it changes rows (a write transaction), and whether only a
+ * store shared by several daemons serves it (a backend of one daemon's
+ * answers it BW_ECONFIG: its RAM is the truth). */
+enum {
+	BW_META_WRITES = 1u,
+	BW_META_SHARED_ONLY = 2u,
+};
+unsigned bw_meta_op_traits(enum bw_meta_op op);
+
+static inline int
+bw_meta_op_writes(enum bw_meta_op op)
+{
+	return (bw_meta_op_traits(op) & BW_META_WRITES) != 0;
+}
+
+static inline int
+bw_meta_op_shared_only(enum bw_meta_op op)
+{
+	return (bw_meta_op_traits(op) & BW_META_SHARED_ONLY) != 0;
+}
 
 enum {
 	/* done once the request's effect, and every earlier one's, is on
@@ -332,6 +357,11 @@ struct bw_meta_backend {
 	 * request may wait get their values); NULL if nothing changes. */
 	void (*serving)(void *state);
 };
+
+/* The backends: SQLite (src/host/sqlite/) and PostgreSQL (src/host/pg/).
+ * Only meta.c picks one, by the URL's scheme. */
+extern const struct bw_meta_backend bw_meta_sqlite;
+extern const struct bw_meta_backend bw_meta_postgresql;
 
 struct bw_meta {
 	const struct bw_meta_backend *be;

@@ -63,26 +63,22 @@ struct pgq {
 	int closing;
 };
 
+/* (bw_meta_op_traits says which operations write) */
 static int
 is_write(const struct bw_meta_req *r)
 {
-	return r->op != BW_META_MSG_READ && r->op != BW_META_SYNC &&
-	       r->op != BW_META_CLIENT_GET && r->op != BW_META_FILE_GET &&
-	       r->op != BW_META_CLIENT_SINCE && r->op != BW_META_TOTALS &&
-	       r->op != BW_META_QUEUE && r->op != BW_META_LOCK &&
-	       r->op != BW_META_UNLOCK;
+	return bw_meta_op_writes(r->op);
 }
 
 /* --- the thread ------------------------------------------------------------
  */
 
+/* the shared store's own reads (and its locks): outside the writers'
+ * transactions */
 static int
 is_get(const struct bw_meta_req *r)
 {
-	return r->op == BW_META_CLIENT_GET || r->op == BW_META_FILE_GET ||
-	       r->op == BW_META_CLIENT_SINCE || r->op == BW_META_TOTALS ||
-	       r->op == BW_META_QUEUE || r->op == BW_META_LOCK ||
-	       r->op == BW_META_UNLOCK;
+	return bw_meta_op_shared_only(r->op) && !bw_meta_op_writes(r->op);
 }
 
 /* A read of rows again (the connection's mutex held). */

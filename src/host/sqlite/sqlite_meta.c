@@ -150,14 +150,11 @@ run_one(struct sq *q, struct bw_meta_req *r)
 	return BW_ECONFIG;
 }
 
+/* (bw_meta_op_traits says which operations write) */
 static int
 is_write(const struct bw_meta_req *r)
 {
-	return r->op != BW_META_MSG_READ && r->op != BW_META_SYNC &&
-	       r->op != BW_META_CLIENT_GET && r->op != BW_META_FILE_GET &&
-	       r->op != BW_META_CLIENT_SINCE && r->op != BW_META_TOTALS &&
-	       r->op != BW_META_QUEUE && r->op != BW_META_LOCK &&
-	       r->op != BW_META_UNLOCK;
+	return bw_meta_op_writes(r->op);
 }
 
 /* --- completion ----------------------------------------------------------
