@@ -51,7 +51,7 @@ rbus_member_of(const struct bw_rooms *rs, uint64_t conn_id, char *out,
 void
 rbus_channel_of(uint32_t id, char *out, size_t cap)
 {
-	snprintf(out, cap, "bulwark:room:%u", id);
+	snprintf(out, cap, RBUS_ROOM_PREFIX "%u", id);
 }
 
 /* EVAL script with the strings of argv (n of them, lens given). */
@@ -286,7 +286,7 @@ rbus_who(struct rconn *rc)
 	w->rs = rc->rs;
 	w->conn_id = rc->conn_id;
 	w->id = rc->room->id;
-	snprintf(key, sizeof(key), "bulwark:room:%u:m", w->id);
+	snprintf(key, sizeof(key), RBUS_ROOM_PREFIX "%u:m", w->id);
 	if (bw_bus_cmd(rc->rs->bus, whod, w, 2, argv, NULL) != 0) {
 		free(w);
 		return -1;
@@ -303,35 +303,40 @@ on_message(void *arg, const char *channel, size_t clen, const uint8_t *p,
 {
 	struct bw_rooms *rs = arg;
 	const uint8_t *nl = memchr(p, '\n', n);
-	char name[32], self[96];
-	uint64_t id;
+	char name[32];
+	uint64_t id, conn;
 	struct room *r;
-	struct rconn *m;
-	size_t sl;
-	int rc;
+	const struct rconn *m, *skip;
+	size_t sl, node_n;
 
-	if (clen <= 13 || clen - 13 >= sizeof(name) || nl == NULL)
+	if (clen <= RBUS_ROOM_PREFIX_LEN ||
+	    clen - RBUS_ROOM_PREFIX_LEN >= sizeof(name) || nl == NULL ||
+	    memcmp(channel, RBUS_ROOM_PREFIX, RBUS_ROOM_PREFIX_LEN) != 0)
 		return;
-	memcpy(name, channel + 13, clen - 13); /* "bulwark:room:" */
-	name[clen - 13] = '\0';
+	memcpy(name, channel + RBUS_ROOM_PREFIX_LEN,
+	       clen - RBUS_ROOM_PREFIX_LEN);
+	name[clen - RBUS_ROOM_PREFIX_LEN] = '\0';
 	if (bw_parse_u64(name, 1, UINT32_MAX, &id) != 0 ||
 	    (r = room_find(rs, (uint32_t)id)) == NULL || r->rejoining > 0 ||
 	    rs->forgetting != NULL)
 		return;
 	rs->bus_received++;
+	/* the sender ("NODE/CONN"), read once: one of ours is not told its
+	 * own line, or its own notice */
 	sl = (size_t)(nl - p);
-	for (m = r->members; m != NULL; m = m->next) {
-		if (m->st != R_ROOM)
-			continue;
-		rbus_member_of(rs, m->conn_id, self, sizeof(self));
-		if (strlen(self) == sl && memcmp(self, p, sl) == 0)
-			continue; /* its own line, or its own notice */
-		rc = bw_conn_send(m->c, nl + 1, n - sl - 1);
-		if (rc == 0)
-			rs->deliveries++;
-		else if (rc == BW_ETOOBIG)
-			m->overflow = 1;
+	node_n = strlen(rs->node);
+	skip = NULL;
+	if (sl > node_n + 1 && sl - node_n - 1 < sizeof(name) &&
+	    memcmp(p, rs->node, node_n) == 0 && p[node_n] == '/') {
+		memcpy(name, p + node_n + 1, sl - node_n - 1);
+		name[sl - node_n - 1] = '\0';
+		if (bw_parse_u64(name, 0, UINT64_MAX, &conn) == 0)
+			for (m = r->members; m != NULL && skip == NULL;
+			     m = m->next)
+				if (m->conn_id == conn)
+					skip = m;
 	}
+	room_tell(r, skip, (const char *)nl + 1, n - sl - 1);
 }
 
 int

@@ -239,6 +239,10 @@ void rbus_room_gone(struct bw_rooms *rs, uint32_t id);
 void rbus_member_of(const struct bw_rooms *rs, uint64_t conn_id, char *out,
 		    size_t cap);
 void rbus_channel_of(uint32_t id, char *out, size_t cap);
+/* A room's channel and key prefix on Redis: "bulwark:room:ID" (see
+ * rooms_scripts.c for the keys below it) */
+#define RBUS_ROOM_PREFIX     "bulwark:room:"
+#define RBUS_ROOM_PREFIX_LEN (sizeof(RBUS_ROOM_PREFIX) - 1)
 /* EVAL script with argv[0..n) (lens NULL: strlen each) */
 int rbus_eval(struct bw_rooms *rs, const char *script, bw_bus_reply_fn fn,
 	      void *arg, int n, const char **argv, const size_t *lens);
