@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import bwvault as bw
+import reaper
 
 REPO = Path(__file__).resolve().parents[2]
 BULWARKD = Path(os.environ.get("BULWARKD", REPO / "build" / "dev" / "bulwarkd"))
@@ -511,6 +512,7 @@ class Daemon:
         argv = self.command()
         self.proc = subprocess.Popen(argv, stdin=self.stdin, stdout=out, stderr=self._log,
                                      cwd=str(self.cwd), env=env)
+        reaper.watch(self.proc.pid)
         if not wait:
             return self
         timeout = START_TIMEOUT if timeout is None else timeout

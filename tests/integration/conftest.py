@@ -6,7 +6,11 @@ import bwd
 import bwmsg
 import bwvault as bw
 import pgserver
+import reaper
 from bwd import Daemon
+
+# the servers this session starts die with it, even killed (reaper.py)
+reaper.enable()
 
 
 _require = bwd.require_file
@@ -26,8 +30,10 @@ OWN_STORAGE = {"test_cluster", "test_cluster_script"}
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """The shared PostgreSQL goes while this process still has the time."""
+    """The shared PostgreSQL goes while this process still has the time;
+    then the watcher that would have killed what was left (reaper.py)."""
     pgserver.end_shared()
+    reaper.end()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import ports
+import reaper
 
 BIN = "/usr/sbin/haproxy"
 
@@ -82,6 +83,7 @@ class HaProxy:
             assert check.returncode == 0, check.stdout + check.stderr
             self.proc = subprocess.Popen([BIN, "-db", "-f", str(cfg)],
                                          stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+            reaper.watch(self.proc.pid)
             try:
                 self._wait_ready()
                 return self

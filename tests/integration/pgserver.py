@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import ports
+import reaper
 
 
 def pg_bin():
@@ -80,6 +81,7 @@ class PgServer:
              "-c", "synchronous_commit=on", "-c", "max_connections=200",
              "-c", "shared_buffers=32MB", "-c", "log_min_messages=warning"],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, **self._popen_kw())
+        reaper.watch(self.proc.pid)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import ports
+import reaper
 
 BIN = "/usr/bin/redis-server"
 
@@ -43,6 +44,7 @@ class RedisServer:
              "--daemonize", "no", "--logfile", str(self.dir / "redis.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
+        reaper.watch(self.proc.pid)
         deadline = time.monotonic() + timeout
         while True:
             assert self.proc.poll() is None, "redis-server exited"

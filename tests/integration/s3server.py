@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import ports
+import reaper
 import s3sign
 
 
@@ -180,6 +181,7 @@ class S3Server:
         self.procs[name] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT,
                                             start_new_session=True)
+        reaper.watch(self.procs[name].pid)
         log.close()
 
     def _start_syslog(self, timeout=10):
