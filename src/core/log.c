@@ -361,6 +361,18 @@ line_start(char *line, size_t cap, enum bw_log_level level)
 			    (int)(tv.tv_usec / 1000), names[level]);
 }
 
+/* Appends " suppressed=N" (lines of its kind the limit dropped) to line. */
+static size_t
+suppressed(char *line, size_t len, size_t cap, unsigned long long dropped)
+{
+	int m;
+
+	if (dropped == 0)
+		return len;
+	m = snprintf(line + len, cap - len, " suppressed=%llu", dropped);
+	return m > 0 && (size_t)m < cap - len ? len + (size_t)m : len;
+}
+
 static void vlog(enum bw_log_level level, unsigned long long dropped,
 		 const char *fmt, va_list ap)
 	__attribute__((format(printf, 3, 0)));
@@ -396,13 +408,8 @@ vlog(enum bw_log_level level, unsigned long long dropped, const char *fmt,
 	/* room after it for suppressed=, log_dropped= (20 digits each), node=
 	 * (63 bytes) and the newline */
 	len += quote(line + len, sizeof(line) - len - 192, text);
-	if (dropped > 0) {
-		m = snprintf(line + len, sizeof(line) - len, " suppressed=%llu",
-			     dropped);
-		if (m > 0)
-			len += (size_t)m;
-	}
-	out(line, len, sizeof(line) - 1);
+	out(line, suppressed(line, len, sizeof(line), dropped),
+	    sizeof(line) - 1);
 }
 
 /* the last error's message, logged or not (bw_log_take_error) */
@@ -490,13 +497,8 @@ bw_log_vevent(enum bw_log_level level, const char *event, const char *prefix,
 		return;
 	len += (size_t)m < sizeof(line) - len - 192 ? (size_t)m
 						    : sizeof(line) - len - 193;
-	if (dropped > 0) {
-		m = snprintf(line + len, sizeof(line) - len, " suppressed=%llu",
-			     dropped);
-		if (m > 0)
-			len += (size_t)m;
-	}
-	out(line, len, sizeof(line) - 1);
+	out(line, suppressed(line, len, sizeof(line), dropped),
+	    sizeof(line) - 1);
 }
 
 void

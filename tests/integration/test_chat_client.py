@@ -420,16 +420,24 @@ def on_a_terminal(fake_server, cols):
         recv_to_eof(conn)  # until the client is killed
 
     srv = fake_server(serve)
+    with chat_on_pty(srv.port, cols) as (term, master):
+        term.wait_for(lambda b: b"You can start to talk!" in b, 10, "the greeting")
+        term.settle(quiet=0.2)
+        yield term, master, go
+
+
+@contextlib.contextmanager
+def chat_on_pty(port, cols=80):
+    """bulwark chat against port on a pty of cols columns: yields (term,
+    master); killed at the end."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
-    proc = subprocess.Popen(chat_argv(srv.port), stdin=slave, stdout=slave, stderr=slave,
+    proc = subprocess.Popen(chat_argv(port), stdin=slave, stdout=slave, stderr=slave,
                             close_fds=True)
     os.close(slave)
     term = PtyReader(master)
     try:
-        term.wait_for(lambda b: b"You can start to talk!" in b, 10, "the greeting")
-        term.settle(quiet=0.2)
-        yield term, master, go
+        yield term, master
     finally:
         proc.kill()
         proc.wait(timeout=10)
@@ -487,13 +495,7 @@ def test_on_a_terminal_your_own_lines_are_shown_as_the_others_are(fake_server):
         recv_to_eof(conn)
 
     srv = fake_server(serve)
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    proc = subprocess.Popen(chat_argv(srv.port), stdin=slave, stdout=slave, stderr=slave,
-                            close_fds=True)
-    os.close(slave)
-    term = PtyReader(master)
-    try:
+    with chat_on_pty(srv.port) as (term, master):
         term.wait_for(lambda b: R.ASK_NAME.encode() in b, 10, "the name question")
         term.settle(quiet=0.2)
         os.write(master, b"carol\r")
@@ -507,12 +509,6 @@ def test_on_a_terminal_your_own_lines_are_shown_as_the_others_are(fake_server):
         os.write(master, b"/who\r")
         out = term.wait_for(lambda b: b"bob: hi" in b, 10, "bob's line")
         out = term.settle()
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        term.stop = True
-        term.t.join(timeout=5)
-        os.close(master)
     assert got == [b"carol\ns3cret-pw\nhello there\n/who\n"], got
     assert out.count(b"carol: ") == 1, out
     assert b": /who" not in out and b"carol: s3cret" not in out, out
