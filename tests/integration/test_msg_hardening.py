@@ -1002,4 +1002,7 @@ def test_names_that_read_alike_are_one_name_on_both_protocols(server):
     assert _registers(server.port, b"caf\xe9" + tail.encode())
     assert _registers(server.port, b"caf\xe8" + tail.encode())
     # the log says why
-    assert "reads as it" in server.log()
+    log = server.log()
+    assert re.search(r"event=register_refused conn=\d+ peer=\S+ service=msg client=\S+ "
+                     r"reason=name_taken", log), log[-2000:]
+    assert re.search(r"event=register_refused .* reason=no_visible_character", log), log[-2000:]
