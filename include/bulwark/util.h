@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <stdint.h>
 
+/* A count as printf's %llu takes it, whatever its width. */
+#define ULL(x) ((unsigned long long)(x))
+
 /* Monotonic milliseconds, for deadlines. */
 uint64_t bw_now_ms(void);
 /* Wall-clock Unix seconds, from the fine clock: never before the time of a

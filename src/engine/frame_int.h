@@ -5,6 +5,7 @@
 #ifndef BULWARK_ENGINE_FRAME_INT_H
 #define BULWARK_ENGINE_FRAME_INT_H
 
+#include "bulwark/util.h"
 #include "engine/frame.h"
 #include "engine/slots.h"
 
@@ -93,8 +94,7 @@ struct frame_conn {
 	enum { P_NONE, P_WAIT, P_DONE } prep;
 };
 
-#define FC(c)  ((struct frame_conn *)(c)->state)
-#define ULL(x) ((unsigned long long)(x))
+#define FC(c) ((struct frame_conn *)(c)->state)
 
 /* frame.c */
 int frame_proto_index(const struct bw_frame *f, const struct bw_frame_proto *p);

@@ -23,7 +23,7 @@
 struct fx {
 	char dir[64];
 	char path[128];
-	struct bw_store *s;
+	struct sq_store *s;
 };
 
 struct clients_seen {
@@ -46,7 +46,7 @@ setup(void **state)
 
 	if (f == NULL)
 		return -1;
-	snprintf(f->dir, sizeof f->dir, "/tmp/bw_store_XXXXXX");
+	snprintf(f->dir, sizeof f->dir, "/tmp/sq_store_XXXXXX");
 	n = snprintf(f->path, sizeof f->path, "%s/defensive.db", f->dir);
 	if (n < 0 || (size_t)n >= sizeof f->path || mkdtemp(f->dir) == NULL) {
 		free(f);
@@ -65,7 +65,7 @@ teardown(void **state)
 	char p[512];
 	DIR *d;
 
-	bw_store_close(f->s);
+	sq_store_close(f->s);
 	if ((d = opendir(f->dir)) != NULL) {
 		while ((e = readdir(d)) != NULL) {
 			if (strcmp(e->d_name, ".") == 0 ||
@@ -107,14 +107,14 @@ sqlite_cli(const char *db, const char *sql, char *out, size_t cap)
 static void
 open_store(struct fx *f)
 {
-	assert_int_equal(bw_store_open(&f->s, f->path), 0);
+	assert_int_equal(sq_store_open(&f->s, f->path), 0);
 	assert_non_null(f->s);
 }
 
 static void
 reopen_store(struct fx *f)
 {
-	bw_store_close(f->s);
+	sq_store_close(f->s);
 	f->s = NULL;
 	open_store(f);
 }
@@ -160,17 +160,17 @@ collect_file(void *arg, const struct bw_file_rec *r)
 }
 
 static void
-load_clients(struct bw_store *s, struct clients_seen *seen)
+load_clients(struct sq_store *s, struct clients_seen *seen)
 {
 	memset(seen, 0, sizeof *seen);
-	assert_int_equal(bw_store_load_clients(s, collect_client, seen), 0);
+	assert_int_equal(sq_store_load_clients(s, collect_client, seen), 0);
 }
 
 static void
-load_files(struct bw_store *s, struct files_seen *seen)
+load_files(struct sq_store *s, struct files_seen *seen)
 {
 	memset(seen, 0, sizeof *seen);
-	assert_int_equal(bw_store_load_files(s, collect_file, seen), 0);
+	assert_int_equal(sq_store_load_files(s, collect_file, seen), 0);
 }
 
 static const struct bw_client_rec *
@@ -222,7 +222,7 @@ inserted_client_without_keys_loads_back_without_keys(void **state)
 
 	open_store(f);
 	make_client(&c, 0x11, "alice");
-	assert_int_equal(bw_store_client_insert(f->s, &c), 0);
+	assert_int_equal(sq_store_client_insert(f->s, &c), 0);
 	load_clients(f->s, &seen);
 	assert_int_equal(seen.n, 1);
 	assert_memory_equal(seen.rec[0].id, c.id, BW_ID_LEN);
@@ -241,9 +241,9 @@ duplicate_name_is_eexist(void **state)
 
 	open_store(f);
 	make_client(&c, 0x11, "alice");
-	assert_int_equal(bw_store_client_insert(f->s, &c), 0);
+	assert_int_equal(sq_store_client_insert(f->s, &c), 0);
 	make_client(&c, 0x22, "alice");
-	assert_int_equal(bw_store_client_insert(f->s, &c), BW_EEXIST);
+	assert_int_equal(sq_store_client_insert(f->s, &c), BW_EEXIST);
 	load_clients(f->s, &seen);
 	assert_int_equal(seen.n, 1);
 }
@@ -257,9 +257,9 @@ duplicate_id_is_eexist(void **state)
 
 	open_store(f);
 	make_client(&c, 0x11, "alice");
-	assert_int_equal(bw_store_client_insert(f->s, &c), 0);
+	assert_int_equal(sq_store_client_insert(f->s, &c), 0);
 	make_client(&c, 0x11, "bob");
-	assert_int_equal(bw_store_client_insert(f->s, &c), BW_EEXIST);
+	assert_int_equal(sq_store_client_insert(f->s, &c), BW_EEXIST);
 	load_clients(f->s, &seen);
 	assert_int_equal(seen.n, 1);
 	assert_string_equal(seen.rec[0].name, "alice");
@@ -274,7 +274,7 @@ name_without_nul_is_too_big(void **state)
 	open_store(f);
 	make_client(&c, 0x11, "");
 	memset(c.name, 'a', sizeof c.name);
-	assert_int_equal(bw_store_client_insert(f->s, &c), BW_ETOOBIG);
+	assert_int_equal(sq_store_client_insert(f->s, &c), BW_ETOOBIG);
 }
 
 static void
@@ -295,10 +295,10 @@ keys_names_and_last_seen_survive_reopen(void **state)
 	make_client(&a, 0x11, "alice");
 	make_client(&b, 0x22, "bob");
 	b.last_seen = 1600000000;
-	assert_int_equal(bw_store_client_insert(f->s, &a), 0);
-	assert_int_equal(bw_store_client_insert(f->s, &b), 0);
+	assert_int_equal(sq_store_client_insert(f->s, &a), 0);
+	assert_int_equal(sq_store_client_insert(f->s, &b), 0);
 	assert_int_equal(
-		bw_store_client_set_key(f->s, a.id, pub, aes, 0, 0, 1700000123),
+		sq_store_client_set_key(f->s, a.id, pub, aes, 0, 0, 1700000123),
 		0);
 	reopen_store(f);
 	load_clients(f->s, &seen);
@@ -333,10 +333,10 @@ set_key_without_pubkey_keeps_stored_pubkey(void **state)
 	memset(c.pubkey, 0x5a, sizeof c.pubkey);
 	c.has_aes = 1;
 	memset(c.aes_key, 0x01, sizeof c.aes_key);
-	assert_int_equal(bw_store_client_insert(f->s, &c), 0);
+	assert_int_equal(sq_store_client_insert(f->s, &c), 0);
 	memset(aes2, 0x02, sizeof aes2);
 	assert_int_equal(
-		bw_store_client_set_key(f->s, c.id, NULL, aes2, 0, 0, 5), 0);
+		sq_store_client_set_key(f->s, c.id, NULL, aes2, 0, 0, 5), 0);
 	load_clients(f->s, &seen);
 	assert_int_equal(seen.n, 1);
 	assert_true(seen.rec[0].has_pubkey);
@@ -354,7 +354,7 @@ set_key_of_unknown_client_is_not_found(void **state)
 	open_store(f);
 	memset(id, 0x33, sizeof id);
 	memset(aes, 0x44, sizeof aes);
-	assert_int_equal(bw_store_client_set_key(f->s, id, NULL, aes, 0, 0, 1),
+	assert_int_equal(sq_store_client_set_key(f->s, id, NULL, aes, 0, 0, 1),
 			 BW_ENOTFOUND);
 }
 
@@ -368,13 +368,13 @@ touch_updates_last_seen(void **state)
 	open_store(f);
 	make_client(&c, 0x11, "alice");
 	c.last_seen = 1000;
-	assert_int_equal(bw_store_client_insert(f->s, &c), 0);
-	assert_int_equal(bw_store_client_touch(f->s, c.id, 1700000000), 0);
+	assert_int_equal(sq_store_client_insert(f->s, &c), 0);
+	assert_int_equal(sq_store_client_touch(f->s, c.id, 1700000000), 0);
 	load_clients(f->s, &seen);
 	assert_int_equal(seen.rec[0].last_seen, 1700000000);
 	/* Same value again still counts as finding the client. */
-	assert_int_equal(bw_store_client_touch(f->s, c.id, 1700000000), 0);
-	assert_int_equal(bw_store_client_touch(f->s, c.id, 0), 0);
+	assert_int_equal(sq_store_client_touch(f->s, c.id, 1700000000), 0);
+	assert_int_equal(sq_store_client_touch(f->s, c.id, 0), 0);
 	load_clients(f->s, &seen);
 	assert_int_equal(seen.rec[0].last_seen, 0);
 }
@@ -387,7 +387,7 @@ touch_of_unknown_client_is_not_found(void **state)
 
 	open_store(f);
 	memset(id, 0x99, sizeof id);
-	assert_int_equal(bw_store_client_touch(f->s, id, 1700000000),
+	assert_int_equal(sq_store_client_touch(f->s, id, 1700000000),
 			 BW_ENOTFOUND);
 }
 
@@ -399,12 +399,12 @@ last_seen_out_of_four_digit_years_is_rejected(void **state)
 
 	open_store(f);
 	make_client(&c, 0x11, "alice");
-	assert_int_equal(bw_store_client_insert(f->s, &c), 0);
-	assert_int_equal(bw_store_client_touch(f->s, c.id, INT64_MAX),
+	assert_int_equal(sq_store_client_insert(f->s, &c), 0);
+	assert_int_equal(sq_store_client_touch(f->s, c.id, INT64_MAX),
 			 BW_ECONFIG);
-	assert_int_equal(bw_store_client_touch(f->s, c.id, 253402300800LL),
+	assert_int_equal(sq_store_client_touch(f->s, c.id, 253402300800LL),
 			 BW_ECONFIG);
-	assert_int_equal(bw_store_client_touch(f->s, c.id, 253402300799LL), 0);
+	assert_int_equal(sq_store_client_touch(f->s, c.id, 253402300799LL), 0);
 }
 
 static void
@@ -416,13 +416,13 @@ last_seen_is_utc_datetime_text_and_never_is_null(void **state)
 
 	open_store(f);
 	make_client(&c, 0x11, "alice");
-	assert_int_equal(bw_store_client_insert(f->s, &c), 0);
+	assert_int_equal(sq_store_client_insert(f->s, &c), 0);
 	assert_int_equal(sqlite_cli(f->path,
 				    "select LastSeen is null from clients", out,
 				    sizeof out),
 			 0);
 	assert_string_equal(out, "1");
-	assert_int_equal(bw_store_client_touch(f->s, c.id, 1700000000), 0);
+	assert_int_equal(sq_store_client_touch(f->s, c.id, 1700000000), 0);
 	assert_int_equal(sqlite_cli(f->path, "select LastSeen from clients",
 				    out, sizeof out),
 			 0);
@@ -444,7 +444,7 @@ set_file_loads_back_as_given(void **state)
 	open_store(f);
 	make_file(&r, 0x11, "report.pdf", "files/1111/report.pdf");
 	r.verified = 1;
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+	assert_int_equal(sq_store_file_set(f->s, r.client_id, r.path_name, &r),
 			 0);
 	reopen_store(f);
 	load_files(f->s, &seen);
@@ -465,10 +465,10 @@ same_file_name_of_two_clients_are_two_rows(void **state)
 
 	open_store(f);
 	make_file(&r, 0x11, "a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+	assert_int_equal(sq_store_file_set(f->s, r.client_id, r.path_name, &r),
 			 0);
 	make_file(&r, 0x22, "a.txt", "files/22/a.txt");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+	assert_int_equal(sq_store_file_set(f->s, r.client_id, r.path_name, &r),
 			 0);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 2);
@@ -483,20 +483,20 @@ set_without_a_row_removes_the_one_at_the_path(void **state)
 
 	open_store(f);
 	make_file(&r, 0x11, "a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+	assert_int_equal(sq_store_file_set(f->s, r.client_id, r.path_name, &r),
 			 0);
 	make_file(&r, 0x11, "b.txt", "files/11/b.txt");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+	assert_int_equal(sq_store_file_set(f->s, r.client_id, r.path_name, &r),
 			 0);
 	assert_int_equal(
-		bw_store_file_set(f->s, r.client_id, "files/11/a.txt", NULL),
+		sq_store_file_set(f->s, r.client_id, "files/11/a.txt", NULL),
 		0);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 1);
 	assert_string_equal(seen.rec[0].file_name, "b.txt");
 	/* nothing at the path any more: nothing to remove, and no error */
 	assert_int_equal(
-		bw_store_file_set(f->s, r.client_id, "files/11/a.txt", NULL),
+		sq_store_file_set(f->s, r.client_id, "files/11/a.txt", NULL),
 		0);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 1);
@@ -513,14 +513,14 @@ set_drops_another_name_stored_at_the_same_path(void **state)
 	open_store(f);
 	make_file(&r, 0x11, "../a.txt", "files/11/a.txt");
 	r.verified = 1;
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+	assert_int_equal(sq_store_file_set(f->s, r.client_id, r.path_name, &r),
 			 0);
 	/* Another client's file at a path spelled the same is not touched. */
 	make_file(&r, 0x22, "a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+	assert_int_equal(sq_store_file_set(f->s, r.client_id, r.path_name, &r),
 			 0);
 	make_file(&r, 0x11, "a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+	assert_int_equal(sq_store_file_set(f->s, r.client_id, r.path_name, &r),
 			 0);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 2);
@@ -547,15 +547,15 @@ file_name_without_nul_is_too_big(void **state)
 	open_store(f);
 	make_file(&r, 0x11, "a.txt", "p");
 	memset(r.file_name, 'x', sizeof r.file_name);
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+	assert_int_equal(sq_store_file_set(f->s, r.client_id, r.path_name, &r),
 			 BW_ETOOBIG);
 	make_file(&r, 0x11, "a.txt", "p");
 	memset(r.path_name, 'x', sizeof r.path_name);
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+	assert_int_equal(sq_store_file_set(f->s, r.client_id, r.path_name, &r),
 			 BW_ETOOBIG);
 	/* Nothing half-done: the store still works. */
 	make_file(&r, 0x11, "a.txt", "p");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+	assert_int_equal(sq_store_file_set(f->s, r.client_id, r.path_name, &r),
 			 0);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 1);
@@ -570,14 +570,14 @@ client_callback_nonzero_stops_iteration_and_is_returned(void **state)
 
 	open_store(f);
 	make_client(&c, 0x11, "a");
-	assert_int_equal(bw_store_client_insert(f->s, &c), 0);
+	assert_int_equal(sq_store_client_insert(f->s, &c), 0);
 	make_client(&c, 0x22, "b");
-	assert_int_equal(bw_store_client_insert(f->s, &c), 0);
+	assert_int_equal(sq_store_client_insert(f->s, &c), 0);
 	make_client(&c, 0x33, "c");
-	assert_int_equal(bw_store_client_insert(f->s, &c), 0);
+	assert_int_equal(sq_store_client_insert(f->s, &c), 0);
 	memset(&seen, 0, sizeof seen);
 	seen.stop_after = 1;
-	assert_int_equal(bw_store_load_clients(f->s, collect_client, &seen), 7);
+	assert_int_equal(sq_store_load_clients(f->s, collect_client, &seen), 7);
 	assert_int_equal(seen.n, 1);
 	/* The next load starts from the beginning again. */
 	load_clients(f->s, &seen);
@@ -593,14 +593,14 @@ file_callback_nonzero_stops_iteration_and_is_returned(void **state)
 
 	open_store(f);
 	make_file(&r, 0x11, "a", "pa");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+	assert_int_equal(sq_store_file_set(f->s, r.client_id, r.path_name, &r),
 			 0);
 	make_file(&r, 0x11, "b", "pb");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+	assert_int_equal(sq_store_file_set(f->s, r.client_id, r.path_name, &r),
 			 0);
 	memset(&seen, 0, sizeof seen);
 	seen.stop_after = 1;
-	assert_int_equal(bw_store_load_files(f->s, collect_file, &seen), 9);
+	assert_int_equal(sq_store_load_files(f->s, collect_file, &seen), 9);
 	assert_int_equal(seen.n, 1);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 2);
@@ -648,9 +648,9 @@ spec_schema_database_without_user_version_loads(void **state)
 	assert_string_equal(fseen.rec[0].path_name, "files/0001/x.bin");
 
 	make_client(&c, 0x44, "carol");
-	assert_int_equal(bw_store_client_insert(f->s, &c), BW_EEXIST);
+	assert_int_equal(sq_store_client_insert(f->s, &c), BW_EEXIST);
 	make_client(&c, 0x44, "dave");
-	assert_int_equal(bw_store_client_insert(f->s, &c), 0);
+	assert_int_equal(sq_store_client_insert(f->s, &c), 0);
 	assert_int_equal(
 		sqlite_cli(f->path, "pragma user_version", out, sizeof out), 0);
 	assert_string_equal(out, "1");
@@ -693,16 +693,16 @@ messenger_style_database_gains_columns_and_keys(void **state)
 	assert_false(seen.rec[0].has_aes);
 
 	memset(aes, 0x5c, sizeof aes);
-	assert_int_equal(bw_store_client_set_key(f->s, seen.rec[0].id, NULL,
+	assert_int_equal(sq_store_client_set_key(f->s, seen.rec[0].id, NULL,
 						 aes, 0, 0, 1700000000),
 			 0);
 	make_client(&c, 0x22, "erin");
-	assert_int_equal(bw_store_client_insert(f->s, &c), BW_EEXIST);
+	assert_int_equal(sq_store_client_insert(f->s, &c), BW_EEXIST);
 
 	make_file(&r, 0x11, "a.txt", "files/11/a.txt");
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+	assert_int_equal(sq_store_file_set(f->s, r.client_id, r.path_name, &r),
 			 0);
-	assert_int_equal(bw_store_file_set(f->s, r.client_id, r.path_name, &r),
+	assert_int_equal(sq_store_file_set(f->s, r.client_id, r.path_name, &r),
 			 0);
 	reopen_store(f);
 	load_clients(f->s, &seen);
@@ -812,7 +812,7 @@ newer_schema_version_is_refused(void **state)
 	assert_int_equal(
 		sqlite_cli(f->path, "pragma user_version = 2", out, sizeof out),
 		0);
-	assert_int_equal(bw_store_open(&f->s, f->path), BW_EDB);
+	assert_int_equal(sq_store_open(&f->s, f->path), BW_EDB);
 	assert_null(f->s);
 }
 
@@ -823,7 +823,7 @@ path_in_missing_directory_fails_cleanly(void **state)
 	char path[256];
 
 	snprintf(path, sizeof path, "%s/no/such/dir/defensive.db", f->dir);
-	assert_true(bw_store_open(&f->s, path) < 0);
+	assert_true(sq_store_open(&f->s, path) < 0);
 	assert_null(f->s);
 }
 
@@ -838,7 +838,7 @@ file_that_is_not_a_database_is_edb(void **state)
 	for (i = 0; i < 200; i++)
 		fputs("this is not a database, only text\n", fp);
 	assert_int_equal(fclose(fp), 0);
-	assert_int_equal(bw_store_open(&f->s, f->path), BW_EDB);
+	assert_int_equal(sq_store_open(&f->s, f->path), BW_EDB);
 	assert_null(f->s);
 }
 
@@ -846,7 +846,7 @@ static void
 close_of_null_is_harmless(void **state)
 {
 	(void)state;
-	bw_store_close(NULL);
+	sq_store_close(NULL);
 }
 
 /* The store holds one file row: name's, with these verified and pending
@@ -875,20 +875,20 @@ file_set_makes_one_row_own_the_path_and_keeps_pending(void **state)
 	open_store(f);
 	make_file(&a, 0x11, "dir/x.bin", "files/1111/x.bin");
 	a.verified = 1;
-	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
+	assert_int_equal(sq_store_file_set(f->s, a.client_id, a.path_name, &a),
 			 0);
 	/* another name at the same path replaces it, pending fields kept */
 	make_file(&b, 0x11, "other/x.bin", "files/1111/x.bin");
 	b.verified = 1;
 	snprintf(b.pending_name, sizeof b.pending_name, "new/x.bin");
 	snprintf(b.pending_path, sizeof b.pending_path, "files/.pending/abc");
-	assert_int_equal(bw_store_file_set(f->s, b.client_id, b.path_name, &b),
+	assert_int_equal(sq_store_file_set(f->s, b.client_id, b.path_name, &b),
 			 0);
 	assert_only_file(f, "other/x.bin", 1, "new/x.bin",
 			 "files/.pending/abc");
 	/* NULL removes the path's row */
 	assert_int_equal(
-		bw_store_file_set(f->s, b.client_id, b.path_name, NULL), 0);
+		sq_store_file_set(f->s, b.client_id, b.path_name, NULL), 0);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 0);
 }
@@ -906,7 +906,7 @@ file_set_in_place_still_drops_the_other_rows_at_the_path(void **state)
 
 	open_store(f);
 	make_file(&a, 0x11, "a.bin", "files/1111/x.bin");
-	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
+	assert_int_equal(sq_store_file_set(f->s, a.client_id, a.path_name, &a),
 			 0);
 	assert_int_equal(
 		sqlite_cli(
@@ -926,7 +926,7 @@ file_set_in_place_still_drops_the_other_rows_at_the_path(void **state)
 	a.verified = 1;
 	snprintf(a.pending_name, sizeof a.pending_name, "new/a.bin");
 	snprintf(a.pending_path, sizeof a.pending_path, "files/.pending/p1");
-	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
+	assert_int_equal(sq_store_file_set(f->s, a.client_id, a.path_name, &a),
 			 0);
 	assert_only_file(f, "a.bin", 1, "new/a.bin", "files/.pending/p1");
 	/* in place: the same row, not a new one */
@@ -939,12 +939,12 @@ file_set_in_place_still_drops_the_other_rows_at_the_path(void **state)
 	/* and back: pending cleared, verified dropped */
 	a.verified = 0;
 	a.pending_name[0] = a.pending_path[0] = '\0';
-	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
+	assert_int_equal(sq_store_file_set(f->s, a.client_id, a.path_name, &a),
 			 0);
 	assert_only_file(f, "a.bin", 0, "", "");
 	/* the same name at another path is not in place: the row moves */
 	snprintf(a.path_name, sizeof a.path_name, "files/1111/y.bin");
-	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
+	assert_int_equal(sq_store_file_set(f->s, a.client_id, a.path_name, &a),
 			 0);
 	load_files(f->s, &seen);
 	assert_int_equal(seen.n, 1);
@@ -970,11 +970,11 @@ file_set_in_place_is_byte_for_byte_on_a_caseless_schema(void **state)
 		0);
 	open_store(f);
 	make_file(&a, 0x11, "A.bin", "files/1111/A.bin");
-	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
+	assert_int_equal(sq_store_file_set(f->s, a.client_id, a.path_name, &a),
 			 0);
 	make_file(&a, 0x11, "a.bin", "files/1111/a.bin");
 	a.verified = 1;
-	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
+	assert_int_equal(sq_store_file_set(f->s, a.client_id, a.path_name, &a),
 			 0);
 	assert_only_file(f, "a.bin", 1, "", "");
 	assert_int_equal(sqlite_cli(f->path, "select PathName from files", out,
@@ -992,12 +992,12 @@ file_set_with_a_name_too_long_changes_nothing(void **state)
 
 	open_store(f);
 	make_file(&a, 0x11, "x.bin", "files/1111/x.bin");
-	assert_int_equal(bw_store_file_set(f->s, a.client_id, a.path_name, &a),
+	assert_int_equal(sq_store_file_set(f->s, a.client_id, a.path_name, &a),
 			 0);
 	bad = a;
 	memset(bad.pending_name, 'n', sizeof bad.pending_name);
 	assert_int_equal(
-		bw_store_file_set(f->s, bad.client_id, bad.path_name, &bad),
+		sq_store_file_set(f->s, bad.client_id, bad.path_name, &bad),
 		BW_ETOOBIG);
 	load_files(f->s, &seen); /* rolled back: the old row is there */
 	assert_int_equal(seen.n, 1);
@@ -1016,9 +1016,9 @@ key_state_survives_reopen_and_null_revokes(void **state)
 
 	open_store(f);
 	make_client(&c, 0x21, "carol");
-	assert_int_equal(bw_store_client_insert(f->s, &c), 0);
+	assert_int_equal(sq_store_client_insert(f->s, &c), 0);
 	memset(aes, 0x5a, sizeof aes);
-	assert_int_equal(bw_store_client_set_key(f->s, c.id, NULL, aes,
+	assert_int_equal(sq_store_client_set_key(f->s, c.id, NULL, aes,
 						 1700000000, 1, 5),
 			 0);
 	reopen_store(f);
@@ -1029,7 +1029,7 @@ key_state_survives_reopen_and_null_revokes(void **state)
 	assert_int_equal(got->key_issued, 1700000000);
 	assert_true(got->key_used);
 	assert_int_equal(
-		bw_store_client_set_key(f->s, c.id, NULL, NULL, 0, 1, 6), 0);
+		sq_store_client_set_key(f->s, c.id, NULL, NULL, 0, 1, 6), 0);
 	load_clients(f->s, &seen);
 	assert_non_null(got = find_client(&seen, "carol"));
 	assert_false(got->has_aes);
@@ -1073,7 +1073,7 @@ msg_delete_reports_paths_and_a_refusal_rolls_it_back(void **state)
 	uint64_t n = 9, bytes = 9;
 	int i, rows;
 
-	assert_int_equal(bw_store_open(&f->s, f->path), 0);
+	assert_int_equal(sq_store_open(&f->s, f->path), 0);
 	for (i = 0; i < 3; i++) {
 		memset(&m, 0, sizeof m);
 		memset(m.to, 0x11, sizeof m.to);
@@ -1081,23 +1081,23 @@ msg_delete_reports_paths_and_a_refusal_rolls_it_back(void **state)
 		m.type = 4;
 		m.size = 100000;
 		snprintf(m.path, sizeof m.path, "messages/c%d", i);
-		assert_int_equal(bw_store_begin(f->s), 0);
-		assert_int_equal(bw_store_msg_insert(f->s, &m), 0);
-		assert_int_equal(bw_store_commit(f->s), 0);
+		assert_int_equal(sq_store_begin(f->s), 0);
+		assert_int_equal(sq_store_msg_insert(f->s, &m), 0);
+		assert_int_equal(sq_store_commit(f->s), 0);
 	}
 	memset(&ps, 0, sizeof ps);
 	ps.refuse = 2;
-	assert_int_equal(bw_store_msg_delete(f->s, m.to, m.id, see_path, &ps,
+	assert_int_equal(sq_store_msg_delete(f->s, m.to, m.id, see_path, &ps,
 					     &n, &bytes),
 			 BW_ENOMEM);
 	assert_int_equal(n, 0);
 	assert_int_equal(bytes, 0);
 	rows = 0;
 	assert_int_equal(
-		bw_store_msg_each(f->s, m.to, 0, 0, 0, 0, count_row, &rows), 0);
+		sq_store_msg_each(f->s, m.to, 0, 0, 0, 0, count_row, &rows), 0);
 	assert_int_equal(rows, 3);
 	memset(&ps, 0, sizeof ps);
-	assert_int_equal(bw_store_msg_delete(f->s, m.to, m.id, see_path, &ps,
+	assert_int_equal(sq_store_msg_delete(f->s, m.to, m.id, see_path, &ps,
 					     &n, &bytes),
 			 0);
 	assert_int_equal(ps.n, 3);
@@ -1106,7 +1106,7 @@ msg_delete_reports_paths_and_a_refusal_rolls_it_back(void **state)
 	assert_int_equal(bytes, 300000);
 	rows = 0;
 	assert_int_equal(
-		bw_store_msg_each(f->s, m.to, 0, 0, 0, 0, count_row, &rows), 0);
+		sq_store_msg_each(f->s, m.to, 0, 0, 0, 0, count_row, &rows), 0);
 	assert_int_equal(rows, 0);
 }
 
@@ -1161,9 +1161,9 @@ a_wal_restart_keeps_the_owners_page_cache(void **state)
 
 	open_store(f);
 	assert_int_equal(
-		bw_store_ckpt_open(f->s, 1000000, no_checkpoint_due, NULL), 0);
+		sq_store_ckpt_open(f->s, 1000000, no_checkpoint_due, NULL), 0);
 	assert_non_null(f->s->ckpt_db);
-	assert_int_equal(bw_store_begin(f->s), 0);
+	assert_int_equal(sq_store_begin(f->s), 0);
 	for (i = 0; i < 2000; i++) {
 		memset(&m, 0, sizeof m);
 		memset(m.to, 0x11, sizeof m.to);
@@ -1171,28 +1171,28 @@ a_wal_restart_keeps_the_owners_page_cache(void **state)
 		m.type = 3;
 		m.size = sizeof body;
 		m.content = body;
-		assert_int_equal(bw_store_msg_insert(f->s, &m), 0);
+		assert_int_equal(sq_store_msg_insert(f->s, &m), 0);
 	}
-	assert_int_equal(bw_store_commit(f->s), 0);
+	assert_int_equal(sq_store_commit(f->s), 0);
 	rows = 0;
 	assert_int_equal(
-		bw_store_msg_each(f->s, m.to, 0, 0, 0, 1, count_row, &rows), 0);
+		sq_store_msg_each(f->s, m.to, 0, 0, 0, 1, count_row, &rows), 0);
 	assert_int_equal(rows, 2000);
 
 	/* a restart inside an open transaction of the owner's: left alone */
-	assert_int_equal(bw_store_begin(f->s), 0);
-	assert_int_equal(bw_store_wal_restart(f->s), BW_EDB);
-	assert_int_equal(bw_store_commit(f->s), 0);
+	assert_int_equal(sq_store_begin(f->s), 0);
+	assert_int_equal(sq_store_wal_restart(f->s), BW_EDB);
+	assert_int_equal(sq_store_commit(f->s), 0);
 
-	assert_int_equal(bw_store_checkpoint(f->s, &copied), 0);
+	assert_int_equal(sq_store_checkpoint(f->s, &copied), 0);
 	assert_true(copied >= f->s->wal_pages);
 	seq = wal_restarts(f->path);
-	assert_int_equal(bw_store_wal_restart(f->s), 0);
+	assert_int_equal(sq_store_wal_restart(f->s), 0);
 	assert_int_equal(wal_restarts(f->path), seq + 1);
 	misses = owner_misses(f);
 	rows = 0;
 	assert_int_equal(
-		bw_store_msg_each(f->s, m.to, 0, 0, 0, 1, count_row, &rows), 0);
+		sq_store_msg_each(f->s, m.to, 0, 0, 0, 1, count_row, &rows), 0);
 	assert_int_equal(rows, 2000);
 	assert_int_equal(owner_misses(f), misses);
 
@@ -1205,7 +1205,7 @@ a_wal_restart_keeps_the_owners_page_cache(void **state)
 	misses = owner_misses(f);
 	rows = 0;
 	assert_int_equal(
-		bw_store_msg_each(f->s, m.to, 0, 0, 0, 1, count_row, &rows), 0);
+		sq_store_msg_each(f->s, m.to, 0, 0, 0, 1, count_row, &rows), 0);
 	assert_int_equal(rows, 2000);
 	assert_true(owner_misses(f) > misses + 10);
 }
@@ -1222,29 +1222,29 @@ msg_ids_of_a_failed_transaction_are_never_given_again(void **state)
 	struct bw_msg_rec m;
 	int64_t lost, kept;
 
-	assert_int_equal(bw_store_open(&f->s, f->path), 0);
+	assert_int_equal(sq_store_open(&f->s, f->path), 0);
 	memset(&m, 0, sizeof m);
 	memset(m.to, 0x11, sizeof m.to);
 	memset(m.from, 0x22, sizeof m.from);
 	m.type = 3;
 	m.content = (const uint8_t *)"hello";
 	m.size = 5;
-	assert_int_equal(bw_store_begin(f->s), 0);
-	assert_int_equal(bw_store_msg_insert(f->s, &m), 0);
+	assert_int_equal(sq_store_begin(f->s), 0);
+	assert_int_equal(sq_store_msg_insert(f->s, &m), 0);
 	lost = m.id;
-	assert_int_equal(bw_store_rollback(f->s, BW_EDB), BW_EDB);
-	assert_int_equal(bw_store_begin(f->s), 0);
-	assert_int_equal(bw_store_msg_insert(f->s, &m), 0);
+	assert_int_equal(sq_store_rollback(f->s, BW_EDB), BW_EDB);
+	assert_int_equal(sq_store_begin(f->s), 0);
+	assert_int_equal(sq_store_msg_insert(f->s, &m), 0);
 	kept = m.id;
 	assert_true(kept > lost);
-	assert_int_equal(bw_store_commit(f->s), 0);
-	bw_store_close(f->s);
+	assert_int_equal(sq_store_commit(f->s), 0);
+	sq_store_close(f->s);
 	f->s = NULL;
-	assert_int_equal(bw_store_open(&f->s, f->path), 0);
-	assert_int_equal(bw_store_begin(f->s), 0);
-	assert_int_equal(bw_store_msg_insert(f->s, &m), 0);
+	assert_int_equal(sq_store_open(&f->s, f->path), 0);
+	assert_int_equal(sq_store_begin(f->s), 0);
+	assert_int_equal(sq_store_msg_insert(f->s, &m), 0);
 	assert_true(m.id > kept);
-	assert_int_equal(bw_store_commit(f->s), 0);
+	assert_int_equal(sq_store_commit(f->s), 0);
 }
 
 int

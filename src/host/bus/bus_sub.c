@@ -15,7 +15,7 @@
  */
 
 static void
-on_message(redisAsyncContext *ac, void *reply, void *privdata)
+on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
 	struct bw_bus *b = privdata;
 	redisReply *r = reply;
@@ -50,8 +50,8 @@ send_sub(struct bw_bus *b, const char *verb, const char *name, size_t n)
 	const size_t lens[2] = {strlen(verb), n};
 
 	return b->sub.ac != NULL && b->sub.up &&
-	       redisAsyncCommandArgv(b->sub.ac, on_message, b, 2, argv, lens) ==
-		       REDIS_OK;
+	       redisAsyncCommandArgv(b->sub.ac, on_sub_reply, b, 2, argv,
+				     lens) == REDIS_OK;
 }
 
 static int

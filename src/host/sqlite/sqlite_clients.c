@@ -9,7 +9,7 @@
 #include "host/sqlite/sqlite_int.h"
 
 int
-bw_store_load_clients(struct bw_store *s, bw_store_client_cb cb, void *arg)
+sq_store_load_clients(struct sq_store *s, sq_store_client_cb cb, void *arg)
 {
 	sqlite3_stmt *st = s->st[ST_CLIENT_LOAD];
 	struct bw_client_rec c;
@@ -50,7 +50,7 @@ bw_store_load_clients(struct bw_store *s, bw_store_client_cb cb, void *arg)
 }
 
 int
-bw_store_client_insert(struct bw_store *s, const struct bw_client_rec *c)
+sq_store_client_insert(struct sq_store *s, const struct bw_client_rec *c)
 {
 	sqlite3_stmt *st = s->st[ST_CLIENT_INSERT];
 	char when[BW_LASTSEEN_TEXT + 1];
@@ -82,7 +82,7 @@ out:
 }
 
 int
-bw_store_client_set_key(struct bw_store *s, const uint8_t id[BW_ID_LEN],
+sq_store_client_set_key(struct sq_store *s, const uint8_t id[BW_ID_LEN],
 			const uint8_t *pubkey, const uint8_t *aes_key,
 			int64_t issued, int used, int64_t last_seen)
 {
@@ -103,7 +103,7 @@ bw_store_client_set_key(struct bw_store *s, const uint8_t id[BW_ID_LEN],
 }
 
 int
-bw_store_client_touch(struct bw_store *s, const uint8_t id[BW_ID_LEN],
+sq_store_client_touch(struct sq_store *s, const uint8_t id[BW_ID_LEN],
 		      int64_t last_seen)
 {
 	sqlite3_stmt *st = s->st[ST_CLIENT_TOUCH];

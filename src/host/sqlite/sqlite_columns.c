@@ -159,7 +159,7 @@ store_bind_blob(sqlite3_stmt *st, int idx, const void *p, int n)
 /* Runs an UPDATE or DELETE whose parameters are bound: BW_ENOTFOUND if it
  * changed no row. */
 int
-store_run_change(struct bw_store *s, enum stmt_id id, const char *what)
+store_run_change(struct sq_store *s, enum stmt_id id, const char *what)
 {
 	int rc = store_run(s, id, what);
 

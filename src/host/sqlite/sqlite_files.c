@@ -1,5 +1,5 @@
 /* The files table: loading every row at start-up and the one primitive the
- * vault's commits use (bw_store_file_set), plus single-row updates.
+ * vault's commits use (sq_store_file_set), plus single-row updates.
  */
 #include <string.h>
 
@@ -8,7 +8,7 @@
 #include "host/sqlite/sqlite_int.h"
 
 int
-bw_store_load_files(struct bw_store *s, bw_store_file_cb cb, void *arg)
+sq_store_load_files(struct sq_store *s, sq_store_file_cb cb, void *arg)
 {
 	sqlite3_stmt *st = s->st[ST_FILE_LOAD];
 	struct bw_file_rec f;
@@ -74,7 +74,7 @@ bind_rec(sqlite3_stmt *st, const uint8_t id[BW_ID_LEN],
  * (and so is rec): 1 if done, 0 if there is no such row. The other rows at
  * path go, as in the general case. */
 static int
-file_update(struct bw_store *s, const uint8_t id[BW_ID_LEN], const char *path,
+file_update(struct sq_store *s, const uint8_t id[BW_ID_LEN], const char *path,
 	    const struct bw_file_rec *rec)
 {
 	sqlite3_stmt *others = s->st[ST_FILE_DROP_OTHERS];
@@ -98,7 +98,7 @@ file_update(struct bw_store *s, const uint8_t id[BW_ID_LEN], const char *path,
 }
 
 int
-bw_store_file_set(struct bw_store *s, const uint8_t id[BW_ID_LEN],
+sq_store_file_set(struct sq_store *s, const uint8_t id[BW_ID_LEN],
 		  const char *path, const struct bw_file_rec *rec)
 {
 	sqlite3_stmt *drop = s->st[ST_FILE_DROP_PATH];

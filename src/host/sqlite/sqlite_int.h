@@ -17,54 +17,54 @@
 
 /* --- the store: synchronous, on the owner's thread ------------------- */
 
-struct bw_store;
+struct sq_store;
 
 /* Opens (creating if absent) the database at path: WAL, foreign keys off,
  * tables created if missing. */
-int bw_store_open(struct bw_store **out, const char *path) BW_WUR;
-void bw_store_close(struct bw_store *s);
+int sq_store_open(struct sq_store **out, const char *path) BW_WUR;
+void sq_store_close(struct sq_store *s);
 
 /* Calls cb for every row; a non-zero return from cb stops and is returned. */
-typedef int (*bw_store_client_cb)(void *arg, const struct bw_client_rec *c);
-typedef int (*bw_store_file_cb)(void *arg, const struct bw_file_rec *f);
-int bw_store_load_clients(struct bw_store *s, bw_store_client_cb cb,
+typedef int (*sq_store_client_cb)(void *arg, const struct bw_client_rec *c);
+typedef int (*sq_store_file_cb)(void *arg, const struct bw_file_rec *f);
+int sq_store_load_clients(struct sq_store *s, sq_store_client_cb cb,
 			  void *arg) BW_WUR;
-int bw_store_load_files(struct bw_store *s, bw_store_file_cb cb,
+int sq_store_load_files(struct sq_store *s, sq_store_file_cb cb,
 			void *arg) BW_WUR;
 
 /* Inserts a new client; BW_EEXIST if the name or id is taken. */
-int bw_store_client_insert(struct bw_store *s,
+int sq_store_client_insert(struct sq_store *s,
 			   const struct bw_client_rec *c) BW_WUR;
 /* Sets the public key (if pubkey is not NULL), the AES key (NULL revokes
  * it), when it was issued, whether the public key has been used, and
  * LastSeen, in one statement. */
-int bw_store_client_set_key(struct bw_store *s, const uint8_t id[BW_ID_LEN],
+int sq_store_client_set_key(struct sq_store *s, const uint8_t id[BW_ID_LEN],
 			    const uint8_t *pubkey, const uint8_t *aes_key,
 			    int64_t issued, int used, int64_t last_seen) BW_WUR;
-int bw_store_client_touch(struct bw_store *s, const uint8_t id[BW_ID_LEN],
+int sq_store_client_touch(struct sq_store *s, const uint8_t id[BW_ID_LEN],
 			  int64_t last_seen) BW_WUR;
 
 /* In one transaction: removes every row of client id whose PathName is path
  * or whose FileName is rec->file_name, then inserts rec (if not NULL). The
  * one primitive of the vault's commits: each step of a commit, and each
  * undo, replaces the one row that owns a stored path. */
-int bw_store_file_set(struct bw_store *s, const uint8_t id[BW_ID_LEN],
+int sq_store_file_set(struct sq_store *s, const uint8_t id[BW_ID_LEN],
 		      const char *path, const struct bw_file_rec *rec) BW_WUR;
 
 /* ---- transactions and durability ----
  * Commits need not be durable when they return (SQLite: WAL with
  * synchronous=NORMAL): a caller that promises durability calls
- * bw_store_sync after its commit, off the loop thread. */
-int bw_store_begin(struct bw_store *s) BW_WUR;
+ * sq_store_sync after its commit, off the loop thread. */
+int sq_store_begin(struct sq_store *s) BW_WUR;
 /* Commits, or rolls back and returns the error. */
-int bw_store_commit(struct bw_store *s) BW_WUR;
-/* Rolls back what bw_store_begin began (rc: why; returned). */
-int bw_store_rollback(struct bw_store *s, int rc);
+int sq_store_commit(struct sq_store *s) BW_WUR;
+/* Rolls back what sq_store_begin began (rc: why; returned). */
+int sq_store_rollback(struct sq_store *s, int rc);
 /* Makes every commit made so far durable: 0 or -errno. It blocks (an
  * fsync), so it runs on a worker, and it is the one call that may run on
  * another thread while the owner goes on using the store. A backend whose
  * commits are durable when they return makes it a no-op. */
-int bw_store_sync(struct bw_store *s) BW_WUR;
+int sq_store_sync(struct sq_store *s) BW_WUR;
 
 /* ---- checkpoints off the owner's thread ----
  * By default a commit that leaves the WAL at 1,000 pages or more copies it
@@ -72,16 +72,16 @@ int bw_store_sync(struct bw_store *s) BW_WUR;
  * that committed (the loop). After this call no commit does: once one
  * leaves the WAL at pages or more, due(arg) is called (on the owner's
  * thread, inside the commit; it must not use the store), and the owner
- * runs bw_store_checkpoint on a worker. Opens a second connection to the
+ * runs sq_store_checkpoint on a worker. Opens a second connection to the
  * file for it. A store in memory has no WAL: then nothing changes. */
-int bw_store_ckpt_open(struct bw_store *s, unsigned pages,
+int sq_store_ckpt_open(struct sq_store *s, unsigned pages,
 		       void (*due)(void *arg), void *arg) BW_WUR;
 /* A passive checkpoint, as far as readers allow, on the second connection:
- * with bw_store_sync, the calls that may run on another thread while the
+ * with sq_store_sync, the calls that may run on another thread while the
  * owner goes on, one at a time. *copied_pages: the WAL's frames now in
  * the file (the WAL's own count is s->wal_pages, from the last commit).
  * 0, or BW_EDB with s->ckpt_err set. */
-int bw_store_checkpoint(struct bw_store *s, int *copied_pages) BW_WUR;
+int sq_store_checkpoint(struct sq_store *s, int *copied_pages) BW_WUR;
 /* After a checkpoint that copied all of the WAL, and while the owner
  * commits nothing: one small commit, so that it, not the owner's next
  * commit, starts the WAL over, which writes and syncs the WAL's header
@@ -92,51 +92,51 @@ int bw_store_checkpoint(struct bw_store *s, int *copied_pages) BW_WUR;
  * the file, page by page. Best effort: 0, or BW_EDB with s->ckpt_err set
  * (the owner's next commit then starts it over); a transaction of the
  * owner's still open is left alone. */
-int bw_store_wal_restart(struct bw_store *s) BW_WUR;
+int sq_store_wal_restart(struct sq_store *s) BW_WUR;
 /* The owner's hold on db against a restart on a worker. */
-void bw_store_lock(struct bw_store *s);
-void bw_store_unlock(struct bw_store *s);
+void sq_store_lock(struct sq_store *s);
+void sq_store_unlock(struct sq_store *s);
 
 /* ---- messages ---- */
 
 /* Inserts m with a fresh id (never one used before, also after deletes)
- * and sets m->id. Inside bw_store_begin/commit, so ids and rows commit
+ * and sets m->id. Inside sq_store_begin/commit, so ids and rows commit
  * together. */
-int bw_store_msg_insert(struct bw_store *s, struct bw_msg_rec *m) BW_WUR;
+int sq_store_msg_insert(struct sq_store *s, struct bw_msg_rec *m) BW_WUR;
 /* m under its own id (a migration): BW_EEXIST if taken; later ids are
- * higher. Inside bw_store_begin/commit. */
-int bw_store_msg_put(struct bw_store *s, const struct bw_msg_rec *m) BW_WUR;
-/* Later ids are higher than id. Inside bw_store_begin/commit. */
-int bw_store_msg_floor(struct bw_store *s, int64_t id) BW_WUR;
-typedef int (*bw_store_msg_cb)(void *arg, const struct bw_msg_rec *m);
+ * higher. Inside sq_store_begin/commit. */
+int sq_store_msg_put(struct sq_store *s, const struct bw_msg_rec *m) BW_WUR;
+/* Later ids are higher than id. Inside sq_store_begin/commit. */
+int sq_store_msg_floor(struct sq_store *s, int64_t id) BW_WUR;
+typedef int (*sq_store_msg_cb)(void *arg, const struct bw_msg_rec *m);
 /* to's messages with after < id <= upto (upto 0: no bound), in id order,
  * at most limit (0: no limit). With content set, m->content points at an
  * inline content, valid during the call. A non-zero return from cb stops
  * the walk (and is not an error). */
-int bw_store_msg_each(struct bw_store *s, const uint8_t to[BW_ID_LEN],
+int sq_store_msg_each(struct sq_store *s, const uint8_t to[BW_ID_LEN],
 		      int64_t after, int64_t upto, unsigned limit, int content,
-		      bw_store_msg_cb cb, void *arg) BW_WUR;
+		      sq_store_msg_cb cb, void *arg) BW_WUR;
 /* Deletes to's messages with id <= upto, in one transaction, and reports
  * how many and their content bytes. path_cb gets each content file's path
  * before the deletion commits: the caller removes the files only if this
  * returns 0 (committed); a non-zero return from path_cb rolls it back and
  * is returned. */
-int bw_store_msg_delete(struct bw_store *s, const uint8_t to[BW_ID_LEN],
+int sq_store_msg_delete(struct sq_store *s, const uint8_t to[BW_ID_LEN],
 			int64_t upto, int (*path_cb)(void *, const char *),
 			void *arg, uint64_t *n, uint64_t *bytes) BW_WUR;
 /* Per recipient: messages and content bytes waiting. */
-int bw_store_msg_totals(struct bw_store *s,
+int sq_store_msg_totals(struct sq_store *s,
 			int (*cb)(void *arg, const uint8_t to[BW_ID_LEN],
 				  uint64_t n, uint64_t bytes),
 			void *arg) BW_WUR;
 /* Every message whose content is a file: cb(arg, id, path); a non-zero
  * return stops. */
-int bw_store_msg_files(struct bw_store *s,
+int sq_store_msg_files(struct sq_store *s,
 		       int (*cb)(void *arg, int64_t id, const char *path),
 		       void *arg) BW_WUR;
 /* Removes one message (its content file is the caller's). */
-int bw_store_msg_drop(struct bw_store *s, int64_t id) BW_WUR;
-int bw_store_msg_drop_path(struct bw_store *s, const char *path) BW_WUR;
+int sq_store_msg_drop(struct sq_store *s, int64_t id) BW_WUR;
+int sq_store_msg_drop_path(struct sq_store *s, const char *path) BW_WUR;
 
 /* --- its insides -------------------------------------------------------- */
 
@@ -171,17 +171,17 @@ enum stmt_id {
 	ST_N
 };
 
-struct bw_store {
+struct sq_store {
 	sqlite3 *db;
 	sqlite3_stmt *st[ST_N];
-	int sync_fd; /* the WAL, opened for bw_store_sync_fd; -1 */
+	int sync_fd; /* the WAL, opened for sq_store_sync_fd; -1 */
 	/* a second connection to the same file, for checkpoints on a worker
-	 * (bw_store_ckpt_open); NULL: db checkpoints itself, on commit */
+	 * (sq_store_ckpt_open); NULL: db checkpoints itself, on commit */
 	sqlite3 *ckpt_db;
 	unsigned ckpt_pages;
 	int wal_pages; /* the WAL's frames after the last commit */
-	/* db between the owner and a worker's bw_store_wal_restart: the
-	 * owner takes it to use db while a restart may run (bw_store_lock),
+	/* db between the owner and a worker's sq_store_wal_restart: the
+	 * owner takes it to use db while a restart may run (sq_store_lock),
 	 * or holds its requests back, as sqlite_meta.c does */
 	pthread_mutex_t db_mu;
 	int restarting; /* the worker's commit, for the WAL hook */
@@ -194,12 +194,12 @@ struct bw_store {
 	 * has recorded */
 	int64_t msg_next, msg_kept;
 	int wal;   /* the journal mode is WAL */
-	int in_tx; /* inside bw_store_begin */
+	int in_tx; /* inside sq_store_begin */
 	int depth; /* store_tx_begin's nesting */
 };
 
 /* messages.c: the next message id, from every place it was recorded. */
-int store_msg_init(struct bw_store *s) BW_WUR;
+int store_msg_init(struct sq_store *s) BW_WUR;
 
 /* schema.c: the tables, created or brought up to date (*name_col: the
  * clients' name column it found); runs sql with no rows (logged). */
@@ -213,18 +213,18 @@ int store_db_err(sqlite3 *db, const char *what);
  * bound with SQLITE_STATIC (keys) outlives the call. */
 void store_done(sqlite3_stmt *st);
 /* Runs a prepared statement that returns no rows. */
-int store_run(struct bw_store *s, enum stmt_id id, const char *what);
+int store_run(struct sq_store *s, enum stmt_id id, const char *what);
 /* The same for an UPDATE or DELETE: BW_ENOTFOUND if it changed no row. */
-int store_run_change(struct bw_store *s, enum stmt_id id, const char *what);
+int store_run_change(struct sq_store *s, enum stmt_id id, const char *what);
 /* Ends a transaction begun with ST_BEGIN: commits if rc is 0, else rolls
  * back. Returns rc, or the commit's error. */
-int store_finish(struct bw_store *s, int rc);
+int store_finish(struct sq_store *s, int rc);
 /* A unit of work that may run alone or inside a batch: a transaction of
  * its own outside one, a savepoint inside (whose failure undoes only it).
  * store_tx_end commits or releases if rc is 0, else rolls it back; it
  * returns rc, or the commit's error. */
-int store_tx_begin(struct bw_store *s) BW_WUR;
-int store_tx_end(struct bw_store *s, int rc);
+int store_tx_begin(struct sq_store *s) BW_WUR;
+int store_tx_end(struct sq_store *s, int rc);
 
 /* store.c: parameters (pointers must outlive the step) and columns */
 int store_bind_str(sqlite3_stmt *st, int idx, const char *str, size_t cap);

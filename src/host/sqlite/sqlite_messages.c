@@ -13,7 +13,7 @@
 
 /* The largest id ever seen: the table's, AUTOINCREMENT's sequence, ours. */
 int
-store_msg_init(struct bw_store *s)
+store_msg_init(struct sq_store *s)
 {
 	static const char *const sql[] = {
 		"SELECT max(ID) FROM messages",
@@ -48,7 +48,7 @@ store_msg_init(struct bw_store *s)
 
 /* m's row under id. */
 static int
-insert_as(struct bw_store *s, const struct bw_msg_rec *m, int64_t id)
+insert_as(struct sq_store *s, const struct bw_msg_rec *m, int64_t id)
 {
 	sqlite3_stmt *st = s->st[ST_MSG_INSERT];
 	static const uint8_t empty[1];
@@ -87,7 +87,7 @@ bad:
 }
 
 int
-bw_store_msg_insert(struct bw_store *s, struct bw_msg_rec *m)
+sq_store_msg_insert(struct sq_store *s, struct bw_msg_rec *m)
 {
 	int rc;
 
@@ -102,7 +102,7 @@ bw_store_msg_insert(struct bw_store *s, struct bw_msg_rec *m)
 }
 
 int
-bw_store_msg_put(struct bw_store *s, const struct bw_msg_rec *m)
+sq_store_msg_put(struct sq_store *s, const struct bw_msg_rec *m)
 {
 	int rc;
 
@@ -116,7 +116,7 @@ bw_store_msg_put(struct bw_store *s, const struct bw_msg_rec *m)
 }
 
 int
-bw_store_msg_floor(struct bw_store *s, int64_t id)
+sq_store_msg_floor(struct sq_store *s, int64_t id)
 {
 	if (!s->in_tx)
 		return BW_EDB;
@@ -128,9 +128,9 @@ bw_store_msg_floor(struct bw_store *s, int64_t id)
 }
 
 int
-bw_store_msg_each(struct bw_store *s, const uint8_t to[BW_ID_LEN],
+sq_store_msg_each(struct sq_store *s, const uint8_t to[BW_ID_LEN],
 		  int64_t after, int64_t upto, unsigned limit, int content,
-		  bw_store_msg_cb cb, void *arg)
+		  sq_store_msg_cb cb, void *arg)
 {
 	enum stmt_id id = content ? ST_MSG_EACH_CONTENT : ST_MSG_EACH;
 	sqlite3_stmt *st = s->st[id];
@@ -174,7 +174,7 @@ bw_store_msg_each(struct bw_store *s, const uint8_t to[BW_ID_LEN],
 
 /* Runs inside the caller's transaction. */
 static int
-delete_upto(struct bw_store *s, const uint8_t to[BW_ID_LEN], int64_t upto,
+delete_upto(struct sq_store *s, const uint8_t to[BW_ID_LEN], int64_t upto,
 	    int (*path_cb)(void *, const char *), void *arg, uint64_t *n,
 	    uint64_t *bytes)
 {
@@ -218,7 +218,7 @@ delete_upto(struct bw_store *s, const uint8_t to[BW_ID_LEN], int64_t upto,
 }
 
 int
-bw_store_msg_delete(struct bw_store *s, const uint8_t to[BW_ID_LEN],
+sq_store_msg_delete(struct sq_store *s, const uint8_t to[BW_ID_LEN],
 		    int64_t upto, int (*path_cb)(void *, const char *),
 		    void *arg, uint64_t *n, uint64_t *bytes)
 {
@@ -234,7 +234,7 @@ bw_store_msg_delete(struct bw_store *s, const uint8_t to[BW_ID_LEN],
 }
 
 int
-bw_store_msg_totals(struct bw_store *s,
+sq_store_msg_totals(struct sq_store *s,
 		    int (*cb)(void *arg, const uint8_t to[BW_ID_LEN],
 			      uint64_t n, uint64_t bytes),
 		    void *arg)
@@ -257,7 +257,7 @@ bw_store_msg_totals(struct bw_store *s,
 }
 
 int
-bw_store_msg_files(struct bw_store *s,
+sq_store_msg_files(struct sq_store *s,
 		   int (*cb)(void *arg, int64_t id, const char *path),
 		   void *arg)
 {
@@ -278,7 +278,7 @@ bw_store_msg_files(struct bw_store *s,
 }
 
 int
-bw_store_msg_drop(struct bw_store *s, int64_t id)
+sq_store_msg_drop(struct sq_store *s, int64_t id)
 {
 	sqlite3_stmt *st = s->st[ST_MSG_DROP];
 
@@ -290,7 +290,7 @@ bw_store_msg_drop(struct bw_store *s, int64_t id)
 }
 
 int
-bw_store_msg_drop_path(struct bw_store *s, const char *path)
+sq_store_msg_drop_path(struct sq_store *s, const char *path)
 {
 	sqlite3_stmt *st = s->st[ST_MSG_DROP_PATH];
 

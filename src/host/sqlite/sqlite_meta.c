@@ -36,7 +36,7 @@
 #define CKPT_BACKOFF_MS 1000u /* after a failed checkpoint */
 
 struct sq {
-	struct bw_store *s;
+	struct sq_store *s;
 	struct bw_loop *loop;
 	struct bw_meta_req *queued, **queued_tail; /* to run */
 	int queued_durable;			   /* one of them is */
@@ -80,45 +80,45 @@ unsynced(struct sq *q, int64_t id)
 static int
 run_one(struct sq *q, struct bw_meta_req *r)
 {
-	struct bw_store *s = q->s;
+	struct sq_store *s = q->s;
 	size_t i;
 	int64_t upto, cap;
 	int rc = 0;
 
 	switch (r->op) {
 	case BW_META_CLIENT_INSERT:
-		return bw_store_client_insert(s, r->u.client);
+		return sq_store_client_insert(s, r->u.client);
 	case BW_META_CLIENT_KEY:
-		return bw_store_client_set_key(
+		return sq_store_client_set_key(
 			s, r->u.key.id, r->u.key.pubkey, r->u.key.aes,
 			r->u.key.issued, r->u.key.used, r->u.key.last_seen);
 	case BW_META_CLIENT_TOUCH:
 		for (i = 0; i < r->u.touch.n && rc == 0; i++) {
-			rc = bw_store_client_touch(s, r->u.touch.v[i].id,
+			rc = sq_store_client_touch(s, r->u.touch.v[i].id,
 						   r->u.touch.v[i].last_seen);
 			if (rc == BW_ENOTFOUND)
 				rc = 0; /* a client dropped meanwhile */
 		}
 		return rc;
 	case BW_META_FILE_SET:
-		return bw_store_file_set(s, r->u.file.id, r->u.file.path,
+		return sq_store_file_set(s, r->u.file.id, r->u.file.path,
 					 r->u.file.rec);
 	case BW_META_MSG_INSERT:
-		if ((rc = bw_store_msg_insert(s, r->u.msg)) == 0)
+		if ((rc = sq_store_msg_insert(s, r->u.msg)) == 0)
 			unsynced(q, r->u.msg->id);
 		return rc;
 	case BW_META_MSG_PUT:
-		if ((rc = bw_store_msg_put(s, r->u.msg)) == 0)
+		if ((rc = sq_store_msg_put(s, r->u.msg)) == 0)
 			unsynced(q, r->u.msg->id);
 		return rc;
 	case BW_META_MSG_FLOOR:
-		return bw_store_msg_floor(s, r->u.drop);
+		return sq_store_msg_floor(s, r->u.drop);
 	case BW_META_MSG_DROP:
-		return bw_store_msg_drop(s, r->u.drop);
+		return sq_store_msg_drop(s, r->u.drop);
 	case BW_META_MSG_DROP_PATH:
-		return bw_store_msg_drop_path(s, r->u.drop_path);
+		return sq_store_msg_drop_path(s, r->u.drop_path);
 	case BW_META_MSG_DELETE:
-		return bw_store_msg_delete(s, r->u.del.to, r->u.del.upto,
+		return sq_store_msg_delete(s, r->u.del.to, r->u.del.upto,
 					   r->u.del.path, r->u.del.path_arg,
 					   &r->u.del.n, &r->u.del.bytes);
 	case BW_META_MSG_READ:
@@ -130,7 +130,7 @@ run_one(struct sq *q, struct bw_meta_req *r)
 			if (upto == 0 || upto > cap)
 				upto = cap;
 		}
-		return bw_store_msg_each(s, r->u.read.to, r->u.read.after, upto,
+		return sq_store_msg_each(s, r->u.read.to, r->u.read.after, upto,
 					 r->u.read.limit, r->u.read.content,
 					 r->u.read.row, r->u.read.row_arg);
 	case BW_META_SYNC:
@@ -177,7 +177,7 @@ finish(struct sq *q, struct bw_meta_req *r)
 		/* the loop is gone: a durable request that could not be
 		 * synced was not made durable */
 		if ((r->flags & BW_META_DURABLE) && r->rc == 0)
-			r->rc = bw_store_sync(q->s);
+			r->rc = sq_store_sync(q->s);
 		r->done(r);
 		return;
 	}
@@ -214,7 +214,7 @@ run_batch(void *arg)
 	q->queued_tail = &q->queued;
 	for (r = list; r != NULL && !tx; r = r->next)
 		tx = is_write(r);
-	if (tx && (rc = bw_store_begin(q->s)) != 0) {
+	if (tx && (rc = sq_store_begin(q->s)) != 0) {
 		for (r = list; r != NULL; r = next) {
 			next = r->next;
 			r->rc = rc;
@@ -230,7 +230,7 @@ run_batch(void *arg)
 			r->rc = run_one(q, r);
 		}
 	}
-	if (tx && (rc = bw_store_commit(q->s)) != 0) {
+	if (tx && (rc = sq_store_commit(q->s)) != 0) {
 		for (r = list; r != NULL; r = r->next) {
 			if (is_write(r) && r->rc == 0)
 				r->rc = rc;
@@ -273,7 +273,7 @@ sync_work(void *arg)
 
 	/* after a failure the answer is that failure anyway (sync_done): no
 	 * fdatasync for it (set on the loop before this job was queued) */
-	q->sync_rc = q->sync_broken != 0 ? q->sync_broken : bw_store_sync(q->s);
+	q->sync_rc = q->sync_broken != 0 ? q->sync_broken : sq_store_sync(q->s);
 }
 
 static void
@@ -350,7 +350,7 @@ ckpt_work(void *arg)
 
 	/* a second pass after a first that copied all has nothing to copy */
 	if (!q->ckpt_holding || q->ckpt_copied < q->s->wal_pages)
-		q->ckpt_rc = bw_store_checkpoint(q->s, &q->ckpt_copied);
+		q->ckpt_rc = sq_store_checkpoint(q->s, &q->ckpt_copied);
 	/* the second pass, nothing committing beside it: the WAL, all
 	 * copied, starts over here, with its header's sync, rather than in
 	 * the loop's next commit; on the loop's own connection, which keeps
@@ -358,7 +358,7 @@ ckpt_work(void *arg)
 	 * this pass holds them) */
 	if (q->ckpt_rc == 0 && q->ckpt_holding &&
 	    q->ckpt_copied >= q->s->wal_pages &&
-	    bw_store_wal_restart(q->s) != 0)
+	    sq_store_wal_restart(q->s) != 0)
 		bw_debug("store: the journal was not started over on a "
 			 "worker: %s",
 			 q->s->ckpt_err);
@@ -414,7 +414,7 @@ ckpt_due(void *arg)
 	q->ckpt_running = 0;
 	/* no worker (a loop without them, or one winding down): here, as
 	 * SQLite's own would, with nothing committing beside it */
-	if (bw_store_checkpoint(q->s, &copied) != 0)
+	if (sq_store_checkpoint(q->s, &copied) != 0)
 		ckpt_failed(q);
 }
 
@@ -431,15 +431,15 @@ sq_run(void *state, struct bw_meta_req *r)
 
 	/* a restart may be on a worker (the loads need no lock: they run
 	 * before the loop does, and a restart starts from the loop) */
-	bw_store_lock(q->s);
+	sq_store_lock(q->s);
 	if (own) {
 		/* an id and its row commit together */
-		if ((r->rc = bw_store_begin(q->s)) == 0) {
+		if ((r->rc = sq_store_begin(q->s)) == 0) {
 			r->rc = run_one(q, r);
 			if (r->rc == 0)
-				r->rc = bw_store_commit(q->s);
+				r->rc = sq_store_commit(q->s);
 			else
-				(void)bw_store_rollback(q->s, r->rc);
+				(void)sq_store_rollback(q->s, r->rc);
 		}
 	} else {
 		r->rc = tx ? store_tx_begin(q->s) : 0;
@@ -447,9 +447,9 @@ sq_run(void *state, struct bw_meta_req *r)
 			r->rc = tx ? store_tx_end(q->s, run_one(q, r))
 				   : run_one(q, r);
 	}
-	bw_store_unlock(q->s);
+	sq_store_unlock(q->s);
 	if (r->rc == 0 && (r->flags & BW_META_DURABLE))
-		r->rc = bw_store_sync(q->s);
+		r->rc = sq_store_sync(q->s);
 	return r->rc;
 }
 
@@ -461,15 +461,15 @@ sq_open(const char *where, struct bw_loop *loop, void **state)
 
 	if (q == NULL)
 		return BW_ENOMEM;
-	if ((rc = bw_store_open(&q->s, where)) != 0) {
+	if ((rc = sq_store_open(&q->s, where)) != 0) {
 		free(q);
 		return rc;
 	}
 	q->loop = loop;
 	q->queued_tail = &q->queued;
 	q->waiting_tail = &q->waiting;
-	if ((rc = bw_store_ckpt_open(q->s, CKPT_PAGES, ckpt_due, q)) != 0) {
-		bw_store_close(q->s);
+	if ((rc = sq_store_ckpt_open(q->s, CKPT_PAGES, ckpt_due, q)) != 0) {
+		sq_store_close(q->s);
 		free(q);
 		return rc;
 	}
@@ -500,32 +500,32 @@ sq_close(void *state)
 	r = q->waiting;
 	q->waiting = NULL;
 	call_all(q, r, BW_ECLOSED);
-	bw_store_close(q->s);
+	sq_store_close(q->s);
 	free(q);
 }
 
 static int
 sq_load_clients(void *state, bw_meta_client_cb cb, void *arg)
 {
-	return bw_store_load_clients(((struct sq *)state)->s, cb, arg);
+	return sq_store_load_clients(((struct sq *)state)->s, cb, arg);
 }
 
 static int
 sq_load_files(void *state, bw_meta_file_cb cb, void *arg)
 {
-	return bw_store_load_files(((struct sq *)state)->s, cb, arg);
+	return sq_store_load_files(((struct sq *)state)->s, cb, arg);
 }
 
 static int
 sq_msg_totals(void *state, bw_meta_totals_cb cb, void *arg)
 {
-	return bw_store_msg_totals(((struct sq *)state)->s, cb, arg);
+	return sq_store_msg_totals(((struct sq *)state)->s, cb, arg);
 }
 
 static int
 sq_msg_blobs(void *state, bw_meta_blobs_cb cb, void *arg)
 {
-	return bw_store_msg_files(((struct sq *)state)->s, cb, arg);
+	return sq_store_msg_files(((struct sq *)state)->s, cb, arg);
 }
 
 static uint64_t

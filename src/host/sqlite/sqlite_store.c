@@ -111,7 +111,7 @@ store_done(sqlite3_stmt *st)
 
 /* Runs a statement that returns no rows. */
 int
-store_run(struct bw_store *s, enum stmt_id id, const char *what)
+store_run(struct sq_store *s, enum stmt_id id, const char *what)
 {
 	int rc = sqlite3_step(s->st[id]) == SQLITE_DONE
 			 ? 0
@@ -124,7 +124,7 @@ store_run(struct bw_store *s, enum stmt_id id, const char *what)
 /* Runs a one-off statement at open that returns at most one integer; the
  * non-NULL strings of arg[3] are bound to ?1..?3. */
 static int
-prepare_all(struct bw_store *s, const char *name_col)
+prepare_all(struct sq_store *s, const char *name_col)
 {
 	char load[160], insert[192];
 	const char *sql;
@@ -178,9 +178,9 @@ create_private(const char *path)
 
 /* The WAL holds every commit not yet checkpointed (a checkpoint syncs the
  * database file itself), so its fdatasync makes them all durable. Opened at
- * open time, on the owner's thread, so that bw_store_sync only syncs. */
+ * open time, on the owner's thread, so that sq_store_sync only syncs. */
 static int
-open_sync_fd(struct bw_store *s)
+open_sync_fd(struct sq_store *s)
 {
 	const char *db = sqlite3_db_filename(s->db, "main");
 	char path[4096 + 8];
@@ -198,9 +198,9 @@ open_sync_fd(struct bw_store *s)
 }
 
 int
-bw_store_open(struct bw_store **out, const char *path)
+sq_store_open(struct sq_store **out, const char *path)
 {
-	struct bw_store *s = NULL;
+	struct sq_store *s = NULL;
 	const char *name_col = "Name";
 	sqlite3_stmt *st = NULL;
 	const unsigned char *mode;
@@ -269,7 +269,7 @@ bw_store_open(struct bw_store **out, const char *path)
 out:
 	sqlite3_finalize(st);
 	if (rc != 0) {
-		bw_store_close(s);
+		sq_store_close(s);
 		return rc;
 	}
 	*out = s;
@@ -277,7 +277,7 @@ out:
 }
 
 void
-bw_store_close(struct bw_store *s)
+sq_store_close(struct sq_store *s)
 {
 	int i;
 
@@ -298,7 +298,7 @@ bw_store_close(struct bw_store *s)
 }
 
 int
-store_finish(struct bw_store *s, int rc)
+store_finish(struct sq_store *s, int rc)
 {
 	if (rc == 0)
 		rc = store_run(s, ST_COMMIT, "commit");
@@ -309,7 +309,7 @@ store_finish(struct bw_store *s, int rc)
 }
 
 int
-store_tx_begin(struct bw_store *s)
+store_tx_begin(struct sq_store *s)
 {
 	int rc;
 
@@ -323,7 +323,7 @@ store_tx_begin(struct bw_store *s)
 }
 
 int
-store_tx_end(struct bw_store *s, int rc)
+store_tx_end(struct sq_store *s, int rc)
 {
 	if (s->depth == 0)
 		return rc != 0 ? rc : BW_EDB;
@@ -338,7 +338,7 @@ store_tx_end(struct bw_store *s, int rc)
 }
 
 int
-bw_store_sync(struct bw_store *s)
+sq_store_sync(struct sq_store *s)
 {
 	if (s->sync_fd < 0)
 		return 0;
@@ -348,7 +348,7 @@ bw_store_sync(struct bw_store *s)
 static int
 wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
 {
-	struct bw_store *s = arg;
+	struct sq_store *s = arg;
 
 	(void)db;
 	(void)name;
@@ -362,7 +362,7 @@ wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
 }
 
 int
-bw_store_ckpt_open(struct bw_store *s, unsigned pages, void (*due)(void *arg),
+sq_store_ckpt_open(struct sq_store *s, unsigned pages, void (*due)(void *arg),
 		   void *arg)
 {
 	const char *path = sqlite3_db_filename(s->db, "main");
@@ -403,7 +403,7 @@ bw_store_ckpt_open(struct bw_store *s, unsigned pages, void (*due)(void *arg),
 }
 
 int
-bw_store_checkpoint(struct bw_store *s, int *copied_pages)
+sq_store_checkpoint(struct sq_store *s, int *copied_pages)
 {
 	int rc;
 
@@ -422,7 +422,7 @@ bw_store_checkpoint(struct bw_store *s, int *copied_pages)
 }
 
 int
-bw_store_wal_restart(struct bw_store *s)
+sq_store_wal_restart(struct sq_store *s)
 {
 	int rc;
 
@@ -456,19 +456,19 @@ bw_store_wal_restart(struct bw_store *s)
 }
 
 void
-bw_store_lock(struct bw_store *s)
+sq_store_lock(struct sq_store *s)
 {
 	pthread_mutex_lock(&s->db_mu);
 }
 
 void
-bw_store_unlock(struct bw_store *s)
+sq_store_unlock(struct sq_store *s)
 {
 	pthread_mutex_unlock(&s->db_mu);
 }
 
 int
-bw_store_begin(struct bw_store *s)
+sq_store_begin(struct sq_store *s)
 {
 	int rc;
 
@@ -481,7 +481,7 @@ bw_store_begin(struct bw_store *s)
 }
 
 int
-bw_store_rollback(struct bw_store *s, int rc)
+sq_store_rollback(struct sq_store *s, int rc)
 {
 	if (!s->in_tx)
 		return rc;
@@ -490,7 +490,7 @@ bw_store_rollback(struct bw_store *s, int rc)
 }
 
 int
-bw_store_commit(struct bw_store *s)
+sq_store_commit(struct sq_store *s)
 {
 	sqlite3_stmt *st = s->st[ST_META_SET];
 	int rc = 0;

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bulwark/util.h"
 #include "svc/console/console.h"
 
 #define GREETING     "bulwarkd 3: TIME NAME RAND STAT USRS FILS EXIT  "
@@ -37,8 +38,6 @@ struct bw_console {
 	struct bw_console_cfg cfg;
 	struct bw_host view; /* what it reads */
 };
-
-#define ULL(x) ((unsigned long long)(x))
 
 /* The length prefix and at most TEXT_MAX bytes of text, built in place. */
 struct reply {

@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 
+#include "bulwark/util.h"
 #include "bulwark/hash.h"
 #include "engine/engine.h"
 #include "engine/frame.h"
@@ -16,8 +17,6 @@
 #include "host/registry.h"
 #include "proto/msg_wire.h"
 #include "svc/msg/msg.h"
-
-#define ULL(x) ((unsigned long long)(x))
 
 #define MSG_TMP_CAP 64
 #define MSG_SPACE   "messages/"

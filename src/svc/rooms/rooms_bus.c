@@ -298,8 +298,8 @@ rbus_who(struct rconn *rc)
  */
 
 static void
-on_message(void *arg, const char *channel, size_t clen, const uint8_t *p,
-	   size_t n)
+on_room_line(void *arg, const char *channel, size_t clen, const uint8_t *p,
+	     size_t n)
 {
 	struct bw_rooms *rs = arg;
 	const uint8_t *nl = memchr(p, '\n', n);
@@ -345,7 +345,7 @@ rbus_start(struct bw_rooms *rs)
 	rs->bus_buf_cap = 96 + NAME_CAP + 4 + BW_TEXT_CAP(rs->cfg.line_max);
 	if ((rs->bus_buf = malloc(rs->bus_buf_cap)) == NULL)
 		return BW_ENOMEM;
-	bw_bus_listen(rs->bus, on_message, rbus_on_state, rs);
+	bw_bus_listen(rs->bus, on_room_line, rbus_on_state, rs);
 	rbus_beat(rs);
 	return 0;
 }

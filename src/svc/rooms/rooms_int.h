@@ -8,14 +8,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bulwark/util.h"
 #include "bulwark/crypto.h"
 #include "bulwark/hash.h"
 #include "bulwark/loop.h"
 #include "engine/engine.h"
 #include "host/bus/bus.h"
 #include "svc/rooms/rooms.h"
-
-#define ULL(x) ((unsigned long long)(x))
 
 #define NAME_CHARS    64  /* code points of a name */
 #define NAME_CAP      260 /* its bytes (4 per code point) and a NUL */

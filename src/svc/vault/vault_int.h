@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <stdint.h>
 
+#include "bulwark/util.h"
 #include "bulwark/crc.h"
 #include "bulwark/crypto.h"
 #include "bulwark/hash.h"
@@ -32,8 +33,6 @@
  * not replaced for this long (vault_commit.c): someone without its key
  * may be guessing. */
 #define SUSPECT_MS (10u * 60u * 1000u)
-
-#define ULL(x) ((unsigned long long)(x))
 
 enum vstate {
 	V_IDLE,	  /* between requests (the frame reads them) */
