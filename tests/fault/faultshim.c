@@ -23,6 +23,10 @@
  *	faults count only the calls made once /path exists (it is looked for
  *	until it is first seen), so a test can arm them at a chosen moment,
  *	e.g. after the start-up and the requests that precede the one tested.
+ *   BW_FAULT_WAKE=/path
+ *	a "sleep=MS" ends early once /path exists (looked for every 10 ms):
+ *	a test that has checked what it wanted while the call slept lets it
+ *	go on instead of waiting out the rest (MS stays the longest sleep).
  *   BW_FAULT_LOG=/path
  *	appends "op path\n" for every intercepted call, before it is done,
  *	armed or not.
@@ -154,6 +158,7 @@ static unsigned op_armed; /* bit per op with a fault */
 static int init_done;	  /* init() has ended: op_armed is set */
 static int log_fd = -1;
 static const char *arm_path;
+static const char *wake_path; /* BW_FAULT_WAKE: a sleep ends once it exists */
 static atomic_int armed_seen;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
@@ -407,6 +412,9 @@ init(void)
 		}
 		frozen_time = (time_t)v;
 	}
+	wake_path = getenv("BW_FAULT_WAKE");
+	if (wake_path != NULL && wake_path[0] == '\0')
+		wake_path = NULL;
 	arm_path = getenv("BW_FAULT_ARM");
 	if (arm_path != NULL && arm_path[0] == '\0')
 		arm_path = NULL;
@@ -496,6 +504,25 @@ log_call(int op, const char *path)
 	(void)!real_write(log_fd, line, (size_t)n);
 }
 
+/* ms milliseconds, or less once BW_FAULT_WAKE's file exists. */
+static void
+sleep_or_wake(unsigned long ms)
+{
+	struct timespec ts;
+	unsigned long step;
+
+	while (ms > 0) {
+		if (wake_path != NULL && access(wake_path, F_OK) == 0)
+			return;
+		step = wake_path != NULL && ms > 10 ? 10 : ms;
+		ts.tv_sec = (time_t)(step / 1000);
+		ts.tv_nsec = (long)(step % 1000) * 1000000L;
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+		ms -= step;
+	}
+}
+
 /* Whether faults count calls yet (see BW_FAULT_ARM). */
 static int
 armed(void)
@@ -530,16 +557,11 @@ decide(int op, const char *path)
 		if (atomic_fetch_add(&f->seen, 1) + 1 != f->n || err != 0)
 			continue;
 		if (f->action == ACTION_SLEEP) {
-			struct timespec ts = {(time_t)(f->sleep_ms / 1000),
-					      (long)(f->sleep_ms % 1000) *
-						      1000000L};
-
 			snprintf(line, sizeof(line),
 				 "bwfault: %s #%lu sleeps %lu ms: %s\n",
 				 op_names[op], f->n, f->sleep_ms, path);
 			say(line);
-			while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-				;
+			sleep_or_wake(f->sleep_ms);
 			snprintf(line, sizeof(line),
 				 "bwfault: %s #%lu woke: %s\n", op_names[op],
 				 f->n, path);

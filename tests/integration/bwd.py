@@ -855,10 +855,12 @@ def describe(result):
         result.stderr.decode("utf-8", "replace"))
 
 
-def fault_env(shim, fault=None, log=None, arm=None, clock=None):
+def fault_env(shim, fault=None, log=None, arm=None, clock=None, wake=None):
     """Environment for bulwarkd with the shim preloaded: fault (BW_FAULT)
     counts calls only once the file arm exists, log records every call,
-    clock (seconds) freezes time().
+    clock (seconds) freezes time(), and a sleeping call ends once the file
+    wake exists (a test that has seen what it wanted lets it go on rather
+    than wait out the sleep).
     Under ASan the shim comes before the ASan runtime, which ASan refuses
     unless told not to check."""
     env = {"LD_PRELOAD": " ".join(filter(None, [str(shim), os.environ.get("LD_PRELOAD")])),
@@ -872,4 +874,6 @@ def fault_env(shim, fault=None, log=None, arm=None, clock=None):
         env["BW_FAULT_ARM"] = str(arm)
     if clock is not None:
         env["BW_FAULT_TIME"] = str(int(clock))
+    if wake is not None:
+        env["BW_FAULT_WAKE"] = str(wake)
     return env

@@ -631,8 +631,9 @@ def test_a_checkpoint_of_the_journal_holds_up_no_one(start_server, shim, tmp_pat
     it); every message is delivered once, in order."""
     arm = tmp_path / "arm"
     dd = tmp_path / "d"
+    wake = tmp_path / "wake"
     srv = start_server(data_dir=dd, env=bwd.fault_env(
-        shim, fault="fdatasync:1:sleep=20000:/defensive.db$", arm=arm))
+        shim, fault="fdatasync:1:sleep=20000:/defensive.db$", arm=arm, wake=wake))
     a, b = user(srv, 0), user(srv, 1)
     a.close()  # its next connection: a 603 may wait for the checkpoint's fsync
     a.timeout = 60
@@ -667,6 +668,7 @@ def test_a_checkpoint_of_the_journal_holds_up_no_one(start_server, shim, tmp_pat
                         "it runs on the loop")
         assert "fdatasync #1 woke" not in srv.log(), \
             "the fsync ended before the 602: the test did not test it"
+        wake.write_text("go")  # seen: no need to wait out the 20 s
         assert wait_for(lambda: "fdatasync #1 woke" in srv.log(), 60)
     finally:
         stop.set()
@@ -701,8 +703,10 @@ def test_a_slow_creation_of_a_large_contents_file_holds_up_no_one(start_server, 
     another connection's 602 is answered (10 s timeout), and the 603 then
     ends stored and is delivered whole."""
     arm = tmp_path / "arm"
+    wake = tmp_path / "wake"
     srv = start_server(env=bwd.fault_env(
-        shim, fault="openat:1:sleep=%d:messages/.incoming/" % SLOW_CREATE_MS, arm=arm))
+        shim, fault="openat:1:sleep=%d:messages/.incoming/" % SLOW_CREATE_MS, arm=arm,
+        wake=wake))
     a, b = user(srv, 0), user(srv, 1)
     a.close()
     a.timeout = SLOW_CREATE_MS / 1000.0 + 10
@@ -732,6 +736,7 @@ def test_a_slow_creation_of_a_large_contents_file_holds_up_no_one(start_server, 
         assert "bwfault: openat #1 woke" not in srv.log(), \
             "the creation ended before the 602: the test did not test it"
     finally:
+        wake.write_text("go")  # seen: the rest of the sleep need not pass
         t.join(SLOW_CREATE_MS / 1000.0 + 20)
     assert "id" in got, got
     recs = b.pull()
@@ -751,8 +756,10 @@ def test_a_slow_removal_of_a_dropped_contents_file_holds_up_no_one(start_server,
     takes 15 s here: meanwhile another connection's 602 is answered (10 s
     timeout). Then the file is gone, and nothing was delivered."""
     arm = tmp_path / "arm"
+    wake = tmp_path / "wake"
     srv = start_server(env=bwd.fault_env(
-        shim, fault="unlinkat:1:sleep=%d:messages/.incoming/" % SLOW_UNLINK_MS, arm=arm))
+        shim, fault="unlinkat:1:sleep=%d:messages/.incoming/" % SLOW_UNLINK_MS, arm=arm,
+        wake=wake))
     a, b = user(srv, 0), user(srv, 1)
     probe = same_user(srv, b)
     key_b = probe.public_key(b.client_id)
@@ -776,6 +783,7 @@ def test_a_slow_removal_of_a_dropped_contents_file_holds_up_no_one(start_server,
                     "it is removed on the loop")
     assert "bwfault: unlinkat #1 woke" not in srv.log(), \
         "the removal ended before the 602: the test did not test it"
+    wake.write_text("go")  # seen: the rest of the sleep need not pass
     assert wait_for(lambda: not list(srv.blobs("messages", ".incoming").iterdir()),
                     SLOW_UNLINK_MS / 1000.0 + 10)
     assert b.pull() == []
@@ -793,8 +801,9 @@ def test_a_slow_close_of_a_pulled_contents_file_holds_up_no_one(start_server, sh
     is the last): meanwhile another connection's 602 is answered (10 s
     timeout), and the pull itself ends whole."""
     arm = tmp_path / "arm"
+    wake = tmp_path / "wake"
     srv = start_server(env=bwd.fault_env(
-        shim, fault="close:1:sleep=%d:/messages/" % SLOW_CLOSE_MS, arm=arm))
+        shim, fault="close:1:sleep=%d:/messages/" % SLOW_CLOSE_MS, arm=arm, wake=wake))
     a, b = user(srv, 0), user(srv, 1)
     probe = same_user(srv, a)
     key_a = probe.public_key(a.client_id)
@@ -826,6 +835,7 @@ def test_a_slow_close_of_a_pulled_contents_file_holds_up_no_one(start_server, sh
         assert "bwfault: close #1 woke" not in srv.log(), \
             "the close ended before the 602: the test did not test it"
     finally:
+        wake.write_text("go")  # seen: the rest of the sleep need not pass
         t.join(SLOW_CLOSE_MS / 1000.0 + 20)
     assert "recs" in got, got
     assert [(r[1], r[3]) for r in got["recs"]] == [(mid, body)]

@@ -1026,8 +1026,10 @@ def test_a_slow_creation_of_an_uploads_file_holds_up_no_one(start_server, shim, 
     and put by the commit's job; of three, the first chunk's write makes
     the file while the next ones wait for it."""
     arm = tmp_path / "arm"
+    wake = tmp_path / "wake"
     srv = start_server(env=bwd.fault_env(
-        shim, arm=arm, fault="openat:1:sleep=%d:files/.incoming/" % SLOW_CREATE_MS))
+        shim, arm=arm, fault="openat:1:sleep=%d:files/.incoming/" % SLOW_CREATE_MS,
+        wake=wake))
     ident = register(srv)
     other = register(srv, key_index=1, prefix="other")
     data = os.urandom(size)
@@ -1056,6 +1058,7 @@ def test_a_slow_creation_of_an_uploads_file_holds_up_no_one(start_server, shim, 
             assert "bwfault: openat #1 woke" not in srv.log(), \
                 "the creation ended before the reconnect: the test did not test it"
         finally:
+            wake.write_text("go")  # seen: the rest of the sleep need not pass
             t.join(SLOW_CREATE_MS / 1000.0 + 2 * T)
         stored_and_confirmed(srv, c, ident, got.get("res"), data,
                              "after its file was slow to be made")
@@ -1078,8 +1081,10 @@ def test_a_slow_removal_of_a_dropped_uploads_file_holds_up_no_one(start_server, 
     removal takes 15 s. It must not take the daemon with it: meanwhile
     another client reconnects (10 s timeout). Then the file is gone."""
     arm = tmp_path / "arm"
+    wake = tmp_path / "wake"
     srv = start_server(env=bwd.fault_env(
-        shim, arm=arm, fault="unlinkat:1:sleep=%d:files/.incoming/" % SLOW_UNLINK_MS))
+        shim, arm=arm, fault="unlinkat:1:sleep=%d:files/.incoming/" % SLOW_UNLINK_MS,
+        wake=wake))
     ident = register(srv)
     other = register(srv, key_index=1, prefix="other")
     content = 3 << 20
@@ -1104,6 +1109,7 @@ def test_a_slow_removal_of_a_dropped_uploads_file_holds_up_no_one(start_server, 
                     "it is removed on the loop" % T)
     assert "bwfault: unlinkat #1 woke" not in srv.log(), \
         "the removal ended before the reconnect: the test did not test it"
+    wake.write_text("go")  # seen: the rest of the sleep need not pass
     assert wait_for(lambda: srv.incoming_files() == [], SLOW_UNLINK_MS / 1000.0 + T), \
         srv.incoming_files()
     assert not (srv.client_dir(ident.client_id) / DOC).exists()
