@@ -163,7 +163,7 @@ parse_text(struct bw_daemon_cfg *cfg, char *text, size_t len, const char *name,
 	   char *why, size_t why_cap)
 {
 	char *line, *next, msg[512];
-	size_t no = 0, used = 0, more = 0;
+	size_t no = 0, used = 0, more = 0, room;
 	int rc = 0, r, m;
 
 	if (memchr(text, '\0', len) != NULL) {
@@ -180,18 +180,20 @@ parse_text(struct bw_daemon_cfg *cfg, char *text, size_t len, const char *name,
 		if (rc == 0)
 			rc = r;
 		/* room kept for the count of those that do not fit */
-		m = snprintf(why + used,
-			     why_cap > used + 48 ? why_cap - used - 48 : 0,
-			     "%s%s:%zu: %s", used > 0 ? "\n" : "", name, no,
-			     msg);
-		if (m > 0 && used + (size_t)m + 48 < why_cap)
+		room = why_cap > used + 48 ? why_cap - used - 48 : 0;
+		m = snprintf(why + used, room, "%s%s:%zu: %s",
+			     used > 0 ? "\n" : "", name, no, msg);
+		if (m > 0 && (size_t)m < room)
 			used += (size_t)m;
+		else if (used == 0 && room > 0)
+			used = strlen(why); /* the first, cut short: kept */
 		else
 			more++;
 	}
 	if (more > 0 && used < why_cap)
 		snprintf(why + used, why_cap - used,
-			 "\n%s: and %zu more problem(s)", name, more);
+			 "%s%s: and %zu more problem(s)", used > 0 ? "\n" : "",
+			 name, more);
 	return rc;
 }
 
