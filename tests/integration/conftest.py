@@ -18,12 +18,16 @@ _require = bwd.require_file
 
 # Modules whose tests touch no stored state (no bulwarkd at all, only the
 # group chat, which keeps nothing, or only the daemon's options, its
-# console's input and the package's files): the pass on PostgreSQL + S3
-# would repeat them unchanged, so they run once, in the embedded pass.
+# console's input, its log's form, its service manager's protocol and the
+# package's files), or test a client's own behaviour (its server's storage
+# is not what they look at): the pass on PostgreSQL + S3 would repeat them
+# unchanged, so they run once, in the embedded pass.
 NO_STORAGE = {"test_checksrc", "test_pyvault_selftest", "test_client_vs_pyserver",
               "test_manpages", "test_rooms", "test_rooms_hardening", "test_rooms_hostile",
               "test_chat_client", "test_config", "test_console_hardening", "test_packaging",
-              "test_proxy"}
+              "test_proxy", "test_cli", "test_readme", "test_reaper", "test_systemd",
+              "test_log_events", "test_msg_client", "test_msg_client_hardening",
+              "test_send_hardening"}
 # modules that start the servers they need themselves (the cluster's nodes
 # share a PostgreSQL and an S3 store of the fixture's)
 OWN_STORAGE = {"test_cluster", "test_cluster_script"}
