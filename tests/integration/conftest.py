@@ -1,5 +1,7 @@
 """Fixtures for the integration tests."""
 
+import os
+
 import pytest
 
 import bwd
@@ -28,6 +30,12 @@ NO_STORAGE = {"test_checksrc", "test_pyvault_selftest", "test_client_vs_pyserver
               "test_proxy", "test_cli", "test_readme", "test_reaper", "test_systemd",
               "test_log_events", "test_msg_client", "test_msg_client_hardening",
               "test_send_hardening"}
+# Modules that run no C of ours that a sanitizer could watch (the source
+# checks, the Python implementations' self-test, the reaper, the man
+# pages' text): the sanitizer pass (BULWARK_TEST_PASS=sanitizer, set by
+# scripts/check) skips them.
+NO_C = {"test_checksrc", "test_pyvault_selftest", "test_reaper", "test_manpages"}
+SANITIZER_PASS = os.environ.get("BULWARK_TEST_PASS") == "sanitizer"
 # modules that start the servers they need themselves (the cluster's nodes
 # share a PostgreSQL and an S3 store of the fixture's)
 OWN_STORAGE = {"test_cluster", "test_cluster_script"}
@@ -47,6 +55,10 @@ def pytest_collection_modifyitems(config, items):
     stored state (NO_STORAGE); every other test runs as it is."""
     other = bwd.TEST_DB != "sqlite" or bwd.TEST_BLOBS != "file"
     for item in items:
+        if SANITIZER_PASS and item.module.__name__ in NO_C:
+            item.add_marker(pytest.mark.skip(
+                reason="runs no C a sanitizer watches: runs in the plain pass"))
+            continue
         if other and item.module.__name__ in NO_STORAGE:
             item.add_marker(pytest.mark.skip(
                 reason="touches no stored state: runs in the embedded pass"))
