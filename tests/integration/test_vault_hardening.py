@@ -209,8 +209,9 @@ def test_thousands_of_verdicts_waiting_for_one_path_do_not_crash_the_daemon(star
     try:
         # a usual 8 MiB stack, as a deployment has
         slow_commit = "fsync:1:sleep=%d:files/.incoming/" % COMMIT_SLEEP_MS
+        wake = tmp_path / "wake"
         srv = start_server(console=True, prefix=["prlimit", "--stack=8388608"],
-                           env=bwd.fault_env(shim, arm=arm, fault=slow_commit))
+                           env=bwd.fault_env(shim, arm=arm, fault=slow_commit, wake=wake))
         owner = register(srv)
         data = os.urandom(3000)
         a = reconnected(srv, owner)
@@ -238,7 +239,9 @@ def test_thousands_of_verdicts_waiting_for_one_path_do_not_crash_the_daemon(star
         assert no_data_yet(a.sock), (
             "the commit ended before the %d verdicts were queued (%.1f s to open them); "
             "the test did not test anything" % (WAITERS, opened))
-        # the commit ends: the lock passes down the queue
+        # the commit ends (now: every verdict waits): the lock passes down
+        # the queue
+        wake.write_text("go")
         a.sock.settimeout(COMMIT_SLEEP_MS / 1000.0 + T)
         resp = response_or_close(a)
         # the lock handed down the whole queue: bulwarkd idle again, or dead
