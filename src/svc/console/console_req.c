@@ -304,16 +304,17 @@ do_fils(struct bw_conn *c, struct reply *r)
 		n = h->each_file(h->stats_arg, add_file, &w);
 	if (h->summary != NULL)
 		h->summary(h->stats_arg, find_store_files, &sf);
-	if (!sf.known)
-		return list_end(&w, n, "files");
 	/* a node lists the files it has loaded or served: on a shared store
-	 * another node's are not in its memory, and an empty list must not
-	 * read as an empty store */
+	 * whose last count (every 5 s) holds more, an empty or short list
+	 * must not read as the store's */
+	if (!sf.known || sf.n <= n)
+		return list_end(&w, n, "files");
 	if ((rc = list_end(&w, n, "files on this node")) != 0)
 		return rc;
 	return console_reply_addf(r, TEXT_MAX,
 				  "(node %s lists the files it has loaded or "
-				  "served; the shared store holds %llu)\n",
+				  "served; the shared store held %llu at its "
+				  "last count)\n",
 				  h->node != NULL ? h->node : "?", ULL(sf.n));
 }
 
