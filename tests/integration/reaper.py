@@ -12,7 +12,7 @@ one) and ends. end() (the session's normal end) lets the watcher go with
 nothing to do. Only a test session turns this on (enable(), in conftest):
 scripts/cluster starts the same servers to outlive it.
 
-Run as a program it is the watcher: reaper.py PARENT_PID LIST_FILE.
+Run as a program it is the watcher: reaper.py PARENT_PID PARENT_START LIST_FILE.
 """
 
 import os
@@ -43,7 +43,10 @@ def _ensure():
         return _list
     fd, path = tempfile.mkstemp(prefix="bulwark-reap.", dir="/tmp")
     os.close(fd)
-    subprocess.Popen([sys.executable, os.path.abspath(__file__), str(os.getpid()), path],
+    # this process's start time goes with its number: the watcher may
+    # start after this process is gone (a kill soon after, a loaded machine)
+    subprocess.Popen([sys.executable, os.path.abspath(__file__), str(os.getpid()),
+                      _start_time(os.getpid()), path],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
     _list = path
@@ -104,8 +107,7 @@ def _reap(path):
         pass
 
 
-def _watcher(parent, path):
-    parent_st = _start_time(parent)
+def _watcher(parent, parent_st, path):
     while os.path.exists(path):
         if _start_time(parent) != parent_st:
             _reap(path)
@@ -114,4 +116,4 @@ def _watcher(parent, path):
 
 
 if __name__ == "__main__":
-    _watcher(int(sys.argv[1]), sys.argv[2])
+    _watcher(int(sys.argv[1]), sys.argv[2], sys.argv[3])
