@@ -23,6 +23,7 @@
 #include "bulwark/util.h"
 #include "cli/chat.h"
 #include "cli/chat_int.h"
+#include "cli/tlsclient.h"
 #include "cli/common.h"
 #include "cli/termtext.h"
 #include "proto/line.h"
@@ -68,6 +69,23 @@ usage(FILE *f)
 
 /* --- input -------------------------------------------------------------- */
 
+/* Every byte to the server, in TLS records on a tls:// chat. */
+static int
+chat_write(struct chat *ch, const char *p, size_t n)
+{
+	ssize_t r;
+
+	if (ch->ctls == NULL)
+		return bw_net_write_full(ch->fd, p, n);
+	while (n > 0) {
+		if ((r = bw_ctls_send(ch->ctls, p, n)) < 0)
+			return -errno;
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
 static int
 send_line(struct chat *ch, const char *p, size_t n)
 {
@@ -79,7 +97,7 @@ send_line(struct chat *ch, const char *p, size_t n)
 		buf[n++] = '\n';
 	if (n == 0)
 		return 0;
-	rc = bw_net_write_full(ch->fd, buf, n);
+	rc = chat_write(ch, buf, n);
 	if (!ch->in_room && ch->name_asked) {
 		/* the name we go by, should the room take it */
 		snprintf(ch->me, sizeof(ch->me), "%.*s",
@@ -108,6 +126,7 @@ say_bye(struct chat *ch)
 		rc = send_line(ch, "Exit", 4);
 	else if (ch->in_room)
 		rc = send_line(ch, "/exit", 5);
+	bw_ctls_end(ch->ctls);
 	(void)shutdown(ch->fd, SHUT_WR);
 	return rc;
 }
@@ -260,7 +279,7 @@ run(struct chat *ch)
 	struct pollfd pfd[2];
 	uint8_t buf[4096];
 	uint64_t bye_until = 0, now;
-	int timeout, rc = 0;
+	int timeout, held, rc = 0;
 	ssize_t r, i;
 
 	while (!ch->srv_eof && !stop_signal) {
@@ -302,13 +321,18 @@ run(struct chat *ch)
 			timeout = (int)answered(ch, now);
 		if (bye_until != 0)
 			timeout = (int)(bye_until - now);
+		held = bw_ctls_pending(ch->ctls);
+		if (held)
+			timeout = 0; /* TLS holds what the socket no more */
 		if (poll(pfd, 2, timeout) < 0) {
 			if (errno == EINTR)
 				continue;
 			return -errno;
 		}
-		if (pfd[0].revents) {
-			r = recv(ch->fd, buf, sizeof(buf), 0);
+		if (pfd[0].revents || held) {
+			r = ch->ctls != NULL
+				    ? bw_ctls_recv(ch->ctls, buf, sizeof(buf))
+				    : recv(ch->fd, buf, sizeof(buf), 0);
 			if (r < 0 && errno != EINTR && errno != EAGAIN)
 				return -errno;
 			if (r == 0)
@@ -353,9 +377,11 @@ bw_cli_chat(int argc, char **argv)
 	const char *server = NULL;
 	uint16_t port;
 	unsigned timeout_ms = 10000;
+	const char *name;
+	char why[512];
 	uint64_t gap;
 	struct sigaction sa;
-	int c, rc;
+	int c, rc, tls;
 
 	memset(&ch, 0, sizeof(ch));
 	ch.fd = -1;
@@ -389,12 +415,18 @@ bw_cli_chat(int argc, char **argv)
 				    argc, argv, usage, host, sizeof(host),
 				    &port)) != 0)
 		return rc;
-	if ((rc = bw_net_connect(host, port, timeout_ms, &ch.fd)) != 0) {
-		char why[512];
-
-		bw_cli_fatal("%s", bw_cli_connect_error(why, sizeof(why), host,
+	tls = bw_tls_addr(host, &name);
+	if ((rc = bw_net_connect(name, port, timeout_ms, &ch.fd)) != 0) {
+		bw_cli_fatal("%s", bw_cli_connect_error(why, sizeof(why), name,
 							port, rc));
 		return BW_EXIT_FATAL;
+	}
+	if (tls &&
+	    (rc = bw_ctls_open(&ch.ctls, ch.fd, "bulwark chat", name, port,
+			       timeout_ms, 1, why, sizeof(why))) != 0) {
+		fprintf(stderr, "bulwark chat: %s\n", why);
+		close(ch.fd);
+		return rc;
 	}
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
@@ -420,6 +452,7 @@ bw_cli_chat(int argc, char **argv)
 	}
 	if (ch.o.tty)
 		bw_tt_autowrap(1);
+	bw_ctls_free(ch.ctls);
 	close(ch.fd);
 	if (stop_signal)
 		return 128 + stop_signal;

@@ -32,8 +32,9 @@
 
 struct chat {
 	int fd;
-	int tty;     /* standard input and output are a terminal */
-	int newline; /* lines end with "\n" (0: the seed's server) */
+	struct bw_ctls *ctls; /* tls:// chat: its session */
+	int tty;	      /* standard input and output are a terminal */
+	int newline;	      /* lines end with "\n" (0: the seed's server) */
 	unsigned gap_ms;
 	uint64_t next_send_ms;
 	char line[LINE_CAP + 2];

@@ -16,6 +16,7 @@
 #include "bulwark/net.h"
 #include "bulwark/util.h"
 #include "cli/common.h"
+#include "cli/tlsclient.h"
 #include "proto/vault_wire.h"
 
 #define IDENTITY_MAX (64u * 1024u)
@@ -65,10 +66,27 @@ bw_cli_server_arg(const char *prog, const char *dflt, const char *given,
 		usage(stderr);
 		return BW_EXIT_USAGE;
 	}
-	if (bw_parse_hostport(server, host, cap, port) != 0) {
-		fprintf(stderr, "%s: '%s' is not HOST:PORT\n", prog, server);
+	if (bw_cli_parse_server(server, host, cap, port) != 0) {
+		fprintf(stderr,
+			"%s: '%s' is not HOST:PORT or tls://HOST:PORT\n", prog,
+			server);
 		return BW_EXIT_USAGE;
 	}
+	return 0;
+}
+
+int
+bw_cli_parse_server(const char *text, char *host, size_t cap, uint16_t *port)
+{
+	const char *rest;
+	int tls = bw_tls_addr(text, &rest);
+	size_t skip = tls ? strlen(BW_TLS_SCHEME) : 0;
+
+	if (cap <= skip ||
+	    bw_parse_hostport(rest, host + skip, cap - skip, port) != 0)
+		return BW_ECONFIG;
+	if (tls)
+		memcpy(host, BW_TLS_SCHEME, skip);
 	return 0;
 }
 
@@ -318,6 +336,7 @@ bw_session_init(struct bw_session *s, const char *host, uint16_t port,
 		unsigned timeout_ms, uint8_t version)
 {
 	memset(s, 0, sizeof(*s));
+	s->tls = bw_tls_addr(host, &host);
 	snprintf(s->host, sizeof(s->host), "%s", host);
 	s->port = port;
 	s->timeout_ms = timeout_ms;
@@ -328,17 +347,52 @@ bw_session_init(struct bw_session *s, const char *host, uint16_t port,
 int
 bw_session_connect(struct bw_session *s)
 {
+	char why[512];
+	int rc;
+
 	if (s->fd >= 0)
 		return 0;
-	return bw_net_connect(s->host, s->port, s->timeout_ms, &s->fd);
+	if ((rc = bw_net_connect(s->host, s->port, s->timeout_ms, &s->fd)) !=
+		    0 ||
+	    !s->tls)
+		return rc;
+	rc = bw_ctls_open(&s->ctls, s->fd, "bulwark", s->host, s->port,
+			  s->timeout_ms, 1, why, sizeof(why));
+	if (rc != 0) {
+		/* not a failure to retry: no byte of the protocol may go to
+		 * a server whose key is in doubt */
+		fflush(stdout);
+		fprintf(stderr, "bulwark: %s\n", why);
+		exit(rc);
+	}
+	return 0;
 }
 
 void
 bw_session_close(struct bw_session *s)
 {
+	bw_ctls_free(s->ctls);
+	s->ctls = NULL;
 	if (s->fd >= 0)
 		close(s->fd);
 	s->fd = -1;
+}
+
+/* send() and recv() on the socket, or through its TLS session. */
+static ssize_t
+sess_send(const struct bw_session *s, const void *p, size_t n)
+{
+	if (s->ctls != NULL)
+		return bw_ctls_send(s->ctls, p, n);
+	return send(s->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+static ssize_t
+sess_recv(const struct bw_session *s, void *p, size_t n)
+{
+	if (s->ctls != NULL)
+		return bw_ctls_recv(s->ctls, p, n);
+	return recv(s->fd, p, n, MSG_DONTWAIT);
 }
 
 void
@@ -409,7 +463,7 @@ bw_session_write(const struct bw_session *s, const void *p, size_t n)
 	while (n > 0) {
 		if (s->deadline_ms != 0 && bw_now_ms() >= s->deadline_ms)
 			return BW_ETIMEDOUT;
-		r = send(s->fd, b, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		r = sess_send(s, b, n);
 		if (r >= 0) {
 			b += r;
 			n -= (size_t)r;
@@ -433,7 +487,7 @@ bw_session_read(const struct bw_session *s, void *p, size_t n)
 	while (n > 0) {
 		if (s->deadline_ms != 0 && bw_now_ms() >= s->deadline_ms)
 			return BW_ETIMEDOUT;
-		r = recv(s->fd, b, n, MSG_DONTWAIT);
+		r = sess_recv(s, b, n);
 		if (r > 0) {
 			b += r;
 			n -= (size_t)r;
@@ -466,12 +520,13 @@ bw_session_end(struct bw_session *s)
 	/* an end in order, whatever bw_session_reset_on_close asked */
 	(void)setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &orderly,
 			 sizeof(orderly));
+	bw_ctls_end(s->ctls);
 	if (shutdown(s->fd, SHUT_WR) == 0) {
 		s->deadline_ms = bw_now_ms() + (s->timeout_ms < END_WAIT_MS
 							? s->timeout_ms
 							: END_WAIT_MS);
 		while (r != 0 && drained < END_DRAIN_MAX) {
-			r = recv(s->fd, buf, sizeof(buf), MSG_DONTWAIT);
+			r = sess_recv(s, buf, sizeof(buf));
 			if (r > 0)
 				drained += (size_t)r;
 			else if (r < 0 && errno != EAGAIN &&
@@ -544,6 +599,16 @@ bw_session_recv(struct bw_session *s, uint16_t *code, uint8_t *out, size_t cap,
 	return 0;
 }
 
+/* Records arrived on an idle TLS session: 1 if they were TLS's own and
+ * gave no byte of the protocol. */
+static int
+idle_tls(struct bw_session *s)
+{
+	uint8_t b;
+
+	return bw_ctls_recv(s->ctls, &b, 1) < 0 && errno == EAGAIN;
+}
+
 int
 bw_session_idle(struct bw_session *s, unsigned ms)
 {
@@ -556,7 +621,9 @@ bw_session_idle(struct bw_session *s, unsigned ms)
 		n = poll(&pfd, 1, (int)(end - now));
 		if (n < 0 && errno != EINTR)
 			bw_session_close(s);
-		if (n > 0) /* a close, an error or bytes out of turn */
+		if (n > 0 && s->ctls != NULL && idle_tls(s))
+			continue; /* a record of TLS's own (a ticket) */
+		if (n > 0)	  /* a close, an error or bytes out of turn */
 			bw_session_close(s);
 	}
 	while ((now = bw_now_ms()) < end)

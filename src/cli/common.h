@@ -22,6 +22,7 @@ enum {
 	BW_EXIT_TAKEN = 3,   /* the name is registered already */
 	BW_EXIT_CRC = 4,     /* CRC still wrong after the last resend */
 	BW_EXIT_REFUSED = 5, /* the file refused before its content was read */
+	BW_EXIT_KEY = 7,     /* a tls:// server's key is not the one pinned */
 };
 
 struct bw_identity {
@@ -72,19 +73,25 @@ void bw_identity_keep(struct bw_identity_stage *st);
 /* One connection to the server. Every send and receive waits at most
  * timeout_ms for progress and, once bw_session_deadline() has started the
  * clock of an exchange, fails with BW_ETIMEDOUT when its deadline passes. */
+struct bw_ctls;
+
 struct bw_session {
-	char host[256];
+	char host[256]; /* without tls:// */
 	uint16_t port;
+	int tls;	      /* the address was tls://HOST:PORT */
+	struct bw_ctls *ctls; /* its session while connected */
 	unsigned timeout_ms;
 	uint64_t deadline_ms; /* bw_now_ms() by which to be done; 0: none */
 	int fd;		      /* -1 when not connected */
 	uint8_t version;
 };
 
+/* host may start with tls:// (TLS 1.3 then, never plain). */
 void bw_session_init(struct bw_session *s, const char *host, uint16_t port,
 		     unsigned timeout_ms, uint8_t version);
 /* Connects if not connected; the connect (all addresses together) takes at
- * most timeout_ms. */
+ * most timeout_ms. A tls:// server whose key cannot be trusted ends the
+ * process (told on stderr, BW_EXIT_KEY) before a byte of the protocol. */
 int bw_session_connect(struct bw_session *s) BW_WUR;
 void bw_session_close(struct bw_session *s);
 /* Closes with a reset (SO_LINGER 0): the server must not take it for the
@@ -146,6 +153,11 @@ int bw_cli_server_arg(const char *prog, const char *dflt, const char *given,
 		      int argc, char **argv, void (*usage)(FILE *f), char *host,
 		      size_t cap, uint16_t *port) BW_WUR;
 
+/* HOST:PORT or tls://HOST:PORT into host[cap] (tls:// kept in front of the
+ * host, as bw_session_init takes it) and *port; BW_ECONFIG if it is
+ * neither. */
+int bw_cli_parse_server(const char *text, char *host, size_t cap,
+			uint16_t *port) BW_WUR;
 /* "Fatal: ..." on stderr. */
 void bw_cli_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Why a connection to host:port could not be made, in the one wording

@@ -117,9 +117,12 @@ load_server(struct msg_ctx *x, const char *dir, const char *arg)
 		text[strcspn(text, "\r\n")] = '\0';
 		arg = text;
 	}
-	rc = bw_parse_hostport(arg, x->host, sizeof(x->host), &x->port);
+	rc = bw_cli_parse_server(arg, x->host, sizeof(x->host), &x->port);
 	if (rc != 0)
-		fprintf(stderr, "bulwark msg: '%s' is not host:port\n", arg);
+		fprintf(stderr,
+			"bulwark msg: '%s' is not host:port or "
+			"tls://host:port\n",
+			arg);
 	free(text);
 	return rc != 0 ? BW_EXIT_USAGE : 0;
 }

@@ -359,8 +359,9 @@ bw_cli_send(int argc, char **argv)
 	}
 	if ((rc = resolve_transfer(&t, have_me)) != BW_EXIT_OK)
 		goto out;
-	if (bw_parse_hostport(t.server, host, sizeof(host), &port) != 0) {
-		bw_cli_fatal("'%s' is not host:port (transfer.info line 1)",
+	if (bw_cli_parse_server(t.server, host, sizeof(host), &port) != 0) {
+		bw_cli_fatal("'%s' is not host:port or tls://host:port "
+			     "(transfer.info line 1)",
 			     t.server);
 		rc = BW_EXIT_USAGE;
 		goto out;

@@ -9,6 +9,7 @@
 #include "cli/console_cli.h"
 #include "cli/msg_cli.h"
 #include "cli/send.h"
+#include "cli/tlsclient.h"
 
 static void
 usage(FILE *f)
@@ -22,7 +23,12 @@ usage(FILE *f)
 		   "between users\n"
 		   "  chat      group chat in password-protected rooms\n"
 		   "  console   ask a running bulwarkd for its status "
-		   "(operator console)\n\n"
+		   "(operator console)\n"
+		   "  trust-server  pin a tls:// server's new key after its "
+		   "operator confirmed it\n\n"
+		   "A server given as tls://HOST:PORT is reached over TLS 1.3; "
+		   "its key is\npinned on first use in known_servers (see "
+		   "bulwark trust-server --help).\n\n"
 		   "  bulwark COMMAND --help   options of a command\n"
 		   "  bulwark --version        version\n");
 }
@@ -59,6 +65,8 @@ main(int argc, char **argv)
 		return bw_cli_chat(argc - 1, argv + 1);
 	if (strcmp(argv[1], "console") == 0)
 		return bw_cli_console(argc - 1, argv + 1);
+	if (strcmp(argv[1], "trust-server") == 0)
+		return bw_trust_server_main(argc - 1, argv + 1);
 	fprintf(stderr, "bulwark: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return 2;

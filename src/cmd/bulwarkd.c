@@ -18,7 +18,7 @@
 #include "bulwark/util.h"
 #include "daemon/daemon.h"
 
-#define OPTS_MAX 64
+#define OPTS_MAX 80
 
 /* getopt_long's table, built from the daemon's option table. */
 static void
@@ -28,7 +28,7 @@ build_options(struct option *lo, char *shorts, size_t cap)
 	char letters[OPTS_MAX], *sp = shorts;
 	size_t n = bw_daemon_opts(names, letters, OPTS_MAX), i;
 
-	if (n > OPTS_MAX || n + 5 > cap)
+	if (n > OPTS_MAX || n + 6 > cap)
 		abort(); /* the table outgrew OPTS_MAX: a build-time fix */
 	for (i = 0; i < n; i++) {
 		lo[i].name = names[i];
@@ -46,7 +46,8 @@ build_options(struct option *lo, char *shorts, size_t cap)
 	lo[n + 1] = (struct option){"version", no_argument, NULL, 'V'};
 	lo[n + 2] = (struct option){"from", required_argument, NULL, 1};
 	lo[n + 3] = (struct option){"check-config", no_argument, NULL, 't'};
-	lo[n + 4] = (struct option){NULL, 0, NULL, 0};
+	lo[n + 4] = (struct option){"fingerprint", no_argument, NULL, 2};
+	lo[n + 5] = (struct option){NULL, 0, NULL, 0};
 	memcpy(sp, "hVt", 4); /* -t as nginx -t */
 }
 
@@ -86,14 +87,14 @@ main(int argc, char **argv)
 {
 	static const enum bw_log_level levels[] = {BW_LOG_DEBUG, BW_LOG_INFO,
 						   BW_LOG_WARN, BW_LOG_ERROR};
-	static struct option lo[OPTS_MAX + 5];
+	static struct option lo[OPTS_MAX + 6];
 	static struct bw_daemon_args args;
 	static struct bw_daemon d;
 	char shorts[2 * OPTS_MAX + 4], why[4096], where[PATH_MAX];
 	struct bw_daemon_cfg cfg;
 	struct stat st;
 	const char *name, *from = NULL;
-	int ch, rc, migrate = 0, check = 0;
+	int ch, rc, migrate = 0, check = 0, fingerprint = 0;
 	size_t i;
 
 	/* Blocks of 1 MiB and more come from mmap and go back at free: glibc
@@ -101,7 +102,7 @@ main(int argc, char **argv)
 	 * keep each worker's 16 MiB of scrypt (a room password) resident
 	 * for good. */
 	(void)mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
-	build_options(lo, shorts, OPTS_MAX + 5);
+	build_options(lo, shorts, OPTS_MAX + 6);
 	if (argc > 1 && strcmp(argv[1], "migrate") == 0) {
 		migrate = 1; /* bulwarkd migrate --from DIR [options] */
 		argv[1] = argv[0];
@@ -115,6 +116,10 @@ main(int argc, char **argv)
 		}
 		if (ch == 't') {
 			check = 1;
+			continue;
+		}
+		if (ch == 2) {
+			fingerprint = 1;
 			continue;
 		}
 		if (ch == 'h') {
@@ -172,13 +177,15 @@ main(int argc, char **argv)
 		return 2;
 	}
 	/* a check's output is its findings, not log lines */
-	if (check)
+	if (check || fingerprint)
 		bw_log_set_level(BW_LOG_NONE);
 	if (bw_daemon_configure(&cfg, &args, why, sizeof(why)) != 0) {
 		say_lines(check ? stdout : stderr,
 			  check ? "error: " : "bulwarkd: ", why);
 		return 2;
 	}
+	if (fingerprint)
+		return bw_daemon_fingerprint(&cfg, stdout, stderr);
 	if (!check)
 		bw_log_set_level(levels[cfg.log_level]);
 	bw_log_set_node(cfg.node_name);

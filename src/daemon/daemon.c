@@ -258,9 +258,9 @@ plan(struct bw_daemon *d)
 		    &c->metrics_listen);
 }
 
-/* The shared port on port: one listener serving every table. */
+/* The shared port on port: one listener serving every table (in TLS). */
 static int
-listen_shared(struct bw_daemon *d, uint16_t port)
+listen_shared(struct bw_daemon *d, uint16_t port, int tls)
 {
 	struct bw_listen_cfg lc = d->cfg.port;
 	struct bw_listener *l;
@@ -268,6 +268,9 @@ listen_shared(struct bw_daemon *d, uint16_t port)
 	int rc;
 
 	lc.port = port;
+	lc.tls = tls;
+	if (tls)
+		snprintf(lc.name, sizeof(lc.name), "tls");
 	bw_frame_limits(d->frame, &lc.lim);
 	if ((rc = bw_engine_listen(&d->eng, &bw_frame_service, d->frame, &lc,
 				   &l)) != 0)
@@ -275,8 +278,8 @@ listen_shared(struct bw_daemon *d, uint16_t port)
 	/* one line per service, as operators and scripts look for them */
 	for (i = 0; i < d->svc_n; i++) {
 		if (d->svc[i].mod->proto != NULL)
-			bw_info("%s listening on %s:%u", d->svc[i].mod->name,
-				lc.addr, l->port);
+			bw_info("%s listening on %s%s:%u", d->svc[i].mod->name,
+				tls ? "tls://" : "", lc.addr, l->port);
 	}
 	return 0;
 }
@@ -296,16 +299,32 @@ init(struct bw_daemon *d, struct bw_daemon_svc *s)
 	return 0;
 }
 
-/* A service on a listener of its own. */
+/* A service on a listener of its own (on tls_port too, in TLS, and only
+ * there with --require-tls). */
 static int
-listen_own(struct bw_daemon *d, struct bw_daemon_svc *s)
+listen_own(struct bw_daemon *d, struct bw_daemon_svc *s, uint16_t tls_port)
 {
 	struct bw_listen_cfg lc = *s->listen;
+	struct bw_listener *l;
+	int rc;
 
 	lc.lim = *s->limits;
 	if (lc.name[0] == '\0')
 		snprintf(lc.name, sizeof(lc.name), "%s", s->mod->name);
-	return bw_engine_listen(&d->eng, s->mod->service, s->inst, &lc, NULL);
+	if ((tls_port == 0 || !d->cfg.require_tls) &&
+	    (rc = bw_engine_listen(&d->eng, s->mod->service, s->inst, &lc,
+				   NULL)) != 0)
+		return rc;
+	if (tls_port == 0)
+		return 0;
+	lc.port = tls_port;
+	lc.tls = 1;
+	snprintf(lc.name, sizeof(lc.name), "%s-tls", s->mod->name);
+	if ((rc = bw_engine_listen(&d->eng, s->mod->service, s->inst, &lc,
+				   &l)) != 0)
+		return rc;
+	bw_info("%s listening on tls://%s:%u", s->mod->name, lc.addr, l->port);
+	return 0;
 }
 
 static void
@@ -369,6 +388,7 @@ reload(void *arg)
 		if (d->svc[i].mod->reload != NULL && d->svc[i].inst != NULL)
 			d->svc[i].mod->reload(d->svc[i].inst, d->svc[i].cfg);
 	}
+	bw_daemon_tls_reload(d);
 	bw_info("reload: done (%s)", d->cfg.config_path[0] != '\0'
 					     ? d->cfg.config_path
 					     : "no configuration file");
@@ -501,14 +521,24 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 		if ((rc = init(d, &d->svc[i])) != 0)
 			return rc;
 	}
-	if ((rc = listen_shared(d, d->cfg.port.port)) != 0)
+	if ((rc = bw_daemon_tls_open(d)) != 0)
 		return rc;
-	if (d->cfg.port2 != 0 && d->cfg.port2 != d->cfg.port.port &&
-	    (rc = listen_shared(d, d->cfg.port2)) != 0)
+	if (!d->cfg.require_tls &&
+	    (rc = listen_shared(d, d->cfg.port.port, 0)) != 0)
+		return rc;
+	if (!d->cfg.require_tls && d->cfg.port2 != 0 &&
+	    d->cfg.port2 != d->cfg.port.port &&
+	    (rc = listen_shared(d, d->cfg.port2, 0)) != 0)
+		return rc;
+	if (d->cfg.tls_port != 0 &&
+	    (rc = listen_shared(d, d->cfg.tls_port, 1)) != 0)
 		return rc;
 	for (i = 0; i < d->svc_n; i++) {
 		if (d->svc[i].listen != NULL &&
-		    (rc = listen_own(d, &d->svc[i])) != 0)
+		    (rc = listen_own(d, &d->svc[i],
+				     d->svc[i].listen == &d->cfg.rooms_listen
+					     ? d->cfg.rooms_tls_port
+					     : 0)) != 0)
 			return rc;
 	}
 	return 0;
@@ -551,6 +581,7 @@ bw_daemon_close(struct bw_daemon *d)
 	bw_bus_close(d->bus); /* its watches are the loop's */
 	d->bus = NULL;
 	bw_engine_close(&d->eng);
+	bw_daemon_tls_close(d);
 	bw_frame_free(d->frame);
 	d->frame = NULL;
 	if (d->reg_open)

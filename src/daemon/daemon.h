@@ -45,6 +45,12 @@ struct bw_daemon_cfg {
 	unsigned max_reg_per_min;    /* registrations a minute per address */
 	struct bw_listen_cfg port;   /* the shared port (vault, messenger) */
 	uint16_t port2;		     /* a second one (0: none) */
+	/* TLS 1.3 listeners (0: off): the shared port's services, the rooms;
+	 * the server's certificate and key ("": made in the data directory)
+	 */
+	uint16_t tls_port, rooms_tls_port;
+	char tls_cert[4096], tls_key[4096];
+	int require_tls; /* the plain listeners off */
 	struct bw_vault_cfg vault;
 	struct bw_msg_cfg msg;
 	int console_enabled;
@@ -103,6 +109,7 @@ struct bw_daemon {
 	int64_t started_s;
 	struct bw_daemon_args args; /* for SIGHUP's reload */
 	int lock_fd; /* the data directory's lock, held while running */
+	struct bw_tls_ctx *tls; /* the TLS listeners' settings, or NULL */
 	/* on a shared store: what the whole cluster holds, read every few
 	 * seconds (daemon_shared.c), shown beside the node's own figures */
 	struct {
@@ -112,6 +119,19 @@ struct bw_daemon {
 		uint64_t clients, files, messages, message_bytes;
 	} cluster;
 };
+
+/* daemon_tls.c: the TLS listeners' key and certificate */
+#define BW_DAEMON_TLS_KEY  "tls.key"
+#define BW_DAEMON_TLS_CERT "tls.crt"
+/* Loads (making them first if none are given and none exist) the key and
+ * certificate, and logs the key's fingerprint. 0 when TLS is off. */
+int bw_daemon_tls_open(struct bw_daemon *d);
+/* SIGHUP: the files read again; on a failure the old ones are kept. */
+void bw_daemon_tls_reload(struct bw_daemon *d);
+void bw_daemon_tls_close(struct bw_daemon *d);
+/* bulwarkd --fingerprint: prints the key's fingerprint; an exit status. */
+int bw_daemon_fingerprint(const struct bw_daemon_cfg *cfg, FILE *out,
+			  FILE *err);
 
 /* The data directory's lock file: a second daemon on it refuses to start
  * and names the first one's pid. */

@@ -167,6 +167,21 @@ static const struct opt opts[] = {
 	 "options win)"},
 	{"no-console", 0, K_OFF, 0, F(console_enabled), 0, 0, NULL,
 	 "do not start the console"},
+	{"tls-port", 0, K_NUM, 0, F(tls_port), 1, 65535, "N",
+	 "the vault and the messenger in TLS 1.3 on this\nport too (default: "
+	 "off)"},
+	{"rooms-tls-port", 0, K_NUM, 0, F(rooms_tls_port), 1, 65535, "N",
+	 "the group chat in TLS 1.3 on this port too\n(default: off)"},
+	{"tls-cert", 0, K_STR, R, F(tls_cert), 0, 0, "FILE",
+	 "the TLS certificate (PEM, chain allowed), given\nwith its key "
+	 "(--tls-key); default: a self-\nsigned one made with a P-256 key "
+	 "in the data\ndirectory (tls.crt, tls.key); SIGHUP reads\nboth "
+	 "again"},
+	{"tls-key", 0, K_STR, R, F(tls_key), 0, 0, "FILE",
+	 "the certificate's private key (PEM)"},
+	{"require-tls", 0, K_ON, 0, F(require_tls), 0, 0, NULL,
+	 "no plain listeners: only the TLS ports (and\nthe console and "
+	 "metrics) are served"},
 	{"rooms-port", 0, K_NUM, 0, F(rooms_listen.port), 0, 65535, "N",
 	 "group chat port (default 5555; 0 = any)"},
 	{"rooms-listen", 0, K_ADDR, 0, F(rooms_listen.addr), 0, 0, "ADDR",
@@ -421,6 +436,29 @@ bw_daemon_opt_set(struct bw_daemon_cfg *cfg, const char *name,
 	}
 }
 
+static int
+tls_check(const struct bw_daemon_cfg *cfg, char *why, size_t why_cap)
+{
+	const char *no = NULL;
+
+	if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0'))
+		no = cfg->tls_cert[0] == '\0' ? "--tls-key needs --tls-cert"
+					      : "--tls-cert needs --tls-key";
+	else if (cfg->require_tls && cfg->tls_port == 0)
+		no = "--require-tls turns the plain port off: give --tls-port";
+	else if (cfg->require_tls && cfg->rooms_enabled &&
+		 cfg->rooms_tls_port == 0)
+		no = "--require-tls turns the plain rooms port off: give "
+		     "--rooms-tls-port, or --no-rooms";
+	else if (cfg->rooms_tls_port != 0 && !cfg->rooms_enabled)
+		no = "--rooms-tls-port goes with the group chat, which "
+		     "--no-rooms turns off";
+	if (no == NULL)
+		return 0;
+	snprintf(why, why_cap, "%s", no);
+	return BW_ECONFIG;
+}
+
 int
 bw_daemon_cfg_check(const struct bw_daemon_cfg *cfg, char *why, size_t why_cap)
 {
@@ -433,7 +471,7 @@ bw_daemon_cfg_check(const struct bw_daemon_cfg *cfg, char *why, size_t why_cap)
 			 cfg->console_listen.addr);
 		return BW_ECONFIG;
 	}
-	return 0;
+	return tls_check(cfg, why, why_cap);
 }
 
 static void
@@ -559,6 +597,9 @@ bw_daemon_usage(FILE *f)
 		   "      reach the data directory and the database the "
 		   "options name, say\n      what is wrong, one line each, and "
 		   "exit (0: all well)\n"
+		   "  bulwarkd --fingerprint [OPTION]...\n"
+		   "      print the TLS key's fingerprint (SHA256:..., as "
+		   "clients show it)\n"
 		   "  bulwarkd migrate --from DATA_DIR [OPTION]...\n"
 		   "      copy a single-machine data directory (defensive.db "
 		   "and its\n      contents) into the store the options name "

@@ -25,6 +25,8 @@
 #define LINGER_MAX     (1024u * 1024u)
 
 static void conn_update(struct bw_conn *c);
+static void conn_read(struct bw_conn *c);
+static void conn_tls_held(void *arg);
 static void conn_after_output(struct bw_conn *c);
 
 /* Flushes c and runs what follows a write: the service's on_drained, the
@@ -132,6 +134,7 @@ engine_conn_kill(struct bw_conn *c, const char *why)
 	bw_loop_unwatch_closing(e->loop, &c->w);
 	if (c->lis->svc->on_close != NULL && !(c->flags & BW_CONN_PROXY_WAIT))
 		c->lis->svc->on_close(c);
+	engine_tls_close(c);
 	if (fd >= 0)
 		close(fd);
 	c->state = NULL;
@@ -206,8 +209,10 @@ conn_start_linger(struct bw_conn *c)
 	/* a peer whose FIN was read sends nothing more: the close that
 	 * follows (at once, or when the linger reads that end again) sends
 	 * ours, and there is no input left for it to reset over */
-	if (!(c->flags & BW_CONN_EOF))
+	if (!(c->flags & BW_CONN_EOF)) {
+		engine_tls_close(c); /* its close_notify first */
 		(void)shutdown(c->w.fd, SHUT_WR);
+	}
 	c->deadline_ms = bw_now_ms() + LINGER_MS;
 	c->req_deadline_ms = 0;
 	bw_buf_reset(&c->in);
@@ -296,6 +301,10 @@ conn_update(struct bw_conn *c)
 		ev |= BW_EV_WRITE;
 	if (bw_loop_update(c->eng->loop, &c->w, ev) != 0)
 		bw_conn_close_later(c, "epoll update failed"); /* not inline */
+	/* what a TLS session holds wakes no poll: read it after this batch */
+	else if ((ev & BW_EV_READ) && !(c->flags & BW_CONN_LINGER) &&
+		 c->tls != NULL && bw_tls_buffered(c->tls))
+		bw_loop_call(c->eng->loop, &c->tls_call, conn_tls_held, c);
 }
 
 static void
@@ -369,6 +378,7 @@ static void
 conn_read(struct bw_conn *c)
 {
 	size_t room = conn_room(c);
+	const char *why;
 	uint8_t *p;
 	ssize_t n;
 
@@ -378,12 +388,13 @@ conn_read(struct bw_conn *c)
 		engine_conn_kill(c, "out of memory");
 		return;
 	}
-	n = recv(c->w.fd, p, room, 0);
+	n = engine_conn_recv(c, p, room, &why);
 	if (n < 0) {
 		if (errno != EAGAIN && errno != EINTR)
 			engine_conn_kill(c, (c->flags & BW_CONN_PROXY_WAIT)
 						    ? NULL /* a check's reset */
-						    : strerror(errno));
+					    : why != NULL ? why
+							  : strerror(errno));
 		return;
 	}
 	if (n == 0 && (c->flags & BW_CONN_PROXY_WAIT)) {
@@ -422,6 +433,17 @@ conn_read(struct bw_conn *c)
 	conn_input(c);
 }
 
+static void
+conn_tls_held(void *arg)
+{
+	struct bw_conn *c = arg;
+
+	if (!(c->flags & (BW_CONN_DEAD | BW_CONN_FAILED | BW_CONN_PAUSED |
+			  BW_CONN_CLOSING | BW_CONN_LINGER)) &&
+	    conn_room(c) > 0)
+		conn_read(c);
+}
+
 /* The peer is gone (an error or a reset) while its reads were paused: what
  * it sent before and the socket still holds is read into c->in (up to the
  * input cap), so the service's on_close can still act on it (a chat
@@ -429,13 +451,14 @@ conn_read(struct bw_conn *c)
 static void
 conn_salvage(struct bw_conn *c)
 {
+	const char *why;
 	size_t room;
 	uint8_t *p;
 	ssize_t n;
 
 	while ((room = c->lis->cfg.lim.in_max - c->in.len) > 0 &&
 	       (p = bw_buf_reserve(&c->in, room)) != NULL) {
-		n = recv(c->w.fd, p, room, MSG_DONTWAIT);
+		n = engine_conn_recv(c, p, room, &why);
 		if (n <= 0)
 			return;
 		bw_buf_commit(&c->in, (size_t)n);
@@ -491,13 +514,16 @@ engine_conn_open(struct bw_listener *l, int fd, const char *peer, int proxied)
 	c->w.fd = fd;
 	c->deadline_ms = now + l->cfg.lim.idle_ms;
 	c->req_deadline_ms = now + l->cfg.lim.request_ms;
-	if (bw_hash_put(&e->by_id, &c->id, sizeof(c->id), c) != 0) {
+	if (engine_tls_open(c) != 0 ||
+	    bw_hash_put(&e->by_id, &c->id, sizeof(c->id), c) != 0) {
+		engine_tls_close(c);
 		close(fd);
 		free(c);
 		return;
 	}
 	if (bw_loop_watch(e->loop, &c->w, fd, BW_EV_READ, on_conn_io, c) != 0) {
 		(void)bw_hash_del(&e->by_id, &c->id, sizeof(c->id));
+		engine_tls_close(c);
 		close(fd);
 		free(c);
 		return;

@@ -4,7 +4,6 @@
  */
 #include <errno.h>
 #include <stdint.h>
-#include <sys/socket.h>
 
 #include "bulwark/err.h"
 #include "bulwark/log.h"
@@ -144,12 +143,13 @@ engine_conn_flush(struct bw_conn *c)
 	if (note)
 		arrived = engine_conn_arrived(c);
 	c->flags &= ~BW_CONN_BLOCKED;
-	while (c->out.len > 0) {
-		n = send(c->w.fd, bw_buf_head(&c->out), c->out.len,
-			 MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
+	while (engine_conn_has_output(c)) {
+		n = engine_conn_push(c);
+		if (n == -EINTR)
 			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+		if (n == -EINPROGRESS)
+			return 0; /* flushed again once the handshake ends */
+		if (n == -EAGAIN) {
 			/* blocked now, not before: the peer has a whole idle
 			 * time from here to take some (the tick closes a
 			 * connection whose output stays blocked past it) */
@@ -167,8 +167,7 @@ engine_conn_flush(struct bw_conn *c)
 			return 0;
 		}
 		if (n < 0)
-			return -errno;
-		bw_buf_consume(&c->out, (size_t)n);
+			return (int)n;
 		if (resumed && n > 0 && !(c->flags & BW_CONN_LINGER)) {
 			until = bw_now_ms() + engine_conn_idle_ms(c);
 			if (until > c->deadline_ms)

@@ -28,6 +28,10 @@ header_taken(struct bw_conn *c, const struct bw_proxy_hdr *h, size_t len)
 
 	bw_buf_consume(&c->in, len);
 	c->flags &= ~(unsigned)BW_CONN_PROXY_WAIT;
+	if (engine_tls_after_proxy(c) != 0) {
+		engine_conn_kill(c, "out of memory");
+		return 0;
+	}
 	c->eng->proxy_headers++;
 	if (h->local) {
 		/* the proxy's own connection (its health check): served

@@ -489,3 +489,9 @@ bw_engine_close(struct bw_engine *e)
 		close(e->reserve_fd);
 	e->reserve_fd = -1;
 }
+
+void
+bw_engine_set_tls(struct bw_engine *e, struct bw_tls_ctx *x)
+{
+	e->tls = x;
+}

@@ -17,6 +17,7 @@
 #include "bulwark/err.h"
 #include "bulwark/log.h"
 #include "bulwark/loop.h"
+#include "bulwark/tls.h"
 #include "engine/proxy.h"
 
 #define BW_ADDR_CAP	   64
@@ -89,6 +90,9 @@ struct bw_listen_cfg {
 	/* connections from the engine's proxy_from start with a PROXY
 	 * header */
 	int proxy;
+	/* TLS 1.3 on every connection (after its PROXY header), with the
+	 * engine's bw_engine_set_tls settings */
+	int tls;
 };
 
 struct bw_engine_cfg {
@@ -139,7 +143,8 @@ enum {
 	BW_CONN_PROXY_WAIT = 8192u,
 	BW_CONN_QUIET = 16384u, /* the proxy's own (LOCAL): closes not logged */
 	BW_CONN_PROXY_LOOKED = 32768u, /* its first bytes are not a header */
-	BW_CONN_OUT_ACTIVE = 65536u /* bw_conn_output_is_activity was called */
+	BW_CONN_OUT_ACTIVE = 65536u, /* bw_conn_output_is_activity was called */
+	BW_CONN_TLS_UP = 131072u     /* its TLS handshake is done */
 };
 
 struct bw_conn {
@@ -177,6 +182,12 @@ struct bw_conn {
 	/* out_total when the tick last saw the output empty (engine_conn_trim)
 	 */
 	uint64_t trim_out_total;
+	/* a TLS listener's: the session, and how much of the head of out its
+	 * records hold (out is consumed once they are all sent, so that out
+	 * is empty only when the peer has been sent everything) */
+	struct bw_tls *tls;
+	size_t tls_enc;
+	struct bw_call tls_call; /* a read of what the session holds */
 };
 
 struct bw_engine {
@@ -202,6 +213,10 @@ struct bw_engine {
 	 * a --proxy-from address closed for a missing or malformed one or
 	 * from another address for sending one */
 	uint64_t proxy_headers, proxy_local, proxy_refused;
+	/* the TLS listeners' settings (bw_engine_set_tls), and their
+	 * handshakes: done, failed */
+	struct bw_tls_ctx *tls;
+	uint64_t tls_handshakes, tls_failed;
 };
 
 /* Creates the loop and its workers, the address table, and (with signals
@@ -215,6 +230,9 @@ int bw_engine_open(struct bw_engine *e, const struct bw_engine_cfg *cfg,
 int bw_engine_listen(struct bw_engine *e, const struct bw_service *svc,
 		     void *inst, const struct bw_listen_cfg *cfg,
 		     struct bw_listener **out) BW_WUR;
+/* The settings of the TLS listeners' new connections (the caller keeps x
+ * and frees the one it replaces: open sessions hold what they need). */
+void bw_engine_set_tls(struct bw_engine *e, struct bw_tls_ctx *x);
 /* Serves until the drain ends (or bw_engine_stop); 0 on a clean stop. */
 int bw_engine_run(struct bw_engine *e);
 /* Starts the drain, as SIGTERM does. */

@@ -4,6 +4,8 @@
 #ifndef BULWARK_ENGINE_INT_H
 #define BULWARK_ENGINE_INT_H
 
+#include <sys/types.h>
+
 #include "engine/engine.h"
 
 /* the tick that enforces deadlines and trims idle buffers (engine.c) */
@@ -58,6 +60,22 @@ void engine_conn_trim(struct bw_conn *c, uint64_t now);
 void engine_conn_lowat_lapse(struct bw_conn *c, uint64_t now);
 /* The idle time c is allowed now (less once it is closing). */
 uint64_t engine_conn_idle_ms(const struct bw_conn *c);
+/* conn_tls.c: TLS on a connection of a TLS listener */
+/* Starts c's session (0, or BW_ENOMEM). */
+int engine_tls_open(struct bw_conn *c);
+void engine_tls_close(struct bw_conn *c);
+/* What a PROXY header left in c->in is the start of the handshake. */
+int engine_tls_after_proxy(struct bw_conn *c);
+/* Reads c's socket as recv() would (bytes, 0 at the end, -1 with errno),
+ * giving plaintext; *why names a protocol error. */
+ssize_t engine_conn_recv(struct bw_conn *c, void *p, size_t room,
+			 const char **why);
+/* One step of writing c's output: the bytes sent (0: progress without a
+ * send), -EAGAIN when the socket is full, -EINPROGRESS when nothing can
+ * go before the handshake ends, or -errno. */
+ssize_t engine_conn_push(struct bw_conn *c);
+/* c has output to write: its queue, or its session's records. */
+int engine_conn_has_output(const struct bw_conn *c);
 /* The loop's prepoll hook: flushes queued output, 1 if some is left. */
 int bw_engine_flush(void *arg);
 

@@ -387,6 +387,15 @@ def test_every_long_option_of_help_is_a_config_key(daemon, tmp_path):
     with socket.socket() as s:
         s.bind((H, 0))
         mport = s.getsockname()[1]
+    tls_ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind((H, 0))
+            tls_ports.append(s.getsockname()[1])
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost",
+                    "-keyout", str(tmp_path / "op.key"), "-out", str(tmp_path / "op.crt"),
+                    "-days", "2"], check=True, capture_output=True)
     secret_file = write(tmp_path / "secret", "from-the-file\nsecond line ignored\n")
     log_file = tmp_path / "bulwarkd.log"
     (tmp_path / "data").mkdir()
@@ -412,6 +421,8 @@ def test_every_long_option_of_help_is_a_config_key(daemon, tmp_path):
         "s3-path-style": "yes", "s3-credentials-file": tmp_path / "no-such-file",
         "blob-grace": "600", "s3-timeout": "20", "node-name": "conf-node", "proxy-from": "127.0.0.77, ::1/128",
         "bus": "redis://127.0.0.1:9", "bus-password-file": secret_file,
+        "tls-port": str(tls_ports[0]), "rooms-tls-port": str(tls_ports[1]),
+        "tls-cert": tmp_path / "op.crt", "tls-key": tmp_path / "op.key", "require-tls": "no",
     }
     missing = [n for n in names if n not in values]
     assert not missing, "options of --help with no value in this test: %r" % missing

@@ -55,7 +55,7 @@ def test_every_bulwarkd_option_has_an_entry(daemon_help):
 
 def test_every_option_in_bulwarkd_8_is_accepted(daemon_help):
     # and those of the other forms (--help lists them apart)
-    known = set(docs.help_options(daemon_help)) | {"check-config", "from"}
+    known = set(docs.help_options(daemon_help)) | {"check-config", "from", "fingerprint"}
     plain = docs.roff_plain(BULWARKD_8.read_text())
     mentioned = set(re.findall(r"(?<![\w-])--([a-z][a-z0-9-]*)", plain))
     assert mentioned, "no option found in bulwarkd.8"
@@ -115,7 +115,7 @@ def test_bulwarkd_8_sections():
 
 def test_every_client_command_and_option_in_bulwark_1(client_help):
     commands = docs.help_list(client_help)
-    assert commands == ["send", "msg", "chat", "console"], commands
+    assert commands == ["send", "msg", "chat", "console", "trust-server"], commands
     sections = docs.roff_sections(BULWARK_1.read_text())
     synopsis = "\n".join(sections["SYNOPSIS"])
     for cmd in commands:

@@ -1,0 +1,511 @@
+/* The client's end of a tls:// address (cli/tlsclient.h): the handshake on
+ * a connected socket, the server's key judged (a CA's certificate for the
+ * name, else the key pinned on first use, as OpenSSH's known_hosts), and
+ * reads and writes that behave as recv() and send() do on the socket.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bulwark/fsutil.h"
+#include "bulwark/net.h"
+#include "bulwark/util.h"
+#include "cli/common.h"
+#include "cli/tlsclient.h"
+
+#define KNOWN_MAX (1024u * 1024u)
+
+struct bw_ctls {
+	struct bw_tls_ctx *ctx;
+	struct bw_tls *t;
+	int fd;
+	unsigned timeout_ms;
+};
+
+const char *bw_cli_ca_file; /* --ca-file, or NULL */
+
+int
+bw_tls_addr(const char *text, const char **rest)
+{
+	if (strncmp(text, BW_TLS_SCHEME, strlen(BW_TLS_SCHEME)) == 0) {
+		*rest = text + strlen(BW_TLS_SCHEME);
+		return 1;
+	}
+	*rest = text;
+	return 0;
+}
+
+int
+bw_known_servers_path(char *out, size_t cap)
+{
+	const char *env = getenv("BULWARK_KNOWN_SERVERS");
+	const char *xdg = getenv("XDG_CONFIG_HOME");
+	const char *home = getenv("HOME");
+	int n;
+
+	if (env != NULL && env[0] != '\0')
+		n = snprintf(out, cap, "%s", env);
+	else if (xdg != NULL && xdg[0] == '/')
+		n = snprintf(out, cap, "%s/bulwark/known_servers", xdg);
+	else if (home != NULL && home[0] != '\0')
+		n = snprintf(out, cap, "%s/.config/bulwark/known_servers",
+			     home);
+	else
+		return BW_ECONFIG;
+	return n < 0 || (size_t)n >= cap ? BW_ETOOBIG : 0;
+}
+
+/* The fingerprint pinned for name ("HOST:PORT") in the file's text, into
+ * fp; its line number, or 0. */
+static unsigned
+pinned(const char *text, const char *name, char fp[BW_TLS_FP_CAP])
+{
+	const char *line = text, *nl, *sp;
+	size_t nlen = strlen(name);
+	unsigned no = 0;
+
+	for (; *line != '\0'; line = nl + 1) {
+		no++;
+		nl = strchr(line, '\n');
+		if (nl == NULL)
+			nl = line + strlen(line) - 1;
+		if (*line == '#' || strncmp(line, name, nlen) != 0 ||
+		    line[nlen] != ' ')
+			continue;
+		sp = line + nlen + 1;
+		snprintf(fp, BW_TLS_FP_CAP, "%.*s", (int)strcspn(sp, " \r\n"),
+			 sp);
+		return no;
+	}
+	return 0;
+}
+
+static int
+mkdirs_for(const char *path)
+{
+	char dir[4096];
+	char *p;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	if ((p = strrchr(dir, '/')) == NULL || p == dir)
+		return 0;
+	*p = '\0';
+	for (p = dir + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int
+bw_known_servers_pin(const char *path, const char *name, const char *fp)
+{
+	char *text = NULL, *out, *line, *nl;
+	size_t len = 0, nlen = strlen(name), cap, used = 0;
+	int rc;
+
+	rc = bw_read_small_file(path, KNOWN_MAX, &text, &len);
+	if (rc != 0 && rc != -ENOENT)
+		return rc;
+	cap = len + strlen(name) + strlen(fp) + 64;
+	if ((out = malloc(cap)) == NULL) {
+		free(text);
+		return BW_ENOMEM;
+	}
+	/* every line kept but name's, then name's new one */
+	for (line = text; line != NULL && *line != '\0'; line = nl) {
+		nl = strchr(line, '\n');
+		nl = nl != NULL ? nl + 1 : line + strlen(line);
+		if (strncmp(line, name, nlen) == 0 && line[nlen] == ' ')
+			continue;
+		memcpy(out + used, line, (size_t)(nl - line));
+		used += (size_t)(nl - line);
+		if (used > 0 && out[used - 1] != '\n')
+			out[used++] = '\n';
+	}
+	used += (size_t)snprintf(out + used, cap - used, "%s %s\n", name, fp);
+	free(text);
+	if ((rc = mkdirs_for(path)) == 0)
+		rc = bw_fs_write_atomic(path, out, used, 0600);
+	free(out);
+	return rc;
+}
+
+/* --- the socket ----------------------------------------------------------
+ */
+
+static int
+wait_fd(int fd, short events, unsigned ms)
+{
+	struct pollfd pfd = {.fd = fd, .events = events};
+	int n;
+
+	do
+		n = poll(&pfd, 1, (int)ms);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	return n == 0 ? BW_ETIMEDOUT : 0;
+}
+
+/* Sends every record the session holds, waiting for the socket. */
+static int
+flush_out(struct bw_ctls *c)
+{
+	const uint8_t *p;
+	size_t len;
+	ssize_t n;
+	int rc;
+
+	while ((p = bw_tls_out(c->t, &len)) != NULL && len > 0) {
+		n = send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			bw_tls_out_consume(c->t, (size_t)n);
+		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if ((rc = wait_fd(c->fd, POLLOUT, c->timeout_ms)) != 0)
+				return rc;
+		} else if (n < 0 && errno != EINTR) {
+			return -errno;
+		}
+	}
+	return 0;
+}
+
+/* Reads what the socket has into the session: 1, 0 at its end, or -errno
+ * (-EAGAIN when nothing is there and wait is 0). */
+static int
+pull_in(struct bw_ctls *c, int wait)
+{
+	uint8_t buf[16384 + 512];
+	ssize_t n;
+	int rc;
+
+	for (;;) {
+		n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n > 0)
+			return bw_tls_feed(c->t, buf, (size_t)n) == 0
+				       ? 1
+				       : BW_ENOMEM;
+		if (n == 0)
+			return 0;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		if (!wait)
+			return -EAGAIN;
+		if ((rc = wait_fd(c->fd, POLLIN, c->timeout_ms)) != 0)
+			return rc;
+	}
+}
+
+static int
+handshake(struct bw_ctls *c)
+{
+	enum bw_tls_rc r;
+	int rc;
+
+	for (;;) {
+		r = bw_tls_handshake(c->t);
+		if ((rc = flush_out(c)) != 0)
+			return rc;
+		if (r == BW_TLS_OK)
+			return 0;
+		if (r != BW_TLS_WANT)
+			return BW_EPROTO;
+		if ((rc = pull_in(c, 1)) <= 0)
+			return rc == 0 ? BW_ECLOSED : rc;
+	}
+}
+
+/* The server's key judged: 0, or a sentence in why and an exit status. */
+static int
+judge(struct bw_ctls *c, const char *prog, const char *host, uint16_t port,
+      char *why, size_t cap)
+{
+	char fp[BW_TLS_FP_CAP], old[BW_TLS_FP_CAP] = "", path[4096], name[300];
+	char *text = NULL;
+	size_t len = 0;
+	unsigned line = 0;
+	int rc;
+
+	if (bw_tls_peer_fingerprint(c->t, fp) != 0) {
+		snprintf(why, cap, "the server showed no key");
+		return BW_EXIT_FATAL;
+	}
+	if (bw_tls_verified(c->t))
+		return 0; /* a CA vouches for the key under this name */
+	if (bw_cli_ca_file != NULL) {
+		snprintf(why, cap,
+			 "the certificate of %s:%u is not signed for that "
+			 "name by the CA in %s (its key: %s)",
+			 host, port, bw_cli_ca_file, fp);
+		return BW_EXIT_KEY;
+	}
+	snprintf(name, sizeof(name), "%s:%u", host, port);
+	if ((rc = bw_known_servers_path(path, sizeof(path))) != 0) {
+		snprintf(why, cap,
+			 "no place for known_servers (set HOME, "
+			 "XDG_CONFIG_HOME or BULWARK_KNOWN_SERVERS)");
+		return BW_EXIT_USAGE;
+	}
+	rc = bw_read_small_file(path, KNOWN_MAX, &text, &len);
+	if (rc == 0)
+		line = pinned(text, name, old);
+	free(text);
+	if (rc != 0 && rc != -ENOENT) {
+		snprintf(why, cap, "cannot read %s: %s", path, bw_strerror(rc));
+		return BW_EXIT_USAGE;
+	}
+	if (line != 0 && strcmp(old, fp) == 0)
+		return 0;
+	if (line != 0) {
+		fprintf(stderr,
+			"%s: WARNING: the key of %s%s has changed!\n"
+			"  pinned:  %s (%s line %u)\n"
+			"  offered: %s\n"
+			"Someone may be between you and the server, or its key "
+			"was replaced.\nNothing was sent. If the operator "
+			"confirms the new key (bulwarkd --fingerprint\non the "
+			"server), accept it with:\n  bulwark trust-server "
+			"%s%s\n",
+			prog, BW_TLS_SCHEME, name, old, path, line, fp,
+			BW_TLS_SCHEME, name);
+		snprintf(why, cap, "the server's key is not the one pinned");
+		return BW_EXIT_KEY;
+	}
+	if ((rc = bw_known_servers_pin(path, name, fp)) != 0) {
+		snprintf(why, cap, "cannot pin the key in %s: %s", path,
+			 bw_strerror(rc));
+		return BW_EXIT_USAGE;
+	}
+	fprintf(stderr, "%s: %s%s is new: its key %s is now pinned in %s\n",
+		prog, BW_TLS_SCHEME, name, fp, path);
+	return 0;
+}
+
+int
+bw_ctls_open(struct bw_ctls **out, int fd, const char *prog, const char *host,
+	     uint16_t port, unsigned timeout_ms, int pin, char *why, size_t cap)
+{
+	struct bw_ctls *c;
+	int rc;
+
+	*out = NULL;
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		snprintf(why, cap, "out of memory");
+		return BW_EXIT_FATAL;
+	}
+	c->fd = fd;
+	c->timeout_ms = timeout_ms;
+	if ((rc = bw_tls_client_ctx(&c->ctx, bw_cli_ca_file, why, cap)) != 0) {
+		free(c);
+		return rc == BW_ECONFIG ? BW_EXIT_USAGE : BW_EXIT_FATAL;
+	}
+	if ((c->t = bw_tls_new(c->ctx, 0, host)) == NULL) {
+		snprintf(why, cap, "out of memory");
+		bw_ctls_free(c);
+		return BW_EXIT_FATAL;
+	}
+	if ((rc = handshake(c)) != 0) {
+		if (rc == BW_EPROTO)
+			snprintf(why, cap,
+				 "%s:%u does not speak TLS 1.3 (%s; is it the "
+				 "plain port?)",
+				 host, port, bw_tls_why(c->t));
+		else
+			snprintf(why, cap, "TLS handshake with %s:%u: %s", host,
+				 port, bw_strerror(rc));
+		bw_ctls_free(c);
+		return BW_EXIT_FATAL;
+	}
+	if (pin && (rc = judge(c, prog, host, port, why, cap)) != 0) {
+		bw_ctls_free(c);
+		return rc;
+	}
+	*out = c;
+	return 0;
+}
+
+const char *
+bw_ctls_fingerprint(struct bw_ctls *c, char fp[BW_TLS_FP_CAP])
+{
+	if (bw_tls_peer_fingerprint(c->t, fp) != 0)
+		snprintf(fp, BW_TLS_FP_CAP, "(none)");
+	return fp;
+}
+
+void
+bw_ctls_free(struct bw_ctls *c)
+{
+	if (c == NULL)
+		return;
+	bw_tls_free(c->t);
+	bw_tls_ctx_free(c->ctx);
+	free(c);
+}
+
+void
+bw_ctls_end(struct bw_ctls *c)
+{
+	if (c == NULL)
+		return;
+	bw_tls_close_notify(c->t);
+	(void)flush_out(c);
+}
+
+ssize_t
+bw_ctls_send(struct bw_ctls *c, const void *p, size_t n)
+{
+	size_t took = 0;
+	int rc;
+
+	if (n > 16384)
+		n = 16384; /* one record at a time */
+	if (bw_tls_write(c->t, p, n, &took) != BW_TLS_OK) {
+		errno = EPROTO;
+		return -1;
+	}
+	if ((rc = flush_out(c)) != 0) {
+		errno = rc == BW_ETIMEDOUT ? ETIMEDOUT : -rc;
+		return -1;
+	}
+	return (ssize_t)took;
+}
+
+ssize_t
+bw_ctls_recv(struct bw_ctls *c, void *p, size_t n)
+{
+	size_t got = 0;
+	int rc;
+
+	for (;;) {
+		switch (bw_tls_read(c->t, p, n, &got)) {
+		case BW_TLS_OK:
+			return (ssize_t)got;
+		case BW_TLS_EOF:
+			return 0;
+		case BW_TLS_ERROR:
+			errno = EPROTO;
+			return -1;
+		case BW_TLS_WANT:
+			break;
+		}
+		(void)flush_out(c); /* a key update's answer */
+		if ((rc = pull_in(c, 0)) == 0)
+			return 0;
+		if (rc < 0) {
+			errno = -rc;
+			return -1;
+		}
+	}
+}
+
+int
+bw_ctls_pending(const struct bw_ctls *c)
+{
+	return c != NULL && bw_tls_buffered(c->t);
+}
+
+/* --- bulwark trust-server ------------------------------------------------
+ */
+
+static void
+trust_usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: bulwark trust-server [tls://]HOST:PORT\n"
+		"Pin the key the server at HOST:PORT shows now in "
+		"known_servers,\nreplacing the one pinned before (after its "
+		"operator confirmed it:\nbulwarkd --fingerprint prints it on "
+		"the server).\n\n"
+		"  -t, --timeout SEC   connect and handshake within SEC "
+		"(default 10)\n"
+		"  -h, --help          this help\n\n"
+		"known_servers: $BULWARK_KNOWN_SERVERS, else "
+		"$XDG_CONFIG_HOME/bulwark/,\nelse ~/.config/bulwark/.\n");
+}
+
+int
+bw_trust_server_main(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{"timeout", required_argument, NULL, 't'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}};
+	char host[300], path[4096], fp[BW_TLS_FP_CAP], old[BW_TLS_FP_CAP] = "";
+	char name[320], why[512], *text = NULL;
+	unsigned timeout_ms = 10000;
+	struct bw_ctls *c = NULL;
+	const char *rest;
+	uint16_t port;
+	size_t len;
+	int ch, rc, fd = -1;
+
+	while ((ch = getopt_long(argc, argv, "t:h", lo, NULL)) != -1) {
+		if ((rc = bw_cli_common_opt("bulwark trust-server", ch, optarg,
+					    &timeout_ms, trust_usage)) !=
+		    BW_CLI_GO_ON)
+			return rc;
+	}
+	if (optind + 1 != argc) {
+		trust_usage(stderr);
+		return BW_EXIT_USAGE;
+	}
+	(void)bw_tls_addr(argv[optind], &rest);
+	if (bw_parse_hostport(rest, host, sizeof(host), &port) != 0) {
+		fprintf(stderr,
+			"bulwark trust-server: '%s' is not tls://HOST:PORT\n",
+			argv[optind]);
+		return BW_EXIT_USAGE;
+	}
+	if (bw_known_servers_path(path, sizeof(path)) != 0) {
+		fprintf(stderr, "bulwark trust-server: no place for "
+				"known_servers (set HOME)\n");
+		return BW_EXIT_USAGE;
+	}
+	if ((rc = bw_net_connect(host, port, timeout_ms, &fd)) != 0) {
+		fprintf(stderr, "bulwark trust-server: %s\n",
+			bw_cli_connect_error(why, sizeof(why), host, port, rc));
+		return BW_EXIT_FATAL;
+	}
+	rc = bw_ctls_open(&c, fd, "bulwark trust-server", host, port,
+			  timeout_ms, 0, why, sizeof(why));
+	if (rc != 0) {
+		fprintf(stderr, "bulwark trust-server: %s\n", why);
+		close(fd);
+		return rc;
+	}
+	bw_ctls_fingerprint(c, fp);
+	bw_ctls_end(c);
+	bw_ctls_free(c);
+	close(fd);
+	snprintf(name, sizeof(name), "%s:%u", host, port);
+	if (bw_read_small_file(path, KNOWN_MAX, &text, &len) == 0)
+		(void)pinned(text, name, old);
+	free(text);
+	if ((rc = bw_known_servers_pin(path, name, fp)) != 0) {
+		fprintf(stderr, "bulwark trust-server: cannot write %s: %s\n",
+			path, bw_strerror(rc));
+		return BW_EXIT_USAGE;
+	}
+	if (old[0] != '\0' && strcmp(old, fp) != 0)
+		printf("%s%s: pinned %s (was %s) in %s\n", BW_TLS_SCHEME, name,
+		       fp, old, path);
+	else
+		printf("%s%s: pinned %s in %s\n", BW_TLS_SCHEME, name, fp,
+		       path);
+	return BW_EXIT_OK;
+}

@@ -1,0 +1,198 @@
+/* A connection's bytes on its socket: as they are on a plain listener, in
+ * TLS 1.3 records on a TLS one. The session works on memory (bulwark/tls.h):
+ * what the socket gives is fed to it, what it produces is sent from it, so
+ * the engine's caps, deadlines and PROXY headers work the same on both.
+ *
+ * Bounds: ciphertext is read only when the session needs more to give
+ * plaintext (so it holds at most one read and a partial record), and the
+ * head of c->out is encrypted only once the last records have all been
+ * sent (so the session holds at most one chunk's records); c->out keeps a
+ * chunk until its records are sent, and so stays non-empty until the peer
+ * has been sent everything, as on a plain connection.
+ */
+#include <errno.h>
+#include <sys/socket.h>
+
+#include "bulwark/log.h"
+#include "engine/engine_int.h"
+
+#define TLS_READ_CHUNK	(64u * 1024u)
+#define TLS_WRITE_CHUNK (64u * 1024u) /* four records */
+
+/* The loop's one thread reads every connection: one buffer serves all. */
+static uint8_t scratch[TLS_READ_CHUNK];
+
+int
+engine_tls_open(struct bw_conn *c)
+{
+	if (!c->lis->cfg.tls)
+		return 0;
+	if (c->eng->tls == NULL ||
+	    (c->tls = bw_tls_new(c->eng->tls, 1, NULL)) == NULL)
+		return BW_ENOMEM;
+	return 0;
+}
+
+void
+engine_tls_close(struct bw_conn *c)
+{
+	if (c->tls == NULL)
+		return;
+	/* a last best-effort word: the peer can tell our end from a cut */
+	if (c->flags & BW_CONN_TLS_UP) {
+		size_t len;
+		const uint8_t *p;
+
+		bw_tls_close_notify(c->tls);
+		if ((p = bw_tls_out(c->tls, &len)) != NULL && len > 0)
+			(void)send(c->w.fd, p, len,
+				   MSG_NOSIGNAL | MSG_DONTWAIT);
+	}
+	bw_tls_free(c->tls);
+	c->tls = NULL;
+}
+
+int
+engine_tls_after_proxy(struct bw_conn *c)
+{
+	int rc;
+
+	if (c->tls == NULL || c->in.len == 0)
+		return 0;
+	rc = bw_tls_feed(c->tls, bw_buf_head(&c->in), c->in.len);
+	c->in_total -= c->in.len; /* counted again as plaintext */
+	bw_buf_reset(&c->in);
+	return rc;
+}
+
+int
+engine_conn_has_output(const struct bw_conn *c)
+{
+	size_t len = 0;
+
+	if (c->out.len > 0)
+		return 1;
+	if (c->tls != NULL)
+		(void)bw_tls_out(c->tls, &len);
+	return len > 0;
+}
+
+/* After the session ran: records it made (the handshake's, tickets,
+ * alerts) and output held back for the handshake go out this pass. */
+static void
+tls_ran(struct bw_conn *c)
+{
+	if (!(c->flags & BW_CONN_TLS_UP) && bw_tls_done(c->tls)) {
+		c->flags |= BW_CONN_TLS_UP;
+		c->eng->tls_handshakes++;
+		bw_debug("c%llu TLS: %s %s", (unsigned long long)c->id,
+			 bw_tls_version(c->tls), bw_tls_cipher(c->tls));
+	}
+	if (engine_conn_has_output(c) && !(c->flags & BW_CONN_BLOCKED))
+		engine_queue_add(c);
+}
+
+static ssize_t
+tls_recv(struct bw_conn *c, uint8_t *p, size_t room, const char **why)
+{
+	size_t total = 0, got;
+	int drained = 0;
+	ssize_t n;
+
+	while (total < room) {
+		switch (bw_tls_read(c->tls, p + total, room - total, &got)) {
+		case BW_TLS_OK:
+			total += got;
+			continue;
+		case BW_TLS_EOF:
+			tls_ran(c);
+			if (total > 0)
+				return (ssize_t)total;
+			return 0;
+		case BW_TLS_ERROR:
+			if (!(c->flags & BW_CONN_TLS_UP))
+				c->eng->tls_failed++;
+			*why = bw_tls_why(c->tls);
+			tls_ran(c); /* its alert */
+			errno = EPROTO;
+			return -1;
+		case BW_TLS_WANT:
+			break;
+		}
+		if (drained)
+			break;
+		n = recv(c->w.fd, scratch, sizeof(scratch), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN) {
+			drained = 1;
+			break;
+		}
+		if (n <= 0) {
+			tls_ran(c);
+			if (n == 0 && total == 0 &&
+			    !(c->flags & BW_CONN_TLS_UP))
+				c->eng->tls_failed++; /* gone mid-handshake */
+			return total > 0 ? (ssize_t)total : n;
+		}
+		if (bw_tls_feed(c->tls, scratch, (size_t)n) != 0) {
+			errno = ENOMEM;
+			return -1;
+		}
+	}
+	tls_ran(c);
+	if (total == 0) {
+		errno = EAGAIN;
+		return -1;
+	}
+	return (ssize_t)total;
+}
+
+ssize_t
+engine_conn_recv(struct bw_conn *c, void *p, size_t room, const char **why)
+{
+	*why = NULL;
+	if (c->tls == NULL || (c->flags & BW_CONN_PROXY_WAIT))
+		return recv(c->w.fd, p, room, 0);
+	return tls_recv(c, p, room, why);
+}
+
+ssize_t
+engine_conn_push(struct bw_conn *c)
+{
+	const uint8_t *rec;
+	size_t len, chunk, took;
+	ssize_t n;
+
+	if (c->tls == NULL) {
+		n = send(c->w.fd, bw_buf_head(&c->out), c->out.len,
+			 MSG_NOSIGNAL);
+		if (n < 0)
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		bw_buf_consume(&c->out, (size_t)n);
+		return n;
+	}
+	if ((rec = bw_tls_out(c->tls, &len)) != NULL && len > 0) {
+		n = send(c->w.fd, rec, len, MSG_NOSIGNAL);
+		if (n < 0)
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		bw_tls_out_consume(c->tls, (size_t)n);
+		return n;
+	}
+	if (c->tls_enc > 0) {
+		bw_buf_consume(&c->out, c->tls_enc);
+		c->tls_enc = 0;
+		return 0;
+	}
+	if (c->out.len == 0)
+		return 0;
+	if (!(c->flags & BW_CONN_TLS_UP))
+		return -EINPROGRESS; /* the rooms' greeting waits for it */
+	chunk = c->out.len < TLS_WRITE_CHUNK ? c->out.len : TLS_WRITE_CHUNK;
+	if (bw_tls_write(c->tls, bw_buf_head(&c->out), chunk, &took) !=
+		    BW_TLS_OK ||
+	    took == 0)
+		return -EPROTO;
+	c->tls_enc = took;
+	return 0;
+}
