@@ -85,6 +85,15 @@ bw_tls_server_ctx(struct bw_tls_ctx **out, const char *cert_file,
 	}
 	if (SSL_CTX_use_PrivateKey_file(x->ctx, key_file, SSL_FILETYPE_PEM) !=
 	    1) {
+		if (ERR_GET_REASON(ERR_peek_last_error()) ==
+		    X509_R_KEY_VALUES_MISMATCH) {
+			snprintf(why, cap,
+				 "%s is not the key of the certificate in %s",
+				 key_file, cert_file);
+			ERR_clear_error();
+			bw_tls_ctx_free(x);
+			return BW_ECONFIG;
+		}
 		tls_why(why, cap, "the key file is not usable");
 		snprintf(why + strlen(why), cap - strlen(why), " (%s)",
 			 key_file);
