@@ -7,6 +7,7 @@ socket, so that every byte of the answer is checked."""
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 
@@ -239,9 +240,30 @@ def test_metrics_listen_needs_host_and_port(tmp_path):
 # The format
 
 
-def test_every_line_is_in_the_text_format_and_every_family_has_help_and_type(start_metrics):
-    srv = start_metrics(rooms=True, console=True)
+@pytest.mark.parametrize("listeners", ["plain", "proxy-and-tls"])
+def test_every_line_is_in_the_text_format_and_every_family_has_help_and_type(start_metrics,
+                                                                              listeners):
+    # the engine's own families (PROXY headers, TLS handshakes) come only
+    # with their listeners: their error kinds must not split the errors
+    extra = []
+    if listeners == "proxy-and-tls":
+        extra = ["--proxy-from", "127.0.0.77", "--tls-port", str(ports.reserve())]
+    srv = start_metrics(*extra, rooms=True, console=True)
     srv.assert_serves()  # something in the histograms
+    if extra:
+        tls_port = int(re.search(r"vault listening on tls://[^:]+:(\d+)", srv.log()).group(1))
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with socket.create_connection((H, tls_port), timeout=10) as raw:
+            with ctx.wrap_socket(raw) as t:
+                assert t.version() == "TLSv1.3"
+        with socket.create_connection((H, tls_port), timeout=10) as raw:
+            raw.sendall(b"not a ClientHello" * 10)
+            raw.settimeout(10)
+            while raw.recv(4096):
+                pass
+        assert err(wait_metric(srv, lambda s: err(s, "tls_handshake") >= 1), "tls_handshake") >= 1
     a = get(srv.metrics_port)
     assert a.status == 200
     assert a.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8", a.headers
@@ -304,6 +326,12 @@ def test_every_line_is_in_the_text_format_and_every_family_has_help_and_type(sta
                  "bulwark_rooms_wrong_attempts_total"):
         assert need in types, "no family %s" % need
     assert types["bulwark_request_seconds"] == "histogram"
+    if extra:
+        for need in ("bulwark_proxy_headers_total", "bulwark_tls_handshakes_total"):
+            assert need in types, "no family %s" % need
+        assert re.search(r"^bulwark_tls_handshakes_total(\{[^}]*\})? [1-9]", text, re.M), text
+    else:
+        assert "bulwark_tls_handshakes_total" not in types
     Scrape(text)  # no sample twice
 
 

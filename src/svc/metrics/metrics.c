@@ -100,8 +100,26 @@ listeners(const struct bw_engine *e, struct bw_buf *b)
 		(unsigned long long)e->closed_emfile);
 	if (e->cfg.proxy_from.n > 0)
 		rc |= bw_buf_printf(
+			b, "bulwark_errors_total{kind=\"proxy_header\"} %llu\n",
+			(unsigned long long)e->proxy_refused);
+	if (e->tls != NULL)
+		rc |= bw_buf_printf(
 			b,
-			"bulwark_errors_total{kind=\"proxy_header\"} %llu\n"
+			"bulwark_errors_total{kind=\"tls_handshake\"} %llu\n",
+			(unsigned long long)e->tls_failed);
+	return rc;
+}
+
+/* The engine's counts beside its errors (after every service's errors:
+ * a family's samples stay together). */
+static int
+engine_counts(const struct bw_engine *e, struct bw_buf *b)
+{
+	int rc = 0;
+
+	if (e->cfg.proxy_from.n > 0)
+		rc |= bw_buf_printf(
+			b,
 			"# HELP bulwark_proxy_headers_total PROXY headers "
 			"taken "
 			"from the load balancers (--proxy-from).\n"
@@ -111,9 +129,17 @@ listeners(const struct bw_engine *e, struct bw_buf *b)
 			"balancers' own connections (LOCAL: health checks).\n"
 			"# TYPE bulwark_proxy_checks_total counter\n"
 			"bulwark_proxy_checks_total %llu\n",
-			(unsigned long long)e->proxy_refused,
 			(unsigned long long)e->proxy_headers,
 			(unsigned long long)e->proxy_local);
+	if (e->tls != NULL)
+		rc |= bw_buf_printf(
+			b,
+			"# HELP bulwark_tls_handshakes_total TLS handshakes "
+			"completed on the TLS listeners (failed ones: "
+			"bulwark_errors_total{kind=\"tls_handshake\"}).\n"
+			"# TYPE bulwark_tls_handshakes_total counter\n"
+			"bulwark_tls_handshakes_total %llu\n",
+			(unsigned long long)e->tls_handshakes);
 	return rc;
 }
 
@@ -211,6 +237,7 @@ body(struct bw_metrics *m, struct bw_buf *b)
 	o.rc |= listeners(h->eng, b);
 	if (h->errors != NULL)
 		h->errors(h->stats_arg, put_error, &o);
+	o.rc |= engine_counts(h->eng, b);
 	o.rc |= bw_buf_printf(
 		b,
 		"# HELP bulwark_worker_jobs Jobs on or waiting for the worker "
