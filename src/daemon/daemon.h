@@ -129,6 +129,9 @@ int bw_daemon_tls_open(struct bw_daemon *d);
 /* SIGHUP: the files read again; on a failure the old ones are kept. */
 void bw_daemon_tls_reload(struct bw_daemon *d);
 void bw_daemon_tls_close(struct bw_daemon *d);
+/* bulwarkd -t: the key and certificate loaded as at start (or that they
+ * will be made), one line; 1 if they are not usable. */
+int bw_daemon_tls_check(const struct bw_daemon_cfg *cfg, FILE *out);
 /* bulwarkd --fingerprint: prints the key's fingerprint; an exit status. */
 int bw_daemon_fingerprint(const struct bw_daemon_cfg *cfg, FILE *out,
 			  FILE *err);

@@ -29,6 +29,21 @@ listener(FILE *out, const char *what, const struct bw_listen_cfg *l)
 		l->port == 0 ? " (a free port the kernel picks)" : "");
 }
 
+/* l's address, port in TLS (if on). */
+static void
+tls_listener(FILE *out, const char *what, const struct bw_listen_cfg *l,
+	     uint16_t port)
+{
+	struct bw_listen_cfg t = *l;
+	char name[64];
+
+	if (port == 0)
+		return;
+	t.port = port;
+	snprintf(name, sizeof(name), "%s in TLS", what);
+	listener(out, name, &t);
+}
+
 int
 bw_daemon_check(const struct bw_daemon_cfg *cfg, FILE *out)
 {
@@ -54,14 +69,20 @@ bw_daemon_check(const struct bw_daemon_cfg *cfg, FILE *out)
 	rc = bw_blobs_check(&bc, msg, sizeof(msg));
 	fprintf(out, "%s: contents: %s\n", rc == 0 ? "ok" : "error", msg);
 	bad |= rc != 0;
-	listener(out, "vault and messenger", &cfg->port);
-	if (cfg->port2 != 0)
+	bad |= bw_daemon_tls_check(cfg, out);
+	if (!cfg->require_tls)
+		listener(out, "vault and messenger", &cfg->port);
+	tls_listener(out, "vault and messenger", &cfg->port, cfg->tls_port);
+	if (cfg->port2 != 0 && !cfg->require_tls)
 		fprintf(out,
 			"ok: vault and messenger also on port %u "
 			"(myport.info)\n",
 			cfg->port2);
-	if (cfg->rooms_enabled)
+	if (cfg->rooms_enabled && !cfg->require_tls)
 		listener(out, "group chat", &cfg->rooms_listen);
+	if (cfg->rooms_enabled)
+		tls_listener(out, "group chat", &cfg->rooms_listen,
+			     cfg->rooms_tls_port);
 	if (cfg->console_enabled)
 		listener(out, "console", &cfg->console_listen);
 	if (cfg->metrics_enabled)

@@ -133,3 +133,29 @@ bw_daemon_fingerprint(const struct bw_daemon_cfg *cfg, FILE *out, FILE *err)
 	fprintf(out, "%s\n", fp);
 	return 0;
 }
+
+int
+bw_daemon_tls_check(const struct bw_daemon_cfg *cfg, FILE *out)
+{
+	char cert[PATH_CAP], key[PATH_CAP], why[512];
+	struct bw_tls_ctx *x = NULL;
+
+	if (!tls_on(cfg))
+		return 0;
+	paths(cfg, cert, key);
+	if (cfg->tls_cert[0] == '\0' && access(key, F_OK) != 0) {
+		fprintf(out,
+			"ok: TLS key: none yet; made at the first start as %s "
+			"(and %s)\n",
+			key, cert);
+		return 0;
+	}
+	if (bw_tls_server_ctx(&x, cert, key, why, sizeof(why)) != 0) {
+		fprintf(out, "error: TLS: %s\n", why);
+		return 1;
+	}
+	fprintf(out, "ok: TLS key %s (%s, %s)\n", bw_tls_ctx_fingerprint(x),
+		key, cert);
+	bw_tls_ctx_free(x);
+	return 0;
+}

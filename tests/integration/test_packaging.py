@@ -153,13 +153,15 @@ def test_conf_lists_every_option_once(daemon_help):
         assert comment, "# %s = has no explanation above it" % key
 
 
-def test_conf_sets_only_the_data_dir_and_loopback():
+def test_conf_sets_only_the_data_dir_loopback_and_the_tls_ports():
     """The package's own choices, and nothing else: its data directory,
-    and the unauthenticated listeners on loopback until the operator opens
-    them (the console is on loopback by default)."""
+    the unauthenticated listeners on loopback until the operator opens
+    them (the console is on loopback by default), and the TLS listeners
+    on (documented defaults 1358 and 5556)."""
     live = [ln for ln in CONF.read_text().splitlines()
             if ln.strip() and not ln.lstrip().startswith("#")]
     assert live == ["data-dir = /var/lib/bulwark", "listen = 127.0.0.1",
+                    "tls-port = 1358", "rooms-tls-port = 5556",
                     "rooms-listen = 127.0.0.1"], live
 
 
@@ -222,6 +224,12 @@ def test_every_example_value_is_accepted(start_server, tmp_path):
     text = text.replace("/var/log/bulwark/bulwarkd.log", str(tmp_path / "file.log"))
     text = text.replace("/var/lib/bulwark/defensive.db", str(tmp_path / "data" / "defensive.db"))
     text = text.replace("file:/var/lib/bulwark", "file:%s" % (tmp_path / "data"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost",
+                    "-keyout", str(tmp_path / "privkey.pem"),
+                    "-out", str(tmp_path / "fullchain.pem"), "-days", "2"],
+                   check=True, capture_output=True)
+    text = text.replace("/etc/letsencrypt/live/bulwark.example", str(tmp_path))
     text = re.sub(r"^# ([a-z][a-z0-9-]* = )", r"\1", text, flags=re.M)
     conf = tmp_path / "all.conf"
     conf.write_text(text)
@@ -233,7 +241,9 @@ def test_every_example_value_is_accepted(start_server, tmp_path):
                            "--listen", "127.0.0.1", "--port", "0",
                            "--rooms-listen", "127.0.0.1", "--rooms-port", "0",
                            "--console-port", "0", "--metrics-listen",
-                           "127.0.0.1:%d" % ports.reserve()],
+                           "127.0.0.1:%d" % ports.reserve(),
+                           "--tls-port", str(ports.reserve()),
+                           "--rooms-tls-port", str(ports.reserve())],
                      cwd=tmp_path, log_path=tmp_path / "stderr.log",
                      log_file=tmp_path / "file.log", want=LISTENERS)
     d.stop()
