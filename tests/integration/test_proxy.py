@@ -307,3 +307,44 @@ def test_behind_haproxy_the_real_address_counts(behind):
         assert "PROXY header" not in log, log[-3000:]
     finally:
         lb.stop()
+
+
+def tls_register_as(port, header, name, first=b""):
+    """The PROXY header in clear, then (first's bytes in the same segment
+    as it, as HAProxy may send them) a TLS 1.3 session carrying a
+    registration; the reply's code."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    raw = connect(port)
+    raw.sendall(header)
+    with ctx.wrap_socket(raw) as t:
+        assert t.version() == "TLSv1.3"
+        t.sendall(register_request(name))
+        return answer(t)
+
+
+def test_behind_a_balancer_the_tls_port_reads_the_header_then_the_handshake(behind):
+    """HAProxy in TCP mode passes TLS through: the PROXY header comes in
+    clear, the ClientHello after it. The header's client is the one every
+    limit counts, and a header in the same segment as the handshake's
+    first bytes costs nothing."""
+    import ports as P
+
+    tls_port = P.reserve()
+    srv = behind("--max-reg-per-min", "1", "--tls-port", str(tls_port))
+    assert tls_register_as(tls_port, v2("10.0.0.5"), unique_name("t1")) == bwmsg.REGISTERED
+    assert tls_register_as(tls_port, v1("10.0.0.5", 40001), unique_name("t2")) == bwmsg.ERROR
+    assert tls_register_as(tls_port, v2("10.0.0.6"), unique_name("t3")) == bwmsg.REGISTERED
+    assert "10.0.0.5:40001" in srv.log(), srv.log()[-3000:]
+    # a header missing before the handshake: closed, not taken for TLS
+    with connect(tls_port) as s:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            ctx.wrap_socket(s)  # the ClientHello is no PROXY header

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import bwd
+import ports
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -37,3 +38,31 @@ def test_the_readmes_blocks_run_pasted_in_order(server, client_bin, tmp_path):
     got = [p for p in (tmp_path / "bob").iterdir() if p.name.startswith("from-alice-")]
     assert len(got) == 1 and got[0].read_bytes() == (tmp_path / "alice" / "report.pdf").read_bytes()
     assert "your key's fingerprint: " in out
+
+
+def test_the_tls_block_runs_pasted_and_pins_the_servers_key(start_server, client_bin, tmp_path):
+    """"Over TLS", pasted after a first directory: the upload goes through
+    the TLS port, the key pinned is the one bulwarkd --fingerprint prints,
+    and a second run checks it rather than pinning again."""
+    tls_port = ports.reserve()
+    srv = start_server("--tls-port", str(tls_port))
+    fp = subprocess.run([str(bwd.BULWARKD), "--fingerprint", "-d", str(srv.data_dir)],
+                        capture_output=True, text=True, timeout=30)
+    assert fp.returncode == 0, fp.stderr
+    script = "set -e\nmkdir first && cd first\n" + block("Over TLS")
+    script = script.replace("127.0.0.1:1358", "127.0.0.1:%d" % tls_port)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, HOME=str(home),
+               PATH="%s:%s" % (Path(bwd.BULWARK).parent, os.environ["PATH"]))
+    env.pop("XDG_CONFIG_HOME", None)
+    env.pop("BULWARK_KNOWN_SERVERS", None)
+    r = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                       timeout=120, stdin=subprocess.DEVNULL)
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode == 0, "exit %d\n%s\n%s" % (r.returncode, r.stdout.decode(), err)
+    assert err.count("is now pinned") == 1, err
+    known = (home / ".config" / "bulwark" / "known_servers").read_text()
+    assert known == "127.0.0.1:%d %s\n" % (tls_port, fp.stdout.strip()), known
+    stored = list(srv.data_dir.glob("files/*/notes.txt"))
+    assert len(stored) == 1 and stored[0].read_bytes() == (tmp_path / "carol" / "notes.txt").read_bytes()
