@@ -372,8 +372,8 @@ bw_ctls_send(struct bw_ctls *c, const void *p, size_t n)
 	size_t took = 0;
 	int rc;
 
-	if (n > 16384)
-		n = 16384; /* one record at a time */
+	if (n > 65536)
+		n = 65536; /* four records, one send */
 	if (bw_tls_write(c->t, p, n, &took) != BW_TLS_OK) {
 		errno = EPROTO;
 		return -1;

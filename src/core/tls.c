@@ -41,6 +41,12 @@ ctx_common(SSL_CTX *ctx)
 	if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
 	    SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1)
 		return -1;
+	/* AES-128-GCM first: as strong as the rest of the path needs, and
+	 * the fastest with AES-NI; ChaCha20 for peers without it */
+	if (SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:"
+					  "TLS_CHACHA20_POLY1305_SHA256:"
+					  "TLS_AES_256_GCM_SHA384") != 1)
+		return -1;
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION |
 					 SSL_OP_NO_RENEGOTIATION |
 					 SSL_OP_NO_ANTI_REPLAY);

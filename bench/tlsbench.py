@@ -1,0 +1,211 @@
+#!/usr/bin/python3
+"""The TLS listeners' cost, measured: one large upload with `bulwark send`
+on the plain port, on the TLS port, and through stunnel4 terminating TLS in
+front of the plain port (what a user would otherwise deploy); then whole
+sessions (connect, handshake, a 4 KiB upload and its verdict) on the TLS
+port, for the server's CPU per session.
+
+Prints each figure beside its target (issue: a TLS upload at most 1.35x
+the plain one, at least as fast as stunnel; >= 1,000 sessions/s of server
+capacity at <= 1 ms of server CPU each). It only reports: the exit status
+says whether every scenario ran, not whether a target was met.
+
+  bench/tlsbench.py --bin-dir build/release [--size-mib 1024] [--runs 5]
+                    [--sessions 400] [--tmp DIR]
+"""
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_s(pid):
+    """utime + stime of pid, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def wait_port(port, proc, what, timeout=15.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            sys.exit("tlsbench: %s exited (%s)" % (what, proc.returncode))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit("tlsbench: %s did not listen on %d" % (what, port))
+
+
+class Client:
+    """A directory with transfer.info for one server address, and its own
+    known_servers."""
+
+    def __init__(self, bulwark, root, name, server, src):
+        self.dir = os.path.join(root, name)
+        os.makedirs(self.dir)
+        self.bulwark = bulwark
+        self.env = dict(os.environ, BULWARK_KNOWN_SERVERS=os.path.join(self.dir, "known"))
+        os.symlink(src, os.path.join(self.dir, "f.bin"))
+        with open(os.path.join(self.dir, "transfer.info"), "w") as f:
+            f.write("%s\n%s\nf.bin\n" % (server, name))
+
+    def send(self, timeout):
+        t0 = time.monotonic()
+        r = subprocess.run([self.bulwark, "send", "-q"], cwd=self.dir, env=self.env,
+                           capture_output=True, timeout=timeout)
+        if r.returncode != 0:
+            sys.exit("tlsbench: bulwark send failed (%d): %s" % (
+                r.returncode, r.stderr.decode(errors="replace")[-500:]))
+        return time.monotonic() - t0
+
+
+def sessions(bulwark, tmp, srv, addr, small, n, label):
+    """n whole sessions (connect, [handshake,] 4 KiB upload, verdict), two
+    client processes at a time; bulwarkd's CPU a session, in seconds."""
+    clients = [Client(bulwark, tmp, "s%s%d" % (label[0], i), addr, small) for i in range(2)]
+    for c in clients:
+        c.send(30)
+    c0, t0 = cpu_s(srv.pid), time.monotonic()
+    running, done = [], 0
+    while done < n:
+        while len(running) < 2 and done + len(running) < n:
+            c = clients[len(running) % 2]
+            running.append(subprocess.Popen([bulwark, "send", "-q"], cwd=c.dir, env=c.env,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        p = running.pop(0)
+        if p.wait(timeout=60) != 0:
+            sys.exit("tlsbench: a session failed: %s" % p.stderr.read().decode()[-300:])
+        done += 1
+    wall = time.monotonic() - t0
+    per = (cpu_s(srv.pid) - c0) / n
+    print("%-10s %d sessions in %.2f s (%.0f/s, clients on the same cores, each "
+          "upload synced): bulwarkd CPU %.3f ms a session, %.0f sessions/s of one core"
+          % (label, n, wall, n / wall, per * 1000, 1 / per if per else 0))
+    return per
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin-dir", default="build/release")
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--sessions", type=int, default=400)
+    ap.add_argument("--tmp", default=None)
+    a = ap.parse_args()
+    bulwarkd = os.path.abspath(os.path.join(a.bin_dir, "bulwarkd"))
+    bulwark = os.path.abspath(os.path.join(a.bin_dir, "bulwark"))
+    stunnel = shutil.which("stunnel4") or shutil.which("stunnel")
+    tmp = tempfile.mkdtemp(prefix="tlsbench.", dir=a.tmp or "/var/tmp")
+    procs = []
+    try:
+        data = os.path.join(tmp, "data")
+        os.makedirs(data)
+        plain, tls, tunnel = free_port(), free_port(), free_port()
+        srv = subprocess.Popen([bulwarkd, "-d", data, "--port", str(plain), "--tls-port",
+                                str(tls), "--no-rooms", "--no-console",
+                                "--max-file-size", str((a.size_mib + 16) << 20),
+                                "--log-level", "warn"],
+                               stdout=subprocess.DEVNULL,
+                               stderr=open(os.path.join(tmp, "bulwarkd.log"), "w"))
+        procs.append(srv)
+        wait_port(tls, srv, "bulwarkd")
+        if stunnel:
+            pem = os.path.join(tmp, "stunnel.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost",
+                            "-keyout", pem, "-out", pem + ".crt", "-days", "2"],
+                           check=True, capture_output=True)
+            with open(pem, "a") as f, open(pem + ".crt") as c:
+                f.write(c.read())
+            conf = os.path.join(tmp, "stunnel.conf")
+            with open(conf, "w") as f:
+                f.write("foreground = yes\npid =\n[bw]\naccept = 127.0.0.1:%d\n"
+                        "connect = 127.0.0.1:%d\ncert = %s\nsslVersionMin = TLSv1.3\n"
+                        % (tunnel, plain, pem))
+            tun = subprocess.Popen([stunnel, conf], stdout=subprocess.DEVNULL,
+                                   stderr=open(os.path.join(tmp, "stunnel.log"), "w"))
+            procs.append(tun)
+            wait_port(tunnel, tun, "stunnel")
+        src = os.path.join(tmp, "big.bin")
+        with open(src, "wb") as f:
+            chunk = os.urandom(1 << 20)
+            for _ in range(a.size_mib):
+                f.write(chunk)
+        ways = [("plain port", "127.0.0.1:%d" % plain),
+                ("TLS port", "tls://127.0.0.1:%d" % tls)]
+        if stunnel:
+            ways.append(("stunnel4 -> plain", "tls://127.0.0.1:%d" % tunnel))
+        timeout = 60 + a.size_mib
+        med = {}
+        print("== one %d MiB upload (bulwark send), median of %d after a warm-up"
+              % (a.size_mib, a.runs))
+        for label, addr in ways:
+            c = Client(bulwark, tmp, "u%d" % len(med), addr, src)
+            c.send(timeout)  # registration, pinning, warm-up
+            walls, cpus = [], []
+            for _ in range(a.runs):
+                c0 = cpu_s(srv.pid) + (cpu_s(procs[1].pid) if len(procs) > 1 else 0)
+                walls.append(c.send(timeout))
+                c1 = cpu_s(srv.pid) + (cpu_s(procs[1].pid) if len(procs) > 1 else 0)
+                cpus.append(c1 - c0)
+            med[label] = statistics.median(walls)
+            print("%-18s %7.3f s  %7.1f MiB/s  server-side CPU %.2f s (bulwarkd%s)"
+                  % (label, med[label], a.size_mib / med[label], statistics.median(cpus),
+                     " + stunnel" if len(procs) > 1 else ""))
+        ratio = med["TLS port"] / med["plain port"]
+        print("TLS / plain: %.2fx (target <= 1.35x: %s)" % (ratio, "met" if ratio <= 1.35
+                                                           else "NOT met"))
+        if stunnel:
+            r = med["TLS port"] / med["stunnel4 -> plain"]
+            print("TLS / stunnel4: %.2fx (target <= 1.00x: %s)" % (r, "met" if r <= 1.0
+                                                                 else "NOT met"))
+        small = os.path.join(tmp, "small.bin")
+        with open(small, "wb") as f:
+            f.write(os.urandom(4096))
+        per = {}
+        for label, addr in ways[:2]:
+            per[label] = sessions(bulwark, tmp, srv, addr, small, a.sessions, label)
+        extra = per["TLS port"] - per["plain port"]
+        print("TLS's own cost: %.3f ms of bulwarkd CPU a session (capacity for TLS alone "
+              "%.0f handshakes/s of one core)" % (extra * 1000, 1 / extra if extra > 0 else 0))
+        print("target >= 1,000 sessions/s at <= 1 ms server CPU each (whole session): %s"
+              % ("met" if per["TLS port"] <= 0.001 else "NOT met"))
+        log = open(os.path.join(tmp, "bulwarkd.log")).read()
+        errs = [ln for ln in log.splitlines() if "level=error" in ln]
+        if errs:
+            print("bulwarkd logged %d error(s), e.g. %s" % (len(errs), errs[0]))
+        return 0
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    # bench/run ends a bench with SIGTERM: the servers are stopped on the
+    # way out, not left behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sys.exit(main())
