@@ -198,6 +198,31 @@ out:
 	return rc;
 }
 
+/* The temporary files of the identity staged and not yet committed, kept
+ * or abandoned: a process that ends at once (a tls:// server whose key is
+ * in doubt) removes them first. */
+static char pending_tmp[2][4096 + 32];
+
+static void
+pending_note(const struct bw_identity_stage *st)
+{
+	snprintf(pending_tmp[0], sizeof(pending_tmp[0]), "%s",
+		 st != NULL ? st->tmp : "");
+	snprintf(pending_tmp[1], sizeof(pending_tmp[1]), "%s",
+		 st != NULL ? st->priv_tmp : "");
+}
+
+static void
+pending_remove(void)
+{
+	unsigned i;
+
+	for (i = 0; i < 2; i++)
+		if (pending_tmp[i][0] != '\0')
+			(void)unlink(pending_tmp[i]);
+	pending_note(NULL);
+}
+
 int
 bw_identity_stage(const struct bw_identity *me, const char *path,
 		  const char *priv_path, struct bw_identity_stage *st)
@@ -236,6 +261,8 @@ bw_identity_stage(const struct bw_identity *me, const char *path,
 	    (rc = bw_fs_stage(priv_path, b64, strlen(b64), 0600, st->priv_tmp,
 			      sizeof(st->priv_tmp), &st->priv_fd)) != 0)
 		bw_identity_abandon(st);
+	else
+		pending_note(st);
 out:
 	bw_secure_free(der, der_len);
 	if (b64 != NULL)
@@ -300,12 +327,14 @@ bw_identity_commit(struct bw_identity_stage *st, const uint8_t id[BW_ID_LEN])
 	if (st->priv_fd >= 0 &&
 	    (rc = publish(&st->priv_fd, st->priv_tmp, st->priv_path, 0)) != 0)
 		return rc;
+	pending_note(NULL);
 	return bw_fs_sync_dir(st->path);
 }
 
 void
 bw_identity_keep(struct bw_identity_stage *st)
 {
+	pending_note(NULL);
 	if (st->fd >= 0)
 		close(st->fd);
 	if (st->priv_fd >= 0)
@@ -363,6 +392,7 @@ bw_session_connect(struct bw_session *s)
 		 * a server whose key is in doubt */
 		fflush(stdout);
 		fprintf(stderr, "bulwark: %s\n", why);
+		pending_remove(); /* nothing was sent: nothing is staged */
 		exit(rc);
 	}
 	return 0;

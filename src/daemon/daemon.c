@@ -94,6 +94,7 @@ bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg)
 	/* behind a load balancer (--proxy-from), these two take headers */
 	cfg->port.proxy = 1;
 	cfg->rooms_listen.proxy = 1;
+	cfg->tls_port = cfg->rooms_tls_port = -1; /* off unless given */
 }
 
 /* Every service's figures (stats) or errors by kind, in the order the
@@ -302,7 +303,7 @@ init(struct bw_daemon *d, struct bw_daemon_svc *s)
 /* A service on a listener of its own (on tls_port too, in TLS, and only
  * there with --require-tls). */
 static int
-listen_own(struct bw_daemon *d, struct bw_daemon_svc *s, uint16_t tls_port)
+listen_own(struct bw_daemon *d, struct bw_daemon_svc *s, int32_t tls_port)
 {
 	struct bw_listen_cfg lc = *s->listen;
 	struct bw_listener *l;
@@ -311,13 +312,13 @@ listen_own(struct bw_daemon *d, struct bw_daemon_svc *s, uint16_t tls_port)
 	lc.lim = *s->limits;
 	if (lc.name[0] == '\0')
 		snprintf(lc.name, sizeof(lc.name), "%s", s->mod->name);
-	if ((tls_port == 0 || !d->cfg.require_tls) &&
+	if ((tls_port < 0 || !d->cfg.require_tls) &&
 	    (rc = bw_engine_listen(&d->eng, s->mod->service, s->inst, &lc,
 				   NULL)) != 0)
 		return rc;
-	if (tls_port == 0)
+	if (tls_port < 0)
 		return 0;
-	lc.port = tls_port;
+	lc.port = (uint16_t)tls_port;
 	lc.tls = 1;
 	snprintf(lc.name, sizeof(lc.name), "%s-tls", s->mod->name);
 	if ((rc = bw_engine_listen(&d->eng, s->mod->service, s->inst, &lc,
@@ -530,15 +531,15 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 	    d->cfg.port2 != d->cfg.port.port &&
 	    (rc = listen_shared(d, d->cfg.port2, 0)) != 0)
 		return rc;
-	if (d->cfg.tls_port != 0 &&
-	    (rc = listen_shared(d, d->cfg.tls_port, 1)) != 0)
+	if (d->cfg.tls_port >= 0 &&
+	    (rc = listen_shared(d, (uint16_t)d->cfg.tls_port, 1)) != 0)
 		return rc;
 	for (i = 0; i < d->svc_n; i++) {
 		if (d->svc[i].listen != NULL &&
 		    (rc = listen_own(d, &d->svc[i],
 				     d->svc[i].listen == &d->cfg.rooms_listen
 					     ? d->cfg.rooms_tls_port
-					     : 0)) != 0)
+					     : -1)) != 0)
 			return rc;
 	}
 	return 0;

@@ -48,7 +48,7 @@ struct bw_daemon_cfg {
 	/* TLS 1.3 listeners (0: off): the shared port's services, the rooms;
 	 * the server's certificate and key ("": made in the data directory)
 	 */
-	uint16_t tls_port, rooms_tls_port;
+	int32_t tls_port, rooms_tls_port; /* -1: off; 0: any free port */
 	char tls_cert[4096], tls_key[4096];
 	int require_tls; /* the plain listeners off */
 	struct bw_vault_cfg vault;

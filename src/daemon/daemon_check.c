@@ -32,14 +32,14 @@ listener(FILE *out, const char *what, const struct bw_listen_cfg *l)
 /* l's address, port in TLS (if on). */
 static void
 tls_listener(FILE *out, const char *what, const struct bw_listen_cfg *l,
-	     uint16_t port)
+	     int32_t port)
 {
 	struct bw_listen_cfg t = *l;
 	char name[64];
 
-	if (port == 0)
+	if (port < 0)
 		return;
-	t.port = port;
+	t.port = (uint16_t)port;
 	snprintf(name, sizeof(name), "%s in TLS", what);
 	listener(out, name, &t);
 }

@@ -167,11 +167,11 @@ static const struct opt opts[] = {
 	 "options win)"},
 	{"no-console", 0, K_OFF, 0, F(console_enabled), 0, 0, NULL,
 	 "do not start the console"},
-	{"tls-port", 0, K_NUM, 0, F(tls_port), 1, 65535, "N",
+	{"tls-port", 0, K_NUM, 0, F(tls_port), 0, 65535, "N",
 	 "the vault and the messenger in TLS 1.3 on this\nport too (default: "
-	 "off)"},
-	{"rooms-tls-port", 0, K_NUM, 0, F(rooms_tls_port), 1, 65535, "N",
-	 "the group chat in TLS 1.3 on this port too\n(default: off)"},
+	 "off; 0 = any)"},
+	{"rooms-tls-port", 0, K_NUM, 0, F(rooms_tls_port), 0, 65535, "N",
+	 "the group chat in TLS 1.3 on this port too\n(default: off; 0 = any)"},
 	{"tls-cert", 0, K_STR, R, F(tls_cert), 0, 0, "FILE",
 	 "the TLS certificate (PEM, chain allowed), given\nwith its key "
 	 "(--tls-key); default: a self-\nsigned one made with a P-256 key "
@@ -444,13 +444,13 @@ tls_check(const struct bw_daemon_cfg *cfg, char *why, size_t why_cap)
 	if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0'))
 		no = cfg->tls_cert[0] == '\0' ? "--tls-key needs --tls-cert"
 					      : "--tls-cert needs --tls-key";
-	else if (cfg->require_tls && cfg->tls_port == 0)
+	else if (cfg->require_tls && cfg->tls_port < 0)
 		no = "--require-tls turns the plain port off: give --tls-port";
 	else if (cfg->require_tls && cfg->rooms_enabled &&
-		 cfg->rooms_tls_port == 0)
+		 cfg->rooms_tls_port < 0)
 		no = "--require-tls turns the plain rooms port off: give "
 		     "--rooms-tls-port, or --no-rooms";
-	else if (cfg->rooms_tls_port != 0 && !cfg->rooms_enabled)
+	else if (cfg->rooms_tls_port >= 0 && !cfg->rooms_enabled)
 		no = "--rooms-tls-port goes with the group chat, which "
 		     "--no-rooms turns off";
 	if (no == NULL)

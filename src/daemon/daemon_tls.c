@@ -17,7 +17,7 @@
 static int
 tls_on(const struct bw_daemon_cfg *cfg)
 {
-	return cfg->tls_port != 0 || cfg->rooms_tls_port != 0;
+	return cfg->tls_port >= 0 || cfg->rooms_tls_port >= 0;
 }
 
 /* Where the key and certificate are: given, or in the data directory. */

@@ -153,6 +153,26 @@ def test_up_status_serve_down(tmp_path):
         a.expect("b: hello")
         a.close()
         b.close()
+        # the TLS frontend passes TLS through to a node, which reads the
+        # PROXY header and then the handshake; the client pins the
+        # cluster's one key whichever node answers
+        t = re.search(r"send -s tls://127\.0\.0\.1:(\d+) -n NAME", r.stdout)
+        assert t, r.stdout
+        work = tmp_path / "tlsclient"
+        work.mkdir()
+        (work / "f.bin").write_bytes(os.urandom(50000))
+        cenv = dict(env, BULWARK_KNOWN_SERVERS=str(work / "known"))
+        for _ in range(2):  # two connections: round robin reaches both nodes
+            sent = subprocess.run([str(bwd.BULWARK), "send", "-s",
+                                   "tls://127.0.0.1:%s" % t.group(1), "-n", "tlsuser",
+                                   "-f", "f.bin", "-C", str(work)],
+                                  env=cenv, capture_output=True, text=True, timeout=60)
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+        fp = subprocess.run([str(bwd.BULWARKD), "--fingerprint", "--tls-cert",
+                             state["tls"]["cert"], "--tls-key", state["tls"]["key"]],
+                            capture_output=True, text=True, timeout=30)
+        assert (work / "known").read_text() == "127.0.0.1:%s %s\n" % (
+            t.group(1), fp.stdout.strip()), fp.stderr
         s = run("status", env=env)
         assert s.returncode == 0 and s.stdout.count(" running ") == 6, s.stdout
         # everything up started, having served, listens and sends on
@@ -163,7 +183,7 @@ def test_up_status_serve_down(tmp_path):
         # the node's own view, and the whole store's (read from the
         # database every 5 s), each named
         assert "files (this node's) " in s.stdout, s.stdout
-        assert bwd.wait_for(lambda: "files (the store's) 1" in run("status", env=env).stdout,
+        assert bwd.wait_for(lambda: "files (the store's) 2" in run("status", env=env).stdout,
                             15), run("status", env=env).stdout
         again = run("up", env=env)
         assert again.returncode != 0 and "up already" in again.stderr + again.stdout

@@ -527,8 +527,8 @@ def test_a_key_that_is_not_the_certificates_is_refused_at_start(start_server, tm
 
 
 @pytest.mark.parametrize("case", ["cert-only", "key-only", "require-no-tls-port",
-                                  "require-rooms-no-rooms-tls-port", "tls-port-0",
-                                  "tls-port-65536", "rooms-tls-port-0"])
+                                  "require-rooms-no-rooms-tls-port", "tls-port-word",
+                                  "tls-port-65536", "rooms-tls-port-negative"])
 def test_configuration_errors_exit_2_naming_the_option(start_server, tmp_path, case):
     p = ports.reserve()
     rooms = False
@@ -541,17 +541,29 @@ def test_configuration_errors_exit_2_naming_the_option(start_server, tmp_path, c
         args, named = ["--require-tls"], "--tls-port"
     elif case == "require-rooms-no-rooms-tls-port":
         args, named, rooms = ["--require-tls", "--tls-port", p], "--rooms-tls-port", True
-    elif case == "tls-port-0":
-        args, named = ["--tls-port", "0"], "--tls-port"
+    elif case == "tls-port-word":
+        args, named = ["--tls-port", "any"], "--tls-port"
     elif case == "tls-port-65536":
         args, named = ["--tls-port", "65536"], "--tls-port"
     else:
-        args, named, rooms = ["--rooms-tls-port", "0"], "--rooms-tls-port", True
+        args, named, rooms = ["--rooms-tls-port", "-1"], "--rooms-tls-port", True
     srv = start_server(*args, rooms=rooms, wait=False)
     rc, log = srv.wait_exit()
     assert rc == 2, "exit %r for %s\n%s" % (rc, args, log)
     assert named in log, log
     assert "listening on" not in log, log
+
+
+def test_tls_port_0_takes_a_free_port_and_logs_it(start_server):
+    """0 = any free port, as for --port (scripts/cluster relies on it)."""
+    srv = start_server("--tls-port", "0", "--rooms-tls-port", "0", rooms=True)
+    log = srv.log()
+    got = {w: int(p) for w, p in re.findall(r"(vault|rooms) listening on tls://[0-9.]+:(\d+)",
+                                             log)}
+    assert set(got) == {"vault", "rooms"} and 0 not in got.values(), log
+    ctx = client_ctx(cafile=srv.data_dir / "tls.crt")
+    with tls_connect(got["rooms"], ctx) as s:
+        assert s.version() == "TLSv1.3"
 
 
 # --------------------------------------------------------------------------

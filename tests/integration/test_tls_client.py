@@ -1,0 +1,834 @@
+"""The clients' side of tls:// (bulwark send, msg, chat and trust-server)
+against the real bulwarkd's TLS listeners: the data end to end through
+TLS 1.3, the server's key pinned on first use in known_servers (where
+that file is, its form and its modes), a changed key refused before any
+byte of the protocol (exit 7) and accepted again with trust-server, a man
+in the middle with a key of its own (a Python TLS-terminating proxy)
+refused the same way, and the plain and TLS ports never mistaken for each
+other.
+
+Every client runs with an environment of its own: HOME in tmp_path and no
+BULWARK_KNOWN_SERVERS or XDG_CONFIG_HOME unless the test sets them, so
+nothing is written outside tmp_path. The server-only checks of the TLS
+listeners are in test_tls_server.py."""
+
+import os
+import re
+import select
+import shutil
+import socket
+import ssl
+import stat
+import subprocess
+import threading
+
+import pytest
+
+import bwd
+import bwrooms as R
+import ports
+from bwd import describe, unique_name
+from test_msg_client import blocks
+
+H = "127.0.0.1"
+FP = r"SHA256:[A-Za-z0-9+/]{43}"
+LOG_FP_RE = re.compile(r"TLS: server key (%s)(?![A-Za-z0-9+/=])" % FP)
+EXIT_KEY = 7
+# What a request on the vault or the messenger leaves in the log: an event
+# line (event=client_registered, upload_started, ...). A TLS session that
+# carried nothing leaves only a conn=N "closed: ..." line.
+EVENT = "event="
+
+
+# --------------------------------------------------------------------------
+# Helpers
+
+
+def need_openssl():
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+
+
+def client_env(home, xdg=None, known=None):
+    """This process's environment without HOME, XDG_CONFIG_HOME and
+    BULWARK_KNOWN_SERVERS, then HOME=home (always: nothing may land in the
+    real one) and the other two if given."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HOME", "XDG_CONFIG_HOME", "BULWARK_KNOWN_SERVERS")}
+    env["HOME"] = str(home)
+    if xdg is not None:
+        env["XDG_CONFIG_HOME"] = str(xdg)
+    if known is not None:
+        env["BULWARK_KNOWN_SERVERS"] = str(known)
+    return env
+
+
+def home_known(home):
+    return home / ".config" / "bulwark" / "known_servers"
+
+
+def run_bulwark(*argv, env, cwd=None, timeout=60, stdin=None):
+    """bulwark ARGV to its exit, bounded by timeout."""
+    bwd.require_file(bwd.BULWARK, "bulwark", "BULWARK")
+    try:
+        return subprocess.run([str(bwd.BULWARK)] + [str(a) for a in argv], cwd=cwd, env=env,
+                              capture_output=True, timeout=timeout,
+                              input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError("bulwark %s did not exit within %ds; stderr:\n%s"
+                             % (" ".join(map(str, argv)), timeout,
+                                (e.stderr or b"").decode("utf-8", "replace")))
+
+
+def msg(d, *args, env, timeout=60):
+    d.mkdir(parents=True, exist_ok=True)
+    return run_bulwark("msg", "--timeout", "10", *args, env=env, cwd=d, timeout=timeout)
+
+
+def msg_ok(d, *args, env):
+    r = msg(d, *args, env=env)
+    assert r.returncode == 0, (args, describe(r))
+    return r.stdout.decode()
+
+
+def trust(addr, env, cwd):
+    return run_bulwark("trust-server", "-t", "10", addr, env=env, cwd=cwd)
+
+
+def start_tls(start_server, tls_port=None, rooms_tls_port=None, rooms=False, data_dir=None):
+    """bulwarkd with --tls-port tls_port and/or --rooms-tls-port
+    rooms_tls_port (reserved ports: a test may stop it and start another on
+    the same one), once its log shows those listeners. The log's
+    fingerprint in .fp."""
+    extra, lines = [], []
+    if tls_port is not None:
+        extra += ["--tls-port", str(tls_port)]
+        lines += ["vault listening on tls://127.0.0.1:%d" % tls_port,
+                  "messenger listening on tls://127.0.0.1:%d" % tls_port]
+    if rooms_tls_port is not None:
+        extra += ["--rooms-tls-port", str(rooms_tls_port)]
+        lines += ["rooms listening on tls://127.0.0.1:%d" % rooms_tls_port]
+    srv = start_server(*extra, rooms=rooms, data_dir=data_dir)
+    bwd.wait_for(lambda: all(ln in srv.log() for ln in lines) or not srv.alive(),
+                 bwd.START_TIMEOUT)
+    missing = [ln for ln in lines if ln not in srv.log()]
+    assert not missing, "bulwarkd did not log %r\n%s" % (missing, srv.log_tail())
+    fps = LOG_FP_RE.findall(srv.log())
+    assert len(fps) == 1, "want one `TLS: server key` line, got %r\n%s" % (fps, srv.log_tail())
+    srv.fp = fps[0]
+    srv.tls_port, srv.rooms_tls_port = tls_port, rooms_tls_port
+    return srv
+
+
+def fingerprint_of(data_dir):
+    """bulwarkd --fingerprint -d data_dir."""
+    r = subprocess.run([str(bwd.BULWARKD), "--fingerprint", "-d", str(data_dir)],
+                       capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, describe(r)
+    out = r.stdout.decode().strip()
+    assert re.fullmatch(FP, out), out
+    return out
+
+
+def fp_by_openssl(cert_path):
+    """SHA256:<base64 of the SHA-256 of the certificate's
+    SubjectPublicKeyInfo, unpadded>, by the openssl command."""
+    cmd = ("set -o pipefail; openssl x509 -in \"$1\" -pubkey -noout | "
+           "openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64")
+    r = subprocess.run(["bash", "-c", cmd, "fp", str(cert_path)], capture_output=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr.decode("utf-8", "replace")
+    return "SHA256:" + r.stdout.decode().strip().rstrip("=")
+
+
+def new_line(prog, port, fp, path):
+    return "%s: tls://127.0.0.1:%d is new: its key %s is now pinned in %s" % (prog, port, fp,
+                                                                            path)
+
+
+def events_since(srv, mark):
+    return [ln for ln in srv.log()[mark:].splitlines() if EVENT in ln]
+
+
+def settle(srv, mark, n=1, timeout=10.0):
+    """Waits (bounded, not asserted) until bulwarkd's log after mark names
+    n connections (conn=N: the end of each, or what it refused on it):
+    what a client sent on them was logged by then."""
+    bwd.wait_for(lambda: len(set(re.findall(r"\bconn=(\d+)", srv.log()[mark:]))) >= n,
+                 timeout)
+
+
+def dir_names(path):
+    return sorted(p.name for p in path.iterdir())
+
+
+def send_dir(client_dir, port, data=None, name=None, file_name="upload.bin"):
+    """A working directory for bulwark send whose transfer.info names
+    tls://127.0.0.1:port."""
+    d = client_dir()
+    data = os.urandom(20_000) if data is None else data
+    d.write_file(file_name, data)
+    d.write_transfer(port, name or unique_name("tls"), file_name, host="tls://127.0.0.1")
+    return d, data
+
+
+def assert_stored(srv, d, data, file_name="upload.bin"):
+    _, cid, _ = d.me_info()
+    path = srv.client_dir(cid) / file_name
+    assert bwd.wait_for(path.exists, 5), "not stored at %s" % path
+    assert path.read_bytes() == data
+
+
+def assert_changed_key_said(stderr, prog, port, pinned, offered):
+    err = stderr.decode("utf-8", "replace")
+    assert "%s: WARNING: the key of tls://127.0.0.1:%d has changed!" % (prog, port) in err, err
+    assert re.search(r"^\s*pinned:\s+%s\b" % re.escape(pinned), err, re.M), err
+    assert re.search(r"^\s*offered:\s+%s\s*$" % re.escape(offered), err, re.M), err
+    assert "bulwark trust-server tls://127.0.0.1:%d" % port in err, err
+
+
+class TlsRoomClient(R.RoomClient):
+    """bwrooms' line client over TLS, the server's certificate checked
+    against the tls.crt bulwarkd made (host name localhost)."""
+
+    def __init__(self, port, cafile, timeout=10.0):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(cafile=str(cafile))
+        raw = socket.create_connection((H, port), timeout=timeout)
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
+        except BaseException:
+            raw.close()
+            raise
+        self.sock.settimeout(timeout)
+        self.timeout = timeout
+        self.buf = b""
+        self.seen = b""
+        self.eof = False
+        self.reset = False
+        self.expect(R.MENU_LAST)
+
+
+class Proxy:
+    """A proxy on 127.0.0.1:port in front of bulwarkd's TLS port upstream.
+    mode "pass": every byte relayed as it is (the client's TLS reaches the
+    server); mode "mitm": the client's TLS ends here, with a key of the
+    proxy's own (cert, key), and the plaintext is relayed over a TLS
+    session of the proxy's with the server. The mode is read at each
+    accept. stats: one dict per connection, "up" the bytes relayed from
+    the client (decrypted, in mitm mode), "down" those from the server,
+    "done" once it is closed."""
+
+    def __init__(self, port, upstream, cert=None, key=None):
+        self.port, self.upstream = port, upstream
+        self.cert, self.key = cert, key
+        self.mode = "pass"
+        self.stats = []
+        self.errors = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind((H, port))
+        self.ls.listen(16)
+        self.ls.settimeout(0.2)
+        self.threads = []
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def _accept(self):
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            st = {"mode": self.mode, "up": 0, "down": 0, "handshake": False,
+                  "upstream": False, "done": False, "end": None}
+            with self.lock:
+                self.stats.append(st)
+            t = threading.Thread(target=self._serve, args=(conn, st), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _serve(self, conn, st):
+        up = None
+        try:
+            conn.settimeout(10)
+            if st["mode"] == "mitm":
+                sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                sctx.load_cert_chain(str(self.cert), str(self.key))
+                conn = sctx.wrap_socket(conn, server_side=True)
+                st["handshake"] = True
+                cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                cctx.check_hostname = False
+                cctx.verify_mode = ssl.CERT_NONE
+                raw = socket.create_connection((H, self.upstream), timeout=10)
+                up = cctx.wrap_socket(raw, server_hostname="localhost")
+            else:
+                up = socket.create_connection((H, self.upstream), timeout=10)
+            st["upstream"] = True
+            self._relay(conn, up, st)
+        except (OSError, ssl.SSLError) as e:
+            st["end"] = repr(e)
+        except Exception as e:  # a bug of the proxy: reported by the test
+            self.errors.append(repr(e))
+        finally:
+            for s in (conn, up):
+                if s is not None:
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
+            st["done"] = True
+
+    def _relay(self, client, server, st):
+        socks = [client, server]
+        while not self.stopping.is_set():
+            ready = [s for s in socks if isinstance(s, ssl.SSLSocket) and s.pending()]
+            if not ready:
+                ready, _, _ = select.select(socks, [], [], 0.2)
+            for s in ready:
+                # a short wait: what made the socket readable may be a
+                # record with no data (a session ticket)
+                s.settimeout(0.05)
+                try:
+                    data = s.recv(65536)
+                except (socket.timeout, ssl.SSLWantReadError):
+                    continue
+                except (ConnectionError, ssl.SSLError, OSError) as e:
+                    st["end"] = repr(e)
+                    return
+                if not data:
+                    st["end"] = "eof from %s" % ("client" if s is client else "server")
+                    return
+                other = server if s is client else client
+                st["up" if s is client else "down"] += len(data)
+                other.settimeout(10)
+                other.sendall(data)
+
+    def new_since(self, n, timeout=15.0):
+        """The stats of the connections after the first n, once they are all
+        closed (at most timeout)."""
+        bwd.wait_for(lambda: all(st["done"] for st in self.stats[n:]), timeout)
+        with self.lock:
+            got = list(self.stats[n:])
+        assert all(st["done"] for st in got), "proxy connections still open: %r" % got
+        return got
+
+    def stop(self):
+        self.stopping.set()
+        try:
+            self.ls.close()
+        except OSError:
+            pass
+        for t in self.threads:
+            t.join(timeout=15)
+
+
+@pytest.fixture
+def proxy():
+    made = []
+
+    def start(*a, **kw):
+        p = Proxy(*a, **kw)
+        made.append(p)
+        return p
+
+    yield start
+    for p in made:
+        p.stop()
+    errors = [e for p in made for e in p.errors]
+    if errors:
+        pytest.fail("proxy errors: %r" % errors)
+
+
+# --------------------------------------------------------------------------
+# 1. The data over TLS, end to end
+
+
+def test_bulwark_help_lists_trust_server():
+    r = run_bulwark("--help", env=client_env("/nonexistent-home"))
+    assert r.returncode == 0, describe(r)
+    assert b"trust-server" in r.stdout, r.stdout
+    r = run_bulwark("trust-server", "--help", env=client_env("/nonexistent-home"))
+    assert r.returncode == 0 and b"known_servers" in r.stdout, describe(r)
+
+
+def test_send_over_tls_stores_the_file_and_pins_the_servers_key(start_server, client_dir,
+                                                               tmp_path):
+    tp = ports.reserve()
+    srv = start_tls(start_server, tls_port=tp)
+    fp = fingerprint_of(srv.data_dir)
+    assert fp == srv.fp
+    if shutil.which("openssl") is not None:
+        assert fp == fp_by_openssl(srv.data_dir / "tls.crt")
+    home = tmp_path / "home"
+    env = client_env(home)
+    known = home_known(home)
+    data = os.urandom(300_000)
+    d, _ = send_dir(client_dir, tp, data=data)
+    mark = len(srv.log())
+    r = d.run(quiet=False, env=env)
+    assert r.returncode == 0, describe(r)
+    assert_stored(srv, d, data)
+    assert events_since(srv, mark), srv.log_tail()
+    err = r.stderr.decode()
+    assert new_line("bulwark", tp, fp, known) in err, err
+    assert err.count("is new") == 1, err
+    assert known.read_text() == "127.0.0.1:%d %s\n" % (tp, fp)
+    assert stat.S_IMODE(known.stat().st_mode) == 0o600, oct(known.stat().st_mode)
+    for dd in (known.parent, known.parent.parent):
+        assert stat.S_IMODE(dd.stat().st_mode) == 0o700, (dd, oct(dd.stat().st_mode))
+
+    # the second run reconnects on the pinned key: nothing new said or written
+    before = known.read_bytes()
+    data2 = os.urandom(50_000)
+    d.write_file("upload.bin", data2)
+    r = d.run(quiet=False, env=env)
+    assert r.returncode == 0, describe(r)
+    assert b"is new" not in r.stderr and b"WARNING" not in r.stderr, describe(r)
+    assert_stored(srv, d, data2)
+    assert known.read_bytes() == before
+
+
+# --------------------------------------------------------------------------
+# 2. The messenger over TLS
+
+
+def test_msg_over_tls_between_two_users(start_server, tmp_path):
+    tp = ports.reserve()
+    srv = start_tls(start_server, tls_port=tp)
+    home = tmp_path / "home"
+    env = client_env(home)
+    addr = "tls://127.0.0.1:%d" % tp
+    a, b = tmp_path / "a", tmp_path / "b"
+    b.mkdir()
+    # a names the server with -s, b in server.info
+    (b / "server.info").write_text(addr + "\n")
+    na, nb = unique_name("alice"), unique_name("bob")
+    r = msg(a, "-s", addr, "register", na, env=env)
+    assert r.returncode == 0, describe(r)
+    assert new_line("bulwark", tp, srv.fp, home_known(home)) in r.stderr.decode(), describe(r)
+    r = msg(b, "register", nb, env=env)
+    assert r.returncode == 0, describe(r)
+    assert b"is new" not in r.stderr, describe(r)  # pinned by a's run
+    (a / "server.info").write_text(addr + "\n")
+    assert nb in msg_ok(a, "list", env=env).splitlines()
+    msg_ok(a, "send-key", nb, env=env)
+    msg_ok(a, "send", nb, "hello over TLS, שלום", env=env)
+    data = os.urandom(1024 * 1024 + 3)
+    (a / "f.bin").write_bytes(data)
+    msg_ok(a, "send-file", nb, "f.bin", env=env)
+    out_dir = tmp_path / "received"
+    out_dir.mkdir()
+    got = blocks(msg_ok(b, "-o", str(out_dir), "pull", env=env))
+    assert [g[0] for g in got] == [na, na, na], got
+    assert got[0][1] == "symmetric key received" and got[1][1] == "hello over TLS, שלום", got
+    assert got[2][1].startswith(str(out_dir) + "/from-"), got
+    with open(got[2][1], "rb") as f:
+        assert f.read() == data
+    assert home_known(home).read_text() == "127.0.0.1:%d %s\n" % (tp, srv.fp)
+    assert any("service=msg" in ln for ln in events_since(srv, 0)), srv.log_tail()
+
+
+# --------------------------------------------------------------------------
+# 3. The group chat over TLS
+
+
+def test_chat_over_tls_creates_a_room_a_tls_member_talks_in(start_server, tmp_path):
+    rp = ports.reserve()
+    srv = start_tls(start_server, rooms_tls_port=rp, rooms=True)
+    home = tmp_path / "home"
+    env = client_env(home)
+    p = R.Proc([str(bwd.BULWARK), "chat", "tls://127.0.0.1:%d" % rp], env=env,
+               cwd=str(tmp_path))
+    bob = None
+    try:
+        p.wait_for(R.MENU_LAST, timeout=15)
+        p.type("2", pause=0)
+        p.wait_for(R.ASK_NAME)
+        p.type("alice", pause=0)
+        p.wait_for(R.ASK_CREATE_PASS)
+        p.type("pw-tls", pause=0)
+        p.wait_for("You can start to talk!")
+        m = re.search(r"The id of the group is:(\d+)", p.text())
+        assert m, p.text()
+        room = int(m.group(1))
+        bob = TlsRoomClient(rp, srv.data_dir / "tls.crt")
+        bob.join("bob", room, "pw-tls")
+        p.wait_for(R.joined("bob"))
+        p.type("hello from bulwark chat over tls", pause=0)
+        bob.expect("alice: hello from bulwark chat over tls")
+        bob.line("hi alice")
+        p.wait_for("bob: hi alice")
+        p.close_input()  # the end of input leaves the room
+        bob.expect(R.left("alice"))
+        try:
+            rc = p.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("bulwark chat did not exit within 20 s of the end of its "
+                                 "input:\n" + p.text())
+        assert rc == 0, p.text()
+        out = p.text()
+        assert new_line("bulwark chat", rp, srv.fp, home_known(home)) in out, out
+        assert R.BYE in out, out
+        assert home_known(home).read_text() == "127.0.0.1:%d %s\n" % (rp, srv.fp)
+    finally:
+        p.kill()
+        if bob is not None:
+            bob.close()
+    # -s names the server too; the key is pinned now: nothing new said
+    r = run_bulwark("chat", "-s", "tls://127.0.0.1:%d" % rp, env=env, cwd=tmp_path,
+                    stdin=b"3\n")
+    assert r.returncode == 0, describe(r)
+    assert R.MENU in r.stdout.decode(), describe(r)
+    assert b"is new" not in r.stderr and b"WARNING" not in r.stderr, describe(r)
+
+
+# --------------------------------------------------------------------------
+# 4. A changed key
+
+
+def test_a_changed_key_is_refused_before_any_request_until_trust_server(
+        start_server, client_dir, tmp_path):
+    tp = ports.reserve()
+    a = start_tls(start_server, tls_port=tp)
+    home = tmp_path / "home"
+    env = client_env(home)
+    known = home_known(home)
+    d, _ = send_dir(client_dir, tp)
+    r = d.run(env=env)
+    assert r.returncode == 0, describe(r)
+    assert known.read_text() == "127.0.0.1:%d %s\n" % (tp, a.fp)
+    a.stop()
+
+    # another server (another data directory, so another key) on the same port
+    b = start_tls(start_server, tls_port=tp)
+    assert b.fp != a.fp and fingerprint_of(b.data_dir) == b.fp
+    pinned_before = known.read_bytes()
+    mark = len(b.log())
+
+    data = os.urandom(30_000)
+    d.write_file("upload.bin", data)
+    identity = {n: (d.path / n).read_bytes() for n in ("me.info", "priv.key")}
+    r = d.run(quiet=False, env=env)
+    assert r.returncode == EXIT_KEY, describe(r)
+    assert_changed_key_said(r.stderr, "bulwark", tp, a.fp, b.fp)
+    assert b"trying again" not in r.stderr, describe(r)  # tried once, not retried
+    assert {n: (d.path / n).read_bytes() for n in identity} == identity
+    # a client never registered: no identity (what is staged on the way:
+    # test_a_refused_tls_server_leaves_no_staged_identity)
+    fresh, _ = send_dir(client_dir, tp)
+    r = fresh.run(env=env)
+    assert r.returncode == EXIT_KEY, describe(r)
+    assert_changed_key_said(r.stderr, "bulwark", tp, a.fp, b.fp)
+    assert not (fresh.path / "me.info").exists() and not (fresh.path / "priv.key").exists()
+    # the messenger and the chat refuse the same way
+    m = tmp_path / "m"
+    r = msg(m, "-s", "tls://127.0.0.1:%d" % tp, "register", unique_name("m"), env=env)
+    assert r.returncode == EXIT_KEY, describe(r)
+    assert_changed_key_said(r.stderr, "bulwark", tp, a.fp, b.fp)
+    assert not (m / "me.info").exists(), dir_names(m)
+    r = run_bulwark("chat", "tls://127.0.0.1:%d" % tp, env=env, cwd=tmp_path, stdin=b"2\nx\n")
+    assert r.returncode == EXIT_KEY, describe(r)
+    assert_changed_key_said(r.stderr, "bulwark chat", tp, a.fp, b.fp)
+    assert r.stdout == b"", describe(r)
+
+    assert known.read_bytes() == pinned_before
+    settle(b, mark, n=4)
+    assert events_since(b, mark) == [], b.log()[mark:]
+    assert b.stored_files(d.me_info()[1]) == []
+
+    # the operator confirmed B's key: trust-server pins it, keeping nothing else
+    r = trust("tls://127.0.0.1:%d" % tp, env, tmp_path)
+    assert r.returncode == 0, describe(r)
+    assert r.stdout.decode() == "tls://127.0.0.1:%d: pinned %s (was %s) in %s\n" % (
+        tp, b.fp, a.fp, known), describe(r)
+    assert known.read_text() == "127.0.0.1:%d %s\n" % (tp, b.fp)
+    assert stat.S_IMODE(known.stat().st_mode) == 0o600
+    r = d.run(quiet=False, env=env)
+    assert r.returncode == 0, describe(r)
+    assert b"WARNING" not in r.stderr and b"is new" not in r.stderr, describe(r)
+    assert_stored(b, d, data)
+    assert events_since(b, mark), b.log_tail()
+
+
+# --------------------------------------------------------------------------
+# 5. A man in the middle
+
+
+def test_a_man_in_the_middle_with_its_own_key_gets_no_byte(start_server, client_dir,
+                                                           tmp_path, proxy):
+    need_openssl()
+    mitm_crt, mitm_key = tmp_path / "mitm.crt", tmp_path / "mitm.key"
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(mitm_key),
+                        "-out", str(mitm_crt), "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                       capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr.decode("utf-8", "replace")
+    mitm_fp = fp_by_openssl(mitm_crt)
+
+    srv = start_tls(start_server, tls_port=ports.reserve())
+    assert mitm_fp != srv.fp
+    pp = ports.reserve()
+    px = proxy(pp, srv.tls_port, cert=mitm_crt, key=mitm_key)
+    home = tmp_path / "home"
+    env = client_env(home)
+    known = home_known(home)
+
+    # through the proxy relaying the bytes as they are, the client pins the
+    # real server's key under the proxy's address
+    d, data = send_dir(client_dir, pp)
+    r = d.run(env=env)
+    assert r.returncode == 0, describe(r)
+    assert_stored(srv, d, data)
+    assert known.read_text() == "127.0.0.1:%d %s\n" % (pp, srv.fp)
+    passed = px.new_since(0)
+    assert passed and sum(st["up"] for st in passed) > len(data), passed
+
+    # the proxy now ends the client's TLS with its own key
+    px.mode = "mitm"
+    n0 = len(px.stats)
+    mark = len(srv.log())
+    d.write_file("upload.bin", os.urandom(10_000))
+    r = d.run(quiet=False, env=env)
+    assert r.returncode == EXIT_KEY, describe(r)
+    assert_changed_key_said(r.stderr, "bulwark", pp, srv.fp, mitm_fp)
+    m = tmp_path / "m"
+    r = msg(m, "-s", "tls://127.0.0.1:%d" % pp, "register", unique_name("m"), env=env)
+    assert r.returncode == EXIT_KEY, describe(r)
+    assert_changed_key_said(r.stderr, "bulwark", pp, srv.fp, mitm_fp)
+    assert not (m / "me.info").exists()
+    got = px.new_since(n0)
+    assert len(got) == 2 and all(st["mode"] == "mitm" for st in got), got
+    assert [st["up"] for st in got] == [0, 0], got
+    assert known.read_text() == "127.0.0.1:%d %s\n" % (pp, srv.fp)
+    settle(srv, mark, n=sum(1 for st in got if st["upstream"]))
+    assert events_since(srv, mark) == [], srv.log()[mark:]
+
+    # the same proxy is a working man in the middle: a client that knows no
+    # key for that address pins the proxy's and its upload goes through it
+    other = client_env(tmp_path / "home2")
+    n1 = len(px.stats)
+    d2, data2 = send_dir(client_dir, pp)
+    r = d2.run(quiet=False, env=other)
+    assert r.returncode == 0, describe(r)
+    assert new_line("bulwark", pp, mitm_fp, home_known(tmp_path / "home2")) in \
+        r.stderr.decode(), describe(r)
+    assert_stored(srv, d2, data2)
+    through = px.new_since(n1)
+    assert sum(st["up"] for st in through) > len(data2), through
+
+
+# --------------------------------------------------------------------------
+# 6. The plain and the TLS ports are never mistaken for each other
+
+
+def test_tls_addresses_on_plain_ports_fail_and_never_fall_back(start_server, client_dir,
+                                                              tmp_path):
+    srv = start_server(rooms=True)
+    home = tmp_path / "home"
+    env = client_env(home)
+    mark = len(srv.log())
+    words = "does not speak TLS 1.3"
+
+    d, _ = send_dir(client_dir, srv.port)
+    r = d.run(env=env)
+    assert r.returncode == 1, describe(r)
+    assert words.encode() in r.stderr, describe(r)
+    assert b"trying again" not in r.stderr, describe(r)
+    assert not (d.path / "me.info").exists() and not (d.path / "priv.key").exists()
+
+    m = tmp_path / "m"
+    r = msg(m, "-s", "tls://127.0.0.1:%d" % srv.port, "register", unique_name("m"), env=env)
+    assert r.returncode == 1 and words.encode() in r.stderr, describe(r)
+    assert not (m / "me.info").exists()
+
+    for argv in (["chat", "tls://127.0.0.1:%d" % srv.rooms_port],
+                 ["chat", "-s", "tls://127.0.0.1:%d" % srv.port],
+                 ["trust-server", "tls://127.0.0.1:%d" % srv.port]):
+        r = run_bulwark(*argv, env=env, cwd=tmp_path, stdin=b"2\nname\n")
+        assert r.returncode == 1, (argv, describe(r))
+        assert words.encode() in r.stderr, (argv, describe(r))
+        assert R.MENU_LAST.encode() not in r.stdout, (argv, describe(r))
+
+    # no known_servers was written, no request reached the server in plain
+    assert not (home / ".config").exists(), list(home.rglob("*"))
+    settle(srv, mark, n=5)
+    assert events_since(srv, mark) == [], srv.log()[mark:]
+
+
+def test_plain_addresses_on_tls_ports_fail_within_the_timeout(start_server, client_dir,
+                                                              tmp_path):
+    tp, rp = ports.reserve(), ports.reserve()
+    srv = start_tls(start_server, tls_port=tp, rooms_tls_port=rp, rooms=True)
+    home = tmp_path / "home"
+    env = client_env(home)
+    mark = len(srv.log())
+
+    d = client_dir()
+    d.write_file("upload.bin", b"x" * 1000)
+    d.write_transfer(tp, unique_name("plain"), "upload.bin")
+    r = d.run("--timeout", "3", env=env, timeout=90)
+    assert r.returncode == 1, describe(r)
+    assert b"Fatal" in r.stderr, describe(r)
+
+    r = msg(tmp_path / "m", "--timeout", "3", "-s", "127.0.0.1:%d" % tp, "register",
+            unique_name("m"), env=env, timeout=90)
+    assert r.returncode == 1, describe(r)
+    assert not (tmp_path / "m" / "me.info").exists()
+
+    # the chat waits for a menu that never comes: it ends when the server
+    # gives up on the handshake, with no menu shown
+    r = run_bulwark("chat", "-t", "3", "127.0.0.1:%d" % rp, env=env, cwd=tmp_path,
+                    stdin=b"3\n", timeout=90)
+    assert r.returncode in (0, 1), describe(r)
+    assert R.MENU_LAST.encode() not in r.stdout, describe(r)
+
+    assert not (home / ".config").exists()
+    assert events_since(srv, mark) == [], srv.log()[mark:]
+    assert srv.alive()
+
+
+@pytest.mark.parametrize("cause", ["changed key", "plain port"])
+@pytest.mark.parametrize("client", ["send", "msg"])
+def test_a_refused_tls_server_leaves_no_staged_identity(start_server, client_dir, tmp_path,
+                                                        cause, client):
+    """A first registration whose tls:// server is refused before a byte of
+    the protocol (its key is not the one pinned, or it speaks no TLS) has
+    sent nothing: like a refused connection (test_send_hardening), it
+    leaves no identity, and no staged .me.info.tmp-* / .priv.key.tmp-*
+    either (no name can have been taken with that key)."""
+    if cause == "changed key":
+        srv = start_tls(start_server, tls_port=ports.reserve())
+        port, want_rc, words = srv.tls_port, EXIT_KEY, b"has changed!"
+        known = tmp_path / "known_servers"
+        known.write_text("127.0.0.1:%d SHA256:%s\n" % (port, "A" * 43))
+        env = client_env(tmp_path / "home", known=known)
+    else:
+        srv = start_server()
+        port, want_rc, words = srv.port, 1, b"does not speak TLS 1.3"
+        env = client_env(tmp_path / "home")
+    if client == "send":
+        d, _ = send_dir(client_dir, port)
+        r = d.run(env=env)
+        where, before = d.path, ["transfer.info", "upload.bin"]
+    else:
+        where = tmp_path / "m"
+        r = msg(where, "-s", "tls://127.0.0.1:%d" % port, "register", unique_name("m"),
+                env=env)
+        before = []
+    assert r.returncode == want_rc and words in r.stderr, describe(r)
+    left = [n for n in dir_names(where) if n != ".bulwark-msg.lock"]
+    assert left == before, "left behind in %s: %r\n%s" % (where, left, describe(r))
+
+
+# --------------------------------------------------------------------------
+# 7. Where known_servers is, and what trust-server keeps of it
+
+
+def test_known_servers_is_under_home_then_xdg_then_the_variable(start_server, client_dir,
+                                                                 tmp_path):
+    tp, rp = ports.reserve(), ports.reserve()
+    srv = start_tls(start_server, tls_port=tp, rooms_tls_port=rp, rooms=True)
+    line = "127.0.0.1:%d %s\n" % (tp, srv.fp)
+
+    # HOME alone: ~/.config/bulwark/known_servers, made 0600 in 0700 directories
+    home = tmp_path / "h1"
+    d, _ = send_dir(client_dir, tp)
+    r = d.run(quiet=False, env=client_env(home))
+    assert r.returncode == 0, describe(r)
+    known = home_known(home)
+    assert known.read_text() == line
+    assert new_line("bulwark", tp, srv.fp, known) in r.stderr.decode(), describe(r)
+    assert stat.S_IMODE(known.stat().st_mode) == 0o600
+    assert stat.S_IMODE(known.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(known.parent.parent.stat().st_mode) == 0o700
+
+    # XDG_CONFIG_HOME (absolute) wins over HOME; nothing is made under HOME
+    home2, xdg = tmp_path / "h2", tmp_path / "xdg"
+    home2.mkdir()
+    m = tmp_path / "m"
+    r = msg(m, "-s", "tls://127.0.0.1:%d" % tp, "register", unique_name("x"),
+            env=client_env(home2, xdg=xdg))
+    assert r.returncode == 0, describe(r)
+    xk = xdg / "bulwark" / "known_servers"
+    assert xk.read_text() == line
+    assert new_line("bulwark", tp, srv.fp, xk) in r.stderr.decode(), describe(r)
+    assert stat.S_IMODE(xk.stat().st_mode) == 0o600
+    assert list(home2.iterdir()) == []
+
+    # a relative XDG_CONFIG_HOME is ignored (the XDG rule): HOME's place
+    home3 = tmp_path / "h3"
+    r = trust("127.0.0.1:%d" % tp, client_env(home3, xdg="rel-xdg"), tmp_path)
+    assert r.returncode == 0, describe(r)
+    assert home_known(home3).read_text() == line
+    assert not (tmp_path / "rel-xdg").exists()
+
+    # BULWARK_KNOWN_SERVERS wins over both
+    var = tmp_path / "deep" / "er" / "pins"
+    home4, xdg4 = tmp_path / "h4", tmp_path / "xdg4"
+    home4.mkdir()
+    r = run_bulwark("chat", "-s", "tls://127.0.0.1:%d" % rp, env=client_env(
+        home4, xdg=xdg4, known=var), cwd=tmp_path, stdin=b"3\n", timeout=60)
+    assert r.returncode == 0 and R.MENU in r.stdout.decode(), describe(r)
+    assert var.read_text() == "127.0.0.1:%d %s\n" % (rp, srv.fp)
+    assert new_line("bulwark chat", rp, srv.fp, var) in r.stderr.decode(), describe(r)
+    assert stat.S_IMODE(var.stat().st_mode) == 0o600
+    assert list(home4.iterdir()) == [] and not xdg4.exists()
+
+
+def test_trust_server_replaces_its_line_and_keeps_every_other(start_server, client_dir,
+                                                              tmp_path):
+    tp = ports.reserve()
+    srv = start_tls(start_server, tls_port=tp)
+    known = tmp_path / "pins" / "known_servers"
+    known.parent.mkdir()
+    stale = "SHA256:" + "A" * 43
+    others = ["# pinned by hand",
+              "example.org:443 SHA256:" + "B" * 43,
+              # a longer name that starts with this one's
+              "127.0.0.1:%d0 SHA256:%s" % (tp, "C" * 43),
+              "localhost:%d SHA256:%s" % (tp, "D" * 43)]
+    text = "%s\n%s\n127.0.0.1:%d %s\n%s\n%s" % (others[0], others[1], tp, stale,
+                                                 others[2], others[3])  # no final newline
+    known.write_text(text)
+    os.chmod(known, 0o644)
+    env = client_env(tmp_path / "home", known=known)
+
+    # the stale line is a changed key for send
+    d, data = send_dir(client_dir, tp)
+    r = d.run(env=env)
+    assert r.returncode == EXIT_KEY, describe(r)
+    assert_changed_key_said(r.stderr, "bulwark", tp, stale, srv.fp)
+    assert known.read_text() == text
+
+    # without tls://: the same
+    r = trust("127.0.0.1:%d" % tp, env, tmp_path)
+    assert r.returncode == 0, describe(r)
+    assert r.stdout.decode() == "tls://127.0.0.1:%d: pinned %s (was %s) in %s\n" % (
+        tp, srv.fp, stale, known), describe(r)
+    lines = known.read_text().splitlines()
+    assert sorted(lines) == sorted(others + ["127.0.0.1:%d %s" % (tp, srv.fp)]), lines
+    assert [ln for ln in lines if ln in others] == others, lines  # their order kept
+    assert known.read_text().endswith("\n")
+    assert stat.S_IMODE(known.stat().st_mode) == 0o600, oct(known.stat().st_mode)
+
+    # the key pinned now is the one send meets: it goes through
+    r = d.run(quiet=False, env=env)
+    assert r.returncode == 0, describe(r)
+    assert b"is new" not in r.stderr and b"WARNING" not in r.stderr, describe(r)
+    assert_stored(srv, d, data)
+
+    # trusting the same key again changes nothing and says no "was"
+    before = known.read_text()
+    r = trust("tls://127.0.0.1:%d" % tp, env, tmp_path)
+    assert r.returncode == 0, describe(r)
+    assert r.stdout.decode() == "tls://127.0.0.1:%d: pinned %s in %s\n" % (
+        tp, srv.fp, known), describe(r)
+    assert sorted(known.read_text().splitlines()) == sorted(before.splitlines())
