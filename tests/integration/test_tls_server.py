@@ -16,6 +16,7 @@ documentation gives."""
 import base64
 import hashlib
 import ipaddress
+import json
 import os
 import re
 import selectors
@@ -753,3 +754,84 @@ def test_a_client_hello_on_the_plain_port_is_answered_as_garbage(start_server):
     with R.RoomClient(srv.rooms_port) as r:
         assert r.seen.decode() == R.MENU
     vault_works_over_tls(srv)
+
+
+# --------------------------------------------------------------------------
+# testssl.sh against both TLS ports
+
+
+def make_ca_signed(directory):
+    """A test CA and, signed by it for 127.0.0.1 and localhost, a server
+    certificate as a public CA issues one (90 days, a CRL and an OCSP
+    address). Returns (ca, cert, key)."""
+    need_openssl()
+    directory.mkdir(parents=True, exist_ok=True)
+    d = {n: directory / n for n in ("ca.crt", "ca.key", "srv.csr", "srv.crt", "srv.key",
+                                     "ext.cnf")}
+    d["ext.cnf"].write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\n"
+        "crlDistributionPoints=URI:http://127.0.0.1:9/ca.crl\n"
+        "authorityInfoAccess=OCSP;URI:http://127.0.0.1:9/ocsp\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    for argv in (["openssl", "req", "-x509"] + ec +
+                 ["-subj", "/CN=Bulwark Test CA", "-keyout", d["ca.key"], "-out", d["ca.crt"],
+                  "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE",
+                  "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+                 ["openssl", "req"] + ec +
+                 ["-subj", "/CN=localhost", "-keyout", d["srv.key"], "-out", d["srv.csr"]],
+                 ["openssl", "x509", "-req", "-in", d["srv.csr"], "-CA", d["ca.crt"],
+                  "-CAkey", d["ca.key"], "-CAcreateserial", "-out", d["srv.crt"],
+                  "-days", "90", "-extfile", d["ext.cnf"]]):
+        r = subprocess.run([str(a) for a in argv], capture_output=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr.decode("utf-8", "replace")
+    return d["ca.crt"], d["srv.crt"], d["srv.key"]
+
+
+@pytest.mark.slow
+def test_testssl_finds_nothing_above_low_on_either_tls_port(start_server, tmp_path):
+    """testssl.sh (Debian's) on the vault's and the rooms' TLS ports, with
+    a certificate from a CA it is told to trust: every finding about the
+    protocols, ciphers, known attacks and the server's defaults is LOW at
+    most. (With the self-signed default, testssl can only report that it
+    cannot build a chain of trust: clients pin that key instead.)"""
+    testssl = shutil.which("testssl") or shutil.which("testssl.sh")
+    if testssl is None:
+        if os.environ.get("BULWARK_REQUIRE_BINARIES"):
+            pytest.fail("testssl.sh is not installed (scripts/deps test)")
+        pytest.skip("testssl.sh is not installed")
+    ca, crt, key = make_ca_signed(tmp_path / "ca")
+    srv = start_tls(start_server, "--tls-cert", crt, "--tls-key", key, rooms_tls=True,
+                    rooms=True)
+    runs = {}
+    for name, port in (("vault", srv.tls_port), ("rooms", srv.rooms_tls_port)):
+        out = tmp_path / ("testssl-%s.json" % name)
+        runs[name] = (out, subprocess.Popen(
+            [testssl, "--quiet", "--color", "0", "--warnings", "off", "--add-ca", str(ca),
+             "--jsonfile-pretty", str(out), "127.0.0.1:%d" % port],
+            stdout=open(tmp_path / ("testssl-%s.txt" % name), "wb"), stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=dict(os.environ, TERM="dumb")))
+    problems = []
+    for name, (out, proc) in runs.items():
+        try:
+            proc.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("testssl on the %s port did not finish in 300 s" % name)
+        scan = json.loads(out.read_text())["scanResult"][0]
+        found = [f for v in scan.values() if isinstance(v, list) for f in v
+                 if isinstance(f, dict) and "severity" in f]
+        assert len(found) > 50, "testssl reported too little on %s: %r" % (name, found)
+        ids = {f["id"] for f in found}
+        # it did look at what matters
+        for need in ("TLS1_3", "TLS1_2", "cipherlist_NULL", "cert_chain_of_trust", "heartbleed"):
+            assert need in ids, "testssl did not report %s on %s" % (need, name)
+        problems += ["%s: %s %s: %s" % (name, f["severity"], f["id"], f.get("finding", ""))
+                     for f in found if f["severity"] in ("MEDIUM", "HIGH", "CRITICAL")]
+        tls12 = [f for f in found if f["id"] == "TLS1_2"][0]
+        assert "not offered" in tls12["finding"], tls12
+    assert not problems, "\n".join(problems)
+    assert srv.alive()
