@@ -1,0 +1,274 @@
+/* Unit tests for src/core/tls.c and tls_key.c: a client and a server on
+ * memory, moved by hand byte for byte or all at once; the key made once;
+ * fingerprints as openssl computes them; what is refused.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "bulwark/err.h"
+#include "bulwark/tls.h"
+
+#define PATH_CAP 256
+
+struct fixture {
+	char dir[PATH_CAP], key[PATH_CAP + 16], cert[PATH_CAP + 16];
+	struct bw_tls_ctx *srv, *cli;
+};
+
+static int
+setup(void **state)
+{
+	static struct fixture f;
+	char why[256];
+	int made = 0;
+
+	snprintf(f.dir, sizeof(f.dir), "/tmp/bw-test-tls-XXXXXX");
+	if (mkdtemp(f.dir) == NULL)
+		return -1;
+	snprintf(f.key, sizeof(f.key), "%s/tls.key", f.dir);
+	snprintf(f.cert, sizeof(f.cert), "%s/tls.crt", f.dir);
+	if (bw_tls_make_key(f.key, f.cert, "unit.example", &made, why,
+			    sizeof(why)) != 0 ||
+	    !made)
+		return -1;
+	if (bw_tls_server_ctx(&f.srv, f.cert, f.key, why, sizeof(why)) != 0 ||
+	    bw_tls_client_ctx(&f.cli, NULL, why, sizeof(why)) != 0)
+		return -1;
+	*state = &f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[PATH_CAP + 16];
+
+	bw_tls_ctx_free(f->srv);
+	bw_tls_ctx_free(f->cli);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Moves what from produced to to, at most step bytes at a time (0: all);
+ * the bytes moved. */
+static size_t
+move(struct bw_tls *from, struct bw_tls *to, size_t step)
+{
+	const uint8_t *p;
+	size_t len, n, total = 0;
+
+	while ((p = bw_tls_out(from, &len)) != NULL && len > 0) {
+		n = step != 0 && len > step ? step : len;
+		assert_int_equal(bw_tls_feed(to, p, n), 0);
+		bw_tls_out_consume(from, n);
+		total += n;
+		if (step != 0)
+			break;
+	}
+	return total;
+}
+
+/* Runs both handshakes to the end, step bytes a move. */
+static void
+handshake(struct bw_tls *c, struct bw_tls *s, size_t step)
+{
+	size_t moved;
+	int rounds;
+
+	for (rounds = 0; rounds < 100000; rounds++) {
+		assert_int_not_equal(bw_tls_handshake(c), BW_TLS_ERROR);
+		assert_int_not_equal(bw_tls_handshake(s), BW_TLS_ERROR);
+		moved = move(c, s, step) + move(s, c, step);
+		if (moved == 0 && bw_tls_done(c) && bw_tls_done(s))
+			return;
+	}
+	fail_msg("the handshake did not end");
+}
+
+static void
+a_handshake_fed_a_byte_at_a_time_ends_and_carries_data(void **state)
+{
+	struct fixture *f = *state;
+	struct bw_tls *c = bw_tls_new(f->cli, 0, "localhost");
+	struct bw_tls *s = bw_tls_new(f->srv, 1, NULL);
+	static uint8_t big[200000], got[200000];
+	char fp[BW_TLS_FP_CAP];
+	size_t took, n, have = 0, i;
+
+	assert_non_null(c);
+	assert_non_null(s);
+	handshake(c, s, 1);
+	assert_string_equal(bw_tls_version(c), "TLSv1.3");
+	assert_string_equal(bw_tls_cipher(s), "TLS_AES_128_GCM_SHA256");
+	/* the client sees the server's key, and it is the file's */
+	assert_int_equal(bw_tls_peer_fingerprint(c, fp), 0);
+	assert_string_equal(fp, bw_tls_ctx_fingerprint(f->srv));
+	/* self-signed: no CA vouches for it */
+	assert_false(bw_tls_verified(c));
+	for (i = 0; i < sizeof(big); i++)
+		big[i] = (uint8_t)(i * 7u + 3u);
+	for (i = 0; i < sizeof(big); i += took) {
+		assert_int_equal(
+			bw_tls_write(c, big + i, sizeof(big) - i, &took),
+			BW_TLS_OK);
+		assert_true(took > 0);
+	}
+	(void)move(c, s, 0);
+	assert_true(bw_tls_buffered(s));
+	while (have < sizeof(got) &&
+	       bw_tls_read(s, got + have, 1000, &n) == BW_TLS_OK)
+		have += n;
+	assert_int_equal(have, sizeof(big));
+	assert_memory_equal(got, big, sizeof(big));
+	/* the close_notify reads as the end */
+	bw_tls_close_notify(c);
+	(void)move(c, s, 0);
+	assert_int_equal(bw_tls_read(s, got, sizeof(got), &n), BW_TLS_EOF);
+	bw_tls_free(c);
+	bw_tls_free(s);
+}
+
+static void
+garbage_instead_of_a_client_hello_is_an_error_with_a_reason(void **state)
+{
+	struct fixture *f = *state;
+	struct bw_tls *s = bw_tls_new(f->srv, 1, NULL);
+	static const char junk[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+	uint8_t b[16];
+	size_t got;
+
+	assert_int_equal(bw_tls_feed(s, junk, sizeof(junk) - 1), 0);
+	assert_int_equal(bw_tls_read(s, b, sizeof(b), &got), BW_TLS_ERROR);
+	assert_true(strlen(bw_tls_why(s)) > 0);
+	assert_false(bw_tls_done(s));
+	bw_tls_free(s);
+}
+
+static void
+a_record_altered_on_the_way_is_refused(void **state)
+{
+	struct fixture *f = *state;
+	struct bw_tls *c = bw_tls_new(f->cli, 0, "localhost");
+	struct bw_tls *s = bw_tls_new(f->srv, 1, NULL);
+	uint8_t b[64], copy[256];
+	const uint8_t *p;
+	size_t len, took, got;
+
+	handshake(c, s, 0);
+	assert_int_equal(bw_tls_write(c, "hello", 5, &took), BW_TLS_OK);
+	p = bw_tls_out(c, &len);
+	assert_true(len > 5 && len <= sizeof(copy));
+	memcpy(copy, p, len);
+	copy[len - 3] ^= 1; /* in the tag */
+	bw_tls_out_consume(c, len);
+	assert_int_equal(bw_tls_feed(s, copy, len), 0);
+	assert_int_equal(bw_tls_read(s, b, sizeof(b), &got), BW_TLS_ERROR);
+	bw_tls_free(c);
+	bw_tls_free(s);
+}
+
+static void
+the_key_is_made_once_and_kept(void **state)
+{
+	struct fixture *f = *state;
+	char why[256], fp1[BW_TLS_FP_CAP], fp2[BW_TLS_FP_CAP];
+	struct stat st;
+	int made = 1;
+
+	assert_int_equal(stat(f->key, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(bw_tls_make_key(f->key, f->cert, "unit.example", &made,
+					 why, sizeof(why)),
+			 0);
+	assert_false(made);
+	/* the certificate lost: made again for the same key */
+	assert_int_equal(
+		bw_tls_file_fingerprint(f->cert, fp1, why, sizeof(why)), 0);
+	assert_int_equal(unlink(f->cert), 0);
+	assert_int_equal(bw_tls_make_key(f->key, f->cert, "unit.example", &made,
+					 why, sizeof(why)),
+			 0);
+	assert_true(made);
+	assert_int_equal(
+		bw_tls_file_fingerprint(f->cert, fp2, why, sizeof(why)), 0);
+	assert_string_equal(fp1, fp2);
+	/* and the key file names the same key */
+	assert_int_equal(bw_tls_file_fingerprint(f->key, fp2, why, sizeof(why)),
+			 0);
+	assert_string_equal(fp1, fp2);
+}
+
+static void
+the_fingerprint_is_what_openssl_computes(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[4 * PATH_CAP], line[128], why[256], fp[BW_TLS_FP_CAP];
+	FILE *p;
+	size_t n;
+
+	snprintf(cmd, sizeof(cmd),
+		 "openssl x509 -in '%s' -pubkey -noout | openssl pkey -pubin "
+		 "-outform DER | openssl dgst -sha256 -binary | base64",
+		 f->cert);
+	if ((p = popen(cmd, "r")) == NULL ||
+	    fgets(line, sizeof(line), p) == NULL)
+		fail_msg("openssl did not run");
+	pclose(p);
+	n = strcspn(line, "=\n"); /* unpadded */
+	line[n] = '\0';
+	assert_int_equal(bw_tls_file_fingerprint(f->cert, fp, why, sizeof(why)),
+			 0);
+	assert_int_equal(strncmp(fp, "SHA256:", 7), 0);
+	assert_string_equal(fp + 7, line);
+	assert_int_equal(strlen(fp), 7 + 43);
+}
+
+static void
+files_that_cannot_serve_are_refused_with_a_reason(void **state)
+{
+	struct fixture *f = *state;
+	struct bw_tls_ctx *x = NULL;
+	char path[PATH_CAP + 16], why[512], fp[BW_TLS_FP_CAP];
+	FILE *o;
+
+	snprintf(path, sizeof(path), "%s/empty.pem", f->dir);
+	assert_non_null(o = fopen(path, "w"));
+	fclose(o);
+	assert_int_equal(bw_tls_server_ctx(&x, path, f->key, why, sizeof(why)),
+			 BW_ECONFIG);
+	assert_null(x);
+	assert_non_null(strstr(why, "certificate"));
+	assert_int_equal(bw_tls_server_ctx(&x, f->cert, path, why, sizeof(why)),
+			 BW_ECONFIG);
+	assert_non_null(strstr(why, "key"));
+	assert_int_equal(bw_tls_file_fingerprint(path, fp, why, sizeof(why)),
+			 BW_ECONFIG);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(
+			a_handshake_fed_a_byte_at_a_time_ends_and_carries_data),
+		cmocka_unit_test(
+			garbage_instead_of_a_client_hello_is_an_error_with_a_reason),
+		cmocka_unit_test(a_record_altered_on_the_way_is_refused),
+		cmocka_unit_test(the_key_is_made_once_and_kept),
+		cmocka_unit_test(the_fingerprint_is_what_openssl_computes),
+		cmocka_unit_test(
+			files_that_cannot_serve_are_refused_with_a_reason),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
