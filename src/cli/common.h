@@ -65,6 +65,9 @@ int bw_identity_commit(struct bw_identity_stage *st,
 		       const uint8_t id[BW_ID_LEN]) BW_WUR;
 /* Drops what bw_identity_stage wrote (the server said no). */
 void bw_identity_abandon(struct bw_identity_stage *st);
+/* Removes the temporary files of an identity staged and not yet committed,
+ * kept or abandoned: for a process about to end at once. */
+void bw_identity_drop_staged(void);
 /* Closes the staged files and leaves them where they are (their names
  * told to the user): the outcome is not known, or they could not be put
  * in place. */
