@@ -400,38 +400,6 @@ out:
 	free(fresh);
 }
 
-/* The bus (--bus): its password from --bus-password-file, else
- * REDISCLI_AUTH, else the URL's. Connecting goes on in the background. */
-static int
-open_bus(struct bw_daemon *d)
-{
-	struct bw_bus_cfg bc = {.url = d->cfg.bus, .password = NULL};
-	char why[256], *text = NULL;
-	size_t len = 0;
-	int rc;
-
-	if (d->cfg.bus_password_file[0] != '\0') {
-		if ((rc = bw_read_small_file(d->cfg.bus_password_file, 4096,
-					     &text, &len)) != 0) {
-			bw_error("bus-password-file %s: %s",
-				 d->cfg.bus_password_file, bw_strerror(rc));
-			return BW_ECONFIG;
-		}
-		text[strcspn(text, "\r\n")] = '\0';
-		bc.password = text;
-	} else if (getenv("REDISCLI_AUTH") != NULL) {
-		bc.password = getenv("REDISCLI_AUTH");
-	}
-	rc = bw_bus_open(&d->bus, &bc, d->eng.loop, why, sizeof(why));
-	if (text != NULL) {
-		bw_wipe(text, len);
-		free(text);
-	}
-	if (rc != 0)
-		bw_error("%s", rc == BW_ECONFIG ? why : bw_strerror(rc));
-	return rc;
-}
-
 int
 bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 	       const struct bw_daemon_args *args)
@@ -478,7 +446,7 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 		bw_error("cannot open %s: %s", path, bw_strerror(rc));
 		return rc;
 	}
-	if (d->cfg.bus[0] != '\0' && (rc = open_bus(d)) != 0)
+	if (d->cfg.bus[0] != '\0' && (rc = bw_daemon_open_bus(d)) != 0)
 		return rc;
 	bw_daemon_blob_conf(&d->cfg, &bc);
 	if ((rc = bw_blobs_open(&d->blobs, &bc)) != 0) {

@@ -120,6 +120,10 @@ struct bw_daemon {
 	} cluster;
 };
 
+/* daemon_shared.c: the bus (--bus), its password from --bus-password-file,
+ * else REDISCLI_AUTH, else the URL's; connecting goes on in the
+ * background. */
+int bw_daemon_open_bus(struct bw_daemon *d);
 /* daemon_tls.c: the TLS listeners' key and certificate */
 #define BW_DAEMON_TLS_KEY  "tls.key"
 #define BW_DAEMON_TLS_CERT "tls.crt"
@@ -129,6 +133,9 @@ int bw_daemon_tls_open(struct bw_daemon *d);
 /* SIGHUP: the files read again; on a failure the old ones are kept. */
 void bw_daemon_tls_reload(struct bw_daemon *d);
 void bw_daemon_tls_close(struct bw_daemon *d);
+/* The TLS options that do not go together: BW_ECONFIG and a sentence. */
+int bw_daemon_tls_cfg_check(const struct bw_daemon_cfg *cfg, char *why,
+			    size_t why_cap);
 /* bulwarkd -t: the key and certificate loaded as at start (or that they
  * will be made), one line; 1 if they are not usable. */
 int bw_daemon_tls_check(const struct bw_daemon_cfg *cfg, FILE *out);

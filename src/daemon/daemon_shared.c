@@ -204,3 +204,35 @@ bw_daemon_shared_prepare(struct bw_daemon *d)
 	if (d->reg.shared)
 		totals_ask(d);
 }
+
+/* The bus (--bus): its password from --bus-password-file, else
+ * REDISCLI_AUTH, else the URL's. Connecting goes on in the background. */
+int
+bw_daemon_open_bus(struct bw_daemon *d)
+{
+	struct bw_bus_cfg bc = {.url = d->cfg.bus, .password = NULL};
+	char why[256], *text = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (d->cfg.bus_password_file[0] != '\0') {
+		if ((rc = bw_read_small_file(d->cfg.bus_password_file, 4096,
+					     &text, &len)) != 0) {
+			bw_error("bus-password-file %s: %s",
+				 d->cfg.bus_password_file, bw_strerror(rc));
+			return BW_ECONFIG;
+		}
+		text[strcspn(text, "\r\n")] = '\0';
+		bc.password = text;
+	} else if (getenv("REDISCLI_AUTH") != NULL) {
+		bc.password = getenv("REDISCLI_AUTH");
+	}
+	rc = bw_bus_open(&d->bus, &bc, d->eng.loop, why, sizeof(why));
+	if (text != NULL) {
+		bw_wipe(text, len);
+		free(text);
+	}
+	if (rc != 0)
+		bw_error("%s", rc == BW_ECONFIG ? why : bw_strerror(rc));
+	return rc;
+}

@@ -159,3 +159,27 @@ bw_daemon_tls_check(const struct bw_daemon_cfg *cfg, FILE *out)
 	bw_tls_ctx_free(x);
 	return 0;
 }
+
+int
+bw_daemon_tls_cfg_check(const struct bw_daemon_cfg *cfg, char *why,
+			size_t why_cap)
+{
+	const char *no = NULL;
+
+	if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0'))
+		no = cfg->tls_cert[0] == '\0' ? "--tls-key needs --tls-cert"
+					      : "--tls-cert needs --tls-key";
+	else if (cfg->require_tls && cfg->tls_port < 0)
+		no = "--require-tls turns the plain port off: give --tls-port";
+	else if (cfg->require_tls && cfg->rooms_enabled &&
+		 cfg->rooms_tls_port < 0)
+		no = "--require-tls turns the plain rooms port off: give "
+		     "--rooms-tls-port, or --no-rooms";
+	else if (cfg->rooms_tls_port >= 0 && !cfg->rooms_enabled)
+		no = "--rooms-tls-port goes with the group chat, which "
+		     "--no-rooms turns off";
+	if (no == NULL)
+		return 0;
+	snprintf(why, why_cap, "%s", no);
+	return BW_ECONFIG;
+}
