@@ -129,6 +129,7 @@ classify(const char *b, const char *e, struct said *s)
 {
 	const char *eq, *kb, *ke, *vb, *ve;
 	char key[64];
+	int quoted = 0;
 
 	strip(&b, &e);
 	if (b == e || *b == '#')
@@ -141,6 +142,30 @@ classify(const char *b, const char *e, struct said *s)
 	ve = e;
 	strip(&kb, &ke);
 	strip(&vb, &ve);
+	if (vb < ve && *vb == '"') {
+		/* taken as written between the quotes; after them, nothing
+		 * but a comment */
+		const char *q = memchr(vb + 1, '"', (size_t)(ve - vb - 1));
+		const char *rb = q != NULL ? q + 1 : ve, *re = ve;
+
+		strip(&rb, &re);
+		if (q == NULL || (rb < re && *rb != '#'))
+			return V_BAD;
+		vb++;
+		ve = q;
+		quoted = 1;
+	} else {
+		/* a '#' after a blank starts a comment */
+		const char *c;
+
+		for (c = vb + 1; c < ve; c++) {
+			if (*c == '#' && blank(c[-1])) {
+				ve = c;
+				strip(&vb, &ve);
+				break;
+			}
+		}
+	}
 	if ((size_t)(ke - kb) >= sizeof(key))
 		return V_BAD; /* longer than any option */
 	memcpy(key, kb, (size_t)(ke - kb));
@@ -153,7 +178,7 @@ classify(const char *b, const char *e, struct said *s)
 				       is(vb, ve, "no") || is(vb, ve, "false")
 			       ? V_OK
 			       : V_BAD;
-	return vb == ve ? V_BAD : V_MAYBE;
+	return vb == ve && !quoted ? V_BAD : V_MAYBE;
 }
 
 /* One pass over the lines of text: how many there are, the first the
