@@ -33,6 +33,11 @@ int bw_tls_server_ctx(struct bw_tls_ctx **out, const char *cert_file,
  * handshake itself never fails on it, so that a client can pin instead). */
 int bw_tls_client_ctx(struct bw_tls_ctx **out, const char *ca_file, char *why,
 		      size_t cap) BW_WUR;
+/* A client's identity for the servers that ask (the vault's or the
+ * messenger's RSA key, PKCS#8 DER): shown as a certificate made from it,
+ * self-signed; the handshake proves the client holds the key. */
+int bw_tls_ctx_identity(struct bw_tls_ctx *x, const uint8_t *pkcs8, size_t len,
+			char *why, size_t cap) BW_WUR;
 void bw_tls_ctx_free(struct bw_tls_ctx *x);
 /* The fingerprint of the server key in x. */
 const char *bw_tls_ctx_fingerprint(const struct bw_tls_ctx *x);
@@ -86,6 +91,12 @@ const char *bw_tls_why(const struct bw_tls *t);
  * name (1), or not (0). */
 int bw_tls_peer_fingerprint(const struct bw_tls *t, char fp[BW_TLS_FP_CAP]);
 int bw_tls_verified(const struct bw_tls *t);
+/* After the handshake: the DER SubjectPublicKeyInfo of the key the peer
+ * proved it holds (its certificate's, whose chain is not judged), at most
+ * cap bytes, into out (*len; 0 if it showed none). 0, BW_ETOOBIG or
+ * BW_ECRYPTO. */
+int bw_tls_peer_key(const struct bw_tls *t, uint8_t *out, size_t cap,
+		    size_t *len) BW_WUR;
 /* The negotiated protocol and cipher, for a log line. */
 const char *bw_tls_version(const struct bw_tls *t);
 const char *bw_tls_cipher(const struct bw_tls *t);

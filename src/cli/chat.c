@@ -423,7 +423,7 @@ bw_cli_chat(int argc, char **argv)
 	}
 	if (tls &&
 	    (rc = bw_ctls_open(&ch.ctls, ch.fd, "bulwark chat", name, port,
-			       timeout_ms, 1, why, sizeof(why))) != 0) {
+			       timeout_ms, 1, NULL, why, sizeof(why))) != 0) {
 		fprintf(stderr, "bulwark chat: %s\n", why);
 		close(ch.fd);
 		return rc;

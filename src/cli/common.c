@@ -114,7 +114,7 @@ bw_session_connect(struct bw_session *s)
 	    !s->tls)
 		return rc;
 	rc = bw_ctls_open(&s->ctls, s->fd, "bulwark", s->host, s->port,
-			  s->timeout_ms, 1, why, sizeof(why));
+			  s->timeout_ms, 1, s->key, why, sizeof(why));
 	if (rc != 0) {
 		/* not a failure to retry: no byte of the protocol may go to
 		 * a server whose key is in doubt */

@@ -81,7 +81,11 @@ struct bw_ctls;
 struct bw_session {
 	char host[256]; /* without tls:// */
 	uint16_t port;
-	int tls;	      /* the address was tls://HOST:PORT */
+	int tls; /* the address was tls://HOST:PORT */
+	/* the identity proven in the TLS handshake (set by the caller before
+	 * connecting), or NULL: a TLS server then serves nothing that names
+	 * a registered client */
+	const struct bw_rsa *key;
 	struct bw_ctls *ctls; /* its session while connected */
 	unsigned timeout_ms;
 	uint64_t deadline_ms; /* bw_now_ms() by which to be done; 0: none */

@@ -29,6 +29,9 @@ struct msg_ctx {
 	unsigned timeout_ms;
 	int have_me;
 	struct bw_identity me;
+	/* the key being registered (msg_register), proven over TLS instead
+	 * of me's while it is not NULL */
+	const struct bw_rsa *reg_key;
 	struct bw_contacts cs;
 	FILE *in;   /* the user's answers (menu mode) */
 	int menu;   /* 1: interactive menu; 0: a one-shot command */
@@ -49,6 +52,9 @@ struct msg_ctx {
  * stderr (MSG_ERR_TEXT for a 9000). */
 /* Says what failed with the server and returns BW_EXIT_FATAL. */
 int msg_net_failure(const struct msg_ctx *x, int rc);
+/* The key a TLS handshake proves: the one being registered, else me's,
+ * else none. */
+const struct bw_rsa *msg_tls_key(const struct msg_ctx *x);
 /* A fresh connection with the request's header (announcing announced
  * payload bytes) and payload in one write. */
 int msg_open_request(struct msg_ctx *x, struct bw_session *s, uint16_t code,

@@ -54,6 +54,14 @@ msg_save(struct msg_ctx *x)
 	return 0;
 }
 
+const struct bw_rsa *
+msg_tls_key(const struct msg_ctx *x)
+{
+	if (x->reg_key != NULL)
+		return x->reg_key;
+	return x->have_me ? x->me.key : NULL;
+}
+
 /* Sends header and payload with one write on a fresh connection. */
 int
 msg_open_request(struct msg_ctx *x, struct bw_session *s, uint16_t code,
@@ -64,6 +72,7 @@ msg_open_request(struct msg_ctx *x, struct bw_session *s, uint16_t code,
 	int rc;
 
 	bw_session_init(s, x->host, x->port, x->timeout_ms, BW_MSG_VERSION);
+	s->key = msg_tls_key(x);
 	if ((rc = bw_session_connect(s)) != 0)
 		return rc;
 	if ((buf = malloc(BW_REQ_HDR_LEN + len)) == NULL)
@@ -207,8 +216,10 @@ msg_register(struct msg_ctx *x, const char *name)
 		return BW_EXIT_USAGE;
 	}
 	x->sent = x->refused = 0;
+	x->reg_key = me.key;
 	rc = msg_exchange(x, BW_MSG_REQ_REGISTER, payload, sizeof(payload),
 			  BW_MSG_RESP_REGISTERED, &body, &n, BW_ID_LEN);
+	x->reg_key = NULL;
 	if (rc == 0 && n != BW_ID_LEN)
 		rc = msg_net_failure(x, BW_EPROTO);
 	if (rc == 0)

@@ -427,6 +427,7 @@ pull_once(struct msg_ctx *x, unsigned *fresh, unsigned *records)
 	memset(&r, 0, sizeof(r));
 	r.x = x;
 	bw_session_init(&r.s, x->host, x->port, x->timeout_ms, BW_MSG_VERSION);
+	r.s.key = msg_tls_key(x);
 	memset(&q, 0, sizeof(q));
 	memcpy(q.client_id, x->me.id, BW_ID_LEN);
 	q.version = BW_MSG_VERSION;

@@ -347,6 +347,11 @@ send_register(struct send_ctx *x, const char *name)
 		bw_cli_fatal("cannot generate an RSA key: %s", bw_strerror(rc));
 		goto out;
 	}
+	/* over TLS the handshake proves the key being registered: a
+	 * connection that proved another one (or none) is not reused */
+	if (x->sess.tls && x->sess.key != nu.key)
+		bw_session_close(&x->sess);
+	x->sess.key = nu.key;
 	if ((rc = bw_identity_stage(&nu, "me.info", "priv.key", &st)) != 0) {
 		bw_cli_fatal("cannot write me.info: %s (nothing was sent to "
 			     "the server)",
@@ -411,6 +416,11 @@ send_register(struct send_ctx *x, const char *name)
 	nu.key = NULL; /* x->me owns it now */
 	ret = BW_EXIT_OK;
 out:
+	if (ret != BW_EXIT_OK && x->sess.key == nu.key && nu.key != NULL) {
+		if (x->sess.tls)
+			bw_session_close(&x->sess);
+		x->sess.key = x->me.key; /* nu's goes below */
+	}
 	if (ret != BW_EXIT_OK && st.fd >= 0)
 		bw_identity_abandon(&st); /* nothing registered to keep */
 	bw_wipe(out, sizeof(out));

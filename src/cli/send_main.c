@@ -373,6 +373,7 @@ bw_cli_send(int argc, char **argv)
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	send_guard_sigbus();
 	bw_session_init(&x.sess, host, port, timeout_ms, BW_VAULT_VERSION);
+	x.sess.key = x.me.key; /* proven over TLS */
 	rc = run_session(&x, t.name, have_me, fd);
 out:
 	if (fd >= 0)

@@ -296,9 +296,30 @@ judge(struct bw_ctls *c, const char *prog, const char *host, uint16_t port,
 	return 0;
 }
 
+/* The identity's key, shown to a server that asks for a certificate. */
+static int
+ctls_identity(struct bw_tls_ctx *ctx, const struct bw_rsa *key, char *why,
+	      size_t cap)
+{
+	uint8_t *der = NULL;
+	size_t len = 0;
+	int rc;
+
+	if ((rc = bw_rsa_to_pkcs8(key, &der, &len)) != 0) {
+		snprintf(why, cap, "cannot read the identity's key: %s",
+			 bw_strerror(rc));
+		return rc;
+	}
+	rc = bw_tls_ctx_identity(ctx, der, len, why, cap);
+	bw_wipe(der, len);
+	free(der);
+	return rc;
+}
+
 int
 bw_ctls_open(struct bw_ctls **out, int fd, const char *prog, const char *host,
-	     uint16_t port, unsigned timeout_ms, int pin, char *why, size_t cap)
+	     uint16_t port, unsigned timeout_ms, int pin,
+	     const struct bw_rsa *key, char *why, size_t cap)
 {
 	struct bw_ctls *c;
 	int rc;
@@ -313,6 +334,10 @@ bw_ctls_open(struct bw_ctls **out, int fd, const char *prog, const char *host,
 	if ((rc = bw_tls_client_ctx(&c->ctx, bw_cli_ca_file, why, cap)) != 0) {
 		free(c);
 		return rc == BW_ECONFIG ? BW_EXIT_USAGE : BW_EXIT_FATAL;
+	}
+	if (key != NULL && ctls_identity(c->ctx, key, why, cap) != 0) {
+		bw_ctls_free(c);
+		return BW_EXIT_FATAL;
 	}
 	if ((c->t = bw_tls_new(c->ctx, 0, host)) == NULL) {
 		snprintf(why, cap, "out of memory");
@@ -482,7 +507,7 @@ bw_trust_server_main(int argc, char **argv)
 		return BW_EXIT_FATAL;
 	}
 	rc = bw_ctls_open(&c, fd, "bulwark trust-server", host, port,
-			  timeout_ms, 0, why, sizeof(why));
+			  timeout_ms, 0, NULL, why, sizeof(why));
 	if (rc != 0) {
 		fprintf(stderr, "bulwark trust-server: %s\n", why);
 		close(fd);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "bulwark/crypto.h"
 #include "bulwark/tls.h"
 
 #define BW_TLS_SCHEME "tls://"
@@ -31,12 +32,13 @@ int bw_known_servers_path(char *out, size_t cap);
 int bw_known_servers_pin(const char *path, const char *name, const char *fp);
 
 /* TLS on connected fd to host:port: the handshake within timeout_ms a
- * step, then (pin) the key judged. 0, or an exit status (BW_EXIT_KEY: the
+ * step (key, if not NULL: the identity proven to a server that asks),
+ * then (pin) the server's key judged. 0, or an exit status (BW_EXIT_KEY: the
  * key is not the one pinned, told on stderr) with why[cap] saying what
  * failed. */
 int bw_ctls_open(struct bw_ctls **out, int fd, const char *prog,
 		 const char *host, uint16_t port, unsigned timeout_ms, int pin,
-		 char *why, size_t cap);
+		 const struct bw_rsa *key, char *why, size_t cap);
 void bw_ctls_free(struct bw_ctls *c);
 /* The close_notify, sent before the socket is shut. */
 void bw_ctls_end(struct bw_ctls *c);

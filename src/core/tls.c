@@ -61,6 +61,16 @@ ctx_common(SSL_CTX *ctx)
 	return 0;
 }
 
+/* Any certificate is taken: a client's is self-signed, made from the key
+ * it registered, and whether it proves anything is the services' to say. */
+static int
+accept_any(int ok, X509_STORE_CTX *store)
+{
+	(void)ok;
+	(void)store;
+	return 1;
+}
+
 int
 bw_tls_server_ctx(struct bw_tls_ctx **out, const char *cert_file,
 		  const char *key_file, char *why, size_t cap)
@@ -82,6 +92,18 @@ bw_tls_server_ctx(struct bw_tls_ctx **out, const char *cert_file,
 	/* level 0 lets a peer show an RSA-1024 key (the seeds' identities);
 	 * our own key is held to level 2's 112 bits below */
 	SSL_CTX_set_security_level(x->ctx, 0);
+	/* a client may show a certificate: its key is what it proves it
+	 * holds (CertificateVerify), judged by the services against the key
+	 * registered for the id it names, not by a chain */
+	SSL_CTX_set_verify(x->ctx, SSL_VERIFY_PEER, accept_any);
+	/* resumed sessions keep the peer's certificate; OpenSSL refuses to
+	 * resume a session that asked for one without a context */
+	if (SSL_CTX_set_session_id_context(
+		    x->ctx, (const unsigned char *)"bulwark", 7) != 1) {
+		tls_why(why, cap, "cannot set up TLS");
+		bw_tls_ctx_free(x);
+		return BW_ECRYPTO;
+	}
 	if (SSL_CTX_use_certificate_chain_file(x->ctx, cert_file) != 1) {
 		tls_why(why, cap, "the certificate file is not usable");
 		snprintf(why + strlen(why), cap - strlen(why), " (%s)",
@@ -379,6 +401,31 @@ bw_tls_peer_fingerprint(const struct bw_tls *t, char fp[BW_TLS_FP_CAP])
 	if (cert == NULL || (pk = X509_get0_pubkey(cert)) == NULL)
 		return BW_ENOTFOUND;
 	return tls_pkey_fingerprint(pk, fp) == 0 ? 0 : BW_ECRYPTO;
+}
+
+int
+bw_tls_peer_key(const struct bw_tls *t, uint8_t *out, size_t cap, size_t *len)
+{
+	X509 *cert = SSL_get0_peer_certificate(t->ssl);
+	X509_PUBKEY *xpk;
+	unsigned char *p = out;
+	int n;
+
+	*len = 0;
+	if (cert == NULL || (xpk = X509_get_X509_PUBKEY(cert)) == NULL)
+		return 0;
+	if ((n = i2d_X509_PUBKEY(xpk, NULL)) <= 0) {
+		ERR_clear_error();
+		return BW_ECRYPTO;
+	}
+	if ((size_t)n > cap)
+		return BW_ETOOBIG;
+	if (i2d_X509_PUBKEY(xpk, &p) != n) {
+		ERR_clear_error();
+		return BW_ECRYPTO;
+	}
+	*len = (size_t)n;
+	return 0;
 }
 
 int

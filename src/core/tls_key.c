@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -98,10 +99,11 @@ add_ext(X509 *x, int nid, const char *value)
 	return ok == 1 ? 0 : -1;
 }
 
-/* A self-signed certificate for pk, named cn (and localhost, 127.0.0.1
- * and ::1, so a client on the machine checks it by name too). */
+/* A self-signed certificate for pk, named cn: a server's (and localhost,
+ * 127.0.0.1 and ::1, so a client on the machine checks it by name too) or
+ * a client's. */
 static X509 *
-self_signed(EVP_PKEY *pk, const char *cn)
+self_signed(EVP_PKEY *pk, const char *cn, int client)
 {
 	unsigned char serial[16];
 	char san[300];
@@ -129,8 +131,9 @@ self_signed(EVP_PKEY *pk, const char *cn)
 	    X509_set_issuer_name(x, name) != 1 ||
 	    add_ext(x, NID_basic_constraints, "critical,CA:FALSE") != 0 ||
 	    add_ext(x, NID_key_usage, "critical,digitalSignature") != 0 ||
-	    add_ext(x, NID_ext_key_usage, "serverAuth") != 0 ||
-	    add_ext(x, NID_subject_alt_name, san) != 0 ||
+	    add_ext(x, NID_ext_key_usage,
+		    client ? "clientAuth" : "serverAuth") != 0 ||
+	    (!client && add_ext(x, NID_subject_alt_name, san) != 0) ||
 	    X509_sign(x, pk, EVP_sha256()) <= 0)
 		goto fail;
 	BN_free(bn);
@@ -185,7 +188,7 @@ bw_tls_make_key(const char *key_file, const char *cert_file, const char *cn,
 		EVP_PKEY_free(pk);
 		return rc;
 	}
-	if ((x = self_signed(pk, cn)) == NULL) {
+	if ((x = self_signed(pk, cn, 0)) == NULL) {
 		tls_why(why, cap, "cannot make a certificate");
 		EVP_PKEY_free(pk);
 		return BW_ECRYPTO;
@@ -243,4 +246,34 @@ bw_tls_file_fingerprint(const char *pem_file, char fp[BW_TLS_FP_CAP], char *why,
 		tls_why(why, cap, "cannot hash the key");
 	EVP_PKEY_free(pk);
 	return rc;
+}
+
+int
+bw_tls_ctx_identity(struct bw_tls_ctx *x, const uint8_t *pkcs8, size_t len,
+		    char *why, size_t cap)
+{
+	const unsigned char *p = pkcs8;
+	EVP_PKEY *pk;
+	X509 *cert;
+	int ok;
+
+	ERR_clear_error();
+	if (len > LONG_MAX ||
+	    (pk = d2i_AutoPrivateKey(NULL, &p, (long)len)) == NULL) {
+		tls_why(why, cap, "the identity's private key is not usable");
+		return BW_ECRYPTO;
+	}
+	if ((cert = self_signed(pk, "bulwark client", 1)) == NULL) {
+		tls_why(why, cap, "cannot make the identity's certificate");
+		EVP_PKEY_free(pk);
+		return BW_ECRYPTO;
+	}
+	ok = SSL_CTX_use_certificate(x->ctx, cert) == 1 &&
+	     SSL_CTX_use_PrivateKey(x->ctx, pk) == 1;
+	if (!ok)
+		tls_why(why, cap, "cannot show the identity's certificate");
+	X509_free(cert);
+	EVP_PKEY_free(pk);
+	ERR_clear_error();
+	return ok ? 0 : BW_ECRYPTO;
 }

@@ -129,6 +129,7 @@ static void
 all_errors(const void *arg, bw_stat_emit emit, void *emit_arg)
 {
 	each_figure(arg, 1, emit, emit_arg);
+	bw_daemon_auth_errors(arg, emit, emit_arg);
 }
 
 static void
@@ -485,6 +486,7 @@ bw_daemon_open(struct bw_daemon *d, const struct bw_daemon_cfg *cfg,
 	if ((rc = bw_frame_new(&d->frame)) != 0)
 		return rc;
 	bw_daemon_shared_prepare(d);
+	bw_daemon_auth_start(d);
 	plan(d);
 	for (i = 0; i < d->svc_n; i++) {
 		if ((rc = init(d, &d->svc[i])) != 0)

@@ -93,6 +93,14 @@ struct bw_daemon_svc {
 	void *inst;
 };
 
+/* Why a request on a TLS listener was refused (daemon_auth.c). */
+enum bw_auth_kind {
+	BW_AUTH_NO_CERT,   /* it names a client and proves no key */
+	BW_AUTH_WRONG_KEY, /* it proves another key than the client's */
+	BW_AUTH_OTHER_KEY, /* it registers another key than it proves */
+	BW_AUTH_KINDS
+};
+
 struct bw_daemon {
 	struct bw_daemon_cfg given; /* as configured */
 	struct bw_daemon_cfg cfg;   /* and with what follows from it */
@@ -110,6 +118,7 @@ struct bw_daemon {
 	struct bw_daemon_args args; /* for SIGHUP's reload */
 	int lock_fd; /* the data directory's lock, held while running */
 	struct bw_tls_ctx *tls; /* the TLS listeners' settings, or NULL */
+	uint64_t auth_refused[BW_AUTH_KINDS];
 	/* on a shared store: what the whole cluster holds, read every few
 	 * seconds (daemon_shared.c), shown beside the node's own figures */
 	struct {
@@ -133,6 +142,12 @@ int bw_daemon_tls_open(struct bw_daemon *d);
 /* SIGHUP: the files read again; on a failure the old ones are kept. */
 void bw_daemon_tls_reload(struct bw_daemon *d);
 void bw_daemon_tls_close(struct bw_daemon *d);
+/* daemon_auth.c: a request on a TLS listener that names a registered
+ * client is served only when the key proven in the handshake is the
+ * client's; the refusals by kind, for the metrics. */
+void bw_daemon_auth_start(struct bw_daemon *d);
+void bw_daemon_auth_errors(const struct bw_daemon *d, bw_stat_emit emit,
+			   void *emit_arg);
 /* The TLS options that do not go together: BW_ECONFIG and a sentence. */
 int bw_daemon_tls_cfg_check(const struct bw_daemon_cfg *cfg, char *why,
 			    size_t why_cap);

@@ -11,6 +11,8 @@
  * has been sent everything, as on a plain connection.
  */
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include "bulwark/log.h"
@@ -50,6 +52,9 @@ engine_tls_close(struct bw_conn *c)
 	}
 	bw_tls_free(c->tls);
 	c->tls = NULL;
+	free(c->peer_key);
+	c->peer_key = NULL;
+	c->peer_key_len = 0;
 }
 
 int
@@ -77,6 +82,24 @@ engine_conn_has_output(const struct bw_conn *c)
 	return len > 0;
 }
 
+/* The key the peer proved it holds, kept for the services to judge (a
+ * certificate chain is at most 32 KiB: its key fits scratch). */
+static void
+tls_keep_peer_key(struct bw_conn *c)
+{
+	size_t len = 0;
+
+	if (bw_tls_peer_key(c->tls, scratch, sizeof(scratch), &len) != 0 ||
+	    len == 0)
+		return;
+	if ((c->peer_key = malloc(len)) == NULL) {
+		bw_conn_close_later(c, "out of memory");
+		return;
+	}
+	memcpy(c->peer_key, scratch, len);
+	c->peer_key_len = len;
+}
+
 /* After the session ran: records it made (the handshake's, tickets,
  * alerts) and output held back for the handshake go out this pass. */
 static void
@@ -85,6 +108,7 @@ tls_ran(struct bw_conn *c)
 	if (!(c->flags & BW_CONN_TLS_UP) && bw_tls_done(c->tls)) {
 		c->flags |= BW_CONN_TLS_UP;
 		c->eng->tls_handshakes++;
+		tls_keep_peer_key(c);
 		bw_debug("c%llu TLS: %s %s", (unsigned long long)c->id,
 			 bw_tls_version(c->tls), bw_tls_cipher(c->tls));
 	}

@@ -187,6 +187,10 @@ struct bw_conn {
 	 * is empty only when the peer has been sent everything) */
 	struct bw_tls *tls;
 	size_t tls_enc;
+	/* after its handshake: the DER SubjectPublicKeyInfo of the key the
+	 * peer proved it holds (a client certificate's); NULL if none */
+	uint8_t *peer_key;
+	size_t peer_key_len;
 	struct bw_call tls_call; /* a read of what the session holds */
 };
 
@@ -396,6 +400,22 @@ void bw_conn_request_deadline(struct bw_conn *c, unsigned ms);
 /* Closes c if no input arrives within ms from now; the next input
  * restores the listener's idle timeout. */
 void bw_conn_idle_deadline(struct bw_conn *c, unsigned ms);
+
+/* 1 on a TLS listener. */
+static inline int
+bw_conn_tls(const struct bw_conn *c)
+{
+	return c->lis->cfg.tls != 0;
+}
+
+/* On a TLS listener: the DER SubjectPublicKeyInfo of the key the peer
+ * proved it holds in the handshake (*len), or NULL if it showed none. */
+static inline const uint8_t *
+bw_conn_peer_key(const struct bw_conn *c, size_t *len)
+{
+	*len = c->peer_key_len;
+	return c->peer_key;
+}
 
 static inline void *
 bw_conn_inst(const struct bw_conn *c)

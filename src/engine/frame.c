@@ -242,6 +242,16 @@ prepare(struct bw_conn *c, const uint8_t *p)
 	return 1;
 }
 
+/* The admit hook's reason to refuse the request whose head is p, or NULL. */
+static const char *
+admit(struct bw_conn *c, const uint8_t *p)
+{
+	const struct bw_frame *f = bw_conn_inst(c);
+
+	return f->admit != NULL ? f->admit(f->admit_arg, c, &FC(c)->req, p)
+				: NULL;
+}
+
 /* Returns 1 to wait for more input (padding not decided yet, or the
  * prepare hook at work). */
 static int
@@ -254,6 +264,7 @@ on_head(struct bw_conn *c)
 	/* what the request takes of c->in: read before the handler, which
 	 * may end the request (and clear r) */
 	size_t take = r->route->on_body != NULL ? n : whole;
+	const char *why;
 	int rc, pad;
 
 	/* Course-sample clients pad the request with zeros: decide before
@@ -288,6 +299,10 @@ on_head(struct bw_conn *c)
 	    !(r->route->flags & BW_ROUTE_DURING_DRAIN)) {
 		bw_buf_consume(&c->in, take);
 		return bw_frame_fail(c, "shutting down");
+	}
+	if ((why = admit(c, p)) != NULL) {
+		bw_buf_consume(&c->in, take);
+		return bw_frame_fail(c, why);
 	}
 	fc->st = F_REQ;
 	fc->min_rate = 0;

@@ -48,6 +48,8 @@ struct bw_frame {
 	/* run before each request's handler (bw_frame_set_prepare) */
 	bw_frame_prepare_fn prepare;
 	void *prepare_arg;
+	bw_frame_admit_fn admit; /* and then (bw_frame_set_admit) */
+	void *admit_arg;
 };
 
 enum fstate {

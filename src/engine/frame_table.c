@@ -126,6 +126,13 @@ bw_frame_set_prepare(struct bw_frame *f, bw_frame_prepare_fn fn, void *arg)
 }
 
 void
+bw_frame_set_admit(struct bw_frame *f, bw_frame_admit_fn fn, void *arg)
+{
+	f->admit = fn;
+	f->admit_arg = arg;
+}
+
+void
 bw_frame_prepared(struct bw_conn *c)
 {
 	if (bw_conn_dead(c) || FC(c) == NULL || FC(c)->prep != P_WAIT)

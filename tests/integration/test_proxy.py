@@ -312,12 +312,10 @@ def test_behind_haproxy_the_real_address_counts(behind):
 def tls_register_as(port, header, name, first=b""):
     """The PROXY header in clear, then (first's bytes in the same segment
     as it, as HAProxy may send them) a TLS 1.3 session carrying a
-    registration; the reply's code."""
-    import ssl
+    registration proving its key; the reply's code."""
+    import tlsutil
 
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    ctx = tlsutil.client_ctx(key=rsa_key(0))
     raw = connect(port)
     raw.sendall(header)
     with ctx.wrap_socket(raw) as t:

@@ -611,18 +611,26 @@ def test_a_man_in_the_middle_with_its_own_key_gets_no_byte(start_server, client_
     settle(srv, mark, n=sum(1 for st in got if st["upstream"]))
     assert events_since(srv, mark) == [], srv.log()[mark:]
 
-    # the same proxy is a working man in the middle: a client that knows no
-    # key for that address pins the proxy's and its upload goes through it
+    # trust on first use has its known weakness: a client that knows no key
+    # for that address pins the proxy's. But the proxy cannot prove the
+    # client's key to the server: neither a registration nor an upload for
+    # the identity registered above goes through it, and nothing is stored
     other = client_env(tmp_path / "home2")
     n1 = len(px.stats)
+    mark = len(srv.log())
     d2, data2 = send_dir(client_dir, pp)
     r = d2.run(quiet=False, env=other)
-    assert r.returncode == 0, describe(r)
+    assert r.returncode != 0, describe(r)
     assert new_line("bulwark", pp, mitm_fp, home_known(tmp_path / "home2")) in \
         r.stderr.decode(), describe(r)
-    assert_stored(srv, d2, data2)
-    through = px.new_since(n1)
-    assert sum(st["up"] for st in through) > len(data2), through
+    assert not (d2.path / "me.info").exists()
+    d.write_file("upload.bin", os.urandom(10_000))
+    r = d.run(quiet=False, env=other)
+    assert r.returncode != 0, describe(r)
+    assert_stored(srv, d, data)  # the first upload, unchanged
+    px.new_since(n1)
+    refused = [e for e in events_since(srv, mark) if "event=auth_refused" in e]
+    assert refused and all("reason=no_certificate" in e for e in refused), srv.log()[mark:]
 
 
 # --------------------------------------------------------------------------

@@ -35,7 +35,9 @@ import bwmsg
 import bwrooms as R
 import bwvault as bw
 import ports
+import tlsutil
 from bwd import rsa_key, unique_name
+from tlsutil import TlsMsgClient, TlsVaultClient, client_ctx, need_openssl
 
 H = "127.0.0.1"
 FP_RE = re.compile(r"TLS: server key (SHA256:[A-Za-z0-9+/]{43})(?![A-Za-z0-9+/=])")
@@ -44,13 +46,6 @@ KEPT = "the old key and certificate are kept"
 
 # --------------------------------------------------------------------------
 # Helpers
-
-
-def need_openssl():
-    path = shutil.which("openssl")
-    if path is None:
-        pytest.skip("the openssl command is not installed")
-    return path
 
 
 def start_tls(start_server, *args, tls=True, rooms_tls=False, rooms=False, require=False,
@@ -83,57 +78,8 @@ def start_tls(start_server, *args, tls=True, rooms_tls=False, rooms=False, requi
     return srv
 
 
-def client_ctx(cafile=None, maximum=None):
-    """A TLS client context: verifying against cafile (host names checked)
-    or, without one, taking any certificate."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if cafile is not None:
-        ctx.load_verify_locations(cafile=str(cafile))
-    else:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if maximum is not None:
-        ctx.maximum_version = maximum
-    return ctx
-
-
 def tls_connect(port, ctx=None, hostname="localhost", timeout=10.0):
-    raw = socket.create_connection((H, port), timeout=timeout)
-    try:
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s = (ctx or client_ctx()).wrap_socket(raw, server_hostname=hostname)
-    except BaseException:
-        raw.close()
-        raise
-    s.settimeout(timeout)
-    return s
-
-
-class TlsVaultClient(bw.VaultClient):
-    """bwvault's client over TLS."""
-
-    def __init__(self, host, port, ctx=None, hostname="localhost", timeout=10.0, key=None):
-        super().__init__(host, port, timeout=timeout, key=key)
-        self.ctx, self.hostname = ctx, hostname
-
-    def connect(self):
-        self.close()
-        self.sock = tls_connect(self.port, self.ctx, self.hostname, self.timeout)
-        return self
-
-
-class TlsMsgClient(bwmsg.MsgClient):
-    """bwmsg's client over TLS (keep-alive, or padded: one connection, and
-    so one handshake, per request)."""
-
-    def __init__(self, host, port, ctx=None, hostname="localhost", padded=False, timeout=10.0):
-        super().__init__(host, port, padded=padded, timeout=timeout)
-        self.ctx, self.hostname = ctx, hostname
-
-    def connect(self):
-        if self.sock is None:
-            self.sock = tls_connect(self.port, self.ctx, self.hostname, self.timeout)
-        return self.sock
+    return tlsutil.tls_connect(H, port, ctx, hostname, timeout)
 
 
 class TlsRoomClient(R.RoomClient):
@@ -249,9 +195,9 @@ def closed_within(sock, timeout=10.0):
         got += chunk
 
 
-def vault_works_over_tls(srv, ctx=None, i=3):
+def vault_works_over_tls(srv, cafile=None, i=3):
     """A fresh TLS connection registers and gets its AES key."""
-    c = TlsVaultClient(H, srv.tls_port, ctx, key=rsa_key(i)).connect()
+    c = TlsVaultClient(H, srv.tls_port, cafile, key=rsa_key(i)).connect()
     try:
         bw.expect(c.register(unique_name("probe")), bw.REGISTERED, "register over TLS")
         bw.expect(c.send_pubkey(), bw.KEY_STORED, "key over TLS")
@@ -276,11 +222,10 @@ def client_hello():
 
 def test_vault_register_upload_and_crc_verdict_over_tls(start_server):
     srv = start_tls(start_server)
-    ctx = client_ctx(cafile=srv.data_dir / "tls.crt")
     data = os.urandom(200_000)
     name = unique_name("tls")
     key = rsa_key(0)
-    c = TlsVaultClient(H, srv.tls_port, ctx, key=key).connect()
+    c = TlsVaultClient(H, srv.tls_port, srv.data_dir / "tls.crt", key=key).connect()
     try:
         assert c.sock.version() == "TLSv1.3"
         bw.expect(c.register(name), bw.REGISTERED, "register")
@@ -312,9 +257,9 @@ def test_vault_register_upload_and_crc_verdict_over_tls(start_server):
 @pytest.mark.parametrize("padded", [False, True], ids=["keepalive", "padded"])
 def test_messenger_register_send_and_pull_between_two_tls_clients(start_server, padded):
     srv = start_tls(start_server)
-    ctx = client_ctx(cafile=srv.data_dir / "tls.crt")
-    a = TlsMsgClient(H, srv.tls_port, ctx, padded=padded)
-    b = TlsMsgClient(H, srv.tls_port, ctx, padded=padded)
+    ca = srv.data_dir / "tls.crt"
+    a = TlsMsgClient(H, srv.tls_port, ca, padded=padded)
+    b = TlsMsgClient(H, srv.tls_port, ca, padded=padded)
     try:
         a.register(unique_name("ta"), key=rsa_key(1))
         b.register(unique_name("tb"), key=rsa_key(2))
@@ -502,7 +447,7 @@ def test_operator_cert_and_key_are_served_and_fingerprinted(start_server, tmp_pa
         assert fp_of_sock(s) == want
     with tls_connect(srv.rooms_tls_port, ctx) as s:
         assert fp_of_sock(s) == want
-    vault_works_over_tls(srv, ctx)
+    vault_works_over_tls(srv, crt)
 
 
 def test_a_key_weaker_than_112_bits_is_refused_at_start(start_server, tmp_path):
@@ -581,7 +526,7 @@ def test_require_tls_turns_the_plain_ports_off(start_server):
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((H, port), timeout=5).close()
     ctx = client_ctx(cafile=srv.data_dir / "tls.crt")
-    vault_works_over_tls(srv, ctx)
+    vault_works_over_tls(srv, srv.data_dir / "tls.crt")
     with TlsRoomClient(srv.rooms_tls_port, ctx) as r:
         assert r.seen.decode() == R.MENU
     assert srv.alive()
@@ -635,7 +580,7 @@ def test_sighup_reads_new_files_keeps_open_sessions_and_refuses_broken_ones(star
         assert KEPT not in srv.log(), srv.log_tail()
         with tls_connect(srv.tls_port) as s:
             assert fp_of_sock(s) == fp2, "a new connection still gets the old key"
-        vault_works_over_tls(srv, client_ctx(cafile=two[0]))
+        vault_works_over_tls(srv, two[0])
 
         # the old session goes on with what it started with
         bw.expect(old.send_pubkey(), bw.KEY_STORED, "public key after HUP")
@@ -661,7 +606,7 @@ def test_sighup_reads_new_files_keeps_open_sessions_and_refuses_broken_ones(star
         assert srv.log().count(KEPT) == n, "%s: no refusal logged\n%s" % (what, srv.log_tail())
         with tls_connect(srv.tls_port) as s:
             assert fp_of_sock(s) == fp2, "%s: the key changed" % what
-        vault_works_over_tls(srv, client_ctx(cafile=two[0]))
+        vault_works_over_tls(srv, two[0])
     assert "too weak" in srv.log()
 
     # and a good pair after the refusals is taken

@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "bulwark/crypto.h"
 #include "bulwark/err.h"
 #include "bulwark/tls.h"
 
@@ -136,6 +137,54 @@ a_handshake_fed_a_byte_at_a_time_ends_and_carries_data(void **state)
 	assert_int_equal(bw_tls_read(s, got, sizeof(got), &n), BW_TLS_EOF);
 	bw_tls_free(c);
 	bw_tls_free(s);
+}
+
+/* A client's identity (an RSA-1024 key, the seeds') is the key the server
+ * sees proven; a client without one shows none; junk is not a key. */
+static void
+a_client_identity_is_the_key_the_server_sees(void **state)
+{
+	struct fixture *f = *state;
+	struct bw_tls_ctx *cli = NULL;
+	struct bw_tls *c, *s;
+	struct bw_rsa *k = NULL;
+	uint8_t spki[BW_RSA_PUB_LEN], got[1024], *der = NULL;
+	size_t len = 0, n = 1;
+	char why[256];
+
+	assert_int_equal(bw_rsa_generate(&k), 0);
+	assert_int_equal(bw_rsa_to_pkcs8(k, &der, &len), 0);
+	assert_int_equal(bw_rsa_to_spki(k, spki), 0);
+	assert_int_equal(bw_tls_client_ctx(&cli, NULL, why, sizeof(why)), 0);
+	assert_int_not_equal(bw_tls_ctx_identity(cli, (const uint8_t *)"junk",
+						 4, why, sizeof(why)),
+			     0);
+	assert_true(strlen(why) > 0);
+	assert_int_equal(bw_tls_ctx_identity(cli, der, len, why, sizeof(why)),
+			 0);
+	c = bw_tls_new(cli, 0, "localhost");
+	s = bw_tls_new(f->srv, 1, NULL);
+	handshake(c, s, 0);
+	assert_int_equal(bw_tls_peer_key(s, got, sizeof(got), &n), 0);
+	assert_int_equal(n, BW_RSA_PUB_LEN);
+	assert_memory_equal(got, spki, BW_RSA_PUB_LEN);
+	assert_int_equal(bw_tls_peer_key(s, got, 100, &n), BW_ETOOBIG);
+	assert_int_equal(n, 0);
+	bw_tls_free(c);
+	bw_tls_free(s);
+	/* the fixture's client has no identity */
+	c = bw_tls_new(f->cli, 0, "localhost");
+	s = bw_tls_new(f->srv, 1, NULL);
+	handshake(c, s, 0);
+	n = 1;
+	assert_int_equal(bw_tls_peer_key(s, got, sizeof(got), &n), 0);
+	assert_int_equal(n, 0);
+	bw_tls_free(c);
+	bw_tls_free(s);
+	bw_tls_ctx_free(cli);
+	bw_wipe(der, len);
+	free(der);
+	bw_rsa_free(k);
 }
 
 static void
@@ -264,6 +313,7 @@ main(void)
 		cmocka_unit_test(
 			garbage_instead_of_a_client_hello_is_an_error_with_a_reason),
 		cmocka_unit_test(a_record_altered_on_the_way_is_refused),
+		cmocka_unit_test(a_client_identity_is_the_key_the_server_sees),
 		cmocka_unit_test(the_key_is_made_once_and_kept),
 		cmocka_unit_test(the_fingerprint_is_what_openssl_computes),
 		cmocka_unit_test(

@@ -1,0 +1,121 @@
+/* Who may speak for a client on a TLS listener. The handshake proves which
+ * key the peer holds (its certificate's, self-signed, made from the key it
+ * registered); before each request on the shared port, a request whose
+ * header names a registered client is served only when that proven key is
+ * the client's, and a registration (the messenger's 600, the vault's 1026)
+ * only binds the key proven. Everything else is refused with the
+ * protocol's error reply, logged with the address and counted
+ * (bulwark_errors_total{kind="auth_..."}). On the plain listeners the seed
+ * protocols are served as they always were: nothing is proven there.
+ *
+ * On a shared store the prepare hook (daemon_shared.c) has read the
+ * client's row again first, so the key judged is the store's.
+ */
+#include <string.h>
+
+#include "bulwark/log.h"
+#include "bulwark/util.h"
+#include "daemon/daemon.h"
+#include "proto/msg_wire.h"
+#include "proto/vault_wire.h"
+
+static const char *const kind_key[BW_AUTH_KINDS] = {
+	[BW_AUTH_NO_CERT] = "auth_no_certificate",
+	[BW_AUTH_WRONG_KEY] = "auth_wrong_key",
+	[BW_AUTH_OTHER_KEY] = "auth_registration_key",
+};
+static const char *const kind_why[BW_AUTH_KINDS] = {
+	[BW_AUTH_NO_CERT] = "no client certificate: this client's key is "
+			    "not proven",
+	[BW_AUTH_WRONG_KEY] = "the key proven is not this client's",
+	[BW_AUTH_OTHER_KEY] = "the key registered is not the key proven",
+};
+
+/* 1 if the proven key (DER, len bytes) is the 160-byte field stored (DER,
+ * zero-padded). */
+static int
+same_key(const uint8_t *key, size_t len, const uint8_t field[BW_RSA_PUB_LEN])
+{
+	size_t i;
+
+	if (key == NULL || len == 0 || len > BW_RSA_PUB_LEN ||
+	    memcmp(key, field, len) != 0)
+		return 0;
+	for (i = len; i < BW_RSA_PUB_LEN; i++)
+		if (field[i] != 0)
+			return 0;
+	return 1;
+}
+
+static const char *
+refuse(struct bw_daemon *d, struct bw_conn *c, const struct bw_frame_req *r,
+       enum bw_auth_kind k)
+{
+	char hex[2 * BW_ID_LEN + 1];
+
+	d->auth_refused[k]++;
+	bw_hex_encode(r->hdr.client_id, BW_ID_LEN, hex);
+	bw_conn_event(c, BW_LOG_WARN, "auth_refused",
+		      "service=%s code=%u id=%s reason=%s", r->proto->name,
+		      r->hdr.code, hex, kind_key[k] + 5);
+	return kind_why[k];
+}
+
+static const char *
+admit(void *arg, struct bw_conn *c, const struct bw_frame_req *r,
+      const uint8_t *head)
+{
+	struct bw_daemon *d = arg;
+	uint16_t code = r->hdr.code;
+	const struct bw_client *cl;
+	const uint8_t *key;
+	size_t len;
+
+	if (!bw_conn_tls(c))
+		return NULL;
+	key = bw_conn_peer_key(c, &len);
+	/* a registration names nobody yet: whoever registers over TLS
+	 * registers the key it proves */
+	if (code == BW_VAULT_REQ_REGISTER || code == BW_MSG_REQ_REGISTER) {
+		if (key == NULL)
+			return refuse(d, c, r, BW_AUTH_NO_CERT);
+		if (code == BW_MSG_REQ_REGISTER &&
+		    !same_key(key, len, head + BW_NAME_FIELD))
+			return refuse(d, c, r, BW_AUTH_OTHER_KEY);
+		return NULL;
+	}
+	if ((cl = bw_registry_by_id(&d->reg, r->hdr.client_id)) == NULL)
+		return NULL; /* the service answers an unknown id */
+	if (key == NULL)
+		return refuse(d, c, r, BW_AUTH_NO_CERT);
+	if (code == BW_VAULT_REQ_PUBKEY &&
+	    !same_key(key, len, head + BW_NAME_FIELD))
+		return refuse(d, c, r, BW_AUTH_OTHER_KEY);
+	/* a vault client between its 1025 and its 1026 has no key yet: its
+	 * 1026 binds the one proven, and nothing else is served before */
+	if (!cl->has_pubkey)
+		return code == BW_VAULT_REQ_PUBKEY
+			       ? NULL
+			       : refuse(d, c, r, BW_AUTH_WRONG_KEY);
+	if (!same_key(key, len, cl->pubkey))
+		return refuse(d, c, r, BW_AUTH_WRONG_KEY);
+	return NULL;
+}
+
+void
+bw_daemon_auth_start(struct bw_daemon *d)
+{
+	bw_frame_set_admit(d->frame, admit, d);
+}
+
+void
+bw_daemon_auth_errors(const struct bw_daemon *d, bw_stat_emit emit,
+		      void *emit_arg)
+{
+	int k;
+
+	if (d->tls == NULL)
+		return;
+	for (k = 0; k < BW_AUTH_KINDS; k++)
+		emit(emit_arg, kind_key[k], kind_why[k], d->auth_refused[k]);
+}

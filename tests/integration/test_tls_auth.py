@@ -1,0 +1,306 @@
+"""Clients proven by their registered key on the TLS listeners.
+
+A client shows a certificate made from the key it registered (the vault's
+1026 key, the messenger's 600 key); TLS 1.3's CertificateVerify proves it
+holds the private key. On the TLS port a request whose header names a
+registered client is served only when that proven key is the client's, and
+a registration binds the key proven; anything else gets the protocol's
+error reply and a close, is logged (event=auth_refused, with the peer's
+address and the reason) and counted (bulwark_errors_total{kind="auth_..."}).
+
+The attackers here are the independent clients (bwvault.py, bwmsg.py over
+Python's ssl, certificates made by the openssl command): a stranger who
+knows a client's id (every 2101 lists them) and proves its own key, one who
+proves none, and a registration carrying another key than the one proven.
+The plain port is the seed's and stays as it was."""
+
+import re
+import time
+import urllib.request
+
+import pytest
+
+import bwd
+import bwmsg
+import bwvault as bw
+import ports
+from bwd import rsa_key, unique_name
+from test_tls_server import start_tls
+from tlsutil import TlsMsgClient, TlsVaultClient
+
+H = "127.0.0.1"
+REFUSED_RE = re.compile(r"event=auth_refused conn=\d+ peer=(\S+) service=(\S+) code=(\d+) "
+                        r"id=([0-9a-f]{32}) reason=(\S+)")
+
+
+def start(start_server, *args):
+    mp = ports.reserve()
+    srv = start_tls(start_server, "--metrics-listen", "%s:%d" % (H, mp), *args)
+    srv.metrics_port = mp
+    return srv
+
+
+def refusals(srv, mark=0):
+    """[(peer, service, code, id hex, reason)] logged since mark."""
+    return [m.groups() for m in REFUSED_RE.finditer(srv.log()[mark:])]
+
+
+def wait_refusals(srv, mark, n):
+    bwd.wait_for(lambda: len(refusals(srv, mark)) >= n, 5)
+    got = refusals(srv, mark)
+    assert len(got) == n, "wanted %d refusals, got %r\n%s" % (n, got, srv.log()[mark:])
+    return got
+
+
+def auth_counts(srv):
+    with urllib.request.urlopen("http://%s:%d/metrics" % (H, srv.metrics_port), timeout=10) as r:
+        text = r.read().decode()
+    return {k: int(v) for k, v in
+            re.findall(r'^bulwark_errors_total\{[^}]*kind="auth_(\w+)"\} (\d+)$', text, re.M)}
+
+
+def refused_and_closed(c, resp):
+    """The vault's general error, then the server's close."""
+    assert resp.code == bw.ERROR and resp.payload == b"", resp
+    assert c.is_closed_by_peer(timeout=5), "the connection stayed open"
+
+
+def vault_owner(srv, key, name=None):
+    c = TlsVaultClient(H, srv.tls_port, key=key).connect()
+    bw.expect(c.register(name or unique_name("owner")), bw.REGISTERED, "register")
+    bw.expect(c.send_pubkey(), bw.KEY_STORED, "key")
+    return c
+
+
+def stranger(srv, owner, key=None, anonymous=False):
+    """A TLS vault connection naming owner's id, proving key (or none)."""
+    s = TlsVaultClient(H, srv.tls_port, key=key or rsa_key(20), anonymous=anonymous).connect()
+    s.client_id, s.name = owner.client_id, owner.name
+    return s
+
+
+# --------------------------------------------------------------------------
+# The vault
+
+
+def test_a_stranger_proving_its_own_key_cannot_act_for_a_vault_client(start_server):
+    srv = start(start_server)
+    owner = vault_owner(srv, rsa_key(0))
+    data = b"the owner's bytes " * 500
+    try:
+        # an upload waiting for its verdict, its uploader still connected:
+        # the verdict is the owner's alone
+        res = owner.send_file("mine.bin", data)
+        bw.expect(res.response, bw.FILE_RECEIVED, "upload")
+        mark = len(srv.log())
+        hexid = owner.client_id.hex()
+        tries = [
+            ("1027", lambda s: s.reconnect()),
+            ("1029", lambda s: s.crc_ok("mine.bin")),
+            ("1030", lambda s: s.request(bw.CRC_BAD, bw.name_field("mine.bin"))),
+            ("1031", lambda s: s.giveup("mine.bin")),
+            # a key change for the owner's id, carrying the key proven
+            ("1026", lambda s: s.send_pubkey(key=s.key)),
+            ("1028", lambda s: s.send_file("theirs.bin", b"x" * 1000,
+                                           aes_key=bytes(16))),
+        ]
+        for code, act in tries:
+            s = stranger(srv, owner)
+            try:
+                got = act(s)
+                refused_and_closed(s, got.response if code == "1028" else got)
+            finally:
+                s.close()
+        s = stranger(srv, owner, anonymous=True)
+        try:
+            refused_and_closed(s, s.reconnect())
+        finally:
+            s.close()
+        got = wait_refusals(srv, mark, len(tries) + 1)
+        assert [(g[1], g[2], g[3], g[4]) for g in got] == \
+            [("vault", c, hexid, "wrong_key") for c, _ in tries] + \
+            [("vault", "1027", hexid, "no_certificate")]
+        assert all(g[0].startswith("127.0.0.1:") for g in got), got
+        counts = auth_counts(srv)
+        assert counts["wrong_key"] == len(tries) and counts["no_certificate"] == 1, counts
+
+        # nothing the stranger sent changed a thing: the owner's verdict
+        # on its open connection is what counts, its key is still its own
+        ack = bw.expect(owner.crc_ok("mine.bin"), bw.ACK, "the owner's verdict")
+        assert ack.client_id == owner.client_id
+        assert (srv.client_dir(owner.client_id) / "mine.bin").read_bytes() == data
+        assert not (srv.client_dir(owner.client_id) / "theirs.bin").exists()
+        row = srv.file_row(owner.client_id, "mine.bin")
+        assert row is not None and bwd.is_true(row["Verified"]), row
+        again = TlsVaultClient(H, srv.tls_port, key=owner.key).connect()
+        try:
+            again.client_id, again.name = owner.client_id, owner.name
+            bw.expect(again.reconnect(), bw.RECONNECTED, "the owner again")
+        finally:
+            again.close()
+    finally:
+        owner.close()
+
+
+def test_a_vault_registration_over_tls_binds_the_key_proven(start_server):
+    srv = start(start_server)
+    mark = len(srv.log())
+    # no certificate: no registration
+    a = TlsVaultClient(H, srv.tls_port, anonymous=True).connect()
+    try:
+        refused_and_closed(a, a.register(unique_name("anon")))
+    finally:
+        a.close()
+    # proving key 1, registering key 2: refused, and key 1 binds later
+    c = TlsVaultClient(H, srv.tls_port, key=rsa_key(1)).connect()
+    try:
+        bw.expect(c.register(unique_name("bind")), bw.REGISTERED, "register")
+        cid = c.client_id
+        refused_and_closed(c, c.send_pubkey(key=rsa_key(2)))
+        # between its 1025 and its 1026 nothing else is served
+        c.key = rsa_key(1)
+        c.connect()
+        refused_and_closed(c, c.reconnect())
+        c.connect()
+        bw.expect(c.send_pubkey(key=rsa_key(1)), bw.KEY_STORED, "the key proven")
+        assert c.client_id == cid
+    finally:
+        c.close()
+    got = wait_refusals(srv, mark, 3)
+    assert [(g[2], g[4]) for g in got] == [("1025", "no_certificate"),
+                                           ("1026", "registration_key"),
+                                           ("1027", "wrong_key")], got
+    assert auth_counts(srv)["registration_key"] == 1
+    # the key bound is the one proven: key 2 opens nothing, on either port
+    p = bw.VaultClient(H, srv.port, key=rsa_key(2)).connect()
+    try:
+        p.client_id, p.name = cid, c.name
+        resp = p.request(bw.RECONNECT, bw.name_field(c.name))
+        assert resp.code == bw.RECONNECTED, resp
+        with pytest.raises(ValueError):
+            bw.unwrap_key(rsa_key(2), resp.payload[bw.ID_SIZE:])
+        assert len(bw.unwrap_key(rsa_key(1), resp.payload[bw.ID_SIZE:])) == 16
+    finally:
+        p.close()
+
+
+def test_an_identity_registered_on_the_plain_port_proves_itself_over_tls(start_server):
+    srv = start(start_server)
+    key = rsa_key(3)
+    p = bw.VaultClient(H, srv.port, key=key).connect()
+    try:
+        bw.expect(p.register(unique_name("plain")), bw.REGISTERED, "register")
+        bw.expect(p.send_pubkey(), bw.KEY_STORED, "key")
+    finally:
+        p.close()
+    t = TlsVaultClient(H, srv.tls_port, key=key).connect()
+    try:
+        t.client_id, t.name = p.client_id, p.name
+        bw.expect(t.reconnect(), bw.RECONNECTED, "reconnect over TLS")
+        res = t.send_file("first-tls.bin", b"z" * 4096)
+        bw.expect(res.response, bw.FILE_RECEIVED, "upload over TLS")
+        bw.expect(t.crc_ok("first-tls.bin"), bw.ACK, "verdict over TLS")
+    finally:
+        t.close()
+    s = stranger(srv, p, key=rsa_key(4))
+    try:
+        refused_and_closed(s, s.reconnect())
+    finally:
+        s.close()
+
+
+# --------------------------------------------------------------------------
+# The messenger
+
+
+def test_only_the_owner_pulls_its_messages_and_a_603_names_its_real_sender(start_server):
+    srv = start(start_server)
+    a = TlsMsgClient(H, srv.tls_port, key=rsa_key(5))
+    b = TlsMsgClient(H, srv.tls_port, key=rsa_key(6))
+    try:
+        a.register(unique_name("ma"))
+        b.register(unique_name("mb"))
+        k = bytes(range(16))
+        tid = a.send_text(b.client_id, k, b"for bob only")
+        mark = len(srv.log())
+        for code, payload in [(bwmsg.PULL, b""), (bwmsg.LIST, b""),
+                              (bwmsg.PUBKEY, a.client_id),
+                              (bwmsg.SEND, bwmsg.SEND_PREFIX.pack(a.client_id, bwmsg.TEXT, 16)
+                               + bytes(16))]:
+            for anonymous in (False, True):
+                # bob's id, someone else's key (or none): a pull would hand
+                # out bob's messages and its close delete them; a 603 would
+                # reach alice in bob's name
+                e = TlsMsgClient(H, srv.tls_port, key=rsa_key(7), anonymous=anonymous)
+                try:
+                    e.client_id = b.client_id
+                    rcode, body = e.request(code, payload)
+                    assert (rcode, body) == (bwmsg.ERROR, b""), (code, rcode)
+                    assert e.sock.recv(1) == b"", "not closed after the refusal"
+                finally:
+                    e.close()
+        got = wait_refusals(srv, mark, 8)
+        assert [(g[1], g[2], g[4]) for g in got] == [
+            ("messenger", str(c), r) for c in (604, 601, 602, 603)
+            for r in ("wrong_key", "no_certificate")], got
+        assert all(g[3] == b.client_id.hex() for g in got), got
+        (r,) = b.pull()
+        assert (r[0], r[1]) == (a.client_id, tid)
+        assert bw.aes_decrypt(k, r[3]) == b"for bob only"
+        assert a.pull() == [], "a 603 in bob's name reached alice"
+        counts = auth_counts(srv)
+        assert counts["wrong_key"] == 4 and counts["no_certificate"] == 4, counts
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_messenger_registration_binds_the_key_proven(start_server):
+    srv = start(start_server)
+    mark = len(srv.log())
+    name = unique_name("mreg")
+    for anonymous in (True, False):
+        c = TlsMsgClient(H, srv.tls_port, key=rsa_key(8), anonymous=anonymous)
+        try:
+            # the 600 carries key 9, the handshake proves key 8 (or none)
+            rcode, body = c.request(bwmsg.REGISTER,
+                                    bw.name_field(name) + bw.spki_der(rsa_key(9)))
+            assert (rcode, body) == (bwmsg.ERROR, b"")
+        finally:
+            c.close()
+    got = wait_refusals(srv, mark, 2)
+    assert [(g[2], g[4]) for g in got] == [("600", "no_certificate"),
+                                           ("600", "registration_key")], got
+    # the name was not taken: the key proven registers it
+    c = TlsMsgClient(H, srv.tls_port, key=rsa_key(9))
+    o = TlsMsgClient(H, srv.tls_port, key=rsa_key(12))
+    try:
+        c.register(name)
+        o.register(unique_name("other"))
+        assert (c.client_id, name) in o.list()
+        assert o.public_key(c.client_id) == bw.spki_der(rsa_key(9))
+    finally:
+        c.close()
+        o.close()
+
+
+def test_the_plain_port_still_serves_the_seed_protocol_unproven(start_server):
+    """What the TLS port refuses, the plain port serves as the seed says:
+    nothing is proven there (docs/security.md says what that allows)."""
+    srv = start(start_server)
+    b = TlsMsgClient(H, srv.tls_port, key=rsa_key(10))
+    a = bwmsg.MsgClient(H, srv.port)
+    try:
+        b.register(unique_name("pb"))
+        a.register(unique_name("pa"), key=rsa_key(11))
+        a.send_text(b.client_id, bytes(16), b"plain")
+        e = bwmsg.MsgClient(H, srv.port)
+        try:
+            e.client_id = b.client_id
+            assert len(e.pull()) == 1
+        finally:
+            e.close()
+    finally:
+        a.close()
+        b.close()
+    assert refusals(srv) == []

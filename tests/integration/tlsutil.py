@@ -1,0 +1,125 @@
+"""TLS for the independent test clients: contexts, and the certificate a
+client proves its identity with.
+
+A client of the TLS listeners proves that it holds the private key
+registered for its id (the vault's 1026 key, the messenger's 600 key) by
+showing a certificate made from that key: TLS 1.3's CertificateVerify is
+signed with it. The certificate is self-signed (the server judges the key,
+not a chain), made here by the openssl command from a PyCryptodome RSA key,
+independently of the bulwark client, which makes its own in C. The seeds'
+keys are RSA-1024: the context's security level goes down to 0 for them,
+as AUTH-NOTES says."""
+
+import atexit
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+
+import pytest
+
+import bwmsg
+import bwvault as bw
+
+_dir = None
+_made = {}
+
+
+def need_openssl():
+    path = shutil.which("openssl")
+    if path is None:
+        pytest.skip("the openssl command is not installed")
+    return path
+
+
+def identity_files(key):
+    """(certificate, key) PEM files for key, a PyCryptodome RSA key: a
+    self-signed client certificate, made once per key and process."""
+    global _dir
+    k = (key.n, key.e)
+    if k in _made:
+        return _made[k]
+    if _dir is None:
+        _dir = tempfile.mkdtemp(prefix="bw-tls-ids-")
+        atexit.register(shutil.rmtree, _dir, True)
+    i = len(_made)
+    kp = os.path.join(_dir, "id%d.key" % i)
+    cp = os.path.join(_dir, "id%d.crt" % i)
+    with open(kp, "wb") as f:
+        f.write(key.export_key(format="PEM", pkcs=8))
+    subprocess.run([need_openssl(), "req", "-x509", "-new", "-key", kp, "-out", cp,
+                    "-subj", "/CN=bulwark test client", "-days", "2", "-sha256"],
+                   check=True, capture_output=True, timeout=30)
+    _made[k] = (cp, kp)
+    return cp, kp
+
+
+def client_ctx(cafile=None, maximum=None, key=None):
+    """A TLS client context: verifying against cafile (host names checked)
+    or, without one, taking any certificate; with key (an RSA key), showing
+    a certificate made from it when the server asks."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cafile is not None:
+        ctx.load_verify_locations(cafile=str(cafile))
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if maximum is not None:
+        ctx.maximum_version = maximum
+    if key is not None:
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # an RSA-1024 identity
+        cert, pem = identity_files(key)
+        ctx.load_cert_chain(cert, pem)
+    return ctx
+
+
+def tls_connect(host, port, ctx=None, hostname="localhost", timeout=10.0):
+    raw = socket.create_connection((host, port), timeout=timeout)
+    try:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s = (ctx or client_ctx()).wrap_socket(raw, server_hostname=hostname)
+    except BaseException:
+        raw.close()
+        raise
+    s.settimeout(timeout)
+    return s
+
+
+class TlsVaultClient(bw.VaultClient):
+    """bwvault's client over TLS, proving its key (made here if none is
+    given) with a certificate unless anonymous."""
+
+    def __init__(self, host, port, cafile=None, hostname="localhost", timeout=10.0, key=None,
+                 anonymous=False):
+        super().__init__(host, port, timeout=timeout, key=key or bw.new_rsa_key())
+        self.cafile, self.hostname, self.anonymous = cafile, hostname, anonymous
+
+    def connect(self):
+        self.close()
+        ctx = client_ctx(self.cafile, key=None if self.anonymous else self.key)
+        self.sock = tls_connect(self.host, self.port, ctx, self.hostname, self.timeout)
+        return self
+
+
+class TlsMsgClient(bwmsg.MsgClient):
+    """bwmsg's client over TLS (keep-alive, or padded: one connection, and
+    so one handshake, per request), proving the key it registers (or is
+    given) unless anonymous."""
+
+    def __init__(self, host, port, cafile=None, hostname="localhost", padded=False,
+                 timeout=10.0, key=None, anonymous=False):
+        super().__init__(host, port, padded=padded, timeout=timeout)
+        self.cafile, self.hostname, self.anonymous = cafile, hostname, anonymous
+        self.key = key
+
+    def register(self, name, key=None):
+        self.key = key or self.key or bw.new_rsa_key()
+        return super().register(name, key=self.key)
+
+    def connect(self):
+        if self.sock is None:
+            ctx = client_ctx(self.cafile, key=None if self.anonymous else self.key)
+            self.sock = tls_connect(self.host, self.port, ctx, self.hostname, self.timeout)
+        return self.sock
