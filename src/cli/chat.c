@@ -53,7 +53,8 @@ usage(FILE *f)
 		"the room.\n\n"
 		"  -s, --server H:P      the server (or HOST:PORT after the "
 		"options)\n"
-		"  -t, --timeout SEC     connect timeout (default 10)\n"
+		"  -t, --timeout SEC     connect timeout (default "
+		"10)\n" BW_CLI_CA_FILE_HELP
 		"      --no-newline      send each line as one write without a "
 		"newline, a\n"
 		"                        moment apart (the seed's own server "
@@ -367,6 +368,7 @@ bw_cli_chat(int argc, char **argv)
 	static const struct option opts[] = {
 		{"server", required_argument, NULL, 's'},
 		{"timeout", required_argument, NULL, 't'},
+		BW_CLI_CA_FILE_OPTION,
 		{"no-newline", no_argument, NULL, 'n'},
 		{"gap", required_argument, NULL, 'g'},
 		{"help", no_argument, NULL, 'h'},

@@ -40,6 +40,15 @@ bw_cli_common_opt(const char *prog, int ch, const char *arg,
 		return bw_cli_timeout_arg(prog, arg, timeout_ms) == 0
 			       ? BW_CLI_GO_ON
 			       : BW_EXIT_USAGE;
+	if (ch == BW_CLI_OPT_CA_FILE) {
+		if (access(arg, R_OK) != 0) {
+			fprintf(stderr, "%s: --ca-file %s: %s\n", prog, arg,
+				strerror(errno));
+			return BW_EXIT_USAGE;
+		}
+		bw_cli_ca_file = arg;
+		return BW_CLI_GO_ON;
+	}
 	usage(ch == 'h' ? stdout : stderr);
 	return ch == 'h' ? BW_EXIT_OK : BW_EXIT_USAGE;
 }

@@ -151,6 +151,21 @@ int bw_cli_timeout_arg(const char *prog, const char *arg, unsigned *ms) BW_WUR;
  * prints usage on stdout and returns BW_EXIT_OK; a bad --timeout, or any
  * other option, returns BW_EXIT_USAGE (usage on stderr). */
 #define BW_CLI_GO_ON (-1)
+/* --ca-file FILE (long only), taken by bw_cli_common_opt into
+ * bw_cli_ca_file: a tls:// server's certificate must then be signed for
+ * its name by that CA (no pinning). */
+#define BW_CLI_OPT_CA_FILE 0x100
+#define BW_CLI_CA_FILE_OPTION                                                  \
+	{                                                                      \
+		"ca-file", required_argument, NULL, BW_CLI_OPT_CA_FILE         \
+	}
+#define BW_CLI_CA_FILE_HELP                                                    \
+	"      --ca-file FILE    a tls:// server's certificate must be "       \
+	"signed "                                                              \
+	"for\n"                                                                \
+	"                        its name by a CA in FILE (PEM) instead of "   \
+	"being\n"                                                              \
+	"                        pinned on first use in known_servers\n"
 int bw_cli_common_opt(const char *prog, int ch, const char *arg,
 		      unsigned *timeout_ms, void (*usage)(FILE *f)) BW_WUR;
 /* After the options: the server given by -s (given, or NULL) or an

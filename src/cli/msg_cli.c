@@ -68,6 +68,11 @@ usage(FILE *f)
 		"                         /tmp)\n"
 		"      --timeout SEC      give up on a silent server after SEC "
 		"(default 30)\n"
+		"      --ca-file FILE     a tls:// server's certificate must "
+		"be signed for its\n"
+		"                         name by a CA in FILE (PEM) instead "
+		"of being pinned\n"
+		"                         on first use in known_servers\n"
 		"  -h, --help             this help\n\n"
 		"contacts.info (mode 0600) keeps each contact's pinned public "
 		"key, the\nsymmetric key you share and the ids of the "
@@ -474,6 +479,7 @@ bw_cli_msg(int argc, char **argv)
 		{"server", required_argument, NULL, 's'},
 		{"output", required_argument, NULL, 'o'},
 		{"timeout", required_argument, NULL, 't'},
+		BW_CLI_CA_FILE_OPTION,
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};

@@ -58,7 +58,7 @@ usage(FILE *f)
 		"                        whole reply (default 30); a file's "
 		"bytes must keep\n"
 		"                        moving (no stall of SEC) and average "
-		"1 KiB/s\n"
+		"1 KiB/s\n" BW_CLI_CA_FILE_HELP
 		"  -h, --help            this help\n\n"
 		"A request that gets an error reply, times out or loses the "
 		"connection is\nsent again up to 3 times, after pauses of "
@@ -121,6 +121,7 @@ parse_args(int argc, char **argv, struct transfer *t, struct send_ctx *x,
 		{"file", required_argument, NULL, 'f'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"timeout", required_argument, NULL, 't'},
+		BW_CLI_CA_FILE_OPTION,
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};

@@ -95,7 +95,8 @@ def trust(addr, env, cwd):
     return run_bulwark("trust-server", "-t", "10", addr, env=env, cwd=cwd)
 
 
-def start_tls(start_server, tls_port=None, rooms_tls_port=None, rooms=False, data_dir=None):
+def start_tls(start_server, *args, tls_port=None, rooms_tls_port=None, rooms=False,
+              data_dir=None):
     """bulwarkd with --tls-port tls_port and/or --rooms-tls-port
     rooms_tls_port (reserved ports: a test may stop it and start another on
     the same one), once its log shows those listeners. The log's
@@ -108,7 +109,7 @@ def start_tls(start_server, tls_port=None, rooms_tls_port=None, rooms=False, dat
     if rooms_tls_port is not None:
         extra += ["--rooms-tls-port", str(rooms_tls_port)]
         lines += ["rooms listening on tls://127.0.0.1:%d" % rooms_tls_port]
-    srv = start_server(*extra, rooms=rooms, data_dir=data_dir)
+    srv = start_server(*(extra + [str(a) for a in args]), rooms=rooms, data_dir=data_dir)
     bwd.wait_for(lambda: all(ln in srv.log() for ln in lines) or not srv.alive(),
                  bwd.START_TIMEOUT)
     missing = [ln for ln in lines if ln not in srv.log()]
@@ -631,6 +632,43 @@ def test_a_man_in_the_middle_with_its_own_key_gets_no_byte(start_server, client_
     px.new_since(n1)
     refused = [e for e in events_since(srv, mark) if "event=auth_refused" in e]
     assert refused and all("reason=no_certificate" in e for e in refused), srv.log()[mark:]
+
+
+def test_ca_file_verifies_the_servers_name_instead_of_pinning(start_server, client_dir,
+                                                             tmp_path):
+    """--ca-file: a certificate signed for the address by that CA is taken
+    without a pin; another CA's, or a self-signed one, is refused before a
+    byte of the protocol, with exit 7."""
+    from test_tls_server import make_ca_signed
+    ca, crt, key = make_ca_signed(tmp_path / "pki")
+    other_ca, _, _ = make_ca_signed(tmp_path / "other")
+    srv = start_tls(start_server, "--tls-cert", crt, "--tls-key", key,
+                    tls_port=ports.reserve())
+    home = tmp_path / "home"
+    env = client_env(home)
+    d, data = send_dir(client_dir, srv.tls_port)
+    r = d.run("--ca-file", str(ca), quiet=False, env=env)
+    assert r.returncode == 0, describe(r)
+    assert_stored(srv, d, data)
+    assert not home_known(home).exists(), "a CA-verified key was pinned"
+    m = tmp_path / "m"
+    r = msg(m, "-s", "tls://127.0.0.1:%d" % srv.tls_port, "--ca-file", str(ca),
+            "register", unique_name("ca"), env=env)
+    assert r.returncode == 0, describe(r)
+    mark = len(srv.log())
+    for cafile, port in ((other_ca, srv.tls_port), (ca, None)):
+        if port is None:  # a server with the self-signed key it makes
+            port = start_tls(start_server, tls_port=ports.reserve()).tls_port
+        d2, _ = send_dir(client_dir, port)
+        r = d2.run("--ca-file", str(cafile), quiet=False, env=env)
+        assert r.returncode == EXIT_KEY, describe(r)
+        assert "is not signed for that name by the CA in %s" % cafile in r.stderr.decode(), \
+            describe(r)
+        assert not (d2.path / "me.info").exists()
+    assert not home_known(home).exists()
+    assert events_since(srv, mark) == [], srv.log()[mark:]
+    r = d.run("--ca-file", str(tmp_path / "none.pem"), env=env)
+    assert r.returncode == 2 and b"--ca-file" in r.stderr, describe(r)
 
 
 # --------------------------------------------------------------------------
