@@ -26,6 +26,8 @@ struct bw_addr {
 	uint64_t failed_ms; /* last time a limit refused this address */
 	unsigned strikes;   /* failed attempts, the last at strike_ms */
 	uint64_t strike_ms;
+	unsigned tls_n;	       /* TLS handshakes begun since tls_start_ms */
+	uint64_t tls_start_ms; /* start of that one-second window */
 };
 
 struct bw_addrtab {
@@ -54,6 +56,9 @@ void bw_addrtab_sweep(struct bw_addrtab *t, uint64_t now_ms);
 /* Counts a registration if fewer than per_min happened in the current
  * minute: 0, or BW_ETOOBIG when over the limit (0 per_min = no limit). */
 int bw_addr_count_reg(struct bw_addr *a, unsigned per_min, uint64_t now_ms);
+/* Counts a TLS handshake begun if fewer than per_sec began in the current
+ * second: 0, or BW_ETOOBIG when over the limit (0 = no limit). */
+int bw_addr_count_tls(struct bw_addr *a, unsigned per_sec, uint64_t now_ms);
 /* Counts a failed attempt. Strikes are forgotten BW_ADDR_STRIKE_KEEP ms
  * after the last one. */
 void bw_addr_strike(struct bw_addr *a, uint64_t now_ms);

@@ -9,6 +9,7 @@
 #include "bulwark/err.h"
 
 #define REG_WINDOW_MS 60000u
+#define TLS_WINDOW_MS 1000u
 
 int
 bw_addrtab_init(struct bw_addrtab *t, size_t cap)
@@ -53,7 +54,8 @@ idle(const struct bw_addr *a, uint64_t now_ms)
 			return 0;
 	}
 	return a->conns == 0 && bw_addr_strikes(a, now_ms) == 0 &&
-	       now_ms - a->reg_start_ms >= REG_WINDOW_MS;
+	       now_ms - a->reg_start_ms >= REG_WINDOW_MS &&
+	       now_ms - a->tls_start_ms >= TLS_WINDOW_MS;
 }
 
 struct sweep {
@@ -153,6 +155,7 @@ bw_addrtab_get(struct bw_addrtab *t, const char *addr, uint64_t now_ms)
 	memcpy(a->addr, addr, n);
 	/* a new entry's window has already ended: it counts nothing yet */
 	a->reg_start_ms = now_ms - REG_WINDOW_MS;
+	a->tls_start_ms = now_ms - TLS_WINDOW_MS;
 	if (bw_hash_put(&t->map, a->addr, n, a) != 0) {
 		free(a);
 		return NULL;
@@ -170,6 +173,19 @@ bw_addr_count_reg(struct bw_addr *a, unsigned per_min, uint64_t now_ms)
 	if (per_min != 0 && a->regs >= per_min)
 		return BW_ETOOBIG;
 	a->regs++;
+	return 0;
+}
+
+int
+bw_addr_count_tls(struct bw_addr *a, unsigned per_sec, uint64_t now_ms)
+{
+	if (now_ms - a->tls_start_ms >= TLS_WINDOW_MS) {
+		a->tls_start_ms = now_ms;
+		a->tls_n = 0;
+	}
+	if (per_sec != 0 && a->tls_n >= per_sec)
+		return BW_ETOOBIG;
+	a->tls_n++;
 	return 0;
 }
 

@@ -60,6 +60,8 @@ bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg)
 	snprintf(cfg->data_dir, sizeof(cfg->data_dir), ".");
 	cfg->engine.workers = 0; /* derive() chooses */
 	cfg->engine.shutdown_grace_ms = 10000;
+	cfg->engine.tls_rate = 1000;
+	cfg->engine.tls_rate_per_addr = 100;
 	cfg->timeout_ms = 30000;
 	cfg->request_timeout_ms = 10000;
 	cfg->max_clients = 1000000;

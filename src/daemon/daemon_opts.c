@@ -179,6 +179,14 @@ static const struct opt opts[] = {
 	 "again"},
 	{"tls-key", 0, K_STR, R, F(tls_key), 0, 0, "FILE",
 	 "the certificate's private key (PEM)"},
+	{"tls-handshakes", 0, K_NUM, 0, F(engine.tls_rate), 0, 1000000, "N",
+	 "TLS handshakes begun a second, in all; past\nit the TLS ports "
+	 "accept nothing until the next\nsecond (default 1000; 0 = no "
+	 "limit)"},
+	{"tls-handshakes-per-addr", 0, K_NUM, 0, F(engine.tls_rate_per_addr), 0,
+	 1000000, "N",
+	 "of those, from one address; past it its new\nTLS connections are "
+	 "closed (default 100; 0 =\nno limit)"},
 	{"require-tls", 0, K_ON, 0, F(require_tls), 0, 0, NULL,
 	 "no plain listeners: only the TLS ports (and\nthe console and "
 	 "metrics) are served"},

@@ -567,6 +567,8 @@ engine_conn_start(struct bw_conn *c)
 		 l->name, c->peer);
 	if (l->svc->on_open != NULL && l->svc->on_open(c) != 0)
 		engine_conn_kill(c, "service refused the connection");
+	else
+		(void)engine_tls_addr_budget(c);
 }
 
 void

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 
 #include "bulwark/log.h"
+#include "bulwark/util.h"
 #include "engine/engine_int.h"
 
 #define TLS_READ_CHUNK	(64u * 1024u)
@@ -55,6 +56,59 @@ engine_tls_close(struct bw_conn *c)
 	free(c->peer_key);
 	c->peer_key = NULL;
 	c->peer_key_len = 0;
+}
+
+int
+engine_tls_budget(struct bw_listener *l)
+{
+	struct bw_engine *e = l->eng;
+	uint64_t now = bw_now_ms();
+
+	if (e->cfg.tls_rate == 0)
+		return 1;
+	if (now - e->tls_window_ms >= ENGINE_TLS_WINDOW_MS) {
+		e->tls_window_ms = now;
+		e->tls_begun = 0;
+	}
+	if (e->tls_begun < e->cfg.tls_rate) {
+		e->tls_begun++;
+		return 1;
+	}
+	/* the newcomers wait in the kernel's backlog, costing nothing */
+	l->paused_until_ms = e->tls_window_ms + ENGINE_TLS_WINDOW_MS;
+	(void)bw_loop_update(e->loop, &l->w, 0);
+	e->tls_paused++;
+	if (now - e->tls_warn_ms >= 10000u) {
+		e->tls_warn_ms = now;
+		bw_warn("%s: %u TLS handshakes began within a second "
+			"(--tls-handshakes): accepting paused until the next",
+			l->name, e->cfg.tls_rate);
+	}
+	return 0;
+}
+
+int
+engine_tls_addr_budget(struct bw_conn *c)
+{
+	struct bw_engine *e = c->eng;
+	uint64_t now = bw_now_ms();
+
+	/* a balancer's health check is the balancer's, not a client's */
+	if (c->tls == NULL || c->addr == NULL || (c->flags & BW_CONN_QUIET) ||
+	    bw_addr_count_tls(c->addr, e->cfg.tls_rate_per_addr, now) == 0)
+		return 1;
+	e->tls_addr_refused++;
+	e->tls_addr_dropped++;
+	if (now - e->tls_addr_warn_ms >= 10000u) {
+		e->tls_addr_warn_ms = now;
+		bw_warn("%s: TLS handshakes from %s over %u a second "
+			"(--tls-handshakes-per-addr): closed %llu newcomer(s)",
+			c->lis->name, c->addr->addr, e->cfg.tls_rate_per_addr,
+			(unsigned long long)e->tls_addr_dropped);
+		e->tls_addr_dropped = 0;
+	}
+	engine_conn_kill(c, NULL);
+	return 0;
 }
 
 int

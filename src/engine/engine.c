@@ -146,6 +146,8 @@ on_accept(void *arg, unsigned events)
 
 	(void)events;
 	for (i = 0; i < ACCEPT_BATCH; i++) {
+		if (l->cfg.tls && !engine_tls_budget(l))
+			return;
 		rc = bw_net_accept(l->fd, &fd, peer, sizeof(peer));
 		if (rc == -EAGAIN || rc == -EWOULDBLOCK)
 			return;

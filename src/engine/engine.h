@@ -101,6 +101,11 @@ struct bw_engine_cfg {
 	 * the protocol is off) */
 	struct bw_proxy_nets proxy_from;
 	unsigned shutdown_grace_ms; /* in-flight work allowed at shutdown */
+	/* TLS handshakes begun a second: in all (past it the TLS listeners
+	 * stop accepting until the next second, as HAProxy's maxsslrate),
+	 * and from one address (past it its newcomers are closed); 0: no
+	 * limit */
+	unsigned tls_rate, tls_rate_per_addr;
 	/* SIGHUP (with signals on): called on the loop thread. NULL: the
 	 * signal is logged and ignored. */
 	void (*on_hup)(void *arg);
@@ -221,6 +226,11 @@ struct bw_engine {
 	 * handshakes: done, failed */
 	struct bw_tls_ctx *tls;
 	uint64_t tls_handshakes, tls_failed;
+	/* the handshake budget (engine_tls_budget): this second's count,
+	 * pauses of the TLS listeners, newcomers closed for their address */
+	uint64_t tls_window_ms, tls_paused, tls_addr_refused;
+	unsigned tls_begun;
+	uint64_t tls_warn_ms, tls_addr_warn_ms, tls_addr_dropped;
 };
 
 /* Creates the loop and its workers, the address table, and (with signals

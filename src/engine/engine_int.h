@@ -9,7 +9,8 @@
 #include "engine/engine.h"
 
 /* the tick that enforces deadlines and trims idle buffers (engine.c) */
-#define ENGINE_TICK_MS 200u
+#define ENGINE_TICK_MS	     200u
+#define ENGINE_TLS_WINDOW_MS 1000u
 
 /* Sets up a connection for an accepted fd (closing fd on failure);
  * proxied: from a --proxy-from address, started once its PROXY header has
@@ -60,10 +61,17 @@ void engine_conn_trim(struct bw_conn *c, uint64_t now);
 void engine_conn_lowat_lapse(struct bw_conn *c, uint64_t now);
 /* The idle time c is allowed now (less once it is closing). */
 uint64_t engine_conn_idle_ms(const struct bw_conn *c);
-/* conn_tls.c: TLS on a connection of a TLS listener */
+/* conn_io.c: TLS on a connection of a TLS listener */
 /* Starts c's session (0, or BW_ENOMEM). */
 int engine_tls_open(struct bw_conn *c);
 void engine_tls_close(struct bw_conn *c);
+/* A TLS listener may accept one more connection now (the handshakes
+ * begun this second, in all, under tls_rate): 1, or 0 with l paused until
+ * the next second. */
+int engine_tls_budget(struct bw_listener *l);
+/* c's address may begin one more handshake this second (tls_rate_per_addr):
+ * 1, or 0 and c is closed. */
+int engine_tls_addr_budget(struct bw_conn *c);
 /* What a PROXY header left in c->in is the start of the handshake. */
 int engine_tls_after_proxy(struct bw_conn *c);
 /* Reads c's socket as recv() would (bytes, 0 at the end, -1 with errno),

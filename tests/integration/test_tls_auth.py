@@ -15,7 +15,7 @@ proves none, and a registration carrying another key than the one proven.
 The plain port is the seed's and stays as it was."""
 
 import re
-import time
+import socket
 import urllib.request
 
 import pytest
@@ -25,6 +25,7 @@ import bwmsg
 import bwvault as bw
 import ports
 from bwd import rsa_key, unique_name
+import tlsutil
 from test_tls_server import start_tls
 from tlsutil import TlsMsgClient, TlsVaultClient
 
@@ -304,3 +305,100 @@ def test_the_plain_port_still_serves_the_seed_protocol_unproven(start_server):
         a.close()
         b.close()
     assert refusals(srv) == []
+
+
+# --------------------------------------------------------------------------
+# The handshake budget: a handshake costs the server CPU on its loop
+
+
+def raw_conn(port, src):
+    s = socket.create_connection((H, port), timeout=10, source_address=(src, 0))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def closed_by_server(s, timeout=5.0):
+    s.settimeout(timeout)
+    try:
+        return s.recv(1) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_one_address_past_its_handshakes_a_second_is_closed_others_are_served(start_server):
+    srv = start(start_server, "--tls-handshakes-per-addr", "10", "--tls-handshakes", "0")
+    # 60 connections from 127.0.0.2 within a moment: the first 10 of the
+    # second are served, the newcomers past them closed before a handshake
+    socks = [raw_conn(srv.tls_port, "127.0.0.2") for _ in range(60)]
+    try:
+        closed = [s for s in socks if closed_by_server(s, 0.5)]
+        assert len(closed) >= 60 - 30, "only %d of 60 closed" % len(closed)
+        kept = [s for s in socks if s not in closed]
+        assert kept, "every connection was closed"
+        # one that was kept does its handshake and registers
+        ctx = tlsutil.client_ctx(key=rsa_key(13))
+        t = ctx.wrap_socket(kept[0], server_hostname="localhost")
+        t.sendall(bwmsg.pack_request(bytes(16), bwmsg.REGISTER,
+                                     bw.name_field(unique_name("kept"))
+                                     + bw.spki_der(rsa_key(13))))
+        assert bw.recv_exact(t, bw.RESP_HEADER_SIZE)[1:3] == (2100).to_bytes(2, "little")
+        t.close()
+    finally:
+        for s in socks:
+            s.close()
+    # another address is served meanwhile, on both kinds of port
+    c = TlsVaultClient(H, srv.tls_port, key=rsa_key(14))
+    c.sock = tlsutil.tls_connect(H, srv.tls_port, tlsutil.client_ctx(key=rsa_key(14)))
+    try:
+        bw.expect(c.register(unique_name("other")), bw.REGISTERED, "another address")
+    finally:
+        c.close()
+    p = bw.VaultClient(H, srv.port).connect()
+    try:
+        bw.expect(p.register(unique_name("plain")), bw.REGISTERED, "the plain port")
+    finally:
+        p.close()
+    assert bwd.wait_for(lambda: "TLS handshakes from 127.0.0.2 over 10 a second" in srv.log(), 5), \
+        srv.log_tail()
+    assert tls_metric(srv, 'bulwark_errors_total{[^}]*kind="tls_handshake_rate"}') == len(closed)
+
+
+def tls_metric(srv, pattern):
+    with urllib.request.urlopen("http://%s:%d/metrics" % (H, srv.metrics_port), timeout=10) as r:
+        text = r.read().decode()
+    m = re.search("^" + pattern + r" (\d+)$", text, re.M)
+    assert m, "no %s in\n%s" % (pattern, text)
+    return int(m.group(1))
+
+
+def test_past_the_handshakes_a_second_in_all_newcomers_wait_and_are_served(start_server):
+    srv = start(start_server, "--tls-handshakes", "5", "--tls-handshakes-per-addr", "0")
+    mark = len(srv.log())
+    socks = [raw_conn(srv.tls_port, "127.0.0.%d" % (10 + i)) for i in range(16)]
+    done = []
+    try:
+        for i, s in enumerate(socks):
+            # each one waits in the backlog, is accepted in a later second,
+            # and does its whole handshake then: none is refused
+            ctx = tlsutil.client_ctx()
+            s.settimeout(20)
+            t = ctx.wrap_socket(s, server_hostname="localhost")
+            assert t.version() == "TLSv1.3"
+            done.append(t)
+            if i == 8:
+                # while the TLS port waits, the plain one is served at once
+                p = bw.VaultClient(H, srv.port).connect()
+                try:
+                    bw.expect(p.register(unique_name("plain")), bw.REGISTERED, "plain")
+                finally:
+                    p.close()
+    finally:
+        for s in done or socks:
+            s.close()
+    assert len(done) == 16
+    assert tls_metric(srv, r"bulwark_tls_accept_paused_total\{[^}]*\}") >= 1
+    assert "TLS handshakes began within a second (--tls-handshakes): accepting paused" \
+        in srv.log()[mark:], srv.log_tail()
+    assert tls_metric(srv, 'bulwark_errors_total{[^}]*kind="tls_handshake"}') == 0

@@ -1250,6 +1250,16 @@ addrtab_counts_registrations_per_minute(void **state)
 	assert_int_equal(bw_addr_count_reg(a, 3, now + 60000), 0);
 	assert_non_null(b = bw_addrtab_get(&t, "10.0.0.2", now));
 	assert_int_equal(bw_addr_count_reg(b, 0, now), 0); /* 0: no limit */
+	/* TLS handshakes: a second's window */
+	for (i = 0; i < 2; i++)
+		assert_int_equal(bw_addr_count_tls(b, 2, now + (uint64_t)i), 0);
+	assert_int_equal(bw_addr_count_tls(b, 2, now + 999), BW_ETOOBIG);
+	assert_int_equal(bw_addr_count_tls(b, 2, now + 1000), 0);
+	assert_int_equal(bw_addr_count_tls(b, 0, now + 1001), 0);
+	/* an entry that only remembers this second is kept by a sweep */
+	bw_addrtab_sweep(&t, now + 1500);
+	assert_ptr_equal(bw_addrtab_get(&t, "10.0.0.2", now + 1500), b);
+	assert_int_equal(bw_addr_count_tls(b, 2, now + 1500), BW_ETOOBIG);
 	bw_addrtab_fini(&t);
 }
 

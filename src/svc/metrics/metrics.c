@@ -105,8 +105,11 @@ listeners(const struct bw_engine *e, struct bw_buf *b)
 	if (e->tls != NULL)
 		rc |= bw_buf_printf(
 			b,
-			"bulwark_errors_total{kind=\"tls_handshake\"} %llu\n",
-			(unsigned long long)e->tls_failed);
+			"bulwark_errors_total{kind=\"tls_handshake\"} %llu\n"
+			"bulwark_errors_total{kind=\"tls_handshake_rate\"} "
+			"%llu\n",
+			(unsigned long long)e->tls_failed,
+			(unsigned long long)e->tls_addr_refused);
 	return rc;
 }
 
@@ -138,8 +141,14 @@ engine_counts(const struct bw_engine *e, struct bw_buf *b)
 			"completed on the TLS listeners (failed ones: "
 			"bulwark_errors_total{kind=\"tls_handshake\"}).\n"
 			"# TYPE bulwark_tls_handshakes_total counter\n"
-			"bulwark_tls_handshakes_total %llu\n",
-			(unsigned long long)e->tls_handshakes);
+			"bulwark_tls_handshakes_total %llu\n"
+			"# HELP bulwark_tls_accept_paused_total Times the TLS "
+			"listeners stopped accepting for the rest of a second "
+			"(--tls-handshakes).\n"
+			"# TYPE bulwark_tls_accept_paused_total counter\n"
+			"bulwark_tls_accept_paused_total %llu\n",
+			(unsigned long long)e->tls_handshakes,
+			(unsigned long long)e->tls_paused);
 	return rc;
 }
 
