@@ -32,5 +32,7 @@ void bw_put_u16le(uint8_t *p, uint16_t v);
 void bw_put_u32le(uint8_t *p, uint32_t v);
 uint16_t bw_get_u16le(const uint8_t *p);
 uint32_t bw_get_u32le(const uint8_t *p);
+void bw_put_u64le(uint8_t *p, uint64_t v);
+uint64_t bw_get_u64le(const uint8_t *p);
 
 #endif

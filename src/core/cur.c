@@ -104,3 +104,17 @@ bw_get_u32le(const uint8_t *p)
 	return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
 	       ((uint32_t)p[3] << 24);
 }
+
+void
+bw_put_u64le(uint8_t *p, uint64_t v)
+{
+	bw_put_u32le(p, (uint32_t)(v & 0xffffffffu));
+	bw_put_u32le(p + 4, (uint32_t)(v >> 32));
+}
+
+uint64_t
+bw_get_u64le(const uint8_t *p)
+{
+	return (uint64_t)bw_get_u32le(p) |
+	       ((uint64_t)bw_get_u32le(p + 4) << 32);
+}

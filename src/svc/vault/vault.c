@@ -192,8 +192,16 @@ vault_conn_close(struct bw_conn *c, void *ctx, void *state)
 					      : "connection closed");
 	}
 	vault_owes_release(vc->v, vc, c);
+	vault_get_closed(vc);
 	vc->op = NULL; /* the op holds c and sees it dead when it runs */
 	bw_wipe(vc->key, sizeof(vc->key));
+}
+
+static void
+vault_conn_drained(struct bw_conn *c, void *ctx, void *state)
+{
+	(void)ctx;
+	vault_get_drained(c, state);
 }
 
 /* A session that got its 2103 owes a 1029/1030/1031: while stopping, it
@@ -342,6 +350,11 @@ static const struct bw_frame_route routes[] = {
 	NAME_ROUTE(BW_VAULT_REQ_CRC_OK, BW_ROUTE_DURING_DRAIN, on_crc),
 	NAME_ROUTE(BW_VAULT_REQ_CRC_RETRY, BW_ROUTE_DURING_DRAIN, on_crc),
 	NAME_ROUTE(BW_VAULT_REQ_CRC_FAIL, BW_ROUTE_DURING_DRAIN, on_crc),
+	/* the extensions (vault_ext.c) */
+	{BW_VAULT_REQ_LIST, 0, 0, 0, 0, vault_on_list, NULL, NULL},
+	{BW_VAULT_REQ_GET, 0, BW_VAULT_GET_LEN, BW_VAULT_GET_LEN,
+	 BW_VAULT_GET_LEN, vault_on_get, NULL, NULL},
+	NAME_ROUTE(BW_VAULT_REQ_DELETE, 0, vault_on_delete),
 };
 
 /* A registration refused (name taken) and a reconnection denied. */
@@ -360,6 +373,7 @@ const struct bw_frame_proto bw_vault_proto = {
 	.routes_n = sizeof(routes) / sizeof(routes[0]),
 	.state_size = sizeof(struct vault_conn),
 	.on_close = vault_conn_close,
+	.on_drained = vault_conn_drained,
 	.busy = vault_conn_busy,
 	.draining = vault_draining,
 };

@@ -66,6 +66,14 @@ struct vowner {
 	struct vfile *first;
 };
 
+struct vfile *
+vfile_first_of(const struct bw_vault *v, const uint8_t id[BW_ID_LEN])
+{
+	const struct vowner *o = bw_hash_get(&v->by_owner, id, BW_ID_LEN);
+
+	return o != NULL ? o->first : NULL;
+}
+
 static void
 owner_del(struct bw_vault *v, struct vfile *f)
 {
@@ -420,8 +428,11 @@ vault_refresh(void *inst, const uint8_t id[BW_ID_LEN], const uint8_t *other,
 	struct vref *x;
 
 	(void)other;
-	if (!v->meta->be->shared || code < BW_VAULT_REQ_SEND_FILE ||
-	    code > BW_VAULT_REQ_CRC_FAIL || (x = calloc(1, sizeof(*x))) == NULL)
+	if (!v->meta->be->shared ||
+	    !((code >= BW_VAULT_REQ_SEND_FILE &&
+	       code <= BW_VAULT_REQ_CRC_FAIL) ||
+	      (code >= BW_VAULT_EXT_LO && code <= BW_VAULT_EXT_HI)) ||
+	    (x = calloc(1, sizeof(*x))) == NULL)
 		return 0;
 	x->v = v;
 	memcpy(x->id, id, BW_ID_LEN);

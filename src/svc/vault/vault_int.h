@@ -86,6 +86,7 @@ struct bw_vault {
 	/* this process among the nodes of a shared store: the high half of
 	 * its connections' claim keys (owes.c), drawn at start */
 	uint32_t node_tag;
+	unsigned gets_active; /* 1101s being sent back (vault_ext.c) */
 };
 
 struct vowner; /* files.c: the list of one owner's files */
@@ -197,6 +198,7 @@ struct vault_conn {
 	int64_t key_issued;	/* wall clock, s */
 	uint64_t key_issued_ms; /* monotonic */
 	int awaiting;		/* 2103 sent: a 1029/1030/1031 should follow */
+	struct vget *get;	/* a 1101 being sent back (vault_ext.c) */
 	struct crc_op *op;	/* a 1029/1030/1031 in progress */
 	/* its claim to the verdicts of what it uploaded, on a shared store
 	 * (owes.c): asked of the store, or held until it closes */
@@ -205,6 +207,17 @@ struct vault_conn {
 
 /* The vault's state on c; NULL once c is closed. */
 #define VC(c) ((struct vault_conn *)bw_frame_state((c), &bw_vault_proto))
+
+/* vault_ext.c: the extensions (1100-1102), TLS listeners only */
+struct vget;
+int vault_on_list(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
+int vault_on_get(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
+int vault_on_delete(struct bw_conn *c, struct bw_frame_req *r,
+		    const uint8_t *p);
+/* Output drained: a 1101's next chunk. */
+void vault_get_drained(struct bw_conn *c, struct vault_conn *vc);
+/* The connection closes: its 1101 ends. */
+void vault_get_closed(struct vault_conn *vc);
 
 /* vault.c */
 /* The client the request's header names, touched; NULL if unknown. */
@@ -364,6 +377,10 @@ struct vfile *vfile_by_name(const struct bw_vault *v,
 			    const uint8_t id[BW_ID_LEN], const char *name);
 struct vfile *vfile_at(const struct bw_vault *v, const uint8_t id[BW_ID_LEN],
 		       const char *path);
+/* The first of id's files (the others follow by owner_next); NULL if
+ * none. */
+struct vfile *vfile_first_of(const struct bw_vault *v,
+			     const uint8_t id[BW_ID_LEN]);
 /* Fills rec from f (to restore it later, or to change a field). */
 void vfile_rec(const struct vfile *f, struct bw_file_rec *rec);
 /* Makes rec the one row of id at path (NULL: none): in the store, then in

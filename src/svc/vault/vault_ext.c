@@ -1,0 +1,518 @@
+/* Bulwark's extensions of the vault (docs/vault-protocol.md, "Bulwark
+ * extensions"): an owner lists its files (1100), gets one back (1101) and
+ * deletes one (1102). Served only on a TLS listener, where the daemon has
+ * checked that the client proved the key registered for the id it names
+ * (daemon_auth.c); on a plain listener anyone may name any id, so these
+ * get the general error there.
+ *
+ * A get streams in bounded memory: a worker reads the stored object a chunk
+ * at a time (GET_CHUNK), hashing every byte from the start (SHA-256, sent
+ * after the last byte, so that a client resuming from an offset checks the
+ * whole file end to end), and the loop queues a chunk only while the
+ * connection holds less than a chunk unsent; on_drained brings the next.
+ * At most GETS_MAX run at once.
+ */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bulwark/cur.h"
+#include "bulwark/err.h"
+#include "bulwark/log.h"
+#include "svc/vault/vault_int.h"
+
+#define GET_CHUNK (256u * 1024u)
+#define GETS_MAX  64u
+#define LIST_MAX  4096u /* stored times looked up in one listing */
+
+/* The client an extension names, or NULL with the error replied. */
+static struct bw_client *
+ext_client(struct bw_conn *c, struct bw_frame_req *r)
+{
+	struct bw_client *cl;
+
+	if (!bw_conn_tls(c)) {
+		(void)bw_frame_error(c, "served on a TLS listener only");
+		return NULL;
+	}
+	if ((cl = vault_header_client(r)) == NULL)
+		(void)bw_frame_error(c, "unknown client id");
+	return cl;
+}
+
+static int
+no_such_file(struct bw_conn *c, const uint8_t *field)
+{
+	return bw_frame_reply(c, BW_VAULT_RESP_NO_SUCH_FILE, field,
+			      BW_NAME_FIELD);
+}
+
+/* --- 1100: the list ------------------------------------------------------ */
+
+struct stamp {
+	char key[BW_PATH_CAP];
+	int64_t mtime;
+};
+
+struct vlist {
+	struct bw_vault *v;
+	struct bw_conn *c;
+	uint8_t id[BW_ID_LEN];
+	char prefix[BW_PATH_CAP];
+	struct stamp *st;
+	size_t n;
+	int rc;
+};
+
+static int
+list_one(void *arg, const char *key, uint64_t size, int64_t mtime)
+{
+	struct vlist *l = arg;
+
+	(void)size;
+	if (l->n >= LIST_MAX || strlen(key) >= BW_PATH_CAP)
+		return 0; /* its time is shown as unknown */
+	snprintf(l->st[l->n].key, BW_PATH_CAP, "%s", key);
+	l->st[l->n++].mtime = mtime;
+	return 0;
+}
+
+static void
+list_work(void *arg)
+{
+	struct vlist *l = arg;
+
+	l->rc = bw_blob_list(l->v->blobs, l->prefix, list_one, l);
+}
+
+static int64_t
+stamp_of(const struct vlist *l, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		if (strcmp(l->st[i].key, key) == 0)
+			return l->st[i].mtime;
+	return 0;
+}
+
+static void
+list_entry(uint8_t *p, const struct vfile *f, int64_t stored)
+{
+	if (bw_name_encode(f->file_name, p) != 0)
+		memset(p, 0, BW_NAME_FIELD); /* it came in one: cannot be */
+	p += BW_NAME_FIELD;
+	bw_put_u64le(p, f->size);
+	p[8] = f->verified ? 1 : 0;
+	bw_put_u64le(p + 9, (uint64_t)stored);
+	p[17] = f->pending_path[0] != '\0' ? 1 : 0;
+}
+
+static void
+list_done(void *arg)
+{
+	struct vlist *l = arg;
+	struct bw_conn *c = l->c;
+	const struct vfile *f;
+	uint8_t cnt[4], e[BW_VAULT_LIST_ENTRY];
+	uint32_t n = 0;
+
+	if (bw_conn_dead(c))
+		goto out;
+	if (l->rc != 0)
+		bw_warn("c%llu 1100: the stored times could not be listed: %s",
+			ULL(c->id), bw_strerror(l->rc));
+	for (f = vfile_first_of(l->v, l->id); f != NULL; f = f->owner_next)
+		n++;
+	bw_put_u32le(cnt, n);
+	(void)bw_frame_reply_begin(c, BW_VAULT_RESP_LIST,
+				   4u + n * (uint32_t)BW_VAULT_LIST_ENTRY);
+	(void)bw_frame_reply_add(c, cnt, sizeof(cnt));
+	for (f = vfile_first_of(l->v, l->id); f != NULL; f = f->owner_next) {
+		list_entry(e, f, stamp_of(l, f->path_name));
+		(void)bw_frame_reply_add(c, e, sizeof(e));
+	}
+	(void)bw_frame_reply_end(c);
+	bw_frame_done(c);
+out:
+	bw_conn_release(c);
+	free(l->st);
+	free(l);
+}
+
+int
+vault_on_list(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
+{
+	struct bw_client *cl;
+	struct vlist *l;
+	char hex[2 * BW_ID_LEN + 1];
+
+	(void)p;
+	if ((cl = ext_client(c, r)) == NULL)
+		return 0;
+	if ((l = calloc(1, sizeof(*l))) == NULL ||
+	    (l->st = calloc(LIST_MAX, sizeof(*l->st))) == NULL) {
+		free(l);
+		return bw_frame_error(c, bw_strerror(BW_ENOMEM));
+	}
+	l->v = r->ctx;
+	l->c = c;
+	memcpy(l->id, cl->id, BW_ID_LEN);
+	bw_hex_encode(cl->id, BW_ID_LEN, hex);
+	snprintf(l->prefix, sizeof(l->prefix), FILES_SPACE "%s/", hex);
+	bw_conn_hold(c);
+	bw_frame_wait(c);
+	if (bw_loop_submit(l->v->eng->loop, list_work, list_done, l) != 0) {
+		l->rc = BW_ENOMEM;
+		list_done(l);
+	}
+	return 0;
+}
+
+/* --- 1101: a file back ----------------------------------------------------
+ */
+
+struct vget {
+	struct bw_vault *v;
+	struct bw_conn *c; /* NULL once it closed */
+	char key[BW_PATH_CAP];
+	struct bw_blob_r *r;
+	struct bw_sha256_ctx *sha;
+	uint64_t size, offset, pos; /* pos: read from the start so far */
+	uint8_t *buf;
+	size_t n; /* bytes of buf to send */
+	int rc, reading, begun, verified, eof;
+};
+
+static void
+get_free_work(void *arg)
+{
+	struct vget *g = arg;
+
+	if (g->r != NULL)
+		bw_blob_read_close(g->v->blobs, g->r);
+	g->r = NULL;
+}
+
+static void
+get_free_done(void *arg)
+{
+	struct vget *g = arg;
+
+	g->v->gets_active--;
+	bw_sha256_free(g->sha);
+	free(g->buf);
+	free(g);
+}
+
+/* The reader closed on a worker (an object store's may take a request). */
+static void
+get_end(struct vget *g)
+{
+	if (bw_loop_submit(g->v->eng->loop, get_free_work, get_free_done, g) !=
+	    0) {
+		get_free_work(g);
+		get_free_done(g);
+	}
+}
+
+/* A worker: opens the object first, then reads until a chunk to send is
+ * in buf (or the end): bytes before the offset are hashed, not sent. */
+static void
+get_work(void *arg)
+{
+	struct vget *g = arg;
+	ssize_t got;
+	size_t skip;
+
+	g->n = 0;
+	if (g->r == NULL) {
+		if ((g->rc = bw_blob_size(g->v->blobs, g->key, &g->size)) !=
+			    0 ||
+		    (g->rc = bw_blob_read_open(g->v->blobs, g->key, &g->r)) !=
+			    0)
+			return;
+		if (g->offset > g->size) {
+			g->rc = BW_ESIZE;
+			return;
+		}
+	}
+	while (g->n == 0 && !g->eof) {
+		got = bw_blob_read(g->v->blobs, g->r, g->buf, GET_CHUNK);
+		if (got < 0) {
+			g->rc = (int)got;
+			return;
+		}
+		if (got == 0 || g->pos + (uint64_t)got > g->size) {
+			/* the object is not the size it said: it changed */
+			g->eof = 1;
+			if (got != 0 || g->pos != g->size)
+				g->rc = BW_EPROTO;
+			return;
+		}
+		if ((g->rc = bw_sha256_update(g->sha, g->buf, (size_t)got)) !=
+		    0)
+			return;
+		skip = g->pos >= g->offset ? 0
+		       : g->offset - g->pos >= (uint64_t)got
+			       ? (size_t)got
+			       : (size_t)(g->offset - g->pos);
+		g->pos += (uint64_t)got;
+		if (skip > 0 && skip < (size_t)got)
+			memmove(g->buf, g->buf + skip, (size_t)got - skip);
+		g->n = (size_t)got - skip;
+		g->eof = g->pos == g->size;
+	}
+}
+
+static void get_done(void *arg);
+
+static void
+get_next(struct vget *g)
+{
+	g->reading = 1;
+	bw_conn_hold(g->c);
+	if (bw_loop_submit(g->v->eng->loop, get_work, get_done, g) != 0) {
+		g->rc = BW_ENOMEM;
+		get_done(g);
+	}
+}
+
+static void
+get_begin(struct vget *g)
+{
+	uint8_t head[BW_VAULT_FILE_HEAD];
+
+	bw_put_u64le(head, g->size);
+	bw_put_u64le(head + 8, g->offset);
+	head[16] = g->verified ? 1 : 0;
+	g->begun = 1;
+	(void)bw_frame_reply_begin(g->c, BW_VAULT_RESP_FILE,
+				   (uint32_t)(BW_VAULT_FILE_HEAD +
+					      (g->size - g->offset) +
+					      BW_VAULT_FILE_TRAILER));
+	(void)bw_frame_reply_add(g->c, head, sizeof(head));
+}
+
+static void
+get_done(void *arg)
+{
+	struct vget *g = arg;
+	struct bw_conn *c = g->c;
+	uint8_t md[BW_SHA256_LEN];
+
+	g->reading = 0;
+	bw_conn_release(c);
+	if (bw_conn_dead(c)) {
+		get_end(g);
+		return;
+	}
+	if (g->rc != 0) {
+		VC(c)->get = NULL;
+		if (g->begun) /* the size was announced: only a cut says it */
+			bw_conn_close_later(c, "the file could not be read "
+					       "to its end");
+		else
+			(void)bw_frame_error(c, g->rc == BW_ESIZE
+							? "offset past the end"
+							: bw_strerror(g->rc));
+		bw_warn("c%llu 1101 %s: %s", ULL(c->id), g->key,
+			bw_strerror(g->rc));
+		bw_frame_done(c);
+		get_end(g);
+		return;
+	}
+	if (!g->begun)
+		get_begin(g);
+	if (g->n > 0)
+		(void)bw_frame_reply_add(c, g->buf, g->n);
+	bw_conn_output_is_activity(c);
+	if (!g->eof) {
+		if (bw_conn_queued(c) < GET_CHUNK)
+			get_next(g);
+		return; /* else vault_get_drained */
+	}
+	if (bw_sha256_final(g->sha, md) != 0) {
+		bw_conn_close_later(c, "cannot hash the file");
+	} else {
+		(void)bw_frame_reply_add(c, md, sizeof(md));
+		(void)bw_frame_reply_end(c);
+	}
+	VC(c)->get = NULL;
+	bw_frame_done(c);
+	get_end(g);
+}
+
+void
+vault_get_drained(struct bw_conn *c, struct vault_conn *vc)
+{
+	struct vget *g = vc->get;
+
+	if (g != NULL && !g->reading && !g->eof &&
+	    bw_conn_queued(c) < GET_CHUNK)
+		get_next(g);
+}
+
+void
+vault_get_closed(struct vault_conn *vc)
+{
+	struct vget *g = vc->get;
+
+	vc->get = NULL;
+	if (g != NULL && !g->reading)
+		get_end(g); /* else get_done sees the connection dead */
+}
+
+int
+vault_on_get(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
+{
+	struct bw_vault *v = r->ctx;
+	char name[BW_NAME_CAP];
+	const struct vfile *f;
+	struct bw_client *cl;
+	struct vget *g;
+
+	if (bw_vault_name_payload_decode(p, BW_NAME_FIELD, name) != 0)
+		return bw_frame_error(c, "malformed name");
+	if ((cl = ext_client(c, r)) == NULL)
+		return 0;
+	if ((f = vfile_by_name(v, cl->id, name)) == NULL)
+		return no_such_file(c, p);
+	if (v->gets_active >= GETS_MAX)
+		return bw_frame_error(c, "too many files being sent back");
+	if ((g = calloc(1, sizeof(*g))) == NULL ||
+	    (g->buf = malloc(GET_CHUNK)) == NULL ||
+	    bw_sha256_new(&g->sha) != 0) {
+		if (g != NULL) {
+			free(g->buf);
+			free(g);
+		}
+		return bw_frame_error(c, bw_strerror(BW_ENOMEM));
+	}
+	v->gets_active++;
+	g->v = v;
+	g->c = c;
+	g->offset = bw_get_u64le(p + BW_NAME_FIELD);
+	g->verified = f->verified;
+	snprintf(g->key, sizeof(g->key), "%s", f->path_name);
+	VC(c)->get = g;
+	bw_frame_wait(c);
+	get_next(g);
+	return 0;
+}
+
+/* --- 1102: a delete -------------------------------------------------------
+ */
+
+struct vdel {
+	struct vwait wait;
+	struct bw_vault *v;
+	struct bw_conn *c; /* held */
+	uint8_t id[BW_ID_LEN], field[BW_NAME_FIELD];
+	char name[BW_NAME_CAP], path[BW_PATH_CAP], pending[BW_PATH_CAP];
+	int locked;
+};
+
+static void
+del_end(struct vdel *d, int rc, int found)
+{
+	struct bw_conn *c = d->c;
+	char shown[BW_ESC_CAP], val[BW_ESC_CAP];
+
+	if (!bw_conn_dead(c)) {
+		if (rc != 0)
+			(void)bw_frame_error(c, bw_strerror(rc));
+		else if (!found)
+			(void)no_such_file(c, d->field);
+		else {
+			bw_conn_event(
+				c, BW_LOG_INFO, "file_deleted", "file=%s",
+				bw_log_value(val, sizeof(val),
+					     bw_escape_display(d->path, shown,
+							       sizeof(shown))));
+			(void)bw_frame_reply(c, BW_VAULT_RESP_DELETED, d->field,
+					     BW_NAME_FIELD);
+		}
+		bw_frame_done(c);
+	}
+	if (d->locked)
+		vault_unlock(d->v, d->path);
+	bw_conn_release(c);
+	free(d);
+}
+
+static void
+del_row_done(void *arg, int rc)
+{
+	struct vdel *d = arg;
+
+	if (rc == 0) {
+		vault_remove_later(d->v, d->path);
+		if (strncmp(d->pending, PENDING_DIR, strlen(PENDING_DIR)) == 0)
+			vault_remove_later(d->v, d->pending);
+	}
+	del_end(d, rc, 1);
+}
+
+static void
+del_locked(struct vwait *w)
+{
+	struct vdel *d =
+		(struct vdel *)((char *)w - offsetof(struct vdel, wait));
+	const struct vfile *f;
+	int rc;
+
+	d->locked = 1;
+	if (w->refused) {
+		del_end(d, BW_EBUSY, 1);
+		return;
+	}
+	if (bw_conn_dead(d->c)) {
+		del_end(d, 0, 0);
+		return;
+	}
+	if ((f = vfile_at(d->v, d->id, d->path)) == NULL ||
+	    strcmp(f->file_name, d->name) != 0) {
+		del_end(d, 0, 0);
+		return;
+	}
+	snprintf(d->pending, sizeof(d->pending), "%s", f->pending_path);
+	if ((rc = vfile_set(d->v, d->id, d->path, NULL, 0, 0, del_row_done,
+			    d)) != 0)
+		del_end(d, rc, 1);
+}
+
+int
+vault_on_delete(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
+{
+	struct bw_vault *v = r->ctx;
+	char name[BW_NAME_CAP];
+	const struct vfile *f;
+	struct bw_client *cl;
+	struct vdel *d;
+	int rc;
+
+	if (bw_vault_name_payload_decode(p, BW_NAME_FIELD, name) != 0)
+		return bw_frame_error(c, "malformed name");
+	if ((cl = ext_client(c, r)) == NULL)
+		return 0;
+	if ((f = vfile_by_name(v, cl->id, name)) == NULL)
+		return no_such_file(c, p);
+	if ((d = calloc(1, sizeof(*d))) == NULL)
+		return bw_frame_error(c, bw_strerror(BW_ENOMEM));
+	d->v = v;
+	d->c = c;
+	memcpy(d->id, cl->id, BW_ID_LEN);
+	memcpy(d->field, p, BW_NAME_FIELD);
+	snprintf(d->name, sizeof(d->name), "%s", name);
+	snprintf(d->path, sizeof(d->path), "%s", f->path_name);
+	bw_conn_hold(c);
+	bw_frame_wait(c);
+	d->wait.run = del_locked;
+	rc = vault_lock(v, d->path, &d->wait);
+	if (rc == 1)
+		del_locked(&d->wait);
+	else if (rc < 0)
+		del_end(d, rc, 1);
+	return 0;
+}
