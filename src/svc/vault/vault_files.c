@@ -444,10 +444,7 @@ vault_refresh(void *inst, const uint8_t id[BW_ID_LEN], const uint8_t *other,
 	return 1;
 }
 
-/* --- start-up and the end -------------------------------------------------
- */
-
-/* --- sizes ----------------------------------------------------------------
+/* --- start-up and the end: sizes ------------------------------------------
  */
 
 struct objsize {
