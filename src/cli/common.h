@@ -22,6 +22,7 @@ enum {
 	BW_EXIT_TAKEN = 3,   /* the name is registered already */
 	BW_EXIT_CRC = 4,     /* CRC still wrong after the last resend */
 	BW_EXIT_REFUSED = 5, /* the file refused before its content was read */
+	BW_EXIT_NO_FILE = 6, /* ls/get/rm: no such file on the server */
 	BW_EXIT_KEY = 7,     /* a tls:// server's key is not the one pinned */
 };
 

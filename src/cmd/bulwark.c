@@ -10,6 +10,7 @@
 #include "cli/msg_cli.h"
 #include "cli/send.h"
 #include "cli/tlsclient.h"
+#include "cli/vault_cli.h"
 
 static void
 usage(FILE *f)
@@ -19,6 +20,9 @@ usage(FILE *f)
 		   "Commands:\n"
 		   "  send      send a file to the vault, encrypted and "
 		   "verified\n"
+		   "  ls        list your files in the vault (tls:// only)\n"
+		   "  get       get one of your files back (tls:// only)\n"
+		   "  rm        delete one of your files (tls:// only)\n"
 		   "  msg       the messenger: encrypted messages and files "
 		   "between users\n"
 		   "  chat      group chat in password-protected rooms\n"
@@ -59,6 +63,9 @@ main(int argc, char **argv)
 	bw_crypto_start(getenv("OPENSSL_CONF") != NULL);
 	if (strcmp(argv[1], "send") == 0)
 		return bw_cli_send(argc - 1, argv + 1);
+	if (strcmp(argv[1], "ls") == 0 || strcmp(argv[1], "get") == 0 ||
+	    strcmp(argv[1], "rm") == 0)
+		return bw_cli_vault(argv[1], argc - 1, argv + 1);
 	if (strcmp(argv[1], "msg") == 0)
 		return bw_cli_msg(argc - 1, argv + 1);
 	if (strcmp(argv[1], "chat") == 0)

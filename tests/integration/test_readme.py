@@ -43,7 +43,8 @@ def test_the_readmes_blocks_run_pasted_in_order(server, client_bin, tmp_path):
 def test_the_tls_block_runs_pasted_and_pins_the_servers_key(start_server, client_bin, tmp_path):
     """"Over TLS", pasted after a first directory: the upload goes through
     the TLS port, the key pinned is the one bulwarkd --fingerprint prints,
-    and a second run checks it rather than pinning again."""
+    a second run checks it rather than pinning again, and the file comes
+    back (ls, get) and goes (rm)."""
     tls_port = ports.reserve()
     srv = start_server("--tls-port", str(tls_port))
     fp = subprocess.run([str(bwd.BULWARKD), "--fingerprint", "-d", str(srv.data_dir)],
@@ -64,5 +65,9 @@ def test_the_tls_block_runs_pasted_and_pins_the_servers_key(start_server, client
     assert err.count("is now pinned") == 1, err
     known = (home / ".config" / "bulwark" / "known_servers").read_text()
     assert known == "127.0.0.1:%d %s\n" % (tls_port, fp.stdout.strip()), known
-    stored = list(srv.data_dir.glob("files/*/notes.txt"))
-    assert len(stored) == 1 and stored[0].read_bytes() == (tmp_path / "carol" / "notes.txt").read_bytes()
+    # what came back is what went, and rm took it off the server
+    carol = tmp_path / "carol"
+    assert (carol / "notes-back.txt").read_bytes() == (carol / "notes.txt").read_bytes()
+    out = r.stdout.decode(errors="replace")
+    assert "notes.txt" in out and "deleted 'notes.txt'" in out, out
+    assert bwd.wait_for(lambda: not list(srv.data_dir.glob("files/*/notes.txt")), 5)

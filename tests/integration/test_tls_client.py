@@ -671,6 +671,62 @@ def test_ca_file_verifies_the_servers_name_instead_of_pinning(start_server, clie
     assert r.returncode == 2 and b"--ca-file" in r.stderr, describe(r)
 
 
+def test_ls_get_and_rm_give_an_owner_its_files_back(start_server, client_dir, tmp_path):
+    """bulwark ls, get (resumed from a .part, checked by SHA-256) and rm,
+    with the identity and the server bulwark send used."""
+    srv = start_tls(start_server, tls_port=ports.reserve())
+    env = client_env(tmp_path / "home")
+    data = os.urandom(700_000)
+    d, _ = send_dir(client_dir, srv.tls_port, data=data, file_name="photo.jpg")
+    r = d.run(env=env)
+    assert r.returncode == 0, describe(r)
+    r = run_bulwark("ls", "-C", d.path, env=env)
+    assert r.returncode == 0, describe(r)
+    (line,) = r.stdout.decode().splitlines()
+    size, state, day, clock, name = line.split()
+    assert (int(size), state, name) == (len(data), "verified", "photo.jpg"), line
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", day) and re.fullmatch(r"\d\d:\d\d:\d\d", clock)
+
+    out = tmp_path / "back"
+    out.mkdir()
+    r = run_bulwark("get", "-C", d.path, "photo.jpg", "-o", out / "p.jpg", env=env)
+    assert r.returncode == 0, describe(r)
+    assert (out / "p.jpg").read_bytes() == data
+    # an existing destination is not overwritten
+    r = run_bulwark("get", "-C", d.path, "photo.jpg", "-o", out / "p.jpg", env=env)
+    assert r.returncode == 2 and b"exists" in r.stderr, describe(r)
+    # an interrupted get resumes from its .part
+    (out / "q.jpg.part").write_bytes(data[:300_001])
+    r = run_bulwark("get", "-C", d.path, "photo.jpg", "-o", out / "q.jpg", env=env)
+    assert r.returncode == 0, describe(r)
+    assert b"resuming" in r.stderr and (out / "q.jpg").read_bytes() == data
+    assert not (out / "q.jpg.part").exists()
+    # a .part that is not the server's file is caught by the hash, removed
+    (out / "w.jpg.part").write_bytes(b"x" * 1000)
+    r = run_bulwark("get", "-C", d.path, "photo.jpg", "-o", out / "w.jpg", env=env)
+    assert r.returncode == 1 and b"SHA-256" in r.stderr, describe(r)
+    assert not (out / "w.jpg.part").exists() and not (out / "w.jpg").exists()
+    r = run_bulwark("get", "-C", d.path, "photo.jpg", "-o", out / "w.jpg", env=env)
+    assert r.returncode == 0 and (out / "w.jpg").read_bytes() == data, describe(r)
+
+    r = run_bulwark("rm", "-C", d.path, "photo.jpg", env=env)
+    assert r.returncode == 0 and b"deleted 'photo.jpg'" in r.stdout, describe(r)
+    r = run_bulwark("ls", "-C", d.path, env=env)
+    assert r.returncode == 0 and r.stdout == b"", describe(r)
+    for cmd in ("get", "rm"):
+        r = run_bulwark(cmd, "-C", d.path, "photo.jpg", "-o" if cmd == "get" else "-q",
+                        *([out / "z.jpg"] if cmd == "get" else []), env=env)
+        assert r.returncode == 6 and b"no file named 'photo.jpg'" in r.stderr, describe(r)
+    assert not (out / "z.jpg.part").exists()
+    # the plain port is never asked, and an identity is needed
+    r = run_bulwark("ls", "-C", d.path, "-s", "127.0.0.1:%d" % srv.port, env=env)
+    assert r.returncode == 2 and b"only over TLS" in r.stderr, describe(r)
+    empty = tmp_path / "nobody"
+    empty.mkdir()
+    r = run_bulwark("ls", "-C", empty, "-s", "tls://127.0.0.1:%d" % srv.tls_port, env=env)
+    assert r.returncode == 2 and b"no me.info" in r.stderr, describe(r)
+
+
 # --------------------------------------------------------------------------
 # 6. The plain and the TLS ports are never mistaken for each other
 
