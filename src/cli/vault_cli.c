@@ -37,6 +37,7 @@ struct vcli {
 	struct bw_identity me;
 	struct bw_session s;
 	int quiet;
+	char hex[9]; /* the id's first 8 hex digits */
 };
 
 static void
@@ -59,8 +60,18 @@ usage_of(FILE *f, const char *cmd)
 		"Exit status: 0 done; 1 the server or network failed; 2 bad "
 		"usage or local\nfiles; 6 no such file on the server; 7 the "
 		"server's key is not the one\npinned.\n",
-		cmd, strcmp(cmd, "ls") == 0 ? "" : " NAME",
-		strcmp(cmd, "ls") == 0
+		cmd,
+		strcmp(cmd, "ls") == 0 || strcmp(cmd, "tls-only") == 0
+			? ""
+			: " NAME",
+		strcmp(cmd, "tls-only") == 0
+			? "Ask the server to refuse this identity's id on its "
+			  "plain ports from now\non (the seed protocols there "
+			  "prove nothing: anyone who knows an id may\nuse it); "
+			  "only a client proving its key over TLS is served "
+			  "under it.\nIt cannot be undone. The console's USRS "
+			  "shows it."
+		: strcmp(cmd, "ls") == 0
 			? "List your files in the vault: size, whether you "
 			  "verified them, when they\nwere stored (UTC), and "
 			  "whether a replacement waits for its verdict."
@@ -91,6 +102,12 @@ static void
 usage_rm(FILE *f)
 {
 	usage_of(f, "rm");
+}
+
+static void
+usage_tls_only(FILE *f)
+{
+	usage_of(f, "tls-only");
 }
 
 /* transfer.info's first line into out, or BW_ENOTFOUND. */
@@ -147,6 +164,7 @@ vcli_open(struct vcli *x, const char *server, unsigned timeout_ms)
 			x->prog, given);
 		return BW_EXIT_USAGE;
 	}
+	bw_hex_encode(x->me.id, 4, x->hex);
 	bw_session_init(&x->s, host, port, timeout_ms, BW_VAULT_VERSION);
 	x->s.key = x->me.key;
 	if ((rc = bw_session_connect(&x->s)) != 0) {
@@ -279,6 +297,31 @@ do_rm(struct vcli *x, const char *name)
 	}
 	if (!x->quiet)
 		printf("deleted '%s'\n", name);
+	return 0;
+}
+
+/* --- tls-only ----------------------------------------------------------- */
+
+static int
+do_tls_only(struct vcli *x)
+{
+	uint32_t size;
+	uint16_t code;
+	int rc;
+
+	if ((rc = send_req(x, BW_VAULT_REQ_TLS_ONLY, NULL, 0)) != 0 ||
+	    (rc = vcli_head(x, &code, &size)) != 0)
+		return rc;
+	if (code != BW_VAULT_RESP_TLS_ONLY || size != 0) {
+		fprintf(stderr, "%s: the server's answer is malformed (%u)\n",
+			x->prog, code);
+		return BW_EXIT_FATAL;
+	}
+	if (!x->quiet)
+		printf("'%s' (id %s...) is refused on the server's plain ports "
+		       "from now on:\nonly a client proving its key over TLS "
+		       "is served under that id\n",
+		       x->me.name, x->hex);
 	return 0;
 }
 
@@ -483,13 +526,17 @@ bw_cli_vault(const char *cmd, int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	void (*usage)(FILE *) = strcmp(cmd, "ls") == 0	  ? usage_ls
-				: strcmp(cmd, "get") == 0 ? usage_get
-							  : usage_rm;
+	void (*usage)(FILE *) = strcmp(cmd, "ls") == 0	       ? usage_ls
+				: strcmp(cmd, "get") == 0      ? usage_get
+				: strcmp(cmd, "tls-only") == 0 ? usage_tls_only
+							       : usage_rm;
 	const char *server = NULL, *out = NULL;
 	unsigned timeout_ms = 30000;
 	struct vcli x;
-	int ch, rc, want = strcmp(cmd, "ls") == 0 ? 0 : 1;
+	int ch, rc,
+		want = strcmp(cmd, "ls") == 0 || strcmp(cmd, "tls-only") == 0
+			       ? 0
+			       : 1;
 
 	memset(&x, 0, sizeof(x));
 	x.cmd = cmd;
@@ -530,7 +577,8 @@ bw_cli_vault(const char *cmd, int argc, char **argv)
 		return BW_EXIT_USAGE;
 	}
 	if ((rc = vcli_open(&x, server, timeout_ms)) == 0) {
-		rc = want == 0		       ? do_ls(&x)
+		rc = strcmp(cmd, "tls-only") == 0 ? do_tls_only(&x)
+		     : want == 0		  ? do_ls(&x)
 		     : strcmp(cmd, "get") == 0 ? do_get(&x, argv[optind], out)
 					       : do_rm(&x, argv[optind]);
 		bw_session_close(&x.s);

@@ -23,6 +23,8 @@ usage(FILE *f)
 		   "  ls        list your files in the vault (tls:// only)\n"
 		   "  get       get one of your files back (tls:// only)\n"
 		   "  rm        delete one of your files (tls:// only)\n"
+		   "  tls-only  have your id refused on the plain ports "
+		   "(tls:// only)\n"
 		   "  msg       the messenger: encrypted messages and files "
 		   "between users\n"
 		   "  chat      group chat in password-protected rooms\n"
@@ -64,7 +66,7 @@ main(int argc, char **argv)
 	if (strcmp(argv[1], "send") == 0)
 		return bw_cli_send(argc - 1, argv + 1);
 	if (strcmp(argv[1], "ls") == 0 || strcmp(argv[1], "get") == 0 ||
-	    strcmp(argv[1], "rm") == 0)
+	    strcmp(argv[1], "rm") == 0 || strcmp(argv[1], "tls-only") == 0)
 		return bw_cli_vault(argv[1], argc - 1, argv + 1);
 	if (strcmp(argv[1], "msg") == 0)
 		return bw_cli_msg(argc - 1, argv + 1);

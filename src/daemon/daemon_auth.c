@@ -6,7 +6,8 @@
  * only binds the key proven. Everything else is refused with the
  * protocol's error reply, logged with the address and counted
  * (bulwark_errors_total{kind="auth_..."}). On the plain listeners the seed
- * protocols are served as they always were: nothing is proven there.
+ * protocols are served as they always were (nothing is proven there),
+ * except to an id whose owner chose TLS only (1103, vault_ext.c).
  *
  * On a shared store the prepare hook (daemon_shared.c) has read the
  * client's row again first, so the key judged is the store's.
@@ -23,12 +24,15 @@ static const char *const kind_key[BW_AUTH_KINDS] = {
 	[BW_AUTH_NO_CERT] = "auth_no_certificate",
 	[BW_AUTH_WRONG_KEY] = "auth_wrong_key",
 	[BW_AUTH_OTHER_KEY] = "auth_registration_key",
+	[BW_AUTH_PLAIN] = "auth_plain_refused",
 };
 static const char *const kind_why[BW_AUTH_KINDS] = {
 	[BW_AUTH_NO_CERT] = "no client certificate: this client's key is "
 			    "not proven",
 	[BW_AUTH_WRONG_KEY] = "the key proven is not this client's",
 	[BW_AUTH_OTHER_KEY] = "the key registered is not the key proven",
+	[BW_AUTH_PLAIN] = "this client is served over TLS only (its "
+			  "owner's choice)",
 };
 
 /* 1 if the proven key (DER, len bytes) is the 160-byte field stored (DER,
@@ -71,8 +75,17 @@ admit(void *arg, struct bw_conn *c, const struct bw_frame_req *r,
 	const uint8_t *key;
 	size_t len;
 
-	if (!bw_conn_tls(c))
+	if (!bw_conn_tls(c)) {
+		/* the seed's protocols, unproven: unless the owner of the id
+		 * chose TLS only (a registration names nobody yet) */
+		if (code != BW_VAULT_REQ_REGISTER &&
+		    code != BW_MSG_REQ_REGISTER &&
+		    (cl = bw_registry_by_id(&d->reg, r->hdr.client_id)) !=
+			    NULL &&
+		    cl->tls_only)
+			return refuse(d, c, r, BW_AUTH_PLAIN);
 		return NULL;
+	}
 	key = bw_conn_peer_key(c, &len);
 	/* a registration names nobody yet: whoever registers over TLS
 	 * registers the key it proves */

@@ -75,24 +75,33 @@ is_zero(const uint8_t id[BW_ID_LEN])
 	return memcmp(id, zero, BW_ID_LEN) == 0;
 }
 
-/* A 603 and a 604 use nothing of a client's row but that it exists (a
- * client's id and name never change and it is never removed): one RAM
- * knows is enough, and only one it does not (registered through another
- * node) is read. Every other request reads its clients' rows again (keys
- * and their state, public keys). Without this, every message cost two
- * reads of the shared store before its insert: 5,464 durable 603s a second
- * on PostgreSQL against 31,426 on SQLite (bench/storebench.py). */
+/* A 603 and a 604 use little of a client's row: that a recipient exists
+ * (a client's id and name never change and it is never removed), and of
+ * the requester on a plain listener whether its owner chose TLS only
+ * (never undone, so a row read within ROW_FRESH_MS is at most that late).
+ * Only what RAM does not know, or the requester's row past that age, is
+ * read. Every other request reads its clients' rows again (keys and their
+ * state, public keys). Without this, every message cost two reads of the
+ * shared store before its insert: 5,464 durable 603s a second on
+ * PostgreSQL against 31,426 on SQLite (bench/storebench.py). */
+#define ROW_FRESH_MS 2000u
+
 static int
 known_is_enough(const struct bw_daemon *d, const struct bw_conn *c,
 		const struct bw_frame_req *r, const uint8_t id[BW_ID_LEN])
 {
 	uint16_t code = r->hdr.code;
+	const struct bw_client *cl;
 
-	/* on a TLS listener the requester's key is judged (daemon_auth.c):
-	 * a vault's 1026 through another node may have changed it */
-	return !(bw_conn_tls(c) && id == r->hdr.client_id) &&
-	       (code == BW_MSG_REQ_SEND || code == BW_MSG_REQ_PULL) &&
-	       bw_registry_by_id(&d->reg, id) != NULL;
+	if ((code != BW_MSG_REQ_SEND && code != BW_MSG_REQ_PULL) ||
+	    (cl = bw_registry_by_id(&d->reg, id)) == NULL)
+		return 0;
+	if (id != r->hdr.client_id)
+		return 1; /* a recipient: only that it exists */
+	/* the requester: its key is judged on a TLS listener, and whether
+	 * its owner chose TLS only on a plain one; a row read within
+	 * ROW_FRESH_MS is taken as the store's */
+	return !bw_conn_tls(c) && bw_now_ms() - cl->read_ms < ROW_FRESH_MS;
 }
 
 static int

@@ -47,17 +47,18 @@ find(const char *url, const char *data_dir, char *dflt, size_t cap,
 #define W BW_META_WRITES
 #define S BW_META_SHARED_ONLY
 static const unsigned op_traits[] = {
-	[BW_META_CLIENT_INSERT] = W, [BW_META_CLIENT_KEY] = W,
-	[BW_META_CLIENT_TOUCH] = W,  [BW_META_FILE_SET] = W,
-	[BW_META_MSG_INSERT] = W,    [BW_META_MSG_DROP] = W,
-	[BW_META_MSG_DROP_PATH] = W, [BW_META_MSG_DELETE] = W,
-	[BW_META_MSG_READ] = 0,	     [BW_META_MSG_PUT] = W,
-	[BW_META_MSG_FLOOR] = W,     [BW_META_SYNC] = 0,
-	[BW_META_CLIENT_GET] = S,    [BW_META_FILE_GET] = S,
-	[BW_META_CLIENT_SINCE] = S,  [BW_META_CLIENT_FAIL] = W | S,
-	[BW_META_TOTALS] = S,	     [BW_META_LOCK] = S,
-	[BW_META_UNLOCK] = S,	     [BW_META_FENCE] = W | S,
-	[BW_META_QUEUE] = S,	     [BW_META_MSG_PULL_GEN] = W | S,
+	[BW_META_CLIENT_INSERT] = W,   [BW_META_CLIENT_KEY] = W,
+	[BW_META_CLIENT_TOUCH] = W,    [BW_META_FILE_SET] = W,
+	[BW_META_MSG_INSERT] = W,      [BW_META_MSG_DROP] = W,
+	[BW_META_MSG_DROP_PATH] = W,   [BW_META_MSG_DELETE] = W,
+	[BW_META_MSG_READ] = 0,	       [BW_META_MSG_PUT] = W,
+	[BW_META_MSG_FLOOR] = W,       [BW_META_SYNC] = 0,
+	[BW_META_CLIENT_GET] = S,      [BW_META_FILE_GET] = S,
+	[BW_META_CLIENT_SINCE] = S,    [BW_META_CLIENT_FAIL] = W | S,
+	[BW_META_TOTALS] = S,	       [BW_META_LOCK] = S,
+	[BW_META_UNLOCK] = S,	       [BW_META_FENCE] = W | S,
+	[BW_META_QUEUE] = S,	       [BW_META_MSG_PULL_GEN] = W | S,
+	[BW_META_CLIENT_TLS_ONLY] = W,
 };
 /* the table reaches the last operation (one added after it without its
  * entry would read as 0: neither a write nor the shared store's) */

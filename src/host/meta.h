@@ -41,6 +41,8 @@ struct bw_client_rec {
 	int64_t key_issued; /* when aes_key was issued (Unix s); 0 = unknown */
 	int key_used;	    /* a key was delivered for the public key, or an
 			     * upload decrypted with it: it is the client's */
+	int tls_only;	    /* its owner asked that the plain listeners refuse
+			     * its id (never undone) */
 	/* an insert's: what the name is compared by (host/registry.h); a
 	 * shared store refuses a second name of that key */
 	const char *name_key;
@@ -173,10 +175,13 @@ enum bw_meta_op {
 	 * A BW_META_MSG_DELETE with that gen deletes only while no later pull
 	 * has been numbered. Only on a shared store. */
 	BW_META_MSG_PULL_GEN,
+	/* u.key.id: the client's id is refused on the plain listeners from
+	 * now on (its owner asked, proven over TLS); never undone */
+	BW_META_CLIENT_TLS_ONLY,
 };
 /* how many there are (the last one's + 1: a new operation goes before
  * this line's and here, and in bw_meta_op_traits' table) */
-#define BW_META_OPS ((unsigned)BW_META_MSG_PULL_GEN + 1u)
+#define BW_META_OPS ((unsigned)BW_META_CLIENT_TLS_ONLY + 1u)
 
 /* What an operation is, in one table (meta.c) rather than a list in each
  * backend: it changes rows (a write transaction), and whether only a

@@ -121,6 +121,8 @@ load_client(void *arg, const struct bw_client_rec *rec)
 	c->last_seen = rec->last_seen;
 	c->key_issued = rec->key_issued;
 	c->key_used = rec->key_used;
+	c->tls_only = rec->tls_only;
+	c->read_ms = bw_now_ms();
 	(void)key_client(c); /* a name of no visible character: its bytes */
 	if (index_client(r, c) != 0) {
 		bw_warn("registry: skipping duplicate client row '%s'",
@@ -162,6 +164,8 @@ apply(struct bw_client *c, const struct bw_client_rec *rec)
 	memcpy(c->aes_key, rec->aes_key, sizeof(c->aes_key));
 	c->key_issued = rec->key_issued;
 	c->key_used = rec->key_used;
+	c->tls_only |= rec->tls_only; /* never undone */
+	c->read_ms = bw_now_ms();
 	if (rec->last_seen > c->last_seen)
 		c->last_seen = rec->last_seen;
 }

@@ -29,7 +29,10 @@ struct bw_client {
 	uint64_t key_issued_ms; /* and on the monotonic clock (0: before
 				 * this run, or not known) */
 	int key_used;		/* see bw_client_rec.key_used */
-	unsigned key_failures;	/* decryption failures with aes_key */
+	int tls_only;		/* see bw_client_rec.tls_only */
+	/* when its row was last read (bw_now_ms; at start-up, the load) */
+	uint64_t read_ms;
+	unsigned key_failures; /* decryption failures with aes_key */
 	/* uploads that failed to decrypt under any of its keys, the last at
 	 * undecryptable_ms (monotonic): not reset by a new key (this node's
 	 * count) */
@@ -139,6 +142,11 @@ int bw_registry_refresh(struct bw_registry *r, const uint8_t id[BW_ID_LEN],
  * wait for one that starts after them. 0, or BW_ENOMEM. */
 int bw_registry_catch_up(struct bw_registry *r, void (*done)(void *arg),
 			 void *arg) BW_WUR;
+
+/* c's id is refused on the plain listeners from now on: in the store,
+ * then in RAM, then done(arg, rc, c). 0, or BW_ENOMEM. */
+int bw_registry_set_tls_only(struct bw_registry *r, struct bw_client *c,
+			     bw_registry_fn done, void *arg) BW_WUR;
 
 /* Calls fn for each client (pending ones too); a non-zero return stops. */
 int bw_registry_each_client(const struct bw_registry *r,

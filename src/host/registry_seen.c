@@ -106,3 +106,42 @@ bw_registry_each_client(const struct bw_registry *r,
 {
 	return bw_hash_each(&r->by_id, fn, arg);
 }
+
+/* --- the owner's choice: TLS only -----------------------------------------
+ */
+
+struct tls_only {
+	struct bw_meta_req req;
+	struct bw_client *c; /* clients are never removed while running */
+	bw_registry_fn done;
+	void *arg;
+};
+
+static void
+tls_only_written(struct bw_meta_req *req)
+{
+	struct tls_only *t = (struct tls_only *)req;
+
+	if (req->rc == 0)
+		t->c->tls_only = 1;
+	t->done(t->arg, req->rc, t->c);
+	free(t);
+}
+
+int
+bw_registry_set_tls_only(struct bw_registry *r, struct bw_client *c,
+			 bw_registry_fn done, void *arg)
+{
+	struct tls_only *t = calloc(1, sizeof(*t));
+
+	if (t == NULL)
+		return BW_ENOMEM;
+	t->c = c;
+	t->done = done;
+	t->arg = arg;
+	bw_meta_req_init(&t->req, BW_META_CLIENT_TLS_ONLY, BW_META_DURABLE,
+			 tls_only_written, t);
+	memcpy(t->req.u.key.id, c->id, BW_ID_LEN);
+	bw_meta_submit(r->meta, &t->req);
+	return 0;
+}

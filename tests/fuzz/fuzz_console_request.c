@@ -431,7 +431,7 @@ static void
 check_usrs(const uint8_t *s, size_t n)
 {
 	static const char head[] =
-		"name\tid\tlast seen\tqueued\tqueued bytes\n";
+		"name\tid\tlast seen\tqueued\tqueued bytes\tplain\n";
 	char line[BW_ESC_CAP + 128], esc[BW_ESC_CAP], hex[2 * BW_ID_LEN + 1];
 	const uint8_t *p = s + sizeof(head) - 1, *end = s + n, *nl, *tab;
 	unsigned seen = 0, i;
@@ -460,8 +460,9 @@ check_usrs(const uint8_t *s, size_t n)
 		check(tab + 25 < nl && is_time(tab, 25));
 		k = snprintf(line, sizeof(line), "%s\t%s\t", esc, hex);
 		check(k > 0 && memcmp(p, line, (size_t)k) == 0);
-		k = snprintf(line, sizeof(line), "\t%u\t%u\n", c->id[0] % 5u,
-			     (c->id[0] % 5u) * 100u + c->id[1]);
+		k = snprintf(line, sizeof(line), "\t%u\t%u\t%s\n",
+			     c->id[0] % 5u, (c->id[0] % 5u) * 100u + c->id[1],
+			     c->tls_only ? "refused" : "served");
 		check(k > 0 &&
 		      same(tab + 25, (size_t)(nl + 1 - (tab + 25)), line));
 	}

@@ -305,9 +305,10 @@ def test_stat_usrs_fils_change_after_an_upload(csrv):
     assert (after["clients"], after["files"]) == ("1", "1")
     assert after["bytes stored"] == "3000"
     rows = list_rows(users)
-    assert users.splitlines()[0] == "name\tid\tlast seen\tqueued\tqueued bytes"
+    assert users.splitlines()[0] == "name\tid\tlast seen\tqueued\tqueued bytes\tplain"
     assert len(rows) == 1
-    uname, uid, seen, queued, queued_bytes = rows[0]
+    uname, uid, seen, queued, queued_bytes, plain = rows[0]
+    assert plain == "served"
     assert (queued, queued_bytes) == ("0", "0")
     assert uname == name and uid == bytes(cl.client_id).hex()
     assert datetime.datetime.fromisoformat(seen).tzinfo is not None

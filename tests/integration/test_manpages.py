@@ -115,7 +115,7 @@ def test_bulwarkd_8_sections():
 
 def test_every_client_command_and_option_in_bulwark_1(client_help):
     commands = docs.help_list(client_help)
-    assert commands == ["send", "ls", "get", "rm", "msg", "chat", "console",
+    assert commands == ["send", "ls", "get", "rm", "tls-only", "msg", "chat", "console",
                         "trust-server"], commands
     sections = docs.roff_sections(BULWARK_1.read_text())
     synopsis = "\n".join(sections["SYNOPSIS"])

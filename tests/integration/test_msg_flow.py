@@ -339,8 +339,8 @@ def test_stat_shows_the_messenger(start_server):
     s.sendall(b"USRS")
     text = bw.recv_exact(s, int(bw.recv_exact(s, 4))).decode()
     s.close()
-    assert text.splitlines()[0] == "name\tid\tlast seen\tqueued\tqueued bytes"
-    queued = {row.split("\t")[0]: tuple(row.split("\t")[3:]) for row in text.splitlines()[1:]}
+    assert text.splitlines()[0] == "name\tid\tlast seen\tqueued\tqueued bytes\tplain"
+    queued = {row.split("\t")[0]: tuple(row.split("\t")[3:5]) for row in text.splitlines()[1:]}
     assert queued[b.name] == ("4", "128") and queued[a.name] == ("0", "0")
 
 

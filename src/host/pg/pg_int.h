@@ -20,7 +20,7 @@
 #include "host/meta.h"
 
 /* The schema this code knows; a database with a newer one is refused. */
-#define PG_SCHEMA_VERSION 6
+#define PG_SCHEMA_VERSION 7
 
 enum pg_stmt {
 	PS_CLIENT_INSERT,
@@ -41,6 +41,7 @@ enum pg_stmt {
 	PS_MSG_DROP_PATH,
 	PS_PULL_GEN,
 	PS_PULL_HOLD,
+	PS_CLIENT_TLS_ONLY,
 	PS_N
 };
 

@@ -78,7 +78,7 @@ pg_load_clients(struct pg_conn *pc, bw_meta_client_cb cb, void *arg)
 	int rc = each_row(pc,
 			  "SELECT ID, Name, PublicKey, "
 			  "coalesce(extract(epoch FROM LastSeen)::int8, 0), "
-			  "AESKey, KeyIssued, KeyUsed FROM clients",
+			  "AESKey, KeyIssued, KeyUsed, TlsOnly FROM clients",
 			  client_row, &l);
 
 	if (l.skipped > 0)

@@ -62,6 +62,9 @@ pg_one_statement(const struct bw_meta_req *r, struct pg_params *p)
 		pg_p_bool(p, r->u.key.used);
 		pg_p_i64(p, r->u.key.last_seen);
 		return PS_CLIENT_SET_KEY;
+	case BW_META_CLIENT_TLS_ONLY:
+		pg_p_bytes(p, r->u.key.id, BW_ID_LEN);
+		return PS_CLIENT_TLS_ONLY;
 	case BW_META_MSG_INSERT:
 		if (m->size > INT_MAX && m->path[0] == '\0')
 			return -1; /* refused by pg_op */
@@ -98,6 +101,7 @@ pg_one_result(struct bw_meta_req *r, PGresult *res)
 	case BW_META_CLIENT_INSERT:
 		return n == 1 ? 0 : BW_EEXIST; /* ON CONFLICT DO NOTHING */
 	case BW_META_CLIENT_KEY:
+	case BW_META_CLIENT_TLS_ONLY:
 	case BW_META_MSG_DROP:
 	case BW_META_MSG_DROP_PATH:
 		return n > 0 ? 0 : BW_ENOTFOUND;
@@ -429,6 +433,9 @@ pg_op(struct pg_conn *pc, struct bw_meta_req *r, int *abort)
 		break;
 	case BW_META_CLIENT_KEY:
 		rc = one(pc, r, "a key");
+		break;
+	case BW_META_CLIENT_TLS_ONLY:
+		rc = one(pc, r, "a client's TLS-only mark");
 		break;
 	case BW_META_CLIENT_TOUCH:
 		rc = client_touch(pc, r);

@@ -25,6 +25,7 @@ pg_client_rec(const PGresult *res, int i, struct bw_client_rec *c)
 	c->last_seen = pg_col_i64(res, i, 3);
 	c->key_issued = pg_col_i64(res, i, 5);
 	c->key_used = pg_col_bool(res, i, 6);
+	c->tls_only = pg_col_bool(res, i, 7);
 	return 0;
 }
 
@@ -131,7 +132,7 @@ pg_client_since(struct pg_conn *pc, struct bw_meta_req *r)
 		for (i = 0; i < n; i++) {
 			if (pg_client_rec(res, i, &v[r->u.since.n]) == 0)
 				r->u.since.n++;
-			r->u.since.last = pg_col_i64(res, i, 7);
+			r->u.since.last = pg_col_i64(res, i, 8);
 		}
 		r->u.since.recs = v;
 	}

@@ -66,6 +66,12 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
 	"ALTER TABLE clients ADD COLUMN PullGen bigint NOT NULL DEFAULT 0;"
 	"COMMENT ON COLUMN clients.PullGen IS 'bulwarkd: the client''s "
 	"latest pull';",
+	/* 7: its owner, proven over TLS, asked that the plain listeners of
+	 * every node refuse its id (never undone) */
+	"ALTER TABLE clients ADD COLUMN TlsOnly boolean NOT NULL DEFAULT "
+	"false;"
+	"COMMENT ON COLUMN clients.TlsOnly IS 'bulwarkd: refused on the "
+	"plain listeners';",
 };
 
 #define TS(n)	 "CASE WHEN " n " = 0 THEN NULL ELSE to_timestamp(" n ") END"
@@ -147,7 +153,7 @@ static const struct {
 			      {T_TEXT}},
 	[PS_CLIENT_GET] = {"SELECT ID, Name, PublicKey, "
 			   "coalesce(extract(epoch FROM LastSeen)::int8, 0), "
-			   "AESKey, KeyIssued, KeyUsed FROM clients "
+			   "AESKey, KeyIssued, KeyUsed, TlsOnly FROM clients "
 			   "WHERE ID = $1",
 			   1,
 			   {T_BYTEA}},
@@ -164,6 +170,10 @@ static const struct {
 			 "$1 RETURNING PullGen",
 			 1,
 			 {T_BYTEA}},
+	[PS_CLIENT_TLS_ONLY] = {"UPDATE clients SET TlsOnly = true WHERE ID = "
+				"$1",
+				1,
+				{T_BYTEA}},
 	[PS_PULL_HOLD] = {"SELECT 1 FROM clients WHERE ID = $1 AND PullGen = "
 			  "$2 FOR UPDATE",
 			  2,
@@ -175,7 +185,8 @@ static const struct {
 			    {T_BYTEA, T_BYTEA}},
 	[PS_CLIENT_SINCE] = {"SELECT ID, Name, PublicKey, "
 			     "coalesce(extract(epoch FROM LastSeen)::int8, 0), "
-			     "AESKey, KeyIssued, KeyUsed, Seq FROM clients "
+			     "AESKey, KeyIssued, KeyUsed, TlsOnly, Seq FROM "
+			     "clients "
 			     "WHERE Seq > $1 ORDER BY Seq LIMIT $2",
 			     2,
 			     {T_INT8, T_INT8}},

@@ -33,6 +33,7 @@ sq_store_load_clients(struct sq_store *s, sq_store_client_cb cb, void *arg)
 			bad_time++;
 		c.key_issued = sqlite3_column_int64(st, 5);
 		c.key_used = sqlite3_column_int64(st, 6) != 0;
+		c.tls_only = sqlite3_column_int64(st, 7) != 0;
 		if ((rc = cb(arg, &c)) != 0)
 			break;
 	}
@@ -100,6 +101,19 @@ sq_store_client_set_key(struct sq_store *s, const uint8_t id[BW_ID_LEN],
 		return rc != 0 ? rc : BW_EDB;
 	}
 	return store_run_change(s, ST_CLIENT_SET_KEY, "set key");
+}
+
+int
+sq_store_client_tls_only(struct sq_store *s, const uint8_t id[BW_ID_LEN])
+{
+	sqlite3_stmt *st = s->st[ST_CLIENT_TLS_ONLY];
+	int rc;
+
+	if ((rc = store_bind_blob(st, 1, id, BW_ID_LEN)) != 0) {
+		store_done(st);
+		return rc;
+	}
+	return store_run_change(s, ST_CLIENT_TLS_ONLY, "tls only");
 }
 
 int

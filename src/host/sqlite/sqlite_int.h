@@ -38,6 +38,8 @@ int sq_store_client_insert(struct sq_store *s,
 /* Sets the public key (if pubkey is not NULL), the AES key (NULL revokes
  * it), when it was issued, whether the public key has been used, and
  * LastSeen, in one statement. */
+int sq_store_client_tls_only(struct sq_store *s,
+			     const uint8_t id[BW_ID_LEN]) BW_WUR;
 int sq_store_client_set_key(struct sq_store *s, const uint8_t id[BW_ID_LEN],
 			    const uint8_t *pubkey, const uint8_t *aes_key,
 			    int64_t issued, int used, int64_t last_seen) BW_WUR;
@@ -151,6 +153,7 @@ enum stmt_id {
 	ST_CLIENT_INSERT,
 	ST_CLIENT_SET_KEY,
 	ST_CLIENT_TOUCH,
+	ST_CLIENT_TLS_ONLY,
 	ST_FILE_LOAD,
 	ST_FILE_DROP_PATH,
 	ST_FILE_DROP_NAME,

@@ -92,6 +92,8 @@ run_one(struct sq *q, struct bw_meta_req *r)
 		return sq_store_client_set_key(
 			s, r->u.key.id, r->u.key.pubkey, r->u.key.aes,
 			r->u.key.issued, r->u.key.used, r->u.key.last_seen);
+	case BW_META_CLIENT_TLS_ONLY:
+		return sq_store_client_tls_only(s, r->u.key.id);
 	case BW_META_CLIENT_TOUCH:
 		for (i = 0; i < r->u.touch.n && rc == 0; i++) {
 			rc = sq_store_client_touch(s, r->u.touch.v[i].id,

@@ -19,7 +19,8 @@ static const char schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS clients("
 	"ID BLOB(16) PRIMARY KEY, Name TEXT UNIQUE NOT NULL, "
 	"PublicKey BLOB(160), LastSeen TEXT, AESKey BLOB(16), "
-	"KeyIssued INTEGER, KeyUsed INTEGER NOT NULL DEFAULT 0);"
+	"KeyIssued INTEGER, KeyUsed INTEGER NOT NULL DEFAULT 0, "
+	"TlsOnly INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE IF NOT EXISTS files("
 	"ID BLOB(16) NOT NULL, FileName TEXT NOT NULL, PathName TEXT NOT NULL, "
 	"Verified BOOLEAN NOT NULL DEFAULT 0, PendingName TEXT, "
@@ -53,6 +54,9 @@ static const struct {
 	 "ALTER TABLE clients ADD COLUMN KeyIssued INTEGER"},
 	{"clients", "KeyUsed",
 	 "ALTER TABLE clients ADD COLUMN KeyUsed INTEGER NOT NULL DEFAULT 0"},
+	/* its owner asked that its id be refused on the plain listeners */
+	{"clients", "TlsOnly",
+	 "ALTER TABLE clients ADD COLUMN TlsOnly INTEGER NOT NULL DEFAULT 0"},
 	{"files", "PendingName",
 	 "ALTER TABLE files ADD COLUMN PendingName TEXT"},
 	{"files", "PendingPath",

@@ -35,6 +35,7 @@ static const char *const fixed_sql[ST_N] = {
 			      "KeyIssued = ?4, KeyUsed = ?5, LastSeen = ?6 "
 			      "WHERE ID = ?1",
 	[ST_CLIENT_TOUCH] = "UPDATE clients SET LastSeen = ?2 WHERE ID = ?1",
+	[ST_CLIENT_TLS_ONLY] = "UPDATE clients SET TlsOnly = 1 WHERE ID = ?1",
 	[ST_FILE_LOAD] = "SELECT ID, FileName, PathName, Verified, "
 			 "PendingName, PendingPath FROM files",
 	/* two statements, not one with an OR: each is one index search
@@ -132,7 +133,7 @@ prepare_all(struct sq_store *s, const char *name_col)
 
 	n = snprintf(load, sizeof load,
 		     "SELECT ID, %s, PublicKey, LastSeen, AESKey, KeyIssued, "
-		     "KeyUsed FROM clients",
+		     "KeyUsed, TlsOnly FROM clients",
 		     name_col);
 	if (n < 0 || (size_t)n >= sizeof load)
 		return BW_EDB;

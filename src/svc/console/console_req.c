@@ -204,8 +204,9 @@ add_client(void *arg, void *val)
 	if (w->h->client_queue != NULL)
 		w->h->client_queue(w->h->stats_arg, cl->id, &n, &bytes);
 	if (console_reply_addf(w->r, TEXT_MAX - LEFT_OUT_MAX,
-			       "%s\t%s\t%s\t%llu\t%llu\n", name, hex, seen,
-			       ULL(n), ULL(bytes)) != 0) {
+			       "%s\t%s\t%s\t%llu\t%llu\t%s\n", name, hex, seen,
+			       ULL(n), ULL(bytes),
+			       cl->tls_only ? "refused" : "served") != 0) {
 		w->full = 1;
 		return 1;
 	}
@@ -264,8 +265,8 @@ do_usrs(struct bw_conn *c, struct reply *r)
 
 	if (reg->clients_n > 0 &&
 	    console_reply_addf(r, TEXT_MAX,
-			       "name\tid\tlast seen\tqueued\tqueued bytes\n") !=
-		    0)
+			       "name\tid\tlast seen\tqueued\tqueued "
+			       "bytes\tplain\n") != 0)
 		return BW_ETOOBIG;
 	(void)bw_registry_each_client(reg, add_client, &w);
 	return list_end(&w, reg->clients_n, "clients");

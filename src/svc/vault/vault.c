@@ -355,6 +355,7 @@ static const struct bw_frame_route routes[] = {
 	{BW_VAULT_REQ_GET, 0, BW_VAULT_GET_LEN, BW_VAULT_GET_LEN,
 	 BW_VAULT_GET_LEN, vault_on_get, NULL, NULL},
 	NAME_ROUTE(BW_VAULT_REQ_DELETE, 0, vault_on_delete),
+	{BW_VAULT_REQ_TLS_ONLY, 0, 0, 0, 0, vault_on_tls_only, NULL, NULL},
 };
 
 /* A registration refused (name taken) and a reconnection denied. */

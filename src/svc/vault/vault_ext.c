@@ -1,6 +1,7 @@
 /* Bulwark's extensions of the vault (docs/vault-protocol.md, "Bulwark
- * extensions"): an owner lists its files (1100), gets one back (1101) and
- * deletes one (1102). Served only on a TLS listener, where the daemon has
+ * extensions"): an owner lists its files (1100), gets one back (1101),
+ * deletes one (1102), and has its id refused on the plain listeners from
+ * then on (1103). Served only on a TLS listener, where the daemon has
  * checked that the client proved the key registered for the id it names
  * (daemon_auth.c); on a plain listener anyone may name any id, so these
  * get the general error there.
@@ -514,5 +515,47 @@ vault_on_delete(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 		del_locked(&d->wait);
 	else if (rc < 0)
 		del_end(d, rc, 1);
+	return 0;
+}
+
+/* --- 1103: TLS only from now on ---------------------------------------- */
+
+static void
+tls_only_done(void *arg, int rc, struct bw_client *cl)
+{
+	struct bw_conn *c = arg;
+	char hex[2 * BW_ID_LEN + 1];
+
+	if (!bw_conn_dead(c)) {
+		if (rc != 0) {
+			(void)bw_frame_error(c, bw_strerror(rc));
+		} else {
+			bw_hex_encode(cl->id, BW_ID_LEN, hex);
+			bw_conn_event(c, BW_LOG_INFO, "client_tls_only",
+				      "id=%s", hex);
+			(void)bw_frame_reply(c, BW_VAULT_RESP_TLS_ONLY, NULL,
+					     0);
+		}
+		bw_frame_done(c);
+	}
+	bw_conn_release(c);
+}
+
+int
+vault_on_tls_only(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
+{
+	struct bw_vault *v = r->ctx;
+	struct bw_client *cl;
+
+	(void)p;
+	if ((cl = ext_client(c, r)) == NULL)
+		return 0;
+	if (cl->tls_only)
+		return bw_frame_reply(c, BW_VAULT_RESP_TLS_ONLY, NULL, 0);
+	/* the store answers in a later pass: the wait starts first */
+	if (bw_registry_set_tls_only(v->reg, cl, tls_only_done, c) != 0)
+		return bw_frame_error(c, bw_strerror(BW_ENOMEM));
+	bw_conn_hold(c);
+	bw_frame_wait(c);
 	return 0;
 }

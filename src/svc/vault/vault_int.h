@@ -208,12 +208,14 @@ struct vault_conn {
 /* The vault's state on c; NULL once c is closed. */
 #define VC(c) ((struct vault_conn *)bw_frame_state((c), &bw_vault_proto))
 
-/* vault_ext.c: the extensions (1100-1102), TLS listeners only */
+/* vault_ext.c: the extensions (1100-1103), TLS listeners only */
 struct vget;
 int vault_on_list(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
 int vault_on_get(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
 int vault_on_delete(struct bw_conn *c, struct bw_frame_req *r,
 		    const uint8_t *p);
+int vault_on_tls_only(struct bw_conn *c, struct bw_frame_req *r,
+		      const uint8_t *p);
 /* Output drained: a 1101's next chunk. */
 void vault_get_drained(struct bw_conn *c, struct vault_conn *vc);
 /* The connection closes: its 1101 ends. */
