@@ -38,7 +38,7 @@ NO_C = {"test_checksrc", "test_pyvault_selftest", "test_reaper", "test_manpages"
 SANITIZER_PASS = os.environ.get("BULWARK_TEST_PASS") == "sanitizer"
 # modules that start the servers they need themselves (the cluster's nodes
 # share a PostgreSQL and an S3 store of the fixture's)
-OWN_STORAGE = {"test_cluster", "test_cluster_script"}
+OWN_STORAGE = {"test_cluster", "test_cluster_script", "test_cluster_tls"}
 
 
 def pytest_sessionfinish(session, exitstatus):
