@@ -159,8 +159,8 @@ def test_two_daemons_starting_at_once_migrate_once(start_server, pg):
     for s in srvs:
         assert wait_for(lambda: listening(s), 20), s.log_tail()
     assert pg.psql("SELECT version FROM bulwark_schema ORDER BY version",
-                   db=db).split() == ["1", "2", "3", "4", "5", "6"]
-    migrated = sum("schema brought to version 6" in s.log() for s in srvs)
+                   db=db).split() == ["1", "2", "3", "4", "5", "6", "7"]
+    migrated = sum("schema brought to version 7" in s.log() for s in srvs)
     assert migrated == 1
 
 
@@ -169,8 +169,9 @@ def test_a_version_1_database_is_brought_up_to_date_with_its_rows(start_server, 
     node of a cluster lists since it last looked), version 3 counts a key's
     decryption failures in its row, version 4 names the lock of a file's
     uploader, version 5 keeps what a name reads as (NameKey, unique; none
-    for older rows), version 6 numbers a client's pulls (PullGen). A
-    database made by a version 1 daemon keeps its rows and gets them
+    for older rows), version 6 numbers a client's pulls (PullGen), version
+    7 keeps an owner's choice of TLS only (TlsOnly, false for older rows).
+    A database made by a version 1 daemon keeps its rows and gets them
     numbered; a look-alike of an older name is refused."""
     srv, db = start_on(start_server, pg)
     names = [unique_name("old%d" % i) for i in range(3)]
@@ -182,10 +183,11 @@ def test_a_version_1_database_is_brought_up_to_date_with_its_rows(start_server, 
     # back to what a version 1 daemon left
     pg.psql("ALTER TABLE clients DROP COLUMN Seq; ALTER TABLE clients DROP COLUMN KeyFailures; "
             "ALTER TABLE files DROP COLUMN Uploader; ALTER TABLE clients DROP COLUMN NameKey; "
-            "ALTER TABLE clients DROP COLUMN PullGen; "
+            "ALTER TABLE clients DROP COLUMN PullGen; ALTER TABLE clients DROP COLUMN TlsOnly; "
             "DELETE FROM bulwark_schema WHERE version > 1", db=db)
     srv2, _ = start_on(start_server, pg, db=db)
-    assert "schema brought to version 6" in srv2.log()
+    assert "schema brought to version 7" in srv2.log()
+    assert pg.psql("SELECT count(*) FROM clients WHERE NOT TlsOnly", db=db).strip() == "3"
     assert pg.psql("SELECT count(*) FROM clients WHERE KeyFailures = 0", db=db).strip() == "3"
     seqs = pg.psql("SELECT Seq FROM clients ORDER BY Seq", db=db).split()
     assert sorted(map(int, seqs)) == [1, 2, 3]

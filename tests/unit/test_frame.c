@@ -236,6 +236,50 @@ fixed_request_is_answered_and_the_connection_kept(void **state)
 	close(fd);
 }
 
+/* The admit hook: a request it gives a reason for gets the error reply of
+ * its protocol and the connection is finished; the handler never runs. */
+static unsigned admit_calls;
+
+static const char *
+refuse_second(void *arg, struct bw_conn *c, const struct bw_frame_req *r,
+	      const uint8_t *head)
+{
+	(void)arg;
+	(void)c;
+	assert_int_equal(r->hdr.code, C_ECHO);
+	assert_memory_equal(head, "0123456789", 10);
+	return ++admit_calls == 2 ? "not this one" : NULL;
+}
+
+static void
+a_request_the_admit_hook_refuses_gets_the_error_and_a_close(void **state)
+{
+	struct fixture *fx = *state;
+	int fd = et_connect(fx->l), i;
+	struct bw_resp_hdr h;
+	char back[10];
+
+	admit_calls = 0;
+	bw_frame_set_admit(fx->f, refuse_second, NULL);
+	for (i = 0; i < 2; i++) {
+		send_hdr(fd, C_ECHO, 10);
+		assert_int_equal(send(fd, "0123456789", 10, 0), 10);
+		pump(&fx->e, 30);
+		h = read_hdr(fd);
+		if (i == 0) {
+			assert_int_equal(h.code, 20);
+			assert_int_equal(et_read(fd, back, 10), 10);
+		} else {
+			assert_int_equal(h.code, ERR_A);
+			assert_int_equal(h.payload_size, 0);
+		}
+	}
+	assert_true(et_closed(fd, 500));
+	assert_int_equal(seen.echo_calls, 1);
+	bw_frame_set_admit(fx->f, NULL, NULL);
+	close(fd);
+}
+
 /* A payload size outside the route's bounds is refused on the header: the
  * error reply arrives while the payload has not been sent at all. */
 static void
@@ -537,6 +581,9 @@ main(void)
 		cmocka_unit_test(invalid_route_tables_are_refused),
 		cmocka_unit_test_setup_teardown(
 			fixed_request_is_answered_and_the_connection_kept,
+			setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			a_request_the_admit_hook_refuses_gets_the_error_and_a_close,
 			setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			size_out_of_bounds_is_refused_before_the_payload, setup,
