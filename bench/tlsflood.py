@@ -93,7 +93,8 @@ def rtts(probe, secs):
 
 
 def scenario(a, label, budget, flooders):
-    data = Path(a.tmp) / ("flood-%s-%d" % (label.split()[0], os.getpid()))
+    data = Path(a.tmp) / ("flood-%s-%d" % (label.replace(" ", "").replace(",", "-"),
+                                           os.getpid()))
     mport, tport = ports.reserve(), ports.reserve()
     extra = ["--tls-port", str(tport), "--metrics-listen", "%s:%d" % (H, mport),
              "--max-reg-per-min", "0"]

@@ -542,7 +542,7 @@ engine_conn_open(struct bw_listener *l, int fd, const char *peer, int proxied)
 	if (proxied) {
 		/* neither counted for an address nor shown to the service
 		 * before its header names the client */
-		c->flags |= BW_CONN_PROXY_WAIT;
+		c->flags |= BW_CONN_PROXY_WAIT | BW_CONN_PROXIED;
 		bw_debug("c%llu %s connection from %s (PROXY header awaited)",
 			 (unsigned long long)c->id, l->name, peer);
 		return;

@@ -58,6 +58,16 @@ engine_tls_close(struct bw_conn *c)
 	c->peer_key_len = 0;
 }
 
+/* The global count's second starts again once a second has passed. */
+static void
+tls_window(struct bw_engine *e, uint64_t now)
+{
+	if (now - e->tls_window_ms >= ENGINE_TLS_WINDOW_MS) {
+		e->tls_window_ms = now;
+		e->tls_begun = 0;
+	}
+}
+
 int
 engine_tls_budget(struct bw_listener *l)
 {
@@ -66,14 +76,9 @@ engine_tls_budget(struct bw_listener *l)
 
 	if (e->cfg.tls_rate == 0)
 		return 1;
-	if (now - e->tls_window_ms >= ENGINE_TLS_WINDOW_MS) {
-		e->tls_window_ms = now;
-		e->tls_begun = 0;
-	}
-	if (e->tls_begun < e->cfg.tls_rate) {
-		e->tls_begun++;
+	tls_window(e, now);
+	if (e->tls_begun < e->cfg.tls_rate)
 		return 1;
-	}
 	/* the newcomers wait in the kernel's backlog, costing nothing */
 	l->paused_until_ms = e->tls_window_ms + ENGINE_TLS_WINDOW_MS;
 	(void)bw_loop_update(e->loop, &l->w, 0);
@@ -88,25 +93,39 @@ engine_tls_budget(struct bw_listener *l)
 }
 
 int
-engine_tls_addr_budget(struct bw_conn *c)
+engine_tls_addr_ok(struct bw_listener *l, struct bw_addr *a)
 {
-	struct bw_engine *e = c->eng;
+	struct bw_engine *e = l->eng;
 	uint64_t now = bw_now_ms();
 
-	/* a balancer's health check is the balancer's, not a client's */
-	if (c->tls == NULL || c->addr == NULL || (c->flags & BW_CONN_QUIET) ||
-	    bw_addr_count_tls(c->addr, e->cfg.tls_rate_per_addr, now) == 0)
+	/* a newcomer refused here counts for nobody else's budget */
+	if (a == NULL ||
+	    bw_addr_count_tls(a, e->cfg.tls_rate_per_addr, now) == 0) {
+		tls_window(e, now);
+		e->tls_begun++;
 		return 1;
+	}
 	e->tls_addr_refused++;
 	e->tls_addr_dropped++;
 	if (now - e->tls_addr_warn_ms >= 10000u) {
 		e->tls_addr_warn_ms = now;
 		bw_warn("%s: TLS handshakes from %s over %u a second "
 			"(--tls-handshakes-per-addr): closed %llu newcomer(s)",
-			c->lis->name, c->addr->addr, e->cfg.tls_rate_per_addr,
+			l->name, a->addr, e->cfg.tls_rate_per_addr,
 			(unsigned long long)e->tls_addr_dropped);
 		e->tls_addr_dropped = 0;
 	}
+	return 0;
+}
+
+int
+engine_tls_addr_budget(struct bw_conn *c)
+{
+	/* one the balancer passed (counted once its header named the
+	 * client); a balancer's health check is the balancer's */
+	if (c->tls == NULL || !(c->flags & BW_CONN_PROXIED) ||
+	    (c->flags & BW_CONN_QUIET) || engine_tls_addr_ok(c->lis, c->addr))
+		return 1;
 	engine_conn_kill(c, NULL);
 	return 0;
 }

@@ -177,6 +177,12 @@ on_accept(void *arg, unsigned events)
 			refused(l, fd, peer, why);
 			continue;
 		}
+		/* past its handshakes a second: closed before it costs a
+		 * connection's state (quietly: engine_tls_addr_ok tells) */
+		if (l->cfg.tls && !proxied && !engine_tls_addr_ok(l, addr)) {
+			close(fd);
+			continue;
+		}
 		engine_conn_open(l, fd, peer, proxied);
 	}
 }

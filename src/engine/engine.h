@@ -149,7 +149,8 @@ enum {
 	BW_CONN_QUIET = 16384u, /* the proxy's own (LOCAL): closes not logged */
 	BW_CONN_PROXY_LOOKED = 32768u, /* its first bytes are not a header */
 	BW_CONN_OUT_ACTIVE = 65536u, /* bw_conn_output_is_activity was called */
-	BW_CONN_TLS_UP = 131072u     /* its TLS handshake is done */
+	BW_CONN_TLS_UP = 131072u,    /* its TLS handshake is done */
+	BW_CONN_PROXIED = 262144u    /* from a --proxy-from balancer */
 };
 
 struct bw_conn {

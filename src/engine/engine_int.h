@@ -67,10 +67,15 @@ int engine_tls_open(struct bw_conn *c);
 void engine_tls_close(struct bw_conn *c);
 /* A TLS listener may accept one more connection now (the handshakes
  * begun this second, in all, under tls_rate): 1, or 0 with l paused until
- * the next second. */
+ * the next second. A handshake begins, and counts, once its address's
+ * budget let it (engine_tls_addr_budget). */
 int engine_tls_budget(struct bw_listener *l);
-/* c's address may begin one more handshake this second (tls_rate_per_addr):
- * 1, or 0 and c is closed. */
+/* Address a (NULL: untracked) may begin one more handshake this second
+ * (tls_rate_per_addr): 1, counted in all; or 0, counted as refused. */
+int engine_tls_addr_ok(struct bw_listener *l, struct bw_addr *a);
+/* The same for c, which a balancer passed (its PROXY header named the
+ * client): 1, or 0 and c is closed. A direct connection was judged before
+ * it was accepted into a connection (engine.c). */
 int engine_tls_addr_budget(struct bw_conn *c);
 /* What a PROXY header left in c->in is the start of the handshake. */
 int engine_tls_after_proxy(struct bw_conn *c);

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+import bwd
 import bwmsg
 import bwrooms as R
 import bwvault as bw
@@ -322,6 +323,29 @@ def tls_register_as(port, header, name, first=b""):
         assert t.version() == "TLSv1.3"
         t.sendall(register_request(name))
         return answer(t)
+
+
+def test_behind_a_balancer_the_handshake_budget_counts_the_named_client(behind):
+    """--tls-handshakes-per-addr behind HAProxy: the address in the PROXY
+    header is the one counted, not the balancer's."""
+    import ports as P
+    import ssl
+
+    tls_port = P.reserve()
+    srv = behind("--max-reg-per-min", "0", "--tls-port", str(tls_port),
+                 "--tls-handshakes-per-addr", "2")
+
+    def attempt(client):
+        try:
+            return tls_register_as(tls_port, v2(client), unique_name("hb"))
+        except (ssl.SSLError, ConnectionError, OSError):
+            return None  # closed before its handshake
+
+    got = [attempt("10.0.0.7") for _ in range(6)]
+    assert got[:2] == [bwmsg.REGISTERED] * 2 and None in got[2:], got
+    assert attempt("10.0.0.8") == bwmsg.REGISTERED  # another client behind it
+    assert bwd.wait_for(lambda: "TLS handshakes from 10.0.0.7 over 2 a second" in srv.log(),
+                        5), srv.log()[-3000:]
 
 
 def test_behind_a_balancer_the_tls_port_reads_the_header_then_the_handshake(behind):
