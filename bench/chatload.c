@@ -23,15 +23,22 @@
  * connected to group chat #N"; deliveries arrive as "name: text") and irc
  * (NICK/USER, 001, [OPER, MODE +F], JOIN, 366; PRIVMSG; PING answered).
  *
+ * --tls: every connection is TLS 1.3 (bulwarkd's --rooms-tls-port): the
+ * handshake done as it connects (blocking, within the join's time), then
+ * the same lines through OpenSSL; the server's key is not checked (the
+ * bench measures, it does not trust).
+ *
  * Everything is bounded: joins by --join-timeout, the whole process by
  * --max-seconds, output per connection by OUT_CAP, input lines by IN_CAP.
- * Build: cc -O2 -o chatload bench/chatload.c -lm
+ * Build: cc -O2 -o chatload bench/chatload.c -lm -lssl -lcrypto
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <signal.h>
@@ -69,6 +76,7 @@ struct track {
 
 struct conn {
 	int fd, idx, state, step;
+	SSL *ssl; /* --tls */
 	char name[48];
 	char *in;
 	size_t inlen;
@@ -85,7 +93,7 @@ struct conn {
 static struct {
 	int proto, mode;
 	const char *host, *password, *channel, *oper;
-	int port, count, proc, create, parallel;
+	int port, count, proc, create, parallel, tls;
 	uint32_t room, sid_base;
 	double rate, duration, join_timeout, max_seconds, drain_timeout;
 } o = {
@@ -106,6 +114,73 @@ static struct {
 
 static struct conn *conns;
 static int ep;
+static SSL_CTX *tls_ctx;
+
+/* send() and recv() through the connection's TLS when it has one: bytes,
+ * or -1 with errno (EAGAIN: wait for the socket). */
+static ssize_t
+io_send(struct conn *c, const void *p, size_t n)
+{
+	size_t done = 0;
+
+	if (c->ssl == NULL)
+		return send(c->fd, p, n, MSG_NOSIGNAL);
+	ERR_clear_error();
+	if (SSL_write_ex(c->ssl, p, n, &done) == 1)
+		return (ssize_t)done;
+	switch (SSL_get_error(c->ssl, 0)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		errno = EAGAIN;
+		return -1;
+	default:
+		errno = EPROTO;
+		return -1;
+	}
+}
+
+static ssize_t
+io_recv(struct conn *c, void *p, size_t n)
+{
+	size_t got = 0;
+
+	if (c->ssl == NULL)
+		return recv(c->fd, p, n, 0);
+	ERR_clear_error();
+	if (SSL_read_ex(c->ssl, p, n, &got) == 1)
+		return (ssize_t)got;
+	switch (SSL_get_error(c->ssl, 0)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	default:
+		errno = EPROTO;
+		return -1;
+	}
+}
+
+/* The handshake on the connected socket, blocking: 0, or -1. */
+static int
+tls_start(struct conn *c)
+{
+	int fl = fcntl(c->fd, F_GETFL);
+
+	if (tls_ctx == NULL || (c->ssl = SSL_new(tls_ctx)) == NULL ||
+	    SSL_set_fd(c->ssl, c->fd) != 1)
+		return -1;
+	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+				     SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	(void)fcntl(c->fd, F_SETFL, fl & ~O_NONBLOCK);
+	if (SSL_connect(c->ssl) != 1) {
+		ERR_clear_error();
+		return -1;
+	}
+	(void)fcntl(c->fd, F_SETFL, fl);
+	return 0;
+}
 static uint64_t t_begin;
 
 /* figures of the current interval (member) or run (sender) */
@@ -190,8 +265,7 @@ flush_out(struct conn *c)
 	ssize_t n;
 
 	while (c->outlen > c->outoff) {
-		n = send(c->fd, c->out + c->outoff, c->outlen - c->outoff,
-			 MSG_NOSIGNAL);
+		n = io_send(c, c->out + c->outoff, c->outlen - c->outoff);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -256,6 +330,8 @@ conn_close(struct conn *c, int state)
 {
 	if (c->fd >= 0) {
 		epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+		SSL_free(c->ssl);
+		c->ssl = NULL;
 		close(c->fd);
 		c->fd = -1;
 	}
@@ -572,7 +648,7 @@ conn_read(struct conn *c)
 	if (c->in == NULL && (c->in = malloc(IN_CAP + 1)) == NULL)
 		die("out of memory");
 	for (rounds = 0; rounds < 8 && c->fd >= 0; rounds++) {
-		n = recv(c->fd, c->in + c->inlen, IN_CAP - c->inlen, 0);
+		n = io_recv(c, c->in + c->inlen, IN_CAP - c->inlen);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -602,7 +678,8 @@ conn_read(struct conn *c)
 			conn_lost(c, "a line over 64 KiB");
 			return;
 		}
-		if ((size_t)n < IN_CAP / 2)
+		if ((size_t)n < IN_CAP / 2 &&
+		    (c->ssl == NULL || SSL_pending(c->ssl) == 0))
 			return;
 	}
 }
@@ -619,6 +696,10 @@ on_event(struct conn *c, uint32_t ev)
 		getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
 		if (err != 0) {
 			join_done(c, 0, strerror(err));
+			return;
+		}
+		if (o.tls && tls_start(c) != 0) {
+			join_done(c, 0, "TLS handshake failed");
 			return;
 		}
 		greet(c);
@@ -1009,7 +1090,7 @@ usage(void)
 		"Usage: chatload --mode member|sender --proto rooms|irc --port "
 		"N\n"
 		"  [--host 127.0.0.1] [--count N] [--proc N] [--parallel N]\n"
-		"  [--join-timeout S] [--max-seconds S]\n"
+		"  [--join-timeout S] [--max-seconds S] [--tls]\n"
 		"  rooms: --room ID | --create; [--password PW]\n"
 		"  irc:   [--channel #bench] [--oper NAME:PASS] (senders)\n"
 		"  sender: --rate MSGS_PER_S --duration S [--sid-base N]\n"
@@ -1027,6 +1108,8 @@ main(int argc, char **argv)
 #define ARG(name) (strcmp(a, name) == 0 && (v != NULL || (usage(), 0)) && ++i)
 		if (strcmp(a, "--create") == 0)
 			o.create = 1;
+		else if (strcmp(a, "--tls") == 0)
+			o.tls = 1;
 		else if (ARG("--mode"))
 			o.mode = strcmp(v, "sender") == 0   ? M_SENDER
 				 : strcmp(v, "member") == 0 ? M_MEMBER
@@ -1077,6 +1160,12 @@ main(int argc, char **argv)
 	if (o.mode == M_SENDER && o.create)
 		die("--create is for members");
 	signal(SIGPIPE, SIG_IGN);
+	if (o.tls) {
+		if ((tls_ctx = SSL_CTX_new(TLS_client_method())) == NULL ||
+		    SSL_CTX_set_min_proto_version(tls_ctx, TLS1_3_VERSION) != 1)
+			die("cannot set up TLS");
+		SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+	}
 	t_begin = now_ns();
 	if ((ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
 		die("epoll_create1: %s", strerror(errno));

@@ -340,6 +340,29 @@ class Bulwark(Server):
         return out
 
 
+class BulwarkTls(Bulwark):
+    """The same bulwarkd, its members and senders on --rooms-tls-port:
+    every line through TLS 1.3 (chatload --tls)."""
+    label = "bulwarkd rooms over TLS"
+    name = "bulwarkd-tls"
+    # every member, sender and wrong-password try comes from 127.0.0.1:
+    # the handshake budget (which would close most of them) is off, as
+    # --rooms-rate is
+    extra = ("--rooms-tls-port", "0", "--tls-handshakes", "0",
+             "--tls-handshakes-per-addr", "0")
+    tls = True
+
+    def start(self):
+        super().start()
+        m = self._wait_ready(rb"rooms listening on tls://127\.0\.0\.1:(\d+)")
+        if not m:
+            self.stop()
+            raise ScenarioError("bulwarkd did not report its rooms TLS port:\n    %s"
+                                % tail(self.log_path))
+        self.port = int(m.group(1))
+        return self
+
+
 class BulwarkCluster(Server):
     """N bulwarkd nodes sharing one room over Redis (--bus): members and
     senders spread over them, CPU and RSS summed over the nodes and Redis."""
@@ -518,6 +541,8 @@ class Run:
              "--max-seconds", self.ctx.deadline + 60]
         if self.srv.proto == "rooms":
             a += ["--password", PASSWORD] + (["--create"] if create else ["--room", self.room])
+        if getattr(self.srv, "tls", False):
+            a.append("--tls")
         return a
 
     def join_members(self):
@@ -615,6 +640,8 @@ class Run:
                 "--parallel", ctx.senders, "--join-timeout", 60,
                 "--drain-timeout", ctx.drain_timeout,
                 "--max-seconds", 60 + ctx.seconds + ctx.drain_timeout + 30]
+        if getattr(self.srv, "tls", False):
+            argv.append("--tls")
         if self.srv.proto == "rooms":
             argv += ["--room", self.room, "--password", PASSWORD]
         elif ctx.irc_oper:
@@ -778,6 +805,8 @@ class Run:
                 "--parallel", ctx.burst, "--join-timeout", ctx.seconds + 30,
                 "--max-seconds", ctx.seconds + 90, "--room", self.room,
                 "--password", "not-" + PASSWORD]
+        if getattr(self.srv, "tls", False):
+            argv.append("--tls")
         say("%s: %d msg/s again while %d connections try wrong passwords", self.srv.label,
             rate, ctx.burst)
         hashes0 = self.srv.stat("rooms_wrong_attempts_total")
@@ -899,12 +928,16 @@ def build_rows(ctx, ours, ref):
         verdict = "-"
         if x and y and ctx.cluster:
             verdict = "(report)"
+        elif x and y and ctx.tls:
+            # the target is the other way round: TLS (y) at least half of plain (x)
+            verdict = "TLS >= 0.5x plain  %s" % (
+                "met" if y["rate_in_window"] >= 0.5 * x["rate_in_window"] else "MISSED")
         elif x and y:
             verdict = ">= %s  %s" % (ctx.ref_name, "met" if x["rate_in_window"] >= 0.99 * y["rate_in_window"] else "MISSED")
         row("  deliveries/s while sending", fmt_rate(x and x["rate_in_window"]),
             fmt_rate(y and y["rate_in_window"]), dv, verdict)
         verdict = "-"
-        if ctx.cluster:
+        if ctx.cluster or ctx.tls:
             verdict = "(report)"
         elif x and y and x["p99_us"] is not None and y["p99_us"] is not None:
             verdict = "p99 <= %s  %s" % (ctx.ref_name, "met" if x["p99_us"] <= y["p99_us"] else "MISSED")
@@ -1047,7 +1080,8 @@ def find_ngircd(ctx):
 
 def build_chatload(ctx):
     exe = ctx.tmp / "chatload"
-    r = subprocess.run(["cc", "-O2", "-o", str(exe), str(BENCH_DIR / "chatload.c"), "-lm"],
+    r = subprocess.run(["cc", "-O2", "-o", str(exe), str(BENCH_DIR / "chatload.c"), "-lm",
+                        "-lssl", "-lcrypto"],
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
     if r.returncode != 0:
         raise ScenarioError("compiling bench/chatload.c failed:\n%s"
@@ -1089,6 +1123,9 @@ def main():
     ap.add_argument("--cluster", type=int, default=0, metavar="N",
                     help="the reference is the same room over N bulwarkd nodes and Redis "
                     "(--bus), members and senders spread over them, instead of ngircd")
+    ap.add_argument("--tls", action="store_true",
+                    help="the reference is the same bulwarkd with every member and sender "
+                    "on its rooms TLS port (--rooms-tls-port), instead of ngircd")
     ap.add_argument("--burst", type=int, default=None,
                     help="connections trying wrong passwords at once during a repeat of "
                     "the first level (ours only; default 200, quick 0)")
@@ -1123,7 +1160,12 @@ def main():
         if ctx.cluster < 2 or ctx.cluster > 8:
             ap.error("--cluster takes 2 to 8 nodes")
         ctx.no_ngircd = True  # the reference is the cluster
-    ctx.ref_name = ("%d nodes" % ctx.cluster) if ctx.cluster else "ngircd"
+    if ctx.tls:
+        if ctx.cluster:
+            ap.error("--tls or --cluster, not both")
+        ctx.no_ngircd = True  # the reference is the same server over TLS
+    ctx.ref_name = (("%d nodes" % ctx.cluster) if ctx.cluster else
+                    "TLS" if ctx.tls else "ngircd")
     ctx.procs = Procs()
     ctx.load_start = os.getloadavg()[0]
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
@@ -1152,6 +1194,8 @@ def main():
                 plan.append(("ngircd", Ngircd))
             if ctx.cluster:
                 plan.append(("ref", BulwarkCluster))
+            if ctx.tls:
+                plan.append(("ref", BulwarkTls))
             every = {key: [] for key, _ in plan}
             for rep in range(ctx.repeats):
                 # each run in a directory of its own
@@ -1194,7 +1238,7 @@ def main():
     if results:
         try:
             print_table(build_rows(ctx, results.get("ours"),
-                                   results.get("ref") if ctx.cluster else
+                                   results.get("ref") if ctx.cluster or ctx.tls else
                                    None if ctx.no_ngircd else results.get("ngircd")), ctx)
         except Exception:
             errors.append("table: %s" % traceback.format_exc().strip())
@@ -1203,6 +1247,8 @@ def main():
         print_details("ngircd", results.get("ngircd"))
         if ctx.cluster:
             print_details("%d nodes over Redis" % ctx.cluster, results.get("ref"))
+        if ctx.tls:
+            print_details("bulwarkd rooms over TLS", results.get("ref"))
     print()
     print("Notes: one room (#bench) of N members; %d senders share the offered rate, round robin, "
           "%d-byte texts" % (ctx.senders, 100))
