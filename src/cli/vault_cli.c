@@ -221,9 +221,10 @@ send_req(struct vcli *x, uint16_t code, const void *p, uint32_t n)
 static int
 do_ls(struct vcli *x)
 {
+	struct bw_vault_entry e;
 	uint8_t *p = NULL;
-	char name[BW_NAME_CAP], when[32];
-	uint32_t size, n, i;
+	char when[32], shown[BW_ESC_CAP];
+	uint32_t size, n = 0, i;
 	uint16_t code;
 	time_t t;
 	struct tm tm;
@@ -232,30 +233,28 @@ do_ls(struct vcli *x)
 	if ((rc = send_req(x, BW_VAULT_REQ_LIST, NULL, 0)) != 0 ||
 	    (rc = vcli_head(x, &code, &size)) != 0)
 		return rc;
-	if (code != BW_VAULT_RESP_LIST || size < 4 || size > LIST_CAP ||
-	    (p = malloc(size)) == NULL ||
+	if (code != BW_VAULT_RESP_LIST || size > LIST_CAP ||
+	    (p = malloc(size > 0 ? size : 1)) == NULL ||
 	    bw_session_read(&x->s, p, size) != 0 ||
-	    (n = bw_get_u32le(p)) != (size - 4) / BW_VAULT_LIST_ENTRY ||
-	    (size - 4) % BW_VAULT_LIST_ENTRY != 0) {
+	    bw_vault_list_decode(p, size, &n) != 0) {
 		free(p);
 		fprintf(stderr, "%s: the server's list is malformed (%u)\n",
 			x->prog, code);
 		return BW_EXIT_FATAL;
 	}
 	for (i = 0; i < n; i++) {
-		const uint8_t *e = p + 4 + (size_t)i * BW_VAULT_LIST_ENTRY;
-
-		if (bw_vault_name_payload_decode(e, BW_NAME_FIELD, name) != 0)
-			snprintf(name, sizeof(name), "?");
-		e += BW_NAME_FIELD;
-		t = (time_t)bw_get_u64le(e + 9);
+		if (bw_vault_entry_decode(p, i, &e) != 0)
+			snprintf(e.name, sizeof(e.name), "?");
+		t = (time_t)e.stored;
 		if (t == 0 || gmtime_r(&t, &tm) == NULL ||
 		    strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm) == 0)
 			snprintf(when, sizeof(when), "%-19s", "?");
-		printf("%12llu  %-10s  %s  %s%s\n",
-		       (unsigned long long)bw_get_u64le(e),
-		       e[8] ? "verified" : "unverified", when, name,
-		       e[17] ? "  (a replacement waits for its verdict)" : "");
+		/* a name is the server's bytes: shown escaped */
+		printf("%12llu  %-10s  %s  %s%s\n", (unsigned long long)e.size,
+		       e.verified ? "verified" : "unverified", when,
+		       bw_escape_display(e.name, shown, sizeof(shown)),
+		       e.pending ? "  (a replacement waits for its verdict)"
+				 : "");
 	}
 	if (!x->quiet)
 		fprintf(stderr, "%u file%s\n", n, n == 1 ? "" : "s");
@@ -436,7 +435,7 @@ do_get(struct vcli *x, const char *name, const char *out)
 	struct stat st;
 	uint32_t psize;
 	uint16_t code;
-	int rc, fd;
+	int rc, fd, verified = 0;
 
 	if (bw_name_encode(name, req) != 0 ||
 	    (out == NULL && bw_file_name_sanitize(name, stored) != 0)) {
@@ -480,10 +479,9 @@ do_get(struct vcli *x, const char *name, const char *out)
 			x->prog, code);
 		goto out;
 	}
-	size = bw_get_u64le(head);
-	off = bw_get_u64le(head + 8);
-	if (off != offset || size < off ||
-	    psize != sizeof(head) + (size - off) + 32) {
+	if (bw_vault_file_head_decode(head, sizeof(head), &size, &off,
+				      &verified) != 0 ||
+	    off != offset || psize != sizeof(head) + (size - off) + 32) {
 		fprintf(stderr, "%s: the server's answer is malformed\n",
 			x->prog);
 		goto out;
@@ -504,7 +502,7 @@ do_get(struct vcli *x, const char *name, const char *out)
 		printf("'%s': %llu bytes into %s (%s on the server, SHA-256 "
 		       "checked)\n",
 		       name, (unsigned long long)size, dest,
-		       head[16] ? "verified" : "not verified");
+		       verified ? "verified" : "not verified");
 out:
 	close(fd);
 	return rc;

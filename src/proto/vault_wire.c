@@ -152,3 +152,64 @@ bw_file_name_sanitize(const char *name, char out[BW_NAME_CAP])
 	memcpy(out, base, n + 1);
 	return 0;
 }
+
+/* --- the extensions' listings and file heads -------------------------------
+ */
+
+int
+bw_vault_list_decode(const uint8_t *p, size_t len, uint32_t *n)
+{
+	uint32_t count;
+
+	*n = 0;
+	if (len < 4)
+		return BW_EPROTO;
+	count = bw_get_u32le(p);
+	if ((len - 4) % BW_VAULT_LIST_ENTRY != 0 ||
+	    (len - 4) / BW_VAULT_LIST_ENTRY != count)
+		return BW_EPROTO;
+	*n = count;
+	return 0;
+}
+
+int
+bw_vault_entry_decode(const uint8_t *p, uint32_t i, struct bw_vault_entry *e)
+{
+	const uint8_t *q = p + 4 + (size_t)i * BW_VAULT_LIST_ENTRY;
+
+	memset(e, 0, sizeof(*e));
+	if (bw_name_decode(q, BW_NAME_FIELD, e->name) != 0)
+		return BW_EPROTO;
+	q += BW_NAME_FIELD;
+	e->size = bw_get_u64le(q);
+	e->verified = q[8] != 0;
+	e->stored = (int64_t)bw_get_u64le(q + 9);
+	e->pending = q[17] != 0;
+	return 0;
+}
+
+int
+bw_vault_entry_encode(const struct bw_vault_entry *e,
+		      uint8_t out[BW_VAULT_LIST_ENTRY])
+{
+	if (bw_name_encode(e->name, out) != 0)
+		return BW_EPROTO;
+	out += BW_NAME_FIELD;
+	bw_put_u64le(out, e->size);
+	out[8] = e->verified ? 1 : 0;
+	bw_put_u64le(out + 9, (uint64_t)e->stored);
+	out[17] = e->pending ? 1 : 0;
+	return 0;
+}
+
+int
+bw_vault_file_head_decode(const uint8_t *p, size_t len, uint64_t *size,
+			  uint64_t *offset, int *verified)
+{
+	if (len < BW_VAULT_FILE_HEAD)
+		return BW_EPROTO;
+	*size = bw_get_u64le(p);
+	*offset = bw_get_u64le(p + 8);
+	*verified = p[16] != 0;
+	return *offset <= *size ? 0 : BW_EPROTO;
+}

@@ -64,6 +64,28 @@ enum bw_vault_ext {
 #define BW_VAULT_FILE_HEAD    (8 + 8 + 1)
 #define BW_VAULT_FILE_TRAILER 32
 
+/* One entry of a 2110 listing. */
+struct bw_vault_entry {
+	char name[BW_NAME_CAP];
+	uint64_t size;
+	int verified, pending;
+	int64_t stored; /* Unix s; 0: not known */
+};
+/* A 2110 payload: *n entries (the count agrees with the length), or
+ * BW_EPROTO. */
+int bw_vault_list_decode(const uint8_t *p, size_t len, uint32_t *n) BW_WUR;
+/* Entry i of a payload bw_vault_list_decode accepted; BW_EPROTO if its
+ * name field is malformed. */
+int bw_vault_entry_decode(const uint8_t *p, uint32_t i,
+			  struct bw_vault_entry *e) BW_WUR;
+/* One entry: BW_EPROTO if the name does not fit a field. */
+int bw_vault_entry_encode(const struct bw_vault_entry *e,
+			  uint8_t out[BW_VAULT_LIST_ENTRY]) BW_WUR;
+/* A 2111's head: size, offset (<= size), verified. BW_EPROTO if it is
+ * short or the offset is past the size. */
+int bw_vault_file_head_decode(const uint8_t *p, size_t len, uint64_t *size,
+			      uint64_t *offset, int *verified) BW_WUR;
+
 /* The payload size a vault request code requires: 255, 415, or 0 for 1028
  * (variable: at least BW_FILE_PREFIX_LEN); -1 for a code that is not a vault
  * request. */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bulwark/cur.h"
 #include "bulwark/err.h"
 #include "proto/vault_wire.h"
 
@@ -76,6 +77,47 @@ fuzz_file_ack(const uint8_t *p, size_t len)
 		     p + BW_ID_LEN + 4 + BW_NAME_FIELD, 4) == 0);
 }
 
+/* The extensions' 2110 listing (each entry decoded, encoded again to the
+ * same bytes when its name is well formed) and 2111's head. */
+static void
+fuzz_ext(const uint8_t *p, size_t len)
+{
+	struct bw_vault_entry e;
+	uint8_t again[BW_VAULT_LIST_ENTRY];
+	uint64_t size, off;
+	uint32_t n, i;
+	int ver;
+
+	if (bw_vault_list_decode(p, len, &n) == 0) {
+		check(len == 4 + (size_t)n * BW_VAULT_LIST_ENTRY);
+		for (i = 0; i < n; i++) {
+			const uint8_t *q =
+				p + 4 + (size_t)i * BW_VAULT_LIST_ENTRY;
+
+			if (bw_vault_entry_decode(p, i, &e) != 0)
+				continue;
+			check(strlen(e.name) < BW_NAME_FIELD);
+			check(bw_vault_entry_encode(&e, again) == 0);
+			/* flags come back as 0/1: the rest is the same */
+			check(memcmp(again + BW_NAME_FIELD, q + BW_NAME_FIELD,
+				     8) == 0);
+			check(memcmp(again + BW_NAME_FIELD + 9,
+				     q + BW_NAME_FIELD + 9, 8) == 0);
+			check(again[BW_NAME_FIELD + 8] ==
+			      (q[BW_NAME_FIELD + 8] != 0));
+		}
+	} else {
+		check(len < 4 || (len - 4) % BW_VAULT_LIST_ENTRY != 0 ||
+		      (len - 4) / BW_VAULT_LIST_ENTRY != bw_get_u32le(p));
+	}
+	if (bw_vault_file_head_decode(p, len, &size, &off, &ver) == 0)
+		check(len >= BW_VAULT_FILE_HEAD && off <= size &&
+		      size == bw_get_u64le(p) && (ver == 0 || ver == 1));
+	else
+		check(len < BW_VAULT_FILE_HEAD ||
+		      bw_get_u64le(p + 8) > bw_get_u64le(p));
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -97,6 +139,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	p = data + BW_RESP_HDR_LEN;
 	len = size - BW_RESP_HDR_LEN;
 	switch (h.code) {
+	case BW_VAULT_RESP_LIST:
+	case BW_VAULT_RESP_FILE:
+		fuzz_ext(p, len);
+		break;
 	case BW_VAULT_RESP_REGISTERED:
 	case BW_VAULT_RESP_ACK:
 	case BW_VAULT_RESP_RECONNECT_DENIED:
@@ -115,6 +161,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_id(p, len);
 		fuzz_aes(p, len);
 		fuzz_file_ack(p, len);
+		fuzz_ext(p, len);
 		break;
 	}
 	return 0;

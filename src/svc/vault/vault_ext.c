@@ -100,13 +100,16 @@ stamp_of(const struct vlist *l, const char *key)
 static void
 list_entry(uint8_t *p, const struct vfile *f, int64_t stored)
 {
-	if (bw_name_encode(f->file_name, p) != 0)
-		memset(p, 0, BW_NAME_FIELD); /* it came in one: cannot be */
-	p += BW_NAME_FIELD;
-	bw_put_u64le(p, f->size);
-	p[8] = f->verified ? 1 : 0;
-	bw_put_u64le(p + 9, (uint64_t)stored);
-	p[17] = f->pending_path[0] != '\0' ? 1 : 0;
+	struct bw_vault_entry e;
+
+	memset(&e, 0, sizeof(e));
+	snprintf(e.name, sizeof(e.name), "%s", f->file_name);
+	e.size = f->size;
+	e.verified = f->verified;
+	e.stored = stored;
+	e.pending = f->pending_path[0] != '\0';
+	if (bw_vault_entry_encode(&e, p) != 0)
+		memset(p, 0, BW_VAULT_LIST_ENTRY); /* it came in a field */
 }
 
 static void
