@@ -478,3 +478,45 @@ def test_an_owner_proven_over_tls_can_have_its_id_refused_on_the_plain_port(star
         assert e.request(bwmsg.PULL, b"") == (bwmsg.ERROR, b"")
     finally:
         e.close()
+
+
+def test_a_certificate_chain_over_32_kib_is_refused_and_others_are_served(start_server,
+                                                                           tmp_path):
+    """A client certificate message is read into memory before it is
+    judged: past 32 KiB the handshake fails, the connection closes, the
+    failure is counted; nobody else notices."""
+    import ssl
+    import subprocess
+
+    srv = start(start_server)
+    cert, key = tlsutil.identity_files(rsa_key(27))
+    filler = tmp_path / "filler.crt"
+    subprocess.run([tlsutil.need_openssl(), "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", str(tmp_path / "filler.key"), "-out", str(filler),
+                    "-subj", "/CN=" + "f" * 60, "-days", "2"],
+                   check=True, capture_output=True, timeout=60)
+    one = filler.read_text()
+    chain = tmp_path / "chain.crt"
+    chain.write_text(open(cert).read() + one * 40)  # about 45 KiB of certificates
+    assert chain.stat().st_size > 40 * 1024
+    ctx = tlsutil.client_ctx(key=None)
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    ctx.load_cert_chain(str(chain), key)
+    before = tls_metric(srv, r'bulwark_errors_total\{[^}]*kind="tls_handshake"\}')
+    s = socket.create_connection((H, srv.tls_port), timeout=10)
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        t = ctx.wrap_socket(s, server_hostname="localhost")
+        # TLS 1.3: the client's certificate goes after the server's
+        # Finished; the refusal arrives on the first read
+        t.sendall(bwmsg.pack_request(bytes(16), bwmsg.LIST, b""))
+        assert t.recv(1) == b""
+        raise ConnectionError("closed")
+    s.close()
+    assert bwd.wait_for(lambda: tls_metric(
+        srv, r'bulwark_errors_total\{[^}]*kind="tls_handshake"\}') == before + 1, 5)
+    assert "excessive message size" in srv.log(), srv.log_tail()
+    c = TlsMsgClient(H, srv.tls_port, key=rsa_key(28))
+    try:
+        c.register(unique_name("after"))
+    finally:
+        c.close()
