@@ -168,3 +168,11 @@ msg_send_file(struct msg_ctx *x, struct bw_contact *c, const char *path)
 	printf("message %u stored\n", msg_id);
 	return 0;
 }
+
+const struct bw_rsa *
+msg_tls_key(const struct msg_ctx *x)
+{
+	if (x->reg_key != NULL)
+		return x->reg_key;
+	return x->have_me ? x->me.key : NULL;
+}

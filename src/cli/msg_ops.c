@@ -54,14 +54,6 @@ msg_save(struct msg_ctx *x)
 	return 0;
 }
 
-const struct bw_rsa *
-msg_tls_key(const struct msg_ctx *x)
-{
-	if (x->reg_key != NULL)
-		return x->reg_key;
-	return x->have_me ? x->me.key : NULL;
-}
-
 /* Sends header and payload with one write on a fresh connection. */
 int
 msg_open_request(struct msg_ctx *x, struct bw_session *s, uint16_t code,
