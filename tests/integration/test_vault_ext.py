@@ -180,3 +180,56 @@ def test_a_reader_that_goes_mid_file_frees_its_get_and_others_go_on(start_server
         o.close()
     assert refusals(srv) == []
     assert "level=error" not in srv.log(), srv.log_tail()
+
+
+def test_one_address_holds_at_most_eight_gets_others_are_served(start_server):
+    """Gets are a shared budget (64 at once): one address holds at most 8
+    of them, its ninth gets 2107; another address is served meanwhile."""
+    import socket
+    import tlsutil
+
+    srv = start(start_server)
+    c = owner(srv, 29)
+    big = os.urandom(24_000_000)  # more than the socket buffers hold
+    try:
+        upload(c, "big.bin", big)
+    finally:
+        c.close()
+    ctx = tlsutil.client_ctx(key=rsa_key(29))
+    held = []
+    try:
+        for _ in range(9):
+            raw = socket.create_connection((H, srv.tls_port), timeout=10,
+                                           source_address=("127.0.0.5", 0))
+            s = ctx.wrap_socket(raw, server_hostname="localhost")
+            s.sendall(bw.pack_request(c.client_id, GET, bw.name_field("big.bin") + bytes(8)))
+            held.append(s)
+        # the first eight stream (and stall, unread); the ninth is refused
+        for s in held[:8]:
+            head = bw.recv_exact(s, bw.RESP_HEADER_SIZE)
+            assert bw.RESP_HEADER.unpack(head)[1] == FILE
+        head = bw.recv_exact(held[8], bw.RESP_HEADER_SIZE)
+        assert bw.RESP_HEADER.unpack(head)[1:] == (bw.ERROR, 0)
+        o = TlsVaultClient(H, srv.tls_port, key=rsa_key(29)).connect()
+        try:
+            o.client_id = c.client_id
+            got = ext_get(o, "big.bin", len(big) - 10)
+            assert got[4] == big[-10:] and got[5] == hashlib.sha256(big).digest()
+        finally:
+            o.close()
+    finally:
+        for s in held:
+            s.close()
+    # once they are gone, the address is served again
+    r = TlsVaultClient(H, srv.tls_port, key=rsa_key(29))
+    raw = socket.create_connection((H, srv.tls_port), timeout=10,
+                                   source_address=("127.0.0.5", 0))
+    r.sock = ctx.wrap_socket(raw, server_hostname="localhost")
+    r.client_id = c.client_id
+    try:
+        def served():
+            code = ext_get(r, "big.bin", len(big))[0]
+            return code == FILE
+        assert bwd.wait_for(served, 5)
+    finally:
+        r.close()

@@ -11,7 +11,7 @@
  * after the last byte, so that a client resuming from an offset checks the
  * whole file end to end), and the loop queues a chunk only while the
  * connection holds less than a chunk unsent; on_drained brings the next.
- * At most GETS_MAX run at once.
+ * At most GETS_MAX run at once, GETS_PER_ADDR from one address.
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -22,9 +22,10 @@
 #include "bulwark/log.h"
 #include "svc/vault/vault_int.h"
 
-#define GET_CHUNK (256u * 1024u)
-#define GETS_MAX  64u
-#define LIST_MAX  4096u /* stored times looked up in one listing */
+#define GET_CHUNK     (256u * 1024u)
+#define GETS_MAX      64u
+#define GETS_PER_ADDR 8u    /* one address cannot hold every get */
+#define LIST_MAX      4096u /* stored times looked up in one listing */
 
 /* The client an extension names, or NULL with the error replied. */
 static struct bw_client *
@@ -184,7 +185,8 @@ struct vget {
 	struct bw_sha256_ctx *sha;
 	uint64_t size, offset, pos; /* pos: read from the start so far */
 	uint8_t *buf;
-	size_t n; /* bytes of buf to send */
+	size_t n;	      /* bytes of buf to send */
+	struct bw_addr *addr; /* counted in held[get_addr_slot - 1] */
 	int rc, reading, begun, verified, eof;
 };
 
@@ -204,6 +206,8 @@ get_free_done(void *arg)
 	struct vget *g = arg;
 
 	g->v->gets_active--;
+	if (g->addr != NULL)
+		g->addr->held[g->v->get_addr_slot - 1]--;
 	bw_sha256_free(g->sha);
 	free(g->buf);
 	free(g);
@@ -384,6 +388,17 @@ vault_on_get(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 		return no_such_file(c, p);
 	if (v->gets_active >= GETS_MAX)
 		return bw_frame_error(c, "too many files being sent back");
+	if (v->get_addr_slot == 0) {
+		int slot = bw_addrtab_slot(&v->eng->addrs);
+
+		if (slot < 0)
+			return bw_frame_error(c, "no per-address count left");
+		v->get_addr_slot = slot + 1;
+	}
+	if (c->addr != NULL &&
+	    c->addr->held[v->get_addr_slot - 1] >= GETS_PER_ADDR)
+		return bw_frame_error(c, "too many files being sent back to "
+					 "this address");
 	if ((g = calloc(1, sizeof(*g))) == NULL ||
 	    (g->buf = malloc(GET_CHUNK)) == NULL ||
 	    bw_sha256_new(&g->sha) != 0) {
@@ -394,6 +409,8 @@ vault_on_get(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 		return bw_frame_error(c, bw_strerror(BW_ENOMEM));
 	}
 	v->gets_active++;
+	if ((g->addr = c->addr) != NULL)
+		g->addr->held[v->get_addr_slot - 1]++;
 	g->v = v;
 	g->c = c;
 	g->offset = bw_get_u64le(p + BW_NAME_FIELD);

@@ -87,6 +87,8 @@ struct bw_vault {
 	 * its connections' claim keys (owes.c), drawn at start */
 	uint32_t node_tag;
 	unsigned gets_active; /* 1101s being sent back (vault_ext.c) */
+	int get_addr_slot;    /* their count in bw_addr.held[], + 1 (0: none
+			       * taken yet) */
 };
 
 struct vowner; /* files.c: the list of one owner's files */
