@@ -14,6 +14,7 @@
  */
 #include <string.h>
 
+#include "bulwark/crypto.h"
 #include "bulwark/log.h"
 #include "bulwark/util.h"
 #include "daemon/daemon.h"
@@ -49,6 +50,24 @@ same_key(const uint8_t *key, size_t len, const uint8_t field[BW_RSA_PUB_LEN])
 		if (field[i] != 0)
 			return 0;
 	return 1;
+}
+
+/* 1 if the proven key (DER, len bytes) is an RSA key a 160-byte field
+ * carries, as a 1026's. */
+static int
+rsa_field(const uint8_t *key, size_t len)
+{
+	struct bw_rsa *rsa = NULL;
+	uint8_t field[BW_RSA_PUB_LEN];
+	int ok;
+
+	if (len == 0 || len > BW_RSA_PUB_LEN)
+		return 0;
+	memset(field, 0, sizeof(field));
+	memcpy(field, key, len);
+	ok = bw_rsa_from_spki(&rsa, field, BW_RSA_PUB_LEN) == 0;
+	bw_rsa_free(rsa);
+	return ok;
 }
 
 static const char *
@@ -94,6 +113,11 @@ admit(void *arg, struct bw_conn *c, const struct bw_frame_req *r,
 			return refuse(d, c, r, BW_AUTH_NO_CERT);
 		if (code == BW_MSG_REQ_REGISTER &&
 		    !same_key(key, len, head + BW_NAME_FIELD))
+			return refuse(d, c, r, BW_AUTH_OTHER_KEY);
+		/* the vault's 1025 binds the proven key at once (vault.c):
+		 * between a 1025 and its 1026 nobody else's 1026 may bind
+		 * one; it must then be a key the protocol can carry */
+		if (code == BW_VAULT_REQ_REGISTER && !rsa_field(key, len))
 			return refuse(d, c, r, BW_AUTH_OTHER_KEY);
 		return NULL;
 	}

@@ -50,10 +50,29 @@ registered(void *arg, int rc, struct bw_client *cl)
 	vault_stored_end(c);
 }
 
+/* On a TLS listener, the key the client proved (the admit hook checked
+ * that a 160-byte field carries it) into field: registered with the name,
+ * so that no one else's 1026 can bind another before the owner's. NULL on
+ * a plain listener (the seed's 1026 binds it). */
+static const uint8_t *
+proven_key(const struct bw_conn *c, uint8_t field[BW_RSA_PUB_LEN])
+{
+	const uint8_t *key;
+	size_t len;
+
+	if (!bw_conn_tls(c) || (key = bw_conn_peer_key(c, &len)) == NULL ||
+	    len > BW_RSA_PUB_LEN)
+		return NULL;
+	memset(field, 0, BW_RSA_PUB_LEN);
+	memcpy(field, key, len);
+	return field;
+}
+
 static int
 on_register(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 {
 	struct bw_vault *v = r->ctx;
+	uint8_t pk[BW_RSA_PUB_LEN];
 	char name[BW_NAME_CAP], shown[BW_ESC_CAP], val[BW_ESC_CAP];
 	char w[256];
 	const char *why;
@@ -69,7 +88,7 @@ on_register(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 			      bw_log_value(w, sizeof(w), why));
 		return bw_frame_reply(c, BW_VAULT_RESP_ERROR, NULL, 0);
 	}
-	rc = bw_registry_add(v->reg, name, NULL, registered, c);
+	rc = bw_registry_add(v->reg, name, proven_key(c, pk), registered, c);
 	if (rc == BW_EEXIST || rc == BW_EPROTO) {
 		bw_conn_event(c, BW_LOG_INFO, "register_refused",
 			      "service=vault client=%s reason=%s", val,

@@ -1,9 +1,8 @@
 /* Bulwark's extensions of the vault (docs/vault-protocol.md, "Bulwark
- * extensions"): an owner lists its files (1100), gets one back (1101),
- * deletes one (1102), and has its id refused on the plain listeners from
- * then on (1103). Served only on a TLS listener, where the daemon has
- * checked that the client proved the key registered for the id it names
- * (daemon_auth.c); on a plain listener anyone may name any id, so these
+ * extensions"): an owner lists its files (1100) and gets one back (1101);
+ * vault_delete.c has 1102 and 1103. Served only on a TLS listener, where the
+ * daemon has checked that the client proved the key registered for the id it
+ * names (daemon_auth.c); on a plain listener anyone may name any id, so these
  * get the general error there.
  *
  * A get streams in bounded memory: a worker reads the stored object a chunk
@@ -26,10 +25,11 @@
 #define GETS_MAX      64u
 #define GETS_PER_ADDR 8u    /* one address cannot hold every get */
 #define LIST_MAX      4096u /* stored times looked up in one listing */
+#define LISTS_MAX     8u
 
 /* The client an extension names, or NULL with the error replied. */
-static struct bw_client *
-ext_client(struct bw_conn *c, struct bw_frame_req *r)
+struct bw_client *
+vault_ext_client(struct bw_conn *c, struct bw_frame_req *r)
 {
 	struct bw_client *cl;
 
@@ -42,8 +42,8 @@ ext_client(struct bw_conn *c, struct bw_frame_req *r)
 	return cl;
 }
 
-static int
-no_such_file(struct bw_conn *c, const uint8_t *field)
+int
+vault_no_such_file(struct bw_conn *c, const uint8_t *field)
 {
 	return bw_frame_reply(c, BW_VAULT_RESP_NO_SUCH_FILE, field,
 			      BW_NAME_FIELD);
@@ -79,23 +79,42 @@ list_one(void *arg, const char *key, uint64_t size, int64_t mtime)
 	return 0;
 }
 
+/* Listings at once: each holds LIST_MAX stamps (about 2 MiB) while its
+ * worker lists. */
+static int
+l_busy(const struct bw_vault *v)
+{
+	return v->lists_active >= LISTS_MAX;
+}
+
+static int
+stamp_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct stamp *)a)->key,
+		      ((const struct stamp *)b)->key);
+}
+
+/* A worker: the owner's objects and their times, sorted by key. */
 static void
 list_work(void *arg)
 {
 	struct vlist *l = arg;
 
 	l->rc = bw_blob_list(l->v->blobs, l->prefix, list_one, l);
+	qsort(l->st, l->n, sizeof(*l->st), stamp_cmp);
 }
 
 static int64_t
 stamp_of(const struct vlist *l, const char *key)
 {
-	size_t i;
+	struct stamp want;
+	const struct stamp *s;
 
-	for (i = 0; i < l->n; i++)
-		if (strcmp(l->st[i].key, key) == 0)
-			return l->st[i].mtime;
-	return 0;
+	if (snprintf(want.key, sizeof(want.key), "%s", key) >=
+	    (int)sizeof(want.key))
+		return 0;
+	s = bsearch(&want, l->st, l->n, sizeof(*l->st), stamp_cmp);
+	return s != NULL ? s->mtime : 0;
 }
 
 static void
@@ -140,6 +159,7 @@ list_done(void *arg)
 	(void)bw_frame_reply_end(c);
 	bw_frame_done(c);
 out:
+	l->v->lists_active--;
 	bw_conn_release(c);
 	free(l->st);
 	free(l);
@@ -153,14 +173,17 @@ vault_on_list(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	char hex[2 * BW_ID_LEN + 1];
 
 	(void)p;
-	if ((cl = ext_client(c, r)) == NULL)
+	if ((cl = vault_ext_client(c, r)) == NULL)
 		return 0;
+	if (l_busy(r->ctx))
+		return bw_frame_error(c, "too many listings at once");
 	if ((l = calloc(1, sizeof(*l))) == NULL ||
 	    (l->st = calloc(LIST_MAX, sizeof(*l->st))) == NULL) {
 		free(l);
 		return bw_frame_error(c, bw_strerror(BW_ENOMEM));
 	}
 	l->v = r->ctx;
+	l->v->lists_active++;
 	l->c = c;
 	memcpy(l->id, cl->id, BW_ID_LEN);
 	bw_hex_encode(cl->id, BW_ID_LEN, hex);
@@ -382,10 +405,10 @@ vault_on_get(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 
 	if (bw_vault_name_payload_decode(p, BW_NAME_FIELD, name) != 0)
 		return bw_frame_error(c, "malformed name");
-	if ((cl = ext_client(c, r)) == NULL)
+	if ((cl = vault_ext_client(c, r)) == NULL)
 		return 0;
 	if ((f = vfile_by_name(v, cl->id, name)) == NULL)
-		return no_such_file(c, p);
+		return vault_no_such_file(c, p);
 	if (v->gets_active >= GETS_MAX)
 		return bw_frame_error(c, "too many files being sent back");
 	if (v->get_addr_slot == 0) {
@@ -419,163 +442,5 @@ vault_on_get(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	VC(c)->get = g;
 	bw_frame_wait(c);
 	get_next(g);
-	return 0;
-}
-
-/* --- 1102: a delete -------------------------------------------------------
- */
-
-struct vdel {
-	struct vwait wait;
-	struct bw_vault *v;
-	struct bw_conn *c; /* held */
-	uint8_t id[BW_ID_LEN], field[BW_NAME_FIELD];
-	char name[BW_NAME_CAP], path[BW_PATH_CAP], pending[BW_PATH_CAP];
-	int locked;
-};
-
-static void
-del_end(struct vdel *d, int rc, int found)
-{
-	struct bw_conn *c = d->c;
-	char shown[BW_ESC_CAP], val[BW_ESC_CAP];
-
-	if (!bw_conn_dead(c)) {
-		if (rc != 0)
-			(void)bw_frame_error(c, bw_strerror(rc));
-		else if (!found)
-			(void)no_such_file(c, d->field);
-		else {
-			bw_conn_event(
-				c, BW_LOG_INFO, "file_deleted", "file=%s",
-				bw_log_value(val, sizeof(val),
-					     bw_escape_display(d->path, shown,
-							       sizeof(shown))));
-			(void)bw_frame_reply(c, BW_VAULT_RESP_DELETED, d->field,
-					     BW_NAME_FIELD);
-		}
-		bw_frame_done(c);
-	}
-	if (d->locked)
-		vault_unlock(d->v, d->path);
-	bw_conn_release(c);
-	free(d);
-}
-
-static void
-del_row_done(void *arg, int rc)
-{
-	struct vdel *d = arg;
-
-	if (rc == 0) {
-		vault_remove_later(d->v, d->path);
-		if (strncmp(d->pending, PENDING_DIR, strlen(PENDING_DIR)) == 0)
-			vault_remove_later(d->v, d->pending);
-	}
-	del_end(d, rc, 1);
-}
-
-static void
-del_locked(struct vwait *w)
-{
-	struct vdel *d =
-		(struct vdel *)((char *)w - offsetof(struct vdel, wait));
-	const struct vfile *f;
-	int rc;
-
-	d->locked = 1;
-	if (w->refused) {
-		del_end(d, BW_EBUSY, 1);
-		return;
-	}
-	if (bw_conn_dead(d->c)) {
-		del_end(d, 0, 0);
-		return;
-	}
-	if ((f = vfile_at(d->v, d->id, d->path)) == NULL ||
-	    strcmp(f->file_name, d->name) != 0) {
-		del_end(d, 0, 0);
-		return;
-	}
-	snprintf(d->pending, sizeof(d->pending), "%s", f->pending_path);
-	if ((rc = vfile_set(d->v, d->id, d->path, NULL, 0, 0, del_row_done,
-			    d)) != 0)
-		del_end(d, rc, 1);
-}
-
-int
-vault_on_delete(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
-{
-	struct bw_vault *v = r->ctx;
-	char name[BW_NAME_CAP];
-	const struct vfile *f;
-	struct bw_client *cl;
-	struct vdel *d;
-	int rc;
-
-	if (bw_vault_name_payload_decode(p, BW_NAME_FIELD, name) != 0)
-		return bw_frame_error(c, "malformed name");
-	if ((cl = ext_client(c, r)) == NULL)
-		return 0;
-	if ((f = vfile_by_name(v, cl->id, name)) == NULL)
-		return no_such_file(c, p);
-	if ((d = calloc(1, sizeof(*d))) == NULL)
-		return bw_frame_error(c, bw_strerror(BW_ENOMEM));
-	d->v = v;
-	d->c = c;
-	memcpy(d->id, cl->id, BW_ID_LEN);
-	memcpy(d->field, p, BW_NAME_FIELD);
-	snprintf(d->name, sizeof(d->name), "%s", name);
-	snprintf(d->path, sizeof(d->path), "%s", f->path_name);
-	bw_conn_hold(c);
-	bw_frame_wait(c);
-	d->wait.run = del_locked;
-	rc = vault_lock(v, d->path, &d->wait);
-	if (rc == 1)
-		del_locked(&d->wait);
-	else if (rc < 0)
-		del_end(d, rc, 1);
-	return 0;
-}
-
-/* --- 1103: TLS only from now on ---------------------------------------- */
-
-static void
-tls_only_done(void *arg, int rc, struct bw_client *cl)
-{
-	struct bw_conn *c = arg;
-	char hex[2 * BW_ID_LEN + 1];
-
-	if (!bw_conn_dead(c)) {
-		if (rc != 0) {
-			(void)bw_frame_error(c, bw_strerror(rc));
-		} else {
-			bw_hex_encode(cl->id, BW_ID_LEN, hex);
-			bw_conn_event(c, BW_LOG_INFO, "client_tls_only",
-				      "id=%s", hex);
-			(void)bw_frame_reply(c, BW_VAULT_RESP_TLS_ONLY, NULL,
-					     0);
-		}
-		bw_frame_done(c);
-	}
-	bw_conn_release(c);
-}
-
-int
-vault_on_tls_only(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
-{
-	struct bw_vault *v = r->ctx;
-	struct bw_client *cl;
-
-	(void)p;
-	if ((cl = ext_client(c, r)) == NULL)
-		return 0;
-	if (cl->tls_only)
-		return bw_frame_reply(c, BW_VAULT_RESP_TLS_ONLY, NULL, 0);
-	/* the store answers in a later pass: the wait starts first */
-	if (bw_registry_set_tls_only(v->reg, cl, tls_only_done, c) != 0)
-		return bw_frame_error(c, bw_strerror(BW_ENOMEM));
-	bw_conn_hold(c);
-	bw_frame_wait(c);
 	return 0;
 }

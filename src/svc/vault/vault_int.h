@@ -86,9 +86,10 @@ struct bw_vault {
 	/* this process among the nodes of a shared store: the high half of
 	 * its connections' claim keys (owes.c), drawn at start */
 	uint32_t node_tag;
-	unsigned gets_active; /* 1101s being sent back (vault_ext.c) */
-	int get_addr_slot;    /* their count in bw_addr.held[], + 1 (0: none
-			       * taken yet) */
+	unsigned gets_active;  /* 1101s being sent back (vault_ext.c) */
+	unsigned lists_active; /* 1100s listing */
+	int get_addr_slot;     /* their count in bw_addr.held[], + 1 (0: none
+				* taken yet) */
 };
 
 struct vowner; /* files.c: the list of one owner's files */
@@ -218,6 +219,11 @@ int vault_on_delete(struct bw_conn *c, struct bw_frame_req *r,
 		    const uint8_t *p);
 int vault_on_tls_only(struct bw_conn *c, struct bw_frame_req *r,
 		      const uint8_t *p);
+/* The client an extension's header names, or NULL with the error
+ * replied (a plain listener, an unknown id). */
+struct bw_client *vault_ext_client(struct bw_conn *c, struct bw_frame_req *r);
+/* 2113 with the name field asked for. */
+int vault_no_such_file(struct bw_conn *c, const uint8_t *field);
 /* Output drained: a 1101's next chunk. */
 void vault_get_drained(struct bw_conn *c, struct vault_conn *vc);
 /* The connection closes: its 1101 ends. */
