@@ -110,6 +110,7 @@ stamp_of(const struct vlist *l, const char *key)
 	struct stamp want;
 	const struct stamp *s;
 
+	want.mtime = 0;
 	if (snprintf(want.key, sizeof(want.key), "%s", key) >=
 	    (int)sizeof(want.key))
 		return 0;
