@@ -58,11 +58,14 @@ class Client:
     """A directory with transfer.info for one server address, and its own
     known_servers."""
 
-    def __init__(self, bulwark, root, name, server, src):
+    def __init__(self, bulwark, root, name, server, src, resume=True):
         self.dir = os.path.join(root, name)
         os.makedirs(self.dir)
         self.bulwark = bulwark
-        self.env = dict(os.environ, BULWARK_KNOWN_SERVERS=os.path.join(self.dir, "known"))
+        # its own pins and TLS sessions (none kept: every run a full handshake)
+        self.env = dict(os.environ, BULWARK_KNOWN_SERVERS=os.path.join(self.dir, "known"),
+                        BULWARK_TLS_SESSIONS=os.path.join(self.dir, "sessions") if resume
+                        else "")
         os.symlink(src, os.path.join(self.dir, "f.bin"))
         with open(os.path.join(self.dir, "transfer.info"), "w") as f:
             f.write("%s\n%s\nf.bin\n" % (server, name))
@@ -77,10 +80,11 @@ class Client:
         return time.monotonic() - t0
 
 
-def sessions(bulwark, tmp, srv, addr, small, n, label):
+def sessions(bulwark, tmp, srv, addr, small, n, label, resume=True):
     """n whole sessions (connect, [handshake,] 4 KiB upload, verdict), two
     client processes at a time; bulwarkd's CPU a session, in seconds."""
-    clients = [Client(bulwark, tmp, "s%s%d" % (label[0], i), addr, small) for i in range(2)]
+    clients = [Client(bulwark, tmp, "s%s%d" % (label.split()[-1], i), addr, small, resume)
+               for i in range(2)]
     for c in clients:
         c.send(30)
     c0, t0 = cpu_s(srv.pid), time.monotonic()
@@ -96,7 +100,7 @@ def sessions(bulwark, tmp, srv, addr, small, n, label):
         done += 1
     wall = time.monotonic() - t0
     per = (cpu_s(srv.pid) - c0) / n
-    print("%-10s %d sessions in %.2f s (%.0f/s, clients on the same cores, each "
+    print("%-19s %d sessions in %.2f s (%.0f/s, clients on the same cores, each "
           "upload synced): bulwarkd CPU %.3f ms a session, %.0f sessions/s of one core"
           % (label, n, wall, n / wall, per * 1000, 1 / per if per else 0))
     return per
@@ -183,13 +187,18 @@ def main():
         with open(small, "wb") as f:
             f.write(os.urandom(4096))
         per = {}
-        for label, addr in ways[:2]:
-            per[label] = sessions(bulwark, tmp, srv, addr, small, a.sessions, label)
-        extra = per["TLS port"] - per["plain port"]
-        print("TLS's own cost: %.3f ms of bulwarkd CPU a session (capacity for TLS alone "
-              "%.0f handshakes/s of one core)" % (extra * 1000, 1 / extra if extra > 0 else 0))
-        print("target >= 1,000 sessions/s at <= 1 ms server CPU each (whole session): %s"
-              % ("met" if per["TLS port"] <= 0.001 else "NOT met"))
+        runs = [("plain port", ways[0][1], True), ("TLS full handshake", ways[1][1], False),
+                ("TLS resumed", ways[1][1], True)]
+        for label, addr, resume in runs:
+            per[label] = sessions(bulwark, tmp, srv, addr, small, a.sessions, label, resume)
+        for label in ("TLS full handshake", "TLS resumed"):
+            extra = per[label] - per["plain port"]
+            print("TLS's own cost, %s: %.3f ms of bulwarkd CPU a session (%.0f/s of one core "
+                  "for TLS alone)" % (label.split(" ", 1)[1], extra * 1000,
+                                      1 / extra if extra > 0 else 0))
+        best = per["TLS resumed"]
+        print("target >= 1,000 sessions/s at <= 1 ms server CPU each (whole session, "
+              "resumed): %.3f ms, %s" % (best * 1000, "met" if best <= 0.001 else "NOT met"))
         log = open(os.path.join(tmp, "bulwarkd.log")).read()
         errs = [ln for ln in log.splitlines() if "level=error" in ln]
         if errs:

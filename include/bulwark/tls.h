@@ -97,6 +97,19 @@ int bw_tls_verified(const struct bw_tls *t);
  * BW_ECRYPTO. */
 int bw_tls_peer_key(const struct bw_tls *t, uint8_t *out, size_t cap,
 		    size_t *len) BW_WUR;
+/* Resumption (TLS 1.3 tickets; tls_resume.c). A server gives one ticket
+ * after a full handshake and none after a resumption. Before a client's
+ * handshake: resume the session in der (from bw_tls_ticket); 0, or
+ * BW_EPROTO for one that cannot be used (a full handshake then). */
+int bw_tls_resume(struct bw_tls *t, const uint8_t *der, size_t len) BW_WUR;
+/* After the handshake: 1 if it resumed a session. */
+int bw_tls_resumed(const struct bw_tls *t);
+/* The newest ticket the server gave a client's t, as DER (malloc'd, into
+ * *der) and when it ends (Unix seconds): 0, BW_ENOTFOUND (none given),
+ * BW_ENOMEM or BW_ECRYPTO. It proves the client's identity to that server
+ * as the key did: keep it as the key is kept. */
+int bw_tls_ticket(const struct bw_tls *t, uint8_t **der, size_t *len,
+		  int64_t *ends) BW_WUR;
 /* The negotiated protocol and cipher, for a log line. */
 const char *bw_tls_version(const struct bw_tls *t);
 const char *bw_tls_cipher(const struct bw_tls *t);

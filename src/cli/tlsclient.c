@@ -26,6 +26,9 @@ struct bw_ctls {
 	struct bw_tls *t;
 	int fd;
 	unsigned timeout_ms;
+	int trusted;		  /* the server's key was judged good */
+	char name[300];		  /* HOST:PORT, for its sessions */
+	char who[BW_TLS_WHO_CAP]; /* the identity's; "" for none kept */
 };
 
 const char *bw_cli_ca_file; /* --ca-file, or NULL */
@@ -86,8 +89,8 @@ pinned(const char *text, const char *name, char fp[BW_TLS_FP_CAP])
 	return 0;
 }
 
-static int
-mkdirs_for(const char *path)
+int
+bw_cli_mkdirs_for(const char *path)
 {
 	char dir[4096];
 	char *p;
@@ -137,7 +140,7 @@ bw_known_servers_pin(const char *path, const char *name, const char *fp)
 	}
 	used += (size_t)snprintf(out + used, cap - used, "%s %s\n", name, fp);
 	free(text);
-	if ((rc = mkdirs_for(path)) == 0)
+	if ((rc = bw_cli_mkdirs_for(path)) == 0)
 		rc = bw_fs_write_atomic(path, out, used, 0600);
 	free(out);
 	return rc;
@@ -316,6 +319,41 @@ ctls_identity(struct bw_tls_ctx *ctx, const struct bw_rsa *key, char *why,
 	return rc;
 }
 
+/* The session kept for host:port and this identity, offered to the server
+ * (one that no longer takes it makes a full handshake). */
+static void
+resume(struct bw_ctls *c, const char *host, uint16_t port,
+       const struct bw_rsa *key)
+{
+	uint8_t *der = NULL;
+	size_t len = 0;
+
+	snprintf(c->name, sizeof(c->name), "%s:%u", host, port);
+	if (bw_tls_session_who(key, c->who) != 0) {
+		c->who[0] = '\0'; /* nothing kept for it */
+		return;
+	}
+	if (bw_tls_session_load(c->name, c->who, &der, &len) == 0 &&
+	    bw_tls_resume(c->t, der, len) != 0)
+		(void)bw_tls_session_forget(c->name); /* unusable */
+	bw_secure_free(der, len);
+}
+
+/* A ticket the server gave on a trusted connection, kept for the next. */
+static void
+keep_ticket(struct bw_ctls *c)
+{
+	uint8_t *der = NULL;
+	size_t len = 0;
+	int64_t ends = 0;
+
+	if (!c->trusted || c->who[0] == '\0' ||
+	    bw_tls_ticket(c->t, &der, &len, &ends) != 0)
+		return;
+	(void)bw_tls_session_save(c->name, c->who, der, len, ends);
+	bw_secure_free(der, len);
+}
+
 int
 bw_ctls_open(struct bw_ctls **out, int fd, const char *prog, const char *host,
 	     uint16_t port, unsigned timeout_ms, int pin,
@@ -344,6 +382,8 @@ bw_ctls_open(struct bw_ctls **out, int fd, const char *prog, const char *host,
 		bw_ctls_free(c);
 		return BW_EXIT_FATAL;
 	}
+	if (pin)
+		resume(c, host, port, key);
 	if ((rc = handshake(c)) != 0) {
 		if (rc == BW_EPROTO)
 			snprintf(why, cap,
@@ -360,6 +400,7 @@ bw_ctls_open(struct bw_ctls **out, int fd, const char *prog, const char *host,
 		bw_ctls_free(c);
 		return rc;
 	}
+	c->trusted = pin;
 	*out = c;
 	return 0;
 }
@@ -377,6 +418,8 @@ bw_ctls_free(struct bw_ctls *c)
 {
 	if (c == NULL)
 		return;
+	if (c->t != NULL)
+		keep_ticket(c);
 	bw_tls_free(c->t);
 	bw_tls_ctx_free(c->ctx);
 	free(c);
@@ -526,6 +569,8 @@ bw_trust_server_main(int argc, char **argv)
 			path, bw_strerror(rc));
 		return BW_EXIT_USAGE;
 	}
+	/* a session kept from the old key's server would show its key */
+	(void)bw_tls_session_forget(name);
 	if (old[0] != '\0' && strcmp(old, fp) != 0)
 		printf("%s%s: pinned %s (was %s) in %s\n", BW_TLS_SCHEME, name,
 		       fp, old, path);

@@ -31,6 +31,24 @@ int bw_known_servers_path(char *out, size_t cap);
  * directory made (0600, 0700) if missing. */
 int bw_known_servers_pin(const char *path, const char *name, const char *fp);
 
+/* The directories above path made (0700) where missing. */
+int bw_cli_mkdirs_for(const char *path);
+
+/* The sessions kept for resumption (tlsresume.c): the file
+ * ($BULWARK_TLS_SESSIONS, empty for none: BW_ENOTFOUND; else
+ * $XDG_CACHE_HOME/bulwark/tls-sessions, else ~/.cache/...), who an
+ * identity is there (hex SHA-256 of its public key; "-" for none), the
+ * newest session for name (HOST:PORT) and who (malloc'd DER), a session
+ * kept, and every session of name forgotten (a key trusted anew). */
+#define BW_TLS_WHO_CAP (2 * 32 + 1)
+int bw_tls_sessions_path(char *out, size_t cap);
+int bw_tls_session_who(const struct bw_rsa *key, char who[BW_TLS_WHO_CAP]);
+int bw_tls_session_load(const char *name, const char *who, uint8_t **der,
+			size_t *len);
+int bw_tls_session_save(const char *name, const char *who, const uint8_t *der,
+			size_t len, int64_t ends);
+int bw_tls_session_forget(const char *name);
+
 /* TLS on connected fd to host:port: the handshake within timeout_ms a
  * step (key, if not NULL: the identity proven to a server that asks),
  * then (pin) the server's key judged. 0, or an exit status (BW_EXIT_KEY: the

@@ -15,12 +15,6 @@
 #include "bulwark/tls.h"
 #include "tls_int.h"
 
-struct bw_tls {
-	SSL *ssl;
-	BIO *rb, *wb; /* owned by ssl */
-	char why[160];
-};
-
 /* The reason of OpenSSL's last error, for a sentence; empties the queue. */
 void
 tls_why(char *why, size_t cap, const char *what)
@@ -50,9 +44,6 @@ ctx_common(SSL_CTX *ctx)
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION |
 					 SSL_OP_NO_RENEGOTIATION |
 					 SSL_OP_NO_ANTI_REPLAY);
-	/* idle connections (thousands of chat members) keep no record
-	 * buffers */
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_max_early_data(ctx, 0);
 	SSL_CTX_set_recv_max_early_data(ctx, 0);
 	/* a peer's certificate chain is read into memory before it is
@@ -92,6 +83,9 @@ bw_tls_server_ctx(struct bw_tls_ctx **out, const char *cert_file,
 	/* level 0 lets a peer show an RSA-1024 key (the seeds' identities);
 	 * our own key is held to level 2's 112 bits below */
 	SSL_CTX_set_security_level(x->ctx, 0);
+	/* idle connections (thousands of chat members) keep no record
+	 * buffers; a client, with one connection, keeps its own */
+	SSL_CTX_set_mode(x->ctx, SSL_MODE_RELEASE_BUFFERS);
 	/* a client may show a certificate: its key is what it proves it
 	 * holds (CertificateVerify), judged by the services against the key
 	 * registered for the id it names, not by a chain */
@@ -99,7 +93,8 @@ bw_tls_server_ctx(struct bw_tls_ctx **out, const char *cert_file,
 	/* resumed sessions keep the peer's certificate; OpenSSL refuses to
 	 * resume a session that asked for one without a context */
 	if (SSL_CTX_set_session_id_context(
-		    x->ctx, (const unsigned char *)"bulwark", 7) != 1) {
+		    x->ctx, (const unsigned char *)"bulwark", 7) != 1 ||
+	    tls_tickets_server(x->ctx) != 0) {
 		tls_why(why, cap, "cannot set up TLS");
 		bw_tls_ctx_free(x);
 		return BW_ECRYPTO;
@@ -173,6 +168,7 @@ bw_tls_client_ctx(struct bw_tls_ctx **out, const char *ca_file, char *why,
 	SSL_CTX_set_security_level(x->ctx, 0); /* an RSA-1024 identity */
 	/* judged after the handshake: a key not from a CA may be pinned */
 	SSL_CTX_set_verify(x->ctx, SSL_VERIFY_NONE, NULL);
+	tls_tickets_client(x->ctx);
 	ok = ca_file != NULL ? SSL_CTX_load_verify_file(x->ctx, ca_file)
 			     : SSL_CTX_set_default_verify_paths(x->ctx);
 	if (ok != 1 && ca_file != NULL) {
@@ -226,6 +222,7 @@ bw_tls_new(struct bw_tls_ctx *x, int server, const char *host)
 		ERR_clear_error();
 		return NULL;
 	}
+	SSL_set_app_data(t->ssl, t);
 	/* an empty BIO means "more to come", not the end */
 	BIO_set_mem_eof_return(t->rb, -1);
 	BIO_set_mem_eof_return(t->wb, -1);
@@ -249,6 +246,7 @@ bw_tls_free(struct bw_tls *t)
 	if (t == NULL)
 		return;
 	SSL_free(t->ssl); /* and its BIOs */
+	SSL_SESSION_free(t->ticket);
 	free(t);
 }
 

@@ -9,6 +9,13 @@
 
 #include "bulwark/tls.h"
 
+struct bw_tls {
+	SSL *ssl;
+	BIO *rb, *wb;	     /* owned by ssl */
+	SSL_SESSION *ticket; /* a client's newest from the server, or NULL */
+	char why[160];
+};
+
 struct bw_tls_ctx {
 	SSL_CTX *ctx;
 	char fp[BW_TLS_FP_CAP]; /* a server's key; "" for a client */
@@ -18,5 +25,9 @@ struct bw_tls_ctx {
 void tls_why(char *why, size_t cap, const char *what);
 /* "SHA256:" + unpadded base64 of the SHA-256 of pk's DER SPKI. */
 int tls_pkey_fingerprint(EVP_PKEY *pk, char fp[BW_TLS_FP_CAP]);
+
+/* Resumption (tls_resume.c): a server's tickets, a client's keeping. */
+int tls_tickets_server(SSL_CTX *ctx);
+void tls_tickets_client(SSL_CTX *ctx);
 
 #endif

@@ -181,9 +181,11 @@ tls_ran(struct bw_conn *c)
 	if (!(c->flags & BW_CONN_TLS_UP) && bw_tls_done(c->tls)) {
 		c->flags |= BW_CONN_TLS_UP;
 		c->eng->tls_handshakes++;
+		c->eng->tls_resumed += (uint64_t)bw_tls_resumed(c->tls);
 		tls_keep_peer_key(c);
-		bw_debug("c%llu TLS: %s %s", (unsigned long long)c->id,
-			 bw_tls_version(c->tls), bw_tls_cipher(c->tls));
+		bw_debug("c%llu TLS: %s %s%s", (unsigned long long)c->id,
+			 bw_tls_version(c->tls), bw_tls_cipher(c->tls),
+			 bw_tls_resumed(c->tls) ? " (resumed)" : "");
 	}
 	if (engine_conn_has_output(c) && !(c->flags & BW_CONN_BLOCKED))
 		engine_queue_add(c);

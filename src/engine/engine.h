@@ -224,9 +224,9 @@ struct bw_engine {
 	 * from another address for sending one */
 	uint64_t proxy_headers, proxy_local, proxy_refused;
 	/* the TLS listeners' settings (bw_engine_set_tls), and their
-	 * handshakes: done, failed */
+	 * handshakes: done (resuming a session among them), failed */
 	struct bw_tls_ctx *tls;
-	uint64_t tls_handshakes, tls_failed;
+	uint64_t tls_handshakes, tls_resumed, tls_failed;
 	/* the handshake budget (engine_tls_budget): this second's count,
 	 * pauses of the TLS listeners, newcomers closed for their address */
 	uint64_t tls_window_ms, tls_paused, tls_addr_refused;

@@ -50,17 +50,30 @@ def need_openssl():
 
 
 def client_env(home, xdg=None, known=None):
-    """This process's environment without HOME, XDG_CONFIG_HOME and
-    BULWARK_KNOWN_SERVERS, then HOME=home (always: nothing may land in the
-    real one) and the other two if given."""
+    """This process's environment without HOME, the XDG places and
+    Bulwark's own, then HOME=home (always: nothing may land in the real
+    one) and the others if given."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("HOME", "XDG_CONFIG_HOME", "BULWARK_KNOWN_SERVERS")}
+           if k not in ("HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "BULWARK_KNOWN_SERVERS",
+                        "BULWARK_TLS_SESSIONS")}
     env["HOME"] = str(home)
     if xdg is not None:
         env["XDG_CONFIG_HOME"] = str(xdg)
     if known is not None:
         env["BULWARK_KNOWN_SERVERS"] = str(known)
     return env
+
+
+def only_sessions(home):
+    """What a client may leave in a HOME whose config is elsewhere: its
+    resumable TLS sessions, in the XDG cache place, private."""
+    found = sorted(str(p.relative_to(home)) for p in home.rglob("*"))
+    if not found:
+        return True
+    sessions = home / ".cache" / "bulwark" / "tls-sessions"
+    return (found == [".cache", ".cache/bulwark", ".cache/bulwark/tls-sessions"]
+            and stat.S_IMODE(sessions.stat().st_mode) == 0o600
+            and stat.S_IMODE(sessions.parent.stat().st_mode) == 0o700)
 
 
 def home_known(home):
@@ -886,7 +899,7 @@ def test_known_servers_is_under_home_then_xdg_then_the_variable(start_server, cl
     assert xk.read_text() == line
     assert new_line("bulwark", tp, srv.fp, xk) in r.stderr.decode(), describe(r)
     assert stat.S_IMODE(xk.stat().st_mode) == 0o600
-    assert list(home2.iterdir()) == []
+    assert only_sessions(home2), list(home2.rglob("*"))
 
     # a relative XDG_CONFIG_HOME is ignored (the XDG rule): HOME's place
     home3 = tmp_path / "h3"
@@ -905,7 +918,7 @@ def test_known_servers_is_under_home_then_xdg_then_the_variable(start_server, cl
     assert var.read_text() == "127.0.0.1:%d %s\n" % (rp, srv.fp)
     assert new_line("bulwark chat", rp, srv.fp, var) in r.stderr.decode(), describe(r)
     assert stat.S_IMODE(var.stat().st_mode) == 0o600
-    assert list(home4.iterdir()) == [] and not xdg4.exists()
+    assert only_sessions(home4) and not xdg4.exists(), list(home4.rglob("*"))
 
 
 def test_trust_server_replaces_its_line_and_keeps_every_other(start_server, client_dir,

@@ -75,11 +75,13 @@ def client_ctx(cafile=None, maximum=None, key=None):
     return ctx
 
 
-def tls_connect(host, port, ctx=None, hostname="localhost", timeout=10.0):
+def tls_connect(host, port, ctx=None, hostname="localhost", timeout=10.0, session=None):
+    """A TLS connection (resuming session if given: an SSLSession of a
+    connection made with the same ctx)."""
     raw = socket.create_connection((host, port), timeout=timeout)
     try:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s = (ctx or client_ctx()).wrap_socket(raw, server_hostname=hostname)
+        s = (ctx or client_ctx()).wrap_socket(raw, server_hostname=hostname, session=session)
     except BaseException:
         raw.close()
         raise

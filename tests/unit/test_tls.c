@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -187,6 +188,104 @@ a_client_identity_is_the_key_the_server_sees(void **state)
 	bw_rsa_free(k);
 }
 
+/* A ticket comes after the handshake, with the first record read. */
+static void
+exchange_a_byte(struct bw_tls *c, struct bw_tls *s)
+{
+	uint8_t b = 'x', got;
+	size_t n;
+
+	assert_int_equal(bw_tls_write(s, &b, 1, &n), BW_TLS_OK);
+	(void)move(s, c, 0);
+	assert_int_equal(bw_tls_read(c, &got, 1, &n), BW_TLS_OK);
+	assert_int_equal(got, 'x');
+}
+
+/* A session the server gave resumes: the identity proven in the full
+ * handshake is the one the server sees again; no new ticket after a
+ * resumption; a session that is not one, or another context's, is a full
+ * handshake. */
+static void
+a_resumed_session_keeps_the_proven_key_and_gives_no_new_ticket(void **state)
+{
+	struct fixture *f = *state;
+	struct bw_tls_ctx *cli = NULL, *other = NULL;
+	struct bw_tls *c, *s;
+	struct bw_rsa *k = NULL;
+	uint8_t spki[BW_RSA_PUB_LEN], got[1024], *der = NULL, *ticket = NULL;
+	uint8_t *again = NULL;
+	size_t len = 0, tlen = 0, alen = 0, n = 0;
+	int64_t ends = 0;
+	char why[256], cert[PATH_CAP + 16], key[PATH_CAP + 16];
+	int made = 0;
+
+	assert_int_equal(bw_rsa_generate(&k), 0);
+	assert_int_equal(bw_rsa_to_pkcs8(k, &der, &len), 0);
+	assert_int_equal(bw_rsa_to_spki(k, spki), 0);
+	assert_int_equal(bw_tls_client_ctx(&cli, NULL, why, sizeof(why)), 0);
+	assert_int_equal(bw_tls_ctx_identity(cli, der, len, why, sizeof(why)),
+			 0);
+	c = bw_tls_new(cli, 0, "localhost");
+	s = bw_tls_new(f->srv, 1, NULL);
+	assert_int_equal(bw_tls_ticket(c, &ticket, &tlen, &ends), BW_ENOTFOUND);
+	handshake(c, s, 0);
+	assert_false(bw_tls_resumed(c));
+	exchange_a_byte(c, s);
+	assert_int_equal(bw_tls_ticket(c, &ticket, &tlen, &ends), 0);
+	assert_true(tlen > 0 && ends > (int64_t)time(NULL));
+	/* OpenSSL drops the session of a connection freed without its
+	 * close_notify (the engine always sends one) */
+	bw_tls_close_notify(s);
+	bw_tls_free(c);
+	bw_tls_free(s);
+
+	c = bw_tls_new(cli, 0, "localhost");
+	s = bw_tls_new(f->srv, 1, NULL);
+	assert_int_equal(bw_tls_resume(c, ticket, tlen), 0);
+	handshake(c, s, 0);
+	assert_true(bw_tls_resumed(c));
+	assert_true(bw_tls_resumed(s));
+	assert_int_equal(bw_tls_peer_key(s, got, sizeof(got), &n), 0);
+	assert_int_equal(n, BW_RSA_PUB_LEN);
+	assert_memory_equal(got, spki, BW_RSA_PUB_LEN);
+	exchange_a_byte(c, s);
+	assert_int_equal(bw_tls_ticket(c, &again, &alen, &ends), BW_ENOTFOUND);
+	bw_tls_free(c);
+	bw_tls_free(s);
+
+	/* not a session: refused before the handshake, which is a full one */
+	c = bw_tls_new(cli, 0, "localhost");
+	assert_int_equal(bw_tls_resume(c, (const uint8_t *)"\x30\x03junk", 6),
+			 BW_EPROTO);
+	assert_int_equal(bw_tls_resume(c, ticket, tlen - 1), BW_EPROTO);
+	bw_tls_free(c);
+	/* another server context (a restart, another node) has not kept it */
+	snprintf(key, sizeof(key), "%s/other.key", f->dir);
+	snprintf(cert, sizeof(cert), "%s/other.crt", f->dir);
+	assert_int_equal(
+		bw_tls_make_key(key, cert, "other", &made, why, sizeof(why)),
+		0);
+	assert_int_equal(bw_tls_server_ctx(&other, cert, key, why, sizeof(why)),
+			 0);
+	c = bw_tls_new(cli, 0, "localhost");
+	s = bw_tls_new(other, 1, NULL);
+	assert_int_equal(bw_tls_resume(c, ticket, tlen), 0);
+	handshake(c, s, 0);
+	assert_false(bw_tls_resumed(c));
+	assert_false(bw_tls_resumed(s));
+	assert_int_equal(bw_tls_peer_key(s, got, sizeof(got), &n), 0);
+	assert_memory_equal(got, spki, BW_RSA_PUB_LEN); /* proven anew */
+	bw_tls_free(c);
+	bw_tls_free(s);
+
+	bw_tls_ctx_free(other);
+	bw_tls_ctx_free(cli);
+	free(ticket);
+	bw_wipe(der, len);
+	free(der);
+	bw_rsa_free(k);
+}
+
 static void
 garbage_instead_of_a_client_hello_is_an_error_with_a_reason(void **state)
 {
@@ -314,6 +413,8 @@ main(void)
 			garbage_instead_of_a_client_hello_is_an_error_with_a_reason),
 		cmocka_unit_test(a_record_altered_on_the_way_is_refused),
 		cmocka_unit_test(a_client_identity_is_the_key_the_server_sees),
+		cmocka_unit_test(
+			a_resumed_session_keeps_the_proven_key_and_gives_no_new_ticket),
 		cmocka_unit_test(the_key_is_made_once_and_kept),
 		cmocka_unit_test(the_fingerprint_is_what_openssl_computes),
 		cmocka_unit_test(

@@ -142,12 +142,18 @@ engine_counts(const struct bw_engine *e, struct bw_buf *b)
 			"bulwark_errors_total{kind=\"tls_handshake\"}).\n"
 			"# TYPE bulwark_tls_handshakes_total counter\n"
 			"bulwark_tls_handshakes_total %llu\n"
+			"# HELP bulwark_tls_resumed_total TLS handshakes that "
+			"resumed a session (a ticket of this process's; among "
+			"bulwark_tls_handshakes_total).\n"
+			"# TYPE bulwark_tls_resumed_total counter\n"
+			"bulwark_tls_resumed_total %llu\n"
 			"# HELP bulwark_tls_accept_paused_total Times the TLS "
 			"listeners stopped accepting for the rest of a second "
 			"(--tls-handshakes).\n"
 			"# TYPE bulwark_tls_accept_paused_total counter\n"
 			"bulwark_tls_accept_paused_total %llu\n",
 			(unsigned long long)e->tls_handshakes,
+			(unsigned long long)e->tls_resumed,
 			(unsigned long long)e->tls_paused);
 	return rc;
 }
