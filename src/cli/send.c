@@ -68,6 +68,57 @@ send_net_text(int rc)
 	}
 }
 
+/* The most content a 1028 may carry on this server (its 1104, a Bulwark
+ * extension): 0 with *max, or an error for a server that does not say
+ * (another implementation answers 2107 or closes). Asked on a connection
+ * of its own, naming nobody. */
+static int
+server_limit(struct send_ctx *x, uint64_t *max)
+{
+	struct bw_session q;
+	uint8_t out[64];
+	uint16_t code = 0;
+	size_t len = 0;
+	int rc;
+
+	bw_session_init(&q, x->sess.host, x->sess.port, x->sess.timeout_ms,
+			BW_VAULT_VERSION);
+	q.tls = x->sess.tls;
+	q.key = x->sess.key; /* a TLS session resumes as the identity's */
+	if ((rc = bw_session_connect(&q)) == 0) {
+		bw_session_deadline(&q, x->sess.timeout_ms);
+		if ((rc = bw_session_send(&q, NULL, BW_VAULT_REQ_LIMITS, NULL,
+					  0)) == 0)
+			rc = bw_session_recv(&q, &code, out, sizeof(out), &len);
+	}
+	bw_session_close(&q);
+	if (rc != 0)
+		return rc;
+	if (code != BW_VAULT_RESP_LIMITS || len < BW_VAULT_LIMITS_LEN)
+		return BW_ENOTFOUND;
+	*max = bw_get_u64le(out);
+	return 0;
+}
+
+/* A 1028 refused with a 2107: 1 if the server says the file is larger than
+ * it takes (x->why and x->final set: one try is enough), else 0. */
+static int
+too_large(struct send_ctx *x)
+{
+	uint64_t max = 0, most;
+
+	if (x->limit_asked++ || server_limit(x, &max) != 0 ||
+	    x->cipher_len <= max)
+		return 0; /* asked once a run */
+	/* the largest file whose padded ciphertext fits */
+	most = max >= BW_AES_BLOCK ? max / BW_AES_BLOCK * BW_AES_BLOCK - 1 : 0;
+	snprintf(x->why, sizeof(x->why),
+		 "the server takes files up to %llu bytes; this one has %llu",
+		 (unsigned long long)most, (unsigned long long)x->plain_len);
+	x->final = BW_EXIT_REFUSED;
+	return 1;
+}
+
 /* Sets x->why for a failed try: wrc is the send's error, rc the receive's,
  * code the reply's when rc is 0. */
 static void
@@ -81,6 +132,9 @@ explain(struct send_ctx *x, const struct req *rq, int wrc, int rc,
 		snprintf(x->why, sizeof(x->why), BW_CLI_FOREIGN_FMT,
 			 x->sess.host, x->sess.port);
 		x->final = BW_EXIT_FATAL; /* trying again changes nothing */
+	} else if (rc == 0 && code == BW_VAULT_RESP_ERROR &&
+		   rq->code == BW_VAULT_REQ_SEND_FILE && too_large(x)) {
+		/* said, once */
 	} else if (rc == 0 && code == BW_VAULT_RESP_ERROR &&
 		   rq->code == BW_VAULT_REQ_SEND_FILE && wrc != 0) {
 		/* refused at the header, the content not even read: over the

@@ -49,6 +49,7 @@ bw_reply_code_known(uint16_t code)
 {
 	return (code >= BW_VAULT_RESP_REGISTERED &&
 		code <= BW_VAULT_RESP_ERROR) ||
+	       (code >= BW_VAULT_RESP_LIST && code <= BW_VAULT_RESP_LIMITS) ||
 	       code == BW_MSG_RESP_ERROR;
 }
 

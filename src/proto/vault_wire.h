@@ -42,21 +42,26 @@ enum bw_vault_resp {
 
 /* Bulwark's extensions (docs/vault-protocol.md, "Bulwark extensions"),
  * served on the TLS listeners to the proven owner only: requests
- * 1100-1103, replies 2110-2114, codes no seed uses. */
+ * 1100-1103, replies 2110-2114, codes no seed uses; and 1104, the
+ * server's limits, on every listener to anyone (2115). */
 enum bw_vault_ext {
 	BW_VAULT_REQ_LIST = 1100,	   /* payload empty */
 	BW_VAULT_REQ_GET = 1101,	   /* name field, u64 offset */
 	BW_VAULT_REQ_DELETE = 1102,	   /* name field */
 	BW_VAULT_REQ_TLS_ONLY = 1103,	   /* payload empty */
+	BW_VAULT_REQ_LIMITS = 1104,	   /* payload empty */
 	BW_VAULT_RESP_LIST = 2110,	   /* u32 count, count entries */
 	BW_VAULT_RESP_FILE = 2111,	   /* u64 size, u64 offset, u8 verified,
 					    * the bytes from offset, SHA-256 */
 	BW_VAULT_RESP_DELETED = 2112,	   /* name field */
 	BW_VAULT_RESP_NO_SUCH_FILE = 2113, /* name field */
 	BW_VAULT_RESP_TLS_ONLY = 2114,	   /* payload empty */
+	BW_VAULT_RESP_LIMITS = 2115,	   /* u64 most content a 1028 may
+					    * carry; later fields may follow */
 };
 #define BW_VAULT_EXT_LO	 1100
-#define BW_VAULT_EXT_HI	 1103
+#define BW_VAULT_EXT_HI	 1103 /* the owner's; 1104 names nobody */
+#define BW_VAULT_LIMITS_LEN 8
 #define BW_VAULT_GET_LEN (BW_NAME_FIELD + 8)
 /* a listing's entry: name field, u64 size, u8 verified, i64 stored (Unix
  * s, 0 if not known), u8 a replacement waits for its verdict */

@@ -56,6 +56,9 @@ ACK = 2104
 RECONNECTED = 2105
 RECONNECT_REFUSED = 2106
 ERROR = 2107
+# Bulwark's extension any client may use: the server's limits
+LIMITS = 1104
+LIMITS_REPLY = 2115
 
 REQUEST_CODES = (REGISTER, PUBLIC_KEY, RECONNECT, SEND_FILE, CRC_OK, CRC_BAD,
                  CRC_GIVE_UP)

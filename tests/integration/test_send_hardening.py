@@ -6,6 +6,7 @@ me.info's name needs no repeating, and an upload whose connection was lost
 gets a fresh key (1027) before it is resent."""
 
 import os
+import struct
 import threading
 import time
 
@@ -328,33 +329,76 @@ def test_2107_on_an_open_connection_is_resent_as_is(pyserver, client_dir):
                            bw.CRC_OK]
 
 
-def test_a_file_over_the_servers_size_limit_is_tried_twice_and_said_so(start_server, client_dir):
+@pytest.mark.parametrize("size,limit", [(5_000, 1_000), (32 << 20, 100_000)])
+def test_a_file_over_the_servers_size_limit_is_tried_once_and_the_limit_said(
+        start_server, client_dir, size, limit):
     """Over --max-file-size bulwarkd answers 2107 at the header and closes
     without reading the content. The client printed "2107 general error"
-    four times, then Fatal, exit 1. Now: one more try (a server without a
-    free upload slot refuses the same way), then one Fatal line that says
-    what a refusal before the content means, exit 5; a 2107 after the
-    content is still tried three times. The client knows the refusal came
-    first when its sending fails (the server closed with the content
-    unread): 32 MB, more than loopback's socket buffers take, so that it
-    does here whatever the load (3 MB was once all buffered first, and a
-    2107 followed by a close means a revoked key in the seed protocol, so
-    a close cannot tell it)."""
-    size = 32 << 20
-    srv = start_server("--max-file-size", "100000")
+    four times, then Fatal, exit 1 (a file small enough to be buffered
+    whole before the refusal), or tried twice (a large one). Now, after a
+    1028's 2107, it asks the server's limit (1104, a Bulwark extension
+    answered on every listener) and, when the file is over it, stops at
+    once: one Fatal line with the largest file the server takes, exit 5."""
+    srv = start_server("--max-file-size", str(limit))
     d, name, _ = prepare(client_dir, srv, data=os.urandom(size))
     r = d.run()
     assert r.returncode == 5, describe(r)
     fatal = fatal_lines(r.stderr)
     assert len(fatal) == 1, describe(r)
-    assert (b"refused the file (%d bytes) before reading its content, twice: it is "
-            b"larger than the server takes (its --max-file-size)" % size) in fatal[0], describe(r)
-    assert r.stderr.count(b"trying again") == 1, describe(r)
-    assert srv.log().count("1028 -> 2107: file over the size limit") == 2, srv.log_tail()
-    # a file the server takes, from the same identity, goes through
-    d.write_file("upload.bin", os.urandom(50_000))
+    # the most content the server takes, less its padding's last byte
+    most = limit // 16 * 16 - 1
+    assert (b"the server takes files up to %d bytes; this one has %d" % (most, size)) \
+        in fatal[0], describe(r)
+    assert b"trying again" not in r.stderr, describe(r)
+    assert srv.log().count("1028 -> 2107: file over the size limit") == 1, srv.log_tail()
+    # the largest file it takes, from the same identity, goes through
+    d.write_file("upload.bin", os.urandom(most))
     r = d.run()
     assert r.returncode == 0, describe(r)
+    d.write_file("upload.bin", os.urandom(most + 1))
+    r = d.run()
+    assert r.returncode == 5, describe(r)
+    assert b"up to %d bytes; this one has %d" % (most, most + 1) in r.stderr, describe(r)
+
+
+def test_a_server_that_does_not_say_its_limit_gets_the_seeds_resends(pyserver, client_dir):
+    """Another implementation answers the limit's request (1104) with 2107:
+    the client asks once a run and goes on as the seed says (three
+    resends, exit 1)."""
+    srv = pyserver(error_times={bw.SEND_FILE: 4})
+    d, _, _ = prepare(client_dir, srv)
+    r = d.run()
+    assert r.returncode == 1, describe(r)
+    assert r.stderr.count(b"trying again") == 3, describe(r)
+    assert srv.codes().count(bw.SEND_FILE) == 4, srv.codes()
+
+
+def test_the_limit_is_told_to_anyone_on_every_listener(start_server):
+    """1104 names nobody: with the zero id, an unknown id or a client's own,
+    on the plain port and on TLS, 2115 carries --max-file-size as a u64 and
+    the connection goes on. On TLS the usual rule still holds: a request
+    naming a registered id from another key is refused."""
+    import tlsutil
+    from test_tls_client import start_tls
+    import ports
+    srv = start_tls(start_server, "--max-file-size", "123456", tls_port=ports.reserve())
+    key = bwd.rsa_key(7)
+    owner = bw.VaultClient("127.0.0.1", srv.port, key=key).connect()
+    bw.expect(owner.register(unique_name("lim")), bw.REGISTERED, "register")
+    bw.expect(owner.send_pubkey(), bw.KEY_STORED, "key")
+    for tls in (False, True):
+        c = (tlsutil.TlsVaultClient("127.0.0.1", srv.tls_port, key=key) if tls
+             else bw.VaultClient("127.0.0.1", srv.port)).connect()
+        for cid in (bw.ZERO_ID, os.urandom(16), owner.client_id):
+            resp = c.request(bw.LIMITS, b"", client_id=cid)
+            assert resp.code == bw.LIMITS_REPLY and len(resp.payload) >= 8, (tls, resp)
+            assert struct.unpack_from("<Q", resp.payload)[0] == 123456
+        c.close()
+    stranger = tlsutil.TlsVaultClient("127.0.0.1", srv.tls_port, key=bwd.rsa_key(8)).connect()
+    resp = stranger.request(bw.LIMITS, b"", client_id=owner.client_id)
+    assert resp.code == bw.ERROR and resp.payload == b"", resp
+    assert stranger.is_closed_by_peer(timeout=5)
+    owner.close()
 
 
 def test_a_2107_after_the_content_is_still_tried_three_times(pyserver, client_dir):

@@ -356,6 +356,19 @@ vault_errors(const void *inst, bw_stat_emit emit, void *arg)
 			(fn), NULL, NULL                                       \
 	}
 
+/* 1104: what this server takes, so that a client refused can say why
+ * (the seed's 2107 says nothing). Anyone may ask, on any listener. */
+static int
+on_limits(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
+{
+	struct bw_vault *v = r->ctx;
+	uint8_t out[BW_VAULT_LIMITS_LEN];
+
+	(void)p;
+	bw_put_u64le(out, v->cfg.max_file_size);
+	return bw_frame_reply(c, BW_VAULT_RESP_LIMITS, out, sizeof(out));
+}
+
 static const struct bw_frame_route routes[] = {
 	NAME_ROUTE(BW_VAULT_REQ_REGISTER, 0, on_register),
 	{BW_VAULT_REQ_PUBKEY, 0, BW_NAME_FIELD + BW_RSA_PUB_LEN,
@@ -375,6 +388,8 @@ static const struct bw_frame_route routes[] = {
 	 BW_VAULT_GET_LEN, vault_on_get, NULL, NULL},
 	NAME_ROUTE(BW_VAULT_REQ_DELETE, 0, vault_on_delete),
 	{BW_VAULT_REQ_TLS_ONLY, 0, 0, 0, 0, vault_on_tls_only, NULL, NULL},
+	{BW_VAULT_REQ_LIMITS, BW_ROUTE_DURING_DRAIN, 0, 0, 0, on_limits, NULL,
+	 NULL},
 };
 
 /* A registration refused (name taken) and a reconnection denied. */
