@@ -36,9 +36,9 @@ struct send_ctx {
 	int replied;	/* the last failure came with a reply from the server */
 	int unanswered; /* an attempt of the last exchange got no reply */
 	int early;	/* 1028s refused before their content was read */
-	int limit_asked; /* the server's size limit was asked (1104) */
-	char why[600];	/* what the last failure was, for the user */
-	const char *path;	      /* file to send */
+	int limit_asked;  /* the server's size limit was asked (1104) */
+	char why[600];	  /* what the last failure was, for the user */
+	const char *path; /* file to send */
 	char file_field[BW_NAME_CAP]; /* name sent in 1028 */
 	uint64_t plain_len;
 	uint32_t cipher_len;

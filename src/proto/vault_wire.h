@@ -59,10 +59,10 @@ enum bw_vault_ext {
 	BW_VAULT_RESP_LIMITS = 2115,	   /* u64 most content a 1028 may
 					    * carry; later fields may follow */
 };
-#define BW_VAULT_EXT_LO	 1100
-#define BW_VAULT_EXT_HI	 1103 /* the owner's; 1104 names nobody */
+#define BW_VAULT_EXT_LO	    1100
+#define BW_VAULT_EXT_HI	    1103 /* the owner's; 1104 names nobody */
 #define BW_VAULT_LIMITS_LEN 8
-#define BW_VAULT_GET_LEN (BW_NAME_FIELD + 8)
+#define BW_VAULT_GET_LEN    (BW_NAME_FIELD + 8)
 /* a listing's entry: name field, u64 size, u8 verified, i64 stored (Unix
  * s, 0 if not known), u8 a replacement waits for its verdict */
 #define BW_VAULT_LIST_ENTRY   (BW_NAME_FIELD + 8 + 1 + 8 + 1)
