@@ -26,19 +26,10 @@
 #include "cli/progress.h"
 #include "cli/tlsclient.h"
 #include "cli/vault_cli.h"
+#include "cli/vault_cli_int.h"
 #include "proto/vault_wire.h"
 
-#define LIST_CAP (64u << 20)
-#define CHUNK	 (256u * 1024u)
-
-struct vcli {
-	const char *cmd; /* "ls", "get", "rm" */
-	char prog[32];
-	struct bw_identity me;
-	struct bw_session s;
-	int quiet;
-	char hex[9]; /* the id's first 8 hex digits */
-};
+#define CHUNK (256u * 1024u)
 
 static void
 usage_of(FILE *f, const char *cmd)
@@ -176,8 +167,7 @@ vcli_open(struct vcli *x, const char *server, unsigned timeout_ms)
 	return 0;
 }
 
-/* A reply's header: 0 with *code and *size, or an exit status (told). */
-static int
+int
 vcli_head(struct vcli *x, uint16_t *code, uint32_t *size)
 {
 	uint8_t h[BW_RESP_HDR_LEN];
@@ -203,8 +193,8 @@ vcli_head(struct vcli *x, uint16_t *code, uint32_t *size)
 	return 0;
 }
 
-static int
-send_req(struct vcli *x, uint16_t code, const void *p, uint32_t n)
+int
+vcli_send_req(struct vcli *x, uint16_t code, const void *p, uint32_t n)
 {
 	int rc = bw_session_send(&x->s, x->me.id, code, p, n);
 
@@ -213,52 +203,6 @@ send_req(struct vcli *x, uint16_t code, const void *p, uint32_t n)
 			bw_strerror(rc));
 		return BW_EXIT_FATAL;
 	}
-	return 0;
-}
-
-/* --- ls ---------------------------------------------------------------- */
-
-static int
-do_ls(struct vcli *x)
-{
-	struct bw_vault_entry e;
-	uint8_t *p = NULL;
-	char when[32], shown[BW_ESC_CAP];
-	uint32_t size, n = 0, i;
-	uint16_t code;
-	time_t t;
-	struct tm tm;
-	int rc;
-
-	if ((rc = send_req(x, BW_VAULT_REQ_LIST, NULL, 0)) != 0 ||
-	    (rc = vcli_head(x, &code, &size)) != 0)
-		return rc;
-	if (code != BW_VAULT_RESP_LIST || size > LIST_CAP ||
-	    (p = malloc(size > 0 ? size : 1)) == NULL ||
-	    bw_session_read(&x->s, p, size) != 0 ||
-	    bw_vault_list_decode(p, size, &n) != 0) {
-		free(p);
-		fprintf(stderr, "%s: the server's list is malformed (%u)\n",
-			x->prog, code);
-		return BW_EXIT_FATAL;
-	}
-	for (i = 0; i < n; i++) {
-		if (bw_vault_entry_decode(p, i, &e) != 0)
-			snprintf(e.name, sizeof(e.name), "?");
-		t = (time_t)e.stored;
-		if (t == 0 || gmtime_r(&t, &tm) == NULL ||
-		    strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm) == 0)
-			snprintf(when, sizeof(when), "%-19s", "?");
-		/* a name is the server's bytes: shown escaped */
-		printf("%12llu  %-10s  %s  %s%s\n", (unsigned long long)e.size,
-		       e.verified ? "verified" : "unverified", when,
-		       bw_escape_display(e.name, shown, sizeof(shown)),
-		       e.pending ? "  (a replacement waits for its verdict)"
-				 : "");
-	}
-	if (!x->quiet)
-		fprintf(stderr, "%u file%s\n", n, n == 1 ? "" : "s");
-	free(p);
 	return 0;
 }
 
@@ -277,8 +221,8 @@ do_rm(struct vcli *x, const char *name)
 			name);
 		return BW_EXIT_USAGE;
 	}
-	if ((rc = send_req(x, BW_VAULT_REQ_DELETE, field, sizeof(field))) !=
-		    0 ||
+	if ((rc = vcli_send_req(x, BW_VAULT_REQ_DELETE, field,
+				sizeof(field))) != 0 ||
 	    (rc = vcli_head(x, &code, &size)) != 0)
 		return rc;
 	if (size != BW_NAME_FIELD || bw_session_read(&x->s, back, size) != 0 ||
@@ -308,7 +252,7 @@ do_tls_only(struct vcli *x)
 	uint16_t code;
 	int rc;
 
-	if ((rc = send_req(x, BW_VAULT_REQ_TLS_ONLY, NULL, 0)) != 0 ||
+	if ((rc = vcli_send_req(x, BW_VAULT_REQ_TLS_ONLY, NULL, 0)) != 0 ||
 	    (rc = vcli_head(x, &code, &size)) != 0)
 		return rc;
 	if (code != BW_VAULT_RESP_TLS_ONLY || size != 0) {
@@ -461,7 +405,7 @@ do_get(struct vcli *x, const char *name, const char *out)
 	}
 	offset = (uint64_t)st.st_size;
 	bw_put_u64le(req + BW_NAME_FIELD, offset);
-	if ((rc = send_req(x, BW_VAULT_REQ_GET, req, sizeof(req))) != 0 ||
+	if ((rc = vcli_send_req(x, BW_VAULT_REQ_GET, req, sizeof(req))) != 0 ||
 	    (rc = vcli_head(x, &code, &psize)) != 0)
 		goto out;
 	if (code == BW_VAULT_RESP_NO_SUCH_FILE) {
@@ -576,7 +520,7 @@ bw_cli_vault(const char *cmd, int argc, char **argv)
 	}
 	if ((rc = vcli_open(&x, server, timeout_ms)) == 0) {
 		rc = strcmp(cmd, "tls-only") == 0 ? do_tls_only(&x)
-		     : want == 0		  ? do_ls(&x)
+		     : want == 0		  ? vcli_ls(&x)
 		     : strcmp(cmd, "get") == 0 ? do_get(&x, argv[optind], out)
 					       : do_rm(&x, argv[optind]);
 		bw_session_close(&x.s);

@@ -157,18 +157,28 @@ bw_file_name_sanitize(const char *name, char out[BW_NAME_CAP])
  */
 
 int
-bw_vault_list_decode(const uint8_t *p, size_t len, uint32_t *n)
+bw_vault_list_decode(const uint8_t *p, size_t len, uint32_t *n, int *more,
+		     uint64_t *mark)
 {
+	const uint8_t *t;
 	uint32_t count;
 
 	*n = 0;
-	if (len < 4)
+	*more = 0;
+	*mark = 0;
+	if (len < 4 + BW_VAULT_LIST_TRAILER)
 		return BW_EPROTO;
 	count = bw_get_u32le(p);
-	if ((len - 4) % BW_VAULT_LIST_ENTRY != 0 ||
-	    (len - 4) / BW_VAULT_LIST_ENTRY != count)
+	if (count > BW_VAULT_LIST_PAGE ||
+	    len != 4 + (size_t)count * BW_VAULT_LIST_ENTRY +
+			    BW_VAULT_LIST_TRAILER)
 		return BW_EPROTO;
+	t = p + len - BW_VAULT_LIST_TRAILER;
+	if (t[0] > 1 || (t[0] == 1 && count == 0))
+		return BW_EPROTO; /* "more" after nothing would never end */
 	*n = count;
+	*more = t[0];
+	*mark = bw_get_u64le(t + 1);
 	return 0;
 }
 

@@ -42,7 +42,7 @@ enum bw_vault_resp {
 
 /* Bulwark's extensions (docs/vault-protocol.md, "Bulwark extensions"),
  * served on the TLS listeners to the proven owner only: requests
- * 1100-1103, replies 2110-2114, codes no seed uses; and 1104, the
+ * 1100-1103 and 1105, replies 2110-2114, codes no seed uses; and 1104, the
  * server's limits, on every listener to anyone (2115). */
 enum bw_vault_ext {
 	BW_VAULT_REQ_LIST = 1100,	   /* payload empty */
@@ -50,7 +50,9 @@ enum bw_vault_ext {
 	BW_VAULT_REQ_DELETE = 1102,	   /* name field */
 	BW_VAULT_REQ_TLS_ONLY = 1103,	   /* payload empty */
 	BW_VAULT_REQ_LIMITS = 1104,	   /* payload empty */
-	BW_VAULT_RESP_LIST = 2110,	   /* u32 count, count entries */
+	BW_VAULT_REQ_LIST_AFTER = 1105,	   /* name field, u64 mark */
+	BW_VAULT_RESP_LIST = 2110,	   /* u32 count, count entries, u8 more,
+					    * u64 mark */
 	BW_VAULT_RESP_FILE = 2111,	   /* u64 size, u64 offset, u8 verified,
 					    * the bytes from offset, SHA-256 */
 	BW_VAULT_RESP_DELETED = 2112,	   /* name field */
@@ -63,6 +65,11 @@ enum bw_vault_ext {
 #define BW_VAULT_EXT_HI	    1103 /* the owner's; 1104 names nobody */
 #define BW_VAULT_LIMITS_LEN 8
 #define BW_VAULT_GET_LEN    (BW_NAME_FIELD + 8)
+/* a listing comes a page at a time: 1100 the first, 1105 (the last entry's
+ * name field and the page's mark) the next, while a page says more */
+#define BW_VAULT_LIST_PAGE	2048u
+#define BW_VAULT_LIST_AFTER_LEN (BW_NAME_FIELD + 8)
+#define BW_VAULT_LIST_TRAILER	(1 + 8)
 /* a listing's entry: name field, u64 size, u8 verified, i64 stored (Unix
  * s, 0 if not known), u8 a replacement waits for its verdict */
 #define BW_VAULT_LIST_ENTRY   (BW_NAME_FIELD + 8 + 1 + 8 + 1)
@@ -76,9 +83,11 @@ struct bw_vault_entry {
 	int verified, pending;
 	int64_t stored; /* Unix s; 0: not known */
 };
-/* A 2110 payload: *n entries (the count agrees with the length), or
- * BW_EPROTO. */
-int bw_vault_list_decode(const uint8_t *p, size_t len, uint32_t *n) BW_WUR;
+/* A 2110 payload: *n entries (the count agrees with the length and is at
+ * most a page), *more (1: ask 1105 for the next page) and *mark (for
+ * it), or BW_EPROTO. */
+int bw_vault_list_decode(const uint8_t *p, size_t len, uint32_t *n, int *more,
+			 uint64_t *mark) BW_WUR;
 /* Entry i of a payload bw_vault_list_decode accepted; BW_EPROTO if its
  * name field is malformed. */
 int bw_vault_entry_decode(const uint8_t *p, uint32_t i,

@@ -84,12 +84,16 @@ fuzz_ext(const uint8_t *p, size_t len)
 {
 	struct bw_vault_entry e;
 	uint8_t again[BW_VAULT_LIST_ENTRY];
-	uint64_t size, off;
+	uint64_t size, off, mark;
 	uint32_t n, i;
-	int ver;
+	int ver, more;
 
-	if (bw_vault_list_decode(p, len, &n) == 0) {
-		check(len == 4 + (size_t)n * BW_VAULT_LIST_ENTRY);
+	if (bw_vault_list_decode(p, len, &n, &more, &mark) == 0) {
+		check(len == 4 + (size_t)n * BW_VAULT_LIST_ENTRY +
+				     BW_VAULT_LIST_TRAILER);
+		check(n <= BW_VAULT_LIST_PAGE && (more == 0 || more == 1));
+		check(!more || n > 0);
+		check(mark == bw_get_u64le(p + len - 8));
 		for (i = 0; i < n; i++) {
 			const uint8_t *q =
 				p + 4 + (size_t)i * BW_VAULT_LIST_ENTRY;
@@ -107,8 +111,15 @@ fuzz_ext(const uint8_t *p, size_t len)
 			      (q[BW_NAME_FIELD + 8] != 0));
 		}
 	} else {
-		check(len < 4 || (len - 4) % BW_VAULT_LIST_ENTRY != 0 ||
-		      (len - 4) / BW_VAULT_LIST_ENTRY != bw_get_u32le(p));
+		check(len < 4 + BW_VAULT_LIST_TRAILER ||
+		      (len - 4 - BW_VAULT_LIST_TRAILER) % BW_VAULT_LIST_ENTRY !=
+			      0 ||
+		      (len - 4 - BW_VAULT_LIST_TRAILER) / BW_VAULT_LIST_ENTRY !=
+			      bw_get_u32le(p) ||
+		      bw_get_u32le(p) > BW_VAULT_LIST_PAGE ||
+		      p[len - BW_VAULT_LIST_TRAILER] > 1 ||
+		      (p[len - BW_VAULT_LIST_TRAILER] == 1 &&
+		       bw_get_u32le(p) == 0));
 	}
 	if (bw_vault_file_head_decode(p, len, &size, &off, &ver) == 0)
 		check(len >= BW_VAULT_FILE_HEAD && off <= size &&

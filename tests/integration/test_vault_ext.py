@@ -8,34 +8,60 @@ The client here is written from the document (struct layouts below), over
 Python's ssl with a certificate the openssl command makes from the
 client's RSA key (tlsutil)."""
 
+import base64
 import hashlib
 import os
 import struct
+import threading
 import time
 
 import bwd
 import bwvault as bw
 from bwd import rsa_key, unique_name
+from bwd import describe
 from test_tls_auth import refusals, start, wait_refusals
+from test_tls_client import client_env, run_bulwark
 from tlsutil import TlsVaultClient
 
 H = "127.0.0.1"
-LIST, GET, DELETE = 1100, 1101, 1102
+LIST, GET, DELETE, LIST_AFTER = 1100, 1101, 1102, 1105
+PAGE = 2048
 LISTED, FILE, DELETED, NO_SUCH = 2110, 2111, 2112, 2113
 ENTRY = struct.Struct("<255sQBqB")  # name, size, verified, stored, pending
 FILE_HEAD = struct.Struct("<QQB")  # size, offset, verified
 
 
-def ext_list(c):
-    r = c.request(LIST, b"")
+def list_page(c, after=None):
+    """One page: ([(name, size, verified, stored, pending)], more, mark)."""
+    if after is None:
+        c.send_request(LIST, b"")
+    else:
+        c.send_request(LIST_AFTER, bw.name_field(after[0]) + struct.pack("<Q", after[1]))
+    r = bw.read_response(c.sock, max_payload=1 << 20)  # a page: about 560 KB
     assert r.code == LISTED, r
     (n,) = struct.unpack_from("<I", r.payload)
-    assert len(r.payload) == 4 + n * ENTRY.size, (n, len(r.payload))
-    out = {}
+    assert n <= PAGE and len(r.payload) == 4 + n * ENTRY.size + 9, (n, len(r.payload))
+    more, mark = struct.unpack_from("<BQ", r.payload, 4 + n * ENTRY.size)
+    assert more in (0, 1) and (n > 0 or not more), (n, more)
+    rows = []
     for i in range(n):
         name, size, ver, stored, pend = ENTRY.unpack_from(r.payload, 4 + i * ENTRY.size)
-        out[bw.parse_name_field(name)] = (size, ver, stored, pend)
-    return out
+        rows.append((bw.parse_name_field(name), size, ver, stored, pend))
+    return rows, more, mark
+
+
+def ext_list(c):
+    """{name: (size, verified, stored, pending)}, every page read; no name
+    twice."""
+    out, after = {}, None
+    while True:
+        rows, more, mark = list_page(c, after)
+        for name, *rest in rows:
+            assert name not in out, "%r listed twice" % name
+            out[name] = tuple(rest)
+        if not more:
+            return out
+        after = (rows[-1][0], mark)
 
 
 def ext_get(c, name, offset=0):
@@ -233,3 +259,75 @@ def test_one_address_holds_at_most_eight_gets_others_are_served(start_server):
         assert bwd.wait_for(served, 5)
     finally:
         r.close()
+
+
+def test_a_listing_comes_in_pages_each_file_once_whatever_changes_between(start_server,
+                                                                         tmp_path):
+    """An owner with more files than a page (2048, about 560 KB of reply):
+    1100 gives the newest page and says more, 1105 goes on after the last
+    entry. A file removed or replaced between pages (the page's last one
+    among them, so that the server finds its place by the mark) and one
+    added between them: every file present throughout is listed exactly
+    once. bulwark ls reads every page."""
+    srv = start(start_server)
+    key = rsa_key(18)
+    c = owner(srv, 18)
+    n = PAGE + 300
+
+    def put(lo, hi):
+        w = TlsVaultClient(H, srv.tls_port, key=key).connect()
+        w.client_id, w.name = c.client_id, c.name
+        bw.expect(w.reconnect(), bw.RECONNECTED, "reconnect")
+        try:
+            for i in range(lo, hi):
+                upload(w, "f%05d" % i, b"%d" % i)
+        finally:
+            w.close()
+
+    step = (n + 7) // 8
+    threads = [threading.Thread(target=put, args=(i, min(n, i + step)))
+               for i in range(0, n, step)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    try:
+        names = {"f%05d" % i for i in range(n)}
+        assert set(ext_list(c)) == names
+
+        rows, more, mark = list_page(c)
+        assert len(rows) == PAGE and more == 1
+        last = rows[-1][0]
+        gone = rows[5][0]
+        # between the pages: the page's last entry and another removed, one
+        # replaced (a new version: a new place in the list), one added
+        for name in (last, gone):
+            r = c.request(DELETE, bw.name_field(name))
+            assert r.code == DELETED, r
+        replaced = sorted(names - {r[0] for r in rows})[0]
+        upload(c, replaced, b"new version")
+        upload(c, "zz-new", b"added")
+        rest, more2, _ = list_page(c, (last, mark))
+        assert more2 == 0
+        seen = [r[0] for r in rows] + [r[0] for r in rest]
+        assert len(seen) == len(set(seen)), "a file listed twice"
+        steady = names - {last, gone, replaced}
+        assert steady <= set(seen), sorted(steady - set(seen))[:5]
+
+        # bulwark ls, with this owner's identity written as the client
+        # keeps it: every page, each file once
+        d = tmp_path / "owner"
+        d.mkdir()
+        der = base64.b64encode(key.export_key(format="DER", pkcs=8)).decode()
+        (d / "me.info").write_text("%s\n%s\n%s\n" % (c.name, c.client_id.hex(), der))
+        (d / "priv.key").write_text(der + "\n")
+        (d / "transfer.info").write_text("tls://%s:%d\n%s\nx\n" % (H, srv.tls_port, c.name))
+        now = set(ext_list(c))
+        r = run_bulwark("ls", "-C", d, env=client_env(tmp_path / "home"), timeout=120)
+        assert r.returncode == 0, describe(r)
+        lines = r.stdout.decode().splitlines()
+        shown = [ln.split()[-1] for ln in lines]
+        assert len(shown) == len(now) and set(shown) == now, (len(shown), len(now))
+        assert ("%d files" % len(now)).encode() in r.stderr, describe(r)
+    finally:
+        c.close()

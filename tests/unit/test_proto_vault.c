@@ -789,6 +789,65 @@ expect(int ok)
 
 /* Every decoder on input that ends right before an unmapped page: a read of
  * even one byte too many faults. */
+/* A 2110 page: the count agrees with the length, at most a page, and
+ * "more" only after entries; its trailer read back. */
+static void
+a_listing_page_is_decoded_with_its_trailer(void **state)
+{
+	static uint8_t p[4 + (BW_VAULT_LIST_PAGE + 1) * BW_VAULT_LIST_ENTRY +
+			 BW_VAULT_LIST_TRAILER];
+	struct bw_vault_entry e = {.size = 7, .verified = 1, .stored = 42};
+	uint64_t mark = 0;
+	uint32_t n = 9;
+	int more = 9;
+	size_t len;
+
+	(void)state;
+	snprintf(e.name, sizeof(e.name), "a.bin");
+	/* two entries, more, mark 77 */
+	bw_put_u32le(p, 2);
+	assert_int_equal(bw_vault_entry_encode(&e, p + 4), 0);
+	assert_int_equal(bw_vault_entry_encode(&e, p + 4 + BW_VAULT_LIST_ENTRY),
+			 0);
+	len = 4 + 2 * BW_VAULT_LIST_ENTRY + BW_VAULT_LIST_TRAILER;
+	p[len - 9] = 1;
+	bw_put_u64le(p + len - 8, 77);
+	assert_int_equal(bw_vault_list_decode(p, len, &n, &more, &mark), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(more, 1);
+	assert_int_equal(mark, 77);
+	/* without the trailer, or a byte short or long */
+	assert_int_equal(bw_vault_list_decode(p, len - BW_VAULT_LIST_TRAILER,
+					      &n, &more, &mark),
+			 BW_EPROTO);
+	assert_int_equal(n, 0);
+	assert_int_equal(bw_vault_list_decode(p, len - 1, &n, &more, &mark),
+			 BW_EPROTO);
+	assert_int_equal(bw_vault_list_decode(p, len + 1, &n, &more, &mark),
+			 BW_EPROTO);
+	/* "more" is 0 or 1 */
+	p[len - 9] = 2;
+	assert_int_equal(bw_vault_list_decode(p, len, &n, &more, &mark),
+			 BW_EPROTO);
+	/* an empty page cannot say more (a client would ask forever) */
+	bw_put_u32le(p, 0);
+	p[4] = 1;
+	assert_int_equal(bw_vault_list_decode(p, 4 + BW_VAULT_LIST_TRAILER, &n,
+					      &more, &mark),
+			 BW_EPROTO);
+	p[4] = 0;
+	assert_int_equal(bw_vault_list_decode(p, 4 + BW_VAULT_LIST_TRAILER, &n,
+					      &more, &mark),
+			 0);
+	assert_int_equal(n, 0);
+	/* more than a page, even with the length that agrees */
+	bw_put_u32le(p, BW_VAULT_LIST_PAGE + 1);
+	len = sizeof(p);
+	p[len - 9] = 0;
+	assert_int_equal(bw_vault_list_decode(p, len, &n, &more, &mark),
+			 BW_EPROTO);
+}
+
 static void
 decoders_do_not_read_past_the_end(void **state)
 {
@@ -892,6 +951,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(request_header_round_trips),
+		cmocka_unit_test(a_listing_page_is_decoded_with_its_trailer),
 		cmocka_unit_test(request_header_extremes_round_trip),
 		cmocka_unit_test(request_header_leaves_the_payload_alone),
 		cmocka_unit_test(response_header_round_trips),

@@ -390,6 +390,9 @@ static const struct bw_frame_route routes[] = {
 	{BW_VAULT_REQ_TLS_ONLY, 0, 0, 0, 0, vault_on_tls_only, NULL, NULL},
 	{BW_VAULT_REQ_LIMITS, BW_ROUTE_DURING_DRAIN, 0, 0, 0, on_limits, NULL,
 	 NULL},
+	{BW_VAULT_REQ_LIST_AFTER, 0, BW_VAULT_LIST_AFTER_LEN,
+	 BW_VAULT_LIST_AFTER_LEN, BW_VAULT_LIST_AFTER_LEN, vault_on_list_after,
+	 NULL, NULL},
 };
 
 /* A registration refused (name taken) and a reconnection denied. */

@@ -23,8 +23,7 @@
 
 #define GET_CHUNK     (256u * 1024u)
 #define GETS_MAX      64u
-#define GETS_PER_ADDR 8u    /* one address cannot hold every get */
-#define LIST_MAX      4096u /* stored times looked up in one listing */
+#define GETS_PER_ADDR 8u /* one address cannot hold every get */
 #define LISTS_MAX     8u
 
 /* The client an extension names, or NULL with the error replied. */
@@ -49,88 +48,87 @@ vault_no_such_file(struct bw_conn *c, const uint8_t *field)
 			      BW_NAME_FIELD);
 }
 
-/* --- 1100: the list ------------------------------------------------------ */
+/* --- 1100, 1105: the list, a page at a time ------------------------------
+ *
+ * The owner's files are a list, newest first, each with the sequence
+ * number it joined with. A page is up to BW_VAULT_LIST_PAGE of them, copied
+ * on the loop; a worker then finds their stored times in one listing of
+ * the owner's objects. 1105 goes on after the last entry of a page: found
+ * by its name in one step when it is still the same file (its mark), else
+ * by the mark, walking from the newest (a file removed or replaced between
+ * two pages). A file that comes between pages is not listed; none is
+ * listed twice. */
 
-struct stamp {
-	char key[BW_PATH_CAP];
-	int64_t mtime;
+struct lent {
+	struct bw_vault_entry e;
+	char *key; /* the object's, for its stored time */
 };
 
 struct vlist {
 	struct bw_vault *v;
 	struct bw_conn *c;
-	uint8_t id[BW_ID_LEN];
 	char prefix[BW_PATH_CAP];
-	struct stamp *st;
+	struct lent *ent;
 	size_t n;
+	struct lent **by_key; /* ent sorted by key (the worker's) */
+	int more;
+	uint64_t mark; /* the last entry's seq */
 	int rc;
 };
+
+static int
+by_key_cmp(const void *a, const void *b)
+{
+	return strcmp((*(struct lent *const *)a)->key,
+		      (*(struct lent *const *)b)->key);
+}
 
 static int
 list_one(void *arg, const char *key, uint64_t size, int64_t mtime)
 {
 	struct vlist *l = arg;
+	struct lent want, *w = &want, **hit;
 
 	(void)size;
-	if (l->n >= LIST_MAX || strlen(key) >= BW_PATH_CAP)
-		return 0; /* its time is shown as unknown */
-	snprintf(l->st[l->n].key, BW_PATH_CAP, "%s", key);
-	l->st[l->n++].mtime = mtime;
+	want.key = (char *)key;
+	hit = bsearch(&w, l->by_key, l->n, sizeof(*l->by_key), by_key_cmp);
+	if (hit != NULL)
+		(*hit)->e.stored = mtime;
 	return 0;
 }
 
-/* Listings at once: each holds LIST_MAX stamps (about 2 MiB) while its
- * worker lists. */
+/* Listings at once: each lists its owner's objects on a worker. */
 static int
 l_busy(const struct bw_vault *v)
 {
 	return v->lists_active >= LISTS_MAX;
 }
 
-static int
-stamp_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct stamp *)a)->key,
-		      ((const struct stamp *)b)->key);
-}
-
-/* A worker: the owner's objects and their times, sorted by key. */
+/* A worker: the page's stored times, from one listing of the owner's
+ * objects. */
 static void
 list_work(void *arg)
 {
 	struct vlist *l = arg;
+	size_t i;
 
-	l->rc = bw_blob_list(l->v->blobs, l->prefix, list_one, l);
-	qsort(l->st, l->n, sizeof(*l->st), stamp_cmp);
-}
-
-static int64_t
-stamp_of(const struct vlist *l, const char *key)
-{
-	struct stamp want;
-	const struct stamp *s;
-
-	want.mtime = 0;
-	if (snprintf(want.key, sizeof(want.key), "%s", key) >=
-	    (int)sizeof(want.key))
-		return 0;
-	s = bsearch(&want, l->st, l->n, sizeof(*l->st), stamp_cmp);
-	return s != NULL ? s->mtime : 0;
+	for (i = 0; i < l->n; i++)
+		l->by_key[i] = &l->ent[i];
+	qsort(l->by_key, l->n, sizeof(*l->by_key), by_key_cmp);
+	if (l->n > 0)
+		l->rc = bw_blob_list(l->v->blobs, l->prefix, list_one, l);
 }
 
 static void
-list_entry(uint8_t *p, const struct vfile *f, int64_t stored)
+list_free(struct vlist *l)
 {
-	struct bw_vault_entry e;
+	size_t i;
 
-	memset(&e, 0, sizeof(e));
-	snprintf(e.name, sizeof(e.name), "%s", f->file_name);
-	e.size = f->size;
-	e.verified = f->verified;
-	e.stored = stored;
-	e.pending = f->pending_path[0] != '\0';
-	if (bw_vault_entry_encode(&e, p) != 0)
-		memset(p, 0, BW_VAULT_LIST_ENTRY); /* it came in a field */
+	for (i = 0; i < l->n; i++)
+		free(l->ent[i].key);
+	free(l->ent);
+	free(l->by_key);
+	free(l);
 }
 
 static void
@@ -138,64 +136,126 @@ list_done(void *arg)
 {
 	struct vlist *l = arg;
 	struct bw_conn *c = l->c;
-	const struct vfile *f;
-	uint8_t cnt[4], e[BW_VAULT_LIST_ENTRY];
-	uint32_t n = 0;
+	uint8_t cnt[4], e[BW_VAULT_LIST_ENTRY], trailer[BW_VAULT_LIST_TRAILER];
+	size_t i;
 
 	if (bw_conn_dead(c))
 		goto out;
 	if (l->rc != 0)
 		bw_warn("c%llu 1100: the stored times could not be listed: %s",
 			ULL(c->id), bw_strerror(l->rc));
-	for (f = vfile_first_of(l->v, l->id); f != NULL; f = f->owner_next)
-		n++;
-	bw_put_u32le(cnt, n);
+	bw_put_u32le(cnt, (uint32_t)l->n);
+	trailer[0] = (uint8_t)l->more;
+	bw_put_u64le(trailer + 1, l->mark);
 	(void)bw_frame_reply_begin(c, BW_VAULT_RESP_LIST,
-				   4u + n * (uint32_t)BW_VAULT_LIST_ENTRY);
+				   (uint32_t)(4u + l->n * BW_VAULT_LIST_ENTRY +
+					      BW_VAULT_LIST_TRAILER));
 	(void)bw_frame_reply_add(c, cnt, sizeof(cnt));
-	for (f = vfile_first_of(l->v, l->id); f != NULL; f = f->owner_next) {
-		list_entry(e, f, stamp_of(l, f->path_name));
+	for (i = 0; i < l->n; i++) {
+		if (bw_vault_entry_encode(&l->ent[i].e, e) != 0)
+			memset(e, 0, sizeof(e)); /* it came in a field */
 		(void)bw_frame_reply_add(c, e, sizeof(e));
 	}
+	(void)bw_frame_reply_add(c, trailer, sizeof(trailer));
 	(void)bw_frame_reply_end(c);
 	bw_frame_done(c);
 out:
 	l->v->lists_active--;
 	bw_conn_release(c);
-	free(l->st);
-	free(l);
+	list_free(l);
+}
+
+/* Copies the page that starts at f into l. */
+static int
+list_page(struct vlist *l, const struct vfile *f)
+{
+	struct lent *x;
+
+	for (; f != NULL && l->n < BW_VAULT_LIST_PAGE; f = f->owner_next) {
+		x = &l->ent[l->n];
+		memset(&x->e, 0, sizeof(x->e));
+		snprintf(x->e.name, sizeof(x->e.name), "%s", f->file_name);
+		x->e.size = f->size;
+		x->e.verified = f->verified;
+		x->e.pending = f->pending_path[0] != '\0';
+		if ((x->key = strdup(f->path_name)) == NULL)
+			return BW_ENOMEM;
+		l->n++;
+		l->mark = f->seq;
+	}
+	l->more = f != NULL;
+	return 0;
+}
+
+/* The first entry after the page whose last entry was name (mark). */
+static const struct vfile *
+list_resume(struct bw_vault *v, const uint8_t id[BW_ID_LEN], const char *name,
+	    uint64_t mark)
+{
+	const struct vfile *f = vfile_by_name(v, id, name);
+
+	if (f != NULL && f->seq == mark)
+		return f->owner_next;
+	for (f = vfile_first_of(v, id); f != NULL && f->seq >= mark;
+	     f = f->owner_next)
+		;
+	return f;
+}
+
+static int
+list_start(struct bw_conn *c, struct bw_frame_req *r, const char *after,
+	   uint64_t mark)
+{
+	struct bw_vault *v = r->ctx;
+	struct bw_client *cl;
+	struct vlist *l;
+	char hex[2 * BW_ID_LEN + 1];
+
+	if ((cl = vault_ext_client(c, r)) == NULL)
+		return 0;
+	if (l_busy(v))
+		return bw_frame_error(c, "too many listings at once");
+	if ((l = calloc(1, sizeof(*l))) == NULL ||
+	    (l->ent = calloc(BW_VAULT_LIST_PAGE, sizeof(*l->ent))) == NULL ||
+	    (l->by_key = calloc(BW_VAULT_LIST_PAGE, sizeof(*l->by_key))) ==
+		    NULL ||
+	    list_page(l, after != NULL ? list_resume(v, cl->id, after, mark)
+				       : vfile_first_of(v, cl->id)) != 0) {
+		if (l != NULL && l->ent != NULL)
+			list_free(l);
+		else
+			free(l);
+		return bw_frame_error(c, bw_strerror(BW_ENOMEM));
+	}
+	l->v = v;
+	l->c = c;
+	v->lists_active++;
+	bw_hex_encode(cl->id, BW_ID_LEN, hex);
+	snprintf(l->prefix, sizeof(l->prefix), FILES_SPACE "%s/", hex);
+	bw_conn_hold(c);
+	bw_frame_wait(c);
+	if (bw_loop_submit(v->eng->loop, list_work, list_done, l) != 0) {
+		l->rc = BW_ENOMEM;
+		list_done(l);
+	}
+	return 0;
 }
 
 int
 vault_on_list(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 {
-	struct bw_client *cl;
-	struct vlist *l;
-	char hex[2 * BW_ID_LEN + 1];
-
 	(void)p;
-	if ((cl = vault_ext_client(c, r)) == NULL)
-		return 0;
-	if (l_busy(r->ctx))
-		return bw_frame_error(c, "too many listings at once");
-	if ((l = calloc(1, sizeof(*l))) == NULL ||
-	    (l->st = calloc(LIST_MAX, sizeof(*l->st))) == NULL) {
-		free(l);
-		return bw_frame_error(c, bw_strerror(BW_ENOMEM));
-	}
-	l->v = r->ctx;
-	l->v->lists_active++;
-	l->c = c;
-	memcpy(l->id, cl->id, BW_ID_LEN);
-	bw_hex_encode(cl->id, BW_ID_LEN, hex);
-	snprintf(l->prefix, sizeof(l->prefix), FILES_SPACE "%s/", hex);
-	bw_conn_hold(c);
-	bw_frame_wait(c);
-	if (bw_loop_submit(l->v->eng->loop, list_work, list_done, l) != 0) {
-		l->rc = BW_ENOMEM;
-		list_done(l);
-	}
-	return 0;
+	return list_start(c, r, NULL, 0);
+}
+
+int
+vault_on_list_after(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
+{
+	char name[BW_NAME_CAP];
+
+	if (bw_vault_name_payload_decode(p, BW_NAME_FIELD, name) != 0)
+		return bw_frame_error(c, "malformed name");
+	return list_start(c, r, name, bw_get_u64le(p + BW_NAME_FIELD));
 }
 
 /* --- 1101: a file back ----------------------------------------------------

@@ -106,6 +106,7 @@ owner_add(struct bw_vault *v, struct vfile *f)
 		}
 	}
 	f->owner_node = o;
+	f->seq = ++v->file_seq;
 	f->owner_prev = NULL;
 	f->owner_next = o->first;
 	if (o->first != NULL)
@@ -431,7 +432,8 @@ vault_refresh(void *inst, const uint8_t id[BW_ID_LEN], const uint8_t *other,
 	if (!v->meta->be->shared ||
 	    !((code >= BW_VAULT_REQ_SEND_FILE &&
 	       code <= BW_VAULT_REQ_CRC_FAIL) ||
-	      (code >= BW_VAULT_EXT_LO && code <= BW_VAULT_EXT_HI)) ||
+	      (code >= BW_VAULT_EXT_LO && code <= BW_VAULT_EXT_HI) ||
+	      code == BW_VAULT_REQ_LIST_AFTER) ||
 	    (x = calloc(1, sizeof(*x))) == NULL)
 		return 0;
 	x->v = v;

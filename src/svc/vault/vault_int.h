@@ -88,6 +88,7 @@ struct bw_vault {
 	uint32_t node_tag;
 	unsigned gets_active;  /* 1101s being sent back (vault_ext.c) */
 	unsigned lists_active; /* 1100s listing */
+	uint64_t file_seq;     /* the last vfile.seq given */
 	int get_addr_slot;     /* their count in bw_addr.held[], + 1 (0: none
 				* taken yet) */
 };
@@ -115,7 +116,8 @@ struct vfile {
 	uint64_t uploader;
 	uint64_t seen;		   /* vref_apply's pass that found its row */
 	struct vowner *owner_node; /* the owner's files: */
-	struct vfile *owner_prev, *owner_next; /* a list */
+	struct vfile *owner_prev, *owner_next; /* a list, newest first */
+	uint64_t seq; /* when it joined the list: larger toward the head */
 };
 
 /* A step waiting for a stored path's lock. */
@@ -211,9 +213,11 @@ struct vault_conn {
 /* The vault's state on c; NULL once c is closed. */
 #define VC(c) ((struct vault_conn *)bw_frame_state((c), &bw_vault_proto))
 
-/* vault_ext.c: the extensions (1100-1103), TLS listeners only */
+/* vault_ext.c: the extensions (1100-1103, 1105), TLS listeners only */
 struct vget;
 int vault_on_list(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
+int vault_on_list_after(struct bw_conn *c, struct bw_frame_req *r,
+			const uint8_t *p);
 int vault_on_get(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
 int vault_on_delete(struct bw_conn *c, struct bw_frame_req *r,
 		    const uint8_t *p);
