@@ -99,6 +99,7 @@ enum bw_auth_kind {
 	BW_AUTH_WRONG_KEY, /* it proves another key than the client's */
 	BW_AUTH_OTHER_KEY, /* it registers another key than it proves */
 	BW_AUTH_PLAIN,	   /* a plain request for a TLS-only client */
+	BW_AUTH_UNREAD,	   /* the client's row could not be read again */
 	BW_AUTH_KINDS
 };
 

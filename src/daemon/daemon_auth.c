@@ -10,7 +10,9 @@
  * except to an id whose owner chose TLS only (1103, vault_ext.c).
  *
  * On a shared store the prepare hook (daemon_shared.c) has read the
- * client's row again first, so the key judged is the store's.
+ * client's row again first, so the key judged is the store's; when that
+ * read failed, the request is refused (auth_row_unread), not judged on
+ * what RAM held.
  */
 #include <string.h>
 
@@ -26,6 +28,7 @@ static const char *const kind_key[BW_AUTH_KINDS] = {
 	[BW_AUTH_WRONG_KEY] = "auth_wrong_key",
 	[BW_AUTH_OTHER_KEY] = "auth_registration_key",
 	[BW_AUTH_PLAIN] = "auth_plain_refused",
+	[BW_AUTH_UNREAD] = "auth_row_unread",
 };
 static const char *const kind_why[BW_AUTH_KINDS] = {
 	[BW_AUTH_NO_CERT] = "no client certificate: this client's key is "
@@ -34,6 +37,9 @@ static const char *const kind_why[BW_AUTH_KINDS] = {
 	[BW_AUTH_OTHER_KEY] = "the key registered is not the key proven",
 	[BW_AUTH_PLAIN] = "this client is served over TLS only (its "
 			  "owner's choice)",
+	[BW_AUTH_UNREAD] = "this client's row could not be read from the "
+			   "shared store: its key and its owner's choices "
+			   "are not known",
 };
 
 /* 1 if the proven key (DER, len bytes) is the 160-byte field stored (DER,
@@ -96,12 +102,17 @@ admit(void *arg, struct bw_conn *c, const struct bw_frame_req *r,
 
 	if (!bw_conn_tls(c)) {
 		/* the seed's protocols, unproven: unless the owner of the id
-		 * chose TLS only (a registration names nobody yet) */
-		if (code != BW_VAULT_REQ_REGISTER &&
-		    code != BW_MSG_REQ_REGISTER &&
-		    (cl = bw_registry_by_id(&d->reg, r->hdr.client_id)) !=
-			    NULL &&
-		    cl->tls_only)
+		 * chose TLS only (a registration names nobody yet), or
+		 * whether it did could not be read (a shared store's row
+		 * that failed to come: RAM may not know yet; never served on
+		 * a guess) */
+		if (code == BW_VAULT_REQ_REGISTER ||
+		    code == BW_MSG_REQ_REGISTER ||
+		    (cl = bw_registry_by_id(&d->reg, r->hdr.client_id)) == NULL)
+			return NULL;
+		if (cl->unread)
+			return refuse(d, c, r, BW_AUTH_UNREAD);
+		if (cl->tls_only)
 			return refuse(d, c, r, BW_AUTH_PLAIN);
 		return NULL;
 	}
@@ -125,6 +136,8 @@ admit(void *arg, struct bw_conn *c, const struct bw_frame_req *r,
 		return NULL; /* the service answers an unknown id */
 	if (key == NULL)
 		return refuse(d, c, r, BW_AUTH_NO_CERT);
+	if (cl->unread)
+		return refuse(d, c, r, BW_AUTH_UNREAD);
 	if (code == BW_VAULT_REQ_PUBKEY &&
 	    !same_key(key, len, head + BW_NAME_FIELD))
 		return refuse(d, c, r, BW_AUTH_OTHER_KEY);

@@ -166,6 +166,7 @@ apply(struct bw_client *c, const struct bw_client_rec *rec)
 	c->key_used = rec->key_used;
 	c->tls_only |= rec->tls_only; /* never undone */
 	c->read_ms = bw_now_ms();
+	c->unread = 0;
 	if (rec->last_seen > c->last_seen)
 		c->last_seen = rec->last_seen;
 }
@@ -200,6 +201,8 @@ refreshed(struct bw_meta_req *req)
 		c = upsert(r, &f->rec);
 	else if (rc == BW_ENOTFOUND)
 		rc = 0; /* no such row: nobody's */
+	else if ((c = bw_registry_by_id(r, f->req.u.get.id)) != NULL)
+		c->unread = 1; /* until a read succeeds */
 	f->done(f->arg, rc, c);
 	bw_secure_free(f, sizeof(*f));
 }

@@ -32,6 +32,10 @@ struct bw_client {
 	int tls_only;		/* see bw_client_rec.tls_only */
 	/* when its row was last read (bw_now_ms; at start-up, the load) */
 	uint64_t read_ms;
+	/* the last read of its row again failed (a shared store): what RAM
+	 * says of its key and its owner's choices may be stale until a read
+	 * succeeds */
+	int unread;
 	unsigned key_failures; /* decryption failures with aes_key */
 	/* uploads that failed to decrypt under any of its keys, the last at
 	 * undecryptable_ms (monotonic): not reset by a new key (this node's

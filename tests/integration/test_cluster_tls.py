@@ -10,6 +10,9 @@ import time
 import bwd
 import bwmsg
 import bwvault as bw
+import pgserver
+import s3server
+import tcpproxy
 from bwd import rsa_key, unique_name
 from test_cluster import Cluster, need_cluster
 from tlsutil import TlsMsgClient, TlsVaultClient
@@ -91,3 +94,80 @@ def test_a_key_and_a_tls_only_choice_made_on_one_node_hold_on_the_other(start_se
             o.close()
     finally:
         c.stop()
+
+
+def test_a_node_that_cannot_read_a_clients_row_refuses_rather_than_guess(start_server,
+                                                                         tmp_path):
+    """n2 reaches PostgreSQL through a proxy the test cuts. Before the cut
+    n2 read the client's row (not TLS-only then); the owner then chose TLS
+    only through n1. With n2's reads failing, a plain request for that id
+    on n2 was judged on n2's RAM, which still said "plain is fine": it is
+    now refused (event=auth_refused reason=row_unread, counted), and so is
+    a TLS request, whose key n2 cannot check against the store either. Once
+    the proxy is mended, the next read gives the store's answer: plain
+    refused as TLS only, TLS served."""
+    need_cluster()
+    pg = pgserver.shared()
+    db = pg.create_db(unique_name("cut").replace("-", "_"))
+    s3 = s3server.shared()
+    bucket = s3.bucket_for("cut")
+    proxy = tcpproxy.TcpProxy(pg.port)
+    common = ["--blobs", "s3://%s" % bucket, "--s3-endpoint", s3.endpoint,
+              "--s3-path-style", "--tls-port", "0", "--metrics-listen", H + ":0"]
+    env = {**pg.env(), **s3.env()}
+    n1 = start_server("--db", pg.url(db, tcp=True), *common, "--node-name", "n1",
+                      data_dir=tmp_path / "n1", env=env)
+    through = pg.url(db, tcp=True).replace(":%d/" % pg.port, ":%d/" % proxy.port)
+    n2 = start_server("--db", through, *common, "--node-name", "n2",
+                      data_dir=tmp_path / "n2", env=env)
+    try:
+        t1, t2 = tls_port(n1), tls_port(n2)
+        key = rsa_key(27)
+        v1 = TlsVaultClient(H, t1, key=key).connect()
+        bw.expect(v1.register(unique_name("cut")), bw.REGISTERED, "register on n1")
+        bw.expect(v1.send_pubkey(), bw.KEY_STORED, "key on n1")
+        v1.close()
+        # n2 reads the row: a plain request is served there
+        p2 = bwmsg.MsgClient(H, n2.port)
+        p2.client_id = v1.client_id
+        assert p2.request(bwmsg.PULL, b"")[0] == bwmsg.WAITING
+        p2.close()
+        a1 = TlsVaultClient(H, t1, key=key).connect()
+        a1.client_id = v1.client_id
+        assert a1.request(1103, b"").code == 2114
+        a1.close()
+
+        proxy.cut()
+        time.sleep(2.1)  # past the 2 s a 604's requester row is taken from RAM
+        mark = len(n2.log())
+        p2 = bwmsg.MsgClient(H, n2.port)
+        p2.client_id = v1.client_id
+        assert p2.request(bwmsg.PULL, b"") == (bwmsg.ERROR, b"")
+        p2.close()
+        o2 = TlsVaultClient(H, t2, key=key).connect()
+        o2.client_id, o2.name = v1.client_id, v1.name
+        assert o2.request(bw.RECONNECT, bw.name_field(v1.name)).code == bw.ERROR
+        o2.close()
+        assert bwd.wait_for(lambda: n2.log()[mark:].count("reason=row_unread") == 2, 10), \
+            n2.log()[mark:]
+        assert "reason=plain_refused" not in n2.log()[mark:]
+
+        proxy.mend()
+        mark = len(n2.log())
+
+        def plain_refused():
+            p = bwmsg.MsgClient(H, n2.port)
+            p.client_id = v1.client_id
+            try:
+                return p.request(bwmsg.PULL, b"") == (bwmsg.ERROR, b"") and \
+                    "reason=plain_refused" in n2.log()[mark:]
+            finally:
+                p.close()
+        # the store's connection comes back on its own schedule
+        assert bwd.wait_for(plain_refused, 30), n2.log()[mark:]
+        o2 = TlsVaultClient(H, t2, key=key).connect()
+        o2.client_id, o2.name = v1.client_id, v1.name
+        bw.expect(o2.reconnect(), bw.RECONNECTED, "over TLS on n2, the row read again")
+        o2.close()
+    finally:
+        proxy.close()
