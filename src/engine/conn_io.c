@@ -92,17 +92,25 @@ engine_tls_budget(struct bw_listener *l)
 	return 0;
 }
 
+void
+engine_tls_begun(struct bw_engine *e)
+{
+	tls_window(e, bw_now_ms());
+	e->tls_begun++;
+}
+
 int
-engine_tls_addr_ok(struct bw_listener *l, struct bw_addr *a)
+engine_tls_addr_ok(struct bw_listener *l, struct bw_addr *a, int counted)
 {
 	struct bw_engine *e = l->eng;
 	uint64_t now = bw_now_ms();
 
-	/* a newcomer refused here counts for nobody else's budget */
+	/* a newcomer refused here counts for nobody else's budget (one the
+	 * balancer passed was counted at accept: its address comes later) */
 	if (a == NULL ||
 	    bw_addr_count_tls(a, e->cfg.tls_rate_per_addr, now) == 0) {
-		tls_window(e, now);
-		e->tls_begun++;
+		if (!counted)
+			engine_tls_begun(e);
 		return 1;
 	}
 	e->tls_addr_refused++;
@@ -121,10 +129,12 @@ engine_tls_addr_ok(struct bw_listener *l, struct bw_addr *a)
 int
 engine_tls_addr_budget(struct bw_conn *c)
 {
-	/* one the balancer passed (counted once its header named the
-	 * client); a balancer's health check is the balancer's */
+	/* one the balancer passed, judged once its header named the client
+	 * (in the global count since its accept); a balancer's health check
+	 * is the balancer's */
 	if (c->tls == NULL || !(c->flags & BW_CONN_PROXIED) ||
-	    (c->flags & BW_CONN_QUIET) || engine_tls_addr_ok(c->lis, c->addr))
+	    (c->flags & BW_CONN_QUIET) ||
+	    engine_tls_addr_ok(c->lis, c->addr, 1))
 		return 1;
 	engine_conn_kill(c, NULL);
 	return 0;

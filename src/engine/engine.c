@@ -178,11 +178,17 @@ on_accept(void *arg, unsigned events)
 			continue;
 		}
 		/* past its handshakes a second: closed before it costs a
-		 * connection's state (quietly: engine_tls_addr_ok tells) */
-		if (l->cfg.tls && !proxied && !engine_tls_addr_ok(l, addr)) {
+		 * connection's state (quietly: engine_tls_addr_ok tells). A
+		 * balancer's connection names its client only in its PROXY
+		 * header, judged then; the global count takes it now, so that
+		 * a burst through the balancer pauses the port as one from
+		 * the clients would */
+		if (l->cfg.tls && !proxied && !engine_tls_addr_ok(l, addr, 0)) {
 			close(fd);
 			continue;
 		}
+		if (l->cfg.tls && proxied)
+			engine_tls_begun(e);
 		engine_conn_open(l, fd, peer, proxied);
 	}
 }

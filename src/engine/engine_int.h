@@ -67,12 +67,15 @@ int engine_tls_open(struct bw_conn *c);
 void engine_tls_close(struct bw_conn *c);
 /* A TLS listener may accept one more connection now (the handshakes
  * begun this second, in all, under tls_rate): 1, or 0 with l paused until
- * the next second. A handshake begins, and counts, once its address's
- * budget let it (engine_tls_addr_budget). */
+ * the next second. A direct handshake counts once its address's budget let
+ * it; one through the balancer counts at its accept (engine_tls_begun),
+ * its address judged when its PROXY header names it. */
 int engine_tls_budget(struct bw_listener *l);
+void engine_tls_begun(struct bw_engine *e);
 /* Address a (NULL: untracked) may begin one more handshake this second
- * (tls_rate_per_addr): 1, counted in all; or 0, counted as refused. */
-int engine_tls_addr_ok(struct bw_listener *l, struct bw_addr *a);
+ * (tls_rate_per_addr): 1, and counted in all unless it was already
+ * (counted); or 0, counted as refused. */
+int engine_tls_addr_ok(struct bw_listener *l, struct bw_addr *a, int counted);
 /* The same for c, which a balancer passed (its PROXY header named the
  * client): 1, or 0 and c is closed. A direct connection was judged before
  * it was accepted into a connection (engine.c). */

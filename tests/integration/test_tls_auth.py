@@ -16,6 +16,7 @@ The plain port is the seed's and stays as it was."""
 
 import re
 import socket
+import time
 import urllib.request
 
 import pytest
@@ -538,3 +539,33 @@ def test_a_certificate_chain_over_32_kib_is_refused_and_others_are_served(start_
         c.register(unique_name("after"))
     finally:
         c.close()
+
+
+def test_a_burst_through_the_balancer_counts_against_the_handshakes_a_second(start_server):
+    """Connections from a --proxy-from address name their client only in
+    the PROXY header that follows; they used to join the global count only
+    then, so a burst of them was accepted whole before any header arrived,
+    past --tls-handshakes. Now each counts at its accept: past 5 in a
+    second the TLS port pauses, the rest wait in the backlog and are
+    accepted in later seconds, none refused."""
+    lb = "127.0.0.9"
+    srv = start(start_server, "--tls-handshakes", "5", "--tls-handshakes-per-addr", "0",
+                "--proxy-from", lb)
+    socks = []
+    try:
+        for _ in range(30):
+            s = socket.socket()
+            s.bind((lb, 0))
+            s.settimeout(10)
+            s.connect((H, srv.tls_port))
+            socks.append(s)
+        # nothing sent: each waits for its header. Within the first half
+        # second at most two seconds' budgets were accepted
+        time.sleep(0.5)
+        accepted = tls_metric(
+            srv, r'bulwark_connections_accepted_total\{[^}]*listener="tls"[^}]*\}')
+        assert accepted <= 10, accepted
+        assert tls_metric(srv, r"bulwark_tls_accept_paused_total\{[^}]*\}") >= 1
+    finally:
+        for s in socks:
+            s.close()

@@ -331,3 +331,53 @@ def test_a_listing_comes_in_pages_each_file_once_whatever_changes_between(start_
         assert ("%d files" % len(now)).encode() in r.stderr, describe(r)
     finally:
         c.close()
+
+
+def test_when_every_get_is_held_a_stalled_reader_gives_its_place(start_server):
+    """Eight addresses holding eight gets each (64, every slot) and reading
+    nothing kept every other owner from its files: a newcomer got 2107 for
+    as long as they stayed. Gets are now slots as uploads are: when all are
+    taken, a holder that has read nothing lately (or less than --min-rate)
+    past its first second gives its place, its connection closed."""
+    import socket
+    import tlsutil
+
+    srv = start(start_server)
+    c = owner(srv, 30)
+    big = os.urandom(24_000_000)  # more than the socket buffers hold
+    try:
+        upload(c, "big.bin", big)
+    finally:
+        c.close()
+    ctx = tlsutil.client_ctx(key=rsa_key(30))
+    held = []
+    try:
+        for a in range(8):
+            for _ in range(8):
+                raw = socket.create_connection((H, srv.tls_port), timeout=10,
+                                               source_address=("127.0.0.%d" % (60 + a), 0))
+                s = ctx.wrap_socket(raw, server_hostname="localhost")
+                s.sendall(bw.pack_request(c.client_id, GET,
+                                          bw.name_field("big.bin") + bytes(8)))
+                held.append(s)
+        for s in held:
+            head = bw.recv_exact(s, bw.RESP_HEADER_SIZE)
+            assert bw.RESP_HEADER.unpack(head)[1] == FILE
+
+        def newcomer_served():
+            o = TlsVaultClient(H, srv.tls_port, key=rsa_key(30))
+            raw = socket.create_connection((H, srv.tls_port), timeout=10,
+                                           source_address=("127.0.0.99", 0))
+            o.sock = ctx.wrap_socket(raw, server_hostname="localhost")
+            o.client_id = c.client_id
+            try:
+                got = ext_get(o, "big.bin", len(big) - 10)
+                return got[0] == FILE and got[4] == big[-10:]
+            finally:
+                o.close()
+        # a holder keeps its slot for its first second
+        assert bwd.wait_for(newcomer_served, 10), srv.log_tail()
+        assert "its slot went to a newcomer" in srv.log(), srv.log_tail()
+    finally:
+        for s in held:
+            s.close()

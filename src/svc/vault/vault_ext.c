@@ -269,8 +269,8 @@ struct vget {
 	struct bw_sha256_ctx *sha;
 	uint64_t size, offset, pos; /* pos: read from the start so far */
 	uint8_t *buf;
-	size_t n;	      /* bytes of buf to send */
-	struct bw_addr *addr; /* counted in held[get_addr_slot - 1] */
+	size_t n;	     /* bytes of buf to send */
+	struct bw_slot slot; /* in v->gets: the reply is its "body" */
 	int rc, reading, begun, verified, eof;
 };
 
@@ -289,9 +289,7 @@ get_free_done(void *arg)
 {
 	struct vget *g = arg;
 
-	g->v->gets_active--;
-	if (g->addr != NULL)
-		g->addr->held[g->v->get_addr_slot - 1]--;
+	bw_slots_release(&g->v->gets, &g->slot);
 	bw_sha256_free(g->sha);
 	free(g->buf);
 	free(g);
@@ -359,9 +357,19 @@ get_work(void *arg)
 
 static void get_done(void *arg);
 
+/* What the reader has still to take: the file's bytes not yet read from
+ * the store, and those queued on its connection. */
+static void
+get_progress(struct vget *g)
+{
+	bw_slot_progress(&g->slot, g->size - g->pos + bw_conn_queued(g->c));
+}
+
 static void
 get_next(struct vget *g)
 {
+	if (g->size > 0)
+		get_progress(g);
 	g->reading = 1;
 	bw_conn_hold(g->c);
 	if (bw_loop_submit(g->v->eng->loop, get_work, get_done, g) != 0) {
@@ -440,9 +448,35 @@ vault_get_drained(struct bw_conn *c, struct vault_conn *vc)
 {
 	struct vget *g = vc->get;
 
-	if (g != NULL && !g->reading && !g->eof &&
-	    bw_conn_queued(c) < GET_CHUNK)
+	if (g == NULL || g->reading || g->eof)
+		return;
+	get_progress(g);
+	if (bw_conn_queued(c) < GET_CHUNK)
 		get_next(g);
+}
+
+/* Every get slot was taken and this reader, slower than --min-rate lately,
+ * gives its place to a newcomer: its connection ends (the reply is cut, a
+ * client resumes from what it has). */
+static void
+get_evict(struct bw_slot *s)
+{
+	struct vget *g =
+		(struct vget *)((char *)s - offsetof(struct vget, slot));
+
+	bw_conn_close_later(g->c, "reading a file back too slowly while "
+				  "others waited: its slot went to a newcomer");
+	bw_slots_release(&g->v->gets, s);
+}
+
+int
+vault_ext_init(struct bw_vault *v)
+{
+	int rc = bw_slots_init(&v->gets, v->eng);
+
+	v->gets.max = GETS_MAX;
+	v->gets.per_addr = GETS_PER_ADDR;
+	return rc;
 }
 
 void
@@ -462,6 +496,7 @@ vault_on_get(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	char name[BW_NAME_CAP];
 	const struct vfile *f;
 	struct bw_client *cl;
+	const char *why = NULL;
 	struct vget *g;
 
 	if (bw_vault_name_payload_decode(p, BW_NAME_FIELD, name) != 0)
@@ -470,19 +505,6 @@ vault_on_get(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 		return 0;
 	if ((f = vfile_by_name(v, cl->id, name)) == NULL)
 		return vault_no_such_file(c, p);
-	if (v->gets_active >= GETS_MAX)
-		return bw_frame_error(c, "too many files being sent back");
-	if (v->get_addr_slot == 0) {
-		int slot = bw_addrtab_slot(&v->eng->addrs);
-
-		if (slot < 0)
-			return bw_frame_error(c, "no per-address count left");
-		v->get_addr_slot = slot + 1;
-	}
-	if (c->addr != NULL &&
-	    c->addr->held[v->get_addr_slot - 1] >= GETS_PER_ADDR)
-		return bw_frame_error(c, "too many files being sent back to "
-					 "this address");
 	if ((g = calloc(1, sizeof(*g))) == NULL ||
 	    (g->buf = malloc(GET_CHUNK)) == NULL ||
 	    bw_sha256_new(&g->sha) != 0) {
@@ -492,9 +514,16 @@ vault_on_get(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 		}
 		return bw_frame_error(c, bw_strerror(BW_ENOMEM));
 	}
-	v->gets_active++;
-	if ((g->addr = c->addr) != NULL)
-		g->addr->held[v->get_addr_slot - 1]++;
+	/* the reply's size is known once the object is opened: the slot
+	 * counts what is left from then (get_progress) */
+	v->gets.min_rate = v->cfg.min_rate;
+	if (bw_slots_take(&v->gets, &g->slot, c, UINT64_MAX, get_evict, &why) !=
+	    0) {
+		bw_sha256_free(g->sha);
+		free(g->buf);
+		free(g);
+		return bw_frame_error(c, why);
+	}
 	g->v = v;
 	g->c = c;
 	g->offset = bw_get_u64le(p + BW_NAME_FIELD);

@@ -86,11 +86,12 @@ struct bw_vault {
 	/* this process among the nodes of a shared store: the high half of
 	 * its connections' claim keys (owes.c), drawn at start */
 	uint32_t node_tag;
-	unsigned gets_active;  /* 1101s being sent back (vault_ext.c) */
+	/* 1101s being sent back (vault_ext.c): slots as the uploads', the
+	 * body being the reply; a reader slower than --min-rate gives its
+	 * place to a newcomer when every slot is taken */
+	struct bw_slots gets;
 	unsigned lists_active; /* 1100s listing */
 	uint64_t file_seq;     /* the last vfile.seq given */
-	int get_addr_slot;     /* their count in bw_addr.held[], + 1 (0: none
-				* taken yet) */
 };
 
 struct vowner; /* files.c: the list of one owner's files */
@@ -215,6 +216,8 @@ struct vault_conn {
 
 /* vault_ext.c: the extensions (1100-1103, 1105), TLS listeners only */
 struct vget;
+/* The gets' slots, at start. */
+int vault_ext_init(struct bw_vault *v) BW_WUR;
 int vault_on_list(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
 int vault_on_list_after(struct bw_conn *c, struct bw_frame_req *r,
 			const uint8_t *p);

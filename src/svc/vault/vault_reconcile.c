@@ -563,7 +563,8 @@ vault_open(const struct bw_host *h, const void *cfg, void **out)
 	v->reg = h->reg;
 	v->meta = h->meta;
 	v->blobs = h->blobs;
-	if ((rc = bw_slots_init(&v->slots, h->eng)) != 0) {
+	if ((rc = bw_slots_init(&v->slots, h->eng)) != 0 ||
+	    (rc = vault_ext_init(v)) != 0) {
 		free(v);
 		return rc;
 	}
