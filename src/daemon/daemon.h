@@ -84,6 +84,33 @@ struct bw_daemon_args {
 	const char *value[BW_DAEMON_ARGS_MAX];
 };
 
+/* What the command line asks bulwarkd to do (daemon_args.c). */
+enum bw_daemon_mode {
+	BW_MODE_SERVE,
+	BW_MODE_MIGRATE, /* bulwarkd migrate --from DIR */
+	BW_MODE_CHECK,	 /* --check-config, -t */
+	BW_MODE_FINGERPRINT,
+	BW_MODE_HELP,
+	BW_MODE_VERSION,
+};
+struct bw_daemon_cmdline {
+	enum bw_daemon_mode mode;
+	const char *from; /* migrate's */
+};
+/* argv into args (the options in order) and cl: 0, or an exit status told
+ * on stderr (2: bad usage). A password in a URL on the command line is
+ * overwritten with '*'s in argv (ps shows them) and kept in a copy. */
+int bw_daemon_parse_argv(int argc, char **argv, struct bw_daemon_args *args,
+			 struct bw_daemon_cmdline *cl) BW_WUR;
+/* The log as cfg says (level, node, file; a check's output is its
+ * findings: its level stays as it is): 0, or an exit status (said). */
+int bw_daemon_log_start(const struct bw_daemon_cfg *cfg,
+			enum bw_daemon_mode m) BW_WUR;
+/* Before serving: a log that stops being read stops nobody, journald's
+ * priorities; the data directory, which must exist; the start-up line. 0,
+ * or an exit status (said). */
+int bw_daemon_serve_start(const struct bw_daemon_cfg *cfg) BW_WUR;
+
 /* A service the daemon runs. */
 struct bw_daemon_svc {
 	const struct bw_module *mod;
@@ -212,6 +239,8 @@ int bw_daemon_reload_check(const struct bw_daemon_cfg *running,
 int bw_daemon_opt_is_key(const char *name);
 /* 1 if option name takes a value. */
 int bw_daemon_opt_has_value(const char *name);
+/* 1 if option name's value may hold a password (a URL's). */
+int bw_daemon_opt_url_secret(const char *name);
 /* Up to cap options: their long names and one-letter forms (0: none);
  * returns how many there are in all. */
 size_t bw_daemon_opts(const char **names, char *letters, size_t cap);

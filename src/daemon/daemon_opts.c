@@ -14,232 +14,242 @@
 #include "bulwark/net.h"
 #include "bulwark/util.h"
 #include "daemon/daemon.h"
-
-enum kind {
-	K_NUM,	  /* an unsigned integer field of size bytes, min..max */
-	K_SEC,	  /* seconds, kept in a field of milliseconds */
-	K_STR,	  /* a string field of size bytes (NUL included) */
-	K_ADDR,	  /* a numeric IPv4 or IPv6 address, in a string field */
-	K_OFF,	  /* a flag: sets an int field to 0 */
-	K_ON,	  /* a flag: sets an int field to 1 */
-	K_SECRET, /* the console secret (also marks it given) */
-	K_SECRET_FILE,
-	K_LEVEL,
-	K_CONFIG, /* the configuration file (only on the command line) */
-	K_LISTEN, /* HOST:PORT of a listener off by default (turns it on) */
-	K_NETS,	  /* ADDR[/BITS][,...] into a struct bw_proxy_nets */
-	K_NAME,	  /* a word: letters, digits, '.', '-', '_' (a string field) */
-};
-
-struct opt {
-	const char *name;
-	char letter;
-	enum kind kind;
-	int reload; /* SIGHUP applies a new value (R) or not (0) */
-	size_t off, size;
-	uint64_t min, max;
-	const char *arg;  /* the value's name in --help */
-	const char *help; /* may hold \n: continuation lines */
-};
+#include "daemon/daemon_opts_int.h"
 
 #define R 1 /* SIGHUP applies it */
 
 #define F(field)                                                               \
 	offsetof(struct bw_daemon_cfg, field),                                 \
 		sizeof(((struct bw_daemon_cfg *)0)->field)
+#define GIVEN(field) (offsetof(struct bw_daemon_cfg, field) + 1)
 
 static const struct opt opts[] = {
 	{"data-dir", 'd', K_STR, 0, F(data_dir), 0, 0, "DIR",
 	 "data directory (default: the current directory):\ndefensive.db, "
-	 "files/, messages/, port.info"},
+	 "files/, messages/, port.info",
+	 0, 0},
 	{"db", 0, K_STR, 0, F(db), 0, 0, "URL",
 	 "where clients, keys, files and messages are\nkept: sqlite:PATH "
 	 "(default: defensive.db in\nthe data directory) or postgresql://"
-	 "USER@HOST\n:PORT/DB (password: PGPASSWORD or ~/.pgpass)"},
+	 "USER@HOST\n:PORT/DB (password: PGPASSWORD or ~/.pgpass)",
+	 0, 1},
 	{"blobs", 0, K_STR, 0, F(blobs), 0, 0, "URL",
 	 "where contents are kept: file:DIR (default:\nthe data directory) "
-	 "or s3://BUCKET[/PREFIX]\n(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"},
+	 "or s3://BUCKET[/PREFIX]\n(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
+	 0, 0},
 	{"s3-endpoint", 0, K_STR, 0, F(s3_endpoint), 0, 0, "URL",
-	 "the S3 server (default: AWS)"},
+	 "the S3 server (default: AWS)", 0, 0},
 	{"s3-region", 0, K_STR, 0, F(s3_region), 0, 0, "REGION",
-	 "the S3 region (default: AWS_REGION, us-east-1)"},
+	 "the S3 region (default: AWS_REGION, us-east-1)", 0, 0},
 	{"s3-path-style", 0, K_ON, 0, F(s3_path_style), 0, 0, NULL,
-	 "the bucket in the path: HOST/BUCKET/KEY"},
+	 "the bucket in the path: HOST/BUCKET/KEY", 0, 0},
 	{"s3-credentials-file", 0, K_STR, 0, F(s3_credentials), 0, 0, "FILE",
-	 "AWS credentials file (profile AWS_PROFILE)"},
+	 "AWS credentials file (profile AWS_PROFILE)", 0, 0},
 	{"s3-timeout", 0, K_NUM, 0, F(s3_timeout_s), 1, 3600, "SECONDS",
 	 "a request to S3 that moves nothing this\nlong, tries included, is "
-	 "given up (default 30)"},
+	 "given up (default 30)",
+	 0, 0},
 	{"blob-grace", 0, K_NUM, 0, F(blob_grace_s), 1, 86400u * 30u, "SECONDS",
-	 "in S3, younger objects and uploads are not\nswept (default 3600)"},
+	 "in S3, younger objects and uploads are not\nswept (default 3600)", 0,
+	 0},
 	{"node-name", 0, K_NAME, 0, F(node_name), 0, 0, "NAME",
 	 "this node's name in logs, metrics and the\nconsole (default: the "
-	 "host name)"},
+	 "host name)",
+	 GIVEN(node_given), 0},
 	{"bus", 0, K_STR, 0, F(bus), 0, 0, "URL",
 	 "Redis between the nodes, for rooms across them:\nredis://[:PASSWORD@]"
 	 "HOST[:PORT][/DB] (password\nalso REDISCLI_AUTH, "
-	 "--bus-password-file)"},
+	 "--bus-password-file)",
+	 0, 1},
 	{"bus-password-file", 0, K_STR, 0, F(bus_password_file), 0, 0, "FILE",
-	 "read the bus's password from FILE (first line)"},
+	 "read the bus's password from FILE (first line)", 0, 0},
 	{"proxy-from", 0, K_NETS, 0, F(engine.proxy_from), 0, 0, "ADDRS",
 	 "load balancers (ADDR[/BITS],...) whose connections\nto the shared "
 	 "and rooms ports start with a PROXY\nheader (v1 or v2): its "
-	 "address is the client's"},
+	 "address is the client's",
+	 0, 0},
 	{"port", 'p', K_NUM, 0, F(port.port), 0, 65535, "N",
 	 "the vault's and messenger's port (default:\nport.info and "
-	 "myport.info, else 1357; 0 = any)"},
+	 "myport.info, else 1357; 0 = any)",
+	 GIVEN(port_given), 0},
 	{"listen", 'l', K_ADDR, 0, F(port.addr), 0, 0, "ADDR",
-	 "vault and messenger address (default 0.0.0.0)"},
+	 "vault and messenger address (default 0.0.0.0)", 0, 0},
 	{"max-conns", 0, K_NUM, 0, F(port.max_conns), 1, 1000000, "N",
-	 "simultaneous vault and messenger connections\n(default 16000)"},
+	 "simultaneous vault and messenger connections\n(default 16000)", 0, 0},
 	{"max-conns-per-addr", 0, K_NUM, 0, F(port.max_conns_per_addr), 1,
 	 1000000, "N",
 	 "of those, from one address (default 4000; a\nquarter of "
-	 "--max-conns, at least 1024)"},
+	 "--max-conns, at least 1024)",
+	 0, 0},
 	{"max-file-size", 0, K_NUM, R, F(vault.max_file_size), 16, 0xFFFFFEF0u,
 	 "N",
 	 "largest upload in bytes of ciphertext\n(default and maximum "
-	 "4294967024)"},
+	 "4294967024)",
+	 0, 0},
 	{"max-uploads", 0, K_NUM, R, F(vault.max_uploads), 1, 100000, "N",
-	 "uploads in progress at once (default 256)"},
+	 "uploads in progress at once (default 256)", 0, 0},
 	{"max-uploads-per-addr", 0, K_NUM, R, F(vault.max_uploads_per_addr), 1,
-	 100000, "N", "of those, from one address (default 128)"},
+	 100000, "N", "of those, from one address (default 128)", 0, 0},
 	{"min-rate", 0, K_NUM, R, F(vault.min_rate), 0, 1u << 30, "N",
 	 "each --timeout window of an upload must bring\nN bytes/s (default "
-	 "1024; 0 = off)"},
+	 "1024; 0 = off)",
+	 0, 0},
 	{"key-lifetime", 0, K_NUM, R, F(vault.key_lifetime_s), 0, 86400u * 365u,
 	 "SEC",
 	 "an AES key is refused this long after it was\nissued "
-	 "(default 3600; 0 = never)"},
+	 "(default 3600; 0 = never)",
+	 0, 0},
 	{"key-failures", 0, K_NUM, R, F(vault.key_failures), 1, 1000, "N",
-	 "decryption failures that revoke a key (default 3)"},
+	 "decryption failures that revoke a key (default 3)", 0, 0},
 	{"max-reg-per-min", 0, K_NUM, R, F(max_reg_per_min), 0, 1000000, "N",
 	 "registrations a minute from one address\n(default 1000; 0 = no "
-	 "limit)"},
+	 "limit)",
+	 0, 0},
 	{"max-clients", 0, K_NUM, R, F(max_clients), 1, UINT32_MAX, "N",
-	 "registered clients in all (default 1000000)"},
+	 "registered clients in all (default 1000000)", 0, 0},
 	{"max-message-size", 0, K_NUM, R, F(msg.max_content), 0,
 	 0xFFFFFFFFu - 25u, "N",
-	 "largest message content in bytes (default\n1073741824)"},
+	 "largest message content in bytes (default\n1073741824)", 0, 0},
 	{"max-queued", 0, K_NUM, R, F(msg.max_queued_n), 1, UINT32_MAX, "N",
-	 "messages waiting for one recipient (default 100000)"},
+	 "messages waiting for one recipient (default 100000)", 0, 0},
 	{"max-queued-bytes", 0, K_NUM, R, F(msg.max_queued_bytes), 1,
-	 UINT64_MAX / 2, "N", "their content bytes (default 4294967296)"},
+	 UINT64_MAX / 2, "N", "their content bytes (default 4294967296)", 0, 0},
 	{"pull-cap", 0, K_NUM, R, F(msg.pull_cap), 1024, 0xFFFFFFFFu, "N",
 	 "largest answer to a pull (2104) in bytes\n(default 67108864; one "
-	 "larger message goes alone)"},
+	 "larger message goes alone)",
+	 0, 0},
 	{"max-bodies", 0, K_NUM, R, F(msg.max_bodies), 1, 100000, "N",
-	 "messages arriving at once, from all clients\n(default 256)"},
+	 "messages arriving at once, from all clients\n(default 256)", 0, 0},
 	{"max-bodies-per-addr", 0, K_NUM, R, F(msg.max_bodies_per_addr), 1,
-	 100000, "N", "of those, from one address (default 128)"},
+	 100000, "N", "of those, from one address (default 128)", 0, 0},
 	{"pull-max-messages", 0, K_NUM, R, F(msg.pull_max_n), 1, 100000000, "N",
-	 "messages in one answer to a pull (default 10000)"},
+	 "messages in one answer to a pull (default 10000)", 0, 0},
 	{"max-pulls-per-client", 0, K_NUM, R, F(msg.max_pulls), 1, 100000, "N",
 	 "pulls of one client answered at once; one more\nis refused "
-	 "(default 4)"},
+	 "(default 4)",
+	 0, 0},
 	{"reply-memory", 0, K_NUM, R, F(msg.reply_memory), 65536,
 	 UINT64_MAX / 2, "N",
 	 "bytes all client lists and pulls being sent may\nhold at once "
-	 "(default 67108864)"},
+	 "(default 67108864)",
+	 0, 0},
 	{"timeout", 0, K_SEC, 0, F(timeout_ms), 1, 86400, "SEC",
 	 "close a vault or messenger connection silent\nthis long (default "
-	 "30)"},
+	 "30)",
+	 0, 0},
 	{"request-timeout", 0, K_SEC, 0, F(request_timeout_ms), 1, 86400, "SEC",
-	 "a request header must complete within this\n(default 10)"},
+	 "a request header must complete within this\n(default 10)", 0, 0},
 	{"shutdown-grace", 0, K_SEC, R, F(engine.shutdown_grace_ms), 0, 86400,
 	 "SEC",
 	 "on SIGTERM, let requests in progress finish\nfor this long "
-	 "(default 10)"},
+	 "(default 10)",
+	 0, 0},
 	{"workers", 0, K_NUM, 0, F(engine.workers), 1, 16, "N",
 	 "threads for the store's blocking calls (fsync,\nrename, S3 requests) "
-	 "and password hashing\n(default 2; 16 with an S3 store)"},
+	 "and password hashing\n(default 2; 16 with an S3 store)",
+	 0, 0},
 	{"console-port", 0, K_NUM, 0, F(console_listen.port), 0, 65535, "N",
-	 "operator console port (default 8820)"},
+	 "operator console port (default 8820)", 0, 0},
 	{"console-listen", 0, K_ADDR, 0, F(console_listen.addr), 0, 0, "ADDR",
-	 "console address (default 127.0.0.1)"},
+	 "console address (default 127.0.0.1)", 0, 0},
 	{"console-secret", 0, K_SECRET, R, F(console.secret), 0, 0, "S",
 	 "secret a console must send (required off\nloopback); visible to "
-	 "local users in ps: prefer\nthe next two"},
+	 "local users in ps: prefer\nthe next two",
+	 GIVEN(secret_given), 0},
 	{"console-secret-file", 0, K_SECRET_FILE, R, F(console.secret), 0, 0,
 	 "PATH",
 	 "read the secret from PATH (first line);\n"
 	 "BULWARK_CONSOLE_SECRET in the environment also\nsets it (the "
-	 "options win)"},
+	 "options win)",
+	 GIVEN(secret_given), 0},
 	{"no-console", 0, K_OFF, 0, F(console_enabled), 0, 0, NULL,
-	 "do not start the console"},
+	 "do not start the console", 0, 0},
 	{"tls-port", 0, K_NUM, 0, F(tls_port), 0, 65535, "N",
 	 "the vault and the messenger in TLS 1.3 on this\nport too (default: "
-	 "off; 0 = any)"},
+	 "off; 0 = any)",
+	 0, 0},
 	{"rooms-tls-port", 0, K_NUM, 0, F(rooms_tls_port), 0, 65535, "N",
-	 "the group chat in TLS 1.3 on this port too\n(default: off; 0 = any)"},
+	 "the group chat in TLS 1.3 on this port too\n(default: off; 0 = any)",
+	 0, 0},
 	{"tls-cert", 0, K_STR, R, F(tls_cert), 0, 0, "FILE",
 	 "the TLS certificate (PEM, chain allowed), given\nwith its key "
 	 "(--tls-key); default: a self-\nsigned one made with a P-256 key "
 	 "in the data\ndirectory (tls.crt, tls.key); SIGHUP reads\nboth "
-	 "again"},
+	 "again",
+	 0, 0},
 	{"tls-key", 0, K_STR, R, F(tls_key), 0, 0, "FILE",
-	 "the certificate's private key (PEM)"},
+	 "the certificate's private key (PEM)", 0, 0},
 	{"tls-handshakes", 0, K_NUM, 0, F(engine.tls_rate), 0, 1000000, "N",
 	 "TLS handshakes begun a second, in all; past\nit the TLS ports "
 	 "accept nothing until the next\nsecond (default 1000; 0 = no "
-	 "limit)"},
+	 "limit)",
+	 0, 0},
 	{"tls-handshakes-per-addr", 0, K_NUM, 0, F(engine.tls_rate_per_addr), 0,
 	 1000000, "N",
 	 "of those, from one address; past it its new\nTLS connections are "
-	 "closed (default 100; 0 =\nno limit)"},
+	 "closed (default 100; 0 =\nno limit)",
+	 0, 0},
 	{"require-tls", 0, K_ON, 0, F(require_tls), 0, 0, NULL,
 	 "no plain listeners: only the TLS ports (and\nthe console and "
-	 "metrics) are served"},
+	 "metrics) are served",
+	 0, 0},
 	{"rooms-port", 0, K_NUM, 0, F(rooms_listen.port), 0, 65535, "N",
-	 "group chat port (default 5555; 0 = any)"},
+	 "group chat port (default 5555; 0 = any)", 0, 0},
 	{"rooms-listen", 0, K_ADDR, 0, F(rooms_listen.addr), 0, 0, "ADDR",
-	 "group chat address (default 0.0.0.0)"},
+	 "group chat address (default 0.0.0.0)", 0, 0},
 	{"rooms-max-conns", 0, K_NUM, 0, F(rooms_listen.max_conns), 1, 1000000,
-	 "N", "simultaneous chat connections (default 10000)"},
+	 "N", "simultaneous chat connections (default 10000)", 0, 0},
 	{"rooms-max-conns-per-addr", 0, K_NUM, 0,
 	 F(rooms_listen.max_conns_per_addr), 1, 1000000, "N",
 	 "of those, from one address (default 2500; a\nquarter of "
-	 "--rooms-max-conns, at least 1024)"},
+	 "--rooms-max-conns, at least 1024)",
+	 0, 0},
 	{"rooms-max-rooms", 0, K_NUM, R, F(rooms.max_rooms), 1, 10000000, "N",
-	 "rooms at once (default 10000)"},
+	 "rooms at once (default 10000)", 0, 0},
 	{"rooms-max-members", 0, K_NUM, R, F(rooms.max_members), 1, 1000000,
-	 "N", "members of one room (default 1000)"},
+	 "N", "members of one room (default 1000)", 0, 0},
 	{"rooms-rate", 0, K_NUM, R, F(rooms.rate), 0, 1000000, "N",
 	 "lines a second from one member; past it its\nreads pause "
-	 "(default 20; 0 = no limit)"},
+	 "(default 20; 0 = no limit)",
+	 0, 0},
 	{"rooms-burst", 0, K_NUM, R, F(rooms.burst), 1, 1000000, "N",
-	 "lines a member may send at once (default 40)"},
+	 "lines a member may send at once (default 40)", 0, 0},
 	{"rooms-queue", 0, K_NUM, 0, F(rooms.limits.out_max), 4096, 1u << 30,
 	 "N",
 	 "bytes queued for one member; past it the member\nis cut off "
-	 "(default 262144)"},
+	 "(default 262144)",
+	 0, 0},
 	{"rooms-pause", 0, K_NUM, R, F(rooms.pause_ms), 10, 10000, "MS",
-	 "a partial line ends after this silence\n(default 150)"},
+	 "a partial line ends after this silence\n(default 150)", 0, 0},
 	{"rooms-max-attempts", 0, K_NUM, R, F(rooms.max_attempts), 1, 1000, "N",
-	 "wrong room ids and passwords before a close\n(default 5)"},
+	 "wrong room ids and passwords before a close\n(default 5)", 0, 0},
 	{"rooms-menu-timeout", 0, K_SEC, 0, F(rooms.limits.request_ms), 1, 3600,
 	 "SEC",
 	 "each step of the menu must be answered within\nthis (default 60); "
-	 "the whole menu within ten times it"},
+	 "the whole menu within ten times it",
+	 0, 0},
 	{"no-rooms", 0, K_OFF, 0, F(rooms_enabled), 0, 0, NULL,
-	 "do not start the group chat"},
+	 "do not start the group chat", 0, 0},
 	{"metrics-listen", 0, K_LISTEN, 0, F(metrics_listen), 0, 0, "HOST:PORT",
 	 "serve Prometheus metrics at http://HOST:PORT/metrics\n(off by "
-	 "default; a PORT alone means 127.0.0.1:PORT)"},
+	 "default; a PORT alone means 127.0.0.1:PORT)",
+	 GIVEN(metrics_enabled), 0},
 	{"log-level", 0, K_LEVEL, R, F(log_level), 0, 0, "LEVEL",
-	 "debug, info, warn or error (default info)"},
+	 "debug, info, warn or error (default info)", 0, 0},
 	{"log-file", 0, K_STR, 0, F(log_file), 0, 0, "PATH",
 	 "log to PATH instead of standard error; SIGHUP\nreopens it "
-	 "(after a rotation)"},
+	 "(after a rotation)",
+	 0, 0},
 	{"config", 'c', K_CONFIG, 0, F(config_path), 0, 0, "PATH",
 	 "read options from PATH first (key = value, one\na line, keys "
-	 "the long options; flags win)"},
+	 "the long options; flags win)",
+	 0, 0},
 };
 
 #define OPTS_N (sizeof(opts) / sizeof(opts[0]))
 
-static const struct opt *
-find(const char *name)
+const struct opt *
+daemon_opt_find(const char *name)
 {
 	size_t i;
 
@@ -248,200 +258,6 @@ find(const char *name)
 			return &opts[i];
 	}
 	return NULL;
-}
-
-static void
-put_num(void *field, size_t size, uint64_t v)
-{
-	uint8_t u8;
-	uint16_t u16;
-	uint32_t u32;
-
-	switch (size) {
-	case 1:
-		u8 = (uint8_t)v;
-		memcpy(field, &u8, 1);
-		break;
-	case 2:
-		u16 = (uint16_t)v;
-		memcpy(field, &u16, 2);
-		break;
-	case 4:
-		u32 = (uint32_t)v;
-		memcpy(field, &u32, 4);
-		break;
-	default:
-		memcpy(field, &v, 8);
-		break;
-	}
-}
-
-/* The first line of the file at path into the console secret. */
-static int
-secret_file(struct bw_daemon_cfg *cfg, const char *path, char *why,
-	    size_t why_cap)
-{
-	char *text = NULL;
-	size_t len = 0;
-	int rc;
-
-	if ((rc = bw_read_small_file(path, sizeof(cfg->console.secret), &text,
-				     &len)) != 0) {
-		snprintf(why, why_cap, "console-secret-file %s: %s", path,
-			 bw_strerror(rc));
-		return BW_ECONFIG;
-	}
-	text[strcspn(text, "\r\n")] = '\0';
-	rc = 0;
-	if (text[0] == '\0' || strlen(text) >= sizeof(cfg->console.secret)) {
-		snprintf(why, why_cap,
-			 "console-secret-file %s: no secret on its first line",
-			 path);
-		rc = BW_ECONFIG;
-	} else {
-		memcpy(cfg->console.secret, text, strlen(text) + 1);
-		cfg->secret_given = 1;
-	}
-	bw_wipe(text, len);
-	free(text);
-	return rc;
-}
-
-int
-bw_daemon_opt_set(struct bw_daemon_cfg *cfg, const char *name,
-		  const char *value, char *why, size_t why_cap)
-{
-	static const char *const levels[] = {"debug", "info", "warn", "error"};
-	const struct opt *o = find(name);
-	uint8_t *field;
-	uint64_t v;
-	size_t i;
-
-	if (o == NULL) {
-		snprintf(why, why_cap, "unknown option '%s'", name);
-		return BW_ECONFIG;
-	}
-	field = (uint8_t *)cfg + o->off;
-	if (o->kind == K_OFF || o->kind == K_ON) {
-		int on = o->kind == K_ON;
-
-		if (value != NULL && value[0] != '\0') {
-			snprintf(why, why_cap, "%s takes no value", name);
-			return BW_ECONFIG;
-		}
-		memcpy(field, &on, sizeof(on));
-		return 0;
-	}
-	if (value == NULL || value[0] == '\0') {
-		/* "data-dir =" must not mean the root directory */
-		snprintf(why, why_cap, "%s needs a value", name);
-		return BW_ECONFIG;
-	}
-	switch (o->kind) {
-	case K_NUM:
-	case K_SEC:
-		if (bw_parse_u64(value, o->min, o->max, &v) != 0) {
-			snprintf(why, why_cap,
-				 "%s needs a number from %llu to %llu, not "
-				 "'%s'",
-				 name, (unsigned long long)o->min,
-				 (unsigned long long)o->max, value);
-			return BW_ECONFIG;
-		}
-		put_num(field, o->size, o->kind == K_SEC ? v * 1000u : v);
-		if (strcmp(name, "port") == 0)
-			cfg->port_given = 1;
-		return 0;
-	case K_ADDR:
-		if (bw_net_is_loopback(value) < 0) {
-			snprintf(why, why_cap,
-				 "%s needs a numeric IPv4 or IPv6 address, "
-				 "not '%s'",
-				 name, value);
-			return BW_ECONFIG;
-		}
-		/* fall through */
-	case K_STR:
-	case K_SECRET:
-	case K_CONFIG:
-		if (strlen(value) >= o->size) {
-			snprintf(why, why_cap, "%s is too long", name);
-			return BW_ECONFIG;
-		}
-		memcpy(field, value, strlen(value) + 1);
-		if (o->kind == K_SECRET)
-			cfg->secret_given = 1;
-		return 0;
-	case K_SECRET_FILE:
-		return secret_file(cfg, value, why, why_cap);
-	case K_NETS: {
-		char reason[160];
-
-		if (bw_proxy_nets_parse(value, (struct bw_proxy_nets *)field,
-					reason, sizeof(reason)) != 0) {
-			snprintf(why, why_cap, "%s: %s", name, reason);
-			return BW_ECONFIG;
-		}
-		return 0;
-	}
-	case K_NAME:
-		for (i = 0; value[i] != '\0'; i++) {
-			char ch = value[i];
-
-			if (!((ch >= 'a' && ch <= 'z') ||
-			      (ch >= 'A' && ch <= 'Z') ||
-			      (ch >= '0' && ch <= '9') || ch == '.' ||
-			      ch == '-' || ch == '_')) {
-				snprintf(why, why_cap,
-					 "%s takes letters, digits, '.', '-' "
-					 "and '_', not '%s'",
-					 name, value);
-				return BW_ECONFIG;
-			}
-		}
-		if (i >= o->size) {
-			snprintf(why, why_cap, "%s is too long", name);
-			return BW_ECONFIG;
-		}
-		memcpy(field, value, i + 1);
-		cfg->node_given = 1;
-		return 0;
-	case K_LISTEN: {
-		struct bw_listen_cfg *l = (struct bw_listen_cfg *)field;
-		uint64_t bare;
-		uint16_t port;
-
-		if (bw_parse_u64(value, 0, 65535, &bare) == 0) {
-			/* a port alone: on loopback */
-			snprintf(l->addr, sizeof(l->addr), "127.0.0.1");
-			port = (uint16_t)bare;
-		} else if (bw_parse_listen_addr(value, l->addr, sizeof(l->addr),
-						&port) != 0 ||
-			   bw_net_is_loopback(l->addr) < 0) {
-			snprintf(why, why_cap,
-				 "%s needs PORT or ADDR:PORT (a numeric "
-				 "address), not '%s'",
-				 name, value);
-			return BW_ECONFIG;
-		}
-		l->port = port;
-		cfg->metrics_enabled = 1;
-		return 0;
-	}
-	case K_LEVEL:
-		for (i = 0; i < 4; i++) {
-			if (strcmp(value, levels[i]) == 0) {
-				cfg->log_level = (int)i;
-				return 0;
-			}
-		}
-		snprintf(why, why_cap,
-			 "%s needs debug, info, warn or error, not '%s'", name,
-			 value);
-		return BW_ECONFIG;
-	default:
-		return BW_ECONFIG;
-	}
 }
 
 int
@@ -521,15 +337,23 @@ bw_daemon_opts_diff(struct bw_daemon_cfg *old, struct bw_daemon_cfg *fresh,
 int
 bw_daemon_opt_is_key(const char *name)
 {
-	const struct opt *o = find(name);
+	const struct opt *o = daemon_opt_find(name);
 
 	return o != NULL && o->kind != K_CONFIG;
 }
 
 int
+bw_daemon_opt_url_secret(const char *name)
+{
+	const struct opt *o = daemon_opt_find(name);
+
+	return o != NULL && o->url_secret;
+}
+
+int
 bw_daemon_opt_has_value(const char *name)
 {
-	const struct opt *o = find(name);
+	const struct opt *o = daemon_opt_find(name);
 
 	return o != NULL && o->kind != K_OFF && o->kind != K_ON;
 }
