@@ -15,7 +15,7 @@
 #include "bulwark/notify.h"
 #include "bulwark/util.h"
 #include "daemon/daemon.h"
-#include "host/blob.h"
+#include "store/blob.h"
 
 #define CONSOLE_IDLE_MIN (5u * 60u * 1000u) /* an operator at a prompt */
 #define PER_ADDR_MIN	 1024u

@@ -15,8 +15,8 @@
 
 #include "bulwark/err.h"
 #include "daemon/daemon.h"
-#include "host/blob.h"
-#include "host/meta.h"
+#include "store/blob.h"
+#include "store/meta.h"
 
 static void
 listener(FILE *out, const char *what, const struct bw_listen_cfg *l)

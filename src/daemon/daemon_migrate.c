@@ -23,8 +23,8 @@
 #include "bulwark/fsutil.h"
 #include "bulwark/log.h"
 #include "daemon/daemon.h"
-#include "host/blob.h"
-#include "host/migrate.h"
+#include "store/blob.h"
+#include "store/migrate.h"
 
 /* A shared lock on dir's lock file, if it has one: -1 (no file), an fd,
  * or BW_EBUSY while a daemon holds it. */

@@ -13,11 +13,11 @@
 #include "bulwark/err.h"
 #include "engine/engine.h"
 #include "engine/frame.h"
-#include "host/blob.h"
-#include "host/bus/bus.h"
-#include "host/meta.h"
+#include "store/blob.h"
+#include "store/bus/bus.h"
+#include "store/meta.h"
 #include "host/registry.h"
-#include "host/stats.h"
+#include "store/stats.h"
 
 /* What the daemon shares with its services. Everything outlives them. */
 struct bw_host {

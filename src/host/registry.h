@@ -15,7 +15,7 @@
 #include "bulwark/addrtab.h"
 #include "bulwark/hash.h"
 #include "bulwark/loop.h"
-#include "host/meta.h"
+#include "store/meta.h"
 
 struct bw_client {
 	uint8_t id[BW_ID_LEN];

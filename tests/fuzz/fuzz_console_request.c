@@ -34,7 +34,7 @@
 #include <sys/stat.h>
 
 #include "bulwark/util.h"
-#include "host/meta.h"
+#include "store/meta.h"
 #include "host/module.h"
 #include "host/registry.h"
 #include "svc/console/console.h"

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "host/s3/s3_int.h"
+#include "store/s3/s3_int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

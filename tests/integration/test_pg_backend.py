@@ -401,7 +401,7 @@ def test_a_slow_statement_does_not_hold_other_clients(start_server, pg):
 class CommitCutter(tcpproxy.TcpProxy):
     """A TCP proxy to PostgreSQL: once armed, the first bytes from the
     daemon that carry a COMMIT after a message's insert (the prepared
-    statement bw5, PS_MSG_INSERT in src/host/pg/pg_int.h) are held for
+    statement bw5, PS_MSG_INSERT in src/store/pg/pg_int.h) are held for
     hold seconds, so that the inserts that come meanwhile wait for the
     next batch; the next such bytes are passed on, and 0.3 s later both
     connections are closed: the server commits that batch, the daemon

@@ -26,7 +26,7 @@
 
 #include "bulwark/err.h"
 #include "bulwark/util.h"
-#include "host/blob.h"
+#include "store/blob.h"
 
 /* Runs a shell command, which must succeed. */
 #define RUN(...)                                                               \

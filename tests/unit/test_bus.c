@@ -13,7 +13,7 @@
 
 #include "bulwark/err.h"
 #include "bulwark/loop.h"
-#include "host/bus/bus.h"
+#include "store/bus/bus.h"
 
 static int
 try_url(const char *url, char *why, size_t cap)

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "host/sqlite/lastseen.h"
+#include "store/sqlite/lastseen.h"
 
 static void
 format_writes_utc_seconds_text(void **state)

@@ -23,7 +23,7 @@
 
 #include "bulwark/err.h"
 #include "bulwark/loop.h"
-#include "host/meta.h"
+#include "store/meta.h"
 
 #define MAX_DONE 16
 

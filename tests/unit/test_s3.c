@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "host/s3/s3_int.h"
+#include "store/s3/s3_int.h"
 
 #define T(s) (s), strlen(s)
 

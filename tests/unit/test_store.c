@@ -16,7 +16,7 @@
 #include <cmocka.h>
 
 #include "bulwark/err.h"
-#include "host/sqlite/sqlite_int.h"
+#include "store/sqlite/sqlite_int.h"
 
 #define MAX_ROWS 8
 

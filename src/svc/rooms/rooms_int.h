@@ -13,7 +13,7 @@
 #include "bulwark/hash.h"
 #include "bulwark/loop.h"
 #include "engine/engine.h"
-#include "host/bus/bus.h"
+#include "store/bus/bus.h"
 #include "svc/rooms/rooms.h"
 
 #define NAME_CHARS    64  /* code points of a name */

@@ -16,8 +16,8 @@
 #include "engine/engine.h"
 #include "engine/frame.h"
 #include "engine/slots.h"
-#include "host/blob.h"
-#include "host/meta.h"
+#include "store/blob.h"
+#include "store/meta.h"
 #include "svc/vault/vault.h"
 
 #define TMP_NAME_CAP 64

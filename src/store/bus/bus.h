@@ -1,0 +1,72 @@
+/* The bus between the nodes of a cluster: Redis, through hiredis's
+ * asynchronous API on the loop (the only user of hiredis). Two connections:
+ * one for commands (scripts, counters), one for pub/sub. Lost, they are
+ * made again with a backoff, logged once each way; the channels subscribed
+ * are subscribed again. While the bus is down, commands fail at once and
+ * nothing is published: what only one node's members need goes on
+ * without it.
+ */
+#ifndef BULWARK_HOST_BUS_H
+#define BULWARK_HOST_BUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bulwark/err.h"
+#include "bulwark/loop.h"
+#include "store/stats.h"
+
+struct bw_bus;
+
+/* A reply, read through the accessors below (valid during the callback). */
+struct bw_bus_reply;
+enum bw_bus_type { BW_BUS_NIL, BW_BUS_INT, BW_BUS_STR, BW_BUS_ARR, BW_BUS_ERR };
+enum bw_bus_type bw_bus_type(const struct bw_bus_reply *r);
+long long bw_bus_int(const struct bw_bus_reply *r);
+/* A string's (or an error's) bytes; NULL for other types. */
+const char *bw_bus_str(const struct bw_bus_reply *r, size_t *len);
+size_t bw_bus_len(const struct bw_bus_reply *r); /* an array's elements */
+const struct bw_bus_reply *bw_bus_at(const struct bw_bus_reply *r, size_t i);
+
+/* A command's answer on the loop: rc 0 and the reply (which may be an
+ * error reply), or BW_EDB with r NULL (the connection went first). */
+typedef void (*bw_bus_reply_fn)(void *arg, int rc,
+				const struct bw_bus_reply *r);
+/* A message on a channel subscribed; the bus going up (1) or down (0). */
+typedef void (*bw_bus_msg_fn)(void *arg, const char *channel, size_t clen,
+			      const uint8_t *p, size_t n);
+typedef void (*bw_bus_state_fn)(void *arg, int up);
+
+struct bw_bus_cfg {
+	const char *url;      /* redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] */
+	const char *password; /* "" or NULL: the URL's, if any */
+};
+
+/* Parses the URL and starts connecting (not waiting). BW_ECONFIG with a
+ * reason in why for a bad URL. */
+int bw_bus_open(struct bw_bus **out, const struct bw_bus_cfg *cfg,
+		struct bw_loop *loop, char *why, size_t cap) BW_WUR;
+/* Closes both connections now: pending callbacks get BW_EDB (while their
+ * owners are still there: shut before the services end), later commands
+ * fail at once. */
+void bw_bus_shut(struct bw_bus *b);
+/* Shuts (if not yet) and frees. */
+void bw_bus_close(struct bw_bus *b);
+
+/* Where messages and state changes go (set before the bus is up). */
+void bw_bus_listen(struct bw_bus *b, bw_bus_msg_fn msg, bw_bus_state_fn state,
+		   void *arg);
+int bw_bus_up(const struct bw_bus *b);
+
+/* A command (argv with lengths): 0, or BW_EDB at once if the bus is down
+ * (fn is then not called), or BW_ENOMEM. fn may be NULL. */
+int bw_bus_cmd(struct bw_bus *b, bw_bus_reply_fn fn, void *arg, int argc,
+	       const char **argv, const size_t *lens) BW_WUR;
+/* Channels to receive, kept across reconnections. 0 or BW_ENOMEM. */
+int bw_bus_subscribe(struct bw_bus *b, const char *channel) BW_WUR;
+void bw_bus_unsubscribe(struct bw_bus *b, const char *channel);
+
+/* The bus's figures (bus_up, bus_reconnects_total, ...). */
+void bw_bus_stats(const struct bw_bus *b, bw_stat_emit emit, void *arg);
+
+#endif
