@@ -24,88 +24,44 @@
 #include "bulwark/util.h"
 #include "svc/vault/vault_int.h"
 
-struct remove_job {
-	struct bw_vault *v;
-	char key[BW_BLOB_KEY_CAP];
+/* A commit's steps (struct upload's step: the one under way). Each
+ * callback checks that it runs at the step it belongs to.
+ *  C_LOCK      waiting for the path's lock (vault_lock)
+ *  C_CLAIM     on a shared store, the verdict's claim (vault_owes_take)
+ *  C_ROW       no verified file there: the new row, unverified
+ *  C_FENCE     the lock still this node's, asked of the store
+ *  C_PUT       the object over the stored one, on a worker
+ *  C_PEND_PUT  a verified file there: the object aside, on a worker
+ *  C_PEND_ROW  that object named in the row as the pending replacement
+ *  C_DURABLE   the row on disk before the 2103 promises the file
+ *  C_UNDO      a step failed: the object and the row put back as they were
+ *  C_REPLY     the 2103 or the 2107; the path and the connection let go */
+enum commit_step {
+	C_NONE,
+	C_LOCK,
+	C_CLAIM,
+	C_ROW,
+	C_FENCE,
+	C_PUT,
+	C_PEND_PUT,
+	C_PEND_ROW,
+	C_DURABLE,
+	C_UNDO,
+	C_REPLY,
 };
 
-/* --- small object steps ---------------------------------------------------
- */
-
+/* u was at want, and goes on to next. A callback at another step would
+ * touch files out of order: said, and stopped before it does. */
 static void
-remove_work(void *arg)
+step(struct upload *u, enum commit_step want, enum commit_step next)
 {
-	struct remove_job *j = arg;
-	const struct bw_blobs *b = j->v->blobs;
-
-	(void)bw_blob_remove(b, j->key);
-}
-
-void
-vault_remove_later(struct bw_vault *v, const char *key)
-{
-	struct remove_job *j;
-
-	if (key[0] == '\0')
-		return;
-	if ((j = calloc(1, sizeof(*j))) != NULL) {
-		j->v = v;
-		snprintf(j->key, sizeof(j->key), "%s", key);
-		if (bw_loop_submit(v->eng->loop, remove_work, free, j) == 0)
-			return;
-		free(j);
+	if (u->step != want) {
+		bw_error("vault: a commit's callback for step %d ran at step "
+			 "%d: stopping",
+			 (int)want, (int)u->step);
+		abort();
 	}
-	(void)bw_blob_remove(v->blobs, key);
-}
-
-int
-vault_keep_backup(struct bw_vault *v, const char *key, char *backup)
-{
-	const struct bw_blobs *b = v->blobs;
-	int rc;
-
-	bw_blob_scratch_key(FILES_SPACE, ".old-", backup);
-	if ((rc = bw_blob_copy(b, key, backup)) == BW_ENOTFOUND) {
-		backup[0] = '\0';
-		return 0;
-	}
-	if (rc != 0)
-		backup[0] = '\0';
-	return rc;
-}
-
-void
-vault_restore_backup(struct bw_vault *v, const char *key, const char *backup)
-{
-	const struct bw_blobs *b = v->blobs;
-	char shown[BW_ESC_CAP];
-	int rc = backup[0] != '\0' ? bw_blob_move(b, backup, key)
-				   : bw_blob_remove(b, key);
-
-	if (rc != 0)
-		bw_error("vault: could not undo a replacement of '%s': %s",
-			 bw_escape_display(key, shown, sizeof(shown)),
-			 bw_strerror(rc));
-}
-
-void
-vault_durable(struct bw_vault *v, struct bw_meta_req *r, bw_meta_done_fn done,
-	      void *arg)
-{
-	bw_meta_req_init(r, BW_META_SYNC, BW_META_DURABLE, done, arg);
-	bw_meta_submit(v->meta, r);
-}
-
-/* Drops the hold a commit or an op had on c and lets c go on. Releasing
- * frees a dead c: whether it is dead is read first. */
-void
-vault_release_and_resume(struct bw_conn *c)
-{
-	int dead = bw_conn_dead(c);
-
-	bw_conn_release(c);
-	if (!dead)
-		bw_frame_kick(c);
+	u->step = (unsigned char)next;
 }
 
 /* --- committing an upload ----------------------------------------------- */
@@ -154,6 +110,7 @@ commit_reply(struct upload *u, int rc)
 	uint8_t out[BW_FILE_ACK_LEN];
 	struct vault_conn *vc;
 
+	step(u, C_REPLY, C_NONE);
 	upload_log(u, rc);
 	if (rc == 0) {
 		v->stored_n++;
@@ -198,6 +155,34 @@ commit_reply(struct upload *u, int rc)
 	vault_release_and_resume(c);
 }
 
+/* --- the hand-over from the upload ----------------------------------------
+ * On a worker: the upload's object, with the last chunk the body held back
+ * (struct upload's last_held) written to it first, taken from the upload:
+ * *w is the commit's to put or abort. On failure the object is gone. */
+static int
+commit_take_w(struct upload *u, struct bw_blob_w **w)
+{
+	const struct bw_blobs *b = u->v->blobs;
+	int rc;
+
+	*w = NULL;
+	if ((rc = vault_upload_w(u)) != 0)
+		return rc;
+	if (u->last_held) {
+		u->last_held = 0;
+		rc = bw_blob_write(b, u->w, u->plain_len - u->last_len,
+				   u->wbuf[u->last_idx], u->last_len);
+	}
+	if (rc != 0) {
+		bw_blob_abort(b, u->w);
+		u->w = NULL;
+		return rc;
+	}
+	*w = u->w;
+	u->w = NULL;
+	return 0;
+}
+
 static void row_restored(void *arg, int rc);
 
 /* The stored upload's row could not be made durable: its 2107 must find
@@ -223,6 +208,7 @@ undo_done(void *arg)
 {
 	struct upload *u = arg;
 
+	step(u, C_UNDO, C_UNDO);
 	if (vfile_set(u->v, u->client_id, u->rel_path,
 		      u->had_prev ? &u->prev : NULL, u->prev_size,
 		      u->prev_pending_size, row_restored, u) != 0)
@@ -235,9 +221,11 @@ commit_durable(struct bw_meta_req *r)
 	struct upload *u = r->arg;
 
 	if (r->rc == 0) {
+		step(u, C_DURABLE, C_REPLY);
 		commit_reply(u, 0);
 		return;
 	}
+	step(u, C_DURABLE, C_UNDO);
 	bw_error("vault: an upload's row could not be made durable: %s",
 		 bw_strerror(r->rc));
 	u->rc = r->rc;
@@ -254,9 +242,11 @@ static void
 commit_finish(struct upload *u, int rc)
 {
 	if (rc != 0) {
+		u->step = C_REPLY; /* from whichever step failed */
 		commit_reply(u, rc);
 		return;
 	}
+	u->step = C_DURABLE;
 	vault_durable(u->v, &u->sync, commit_durable, u);
 }
 
@@ -267,6 +257,7 @@ row_restored(void *arg, int rc)
 	struct upload *u = arg;
 	char shown[BW_ESC_CAP];
 
+	step(u, C_UNDO, C_UNDO);
 	if (rc != 0)
 		bw_error("vault: the row of %s could not be put back: %s",
 			 bw_escape_display(u->rel_path, shown, sizeof(shown)),
@@ -293,7 +284,7 @@ direct_work(void *arg)
 	const struct bw_blobs *b = u->v->blobs;
 	struct bw_blob_w *w;
 
-	if ((u->rc = vault_upload_take_w(u, &w)) != 0)
+	if ((u->rc = commit_take_w(u, &w)) != 0)
 		return;
 	if (backup_needed(u) &&
 	    (u->rc = vault_keep_backup(u->v, u->rel_path, u->backup)) != 0) {
@@ -311,6 +302,7 @@ direct_done(void *arg)
 {
 	struct upload *u = arg;
 
+	step(u, C_PUT, u->rc == 0 ? C_PUT : C_UNDO);
 	if (u->rc == 0 || vfile_set(u->v, u->client_id, u->rel_path,
 				    u->had_prev ? &u->prev : NULL, u->prev_size,
 				    u->prev_pending_size, row_restored, u) != 0)
@@ -328,6 +320,7 @@ fenced(struct bw_meta_req *r)
 	char shown[BW_ESC_CAP];
 	int rc = r->rc;
 
+	step(u, C_FENCE, C_PUT);
 	if (rc != 0) {
 		bw_error("vault: %s: %s; the upload is given up",
 			 bw_escape_display(u->rel_path, shown, sizeof(shown)),
@@ -350,6 +343,7 @@ row_written(void *arg, int rc)
 {
 	struct upload *u = arg;
 
+	step(u, C_ROW, C_FENCE);
 	if (rc != 0) {
 		commit_finish(u, rc);
 		return;
@@ -367,7 +361,7 @@ pend_work(void *arg)
 	const struct bw_blobs *b = u->v->blobs;
 	struct bw_blob_w *w;
 
-	if ((u->rc = vault_upload_take_w(u, &w)) == 0)
+	if ((u->rc = commit_take_w(u, &w)) == 0)
 		u->rc = bw_blob_put(b, w, u->pend_key, 0);
 }
 
@@ -378,6 +372,7 @@ pend_named(void *arg, int rc)
 {
 	struct upload *u = arg;
 
+	step(u, C_PEND_ROW, C_PEND_ROW);
 	if (rc != 0)
 		vault_remove_later(u->v, u->pend_key);
 	commit_finish(u, rc);
@@ -391,6 +386,7 @@ pend_done(void *arg)
 	struct bw_file_rec rec;
 	int rc = u->rc;
 
+	step(u, C_PEND_PUT, C_PEND_ROW);
 	if (rc == 0 && f == NULL)
 		rc = BW_ENOTFOUND;
 	if (rc == 0) {
@@ -460,6 +456,7 @@ commit_claimed(struct upload *u)
 	int rc;
 
 	if (f != NULL && f->verified) {
+		step(u, C_CLAIM, C_PEND_PUT);
 		u->pending = 1;
 		if (u->pend_hint[0] != '\0') {
 			memcpy(u->pend_key, u->pend_hint, sizeof(u->pend_key));
@@ -472,6 +469,7 @@ commit_claimed(struct upload *u)
 			commit_finish(u, rc);
 		return;
 	}
+	step(u, C_CLAIM, C_ROW);
 	if (f != NULL) {
 		u->had_prev = 1;
 		vfile_rec(f, &u->prev);
@@ -496,6 +494,7 @@ commit_locked(struct vwait *w)
 	struct bw_vault *v = u->v;
 	struct vfile *f;
 
+	step(u, C_LOCK, C_CLAIM);
 	u->locked = 1;
 	if (w->refused) { /* another node held the path for too long */
 		commit_finish(u, BW_EBUSY);
@@ -519,6 +518,7 @@ vault_commit(struct bw_conn *c, struct upload *u)
 	int rc;
 
 	bw_conn_hold(c);
+	u->step = C_LOCK;
 	u->wait.run = commit_locked;
 	u->wait.verdict = 0; /* never refused: its body was read */
 	rc = vault_lock(u->v, u->rel_path, &u->wait);

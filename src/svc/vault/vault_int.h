@@ -166,6 +166,7 @@ struct upload {
 	 * commit's own worker job (a small upload's only one), which saves
 	 * a hand-off to a worker and back */
 	int last_held;
+	unsigned char step; /* vault_commit.c's enum commit_step */
 	unsigned last_idx;
 	size_t last_len;
 	uint64_t start_ms, body_ms;
@@ -274,11 +275,9 @@ int vault_upload_start(struct bw_conn *c, struct bw_vault *v,
 		       const uint8_t *prefix, uint32_t content_size,
 		       const char *file_name, const char **why);
 int vault_body_step(struct bw_conn *c);
-/* On the commit's worker: the upload's object, made if no write made it,
- * with the last chunk written into it if that was left for the commit
- * (struct upload's last_held). *w is the caller's to put or abort; on
- * failure there is none. */
-int vault_upload_take_w(struct upload *u, struct bw_blob_w **w);
+/* On a worker: the upload's object, made if no write made it yet (the
+ * commit writes the last chunk into it and takes it: vault_commit.c). */
+int vault_upload_w(struct upload *u);
 void vault_upload_abort(struct bw_conn *c, const char *why);
 void vault_upload_free(struct upload *u);
 /* The upload is no longer in progress: uncounts it. */

@@ -202,8 +202,8 @@ fail:
 /* On a worker: the upload's object, made the first time. Only one job
  * at a time may make it: vault_body_step submits no second write before
  * the first has ended. */
-static int
-upload_w(struct upload *u)
+int
+vault_upload_w(struct upload *u)
 {
 	const struct bw_blobs *b = u->v->blobs;
 
@@ -214,30 +214,6 @@ upload_w(struct upload *u)
 		u->pend_hint[0] != '\0' ? u->pend_hint : u->rel_path, &u->w);
 }
 
-int
-vault_upload_take_w(struct upload *u, struct bw_blob_w **out)
-{
-	const struct bw_blobs *b = u->v->blobs;
-	int rc;
-
-	*out = NULL;
-	if ((rc = upload_w(u)) != 0)
-		return rc;
-	if (u->last_held) {
-		u->last_held = 0;
-		rc = bw_blob_write(b, u->w, u->plain_len - u->last_len,
-				   u->wbuf[u->last_idx], u->last_len);
-	}
-	if (rc != 0) {
-		bw_blob_abort(b, u->w);
-		u->w = NULL;
-		return rc;
-	}
-	*out = u->w;
-	u->w = NULL;
-	return 0;
-}
-
 static void
 write_work(void *arg)
 {
@@ -245,7 +221,7 @@ write_work(void *arg)
 	struct upload *u = j->u;
 	const struct bw_blobs *b = u->v->blobs;
 
-	if ((j->rc = upload_w(u)) == 0)
+	if ((j->rc = vault_upload_w(u)) == 0)
 		j->rc = bw_blob_write(b, u->w, j->off, u->wbuf[j->idx], j->len);
 }
 
@@ -381,7 +357,7 @@ vault_body_step(struct bw_conn *c)
 					BW_AES_BLOCK - unpad);
 		}
 		if (k == u->left) {
-			u->last_held = 1; /* vault_upload_take_w */
+			u->last_held = 1; /* vault_commit.c's commit_take_w */
 			u->last_idx = u->wnext;
 			u->last_len = plain;
 		} else if ((rc = submit_write(u, u->wnext, plain)) != 0) {
