@@ -92,7 +92,7 @@ refuse(struct bw_daemon *d, struct bw_conn *c, const struct bw_frame_req *r,
 
 static const char *
 admit(void *arg, struct bw_conn *c, const struct bw_frame_req *r,
-      const uint8_t *head)
+      const uint8_t *head, int *for_now)
 {
 	struct bw_daemon *d = arg;
 	uint16_t code = r->hdr.code;
@@ -110,7 +110,8 @@ admit(void *arg, struct bw_conn *c, const struct bw_frame_req *r,
 		    code == BW_MSG_REQ_REGISTER ||
 		    (cl = bw_registry_by_id(&d->reg, r->hdr.client_id)) == NULL)
 			return NULL;
-		if (cl->unread)
+		/* the store may give the row to a later request */
+		if ((*for_now = cl->unread) != 0)
 			return refuse(d, c, r, BW_AUTH_UNREAD);
 		if (cl->tls_only)
 			return refuse(d, c, r, BW_AUTH_PLAIN);
@@ -136,7 +137,7 @@ admit(void *arg, struct bw_conn *c, const struct bw_frame_req *r,
 		return NULL; /* the service answers an unknown id */
 	if (key == NULL)
 		return refuse(d, c, r, BW_AUTH_NO_CERT);
-	if (cl->unread)
+	if ((*for_now = cl->unread) != 0)
 		return refuse(d, c, r, BW_AUTH_UNREAD);
 	if (code == BW_VAULT_REQ_PUBKEY &&
 	    !same_key(key, len, head + BW_NAME_FIELD))

@@ -242,14 +242,17 @@ prepare(struct bw_conn *c, const uint8_t *p)
 	return 1;
 }
 
-/* The admit hook's reason to refuse the request whose head is p, or NULL. */
+/* The admit hook's reason to refuse the request whose head is p, or NULL;
+ * *for_now: the refusal is this request's alone. */
 static const char *
-admit(struct bw_conn *c, const uint8_t *p)
+admit(struct bw_conn *c, const uint8_t *p, int *for_now)
 {
 	const struct bw_frame *f = bw_conn_inst(c);
 
-	return f->admit != NULL ? f->admit(f->admit_arg, c, &FC(c)->req, p)
-				: NULL;
+	*for_now = 0;
+	return f->admit != NULL
+		       ? f->admit(f->admit_arg, c, &FC(c)->req, p, for_now)
+		       : NULL;
 }
 
 /* Returns 1 to wait for more input (padding not decided yet, or the
@@ -265,7 +268,7 @@ on_head(struct bw_conn *c)
 	 * may end the request (and clear r) */
 	size_t take = r->route->on_body != NULL ? n : whole;
 	const char *why;
-	int rc, pad;
+	int rc, pad, for_now;
 
 	/* Course-sample clients pad the request with zeros: decide before
 	 * replying, so the reply is padded too. A streamed payload decides
@@ -300,9 +303,17 @@ on_head(struct bw_conn *c)
 		bw_buf_consume(&c->in, take);
 		return bw_frame_fail(c, "shutting down");
 	}
-	if ((why = admit(c, p)) != NULL) {
+	if ((why = admit(c, p, &for_now)) != NULL) {
 		bw_buf_consume(&c->in, take);
-		return bw_frame_fail(c, why);
+		/* a body still on its way cannot be told from the next
+		 * request's header: the connection goes */
+		if (!for_now || r->route->on_body != NULL)
+			return bw_frame_fail(c, why);
+		fc->st = F_REQ;
+		rc = bw_frame_error(c, why);
+		if (!bw_conn_dead(c) && fc->st == F_REQ)
+			bw_frame_done(c);
+		return rc;
 	}
 	fc->st = F_REQ;
 	fc->min_rate = 0;

@@ -118,11 +118,14 @@ void bw_frame_prepared(struct bw_conn *c);
 /* After the prepare hook, before the handler: NULL serves the request;
  * a reason refuses it (the protocol's error reply, the reason logged,
  * the connection finished: whoever is refused for who it is would be
- * refused again). The daemon's use: on a TLS listener, a request naming
- * a registered client is served only to the holder of its key. */
+ * refused again), or, with *for_now set, only this request (the
+ * connection stays, unless a body follows the head). The daemon's use:
+ * on a TLS listener, a request naming a registered client is served only
+ * to the holder of its key; a client whose row the shared store could
+ * not give is refused for now. */
 typedef const char *(*bw_frame_admit_fn)(void *arg, struct bw_conn *c,
 					 const struct bw_frame_req *r,
-					 const uint8_t *head);
+					 const uint8_t *head, int *for_now);
 void bw_frame_set_admit(struct bw_frame *f, bw_frame_admit_fn fn, void *arg);
 
 int bw_frame_new(struct bw_frame **out) BW_WUR;

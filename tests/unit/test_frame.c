@@ -242,12 +242,12 @@ static unsigned admit_calls;
 
 static const char *
 refuse_second(void *arg, struct bw_conn *c, const struct bw_frame_req *r,
-	      const uint8_t *head)
+	      const uint8_t *head, int *for_now)
 {
-	(void)arg;
 	(void)c;
 	assert_int_equal(r->hdr.code, C_ECHO);
 	assert_memory_equal(head, "0123456789", 10);
+	*for_now = arg != NULL; /* a refusal of this request alone */
 	return ++admit_calls == 2 ? "not this one" : NULL;
 }
 
@@ -276,6 +276,38 @@ a_request_the_admit_hook_refuses_gets_the_error_and_a_close(void **state)
 	}
 	assert_true(et_closed(fd, 500));
 	assert_int_equal(seen.echo_calls, 1);
+	bw_frame_set_admit(fx->f, NULL, NULL);
+	close(fd);
+}
+
+/* A refusal for now (the daemon's: a row the store could not give)
+ * answers the request alone: the next one on the connection is served. */
+static void
+a_request_refused_for_now_keeps_its_connection(void **state)
+{
+	struct fixture *fx = *state;
+	int fd = et_connect(fx->l), i;
+	struct bw_resp_hdr h;
+	char back[10];
+
+	admit_calls = 0;
+	seen.echo_calls = 0;
+	bw_frame_set_admit(fx->f, refuse_second, fx);
+	for (i = 0; i < 3; i++) {
+		send_hdr(fd, C_ECHO, 10);
+		assert_int_equal(send(fd, "0123456789", 10, 0), 10);
+		pump(&fx->e, 30);
+		h = read_hdr(fd);
+		if (i != 1) {
+			assert_int_equal(h.code, 20);
+			assert_int_equal(et_read(fd, back, 10), 10);
+		} else {
+			assert_int_equal(h.code, ERR_A);
+			assert_int_equal(h.payload_size, 0);
+		}
+	}
+	assert_false(et_closed(fd, 100));
+	assert_int_equal(seen.echo_calls, 2);
 	bw_frame_set_admit(fx->f, NULL, NULL);
 	close(fd);
 }
@@ -582,6 +614,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 			fixed_request_is_answered_and_the_connection_kept,
 			setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			a_request_refused_for_now_keeps_its_connection, setup,
+			teardown),
 		cmocka_unit_test_setup_teardown(
 			a_request_the_admit_hook_refuses_gets_the_error_and_a_close,
 			setup, teardown),
