@@ -335,7 +335,7 @@ resume(struct bw_ctls *c, const char *host, uint16_t port,
 	}
 	if (bw_tls_session_load(c->name, c->who, &der, &len) == 0 &&
 	    bw_tls_resume(c->t, der, len) != 0)
-		(void)bw_tls_session_forget(c->name); /* unusable */
+		(void)bw_tls_session_forget(c->name, c->who); /* unusable */
 	bw_secure_free(der, len);
 }
 
@@ -382,7 +382,9 @@ bw_ctls_open(struct bw_ctls **out, int fd, const char *prog, const char *host,
 		bw_ctls_free(c);
 		return BW_EXIT_FATAL;
 	}
-	if (pin)
+	/* a session keeps the verdict of the trust it was made under: one
+	 * made with another --ca-file (or none) is not offered */
+	if (pin && bw_cli_ca_file == NULL)
 		resume(c, host, port, key);
 	if ((rc = handshake(c)) != 0) {
 		if (rc == BW_EPROTO)
@@ -570,7 +572,7 @@ bw_trust_server_main(int argc, char **argv)
 		return BW_EXIT_USAGE;
 	}
 	/* a session kept from the old key's server would show its key */
-	(void)bw_tls_session_forget(name);
+	(void)bw_tls_session_forget(name, NULL);
 	if (old[0] != '\0' && strcmp(old, fp) != 0)
 		printf("%s%s: pinned %s (was %s) in %s\n", BW_TLS_SCHEME, name,
 		       fp, old, path);

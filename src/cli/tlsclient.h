@@ -47,7 +47,8 @@ int bw_tls_session_load(const char *name, const char *who, uint8_t **der,
 			size_t *len);
 int bw_tls_session_save(const char *name, const char *who, const uint8_t *der,
 			size_t len, int64_t ends);
-int bw_tls_session_forget(const char *name);
+/* who NULL: every identity's. */
+int bw_tls_session_forget(const char *name, const char *who);
 
 /* TLS on connected fd to host:port: the handshake within timeout_ms a
  * step (key, if not NULL: the identity proven to a server that asks),

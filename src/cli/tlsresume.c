@@ -156,7 +156,7 @@ bw_tls_session_load(const char *name, const char *who, uint8_t **der,
 			rc = BW_ENOMEM;
 		} else if (bw_hex_decode(l.hex, l.hex_len, *der,
 					 l.hex_len / 2) != 0) {
-			free(*der);
+			bw_secure_free(*der, l.hex_len / 2);
 			*der = NULL;
 		} else {
 			*len = l.hex_len / 2;
@@ -209,10 +209,14 @@ rewrite(const char *name, const char *who, const char *head)
 	if ((rc = bw_tls_sessions_path(path, sizeof(path))) != 0)
 		return rc == BW_ENOTFOUND ? 0 : rc;
 	rc = bw_read_small_file(path, FILE_MAX, &text, &tlen);
-	if (rc == -ENOENT && head == NULL)
-		return 0;
-	if (rc != 0 && rc != -ENOENT)
-		return rc;
+	if (rc != 0 && head == NULL)
+		return rc == -ENOENT ? 0 : rc;
+	if (rc != 0 && rc != BW_ETOOBIG && rc != -EAGAIN && rc != -ENOENT)
+		return rc; /* not a file to replace (a directory, unreadable) */
+	if (rc != 0) {
+		text = NULL; /* missing, over its cap or changing: begun anew */
+		tlen = 0;
+	}
 	cap = tlen + (head != NULL ? strlen(head) : 0) + 1;
 	if ((out = malloc(cap)) == NULL) {
 		bw_secure_free(text, tlen);
@@ -261,7 +265,7 @@ bw_tls_session_save(const char *name, const char *who, const uint8_t *der,
 }
 
 int
-bw_tls_session_forget(const char *name)
+bw_tls_session_forget(const char *name, const char *who)
 {
-	return rewrite(name, NULL, NULL);
+	return rewrite(name, who, NULL);
 }

@@ -74,6 +74,11 @@ main(int argc, char **argv)
 	case BW_MODE_FINGERPRINT:
 		return bw_daemon_fingerprint(&cfg, stdout, stderr);
 	case BW_MODE_MIGRATE:
+		if (cl.from == NULL) {
+			fprintf(stderr, "bulwarkd migrate: --from DATA_DIR is "
+					"needed\n");
+			return 2;
+		}
 		return bw_daemon_migrate(&cfg, cl.from);
 	case BW_MODE_CHECK:
 		return bw_daemon_check(&cfg, stdout);

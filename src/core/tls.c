@@ -83,6 +83,10 @@ bw_tls_server_ctx(struct bw_tls_ctx **out, const char *cert_file,
 	/* level 0 lets a peer show an RSA-1024 key (the seeds' identities);
 	 * our own key is held to level 2's 112 bits below */
 	SSL_CTX_set_security_level(x->ctx, 0);
+	/* a client shows one self-signed certificate (under 1 KiB for the
+	 * seeds' keys), kept with its session in memory: a chain past 8 KiB
+	 * is nobody's identity */
+	SSL_CTX_set_max_cert_list(x->ctx, 8u * 1024u);
 	/* idle connections (thousands of chat members) keep no record
 	 * buffers; a client, with one connection, keeps its own */
 	SSL_CTX_set_mode(x->ctx, SSL_MODE_RELEASE_BUFFERS);

@@ -14,7 +14,10 @@
 #include "bulwark/tls.h"
 #include "tls_int.h"
 
-#define TLS_SESSIONS_KEPT 8192L /* a few KiB each, the oldest dropped */
+#define TLS_SESSIONS_KEPT                                                      \
+	4096L /* at most 8 KiB of certificate each (a                          \
+	       * client's chain is capped), the oldest                         \
+	       * dropped */
 
 /* Once the server knows the handshake resumes a session: no new ticket
  * (the client keeps the one it has; a new one would copy the session). */
@@ -115,6 +118,7 @@ bw_tls_ticket(const struct bw_tls *t, uint8_t **der, size_t *len, int64_t *ends)
 	p = *der;
 	if (i2d_SSL_SESSION(t->ticket, &p) != n) {
 		ERR_clear_error();
+		OPENSSL_cleanse(*der, (size_t)n);
 		free(*der);
 		*der = NULL;
 		return BW_ECRYPTO;

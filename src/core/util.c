@@ -271,6 +271,8 @@ bw_read_small_file(const char *path, size_t max, char **out, size_t *len)
 	buf = NULL;
 	rc = 0;
 out:
+	if (buf != NULL)
+		bw_wipe(buf, got); /* a secret's file, read in part */
 	free(buf);
 	close(fd);
 	return rc;

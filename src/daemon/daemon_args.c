@@ -115,12 +115,12 @@ bw_daemon_parse_argv(int argc, char **argv, struct bw_daemon_args *args,
 {
 	static struct option lo[OPTS_MAX + EXTRA];
 	char shorts[2 * OPTS_MAX + 4];
-	int ch, rc;
+	int ch, rc, migrate = 0, check = 0, fingerprint = 0;
 
 	memset(cl, 0, sizeof(*cl));
 	build_options(lo, shorts);
 	if (argc > 1 && strcmp(argv[1], "migrate") == 0) {
-		cl->mode = BW_MODE_MIGRATE; /* bulwarkd migrate --from DIR */
+		migrate = 1; /* bulwarkd migrate --from DIR */
 		argv[1] = argv[0];
 		argv++;
 		argc--;
@@ -131,21 +131,17 @@ bw_daemon_parse_argv(int argc, char **argv, struct bw_daemon_args *args,
 			cl->from = optarg;
 			break;
 		case 't':
-		case OPT_FINGERPRINT:
-		case 'h':
-		case 'V':
-			if (cl->mode == BW_MODE_MIGRATE && ch == 't') {
-				fprintf(stderr, "bulwarkd: --check-config does "
-						"not go with migrate\n");
-				return 2;
-			}
-			cl->mode = ch == 't'		   ? BW_MODE_CHECK
-				   : ch == OPT_FINGERPRINT ? BW_MODE_FINGERPRINT
-				   : ch == 'h'		   ? BW_MODE_HELP
-							   : BW_MODE_VERSION;
-			if (ch == 'h' || ch == 'V')
-				return 0;
+			check = 1;
 			break;
+		case OPT_FINGERPRINT:
+			fingerprint = 1;
+			break;
+		case 'h':
+			cl->mode = BW_MODE_HELP;
+			return 0;
+		case 'V':
+			cl->mode = BW_MODE_VERSION;
+			return 0;
 		case '?':
 		case ':':
 			/* getopt said which option, in one line */
@@ -157,14 +153,11 @@ bw_daemon_parse_argv(int argc, char **argv, struct bw_daemon_args *args,
 				return rc;
 		}
 	}
-	if (cl->from != NULL && cl->mode != BW_MODE_MIGRATE) {
-		fprintf(stderr,
-			"bulwarkd: --from goes with 'bulwarkd migrate'\n");
-		return 2;
-	}
-	if (cl->mode == BW_MODE_MIGRATE && cl->from == NULL) {
-		fprintf(stderr,
-			"bulwarkd migrate: --from DATA_DIR is needed\n");
+	if ((cl->from != NULL && !migrate) || (check && migrate)) {
+		fprintf(stderr, "bulwarkd: %s\n",
+			cl->from != NULL && !migrate
+				? "--from goes with 'bulwarkd migrate'"
+				: "--check-config does not go with migrate");
 		return 2;
 	}
 	if (optind != argc) {
@@ -172,6 +165,11 @@ bw_daemon_parse_argv(int argc, char **argv, struct bw_daemon_args *args,
 			argv[optind]);
 		return 2;
 	}
+	/* the fingerprint wins, then a migration, then a check */
+	cl->mode = fingerprint ? BW_MODE_FINGERPRINT
+		   : migrate   ? BW_MODE_MIGRATE
+		   : check     ? BW_MODE_CHECK
+			       : BW_MODE_SERVE;
 	return 0;
 }
 

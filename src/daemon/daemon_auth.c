@@ -165,8 +165,11 @@ bw_daemon_auth_errors(const struct bw_daemon *d, bw_stat_emit emit,
 {
 	int k;
 
-	if (d->tls == NULL)
-		return;
+	/* a plain listener refuses too on a shared store: for an owner's
+	 * choice of TLS only, or a row it could not read */
 	for (k = 0; k < BW_AUTH_KINDS; k++)
-		emit(emit_arg, kind_key[k], kind_why[k], d->auth_refused[k]);
+		if (d->tls != NULL || (d->reg.shared && (k == BW_AUTH_PLAIN ||
+							 k == BW_AUTH_UNREAD)))
+			emit(emit_arg, kind_key[k], kind_why[k],
+			     d->auth_refused[k]);
 }

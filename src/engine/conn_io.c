@@ -126,16 +126,32 @@ engine_tls_addr_ok(struct bw_listener *l, struct bw_addr *a, int counted)
 	return 0;
 }
 
+/* One counted at accept that begins no handshake after all (a balancer's
+ * check, or one its address may not begin): its count given back, so
+ * that one address behind the balancer cannot pause the port for all. */
+static void
+tls_uncount(struct bw_engine *e)
+{
+	tls_window(e, bw_now_ms());
+	if (e->tls_begun > 0)
+		e->tls_begun--;
+}
+
 int
 engine_tls_addr_budget(struct bw_conn *c)
 {
 	/* one the balancer passed, judged once its header named the client
 	 * (in the global count since its accept); a balancer's health check
 	 * is the balancer's */
-	if (c->tls == NULL || !(c->flags & BW_CONN_PROXIED) ||
-	    (c->flags & BW_CONN_QUIET) ||
-	    engine_tls_addr_ok(c->lis, c->addr, 1))
+	if (c->tls == NULL || !(c->flags & BW_CONN_PROXIED))
 		return 1;
+	if (c->flags & BW_CONN_QUIET) {
+		tls_uncount(c->eng);
+		return 1;
+	}
+	if (engine_tls_addr_ok(c->lis, c->addr, 1))
+		return 1;
+	tls_uncount(c->eng);
 	engine_conn_kill(c, NULL);
 	return 0;
 }

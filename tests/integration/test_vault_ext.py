@@ -280,7 +280,8 @@ def test_a_listing_comes_in_pages_each_file_once_whatever_changes_between(start_
         bw.expect(w.reconnect(), bw.RECONNECTED, "reconnect")
         try:
             for i in range(lo, hi):
-                upload(w, "f%05d" % i, b"%d" % i)
+                # the oldest waits for its verdict, given between pages
+                upload(w, "f%05d" % i, b"%d" % i, verdict=i != 0)
         finally:
             w.close()
 
@@ -291,6 +292,12 @@ def test_a_listing_comes_in_pages_each_file_once_whatever_changes_between(start_
         t.start()
     for t in threads:
         t.join(120)
+    # the uploads may outlast the idle timeout (PostgreSQL + S3): list
+    # on a connection of its own
+    cid, cname = c.client_id, c.name
+    c.connect()
+    c.client_id, c.name = cid, cname
+    bw.expect(c.reconnect(), bw.RECONNECTED, "reconnect")
     try:
         names = {"f%05d" % i for i in range(n)}
         assert set(ext_list(c)) == names
@@ -300,7 +307,11 @@ def test_a_listing_comes_in_pages_each_file_once_whatever_changes_between(start_
         last = rows[-1][0]
         gone = rows[5][0]
         # between the pages: the page's last entry and another removed, one
-        # replaced (a new version: a new place in the list), one added
+        # replaced (a new version: a new place in the list), one added, and
+        # the oldest, on the next page, verified (its row changes, its
+        # place does not)
+        assert "f00000" not in {r[0] for r in rows}
+        bw.expect(c.crc_ok("f00000"), bw.ACK, "the oldest's verdict")
         for name in (last, gone):
             r = c.request(DELETE, bw.name_field(name))
             assert r.code == DELETED, r
@@ -313,6 +324,7 @@ def test_a_listing_comes_in_pages_each_file_once_whatever_changes_between(start_
         assert len(seen) == len(set(seen)), "a file listed twice"
         steady = names - {last, gone, replaced}
         assert steady <= set(seen), sorted(steady - set(seen))[:5]
+        assert [r[2] for r in rest if r[0] == "f00000"] == [1]  # verified, listed once
 
         # bulwark ls, with this owner's identity written as the client
         # keeps it: every page, each file once

@@ -192,7 +192,8 @@ static const struct vfile *
 list_resume(struct bw_vault *v, const uint8_t id[BW_ID_LEN], const char *name,
 	    uint64_t mark)
 {
-	const struct vfile *f = vfile_by_name(v, id, name);
+	const struct vfile *f =
+		name[0] != '\0' ? vfile_by_name(v, id, name) : NULL;
 
 	if (f != NULL && f->seq == mark)
 		return f->owner_next;
@@ -253,8 +254,10 @@ vault_on_list_after(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 {
 	char name[BW_NAME_CAP];
 
+	/* a name that is none (the client could not read the last entry's):
+	 * the mark alone says where to go on */
 	if (bw_vault_name_payload_decode(p, BW_NAME_FIELD, name) != 0)
-		return bw_frame_error(c, "malformed name");
+		name[0] = '\0';
 	return list_start(c, r, name, bw_get_u64le(p + BW_NAME_FIELD));
 }
 
@@ -299,6 +302,9 @@ get_free_done(void *arg)
 static void
 get_end(struct vget *g)
 {
+	/* its slot goes now: the connection may be freed before the reader
+	 * is closed, and an eviction must never reach it */
+	bw_slots_release(&g->v->gets, &g->slot);
 	if (bw_loop_submit(g->v->eng->loop, get_free_work, get_free_done, g) !=
 	    0) {
 		get_free_work(g);
@@ -426,6 +432,7 @@ get_done(void *arg)
 		get_begin(g);
 	if (g->n > 0)
 		(void)bw_frame_reply_add(c, g->buf, g->n);
+	get_progress(g); /* a slow store is not the reader's slowness */
 	bw_conn_output_is_activity(c);
 	if (!g->eof) {
 		if (bw_conn_queued(c) < GET_CHUNK)

@@ -59,66 +59,10 @@ vfile_rec(const struct vfile *f, struct bw_file_rec *rec)
 	rec->uploader = f->up_key;
 }
 
-/* The owner's list of files: a node of its own in by_owner, so that no
- * removal needs memory. */
-struct vowner {
-	uint8_t id[BW_ID_LEN]; /* the key */
-	struct vfile *first;
-};
-
-struct vfile *
-vfile_first_of(const struct bw_vault *v, const uint8_t id[BW_ID_LEN])
-{
-	const struct vowner *o = bw_hash_get(&v->by_owner, id, BW_ID_LEN);
-
-	return o != NULL ? o->first : NULL;
-}
-
-static void
-owner_del(struct bw_vault *v, struct vfile *f)
-{
-	struct vowner *o = f->owner_node;
-
-	if (f->owner_prev != NULL)
-		f->owner_prev->owner_next = f->owner_next;
-	else
-		o->first = f->owner_next;
-	if (f->owner_next != NULL)
-		f->owner_next->owner_prev = f->owner_prev;
-	if (o->first == NULL) {
-		bw_hash_del(&v->by_owner, o->id, BW_ID_LEN);
-		free(o);
-	}
-}
-
-static int
-owner_add(struct bw_vault *v, struct vfile *f)
-{
-	struct vowner *o = bw_hash_get(&v->by_owner, f->owner, BW_ID_LEN);
-
-	if (o == NULL) {
-		if ((o = calloc(1, sizeof(*o))) == NULL)
-			return BW_ENOMEM;
-		memcpy(o->id, f->owner, BW_ID_LEN);
-		if (bw_hash_put(&v->by_owner, o->id, BW_ID_LEN, o) != 0) {
-			free(o);
-			return BW_ENOMEM;
-		}
-	}
-	f->owner_node = o;
-	f->seq = ++v->file_seq;
-	f->owner_prev = NULL;
-	f->owner_next = o->first;
-	if (o->first != NULL)
-		o->first->owner_prev = f;
-	o->first = f;
-	return 0;
-}
-
 static void
 unlink_file(struct bw_vault *v, struct vfile *f)
 {
-	owner_del(v, f);
+	vault_owner_del(v, f);
 	bw_hash_del(&v->files, f->key, f->key_len);
 	if (f->path_indexed)
 		bw_hash_del(&v->by_path, f->path_name, strlen(f->path_name));
@@ -127,9 +71,11 @@ unlink_file(struct bw_vault *v, struct vfile *f)
 	free(f);
 }
 
+/* rec's file in RAM; at place (where the file it replaces was in its
+ * owner's list, keeping its mark) or, NULL, first as a newcomer. */
 static int
 link_file(struct bw_vault *v, const struct bw_file_rec *rec, uint64_t size,
-	  uint64_t pending_size)
+	  uint64_t pending_size, const struct vplace *place)
 {
 	struct vfile *f;
 	int rc;
@@ -155,7 +101,7 @@ link_file(struct bw_vault *v, const struct bw_file_rec *rec, uint64_t size,
 	/* two rows naming one path (a database made elsewhere): the first
 	 * keeps the index */
 	rc = bw_hash_put(&v->by_path, f->path_name, strlen(f->path_name), f);
-	if (rc == BW_ENOMEM || owner_add(v, f) != 0) {
+	if (rc == BW_ENOMEM || vault_owner_add(v, f, place) != 0) {
 		if (rc == 0)
 			bw_hash_del(&v->by_path, f->path_name,
 				    strlen(f->path_name));
@@ -176,13 +122,26 @@ apply(struct bw_vault *v, const uint8_t id[BW_ID_LEN], const char *path,
       const struct bw_file_rec *rec, uint64_t size, uint64_t pending_size)
 {
 	struct vfile *f = vfile_at(v, id, path), *named;
+	struct vplace place = {NULL, 0};
+	int keep;
 
 	named = rec != NULL ? vfile_by_name(v, id, rec->file_name) : NULL;
+	/* the same file changed (a verdict, a replacement waiting): it keeps
+	 * its place and mark, so that a listing read a page at a time neither
+	 * loses nor repeats it */
+	keep = f != NULL && rec != NULL && (named == NULL || named == f) &&
+	       strcmp(f->file_name, rec->file_name) == 0;
+	if (keep) {
+		place.after = f->owner_prev;
+		place.seq = f->seq;
+	}
 	if (f != NULL)
 		unlink_file(v, f);
 	if (named != NULL && named != f)
 		unlink_file(v, named);
-	return rec != NULL ? link_file(v, rec, size, pending_size) : 0;
+	return rec != NULL ? link_file(v, rec, size, pending_size,
+				       keep ? &place : NULL)
+			   : 0;
 }
 
 /* --- changes --------------------------------------------------------------
@@ -321,7 +280,6 @@ vref_apply(struct vref *x)
 	struct bw_vault *v = x->v;
 	const struct bw_file_rec *recs = x->req.u.files.recs;
 	size_t n = x->req.u.files.n, i;
-	struct vowner *o = bw_hash_get(&v->by_owner, x->id, BW_ID_LEN);
 	struct vfile *f, *next;
 	uint64_t size, psize, pass = ++v->refresh_pass;
 
@@ -332,7 +290,7 @@ vref_apply(struct vref *x)
 		if ((f = vfile_by_name(v, x->id, recs[i].file_name)) != NULL)
 			f->seen = pass;
 	}
-	for (f = o != NULL ? o->first : NULL; f != NULL; f = next) {
+	for (f = vfile_first_of(v, x->id); f != NULL; f = next) {
 		next = f->owner_next;
 		if (f->seen != pass && !locked(v, f->path_name) &&
 		    !locked(v, f->pending_path))
@@ -552,7 +510,7 @@ load_file(void *arg, const struct bw_file_rec *rec)
 	}
 	if (rec->pending_path[0] != '\0')
 		psize = object_size(v, rec->pending_path);
-	return link_file(v, rec, object_size(v, rec->path_name), psize) ==
+	return link_file(v, rec, object_size(v, rec->path_name), psize, NULL) ==
 			       BW_ENOMEM
 		       ? BW_ENOMEM
 		       : 0;

@@ -217,6 +217,16 @@ struct vault_conn {
 
 /* vault_ext.c: the extensions (1100-1103, 1105), TLS listeners only */
 struct vget;
+/* vault_owners.c: each owner's files, newest first. A place in a list:
+ * after a file (NULL: first), with the mark its file keeps. */
+struct vplace {
+	struct vfile *after;
+	uint64_t seq;
+};
+int vault_owner_add(struct bw_vault *v, struct vfile *f,
+		    const struct vplace *place) BW_WUR;
+void vault_owner_del(struct bw_vault *v, struct vfile *f);
+
 /* The gets' slots, at start. */
 int vault_ext_init(struct bw_vault *v) BW_WUR;
 int vault_on_list(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
