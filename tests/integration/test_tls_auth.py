@@ -552,6 +552,7 @@ def test_a_burst_through_the_balancer_counts_against_the_handshakes_a_second(sta
     srv = start(start_server, "--tls-handshakes", "5", "--tls-handshakes-per-addr", "0",
                 "--proxy-from", lb)
     socks = []
+    t0 = time.monotonic()
     try:
         for _ in range(30):
             s = socket.socket()
@@ -564,7 +565,10 @@ def test_a_burst_through_the_balancer_counts_against_the_handshakes_a_second(sta
         time.sleep(0.5)
         accepted = tls_metric(
             srv, r'bulwark_connections_accepted_total\{[^}]*listener="tls"[^}]*\}')
-        assert accepted <= 10, accepted
+        # 5 a second, in as many seconds' windows as the test has taken
+        # (a loaded machine's connects may span several); before, all 30
+        windows = int(time.monotonic() - t0) + 2
+        assert accepted <= min(5 * windows, 29), (accepted, windows)
         assert tls_metric(srv, r"bulwark_tls_accept_paused_total\{[^}]*\}") >= 1
     finally:
         for s in socks:
