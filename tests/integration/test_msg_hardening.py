@@ -584,12 +584,24 @@ def test_when_every_body_slot_is_held_a_newcomer_evicts_one_below_the_minimum_ra
     srv = start_server("--max-bodies", "4", "--max-bodies-per-addr", "4",
                        "--max-message-size", str(64 * MiB), "--min-rate", "4096")
     a, b, c = user(srv, 0), user(srv, 1), user(srv, 2)
+    # On a shared store a node first reads bob's count and alice's row
+    # before a 603 takes its slot (see the test above): one message from
+    # each first, so that the tricklers hold their slots, and their rates
+    # begin, when the server has read their first burst.
+    for sender in (a, c):
+        assert send_603(srv, sender.client_id, b.client_id, os.urandom(100),
+                        src="127.0.0.3") == bwmsg.STORED
+    assert len(b.pull()) == 2
     with Tricklers(b"\x5a" * KiB) as tr:
         for _ in range(4):
             tr.add(start_603(srv, a.client_id, b.client_id, 64 * MiB, os.urandom(16 * KiB),
                              src="127.0.0.2"))
+        bwd.wait_for(lambda: bwd.read_by_peer(*tr.socks), 5)  # the four hold their slots
         tr.start()
-        time.sleep(4.5)  # their rate over the last 2 to 4 s, past the burst
+        # A holder's rate is taken between two marks that move when a
+        # chunk comes at least 2 s after the last move (every 2 to 2.5 s):
+        # from the second move on, its first burst is out of that span.
+        time.sleep(6.0)
         code = send_603(srv, c.client_id, b.client_id, os.urandom(100), src="127.0.0.3",
                         timeout=15)
         assert code == bwmsg.STORED, "the newcomer's 603 -> %d" % code
