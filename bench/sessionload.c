@@ -17,6 +17,12 @@
  * its 2103 (20 bytes: the recipient and the message's id) before the next:
  * each 2103 is the server's word that the message is on disk.
  *
+ * With --tls-port, each session is made on the TLS listener instead (the
+ * clients still register on --port): the handshake proves the client's
+ * registered key by the certificate made from it, and every session after
+ * a client's first resumes the one its last full handshake left, as
+ * `bulwark` does (sessionload_tls.c).
+ *
  * With --server-pid, the server's CPU (utime + stime from /proc) over the
  * measured window is read before and after, and given per session.
  *
@@ -49,6 +55,7 @@
 
 #include "bulwark/crc.h"
 #include "bulwark/crypto.h"
+#include "sessionload.h"
 
 #define HDR	    23
 #define RHDR	    7
@@ -62,12 +69,13 @@
 #define MAX_SECONDS 600
 
 static const char *host = "127.0.0.1";
-static int port, procs = 4, conns = 8, seconds = 5;
+static int port, tls_port, procs = 4, conns = 8, seconds = 5;
 static size_t size = 4096;
 static long server_pid;
 static char tag[32];
-static int messages;	 /* --messages: the messenger's 603s */
-static uint8_t sink[16]; /* a process's recipient of its 603s */
+static int messages;		   /* --messages: the messenger's 603s */
+static uint8_t sink[16];	   /* a process's recipient of its 603s */
+static struct bw_tls_ctx *tls_ctx; /* a process's, with --tls-port */
 
 #define MSG_TEXT 100 /* bytes of each 603's content */
 
@@ -88,6 +96,7 @@ struct client {
 	char name[64];
 	struct bw_rsa *key;
 	unsigned seq;
+	struct sl_ticket tk; /* with --tls-port */
 };
 
 /* All of n bytes read (a socket or a pipe) or sent (a socket). */
@@ -109,11 +118,19 @@ io_all(int fd, void *buf, size_t n, int writing)
 	return 0;
 }
 
+/* n bytes through a connection, plain or TLS. */
 static int
-dial(void)
+link_io(struct sl_link *l, void *buf, size_t n, int writing)
+{
+	return l->t != NULL ? sl_tls_io(l, buf, n, writing)
+			    : io_all(l->fd, buf, n, writing);
+}
+
+static int
+dial_port(int to)
 {
 	struct sockaddr_in a = {.sin_family = AF_INET,
-				.sin_port = htons((uint16_t)port)};
+				.sin_port = htons((uint16_t)to)};
 	struct timeval tv = {10, 0};
 	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
 
@@ -128,6 +145,12 @@ dial(void)
 		return -1;
 	}
 	return fd;
+}
+
+static int
+dial(void)
+{
+	return dial_port(port);
 }
 
 static void
@@ -168,18 +191,18 @@ name_field(uint8_t *f, const char *s)
 /* A request with a fixed payload; the answer's code and payload (up to
  * cap bytes) back. */
 static int
-ask(int fd, const uint8_t id[16], uint16_t code, const uint8_t *pl, size_t n,
-    uint8_t *out, size_t cap, uint32_t *got)
+ask(struct sl_link *l, const uint8_t id[16], uint16_t code, const uint8_t *pl,
+    size_t n, uint8_t *out, size_t cap, uint32_t *got)
 {
 	uint8_t h[HDR + 512], r[RHDR];
 	uint32_t len;
 
 	header(h, id, code, (uint32_t)n);
 	memcpy(h + HDR, pl, n);
-	if (io_all(fd, h, HDR + n, 1) != 0 || io_all(fd, r, RHDR, 0) != 0)
+	if (link_io(l, h, HDR + n, 1) != 0 || link_io(l, r, RHDR, 0) != 0)
 		return -1;
 	len = le32(r + 3);
-	if (len > cap || (len > 0 && io_all(fd, out, len, 0) != 0))
+	if (len > cap || (len > 0 && link_io(l, out, len, 0) != 0))
 		return -1;
 	*got = len;
 	return r[1] | r[2] << 8;
@@ -204,27 +227,28 @@ setup(struct client *cl, struct bw_rsa *key)
 {
 	uint8_t f[NAME + PUBKEY], out[512], aes[16];
 	uint32_t got;
-	int fd, code;
+	int code;
+	struct sl_link l = {-1, NULL};
 
 	cl->key = key;
 	memset(cl->id, 0, 16);
-	if ((fd = dial()) < 0)
+	if ((l.fd = dial()) < 0)
 		return -1;
 	name_field(f, cl->name);
-	code = ask(fd, cl->id, 1025, f, NAME, out, sizeof(out), &got);
+	code = ask(&l, cl->id, 1025, f, NAME, out, sizeof(out), &got);
 	if (code != 2100 || got != 16)
 		goto fail;
 	memcpy(cl->id, out, 16);
 	if (bw_rsa_to_spki(key, f + NAME) != 0)
 		goto fail;
-	code = ask(fd, cl->id, 1026, f, NAME + PUBKEY, out, sizeof(out), &got);
+	code = ask(&l, cl->id, 1026, f, NAME + PUBKEY, out, sizeof(out), &got);
 	if (code != 2102 || got != 16 + WRAPPED ||
 	    unwrap(key, out + 16, aes) != 0)
 		goto fail;
-	close(fd);
+	close(l.fd);
 	return 0;
 fail:
-	close(fd);
+	close(l.fd);
 	return -1;
 }
 
@@ -259,14 +283,18 @@ session(struct client *cl, uint8_t *plain, uint8_t *body)
 	uint8_t f[NAME], out[512], aes[16], *ct = NULL;
 	char file[64];
 	uint32_t got, crc;
-	int fd, code, rc = -1;
+	int code, rc = -1;
 	size_t clen = 16 * (size / 16 + 1), n = 0;
+	struct sl_link l = {-1, NULL};
 
 	snprintf(file, sizeof(file), "f%u.bin", cl->seq++);
-	if (bw_random(plain, size) != 0 || (fd = dial()) < 0)
+	if (bw_random(plain, size) != 0 ||
+	    (l.fd = dial_port(tls_port > 0 ? tls_port : port)) < 0)
 		return -1;
+	if (tls_port > 0 && sl_tls_open(&l, tls_ctx, &cl->tk) != 0)
+		goto out;
 	name_field(f, cl->name);
-	code = ask(fd, cl->id, 1027, f, NAME, out, sizeof(out), &got);
+	code = ask(&l, cl->id, 1027, f, NAME, out, sizeof(out), &got);
 	if (code != 2105 || got != 16 + WRAPPED ||
 	    unwrap(cl->key, out + 16, aes) != 0)
 		goto out;
@@ -280,25 +308,26 @@ session(struct client *cl, uint8_t *plain, uint8_t *body)
 	if (bw_aes_seal(aes, plain, size, &ct, &n) != 0 || n != clen)
 		goto out;
 	memcpy(body + HDR + 4 + NAME, ct, clen);
-	if (io_all(fd, body, HDR + 4 + NAME + clen, 1) != 0 ||
-	    io_all(fd, out, RHDR, 0) != 0)
+	if (link_io(&l, body, HDR + 4 + NAME + clen, 1) != 0 ||
+	    link_io(&l, out, RHDR, 0) != 0)
 		goto out;
 	code = out[1] | out[2] << 8;
 	got = (uint32_t)out[3] | (uint32_t)out[4] << 8;
-	if (code != 2103 || got != 279 || io_all(fd, out, got, 0) != 0)
+	if (code != 2103 || got != 279 || link_io(&l, out, got, 0) != 0)
 		goto out;
 	crc = (uint32_t)out[275] | (uint32_t)out[276] << 8 |
 	      (uint32_t)out[277] << 16 | (uint32_t)out[278] << 24;
 	if (crc != bw_cksum(plain, size))
 		goto out;
 	name_field(f, file);
-	code = ask(fd, cl->id, 1029, f, NAME, out, sizeof(out), &got);
+	code = ask(&l, cl->id, 1029, f, NAME, out, sizeof(out), &got);
 	if (code != 2104)
 		goto out;
 	rc = 0;
 out:
 	bw_secure_free(ct, n);
-	close(fd);
+	sl_tls_close(&l, &cl->tk);
+	close(l.fd);
 	return rc;
 }
 
@@ -392,7 +421,7 @@ child(int p, int in, int out)
 {
 	struct worker *w = calloc((size_t)conns, sizeof(*w));
 	struct bw_rsa *key = NULL;
-	unsigned long totals[2] = {0, 0};
+	unsigned long totals[3] = {0, 0, 0};
 	char go;
 	int i, ok = 0;
 
@@ -400,6 +429,11 @@ child(int p, int in, int out)
 
 	if (w == NULL || bw_rsa_generate(&key) != 0)
 		return 1;
+	if (tls_port > 0 && sl_tls_ctx(&tls_ctx, key) != 0) {
+		fprintf(stderr, "sessionload: no TLS settings for process %d\n",
+			p);
+		return 1;
+	}
 	snprintf(name, sizeof(name), "sl-%s-%d-sink", tag, p);
 	if (messages && setup_msg(sink, key, name) != 0) {
 		fprintf(stderr, "sessionload: sink %d could not register\n", p);
@@ -435,6 +469,7 @@ child(int p, int in, int out)
 		pthread_join(w[i].t, NULL);
 		totals[0] += w[i].done;
 		totals[1] += w[i].failed;
+		totals[2] += w[i].cl.tk.resumed;
 	}
 	if (write(out, totals, sizeof(totals)) != sizeof(totals))
 		return 1;
@@ -504,7 +539,8 @@ usage(FILE *f)
 {
 	fprintf(f, "usage: sessionload --port P [--host H] [--procs N] "
 		   "[--conns C] [--seconds S] [--size BYTES] "
-		   "[--server-pid PID] [--tag T] [--messages]\n");
+		   "[--server-pid PID] [--tag T] [--messages] "
+		   "[--tls-port P]\n");
 }
 
 int
@@ -512,7 +548,7 @@ main(int argc, char **argv)
 {
 	int to[MAX_PROCS][2], from[MAX_PROCS][2], i, j, ready = 0, st;
 	pid_t pid[MAX_PROCS];
-	unsigned long done = 0, failed = 0, t[2];
+	unsigned long done = 0, failed = 0, resumed = 0, t[3];
 	float *lat = malloc(MAX_LAT * sizeof(float) * 2);
 	size_t lat_n = 0, n;
 	double t0, t1 = 0, c0 = -1, c1 = -1;
@@ -539,6 +575,8 @@ main(int argc, char **argv)
 			host = v;
 		else if (strcmp(argv[i], "--port") == 0)
 			port = (int)num(v, 1, 65535);
+		else if (strcmp(argv[i], "--tls-port") == 0)
+			tls_port = (int)num(v, 1, 65535);
 		else if (strcmp(argv[i], "--procs") == 0)
 			procs = (int)num(v, 1, MAX_PROCS);
 		else if (strcmp(argv[i], "--conns") == 0)
@@ -557,8 +595,9 @@ main(int argc, char **argv)
 		}
 		i++;
 	}
-	if (port <= 0 || procs < 1 || conns < 1 || seconds < 1 || size < 1 ||
-	    size > MAX_SIZE || server_pid < 0 || lat == NULL) {
+	if (port <= 0 || tls_port < 0 || procs < 1 || conns < 1 ||
+	    seconds < 1 || size < 1 || size > MAX_SIZE || server_pid < 0 ||
+	    lat == NULL) {
 		usage(stderr);
 		return 2;
 	}
@@ -598,6 +637,7 @@ main(int argc, char **argv)
 		}
 		done += t[0];
 		failed += t[1];
+		resumed += t[2];
 	}
 	/* the last process to report ends the window; the others' figures
 	 * came while it ran (each runs exactly --seconds) */
@@ -639,13 +679,15 @@ main(int argc, char **argv)
 			return done > 0 ? 0 : 1;
 		}
 		printf("sessions %lu errors %lu seconds %.2f rate %.1f p50_ms "
-		       "%.2f p99_ms %.2f server_cpu_ms_per_session %.3f\n",
-		       done, failed, el, rate, p50, p99, cpu);
+		       "%.2f p99_ms %.2f server_cpu_ms_per_session %.3f "
+		       "resumed %lu\n",
+		       done, failed, el, rate, p50, p99, cpu, resumed);
 		fprintf(stderr,
-			"sessionload: %lu sessions (%lu failed) in %.2f s = "
-			"%.0f/s; session p50 %.2f ms, p99 %.2f ms; server "
-			"CPU %.3f ms per session\n",
-			done, failed, el, rate, p50, p99, cpu);
+			"sessionload: %lu sessions (%lu failed%s, %lu "
+			"resumed) in %.2f s = %.0f/s; session p50 %.2f ms, "
+			"p99 %.2f ms; server CPU %.3f ms per session\n",
+			done, failed, tls_port > 0 ? ", over TLS" : "", resumed,
+			el, rate, p50, p99, cpu);
 	}
 	return done > 0 ? 0 : 1;
 }
