@@ -427,11 +427,15 @@ child(int p, int in, int out)
 
 	char name[64];
 
-	if (w == NULL || bw_rsa_generate(&key) != 0)
+	if (w == NULL || bw_rsa_generate(&key) != 0) {
+		free(w);
 		return 1;
+	}
 	if (tls_port > 0 && sl_tls_ctx(&tls_ctx, key) != 0) {
 		fprintf(stderr, "sessionload: no TLS settings for process %d\n",
 			p);
+		bw_rsa_free(key);
+		free(w);
 		return 1;
 	}
 	snprintf(name, sizeof(name), "sl-%s-%d-sink", tag, p);
