@@ -80,11 +80,11 @@ static void
 conn_deferred(void *arg)
 {
 	struct bw_conn *c = arg;
-	unsigned want = c->call_want;
+	unsigned want = c->own->call_want;
 
-	c->call_want = 0;
+	c->own->call_want = 0;
 	if (want & CALL_FREE) {
-		if (c->refs == 0)
+		if (c->own->refs == 0)
 			free(c);
 		/* else held again meanwhile: the last release schedules it
 		 * anew */
@@ -102,8 +102,8 @@ conn_deferred(void *arg)
 static void
 conn_schedule(struct bw_conn *c, unsigned what)
 {
-	c->call_want |= what;
-	bw_loop_call(c->eng->loop, &c->call, conn_deferred, c);
+	c->own->call_want |= what;
+	bw_loop_call(c->eng->loop, &c->own->call, conn_deferred, c);
 }
 
 /* Frees dead c after the current batch (a hold and release of a dead
@@ -112,7 +112,7 @@ conn_schedule(struct bw_conn *c, unsigned what)
 static void
 conn_free_later(struct bw_conn *c)
 {
-	if (c->refs == 0)
+	if (c->own->refs == 0)
 		conn_schedule(c, CALL_FREE);
 }
 
@@ -120,7 +120,7 @@ void
 engine_conn_kill(struct bw_conn *c, const char *why)
 {
 	struct bw_engine *e = c->eng;
-	int fd = c->w.fd;
+	int fd = c->own->w.fd;
 
 	if (c->flags & BW_CONN_DEAD)
 		return;
@@ -131,7 +131,7 @@ engine_conn_kill(struct bw_conn *c, const char *why)
 	else if (why != NULL)
 		bw_info("c%llu closed: %s", (unsigned long long)c->id, why);
 	/* the socket is closed below, and never duplicated */
-	bw_loop_unwatch_closing(e->loop, &c->w);
+	bw_loop_unwatch_closing(e->loop, &c->own->w);
 	if (c->lis->svc->on_close != NULL && !(c->flags & BW_CONN_PROXY_WAIT))
 		c->lis->svc->on_close(c);
 	engine_tls_close(c);
@@ -140,18 +140,18 @@ engine_conn_kill(struct bw_conn *c, const char *why)
 	c->state = NULL;
 	bw_buf_fini(&c->in);
 	bw_buf_fini(&c->out);
-	if (c->prev != NULL)
-		c->prev->next = c->next;
+	if (c->own->prev != NULL)
+		c->own->prev->own->next = c->own->next;
 	else
-		e->conns = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
-	if (c->lprev != NULL)
-		c->lprev->lnext = c->lnext;
+		e->conns = c->own->next;
+	if (c->own->next != NULL)
+		c->own->next->own->prev = c->own->prev;
+	if (c->own->lprev != NULL)
+		c->own->lprev->own->lnext = c->own->lnext;
 	else
-		c->lis->conns = c->lnext;
-	if (c->lnext != NULL)
-		c->lnext->lprev = c->lprev;
+		c->lis->conns = c->own->lnext;
+	if (c->own->lnext != NULL)
+		c->own->lnext->own->lprev = c->own->lprev;
 	c->lis->conns_n--;
 	e->conns_n--;
 	(void)bw_hash_del(&e->by_id, &c->id, sizeof(c->id));
@@ -172,10 +172,16 @@ bw_conn_dead(const struct bw_conn *c)
 	return (c->flags & BW_CONN_DEAD) != 0;
 }
 
+uint64_t
+bw_conn_opened_ms(const struct bw_conn *c)
+{
+	return c->own->opened_ms;
+}
+
 void
 bw_conn_hold(struct bw_conn *c)
 {
-	c->refs++;
+	c->own->refs++;
 }
 
 /* Runs after the callback that dropped the last hold: a close asked for
@@ -183,7 +189,7 @@ bw_conn_hold(struct bw_conn *c)
 static void
 conn_released(struct bw_conn *c)
 {
-	if (c->flags & BW_CONN_DEAD || c->refs > 0)
+	if (c->flags & BW_CONN_DEAD || c->own->refs > 0)
 		return;
 	conn_after_output(c);
 	conn_update(c);
@@ -192,7 +198,7 @@ conn_released(struct bw_conn *c)
 void
 bw_conn_release(struct bw_conn *c)
 {
-	if (--c->refs > 0)
+	if (--c->own->refs > 0)
 		return;
 	if (c->flags & BW_CONN_DEAD) {
 		conn_free_later(c);
@@ -211,9 +217,9 @@ conn_start_linger(struct bw_conn *c)
 	 * ours, and there is no input left for it to reset over */
 	if (!(c->flags & BW_CONN_EOF)) {
 		engine_tls_close(c); /* its close_notify first */
-		(void)shutdown(c->w.fd, SHUT_WR);
+		(void)shutdown(c->own->w.fd, SHUT_WR);
 	}
-	c->deadline_ms = bw_now_ms() + LINGER_MS;
+	c->own->deadline_ms = bw_now_ms() + LINGER_MS;
 	c->req_deadline_ms = 0;
 	bw_buf_reset(&c->in);
 }
@@ -223,7 +229,7 @@ conn_after_output(struct bw_conn *c)
 {
 	if (c->out.len > 0 || (c->flags & (BW_CONN_DEAD | BW_CONN_LINGER)))
 		return;
-	if ((c->flags & BW_CONN_CLOSING) && c->refs == 0)
+	if ((c->flags & BW_CONN_CLOSING) && c->own->refs == 0)
 		conn_start_linger(c);
 }
 
@@ -251,8 +257,8 @@ bw_conn_finish(struct bw_conn *c)
 	/* last words the peer does not take do not hold the connection for
 	 * the service's whole idle time */
 	until = bw_now_ms() + BW_FINISH_MS;
-	if (until < c->deadline_ms)
-		c->deadline_ms = until;
+	if (until < c->own->deadline_ms)
+		c->own->deadline_ms = until;
 	conn_after_output(c);
 	conn_update(c);
 }
@@ -299,12 +305,12 @@ conn_update(struct bw_conn *c)
 		ev = BW_EV_READ;
 	if ((c->flags & BW_CONN_BLOCKED) && !(c->flags & BW_CONN_FAILED))
 		ev |= BW_EV_WRITE;
-	if (bw_loop_update(c->eng->loop, &c->w, ev) != 0)
+	if (bw_loop_update(c->eng->loop, &c->own->w, ev) != 0)
 		bw_conn_close_later(c, "epoll update failed"); /* not inline */
 	/* what a TLS session holds wakes no poll: read it after this batch */
 	else if ((ev & BW_EV_READ) && !(c->flags & BW_CONN_LINGER) &&
-		 c->tls != NULL && bw_tls_buffered(c->tls))
-		bw_loop_call(c->eng->loop, &c->tls_call, conn_tls_held, c);
+		 c->own->tls != NULL && bw_tls_buffered(c->own->tls))
+		bw_loop_call(c->eng->loop, &c->own->tls_call, conn_tls_held, c);
 }
 
 static void
@@ -349,7 +355,7 @@ conn_eof(struct bw_conn *c)
 	if (c->flags & BW_CONN_EOF)
 		return;
 	c->flags |= BW_CONN_EOF;
-	if (c->out.len == 0 && bw_net_unacked(c->w.fd, &unacked) == 0 &&
+	if (c->out.len == 0 && bw_net_unacked(c->own->w.fd, &unacked) == 0 &&
 	    unacked == 0) {
 		c->flags |= BW_CONN_EOF_ACKED;
 		c->out_acked_total = c->out_total;
@@ -362,7 +368,7 @@ conn_linger_read(struct bw_conn *c)
 	uint8_t scratch[4096];
 	ssize_t n;
 
-	n = recv(c->w.fd, scratch, sizeof(scratch), 0);
+	n = recv(c->own->w.fd, scratch, sizeof(scratch), 0);
 	if (n > 0 && c->in.off + (size_t)n < LINGER_MAX) {
 		c->in.off += (size_t)n; /* counts bytes discarded */
 		return;
@@ -407,7 +413,7 @@ conn_read(struct bw_conn *c)
 		c->flags |= BW_CONN_CLOSING;
 		conn_input(c);
 		if (!(c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)) &&
-		    c->out.len == 0 && c->refs == 0)
+		    c->out.len == 0 && c->own->refs == 0)
 			engine_conn_kill(c, c->lis->svc->busy != NULL &&
 							    c->lis->svc->busy(c)
 						    ? "peer closed mid-request"
@@ -416,17 +422,17 @@ conn_read(struct bw_conn *c)
 	}
 	bw_buf_commit(&c->in, (size_t)n);
 	c->in_total += (uint64_t)n;
-	c->last_read_n = (size_t)n;
-	c->last_read_ms = bw_now_ms();
-	c->deadline_ms = c->last_read_ms + c->lis->cfg.lim.idle_ms;
+	c->own->last_read_n = (size_t)n;
+	c->own->last_read_ms = bw_now_ms();
+	c->own->deadline_ms = c->own->last_read_ms + c->lis->cfg.lim.idle_ms;
 	/* The idle look asks whether the peer took output since its last sign
 	 * of life, and input is one: what a block on output left as the mark
 	 * is measured again now. Otherwise a peer that took a large reply long
 	 * ago, then went quiet, was given a second idle time for it. Only a
 	 * connection that has blocked pays for the system call. */
-	if (c->unacked_seen != 0 &&
-	    bw_net_unacked(c->w.fd, &c->unacked_seen) != 0)
-		c->unacked_seen = 0;
+	if (c->own->unacked_seen != 0 &&
+	    bw_net_unacked(c->own->w.fd, &c->own->unacked_seen) != 0)
+		c->own->unacked_seen = 0;
 	if (c->lis->cfg.proxy && c->eng->cfg.proxy_from.n > 0 &&
 	    !engine_conn_proxy_input(c))
 		return; /* the header is awaited, or c was closed for it */
@@ -497,22 +503,29 @@ void
 engine_conn_open(struct bw_listener *l, int fd, const char *peer, int proxied)
 {
 	struct bw_engine *e = l->eng;
+	/* one allocation: the service's view first (freed through it) */
+	struct conn_mem {
+		struct bw_conn c;
+		struct bw_conn_own own;
+	} * m;
 	struct bw_conn *c;
 	uint64_t now = bw_now_ms();
 
-	if ((c = calloc(1, sizeof(*c))) == NULL) {
+	if ((m = calloc(1, sizeof(*m))) == NULL) {
 		close(fd);
 		return;
 	}
+	c = &m->c;
+	c->own = &m->own;
 	c->eng = e;
 	c->lis = l;
 	c->id = ++e->next_conn_id;
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
-	c->opened_ms = c->last_read_ms = now;
+	c->own->opened_ms = c->own->last_read_ms = now;
 	bw_buf_init(&c->in, l->cfg.lim.in_max);
 	bw_buf_init(&c->out, engine_out_hard(c));
-	c->w.fd = fd;
-	c->deadline_ms = now + l->cfg.lim.idle_ms;
+	c->own->w.fd = fd;
+	c->own->deadline_ms = now + l->cfg.lim.idle_ms;
 	c->req_deadline_ms = now + l->cfg.lim.request_ms;
 	if (engine_tls_open(c) != 0 ||
 	    bw_hash_put(&e->by_id, &c->id, sizeof(c->id), c) != 0) {
@@ -521,20 +534,21 @@ engine_conn_open(struct bw_listener *l, int fd, const char *peer, int proxied)
 		free(c);
 		return;
 	}
-	if (bw_loop_watch(e->loop, &c->w, fd, BW_EV_READ, on_conn_io, c) != 0) {
+	if (bw_loop_watch(e->loop, &c->own->w, fd, BW_EV_READ, on_conn_io, c) !=
+	    0) {
 		(void)bw_hash_del(&e->by_id, &c->id, sizeof(c->id));
 		engine_tls_close(c);
 		close(fd);
 		free(c);
 		return;
 	}
-	c->next = e->conns;
+	c->own->next = e->conns;
 	if (e->conns != NULL)
-		e->conns->prev = c;
+		e->conns->own->prev = c;
 	e->conns = c;
-	c->lnext = l->conns;
+	c->own->lnext = l->conns;
 	if (l->conns != NULL)
-		l->conns->lprev = c;
+		l->conns->own->lprev = c;
 	l->conns = c;
 	e->conns_n++;
 	l->conns_n++;

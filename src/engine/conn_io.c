@@ -31,7 +31,7 @@ engine_tls_open(struct bw_conn *c)
 	if (!c->lis->cfg.tls)
 		return 0;
 	if (c->eng->tls == NULL ||
-	    (c->tls = bw_tls_new(c->eng->tls, 1, NULL)) == NULL)
+	    (c->own->tls = bw_tls_new(c->eng->tls, 1, NULL)) == NULL)
 		return BW_ENOMEM;
 	return 0;
 }
@@ -39,20 +39,20 @@ engine_tls_open(struct bw_conn *c)
 void
 engine_tls_close(struct bw_conn *c)
 {
-	if (c->tls == NULL)
+	if (c->own->tls == NULL)
 		return;
 	/* a last best-effort word: the peer can tell our end from a cut */
 	if (c->flags & BW_CONN_TLS_UP) {
 		size_t len;
 		const uint8_t *p;
 
-		bw_tls_close_notify(c->tls);
-		if ((p = bw_tls_out(c->tls, &len)) != NULL && len > 0)
-			(void)send(c->w.fd, p, len,
+		bw_tls_close_notify(c->own->tls);
+		if ((p = bw_tls_out(c->own->tls, &len)) != NULL && len > 0)
+			(void)send(c->own->w.fd, p, len,
 				   MSG_NOSIGNAL | MSG_DONTWAIT);
 	}
-	bw_tls_free(c->tls);
-	c->tls = NULL;
+	bw_tls_free(c->own->tls);
+	c->own->tls = NULL;
 	free(c->peer_key);
 	c->peer_key = NULL;
 	c->peer_key_len = 0;
@@ -143,7 +143,7 @@ engine_tls_addr_budget(struct bw_conn *c)
 	/* one the balancer passed, judged once its header named the client
 	 * (in the global count since its accept); a balancer's health check
 	 * is the balancer's */
-	if (c->tls == NULL || !(c->flags & BW_CONN_PROXIED))
+	if (c->own->tls == NULL || !(c->flags & BW_CONN_PROXIED))
 		return 1;
 	if (c->flags & BW_CONN_QUIET) {
 		tls_uncount(c->eng);
@@ -161,9 +161,9 @@ engine_tls_after_proxy(struct bw_conn *c)
 {
 	int rc;
 
-	if (c->tls == NULL || c->in.len == 0)
+	if (c->own->tls == NULL || c->in.len == 0)
 		return 0;
-	rc = bw_tls_feed(c->tls, bw_buf_head(&c->in), c->in.len);
+	rc = bw_tls_feed(c->own->tls, bw_buf_head(&c->in), c->in.len);
 	c->in_total -= c->in.len; /* counted again as plaintext */
 	bw_buf_reset(&c->in);
 	return rc;
@@ -176,8 +176,8 @@ engine_conn_has_output(const struct bw_conn *c)
 
 	if (c->out.len > 0)
 		return 1;
-	if (c->tls != NULL)
-		(void)bw_tls_out(c->tls, &len);
+	if (c->own->tls != NULL)
+		(void)bw_tls_out(c->own->tls, &len);
 	return len > 0;
 }
 
@@ -188,7 +188,7 @@ tls_keep_peer_key(struct bw_conn *c)
 {
 	size_t len = 0;
 
-	if (bw_tls_peer_key(c->tls, scratch, sizeof(scratch), &len) != 0 ||
+	if (bw_tls_peer_key(c->own->tls, scratch, sizeof(scratch), &len) != 0 ||
 	    len == 0)
 		return;
 	if ((c->peer_key = malloc(len)) == NULL) {
@@ -204,14 +204,15 @@ tls_keep_peer_key(struct bw_conn *c)
 static void
 tls_ran(struct bw_conn *c)
 {
-	if (!(c->flags & BW_CONN_TLS_UP) && bw_tls_done(c->tls)) {
+	if (!(c->flags & BW_CONN_TLS_UP) && bw_tls_done(c->own->tls)) {
 		c->flags |= BW_CONN_TLS_UP;
 		c->eng->tls_handshakes++;
-		c->eng->tls_resumed += (uint64_t)bw_tls_resumed(c->tls);
+		c->eng->tls_resumed += (uint64_t)bw_tls_resumed(c->own->tls);
 		tls_keep_peer_key(c);
 		bw_debug("c%llu TLS: %s %s%s", (unsigned long long)c->id,
-			 bw_tls_version(c->tls), bw_tls_cipher(c->tls),
-			 bw_tls_resumed(c->tls) ? " (resumed)" : "");
+			 bw_tls_version(c->own->tls),
+			 bw_tls_cipher(c->own->tls),
+			 bw_tls_resumed(c->own->tls) ? " (resumed)" : "");
 	}
 	if (engine_conn_has_output(c) && !(c->flags & BW_CONN_BLOCKED))
 		engine_queue_add(c);
@@ -225,7 +226,8 @@ tls_recv(struct bw_conn *c, uint8_t *p, size_t room, const char **why)
 	ssize_t n;
 
 	while (total < room) {
-		switch (bw_tls_read(c->tls, p + total, room - total, &got)) {
+		switch (bw_tls_read(c->own->tls, p + total, room - total,
+				    &got)) {
 		case BW_TLS_OK:
 			total += got;
 			continue;
@@ -237,7 +239,7 @@ tls_recv(struct bw_conn *c, uint8_t *p, size_t room, const char **why)
 		case BW_TLS_ERROR:
 			if (!(c->flags & BW_CONN_TLS_UP))
 				c->eng->tls_failed++;
-			*why = bw_tls_why(c->tls);
+			*why = bw_tls_why(c->own->tls);
 			tls_ran(c); /* its alert */
 			errno = EPROTO;
 			return -1;
@@ -246,7 +248,7 @@ tls_recv(struct bw_conn *c, uint8_t *p, size_t room, const char **why)
 		}
 		if (drained)
 			break;
-		n = recv(c->w.fd, scratch, sizeof(scratch), 0);
+		n = recv(c->own->w.fd, scratch, sizeof(scratch), 0);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN) {
@@ -260,7 +262,7 @@ tls_recv(struct bw_conn *c, uint8_t *p, size_t room, const char **why)
 				c->eng->tls_failed++; /* gone mid-handshake */
 			return total > 0 ? (ssize_t)total : n;
 		}
-		if (bw_tls_feed(c->tls, scratch, (size_t)n) != 0) {
+		if (bw_tls_feed(c->own->tls, scratch, (size_t)n) != 0) {
 			errno = ENOMEM;
 			return -1;
 		}
@@ -277,8 +279,8 @@ ssize_t
 engine_conn_recv(struct bw_conn *c, void *p, size_t room, const char **why)
 {
 	*why = NULL;
-	if (c->tls == NULL || (c->flags & BW_CONN_PROXY_WAIT))
-		return recv(c->w.fd, p, room, 0);
+	if (c->own->tls == NULL || (c->flags & BW_CONN_PROXY_WAIT))
+		return recv(c->own->w.fd, p, room, 0);
 	return tls_recv(c, p, room, why);
 }
 
@@ -289,24 +291,24 @@ engine_conn_push(struct bw_conn *c)
 	size_t len, chunk, took;
 	ssize_t n;
 
-	if (c->tls == NULL) {
-		n = send(c->w.fd, bw_buf_head(&c->out), c->out.len,
+	if (c->own->tls == NULL) {
+		n = send(c->own->w.fd, bw_buf_head(&c->out), c->out.len,
 			 MSG_NOSIGNAL);
 		if (n < 0)
 			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 		bw_buf_consume(&c->out, (size_t)n);
 		return n;
 	}
-	if ((rec = bw_tls_out(c->tls, &len)) != NULL && len > 0) {
-		n = send(c->w.fd, rec, len, MSG_NOSIGNAL);
+	if ((rec = bw_tls_out(c->own->tls, &len)) != NULL && len > 0) {
+		n = send(c->own->w.fd, rec, len, MSG_NOSIGNAL);
 		if (n < 0)
 			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-		bw_tls_out_consume(c->tls, (size_t)n);
+		bw_tls_out_consume(c->own->tls, (size_t)n);
 		return n;
 	}
-	if (c->tls_enc > 0) {
-		bw_buf_consume(&c->out, c->tls_enc);
-		c->tls_enc = 0;
+	if (c->own->tls_enc > 0) {
+		bw_buf_consume(&c->out, c->own->tls_enc);
+		c->own->tls_enc = 0;
 		return 0;
 	}
 	if (c->out.len == 0)
@@ -314,10 +316,10 @@ engine_conn_push(struct bw_conn *c)
 	if (!(c->flags & BW_CONN_TLS_UP))
 		return -EINPROGRESS; /* the rooms' greeting waits for it */
 	chunk = c->out.len < TLS_WRITE_CHUNK ? c->out.len : TLS_WRITE_CHUNK;
-	if (bw_tls_write(c->tls, bw_buf_head(&c->out), chunk, &took) !=
+	if (bw_tls_write(c->own->tls, bw_buf_head(&c->out), chunk, &took) !=
 		    BW_TLS_OK ||
 	    took == 0)
 		return -EPROTO;
-	c->tls_enc = took;
+	c->own->tls_enc = took;
 	return 0;
 }

@@ -42,12 +42,12 @@ void
 engine_conn_measure(struct bw_conn *c, uint64_t now)
 {
 	if (c->out.len <= c->lis->cfg.lim.out_max) {
-		c->over_since_ms = 0;
+		c->own->over_since_ms = 0;
 		return;
 	}
-	if (c->over_since_ms == 0)
-		c->over_since_ms = now;
-	else if (now - c->over_since_ms >= BW_OUT_OVER_MS)
+	if (c->own->over_since_ms == 0)
+		c->own->over_since_ms = now;
+	else if (now - c->own->over_since_ms >= BW_OUT_OVER_MS)
 		engine_conn_overflow(c);
 }
 
@@ -76,10 +76,10 @@ engine_queue_add(struct bw_conn *c)
 	if (c->flags & BW_CONN_QUEUED)
 		return;
 	c->flags |= BW_CONN_QUEUED;
-	c->qnext = NULL;
-	c->qprev = e->queue_tail;
+	c->own->qnext = NULL;
+	c->own->qprev = e->queue_tail;
 	if (e->queue_tail != NULL)
-		e->queue_tail->qnext = c;
+		e->queue_tail->own->qnext = c;
 	else
 		e->queue_head = c;
 	e->queue_tail = c;
@@ -94,15 +94,15 @@ engine_queue_del(struct bw_conn *c)
 	if (!(c->flags & BW_CONN_QUEUED))
 		return;
 	c->flags &= ~BW_CONN_QUEUED;
-	if (c->qprev != NULL)
-		c->qprev->qnext = c->qnext;
+	if (c->own->qprev != NULL)
+		c->own->qprev->own->qnext = c->own->qnext;
 	else
-		e->queue_head = c->qnext;
-	if (c->qnext != NULL)
-		c->qnext->qprev = c->qprev;
+		e->queue_head = c->own->qnext;
+	if (c->own->qnext != NULL)
+		c->own->qnext->own->qprev = c->own->qprev;
 	else
-		e->queue_tail = c->qprev;
-	c->qprev = c->qnext = NULL;
+		e->queue_tail = c->own->qprev;
+	c->own->qprev = c->own->qnext = NULL;
 	e->queue_n--;
 }
 
@@ -112,18 +112,18 @@ engine_conn_trim(struct bw_conn *c, uint64_t now)
 	if (c->flags & (BW_CONN_DEAD | BW_CONN_FAILED | BW_CONN_PAUSED))
 		return; /* a paused service may still look at its input */
 	if (c->in.cap > 0 && c->in.len == 0 &&
-	    now - c->last_read_ms >= TRIM_IDLE_MS)
+	    now - c->own->last_read_ms >= TRIM_IDLE_MS)
 		bw_buf_fini(&c->in);
 	if (c->out.len != 0 || (c->flags & (BW_CONN_QUEUED | BW_CONN_BLOCKED)))
 		return;
-	if (c->out.cap > 0 && c->out_total == c->trim_out_total)
+	if (c->out.cap > 0 && c->out_total == c->own->trim_out_total)
 		bw_buf_fini(&c->out);
 	if ((c->flags & (BW_CONN_OUT_ACTIVE | BW_CONN_CLOSING)) ==
 		    BW_CONN_OUT_ACTIVE &&
-	    c->out_total != c->trim_out_total &&
-	    c->deadline_ms < now + c->lis->cfg.lim.idle_ms)
-		c->deadline_ms = now + c->lis->cfg.lim.idle_ms;
-	c->trim_out_total = c->out_total;
+	    c->out_total != c->own->trim_out_total &&
+	    c->own->deadline_ms < now + c->lis->cfg.lim.idle_ms)
+		c->own->deadline_ms = now + c->lis->cfg.lim.idle_ms;
+	c->own->trim_out_total = c->out_total;
 }
 
 /* Writes what the socket takes: 0 (c->out may still hold bytes, then c is
@@ -155,30 +155,31 @@ engine_conn_flush(struct bw_conn *c)
 			 * connection whose output stays blocked past it) */
 			if (!resumed && !(c->flags & BW_CONN_LINGER)) {
 				until = bw_now_ms() + engine_conn_idle_ms(c);
-				if (until > c->deadline_ms)
-					c->deadline_ms = until;
+				if (until > c->own->deadline_ms)
+					c->own->deadline_ms = until;
 			}
 			c->flags |= BW_CONN_BLOCKED;
 			engine_conn_measure(c, bw_now_ms());
 			/* what the peer has not acknowledged now: at the idle
 			 * look, less means it is still reading */
-			if (bw_net_unacked(c->w.fd, &c->unacked_seen) != 0)
-				c->unacked_seen = 0;
+			if (bw_net_unacked(c->own->w.fd,
+					   &c->own->unacked_seen) != 0)
+				c->own->unacked_seen = 0;
 			return 0;
 		}
 		if (n < 0)
 			return (int)n;
 		if (resumed && n > 0 && !(c->flags & BW_CONN_LINGER)) {
 			until = bw_now_ms() + engine_conn_idle_ms(c);
-			if (until > c->deadline_ms)
-				c->deadline_ms = until;
+			if (until > c->own->deadline_ms)
+				c->own->deadline_ms = until;
 			resumed = 0;
 		}
 	}
-	c->over_since_ms = 0;
+	c->own->over_since_ms = 0;
 	if (note) {
-		c->drained_out_total = c->out_total;
-		c->drained_in_total = arrived;
+		c->own->drained_out_total = c->out_total;
+		c->own->drained_in_total = arrived;
 	}
 	if (c->out.cap > IDLE_OUT_CAP)
 		bw_buf_fini(&c->out); /* give back a big reply's memory */

@@ -30,11 +30,12 @@ bw_conn_output_is_activity(struct bw_conn *c)
 static void
 conn_lowat(struct bw_conn *c, int v)
 {
-	if (v == (c->lowat > 1 ? c->lowat : 1))
+	if (v == (c->own->lowat > 1 ? c->own->lowat : 1))
 		return;
 	/* on a failure the kernel keeps the old value, and so do we */
-	if (setsockopt(c->w.fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) == 0)
-		c->lowat = v;
+	if (setsockopt(c->own->w.fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) ==
+	    0)
+		c->own->lowat = v;
 }
 
 void
@@ -44,7 +45,7 @@ bw_conn_expect(struct bw_conn *c, size_t n)
 
 	if (c->flags & BW_CONN_DEAD)
 		return; /* its descriptor is closing */
-	if (n > 1 && c->last_read_n >= LOWAT_BULK)
+	if (n > 1 && c->own->last_read_n >= LOWAT_BULK)
 		v = (int)(n < LOWAT_MAX ? n : LOWAT_MAX);
 	conn_lowat(c, v);
 }
@@ -52,8 +53,8 @@ bw_conn_expect(struct bw_conn *c, size_t n)
 void
 engine_conn_lowat_lapse(struct bw_conn *c, uint64_t now)
 {
-	if (c->lowat > 1 && !(c->flags & BW_CONN_DEAD) &&
-	    now - c->last_read_ms >= ENGINE_TICK_MS)
+	if (c->own->lowat > 1 && !(c->flags & BW_CONN_DEAD) &&
+	    now - c->own->last_read_ms >= ENGINE_TICK_MS)
 		conn_lowat(c, 1);
 }
 
@@ -63,7 +64,7 @@ engine_conn_arrived(const struct bw_conn *c)
 {
 	size_t unread = 0;
 
-	if (bw_net_unread(c->w.fd, &unread) != 0)
+	if (bw_net_unread(c->own->w.fd, &unread) != 0)
 		unread = SIZE_MAX / 2; /* cannot tell: as if everything had */
 	return c->in_total + unread;
 }
@@ -72,15 +73,16 @@ int
 bw_conn_arrived_after(const struct bw_conn *c, uint64_t in_off,
 		      uint64_t out_total)
 {
-	return (c->flags & BW_CONN_NOTE) && c->drained_out_total >= out_total &&
-	       in_off >= c->drained_in_total;
+	return (c->flags & BW_CONN_NOTE) &&
+	       c->own->drained_out_total >= out_total &&
+	       in_off >= c->own->drained_in_total;
 }
 
 int
 bw_conn_peer_shut(const struct bw_conn *c)
 {
 	return (c->flags & BW_CONN_EOF) != 0 ||
-	       (c->w.fd >= 0 && bw_net_peer_shut(c->w.fd));
+	       (c->own->w.fd >= 0 && bw_net_peer_shut(c->own->w.fd));
 }
 
 void
@@ -92,7 +94,7 @@ bw_conn_request_deadline(struct bw_conn *c, unsigned ms)
 void
 bw_conn_idle_deadline(struct bw_conn *c, unsigned ms)
 {
-	c->deadline_ms = bw_now_ms() + ms;
+	c->own->deadline_ms = bw_now_ms() + ms;
 }
 
 uint64_t
@@ -101,7 +103,7 @@ bw_conn_out_acked(const struct bw_conn *c)
 	size_t unacked = 0;
 	uint64_t sent = c->out_total - c->out.len;
 
-	if (c->w.fd < 0 || bw_net_unacked(c->w.fd, &unacked) != 0)
+	if (c->own->w.fd < 0 || bw_net_unacked(c->own->w.fd, &unacked) != 0)
 		return UINT64_MAX;
 	return unacked < sent ? sent - unacked : 0;
 }
@@ -115,12 +117,12 @@ engine_conn_still_reading(struct bw_conn *c, uint64_t now_ms)
 		return 0;
 	/* down to 0 counts: the peer took the last of it since the last
 	 * look, maybe a moment ago, and has one more idle time from here */
-	if (bw_net_unacked(c->w.fd, &unacked) != 0 ||
-	    unacked == c->unacked_seen) {
-		c->unacked_seen = 0;
+	if (bw_net_unacked(c->own->w.fd, &unacked) != 0 ||
+	    unacked == c->own->unacked_seen) {
+		c->own->unacked_seen = 0;
 		return 0;
 	}
-	c->unacked_seen = unacked;
-	c->deadline_ms = now_ms + engine_conn_idle_ms(c);
+	c->own->unacked_seen = unacked;
+	c->own->deadline_ms = now_ms + engine_conn_idle_ms(c);
 	return 1;
 }

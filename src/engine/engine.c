@@ -70,16 +70,17 @@ evict_victim(struct bw_listener *l)
 
 	/* its own connections only: a full console port is not a reason to
 	 * walk every chat member */
-	for (c = l->conns; c != NULL; c = c->lnext) {
-		if (c->refs > 0 || (c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)))
+	for (c = l->conns; c != NULL; c = c->own->lnext) {
+		if (c->own->refs > 0 ||
+		    (c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)))
 			continue;
 		if (!(c->flags & BW_CONN_PROVEN)) {
 			/* ids grow with time: the lowest is the oldest */
 			if (unproven == NULL || c->id < unproven->id)
 				unproven = c;
-		} else if (now - c->last_read_ms >= 1000 &&
+		} else if (now - c->own->last_read_ms >= 1000 &&
 			   (idle == NULL ||
-			    c->last_read_ms < idle->last_read_ms)) {
+			    c->own->last_read_ms < idle->own->last_read_ms)) {
 			idle = c;
 		}
 	}
@@ -241,8 +242,8 @@ drain_idle(struct bw_engine *e)
 	struct bw_conn *c, *next;
 
 	for (c = e->conns; c != NULL; c = next) {
-		next = c->next;
-		if (c->refs > 0 || (c->flags & BW_CONN_LINGER))
+		next = c->own->next;
+		if (c->own->refs > 0 || (c->flags & BW_CONN_LINGER))
 			continue;
 		if (c->lis->svc->busy != NULL &&
 		    !(c->flags & BW_CONN_PROXY_WAIT) && c->lis->svc->busy(c))
@@ -264,7 +265,7 @@ on_tick(void *arg)
 
 	resume_listeners(e, now);
 	for (c = e->conns; c != NULL; c = next) {
-		next = c->next;
+		next = c->own->next;
 		engine_conn_lowat_lapse(c, now);
 		/* output the peer does not take, whether or not a job holds
 		 * the connection or it is paused (a pull streaming, a list
@@ -272,20 +273,20 @@ on_tick(void *arg)
 		 * takes some */
 		if ((c->flags & (BW_CONN_BLOCKED | BW_CONN_LINGER |
 				 BW_CONN_FAILED)) == BW_CONN_BLOCKED &&
-		    now > c->deadline_ms &&
+		    now > c->own->deadline_ms &&
 		    !engine_conn_still_reading(c, now)) {
 			e->closed_idle++;
 			engine_conn_kill(c, "the peer does not read");
 			continue;
 		}
-		if (c->refs > 0)
+		if (c->own->refs > 0)
 			continue;
 		/* a paused connection is not read by our choice (a write of
 		 * ours in flight, a rate or a delay): its peer is not idle,
 		 * and what it sends waits for us in the kernel. One that is
 		 * closing or failed waits for nothing of ours: its deadline
 		 * holds even if it was paused when it ended. */
-		if (now > c->deadline_ms &&
+		if (now > c->own->deadline_ms &&
 		    ((c->flags & (BW_CONN_LINGER | BW_CONN_FAILED)) ||
 		     (!bw_conn_paused(c) &&
 		      !engine_conn_still_reading(c, now)))) {
@@ -298,7 +299,7 @@ on_tick(void *arg)
 		} else if (c->req_deadline_ms && now > c->req_deadline_ms) {
 			e->closed_deadline++;
 			engine_conn_kill(c, "request deadline passed");
-		} else if (c->over_since_ms != 0) {
+		} else if (c->own->over_since_ms != 0) {
 			engine_conn_measure(c, now);
 		} else {
 			engine_conn_trim(c, now);
@@ -311,7 +312,7 @@ on_tick(void *arg)
 	if (now > e->stop_deadline_ms) {
 		close_listeners(e, 1);
 		for (c = e->conns; c != NULL; c = next) {
-			next = c->next;
+			next = c->own->next;
 			engine_conn_kill(c, "shutting down");
 		}
 	} else {
@@ -337,7 +338,7 @@ bw_engine_stop(struct bw_engine *e)
 	(void)bw_notify("STOPPING=1\nSTATUS=shutting down");
 	e->stopping = 1;
 	e->stop_deadline_ms = bw_now_ms() + e->cfg.shutdown_grace_ms;
-	for (c = e->conns; c != NULL; c = c->next) {
+	for (c = e->conns; c != NULL; c = c->own->next) {
 		if (c->lis->svc->on_stop != NULL &&
 		    !(c->flags &
 		      (BW_CONN_DEAD | BW_CONN_FAILED | BW_CONN_PROXY_WAIT)))
@@ -482,7 +483,7 @@ bw_engine_shut(struct bw_engine *e)
 		return;
 	close_listeners(e, 1);
 	for (c = e->conns; c != NULL; c = next) {
-		next = c->next;
+		next = c->own->next;
 		engine_conn_kill(c, NULL);
 	}
 	bw_loop_drain(e->loop); /* finishes queued jobs and deferred frees */

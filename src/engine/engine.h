@@ -153,51 +153,36 @@ enum {
 	BW_CONN_PROXIED = 262144u    /* from a --proxy-from balancer */
 };
 
+struct bw_conn_own; /* the engine's links and bookkeeping (engine_int.h) */
+
+/* A connection as services see it. The engine allocates it; a service
+ * reads the first group, and the second only through the bw_conn_*
+ * functions below. */
 struct bw_conn {
+	/* read by services */
 	struct bw_engine *eng;
-	struct bw_listener *lis;
-	struct bw_watch w;
 	uint64_t id;
 	char peer[64];
 	struct bw_addr *addr; /* the peer's address entry; NULL if untracked */
-	uint64_t opened_ms, last_read_ms;
-	size_t last_read_n; /* what the last read took */
-	int lowat;	    /* SO_RCVLOWAT as set (0: never; bw_conn_expect) */
-	struct bw_buf in, out;
-	uint64_t out_total;	  /* bytes ever queued by bw_conn_send */
-	uint64_t out_acked_total; /* out_total at an acked EOF (EOF_ACKED) */
-	uint64_t in_total;	  /* bytes ever read from the socket */
-	/* when the output last became empty: out_total then, and how much
-	 * input had arrived by then (read, or waiting in the socket) */
-	uint64_t drained_out_total, drained_in_total;
-	size_t unacked_seen;  /* output unacknowledged at the last idle look */
+	struct bw_buf in;     /* input read, not yet consumed */
 	size_t want;	      /* room the service wants in c->in */
-	uint64_t deadline_ms; /* closed when the clock passes it */
-	uint64_t over_since_ms;	  /* unsent output above out_max since */
+	uint64_t out_total;   /* bytes ever queued by bw_conn_send */
+	/* out_total when the peer's FIN came after all of it was acked
+	 * (bw_conn_eof_acked) */
+	uint64_t out_acked_total;
 	uint64_t req_deadline_ms; /* the current request's deadline, or 0 */
-	unsigned flags;
-	unsigned refs;		       /* worker jobs holding the connection */
-	void *state;		       /* the service's */
-	struct bw_conn *prev, *next;   /* every connection */
-	struct bw_conn *lprev, *lnext; /* its listener's */
-	struct bw_conn *qprev, *qnext; /* output waiting for the flush */
-	/* the deferred close and free (never allocated: closing cannot
-	 * fail for want of memory) and what it is to do (conn.c) */
-	struct bw_call call;
-	unsigned call_want;
-	/* out_total when the tick last saw the output empty (engine_conn_trim)
-	 */
-	uint64_t trim_out_total;
-	/* a TLS listener's: the session, and how much of the head of out its
-	 * records hold (out is consumed once they are all sent, so that out
-	 * is empty only when the peer has been sent everything) */
-	struct bw_tls *tls;
-	size_t tls_enc;
-	/* after its handshake: the DER SubjectPublicKeyInfo of the key the
-	 * peer proved it holds (a client certificate's); NULL if none */
+	void *state;		  /* the service's */
+	/* read through the functions below */
+	struct bw_listener *lis;
+	unsigned flags;	   /* BW_CONN_* */
+	struct bw_buf out; /* output queued, not yet written */
+	uint64_t in_total; /* bytes ever read from the socket */
+	/* after a TLS handshake: the DER SubjectPublicKeyInfo of the key
+	 * the peer proved it holds (a client certificate's); NULL if none */
 	uint8_t *peer_key;
 	size_t peer_key_len;
-	struct bw_call tls_call; /* a read of what the session holds */
+	/* the engine's own: its links, timers and TLS session */
+	struct bw_conn_own *own;
 };
 
 struct bw_engine {
@@ -377,6 +362,12 @@ bw_conn_broken(const struct bw_conn *c)
 {
 	return (c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)) != 0;
 }
+/* The most connections c's listener lets one address hold (0: no cap). */
+static inline unsigned
+bw_conn_addr_share(const struct bw_conn *c)
+{
+	return c->lis != NULL ? c->lis->cfg.max_conns_per_addr : 0;
+}
 /* The limits of c's listener. */
 static inline const struct bw_conn_limits *
 bw_conn_limits(const struct bw_conn *c)
@@ -402,6 +393,8 @@ void bw_conn_hold(struct bw_conn *c);
 /* Drops a hold; a dead, unheld c is freed after the current batch, so c
  * may be read until the callback returns, never after. */
 void bw_conn_release(struct bw_conn *c);
+/* When c was accepted (bw_now_ms). */
+uint64_t bw_conn_opened_ms(const struct bw_conn *c);
 /* 1 if the connection has been closed (e.g. while a job held it). */
 int bw_conn_dead(const struct bw_conn *c);
 /* Runs the service's input handler again (after a job completes). */

@@ -1,5 +1,6 @@
-/* Between the engine's two files: engine.c (listeners, lifecycle) and
- * conn.c (connections). Internal to the engine.
+/* Between the engine's files: engine.c (listeners, lifecycle), conn*.c
+ * (connections) and the frames: a connection's engine-only part, and what
+ * they call of each other. Internal to the engine.
  */
 #ifndef BULWARK_ENGINE_INT_H
 #define BULWARK_ENGINE_INT_H
@@ -7,6 +8,38 @@
 #include <sys/types.h>
 
 #include "engine/engine.h"
+
+/* A connection's engine-only part, allocated with it (conn.c):
+ * c->own. */
+struct bw_conn_own {
+	struct bw_watch w;
+	uint64_t opened_ms, last_read_ms;
+	size_t last_read_n; /* what the last read took */
+	int lowat;	    /* SO_RCVLOWAT as set (0: never; bw_conn_expect) */
+	/* when the output last became empty: out_total then, and how much
+	 * input had arrived by then (read, or waiting in the socket) */
+	uint64_t drained_out_total, drained_in_total;
+	size_t unacked_seen;  /* output unacknowledged at the last idle look */
+	uint64_t deadline_ms; /* closed when the clock passes it */
+	uint64_t over_since_ms;	       /* unsent output above out_max since */
+	unsigned refs;		       /* worker jobs holding the connection */
+	struct bw_conn *prev, *next;   /* every connection */
+	struct bw_conn *lprev, *lnext; /* its listener's */
+	struct bw_conn *qprev, *qnext; /* output waiting for the flush */
+	/* the deferred close and free (never allocated: closing cannot
+	 * fail for want of memory) and what it is to do (conn.c) */
+	struct bw_call call;
+	unsigned call_want;
+	/* out_total when the tick last saw the output empty
+	 * (engine_conn_trim) */
+	uint64_t trim_out_total;
+	/* a TLS listener's: the session, and how much of the head of out its
+	 * records hold (out is consumed once they are all sent, so that out
+	 * is empty only when the peer has been sent everything) */
+	struct bw_tls *tls;
+	size_t tls_enc;
+	struct bw_call tls_call; /* a read of what the session holds */
+};
 
 /* the tick that enforces deadlines and trims idle buffers (engine.c) */
 #define ENGINE_TICK_MS	     200u

@@ -461,7 +461,7 @@ frame_busy(const struct bw_conn *c)
 	if (fc == NULL)
 		return 0;
 	if (fc->st != F_HDR || c->in.len > 0 ||
-	    (fc->requests == 0 && bw_now_ms() - c->opened_ms < 1000))
+	    (fc->requests == 0 && bw_now_ms() - bw_conn_opened_ms(c) < 1000))
 		return 1;
 	for (i = 0; i < f->n; i++) {
 		if (fc->state[i] != NULL && f->p[i]->busy != NULL &&

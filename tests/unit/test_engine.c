@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "support/enginetest.h"
+#include "engine/engine_int.h"
 
 #define MAGIC 0x5e55u
 
@@ -68,7 +69,7 @@ t_input(struct bw_conn *c)
 	if (c->in.len > seen.max_in)
 		seen.max_in = c->in.len;
 	if (bw_buf_head(&c->in)[0] == 'B') {
-		for (o = c->eng->conns; o != NULL; o = o->next) {
+		for (o = c->eng->conns; o != NULL; o = o->own->next) {
 			seen.visited++;
 			rc = bw_conn_send(o, msg, sizeof(msg));
 			if (rc == BW_ETOOBIG) {
@@ -302,7 +303,7 @@ connect_tight(struct bw_engine *e, struct bw_listener *l)
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
 	pump(e, 50);
-	assert_int_equal(setsockopt(newest(e)->w.fd, SOL_SOCKET, SO_SNDBUF,
+	assert_int_equal(setsockopt(newest(e)->own->w.fd, SOL_SOCKET, SO_SNDBUF,
 				    &small, sizeof(small)),
 			 0);
 	return fd;

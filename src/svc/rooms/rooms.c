@@ -296,7 +296,7 @@ ghost_start(struct rconn *rc)
 
 	struct bw_rooms *rs = rc->rs;
 	struct bw_addr *a = c->addr;
-	unsigned share = c->lis != NULL ? c->lis->cfg.max_conns_per_addr : 0;
+	unsigned share = bw_conn_addr_share(c);
 
 	/* it leaves now, its held lines unsaid: the ghosts are as many as
 	 * connections, or its address has as many as it may have
