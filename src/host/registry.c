@@ -116,11 +116,11 @@ load_client(void *arg, const struct bw_client_rec *rec)
 	memcpy(c->name, rec->name, sizeof(c->name));
 	c->has_pubkey = rec->has_pubkey;
 	memcpy(c->pubkey, rec->pubkey, sizeof(c->pubkey));
-	c->has_aes = rec->has_aes;
-	memcpy(c->aes_key, rec->aes_key, sizeof(c->aes_key));
+	c->vault.has_aes = rec->has_aes;
+	memcpy(c->vault.aes_key, rec->aes_key, sizeof(c->vault.aes_key));
 	c->last_seen = rec->last_seen;
-	c->key_issued = rec->key_issued;
-	c->key_used = rec->key_used;
+	c->vault.key_issued = rec->key_issued;
+	c->vault.key_used = rec->key_used;
 	c->tls_only = rec->tls_only;
 	c->read_ms = bw_now_ms();
 	(void)key_client(c); /* a name of no visible character: its bytes */
@@ -151,19 +151,21 @@ struct refresh {
 static void
 apply(struct bw_client *c, const struct bw_client_rec *rec)
 {
-	if (c->has_aes != rec->has_aes || c->key_issued != rec->key_issued ||
-	    memcmp(c->aes_key, rec->aes_key, sizeof(c->aes_key)) != 0) {
+	if (c->vault.has_aes != rec->has_aes ||
+	    c->vault.key_issued != rec->key_issued ||
+	    memcmp(c->vault.aes_key, rec->aes_key, sizeof(c->vault.aes_key)) !=
+		    0) {
 		/* another key, or none: its own count and clock */
-		c->key_failures = 0;
-		c->key_issued_ms = 0;
-		c->key_seq++;
+		c->vault.key_failures = 0;
+		c->vault.key_issued_ms = 0;
+		c->vault.key_seq++;
 	}
 	c->has_pubkey = rec->has_pubkey;
 	memcpy(c->pubkey, rec->pubkey, sizeof(c->pubkey));
-	c->has_aes = rec->has_aes;
-	memcpy(c->aes_key, rec->aes_key, sizeof(c->aes_key));
-	c->key_issued = rec->key_issued;
-	c->key_used = rec->key_used;
+	c->vault.has_aes = rec->has_aes;
+	memcpy(c->vault.aes_key, rec->aes_key, sizeof(c->vault.aes_key));
+	c->vault.key_issued = rec->key_issued;
+	c->vault.key_used = rec->key_used;
 	c->tls_only |= rec->tls_only; /* never undone */
 	c->read_ms = bw_now_ms();
 	c->unread = 0;
@@ -469,7 +471,7 @@ bw_registry_add(struct bw_registry *r, const char *name, const uint8_t *pubkey,
 	memcpy(c->id, a->rec.id, BW_ID_LEN);
 	memcpy(c->name, a->rec.name, sizeof(c->name));
 	c->has_pubkey = a->rec.has_pubkey;
-	c->key_used = a->rec.key_used;
+	c->vault.key_used = a->rec.key_used;
 	memcpy(c->pubkey, a->rec.pubkey, sizeof(c->pubkey));
 	c->last_seen = a->rec.last_seen;
 	c->pending = 1; /* the name is taken from now on */
@@ -520,16 +522,17 @@ key_stored(struct bw_meta_req *req)
 	if (req->rc != 0) {
 		bw_warn("registry: the key state of '%s' was not stored: %s",
 			c->name, bw_strerror(req->rc));
-		if (c->key_seq == k->seq && k->req.u.key.aes != NULL) {
+		if (c->vault.key_seq == k->seq && k->req.u.key.aes != NULL) {
 			/* nothing was asked after it: RAM goes back (but a
 			 * revocation holds in RAM whatever the store says) */
 			c->has_pubkey = k->old.has_pubkey;
 			memcpy(c->pubkey, k->old.pubkey, sizeof(c->pubkey));
-			c->has_aes = k->old.has_aes;
-			memcpy(c->aes_key, k->old.aes_key, sizeof(c->aes_key));
-			c->key_issued = k->old.key_issued;
-			c->key_issued_ms = k->old.key_issued_ms;
-			c->key_used = k->old.key_used;
+			c->vault.has_aes = k->old.vault.has_aes;
+			memcpy(c->vault.aes_key, k->old.vault.aes_key,
+			       sizeof(c->vault.aes_key));
+			c->vault.key_issued = k->old.vault.key_issued;
+			c->vault.key_issued_ms = k->old.vault.key_issued_ms;
+			c->vault.key_used = k->old.vault.key_used;
 		}
 	}
 	if (k->done != NULL)
@@ -549,7 +552,7 @@ bw_registry_set_key(struct bw_registry *r, struct bw_client *c,
 	k->r = r;
 	k->c = c;
 	k->old = *c;
-	k->seq = ++c->key_seq;
+	k->seq = ++c->vault.key_seq;
 	k->done = done;
 	k->arg = arg;
 	/* a public key is the client's for good once a key wrapped for it is
@@ -567,20 +570,21 @@ bw_registry_set_key(struct bw_registry *r, struct bw_client *c,
 	if (aes_key != NULL) {
 		memcpy(k->aes, aes_key, BW_AES_KEY_LEN);
 		k->req.u.key.aes = k->aes;
-		if (aes_key != c->aes_key) /* never copied onto itself */
-			memcpy(c->aes_key, aes_key, BW_AES_KEY_LEN);
+		if (aes_key != c->vault.aes_key) /* never copied onto itself */
+			memcpy(c->vault.aes_key, aes_key, BW_AES_KEY_LEN);
 	} else {
-		bw_wipe(c->aes_key, sizeof(c->aes_key));
+		bw_wipe(c->vault.aes_key, sizeof(c->vault.aes_key));
 	}
 	k->req.u.key.issued = issued;
 	k->req.u.key.used = used;
 	k->req.u.key.last_seen = c->last_seen = bw_time_s();
-	c->has_aes = aes_key != NULL;
-	if (c->key_issued != issued)
-		c->key_issued_ms = 0; /* the caller sets it for a new key */
-	c->key_issued = issued;
-	c->key_used = used;
-	c->key_failures = 0;
+	c->vault.has_aes = aes_key != NULL;
+	if (c->vault.key_issued != issued)
+		c->vault.key_issued_ms =
+			0; /* the caller sets it for a new key */
+	c->vault.key_issued = issued;
+	c->vault.key_used = used;
+	c->vault.key_failures = 0;
 	bw_meta_submit(r->meta, &k->req);
 	return 0;
 }

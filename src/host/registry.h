@@ -22,27 +22,31 @@ struct bw_client {
 	char name[BW_NAME_CAP];
 	int has_pubkey;
 	uint8_t pubkey[BW_RSA_PUB_LEN];
-	int has_aes;
-	uint8_t aes_key[BW_AES_KEY_LEN];
 	int64_t last_seen;
-	int64_t key_issued;	/* when aes_key was issued (Unix s) */
-	uint64_t key_issued_ms; /* and on the monotonic clock (0: before
-				 * this run, or not known) */
-	int key_used;		/* see bw_client_rec.key_used */
-	int tls_only;		/* see bw_client_rec.tls_only */
+	int tls_only; /* see bw_client_rec.tls_only */
 	/* when its row was last read (bw_now_ms; at start-up, the load) */
 	uint64_t read_ms;
 	/* the last read of its row again failed (a shared store): what RAM
 	 * says of its key and its owner's choices may be stale until a read
 	 * succeeds */
 	int unread;
-	unsigned key_failures; /* decryption failures with aes_key */
-	/* uploads that failed to decrypt under any of its keys, the last at
-	 * undecryptable_ms (monotonic): not reset by a new key (this node's
-	 * count) */
-	unsigned undecryptable;
-	uint64_t undecryptable_ms;
-	unsigned key_seq; /* key changes asked for */
+	/* the vault's alone: the session key it issued (its row in the
+	 * store carries it, so the record does too) */
+	struct bw_client_vault {
+		int has_aes;
+		uint8_t aes_key[BW_AES_KEY_LEN];
+		int64_t key_issued;	/* when aes_key was issued (Unix s) */
+		uint64_t key_issued_ms; /* and on the monotonic clock (0:
+					 * before this run, or not known) */
+		int key_used;		/* see bw_client_rec.key_used */
+		unsigned key_failures;	/* decryption failures with aes_key */
+		/* uploads that failed to decrypt under any of its keys, the
+		 * last at undecryptable_ms (monotonic): not reset by a new
+		 * key (this node's count) */
+		unsigned undecryptable;
+		uint64_t undecryptable_ms;
+		unsigned key_seq; /* key changes asked for */
+	} vault;
 	/* its insert is still on its way: the name and id are taken, but it
 	 * is nobody's yet (not listed, not counted) */
 	int pending;

@@ -433,15 +433,15 @@ suspect(const struct upload *u)
 	char shown[BW_ESC_CAP];
 	uint64_t ago;
 
-	if (cl == NULL || cl->undecryptable == 0 ||
-	    (ago = bw_now_ms() - cl->undecryptable_ms) >= SUSPECT_MS)
+	if (cl == NULL || cl->vault.undecryptable == 0 ||
+	    (ago = bw_now_ms() - cl->vault.undecryptable_ms) >= SUSPECT_MS)
 		return 0;
 	bw_warn("c%llu 1028 %s refused: %u upload(s) of this client failed to "
 		"decrypt in the last %u min, the last %llu s ago (someone "
 		"without its key may be guessing); the verified file stays",
 		ULL(u->conn != NULL ? u->conn->id : 0),
 		bw_escape_display(u->rel_path, shown, sizeof(shown)),
-		cl->undecryptable, SUSPECT_MS / 60000u, ULL(ago / 1000u));
+		cl->vault.undecryptable, SUSPECT_MS / 60000u, ULL(ago / 1000u));
 	return 1;
 }
 

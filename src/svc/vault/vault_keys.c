@@ -18,11 +18,11 @@ vault_key_used(struct bw_vault *v, const uint8_t id[BW_ID_LEN])
 	struct bw_client *cl = bw_registry_by_id(v->reg, id);
 	int rc;
 
-	if (cl == NULL || cl->key_used)
+	if (cl == NULL || cl->vault.key_used)
 		return;
 	rc = bw_registry_set_key(v->reg, cl, NULL,
-				 cl->has_aes ? cl->aes_key : NULL,
-				 cl->key_issued, 1, NULL, NULL);
+				 cl->vault.has_aes ? cl->vault.aes_key : NULL,
+				 cl->vault.key_issued, 1, NULL, NULL);
 	if (rc != 0)
 		bw_warn("vault: could not record that '%s' used its key: %s",
 			cl->name, bw_strerror(rc));
@@ -38,15 +38,15 @@ revoke(struct bw_vault *v, uint64_t conn_id, struct bw_client *cl,
 	char name[BW_ESC_CAP];
 	int rc;
 
-	rc = bw_registry_set_key(v->reg, cl, NULL, NULL, 0, cl->key_used, done,
-				 arg);
+	rc = bw_registry_set_key(v->reg, cl, NULL, NULL, 0, cl->vault.key_used,
+				 done, arg);
 	v->err_revoked++;
 	bw_warn("c%llu '%s': AES key revoked after %u decryption failures%s",
 		ULL(conn_id), bw_escape_display(cl->name, name, sizeof(name)),
 		v->cfg.key_failures, rc != 0 ? " (in RAM only)" : "");
 	if (rc != 0) {
-		cl->has_aes = 0;
-		bw_wipe(cl->aes_key, sizeof(cl->aes_key));
+		cl->vault.has_aes = 0;
+		bw_wipe(cl->vault.aes_key, sizeof(cl->vault.aes_key));
 	}
 	return rc == 0 && done != NULL;
 }
@@ -87,8 +87,8 @@ counted(struct bw_meta_req *req)
 	struct bw_client *cl = bw_registry_by_id(k->v->reg, req->u.fail.id);
 
 	if (req->rc == 0 && req->u.fail.count >= k->v->cfg.key_failures &&
-	    cl != NULL && cl->has_aes &&
-	    bw_ct_equal(cl->aes_key, req->u.fail.aes, BW_AES_KEY_LEN)) {
+	    cl != NULL && cl->vault.has_aes &&
+	    bw_ct_equal(cl->vault.aes_key, req->u.fail.aes, BW_AES_KEY_LEN)) {
 		if (revoke(k->v, k->c->id, cl, revoked, k))
 			return;
 	} else if (req->rc != 0) {
@@ -107,17 +107,17 @@ vault_key_failed(struct bw_conn *c, struct bw_vault *v,
 
 	v->err_decrypt++;
 	if (cl != NULL) { /* whichever key it was: vault_commit.c */
-		if (bw_now_ms() - cl->undecryptable_ms >= SUSPECT_MS)
-			cl->undecryptable = 0;
-		cl->undecryptable++;
-		cl->undecryptable_ms = bw_now_ms();
+		if (bw_now_ms() - cl->vault.undecryptable_ms >= SUSPECT_MS)
+			cl->vault.undecryptable = 0;
+		cl->vault.undecryptable++;
+		cl->vault.undecryptable_ms = bw_now_ms();
 	}
 	if (VC(c)->has_key && bw_ct_equal(VC(c)->key, key, BW_AES_KEY_LEN)) {
 		VC(c)->has_key = 0; /* this connection's key is spent */
 		bw_wipe(VC(c)->key, sizeof(VC(c)->key));
 	}
-	if (cl == NULL || !cl->has_aes ||
-	    !bw_ct_equal(cl->aes_key, key, BW_AES_KEY_LEN))
+	if (cl == NULL || !cl->vault.has_aes ||
+	    !bw_ct_equal(cl->vault.aes_key, key, BW_AES_KEY_LEN))
 		return 0;
 	if (v->reg->shared) {
 		struct kfail *k = calloc(1, sizeof(*k));
@@ -136,7 +136,7 @@ vault_key_failed(struct bw_conn *c, struct bw_vault *v,
 		}
 		/* no memory: counted here, as on one node */
 	}
-	if (++cl->key_failures < v->cfg.key_failures)
+	if (++cl->vault.key_failures < v->cfg.key_failures)
 		return 0;
 	(void)revoke(v, c->id, cl, NULL, NULL);
 	return 0;
@@ -196,7 +196,7 @@ key_stored(void *arg, int rc, struct bw_client *cl)
 			memcpy(vc->key_id, cl->id, BW_ID_LEN);
 			memcpy(vc->key, k->aes, sizeof(k->aes));
 			vc->key_issued = k->issued;
-			vc->key_issued_ms = cl->key_issued_ms;
+			vc->key_issued_ms = cl->vault.key_issued_ms;
 			bw_escape_display(cl->name, name, sizeof(name));
 			bw_conn_event(c, BW_LOG_INFO, "key_sent",
 				      "client=%s request=%u reply=%u",
@@ -309,7 +309,7 @@ send_new_key(struct bw_conn *c, struct bw_frame_req *r, struct bw_client *cl,
 		bw_secure_free(k, sizeof(*k));
 		return bw_frame_error(c, bw_strerror(rc));
 	}
-	cl->key_issued_ms = bw_now_ms();
+	cl->vault.key_issued_ms = bw_now_ms();
 	vault_store_wait(c);
 	return 0;
 }
@@ -345,16 +345,16 @@ vault_upload_key(struct bw_frame_req *r, const struct bw_client *cl,
 		*why = "the connection's AES key has expired";
 		return NULL;
 	}
-	if (!cl->has_aes) {
+	if (!cl->vault.has_aes) {
 		*why = "no AES key (send 1026 or 1027 first)";
 		return NULL;
 	}
-	if (!key_alive(v, cl->key_issued, cl->key_issued_ms)) {
+	if (!key_alive(v, cl->vault.key_issued, cl->vault.key_issued_ms)) {
 		*why = "the AES key has expired or was issued in the future "
 		       "(send 1027)";
 		return NULL;
 	}
-	return cl->aes_key;
+	return cl->vault.aes_key;
 }
 
 /* A 1026 replaces the public key only while no key was ever delivered
@@ -379,7 +379,7 @@ vault_on_pubkey(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 		return bw_frame_error(c, "header id and name are not one "
 					 "client");
 	same = cl->has_pubkey && memcmp(cl->pubkey, key, BW_RSA_PUB_LEN) == 0;
-	if (cl->has_pubkey && cl->key_used && !same)
+	if (cl->has_pubkey && cl->vault.key_used && !same)
 		return bw_frame_error(c, "the public key on record is in use; "
 					 "not replaced");
 	if (bw_rsa_from_spki(&rsa, key, BW_RSA_PUB_LEN) != 0)
