@@ -107,6 +107,7 @@ void
 bus_state(struct bw_bus *b)
 {
 	int up = b->cmd.up && b->sub.up && b->resub_left == 0;
+	unsigned i;
 
 	if (up == b->up)
 		return;
@@ -122,8 +123,8 @@ bus_state(struct bw_bus *b)
 		b->ever_up = 1;
 		b->down_logged = 0;
 	}
-	if (b->on_state != NULL)
-		b->on_state(b->arg, up);
+	for (i = 0; i < b->watch_n; i++)
+		b->watch[i].fn(b->watch[i].arg, up);
 }
 
 /* Both connections go (one lost is both lost: the bus is one thing), and
@@ -375,6 +376,42 @@ bw_bus_cmd(struct bw_bus *b, bw_bus_reply_fn fn, void *arg, int argc,
 	return 0;
 }
 
+int
+bw_bus_publish(struct bw_bus *b, const char *channel, const void *p, size_t n,
+	       bw_bus_reply_fn fn, void *arg)
+{
+	const char *argv[3] = {"PUBLISH", channel, p};
+	const size_t lens[3] = {7, strlen(channel), n};
+
+	return bw_bus_cmd(b, fn, arg, 3, argv, lens);
+}
+
+int
+bw_bus_eval(struct bw_bus *b, const char *script, int nkeys, int argc,
+	    const char **argv, const size_t *lens, bw_bus_reply_fn fn,
+	    void *arg)
+{
+	const char *a[3 + BW_BUS_ARGS];
+	size_t l[3 + BW_BUS_ARGS];
+	char keys[16];
+	int i;
+
+	if (argc < 0 || argc > BW_BUS_ARGS || nkeys < 0 || nkeys > argc)
+		return argc > BW_BUS_ARGS ? BW_ETOOBIG : BW_ESIZE;
+	snprintf(keys, sizeof(keys), "%d", nkeys);
+	a[0] = "EVAL";
+	l[0] = 4;
+	a[1] = script;
+	l[1] = strlen(script);
+	a[2] = keys;
+	l[2] = strlen(keys);
+	for (i = 0; i < argc; i++) {
+		a[3 + i] = argv[i];
+		l[3 + i] = lens != NULL ? lens[i] : strlen(argv[i]);
+	}
+	return bw_bus_cmd(b, fn, arg, 3 + argc, a, l);
+}
+
 /* Every WATCHDOG_MS: a command unanswered for ANSWER_MS, or a connection
  * not ready ANSWER_MS after it began (the pub/sub one: its subscriptions
  * not all confirmed), is a lost Redis (a hung one never closes its end). */
@@ -468,13 +505,30 @@ bw_bus_close(struct bw_bus *b)
 	free(b);
 }
 
-void
-bw_bus_listen(struct bw_bus *b, bw_bus_msg_fn msg, bw_bus_state_fn st,
-	      void *arg)
+int
+bw_bus_watch(struct bw_bus *b, bw_bus_state_fn fn, void *arg)
 {
-	b->on_msg = msg;
-	b->on_state = st;
-	b->arg = arg;
+	if (b->watch_n == BW_BUS_WATCHERS)
+		return BW_EBUSY;
+	b->watch[b->watch_n].fn = fn;
+	b->watch[b->watch_n].arg = arg;
+	b->watch_n++;
+	return 0;
+}
+
+void
+bw_bus_unwatch(struct bw_bus *b, bw_bus_state_fn fn, void *arg)
+{
+	unsigned i;
+
+	for (i = 0; i < b->watch_n; i++) {
+		if (b->watch[i].fn != fn || b->watch[i].arg != arg)
+			continue;
+		memmove(&b->watch[i], &b->watch[i + 1],
+			(b->watch_n - i - 1) * sizeof(b->watch[0]));
+		b->watch_n--;
+		return;
+	}
 }
 
 int

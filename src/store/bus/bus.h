@@ -1,10 +1,15 @@
 /* The bus between the nodes of a cluster: Redis, through hiredis's
  * asynchronous API on the loop (the only user of hiredis). Two connections:
- * one for commands (scripts, counters), one for pub/sub. Lost, they are
- * made again with a backoff, logged once each way; the channels subscribed
- * are subscribed again. While the bus is down, commands fail at once and
- * nothing is published: what only one node's members need goes on
- * without it.
+ * one for commands (scripts, counters, publishing), one for pub/sub. Lost,
+ * they are made again with a backoff, logged once each way; the channels
+ * subscribed are subscribed again. While the bus is down, commands fail at
+ * once and nothing is published: what only one node's members need goes
+ * on without it.
+ *
+ * More than one service may use it: each channel is subscribed with the
+ * callback its messages go to, each watcher of the bus going up and down
+ * is told in turn, and a service publishes and runs its scripts through
+ * the calls below, never building Redis's commands itself.
  */
 #ifndef BULWARK_HOST_BUS_H
 #define BULWARK_HOST_BUS_H
@@ -53,17 +58,36 @@ void bw_bus_shut(struct bw_bus *b);
 /* Shuts (if not yet) and frees. */
 void bw_bus_close(struct bw_bus *b);
 
-/* Where messages and state changes go (set before the bus is up). */
-void bw_bus_listen(struct bw_bus *b, bw_bus_msg_fn msg, bw_bus_state_fn state,
-		   void *arg);
+#define BW_BUS_WATCHERS 4 /* watchers of the bus's state at once */
+
+/* fn(arg, up) each time the bus goes up or down, from now on (set before
+ * the bus is up to hear the first). 0, or BW_EBUSY if BW_BUS_WATCHERS
+ * watch already. */
+int bw_bus_watch(struct bw_bus *b, bw_bus_state_fn fn, void *arg) BW_WUR;
+/* fn(arg) is told no more. */
+void bw_bus_unwatch(struct bw_bus *b, bw_bus_state_fn fn, void *arg);
 int bw_bus_up(const struct bw_bus *b);
 
-/* A command (argv with lengths): 0, or BW_EDB at once if the bus is down
- * (fn is then not called), or BW_ENOMEM. fn may be NULL. */
+/* Every command below: 0, or BW_EDB at once if the bus is down (fn is
+ * then not called), or BW_ENOMEM; fn (which may be NULL) gets the answer
+ * on the loop. A publish or a script may be sent and forgotten. */
+/* A command of Redis's (argv with lengths; lens NULL: strlen). */
 int bw_bus_cmd(struct bw_bus *b, bw_bus_reply_fn fn, void *arg, int argc,
 	       const char **argv, const size_t *lens) BW_WUR;
-/* Channels to receive, kept across reconnections. 0 or BW_ENOMEM. */
-int bw_bus_subscribe(struct bw_bus *b, const char *channel) BW_WUR;
+/* Publishes n bytes of p on channel (its answer: how many nodes had it). */
+int bw_bus_publish(struct bw_bus *b, const char *channel, const void *p,
+		   size_t n, bw_bus_reply_fn fn, void *arg);
+/* Runs a Lua script (the text) atomically on Redis, with its arguments
+ * (argc of argv, lens NULL: strlen), the first nkeys of them its keys.
+ * At most BW_BUS_ARGS arguments. */
+#define BW_BUS_ARGS 16
+int bw_bus_eval(struct bw_bus *b, const char *script, int nkeys, int argc,
+		const char **argv, const size_t *lens, bw_bus_reply_fn fn,
+		void *arg);
+/* Receives channel's messages in fn(arg, ...), kept across reconnections:
+ * 0, BW_ENOMEM, or BW_EBUSY if another callback has the channel. */
+int bw_bus_subscribe(struct bw_bus *b, const char *channel, bw_bus_msg_fn fn,
+		     void *arg) BW_WUR;
 void bw_bus_unsubscribe(struct bw_bus *b, const char *channel);
 
 /* The bus's figures (bus_up, bus_reconnects_total, ...). */

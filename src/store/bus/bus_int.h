@@ -31,6 +31,8 @@ struct link {
 };
 
 struct chan {
+	bw_bus_msg_fn fn; /* where its messages go */
+	void *arg;
 	size_t n;
 	char name[]; /* the hash's key */
 };
@@ -51,13 +53,15 @@ struct bw_bus {
 	size_t resub_left;
 	struct bus_lookup *resolving; /* the host's address being looked up */
 	struct bw_hash chans; /* subscribed, kept across reconnections */
-	bw_bus_msg_fn on_msg;
-	bw_bus_state_fn on_state;
-	void *arg;
+	struct {
+		bw_bus_state_fn fn;
+		void *arg;
+	} watch[BW_BUS_WATCHERS]; /* told of up and down, in turn */
+	unsigned watch_n;
 	uint64_t reconnects, commands, failed, messages;
 };
 
-/* bus.c: whether the bus is up now, told once per change (log, on_state). */
+/* bus.c: whether the bus is up now, told once per change (log, watchers). */
 void bus_state(struct bw_bus *b);
 /* bus_sub.c: every channel subscribed again, on a new pub/sub connection
  * (each counted in resub_left until Redis confirms it). */

@@ -19,6 +19,7 @@ on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
 	struct bw_bus *b = privdata;
 	redisReply *r = reply;
+	const struct chan *c;
 
 	(void)ac;
 	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
@@ -36,10 +37,11 @@ on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	    r->element[2]->type != REDIS_REPLY_STRING)
 		return;
 	b->messages++;
-	if (b->on_msg != NULL)
-		b->on_msg(b->arg, r->element[1]->str, r->element[1]->len,
-			  (const uint8_t *)r->element[2]->str,
-			  r->element[2]->len);
+	/* one unsubscribed a moment ago may still bring one: dropped */
+	if ((c = bw_hash_get(&b->chans, r->element[1]->str,
+			     r->element[1]->len)) != NULL)
+		c->fn(c->arg, r->element[1]->str, r->element[1]->len,
+		      (const uint8_t *)r->element[2]->str, r->element[2]->len);
 }
 
 /* Whether the command was queued. */
@@ -72,15 +74,18 @@ bus_subscribe_all(struct bw_bus *b)
 }
 
 int
-bw_bus_subscribe(struct bw_bus *b, const char *channel)
+bw_bus_subscribe(struct bw_bus *b, const char *channel, bw_bus_msg_fn fn,
+		 void *arg)
 {
 	size_t n = strlen(channel);
 	struct chan *c;
 
-	if (bw_hash_get(&b->chans, channel, n) != NULL)
-		return 0;
+	if ((c = bw_hash_get(&b->chans, channel, n)) != NULL)
+		return c->fn == fn && c->arg == arg ? 0 : BW_EBUSY;
 	if ((c = malloc(sizeof(*c) + n + 1)) == NULL)
 		return BW_ENOMEM;
+	c->fn = fn;
+	c->arg = arg;
 	c->n = n;
 	memcpy(c->name, channel, n + 1);
 	if (bw_hash_put(&b->chans, c->name, n, c) != 0) {

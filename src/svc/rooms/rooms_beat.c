@@ -116,8 +116,8 @@ rejoin_room(void *arg, void *val)
 			j->id = r->id;
 			j->conn_id = m->conn_id;
 		}
-		if (j == NULL || rbus_eval(rs, rbus_lua_rejoin, rejoined, j, 8,
-					   argv, lens) != 0)
+		if (j == NULL || bw_bus_eval(rs->bus, rbus_lua_rejoin, 0, 8,
+					     argv, lens, rejoined, j) != 0)
 			free(j);
 		else
 			r->rejoining++;
@@ -166,7 +166,8 @@ forget_step(struct bw_rooms *rs, const char *cursor, size_t n)
 	size_t lens[4] = {strlen(rs->node), strlen(rs->forgetting), n,
 			  sizeof(REAP_WORK) - 1};
 
-	if (rbus_eval(rs, rbus_lua_forget, forgot, rs, 4, argv, lens) != 0)
+	if (bw_bus_eval(rs->bus, rbus_lua_forget, 0, 4, argv, lens, forgot,
+			rs) != 0)
 		rs->forgetting = NULL;
 }
 
@@ -187,7 +188,8 @@ raise_floor(struct bw_rooms *rs)
 	if (rs->top_id == 0)
 		return;
 	snprintf(top, sizeof(top), "%u", rs->top_id);
-	(void)rbus_eval(rs, rbus_lua_floor, NULL, NULL, 1, argv, NULL);
+	(void)bw_bus_eval(rs->bus, rbus_lua_floor, 0, 1, argv, NULL, NULL,
+			  NULL);
 }
 
 void
@@ -298,8 +300,8 @@ reap(struct bw_rooms *rs)
 {
 	const char *argv[3] = {rs->node, GONE, REAP_WORK};
 
-	if (rs->reaping ||
-	    rbus_eval(rs, rbus_lua_reap, reaped, rs, 3, argv, NULL) != 0)
+	if (rs->reaping || bw_bus_eval(rs->bus, rbus_lua_reap, 0, 3, argv, NULL,
+				       reaped, rs) != 0)
 		return;
 	rs->reaping = 1;
 }
@@ -311,7 +313,8 @@ rbus_beat(void *arg)
 	const char *me[2] = {rs->node, ALIVE_MS};
 
 	if (rbus_up(rs)) {
-		if (rbus_eval(rs, rbus_lua_beat, beaten, rs, 2, me, NULL) != 0)
+		if (bw_bus_eval(rs->bus, rbus_lua_beat, 0, 2, me, NULL, beaten,
+				rs) != 0)
 			bw_debug("rooms: a heartbeat was not sent");
 		/* only a node whose own beats Redis has taken for longer
 		 * than a node may be silent judges the others: after Redis
@@ -321,11 +324,8 @@ rbus_beat(void *arg)
 		    bw_now_ms() - rs->beat_ok_ms > ALIVE_MS_N)
 			reap(rs);
 		raise_floor(rs);
-		(void)rbus_eval(rs,
-				"return {redis.call('SCARD','bulwark:rooms'),"
-				"tonumber(redis.call('GET','bulwark:members') "
-				"or '0')}",
-				counted, rs, 0, NULL, NULL);
+		(void)bw_bus_eval(rs->bus, rbus_lua_count, 0, 0, NULL, NULL,
+				  counted, rs);
 	}
 	if (bw_loop_timer_start(rs->eng->loop, &rs->beat_t, BEAT_MS, rbus_beat,
 				rs) != 0)

@@ -54,28 +54,6 @@ rbus_channel_of(uint32_t id, char *out, size_t cap)
 	snprintf(out, cap, RBUS_ROOM_PREFIX "%u", id);
 }
 
-/* EVAL script with the strings of argv (n of them, lens given). */
-int
-rbus_eval(struct bw_rooms *rs, const char *script, bw_bus_reply_fn fn,
-	  void *arg, int n, const char **argv, const size_t *lens)
-{
-	const char *a[12];
-	size_t l[12];
-	int i;
-
-	a[0] = "EVAL";
-	l[0] = 4;
-	a[1] = script;
-	l[1] = strlen(script);
-	a[2] = "0";
-	l[2] = 1;
-	for (i = 0; i < n && i < 9; i++) {
-		a[3 + i] = argv[i];
-		l[3 + i] = lens != NULL ? lens[i] : strlen(argv[i]);
-	}
-	return bw_bus_cmd(rs->bus, fn, arg, 3 + i, a, l);
-}
-
 void
 rbus_unavailable(struct rconn *rc, enum rstate next)
 {
@@ -92,7 +70,8 @@ rbus_leave_orphan(struct bw_rooms *rs, uint32_t id, const char *member)
 	const char *argv[3] = {ids, member, GONE};
 
 	snprintf(ids, sizeof(ids), "%u", id);
-	(void)rbus_eval(rs, rbus_lua_leave, NULL, NULL, 3, argv, NULL);
+	(void)bw_bus_eval(rs->bus, rbus_lua_leave, 0, 3, argv, NULL, NULL,
+			  NULL);
 }
 
 /* --- the local room of a room of the cluster ------------------------------ */
@@ -112,7 +91,7 @@ rbus_local_room(struct bw_rooms *rs, uint32_t id, const uint8_t salt[SALT_LEN],
 	if ((r = room_add(rs, id, salt, hash)) == NULL)
 		return NULL;
 	rbus_channel_of(id, ch, sizeof(ch));
-	if (bw_bus_subscribe(rs->bus, ch) != 0)
+	if (bw_bus_subscribe(rs->bus, ch, rbus_on_line, rs) != 0)
 		bw_warn("rooms: cannot subscribe to room %u", id);
 	return r;
 }
@@ -148,8 +127,8 @@ rbus_leave(struct rconn *rc, uint32_t id, const char *why)
 			snprintf(notice, sizeof(notice), "%s%s", rc->name, why);
 		else
 			notice[0] = '\0';
-		if (rbus_eval(rc->rs, rbus_lua_leave, NULL, NULL, 3, argv,
-			      NULL) != 0)
+		if (bw_bus_eval(rc->rs->bus, rbus_lua_leave, 0, 3, argv, NULL,
+				NULL, NULL) != 0)
 			return -1;
 	}
 	return 0;
@@ -196,9 +175,7 @@ rbus_relay(struct rconn *rc, const char *text, size_t n)
 	struct bw_rooms *rs = rc->rs;
 	struct unsent *u;
 	char ch[32], *msg;
-	const char *argv[3] = {"PUBLISH", ch, NULL};
-	size_t lens[3], m;
-	int rc_;
+	size_t m;
 
 	if (!rbus_up(rs) || rc->room == NULL || rc->room->rejoining > 0 ||
 	    rs->forgetting != NULL)
@@ -215,11 +192,7 @@ rbus_relay(struct rconn *rc, const char *text, size_t n)
 	memcpy(u->text, text, n);
 	msg = rs->bus_buf;
 	memcpy(msg + m, text, n);
-	argv[2] = msg;
-	lens[0] = 7;
-	lens[1] = strlen(ch);
-	lens[2] = m + n;
-	if ((rc_ = bw_bus_cmd(rs->bus, published, u, 3, argv, lens)) != 0) {
+	if (bw_bus_publish(rs->bus, ch, msg, m + n, published, u) != 0) {
 		free(u);
 		return -1;
 	}
@@ -277,8 +250,8 @@ int
 rbus_who(struct rconn *rc)
 {
 	struct whow *w;
-	char key[48];
-	const char *argv[2] = {"HVALS", key};
+	char ids[16];
+	const char *argv[1] = {ids};
 
 	if (!rbus_up(rc->rs) || rc->room == NULL ||
 	    (w = calloc(1, sizeof(*w))) == NULL)
@@ -286,8 +259,9 @@ rbus_who(struct rconn *rc)
 	w->rs = rc->rs;
 	w->conn_id = rc->conn_id;
 	w->id = rc->room->id;
-	snprintf(key, sizeof(key), RBUS_ROOM_PREFIX "%u:m", w->id);
-	if (bw_bus_cmd(rc->rs->bus, whod, w, 2, argv, NULL) != 0) {
+	snprintf(ids, sizeof(ids), "%u", w->id);
+	if (bw_bus_eval(rc->rs->bus, rbus_lua_who, 0, 1, argv, NULL, whod, w) !=
+	    0) {
 		free(w);
 		return -1;
 	}
@@ -297,8 +271,8 @@ rbus_who(struct rconn *rc)
 /* --- what the bus brings ---------------------------------------------------
  */
 
-static void
-on_room_line(void *arg, const char *channel, size_t clen, const uint8_t *p,
+void
+rbus_on_line(void *arg, const char *channel, size_t clen, const uint8_t *p,
 	     size_t n)
 {
 	struct bw_rooms *rs = arg;
@@ -345,7 +319,11 @@ rbus_start(struct bw_rooms *rs)
 	rs->bus_buf_cap = 96 + NAME_CAP + 4 + BW_TEXT_CAP(rs->cfg.line_max);
 	if ((rs->bus_buf = malloc(rs->bus_buf_cap)) == NULL)
 		return BW_ENOMEM;
-	bw_bus_listen(rs->bus, on_room_line, rbus_on_state, rs);
+	if (bw_bus_watch(rs->bus, rbus_on_state, rs) != 0) {
+		free(rs->bus_buf);
+		rs->bus_buf = NULL;
+		return BW_EBUSY;
+	}
 	rbus_beat(rs);
 	return 0;
 }
@@ -356,7 +334,7 @@ rbus_stop(struct bw_rooms *rs)
 	if (rs->bus == NULL)
 		return;
 	bw_loop_timer_stop(rs->eng->loop, &rs->beat_t);
-	bw_bus_listen(rs->bus, NULL, NULL, NULL);
+	bw_bus_unwatch(rs->bus, rbus_on_state, rs);
 	free(rs->bus_buf);
 	rs->bus_buf = NULL;
 }

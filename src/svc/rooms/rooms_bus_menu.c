@@ -118,8 +118,8 @@ rbus_lookup(struct rconn *rc, uint32_t id)
 	}
 	w->id = id;
 	snprintf(ids, sizeof(ids), "%u", id);
-	if (rbus_eval(rc->rs, rbus_lua_lookup, looked_up, w, 1, argv, NULL) !=
-	    0) {
+	if (bw_bus_eval(rc->rs->bus, rbus_lua_lookup, 0, 1, argv, NULL,
+			looked_up, w) != 0) {
 		rc->st = R_J_ID;
 		free(w);
 		rbus_unavailable(rc, R_J_ID);
@@ -202,7 +202,8 @@ rbus_join(struct rconn *rc)
 		lens[k] = strlen(argv[k]);
 	lens[6] = SALT_LEN;
 	lens[7] = HASH_LEN;
-	if (rbus_eval(rc->rs, rbus_lua_join, joined, w, 8, argv, lens) != 0) {
+	if (bw_bus_eval(rc->rs->bus, rbus_lua_join, 0, 8, argv, lens, joined,
+			w) != 0) {
 		rc->st = R_J_ID;
 		free(w);
 		rbus_unavailable(rc, R_J_ID);
@@ -279,8 +280,8 @@ rbus_create(struct rconn *rc, const uint8_t salt[SALT_LEN],
 	argv[6] = rc->rs->node;
 	for (int i = 2; i < 7; i++)
 		lens[i] = strlen(argv[i]);
-	if (rbus_eval(rc->rs, rbus_lua_create, created, w, 7, argv, lens) !=
-	    0) {
+	if (bw_bus_eval(rc->rs->bus, rbus_lua_create, 0, 7, argv, lens, created,
+			w) != 0) {
 		rc->st = R_MENU;
 		free(w);
 		rbus_unavailable(rc, R_MENU);

@@ -242,9 +242,6 @@ void rbus_channel_of(uint32_t id, char *out, size_t cap);
  * rooms_scripts.c for the keys below it) */
 #define RBUS_ROOM_PREFIX     "bulwark:room:"
 #define RBUS_ROOM_PREFIX_LEN (sizeof(RBUS_ROOM_PREFIX) - 1)
-/* EVAL script with argv[0..n) (lens NULL: strlen each) */
-int rbus_eval(struct bw_rooms *rs, const char *script, bw_bus_reply_fn fn,
-	      void *arg, int n, const char **argv, const size_t *lens);
 /* "unavailable, try again later", then next, reading again */
 void rbus_unavailable(struct rconn *rc, enum rstate next);
 /* a member Redis has that nobody here is any more leaves it */
@@ -257,6 +254,9 @@ struct room *rbus_local_room(struct bw_rooms *rs, uint32_t id,
 
 /* the notice of a member gone without a word */
 #define RBUS_GONE " has removed from the group\n"
+/* a line or notice on a room's channel, told to its members here */
+void rbus_on_line(void *arg, const char *channel, size_t clen, const uint8_t *p,
+		  size_t n);
 /* beat.c: this node's life in Redis; rbus_beat also re-arms its timer */
 void rbus_on_state(void *arg, int up);
 void rbus_beat(void *arg);
@@ -264,7 +264,7 @@ void rbus_beat(void *arg);
 /* scripts.c: the bus's Lua scripts (ARGV as rooms_bus.c passes them) */
 extern const char rbus_lua_lookup[], rbus_lua_create[], rbus_lua_join[],
 	rbus_lua_leave[], rbus_lua_reap[], rbus_lua_forget[], rbus_lua_rejoin[],
-	rbus_lua_floor[], rbus_lua_beat[];
+	rbus_lua_floor[], rbus_lua_beat[], rbus_lua_who[], rbus_lua_count[];
 
 /* pass.c: passwords, hashed on the worker pool */
 /* create: derives the new room's hash; join: checks against room_id's.

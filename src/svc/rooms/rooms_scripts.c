@@ -198,3 +198,12 @@ const char rbus_lua_rejoin[] =
 	"redis.call('INCR','bulwark:members') "
 	"redis.call('HINCRBY','bulwark:node:'..ARGV[7]..':in',ARGV[1],1) end "
 	"return 1";
+
+/* ARGV: room id. Its members' "NODE/CONN\nNAME" values, for /who. */
+const char rbus_lua_who[] =
+	"return redis.call('HVALS','bulwark:room:'..ARGV[1]..':m')";
+
+/* No ARGV. The rooms and members of the whole cluster, for the metrics. */
+const char rbus_lua_count[] =
+	"return {redis.call('SCARD','bulwark:rooms'),"
+	"tonumber(redis.call('GET','bulwark:members') or '0')}";
