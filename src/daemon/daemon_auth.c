@@ -168,8 +168,9 @@ bw_daemon_auth_errors(const struct bw_daemon *d, bw_stat_emit emit,
 	/* a plain listener refuses too on a shared store: for an owner's
 	 * choice of TLS only, or a row it could not read */
 	for (k = 0; k < BW_AUTH_KINDS; k++)
-		if (d->tls != NULL || (d->reg.shared && (k == BW_AUTH_PLAIN ||
-							 k == BW_AUTH_UNREAD)))
+		if (d->tls != NULL ||
+		    (bw_registry_others_write(&d->reg) &&
+		     (k == BW_AUTH_PLAIN || k == BW_AUTH_UNREAD)))
 			emit(emit_arg, kind_key[k], kind_why[k],
 			     d->auth_refused[k]);
 }

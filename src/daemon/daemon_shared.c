@@ -114,7 +114,7 @@ prepare(void *arg, struct bw_conn *c, const struct bw_frame_req *r,
 	struct prep *p;
 	int list;
 
-	if (!d->reg.shared)
+	if (!bw_registry_others_write(&d->reg))
 		return 0;
 	if (!is_zero(r->hdr.client_id))
 		ids[n++] = r->hdr.client_id;
@@ -215,7 +215,7 @@ void
 bw_daemon_shared_prepare(struct bw_daemon *d)
 {
 	bw_frame_set_prepare(d->frame, prepare, d);
-	if (d->reg.shared)
+	if (bw_registry_others_write(&d->reg))
 		totals_ask(d);
 }
 

@@ -89,6 +89,14 @@ struct bw_registry {
 	int touch_busy;
 };
 
+/* Other daemons register and change clients in the same store: a
+ * client's row must be read again before RAM is trusted with it. */
+static inline int
+bw_registry_others_write(const struct bw_registry *r)
+{
+	return r->shared;
+}
+
 /* Loads every client from meta (which stays the caller's and must outlive
  * r); changes are completed on loop. */
 int bw_registry_open(struct bw_registry *r, struct bw_meta *meta,

@@ -142,6 +142,15 @@ struct bw_blobs {
 	uint32_t grace_s;
 };
 
+/* Other daemons put and remove the same objects (an object store): an
+ * object may be another's work in progress, and a listing of the store,
+ * not this node's memory, says what exists. */
+static inline int
+bw_blobs_others_write(const struct bw_blobs *b)
+{
+	return b->shared;
+}
+
 /* Whether url names a store other daemons may share, reached over the
  * network (an object store), not a local directory: what open sets as
  * bw_blobs.shared, known before opening. 0 for a URL no backend takes. */

@@ -396,6 +396,15 @@ void bw_meta_refuse(struct bw_meta *m, struct bw_meta_req *r);
 /* Start-up is over (the backend's serving, if it has one). */
 void bw_meta_serving(struct bw_meta *m);
 
+/* Other daemons write the same rows (a shared store): what this one holds
+ * in RAM may be stale, and a rule about who may decide (a lock, a count)
+ * must be asked of the store. */
+static inline int
+bw_meta_others_write(const struct bw_meta *m)
+{
+	return m->be->shared;
+}
+
 static inline void
 bw_meta_submit(struct bw_meta *m, struct bw_meta_req *r)
 {

@@ -288,7 +288,7 @@ pull_start(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
 	pr->pl.max_rows = m->cfg.pull_max_n;
 	bw_conn_hold(c);
 	mc->read = pr;
-	if (!m->meta->be->shared) {
+	if (!bw_meta_others_write(m->meta)) {
 		plan(pr);
 		return 0;
 	}
@@ -436,7 +436,8 @@ chunk_read(void *arg)
 		/* a file surely gone; not S3's 404, which a bucket gone or
 		 * misnamed also gives (every pull would drop one): a
 		 * restart's reconcile judges those from a listing */
-		if (pr->got == BW_ENOTFOUND && !pr->m->blobs->shared)
+		if (pr->got == BW_ENOTFOUND &&
+		    !bw_blobs_others_write(pr->m->blobs))
 			msg_drop_lost(pr->m, mc->who, mc->cursor, mc->file_size,
 				      mc->file_key);
 		else if (pr->got < 0)

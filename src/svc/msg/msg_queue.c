@@ -63,7 +63,8 @@ msg_refresh(void *inst, const uint8_t id[BW_ID_LEN], const uint8_t *other,
 	/* the rows were read again: an id no one has gets its 9000 without
 	 * a queue made for it (a stranger's random ids would each hold one
 	 * for good, and cost a count) */
-	if (code != BW_MSG_REQ_SEND || other == NULL || !m->meta->be->shared ||
+	if (code != BW_MSG_REQ_SEND || other == NULL ||
+	    !bw_meta_others_write(m->meta) ||
 	    bw_registry_by_id(m->reg, id) == NULL ||
 	    bw_registry_by_id(m->reg, other) == NULL)
 		return 0;

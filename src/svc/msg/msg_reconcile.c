@@ -203,7 +203,7 @@ msg_reconcile(struct bw_msg *m)
 	if (n > 0)
 		bw_info("reconcile: removed %u incomplete message content(s)",
 			n);
-	if (b->shared)
+	if (bw_blobs_others_write(b))
 		present_load(sc);
 	if ((rc = bw_hash_init(&sc->named)) == 0 &&
 	    (rc = drop_missing(sc)) == 0)

@@ -26,7 +26,7 @@
 
 /* A commit's steps (struct upload's step: the one under way). Each
  * callback checks that it runs at the step it belongs to.
- *  C_LOCK      waiting for the path's lock (vault_lock)
+ *  C_LOCK      waiting for the path's lock (bw_lock)
  *  C_CLAIM     on a shared store, the verdict's claim (vault_owes_take)
  *  C_ROW       no verified file there: the new row, unverified
  *  C_FENCE     the lock still this node's, asked of the store
@@ -150,7 +150,7 @@ commit_reply(struct upload *u, int rc)
 	}
 	/* a lock refused (too many waiting, no memory) is someone else's */
 	if (u->locked)
-		vault_unlock(v, u->rel_path);
+		bw_unlock(&v->locks, u->rel_path);
 	vault_upload_free(u);
 	vault_release_and_resume(c);
 }
@@ -274,7 +274,8 @@ row_restored(void *arg, int rc)
 static int
 backup_needed(const struct upload *u)
 {
-	return u->had_prev || u->v->blobs->shared || u->v->meta->be->shared;
+	return u->had_prev || bw_blobs_others_write(u->v->blobs) ||
+	       bw_meta_others_write(u->v->meta);
 }
 
 static void
@@ -350,7 +351,7 @@ row_written(void *arg, int rc)
 	}
 	u->fence.rc = 0;
 	u->fence.arg = u; /* as fenced reads it when nothing was asked */
-	if (!vault_fence(u->v, u->rel_path, &u->fence, fenced, u))
+	if (!bw_lock_fence(&u->v->locks, u->rel_path, &u->fence, fenced, u))
 		fenced(&u->fence);
 }
 
@@ -487,7 +488,7 @@ commit_claimed(struct upload *u)
 }
 
 static void
-commit_locked(struct vwait *w)
+commit_locked(struct bw_lock_wait *w)
 {
 	struct upload *u =
 		(struct upload *)((char *)w - offsetof(struct upload, wait));
@@ -520,8 +521,8 @@ vault_commit(struct bw_conn *c, struct upload *u)
 	bw_conn_hold(c);
 	u->step = C_LOCK;
 	u->wait.run = commit_locked;
-	u->wait.verdict = 0; /* never refused: its body was read */
-	rc = vault_lock(u->v, u->rel_path, &u->wait);
+	u->wait.bounded = 0; /* never refused: its body was read */
+	rc = bw_lock(&u->v->locks, u->rel_path, &u->wait);
 	if (rc == 1)
 		commit_locked(&u->wait);
 	else if (rc < 0)

@@ -15,7 +15,7 @@
  */
 
 struct vdel {
-	struct vwait wait;
+	struct bw_lock_wait wait;
 	struct bw_vault *v;
 	struct bw_conn *c; /* held */
 	uint8_t id[BW_ID_LEN], field[BW_NAME_FIELD];
@@ -47,7 +47,7 @@ del_end(struct vdel *d, int rc, int found)
 		bw_frame_done(c);
 	}
 	if (d->locked)
-		vault_unlock(d->v, d->path);
+		bw_unlock(&d->v->locks, d->path);
 	bw_conn_release(c);
 	free(d);
 }
@@ -105,7 +105,7 @@ del_fenced(struct bw_meta_req *r)
 }
 
 static void
-del_locked(struct vwait *w)
+del_locked(struct bw_lock_wait *w)
 {
 	struct vdel *d =
 		(struct vdel *)((char *)w - offsetof(struct vdel, wait));
@@ -128,7 +128,7 @@ del_locked(struct vwait *w)
 	snprintf(d->pending, sizeof(d->pending), "%s", f->pending_path);
 	d->fence.rc = 0;
 	d->fence.arg = d; /* as del_fenced reads it */
-	if (!vault_fence(d->v, d->path, &d->fence, del_fenced, d))
+	if (!bw_lock_fence(&d->v->locks, d->path, &d->fence, del_fenced, d))
 		del_fenced(&d->fence);
 }
 
@@ -159,7 +159,7 @@ vault_on_delete(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	bw_conn_hold(c);
 	bw_frame_wait(c);
 	d->wait.run = del_locked;
-	rc = vault_lock(v, d->path, &d->wait);
+	rc = bw_lock(&v->locks, d->path, &d->wait);
 	if (rc == 1)
 		del_locked(&d->wait);
 	else if (rc < 0)

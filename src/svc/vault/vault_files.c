@@ -194,7 +194,7 @@ vset_new(struct bw_vault *v, const uint8_t id[BW_ID_LEN], const char *path,
 	memcpy(s->req.u.file.id, id, BW_ID_LEN);
 	s->req.u.file.path = s->path;
 	s->req.u.file.rec = s->has_rec ? &s->rec : NULL;
-	s->req.u.file.fence = vault_lock_held_key(v, path);
+	s->req.u.file.fence = bw_lock_held_key(&v->locks, path);
 	return s;
 }
 
@@ -250,7 +250,7 @@ struct vref {
 static int
 locked(const struct bw_vault *v, const char *path)
 {
-	return path[0] != '\0' && bw_hash_get(&v->locks, path, strlen(path));
+	return bw_lock_busy(&v->locks, path);
 }
 
 static int
@@ -387,7 +387,7 @@ vault_refresh(void *inst, const uint8_t id[BW_ID_LEN], const uint8_t *other,
 	struct vref *x;
 
 	(void)other;
-	if (!v->meta->be->shared ||
+	if (!bw_meta_others_write(v->meta) ||
 	    !((code >= BW_VAULT_REQ_SEND_FILE &&
 	       code <= BW_VAULT_REQ_CRC_FAIL) ||
 	      (code >= BW_VAULT_EXT_LO && code <= BW_VAULT_EXT_HI) ||

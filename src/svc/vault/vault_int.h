@@ -16,6 +16,7 @@
 #include "engine/engine.h"
 #include "engine/frame.h"
 #include "engine/slots.h"
+#include "host/lock.h"
 #include "store/blob.h"
 #include "store/meta.h"
 #include "svc/vault/vault.h"
@@ -72,9 +73,8 @@ struct bw_vault {
 	/* errors since start: uploads that did not decrypt, keys revoked
 	 * for it, uploads that could not be stored */
 	uint64_t err_decrypt, err_revoked, err_store;
-	struct bw_hash locks; /* rel_path -> struct vlock: commits running */
-	/* locks being handed to their next waiters (vault_lock.c) */
-	struct vwait *handoff, **handoff_tail;
+	/* stored paths locked by commits, verdicts and deletions running */
+	struct bw_locks locks;
 	int handing_off;
 	/* the periodic sweep of a shared store (reconcile.c): its timer,
 	 * and a round listing or judging */
@@ -121,16 +121,6 @@ struct vfile {
 	uint64_t seq; /* when it joined the list: larger toward the head */
 };
 
-/* A step waiting for a stored path's lock. */
-struct vwait {
-	struct vwait *next;
-	void (*run)(struct vwait *w);
-	/* run without the lock: another daemon sharing the store held the
-	 * path for too long (the step answers 2107) */
-	int refused;
-	int verdict; /* a 1029/1030/1031: refused past VAULT_LOCK_WAITERS */
-};
-
 /* the most write buffers an upload turns through (vault_upload.c) */
 #define UPLOAD_WBUFS_MAX 4
 
@@ -171,7 +161,7 @@ struct upload {
 	size_t last_len;
 	uint64_t start_ms, body_ms;
 	/* the commit (vault_commit.c) */
-	struct vwait wait;
+	struct bw_lock_wait wait;
 	int locked;   /* the path's lock is this upload's (wait ran) */
 	int pending;  /* kept aside until its 1029 */
 	int had_prev; /* a row owned rel_path before */
@@ -292,32 +282,6 @@ void vault_upload_abort(struct bw_conn *c, const char *why);
 void vault_upload_free(struct upload *u);
 /* The upload is no longer in progress: uncounts it. */
 void vault_upload_done(struct upload *u);
-
-/* vault_lock.c */
-/* Runs w now if path is free (returns 1), or queues it (returns 0; w->run
- * is called when the path is released, never from inside the releasing
- * vault_unlock's caller's frame); BW_EBUSY when VAULT_LOCK_WAITERS wait
- * already; BW_ENOMEM. On a store other daemons share the path is theirs
- * too: w waits (0) until the store's advisory lock of the path is this
- * daemon's, and runs with w->refused set if another held it too long. */
-int vault_lock(struct bw_vault *v, const char *path, struct vwait *w);
-void vault_unlock(struct bw_vault *v, const char *path);
-/* The path's lock among the daemons sharing the store (BW_META_LOCK). */
-int64_t vault_lock_key(const char *path);
-/* On a store several daemons share, the store's lock on path is held by
- * this node's session to it, which may be lost (and the lock with it)
- * while the node still thinks it holds it. The writes a commit or a
- * verdict makes under the lock are fenced by it: a row's change carries
- * the key (vault_lock_held_key, 0 where there is none), and before an
- * object is put over a path vault_fence asks the store whether the lock
- * is still this node's: 1 if it submitted req (done gets rc 0, or
- * BW_EBUSY: give the commit up, touch nothing more), 0 if there is
- * nothing to ask (run on at once). */
-int64_t vault_lock_held_key(const struct bw_vault *v, const char *path);
-int vault_fence(struct bw_vault *v, const char *path, struct bw_meta_req *req,
-		bw_meta_done_fn done, void *arg);
-/* The end: a retry of a lock other daemons held, still armed, disarmed. */
-void vault_locks_close(struct bw_vault *v);
 
 /* vault_commit.c */
 /* Removes the stored object at key on a worker (freeing a big file's

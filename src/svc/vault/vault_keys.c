@@ -119,7 +119,7 @@ vault_key_failed(struct bw_conn *c, struct bw_vault *v,
 	if (cl == NULL || !cl->vault.has_aes ||
 	    !bw_ct_equal(cl->vault.aes_key, key, BW_AES_KEY_LEN))
 		return 0;
-	if (v->reg->shared) {
+	if (bw_registry_others_write(v->reg)) {
 		struct kfail *k = calloc(1, sizeof(*k));
 
 		if (k != NULL) {

@@ -106,7 +106,8 @@ vault_owes_take(struct upload *u, void (*then)(struct upload *u))
 	struct vault_conn *vc = c != NULL && !bw_conn_dead(c) ? VC(c) : NULL;
 
 	u->up_key = 0;
-	if (!u->v->meta->be->shared || vc == NULL || vc->owes == OWES_ASKING) {
+	if (!bw_meta_others_write(u->v->meta) || vc == NULL ||
+	    vc->owes == OWES_ASKING) {
 		then(u);
 		return;
 	}

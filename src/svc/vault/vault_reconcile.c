@@ -179,7 +179,7 @@ path_lock(struct bw_vault *v, const char *path, enum bw_meta_op op)
 	int rc;
 
 	bw_meta_req_init(&req, op, 0, NULL, NULL);
-	req.u.lock.key = vault_lock_key(path);
+	req.u.lock.key = bw_lock_key(path);
 	if ((rc = bw_meta_run(v->meta, &req)) != 0)
 		return rc;
 	return op == BW_META_LOCK && req.u.lock.got != 0;
@@ -245,7 +245,7 @@ finish_swap(struct bw_vault *v, struct row *r, const char *shown,
 	const struct bw_blobs *b = v->blobs;
 	struct bw_file_rec rec;
 	uint64_t size;
-	int locked = v->meta->be->shared, rc;
+	int locked = bw_meta_others_write(v->meta), rc;
 
 	if (locked && !hold_path(v, r, shown, tries))
 		return 0;
@@ -308,9 +308,10 @@ reconcile_row(struct bw_vault *v, struct row *r, unsigned *tries)
 	}
 	if (main_size >= 0)
 		return 0;
-	if (r->pending_path[0] != '\0' && pend_size >= 0 && v->blobs->shared)
+	if (r->pending_path[0] != '\0' && pend_size >= 0 &&
+	    bw_blobs_others_write(v->blobs))
 		return finish_swap(v, r, shown, tries);
-	if (v->meta->be->shared)
+	if (bw_meta_others_write(v->meta))
 		return drop_shared_row(v, r, shown, tries);
 	rc = vfile_set_now(v, r->id, r->path, NULL, 0, 0);
 	if (r->pending_path[0] != '\0')
@@ -512,7 +513,7 @@ vault_start(struct bw_vault *v)
 			"run",
 			n);
 	/* a shared store: one listing, not a request per object */
-	if (v->blobs->shared && (rc = vault_sizes_load(v)) != 0)
+	if (bw_blobs_others_write(v->blobs) && (rc = vault_sizes_load(v)) != 0)
 		bw_warn("vault: the stored objects could not be listed (%s); "
 			"asking each one",
 			bw_strerror(rc));
@@ -568,8 +569,8 @@ vault_open(const struct bw_host *h, const void *cfg, void **out)
 		free(v);
 		return rc;
 	}
-	v->handoff_tail = &v->handoff;
-	if ((rc = bw_hash_init(&v->locks)) != 0 ||
+	if ((rc = bw_locks_init(&v->locks, v->meta, h->eng->loop, "vault",
+				VAULT_LOCK_WAITERS)) != 0 ||
 	    (rc = bw_hash_init(&v->files)) != 0 ||
 	    (rc = bw_hash_init(&v->by_path)) != 0 ||
 	    (rc = bw_hash_init(&v->by_owner)) != 0 ||
@@ -592,9 +593,9 @@ vault_close(void *inst)
 	/* the loop outlives the services (drained, not freed): nothing of
 	 * theirs may stay armed on it */
 	bw_loop_timer_stop(v->eng->loop, &v->sweep_t);
-	vault_locks_close(v);
+	bw_locks_disarm(&v->locks);
 	vfile_free_all(v);
 	vault_rsa_cache_free(v);
-	bw_hash_fini(&v->locks); /* commits hold no lock once jobs are done */
+	bw_locks_fini(&v->locks);
 	free(v);
 }

@@ -335,9 +335,9 @@ judge_step(void *arg)
 	}
 	for (i = 0; i < k; i++) {
 		key = &sw->keys[sw->at + i];
-		if (cand[i] && !v->meta->be->shared)
+		if (cand[i] && !bw_meta_others_write(v->meta))
 			sweep_remove(v, *key);
-		if (!cand[i] || !v->meta->be->shared) {
+		if (!cand[i] || !bw_meta_others_write(v->meta)) {
 			free(*key); /* named in RAM: kept; or removed */
 			*key = NULL;
 		}
@@ -345,7 +345,7 @@ judge_step(void *arg)
 	sw->at += k;
 	if (sw->at < sw->n)
 		bw_loop_call(v->eng->loop, &sw->step, judge_step, sw);
-	else if (v->meta->be->shared)
+	else if (bw_meta_others_write(v->meta))
 		ask_owners(sw);
 	else
 		sweep_free(sw);
@@ -399,7 +399,7 @@ sweep_tick(void *arg)
 int
 vault_sweep_start(struct bw_vault *v)
 {
-	if (!v->blobs->shared)
+	if (!bw_blobs_others_write(v->blobs))
 		return 0; /* one daemon's store: start-up's reconcile is all */
 	return bw_loop_timer_start(v->eng->loop, &v->sweep_t, sweep_every_ms(v),
 				   sweep_tick, v);

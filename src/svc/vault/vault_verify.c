@@ -15,7 +15,7 @@
 #include "svc/vault/vault_int.h"
 
 struct crc_op {
-	struct vwait wait;
+	struct bw_lock_wait wait;
 	struct bw_vault *v;
 	struct bw_conn *c; /* held until the op ends */
 	uint16_t code;
@@ -58,7 +58,7 @@ crc_reply(struct crc_op *op, int reply_code)
 		bw_frame_done(c);
 	}
 	if (op->locked)
-		vault_unlock(op->v, op->path);
+		bw_unlock(&op->v->locks, op->path);
 	free(op);
 	vault_release_and_resume(c);
 }
@@ -98,7 +98,7 @@ unswap_files(struct crc_op *op)
 	 * replacement back aside first. */
 	if (!op->moved &&
 	    bw_blob_size(b, op->pend_key, &size) != BW_ENOTFOUND) {
-		if (!b->shared)
+		if (!bw_blobs_others_write(b))
 			(void)bw_blob_remove(b, op->backup);
 		else if (op->backup[0] != '\0')
 			vault_restore_backup(op->v, op->path, op->backup);
@@ -374,7 +374,7 @@ crc_owed(void *arg, int open)
 }
 
 static void
-crc_locked(struct vwait *w)
+crc_locked(struct bw_lock_wait *w)
 {
 	struct crc_op *op =
 		(struct crc_op *)((char *)w - offsetof(struct crc_op, wait));
@@ -437,7 +437,8 @@ crc_decide(struct crc_op *op)
 		op->prev_pending_size = pf->pending_size;
 		op->fence.rc = 0;
 		op->fence.arg = op; /* as swap_fenced reads it */
-		if (!vault_fence(v, op->path, &op->fence, swap_fenced, op))
+		if (!bw_lock_fence(&v->locks, op->path, &op->fence, swap_fenced,
+				   op))
 			swap_fenced(&op->fence);
 		return;
 	}
@@ -511,8 +512,8 @@ vault_crc_request(struct bw_conn *c, struct bw_vault *v, uint16_t code,
 	vc->st = V_CRC;
 	bw_frame_wait(c);
 	op->wait.run = crc_locked;
-	op->wait.verdict = 1;
-	rc = vault_lock(op->v, op->path, &op->wait);
+	op->wait.bounded = 1;
+	rc = bw_lock(&op->v->locks, op->path, &op->wait);
 	if (rc == 1) {
 		crc_locked(&op->wait);
 	} else if (rc < 0) {
