@@ -42,8 +42,9 @@ msg_queue_for(struct bw_msg *m, const uint8_t id[BW_ID_LEN])
 	return q;
 }
 
-/* --- 600: register -------------------------------------------------------
- * The 2100 promises the client exists: it leaves once the row is durable.
+/* --- the register request (600) ------------------------------------------
+ * The registered reply (2100) promises the client exists: it leaves once
+ * the row is durable.
  */
 
 struct reg_reply {
@@ -133,7 +134,7 @@ on_register(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	return 0;
 }
 
-/* --- 602: a client's public key ---------------------------------------- */
+/* --- the public key request (602): a client's public key --------------- */
 
 static int
 on_pubkey(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
@@ -156,10 +157,11 @@ on_pubkey(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 /* --- evidence ------------------------------------------------------------
  */
 
-/* A request after a 2104 shows the client received it, if it was sent
- * after the client could have had the whole reply: one that was already
- * here when the reply's last byte was written was pipelined behind the
- * 604, and shows nothing (the messages stay queued for the next pull). */
+/* A request after a waiting reply (2104) shows the client received it, if
+ * it was sent after the client could have had the whole reply: one that
+ * was already here when the reply's last byte was written was pipelined
+ * behind the pull (604), and shows nothing (the messages stay queued for
+ * the next pull). */
 static void
 msg_conn_next(struct bw_conn *c, void *ctx, void *state)
 {
@@ -181,9 +183,9 @@ msg_conn_drained(struct bw_conn *c, void *ctx, void *state)
 }
 
 /* An orderly close is evidence when the peer's FIN came after it had
- * acknowledged the whole 2104 (engine.h, BW_CONN_EOF_ACKED); a FIN before
- * that, a reset, a timeout or a shutdown is not, and the messages wait for
- * the next pull. */
+ * acknowledged the whole waiting reply (2104; engine.h, BW_CONN_EOF_ACKED);
+ * a FIN before that, a reset, a timeout or a shutdown is not, and the
+ * messages wait for the next pull. */
 static void
 msg_conn_close(struct bw_conn *c, void *ctx, void *state)
 {
@@ -250,7 +252,8 @@ msg_errors(const void *inst, bw_stat_emit emit, void *arg)
 	     m->err_pull);
 }
 
-/* A 603's payload size as its prefix says (a header that said 0). */
+/* The payload size of a send (603) as its prefix says (a header that
+ * said 0). */
 static uint32_t
 send_size(const uint8_t *head)
 {
@@ -262,9 +265,10 @@ send_size(const uint8_t *head)
 	return BW_MSG_SEND_PREFIX + s.content_size;
 }
 
-/* 603 and 604 have their own files; 600 and 602 are here. Every route is
- * lenient about the header's payload size the way peers reading fixed
- * fields are (frame.h, BW_ROUTE_LAX; docs/messenger-protocol.md). */
+/* The send (603) and the pull (604) have their own files; the register
+ * (600) and public key (602) requests are here. Every route is lenient
+ * about the header's payload size the way peers reading fixed fields are
+ * (frame.h, BW_ROUTE_LAX; docs/messenger-protocol.md). */
 #define LAX BW_ROUTE_LAX
 static const struct bw_frame_route routes[] = {
 	{BW_MSG_REQ_REGISTER, LAX, BW_MSG_REGISTER_LEN, BW_MSG_REGISTER_LEN,
@@ -281,7 +285,7 @@ const struct bw_frame_proto bw_msg_proto = {
 	.name = "messenger",
 	.version = BW_MSG_VERSION,
 	.err_code = BW_MSG_RESP_ERROR,
-	.code_lo = 600, /* an unknown code near ours is answered 9000 */
+	.code_lo = 600, /* unknown codes near ours get an error reply (9000) */
 	.code_hi = 699,
 	.routes = routes,
 	.routes_n = sizeof(routes) / sizeof(routes[0]),
@@ -298,9 +302,10 @@ void
 bw_msg_cfg_defaults(struct bw_msg_cfg *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
-	/* input: a 603 body arrives 256 KiB at a time; output: a 2101 or
-	 * 2104 is queued MSG_STREAM_CHUNK (plus one row or file chunk) at a
-	 * time as the socket drains, all of them within reply_memory */
+	/* input: the body of a send (603) arrives 256 KiB at a time; output:
+	 * a list reply (2101) or a waiting reply (2104) is queued
+	 * MSG_STREAM_CHUNK (plus one row or file chunk) at a time as the
+	 * socket drains, all of them within reply_memory */
 	cfg->limits = (struct bw_conn_limits){1024u * 1024u, 1024u * 1024u,
 					      30000, 10000};
 	cfg->max_content = 1024u * 1024u * 1024u;

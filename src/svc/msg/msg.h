@@ -13,18 +13,24 @@
 
 struct bw_msg_cfg {
 	struct bw_conn_limits limits; /* of its connections */
-	uint64_t max_content;	      /* largest 603 content (default 1 GiB) */
+	uint64_t max_content;	      /* largest content of a send (603)
+				       * (default 1 GiB) */
 	uint64_t max_queued_n;	      /* messages waiting for one recipient */
 	uint64_t max_queued_bytes;    /* their content bytes */
-	uint64_t pull_cap;	      /* a 2104's payload (default 64 MiB) */
+	uint64_t pull_cap;	      /* the payload of a waiting reply
+				       * (2104; default 64 MiB) */
 	uint64_t inline_max;	      /* larger contents go to a file */
-	unsigned max_bodies; /* 603 bodies arriving at once, all clients */
+	unsigned max_bodies;	      /* bodies of sends (603) arriving at once,
+				       * all clients */
 	unsigned max_bodies_per_addr; /* of those, from one address */
-	uint64_t pull_max_n;	      /* messages in one 2104 */
-	unsigned max_pulls;	      /* 604s of one client answered at once */
+	uint64_t pull_max_n;	      /* messages in one waiting reply (2104) */
+	unsigned max_pulls;	      /* pulls (604) of one client answered
+				       * at once */
 	uint64_t reply_memory; /* bytes all streamed replies hold at once */
-	unsigned window_ms;    /* a 603 body's rate is checked per window */
-	unsigned min_rate;     /* bytes/s a 603 body must keep up */
+	unsigned window_ms;    /* the body of a send (603) has its rate
+				* checked per window */
+	unsigned min_rate;     /* bytes/s the body of a send (603) must
+				* keep up */
 };
 
 void bw_msg_cfg_defaults(struct bw_msg_cfg *cfg);

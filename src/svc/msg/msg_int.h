@@ -1,6 +1,6 @@
 /* What the messenger's files share: the instance, its queue table, the
- * per-connection state, a 603 on its way to the store, and the functions
- * one file offers the others. Internal to src/svc/msg/.
+ * per-connection state, a send (603) on its way to the store, and the
+ * functions one file offers the others. Internal to src/svc/msg/.
  */
 #ifndef BULWARK_SVC_MSG_INT_H
 #define BULWARK_SVC_MSG_INT_H
@@ -20,7 +20,8 @@
 
 #define MSG_TMP_CAP 64
 #define MSG_SPACE   "messages/"
-/* Output a streamed 2101 or 2104 queues at a time (stream.c). */
+/* Output a streamed list reply (2101) or waiting reply (2104) queues at a
+ * time (stream.c). */
 #define MSG_STREAM_CHUNK (64u * 1024u)
 /* A spilled content is written, and read back, this much at a time. */
 #define MSG_FILE_CHUNK (256u * 1024u)
@@ -30,17 +31,17 @@
 struct mqueue {
 	uint8_t id[BW_ID_LEN];
 	uint64_t queued_n, queued_bytes; /* rows durable in the store */
-	/* 603s to this client accepted and not yet rows: they count against
-	 * its queue's limits from the moment they start, by the bytes they
-	 * brought so far (inbound_bytes) while they arrive, whole once in
+	/* sends (603) to this client accepted and not yet rows: they count
+	 * against its queue's limits from the moment they start, by the bytes
+	 * they brought so far (inbound_bytes) while they arrive, whole once in
 	 * (reserved_bytes) */
 	uint64_t inbound_n, inbound_bytes, reserved_bytes;
 	/* the number of its latest pull (only that pull's evidence deletes),
-	 * and its 604s being answered */
+	 * and its pulls (604) being answered */
 	uint64_t pull_gen;
 	unsigned pulls_n;
 	/* on a shared store, when its count was last asked of the store
-	 * (msg_refresh: at most once a second, whatever the 603s) */
+	 * (msg_refresh: at most once a second, whatever sends (603) come) */
 	uint64_t counted_ms;
 };
 
@@ -48,8 +49,9 @@ struct bw_msg {
 	struct bw_msg_cfg cfg;
 	struct bw_engine *eng;
 	struct bw_registry *reg;
-	struct bw_meta *meta;	/* the rows; a 2103 waits until its row is
-				 * durable, and only durable rows are read */
+	struct bw_meta *meta;	/* the rows; a stored reply (2103) waits
+				 * until its row is durable, and only
+				 * durable rows are read */
 	struct bw_blobs *blobs; /* large contents */
 	struct bw_hash queues;	/* id -> struct mqueue */
 	/* live figures */
@@ -64,24 +66,25 @@ struct bw_msg {
 	 * STALL_MS yet (readers are judged as they are looked at): it looks
 	 * again then */
 	struct bw_timer stall_t;
-	/* 603 contents arriving (and refused ones being discarded), in all
-	 * and per address */
+	/* contents of sends (603) arriving (and refused ones being
+	 * discarded), in all and per address */
 	struct bw_slots slots;
 	uint64_t stored_bytes; /* content bytes of the messages stored */
 	/* errors since start: a message or registration not made durable
-	 * (answered 9000), a pull cut short by a content it could not read */
+	 * (answered with an error reply, 9000), a pull cut short by a content
+	 * it could not read */
 	uint64_t err_store, err_pull;
 };
 
 enum mstate {
 	M_IDLE,
-	M_BODY,	 /* a 603's content arriving */
-	M_STORE, /* the 603 waits for its row and the fsync */
-	M_LIST,	 /* a 2101 streaming */
-	M_PULL,	 /* a 2104 streaming */
+	M_BODY,	 /* the content of a send (603) arriving */
+	M_STORE, /* the send (603) waits for its row and the fsync */
+	M_LIST,	 /* a list reply (2101) streaming */
+	M_PULL,	 /* a waiting reply (2104) streaming */
 };
 
-/* A 603 on its way to the store. */
+/* A send (603) on its way to the store. */
 struct pending {
 	struct bw_meta_req req; /* its row's insert */
 	struct bw_msg *m;
@@ -110,20 +113,23 @@ struct msg_conn {
 	enum mstate st;
 	struct bw_msg *m;
 	uint8_t who[BW_ID_LEN]; /* the requester of the request in progress */
-	/* 603 */
+	/* a send (603) */
 	struct pending *p;
 	uint64_t left; /* content bytes still to come */
-	/* 2101: clients after this one, entries still to write */
+	/* a list reply (2101): clients after this one, entries still to
+	 * write */
 	const struct bw_client *list_at;
 	uint64_t list_left;
-	/* 2104: rows (cursor, upto], payload bytes still to write */
+	/* a waiting reply (2104): rows (cursor, upto], payload bytes still
+	 * to write */
 	uint64_t gen;	   /* the pull's number (struct mqueue.pull_gen) */
 	int64_t store_gen; /* and across the nodes (msg_pull.c, numbered) */
 	int64_t cursor, upto;
 	uint64_t reply_left;
-	/* whether the peer had shut its side when the reply's last byte was
-	 * queued (before it could be written: a FIN then came before the
-	 * client could have the whole 2104); end_seen once that is known */
+	/* whether the peer had shut its side when the last byte of a waiting
+	 * reply (2104) was queued (before it could be written: a FIN then
+	 * came before the client could have the whole reply); end_seen once
+	 * that is known */
 	int end_shut, end_seen;
 	struct pull_read *read; /* its reads (msg_pull.c) */
 	int reading;		/* one is in flight: a chunk is counted */
@@ -165,18 +171,18 @@ struct bw_client *msg_requester(struct bw_msg *m, struct bw_frame_req *r);
 struct mqueue *msg_queue(const struct bw_msg *m, const uint8_t id[BW_ID_LEN]);
 struct mqueue *msg_queue_for(struct bw_msg *m, const uint8_t id[BW_ID_LEN]);
 
-/* send.c: 603 */
+/* send.c: the send (603) */
 int msg_on_send(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
 int msg_on_send_body(struct bw_conn *c, struct bw_frame_req *r);
 void msg_send_abort(struct bw_conn *c, struct msg_conn *mc);
 void pending_free(struct pending *p);
-/* bw_module.refresh: before a 603 on a shared store, the recipient's queue
- * counted again by the store once this node's count of it passed half a
- * limit. */
+/* bw_module.refresh: before a send (603) on a shared store, the recipient's
+ * queue counted again by the store once this node's count of it passed half
+ * a limit. */
 int msg_refresh(void *inst, const uint8_t id[BW_ID_LEN], const uint8_t *other,
 		uint16_t code, void (*done)(void *arg), void *arg);
 
-/* pull.c: 601 and 604, delivery evidence */
+/* pull.c: the list request (601) and the pull (604), delivery evidence */
 int msg_on_list(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
 int msg_on_pull(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p);
 /* The pull on mc no longer counts against its client's --max-pulls. */

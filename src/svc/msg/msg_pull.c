@@ -1,9 +1,10 @@
-/* 601 and 604: replies streamed in bounded memory. A 2101 walks the
- * registry in the order clients were added; a 2104 is planned first (rows
- * up to the cap, so its size is known) and then read from the store a page
- * at a time, large contents from the blob store by a worker, as the socket
- * drains: one read in flight per pull. The rows a 2104 carried are deleted
- * only on evidence that they arrived.
+/* The list request (601) and the pull (604): replies streamed in bounded
+ * memory. A list reply (2101) walks the registry in the order clients were
+ * added; a waiting reply (2104) is planned first (rows up to the cap, so
+ * its size is known) and then read from the store a page at a time, large
+ * contents from the blob store by a worker, as the socket drains: one read
+ * in flight per pull. The rows a waiting reply carried are deleted only on
+ * evidence that they arrived.
  */
 #include <stdio.h>
 #include <errno.h>
@@ -18,7 +19,7 @@
 #define PAGE_ROWS  256u
 #define FILE_CHUNK (64u * 1024u)
 
-/* --- 601 ----------------------------------------------------------------- */
+/* --- the list request (601) ---------------------------------------------- */
 
 static void
 list_more(struct bw_conn *c, struct bw_msg *m, struct msg_conn *mc)
@@ -76,7 +77,7 @@ msg_on_list(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	return 0;
 }
 
-/* --- 604: reads in flight ---------------------------------------------------
+/* --- the pull (604): reads in flight ----------------------------------------
  * A pull's reads (its plan, its pages, its contents' chunks) go one at a
  * time through a struct pull_read that holds the connection: when the
  * connection goes meanwhile, the read ends without it and frees itself. */
@@ -159,7 +160,7 @@ read_over(struct pull_read *pr)
 	return 0;
 }
 
-/* --- 604: the plan ------------------------------------------------------- */
+/* --- the pull (604): the plan -------------------------------------------- */
 
 void
 pull_uncount(struct bw_msg *m, struct msg_conn *mc)
@@ -331,13 +332,13 @@ msg_on_pull(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	return 0;
 }
 
-/* --- 604: streaming ------------------------------------------------------ */
+/* --- the pull (604): streaming ------------------------------------------- */
 
-/* Right after queueing bytes of the 2104 (in the same call: they cannot
- * have been written yet): once they are its last, whether the peer has
- * already shut its side. A FIN then came before the client could have the
- * whole reply; one that comes later may not have, and the close decides
- * (msg.c, msg_conn_close). */
+/* Right after queueing bytes of the waiting reply (2104), in the same call
+ * (they cannot have been written yet): once they are its last, whether the
+ * peer has already shut its side. A FIN then came before the client could
+ * have the whole reply; one that comes later may not have, and the close
+ * decides (msg.c, msg_conn_close). */
 static void
 note_end(struct bw_conn *c, struct msg_conn *mc)
 {

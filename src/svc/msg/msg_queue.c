@@ -1,5 +1,6 @@
 /* A recipient's queue as a store several daemons share has it: counted
- * again from the store before a 603 that may find it full (msg_refresh).
+ * again from the store before a send (603) that may find it full
+ * (msg_refresh).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -12,9 +13,10 @@
 /* On a store several daemons share, this node's count of a recipient's
  * queue knows only its own sends and deliveries: messages pulled through
  * another node stay counted here (and the queue would look full for
- * good), others' sends are missing. Before a 603 to a recipient this node
- * has no count of yet, or whose count here has passed half a limit, the
- * count is read from the store (once a second at most per recipient).
+ * good), others' sends are missing. Before a send (603) to a recipient
+ * this node has no count of yet, or whose count here has passed half a
+ * limit, the count is read from the store (once a second at most per
+ * recipient).
  */
 
 struct qref {
@@ -60,9 +62,9 @@ msg_refresh(void *inst, const uint8_t id[BW_ID_LEN], const uint8_t *other,
 	struct qref *x;
 	uint64_t now = bw_now_ms();
 
-	/* the rows were read again: an id no one has gets its 9000 without
-	 * a queue made for it (a stranger's random ids would each hold one
-	 * for good, and cost a count) */
+	/* the rows were read again: an id no one has gets its error reply
+	 * (9000) without a queue made for it (a stranger's random ids would
+	 * each hold one for good, and cost a count) */
 	if (code != BW_MSG_REQ_SEND || other == NULL ||
 	    !bw_meta_others_write(m->meta) ||
 	    bw_registry_by_id(m->reg, id) == NULL ||
@@ -72,8 +74,8 @@ msg_refresh(void *inst, const uint8_t id[BW_ID_LEN], const uint8_t *other,
 	if (q != NULL && q->queued_n * 2 < m->cfg.max_queued_n &&
 	    q->queued_bytes * 2 < m->cfg.max_queued_bytes)
 		return 0;
-	/* a count is a scan of the recipient's rows: 603s to a full queue,
-	 * however many, ask for one a second */
+	/* a count is a scan of the recipient's rows: sends (603) to a full
+	 * queue, however many, ask for one a second */
 	if ((q = msg_queue_for(m, other)) == NULL ||
 	    (q->counted_ms != 0 && now - q->counted_ms < 1000u) ||
 	    (x = calloc(1, sizeof(*x))) == NULL)

@@ -1,6 +1,6 @@
 /* The messenger's start-up: the blob store's scratch under messages/ is
- * swept (contents whose 603 never got its row), a row whose content is
- * gone is dropped, and a content under messages/ that no row names is
+ * swept (contents whose send (603) never got its row), a row whose content
+ * is gone is dropped, and a content under messages/ that no row names is
  * removed. Each change is logged with "reconcile:". Nothing serves yet:
  * rows and contents are changed synchronously.
  */

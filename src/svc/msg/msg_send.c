@@ -1,8 +1,9 @@
-/* 603: a message arrives and becomes durable before its 2103. A small
- * content is buffered; a large one streams into a new object of the blob
- * store, a chunk at a time written by a worker, and is put under
- * messages/ once complete. Its row goes through the metadata store (many
- * in one transaction), and the 2103 leaves once the row is durable.
+/* A send (603): a message arrives and becomes durable before its stored
+ * reply (2103). A small content is buffered; a large one streams into a
+ * new object of the blob store, a chunk at a time written by a worker, and
+ * is put under messages/ once complete. Its row goes through the metadata
+ * store (many in one transaction), and the stored reply leaves once the
+ * row is durable.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,9 +84,9 @@ pending_free(struct pending *p)
 	free(p);
 }
 
-/* The connection goes away while its 603 is in progress: a body being
- * received is dropped (once a write in flight is over); one waiting for
- * the store goes on without it. */
+/* The connection goes away while its send (603) is in progress: a body
+ * being received is dropped (once a write in flight is over); one waiting
+ * for the store goes on without it. */
 void
 msg_send_abort(struct bw_conn *c, struct msg_conn *mc)
 {
@@ -128,7 +129,8 @@ content_dropped(void *arg)
 	reply_stored(p, p->fail);
 }
 
-/* The refused message's content, if it has one, goes before the 9000. */
+/* The refused message's content, if it has one, goes before the error
+ * reply (9000). */
 static void
 drop_content(struct pending *p)
 {
@@ -145,8 +147,8 @@ drop_content(struct pending *p)
  * (or has no key to be dropped by): the row may be there, and with its
  * content removed every pull of the recipient would stop at it (S3) or
  * lose it. The content stays: the message may be delivered although its
- * sender was told 9000 (who may send it again: a duplicate rather than a
- * loss), and a content no row names goes at the next start's
+ * sender got an error reply (9000) and may send it again (a duplicate
+ * rather than a loss), and a content no row names goes at the next start's
  * reconcile. */
 static void
 keep_content(struct pending *p)
@@ -176,9 +178,9 @@ row_dropped(struct bw_meta_req *r)
 }
 
 /* The store answered p's insert (durable, or not). A row inserted whose
- * sender is told 9000 (it could not be made durable) goes, and its
- * content, before the reply: it never reaches the recipient after its
- * sender was told it was not stored. */
+ * sender gets an error reply (9000), as it could not be made durable, goes,
+ * and its content, before the reply: it never reaches the recipient after
+ * its sender was told it was not stored. */
 static void
 inserted(struct bw_meta_req *r)
 {
@@ -218,7 +220,8 @@ inserted(struct bw_meta_req *r)
 	bw_meta_submit(p->m->meta, &p->req);
 }
 
-/* The reply: 2103 (rc 0: the row is durable and counted) or 9000. */
+/* The reply: a stored reply (2103; rc 0: the row is durable and counted)
+ * or an error reply (9000). */
 static void
 reply_stored(struct pending *p, int rc)
 {
@@ -369,8 +372,9 @@ write_chunk(struct pending *p)
 
 /* --- the request -------------------------------------------------------- */
 
-/* A refused 603: its content is read and discarded so the 9000 comes in
- * step (a large one is answered at once and the connection closed). */
+/* A refused send (603): its content is read and discarded so the error
+ * reply (9000) comes in step (a large one is answered at once and the
+ * connection closed). */
 static int
 refuse(struct bw_conn *c, struct msg_conn *mc, uint64_t size, const char *why)
 {
@@ -391,8 +395,8 @@ open_spill(struct pending *p)
 	return 0;
 }
 
-/* A newcomer needs the slot of this content, which trickles: 9000, and
- * the connection closes. */
+/* A newcomer needs the slot of this content, which trickles: an error
+ * reply (9000), and the connection closes. */
 static void
 evict_body(struct bw_slot *s)
 {

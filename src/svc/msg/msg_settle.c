@@ -1,6 +1,6 @@
-/* Delivery evidence: the rows a 2104 carried are deleted once the client
- * has shown it received them (msg.c decides when), their contents removed
- * by a worker after the deletion commits.
+/* Delivery evidence: the rows a waiting reply (2104) carried are deleted
+ * once the client has shown it received them (msg.c decides when), their
+ * contents removed by a worker after the deletion commits.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +17,8 @@
  * worker once the deletion is committed (removing a large file frees its
  * blocks, which can take a while). The queue counts them gone from the
  * moment the evidence arrives, as the request that brought it is answered
- * (a 603 right after the request that deleted a full queue finds room),
- * and takes them back if the deletion fails. */
+ * (a send (603) right after the request that deleted a full queue finds
+ * room), and takes them back if the deletion fails. */
 struct settle {
 	struct bw_meta_req req;
 	struct bw_msg *m;

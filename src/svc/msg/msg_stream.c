@@ -4,11 +4,11 @@
  * When that is spent, the stream whose reader has taken nothing for the
  * longest time (at least a second) is closed, its messages still queued,
  * and the others go on; a stream that finds no such reader waits for
- * room. So a thousand 604s whose replies are never read cost the server
- * --reply-memory, not a thousand times a chunk. "Taken nothing" is judged
- * byte by byte, from what the peer's side has acknowledged: a reader
- * slower than a chunk a second is slow, not stalled, and keeps its pull
- * (judged by whole chunks, any reader below 64 KiB/s was a victim).
+ * room. So a thousand pulls (604) whose replies are never read cost the
+ * server --reply-memory, not a thousand times a chunk. "Taken nothing" is
+ * judged byte by byte, from what the peer's side has acknowledged: a
+ * reader slower than a chunk a second is slow, not stalled, and keeps its
+ * pull (judged by whole chunks, any reader below 64 KiB/s was a victim).
  */
 #include "bulwark/log.h"
 #include "bulwark/util.h"

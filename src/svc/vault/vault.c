@@ -1,6 +1,6 @@
 /* The file vault service (requests 1025-1031): its routing table, the
- * per-connection state, registration and verdicts, the 1028's start, and
- * the module's hooks (keys are vault_keys.c's).
+ * per-connection state, registration and verdicts, the start of a send file
+ * request (1028), and the module's hooks (keys are vault_keys.c's).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +23,8 @@ vault_header_client(struct bw_frame_req *r)
 
 /* --- requests with a fixed payload -------------------------------------- */
 
-/* The 2100 promises the client exists: it leaves once the row is durable. */
+/* The registered reply (2100) promises the client exists: it leaves once the
+ * row is durable. */
 static void
 registered(void *arg, int rc, struct bw_client *cl)
 {
@@ -52,8 +53,9 @@ registered(void *arg, int rc, struct bw_client *cl)
 
 /* On a TLS listener, the key the client proved (the admit hook checked
  * that a 160-byte field carries it) into field: registered with the name,
- * so that no one else's 1026 can bind another before the owner's. NULL on
- * a plain listener (the seed's 1026 binds it). */
+ * so that no one else's public key request (1026) can bind another before
+ * the owner's. NULL on a plain listener (the seed's public key request
+ * binds it). */
 static const uint8_t *
 proven_key(const struct bw_conn *c, uint8_t field[BW_RSA_PUB_LEN])
 {
@@ -120,11 +122,12 @@ on_crc(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	return vault_crc_request(c, r->ctx, code, cl, name);
 }
 
-/* --- the 1028 ----------------------------------------------------------- */
+/* --- the send file request (1028) --------------------------------------- */
 
-/* The fixed part of a 1028 is in: check sizes and capacity (a failure
- * closes: the body is not worth reading), then identity and key (a failure
- * discards a small body and answers 2107, keeping the connection). */
+/* The fixed part of a send file request (1028) is in: check sizes and
+ * capacity (a failure closes: the body is not worth reading), then identity
+ * and key (a failure discards a small body and answers with a general error
+ * (2107), keeping the connection). */
 static int
 on_file(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 {
@@ -159,8 +162,8 @@ on_file(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	else if ((cl = vault_header_client(r)) == NULL)
 		why = "unknown client id";
 	else if ((key = vault_upload_key(r, cl, &why)) == NULL)
-		/* it needs a 1027: closing tells a client to get a fresh key
-		 * instead of resending with the dead one */
+		/* it needs a reconnect request (1027): closing tells a client
+		 * to get a fresh key instead of resending with the dead one */
 		gone = cl->has_pubkey;
 	else if ((rc = vault_upload_start(c, v, cl, key, p, content_size, name,
 					  &why)) == BW_EBUSY)
@@ -223,8 +226,8 @@ vault_conn_drained(struct bw_conn *c, void *ctx, void *state)
 	vault_get_drained(c, state);
 }
 
-/* A session that got its 2103 owes a 1029/1030/1031: while stopping, it
- * is waited for. */
+/* A session that got its file OK reply (2103) owes a CRC verdict
+ * (1029/1030/1031): while stopping, it is waited for. */
 static int
 vault_conn_busy(const struct bw_conn *c, const void *state)
 {
@@ -251,8 +254,9 @@ find_awaiting(void *arg, void *val)
 }
 
 /* While stopping, the listener stays open as long as an upload is in
- * progress or some upload answered 2103 recently still owes its 1029:
- * course-sample clients send it on a new connection. */
+ * progress or some upload answered with a file OK reply (2103) recently
+ * still owes its CRC ok (1029): course-sample clients send it on a new
+ * connection. */
 static int
 vault_draining(void *ctx)
 {
@@ -260,8 +264,8 @@ vault_draining(void *ctx)
 	struct awaiting_scan a = {0, 0};
 	uint64_t recent = v->cfg.window_ms / 1000u;
 
-	/* an upload still arriving will answer 2103, and its client may
-	 * send the 1029 on a new connection */
+	/* an upload still arriving will answer with a file OK reply (2103),
+	 * and its client may send the CRC ok (1029) on a new connection */
 	if (v->uploads_active > 0)
 		return 1;
 	a.since_s = (uint64_t)bw_time_s() > recent
@@ -356,8 +360,9 @@ vault_errors(const void *inst, bw_stat_emit emit, void *arg)
 			(fn), NULL, NULL                                       \
 	}
 
-/* 1104: what this server takes, so that a client refused can say why
- * (the seed's 2107 says nothing). Anyone may ask, on any listener. */
+/* The limits request (1104): what this server takes, so that a client
+ * refused can say why (the seed's general error, 2107, says nothing). Anyone
+ * may ask, on any listener. */
 static int
 on_limits(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 {

@@ -12,14 +12,18 @@
 
 struct bw_vault_cfg {
 	struct bw_conn_limits limits;  /* of its connections */
-	uint64_t max_file_size;	       /* largest 1028 ciphertext accepted */
-	unsigned max_uploads;	       /* 1028s in progress at once */
+	uint64_t max_file_size;	       /* largest ciphertext a send file
+					* request (1028) may carry */
+	unsigned max_uploads;	       /* send file requests (1028) in
+					* progress at once */
 	unsigned max_uploads_per_addr; /* of those, from one address */
-	unsigned min_rate;	       /* bytes/s a 1028 body must keep up */
+	unsigned min_rate;	       /* bytes/s the body of a send file
+					* request (1028) must keep up */
 	unsigned key_lifetime_s;       /* an AES key is refused after this */
 	unsigned key_failures;	       /* decryption failures that revoke it */
-	unsigned window_ms; /* the --min-rate window, and how long a 2103
-			     * keeps the listener open at shutdown */
+	unsigned window_ms; /* the --min-rate window, and how long a file OK
+			     * reply (2103) keeps the listener open at
+			     * shutdown */
 };
 
 void bw_vault_cfg_defaults(struct bw_vault_cfg *cfg);

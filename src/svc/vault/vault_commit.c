@@ -7,8 +7,8 @@
  *    back as they were;
  *  - a verified file at the path: the upload is put aside under
  *    files/.pending/ and named in the row; the file is replaced only by the
- *    1029 that confirms it (move, then row; a failed row undoes the move),
- *    and a 1030/1031 throws it away.
+ *    CRC ok (1029) that confirms it (move, then row; a failed row undoes
+ *    the move), and a CRC retry or fail (1030/1031) throws it away.
  * Rows go through the metadata store's requests, objects through the blob
  * store on the workers. reconcile.c finishes or undoes, at start-up, what a
  * crash interrupted.
@@ -33,9 +33,10 @@
  *  C_PUT       the object over the stored one, on a worker
  *  C_PEND_PUT  a verified file there: the object aside, on a worker
  *  C_PEND_ROW  that object named in the row as the pending replacement
- *  C_DURABLE   the row on disk before the 2103 promises the file
+ *  C_DURABLE   the row on disk: the file OK reply (2103) promises the file
  *  C_UNDO      a step failed: the object and the row put back as they were
- *  C_REPLY     the 2103 or the 2107; the path and the connection let go */
+ *  C_REPLY     the file OK reply or the general error (2107); the path and
+ *              the connection let go */
 enum commit_step {
 	C_NONE,
 	C_LOCK,
@@ -185,9 +186,10 @@ commit_take_w(struct upload *u, struct bw_blob_w **w)
 
 static void row_restored(void *arg, int rc);
 
-/* The stored upload's row could not be made durable: its 2107 must find
- * what was there before, file and row (as a failed 1029 is undone), so
- * the object goes back (the one it replaced, or none) on a worker ... */
+/* The stored upload's row could not be made durable: its general error
+ * (2107) must find what was there before, file and row (as a failed CRC ok
+ * (1029) is undone), so the object goes back (the one it replaced, or none)
+ * on a worker ... */
 static void
 undo_work(void *arg)
 {
@@ -202,7 +204,7 @@ undo_work(void *arg)
 	}
 }
 
-/* ... and then the row, before the 2107. */
+/* ... and then the row, before the general error (2107). */
 static void
 undo_done(void *arg)
 {
@@ -235,9 +237,9 @@ commit_durable(struct bw_meta_req *r)
 	}
 }
 
-/* A stored upload's 2103 promises it survives a power cut: its row must be
- * on disk first (the object already is), else start-up reconciliation
- * would find an object no row names. */
+/* A stored upload's file OK reply (2103) promises it survives a power cut:
+ * its row must be on disk first (the object already is), else start-up
+ * reconciliation would find an object no row names. */
 static void
 commit_finish(struct upload *u, int rc)
 {
@@ -418,15 +420,16 @@ pend_done(void *arg)
  * under any key: then u may not replace a verified file (said).
  *
  * The protocol proves nothing of the key: anyone who read a client's id
- * and name (both travel in clear) gets a fresh key for it with a 1027,
- * sends 16 random bytes as a 1028 (the padding is right once in 256
- * tries), and would confirm with a 1029 the garbage that decrypted. Each
- * wrong try fails to decrypt: the lucky one comes after about 255
- * failures, and is refused here before it is kept anywhere (refusing its
- * 1029 instead left it waiting, to be confirmed once the suspicion had
- * passed). Waiting SUSPECT_MS after each try makes the guessing take
- * days. The owner's own replacements are refused as long (2107: its
- * client says the upload failed); its new files are not. */
+ * and name (both travel in clear) gets a fresh key for it with a reconnect
+ * request (1027), sends a send file request (1028) of 16 random bytes (the
+ * padding is right once in 256 tries), and would confirm with a CRC ok
+ * (1029) the garbage that decrypted. Each wrong try fails to decrypt: the
+ * lucky one comes after about 255 failures, and is refused here before it
+ * is kept anywhere (refusing its CRC ok instead left it waiting, to be
+ * confirmed once the suspicion had passed). Waiting SUSPECT_MS after each
+ * try makes the guessing take days. The owner's own replacements are
+ * refused as long (a general error, 2107: its client says the upload
+ * failed); its new files are not. */
 static int
 suspect(const struct upload *u)
 {

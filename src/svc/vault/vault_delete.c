@@ -11,7 +11,7 @@
 #include "bulwark/log.h"
 #include "svc/vault/vault_int.h"
 
-/* --- 1102: a delete -------------------------------------------------------
+/* --- the delete request (1102) --------------------------------------------
  */
 
 struct vdel {
@@ -167,7 +167,7 @@ vault_on_delete(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	return 0;
 }
 
-/* --- 1103: TLS only from now on ---------------------------------------- */
+/* --- the TLS only request (1103): no plain listener from now on -------- */
 
 static void
 tls_only_done(void *arg, int rc, struct bw_client *cl)

@@ -1,9 +1,9 @@
 /* Bulwark's extensions of the vault (docs/vault-protocol.md, "Bulwark
  * extensions"): an owner lists its files (1100) and gets one back (1101);
- * vault_delete.c has 1102 and 1103. Served only on a TLS listener, where the
- * daemon has checked that the client proved the key registered for the id it
- * names (daemon_auth.c); on a plain listener anyone may name any id, so these
- * get the general error there.
+ * vault_delete.c has the delete (1102) and TLS only (1103) requests. Served
+ * only on a TLS listener, where the daemon has checked that the client
+ * proved the key registered for the id it names (daemon_auth.c); on a plain
+ * listener anyone may name any id, so these get the general error there.
  *
  * A get streams in bounded memory: a worker reads the stored object a chunk
  * at a time (GET_CHUNK), hashing every byte from the start (SHA-256, sent
@@ -48,16 +48,16 @@ vault_no_such_file(struct bw_conn *c, const uint8_t *field)
 			      BW_NAME_FIELD);
 }
 
-/* --- 1100, 1105: the list, a page at a time ------------------------------
+/* --- the list (1100) and list after (1105) requests, a page at a time ----
  *
  * The owner's files are a list, newest first, each with the sequence
  * number it joined with. A page is up to BW_VAULT_LIST_PAGE of them, copied
  * on the loop; a worker then finds their stored times in one listing of
- * the owner's objects. 1105 goes on after the last entry of a page: found
- * by its name in one step when it is still the same file (its mark), else
- * by the mark, walking from the newest (a file removed or replaced between
- * two pages). A file that comes between pages is not listed; none is
- * listed twice. */
+ * the owner's objects. A list after request goes on after the last entry
+ * of a page: found by its name in one step when it is still the same file
+ * (its mark), else by the mark, walking from the newest (a file removed or
+ * replaced between two pages). A file that comes between pages is not
+ * listed; none is listed twice. */
 
 struct lent {
 	struct bw_vault_entry e;
@@ -261,7 +261,7 @@ vault_on_list_after(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	return list_start(c, r, name, bw_get_u64le(p + BW_NAME_FIELD));
 }
 
-/* --- 1101: a file back ----------------------------------------------------
+/* --- the get request (1101): a file back ----------------------------------
  */
 
 struct vget {

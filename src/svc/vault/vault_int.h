@@ -25,10 +25,11 @@
 #define FILES_SPACE  "files/"
 #define PENDING_DIR  "files/.pending/"
 /* Steps waiting for one stored path's lock past which a verdict gets
- * BW_EBUSY (a 1029/1031 is answered 2107, a 1030 dropped). A commit always
- * waits its turn: commits are as many as upload slots at most, and
- * verdicts anyone with the client's id may send must not crowd out the
- * owner's upload after its body was read. */
+ * BW_EBUSY: a CRC ok or fail (1029/1031) is answered with a general error
+ * (2107), a CRC retry (1030) dropped. A commit always waits its turn:
+ * commits are as many as upload slots at most, and verdicts anyone with the
+ * client's id may send must not crowd out the owner's upload after its body
+ * was read. */
 #define VAULT_LOCK_WAITERS 64u
 /* After an upload of a client failed to decrypt, its verified files are
  * not replaced for this long (vault_commit.c): someone without its key
@@ -37,18 +38,22 @@
 
 enum vstate {
 	V_IDLE,	  /* between requests (the frame reads them) */
-	V_BODY,	  /* streaming a 1028 ciphertext into a file */
+	V_BODY,	  /* streaming the ciphertext of a send file request
+		   * (1028) into a file */
 	V_COMMIT, /* the upload is being committed */
-	V_CRC,	  /* a 1029/1030/1031 waits for its file's lock or a worker */
-	V_STORE,  /* a 1025/1026/1027 waits for the store to have it */
+	V_CRC,	  /* a CRC verdict (1029/1030/1031) waits for its
+		   * file's lock or a worker */
+	V_STORE,  /* a register, public key or reconnect request
+		   * (1025/1026/1027) waits for the store to have it */
 };
 
 struct bw_vault {
 	struct bw_vault_cfg cfg;
 	struct bw_engine *eng;
 	struct bw_registry *reg;
-	struct bw_meta *meta;	/* the file rows; 2103s and 2104s wait for
-				 * their rows to be durable */
+	struct bw_meta *meta;	/* the file rows; file OK replies (2103)
+				 * and acks (2104) wait for their rows to
+				 * be durable */
 	struct bw_blobs *blobs; /* the stored files */
 	/* every file row (struct vfile), by owner id + file name and by
 	 * stored path (our paths hold the owner's id: unique across clients) */
@@ -81,16 +86,17 @@ struct bw_vault {
 	struct bw_timer sweep_t;
 	int sweeping;
 	/* public keys as parsed (keys.c): DER -> struct bw_rsa, at most
-	 * RSA_CACHE_MAX; parsing one is most of a 1027's CPU */
+	 * RSA_CACHE_MAX; parsing one is most of the CPU a reconnect request
+	 * (1027) costs */
 	struct bw_hash rsa_cache;
 	/* this process among the nodes of a shared store: the high half of
 	 * its connections' claim keys (owes.c), drawn at start */
 	uint32_t node_tag;
-	/* 1101s being sent back (vault_ext.c): slots as the uploads', the
-	 * body being the reply; a reader slower than --min-rate gives its
-	 * place to a newcomer when every slot is taken */
+	/* get requests (1101) sending files back (vault_ext.c): slots as the
+	 * uploads', the body being the reply; a reader slower than --min-rate
+	 * gives its place to a newcomer when every slot is taken */
 	struct bw_slots gets;
-	unsigned lists_active; /* 1100s listing */
+	unsigned lists_active; /* list requests (1100) under way */
 	uint64_t file_seq;     /* the last vfile.seq given */
 };
 
@@ -106,12 +112,13 @@ struct vfile {
 	char path_name[BW_PATH_CAP];
 	int verified;
 	uint64_t size; /* plaintext bytes stored */
-	/* a replacement waiting for its 1029 ("" = none) */
+	/* a replacement waiting for its CRC ok (1029); "" = none */
 	char pending_name[BW_NAME_CAP];
 	char pending_path[BW_PATH_CAP];
 	uint64_t pending_size;
 	int64_t up_key;	  /* the row's uploader (bw_file_rec.uploader) */
-	uint64_t acked_s; /* when its last 2103 went out (RAM only) */
+	uint64_t acked_s; /* when its last file OK reply (2103) went out
+			   * (RAM only) */
 	/* the connection (engine id) that uploaded the version waiting for
 	 * a verdict; while it is open, verdicts come from it alone */
 	uint64_t uploader;
@@ -130,7 +137,8 @@ struct upload {
 	struct bw_slot slot;  /* held until the upload is done */
 	int counted;	      /* in uploads_active */
 	uint8_t client_id[BW_ID_LEN];
-	uint8_t name_field[BW_NAME_FIELD]; /* echoed in 2103 */
+	uint8_t name_field[BW_NAME_FIELD]; /* echoed in the file OK reply
+					    * (2103) */
 	char file_name[BW_NAME_CAP];
 	char stored[BW_NAME_CAP];
 	char rel_path[BW_PATH_CAP];
@@ -163,7 +171,7 @@ struct upload {
 	/* the commit (vault_commit.c) */
 	struct bw_lock_wait wait;
 	int locked;   /* the path's lock is this upload's (wait ran) */
-	int pending;  /* kept aside until its 1029 */
+	int pending;  /* kept aside until its CRC ok (1029) */
 	int had_prev; /* a row owned rel_path before */
 	struct bw_file_rec prev; /* that row, to restore */
 	uint64_t prev_size, prev_pending_size;
@@ -187,16 +195,20 @@ struct vault_conn {
 	enum vstate st;
 	struct bw_vault *v;
 	struct upload *up;
-	/* the AES key this connection was given (1026/1027 on it): its own
-	 * 1028s use it, whatever others do with the same client id */
+	/* the AES key a public key or reconnect request (1026/1027) on this
+	 * connection gave it: its own send file requests (1028) use it,
+	 * whatever others do with the same client id */
 	int has_key;
 	uint8_t key_id[BW_ID_LEN];
 	uint8_t key[BW_AES_KEY_LEN];
 	int64_t key_issued;	/* wall clock, s */
 	uint64_t key_issued_ms; /* monotonic */
-	int awaiting;		/* 2103 sent: a 1029/1030/1031 should follow */
-	struct vget *get;	/* a 1101 being sent back (vault_ext.c) */
-	struct crc_op *op;	/* a 1029/1030/1031 in progress */
+	int awaiting;		/* file OK reply (2103) sent: a CRC verdict
+				 * (1029/1030/1031) should follow */
+	struct vget *get;	/* a get request (1101) being answered
+				 * (vault_ext.c) */
+	struct crc_op *op;	/* a CRC verdict (1029/1030/1031) in
+				 * progress */
 	/* its claim to the verdicts of what it uploaded, on a shared store
 	 * (owes.c): asked of the store, or held until it closes */
 	enum { OWES_NONE, OWES_ASKING, OWES_HELD } owes;
@@ -230,11 +242,11 @@ int vault_on_tls_only(struct bw_conn *c, struct bw_frame_req *r,
 /* The client an extension's header names, or NULL with the error
  * replied (a plain listener, an unknown id). */
 struct bw_client *vault_ext_client(struct bw_conn *c, struct bw_frame_req *r);
-/* 2113 with the name field asked for. */
+/* A no such file reply (2113) with the name field asked for. */
 int vault_no_such_file(struct bw_conn *c, const uint8_t *field);
-/* Output drained: a 1101's next chunk. */
+/* Output drained: the next chunk a get request (1101) sends back. */
 void vault_get_drained(struct bw_conn *c, struct vault_conn *vc);
-/* The connection closes: its 1101 ends. */
+/* The connection closes: its get request (1101) ends. */
 void vault_get_closed(struct vault_conn *vc);
 
 /* vault.c */
@@ -242,13 +254,13 @@ void vault_get_closed(struct vault_conn *vc);
 struct bw_client *vault_header_client(struct bw_frame_req *r);
 
 /* keys.c */
-/* 1026 and 1027. */
+/* The public key (1026) and reconnect (1027) requests. */
 int vault_on_pubkey(struct bw_conn *c, struct bw_frame_req *r,
 		    const uint8_t *p);
 int vault_on_reconnect(struct bw_conn *c, struct bw_frame_req *r,
 		       const uint8_t *p);
-/* The key a 1028 from cl on r's connection decrypts with; NULL (with
- * *why) if there is none usable. */
+/* The key a send file request (1028) from cl on r's connection decrypts
+ * with; NULL (with *why) if there is none usable. */
 const uint8_t *vault_upload_key(struct bw_frame_req *r,
 				const struct bw_client *cl, const char **why);
 /* A reply that waits for the store: the connection reads nothing more
@@ -317,7 +329,8 @@ void vault_durable(struct bw_vault *v, struct bw_meta_req *r,
 		   bw_meta_done_fn done, void *arg);
 /* Drops the hold a commit or an op had on c and lets c go on. */
 void vault_release_and_resume(struct bw_conn *c);
-/* The whole body is in and written: commits it, replies 2103 or 2107. */
+/* The whole body is in and written: commits it, answers with a file OK
+ * reply (2103) or a general error (2107). */
 void vault_commit(struct bw_conn *c, struct upload *u);
 /* owes.c: on a store several nodes share, the verdict on a version is
  * owed by the connection that uploaded it, on every node, while it is
@@ -342,10 +355,10 @@ void vault_owes_release(struct bw_vault *v, struct vault_conn *vc,
 void vault_owes_probe(struct bw_vault *v, int64_t key,
 		      void (*done)(void *arg, int open), void *arg);
 
-/* verify.c: 1029, 1030 or 1031 for name from cl. */
-/* A 1030 answered by nothing: a padded client's connection (one request
- * each, its zeros after it) is closed now, as an answered one would be;
- * 0. */
+/* verify.c: a CRC verdict (1029, 1030 or 1031) for name from cl. */
+/* A CRC retry (1030) answered by nothing: a padded client's connection
+ * (one request each, its zeros after it) is closed now, as an answered one
+ * would be; 0. */
 int vault_no_reply(struct bw_conn *c);
 int vault_crc_request(struct bw_conn *c, struct bw_vault *v, uint16_t code,
 		      struct bw_client *cl, const char *name);
@@ -384,9 +397,10 @@ int vfile_set(struct bw_vault *v, const uint8_t id[BW_ID_LEN], const char *path,
 int vfile_set_now(struct bw_vault *v, const uint8_t id[BW_ID_LEN],
 		  const char *path, const struct bw_file_rec *rec,
 		  uint64_t size, uint64_t pending_size) BW_WUR;
-/* bw_module.refresh: before a 1028 to 1031, the client's rows as the
- * shared store has them (another node's uploads and verdicts), except
- * those of paths this node is committing. */
+/* bw_module.refresh: before a send file request or a CRC verdict
+ * (1028 to 1031), the client's rows as the shared store has them (another
+ * node's uploads and verdicts), except those of paths this node is
+ * committing. */
 /* keys.c: the cache of parsed public keys, emptied at the end. */
 void vault_rsa_cache_free(struct bw_vault *v);
 int vault_refresh(void *inst, const uint8_t id[BW_ID_LEN], const uint8_t *other,

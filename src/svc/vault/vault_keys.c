@@ -1,8 +1,8 @@
-/* The rules that keep a vault client's keys its own (1026, 1027, and what
- * uploads do to a key): a used public key is never replaced, each
- * connection decrypts with the key it was given, a key expires after
- * --key-lifetime, and a key that fails to decrypt is revoked. A new key is
- * sent once the store has it.
+/* The rules that keep a vault client's keys its own (the public key and
+ * reconnect requests, 1026 and 1027, and what uploads do to a key): a used
+ * public key is never replaced, each connection decrypts with the key it
+ * was given, a key expires after --key-lifetime, and a key that fails to
+ * decrypt is revoked. A new key is sent once the store has it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -53,8 +53,9 @@ revoke(struct bw_vault *v, uint64_t conn_id, struct bw_client *cl,
 
 /* On a shared store the failures are counted in the client's row: through
  * whichever nodes they come, the key goes at the limit. The connection's
- * 2107 waits until the failure is counted (and a revocation stored): a
- * client's next request, on any node, meets the key as it then is. */
+ * general error (2107) waits until the failure is counted (and a
+ * revocation stored): a client's next request, on any node, meets the key
+ * as it then is. */
 struct kfail {
 	struct bw_meta_req req;
 	struct bw_vault *v;
@@ -215,12 +216,12 @@ key_stored(void *arg, int rc, struct bw_client *cl)
 
 /* --- parsed public keys ---------------------------------------------------
  *
- * A 1027 wraps a fresh AES key for the public key on record: parsing its
- * DER (OpenSSL 3's decoders) cost more than the wrap itself. Parsed keys
- * are kept by their DER, RSA_CACHE_MAX of them (about 1.8 KiB each with the
- * encryption context a key keeps: at most 7 MiB); when full, the cache
- * starts again. A key is looked up by all its bytes, so a
- * replaced public key is never taken for the old one.
+ * A reconnect request (1027) wraps a fresh AES key for the public key on
+ * record: parsing its DER (OpenSSL 3's decoders) cost more than the wrap
+ * itself. Parsed keys are kept by their DER, RSA_CACHE_MAX of them (about
+ * 1.8 KiB each with the encryption context a key keeps: at most 7 MiB);
+ * when full, the cache starts again. A key is looked up by all its bytes,
+ * so a replaced public key is never taken for the old one.
  */
 
 #define RSA_CACHE_MAX 4096u
@@ -284,7 +285,8 @@ rsa_of(struct bw_vault *v, const uint8_t der[BW_RSA_PUB_LEN],
 
 /* Makes a fresh AES key for cl, records it (with pubkey if not NULL) and,
  * once the store has it, sends it wrapped with the client's public key in
- * a 2102/2105. The connection keeps it for its own uploads. */
+ * a public key AES or reconnect AES reply (2102/2105). The connection keeps
+ * it for its own uploads. */
 static int
 send_new_key(struct bw_conn *c, struct bw_frame_req *r, struct bw_client *cl,
 	     const struct bw_rsa *rsa, const uint8_t *pubkey, uint16_t code,
@@ -357,11 +359,13 @@ vault_upload_key(struct bw_frame_req *r, const struct bw_client *cl,
 	return cl->vault.aes_key;
 }
 
-/* A 1026 replaces the public key only while no key was ever delivered
- * for it: a client whose 1026 got 2107 may send a fresh key pair again,
- * but once a 2102 (or a 2105) carried an AES key wrapped for the key on
- * record, the key is the client's and a stranger who knows the id and name
- * (both travel in clear) cannot take it. The same key is always taken. */
+/* A public key request (1026) replaces the public key only while no key
+ * was ever delivered for it: a client whose public key request got a
+ * general error (2107) may send a fresh key pair again, but once a public
+ * key AES reply (2102), or a reconnect AES reply (2105), carried an AES key
+ * wrapped for the key on record, the key is the client's and a stranger
+ * who knows the id and name (both travel in clear) cannot take it. The
+ * same key is always taken. */
 int
 vault_on_pubkey(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 {
@@ -384,9 +388,10 @@ vault_on_pubkey(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 					 "not replaced");
 	if (bw_rsa_from_spki(&rsa, key, BW_RSA_PUB_LEN) != 0)
 		return bw_frame_error(c, "not an RSA-1024 public key");
-	/* the 2102 delivers a key wrapped for it: from now on the key is
-	 * the client's (a stranger's 1026 before the owner's first upload
-	 * completes must not replace it) */
+	/* the public key AES reply (2102) delivers a key wrapped for it:
+	 * from now on the key is the client's (a stranger's public key
+	 * request (1026) before the owner's first upload completes must not
+	 * replace it) */
 	rc = send_new_key(c, r, cl, rsa, key, BW_VAULT_RESP_PUBKEY_AES, 1);
 	bw_rsa_free(rsa);
 	return rc;

@@ -1,7 +1,7 @@
-/* The streaming 1028: the ciphertext is decrypted chunk by chunk out of the
- * connection's input into one of its aligned write buffers, CRC'd on the loop
- * thread and written by a worker into a new object of the blob store,
- * which vault_commit.c then puts in place.
+/* The streaming send file request (1028): the ciphertext is decrypted chunk
+ * by chunk out of the connection's input into one of its aligned write
+ * buffers, CRC'd on the loop thread and written by a worker into a new
+ * object of the blob store, which vault_commit.c then puts in place.
  */
 #include <stddef.h>
 #include <stdio.h>
@@ -111,7 +111,7 @@ vault_upload_abort(struct bw_conn *c, const char *why)
 }
 
 /* A newcomer needs the slot of this upload, whose body trickles: it ends
- * with 2107 and a close. */
+ * with a general error (2107) and a close. */
 static void
 evict_upload(struct bw_slot *s)
 {
@@ -162,7 +162,7 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 		     u->stored) >= (int)sizeof(u->rel_path))
 		goto fail;
 	f = vfile_at(v, cl->id, u->rel_path);
-	if (f != NULL && f->verified) { /* a replacement waits for its 1029 */
+	if (f != NULL && f->verified) { /* a replacement waits for its CRC ok */
 		vault_pending_key(cl->id, u->pend_hint, sizeof(u->pend_hint));
 	}
 	if ((rc = bw_aes_new(&u->aes, key, 0)) != 0)
@@ -282,7 +282,7 @@ decrypt_failed(struct bw_conn *c, struct upload *u, const char *why)
 	vault_upload_abort(c, why);
 	if (vault_key_failed(c, v, id, key, why)) {
 		bw_wipe(key, sizeof(key));
-		bw_frame_wait(c); /* the 2107 follows the count */
+		bw_frame_wait(c); /* the count, then the general error (2107) */
 		return 0;
 	}
 	bw_wipe(key, sizeof(key));

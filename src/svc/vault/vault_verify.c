@@ -1,8 +1,9 @@
-/* 1029, 1030 and 1031: the client's verdict on a stored upload. A 1029
- * marks it verified, or swaps a pending replacement into place (move, then
- * row; a failed row undoes the move); a 1030/1031 throws a pending
- * replacement away. Each runs under the stored path's lock, like a commit:
- * rows through the metadata store's requests, objects on the workers.
+/* CRC ok (1029), CRC retry (1030) and CRC fail (1031): the client's verdict
+ * on a stored upload. A CRC ok marks it verified, or swaps a pending
+ * replacement into place (move, then row; a failed row undoes the move); a
+ * CRC retry or fail throws a pending replacement away. Each runs under the
+ * stored path's lock, like a commit: rows through the metadata store's
+ * requests, objects on the workers.
  */
 #include <stddef.h>
 #include <stdio.h>
@@ -53,7 +54,7 @@ crc_reply(struct crc_op *op, int reply_code)
 							? bw_strerror(op->rc)
 							: "no such file");
 		} else if (bw_frame_padded(c)) {
-			bw_conn_finish(c); /* 1030: no reply */
+			bw_conn_finish(c); /* CRC retry (1030): no reply */
 		}
 		bw_frame_done(c);
 	}
@@ -65,8 +66,8 @@ crc_reply(struct crc_op *op, int reply_code)
 
 /* --- undoing a swap -------------------------------------------------------
  * A swap whose row could not be written, or made durable, is undone, file
- * and row, so that the client's 2107 and what it finds later agree: the
- * replacement waits again for a 1029. */
+ * and row, so that the client's general error (2107) and what it finds
+ * later agree: the replacement waits again for a CRC ok (1029). */
 
 static void
 row_restored(void *arg, int rc)
@@ -160,9 +161,9 @@ crc_durable(struct bw_meta_req *r)
 	crc_reply(op, r->rc == 0 ? BW_VAULT_RESP_ACK : BW_VAULT_RESP_ERROR);
 }
 
-/* A 2104 to a 1029 promises the file is verified (or the replacement in
- * place) for good, and one to a 1031 that the replacement is gone: each
- * waits until its row is durable. */
+/* An ack (2104) to a CRC ok (1029) promises the file is verified (or the
+ * replacement in place) for good, and one to a CRC fail (1031) that the
+ * replacement is gone: each waits until its row is durable. */
 static void
 crc_finish(struct crc_op *op, int reply_code)
 {
@@ -175,9 +176,10 @@ crc_finish(struct crc_op *op, int reply_code)
 
 /* While the connection that uploaded the version of op's path waiting for
  * a verdict is open (and may still send requests: a padded client's is
- * finished with its 2103), the verdict is its own: another connection with
- * the same client id (who read the id in a 2101) cannot confirm a version
- * the uploader will reject, or discard one it will confirm. */
+ * finished with its file OK reply, 2103), the verdict is its own: another
+ * connection with the same client id (who read the id in the messenger's
+ * list reply, 2101) cannot confirm a version the uploader will reject, or
+ * discard one it will confirm. */
 static int
 stranger(const struct crc_op *op, const struct vfile *f)
 {
@@ -189,7 +191,7 @@ stranger(const struct crc_op *op, const struct vfile *f)
 	return up != NULL && bw_conn_serving(up);
 }
 
-/* --- 1029 of a pending replacement: the swap ------------------------------
+/* --- a CRC ok (1029) of a pending replacement: the swap -------------------
  */
 
 static void
@@ -273,10 +275,11 @@ verified_done(void *arg, int rc)
 	crc_finish(op, rc == 0 ? BW_VAULT_RESP_ACK : BW_VAULT_RESP_ERROR);
 }
 
-/* A 1030/1031 is answered (1031: 2104, 1030: nothing), its replacement
- * discarded or not (rc). A 1031 whose row could not be changed gets 2107:
- * the row still names the replacement, which a later 1029 could take for
- * the current file, so nothing was given up. */
+/* A CRC retry or fail (1030/1031) is answered (a CRC fail with an ack
+ * (2104), a CRC retry with nothing), its replacement discarded or not (rc).
+ * A CRC fail whose row could not be changed gets a general error (2107):
+ * the row still names the replacement, which a later CRC ok (1029) could
+ * take for the current file, so nothing was given up. */
 static void
 mismatch_done(void *arg, int rc)
 {
@@ -339,8 +342,9 @@ swap_fenced(struct bw_meta_req *r)
 	}
 }
 
-/* The verdict is not op's to give (or whose it is cannot be told): a
- * 1030 goes unanswered, a 1029/1031 gets 2107. */
+/* The verdict is not op's to give (or whose it is cannot be told): a CRC
+ * retry (1030) goes unanswered, a CRC ok or fail (1029/1031) gets a general
+ * error (2107). */
 static void
 crc_refused(struct crc_op *op, int rc)
 {
@@ -517,8 +521,9 @@ vault_crc_request(struct bw_conn *c, struct bw_vault *v, uint16_t code,
 	if (rc == 1) {
 		crc_locked(&op->wait);
 	} else if (rc < 0) {
-		/* too many verdicts wait for this file: a 1030 (no reply)
-		 * is dropped, a 1029/1031 answered 2107 */
+		/* too many verdicts wait for this file: a CRC retry (1030, no
+		 * reply) is dropped, a CRC ok or fail (1029/1031) answered with
+		 * a general error (2107) */
 		op->rc = rc;
 		crc_finish(op, code == BW_VAULT_REQ_CRC_RETRY
 				       ? 0
