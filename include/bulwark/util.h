@@ -77,5 +77,8 @@ void bw_put_safe(FILE *f, const char *in, size_t n);
  * a child of fork() would repeat its parent's names (nothing that calls it
  * forks). */
 void bw_unique_name(const char *prefix, char *out, size_t cap);
+/* Seconds since the epoch of a UTC calendar time (fields as written:
+ * month 1-12), checked by the caller. */
+int64_t bw_utc_seconds(int y, int mo, int d, int h, int mi, int sec);
 
 #endif

@@ -275,28 +275,38 @@ unwrap_key(struct send_ctx *x, const struct bw_identity *who,
 	return 0;
 }
 
+/* The reconnect request (1027) with our name in field: 0, or BW_ECONFIG
+ * if the name cannot be sent. */
+static int
+reconnect_req(struct send_ctx *x, struct req *rq, uint8_t *field)
+{
+	static const uint16_t ok[] = {BW_VAULT_RESP_RECONNECT_AES,
+				      BW_VAULT_RESP_RECONNECT_DENIED};
+
+	*rq = (struct req){.what = "reconnect",
+			   .send = send_plain,
+			   .code = BW_VAULT_REQ_RECONNECT,
+			   .id = x->me.id,
+			   .payload = field,
+			   .len = BW_NAME_FIELD,
+			   .ok = ok,
+			   .ok_n = 2,
+			   .fd = -1};
+	return bw_name_encode(x->me.name, field) != 0 ? BW_ECONFIG : 0;
+}
+
 /* 1027 on the current connection, one try, for a fresh AES key before a
  * 1028 is resent. 2106 or a key that cannot be unwrapped is final. */
 static int
 rekey(struct send_ctx *x)
 {
-	static const uint16_t ok[] = {BW_VAULT_RESP_RECONNECT_AES,
-				      BW_VAULT_RESP_RECONNECT_DENIED};
 	uint8_t field[BW_NAME_FIELD], out[RESP_CAP];
-	struct req rq = {.what = "reconnect",
-			 .send = send_plain,
-			 .code = BW_VAULT_REQ_RECONNECT,
-			 .id = x->me.id,
-			 .payload = field,
-			 .len = BW_NAME_FIELD,
-			 .ok = ok,
-			 .ok_n = 2,
-			 .fd = -1};
+	struct req rq;
 	uint16_t code = 0;
 	size_t len = 0;
 	int rc;
 
-	if (bw_name_encode(x->me.name, field) != 0) {
+	if (reconnect_req(x, &rq, field) != 0) {
 		snprintf(x->why, sizeof(x->why), "our name cannot be sent");
 		x->final = BW_EXIT_USAGE;
 		return BW_ECONFIG;
@@ -486,24 +496,14 @@ out:
 int
 send_reconnect(struct send_ctx *x, int *denied)
 {
-	static const uint16_t ok[] = {BW_VAULT_RESP_RECONNECT_AES,
-				      BW_VAULT_RESP_RECONNECT_DENIED};
 	uint8_t field[BW_NAME_FIELD], out[RESP_CAP];
-	struct req rq = {.what = "reconnect",
-			 .send = send_plain,
-			 .code = BW_VAULT_REQ_RECONNECT,
-			 .id = x->me.id,
-			 .payload = field,
-			 .len = BW_NAME_FIELD,
-			 .ok = ok,
-			 .ok_n = 2,
-			 .fd = -1};
+	struct req rq;
 	uint16_t code = 0;
 	size_t len = 0;
 	int rc;
 
 	*denied = 0;
-	if (bw_name_encode(x->me.name, field) != 0) {
+	if (reconnect_req(x, &rq, field) != 0) {
 		bw_cli_fatal("the name in me.info cannot be sent");
 		return BW_EXIT_USAGE;
 	}

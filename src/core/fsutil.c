@@ -164,32 +164,14 @@ bw_fs_each(int dir, int (*fn)(void *arg, const char *name, int type), void *arg)
 	return rc;
 }
 
-int
-bw_fs_write_full(int fd, const void *p, size_t n)
+/* All of n bytes, at off (at_off) or where the file stands. */
+static int
+write_all(int fd, const uint8_t *b, size_t n, int at_off, uint64_t off)
 {
-	const uint8_t *b = p;
 	ssize_t w;
 
 	while (n > 0) {
-		w = write(fd, b, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return w < 0 ? -errno : -EIO;
-		b += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-int
-bw_fs_pwrite_full(int fd, const void *p, size_t n, uint64_t off)
-{
-	const uint8_t *b = p;
-	ssize_t w;
-
-	while (n > 0) {
-		w = pwrite(fd, b, n, (off_t)off);
+		w = at_off ? pwrite(fd, b, n, (off_t)off) : write(fd, b, n);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
@@ -199,6 +181,18 @@ bw_fs_pwrite_full(int fd, const void *p, size_t n, uint64_t off)
 		off += (uint64_t)w;
 	}
 	return 0;
+}
+
+int
+bw_fs_write_full(int fd, const void *p, size_t n)
+{
+	return write_all(fd, p, n, 0, 0);
+}
+
+int
+bw_fs_pwrite_full(int fd, const void *p, size_t n, uint64_t off)
+{
+	return write_all(fd, p, n, 1, off);
 }
 
 int

@@ -229,26 +229,28 @@ bw_net_write_full(int fd, const void *p, size_t n)
 	return 0;
 }
 
-int
-bw_net_unacked(int fd, size_t *out)
+/* A queue of the socket's, in bytes (SIOCOUTQ, SIOCINQ). */
+static int
+sock_queue(int fd, unsigned long which, size_t *out)
 {
 	int n = 0;
 
-	if (ioctl(fd, SIOCOUTQ, &n) != 0)
+	if (ioctl(fd, which, &n) != 0)
 		return -errno;
 	*out = n > 0 ? (size_t)n : 0;
 	return 0;
 }
 
 int
+bw_net_unacked(int fd, size_t *out)
+{
+	return sock_queue(fd, SIOCOUTQ, out);
+}
+
+int
 bw_net_unread(int fd, size_t *out)
 {
-	int n = 0;
-
-	if (ioctl(fd, SIOCINQ, &n) != 0)
-		return -errno;
-	*out = n > 0 ? (size_t)n : 0;
-	return 0;
+	return sock_queue(fd, SIOCINQ, out);
 }
 
 int

@@ -425,3 +425,17 @@ bw_unique_name(const char *prefix, char *out, size_t cap)
 		 __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED),
 		 (unsigned long long)run_id);
 }
+
+int64_t
+bw_utc_seconds(int y, int mo, int d, int h, int mi, int sec)
+{
+	struct tm tm = {0};
+
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
+	return (int64_t)timegm(&tm);
+}

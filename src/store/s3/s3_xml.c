@@ -7,9 +7,9 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "bulwark/err.h"
+#include "bulwark/util.h"
 #include "store/s3/s3_int.h"
 
 static const char *
@@ -219,23 +219,15 @@ s3_url_decode(char *s)
 int
 s3_iso_time(const char *s, int64_t *out)
 {
-	struct tm tm;
 	int y, mo, d, h, mi, sec, used = 0;
 
-	memset(&tm, 0, sizeof(tm));
 	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec,
 		   &used) != 6 ||
 	    used != 19 || y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 ||
 	    d > 31 || h > 23 || mi > 59 || sec > 60 || h < 0 || mi < 0 ||
 	    sec < 0)
 		return BW_EPROTO;
-	tm.tm_year = y - 1900;
-	tm.tm_mon = mo - 1;
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = sec;
-	*out = (int64_t)timegm(&tm);
+	*out = bw_utc_seconds(y, mo, d, h, mi, sec);
 	return 0;
 }
 

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "bulwark/err.h"
+#include "bulwark/util.h"
 #include "store/sqlite/lastseen.h"
 
 int
@@ -56,7 +57,6 @@ bw_lastseen_parse(const char *text, size_t len, int64_t *out)
 {
 	const unsigned char *p = (const unsigned char *)text;
 	const unsigned char *end = p + len;
-	struct tm tm = {0};
 	int y, mo, d, h, mi, sec = 0, zh = 0, zm = 0, sign = 0;
 
 	if ((y = digits(&p, end, 4)) < 0 || expect(&p, end, "-") != 0 ||
@@ -88,13 +88,8 @@ bw_lastseen_parse(const char *text, size_t len, int64_t *out)
 	if (p != end || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 ||
 	    mi > 59 || sec > 60 || zh > 23 || zm > 59)
 		return -1;
-	tm.tm_year = y - 1900;
-	tm.tm_mon = mo - 1;
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = sec;
-	*out = (int64_t)timegm(&tm) - sign * (zh * 3600 + zm * 60);
+	*out = bw_utc_seconds(y, mo, d, h, mi, sec) -
+	       sign * (zh * 3600 + zm * 60);
 	return 0;
 }
 

@@ -142,12 +142,8 @@ vault_on_delete(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	struct vdel *d;
 	int rc;
 
-	if (bw_vault_name_payload_decode(p, BW_NAME_FIELD, name) != 0)
-		return bw_frame_error(c, "malformed name");
-	if ((cl = vault_ext_client(c, r)) == NULL)
-		return 0;
-	if ((f = vfile_by_name(v, cl->id, name)) == NULL)
-		return vault_no_such_file(c, p);
+	if ((f = vault_ext_file(c, r, p, name, &cl, &rc)) == NULL)
+		return rc;
 	if ((d = calloc(1, sizeof(*d))) == NULL)
 		return bw_frame_error(c, bw_strerror(BW_ENOMEM));
 	d->v = v;

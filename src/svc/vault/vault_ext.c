@@ -48,6 +48,24 @@ vault_no_such_file(struct bw_conn *c, const uint8_t *field)
 			      BW_NAME_FIELD);
 }
 
+const struct vfile *
+vault_ext_file(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p,
+	       char name[BW_NAME_CAP], struct bw_client **cl, int *ret)
+{
+	const struct vfile *f;
+
+	*ret = 0;
+	if (bw_vault_name_payload_decode(p, BW_NAME_FIELD, name) != 0) {
+		*ret = bw_frame_error(c, "malformed name");
+		return NULL;
+	}
+	if ((*cl = vault_ext_client(c, r)) == NULL)
+		return NULL;
+	if ((f = vfile_by_name(r->ctx, (*cl)->id, name)) == NULL)
+		*ret = vault_no_such_file(c, p);
+	return f;
+}
+
 /* --- the list (1100) and list after (1105) requests, a page at a time ----
  *
  * The owner's files are a list, newest first, each with the sequence
@@ -505,13 +523,10 @@ vault_on_get(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	struct bw_client *cl;
 	const char *why = NULL;
 	struct vget *g;
+	int rc;
 
-	if (bw_vault_name_payload_decode(p, BW_NAME_FIELD, name) != 0)
-		return bw_frame_error(c, "malformed name");
-	if ((cl = vault_ext_client(c, r)) == NULL)
-		return 0;
-	if ((f = vfile_by_name(v, cl->id, name)) == NULL)
-		return vault_no_such_file(c, p);
+	if ((f = vault_ext_file(c, r, p, name, &cl, &rc)) == NULL)
+		return rc;
 	if ((g = calloc(1, sizeof(*g))) == NULL ||
 	    (g->buf = malloc(GET_CHUNK)) == NULL ||
 	    bw_sha256_new(&g->sha) != 0) {

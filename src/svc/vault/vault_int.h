@@ -244,6 +244,13 @@ int vault_on_tls_only(struct bw_conn *c, struct bw_frame_req *r,
 struct bw_client *vault_ext_client(struct bw_conn *c, struct bw_frame_req *r);
 /* A no such file reply (2113) with the name field asked for. */
 int vault_no_such_file(struct bw_conn *c, const uint8_t *field);
+/* The file a get or delete request names (its name field first in p, the
+ * name into name, its owner into *cl), or NULL once the error is replied
+ * (a malformed name, the header's client refused, no such file), with
+ * *ret what the handler returns. */
+const struct vfile *vault_ext_file(struct bw_conn *c, struct bw_frame_req *r,
+				   const uint8_t *p, char name[BW_NAME_CAP],
+				   struct bw_client **cl, int *ret);
 /* Output drained: the next chunk a get request (1101) sends back. */
 void vault_get_drained(struct bw_conn *c, struct vault_conn *vc);
 /* The connection closes: its get request (1101) ends. */
