@@ -1253,6 +1253,64 @@ def test_a_verdict_is_its_uploaders_on_every_node(cluster):
     assert stored() == v4
 
 
+def test_a_verdict_through_another_node_waits_for_the_uploaders_close(cluster):
+    """A client that opens a connection per request sends its 1029 on a new
+    connection as soon as it has the 2103; through a balancer that one
+    lands on another node, which may ask the store before the uploading
+    node has seen the first connection close (a loaded node: seen in the
+    sanitizer pass). n2 asks again for up to 2 s instead of answering 2107
+    at once: the uploader's connection to n1 closes 0.5 s after the 1029
+    was sent through n2, and the 1029 gets 2104 with the new version in
+    place. While it waits n2 does not hold the file's lock: the owner's
+    own 1031 on n1 is answered meanwhile (a stranger's 1029 cannot hold up
+    the uploader's verdict)."""
+    n1, n2, _ = cluster.nodes
+    owner = bw.VaultClient(H, n1.port)
+    owner.connect()
+    bw.expect(owner.register(unique_name("pr")), bw.REGISTERED, "register")
+    bw.expect(owner.send_pubkey(), bw.KEY_STORED, "public key")
+    v1, v2, v3 = os.urandom(3000), os.urandom(4000), os.urandom(5000)
+    bw.expect(owner.send_file("f.bin", v1).response, bw.FILE_RECEIVED, "v1")
+    bw.expect(owner.crc_ok("f.bin"), bw.ACK, "v1's verdict")
+    stored = lambda: cluster.s3.get(cluster.bucket, cluster.pg.psql(  # noqa: E731
+        "SELECT f.PathName FROM files f JOIN clients c ON c.ID = f.ID "
+        "WHERE c.NameText = '%s'" % owner.name, db=cluster.db).strip())
+
+    def through_n2(result):
+        s = bw.VaultClient(H, n2.port, timeout=20)
+        s.client_id = owner.client_id
+        s.connect()
+        try:
+            result.append((s.crc_ok("f.bin"), time.monotonic()))
+        finally:
+            s.close()
+
+    # the owner's connection stays open and decides for itself meanwhile:
+    # its answer comes first (n2 let go of the file's lock while it waits)
+    bw.expect(owner.send_file("f.bin", v2).response, bw.FILE_RECEIVED, "v2")
+    got = []
+    t = threading.Thread(target=through_n2, args=(got,))
+    t.start()
+    time.sleep(0.3)
+    bw.expect(owner.giveup("f.bin"), bw.ACK, "the owner's 1031 while n2 waits")
+    owner_done = time.monotonic()
+    t.join(30)
+    assert got and got[0][0].code == bw.ERROR, got
+    assert owner_done < got[0][1], "the owner's verdict waited for the stranger's"
+    assert stored() == v1
+    # the owner closes 0.5 s after the 1029 through n2 went
+    bw.expect(owner.send_file("f.bin", v3).response, bw.FILE_RECEIVED, "v3")
+    got = []
+    t = threading.Thread(target=through_n2, args=(got,))
+    t.start()
+    time.sleep(0.5)
+    owner.close()
+    t.join(30)
+    assert got, "n2 did not answer"
+    bw.expect(got[0][0], bw.ACK, "the 1029 through n2 once the uploader closed")
+    assert stored() == v3
+
+
 def test_a_claim_lost_with_its_session_is_taken_again(cluster):
     """The uploader's claim to its verdicts is an advisory lock of its
     node's reader session; PostgreSQL frees it when that session ends.

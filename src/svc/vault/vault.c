@@ -215,6 +215,8 @@ vault_conn_close(struct bw_conn *c, void *ctx, void *state)
 	}
 	vault_owes_release(vc->v, vc, c);
 	vault_get_closed(vc);
+	if (vc->op != NULL)
+		vault_crc_closed(vc->op); /* its wait, if any, ends now */
 	vc->op = NULL; /* the op holds c and sees it dead when it runs */
 	bw_wipe(vc->key, sizeof(vc->key));
 }

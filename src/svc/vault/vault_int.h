@@ -369,6 +369,9 @@ void vault_owes_probe(struct bw_vault *v, int64_t key,
 int vault_no_reply(struct bw_conn *c);
 int vault_crc_request(struct bw_conn *c, struct bw_vault *v, uint16_t code,
 		      struct bw_client *cl, const char *name);
+/* A verdict whose connection closed: a wait for another node's uploader
+ * ends now. */
+void vault_crc_closed(struct crc_op *op);
 
 /* vault.c */
 /* Its table on the shared port; the context is the struct bw_vault. */

@@ -33,7 +33,21 @@ struct crc_op {
 	uint64_t prev_size, prev_pending_size;
 	struct bw_meta_req sync;
 	struct bw_meta_req fence; /* the file's lock asked before the swap */
+	/* the uploader's connection, on another node, was open: asked
+	 * again after a while (owed_t armed while owed_waiting) */
+	struct bw_timer owed_t;
+	unsigned owed_tries;
+	int owed_waiting;
 };
+
+/* An uploader's connection on another node that is still open may be one
+ * the client is closing (a client that opens a connection per request
+ * sends its verdict on a new one as soon as it has the file OK reply):
+ * asked again every OWED_RETRY_MS for up to OWED_TRIES times. The file's
+ * lock is given up meanwhile, and taken again for each try, so that a
+ * stranger's verdict never holds up the uploader's own, on any node. */
+#define OWED_RETRY_MS 50u
+#define OWED_TRIES    40u
 
 static void
 crc_reply(struct crc_op *op, int reply_code)
@@ -355,6 +369,35 @@ crc_refused(struct crc_op *op, int rc)
 }
 
 static void crc_decide(struct crc_op *op);
+static void crc_check(struct crc_op *op);
+
+static void crc_locked(struct bw_lock_wait *w);
+
+/* The wait is over: the file's lock again, then the check. */
+static void
+owed_again(void *arg)
+{
+	struct crc_op *op = arg;
+	int rc;
+
+	op->owed_waiting = 0;
+	op->wait.run = crc_locked;
+	rc = bw_lock(&op->v->locks, op->path, &op->wait);
+	if (rc == 1)
+		crc_locked(&op->wait);
+	else if (rc < 0)
+		crc_refused(op, rc);
+}
+
+void
+vault_crc_closed(struct crc_op *op)
+{
+	/* its connection is gone: no wait for it (the check sees it) */
+	if (op->owed_waiting) {
+		bw_loop_timer_stop(op->v->eng->loop, &op->owed_t);
+		owed_again(op);
+	}
+}
 
 /* The store's answer on the row's uploader, another node's connection. */
 static void
@@ -364,6 +407,15 @@ crc_owed(void *arg, int open)
 
 	if (open == 0) {
 		crc_decide(op);
+		return;
+	}
+	if (open > 0 && op->owed_tries < OWED_TRIES && !bw_conn_dead(op->c) &&
+	    bw_loop_timer_start(op->v->eng->loop, &op->owed_t, OWED_RETRY_MS,
+				owed_again, op) == 0) {
+		op->owed_tries++;
+		op->owed_waiting = 1;
+		op->locked = 0;
+		bw_unlock(&op->v->locks, op->path);
 		return;
 	}
 	if (open > 0)
@@ -382,14 +434,21 @@ crc_locked(struct bw_lock_wait *w)
 {
 	struct crc_op *op =
 		(struct crc_op *)((char *)w - offsetof(struct crc_op, wait));
-	struct bw_vault *v = op->v;
-	struct vfile *pf;
-
 	op->locked = 1;
 	if (w->refused) { /* another node held the file for too long */
 		crc_refused(op, BW_EBUSY);
 		return;
 	}
+	crc_check(op);
+}
+
+/* Under the file's lock: whether op may decide, and who owes it. */
+static void
+crc_check(struct crc_op *op)
+{
+	struct bw_vault *v = op->v;
+	struct vfile *pf;
+
 	if (bw_registry_by_id(v->reg, op->id) == NULL || bw_conn_dead(op->c)) {
 		crc_finish(op, 0);
 		return;
