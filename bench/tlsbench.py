@@ -95,10 +95,14 @@ def sessions(bulwark, tmp, srv, addr, small, n, label, resume=True):
     running, done = [], 0
     while done < n:
         while len(running) < 2 and done + len(running) < n:
-            c = clients[len(running) % 2]
-            running.append(subprocess.Popen([bulwark, "send", "-q"], cwd=c.dir, env=c.env,
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-        p = running.pop(0)
+            # a client not running now: two sends in one directory would
+            # upload one file name at once, and the second wait its turn
+            busy = [c for c, _ in running]
+            c = next(x for x in clients if x not in busy)
+            running.append((c, subprocess.Popen([bulwark, "send", "-q"], cwd=c.dir, env=c.env,
+                                                stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.PIPE)))
+        _, p = running.pop(0)
         if p.wait(timeout=60) != 0:
             sys.exit("tlsbench: a session failed: %s" % p.stderr.read().decode()[-300:])
         done += 1
