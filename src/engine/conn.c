@@ -1,8 +1,10 @@
-/* A connection's life on the engine: reading into its capped input buffer,
- * the service's callbacks, the pass's flush of queued output (the output
- * itself is conn_out.c's), holds by worker jobs, deadlines, lingering
- * closes, and the deferred close and free that keep every pointer valid
- * until the current callback has returned.
+/* A connection's life on the engine, beneath every other connection file
+ * (each calls down to it, never the other way): holds by worker jobs,
+ * what its watch waits for, the list of connections with output to
+ * flush, lingering closes, its TLS session's end, and the deferred close
+ * and free that keep every pointer valid until the current callback has
+ * returned. Reading and the service's callbacks are conn_event.c's, the
+ * output conn_out.c's.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -20,51 +22,9 @@
 #include "engine/engine_int.h"
 
 #define OUT_HIGH_WATER (256u * 1024u) /* stop reading above this */
-#define DEFAULT_WANT   2048u
 #define LINGER_MS      2000u
-#define LINGER_MAX     (1024u * 1024u)
 
-static void conn_update(struct bw_conn *c);
-static void conn_read(struct bw_conn *c);
 static void conn_tls_held(void *arg);
-static void conn_after_output(struct bw_conn *c);
-
-/* Flushes c and runs what follows a write: the service's on_drained, the
- * close of a finished connection, the watch update. */
-static void
-conn_write(struct bw_conn *c)
-{
-	int had = c->out.len > 0, rc;
-
-	if ((rc = engine_conn_flush(c)) != 0) {
-		engine_conn_kill(c, bw_strerror(rc));
-		return;
-	}
-	if (had && c->out.len == 0 && c->lis->svc->on_drained != NULL &&
-	    !(c->flags & (BW_CONN_LINGER | BW_CONN_FAILED)))
-		c->lis->svc->on_drained(c);
-	if (c->flags & BW_CONN_DEAD)
-		return;
-	conn_after_output(c);
-	conn_update(c);
-}
-
-/* The loop's once-per-pass hook: flush every connection that queued
- * output. Connections that queue again meanwhile wait for the next pass. */
-int
-bw_engine_flush(void *arg)
-{
-	struct bw_engine *e = arg;
-	uint64_t n = e->queue_n;
-	struct bw_conn *c;
-
-	while (n-- > 0 && (c = e->queue_head) != NULL) {
-		engine_queue_del(c);
-		if (!(c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)))
-			conn_write(c);
-	}
-	return e->queue_head != NULL;
-}
 
 /* --- connections ---------------------------------------------------------
  */
@@ -191,8 +151,8 @@ conn_released(struct bw_conn *c)
 {
 	if (c->flags & BW_CONN_DEAD || c->own->refs > 0)
 		return;
-	conn_after_output(c);
-	conn_update(c);
+	engine_conn_after_output(c);
+	engine_conn_update(c);
 }
 
 void
@@ -224,8 +184,8 @@ conn_start_linger(struct bw_conn *c)
 	bw_buf_reset(&c->in);
 }
 
-static void
-conn_after_output(struct bw_conn *c)
+void
+engine_conn_after_output(struct bw_conn *c)
 {
 	if (c->out.len > 0 || (c->flags & (BW_CONN_DEAD | BW_CONN_LINGER)))
 		return;
@@ -243,7 +203,7 @@ bw_conn_close_later(struct bw_conn *c, const char *why)
 	if (why != NULL)
 		bw_info("c%llu closing: %s", (unsigned long long)c->id, why);
 	conn_schedule(c, CALL_KILL);
-	conn_update(c);
+	engine_conn_update(c);
 }
 
 void
@@ -259,8 +219,8 @@ bw_conn_finish(struct bw_conn *c)
 	until = bw_now_ms() + BW_FINISH_MS;
 	if (until < c->own->deadline_ms)
 		c->own->deadline_ms = until;
-	conn_after_output(c);
-	conn_update(c);
+	engine_conn_after_output(c);
+	engine_conn_update(c);
 }
 
 void
@@ -276,21 +236,21 @@ bw_conn_pause(struct bw_conn *c, int paused)
 		c->flags |= BW_CONN_PAUSED;
 	else
 		c->flags &= ~BW_CONN_PAUSED;
-	conn_update(c);
+	engine_conn_update(c);
 }
 
-static size_t
-conn_room(const struct bw_conn *c)
+size_t
+engine_conn_room(const struct bw_conn *c)
 {
-	size_t want = c->want ? c->want : DEFAULT_WANT;
+	size_t want = c->want ? c->want : ENGINE_DEFAULT_WANT;
 
 	if (want > c->lis->cfg.lim.in_max)
 		want = c->lis->cfg.lim.in_max;
 	return want > c->in.len ? want - c->in.len : 0;
 }
 
-static void
-conn_update(struct bw_conn *c)
+void
+engine_conn_update(struct bw_conn *c)
 {
 	unsigned ev = 0;
 
@@ -301,7 +261,7 @@ conn_update(struct bw_conn *c)
 	else if (c->flags & BW_CONN_LINGER)
 		ev = BW_EV_READ;
 	else if (!(c->flags & (BW_CONN_PAUSED | BW_CONN_CLOSING)) &&
-		 conn_room(c) > 0 && c->out.len < OUT_HIGH_WATER)
+		 engine_conn_room(c) > 0 && c->out.len < OUT_HIGH_WATER)
 		ev = BW_EV_READ;
 	if ((c->flags & BW_CONN_BLOCKED) && !(c->flags & BW_CONN_FAILED))
 		ev |= BW_EV_WRITE;
@@ -314,275 +274,15 @@ conn_update(struct bw_conn *c)
 }
 
 static void
-conn_input(struct bw_conn *c)
-{
-	int rc;
-
-	if (c->flags &
-	    (BW_CONN_DEAD | BW_CONN_PAUSED | BW_CONN_LINGER | BW_CONN_FAILED))
-		return;
-	rc = c->lis->svc->on_input(c);
-	if (c->flags & BW_CONN_DEAD)
-		return;
-	if (rc < 0) {
-		/* not inline: bw_conn_kick runs this under a service's caller
-		 */
-		bw_conn_close_later(c, bw_strerror(rc));
-		return;
-	}
-	if (c->in.len == 0 && c->in.cap > DEFAULT_WANT * 2 &&
-	    c->want <= DEFAULT_WANT)
-		bw_buf_fini(&c->in); /* idle: keep idle connections small */
-	conn_after_output(c);
-	conn_update(c);
-}
-
-void
-bw_conn_kick(struct bw_conn *c)
-{
-	conn_input(c);
-}
-
-/* The peer's FIN has been read. It is evidence that the peer has all the
- * output only if every byte queued was written and acknowledged by then:
- * a peer that closes with unread data resets instead, so a FIN with
- * nothing unacknowledged means it took everything. */
-static void
-conn_eof(struct bw_conn *c)
-{
-	size_t unacked = 1;
-
-	if (c->flags & BW_CONN_EOF)
-		return;
-	c->flags |= BW_CONN_EOF;
-	if (c->out.len == 0 && bw_net_unacked(c->own->w.fd, &unacked) == 0 &&
-	    unacked == 0) {
-		c->flags |= BW_CONN_EOF_ACKED;
-		c->out_acked_total = c->out_total;
-	}
-}
-
-static void
-conn_linger_read(struct bw_conn *c)
-{
-	uint8_t scratch[4096];
-	ssize_t n;
-
-	n = recv(c->own->w.fd, scratch, sizeof(scratch), 0);
-	if (n > 0 && c->in.off + (size_t)n < LINGER_MAX) {
-		c->in.off += (size_t)n; /* counts bytes discarded */
-		return;
-	}
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return;
-	if (n == 0)
-		conn_eof(c);
-	engine_conn_kill(c, NULL);
-}
-
-static void
-conn_read(struct bw_conn *c)
-{
-	size_t room = conn_room(c);
-	const char *why;
-	uint8_t *p;
-	ssize_t n;
-
-	if (room == 0)
-		return;
-	if ((p = bw_buf_reserve(&c->in, room)) == NULL) {
-		engine_conn_kill(c, "out of memory");
-		return;
-	}
-	n = engine_conn_recv(c, p, room, &why);
-	if (n < 0) {
-		if (errno != EAGAIN && errno != EINTR)
-			engine_conn_kill(c, (c->flags & BW_CONN_PROXY_WAIT)
-						    ? NULL /* a check's reset */
-					    : why != NULL ? why
-							  : strerror(errno));
-		return;
-	}
-	if (n == 0 && (c->flags & BW_CONN_PROXY_WAIT)) {
-		engine_conn_kill(c, NULL); /* a check that connects, closes */
-		return;
-	}
-	if (n == 0) {
-		/* Serve what arrived, then close once replies are out. */
-		conn_eof(c);
-		c->flags |= BW_CONN_CLOSING;
-		conn_input(c);
-		if (!(c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)) &&
-		    c->out.len == 0 && c->own->refs == 0)
-			engine_conn_kill(c, c->lis->svc->busy != NULL &&
-							    c->lis->svc->busy(c)
-						    ? "peer closed mid-request"
-						    : NULL);
-		return;
-	}
-	bw_buf_commit(&c->in, (size_t)n);
-	c->in_total += (uint64_t)n;
-	c->own->last_read_n = (size_t)n;
-	c->own->last_read_ms = bw_now_ms();
-	c->own->deadline_ms = c->own->last_read_ms + c->lis->cfg.lim.idle_ms;
-	/* The idle look asks whether the peer took output since its last sign
-	 * of life, and input is one: what a block on output left as the mark
-	 * is measured again now. Otherwise a peer that took a large reply long
-	 * ago, then went quiet, was given a second idle time for it. Only a
-	 * connection that has blocked pays for the system call. */
-	if (c->own->unacked_seen != 0 &&
-	    bw_net_unacked(c->own->w.fd, &c->own->unacked_seen) != 0)
-		c->own->unacked_seen = 0;
-	if (c->lis->cfg.proxy && c->eng->cfg.proxy_from.n > 0 &&
-	    !engine_conn_proxy_input(c))
-		return; /* the header is awaited, or c was closed for it */
-	conn_input(c);
-}
-
-static void
 conn_tls_held(void *arg)
 {
 	struct bw_conn *c = arg;
 
+	/* a read event, as the loop would deliver it (conn_event.c) */
 	if (!(c->flags & (BW_CONN_DEAD | BW_CONN_FAILED | BW_CONN_PAUSED |
 			  BW_CONN_CLOSING | BW_CONN_LINGER)) &&
-	    conn_room(c) > 0)
-		conn_read(c);
-}
-
-/* The peer is gone (an error or a reset) while its reads were paused: what
- * it sent before and the socket still holds is read into c->in (up to the
- * input cap), so the service's on_close can still act on it (a chat
- * member's last lines). */
-static void
-conn_salvage(struct bw_conn *c)
-{
-	const char *why;
-	size_t room;
-	uint8_t *p;
-	ssize_t n;
-
-	while ((room = c->lis->cfg.lim.in_max - c->in.len) > 0 &&
-	       (p = bw_buf_reserve(&c->in, room)) != NULL) {
-		n = engine_conn_recv(c, p, room, &why);
-		if (n <= 0)
-			return;
-		bw_buf_commit(&c->in, (size_t)n);
-		c->in_total += (uint64_t)n;
-	}
-}
-
-static void
-on_conn_io(void *arg, unsigned events)
-{
-	struct bw_conn *c = arg;
-
-	if (events & BW_EV_WRITE) {
-		conn_write(c);
-		if (c->flags & BW_CONN_DEAD)
-			return;
-	}
-	if (c->flags & BW_CONN_FAILED)
-		return;
-	if (events & (BW_EV_READ | BW_EV_ERROR)) {
-		if (c->flags & BW_CONN_LINGER)
-			conn_linger_read(c);
-		else if (!(c->flags & BW_CONN_PAUSED) && conn_room(c) > 0)
-			conn_read(c);
-		/* an error or a hang-up is reported whatever is watched: one
-		 * nothing can be read for now (paused, or its input full)
-		 * would come back every pass */
-		else if (events & BW_EV_ERROR) {
-			conn_salvage(c);
-			engine_conn_kill(c, "connection error");
-		}
-	}
-}
-
-void
-engine_conn_open(struct bw_listener *l, int fd, const char *peer, int proxied)
-{
-	struct bw_engine *e = l->eng;
-	/* one allocation: the service's view first (freed through it) */
-	struct conn_mem {
-		struct bw_conn c;
-		struct bw_conn_own own;
-	} * m;
-	struct bw_conn *c;
-	uint64_t now = bw_now_ms();
-
-	if ((m = calloc(1, sizeof(*m))) == NULL) {
-		close(fd);
-		return;
-	}
-	c = &m->c;
-	c->own = &m->own;
-	c->eng = e;
-	c->lis = l;
-	c->id = ++e->next_conn_id;
-	snprintf(c->peer, sizeof(c->peer), "%s", peer);
-	c->own->opened_ms = c->own->last_read_ms = now;
-	bw_buf_init(&c->in, l->cfg.lim.in_max);
-	bw_buf_init(&c->out, engine_out_hard(c));
-	c->own->w.fd = fd;
-	c->own->deadline_ms = now + l->cfg.lim.idle_ms;
-	c->req_deadline_ms = now + l->cfg.lim.request_ms;
-	if (engine_tls_open(c) != 0 ||
-	    bw_hash_put(&e->by_id, &c->id, sizeof(c->id), c) != 0) {
-		engine_tls_close(c);
-		close(fd);
-		free(c);
-		return;
-	}
-	if (bw_loop_watch(e->loop, &c->own->w, fd, BW_EV_READ, on_conn_io, c) !=
-	    0) {
-		(void)bw_hash_del(&e->by_id, &c->id, sizeof(c->id));
-		engine_tls_close(c);
-		close(fd);
-		free(c);
-		return;
-	}
-	c->own->next = e->conns;
-	if (e->conns != NULL)
-		e->conns->own->prev = c;
-	e->conns = c;
-	c->own->lnext = l->conns;
-	if (l->conns != NULL)
-		l->conns->own->lprev = c;
-	l->conns = c;
-	e->conns_n++;
-	l->conns_n++;
-	l->accepted++;
-	if (proxied) {
-		/* neither counted for an address nor shown to the service
-		 * before its header names the client */
-		c->flags |= BW_CONN_PROXY_WAIT | BW_CONN_PROXIED;
-		bw_debug("c%llu %s connection from %s (PROXY header awaited)",
-			 (unsigned long long)c->id, l->name, peer);
-		return;
-	}
-	engine_conn_start(c);
-}
-
-void
-engine_conn_start(struct bw_conn *c)
-{
-	struct bw_listener *l = c->lis;
-	char addr[BW_ADDR_TEXT];
-
-	bw_addr_of_peer(c->peer, addr);
-	if ((c->addr = bw_addrtab_get(&c->eng->addrs, addr, bw_now_ms())) !=
-	    NULL) {
-		c->addr->conns++;
-		if (l->addr_slot >= 0)
-			c->addr->held[l->addr_slot]++;
-	}
-	bw_debug("c%llu %s connection from %s", (unsigned long long)c->id,
-		 l->name, c->peer);
-	if (l->svc->on_open != NULL && l->svc->on_open(c) != 0)
-		engine_conn_kill(c, "service refused the connection");
-	else
-		(void)engine_tls_addr_budget(c);
+	    engine_conn_room(c) > 0)
+		c->own->w.fn(c->own->w.arg, BW_EV_READ);
 }
 
 void
@@ -597,4 +297,90 @@ bw_conn_event(const struct bw_conn *c, enum bw_log_level level,
 	va_start(ap, fmt);
 	bw_log_vevent(level, event, prefix, fmt, ap);
 	va_end(ap);
+}
+
+void
+engine_queue_add(struct bw_conn *c)
+{
+	struct bw_engine *e = c->eng;
+
+	if (c->flags & BW_CONN_QUEUED)
+		return;
+	c->flags |= BW_CONN_QUEUED;
+	c->own->qnext = NULL;
+	c->own->qprev = e->queue_tail;
+	if (e->queue_tail != NULL)
+		e->queue_tail->own->qnext = c;
+	else
+		e->queue_head = c;
+	e->queue_tail = c;
+	e->queue_n++;
+}
+
+void
+engine_queue_del(struct bw_conn *c)
+{
+	struct bw_engine *e = c->eng;
+
+	if (!(c->flags & BW_CONN_QUEUED))
+		return;
+	c->flags &= ~BW_CONN_QUEUED;
+	if (c->own->qprev != NULL)
+		c->own->qprev->own->qnext = c->own->qnext;
+	else
+		e->queue_head = c->own->qnext;
+	if (c->own->qnext != NULL)
+		c->own->qnext->own->qprev = c->own->qprev;
+	else
+		e->queue_tail = c->own->qprev;
+	c->own->qprev = c->own->qnext = NULL;
+	e->queue_n--;
+}
+
+/* The most output c may hold at any moment. */
+size_t
+engine_out_hard(const struct bw_conn *c)
+{
+	size_t soft = c->lis->cfg.lim.out_max;
+
+	return soft > SIZE_MAX / BW_OUT_HARD_FACTOR ? SIZE_MAX
+						    : soft * BW_OUT_HARD_FACTOR;
+}
+
+void
+engine_tls_close(struct bw_conn *c)
+{
+	if (c->own->tls == NULL)
+		return;
+	/* a last best-effort word: the peer can tell our end from a cut */
+	if (c->flags & BW_CONN_TLS_UP) {
+		size_t len;
+		const uint8_t *p;
+
+		bw_tls_close_notify(c->own->tls);
+		if ((p = bw_tls_out(c->own->tls, &len)) != NULL && len > 0)
+			(void)send(c->own->w.fd, p, len,
+				   MSG_NOSIGNAL | MSG_DONTWAIT);
+	}
+	bw_tls_free(c->own->tls);
+	c->own->tls = NULL;
+	free(c->peer_key);
+	c->peer_key = NULL;
+	c->peer_key_len = 0;
+}
+
+int
+engine_addr_full(struct bw_listener *l, const char *peer, struct bw_addr **addr)
+{
+	char text[BW_ADDR_TEXT];
+
+	*addr = NULL;
+	if (l->cfg.max_conns_per_addr == 0 || l->addr_slot < 0)
+		return 0;
+	bw_addr_of_peer(peer, text);
+	/* an address the table has no room for is not counted: the peer
+	 * already has that many addresses */
+	*addr = bw_addrtab_get(&l->eng->addrs, text, bw_now_ms());
+	return *addr != NULL &&
+	       (*addr)->held[l->addr_slot] >= l->cfg.max_conns_per_addr;
 }

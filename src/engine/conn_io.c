@@ -36,28 +36,6 @@ engine_tls_open(struct bw_conn *c)
 	return 0;
 }
 
-void
-engine_tls_close(struct bw_conn *c)
-{
-	if (c->own->tls == NULL)
-		return;
-	/* a last best-effort word: the peer can tell our end from a cut */
-	if (c->flags & BW_CONN_TLS_UP) {
-		size_t len;
-		const uint8_t *p;
-
-		bw_tls_close_notify(c->own->tls);
-		if ((p = bw_tls_out(c->own->tls, &len)) != NULL && len > 0)
-			(void)send(c->own->w.fd, p, len,
-				   MSG_NOSIGNAL | MSG_DONTWAIT);
-	}
-	bw_tls_free(c->own->tls);
-	c->own->tls = NULL;
-	free(c->peer_key);
-	c->peer_key = NULL;
-	c->peer_key_len = 0;
-}
-
 /* The global count's second starts again once a second has passed. */
 static void
 tls_window(struct bw_engine *e, uint64_t now)

@@ -14,16 +14,6 @@
 #define IDLE_OUT_CAP (64u * 1024u) /* keep no more buffer when idle */
 #define TRIM_IDLE_MS 1000u /* an input buffer unused this long is freed */
 
-/* The most output c may hold at any moment. */
-size_t
-engine_out_hard(const struct bw_conn *c)
-{
-	size_t soft = c->lis->cfg.lim.out_max;
-
-	return soft > SIZE_MAX / BW_OUT_HARD_FACTOR ? SIZE_MAX
-						    : soft * BW_OUT_HARD_FACTOR;
-}
-
 /* c's peer does not read what it is sent: closed after the callback. */
 void
 engine_conn_overflow(struct bw_conn *c)
@@ -51,60 +41,10 @@ engine_conn_measure(struct bw_conn *c, uint64_t now)
 		engine_conn_overflow(c);
 }
 
-/* The idle time c is allowed now: a closing connection has BW_FINISH_MS
- * (renewed by progress) to take its last output. */
-uint64_t
-engine_conn_idle_ms(const struct bw_conn *c)
-{
-	uint64_t idle = c->lis->cfg.lim.idle_ms;
-
-	return (c->flags & BW_CONN_CLOSING) && idle > BW_FINISH_MS
-		       ? BW_FINISH_MS
-		       : idle;
-}
-
 /* --- the output queue ----------------------------------------------------
  * Connections with output wait on one list and are flushed once per loop
  * pass (bw_loop_prepoll), so a callback that sends to a thousand members
  * costs a thousand appends and, later, one send() each. */
-
-void
-engine_queue_add(struct bw_conn *c)
-{
-	struct bw_engine *e = c->eng;
-
-	if (c->flags & BW_CONN_QUEUED)
-		return;
-	c->flags |= BW_CONN_QUEUED;
-	c->own->qnext = NULL;
-	c->own->qprev = e->queue_tail;
-	if (e->queue_tail != NULL)
-		e->queue_tail->own->qnext = c;
-	else
-		e->queue_head = c;
-	e->queue_tail = c;
-	e->queue_n++;
-}
-
-void
-engine_queue_del(struct bw_conn *c)
-{
-	struct bw_engine *e = c->eng;
-
-	if (!(c->flags & BW_CONN_QUEUED))
-		return;
-	c->flags &= ~BW_CONN_QUEUED;
-	if (c->own->qprev != NULL)
-		c->own->qprev->own->qnext = c->own->qnext;
-	else
-		e->queue_head = c->own->qnext;
-	if (c->own->qnext != NULL)
-		c->own->qnext->own->qprev = c->own->qprev;
-	else
-		e->queue_tail = c->own->qprev;
-	c->own->qprev = c->own->qnext = NULL;
-	e->queue_n--;
-}
 
 void
 engine_conn_trim(struct bw_conn *c, uint64_t now)
@@ -206,4 +146,41 @@ bw_conn_send(struct bw_conn *c, const void *p, size_t n)
 		engine_queue_add(
 			c); /* a blocked one is flushed when writable */
 	return 0;
+}
+
+/* Flushes c and runs what follows a write: the service's on_drained, the
+ * close of a finished connection, the watch update. */
+void
+engine_conn_write(struct bw_conn *c)
+{
+	int had = c->out.len > 0, rc;
+
+	if ((rc = engine_conn_flush(c)) != 0) {
+		engine_conn_kill(c, bw_strerror(rc));
+		return;
+	}
+	if (had && c->out.len == 0 && c->lis->svc->on_drained != NULL &&
+	    !(c->flags & (BW_CONN_LINGER | BW_CONN_FAILED)))
+		c->lis->svc->on_drained(c);
+	if (c->flags & BW_CONN_DEAD)
+		return;
+	engine_conn_after_output(c);
+	engine_conn_update(c);
+}
+
+/* The loop's once-per-pass hook: flush every connection that queued
+ * output. Connections that queue again meanwhile wait for the next pass. */
+int
+bw_engine_flush(void *arg)
+{
+	struct bw_engine *e = arg;
+	uint64_t n = e->queue_n;
+	struct bw_conn *c;
+
+	while (n-- > 0 && (c = e->queue_head) != NULL) {
+		engine_queue_del(c);
+		if (!(c->flags & (BW_CONN_DEAD | BW_CONN_FAILED)))
+			engine_conn_write(c);
+	}
+	return e->queue_head != NULL;
 }

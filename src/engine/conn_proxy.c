@@ -18,7 +18,7 @@ refuse(struct bw_conn *c, const char *why)
 	engine_conn_kill(c, why);
 }
 
-/* Its header has come: c is the client's now. */
+/* Its header has come: c is the client's now, to be started (2). */
 static int
 header_taken(struct bw_conn *c, const struct bw_proxy_hdr *h, size_t len)
 {
@@ -52,8 +52,7 @@ header_taken(struct bw_conn *c, const struct bw_proxy_hdr *h, size_t len)
 		engine_conn_kill(c, why);
 		return 0;
 	}
-	engine_conn_start(c);
-	return !bw_conn_dead(c);
+	return 2;
 }
 
 int

@@ -126,3 +126,15 @@ engine_conn_still_reading(struct bw_conn *c, uint64_t now_ms)
 	c->own->deadline_ms = now_ms + engine_conn_idle_ms(c);
 	return 1;
 }
+
+/* The idle time c is allowed now: a closing connection has BW_FINISH_MS
+ * (renewed by progress) to take its last output. */
+uint64_t
+engine_conn_idle_ms(const struct bw_conn *c)
+{
+	uint64_t idle = c->lis->cfg.lim.idle_ms;
+
+	return (c->flags & BW_CONN_CLOSING) && idle > BW_FINISH_MS
+		       ? BW_FINISH_MS
+		       : idle;
+}

@@ -87,22 +87,6 @@ evict_victim(struct bw_listener *l)
 	return unproven != NULL ? unproven : idle;
 }
 
-int
-engine_addr_full(struct bw_listener *l, const char *peer, struct bw_addr **addr)
-{
-	char text[BW_ADDR_TEXT];
-
-	*addr = NULL;
-	if (l->cfg.max_conns_per_addr == 0 || l->addr_slot < 0)
-		return 0;
-	bw_addr_of_peer(peer, text);
-	/* an address the table has no room for is not counted: the peer
-	 * already has that many addresses */
-	*addr = bw_addrtab_get(&l->eng->addrs, text, bw_now_ms());
-	return *addr != NULL &&
-	       (*addr)->held[l->addr_slot] >= l->cfg.max_conns_per_addr;
-}
-
 /* A newcomer from peer may be served by l: its address's share (unless
  * it is a proxy's: its header names the client, counted then), and the
  * listener's cap (after closing a victim if the listener evicts). */

@@ -44,6 +44,8 @@ struct bw_conn_own {
 /* the tick that enforces deadlines and trims idle buffers (engine.c) */
 #define ENGINE_TICK_MS	     200u
 #define ENGINE_TLS_WINDOW_MS 1000u
+/* input room a service that says nothing of its wants gets */
+#define ENGINE_DEFAULT_WANT 2048u
 
 /* Sets up a connection for an accepted fd (closing fd on failure);
  * proxied: from a --proxy-from address, started once its PROXY header has
@@ -57,9 +59,10 @@ void engine_conn_start(struct bw_conn *c);
 int engine_addr_full(struct bw_listener *l, const char *peer,
 		     struct bw_addr **addr);
 /* conn_proxy.c: input arrived on c while the engine takes PROXY headers.
- * 1 if the service may read c->in now; 0 if the header is still awaited
- * or c was closed (a header missing, malformed, over its address's share,
- * or sent from an address not allowed to). */
+ * 1 if the service may read c->in now; 2 if the header was just taken (c
+ * is to be started, engine_conn_start, and then read); 0 if the header is
+ * still awaited or c was closed (a header missing, malformed, over its
+ * address's share, or sent from an address not allowed to). */
 int engine_conn_proxy_input(struct bw_conn *c);
 /* Closes c now: the service's on_close, the socket, the counters; the
  * memory is freed after the current batch. why is logged if not NULL. */
@@ -71,14 +74,28 @@ uint64_t engine_conn_arrived(const struct bw_conn *c);
  * shrank since the last look (to none, too: once, as it may have taken
  * the last of them just now); 0 if it is idle indeed. */
 int engine_conn_still_reading(struct bw_conn *c, uint64_t now_ms);
-/* conn_out.c: output */
+/* conn.c, beneath the other conn*.c files (each of which calls down to
+ * it, never up): the lifecycle, the watch, the output list */
 /* The most output c may hold at any moment (BW_OUT_HARD_FACTOR x cap). */
 size_t engine_out_hard(const struct bw_conn *c);
-/* c's peer does not read: closed after the callback, counted. */
-void engine_conn_overflow(struct bw_conn *c);
+/* After output was written or a hold dropped: a finished connection with
+ * nothing left to send starts to linger. */
+void engine_conn_after_output(struct bw_conn *c);
+/* What c's watch waits for now (read, write), from its flags. */
+void engine_conn_update(struct bw_conn *c);
+/* The input room c's service wants now (its want, within the cap). */
+size_t engine_conn_room(const struct bw_conn *c);
+/* Ends c's TLS session: its close_notify, a last best-effort send. */
+void engine_tls_close(struct bw_conn *c);
 /* On, and off, the list of connections whose output the pass flushes. */
 void engine_queue_add(struct bw_conn *c);
 void engine_queue_del(struct bw_conn *c);
+/* conn_out.c: output */
+/* Flushes c and runs what follows a write: the service's on_drained, the
+ * close of a finished connection, the watch update. */
+void engine_conn_write(struct bw_conn *c);
+/* c's peer does not read: closed after the callback, counted. */
+void engine_conn_overflow(struct bw_conn *c);
 /* Writes what the socket takes: 0 (c->out may still hold bytes, then c
  * is BLOCKED until writable) or -errno. */
 int engine_conn_flush(struct bw_conn *c);
@@ -97,7 +114,6 @@ uint64_t engine_conn_idle_ms(const struct bw_conn *c);
 /* conn_io.c: TLS on a connection of a TLS listener */
 /* Starts c's session (0, or BW_ENOMEM). */
 int engine_tls_open(struct bw_conn *c);
-void engine_tls_close(struct bw_conn *c);
 /* A TLS listener may accept one more connection now (the handshakes
  * begun this second, in all, under tls_rate): 1, or 0 with l paused until
  * the next second. A direct handshake counts once its address's budget let

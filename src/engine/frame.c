@@ -11,51 +11,6 @@
 #include "bulwark/util.h"
 #include "engine/frame_int.h"
 
-/* --- the request's end ---------------------------------------------------
- */
-
-void
-bw_frame_stream(struct bw_conn *c)
-{
-	if (FC(c) != NULL)
-		FC(c)->st = F_BODY;
-}
-
-void
-bw_frame_wait(struct bw_conn *c)
-{
-	if (FC(c) == NULL)
-		return;
-	FC(c)->st = F_WAIT;
-	bw_conn_pause(c, 1);
-}
-
-void
-bw_frame_done(struct bw_conn *c)
-{
-	struct frame_conn *fc = FC(c);
-	const struct bw_frame *f = bw_conn_inst(c);
-	int i;
-
-	if (fc == NULL)
-		return; /* closed: nothing is left to end */
-	i = frame_proto_index(f, fc->req.proto);
-	/* until the next input, the idle time of the protocol just served */
-	if (i >= 0 && f->lim[i].idle_ms > 0 &&
-	    f->lim[i].idle_ms != c->lis->cfg.lim.idle_ms)
-		bw_conn_idle_deadline(c, f->lim[i].idle_ms);
-	frame_req_result(c, 0); /* answered by no reply (1030) */
-	if (fc->last != fc->req.proto) {
-		(*frame_conns_of(bw_conn_inst(c), fc->last))--;
-		(*frame_conns_of(bw_conn_inst(c), fc->req.proto))++;
-	}
-	fc->last = fc->req.proto;
-	memset(&fc->req, 0, sizeof(fc->req));
-	fc->st = F_HDR;
-	c->want = CTRL_WANT;
-	bw_conn_pause(c, 0);
-}
-
 void
 bw_frame_kick(struct bw_conn *c)
 {
@@ -66,30 +21,6 @@ bw_frame_kick(struct bw_conn *c)
 	bw_conn_pause(c, 0);
 	if (!FC(c)->in_input)
 		bw_conn_kick(c);
-}
-
-/* Whether the bytes after a request of req_len bytes are padding: 1, 0, or
- * -1 (wait). At the peer's end of stream, zeros are padding. */
-static int
-padding(const struct bw_conn *c, size_t skip, uint64_t req_len)
-{
-	if (c->in.len <= skip)
-		return 0;
-	return bw_frame_padding(bw_buf_head(&c->in) + skip, c->in.len - skip,
-				req_len, (c->flags & BW_CONN_CLOSING) != 0);
-}
-
-int
-bw_frame_body_end(struct bw_conn *c)
-{
-	struct frame_conn *fc = FC(c);
-	int pad = padding(c, 0,
-			  BW_REQ_HDR_LEN + (uint64_t)fc->req.hdr.payload_size);
-
-	if (pad < 0)
-		return 0;
-	fc->padded = pad;
-	return 1;
 }
 
 /* --- the state machine -------------------------------------------------- */
@@ -275,8 +206,8 @@ on_head(struct bw_conn *c)
 	 * at its end (bw_frame_body_end). */
 	fc->padded = 0;
 	if (r->route->on_body == NULL) {
-		if ((pad = padding(c, whole,
-				   BW_REQ_HDR_LEN + (uint64_t)whole)) < 0)
+		if ((pad = frame_padding(c, whole,
+					 BW_REQ_HDR_LEN + (uint64_t)whole)) < 0)
 			return 1;
 		fc->padded = pad;
 		if (fc->lax_zero && !pad) {
@@ -493,3 +424,12 @@ const struct bw_service bw_frame_service = {
 	.busy = frame_busy,
 	.draining = frame_draining,
 };
+
+void
+bw_frame_prepared(struct bw_conn *c)
+{
+	if (bw_conn_dead(c) || FC(c) == NULL || FC(c)->prep != P_WAIT)
+		return;
+	FC(c)->prep = P_DONE;
+	bw_frame_kick(c);
+}

@@ -98,8 +98,31 @@ struct frame_conn {
 
 #define FC(c) ((struct frame_conn *)(c)->state)
 
-/* frame.c */
-int frame_proto_index(const struct bw_frame *f, const struct bw_frame_proto *p);
+/* The index of p in f's table, or -1. */
+static inline int
+frame_proto_index(const struct bw_frame *f, const struct bw_frame_proto *p)
+{
+	unsigned i;
+
+	for (i = 0; i < f->n; i++) {
+		if (f->p[i] == p)
+			return (int)i;
+	}
+	return -1;
+}
+
+/* Whether the bytes after a request of req_len bytes are padding: 1, 0, or
+ * -1 (wait). At the peer's end of stream, zeros are padding. */
+static inline int
+frame_padding(const struct bw_conn *c, size_t skip, uint64_t req_len)
+{
+	if (c->in.len <= skip)
+		return 0;
+	return bw_frame_padding(bw_buf_head(&c->in) + skip, c->in.len - skip,
+				req_len, (c->flags & BW_CONN_CLOSING) != 0);
+}
+
+/* frame_table.c */
 /* The count of open connections whose last protocol is p (NULL: none). */
 uint64_t *frame_conns_of(struct bw_frame *f, const struct bw_frame_proto *p);
 

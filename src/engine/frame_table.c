@@ -83,18 +83,6 @@ bw_frame_limits(const struct bw_frame *f, struct bw_conn_limits *out)
 	}
 }
 
-int
-frame_proto_index(const struct bw_frame *f, const struct bw_frame_proto *p)
-{
-	unsigned i;
-
-	for (i = 0; i < f->n; i++) {
-		if (f->p[i] == p)
-			return (int)i;
-	}
-	return -1;
-}
-
 void *
 bw_frame_state(struct bw_conn *c, const struct bw_frame_proto *p)
 {
@@ -130,13 +118,4 @@ bw_frame_set_admit(struct bw_frame *f, bw_frame_admit_fn fn, void *arg)
 {
 	f->admit = fn;
 	f->admit_arg = arg;
-}
-
-void
-bw_frame_prepared(struct bw_conn *c)
-{
-	if (bw_conn_dead(c) || FC(c) == NULL || FC(c)->prep != P_WAIT)
-		return;
-	FC(c)->prep = P_DONE;
-	bw_frame_kick(c);
 }
