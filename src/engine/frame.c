@@ -173,6 +173,28 @@ prepare(struct bw_conn *c, const uint8_t *p)
 	return 1;
 }
 
+/* A request the admit hook refused for now whose body is still on its
+ * way: the body is read and thrown away and the error reply follows it,
+ * so that the connection stays (a body that cannot be told from the next
+ * header otherwise); one too large, or with no slot free, finishes it. */
+static int
+refuse_body(struct bw_conn *c, const struct bw_frame_req *r, const char *why)
+{
+	struct bw_frame *f = bw_conn_inst(c);
+	uint64_t rest = (uint64_t)r->hdr.payload_size > r->route->head
+				? (uint64_t)r->hdr.payload_size - r->route->head
+				: 0;
+
+	if (!f->refused_ready) {
+		if (bw_slots_init(&f->refused, c->eng) != 0)
+			return bw_frame_fail(c, why);
+		f->refused.max = FRAME_REFUSED_SLOTS;
+		f->refused.per_addr = FRAME_REFUSED_PER_ADDR;
+		f->refused_ready = 1;
+	}
+	return bw_frame_discard(c, rest, &f->refused, NULL, why);
+}
+
 /* The admit hook's reason to refuse the request whose head is p, or NULL;
  * *for_now: the refusal is this request's alone. */
 static const char *
@@ -236,11 +258,16 @@ on_head(struct bw_conn *c)
 	}
 	if ((why = admit(c, p, &for_now)) != NULL) {
 		bw_buf_consume(&c->in, take);
-		/* a body still on its way cannot be told from the next
-		 * request's header: the connection goes */
-		if (!for_now || r->route->on_body != NULL)
+		if (!for_now)
 			return bw_frame_fail(c, why);
 		fc->st = F_REQ;
+		fc->min_rate = 0;
+		if (r->route->on_body != NULL) {
+			rc = refuse_body(c, r, why);
+			if (!bw_conn_dead(c) && fc->st == F_BODY)
+				frame_body_begin(c);
+			return rc;
+		}
 		rc = bw_frame_error(c, why);
 		if (!bw_conn_dead(c) && fc->st == F_REQ)
 			bw_frame_done(c);

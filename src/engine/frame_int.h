@@ -50,7 +50,14 @@ struct bw_frame {
 	void *prepare_arg;
 	bw_frame_admit_fn admit; /* and then (bw_frame_set_admit) */
 	void *admit_arg;
+	/* the bodies of requests the admit hook refused for now, thrown away
+	 * so that their connections stay (made at the first) */
+	struct bw_slots refused;
+	int refused_ready;
 };
+
+#define FRAME_REFUSED_SLOTS    64u
+#define FRAME_REFUSED_PER_ADDR 8u
 
 enum fstate {
 	F_HDR,	/* waiting for a 23-byte header */
