@@ -574,6 +574,9 @@ def wal_bytes(dd):
     return wal.stat().st_size if wal.exists() else 0
 
 
+# slow: it times every 603 (none may wait 10 s), which other tests' disk
+# writes beside it would stretch (seen at four workers under ASan)
+@pytest.mark.slow
 @pytest.mark.sqlite_only("the journal of defensive.db")
 def test_the_journal_starts_over_on_a_worker_never_on_the_loop(start_server, shim, tmp_path):
     """Once a checkpoint has copied the whole journal, the next commit

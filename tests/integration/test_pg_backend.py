@@ -862,7 +862,8 @@ def a_603_behind_a_held_lock_fails(srv, pg, db, held_s):
     return a, b
 
 
-@pytest.mark.slow
+# not marked slow: it waits (a lock held by another session, 30 s twice),
+# it does not time anything the other tests' load could stretch
 def test_a_statement_that_waits_past_30_s_fails_its_request_and_not_the_node(start_server, pg):
     """A session of another program holds a lock on messages and does not
     let go (idle in a transaction). No statement had a time limit: the
