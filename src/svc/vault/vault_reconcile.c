@@ -235,10 +235,9 @@ drop_shared_row(struct bw_vault *v, struct row *r, const char *shown,
 }
 
 /* The file is missing beside its pending replacement: an object store's
- * CRC ok (1029), which removes the old file first (s3_parts.c), cut before
- * the copy. The replacement goes in place unverified (no CRC ok is known to
- * have ended; the next confirms it); on a shared database under the path's
- * lock. */
+ * CRC ok (1029, the old file removed first: s3_parts.c) cut before the
+ * copy. The replacement goes in place unverified (the next CRC ok confirms
+ * it); on a shared database under the path's lock. */
 static int
 finish_swap(struct bw_vault *v, struct row *r, const char *shown,
 	    unsigned *tries)
@@ -294,8 +293,7 @@ reconcile_row(struct bw_vault *v, struct row *r, unsigned *tries)
 	if (r->pending_path[0] != '\0')
 		pend_size = stored_size(v, r->pending_path);
 	if (r->pending_path[0] != '\0' && pend_size == -1 && main_size >= 0) {
-		/* the rename of a CRC ok (1029) happened, its row did not:
-		 * finish it */
+		/* a CRC ok's rename happened, its row did not: finish it */
 		memset(&rec, 0, sizeof(rec));
 		memcpy(rec.client_id, r->id, BW_ID_LEN);
 		memcpy(rec.file_name, r->pending_name, sizeof(rec.file_name));
