@@ -1,9 +1,7 @@
 /* The vault's start-up: the blob store's scratch under files/ is swept
- * (uploads a run left unfinished), the rows are loaded, and the rows and
- * the stored objects are made to agree again (a crash can leave either
- * without the other); every change is logged with "reconcile:". Nothing
- * serves yet: rows and objects are changed synchronously.
- */
+ * (uploads a run left unfinished), the rows are loaded, and rows and
+ * objects made to agree again (a crash can leave either without the
+ * other), each change logged with "reconcile:", synchronously. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
