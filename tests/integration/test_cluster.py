@@ -1259,8 +1259,8 @@ def test_a_verdict_through_another_node_waits_for_the_uploaders_close(cluster):
     lands on another node, which may ask the store before the uploading
     node has seen the first connection close (a loaded node: seen in the
     sanitizer pass). n2 asks again for up to 2 s instead of answering 2107
-    at once: the uploader's connection to n1 closes 0.5 s after the 1029
-    was sent through n2, and the 1029 gets 2104 with the new version in
+    at once: the uploader's connection to n1 closes once n2 has read the
+    1029 sent through it, and the 1029 gets 2104 with the new version in
     place. While it waits n2 does not hold the file's lock: the owner's
     own 1031 on n1 is answered meanwhile (a stranger's 1029 cannot hold up
     the uploader's verdict)."""
@@ -1276,34 +1276,37 @@ def test_a_verdict_through_another_node_waits_for_the_uploaders_close(cluster):
         "SELECT f.PathName FROM files f JOIN clients c ON c.ID = f.ID "
         "WHERE c.NameText = '%s'" % owner.name, db=cluster.db).strip())
 
-    def through_n2(result):
+    def through_n2(result, socks):
         s = bw.VaultClient(H, n2.port, timeout=20)
         s.client_id = owner.client_id
         s.connect()
+        socks.append(s.sock)
         try:
             result.append((s.crc_ok("f.bin"), time.monotonic()))
         finally:
             s.close()
 
+    def start_n2():
+        """The 1029 through n2, once n2 has read it."""
+        got, socks = [], []
+        t = threading.Thread(target=through_n2, args=(got, socks))
+        t.start()
+        assert bwd.wait_for(lambda: socks and bwd.read_by_peer(socks[0]), 10)
+        return t, got
+
     # the owner's connection stays open and decides for itself meanwhile:
     # its answer comes first (n2 let go of the file's lock while it waits)
     bw.expect(owner.send_file("f.bin", v2).response, bw.FILE_RECEIVED, "v2")
-    got = []
-    t = threading.Thread(target=through_n2, args=(got,))
-    t.start()
-    time.sleep(0.3)
+    t, got = start_n2()
     bw.expect(owner.giveup("f.bin"), bw.ACK, "the owner's 1031 while n2 waits")
     owner_done = time.monotonic()
     t.join(30)
     assert got and got[0][0].code == bw.ERROR, got
     assert owner_done < got[0][1], "the owner's verdict waited for the stranger's"
     assert stored() == v1
-    # the owner closes 0.5 s after the 1029 through n2 went
+    # the owner closes once n2 has the 1029
     bw.expect(owner.send_file("f.bin", v3).response, bw.FILE_RECEIVED, "v3")
-    got = []
-    t = threading.Thread(target=through_n2, args=(got,))
-    t.start()
-    time.sleep(0.5)
+    t, got = start_n2()
     owner.close()
     t.join(30)
     assert got, "n2 did not answer"
