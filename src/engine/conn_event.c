@@ -104,6 +104,8 @@ conn_read(struct bw_conn *c)
 	}
 	n = engine_conn_recv(c, p, room, &why);
 	if (n < 0) {
+		if (errno == ECONNRESET)
+			c->flags |= BW_CONN_PEER_RESET;
 		if (errno != EAGAIN && errno != EINTR)
 			engine_conn_kill(c, (c->flags & BW_CONN_PROXY_WAIT)
 						    ? NULL /* a check's reset */

@@ -156,6 +156,8 @@ engine_conn_write(struct bw_conn *c)
 	int had = c->out.len > 0, rc;
 
 	if ((rc = engine_conn_flush(c)) != 0) {
+		if (rc == -ECONNRESET || rc == -EPIPE)
+			c->flags |= BW_CONN_PEER_RESET;
 		engine_conn_kill(c, bw_strerror(rc));
 		return;
 	}

@@ -18,6 +18,7 @@
 #include "bulwark/log.h"
 #include "bulwark/loop.h"
 #include "bulwark/tls.h"
+#include "engine/deviation.h"
 #include "engine/proxy.h"
 
 #define BW_ADDR_CAP	   64
@@ -150,7 +151,8 @@ enum {
 	BW_CONN_PROXY_LOOKED = 32768u, /* its first bytes are not a header */
 	BW_CONN_OUT_ACTIVE = 65536u, /* bw_conn_output_is_activity was called */
 	BW_CONN_TLS_UP = 131072u,    /* its TLS handshake is done */
-	BW_CONN_PROXIED = 262144u    /* from a --proxy-from balancer */
+	BW_CONN_PROXIED = 262144u,   /* from a --proxy-from balancer */
+	BW_CONN_PEER_RESET = 524288u /* the peer reset the connection */
 };
 
 struct bw_conn_own; /* the engine's links and bookkeeping (engine_int.h) */
@@ -217,6 +219,7 @@ struct bw_engine {
 	uint64_t tls_window_ms, tls_paused, tls_addr_refused;
 	unsigned tls_begun;
 	uint64_t tls_warn_ms, tls_addr_warn_ms, tls_addr_dropped;
+	struct bw_devtab devs; /* clients' deviations (deviation.h) */
 };
 
 /* Creates the loop and its workers, the address table, and (with signals

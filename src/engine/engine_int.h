@@ -39,6 +39,7 @@ struct bw_conn_own {
 	struct bw_tls *tls;
 	size_t tls_enc;
 	struct bw_call tls_call; /* a read of what the session holds */
+	unsigned devs;		 /* deviation kinds counted (1u << kind) */
 };
 
 /* the tick that enforces deadlines and trims idle buffers (engine.c) */

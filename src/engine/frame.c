@@ -98,6 +98,8 @@ lax(struct bw_conn *c, struct bw_frame_req *r)
 		fc->skip = r->hdr.payload_size - rt->head;
 	else
 		return 0;
+	bw_conn_deviates(c, r->hdr.client_id,
+			 fc->lax_zero ? BW_DEV_SIZE_ZERO : BW_DEV_SIZE_OVER);
 	if (!fc->lax_logged) {
 		fc->lax_logged = 1;
 		bw_info("c%llu %u: lenient: the header says %u payload bytes; "
@@ -124,6 +126,7 @@ on_header(struct bw_conn *c)
 	if (bw_conn_dead(c))
 		return 0;
 	bw_buf_consume(&c->in, BW_REQ_HDR_LEN);
+	memcpy(fc->last_id, r->hdr.client_id, BW_ID_LEN);
 	if ((r->route = find_route(f, r->hdr.code, &pi)) == NULL) {
 		r->proto = owner_of(c, r->hdr.code);
 		frame_req_refused(c, r->proto, 1);
@@ -232,6 +235,8 @@ on_head(struct bw_conn *c)
 					 BW_REQ_HDR_LEN + (uint64_t)whole)) < 0)
 			return 1;
 		fc->padded = pad;
+		if (pad)
+			bw_conn_deviates(c, r->hdr.client_id, BW_DEV_PADDED);
 		if (fc->lax_zero && !pad) {
 			/* its fields are not followed by padding: not the
 			 * client this lenience is for */
@@ -391,6 +396,12 @@ frame_close(struct bw_conn *c)
 
 	if (fc == NULL)
 		return;
+	if (fc->last != NULL && fc->last->sessions && fc->requests == 1 &&
+	    !fc->padded && bw_conn_eof(c))
+		bw_conn_deviates(c, fc->last_id, BW_DEV_ONE_REQUEST);
+	if ((c->flags & BW_CONN_PEER_RESET) && fc->requests > 0 &&
+	    c->out_total > 0)
+		bw_conn_deviates(c, fc->last_id, BW_DEV_UNREAD_REPLY);
 	frame_discard_end(c);
 	(*frame_conns_of(bw_conn_inst(c), fc->last))--;
 	for (i = 0; i < f->n; i++) {

@@ -89,6 +89,10 @@ struct bw_frame_proto {
 	int (*busy)(const struct bw_conn *c, const void *state);
 	/* During the drain: 1 while new connections are still expected. */
 	int (*draining)(void *ctx);
+	/* 1: its spec keeps a client's session on one connection, so that
+	 * one that carries a single request and closes is a deviation
+	 * (BW_DEV_ONE_REQUEST) unless it pads */
+	int sessions;
 };
 
 /* The request being served. Valid from on_request until the request ends

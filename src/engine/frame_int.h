@@ -75,7 +75,8 @@ struct frame_conn {
 	int failed;	   /* bw_frame_fail: nothing more is read as requests */
 	int stalled;	   /* requests wait for the replies to drain */
 	unsigned requests; /* complete requests read */
-	uint64_t reply_len;  /* bytes of the reply being written */
+	uint8_t last_id[BW_ID_LEN]; /* the last request header's client id */
+	uint64_t reply_len;	    /* bytes of the reply being written */
 	uint64_t reply_left; /* payload bytes announced, not yet queued */
 	uint16_t reply_code; /* 0: no reply in pieces open */
 	unsigned errors_logged, errors_dropped;

@@ -60,5 +60,7 @@ bw_frame_body_end(struct bw_conn *c)
 	if (pad < 0)
 		return 0;
 	fc->padded = pad;
+	if (pad)
+		bw_conn_deviates(c, fc->req.hdr.client_id, BW_DEV_PADDED);
 	return 1;
 }

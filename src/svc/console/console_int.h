@@ -56,5 +56,11 @@ int console_reply_addf(struct reply *r, size_t limit, const char *fmt, ...)
  * EXIT (the connection finishes), else 0. */
 int console_answer(struct bw_conn *c, const uint8_t req[REQ_LEN],
 		   struct reply *r);
+/* ISO 8601 in the daemon's time zone, into out[32]. */
+void console_iso_time(int64_t t, char out[32]);
+
+/* devs.c */
+/* DEVS: the clients seen bending a protocol, most recent first. */
+int console_do_devs(struct bw_conn *c, struct reply *r);
 
 #endif

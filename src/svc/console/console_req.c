@@ -43,8 +43,8 @@ console_reply_addf(struct reply *r, size_t limit, const char *fmt, ...)
 }
 
 /* ISO 8601 in the daemon's time zone, e.g. 2026-11-21T05:00:00+00:00. */
-static void
-iso_time(int64_t t, char out[32])
+void
+console_iso_time(int64_t t, char out[32])
 {
 	time_t tt = (time_t)t;
 	struct tm tm;
@@ -71,7 +71,7 @@ do_time(struct bw_conn *c, struct reply *r)
 	char t[32];
 
 	(void)c;
-	iso_time(bw_time_s(), t);
+	console_iso_time(bw_time_s(), t);
 	return console_reply_addf(r, TEXT_MAX, "%s", t);
 }
 
@@ -153,7 +153,7 @@ do_stat(struct bw_conn *c, struct reply *r)
 
 	if (up < 0)
 		up = 0;
-	iso_time(cs->view.started_s, since);
+	console_iso_time(cs->view.started_s, since);
 	rc = console_reply_addf(
 		r, TEXT_MAX,
 		"uptime: %lldd %02lldh %02lldm %02llds (%lld s, since "
@@ -200,7 +200,7 @@ add_client(void *arg, void *val)
 		return 0; /* not registered yet */
 	bw_escape_display(cl->name, name, sizeof(name));
 	bw_hex_encode(cl->id, BW_ID_LEN, hex);
-	iso_time(cl->last_seen, seen);
+	console_iso_time(cl->last_seen, seen);
 	if (w->h->client_queue != NULL)
 		w->h->client_queue(w->h->stats_arg, cl->id, &n, &bytes);
 	if (console_reply_addf(w->r, TEXT_MAX - LEFT_OUT_MAX,
@@ -341,6 +341,7 @@ do_help(struct bw_conn *c, struct reply *r)
 		"rooms\n"
 		"USRS  the registered clients (name, id, last seen, queued)\n"
 		"FILS  the stored files (owner, name, size, verified)\n"
+		"DEVS  the clients seen bending a protocol, and how\n"
 		"HELP  this list\n"
 		"EXIT  bye, and the connection closes (QUIT too)\n"
 		"Requests are 4 upper-case bytes; each reply is a 4-digit "
@@ -354,6 +355,7 @@ static const struct {
 	{"TIME", do_time}, {"NAME", do_name}, {"RAND", do_rand},
 	{"STAT", do_stat}, {"USRS", do_usrs}, {"FILS", do_fils},
 	{"EXIT", do_exit}, {"QUIT", do_exit}, {"HELP", do_help},
+	{"DEVS", console_do_devs},
 };
 
 #define REQUESTS_N (sizeof(requests) / sizeof(requests[0]))

@@ -118,6 +118,7 @@ listeners(const struct bw_engine *e, struct bw_buf *b)
 static int
 engine_counts(const struct bw_engine *e, struct bw_buf *b)
 {
+	unsigned k;
 	int rc = 0;
 
 	if (e->cfg.proxy_from.n > 0)
@@ -155,6 +156,18 @@ engine_counts(const struct bw_engine *e, struct bw_buf *b)
 			(unsigned long long)e->tls_handshakes,
 			(unsigned long long)e->tls_resumed,
 			(unsigned long long)e->tls_paused);
+	rc |= bw_buf_printf(b, "# HELP bulwark_client_deviations_total "
+			       "Connections on which a client bent a protocol "
+			       "the way the kind says (the clients: the "
+			       "console's DEVS).\n"
+			       "# TYPE bulwark_client_deviations_total "
+			       "counter\n");
+	for (k = 0; k < BW_DEV_KINDS; k++)
+		rc |= bw_buf_printf(
+			b,
+			"bulwark_client_deviations_total{kind=\"%s\"} %llu\n",
+			bw_dev_kind_name(k),
+			(unsigned long long)bw_engine_devs(e)->total[k]);
 	return rc;
 }
 

@@ -101,6 +101,8 @@ on_register(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 
 	if (bw_msg_register_decode(p, BW_MSG_REGISTER_LEN, name, &key) != 0)
 		return bw_frame_error(c, "malformed name");
+	if (!bw_utf8_valid(name))
+		bw_conn_deviates(c, NULL, BW_DEV_NAME_NOT_UTF8);
 	bw_log_value(val, sizeof(val),
 		     bw_escape_display(name, shown, sizeof(shown)));
 	if (bw_rsa_from_spki(&rsa, key, BW_RSA_PUB_LEN) != 0)

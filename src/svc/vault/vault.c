@@ -82,6 +82,8 @@ on_register(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 
 	if (bw_vault_name_payload_decode(p, BW_NAME_FIELD, name) != 0)
 		return bw_frame_error(c, "malformed name");
+	if (!bw_utf8_valid(name))
+		bw_conn_deviates(c, NULL, BW_DEV_NAME_NOT_UTF8);
 	bw_log_value(val, sizeof(val),
 		     bw_escape_display(name, shown, sizeof(shown)));
 	if (bw_registry_admit(v->reg, c->addr, bw_now_ms(), &why) != 0) {
@@ -421,6 +423,7 @@ const struct bw_frame_proto bw_vault_proto = {
 	.on_drained = vault_conn_drained,
 	.busy = vault_conn_busy,
 	.draining = vault_draining,
+	.sessions = 1,
 };
 
 static void
