@@ -149,8 +149,8 @@ struct rconn {
 	uint64_t tokens, tokens_ms;
 	int throttled;
 	struct bw_timer pause_t, rate_t, delay_t;
-	char delay_text[128]; /* what R_DELAY says when it ends */
-	enum rstate delay_next;
+	char delay_text[128];	/* what R_DELAY says when it ends */
+	enum rstate delay_next; /* R_GONE: the goodbye of the last one */
 };
 
 /* rooms.c */

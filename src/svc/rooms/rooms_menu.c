@@ -91,9 +91,10 @@ menu_wrong(struct rconn *rc, const char *text, enum rstate next)
 	struct bw_addr *a = rc->c->addr;
 	uint64_t now = bw_now_ms();
 	unsigned strikes = 0, delay = 0;
+	int last;
 
 	rs->refused++;
-	rc->attempts++;
+	last = ++rc->attempts >= rs->cfg.max_attempts;
 	if (a != NULL) {
 		bw_addr_strike(a, now);
 		strikes = bw_addr_strikes(a, now);
@@ -102,10 +103,6 @@ menu_wrong(struct rconn *rc, const char *text, enum rstate next)
 		      "reason=%s attempts=%u strikes=%u",
 		      next == R_J_ID ? "wrong_id" : "wrong_password",
 		      rc->attempts, strikes);
-	if (rc->attempts >= rs->cfg.max_attempts) {
-		rc_bye(rc, BW_ROOMS_TOO_MANY "\n");
-		return;
-	}
 	if (strikes > FAIL_FREE) {
 		delay = strikes - FAIL_FREE - 1 >= 5
 				? DELAY_MAX_MS
@@ -113,13 +110,21 @@ menu_wrong(struct rconn *rc, const char *text, enum rstate next)
 		if (delay > DELAY_MAX_MS)
 			delay = DELAY_MAX_MS;
 	}
+	/* the last wrong answer's goodbye waits as the others do: sooner, it
+	 * would tell a guesser its guess was wrong before the delay */
+	if (last)
+		text = BW_ROOMS_TOO_MANY "\n";
 	if (delay > 0 && bw_loop_timer_start(rc->c->eng->loop, &rc->delay_t,
 					     delay, on_delay, rc) == 0) {
 		snprintf(rc->delay_text, sizeof(rc->delay_text), "%s", text);
-		rc->delay_next = next;
+		rc->delay_next = last ? R_GONE : next;
 		rc->st = R_DELAY;
 		rc_wait(rc);
 		bw_conn_pause(rc->c, 1);
+		return;
+	}
+	if (last) {
+		rc_bye(rc, text);
 		return;
 	}
 	(void)rc_say(rc, text);
@@ -133,6 +138,10 @@ on_delay(void *arg)
 
 	if (rc->st == R_GONE)
 		return; /* told goodbye meanwhile (a shutdown) */
+	if (rc->delay_next == R_GONE) {
+		rc_bye(rc, rc->delay_text); /* the last wrong answer */
+		return;
+	}
 	(void)rc_say(rc, rc->delay_text);
 	rc_prompt(rc, rc->delay_next);
 	rc_resume(rc);
