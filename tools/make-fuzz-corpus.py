@@ -504,6 +504,33 @@ log-file = /var/log/bulwarkd.log
     return s
 
 
+def probe_client_seeds():
+    """fuzz_probe_client: the first byte cuts the rest into reads of
+    (byte + 1) bytes; 0xff ends a connection (a reset when the next byte is
+    odd)."""
+    name = name_field("alice")
+    key_req = name + bytes(160)
+    fname = name_field("f.txt")
+
+    def pad(b):
+        return b + bytes((-len(b)) % 1024)
+
+    return {
+        "vault-session": bytes([255]) + req(1025, name, bytes(16))
+        + req(1026, key_req)
+        + req(1028, struct.pack("<I", 16) + fname + bytes(16)) + req(1029, fname),
+        "padded": bytes([255]) + pad(req(601, b"", version=2)),
+        "size-zero-602": bytes([255]) + req(602, CLIENT_ID, version=2, size=0),
+        "split": bytes([0]) + req(600, key_req, version=2),
+        "two-conns-reset": bytes([255]) + req(1025, name, bytes(16)) + b"\xff\x01"
+        + req(604, b"", version=2),
+        "type1-content": bytes([255]) + req(603, bytes(16) + b"\x01" + struct.pack("<I", 3)
+                                            + b"abc", version=2),
+        "no-nul": bytes([255]) + req(1025, b"x" * 255),
+        "unknown-code": bytes([255]) + req(7777, b""),
+    }
+
+
 def write_all(name, seeds):
     d = os.path.join(CORPUS, name)
     if os.path.isdir(d):
@@ -526,6 +553,7 @@ def main():
     write_all("fuzz_console_request", console_seeds())
     write_all("fuzz_metrics_request", metrics_seeds())
     write_all("fuzz_config", config_seeds())
+    write_all("fuzz_probe_client", probe_client_seeds())
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 #include "cli/chat.h"
 #include "cli/console_cli.h"
 #include "cli/msg_cli.h"
+#include "cli/probe.h"
 #include "cli/send.h"
 #include "cli/tlsclient.h"
 #include "cli/vault_cli.h"
@@ -15,28 +16,31 @@
 static void
 usage(FILE *f)
 {
-	fprintf(f, "Usage: bulwark COMMAND [OPTION]...\n"
-		   "Bulwark client.\n\n"
-		   "Commands:\n"
-		   "  send      send a file to the vault, encrypted and "
-		   "verified\n"
-		   "  ls        list your files in the vault (tls:// only)\n"
-		   "  get       get one of your files back (tls:// only)\n"
-		   "  rm        delete one of your files (tls:// only)\n"
-		   "  tls-only  have your id refused on the plain ports "
-		   "(tls:// only)\n"
-		   "  msg       the messenger: encrypted messages and files "
-		   "between users\n"
-		   "  chat      group chat in password-protected rooms\n"
-		   "  console   ask a running bulwarkd for its status "
-		   "(operator console)\n"
-		   "  trust-server  pin a tls:// server's new key after its "
-		   "operator confirmed it\n\n"
-		   "A server given as tls://HOST:PORT is reached over TLS 1.3; "
-		   "its key is\npinned on first use in known_servers (see "
-		   "bulwark trust-server --help).\n\n"
-		   "  bulwark COMMAND --help   options of a command\n"
-		   "  bulwark --version        version\n");
+	fprintf(f,
+		"Usage: bulwark COMMAND [OPTION]...\n"
+		"Bulwark client.\n\n"
+		"Commands:\n"
+		"  send      send a file to the vault, encrypted and "
+		"verified\n"
+		"  ls        list your files in the vault (tls:// only)\n"
+		"  get       get one of your files back (tls:// only)\n"
+		"  rm        delete one of your files (tls:// only)\n"
+		"  tls-only  have your id refused on the plain ports "
+		"(tls:// only)\n"
+		"  msg       the messenger: encrypted messages and files "
+		"between users\n"
+		"  chat      group chat in password-protected rooms\n"
+		"  console   ask a running bulwarkd for its status "
+		"(operator console)\n"
+		"  probe     check a server (or a client) of one of the four "
+		"protocols\n            against its spec\n"
+		"  trust-server  pin a tls:// server's new key after its "
+		"operator confirmed it\n\n"
+		"A server given as tls://HOST:PORT is reached over TLS 1.3; "
+		"its key is\npinned on first use in known_servers (see "
+		"bulwark trust-server --help).\n\n"
+		"  bulwark COMMAND --help   options of a command\n"
+		"  bulwark --version        version\n");
 }
 
 int
@@ -74,6 +78,8 @@ main(int argc, char **argv)
 		return bw_cli_chat(argc - 1, argv + 1);
 	if (strcmp(argv[1], "console") == 0)
 		return bw_cli_console(argc - 1, argv + 1);
+	if (strcmp(argv[1], "probe") == 0)
+		return bw_cli_probe(argc - 1, argv + 1);
 	if (strcmp(argv[1], "trust-server") == 0)
 		return bw_trust_server_main(argc - 1, argv + 1);
 	fprintf(stderr, "bulwark: unknown command '%s'\n", argv[1]);

@@ -116,7 +116,7 @@ def test_bulwarkd_8_sections():
 def test_every_client_command_and_option_in_bulwark_1(client_help):
     commands = docs.help_list(client_help)
     assert commands == ["send", "ls", "get", "rm", "tls-only", "msg", "chat", "console",
-                        "trust-server"], commands
+                        "probe", "trust-server"], commands
     sections = docs.roff_sections(BULWARK_1.read_text())
     synopsis = "\n".join(sections["SYNOPSIS"])
     for cmd in commands:
@@ -168,7 +168,7 @@ def test_bulwark_1_files_and_exit_codes():
                  "my.info"):
         assert ".I %s" % name in files, "FILES has no entry for %s" % name
     exits = "\n".join(sections["EXIT STATUS"])
-    for cmd in ("send", "msg", "chat", "console"):
+    for cmd in ("send", "msg", "chat", "console", "probe"):
         assert ".SS bulwark %s" % cmd in exits
     assert "EXAMPLES" in sections
 

@@ -352,9 +352,9 @@ static const struct {
 	char req[REQ_LEN + 1];
 	int (*fn)(struct bw_conn *c, struct reply *r);
 } requests[] = {
-	{"TIME", do_time}, {"NAME", do_name}, {"RAND", do_rand},
-	{"STAT", do_stat}, {"USRS", do_usrs}, {"FILS", do_fils},
-	{"EXIT", do_exit}, {"QUIT", do_exit}, {"HELP", do_help},
+	{"TIME", do_time},	   {"NAME", do_name}, {"RAND", do_rand},
+	{"STAT", do_stat},	   {"USRS", do_usrs}, {"FILS", do_fils},
+	{"EXIT", do_exit},	   {"QUIT", do_exit}, {"HELP", do_help},
 	{"DEVS", console_do_devs},
 };
 
