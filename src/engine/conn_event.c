@@ -171,6 +171,8 @@ conn_salvage(struct bw_conn *c)
 	while ((room = c->lis->cfg.lim.in_max - c->in.len) > 0 &&
 	       (p = bw_buf_reserve(&c->in, room)) != NULL) {
 		n = engine_conn_recv(c, p, room, &why);
+		if (n < 0 && errno == ECONNRESET)
+			c->flags |= BW_CONN_PEER_RESET;
 		if (n <= 0)
 			return;
 		bw_buf_commit(&c->in, (size_t)n);
@@ -200,7 +202,14 @@ on_conn_io(void *arg, unsigned events)
 		 * nothing can be read for now (paused, or its input full)
 		 * would come back every pass */
 		else if (events & BW_EV_ERROR) {
+			int err = 0;
+			socklen_t len = sizeof(err);
+
 			conn_salvage(c);
+			if (getsockopt(c->own->w.fd, SOL_SOCKET, SO_ERROR, &err,
+				       &len) == 0 &&
+			    err == ECONNRESET)
+				c->flags |= BW_CONN_PEER_RESET;
 			engine_conn_kill(c, "connection error");
 		}
 	}
