@@ -3,6 +3,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -323,16 +325,23 @@ bw_session_send_hdr(struct bw_session *s, const uint8_t id[BW_ID_LEN],
 	return bw_session_write(s, hdr, sizeof(hdr));
 }
 
+void
+bw_session_cork(struct bw_session *s, int on)
+{
+	if (s->fd >= 0)
+		(void)setsockopt(s->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
+}
+
 int
 bw_session_send(struct bw_session *s, const uint8_t id[BW_ID_LEN],
 		uint16_t code, const void *payload, uint32_t len)
 {
 	int rc;
 
-	if ((rc = bw_session_send_hdr(s, id, code, len)) != 0)
-		return rc;
-	if (len > 0)
+	bw_session_cork(s, 1);
+	if ((rc = bw_session_send_hdr(s, id, code, len)) == 0 && len > 0)
 		rc = bw_session_write(s, payload, len);
+	bw_session_cork(s, 0);
 	return rc;
 }
 

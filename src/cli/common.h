@@ -128,8 +128,14 @@ int bw_session_read(const struct bw_session *s, void *p, size_t n) BW_WUR;
  * them). */
 int bw_session_send_hdr(struct bw_session *s, const uint8_t id[BW_ID_LEN],
 			uint16_t code, uint32_t payload_size) BW_WUR;
-/* Sends a whole request: header (id, code, payload size) then payload. A
- * NULL id sends zeros. */
+/* Holds back partial TCP segments while on (TCP_CORK), and sends what is
+ * held when turned off: a request written in pieces then leaves as one
+ * (up to a segment), for the servers that read a request with a single
+ * recv(). */
+void bw_session_cork(struct bw_session *s, int on);
+/* Sends a whole request: header (id, code, payload size) then payload,
+ * corked, so that it leaves in one segment when it fits one. A NULL id
+ * sends zeros. */
 int bw_session_send(struct bw_session *s, const uint8_t id[BW_ID_LEN],
 		    uint16_t code, const void *payload, uint32_t len) BW_WUR;
 /* Reads one response: its code and up to cap payload bytes into out.

@@ -134,6 +134,9 @@ send_head(struct send_ctx *x)
 	bw_put_u32le(prefix, x->cipher_len);
 	if ((rc = bw_name_encode(x->file_field, prefix + 4)) != 0)
 		return local_failure(x, rc);
+	/* the header, prefix and body leave in as few segments as they fit
+	 * (uncorked once the body is written) */
+	bw_session_cork(&x->sess, 1);
 	if ((rc = bw_session_send_hdr(
 		     &x->sess, x->me.id, BW_VAULT_REQ_SEND_FILE,
 		     BW_FILE_PREFIX_LEN + x->cipher_len)) != 0 ||
@@ -242,6 +245,7 @@ out:
 		if (rc == 0)
 			bw_progress_end(&prog);
 	}
+	bw_session_cork(&x->sess, 0); /* what is held goes now */
 	/* the reply must follow the last byte within --timeout */
 	bw_session_deadline(&x->sess, x->sess.timeout_ms);
 	pthread_mutex_destroy(&pp.mu);
