@@ -158,8 +158,11 @@ probe_say(struct probe *p, const char *fmt, ...)
 	if ((size_t)n > sizeof(line) - 2)
 		n = (int)sizeof(line) - 2;
 	line[n++] = '\n';
-	if (k->transcript_len + (size_t)n > PROBE_TRANSCRIPT_MAX)
+	if (k->transcript_len + (size_t)n > PROBE_TRANSCRIPT_MAX) {
+		/* cut, but still a line of its own */
 		n = (int)(PROBE_TRANSCRIPT_MAX - k->transcript_len);
+		line[n - 1] = '\n';
+	}
 	t = realloc(k->transcript, k->transcript_len + (size_t)n + 1);
 	if (t == NULL)
 		return;

@@ -98,6 +98,15 @@ is_vault(uint16_t code)
 	return code >= 1025 && code <= 1031;
 }
 
+/* Bulwark's own vault requests beside the spec's (docs/vault-protocol.md:
+ * listing, fetching, deleting, limits): relayed, framed by their size and
+ * not looked into. */
+static int
+is_ext(uint16_t code)
+{
+	return code >= 1100 && code <= 1105;
+}
+
 /* The fixed fields a request starts with (what is read to check it). */
 static size_t
 head_len(uint16_t code)
@@ -115,6 +124,13 @@ head_len(uint16_t code)
 	case 601:
 	case 604:
 		return 0;
+	case 1100:
+	case 1101:
+	case 1102:
+	case 1103:
+	case 1104:
+	case 1105:
+		return 0; /* is_ext: not looked into */
 	default:
 		return 255;
 	}
@@ -146,7 +162,7 @@ check_name(struct ccheck *k, const uint8_t *f)
 static void
 head_done(struct ccheck *k)
 {
-	uint64_t want = head_len(k->code);
+	uint64_t want = is_ext(k->code) ? k->size : head_len(k->code);
 
 	if (k->code == 1028)
 		want += pf_le32(k->head);
@@ -171,7 +187,7 @@ head_done(struct ccheck *k)
 static void
 request_done(struct ccheck *k)
 {
-	uint8_t v = is_vault(k->code) ? 3 : 2;
+	uint8_t v = is_vault(k->code) || is_ext(k->code) ? 3 : 2;
 
 	k->requests++;
 	k->t->requests++;
@@ -179,7 +195,7 @@ request_done(struct ccheck *k)
 		seen(k, K_SPLIT, "%u in %u writes", k->code, k->pieces);
 	if (k->version != v)
 		seen(k, K_VERSION, "%u with version %u", k->code, k->version);
-	k->pad_left = bw_frame_pad_len(k->in);
+	k->pad_left = bw_frame_pad_len(k->pos);
 	k->zeros = 0;
 	k->st = k->pad_left > 0 ? C_PAD : C_HDR;
 	k->pieces = 0;
@@ -200,7 +216,8 @@ header_done(struct ccheck *k)
 	k->size = h.payload_size;
 	k->hdr_have = 0;
 	k->head_have = 0;
-	if (!is_vault(k->code) && (k->code < 600 || k->code > 604)) {
+	if (!is_vault(k->code) && !is_ext(k->code) &&
+	    (k->code < 600 || k->code > 604)) {
 		seen(k, K_UNKNOWN_CODE, "code %u", k->code);
 		k->st = C_LOST; /* nothing past it can be framed */
 		return;
@@ -228,11 +245,12 @@ pad_bytes(struct ccheck *k, const uint8_t *b, size_t n)
 	while (i < n && k->zeros < k->pad_left && b[i] == 0) {
 		i++;
 		k->zeros++;
+		k->pos++;
 	}
 	if (k->zeros == k->pad_left) {
 		k->padded = 1;
 		seen(k, K_PADDED, "%u padded to %llu bytes", k->code,
-		     ULL(k->in - n + i));
+		     ULL(k->pos));
 		k->st = C_HDR;
 	} else if (i < n) {
 		/* not padding: those zeros began a header */
@@ -265,6 +283,7 @@ ccheck_bytes(struct ccheck *k, const uint8_t *b, size_t n)
 		case C_HDR:
 			take = sizeof(k->hdr) - k->hdr_have;
 			take = take < n ? take : n;
+			k->pos += take;
 			memcpy(k->hdr + k->hdr_have, b, take);
 			if ((k->hdr_have += take) == sizeof(k->hdr))
 				header_done(k);
@@ -272,6 +291,7 @@ ccheck_bytes(struct ccheck *k, const uint8_t *b, size_t n)
 		case C_HEAD:
 			take = k->head_want - k->head_have;
 			take = take < n ? take : n;
+			k->pos += take;
 			memcpy(k->head + k->head_have, b, take);
 			if ((k->head_have += take) == k->head_want) {
 				head_done(k);
@@ -283,6 +303,7 @@ ccheck_bytes(struct ccheck *k, const uint8_t *b, size_t n)
 			break;
 		default: /* C_SKIP */
 			take = k->left < n ? (size_t)k->left : n;
+			k->pos += take;
 			if ((k->left -= take) == 0)
 				request_done(k);
 			break;

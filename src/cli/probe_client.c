@@ -279,6 +279,8 @@ bw_cli_probe_client(int argc, char **argv)
 	      secs ? bw_now_ms() + secs * 1000u : 0, &t);
 	close(lfd);
 	p.proto = "client";
+	snprintf(p.tag, sizeof(p.tag), "%08x",
+		 (unsigned)(bw_now_ms() & 0xffffffffu));
 	rc = ctally_report(&t, &p, json, html);
 	free(p.cases);
 	return rc;

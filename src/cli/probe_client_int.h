@@ -37,6 +37,7 @@ struct ccheck {
 	struct ctally *t;
 	unsigned id;
 	uint64_t in;	  /* bytes the client sent */
+	uint64_t pos;	  /* of them, the bytes the reader has taken */
 	uint64_t replies; /* bytes relayed back to it */
 	enum { C_HDR, C_HEAD, C_SKIP, C_PAD, C_LOST } st;
 	uint8_t hdr[23];

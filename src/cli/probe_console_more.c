@@ -95,8 +95,14 @@ dribble(struct crun *cr)
 			0) ||
 	    cp_session(cr) != 0)
 		return;
-	if (pc_send_slowly(&cr->c, "NAME", 4, 1, 300) != 0 ||
-	    cp_read_reply(&cr->c, &cr->r, p->timeout_ms) != 0) {
+	if (pc_send_slowly(&cr->c, "NAME", 4, 1, 300) != 0) {
+		/* closed under the dribble: the send failed (a reply of an
+		 * earlier request is not this one's) */
+		probe_deviate(p, "closed while the request dribbled in: the "
+				 "server's request timeout is under a second");
+		pc_close(&cr->c);
+		cr->greeted = 0;
+	} else if (cp_read_reply(&cr->c, &cr->r, p->timeout_ms) != 0) {
 		if (cr->r.rc == PC_CLOSED)
 			probe_deviate(p, "closed: the server's request "
 					 "timeout is under a second");

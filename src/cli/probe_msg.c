@@ -100,6 +100,26 @@ mp_register_cases(struct mrun *m)
 				  r.code);
 		pc_close(&c);
 	}
+	if (!probe_begin(p, "msg.register.printable_name", S_REG,
+			 "a name of printable ASCII (a space, an apostrophe, a "
+			 "dot) is taken",
+			 0)) {
+		struct puser u;
+
+		if (puser_new(p, "Ann O'Neil.", &u) != 0 || pc_open(p, &c) != 0)
+			probe_skip(p, "no key or connection");
+		else if (mp_reg(&c, &u, &r) == 0)
+			probe_pass(p, "2100 for '%s'", u.name);
+		else if (r.rc == 0 && r.code == R_ERROR)
+			probe_deviate(p,
+				      "'%s' refused (9000): a server that "
+				      "takes letters and digits only",
+				      u.name);
+		else
+			pf_expect(p, &r, R_REGISTERED, 16, "600");
+		pc_close(&c);
+		puser_free(&u);
+	}
 	presp_free(&r);
 }
 
@@ -187,6 +207,19 @@ mp_key_cases(struct mrun *m)
 			probe_pass(p, "2102");
 	}
 	presp_free(&r);
+	if (!probe_begin(p, "msg.key.unknown_requester", S_KEY,
+			 "602 from an unknown id is answered 9000", 0)) {
+		if (!m->b.registered)
+			probe_skip(p, "no user was registered");
+		else if (bw_random(rnd, 16) == 0 &&
+			 pf_exchange(p, rnd, V, PUBKEY, m->b.id, 16, &r, 512) ==
+				 0 &&
+			 pf_is(&r, R_ERROR, 0))
+			probe_pass(p, "9000");
+		else
+			pf_expect(p, &r, R_ERROR, 0, "602");
+		presp_free(&r);
+	}
 	if (!probe_begin(p, "msg.key.unknown", S_KEY,
 			 "602 for an unknown target is answered 9000", 0)) {
 		if (!m->a.registered)

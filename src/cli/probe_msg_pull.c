@@ -176,6 +176,52 @@ pull_unknown(struct probe *p)
 
 /* --- framing ---------------------------------------------------------- */
 
+/* Two 601s in one write (pipelined), or one 601 in pieces: each answered
+ * 2101. */
+static void
+framing_two_ways(struct mrun *m, const char *id, const char *clause,
+		 int pipelined)
+{
+	struct probe *p = m->p;
+	uint8_t two[2 * BW_REQ_HDR_LEN];
+	struct pconn c = {NULL, -1};
+	struct presp r1 = {0}, r2 = {0};
+	struct bw_req_hdr h;
+	char got[96];
+
+	if (probe_begin(p, id, S_FRAME, clause, 0))
+		return;
+	memset(&h, 0, sizeof(h));
+	memcpy(h.client_id, m->a.id, 16);
+	h.version = V;
+	h.code = LIST;
+	bw_req_hdr_encode(&h, two);
+	bw_req_hdr_encode(&h, two + BW_REQ_HDR_LEN);
+	if (!m->a.registered || pc_open(p, &c) != 0)
+		probe_skip(p, "no user or connection");
+	else if ((pipelined ? pc_send(&c, two, sizeof(two))
+			    : pc_send_slowly(&c, two, BW_REQ_HDR_LEN, 5, 50)) !=
+		 0)
+		probe_fail(p, "the connection is gone");
+	else {
+		pf_response(&c, &r1, PULL_CAP, p->timeout_ms);
+		if (pipelined)
+			pf_response(&c, &r2, PULL_CAP, p->timeout_ms);
+		if (r1.rc != 0 || r1.code != 2101)
+			probe_fail(p, "%s601 got %s",
+				   pipelined ? "the first " : "",
+				   presp_str(&r1, got, sizeof(got)));
+		else if (pipelined && (r2.rc != 0 || r2.code != 2101))
+			probe_fail(p, "the second 601 got %s",
+				   presp_str(&r2, got, sizeof(got)));
+		else
+			probe_pass(p, pipelined ? "two 2101s" : "2101");
+	}
+	presp_free(&r1);
+	presp_free(&r2);
+	pc_close(&c);
+}
+
 static void
 framing_cases(struct mrun *m)
 {
@@ -211,6 +257,13 @@ framing_cases(struct mrun *m)
 		presp_free(&r);
 		pc_close(&c);
 	}
+	framing_two_ways(m, "msg.framing.pipelined",
+			 "two requests in one write get two replies, in order",
+			 1);
+	framing_two_ways(m, "msg.framing.split",
+			 "a request that arrives in pieces (5 bytes, 50 ms "
+			 "apart) is served",
+			 0);
 	if (probe_begin(p, "msg.framing.padded", S_FRAME,
 			"a request zero-padded to 1024 bytes is answered "
 			"padded to 1024 bytes, then the connection is closed",
