@@ -29,7 +29,8 @@ NO_STORAGE = {"test_checksrc", "test_pyvault_selftest", "test_client_vs_pyserver
               "test_chat_client", "test_config", "test_console_hardening", "test_packaging",
               "test_proxy", "test_cli", "test_readme", "test_reaper", "test_systemd",
               "test_log_events", "test_msg_client", "test_msg_client_hardening",
-              "test_send_hardening", "test_tls_server", "test_tls_client"}
+              "test_send_hardening", "test_tls_server", "test_tls_client",
+              "test_probe_defects", "test_probe_client", "test_deviations"}
 # Modules that run no C of ours that a sanitizer could watch (the source
 # checks, the Python implementations' self-test, the reaper, the man
 # pages' text): the sanitizer pass (BULWARK_TEST_PASS=sanitizer, set by
