@@ -227,9 +227,6 @@ enum { O_POLITE = 0x200, O_STRICT, O_JSON, O_HTML, O_RESTART, O_SECRET };
 static int
 run(struct probe *p, int json, const char *html)
 {
-	size_t i, counts[P_VERDICTS] = {0};
-	int rc = BW_EXIT_OK;
-
 	if (strcmp(p->proto, "vault") == 0)
 		probe_vault(p);
 	else if (strcmp(p->proto, "msg") == 0)
@@ -240,23 +237,7 @@ run(struct probe *p, int json, const char *html)
 		probe_console(p);
 	if (p->cur != NULL)
 		probe_fail(p, "the case ended without a verdict");
-	if (json ? probe_report_json(p, stdout) != 0
-		 : (probe_report_text(p, stdout), 0))
-		rc = BW_EXIT_FATAL;
-	if (html != NULL) {
-		FILE *f = fopen(html, "w");
-
-		if (f == NULL || probe_report_html(p, f) != 0 ||
-		    fclose(f) != 0) {
-			bw_cli_fatal("cannot write %s", html);
-			return BW_EXIT_FATAL;
-		}
-	}
-	for (i = 0; i < p->n; i++)
-		counts[p->cases[i].verdict]++;
-	if (counts[P_FAIL] > 0 || (p->strict && counts[P_DEVIATION] > 0))
-		rc = BW_EXIT_FATAL;
-	return rc;
+	return probe_report(p, json, html);
 }
 
 int

@@ -330,8 +330,6 @@ ctally_report(const struct ctally *t, struct probe *p, int json,
 	      const char *html)
 {
 	unsigned k;
-	size_t i, fails = 0, devs = 0;
-	FILE *f;
 
 	for (k = 0; k < K_KINDS; k++) {
 		if (probe_begin(p, KINDS[k].id, KINDS[k].section,
@@ -347,20 +345,5 @@ ctally_report(const struct ctally *t, struct probe *p, int json,
 				  "%llu of %llu connections; %s", ULL(t->n[k]),
 				  ULL(t->conns), t->example[k]);
 	}
-	if (json ? probe_report_json(p, stdout) != 0
-		 : (probe_report_text(p, stdout), 0))
-		return BW_EXIT_FATAL;
-	if (html != NULL) {
-		if ((f = fopen(html, "w")) == NULL ||
-		    probe_report_html(p, f) != 0 || fclose(f) != 0) {
-			bw_cli_fatal("cannot write %s", html);
-			return BW_EXIT_FATAL;
-		}
-	}
-	for (i = 0; i < p->n; i++) {
-		fails += p->cases[i].verdict == P_FAIL;
-		devs += p->cases[i].verdict == P_DEVIATION;
-	}
-	return fails > 0 || (p->strict && devs > 0) ? BW_EXIT_FATAL
-						    : BW_EXIT_OK;
+	return probe_report(p, json, html);
 }

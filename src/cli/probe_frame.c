@@ -168,3 +168,28 @@ pf_put_le32(uint8_t *b, uint32_t v)
 	b[2] = (uint8_t)(v >> 16);
 	b[3] = (uint8_t)(v >> 24);
 }
+
+void
+pf_padded_end(struct pconn *c, const struct presp *r)
+{
+	struct probe *p = c->p;
+	uint8_t rest[BW_PAD_UNIT];
+	size_t want = bw_frame_pad_len(BW_RESP_HDR_LEN + (uint64_t)r->size);
+	size_t got = 0, i;
+	int rc = want > 0 ? pc_recv(c, rest, want, p->timeout_ms, &got) : 0;
+
+	for (i = 0; i < got && rest[i] == 0; i++)
+		;
+	if (want > 0 && got == 0)
+		probe_deviate(p, "the reply was not padded (a client reading "
+				 "1024 bytes waits)");
+	else if (rc != 0 || i < got)
+		probe_fail(p,
+			   "the padding was %zu bytes, %zu of them zero (%zu "
+			   "expected)",
+			   got, i, want);
+	else if (pc_closes(c, p->timeout_ms) != 1)
+		probe_deviate(p, "padded, but the connection stayed open");
+	else
+		probe_pass(p, "padded to 1024, closed");
+}

@@ -136,6 +136,11 @@ uint32_t pf_le32(const uint8_t *b);
 void pf_put_le32(uint8_t *b, uint32_t v);
 /* A 255-byte name field holding s (truncated to 254). */
 void pf_name(uint8_t field[255], const char *s);
+/* Ends the running case on the reply r (read whole) to a padded request:
+ * PASS when zeros pad it to a multiple of 1024 bytes and the server then
+ * closes; DEVIATION when it is not padded, or stays open; FAIL when the
+ * padding is not zeros or is cut short. */
+void pf_padded_end(struct pconn *c, const struct presp *r);
 /* Whether r is code with exactly size payload bytes: 1, else 0 with the
  * case's note set (FAIL) by the caller's message. */
 int pf_is(const struct presp *r, uint16_t code, uint32_t size);
@@ -165,6 +170,10 @@ int pf_expect(struct probe *p, const struct presp *r, uint16_t code,
 
 /* --- reports (probe_report.c) ----------------------------------------- */
 
+/* The report on stdout (the table, or JSON), and in html when not NULL;
+ * returns the exit status: BW_EXIT_FATAL when a case failed (or, strict,
+ * deviated) or the report could not be written, else BW_EXIT_OK. */
+int probe_report(const struct probe *p, int json, const char *html);
 void probe_report_text(const struct probe *p, FILE *f);
 int probe_report_json(const struct probe *p, FILE *f);
 int probe_report_html(const struct probe *p, FILE *f);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bulwark/util.h"
+#include "cli/common.h"
 #include "cli/probe_int.h"
 
 /* The sections in the order their first case ran. */
@@ -36,6 +37,26 @@ count(const struct probe *p, const char *section, size_t c[P_VERDICTS])
 		    strcmp(p->cases[i].section, section) == 0)
 			c[p->cases[i].verdict]++;
 	}
+}
+
+int
+probe_report(const struct probe *p, int json, const char *html)
+{
+	size_t c[P_VERDICTS];
+	FILE *f;
+
+	if (json ? probe_report_json(p, stdout) != 0
+		 : (probe_report_text(p, stdout), ferror(stdout) != 0))
+		return BW_EXIT_FATAL;
+	if (html != NULL && ((f = fopen(html, "w")) == NULL ||
+			     probe_report_html(p, f) != 0 || fclose(f) != 0)) {
+		bw_cli_fatal("cannot write %s", html);
+		return BW_EXIT_FATAL;
+	}
+	count(p, NULL, c);
+	return c[P_FAIL] > 0 || (p->strict && c[P_DEVIATION] > 0)
+		       ? BW_EXIT_FATAL
+		       : BW_EXIT_OK;
 }
 
 void

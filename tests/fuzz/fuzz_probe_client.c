@@ -39,7 +39,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		end = mark != NULL ? (size_t)(mark - data) : size;
 		while (off < end) {
 			size_t n = end - off < piece ? end - off : piece;
-			uint8_t *copy = malloc(n); /* exact: ASan sees overreads */
+			uint8_t *copy =
+				malloc(n); /* exact: ASan sees overreads */
 
 			check(copy != NULL);
 			memcpy(copy, data + off, n);

@@ -192,21 +192,6 @@ static void on_pause(void *arg);
 /* Takes every complete line rc has sent (flush: a partial one too), as
  * long as its state reads lines. A ghost (a member gone with lines held
  * back) says them at its rate, then leaves. */
-/* What the client bends in a line it sent (took bytes of input): ended
- * by a pause rather than a newline (the seed's own client), or not
- * UTF-8. */
-static void
-note_deviations(struct rconn *rc, const uint8_t *line, size_t n, size_t took,
-		int flush)
-{
-	struct bw_conn *c = rc->c;
-
-	if (flush && !bw_conn_eof(c) && line[took - 1] != '\n')
-		bw_conn_deviates(c, NULL, BW_DEV_LINE_PAUSE);
-	if (memchr(line, 0, n) == NULL && !bw_utf8_valid(rc->rs->line))
-		bw_conn_deviates(c, NULL, BW_DEV_TEXT_NOT_UTF8);
-}
-
 static void
 take_lines(struct rconn *rc, int flush)
 {
@@ -244,7 +229,7 @@ take_lines(struct rconn *rc, int flush)
 		memcpy(rs->line, line, n);
 		rs->line[n] = '\0';
 		if (c != NULL)
-			note_deviations(rc, line, n, (size_t)took, flush);
+			rc_note_deviations(rc, line, n, (size_t)took, flush);
 		bw_buf_consume_wipe(in, (size_t)took);
 		if (rc->st == R_ROOM || rc->st == R_GHOST)
 			room_line(rc, rs->line, n);

@@ -200,6 +200,12 @@ void room_enter(struct rconn *rc, struct room *r, int created);
 void room_leave(struct rconn *rc, const char *why);
 /* One line from a member: a command or a message to relay. */
 void room_line(struct rconn *rc, const char *line, size_t n);
+/* What the client bends in a line it sent (took bytes of input, the line
+ * n of them; flush: taken by a pause or the end): a line ended by a pause
+ * rather than a newline (the seed's own client), or not UTF-8. Counted as
+ * the client's deviations (engine/deviation.h). */
+void rc_note_deviations(struct rconn *rc, const uint8_t *line, size_t n,
+			size_t took, int flush);
 /* Queues text to every member of r but skip. */
 void room_tell(struct room *r, const struct rconn *skip, const char *text,
 	       size_t n);

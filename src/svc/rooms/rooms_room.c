@@ -319,3 +319,15 @@ rooms_free_all(struct bw_rooms *rs)
 		(void)bw_hash_each(&rs->map, free_one, rs);
 	bw_hash_fini(&rs->map);
 }
+
+void
+rc_note_deviations(struct rconn *rc, const uint8_t *line, size_t n, size_t took,
+		   int flush)
+{
+	struct bw_conn *c = rc->c;
+
+	if (flush && !bw_conn_eof(c) && line[took - 1] != '\n')
+		bw_conn_deviates(c, NULL, BW_DEV_LINE_PAUSE);
+	if (memchr(line, 0, n) == NULL && !bw_utf8_valid(rc->rs->line))
+		bw_conn_deviates(c, NULL, BW_DEV_TEXT_NOT_UTF8);
+}
