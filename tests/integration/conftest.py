@@ -71,7 +71,9 @@ def pytest_collection_modifyitems(config, items):
         for marker, on, what in (("sqlite_only", bwd.TEST_DB != "sqlite",
                                   "embedded database only: "),
                                  ("files_only", bwd.TEST_BLOBS != "file",
-                                  "contents in local files only: ")):
+                                  "contents in local files only: "),
+                                 ("stores_nothing", other,
+                                  "touches no stored state: runs in the embedded pass: ")):
             mark = item.get_closest_marker(marker)
             if on and mark is not None:
                 item.add_marker(pytest.mark.skip(

@@ -25,7 +25,11 @@ import reaper
 from bwd import rsa_key, unique_name
 
 H = "127.0.0.1"
-SUITES = ("vault", "msg", "rooms", "console")
+# the rooms and the console store nothing: their suites run in the
+# embedded pass only
+SUITES = ("vault", "msg",
+          pytest.param("rooms", marks=pytest.mark.stores_nothing("the rooms store nothing")),
+          pytest.param("console", marks=pytest.mark.stores_nothing("the console stores nothing")))
 SECTIONS_MIN = {"vault": 5, "msg": 5, "rooms": 4, "console": 2}
 RESTART_CASES = {"vault": "vault.restart.registration", "msg": "msg.restart.queued"}
 TAG_RE = re.compile(r"^[0-9a-f]{8}$")
@@ -230,6 +234,7 @@ def test_suite_passes_against_bulwarkd(start_server, tmp_path, suite):
     assert srv.alive()
 
 
+@pytest.mark.stores_nothing("the console stores nothing")
 def test_console_suite_with_a_secret(start_server):
     """--secret S: the probe says `Hi S`, and a wrong secret is refused."""
     secret = "s3cr3t-" + os.urandom(4).hex()
