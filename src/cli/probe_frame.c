@@ -42,6 +42,7 @@ pf_response(struct pconn *c, struct presp *r, size_t cap, unsigned ms)
 	struct bw_resp_hdr rh;
 	size_t want;
 
+	presp_free(r);
 	memset(r, 0, sizeof(*r));
 	if ((r->rc = pc_recv(c, h, sizeof(h), ms, NULL)) != 0)
 		return;
@@ -131,6 +132,7 @@ pf_exchange(struct probe *p, const uint8_t *id, uint8_t version, uint16_t code,
 {
 	struct pconn c;
 
+	presp_free(r);
 	memset(r, 0, sizeof(*r));
 	r->rc = PC_ERROR;
 	if (pc_open(p, &c) != 0)

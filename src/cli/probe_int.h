@@ -127,7 +127,8 @@ struct presp {
 /* One request in one write: the header (id NULL: zeros) and payload. */
 int pf_request(struct pconn *c, const uint8_t *id, uint8_t version,
 	       uint16_t code, const void *payload, uint32_t n);
-/* Reads one reply, at most cap payload bytes of it, within ms. */
+/* Reads one reply, at most cap payload bytes of it, within ms, into r
+ * (what r held before is freed: r starts as {0}). */
 void pf_response(struct pconn *c, struct presp *r, size_t cap, unsigned ms);
 void presp_free(struct presp *r);
 /* "2100 with 16 bytes", "no reply within 5 s", "the connection closed". */

@@ -21,6 +21,7 @@ vp_reg(struct pconn *c, struct puser *u, struct presp *r)
 
 	pf_name(name, u->name);
 	if (pf_request(c, NULL, V, REGISTER, name, sizeof(name)) != 0) {
+		presp_free(r);
 		memset(r, 0, sizeof(*r));
 		r->rc = PC_ERROR;
 		return -1;
