@@ -862,8 +862,11 @@ def a_603_behind_a_held_lock_fails(srv, pg, db, held_s):
     return a, b
 
 
-# not marked slow: it waits (a lock held by another session, 30 s twice),
-# it does not time anything the other tests' load could stretch
+# slow: it waits (a lock held by another session, 30 s twice), and in the
+# ASan pass among three other workers its 603 was once answered 2103 where
+# the held lock should have made it wait (2026-11-29, not reproduced alone):
+# it runs with the slow ones, alone, until that is understood
+@pytest.mark.slow
 def test_a_statement_that_waits_past_30_s_fails_its_request_and_not_the_node(start_server, pg):
     """A session of another program holds a lock on messages and does not
     let go (idle in a transaction). No statement had a time limit: the
