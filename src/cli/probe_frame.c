@@ -10,23 +10,31 @@
 #include "cli/probe_int.h"
 #include "proto/wire.h"
 
-int
-pf_request(struct pconn *c, const uint8_t *id, uint8_t version, uint16_t code,
-	   const void *payload, uint32_t n)
+void
+pf_hdr(uint8_t *out, const uint8_t *id, uint8_t version, uint16_t code,
+       uint32_t payload_size)
 {
 	struct bw_req_hdr h;
-	uint8_t *b = malloc(BW_REQ_HDR_LEN + (size_t)n);
-	int rc;
 
-	if (b == NULL)
-		return -1;
 	memset(&h, 0, sizeof(h));
 	if (id != NULL)
 		memcpy(h.client_id, id, BW_ID_LEN);
 	h.version = version;
 	h.code = code;
-	h.payload_size = n;
-	bw_req_hdr_encode(&h, b);
+	h.payload_size = payload_size;
+	bw_req_hdr_encode(&h, out);
+}
+
+int
+pf_request(struct pconn *c, const uint8_t *id, uint8_t version, uint16_t code,
+	   const void *payload, uint32_t n)
+{
+	uint8_t *b = malloc(BW_REQ_HDR_LEN + (size_t)n);
+	int rc;
+
+	if (b == NULL)
+		return -1;
+	pf_hdr(b, id, version, code, n);
 	if (n > 0)
 		memcpy(b + BW_REQ_HDR_LEN, payload, n);
 	probe_say(c->p, "  request %u, payload %u bytes", code, n);

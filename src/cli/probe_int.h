@@ -124,6 +124,9 @@ struct presp {
 	int capped;	  /* size was past the cap: the rest was not read */
 };
 
+/* Writes a request header (id NULL: zeros) at out[BW_REQ_HDR_LEN]. */
+void pf_hdr(uint8_t *out, const uint8_t *id, uint8_t version, uint16_t code,
+	    uint32_t payload_size);
 /* One request in one write: the header (id NULL: zeros) and payload. */
 int pf_request(struct pconn *c, const uint8_t *id, uint8_t version,
 	       uint16_t code, const void *payload, uint32_t n);

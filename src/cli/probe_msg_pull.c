@@ -186,17 +186,12 @@ framing_two_ways(struct mrun *m, const char *id, const char *clause,
 	uint8_t two[2 * BW_REQ_HDR_LEN];
 	struct pconn c = {NULL, -1};
 	struct presp r1 = {0}, r2 = {0};
-	struct bw_req_hdr h;
 	char got[96];
 
 	if (probe_begin(p, id, S_FRAME, clause, 0))
 		return;
-	memset(&h, 0, sizeof(h));
-	memcpy(h.client_id, m->a.id, 16);
-	h.version = V;
-	h.code = LIST;
-	bw_req_hdr_encode(&h, two);
-	bw_req_hdr_encode(&h, two + BW_REQ_HDR_LEN);
+	pf_hdr(two, m->a.id, V, LIST, 0);
+	pf_hdr(two + BW_REQ_HDR_LEN, m->a.id, V, LIST, 0);
 	if (!m->a.registered || pc_open(p, &c) != 0)
 		probe_skip(p, "no user or connection");
 	else if ((pipelined ? pc_send(&c, two, sizeof(two))
@@ -229,7 +224,6 @@ framing_cases(struct mrun *m)
 	uint8_t req[BW_PAD_UNIT], rest[64];
 	struct pconn c = {NULL, -1};
 	struct presp r = {0};
-	struct bw_req_hdr h;
 	size_t got = 0;
 	int rc;
 
@@ -271,11 +265,7 @@ framing_cases(struct mrun *m)
 			0))
 		return;
 	memset(req, 0, sizeof(req));
-	memset(&h, 0, sizeof(h));
-	memcpy(h.client_id, m->a.id, 16);
-	h.version = V;
-	h.code = LIST;
-	bw_req_hdr_encode(&h, req);
+	pf_hdr(req, m->a.id, V, LIST, 0);
 	if (!m->a.registered || pc_open(p, &c) != 0 ||
 	    pc_send(&c, req, sizeof(req)) != 0) {
 		probe_skip(p, "no user or connection");
@@ -328,18 +318,12 @@ hostile_cases(struct mrun *m)
 {
 	enum { GARBAGE = 64 * 1024 };
 	uint8_t *g = calloc(1, GARBAGE);
-	struct bw_req_hdr h;
 
 	if (g == NULL || !m->a.registered) {
 		free(g);
 		return;
 	}
-	memset(&h, 0, sizeof(h));
-	memcpy(h.client_id, m->a.id, 16);
-	h.version = V;
-	h.code = SEND;
-	h.payload_size = 0xffffffffu;
-	bw_req_hdr_encode(&h, g);
+	pf_hdr(g, m->a.id, V, SEND, 0xffffffffu);
 	memcpy(g + BW_REQ_HDR_LEN, m->b.id, 16);
 	g[BW_REQ_HDR_LEN + 16] = 4;
 	pf_put_le32(g + BW_REQ_HDR_LEN + 17, 0xffffffffu - 21u);

@@ -73,6 +73,18 @@ reconnect_cases(struct vrun *v)
 
 /* --- framing ---------------------------------------------------------- */
 
+/* A 1025 for a new name "<prefix>...", header and payload, at out. */
+static void
+reg_bytes(struct probe *p, const char *prefix,
+	  uint8_t out[BW_REQ_HDR_LEN + BW_NAME_FIELD])
+{
+	char name[64];
+
+	pf_hdr(out, NULL, V, REGISTER, BW_NAME_FIELD);
+	probe_name(p, prefix, name, sizeof(name));
+	pf_name(out + BW_REQ_HDR_LEN, name);
+}
+
 /* Whether a fresh 1025 gets its 2100 (the server survived). */
 static int
 serves(struct probe *p)
@@ -133,10 +145,8 @@ static void
 framing_padded(struct probe *p)
 {
 	uint8_t req[BW_PAD_UNIT];
-	struct bw_req_hdr h;
 	struct presp r = {0};
 	struct pconn c = {NULL, -1};
-	char name[64];
 
 	if (probe_begin(p, "vault.framing.padded", S_FRAME,
 			"a request zero-padded to 1024 bytes is answered "
@@ -144,13 +154,7 @@ framing_padded(struct probe *p)
 			0))
 		return;
 	memset(req, 0, sizeof(req));
-	memset(&h, 0, sizeof(h));
-	h.version = V;
-	h.code = REGISTER;
-	h.payload_size = BW_NAME_FIELD;
-	bw_req_hdr_encode(&h, req);
-	probe_name(p, "pad", name, sizeof(name));
-	pf_name(req + BW_REQ_HDR_LEN, name);
+	reg_bytes(p, "pad", req);
 	if (pc_open(p, &c) != 0 || pc_send(&c, req, sizeof(req)) != 0) {
 		probe_fail(p, "no connection");
 		pc_close(&c);
@@ -167,27 +171,17 @@ static void
 framing_pipelined(struct probe *p)
 {
 	uint8_t two[2 * (BW_REQ_HDR_LEN + BW_NAME_FIELD)];
-	struct bw_req_hdr h;
 	struct presp r1 = {0}, r2 = {0};
 	struct pconn c = {NULL, -1};
-	char name[64];
 	int k;
 
 	if (probe_begin(p, "vault.framing.pipelined", S_FRAME,
 			"two requests in one write get two replies, in order",
 			0))
 		return;
-	memset(&h, 0, sizeof(h));
-	h.version = V;
-	h.code = REGISTER;
-	h.payload_size = BW_NAME_FIELD;
-	for (k = 0; k < 2; k++) {
-		uint8_t *at = two + k * (BW_REQ_HDR_LEN + BW_NAME_FIELD);
-
-		bw_req_hdr_encode(&h, at);
-		probe_name(p, "pipe", name, sizeof(name));
-		pf_name(at + BW_REQ_HDR_LEN, name);
-	}
+	for (k = 0; k < 2; k++)
+		reg_bytes(p, "pipe",
+			  two + k * (BW_REQ_HDR_LEN + BW_NAME_FIELD));
 	if (pc_open(p, &c) != 0 || pc_send(&c, two, sizeof(two)) != 0)
 		probe_fail(p, "no connection");
 	else {
@@ -206,23 +200,15 @@ static void
 framing_split(struct probe *p)
 {
 	uint8_t req[BW_REQ_HDR_LEN + BW_NAME_FIELD];
-	struct bw_req_hdr h;
 	struct presp r = {0};
 	struct pconn c = {NULL, -1};
-	char name[64];
 
 	if (probe_begin(p, "vault.framing.split", S_FRAME,
 			"a request that arrives in pieces (40 bytes, 50 ms "
 			"apart) is served",
 			0))
 		return;
-	memset(&h, 0, sizeof(h));
-	h.version = V;
-	h.code = REGISTER;
-	h.payload_size = BW_NAME_FIELD;
-	bw_req_hdr_encode(&h, req);
-	probe_name(p, "split", name, sizeof(name));
-	pf_name(req + BW_REQ_HDR_LEN, name);
+	reg_bytes(p, "split", req);
 	if (pc_open(p, &c) != 0 ||
 	    pc_send_slowly(&c, req, sizeof(req), 40, 50) != 0)
 		probe_fail(p, "no connection");
@@ -293,17 +279,11 @@ hostile_cases(struct vrun *v)
 {
 	enum { GARBAGE = 64 * 1024 };
 	uint8_t *g = malloc(GARBAGE);
-	struct bw_req_hdr h;
 
 	if (g == NULL)
 		return;
-	memset(&h, 0, sizeof(h));
-	memcpy(h.client_id, v->a.id, 16);
-	h.version = V;
-	h.code = SEND_FILE;
-	h.payload_size = 0xffffffffu;
 	memset(g, 0, GARBAGE);
-	bw_req_hdr_encode(&h, g);
+	pf_hdr(g, v->a.id, V, SEND_FILE, 0xffffffffu);
 	pf_put_le32(g + BW_REQ_HDR_LEN, 0xffffffffu - 259u);
 	pf_name(g + BW_REQ_HDR_LEN + 4, "huge");
 	hostile(v->p, "vault.hostile.huge_size",
