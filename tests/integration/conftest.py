@@ -40,6 +40,11 @@ SANITIZER_PASS = os.environ.get("BULWARK_TEST_PASS") == "sanitizer"
 # modules that start the servers they need themselves (the cluster's nodes
 # share a PostgreSQL and an S3 store of the fixture's)
 OWN_STORAGE = {"test_cluster", "test_cluster_script", "test_cluster_tls"}
+# Modules that start a PostgreSQL of their own in every pass: the embedded
+# pass already runs them on PostgreSQL (with the contents in local files),
+# so the PostgreSQL + S3 pass runs only their tests marked contents_too
+# (where the contents' store is part of what they look at)
+OWN_POSTGRESQL = {"test_pg_backend"}
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -67,6 +72,11 @@ def pytest_collection_modifyitems(config, items):
         if other and item.module.__name__ in OWN_STORAGE:
             item.add_marker(pytest.mark.skip(
                 reason="brings its own PostgreSQL and S3: runs in the embedded pass"))
+            continue
+        if (other and item.module.__name__ in OWN_POSTGRESQL
+                and item.get_closest_marker("contents_too") is None):
+            item.add_marker(pytest.mark.skip(
+                reason="starts its own PostgreSQL: runs on it in the embedded pass"))
             continue
         for marker, on, what in (("sqlite_only", bwd.TEST_DB != "sqlite",
                                   "embedded database only: "),

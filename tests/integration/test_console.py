@@ -153,6 +153,7 @@ def upload(srv, name, files, key_index=0):
 # Greeting and every request
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_greeting_is_exactly_48_bytes_and_lists_every_request(csrv):
     with open_console(csrv) as c:
         g = c.hello()
@@ -163,6 +164,7 @@ def test_greeting_is_exactly_48_bytes_and_lists_every_request(csrv):
         assert text.split()[2:] == list(REQUESTS)
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_time_is_iso8601_with_zone_and_now(csrv):
     with open_console(csrv) as c:
         c.hello()
@@ -173,6 +175,7 @@ def test_time_is_iso8601_with_zone_and_now(csrv):
     assert abs((datetime.datetime.now(datetime.timezone.utc) - when).total_seconds()) < 5
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_name_is_server_name_and_version(csrv):
     with open_console(csrv) as c:
         c.hello()
@@ -211,6 +214,7 @@ def test_a_node_name_is_in_name_stat_every_log_line_and_metric(start_console_ser
         for ln in host.log().splitlines())
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 @pytest.mark.parametrize("bad", ["two words", "a=b", "x\"y", "n" * 64])
 def test_a_node_name_that_is_not_a_word_is_refused(start_server, bad):
     srv = start_server("--node-name", bad, wait=False)
@@ -218,6 +222,7 @@ def test_a_node_name_that_is_not_a_word_is_refused(start_server, bad):
     assert rc == 2 and out.startswith("bulwarkd: --node-name "), out
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_rand_is_an_integer_from_1_to_10(csrv):
     seen = set()
     with open_console(csrv) as c:
@@ -249,6 +254,7 @@ def test_empty_lists_say_so(csrv):
         assert c.ask("FILS") == "no files\n"
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_exit_says_bye_then_closes(csrv):
     with open_console(csrv) as c:
         c.hello()
@@ -259,6 +265,7 @@ def test_exit_says_bye_then_closes(csrv):
         assert c.ask("NAME").startswith("bulwarkd")
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_pipelined_requests_in_one_write_are_framed_exactly(csrv):
     with open_console(csrv) as c:
         c.send(b"HiTIMENAMERANDSTATUSRSFILSEXIT")
@@ -274,6 +281,7 @@ def test_pipelined_requests_in_one_write_are_framed_exactly(csrv):
     assert len(replies) == 7 and replies[-1] == "bye"
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_requests_sent_one_byte_at_a_time(csrv):
     with open_console(csrv) as c:
         for b in b"Hi":
@@ -362,6 +370,7 @@ def test_stat_shows_an_upload_in_progress(csrv):
 # Hostile and careless clients
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 @pytest.mark.parametrize("first", [b"TIME", b"hi", b"HI", b"\x00\x00", b"GET / HTTP/1.0\r\n\r\n"])
 def test_no_hi_first_is_disconnected_without_a_reply(csrv, first):
     with open_console(csrv) as c:
@@ -371,6 +380,7 @@ def test_no_hi_first_is_disconnected_without_a_reply(csrv, first):
         c.hello()
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_silence_before_hi_is_disconnected_after_the_deadline(start_console_server):
     srv = start_console_server("--request-timeout", "1")
     with open_console(srv) as c:
@@ -379,6 +389,7 @@ def test_silence_before_hi_is_disconnected_after_the_deadline(start_console_serv
         assert time.monotonic() - t0 < 4
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_half_a_request_then_silence_is_disconnected(start_console_server):
     srv = start_console_server("--request-timeout", "1")
     with open_console(srv) as c:
@@ -396,6 +407,7 @@ def test_half_a_request_then_silence_is_disconnected(start_console_server):
         assert c.ask("NAME")
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_a_greeted_console_may_stay_idle_longer_than_timeout(start_console_server):
     srv = start_console_server("--timeout", "1", "--request-timeout", "1")
     with open_console(srv) as idle, open_console(srv) as silent:
@@ -405,6 +417,7 @@ def test_a_greeted_console_may_stay_idle_longer_than_timeout(start_console_serve
         assert idle.ask("NAME").startswith("bulwarkd")
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_lower_case_request_gets_err_with_a_hint(csrv):
     with open_console(csrv) as c:
         c.hello()
@@ -414,6 +427,7 @@ def test_lower_case_request_gets_err_with_a_hint(csrv):
         assert re.fullmatch(r"\d{4}-.*", c.ask("TIME"))  # still usable
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 @pytest.mark.parametrize("req", [b"ABCD", b"TIM ", b"    ", b"\x00\xff\r\n", b"\xc3\xa9\xc3\xa9"])
 def test_unknown_request_gets_err_and_the_connection_stays(csrv, req):
     with open_console(csrv) as c:
@@ -424,6 +438,7 @@ def test_unknown_request_gets_err_and_the_connection_stays(csrv, req):
         assert c.ask("NAME").startswith("bulwarkd")
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_peer_closing_after_a_request_still_gets_the_reply(csrv):
     with open_console(csrv) as c:
         c.send(b"HiNAME")
@@ -433,6 +448,7 @@ def test_peer_closing_after_a_request_still_gets_the_reply(csrv):
         assert c.closed()
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_a_client_that_never_reads_does_not_grow_the_server(csrv):
     """Thousands of pipelined requests whose replies are never read: the
     server stops answering when its output backs up, and stays usable."""
@@ -450,6 +466,7 @@ def test_a_client_that_never_reads_does_not_grow_the_server(csrv):
             assert connections(c.ask("STAT"))["console"] == 2
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_hundred_consoles_at_once(csrv):
     consoles = [open_console(csrv, timeout=10) for _ in range(100)]
     try:
@@ -471,6 +488,7 @@ def test_hundred_consoles_at_once(csrv):
             c.close()
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_a_console_past_the_cap_of_128_takes_the_place_of_the_oldest_unproven(csrv):
     """128 consoles that greeted and asked nothing hold every slot: a new
     one is admitted, and the oldest of them (none has proven itself with a
@@ -495,6 +513,7 @@ def test_a_console_past_the_cap_of_128_takes_the_place_of_the_oldest_unproven(cs
 # The secret
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_secret_off_loopback(start_console_server):
     srv = start_console_server("--console-listen", "0.0.0.0", "--console-secret", "s3cret",
                                "--request-timeout", "1")
@@ -514,6 +533,7 @@ def test_secret_off_loopback(start_console_server):
     assert "s3cre" not in log  # never logged
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_secret_is_required_on_loopback_when_configured(start_console_server):
     srv = start_console_server("--console-secret", "top", "--request-timeout", "1")
     with open_console(srv) as c:
@@ -527,6 +547,7 @@ def test_secret_is_required_on_loopback_when_configured(start_console_server):
         assert c.ask("EXIT") == "bye"
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_wrong_secrets_from_one_address_delay_its_next_verdicts(start_console_server):
     """Guessing the secret: after three wrong secrets from an address,
     every verdict on a secret from it waits (0.25 s, then doubled each
@@ -569,6 +590,7 @@ def test_wrong_secrets_from_one_address_delay_its_next_verdicts(start_console_se
     assert srv.alive()
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_refuses_to_start_off_loopback_without_secret(start_server, tmp_path):
     srv = start_server("--console-listen", "0.0.0.0", console=True,
                        stdout=tmp_path / "stdout", wait=False)
@@ -577,6 +599,7 @@ def test_refuses_to_start_off_loopback_without_secret(start_server, tmp_path):
     assert "--console-secret" in err and "0.0.0.0" in err
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_no_console_turns_it_off(start_server):
     srv = start_server()  # passes --no-console
     assert "console listening" not in srv.log()
@@ -642,6 +665,7 @@ def run_client(args, stdin, timeout=20, env_extra=None):
                           capture_output=True, timeout=timeout, env=e)
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_c_client_through_a_pipe(csrv, client_bin):
     r = run_client(["127.0.0.1:%d" % csrv.console_port], b"time\nstat\n")
     assert r.returncode == 0, r.stderr
@@ -654,6 +678,7 @@ def test_c_client_through_a_pipe(csrv, client_bin):
     assert lines[-1] == "bye"  # end of input sends EXIT
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_c_client_keeps_four_characters_pads_and_skips_blank_lines(csrv, client_bin):
     r = run_client(["127.0.0.1:%d" % csrv.console_port], b"names please\n\nab\nexit\ntime\n")
     assert r.returncode == 0, r.stderr
@@ -665,6 +690,7 @@ def test_c_client_keeps_four_characters_pads_and_skips_blank_lines(csrv, client_
     assert len(lines) == 4  # nothing after EXIT
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_c_client_with_secret(start_console_server, client_bin):
     srv = start_console_server("--console-secret", "s3cret")
     addr = "127.0.0.1:%d" % srv.console_port
@@ -677,6 +703,7 @@ def test_c_client_with_secret(start_console_server, client_bin):
     assert r.returncode == 1 and r.stderr.startswith(b"Fatal: ")
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_c_client_network_errors_are_fatal(client_bin):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -687,6 +714,7 @@ def test_c_client_network_errors_are_fatal(client_bin):
     assert r.stderr.startswith(b"Fatal: ")
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_c_client_usage(client_bin):
     r = run_client(["--help"], b"")
     assert r.returncode == 0 and b"Usage: bulwark console" in r.stdout
@@ -696,6 +724,7 @@ def test_c_client_usage(client_bin):
     assert r.returncode == 2
 
 
+@pytest.mark.stores_nothing("the console's own protocol: reads nothing stored")
 def test_help_says_what_each_request_does_and_quit_is_exit(csrv, client_bin):
     """An operator at nc or telnet had nothing but the greeting to go by,
     and QUIT (what SMTP, FTP and POP3 users type) was an unknown request.

@@ -1196,6 +1196,7 @@ def test_a_request_head_over_8k_gets_431(start_metrics):
                               messenger_protocol="2") == 1
 
 
+@pytest.mark.stores_nothing("a request that never arrives whole: nothing is stored")
 def test_a_silent_or_slow_client_is_closed_at_the_request_deadline(start_metrics):
     srv = start_metrics()
     s0 = scrape(srv)

@@ -283,6 +283,7 @@ def metric(srv, name):
     return float(m.group(1))
 
 
+@pytest.mark.contents_too("every acknowledged content")
 @pytest.mark.parametrize("how", ["restart", "crash"])
 def test_postgresql_lost_mid_traffic_loses_nothing_acknowledged(start_server, pg, how):
     srv, db = start_on(start_server, pg, "--metrics-listen", "127.0.0.1:0",
@@ -445,6 +446,7 @@ class CommitCutter(tcpproxy.TcpProxy):
         return True
 
 
+@pytest.mark.contents_too("the contents of the lost batch are dropped")
 def test_a_batch_whose_commit_answer_is_lost_is_dropped_by_its_contents(start_server, pg):
     """The connection to PostgreSQL is lost right after the COMMIT of a
     batch of 603s went out: their rows are committed, and the daemon reads
@@ -552,6 +554,7 @@ def test_names_that_are_not_utf8_are_kept_exactly(start_server, pg):
     assert resp.code == bw.NAME_TAKEN, "the Latin-1 name is still taken after a restart"
 
 
+@pytest.mark.contents_too("no content is left behind")
 def test_uploads_while_postgresql_is_down_get_2107_and_leave_nothing(start_server, pg):
     """A vault upload whose row cannot be written (the server stopped) is
     refused with the protocol's error and leaves neither a row nor a
@@ -838,17 +841,17 @@ def test_a_unique_violation_in_a_batch_acknowledges_nothing_it_rolled_back(start
     assert srv.proc.poll() is None
 
 
-def a_603_behind_a_held_lock_fails(srv, pg, db, held_s):
-    """alice's 603 to bob while another session holds messages locked (for
-    at most held_s seconds) must get 9000 with a statement timeout (57014)
-    logged: (alice, bob), registered."""
+def a_603_behind_a_held_lock_fails(srv, pg, db, held_s, mode="ACCESS EXCLUSIVE"):
+    """alice's 603 to bob while another session holds messages locked (in
+    the given mode, for at most held_s seconds) must get 9000 with a
+    statement timeout (57014) logged: (alice, bob), registered."""
     import psycopg2  # noqa: F401  (pg.connect needs it)
     a, b = bwmsg.MsgClient(H, srv.port, timeout=held_s + 20), bwmsg.MsgClient(H, srv.port)
     a.register(unique_name("alice"), key=rsa_key(0))
     b.register(unique_name("bob"), key=rsa_key(1))
     holder = pg.connect(db)
     holder.autocommit = False
-    holder.cursor().execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+    holder.cursor().execute("LOCK TABLE messages IN %s MODE" % mode)
     release = threading.Timer(held_s, holder.rollback)
     release.start()
     try:
@@ -862,11 +865,14 @@ def a_603_behind_a_held_lock_fails(srv, pg, db, held_s):
     return a, b
 
 
-# slow: it waits (a lock held by another session, 30 s twice), and in the
-# ASan pass among three other workers its 603 was once answered 2103 where
-# the held lock should have made it wait (2026-11-29, not reproduced alone):
-# it runs with the slow ones, alone, until that is understood
+# slow: it waits 30 s (a lock held by another session), and in the ASan
+# pass among three other workers its 603 was once answered 2103 where the
+# held lock should have made it wait (2026-11-29, not reproduced alone): it
+# runs with the slow ones, alone, until that is understood
 @pytest.mark.slow
+@pytest.mark.files_only("the database's own time limit: where the contents go plays no part, "
+                        "and the 30 s wait runs once (the embedded pass runs this module on "
+                        "PostgreSQL too)")
 def test_a_statement_that_waits_past_30_s_fails_its_request_and_not_the_node(start_server, pg):
     """A session of another program holds a lock on messages and does not
     let go (idle in a transaction). No statement had a time limit: the
@@ -876,9 +882,10 @@ def test_a_statement_that_waits_past_30_s_fails_its_request_and_not_the_node(sta
     otherwise), its request gets the protocol's error, and the node goes
     on."""
     srv, db = start_on(start_server, pg)
-    # the 603 reads the queue, then inserts: up to 30 s each. The lock
-    # goes after 130 s in any case, for a daemon that would wait for ever
-    a, b = a_603_behind_a_held_lock_fails(srv, pg, db, 130)
+    # the lock lets the 603's reads by (SHARE), so that only its insert
+    # waits its 30 s; it goes after 100 s in any case, for a daemon that
+    # would wait for ever
+    a, b = a_603_behind_a_held_lock_fails(srv, pg, db, 100, mode="SHARE")
     assert a.send(b.client_id, 3, b"after") > 0
     b2 = bwmsg.MsgClient(H, srv.port)
     b2.client_id = b.client_id  # b's connection was closed as idle meanwhile
@@ -886,6 +893,7 @@ def test_a_statement_that_waits_past_30_s_fails_its_request_and_not_the_node(sta
     srv.stop(timeout=30)
 
 
+@pytest.mark.contents_too("the verified content stays")
 def test_a_1031_whose_row_cannot_be_changed_gets_2107_not_2104(start_server, pg):
     """The client gives up on a replacement of a verified file (1031). The
     row naming the replacement must change before 2104 says it is gone;
@@ -989,6 +997,7 @@ def test_a_statement_timeout_the_site_set_is_kept(start_server, pg):
     b.close()
 
 
+@pytest.mark.contents_too("a commit's content")
 def test_a_commit_whose_path_lock_went_with_the_connection_is_given_up(start_server, pg):
     """The vault's path locks (and the claims of uploaders' connections)
     are advisory locks of the daemon's reading session: if that session

@@ -65,6 +65,7 @@ def request_bytes(code, size, payload=b"", client_id=bw.ZERO_ID):
 # Framing
 
 
+@pytest.mark.stores_nothing("refused at its header, before anything is stored")
 @pytest.mark.parametrize("cut", [1, 10, 22])
 def test_header_cut_short_then_close_is_harmless(server, cut):
     with server.client() as c:
@@ -72,6 +73,7 @@ def test_header_cut_short_then_close_is_harmless(server, cut):
     server.assert_serves()
 
 
+@pytest.mark.stores_nothing("refused at its header, before anything is stored")
 @pytest.mark.parametrize("code", [bw.REGISTER, bw.PUBLIC_KEY, bw.RECONNECT, bw.CRC_OK,
                                   bw.CRC_BAD, bw.CRC_GIVE_UP])
 def test_payload_size_ffffffff_on_a_fixed_size_request_is_rejected_and_closed(server, code):
@@ -81,6 +83,7 @@ def test_payload_size_ffffffff_on_a_fixed_size_request_is_rejected_and_closed(se
     server.assert_serves()
 
 
+@pytest.mark.stores_nothing("refused at its header, before anything is stored")
 def test_payload_size_ffffffff_on_1028_is_rejected_and_closed(server):
     with keyed(server) as c:
         content = M32 - bw.FILE_PREFIX_SIZE  # not a multiple of 16
@@ -90,6 +93,7 @@ def test_payload_size_ffffffff_on_1028_is_rejected_and_closed(server):
     server.assert_serves()
 
 
+@pytest.mark.stores_nothing("refused at its header, before anything is stored")
 def test_1028_sizes_that_only_match_modulo_2_to_32_are_rejected(server):
     with keyed(server) as c:
         content = 0xFFFFFFF0
@@ -100,6 +104,7 @@ def test_1028_sizes_that_only_match_modulo_2_to_32_are_rejected(server):
     server.assert_serves()
 
 
+@pytest.mark.stores_nothing("refused at its header, before anything is stored")
 def test_1028_over_the_max_file_size_is_rejected_and_closed(start_server):
     server = start_server("--max-file-size", str(1 << 20))
     with keyed(server) as c:
@@ -172,6 +177,7 @@ def test_uploads_past_max_uploads_are_refused_until_one_ends(start_server):
         c.close()
 
 
+@pytest.mark.stores_nothing("refused at its header, before anything is stored")
 @pytest.mark.parametrize("code,size", [
     (bw.REGISTER, 254), (bw.REGISTER, 256), (bw.REGISTER, 0),
     (bw.PUBLIC_KEY, 414), (bw.PUBLIC_KEY, 416), (bw.PUBLIC_KEY, 255),
@@ -184,6 +190,7 @@ def test_fixed_size_request_with_the_wrong_size_is_rejected_and_closed(server, c
     server.assert_serves()
 
 
+@pytest.mark.stores_nothing("refused at its header, before anything is stored")
 @pytest.mark.parametrize("code,size", [(0, 0), (1, 0), (1024, 0), (1032, 255), (2100, 16),
                                        (2107, 0), (65535, 0)])
 def test_unknown_request_code_is_rejected_and_closed(server, code, size):
@@ -193,6 +200,7 @@ def test_unknown_request_code_is_rejected_and_closed(server, code, size):
     server.assert_serves()
 
 
+@pytest.mark.stores_nothing("refused at its header, before anything is stored")
 def test_1028_with_payload_size_not_259_plus_content_size_is_rejected_and_closed(server):
     for delta in (16, -16, 1, -1):
         with keyed(server) as c:
@@ -204,6 +212,7 @@ def test_1028_with_payload_size_not_259_plus_content_size_is_rejected_and_closed
     server.assert_serves()
 
 
+@pytest.mark.stores_nothing("refused at its header, before anything is stored")
 @pytest.mark.parametrize("content", [0, 1, 15, 17, 1000])
 def test_1028_content_size_not_a_positive_multiple_of_16_is_rejected_and_closed(server, content):
     with keyed(server) as c:
@@ -254,6 +263,7 @@ def test_requests_trickled_one_byte_at_a_time_are_served(server):
 # Invalid content in a complete request: 2107, connection stays open
 
 
+@pytest.mark.stores_nothing("refused at its header, before anything is stored")
 def test_name_without_nul_is_rejected_and_the_connection_stays_open(server):
     with server.client() as c:
         c.send_raw(request_bytes(bw.REGISTER, 255, b"A" * 255))
@@ -262,6 +272,7 @@ def test_name_without_nul_is_rejected_and_the_connection_stays_open(server):
     server.assert_serves()
 
 
+@pytest.mark.stores_nothing("refused at its header, before anything is stored")
 @pytest.mark.parametrize("raw", [b"bad\x01name", b"tab\tname", b"nl\nname", b"del\x7fname",
                                  b"\x1b[31mred", b"cr\rname"])
 def test_name_with_control_characters_is_rejected(server, raw):
@@ -468,6 +479,7 @@ def test_path_like_file_names_are_stored_as_base_names(server, tmp_path, raw, ba
     server.assert_serves()
 
 
+@pytest.mark.stores_nothing("refused at its header, before anything is stored")
 @pytest.mark.parametrize("raw", [b"", b".", b"..", b"a/", b"a/..", b"..\\", b"/", b"x\x01y",
                                  b"x\x7f", b"\t"])
 def test_file_name_without_a_usable_base_name_is_rejected(server, raw):
@@ -483,6 +495,7 @@ def test_file_name_without_a_usable_base_name_is_rejected(server, raw):
     server.assert_serves()
 
 
+@pytest.mark.stores_nothing("refused at its header, before anything is stored")
 def test_file_name_without_nul_is_rejected(server):
     with keyed(server) as c:
         res = c.send_file(b"F" * 255, os.urandom(64))
@@ -511,6 +524,7 @@ def garbage_inputs():
     return blobs
 
 
+@pytest.mark.stores_nothing("refused at its header, before anything is stored")
 @pytest.mark.parametrize("label", sorted(garbage_inputs()))
 def test_garbage_bytes_get_2107_or_a_close(server, label):
     blob = garbage_inputs()[label]

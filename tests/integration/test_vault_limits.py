@@ -445,6 +445,7 @@ def test_max_clients_caps_registrations_in_total(start_server):
 SUPPRESSED_RE = re.compile(r"\b\d+\b[^\n]*\b(suppressed|not logged)\b")
 
 
+@pytest.mark.stores_nothing("the console, or requests refused before anything is stored")
 def test_a_flood_of_invalid_requests_does_not_flood_the_log(server):
     n, batch = 20_000, 500
     unknown = os.urandom(16)
@@ -476,6 +477,7 @@ def test_a_flood_of_invalid_requests_does_not_flood_the_log(server):
 CONSOLE_CAP = 128  # docs/console.md: simultaneous console connections
 
 
+@pytest.mark.stores_nothing("the console, or requests refused before anything is stored")
 def test_idle_consoles_at_the_cap_do_not_lock_the_operator_out(start_server):
     """The cap is fixed (there is no --console-max-conns): fill it with
     greeted consoles that then sit idle; the operator still gets in."""
@@ -499,6 +501,7 @@ def test_idle_consoles_at_the_cap_do_not_lock_the_operator_out(start_server):
 
 # not slow: it waits for a 10 s deadline, with 5 s to spare for a loaded
 # machine's tick
+@pytest.mark.stores_nothing("the console, or requests refused before anything is stored")
 def test_a_greeted_console_that_never_asks_is_closed(start_server):
     server = start_server(console=True)
     with Console(server.console_port) as c:
@@ -563,6 +566,7 @@ def test_a_client_directory_made_a_symlink_gets_no_file(server, tmp_path):
 # 8. The console secret off the command line
 
 
+@pytest.mark.stores_nothing("the console, or requests refused before anything is stored")
 @pytest.mark.parametrize("source", ["file", "environment"])
 def test_console_secret_from_a_file_or_the_environment(start_server, tmp_path, source):
     secret = "s3cret-%s" % os.urandom(12).hex()
@@ -590,6 +594,7 @@ def test_console_secret_from_a_file_or_the_environment(start_server, tmp_path, s
     assert secret not in server.log()
 
 
+@pytest.mark.stores_nothing("the console, or requests refused before anything is stored")
 def test_help_mentions_the_secret_file_and_variable():
     bwd.require_file(bwd.BULWARKD, "bulwarkd", "BULWARKD")
     r = subprocess.run([str(bwd.BULWARKD), "--help"], capture_output=True, timeout=10)
