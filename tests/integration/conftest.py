@@ -33,8 +33,9 @@ NO_STORAGE = {"test_checksrc", "test_pyvault_selftest", "test_client_vs_pyserver
               "test_probe_defects", "test_probe_client", "test_deviations"}
 # Modules that run no C of ours that a sanitizer could watch (the source
 # checks, the Python implementations' self-test, the reaper, the man
-# pages' text): the sanitizer pass (BULWARK_TEST_PASS=sanitizer, set by
-# scripts/check) skips them.
+# pages' text): the sanitizer passes (BULWARK_TEST_PASS=sanitizer, set by
+# scripts/check for ASan and ThreadSanitizer) skip them, and the tests
+# marked plain_pass_only.
 NO_C = {"test_checksrc", "test_pyvault_selftest", "test_reaper", "test_manpages"}
 SANITIZER_PASS = os.environ.get("BULWARK_TEST_PASS") == "sanitizer"
 # modules that start the servers they need themselves (the cluster's nodes
@@ -54,6 +55,8 @@ def pytest_sessionfinish(session, exitstatus):
     reaper.end()
 
 
+# last: after -m's deselection, so that the order below is the one run
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """On PostgreSQL (BULWARK_TEST_DB), the tests of defensive.db itself
     are skipped with their reason, and on S3 (BULWARK_TEST_BLOBS) those of
@@ -61,6 +64,11 @@ def pytest_collection_modifyitems(config, items):
     stored state (NO_STORAGE); every other test runs as it is."""
     other = bwd.TEST_DB != "sqlite" or bwd.TEST_BLOBS != "file"
     for item in items:
+        mark = item.get_closest_marker("plain_pass_only")
+        if SANITIZER_PASS and mark is not None:
+            item.add_marker(pytest.mark.skip(
+                reason="plain pass only: " + (mark.args[0] if mark.args else "")))
+            continue
         if SANITIZER_PASS and item.module.__name__ in NO_C:
             item.add_marker(pytest.mark.skip(
                 reason="runs no C a sanitizer watches: runs in the plain pass"))
@@ -88,6 +96,26 @@ def pytest_collection_modifyitems(config, items):
             if on and mark is not None:
                 item.add_marker(pytest.mark.skip(
                     reason=what + (mark.args[0] if mark.args else "")))
+    items[:] = longest_first(items)
+
+
+def longest_first(items):
+    """The tests marked long first, so that no worker of a parallel pass
+    begins one last while the others have finished. pytest-xdist (3.1) gives
+    each worker a chunk of consecutive tests to begin with (a quarter of its
+    share), then more as it goes: each chunk begins with its share of the
+    long ones. Everything else keeps its order."""
+    longs = [it for it in items if it.get_closest_marker("long") is not None]
+    rest = [it for it in items if it.get_closest_marker("long") is None]
+    n = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    chunk = max(len(items) // n // 4, 2)
+    out = []
+    for w in range(n):
+        mine = longs[w::n]
+        take = max(chunk - len(mine), 0)
+        out += mine + rest[:take]
+        rest = rest[take:]
+    return out + rest
 
 
 @pytest.fixture

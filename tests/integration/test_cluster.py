@@ -289,6 +289,7 @@ def test_a_node_killed_mid_pull_loses_no_message(cluster):
     assert [(r[1], r[3]) for r in got] == [(m, body + bytes([i])) for i, m in enumerate(ids)]
 
 
+@pytest.mark.long
 def test_a_pull_through_a_healthy_node_is_not_cut_by_an_earlier_pulls_deletion(cluster):
     """500 messages of 64 KiB; one pull read whole (its connection still
     open: no evidence of delivery yet), a second one's node killed -9 after
@@ -967,6 +968,7 @@ def test_a_room_id_given_again_after_redis_lost_its_data_never_merges_two_rooms(
         r.destroy()
 
 
+@pytest.mark.long
 def test_a_full_redis_makes_no_node_reap_another(start_server, tmp_path):
     """At maxmemory (no eviction) Redis refuses every node's heartbeat but
     still runs the reaper: each node took the others for dead, told their
@@ -1493,8 +1495,8 @@ def test_a_queue_emptied_through_another_node_is_not_full_here(start_server, tmp
         cl.stop()
 
 
-# plain pass only (CI's time): its C paths run under ASan in other tests
-@pytest.mark.slow
+@pytest.mark.long
+@pytest.mark.plain_pass_only("its C paths run under ASan in other tests (CI's time)")
 def test_a_slow_member_is_cut_off_by_its_own_node_and_the_others_go_on(start_server,
                                                                        tmp_path):
     """A member that stops reading, on one node, is cut off by that node
@@ -1565,8 +1567,8 @@ def test_a_slow_member_is_cut_off_by_its_own_node_and_the_others_go_on(start_ser
         cl.stop()
 
 
-# plain pass only (CI's time): its C paths run under ASan in other tests
-@pytest.mark.slow
+@pytest.mark.long
+@pytest.mark.plain_pass_only("its C paths run under ASan in other tests (CI's time)")
 def test_a_node_started_while_others_serve_joins_and_nothing_stops(start_server, tmp_path):
     """A fourth node started on the same stores while three serve: requests
     through the others go on being answered the whole time, and the new
@@ -1728,8 +1730,7 @@ def test_a_redis_that_forgets_its_data_on_restart_is_named_in_the_log(start_serv
         r.destroy()
 
 
-# plain pass only (CI's time): its C paths run under ASan in other tests
-@pytest.mark.slow
+@pytest.mark.plain_pass_only("its C paths run under ASan in other tests (CI's time)")
 def test_stat_shows_the_nodes_figures_and_the_clusters(start_server, tmp_path):
     """The console's STAT on one node: its own clients and rooms, and the
     cluster's (clients, files, queued messages from PostgreSQL; rooms and
@@ -1783,8 +1784,7 @@ def test_stat_shows_the_nodes_figures_and_the_clusters(start_server, tmp_path):
         cl.stop()
 
 
-# plain pass only (CI's time): its C paths run under ASan in other tests
-@pytest.mark.slow
+@pytest.mark.plain_pass_only("its C paths run under ASan in other tests (CI's time)")
 def test_per_address_limits_see_each_clients_own_address_through_the_balancer(start_server,
                                                                               tmp_path):
     """--max-reg-per-min 1 on three nodes behind HAProxy (send-proxy-v2):
@@ -1850,8 +1850,7 @@ def test_per_address_limits_see_each_clients_own_address_through_the_balancer(st
         cl.stop()
 
 
-# plain pass only (CI's time): its C paths run under ASan in other tests
-@pytest.mark.slow
+@pytest.mark.plain_pass_only("its C paths run under ASan in other tests (CI's time)")
 def test_our_messenger_client_through_the_balancer(cluster, tmp_path):
     """`bulwark msg`, one process a command, so each lands on the next
     node: registration, the list, keys, the symmetric key's exchange, text

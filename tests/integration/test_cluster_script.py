@@ -98,7 +98,8 @@ def sessions_bound_beyond_loopback(sids):
     return bad
 
 
-@pytest.mark.slow
+@pytest.mark.long
+@pytest.mark.plain_pass_only("starts a whole cluster; its nodes' C runs under ASan in test_cluster")
 def test_up_status_serve_down(tmp_path):
     for what, ok in (("haproxy", haproxy.installed()), ("PostgreSQL", pgserver.pg_bin()),
                      ("Swift", s3server.installed()), ("Redis", redisserver.installed())):

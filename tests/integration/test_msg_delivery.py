@@ -261,6 +261,7 @@ def test_a_fin_before_the_whole_2104_arrived_deletes_nothing(start_server, shim)
     assert b2.pull() == []
 
 
+@pytest.mark.long
 def test_a_half_close_right_after_the_604_is_no_evidence(start_server):
     """A client that shuts its side down right after sending its 604, then
     reads the whole reply and closes, had half-closed before the reply: no

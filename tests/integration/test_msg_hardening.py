@@ -624,6 +624,7 @@ def test_when_every_body_slot_is_held_a_newcomer_evicts_one_below_the_minimum_ra
 # 5. Pull work is bounded
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("args", [(), ("--pull-max-messages", "10000")],
                          ids=["default", "explicit"])
 def test_one_pull_carries_at_most_pull_max_messages_oldest_first(start_server, args):

@@ -205,6 +205,7 @@ def test_help_exits_0(client_bin):
 # Each suite against bulwarkd
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("suite", SUITES)
 def test_suite_passes_against_bulwarkd(start_server, tmp_path, suite):
     """bulwarkd keeps the spec the way the probe reads it: exit 0 even
@@ -299,6 +300,7 @@ def test_html_escapes_what_the_server_sent(server, tmp_path):
 # --polite, --strict
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("suite", SUITES)
 def test_polite_skips_every_hostile_case_and_only_those(start_server, suite):
     srv, port = start_for(start_server, suite)

@@ -220,6 +220,7 @@ def test_rooms_defect_is_the_only_finding(defect):
     check_core(run, ROOMS_CORE)
 
 
+@pytest.mark.long
 def test_a_transcript_at_its_cap_still_ends_its_line():
     """A case whose transcript reaches its cap (4096 bytes: a /who answer
     of 200 lines read one at a time) is cut, and with -v the next case's

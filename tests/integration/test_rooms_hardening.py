@@ -863,6 +863,7 @@ def test_no_more_ghosts_than_chat_connections(start_server):
     assert srv.alive()
 
 
+@pytest.mark.long
 def test_one_address_has_no_more_ghosts_than_its_share_of_connections(start_server):
     """--rooms-max-conns-per-addr 3: three members from one address that
     reset with lines held back go on saying them; a fourth from that

@@ -15,6 +15,8 @@ import struct
 import threading
 import time
 
+import pytest
+
 import bwd
 import bwvault as bw
 from bwd import rsa_key, unique_name
@@ -261,6 +263,7 @@ def test_one_address_holds_at_most_eight_gets_others_are_served(start_server):
         r.close()
 
 
+@pytest.mark.long
 def test_a_listing_comes_in_pages_each_file_once_whatever_changes_between(start_server,
                                                                          tmp_path):
     """An owner with more files than a page (2048, about 560 KB of reply):
