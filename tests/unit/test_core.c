@@ -1463,7 +1463,7 @@ mono_s(void)
 static void
 log_limit_holds_for_more_kinds_than_buckets(void **state)
 {
-	static char fmts[LOG_KINDS][8];
+	static char fmts[LOG_KINDS][16]; /* "k" and any int */
 	char path[] = "/tmp/bw-test-log-XXXXXX", buf[65536];
 	unsigned long lines = 0, cap;
 	double t0, secs;
