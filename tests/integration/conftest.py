@@ -64,11 +64,6 @@ def pytest_collection_modifyitems(config, items):
     stored state (NO_STORAGE); every other test runs as it is."""
     other = bwd.TEST_DB != "sqlite" or bwd.TEST_BLOBS != "file"
     for item in items:
-        mark = item.get_closest_marker("plain_pass_only")
-        if SANITIZER_PASS and mark is not None:
-            item.add_marker(pytest.mark.skip(
-                reason="plain pass only: " + (mark.args[0] if mark.args else "")))
-            continue
         if SANITIZER_PASS and item.module.__name__ in NO_C:
             item.add_marker(pytest.mark.skip(
                 reason="runs no C a sanitizer watches: runs in the plain pass"))
@@ -91,7 +86,8 @@ def pytest_collection_modifyitems(config, items):
                                  ("files_only", bwd.TEST_BLOBS != "file",
                                   "contents in local files only: "),
                                  ("stores_nothing", other,
-                                  "touches no stored state: runs in the embedded pass: ")):
+                                  "touches no stored state: runs in the embedded pass: "),
+                                 ("plain_pass_only", SANITIZER_PASS, "plain pass only: ")):
             mark = item.get_closest_marker(marker)
             if on and mark is not None:
                 item.add_marker(pytest.mark.skip(

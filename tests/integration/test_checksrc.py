@@ -84,6 +84,14 @@ def test_the_tree_as_it_is_passes(tree):
     assert r.returncode == 0, r.stderr
 
 
+def test_an_analysis_limited_to_a_file_that_is_not_there_fails():
+    """CHECKSRC_ANALYSIS_ONLY naming no C file of the tree (a file renamed
+    under a test) must fail, not pass having analysed nothing."""
+    r = run(bwd.REPO, analysis=True, only="src/core/no_such_file.c")
+    assert r.returncode != 0
+    assert "CHECKSRC_ANALYSIS_ONLY names src/core/no_such_file.c" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("code,message", [
     # a format that does not fit its argument
     ('int bw_planted(void);\nint\nbw_planted(void)\n{\n\tint n = -1;\n\n'

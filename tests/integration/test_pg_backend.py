@@ -870,12 +870,10 @@ def a_603_behind_a_held_lock_fails(srv, pg, db, held_s, mode="ACCESS EXCLUSIVE")
 # answered 2103 where the held lock should have made it wait (2026-11-29,
 # not reproduced alone; then it waited 30 s twice, read and insert, and the
 # lock went after 130 s): the statement error's C path runs under ASan in
-# test_a_statement_timeout_the_site_set_is_kept, so this one does not
+# test_a_statement_timeout_the_site_set_is_kept, so this one does not.
+# (Not contents_too: the 30 s wait runs once, in the embedded pass.)
 @pytest.mark.long
 @pytest.mark.plain_pass_only("waits 30 s; the same C path runs under ASan with a 2 s limit")
-@pytest.mark.files_only("the database's own time limit: where the contents go plays no part, "
-                        "and the 30 s wait runs once (the embedded pass runs this module on "
-                        "PostgreSQL too)")
 def test_a_statement_that_waits_past_30_s_fails_its_request_and_not_the_node(start_server, pg):
     """A session of another program holds a lock on messages and does not
     let go (idle in a transaction). No statement had a time limit: the
