@@ -812,6 +812,83 @@ def test_the_bus_is_back_only_once_redis_has_every_subscription(start_server):
         r.destroy()
 
 
+class SubscribeDelayingProxy(tcpproxy.TcpProxy):
+    """Between a node and Redis: forwards both ways, and while delay
+    (seconds) is set, holds each piece of the node's commands that carries
+    a SUBSCRIBE that long (delayed is set when one is)."""
+
+    def __init__(self, target_port):
+        self.delay = 0.0
+        self.delayed = threading.Event()
+        super().__init__(target_port)
+
+    def relay(self, data, src, dst, upstream):
+        if not upstream and self.delay and b"SUBSCRIBE\r\n" in data:
+            self.delayed.set()
+            time.sleep(self.delay)
+        dst.sendall(data)
+        return True
+
+
+def test_a_member_joining_through_another_node_hears_the_line_that_answers_its_notice(
+        start_server, tmp_path):
+    """A member who joins through a node with no one in the room yet hears
+    every line sent once the others see it come: its node subscribes to the
+    room's channel, and waits for Redis to have the subscription, before it
+    writes the join (whose script publishes the notice). n2 reaches Redis
+    through a proxy that holds each SUBSCRIBE 1 s: n2 used to subscribe
+    after the join's answer, and alice's line, sent the moment she saw bob
+    come, reached Redis first and never reached bob (a loaded machine
+    opened the same gap by chance)."""
+    if not redisserver.installed():
+        need_cluster()
+    r = redisserver.RedisServer().start()
+    proxy = SubscribeDelayingProxy(r.port)
+    try:
+        n1 = bus_node(start_server, r, "n1", tmp_path / "n1")
+        n2 = bus_node(start_server, r, "n2", tmp_path / "n2",
+                      url="redis://%s:%d" % (H, proxy.port))
+        alice = RoomClient(rooms_port(n1))
+        room = alice.create("alice", "pw")
+        proxy.delay = 1.0
+        bob = RoomClient(rooms_port(n2))
+        bob.join("bob", room, "pw")
+        alice.expect(joined("bob"))
+        alice.line("welcome")
+        assert proxy.delayed.wait(5), "n2 sent no SUBSCRIBE: the test tested nothing"
+        bob.expect("alice: welcome", timeout=10)
+        # a second member through n2 finds the room heard already
+        carol = RoomClient(rooms_port(n2))
+        carol.join("carol", room, "pw")
+        alice.expect(joined("carol"))
+        alice.line("and you")
+        carol.expect("alice: and you", timeout=10)
+        bob.expect("alice: and you", timeout=10)
+        # a join refused (the name taken) leaves the room heard for bob
+        # only: when bob goes, n2 lets the room go
+        dup = RoomClient(rooms_port(n2))
+        dup.line("1")
+        dup.expect("Enter your name:")
+        dup.line("carol")
+        dup.expect("Enter group ID:")
+        dup.line(str(room))
+        dup.expect("Enter password:")
+        dup.line("pw")
+        dup.expect("The name carol is taken in this group, try another")
+        dup.close()
+        for c in (bob, carol):
+            c.leave()
+        assert bwd.wait_for(lambda: gauge(n2, "bulwark_rooms") == 0, 10), n2.log_tail()
+        # (n1's subscription alone is left)
+        assert bwd.wait_for(lambda: r.cmd(
+            "EVAL", "return redis.call('PUBSUB','NUMSUB',KEYS[1])[2]", "1",
+            "bulwark:room:%d" % room) == ":1", 10)
+        alice.close()
+    finally:
+        proxy.close()
+        r.destroy()
+
+
 def room_members(r, room):
     """Redis's members of room, as sorted (node, name) pairs (its hash
     bulwark:room:ID:m: "node/connection id" -> "name key\\nname")."""

@@ -144,6 +144,19 @@ on_answer(void *arg, int rc, const struct bw_bus_reply *r)
 		snprintf(a->s, sizeof(a->s), "%.*s", (int)n, v);
 }
 
+struct done {
+	int got, rc;
+};
+
+static void
+on_done(void *arg, int rc)
+{
+	struct done *d = arg;
+
+	d->got++;
+	d->rc = rc;
+}
+
 /* Runs the loop until *flag is set, at most 5 s. */
 struct until {
 	struct bw_loop *loop;
@@ -224,7 +237,8 @@ start_redis(int port)
 static void
 each_tenant_hears_its_own(void **state)
 {
-	struct heard w1 = {0}, w2 = {0}, a = {0}, b = {0};
+	struct heard w1 = {0}, w2 = {0}, a = {0}, b = {0}, c = {0};
+	struct done d1 = {0}, d2 = {0}, d3 = {0}, d4 = {0}, d5 = {0};
 	struct answer pa = {0}, pb = {0}, ev = {0}, gone = {0};
 	struct bw_bus_cfg cfg = {.password = NULL};
 	struct bw_loop *loop;
@@ -309,12 +323,53 @@ each_tenant_hears_its_own(void **state)
 	assert_string_equal(b.last, "t:b=four");
 	assert_int_equal(a.msgs, 1);
 
+	/* a subscription Redis has is in effect: said at once; a new one
+	 * once Redis confirms it, and then a message published is heard;
+	 * a channel not subscribed is refused */
+	assert_int_equal(bw_bus_subscribed(bus, "t:b", on_done, &d1), 0);
+	assert_int_equal(d1.got, 1);
+	assert_int_equal(d1.rc, 0);
+	assert_int_equal(bw_bus_subscribed(bus, "t:a", on_done, &d2),
+			 BW_ENOTFOUND);
+	assert_int_equal(bw_bus_subscribe(bus, "t:c", on_msg, &c), 0);
+	assert_int_equal(bw_bus_subscribed(bus, "t:c", on_done, &d2), 0);
+	assert_int_equal(d2.got, 0);
+	run_until(loop, &d2.got, NULL, 0);
+	assert_int_equal(d2.got, 1);
+	assert_int_equal(d2.rc, 0);
+	assert_int_equal(bw_bus_publish(bus, "t:c", "five", 4, NULL, NULL), 0);
+	run_until(loop, NULL, &c.msgs, 1);
+	assert_string_equal(c.last, "t:c=five");
+	/* unsubscribed while waited for: told so at once */
+	assert_int_equal(bw_bus_subscribe(bus, "t:d", on_msg, &c), 0);
+	assert_int_equal(bw_bus_subscribed(bus, "t:d", on_done, &d3), 0);
+	bw_bus_unsubscribe(bus, "t:d");
+	assert_int_equal(d3.got, 1);
+	assert_int_equal(d3.rc, BW_EDB);
+	/* subscribed, unsubscribed and subscribed again before Redis
+	 * answered: in effect only once the last is confirmed */
+	assert_int_equal(bw_bus_subscribe(bus, "t:e", on_msg, &c), 0);
+	bw_bus_unsubscribe(bus, "t:e");
+	assert_int_equal(bw_bus_subscribe(bus, "t:e", on_msg, &c), 0);
+	assert_int_equal(bw_bus_subscribed(bus, "t:e", on_done, &d4), 0);
+	run_until(loop, &d4.got, NULL, 0);
+	assert_int_equal(d4.rc, 0);
+	assert_int_equal(bw_bus_publish(bus, "t:e", "six", 3, NULL, NULL), 0);
+	run_until(loop, NULL, &c.msgs, 2);
+	assert_string_equal(c.last, "t:e=six");
+	/* one still waiting when Redis goes is told */
+	assert_int_equal(bw_bus_subscribe(bus, "t:f", on_msg, &c), 0);
+	assert_int_equal(bw_bus_subscribed(bus, "t:f", on_done, &d5), 0);
+
 	/* Redis gone: every watcher hears it */
 	kill(redis, SIGKILL);
 	waitpid(redis, NULL, 0);
 	run_until(loop, NULL, &w2.downs, 1);
 	assert_int_equal(w1.downs, 1);
 	assert_int_equal(w2.downs, 1);
+	assert_int_equal(d5.got, 1);
+	assert_int_equal(d5.rc, BW_EDB);
+	assert_int_equal(bw_bus_subscribed(bus, "t:b", on_done, &d1), BW_EDB);
 	bw_bus_close(bus);
 	bw_loop_free(loop);
 }

@@ -151,6 +151,7 @@ lost(struct bw_bus *b, const char *why)
 	b->waiting = 0;
 	b->resub_left = 0;
 	b->cmd.up = b->sub.up = 0;
+	bus_ready_fail_all(b);
 	bus_state(b);
 	if (b->closing)
 		return;
@@ -489,6 +490,8 @@ bw_bus_shut(struct bw_bus *b)
 	if (b->sub.ac != NULL)
 		redisAsyncFree(b->sub.ac);
 	b->cmd.ac = b->sub.ac = NULL;
+	b->sub.up = 0;
+	bus_ready_fail_all(b);
 }
 
 void

@@ -89,6 +89,17 @@ int bw_bus_eval(struct bw_bus *b, const char *script, int nkeys, int argc,
 int bw_bus_subscribe(struct bw_bus *b, const char *channel, bw_bus_msg_fn fn,
 		     void *arg) BW_WUR;
 void bw_bus_unsubscribe(struct bw_bus *b, const char *channel);
+/* A subscription goes on a connection of its own, so a script run after
+ * bw_bus_subscribe may publish on the channel before Redis has the
+ * subscription: what needs every message from some moment on waits for
+ * this. fn(arg, 0) once channel's subscription is in effect in Redis (at
+ * once, from this call, if it is already), or fn(arg, BW_EDB) if the bus
+ * goes down or the channel is unsubscribed first. 0; or BW_EDB (the bus
+ * is down), BW_ENOTFOUND (channel not subscribed) or BW_ENOMEM, and fn is
+ * not called. */
+typedef void (*bw_bus_done_fn)(void *arg, int rc);
+int bw_bus_subscribed(struct bw_bus *b, const char *channel, bw_bus_done_fn fn,
+		      void *arg) BW_WUR;
 
 /* The bus's figures (bus_up, bus_reconnects_total, ...). */
 void bw_bus_stats(const struct bw_bus *b, bw_stat_emit emit, void *arg);

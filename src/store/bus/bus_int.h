@@ -33,6 +33,10 @@ struct link {
 struct chan {
 	bw_bus_msg_fn fn; /* where its messages go */
 	void *arg;
+	/* its SUBSCRIBE's place among those sent on the pub/sub connection
+	 * now (bw_bus.sub_sent then), 0 if not sent on it: in effect in
+	 * Redis once sub_done has come that far */
+	uint64_t seq;
 	size_t n;
 	char name[]; /* the hash's key */
 };
@@ -51,6 +55,10 @@ struct bw_bus {
 	 * yet: the bus is up once Redis has them all, so that no line
 	 * published after "back" misses a node still subscribing */
 	size_t resub_left;
+	/* (UN)SUBSCRIBEs sent on the pub/sub connection now, and Redis's
+	 * confirmations of them (one each, in the order sent) */
+	uint64_t sub_sent, sub_done;
+	struct bus_ready *ready; /* waiting for a channel to be in effect */
 	struct bus_lookup *resolving; /* the host's address being looked up */
 	struct bw_hash chans; /* subscribed, kept across reconnections */
 	struct {
@@ -66,6 +74,9 @@ void bus_state(struct bw_bus *b);
 /* bus_sub.c: every channel subscribed again, on a new pub/sub connection
  * (each counted in resub_left until Redis confirms it). */
 void bus_subscribe_all(struct bw_bus *b);
+/* bus_sub.c: those waiting for a subscription told BW_EDB (the bus was
+ * lost or shut): the counts start again with the next connection. */
+void bus_ready_fail_all(struct bw_bus *b);
 
 /* redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] into b: 0, or BW_ECONFIG
  * with a reason (naming --bus) in why. */

@@ -11,6 +11,52 @@
 #include "bulwark/hash.h"
 #include "store/bus/bus_int.h"
 
+/* One waiting for a channel's subscription to be in effect in Redis. */
+struct bus_ready {
+	struct bus_ready *next;
+	const struct chan *c;
+	bw_bus_done_fn fn;
+	void *arg;
+};
+
+static int
+in_effect(const struct bw_bus *b, const struct chan *c)
+{
+	return b->sub.up && c->seq != 0 && b->sub_done >= c->seq;
+}
+
+/* Those waiting for c (every one if c is NULL), or whose channel is in
+ * effect (ok), are told: taken off the list first, in order, since a
+ * callback may subscribe, unsubscribe or wait again. */
+static void
+ready_tell(struct bw_bus *b, const struct chan *c, int ok)
+{
+	struct bus_ready *told = NULL, **tail = &told, **pp = &b->ready, *r;
+
+	while ((r = *pp) != NULL) {
+		if (ok ? in_effect(b, r->c) : c == NULL || r->c == c) {
+			*pp = r->next;
+			r->next = NULL;
+			*tail = r;
+			tail = &r->next;
+		} else {
+			pp = &r->next;
+		}
+	}
+	while ((r = told) != NULL) {
+		told = r->next;
+		r->fn(r->arg, ok ? 0 : BW_EDB);
+		free(r);
+	}
+}
+
+void
+bus_ready_fail_all(struct bw_bus *b)
+{
+	b->sub_sent = b->sub_done = 0;
+	ready_tell(b, NULL, 0);
+}
+
 /* --- pub/sub ---------------------------------------------------------------
  */
 
@@ -25,11 +71,18 @@ on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
 	    r->element[0]->type != REDIS_REPLY_STRING)
 		return;
+	if (strcmp(r->element[0]->str, "unsubscribe") == 0) {
+		b->sub_done++;
+		return;
+	}
 	if (strcmp(r->element[0]->str, "subscribe") == 0) {
 		/* confirmations come in the order of the SUBSCRIBEs, and those
 		 * sent again on connecting went first */
+		b->sub_done++;
 		if (b->resub_left > 0 && --b->resub_left == 0)
 			bus_state(b);
+		if (b->ready != NULL)
+			ready_tell(b, NULL, 1);
 		return;
 	}
 	if (strcmp(r->element[0]->str, "message") != 0 ||
@@ -44,26 +97,32 @@ on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
 		      (const uint8_t *)r->element[2]->str, r->element[2]->len);
 }
 
-/* Whether the command was queued. */
+/* Whether the command was queued (each is confirmed once: counted). */
 static int
 send_sub(struct bw_bus *b, const char *verb, const char *name, size_t n)
 {
 	const char *argv[2] = {verb, name};
 	const size_t lens[2] = {strlen(verb), n};
 
-	return b->sub.ac != NULL && b->sub.up &&
-	       redisAsyncCommandArgv(b->sub.ac, on_sub_reply, b, 2, argv,
-				     lens) == REDIS_OK;
+	if (b->sub.ac == NULL || !b->sub.up ||
+	    redisAsyncCommandArgv(b->sub.ac, on_sub_reply, b, 2, argv, lens) !=
+		    REDIS_OK)
+		return 0;
+	b->sub_sent++;
+	return 1;
 }
 
 static int
 resub(void *arg, void *val)
 {
 	struct bw_bus *b = arg;
-	const struct chan *c = val;
+	struct chan *c = val;
 
-	if (send_sub(b, "SUBSCRIBE", c->name, c->n))
+	c->seq = 0;
+	if (send_sub(b, "SUBSCRIBE", c->name, c->n)) {
 		b->resub_left++;
+		c->seq = b->sub_sent;
+	}
 	return 0;
 }
 
@@ -86,13 +145,42 @@ bw_bus_subscribe(struct bw_bus *b, const char *channel, bw_bus_msg_fn fn,
 		return BW_ENOMEM;
 	c->fn = fn;
 	c->arg = arg;
+	c->seq = 0;
 	c->n = n;
 	memcpy(c->name, channel, n + 1);
 	if (bw_hash_put(&b->chans, c->name, n, c) != 0) {
 		free(c);
 		return BW_ENOMEM;
 	}
-	(void)send_sub(b, "SUBSCRIBE", c->name, n);
+	if (send_sub(b, "SUBSCRIBE", c->name, n))
+		c->seq = b->sub_sent;
+	return 0;
+}
+
+int
+bw_bus_subscribed(struct bw_bus *b, const char *channel, bw_bus_done_fn fn,
+		  void *arg)
+{
+	const struct chan *c = bw_hash_get(&b->chans, channel, strlen(channel));
+	struct bus_ready *r, **pp;
+
+	if (!b->up)
+		return BW_EDB;
+	if (c == NULL)
+		return BW_ENOTFOUND;
+	if (in_effect(b, c)) {
+		fn(arg, 0);
+		return 0;
+	}
+	if ((r = malloc(sizeof(*r))) == NULL)
+		return BW_ENOMEM;
+	r->next = NULL;
+	r->c = c;
+	r->fn = fn;
+	r->arg = arg;
+	for (pp = &b->ready; *pp != NULL; pp = &(*pp)->next)
+		;
+	*pp = r;
 	return 0;
 }
 
@@ -105,5 +193,6 @@ bw_bus_unsubscribe(struct bw_bus *b, const char *channel)
 	if (c == NULL)
 		return;
 	(void)send_sub(b, "UNSUBSCRIBE", channel, n);
+	ready_tell(b, c, 0);
 	free(c);
 }

@@ -127,7 +127,29 @@ rbus_lookup(struct rconn *rc, uint32_t id)
 }
 
 /* --- join: the member ------------------------------------------------------
+ *
+ * The room is made here and its channel subscribed, and Redis has the
+ * subscription, before the join is written: the join's script publishes
+ * the notice, and a member of another node who answers it at once must
+ * not reach Redis before this node hears the room (the subscription goes
+ * on a connection of its own, so its order with the script's is not
+ * Redis's to keep without waiting).
  */
+
+/* The join is over (the waiter told, or gone): the room stays only if it
+ * has members here or others joining. */
+static void
+join_done(struct rwait *w)
+{
+	struct room *room = room_find(w->rs, w->id);
+
+	if (room != NULL) {
+		if (room->joining > 0)
+			room->joining--;
+		room_drop_if_unused(w->rs, room);
+	}
+	free(w);
+}
 
 static void
 joined(void *arg, int rc_, const struct bw_bus_reply *r)
@@ -135,15 +157,12 @@ joined(void *arg, int rc_, const struct bw_bus_reply *r)
 	struct rwait *w = arg;
 	struct rconn *rc = waiter(w);
 	long long v = rc_ == 0 && r != NULL ? bw_bus_int(r) : -9;
-	struct room *room;
+	struct room *room = room_find(w->rs, w->id);
 
 	if (rc == NULL) {
 		if (v == 1)
 			rbus_leave_orphan(w->rs, w->id, w->member);
-		free(w);
-		return;
-	}
-	if (rc_ != 0 || r == NULL || bw_bus_type(r) != BW_BUS_INT) {
+	} else if (rc_ != 0 || r == NULL || bw_bus_type(r) != BW_BUS_INT) {
 		rbus_unavailable(rc, R_J_ID);
 	} else if (v == 0) {
 		(void)rc_sayf(rc,
@@ -160,35 +179,33 @@ joined(void *arg, int rc_, const struct bw_bus_reply *r)
 		(void)rc_say(rc, "This group is full, try again later\n");
 		rc_prompt(rc, R_J_ID);
 		rc_resume(rc);
-	} else if ((room = rbus_local_room(rc->rs, w->id, rc->v_salt,
-					   rc->v_hash)) == NULL) {
+	} else if (room == NULL) { /* (held by w: not expected) */
 		rbus_leave_orphan(w->rs, w->id, w->member);
 		rbus_unavailable(rc, R_MENU);
 	} else {
 		room_enter(rc, room, 0);
 		rc_resume(rc);
 	}
-	free(w);
+	join_done(w);
 }
 
-void
-rbus_join(struct rconn *rc)
+/* The room's channel is in effect in Redis (rc_ 0): the join is written. */
+static void
+join_heard(void *arg, int rc_)
 {
-	struct rwait *w;
+	struct rwait *w = arg;
+	struct rconn *rc = waiter(w);
 	char ids[16], max[16];
 	const char *argv[8];
 	size_t lens[8], k;
 
-	if (!rbus_up(rc->rs) || !rc->v_have) {
-		rbus_unavailable(rc, R_J_ID);
+	if (rc == NULL) {
+		join_done(w);
 		return;
 	}
-	if ((w = wait_new(rc)) == NULL) {
-		rbus_unavailable(rc, R_J_ID);
-		return;
-	}
-	w->id = rc->room_id;
-	snprintf(ids, sizeof(ids), "%u", rc->room_id);
+	if (rc_ != 0)
+		goto unavailable;
+	snprintf(ids, sizeof(ids), "%u", w->id);
 	snprintf(max, sizeof(max), "%u", rc->rs->cfg.max_members);
 	argv[0] = ids;
 	argv[1] = w->member;
@@ -203,11 +220,41 @@ rbus_join(struct rconn *rc)
 	lens[6] = SALT_LEN;
 	lens[7] = HASH_LEN;
 	if (bw_bus_eval(rc->rs->bus, rbus_lua_join, 0, 8, argv, lens, joined,
-			w) != 0) {
-		rc->st = R_J_ID;
-		free(w);
+			w) == 0)
+		return;
+unavailable:
+	rbus_unavailable(rc, R_J_ID);
+	join_done(w);
+}
+
+void
+rbus_join(struct rconn *rc)
+{
+	struct rwait *w;
+	struct room *room;
+	char ch[32];
+
+	if (!rbus_up(rc->rs) || !rc->v_have) {
 		rbus_unavailable(rc, R_J_ID);
+		return;
 	}
+	/* NULL: no memory, or this node has a room of that id with another
+	 * verifier (Redis lost its data and gave the id again) */
+	if ((room = rbus_local_room(rc->rs, rc->room_id, rc->v_salt,
+				    rc->v_hash)) == NULL) {
+		rbus_unavailable(rc, R_J_ID);
+		return;
+	}
+	if ((w = wait_new(rc)) == NULL) {
+		room_drop_if_unused(rc->rs, room);
+		rbus_unavailable(rc, R_J_ID);
+		return;
+	}
+	w->id = rc->room_id;
+	room->joining++;
+	rbus_channel_of(w->id, ch, sizeof(ch));
+	if (bw_bus_subscribed(rc->rs->bus, ch, join_heard, w) != 0)
+		join_heard(w, BW_EDB);
 }
 
 /* --- create ----------------------------------------------------------------

@@ -46,6 +46,9 @@ struct room {
 	 * from the others is not given to them (the id may be another
 	 * room's now, see rbus_lua_rejoin) */
 	unsigned rejoining;
+	/* members of this node waiting to join it (rbus_join): the room is
+	 * here, its channel heard, before they are in it */
+	unsigned joining;
 };
 
 struct bw_rooms {
@@ -211,6 +214,9 @@ void room_tell(struct room *r, const struct rconn *skip, const char *text,
 	       size_t n);
 void rooms_free_all(struct bw_rooms *rs);
 
+/* A room of the bus's with no member here and none joining is deleted
+ * here (its channel no longer heard). */
+void room_drop_if_unused(struct bw_rooms *rs, struct room *r);
 /* A room with this id (from the bus) and verifier; NULL if out of memory. */
 struct room *room_add(struct bw_rooms *rs, uint32_t id,
 		      const uint8_t salt[SALT_LEN],

@@ -81,6 +81,15 @@ room_free(struct bw_rooms *rs, struct room *r)
 	free(r);
 }
 
+void
+room_drop_if_unused(struct bw_rooms *rs, struct room *r)
+{
+	if (r->members_n > 0 || r->joining > 0)
+		return;
+	rbus_room_gone(rs, r->id);
+	room_free(rs, r);
+}
+
 int
 room_has_name(const struct room *r, const char *key)
 {
@@ -192,10 +201,7 @@ room_leave(struct rconn *rc, const char *why)
 		if (rbus_leave(rc, r->id, why) != 0 && why != NULL &&
 		    !rs->stopping)
 			notice(rc, r, why);
-		if (r->members_n == 0) {
-			rbus_room_gone(rs, r->id);
-			room_free(rs, r);
-		}
+		room_drop_if_unused(rs, r);
 		return;
 	}
 	if (why != NULL && !rs->stopping)
