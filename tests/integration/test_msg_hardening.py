@@ -274,11 +274,18 @@ def insert_messages(data_dir, rows):
         con = bwd.connect_db(data_dir)
         try:
             ids = []
-            for r in rows:
-                ids.append(con.execute(
+            # a thousand rows a statement, one transaction: 25,000 commits
+            # of a row each took 40 s
+            con.execute("BEGIN")
+            for k in range(0, len(rows), 1000):
+                chunk = rows[k:k + 1000]
+                cur = con.execute(
                     "INSERT INTO messages(ID, ToClient, FromClient, Type, Content, ContentSize, "
-                    "ContentPath) VALUES(nextval('message_ids'), ?, ?, ?, ?, ?, ?) RETURNING ID",
-                    tuple(r)).fetchone()[0])
+                    "ContentPath) VALUES " +
+                    ",".join(["(nextval('message_ids'), ?, ?, ?, ?, ?, ?)"] * len(chunk)) +
+                    " RETURNING ID", tuple(v for r in chunk for v in r))
+                ids += sorted(row[0] for row in cur.fetchall())
+            con.execute("COMMIT")
         finally:
             con.close()
         return ids
