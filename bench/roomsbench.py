@@ -1096,13 +1096,13 @@ def on_signal(signum, _frame):
 def main():
     ap = argparse.ArgumentParser(description="Group chat benchmark: bulwarkd rooms vs ngircd")
     ap.add_argument("--quick", action="store_true",
-                    help="tiny run for CI: 50 members in 2 procs, one level of 200 msg/s, 3 s")
+                    help="tiny run for CI: 50 members in 2 procs, one level of 200 msg/s, 1.5 s")
     ap.add_argument("--members", type=int, help="members in the room (default 500; quick 50)")
     ap.add_argument("--member-procs", type=int, help="member processes (default 10; quick 2)")
     ap.add_argument("--senders", type=int, default=10, help="senders (default 10)")
     ap.add_argument("--levels", help="offered messages/s from all senders together, comma "
                     "separated (default 200,1000,2000,4000; quick 200)")
-    ap.add_argument("--seconds", type=float, help="sending time per level (default 5; quick 3)")
+    ap.add_argument("--seconds", type=float, help="sending time per level (default 5; quick 1.5)")
     ap.add_argument("--repeats", type=int, help="runs of each server, taking turns to go first "
                     "(default 3; quick 1)")
     ap.add_argument("--p99-ms", type=float, default=100.0,
@@ -1143,7 +1143,7 @@ def main():
     ctx.member_procs = ctx.member_procs or (2 if q else 10)
     ctx.member_procs = max(1, min(ctx.member_procs, ctx.members))
     ctx.levels = [int(x) for x in (ctx.levels or ("200" if q else "200,1000,2000,4000")).split(",") if x]
-    ctx.seconds = ctx.seconds or (3.0 if q else 5.0)
+    ctx.seconds = ctx.seconds or (1.5 if q else 5.0)
     ctx.repeats = ctx.repeats or (1 if q else 3)
     ctx.burst = ctx.burst if ctx.burst is not None else (0 if q else 200)
     if ctx.join_timeout is None:
