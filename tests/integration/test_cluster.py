@@ -812,22 +812,51 @@ def test_the_bus_is_back_only_once_redis_has_every_subscription(start_server):
         r.destroy()
 
 
-class SubscribeDelayingProxy(tcpproxy.TcpProxy):
-    """Between a node and Redis: forwards both ways, and while delay
+class DelayingProxy(tcpproxy.TcpProxy):
+    """Between a node and Redis: forwards both ways, and while sub_delay
     (seconds) is set, holds each piece of the node's commands that carries
-    a SUBSCRIBE that long (delayed is set when one is)."""
+    a SUBSCRIBE that long; while reply_delay is set, each piece of Redis's
+    answers on the node's command connection (the one that sends EVALs).
+    delayed is set when anything is held."""
 
     def __init__(self, target_port):
-        self.delay = 0.0
+        self.sub_delay = 0.0
+        self.reply_delay = 0.0
         self.delayed = threading.Event()
+        self.commands = set()  # the Redis side of each command connection
         super().__init__(target_port)
 
     def relay(self, data, src, dst, upstream):
-        if not upstream and self.delay and b"SUBSCRIBE\r\n" in data:
+        if not upstream and b"EVAL\r\n" in data:
+            self.commands.add(dst)
+        if not upstream and self.sub_delay and b"SUBSCRIBE\r\n" in data:
             self.delayed.set()
-            time.sleep(self.delay)
+            time.sleep(self.sub_delay)
+        elif upstream and self.reply_delay and src in self.commands:
+            self.delayed.set()
+            time.sleep(self.reply_delay)
         dst.sendall(data)
         return True
+
+
+def alice_on_n1_and_n2_behind(start_server, tmp_path):
+    """Redis, n1 on it and n2 behind a DelayingProxy, and a room alice
+    created through n1: (r, proxy, n1, n2, alice, room)."""
+    if not redisserver.installed():
+        need_cluster()
+    r = redisserver.RedisServer().start()
+    proxy = DelayingProxy(r.port)
+    n1 = bus_node(start_server, r, "n1", tmp_path / "n1")
+    n2 = bus_node(start_server, r, "n2", tmp_path / "n2",
+                  url="redis://%s:%d" % (H, proxy.port))
+    alice = RoomClient(rooms_port(n1))
+    room = alice.create("alice", "pw")
+    return r, proxy, n1, n2, alice, room
+
+
+def subscribers(r, room):
+    return r.cmd("EVAL", "return redis.call('PUBSUB','NUMSUB',KEYS[1])[2]", "1",
+                 "bulwark:room:%d" % room)
 
 
 def test_a_member_joining_through_another_node_hears_the_line_that_answers_its_notice(
@@ -835,22 +864,28 @@ def test_a_member_joining_through_another_node_hears_the_line_that_answers_its_n
     """A member who joins through a node with no one in the room yet hears
     every line sent once the others see it come: its node subscribes to the
     room's channel, and waits for Redis to have the subscription, before it
-    writes the join (whose script publishes the notice). n2 reaches Redis
-    through a proxy that holds each SUBSCRIBE 1 s: n2 used to subscribe
-    after the join's answer, and alice's line, sent the moment she saw bob
-    come, reached Redis first and never reached bob (a loaded machine
-    opened the same gap by chance)."""
-    if not redisserver.installed():
-        need_cluster()
-    r = redisserver.RedisServer().start()
-    proxy = SubscribeDelayingProxy(r.port)
+    writes the join. n2 reaches Redis through a proxy that holds each
+    SUBSCRIBE 1 s: n2 used to subscribe after the join's answer, and
+    alice's line, sent the moment she saw bob come, reached Redis first and
+    never reached bob (a loaded machine opened the same gap by chance). A
+    join refused leaves nothing subscribed."""
+    r, proxy, n1, n2, alice, room = alice_on_n1_and_n2_behind(start_server, tmp_path)
     try:
-        n1 = bus_node(start_server, r, "n1", tmp_path / "n1")
-        n2 = bus_node(start_server, r, "n2", tmp_path / "n2",
-                      url="redis://%s:%d" % (H, proxy.port))
-        alice = RoomClient(rooms_port(n1))
-        room = alice.create("alice", "pw")
-        proxy.delay = 1.0
+        proxy.sub_delay = 1.0
+        # refused (alice's name is taken): n2 lets the room go again
+        dup = RoomClient(rooms_port(n2))
+        dup.line("1")
+        dup.expect("Enter your name:")
+        dup.line("alice")
+        dup.expect("Enter group ID:")
+        dup.line(str(room))
+        dup.expect("Enter password:")
+        dup.line("pw")
+        dup.expect("The name alice is taken in this group, try another")
+        assert gauge(n2, "bulwark_rooms") == 0
+        assert bwd.wait_for(lambda: subscribers(r, room) == ":1", 10)  # n1's alone
+        dup.close()
+        proxy.delayed.clear()
         bob = RoomClient(rooms_port(n2))
         bob.join("bob", room, "pw")
         alice.expect(joined("bob"))
@@ -864,26 +899,48 @@ def test_a_member_joining_through_another_node_hears_the_line_that_answers_its_n
         alice.line("and you")
         carol.expect("alice: and you", timeout=10)
         bob.expect("alice: and you", timeout=10)
-        # a join refused (the name taken) leaves the room heard for bob
-        # only: when bob goes, n2 lets the room go
-        dup = RoomClient(rooms_port(n2))
-        dup.line("1")
-        dup.expect("Enter your name:")
-        dup.line("carol")
-        dup.expect("Enter group ID:")
-        dup.line(str(room))
-        dup.expect("Enter password:")
-        dup.line("pw")
-        dup.expect("The name carol is taken in this group, try another")
-        dup.close()
         for c in (bob, carol):
             c.leave()
         assert bwd.wait_for(lambda: gauge(n2, "bulwark_rooms") == 0, 10), n2.log_tail()
-        # (n1's subscription alone is left)
-        assert bwd.wait_for(lambda: r.cmd(
-            "EVAL", "return redis.call('PUBSUB','NUMSUB',KEYS[1])[2]", "1",
-            "bulwark:room:%d" % room) == ":1", 10)
+        assert bwd.wait_for(lambda: subscribers(r, room) == ":1", 10)
         alice.close()
+    finally:
+        proxy.close()
+        r.destroy()
+
+
+def test_a_join_notice_comes_from_the_members_node_once_it_is_in_the_room(
+        start_server, tmp_path):
+    """The joining member's node publishes its notice once the member is in
+    the room there. n2 reaches Redis through a proxy that holds Redis's
+    answers on n2's command connection 0.5 s: when the join's script
+    published the notice itself, alice answered it at once, her line came
+    to n2 on its other connection before the script's answer had put bob
+    in the room, and bob never had it."""
+    r, proxy, n1, n2, alice, room = alice_on_n1_and_n2_behind(start_server, tmp_path)
+    try:
+        # (n2's heartbeats are scripts: its command connection is known)
+        assert bwd.wait_for(lambda: proxy.commands, 5), "n2 sent no EVAL"
+        proxy.reply_delay = 0.5
+        bob = RoomClient(rooms_port(n2))
+        bob.line("1")
+        bob.expect("Enter your name:")
+        bob.line("bob")
+        bob.expect("Enter group ID:")
+        bob.line(str(room))
+        bob.expect("Enter password:")
+        bob.line("pw")
+        # alice answers the notice at once, whether or not bob has been
+        # told he is in
+        alice.expect(joined("bob"))
+        alice.line("welcome")
+        bob.expect("You're connected to group chat #%d" % room, timeout=10)
+        bob.expect("alice: welcome", timeout=10)
+        proxy.reply_delay = 0.0
+        bob.line("thanks")
+        alice.expect("bob: thanks", timeout=10)
+        for c in (alice, bob):
+            c.close()
     finally:
         proxy.close()
         r.destroy()

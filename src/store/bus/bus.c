@@ -151,8 +151,8 @@ lost(struct bw_bus *b, const char *why)
 	b->waiting = 0;
 	b->resub_left = 0;
 	b->cmd.up = b->sub.up = 0;
-	bus_ready_fail_all(b);
 	bus_state(b);
+	bus_ready_fail_all(b); /* (the bus down: none can wait again) */
 	if (b->closing)
 		return;
 	b->backoff_ms = b->backoff_ms == 0 ? BACKOFF_MIN_MS
@@ -413,7 +413,8 @@ bw_bus_eval(struct bw_bus *b, const char *script, int nkeys, int argc,
 	return bw_bus_cmd(b, fn, arg, 3 + argc, a, l);
 }
 
-/* Every WATCHDOG_MS: a command unanswered for ANSWER_MS, or a connection
+/* Every WATCHDOG_MS: a command unanswered for ANSWER_MS (or a
+ * subscription unconfirmed: a member joining waits for it), or a connection
  * not ready ANSWER_MS after it began (the pub/sub one: its subscriptions
  * not all confirmed), is a lost Redis (a hung one never closes its end). */
 static void
@@ -426,6 +427,9 @@ watchdog(void *arg)
 		return;
 	if (b->up && b->waiting > 0 && now - b->waited_since_ms > ANSWER_MS)
 		lost(b, "no answer for 3 s");
+	else if (b->up && b->sub_done < b->sub_sent &&
+		 now - b->sub_since_ms > ANSWER_MS)
+		lost(b, "no subscription confirmed for 3 s");
 	else if (!b->up &&
 		 ((b->cmd.ac != NULL && !b->cmd.up &&
 		   now - b->cmd.began_ms > ANSWER_MS) ||

@@ -58,6 +58,9 @@ struct bw_bus {
 	/* (UN)SUBSCRIBEs sent on the pub/sub connection now, and Redis's
 	 * confirmations of them (one each, in the order sent) */
 	uint64_t sub_sent, sub_done;
+	/* when the oldest unconfirmed was sent, or the last confirmation
+	 * came, whichever is later */
+	uint64_t sub_since_ms;
 	struct bus_ready *ready; /* waiting for a channel to be in effect */
 	struct bus_lookup *resolving; /* the host's address being looked up */
 	struct bw_hash chans; /* subscribed, kept across reconnections */

@@ -9,6 +9,7 @@
 #include <hiredis/hiredis.h>
 
 #include "bulwark/hash.h"
+#include "bulwark/util.h"
 #include "store/bus/bus_int.h"
 
 /* One waiting for a channel's subscription to be in effect in Redis. */
@@ -26,25 +27,21 @@ in_effect(const struct bw_bus *b, const struct chan *c)
 }
 
 /* Those waiting for c (every one if c is NULL), or whose channel is in
- * effect (ok), are told: taken off the list first, in order, since a
- * callback may subscribe, unsubscribe or wait again. */
+ * effect (ok), are told, one at a time and the list looked at again after
+ * each: a callback may subscribe, unsubscribe (telling those waiting for
+ * that channel) or wait again. */
 static void
 ready_tell(struct bw_bus *b, const struct chan *c, int ok)
 {
-	struct bus_ready *told = NULL, **tail = &told, **pp = &b->ready, *r;
+	struct bus_ready **pp, *r;
 
-	while ((r = *pp) != NULL) {
-		if (ok ? in_effect(b, r->c) : c == NULL || r->c == c) {
-			*pp = r->next;
-			r->next = NULL;
-			*tail = r;
-			tail = &r->next;
-		} else {
-			pp = &r->next;
-		}
-	}
-	while ((r = told) != NULL) {
-		told = r->next;
+	for (;;) {
+		for (pp = &b->ready; (r = *pp) != NULL; pp = &r->next)
+			if (ok ? in_effect(b, r->c) : c == NULL || r->c == c)
+				break;
+		if (r == NULL)
+			return;
+		*pp = r->next;
 		r->fn(r->arg, ok ? 0 : BW_EDB);
 		free(r);
 	}
@@ -73,12 +70,14 @@ on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
 		return;
 	if (strcmp(r->element[0]->str, "unsubscribe") == 0) {
 		b->sub_done++;
+		b->sub_since_ms = bw_now_ms();
 		return;
 	}
 	if (strcmp(r->element[0]->str, "subscribe") == 0) {
 		/* confirmations come in the order of the SUBSCRIBEs, and those
 		 * sent again on connecting went first */
 		b->sub_done++;
+		b->sub_since_ms = bw_now_ms();
 		if (b->resub_left > 0 && --b->resub_left == 0)
 			bus_state(b);
 		if (b->ready != NULL)
@@ -108,6 +107,8 @@ send_sub(struct bw_bus *b, const char *verb, const char *name, size_t n)
 	    redisAsyncCommandArgv(b->sub.ac, on_sub_reply, b, 2, argv, lens) !=
 		    REDIS_OK)
 		return 0;
+	if (b->sub_done == b->sub_sent) /* the watchdog times the oldest */
+		b->sub_since_ms = bw_now_ms();
 	b->sub_sent++;
 	return 1;
 }
@@ -164,7 +165,7 @@ bw_bus_subscribed(struct bw_bus *b, const char *channel, bw_bus_done_fn fn,
 	const struct chan *c = bw_hash_get(&b->chans, channel, strlen(channel));
 	struct bus_ready *r, **pp;
 
-	if (!b->up)
+	if (!b->up || !b->sub.up)
 		return BW_EDB;
 	if (c == NULL)
 		return BW_ENOTFOUND;
@@ -192,7 +193,10 @@ bw_bus_unsubscribe(struct bw_bus *b, const char *channel)
 
 	if (c == NULL)
 		return;
-	(void)send_sub(b, "UNSUBSCRIBE", channel, n);
+	/* (one never sent on this connection has no confirmation to come:
+	 * hiredis would have no callback for its answer) */
+	if (c->seq != 0)
+		(void)send_sub(b, "UNSUBSCRIBE", channel, n);
 	ready_tell(b, c, 0);
 	free(c);
 }

@@ -200,6 +200,17 @@ rbus_relay(struct rconn *rc, const char *text, size_t n)
 	return 0;
 }
 
+int
+rbus_notice(struct rconn *rc, const char *what)
+{
+	char buf[NAME_CAP + 128];
+	int n = snprintf(buf, sizeof(buf), "%s%s", rc->name, what);
+
+	if (n <= 0 || (size_t)n >= sizeof(buf))
+		return -1;
+	return rbus_relay(rc, buf, (size_t)n);
+}
+
 struct whow {
 	struct bw_rooms *rs;
 	uint64_t conn_id;

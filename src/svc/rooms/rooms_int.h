@@ -241,6 +241,9 @@ int rbus_leave(struct rconn *rc, uint32_t id, const char *why);
 /* text from rc to its room: 0 published (every node delivers it, this one
  * too), -1 (the bus is down: the caller delivers it here) */
 int rbus_relay(struct rconn *rc, const char *text, size_t n);
+/* "<rc's name><what>" published to rc's room as rc's (a notice): 0, or -1
+ * (the bus is down: the caller tells its own members) */
+int rbus_notice(struct rconn *rc, const char *what);
 /* /who from Redis: 0, or -1 (the caller answers from here) */
 int rbus_who(struct rconn *rc);
 /* the room has no members here any more */

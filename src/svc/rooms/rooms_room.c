@@ -171,7 +171,12 @@ room_enter(struct rconn *rc, struct room *r, int created)
 		      created ? "room_created" : "room_joined",
 		      "room=%u name=%s members=%u", r->id,
 		      bw_log_value(val, sizeof(val), rc->name), r->members_n);
-	if (!rbus_on(rs)) /* else the bus says it, to every node */
+	if (created)
+		return;
+	/* on the bus, published now that rc is in the room here: whatever
+	 * answers it finds rc there (-1: the bus is down, this node's
+	 * members are told) */
+	if (!rbus_on(rs) || rbus_notice(rc, " has joined the group\n") != 0)
 		notice(rc, r, " has joined the group\n");
 }
 

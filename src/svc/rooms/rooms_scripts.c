@@ -49,7 +49,10 @@ const char rbus_lua_create[] =
 
 /* ARGV: id, member, key, name, max members, node, salt, hash (the
  * verifier the password was checked against: -1 if the room has another
- * now, as if it had gone) */
+ * now, as if it had gone). The notice is the joining node's to publish,
+ * once its member is in the room there (room_enter): published here, it
+ * could come to that node on its other connection, and an answer to it
+ * after it, before this script's answer had put the member in. */
 const char rbus_lua_join[] =
 	"local r='bulwark:room:'..ARGV[1] "
 	"local v=redis.call('HMGET',r,'salt','hash') "
@@ -59,8 +62,6 @@ const char rbus_lua_join[] =
 	"redis.call('HSET',r..':m',ARGV[2],ARGV[3]..'\\n'..ARGV[4]) "
 	"redis.call('HINCRBY','bulwark:node:'..ARGV[6]..':in',ARGV[1],1) "
 	"redis.call('INCR','bulwark:members') "
-	"redis.call('PUBLISH',r,ARGV[2]..'\\n'..ARGV[4]..' has joined the "
-	"group\\n') "
 	"return 1";
 
 /* One member fewer of node in room id: its count in the node's :in. */
