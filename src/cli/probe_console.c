@@ -233,10 +233,8 @@ digits(const char **s, int n, int *v)
 int
 cp_iso8601(const char *s, time_t *t)
 {
-	struct tm tm;
 	int y, mo, d, h, mi, sec, zh = 0, zm = 0, sign = 1, ext;
 
-	memset(&tm, 0, sizeof(tm));
 	if (digits(&s, 4, &y) != 0)
 		return -1;
 	ext = *s == '-';
@@ -268,13 +266,8 @@ cp_iso8601(const char *s, time_t *t)
 	if (*s != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 ||
 	    mi > 59 || sec > 60 || zh > 14 || zm > 59)
 		return -1;
-	tm.tm_year = y - 1900;
-	tm.tm_mon = mo - 1;
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = sec;
-	*t = timegm(&tm) - sign * (zh * 3600 + zm * 60);
+	*t = (time_t)bw_utc_seconds(y, mo, d, h, mi, sec) -
+	     sign * (zh * 3600 + zm * 60);
 	return 0;
 }
 

@@ -64,6 +64,34 @@ mp_conn(struct mrun *m, struct pconn *c)
 	return c;
 }
 
+int
+mp_ask(struct mrun *m, struct pconn *c, const struct puser *u, uint16_t code,
+       const void *payload, uint32_t n, struct presp *r, size_t cap)
+{
+	if (pf_request(mp_conn(m, c), u->id, V, code, payload, n) != 0) {
+		probe_fail(m->p, "the session's connection is gone");
+		return -1;
+	}
+	pf_response(c, r, cap, m->p->timeout_ms);
+	return 0;
+}
+
+void
+mp_from_stranger(struct probe *p, uint16_t code, const void *payload,
+		 uint32_t n, size_t cap, const char *what)
+{
+	struct presp r = {0};
+	uint8_t rnd[16];
+
+	if (bw_random(rnd, 16) == 0 &&
+	    pf_exchange(p, rnd, V, code, payload, n, &r, cap) == 0 &&
+	    pf_is(&r, R_ERROR, 0))
+		probe_pass(p, "9000");
+	else
+		pf_expect(p, &r, R_ERROR, 0, what);
+	presp_free(&r);
+}
+
 void
 mp_register_cases(struct mrun *m)
 {
@@ -128,7 +156,6 @@ mp_list_cases(struct mrun *m)
 {
 	struct probe *p = m->p;
 	struct presp r = {0};
-	uint8_t rnd[16];
 	int seen_b = 0, seen_a = 0;
 	size_t i;
 
@@ -139,11 +166,10 @@ mp_list_cases(struct mrun *m)
 		    0)) {
 		if (!m->a.registered || !m->b.registered)
 			probe_skip(p, "two users are needed");
-		else if (pf_request(mp_conn(m, &m->ca), m->a.id, V, LIST, NULL,
-				    0) != 0)
-			probe_fail(p, "the session's connection is gone");
-		else if (pf_response(&m->ca, &r, PULL_CAP, p->timeout_ms),
-			 r.rc != 0 || r.code != R_LIST)
+		else if (mp_ask(m, &m->ca, &m->a, LIST, NULL, 0, &r,
+				PULL_CAP) != 0)
+			; /* (failed: the connection is gone) */
+		else if (r.rc != 0 || r.code != R_LIST)
 			pf_expect(p, &r, R_LIST, 0, "601");
 		else if (r.size % ENTRY_LEN != 0 || r.got != r.size)
 			probe_fail(p,
@@ -170,15 +196,8 @@ mp_list_cases(struct mrun *m)
 	}
 	presp_free(&r);
 	if (!probe_begin(p, "msg.list.unknown", S_LIST,
-			 "601 from an unknown id is answered 9000", 0)) {
-		if (bw_random(rnd, 16) == 0 &&
-		    pf_exchange(p, rnd, V, LIST, NULL, 0, &r, 64) == 0 &&
-		    pf_is(&r, R_ERROR, 0))
-			probe_pass(p, "9000");
-		else
-			pf_expect(p, &r, R_ERROR, 0, "601");
-	}
-	presp_free(&r);
+			 "601 from an unknown id is answered 9000", 0))
+		mp_from_stranger(p, LIST, NULL, 0, 64, "601");
 }
 
 void
@@ -194,10 +213,8 @@ mp_key_cases(struct mrun *m)
 			 0)) {
 		if (!m->a.registered || !m->b.registered)
 			probe_skip(p, "two users are needed");
-		else if (pf_request(mp_conn(m, &m->ca), m->a.id, V, PUBKEY,
-				    m->b.id, 16) != 0)
-			probe_fail(p, "the session's connection is gone");
-		else if (pf_response(&m->ca, &r, 512, p->timeout_ms),
+		else if (mp_ask(m, &m->ca, &m->a, PUBKEY, m->b.id, 16, &r,
+				512) != 0 ||
 			 pf_expect(p, &r, R_KEY, 176, "602") != 0)
 			;
 		else if (memcmp(r.payload, m->b.id, 16) != 0 ||
@@ -211,14 +228,8 @@ mp_key_cases(struct mrun *m)
 			 "602 from an unknown id is answered 9000", 0)) {
 		if (!m->b.registered)
 			probe_skip(p, "no user was registered");
-		else if (bw_random(rnd, 16) == 0 &&
-			 pf_exchange(p, rnd, V, PUBKEY, m->b.id, 16, &r, 512) ==
-				 0 &&
-			 pf_is(&r, R_ERROR, 0))
-			probe_pass(p, "9000");
 		else
-			pf_expect(p, &r, R_ERROR, 0, "602");
-		presp_free(&r);
+			mp_from_stranger(p, PUBKEY, m->b.id, 16, 512, "602");
 	}
 	if (!probe_begin(p, "msg.key.unknown", S_KEY,
 			 "602 for an unknown target is answered 9000", 0)) {

@@ -56,6 +56,17 @@ void mp_send(struct pconn *c, const uint8_t *from, uint8_t version,
 /* The connection of a user's session for its next request: c itself, or
  * a new one in c when the server takes one request per connection. */
 struct pconn *mp_conn(struct mrun *m, struct pconn *c);
+/* code (with its payload) from a random id, which the server cannot
+ * know, is answered 9000: the running case's verdict (cap: of the reply's
+ * payload read; what: the request, for the verdict). */
+void mp_from_stranger(struct probe *p, uint16_t code, const void *payload,
+		      uint32_t n, size_t cap, const char *what);
+/* u's request on its session's connection c (mp_conn), the reply in *r
+ * (at most cap bytes of payload): 0, or -1 once the case has failed for a
+ * connection that is gone. */
+int mp_ask(struct mrun *m, struct pconn *c, const struct puser *u,
+	   uint16_t code, const void *payload, uint32_t n, struct presp *r,
+	   size_t cap);
 
 void mp_register_cases(struct mrun *m);
 void mp_list_cases(struct mrun *m);

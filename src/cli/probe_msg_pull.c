@@ -76,11 +76,10 @@ pull_cases(struct mrun *m)
 			 0)) {
 		if (m->nsent == 0)
 			probe_skip(p, "no message was stored");
-		else if (pf_request(mp_conn(m, &m->cb), m->b.id, V, PULL, NULL,
-				    0) != 0)
-			probe_fail(p, "the session's connection is gone");
-		else if (pf_response(&m->cb, &r, PULL_CAP, p->timeout_ms),
-			 r.rc != 0 || r.code != R_WAITING)
+		else if (mp_ask(m, &m->cb, &m->b, PULL, NULL, 0, &r,
+				PULL_CAP) != 0)
+			; /* (failed: the connection is gone) */
+		else if (r.rc != 0 || r.code != R_WAITING)
 			pf_expect(p, &r, R_WAITING, 0, "604");
 		else if (records_match(&r, m->a.id, m->sent, m->nsent, &n, why,
 				       sizeof(why)) != 0)
@@ -95,10 +94,8 @@ pull_cases(struct mrun *m)
 			 0)) {
 		if (m->nsent == 0)
 			probe_skip(p, "no message was stored");
-		else if (pf_request(mp_conn(m, &m->cb), m->b.id, V, PULL, NULL,
-				    0) != 0)
-			probe_fail(p, "the session's connection is gone");
-		else if (pf_response(&m->cb, &r, PULL_CAP, p->timeout_ms),
+		else if (mp_ask(m, &m->cb, &m->b, PULL, NULL, 0, &r,
+				PULL_CAP) == 0 &&
 			 pf_expect(p, &r, R_WAITING, 0, "a second 604") == 0)
 			probe_pass(p, "2104, empty");
 	}
@@ -159,19 +156,9 @@ out:
 static void
 pull_unknown(struct probe *p)
 {
-	struct presp r = {0};
-	uint8_t rnd[16];
-
-	if (probe_begin(p, "msg.pull.unknown", S_PULL,
-			"604 from an unknown id is answered 9000", 0))
-		return;
-	if (bw_random(rnd, 16) == 0 &&
-	    pf_exchange(p, rnd, V, PULL, NULL, 0, &r, 64) == 0 &&
-	    pf_is(&r, R_ERROR, 0))
-		probe_pass(p, "9000");
-	else
-		pf_expect(p, &r, R_ERROR, 0, "604");
-	presp_free(&r);
+	if (!probe_begin(p, "msg.pull.unknown", S_PULL,
+			 "604 from an unknown id is answered 9000", 0))
+		mp_from_stranger(p, PULL, NULL, 0, 64, "604");
 }
 
 /* --- framing ---------------------------------------------------------- */

@@ -78,6 +78,20 @@ out:
 	return rc == 0 ? 0 : ossl_fail(rc);
 }
 
+/* pkey, a key read from outside, as check_rsa1024 wants it, wrapped into
+ * *out; takes ownership of pkey either way. */
+static int
+rsa_wrap_checked(EVP_PKEY *pkey, struct bw_rsa **out)
+{
+	int rc = check_rsa1024(pkey);
+
+	if (rc != 0) {
+		EVP_PKEY_free(pkey);
+		return rc;
+	}
+	return rsa_wrap(pkey, out);
+}
+
 int
 bw_rsa_generate(struct bw_rsa **out)
 {
@@ -134,9 +148,7 @@ bw_rsa_from_spki(struct bw_rsa **out, const uint8_t *der, size_t len)
 		if (der[i] != 0)
 			goto out;
 	}
-	if ((rc = check_rsa1024(pkey)) != 0)
-		goto out;
-	rc = rsa_wrap(pkey, out);
+	rc = rsa_wrap_checked(pkey, out);
 	pkey = NULL;
 out:
 	EVP_PKEY_free(pkey);
@@ -298,9 +310,7 @@ bw_rsa_from_pkcs8(struct bw_rsa **out, const uint8_t *der, size_t len)
 		goto out;
 	if ((pkey = rsa_from_private_key(pk, (size_t)pk_len)) == NULL)
 		goto out;
-	if ((rc = check_rsa1024(pkey)) != 0)
-		goto out;
-	rc = rsa_wrap(pkey, out);
+	rc = rsa_wrap_checked(pkey, out);
 	pkey = NULL;
 out:
 	EVP_PKEY_free(pkey);
