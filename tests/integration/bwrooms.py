@@ -292,8 +292,9 @@ class RoomClient:
         self.expect_seq(created_lines(room_id)[1:])
         return room_id
 
-    def join(self, name, room_id, password):
-        """1, name, id, password: asserts the member is in room_id."""
+    def ask_to_join(self, name, room_id, password):
+        """1, name, id, password, each after its prompt; the answer to the
+        password is not read."""
         self.line("1")
         self.expect(ASK_NAME)
         self.line(name)
@@ -301,6 +302,10 @@ class RoomClient:
         self.line(str(room_id))
         self.expect(ASK_PASS)
         self.line(password)
+
+    def join(self, name, room_id, password):
+        """1, name, id, password: asserts the member is in room_id."""
+        self.ask_to_join(name, room_id, password)
         self.expect(connected(room_id))
 
     def leave(self):

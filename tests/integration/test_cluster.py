@@ -874,13 +874,7 @@ def test_a_member_joining_through_another_node_hears_the_line_that_answers_its_n
         proxy.sub_delay = 1.0
         # refused (alice's name is taken): n2 lets the room go again
         dup = RoomClient(rooms_port(n2))
-        dup.line("1")
-        dup.expect("Enter your name:")
-        dup.line("alice")
-        dup.expect("Enter group ID:")
-        dup.line(str(room))
-        dup.expect("Enter password:")
-        dup.line("pw")
+        dup.ask_to_join("alice", room, "pw")
         dup.expect("The name alice is taken in this group, try another")
         assert gauge(n2, "bulwark_rooms") == 0
         assert bwd.wait_for(lambda: subscribers(r, room) == ":1", 10)  # n1's alone
@@ -923,13 +917,7 @@ def test_a_join_notice_comes_from_the_members_node_once_it_is_in_the_room(
         assert bwd.wait_for(lambda: proxy.commands, 5), "n2 sent no EVAL"
         proxy.reply_delay = 0.5
         bob = RoomClient(rooms_port(n2))
-        bob.line("1")
-        bob.expect("Enter your name:")
-        bob.line("bob")
-        bob.expect("Enter group ID:")
-        bob.line(str(room))
-        bob.expect("Enter password:")
-        bob.line("pw")
+        bob.ask_to_join("bob", room, "pw")
         # alice answers the notice at once, whether or not bob has been
         # told he is in
         alice.expect(joined("bob"))

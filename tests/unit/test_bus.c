@@ -197,6 +197,27 @@ run_until(struct bw_loop *loop, const int *flag, const unsigned *count,
 	bw_loop_timer_stop(loop, &u.t);
 }
 
+/* d's wait for channel ends well; then text published on it is what h
+ * hears next. */
+static void
+in_effect_then_heard(struct bw_loop *loop, struct bw_bus *bus,
+		     const char *channel, struct done *d, struct heard *h,
+		     const char *text)
+{
+	unsigned next = h->msgs + 1;
+	char want[64];
+
+	run_until(loop, &d->got, NULL, 0);
+	assert_int_equal(d->got, 1);
+	assert_int_equal(d->rc, 0);
+	assert_int_equal(
+		bw_bus_publish(bus, channel, text, strlen(text), NULL, NULL),
+		0);
+	run_until(loop, NULL, &h->msgs, next);
+	snprintf(want, sizeof(want), "%s=%s", channel, text);
+	assert_string_equal(h->last, want);
+}
+
 static int
 free_port(void)
 {
@@ -334,12 +355,7 @@ each_tenant_hears_its_own(void **state)
 	assert_int_equal(bw_bus_subscribe(bus, "t:c", on_msg, &c), 0);
 	assert_int_equal(bw_bus_subscribed(bus, "t:c", on_done, &d2), 0);
 	assert_int_equal(d2.got, 0);
-	run_until(loop, &d2.got, NULL, 0);
-	assert_int_equal(d2.got, 1);
-	assert_int_equal(d2.rc, 0);
-	assert_int_equal(bw_bus_publish(bus, "t:c", "five", 4, NULL, NULL), 0);
-	run_until(loop, NULL, &c.msgs, 1);
-	assert_string_equal(c.last, "t:c=five");
+	in_effect_then_heard(loop, bus, "t:c", &d2, &c, "five");
 	/* unsubscribed while waited for: told so at once */
 	assert_int_equal(bw_bus_subscribe(bus, "t:d", on_msg, &c), 0);
 	assert_int_equal(bw_bus_subscribed(bus, "t:d", on_done, &d3), 0);
@@ -352,11 +368,7 @@ each_tenant_hears_its_own(void **state)
 	bw_bus_unsubscribe(bus, "t:e");
 	assert_int_equal(bw_bus_subscribe(bus, "t:e", on_msg, &c), 0);
 	assert_int_equal(bw_bus_subscribed(bus, "t:e", on_done, &d4), 0);
-	run_until(loop, &d4.got, NULL, 0);
-	assert_int_equal(d4.rc, 0);
-	assert_int_equal(bw_bus_publish(bus, "t:e", "six", 3, NULL, NULL), 0);
-	run_until(loop, NULL, &c.msgs, 2);
-	assert_string_equal(c.last, "t:e=six");
+	in_effect_then_heard(loop, bus, "t:e", &d4, &c, "six");
 	/* one still waiting when Redis goes is told */
 	assert_int_equal(bw_bus_subscribe(bus, "t:f", on_msg, &c), 0);
 	assert_int_equal(bw_bus_subscribed(bus, "t:f", on_done, &d5), 0);
@@ -384,11 +396,7 @@ each_tenant_hears_its_own(void **state)
 	assert_int_equal(bw_bus_subscribe(bus, "t:g", on_msg, &c), 0);
 	d2.got = 0;
 	assert_int_equal(bw_bus_subscribed(bus, "t:g", on_done, &d2), 0);
-	run_until(loop, &d2.got, NULL, 0);
-	assert_int_equal(d2.rc, 0);
-	assert_int_equal(bw_bus_publish(bus, "t:g", "seven", 5, NULL, NULL), 0);
-	run_until(loop, NULL, &c.msgs, 3);
-	assert_string_equal(c.last, "t:g=seven");
+	in_effect_then_heard(loop, bus, "t:g", &d2, &c, "seven");
 	kill(redis, SIGKILL);
 	waitpid(redis, NULL, 0);
 	bw_bus_close(bus);
