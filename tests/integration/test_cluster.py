@@ -8,6 +8,7 @@ import hashlib
 import os
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -929,6 +930,40 @@ def test_a_join_notice_comes_from_the_members_node_once_it_is_in_the_room(
         alice.expect("bob: thanks", timeout=10)
         for c in (alice, bob):
             c.close()
+    finally:
+        proxy.close()
+        r.destroy()
+
+
+def test_a_member_gone_before_its_join_is_answered_leaves_without_a_word(
+        start_server, tmp_path):
+    """bob's join through n2 is taken in Redis, and bob resets his
+    connection before the answer reaches n2 (held 1 s by the proxy): the
+    member Redis took for him leaves again, and alice hears neither his
+    coming nor his going (the leave used to publish " has removed from the
+    group" with no name before it)."""
+    r, proxy, n1, n2, alice, room = alice_on_n1_and_n2_behind(start_server, tmp_path)
+    try:
+        assert bwd.wait_for(lambda: proxy.commands, 5), "n2 sent no EVAL"
+        proxy.reply_delay = 1.0
+        bob = RoomClient(rooms_port(n2))
+        bob.ask_to_join("bob", room, "pw")
+        assert bwd.wait_for(lambda: ("n2", "bob") in room_members(r, room), 10), \
+            room_members(r, room)
+        # reset while n2 waits for the join's answer (a connection paused
+        # for an answer reads nothing, so a plain close would only be seen
+        # after it: bob in, then out, each said)
+        bob.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        bob.close()
+        assert bwd.wait_for(lambda: room_members(r, room) == [("n1", "alice")], 10), \
+            room_members(r, room)
+        proxy.reply_delay = 0.0
+        carol = RoomClient(rooms_port(n1))
+        carol.join("carol", room, "pw")
+        heard = alice.expect(joined("carol"))
+        assert heard == [joined("carol")], heard
+        carol.close()
+        alice.close()
     finally:
         proxy.close()
         r.destroy()

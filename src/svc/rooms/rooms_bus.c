@@ -24,8 +24,6 @@
 #include "proto/text.h"
 #include "svc/rooms/rooms_int.h"
 
-#define GONE RBUS_GONE
-
 /* --- helpers ---------------------------------------------------------------
  */
 
@@ -62,12 +60,14 @@ rbus_unavailable(struct rconn *rc, enum rstate next)
 	rc_resume(rc);
 }
 
-/* A member Redis has but nobody here any more: it leaves. */
+/* A member Redis took for a connection gone before it entered the room
+ * here: it leaves without a word (no one was told of its coming; and the
+ * notice this sent, RBUS_GONE alone, had no name before it). */
 void
 rbus_leave_orphan(struct bw_rooms *rs, uint32_t id, const char *member)
 {
 	char ids[16];
-	const char *argv[3] = {ids, member, GONE};
+	const char *argv[3] = {ids, member, ""};
 
 	snprintf(ids, sizeof(ids), "%u", id);
 	(void)bw_bus_eval(rs->bus, rbus_lua_leave, 0, 3, argv, NULL, NULL,

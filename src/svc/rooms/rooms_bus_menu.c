@@ -129,11 +129,11 @@ rbus_lookup(struct rconn *rc, uint32_t id)
 /* --- join: the member ------------------------------------------------------
  *
  * The room is made here and its channel subscribed, and Redis has the
- * subscription, before the join is written: the join's script publishes
- * the notice, and a member of another node who answers it at once must
- * not reach Redis before this node hears the room (the subscription goes
- * on a connection of its own, so its order with the script's is not
- * Redis's to keep without waiting).
+ * subscription, before the join is written; the notice is published once
+ * the member is in (room_enter). A member of another node who answers it
+ * at once so reaches a member already there, on a node already hearing
+ * the room (the subscription goes on a connection of its own: its order
+ * with the script's is not Redis's to keep without the wait).
  */
 
 /* The join is over (the waiter told, or gone): the room stays only if it
