@@ -345,6 +345,7 @@ def test_a_stranger_guessing_blind_cannot_replace_a_verified_file(server, client
         upload_verified(server, owner, "doc.txt", data)
     path = server.client_dir(owner.client_id) / "doc.txt"
     received = 0
+    failed = False  # a try has failed to decrypt: the 10 minutes run
     for _ in range(3000):  # P(no lucky padding in 3000) < 1e-5
         with same_client(server, owner) as s:
             r = s.request(bw.RECONNECT, bw.name_field(owner.name))
@@ -352,10 +353,22 @@ def test_a_stranger_guessing_blind_cannot_replace_a_verified_file(server, client
             try:
                 r = send_ciphertext(s, "doc.txt", os.urandom(16))
             except (ConnectionError, bw.ProtocolError, OSError):
+                failed = True
+                continue
+            if r.code == bw.FILE_RECEIVED and not failed:
+                # the first try of all was the lucky one (1 in 256): no
+                # failure has been seen, so nothing tells it from the
+                # owner's own replacement (docs/vault-protocol.md: one
+                # guess each 10 minutes is what the server can refuse
+                # no better). Given up here, not confirmed; the next
+                # tries are the test.
+                s.crc_bad("doc.txt")
                 continue
             if r.code == bw.FILE_RECEIVED:
                 received += 1
                 bw.expect(s.crc_ok("doc.txt"), bw.ACK, "the stranger's 1029")
+            elif r.code == bw.ERROR:
+                failed = True
         if "someone without its key may be guessing" in server.log():
             break
     assert "someone without its key may be guessing" in server.log(), \
