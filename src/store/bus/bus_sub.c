@@ -173,6 +173,8 @@ bw_bus_subscribed(struct bw_bus *b, const char *channel, bw_bus_done_fn fn,
 		fn(arg, 0);
 		return 0;
 	}
+	if (c->seq == 0) /* its SUBSCRIBE could not be sent: none will come */
+		return BW_EDB;
 	if ((r = malloc(sizeof(*r))) == NULL)
 		return BW_ENOMEM;
 	r->next = NULL;
