@@ -65,6 +65,15 @@ struct bw_tls *bw_tls_new(struct bw_tls_ctx *x, int server, const char *host);
 void bw_tls_free(struct bw_tls *t);
 /* Bytes read from the socket. BW_ENOMEM, else 0. */
 int bw_tls_feed(struct bw_tls *t, const void *p, size_t n) BW_WUR;
+/* Or read in place: room for n bytes at the end of the input (NULL for want
+ * of memory), then how many of them the socket gave. */
+uint8_t *bw_tls_in_room(struct bw_tls *t, size_t n);
+void bw_tls_in_fed(struct bw_tls *t, size_t n);
+/* For a connection gone quiet: frees the input's and the output's buffers
+ * where they are empty, and shrinks a large one that holds only part of a
+ * record (the buffers stay while data flows, since freeing and making a
+ * large one again costs page faults). */
+void bw_tls_trim(struct bw_tls *t);
 /* Runs the handshake as far as the input allows. */
 enum bw_tls_rc bw_tls_handshake(struct bw_tls *t);
 int bw_tls_done(const struct bw_tls *t);

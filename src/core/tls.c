@@ -1,7 +1,7 @@
 /* TLS 1.3 connections on memory buffers (bulwark/tls.h): OpenSSL's SSL over
- * two memory BIOs, one for what the socket gave, one for what it is to be
- * given. Each call starts with an empty error queue and leaves one, so a
- * connection's error never shows up as another's.
+ * two byte queues (tls_queue.c), one for what the socket gave, one for what
+ * it is to be given. Each call starts with an empty error queue and leaves one,
+ * so a connection's error never shows up as another's.
  */
 #include <arpa/inet.h>
 #include <openssl/bio.h>
@@ -216,8 +216,8 @@ bw_tls_new(struct bw_tls_ctx *x, int server, const char *host)
 	if ((t = calloc(1, sizeof(*t))) == NULL)
 		return NULL;
 	t->ssl = SSL_new(x->ctx);
-	t->rb = BIO_new(BIO_s_mem());
-	t->wb = BIO_new(BIO_s_mem());
+	t->rb = tls_q_bio(&t->in);
+	t->wb = tls_q_bio(&t->out);
 	if (t->ssl == NULL || t->rb == NULL || t->wb == NULL) {
 		SSL_free(t->ssl);
 		BIO_free(t->rb);
@@ -227,9 +227,6 @@ bw_tls_new(struct bw_tls_ctx *x, int server, const char *host)
 		return NULL;
 	}
 	SSL_set_app_data(t->ssl, t);
-	/* an empty BIO means "more to come", not the end */
-	BIO_set_mem_eof_return(t->rb, -1);
-	BIO_set_mem_eof_return(t->wb, -1);
 	SSL_set_bio(t->ssl, t->rb, t->wb);
 	if (server) {
 		SSL_set_accept_state(t->ssl);
@@ -251,21 +248,36 @@ bw_tls_free(struct bw_tls *t)
 		return;
 	SSL_free(t->ssl); /* and its BIOs */
 	SSL_SESSION_free(t->ticket);
+	tls_q_free(&t->in);
+	tls_q_free(&t->out);
 	free(t);
 }
 
 int
 bw_tls_feed(struct bw_tls *t, const void *p, size_t n)
 {
-	size_t done;
+	return tls_q_put(&t->in, p, n);
+}
 
-	if (n == 0)
-		return 0;
-	if (BIO_write_ex(t->rb, p, n, &done) != 1 || done != n) {
-		ERR_clear_error();
-		return BW_ENOMEM;
-	}
-	return 0;
+uint8_t *
+bw_tls_in_room(struct bw_tls *t, size_t n)
+{
+	if (tls_q_room(&t->in, n) != 0)
+		return NULL;
+	return t->in.p + t->in.off + t->in.len;
+}
+
+void
+bw_tls_in_fed(struct bw_tls *t, size_t n)
+{
+	t->in.len += n; /* within the room just given */
+}
+
+void
+bw_tls_trim(struct bw_tls *t)
+{
+	tls_q_trim(&t->in);
+	tls_q_trim(&t->out);
 }
 
 /* The name a client sends and checks: an address is checked as one. */
@@ -360,38 +372,20 @@ bw_tls_close_notify(struct bw_tls *t)
 const uint8_t *
 bw_tls_out(struct bw_tls *t, size_t *len)
 {
-	char *p = NULL;
-	long n = BIO_get_mem_data(t->wb, &p);
-
-	*len = n > 0 ? (size_t)n : 0;
-	return (const uint8_t *)p;
+	*len = t->out.len;
+	return t->out.len > 0 ? t->out.p + t->out.off : NULL;
 }
 
 void
 bw_tls_out_consume(struct bw_tls *t, size_t n)
 {
-	uint8_t sink[4096];
-	size_t chunk, got;
-
-	/* all of it sent (the usual case): dropped at once, not copied out */
-	if (n > 0 && n >= BIO_ctrl_pending(t->wb)) {
-		(void)BIO_reset(t->wb);
-		ERR_clear_error();
-		return;
-	}
-	while (n > 0) {
-		chunk = n < sizeof(sink) ? n : sizeof(sink);
-		if (BIO_read_ex(t->wb, sink, chunk, &got) != 1 || got == 0)
-			break;
-		n -= got;
-	}
-	ERR_clear_error();
+	tls_q_take(&t->out, n);
 }
 
 int
 bw_tls_buffered(const struct bw_tls *t)
 {
-	return SSL_pending(t->ssl) > 0 || BIO_ctrl_pending(t->rb) > 0;
+	return SSL_pending(t->ssl) > 0 || t->in.len > 0;
 }
 
 const char *

@@ -20,6 +20,7 @@
 #include "engine/engine_int.h"
 
 #define TLS_READ_CHUNK	(64u * 1024u)
+#define TLS_READ_BULK	(512u * 1024u)
 #define TLS_WRITE_CHUNK (64u * 1024u) /* four records */
 
 /* The loop's one thread reads every connection: one buffer serves all. */
@@ -196,11 +197,41 @@ tls_ran(struct bw_conn *c)
 		engine_queue_add(c);
 }
 
+/* Reads ciphertext for tls_recv: into the session's own input when the peer
+ * sends in bulk (one copy less, and a system call per half MiB instead of
+ * per 64 KiB: the kernel's acknowledgements and wake-ups went with them;
+ * docs/performance.md, issue 48's sixth round), else through the loop's
+ * scratch buffer, so that an idle member's few bytes cost no buffer of
+ * its own. want is about the plaintext the caller still has room for. */
+static ssize_t
+tls_pull(struct bw_conn *c, size_t want, int bulk)
+{
+	uint8_t *p;
+	ssize_t n;
+
+	if (!bulk) {
+		n = recv(c->own->w.fd, scratch, sizeof(scratch), 0);
+		if (n > 0 && bw_tls_feed(c->own->tls, scratch, (size_t)n) != 0)
+			return BW_ENOMEM;
+		return n < 0 ? -errno : n;
+	}
+	if (want < TLS_READ_CHUNK)
+		want = TLS_READ_CHUNK;
+	if (want > TLS_READ_BULK)
+		want = TLS_READ_BULK;
+	if ((p = bw_tls_in_room(c->own->tls, want)) == NULL)
+		return BW_ENOMEM;
+	n = recv(c->own->w.fd, p, want, 0);
+	if (n > 0)
+		bw_tls_in_fed(c->own->tls, (size_t)n);
+	return n < 0 ? -errno : n;
+}
+
 static ssize_t
 tls_recv(struct bw_conn *c, uint8_t *p, size_t room, const char **why)
 {
 	size_t total = 0, got;
-	int drained = 0;
+	int drained = 0, bulk = c->own->last_read_n >= TLS_READ_CHUNK;
 	ssize_t n;
 
 	while (total < room) {
@@ -226,26 +257,33 @@ tls_recv(struct bw_conn *c, uint8_t *p, size_t room, const char **why)
 		}
 		if (drained)
 			break;
-		n = recv(c->own->w.fd, scratch, sizeof(scratch), 0);
-		if (n < 0 && errno == EINTR)
+		n = tls_pull(c, room - total, bulk);
+		if (n == -EINTR)
 			continue;
-		if (n < 0 && errno == EAGAIN) {
+		if (n == -EAGAIN) {
 			drained = 1;
 			break;
+		}
+		if (n == BW_ENOMEM) {
+			errno = ENOMEM;
+			return -1;
 		}
 		if (n <= 0) {
 			tls_ran(c);
 			if (n == 0 && total == 0 &&
 			    !(c->flags & BW_CONN_TLS_UP))
 				c->eng->tls_failed++; /* gone mid-handshake */
-			return total > 0 ? (ssize_t)total : n;
+			if (total > 0)
+				return (ssize_t)total;
+			errno = (int)-n;
+			return n == 0 ? 0 : -1;
 		}
-		if (bw_tls_feed(c->own->tls, scratch, (size_t)n) != 0) {
-			errno = ENOMEM;
-			return -1;
-		}
+		if ((size_t)n == (bulk ? TLS_READ_BULK : TLS_READ_CHUNK))
+			bulk = 1; /* there is more where that came from */
 	}
 	tls_ran(c);
+	if (drained && !bulk)
+		bw_tls_trim(c->own->tls); /* a quiet peer: no buffers kept */
 	if (total == 0) {
 		errno = EAGAIN;
 		return -1;

@@ -140,6 +140,64 @@ a_handshake_fed_a_byte_at_a_time_ends_and_carries_data(void **state)
 	bw_tls_free(s);
 }
 
+/* The queues under a connection (tls_queue.c): records read in place in
+ * pieces of odd sizes, output taken in part, buffers trimmed whenever the
+ * connection looks quiet (and a trim with bytes waiting keeps them): every
+ * byte arrives, in order, and a 1 MiB stream leaves nothing behind. */
+static void
+bytes_read_in_place_and_taken_in_part_arrive_in_order(void **state)
+{
+	static const size_t steps[] = {1,	   5,	  4096,	 7919,
+				       16384 + 22, 65536, 200000};
+	struct fixture *f = *state;
+	struct bw_tls *c = bw_tls_new(f->cli, 0, "localhost");
+	struct bw_tls *s = bw_tls_new(f->srv, 1, NULL);
+	static uint8_t big[1u << 20], got[1u << 20];
+	const uint8_t *p;
+	uint8_t *room;
+	size_t took, n, len, have = 0, i, k = 0, sent = 0;
+
+	assert_non_null(c);
+	assert_non_null(s);
+	handshake(c, s, 0);
+	for (i = 0; i < sizeof(big); i++)
+		big[i] = (uint8_t)(i * 13u + (i >> 16));
+	while (have < sizeof(got)) {
+		/* the client writes more when it has sent all */
+		if (sent < sizeof(big) && bw_tls_out(c, &len) == NULL) {
+			n = sizeof(big) - sent < 300000 ? sizeof(big) - sent
+							: 300000;
+			assert_int_equal(bw_tls_write(c, big + sent, n, &took),
+					 BW_TLS_OK);
+			sent += took;
+		}
+		/* a piece of its output, straight into the server's input */
+		if ((p = bw_tls_out(c, &len)) != NULL && len > 0) {
+			n = steps[k++ % 7];
+			n = n < len ? n : len;
+			assert_non_null(room = bw_tls_in_room(s, n));
+			memcpy(room, p, n);
+			bw_tls_in_fed(s, n);
+			bw_tls_out_consume(c, n);
+		}
+		while (have < sizeof(got) &&
+		       bw_tls_read(s, got + have, sizeof(got) - have, &n) ==
+			       BW_TLS_OK)
+			have += n;
+		/* after the largest piece: part of a record is left in a
+		 * large buffer, and a trim keeps it */
+		if (k % 7 == 0)
+			bw_tls_trim(s);
+		bw_tls_trim(c);
+	}
+	assert_memory_equal(got, big, sizeof(big));
+	assert_false(bw_tls_buffered(s));
+	assert_null(bw_tls_out(c, &len));
+	assert_int_equal(len, 0);
+	bw_tls_free(c);
+	bw_tls_free(s);
+}
+
 /* A client's identity (an RSA-1024 key, the seeds') is the key the server
  * sees proven; a client without one shows none; junk is not a key. */
 static void
@@ -412,6 +470,8 @@ main(void)
 		cmocka_unit_test(
 			garbage_instead_of_a_client_hello_is_an_error_with_a_reason),
 		cmocka_unit_test(a_record_altered_on_the_way_is_refused),
+		cmocka_unit_test(
+			bytes_read_in_place_and_taken_in_part_arrive_in_order),
 		cmocka_unit_test(a_client_identity_is_the_key_the_server_sees),
 		cmocka_unit_test(
 			a_resumed_session_keeps_the_proven_key_and_gives_no_new_ticket),
