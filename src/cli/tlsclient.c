@@ -437,11 +437,10 @@ bw_ctls_end(struct bw_ctls *c)
 }
 
 /* Records made at a time and given to the socket together: a send per
- * sixteen records, not four, saves the kernel's per-call work (0.1 s of
- * the client's system time over a GiB, docs/performance.md). */
-#ifndef CTLS_BATCH
+ * sixteen records, not four (the kernel's work per call, and a wake-up of
+ * the server's loop per call; docs/performance.md, issue 48's sixth
+ * round). */
 #define CTLS_BATCH (256u * 1024u)
-#endif
 
 ssize_t
 bw_ctls_send(struct bw_ctls *c, const void *p, size_t n)
