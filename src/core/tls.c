@@ -262,7 +262,7 @@ bw_tls_feed(struct bw_tls *t, const void *p, size_t n)
 uint8_t *
 bw_tls_in_room(struct bw_tls *t, size_t n)
 {
-	if (tls_q_room(&t->in, n) != 0)
+	if (tls_q_room(&t->in, n > 0 ? n : 1) != 0)
 		return NULL;
 	return t->in.p + t->in.off + t->in.len;
 }
@@ -303,7 +303,7 @@ tls_rc(struct bw_tls *t, int ret, const char *what)
 {
 	switch (SSL_get_error(t->ssl, ret)) {
 	case SSL_ERROR_WANT_READ:
-	case SSL_ERROR_WANT_WRITE: /* a memory BIO takes everything */
+	case SSL_ERROR_WANT_WRITE: /* the output queue takes everything */
 		ERR_clear_error();
 		return BW_TLS_WANT;
 	case SSL_ERROR_ZERO_RETURN:

@@ -1,5 +1,6 @@
-/* Between tls.c (connections) and tls_key.c (keys, certificates and
- * fingerprints). Internal to core.
+/* Between tls.c (connections), tls_queue.c (their byte queues), tls_key.c
+ * (keys, certificates and fingerprints) and tls_resume.c. Internal to
+ * core.
  */
 #ifndef BULWARK_TLS_INT_H
 #define BULWARK_TLS_INT_H

@@ -170,10 +170,12 @@ static pthread_once_t q_once = PTHREAD_ONCE_INIT;
 static void
 q_method_make(void)
 {
-	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
-				     "bulwark queue");
+	int index = BIO_get_new_index();
+	BIO_METHOD *m;
 
-	if (m == NULL)
+	/* made once for the process, and kept for its life */
+	if (index == -1 || (m = BIO_meth_new(index | BIO_TYPE_SOURCE_SINK,
+					     "bulwark queue")) == NULL)
 		return;
 	if (BIO_meth_set_write_ex(m, q_write) != 1 ||
 	    BIO_meth_set_read_ex(m, q_read) != 1 ||

@@ -220,7 +220,7 @@ tls_pull(struct bw_conn *c, size_t want, int bulk)
 	if (want > TLS_READ_BULK)
 		want = TLS_READ_BULK;
 	if ((p = bw_tls_in_room(c->own->tls, want)) == NULL)
-		return BW_ENOMEM;
+		return tls_pull(c, want, 0); /* no room: a little at a time */
 	n = recv(c->own->w.fd, p, want, 0);
 	if (n > 0)
 		bw_tls_in_fed(c->own->tls, (size_t)n);
@@ -255,8 +255,6 @@ tls_recv(struct bw_conn *c, uint8_t *p, size_t room, const char **why)
 		case BW_TLS_WANT:
 			break;
 		}
-		if (drained)
-			break;
 		n = tls_pull(c, room - total, bulk);
 		if (n == -EINTR)
 			continue;

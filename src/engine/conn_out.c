@@ -49,7 +49,14 @@ engine_conn_measure(struct bw_conn *c, uint64_t now)
 void
 engine_conn_trim(struct bw_conn *c, uint64_t now)
 {
-	if (c->flags & (BW_CONN_DEAD | BW_CONN_FAILED | BW_CONN_PAUSED))
+	if (c->flags & (BW_CONN_DEAD | BW_CONN_FAILED))
+		return;
+	/* the records' buffers of a connection that has read nothing for a
+	 * while (a trim keeps any bytes they hold): a peer that stopped
+	 * after a bulk read, a member that only receives */
+	if (c->own->tls != NULL && now - c->own->last_read_ms >= TRIM_IDLE_MS)
+		bw_tls_trim(c->own->tls);
+	if (c->flags & BW_CONN_PAUSED)
 		return; /* a paused service may still look at its input */
 	if (c->in.cap > 0 && c->in.len == 0 &&
 	    now - c->own->last_read_ms >= TRIM_IDLE_MS)
@@ -123,8 +130,6 @@ engine_conn_flush(struct bw_conn *c)
 	}
 	if (c->out.cap > IDLE_OUT_CAP)
 		bw_buf_fini(&c->out); /* give back a big reply's memory */
-	if (c->own->tls != NULL)
-		bw_tls_trim(c->own->tls); /* and the records' */
 	return 0;
 }
 

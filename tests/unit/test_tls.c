@@ -18,6 +18,7 @@
 #include "bulwark/crypto.h"
 #include "bulwark/err.h"
 #include "bulwark/tls.h"
+#include "core/tls_int.h" /* the queues' buffers, looked at */
 
 #define PATH_CAP 256
 
@@ -184,16 +185,71 @@ bytes_read_in_place_and_taken_in_part_arrive_in_order(void **state)
 		       bw_tls_read(s, got + have, sizeof(got) - have, &n) ==
 			       BW_TLS_OK)
 			have += n;
-		/* after the largest piece: part of a record is left in a
-		 * large buffer, and a trim keeps it */
+		/* the server's, with everything read: freed */
 		if (k % 7 == 0)
 			bw_tls_trim(s);
 		bw_tls_trim(c);
+		if (c->out.len == 0) /* an empty queue keeps no buffer */
+			assert_null(c->out.p);
 	}
 	assert_memory_equal(got, big, sizeof(big));
 	assert_false(bw_tls_buffered(s));
 	assert_null(bw_tls_out(c, &len));
 	assert_int_equal(len, 0);
+	bw_tls_free(c);
+	bw_tls_free(s);
+}
+
+/* A trim of an input queue that still holds records keeps every byte; one
+ * holding less than a record in a bulk read's buffer shrinks to a record's
+ * size; an empty one gives its buffer back. */
+static void
+a_trim_keeps_the_bytes_waiting_and_gives_back_a_bulk_buffer(void **state)
+{
+	struct fixture *f = *state;
+	struct bw_tls *c = bw_tls_new(f->cli, 0, "localhost");
+	struct bw_tls *s = bw_tls_new(f->srv, 1, NULL);
+	static uint8_t big[300000], got[300000];
+	const uint8_t *p;
+	uint8_t *room;
+	size_t took, n, len, have = 0, i, waiting;
+	int shrunk = 0;
+
+	assert_non_null(c);
+	assert_non_null(s);
+	handshake(c, s, 0);
+	for (i = 0; i < sizeof(big); i++)
+		big[i] = (uint8_t)(i * 31u + 7u);
+	assert_int_equal(bw_tls_write(c, big, sizeof(big), &took), BW_TLS_OK);
+	assert_int_equal(took, sizeof(big));
+	/* all of it read in place at once, as a bulk read does */
+	assert_non_null(p = bw_tls_out(c, &len));
+	assert_non_null(room = bw_tls_in_room(s, len));
+	memcpy(room, p, len);
+	bw_tls_in_fed(s, len);
+	bw_tls_out_consume(c, len);
+	assert_true(s->in.cap >= len);
+	/* small reads: OpenSSL takes one record at a time from the queue */
+	while (have < sizeof(got)) {
+		assert_int_equal(bw_tls_read(s, got + have, 1000, &n),
+				 BW_TLS_OK);
+		have += n;
+		waiting = s->in.len;
+		bw_tls_trim(s);
+		assert_int_equal(s->in.len, waiting); /* nothing lost */
+		if (waiting > 0 && waiting <= 16384 && !shrunk) {
+			assert_int_equal(s->in.cap, 16384);
+			shrunk = 1;
+		} else if (waiting > 16384) {
+			assert_true(s->in.cap >= waiting);
+		}
+	}
+	assert_true(shrunk);
+	assert_memory_equal(got, big, sizeof(big));
+	assert_int_equal(s->in.len, 0);
+	bw_tls_trim(s);
+	assert_null(s->in.p);
+	assert_int_equal(s->in.cap, 0);
 	bw_tls_free(c);
 	bw_tls_free(s);
 }
@@ -472,6 +528,8 @@ main(void)
 		cmocka_unit_test(a_record_altered_on_the_way_is_refused),
 		cmocka_unit_test(
 			bytes_read_in_place_and_taken_in_part_arrive_in_order),
+		cmocka_unit_test(
+			a_trim_keeps_the_bytes_waiting_and_gives_back_a_bulk_buffer),
 		cmocka_unit_test(a_client_identity_is_the_key_the_server_sees),
 		cmocka_unit_test(
 			a_resumed_session_keeps_the_proven_key_and_gives_no_new_ticket),
