@@ -74,6 +74,8 @@ void bw_tls_in_fed(struct bw_tls *t, size_t n);
  * record (the buffers stay while data flows, since freeing and making a
  * large one again costs page faults). */
 void bw_tls_trim(struct bw_tls *t);
+/* The output's alone: for a connection that has just sent all it had. */
+void bw_tls_trim_out(struct bw_tls *t);
 /* Runs the handshake as far as the input allows. */
 enum bw_tls_rc bw_tls_handshake(struct bw_tls *t);
 int bw_tls_done(const struct bw_tls *t);

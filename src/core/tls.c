@@ -280,6 +280,12 @@ bw_tls_trim(struct bw_tls *t)
 	tls_q_trim(&t->out);
 }
 
+void
+bw_tls_trim_out(struct bw_tls *t)
+{
+	tls_q_trim(&t->out);
+}
+
 /* The name a client sends and checks: an address is checked as one. */
 static int
 tls_set_host(SSL *ssl, const char *host)

@@ -130,6 +130,8 @@ engine_conn_flush(struct bw_conn *c)
 	}
 	if (c->out.cap > IDLE_OUT_CAP)
 		bw_buf_fini(&c->out); /* give back a big reply's memory */
+	if (c->own->tls != NULL)
+		bw_tls_trim_out(c->own->tls); /* and its records' */
 	return 0;
 }
 
