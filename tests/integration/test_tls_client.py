@@ -795,10 +795,15 @@ def test_tls_addresses_on_plain_ports_fail_and_never_fall_back(start_server, cli
         assert words.encode() in r.stderr, (argv, describe(r))
         assert R.MENU_LAST.encode() not in r.stdout, (argv, describe(r))
 
-    # no known_servers was written, no request reached the server in plain
+    # no known_servers was written, no request reached the server in plain.
+    # The rooms port may note the ClientHello as a line of text that is not
+    # UTF-8 (when its random bytes hold a newline: about one run in ten);
+    # that is the server naming junk, not a request served.
     assert not (home / ".config").exists(), list(home.rglob("*"))
     settle(srv, mark, n=5)
-    assert events_since(srv, mark) == [], srv.log()[mark:]
+    served = [ln for ln in events_since(srv, mark)
+              if not ("event=client_deviates" in ln and "kind=text-not-utf8" in ln)]
+    assert served == [], srv.log()[mark:]
 
 
 def test_plain_addresses_on_tls_ports_fail_within_the_timeout(start_server, client_dir,
