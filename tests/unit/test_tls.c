@@ -188,7 +188,7 @@ bytes_read_in_place_and_taken_in_part_arrive_in_order(void **state)
 		/* the server's, with everything read: freed */
 		if (k % 7 == 0)
 			bw_tls_trim(s);
-		bw_tls_trim_out(c); /* as a flush that sent all does */
+		bw_tls_trim_out(c);  /* as a flush that sent all does */
 		if (c->out.len == 0) /* an empty queue keeps no buffer */
 			assert_null(c->out.p);
 	}
