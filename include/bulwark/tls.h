@@ -28,11 +28,17 @@ struct bw_tls;	   /* one connection */
  * key. why gets a sentence on failure (BW_ECONFIG or BW_ECRYPTO). */
 int bw_tls_server_ctx(struct bw_tls_ctx **out, const char *cert_file,
 		      const char *key_file, char *why, size_t cap) BW_WUR;
-/* The client's: server certificates checked against ca_file if given,
- * else the system's store (bw_tls_verified tells how it went: the
- * handshake itself never fails on it, so that a client can pin instead). */
+/* The client's: server certificates checked against ca_file if given
+ * (bw_tls_verified tells how it went: the handshake itself never fails on
+ * it, so that a client can pin instead), else against nothing until
+ * bw_tls_ctx_system_store loads the system's store into it. */
 int bw_tls_client_ctx(struct bw_tls_ctx **out, const char *ca_file, char *why,
 		      size_t cap) BW_WUR;
+/* The system's store for the handshakes to come: parsing its bundle costs
+ * 34 ms of a command, which a client whose server is pinned need not pay
+ * (bw_tls_verify_system asks the store later, if ever). A system without
+ * one leaves every key to be pinned. */
+void bw_tls_ctx_system_store(struct bw_tls_ctx *x);
 /* A client's identity for the servers that ask (the vault's or the
  * messenger's RSA key, PKCS#8 DER): shown as a certificate made from it,
  * self-signed; the handshake proves the client holds the key. */
@@ -102,6 +108,10 @@ const char *bw_tls_why(const struct bw_tls *t);
  * name (1), or not (0). */
 int bw_tls_peer_fingerprint(const struct bw_tls *t, char fp[BW_TLS_FP_CAP]);
 int bw_tls_verified(const struct bw_tls *t);
+/* After a handshake made without the system's store: the peer's chain (its
+ * certificate alone on a resumed session) checked against that store and
+ * the name now (1), or not (0). */
+int bw_tls_verify_system(const struct bw_tls *t);
 /* After the handshake: the DER SubjectPublicKeyInfo of the key the peer
  * proved it holds (its certificate's, whose chain is not judged), at most
  * cap bytes, into out (*len; 0 if it showed none). 0, BW_ETOOBIG or

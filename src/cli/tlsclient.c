@@ -27,6 +27,7 @@ struct bw_ctls {
 	int fd;
 	unsigned timeout_ms;
 	int trusted;		  /* the server's key was judged good */
+	int store_later;	  /* the system's store is asked after */
 	char name[300];		  /* HOST:PORT, for its sessions */
 	char who[BW_TLS_WHO_CAP]; /* the identity's; "" for none kept */
 };
@@ -233,6 +234,24 @@ handshake(struct bw_ctls *c)
 	}
 }
 
+/* Whether known_servers pins a key for host:port (an unreadable file
+ * counts as no: judge says why). */
+static int
+server_pinned(const char *host, uint16_t port)
+{
+	char path[4096], name[300], fp[BW_TLS_FP_CAP];
+	char *text = NULL;
+	size_t len = 0;
+	unsigned line = 0;
+
+	snprintf(name, sizeof(name), "%s:%u", host, port);
+	if (bw_known_servers_path(path, sizeof(path)) == 0 &&
+	    bw_read_small_file(path, KNOWN_MAX, &text, &len) == 0)
+		line = pinned(text, name, fp);
+	free(text);
+	return line != 0;
+}
+
 /* The server's key judged: 0, or a sentence in why and an exit status. */
 static int
 judge(struct bw_ctls *c, const char *prog, const char *host, uint16_t port,
@@ -274,6 +293,8 @@ judge(struct bw_ctls *c, const char *prog, const char *host, uint16_t port,
 	}
 	if (line != 0 && strcmp(old, fp) == 0)
 		return 0;
+	if (c->store_later && bw_tls_verify_system(c->t))
+		return 0; /* a new key, which a CA vouches for */
 	if (line != 0) {
 		fprintf(stderr,
 			"%s: WARNING: the key of %s%s has changed!\n"
@@ -372,6 +393,15 @@ bw_ctls_open(struct bw_ctls **out, int fd, const char *prog, const char *host,
 	if ((rc = bw_tls_client_ctx(&c->ctx, bw_cli_ca_file, why, cap)) != 0) {
 		free(c);
 		return rc == BW_ECONFIG ? BW_EXIT_USAGE : BW_EXIT_FATAL;
+	}
+	/* a pinned key is compared before any CA is asked: the system's
+	 * store, which takes a small command's most time to read, is read
+	 * only for a server not pinned yet, or for a key that changed */
+	if (pin && bw_cli_ca_file == NULL) {
+		if (server_pinned(host, port))
+			c->store_later = 1;
+		else
+			bw_tls_ctx_system_store(c->ctx);
 	}
 	if (key != NULL && ctls_identity(c->ctx, key, why, cap) != 0) {
 		bw_ctls_free(c);

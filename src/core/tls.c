@@ -157,7 +157,6 @@ bw_tls_client_ctx(struct bw_tls_ctx **out, const char *ca_file, char *why,
 		  size_t cap)
 {
 	struct bw_tls_ctx *x;
-	int ok;
 
 	*out = NULL;
 	ERR_clear_error();
@@ -173,18 +172,23 @@ bw_tls_client_ctx(struct bw_tls_ctx **out, const char *ca_file, char *why,
 	/* judged after the handshake: a key not from a CA may be pinned */
 	SSL_CTX_set_verify(x->ctx, SSL_VERIFY_NONE, NULL);
 	tls_tickets_client(x->ctx);
-	ok = ca_file != NULL ? SSL_CTX_load_verify_file(x->ctx, ca_file)
-			     : SSL_CTX_set_default_verify_paths(x->ctx);
-	if (ok != 1 && ca_file != NULL) {
+	if (ca_file != NULL && SSL_CTX_load_verify_file(x->ctx, ca_file) != 1) {
 		tls_why(why, cap, "the CA file is not usable");
 		snprintf(why + strlen(why), cap - strlen(why), " (%s)",
 			 ca_file);
 		bw_tls_ctx_free(x);
 		return BW_ECONFIG;
 	}
-	ERR_clear_error(); /* no system store: every key is pinned */
 	*out = x;
 	return 0;
+}
+
+void
+bw_tls_ctx_system_store(struct bw_tls_ctx *x)
+{
+	ERR_clear_error();
+	(void)SSL_CTX_set_default_verify_paths(x->ctx);
+	ERR_clear_error(); /* no system store: every key is pinned */
 }
 
 void
@@ -441,6 +445,32 @@ bw_tls_verified(const struct bw_tls *t)
 {
 	return SSL_get0_peer_certificate(t->ssl) != NULL &&
 	       SSL_get_verify_result(t->ssl) == X509_V_OK;
+}
+
+int
+bw_tls_verify_system(const struct bw_tls *t)
+{
+	X509 *leaf = SSL_get0_peer_certificate(t->ssl);
+	X509_STORE_CTX *sc = NULL;
+	X509_STORE *st = NULL;
+	int ok = 0;
+
+	ERR_clear_error();
+	if (leaf == NULL || (st = X509_STORE_new()) == NULL ||
+	    X509_STORE_set_default_paths(st) != 1 ||
+	    (sc = X509_STORE_CTX_new()) == NULL ||
+	    X509_STORE_CTX_init(sc, st, leaf,
+				SSL_get_peer_cert_chain(t->ssl)) != 1 ||
+	    X509_STORE_CTX_set_default(sc, "ssl_server") != 1 ||
+	    X509_VERIFY_PARAM_set1(X509_STORE_CTX_get0_param(sc),
+				   SSL_get0_param(t->ssl)) != 1)
+		goto done;
+	ok = X509_verify_cert(sc) == 1;
+done:
+	X509_STORE_CTX_free(sc);
+	X509_STORE_free(st);
+	ERR_clear_error();
+	return ok;
 }
 
 const char *

@@ -684,6 +684,80 @@ def test_ca_file_verifies_the_servers_name_instead_of_pinning(start_server, clie
     assert r.returncode == 2 and b"--ca-file" in r.stderr, describe(r)
 
 
+def test_the_systems_store_vouches_for_keys_and_a_pinned_key_never_reads_it(
+        start_server, client_dir, tmp_path):
+    """Without --ca-file, a certificate that chains to the system's store
+    for the address (SSL_CERT_FILE, or SSL_CERT_DIR's hashed links) is
+    taken without a pin, from a server never seen and from one whose pinned
+    key changed; without the CA in the store the changed key is refused. A
+    pinned key that did not change is taken without reading the store at
+    all: here the store is a FIFO nobody writes, which would hold whoever
+    opened it until the run's timeout."""
+    need_openssl()
+    from test_tls_server import make_ca_signed
+    ca, crt, key = make_ca_signed(tmp_path / "pki")
+    hashed, empty = tmp_path / "hashed", tmp_path / "empty"
+    hashed.mkdir()
+    empty.mkdir()
+    shutil.copy(ca, hashed / "test-ca.pem")
+    r = subprocess.run(["openssl", "rehash", str(hashed)], capture_output=True, timeout=30)
+    assert r.returncode == 0 and len(list(hashed.iterdir())) == 2, r.stderr
+    fifo = tmp_path / "store.fifo"
+    os.mkfifo(fifo)
+    home = tmp_path / "home"
+    base = client_env(home)
+    none = str(tmp_path / "none.pem")
+    stores = {"file": dict(base, SSL_CERT_FILE=str(ca), SSL_CERT_DIR=str(empty)),
+              "dir": dict(base, SSL_CERT_FILE=none, SSL_CERT_DIR=str(hashed))}
+    bare = dict(base, SSL_CERT_FILE=none, SSL_CERT_DIR=str(empty))
+    blocking = dict(base, SSL_CERT_FILE=str(fifo), SSL_CERT_DIR=str(empty))
+    known = home_known(home)
+    tp = ports.reserve()
+
+    # never seen, signed by a CA of the store: taken, nothing pinned
+    srv = start_tls(start_server, "--tls-cert", crt, "--tls-key", key, tls_port=tp)
+    for how, env in stores.items():
+        d, data = send_dir(client_dir, tp)
+        r = d.run(quiet=False, env=env)
+        assert r.returncode == 0, (how, describe(r))
+        assert b"pinned" not in r.stderr and b"WARNING" not in r.stderr, (how, describe(r))
+        assert_stored(srv, d, data)
+    assert not known.exists(), known.read_text()
+    ca_fp = srv.fp
+    srv.stop()
+
+    # a self-signed key on that port is pinned; pinned and unchanged, it
+    # is taken again without a look at the store (the FIFO)
+    a = start_tls(start_server, tls_port=tp)
+    d, _ = send_dir(client_dir, tp)
+    r = d.run(quiet=False, env=stores["file"])
+    assert r.returncode == 0 and b"is now pinned" in r.stderr, describe(r)
+    pinned = "127.0.0.1:%d %s\n" % (tp, a.fp)
+    assert known.read_text() == pinned
+    data = os.urandom(25_000)
+    d.write_file("upload.bin", data)
+    r = d.run(quiet=False, env=blocking, timeout=30)
+    assert r.returncode == 0 and r.stderr == b"", describe(r)
+    assert_stored(a, d, data)
+    a.stop()
+
+    # the port's key changes to the CA-signed one: the store vouches for
+    # it (the pin is left alone); without the CA it is refused
+    b = start_tls(start_server, "--tls-cert", crt, "--tls-key", key, tls_port=tp)
+    assert b.fp == ca_fp != a.fp
+    for how, env in stores.items():
+        data = os.urandom(15_000)
+        d.write_file("upload.bin", data)
+        r = d.run(quiet=False, env=env)
+        assert r.returncode == 0, (how, describe(r))
+        assert b"WARNING" not in r.stderr and b"pinned" not in r.stderr, (how, describe(r))
+        assert_stored(b, d, data)
+    r = d.run(quiet=False, env=bare)
+    assert r.returncode == EXIT_KEY, describe(r)
+    assert_changed_key_said(r.stderr, "bulwark", tp, a.fp, b.fp)
+    assert known.read_text() == pinned
+
+
 def test_ls_get_and_rm_give_an_owner_its_files_back(start_server, client_dir, tmp_path):
     """bulwark ls, get (resumed from a .part, checked by SHA-256) and rm,
     with the identity and the server bulwark send used."""
