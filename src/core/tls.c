@@ -274,7 +274,15 @@ bw_tls_in_room(struct bw_tls *t, size_t n)
 void
 bw_tls_in_fed(struct bw_tls *t, size_t n)
 {
-	t->in.len += n; /* within the room just given */
+	size_t room = t->in.cap - t->in.off - t->in.len;
+
+	t->in.len += n < room ? n : room; /* within the room just given */
+}
+
+size_t
+bw_tls_in_size(const struct bw_tls *t)
+{
+	return t->in.cap;
 }
 
 void

@@ -62,6 +62,7 @@ bw_daemon_cfg_defaults(struct bw_daemon_cfg *cfg)
 	cfg->engine.shutdown_grace_ms = 10000;
 	cfg->engine.tls_rate = 1000;
 	cfg->engine.tls_rate_per_addr = 100;
+	cfg->engine.tls_bulk_max = 64; /* 32 MiB of bulk reads' buffers */
 	cfg->timeout_ms = 30000;
 	cfg->request_timeout_ms = 10000;
 	cfg->max_clients = 1000000;

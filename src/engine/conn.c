@@ -364,6 +364,7 @@ engine_tls_close(struct bw_conn *c)
 	}
 	bw_tls_free(c->own->tls);
 	c->own->tls = NULL;
+	engine_tls_bulk_release(c);
 	free(c->peer_key);
 	c->peer_key = NULL;
 	c->peer_key_len = 0;

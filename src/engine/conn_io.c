@@ -197,6 +197,40 @@ tls_ran(struct bw_conn *c)
 		engine_queue_add(c);
 }
 
+/* A bulk read's buffer (up to TLS_READ_BULK and a record) stays with its
+ * connection while the peer sends, and goes a quiet second after
+ * (engine_conn_trim): at most tls_bulk_max connections hold one at a time,
+ * so that the memory TLS uploads take is bounded as the vault bounds its
+ * own buffers; the others read through the scratch buffer, at a system
+ * call per 64 KiB. 1 if c may read in bulk. */
+static int
+tls_bulk_slot(struct bw_conn *c)
+{
+	struct bw_engine *e = c->eng;
+
+	if (c->own->tls_bulk)
+		return 1;
+	if (e->cfg.tls_bulk_max != 0 && e->tls_bulk >= e->cfg.tls_bulk_max) {
+		if (!c->own->tls_bulk_no)
+			e->tls_bulk_refused++;
+		c->own->tls_bulk_no = 1;
+		return 0;
+	}
+	c->own->tls_bulk = 1;
+	e->tls_bulk++;
+	return 1;
+}
+
+void
+engine_tls_bulk_release(struct bw_conn *c)
+{
+	c->own->tls_bulk_no = 0;
+	if (!c->own->tls_bulk)
+		return;
+	c->own->tls_bulk = 0;
+	c->eng->tls_bulk--;
+}
+
 /* Reads ciphertext for tls_recv: into the session's own input when the peer
  * sends in bulk (one copy less, and a system call per half MiB instead of
  * per 64 KiB: the kernel's acknowledgements and wake-ups went with them;
@@ -209,7 +243,7 @@ tls_pull(struct bw_conn *c, size_t want, int bulk)
 	uint8_t *p;
 	ssize_t n;
 
-	if (!bulk) {
+	if (!bulk || !tls_bulk_slot(c)) {
 		n = recv(c->own->w.fd, scratch, sizeof(scratch), 0);
 		if (n > 0 && bw_tls_feed(c->own->tls, scratch, (size_t)n) != 0)
 			return BW_ENOMEM;

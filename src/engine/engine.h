@@ -107,6 +107,10 @@ struct bw_engine_cfg {
 	 * and from one address (past it its newcomers are closed); 0: no
 	 * limit */
 	unsigned tls_rate, tls_rate_per_addr;
+	/* TLS connections that may read in bulk at a time (half a MiB of
+	 * records held each while they send); the others read through the
+	 * loop's 64 KiB. 0: no limit */
+	unsigned tls_bulk_max;
 	/* SIGHUP (with signals on): called on the loop thread. NULL: the
 	 * signal is logged and ignored. */
 	void (*on_hup)(void *arg);
@@ -219,6 +223,10 @@ struct bw_engine {
 	uint64_t tls_window_ms, tls_paused, tls_addr_refused;
 	unsigned tls_begun;
 	uint64_t tls_warn_ms, tls_addr_warn_ms, tls_addr_dropped;
+	/* connections holding a bulk read's buffer now (tls_bulk_max), and
+	 * those refused one since start */
+	unsigned tls_bulk;
+	uint64_t tls_bulk_refused;
 	struct bw_devtab devs; /* clients' deviations (deviation.h) */
 };
 

@@ -423,7 +423,7 @@ def test_every_long_option_of_help_is_a_config_key(daemon, tmp_path):
         "bus": "redis://127.0.0.1:9", "bus-password-file": secret_file,
         "tls-port": str(tls_ports[0]), "rooms-tls-port": str(tls_ports[1]),
         "tls-cert": tmp_path / "op.crt", "tls-key": tmp_path / "op.key", "require-tls": "no",
-        "tls-handshakes": "500", "tls-handshakes-per-addr": "50",
+        "tls-handshakes": "500", "tls-handshakes-per-addr": "50", "tls-bulk-readers": "8",
     }
     missing = [n for n in names if n not in values]
     assert not missing, "options of --help with no value in this test: %r" % missing

@@ -14,8 +14,10 @@ knows a client's id (every 2101 lists them) and proves its own key, one who
 proves none, and a registration carrying another key than the one proven.
 The plain port is the seed's and stays as it was."""
 
+import os
 import re
 import socket
+import threading
 import time
 import urllib.request
 
@@ -425,6 +427,59 @@ def test_past_the_handshakes_a_second_in_all_newcomers_wait_and_are_served(start
 
 # --------------------------------------------------------------------------
 # An owner's choice: its id refused on the plain listeners (1103)
+
+
+def test_past_the_bulk_readers_an_upload_reads_64_kib_at_a_time_and_completes(
+        start_server, client_dir, tmp_path):
+    """--tls-bulk-readers 1: an upload that holds the one bulk read (it
+    keeps sending, slowly) leaves a second upload, our client's, to read
+    through the loop's 64 KiB; both files are stored whole, the refusal is
+    counted, and the holder's buffer is given back once it is quiet for a
+    second, and at its close."""
+    from test_tls_client import assert_stored, client_env, send_dir
+    srv = start(start_server, "--tls-bulk-readers", "1")
+    holder = vault_owner(srv, rsa_key(30))
+    data = os.urandom(12 << 20)
+    ct = bw.aes_encrypt(holder.aes_key, data)
+    holder.send_raw(bw.pack_request_header(holder.client_id, bw.SEND_FILE,
+                                           bw.FILE_PREFIX_SIZE + len(ct))
+                    + bw.U32.pack(len(ct)) + bw.name_field("held.bin"))
+    sent = 4 << 20
+    holder.send_raw(ct[:sent])
+    assert bwd.wait_for(lambda: tls_metric(srv, r"bulwark_tls_bulk_readers\{[^}]*\}") == 1, 5), \
+        "the first upload never read in bulk"
+    assert tls_metric(srv, r"bulwark_tls_bulk_refused_total\{[^}]*\}") == 0
+    stop = threading.Event()
+
+    def trickle():  # reads every 0.2 s: never a quiet second
+        nonlocal sent
+        while not stop.is_set() and sent < len(ct) - (1 << 20):
+            holder.send_raw(ct[sent:sent + (128 << 10)])
+            sent += 128 << 10
+            stop.wait(0.2)
+
+    t = threading.Thread(target=trickle)
+    t.start()
+    try:
+        d, other = send_dir(client_dir, srv.tls_port, data=os.urandom(16 << 20))
+        r = d.run(env=client_env(tmp_path / "home"))
+        assert r.returncode == 0, bwd.describe(r)
+        assert_stored(srv, d, other)
+        assert tls_metric(srv, r"bulwark_tls_bulk_refused_total\{[^}]*\}") >= 1
+        assert tls_metric(srv, r"bulwark_tls_bulk_readers\{[^}]*\}") == 1
+    finally:
+        stop.set()
+        t.join()
+    # a quiet second, the connection open: the buffer and the read go back
+    assert bwd.wait_for(lambda: tls_metric(srv, r"bulwark_tls_bulk_readers\{[^}]*\}") == 0, 5), \
+        "a quiet connection kept its bulk read"
+    holder.send_raw(ct[sent:])
+    resp = bw.expect(holder.recv_response(), bw.FILE_RECEIVED, "upload")
+    assert bw.parse_file_received(resp.payload)[3] == bw.cksum(data)
+    bw.expect(holder.crc_ok("held.bin"), bw.ACK, "crc ok")
+    assert (srv.client_dir(holder.client_id) / "held.bin").read_bytes() == data
+    holder.close()
+    assert bwd.wait_for(lambda: tls_metric(srv, r"bulwark_tls_bulk_readers\{[^}]*\}") == 0, 5)
 
 
 def test_an_owner_proven_over_tls_can_have_its_id_refused_on_the_plain_port(start_server):

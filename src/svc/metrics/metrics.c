@@ -152,10 +152,21 @@ engine_counts(const struct bw_engine *e, struct bw_buf *b)
 			"listeners stopped accepting for the rest of a second "
 			"(--tls-handshakes).\n"
 			"# TYPE bulwark_tls_accept_paused_total counter\n"
-			"bulwark_tls_accept_paused_total %llu\n",
+			"bulwark_tls_accept_paused_total %llu\n"
+			"# HELP bulwark_tls_bulk_readers TLS connections "
+			"holding a bulk read's buffer now "
+			"(--tls-bulk-readers).\n"
+			"# TYPE bulwark_tls_bulk_readers gauge\n"
+			"bulwark_tls_bulk_readers %u\n"
+			"# HELP bulwark_tls_bulk_refused_total TLS "
+			"connections that wanted one while all were held, "
+			"and read 64 KiB at a time.\n"
+			"# TYPE bulwark_tls_bulk_refused_total counter\n"
+			"bulwark_tls_bulk_refused_total %llu\n",
 			(unsigned long long)e->tls_handshakes,
 			(unsigned long long)e->tls_resumed,
-			(unsigned long long)e->tls_paused);
+			(unsigned long long)e->tls_paused, e->tls_bulk,
+			(unsigned long long)e->tls_bulk_refused);
 	rc |= bw_buf_printf(b, "# HELP bulwark_client_deviations_total "
 			       "Connections on which a client bent a protocol "
 			       "the way the kind says (the clients: the "
