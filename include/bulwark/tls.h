@@ -82,8 +82,10 @@ void bw_tls_in_fed(struct bw_tls *t, size_t n);
 void bw_tls_trim(struct bw_tls *t);
 /* The output's alone: for a connection that has just sent all it had. */
 void bw_tls_trim_out(struct bw_tls *t);
-/* The bytes the input's buffer takes now (held or not). */
+/* The bytes the input's buffer takes now (held or not), and those it
+ * holds. */
 size_t bw_tls_in_size(const struct bw_tls *t);
+size_t bw_tls_in_len(const struct bw_tls *t);
 /* Runs the handshake as far as the input allows. */
 enum bw_tls_rc bw_tls_handshake(struct bw_tls *t);
 int bw_tls_done(const struct bw_tls *t);

@@ -28,6 +28,7 @@ struct bw_ctls {
 	unsigned timeout_ms;
 	int trusted;		  /* the server's key was judged good */
 	int store_later;	  /* the system's store is asked after */
+	int no_ticket;		  /* keep none from this connection */
 	char name[300];		  /* HOST:PORT, for its sessions */
 	char who[BW_TLS_WHO_CAP]; /* the identity's; "" for none kept */
 };
@@ -293,8 +294,14 @@ judge(struct bw_ctls *c, const char *prog, const char *host, uint16_t port,
 	}
 	if (line != 0 && strcmp(old, fp) == 0)
 		return 0;
-	if (c->store_later && bw_tls_verify_system(c->t))
-		return 0; /* a new key, which a CA vouches for */
+	if (c->store_later && bw_tls_verify_system(c->t)) {
+		/* a new key, which a CA vouches for. Its tickets would carry
+		 * the handshake's verdict (made without the store) and only
+		 * the certificate, not its chain: resumed, the key could not
+		 * be vouched for again. Full handshakes until it is pinned. */
+		c->no_ticket = 1;
+		return 0;
+	}
 	if (line != 0) {
 		fprintf(stderr,
 			"%s: WARNING: the key of %s%s has changed!\n"
@@ -368,7 +375,7 @@ keep_ticket(struct bw_ctls *c)
 	size_t len = 0;
 	int64_t ends = 0;
 
-	if (!c->trusted || c->who[0] == '\0' ||
+	if (!c->trusted || c->no_ticket || c->who[0] == '\0' ||
 	    bw_tls_ticket(c->t, &der, &len, &ends) != 0)
 		return;
 	(void)bw_tls_session_save(c->name, c->who, der, len, ends);
@@ -429,6 +436,10 @@ bw_ctls_open(struct bw_ctls **out, int fd, const char *prog, const char *host,
 		return BW_EXIT_FATAL;
 	}
 	if (pin && (rc = judge(c, prog, host, port, why, cap)) != 0) {
+		/* the session kept would be refused the same way next time,
+		 * where a full handshake may show a chain a CA vouches for */
+		if (bw_tls_resumed(c->t) && c->who[0] != '\0')
+			(void)bw_tls_session_forget(c->name, c->who);
 		bw_ctls_free(c);
 		return rc;
 	}

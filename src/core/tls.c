@@ -285,6 +285,12 @@ bw_tls_in_size(const struct bw_tls *t)
 	return t->in.cap;
 }
 
+size_t
+bw_tls_in_len(const struct bw_tls *t)
+{
+	return t->in.len;
+}
+
 void
 bw_tls_trim(struct bw_tls *t)
 {

@@ -222,9 +222,15 @@ tls_bulk_slot(struct bw_conn *c)
 }
 
 void
+engine_tls_bulk_trimmed(struct bw_conn *c)
+{
+	if (bw_tls_in_size(c->own->tls) <= TLS_SMALL_IN)
+		engine_tls_bulk_release(c);
+}
+
+void
 engine_tls_bulk_release(struct bw_conn *c)
 {
-	c->own->tls_bulk_no = 0;
 	if (!c->own->tls_bulk)
 		return;
 	c->own->tls_bulk = 0;
@@ -240,6 +246,7 @@ engine_tls_bulk_release(struct bw_conn *c)
 static ssize_t
 tls_pull(struct bw_conn *c, size_t want, int bulk)
 {
+	size_t held;
 	uint8_t *p;
 	ssize_t n;
 
@@ -249,12 +256,19 @@ tls_pull(struct bw_conn *c, size_t want, int bulk)
 			return BW_ENOMEM;
 		return n < 0 ? -errno : n;
 	}
+	/* the buffer holds TLS_READ_BULK in all, with the part of a record
+	 * that is all a pull finds waiting (OpenSSL took every whole one) */
+	held = bw_tls_in_len(c->own->tls);
 	if (want < TLS_READ_CHUNK)
 		want = TLS_READ_CHUNK;
-	if (want > TLS_READ_BULK)
-		want = TLS_READ_BULK;
-	if ((p = bw_tls_in_room(c->own->tls, want)) == NULL)
-		return tls_pull(c, want, 0); /* no room: a little at a time */
+	if (want > TLS_READ_BULK - held)
+		want = held < TLS_READ_BULK - TLS_READ_CHUNK
+			       ? TLS_READ_BULK - held
+			       : TLS_READ_CHUNK;
+	if ((p = bw_tls_in_room(c->own->tls, want)) == NULL) {
+		engine_tls_bulk_release(c); /* no room: a little at a time */
+		return tls_pull(c, want, 0);
+	}
 	n = recv(c->own->w.fd, p, want, 0);
 	if (n > 0)
 		bw_tls_in_fed(c->own->tls, (size_t)n);
@@ -314,8 +328,10 @@ tls_recv(struct bw_conn *c, uint8_t *p, size_t room, const char **why)
 			bulk = 1; /* there is more where that came from */
 	}
 	tls_ran(c);
-	if (drained && !bulk)
+	if (drained && !bulk) {
 		bw_tls_trim(c->own->tls); /* a quiet peer: no buffers kept */
+		engine_tls_bulk_trimmed(c);
+	}
 	if (total == 0) {
 		errno = EAGAIN;
 		return -1;

@@ -13,9 +13,6 @@
 
 #define IDLE_OUT_CAP (64u * 1024u) /* keep no more buffer when idle */
 #define TRIM_IDLE_MS 1000u /* an input buffer unused this long is freed */
-/* a TLS input no bigger than reads through the loop's scratch buffer make:
- * its bulk read (conn_io.c) is given back */
-#define TLS_SMALL_IN (128u * 1024u)
 
 /* c's peer does not read what it is sent: closed after the callback. */
 void
@@ -59,8 +56,7 @@ engine_conn_trim(struct bw_conn *c, uint64_t now)
 	 * after a bulk read, a member that only receives */
 	if (c->own->tls != NULL && now - c->own->last_read_ms >= TRIM_IDLE_MS) {
 		bw_tls_trim(c->own->tls);
-		if (bw_tls_in_size(c->own->tls) <= TLS_SMALL_IN)
-			engine_tls_bulk_release(c);
+		engine_tls_bulk_trimmed(c);
 	}
 	if (c->flags & BW_CONN_PAUSED)
 		return; /* a paused service may still look at its input */

@@ -41,13 +41,16 @@ struct bw_conn_own {
 	struct bw_call tls_call; /* a read of what the session holds */
 	unsigned devs;		 /* deviation kinds counted (1u << kind) */
 	/* holds one of the engine's bulk reads (tls_bulk_max); was refused
-	 * one since its last quiet second (counted once) */
+	 * one (counted once a connection) */
 	unsigned tls_bulk : 1, tls_bulk_no : 1;
 };
 
-/* Gives back c's bulk read (conn_io.c): at its close, or once a quiet
- * second has shrunk its input. */
+/* Gives back c's bulk read (conn_io.c): at its close, or whenever its
+ * input is no bigger than reads through the loop's scratch buffer make
+ * (TLS_SMALL_IN) once a trim has shrunk it. */
+#define TLS_SMALL_IN (128u * 1024u)
 void engine_tls_bulk_release(struct bw_conn *c);
+void engine_tls_bulk_trimmed(struct bw_conn *c);
 
 /* the tick that enforces deadlines and trims idle buffers (engine.c) */
 #define ENGINE_TICK_MS	     200u

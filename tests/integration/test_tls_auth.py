@@ -429,57 +429,85 @@ def test_past_the_handshakes_a_second_in_all_newcomers_wait_and_are_served(start
 # An owner's choice: its id refused on the plain listeners (1103)
 
 
-def test_past_the_bulk_readers_an_upload_reads_64_kib_at_a_time_and_completes(
-        start_server, client_dir, tmp_path):
-    """--tls-bulk-readers 1: an upload that holds the one bulk read (it
-    keeps sending, slowly) leaves a second upload, our client's, to read
-    through the loop's 64 KiB; both files are stored whole, the refusal is
-    counted, and the holder's buffer is given back once it is quiet for a
-    second, and at its close."""
-    from test_tls_client import assert_stored, client_env, send_dir
+def bulk_readers(srv):
+    return tls_metric(srv, r"bulwark_tls_bulk_readers\{[^}]*\}")
+
+
+def upload_header(c, ct, name):
+    return (bw.pack_request_header(c.client_id, bw.SEND_FILE, bw.FILE_PREFIX_SIZE + len(ct))
+            + bw.U32.pack(len(ct)) + bw.name_field(name))
+
+
+def upload_done(srv, c, data, name):
+    resp = bw.expect(c.recv_response(), bw.FILE_RECEIVED, "upload")
+    assert bw.parse_file_received(resp.payload)[3] == bw.cksum(data)
+    bw.expect(c.crc_ok(name), bw.ACK, "crc ok")
+    assert (srv.client_dir(c.client_id) / name).read_bytes() == data
+
+
+def test_past_the_bulk_readers_uploads_read_64_kib_at_a_time_and_complete(start_server):
+    """--tls-bulk-readers 1: of two uploads sent at once, one holds the
+    bulk read and the other is refused it (counted) and reads through the
+    loop's 64 KiB; both files are stored whole. A connection gives the read
+    back when its input shrinks, though it keeps sending small records, and
+    at its close."""
     srv = start(start_server, "--tls-bulk-readers", "1")
-    holder = vault_owner(srv, rsa_key(30))
+    ups = []
+    for i in range(2):
+        c = vault_owner(srv, rsa_key(30 + i))
+        data = os.urandom(48 << 20)
+        ups.append((c, data, bw.aes_encrypt(c.aes_key, data)))
+    together = threading.Barrier(2)
+
+    def upload(c, ct):
+        together.wait(10)
+        c.send_raw(upload_header(c, ct, "both.bin") + ct)
+
+    threads = [threading.Thread(target=upload, args=(c, ct)) for c, _, ct in ups]
+    for t in threads:
+        t.start()
+    peak = 0
+    while any(t.is_alive() for t in threads):
+        peak = max(peak, bulk_readers(srv))
+        time.sleep(0.02)
+    for t in threads:
+        t.join()
+    for c, data, _ in ups:
+        upload_done(srv, c, data, "both.bin")
+        c.close()
+    assert peak <= 1
+    assert tls_metric(srv, r"bulwark_tls_bulk_refused_total\{[^}]*\}") >= 1
+    assert bwd.wait_for(lambda: bulk_readers(srv) == 0, 5), "closed, and still held"
+
+    # one upload alone takes the read; then, sending a small record every
+    # 0.1 s (never a quiet second), it gives it back
+    c = vault_owner(srv, rsa_key(32))
     data = os.urandom(12 << 20)
-    ct = bw.aes_encrypt(holder.aes_key, data)
-    holder.send_raw(bw.pack_request_header(holder.client_id, bw.SEND_FILE,
-                                           bw.FILE_PREFIX_SIZE + len(ct))
-                    + bw.U32.pack(len(ct)) + bw.name_field("held.bin"))
+    ct = bw.aes_encrypt(c.aes_key, data)
     sent = 4 << 20
-    holder.send_raw(ct[:sent])
-    assert bwd.wait_for(lambda: tls_metric(srv, r"bulwark_tls_bulk_readers\{[^}]*\}") == 1, 5), \
-        "the first upload never read in bulk"
-    assert tls_metric(srv, r"bulwark_tls_bulk_refused_total\{[^}]*\}") == 0
+    c.send_raw(upload_header(c, ct, "held.bin") + ct[:sent])
+    assert bwd.wait_for(lambda: bulk_readers(srv) == 1, 5), "never read in bulk"
     stop = threading.Event()
 
-    def trickle():  # reads every 0.2 s: never a quiet second
+    def trickle():
         nonlocal sent
-        while not stop.is_set() and sent < len(ct) - (1 << 20):
-            holder.send_raw(ct[sent:sent + (128 << 10)])
-            sent += 128 << 10
-            stop.wait(0.2)
+        while not stop.is_set() and sent < len(ct) - 4096:
+            c.send_raw(ct[sent:sent + 4096])
+            sent += 4096
+            stop.wait(0.1)
 
     t = threading.Thread(target=trickle)
     t.start()
     try:
-        d, other = send_dir(client_dir, srv.tls_port, data=os.urandom(16 << 20))
-        r = d.run(env=client_env(tmp_path / "home"))
-        assert r.returncode == 0, bwd.describe(r)
-        assert_stored(srv, d, other)
-        assert tls_metric(srv, r"bulwark_tls_bulk_refused_total\{[^}]*\}") >= 1
-        assert tls_metric(srv, r"bulwark_tls_bulk_readers\{[^}]*\}") == 1
+        assert bwd.wait_for(lambda: bulk_readers(srv) == 0, 5), \
+            "a connection sending small records kept its bulk read"
     finally:
         stop.set()
         t.join()
-    # a quiet second, the connection open: the buffer and the read go back
-    assert bwd.wait_for(lambda: tls_metric(srv, r"bulwark_tls_bulk_readers\{[^}]*\}") == 0, 5), \
-        "a quiet connection kept its bulk read"
-    holder.send_raw(ct[sent:])
-    resp = bw.expect(holder.recv_response(), bw.FILE_RECEIVED, "upload")
-    assert bw.parse_file_received(resp.payload)[3] == bw.cksum(data)
-    bw.expect(holder.crc_ok("held.bin"), bw.ACK, "crc ok")
-    assert (srv.client_dir(holder.client_id) / "held.bin").read_bytes() == data
-    holder.close()
-    assert bwd.wait_for(lambda: tls_metric(srv, r"bulwark_tls_bulk_readers\{[^}]*\}") == 0, 5)
+    c.send_raw(ct[sent:])
+    upload_done(srv, c, data, "held.bin")
+    c.close()
+    assert bwd.wait_for(lambda: bulk_readers(srv) == 0, 5)
 
 
 def test_an_owner_proven_over_tls_can_have_its_id_refused_on_the_plain_port(start_server):

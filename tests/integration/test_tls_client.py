@@ -758,6 +758,74 @@ def test_the_systems_store_vouches_for_keys_and_a_pinned_key_never_reads_it(
     assert known.read_text() == pinned
 
 
+def make_chain_signed(directory):
+    """A root CA, an intermediate it signs, and a server certificate for
+    127.0.0.1 the intermediate signs, as public CAs issue them. Returns
+    (root, the server's chain file: its certificate then the
+    intermediate's, its key)."""
+    need_openssl()
+    directory.mkdir(parents=True, exist_ok=True)
+    f = {n: directory / n for n in ("root.crt", "root.key", "mid.csr", "mid.crt", "mid.key",
+                                     "srv.csr", "srv.crt", "srv.key", "mid.cnf", "srv.cnf")}
+    f["mid.cnf"].write_text("basicConstraints=critical,CA:TRUE,pathlen:0\n"
+                            "keyUsage=critical,keyCertSign,cRLSign\n")
+    f["srv.cnf"].write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+                            "basicConstraints=critical,CA:FALSE\n"
+                            "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    for argv in (["openssl", "req", "-x509"] + ec +
+                 ["-subj", "/CN=Bulwark Test Root", "-keyout", f["root.key"], "-out", f["root.crt"],
+                  "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE",
+                  "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+                 ["openssl", "req"] + ec +
+                 ["-subj", "/CN=Bulwark Test Issuing CA", "-keyout", f["mid.key"],
+                  "-out", f["mid.csr"]],
+                 ["openssl", "x509", "-req", "-in", f["mid.csr"], "-CA", f["root.crt"],
+                  "-CAkey", f["root.key"], "-CAcreateserial", "-out", f["mid.crt"], "-days", "30",
+                  "-extfile", f["mid.cnf"]],
+                 ["openssl", "req"] + ec +
+                 ["-subj", "/CN=localhost", "-keyout", f["srv.key"], "-out", f["srv.csr"]],
+                 ["openssl", "x509", "-req", "-in", f["srv.csr"], "-CA", f["mid.crt"],
+                  "-CAkey", f["mid.key"], "-CAcreateserial", "-out", f["srv.crt"], "-days", "30",
+                  "-extfile", f["srv.cnf"]]):
+        r = subprocess.run([str(a) for a in argv], capture_output=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr.decode("utf-8", "replace")
+    chain = directory / "chain.pem"
+    chain.write_bytes(f["srv.crt"].read_bytes() + f["mid.crt"].read_bytes())
+    return f["root.crt"], chain, f["srv.key"]
+
+
+def test_a_changed_key_an_issuing_ca_vouches_for_is_taken_every_time(start_server,
+                                                                     client_dir, tmp_path):
+    """A pinned address whose server moves to a certificate from an issuing
+    CA under a root of the system's store: taken without a warning, on the
+    first command and on every one after (a session resumed from the first
+    would show the certificate without its chain, which no store can vouch
+    for: none is kept from such a connection), the pin left alone."""
+    root, chain, key = make_chain_signed(tmp_path / "pki")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = dict(client_env(tmp_path / "home"), SSL_CERT_FILE=str(root), SSL_CERT_DIR=str(empty))
+    known = home_known(tmp_path / "home")
+    tp = ports.reserve()
+    a = start_tls(start_server, tls_port=tp)
+    d, _ = send_dir(client_dir, tp)
+    r = d.run(quiet=False, env=env)
+    assert r.returncode == 0 and b"is now pinned" in r.stderr, describe(r)
+    pinned = known.read_text()
+    a.stop()
+    b = start_tls(start_server, "--tls-cert", chain, "--tls-key", key, tls_port=tp)
+    for i in range(3):
+        data = os.urandom(10_000 + i)
+        d.write_file("upload.bin", data)
+        r = d.run(quiet=False, env=env)
+        assert r.returncode == 0, (i, describe(r))
+        assert b"WARNING" not in r.stderr, (i, describe(r))
+        assert_stored(b, d, data)
+    assert known.read_text() == pinned
+
+
 def test_ls_get_and_rm_give_an_owner_its_files_back(start_server, client_dir, tmp_path):
     """bulwark ls, get (resumed from a .part, checked by SHA-256) and rm,
     with the identity and the server bulwark send used."""
