@@ -27,6 +27,7 @@ import pytest
 import bwd
 import bwrooms as R
 import ports
+import tlsutil
 from bwd import describe, unique_name
 from test_msg_client import blocks
 
@@ -759,41 +760,17 @@ def test_the_systems_store_vouches_for_keys_and_a_pinned_key_never_reads_it(
 
 
 def make_chain_signed(directory):
-    """A root CA, an intermediate it signs, and a server certificate for
-    127.0.0.1 the intermediate signs, as public CAs issue them. Returns
-    (root, the server's chain file: its certificate then the
-    intermediate's, its key)."""
-    need_openssl()
-    directory.mkdir(parents=True, exist_ok=True)
-    f = {n: directory / n for n in ("root.crt", "root.key", "mid.csr", "mid.crt", "mid.key",
-                                     "srv.csr", "srv.crt", "srv.key", "mid.cnf", "srv.cnf")}
-    f["mid.cnf"].write_text("basicConstraints=critical,CA:TRUE,pathlen:0\n"
-                            "keyUsage=critical,keyCertSign,cRLSign\n")
-    f["srv.cnf"].write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-                            "basicConstraints=critical,CA:FALSE\n"
-                            "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    for argv in (["openssl", "req", "-x509"] + ec +
-                 ["-subj", "/CN=Bulwark Test Root", "-keyout", f["root.key"], "-out", f["root.crt"],
-                  "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE",
-                  "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-                 ["openssl", "req"] + ec +
-                 ["-subj", "/CN=Bulwark Test Issuing CA", "-keyout", f["mid.key"],
-                  "-out", f["mid.csr"]],
-                 ["openssl", "x509", "-req", "-in", f["mid.csr"], "-CA", f["root.crt"],
-                  "-CAkey", f["root.key"], "-CAcreateserial", "-out", f["mid.crt"], "-days", "30",
-                  "-extfile", f["mid.cnf"]],
-                 ["openssl", "req"] + ec +
-                 ["-subj", "/CN=localhost", "-keyout", f["srv.key"], "-out", f["srv.csr"]],
-                 ["openssl", "x509", "-req", "-in", f["srv.csr"], "-CA", f["mid.crt"],
-                  "-CAkey", f["mid.key"], "-CAcreateserial", "-out", f["srv.crt"], "-days", "30",
-                  "-extfile", f["srv.cnf"]]):
-        r = subprocess.run([str(a) for a in argv], capture_output=True, timeout=60,
-                           stdin=subprocess.DEVNULL)
-        assert r.returncode == 0, r.stderr.decode("utf-8", "replace")
+    """A root CA, an issuing CA it signs, and a server certificate for
+    127.0.0.1 the issuing CA signs, as public CAs issue them. Returns
+    (root, the server's chain file: its certificate then the issuing CA's,
+    its key)."""
+    root = tlsutil.make_root(directory, "root", "Bulwark Test Root")
+    mid = tlsutil.issue(directory, "mid", "Bulwark Test Issuing CA", root,
+                        tlsutil.ISSUING_CA_EXT)
+    crt, key = tlsutil.issue(directory, "srv", "localhost", mid, tlsutil.SERVER_EXT)
     chain = directory / "chain.pem"
-    chain.write_bytes(f["srv.crt"].read_bytes() + f["mid.crt"].read_bytes())
-    return f["root.crt"], chain, f["srv.key"]
+    chain.write_bytes(crt.read_bytes() + mid[0].read_bytes())
+    return root[0], chain, key
 
 
 def test_a_changed_key_an_issuing_ca_vouches_for_is_taken_every_time(start_server,

@@ -709,31 +709,11 @@ def make_ca_signed(directory):
     """A test CA and, signed by it for 127.0.0.1 and localhost, a server
     certificate as a public CA issues one (90 days, a CRL and an OCSP
     address). Returns (ca, cert, key)."""
-    need_openssl()
-    directory.mkdir(parents=True, exist_ok=True)
-    d = {n: directory / n for n in ("ca.crt", "ca.key", "srv.csr", "srv.crt", "srv.key",
-                                     "ext.cnf")}
-    d["ext.cnf"].write_text(
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-        "basicConstraints=critical,CA:FALSE\n"
-        "keyUsage=critical,digitalSignature\n"
-        "extendedKeyUsage=serverAuth\n"
-        "crlDistributionPoints=URI:http://127.0.0.1:9/ca.crl\n"
-        "authorityInfoAccess=OCSP;URI:http://127.0.0.1:9/ocsp\n")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    for argv in (["openssl", "req", "-x509"] + ec +
-                 ["-subj", "/CN=Bulwark Test CA", "-keyout", d["ca.key"], "-out", d["ca.crt"],
-                  "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE",
-                  "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-                 ["openssl", "req"] + ec +
-                 ["-subj", "/CN=localhost", "-keyout", d["srv.key"], "-out", d["srv.csr"]],
-                 ["openssl", "x509", "-req", "-in", d["srv.csr"], "-CA", d["ca.crt"],
-                  "-CAkey", d["ca.key"], "-CAcreateserial", "-out", d["srv.crt"],
-                  "-days", "90", "-extfile", d["ext.cnf"]]):
-        r = subprocess.run([str(a) for a in argv], capture_output=True, timeout=60,
-                           stdin=subprocess.DEVNULL)
-        assert r.returncode == 0, r.stderr.decode("utf-8", "replace")
-    return d["ca.crt"], d["srv.crt"], d["srv.key"]
+    ca = tlsutil.make_root(directory, "ca", "Bulwark Test CA")
+    crt, key = tlsutil.issue(directory, "srv", "localhost", ca, tlsutil.SERVER_EXT
+                             + "crlDistributionPoints=URI:http://127.0.0.1:9/ca.crl\n"
+                             "authorityInfoAccess=OCSP;URI:http://127.0.0.1:9/ocsp\n", days=90)
+    return ca[0], crt, key
 
 
 # (with the parallel tests, begun first, rather than alone after them: it

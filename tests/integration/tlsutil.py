@@ -56,6 +56,48 @@ def identity_files(key):
     return cp, kp
 
 
+# --------------------------------------------------------------------------
+# Certificates as CAs issue them, made with the openssl command (P-256 keys)
+
+EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+SERVER_EXT = ("subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+              "basicConstraints=critical,CA:FALSE\n"
+              "keyUsage=critical,digitalSignature\n"
+              "extendedKeyUsage=serverAuth\n")
+ISSUING_CA_EXT = ("basicConstraints=critical,CA:TRUE,pathlen:0\n"
+                  "keyUsage=critical,keyCertSign,cRLSign\n")
+
+
+def openssl(*argv):
+    r = subprocess.run([need_openssl()] + [str(a) for a in argv], capture_output=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr.decode("utf-8", "replace")
+
+
+def make_root(directory, stem, cn):
+    """A self-signed CA valid 30 days: (certificate, key) files
+    directory/stem.crt and .key."""
+    directory.mkdir(parents=True, exist_ok=True)
+    crt, key = directory / (stem + ".crt"), directory / (stem + ".key")
+    openssl("req", "-x509", *EC_KEY, "-subj", "/CN=" + cn, "-keyout", key, "-out", crt,
+            "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    return crt, key
+
+
+def issue(directory, stem, cn, ca, ext, days=30):
+    """A key and a certificate for cn with the extensions ext (a config
+    file's lines), signed by ca, a (certificate, key) pair: (certificate,
+    key) files directory/stem.crt and .key."""
+    crt, key = directory / (stem + ".crt"), directory / (stem + ".key")
+    csr, cnf = directory / (stem + ".csr"), directory / (stem + ".cnf")
+    cnf.write_text(ext)
+    openssl("req", *EC_KEY, "-subj", "/CN=" + cn, "-keyout", key, "-out", csr)
+    openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
+            "-out", crt, "-days", str(days), "-extfile", cnf)
+    return crt, key
+
+
 def client_ctx(cafile=None, maximum=None, key=None):
     """A TLS client context: verifying against cafile (host names checked)
     or, without one, taking any certificate; with key (an RSA key), showing
