@@ -6,23 +6,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_clock.h"
 #include "bulwark/crc.h"
 
 #define BUF_LEN (256u * 1024 * 1024)
 #define RUNS	5
 
 typedef uint32_t (*engine_fn)(uint32_t crc, const uint8_t *p, size_t n);
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int
 cmp_double(const void *a, const void *b)
@@ -52,9 +43,9 @@ measure(const char *name, engine_fn fn, const uint8_t *buf)
 
 	crc = fn(0, buf, BUF_LEN); /* warm-up: page faults, caches, clocks */
 	for (i = 0; i < RUNS; i++) {
-		t0 = now_s();
+		t0 = bench_now_s();
 		crc = fn(0, buf, BUF_LEN);
-		t[i] = now_s() - t0;
+		t[i] = bench_now_s() - t0;
 	}
 	qsort(t, RUNS, sizeof(t[0]), cmp_double);
 	printf("%-24s %7.2f GB/s  (median of %d, %.1f ms; crc %08x)\n", name,
