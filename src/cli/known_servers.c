@@ -16,6 +16,8 @@
 #include "cli/common.h"
 #include "cli/tlsclient.h"
 
+#define KNOWN_MAX (1024u * 1024u) /* what is read of known_servers */
+
 int
 bw_known_servers_path(char *out, size_t cap)
 {
@@ -36,8 +38,10 @@ bw_known_servers_path(char *out, size_t cap)
 	return n < 0 || (size_t)n >= cap ? BW_ETOOBIG : 0;
 }
 
-unsigned
-bw_known_pinned(const char *text, const char *name, char fp[BW_TLS_FP_CAP])
+/* The fingerprint pinned for name ("HOST:PORT") in the file's text, into
+ * fp; its line number, or 0. */
+static unsigned
+known_pinned(const char *text, const char *name, char fp[BW_TLS_FP_CAP])
 {
 	const char *line = text, *nl, *sp;
 	size_t nlen = strlen(name);
@@ -89,7 +93,7 @@ bw_known_servers_pin(const char *path, const char *name, const char *fp)
 	size_t len = 0, nlen = strlen(name), cap, used = 0;
 	int rc;
 
-	rc = bw_read_small_file(path, BW_KNOWN_MAX, &text, &len);
+	rc = bw_read_small_file(path, KNOWN_MAX, &text, &len);
 	if (rc != 0 && rc != -ENOENT)
 		return rc;
 	cap = len + strlen(name) + strlen(fp) + 64;
@@ -117,19 +121,21 @@ bw_known_servers_pin(const char *path, const char *name, const char *fp)
 }
 
 int
-bw_known_server_pinned(const char *host, uint16_t port)
+bw_known_lookup(const char *name, struct bw_known *k)
 {
-	char path[4096], name[300], fp[BW_TLS_FP_CAP];
 	char *text = NULL;
 	size_t len = 0;
-	unsigned line = 0;
+	int rc;
 
-	snprintf(name, sizeof(name), "%s:%u", host, port);
-	if (bw_known_servers_path(path, sizeof(path)) == 0 &&
-	    bw_read_small_file(path, BW_KNOWN_MAX, &text, &len) == 0)
-		line = bw_known_pinned(text, name, fp);
+	k->line = 0;
+	k->old[0] = '\0';
+	if (bw_known_servers_path(k->path, sizeof(k->path)) != 0)
+		return BW_ECONFIG;
+	rc = bw_read_small_file(k->path, KNOWN_MAX, &text, &len);
+	if (rc == 0)
+		k->line = known_pinned(text, name, k->old);
 	free(text);
-	return line != 0;
+	return rc == -ENOENT ? 0 : rc;
 }
 
 /* --- bulwark trust-server ------------------------------------------------
@@ -158,13 +164,12 @@ bw_trust_server_main(int argc, char **argv)
 		{"timeout", required_argument, NULL, 't'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
-	char host[300], path[4096], fp[BW_TLS_FP_CAP], old[BW_TLS_FP_CAP] = "";
-	char name[320], why[512], *text = NULL;
+	char host[300], fp[BW_TLS_FP_CAP], name[320], why[512];
 	unsigned timeout_ms = 10000;
 	struct bw_ctls *c = NULL;
+	struct bw_known k;
 	const char *rest;
 	uint16_t port;
-	size_t len;
 	int ch, rc, fd = -1;
 
 	while ((ch = getopt_long(argc, argv, "t:h", lo, NULL)) != -1) {
@@ -184,7 +189,7 @@ bw_trust_server_main(int argc, char **argv)
 			argv[optind]);
 		return BW_EXIT_USAGE;
 	}
-	if (bw_known_servers_path(path, sizeof(path)) != 0) {
+	if (bw_known_servers_path(k.path, sizeof(k.path)) != 0) {
 		fprintf(stderr, "bulwark trust-server: no place for "
 				"known_servers (set HOME)\n");
 		return BW_EXIT_USAGE;
@@ -206,21 +211,19 @@ bw_trust_server_main(int argc, char **argv)
 	bw_ctls_free(c);
 	close(fd);
 	snprintf(name, sizeof(name), "%s:%u", host, port);
-	if (bw_read_small_file(path, BW_KNOWN_MAX, &text, &len) == 0)
-		(void)bw_known_pinned(text, name, old);
-	free(text);
-	if ((rc = bw_known_servers_pin(path, name, fp)) != 0) {
+	(void)bw_known_lookup(name, &k); /* unreadable: written anew */
+	if ((rc = bw_known_servers_pin(k.path, name, fp)) != 0) {
 		fprintf(stderr, "bulwark trust-server: cannot write %s: %s\n",
-			path, bw_strerror(rc));
+			k.path, bw_strerror(rc));
 		return BW_EXIT_USAGE;
 	}
 	/* a session kept from the old key's server would show its key */
 	(void)bw_tls_session_forget(name, NULL);
-	if (old[0] != '\0' && strcmp(old, fp) != 0)
+	if (k.old[0] != '\0' && strcmp(k.old, fp) != 0)
 		printf("%s%s: pinned %s (was %s) in %s\n", BW_TLS_SCHEME, name,
-		       fp, old, path);
+		       fp, k.old, k.path);
 	else
 		printf("%s%s: pinned %s in %s\n", BW_TLS_SCHEME, name, fp,
-		       path);
+		       k.path);
 	return BW_EXIT_OK;
 }

@@ -24,6 +24,8 @@ struct bw_ctls {
 	unsigned timeout_ms;
 	int trusted;		  /* the server's key was judged good */
 	int store_later;	  /* the system's store is asked after */
+	struct bw_known known;	  /* looked up once, before the handshake */
+	int known_rc;		  /* bw_known_lookup's */
 	int no_ticket;		  /* keep none from this connection */
 	char name[300];		  /* HOST:PORT, for its sessions */
 	char who[BW_TLS_WHO_CAP]; /* the identity's; "" for none kept */
@@ -134,10 +136,8 @@ static int
 judge(struct bw_ctls *c, const char *prog, const char *host, uint16_t port,
       char *why, size_t cap)
 {
-	char fp[BW_TLS_FP_CAP], old[BW_TLS_FP_CAP] = "", path[4096], name[300];
-	char *text = NULL;
-	size_t len = 0;
-	unsigned line = 0;
+	const struct bw_known *k = &c->known;
+	char fp[BW_TLS_FP_CAP];
 	int rc;
 
 	if (bw_tls_peer_fingerprint(c->t, fp) != 0) {
@@ -153,22 +153,18 @@ judge(struct bw_ctls *c, const char *prog, const char *host, uint16_t port,
 			 host, port, bw_cli_ca_file, fp);
 		return BW_EXIT_KEY;
 	}
-	snprintf(name, sizeof(name), "%s:%u", host, port);
-	if ((rc = bw_known_servers_path(path, sizeof(path))) != 0) {
+	if (c->known_rc == BW_ECONFIG) {
 		snprintf(why, cap,
 			 "no place for known_servers (set HOME, "
 			 "XDG_CONFIG_HOME or BULWARK_KNOWN_SERVERS)");
 		return BW_EXIT_USAGE;
 	}
-	rc = bw_read_small_file(path, BW_KNOWN_MAX, &text, &len);
-	if (rc == 0)
-		line = bw_known_pinned(text, name, old);
-	free(text);
-	if (rc != 0 && rc != -ENOENT) {
-		snprintf(why, cap, "cannot read %s: %s", path, bw_strerror(rc));
+	if (c->known_rc != 0) {
+		snprintf(why, cap, "cannot read %s: %s", k->path,
+			 bw_strerror(c->known_rc));
 		return BW_EXIT_USAGE;
 	}
-	if (line != 0 && strcmp(old, fp) == 0)
+	if (k->line != 0 && strcmp(k->old, fp) == 0)
 		return 0;
 	if (c->store_later && bw_tls_verify_system(c->t)) {
 		/* a new key, which a CA vouches for. Its tickets would carry
@@ -178,7 +174,7 @@ judge(struct bw_ctls *c, const char *prog, const char *host, uint16_t port,
 		c->no_ticket = 1;
 		return 0;
 	}
-	if (line != 0) {
+	if (k->line != 0) {
 		fprintf(stderr,
 			"%s: WARNING: the key of %s%s has changed!\n"
 			"  pinned:  %s (%s line %u)\n"
@@ -188,18 +184,18 @@ judge(struct bw_ctls *c, const char *prog, const char *host, uint16_t port,
 			"confirms the new key (bulwarkd --fingerprint\non the "
 			"server), accept it with:\n  bulwark trust-server "
 			"%s%s\n",
-			prog, BW_TLS_SCHEME, name, old, path, line, fp,
-			BW_TLS_SCHEME, name);
+			prog, BW_TLS_SCHEME, c->name, k->old, k->path, k->line,
+			fp, BW_TLS_SCHEME, c->name);
 		snprintf(why, cap, "the server's key is not the one pinned");
 		return BW_EXIT_KEY;
 	}
-	if ((rc = bw_known_servers_pin(path, name, fp)) != 0) {
-		snprintf(why, cap, "cannot pin the key in %s: %s", path,
+	if ((rc = bw_known_servers_pin(k->path, c->name, fp)) != 0) {
+		snprintf(why, cap, "cannot pin the key in %s: %s", k->path,
 			 bw_strerror(rc));
 		return BW_EXIT_USAGE;
 	}
 	fprintf(stderr, "%s: %s%s is new: its key %s is now pinned in %s\n",
-		prog, BW_TLS_SCHEME, name, fp, path);
+		prog, BW_TLS_SCHEME, c->name, fp, k->path);
 	return 0;
 }
 
@@ -223,16 +219,14 @@ ctls_identity(struct bw_tls_ctx *ctx, const struct bw_rsa *key, char *why,
 	return rc;
 }
 
-/* The session kept for host:port and this identity, offered to the server
- * (one that no longer takes it makes a full handshake). */
+/* The session kept for c->name (HOST:PORT) and this identity, offered to
+ * the server (one that no longer takes it makes a full handshake). */
 static void
-resume(struct bw_ctls *c, const char *host, uint16_t port,
-       const struct bw_rsa *key)
+resume(struct bw_ctls *c, const struct bw_rsa *key)
 {
 	uint8_t *der = NULL;
 	size_t len = 0;
 
-	snprintf(c->name, sizeof(c->name), "%s:%u", host, port);
 	if (bw_tls_session_who(key, c->who) != 0) {
 		c->who[0] = '\0'; /* nothing kept for it */
 		return;
@@ -280,8 +274,10 @@ bw_ctls_open(struct bw_ctls **out, int fd, const char *prog, const char *host,
 	/* a pinned key is compared before any CA is asked: the system's
 	 * store, which takes a small command's most time to read, is read
 	 * only for a server not pinned yet, or for a key that changed */
+	snprintf(c->name, sizeof(c->name), "%s:%u", host, port);
 	if (pin && bw_cli_ca_file == NULL) {
-		if (bw_known_server_pinned(host, port))
+		c->known_rc = bw_known_lookup(c->name, &c->known);
+		if (c->known_rc == 0 && c->known.line != 0)
 			c->store_later = 1;
 		else
 			bw_tls_ctx_system_store(c->ctx);
@@ -298,7 +294,7 @@ bw_ctls_open(struct bw_ctls **out, int fd, const char *prog, const char *host,
 	/* a session keeps the verdict of the trust it was made under: one
 	 * made with another --ca-file (or none) is not offered */
 	if (pin && bw_cli_ca_file == NULL)
-		resume(c, host, port, key);
+		resume(c, key);
 	if ((rc = handshake(c)) != 0) {
 		if (rc == BW_EPROTO)
 			snprintf(why, cap,

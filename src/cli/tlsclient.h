@@ -30,14 +30,15 @@ int bw_known_servers_path(char *out, size_t cap);
 /* Pins fp for name (HOST:PORT), replacing its line; the file and its
  * directory made (0600, 0700) if missing. */
 int bw_known_servers_pin(const char *path, const char *name, const char *fp);
-/* The fingerprint pinned for name ("HOST:PORT") in the file's text (at
- * most BW_KNOWN_MAX bytes are read), into fp; its line number, or 0. */
-#define BW_KNOWN_MAX (1024u * 1024u)
-unsigned bw_known_pinned(const char *text, const char *name,
-			 char fp[BW_TLS_FP_CAP]);
-/* Whether known_servers pins a key for host:port (an unreadable file
- * counts as no: the judging after the handshake says why). */
-int bw_known_server_pinned(const char *host, uint16_t port);
+/* known_servers for name ("HOST:PORT"): the file's path, and the key
+ * pinned there (line 0 and old "" for none). 0 (a missing file pins
+ * nothing), BW_ECONFIG (no place for the file) or -errno (unreadable). */
+struct bw_known {
+	char path[4096];
+	char old[BW_TLS_FP_CAP];
+	unsigned line;
+};
+int bw_known_lookup(const char *name, struct bw_known *k);
 
 /* The directories above path made (0700) where missing. */
 int bw_cli_mkdirs_for(const char *path);

@@ -197,12 +197,13 @@ tls_ran(struct bw_conn *c)
 		engine_queue_add(c);
 }
 
-/* A bulk read's buffer (up to TLS_READ_BULK and a record) stays with its
- * connection while the peer sends, and goes a quiet second after
- * (engine_conn_trim): at most tls_bulk_max connections hold one at a time,
- * so that the memory TLS uploads take is bounded as the vault bounds its
- * own buffers; the others read through the scratch buffer, at a system
- * call per 64 KiB. 1 if c may read in bulk. */
+/* A bulk read's buffer (TLS_READ_BULK) stays with its connection while the
+ * peer sends in bulk, and goes with the slot once a trim has shrunk it (a
+ * drained read that was not bulk, or a quiet second: engine_conn_trim): at
+ * most tls_bulk_max connections hold one at a time, so that the memory TLS
+ * uploads take is bounded as the vault bounds its own buffers; the others
+ * read through the scratch buffer, at a system call per 64 KiB. 1 if c may
+ * read in bulk. */
 static int
 tls_bulk_slot(struct bw_conn *c)
 {
@@ -246,7 +247,7 @@ engine_tls_bulk_release(struct bw_conn *c)
 static ssize_t
 tls_pull(struct bw_conn *c, size_t want, int bulk)
 {
-	size_t held;
+	size_t held, left;
 	uint8_t *p;
 	ssize_t n;
 
@@ -259,12 +260,12 @@ tls_pull(struct bw_conn *c, size_t want, int bulk)
 	/* the buffer holds TLS_READ_BULK in all, with the part of a record
 	 * that is all a pull finds waiting (OpenSSL took every whole one) */
 	held = bw_tls_in_len(c->own->tls);
+	left = held < TLS_READ_BULK - TLS_READ_CHUNK ? TLS_READ_BULK - held
+						     : TLS_READ_CHUNK;
 	if (want < TLS_READ_CHUNK)
 		want = TLS_READ_CHUNK;
-	if (want > TLS_READ_BULK - held)
-		want = held < TLS_READ_BULK - TLS_READ_CHUNK
-			       ? TLS_READ_BULK - held
-			       : TLS_READ_CHUNK;
+	if (want > left)
+		want = left;
 	if ((p = bw_tls_in_room(c->own->tls, want)) == NULL) {
 		engine_tls_bulk_release(c); /* no room: a little at a time */
 		return tls_pull(c, want, 0);

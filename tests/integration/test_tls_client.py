@@ -1045,6 +1045,30 @@ def test_known_servers_is_under_home_then_xdg_then_the_variable(start_server, cl
     assert only_sessions(home4) and not xdg4.exists(), list(home4.rglob("*"))
 
 
+def test_known_servers_that_cannot_be_read_or_placed_stops_before_a_request(
+        start_server, client_dir, tmp_path):
+    """A known_servers that cannot be read (a directory here: root reads
+    any file), or no place for one (no HOME, XDG_CONFIG_HOME or
+    BULWARK_KNOWN_SERVERS): exit 2 with the reason, and the server sees no
+    request."""
+    srv = start_tls(start_server, tls_port=ports.reserve())
+    mark = len(srv.log())
+    unreadable = tmp_path / "known-dir"
+    unreadable.mkdir()
+    d, _ = send_dir(client_dir, srv.tls_port)
+    r = d.run(quiet=False, env=client_env(tmp_path / "home", known=unreadable))
+    assert r.returncode == 2, describe(r)
+    assert ("cannot read %s" % unreadable) in r.stderr.decode(), describe(r)
+    env = client_env(tmp_path / "home")
+    del env["HOME"]
+    r = d.run(quiet=False, env=env)
+    assert r.returncode == 2, describe(r)
+    assert b"no place for known_servers" in r.stderr, describe(r)
+    assert not (d.path / "me.info").exists()
+    settle(srv, mark, n=2)
+    assert events_since(srv, mark) == [], srv.log()[mark:]
+
+
 def test_trust_server_replaces_its_line_and_keeps_every_other(start_server, client_dir,
                                                               tmp_path):
     tp = ports.reserve()
