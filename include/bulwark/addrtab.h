@@ -27,6 +27,7 @@ struct bw_addr {
 	unsigned strikes;   /* failed attempts, the last at strike_ms */
 	uint64_t strike_ms;
 	unsigned tls_n;	       /* TLS handshakes begun since tls_start_ms */
+	unsigned tls_bulk;     /* its connections holding a TLS bulk read */
 	uint64_t tls_start_ms; /* start of that one-second window */
 };
 

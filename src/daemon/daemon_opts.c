@@ -192,8 +192,9 @@ static const struct opt opts[] = {
 	{"tls-bulk-readers", 0, K_NUM, 0, F(engine.tls_bulk_max), 0, 1000000,
 	 "N",
 	 "TLS connections that read half a MiB at a\ntime at once (an upload's "
-	 "pace; each holds\nthat much while it sends); the others read\n64 "
-	 "KiB at a time (default 64; 0 = no limit)",
+	 "pace; each holds\nthat much while it sends; one address, a\nquarter "
+	 "of them); the others read 64 KiB at a\ntime (default 64; 0 = no "
+	 "limit)",
 	 0, 0},
 	{"require-tls", 0, K_ON, 0, F(require_tls), 0, 0, NULL,
 	 "no plain listeners: only the TLS ports (and\nthe console and "

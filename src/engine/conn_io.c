@@ -201,17 +201,22 @@ tls_ran(struct bw_conn *c)
  * peer sends in bulk, and goes with the slot once a trim has shrunk it (a
  * drained read that was not bulk, or a quiet second: engine_conn_trim): at
  * most tls_bulk_max connections hold one at a time, so that the memory TLS
- * uploads take is bounded as the vault bounds its own buffers; the others
- * read through the scratch buffer, at a system call per 64 KiB. 1 if c may
- * read in bulk. */
+ * uploads take is bounded as the vault bounds its own buffers, and one
+ * address holds at most a quarter of them (so that one peer's many
+ * connections cannot take every one); the others read through the scratch
+ * buffer, at a system call per 64 KiB. 1 if c may read in bulk. */
 static int
 tls_bulk_slot(struct bw_conn *c)
 {
 	struct bw_engine *e = c->eng;
+	unsigned share =
+		e->cfg.tls_bulk_max / 4 > 0 ? e->cfg.tls_bulk_max / 4 : 1;
 
 	if (c->own->tls_bulk)
 		return 1;
-	if (e->cfg.tls_bulk_max != 0 && e->tls_bulk >= e->cfg.tls_bulk_max) {
+	if (e->cfg.tls_bulk_max != 0 &&
+	    (e->tls_bulk >= e->cfg.tls_bulk_max ||
+	     (c->addr != NULL && c->addr->tls_bulk >= share))) {
 		if (!c->own->tls_bulk_no)
 			e->tls_bulk_refused++;
 		c->own->tls_bulk_no = 1;
@@ -219,6 +224,8 @@ tls_bulk_slot(struct bw_conn *c)
 	}
 	c->own->tls_bulk = 1;
 	e->tls_bulk++;
+	if (c->addr != NULL)
+		c->addr->tls_bulk++;
 	return 1;
 }
 
@@ -236,6 +243,8 @@ engine_tls_bulk_release(struct bw_conn *c)
 		return;
 	c->own->tls_bulk = 0;
 	c->eng->tls_bulk--;
+	if (c->addr != NULL)
+		c->addr->tls_bulk--;
 }
 
 /* Reads ciphertext for tls_recv: into the session's own input when the peer

@@ -69,8 +69,8 @@ def refused_and_closed(c, resp):
     assert c.is_closed_by_peer(timeout=5), "the connection stayed open"
 
 
-def vault_owner(srv, key, name=None):
-    c = TlsVaultClient(H, srv.tls_port, key=key).connect()
+def vault_owner(srv, key, name=None, source=None):
+    c = TlsVaultClient(H, srv.tls_port, key=key, source=source).connect()
     bw.expect(c.register(name or unique_name("owner")), bw.REGISTERED, "register")
     bw.expect(c.send_pubkey(), bw.KEY_STORED, "key")
     return c
@@ -445,23 +445,18 @@ def upload_done(srv, c, data, name):
     assert (srv.client_dir(c.client_id) / name).read_bytes() == data
 
 
-def test_past_the_bulk_readers_uploads_read_64_kib_at_a_time_and_complete(start_server):
-    """--tls-bulk-readers 1: of two uploads sent at once, one holds the
-    bulk read and the other is refused it (counted) and reads through the
-    loop's 64 KiB; both files are stored whole. A connection gives the read
-    back when its input shrinks, though it keeps sending small records, and
-    at its close."""
-    srv = start(start_server, "--tls-bulk-readers", "1")
+def uploads_at_once(srv, owners, name):
+    """owners (vault clients) each upload 48 MiB, all at once, and confirm;
+    each file is stored whole. The most bulk readers seen meanwhile."""
     ups = []
-    for i in range(2):
-        c = vault_owner(srv, rsa_key(30 + i))
+    for c in owners:
         data = os.urandom(48 << 20)
         ups.append((c, data, bw.aes_encrypt(c.aes_key, data)))
-    together = threading.Barrier(2)
+    together = threading.Barrier(len(ups))
 
     def upload(c, ct):
         together.wait(10)
-        c.send_raw(upload_header(c, ct, "both.bin") + ct)
+        c.send_raw(upload_header(c, ct, name) + ct)
 
     threads = [threading.Thread(target=upload, args=(c, ct)) for c, _, ct in ups]
     for t in threads:
@@ -473,10 +468,25 @@ def test_past_the_bulk_readers_uploads_read_64_kib_at_a_time_and_complete(start_
     for t in threads:
         t.join()
     for c, data, _ in ups:
-        upload_done(srv, c, data, "both.bin")
+        upload_done(srv, c, data, name)
         c.close()
+    return peak
+
+
+def bulk_refused(srv):
+    return tls_metric(srv, r"bulwark_tls_bulk_refused_total\{[^}]*\}")
+
+
+def test_past_the_bulk_readers_uploads_read_64_kib_at_a_time_and_complete(start_server):
+    """--tls-bulk-readers 1: of two uploads sent at once, one holds the
+    bulk read and the other is refused it (counted) and reads through the
+    loop's 64 KiB; both files are stored whole. A connection gives the read
+    back when its input shrinks, though it keeps sending small records, and
+    at its close."""
+    srv = start(start_server, "--tls-bulk-readers", "1")
+    peak = uploads_at_once(srv, [vault_owner(srv, rsa_key(30 + i)) for i in range(2)], "both.bin")
     assert peak <= 1
-    assert tls_metric(srv, r"bulwark_tls_bulk_refused_total\{[^}]*\}") >= 1
+    assert bulk_refused(srv) >= 1
     assert bwd.wait_for(lambda: bulk_readers(srv) == 0, 5), "closed, and still held"
 
     # one upload alone takes the read; then, sending a small record every
@@ -507,6 +517,21 @@ def test_past_the_bulk_readers_uploads_read_64_kib_at_a_time_and_complete(start_
     c.send_raw(ct[sent:])
     upload_done(srv, c, data, "held.bin")
     c.close()
+    assert bwd.wait_for(lambda: bulk_readers(srv) == 0, 5)
+
+
+def test_one_address_holds_at_most_a_quarter_of_the_bulk_reads(start_server):
+    """--tls-bulk-readers 4, so one address's share is 1: two addresses
+    uploading at once are both read in bulk (nothing refused); two uploads
+    at once from one address are not (one refused, counted), and all four
+    files are stored whole."""
+    srv = start(start_server, "--tls-bulk-readers", "4")
+    uploads_at_once(srv, [vault_owner(srv, rsa_key(33 + i), source="127.0.0.%d" % (21 + i))
+                          for i in range(2)], "apart.bin")
+    assert bulk_refused(srv) == 0
+    uploads_at_once(srv, [vault_owner(srv, rsa_key(35 + i), source="127.0.0.23")
+                          for i in range(2)], "one.bin")
+    assert bulk_refused(srv) >= 1
     assert bwd.wait_for(lambda: bulk_readers(srv) == 0, 5)
 
 

@@ -117,10 +117,12 @@ def client_ctx(cafile=None, maximum=None, key=None):
     return ctx
 
 
-def tls_connect(host, port, ctx=None, hostname="localhost", timeout=10.0, session=None):
+def tls_connect(host, port, ctx=None, hostname="localhost", timeout=10.0, session=None,
+                source=None):
     """A TLS connection (resuming session if given: an SSLSession of a
-    connection made with the same ctx)."""
-    raw = socket.create_connection((host, port), timeout=timeout)
+    connection made with the same ctx), from the address source if given."""
+    raw = socket.create_connection((host, port), timeout=timeout,
+                                   source_address=None if source is None else (source, 0))
     try:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s = (ctx or client_ctx()).wrap_socket(raw, server_hostname=hostname, session=session)
@@ -136,14 +138,16 @@ class TlsVaultClient(bw.VaultClient):
     given) with a certificate unless anonymous."""
 
     def __init__(self, host, port, cafile=None, hostname="localhost", timeout=10.0, key=None,
-                 anonymous=False):
+                 anonymous=False, source=None):
         super().__init__(host, port, timeout=timeout, key=key or bw.new_rsa_key())
         self.cafile, self.hostname, self.anonymous = cafile, hostname, anonymous
+        self.source = source
 
     def connect(self):
         self.close()
         ctx = client_ctx(self.cafile, key=None if self.anonymous else self.key)
-        self.sock = tls_connect(self.host, self.port, ctx, self.hostname, self.timeout)
+        self.sock = tls_connect(self.host, self.port, ctx, self.hostname, self.timeout,
+                                source=self.source)
         return self
 
 
