@@ -99,12 +99,12 @@ is_vault(uint16_t code)
 }
 
 /* Bulwark's own vault requests beside the spec's (docs/vault-protocol.md:
- * listing, fetching, deleting, limits): relayed, framed by their size and
- * not looked into. */
+ * listing, fetching, deleting, limits, the clear upload): relayed, framed by
+ * their size and not looked into. */
 static int
 is_ext(uint16_t code)
 {
-	return code >= 1100 && code <= 1105;
+	return code >= 1100 && code <= 1106;
 }
 
 /* The fixed fields a request starts with (what is read to check it). */
@@ -130,6 +130,7 @@ head_len(uint16_t code)
 	case 1103:
 	case 1104:
 	case 1105:
+	case 1106:
 		return 0; /* is_ext: not looked into */
 	default:
 		return 255;

@@ -42,8 +42,8 @@ enum bw_vault_resp {
 
 /* Bulwark's extensions (docs/vault-protocol.md, "Bulwark extensions"),
  * served on the TLS listeners to the proven owner only: requests
- * 1100-1103 and 1105, replies 2110-2114, codes no seed uses; and 1104, the
- * server's limits, on every listener to anyone (2115). */
+ * 1100-1103, 1105 and 1106, replies 2110-2114, codes no seed uses; and
+ * 1104, the server's limits, on every listener to anyone (2115). */
 enum bw_vault_ext {
 	BW_VAULT_REQ_LIST = 1100,	   /* payload empty */
 	BW_VAULT_REQ_GET = 1101,	   /* name field, u64 offset */
@@ -51,6 +51,9 @@ enum bw_vault_ext {
 	BW_VAULT_REQ_TLS_ONLY = 1103,	   /* payload empty */
 	BW_VAULT_REQ_LIMITS = 1104,	   /* payload empty */
 	BW_VAULT_REQ_LIST_AFTER = 1105,	   /* name field, u64 mark */
+	BW_VAULT_REQ_SEND_CLEAR = 1106,	   /* a 1028 whose content is the
+					    * file as it is: TLS's cipher is
+					    * the only one */
 	BW_VAULT_RESP_LIST = 2110,	   /* u32 count, count entries, u8 more,
 					    * u64 mark */
 	BW_VAULT_RESP_FILE = 2111,	   /* u64 size, u64 offset, u8 verified,
@@ -59,12 +62,15 @@ enum bw_vault_ext {
 	BW_VAULT_RESP_NO_SUCH_FILE = 2113, /* name field */
 	BW_VAULT_RESP_TLS_ONLY = 2114,	   /* payload empty */
 	BW_VAULT_RESP_LIMITS = 2115,	   /* u64 most content a 1028 may
-					    * carry; later fields may follow */
+					    * carry, u32 features; later
+					    * fields may follow */
 };
-#define BW_VAULT_EXT_LO	    1100
-#define BW_VAULT_EXT_HI	    1103 /* the owner's; 1104 names nobody */
-#define BW_VAULT_LIMITS_LEN 8
-#define BW_VAULT_GET_LEN    (BW_NAME_FIELD + 8)
+#define BW_VAULT_EXT_LO		     1100
+#define BW_VAULT_EXT_HI		     1103 /* the owner's; 1104 names nobody */
+#define BW_VAULT_LIMITS_LEN	     8	  /* what a client needs of a 2115 */
+#define BW_VAULT_LIMITS_FEATURES_LEN 12
+#define BW_VAULT_FEATURE_CLEAR	     1u /* 1106 on the TLS listeners */
+#define BW_VAULT_GET_LEN	     (BW_NAME_FIELD + 8)
 /* a listing comes a page at a time: 1100 the first, 1105 (the last entry's
  * name field and the page's mark) the next, while a page says more */
 #define BW_VAULT_LIST_PAGE	2048u

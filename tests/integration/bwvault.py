@@ -59,6 +59,8 @@ ERROR = 2107
 # Bulwark's extension any client may use: the server's limits
 LIMITS = 1104
 LIMITS_REPLY = 2115
+SEND_CLEAR = 1106  # a 1028 whose content is the file as it is (TLS only)
+FEATURE_CLEAR = 1  # 2115's u32 after the u64: 1106 is served here
 
 REQUEST_CODES = (REGISTER, PUBLIC_KEY, RECONNECT, SEND_FILE, CRC_OK, CRC_BAD,
                  CRC_GIVE_UP)
@@ -598,6 +600,19 @@ class VaultClient:
             raise ValueError("file was %d bytes, not the %d announced" % (crc.length, size))
         resp = self.recv_response()
         return FileResult(resp, crc.value(), content_size, size, digest.hexdigest())
+
+    def send_clear(self, file_name, data, content_size=None):
+        """1106: the 1028's layout with the file as it is (no AES key, no
+        padding), read the answer. content_size other than len(data) sends a
+        lie in the prefix."""
+        data = bytes(data)
+        size = len(data) if content_size is None else content_size
+        self.send_raw(pack_request_header(self.client_id, SEND_CLEAR, FILE_PREFIX_SIZE + size)
+                      + U32.pack(size) + name_field(file_name))
+        for at in range(0, len(data), 1 << 20):
+            self.send_raw(data[at:at + (1 << 20)])
+        resp = self.recv_response()
+        return FileResult(resp, cksum(data), size, len(data), hashlib.sha256(data).hexdigest())
 
     def crc_ok(self, file_name):
         return self.request(CRC_OK, name_field(file_name))

@@ -124,14 +124,17 @@ on_crc(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	return vault_crc_request(c, r->ctx, code, cl, name);
 }
 
-/* --- the send file request (1028) --------------------------------------- */
+/* --- the send file requests (1028, and 1106 on TLS) ---------------------- */
 
 /* The fixed part of a send file request (1028) is in: check sizes and
  * capacity (a failure closes: the body is not worth reading), then identity
  * and key (a failure discards a small body and answers with a general error
- * (2107), keeping the connection). */
+ * (2107), keeping the connection). A clear one (1106, a Bulwark extension)
+ * carries the file as it is, inside TLS: no AES key, no padding, served on
+ * a TLS listener only, where the handshake proved the header's id. */
 static int
-on_file(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
+file_request(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p,
+	     int clear)
 {
 	struct vault_conn *vc = r->state;
 	struct bw_vault *v = r->ctx;
@@ -148,9 +151,13 @@ on_file(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	    (uint64_t)BW_FILE_PREFIX_LEN + content_size)
 		return bw_frame_fail(c, "payload size and content size "
 					"disagree");
-	if (content_size == 0 || content_size % BW_AES_BLOCK != 0)
-		return bw_frame_fail(c, "content size is not a positive "
-					"multiple of 16");
+	if (clear && !bw_conn_tls(c))
+		return bw_frame_fail(c, "served on a TLS listener only");
+	if (clear ? content_size == 0
+		  : content_size == 0 || content_size % BW_AES_BLOCK != 0)
+		return bw_frame_fail(c, clear ? "content size is zero"
+					      : "content size is not a "
+						"positive multiple of 16");
 	if (content_size > v->cfg.max_file_size)
 		return bw_frame_fail(c, "file over the size limit");
 	v->slots.max = v->cfg.max_uploads;
@@ -163,7 +170,7 @@ on_file(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 		why = "malformed file name";
 	else if ((cl = vault_header_client(r)) == NULL)
 		why = "unknown client id";
-	else if ((key = vault_upload_key(r, cl, &why)) == NULL)
+	else if (!clear && (key = vault_upload_key(r, cl, &why)) == NULL)
 		/* it needs a reconnect request (1027): closing tells a client
 		 * to get a fresh key instead of resending with the dead one */
 		gone = cl->has_pubkey;
@@ -184,6 +191,18 @@ on_file(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 	/* a body read to be discarded holds a slot too */
 	return bw_frame_discard(c, content_size, &v->slots, &v->swallowing,
 				why);
+}
+
+static int
+on_file(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
+{
+	return file_request(c, r, p, 0);
+}
+
+static int
+on_file_clear(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
+{
+	return file_request(c, r, p, 1);
 }
 
 static int
@@ -371,10 +390,11 @@ static int
 on_limits(struct bw_conn *c, struct bw_frame_req *r, const uint8_t *p)
 {
 	struct bw_vault *v = r->ctx;
-	uint8_t out[BW_VAULT_LIMITS_LEN];
+	uint8_t out[BW_VAULT_LIMITS_FEATURES_LEN];
 
 	(void)p;
 	bw_put_u64le(out, v->cfg.max_file_size);
+	bw_put_u32le(out + 8, bw_conn_tls(c) ? BW_VAULT_FEATURE_CLEAR : 0);
 	return bw_frame_reply(c, BW_VAULT_RESP_LIMITS, out, sizeof(out));
 }
 
@@ -402,6 +422,9 @@ static const struct bw_frame_route routes[] = {
 	{BW_VAULT_REQ_LIST_AFTER, 0, BW_VAULT_LIST_AFTER_LEN,
 	 BW_VAULT_LIST_AFTER_LEN, BW_VAULT_LIST_AFTER_LEN, vault_on_list_after,
 	 NULL, NULL},
+	{BW_VAULT_REQ_SEND_CLEAR, 0, BW_FILE_PREFIX_LEN,
+	 BW_FILE_PREFIX_LEN + BW_MAX_CONTENT_SIZE, BW_FILE_PREFIX_LEN,
+	 on_file_clear, on_file_body, NULL},
 };
 
 /* A registration refused (name taken) and a reconnection denied. */

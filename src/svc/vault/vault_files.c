@@ -391,7 +391,8 @@ vault_refresh(void *inst, const uint8_t id[BW_ID_LEN], const uint8_t *other,
 	    !((code >= BW_VAULT_REQ_SEND_FILE &&
 	       code <= BW_VAULT_REQ_CRC_FAIL) ||
 	      (code >= BW_VAULT_EXT_LO && code <= BW_VAULT_EXT_HI) ||
-	      code == BW_VAULT_REQ_LIST_AFTER) ||
+	      code == BW_VAULT_REQ_LIST_AFTER ||
+	      code == BW_VAULT_REQ_SEND_CLEAR) ||
 	    (x = calloc(1, sizeof(*x))) == NULL)
 		return 0;
 	x->v = v;

@@ -1,7 +1,8 @@
-/* The streaming send file request (1028): the ciphertext is decrypted chunk
- * by chunk out of the connection's input into one of its aligned write
- * buffers, CRC'd on the loop thread and written by a worker into a new
- * object of the blob store, which vault_commit.c then puts in place.
+/* The streaming send file requests (1028; 1106, in clear inside TLS): the
+ * ciphertext is decrypted (a clear file copied) chunk by chunk out of the
+ * connection's input into one of its aligned write buffers, CRC'd on the
+ * loop thread and written by a worker into a new object of the blob store,
+ * which vault_commit.c then puts in place.
  */
 #include <stddef.h>
 #include <stdio.h>
@@ -150,7 +151,8 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 		return rc;
 	}
 	memcpy(u->client_id, cl->id, BW_ID_LEN);
-	memcpy(u->key, key, BW_AES_KEY_LEN);
+	if (key != NULL)
+		memcpy(u->key, key, BW_AES_KEY_LEN);
 	memcpy(u->name_field, prefix + 4, BW_NAME_FIELD);
 	snprintf(u->file_name, sizeof(u->file_name), "%s", file_name);
 	u->content_size = content_size;
@@ -165,7 +167,8 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 	if (f != NULL && f->verified) { /* a replacement waits for its CRC ok */
 		vault_pending_key(cl->id, u->pend_hint, sizeof(u->pend_hint));
 	}
-	if ((rc = bw_aes_new(&u->aes, key, 0)) != 0)
+	/* no key: a clear upload (1106), the file as it is */
+	if (key != NULL && (rc = bw_aes_new(&u->aes, key, 0)) != 0)
 		goto fail;
 	rc = BW_ENOMEM;
 	u->chunk =
@@ -190,9 +193,10 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 	bw_escape_display(cl->name, shown, sizeof(shown));
 	bw_escape_display(u->stored, file, sizeof(file));
 	bw_conn_event(c, BW_LOG_INFO, "upload_started",
-		      "client=%s file=%s bytes=%u",
+		      "client=%s file=%s bytes=%u%s",
 		      bw_log_value(cval, sizeof(cval), shown),
-		      bw_log_value(fval, sizeof(fval), file), content_size);
+		      bw_log_value(fval, sizeof(fval), file), content_size,
+		      key == NULL ? " clear=1" : "");
 	return 0;
 fail:
 	vault_upload_free(u);
@@ -304,6 +308,11 @@ decrypt_and_crc(struct upload *u, const uint8_t *in, uint8_t *out, size_t k,
 
 	for (off = 0; off < k; off += n) {
 		n = k - off < PIECE ? k - off : PIECE;
+		if (u->aes == NULL) { /* a clear upload: no cipher, no pad */
+			memcpy(out + off, in + off, n);
+			bw_cksum_update(&u->crc, out + off, n);
+			continue;
+		}
 		/* n is a whole number of blocks, or this fails */
 		if (bw_aes_cbc_to(u->aes, in + off, out + off, n) != 0)
 			return -1;
@@ -346,7 +355,7 @@ vault_body_step(struct bw_conn *c)
 			return decrypt_failed(c, u, "decryption failed");
 		bw_buf_consume(&c->in, k);
 		plain = k;
-		if (k == u->left) {
+		if (k == u->left && u->aes != NULL) {
 			if (bw_pkcs7_unpad(out + k - BW_AES_BLOCK, &unpad) != 0)
 				return decrypt_failed(c, u,
 						      "bad padding (wrong key "
