@@ -71,7 +71,7 @@ send_net_text(int rc)
 /* The most content a 1028 may carry on this server (its 1104, a Bulwark
  * extension): 0 with *max, or an error for a server that does not say
  * (another implementation answers 2107 or closes). Asked on a connection
- * of its own, naming nobody. */
+ * of its own, naming nobody (the upload's was closed by its refusal). */
 static int
 server_limit(struct send_ctx *x, uint64_t *max)
 {
@@ -108,10 +108,13 @@ too_large(struct send_ctx *x)
 	uint64_t max = 0, most;
 
 	if (x->limit_asked++ || server_limit(x, &max) != 0 ||
-	    x->cipher_len <= max)
+	    send_content_len(x) <= max)
 		return 0; /* asked once a run */
-	/* the largest file whose padded ciphertext fits */
-	most = max >= BW_AES_BLOCK ? max / BW_AES_BLOCK * BW_AES_BLOCK - 1 : 0;
+	/* the largest file whose padded ciphertext fits (a 1106's is the
+	 * file) */
+	most = x->clear		     ? max
+	       : max >= BW_AES_BLOCK ? max / BW_AES_BLOCK * BW_AES_BLOCK - 1
+				     : 0;
 	snprintf(x->why, sizeof(x->why),
 		 "the server takes files up to %llu bytes; this one has %llu",
 		 (unsigned long long)most, (unsigned long long)x->plain_len);
@@ -133,10 +136,10 @@ explain(struct send_ctx *x, const struct req *rq, int wrc, int rc,
 			 x->sess.host, x->sess.port);
 		x->final = BW_EXIT_FATAL; /* trying again changes nothing */
 	} else if (rc == 0 && code == BW_VAULT_RESP_ERROR &&
-		   rq->code == BW_VAULT_REQ_SEND_FILE && too_large(x)) {
+		   rq->code == send_upload_code(x) && too_large(x)) {
 		/* said, once */
 	} else if (rc == 0 && code == BW_VAULT_RESP_ERROR &&
-		   rq->code == BW_VAULT_REQ_SEND_FILE && wrc != 0) {
+		   rq->code == send_upload_code(x) && wrc != 0) {
 		/* refused at the header, the content not even read: over the
 		 * server's size limit (bulwarkd --max-file-size), which the
 		 * protocol cannot say, or no upload slot free. A second time
@@ -172,6 +175,38 @@ explain(struct send_ctx *x, const struct req *rq, int wrc, int rc,
 	else
 		snprintf(x->why, sizeof(x->why), "%s during the %s",
 			 send_net_text(wrc != 0 ? wrc : rc), rq->what);
+}
+
+/* Over TLS the file goes as it is, in a 1106, when the server's 2115 says
+ * it takes one (asked on the session, after the identity's exchanges):
+ * TLS's cipher is then the only one, and the seed's AES-CBC, serial and
+ * the slowest step of a TLS upload, is not done (docs/performance.md).
+ * Anything else (a plain session, --seed-upload, an empty file, a server
+ * that does not say) gets the seed's 1028; a server that closed on the
+ * question gets it on a new connection, with a fresh key. */
+void
+send_choose_upload(struct send_ctx *x)
+{
+	uint8_t out[64];
+	uint16_t code = 0;
+	size_t len = 0;
+	int rc;
+
+	x->clear = 0;
+	if (!x->sess.tls || x->seed_upload || x->plain_len == 0 ||
+	    bw_session_connect(&x->sess) != 0)
+		return; /* the upload's own try says what is wrong */
+	bw_session_deadline(&x->sess, x->sess.timeout_ms);
+	if ((rc = bw_session_send(&x->sess, NULL, BW_VAULT_REQ_LIMITS, NULL,
+				  0)) == 0)
+		rc = bw_session_recv(&x->sess, &code, out, sizeof(out), &len);
+	if (rc != 0 || code != BW_VAULT_RESP_LIMITS) {
+		bw_session_close(&x->sess); /* 2107 to an unknown code closes */
+		x->need_rekey = 1;
+		return;
+	}
+	x->clear = len >= BW_VAULT_LIMITS_FEATURES_LEN &&
+		   (bw_get_u32le(out + 8) & BW_VAULT_FEATURE_CLEAR) != 0;
 }
 
 static int rekey(struct send_ctx *x);

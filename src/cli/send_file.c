@@ -131,19 +131,19 @@ send_head(struct send_ctx *x)
 	uint8_t prefix[BW_FILE_PREFIX_LEN];
 	int rc;
 
-	bw_put_u32le(prefix, x->cipher_len);
+	bw_put_u32le(prefix, send_content_len(x));
 	if ((rc = bw_name_encode(x->file_field, prefix + 4)) != 0)
 		return local_failure(x, rc);
 	/* the header, prefix and body leave in as few segments as they fit
 	 * (uncorked once the body is written) */
 	bw_session_cork(&x->sess, 1);
-	if ((rc = bw_session_send_hdr(
-		     &x->sess, x->me.id, BW_VAULT_REQ_SEND_FILE,
-		     BW_FILE_PREFIX_LEN + x->cipher_len)) != 0 ||
+	if ((rc = bw_session_send_hdr(&x->sess, x->me.id, send_upload_code(x),
+				      BW_FILE_PREFIX_LEN +
+					      send_content_len(x))) != 0 ||
 	    (rc = bw_session_write(&x->sess, prefix, sizeof(prefix))) != 0)
 		return rc;
 	bw_session_deadline(&x->sess,
-			    x->sess.timeout_ms + (uint64_t)x->cipher_len *
+			    x->sess.timeout_ms + (uint64_t)send_content_len(x) *
 							 1000u / BODY_MIN_RATE);
 	return 0;
 }
@@ -179,7 +179,7 @@ send_file(struct send_ctx *x, const struct req *rq)
 			goto out;
 		}
 	}
-	if ((rc = bw_aes_new(&aes, x->aes_key, 1)) != 0) {
+	if (!x->clear && (rc = bw_aes_new(&aes, x->aes_key, 1)) != 0) {
 		rc = local_failure(x, rc);
 		goto out;
 	}
@@ -207,8 +207,8 @@ send_file(struct send_ctx *x, const struct req *rq)
 			goto out;
 		}
 		done += want;
-		n = want & ~(size_t)(BW_AES_BLOCK - 1);
-		if (done == x->plain_len) {
+		n = x->clear ? want : want & ~(size_t)(BW_AES_BLOCK - 1);
+		if (done == x->plain_len && !x->clear) {
 			/* last chunk: pad and encrypt the final block */
 			bw_pkcs7_pad(buf + n, want - n);
 			if ((rc = bw_aes_cbc(aes, buf + n, BW_AES_BLOCK)) !=
@@ -308,7 +308,7 @@ send_upload(struct send_ctx *x, int fd)
 	uint8_t out[RESP_CAP];
 	struct req rq = {.what = "upload",
 			 .send = send_file,
-			 .code = BW_VAULT_REQ_SEND_FILE,
+			 .code = BW_VAULT_REQ_SEND_FILE, /* or 1106, below */
 			 .ok = file_ok,
 			 .ok_n = 1,
 			 .fd = fd};
@@ -317,10 +317,12 @@ send_upload(struct send_ctx *x, int fd)
 	size_t len = 0;
 	int sends, rc;
 
+	send_choose_upload(x);
+	rq.code = send_upload_code(x);
 	for (sends = 1; sends <= MAX_SENDS; sends++) {
 		rc = send_exchange(x, &rq, &code, out, &len);
 		if (rc == 0 && (bw_vault_file_ack_decode(out, len, &ack) != 0 ||
-				ack.content_size != x->cipher_len)) {
+				ack.content_size != send_content_len(x))) {
 			rc = BW_EPROTO;
 			snprintf(x->why, sizeof(x->why),
 				 "the server's 2103 does not match the upload");

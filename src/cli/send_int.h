@@ -37,6 +37,8 @@ struct send_ctx {
 	int unanswered; /* an attempt of the last exchange got no reply */
 	int early;	/* 1028s refused before their content was read */
 	int limit_asked;  /* the server's size limit was asked (1104) */
+	int seed_upload;  /* --seed-upload: a 1028 over TLS too */
+	int clear;	  /* this upload is a 1106: the file as it is */
 	char why[600];	  /* what the last failure was, for the user */
 	const char *path; /* file to send */
 	char file_field[BW_NAME_CAP]; /* name sent in 1028 */
@@ -60,7 +62,23 @@ struct req {
 	int fd; /* the file, for 1028 */
 };
 
+/* What the upload's request announces: the ciphertext of a 1028, or the
+ * file itself in a 1106. */
+static inline uint32_t
+send_content_len(const struct send_ctx *x)
+{
+	return x->clear ? (uint32_t)x->plain_len : x->cipher_len;
+}
+
+static inline uint16_t
+send_upload_code(const struct send_ctx *x)
+{
+	return x->clear ? BW_VAULT_REQ_SEND_CLEAR : BW_VAULT_REQ_SEND_FILE;
+}
+
 /* send.c */
+/* Over TLS, a 1106 when the server's 2115 says it takes one: x->clear. */
+void send_choose_upload(struct send_ctx *x);
 /* Sends rq as it is: header and payload. */
 int send_plain(struct send_ctx *x, const struct req *rq);
 const char *send_net_text(int rc);
@@ -82,8 +100,9 @@ void send_guard_sigbus(void);
 struct send_src;
 int send_src_start(struct send_src **out, int fd, uint64_t size) BW_WUR;
 /* Encrypts the file's bytes [off, off + n) into out: whole blocks through
- * aes, the last n % 16 bytes copied in clear for the caller to pad. Chunks
- * come in order, of CHUNK bytes but the last. BW_ESIZE if the file shrank. */
+ * aes, the last n % 16 bytes copied in clear for the caller to pad; without
+ * aes (a 1106) all copied as they are. Chunks come in order, of CHUNK bytes
+ * but the last. BW_ESIZE if the file shrank. */
 int send_src_encrypt(struct send_src *s, uint64_t off, size_t n, uint8_t *out,
 		     struct bw_aes *aes) BW_WUR;
 /* After the last chunk: the file's cksum, or the reader's error. The

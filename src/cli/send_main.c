@@ -59,6 +59,10 @@ usage(FILE *f)
 		"bytes must keep\n"
 		"                        moving (no stall of SEC) and average "
 		"1 KiB/s\n" BW_CLI_CA_FILE_HELP
+		"      --seed-upload     over TLS too, send the file "
+		"AES-encrypted as the seed\n"
+		"                        protocol does (1028), not as it is "
+		"inside TLS (1106)\n"
 		"  -h, --help            this help\n\n"
 		"A request that gets an error reply, times out or loses the "
 		"connection is\nsent again up to 3 times, after pauses of "
@@ -110,6 +114,8 @@ read_transfer(struct transfer *t)
 
 /* Parses the options into t, x and *timeout_ms: -1 to go on, or the exit
  * status. */
+#define OPT_SEED_UPLOAD (BW_CLI_OPT_CA_FILE + 0x10) /* long only */
+
 static int
 parse_args(int argc, char **argv, struct transfer *t, struct send_ctx *x,
 	   unsigned *timeout_ms)
@@ -122,6 +128,7 @@ parse_args(int argc, char **argv, struct transfer *t, struct send_ctx *x,
 		{"quiet", no_argument, NULL, 'q'},
 		{"timeout", required_argument, NULL, 't'},
 		BW_CLI_CA_FILE_OPTION,
+		{"seed-upload", no_argument, NULL, OPT_SEED_UPLOAD},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -149,6 +156,9 @@ parse_args(int argc, char **argv, struct transfer *t, struct send_ctx *x,
 			break;
 		case 'q':
 			x->quiet = 1;
+			break;
+		case OPT_SEED_UPLOAD:
+			x->seed_upload = 1;
 			break;
 		default:
 			if ((rc = bw_cli_common_opt("bulwark send", ch, optarg,

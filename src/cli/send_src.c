@@ -218,8 +218,8 @@ send_src_start(struct send_src **out, int fd, uint64_t size)
 	return 0;
 }
 
-/* n bytes (whole blocks) of p encrypted into out and added to the cksum, a
- * PIECE at a time. */
+/* n bytes (whole blocks) of p encrypted (or, without aes, copied) into out
+ * and added to the cksum, a PIECE at a time. */
 static int
 encrypt_pieces(struct send_src *s, struct bw_aes *aes, const uint8_t *p,
 	       uint8_t *out, size_t n)
@@ -229,7 +229,9 @@ encrypt_pieces(struct send_src *s, struct bw_aes *aes, const uint8_t *p,
 
 	for (at = 0; at < n; at += k) {
 		k = n - at < PIECE ? n - at : PIECE;
-		if ((rc = bw_aes_cbc_to(aes, p + at, out + at, k)) != 0)
+		if (aes == NULL)
+			memcpy(out + at, p + at, k);
+		else if ((rc = bw_aes_cbc_to(aes, p + at, out + at, k)) != 0)
 			return rc;
 		bw_cksum_update(&s->crc, p + at, k);
 	}

@@ -8,13 +8,17 @@ The client here is written from the document (bwvault.send_clear)."""
 
 import hashlib
 import os
+import select
 import socket
+import ssl
 import struct
+import threading
 
 import bwd
 import bwvault as bw
-from bwd import rsa_key, unique_name
+from bwd import describe, rsa_key, unique_name
 from test_tls_auth import start
+from test_tls_client import assert_stored, client_env, send_dir
 from test_vault_ext import FILE, ext_get, ext_list, owner
 from tlsutil import TlsVaultClient
 
@@ -160,3 +164,126 @@ def test_2115_says_the_clear_upload_is_served_on_tls_only(start_server):
         assert struct.unpack_from("<I", r.payload, 8)[0] & bw.FEATURE_CLEAR == want, (tls, r)
         c.close()
 
+
+# --------------------------------------------------------------------------
+# bulwark send: a 1106 over TLS when the server offers it, the seed's 1028
+# otherwise
+
+
+def uploads_since(srv, mark):
+    """The upload_started lines logged since mark: 1 for each with clear=1,
+    0 for each without."""
+    return [int(" clear=1" in ln) for ln in srv.log()[mark:].splitlines()
+            if "event=upload_started" in ln]
+
+
+def test_bulwark_send_over_tls_sends_the_file_as_it_is(start_server, client_dir, tmp_path):
+    srv = start(start_server)
+    env = client_env(tmp_path / "home")
+    for data, flags, want in ((os.urandom(2 * 1024 * 1024 + 7), (), [1]),
+                              (b"z", (), [1]),
+                              (b"", (), [0]),  # an empty file goes as a 1028
+                              (os.urandom(30_000), ("--seed-upload",), [0])):
+        d, _ = send_dir(client_dir, srv.tls_port, data=data)
+        mark = len(srv.log())
+        r = d.run(*flags, env=env)
+        assert r.returncode == 0, describe(r)
+        assert_stored(srv, d, data)
+        assert bwd.wait_for(lambda: uploads_since(srv, mark) == want, 5), \
+            (len(data), flags, uploads_since(srv, mark))
+    # the plain port: the seed's 1028, and 1104 is not even asked
+    d = client_dir()
+    data = os.urandom(10_000)
+    d.write_file("upload.bin", data)
+    d.write_transfer(srv.port, unique_name("pl"), "upload.bin")
+    mark = len(srv.log())
+    r = d.run(env=env)
+    assert r.returncode == 0, describe(r)
+    assert_stored(srv, d, data)
+    assert uploads_since(srv, mark) == [0]
+
+
+class Terminator:
+    """TLS ended here with bulwarkd's own certificate and the plaintext
+    relayed to its plain port, as stunnel would: a TLS server that does not
+    offer 1106 (2115 without the feature). With close_on_1104 it closes a
+    connection whose client sends a 1104, as a server that does not know
+    the code may."""
+
+    def __init__(self, srv, close_on_1104=False):
+        self.srv, self.close_on_1104 = srv, close_on_1104
+        self.conns = 0
+        self.closed_on_1104 = 0
+        self.ls = socket.socket()
+        self.ls.bind((H, 0))
+        self.ls.listen(8)
+        self.ls.settimeout(0.2)
+        self.port = self.ls.getsockname()[1]
+        self.stopping = threading.Event()
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(str(srv.data_dir / "tls.crt"), str(srv.data_dir / "tls.key"))
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.conns += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            conn = self.ctx.wrap_socket(conn, server_side=True)
+            up = socket.create_connection((H, self.srv.port), timeout=10)
+        except (OSError, ssl.SSLError):
+            conn.close()
+            return
+        socks = [conn, up]
+        try:
+            while not self.stopping.is_set():
+                ready = [conn] if conn.pending() else select.select(socks, [], [], 0.2)[0]
+                for s in ready:
+                    data = s.recv(1 << 16)
+                    if not data:
+                        return
+                    if (s is conn and self.close_on_1104 and len(data) >= 23
+                            and struct.unpack_from("<H", data, 17)[0] == bw.LIMITS):
+                        self.closed_on_1104 += 1
+                        return
+                    (up if s is conn else conn).sendall(data)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            conn.close()
+            up.close()
+
+    def stop(self):
+        self.stopping.set()
+        self.ls.close()
+        self.thread.join(5)
+
+
+def test_a_tls_server_that_does_not_offer_1106_gets_the_seeds_1028(start_server, client_dir,
+                                                                  tmp_path):
+    srv = start(start_server)
+    env = client_env(tmp_path / "home")
+    for close in (False, True):
+        t = Terminator(srv, close_on_1104=close)
+        try:
+            data = os.urandom(300_000)
+            d, _ = send_dir(client_dir, t.port, data=data)
+            mark = len(srv.log())
+            r = d.run(env=env)
+            assert r.returncode == 0, describe(r)
+            assert_stored(srv, d, data)
+            assert uploads_since(srv, mark) == [0], srv.log()[mark:]
+            if close:  # the upload went on a new connection, with a fresh key
+                assert t.closed_on_1104 == 1 and t.conns >= 2, (t.closed_on_1104, t.conns)
+                assert b"trying again" not in r.stderr, describe(r)
+        finally:
+            t.stop()
