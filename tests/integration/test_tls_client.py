@@ -230,8 +230,11 @@ class Proxy:
     mode "pass": every byte relayed as it is (the client's TLS reaches the
     server); mode "mitm": the client's TLS ends here, with a key of the
     proxy's own (cert, key), and the plaintext is relayed over a TLS
-    session of the proxy's with the server. The mode is read at each
-    accept. stats: one dict per connection, "up" the bytes relayed from
+    session of the proxy's with the server; mode "end": the client's TLS
+    ends here as in "mitm", and the plaintext goes to a plain port upstream,
+    as stunnel would relay it. The mode is read at each accept; cut, if
+    set, is asked of every piece from the client, and a true answer closes
+    the connection there (its end "cut"). stats: one dict per connection, "up" the bytes relayed from
     the client (decrypted, in mitm mode), "down" those from the server,
     "done" once it is closed."""
 
@@ -239,6 +242,7 @@ class Proxy:
         self.port, self.upstream = port, upstream
         self.cert, self.key = cert, key
         self.mode = "pass"
+        self.cut = None
         self.stats = []
         self.errors = []
         self.lock = threading.Lock()
@@ -273,11 +277,12 @@ class Proxy:
         up = None
         try:
             conn.settimeout(10)
-            if st["mode"] == "mitm":
+            if st["mode"] in ("mitm", "end"):
                 sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 sctx.load_cert_chain(str(self.cert), str(self.key))
                 conn = sctx.wrap_socket(conn, server_side=True)
                 st["handshake"] = True
+            if st["mode"] == "mitm":
                 cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                 cctx.check_hostname = False
                 cctx.verify_mode = ssl.CERT_NONE
@@ -319,6 +324,9 @@ class Proxy:
                     return
                 if not data:
                     st["end"] = "eof from %s" % ("client" if s is client else "server")
+                    return
+                if s is client and self.cut is not None and self.cut(data):
+                    st["end"] = "cut"
                     return
                 other = server if s is client else client
                 st["up" if s is client else "down"] += len(data)

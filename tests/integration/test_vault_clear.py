@@ -8,17 +8,15 @@ The client here is written from the document (bwvault.send_clear)."""
 
 import hashlib
 import os
-import select
 import socket
-import ssl
 import struct
-import threading
 
 import bwd
 import bwvault as bw
 from bwd import describe, rsa_key, unique_name
 from test_tls_auth import start
-from test_tls_client import assert_stored, client_env, send_dir
+from test_tls_client import Proxy, assert_stored, client_env, send_dir
+import ports
 from test_vault_ext import FILE, ext_get, ext_list, owner
 from tlsutil import TlsVaultClient
 
@@ -96,6 +94,23 @@ def refused_and_closed(c, res):
     assert c.is_closed_by_peer(timeout=5)
 
 
+def by_hand(srv, cid, key, size, name, declared=None, body=b""):
+    """A 1106 written by hand over TLS: the header announcing 259 + size
+    (or declared), the prefix saying size."""
+    c = TlsVaultClient(H, srv.tls_port, key=key).connect()
+    c.client_id = cid
+    c.send_raw(bw.pack_request_header(
+        cid, bw.SEND_CLEAR, bw.FILE_PREFIX_SIZE + (size if declared is None else declared))
+        + struct.pack("<I", size) + bw.name_field(name) + body)
+    return c
+
+
+def refused(c, what):
+    r = c.recv_response()
+    assert (r.code, r.payload) == (bw.ERROR, b""), (what, r)
+    assert c.is_closed_by_peer(timeout=5), what
+
+
 def test_a_clear_upload_is_refused_off_tls_to_strangers_and_when_sizes_lie(start_server):
     srv = start(start_server, "--max-file-size", "200000")
     c = owner(srv, 23)
@@ -107,13 +122,7 @@ def test_a_clear_upload_is_refused_off_tls_to_strangers_and_when_sizes_lie(start
     p.client_id = cid
     refused_and_closed(p, p.send_clear("plain.bin", data))
     # another key naming the owner's id: the handshake proved someone else
-    s = TlsVaultClient(H, srv.tls_port, key=rsa_key(24)).connect()
-    s.client_id = cid
-    s.send_raw(bw.pack_request_header(cid, bw.SEND_CLEAR, bw.FILE_PREFIX_SIZE + 16)
-               + struct.pack("<I", 16) + bw.name_field("stranger.bin"))
-    r = s.recv_response()
-    assert (r.code, r.payload) == (bw.ERROR, b""), r
-    assert s.is_closed_by_peer(timeout=5)
+    refused(by_hand(srv, cid, rsa_key(24), 16, "stranger.bin"), "another key")
     # an id nobody registered: 2107 after the body, the connection kept
     u = TlsVaultClient(H, srv.tls_port, key=rsa_key(25)).connect()
     u.client_id = os.urandom(16)
@@ -122,27 +131,12 @@ def test_a_clear_upload_is_refused_off_tls_to_strangers_and_when_sizes_lie(start
     assert u.request(bw.LIMITS, b"").code == bw.LIMITS_REPLY
     u.close()
     # sizes: zero, over the limit, a prefix that disagrees with the header
-    for size, body in ((0, b""), (200_001, b"")):
-        o = TlsVaultClient(H, srv.tls_port, key=rsa_key(23)).connect()
-        o.client_id = cid
-        o.send_raw(bw.pack_request_header(cid, bw.SEND_CLEAR, bw.FILE_PREFIX_SIZE + size)
-                   + struct.pack("<I", size) + bw.name_field("size.bin") + body)
-        r = o.recv_response()
-        assert (r.code, r.payload) == (bw.ERROR, b""), (size, r)
-        assert o.is_closed_by_peer(timeout=5), size
-    o = TlsVaultClient(H, srv.tls_port, key=rsa_key(23)).connect()
-    o.client_id = cid
-    o.send_raw(bw.pack_request_header(cid, bw.SEND_CLEAR, bw.FILE_PREFIX_SIZE + 100)
-               + struct.pack("<I", 99) + bw.name_field("lie.bin"))
-    r = o.recv_response()
-    assert (r.code, r.payload) == (bw.ERROR, b""), r
-    assert o.is_closed_by_peer(timeout=5)
+    refused(by_hand(srv, cid, rsa_key(23), 0, "size.bin"), "zero")
+    refused(by_hand(srv, cid, rsa_key(23), 200_001, "size.bin"), "over the limit")
+    refused(by_hand(srv, cid, rsa_key(23), 99, "lie.bin", declared=100), "disagreeing sizes")
 
     # a body cut short: nothing visible, the owner's connection unharmed
-    o = TlsVaultClient(H, srv.tls_port, key=rsa_key(23)).connect()
-    o.client_id = cid
-    o.send_raw(bw.pack_request_header(cid, bw.SEND_CLEAR, bw.FILE_PREFIX_SIZE + 150_000)
-               + struct.pack("<I", 150_000) + bw.name_field("cut.bin") + data)
+    o = by_hand(srv, cid, rsa_key(23), 150_000, "cut.bin", body=data)
     o.sock.shutdown(socket.SHUT_RDWR)
     o.close()
     assert bwd.wait_for(lambda: "connection closed" in srv.log()
@@ -203,78 +197,21 @@ def test_bulwark_send_over_tls_sends_the_file_as_it_is(start_server, client_dir,
     assert uploads_since(srv, mark) == [0]
 
 
-class Terminator:
-    """TLS ended here with bulwarkd's own certificate and the plaintext
-    relayed to its plain port, as stunnel would: a TLS server that does not
-    offer 1106 (2115 without the feature). With close_on_1104 it closes a
-    connection whose client sends a 1104, as a server that does not know
-    the code may."""
-
-    def __init__(self, srv, close_on_1104=False):
-        self.srv, self.close_on_1104 = srv, close_on_1104
-        self.conns = 0
-        self.closed_on_1104 = 0
-        self.ls = socket.socket()
-        self.ls.bind((H, 0))
-        self.ls.listen(8)
-        self.ls.settimeout(0.2)
-        self.port = self.ls.getsockname()[1]
-        self.stopping = threading.Event()
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(str(srv.data_dir / "tls.crt"), str(srv.data_dir / "tls.key"))
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self):
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.ls.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.conns += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
-        try:
-            conn = self.ctx.wrap_socket(conn, server_side=True)
-            up = socket.create_connection((H, self.srv.port), timeout=10)
-        except (OSError, ssl.SSLError):
-            conn.close()
-            return
-        socks = [conn, up]
-        try:
-            while not self.stopping.is_set():
-                ready = [conn] if conn.pending() else select.select(socks, [], [], 0.2)[0]
-                for s in ready:
-                    data = s.recv(1 << 16)
-                    if not data:
-                        return
-                    if (s is conn and self.close_on_1104 and len(data) >= 23
-                            and struct.unpack_from("<H", data, 17)[0] == bw.LIMITS):
-                        self.closed_on_1104 += 1
-                        return
-                    (up if s is conn else conn).sendall(data)
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            conn.close()
-            up.close()
-
-    def stop(self):
-        self.stopping.set()
-        self.ls.close()
-        self.thread.join(5)
-
-
 def test_a_tls_server_that_does_not_offer_1106_gets_the_seeds_1028(start_server, client_dir,
                                                                   tmp_path):
+    """TLS ended in front of the plain port, as stunnel would: 2115 without
+    the feature. Then the same, closing a connection whose client asks 1104,
+    as a server that does not know the code may."""
     srv = start(start_server)
     env = client_env(tmp_path / "home")
-    for close in (False, True):
-        t = Terminator(srv, close_on_1104=close)
-        try:
+    t = Proxy(ports.reserve(), srv.port, cert=srv.data_dir / "tls.crt",
+              key=srv.data_dir / "tls.key")
+    t.mode = "end"
+    try:
+        for cut in (None, lambda data: len(data) >= 23 and
+                    struct.unpack_from("<H", data, 17)[0] == bw.LIMITS):
+            t.cut = cut
+            n = len(t.stats)
             data = os.urandom(300_000)
             d, _ = send_dir(client_dir, t.port, data=data)
             mark = len(srv.log())
@@ -282,8 +219,10 @@ def test_a_tls_server_that_does_not_offer_1106_gets_the_seeds_1028(start_server,
             assert r.returncode == 0, describe(r)
             assert_stored(srv, d, data)
             assert uploads_since(srv, mark) == [0], srv.log()[mark:]
-            if close:  # the upload went on a new connection, with a fresh key
-                assert t.closed_on_1104 == 1 and t.conns >= 2, (t.closed_on_1104, t.conns)
+            ends = [st["end"] for st in t.new_since(n)]
+            if cut is not None:  # the upload went on a new connection
+                assert ends.count("cut") == 1 and len(ends) >= 2, ends
                 assert b"trying again" not in r.stderr, describe(r)
-        finally:
-            t.stop()
+    finally:
+        t.stop()
+    assert not t.errors, t.errors
