@@ -76,7 +76,7 @@ static int
 server_limit(struct send_ctx *x, uint64_t *max)
 {
 	struct bw_session q;
-	uint8_t out[64];
+	uint8_t out[RESP_CAP];
 	uint16_t code = 0;
 	size_t len = 0;
 	int rc;
@@ -136,10 +136,10 @@ explain(struct send_ctx *x, const struct req *rq, int wrc, int rc,
 			 x->sess.host, x->sess.port);
 		x->final = BW_EXIT_FATAL; /* trying again changes nothing */
 	} else if (rc == 0 && code == BW_VAULT_RESP_ERROR &&
-		   rq->code == send_upload_code(x) && too_large(x)) {
+		   rq->code == BW_VAULT_REQ_SEND_FILE && too_large(x)) {
 		/* said, once */
 	} else if (rc == 0 && code == BW_VAULT_RESP_ERROR &&
-		   rq->code == send_upload_code(x) && wrc != 0) {
+		   rq->code == BW_VAULT_REQ_SEND_FILE && wrc != 0) {
 		/* refused at the header, the content not even read: over the
 		 * server's size limit (bulwarkd --max-file-size), which the
 		 * protocol cannot say, or no upload slot free. A second time
@@ -187,7 +187,7 @@ explain(struct send_ctx *x, const struct req *rq, int wrc, int rc,
 void
 send_choose_upload(struct send_ctx *x)
 {
-	uint8_t out[64];
+	uint8_t out[RESP_CAP];
 	uint16_t code = 0;
 	size_t len = 0;
 	int rc;
@@ -230,7 +230,7 @@ attempt(struct send_ctx *x, const struct req *rq, uint16_t *code, uint8_t *out,
 			x->final = BW_EXIT_FATAL; /* nothing listens there */
 		return rc;
 	}
-	if (rq->code == BW_VAULT_REQ_SEND_FILE && x->need_rekey &&
+	if (rq->code == BW_VAULT_REQ_SEND_FILE && x->need_rekey && !x->clear &&
 	    (rc = rekey(x)) != 0)
 		return rc;
 	bw_session_deadline(&x->sess, x->sess.timeout_ms);
@@ -246,6 +246,15 @@ attempt(struct send_ctx *x, const struct req *rq, uint16_t *code, uint8_t *out,
 	if (wrc == 0 && rc == 0 && is_expected(*code, rq->ok, rq->ok_n))
 		return 0;
 	explain(x, rq, wrc, rc, *code);
+	if (rc == 0 && *code == BW_VAULT_RESP_ERROR && x->clear &&
+	    rq->code == BW_VAULT_REQ_SEND_FILE && x->final == 0) {
+		/* a node that does not serve 1106 after all (another node
+		 * behind the same address, mid-upgrade): the seed's 1028
+		 * from now on, with a fresh key on a new connection */
+		x->clear = 0;
+		x->need_rekey = 1;
+		bw_session_close(&x->sess);
+	}
 	if (wrc != 0 || rc != 0 || *code != BW_VAULT_RESP_ERROR)
 		bw_session_close(&x->sess); /* broken or out of step */
 	return rc == 0 ? BW_ESERVER : rc;

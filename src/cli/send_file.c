@@ -308,7 +308,8 @@ send_upload(struct send_ctx *x, int fd)
 	uint8_t out[RESP_CAP];
 	struct req rq = {.what = "upload",
 			 .send = send_file,
-			 .code = BW_VAULT_REQ_SEND_FILE, /* or 1106, below */
+			 /* the upload: a 1106 on the wire when x->clear */
+			 .code = BW_VAULT_REQ_SEND_FILE,
 			 .ok = file_ok,
 			 .ok_n = 1,
 			 .fd = fd};
@@ -318,7 +319,6 @@ send_upload(struct send_ctx *x, int fd)
 	int sends, rc;
 
 	send_choose_upload(x);
-	rq.code = send_upload_code(x);
 	for (sends = 1; sends <= MAX_SENDS; sends++) {
 		rc = send_exchange(x, &rq, &code, out, &len);
 		if (rc == 0 && (bw_vault_file_ack_decode(out, len, &ack) != 0 ||

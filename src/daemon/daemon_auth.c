@@ -102,12 +102,14 @@ admit(void *arg, struct bw_conn *c, const struct bw_frame_req *r,
 
 	if (!bw_conn_tls(c)) {
 		/* the seed's protocols, unproven: unless the owner of the id
-		 * chose TLS only (a registration names nobody yet), or
+		 * chose TLS only (a registration names nobody yet; a 1106 is
+		 * refused off TLS before its body, whoever it names), or
 		 * whether it did could not be read (a shared store's row
 		 * that failed to come: RAM may not know yet; never served on
 		 * a guess) */
 		if (code == BW_VAULT_REQ_REGISTER ||
 		    code == BW_MSG_REQ_REGISTER ||
+		    code == BW_VAULT_REQ_SEND_CLEAR || /* vault.c closes */
 		    (cl = bw_registry_by_id(&d->reg, r->hdr.client_id)) == NULL)
 			return NULL;
 		/* the store may give the row to a later request */

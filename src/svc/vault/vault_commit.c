@@ -75,8 +75,8 @@ upload_log(struct upload *u, int rc)
 
 	bw_escape_display(u->rel_path, shown, sizeof(shown));
 	if (rc != 0) {
-		bw_error("c%llu 1028 '%s' not stored: %s", ULL(id), shown,
-			 bw_strerror(rc));
+		bw_error("c%llu %u '%s' not stored: %s", ULL(id), u->code,
+			 shown, bw_strerror(rc));
 		return;
 	}
 	bw_log_value(val, sizeof(val), shown);
@@ -429,7 +429,9 @@ pend_done(void *arg)
  * confirmed once the suspicion had passed). Waiting SUSPECT_MS after each
  * try makes the guessing take days. The owner's own replacements are
  * refused as long (a general error, 2107: its client says the upload
- * failed); its new files are not. */
+ * failed); its new files are not. An upload on a TLS listener is never
+ * suspect: the handshake proved the id's key, whatever a stranger tried
+ * elsewhere (else one could keep an owner's TLS replacements refused). */
 static int
 suspect(const struct upload *u)
 {
@@ -437,13 +439,13 @@ suspect(const struct upload *u)
 	char shown[BW_ESC_CAP];
 	uint64_t ago;
 
-	if (cl == NULL || cl->vault.undecryptable == 0 ||
+	if (u->proven || cl == NULL || cl->vault.undecryptable == 0 ||
 	    (ago = bw_now_ms() - cl->vault.undecryptable_ms) >= SUSPECT_MS)
 		return 0;
-	bw_warn("c%llu 1028 %s refused: %u upload(s) of this client failed to "
+	bw_warn("c%llu %u %s refused: %u upload(s) of this client failed to "
 		"decrypt in the last %u min, the last %llu s ago (someone "
 		"without its key may be guessing); the verified file stays",
-		ULL(u->conn != NULL ? u->conn->id : 0),
+		ULL(u->conn != NULL ? u->conn->id : 0), u->code,
 		bw_escape_display(u->rel_path, shown, sizeof(shown)),
 		cl->vault.undecryptable, SUSPECT_MS / 60000u, ULL(ago / 1000u));
 	return 1;

@@ -137,6 +137,8 @@ struct upload {
 	struct bw_slot slot;  /* held until the upload is done */
 	int counted;	      /* in uploads_active */
 	uint8_t client_id[BW_ID_LEN];
+	uint16_t code; /* 1028, or 1106 (no cipher: aes is NULL) */
+	int proven;    /* on a TLS listener: the id's key proved it */
 	uint8_t name_field[BW_NAME_FIELD]; /* echoed in the file OK reply
 					    * (2103) */
 	char file_name[BW_NAME_CAP];

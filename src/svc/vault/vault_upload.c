@@ -151,6 +151,9 @@ vault_upload_start(struct bw_conn *c, struct bw_vault *v, struct bw_client *cl,
 		return rc;
 	}
 	memcpy(u->client_id, cl->id, BW_ID_LEN);
+	u->code =
+		key != NULL ? BW_VAULT_REQ_SEND_FILE : BW_VAULT_REQ_SEND_CLEAR;
+	u->proven = bw_conn_tls(c);
 	if (key != NULL)
 		memcpy(u->key, key, BW_AES_KEY_LEN);
 	memcpy(u->name_field, prefix + 4, BW_NAME_FIELD);
