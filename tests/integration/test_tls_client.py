@@ -234,7 +234,8 @@ class Proxy:
     ends here as in "mitm", and the plaintext goes to a plain port upstream,
     as stunnel would relay it. The mode is read at each accept; cut, if
     set, is asked of every piece from the client, and a true answer closes
-    the connection there (its end "cut"). stats: one dict per connection, "up" the bytes relayed from
+    the connection there (its end "cut"); edit, if set, is given every
+    piece from the server and returns what is relayed instead. stats: one dict per connection, "up" the bytes relayed from
     the client (decrypted, in mitm mode), "down" those from the server,
     "done" once it is closed."""
 
@@ -242,7 +243,7 @@ class Proxy:
         self.port, self.upstream = port, upstream
         self.cert, self.key = cert, key
         self.mode = "pass"
-        self.cut = None
+        self.cut = self.edit = None
         self.stats = []
         self.errors = []
         self.lock = threading.Lock()
@@ -328,6 +329,8 @@ class Proxy:
                 if s is client and self.cut is not None and self.cut(data):
                     st["end"] = "cut"
                     return
+                if s is server and self.edit is not None:
+                    data = self.edit(data)
                 other = server if s is client else client
                 st["up" if s is client else "down"] += len(data)
                 other.settimeout(10)

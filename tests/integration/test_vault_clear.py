@@ -10,6 +10,7 @@ import hashlib
 import os
 import socket
 import struct
+import time
 
 import bwd
 import bwvault as bw
@@ -74,24 +75,51 @@ def test_an_owner_sends_files_as_they_are_and_gets_them_back(start_server):
 
 
 def test_an_identity_registered_on_the_plain_port_needs_no_aes_key(start_server):
-    """A 1106 needs no 1027 first: the handshake proved the id's key."""
-    srv = start(start_server)
+    """A 1106 needs no live AES key (no 1027 first): the handshake proved
+    the id's key. Its AES key has expired (--key-lifetime 1): a 1028 with
+    it is refused, the 1106 is served."""
+    srv = start(start_server, "--key-lifetime", "1")
     key = rsa_key(22)
     p = bw.VaultClient(H, srv.port, key=key).connect()
     bw.expect(p.register(unique_name("pl")), bw.REGISTERED, "register")
     bw.expect(p.send_pubkey(), bw.KEY_STORED, "key")
     p.close()
+    time.sleep(2.5)  # the key's lifetime is the rule: past it by a second
     c = TlsVaultClient(H, srv.tls_port, key=key).connect()
-    c.client_id, c.name = p.client_id, p.name
+    c.client_id, c.name, c.aes_key = p.client_id, p.name, p.aes_key
     data = os.urandom(40_000)
     clear(c, "k.bin", data)
     assert stored(srv, c, "k.bin") == data
+    r = c.send_file("seed.bin", b"0123456789abcdef").response
+    assert (r.code, r.payload) == (bw.ERROR, b""), r
+    assert "AES key has expired" in srv.log(), srv.log_tail()
     c.close()
 
 
-def refused_and_closed(c, res):
-    assert res.response.code == bw.ERROR and res.response.payload == b"", res.response
-    assert c.is_closed_by_peer(timeout=5)
+def test_a_strangers_failed_guesses_do_not_hold_up_the_owners_tls_uploads(start_server):
+    """A 1028 of the owner's id that fails to decrypt (a stranger guessing
+    on the plain port) makes the server refuse that client's replacements
+    for 10 minutes, since nothing proves who sent them; on a TLS listener
+    the handshake proved the owner, and its replacements, 1106 or 1028, are
+    taken."""
+    srv = start(start_server)
+    c = owner(srv, 26)
+    clear(c, "doc.bin", b"first version")
+    clear(c, "seed.bin", b"first seed version")
+    with srv.client() as s:
+        ct = bw.bad_padding_ciphertext(c.aes_key, blocks=4)
+        s.send_raw(bw.pack_request_header(c.client_id, bw.SEND_FILE, bw.FILE_PREFIX_SIZE + len(ct))
+                   + bw.pack_file_prefix(len(ct), "doc.bin") + ct)
+        r = s.recv_response()
+        assert (r.code, r.payload) == (bw.ERROR, b""), r
+    clear(c, "doc.bin", b"second version")
+    assert ext_get(c, "doc.bin")[4] == b"second version"
+    res = c.send_file("seed.bin", b"second seed version")
+    bw.expect(res.response, bw.FILE_RECEIVED, "1028 over TLS")
+    bw.expect(c.crc_ok("seed.bin"), bw.ACK, "verdict")
+    assert ext_get(c, "seed.bin")[4] == b"second seed version"
+    assert "may be guessing" not in srv.log(), srv.log_tail()
+    c.close()
 
 
 def by_hand(srv, cid, key, size, name, declared=None, body=b""):
@@ -117,10 +145,12 @@ def test_a_clear_upload_is_refused_off_tls_to_strangers_and_when_sizes_lie(start
     cid = c.client_id
     data = os.urandom(5000)
 
-    # the plain port never takes it, not even from the owner's id
+    # the plain port never takes it, not even from the owner's id, and
+    # refuses it before its content: nothing of it is sent here
     p = bw.VaultClient(H, srv.port).connect()
-    p.client_id = cid
-    refused_and_closed(p, p.send_clear("plain.bin", data))
+    p.send_raw(bw.pack_request_header(cid, bw.SEND_CLEAR, bw.FILE_PREFIX_SIZE + 150_000)
+               + struct.pack("<I", 150_000) + bw.name_field("plain.bin"))
+    refused(p, "the plain port")
     # another key naming the owner's id: the handshake proved someone else
     refused(by_hand(srv, cid, rsa_key(24), 16, "stranger.bin"), "another key")
     # an id nobody registered: 2107 after the body, the connection kept
@@ -226,3 +256,48 @@ def test_a_tls_server_that_does_not_offer_1106_gets_the_seeds_1028(start_server,
     finally:
         t.stop()
     assert not t.errors, t.errors
+
+
+def test_a_node_that_refuses_the_1106_it_offered_gets_the_seeds_1028(start_server, client_dir,
+                                                                     tmp_path):
+    """Behind one address, a node that does not serve 1106 after all (here
+    the plain port behind a TLS terminator whose 2115 says it does): the
+    2107 sends the client back to the seed's 1028, with a fresh key on a
+    new connection, and the file lands."""
+    srv = start(start_server)
+    env = client_env(tmp_path / "home")
+
+    def offer(data):
+        if len(data) >= 19 and struct.unpack_from("<H", data, 1)[0] == bw.LIMITS_REPLY:
+            data = data[:15] + struct.pack("<I", bw.FEATURE_CLEAR) + data[19:]
+        return data
+    t = Proxy(ports.reserve(), srv.port, cert=srv.data_dir / "tls.crt",
+              key=srv.data_dir / "tls.key")
+    t.mode, t.edit = "end", offer
+    try:
+        data = os.urandom(200_000)
+        d, _ = send_dir(client_dir, t.port, data=data)
+        mark = len(srv.log())
+        r = d.run(env=env)
+        assert r.returncode == 0, describe(r)
+        assert_stored(srv, d, data)
+        assert "served on a TLS listener only" in srv.log()[mark:], srv.log()[mark:]
+        assert uploads_since(srv, mark) == [0], srv.log()[mark:]
+        assert r.stderr.count(b"trying again") == 1, describe(r)
+    finally:
+        t.stop()
+    assert not t.errors, t.errors
+
+
+def test_a_file_over_the_limit_is_said_once_over_tls(start_server, client_dir, tmp_path):
+    """The size limit a 1106 meets is the file's own size (no padding)."""
+    srv = start(start_server, "--max-file-size", "100000")
+    env = client_env(tmp_path / "home")
+    d, _ = send_dir(client_dir, srv.tls_port, data=os.urandom(100_000))
+    r = d.run(env=env)
+    assert r.returncode == 0, describe(r)  # exactly the limit: taken
+    d, _ = send_dir(client_dir, srv.tls_port, data=os.urandom(100_001))
+    r = d.run(env=env)
+    assert r.returncode == 5, describe(r)
+    assert b"the server takes files up to 100000 bytes; this one has 100001" in r.stderr, \
+        describe(r)
