@@ -88,6 +88,13 @@ engine_conn_kill(struct bw_conn *c, const char *why)
 	c->flags |= BW_CONN_DEAD;
 	if (why != NULL && (c->flags & BW_CONN_QUIET))
 		bw_debug("c%llu closed: %s", (unsigned long long)c->id, why);
+	else if (why != NULL && c->own->tls != NULL &&
+		 !(c->flags & (BW_CONN_TLS_UP | BW_CONN_PROXY_WAIT)))
+		/* no request names anyone yet: the address says who stalled
+		 * or sent garbage (docs/security.md) */
+		bw_info("c%llu closed: %s (TLS handshake unfinished, peer %s)",
+			(unsigned long long)c->id, why,
+			c->peer[0] != '\0' ? c->peer : "-");
 	else if (why != NULL)
 		bw_info("c%llu closed: %s", (unsigned long long)c->id, why);
 	/* the socket is closed below, and never duplicated */

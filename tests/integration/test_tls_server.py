@@ -326,6 +326,30 @@ def test_rooms_session_over_tls_reaches_tls_and_plain_members(start_server):
                 x.close()
 
 
+def test_a_resumed_session_offers_no_early_data(start_server, tmp_path):
+    """No 0-RTT: the server's tickets allow no early data, so a client that
+    resumes (openssl s_client, asked to send early data) sends none; the
+    session is resumed all the same. (TLS 1.3 has no compression and no
+    renegotiation to turn off; TLS 1.2 is refused elsewhere.)"""
+    need_openssl()
+    srv = start_tls(start_server)
+    sess, early = tmp_path / "sess.pem", tmp_path / "early.bin"
+    early.write_bytes(bw.pack_request(bw.ZERO_ID, bw.LIMITS, b""))
+    base = "sleep 1 | openssl s_client -connect 127.0.0.1:%d -tls1_3 " % srv.tls_port
+    r = subprocess.run(["sh", "-c", base + "-sess_out %s" % sess], capture_output=True,
+                       timeout=30)
+    assert sess.exists(), r.stderr.decode("utf-8", "replace")[-2000:]
+    text = subprocess.run(["openssl", "sess_id", "-in", str(sess), "-noout", "-text"],
+                          capture_output=True, timeout=30).stdout.decode()
+    assert re.search(r"Max Early Data: 0\b", text), text
+    r = subprocess.run(["sh", "-c", base + "-sess_in %s -early_data %s" % (sess, early)],
+                       capture_output=True, timeout=30)
+    out = (r.stdout + r.stderr).decode("utf-8", "replace")
+    assert "Reused, TLSv1.3" in out, out[-3000:]
+    assert "Early data was not sent" in out, out[-3000:]
+    assert srv.alive()
+
+
 def test_openssl_s_client_on_the_rooms_tls_port_shows_the_menu(start_server):
     need_openssl()
     srv = start_tls(start_server, tls=False, rooms_tls=True, rooms=True)
@@ -644,14 +668,38 @@ def test_garbage_on_the_tls_port_is_closed_and_others_still_served(start_server,
     try:
         bw.expect(before.register(unique_name("before")), bw.REGISTERED, "register")
         with socket.create_connection((H, srv.tls_port), timeout=10) as g:
+            peer = "peer %s:%d" % g.getsockname()
             g.sendall(GARBAGE[what])
             got = closed_within(g)
         assert _alert_or_nothing(got), "answered %r" % got[:100]
+        # a clear line: what failed, and who
+        assert bwd.wait_for(lambda: any("TLS handshake unfinished, %s)" % peer in ln
+                                        for ln in srv.log().splitlines()), 5), srv.log_tail()
         # the session opened before, and new ones, go on
         bw.expect(before.send_pubkey(), bw.KEY_STORED, "key after the garbage")
     finally:
         before.close()
     vault_works_over_tls(srv)
+    assert srv.alive()
+
+
+@pytest.mark.parametrize("sent", ["nothing", "half-a-hello"])
+def test_a_stalled_handshake_is_closed_at_its_deadline_and_logged(start_server, sent):
+    """A peer that connects to the TLS port and stalls (sends nothing, or
+    half a ClientHello) is closed when the connection's deadline (--timeout
+    2) passes, with a line naming its address; others are served while it
+    waits."""
+    srv = start_tls(start_server, "--timeout", "2")
+    hello = client_hello()
+    with socket.create_connection((H, srv.tls_port), timeout=10) as g:
+        peer = "peer %s:%d" % g.getsockname()
+        if sent == "half-a-hello":
+            g.sendall(hello[:len(hello) // 2])
+        vault_works_over_tls(srv)  # served meanwhile
+        got = closed_within(g, timeout=15)
+    assert _alert_or_nothing(got), "answered %r" % got[:100]
+    line = "closed: timeout (TLS handshake unfinished, %s)" % peer
+    assert bwd.wait_for(lambda: line in srv.log(), 5), srv.log_tail()
     assert srv.alive()
 
 
