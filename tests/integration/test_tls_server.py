@@ -25,6 +25,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import threading
 import time
 
 import pytest
@@ -639,6 +640,74 @@ def test_sighup_reads_new_files_keeps_open_sessions_and_refuses_broken_ones(star
     assert srv.log().count(KEPT) == len(refusals)
     with tls_connect(srv.tls_port, client_ctx(cafile=one[0])) as s:
         assert fp_of_sock(s) == fp1
+
+
+def test_rotation_under_traffic_fails_no_session_and_no_upload(start_server, tmp_path):
+    """The certificate rotated six times by SIGHUP while four clients open
+    TLS sessions back to back (each proves its key, asks 1104, closes) and
+    an upload streams slowly across every reload: no session fails, each
+    sees one of the two keys, both keys are seen, and the upload is stored
+    whole."""
+    op = tmp_path / "op"
+    one, two = make_pair(op, "one"), make_pair(op, "two")
+    fps = {fp_of_pem_file(one[0]), fp_of_pem_file(two[0])}
+    crt, key = op / "server.crt", op / "server.key"
+    install(*one, crt, key)
+    # full handshakes back to back from one address: past the default
+    # budget a second, which is not what this test is about
+    srv = start_tls(start_server, "--tls-cert", crt, "--tls-key", key,
+                    "--tls-handshakes-per-addr", "0", "--tls-handshakes", "0")
+    stop = threading.Event()
+    seen, errors, done = set(), [], []
+    ctxs = [tlsutil.client_ctx(key=rsa_key(30 + i)) for i in range(4)]
+
+    def sessions(i):
+        try:
+            while not stop.is_set():
+                with tlsutil.tls_connect(H, srv.tls_port, ctxs[i]) as c:
+                    seen.add(fp_of_sock(c))
+                    c.sendall(bw.pack_request(bw.ZERO_ID, bw.LIMITS, b""))
+                    r = bw.read_response(c)
+                    assert r.code == bw.LIMITS_REPLY, r
+                done.append(i)
+        except Exception as e:  # reported below
+            errors.append(repr(e))
+
+    up = TlsVaultClient(H, srv.tls_port, key=rsa_key(35)).connect()
+    bw.expect(up.register(unique_name("rot")), bw.REGISTERED, "register")
+    bw.expect(up.send_pubkey(), bw.KEY_STORED, "key")
+    data = os.urandom(4 * 1024 * 1024)
+
+    def slowly():  # 32 pieces over about 3 s: across every reload
+        for at in range(0, len(data), 128 * 1024):
+            time.sleep(0.1)
+            yield data[at:at + 128 * 1024]
+    result = []
+    uploader = threading.Thread(target=lambda: result.append(
+        up.send_file("rot.bin", chunks=slowly(), size=len(data))))
+    workers = [threading.Thread(target=sessions, args=(i,)) for i in range(4)]
+    for t in workers + [uploader]:
+        t.start()
+    try:
+        for n in range(6):
+            time.sleep(0.4)
+            install(*(two if n % 2 == 0 else one), crt, key)
+            srv.hup()
+    finally:
+        uploader.join(60)
+        stop.set()
+        for t in workers:
+            t.join(30)
+    assert not errors, errors
+    assert seen == fps, (seen, fps)
+    assert len(done) >= 20, "only %d sessions: the reloads met no traffic" % len(done)
+    assert result, "the upload did not finish"
+    bw.expect(result[0].response, bw.FILE_RECEIVED, "upload across the reloads")
+    assert result[0].server_crc == result[0].crc
+    bw.expect(up.crc_ok("rot.bin"), bw.ACK, "verdict")
+    up.close()
+    assert (srv.client_dir(up.client_id) / "rot.bin").read_bytes() == data
+    assert KEPT not in srv.log() and srv.alive()
 
 
 # --------------------------------------------------------------------------
