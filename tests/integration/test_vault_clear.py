@@ -227,6 +227,21 @@ def test_bulwark_send_over_tls_sends_the_file_as_it_is(start_server, client_dir,
     assert uploads_since(srv, mark) == [0]
 
 
+def seed_upload_through(srv, port, client_dir, env, size):
+    """bulwark send of size random bytes to tls://127.0.0.1:port, which
+    must succeed with the file stored by a 1028: (its result, what srv
+    logged meanwhile)."""
+    data = os.urandom(size)
+    d, _ = send_dir(client_dir, port, data=data)
+    mark = len(srv.log())
+    r = d.run(env=env)
+    assert r.returncode == 0, describe(r)
+    assert_stored(srv, d, data)
+    log = srv.log()[mark:]
+    assert uploads_since(srv, mark) == [0], log
+    return r, log
+
+
 def test_a_tls_server_that_does_not_offer_1106_gets_the_seeds_1028(start_server, client_dir,
                                                                   tmp_path):
     """TLS ended in front of the plain port, as stunnel would: 2115 without
@@ -242,13 +257,7 @@ def test_a_tls_server_that_does_not_offer_1106_gets_the_seeds_1028(start_server,
                     struct.unpack_from("<H", data, 17)[0] == bw.LIMITS):
             t.cut = cut
             n = len(t.stats)
-            data = os.urandom(300_000)
-            d, _ = send_dir(client_dir, t.port, data=data)
-            mark = len(srv.log())
-            r = d.run(env=env)
-            assert r.returncode == 0, describe(r)
-            assert_stored(srv, d, data)
-            assert uploads_since(srv, mark) == [0], srv.log()[mark:]
+            r, _ = seed_upload_through(srv, t.port, client_dir, env, 300_000)
             ends = [st["end"] for st in t.new_since(n)]
             if cut is not None:  # the upload went on a new connection
                 assert ends.count("cut") == 1 and len(ends) >= 2, ends
@@ -275,14 +284,8 @@ def test_a_node_that_refuses_the_1106_it_offered_gets_the_seeds_1028(start_serve
               key=srv.data_dir / "tls.key")
     t.mode, t.edit = "end", offer
     try:
-        data = os.urandom(200_000)
-        d, _ = send_dir(client_dir, t.port, data=data)
-        mark = len(srv.log())
-        r = d.run(env=env)
-        assert r.returncode == 0, describe(r)
-        assert_stored(srv, d, data)
-        assert "served on a TLS listener only" in srv.log()[mark:], srv.log()[mark:]
-        assert uploads_since(srv, mark) == [0], srv.log()[mark:]
+        r, log = seed_upload_through(srv, t.port, client_dir, env, 200_000)
+        assert "served on a TLS listener only" in log, log
         assert r.stderr.count(b"trying again") == 1, describe(r)
     finally:
         t.stop()
