@@ -166,11 +166,13 @@ def test_a_clear_upload_is_refused_off_tls_to_strangers_and_when_sizes_lie(start
     refused(by_hand(srv, cid, rsa_key(23), 99, "lie.bin", declared=100), "disagreeing sizes")
 
     # a body cut short: nothing visible, the owner's connection unharmed
+    mark = len(srv.log())
     o = by_hand(srv, cid, rsa_key(23), 150_000, "cut.bin", body=data)
     o.sock.shutdown(socket.SHUT_RDWR)
     o.close()
-    assert bwd.wait_for(lambda: "connection closed" in srv.log()
-                        or "closed its connection" in srv.log(), 5), srv.log_tail()
+    # (its close is logged however far it got: on a shared store the
+    # header may still wait for the client's rows to be read)
+    assert bwd.wait_for(lambda: "closed" in srv.log()[mark:], 5), srv.log_tail()
     assert ext_list(c) == {}, "something was stored"
     for name in ("plain.bin", "stranger.bin", "nobody.bin", "size.bin", "lie.bin", "cut.bin"):
         assert stored(srv, c, name) is None, name
