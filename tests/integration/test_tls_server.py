@@ -644,10 +644,10 @@ def test_sighup_reads_new_files_keeps_open_sessions_and_refuses_broken_ones(star
 
 def test_rotation_under_traffic_fails_no_session_and_no_upload(start_server, tmp_path):
     """The certificate rotated six times by SIGHUP while four clients open
-    TLS sessions back to back (each proves its key, asks 1104, closes) and
-    an upload streams slowly across every reload: no session fails, each
-    sees one of the two keys, both keys are seen, and the upload is stored
-    whole."""
+    TLS sessions back to back (each proves its key, asks 1104, closes; at
+    least four between reloads) and an upload is half sent before the first
+    reload and finished after the last: no session fails, each sees one of
+    the two keys, both keys are seen, and the upload is stored whole."""
     op = tmp_path / "op"
     one, two = make_pair(op, "one"), make_pair(op, "two")
     fps = {fp_of_pem_file(one[0]), fp_of_pem_file(two[0])}
@@ -678,29 +678,37 @@ def test_rotation_under_traffic_fails_no_session_and_no_upload(start_server, tmp
     bw.expect(up.send_pubkey(), bw.KEY_STORED, "key")
     data = os.urandom(4 * 1024 * 1024)
 
-    def slowly():  # 32 pieces over about 3 s: across every reload
-        for at in range(0, len(data), 128 * 1024):
-            time.sleep(0.1)
-            yield data[at:at + 128 * 1024]
+    half, started, reloaded = len(data) // 2, threading.Event(), threading.Event()
+
+    def across():
+        """Half the file before the first reload, the rest after the last:
+        the upload spans every reload, whatever their pace."""
+        yield data[:half]
+        started.set()
+        reloaded.wait(60)
+        yield data[half:]
     result = []
     uploader = threading.Thread(target=lambda: result.append(
-        up.send_file("rot.bin", chunks=slowly(), size=len(data))))
+        up.send_file("rot.bin", chunks=across(), size=len(data))))
     workers = [threading.Thread(target=sessions, args=(i,)) for i in range(4)]
     for t in workers + [uploader]:
         t.start()
     try:
+        assert started.wait(30), "the upload did not start"
         for n in range(6):
-            time.sleep(0.4)
+            # each reload after more sessions: they meet every key
+            want = len(done) + 4
+            assert bwd.wait_for(lambda: len(done) >= want or errors, 30), len(done)
             install(*(two if n % 2 == 0 else one), crt, key)
             srv.hup()
     finally:
+        reloaded.set()
         uploader.join(60)
         stop.set()
         for t in workers:
             t.join(30)
     assert not errors, errors
     assert seen == fps, (seen, fps)
-    assert len(done) >= 20, "only %d sessions: the reloads met no traffic" % len(done)
     assert result, "the upload did not finish"
     bw.expect(result[0].response, bw.FILE_RECEIVED, "upload across the reloads")
     assert result[0].server_crc == result[0].crc
